@@ -1,0 +1,66 @@
+# kubelock — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/operator
+# The control plane's binaries (built once into ~/.cache/kubelock, or taken from KUBELOCK_BIN_DIR).
+BIN_DIR = $(shell bash hack/install-binaries.sh | tail -n 1)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtual environment with every dependency
+
+.PHONY: tools
+tools: ## Build (once) etcd, kube-apiserver, kube-controller-manager, kubectl, kwok and helm
+	@bash hack/install-binaries.sh
+
+.PHONY: generate
+generate: venv ## Regenerate the CRDs (crds/ and the chart) from the pydantic models
+	$(PY) -m kubelock.api.crdgen
+
+.PHONY: verify
+verify: venv ## Fail when generated files differ from what is committed
+	$(PY) -m kubelock.api.crdgen --check
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict and the import-linter layer contracts
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: unit
+unit: venv ## Unit tests only (no cluster)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+.PHONY: test
+test: venv tools ## Install everything and run all test tiers (unit, integration, e2e where Docker exists)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+.PHONY: run
+run: venv tools ## Start a local control plane and run the operator in the foreground (Ctrl-C stops all)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed run
+
+.PHONY: up
+up: venv tools ## Start the local control plane and the operator in the background
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed up
+
+.PHONY: down
+down: venv ## Stop what `make up` started
+	$(PY) -m kubelock.testbed down
+
+.PHONY: clean
+clean: ## Remove the virtual environment and local run state (not the binary cache)
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache

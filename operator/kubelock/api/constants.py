@@ -1,0 +1,26 @@
+"""Names of the API and the labels and annotations kubelock reads or writes."""
+
+GROUP = "kubelock.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+CLAIM_KIND = "LockClaim"
+CLAIM_PLURAL = "lockclaims"
+CLAIM_SHORT = "lc"
+LOCK_KIND = "ResourceLock"
+LOCK_PLURAL = "resourcelocks"
+LOCK_SHORT = "rl"
+CATEGORY = "locks"
+
+# A holder renews its lease by writing any new value here (the SDK writes a timestamp for humans;
+# the operator only compares it with the last value it acted on and never trusts it as a time).
+RENEW_ANNOTATION = "kubelock.dev/renew"
+# Pods whose termination releases their claims carry this label (the operator watches only them).
+POD_LABEL = "kubelock.dev/lock-holder"
+POD_LABEL_VALUE = "true"
+# Who broke a lock and why, recorded by `kubelock unlock` on the ResourceLock before deleting it.
+BREAK_ACTOR_ANNOTATION = "kubelock.dev/broken-by"
+BREAK_REASON_ANNOTATION = "kubelock.dev/break-reason"
+# Labels on ResourceLocks and claims, for selection by holder.
+HOLDER_HASH_LABEL = "kubelock.dev/holder-hash"
+MANAGED_BY = "kubelock-operator"

@@ -1,0 +1,241 @@
+"""Arbitration of one resource: who holds it, who waits, who is turned away, and when to look again.
+
+`decide` is a pure function of the claims for one resource, its lock (or None, which the caller
+must have confirmed with the API server when a claim believes it holds), the wait-for graph of the
+namespace, the policy and `now`. It returns one step of actions; the caller applies them in order
+and calls it again until nothing is left to do. Applying the same decision twice is harmless: every
+action is a state to reach, not a delta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from kubelock.domain.model import (
+    Action,
+    Claim,
+    ClaimStatus,
+    CreateLock,
+    Decision,
+    DeleteLock,
+    Lock,
+    Notice,
+    PodLiveness,
+    Policy,
+    RenewLock,
+    SetStatus,
+)
+from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.timefmt import human_seconds, to_rfc3339
+from kubelock.domain.waitfor import Cycle, WaitForGraph, describe
+
+
+def effective_ttl(claim: Claim, policy: Policy) -> int:
+    ttl = claim.ttl_seconds if claim.ttl_seconds is not None else policy.default_ttl_seconds
+    return min(ttl, policy.max_ttl_seconds)
+
+
+def decide(
+    resource: str,
+    claims: Iterable[Claim],
+    lock: Lock | None,
+    *,
+    now: float,
+    policy: Policy,
+    graph: WaitForGraph,
+) -> Decision:
+    active = sorted((c for c in claims if c.active), key=lambda c: (c.sequence, c.uid))
+    holder_claim = None if lock is None else next((c for c in active if c.uid == lock.claim_uid), None)
+
+    ending = [s for c in active if (s := _ending(c, resource, now, policy, holder_claim is c))]
+    if ending:
+        ended = {s.claim.uid for s in ending}
+        cleanup: list[Action] = []
+        if lock is not None and lock.claim_uid in ended:
+            cleanup.append(DeleteLock(lock, ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason))
+        return Decision((*ending, *cleanup))
+
+    if lock is None:
+        return _free(resource, active, now, policy)
+    if holder_claim is None:
+        # The holder released (claim deleted) or already ended: free the resource.
+        return Decision((DeleteLock(lock, Reason.RELEASED),))
+    return _held(resource, active, lock, holder_claim, now, policy, graph)
+
+
+def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool) -> SetStatus | None:
+    """A status that ends the claim whatever the lock does: its pod is gone, its spec is out of
+    bounds, or it waited too long."""
+    fresh = claim.status is None
+    if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
+        if claim.pod is PodLiveness.UNWATCHED:
+            message = (
+                f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
+                "it terminate; add the label to the pod template"
+            )
+        elif claim.pod is PodLiveness.MISSING:
+            message = f"pod {claim.pod_name} does not exist"
+        else:
+            message = f"pod {claim.pod_name} terminated"
+        if fresh:
+            reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
+            return _end(claim, Phase.REJECTED, reason, message, warning=True)
+        message = f"holder {claim.holder} lost its pod: {message}"
+        return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, warning=True)
+    if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
+        message = (
+            f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
+            "(operator setting maxTtlSeconds)"
+        )
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, warning=True)
+    timeout = claim.wait_timeout_seconds
+    if claim.waiting and not holds and timeout is not None and now >= claim.created_at + timeout:
+        held_by = claim.status.holder if claim.status else None
+        message = f"gave up after waiting {timeout}s for {resource}" + (f" (held by {held_by})" if held_by else "")
+        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, warning=False, holder=held_by)
+    return None
+
+
+def _end(
+    claim: Claim, phase: Phase, reason: Reason, message: str, *, warning: bool, holder: str | None = None
+) -> SetStatus:
+    previous = claim.status
+    status = ClaimStatus(
+        phase=phase,
+        reason=reason,
+        message=message,
+        sequence=claim.sequence,
+        holder=holder,
+        fencing_token=previous.fencing_token if previous else None,
+        acquired_at=previous.acquired_at if previous else None,
+        renewed_at=previous.renewed_at if previous else None,
+        expires_at=previous.expires_at if previous else None,
+        observed_renew=previous.observed_renew if previous else None,
+    )
+    return SetStatus(claim, status, Notice(reason, message, warning=warning))
+
+
+def _free(resource: str, active: Sequence[Claim], now: float, policy: Policy) -> Decision:
+    believers = [c for c in active if c.phase is Phase.HELD]
+    if believers:
+        message = f"the lock on {resource} was deleted (broken by an administrator)"
+        return Decision(
+            tuple(_end(c, Phase.REVOKED, Reason.LOCK_BROKEN, message, warning=True) for c in believers)
+        )
+    if not active:
+        return Decision()
+    head = active[0]
+    return Decision((CreateLock(head, head.sequence, now, effective_ttl(head, policy)),))
+
+
+def held_status(claim: Claim, lock: Lock, observed_renew: str | None) -> ClaimStatus:
+    return ClaimStatus(
+        phase=Phase.HELD,
+        reason=Reason.GRANTED,
+        message=f"{claim.holder} holds {lock.resource} (fencing token {lock.fencing_token})",
+        sequence=claim.sequence,
+        holder=claim.holder,
+        lock_name=lock.name,
+        fencing_token=lock.fencing_token,
+        acquired_at=lock.acquired_at,
+        renewed_at=lock.renewed_at,
+        expires_at=lock.expires_at,
+        observed_renew=observed_renew,
+    )
+
+
+def _held(
+    resource: str,
+    active: Sequence[Claim],
+    lock: Lock,
+    holder: Claim,
+    now: float,
+    policy: Policy,
+    graph: WaitForGraph,
+) -> Decision:
+    current = holder.status
+    if current is None or current.phase is not Phase.HELD:
+        # The lock exists but the claim does not say so yet: finish the grant.
+        status = held_status(holder, lock, holder.renew_request)
+        return Decision((SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),))
+
+    if now >= lock.expires_at:
+        message = (
+            f"lease on {resource} expired at {to_rfc3339(lock.expires_at)}: not renewed for "
+            f"{human_seconds(lock.lease_seconds)}"
+        )
+        expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, warning=True)
+        return Decision((expired, DeleteLock(lock, Reason.LEASE_EXPIRED)))
+
+    if holder.renew_request is not None and holder.renew_request != current.observed_renew:
+        ttl = effective_ttl(holder, policy)
+        renewed = replace(
+            current,
+            renewed_at=now,
+            expires_at=now + ttl,
+            stale=False,
+            observed_renew=holder.renew_request,
+            message=f"{holder.holder} holds {resource} (fencing token {lock.fencing_token}); renewed",
+        )
+        notice = Notice(Reason.RENEWED, f"lock {resource} renewed after being stale") if current.stale else None
+        return Decision((RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice)))
+
+    deadlines = [lock.expires_at]
+    stale_at = lock.renewed_at + policy.stale_after_seconds
+    if not current.stale:
+        if now >= stale_at:
+            message = (
+                f"lock {resource} held by {holder.holder} has not been renewed for more than "
+                f"{human_seconds(policy.stale_after_seconds)}"
+            )
+            return Decision((SetStatus(holder, replace(current, stale=True), Notice(Reason.STALE, message, True)),))
+        deadlines.append(stale_at)
+
+    actions: list[Action] = []
+    wake: set[str] = set()
+    position = 0
+    for claim in active:
+        if claim is holder:
+            continue
+        if not claim.wait:
+            if claim.status is None:
+                message = (
+                    f"{resource} is held by {holder.holder} since {to_rfc3339(lock.acquired_at)}; "
+                    "try again later, or set wait: true to queue"
+                )
+                actions.append(_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, warning=False,
+                                    holder=holder.holder))
+            continue
+        if claim.holder == holder.holder:
+            cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
+            actions.append(_deadlocked(claim, cycle, Reason.SELF_DEADLOCK))
+            continue
+        found = graph.find_cycle(claim.holder, resource, claim.sequence)
+        if found is not None:
+            victim = found.victim
+            if victim == found.edges[0]:
+                actions.append(_deadlocked(claim, found, Reason.DEADLOCK))
+                continue
+            wake.add(victim.resource)
+        position += 1
+        if claim.wait_timeout_seconds is not None:
+            deadlines.append(claim.created_at + claim.wait_timeout_seconds)
+        pending = ClaimStatus(
+            phase=Phase.PENDING,
+            reason=Reason.QUEUED,
+            message=f"waiting for {resource}, held by {holder.holder}; position {position} in the queue",
+            sequence=claim.sequence,
+            holder=holder.holder,
+            queue_position=position,
+        )
+        if claim.status != pending:
+            notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
+            actions.append(SetStatus(claim, pending, notice))
+    return Decision(tuple(actions), min(deadlines), frozenset(wake))
+
+
+def _deadlocked(claim: Claim, cycle: Cycle, reason: Reason) -> SetStatus:
+    path = cycle.path
+    update = _end(claim, Phase.DEADLOCKED, reason, f"deadlock: {describe(path)}", warning=True)
+    return replace(update, status=replace(update.status, cycle=path))

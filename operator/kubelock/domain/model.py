@@ -1,0 +1,148 @@
+"""Frozen views of claims and locks as the domain sees them (no Kubernetes types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from kubelock.domain.reasons import Phase, Reason
+
+
+class PodLiveness(StrEnum):
+    NOT_BOUND = "NotBound"  # the claim has no podRef
+    ALIVE = "Alive"
+    TERMINATED = "Terminated"  # Succeeded/Failed, being deleted, or a new pod under the same name
+    MISSING = "Missing"  # no such pod
+    UNWATCHED = "Unwatched"  # the pod exists but lacks the label that lets the operator watch it
+    UNKNOWN = "Unknown"  # not yet known; no decision is taken on it
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStatus:
+    """What the operator writes to `status` (timestamps as epoch seconds)."""
+
+    phase: Phase
+    reason: Reason
+    message: str
+    sequence: int
+    holder: str | None = None
+    lock_name: str | None = None
+    fencing_token: int | None = None
+    acquired_at: float | None = None
+    renewed_at: float | None = None
+    expires_at: float | None = None
+    queue_position: int | None = None
+    cycle: tuple[str, ...] | None = None
+    stale: bool = False
+    observed_renew: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    name: str
+    uid: str
+    resource: str  # normalised
+    holder: str
+    sequence: int  # queue order and fencing token: the revision at which the claim was first seen
+    created_at: float
+    wait: bool = False
+    ttl_seconds: int | None = None  # None: the operator's default
+    wait_timeout_seconds: int | None = None
+    pod_name: str | None = None
+    pod: PodLiveness = PodLiveness.NOT_BOUND
+    renew_request: str | None = None  # the holder's opaque renewal marker
+    status: ClaimStatus | None = None
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.status.phase if self.status else None
+
+    @property
+    def active(self) -> bool:
+        """Undecided, queued or holding: still takes part in arbitration."""
+        return self.status is None or not self.status.phase.terminal
+
+    @property
+    def waiting(self) -> bool:
+        """A real waiter: wants to queue and is not (yet) holding or finished."""
+        return self.wait and (self.status is None or self.status.phase is Phase.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    name: str
+    uid: str
+    resource: str
+    holder: str
+    claim_name: str
+    claim_uid: str
+    fencing_token: int
+    acquired_at: float
+    renewed_at: float
+    lease_seconds: int
+
+    @property
+    def expires_at(self) -> float:
+        return self.renewed_at + self.lease_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The operator settings the decisions depend on."""
+
+    default_ttl_seconds: int = 1800
+    max_ttl_seconds: int = 86400
+    stale_after_seconds: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An Event to record about a claim."""
+
+    reason: Reason
+    message: str
+    warning: bool = False
+
+
+# ---- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    claim: Claim
+    status: ClaimStatus
+    notice: Notice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateLock:
+    claim: Claim
+    fencing_token: int
+    acquired_at: float
+    lease_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLock:
+    lock: Lock
+    renewed_at: float
+    lease_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteLock:
+    lock: Lock
+    reason: Reason
+
+
+Action = SetStatus | CreateLock | RenewLock | DeleteLock
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One step of arbitration for one resource. Apply the actions in order, then decide again
+    until `actions` is empty; `next_deadline` is when the resource needs another look."""
+
+    actions: tuple[Action, ...] = ()
+    next_deadline: float | None = None
+    also_reconcile: frozenset[str] = field(default_factory=frozenset)

@@ -1,0 +1,64 @@
+"""Phases and reasons shared by conditions, Events, logs, metrics and SDK errors."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    HELD = "Held"
+    REJECTED = "Rejected"
+    TIMED_OUT = "TimedOut"
+    EXPIRED = "Expired"
+    DEADLOCKED = "Deadlocked"
+    REVOKED = "Revoked"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (Phase.PENDING, Phase.HELD)
+
+
+TERMINAL_PHASES = frozenset(p for p in Phase if p.terminal)
+
+
+class Reason(StrEnum):
+    GRANTED = "Granted"
+    QUEUED = "Queued"
+    HELD_BY_ANOTHER = "HeldByAnotherHolder"
+    WAIT_TIMED_OUT = "WaitTimedOut"
+    LEASE_EXPIRED = "LeaseExpired"
+    LOCK_BROKEN = "LockBroken"
+    HOLDER_POD_TERMINATED = "HolderPodTerminated"
+    POD_NOT_FOUND = "PodNotFound"
+    DEADLOCK = "DeadlockDetected"
+    SELF_DEADLOCK = "SelfDeadlock"
+    INVALID_SPEC = "InvalidSpec"
+    RENEWED = "Renewed"
+    STALE = "Stale"
+    RELEASED = "Released"
+
+
+# Condition types written on LockClaims.
+CONDITION_HELD = "Held"
+CONDITION_STALE = "Stale"
+
+# The Event reason for each phase a claim can enter.
+PHASE_EVENT_REASON: dict[Phase, Reason] = {
+    Phase.HELD: Reason.GRANTED,
+    Phase.PENDING: Reason.QUEUED,
+}
+
+WARNING_REASONS = frozenset(
+    {
+        Reason.LEASE_EXPIRED,
+        Reason.LOCK_BROKEN,
+        Reason.HOLDER_POD_TERMINATED,
+        Reason.POD_NOT_FOUND,
+        Reason.DEADLOCK,
+        Reason.SELF_DEADLOCK,
+        Reason.INVALID_SPEC,
+        Reason.STALE,
+        Reason.WAIT_TIMED_OUT,
+    }
+)

@@ -1,0 +1,110 @@
+"""Resource URIs: validation, normalisation and the ResourceLock name derived from them.
+
+The rules are the contract's: `scheme://rest`, scheme `[a-z][a-z0-9+.-]*` (compared
+case-insensitively), no whitespace or control characters, at most 1024 characters. Normalisation
+lower-cases the scheme and removes one trailing `/`; everything else is compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+MAX_RESOURCE_LENGTH = 1024
+MAX_HOLDER_LENGTH = 253
+
+# The same rule, for the API server's CEL (RE2) and pydantic's Rust regex engine.
+RESOURCE_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\p{C}\p{Z}]+$"
+HOLDER_PATTERN = r"^[^\p{C}\p{Z}]+$"
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_SLUG_UNSAFE = re.compile(r"[^a-z0-9]+")
+_SLUG_MAX = 40
+
+
+class InvalidResource(ValueError):
+    """A resource URI or holder that breaks the contract's rules; the message says which rule."""
+
+
+def _forbidden_character(text: str) -> str | None:
+    for index, char in enumerate(text):
+        category = unicodedata.category(char)
+        if category[0] in ("C", "Z"):
+            return f"character {index + 1} is {unicodedata.name(char, repr(char))} (U+{ord(char):04X})"
+    return None
+
+
+def validate_resource(uri: object) -> str:
+    """Return `uri` unchanged if it is a valid resource URI, else raise InvalidResource."""
+    if not isinstance(uri, str):
+        raise InvalidResource(f"resource must be a string, not {type(uri).__name__}")
+    if not uri:
+        raise InvalidResource("resource must not be empty; write a URI such as github://acme/app/issues/42")
+    if len(uri) > MAX_RESOURCE_LENGTH:
+        raise InvalidResource(f"resource is {len(uri)} characters long; at most {MAX_RESOURCE_LENGTH} are allowed")
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        raise InvalidResource(f"resource {uri[:80]!r} has no '://'; write scheme://rest, e.g. deploy://api-prod")
+    if not _SCHEME.fullmatch(scheme):
+        raise InvalidResource(
+            f"resource scheme {scheme[:40]!r} is invalid: it must start with a letter and contain only "
+            "letters, digits, '+', '.' or '-'"
+        )
+    if not rest:
+        raise InvalidResource(f"resource {uri!r} has nothing after '://'")
+    bad = _forbidden_character(uri)
+    if bad:
+        raise InvalidResource(f"resource must not contain whitespace or control characters: {bad}")
+    return uri
+
+
+def validate_holder(holder: object) -> str:
+    """Return `holder` unchanged if it is a valid holder identity, else raise InvalidResource."""
+    if not isinstance(holder, str):
+        raise InvalidResource(f"holder must be a string, not {type(holder).__name__}")
+    if not 1 <= len(holder) <= MAX_HOLDER_LENGTH:
+        raise InvalidResource(f"holder must be 1 to {MAX_HOLDER_LENGTH} characters long, not {len(holder)}")
+    bad = _forbidden_character(holder)
+    if bad:
+        raise InvalidResource(f"holder must not contain whitespace or control characters: {bad}")
+    return holder
+
+
+def normalise(uri: str) -> str:
+    """The form in which two resources are compared: scheme lower-cased, one trailing '/' removed."""
+    scheme, _, rest = uri.partition("://")
+    normalised = f"{scheme.lower()}://{rest}"
+    if normalised.endswith("/") and len(rest) > 1:
+        normalised = normalised[:-1]
+    return normalised
+
+
+def digest(text: str, length: int = 12) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def slug(text: str, limit: int = _SLUG_MAX) -> str:
+    """A lower-case DNS-label-safe rendering of `text` for readable object names (may be empty)."""
+    return _SLUG_UNSAFE.sub("-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def lock_name(normalised: str) -> str:
+    """The ResourceLock name for a normalised resource: a readable slug plus a hash.
+
+    Deterministic, so the API server's name uniqueness makes a grant atomic: two creates of the
+    same lock cannot both succeed. The hash covers the whole URI, so slugs that collide do not.
+    """
+    readable = slug(normalised)
+    return f"{readable}-{digest(normalised)}" if readable else f"lock-{digest(normalised)}"
+
+
+def claim_name(holder: str, normalised: str) -> str:
+    """The conventional LockClaim name the SDK and CLI use for (holder, resource).
+
+    One holder asking twice for the same resource gets the same claim, which makes acquire idempotent.
+    """
+    readable = slug(normalised, 30)
+    who = slug(holder, 20)
+    parts = [p for p in (who, readable) if p]
+    return "-".join([*parts, digest(f"{holder}\n{normalised}", 10)])

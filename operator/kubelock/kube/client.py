@@ -1,0 +1,202 @@
+"""A small asynchronous Kubernetes REST client on aiohttp.
+
+Why not the official client here: it is synchronous (a thread per call) and builds model objects
+for every response; the operator and the SDK only need JSON dicts, merge patches with
+preconditions and watches, at the lowest latency the API server allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import builtins
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from kubelock.kube.config import Credentials
+from kubelock.kube.errors import ApiError, Unreachable, from_response, transient
+
+Body = dict[str, Any]
+RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
+
+
+class KubeClient:
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        timeout: float = 30.0,
+        retries: int = 0,
+        on_request: RequestHook | None = None,
+        user_agent: str = "kubelock",
+    ) -> None:
+        self.credentials = credentials
+        self._timeout = timeout
+        self._retries = retries
+        self._on_request = on_request
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context(), limit=200, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
+        token = self.credentials.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def _url(self, path: str, params: Mapping[str, Any] | None) -> str:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        return f"{self.credentials.server}{path}" + (f"?{urlencode(query)}" if query else "")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        verb: str | None = None,
+    ) -> Body:
+        attempt = 0
+        while True:
+            try:
+                return await self._request_once(method, path, params, body, content_type, verb or method.lower())
+            except (ApiError, Unreachable) as error:
+                if attempt >= self._retries or not transient(error):
+                    raise
+                attempt += 1
+                # Exponential backoff with full jitter, capped: 0.1 s, 0.2 s, 0.4 s ... 3.2 s.
+                await asyncio.sleep(random.uniform(0, min(3.2, 0.1 * 2 ** (attempt - 1))))
+
+    async def _request_once(
+        self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, content_type: str, verb: str
+    ) -> Body:
+        session = self._ensure_session()
+        started = time.perf_counter()
+        data = None if body is None else json.dumps(body)
+        try:
+            async with session.request(
+                method,
+                self._url(path, params),
+                data=data,
+                headers=self._headers(content_type if data is not None else None),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            self._record(verb, 0, started)
+            raise Unreachable(f"cannot reach the API server at {self.credentials.server}: {error}") from error
+        self._record(verb, status, started)
+        parsed: Any = None
+        if text:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+        if status >= 400:
+            raise from_response(status, parsed, text)
+        return parsed if isinstance(parsed, dict) else {}
+
+    def _record(self, verb: str, status: int, started: float) -> None:
+        if self._on_request is not None:
+            self._on_request(verb, status, time.perf_counter() - started)
+
+    # ---- verbs -------------------------------------------------------------------------------
+
+    async def get(self, path: str) -> Body:
+        return await self.request("GET", path, verb="get")
+
+    async def list(self, path: str, **params: Any) -> Body:
+        return await self.request("GET", path, params=params, verb="list")
+
+    async def list_all(self, path: str, *, page: int = 500, **params: Any) -> tuple[builtins.list[Body], str]:
+        """Every item of a collection (paginated) and the collection's resourceVersion."""
+        items: builtins.list[Body] = []
+        token: str | None = None
+        version = ""
+        while True:
+            result = await self.list(path, limit=page, **{"continue": token}, **params)
+            items.extend(result.get("items") or [])
+            meta = result.get("metadata") or {}
+            version = meta.get("resourceVersion") or version
+            token = meta.get("continue")
+            if not token:
+                return items, version
+
+    async def create(self, path: str, body: Body, **params: Any) -> Body:
+        return await self.request("POST", path, body=body, params=params, verb="create")
+
+    async def patch(self, path: str, patch: Body, **params: Any) -> Body:
+        """A JSON merge patch. Put `metadata.resourceVersion` in it to make it conditional."""
+        return await self.request(
+            "PATCH", path, body=patch, params=params, content_type="application/merge-patch+json", verb="patch"
+        )
+
+    async def delete(self, path: str, *, uid: str | None = None, resource_version: str | None = None) -> Body:
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions} if preconditions else None
+        return await self.request("DELETE", path, body=body, verb="delete")
+
+    async def watch(
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300, **params: Any
+    ) -> AsyncIterator[Body]:
+        """Events of one watch request until the server closes it; raises ApiError (e.g. 410 Gone)."""
+        session = self._ensure_session()
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": timeout_seconds,
+            "allowWatchBookmarks": "true",
+            **params,
+        }
+        started = time.perf_counter()
+        try:
+            async with session.get(
+                self._url(path, query),
+                headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+            ) as response:
+                self._record("watch", response.status, started)
+                if response.status >= 400:
+                    text = await response.text()
+                    try:
+                        parsed = json.loads(text)
+                    except ValueError:
+                        parsed = None
+                    raise from_response(response.status, parsed, text)
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        obj = event.get("object") or {}
+                        raise from_response(int(obj.get("code") or 500), obj)
+                    yield event
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise Unreachable(f"watch on {path} failed: {error}") from error

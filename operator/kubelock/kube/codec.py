@@ -1,0 +1,262 @@
+"""Mapping between API objects (JSON dicts) and the domain's frozen values.
+
+Read tolerantly (unknown fields are ignored, missing ones default), write strictly (every status
+write is the complete status, so a stale field can never survive a phase change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubelock.api.constants import API_VERSION, CLAIM_KIND, LOCK_KIND, MANAGED_BY, RENEW_ANNOTATION
+from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
+from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
+from kubelock.domain.resource import normalise
+from kubelock.domain.timefmt import from_rfc3339, to_rfc3339
+
+Body = dict[str, Any]
+
+
+def revision(body: Body) -> int:
+    """The object's resourceVersion as a number (etcd revisions are monotonic integers)."""
+    return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+
+
+def _ts(value: Any) -> float | None:
+    return from_rfc3339(value) if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
+    if not raw or raw.get("phase") not in Phase.__members__.values():
+        return None
+    try:
+        reason = Reason(str(raw.get("reason")))
+    except ValueError:
+        reason = Reason.QUEUED
+    conditions = raw.get("conditions") or []
+    stale = any(c.get("type") == CONDITION_STALE and c.get("status") == "True" for c in conditions)
+    cycle = raw.get("cycle")
+    return ClaimStatus(
+        phase=Phase(raw["phase"]),
+        reason=reason,
+        message=str(raw.get("message") or ""),
+        sequence=_int(raw.get("sequence")) or sequence,
+        holder=raw.get("holder"),
+        lock_name=raw.get("lockName"),
+        fencing_token=_int(raw.get("fencingToken")),
+        acquired_at=_ts(raw.get("acquiredAt")),
+        renewed_at=_ts(raw.get("renewedAt")),
+        expires_at=_ts(raw.get("expiresAt")),
+        queue_position=_int(raw.get("queuePosition")),
+        cycle=tuple(cycle) if isinstance(cycle, list) else None,
+        stale=stale,
+        observed_renew=raw.get("observedRenew"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRecord:
+    """What the operator remembers of a claim: the domain view plus what writes need."""
+
+    namespace: str
+    claim: Claim
+    resource_version: str
+    generation: int
+    conditions: tuple[Body, ...]
+    pod_uid: str | None
+    deleting: bool
+
+
+def claim_record(body: Body) -> ClaimRecord:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    raw_status = body.get("status") or {}
+    sequence = _int(raw_status.get("sequence")) or revision(body)
+    pod_ref = spec.get("podRef") or {}
+    claim = Claim(
+        name=meta["name"],
+        uid=meta["uid"],
+        resource=normalise(str(spec.get("resource", ""))),
+        holder=str(spec.get("holder", "")),
+        sequence=sequence,
+        created_at=_ts(meta.get("creationTimestamp")) or 0.0,
+        wait=bool(spec.get("wait", False)),
+        ttl_seconds=_int(spec.get("ttlSeconds")),
+        wait_timeout_seconds=_int(spec.get("waitTimeoutSeconds")),
+        pod_name=pod_ref.get("name"),
+        pod=PodLiveness.UNKNOWN if pod_ref else PodLiveness.NOT_BOUND,
+        renew_request=(meta.get("annotations") or {}).get(RENEW_ANNOTATION),
+        status=claim_status(raw_status, sequence),
+    )
+    return ClaimRecord(
+        namespace=meta.get("namespace", ""),
+        claim=claim,
+        resource_version=str(meta.get("resourceVersion", "")),
+        generation=int(meta.get("generation") or 0),
+        conditions=tuple(raw_status.get("conditions") or ()),
+        pod_uid=pod_ref.get("uid"),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def lock_view(body: Body) -> Lock:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    claim_ref = spec.get("claimRef") or {}
+    acquired = _ts(spec.get("acquireTime")) or 0.0
+    return Lock(
+        name=meta["name"],
+        uid=meta["uid"],
+        resource=str(spec.get("resource", "")),
+        holder=str(spec.get("holder", "")),
+        claim_name=str(claim_ref.get("name", "")),
+        claim_uid=str(claim_ref.get("uid", "")),
+        fencing_token=int(spec.get("fencingToken") or 0),
+        acquired_at=acquired,
+        renewed_at=_ts(spec.get("renewTime")) or acquired,
+        lease_seconds=int(spec.get("leaseDurationSeconds") or 1),
+    )
+
+
+def _condition(
+    previous: tuple[Body, ...], type_: str, status: bool, reason: str, message: str, generation: int, now: float
+) -> Body:
+    value = "True" if status else "False"
+    before = next((c for c in previous if c.get("type") == type_), None)
+    # lastTransitionTime moves only when the condition flips.
+    since = before["lastTransitionTime"] if before and before.get("status") == value else to_rfc3339(now)
+    return {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
+    held = status.phase is Phase.HELD
+    conditions = [
+        _condition(record.conditions, CONDITION_HELD, held, status.reason, status.message, record.generation, now)
+    ]
+    if held:
+        stale_reason = Reason.STALE if status.stale else Reason.RENEWED
+        stale_message = "not renewed within staleAfterSeconds" if status.stale else "renewed in time"
+        conditions.append(
+            _condition(record.conditions, CONDITION_STALE, status.stale, stale_reason, stale_message,
+                       record.generation, now)
+        )
+
+    def ts(value: float | None) -> str | None:
+        return to_rfc3339(value) if value is not None else None
+
+    return {
+        "phase": status.phase.value,
+        "reason": status.reason.value,
+        "message": status.message,
+        "holder": status.holder,
+        "lockName": status.lock_name,
+        "fencingToken": status.fencing_token,
+        "acquiredAt": ts(status.acquired_at),
+        "renewedAt": ts(status.renewed_at),
+        "expiresAt": ts(status.expires_at),
+        "queuePosition": status.queue_position,
+        "cycle": list(status.cycle) if status.cycle else None,
+        "sequence": status.sequence,
+        "observedRenew": status.observed_renew,
+        "conditions": conditions,
+        "observedGeneration": record.generation,
+    }
+
+
+def status_patch(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
+    """A merge patch that writes the whole status, conditional on the version last seen."""
+    return {"metadata": {"resourceVersion": record.resource_version}, "status": status_body(status, record, now)}
+
+
+def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
+    claim = action.claim
+    spec: Body = {
+        "resource": claim.resource,
+        "holder": claim.holder,
+        "claimRef": {"name": claim.name, "uid": claim.uid},
+        "leaseDurationSeconds": action.lease_seconds,
+        "acquireTime": to_rfc3339(action.acquired_at),
+        "renewTime": to_rfc3339(action.acquired_at),
+        "expireTime": to_rfc3339(action.acquired_at + action.lease_seconds),
+        "fencingToken": action.fencing_token,
+    }
+    if claim.pod_name:
+        spec["podRef"] = {"name": claim.pod_name, **({"uid": record.pod_uid} if record.pod_uid else {})}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": LOCK_KIND,
+        "metadata": {
+            "name": name,
+            "namespace": record.namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+            # If the operator is down when the claim is deleted, the garbage collector still frees
+            # the lock. No finalizers anywhere: nothing can block namespace deletion.
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": CLAIM_KIND,
+                    "name": claim.name,
+                    "uid": claim.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def renew_patch(action: RenewLock, resource_version: str) -> Body:
+    return {
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {
+            "renewTime": to_rfc3339(action.renewed_at),
+            "leaseDurationSeconds": action.lease_seconds,
+            "expireTime": to_rfc3339(action.renewed_at + action.lease_seconds),
+        },
+    }
+
+
+def event_body(
+    *,
+    namespace: str,
+    kind: str,
+    name: str,
+    uid: str,
+    reason: str,
+    message: str,
+    warning: bool,
+    now: float,
+    component: str,
+    instance: str,
+) -> Body:
+    stamp = to_rfc3339(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name[:200]}.", "namespace": namespace},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": kind, "name": name, "namespace": namespace, "uid": uid},
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp.split(".")[0] + "Z",
+        "lastTimestamp": stamp.split(".")[0] + "Z",
+        "eventTime": None,
+        "count": 1,
+        "action": reason,
+    }

@@ -1,0 +1,73 @@
+"""Kubernetes API errors, carrying the parsed `Status` the server sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A request the API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+
+    @property
+    def causes(self) -> list[dict[str, Any]]:
+        details = self.body.get("details") or {}
+        return list(details.get("causes") or [])
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    """409: AlreadyExists on create, or a failed resourceVersion/uid precondition."""
+
+    @property
+    def already_exists(self) -> bool:
+        return self.reason == "AlreadyExists"
+
+
+class Forbidden(ApiError):
+    pass
+
+
+class Invalid(ApiError):
+    """422 (or 400): the request was refused by validation or admission."""
+
+
+class Unauthorized(ApiError):
+    pass
+
+
+class Unreachable(Exception):
+    """The API server could not be reached (connection refused, DNS, TLS, timeout)."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: Invalid,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: Invalid,
+}
+
+
+def from_response(status: int, body: dict[str, Any] | None, text: str = "") -> ApiError:
+    body = body if isinstance(body, dict) else {}
+    reason = str(body.get("reason") or "")
+    message = str(body.get("message") or text or f"HTTP {status}")
+    return _BY_STATUS.get(status, ApiError)(status, reason, message, body)
+
+
+def transient(error: BaseException) -> bool:
+    """Worth retrying: throttling, server-side trouble, or a connection that failed."""
+    if isinstance(error, Unreachable):
+        return True
+    return isinstance(error, ApiError) and (error.status == 429 or error.status >= 500)

@@ -1,0 +1,3 @@
+from kubelock.operator.main import main
+
+main()

@@ -1,0 +1,37 @@
+"""`kubelock-operator` / `python -m kubelock.operator`: run the operator in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from kubelock.domain.clock import SystemClock
+from kubelock.kube import config
+from kubelock.operator import logs
+from kubelock.operator.handlers import build_registry
+from kubelock.operator.runtime import Runtime
+from kubelock.operator.settings import parse
+
+log = logging.getLogger("kubelock.operator")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse(argv)
+    logs.configure(settings.log_format, settings.verbose)
+    try:
+        credentials = config.load(settings.kubeconfig, settings.context)
+    except Exception as error:  # a missing or broken kubeconfig: say so plainly and stop
+        log.error("cannot load Kubernetes credentials: %s", error)
+        sys.exit(2)
+    runtime = Runtime(settings, credentials, SystemClock())
+    liveness = f"http://{settings.health_address}/healthz" if settings.health_address else None
+    kopf.run(
+        registry=build_registry(runtime),
+        standalone=True,  # no peering: replicas are safe because the API server arbitrates every grant
+        clusterwide=settings.all_namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=liveness,
+    )

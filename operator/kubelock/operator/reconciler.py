@@ -1,0 +1,336 @@
+"""One idempotent reconcile per resource key: gather state → decide → apply, until stable.
+
+Events for claims, locks and pods only update the cache and mark a key dirty. One worker per dirty
+key runs `decide` and applies its actions with conditional writes (deterministic lock names and
+resourceVersion / uid preconditions), so a stale cache or a second operator replica can make a write
+fail but never make it wrong; a failed write refreshes the object from the API and decides again.
+Deadlines (lease expiry, stale checks, wait timeouts) live in one heap with one sleeper task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Protocol
+
+from kubelock.domain.arbiter import decide
+from kubelock.domain.clock import Clock
+from kubelock.domain.deadlines import DeadlineHeap
+from kubelock.domain.model import (
+    Action,
+    Claim,
+    CreateLock,
+    DeleteLock,
+    Lock,
+    PodLiveness,
+    Policy,
+    RenewLock,
+    SetStatus,
+)
+from kubelock.domain.reasons import Phase
+from kubelock.domain.resource import lock_name
+from kubelock.kube import codec, paths
+from kubelock.kube.client import KubeClient
+from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
+from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
+from kubelock.operator.events import EventRecorder
+
+log = logging.getLogger("kubelock.reconciler")
+MAX_ROUNDS = 64
+RETRY_DELAY = 1.0
+
+
+class Observer(Protocol):
+    """Receives what the reconciler did (metrics)."""
+
+    def applied(self, namespace: str, action: Action, now: float) -> None: ...
+
+    def reconciled(self, seconds: float) -> None: ...
+
+
+class NullObserver:
+    def applied(self, namespace: str, action: Action, now: float) -> None:
+        pass
+
+    def reconciled(self, seconds: float) -> None:
+        pass
+
+
+class Reconciler:
+    def __init__(
+        self,
+        client: KubeClient,
+        cache: Cache,
+        policy: Policy,
+        clock: Clock,
+        events: EventRecorder,
+        observer: Observer | None = None,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.policy = policy
+        self.clock = clock
+        self.events = events
+        self.observer = observer or NullObserver()
+        self._dirty: set[Key] = set()
+        self._workers: dict[Key, asyncio.Task[None]] = {}
+        self._deadlines: DeadlineHeap[Key] = DeadlineHeap()
+        self._wakeup = asyncio.Event()
+        self._sleeper: asyncio.Task[None] | None = None
+        self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
+
+    # ---- scheduling -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.enabled = True
+        self._sleeper = asyncio.create_task(self._sleep_until_deadlines(), name="kubelock-deadlines")
+        for key in sorted(self.cache.keys()):
+            self.schedule(key)
+
+    async def stop(self) -> None:
+        self.enabled = False
+        tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def schedule(self, key: Key | None) -> None:
+        if key is None or not self.enabled:
+            return
+        self._dirty.add(key)
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._work(key), name=f"reconcile {key[0]}/{key[1]}")
+
+    def schedule_at(self, key: Key, when: float) -> None:
+        if self._deadlines.schedule(key, when):
+            self._wakeup.set()
+
+    async def _sleep_until_deadlines(self) -> None:
+        while True:
+            head = self._deadlines.next_deadline()
+            self._wakeup.clear()
+            timeout = None if head is None else max(0.0, head - self.clock.now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            for key in self._deadlines.pop_due(self.clock.now()):
+                self.schedule(key)
+
+    async def _work(self, key: Key) -> None:
+        try:
+            while key in self._dirty:
+                self._dirty.discard(key)
+                started = time.perf_counter()
+                try:
+                    await self.reconcile(key)
+                except (ApiError, Unreachable) as error:
+                    log.warning("reconcile of %s in %s failed, retrying: %s", key[1], key[0], error)
+                    self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+                except Exception:
+                    log.exception("reconcile of %s in %s crashed, retrying", key[1], key[0])
+                    self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+                finally:
+                    self.observer.reconciled(time.perf_counter() - started)
+        finally:
+            self._workers.pop(key, None)
+
+    # ---- one resource -----------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> None:
+        namespace, resource = key
+        for _ in range(MAX_ROUNDS):
+            claims, lock = await self._gather(key)
+            decision = decide(
+                resource, claims, lock, now=self.clock.now(), policy=self.policy, graph=self.cache.graphs[namespace]
+            )
+            for other in decision.also_reconcile:
+                self.schedule((namespace, other))
+            if not decision.actions:
+                if decision.next_deadline is not None:
+                    self.schedule_at(key, decision.next_deadline)
+                return
+            await self._apply(namespace, decision.actions)
+        log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
+        self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None]:
+        """The claims and lock of a key, with pod liveness resolved. Where the cache cannot be
+        trusted to decide a destructive step, the API server is asked first."""
+        namespace = key[0]
+        records = self.cache.claims_for(key)
+        cached = self.cache.locks.get(key)
+        lock = cached[0] if cached else None
+        active = [r for r in records if r.claim.active]
+        if lock is None and any(r.claim.phase is Phase.HELD for r in active):
+            lock = await self._confirm_lock(key)  # broken, or the lock's watch event is still on its way
+        if (
+            lock is not None
+            and not any(r.claim.uid == lock.claim_uid for r in records)
+            and not self.cache.was_deleted(lock.claim_uid)
+        ):
+            await self._confirm_claim(namespace, lock)  # released, or the claim's event is still on its way
+            records = self.cache.claims_for(key)
+        claims = [await self._with_pod(namespace, r.claim, r.pod_uid) for r in records]
+        return claims, lock
+
+    async def _confirm_lock(self, key: Key) -> Lock | None:
+        namespace, resource = key
+        try:
+            body = await self.client.get(paths.locks(namespace, lock_name(resource)))
+        except NotFound:
+            return None
+        self.cache.upsert_lock(body)
+        cached = self.cache.locks.get(key)
+        return cached[0] if cached else None
+
+    async def _confirm_claim(self, namespace: str, lock: Lock) -> None:
+        try:
+            body = await self.client.get(paths.claims(namespace, lock.claim_name))
+        except NotFound:
+            return
+        if (body.get("metadata") or {}).get("uid") == lock.claim_uid:
+            self.cache.upsert_claim(body)
+
+    async def _with_pod(self, namespace: str, claim: Claim, pod_uid: str | None) -> Claim:
+        if claim.pod_name is None or not claim.active:
+            return claim
+        info = self.cache.pods.get((namespace, claim.pod_name))
+        if info is None:
+            try:
+                body = await self.client.get(paths.pods(namespace, claim.pod_name))
+            except NotFound:
+                return replace(claim, pod=PodLiveness.MISSING)
+            info = pod_info(body)
+            if info.watched:
+                self.cache.upsert_pod(body)  # its watch event has not arrived yet
+        return replace(claim, pod=_liveness(info, pod_uid))
+
+    # ---- applying ---------------------------------------------------------------------------
+
+    async def _apply(self, namespace: str, actions: Iterable[Action]) -> None:
+        batch: list[SetStatus] = []
+        for action in actions:
+            if isinstance(action, SetStatus):
+                batch.append(action)
+                continue
+            await self._flush(namespace, batch)
+            batch = []
+            if not await self._apply_one(namespace, action):
+                return
+        await self._flush(namespace, batch)
+
+    async def _flush(self, namespace: str, batch: list[SetStatus]) -> None:
+        # Status writes of different claims are independent: send them together.
+        if len(batch) == 1:
+            await self._apply_one(namespace, batch[0])
+        elif batch:
+            await asyncio.gather(*(self._apply_one(namespace, a) for a in batch))
+
+    async def _apply_one(self, namespace: str, action: Action) -> bool:
+        """Apply one action; False when it failed on a stale view (the caller decides again)."""
+        now = self.clock.now()
+        try:
+            if isinstance(action, SetStatus):
+                await self._set_status(namespace, action, now)
+            elif isinstance(action, CreateLock):
+                await self._create_lock(namespace, action)
+            elif isinstance(action, RenewLock):
+                await self._renew_lock(namespace, action)
+            else:
+                await self._delete_lock(namespace, action)
+        except (Conflict, NotFound) as error:
+            log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, error)
+            await self._refresh(namespace, action)
+            return False
+        self.observer.applied(namespace, action, now)
+        return True
+
+    async def _set_status(self, namespace: str, action: SetStatus, now: float) -> None:
+        record = self.cache.claims.get(action.claim.uid)
+        if record is None:
+            return
+        body = await self.client.patch(
+            paths.claims(namespace, action.claim.name, status=True), codec.status_patch(action.status, record, now)
+        )
+        self.cache.upsert_claim(body)
+        status = action.status
+        log.info(
+            "%s/%s %s for %s: %s (%s)",
+            namespace, action.claim.name, status.phase.value, action.claim.holder, action.claim.resource, status.reason,
+            extra={
+                "namespace": namespace, "claim": action.claim.name, "resource": action.claim.resource,
+                "holder": action.claim.holder, "outcome": status.phase.value, "reason": status.reason.value,
+            },
+        )
+        if action.notice is not None:
+            self.events.record(
+                namespace, action.claim.name, action.claim.uid, action.notice.reason.value, action.notice.message,
+                warning=action.notice.warning,
+            )
+
+    async def _create_lock(self, namespace: str, action: CreateLock) -> None:
+        record = self.cache.claims.get(action.claim.uid)
+        if record is None:
+            return
+        name = lock_name(action.claim.resource)
+        try:
+            body = await self.client.create(paths.locks(namespace), codec.lock_body(action, record, name))
+        except Conflict as error:
+            if not error.already_exists:
+                raise
+            body = await self.client.get(paths.locks(namespace, name))  # someone else holds it: learn who
+        self.cache.upsert_lock(body)
+
+    async def _renew_lock(self, namespace: str, action: RenewLock) -> None:
+        key = (namespace, action.lock.resource)
+        cached = self.cache.locks.get(key)
+        if cached is None or cached[0].uid != action.lock.uid:
+            raise NotFound(404, "NotFound", "lock changed")
+        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, cached[1]))
+        self.cache.upsert_lock(body)
+
+    async def _delete_lock(self, namespace: str, action: DeleteLock) -> None:
+        with contextlib.suppress(NotFound):
+            await self.client.delete(paths.locks(namespace, action.lock.name), uid=action.lock.uid)
+        self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
+
+    async def _refresh(self, namespace: str, action: Action) -> None:
+        if isinstance(action, SetStatus | CreateLock):
+            claim = action.claim
+            try:
+                body = await self.client.get(paths.claims(namespace, claim.name))
+            except NotFound:
+                self.cache.forget_claim(claim.uid)
+                return
+            if (body.get("metadata") or {}).get("uid") == claim.uid:
+                self.cache.upsert_claim(body)
+            else:
+                self.cache.forget_claim(claim.uid)
+        else:
+            key = (namespace, action.lock.resource)
+            try:
+                body = await self.client.get(paths.locks(namespace, action.lock.name))
+            except NotFound:
+                self.cache.forget_lock(key, action.lock.uid)
+                return
+            self.cache.forget_lock(key, action.lock.uid)
+            self.cache.upsert_lock(body)
+
+
+def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
+    if expected_uid and info.uid != expected_uid:
+        return PodLiveness.TERMINATED
+    if info.terminated:
+        return PodLiveness.TERMINATED
+    return PodLiveness.ALIVE if info.watched else PodLiveness.UNWATCHED
+
+
+def _subject(action: Action) -> str:
+    if isinstance(action, SetStatus | CreateLock):
+        return f"claim {action.claim.name}"
+    return f"lock {action.lock.name}"

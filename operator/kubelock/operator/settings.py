@@ -1,0 +1,108 @@
+"""The operator's settings: one frozen object, built once from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kubelock.domain.model import Policy
+
+
+@dataclass(frozen=True)
+class Settings:
+    resource_lock_timeout: int = 1800
+    max_ttl_seconds: int = 86400
+    stale_after_seconds: int = 120
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces; entries may be glob patterns
+    kubeconfig: str | None = None
+    context: str | None = None
+    log_format: str = "text"
+    verbose: bool = False
+    health_address: str = "127.0.0.1:8080"
+    metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_address: str = "127.0.0.1"
+    instance: str = socket.gethostname()
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            default_ttl_seconds=self.resource_lock_timeout,
+            max_ttl_seconds=self.max_ttl_seconds,
+            stale_after_seconds=self.stale_after_seconds,
+        )
+
+    @property
+    def all_namespaces(self) -> bool:
+        return not self.namespaces
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not an integer") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings:
+    env_ns = [n for n in os.environ.get("KUBELOCK_NAMESPACES", "").split(",") if n.strip()]
+    parser = argparse.ArgumentParser(
+        prog="kubelock-operator",
+        description="Run the kubelock operator. Every flag also reads KUBELOCK_<NAME> from the environment.",
+    )
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig (else in-cluster)")
+    parser.add_argument("--context", default=None, help="kubeconfig context")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", dest="namespaces", default=None,
+                       help="watch this namespace (repeatable; glob patterns allowed)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    parser.add_argument("--resource-lock-timeout", type=_positive,
+                        default=_env_int("KUBELOCK_RESOURCE_LOCK_TIMEOUT", 1800),
+                        help="default lease TTL in seconds (resourceLockTimeout, default 1800)")
+    parser.add_argument("--max-ttl-seconds", type=_positive, default=_env_int("KUBELOCK_MAX_TTL_SECONDS", 86400),
+                        help="largest ttlSeconds a claim may ask for (maxTtlSeconds, default 86400)")
+    parser.add_argument("--stale-after-seconds", type=_positive,
+                        default=_env_int("KUBELOCK_STALE_AFTER_SECONDS", 120),
+                        help="a held lock not renewed for this long is marked Stale (default 120)")
+    parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"))
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--health-address", default=os.environ.get("KUBELOCK_HEALTH_ADDRESS", "127.0.0.1:8080"),
+                        help="host:port of the liveness endpoint /healthz ('' to disable)")
+    parser.add_argument("--metrics-port", type=int, default=_env_int("KUBELOCK_METRICS_PORT", 0),
+                        help="port for Prometheus metrics (0: off)")
+    parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
+    args = parser.parse_args(argv)
+    if args.resource_lock_timeout > args.max_ttl_seconds:
+        parser.error(
+            f"--resource-lock-timeout ({args.resource_lock_timeout}) exceeds --max-ttl-seconds ({args.max_ttl_seconds})"
+        )
+    namespaces = () if args.all_namespaces else tuple(args.namespaces or env_ns)
+    return Settings(
+        resource_lock_timeout=args.resource_lock_timeout,
+        max_ttl_seconds=args.max_ttl_seconds,
+        stale_after_seconds=args.stale_after_seconds,
+        namespaces=namespaces,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        health_address=args.health_address,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        instance=os.environ.get("POD_NAME") or socket.gethostname(),
+    )

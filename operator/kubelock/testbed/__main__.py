@@ -1,0 +1,309 @@
+"""``python -m kubelock.testbed {run,up,down,status}``: a local cluster with the operator, for ``make run``.
+
+run     start the control plane (CRDs, RBAC and admission policies applied), then the operator in the
+        foreground; Ctrl-C stops both.
+up      the same, detached; returns once ready. Output goes to <workdir>/logs/run.log.
+down    stop what `up` started, and wait until every process of it is gone.
+status  say whether it runs (exit code 0 if it does, 3 if not).
+
+Paths are relative to the current directory, which should be the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from kubelock.testbed import binaries
+from kubelock.testbed.binaries import MissingBinariesError
+from kubelock.testbed.controlplane import ControlPlane
+from kubelock.testbed.processes import (
+    ManagedProcess,
+    ProcessError,
+    descendants,
+    pid_alive,
+    start_process,
+    wait_until,
+)
+
+log = logging.getLogger("kubelock.testbed")
+
+MANIFESTS: tuple[str, ...] = ("crds", "config/rbac", "config/admission")
+OPERATOR_MODULE = "kubelock.operator"
+FAKE_NODE = "kwok-node-0"
+UP_TIMEOUT = 180.0
+DOWN_TIMEOUT = 60.0
+EXIT_NOT_RUNNING = 3  # as LSB init scripts' `status`
+
+
+class _Shutdown(BaseException):
+    """Raised by the SIGTERM/SIGHUP handler of `run`, handled like Ctrl-C."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workdir = Path(args.workdir).resolve()
+    if args.command == "run":
+        return run(workdir, operator=args.operator)
+    if args.command == "up":
+        return up(workdir, operator=args.operator)
+    if args.command == "down":
+        return down(workdir)
+    return status(workdir)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubelock.testbed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, summary in (
+        ("run", "start the control plane and the operator in the foreground"),
+        ("up", "start them in the background"),
+        ("down", "stop what `up` started"),
+        ("status", "say whether it runs"),
+    ):
+        command = commands.add_parser(name, help=summary, description=summary)
+        command.add_argument("--workdir", default=".run", help="state, logs and kubeconfig (default: .run)")
+        if name in ("run", "up"):
+            command.add_argument(
+                "--operator",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help=f"run the operator ({OPERATOR_MODULE}) too (default: yes)",
+            )
+    return parser
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def run(workdir: Path, *, operator: bool) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        _claim_pid_file(workdir)
+    except ProcessError as error:
+        print(error, file=sys.stderr)
+        return 1
+    _handle_termination()
+    plane = ControlPlane(workdir, manifests=[Path(m) for m in MANIFESTS])
+    operator_process: ManagedProcess | None = None
+    try:
+        plane.start()
+        plane.create_fake_node(FAKE_NODE)
+        if operator:
+            operator_process = _start_operator(plane.kubeconfig)
+        _announce(plane, operator_process)
+        _ready_marker(workdir).write_text(f"{plane.kubeconfig}\n")
+        return _supervise(plane, operator_process)
+    except (KeyboardInterrupt, _Shutdown):
+        print("\nstopping", flush=True)
+        return 0
+    except (MissingBinariesError, ProcessError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        with _uninterruptible():
+            _ready_marker(workdir).unlink(missing_ok=True)
+            if operator_process is not None:
+                operator_process.stop()
+            plane.stop()
+            _pid_file(workdir).unlink(missing_ok=True)
+
+
+def _handle_termination() -> None:
+    def shutdown(signum: int, _frame: types.FrameType | None) -> None:
+        raise _Shutdown(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, shutdown)
+
+
+@contextlib.contextmanager
+def _uninterruptible() -> Iterator[None]:
+    # A second Ctrl-C must not abandon the shutdown half way (each step is bounded by SIGKILL).
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _operator_available() -> bool:
+    try:
+        spec = importlib.util.find_spec(OPERATOR_MODULE)
+        if spec is not None and spec.submodule_search_locations is not None:  # a package needs __main__
+            spec = importlib.util.find_spec(f"{OPERATOR_MODULE}.__main__")
+    except ImportError:
+        return False
+    return spec is not None
+
+
+def _start_operator(kubeconfig: Path) -> ManagedProcess | None:
+    if not _operator_available():
+        print(
+            f"note: {OPERATOR_MODULE} cannot be run with `python -m` yet; running the control plane "
+            f"without the operator",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    argv = [sys.executable, "-m", OPERATOR_MODULE, "--kubeconfig", str(kubeconfig), "--all-namespaces"]
+    # Its output goes straight to our stdout/stderr (the terminal, or run.log under `up`).
+    return start_process("operator", argv, log_dir=None, cwd=Path.cwd())
+
+
+def _announce(plane: ControlPlane, operator: ManagedProcess | None) -> None:
+    kubectl = f"{plane.bin_dir / binaries.KUBECTL} --kubeconfig {plane.kubeconfig}"
+    who = f"operator pid {operator.pid}" if operator else "no operator"
+    print(
+        f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s), {who}\n"
+        f"kubeconfig: {plane.kubeconfig}\n"
+        f"try:\n"
+        f"  {kubectl} apply -f examples/lockclaim.yaml\n"
+        f"  {kubectl} get locks\n"
+        f"  {kubectl} delete -f examples/lockclaim.yaml\n"
+        f"Ctrl-C stops everything.",
+        flush=True,
+    )
+
+
+def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
+    """Waits for Ctrl-C/SIGTERM; a dying operator or component ends the run with an error."""
+    while True:
+        if operator is not None and not operator.alive():
+            print(f"error: the operator exited with code {operator.popen.returncode}", file=sys.stderr)
+            return operator.popen.returncode or 1
+        if not plane.running:
+            print(f"error: a control plane component died; see {plane.workdir / 'logs'}", file=sys.stderr)
+            return 1
+        time.sleep(1.0)
+
+
+# -- up / down / status ---------------------------------------------------------------------------
+
+
+def up(workdir: Path, *, operator: bool) -> int:
+    pid = _running_pid(workdir)
+    if pid is not None:
+        print(f"already running (pid {pid}); kubeconfig: {workdir / 'kubeconfig'}")
+        return 0
+    log_path = workdir / "logs" / "run.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _ready_marker(workdir).unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "kubelock.testbed", "run", "--workdir", str(workdir)]
+    argv.append("--operator" if operator else "--no-operator")
+    with log_path.open("wb") as output:
+        # A session of its own: the daemon survives this command and the terminal it ran in.
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    daemon = ManagedProcess(name="run", popen=child, log_path=log_path)
+    try:
+        wait_until(_ready_marker(workdir).exists, what="the control plane", timeout=UP_TIMEOUT, process=daemon)
+    except BaseException as error:
+        daemon.stop()
+        if isinstance(error, ProcessError):
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        raise
+    print(f"running (pid {child.pid}); log: {log_path}")
+    print(f"kubeconfig: {workdir / 'kubeconfig'}")
+    return 0
+
+
+def down(workdir: Path) -> int:
+    pid = _running_pid(workdir)
+    if pid is None:
+        print("not running")
+        return 0
+    # Remember the whole tree first: once the daemon is gone its children can no longer be found.
+    tree = [pid, *descendants(pid)]
+    os.kill(pid, signal.SIGTERM)
+    try:
+        wait_until(lambda: not any(map(pid_alive, tree)), what=f"pid {pid} to stop", timeout=DOWN_TIMEOUT)
+    except ProcessError:
+        print(f"pid {pid} did not stop in {DOWN_TIMEOUT:.0f} s; killing it", file=sys.stderr)
+        for member in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
+        wait_until(lambda: not any(map(pid_alive, tree)), what=f"pid {pid} to die", timeout=10)
+    _pid_file(workdir).unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def status(workdir: Path) -> int:
+    pid = _running_pid(workdir)
+    if pid is None:
+        print("not running")
+        return EXIT_NOT_RUNNING
+    state = "ready" if _ready_marker(workdir).exists() else "starting"
+    print(f"running (pid {pid}, {state}); kubeconfig: {workdir / 'kubeconfig'}")
+    return 0
+
+
+# -- pid file -------------------------------------------------------------------------------------
+
+
+def _pid_file(workdir: Path) -> Path:
+    return workdir / "run.pid"
+
+
+def _ready_marker(workdir: Path) -> Path:
+    return workdir / "ready"
+
+
+def _running_pid(workdir: Path) -> int | None:
+    """The pid of a live `run` for this work directory, or None (a stale pid file is ignored)."""
+    try:
+        pid = int(_pid_file(workdir).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid  # no /proc: trust the pid file
+    # After a reboot or a crash the pid may belong to an unrelated process now.
+    return pid if b"kubelock.testbed" in cmdline else None
+
+
+def _claim_pid_file(workdir: Path) -> None:
+    path = _pid_file(workdir)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            other = _running_pid(workdir)
+            if other is not None and other != os.getpid():
+                raise ProcessError(
+                    f"already running in {workdir} (pid {other}); stop it with "
+                    f"`python -m kubelock.testbed down --workdir {workdir}`"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return
+    raise ProcessError(f"cannot claim {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,593 @@
+"""A real, local Kubernetes control plane for tests and ``make run``, in the style of envtest.
+
+etcd → kube-apiserver → manifests (CRDs, RBAC, admission policies) → kube-controller-manager (garbage
+collection, namespace deletion, service accounts) → kwok (fake nodes that run pods through their
+phases). Everything listens on 127.0.0.1 on ports chosen at start, and lives in one work directory::
+
+    pki/             CA, serving and admin certificates, service-account key pair
+    auth/tokens.csv  static bearer tokens of the test users
+    etcd/            etcd's data (deleted on stop: the cluster is ephemeral)
+    logs/<name>.log  each component's output
+    kubeconfig       admin kubeconfig (client certificate of a system:masters member)
+    users/<u>.kubeconfig
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubelock.testbed import binaries, certs
+from kubelock.testbed.processes import ManagedProcess, ProcessError, free_port, start_process, wait_until
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USERS: tuple[str, ...] = ("alice", "bob", "carol", "viewer", "lockadmin")
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_LABELS: Mapping[str, str] = {"type": "kwok"}
+# Only what tests rely on: ownerReference cleanup, namespace deletion, the `default` ServiceAccount
+# and legacy token Secrets. Fewer controllers means a faster start and quieter logs.
+CONTROLLERS: tuple[str, ...] = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+)
+
+ETCD_TIMEOUT = 30.0
+APISERVER_TIMEOUT = 90.0
+CRD_TIMEOUT = 30.0
+CONTROLLER_MANAGER_TIMEOUT = 60.0
+NODE_TIMEOUT = 30.0
+KUBECTL_TIMEOUT = 120.0
+
+
+def fake_node_manifest(name: str) -> dict[str, Any]:
+    """A Node that kwok (started by :class:`ControlPlane`) manages; pods set ``spec.nodeName`` to it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                **KWOK_NODE_LABELS,
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        "spec": {},
+    }
+
+
+def node_is_ready(node: Mapping[str, Any]) -> bool:
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def manifest_files(paths: Sequence[Path]) -> list[Path]:
+    """Expands files and directories (their ``*.yaml``, sorted); missing directories are skipped."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            # A kustomization.yaml is not a resource kubectl can apply.
+            files += sorted(p for p in path.glob("*.yaml") if p.name != "kustomization.yaml")
+        else:
+            log.warning("manifest path %s does not exist; skipped", path)
+    return files
+
+
+def kwok_stage_files(stages_dir: Path) -> list[Path]:
+    """The Stage documents among the files: the copied upstream directory also holds test data."""
+    return [path for path in sorted(stages_dir.glob("*.yaml")) if _is_stage(path)]
+
+
+def _is_stage(path: Path) -> bool:
+    with path.open() as handle:
+        return any(isinstance(doc, dict) and doc.get("kind") == "Stage" for doc in yaml.safe_load_all(handle))
+
+
+class ControlPlane:
+    """etcd, kube-apiserver and (optionally) kube-controller-manager and kwok, as child processes.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`. Children are stopped in
+    reverse order on :meth:`stop`, at interpreter exit, on SIGTERM/SIGHUP (when nobody else handles
+    them) and, through the kernel's parent-death signal, when this process is killed outright.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        bin_dir: Path | None = None,
+        manifests: Sequence[Path] = (),
+        controller_manager: bool = True,
+        kwok: bool = True,
+        users: Sequence[str] = DEFAULT_USERS,
+    ) -> None:
+        self._workdir = Path(workdir).resolve()
+        self._bin_dir = bin_dir
+        self._manifests = tuple(Path(m) for m in manifests)
+        self._with_controller_manager = controller_manager
+        self._with_kwok = kwok
+        self._user_names = tuple(users)
+        self._tokens: dict[str, str] = {}
+        self._processes: list[ManagedProcess] = []
+        self._server: str | None = None
+        self._etcd_url: str | None = None
+        self._pki: certs.Pki | None = None
+        self._http: _AdminHttp | None = None
+        self.startup_seconds: float | None = None
+        #: Seconds each start-up phase took, in order.
+        self.phase_seconds: dict[str, float] = {}
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = binaries.find_binaries(self._required_binaries())
+        return self._bin_dir
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (client certificate, group system:masters); written by :meth:`start`."""
+        return self._workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        """The apiserver's URL, ``https://127.0.0.1:<port>``."""
+        if self._server is None:
+            raise ProcessError("the control plane has not been started")
+        return self._server
+
+    @property
+    def running(self) -> bool:
+        return bool(self._processes) and all(p.alive() for p in self._processes)
+
+    @property
+    def users(self) -> Mapping[str, str]:
+        """Static users and their bearer tokens (fresh random ones at every start)."""
+        return types.MappingProxyType(self._tokens)
+
+    def user_kubeconfig(self, user: str) -> Path:
+        """A kubeconfig that authenticates as one of the static users (see :data:`DEFAULT_USERS`)."""
+        try:
+            token = self._tokens[user]
+        except KeyError:
+            raise KeyError(f"unknown static user {user!r}; known: {', '.join(self._tokens)}") from None
+        return self.token_kubeconfig(token, self._workdir / "users" / f"{user}.kubeconfig")
+
+    def token_kubeconfig(self, token: str, path: Path, namespace: str | None = None) -> Path:
+        """Writes a kubeconfig for any bearer token (a static user's, a ServiceAccount's, ...)."""
+        _write_kubeconfig(path, self.server, self._require_pki(), {"token": token}, namespace=namespace)
+        return path
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs the bin dir's kubectl as admin and returns its captured output."""
+        argv = [str(self.bin_dir / binaries.KUBECTL), "--kubeconfig", str(self.kubeconfig), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=KUBECTL_TIMEOUT, check=False)
+        if check and result.returncode != 0:
+            raise ProcessError(f"`kubectl {' '.join(args)}` failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def apply(self, *paths: Path) -> None:
+        """Server-side applies manifest files or directories, then waits for every CRD to be Established."""
+        files = manifest_files(paths)
+        if not files:
+            return
+        file_args = [arg for f in files for arg in ("-f", str(f))]
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=kubelock-testbed", *file_args)
+        wait_until(self._crds_established, what="every CRD to be Established", timeout=CRD_TIMEOUT)
+
+    def create_fake_node(self, name: str = "kwok-node-0", *, timeout: float = NODE_TIMEOUT) -> str:
+        """Creates a kwok-managed Node (if missing) and waits until kwok reports it Ready."""
+        if not self._with_kwok:
+            raise ProcessError("this control plane runs without kwok; nothing would manage the node")
+        http = self._require_http()
+        if http.get(f"/api/v1/nodes/{name}") is None:
+            http.post("/api/v1/nodes", fake_node_manifest(name))
+
+        def ready() -> bool:
+            node = http.get(f"/api/v1/nodes/{name}")
+            return node is not None and node_is_ready(node)
+
+        wait_until(ready, what=f"node {name} to become Ready", timeout=timeout, process=self._process("kwok"))
+        return name
+
+    def start(self) -> None:
+        if self._processes:
+            raise ProcessError("the control plane is already running")
+        _live_planes.append(self)
+        _install_signal_handlers()
+        began = time.monotonic()
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        log.info(
+            "control plane ready at %s in %.1f s (%s)",
+            self._server,
+            self.startup_seconds,
+            ", ".join(f"{k} {v:.1f} s" for k, v in self.phase_seconds.items()),
+        )
+
+    def stop(self) -> None:
+        """Stops the children in reverse order and deletes etcd's data. Idempotent."""
+        with _signals_deferred():
+            while self._processes:
+                process = self._processes.pop()
+                code = process.stop()
+                log.debug("%s stopped (exit code %s)", process.name, code)
+            shutil.rmtree(self._workdir / "etcd", ignore_errors=True)
+            self._http = None
+            if self in _live_planes:
+                _live_planes.remove(self)
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- start-up phases --------------------------------------------------------------------------
+
+    def _start_all(self) -> None:
+        self._phase("certificates", self._prepare_workdir)
+        self._phase("etcd", self._start_etcd)
+        self._phase("kube-apiserver", self._start_apiserver)
+        self._phase("manifests", lambda: self.apply(*self._manifests))
+        if self._with_controller_manager:
+            self._start_controller_manager()
+        if self._with_kwok:
+            self._start_kwok()
+        if self._with_controller_manager:
+            # kwok starts meanwhile: it has nothing to do before a test creates a node.
+            self._phase("kube-controller-manager", self._wait_controller_manager)
+        self._check_alive()
+
+    def _phase(self, name: str, action: Callable[[], None]) -> None:
+        began = time.monotonic()
+        action()
+        self.phase_seconds[name] = time.monotonic() - began
+        log.info("control plane: %s done in %.1f s", name, self.phase_seconds[name])
+
+    def _prepare_workdir(self) -> None:
+        shutil.rmtree(self._workdir / "etcd", ignore_errors=True)  # a previous run's cluster
+        (self._workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self._pki = certs.write_pki(self._workdir / "pki")
+        self._tokens = {user: secrets.token_urlsafe(24) for user in self._user_names}
+        auth = self._workdir / "auth"
+        auth.mkdir(exist_ok=True)
+        # Format: token,user,uid,"group,...". Users get no rights beyond what tests bind to them.
+        lines = [f'{token},{user},{user},"system:authenticated"' for user, token in self._tokens.items()]
+        certs.write_private(auth / "tokens.csv", ("\n".join(lines) + "\n").encode())
+
+    def _start_etcd(self) -> None:
+        client, peer = free_port(), free_port()
+        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        process = self._spawn(
+            "etcd",
+            [
+                self.bin_dir / binaries.ETCD,
+                "--name=default",
+                f"--data-dir={self._workdir / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync=true",  # tests do not need durability, and fsync dominates latency
+                "--log-level=warn",
+            ],
+        )
+        self._etcd_url = client_url
+        wait_until(lambda: _etcd_healthy(client_url), what="etcd /health", timeout=ETCD_TIMEOUT, process=process)
+
+    def _start_apiserver(self) -> None:
+        pki = self._require_pki()
+        port = free_port()
+        self._server = f"https://127.0.0.1:{port}"
+        process = self._spawn("kube-apiserver", self._apiserver_args(pki, port))
+        _write_kubeconfig(
+            self.kubeconfig,
+            self._server,
+            pki,
+            {
+                "client-certificate-data": _b64(pki.admin_cert.read_bytes()),
+                "client-key-data": _b64(pki.admin_key.read_bytes()),
+            },
+        )
+        self._http = _AdminHttp(self._server, pki)
+        http = self._http
+        wait_until(
+            lambda: http.status("/readyz") == 200,
+            what="kube-apiserver /readyz",
+            timeout=APISERVER_TIMEOUT,
+            process=process,
+        )
+
+    def _apiserver_args(self, pki: certs.Pki, port: int) -> list[str | Path]:
+        return [
+            self.bin_dir / binaries.KUBE_APISERVER,
+            f"--etcd-servers={self._etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self._workdir / 'pki'}",  # never the default /var/run/kubernetes
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--token-auth-file={self._workdir / 'auth' / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki.service_account_pub}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
+            f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # The admission plugin would reject pods until the controller has created the namespace's
+            # `default` ServiceAccount: a race in every fresh test namespace.
+            "--disable-admission-plugins=ServiceAccount",
+            # The `kubernetes` Service's endpoints may not hold a loopback address; reconciling them
+            # only fills the log with errors, and nothing in the bed uses that Service.
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+
+    def _start_controller_manager(self) -> None:
+        pki = self._require_pki()
+        self._spawn(
+            "kube-controller-manager",
+            [
+                self.bin_dir / binaries.KUBE_CONTROLLER_MANAGER,
+                f"--kubeconfig={self.kubeconfig}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--leader-elect=false",
+                "--secure-port=0",  # no health endpoint needed; its default listens on 0.0.0.0:10257
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca_cert}",
+            ],
+        )
+
+    def _wait_controller_manager(self) -> None:
+        # The serviceaccount controller creates `default` in every namespace: seeing it proves the
+        # controller manager is connected and running its controllers.
+        http = self._require_http()
+        wait_until(
+            lambda: http.get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+            what="kube-controller-manager to create the default ServiceAccount",
+            timeout=CONTROLLER_MANAGER_TIMEOUT,
+            process=self._process("kube-controller-manager"),
+        )
+
+    def _start_kwok(self) -> None:
+        stages = kwok_stage_files(self.bin_dir / binaries.KWOK_STAGES)
+        if not stages:
+            raise ProcessError(f"no kwok Stage files in {self.bin_dir / binaries.KWOK_STAGES}")
+        self._spawn(
+            "kwok",
+            [
+                self.bin_dir / binaries.KWOK,
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--cidr=10.244.0.0/16",  # pod IPs, kept apart from the service range
+                # Without --server-address (and --node-port) kwok opens no listener at all.
+                *[arg for stage in stages for arg in ("-c", str(stage))],
+            ],
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        # kwok, for one, exits a moment after start on a bad configuration, with nothing waited on.
+        for process in self._processes:
+            if not process.alive():
+                raise ProcessError(
+                    f"{process.name} exited with code {process.popen.returncode} during start-up\n"
+                    f"--- last lines of {process.log_path} ---\n{process.tail()}"
+                )
+
+    def _required_binaries(self) -> list[str]:
+        wanted = list(binaries.CORE_BINARIES)
+        if self._with_controller_manager:
+            wanted.append(binaries.KUBE_CONTROLLER_MANAGER)
+        if self._with_kwok:
+            wanted.append(binaries.KWOK)
+        return wanted
+
+    def _spawn(self, name: str, argv: Sequence[str | Path]) -> ManagedProcess:
+        process = start_process(name, argv, log_dir=self._workdir / "logs", cwd=self._workdir)
+        self._processes.append(process)
+        return process
+
+    def _process(self, name: str) -> ManagedProcess | None:
+        return next((p for p in self._processes if p.name == name), None)
+
+    def _require_pki(self) -> certs.Pki:
+        if self._pki is None:
+            raise ProcessError("the control plane has not been started")
+        return self._pki
+
+    def _require_http(self) -> _AdminHttp:
+        if self._http is None:
+            raise ProcessError("the control plane is not running")
+        return self._http
+
+    def _crds_established(self) -> bool:
+        listing = self._require_http().get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+        crds = (listing or {}).get("items", [])
+        return all(
+            any(
+                c.get("type") == "Established" and c.get("status") == "True"
+                for c in crd.get("status", {}).get("conditions", [])
+            )
+            for crd in crds
+        )
+
+
+class _AdminHttp:
+    """Just enough of an HTTPS client for readiness checks, as admin; keeps kubernetes out of here."""
+
+    def __init__(self, server: str, pki: certs.Pki) -> None:
+        self._server = server
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        # No proxies: an HTTPS_PROXY in the environment must not capture 127.0.0.1.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+
+    def status(self, path: str) -> int:
+        return self._send("GET", path)[0]
+
+    def get(self, path: str) -> Any:
+        """The decoded object, or None if it does not exist."""
+        code, body = self._send("GET", path)
+        if code == 404:
+            return None
+        _raise_for(code, "GET", path, body)
+        return json.loads(body)
+
+    def post(self, path: str, obj: Mapping[str, Any]) -> Any:
+        code, body = self._send("POST", path, json.dumps(obj).encode())
+        _raise_for(code, "POST", path, body)
+        return json.loads(body)
+
+    def _send(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self._server + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with self._opener.open(request, timeout=10) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+
+def _raise_for(code: int, method: str, path: str, body: bytes) -> None:
+    if code >= 300:
+        raise ProcessError(f"{method} {path} answered {code}: {body.decode(errors='replace')[:500]}")
+
+
+def _etcd_healthy(client_url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{client_url}/health", timeout=5) as response:
+        return bool(json.load(response).get("health") == "true")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _write_kubeconfig(
+    path: Path, server: str, pki: certs.Pki, user: Mapping[str, str], *, namespace: str | None = None
+) -> None:
+    # Certificates are embedded so the file can be copied anywhere (for example into a CI artifact).
+    context: dict[str, str] = {"cluster": "kubelock-testbed", "user": "user"}
+    if namespace is not None:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "kubelock-testbed",
+                "cluster": {"server": server, "certificate-authority-data": _b64(pki.ca_cert.read_bytes())},
+            }
+        ],
+        "users": [{"name": "user", "user": dict(user)}],
+        "contexts": [{"name": "kubelock-testbed", "context": context}],
+        "current-context": "kubelock-testbed",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    certs.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+# -- process-wide cleanup -------------------------------------------------------------------------
+# Planes still running at interpreter exit or on a fatal signal are stopped, so that children never
+# outlive their parent even when nobody calls stop().
+
+_live_planes: list[ControlPlane] = []
+_FATAL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_all() -> None:
+    for plane in reversed(list(_live_planes)):
+        plane.stop()
+
+
+atexit.register(_stop_all)
+
+
+def _install_signal_handlers() -> None:
+    # Only where nobody else handles them: an application's own handler (kubelock.testbed's `run`,
+    # for instance) is responsible for stopping its planes.
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _FATAL_SIGNALS:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _stop_all_and_die)
+
+
+def _stop_all_and_die(signum: int, frame: types.FrameType | None) -> None:
+    _stop_all()
+    # Die of the same signal, as the default disposition would have: the exit status stays truthful.
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Holds back Ctrl-C and SIGTERM until the block ends, so a shutdown is never left half done.
+
+    Done with Python-level handlers rather than a signal mask: in a process with threads the kernel
+    may deliver the signal to a thread that does not block it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    # A handler installed outside Python (getsignal() is None) could not be put back: leave it be.
+    previous = {s: h for s in _DEFERRED_SIGNALS if (h := signal.getsignal(s)) is not None}
+    for signum in previous:
+        signal.signal(signum, lambda number, _frame: pending.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for received in pending:
+            signal.raise_signal(received)

@@ -1,0 +1,212 @@
+"""Fixtures for tests against a real API server: the control plane, admin and user clients, a
+namespace per test, ServiceAccount tokens and a fake (kwok) node.
+
+By default one :class:`~kubelock.testbed.ControlPlane` is started per session in a temporary
+directory (binaries from ``make tools``, see :func:`kubelock.testbed.find_binaries`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import kubernetes
+import pytest
+from kubernetes.client import ApiClient, ApiException, CoreV1Api
+
+from kubelock.testbed import ControlPlane, MissingBinariesError, fake_node_manifest, node_is_ready, wait_until
+
+KUBECONFIG_ENV = "KUBELOCK_TEST_KUBECONFIG"
+MANIFESTS = ("crds", "config/rbac", "config/admission")
+FAKE_NODE = "kl-kwok-node"
+TOKEN_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class ExistingCluster:
+    """A cluster somebody else runs, named by ``KUBELOCK_TEST_KUBECONFIG``."""
+
+    kubeconfig: Path
+    startup_seconds: float | None = None
+
+
+Cluster = ControlPlane | ExistingCluster
+
+
+class UserApi(Protocol):
+    def __call__(self, name: str) -> ApiClient: ...
+
+
+class SaToken(Protocol):
+    def __call__(self, namespace: str, sa_name: str, pod: Any = None) -> str: ...
+
+
+class SaApi(Protocol):
+    def __call__(self, namespace: str, sa_name: str, pod: Any = None) -> ApiClient: ...
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, repo_root: Path
+) -> Iterator[Cluster]:
+    """The cluster under test, for the whole session.
+
+    If ``KUBELOCK_TEST_KUBECONFIG`` names a kubeconfig, that cluster is used as it is and nothing is
+    started. It must already have what the bed would install: the CRDs from ``crds/``, the roles in
+    ``config/rbac/`` and the policies in ``config/admission/`` (``kubectl apply --server-side -f`` each),
+    a garbage collector and namespace controller (any real cluster has them) and, for tests that run
+    pods, kwok managing nodes annotated ``kwok.x-k8s.io/node=fake``. The kubeconfig's user must be
+    allowed to impersonate, since the static test users only exist in the bed.
+    """
+    existing = os.environ.get(KUBECONFIG_ENV)
+    if existing:
+        yield ExistingCluster(kubeconfig=Path(existing))
+        return
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), manifests=[repo_root / m for m in MANIFESTS])
+    try:
+        plane.start()
+    except MissingBinariesError as error:
+        pytest.fail(str(error), pytrace=False)
+    phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in plane.phase_seconds.items())
+    _report(request.config, f"control plane started in {plane.startup_seconds:.1f} s ({phases}); {plane.workdir}")
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_api(control_plane: Cluster) -> Iterator[ApiClient]:
+    """An API client with the admin's credentials (member of system:masters in the bed)."""
+    api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(admin_api: ApiClient) -> Iterator[str]:
+    """A fresh namespace ``kl-<random>``, deleted after the test (without waiting for it to go)."""
+    name = f"kl-{secrets.token_hex(4)}"
+    core = CoreV1Api(admin_api)
+    core.create_namespace({"metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kubelock-tests"}}})
+    yield name
+    with contextlib.suppress(ApiException):
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def user_api(control_plane: Cluster) -> Iterator[UserApi]:
+    """``user_api(name)``: a client acting as a static user (alice, bob, carol, viewer, lockadmin).
+
+    The users have no rights until a test binds a role to them. In the bed they authenticate with
+    their bearer token; on an existing cluster the admin impersonates them.
+    """
+    clients: list[ApiClient] = []
+
+    def make(name: str) -> ApiClient:
+        if isinstance(control_plane, ControlPlane):
+            api = kubernetes.config.new_client_from_config(config_file=str(control_plane.user_kubeconfig(name)))
+        else:
+            api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+            api.set_default_header("Impersonate-User", name)
+            api.set_default_header("Impersonate-Group", "system:authenticated")
+        clients.append(api)
+        return api
+
+    yield make
+    for api in clients:
+        api.close()
+
+
+@pytest.fixture
+def sa_token(admin_api: ApiClient) -> SaToken:
+    """``sa_token(namespace, sa_name, pod=None)``: a real ServiceAccount token from TokenRequest.
+
+    The ServiceAccount is created if missing. With ``pod`` (a V1Pod or a pod name) the token is bound
+    to that pod, which must run as the ServiceAccount, and carries its name and uid.
+    """
+
+    def make(namespace: str, sa_name: str, pod: Any = None) -> str:
+        core = CoreV1Api(admin_api)
+        ensure_service_account(core, namespace, sa_name)
+        spec: dict[str, Any] = {"audiences": [], "expirationSeconds": TOKEN_SECONDS}  # [] = the API's own
+        if pod is not None:
+            if isinstance(pod, str):
+                pod = core.read_namespaced_pod(pod, namespace)
+            spec["boundObjectRef"] = {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "name": pod.metadata.name,
+                "uid": pod.metadata.uid,
+            }
+        response = core.create_namespaced_service_account_token(sa_name, namespace, {"spec": spec})
+        token: str = response.status.token
+        return token
+
+    return make
+
+
+@pytest.fixture
+def sa_api(control_plane: Cluster, sa_token: SaToken) -> Iterator[SaApi]:
+    """``sa_api(namespace, sa_name, pod=None)``: a client authenticating with :func:`sa_token`'s token."""
+    clients: list[ApiClient] = []
+
+    def make(namespace: str, sa_name: str, pod: Any = None) -> ApiClient:
+        api = bearer_client(control_plane.kubeconfig, sa_token(namespace, sa_name, pod))
+        clients.append(api)
+        return api
+
+    yield make
+    for api in clients:
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def fake_node(control_plane: Cluster, admin_api: ApiClient) -> str:
+    """The name of a Ready kwok node: pods with ``spec.nodeName`` set to it reach Running."""
+    if isinstance(control_plane, ControlPlane):
+        return control_plane.create_fake_node(FAKE_NODE)
+    core = CoreV1Api(admin_api)
+    with contextlib.suppress(ApiException):  # left over from an earlier session: reuse it
+        core.create_node(fake_node_manifest(FAKE_NODE))
+    wait_until(
+        lambda: node_is_ready(admin_api.sanitize_for_serialization(core.read_node(FAKE_NODE))),
+        what=f"node {FAKE_NODE} to become Ready (is kwok running?)",
+        timeout=30,
+    )
+    return FAKE_NODE
+
+
+def ensure_service_account(core: Any, namespace: str, name: str) -> None:
+    try:
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    except ApiException as error:
+        if error.status != 409:  # already there
+            raise
+
+
+def bearer_client(kubeconfig: Path, token: str) -> ApiClient:
+    """A client for the kubeconfig's server and CA that authenticates with ``token`` only."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
+    )
+    configuration.cert_file = configuration.key_file = None
+    configuration.username = configuration.password = None
+    configuration.refresh_api_key_hook = None  # an exec plugin's hook would put its own token back
+    configuration.api_key = {"BearerToken": f"Bearer {token}"}
+    return ApiClient(configuration)
+
+
+def _report(config: pytest.Config, message: str) -> None:
+    # Through the terminal reporter, so it shows even though output is captured.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message)
+    else:
+        print(message)
