@@ -13,11 +13,23 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import kubernetes
 import pytest
-from kubernetes.client import ApiClient, ApiException, CoreV1Api
+from kubernetes.client import (
+    ApiClient,
+    ApiException,
+    AuthenticationV1TokenRequest,
+    CoreV1Api,
+    V1BoundObjectReference,
+    V1Namespace,
+    V1Node,
+    V1ObjectMeta,
+    V1Pod,
+    V1ServiceAccount,
+    V1TokenRequestSpec,
+)
 
 from kubelock.testbed import ControlPlane, MissingBinariesError, fake_node_manifest, node_is_ready, wait_until
 
@@ -43,11 +55,11 @@ class UserApi(Protocol):
 
 
 class SaToken(Protocol):
-    def __call__(self, namespace: str, sa_name: str, pod: Any = None) -> str: ...
+    def __call__(self, namespace: str, sa_name: str, pod: V1Pod | str | None = None) -> str: ...
 
 
 class SaApi(Protocol):
-    def __call__(self, namespace: str, sa_name: str, pod: Any = None) -> ApiClient: ...
+    def __call__(self, namespace: str, sa_name: str, pod: V1Pod | str | None = None) -> ApiClient: ...
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +95,9 @@ def control_plane(
 @pytest.fixture(scope="session")
 def admin_api(control_plane: Cluster) -> Iterator[ApiClient]:
     """An API client with the admin's credentials (member of system:masters in the bed)."""
-    api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    api = client_from_kubeconfig(control_plane.kubeconfig)
     yield api
-    api.close()
+    api.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -93,7 +105,9 @@ def namespace(admin_api: ApiClient) -> Iterator[str]:
     """A fresh namespace ``kl-<random>``, deleted after the test (without waiting for it to go)."""
     name = f"kl-{secrets.token_hex(4)}"
     core = CoreV1Api(admin_api)
-    core.create_namespace({"metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "kubelock-tests"}}})
+    core.create_namespace(
+        V1Namespace(metadata=V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "kubelock"}))
+    )
     yield name
     with contextlib.suppress(ApiException):
         core.delete_namespace(name)
@@ -110,17 +124,17 @@ def user_api(control_plane: Cluster) -> Iterator[UserApi]:
 
     def make(name: str) -> ApiClient:
         if isinstance(control_plane, ControlPlane):
-            api = kubernetes.config.new_client_from_config(config_file=str(control_plane.user_kubeconfig(name)))
+            api = client_from_kubeconfig(control_plane.user_kubeconfig(name))
         else:
-            api = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
-            api.set_default_header("Impersonate-User", name)
-            api.set_default_header("Impersonate-Group", "system:authenticated")
+            api = client_from_kubeconfig(control_plane.kubeconfig)
+            api.default_headers["Impersonate-User"] = name
+            api.default_headers["Impersonate-Group"] = "system:authenticated"
         clients.append(api)
         return api
 
     yield make
     for api in clients:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -131,22 +145,22 @@ def sa_token(admin_api: ApiClient) -> SaToken:
     to that pod, which must run as the ServiceAccount, and carries its name and uid.
     """
 
-    def make(namespace: str, sa_name: str, pod: Any = None) -> str:
+    def make(namespace: str, sa_name: str, pod: V1Pod | str | None = None) -> str:
         core = CoreV1Api(admin_api)
         ensure_service_account(core, namespace, sa_name)
-        spec: dict[str, Any] = {"audiences": [], "expirationSeconds": TOKEN_SECONDS}  # [] = the API's own
-        if pod is not None:
-            if isinstance(pod, str):
-                pod = core.read_namespaced_pod(pod, namespace)
-            spec["boundObjectRef"] = {
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "name": pod.metadata.name,
-                "uid": pod.metadata.uid,
-            }
-        response = core.create_namespaced_service_account_token(sa_name, namespace, {"spec": spec})
-        token: str = response.status.token
-        return token
+        if isinstance(pod, str):
+            pod = core.read_namespaced_pod(pod, namespace)
+        spec = V1TokenRequestSpec(
+            audiences=[],  # the API server's own
+            expiration_seconds=TOKEN_SECONDS,
+            bound_object_ref=None if pod is None else _pod_reference(pod),
+        )
+        response = core.create_namespaced_service_account_token(
+            sa_name, namespace, AuthenticationV1TokenRequest(spec=spec)
+        )
+        assert response.status is not None
+        assert response.status.token
+        return response.status.token
 
     return make
 
@@ -156,14 +170,14 @@ def sa_api(control_plane: Cluster, sa_token: SaToken) -> Iterator[SaApi]:
     """``sa_api(namespace, sa_name, pod=None)``: a client authenticating with :func:`sa_token`'s token."""
     clients: list[ApiClient] = []
 
-    def make(namespace: str, sa_name: str, pod: Any = None) -> ApiClient:
+    def make(namespace: str, sa_name: str, pod: V1Pod | str | None = None) -> ApiClient:
         api = bearer_client(control_plane.kubeconfig, sa_token(namespace, sa_name, pod))
         clients.append(api)
         return api
 
     yield make
     for api in clients:
-        api.close()
+        api.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="session")
@@ -173,27 +187,37 @@ def fake_node(control_plane: Cluster, admin_api: ApiClient) -> str:
         return control_plane.create_fake_node(FAKE_NODE)
     core = CoreV1Api(admin_api)
     with contextlib.suppress(ApiException):  # left over from an earlier session: reuse it
-        core.create_node(fake_node_manifest(FAKE_NODE))
+        core.create_node(V1Node.model_validate(fake_node_manifest(FAKE_NODE)))
     wait_until(
-        lambda: node_is_ready(admin_api.sanitize_for_serialization(core.read_node(FAKE_NODE))),
+        lambda: node_is_ready(core.read_node(FAKE_NODE).to_dict()),
         what=f"node {FAKE_NODE} to become Ready (is kwok running?)",
         timeout=30,
     )
     return FAKE_NODE
 
 
-def ensure_service_account(core: Any, namespace: str, name: str) -> None:
+def ensure_service_account(core: CoreV1Api, namespace: str, name: str) -> None:
     try:
-        core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        core.create_namespaced_service_account(namespace, V1ServiceAccount(metadata=V1ObjectMeta(name=name)))
     except ApiException as error:
         if error.status != 409:  # already there
             raise
 
 
+def _pod_reference(pod: V1Pod) -> V1BoundObjectReference:
+    assert pod.metadata is not None
+    return V1BoundObjectReference(kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid)
+
+
+def client_from_kubeconfig(kubeconfig: Path) -> ApiClient:
+    api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    return api
+
+
 def bearer_client(kubeconfig: Path, token: str) -> ApiClient:
     """A client for the kubeconfig's server and CA that authenticates with ``token`` only."""
     configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
     )
     configuration.cert_file = configuration.key_file = None
@@ -204,9 +228,7 @@ def bearer_client(kubeconfig: Path, token: str) -> ApiClient:
 
 
 def _report(config: pytest.Config, message: str) -> None:
-    # Through the terminal reporter, so it shows even though output is captured.
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(message)
-    else:
-        print(message)
+    # Around output capturing, which is active while fixtures are set up.
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{message}", flush=True)

@@ -20,6 +20,7 @@ from kubelock.domain.model import (
     Decision,
     DeleteLock,
     Lock,
+    LockBreak,
     Notice,
     PodLiveness,
     Policy,
@@ -44,7 +45,9 @@ def decide(
     now: float,
     policy: Policy,
     graph: WaitForGraph,
+    broken: LockBreak | None = None,
 ) -> Decision:
+    """`broken`: what the last deleted lock of this resource said about who deleted it and why."""
     active = sorted((c for c in claims if c.active), key=lambda c: (c.sequence, c.uid))
     holder_claim = None if lock is None else next((c for c in active if c.uid == lock.claim_uid), None)
 
@@ -57,7 +60,7 @@ def decide(
         return Decision((*ending, *cleanup))
 
     if lock is None:
-        return _free(resource, active, now, policy)
+        return _free(resource, active, now, policy, broken)
     if holder_claim is None:
         # The holder released (claim deleted) or already ended: free the resource.
         return Decision((DeleteLock(lock, Reason.RELEASED),))
@@ -100,6 +103,7 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
 def _end(
     claim: Claim, phase: Phase, reason: Reason, message: str, *, warning: bool, holder: str | None = None
 ) -> SetStatus:
+    # A terminal claim holds nothing: no lock name, no token and no lease timestamps survive.
     previous = claim.status
     status = ClaimStatus(
         phase=phase,
@@ -107,19 +111,21 @@ def _end(
         message=message,
         sequence=claim.sequence,
         holder=holder,
-        fencing_token=previous.fencing_token if previous else None,
-        acquired_at=previous.acquired_at if previous else None,
-        renewed_at=previous.renewed_at if previous else None,
-        expires_at=previous.expires_at if previous else None,
         observed_renew=previous.observed_renew if previous else None,
     )
     return SetStatus(claim, status, Notice(reason, message, warning=warning))
 
 
-def _free(resource: str, active: Sequence[Claim], now: float, policy: Policy) -> Decision:
+def break_message(resource: str, broken: LockBreak | None) -> str:
+    who = broken.actor if broken and broken.actor else "an administrator"
+    why = f": {broken.reason}" if broken and broken.reason else ""
+    return f"the lock on {resource} was broken by {who}{why}"
+
+
+def _free(resource: str, active: Sequence[Claim], now: float, policy: Policy, broken: LockBreak | None) -> Decision:
     believers = [c for c in active if c.phase is Phase.HELD]
     if believers:
-        message = f"the lock on {resource} was deleted (broken by an administrator)"
+        message = break_message(resource, broken)
         return Decision(
             tuple(_end(c, Phase.REVOKED, Reason.LOCK_BROKEN, message, warning=True) for c in believers)
         )

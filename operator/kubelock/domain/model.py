@@ -87,6 +87,14 @@ class Lock:
 
 
 @dataclass(frozen=True, slots=True)
+class LockBreak:
+    """Who broke a lock and why, as recorded on the ResourceLock before it was deleted."""
+
+    actor: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The operator settings the decisions depend on."""
 

@@ -8,9 +8,9 @@ preconditions and watches, at the lowest latency the API server allows.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import random
-import builtins
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any

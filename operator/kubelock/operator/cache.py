@@ -12,8 +12,8 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
-from kubelock.domain.model import Lock
+from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, POD_LABEL, POD_LABEL_VALUE
+from kubelock.domain.model import Lock, LockBreak
 from kubelock.domain.waitfor import WaitForGraph
 from kubelock.kube.codec import ClaimRecord, claim_record, lock_view
 
@@ -56,6 +56,7 @@ class Cache:
         self._pod_claims: dict[PodKey, set[str]] = defaultdict(set)
         self.graphs: dict[str, WaitForGraph] = defaultdict(WaitForGraph)
         self._deleted: OrderedDict[str, None] = OrderedDict()
+        self.breaks: dict[Key, LockBreak] = {}  # what a deleted lock said about who broke it
 
     # ---- claims -----------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Cache:
         if old is not None and old[0].uid == lock.uid and _rv(old[1]) >= _rv(rv):
             return key
         self.locks[key] = (lock, rv)
+        self.breaks.pop(key, None)
         self.graphs[namespace].set_holder(lock.resource, lock.holder)
         return key
 
@@ -146,7 +148,12 @@ class Cache:
         meta = body.get("metadata") or {}
         namespace = meta.get("namespace", "")
         resource = str((body.get("spec") or {}).get("resource", ""))
-        return self.forget_lock((namespace, resource), str(meta.get("uid", "")))
+        annotations = meta.get("annotations") or {}
+        key = self.forget_lock((namespace, resource), str(meta.get("uid", "")))
+        if key is not None:
+            actor, why = annotations.get(BREAK_ACTOR_ANNOTATION), annotations.get(BREAK_REASON_ANNOTATION)
+            self.breaks[key] = LockBreak(actor, why)
+        return key
 
     def forget_lock(self, key: Key, uid: str) -> Key | None:
         old = self.locks.get(key)

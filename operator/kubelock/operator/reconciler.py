@@ -146,7 +146,13 @@ class Reconciler:
         for _ in range(MAX_ROUNDS):
             claims, lock = await self._gather(key)
             decision = decide(
-                resource, claims, lock, now=self.clock.now(), policy=self.policy, graph=self.cache.graphs[namespace]
+                resource,
+                claims,
+                lock,
+                now=self.clock.now(),
+                policy=self.policy,
+                graph=self.cache.graphs[namespace],
+                broken=self.cache.breaks.get(key),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))

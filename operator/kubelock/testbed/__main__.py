@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import types
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from kubelock.testbed.processes import (
     ManagedProcess,
     ProcessError,
     descendants,
+    free_port,
     pid_alive,
     start_process,
     wait_until,
@@ -41,6 +43,7 @@ log = logging.getLogger("kubelock.testbed")
 MANIFESTS: tuple[str, ...] = ("crds", "config/rbac", "config/admission")
 OPERATOR_MODULE = "kubelock.operator"
 FAKE_NODE = "kwok-node-0"
+OPERATOR_TIMEOUT = 60.0
 UP_TIMEOUT = 180.0
 DOWN_TIMEOUT = 60.0
 EXIT_NOT_RUNNING = 3  # as LSB init scripts' `status`
@@ -163,9 +166,26 @@ def _start_operator(kubeconfig: Path) -> ManagedProcess | None:
             flush=True,
         )
         return None
+    # Its liveness endpoint on a free port: the default 8080 may be taken, and answering is the
+    # operator's way of saying it is up.
+    health = f"127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", OPERATOR_MODULE, "--kubeconfig", str(kubeconfig), "--all-namespaces"]
+    argv += ["--health-address", health]
     # Its output goes straight to our stdout/stderr (the terminal, or run.log under `up`).
-    return start_process("operator", argv, log_dir=None, cwd=Path.cwd())
+    process = start_process("operator", argv, log_dir=None, cwd=Path.cwd())
+    wait_until(
+        lambda: _answers(f"http://{health}/healthz"),
+        what="the operator's /healthz",
+        timeout=OPERATOR_TIMEOUT,
+        process=process,
+    )
+    return process
+
+
+def _answers(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as response:
+        return bool(response.status == 200)
 
 
 def _announce(plane: ControlPlane, operator: ManagedProcess | None) -> None:

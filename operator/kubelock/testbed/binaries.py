@@ -45,6 +45,8 @@ def find_binaries(
     for var in ("KUBELOCK_BIN_DIR", "KUBEBUILDER_ASSETS"):
         if env.get(var):
             directory = Path(env[var]).expanduser()
+            if not directory.is_dir():
+                raise MissingBinariesError(f"{var}={directory} is not a directory. {_HINT}")
             missing = _missing(directory, wanted, kwok_stages=kwok_stages)
             if missing:
                 raise MissingBinariesError(f"{var}={directory} lacks {', '.join(missing)}. {_HINT}")

@@ -36,7 +36,14 @@ from typing import Any
 import yaml
 
 from kubelock.testbed import binaries, certs
-from kubelock.testbed.processes import ManagedProcess, ProcessError, free_port, start_process, wait_until
+from kubelock.testbed.processes import (
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    free_ports,
+    start_process,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +186,8 @@ class ControlPlane:
 
     def user_kubeconfig(self, user: str) -> Path:
         """A kubeconfig that authenticates as one of the static users (see :data:`DEFAULT_USERS`)."""
+        if not self._tokens:
+            raise ProcessError("the control plane has not been started")
         try:
             token = self._tokens[user]
         except KeyError:
@@ -294,7 +303,7 @@ class ControlPlane:
         certs.write_private(auth / "tokens.csv", ("\n".join(lines) + "\n").encode())
 
     def _start_etcd(self) -> None:
-        client, peer = free_port(), free_port()
+        client, peer = free_ports(2)
         client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         process = self._spawn(
             "etcd",

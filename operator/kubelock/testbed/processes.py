@@ -186,15 +186,24 @@ def tail_file(path: Path, lines: int = TAIL_LINES) -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
+    """A TCP port on 127.0.0.1 that nothing listens on right now (see :func:`free_ports`)."""
+    return free_ports(1)[0]
 
-    The port is released before the caller's server binds it; another process could take it in
-    between, but the kernel hands out ephemeral ports round-robin, so this is very unlikely.
+
+def free_ports(count: int) -> list[int]:
+    """Distinct TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    The ports are released before the caller's servers bind them; another process could take one in
+    between, but the kernel hands out ephemeral ports spread over a wide range, so this is very
+    unlikely. All are held open together so that the same port is never returned twice.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,0 +1,1 @@
+"""The `kubelock` command and the drop-in `rlock`, `runlock` and `rlock-heartbeat` commands."""

@@ -1,0 +1,108 @@
+"""`rlock`, `runlock` and `rlock-heartbeat`: the drop-in commands of the resource-lock CLI.
+
+Each prints exactly one JSON object on stdout, whatever happens (even a usage error), and exits
+with a code from `kubelock.cli.exitcodes.ExitCode`:
+
+    rlock "github://acme/app/issues/42"
+    {"ok": true, "resource": "github://acme/app/issues/42", "holder": "agent-7", "fencingToken": 7, ...}
+    {"ok": false, "error": "HeldByAnotherHolder", "holder": "agent-3", "heldSince": "...", ...}   (exit 1)
+    {"ok": false, "error": "DeadlockDetected", "deadlock": true, "cycle": [...], ...}             (exit 5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+from kubelock.cli import output
+from kubelock.cli.exitcodes import ExitCode
+from kubelock.cli.main import connection_options, run
+from kubelock.sdk.client import AsyncLockClient
+from kubelock.sdk.errors import InvalidInput, LockError
+
+Command = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[output.Json]]
+
+
+class _JsonParser(argparse.ArgumentParser):
+    """Usage errors, too, are one JSON object (exit INVALID_INPUT)."""
+
+    def error(self, message: str) -> NoReturn:
+        payload = {"ok": False, "error": "InvalidInput", "message": f"{self.prog}: {message}"}
+        print(output.dumps(payload))
+        sys.exit(ExitCode.INVALID_INPUT)
+
+
+def _parser(prog: str, summary: str) -> _JsonParser:
+    parser = _JsonParser(prog=prog, description=summary, epilog="Exit codes: " + ", ".join(
+        f"{c.value} {c.name.lower()}" for c in ExitCode))
+    parser.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
+    connection_options(parser, suppress=False)
+    return parser
+
+
+def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+    return parse
+
+
+def _main(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+
+    async def handler(client: AsyncLockClient, args: argparse.Namespace) -> int:
+        payload = await command(client, args)
+        print(output.dumps(payload))
+        return ExitCode.OK if payload["ok"] else ExitCode.HELD
+
+    def report(error: LockError) -> None:
+        print(output.dumps(output.failure(error, args.uri)))
+
+    try:
+        code = run(handler, args, report)
+    except Exception:  # a bug: say so on stderr, and never look like a lock outcome
+        traceback.print_exc()
+        print(output.dumps({"ok": False, "error": "InternalError", "message": "kubelock failed; see stderr"}))
+        return ExitCode.INTERNAL
+    if code == ExitCode.INTERRUPTED:
+        print(output.dumps({"ok": False, "error": "Interrupted", "message": "interrupted; nothing is held"}))
+    return code
+
+
+async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Json:
+    if args.timeout is not None and not args.wait:
+        raise InvalidInput("--timeout needs --wait")
+    if args.wait:
+        return output.acquired(await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl))
+    return output.acquired(await client.try_acquire(args.uri, ttl=args.ttl))
+
+
+async def _runlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Json:
+    return output.released(await client.release(args.uri))
+
+
+async def _heartbeat(client: AsyncLockClient, args: argparse.Namespace) -> output.Json:
+    return output.renewed(await client.heartbeat(args.uri))
+
+
+def rlock(argv: Sequence[str] | None = None) -> int:
+    parser = _parser("rlock", "Acquire an exclusive lock; fails (exit 1) if another holder has it.")
+    parser.add_argument("--ttl", type=_number(int), help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    parser.add_argument("--wait", action="store_true", help="queue until granted (deadlocks are detected: exit 5)")
+    parser.add_argument("--timeout", type=_number(float), help="with --wait: give up after this many seconds (exit 7)")
+    return _main(parser, _rlock, argv)
+
+
+def runlock(argv: Sequence[str] | None = None) -> int:
+    return _main(_parser("runlock", "Release a lock you hold."), _runlock, argv)
+
+
+def rlock_heartbeat(argv: Sequence[str] | None = None) -> int:
+    parser = _parser("rlock-heartbeat", "Renew a lock you hold: it lasts another full TTL from now.")
+    return _main(parser, _heartbeat, argv)

@@ -1,0 +1,52 @@
+"""The exit codes of `kubelock`, `rlock`, `runlock` and `rlock-heartbeat` (one table for all)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from kubelock.domain.reasons import Reason
+from kubelock.sdk.errors import (
+    Deadlock,
+    Forbidden,
+    InvalidInput,
+    LockError,
+    Lost,
+    NotFound,
+    Rejected,
+    TimedOut,
+    Unreachable,
+)
+
+
+class ExitCode(IntEnum):
+    OK = 0  # done: acquired, released, renewed, listed ...
+    HELD = 1  # held by another holder (try-lock)
+    NOT_FOUND = 2  # no such claim or lock; nothing held to release or renew
+    FORBIDDEN = 3  # the API server refused this identity (RBAC, admission); unlock without admin rights
+    INVALID_INPUT = 4  # bad URI, TTL, timeout, arguments; refused before any request
+    DEADLOCK = 5  # waiting would close a wait-for cycle: release your locks and retry
+    UNREACHABLE = 6  # API server (or operator) unreachable, or not configured: never a success
+    TIMED_OUT = 7  # waited longer than --timeout
+    LOST = 8  # the lock was held but is no more: expired or revoked
+    INTERNAL = 9  # a bug in kubelock (reported with its traceback on stderr)
+    INTERRUPTED = 130  # Ctrl-C (any claim being acquired was withdrawn)
+
+
+def for_error(error: LockError) -> ExitCode:
+    if isinstance(error, Rejected):
+        return ExitCode.HELD if error.reason == Reason.HELD_BY_ANOTHER.value else ExitCode.INVALID_INPUT
+    if isinstance(error, Deadlock):
+        return ExitCode.DEADLOCK
+    if isinstance(error, TimedOut):
+        return ExitCode.TIMED_OUT
+    if isinstance(error, Lost):
+        return ExitCode.LOST
+    if isinstance(error, NotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(error, Forbidden):
+        return ExitCode.FORBIDDEN
+    if isinstance(error, InvalidInput):
+        return ExitCode.INVALID_INPUT
+    if isinstance(error, Unreachable):
+        return ExitCode.UNREACHABLE
+    return ExitCode.UNREACHABLE

@@ -1,0 +1,280 @@
+"""`kubelock`: acquire, release and inspect locks from a shell; break them as an administrator.
+
+Human output by default, one JSON object with `--json`; exit codes in `kubelock.cli.exitcodes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+from kubelock.cli import output
+from kubelock.cli.exitcodes import ExitCode, for_error
+from kubelock.domain.waitfor import describe
+from kubelock.sdk import graph as waitgraph
+from kubelock.sdk.admin import AsyncAdmin
+from kubelock.sdk.client import AsyncLockClient
+from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.model import format_time
+
+Handler = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[int]]
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit with INVALID_INPUT (argparse's own 2 would read as NOT_FOUND)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.INVALID_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holder: bool = True) -> None:
+    """Options every command takes, before or after its name."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("-n", "--namespace", default=default, help="lock space (default: POD_NAMESPACE or the "
+                        "kubeconfig context's namespace)")
+    parser.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, "
+                        "or the pod's ServiceAccount)")
+    parser.add_argument("--context", default=default, help="kubeconfig context")
+    if holder:
+        parser.add_argument("--holder", default=default, help="holder identity (default: KUBELOCK_HOLDER, POD_NAME, "
+                            "or your user name)")
+
+
+def _common(*, holder: bool) -> Parser:
+    common = Parser(add_help=False)
+    connection_options(common, suppress=True, holder=holder)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    return common
+
+
+def build_parser() -> Parser:
+    common = _common(holder=True)
+    parser = Parser(prog="kubelock", description=__doc__, parents=[common],
+                    epilog="Exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in ExitCode))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def add(name: str, summary: str, parent: Parser = common) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[parent], help=summary, description=summary)
+
+    p = add("acquire", "acquire a lock (try once, or --wait in the queue)")
+    p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
+    p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
+    p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
+    p.add_argument("--ttl", type=_positive_int, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    add("release", "release a lock you hold (or leave its queue)").add_argument("uri")
+    add("heartbeat", "renew a lock you hold: it lasts another TTL").add_argument("uri")
+    p = add("status", "table of held locks: holder, age, expiry, waiters, stale")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    add("list", "your own claims")
+    add("why", "explain a claim: phase, holder, queue position, cycle, expiry").add_argument(
+        "target", metavar="CLAIM-NAME|URI"
+    )
+    # Here --holder selects whose locks to break (the actor is always your authenticated user name).
+    p = add("unlock", "break locks as an administrator (who and why are recorded on each lock first); give "
+            "--holder H..., --all, or URIs", _common(holder=False))
+    p.add_argument("--holder", dest="break_holders", action="append", default=[], metavar="H",
+                   help="every lock held by H (repeatable)")
+    p.add_argument("--all", action="store_true", help="every lock of the namespace")
+    p.add_argument("uris", nargs="*", default=[], metavar="URI", help="the locks of these resources")
+    p.add_argument("--reason", required=True, help="why; recorded as kubelock.dev/break-reason")
+    p = add("graph", "the wait-for graph as Graphviz DOT (or SVG)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--dot", action="store_true", help="DOT text (default)")
+    fmt.add_argument("--svg", action="store_true", help="SVG, rendered by graphviz's `dot`")
+    return parser
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def _emit(args: argparse.Namespace, payload: output.Json, human: str, code: int = ExitCode.OK) -> int:
+    if args.json:
+        print(output.dumps(payload))
+    elif human:
+        print(human, file=sys.stdout if code == ExitCode.OK else sys.stderr)
+    return code
+
+
+async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        raise InvalidInput("--timeout needs --wait")
+    if args.wait:
+        result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl)
+    else:
+        result = await client.try_acquire(args.uri, ttl=args.ttl)
+    if not result.ok:
+        since = format_time(result.held_since)
+        text = f"{result.resource} is held by {result.holder}" + (f" since {since}" if since else "")
+        return _emit(args, output.acquired(result), text, ExitCode.HELD)
+    text = (f"acquired {result.resource} as {result.holder} (fencing token {result.fencing_token}, "
+            f"expires in {output.until(result.expires_at)})")
+    return _emit(args, output.acquired(result), text)
+
+
+async def cmd_release(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    result = await client.release(args.uri)
+    verb = "left the queue for" if result.previous_phase and result.previous_phase.value == "Pending" else "released"
+    return _emit(args, output.released(result), f"{verb} {result.resource}")
+
+
+async def cmd_heartbeat(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    result = await client.heartbeat(args.uri)
+    text = f"renewed {result.resource}: expires in {output.until(result.expires_at)}"
+    return _emit(args, output.renewed(result), text)
+
+
+async def cmd_status(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    items = await AsyncAdmin(client).status(None if args.all_namespaces else client.namespace)
+    payload = {"ok": True, "locks": [output.lock_status(s) for s in items]}
+    if not items and not args.json:
+        where = "any namespace" if args.all_namespaces else f"namespace {client.namespace}"
+        return _emit(args, payload, f"no locks held in {where}")
+    return _emit(args, payload, output.status_table(items, all_namespaces=args.all_namespaces))
+
+
+async def cmd_list(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    items = await client.list()
+    payload = {"ok": True, "holder": (await client.identity()).holder, "claims": [output.claim(c) for c in items]}
+    if not items and not args.json:
+        ident = await client.identity()
+        return _emit(args, payload, f"{ident.holder} has no claims in namespace {ident.namespace}")
+    return _emit(args, payload, output.claims_table(items))
+
+
+async def cmd_why(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    why = await AsyncAdmin(client).explain(args.target)
+    return _emit(args, output.explanation(why), output.explanation_text(why))
+
+
+async def cmd_unlock(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    broken = await AsyncAdmin(client).break_locks(
+        reason=args.reason, holders=args.break_holders, uris=args.uris, everything=args.all
+    )
+    lines = [
+        f"broke the lock on {b.lock.resource} held by {b.lock.holder} (fencing token {b.lock.fencing_token}); "
+        f"recorded broken-by={b.actor}"
+        for b in broken
+    ] or ["nothing broken: the matching locks were released meanwhile"]
+    return _emit(args, output.broken(broken), "\n".join(lines))
+
+
+async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    dot_binary = shutil.which("dot") if args.svg else None
+    if args.svg and dot_binary is None:
+        raise InvalidInput("--svg needs graphviz: no `dot` on PATH; install graphviz, or use --dot and render it "
+                           "elsewhere")
+    graph = await AsyncAdmin(client).graph(client.namespace)
+    dot = waitgraph.to_dot(graph, name=f"kubelock wait-for graph of {client.namespace}")
+    if args.json:
+        cycles = waitgraph.cycles(graph)
+        payload = {
+            "ok": True,
+            "heldBy": graph.held_by,
+            "waits": [{"holder": w, "resource": r} for w, r in graph.waits],
+            "cycles": [list(c) for c in cycles],
+            "dot": dot,
+        }
+        print(output.dumps(payload))
+        return ExitCode.OK
+    if dot_binary is None:
+        sys.stdout.write(dot)
+        return ExitCode.OK
+    process = await asyncio.create_subprocess_exec(
+        dot_binary, "-Tsvg", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    svg, problems = await process.communicate(dot.encode())
+    if process.returncode != 0:
+        raise InvalidInput(f"graphviz failed: {problems.decode(errors='replace').strip()}")
+    sys.stdout.buffer.write(svg)
+    return ExitCode.OK
+
+
+HANDLERS: dict[str, Handler] = {
+    "acquire": cmd_acquire,
+    "release": cmd_release,
+    "heartbeat": cmd_heartbeat,
+    "status": cmd_status,
+    "list": cmd_list,
+    "why": cmd_why,
+    "unlock": cmd_unlock,
+    "graph": cmd_graph,
+}
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+def make_client(args: argparse.Namespace) -> AsyncLockClient:
+    return AsyncLockClient(
+        namespace=getattr(args, "namespace", None),
+        holder=getattr(args, "holder", None),
+        kubeconfig=getattr(args, "kubeconfig", None),
+        context=getattr(args, "context", None),
+    )
+
+
+async def _run(handler: Handler, args: argparse.Namespace) -> int:
+    async with make_client(args) as client:
+        return await handler(client, args)
+
+
+def run(
+    handler: Handler,
+    args: argparse.Namespace,
+    on_error: Callable[[LockError], None],
+) -> int:
+    """Run one command on a fresh event loop; Ctrl-C cancels it (withdrawing a pending claim)."""
+    try:
+        return asyncio.run(_run(handler, args))
+    except LockError as error:
+        on_error(error)
+        return for_error(error)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+
+    def report(error: LockError) -> None:
+        if args.json:
+            print(output.dumps(output.failure(error, getattr(args, "uri", None))))
+        else:
+            print(f"kubelock {args.command}: {error.message}", file=sys.stderr)
+            if hasattr(error, "cycle"):
+                print(f"cycle: {describe(error.cycle)}; release every lock you hold, back off and retry",
+                      file=sys.stderr)
+
+    try:
+        return run(HANDLERS[args.command], args, report)
+    except Exception:  # a bug: say so, and never look like any lock outcome
+        traceback.print_exc()
+        if args.json:
+            print(output.dumps({"ok": False, "error": "InternalError", "message": "kubelock failed; see stderr"}))
+        return ExitCode.INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

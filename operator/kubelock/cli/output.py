@@ -1,0 +1,266 @@
+"""What the commands print: JSON objects (built as dicts, serialised by json.dumps only) and lines
+for humans. Pure functions of SDK values, so their shapes are tested without a cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from kubelock.domain.waitfor import describe
+from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus
+from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
+from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult, format_time
+
+Json = dict[str, Any]
+
+
+def dumps(payload: Json) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(", ", ": "))
+
+
+# ---- JSON shapes ------------------------------------------------------------------------------
+
+
+def acquired(result: AcquireResult) -> Json:
+    if not result.ok:
+        return held(result.resource, result.holder, format_time(result.held_since), result.message)
+    return {
+        "ok": True,
+        "resource": result.resource,
+        "holder": result.holder,
+        "namespace": result.namespace,
+        "fencingToken": result.fencing_token,
+        "acquiredAt": format_time(result.acquired_at),
+        "expiresAt": format_time(result.expires_at),
+        "claim": result.claim_name,
+        "lock": result.lock_name,
+    }
+
+
+def held(resource: str, holder: str | None, held_since: str | None, message: str) -> Json:
+    return {
+        "ok": False,
+        "error": "HeldByAnotherHolder",
+        "resource": resource,
+        "holder": holder,
+        "heldSince": held_since,
+        "message": message,
+    }
+
+
+def released(result: ReleaseResult) -> Json:
+    return {
+        "ok": True,
+        "resource": result.resource,
+        "released": True,
+        "previousPhase": result.previous_phase.value if result.previous_phase else None,
+        "claim": result.claim_name,
+    }
+
+
+def renewed(result: RenewResult) -> Json:
+    return {
+        "ok": True,
+        "resource": result.resource,
+        "fencingToken": result.fencing_token,
+        "expiresAt": format_time(result.expires_at),
+        "confirmed": result.confirmed,
+        "claim": result.claim_name,
+    }
+
+
+def failure(error: LockError, resource: str | None = None) -> Json:
+    """The one JSON object for a failed command; its `error` is the reason (a domain Reason where
+    the operator gave one)."""
+    if isinstance(error, Rejected) and error.holder is not None:
+        return held(resource or "", error.holder, error.held_since, error.message)
+    payload: Json = {"ok": False, "error": error.reason}
+    if resource is not None:
+        payload["resource"] = resource
+    if isinstance(error, Deadlock):
+        payload["deadlock"] = True
+        payload["cycle"] = list(error.cycle)
+    elif isinstance(error, TimedOut):
+        payload["timedOut"] = True
+        payload["holder"] = error.holder
+    elif isinstance(error, Lost):
+        payload["lost"] = True
+    payload["message"] = error.message
+    return payload
+
+
+def claim(info: ClaimInfo) -> Json:
+    return {
+        "name": info.name,
+        "namespace": info.namespace,
+        "resource": info.resource,
+        "holder": info.holder,
+        "wait": info.wait,
+        "phase": info.phase.value if info.phase else None,
+        "reason": info.reason,
+        "message": info.message,
+        "currentHolder": info.current_holder,
+        "fencingToken": info.fencing_token,
+        "acquiredAt": format_time(info.acquired_at),
+        "expiresAt": format_time(info.expires_at),
+        "queuePosition": info.queue_position,
+        "cycle": list(info.cycle) if info.cycle else None,
+        "stale": info.stale,
+    }
+
+
+def lock_status(status: LockStatus) -> Json:
+    lock = status.lock
+    return {
+        "namespace": lock.namespace,
+        "resource": lock.resource,
+        "holder": lock.holder,
+        "fencingToken": lock.fencing_token,
+        "acquiredAt": format_time(lock.acquired_at),
+        "renewedAt": format_time(lock.renewed_at),
+        "expiresAt": format_time(lock.expires_at),
+        "waiters": status.waiters,
+        "stale": status.stale,
+        "lock": lock.name,
+        "claim": lock.claim_name,
+    }
+
+
+def explanation(why: Explanation) -> Json:
+    lock = why.lock
+    return {
+        "ok": True,
+        "claim": claim(why.claim),
+        "lock": None
+        if lock is None
+        else {
+            "name": lock.name,
+            "holder": lock.holder,
+            "fencingToken": lock.fencing_token,
+            "acquiredAt": format_time(lock.acquired_at),
+            "expiresAt": format_time(lock.expires_at),
+        },
+        "ahead": [{"holder": c.holder, "queuePosition": c.queue_position, "claim": c.name} for c in why.ahead],
+    }
+
+
+def broken(items: Sequence[BrokenLock]) -> Json:
+    return {
+        "ok": True,
+        "broken": [
+            {
+                "namespace": b.lock.namespace,
+                "resource": b.lock.resource,
+                "holder": b.lock.holder,
+                "fencingToken": b.lock.fencing_token,
+                "lock": b.lock.name,
+                "brokenBy": b.actor,
+                "reason": b.reason,
+            }
+            for b in items
+        ],
+    }
+
+
+# ---- for humans -------------------------------------------------------------------------------
+
+
+def duration(seconds: float) -> str:
+    """`45s`, `3m05s`, `2h03m`, `3d04h`: compact, like kubectl's ages."""
+    seconds = int(seconds)
+    if seconds < 0:
+        return "-" + duration(-seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def since(moment: datetime | None, now: float | None = None) -> str:
+    if moment is None:
+        return "-"
+    return duration((time.time() if now is None else now) - moment.timestamp())
+
+
+def until(moment: datetime | None, now: float | None = None) -> str:
+    if moment is None:
+        return "-"
+    left = moment.timestamp() - (time.time() if now is None else now)
+    return "expired" if left <= 0 else duration(left)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    lines = ["   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines)
+
+
+def status_table(items: Sequence[LockStatus], *, all_namespaces: bool, now: float | None = None) -> str:
+    header = [*(["NAMESPACE"] if all_namespaces else []), "RESOURCE", "HOLDER", "TOKEN", "AGE", "EXPIRES IN",
+              "WAITERS", "STALE"]
+    rows = [
+        [
+            *([s.lock.namespace] if all_namespaces else []),
+            s.lock.resource,
+            s.lock.holder,
+            str(s.lock.fencing_token),
+            since(s.lock.acquired_at, now),
+            until(s.lock.expires_at, now),
+            str(s.waiters),
+            "stale" if s.stale else "",
+        ]
+        for s in items
+    ]
+    return table(header, rows)
+
+
+def claims_table(items: Sequence[ClaimInfo], now: float | None = None) -> str:
+    rows = [
+        [
+            c.resource,
+            c.phase.value if c.phase else "(undecided)",
+            str(c.fencing_token) if c.fencing_token is not None else "-",
+            until(c.expires_at, now) if c.held else "-",
+            str(c.queue_position) if c.queue_position else "-",
+            c.name,
+        ]
+        for c in items
+    ]
+    return table(["RESOURCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM"], rows)
+
+
+def explanation_text(why: Explanation, now: float | None = None) -> str:
+    c = why.claim
+    phase = f"{c.phase.value} ({c.reason})" if c.phase else "not decided yet (is the operator running?)"
+    lines = [
+        f"claim {c.name} in namespace {c.namespace}",
+        f"  resource:  {c.resource}",
+        f"  holder:    {c.holder}{' (waits)' if c.wait else ' (try once)'}",
+        f"  phase:     {phase}",
+    ]
+    if c.message:
+        lines.append(f"  message:   {c.message}")
+    if c.held:
+        lines.append(f"  token:     {c.fencing_token}; expires in {until(c.expires_at, now)}"
+                     + (" (stale: not renewed lately)" if c.stale else ""))
+    if c.queue_position:
+        ahead = ", ".join(a.holder for a in why.ahead)
+        lines.append(f"  queue:     position {c.queue_position}" + (f", behind {ahead}" if ahead else ""))
+    if c.cycle:
+        lines.append(f"  cycle:     {describe(c.cycle)}")
+        lines.append("             release every lock you hold, back off, and retry")
+    lock = why.lock
+    if lock is not None and not c.held:
+        lines.append(
+            f"  held by:   {lock.holder} for {since(lock.acquired_at, now)} (token {lock.fencing_token}, "
+            f"expires in {until(lock.expires_at, now)})"
+        )
+    elif lock is None and not c.held:
+        lines.append("  held by:   nobody now")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""kubelock's Python SDK: exclusive, fenced, deadlock-aware locks on LockClaims.
+
+    from kubelock.sdk import LockClient
+
+    with LockClient() as client, client.lock("github://acme/app/issues/42", ttl=300) as lease:
+        work(fencing_token=lease.fencing_token)
+
+`AsyncLockClient` is the same API for asyncio; `kubelock.sdk.tools` has LLM tool functions.
+See docs/sdk.md.
+"""
+
+from kubelock.sdk.admin import AsyncAdmin, BrokenLock, Explanation, LockStatus
+from kubelock.sdk.client import AsyncLockClient
+from kubelock.sdk.errors import (
+    Deadlock,
+    Expired,
+    Forbidden,
+    InvalidInput,
+    LockError,
+    Lost,
+    NotFound,
+    Rejected,
+    Revoked,
+    TimedOut,
+    Unreachable,
+)
+from kubelock.sdk.identity import Identity
+from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult
+from kubelock.sdk.sync import Lease, LockClient
+
+__all__ = [
+    "AcquireResult",
+    "AsyncAdmin",
+    "AsyncLease",
+    "AsyncLockClient",
+    "BrokenLock",
+    "ClaimInfo",
+    "Deadlock",
+    "Expired",
+    "Explanation",
+    "Forbidden",
+    "Identity",
+    "InvalidInput",
+    "Lease",
+    "LockClient",
+    "LockError",
+    "LockInfo",
+    "LockStatus",
+    "Lost",
+    "NotFound",
+    "Rejected",
+    "ReleaseResult",
+    "RenewResult",
+    "Revoked",
+    "TimedOut",
+    "Unreachable",
+]

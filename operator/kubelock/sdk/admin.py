@@ -1,0 +1,223 @@
+"""Looking at a lock space and breaking locks: what `kubelock status|why|graph|unlock` are made of.
+
+Breaking a lock is an audited act: the ResourceLock is first annotated with who broke it and why,
+then deleted with a uid precondition (so a lock granted afresh in between is never hit). The
+operator then marks the holder's claim Revoked (LockBroken) and grants the next waiter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, GROUP, LOCK_PLURAL
+from kubelock.domain.reasons import Phase
+from kubelock.domain.resource import lock_name, normalise
+from kubelock.kube import errors as kube_errors
+from kubelock.kube import paths
+from kubelock.sdk import graph, validation
+from kubelock.sdk.client import AsyncLockClient
+from kubelock.sdk.errors import Forbidden, InvalidInput, NotFound, Unreachable, from_api
+from kubelock.sdk.model import ClaimInfo, LockInfo
+
+# Not (yet) in kubelock.kube.paths.
+SELF_SUBJECT_ACCESS_REVIEW = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+MAX_REASON_LENGTH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LockStatus:
+    lock: LockInfo
+    waiters: int
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    claim: ClaimInfo
+    lock: LockInfo | None  # the resource's current lock, whoever holds it
+    ahead: tuple[ClaimInfo, ...]  # claims queued before this one
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenLock:
+    lock: LockInfo
+    actor: str
+    reason: str
+
+
+class AsyncAdmin:
+    """Read-only views for everyone with `kubelock-viewer`; `break_locks` needs `kubelock-admin`."""
+
+    def __init__(self, client: AsyncLockClient) -> None:
+        self.client = client
+        self.kube = client.kube
+
+    async def claims(self, namespace: str | None) -> list[ClaimInfo]:
+        """Claims of one namespace (None: of all namespaces)."""
+        items, _ = await self.client.call(
+            f"list claims in {namespace or 'all namespaces'}", self.kube.list_all(paths.claims(namespace))
+        )
+        return [ClaimInfo.from_body(b) for b in items]
+
+    async def locks(self, namespace: str | None) -> list[LockInfo]:
+        items, _ = await self.client.call(
+            f"list locks in {namespace or 'all namespaces'}", self.kube.list_all(paths.locks(namespace))
+        )
+        return [LockInfo.from_body(b) for b in items]
+
+    async def status(self, namespace: str | None) -> list[LockStatus]:
+        locks = await self.locks(namespace)
+        claims = await self.claims(namespace)
+        return summarise(locks, claims)
+
+    async def explain(self, name_or_uri: str) -> Explanation:
+        """Why a claim (by name, or your claim on a URI) is where it is."""
+        namespace = self.client.namespace
+        if "://" in name_or_uri:
+            name = await self.client.claim_name_for(name_or_uri)
+        else:
+            name = name_or_uri
+        try:
+            body = await self.kube.get(paths.claims(namespace, name))
+        except kube_errors.NotFound:
+            raise NotFound(f"no claim {name} in namespace {namespace}") from None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read claim {namespace}/{name}") from error
+        claim = ClaimInfo.from_body(body)
+        lock: LockInfo | None = None
+        try:
+            lock = LockInfo.from_body(await self.kube.get(paths.locks(namespace, lock_name(claim.resource))))
+        except kube_errors.NotFound:
+            lock = None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read the lock of {claim.resource}") from error
+        ahead: tuple[ClaimInfo, ...] = ()
+        if claim.phase is Phase.PENDING and claim.queue_position and claim.queue_position > 1:
+            others = [c for c in await self.claims(namespace) if c.resource == claim.resource]
+            ahead = tuple(
+                sorted(
+                    (c for c in others if c.phase is Phase.PENDING and (c.queue_position or 0) < claim.queue_position),
+                    key=lambda c: c.queue_position or 0,
+                )
+            )
+        return Explanation(claim=claim, lock=lock, ahead=ahead)
+
+    async def graph(self, namespace: str) -> graph.WaitGraph:
+        return graph.build(await self.claims(namespace), await self.locks(namespace))
+
+    async def can(self, verb: str, namespace: str | None) -> bool:
+        """Whether this identity may `verb` ResourceLocks (SelfSubjectAccessReview)."""
+        attributes = {"verb": verb, "group": GROUP, "resource": LOCK_PLURAL}
+        if namespace:
+            attributes["namespace"] = namespace
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        review = await self.client.call("check your permissions", self.kube.create(SELF_SUBJECT_ACCESS_REVIEW, body))
+        return bool((review.get("status") or {}).get("allowed"))
+
+    async def break_locks(
+        self,
+        *,
+        reason: str,
+        holders: Sequence[str] = (),
+        uris: Sequence[str] = (),
+        everything: bool = False,
+        namespace: str | None = None,
+    ) -> list[BrokenLock]:
+        """Break the matching locks of one namespace, recording who and why on each first."""
+        if not reason or not reason.strip():
+            raise InvalidInput("a reason is required: say why the lock is broken (it is recorded on the lock)")
+        if len(reason) > MAX_REASON_LENGTH:
+            raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed")
+        if sum((bool(holders), bool(uris), everything)) != 1:
+            raise InvalidInput("name the locks to break: holders, URIs, or everything (exactly one of them)")
+        resources = {normalise(validation.resource(u)) for u in uris}
+        for holder in holders:
+            validation.holder(holder)
+        namespace = namespace or self.client.namespace
+        missing = [v for v in ("patch", "delete") if not await self.can(v, namespace)]
+        if missing:
+            actor = await self.client.whoami()
+            raise Forbidden(
+                f"{actor} may not {' and '.join(missing)} ResourceLocks in namespace {namespace}: breaking a "
+                "lock needs the kubelock-admin role"
+            )
+        actor = await self.client.whoami()
+        chosen = select(await self.locks(namespace), holders=holders, resources=resources, everything=everything)
+        if not chosen:
+            raise NotFound(f"no lock in namespace {namespace} matches")
+        broken: list[BrokenLock] = []
+        for lock in chosen:
+            done = await self._break(lock, actor, reason)
+            if done is not None:
+                broken.append(BrokenLock(lock=done, actor=actor, reason=reason))
+        return broken
+
+    async def _break(self, lock: LockInfo, actor: str, reason: str) -> LockInfo | None:
+        path = paths.locks(lock.namespace, lock.name)
+        annotations = {BREAK_ACTOR_ANNOTATION: actor, BREAK_REASON_ANNOTATION: reason}
+        current = lock
+        for _ in range(5):
+            patch = {"metadata": {"resourceVersion": current.resource_version, "annotations": annotations}}
+            try:
+                annotated = LockInfo.from_body(await self.kube.patch(path, patch))
+            except kube_errors.NotFound:
+                return None  # released or expired meanwhile: nothing left to break
+            except kube_errors.Conflict:
+                # Renewed in between: annotate the newest version, but only of the same grant.
+                try:
+                    fresh = LockInfo.from_body(await self.kube.get(path))
+                except kube_errors.NotFound:
+                    return None
+                if fresh.uid != lock.uid:
+                    return None
+                current = fresh
+                continue
+            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                raise from_api(error, f"annotate lock {lock.name}") from error
+            try:
+                await self.kube.delete(path, uid=lock.uid)
+            except (kube_errors.NotFound, kube_errors.Conflict):
+                return None
+            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                raise from_api(error, f"delete lock {lock.name}") from error
+            return annotated
+        raise Unreachable(f"lock {lock.name} kept changing while it was being broken; try again")
+
+
+def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[LockStatus]:
+    """Each lock with its number of waiters and whether its holder's claim is marked Stale."""
+    claims = list(claims)
+    waiters: dict[tuple[str, str], int] = {}
+    stale: set[tuple[str, str]] = set()
+    for claim in claims:
+        key = (claim.namespace, claim.resource)
+        if claim.phase is Phase.PENDING:
+            waiters[key] = waiters.get(key, 0) + 1
+        if claim.held and claim.stale:
+            stale.add((claim.namespace, claim.name))
+    out = [
+        LockStatus(
+            lock=lock,
+            waiters=waiters.get((lock.namespace, lock.resource), 0),
+            stale=(lock.namespace, lock.claim_name) in stale,
+        )
+        for lock in locks
+    ]
+    return sorted(out, key=lambda s: (s.lock.namespace, s.lock.resource))
+
+
+def select(
+    locks: Iterable[LockInfo], *, holders: Sequence[str], resources: set[str], everything: bool
+) -> list[LockInfo]:
+    if everything:
+        return sorted(locks, key=lambda lock: lock.resource)
+    wanted = set(holders)
+    return sorted(
+        (lock for lock in locks if lock.holder in wanted or normalise(lock.resource) in resources),
+        key=lambda lock: lock.resource,
+    )

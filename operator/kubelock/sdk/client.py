@@ -1,0 +1,523 @@
+"""The asynchronous lock client: acquire, wait, renew and release through LockClaims.
+
+Every lock operation is a write to the caller's own claim, whose name is derived from (holder,
+resource): asking twice for the same resource finds the same claim, so acquire is idempotent and
+a retried create can never queue a second claim. Waiting follows the claim through a watch; the
+operator's verdict (Held, Rejected, TimedOut, Deadlocked ...) ends the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION
+from kubelock.api.types import LockClaimSpec, PodRef
+from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.resource import claim_name, digest, lock_name, normalise
+from kubelock.kube import config, paths
+from kubelock.kube import errors as kube_errors
+from kubelock.kube.client import KubeClient
+from kubelock.kube.config import Credentials
+from kubelock.sdk import identity, validation
+from kubelock.sdk.errors import (
+    Deadlock,
+    Expired,
+    InvalidInput,
+    LockError,
+    NotFound,
+    Rejected,
+    Revoked,
+    TimedOut,
+    Unreachable,
+    from_api,
+)
+from kubelock.sdk.identity import Identity
+from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.model import AcquireResult, Body, ClaimInfo, LockInfo, ReleaseResult, RenewResult, parse_time
+from kubelock.sdk.watching import follow_claim
+
+T = TypeVar("T")
+MANAGED_BY = "kubelock-sdk"
+# How long to wait for the operator's first word on a new claim before calling it unreachable.
+DECISION_TIMEOUT = 60.0
+# After the caller's own wait timeout, how long the operator's TimedOut verdict (which names the
+# holder) may take before the client gives up on its own.
+TIMEOUT_SLACK = 1.0
+CREATE_ATTEMPTS = 4
+
+
+class AsyncLockClient:
+    """Locks for one holder in one namespace (lock space).
+
+    Construct it with no arguments in a pod (see `kubelock.sdk.identity`), or give `kubeconfig`,
+    `namespace` and `holder` explicitly. Use it as an async context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str | None = None,
+        holder: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        credentials: Credentials | None = None,
+        retries: int = 4,
+        request_timeout: float = 30.0,
+        decision_timeout: float = DECISION_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if holder is not None:
+            validation.holder(holder)
+        validation.timeout(decision_timeout, "decision_timeout")
+        if credentials is None:
+            try:
+                credentials = config.load(kubeconfig, context)
+            except Exception as error:  # a missing or unreadable kubeconfig: never a silent success
+                raise Unreachable(f"no Kubernetes API server configured: {error}", reason="NotConfigured") from error
+        self.credentials = credentials
+        self.namespace = identity.namespace_from(namespace, credentials.namespace, env)
+        self.decision_timeout = decision_timeout
+        self.kube = KubeClient(credentials, timeout=request_timeout, retries=retries, user_agent="kubelock-sdk")
+        self._holder = holder
+        self._env = env
+        self._identity: Identity | None = None
+        self._identity_lock = asyncio.Lock()
+        self._renewals = itertools.count(1)
+
+    async def __aenter__(self) -> AsyncLockClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.kube.close()
+
+    # ---- identity ---------------------------------------------------------------------------
+
+    async def identity(self) -> Identity:
+        """The holder, namespace and pod this client acts as (resolved once)."""
+        async with self._identity_lock:
+            if self._identity is None:
+                self._identity = await identity.resolve(
+                    self.kube,
+                    holder=self._holder,
+                    namespace=self.namespace,
+                    in_cluster=self.credentials.token_file is not None,
+                    env=self._env,
+                )
+            return self._identity
+
+    async def whoami(self) -> str:
+        """The authenticated user name, as the API server sees it."""
+        return await identity.whoami(self.kube)
+
+    async def claim_name_for(self, uri: str) -> str:
+        validation.resource(uri)
+        return claim_name((await self.identity()).holder, normalise(uri))
+
+    # ---- acquire ----------------------------------------------------------------------------
+
+    async def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
+        """Take the lock if it is free; never waits. `ok` is False when another holder has it."""
+        try:
+            return await self.acquire(uri, wait=False, ttl=ttl)
+        except Rejected as rejected:
+            if rejected.reason != Reason.HELD_BY_ANOTHER.value:
+                raise
+            ident = await self.identity()
+            return AcquireResult(
+                ok=False,
+                resource=normalise(uri),
+                holder=rejected.holder,
+                namespace=ident.namespace,
+                claim_name=claim_name(ident.holder, normalise(uri)),
+                held_since=parse_time(rejected.held_since),
+                message=rejected.message,
+            )
+
+    async def acquire(
+        self,
+        uri: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 (sent to the operator as waitTimeoutSeconds)
+        ttl: int | None = None,
+    ) -> AcquireResult:
+        """Take the lock, waiting in the queue (first come, first served) when `wait` is true.
+
+        Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
+        InvalidInput or Unreachable; returns only when the lock is held.
+        """
+        return _acquired(await self.acquire_claim(uri, wait=wait, timeout=timeout, ttl=ttl))
+
+    async def acquire_claim(
+        self,
+        uri: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 (as acquire)
+        ttl: int | None = None,
+    ) -> ClaimInfo:
+        """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
+        validation.resource(uri)
+        ttl = validation.ttl(ttl)
+        timeout = validation.timeout(timeout)
+        if timeout is not None and not wait:
+            raise InvalidInput("timeout only applies when waiting (wait=True)")
+        ident = await self.identity()
+        info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl)
+        if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
+            raise Rejected(
+                f"{info.resource} is held by {info.current_holder}; you already wait for it "
+                f"(position {info.queue_position})",
+                holder=info.current_holder,
+            )
+        return info
+
+    async def _claim(
+        self, ident: Identity, uri: str, *, wait: bool, wait_timeout: float | None, ttl: int | None
+    ) -> ClaimInfo:
+        resource = normalise(uri)
+        name = claim_name(ident.holder, resource)
+        body = self._claim_body(ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout)
+        for _ in range(CREATE_ATTEMPTS):
+            try:
+                created = await self.kube.create(paths.claims(ident.namespace), body, fieldValidation="Strict")
+                info, fresh = ClaimInfo.from_body(created), True
+            except kube_errors.Conflict as error:
+                if not error.already_exists:
+                    raise from_api(error, f"create claim {name}") from error
+                existing = await self._get_claim(ident.namespace, name)
+                if existing is None:
+                    continue  # deleted in between: create again
+                info, fresh = existing, False
+                if info.terminal:
+                    # A finished record of an earlier attempt: replace it (only that very object).
+                    await self.delete_claim(info, quiet=True)
+                    continue
+                if info.held or (info.phase is Phase.PENDING and not wait):
+                    return info
+            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                raise from_api(error, f"create claim {name} for {resource}") from error
+            decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout)
+            if not fresh and decided.terminal and decided.wait != wait:
+                # We adopted someone's claim of ours with other terms (try vs wait): ask again on ours.
+                await self.delete_claim(decided, quiet=True)
+                continue
+            if decided.terminal:
+                raise await self.error_for(decided)
+            return decided
+        raise Unreachable(f"claim {name} kept being replaced while acquiring {resource}; try again")
+
+    def _claim_body(
+        self, ident: Identity, name: str, uri: str, *, wait: bool, ttl: int | None, wait_timeout: float | None
+    ) -> Body:
+        try:
+            spec = LockClaimSpec(
+                resource=uri,
+                holder=ident.holder,
+                wait=wait,
+                ttl_seconds=ttl,
+                wait_timeout_seconds=math.ceil(wait_timeout) if wait_timeout is not None else None,
+                pod_ref=PodRef(name=ident.pod_name, uid=ident.pod_uid) if ident.pod_name else None,
+            )
+        except ValidationError as error:
+            raise InvalidInput(f"invalid lock request: {error.errors()[0]['msg']}") from None
+        metadata: Body = {
+            "name": name,
+            "namespace": ident.namespace,
+            "labels": {HOLDER_HASH_LABEL: digest(ident.holder), "app.kubernetes.io/managed-by": MANAGED_BY},
+        }
+        if ident.pod_name and ident.pod_uid:
+            # The garbage collector removes the claim with its pod even when the operator is down.
+            metadata["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Pod", "name": ident.pod_name, "uid": ident.pod_uid}
+            ]
+        return {
+            "apiVersion": API_VERSION,
+            "kind": CLAIM_KIND,
+            "metadata": metadata,
+            "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        }
+
+    async def _await_decision(self, info: ClaimInfo, *, wait: bool, wait_timeout: float | None) -> ClaimInfo:
+        """Follow the claim until it is Held or terminal (or Pending, for a try-lock). On timeout,
+        error or cancellation the claim is deleted: nobody is left queued unawares."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        wait_deadline = None if wait_timeout is None else started + wait_timeout + TIMEOUT_SLACK
+        decision_deadline = started + self.decision_timeout
+        state = info
+        try:
+            stream = follow_claim(self.kube, state.namespace, state.name, state.resource_version)
+            async with contextlib.aclosing(stream) as states:
+                while not _settled(state, wait):
+                    deadline = decision_deadline if state.phase is None else math.inf
+                    if wait_deadline is not None:
+                        deadline = min(deadline, wait_deadline)
+                    try:
+                        async with asyncio.timeout(None if deadline == math.inf else deadline - loop.time()):
+                            body = await anext(states)
+                    except TimeoutError:
+                        raise self._silence(state, wait_deadline, wait_timeout, loop.time()) from None
+                    if body is None:
+                        raise NotFound(f"claim {state.name} was deleted while waiting for {state.resource}")
+                    state = ClaimInfo.from_body(body)
+        except BaseException:
+            # Timed out, failed or cancelled (Ctrl-C): leave the queue, or give back a grant that
+            # arrived too late for anyone to learn of it.
+            await asyncio.shield(self.delete_claim(state, quiet=True))
+            raise
+        return state
+
+    def _silence(
+        self, state: ClaimInfo, wait_deadline: float | None, wait_timeout: float | None, now: float
+    ) -> LockError:
+        if wait_deadline is not None and now >= wait_deadline:
+            return TimedOut(
+                f"gave up after waiting {wait_timeout or 0:g}s for {state.resource}"
+                + (f" (held by {state.current_holder})" if state.current_holder else ""),
+                holder=state.current_holder,
+            )
+        return Unreachable(
+            f"no kubelock operator acted on claim {state.namespace}/{state.name} within "
+            f"{self.decision_timeout:g}s; is the operator running and watching namespace {state.namespace}?",
+            reason="OperatorUnavailable",
+        )
+
+    async def error_for(self, info: ClaimInfo) -> LockError:
+        reason = info.reason or ""
+        message = info.message or f"claim {info.name} is {info.phase}"
+        if info.phase is Phase.REJECTED:
+            if reason == Reason.INVALID_SPEC.value:
+                return InvalidInput(message, reason=reason)
+            since = None
+            if reason == Reason.HELD_BY_ANOTHER.value:
+                since = await self._held_since(info)
+            return Rejected(message, holder=info.current_holder, held_since=since, reason=reason)
+        if info.phase is Phase.TIMED_OUT:
+            return TimedOut(message, holder=info.current_holder, reason=reason)
+        if info.phase is Phase.DEADLOCKED:
+            return Deadlock(info.cycle or (), reason=reason, message=message)
+        if info.phase is Phase.EXPIRED:
+            return Expired(message, reason=reason)
+        return Revoked(message, reason=reason or None)
+
+    async def _held_since(self, info: ClaimInfo) -> str | None:
+        """When the other holder acquired the resource (best effort: it may be gone already)."""
+        try:
+            body = await self.kube.get(paths.locks(info.namespace, lock_name(info.resource)))
+        except (kube_errors.ApiError, kube_errors.Unreachable):
+            return None
+        lock = LockInfo.from_body(body)
+        if info.current_holder and lock.holder != info.current_holder:
+            return None
+        return _rfc3339(body, "acquireTime")
+
+    # ---- release, renew, inspect ------------------------------------------------------------
+
+    async def release(self, uri: str) -> ReleaseResult:
+        """Release the lock (or leave the queue). Raises NotFound when you hold nothing on `uri`,
+        Expired/Revoked when the lock had been lost before (the record is removed either way)."""
+        validation.resource(uri)
+        ident = await self.identity()
+        resource = normalise(uri)
+        info = await self._get_claim(ident.namespace, claim_name(ident.holder, resource))
+        if info is None:
+            raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
+        await self.delete_claim(info)
+        if info.phase in (None, Phase.HELD, Phase.PENDING):
+            return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase)
+        if info.phase in (Phase.EXPIRED, Phase.REVOKED):
+            raise await self.error_for(info)
+        raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {info.phase}: "
+                       f"{info.message}")
+
+    async def heartbeat(self, uri: str, *, confirm: bool = True) -> RenewResult:
+        """Renew the lease: it then lasts ttl seconds from the moment the operator sees this.
+
+        With `confirm` (the default) waits until the operator has acted on the renewal and returns
+        the new expiry. Raises Expired/Revoked if the lock was lost, NotFound if not held.
+        """
+        validation.resource(uri)
+        ident = await self.identity()
+        resource = normalise(uri)
+        name = claim_name(ident.holder, resource)
+        for _ in range(CREATE_ATTEMPTS):
+            info = await self._get_claim(ident.namespace, name)
+            if info is None:
+                raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
+            if not info.held:
+                raise await self._not_held(info)
+            marker = self.renewal_marker()
+            try:
+                patched = await self.renew_claim(info, marker, conditional=True)
+            except kube_errors.Conflict:
+                continue  # the claim changed since it was read (a renewal or a verdict): read it again
+            if not confirm:
+                return _renewed(patched, confirmed=False)
+            return await self._await_renewal(patched, marker)
+        raise Unreachable(f"claim {name} kept changing while renewing {resource}; try again")
+
+    def renewal_marker(self) -> str:
+        # Any new value renews; a readable time plus a counter keeps two renewals in one
+        # microsecond distinct.
+        return f"{time.time():.6f}-{next(self._renewals)}"
+
+    async def renew_claim(self, info: ClaimInfo, marker: str, *, conditional: bool) -> ClaimInfo:
+        """Write a new renewal marker on the claim. With `conditional`, only onto the version read
+        (kube Conflict otherwise), so a verdict written in between is never overlooked."""
+        meta: Body = {"annotations": {RENEW_ANNOTATION: marker}}
+        if conditional:
+            meta["resourceVersion"] = info.resource_version
+        try:
+            body = await self.kube.patch(paths.claims(info.namespace, info.name), {"metadata": meta})
+        except kube_errors.Conflict:
+            raise
+        except kube_errors.NotFound as error:
+            raise NotFound(f"claim {info.name} for {info.resource} no longer exists") from error
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"renew the lock on {info.resource}") from error
+        return ClaimInfo.from_body(body)
+
+    async def _await_renewal(self, info: ClaimInfo, marker: str) -> RenewResult:
+        state = info
+        try:
+            async with asyncio.timeout(self.decision_timeout):
+                stream = follow_claim(self.kube, state.namespace, state.name, state.resource_version)
+                async with contextlib.aclosing(stream) as states:
+                    while state.held and state.observed_renew != marker:
+                        body = await anext(states)
+                        if body is None:
+                            raise Revoked(f"claim {state.name} was deleted", reason=Reason.RELEASED.value)
+                        state = ClaimInfo.from_body(body)
+        except TimeoutError:
+            raise Unreachable(
+                f"no kubelock operator confirmed the renewal of {state.resource} within "
+                f"{self.decision_timeout:g}s; the lease may run out",
+                reason="OperatorUnavailable",
+            ) from None
+        if not state.held:
+            raise await self._not_held(state)
+        return _renewed(state, confirmed=True)
+
+    async def _not_held(self, info: ClaimInfo) -> LockError:
+        if info.phase in (Phase.EXPIRED, Phase.REVOKED):
+            return await self.error_for(info)
+        if info.phase is Phase.PENDING:
+            return NotFound(
+                f"you do not hold {info.resource} yet: you wait at position {info.queue_position} "
+                f"behind {info.current_holder}",
+                reason="NotHeld",
+            )
+        state = f"ended {info.phase}: {info.message}" if info.phase else "not been decided yet"
+        return NotFound(f"you do not hold {info.resource}: your claim has {state}", reason="NotHeld")
+
+    async def get(self, uri: str) -> ClaimInfo:
+        """Your claim on `uri` as it is now. Raises NotFound when there is none."""
+        validation.resource(uri)
+        ident = await self.identity()
+        info = await self._get_claim(ident.namespace, claim_name(ident.holder, normalise(uri)))
+        if info is None:
+            raise NotFound(f"you ({ident.holder}) have no claim on {normalise(uri)} in namespace {ident.namespace}")
+        return info
+
+    async def list(self) -> builtins.list[ClaimInfo]:
+        """Your own claims in this namespace (held, waiting and finished records)."""
+        ident = await self.identity()
+        items = await self.call(
+            f"list your claims in {ident.namespace}",
+            self.kube.list_all(
+                paths.claims(ident.namespace), labelSelector=f"{HOLDER_HASH_LABEL}={digest(ident.holder)}"
+            ),
+        )
+        claims = [ClaimInfo.from_body(b) for b in items[0]]
+        return sorted((c for c in claims if c.holder == ident.holder), key=lambda c: (c.resource, c.name))
+
+    def lock(
+        self,
+        uri: str,
+        *,
+        ttl: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_lost: Callable[[LockError], object] | None = None,
+    ) -> AsyncLease:
+        """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit."""
+        return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    async def call(self, doing: str, awaitable: Awaitable[T]) -> T:
+        """Await a Kubernetes request, turning its failure into the SDK's error."""
+        try:
+            return await awaitable
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, doing) from error
+
+    async def _get_claim(self, namespace: str, name: str) -> ClaimInfo | None:
+        try:
+            body = await self.kube.get(paths.claims(namespace, name))
+        except kube_errors.NotFound:
+            return None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read claim {namespace}/{name}") from error
+        return ClaimInfo.from_body(body)
+
+    async def delete_claim(self, info: ClaimInfo, *, quiet: bool = False) -> None:
+        """Delete exactly this claim (uid precondition): a newer claim of the same name survives."""
+        try:
+            await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
+        except (kube_errors.NotFound, kube_errors.Conflict):
+            return
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            if not quiet:
+                raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
+
+
+def _settled(state: ClaimInfo, wait: bool) -> bool:
+    if state.phase is None:
+        return False
+    return state.phase is not Phase.PENDING or not wait
+
+
+def _rfc3339(body: Body, field: str) -> str | None:
+    value = (body.get("spec") or {}).get(field)
+    return value if isinstance(value, str) else None
+
+
+def _acquired(info: ClaimInfo) -> AcquireResult:
+    return AcquireResult(
+        ok=True,
+        resource=info.resource,
+        holder=info.holder,
+        namespace=info.namespace,
+        claim_name=info.name,
+        lock_name=info.lock_name,
+        fencing_token=info.fencing_token,
+        acquired_at=info.acquired_at,
+        expires_at=info.expires_at,
+        held_since=info.acquired_at,
+        message=info.message,
+    )
+
+
+def _renewed(info: ClaimInfo, *, confirmed: bool) -> RenewResult:
+    return RenewResult(
+        resource=info.resource,
+        claim_name=info.name,
+        fencing_token=info.fencing_token,
+        expires_at=info.expires_at,
+        confirmed=confirmed,
+    )
+

@@ -1,0 +1,114 @@
+"""The SDK's errors: one type per outcome a caller handles differently.
+
+Every error has `reason` (the domain `Reason` string when the operator gave one, else a fixed
+CamelCase word) and `message` (a sentence for humans). The CLI maps the types to exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kubelock.domain.reasons import Reason
+from kubelock.domain.waitfor import describe
+from kubelock.kube import errors as kube_errors
+
+
+class LockError(Exception):
+    """Base of every error the SDK raises."""
+
+    default_reason = "Error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+
+
+class InvalidInput(LockError, ValueError):
+    """The input was refused before any request was sent (or by the API server's validation)."""
+
+    default_reason = "InvalidInput"
+
+
+class NotFound(LockError):
+    """No such claim, or nothing held to release or renew."""
+
+    default_reason = "NotFound"
+
+
+class Forbidden(LockError):
+    """The API server refused the request for this identity (RBAC or admission)."""
+
+    default_reason = "Forbidden"
+
+
+class Unreachable(LockError):
+    """The API server (or the operator behind it) could not be reached: never treated as success."""
+
+    default_reason = "Unreachable"
+
+
+class Rejected(LockError):
+    """A try-lock found the resource held by another holder (or the operator refused the claim)."""
+
+    default_reason = Reason.HELD_BY_ANOTHER.value
+
+    def __init__(
+        self, message: str, *, holder: str | None = None, held_since: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.holder = holder
+        self.held_since = held_since
+
+
+class TimedOut(LockError):
+    """Waiting for the lock took longer than the timeout; the claim left the queue."""
+
+    default_reason = Reason.WAIT_TIMED_OUT.value
+
+    def __init__(self, message: str, *, holder: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.holder = holder
+
+
+class Deadlock(LockError):
+    """Waiting would close a wait-for cycle. Release every lock you hold, back off, and retry."""
+
+    default_reason = Reason.DEADLOCK.value
+
+    def __init__(self, cycle: Sequence[str], *, reason: str | None = None, message: str | None = None) -> None:
+        self.cycle = tuple(cycle)
+        super().__init__(message or f"deadlock: {describe(self.cycle)}", reason=reason)
+
+
+class Lost(LockError):
+    """A lock that was held is held no more (base of Expired and Revoked)."""
+
+    default_reason = "Lost"
+
+
+class Expired(Lost):
+    """The lease ran out before it was renewed."""
+
+    default_reason = Reason.LEASE_EXPIRED.value
+
+
+class Revoked(Lost):
+    """An administrator broke the lock, the holder's pod terminated, or the claim was deleted."""
+
+    default_reason = Reason.LOCK_BROKEN.value
+
+
+def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) -> LockError:
+    """The SDK error for a failed Kubernetes request; `doing` says what was attempted."""
+    if isinstance(error, kube_errors.Unreachable):
+        return Unreachable(f"cannot {doing}: {error}")
+    detail = error.message or str(error)
+    if isinstance(error, kube_errors.Forbidden | kube_errors.Unauthorized):
+        return Forbidden(f"not allowed to {doing}: {detail}")
+    if isinstance(error, kube_errors.NotFound):
+        return NotFound(f"cannot {doing}: {detail}")
+    if isinstance(error, kube_errors.Invalid):
+        return InvalidInput(f"the API server refused to {doing}: {detail}")
+    # Throttling or server trouble that outlasted the retries, or an unexpected status: fail closed.
+    return Unreachable(f"cannot {doing}: the API server answered {error.status} {error.reason}: {detail}")

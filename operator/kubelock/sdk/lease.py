@@ -1,0 +1,214 @@
+"""A held lock as a context manager: renewed in the background, watched, released on exit.
+
+While the body runs, three tasks keep the lease honest:
+- the renewer writes a new renewal marker every third of the lease, so two renewals can fail
+  before the lease is at risk;
+- the watcher follows the claim and reports the loss the moment it leaves Held (expired, revoked
+  by an administrator, its pod gone, or the claim deleted);
+- the guard declares the lease lost when the last expiry the operator confirmed has passed, so an
+  unreachable API server can never leave a caller believing it still holds the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from kubelock.domain.reasons import Reason
+from kubelock.sdk.errors import Expired, LockError, NotFound, Revoked
+from kubelock.sdk.model import ClaimInfo
+from kubelock.sdk.watching import backoff, follow_claim
+
+if TYPE_CHECKING:
+    from kubelock.sdk.client import AsyncLockClient
+
+log = logging.getLogger("kubelock.sdk")
+LostCallback = Callable[[LockError], object]
+RENEW_FRACTION = 3  # renew every ttl/3
+MIN_RENEW_INTERVAL = 0.2
+
+
+class AsyncLease:
+    """`async with client.lock(uri, ttl=60) as lease:`; see the module docstring."""
+
+    def __init__(
+        self,
+        client: AsyncLockClient,
+        uri: str,
+        *,
+        ttl: int | None,
+        wait: bool,
+        timeout: float | None,
+        on_lost: LostCallback | None = None,
+    ) -> None:
+        self._client = client
+        self._uri = uri
+        self._ttl = ttl
+        self._wait = wait
+        self._timeout = timeout
+        self._listeners: list[LostCallback] = [on_lost] if on_lost else []
+        self._info: ClaimInfo | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._deadline = 0.0  # loop time at which the last confirmed lease ends
+        self._deadline_moved = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.error: LockError | None = None
+
+    # ---- what the holder reads --------------------------------------------------------------
+
+    @property
+    def claim(self) -> ClaimInfo:
+        if self._info is None:
+            raise RuntimeError("the lease is not acquired yet: use it in an `async with` block")
+        return self._info
+
+    @property
+    def fencing_token(self) -> int | None:
+        """Pass it with every write to the protected system; it refuses smaller tokens than it has seen."""
+        return self.claim.fencing_token
+
+    @property
+    def resource(self) -> str:
+        return self.claim.resource
+
+    @property
+    def claim_name(self) -> str:
+        return self.claim.name
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self.claim.expires_at
+
+    def check(self) -> None:
+        """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
+        if self.error is not None:
+            raise self.error
+
+    def add_listener(self, callback: LostCallback) -> None:
+        self._listeners.append(callback)
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncLease:
+        info = await self._client.acquire_claim(self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl)
+        self._info = info
+        self._move_deadline(info)
+        self._task = asyncio.create_task(self._keep(), name=f"kubelock lease {info.name}")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._info is None:
+            return
+        try:
+            await asyncio.shield(self._client.delete_claim(self._info))
+        except LockError as error:
+            if exc is None and self.error is None:
+                raise
+            # Never hide the body's own exception, nor repeat a loss already reported; an unreleased
+            # lease runs out by itself.
+            log.warning("could not release %s: %s", self._info.resource, error)
+
+    # ---- background -------------------------------------------------------------------------
+
+    async def _keep(self) -> None:
+        tasks = [asyncio.create_task(t) for t in (self._renew(), self._watch(), self._guard())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _lease_seconds(self) -> float:
+        if self._ttl is not None:
+            return float(self._ttl)
+        info = self.claim
+        if info.expires_at and (start := info.renewed_at or info.acquired_at):
+            return max(1.0, info.expires_at.timestamp() - start.timestamp())
+        return 1800.0  # the operator's documented default
+
+    async def _renew(self) -> None:
+        interval = max(MIN_RENEW_INTERVAL, self._lease_seconds() / RENEW_FRACTION)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._client.renew_claim(self.claim, self._client.renewal_marker(), conditional=False)
+            except NotFound:
+                await self._lose(Revoked(f"claim {self.claim.name} was deleted", reason=Reason.RELEASED.value))
+                return
+            except LockError as error:  # transient trouble outlasted the retries: the guard decides
+                log.warning("renewal of %s failed: %s", self.claim.resource, error)
+
+    async def _watch(self) -> None:
+        failures = 0
+        while True:
+            try:
+                stream = follow_claim(self._client.kube, self.claim.namespace, self.claim.name,
+                                      self.claim.resource_version)
+                async with contextlib.aclosing(stream) as states:
+                    async for body in states:
+                        failures = 0
+                        if body is None:
+                            message = f"claim {self.claim.name} for {self.claim.resource} was deleted"
+                            await self._lose(Revoked(message, reason=Reason.RELEASED.value))
+                            return
+                        info = ClaimInfo.from_body(body)
+                        self._info = info
+                        if not info.held:
+                            await self._lose(await self._client.error_for(info))
+                            return
+                        self._move_deadline(info)
+            except LockError as error:
+                failures += 1
+                log.warning("watch of %s failed (%s); retrying", self.claim.resource, error)
+                await backoff(min(failures, 5))
+
+    async def _guard(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = self._deadline - loop.time()
+            if remaining <= 0:
+                info = self.claim
+                await self._lose(
+                    Expired(
+                        f"the lease on {info.resource} ran out without a confirmed renewal "
+                        "(is the API server reachable?)"
+                    )
+                )
+                return
+            self._deadline_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._deadline_moved.wait()
+
+    def _move_deadline(self, info: ClaimInfo) -> None:
+        if info.expires_at is None:
+            return
+        # The operator's expiry in this process's monotonic clock (wall clocks assumed in sync).
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + (info.expires_at.timestamp() - time.time())
+        self._deadline_moved.set()
+
+    async def _lose(self, error: LockError) -> None:
+        if self.error is not None:
+            return
+        self.error = error
+        self.lost.set()
+        log.warning("lost the lock on %s: %s", self.claim.resource, error.message)
+        for callback in self._listeners:
+            try:
+                result = callback(error)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_lost callback failed")

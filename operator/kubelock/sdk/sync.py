@@ -1,0 +1,218 @@
+"""The synchronous facade: the async client run on a private event loop thread.
+
+No lock logic lives here. Each call is a task on the private loop; if the calling thread is
+interrupted (KeyboardInterrupt) while it waits, the task is cancelled and given time to clean up
+(leave the queue, release) before the interruption continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from kubelock.kube.config import Credentials
+from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
+from kubelock.sdk.errors import LockError
+from kubelock.sdk.identity import Identity
+from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult
+
+T = TypeVar("T")
+CLEANUP_SECONDS = 30.0
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="kubelock-sdk", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        tasks: list[asyncio.Task[T]] = []
+
+        def copy(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                result.cancel()
+            elif (error := task.exception()) is not None:
+                result.set_exception(error)
+            else:
+                result.set_result(task.result())
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            task.add_done_callback(copy)
+            tasks.append(task)
+
+        def cancel() -> None:
+            for task in tasks:  # callbacks run in order, so start() has run
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(start)
+        try:
+            return result.result()
+        except BaseException:
+            if not result.done():
+                self.loop.call_soon_threadsafe(cancel)
+                concurrent.futures.wait([result], timeout=CLEANUP_SECONDS)
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(CLEANUP_SECONDS)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class LockClient:
+    """Blocking twin of AsyncLockClient (same arguments, same methods, same errors)."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str | None = None,
+        holder: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        credentials: Credentials | None = None,
+        retries: int = 4,
+        request_timeout: float = 30.0,
+        decision_timeout: float = DECISION_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._runner = _LoopThread()
+        try:
+            self.aio = self._runner.run(
+                _construct(
+                    namespace=namespace,
+                    holder=holder,
+                    kubeconfig=kubeconfig,
+                    context=context,
+                    credentials=credentials,
+                    retries=retries,
+                    request_timeout=request_timeout,
+                    decision_timeout=decision_timeout,
+                    env=env,
+                )
+            )
+        except BaseException:
+            self._runner.stop()
+            raise
+        self.namespace = self.aio.namespace
+
+    def __enter__(self) -> LockClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self.aio.close())
+        finally:
+            self._runner.stop()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run any coroutine of `self.aio` on the private loop."""
+        return self._runner.run(coro)
+
+    def identity(self) -> Identity:
+        return self.run(self.aio.identity())
+
+    def whoami(self) -> str:
+        return self.run(self.aio.whoami())
+
+    def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
+        return self.run(self.aio.try_acquire(uri, ttl))
+
+    def acquire(
+        self, uri: str, *, wait: bool = True, timeout: float | None = None, ttl: int | None = None
+    ) -> AcquireResult:
+        return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl))
+
+    def release(self, uri: str) -> ReleaseResult:
+        return self.run(self.aio.release(uri))
+
+    def heartbeat(self, uri: str, *, confirm: bool = True) -> RenewResult:
+        return self.run(self.aio.heartbeat(uri, confirm=confirm))
+
+    def get(self, uri: str) -> ClaimInfo:
+        return self.run(self.aio.get(uri))
+
+    def list(self) -> builtins.list[ClaimInfo]:
+        return self.run(self.aio.list())
+
+    def lock(
+        self,
+        uri: str,
+        *,
+        ttl: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_lost: Callable[[LockError], object] | None = None,
+    ) -> Lease:
+        """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit."""
+        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout), on_lost)
+
+
+async def _construct(**kwargs: Any) -> AsyncLockClient:
+    # Built on the loop that will use it (its asyncio primitives and HTTP session live there).
+    return AsyncLockClient(**kwargs)
+
+
+class Lease:
+    """The blocking twin of AsyncLease. `lost` is a threading.Event; `on_lost` runs in its own
+    thread the moment the loss is seen, so a slow callback delays nothing."""
+
+    def __init__(self, client: LockClient, lease: AsyncLease, on_lost: Callable[[LockError], object] | None) -> None:
+        self._client = client
+        self._lease = lease
+        self._on_lost = on_lost
+        self.lost = threading.Event()
+        lease.add_listener(self._signal)
+
+    def _signal(self, error: LockError) -> None:
+        self.lost.set()
+        if self._on_lost is not None:
+            threading.Thread(target=self._on_lost, args=(error,), name="kubelock-on-lost", daemon=True).start()
+
+    @property
+    def claim(self) -> ClaimInfo:
+        return self._lease.claim
+
+    @property
+    def fencing_token(self) -> int | None:
+        return self._lease.fencing_token
+
+    @property
+    def resource(self) -> str:
+        return self._lease.resource
+
+    @property
+    def claim_name(self) -> str:
+        return self._lease.claim_name
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self._lease.expires_at
+
+    @property
+    def error(self) -> LockError | None:
+        return self._lease.error
+
+    def check(self) -> None:
+        """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
+        self._lease.check()
+
+    def __enter__(self) -> Lease:
+        self._client.run(self._lease.__aenter__())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._client.run(self._lease.__aexit__(exc_type, exc, tb))

@@ -1,0 +1,95 @@
+"""`acquire_lock` and `release_lock` as tools for LLM agents: plain arguments, short text results.
+
+Register the two functions with your agent framework as they are (their docstrings describe the
+arguments). They never raise: every outcome is one sentence that tells the agent what to do next,
+and any failure says plainly that the lock was NOT acquired (fail closed).
+
+The client is built on first use from the environment (in a pod: nothing to configure); call
+`use(LockClient(...))` first to choose another one.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from kubelock.sdk.errors import Deadlock, LockError, Lost, NotFound, TimedOut
+from kubelock.sdk.model import format_time
+from kubelock.sdk.sync import LockClient
+
+_client: LockClient | None = None
+_guard = threading.Lock()
+
+
+def use(client: LockClient | None) -> None:
+    """Make the tools act through `client` (None: build one from the environment on next use)."""
+    global _client
+    with _guard:
+        _client = client
+
+
+def _get() -> LockClient:
+    global _client
+    with _guard:
+        if _client is None:
+            _client = LockClient()
+        return _client
+
+
+def acquire_lock(resource_key: str, ttl_seconds: int | None = None, wait_seconds: float | None = None) -> str:
+    """Acquire an exclusive lock on a resource before working on it.
+
+    Args:
+        resource_key: The resource as a URI, e.g. "github://acme/app/issues/42" or "deploy://api-prod".
+        ttl_seconds: How long the lock lasts unless released (1-86400; default: the cluster's, 30 minutes).
+        wait_seconds: Wait up to this long for another holder to release it (default: do not wait).
+
+    Returns one sentence: "acquired …" when you hold the lock; otherwise why not and what to do.
+    """
+    try:
+        client = _get()
+        if wait_seconds is None:
+            result = client.try_acquire(resource_key, ttl=ttl_seconds)
+        else:
+            result = client.acquire(resource_key, wait=True, timeout=wait_seconds, ttl=ttl_seconds)
+    except LockError as error:
+        return _failure(resource_key, error)
+    if not result.ok:
+        since = format_time(result.held_since)
+        return f"{result.resource} is held by {result.holder}" + (f" since {since}" if since else "") + (
+            "; skip this resource"
+        )
+    return (
+        f"acquired {result.resource} (fencing token {result.fencing_token}, expires {format_time(result.expires_at)}); "
+        "call release_lock when done"
+    )
+
+
+def release_lock(resource_key: str) -> str:
+    """Release a lock you hold, as soon as you are done with the resource.
+
+    Args:
+        resource_key: The same URI you passed to acquire_lock.
+
+    Returns one sentence saying whether a lock was released.
+    """
+    try:
+        result = _get().release(resource_key)
+    except Lost as error:
+        return (
+            f"the lock on {resource_key} had already been lost ({error.message}); another instance may have "
+            "worked on it meanwhile — check before relying on your changes"
+        )
+    except NotFound as error:
+        return f"nothing to release: {error.message}"
+    except LockError as error:
+        return f"could not release {resource_key}: {error.message}; it expires by itself when its TTL runs out"
+    return f"released {result.resource}"
+
+
+def _failure(resource_key: str, error: LockError) -> str:
+    if isinstance(error, Deadlock):
+        return f"{error.message}; release your locks and retry"
+    if isinstance(error, TimedOut):
+        held = f" (held by {error.holder})" if error.holder else ""
+        return f"gave up waiting for {resource_key}{held}; skip this resource"
+    return f"lock on {resource_key} NOT acquired: {error.message}; do not work on this resource now"

@@ -1,0 +1,100 @@
+"""Following one claim through a watch: every new state as it happens, no polling.
+
+The watch starts at a known resourceVersion (from the create or get that returned the claim), so no
+change in between is missed. When the server ends the watch it is resumed from the last version
+seen; when that version is too old (410 Gone) the claim is read again. Connection failures are
+retried with backoff a bounded number of times, then reported as `Unreachable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from kubelock.kube import errors as kube_errors
+from kubelock.kube import paths
+from kubelock.kube.client import KubeClient
+from kubelock.sdk.errors import from_api
+
+Body = dict[str, Any]
+MAX_FAILURES = 6
+WATCH_SECONDS = 240
+
+
+def _version(body: Body) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
+async def backoff(attempt: int) -> None:
+    # Full jitter, capped: about 0.2, 0.4, 0.8 ... 3.2 s.
+    await asyncio.sleep(random.uniform(0.05, min(3.2, 0.2 * 2 ** (attempt - 1))))
+
+
+@contextlib.asynccontextmanager
+async def closing(stream: AsyncIterator[Body]) -> AsyncIterator[AsyncIterator[Body]]:
+    """Close an abandoned watch at once, so its HTTP connection is not left open until GC."""
+    try:
+        yield stream
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def follow_claim(
+    kube: KubeClient, namespace: str, name: str, resource_version: str, *, max_failures: int = MAX_FAILURES
+) -> AsyncGenerator[Body | None, None]:
+    """Yields each new state of the claim after `resource_version`; None (and stops) once it is deleted."""
+    version = resource_version
+    failures = 0
+    while True:
+        try:
+            stream = kube.watch(
+                paths.claims(namespace),
+                resource_version=version,
+                timeout_seconds=WATCH_SECONDS,
+                fieldSelector=f"metadata.name={name}",
+            )
+            async with closing(stream) as events:
+                async for event in events:
+                    failures = 0
+                    obj = event.get("object") or {}
+                    version = _version(obj) or version
+                    kind = event.get("type")
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "DELETED":
+                        yield None
+                        return
+                    yield obj
+            continue  # the server ended the watch (its timeout): resume where it stopped
+        except kube_errors.ApiError as error:
+            if error.status != 410:
+                if not kube_errors.transient(error) or failures >= max_failures:
+                    raise from_api(error, f"watch claim {namespace}/{name}") from error
+                failures += 1
+                await backoff(failures)
+                continue
+        except kube_errors.Unreachable as error:
+            if failures >= max_failures:
+                raise from_api(error, f"watch claim {namespace}/{name}") from error
+            failures += 1
+            await backoff(failures)
+            continue
+        # 410 Gone: the version is too old to resume from; read the claim as it is now.
+        try:
+            current = await kube.get(paths.claims(namespace, name))
+        except kube_errors.NotFound:
+            yield None
+            return
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            if failures >= max_failures or not kube_errors.transient(error):
+                raise from_api(error, f"read claim {namespace}/{name}") from error
+            failures += 1
+            await backoff(failures)
+            continue
+        version = _version(current)
+        yield current

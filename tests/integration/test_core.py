@@ -1,0 +1,457 @@
+"""Core locking against the real control plane: grants, try-lock, FIFO waiting, leases, fencing,
+admin break, restart safety and two operators at once."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiClient, ApiException, CoreV1Api, V1Namespace, V1ObjectMeta
+
+from kubelock.domain.resource import lock_name
+from tests.support.claims import Locks, phase_of, status_of
+from tests.support.monitor import HolderMonitor
+from tests.support.operator import OperatorProcess
+
+PREFIX = "klc-"
+
+
+@pytest.fixture(scope="module")
+def core_operator(control_plane, tmp_path_factory) -> Iterator[OperatorProcess]:  # type: ignore[no-untyped-def]
+    """One operator for this module, watching only its namespaces (klc-*)."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
+        yield op
+
+
+def _new_namespace(admin_api: ApiClient, prefix: str) -> str:
+    name = f"{prefix}{secrets.token_hex(4)}"
+    CoreV1Api(admin_api).create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
+    return name
+
+
+@pytest.fixture
+def ns(admin_api: ApiClient, core_operator: OperatorProcess) -> Iterator[str]:
+    name = _new_namespace(admin_api, PREFIX)
+    yield name
+    with contextlib.suppress(ApiException):
+        CoreV1Api(admin_api).delete_namespace(name)
+
+
+@pytest.fixture
+def locks(admin_api: ApiClient, ns: str) -> Locks:
+    return Locks(admin_api, ns)
+
+
+def _events(admin_api: ApiClient, ns: str, name: str) -> list[tuple[str, str, str]]:
+    items = CoreV1Api(admin_api).list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
+    return [(e.reason, e.type, e.message) for e in items]
+
+
+def _wait_events(
+    admin_api: ApiClient, ns: str, name: str, reason: str, timeout: float = 15
+) -> list[tuple[str, str, str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = _events(admin_api, ns, name)
+        if any(r == reason for r, _, _ in events):
+            return events
+        time.sleep(0.1)
+    raise AssertionError(f"no {reason} event for {name}: {_events(admin_api, ns, name)}")
+
+
+# ---- grants and try-lock -----------------------------------------------------------------------
+
+
+def test_free_resource_is_granted_with_lease_token_and_lock(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    locks.claim("a", "github://acme/app/issues/42", "agent-a", ttl=600)
+    claim = locks.wait_phase("a", "Held")
+    status = status_of(claim)
+    assert status["holder"] == "agent-a"
+    assert status["lockName"] == lock_name("github://acme/app/issues/42")
+    assert status["reason"] == "Granted"
+    assert isinstance(status["fencingToken"], int) and status["fencingToken"] > 0
+    assert status["acquiredAt"] and status["renewedAt"] and status["expiresAt"]
+    assert status["observedGeneration"] == claim["metadata"]["generation"]
+    held = next(c for c in status["conditions"] if c["type"] == "Held")
+    assert held["status"] == "True" and held["reason"] == "Granted"
+    lock = locks.lock(status["lockName"])
+    assert lock["spec"]["holder"] == "agent-a"
+    assert lock["spec"]["fencingToken"] == status["fencingToken"]
+    assert lock["spec"]["claimRef"] == {"name": "a", "uid": claim["metadata"]["uid"]}
+    assert lock["spec"]["leaseDurationSeconds"] == 600
+    # No finalizers anywhere, so nothing can block namespace deletion.
+    assert not claim["metadata"].get("finalizers") and not lock["metadata"].get("finalizers")
+    # kopf writes nothing of its own onto the objects.
+    assert not any(k.startswith("kopf.") for k in (claim["metadata"].get("annotations") or {}))
+    _wait_events(admin_api, ns, "a", "Granted")
+
+
+def test_try_lock_conflict_is_rejected_naming_the_holder(locks: Locks) -> None:
+    locks.claim("a", "deploy://api-prod", "agent-a")
+    locks.wait_phase("a", "Held")
+    locks.claim("b", "deploy://api-prod", "agent-b")
+    rejected = status_of(locks.wait_phase("b", "Rejected"))
+    assert rejected["holder"] == "agent-a"
+    assert rejected["reason"] == "HeldByAnotherHolder"
+    assert "held by agent-a" in rejected["message"]
+    assert not rejected.get("lockName") and rejected.get("fencingToken") is None
+    # A rejected try-lock is a record only: releasing the holder does not grant it later.
+    locks.delete("a")
+    time.sleep(1)
+    assert phase_of(locks.get("b")) == "Rejected"
+
+
+def test_normalised_resources_conflict(locks: Locks) -> None:
+    locks.claim("a", "github://a/b", "agent-a")
+    locks.wait_phase("a", "Held")
+    locks.claim("b", "GITHUB://a/b/", "agent-b")
+    assert status_of(locks.wait_phase("b", "Rejected"))["holder"] == "agent-a"
+    locks.claim("c", "github://a/B", "agent-c")  # the path stays case-sensitive: another resource
+    locks.wait_phase("c", "Held")
+
+
+def test_printer_columns(locks: Locks, control_plane, ns: str) -> None:  # type: ignore[no-untyped-def]
+    locks.claim("a", "deploy://api-prod", "agent-a", ttl=600)
+    locks.wait_phase("a", "Held")
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), "-n", ns]
+    lc = subprocess.run([*kubectl, "get", "lc"], check=True, capture_output=True, text=True).stdout
+    assert lc.split("\n")[0].split() == ["NAME", "RESOURCE", "HOLDER", "PHASE", "POSITION", "EXPIRES", "AGE"]
+    assert "deploy://api-prod" in lc and "Held" in lc
+    rl = subprocess.run([*kubectl, "get", "rl"], check=True, capture_output=True, text=True).stdout
+    assert rl.split("\n")[0].split() == ["NAME", "RESOURCE", "HOLDER", "TOKEN", "EXPIRES", "AGE"]
+    both = subprocess.run([*kubectl, "get", "locks"], check=True, capture_output=True, text=True).stdout
+    assert "lockclaim.kubelock.dev/a" in both and "resourcelock.kubelock.dev/" in both
+
+
+# ---- waiting ------------------------------------------------------------------------------------
+
+
+def test_ten_waiters_are_granted_first_come_first_served(locks: Locks) -> None:
+    locks.claim("holder", "github://acme/app/pr/17", "agent-0")
+    locks.wait_phase("holder", "Held")
+    names = [f"w{i}" for i in range(10)]
+    for i, name in enumerate(names):
+        locks.claim(name, "github://acme/app/pr/17", f"agent-{i + 1}", wait=True)
+    for position, name in enumerate(names, start=1):
+        locks.wait_for(name, lambda b, p=position: status_of(b).get("queuePosition") == p, what=f"position {position}")
+        assert status_of(locks.get(name))["holder"] == "agent-0"
+    current = "holder"
+    for i, name in enumerate(names):
+        locks.delete(current)
+        locks.wait_phase(name, "Held")
+        for later, other in enumerate(names[i + 1 :], start=1):
+            locks.wait_for(other, lambda b, p=later: status_of(b).get("queuePosition") == p, what=f"position {later}")
+            assert phase_of(locks.get(other)) == "Pending"
+        current = name
+
+
+def test_wait_timeout_ends_a_waiter(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    locks.claim("a", "deploy://db", "agent-a")
+    locks.wait_phase("a", "Held")
+    locks.claim("b", "deploy://db", "agent-b", wait=True, wait_timeout=2)
+    locks.wait_phase("b", "Pending")
+    started = time.monotonic()
+    timed_out = status_of(locks.wait_phase("b", "TimedOut", timeout=15))
+    assert time.monotonic() - started < 8
+    assert timed_out["reason"] == "WaitTimedOut"
+    assert timed_out.get("queuePosition") is None
+    _wait_events(admin_api, ns, "b", "WaitTimedOut")
+    locks.delete("a")
+    time.sleep(1)
+    assert phase_of(locks.get("b")) == "TimedOut"
+
+
+def test_release_grants_the_next_waiter(locks: Locks) -> None:
+    locks.claim("a", "deploy://cache", "agent-a")
+    first = status_of(locks.wait_phase("a", "Held"))
+    locks.claim("b", "deploy://cache", "agent-b", wait=True)
+    locks.wait_phase("b", "Pending")
+    locks.delete("a")
+    second = status_of(locks.wait_phase("b", "Held", timeout=10))
+    assert second["fencingToken"] > first["fencingToken"]
+    assert locks.lock(second["lockName"])["spec"]["claimRef"]["name"] == "b"
+
+
+# ---- leases -------------------------------------------------------------------------------------
+
+
+def test_lease_expires_without_renewal(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    locks.claim("a", "deploy://short", "agent-a", ttl=2)
+    lock = status_of(locks.wait_phase("a", "Held"))["lockName"]
+    expired = status_of(locks.wait_phase("a", "Expired", timeout=15))
+    assert expired["reason"] == "LeaseExpired"
+    assert not expired.get("lockName")
+    with pytest.raises(ApiException) as gone:
+        locks.lock(lock)
+    assert gone.value.status == 404
+    _wait_events(admin_api, ns, "a", "LeaseExpired")
+    # Renewing an expired claim changes nothing.
+    locks.renew("a")
+    time.sleep(1)
+    assert phase_of(locks.get("a")) == "Expired"
+
+
+def test_renewal_keeps_the_lock_past_its_ttl(locks: Locks) -> None:
+    locks.claim("a", "deploy://long", "agent-a", ttl=3)
+    first = status_of(locks.wait_phase("a", "Held"))
+    until = time.monotonic() + 9
+    while time.monotonic() < until:
+        locks.renew("a")
+        time.sleep(1)
+        assert phase_of(locks.get("a")) == "Held"
+    later = status_of(locks.get("a"))
+    assert later["renewedAt"] > first["renewedAt"]
+    assert later["expiresAt"] > first["expiresAt"]
+    assert later["fencingToken"] == first["fencingToken"]  # a renewal is the same grant
+    locks.wait_phase("a", "Expired", timeout=15)
+
+
+def test_expiry_hands_over_to_the_next_waiter(locks: Locks) -> None:
+    locks.claim("a", "deploy://handover", "agent-a", ttl=2)
+    first = status_of(locks.wait_phase("a", "Held"))
+    locks.claim("b", "deploy://handover", "agent-b", wait=True)
+    second = status_of(locks.wait_phase("b", "Held", timeout=15))
+    assert phase_of(locks.get("a")) == "Expired"
+    assert second["fencingToken"] > first["fencingToken"]
+
+
+def test_holder_written_timestamps_are_not_trusted(locks: Locks) -> None:
+    """Only the operator's own observation of a renewal counts; a marker that claims a far-future
+    time extends the lease by ttlSeconds from now, no more."""
+    locks.claim("a", "deploy://clock", "agent-a", ttl=3)
+    locks.wait_phase("a", "Held")
+    renewed = locks.renew("a", marker="2999-01-01T00:00:00Z")
+    assert renewed
+    locks.wait_for("a", lambda b: status_of(b).get("observedRenew") == "2999-01-01T00:00:00Z", what="renewed")
+    locks.wait_phase("a", "Expired", timeout=15)
+
+
+# ---- admin break and fencing --------------------------------------------------------------------
+
+
+def test_admin_break_revokes_and_grants_the_next_waiter(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    locks.claim("a", "github://acme/app/issues/7", "agent-a")
+    first = status_of(locks.wait_phase("a", "Held"))
+    locks.claim("b", "github://acme/app/issues/7", "agent-b", wait=True)
+    locks.wait_phase("b", "Pending")
+    locks.delete_lock(first["lockName"])
+    revoked = status_of(locks.wait_phase("a", "Revoked", timeout=10))
+    assert revoked["reason"] == "LockBroken"
+    second = status_of(locks.wait_phase("b", "Held", timeout=10))
+    assert second["fencingToken"] > first["fencingToken"]
+    events = _wait_events(admin_api, ns, "a", "LockBroken")
+    assert any(t == "Warning" for r, t, _ in events if r == "LockBroken")
+
+
+def test_fencing_tokens_increase_across_release_expiry_break_and_deletion(locks: Locks) -> None:
+    resource = "deploy://fenced"
+    tokens = []
+    locks.claim("t1", resource, "agent-a")
+    tokens.append(status_of(locks.wait_phase("t1", "Held"))["fencingToken"])
+    locks.delete("t1")  # release
+    locks.claim("t2", resource, "agent-b", ttl=1)
+    tokens.append(status_of(locks.wait_phase("t2", "Held", timeout=10))["fencingToken"])
+    locks.wait_phase("t2", "Expired", timeout=15)  # expiry
+    locks.claim("t3", resource, "agent-c")
+    t3 = status_of(locks.wait_phase("t3", "Held", timeout=10))
+    tokens.append(t3["fencingToken"])
+    locks.delete_lock(t3["lockName"])  # break
+    locks.wait_phase("t3", "Revoked", timeout=10)
+    for claim in locks.claims():  # deletion of every object
+        locks.delete(claim["metadata"]["name"])
+    time.sleep(0.5)
+    assert not locks.locks()
+    locks.claim("t4", resource, "agent-d")
+    tokens.append(status_of(locks.wait_phase("t4", "Held", timeout=10))["fencingToken"])
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+
+
+# ---- restarts and replicas ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def iso_ns(admin_api: ApiClient) -> Iterator[str]:
+    """A namespace no shared operator watches: the test runs its own."""
+    name = _new_namespace(admin_api, "kli-")
+    yield name
+    with contextlib.suppress(ApiException):
+        CoreV1Api(admin_api).delete_namespace(name)
+
+
+def _burst(locks: Locks, resources: int, per_resource: int) -> list[str]:
+    names = []
+    for i in range(per_resource):
+        for r in range(resources):
+            name = f"c{r:02d}-{i:02d}"
+            locks.claim(name, f"deploy://svc-{r:02d}", f"agent-{r:02d}-{i:02d}", wait=True)
+            names.append(name)
+    return names
+
+
+def _drain(locks: Locks, names: list[str], resources: int, timeout: float = 240) -> None:
+    """Release whoever holds, resource after resource, until every claim has been granted once."""
+    remaining = set(names)
+    deadline = time.monotonic() + timeout
+    while remaining and time.monotonic() < deadline:
+        held = [c for c in locks.claims() if phase_of(c) == "Held" and c["metadata"]["name"] in remaining]
+        print("DRAIN", time.strftime("%H:%M:%S"), len(held), len(remaining), flush=True)
+        for claim in held:
+            name = claim["metadata"]["name"]
+            remaining.discard(name)
+            locks.delete(name)
+        lost = [c["metadata"]["name"] for c in locks.claims() if phase_of(c) not in (None, "Pending", "Held")]
+        assert not lost, f"waiters ended without being granted: {lost}"
+        time.sleep(0.1)
+    assert not remaining, f"{len(remaining)} waiters never granted, e.g. {sorted(remaining)[:5]}"
+
+
+def _assert_fifo_and_fenced(monitor: HolderMonitor) -> None:
+    assert not monitor.violations, monitor.violations[:5]
+    for resource, tokens in monitor.tokens_by_resource().items():
+        assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), (resource, tokens)
+    order: dict[str, list[str]] = {}
+    for resource, claim, _ in monitor.grants:
+        order.setdefault(resource, []).append(claim)
+    for resource, claims in order.items():
+        assert claims == sorted(claims), f"{resource} granted out of order: {claims}"
+
+
+def test_operator_sigkill_mid_burst_loses_nothing_and_grants_nothing_twice(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    locks = Locks(admin_api, iso_ns)
+    op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("-v",)).start()
+    try:
+        with HolderMonitor(admin_api, iso_ns) as monitor:
+            names = _burst(locks, resources=20, per_resource=5)  # 100 claims while the operator works
+            op.kill()
+            names += [n for n in _burst_more(locks, 20, 5, 10)]  # 100 more while it is dead
+            op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("-v",)).start()
+            _drain(locks, names, 20)
+            time.sleep(0.5)
+        _assert_fifo_and_fenced(monitor)
+        assert len(monitor.grants) == 200
+    finally:
+        op.stop()
+
+
+def _burst_more(locks: Locks, resources: int, start: int, stop: int) -> list[str]:
+    names = []
+    for i in range(start, stop):
+        for r in range(resources):
+            name = f"c{r:02d}-{i:02d}"
+            locks.claim(name, f"deploy://svc-{r:02d}", f"agent-{r:02d}-{i:02d}", wait=True)
+            names.append(name)
+    return names
+
+
+def test_two_operators_at_once_never_make_two_holders(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    locks = Locks(admin_api, iso_ns)
+    first = OperatorProcess(control_plane.kubeconfig, tmp_path / "a.log", namespaces=(iso_ns,)).start()
+    second = OperatorProcess(control_plane.kubeconfig, tmp_path / "b.log", namespaces=(iso_ns,)).start()
+    try:
+        with HolderMonitor(admin_api, iso_ns) as monitor:
+            names = _burst(locks, resources=20, per_resource=10)
+            _drain(locks, names, 20)
+            time.sleep(0.5)
+        _assert_fifo_and_fenced(monitor)
+        assert len(monitor.grants) == 200
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_restart_rearms_deadlines_and_keeps_tokens_increasing(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    locks = Locks(admin_api, iso_ns)
+    log = tmp_path / "op.log"
+    op = OperatorProcess(control_plane.kubeconfig, log, namespaces=(iso_ns,)).start()
+    try:
+        locks.claim("a", "deploy://restart", "agent-a", ttl=4)
+        first = status_of(locks.wait_phase("a", "Held"))
+        locks.claim("b", "deploy://restart", "agent-b", wait=True)
+        locks.wait_phase("b", "Pending")
+        op.kill()
+        op = OperatorProcess(control_plane.kubeconfig, log, namespaces=(iso_ns,)).start()
+        # The expiry deadline was re-armed from the status the previous process wrote.
+        locks.wait_phase("a", "Expired", timeout=20)
+        second = status_of(locks.wait_phase("b", "Held", timeout=10))
+        assert second["fencingToken"] > first["fencingToken"]
+        op.kill()
+        locks.delete("b")
+        locks.claim("c", "deploy://restart", "agent-c")
+        op = OperatorProcess(control_plane.kubeconfig, log, namespaces=(iso_ns,)).start()
+        third = status_of(locks.wait_phase("c", "Held", timeout=20))
+        assert third["fencingToken"] > second["fencingToken"]
+    finally:
+        op.stop()
+
+
+def test_stale_lock_is_marked_and_cleared_by_renewal(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    locks = Locks(admin_api, iso_ns)
+    op = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("--stale-after-seconds", "2")
+    ).start()
+    try:
+        locks.claim("a", "deploy://stale", "agent-a", ttl=60)
+        locks.wait_phase("a", "Held")
+
+        def stale(body: dict) -> bool:  # type: ignore[type-arg]
+            return any(c["type"] == "Stale" and c["status"] == "True" for c in status_of(body).get("conditions", []))
+
+        locks.wait_for("a", stale, timeout=15, what="Stale")
+        events = _wait_events(admin_api, iso_ns, "a", "Stale")
+        assert any("has not been renewed for more than 2 seconds" in m for r, _, m in events if r == "Stale")
+        locks.renew("a")
+        locks.wait_for("a", lambda b: not stale(b), timeout=10, what="not Stale")
+        assert phase_of(locks.get("a")) == "Held"
+    finally:
+        op.stop()
+
+
+def test_namespace_deletion_is_not_blocked_while_the_operator_is_down(
+    control_plane,
+    admin_api: ApiClient,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    ns = _new_namespace(admin_api, "kli-")
+    locks = Locks(admin_api, ns)
+    op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(ns,)).start()
+    locks.claim("a", "deploy://x", "agent-a")
+    locks.claim("b", "deploy://x", "agent-b", wait=True)
+    locks.wait_phase("b", "Pending")
+    op.kill()
+    core = CoreV1Api(admin_api)
+    core.delete_namespace(ns)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace(ns)
+        except ApiException as error:
+            assert error.status == 404
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"namespace {ns} still exists 60 s after deletion with the operator down")

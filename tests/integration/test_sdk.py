@@ -1,0 +1,560 @@
+"""The Python SDK against the real control plane and operator: conflicts, waiting, deadlocks,
+timeouts, leases that renew themselves and report their loss, release on every exit path, pod
+identity, and failing closed when the API server cannot be reached.
+
+Agents are real identities: the static users alice and bob with the kubelock-agent role (so the
+admission policies check every claim against the user name), and a ServiceAccount token bound to a
+pod on a kwok node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import (
+    ApiClient,
+    ApiException,
+    AuthorizationV1Api,
+    CoreV1Api,
+    RbacAuthorizationV1Api,
+    V1Container,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodSpec,
+    V1ResourceAttributes,
+    V1SubjectAccessReview,
+    V1SubjectAccessReviewSpec,
+)
+from tests.support.claims import Locks, phase_of
+from tests.support.operator import OperatorProcess
+
+from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
+from kubelock.domain.reasons import Reason
+from kubelock.domain.resource import lock_name, normalise
+from kubelock.sdk import (
+    AcquireResult,
+    AsyncLockClient,
+    Deadlock,
+    Expired,
+    LockClient,
+    LockError,
+    NotFound,
+    Rejected,
+    Revoked,
+    TimedOut,
+    Unreachable,
+    tools,
+)
+from kubelock.testbed import ControlPlane, wait_until
+
+Cluster = Any  # ControlPlane, or conftest.ExistingCluster
+SaToken = Callable[..., str]
+
+# Generous for 2 shared cores; every wait returns as soon as the state is reached.
+DEADLINE = 60.0
+POD_IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: kwok only pretends to run it
+
+
+# ---- fixtures and helpers -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(control_plane: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log", namespaces=(namespace,)) as op:
+        yield op
+
+
+def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str) -> None:
+    if user.startswith("system:serviceaccount:"):
+        sa_namespace, name = user.split(":")[2:]
+        subject = {"kind": "ServiceAccount", "name": name, "namespace": sa_namespace}
+    else:
+        subject = {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+    binding: dict[str, Any] = {
+        "metadata": {"generateName": f"{cluster_role}-"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [subject],
+    }
+    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)  # type: ignore[arg-type]
+    verb, resource = ("delete", "resourcelocks") if cluster_role == "kubelock-admin" else ("create", "lockclaims")
+
+    def allowed() -> bool:
+        review = V1SubjectAccessReview(
+            spec=V1SubjectAccessReviewSpec(
+                user=user,
+                groups=["system:authenticated"],
+                resource_attributes=V1ResourceAttributes(
+                    group="kubelock.dev", resource=resource, verb=verb, namespace=namespace
+                ),
+            )
+        )
+        status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
+        return bool(status and status.allowed)
+
+    # The authorizer learns bindings from a watch: wait for it rather than race it.
+    wait_until(allowed, what=f"{user} to be allowed to {verb} {resource}", timeout=DEADLINE)
+
+
+@dataclass
+class Team:
+    """Agents alice and bob (kubelock-agent in the namespace), and the admin's view of the claims."""
+
+    control_plane: ControlPlane
+    namespace: str
+    admin: Locks
+    clients: list[LockClient] = field(default_factory=list)
+
+    def client(self, user: str, **options: Any) -> LockClient:
+        client = LockClient(kubeconfig=str(self.control_plane.user_kubeconfig(user)), namespace=self.namespace,
+                            decision_timeout=DEADLINE, **options)
+        self.clients.append(client)
+        return client
+
+    def async_client(self, user: str) -> AsyncLockClient:
+        return AsyncLockClient(kubeconfig=str(self.control_plane.user_kubeconfig(user)), namespace=self.namespace,
+                               decision_timeout=DEADLINE)
+
+    def lock_of(self, uri: str) -> dict[str, Any] | None:
+        try:
+            return self.admin.lock(lock_name(normalise(uri)))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+
+@pytest.fixture
+def team(control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: OperatorProcess) -> Iterator[Team]:
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the test bed's static users (alice, bob)")
+    for user in ("alice", "bob"):
+        bind(admin_api, namespace, "kubelock-agent", user)
+    team = Team(control_plane, namespace, Locks(admin_api, namespace))
+    yield team
+    for client in team.clients:
+        client.close()
+
+
+def claim_phase(team: Team, name: str) -> str | None:
+    try:
+        return phase_of(team.admin.get(name))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def kubeconfig_for(source: Path, server: str, path: Path) -> Path:
+    """A copy of a kubeconfig that talks to another address (same credentials and CA)."""
+    config = yaml.safe_load(source.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = server
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once the socket is closed
+
+
+class Partition:
+    """A TCP forwarder to the API server that the test cuts, as a network partition would."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("https://").rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
+        self._cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._cut.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self._cut.set()
+        self._listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+# ---- try-lock, waiting, deadlock, timeout -------------------------------------------------------
+
+
+def test_conflict_names_the_holder_and_acquire_is_idempotent(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    uri = "github://acme/app/issues/42"
+
+    mine = alice.try_acquire(uri, ttl=600)
+    assert mine.ok
+    assert mine.holder == "alice"
+    assert mine.fencing_token is not None
+    assert mine.expires_at is not None
+    assert mine.lock_name == lock_name(uri)
+
+    theirs = bob.try_acquire(uri + "/")  # the same resource once normalised
+    assert not theirs.ok
+    assert theirs.holder == "alice"
+    assert theirs.held_since == mine.acquired_at
+    with pytest.raises(Rejected) as rejected:
+        bob.acquire(uri, wait=False)
+    assert rejected.value.holder == "alice"
+    assert rejected.value.reason == Reason.HELD_BY_ANOTHER.value
+
+    again = alice.try_acquire(uri)  # asking twice finds the same claim
+    assert again.ok
+    assert (again.claim_name, again.fencing_token) == (mine.claim_name, mine.fencing_token)
+    assert [c.name for c in alice.list()] == [mine.claim_name]
+    assert alice.get(uri).held
+
+    alice.release(uri)
+    assert bob.try_acquire(uri).ok
+    assert (bob.get(uri).fencing_token or 0) > (mine.fencing_token or 0)
+
+
+def test_waiter_is_granted_when_the_holder_releases(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    uri = "deploy://api-prod"
+    first = alice.acquire(uri)
+    result: list[AcquireResult] = []
+    waiter = threading.Thread(target=lambda: result.append(bob.acquire(uri, wait=True, timeout=DEADLINE)))
+    waiter.start()
+    team.admin.wait_phase(asyncio.run(_claim_name(team, "bob", uri)), "Pending", DEADLINE)
+
+    alice.release(uri)
+    waiter.join(DEADLINE)
+    assert not waiter.is_alive()
+    [granted] = result
+    assert granted.ok
+    assert granted.holder == "bob"
+    assert (granted.fencing_token or 0) > (first.fencing_token or 0)
+
+
+async def _claim_name(team: Team, user: str, uri: str) -> str:
+    async with team.async_client(user) as client:
+        return await client.claim_name_for(uri)
+
+
+async def test_deadlock_between_two_holders_is_an_error_with_the_cycle(team: Team) -> None:
+    r1, r2 = "deploy://api-prod", "github://acme/app/pr/10"
+    async with team.async_client("alice") as alice, team.async_client("bob") as bob:
+        await alice.acquire(r1, wait=False)
+        await bob.acquire(r2, wait=False)
+        alice_waits = asyncio.create_task(alice.acquire(r2, wait=True, timeout=DEADLINE))
+        name = await alice.claim_name_for(r2)
+        await asyncio.to_thread(team.admin.wait_phase, name, "Pending", DEADLINE)
+
+        with pytest.raises(Deadlock) as caught:
+            await bob.acquire(r1, wait=True, timeout=DEADLINE)
+
+        error = caught.value
+        assert error.cycle == ("bob", r1, "alice", r2, "bob")
+        assert error.reason == Reason.DEADLOCK.value
+        assert "bob → deploy://api-prod → alice → github://acme/app/pr/10 → bob" in error.message
+        # The other waiter keeps its place and gets the lock once bob backs off.
+        assert not alice_waits.done()
+        await bob.release(r2)
+        granted = await asyncio.wait_for(alice_waits, DEADLINE)
+        assert granted.ok
+        assert granted.holder == "alice"
+
+
+def test_wait_timeout_is_an_error_and_leaves_the_queue(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    uri = "github://acme/app/issues/7"
+    alice.acquire(uri)
+
+    started = time.monotonic()
+    with pytest.raises(TimedOut) as caught:
+        bob.acquire(uri, wait=True, timeout=2)
+    elapsed = time.monotonic() - started
+
+    assert caught.value.holder == "alice"
+    assert caught.value.reason == Reason.WAIT_TIMED_OUT.value
+    assert 1 <= elapsed < DEADLINE
+    if _exists(bob, uri):  # the operator's verdict stays as a record; a client-side timeout deletes it
+        assert bob.get(uri).phase == "TimedOut"
+    alice.release(uri)
+    # Nobody waits any more: the lock is free once alice released it.
+    wait_until(lambda: team.lock_of(uri) is None, what="the lock to be released", timeout=DEADLINE)
+    assert bob.try_acquire(uri).ok
+
+
+def _exists(client: LockClient, uri: str) -> bool:
+    try:
+        client.get(uri)
+    except NotFound:
+        return False
+    return True
+
+
+def test_input_is_validated_before_any_request(team: Team) -> None:
+    alice = team.client("alice")
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: alice.try_acquire("no-scheme"), "has no '://'"),
+        (lambda: alice.try_acquire("github://a b"), "whitespace"),
+        (lambda: alice.try_acquire("github://x", ttl=0), "between 1 and 86400"),
+        (lambda: alice.try_acquire("github://x", ttl=86401), "between 1 and 86400"),
+        (lambda: alice.acquire("github://x", timeout=-1), "more than 0"),
+        (lambda: alice.acquire("github://x", wait=False, timeout=3), "only applies when waiting"),
+    ]
+    for call, words in calls:
+        with pytest.raises(LockError) as caught:
+            call()
+        assert caught.value.reason == "InvalidInput"
+        assert words in caught.value.message
+    assert team.admin.claims() == []
+
+
+# ---- heartbeats and leases ----------------------------------------------------------------------
+
+
+def test_heartbeat_extends_the_lease_and_reports_a_lost_lock(team: Team) -> None:
+    alice = team.client("alice")
+    uri = "github://acme/app/issues/9"
+    held = alice.acquire(uri, ttl=600)
+
+    renewed = alice.heartbeat(uri)
+    assert renewed.confirmed
+    assert renewed.fencing_token == held.fencing_token
+    assert renewed.expires_at is not None
+    assert held.expires_at is not None
+    assert renewed.expires_at > held.expires_at
+
+    with pytest.raises(NotFound):
+        alice.heartbeat("github://acme/app/issues/404")
+
+    short = "github://acme/app/issues/10"
+    claim = alice.acquire(short, ttl=1).claim_name
+    team.admin.wait_phase(claim, "Expired", DEADLINE)
+    with pytest.raises(Expired) as caught:
+        alice.heartbeat(short)
+    assert caught.value.reason == Reason.LEASE_EXPIRED.value
+
+
+def test_lease_keeps_a_3_second_lock_for_three_ttls(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    uri = "deploy://api-prod"
+    with alice.lock(uri, ttl=3) as lease:
+        token = lease.fencing_token
+        acquired = lease.claim.acquired_at
+        end = time.monotonic() + 9
+        while time.monotonic() < end:  # the scenario's duration, checked all along
+            assert not lease.lost.is_set(), lease.error
+            assert not bob.try_acquire(uri).ok
+            time.sleep(0.5)
+        current = alice.get(uri)
+        assert current.held
+        assert current.fencing_token == token
+        assert current.renewed_at is not None
+        assert acquired is not None
+        assert current.renewed_at > acquired
+    assert not lease.lost.is_set()
+    wait_until(lambda: team.lock_of(uri) is None, what="the lock to be released on exit", timeout=DEADLINE)
+    assert not _exists(alice, uri)
+
+
+def test_lease_loss_is_signalled_when_an_admin_breaks_the_lock(team: Team) -> None:
+    alice = team.client("alice")
+    uri = "github://acme/app/pr/17"
+    seen: list[LockError] = []
+    called = threading.Event()
+
+    def on_lost(error: LockError) -> None:
+        seen.append(error)
+        called.set()
+
+    with alice.lock(uri, ttl=600, on_lost=on_lost) as lease:
+        assert lease.fencing_token is not None
+        team.admin.delete_lock(lock_name(uri))  # the administrator breaks it
+
+        assert lease.lost.wait(DEADLINE)
+        assert called.wait(DEADLINE)
+        assert isinstance(lease.error, Revoked)
+        assert lease.error.reason == Reason.LOCK_BROKEN.value
+        assert seen == [lease.error]
+        with pytest.raises(Revoked):
+            lease.check()
+    assert not _exists(alice, uri)  # the record is cleaned up on exit
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
+def test_lease_is_released_on_exceptions(team: Team, interruption: type[BaseException]) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    uri = "github://acme/app/issues/11"
+
+    def work() -> None:
+        with alice.lock(uri, ttl=600):
+            assert not bob.try_acquire(uri).ok
+            raise interruption("boom")
+
+    with pytest.raises(interruption):
+        work()
+    assert not _exists(alice, uri)
+    wait_until(lambda: team.lock_of(uri) is None, what="the lock to be released", timeout=DEADLINE)
+    assert bob.try_acquire(uri).ok
+
+
+async def test_async_lease_renews_and_releases(team: Team) -> None:
+    uri = "deploy://worker"
+    async with team.async_client("alice") as alice:
+        async with alice.lock(uri, ttl=2) as lease:
+            first = lease.claim.expires_at
+            assert first is not None
+            await asyncio.sleep(6)  # three TTLs: the scenario's length, not a synchronisation
+            assert not lease.lost.is_set(), lease.error
+            current = await alice.get(uri)
+            assert current.held
+            assert current.expires_at is not None
+            assert current.expires_at > first
+        with pytest.raises(NotFound):
+            await alice.get(uri)
+
+
+# ---- failing closed -----------------------------------------------------------------------------
+
+
+def test_unreachable_api_server_is_an_error_never_a_success(team: Team, tmp_path: Path) -> None:
+    dead = kubeconfig_for(
+        team.control_plane.user_kubeconfig("alice"), f"https://127.0.0.1:{closed_port()}", tmp_path / "dead"
+    )
+    client = LockClient(kubeconfig=str(dead), namespace=team.namespace, holder="alice", retries=2)
+    try:
+        for call in (
+            lambda: client.try_acquire("github://acme/app/issues/1"),
+            lambda: client.acquire("github://acme/app/issues/1"),
+            lambda: client.release("github://acme/app/issues/1"),
+            lambda: client.heartbeat("github://acme/app/issues/1"),
+        ):
+            with pytest.raises(Unreachable):
+                call()
+        tools.use(client)
+        text = tools.acquire_lock("github://acme/app/issues/1")
+        assert "NOT acquired" in text
+    finally:
+        tools.use(None)
+        client.close()
+    with pytest.raises(Unreachable) as caught:
+        LockClient(kubeconfig=str(tmp_path / "missing"), namespace=team.namespace)
+    assert caught.value.reason == "NotConfigured"
+
+
+def test_lease_is_lost_when_the_api_server_becomes_unreachable(team: Team, tmp_path: Path) -> None:
+    partition = Partition(team.control_plane.server)
+    config = kubeconfig_for(team.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    alice = LockClient(kubeconfig=str(config), namespace=team.namespace, retries=1, request_timeout=5)
+    bob = team.client("bob")
+    uri = "deploy://api-prod"
+    try:
+        with alice.lock(uri, ttl=3) as lease:
+            partition.cut()
+            assert lease.lost.wait(DEADLINE)  # at the latest when the last confirmed lease ends
+            assert isinstance(lease.error, Expired | Revoked)
+        # The operator expired it too: someone else may have it now.
+        wait_until(lambda: bob.try_acquire(uri).ok, what="bob to get the expired lock", timeout=DEADLINE)
+    finally:
+        partition.cut()
+        alice.close()
+
+
+# ---- identity -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("downward_api", [True, False], ids=["env", "token"])
+def test_pod_identity_binds_claims_to_the_pod(
+    team: Team,
+    admin_api: ApiClient,
+    fake_node: str,
+    sa_token: SaToken,
+    tmp_path: Path,
+    downward_api: bool,
+) -> None:
+    ns = team.namespace
+    sa_token(ns, "agent")  # creates the ServiceAccount
+    bind(admin_api, ns, "kubelock-agent", f"system:serviceaccount:{ns}:agent")
+    core = CoreV1Api(admin_api)
+    name = f"agent-{secrets.token_hex(3)}"
+    pod = core.create_namespaced_pod(
+        ns,
+        V1Pod(
+            metadata=V1ObjectMeta(name=name, labels={POD_LABEL: POD_LABEL_VALUE}),
+            spec=V1PodSpec(containers=[V1Container(name="main", image=POD_IMAGE)], node_name=fake_node,
+                           service_account_name="agent"),
+        ),
+    )
+    assert pod.metadata is not None
+    uid = str(pod.metadata.uid)
+    config = team.control_plane.token_kubeconfig(sa_token(ns, "agent", pod), tmp_path / "pod.kubeconfig", ns)
+    env = {"POD_NAME": name, "POD_UID": uid, "POD_NAMESPACE": ns} if downward_api else {}
+    client = LockClient(kubeconfig=str(config), env=env, decision_timeout=DEADLINE)
+    try:
+        identity = client.identity()
+        assert (identity.holder, identity.namespace, identity.pod_name, identity.pod_uid) == (name, ns, name, uid)
+        with client.lock("deploy://api-prod", ttl=600) as lease:
+            body = team.admin.get(lease.claim_name)
+            assert body["spec"]["holder"] == name
+            assert body["spec"]["podRef"] == {"name": name, "uid": uid}
+            assert body["metadata"]["ownerReferences"][0]["uid"] == uid
+
+            core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+
+            assert lease.lost.wait(DEADLINE)
+            assert isinstance(lease.error, Revoked)
+    finally:
+        client.close()
+    wait_until(lambda: team.lock_of("deploy://api-prod") is None, what="the pod's lock to go", timeout=DEADLINE)
+
+
+# ---- LLM tools ----------------------------------------------------------------------------------
+
+
+def test_tools_return_short_sentences(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    uri = "github://acme/app/issues/42"
+    try:
+        tools.use(alice)
+        acquired = tools.acquire_lock(uri, ttl_seconds=600)
+        assert acquired.startswith(f"acquired {uri} (fencing token ")
+        tools.use(bob)
+        held = tools.acquire_lock(uri)
+        assert held.startswith(f"{uri} is held by alice since ")
+        assert held.endswith("; skip this resource")
+        assert tools.acquire_lock("not a uri").startswith("lock on not a uri NOT acquired: ")
+        assert tools.release_lock(uri).startswith("nothing to release: ")
+        tools.use(alice)
+        assert tools.release_lock(uri) == f"released {uri}"
+    finally:
+        tools.use(None)
+    assert team.admin.claims() == [] or all(phase_of(c) != "Held" for c in team.admin.claims())

@@ -1,0 +1,716 @@
+"""Who may do what, enforced by the API server itself (config/admission/ and config/rbac/).
+
+Only a claim's holder claims in its name, renews it or releases it; a pod-bound ServiceAccount token
+cannot act for another pod; only the operator writes ResourceLocks and claim status; lock admins
+break locks, under their own name only; viewers read. Every identity is real: static users with
+bearer tokens and ServiceAccount tokens from TokenRequest, bound to pods where it matters. The last
+tests run the operator under exactly its least-privilege ClusterRole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client import (
+    AdmissionregistrationV1Api,
+    ApiClient,
+    ApiException,
+    AuthorizationV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    RbacAuthorizationV1Api,
+    V1Container,
+    V1Namespace,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodSpec,
+    V1ResourceAttributes,
+    V1SubjectAccessReview,
+    V1SubjectAccessReviewSpec,
+)
+from tests.support.claims import Locks, phase_of, status_of
+from tests.support.operator import OperatorProcess
+
+from kubelock.api.constants import (
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    GROUP,
+    POD_LABEL,
+    POD_LABEL_VALUE,
+    VERSION,
+)
+from kubelock.testbed import wait_until
+
+# The fixtures' types (their Protocols live in conftest.py, which tests do not import).
+Cluster = Any  # ControlPlane, or conftest.ExistingCluster for KUBELOCK_TEST_KUBECONFIG
+SaApi = Callable[..., ApiClient]
+SaToken = Callable[..., str]
+UserApi = Callable[[str], ApiClient]
+Body = dict[str, Any]
+
+# Generous for 2 shared cores; every wait polls and returns as soon as the state is reached.
+DEADLINE = 60.0
+POD_IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: kwok only pretends to run it
+AGENT_SA = "agent"
+RESOURCE = "deploy://api-prod"
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def refusal(call: Callable[[], object]) -> tuple[int, str]:
+    """The HTTP status and the Status message of a request the API server refuses."""
+    with pytest.raises(ApiException) as caught:
+        call()
+    body = json.loads(caught.value.body or "{}")
+    return int(caught.value.status), str(body.get("message", ""))
+
+
+def service_account_user(namespace: str, name: str) -> str:
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def subject(user: str) -> Body:
+    prefix = "system:serviceaccount:"
+    if user.startswith(prefix):
+        namespace, name = user[len(prefix) :].split(":")
+        return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    return {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+
+
+def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str) -> None:
+    """A RoleBinding of a ClusterRole to one user (or ServiceAccount) in one namespace."""
+    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"generateName": f"{cluster_role}-"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [subject(user)],
+        },
+    )
+
+
+def allowed(
+    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP
+) -> bool:
+    review = V1SubjectAccessReview(
+        spec=V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:authenticated"],
+            resource_attributes=V1ResourceAttributes(group=group, resource=resource, verb=verb, namespace=namespace),
+        )
+    )
+    status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
+    return bool(status and status.allowed)
+
+
+def wait_allowed(admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str) -> None:
+    # The authorizer learns new bindings from a watch: wait for it instead of racing it.
+    wait_until(
+        lambda: allowed(admin_api, user, namespace, verb, resource),
+        what=f"{user} to be allowed to {verb} {resource} in {namespace}",
+        timeout=DEADLINE,
+    )
+
+
+def holder_pod(name: str, node: str) -> V1Pod:
+    return V1Pod(
+        metadata=V1ObjectMeta(name=name, labels={POD_LABEL: POD_LABEL_VALUE}),
+        spec=V1PodSpec(
+            containers=[V1Container(name="main", image=POD_IMAGE)], node_name=node, service_account_name=AGENT_SA
+        ),
+    )
+
+
+def uid_of(pod: V1Pod) -> str:
+    assert pod.metadata is not None
+    assert pod.metadata.uid is not None
+    return str(pod.metadata.uid)
+
+
+def lock_body(name: str, holder: str) -> Body:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ResourceLock",
+        "metadata": {"name": name},
+        "spec": {
+            "resource": RESOURCE,
+            "holder": holder,
+            "claimRef": {"name": "somebodys-claim", "uid": "00000000-0000-0000-0000-000000000001"},
+            "leaseDurationSeconds": 600,
+            "acquireTime": "2030-01-01T00:00:00.000000Z",
+            "renewTime": "2030-01-01T00:00:00.000000Z",
+            "fencingToken": 1,
+        },
+    }
+
+
+def patch_lock(api: ApiClient, namespace: str, name: str, patch: Body) -> Body:
+    return dict(
+        CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, "resourcelocks", name, patch)
+    )
+
+
+def patch_claim(api: ApiClient, namespace: str, name: str, patch: Body, *, status: bool = False) -> Body:
+    objects = CustomObjectsApi(api)
+    write = objects.patch_namespaced_custom_object_status if status else objects.patch_namespaced_custom_object
+    return dict(write(GROUP, VERSION, namespace, "lockclaims", name, patch))
+
+
+def gone(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
+# ---- the cast: two agent pods, a person, a viewer and a lock admin in one namespace -------------
+
+
+@dataclass
+class Team:
+    namespace: str
+    admin: ApiClient  # cluster admin: stands in for the operator where a test needs a ResourceLock
+    pods: dict[str, V1Pod]
+    alice: Locks  # a person with kubelock-agent
+    viewer: Locks  # kubelock-viewer
+    lockadmin: Locks  # kubelock-admin
+    sa_api: SaApi
+
+    def agent(self, pod: str) -> Locks:
+        """The claims API as seen with a ServiceAccount token bound to one of the team's pods."""
+        return Locks(self.sa_api(self.namespace, AGENT_SA, pod=self.pods[pod]), self.namespace)
+
+    def uid(self, pod: str) -> str:
+        return uid_of(self.pods[pod])
+
+    def recreate(self, pod: str, node: str) -> None:
+        """Deletes a pod, waits until it is gone and starts another under the same name."""
+        core = CoreV1Api(self.admin)
+        core.delete_namespaced_pod(pod, self.namespace)
+        wait_until(
+            lambda: gone(lambda: core.read_namespaced_pod(pod, self.namespace)),
+            what=f"pod {pod} gone",
+            timeout=DEADLINE,
+        )
+        self.pods[pod] = core.create_namespaced_pod(self.namespace, holder_pod(pod, node))
+
+
+def dry_run_status(locks: Locks, spec: Body) -> int:
+    """The HTTP status of a dry-run claim (admission runs, nothing is stored): 201, 403, 422 ..."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": "probe"}, "spec": spec}
+    try:
+        locks.api.create_namespaced_custom_object(GROUP, VERSION, locks.namespace, "lockclaims", body, dry_run="All")
+    except ApiException as error:
+        return int(error.status)
+    return 201
+
+
+def policies_enforced(locks: Locks) -> bool:
+    """True once the holder policy refuses a claim in another user's name: the API server loads
+    policies from a watch, so they take effect shortly after the control plane applies them."""
+    return dry_run_status(locks, {"resource": "probe://policy", "holder": "not-alice"}) == 403
+
+
+@pytest.fixture
+def team(
+    admin_api: ApiClient, namespace: str, fake_node: str, user_api: UserApi, sa_api: SaApi, sa_token: SaToken
+) -> Team:
+    sa_token(namespace, AGENT_SA)  # creates the ServiceAccount the pods run as
+    agent_user = service_account_user(namespace, AGENT_SA)
+    for role, user in (
+        ("kubelock-agent", agent_user),
+        ("kubelock-agent", "alice"),
+        ("kubelock-viewer", "viewer"),
+        ("kubelock-admin", "lockadmin"),
+    ):
+        bind(admin_api, namespace, role, user)
+    for user, verb, resource in (
+        (agent_user, "create", "lockclaims"),
+        ("alice", "create", "lockclaims"),
+        ("viewer", "list", "lockclaims"),
+        ("lockadmin", "delete", "resourcelocks"),
+    ):
+        wait_allowed(admin_api, user, namespace, verb, resource)
+    core = CoreV1Api(admin_api)
+    pods = {name: core.create_namespaced_pod(namespace, holder_pod(name, fake_node)) for name in ("agent-a", "agent-b")}
+    alice = Locks(user_api("alice"), namespace)
+    wait_until(lambda: policies_enforced(alice), what="the admission policies to be enforced", timeout=DEADLINE)
+    return Team(
+        namespace=namespace,
+        admin=admin_api,
+        pods=pods,
+        alice=alice,
+        viewer=Locks(user_api("viewer"), namespace),
+        lockadmin=Locks(user_api("lockadmin"), namespace),
+        sa_api=sa_api,
+    )
+
+
+# ---- holder binding: only the holder claims, renews and releases --------------------------------
+
+
+def test_agent_cannot_release_renew_or_change_another_agents_claim(team: Team) -> None:
+    a, b = team.agent("agent-a"), team.agent("agent-b")
+    a.claim("mine", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a")))
+
+    status, message = refusal(lambda: b.delete("mine"))
+    assert status == 403
+    assert (
+        'only the holder "agent-a" (or a lock admin) may release (delete) this claim; you are pod "agent-b"' in message
+    )
+
+    status, message = refusal(lambda: b.renew("mine"))
+    assert status == 403
+    assert (
+        'only the holder "agent-a" (or a lock admin) may renew or change this claim; you are pod "agent-b"' in message
+    )
+
+    status, message = refusal(
+        lambda: patch_claim(b.api.api_client, team.namespace, "mine", {"spec": {"ttlSeconds": 5}})
+    )
+    assert status == 403
+    assert 'may renew or change this claim; you are pod "agent-b"' in message
+
+    # A person with the same role is not the holder either.
+    status, message = refusal(lambda: team.alice.delete("mine"))
+    assert status == 403
+    assert 'only the holder "agent-a" (or a lock admin) may release (delete) this claim; you are "alice"' in message
+
+    # The holder itself renews and releases.
+    renewed = a.renew("mine", "2030-01-01T00:00:00Z")
+    assert renewed["metadata"]["annotations"]["kubelock.dev/renew"] == "2030-01-01T00:00:00Z"
+    a.delete("mine")
+    assert gone(lambda: a.get("mine"))
+
+
+def test_agent_cannot_claim_as_another_agent(team: Team) -> None:
+    b = team.agent("agent-b")
+
+    status, message = refusal(lambda: b.claim("forged", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a"))))
+
+    assert status == 403
+    assert (
+        'holder must be your pod name "agent-b" (this request uses a ServiceAccount token bound to that pod), '
+        'not "agent-a": set spec.holder: agent-b and spec.podRef.name: agent-b'
+    ) in message
+    assert team.alice.claims() == []
+
+
+def test_pod_token_claims_only_for_its_own_pod(team: Team) -> None:
+    a = team.agent("agent-a")
+    uid_a, uid_b = team.uid("agent-a"), team.uid("agent-b")
+
+    status, message = refusal(lambda: a.claim("c1", RESOURCE, "agent-a", pod=("agent-b", uid_b)))
+    assert status == 403
+    assert 'spec.podRef must name your own pod "agent-a", not "agent-b": set spec.podRef.name: agent-a' in message
+
+    status, message = refusal(lambda: a.claim("c2", RESOURCE, "agent-a", pod=("agent-a", uid_b)))
+    assert status == 403
+    assert f'spec.podRef.uid must be the uid of your pod "agent-a" ({uid_a}), not {uid_b}' in message
+    assert f"set spec.podRef.uid: {uid_a} or leave it out" in message
+
+    # Its claims name the pod, so that they end when the pod does.
+    status, message = refusal(lambda: a.claim("c3", RESOURCE, "agent-a"))
+    assert status == 403
+    assert (
+        'a claim made with a token bound to pod "agent-a" must name that pod: set spec.podRef.name: agent-a' in message
+    )
+
+    a.claim("with-uid", RESOURCE, "agent-a", pod=("agent-a", uid_a))
+    a.claim("without-uid", "deploy://api-staging", "agent-a", pod=("agent-a", None))
+    assert sorted(c["metadata"]["name"] for c in team.alice.claims()) == ["with-uid", "without-uid"]
+
+
+def test_pod_token_from_another_namespace_cannot_name_a_pod_here(
+    team: Team, admin_api: ApiClient, fake_node: str, sa_api: SaApi
+) -> None:
+    elsewhere = f"kl-{secrets.token_hex(4)}"
+    core = CoreV1Api(admin_api)
+    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=elsewhere)))
+    try:
+        remote = core.create_namespaced_pod(elsewhere, holder_pod("remote-0", fake_node))
+        user = service_account_user(elsewhere, AGENT_SA)
+        bind(admin_api, team.namespace, "kubelock-agent", user)
+        wait_allowed(admin_api, user, team.namespace, "create", "lockclaims")
+        agent = Locks(sa_api(elsewhere, AGENT_SA, pod=remote), team.namespace)
+
+        # podRef means a pod in the claim's namespace: a pod of the same name here is somebody else.
+        status, message = refusal(lambda: agent.claim("c", RESOURCE, "remote-0", pod=("remote-0", None)))
+        assert status == 403
+        assert (
+            f'spec.podRef names a pod in namespace {team.namespace}, but your pod "remote-0" runs in namespace '
+            f"{elsewhere}: remove spec.podRef"
+        ) in message
+
+        agent.claim("c", RESOURCE, "remote-0")
+        agent.delete("c")
+    finally:
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(elsewhere)
+
+
+def test_restarted_pod_releases_but_cannot_renew_its_predecessors_claim(team: Team, fake_node: str) -> None:
+    old_uid = team.uid("agent-a")
+    team.agent("agent-a").claim("stale", RESOURCE, "agent-a", pod=("agent-a", old_uid))
+
+    team.recreate("agent-a", fake_node)  # a StatefulSet replica comes back under the same name
+    successor = team.agent("agent-a")
+
+    status, message = refusal(lambda: successor.renew("stale"))
+    assert status == 403
+    assert (
+        f'this claim belongs to an earlier pod named "agent-a" (uid {old_uid}), not to your pod '
+        f"(uid {team.uid('agent-a')}): it cannot be renewed any more; delete it and claim again"
+    ) in message
+    successor.delete("stale")
+    assert gone(lambda: successor.get("stale"))
+
+
+def test_non_pod_identities_claim_under_their_user_name(team: Team, sa_api: SaApi) -> None:
+    status, message = refusal(lambda: team.alice.claim("c", RESOURCE, "bob"))
+    assert status == 403
+    assert 'holder must be your user name "alice", not "bob": set spec.holder: alice' in message
+    team.alice.claim("c", RESOURCE, "alice")
+
+    # A ServiceAccount token not bound to a pod is a user like any other: its name is the holder.
+    bare = Locks(sa_api(team.namespace, AGENT_SA), team.namespace)
+    name = service_account_user(team.namespace, AGENT_SA)
+    status, message = refusal(lambda: bare.claim("d", "deploy://api-staging", "agent-a"))
+    assert status == 403
+    assert f'holder must be your user name "{name}", not "agent-a": set spec.holder: {name}' in message
+    bare.claim("d", "deploy://api-staging", name)
+    bare.delete("d")
+
+
+# ---- only the operator writes locks and status ---------------------------------------------------
+
+
+def test_agent_cannot_write_locks_or_claim_status(team: Team) -> None:
+    a = team.agent("agent-a")
+    a.claim("mine", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a")))
+    CustomObjectsApi(team.admin).create_namespaced_custom_object(
+        GROUP, VERSION, team.namespace, "resourcelocks", lock_body("held", "agent-b")
+    )
+    agent_api = a.api.api_client
+
+    status, message = refusal(
+        lambda: a.api.create_namespaced_custom_object(
+            GROUP, VERSION, team.namespace, "resourcelocks", lock_body("mine", "agent-a")
+        )
+    )
+    assert status == 403
+    assert 'cannot create resource "resourcelocks" in API group "kubelock.dev"' in message
+
+    status, message = refusal(lambda: patch_lock(agent_api, team.namespace, "held", {"spec": {"holder": "agent-a"}}))
+    assert status == 403
+    assert 'cannot patch resource "resourcelocks"' in message
+
+    status, message = refusal(lambda: a.delete_lock("held"))
+    assert status == 403
+    assert 'cannot delete resource "resourcelocks"' in message
+
+    # Nobody but the operator writes status, not even on a claim of one's own, nor a lock admin.
+    for api in (agent_api, team.lockadmin.api.api_client):
+        status, message = refusal(
+            lambda api=api: patch_claim(api, team.namespace, "mine", {"status": {"phase": "Held"}}, status=True)
+        )
+        assert status == 403
+        assert 'cannot patch resource "lockclaims/status"' in message
+    assert phase_of(a.get("mine")) is None
+
+
+# ---- lock admins break locks, under their own name -----------------------------------------------
+
+
+def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -> None:
+    admin = team.lockadmin
+    admin_api = admin.api.api_client
+    team.alice.claim("alices", RESOURCE, "alice")
+    admin.claim("for-agent", "deploy://api-staging", "agent-a")  # on anybody's behalf
+    admin.delete("alices")  # releases anybody's claim
+    assert [c["metadata"]["name"] for c in admin.claims()] == ["for-agent"]
+
+    # A lock exists (written here by the cluster admin, as the operator would).
+    CustomObjectsApi(team.admin).create_namespaced_custom_object(
+        GROUP, VERSION, team.namespace, "resourcelocks", lock_body("held", "agent-b")
+    )
+
+    status, message = refusal(
+        lambda: admin.api.create_namespaced_custom_object(
+            GROUP, VERSION, team.namespace, "resourcelocks", lock_body("mine", "lockadmin")
+        )
+    )
+    assert status == 403
+    assert (
+        "ResourceLocks are created only by the kubelock operator, and you (\"lockadmin\") lack the verb 'operate' "
+        "on resourcelocks: to take a lock, create a LockClaim"
+    ) in message
+
+    for change in (
+        {"spec": {"holder": "lockadmin"}},
+        {"spec": {"leaseDurationSeconds": 86400}},
+        {"metadata": {"finalizers": ["example.com/keep"]}},
+        {"metadata": {"labels": {"kubelock.dev/holder-hash": "x"}}},
+        {"metadata": {"annotations": {"note": "mine now"}}},
+    ):
+        status, message = refusal(lambda change=change: patch_lock(admin_api, team.namespace, "held", change))
+        assert status == 403, change
+        assert (
+            "a ResourceLock is changed only by the kubelock operator; others may only set the annotations "
+            "kubelock.dev/broken-by and kubelock.dev/break-reason"
+        ) in message, change
+
+    # The break record names the breaker and cannot name anybody else.
+    forged = {"metadata": {"annotations": {BREAK_ACTOR_ANNOTATION: "alice"}}}
+    status, message = refusal(lambda: patch_lock(admin_api, team.namespace, "held", forged))
+    assert status == 403
+    assert (
+        "kubelock.dev/broken-by records who broke the lock and must be your own user name: "
+        'set kubelock.dev/broken-by: lockadmin (not "alice")'
+    ) in message
+    # ... not even by a cluster admin.
+    status, message = refusal(lambda: patch_lock(team.admin, team.namespace, "held", forged))
+    assert status == 403
+    assert "kubelock.dev/broken-by records who broke the lock and must be your own user name" in message
+
+    record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "deploy pipeline stuck"}
+    annotated = patch_lock(admin_api, team.namespace, "held", {"metadata": {"annotations": record}})
+    assert {k: annotated["metadata"]["annotations"][k] for k in record} == record
+    assert annotated["spec"] == admin.lock("held")["spec"]
+
+    admin.delete_lock("held")
+    assert gone(lambda: admin.lock("held"))
+
+
+def test_viewer_only_reads(team: Team) -> None:
+    team.alice.claim("alices", RESOURCE, "alice")
+    viewer = team.viewer
+
+    assert [c["metadata"]["name"] for c in viewer.claims()] == ["alices"]
+    assert viewer.get("alices")["spec"]["holder"] == "alice"
+    assert viewer.locks() == []
+
+    for verb, resource, call in (
+        ("create", "lockclaims", lambda: viewer.claim("own", "deploy://api-staging", "viewer")),
+        ("patch", "lockclaims", lambda: viewer.renew("alices")),
+        ("delete", "lockclaims", lambda: viewer.delete("alices")),
+        ("delete", "resourcelocks", lambda: viewer.delete_lock("any")),
+    ):
+        status, message = refusal(call)
+        assert status == 403
+        assert f'User "viewer" cannot {verb} resource "{resource}" in API group "kubelock.dev"' in message
+
+
+# ---- lease bounds --------------------------------------------------------------------------------
+
+
+def scoped_bounds_policy(repo_root: Path, namespace: str, max_ttl: int) -> tuple[Body, Body]:
+    """kubelock-lockclaim-bounds as the chart renders it for another maxTtlSeconds, bound to one
+    namespace only, so that the test changes nothing for anybody else."""
+    with (repo_root / "config" / "admission" / "lockclaim-bounds.yaml").open() as f:
+        policy, binding = list(yaml.safe_load_all(f))
+    name = f"kubelock-lockclaim-bounds-{namespace}"
+    policy["metadata"]["name"] = name
+    variables = policy["spec"]["variables"]
+    [maximum] = [v for v in variables if v["name"] == "maxTtlSeconds"]
+    assert maximum["expression"] == "86400"  # the value the chart substitutes with {{ .Values.maxTtlSeconds }}
+    maximum["expression"] = str(max_ttl)
+    binding["metadata"]["name"] = name
+    binding["spec"]["policyName"] = name
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    return policy, binding
+
+
+def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
+    alice = team.alice
+    alice.claim("day", RESOURCE, "alice", ttl=86400)  # the default maxTtlSeconds is allowed
+    status, message = refusal(lambda: alice.claim("longer", "deploy://api-staging", "alice", ttl=86401))
+    assert status == 422
+    assert "spec.ttlSeconds in body should be less than or equal to 86400" in message
+
+    # A cluster configured with maxTtlSeconds 600.
+    policy, binding = scoped_bounds_policy(repo_root, team.namespace, 600)
+    admission = AdmissionregistrationV1Api(team.admin)
+    admission.create_validating_admission_policy(policy)
+    try:
+        admission.create_validating_admission_policy_binding(binding)
+
+        def enforced() -> bool:
+            return dry_run_status(alice, {"resource": "probe://bounds", "holder": "alice", "ttlSeconds": 601}) == 422
+
+        wait_until(enforced, what="maxTtlSeconds 600 to be enforced", timeout=DEADLINE)
+
+        status, message = refusal(lambda: alice.claim("long", "deploy://api-staging", "alice", ttl=601))
+        assert status == 422
+        assert (
+            "spec.ttlSeconds 601 exceeds maxTtlSeconds 600 (the longest lease this cluster grants): "
+            "set spec.ttlSeconds to at most 600 and renew the claim to keep the lock longer"
+        ) in message
+
+        status, message = refusal(
+            lambda: alice.claim("patient", "deploy://api-staging", "alice", wait=True, wait_timeout=601)
+        )
+        assert status == 422
+        assert (
+            "spec.waitTimeoutSeconds 601 exceeds maxTtlSeconds 600: set spec.waitTimeoutSeconds to at most 600"
+            in message
+        )
+
+        alice.claim("short", "deploy://api-staging", "alice", ttl=600, wait=True, wait_timeout=600)
+        # A claim made before the bound was lowered can still be renewed, but not lengthened.
+        alice.renew("day")
+        lengthen = {"spec": {"ttlSeconds": 900}}
+        status, message = refusal(lambda: patch_claim(alice.api.api_client, team.namespace, "day", lengthen))
+        assert status == 422
+        assert "spec.ttlSeconds 900 exceeds maxTtlSeconds 600" in message
+    finally:
+        with contextlib.suppress(ApiException):
+            admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+        with contextlib.suppress(ApiException):
+            admission.delete_validating_admission_policy(policy["metadata"]["name"])
+
+
+# ---- the operator under its least-privilege role -------------------------------------------------
+
+# What operator/kubelock/operator/ and kube/ call, plus kopf's discovery: nothing more.
+EXPECTED_OPERATOR_RULES = [
+    {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["kubelock.dev"],
+        "resources": ["resourcelocks"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete", "operate"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+]
+
+
+def token_kubeconfig(control_plane: Cluster, token: str, path: Path) -> Path:
+    """A kubeconfig for the cluster under test that authenticates with ``token`` only."""
+    if hasattr(control_plane, "token_kubeconfig"):
+        written: Path = control_plane.token_kubeconfig(token, path)
+        return written
+    # An existing cluster (KUBELOCK_TEST_KUBECONFIG): its current context's cluster, this token as user.
+    with Path(control_plane.kubeconfig).open() as f:
+        config: Body = yaml.safe_load(f)
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "token", "user": {"token": token}}],
+                "contexts": [{"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}],
+                "current-context": "token",
+            }
+        )
+    )
+    return path
+
+
+def operator_role(repo_root: Path) -> Body:
+    with (repo_root / "config" / "rbac" / "operator-role.yaml").open() as f:
+        role: Body = yaml.safe_load(f)
+    return role
+
+
+def test_operator_role_grants_only_what_the_code_uses(repo_root: Path) -> None:
+    role = operator_role(repo_root)
+
+    assert role["kind"] == "ClusterRole"
+    assert role["metadata"]["name"] == "kubelock-operator"
+    assert role["rules"] == EXPECTED_OPERATOR_RULES
+    for rule in role["rules"]:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+        assert "resourceNames" not in rule
+        assert "nonResourceURLs" not in rule
+
+
+@pytest.fixture
+def restricted_operator(
+    control_plane: Cluster, admin_api: ApiClient, team: Team, sa_token: SaToken, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator, authenticated as a ServiceAccount bound to exactly config/rbac/operator-role.yaml."""
+    namespace = team.namespace
+    token = sa_token(namespace, "kubelock-operator")
+    user = service_account_user(namespace, "kubelock-operator")
+    rbac = RbacAuthorizationV1Api(admin_api)
+    binding = f"kubelock-operator-{namespace}"
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubelock-operator"},
+            "subjects": [subject(user)],
+        }
+    )
+    try:
+        for verb, resource in (("watch", "lockclaims"), ("operate", "resourcelocks")):
+            wait_allowed(admin_api, user, None, verb, resource)
+        kubeconfig = token_kubeconfig(control_plane, token, tmp_path / "operator.kubeconfig")
+        with OperatorProcess(kubeconfig, tmp_path / "operator.log", namespaces=(namespace,)) as operator:
+            yield operator
+    finally:
+        with contextlib.suppress(ApiException):
+            rbac.delete_cluster_role_binding(binding)
+
+
+def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: OperatorProcess) -> None:
+    a, b = team.agent("agent-a"), team.agent("agent-b")
+    ref_a, ref_b = ("agent-a", team.uid("agent-a")), ("agent-b", team.uid("agent-b"))
+
+    # grant
+    a.claim("a", RESOURCE, "agent-a", pod=ref_a)
+    held = status_of(a.wait_phase("a", "Held", DEADLINE))
+    lock = held["lockName"]
+    assert team.viewer.lock(lock)["spec"]["holder"] == "agent-a"
+
+    # conflict
+    b.claim("b", RESOURCE, "agent-b", pod=ref_b)
+    assert status_of(b.wait_phase("b", "Rejected", DEADLINE))["holder"] == "agent-a"
+
+    # renew, then release: the lock goes with the claim
+    a.renew("a")
+    a.delete("a")
+    wait_until(lambda: gone(lambda: team.viewer.lock(lock)), what=f"lock {lock} released", timeout=DEADLINE)
+
+    # break: a lock admin records who and why, then deletes the lock
+    b.claim("b2", RESOURCE, "agent-b", pod=ref_b, wait=True)
+    lock = status_of(b.wait_phase("b2", "Held", DEADLINE))["lockName"]
+    record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "stuck deploy"}
+    patch_lock(team.lockadmin.api.api_client, team.namespace, lock, {"metadata": {"annotations": record}})
+    team.lockadmin.delete_lock(lock)
+    assert status_of(b.wait_phase("b2", "Revoked", DEADLINE))["reason"] == "LockBroken"
+
+    # the holder pod ends: its claim is revoked (the operator reads and watches holder pods)
+    a.claim("a2", "deploy://api-staging", "agent-a", pod=ref_a)
+    a.wait_phase("a2", "Held", DEADLINE)
+    CoreV1Api(team.admin).delete_namespaced_pod("agent-a", team.namespace)
+    assert status_of(a.wait_phase("a2", "Revoked", DEADLINE))["reason"] == "HolderPodTerminated"
+
+    # ... and it recorded Events all along
+    events = CoreV1Api(team.admin).list_namespaced_event(team.namespace).items
+    assert {"Granted", "LockBroken"} <= {e.reason for e in events}
+
+    restricted_operator.stop()
+    log = restricted_operator.log_text()
+    for sign in ("Forbidden", "forbidden", "Not enough permissions", "Traceback"):
+        assert sign not in log, log

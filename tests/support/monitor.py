@@ -1,0 +1,72 @@
+"""Watches every LockClaim of a namespace and checks, at each event, that no resource has two
+claims in phase Held: the "at no observed moment two holders" property."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch
+
+from kubelock.domain.resource import normalise
+
+
+class HolderMonitor:
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self._api = k8s.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._watch = watch.Watch()
+        self._held: dict[str, set[str]] = defaultdict(set)  # resource -> claim names Held
+        self.violations: list[str] = []
+        self.grants: list[tuple[str, str, int]] = []  # (resource, claim, fencing token) in observed order
+        self.events = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stopped = threading.Event()
+
+    def __enter__(self) -> HolderMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._watch.stop()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stopped.is_set():
+            try:
+                stream = self._watch.stream(
+                    self._api.list_namespaced_custom_object, "kubelock.dev", "v1alpha1", self._namespace,
+                    "lockclaims", resource_version=version or None, timeout_seconds=60,
+                )
+                for event in stream:
+                    obj: dict[str, Any] = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    self._observe(event["type"], obj)
+            except Exception:  # a dropped watch: resume from the last version seen
+                if self._stopped.is_set():
+                    return
+
+    def _observe(self, kind: str, obj: dict[str, Any]) -> None:
+        self.events += 1
+        name = obj["metadata"]["name"]
+        resource = normalise(obj["spec"]["resource"])
+        status = obj.get("status") or {}
+        holding = kind != "DELETED" and status.get("phase") == "Held"
+        held = self._held[resource]
+        if holding and name not in held:
+            held.add(name)
+            self.grants.append((resource, name, int(status.get("fencingToken") or 0)))
+            if len(held) > 1:
+                self.violations.append(f"{resource} held by {sorted(held)} at once")
+        elif not holding:
+            held.discard(name)
+
+    def tokens_by_resource(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for resource, _, token in self.grants:
+            out[resource].append(token)
+        return out

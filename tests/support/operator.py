@@ -1,0 +1,113 @@
+"""The kubelock operator as a real subprocess, so tests can SIGKILL it, run two, or run it under a
+restricted identity."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+READY_LINE = "watching LockClaims"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        namespaces: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (),
+        metrics: bool = False,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.namespaces = namespaces
+        self.extra_args = extra_args
+        self.health_port = free_port()
+        self.metrics_port = free_port() if metrics else 0
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "kubelock.operator", "--kubeconfig", str(self.kubeconfig)]
+        for ns in self.namespaces:
+            argv += ["--namespace", ns]
+        argv += ["--health-address", f"127.0.0.1:{self.health_port}", "--metrics-port", str(self.metrics_port)]
+        return argv + list(self.extra_args)
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+        self.popen = subprocess.Popen(
+            self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+        )
+        log.close()
+        self.wait_for_log(READY_LINE, timeout)
+        return self
+
+    def log_text(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode("utf-8", "replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_text():
+                return
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.popen.returncode}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"operator did not log {text!r} within {timeout}s:\n{self.log_text()[-3000:]}")
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def pause(self) -> None:
+        if self.popen is not None:
+            os.killpg(self.popen.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.popen is not None:
+            os.killpg(self.popen.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        return self.popen.returncode
+
+    def __enter__(self) -> OperatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,252 @@
+"""The CRDs generated from the pydantic models: structural, as the contract names them, and in sync."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubelock.api import crdgen
+
+REPO = Path(__file__).resolve().parents[2]
+CLAIMS_FILE = "kubelock.dev_lockclaims.yaml"
+LOCKS_FILE = "kubelock.dev_resourcelocks.yaml"
+FORBIDDEN_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "title", "additionalProperties", "$defs", "const")
+
+
+@pytest.fixture(scope="module")
+def crds() -> dict[str, dict[str, Any]]:
+    rendered = crdgen.render()
+    return {"lc": rendered[CLAIMS_FILE], "rl": rendered[LOCKS_FILE]}
+
+
+def version_of(crd: dict[str, Any]) -> dict[str, Any]:
+    [version] = crd["spec"]["versions"]
+    return version
+
+
+def schema_of(crd: dict[str, Any]) -> dict[str, Any]:
+    return version_of(crd)["schema"]["openAPIV3Schema"]
+
+
+def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk(value, f"{path}[{i}]")
+
+
+def schemas(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node (not every dict: `properties` maps names to schemas)."""
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from schemas(child, f"{path}.{name}")
+    if "items" in node:
+        yield from schemas(node["items"], f"{path}[]")
+
+
+@pytest.mark.parametrize("kind", ["lc", "rl"])
+def test_schema_is_structural(crds: dict[str, dict[str, Any]], kind: str) -> None:
+    schema = schema_of(crds[kind])
+    for path, node in walk(schema):
+        if isinstance(node, dict):
+            bad = [k for k in node if k in FORBIDDEN_KEYS]
+            # `properties` may legitimately have a field called "title"; only schema keywords count.
+            if path.endswith("/properties"):
+                continue
+            assert not bad, f"{path} has {bad}"
+    for path, node in schemas(schema):
+        if path == ".metadata":
+            assert node == {"type": "object"}
+            continue
+        assert "type" in node, f"{path or '<root>'} has no type"
+        if node["type"] == "object":
+            assert "properties" in node, f"{path} is an object without properties"
+        if node["type"] == "array":
+            assert "items" in node, f"{path} is an array without items"
+
+
+@pytest.mark.parametrize("kind", ["lc", "rl"])
+def test_every_field_has_a_description(crds: dict[str, dict[str, Any]], kind: str) -> None:
+    for path, node in schemas(schema_of(crds[kind])):
+        if path in ("", ".metadata") or path.endswith("[]"):
+            continue
+        assert node.get("description"), f"{path} has no description (kubectl explain prints it)"
+
+
+@pytest.mark.parametrize(
+    ("kind", "kind_name", "plural", "short", "status_subresource"),
+    [
+        pytest.param("lc", "LockClaim", "lockclaims", "lc", True, id="lockclaim"),
+        pytest.param("rl", "ResourceLock", "resourcelocks", "rl", False, id="resourcelock"),
+    ],
+)
+def test_names_scope_and_subresources(
+    crds: dict[str, dict[str, Any]], kind: str, kind_name: str, plural: str, short: str, status_subresource: bool
+) -> None:
+    crd = crds[kind]
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == f"{plural}.kubelock.dev"
+    spec = crd["spec"]
+    assert spec["group"] == "kubelock.dev"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == kind_name
+    assert spec["names"]["plural"] == plural
+    assert spec["names"]["shortNames"] == [short]
+    assert spec["names"]["categories"] == ["locks"]
+    version = version_of(crd)
+    assert version["name"] == "v1alpha1"
+    assert version["served"] is True
+    assert version["storage"] is True
+    assert ("status" in version.get("subresources", {})) is status_subresource
+    assert "spec" in schema_of(crd)["required"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "columns"),
+    [
+        pytest.param("lc", ["Resource", "Holder", "Phase", "Position", "Expires", "Age"], id="lockclaim"),
+        pytest.param("rl", ["Resource", "Holder", "Token", "Expires", "Age"], id="resourcelock"),
+    ],
+)
+def test_printer_columns_of_the_contract(crds: dict[str, dict[str, Any]], kind: str, columns: list[str]) -> None:
+    printed = version_of(crds[kind])["additionalPrinterColumns"]
+    default_view = [c["name"] for c in printed if not c.get("priority")]
+    assert default_view == columns
+    by_name = {c["name"]: c for c in printed}
+    assert by_name["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    schema = schema_of(crds[kind])
+    for column in printed:
+        if column["jsonPath"].startswith(".metadata"):
+            continue
+        node = schema
+        for part in column["jsonPath"].strip(".").split("."):
+            node = node["properties"][part]  # every column points at a field of the schema
+        expected_type = {"integer": "integer", "string": "string"}[node["type"]]
+        assert column["type"] == expected_type, column
+
+
+def test_claim_columns_point_at_the_right_fields(crds: dict[str, dict[str, Any]]) -> None:
+    paths = {c["name"]: c["jsonPath"] for c in version_of(crds["lc"])["additionalPrinterColumns"]}
+    assert paths["Resource"] == ".spec.resource"
+    assert paths["Holder"] == ".spec.holder"
+    assert paths["Phase"] == ".status.phase"
+    assert paths["Position"] == ".status.queuePosition"
+    assert paths["Expires"] == ".status.expiresAt"
+    paths = {c["name"]: c["jsonPath"] for c in version_of(crds["rl"])["additionalPrinterColumns"]}
+    assert paths["Token"] == ".spec.fencingToken"
+
+
+def test_resource_field_rules(crds: dict[str, dict[str, Any]]) -> None:
+    resource = schema_of(crds["lc"])["properties"]["spec"]["properties"]["resource"]
+    assert resource["type"] == "string"
+    assert resource["maxLength"] == 1024
+    rules = {r["rule"]: r["message"] for r in resource["x-kubernetes-validations"]}
+    assert rules["self == oldSelf"] == "resource is immutable"
+    [uri_rule] = [r for r in rules if r.startswith("self.matches(")]
+    assert "://" in uri_rule
+    assert r"\p{C}" in uri_rule
+    assert r"\p{Z}" in uri_rule
+    assert "URI" in rules[uri_rule]
+
+
+def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:
+    spec = schema_of(crds["lc"])["properties"]["spec"]
+    assert set(spec["required"]) == {"resource", "holder"}
+    holder_rules = {r["rule"] for r in spec["properties"]["holder"]["x-kubernetes-validations"]}
+    assert "self == oldSelf" in holder_rules
+    messages = {r["message"] for r in spec["x-kubernetes-validations"]}
+    assert {"podRef is immutable", "wait is immutable", "waitTimeoutSeconds requires wait: true"} <= messages
+    ttl = spec["properties"]["ttlSeconds"]
+    assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 1, 86400)
+    assert spec["properties"]["wait"]["default"] is False
+
+
+def test_claim_status_shape(crds: dict[str, dict[str, Any]]) -> None:
+    status = schema_of(crds["lc"])["properties"]["status"]["properties"]
+    assert status["phase"]["type"] == "string"
+    assert status["phase"]["enum"] == ["Pending", "Held", "Rejected", "TimedOut", "Expired", "Deadlocked", "Revoked"]
+    assert status["fencingToken"] == {**status["fencingToken"], "type": "integer", "format": "int64"}
+    assert status["cycle"]["type"] == "array"
+    assert status["cycle"]["items"]["type"] == "string"
+    assert status["conditions"]["x-kubernetes-list-type"] == "map"
+    assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+    for stamp in ("acquiredAt", "renewedAt", "expiresAt"):
+        assert status[stamp]["format"] == "date-time"
+
+
+# ---- committed files -------------------------------------------------------------------------
+
+
+def test_committed_files_are_what_render_produces() -> None:
+    for path, text in crdgen.outputs(REPO).items():
+        assert path.read_text() == text, f"{path} is stale: run `make generate`"
+        if path.parent.name == "crds" and path.parent.parent == REPO:
+            assert yaml.safe_load(text) == crdgen.render()[path.name]
+
+
+def test_check_passes_on_the_repository() -> None:
+    printed: list[str] = []
+    assert crdgen.main(["--check", "--root", str(REPO)], out=printed.append) == 0
+    assert printed == []
+
+
+def copy_of_repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "crds", root / "crds")
+    shutil.copytree(REPO / "charts", root / "charts")
+    return root
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        pytest.param(lambda p: p.write_text(p.read_text().replace("shortNames:\n    - lc", "shortNames:\n    - lx")),
+                     id="edited"),
+        pytest.param(lambda p: p.write_text(p.read_text() + "\n"), id="trailing-newline"),
+        pytest.param(lambda p: p.unlink(), id="deleted"),
+    ],
+)
+def test_check_fails_when_a_crd_file_was_altered(tmp_path: Path, alter: Any) -> None:
+    root = copy_of_repo(tmp_path)
+    printed: list[str] = []
+    assert crdgen.main(["--check", "--root", str(root)], out=printed.append) == 0
+    alter(root / "crds" / CLAIMS_FILE)
+    assert crdgen.main(["--check", "--root", str(root)], out=printed.append) == 1
+    assert any("make generate" in line for line in printed)
+    assert any(CLAIMS_FILE in line for line in printed), "the diff names the file"
+
+
+def test_check_fails_when_the_chart_copy_was_altered(tmp_path: Path) -> None:
+    root = copy_of_repo(tmp_path)
+    chart_copy = root / "charts" / "kubelock" / "templates" / "crds" / LOCKS_FILE
+    chart_copy.write_text(chart_copy.read_text().replace("crds.keep", "crds.kept"))
+    assert crdgen.main(["--check", "--root", str(root)], out=lambda _: None) == 1
+
+
+def test_generate_then_check_round_trips(tmp_path: Path) -> None:
+    assert crdgen.main(["--root", str(tmp_path)], out=lambda _: None) == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml")) == sorted(
+        [
+            f"charts/kubelock/templates/crds/{CLAIMS_FILE}",
+            f"charts/kubelock/templates/crds/{LOCKS_FILE}",
+            f"crds/{CLAIMS_FILE}",
+            f"crds/{LOCKS_FILE}",
+        ]
+    )
+    assert crdgen.main(["--check", "--root", str(tmp_path)], out=lambda _: None) == 0
+
+
+def test_chart_copy_is_gated_and_kept() -> None:
+    text = crdgen.chart_wrap(crdgen.dump(crdgen.render()[CLAIMS_FILE]))
+    assert text.startswith(crdgen.HEADER + "{{- if .Values.crds.install }}\n")
+    assert text.endswith("{{- end }}\n")
+    assert "helm.sh/resource-policy: keep" in text

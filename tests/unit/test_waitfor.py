@@ -1,0 +1,389 @@
+"""The wait-for graph: cycles closed by a wait, their paths and victims, and the cost of a search."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pytest
+
+from kubelock.domain.waitfor import Cycle, Edge, WaitForGraph, describe
+
+
+@dataclass(frozen=True)
+class W:
+    """A pending claim: `holder` waits for `resource` with a claim of `seq`."""
+
+    holder: str
+    resource: str
+    seq: int
+
+
+def graph_of(held: dict[str, str], waits: list[W]) -> WaitForGraph:
+    """Build the graph the way the operator does: set_holder for every held lock, add_wait for every
+    pending claim."""
+    graph = WaitForGraph()
+    for resource, holder in held.items():
+        graph.set_holder(resource, holder)
+    for w in waits:
+        graph.add_wait(w.holder, w.resource, w.seq)
+    return graph
+
+
+def search(graph: WaitForGraph, w: W) -> Cycle | None:
+    return graph.find_cycle(w.holder, w.resource, w.seq)
+
+
+def assert_well_formed(graph: WaitForGraph, cycle: Cycle, asked: W) -> None:
+    """Every edge is a real wait, each resource is held by the next waiter, and the loop closes."""
+    assert cycle.edges[0] == Edge(asked.holder, asked.resource, asked.seq)
+    for i, edge in enumerate(cycle.edges):
+        nxt = cycle.edges[(i + 1) % len(cycle.edges)]
+        assert graph.holder_of(edge.resource) == nxt.waiter
+        if i:
+            assert graph.waits_of(edge.waiter).get(edge.resource) == edge.sequence
+    waiters = [e.waiter for e in cycle.edges]
+    assert len(set(waiters)) == len(waiters), "a cycle visits each holder once"
+    path = cycle.path
+    assert path[0] == path[-1] == asked.holder
+    assert len(path) == 2 * len(cycle.edges) + 1
+    assert list(path[0:-1:2]) == waiters
+    assert list(path[1::2]) == [e.resource for e in cycle.edges]
+
+
+# ---- table of small graphs -------------------------------------------------------------------
+
+A, B, C, D = "agent-a", "agent-b", "agent-c", "agent-d"
+R1, R2, R3, R4 = "deploy://api-prod", "github://acme/app/pr/10", "db://orders", "s3://bucket/key"
+
+CASES = [
+    pytest.param({R1: A}, [], W(B, R1, 2), None, id="no-cycle-single-wait"),
+    pytest.param({}, [], W(B, R1, 2), None, id="resource-not-held"),
+    pytest.param({R1: A, R2: B}, [W(B, R1, 3)], W(A, R2, 4), (A, R2, B, R1, A), id="two-holders"),
+    pytest.param(
+        {R1: A, R2: B, R3: C},
+        [W(A, R2, 4), W(B, R3, 5)],
+        W(C, R1, 6),
+        (C, R1, A, R2, B, R3, C),
+        id="three-holders",
+    ),
+    pytest.param(
+        {R1: A, R2: B, R3: C},
+        [W(A, R2, 4), W(D, R3, 5)],
+        W(C, R1, 6),
+        None,
+        id="chain-that-does-not-come-back",
+    ),
+    pytest.param({R1: A}, [], W(A, R1, 2), (A, R1, A), id="self-wait"),
+    pytest.param(
+        {R1: A, R2: B, R3: C},
+        [W(A, R3, 4), W(A, R2, 5), W(C, R4, 6)],
+        W(B, R1, 7),
+        (B, R1, A, R2, B),
+        id="several-pending-claims-one-leads-back",
+    ),
+    pytest.param(
+        {R1: A, R2: B, R3: C},
+        [W(A, R3, 4), W(C, R2, 5)],
+        W(B, R1, 7),
+        (B, R1, A, R3, C, R2, B),
+        id="cycle-through-second-hop",
+    ),
+    pytest.param(
+        {R1: A, R2: B, R3: C},
+        [W(A, R3, 4), W(C, R4, 5)],
+        W(B, R1, 7),
+        None,
+        id="several-waits-none-lead-back",
+    ),
+    pytest.param(
+        {R1: A, R2: B, R3: C},
+        [W(A, R2, 4), W(B, R3, 5), W(C, R2, 6)],
+        W(D, R1, 7),
+        None,
+        id="cycle-elsewhere-not-through-waiter",
+    ),
+    pytest.param(
+        {R1: A, R2: B},
+        [W(A, R2, 4), W(A, R2, 9)],
+        W(B, R1, 7),
+        (B, R1, A, R2, B),
+        id="two-claims-same-edge",
+    ),
+]
+
+
+@pytest.mark.parametrize(("held", "waits", "asked", "path"), CASES)
+def test_find_cycle(held: dict[str, str], waits: list[W], asked: W, path: tuple[str, ...] | None) -> None:
+    graph = graph_of(held, waits)
+    cycle = search(graph, asked)
+    if path is None:
+        assert cycle is None
+        return
+    assert cycle is not None
+    assert cycle.path == path
+    if len(cycle.edges) > 1:
+        assert_well_formed(graph, cycle, asked)
+
+
+def test_contract_example_path_and_description() -> None:
+    graph = graph_of({"deploy://api-prod": "agent-b", "github://acme/app/pr/10": "agent-a"},
+                     [W("agent-b", "github://acme/app/pr/10", 11)])
+    cycle = graph.find_cycle("agent-a", "deploy://api-prod", 12)
+    assert cycle is not None
+    assert cycle.path == ("agent-a", "deploy://api-prod", "agent-b", "github://acme/app/pr/10", "agent-a")
+    assert describe(cycle.path) == "agent-a → deploy://api-prod → agent-b → github://acme/app/pr/10 → agent-a"
+
+
+def test_self_wait_cycle() -> None:
+    cycle = Cycle.self_wait(A, R1, 5)
+    assert cycle.path == (A, R1, A)
+    assert cycle.victim == Edge(A, R1, 5)
+
+
+def test_edge_sequence_is_the_newest_claim_of_that_wait() -> None:
+    graph = graph_of({R1: A, R2: B}, [W(A, R2, 4), W(A, R2, 9)])
+    cycle = search(graph, W(B, R1, 7))
+    assert cycle is not None
+    assert cycle.edges[1] == Edge(A, R2, 9)
+    assert graph.waits_of(A) == {R2: 9}
+    assert len(graph) == 2
+
+
+def test_long_chain_closed_by_the_last_claim() -> None:
+    n = 1000
+    holders = [f"h{i}" for i in range(n)]
+    resources = [f"r://{i}" for i in range(n)]
+    # h_i holds r_i and waits for r_{i+1}; the last holder waiting for r_0 closes the loop.
+    chain = [W(holders[i], resources[i + 1], i + 1) for i in range(n - 1)]
+    graph = graph_of(dict(zip(resources, holders, strict=True)), chain)
+    for w in (chain[0], chain[1], chain[n // 2], chain[-1]):
+        assert search(graph, w) is None, "an open chain has no cycle"
+
+    closing = W(holders[-1], resources[0], 10_000)
+    cycle = search(graph, closing)
+    assert cycle is not None
+    assert len(cycle.edges) == n
+    assert cycle.path[:4] == (holders[-1], resources[0], holders[0], resources[1])
+    assert cycle.path[-3:] == (holders[-2], resources[-1], holders[-1])
+    assert cycle.victim == cycle.edges[0]
+    assert_well_formed(graph, cycle, closing)
+
+    # Once the closing claim is in the graph, every claim of the chain sees the cycle and its victim.
+    graph.add_wait(closing.holder, closing.resource, closing.seq)
+    for w in (chain[0], chain[n // 2], chain[-1]):
+        found = search(graph, w)
+        assert found is not None
+        assert len(found.edges) == n
+        assert found.victim == Edge(closing.holder, closing.resource, closing.seq)
+
+
+# ---- victims ---------------------------------------------------------------------------------
+
+THREE_CYCLE = [W(A, R2, 5), W(B, R3, 9), W(C, R1, 7)]  # A holds R1, B holds R2, C holds R3
+
+
+@pytest.mark.parametrize("asked", THREE_CYCLE, ids=lambda w: w.holder)
+def test_victim_is_the_newest_wait_whichever_claim_is_searched(asked: W) -> None:
+    graph = graph_of({R1: A, R2: B, R3: C}, THREE_CYCLE)
+    cycle = search(graph, asked)
+    assert cycle is not None
+    assert cycle.victim == Edge(B, R3, 9)
+    assert cycle.path[0] == asked.holder
+    assert_well_formed(graph, cycle, asked)
+
+
+def test_two_holder_victim_only_for_the_newer_claim() -> None:
+    graph = graph_of({R1: A, R2: B}, [W(A, R2, 3), W(B, R1, 4)])
+    from_a = search(graph, W(A, R2, 3))
+    from_b = search(graph, W(B, R1, 4))
+    assert from_a is not None
+    assert from_b is not None
+    assert from_a.victim == from_b.victim == Edge(B, R1, 4)
+    assert from_b.victim == from_b.edges[0]
+    assert from_a.victim != from_a.edges[0]
+
+
+# ---- no phantom cycles ----------------------------------------------------------------------
+
+
+def test_removing_a_wait_removes_the_cycle() -> None:
+    graph = graph_of({R1: A, R2: B}, [W(A, R2, 3), W(B, R1, 4)])
+    assert search(graph, W(B, R1, 4)) is not None
+    graph.remove_wait(A, R2, 3)
+    assert search(graph, W(B, R1, 4)) is None
+    assert graph.waits_of(A) == {}
+    assert len(graph) == 1
+
+
+def test_removing_one_of_two_claims_keeps_the_other_wait() -> None:
+    graph = graph_of({R1: A, R2: B}, [W(A, R2, 3), W(A, R2, 8), W(B, R1, 4)])
+    graph.remove_wait(A, R2, 8)
+    cycle = search(graph, W(B, R1, 4))
+    assert cycle is not None
+    assert cycle.edges[1] == Edge(A, R2, 3)
+    graph.remove_wait(A, R2, 3)
+    assert search(graph, W(B, R1, 4)) is None
+
+
+def test_removing_an_unknown_wait_is_harmless() -> None:
+    graph = graph_of({R1: A}, [W(B, R1, 2)])
+    graph.remove_wait(B, R1, 99)
+    graph.remove_wait(B, R2, 2)
+    graph.remove_wait(C, R1, 2)
+    assert graph.waits_of(B) == {R1: 2}
+    assert len(graph) == 1
+
+
+@pytest.mark.parametrize(
+    "new_holder",
+    [pytest.param(None, id="released"), pytest.param(C, id="granted-to-outsider")],
+)
+def test_changing_a_holder_removes_the_cycle(new_holder: str | None) -> None:
+    graph = graph_of({R1: A, R2: B}, [W(A, R2, 3), W(B, R1, 4)])
+    assert search(graph, W(B, R1, 4)) is not None
+    graph.set_holder(R2, new_holder)
+    assert graph.holder_of(R2) == new_holder
+    assert search(graph, W(B, R1, 4)) is None
+    assert search(graph, W(A, R2, 3)) is None
+
+
+def test_changing_a_holder_can_create_a_cycle() -> None:
+    graph = graph_of({R1: A, R2: C}, [W(A, R2, 3), W(B, R1, 4)])
+    assert search(graph, W(B, R1, 4)) is None
+    graph.set_holder(R2, B)
+    cycle = search(graph, W(B, R1, 4))
+    assert cycle is not None
+    assert cycle.path == (B, R1, A, R2, B)
+
+
+# ---- randomized comparison with a brute-force search -----------------------------------------
+
+
+def brute_force_has_cycle(
+    held: dict[str, str], waits: dict[str, dict[str, set[int]]], waiter: str, resource: str
+) -> bool:
+    """Does the holder of `resource` reach `waiter` over the full holder graph?"""
+    start = held.get(resource)
+    if start is None:
+        return False
+    adjacency: dict[str, set[str]] = defaultdict(set)
+    for holder, wanted in waits.items():
+        for res, seqs in wanted.items():
+            if seqs and res in held:
+                adjacency[holder].add(held[res])
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        node = frontier.pop()
+        if node == waiter:
+            return True
+        for nxt in adjacency[node] - seen:
+            seen.add(nxt)
+            frontier.append(nxt)
+    return False
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42, 2024])
+def test_find_cycle_agrees_with_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    holders = [f"h{i}" for i in range(60)]
+    resources = [f"r://{i}" for i in range(60)]
+    graph = WaitForGraph()
+    held: dict[str, str] = {}
+    waits: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    live: list[W] = []
+    outcomes = {True: 0, False: 0}
+    for seq in range(1, 501):
+        op = rng.random()
+        if op < 0.55 or not live:
+            w = W(rng.choice(holders), rng.choice(resources), seq)
+            graph.add_wait(w.holder, w.resource, w.seq)
+            waits[w.holder][w.resource].add(w.seq)
+            live.append(w)
+        elif op < 0.75:
+            w = live.pop(rng.randrange(len(live)))
+            graph.remove_wait(w.holder, w.resource, w.seq)
+            waits[w.holder][w.resource].discard(w.seq)
+        else:
+            res = rng.choice(resources)
+            holder = rng.choice([*holders, None])
+            graph.set_holder(res, holder)
+            if holder is None:
+                held.pop(res, None)
+            else:
+                held[res] = holder
+        for w in rng.sample(live, min(len(live), 5)):
+            expected = brute_force_has_cycle(held, waits, w.holder, w.resource)
+            cycle = search(graph, w)
+            assert (cycle is not None) is expected, (seed, seq, w)
+            outcomes[expected] += 1
+            if cycle is not None and len(cycle.edges) > 1:
+                assert_well_formed(graph, cycle, w)
+    # The walk exercised both answers.
+    assert outcomes[True] > 20, outcomes
+    assert outcomes[False] > 20, outcomes
+
+
+# ---- cost grows with the path, not the graph -------------------------------------------------
+
+
+class Recording(dict):  # type: ignore[type-arg]
+    """A dict that records the keys looked up with get() and notices any whole-map scan."""
+
+    def __init__(self, source: dict) -> None:  # type: ignore[type-arg]
+        super().__init__(source)
+        self.looked_at: list[object] = []
+        self.scanned = False
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        self.looked_at.append(key)
+        return super().get(key, default)
+
+    def _scan(self, method: str):  # type: ignore[no-untyped-def]
+        self.scanned = True
+        return getattr(super(), method)()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return self._scan("__iter__")
+
+    def items(self):  # type: ignore[no-untyped-def]
+        return self._scan("items")
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        return self._scan("keys")
+
+    def values(self):  # type: ignore[no-untyped-def]
+        return self._scan("values")
+
+
+def test_search_visits_only_what_the_waited_for_holder_reaches() -> None:
+    graph = WaitForGraph()
+    # 10 000 unrelated waiters: a ring plus a hub everyone waits on, none reachable from the path.
+    for i in range(10_000):
+        graph.set_holder(f"noise://{i}", f"n{i}")
+        graph.add_wait(f"n{i}", f"noise://{(i + 1) % 10_000}", i + 1)
+        graph.add_wait(f"n{i}", "noise://0", 20_000 + i)
+    # A short path: A holds R1, B holds R2, C holds R3; A waits R2, B waits R3.
+    for w in (W(A, R2, 30_001), W(B, R3, 30_002)):
+        graph.add_wait(w.holder, w.resource, w.seq)
+    graph.set_holder(R1, A)
+    graph.set_holder(R2, B)
+    graph.set_holder(R3, C)
+    waits, holders = Recording(graph._waits), Recording(graph._holder_of)
+    graph._waits, graph._holder_of = waits, holders  # type: ignore[assignment]
+
+    cycle = graph.find_cycle(C, R1, 30_003)
+    assert cycle is not None
+    assert cycle.path == (C, R1, A, R2, B, R3, C)
+    assert set(waits.looked_at) <= {A, B}
+    assert set(holders.looked_at) <= {R1, R2, R3}
+    waits.looked_at.clear()
+    holders.looked_at.clear()
+
+    assert graph.find_cycle(D, R1, 30_004) is None
+    assert sorted(waits.looked_at) == [A, B, C]  # each reached holder once, nothing else
+    assert set(holders.looked_at) == {R1, R2, R3}
+    assert not waits.scanned
+    assert not holders.scanned
