@@ -300,7 +300,6 @@ def _drain(locks: Locks, names: list[str], resources: int, timeout: float = 240)
     deadline = time.monotonic() + timeout
     while remaining and time.monotonic() < deadline:
         held = [c for c in locks.claims() if phase_of(c) == "Held" and c["metadata"]["name"] in remaining]
-        print("DRAIN", time.strftime("%H:%M:%S"), len(held), len(remaining), flush=True)
         for claim in held:
             name = claim["metadata"]["name"]
             remaining.discard(name)
@@ -329,13 +328,13 @@ def test_operator_sigkill_mid_burst_loses_nothing_and_grants_nothing_twice(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     locks = Locks(admin_api, iso_ns)
-    op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("-v",)).start()
+    op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)).start()
     try:
         with HolderMonitor(admin_api, iso_ns) as monitor:
             names = _burst(locks, resources=20, per_resource=5)  # 100 claims while the operator works
             op.kill()
             names += [n for n in _burst_more(locks, 20, 5, 10)]  # 100 more while it is dead
-            op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("-v",)).start()
+            op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)).start()
             _drain(locks, names, 20)
             time.sleep(0.5)
         _assert_fifo_and_fenced(monitor)

@@ -18,6 +18,7 @@ from kubelock.cli import output
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.domain.waitfor import describe
 from kubelock.sdk import graph as waitgraph
+from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import InvalidInput, LockError
@@ -225,6 +226,18 @@ HANDLERS: dict[str, Handler] = {
 # ---- running ----------------------------------------------------------------------------------
 
 
+def check_input(args: argparse.Namespace) -> None:
+    """Refuse bad input before anything else (even before looking for a kubeconfig)."""
+    if getattr(args, "uri", None) is not None:
+        validation.resource(args.uri)
+    validation.ttl(getattr(args, "ttl", None))
+    validation.timeout(getattr(args, "timeout", None))
+    if getattr(args, "namespace", None) is not None:
+        validation.namespace(args.namespace)
+    if getattr(args, "holder", None) is not None:
+        validation.holder(args.holder)
+
+
 def make_client(args: argparse.Namespace) -> AsyncLockClient:
     return AsyncLockClient(
         namespace=getattr(args, "namespace", None),
@@ -246,6 +259,7 @@ def run(
 ) -> int:
     """Run one command on a fresh event loop; Ctrl-C cancels it (withdrawing a pending claim)."""
     try:
+        check_input(args)
         return asyncio.run(_run(handler, args))
     except LockError as error:
         on_error(error)

@@ -9,6 +9,7 @@ every grant.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -184,6 +185,60 @@ class Cache:
 
     def _keys_of_pod(self, pod_key: PodKey) -> list[Key]:
         return sorted({(pod_key[0], self.claims[uid].claim.resource) for uid in self._pod_claims.get(pod_key, ())})
+
+    # ---- resync -----------------------------------------------------------------------------
+
+    def resync_claims(self, bodies: list[Body], list_version: int, in_scope: Callable[[str], bool]) -> set[Key]:
+        """Bring the cache in line with a full LIST taken at `list_version`: a watch can miss a
+        deletion (e.g. between the operator's own priming LIST and kopf's), and nothing else would
+        ever tell the cache. Records newer than the LIST are left alone."""
+        keys: set[Key] = set()
+        listed = set()
+        for body in bodies:
+            if not in_scope(str((body.get("metadata") or {}).get("namespace", ""))):
+                continue
+            listed.add((body.get("metadata") or {}).get("uid"))
+            key = self.upsert_claim(body)
+            if key is not None:
+                keys.add(key)
+        for uid, record in list(self.claims.items()):
+            if uid not in listed and _rv(record.resource_version) <= list_version:
+                keys.add((record.namespace, record.claim.resource))
+                self._deleted[uid] = None
+                self._unindex(record)
+        return keys
+
+    def resync_locks(self, bodies: list[Body], list_version: int, in_scope: Callable[[str], bool]) -> set[Key]:
+        keys: set[Key] = set()
+        listed = set()
+        for body in bodies:
+            if not in_scope(str((body.get("metadata") or {}).get("namespace", ""))):
+                continue
+            meta = body.get("metadata") or {}
+            listed.add(meta.get("uid"))
+            key = (str(meta.get("namespace", "")), str((body.get("spec") or {}).get("resource")))
+            before = self.locks.get(key)
+            if self.locks.get(self.upsert_lock(body)) != before:
+                keys.add(key)
+        for key, (lock, rv) in list(self.locks.items()):
+            if lock.uid not in listed and _rv(rv) <= list_version:
+                self.forget_lock(key, lock.uid)
+                keys.add(key)
+        return keys
+
+    def resync_pods(self, bodies: list[Body], in_scope: Callable[[str], bool]) -> set[Key]:
+        keys: set[Key] = set()
+        listed = set()
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            if not in_scope(str(meta.get("namespace", ""))):
+                continue
+            listed.add((meta.get("namespace", ""), meta.get("name", "")))
+            keys.update(self.upsert_pod(body))
+        for pod_key in [k for k in self.pods if k not in listed]:
+            del self.pods[pod_key]
+            keys.update(self._keys_of_pod(pod_key))
+        return keys
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)

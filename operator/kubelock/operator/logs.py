@@ -40,5 +40,5 @@ def configure(log_format: str, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # kopf reports every handler call; kubelock's own lines already say what happened.
-    logging.getLogger("kopf").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from kubelock.domain.clock import SystemClock
 from kubelock.kube import config
 from kubelock.operator import logs
 from kubelock.operator.handlers import build_registry
+from kubelock.operator.metrics import Metrics
 from kubelock.operator.runtime import Runtime
 from kubelock.operator.settings import parse
 
@@ -26,7 +27,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as error:  # a missing or broken kubeconfig: say so plainly and stop
         log.error("cannot load Kubernetes credentials: %s", error)
         sys.exit(2)
-    runtime = Runtime(settings, credentials, SystemClock())
+    metrics = Metrics()
+    runtime = Runtime(settings, credentials, SystemClock(), metrics=metrics)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port, settings.metrics_address)
     liveness = f"http://{settings.health_address}/healthz" if settings.health_address else None
     kopf.run(
         registry=build_registry(runtime),

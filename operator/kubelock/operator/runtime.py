@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fnmatch
 import logging
 from typing import Any
@@ -9,11 +11,13 @@ from typing import Any
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.domain.clock import Clock
 from kubelock.kube import paths
-from kubelock.kube.client import KubeClient, RequestHook
+from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
-from kubelock.operator.cache import Cache
+from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.operator.cache import Cache, Key
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.reconciler import Observer, Reconciler
+from kubelock.operator.metrics import Metrics
+from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
 
 log = logging.getLogger("kubelock.operator")
@@ -27,16 +31,20 @@ class Runtime:
         credentials: Credentials,
         clock: Clock,
         *,
-        observer: Observer | None = None,
-        on_request: RequestHook | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.credentials = credentials
         self.clock = clock
+        on_request = metrics.request if metrics else None
         self.client = KubeClient(credentials, on_request=on_request, user_agent="kubelock-operator")
         self.cache = Cache()
         self.events = EventRecorder(self.client, clock, settings.instance)
-        self.reconciler = Reconciler(self.client, self.cache, settings.policy, clock, self.events, observer)
+        self.reconciler = Reconciler(self.client, self.cache, settings.policy, clock, self.events, metrics)
+        if metrics is not None:
+            metrics.watch_cache(self.cache)
+        self._resyncer: asyncio.Task[None] | None = None
 
     def in_scope(self, namespace: str) -> bool:
         return self.settings.all_namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.settings.namespaces)
@@ -45,6 +53,7 @@ class Runtime:
         self.events.start()
         await self._prime()
         self.reconciler.start()
+        self._resyncer = asyncio.create_task(self._resync_forever(), name="kubelock-resync")
         where = "all namespaces" if self.settings.all_namespaces else ", ".join(self.settings.namespaces)
         log.info(
             "kubelock operator watching LockClaims in %s (%d claims, %d locks, %d holder pods known)",
@@ -52,30 +61,51 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        if self._resyncer is not None:
+            self._resyncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resyncer
         await self.reconciler.stop()
         await self.events.stop()
         await self.client.close()
 
+    def _scopes(self) -> list[str | None]:
+        exact = [n for n in self.settings.namespaces if not any(ch in n for ch in "*?[")]
+        return list(exact) if exact and len(exact) == len(self.settings.namespaces) else [None]
+
     async def _prime(self) -> None:
         """Load every claim, lock and holder pod before deciding anything, so that a restarted
         operator never grants from an empty view (the API would refuse it anyway, at a cost)."""
-        exact = [n for n in self.settings.namespaces if not any(ch in n for ch in "*?[")]
-        scopes: list[str | None] = (
-            list(exact) if exact and len(exact) == len(self.settings.namespaces) else [None]
-        )
-        for scope in scopes:
-            locks, _ = await self.client.list_all(paths.locks(scope))
-            claims, _ = await self.client.list_all(paths.claims(scope))
+        await self.resync()
+
+    async def resync(self) -> set[Key]:
+        """Compare the cache with full LISTs and return the keys that changed. Locks first: a
+        claim listed after its lock was deleted must not be judged against that lock."""
+        keys: set[Key] = set()
+        for scope in self._scopes():
+            locks, locks_version = await self.client.list_all(paths.locks(scope))
+            claims, claims_version = await self.client.list_all(paths.claims(scope))
             pods, _ = await self.client.list_all(paths.pods(scope), labelSelector=f"{POD_LABEL}={POD_LABEL_VALUE}")
-            for body in locks:
-                if self.in_scope(_namespace(body)):
-                    self.cache.upsert_lock(body)
-            for body in claims:
-                if self.in_scope(_namespace(body)):
-                    self.cache.upsert_claim(body)
-            for body in pods:
-                if self.in_scope(_namespace(body)):
-                    self.cache.upsert_pod(body)
+            keys |= self.cache.resync_locks(locks, int(locks_version or 0), self.in_scope)
+            keys |= self.cache.resync_claims(claims, int(claims_version or 0), self.in_scope)
+            keys |= self.cache.resync_pods(pods, self.in_scope)
+        return keys
+
+    async def _resync_forever(self) -> None:
+        # The first pass soon after start closes the gap between the priming LIST and kopf's own.
+        delay = min(5.0, float(self.settings.resync_seconds))
+        while True:
+            await asyncio.sleep(delay)
+            delay = float(self.settings.resync_seconds)
+            try:
+                keys = await self.resync()
+            except (ApiError, Unreachable) as error:
+                log.warning("resync failed, retrying in %.0f s: %s", delay, error)
+                continue
+            if keys:
+                log.info("resync found %d resources whose events were missed", len(keys))
+            for key in sorted(keys):
+                self.reconciler.schedule(key)
 
     # ---- watch events -----------------------------------------------------------------------
 
@@ -83,6 +113,9 @@ class Runtime:
         if kind == "DELETED":
             self.reconciler.schedule(self.cache.delete_claim(body))
         else:
+            uid = (body.get("metadata") or {}).get("uid")
+            if self.metrics is not None and uid and uid not in self.cache.claims:
+                self.metrics.seen(uid, self.clock.now())
             self.reconciler.schedule(self.cache.upsert_claim(body))
 
     def on_lock(self, kind: str | None, body: Body) -> None:

@@ -24,6 +24,7 @@ class Settings:
     health_address: str = "127.0.0.1:8080"
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_address: str = "127.0.0.1"
+    resync_seconds: int = 60
     instance: str = socket.gethostname()
 
     @property
@@ -86,6 +87,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--metrics-port", type=int, default=_env_int("KUBELOCK_METRICS_PORT", 0),
                         help="port for Prometheus metrics (0: off)")
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
+    parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
+                        help="full LIST comparison against the cache, a safety net for missed watch events")
     args = parser.parse_args(argv)
     if args.resource_lock_timeout > args.max_ttl_seconds:
         parser.error(
@@ -104,5 +107,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         health_address=args.health_address,
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
+        resync_seconds=args.resync_seconds,
         instance=os.environ.get("POD_NAME") or socket.gethostname(),
     )

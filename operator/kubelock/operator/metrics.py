@@ -1,0 +1,129 @@
+"""Prometheus metrics of the operator (prometheus-client; names follow Prometheus conventions).
+
+Labels are bounded: namespace, reason, verb and HTTP code — never a resource URI or a holder.
+Gauges of what is held and pending are computed from the cache at scrape time, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kubelock.domain.model import Action, CreateLock, DeleteLock, SetStatus
+from kubelock.domain.reasons import Phase
+from kubelock.operator.cache import Cache
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+DURATION_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class _CacheCollector(Collector):
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        held = GaugeMetricFamily("kubelock_locks_held", "Locks held now", labels=["namespace"])
+        pending = GaugeMetricFamily("kubelock_claims_pending", "Claims waiting in a queue now", labels=["namespace"])
+        stale = GaugeMetricFamily(
+            "kubelock_stale_locks", "Held locks not renewed within staleAfterSeconds", labels=["namespace"]
+        )
+        held_by_ns: Tally[str] = Tally()
+        pending_by_ns: Tally[str] = Tally()
+        stale_by_ns: Tally[str] = Tally()
+        for (namespace, _), _lock in list(self._cache.locks.items()):
+            held_by_ns[namespace] += 1
+        for record in list(self._cache.claims.values()):
+            status = record.claim.status
+            if status is None:
+                continue
+            if status.phase is Phase.PENDING:
+                pending_by_ns[record.namespace] += 1
+            elif status.phase is Phase.HELD and status.stale:
+                stale_by_ns[record.namespace] += 1
+        for family, tally in ((held, held_by_ns), (pending, pending_by_ns), (stale, stale_by_ns)):
+            for namespace, count in sorted(tally.items()):
+                family.add_metric([namespace], count)
+            yield family
+
+
+class Metrics:
+    """The operator's metrics; also the reconciler's Observer and the client's request hook."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.grants = Counter("kubelock_grants", "Locks granted", ["namespace"], registry=r)
+        self.rejections = Counter("kubelock_rejections", "Try-lock claims rejected", ["namespace"], registry=r)
+        self.expirations = Counter("kubelock_expirations", "Leases that expired", ["namespace"], registry=r)
+        self.revocations = Counter("kubelock_revocations", "Claims revoked", ["namespace", "reason"], registry=r)
+        self.deadlocks = Counter("kubelock_deadlocks", "Claims ended as deadlock victims", ["namespace"], registry=r)
+        self.timeouts = Counter("kubelock_timeouts", "Waiters that timed out", ["namespace"], registry=r)
+        self.acquire_latency = Histogram(
+            "kubelock_acquire_latency_seconds", "From a claim first seen by the operator to Held",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.wait_time = Histogram(
+            "kubelock_wait_seconds", "Time waiters spent queued before being granted",
+            buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.hold_time = Histogram(
+            "kubelock_hold_seconds", "How long locks were held", buckets=DURATION_BUCKETS, registry=r
+        )
+        self.reconcile_duration = Histogram(
+            "kubelock_reconcile_duration_seconds", "Duration of one reconcile of a resource",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.api_requests = Counter(
+            "kubelock_api_requests", "Requests to the Kubernetes API by verb and HTTP code (0: unreachable)",
+            ["verb", "code"], registry=r,
+        )
+        self._seen: dict[str, float] = {}
+
+    def watch_cache(self, cache: Cache) -> None:
+        self.registry.register(_CacheCollector(cache))
+
+    def serve(self, port: int, address: str) -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    # ---- hooks ------------------------------------------------------------------------------
+
+    def request(self, verb: str, code: int, seconds: float) -> None:
+        self.api_requests.labels(verb, str(code)).inc()
+
+    def reconciled(self, seconds: float) -> None:
+        self.reconcile_duration.observe(seconds)
+
+    def seen(self, uid: str, when: float) -> None:
+        self._seen.setdefault(uid, when)
+
+    def applied(self, namespace: str, action: Action, now: float) -> None:
+        if isinstance(action, DeleteLock):
+            self.hold_time.observe(max(0.0, now - action.lock.acquired_at))
+            return
+        if isinstance(action, CreateLock) or not isinstance(action, SetStatus):
+            return
+        status, claim = action.status, action.claim
+        previous = claim.status.phase if claim.status else None
+        if status.phase is previous:
+            return
+        first_seen = self._seen.pop(claim.uid, None) if status.phase.terminal or status.phase is Phase.HELD else None
+        if status.phase is Phase.HELD:
+            self.grants.labels(namespace).inc()
+            if first_seen is not None:
+                self.acquire_latency.observe(max(0.0, now - first_seen))
+            if previous is Phase.PENDING:
+                self.wait_time.observe(max(0.0, now - (first_seen or claim.created_at)))
+        elif status.phase is Phase.REJECTED:
+            self.rejections.labels(namespace).inc()
+        elif status.phase is Phase.EXPIRED:
+            self.expirations.labels(namespace).inc()
+        elif status.phase is Phase.REVOKED:
+            self.revocations.labels(namespace, status.reason.value).inc()
+        elif status.phase is Phase.DEADLOCKED:
+            self.deadlocks.labels(namespace).inc()
+        elif status.phase is Phase.TIMED_OUT:
+            self.timeouts.labels(namespace).inc()
