@@ -45,6 +45,9 @@ class OperatorProcess:
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         argv += ["--health-address", f"127.0.0.1:{self.health_port}", "--metrics-port", str(self.metrics_port)]
+        # A short resync bounds how long a missed watch event (kopf sometimes starts a new
+        # namespace's watch late when namespaces are given as patterns) can delay a test.
+        argv += ["--resync-seconds", "10"]
         return argv + list(self.extra_args)
 
     def start(self, timeout: float = 60) -> OperatorProcess:
