@@ -28,18 +28,27 @@ tools: ## Build (once) etcd, kube-apiserver, kube-controller-manager, kubectl, k
 	@bash hack/install-binaries.sh
 
 .PHONY: generate
-generate: venv ## Regenerate the CRDs (crds/ and the chart) from the pydantic models
+generate: venv tools ## Regenerate the CRDs, the chart's RBAC/admission templates and manifests/
 	$(PY) -m kubelock.api.crdgen
+	$(PY) hack/sync-chart.py
+	HELM=$(BIN_DIR)/helm bash hack/render-manifests.sh
+
+.PHONY: manifests
+manifests: tools ## Render manifests/kubelock.yaml from the chart
+	HELM=$(BIN_DIR)/helm bash hack/render-manifests.sh
 
 .PHONY: verify
-verify: venv ## Fail when generated files differ from what is committed
+verify: venv tools ## Fail when generated files (CRDs, chart templates, manifests) differ from what is committed
 	$(PY) -m kubelock.api.crdgen --check
+	$(PY) hack/sync-chart.py --check
+	HELM=$(BIN_DIR)/helm bash hack/render-manifests.sh --check
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter layer contracts
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(BIN_DIR)/helm lint --strict charts/kubelock
 
 .PHONY: unit
 unit: venv ## Unit tests only (no cluster)
@@ -60,6 +69,14 @@ up: venv tools ## Start the local control plane and the operator in the backgrou
 .PHONY: down
 down: venv ## Stop what `make up` started
 	$(PY) -m kubelock.testbed down
+
+.PHONY: image
+image: ## Build the operator image (needs a Docker engine)
+	docker build -t ghcr.io/kubelock/kubelock:0.1.0 .
+
+.PHONY: e2e
+e2e: venv tools ## End-to-end tests in kind (needs Docker)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m pytest tests/e2e -q
 
 .PHONY: clean
 clean: ## Remove the virtual environment and local run state (not the binary cache)

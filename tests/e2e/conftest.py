@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,8 @@ import pytest_kind.cluster
 from pytest_kind import KindCluster
 
 from kubelock.testbed import MissingBinariesError, find_binaries
+from tests.e2e.kind import E2E_DIR, REPO, Tools
 
-E2E_DIR = Path(__file__).resolve().parent
-REPO = E2E_DIR.parents[1]
 # pytest-kind 22.11 defaults to kind v0.17 (Kubernetes 1.25); the chart needs 1.30 or newer.
 KIND_VERSION = "v0.29.0"
 DEFAULT_CLUSTER_NAME = "kubelock-e2e"
@@ -60,27 +58,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.e2e)
         if problem:
             item.add_marker(pytest.mark.skip(reason=f"end-to-end tests need a Docker engine: {problem}"))
-
-
-@dataclass(frozen=True)
-class Tools:
-    """helm and kubectl against the kind cluster."""
-
-    bin_dir: Path
-    kubeconfig: Path
-
-    def helm(self, *args: str) -> str:
-        return self._run("helm", args)
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        return self._run("kubectl", args, stdin)
-
-    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None) -> str:
-        argv = [str(self.bin_dir / tool), "--kubeconfig", str(self.kubeconfig), *args]
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600, check=False)
-        if result.returncode != 0:
-            raise AssertionError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result.stdout
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from tests.e2e.conftest import E2E_DIR, Tools
+
+from tests.e2e.kind import E2E_DIR, Tools
 
 REPLICAS = 3
 WORK_SECONDS = 60

@@ -12,6 +12,7 @@ installed with ``crds.install=false``. Only the test of ``crds.keep`` takes the 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import subprocess
 import time
@@ -19,29 +20,27 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from kubernetes.client import (
     ApiClient,
     ApiException,
-    AppsV1Api,
-    AuthenticationV1TokenRequest,
     CoreV1Api,
-    CustomObjectsApi,
     RbacAuthorizationV1Api,
     V1Namespace,
     V1ObjectMeta,
     V1RoleBinding,
     V1RoleRef,
-    V1TokenRequestSpec,
 )
-from tests.integration.conftest import Cluster, UserApi
+
+from kubelock.testbed import ControlPlane, find_binaries
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.operator import OperatorProcess
 
-from kubelock.testbed import ControlPlane, find_binaries
+if TYPE_CHECKING:
+    from tests.integration.conftest import Cluster, UserApi
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubelock"
@@ -214,8 +213,7 @@ def test_non_default_render_is_accepted_by_the_api_server(
 def test_plain_manifests_are_accepted_by_the_api_server(tools: Tools, admin_api: ApiClient) -> None:
     # The file creates kubelock-system; a dry run creates nothing, so the namespace must exist for
     # the namespaced objects after it to be checked.
-    existing = {n.metadata.name for n in CoreV1Api(admin_api).list_namespace().items}
-    created = "kubelock-system" not in existing
+    created = not tools.kubectl("get", "namespace", "kubelock-system", "--ignore-not-found", "-o", "name").stdout
     if created:
         _create_namespace(admin_api, "kubelock-system")
     try:
@@ -280,19 +278,19 @@ def test_install_creates_the_operator_and_its_cluster_objects(tools: Tools, rele
     assert "kubectl delete lockclaim" in notes
 
 
-def _operator_args(admin_api: ApiClient, release: Release) -> list[str]:
-    deployment = AppsV1Api(admin_api).read_namespaced_deployment(f"{release.fullname}-operator", release.namespace)
-    args: list[str] = deployment.spec.template.spec.containers[0].args
+def _operator_args(tools: Tools, release: Release) -> list[str]:
+    """The operator's flags as the installed Deployment has them."""
+    deployment = tools.kubectl(
+        "get", "deployment", f"{release.fullname}-operator", "--namespace", release.namespace, "-o", "json"
+    ).stdout
+    args: list[str] = json.loads(deployment)["spec"]["template"]["spec"]["containers"][0]["args"]
     return [a for a in args if not a.startswith(LOCAL_FLAGS)]
 
 
-def _service_account_token(admin_api: ApiClient, release: Release) -> str:
-    spec = V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-    response = CoreV1Api(admin_api).create_namespaced_service_account_token(
-        f"{release.fullname}-operator", release.namespace, AuthenticationV1TokenRequest(spec=spec)
-    )
-    token: str = response.status.token
-    return token
+def _service_account_token(tools: Tools, release: Release) -> str:
+    """A token of the chart's ServiceAccount (`kubectl create token` is a TokenRequest)."""
+    account = f"{release.fullname}-operator"
+    return tools.kubectl("create", "token", account, "--namespace", release.namespace, "--duration=1h").stdout.strip()
 
 
 def _token_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
@@ -358,7 +356,7 @@ def _denied_by_ttl_bound(locks: Locks, holder: str) -> str:
 
 
 def test_operator_with_the_chart_identity_grants_conflicts_releases_and_breaks(
-    release: Release, control_plane: Cluster, admin_api: ApiClient, user_api: UserApi, tmp_path: Path
+    tools: Tools, release: Release, control_plane: Cluster, admin_api: ApiClient, user_api: UserApi, tmp_path: Path
 ) -> None:
     ns = release.locks_namespace
     # People and agents get rights only through the chart's ClusterRoles.
@@ -369,9 +367,9 @@ def test_operator_with_the_chart_identity_grants_conflicts_releases_and_breaks(
 
     # The operator runs with the flags the chart renders and exactly the chart's ServiceAccount.
     kubeconfig = _token_kubeconfig(
-        control_plane, _service_account_token(admin_api, release), tmp_path / "operator.kubeconfig"
+        control_plane, _service_account_token(tools, release), tmp_path / "operator.kubeconfig"
     )
-    args = _operator_args(admin_api, release)
+    args = _operator_args(tools, release)
     assert f"--namespace={ns}" in args
     assert "--max-ttl-seconds=600" in args
     with OperatorProcess(kubeconfig, tmp_path / "operator.log", extra_args=tuple(args)) as operator:
@@ -428,7 +426,7 @@ def _namespaced_leftovers(tools: Tools, namespace: str) -> list[str]:
     return [line for line in out.stdout.split() if line not in expected]
 
 
-def test_uninstall_leaves_nothing_behind(tools: Tools, release: Release, admin_api: ApiClient) -> None:
+def test_uninstall_leaves_nothing_behind(tools: Tools, release: Release) -> None:
     # Runs after the tests above (file order); the fixture's own uninstall then finds nothing.
     crd_uids = {crd: _crd_uid(tools, crd) for crd in CRDS}
     tools.helm("uninstall", release.name, "--namespace", release.namespace, "--wait")
@@ -439,8 +437,8 @@ def test_uninstall_leaves_nothing_behind(tools: Tools, release: Release, admin_a
     assert tools.helm("list", "--namespace", release.namespace, "-q").stdout.strip() == ""
     # The release did not install the CRDs, so it left them alone; the claims are still records.
     assert {crd: _crd_uid(tools, crd) for crd in CRDS} == crd_uids
-    remaining = CustomObjectsApi(admin_api).list_namespaced_custom_object(
-        "kubelock.dev", "v1alpha1", release.locks_namespace, "lockclaims"
+    remaining = json.loads(
+        tools.kubectl("get", "lockclaims", "--namespace", release.locks_namespace, "-o", "json").stdout
     )
     assert {c["metadata"]["name"] for c in remaining["items"]} == {"bob-42b"}
 

@@ -233,7 +233,9 @@ def _set_pod_phase(admin_api: ApiClient, ns: str, name: str, phase: str) -> None
     CoreV1Api(admin_api).patch_namespaced_pod_status(name, ns, {"status": {"phase": phase}})
 
 
-def test_pod_deleted_hands_the_lock_to_the_next_waiter(locks: Locks, admin_api: ApiClient, ns: str, fake_node: str) -> None:
+def test_pod_deleted_hands_the_lock_to_the_next_waiter(
+    locks: Locks, admin_api: ApiClient, ns: str, fake_node: str
+) -> None:
     pod = _pod(admin_api, ns, "agent-0", fake_node)
     locks.claim("mine", "github://acme/app/issues/1", "agent-0", pod=(pod["name"], pod["uid"]))
     locks.wait_phase("mine", "Held")
@@ -249,7 +251,9 @@ def test_pod_deleted_hands_the_lock_to_the_next_waiter(locks: Locks, admin_api: 
 
 
 @pytest.mark.parametrize("phase", ["Failed", "Succeeded"])
-def test_pod_finished_releases_its_lock(locks: Locks, admin_api: ApiClient, ns: str, fake_node: str, phase: str) -> None:
+def test_pod_finished_releases_its_lock(
+    locks: Locks, admin_api: ApiClient, ns: str, fake_node: str, phase: str
+) -> None:
     pod = _pod(admin_api, ns, "agent-0", fake_node)
     locks.claim("mine", "deploy://x", "agent-0", pod=(pod["name"], pod["uid"]))
     locks.wait_phase("mine", "Held")
@@ -294,7 +298,10 @@ def test_claim_for_a_missing_or_unwatched_pod_is_rejected(
 
 
 def test_pod_dies_while_the_operator_is_down(
-    control_plane, admin_api: ApiClient, fake_node: str, tmp_path: Path  # type: ignore[no-untyped-def]
+    control_plane,
+    admin_api: ApiClient,
+    fake_node: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     ns = _namespace(admin_api, "kldi-")
     locks = Locks(admin_api, ns)

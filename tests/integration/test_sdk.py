@@ -36,8 +36,6 @@ from kubernetes.client import (
     V1SubjectAccessReview,
     V1SubjectAccessReviewSpec,
 )
-from tests.support.claims import Locks, phase_of
-from tests.support.operator import OperatorProcess
 
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.domain.reasons import Reason
@@ -57,6 +55,8 @@ from kubelock.sdk import (
     tools,
 )
 from kubelock.testbed import ControlPlane, wait_until
+from tests.support.claims import Locks, phase_of
+from tests.support.operator import OperatorProcess
 
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 SaToken = Callable[..., str]

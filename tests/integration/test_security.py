@@ -10,6 +10,7 @@ tests run the operator under exactly its least-privilege ClusterRole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 from collections.abc import Callable, Iterator
@@ -27,17 +28,21 @@ from kubernetes.client import (
     CoreV1Api,
     CustomObjectsApi,
     RbacAuthorizationV1Api,
+    RbacV1Subject,
+    V1ClusterRoleBinding,
     V1Container,
     V1Namespace,
     V1ObjectMeta,
     V1Pod,
     V1PodSpec,
     V1ResourceAttributes,
+    V1RoleBinding,
+    V1RoleRef,
     V1SubjectAccessReview,
     V1SubjectAccessReviewSpec,
+    V1ValidatingAdmissionPolicy,
+    V1ValidatingAdmissionPolicyBinding,
 )
-from tests.support.claims import Locks, phase_of, status_of
-from tests.support.operator import OperatorProcess
 
 from kubelock.api.constants import (
     BREAK_ACTOR_ANNOTATION,
@@ -48,6 +53,8 @@ from kubelock.api.constants import (
     VERSION,
 )
 from kubelock.testbed import wait_until
+from tests.support.claims import Locks, phase_of, status_of
+from tests.support.operator import OperatorProcess
 
 # The fixtures' types (their Protocols live in conftest.py, which tests do not import).
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster for KUBELOCK_TEST_KUBECONFIG
@@ -78,24 +85,24 @@ def service_account_user(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
-def subject(user: str) -> Body:
+def subject(user: str) -> RbacV1Subject:
     prefix = "system:serviceaccount:"
     if user.startswith(prefix):
         namespace, name = user[len(prefix) :].split(":")
-        return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
-    return {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+        return RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)
+    return RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")
 
 
-def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str) -> None:
+def cluster_role(name: str) -> V1RoleRef:
+    return V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name)
+
+
+def bind(admin_api: ApiClient, namespace: str, role: str, user: str) -> None:
     """A RoleBinding of a ClusterRole to one user (or ServiceAccount) in one namespace."""
-    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"generateName": f"{cluster_role}-"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-            "subjects": [subject(user)],
-        },
+    binding = V1RoleBinding(
+        metadata=V1ObjectMeta(generate_name=f"{role}-"), role_ref=cluster_role(role), subjects=[subject(user)]
     )
+    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)
 
 
 def allowed(
@@ -153,16 +160,20 @@ def lock_body(name: str, holder: str) -> Body:
     }
 
 
+def as_body(response: object) -> Body:
+    assert isinstance(response, dict)
+    return response
+
+
 def patch_lock(api: ApiClient, namespace: str, name: str, patch: Body) -> Body:
-    return dict(
-        CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, "resourcelocks", name, patch)
-    )
+    objects = CustomObjectsApi(api)
+    return as_body(objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, "resourcelocks", name, patch))
 
 
 def patch_claim(api: ApiClient, namespace: str, name: str, patch: Body, *, status: bool = False) -> Body:
     objects = CustomObjectsApi(api)
     write = objects.patch_namespaced_custom_object_status if status else objects.patch_namespaced_custom_object
-    return dict(write(GROUP, VERSION, namespace, "lockclaims", name, patch))
+    return as_body(write(GROUP, VERSION, namespace, "lockclaims", name, patch))
 
 
 def gone(read: Callable[[], object]) -> bool:
@@ -424,7 +435,7 @@ def test_agent_cannot_write_locks_or_claim_status(team: Team) -> None:
     # Nobody but the operator writes status, not even on a claim of one's own, nor a lock admin.
     for api in (agent_api, team.lockadmin.api.api_client):
         status, message = refusal(
-            lambda api=api: patch_claim(api, team.namespace, "mine", {"status": {"phase": "Held"}}, status=True)
+            functools.partial(patch_claim, api, team.namespace, "mine", {"status": {"phase": "Held"}}, status=True)
         )
         assert status == 403
         assert 'cannot patch resource "lockclaims/status"' in message
@@ -465,7 +476,7 @@ def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -
         {"metadata": {"labels": {"kubelock.dev/holder-hash": "x"}}},
         {"metadata": {"annotations": {"note": "mine now"}}},
     ):
-        status, message = refusal(lambda change=change: patch_lock(admin_api, team.namespace, "held", change))
+        status, message = refusal(functools.partial(patch_lock, admin_api, team.namespace, "held", change))
         assert status == 403, change
         assert (
             "a ResourceLock is changed only by the kubelock operator; others may only set the annotations "
@@ -542,12 +553,19 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
     assert status == 422
     assert "spec.ttlSeconds in body should be less than or equal to 86400" in message
 
-    # A cluster configured with maxTtlSeconds 600.
-    policy, binding = scoped_bounds_policy(repo_root, team.namespace, 600)
+    # The installed policy holds the default (it equals the CRD's ceiling, which refuses first) ...
     admission = AdmissionregistrationV1Api(team.admin)
-    admission.create_validating_admission_policy(policy)
+    installed = admission.read_validating_admission_policy("kubelock-lockclaim-bounds").to_dict()
+    assert {"name": "maxTtlSeconds", "expression": "86400"} in installed["spec"]["variables"]
+    bound = admission.read_validating_admission_policy_binding("kubelock-lockclaim-bounds").to_dict()
+    assert bound["spec"]["policy_name"] == "kubelock-lockclaim-bounds"
+    assert bound["spec"]["validation_actions"] == ["Deny"]
+
+    # ... and a cluster configured with maxTtlSeconds 600 refuses more.
+    policy, binding = scoped_bounds_policy(repo_root, team.namespace, 600)
+    admission.create_validating_admission_policy(V1ValidatingAdmissionPolicy.model_validate(policy))
     try:
-        admission.create_validating_admission_policy_binding(binding)
+        admission.create_validating_admission_policy_binding(V1ValidatingAdmissionPolicyBinding.model_validate(binding))
 
         def enforced() -> bool:
             return dry_run_status(alice, {"resource": "probe://bounds", "holder": "alice", "ttlSeconds": 601}) == 422
@@ -656,11 +674,9 @@ def restricted_operator(
     rbac = RbacAuthorizationV1Api(admin_api)
     binding = f"kubelock-operator-{namespace}"
     rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": binding},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubelock-operator"},
-            "subjects": [subject(user)],
-        }
+        V1ClusterRoleBinding(
+            metadata=V1ObjectMeta(name=binding), role_ref=cluster_role("kubelock-operator"), subjects=[subject(user)]
+        )
     )
     try:
         for verb, resource in (("watch", "lockclaims"), ("operate", "resourcelocks")):

@@ -62,9 +62,7 @@ class Locks:
 
     def renew(self, name: str, marker: str | None = None) -> Body:
         patch = {"metadata": {"annotations": {"kubelock.dev/renew": marker or f"{time.time():.6f}"}}}
-        return dict(
-            self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, "lockclaims", name, patch)
-        )
+        return dict(self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, "lockclaims", name, patch))
 
     def claims(self) -> list[Body]:
         out = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "lockclaims")

@@ -39,8 +39,13 @@ class HolderMonitor:
         while not self._stopped.is_set():
             try:
                 stream = self._watch.stream(
-                    self._api.list_namespaced_custom_object, "kubelock.dev", "v1alpha1", self._namespace,
-                    "lockclaims", resource_version=version or None, timeout_seconds=60,
+                    self._api.list_namespaced_custom_object,
+                    "kubelock.dev",
+                    "v1alpha1",
+                    self._namespace,
+                    "lockclaims",
+                    resource_version=version or None,
+                    timeout_seconds=60,
                 )
                 for event in stream:
                     obj: dict[str, Any] = event["object"]

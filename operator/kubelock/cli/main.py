@@ -16,12 +16,11 @@ from typing import NoReturn
 
 from kubelock.cli import output
 from kubelock.cli.exitcodes import ExitCode, for_error
-from kubelock.domain.waitfor import describe
 from kubelock.sdk import graph as waitgraph
 from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
 from kubelock.sdk.client import AsyncLockClient
-from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.errors import Deadlock, InvalidInput, LockError
 from kubelock.sdk.model import format_time
 
 Handler = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[int]]
@@ -276,10 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(output.dumps(output.failure(error, getattr(args, "uri", None))))
         else:
-            print(f"kubelock {args.command}: {error.message}", file=sys.stderr)
-            if hasattr(error, "cycle"):
-                print(f"cycle: {describe(error.cycle)}; release every lock you hold, back off and retry",
-                      file=sys.stderr)
+            advice = "; release every lock you hold, back off and retry" if isinstance(error, Deadlock) else ""
+            print(f"kubelock {args.command}: {error.message}{advice}", file=sys.stderr)
 
     try:
         return run(HANDLERS[args.command], args, report)

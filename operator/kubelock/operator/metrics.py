@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kubelock.domain.model import Action, CreateLock, DeleteLock, SetStatus
-from kubelock.domain.reasons import Phase
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.operator.cache import Cache
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -102,7 +102,10 @@ class Metrics:
 
     def applied(self, namespace: str, action: Action, now: float) -> None:
         if isinstance(action, DeleteLock):
-            self.hold_time.observe(max(0.0, now - action.lock.acquired_at))
+            # A release: the holder deleted its claim. (Ends by expiry, break or pod are counted when
+            # the claim's status leaves Held.)
+            if action.reason is Reason.RELEASED:
+                self.hold_time.observe(max(0.0, now - action.lock.acquired_at))
             return
         if isinstance(action, CreateLock) or not isinstance(action, SetStatus):
             return
@@ -110,6 +113,8 @@ class Metrics:
         previous = claim.status.phase if claim.status else None
         if status.phase is previous:
             return
+        if previous is Phase.HELD and claim.status and claim.status.acquired_at is not None:
+            self.hold_time.observe(max(0.0, now - claim.status.acquired_at))
         first_seen = self._seen.pop(claim.uid, None) if status.phase.terminal or status.phase is Phase.HELD else None
         if status.phase is Phase.HELD:
             self.grants.labels(namespace).inc()

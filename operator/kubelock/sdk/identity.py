@@ -1,9 +1,11 @@
 """Who the caller is, and in which lock space (namespace) it works.
 
-In a pod nothing needs configuring: the holder is the pod's name (`POD_NAME`, from the downward
-API), the claim names the pod (`POD_UID`) so that the pod's death releases its locks, and the
-namespace is `POD_NAMESPACE` or the ServiceAccount's. Elsewhere the holder is an explicit argument,
-`KUBELOCK_HOLDER`, or the authenticated user name as the API server reports it.
+In a pod nothing needs configuring: the holder is the pod's name (`POD_NAME` from the downward API,
+else the pod its ServiceAccount token is bound to, as SelfSubjectReview reports), claims name the pod
+(`spec.podRef`, with `POD_UID` when known) so that the pod's death releases its locks, and the
+namespace is `KUBELOCK_NAMESPACE`, `POD_NAMESPACE` or the ServiceAccount's. Elsewhere the holder is
+an explicit argument, `KUBELOCK_HOLDER`, or the authenticated user name (SelfSubjectReview). These
+defaults are what the admission policies require: a claim in the requester's own name.
 """
 
 from __future__ import annotations

@@ -34,15 +34,17 @@ class _LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        finished = threading.Event()
         tasks: list[asyncio.Task[T]] = []
 
         def copy(task: asyncio.Task[T]) -> None:
             if task.cancelled():
-                result.cancel()
+                result.set_exception(concurrent.futures.CancelledError())
             elif (error := task.exception()) is not None:
                 result.set_exception(error)
             else:
                 result.set_result(task.result())
+            finished.set()
 
         def start() -> None:
             task = self.loop.create_task(coro)
@@ -59,7 +61,7 @@ class _LoopThread:
         except BaseException:
             if not result.done():
                 self.loop.call_soon_threadsafe(cancel)
-                concurrent.futures.wait([result], timeout=CLEANUP_SECONDS)
+                finished.wait(CLEANUP_SECONDS)
             raise
 
     def stop(self) -> None:

@@ -1,0 +1,141 @@
+"""Metrics scraped over HTTP from the running operator, and its decision log lines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiClient, ApiException, CoreV1Api, V1Namespace, V1ObjectMeta
+
+from tests.support.claims import Locks, status_of
+from tests.support.operator import OperatorProcess
+
+SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if not match or line.startswith("#"):
+            continue
+        labels = frozenset(
+            tuple(part.split("=", 1)) for part in re.findall(r'[a-zA-Z_]+="[^"]*"', match["labels"] or "")
+        )
+        labels = frozenset((k, v.strip('"')) for k, v in labels)
+        samples[(match["name"], labels)] = float(match["value"])
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
+    want = frozenset(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+@pytest.fixture
+def observed(control_plane, admin_api: ApiClient, tmp_path: Path) -> Iterator[tuple[OperatorProcess, str]]:  # type: ignore[no-untyped-def]
+    ns = f"klo-{secrets.token_hex(4)}"
+    CoreV1Api(admin_api).create_namespace(V1Namespace(metadata=V1ObjectMeta(name=ns)))
+    op = OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path / "op.log",
+        namespaces=(ns,),
+        metrics=True,
+        extra_args=("--log-format", "json"),
+    ).start()
+    try:
+        yield op, ns
+    finally:
+        op.stop()
+        with contextlib.suppress(ApiException):
+            CoreV1Api(admin_api).delete_namespace(ns)
+
+
+def test_metrics_follow_a_scripted_scenario(observed: tuple[OperatorProcess, str], admin_api: ApiClient) -> None:
+    op, ns = observed
+    locks = Locks(admin_api, ns)
+    before = scrape(op.metrics_port)
+    assert value(before, "kubelock_grants_total", namespace=ns) == 0
+
+    locks.claim("a", "deploy://one", "agent-a")
+    locks.wait_phase("a", "Held")
+    locks.claim("b", "deploy://one", "agent-b")
+    locks.wait_phase("b", "Rejected")
+    locks.claim("c", "deploy://one", "agent-c", wait=True)
+    locks.wait_phase("c", "Pending")
+    locks.claim("d", "deploy://one", "agent-d", wait=True, wait_timeout=1)
+    locks.wait_phase("d", "TimedOut", timeout=15)
+    locks.claim("e", "deploy://short", "agent-e", ttl=1)
+    locks.wait_phase("e", "Expired", timeout=15)
+    # A deadlock: a holds one, waits for two; f holds two, waits for one.
+    locks.claim("f", "deploy://two", "agent-f")
+    locks.wait_phase("f", "Held")
+    locks.claim("a-two", "deploy://two", "agent-a", wait=True)
+    locks.wait_phase("a-two", "Pending")
+    locks.claim("f-one", "deploy://one", "agent-f", wait=True)
+    locks.wait_phase("f-one", "Deadlocked")
+    held = scrape(op.metrics_port)
+    assert value(held, "kubelock_locks_held", namespace=ns) == 2
+    assert value(held, "kubelock_claims_pending", namespace=ns) == 2  # c and a-two
+    # Admin break of a's lock: a is revoked, c (first in queue) is granted.
+    locks.delete_lock(status_of(locks.get("a"))["lockName"])
+    locks.wait_phase("a", "Revoked")
+    locks.wait_phase("c", "Held")
+
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(op.metrics_port)
+        try:
+            assert value(after, "kubelock_grants_total", namespace=ns) == 4  # a, e, f, c
+            assert value(after, "kubelock_rejections_total", namespace=ns) == 1
+            assert value(after, "kubelock_timeouts_total", namespace=ns) == 1
+            assert value(after, "kubelock_expirations_total", namespace=ns) == 1
+            assert value(after, "kubelock_deadlocks_total", namespace=ns) == 1
+            assert value(after, "kubelock_revocations_total", namespace=ns, reason="LockBroken") == 1
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert value(after, "kubelock_acquire_latency_seconds_count") >= 4
+    assert value(after, "kubelock_wait_seconds_count") >= 1  # c waited
+    assert value(after, "kubelock_hold_seconds_count") >= 2  # e expired, a broken
+    assert value(after, "kubelock_reconcile_duration_seconds_count") > 0
+    assert value(after, "kubelock_api_requests_total", verb="create") > 0
+    assert value(after, "kubelock_api_requests_total", verb="patch") > 0
+    # Bounded labels: no resource URI or holder ever appears in a label.
+    for (name, labels), _ in after.items():
+        for key, label in labels:
+            assert "://" not in label and not label.startswith("agent-"), (name, key, label)
+
+
+def test_one_json_log_line_per_decision(observed: tuple[OperatorProcess, str], admin_api: ApiClient) -> None:
+    op, ns = observed
+    locks = Locks(admin_api, ns)
+    locks.claim("a", "github://acme/app/issues/9", "agent-a")
+    locks.wait_phase("a", "Held")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        entries = [json.loads(line) for line in op.log_text().splitlines() if line.startswith("{")]
+        decisions = [e for e in entries if e.get("claim") == "a"]
+        if decisions:
+            break
+        time.sleep(0.1)
+    assert decisions, op.log_text()[-2000:]
+    entry = decisions[0]
+    assert entry["namespace"] == ns
+    assert entry["resource"] == "github://acme/app/issues/9"
+    assert entry["holder"] == "agent-a"
+    assert entry["outcome"] == "Held"
+    assert entry["reason"] == "Granted"
+    assert entry["level"] == "info" and entry["time"].endswith("Z")

@@ -1,0 +1,141 @@
+"""What the commands print: JSON shapes built as objects (never pasted together) and human tables."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from kubelock.cli import output
+from kubelock.domain.reasons import Phase
+from kubelock.sdk.admin import LockStatus
+from kubelock.sdk.errors import Deadlock, Expired, NotFound, Rejected, Revoked, TimedOut, Unreachable
+from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+NOW = T0.timestamp() + 65
+
+
+def held_result(resource: str = "github://acme/app/issues/42") -> AcquireResult:
+    return AcquireResult(
+        ok=True, resource=resource, holder="agent-a", namespace="agents", claim_name="c", lock_name="l",
+        fencing_token=7, acquired_at=T0, expires_at=T0.replace(minute=34), held_since=T0,
+    )
+
+
+def test_acquired_shape() -> None:
+    assert output.acquired(held_result()) == {
+        "ok": True,
+        "resource": "github://acme/app/issues/42",
+        "holder": "agent-a",
+        "namespace": "agents",
+        "fencingToken": 7,
+        "acquiredAt": "2026-01-02T03:04:05.123456Z",
+        "expiresAt": "2026-01-02T03:34:05.123456Z",
+        "claim": "c",
+        "lock": "l",
+    }
+
+
+def test_conflict_shape_from_a_result_and_from_an_error() -> None:
+    result = AcquireResult(ok=False, resource="deploy://x", holder="agent-b", namespace="n", claim_name="c",
+                           held_since=T0, message="held")
+    expected = {"ok": False, "error": "HeldByAnotherHolder", "resource": "deploy://x", "holder": "agent-b",
+                "heldSince": "2026-01-02T03:04:05.123456Z", "message": "held"}
+    assert output.acquired(result) == expected
+    error = Rejected("held", holder="agent-b", held_since="2026-01-02T03:04:05.123456Z")
+    assert output.failure(error, "deploy://x") == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            Deadlock(["a", "r://1", "b", "r://2", "a"]),
+            {"ok": False, "error": "DeadlockDetected", "resource": "r://2", "deadlock": True,
+             "cycle": ["a", "r://1", "b", "r://2", "a"], "message": "deadlock: a → r://1 → b → r://2 → a"},
+        ),
+        (
+            TimedOut("gave up", holder="b"),
+            {"ok": False, "error": "WaitTimedOut", "resource": "r://2", "timedOut": True, "holder": "b",
+             "message": "gave up"},
+        ),
+        (
+            Expired("lease ran out"),
+            {"ok": False, "error": "LeaseExpired", "resource": "r://2", "lost": True, "message": "lease ran out"},
+        ),
+        (
+            Revoked("broken", reason="LockBroken"),
+            {"ok": False, "error": "LockBroken", "resource": "r://2", "lost": True, "message": "broken"},
+        ),
+        (NotFound("none"), {"ok": False, "error": "NotFound", "resource": "r://2", "message": "none"}),
+        (Unreachable("down"), {"ok": False, "error": "Unreachable", "resource": "r://2", "message": "down"}),
+    ],
+)
+def test_failure_shapes(error: Exception, expected: dict[str, Any]) -> None:
+    assert output.failure(error, "r://2") == expected  # type: ignore[arg-type]
+
+
+def test_released_and_renewed_shapes() -> None:
+    assert output.released(ReleaseResult("r://1", "c", Phase.HELD)) == {
+        "ok": True, "resource": "r://1", "released": True, "previousPhase": "Held", "claim": "c"
+    }
+    assert output.renewed(RenewResult("r://1", "c", 3, T0, True)) == {
+        "ok": True, "resource": "r://1", "fencingToken": 3, "expiresAt": "2026-01-02T03:04:05.123456Z",
+        "confirmed": True, "claim": "c",
+    }
+
+
+def test_crafted_values_cannot_inject_fields() -> None:
+    crafted = 'github://x","ok":true,"holder":"me'
+    text = output.dumps(output.failure(Rejected("held", holder='b","ok":true'), crafted))
+    parsed = json.loads(text)
+    assert parsed["ok"] is False
+    assert parsed["resource"] == crafted
+    assert parsed["holder"] == 'b","ok":true'
+    assert "\n" not in output.dumps({"message": "two\nlines"})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59, "59s"), (60, "1m00s"), (3599, "59m59s"), (3600, "1h00m"), (90061, "1d01h"), (-5, "-5s")],
+)
+def test_durations(seconds: int, text: str) -> None:
+    assert output.duration(seconds) == text
+
+
+def test_status_table() -> None:
+    lock = LockInfo(name="l", namespace="agents", uid="u", resource_version="1", resource="deploy://api-prod",
+                    holder="agent-a", claim_name="c", fencing_token=12, acquired_at=T0, renewed_at=T0,
+                    expires_at=datetime.fromtimestamp(T0.timestamp() + 120, UTC), lease_seconds=120, annotations={})
+    expired = LockInfo(name="m", namespace="agents", uid="v", resource_version="1", resource="github://a/b",
+                       holder="agent-b", claim_name="d", fencing_token=13, acquired_at=T0, renewed_at=T0,
+                       expires_at=T0, lease_seconds=1, annotations={})
+    table = output.status_table(
+        [LockStatus(lock, waiters=2, stale=False), LockStatus(expired, waiters=0, stale=True)],
+        all_namespaces=True, now=NOW,
+    )
+    assert table.splitlines() == [
+        "NAMESPACE   RESOURCE            HOLDER    TOKEN   AGE     EXPIRES IN   WAITERS   STALE",
+        "agents      deploy://api-prod   agent-a   12      1m05s   55s          2",
+        "agents      github://a/b        agent-b   13      1m05s   expired      0         stale",
+    ]
+
+
+def test_claims_table_and_claim_json() -> None:
+    info = ClaimInfo.from_body(
+        {
+            "metadata": {"name": "c1", "namespace": "n", "uid": "u", "resourceVersion": "5"},
+            "spec": {"resource": "GitHub://a/b/", "holder": "agent-a", "wait": True},
+            "status": {"phase": "Pending", "reason": "Queued", "queuePosition": 2, "holder": "agent-b",
+                       "unknownField": "ignored"},
+        }
+    )
+    assert info.resource == "github://a/b"  # normalised
+    assert output.claims_table([info], now=NOW).splitlines()[1].split() == [
+        "github://a/b", "Pending", "-", "-", "2", "c1"
+    ]
+    as_json = output.claim(info)
+    assert (as_json["phase"], as_json["queuePosition"], as_json["currentHolder"]) == ("Pending", 2, "agent-b")
