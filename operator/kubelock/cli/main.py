@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(ExitCode.INVALID_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def _whole_seconds(text: str) -> int:
     try:
         return int(text)
     except ValueError:
@@ -81,7 +81,7 @@ def build_parser() -> Parser:
     p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
-    p.add_argument("--ttl", type=_positive_int, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
     add("release", "release a lock you hold (or leave its queue)").add_argument("uri")
     add("heartbeat", "renew a lock you hold: it lasts another TTL").add_argument("uri")
     p = add("status", "table of held locks: holder, age, expiry, waiters, stale")

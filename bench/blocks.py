@@ -1,0 +1,479 @@
+"""The benchmark's blocks: each runs anchor and operator rounds interleaved (A B A B ...), turns the
+samples into rows, and records CPU seconds and API requests. A block that fails becomes error rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anchors
+import scenarios
+from harness import (
+    Env,
+    OperatorProcess,
+    RequestTally,
+    apiserver_requests,
+    children_by_name,
+    cpu_seconds,
+    diff,
+    ensure_namespace,
+    rss_mib,
+    writes,
+)
+from kubelock.kube import paths
+from report import Document, Row, Summary, Target, error_rows, median, summarise
+
+log = logging.getLogger("bench")
+MS = 1000.0
+NS_ANCHOR, NS_KUBELOCK, NS_NAIVE, NS_BIG, NS_LEASES = (
+    "bench-anchor", "bench-kubelock", "bench-naive", "bench-big", "bench-leases",
+)
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kwok")
+LOCK_RESOURCES = frozenset({"lockclaims", "resourcelocks", "events"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    acquire_rounds: int
+    acquire_samples: int
+    cycle_agents: tuple[int, ...]
+    cycle_seconds: float
+    cycle_rounds: int
+    handoff_rounds: int
+    naive_handoff_rounds: int
+    pod_rounds: int
+    pod_samples: int
+    chain: int
+    deadlock_samples: int
+    live_locks: int  # live locks during the expiry test (#4)
+    expiring: int
+    expiry_rate: float  # claims created per second for #4
+    held_locks: int  # for #7 and #8
+    restart_rounds: int
+    waiters: int = 10
+    warmup: int = 3
+
+
+QUICK = Plan(
+    quick=True, acquire_rounds=3, acquire_samples=15, cycle_agents=(1, 10, 50, 200), cycle_seconds=1.5,
+    cycle_rounds=1, handoff_rounds=2, naive_handoff_rounds=0, pod_rounds=2, pod_samples=5, chain=200,
+    deadlock_samples=10, live_locks=1000, expiring=100, expiry_rate=100.0, held_locks=2000, restart_rounds=1,
+)
+FULL = Plan(
+    quick=False, acquire_rounds=5, acquire_samples=60, cycle_agents=(1, 10, 50, 200), cycle_seconds=5.0,
+    cycle_rounds=3, handoff_rounds=6, naive_handoff_rounds=1, pod_rounds=3, pod_samples=15, chain=1000,
+    deadlock_samples=40, live_locks=10_000, expiring=1000, expiry_rate=250.0, held_locks=10_000,
+    restart_rounds=3,
+)
+
+
+@dataclass
+class Account:
+    """CPU seconds and API requests of one block and flavour, summed over its rounds."""
+
+    block: str
+    flavour: str
+    units: int = 0
+    unit: str = "samples"
+    cpu: Counter[str] = field(default_factory=Counter)
+    apiserver: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    operator: Counter[tuple[str, ...]] = field(default_factory=Counter)
+    client: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        requests: Counter[str] = Counter()
+        for (verb, resource, sub), n in self.apiserver.items():
+            if resource:  # not /metrics, /readyz ...
+                requests[f"{verb} {resource}{'/' + sub if sub else ''}"] += n
+        per_unit = {k: v / self.units for k, v in sorted(requests.items())} if self.units else {}
+        return {
+            "block": self.block,
+            "flavour": self.flavour,
+            "units": self.units,
+            "unit": self.unit,
+            "cpu": {k: round(v, 3) for k, v in sorted(self.cpu.items())},
+            "requests": dict(sorted(requests.items())),
+            "requests_per_unit": {k: round(v, 3) for k, v in per_unit.items()},
+            "operator_requests": {f"{v} {c}": n for (v, c), n in sorted(self.operator.items())},
+            "client_requests": dict(sorted(self.client.items())),
+        }
+
+
+class Runner:
+    def __init__(self, env: Env, plan: Plan, kubeconfig: Path, log_dir: Path) -> None:
+        self.env = env
+        self.plan = plan
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.doc = Document(machine={})
+        self.anchor: dict[str, Summary] = {}
+        self.accounts: dict[tuple[str, str], Account] = {}
+        self.pids = children_by_name(CONTROL_PLANE)
+        self.kubelock = OperatorProcess("kubelock", kubeconfig, NS_KUBELOCK, log_dir)
+        self.naive = OperatorProcess("naive", kubeconfig, NS_NAIVE, log_dir)
+        self.naive_error: str | None = None
+
+    @property
+    def tally(self) -> RequestTally:
+        return self.env.tally
+
+    # ---- accounting -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def account(
+        self, block: str, flavour: str, operator: OperatorProcess | None, unit: str = "samples"
+    ) -> AsyncIterator[Account]:
+        key = (block, flavour)
+        total = self.accounts.setdefault(key, Account(block, flavour, unit=unit))
+        pids = {**self.pids, "bench client": os.getpid()}
+        if operator is not None and operator.process is not None:
+            pids[f"operator ({operator.flavour})"] = operator.pid
+        cpu_before = {k: cpu_seconds(p) for k, p in pids.items()}
+        api_before = await apiserver_requests(self.env.credentials)
+        op_before = await operator.api_requests() if operator else Counter()
+        client_before = self.tally.snapshot()
+        this = Account(block, flavour, unit=unit)
+        yield this
+        for k, p in pids.items():
+            total.cpu[k] += cpu_seconds(p) - cpu_before[k]
+        total.apiserver.update(diff(await apiserver_requests(self.env.credentials), api_before))
+        if operator is not None:
+            total.operator.update(diff(await operator.api_requests(), op_before))
+        total.client.update(diff(self.tally.snapshot(), client_before))
+        total.units += this.units
+
+    # ---- the run ----------------------------------------------------------------------------
+
+    async def run(self, only: Sequence[int] = ()) -> Document:
+        for ns in (NS_ANCHOR, NS_KUBELOCK, NS_NAIVE, NS_BIG, NS_LEASES):
+            await ensure_namespace(self.env.client, ns)
+        await self.kubelock.start()
+        try:
+            await self.naive.start()
+        except Exception as error:  # the comparator is optional: its rows say why it is missing
+            log.warning("naive kopf operator did not start: %s", error)
+            self.naive_error = f"naive operator did not start: {error}"
+        blocks: list[tuple[int, Callable[[], Awaitable[None]], list[str]]] = [
+            (1, self.block_acquire, ["uncontended acquire"]),
+            (2, self.block_cycles, ["acquire+release cycles"]),
+            (3, self.block_handoff, ["contended handoff"]),
+            (5, self.block_pod, ["pod deleted → next waiter Held"]),
+            (6, self.block_deadlock, ["deadlock reported"]),
+            (7, self.block_many, ["TTL expiry / RSS / restart with many locks"]),
+        ]
+        try:
+            for id_, block, names in blocks:
+                if only and id_ not in only and not (id_ == 7 and {4, 8} & set(only)):
+                    continue
+                began = time.monotonic()
+                log.info("block %d: %s", id_, names[0])
+                try:
+                    await asyncio.wait_for(block(), timeout=1200)
+                except Exception as error:
+                    log.exception("block %d failed", id_)
+                    self.doc.rows += error_rows(id_, names, error)
+                log.info("block %d done in %.1f s", id_, time.monotonic() - began)
+        finally:
+            self.kubelock.stop()
+            self.naive.stop()
+        self.doc.anchors = {
+            name: {"p50": s.p50, "p99": s.p99, "max": s.max, "unit": _anchor_unit(name), "samples": s.samples,
+                   "rounds": s.rounds}
+            for name, s in self.anchor.items()
+        }
+        self.doc.resources = [a.to_json() for a in self.accounts.values()]
+        return self.doc
+
+    def naive_ok(self) -> bool:
+        return self.naive_error is None and self.naive.process is not None and self.naive.process.alive()
+
+    # ---- 1 ----------------------------------------------------------------------------------
+
+    async def block_acquire(self) -> None:
+        p, env = self.plan, self.env
+        await anchors.create_seen(env, NS_ANCHOR, p.warmup)
+        await scenarios.acquire(env, NS_KUBELOCK, p.warmup)
+        if self.naive_ok():
+            await scenarios.acquire(env, NS_NAIVE, p.warmup)
+        w: list[list[float]] = []
+        o: list[list[float]] = []
+        held: dict[str, list[list[float]]] = {"kubelock": [], "naive-kopf": []}
+        lock: dict[str, list[list[float]]] = {"kubelock": [], "naive-kopf": []}
+        naive_error: str | None = self.naive_error
+        for _ in range(p.acquire_rounds):
+            async with self.account("1 acquire", "anchor (Lease)", None) as acc:
+                a = await anchors.create_seen(env, NS_ANCHOR, p.acquire_samples)
+                acc.units = p.acquire_samples
+            w.append(a.w)
+            o.append(a.o)
+            for flavour, ns, op in (("kubelock", NS_KUBELOCK, self.kubelock), ("naive-kopf", NS_NAIVE, self.naive)):
+                if flavour == "naive-kopf" and (naive_error or not self.naive_ok()):
+                    continue
+                try:
+                    async with self.account("1 acquire", flavour, op) as acc:
+                        k = await scenarios.acquire(env, ns, p.acquire_samples)
+                        acc.units = p.acquire_samples
+                except Exception as error:
+                    if flavour == "kubelock":
+                        raise
+                    naive_error = f"{type(error).__name__}: {error}"
+                    continue
+                held[flavour].append(k.held)
+                lock[flavour].append(k.lock)
+        self.anchor["W"] = summarise(w, MS)
+        self.anchor["O"] = summarise(o, MS)
+        O = self.anchor["O"]
+        for flavour in ("kubelock", "naive-kopf"):
+            if flavour == "naive-kopf" and naive_error:
+                self.doc.rows += error_rows(1, ["uncontended acquire"], naive_error, flavour)
+                continue
+            for what, data in (("Held seen", held[flavour]), ("lock seen", lock[flavour])):
+                s = summarise(data, MS)
+                detail = f"{s.rounds} rounds, {s.samples} samples"
+                self.doc.rows += [
+                    Row(1, f"uncontended acquire p50 ({what})", "ms", s.p50, O.p50, "O p50",
+                        Target("p50 <= 3 x O", 3), flavour, detail),
+                    Row(1, f"uncontended acquire p99 ({what})", "ms", s.p99, O.p99, "O p99",
+                        Target("p99 <= 4 x O", 4), flavour, detail),
+                ]
+
+    # ---- 2 ----------------------------------------------------------------------------------
+
+    async def block_cycles(self) -> None:
+        p, env = self.plan, self.env
+        for n in p.cycle_agents:
+            rates: dict[str, list[float]] = {"anchor": [], "kubelock": [], "naive-kopf": []}
+            errors: dict[str, str] = {}
+            if self.naive_error:
+                errors["naive-kopf"] = self.naive_error
+            for _ in range(p.cycle_rounds):
+                async with self.account(f"2 cycles N={n}", "anchor (Lease)", None, "cycles") as acc:
+                    t = await anchors.lease_cycles(env, NS_ANCHOR, n, p.cycle_seconds)
+                    acc.units = t.total
+                rates["anchor"].append(t.rate)
+                for flavour, ns, op in (
+                    ("kubelock", NS_KUBELOCK, self.kubelock), ("naive-kopf", NS_NAIVE, self.naive)
+                ):
+                    if flavour in errors:
+                        continue
+                    try:
+                        async with self.account(f"2 cycles N={n}", flavour, op, "cycles") as acc:
+                            c = await scenarios.claim_cycles(env, ns, n, p.cycle_seconds)
+                            acc.units = c.total
+                            await scenarios.settle_locks(env, ns)
+                    except Exception as error:
+                        log.exception("cycles N=%d %s failed", n, flavour)
+                        errors[flavour] = f"{type(error).__name__}: {error}"
+                        continue
+                    rates[flavour].append(c.rate)
+            anchor = median(rates["anchor"])
+            self.anchor[f"T({n})"] = Summary(anchor, anchor, max(rates["anchor"]), len(rates["anchor"]),
+                                            len(rates["anchor"]))
+            target = Target("≥ 0.4 x T(N)", 0.4, at_least=True) if n >= 50 else None
+            for flavour in ("kubelock", "naive-kopf"):
+                if flavour in errors:
+                    self.doc.rows += error_rows(2, [f"cycles/s N={n}"], errors[flavour], flavour)
+                    continue
+                rounds = len(rates[flavour])
+                self.doc.rows.append(Row(2, f"cycles/s N={n}", "cycles/s", median(rates[flavour]), anchor,
+                                         f"T({n})", target, flavour, f"{rounds} x {p.cycle_seconds:g} s"))
+                self.doc.rows.append(self._writes_row(n, flavour))
+
+    def _writes_row(self, n: int, flavour: str) -> Row:
+        acc = self.accounts[(f"2 cycles N={n}", flavour)]
+        if not acc.units:
+            return Row(2, f"API writes per cycle N={n}", "writes", None, flavour=flavour, error="no cycles")
+        if flavour == "kubelock":
+            total = writes(acc.operator) + writes(acc.client)
+            how = "operator metric + client"
+        else:  # no metrics of its own: the API server's count of writes to claims, locks and events
+            total = sum(n_ for (verb, res, _), n_ in acc.apiserver.items()
+                        if res in LOCK_RESOURCES and verb.lower() in ("post", "put", "patch", "delete"))
+            how = "API server count (claims, locks, events)"
+        return Row(2, f"API writes per cycle N={n}", "writes", total / acc.units, None, "",
+                   Target("<= 5 writes per cycle", 0, 5), flavour, how)
+
+    # ---- 3 ----------------------------------------------------------------------------------
+
+    async def block_handoff(self) -> None:
+        p, env = self.plan, self.env
+        h: list[list[float]] = []
+        results: dict[str, list[scenarios.Handoffs]] = {"kubelock": [], "naive-kopf": []}
+        naive_error = self.naive_error
+        await scenarios.handoff(env, NS_KUBELOCK, 2)  # warm-up
+        for r in range(p.handoff_rounds):
+            async with self.account("3 handoff", "anchor (Lease)", None, "handoffs") as acc:
+                h.append(await anchors.lease_handoff(env, NS_ANCHOR, p.waiters))
+                acc.units = p.waiters
+            async with self.account("3 handoff", "kubelock", self.kubelock, "handoffs") as acc:
+                results["kubelock"].append(await scenarios.handoff(env, NS_KUBELOCK, p.waiters))
+                acc.units = p.waiters
+            if r < p.naive_handoff_rounds and not naive_error and self.naive_ok():
+                try:
+                    async with self.account("3 handoff", "naive-kopf", self.naive, "handoffs") as acc:
+                        results["naive-kopf"].append(await scenarios.handoff(env, NS_NAIVE, p.waiters))
+                        acc.units = p.waiters
+                except Exception as error:
+                    naive_error = f"{type(error).__name__}: {error}"
+        self.anchor["H"] = H = summarise(h, MS)
+        for flavour, data in results.items():
+            if flavour == "naive-kopf" and naive_error:
+                self.doc.rows += error_rows(3, ["contended handoff"], naive_error, flavour)
+                continue
+            if not data:
+                continue
+            for what, rounds in (("Held seen", [d.held for d in data]), ("lock seen", [d.lock for d in data])):
+                s = summarise(rounds, MS)
+                detail = f"{s.rounds} rounds x {p.waiters} waiters"
+                self.doc.rows += [
+                    Row(3, f"contended handoff p50 ({what})", "ms", s.p50, H.p50, "H p50",
+                        Target("p50 <= 2 x H", 2), flavour, detail),
+                    Row(3, f"contended handoff p99 ({what})", "ms", s.p99, H.p99, "H p99",
+                        Target("p99 <= 3 x H", 3), flavour, detail),
+                ]
+            violations = sum(d.fifo_violations for d in data)
+            self.doc.rows.append(Row(3, "FIFO violations", "handoffs", float(violations), None, "",
+                                     Target("0 (strict FIFO)", 0, 0), flavour,
+                                     f"of {sum(len(d.held) for d in data)} handoffs"))
+
+    # ---- 5 ----------------------------------------------------------------------------------
+
+    async def block_pod(self) -> None:
+        p, env = self.plan, self.env
+        pd: list[list[float]] = []
+        kl: list[list[float]] = []
+        for _ in range(p.pod_rounds):
+            async with self.account("5 pod", "anchor (pod delete)", None) as acc:
+                pd.append(await anchors.pod_delete_seen(env, NS_ANCHOR, env.node, p.pod_samples))
+                acc.units = p.pod_samples
+            async with self.account("5 pod", "kubelock", self.kubelock) as acc:
+                kl.append(await scenarios.pod_handoff(env, NS_KUBELOCK, p.pod_samples))
+                acc.units = p.pod_samples
+        self.anchor["P"] = P = summarise(pd, MS)
+        s = summarise(kl, MS)
+        H = self.anchor.get("H")
+        detail = f"{s.rounds} rounds, {s.samples} samples"
+        a50 = P.p50 + 2 * H.p50 if H else None
+        a99 = P.p99 + 2 * H.p99 if H else None
+        self.doc.rows += [
+            Row(5, "pod deleted → next waiter Held p50", "ms", s.p50, a50, "P + 2H (p50)", None, "kubelock", detail),
+            Row(5, "pod deleted → next waiter Held p99", "ms", s.p99, a99, "P + 2H (p99)",
+                Target("p99 <= P + 2 x H", 1), "kubelock", detail),
+        ]
+
+    # ---- 6 ----------------------------------------------------------------------------------
+
+    async def block_deadlock(self) -> None:
+        p, env = self.plan, self.env
+        async with self.account(f"6 deadlock chain {p.chain}", "kubelock", self.kubelock, "closing claims") as acc:
+            samples = await scenarios.deadlock(env, NS_KUBELOCK, p.chain, p.deadlock_samples)
+            acc.units = len(samples)
+        s = summarise([samples], MS)
+        O, W = self.anchor.get("O"), self.anchor.get("W")
+        a50 = O.p50 + W.p50 if O and W else None
+        a99 = O.p99 + W.p99 if O and W else None
+        detail = f"chain of {p.chain}, {s.samples} closing claims"
+        self.doc.rows += [
+            Row(6, "deadlock reported p50", "ms", s.p50, a50, "O + W (p50)", None, "kubelock", detail),
+            Row(6, "deadlock reported p99", "ms", s.p99, a99, "O + W (p99)",
+                Target("p99 <= O + W + 5 ms", 1, 5), "kubelock", detail),
+        ]
+        await self._clear(NS_KUBELOCK)
+
+    async def _clear(self, namespace: str) -> None:
+        """Deletes every claim of a namespace (one deletecollection) and waits for the locks to go."""
+        await self.env.client.request("DELETE", paths.claims(namespace), verb="deletecollection")
+        await scenarios.settle_locks(self.env, namespace, timeout=300)
+
+    # ---- 7, 4, 8: many locks ----------------------------------------------------------------
+
+    async def block_many(self) -> None:
+        p, env = self.plan, self.env
+        op = OperatorProcess("kubelock", self.kubeconfig, NS_BIG, self.log_dir)
+        await op.start()
+        try:
+            await asyncio.sleep(3)  # past the first resync, idle
+            m0 = median([await _rss_after(op.pid, 0.2) for _ in range(5)])
+            self.anchor["M0"] = Summary(m0, m0, m0, 1, 5)
+            live = min(p.live_locks, p.held_locks)
+            async with self.account(f"7 populate {live}", "kubelock", op, "claims") as acc:
+                took = await scenarios.populate(env, NS_BIG, live, "live")
+                acc.units = live
+            log.info("%d held locks in %.1f s (%.0f grants/s)", live, took, live / took)
+            await self._expiry(op, live)
+            if p.held_locks > live:
+                async with self.account(f"7 populate {p.held_locks}", "kubelock", op, "claims") as acc:
+                    await scenarios.populate(env, NS_BIG, p.held_locks, "live", start=live)
+                    acc.units = p.held_locks - live
+            await asyncio.sleep(3)
+            rss = median([await _rss_after(op.pid, 0.2) for _ in range(5)])
+            self.doc.rows.append(Row(7, f"operator RSS with {p.held_locks} held locks", "MiB", rss, m0, "M0",
+                                     Target("<= M0 + 50 MiB", 1, 50), "kubelock",
+                                     f"M0 {m0:.1f} MiB idle, +{rss - m0:.1f} MiB"))
+            await self._restart(op)
+        finally:
+            op.stop()
+
+    async def _expiry(self, op: OperatorProcess, live: int) -> None:
+        p, env = self.plan, self.env
+        try:
+            async with self.account(f"4 expiry {p.expiring} among {live}", "kubelock", op, "expiries") as acc:
+                result = await scenarios.expiry(env, NS_BIG, p.expiring, p.expiry_rate)
+                acc.units = len(result.lateness)
+        except Exception as error:
+            log.exception("expiry failed")
+            self.doc.rows += error_rows(4, ["TTL expiry lateness"], error)
+            return
+        s = summarise([result.lateness], MS)
+        W = self.anchor.get("W")
+        detail = f"{p.expiring} expiring within {result.window:.1f} s among {live} live locks"
+        self.doc.rows += [
+            Row(4, "TTL expiry lateness p50", "ms", s.p50, W.p50 if W else None, "W p50", None, "kubelock", detail),
+            Row(4, "TTL expiry lateness p99", "ms", s.p99, W.p99 if W else None, "W p99",
+                Target("p99 <= 2 x W + 50 ms", 2, 50), "kubelock", detail),
+            Row(4, "TTL expiry lateness max", "ms", s.max, None, "", Target("never > 500 ms", 0, 500),
+                "kubelock", detail),
+        ]
+
+    async def _restart(self, op: OperatorProcess) -> None:
+        p, env = self.plan, self.env
+        await anchors.create_leases(env, NS_LEASES, p.held_locks)
+        lists: list[float] = []
+        restarts: list[float] = []
+        items = 0
+        for _ in range(p.restart_rounds):
+            async with self.account(f"8 LIST {p.held_locks} Leases", "anchor (Lease)", None, "lists") as acc:
+                for _ in range(3):
+                    seconds, items = await anchors.list_leases(env, NS_LEASES)
+                    lists.append(seconds)
+                    acc.units += 1
+            async with self.account(f"8 restart with {p.held_locks}", "kubelock", op, "restarts") as acc:
+                restarts.append(await scenarios.restart(env, op, NS_BIG))
+                acc.units = 1
+            await asyncio.sleep(2)
+        L = median(lists)
+        self.anchor["L"] = Summary(L, max(lists), max(lists), 1, len(lists))
+        self.doc.rows.append(Row(8, f"restart with {p.held_locks} locks → new claim Held", "s", median(restarts),
+                                 L, "L", Target("<= 2 x L + 1 s", 2, 1), "kubelock",
+                                 f"{len(restarts)} restarts; L = LIST+parse of {items} Leases"))
+
+
+async def _rss_after(pid: int, seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return rss_mib(pid)
+
+
+def _anchor_unit(name: str) -> str:
+    if name.startswith("T("):
+        return "cycles/s"
+    return {"M0": "MiB", "L": "s"}.get(name, "ms")

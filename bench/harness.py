@@ -1,0 +1,446 @@
+"""The machinery every scenario shares: the client with request counting, watches stamped on arrival,
+operator processes, /proc readings and Prometheus scrapes.
+
+Anchors and kubelock rounds use the same `KubeClient`, the same watch code and the same event loop,
+so the client's own cost is identical on both sides of every ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import re
+import secrets
+import signal
+import ssl
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from kubelock.kube.client import KubeClient
+from kubelock.kube.config import Credentials
+from kubelock.kube.errors import Conflict, NotFound
+from kubelock.testbed.processes import ManagedProcess, free_port, start_process
+
+REPO = Path(__file__).resolve().parents[1]
+Body = dict[str, Any]
+WRITE_VERBS = frozenset({"create", "patch", "update", "delete", "deletecollection"})
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Set by a watch task for itself: the client's request hook fires when the watch's response headers
+# arrive, which the API server sends only once the watcher is registered. Waiting for that before
+# the timed write means no event can be missed and no watch set-up time is counted.
+_ESTABLISHED: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("established", default=None)
+
+
+class RequestTally:
+    """The client's own requests by verb (the KubeClient request hook)."""
+
+    def __init__(self) -> None:
+        self.by_verb: Counter[str] = Counter()
+
+    def __call__(self, verb: str, status: int, seconds: float) -> None:
+        self.by_verb[verb] += 1
+        if verb == "watch":
+            established = _ESTABLISHED.get()
+            if established is not None:
+                established.set()
+
+    def snapshot(self) -> Counter[str]:
+        return Counter(self.by_verb)
+
+
+@dataclass
+class Env:
+    """What every scenario needs; `watcher` is a second connection pool for long-lived watches."""
+
+    credentials: Credentials
+    client: KubeClient
+    watcher: KubeClient
+    tally: RequestTally
+    node: str
+    quick: bool
+    timeout: float = 60.0
+
+
+def new_client(credentials: Credentials, tally: RequestTally, *, agent: str = "kubelock-bench") -> KubeClient:
+    # A few retries of transient errors (429, 5xx, resets): a noisy machine must not end a round.
+    return KubeClient(credentials, timeout=60.0, retries=3, on_request=tally, user_agent=agent)
+
+
+# ---- watches ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One watch event and when it arrived (monotonic for latencies, wall clock for deadlines)."""
+
+    at: float
+    wall: float
+    type: str
+    obj: Body
+
+    @property
+    def name(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("name", ""))
+
+    @property
+    def phase(self) -> str | None:
+        return (self.obj.get("status") or {}).get("phase")
+
+
+Predicate = Callable[[Seen], bool]
+
+
+class Watch:
+    """One watch request read by its own task; waiters are keyed by object name, so a namespace-wide
+    watch can serve hundreds of agents without testing every event against every waiter."""
+
+    def __init__(self, client: KubeClient, path: str, *, resource_version: str | None = None, **params: Any) -> None:
+        self._client = client
+        self._path = path
+        self._version = resource_version
+        self._params = params
+        self.history: dict[str, list[Seen]] = {}
+        self._waiters: dict[str, list[tuple[Predicate, asyncio.Future[Seen]]]] = {}
+        self._established = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    async def __aenter__(self) -> Watch:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, timeout: float = 30.0) -> Watch:
+        self._task = asyncio.create_task(self._run(), name=f"watch {self._path}")
+        established = asyncio.create_task(self._established.wait())
+        done, _ = await asyncio.wait({established, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if established not in done:
+            established.cancel()
+            await self.close()
+            raise TimeoutError(f"watch on {self._path} not established within {timeout:.0f} s: {self.error!r}")
+        return self
+
+    async def _run(self) -> None:
+        _ESTABLISHED.set(self._established)
+        try:
+            async for event in self._client.watch(
+                self._path, resource_version=self._version, timeout_seconds=1800, **self._params
+            ):
+                seen = Seen(time.perf_counter(), time.time(), str(event.get("type")), event.get("object") or {})
+                if seen.type == "BOOKMARK":
+                    continue
+                self.history.setdefault(seen.name, []).append(seen)
+                waiters = self._waiters.get(seen.name)
+                if waiters:
+                    for predicate, future in list(waiters):
+                        if not future.done() and predicate(seen):
+                            future.set_result(seen)
+                            waiters.remove((predicate, future))
+        except Exception as error:  # reported to every waiter below
+            self.error = error
+        finally:
+            for waiters in self._waiters.values():
+                for _, future in waiters:
+                    if not future.done():
+                        future.set_exception(RuntimeError(f"watch on {self._path} ended: {self.error!r}"))
+
+    def first(self, name: str, predicate: Predicate) -> Seen | None:
+        return next((s for s in self.history.get(name, ()) if predicate(s)), None)
+
+    async def wait_for(self, name: str, predicate: Predicate, timeout: float) -> Seen:
+        """The first event about `name` (already seen or still to come) that satisfies `predicate`."""
+        seen = self.first(name, predicate)
+        if seen is not None:
+            return seen
+        if self._task is None or self._task.done():
+            raise RuntimeError(f"watch on {self._path} is not running: {self.error!r}")
+        future: asyncio.Future[Seen] = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.setdefault(name, []).append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            waiters = self._waiters.get(name, [])
+            if entry in waiters:
+                waiters.remove(entry)
+            if not waiters:
+                self._waiters.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        self.history.pop(name, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def phase_is(*phases: str) -> Predicate:
+    return lambda seen: seen.type != "DELETED" and seen.phase in phases
+
+
+def deleted(seen: Seen) -> bool:
+    return seen.type == "DELETED"
+
+
+def added(seen: Seen) -> bool:
+    return seen.type in ("ADDED", "MODIFIED")
+
+
+async def current_version(client: KubeClient, path: str) -> str:
+    """The collection's resourceVersion, to start a watch that skips the existing objects."""
+    listing = await client.list(path, limit=1)
+    return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+
+
+# ---- objects ------------------------------------------------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+async def ensure_namespace(client: KubeClient, name: str) -> str:
+    with contextlib.suppress(Conflict):
+        await client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+async def delete_quietly(client: KubeClient, path: str) -> None:
+    with contextlib.suppress(NotFound):
+        await client.delete(path)
+
+
+async def gather_limited(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
+    """Runs the jobs with at most `limit` in flight; results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await job()
+
+    return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# ---- /proc --------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def children_by_name(names: Iterable[str]) -> dict[str, int]:
+    """Our direct children with these command names (the control plane's processes)."""
+    wanted = set(names)
+    found: dict[str, int] = {}
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == me and comm in wanted:
+            found[comm] = int(entry.name)
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per named process between `start()` and `stop()`."""
+
+    pids: dict[str, int]
+    before: dict[str, float] = field(default_factory=dict)
+    spent: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> CpuMeter:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        self.spent = {name: cpu_seconds(pid) - self.before.get(name, 0.0) for name, pid in self.pids.items()}
+        return self.spent
+
+
+# ---- Prometheus scrapes -------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_counter(text: str, metric: str, keys: tuple[str, ...]) -> Counter[tuple[str, ...]]:
+    """Sums of one Prometheus counter grouped by the given labels."""
+    out: Counter[tuple[str, ...]] = Counter()
+    prefix = metric + "{"
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        out[tuple(labels.get(k, "") for k in keys)] += int(float(match["value"]))
+    return out
+
+
+async def scrape(url: str, ssl_context: ssl.SSLContext | None = None) -> str:
+    connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else False)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as response,
+    ):
+        response.raise_for_status()
+        return await response.text()
+
+
+async def apiserver_requests(credentials: Credentials) -> Counter[tuple[str, ...]]:
+    """The API server's own count of requests by (verb, resource, subresource): covers every client."""
+    text = await scrape(f"{credentials.server}/metrics", credentials.ssl_context())
+    return parse_counter(text, "apiserver_request_total", ("verb", "resource", "subresource"))
+
+
+# ---- operator processes -------------------------------------------------------------------------
+
+
+@dataclass
+class OperatorProcess:
+    """kubelock's operator, or the naive kopf comparator, as a child process of the bench."""
+
+    flavour: str  # "kubelock" or "naive"
+    kubeconfig: Path
+    namespace: str
+    log_dir: Path
+    metrics_port: int = 0
+    process: ManagedProcess | None = None
+    starts: int = 0
+
+    def argv(self) -> list[str]:
+        if self.flavour == "kubelock":
+            self.metrics_port = self.metrics_port or free_port()
+            return [
+                sys.executable, "-m", "kubelock.operator", "--kubeconfig", str(self.kubeconfig),
+                "-n", self.namespace, "--health-address", f"127.0.0.1:{free_port()}",
+                "--metrics-port", str(self.metrics_port),
+            ]
+        return [
+            sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.namespace,
+            str(REPO / "bench" / "naive_operator.py"),
+        ]
+
+    @property
+    def ready_line(self) -> str:
+        return "watching LockClaims" if self.flavour == "kubelock" else "naive operator started"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"the {self.flavour} operator is not running")
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.flavour}-{self.namespace}-{self.starts}.log"
+
+    def spawn(self) -> None:
+        """Starts the process without waiting for it (the restart scenario times the whole start)."""
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO / "operator")}
+        self.process = start_process(
+            self.log_path.stem, self.argv(), log_dir=self.log_dir, env=env, cwd=REPO
+        )
+
+    async def start(self, timeout: float = 90.0) -> OperatorProcess:
+        self.spawn()
+        await self.wait_ready(timeout)
+        return self
+
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.ready_line in self.log_text():
+                return
+            if self.process is None or not self.process.alive():
+                raise RuntimeError(f"{self.flavour} operator exited during start:\n{self.log_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.flavour} operator not ready in {timeout:.0f} s:\n{self.log_text()[-2000:]}")
+            await asyncio.sleep(0.02)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL, as when a node dies: no cleanup at all."""
+        if self.process is not None and self.process.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.popen.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    async def api_requests(self) -> Counter[tuple[str, ...]]:
+        """kubelock_api_requests_total by (verb, code); empty for the naive operator (no metrics)."""
+        if self.flavour != "kubelock" or not self.metrics_port:
+            return Counter()
+        text = await scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        return parse_counter(text, "kubelock_api_requests_total", ("verb", "code"))
+
+
+def writes(by_verb: Counter[tuple[str, ...]] | Counter[str]) -> int:
+    """Write requests in a tally keyed by verb (or by a tuple starting with the verb)."""
+    total = 0
+    for key, count in by_verb.items():
+        verb = key[0] if isinstance(key, tuple) else key
+        if verb.lower() in WRITE_VERBS:
+            total += count
+    return total
+
+
+def diff(after: Counter[Any], before: Counter[Any]) -> Counter[Any]:
+    out: Counter[Any] = Counter()
+    for key, value in after.items():
+        delta = value - before.get(key, 0)
+        if delta:
+            out[key] = delta
+    return out

@@ -1,0 +1,132 @@
+"""`make bench` (`python bench/run.py [--quick]`): kubelock against the physical floor, in one run.
+
+Starts a fresh local control plane (etcd, kube-apiserver, kube-controller-manager, kwok), the
+kubelock operator and the naive kopf comparator as subprocesses, runs the blocks of blocks.py and
+writes bench/results/latest.json and latest.md. Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from blocks import FULL, QUICK, Plan, Runner
+from harness import REPO, Env, RequestTally, new_client
+from kubelock.kube import config
+from kubelock.testbed import ControlPlane, find_binaries
+from report import Document, render_markdown
+
+log = logging.getLogger("bench")
+MANIFESTS = ("crds", "config/rbac")
+NODE = "bench-kwok-node"
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK", "") not in ("", "0"),
+                        help="the short run (QUICK=1): fewer rounds and samples, 1 000 / 2 000 live locks")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where latest.json/md go")
+    parser.add_argument("--workdir", type=Path, default=None, help="control plane and logs (default: a temp dir)")
+    parser.add_argument("--only", type=int, action="append", default=[], help="run only these metric ids")
+    return parser.parse_args(argv)
+
+
+def machine(plane: ControlPlane, plan: Plan, version: dict[str, Any]) -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )
+    etcd = subprocess.run([str(plane.bin_dir / "etcd"), "--version"], capture_output=True, text=True, check=False)
+    memory = next(
+        (int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+         if line.startswith("MemTotal")),
+        0,
+    )
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "quick" if plan.quick else "full",
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": memory,
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": platform.python_version(),
+        "kubernetes": version.get("gitVersion", "?"),
+        "etcd": etcd.stdout.split("\n")[0].replace("etcd Version: ", "") if etcd.returncode == 0 else "?",
+        "kopf": importlib.metadata.version("kopf"),
+        "aiohttp": importlib.metadata.version("aiohttp"),
+        "client_loop": "uvloop" if _uvloop() else "asyncio",
+    }
+
+
+def _uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def bench(plane: ControlPlane, plan: Plan, only: Sequence[int], log_dir: Path) -> Document:
+    credentials = config.load(plane.kubeconfig)
+    tally = RequestTally()
+    async with new_client(credentials, tally) as client, new_client(credentials, tally) as watcher:
+        env = Env(credentials, client, watcher, tally, NODE, plan.quick)
+        version = await client.get("/version")
+        runner = Runner(env, plan, plane.kubeconfig, log_dir)
+        runner.doc.machine = machine(plane, plan, version)
+        return await runner.run(only)
+
+
+def run_loop(coro: Any) -> Document:
+    if _uvloop():
+        import uvloop
+
+        result: Document = uvloop.run(coro)
+        return result
+    return asyncio.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kubelock.testbed").setLevel(logging.WARNING)
+    plan = QUICK if args.quick else FULL
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-bench-"))
+    began = time.monotonic()
+    plane = ControlPlane(
+        workdir / "control-plane", bin_dir=find_binaries(), manifests=[REPO / m for m in MANIFESTS]
+    )
+    plane.start()
+    log.info("control plane up in %.1f s at %s; logs in %s", plane.startup_seconds or 0, plane.server, workdir)
+    try:
+        plane.create_fake_node(NODE)
+        doc = run_loop(bench(plane, plan, args.only, workdir / "logs"))
+    finally:
+        plane.stop()
+    doc.machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    doc.machine["duration_s"] = round(time.monotonic() - began, 1)
+    data = doc.to_json()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    (args.out / "latest.md").write_text(render_markdown(data))
+    print(render_markdown(data))
+    log.info("wrote %s and latest.md in %.0f s", args.out / "latest.json", time.monotonic() - began)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

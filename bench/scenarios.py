@@ -1,0 +1,362 @@
+"""The kubelock side of each benchmark, driven the way an agent drives it: create a LockClaim, wait on
+a watch for `Held` (or for the ResourceLock), release by deleting the claim.
+
+The same functions drive the naive kopf comparator, which answers the same API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from anchors import Cycles, pod_body, pod_running
+from harness import (
+    Env,
+    OperatorProcess,
+    Predicate,
+    Seen,
+    Watch,
+    added,
+    current_version,
+    delete_quietly,
+    deleted,
+    gather_limited,
+    phase_is,
+    unique,
+    wait_until,
+)
+from kubelock.api.constants import GROUP, VERSION
+from kubelock.domain.resource import lock_name, normalise
+from kubelock.domain.timefmt import from_rfc3339
+from kubelock.kube import paths
+from kubelock.kube.client import Body
+
+HELD = phase_is("Held")
+PENDING = phase_is("Pending")
+
+
+def claim_body(
+    name: str,
+    resource: str,
+    holder: str,
+    *,
+    wait: bool = False,
+    ttl: int | None = None,
+    pod: tuple[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> Body:
+    spec: Body = {"resource": resource, "holder": holder, "wait": wait}
+    if ttl is not None:
+        spec["ttlSeconds"] = ttl
+    if pod is not None:
+        spec["podRef"] = {"name": pod[0], "uid": pod[1]}
+    metadata: Body = {"name": name}
+    if labels:
+        metadata["labels"] = labels
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": metadata, "spec": spec}
+
+
+def lock_of(resource: str) -> str:
+    return lock_name(normalise(resource))
+
+
+def owned_by(claim: str) -> Predicate:
+    return lambda s: added(s) and ((s.obj.get("spec") or {}).get("claimRef") or {}).get("name") == claim
+
+
+async def settle_locks(env: Env, namespace: str, timeout: float = 120.0) -> None:
+    """Waits until no ResourceLock is left: the operator (or the garbage collector) caught up."""
+
+    async def none_left() -> bool:
+        listing = await env.client.list(paths.locks(namespace), limit=1)
+        return not listing.get("items")
+
+    await wait_until(none_left, timeout=timeout, what=f"every ResourceLock in {namespace} to be deleted")
+
+
+# ---- 1: uncontended acquire --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acquired:
+    held: list[float]  # create → Held seen on the claim's watch
+    lock: list[float]  # create → the ResourceLock seen on its watch
+
+
+async def acquire(env: Env, namespace: str, samples: int) -> Acquired:
+    held: list[float] = []
+    lock: list[float] = []
+    for _ in range(samples):
+        name = unique("a")
+        resource = f"bench://acquire/{name}"
+        lname = lock_of(resource)
+        async with (
+            Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={name}") as claims,
+            Watch(env.client, paths.locks(namespace), fieldSelector=f"metadata.name={lname}") as locks,
+        ):
+            began = time.perf_counter()
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, "agent"))
+            seen_held = await claims.wait_for(name, HELD, env.timeout)
+            seen_lock = await locks.wait_for(lname, added, env.timeout)
+            held.append(seen_held.at - began)
+            lock.append(seen_lock.at - began)
+            await env.client.delete(paths.claims(namespace, name))
+            # Wait for the lock to go, so the next sample meets an idle operator.
+            await locks.wait_for(lname, deleted, env.timeout)
+    return Acquired(held, lock)
+
+
+# ---- 2: acquire+release cycles -----------------------------------------------------------------
+
+
+async def claim_cycles(env: Env, namespace: str, agents: int, seconds: float) -> Cycles:
+    """N agents, each on its own resources: create claim → Held seen → delete claim, for `seconds`.
+
+    One namespace-wide watch serves every agent (its own connection pool): a watch per agent per
+    cycle would cost a TLS handshake each time and measure the client, not the operator.
+    """
+    tag = unique("c")
+    version = await current_version(env.client, paths.claims(namespace))
+    in_window = 0
+    total = 0
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+        end = time.perf_counter() + seconds
+
+        async def agent(index: int) -> None:
+            nonlocal in_window, total
+            k = 0
+            while time.perf_counter() < end:
+                name = f"{tag}-{index}-{k}"
+                k += 1
+                resource = f"bench://cycle/{tag}/{index}/{k}"
+                await env.client.create(paths.claims(namespace), claim_body(name, resource, f"agent-{index}"))
+                await watch.wait_for(name, HELD, env.timeout)
+                await env.client.delete(paths.claims(namespace, name))
+                watch.forget(name)
+                total += 1
+                if time.perf_counter() <= end:
+                    in_window += 1
+
+        await asyncio.gather(*(agent(i) for i in range(agents)))
+    return Cycles(in_window, total, seconds)
+
+
+# ---- 3: contended handoff ----------------------------------------------------------------------
+
+
+@dataclass
+class Handoffs:
+    held: list[float] = field(default_factory=list)  # holder's delete → next waiter's Held seen
+    lock: list[float] = field(default_factory=list)  # holder's delete → the lock seen with the next waiter
+    fifo_violations: int = 0
+
+
+async def handoff(env: Env, namespace: str, waiters: int) -> Handoffs:
+    tag = unique("h")
+    resource = f"bench://handoff/{tag}"
+    lname = lock_of(resource)
+    names = [f"{tag}-{i}" for i in range(waiters + 1)]  # names[0] holds first
+    watches = {n: Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={n}") for n in names}
+    locks = Watch(env.client, paths.locks(namespace), fieldSelector=f"metadata.name={lname}")
+    out = Handoffs()
+    try:
+        for watch in [*watches.values(), locks]:
+            await watch.start()
+        await env.client.create(paths.claims(namespace), claim_body(names[0], resource, names[0], wait=True))
+        await watches[names[0]].wait_for(names[0], HELD, env.timeout)
+        for name in names[1:]:
+            # One at a time, each seen queued, so the queue order is the creation order.
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, name, wait=True))
+            await watches[name].wait_for(name, PENDING, env.timeout)
+        holder = names[0]
+        remaining = names[1:]
+        while remaining:
+            began = time.perf_counter()
+            await env.client.delete(paths.claims(namespace, holder))
+            waits = {
+                asyncio.ensure_future(watches[n].wait_for(n, HELD, env.timeout)): n for n in remaining
+            }
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            first = min(done, key=lambda t: t.result().at)
+            winner = waits[first]
+            out.held.append(first.result().at - began)
+            seen_lock = await locks.wait_for(lname, owned_by(winner), env.timeout)
+            out.lock.append(seen_lock.at - began)
+            if winner != remaining[0]:
+                out.fifo_violations += 1
+            remaining.remove(winner)
+            holder = winner
+        await env.client.delete(paths.claims(namespace, holder))
+        await locks.wait_for(lname, lambda s: deleted(s) and s.at > began, env.timeout)
+    finally:
+        for watch in [*watches.values(), locks]:
+            await watch.close()
+    return out
+
+
+# ---- 5: pod deleted → its lock granted to the next waiter --------------------------------------
+
+
+async def pod_handoff(env: Env, namespace: str, samples: int) -> list[float]:
+    latencies: list[float] = []
+    for _ in range(samples):
+        tag = unique("p")
+        pod, holder, waiter = f"{tag}-pod", f"{tag}-holder", f"{tag}-waiter"
+        resource = f"bench://pod/{tag}"
+        async with (
+            Watch(env.client, paths.pods(namespace), fieldSelector=f"metadata.name={pod}") as pods,
+            Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={holder}") as held,
+            Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={waiter}") as waits,
+        ):
+            created = await env.client.create(paths.pods(namespace), pod_body(pod, env.node, holder_label=True))
+            uid = str(created["metadata"]["uid"])
+            await pods.wait_for(pod, pod_running, env.timeout)
+            await env.client.create(
+                paths.claims(namespace), claim_body(holder, resource, holder, pod=(pod, uid))
+            )
+            await held.wait_for(holder, HELD, env.timeout)
+            await env.client.create(paths.claims(namespace), claim_body(waiter, resource, waiter, wait=True))
+            await waits.wait_for(waiter, PENDING, env.timeout)
+            began = time.perf_counter()
+            await env.client.delete(paths.pods(namespace, pod))
+            seen = await waits.wait_for(waiter, HELD, env.timeout)
+            latencies.append(seen.at - began)
+            await pods.wait_for(pod, deleted, env.timeout)
+            await env.client.delete(paths.claims(namespace, waiter))
+            await env.client.delete(paths.claims(namespace, holder))
+    await settle_locks(env, namespace)
+    return latencies
+
+
+# ---- 6: deadlock in a chain --------------------------------------------------------------------
+
+
+async def build_chain(env: Env, namespace: str, length: int, tag: str) -> None:
+    """Holder i holds r_i and waits for r_{i+1}, for i < length-1; everything seen settled."""
+    version = await current_version(env.client, paths.claims(namespace))
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+        holds = [f"{tag}-hold-{i}" for i in range(length)]
+        await gather_limited(
+            (
+                lambda i=i: env.client.create(
+                    paths.claims(namespace), claim_body(holds[i], f"bench://chain/{tag}/{i}", f"{tag}-agent-{i}")
+                )
+                for i in range(length)
+            ),
+            32,
+        )
+        await gather_limited((lambda n=n: watch.wait_for(n, HELD, env.timeout * 5) for n in holds), 10_000)
+        waits = [f"{tag}-wait-{i}" for i in range(length - 1)]
+        await gather_limited(
+            (
+                lambda i=i: env.client.create(
+                    paths.claims(namespace),
+                    claim_body(waits[i], f"bench://chain/{tag}/{i + 1}", f"{tag}-agent-{i}", wait=True),
+                )
+                for i in range(length - 1)
+            ),
+            32,
+        )
+        await gather_limited((lambda n=n: watch.wait_for(n, PENDING, env.timeout * 5) for n in waits), 10_000)
+
+
+async def deadlock(env: Env, namespace: str, length: int, samples: int) -> list[float]:
+    """Closing claims (the last holder asks for r_0): create → `Deadlocked` seen, one at a time."""
+    tag = unique("d")
+    await build_chain(env, namespace, length, tag)
+    latencies: list[float] = []
+    for k in range(samples):
+        name = f"{tag}-close-{k}"
+        async with Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={name}") as watch:
+            began = time.perf_counter()
+            await env.client.create(
+                paths.claims(namespace),
+                claim_body(name, f"bench://chain/{tag}/0", f"{tag}-agent-{length - 1}", wait=True),
+            )
+            seen = await watch.wait_for(name, phase_is("Deadlocked", "Held", "Pending"), env.timeout)
+            if seen.phase == "Pending":  # allowed transiently; the verdict must follow
+                seen = await watch.wait_for(name, phase_is("Deadlocked", "Held"), env.timeout)
+            if seen.phase != "Deadlocked":
+                raise RuntimeError(f"closing claim {name} became {seen.phase}, not Deadlocked")
+            latencies.append(seen.at - began)
+        await env.client.delete(paths.claims(namespace, name))
+    return latencies
+
+
+# ---- 7, 8, 4: many live locks ------------------------------------------------------------------
+
+
+async def populate(env: Env, namespace: str, count: int, tag: str, start: int = 0) -> float:
+    """Creates held claims `tag-start .. tag-(count-1)` (long TTL) and waits until all are Held; seconds."""
+    began = time.perf_counter()
+    version = await current_version(env.client, paths.claims(namespace))
+    names = [f"{tag}-{i}" for i in range(start, count)]
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+        await gather_limited(
+            (
+                lambda n=n: env.client.create(
+                    paths.claims(namespace), claim_body(n, f"bench://live/{n}", f"holder-{n}")
+                )
+                for n in names
+            ),
+            32,
+        )
+        await gather_limited((lambda n=n: watch.wait_for(n, HELD, 600) for n in names), 100_000)
+    return time.perf_counter() - began
+
+
+@dataclass(frozen=True)
+class Expiry:
+    lateness: list[float]  # seconds between status.expiresAt and the client seeing Expired
+    window: float  # seconds between the first and the last expiresAt
+
+
+async def expiry(env: Env, namespace: str, count: int, rate: float) -> Expiry:
+    """`count` claims whose leases end within about one second of each other, among the live ones.
+
+    ttlSeconds is whole seconds, so the claims are created at a steady `rate` with a TTL that puts
+    each expiry at the same target instant; what is left is the grant delay and the rounding.
+    """
+    tag = unique("x")
+    version = await current_version(env.client, paths.claims(namespace))
+    names = [f"{tag}-{i}" for i in range(count)]
+    expires: dict[str, float] = {}
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+        spread = count / rate
+        target = time.time() + spread + 3.0
+
+        async def create(index: int) -> None:
+            await asyncio.sleep(index / rate)
+            ttl = max(1, round(target - time.time()))
+            await env.client.create(
+                paths.claims(namespace), claim_body(names[index], f"bench://expiry/{names[index]}", "agent", ttl=ttl)
+            )
+            held = await watch.wait_for(names[index], HELD, env.timeout)
+            expires[names[index]] = from_rfc3339(str(held.obj["status"]["expiresAt"]))
+
+        await asyncio.gather(*(create(i) for i in range(count)))
+        seen: list[Seen] = await gather_limited(
+            (lambda n=n: watch.wait_for(n, phase_is("Expired"), env.timeout * 2) for n in names), 100_000
+        )
+    lateness = [s.wall - expires[n] for n, s in zip(names, seen, strict=True)]
+    ends = sorted(expires.values())
+    await gather_limited((lambda n=n: delete_quietly(env.client, paths.claims(namespace, n)) for n in names), 32)
+    return Expiry(lateness, ends[-1] - ends[0])
+
+
+async def restart(env: Env, operator: OperatorProcess, namespace: str) -> float:
+    """SIGKILL the operator, start a new process at once, ask for a new lock: seconds until Held."""
+    name = unique("r")
+    async with Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={name}") as watch:
+        began = time.perf_counter()
+        operator.kill()
+        operator.spawn()
+        await env.client.create(paths.claims(namespace), claim_body(name, f"bench://restart/{name}", "agent"))
+        seen = await watch.wait_for(name, HELD, 300)
+        elapsed = seen.at - began
+    await operator.wait_ready(60)
+    await env.client.delete(paths.claims(namespace, name))
+    return elapsed

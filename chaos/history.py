@@ -1,0 +1,546 @@
+"""The history checker: pure functions over what agents believed and what the API server showed.
+
+A run records, all in wall-clock seconds of this one machine (every process shares the clock):
+
+- `Hold`: an agent believed it held `resource` with `token` from `start` (it saw Held) until `end` (it
+  released, or saw the claim leave Held, or its own clock passed the lease expiry, whichever first);
+  `expiry` is the last lease expiry it knew of. Its lease was valid only until `expiry`, and a holder
+  whose pod died is gone from that moment, so a hold counts on [start, min(end, expiry, pod death)].
+- `Attempt`: one acquire (try once, or wait in the queue) and how it ended.
+- `Write`: a write to the fenced store, in the store's order, accepted or refused.
+- `LockLife`: a ResourceLock as the monitor saw it: when it appeared, its last known expiry, when its
+  claim stopped holding, and when it disappeared.
+- `ClaimLife`: a LockClaim as the monitor saw it: created, first decided (left Pending), deleted.
+- `PodDeath`: the moment the harness deleted (or is about to delete) a holder's pod.
+- `Outage`: a window in which a component was down or paused, or the monitor could not see.
+
+`check` returns every violation of: mutual exclusion, fencing-token monotonicity, fenced writes, no lost
+waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
+Liveness bounds are stated in `Bounds`; time inside an outage window does not count against them (no
+operator can act while it is down), everything else does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+# Outcomes that end a `wait: true` claim properly: the contract's "no lost waiter".
+WAIT_ENDINGS = frozenset({"Held", "TimedOut", "Deadlocked", "Revoked"})
+TRY_ENDINGS = frozenset({"Held", "Rejected"})
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How late the system may be, outside outage windows."""
+
+    # A lock may outlive its lease expiry, its holder pod's death or its claim's release by this much.
+    liveness_seconds: float = 5.0
+    # A resource with no lock may keep a queued waiter undecided for this long.
+    queue_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    kind: ClassVar[str] = "hold"
+    agent: str
+    resource: str
+    claim: str  # the claim's uid: two holds of one claim are the same grant
+    token: int
+    start: float
+    end: float
+    expiry: float | None
+    pod: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    kind: ClassVar[str] = "attempt"
+    agent: str
+    resource: str
+    wait: bool
+    start: float
+    end: float
+    outcome: str  # Held, Rejected, TimedOut, Deadlocked, Revoked, Expired, Unreachable, NotFound, ...
+    detail: str = ""
+    pod: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    kind: ClassVar[str] = "write"
+    seq: int  # the store's order
+    agent: str
+    resource: str
+    token: int
+    time: float
+    accepted: bool
+    phase: str = ""  # begin / commit
+
+
+@dataclass(frozen=True, slots=True)
+class LockLife:
+    kind: ClassVar[str] = "lock"
+    uid: str
+    resource: str
+    holder: str
+    claim: str  # claim uid
+    token: int
+    version: int  # a resourceVersion seen: locks of one resource share a name, so this orders grants
+    created: float
+    deleted: float | None
+    expiry: float | None
+    released: float | None = None  # when its claim was deleted or left Held
+    pod: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLife:
+    kind: ClassVar[str] = "claim"
+    uid: str
+    resource: str
+    holder: str
+    wait: bool
+    created: float
+    decided: float | None  # first seen in a phase other than Pending
+    deleted: float | None
+    phase: str | None = None  # the last phase seen
+
+
+@dataclass(frozen=True, slots=True)
+class PodDeath:
+    kind: ClassVar[str] = "pod_death"
+    pod: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    kind: ClassVar[str] = "outage"
+    what: str
+    start: float
+    end: float
+
+
+Record = Hold | Attempt | Write | LockLife | ClaimLife | PodDeath | Outage
+RECORD_TYPES: dict[str, type[Record]] = {
+    t.kind: t for t in (Hold, Attempt, Write, LockLife, ClaimLife, PodDeath, Outage)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str
+    message: str
+    resource: str = ""
+    time: float | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.message}"
+
+
+@dataclass
+class History:
+    holds: list[Hold] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    locks: list[LockLife] = field(default_factory=list)
+    claims: list[ClaimLife] = field(default_factory=list)
+    pod_deaths: list[PodDeath] = field(default_factory=list)
+    outages: list[Outage] = field(default_factory=list)
+    end: float = 0.0  # when observation stopped: whatever has not ended by then is judged at this time
+
+    def add(self, record: Record) -> None:
+        if isinstance(record, Hold):
+            self.holds.append(record)
+        elif isinstance(record, Attempt):
+            self.attempts.append(record)
+        elif isinstance(record, Write):
+            self.writes.append(record)
+        elif isinstance(record, LockLife):
+            self.locks.append(record)
+        elif isinstance(record, ClaimLife):
+            self.claims.append(record)
+        elif isinstance(record, PodDeath):
+            self.pod_deaths.append(record)
+        else:
+            self.outages.append(record)
+
+    def extend(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.add(record)
+
+    @property
+    def operations(self) -> int:
+        """Lock operations: every acquire attempt, every release of a hold, every protected write."""
+        return len(self.attempts) + len(self.holds) + len(self.writes)
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def count(self, name: str, by: float = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + by
+
+
+# ---- (de)serialisation ---------------------------------------------------------------------------
+
+
+def to_json(record: Record) -> str:
+    return json.dumps({"type": record.kind, **asdict(record)}, ensure_ascii=False, separators=(",", ":"))
+
+
+def from_dict(data: Mapping[str, Any]) -> Record:
+    cls = RECORD_TYPES[str(data["type"])]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def read_jsonl(path: Path) -> Iterator[Record]:
+    """Records of a JSONL file; a torn last line (a process killed mid-write) is skipped."""
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            yield from_dict(data)
+
+
+# ---- time arithmetic -----------------------------------------------------------------------------
+
+
+def _merge(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def covered(start: float, end: float, windows: Sequence[tuple[float, float]]) -> float:
+    """Seconds of [start, end] inside the (merged, sorted) windows."""
+    total = 0.0
+    for w_start, w_end in windows:
+        if w_end <= start:
+            continue
+        if w_start >= end:
+            break
+        total += min(end, w_end) - max(start, w_start)
+    return total
+
+
+def _overlaps(start: float, end: float, windows: Sequence[tuple[float, float]]) -> bool:
+    return any(w_start <= end and start <= w_end for w_start, w_end in windows)
+
+
+def _deaths(history: History) -> dict[str, float]:
+    deaths: dict[str, float] = {}
+    for death in history.pod_deaths:
+        deaths[death.pod] = min(death.time, deaths.get(death.pod, death.time))
+    return deaths
+
+
+def valid_until(hold: Hold, deaths: Mapping[str, float]) -> float:
+    """The end of what the hold may claim: belief, bounded by the lease and by the holder's life."""
+    end = hold.end
+    if hold.expiry is not None:
+        end = min(end, hold.expiry)
+    if hold.pod is not None and hold.pod in deaths:
+        end = min(end, deaths[hold.pod])
+    return end
+
+
+# ---- the checks ----------------------------------------------------------------------------------
+
+
+def check(history: History, bounds: Bounds | None = None) -> Report:
+    bounds = bounds or Bounds()
+    report = Report()
+    report.stats["operations"] = history.operations
+    outages = _merge((o.start, o.end) for o in history.outages)
+    deaths = _deaths(history)
+    check_mutual_exclusion(history.holds, deaths, report)
+    check_fencing(history.holds, history.locks, deaths, report)
+    check_writes(history.writes, history.holds, deaths, report)
+    check_waiters(history.attempts, outages, deaths, report)
+    check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
+    check_queue_liveness(history.claims, history.locks, outages, history.end, bounds, report)
+    return report
+
+
+def _valid_holds(holds: Iterable[Hold], deaths: Mapping[str, float]) -> dict[str, list[tuple[float, float, Hold]]]:
+    by_resource: dict[str, list[tuple[float, float, Hold]]] = defaultdict(list)
+    for hold in holds:
+        end = valid_until(hold, deaths)
+        if end > hold.start:
+            by_resource[hold.resource].append((hold.start, end, hold))
+    for items in by_resource.values():
+        items.sort(key=lambda item: (item[0], item[1]))
+    return by_resource
+
+
+def check_mutual_exclusion(holds: Sequence[Hold], deaths: Mapping[str, float], report: Report) -> None:
+    """No two claims were believed held on one resource at overlapping times while their leases lasted."""
+    report.count("holds", len(holds))
+    for resource, items in _valid_holds(holds, deaths).items():
+        report.count("valid_holds", len(items))
+        widest: tuple[float, float, Hold] | None = None  # the interval reaching furthest so far
+        for item in items:
+            start, end, hold = item
+            if widest is not None and start < widest[1] and hold.claim != widest[2].claim:
+                other = widest[2]
+                report.violations.append(
+                    Violation(
+                        "mutual-exclusion",
+                        f"{resource}: {other.agent} (token {other.token}, held {other.start:.3f}-{widest[1]:.3f}) "
+                        f"and {hold.agent} (token {hold.token}, held {start:.3f}-{end:.3f}) overlap by "
+                        f"{min(widest[1], end) - start:.3f}s",
+                        resource,
+                        start,
+                    )
+                )
+            if widest is None or end > widest[1]:
+                widest = item
+
+
+def check_fencing(
+    holds: Sequence[Hold], locks: Sequence[LockLife], deaths: Mapping[str, float], report: Report
+) -> None:
+    """Tokens grow strictly with every grant of a resource, and agents saw the token of their grant."""
+    # Grant order as the API server committed it: locks of one resource share one name, so they
+    # exist one after another and any resourceVersion seen of each orders them.
+    by_resource: dict[str, list[LockLife]] = defaultdict(list)
+    for lock in locks:
+        by_resource[lock.resource].append(lock)
+    report.count("grants", len(locks))
+    for resource, items in by_resource.items():
+        items.sort(key=lambda lock: lock.version)
+        for before, after in zip(items, items[1:], strict=False):
+            if after.token <= before.token:
+                report.violations.append(
+                    Violation(
+                        "fencing-order",
+                        f"{resource}: grant to {after.holder} got token {after.token}, not above the earlier grant "
+                        f"to {before.holder} (token {before.token})",
+                        resource,
+                        after.created,
+                    )
+                )
+    # The same order as the agents lived it: one held after another means a larger token.
+    for resource, items in _valid_holds(holds, deaths).items():
+        for (_, _, before), (_, _, after) in zip(items, items[1:], strict=False):
+            if before.claim != after.claim and after.token <= before.token:
+                report.violations.append(
+                    Violation(
+                        "fencing-order",
+                        f"{resource}: {after.agent} held it with token {after.token} after {before.agent} "
+                        f"held it with token {before.token}",
+                        resource,
+                        after.start,
+                    )
+                )
+    token_owner: dict[tuple[str, int], str] = {}
+    for hold in holds:
+        owner = token_owner.setdefault((hold.resource, hold.token), hold.claim)
+        if owner != hold.claim:
+            report.violations.append(
+                Violation(
+                    "fencing-unique",
+                    f"{hold.resource}: token {hold.token} was held by two claims ({owner}, {hold.claim})",
+                    hold.resource,
+                    hold.start,
+                )
+            )
+    lock_token = {lock.claim: lock.token for lock in locks}
+    for hold in holds:
+        seen = lock_token.get(hold.claim)
+        if seen is None:
+            report.count("holds_without_observed_lock")
+        elif seen != hold.token:
+            report.violations.append(
+                Violation(
+                    "fencing-mismatch",
+                    f"{hold.resource}: {hold.agent} saw token {hold.token} but its lock carries {seen}",
+                    hold.resource,
+                    hold.start,
+                )
+            )
+
+
+def check_writes(writes: Sequence[Write], holds: Sequence[Hold], deaths: Mapping[str, float], report: Report) -> None:
+    """The protected store never accepted a token below one it had accepted before (per resource).
+
+    A stale write (sent after the writer's lease or life ended) must be refused once a newer holder has
+    written; one that reaches the store before any newer token did is accepted by design of fencing,
+    and is counted, not judged.
+    """
+    highest: dict[str, tuple[int, str]] = {}
+    hold_end = {(h.agent, h.resource, h.token): valid_until(h, deaths) for h in holds}
+    for write in sorted(writes, key=lambda w: w.seq):
+        report.count("writes")
+        report.count("writes_accepted" if write.accepted else "writes_refused")
+        end = hold_end.get((write.agent, write.resource, write.token))
+        if end is not None and write.time > end:
+            report.count("stale_writes_accepted" if write.accepted else "stale_writes_refused")
+        if not write.accepted:
+            continue
+        top = highest.get(write.resource)
+        if top is not None and write.token < top[0]:
+            report.violations.append(
+                Violation(
+                    "fenced-write",
+                    f"{write.resource}: the store accepted token {write.token} from {write.agent} after token "
+                    f"{top[0]} from {top[1]}",
+                    write.resource,
+                    write.time,
+                )
+            )
+        elif top is not None and write.token == top[0] and write.agent != top[1]:
+            report.violations.append(
+                Violation(
+                    "fenced-write",
+                    f"{write.resource}: token {write.token} was used by two writers ({top[1]}, {write.agent})",
+                    write.resource,
+                    write.time,
+                )
+            )
+        if top is None or write.token > top[0]:
+            highest[write.resource] = (write.token, write.agent)
+
+
+def check_waiters(
+    attempts: Sequence[Attempt], outages: Sequence[tuple[float, float]], deaths: Mapping[str, float], report: Report
+) -> None:
+    """Every queued claim ends Held, TimedOut, Deadlocked or Revoked; a try-lock ends Held or Rejected.
+
+    An attempt that failed otherwise is excused only while something was down (its client could not
+    hear a verdict) or when its holder's pod died during it (nobody was left to wait)."""
+    for attempt in attempts:
+        report.count(f"outcome_{'wait' if attempt.wait else 'try'}_{attempt.outcome}")
+        allowed = WAIT_ENDINGS if attempt.wait else TRY_ENDINGS
+        if attempt.outcome in allowed:
+            continue
+        died = attempt.pod is not None and attempt.pod in deaths and deaths[attempt.pod] <= attempt.end
+        if died or _overlaps(attempt.start, attempt.end, outages):
+            report.count("attempts_excused")
+            continue
+        what = "waiter" if attempt.wait else "try-lock"
+        report.violations.append(
+            Violation(
+                "lost-waiter" if attempt.wait else "try-lock-outcome",
+                f"{attempt.resource}: {what} {attempt.agent} ended {attempt.outcome} "
+                f"after {attempt.end - attempt.start:.1f}s with nothing down: {attempt.detail}",
+                attempt.resource,
+                attempt.start,
+            )
+        )
+
+
+def check_lock_liveness(
+    locks: Sequence[LockLife],
+    deaths: Mapping[str, float],
+    outages: Sequence[tuple[float, float]],
+    end_of_run: float,
+    bounds: Bounds,
+    report: Report,
+) -> None:
+    """No lock outlives its lease, its holder's pod or its claim's release by more than the bound."""
+    for lock in locks:
+        gone = lock.deleted if lock.deleted is not None else end_of_run
+        limits: list[tuple[str, float]] = []
+        if lock.expiry is not None:
+            limits.append(("its lease expiry", lock.expiry))
+        if lock.pod is not None and lock.pod in deaths:
+            limits.append((f"the death of pod {lock.pod}", deaths[lock.pod]))
+        if lock.released is not None:
+            limits.append(("the release of its claim", lock.released))
+        for what, since in limits:
+            late = gone - since - covered(since, gone, outages)
+            if late > bounds.liveness_seconds:
+                state = "was deleted" if lock.deleted is not None else "still existed at the end of the run"
+                report.violations.append(
+                    Violation(
+                        "liveness",
+                        f"{lock.resource}: the lock of {lock.holder} (token {lock.token}) {state} "
+                        f"{late:.1f}s after {what} (bound {bounds.liveness_seconds:g}s, outages excluded)",
+                        lock.resource,
+                        since,
+                    )
+                )
+                break
+
+
+def check_queue_liveness(
+    claims: Sequence[ClaimLife],
+    locks: Sequence[LockLife],
+    outages: Sequence[tuple[float, float]],
+    end_of_run: float,
+    bounds: Bounds,
+    report: Report,
+) -> None:
+    """A resource nobody holds does not keep a queued claim waiting for longer than the bound."""
+    held: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for lock in locks:
+        held[lock.resource].append((lock.created, lock.deleted if lock.deleted is not None else end_of_run))
+    merged = {resource: _merge(spans) for resource, spans in held.items()}
+    for claim in claims:
+        if not claim.wait:
+            continue
+        waited_until = min(t for t in (claim.decided, claim.deleted, end_of_run) if t is not None)
+        for free_start, free_end in _gaps(merged.get(claim.resource, []), claim.created, waited_until):
+            idle = free_end - free_start - covered(free_start, free_end, outages)
+            if idle > bounds.queue_seconds:
+                report.violations.append(
+                    Violation(
+                        "queue-liveness",
+                        f"{claim.resource}: {claim.holder} waited {idle:.1f}s while nobody held the resource "
+                        f"(bound {bounds.queue_seconds:g}s, outages excluded)",
+                        claim.resource,
+                        free_start,
+                    )
+                )
+                break
+
+
+def _gaps(spans: Sequence[tuple[float, float]], start: float, end: float) -> Iterator[tuple[float, float]]:
+    """The parts of [start, end] outside the merged spans."""
+    cursor = start
+    for s_start, s_end in spans:
+        if s_end <= cursor:
+            continue
+        if s_start >= end:
+            break
+        if s_start > cursor:
+            yield cursor, s_start
+        cursor = max(cursor, s_end)
+    if cursor < end:
+        yield cursor, end
+
+
+T = TypeVar("T")
+
+
+def summarise(report: Report, limit: int = 20) -> list[str]:
+    """Lines for a human: the first violations of each check."""
+    lines: list[str] = []
+    shown: dict[str, int] = defaultdict(int)
+    for violation in report.violations:
+        shown[violation.check] += 1
+        if shown[violation.check] <= limit:
+            lines.append(str(violation))
+    for name, count in shown.items():
+        if count > limit:
+            lines.append(f"[{name}] ... and {count - limit} more")
+    return lines

@@ -1,0 +1,125 @@
+"""The API server itself refuses invalid LockClaims, with a message naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
+
+GROUP, VERSION = "kubelock.dev", "v1alpha1"
+
+
+def _create(api: ApiClient, ns: str, spec: dict[str, Any], name: str = "c") -> dict[str, Any]:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": name}, "spec": spec}
+    return dict(
+        CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "lockclaims", body, field_validation="Strict"
+        )
+    )
+
+
+def _refused(api: ApiClient, ns: str, spec: dict[str, Any]) -> str:
+    with pytest.raises(ApiException) as refused:
+        _create(api, ns, spec)
+    assert refused.value.status in (400, 422), refused.value.body
+    return str(refused.value.body)
+
+
+def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace: str) -> None:
+    created = _create(admin_api, namespace, {"resource": "github://acme/app/issues/42", "holder": "agent-a"})
+    assert created["spec"]["wait"] is False  # defaulted by the schema
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"resource": "no-scheme", "holder": "a"}, "spec.resource", "must be a URI"),
+        ({"resource": "github://has space", "holder": "a"}, "spec.resource", "whitespace"),
+        ({"resource": "github://tab\there", "holder": "a"}, "spec.resource", "control characters"),
+        ({"resource": "1git://x", "holder": "a"}, "spec.resource", "scheme"),
+        ({"resource": "github://" + "x" * 1016, "holder": "a"}, "spec.resource", "1024"),
+        ({"resource": "github://x", "holder": ""}, "spec.holder", "at least 1"),
+        ({"resource": "github://x", "holder": "a b"}, "spec.holder", "whitespace"),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": 0}, "spec.ttlSeconds", "greater than or equal to 1"),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": -5}, "spec.ttlSeconds", "greater than or equal to 1"),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": "abc"}, "spec.ttlSeconds", "integer"),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": 86401}, "spec.ttlSeconds", "less than or equal"),
+        ({"resource": "github://x", "holder": "a", "waitTimeoutSeconds": 5}, "waitTimeoutSeconds", "wait: true"),
+        ({"resource": "github://x", "holder": "a", "wait": "yes"}, "spec.wait", "boolean"),
+        ({"resource": "github://x", "holder": "a", "bogus": 1}, "spec.bogus", "unknown field"),
+        ({"holder": "a"}, "spec.resource", "Required"),
+        ({"resource": "github://x", "holder": "a", "podRef": {"name": "Bad_Name"}}, "spec.podRef.name", "should match"),
+    ],
+    ids=[
+        "no-scheme",
+        "space",
+        "tab",
+        "bad-scheme",
+        "1025-chars",
+        "empty-holder",
+        "holder-space",
+        "ttl-0",
+        "ttl-neg",
+        "ttl-string",
+        "ttl-too-big",
+        "timeout-without-wait",
+        "wait-string",
+        "unknown-field",
+        "missing-resource",
+        "bad-pod-name",
+    ],
+)
+def test_invalid_claims_are_refused_naming_the_field(
+    admin_api: ApiClient, namespace: str, spec: dict[str, Any], field: str, words: str
+) -> None:
+    message = _refused(admin_api, namespace, spec)
+    assert field in message, message
+    assert words in message, message
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"resource": "github://other"}, "resource is immutable"),
+        ({"holder": "agent-b"}, "holder is immutable"),
+        ({"wait": True}, "wait is immutable"),
+        ({"podRef": {"name": "p"}}, "podRef is immutable"),
+    ],
+    ids=["resource", "holder", "wait", "podRef"],
+)
+def test_identity_fields_are_immutable(
+    admin_api: ApiClient, namespace: str, change: dict[str, Any], field: str
+) -> None:
+    _create(admin_api, namespace, {"resource": "github://acme/app/pr/1", "holder": "agent-a"})
+    api = CustomObjectsApi(admin_api)
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": change})
+    assert refused.value.status == 422
+    assert field in str(refused.value.body)
+    # ttlSeconds may change (a holder may ask for a longer lease at its next renewal).
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": {"ttlSeconds": 60}})
+
+
+def test_kubectl_apply_says_what_is_wrong(control_plane, namespace: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(
+        "apiVersion: kubelock.dev/v1alpha1\nkind: LockClaim\nmetadata: {name: bad}\n"
+        "spec: {resource: 'not a uri', holder: agent-a, ttlSeconds: 0, colour: blue}\n"
+    )
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
+    result = subprocess.run([*kubectl, "-n", namespace, "apply", "-f", str(manifest)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'unknown field "spec.colour"' in result.stderr
+
+
+def test_kubectl_explain_explains(control_plane) -> None:  # type: ignore[no-untyped-def]
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
+    out = subprocess.run([*kubectl, "explain", "lockclaim.spec"], capture_output=True, text=True, check=True).stdout
+    for words in ("resource", "holder", "ttlSeconds", "resourceLockTimeout", "waitTimeoutSeconds", "podRef"):
+        assert words in out
+    status = subprocess.run(
+        [*kubectl, "explain", "lockclaim.status.fencingToken"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "strictly greater" in status

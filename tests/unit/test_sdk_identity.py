@@ -1,0 +1,89 @@
+"""Who the SDK acts as, from arguments and the environment (no request when none is needed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from kubelock.kube.client import KubeClient
+from kubelock.kube.config import Credentials
+from kubelock.sdk import Deadlock, InvalidInput, NotFound, Rejected, TimedOut, Unreachable, identity, tools
+
+
+@pytest.fixture
+async def nowhere() -> AsyncIterator[KubeClient]:
+    """A client of a server that does not exist: any request would raise, so passing tests prove
+    that none was made."""
+    async with KubeClient(Credentials(server="https://127.0.0.1:1"), retries=0) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("holder", "env", "expected"),
+    [
+        ("explicit", {"KUBELOCK_HOLDER": "env", "POD_NAME": "pod"}, ("explicit", "pod", "uid")),
+        (None, {"KUBELOCK_HOLDER": "env", "POD_NAME": "pod"}, ("env", "pod", "uid")),
+        (None, {"POD_NAME": "pod"}, ("pod", "pod", "uid")),
+        (None, {"POD_NAME": "pod", "POD_NAMESPACE": "elsewhere"}, ("pod", None, None)),  # podRef is same-namespace
+    ],
+)
+async def test_holder_and_pod_from_arguments_and_environment(
+    nowhere: KubeClient, holder: str | None, env: dict[str, str], expected: tuple[str, str | None, str | None]
+) -> None:
+    env = {**env, "POD_UID": "uid"}
+    got = await identity.resolve(nowhere, holder=holder, namespace="agents", in_cluster=False, env=env)
+    assert (got.holder, got.pod_name, got.pod_uid) == expected
+    assert got.namespace == "agents"
+
+
+async def test_without_any_hint_the_api_server_is_asked(nowhere: KubeClient) -> None:
+    with pytest.raises(Unreachable):
+        await identity.resolve(nowhere, holder=None, namespace="agents", in_cluster=False, env={})
+
+
+async def test_an_invalid_holder_is_refused(nowhere: KubeClient) -> None:
+    with pytest.raises(InvalidInput):
+        await identity.resolve(nowhere, holder=None, namespace="a", in_cluster=False, env={"KUBELOCK_HOLDER": "a b"})
+
+
+@pytest.mark.parametrize(
+    ("explicit", "env", "default", "expected"),
+    [
+        ("x", {"KUBELOCK_NAMESPACE": "y", "POD_NAMESPACE": "z"}, "d", "x"),
+        (None, {"KUBELOCK_NAMESPACE": "y", "POD_NAMESPACE": "z"}, "d", "y"),
+        (None, {"POD_NAMESPACE": "z"}, "d", "z"),
+        (None, {}, "d", "d"),
+    ],
+)
+def test_namespace_precedence(explicit: str | None, env: dict[str, str], default: str, expected: str) -> None:
+    assert identity.namespace_from(explicit, default, env) == expected
+
+
+RETRY = "release your locks and retry"
+DONT = "do not work on this resource now"
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (Deadlock(["a", "r://1", "b", "r://2", "a"]), f"deadlock: a → r://1 → b → r://2 → a; {RETRY}"),
+        (TimedOut("slow", holder="b"), "gave up waiting for r://2 (held by b); skip this resource"),
+        (Unreachable("cannot reach"), f"lock on r://2 NOT acquired: cannot reach; {DONT}"),
+        (Rejected("bad pod", reason="PodNotFound"), f"lock on r://2 NOT acquired: bad pod; {DONT}"),
+    ],
+)
+def test_tool_sentences_for_failures(error: Exception, text: str) -> None:
+    assert tools._failure("r://2", error) == text  # type: ignore[arg-type]
+
+
+def test_release_tool_never_raises() -> None:
+    class Broken:
+        def release(self, uri: str) -> None:
+            raise NotFound(f"you hold no lock on {uri}")
+
+    tools.use(Broken())  # type: ignore[arg-type]
+    try:
+        assert tools.release_lock("r://1") == "nothing to release: you hold no lock on r://1"
+    finally:
+        tools.use(None)
