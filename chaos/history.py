@@ -22,12 +22,13 @@ operator can act while it is down), everything else does.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 # Outcomes that end a `wait: true` claim properly: the contract's "no lost waiter".
 WAIT_ENDINGS = frozenset({"Held", "TimedOut", "Deadlocked", "Revoked"})
@@ -325,9 +326,9 @@ def check_fencing(
     for lock in locks:
         by_resource[lock.resource].append(lock)
     report.count("grants", len(locks))
-    for resource, items in by_resource.items():
-        items.sort(key=lambda lock: lock.version)
-        for before, after in zip(items, items[1:], strict=False):
+    for resource, grants in by_resource.items():
+        grants.sort(key=lambda lock: lock.version)
+        for before, after in itertools.pairwise(grants):
             if after.token <= before.token:
                 report.violations.append(
                     Violation(
@@ -340,15 +341,15 @@ def check_fencing(
                 )
     # The same order as the agents lived it: one held after another means a larger token.
     for resource, items in _valid_holds(holds, deaths).items():
-        for (_, _, before), (_, _, after) in zip(items, items[1:], strict=False):
-            if before.claim != after.claim and after.token <= before.token:
+        for (_, _, first), (_, _, then) in itertools.pairwise(items):
+            if first.claim != then.claim and then.token <= first.token:
                 report.violations.append(
                     Violation(
                         "fencing-order",
-                        f"{resource}: {after.agent} held it with token {after.token} after {before.agent} "
-                        f"held it with token {before.token}",
+                        f"{resource}: {then.agent} held it with token {then.token} after {first.agent} "
+                        f"held it with token {first.token}",
                         resource,
-                        after.start,
+                        then.start,
                     )
                 )
     token_owner: dict[tuple[str, int], str] = {}
@@ -527,9 +528,6 @@ def _gaps(spans: Sequence[tuple[float, float]], start: float, end: float) -> Ite
         cursor = max(cursor, s_end)
     if cursor < end:
         yield cursor, end
-
-
-T = TypeVar("T")
 
 
 def summarise(report: Report, limit: int = 20) -> list[str]:

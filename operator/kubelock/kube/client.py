@@ -12,7 +12,7 @@ import builtins
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -165,7 +165,7 @@ class KubeClient:
 
     async def watch(
         self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300, **params: Any
-    ) -> AsyncIterator[Body]:
+    ) -> AsyncGenerator[Body, None]:
         """Events of one watch request until the server closes it; raises ApiError (e.g. 410 Gone)."""
         session = self._ensure_session()
         query = {

@@ -34,3 +34,7 @@ def events(namespace: str) -> str:
 
 def self_subject_review() -> str:
     return "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+
+def self_subject_access_review() -> str:
+    return "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"

@@ -21,7 +21,6 @@ from kubelock.sdk.errors import Forbidden, InvalidInput, NotFound, Unreachable, 
 from kubelock.sdk.model import ClaimInfo, LockInfo
 
 # Not (yet) in kubelock.kube.paths.
-SELF_SUBJECT_ACCESS_REVIEW = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 MAX_REASON_LENGTH = 1024
 
 
@@ -116,7 +115,8 @@ class AsyncAdmin:
             "kind": "SelfSubjectAccessReview",
             "spec": {"resourceAttributes": attributes},
         }
-        review = await self.client.call("check your permissions", self.kube.create(SELF_SUBJECT_ACCESS_REVIEW, body))
+        request = self.kube.create(paths.self_subject_access_review(), body)
+        review = await self.client.call("check your permissions", request)
         return bool((review.get("status") or {}).get("allowed"))
 
     async def break_locks(

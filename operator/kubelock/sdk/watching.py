@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from kubelock.kube import errors as kube_errors
@@ -33,17 +33,6 @@ async def backoff(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0.05, min(3.2, 0.2 * 2 ** (attempt - 1))))
 
 
-@contextlib.asynccontextmanager
-async def closing(stream: AsyncIterator[Body]) -> AsyncIterator[AsyncIterator[Body]]:
-    """Close an abandoned watch at once, so its HTTP connection is not left open until GC."""
-    try:
-        yield stream
-    finally:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
-
-
 async def follow_claim(
     kube: KubeClient, namespace: str, name: str, resource_version: str, *, max_failures: int = MAX_FAILURES
 ) -> AsyncGenerator[Body | None, None]:
@@ -58,7 +47,7 @@ async def follow_claim(
                 timeout_seconds=WATCH_SECONDS,
                 fieldSelector=f"metadata.name={name}",
             )
-            async with closing(stream) as events:
+            async with contextlib.aclosing(stream) as events:
                 async for event in events:
                     failures = 0
                     obj = event.get("object") or {}
