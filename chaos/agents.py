@@ -1,0 +1,430 @@
+"""Agent processes: `python -m chaos.agents ...` runs a group of agent coroutines that contend for a few
+dozen resources through the SDK (`kubelock.sdk.AsyncLockClient` and its `lock()` lease) and record
+what they believed, one JSON line per fact (see `chaos.history`).
+
+Each agent loops: pick a resource (spelled in one of several equivalent ways, so normalisation is
+exercised), try once or wait in the queue, and while holding write to the fenced store at the start
+("begin") and at the end ("commit") of its work. Some iterations take a second resource while holding
+the first, so wait-for cycles (Deadlocked) happen; some hold for longer than the lease, so renewals
+matter. The commit write is sent without asking whether the lease still holds, as a real worker would
+after a long pause between its last check and its write: fencing, not politeness, must stop it.
+
+With `--pods` every agent lives in a kwok pod of its own (labelled `kubelock.dev/lock-holder`, named in
+its claims' podRef). When the harness deletes that pod the agent dies on the spot, without releasing,
+and a replacement agent starts in a new pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from chaos.history import Attempt, Hold, Record, to_json
+from chaos.store import StoreClient
+from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
+from kubelock.domain.resource import normalise
+from kubelock.kube import config, paths
+from kubelock.kube import errors as kube_errors
+from kubelock.kube.client import KubeClient
+from kubelock.kube.config import Credentials
+from kubelock.sdk import AsyncLease, AsyncLockClient, Deadlock, LockError, Rejected
+from kubelock.sdk.model import ClaimInfo
+
+log = logging.getLogger("chaos.agents")
+DECISION_TIMEOUT = 20.0  # the SDK's wait for the operator's first word on a claim
+NESTED_FRACTION = 0.15
+LONG_HOLD_FRACTION = 0.1
+AGENT_LABEL = "chaos.kubelock.dev/agent"
+
+
+def resource_uri(index: int, rng: random.Random) -> str:
+    """One of several spellings of resource `index`; all normalise to `chaos://pool/r<index>`."""
+    spelling = rng.randrange(3)
+    if spelling == 0:
+        return f"chaos://pool/r{index:02d}"
+    if spelling == 1:
+        return f"CHAOS://pool/r{index:02d}/"
+    return f"Chaos://pool/r{index:02d}"
+
+
+class RecordingLease(AsyncLease):
+    """The SDK's lease, remembering the last expiry it was told and when it learned of a loss."""
+
+    known_expiry: float | None = None
+    lost_at: float | None = None
+
+    def _move_deadline(self, info: ClaimInfo) -> None:
+        super()._move_deadline(info)
+        if info.expires_at is not None:
+            self.known_expiry = info.expires_at.timestamp()
+
+    def mark_lost(self, _error: LockError) -> None:
+        if self.lost_at is None:
+            self.lost_at = time.time()
+
+    async def abandon(self) -> None:
+        """Stop renewing and watching without releasing: what a killed process does."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclasses.dataclass
+class Settings:
+    namespace: str
+    resources: int
+    ttl: int
+    wait_timeout: int
+    until: float
+    store_port: int
+    hold_max: float = 1.2
+    pause_max: float = 0.6
+    wait_fraction: float = 0.7
+
+
+class Recorder:
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+        self.count = 0
+
+    def __call__(self, record: Record) -> None:
+        self._handle.write(to_json(record) + "\n")
+        self._handle.flush()  # a frozen or killed process keeps what it recorded
+        self.count += 1
+
+
+class Agent:
+    def __init__(self, name: str, settings: Settings, record: Recorder, seed: int) -> None:
+        self.name = name
+        self.settings = settings
+        self.record = record
+        self.rng = random.Random(seed)
+        self.store = StoreClient(settings.store_port)
+        self.pod: str | None = None
+        self.dead = False  # set when its pod is deleted: a dead agent releases nothing
+
+    # ---- one iteration ----------------------------------------------------------------------
+
+    async def run(self, client: AsyncLockClient) -> None:
+        while time.time() < self.settings.until:
+            await self.iteration(client)
+            await asyncio.sleep(self.rng.uniform(0.05, self.settings.pause_max))
+
+    async def iteration(self, client: AsyncLockClient) -> None:
+        first = self.rng.randrange(self.settings.resources)
+        wait = self.rng.random() < self.settings.wait_fraction
+        async with self.holding(client, resource_uri(first, self.rng), wait=wait) as outer:
+            if outer is None:
+                return
+            await self.write(outer, "begin")
+            if self.rng.random() < NESTED_FRACTION:
+                second = (first + self.rng.randrange(1, self.settings.resources)) % self.settings.resources
+                async with self.holding(client, resource_uri(second, self.rng), wait=True) as inner:
+                    if inner is not None:
+                        await self.write(inner, "begin")
+                        await self.work(inner)
+                        await self.write(inner, "commit")
+            else:
+                await self.work(outer)
+            await self.write(outer, "commit")
+
+    def hold_seconds(self) -> float:
+        if self.rng.random() < LONG_HOLD_FRACTION:
+            return self.rng.uniform(1.2, 2.0) * self.settings.ttl  # outlives one lease: renewals needed
+        return self.rng.uniform(0.1, self.settings.hold_max)
+
+    async def work(self, lease: RecordingLease) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lease.lost.wait(), self.hold_seconds())
+
+    async def write(self, lease: RecordingLease, phase: str) -> None:
+        token = lease.fencing_token
+        if token is None:
+            return
+        try:
+            await self.store.write(self.name, lease.resource, token, phase)
+        except (ConnectionError, OSError, ValueError) as error:
+            log.warning("%s: store write failed: %s", self.name, error)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, client: AsyncLockClient, uri: str, *, wait: bool) -> AsyncIterator[RecordingLease | None]:
+        settings = self.settings
+        lease = RecordingLease(
+            client, uri, ttl=settings.ttl, wait=wait, timeout=settings.wait_timeout if wait else None
+        )
+        lease.add_listener(lease.mark_lost)
+        resource = normalise(uri)
+        started = time.time()
+        failure: LockError | None = None
+        try:
+            await lease.__aenter__()
+        except LockError as error:
+            failure = error
+        except asyncio.CancelledError:
+            self.attempt(resource, wait, started, "Cancelled", "the agent stopped while acquiring")
+            raise
+        if failure is not None:
+            self.attempt(resource, wait, started, outcome_of(failure), failure.message)
+            yield None
+            return
+        held_from = time.time()
+        self.attempt(resource, wait, started, "Held", f"token {lease.fencing_token}", end=held_from)
+        try:
+            yield lease
+        finally:
+            # Belief ends at the first sign of loss, or now, when the agent lets go.
+            until = lease.lost_at if lease.lost_at is not None else time.time()
+            claim = lease.claim
+            self.record(
+                Hold(
+                    agent=self.name,
+                    resource=claim.resource,
+                    claim=claim.uid,
+                    token=lease.fencing_token or 0,
+                    start=held_from,
+                    end=until,
+                    expiry=lease.known_expiry,
+                    pod=self.pod,
+                )
+            )
+            if self.dead:
+                await lease.abandon()
+            else:
+                try:
+                    await lease.__aexit__(None, None, None)
+                except LockError as error:  # the lease runs out by itself; the checker judges the lock
+                    log.info("%s: release of %s failed: %s", self.name, resource, error)
+
+    def attempt(self, resource: str, wait: bool, started: float, outcome: str, detail: str,
+                end: float | None = None) -> None:
+        self.record(
+            Attempt(
+                agent=self.name,
+                resource=resource,
+                wait=wait,
+                start=started,
+                end=end if end is not None else time.time(),
+                outcome=outcome,
+                detail=detail[:300],
+                pod=self.pod,
+            )
+        )
+
+
+def outcome_of(error: LockError) -> str:
+    if isinstance(error, Deadlock):
+        return "Deadlocked"
+    if isinstance(error, Rejected) and error.reason != "HeldByAnotherHolder":
+        return f"Rejected:{error.reason}"
+    return type(error).__name__
+
+
+# ---- pods ------------------------------------------------------------------------------------------
+
+
+def pod_manifest(name: str, node: str, agent: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {POD_LABEL: POD_LABEL_VALUE, AGENT_LABEL: agent}},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "agent", "image": "registry.invalid/chaos-agent:never-pulled"}],
+            "terminationGracePeriodSeconds": 0,
+        },
+    }
+
+
+class PodWatch:
+    """One watch per process on its agents' pods: an agent dies the moment its pod is deleted."""
+
+    def __init__(self, kube: KubeClient, namespace: str, agents: Sequence[str]) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._selector = f"{AGENT_LABEL} in ({','.join(agents)})"
+        self._deaths: dict[str, asyncio.Event] = {}
+
+    def death(self, pod: str) -> asyncio.Event:
+        return self._deaths.setdefault(pod, asyncio.Event())
+
+    async def run(self) -> None:
+        version: str | None = None
+        while True:
+            try:
+                if version is None:
+                    listing = await self._kube.list(paths.pods(self._namespace), labelSelector=self._selector)
+                    for item in listing.get("items") or []:
+                        self._observe("ADDED", item)
+                    version = str((listing.get("metadata") or {}).get("resourceVersion") or "") or None
+                stream = self._kube.watch(
+                    paths.pods(self._namespace), resource_version=version, labelSelector=self._selector
+                )
+                async for event in stream:
+                    obj = event.get("object") or {}
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if event.get("type") != "BOOKMARK":
+                        self._observe(str(event.get("type")), obj)
+            except kube_errors.ApiError as error:
+                if error.status == 410:
+                    version = None
+                    continue
+                await asyncio.sleep(0.5)
+            except kube_errors.Unreachable:
+                await asyncio.sleep(0.5)
+
+    def _observe(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if kind == "DELETED" or meta.get("deletionTimestamp"):
+            self.death(str(meta.get("name"))).set()
+
+
+async def create_pod(kube: KubeClient, namespace: str, name: str, node: str, agent: str) -> str:
+    for attempt in range(30):
+        try:
+            body = await kube.create(paths.pods(namespace), pod_manifest(name, node, agent))
+            return str(body["metadata"]["uid"])
+        except kube_errors.Conflict:
+            body = await kube.get(paths.pods(namespace, name))
+            if not (body.get("metadata") or {}).get("deletionTimestamp"):
+                return str(body["metadata"]["uid"])
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            log.info("creating pod %s failed (%s); retrying", name, error)
+        await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+    raise RuntimeError(f"could not create pod {name}")
+
+
+async def run_in_pods(agent: Agent, credentials: Credentials, kube: KubeClient, watch: PodWatch, node: str) -> None:
+    """Incarnations of one agent, each in a fresh pod, until the run ends."""
+    generation = 0
+    namespace = agent.settings.namespace
+    while time.time() < agent.settings.until:
+        pod = f"{agent.name}-g{generation}"
+        uid = await create_pod(kube, namespace, pod, node, agent.name)
+        agent.pod, agent.dead = pod, False
+        env = {"POD_NAME": pod, "POD_UID": uid, "POD_NAMESPACE": namespace}
+        client = AsyncLockClient(
+            credentials=credentials, namespace=namespace, holder=pod, env=env, decision_timeout=DECISION_TIMEOUT
+        )
+        death = watch.death(pod)
+        work = asyncio.create_task(agent.run(client))
+        dying = asyncio.create_task(death.wait())
+        try:
+            await asyncio.wait({work, dying}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():
+                agent.dead = death.is_set()
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+            dying.cancel()
+            await client.close()
+        if work.done() and not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # type: ignore[misc]
+        generation += 1
+        await asyncio.sleep(agent.rng.uniform(0.2, 1.0))  # the replacement pod takes a moment
+
+
+# ---- the process -----------------------------------------------------------------------------------
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    credentials = config.load(args.kubeconfig)
+    if args.server:
+        credentials = dataclasses.replace(credentials, server=args.server)
+    settings = Settings(
+        namespace=args.namespace,
+        resources=args.resources,
+        ttl=args.ttl,
+        wait_timeout=args.wait_timeout,
+        until=args.until,
+        store_port=args.store_port,
+        hold_max=args.hold_max,
+        pause_max=args.pause_max,
+    )
+    handle = Path(args.out).open("a", encoding="utf-8")  # noqa: SIM115 (closed below, after every task)
+    record = Recorder(handle)
+    names = [f"{args.prefix}{i:03d}" for i in range(args.first, args.first + args.count)]
+    agents = [Agent(name, settings, record, seed=args.seed * 100_000 + i) for i, name in enumerate(names)]
+    kube = KubeClient(credentials, retries=4, user_agent="kubelock-chaos-agents")
+    tasks: list[asyncio.Task[None]] = []
+    watcher: asyncio.Task[None] | None = None
+    clients: list[AsyncLockClient] = []
+    if args.pods:
+        pods = PodWatch(kube, args.namespace, names)
+        watcher = asyncio.create_task(pods.run())
+        tasks = [asyncio.create_task(run_in_pods(a, credentials, kube, pods, args.node)) for a in agents]
+    else:
+        for agent in agents:
+            client = AsyncLockClient(
+                credentials=credentials, namespace=args.namespace, holder=agent.name,
+                decision_timeout=DECISION_TIMEOUT,
+            )
+            clients.append(client)
+            tasks.append(asyncio.create_task(agent.run(client)))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: [t.cancel() for t in tasks])
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+    for failure in failures:
+        log.error("agent failed: %r", failure)
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    for client in clients:
+        await client.close()
+    for agent in agents:
+        await agent.store.close()
+    await kube.close()
+    handle.close()
+    print(f"agents {names[0]}..{names[-1]}: {record.count} records, {len(failures)} failures", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m chaos.agents", description=__doc__)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--server", default="", help="API server URL to use instead of the kubeconfig's (a proxy)")
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--prefix", default="agent-")
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--resources", type=int, required=True)
+    parser.add_argument("--ttl", type=int, default=5)
+    parser.add_argument("--wait-timeout", type=int, default=6)
+    parser.add_argument("--hold-max", type=float, default=1.2)
+    parser.add_argument("--pause-max", type=float, default=0.6)
+    parser.add_argument("--until", type=float, required=True, help="wall-clock time to stop starting iterations")
+    parser.add_argument("--store-port", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pods", action="store_true")
+    parser.add_argument("--node", default="")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        return uvloop.run(main_async(parse(argv)))
+    except ImportError:
+        return asyncio.run(main_async(parse(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
