@@ -3,19 +3,18 @@ admin break, restart safety and two operators at once."""
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient, ApiException, CoreV1Api, V1Namespace, V1ObjectMeta
+from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from kubelock.domain.resource import lock_name
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.monitor import HolderMonitor
+from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import OperatorProcess
 
 PREFIX = "klc-"
@@ -29,18 +28,12 @@ def core_operator(control_plane, tmp_path_factory) -> Iterator[OperatorProcess]:
         yield op
 
 
-def _new_namespace(admin_api: ApiClient, prefix: str) -> str:
-    name = f"{prefix}{secrets.token_hex(4)}"
-    CoreV1Api(admin_api).create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
-    return name
 
 
 @pytest.fixture
 def ns(admin_api: ApiClient, core_operator: OperatorProcess) -> Iterator[str]:
-    name = _new_namespace(admin_api, PREFIX)
-    yield name
-    with contextlib.suppress(ApiException):
-        CoreV1Api(admin_api).delete_namespace(name)
+    with temporary_namespace(admin_api, PREFIX) as name:
+        yield name
 
 
 @pytest.fixture
@@ -278,15 +271,14 @@ def test_fencing_tokens_increase_across_release_expiry_break_and_deletion(locks:
 @pytest.fixture
 def iso_ns(admin_api: ApiClient) -> Iterator[str]:
     """A namespace no shared operator watches: the test runs its own."""
-    name = _new_namespace(admin_api, "kli-")
-    yield name
-    with contextlib.suppress(ApiException):
-        CoreV1Api(admin_api).delete_namespace(name)
+    with temporary_namespace(admin_api, "kli-") as name:
+        yield name
 
 
-def _burst(locks: Locks, resources: int, per_resource: int) -> list[str]:
+def _burst(locks: Locks, resources: int, per_resource: int, first: int = 0) -> list[str]:
+    """`per_resource` waiting claims on each of `resources` resources, numbered from `first`."""
     names = []
-    for i in range(per_resource):
+    for i in range(first, first + per_resource):
         for r in range(resources):
             name = f"c{r:02d}-{i:02d}"
             locks.claim(name, f"deploy://svc-{r:02d}", f"agent-{r:02d}-{i:02d}", wait=True)
@@ -333,7 +325,7 @@ def test_operator_sigkill_mid_burst_loses_nothing_and_grants_nothing_twice(
         with HolderMonitor(admin_api, iso_ns) as monitor:
             names = _burst(locks, resources=20, per_resource=5)  # 100 claims while the operator works
             op.kill()
-            names += [n for n in _burst_more(locks, 20, 5, 10)]  # 100 more while it is dead
+            names += _burst(locks, resources=20, per_resource=5, first=5)  # 100 more while it is dead
             op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)).start()
             _drain(locks, names, 20)
             time.sleep(0.5)
@@ -343,14 +335,6 @@ def test_operator_sigkill_mid_burst_loses_nothing_and_grants_nothing_twice(
         op.stop()
 
 
-def _burst_more(locks: Locks, resources: int, start: int, stop: int) -> list[str]:
-    names = []
-    for i in range(start, stop):
-        for r in range(resources):
-            name = f"c{r:02d}-{i:02d}"
-            locks.claim(name, f"deploy://svc-{r:02d}", f"agent-{r:02d}-{i:02d}", wait=True)
-            names.append(name)
-    return names
 
 
 def test_two_operators_at_once_never_make_two_holders(
@@ -436,7 +420,7 @@ def test_namespace_deletion_is_not_blocked_while_the_operator_is_down(
     admin_api: ApiClient,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    ns = _new_namespace(admin_api, "kli-")
+    ns = new_namespace(admin_api, "kli-")
     locks = Locks(admin_api, ns)
     op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(ns,)).start()
     locks.claim("a", "deploy://x", "agent-a")

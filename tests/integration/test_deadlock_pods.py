@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import random
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient, ApiException, CoreV1Api, V1Namespace, V1ObjectMeta
+from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from kubelock.domain.resource import normalise
 from tests.support.claims import Locks, phase_of, status_of
+from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import OperatorProcess
 
 PREFIX = "kld-"
@@ -28,18 +28,12 @@ def deadlock_operator(control_plane, tmp_path_factory) -> Iterator[OperatorProce
         yield op
 
 
-def _namespace(admin_api: ApiClient, prefix: str) -> str:
-    name = f"{prefix}{secrets.token_hex(4)}"
-    CoreV1Api(admin_api).create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
-    return name
 
 
 @pytest.fixture
 def ns(admin_api: ApiClient, deadlock_operator: OperatorProcess) -> Iterator[str]:
-    name = _namespace(admin_api, PREFIX)
-    yield name
-    with contextlib.suppress(ApiException):
-        CoreV1Api(admin_api).delete_namespace(name)
+    with temporary_namespace(admin_api, PREFIX) as name:
+        yield name
 
 
 @pytest.fixture
@@ -303,7 +297,7 @@ def test_pod_dies_while_the_operator_is_down(
     fake_node: str,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    ns = _namespace(admin_api, "kldi-")
+    ns = new_namespace(admin_api, "kldi-")
     locks = Locks(admin_api, ns)
     log = tmp_path / "op.log"
     op = OperatorProcess(control_plane.kubeconfig, log, namespaces=(ns,)).start()
