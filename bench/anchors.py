@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from harness import Env, Seen, Watch, added, delete_quietly, gather_limited, unique
+from harness import Env, Seen, Watch, added, delete_quietly, deleted_after, gather_limited, unique
+
+from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import paths
 from kubelock.kube.client import Body
@@ -81,8 +84,8 @@ async def create_seen(env: Env, namespace: str, samples: int) -> CreateSeen:
 
 @dataclass(frozen=True)
 class Cycles:
-    in_window: int  # cycles completed within the window
-    total: int  # every cycle started in the window, all completed
+    in_window: int  # cycles completed within the measured window (after the warm-up)
+    total: int  # every cycle run, warm-up and stragglers included (the unit of per-cycle costs)
     seconds: float
 
     @property
@@ -90,26 +93,85 @@ class Cycles:
         return self.in_window / self.seconds
 
 
-async def lease_cycles(env: Env, namespace: str, agents: int, seconds: float) -> Cycles:
-    tag = unique("t")
-    end = time.perf_counter() + seconds
+CycleFn = Callable[[int, int], Awaitable[None]]  # (agent, k) -> one complete cycle
+
+
+async def run_cycles(agents: int, seconds: float, warmup: float, cycle: CycleFn) -> Cycles:
+    """`agents` loops of `cycle`; counts the cycles that end within a window of `seconds`.
+
+    The window opens once every agent has finished a cycle and `warmup` has passed: N agents that
+    start at the same instant first meet cold connections and a burst, which is not the steady
+    rate. After the window each agent finishes the cycle it is in (those count in `total` only).
+    """
+    began = time.perf_counter()
+    window: list[float] = []
+    warmed = 0
     in_window = 0
     total = 0
+    everyone = asyncio.Event()
 
     async def agent(index: int) -> None:
-        nonlocal in_window, total
+        nonlocal warmed, in_window, total
         k = 0
-        while time.perf_counter() < end:
-            name = f"{tag}-{index}-{k}"
+        while not window or time.perf_counter() < window[1]:
+            await cycle(index, k)
             k += 1
-            await env.client.create(leases(namespace), lease_body(name))
-            await env.client.delete(leases(namespace, name))
             total += 1
-            if time.perf_counter() <= end:
+            if k == 1:
+                warmed += 1
+                if warmed == agents:
+                    everyone.set()
+            if window and window[0] <= time.perf_counter() <= window[1]:
                 in_window += 1
 
-    await asyncio.gather(*(agent(i) for i in range(agents)))
+    async def open_window() -> None:
+        await everyone.wait()
+        await asyncio.sleep(max(0.0, began + warmup - time.perf_counter()))
+        start = time.perf_counter()
+        window[:] = [start, start + seconds]
+
+    opener = asyncio.create_task(open_window())
+    try:
+        await asyncio.gather(*(agent(i) for i in range(agents)))
+    finally:
+        opener.cancel()
     return Cycles(in_window, total, seconds)
+
+
+async def lease_cycles(env: Env, namespace: str, agents: int, seconds: float, warmup: float) -> Cycles:
+    tag = unique("t")
+
+    async def cycle(index: int, k: int) -> None:
+        name = f"{tag}-{index}-{k}"
+        await env.client.create(leases(namespace), lease_body(name))
+        await env.client.delete(leases(namespace, name))
+
+    return await run_cycles(agents, seconds, warmup, cycle)
+
+
+def resource_lock_body(name: str) -> Body:
+    now = to_rfc3339(time.time())
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ResourceLock",
+        "metadata": {"name": name},
+        "spec": {
+            "resource": f"bench://floor/{name}", "holder": "bench", "claimRef": {"name": name, "uid": name},
+            "leaseDurationSeconds": 1800, "acquireTime": now, "renewTime": now, "fencingToken": 1,
+        },
+    }
+
+
+async def custom_resource_cycles(env: Env, namespace: str, agents: int, seconds: float, warmup: float) -> Cycles:
+    """T(N) with a custom resource (a bare ResourceLock, no operator): what the CRD alone costs."""
+    tag = unique("cr")
+
+    async def cycle(index: int, k: int) -> None:
+        name = f"{tag}-{index}-{k}"
+        await env.client.create(paths.locks(namespace), resource_lock_body(name))
+        await env.client.delete(paths.locks(namespace, name))
+
+    return await run_cycles(agents, seconds, warmup, cycle)
 
 
 async def lease_handoff(env: Env, namespace: str, waiters: int) -> list[float]:
@@ -127,7 +189,7 @@ async def lease_handoff(env: Env, namespace: str, waiters: int) -> list[float]:
         for index, watch in enumerate(watches):
             began = time.perf_counter()
             await env.client.delete(leases(namespace, name))
-            await watch.wait_for(name, lambda s, t=began: s.type == "DELETED" and s.at >= t, env.timeout)
+            await watch.wait_for(name, deleted_after(began), env.timeout)
             await env.client.create(leases(namespace), lease_body(name, f"waiter-{index}"))
             latencies.append(time.perf_counter() - began)
         await delete_quietly(env.client, leases(namespace, name))
@@ -138,9 +200,7 @@ async def lease_handoff(env: Env, namespace: str, waiters: int) -> list[float]:
 
 
 async def create_leases(env: Env, namespace: str, count: int, prefix: str = "l") -> None:
-    await gather_limited(
-        (lambda i=i: env.client.create(leases(namespace), lease_body(f"{prefix}-{i}")) for i in range(count)), 32
-    )
+    await gather_limited(range(count), lambda i: env.client.create(leases(namespace), lease_body(f"{prefix}-{i}")), 32)
 
 
 async def list_leases(env: Env, namespace: str) -> tuple[float, int]:

@@ -21,16 +21,19 @@ from harness import (
     Env,
     OperatorProcess,
     RequestTally,
+    Watch,
     apiserver_requests,
     children_by_name,
     cpu_seconds,
     diff,
     ensure_namespace,
     rss_mib,
+    unique,
     writes,
 )
-from kubelock.kube import paths
 from report import Document, Row, Summary, Target, error_rows, median, summarise
+
+from kubelock.kube import paths
 
 log = logging.getLogger("bench")
 MS = 1000.0
@@ -49,6 +52,8 @@ class Plan:
     cycle_agents: tuple[int, ...]
     cycle_seconds: float
     cycle_rounds: int
+    cycle_warmup: float
+    floor_min_agents: int  # the bare-ResourceLock floor of #2 is run from this N up
     handoff_rounds: int
     naive_handoff_rounds: int
     pod_rounds: int
@@ -60,20 +65,33 @@ class Plan:
     expiry_rate: float  # claims created per second for #4
     held_locks: int  # for #7 and #8
     restart_rounds: int
+    block_limits: dict[int, float]  # seconds each block may take before it is cut short (fail soft)
+    budget: float  # seconds the whole run may take; blocks that would start later are skipped
     waiters: int = 10
     warmup: int = 3
 
 
 QUICK = Plan(
-    quick=True, acquire_rounds=3, acquire_samples=15, cycle_agents=(1, 10, 50, 200), cycle_seconds=1.5,
-    cycle_rounds=1, handoff_rounds=2, naive_handoff_rounds=0, pod_rounds=2, pod_samples=5, chain=200,
-    deadlock_samples=10, live_locks=1000, expiring=100, expiry_rate=100.0, held_locks=2000, restart_rounds=1,
+    quick=True,
+    acquire_rounds=3, acquire_samples=12,
+    cycle_agents=(1, 10, 50, 200), cycle_seconds=1.0, cycle_rounds=1, cycle_warmup=0.5, floor_min_agents=50,
+    handoff_rounds=2, naive_handoff_rounds=0,
+    pod_rounds=2, pod_samples=5,
+    chain=200, deadlock_samples=8,
+    live_locks=1000, expiring=100, expiry_rate=100.0,
+    held_locks=2000, restart_rounds=1,
+    block_limits={1: 25, 2: 60, 3: 15, 5: 15, 6: 25, 7: 60}, budget=170.0,
 )
 FULL = Plan(
-    quick=False, acquire_rounds=5, acquire_samples=60, cycle_agents=(1, 10, 50, 200), cycle_seconds=5.0,
-    cycle_rounds=3, handoff_rounds=6, naive_handoff_rounds=1, pod_rounds=3, pod_samples=15, chain=1000,
-    deadlock_samples=40, live_locks=10_000, expiring=1000, expiry_rate=250.0, held_locks=10_000,
-    restart_rounds=3,
+    quick=False,
+    acquire_rounds=5, acquire_samples=60,
+    cycle_agents=(1, 10, 50, 200), cycle_seconds=5.0, cycle_rounds=3, cycle_warmup=1.5, floor_min_agents=1,
+    handoff_rounds=6, naive_handoff_rounds=1,
+    pod_rounds=3, pod_samples=15,
+    chain=1000, deadlock_samples=40,
+    live_locks=10_000, expiring=1000, expiry_rate=250.0,
+    held_locks=10_000, restart_rounds=3,
+    block_limits={1: 180, 2: 420, 3: 180, 5: 120, 6: 240, 7: 540}, budget=1150.0,
 )
 
 
@@ -85,7 +103,7 @@ class Account:
     flavour: str
     units: int = 0
     unit: str = "samples"
-    cpu: Counter[str] = field(default_factory=Counter)
+    cpu: dict[str, float] = field(default_factory=dict)
     apiserver: Counter[tuple[str, ...]] = field(default_factory=Counter)
     operator: Counter[tuple[str, ...]] = field(default_factory=Counter)
     client: Counter[str] = field(default_factory=Counter)
@@ -133,28 +151,38 @@ class Runner:
     async def account(
         self, block: str, flavour: str, operator: OperatorProcess | None, unit: str = "samples"
     ) -> AsyncIterator[Account]:
-        key = (block, flavour)
-        total = self.accounts.setdefault(key, Account(block, flavour, unit=unit))
+        """Bills CPU seconds and API requests between entry and exit to (block, flavour)."""
+        total = self.accounts.setdefault((block, flavour), Account(block, flavour, unit=unit))
         pids = {**self.pids, "bench client": os.getpid()}
-        if operator is not None and operator.process is not None:
-            pids[f"operator ({operator.flavour})"] = operator.pid
+        op_key = f"operator ({operator.flavour})" if operator else ""
+        op_pid = operator.pid if operator is not None and operator.process is not None else None
+        if op_pid is not None:
+            pids[op_key] = op_pid
         cpu_before = {k: cpu_seconds(p) for k, p in pids.items()}
         api_before = await apiserver_requests(self.env.credentials)
-        op_before = await operator.api_requests() if operator else Counter()
+        op_before = await operator.api_requests() if op_pid is not None and operator else Counter()
         client_before = self.tally.snapshot()
         this = Account(block, flavour, unit=unit)
         yield this
+        if operator is not None:
+            await operator.quiet()
+        restarted = operator is not None and op_pid is not None and operator.pid != op_pid
         for k, p in pids.items():
-            total.cpu[k] += cpu_seconds(p) - cpu_before[k]
+            if k == op_key and restarted and operator is not None:
+                # A new process: all of its CPU is this block's (the killed one's last moments are lost).
+                spent = cpu_seconds(operator.pid)
+            else:
+                spent = cpu_seconds(p) - cpu_before[k]
+            total.cpu[k] = total.cpu.get(k, 0.0) + spent
         total.apiserver.update(diff(await apiserver_requests(self.env.credentials), api_before))
         if operator is not None:
-            total.operator.update(diff(await operator.api_requests(), op_before))
+            total.operator.update(diff(await operator.api_requests(), Counter() if restarted else op_before))
         total.client.update(diff(self.tally.snapshot(), client_before))
         total.units += this.units
 
     # ---- the run ----------------------------------------------------------------------------
 
-    async def run(self, only: Sequence[int] = ()) -> Document:
+    async def run(self, only: Sequence[int] = (), deadline: float | None = None) -> Document:
         for ns in (NS_ANCHOR, NS_KUBELOCK, NS_NAIVE, NS_BIG, NS_LEASES):
             await ensure_namespace(self.env.client, ns)
         await self.kubelock.start()
@@ -176,13 +204,19 @@ class Runner:
                 if only and id_ not in only and not (id_ == 7 and {4, 8} & set(only)):
                     continue
                 began = time.monotonic()
+                limit = self.plan.block_limits[id_]
+                left = (deadline - began) if deadline is not None else limit
+                if left < 5:
+                    self.doc.rows += error_rows(id_, names, f"skipped: the {self.plan.budget:.0f} s budget is spent")
+                    continue
                 log.info("block %d: %s", id_, names[0])
                 try:
-                    await asyncio.wait_for(block(), timeout=1200)
+                    await asyncio.wait_for(block(), timeout=min(limit, left))
                 except Exception as error:
                     log.exception("block %d failed", id_)
                     self.doc.rows += error_rows(id_, names, error)
                 log.info("block %d done in %.1f s", id_, time.monotonic() - began)
+            log.info("client watches resumed after the server ended them: %d", Watch.resumed_total)
         finally:
             self.kubelock.stop()
             self.naive.stop()
@@ -232,7 +266,7 @@ class Runner:
                 lock[flavour].append(k.lock)
         self.anchor["W"] = summarise(w, MS)
         self.anchor["O"] = summarise(o, MS)
-        O = self.anchor["O"]
+        o_ = self.anchor["O"]
         for flavour in ("kubelock", "naive-kopf"):
             if flavour == "naive-kopf" and naive_error:
                 self.doc.rows += error_rows(1, ["uncontended acquire"], naive_error, flavour)
@@ -241,9 +275,9 @@ class Runner:
                 s = summarise(data, MS)
                 detail = f"{s.rounds} rounds, {s.samples} samples"
                 self.doc.rows += [
-                    Row(1, f"uncontended acquire p50 ({what})", "ms", s.p50, O.p50, "O p50",
+                    Row(1, f"uncontended acquire p50 ({what})", "ms", s.p50, o_.p50, "O p50",
                         Target("p50 <= 3 x O", 3), flavour, detail),
-                    Row(1, f"uncontended acquire p99 ({what})", "ms", s.p99, O.p99, "O p99",
+                    Row(1, f"uncontended acquire p99 ({what})", "ms", s.p99, o_.p99, "O p99",
                         Target("p99 <= 4 x O", 4), flavour, detail),
                 ]
 
@@ -252,15 +286,20 @@ class Runner:
     async def block_cycles(self) -> None:
         p, env = self.plan, self.env
         for n in p.cycle_agents:
-            rates: dict[str, list[float]] = {"anchor": [], "kubelock": [], "naive-kopf": []}
+            rates: dict[str, list[float]] = {"anchor": [], "cr": [], "kubelock": [], "naive-kopf": []}
             errors: dict[str, str] = {}
             if self.naive_error:
                 errors["naive-kopf"] = self.naive_error
             for _ in range(p.cycle_rounds):
                 async with self.account(f"2 cycles N={n}", "anchor (Lease)", None, "cycles") as acc:
-                    t = await anchors.lease_cycles(env, NS_ANCHOR, n, p.cycle_seconds)
+                    t = await anchors.lease_cycles(env, NS_ANCHOR, n, p.cycle_seconds, p.cycle_warmup)
                     acc.units = t.total
                 rates["anchor"].append(t.rate)
+                if n >= p.floor_min_agents:
+                    async with self.account(f"2 cycles N={n}", "floor (bare ResourceLock)", None, "cycles") as acc:
+                        t = await anchors.custom_resource_cycles(env, NS_ANCHOR, n, p.cycle_seconds, p.cycle_warmup)
+                        acc.units = t.total
+                    rates["cr"].append(t.rate)
                 for flavour, ns, op in (
                     ("kubelock", NS_KUBELOCK, self.kubelock), ("naive-kopf", NS_NAIVE, self.naive)
                 ):
@@ -268,7 +307,7 @@ class Runner:
                         continue
                     try:
                         async with self.account(f"2 cycles N={n}", flavour, op, "cycles") as acc:
-                            c = await scenarios.claim_cycles(env, ns, n, p.cycle_seconds)
+                            c = await scenarios.claim_cycles(env, ns, n, p.cycle_seconds, p.cycle_warmup)
                             acc.units = c.total
                             await scenarios.settle_locks(env, ns)
                     except Exception as error:
@@ -276,17 +315,22 @@ class Runner:
                         errors[flavour] = f"{type(error).__name__}: {error}"
                         continue
                     rates[flavour].append(c.rate)
+                    log.info("cycles N=%d %s: %.0f/s (%d cycles)", n, flavour, c.rate, c.total)
             anchor = median(rates["anchor"])
-            self.anchor[f"T({n})"] = Summary(anchor, anchor, max(rates["anchor"]), len(rates["anchor"]),
-                                            len(rates["anchor"]))
+            self.anchor[f"T({n})"] = _rate_summary(rates["anchor"])
             target = Target("≥ 0.4 x T(N)", 0.4, at_least=True) if n >= 50 else None
+            if rates["cr"]:
+                self.anchor[f"T_CR({n})"] = _rate_summary(rates["cr"])
+                detail = f"{len(rates['cr'])} x {p.cycle_seconds:g} s"
+                self.doc.rows.append(Row(2, f"cycles/s N={n}", "cycles/s", median(rates["cr"]), anchor, f"T({n})",
+                                         None, "floor (bare ResourceLock)", detail))
             for flavour in ("kubelock", "naive-kopf"):
                 if flavour in errors:
                     self.doc.rows += error_rows(2, [f"cycles/s N={n}"], errors[flavour], flavour)
                     continue
-                rounds = len(rates[flavour])
+                detail = f"{len(rates[flavour])} x {p.cycle_seconds:g} s"
                 self.doc.rows.append(Row(2, f"cycles/s N={n}", "cycles/s", median(rates[flavour]), anchor,
-                                         f"T({n})", target, flavour, f"{rounds} x {p.cycle_seconds:g} s"))
+                                         f"T({n})", target, flavour, detail))
                 self.doc.rows.append(self._writes_row(n, flavour))
 
     def _writes_row(self, n: int, flavour: str) -> Row:
@@ -375,13 +419,15 @@ class Runner:
 
     async def block_deadlock(self) -> None:
         p, env = self.plan, self.env
+        tag = unique("d")
+        await scenarios.build_chain(env, NS_KUBELOCK, p.chain, tag)
         async with self.account(f"6 deadlock chain {p.chain}", "kubelock", self.kubelock, "closing claims") as acc:
-            samples = await scenarios.deadlock(env, NS_KUBELOCK, p.chain, p.deadlock_samples)
+            samples = await scenarios.deadlock(env, NS_KUBELOCK, p.chain, p.deadlock_samples, tag)
             acc.units = len(samples)
         s = summarise([samples], MS)
-        O, W = self.anchor.get("O"), self.anchor.get("W")
-        a50 = O.p50 + W.p50 if O and W else None
-        a99 = O.p99 + W.p99 if O and W else None
+        o_, w_ = self.anchor.get("O"), self.anchor.get("W")
+        a50 = o_.p50 + w_.p50 if o_ and w_ else None
+        a99 = o_.p99 + w_.p99 if o_ and w_ else None
         detail = f"chain of {p.chain}, {s.samples} closing claims"
         self.doc.rows += [
             Row(6, "deadlock reported p50", "ms", s.p50, a50, "O + W (p50)", None, "kubelock", detail),
@@ -393,7 +439,7 @@ class Runner:
     async def _clear(self, namespace: str) -> None:
         """Deletes every claim of a namespace (one deletecollection) and waits for the locks to go."""
         await self.env.client.request("DELETE", paths.claims(namespace), verb="deletecollection")
-        await scenarios.settle_locks(self.env, namespace, timeout=300)
+        await scenarios.settle_locks(self.env, namespace, within=300)
 
     # ---- 7, 4, 8: many locks ----------------------------------------------------------------
 
@@ -466,6 +512,11 @@ class Runner:
         self.doc.rows.append(Row(8, f"restart with {p.held_locks} locks → new claim Held", "s", median(restarts),
                                  L, "L", Target("<= 2 x L + 1 s", 2, 1), "kubelock",
                                  f"{len(restarts)} restarts; L = LIST+parse of {items} Leases"))
+
+
+def _rate_summary(rates: Sequence[float]) -> Summary:
+    value = median(rates)
+    return Summary(value, value, max(rates), len(rates), len(rates))
 
 
 async def _rss_after(pid: int, seconds: float) -> float:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 
@@ -32,6 +32,8 @@ from kubelock.testbed.processes import ManagedProcess, free_port, start_process
 
 REPO = Path(__file__).resolve().parents[1]
 Body = dict[str, Any]
+T = TypeVar("T")
+R = TypeVar("R")
 WRITE_VERBS = frozenset({"create", "patch", "update", "delete", "deletecollection"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -104,6 +106,8 @@ class Watch:
     """One watch request read by its own task; waiters are keyed by object name, so a namespace-wide
     watch can serve hundreds of agents without testing every event against every waiter."""
 
+    resumed_total: ClassVar[int] = 0  # watches the server ended and that were resumed, all instances
+
     def __init__(self, client: KubeClient, path: str, *, resource_version: str | None = None, **params: Any) -> None:
         self._client = client
         self._path = path
@@ -114,6 +118,7 @@ class Watch:
         self._established = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
+        self.resumed = 0
 
     async def __aenter__(self) -> Watch:
         return await self.start()
@@ -121,32 +126,23 @@ class Watch:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self, timeout: float = 30.0) -> Watch:
+    async def start(self, within: float = 30.0) -> Watch:
         self._task = asyncio.create_task(self._run(), name=f"watch {self._path}")
         established = asyncio.create_task(self._established.wait())
-        done, _ = await asyncio.wait({established, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({established, self._task}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         if established not in done:
             established.cancel()
             await self.close()
-            raise TimeoutError(f"watch on {self._path} not established within {timeout:.0f} s: {self.error!r}")
+            raise TimeoutError(f"watch on {self._path} not established within {within:.0f} s: {self.error!r}")
         return self
 
     async def _run(self) -> None:
         _ESTABLISHED.set(self._established)
         try:
-            async for event in self._client.watch(
-                self._path, resource_version=self._version, timeout_seconds=1800, **self._params
-            ):
-                seen = Seen(time.perf_counter(), time.time(), str(event.get("type")), event.get("object") or {})
-                if seen.type == "BOOKMARK":
-                    continue
-                self.history.setdefault(seen.name, []).append(seen)
-                waiters = self._waiters.get(seen.name)
-                if waiters:
-                    for predicate, future in list(waiters):
-                        if not future.done() and predicate(seen):
-                            future.set_result(seen)
-                            waiters.remove((predicate, future))
+            while True:
+                await self._stream()
+                # The server ended the watch (its timeout, or it dropped a watcher it found slow):
+                # resume from the last version seen, as any informer does.
         except Exception as error:  # reported to every waiter below
             self.error = error
         finally:
@@ -155,10 +151,30 @@ class Watch:
                     if not future.done():
                         future.set_exception(RuntimeError(f"watch on {self._path} ended: {self.error!r}"))
 
+    async def _stream(self) -> None:
+        async for event in self._client.watch(
+            self._path, resource_version=self._version, timeout_seconds=1800, **self._params
+        ):
+            at, wall = time.perf_counter(), time.time()
+            obj = event.get("object") or {}
+            self._version = (obj.get("metadata") or {}).get("resourceVersion") or self._version
+            seen = Seen(at, wall, str(event.get("type")), obj)
+            if seen.type == "BOOKMARK":
+                continue
+            self.history.setdefault(seen.name, []).append(seen)
+            waiters = self._waiters.get(seen.name)
+            if waiters:
+                for predicate, future in list(waiters):
+                    if not future.done() and predicate(seen):
+                        future.set_result(seen)
+                        waiters.remove((predicate, future))
+        self.resumed += 1
+        Watch.resumed_total += 1
+
     def first(self, name: str, predicate: Predicate) -> Seen | None:
         return next((s for s in self.history.get(name, ()) if predicate(s)), None)
 
-    async def wait_for(self, name: str, predicate: Predicate, timeout: float) -> Seen:
+    async def wait_for(self, name: str, predicate: Predicate, within: float) -> Seen:
         """The first event about `name` (already seen or still to come) that satisfies `predicate`."""
         seen = self.first(name, predicate)
         if seen is not None:
@@ -169,7 +185,7 @@ class Watch:
         entry = (predicate, future)
         self._waiters.setdefault(name, []).append(entry)
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, within)
         finally:
             waiters = self._waiters.get(name, [])
             if entry in waiters:
@@ -193,6 +209,10 @@ def phase_is(*phases: str) -> Predicate:
 
 def deleted(seen: Seen) -> bool:
     return seen.type == "DELETED"
+
+
+def deleted_after(moment: float) -> Predicate:
+    return lambda seen: seen.type == "DELETED" and seen.at >= moment
 
 
 def added(seen: Seen) -> bool:
@@ -223,22 +243,22 @@ async def delete_quietly(client: KubeClient, path: str) -> None:
         await client.delete(path)
 
 
-async def gather_limited(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
-    """Runs the jobs with at most `limit` in flight; results in order."""
+async def gather_limited(items: Iterable[T], job: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
+    """`job(item)` for every item with at most `limit` in flight; results in order."""
     semaphore = asyncio.Semaphore(limit)
 
-    async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+    async def one(item: T) -> R:
         async with semaphore:
-            return await job()
+            return await job(item)
 
-    return list(await asyncio.gather(*(one(job) for job in jobs)))
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(check: Callable[[], Awaitable[bool]], *, within: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise TimeoutError(f"timed out after {within:.0f} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -385,20 +405,20 @@ class OperatorProcess:
             self.log_path.stem, self.argv(), log_dir=self.log_dir, env=env, cwd=REPO
         )
 
-    async def start(self, timeout: float = 90.0) -> OperatorProcess:
+    async def start(self, within: float = 90.0) -> OperatorProcess:
         self.spawn()
-        await self.wait_ready(timeout)
+        await self.wait_ready(within)
         return self
 
-    async def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_ready(self, within: float = 90.0) -> None:
+        deadline = time.monotonic() + within
         while True:
             if self.ready_line in self.log_text():
                 return
             if self.process is None or not self.process.alive():
                 raise RuntimeError(f"{self.flavour} operator exited during start:\n{self.log_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.flavour} operator not ready in {timeout:.0f} s:\n{self.log_text()[-2000:]}")
+                raise TimeoutError(f"{self.flavour} operator not ready in {within:.0f} s:\n{self.log_text()[-2000:]}")
             await asyncio.sleep(0.02)
 
     def log_text(self) -> str:
@@ -425,6 +445,21 @@ class OperatorProcess:
             return Counter()
         text = await scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
         return parse_counter(text, "kubelock_api_requests_total", ("verb", "code"))
+
+
+    async def quiet(self, within: float = 60.0, interval: float = 0.15) -> None:
+        """Waits until the operator's request counter stops moving (its Event queue drained, say),
+        so that what it still owes for a block is not billed to the next one."""
+        if self.flavour != "kubelock" or self.process is None:
+            return
+        deadline = time.monotonic() + within
+        last = await self.api_requests()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(interval)
+            now = await self.api_requests()
+            if now == last:
+                return
+            last = now
 
 
 def writes(by_verb: Counter[tuple[str, ...]] | Counter[str]) -> int:

@@ -28,7 +28,7 @@ RETRY_SECONDS = 2.0
 RETRY_JITTER = 1.2
 DEFAULT_TTL = 1800
 
-k8s_config.load_kube_config()
+k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
 _api = k8s.CustomObjectsApi()
 
 
@@ -37,12 +37,14 @@ def _rfc3339(ts: float) -> str:
 
 
 @kopf.on.startup()
-def started(logger: logging.Logger, **_: Any) -> None:
+def started(logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
     logger.info("naive operator started")
 
 
 @kopf.on.create(GROUP, VERSION, "lockclaims")
-def grant(spec: kopf.Spec, name: str, namespace: str, uid: str, patch: kopf.Patch, **_: Any) -> None:
+def grant(spec: kopf.Spec, name: str, namespace: str | None, uid: str, patch: kopf.Patch, **_: Any) -> None:
+    if namespace is None:
+        raise kopf.PermanentError("LockClaims are namespaced")
     resource = normalise(str(spec["resource"]))
     lock = lock_name(resource)
     now = time.time()

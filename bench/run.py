@@ -18,16 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from blocks import FULL, QUICK, Plan, Runner
 from harness import REPO, Env, RequestTally, new_client
+from report import Document, render_markdown
+
 from kubelock.kube import config
 from kubelock.testbed import ControlPlane, find_binaries
-from report import Document, render_markdown
 
 log = logging.getLogger("bench")
 MANIFESTS = ("crds", "config/rbac")
@@ -80,7 +81,7 @@ def _uvloop() -> bool:
     return True
 
 
-async def bench(plane: ControlPlane, plan: Plan, only: Sequence[int], log_dir: Path) -> Document:
+async def bench(plane: ControlPlane, plan: Plan, only: Sequence[int], log_dir: Path, deadline: float) -> Document:
     credentials = config.load(plane.kubeconfig)
     tally = RequestTally()
     async with new_client(credentials, tally) as client, new_client(credentials, tally) as watcher:
@@ -88,15 +89,14 @@ async def bench(plane: ControlPlane, plan: Plan, only: Sequence[int], log_dir: P
         version = await client.get("/version")
         runner = Runner(env, plan, plane.kubeconfig, log_dir)
         runner.doc.machine = machine(plane, plan, version)
-        return await runner.run(only)
+        return await runner.run(only, deadline)
 
 
-def run_loop(coro: Any) -> Document:
+def run_loop(coro: Coroutine[Any, Any, Document]) -> Document:
     if _uvloop():
         import uvloop
 
-        result: Document = uvloop.run(coro)
-        return result
+        return uvloop.run(coro)
     return asyncio.run(coro)
 
 
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("control plane up in %.1f s at %s; logs in %s", plane.startup_seconds or 0, plane.server, workdir)
     try:
         plane.create_fake_node(NODE)
-        doc = run_loop(bench(plane, plan, args.only, workdir / "logs"))
+        doc = run_loop(bench(plane, plan, args.only, workdir / "logs", began + plan.budget))
     finally:
         plane.stop()
     doc.machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

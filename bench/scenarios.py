@@ -10,12 +10,11 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from anchors import Cycles, pod_body, pod_running
+from anchors import Cycles, pod_body, pod_running, run_cycles
 from harness import (
     Env,
     OperatorProcess,
     Predicate,
-    Seen,
     Watch,
     added,
     current_version,
@@ -26,6 +25,7 @@ from harness import (
     unique,
     wait_until,
 )
+
 from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.domain.timefmt import from_rfc3339
@@ -65,14 +65,14 @@ def owned_by(claim: str) -> Predicate:
     return lambda s: added(s) and ((s.obj.get("spec") or {}).get("claimRef") or {}).get("name") == claim
 
 
-async def settle_locks(env: Env, namespace: str, timeout: float = 120.0) -> None:
+async def settle_locks(env: Env, namespace: str, within: float = 120.0) -> None:
     """Waits until no ResourceLock is left: the operator (or the garbage collector) caught up."""
 
     async def none_left() -> bool:
         listing = await env.client.list(paths.locks(namespace), limit=1)
         return not listing.get("items")
 
-    await wait_until(none_left, timeout=timeout, what=f"every ResourceLock in {namespace} to be deleted")
+    await wait_until(none_left, within=within, what=f"every ResourceLock in {namespace} to be deleted")
 
 
 # ---- 1: uncontended acquire --------------------------------------------------------------------
@@ -110,36 +110,25 @@ async def acquire(env: Env, namespace: str, samples: int) -> Acquired:
 # ---- 2: acquire+release cycles -----------------------------------------------------------------
 
 
-async def claim_cycles(env: Env, namespace: str, agents: int, seconds: float) -> Cycles:
-    """N agents, each on its own resources: create claim → Held seen → delete claim, for `seconds`.
+async def claim_cycles(env: Env, namespace: str, agents: int, seconds: float, warmup: float) -> Cycles:
+    """N agents, each on its own resources: create claim → Held seen → delete claim.
 
     One namespace-wide watch serves every agent (its own connection pool): a watch per agent per
     cycle would cost a TLS handshake each time and measure the client, not the operator.
     """
     tag = unique("c")
     version = await current_version(env.client, paths.claims(namespace))
-    in_window = 0
-    total = 0
     async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
-        end = time.perf_counter() + seconds
 
-        async def agent(index: int) -> None:
-            nonlocal in_window, total
-            k = 0
-            while time.perf_counter() < end:
-                name = f"{tag}-{index}-{k}"
-                k += 1
-                resource = f"bench://cycle/{tag}/{index}/{k}"
-                await env.client.create(paths.claims(namespace), claim_body(name, resource, f"agent-{index}"))
-                await watch.wait_for(name, HELD, env.timeout)
-                await env.client.delete(paths.claims(namespace, name))
-                watch.forget(name)
-                total += 1
-                if time.perf_counter() <= end:
-                    in_window += 1
+        async def cycle(index: int, k: int) -> None:
+            name = f"{tag}-{index}-{k}"
+            resource = f"bench://cycle/{tag}/{index}/{k}"
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, f"agent-{index}"))
+            await watch.wait_for(name, HELD, env.timeout)
+            await env.client.delete(paths.claims(namespace, name))
+            watch.forget(name)
 
-        await asyncio.gather(*(agent(i) for i in range(agents)))
-    return Cycles(in_window, total, seconds)
+        return await run_cycles(agents, seconds, warmup, cycle)
 
 
 # ---- 3: contended handoff ----------------------------------------------------------------------
@@ -240,33 +229,27 @@ async def build_chain(env: Env, namespace: str, length: int, tag: str) -> None:
     async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
         holds = [f"{tag}-hold-{i}" for i in range(length)]
         await gather_limited(
-            (
-                lambda i=i: env.client.create(
-                    paths.claims(namespace), claim_body(holds[i], f"bench://chain/{tag}/{i}", f"{tag}-agent-{i}")
-                )
-                for i in range(length)
+            range(length),
+            lambda i: env.client.create(
+                paths.claims(namespace), claim_body(holds[i], f"bench://chain/{tag}/{i}", f"{tag}-agent-{i}")
             ),
             32,
         )
-        await gather_limited((lambda n=n: watch.wait_for(n, HELD, env.timeout * 5) for n in holds), 10_000)
+        await gather_limited(holds, lambda n: watch.wait_for(n, HELD, env.timeout * 5), len(holds))
         waits = [f"{tag}-wait-{i}" for i in range(length - 1)]
         await gather_limited(
-            (
-                lambda i=i: env.client.create(
-                    paths.claims(namespace),
-                    claim_body(waits[i], f"bench://chain/{tag}/{i + 1}", f"{tag}-agent-{i}", wait=True),
-                )
-                for i in range(length - 1)
+            range(length - 1),
+            lambda i: env.client.create(
+                paths.claims(namespace),
+                claim_body(waits[i], f"bench://chain/{tag}/{i + 1}", f"{tag}-agent-{i}", wait=True),
             ),
             32,
         )
-        await gather_limited((lambda n=n: watch.wait_for(n, PENDING, env.timeout * 5) for n in waits), 10_000)
+        await gather_limited(waits, lambda n: watch.wait_for(n, PENDING, env.timeout * 5), len(waits))
 
 
-async def deadlock(env: Env, namespace: str, length: int, samples: int) -> list[float]:
+async def deadlock(env: Env, namespace: str, length: int, samples: int, tag: str) -> list[float]:
     """Closing claims (the last holder asks for r_0): create → `Deadlocked` seen, one at a time."""
-    tag = unique("d")
-    await build_chain(env, namespace, length, tag)
     latencies: list[float] = []
     for k in range(samples):
         name = f"{tag}-close-{k}"
@@ -296,15 +279,11 @@ async def populate(env: Env, namespace: str, count: int, tag: str, start: int = 
     names = [f"{tag}-{i}" for i in range(start, count)]
     async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
         await gather_limited(
-            (
-                lambda n=n: env.client.create(
-                    paths.claims(namespace), claim_body(n, f"bench://live/{n}", f"holder-{n}")
-                )
-                for n in names
-            ),
+            names,
+            lambda n: env.client.create(paths.claims(namespace), claim_body(n, f"bench://live/{n}", f"holder-{n}")),
             32,
         )
-        await gather_limited((lambda n=n: watch.wait_for(n, HELD, 600) for n in names), 100_000)
+        await gather_limited(names, lambda n: watch.wait_for(n, HELD, 600), len(names))
     return time.perf_counter() - began
 
 
@@ -338,12 +317,10 @@ async def expiry(env: Env, namespace: str, count: int, rate: float) -> Expiry:
             expires[names[index]] = from_rfc3339(str(held.obj["status"]["expiresAt"]))
 
         await asyncio.gather(*(create(i) for i in range(count)))
-        seen: list[Seen] = await gather_limited(
-            (lambda n=n: watch.wait_for(n, phase_is("Expired"), env.timeout * 2) for n in names), 100_000
-        )
+        seen = await gather_limited(names, lambda n: watch.wait_for(n, phase_is("Expired"), env.timeout * 2), count)
     lateness = [s.wall - expires[n] for n, s in zip(names, seen, strict=True)]
     ends = sorted(expires.values())
-    await gather_limited((lambda n=n: delete_quietly(env.client, paths.claims(namespace, n)) for n in names), 32)
+    await gather_limited(names, lambda n: delete_quietly(env.client, paths.claims(namespace, n)), 32)
     return Expiry(lateness, ends[-1] - ends[0])
 
 

@@ -81,6 +81,16 @@ class RecordingLease(AsyncLease):
                 await task
 
 
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A lock as its agent knows it: the lease and what the grant said."""
+
+    lease: RecordingLease
+    resource: str
+    claim: str
+    token: int
+
+
 @dataclasses.dataclass
 class Settings:
     namespace: str
@@ -145,21 +155,20 @@ class Agent:
             return self.rng.uniform(1.2, 2.0) * self.settings.ttl  # outlives one lease: renewals needed
         return self.rng.uniform(0.1, self.settings.hold_max)
 
-    async def work(self, lease: RecordingLease) -> None:
+    async def work(self, held: Held) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(lease.lost.wait(), self.hold_seconds())
+            await asyncio.wait_for(held.lease.lost.wait(), self.hold_seconds())
 
-    async def write(self, lease: RecordingLease, phase: str) -> None:
-        token = lease.fencing_token
-        if token is None:
-            return
+    async def write(self, held: Held, phase: str) -> None:
+        # The token of the grant, kept by the agent: after a loss the claim no longer shows one, but
+        # a worker that does not know of the loss yet still writes with what it was given.
         try:
-            await self.store.write(self.name, lease.resource, token, phase)
+            await self.store.write(self.name, held.resource, held.token, phase)
         except (ConnectionError, OSError, ValueError) as error:
             log.warning("%s: store write failed: %s", self.name, error)
 
     @contextlib.asynccontextmanager
-    async def holding(self, client: AsyncLockClient, uri: str, *, wait: bool) -> AsyncIterator[RecordingLease | None]:
+    async def holding(self, client: AsyncLockClient, uri: str, *, wait: bool) -> AsyncIterator[Held | None]:
         settings = self.settings
         lease = RecordingLease(
             client, uri, ttl=settings.ttl, wait=wait, timeout=settings.wait_timeout if wait else None
@@ -180,19 +189,20 @@ class Agent:
             yield None
             return
         held_from = time.time()
-        self.attempt(resource, wait, started, "Held", f"token {lease.fencing_token}", end=held_from)
+        claim = lease.claim
+        held = Held(lease, claim.resource, claim.uid, lease.fencing_token or 0)
+        self.attempt(resource, wait, started, "Held", f"token {held.token}", end=held_from)
         try:
-            yield lease
+            yield held
         finally:
             # Belief ends at the first sign of loss, or now, when the agent lets go.
             until = lease.lost_at if lease.lost_at is not None else time.time()
-            claim = lease.claim
             self.record(
                 Hold(
                     agent=self.name,
-                    resource=claim.resource,
-                    claim=claim.uid,
-                    token=lease.fencing_token or 0,
+                    resource=held.resource,
+                    claim=held.claim,
+                    token=held.token,
                     start=held_from,
                     end=until,
                     expiry=lease.known_expiry,
@@ -330,8 +340,9 @@ async def run_in_pods(agent: Agent, credentials: Credentials, kube: KubeClient, 
                     await work
             dying.cancel()
             await client.close()
-        if work.done() and not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # type: ignore[misc]
+        failure = work.exception() if work.done() and not work.cancelled() else None
+        if failure is not None:
+            raise failure
         generation += 1
         await asyncio.sleep(agent.rng.uniform(0.2, 1.0))  # the replacement pod takes a moment
 
@@ -339,7 +350,7 @@ async def run_in_pods(agent: Agent, credentials: Credentials, kube: KubeClient, 
 # ---- the process -----------------------------------------------------------------------------------
 
 
-async def main_async(args: argparse.Namespace) -> int:
+async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
     credentials = config.load(args.kubeconfig)
     if args.server:
         credentials = dataclasses.replace(credentials, server=args.server)
@@ -353,7 +364,6 @@ async def main_async(args: argparse.Namespace) -> int:
         hold_max=args.hold_max,
         pause_max=args.pause_max,
     )
-    handle = Path(args.out).open("a", encoding="utf-8")  # noqa: SIM115 (closed below, after every task)
     record = Recorder(handle)
     names = [f"{args.prefix}{i:03d}" for i in range(args.first, args.first + args.count)]
     agents = [Agent(name, settings, record, seed=args.seed * 100_000 + i) for i, name in enumerate(names)]
@@ -389,7 +399,6 @@ async def main_async(args: argparse.Namespace) -> int:
     for agent in agents:
         await agent.store.close()
     await kube.close()
-    handle.close()
     print(f"agents {names[0]}..{names[-1]}: {record.count} records, {len(failures)} failures", file=sys.stderr)
     return 1 if failures else 0
 
@@ -418,12 +427,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        import uvloop
-
-        return uvloop.run(main_async(parse(argv)))
-    except ImportError:
-        return asyncio.run(main_async(parse(argv)))
+    args = parse(argv)
+    with Path(args.out).open("a", encoding="utf-8") as handle:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main_async(args, handle))
+        return uvloop.run(main_async(args, handle))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ class ClaimLife:
     decided: float | None  # first seen in a phase other than Pending
     deleted: float | None
     phase: str | None = None  # the last phase seen
+    answered: float | None = None  # first seen with any phase (Pending included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,9 @@ class Outage:
     what: str
     start: float
     end: float
+    # Empty: the whole system was affected. Otherwise only agents whose name starts with it (a frozen
+    # agent process cannot hear verdicts, but the operator and everyone else can).
+    scope: str = ""
 
 
 Record = Hold | Attempt | Write | LockLife | ClaimLife | PodDeath | Outage
@@ -174,6 +178,15 @@ class History:
     def extend(self, records: Iterable[Record]) -> None:
         for record in records:
             self.add(record)
+
+    def records(self) -> Iterator[Record]:
+        yield from self.holds
+        yield from self.attempts
+        yield from self.writes
+        yield from self.locks
+        yield from self.claims
+        yield from self.pod_deaths
+        yield from self.outages
 
     @property
     def operations(self) -> int:
@@ -270,14 +283,16 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     bounds = bounds or Bounds()
     report = Report()
     report.stats["operations"] = history.operations
-    outages = _merge((o.start, o.end) for o in history.outages)
+    outages = _merge((o.start, o.end) for o in history.outages if not o.scope)
+    scoped = [o for o in history.outages if o.scope]
     deaths = _deaths(history)
     check_mutual_exclusion(history.holds, deaths, report)
     check_fencing(history.holds, history.locks, deaths, report)
     check_writes(history.writes, history.holds, deaths, report)
-    check_waiters(history.attempts, outages, deaths, report)
+    check_waiters(history.attempts, outages, scoped, deaths, report)
     check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
     check_queue_liveness(history.claims, history.locks, outages, history.end, bounds, report)
+    check_verdicts(history.claims, outages, history.end, bounds, report)
     return report
 
 
@@ -422,19 +437,27 @@ def check_writes(writes: Sequence[Write], holds: Sequence[Hold], deaths: Mapping
 
 
 def check_waiters(
-    attempts: Sequence[Attempt], outages: Sequence[tuple[float, float]], deaths: Mapping[str, float], report: Report
+    attempts: Sequence[Attempt],
+    outages: Sequence[tuple[float, float]],
+    scoped: Sequence[Outage],
+    deaths: Mapping[str, float],
+    report: Report,
 ) -> None:
     """Every queued claim ends Held, TimedOut, Deadlocked or Revoked; a try-lock ends Held or Rejected.
 
-    An attempt that failed otherwise is excused only while something was down (its client could not
-    hear a verdict) or when its holder's pod died during it (nobody was left to wait)."""
+    Cancelled (the agent withdrew its claim on purpose, deleting it) is an ending too. Any other
+    ending is excused only while something was down (its client could not hear a verdict) or when its
+    holder's pod died during it (nobody was left to wait)."""
     for attempt in attempts:
         report.count(f"outcome_{'wait' if attempt.wait else 'try'}_{attempt.outcome}")
-        allowed = WAIT_ENDINGS if attempt.wait else TRY_ENDINGS
+        allowed = (WAIT_ENDINGS if attempt.wait else TRY_ENDINGS) | {"Cancelled"}
         if attempt.outcome in allowed:
             continue
         died = attempt.pod is not None and attempt.pod in deaths and deaths[attempt.pod] <= attempt.end
-        if died or _overlaps(attempt.start, attempt.end, outages):
+        frozen = any(
+            attempt.agent.startswith(o.scope) and o.start <= attempt.end and attempt.start <= o.end for o in scoped
+        )
+        if died or frozen or _overlaps(attempt.start, attempt.end, outages):
             report.count("attempts_excused")
             continue
         what = "waiter" if attempt.wait else "try-lock"
@@ -513,6 +536,34 @@ def check_queue_liveness(
                     )
                 )
                 break
+
+
+def check_verdicts(
+    claims: Sequence[ClaimLife],
+    outages: Sequence[tuple[float, float]],
+    end_of_run: float,
+    bounds: Bounds,
+    report: Report,
+) -> None:
+    """The operator answers every claim (with any phase, Pending included) within the bound.
+
+    A client that gives up waiting deletes its claim, which would hide a claim the operator never
+    saw; the API server's view does not hide it."""
+    for claim in claims:
+        if claim.wait and claim.deleted is not None and claim.phase in (None, "Pending"):
+            report.count("waiters_withdrawn")  # deleted by their holder while queued (gave up, cancelled)
+        answered = min(t for t in (claim.answered, claim.deleted, end_of_run) if t is not None)
+        silent = answered - claim.created - covered(claim.created, answered, outages)
+        if silent > bounds.queue_seconds:
+            report.violations.append(
+                Violation(
+                    "no-verdict",
+                    f"{claim.resource}: the claim of {claim.holder} went {silent:.1f}s without any phase "
+                    f"(bound {bounds.queue_seconds:g}s, outages excluded)",
+                    claim.resource,
+                    claim.created,
+                )
+            )
 
 
 def _gaps(spans: Sequence[tuple[float, float]], start: float, end: float) -> Iterator[tuple[float, float]]:

@@ -71,7 +71,7 @@ class StoreServer:
                         str(request["agent"]), str(request["resource"]), int(request["token"]),
                         str(request.get("phase", "")),
                     )
-                    answer = {"ok": ok}
+                    answer: dict[str, object] = {"ok": ok}
                 except (ValueError, KeyError, TypeError) as error:
                     answer = {"ok": False, "error": str(error)}
                 writer.write(json.dumps(answer).encode() + b"\n")

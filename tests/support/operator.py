@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,8 +60,22 @@ class OperatorProcess:
             self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
         log.close()
+        deadline = time.monotonic() + timeout
         self.wait_for_log(READY_LINE, timeout)
+        # kopf opens its liveness endpoint beside the startup handlers: ready means both.
+        while not self.healthy():
+            if time.monotonic() > deadline or not self.alive:
+                raise RuntimeError(f"operator /healthz never answered:\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
         return self
+
+    def healthy(self) -> bool:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def log_text(self) -> str:
         if not self.log_path.exists():

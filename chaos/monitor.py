@@ -1,0 +1,235 @@
+"""What the API server shows while a scenario runs: every ResourceLock and LockClaim of its namespace,
+followed by watches on a direct (never proxied) connection, stamped with the time each change arrived.
+
+Watches resume from the last resourceVersion after a disconnect; when that is too old (410) the
+collection is listed again, and objects that vanished meanwhile are taken as deleted at that moment.
+Every stretch without a working watch is reported as an outage ("monitor"), so the checker does not
+hold against the system what the monitor could not see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chaos.history import ClaimLife, LockLife, Outage, Record
+from kubelock.domain.resource import normalise
+from kubelock.kube import errors as kube_errors
+from kubelock.kube import paths
+from kubelock.kube.client import KubeClient
+
+Body = dict[str, Any]
+
+
+def _time(value: object) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _version(body: Body) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class _Lock:
+    uid: str
+    resource: str
+    holder: str
+    claim: str
+    token: int
+    version: int
+    created: float
+    expiry: float | None
+    pod: str | None
+    deleted: float | None = None
+
+
+@dataclass
+class _Claim:
+    uid: str
+    resource: str
+    holder: str
+    wait: bool
+    created: float
+    decided: float | None = None
+    answered: float | None = None
+    deleted: float | None = None
+    phase: str | None = None
+    held: bool = False
+    released: float | None = None
+
+
+class Monitor:
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self.locks: dict[str, _Lock] = {}
+        self.claims: dict[str, _Claim] = {}
+        self.outages: list[Outage] = []
+        self.events = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self._listed = 0
+
+    async def start(self) -> Monitor:
+        self._tasks = [
+            asyncio.create_task(self._follow(paths.locks(self._namespace), self._on_lock, "locks")),
+            asyncio.create_task(self._follow(paths.claims(self._namespace), self._on_claim, "claims")),
+        ]
+        await asyncio.wait_for(self._ready.wait(), 60)
+        return self
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def held_resources(self) -> int:
+        return sum(1 for lock in self.locks.values() if lock.deleted is None)
+
+    def records(self) -> list[Record]:
+        out: list[Record] = list(self.outages)
+        for lock in self.locks.values():
+            claim = self.claims.get(lock.claim)
+            released = claim.released if claim is not None else None
+            if released is not None and released < lock.created:
+                released = None  # the claim's release belongs to an earlier grant
+            out.append(
+                LockLife(
+                    uid=lock.uid, resource=lock.resource, holder=lock.holder, claim=lock.claim, token=lock.token,
+                    version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
+                    released=released, pod=lock.pod,
+                )
+            )
+        for c in self.claims.values():
+            out.append(
+                ClaimLife(
+                    uid=c.uid, resource=c.resource, holder=c.holder, wait=c.wait, created=c.created,
+                    decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
+                )
+            )
+        return out
+
+    # ---- following a collection -------------------------------------------------------------
+
+    async def _follow(self, path: str, observe: Callable[[str, Body, float], None], what: str) -> None:
+        version: str | None = None
+        blind_since: float | None = None
+        known: set[str] = set()
+        while True:
+            try:
+                if version is None:
+                    items, version = await self._kube.list_all(path)
+                    now = time.time()
+                    current = {str(i["metadata"]["uid"]): i for i in items}
+                    for uid in known - current.keys():
+                        observe("DELETED", {"metadata": {"uid": uid}}, now)
+                    for item in items:
+                        observe("ADDED", item, now)
+                    known = set(current)
+                    self._listed += 1
+                    if self._listed >= 2:
+                        self._ready.set()
+                stream = self._kube.watch(path, resource_version=version, timeout_seconds=120)
+                async for event in stream:
+                    if blind_since is not None:
+                        self.outages.append(Outage(f"monitor {what}", blind_since, time.time()))
+                        blind_since = None
+                    kind = str(event.get("type"))
+                    obj = event.get("object") or {}
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind == "BOOKMARK":
+                        continue
+                    self.events += 1
+                    uid = str((obj.get("metadata") or {}).get("uid"))
+                    if kind == "DELETED":
+                        known.discard(uid)
+                    else:
+                        known.add(uid)
+                    observe(kind, obj, time.time())
+            except kube_errors.ApiError as error:
+                blind_since = blind_since or time.time()
+                if error.status == 410:
+                    version = None
+                    continue
+                await asyncio.sleep(0.2)
+            except kube_errors.Unreachable:
+                blind_since = blind_since or time.time()
+                await asyncio.sleep(0.2)
+
+    # ---- objects ----------------------------------------------------------------------------
+
+    def _on_lock(self, kind: str, body: Body, now: float) -> None:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        lock = self.locks.get(uid)
+        if kind == "DELETED":
+            if lock is not None and lock.deleted is None:
+                lock.deleted = now
+            return
+        spec = body.get("spec") or {}
+        expiry = _time(spec.get("expireTime"))
+        if expiry is None and (renewed := _time(spec.get("renewTime"))) is not None:
+            expiry = renewed + float(spec.get("leaseDurationSeconds") or 0)
+        if lock is None:
+            self.locks[uid] = _Lock(
+                uid=uid,
+                resource=str(spec.get("resource", "")),
+                holder=str(spec.get("holder", "")),
+                claim=str((spec.get("claimRef") or {}).get("uid", "")),
+                token=int(spec.get("fencingToken") or 0),
+                version=_version(body),
+                created=now,
+                expiry=expiry,
+                pod=(spec.get("podRef") or {}).get("name"),
+            )
+        elif expiry is not None:
+            lock.expiry = expiry
+
+    def _on_claim(self, kind: str, body: Body, now: float) -> None:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        claim = self.claims.get(uid)
+        if kind == "DELETED":
+            if claim is not None and claim.deleted is None:
+                claim.deleted = now
+                if claim.held and claim.released is None:
+                    claim.released = now
+            return
+        spec = body.get("spec") or {}
+        if claim is None:
+            claim = self.claims[uid] = _Claim(
+                uid=uid,
+                resource=normalise(str(spec.get("resource", ""))),
+                holder=str(spec.get("holder", "")),
+                wait=bool(spec.get("wait", False)),
+                created=now,
+            )
+        phase = (body.get("status") or {}).get("phase")
+        if not phase:
+            return
+        claim.phase = str(phase)
+        if claim.answered is None:
+            claim.answered = now
+        if phase != "Pending" and claim.decided is None:
+            claim.decided = now
+        if phase == "Held":
+            claim.held = True
+        elif claim.held and claim.released is None:
+            claim.released = now
+        if meta.get("deletionTimestamp") and claim.held and claim.released is None:
+            claim.released = now

@@ -1,0 +1,193 @@
+"""`python -m chaos.run [--quick]` (`make chaos [QUICK=1]`): every fault scenario, the bad-input corpus and
+the soak, against a local control plane started for the run. Ends with the line
+`chaos: N operations, M violations` and exits 1 when M > 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaos import scenarios
+from chaos.history import summarise
+from chaos.scenarios import Env, Outcome
+from kubelock.kube import config
+from kubelock.kube.client import KubeClient
+from kubelock.testbed.controlplane import ControlPlane
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFESTS = ("crds", "config/rbac", "config/admission")
+FAKE_NODE = "chaos-node"
+PART_TIMEOUT_SLACK = 240.0  # beyond a part's own length: set-up, wind-down and drain are bounded too
+
+log = logging.getLogger("chaos")
+
+
+@dataclass
+class Row:
+    """One line of the results table (and of docs/reliability.md)."""
+
+    name: str
+    title: str
+    runs: int
+    operations: int
+    violations: int
+    recovery: float | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="every fault once, 1-minute soak (< 10 minutes)")
+    parser.add_argument("--only", default="", help="comma-separated parts to run (scenario names, badinput, soak)")
+    parser.add_argument("--soak-minutes", type=float, default=None, help="soak length (default 30; 1 with --quick)")
+    parser.add_argument("--workdir", default="", help="keep logs and histories here (default: a temporary dir)")
+    parser.add_argument("--report", default="", help="also write the results as JSON to this file")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: from the clock)")
+    return parser.parse_args(argv)
+
+
+def part_names() -> list[str]:
+    return [s.name for s in scenarios.SCENARIOS] + ["badinput", "soak"]
+
+
+async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float) -> list[Row]:
+    from chaos import badinput, soak
+
+    rows: list[Row] = []
+    for scenario in scenarios.SCENARIOS:
+        if scenario.name not in wanted:
+            continue
+        limit = scenarios.shape_for(scenario, env.quick).seconds + PART_TIMEOUT_SLACK
+        rows.append(await _guarded(scenario.name, scenario.title, limit, _scenario_row(env, scenario)))
+    if "badinput" in wanted:
+        rows.append(await _guarded("badinput", badinput.TITLE, 600, badinput.run(env)))
+    if "soak" in wanted:
+        rows.append(await _guarded("soak", soak.TITLE, soak_minutes * 60 + PART_TIMEOUT_SLACK, soak.run(env, soak_minutes)))
+    return rows
+
+
+async def _scenario_row(env: Env, scenario: scenarios.Scenario) -> Row:
+    outcome = await scenarios.execute(env, scenario)
+    return outcome_row(outcome, scenario.title)
+
+
+def outcome_row(outcome: Outcome, title: str) -> Row:
+    stats = {k: v for k, v in sorted(outcome.report.stats.items())}
+    stats["operator_rss_mb"] = round(outcome.rss_mb, 1)
+    return Row(
+        name=outcome.name,
+        title=title,
+        runs=max(1, len(outcome.faults)) if outcome.faults else 1,
+        operations=outcome.operations,
+        violations=len(outcome.violations),
+        recovery=outcome.recovery,
+        seconds=outcome.seconds,
+        notes=outcome.notes,
+        details=summarise(outcome.report),
+        stats=stats,
+    )
+
+
+async def _guarded(name: str, title: str, limit: float, work: Any) -> Row:
+    """Run one part with a time limit; a harness failure is reported as a violation, never skipped."""
+    began = time.time()
+    print(f"chaos: {name}: {title} ...", flush=True)
+    try:
+        async with asyncio.timeout(limit):
+            row: Row = await work
+    except Exception as error:  # the part could not be judged: that must fail the run
+        log.exception("part %s failed", name)
+        row = Row(name, title, 1, 0, 1, None, time.time() - began, details=[f"[harness] {type(error).__name__}: {error}"])
+    recovery = "-" if row.recovery is None else f"{row.recovery:.1f}s"
+    print(
+        f"chaos: {name}: {row.operations} operations, {row.violations} violations, recovery {recovery}, "
+        f"{row.seconds:.0f}s",
+        flush=True,
+    )
+    for line in row.details[:20]:
+        print(f"    {line}", flush=True)
+    for note in row.notes[:10]:
+        print(f"    note: {note}", flush=True)
+    return row
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| fault | runs | operations | violations | recovery |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        recovery = "-" if row.recovery is None else f"{row.recovery:.1f} s"
+        lines.append(f"| {row.name}: {row.title} | {row.runs} | {row.operations} | {row.violations} | {recovery} |")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace, plane: ControlPlane, workdir: Path, node: str) -> list[Row]:
+    kube = KubeClient(config.load(plane.kubeconfig), retries=3, user_agent="kubelock-chaos")
+    seed = args.seed or int(time.time())
+    env = Env(plane=plane, kube=kube, node=node, workdir=workdir, quick=args.quick, seed=seed,
+              rng=random.Random(seed))
+    wanted = [p for p in args.only.split(",") if p] or part_names()
+    unknown = set(wanted) - set(part_names())
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}; known: {', '.join(part_names())}")
+    soak_minutes = args.soak_minutes if args.soak_minutes is not None else (1.0 if args.quick else 30.0)
+    print(f"chaos: seed {seed}, work directory {workdir}", flush=True)
+    try:
+        return await run_parts(env, wanted, soak_minutes)
+    finally:
+        await kube.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kubelock-chaos-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    began = time.time()
+    plane = ControlPlane(workdir / "control-plane", manifests=[REPO / m for m in MANIFESTS])
+    rows: list[Row] = []
+    try:
+        plane.start()
+        print(f"chaos: control plane ready in {plane.startup_seconds or 0:.0f}s", flush=True)
+        node = plane.create_fake_node(FAKE_NODE)
+        rows = asyncio.run(main_async(args, plane, workdir, node))
+    except Exception as error:
+        log.exception("the chaos run could not start")
+        rows.append(Row("harness", "start-up", 1, 0, 1, None, time.time() - began, details=[repr(error)]))
+    finally:
+        plane.stop()
+    operations = sum(r.operations for r in rows)
+    violations = sum(r.violations for r in rows)
+    print(table(rows), flush=True)
+    report = {
+        "quick": args.quick,
+        "seconds": round(time.time() - began, 1),
+        "rows": [r.__dict__ for r in rows],
+        "operations": operations,
+        "violations": violations,
+    }
+    (workdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
+    print(f"chaos: total {time.time() - began:.0f}s; report {workdir / 'report.json'}", flush=True)
+    print(f"chaos: {operations} operations, {violations} violations", flush=True)
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

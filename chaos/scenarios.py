@@ -1,0 +1,457 @@
+"""One scenario per fault: a namespace of its own, operator replica(s), the monitor, the fenced store and
+agent processes contending for a few dozen resources, while the fault is injected on a schedule. At the
+end the agents stop, the locks drain, and the whole history goes to the checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaos import faults
+from chaos.faults import Operator
+from chaos.history import Bounds, History, LockLife, Outage, PodDeath, Report, Violation, check, read_jsonl, to_json
+from chaos.monitor import Monitor
+from chaos.proxy import Proxy
+from chaos.store import FencedStore, StoreServer
+from kubelock.kube import errors as kube_errors
+from kubelock.kube.client import KubeClient
+from kubelock.testbed.controlplane import ControlPlane
+from kubelock.testbed.processes import ManagedProcess, start_process
+
+REPO = Path(__file__).resolve().parents[1]
+DECISION_TIMEOUT = 20.0  # as chaos.agents
+BOUNDS = Bounds(liveness_seconds=5.0, queue_seconds=5.0)
+
+
+@dataclass
+class Env:
+    """What every scenario shares: the control plane, an admin client, a fake node, the run's options."""
+
+    plane: ControlPlane
+    kube: KubeClient
+    node: str
+    workdir: Path
+    quick: bool
+    seed: int
+    rng: random.Random
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The load: how many agents in how many processes, on how many resources, for how long."""
+
+    agents: int
+    processes: int
+    resources: int
+    seconds: float
+    ttl: int = 5
+    wait_timeout: int = 6
+    pods: bool = False
+    hold_max: float = 1.2
+    pause_max: float = 0.6
+
+
+@dataclass
+class Fault:
+    """One injection: when it began, when the system was whole again, and whose locks it hit."""
+
+    what: str
+    injected: float
+    lifted: float
+    holders: frozenset[str] | None = None  # None: everybody's (a component fault)
+
+
+@dataclass
+class Outcome:
+    name: str
+    report: Report
+    operations: int
+    recovery: float | None
+    seconds: float
+    faults: list[Fault] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rss_mb: float = 0.0
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.report.violations
+
+
+class Run:
+    """One scenario's world. Use `async with Run(...) as run:`."""
+
+    def __init__(self, env: Env, name: str, shape: Shape, *, replicas: int = 1, proxied: bool = False) -> None:
+        self.env = env
+        self.name = name
+        self.shape = shape
+        self.replicas = replicas
+        self.proxied = proxied
+        self.namespace = f"chaos-{name}-{secrets.token_hex(3)}"
+        self.dir = env.workdir / self.namespace
+        self.store = FencedStore()
+        self.server = StoreServer(self.store)
+        self.operators: list[Operator] = []
+        self.agents: list[ManagedProcess] = []
+        self.monitor = Monitor(env.kube, self.namespace)
+        self.proxies: list[Proxy] = []
+        self.outages: list[Outage] = []
+        self.deaths: list[PodDeath] = []
+        self.faults: list[Fault] = []
+        self.notes: list[str] = []
+        self.t0 = 0.0
+        self.until = 0.0
+        self.rng = random.Random(env.rng.random())
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Run:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        await self.env.kube.create(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
+        )
+        await self.server.start()
+        kubeconfig = self.env.plane.kubeconfig
+        if self.proxied:
+            host, port = _host_port(self.env.plane.server)
+            operator_proxy = await Proxy(host, port).start()
+            self.proxies = [operator_proxy, await Proxy(host, port).start()]
+            kubeconfig = faults.kubeconfig_for(kubeconfig, operator_proxy.url, self.dir / "operator.kubeconfig")
+        for index in range(self.replicas):
+            operator = Operator(f"operator-{index}", kubeconfig, self.dir / "logs", [self.namespace])
+            self.operators.append(operator)
+        await asyncio.gather(*(o.start() for o in self.operators))
+        await self.monitor.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for process in self.agents:
+            faults.thaw(process)
+            if process.alive():
+                process.stop(timeout=5)
+        await self.monitor.stop()
+        for operator in self.operators:
+            await operator.stop()
+        for proxy in self.proxies:
+            await proxy.stop()
+        await self.server.stop()
+        with contextlib.suppress(kube_errors.ApiError, kube_errors.Unreachable):
+            await self.env.kube.delete(f"/api/v1/namespaces/{self.namespace}")
+
+    def start_agents(self) -> None:
+        shape = self.shape
+        self.t0 = time.time()
+        self.until = self.t0 + shape.seconds
+        per_process = -(-shape.agents // shape.processes)
+        first = 0
+        for index in range(shape.processes):
+            count = min(per_process, shape.agents - first)
+            if count <= 0:
+                break
+            argv = [
+                sys.executable, "-m", "chaos.agents",
+                "--kubeconfig", str(self.env.plane.kubeconfig),
+                "--namespace", self.namespace,
+                "--prefix", f"a{index}-",
+                "--first", str(first),
+                "--count", str(count),
+                "--resources", str(shape.resources),
+                "--ttl", str(shape.ttl),
+                "--wait-timeout", str(shape.wait_timeout),
+                "--hold-max", str(shape.hold_max),
+                "--pause-max", str(shape.pause_max),
+                "--until", f"{self.until:.3f}",
+                "--store-port", str(self.server.port),
+                "--out", str(self.dir / f"agents-{index}.jsonl"),
+                "--seed", str(self.env.seed * 1000 + index),
+            ]
+            if self.proxied:
+                argv += ["--server", self.proxies[1].url]
+            if shape.pods:
+                argv += ["--pods", "--node", self.env.node]
+            env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}:{REPO}"}
+            self.agents.append(start_process(f"agents-{index}", argv, log_dir=self.dir / "logs", env=env, cwd=REPO))
+            first += count
+
+    async def at(self, offset: float) -> None:
+        """Sleep until `offset` seconds after the agents started."""
+        await asyncio.sleep(max(0.0, self.t0 + offset - time.time()))
+
+    def outage(self, what: str, start: float, end: float, scope: str = "") -> None:
+        self.outages.append(Outage(what, start, end, scope))
+
+    async def finish(self) -> History:
+        """Let the agents stop by themselves, wait for the locks to drain, and gather the history."""
+        shape = self.shape
+        patience = self.until + 2.0 * shape.ttl + shape.wait_timeout + DECISION_TIMEOUT + 10
+        for process in self.agents:
+            faults.thaw(process)  # never leave one frozen
+        await faults.poll(lambda: not any(p.alive() for p in self.agents), patience - time.time())
+        for process in self.agents:
+            if process.alive():
+                self.notes.append(f"{process.name} did not stop by itself; sent SIGTERM")
+                process.stop(timeout=5)
+            elif process.popen.returncode != 0:
+                self.notes.append(f"{process.name} exited with {process.popen.returncode}: {process.tail(15)}")
+        await faults.poll(lambda: not self.monitor.held_resources(), shape.ttl + BOUNDS.liveness_seconds + 5)
+        await asyncio.sleep(0.5)  # the last deletions' events
+        history = History()
+        for index in range(len(self.agents)):
+            path = self.dir / f"agents-{index}.jsonl"
+            if path.exists():
+                history.extend(read_jsonl(path))
+        history.extend(self.store.log)
+        history.extend(self.monitor.records())
+        history.extend(self.outages)
+        history.extend(self.deaths)
+        history.end = time.time()
+        with (self.dir / "history.jsonl").open("w", encoding="utf-8") as handle:
+            for record in history.records():
+                handle.write(to_json(record) + "\n")
+        return history
+
+    def check_operators(self, report: Report) -> None:
+        for operator in self.operators:
+            if operator.process is not None and not operator.alive and not operator.paused:
+                report.violations.append(
+                    Violation("operator-died", f"{operator.name} exited with {operator.process.popen.returncode}: "
+                                               f"{operator.process.tail(20)}")
+                )
+            crashes = operator.crashes()
+            if crashes:
+                self.notes.append(f"{operator.name}: {len(crashes)} traceback(s) in its log; first: {crashes[0][:600]}")
+
+    def agent_failures(self, report: Report) -> None:
+        for process in self.agents:
+            code = process.popen.returncode
+            if code not in (0, None, -15):
+                report.violations.append(
+                    Violation("agent-crash", f"{process.name} exited with {code}: {process.tail(20)}")
+                )
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.removeprefix("https://").partition(":")
+    return host, int(port)
+
+
+# ---- recovery ---------------------------------------------------------------------------------------
+
+
+def recovery_seconds(faults_: Sequence[Fault], locks: Sequence[LockLife]) -> float | None:
+    """Worst over injections: from the injection until a new grant after the fault was lifted and every
+    lock of the holders it hit (dead pods, frozen agents) was gone."""
+    worst: float | None = None
+    for fault in faults_:
+        grants = [lock.created for lock in locks if lock.created >= fault.lifted]
+        if not grants:
+            continue
+        done = min(grants)
+        if fault.holders is not None:
+            hit = [
+                lock for lock in locks
+                if lock.holder in fault.holders
+                and lock.created <= fault.injected
+                and (lock.deleted is None or lock.deleted > fault.injected)
+            ]
+            done = max([done, *(lock.deleted or time.time() for lock in hit)])
+        took = done - fault.injected
+        worst = took if worst is None else max(worst, took)
+    return worst
+
+
+# ---- the faults -------------------------------------------------------------------------------------
+
+Inject = Callable[[Run], Awaitable[None]]
+
+
+async def no_fault(run: Run) -> None:
+    await run.at(run.shape.seconds)
+
+
+async def operator_kill(run: Run) -> None:
+    """SIGKILL the operator at random moments and restart it after a random pause."""
+    kills = 2 if run.env.quick else 6
+    slot = (run.shape.seconds - 8) / kills
+    operator = run.operators[0]
+    for k in range(kills):
+        await run.at(3 + k * slot + run.rng.uniform(0, slot * 0.6))
+        injected = time.time()
+        operator.kill()
+        await asyncio.sleep(run.rng.uniform(0, 2.0))
+        await operator.start()
+        lifted = time.time()
+        run.outage("operator killed", injected, lifted)
+        run.faults.append(Fault("operator SIGKILL", injected, lifted))
+    await run.at(run.shape.seconds)
+
+
+async def two_replicas(run: Run) -> None:
+    """Two replicas all along; each is SIGKILLed once and restarted while the other carries on.
+
+    No outage is declared: with a replica up, the bounds apply throughout."""
+    first, second = run.operators
+    for offset, victim in ((run.shape.seconds * 0.3, first), (run.shape.seconds * 0.65, second)):
+        await run.at(offset)
+        injected = time.time()
+        victim.kill()
+        await asyncio.sleep(run.rng.uniform(1.0, 3.0))
+        await victim.start()
+        # The other replica serves all along: recovery is counted from the kill itself.
+        run.faults.append(Fault(f"{victim.name} SIGKILL", injected, injected))
+    await run.at(run.shape.seconds)
+
+
+def _component_fault(component: str) -> Inject:
+    async def inject(run: Run) -> None:
+        restarts = 1 if run.env.quick else 3
+        for k in range(restarts):
+            await run.at((k + 0.4) * run.shape.seconds / (restarts + 0.3))
+            injected = time.time()
+            dead = faults.crash_component(run.env.plane, component)
+            await asyncio.sleep(run.rng.uniform(0.5, 2.0))
+            faults.start_component(run.env.plane, component, dead, len(run.faults) + 1)
+            await faults.wait_ready(run.env.kube)
+            lifted = time.time()
+            run.outage(f"{component} restarted", injected, lifted)
+            run.faults.append(Fault(f"{component} SIGKILL + restart", injected, lifted))
+            run.notes.append(f"{component} was back after {lifted - injected:.1f}s")
+        await run.at(run.shape.seconds)
+
+    inject.__doc__ = f"SIGKILL {component} and start it again with the same arguments and data."
+    return inject
+
+
+async def watch_cut(run: Run) -> None:
+    """Abort every connection of the operator and of the agents (watches included) every few seconds."""
+    period = 4.0
+    offset = 3.0
+    while offset < run.shape.seconds - 2:
+        await run.at(offset + run.rng.uniform(0, 1.5))
+        now = time.time()
+        cut = sum(proxy.cut() for proxy in run.proxies)
+        run.faults.append(Fault("connections cut", now, now))
+        run.notes.append(f"cut {cut} connections at +{now - run.t0:.1f}s")
+        offset += period
+    await run.at(run.shape.seconds)
+
+
+async def agent_freeze(run: Run) -> None:
+    """SIGSTOP one agent process for several leases, then SIGCONT it: its late writes must be refused."""
+    victim = run.agents[0]
+    freezes = 1 if run.env.quick else 3
+    frozen_for = 3.5 * run.shape.ttl
+    for k in range(freezes):
+        await run.at(5 + k * (frozen_for + 6))
+        injected = time.time()
+        faults.freeze(victim)
+        await asyncio.sleep(frozen_for)
+        faults.thaw(victim)
+        lifted = time.time()
+        run.outage("agent process frozen", injected, lifted, scope="a0-")
+        # Nobody needs the frozen agents back: recovery is their locks' expiry and the next grant.
+        run.faults.append(Fault("agent SIGSTOP", injected, injected, holders=frozenset(_agents_of(run, 0))))
+    await run.at(run.shape.seconds)
+
+
+def _agents_of(run: Run, process: int) -> list[str]:
+    per = -(-run.shape.agents // run.shape.processes)
+    return [f"a{process}-{i:03d}" for i in range(process * per, min((process + 1) * per, run.shape.agents))]
+
+
+async def _kill_pods(run: Run, fraction: float) -> Fault:
+    pods = await faults.live_pods(run.env.kube, run.namespace)
+    victims = run.rng.sample(pods, max(1, int(len(pods) * fraction))) if pods else []
+    injected = time.time()
+    run.deaths.extend(PodDeath(pod, injected) for pod in victims)
+    deleted = await faults.delete_pods(run.env.kube, run.namespace, victims)
+    run.notes.append(f"deleted {deleted} of {len(pods)} holder pods at +{injected - run.t0:.1f}s")
+    return Fault("pods deleted", injected, injected, holders=frozenset(victims))
+
+
+async def pods_deleted(run: Run) -> None:
+    """Delete half of the holder pods at once, twice."""
+    for offset in (run.shape.seconds * 0.35, run.shape.seconds * 0.7):
+        await run.at(offset)
+        run.faults.append(await _kill_pods(run, 0.5))
+    await run.at(run.shape.seconds)
+
+
+async def operator_paused_pods_die(run: Run) -> None:
+    """SIGSTOP the operator, delete half of the holder pods, wait, SIGCONT it."""
+    operator = run.operators[0]
+    await run.at(run.shape.seconds * 0.35)
+    injected = time.time()
+    operator.pause()
+    await asyncio.sleep(1.0)
+    fault = await _kill_pods(run, 0.5)
+    await asyncio.sleep(8.0)
+    operator.resume()
+    lifted = time.time()
+    run.outage("operator paused", injected, lifted)
+    run.faults.append(Fault("operator paused, pods deleted", injected, lifted, holders=fault.holders))
+    await run.at(run.shape.seconds)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    inject: Inject
+    replicas: int = 1
+    proxied: bool = False
+    pods: bool = False
+    ttl: int = 5
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("baseline", "no fault (control)", no_fault),
+    Scenario("operator-kill", "operator SIGKILL and restart at random moments", operator_kill),
+    Scenario("two-replicas", "two operator replicas, each SIGKILLed once", two_replicas, replicas=2),
+    Scenario("apiserver-restart", "kube-apiserver SIGKILL and restart", _component_fault("kube-apiserver")),
+    Scenario("etcd-restart", "etcd SIGKILL and restart", _component_fault("etcd")),
+    Scenario("watch-cut", "every connection (watches included) cut every ~4 s", watch_cut, proxied=True),
+    Scenario("agent-freeze", "an agent process SIGSTOPped past its TTL, then resumed", agent_freeze, ttl=3),
+    Scenario("pods-deleted", "half of the holder pods deleted at once, twice", pods_deleted, pods=True),
+    Scenario("operator-paused", "operator SIGSTOPped while half of the holder pods die", operator_paused_pods_die,
+             pods=True),
+)
+
+
+def shape_for(scenario: Scenario, quick: bool) -> Shape:
+    if quick:
+        return Shape(agents=60, processes=4, resources=20, seconds=25, ttl=scenario.ttl, pods=scenario.pods)
+    return Shape(agents=120, processes=4, resources=30, seconds=120, ttl=scenario.ttl, pods=scenario.pods)
+
+
+async def execute(env: Env, scenario: Scenario) -> Outcome:
+    shape = shape_for(scenario, env.quick)
+    began = time.time()
+    async with Run(env, scenario.name, shape, replicas=scenario.replicas, proxied=scenario.proxied) as run:
+        run.start_agents()
+        await scenario.inject(run)
+        history = await run.finish()
+        rss = max((o.rss() for o in run.operators), default=0)
+        report = check(history, BOUNDS)
+        run.check_operators(report)
+        run.agent_failures(report)
+        recovery = recovery_seconds(run.faults, history.locks)
+        return Outcome(
+            name=scenario.name,
+            report=report,
+            operations=history.operations,
+            recovery=recovery,
+            seconds=time.time() - began,
+            faults=run.faults,
+            notes=run.notes,
+            rss_mb=rss / 2**20,
+        )
