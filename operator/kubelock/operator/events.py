@@ -60,6 +60,11 @@ class EventRecorder:
             try:
                 await self._client.create(paths.events(namespace), body)
             except (ApiError, Unreachable) as error:
-                log.warning("could not record event %s in %s: %s", body.get("reason"), namespace, error)
+                # A namespace being deleted refuses new Events; that is expected, not worth a warning.
+                terminating = isinstance(error, ApiError) and "being terminated" in error.message
+                log.log(
+                    logging.DEBUG if terminating else logging.WARNING,
+                    "could not record event %s in %s: %s", body.get("reason"), namespace, error,
+                )
             finally:
                 self._queue.task_done()
