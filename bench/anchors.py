@@ -97,23 +97,28 @@ CycleFn = Callable[[int, int], Awaitable[None]]  # (agent, k) -> one complete cy
 
 
 async def run_cycles(agents: int, seconds: float, warmup: float, cycle: CycleFn) -> Cycles:
-    """`agents` loops of `cycle`; counts the cycles that end within a window of `seconds`.
+    """`agents` loops of `cycle`; the rate is the cycles that end within the measured window.
 
-    The window opens once every agent has finished a cycle and `warmup` has passed: N agents that
-    start at the same instant first meet cold connections and a burst, which is not the steady
-    rate. After the window each agent finishes the cycle it is in (those count in `total` only).
+    The window opens once every agent has finished a cycle and `warmup` has passed (N agents that
+    start at the same instant first meet cold connections and a burst, which is not the steady rate)
+    and closes after `seconds`, but not before `agents` cycles ended in it: under load the cycles
+    come in waves, and a window shorter than one wave measures the wave, not the rate. After the
+    window each agent finishes the cycle it is in (those count in `total` only).
     """
     began = time.perf_counter()
-    window: list[float] = []
+    window: list[float] = []  # [start] once open, [start, end] once closed
     warmed = 0
     in_window = 0
     total = 0
     everyone = asyncio.Event()
 
+    def closed() -> bool:
+        return len(window) == 2
+
     async def agent(index: int) -> None:
         nonlocal warmed, in_window, total
         k = 0
-        while not window or time.perf_counter() < window[1]:
+        while not closed():
             await cycle(index, k)
             k += 1
             total += 1
@@ -121,21 +126,23 @@ async def run_cycles(agents: int, seconds: float, warmup: float, cycle: CycleFn)
                 warmed += 1
                 if warmed == agents:
                     everyone.set()
-            if window and window[0] <= time.perf_counter() <= window[1]:
+            if len(window) == 1:
                 in_window += 1
+                now = time.perf_counter()
+                if now - window[0] >= seconds and in_window >= agents:
+                    window.append(now)
 
     async def open_window() -> None:
         await everyone.wait()
         await asyncio.sleep(max(0.0, began + warmup - time.perf_counter()))
-        start = time.perf_counter()
-        window[:] = [start, start + seconds]
+        window.append(time.perf_counter())
 
     opener = asyncio.create_task(open_window())
     try:
         await asyncio.gather(*(agent(i) for i in range(agents)))
     finally:
         opener.cancel()
-    return Cycles(in_window, total, seconds)
+    return Cycles(in_window, total, window[1] - window[0] if closed() else seconds)
 
 
 async def lease_cycles(env: Env, namespace: str, agents: int, seconds: float, warmup: float) -> Cycles:

@@ -284,7 +284,7 @@ def rss_mib(pid: int) -> float:
 
 def children_by_name(names: Iterable[str]) -> dict[str, int]:
     """Our direct children with these command names (the control plane's processes)."""
-    wanted = set(names)
+    wanted = {name[:15]: name for name in names}  # the kernel keeps 15 characters of a command name
     found: dict[str, int] = {}
     me = os.getpid()
     for entry in Path("/proc").iterdir():
@@ -297,7 +297,7 @@ def children_by_name(names: Iterable[str]) -> dict[str, int]:
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         if ppid == me and comm in wanted:
-            found[comm] = int(entry.name)
+            found[wanted[comm]] = int(entry.name)
     return found
 
 
@@ -447,19 +447,21 @@ class OperatorProcess:
         return parse_counter(text, "kubelock_api_requests_total", ("verb", "code"))
 
 
-    async def quiet(self, within: float = 60.0, interval: float = 0.15) -> None:
+    async def quiet(self, within: float = 60.0, interval: float = 0.15) -> float | None:
         """Waits until the operator's request counter stops moving (its Event queue drained, say),
-        so that what it still owes for a block is not billed to the next one."""
+        so that what it still owes for a block is not billed to the next one. Seconds it took, or
+        None if it was still busy after `within`."""
         if self.flavour != "kubelock" or self.process is None:
-            return
-        deadline = time.monotonic() + within
+            return 0.0
+        began = time.monotonic()
         last = await self.api_requests()
-        while time.monotonic() < deadline:
+        while time.monotonic() - began < within:
             await asyncio.sleep(interval)
             now = await self.api_requests()
             if now == last:
-                return
+                return time.monotonic() - began
             last = now
+        return None
 
 
 def writes(by_verb: Counter[tuple[str, ...]] | Counter[str]) -> int:

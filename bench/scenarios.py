@@ -15,6 +15,7 @@ from harness import (
     Env,
     OperatorProcess,
     Predicate,
+    Seen,
     Watch,
     added,
     current_version,
@@ -59,6 +60,10 @@ def claim_body(
 
 def lock_of(resource: str) -> str:
     return lock_name(normalise(resource))
+
+
+def modified(seen: Seen) -> bool:
+    return seen.type == "MODIFIED"
 
 
 def owned_by(claim: str) -> Predicate:
@@ -141,7 +146,10 @@ class Handoffs:
     fifo_violations: int = 0
 
 
-async def handoff(env: Env, namespace: str, waiters: int) -> Handoffs:
+async def handoff(env: Env, namespace: str, waiters: int, *, queued: Predicate = PENDING) -> Handoffs:
+    """A holder and `waiters` queued claims on one resource; each new holder releases as soon as it
+    sees Held. `queued` tells when a waiter has been seen by the operator (kubelock: Pending; the
+    naive comparator has no queue and only records its retry on the claim)."""
     tag = unique("h")
     resource = f"bench://handoff/{tag}"
     lname = lock_of(resource)
@@ -157,7 +165,7 @@ async def handoff(env: Env, namespace: str, waiters: int) -> Handoffs:
         for name in names[1:]:
             # One at a time, each seen queued, so the queue order is the creation order.
             await env.client.create(paths.claims(namespace), claim_body(name, resource, name, wait=True))
-            await watches[name].wait_for(name, PENDING, env.timeout)
+            await watches[name].wait_for(name, queued, env.timeout)
         holder = names[0]
         remaining = names[1:]
         while remaining:

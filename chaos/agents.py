@@ -428,12 +428,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse(argv)
+    # The standard event loop, as most SDK users run it (the operator runs on uvloop, its own choice).
     with Path(args.out).open("a", encoding="utf-8") as handle:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(main_async(args, handle))
-        return uvloop.run(main_async(args, handle))
+        return asyncio.run(main_async(args, handle))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ class Operator:
         self.process: ManagedProcess | None = None
         self.starts = 0
         self.paused = False
+        self.expected_down = False  # killed or stopped on purpose: its absence is no crash
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "kubelock.operator", "--kubeconfig", str(self.kubeconfig)]
@@ -111,6 +112,7 @@ class Operator:
         self.process = start_process(f"{self.name}-{self.starts}", self.argv(), log_dir=self.log_dir, env=env,
                                      cwd=REPO)
         self.paused = False
+        self.expected_down = False
         deadline = began + OPERATOR_READY_TIMEOUT
         while READY_LINE not in self.log_text():
             if not self.process.alive():
@@ -132,6 +134,7 @@ class Operator:
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when its node dies."""
+        self.expected_down = True
         if self.process is not None and self.process.alive():
             _signal_group(self.process.pid, signal.SIGKILL)
             self.process.popen.wait(10)
@@ -149,6 +152,7 @@ class Operator:
     async def stop(self) -> int | None:
         if self.process is None:
             return None
+        self.expected_down = True
         if self.paused:
             self.resume()
         if self.process.alive():
@@ -160,6 +164,12 @@ class Operator:
 
     def rss(self) -> int:
         return rss_bytes(self.pid) if self.alive else 0
+
+    def last_error(self) -> str:
+        """The last exception line of its log (what it died of, when it died)."""
+        lines = [line for line in self.log_text().splitlines() if line and not line[0].isspace()
+                 and ("Error" in line.split(":")[0] or "Exception" in line.split(":")[0])]
+        return lines[-1][:300] if lines else "(no exception in its log)"
 
     def crashes(self) -> list[str]:
         """Tracebacks in its log: an operator must log failures, never die of them."""

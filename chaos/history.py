@@ -111,6 +111,7 @@ class ClaimLife:
     deleted: float | None
     phase: str | None = None  # the last phase seen
     answered: float | None = None  # first seen with any phase (Pending included)
+    reason: str | None = None  # the last reason seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ class History:
     pod_deaths: list[PodDeath] = field(default_factory=list)
     outages: list[Outage] = field(default_factory=list)
     end: float = 0.0  # when observation stopped: whatever has not ended by then is judged at this time
+    locks_broken: int = 0  # how many locks the run broke on purpose (as an administrator would)
 
     def add(self, record: Record) -> None:
         if isinstance(record, Hold):
@@ -293,6 +295,7 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
     check_queue_liveness(history.claims, history.locks, outages, history.end, bounds, report)
     check_verdicts(history.claims, outages, history.end, bounds, report)
+    check_reasons(history.claims, history.locks_broken, report)
     return report
 
 
@@ -564,6 +567,26 @@ def check_verdicts(
                     claim.created,
                 )
             )
+
+
+def check_reasons(claims: Sequence[ClaimLife], locks_broken: int, report: Report) -> None:
+    """A claim is revoked as LockBroken only when somebody deleted its lock: never on a run that broke none.
+
+    The reason reaches the holder (the SDK's Revoked), an Event and the metrics; a wrong one sends an
+    operator looking for an administrator who did nothing."""
+    broken = [c for c in claims if c.reason == "LockBroken"]
+    report.count("revoked_lock_broken", len(broken))
+    if locks_broken:
+        return
+    for claim in broken:
+        report.violations.append(
+            Violation(
+                "reason",
+                f"{claim.resource}: the claim of {claim.holder} was revoked as LockBroken, but no lock was broken",
+                claim.resource,
+                claim.decided,
+            )
+        )
 
 
 def _gaps(spans: Sequence[tuple[float, float]], start: float, end: float) -> Iterator[tuple[float, float]]:

@@ -67,6 +67,7 @@ class _Claim:
     answered: float | None = None
     deleted: float | None = None
     phase: str | None = None
+    reason: str | None = None
     held: bool = False
     released: float | None = None
 
@@ -120,6 +121,7 @@ class Monitor:
                 ClaimLife(
                     uid=c.uid, resource=c.resource, holder=c.holder, wait=c.wait, created=c.created,
                     decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
+                    reason=c.reason,
                 )
             )
         return out
@@ -223,6 +225,7 @@ class Monitor:
         if not phase:
             return
         claim.phase = str(phase)
+        claim.reason = (body.get("status") or {}).get("reason") or claim.reason
         if claim.answered is None:
             claim.answered = now
         if phase != "Pending" and claim.decided is None:

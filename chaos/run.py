@@ -14,12 +14,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chaos import scenarios
 from chaos.history import summarise
+from chaos.results import Row
 from chaos.scenarios import Env, Outcome
 from kubelock.kube import config
 from kubelock.kube.client import KubeClient
@@ -31,22 +31,6 @@ FAKE_NODE = "chaos-node"
 PART_TIMEOUT_SLACK = 240.0  # beyond a part's own length: set-up, wind-down and drain are bounded too
 
 log = logging.getLogger("chaos")
-
-
-@dataclass
-class Row:
-    """One line of the results table (and of docs/reliability.md)."""
-
-    name: str
-    title: str
-    runs: int
-    operations: int
-    violations: int
-    recovery: float | None
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    details: list[str] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,7 +60,8 @@ async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float) -> lis
     if "badinput" in wanted:
         rows.append(await _guarded("badinput", badinput.TITLE, 600, badinput.run(env)))
     if "soak" in wanted:
-        rows.append(await _guarded("soak", soak.TITLE, soak_minutes * 60 + PART_TIMEOUT_SLACK, soak.run(env, soak_minutes)))
+        limit = soak_minutes * 60 + PART_TIMEOUT_SLACK
+        rows.append(await _guarded("soak", soak.TITLE, limit, soak.run(env, soak_minutes)))
     return rows
 
 
@@ -111,7 +96,8 @@ async def _guarded(name: str, title: str, limit: float, work: Any) -> Row:
             row: Row = await work
     except Exception as error:  # the part could not be judged: that must fail the run
         log.exception("part %s failed", name)
-        row = Row(name, title, 1, 0, 1, None, time.time() - began, details=[f"[harness] {type(error).__name__}: {error}"])
+        failure = f"[harness] {type(error).__name__}: {error}"
+        row = Row(name, title, 1, 0, 1, None, time.time() - began, details=[failure])
     recovery = "-" if row.recovery is None else f"{row.recovery:.1f}s"
     print(
         f"chaos: {name}: {row.operations} operations, {row.violations} violations, recovery {recovery}, "
@@ -138,7 +124,7 @@ def table(rows: Sequence[Row]) -> str:
 
 async def main_async(args: argparse.Namespace, plane: ControlPlane, workdir: Path, node: str) -> list[Row]:
     kube = KubeClient(config.load(plane.kubeconfig), retries=3, user_agent="kubelock-chaos")
-    seed = args.seed or int(time.time())
+    seed = args.seed = args.seed or int(time.time())
     env = Env(plane=plane, kube=kube, node=node, workdir=workdir, quick=args.quick, seed=seed,
               rng=random.Random(seed))
     wanted = [p for p in args.only.split(",") if p] or part_names()
@@ -176,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows), flush=True)
     report = {
         "quick": args.quick,
+        "seed": args.seed,
         "seconds": round(time.time() - began, 1),
         "rows": [r.__dict__ for r in rows],
         "operations": operations,

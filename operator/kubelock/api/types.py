@@ -213,7 +213,7 @@ class LockClaimStatus(_Model):
     sequence: int | None = Field(
         default=None,
         description="The claim's place in the queue order: the resourceVersion at which the operator first "
-        "saw it. A grant's fencing token is its claim's sequence.",
+        "saw it.",
     )
     observed_renew: str | None = Field(
         default=None, description="The value of the kubelock.dev/renew annotation the operator last acted on."
@@ -237,7 +237,11 @@ class ResourceLockSpec(_Model):
     renew_time: datetime = Field(description="When the operator last observed a renewal.")
     expire_time: datetime | None = Field(default=None, description="renewTime + leaseDurationSeconds.")
     fencing_token: int = Field(
-        description="The grant's fencing token, as on the claim.", json_schema_extra=_immutable("fencingToken")
+        ge=0,
+        description=(
+            "The grant's fencing token, as on the claim: the resourceVersion at which this lock was created. "
+            "0 only for the instant between the lock's creation and the operator writing its token."
+        ),
     )
 
 

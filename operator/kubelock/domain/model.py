@@ -125,6 +125,8 @@ class SetStatus:
 @dataclass(frozen=True, slots=True)
 class CreateLock:
     claim: Claim
+    # The claim's queue sequence. The grant's real token is the lock's creation revision, which only
+    # exists once the API server has stored it (the adapter writes it right after the create).
     fencing_token: int
     acquired_at: float
     lease_seconds: int

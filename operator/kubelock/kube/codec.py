@@ -190,7 +190,8 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
         "acquireTime": to_rfc3339(action.acquired_at),
         "renewTime": to_rfc3339(action.acquired_at),
         "expireTime": to_rfc3339(action.acquired_at + action.lease_seconds),
-        "fencingToken": action.fencing_token,
+        # The token is the lock's own creation revision, known only once it exists: see token_patch.
+        "fencingToken": 0,
     }
     if claim.pod_name:
         spec["podRef"] = {"name": claim.pod_name, **({"uid": record.pod_uid} if record.pod_uid else {})}
@@ -216,6 +217,13 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
         },
         "spec": spec,
     }
+
+
+def token_patch(resource_version: str) -> Body:
+    """The grant's fencing token: the revision at which the lock was created. Locks of one resource
+    exist one after another under one name and etcd revisions only grow, so every token is greater
+    than every earlier token of that resource, whatever order claims were seen in."""
+    return {"metadata": {"resourceVersion": resource_version}, "spec": {"fencingToken": int(resource_version)}}
 
 
 def renew_patch(action: RenewLock, resource_version: str) -> Body:

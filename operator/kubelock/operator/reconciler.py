@@ -174,6 +174,13 @@ class Reconciler:
         active = [r for r in records if r.claim.active]
         if lock is None and any(r.claim.phase is Phase.HELD for r in active):
             lock = await self._confirm_lock(key)  # broken, or the lock's watch event is still on its way
+        cached = self.cache.locks.get(key)
+        if cached is not None and cached[0].fencing_token == 0:
+            # Created by an operator that stopped before writing the token; nobody was told of it yet.
+            fixed = await self._write_token(namespace, cached[0].name, {"metadata": {"resourceVersion": cached[1]}})
+            self.cache.upsert_lock(fixed)
+            cached = self.cache.locks.get(key)
+            lock = cached[0] if cached else None
         if (
             lock is not None
             and not any(r.claim.uid == lock.claim_uid for r in records)
@@ -290,7 +297,13 @@ class Reconciler:
             if not error.already_exists:
                 raise
             body = await self.client.get(paths.locks(namespace, name))  # someone else holds it: learn who
+        else:
+            body = await self._write_token(namespace, name, body)
         self.cache.upsert_lock(body)
+
+    async def _write_token(self, namespace: str, name: str, body: codec.Body) -> codec.Body:
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        return await self.client.patch(paths.locks(namespace, name), codec.token_patch(version))
 
     async def _renew_lock(self, namespace: str, action: RenewLock) -> None:
         key = (namespace, action.lock.resource)

@@ -1,0 +1,318 @@
+"""The chaos suite's history checker, on hand-made histories: each property has a history that breaks it,
+so the checker provably can fail, and a near miss that must pass, so it does not cry wolf."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# `chaos/` lives at the repository root, beside the `operator/` source root.
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from chaos.history import (  # noqa: E402
+    Attempt,
+    Bounds,
+    ClaimLife,
+    History,
+    Hold,
+    LockLife,
+    Outage,
+    PodDeath,
+    Record,
+    Write,
+    check,
+    covered,
+    from_dict,
+    read_jsonl,
+    to_json,
+)
+from chaos.store import FencedStore  # noqa: E402
+
+R = "chaos://pool/r01"
+
+
+def hold(agent: str, claim: str, token: int, start: float, end: float, expiry: float | None = None,
+         pod: str | None = None, resource: str = R) -> Hold:
+    return Hold(agent=agent, resource=resource, claim=claim, token=token, start=start, end=end,
+                expiry=expiry if expiry is not None else end + 10, pod=pod)
+
+
+def lock(claim: str, token: int, version: int, created: float, deleted: float | None, expiry: float | None = None,
+         released: float | None = None, pod: str | None = None, holder: str = "a") -> LockLife:
+    return LockLife(uid=f"lock-{claim}", resource=R, holder=holder, claim=claim, token=token, version=version,
+                    created=created, deleted=deleted, expiry=expiry if expiry is not None else created + 30,
+                    released=released, pod=pod)
+
+
+def attempt(agent: str, outcome: str, start: float, end: float, *, wait: bool = True,
+            pod: str | None = None) -> Attempt:
+    return Attempt(agent=agent, resource=R, wait=wait, start=start, end=end, outcome=outcome, pod=pod)
+
+
+def claim(uid: str, created: float, decided: float | None, deleted: float | None, *, wait: bool = True,
+          answered: float | None = None) -> ClaimLife:
+    return ClaimLife(uid=uid, resource=R, holder=uid, wait=wait, created=created, decided=decided, deleted=deleted,
+                     phase=None, answered=answered if answered is not None else decided)
+
+
+def violations(history: History, bounds: Bounds | None = None) -> list[str]:
+    return [v.check for v in check(history, bounds).violations]
+
+
+def clean_history() -> History:
+    """Two agents take turns on one resource, each writing with its token: nothing wrong."""
+    history = History(end=100)
+    history.extend([
+        attempt("a", "Held", 0, 1), attempt("b", "Held", 0.5, 5.2),
+        hold("a", "c1", 10, 1, 5), hold("b", "c2", 20, 5.2, 9),
+        lock("c1", 10, 100, 0.9, 5.1, released=5.0), lock("c2", 20, 200, 5.15, 9.1, released=9.0),
+        claim("c1", 0, 0.95, 5.0), claim("c2", 0.5, 5.15, 9.0, answered=0.6),
+        Write(0, "a", R, 10, 2, True), Write(1, "b", R, 20, 6, True),
+    ])
+    return history
+
+
+def test_a_clean_history_passes() -> None:
+    report = check(clean_history())
+    assert report.violations == []
+    assert report.stats["valid_holds"] == 2
+    assert report.stats["operations"] == 2 + 2 + 2
+
+
+# ---- mutual exclusion -------------------------------------------------------------------------------
+
+
+def test_overlapping_holds_break_mutual_exclusion() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 0, 5), hold("b", "c2", 20, 4, 9)])
+    assert violations(history) == ["mutual-exclusion"]
+
+
+def test_a_hold_contained_in_another_is_caught() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 0, 9), hold("b", "c2", 20, 2, 3), hold("c", "c3", 30, 10, 11)])
+    assert violations(history) == ["mutual-exclusion"]
+
+
+def test_belief_past_the_lease_expiry_does_not_count() -> None:
+    # `a` noticed the loss late (frozen), but its lease ended at 4, before `b` was granted.
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 0, 9, expiry=4), hold("b", "c2", 20, 5, 8)])
+    assert violations(history) == []
+
+
+def test_a_holder_whose_pod_died_holds_nothing_after() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 0, 9, pod="pod-a"), hold("b", "c2", 20, 5, 8), PodDeath("pod-a", 4.5)])
+    assert violations(history) == []
+    history.pod_deaths = [PodDeath("pod-a", 6)]
+    assert violations(history) == ["mutual-exclusion"]
+
+
+def test_other_resources_and_the_same_claim_do_not_conflict() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 0, 5), hold("a", "c1", 10, 3, 6),
+                    hold("b", "c2", 20, 1, 4, resource="chaos://pool/other")])
+    assert violations(history) == []
+
+
+# ---- fencing tokens ---------------------------------------------------------------------------------
+
+
+def test_a_later_grant_with_a_smaller_token_breaks_fencing_order() -> None:
+    history = History(end=100)
+    history.extend([lock("c1", 1068, 1187, 11.6, 12.7), lock("c2", 1030, 1435, 12.7, 19.4)])
+    assert violations(history) == ["fencing-order"]
+
+
+def test_an_equal_token_for_a_new_grant_breaks_fencing_order() -> None:
+    history = History(end=100)
+    history.extend([lock("c1", 10, 100, 0, 1), lock("c2", 10, 200, 2, 3)])
+    assert violations(history) == ["fencing-order"]
+
+
+def test_grant_order_comes_from_versions_not_arrival() -> None:
+    history = History(end=100)
+    # Seen out of order by the monitor, but versions say c1 came first: tokens do grow.
+    history.extend([lock("c2", 20, 200, 1, 2), lock("c1", 10, 100, 5, 6)])
+    assert violations(history) == []
+
+
+def test_holds_in_sequence_with_a_falling_token_are_caught() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 30, 0, 2), hold("b", "c2", 20, 3, 4)])
+    assert violations(history) == ["fencing-order"]
+
+
+def test_one_token_for_two_claims_is_caught() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 0, 2), hold("b", "c2", 10, 3, 4)])
+    assert sorted(violations(history)) == ["fencing-order", "fencing-unique"]
+
+
+def test_an_agent_seeing_another_token_than_its_lock_is_caught() -> None:
+    history = History(end=100)
+    history.extend([hold("a", "c1", 10, 1, 2), lock("c1", 11, 100, 0.9, 2.1)])
+    assert violations(history) == ["fencing-mismatch"]
+
+
+# ---- fenced writes ----------------------------------------------------------------------------------
+
+
+def test_a_store_accepting_an_older_token_is_caught() -> None:
+    history = History(end=100)
+    history.extend([Write(0, "b", R, 20, 1, True), Write(1, "a", R, 10, 2, True)])
+    assert violations(history) == ["fenced-write"]
+
+
+def test_two_writers_with_one_token_are_caught() -> None:
+    history = History(end=100)
+    history.extend([Write(0, "a", R, 10, 1, True), Write(1, "b", R, 10, 2, True)])
+    assert violations(history) == ["fenced-write"]
+
+
+def test_a_refused_stale_write_is_counted_not_judged() -> None:
+    # `a` was frozen past its lease (valid until 4), `b` took over and wrote; `a` wrote at 9.
+    history = History(end=100)
+    history.extend([
+        hold("a", "c1", 10, 0, 9.5, expiry=4), hold("b", "c2", 20, 5, 8),
+        Write(0, "a", R, 10, 1, True), Write(1, "b", R, 20, 5.5, True), Write(2, "a", R, 10, 9, False),
+    ])
+    report = check(history)
+    assert report.violations == []
+    assert report.stats["stale_writes_refused"] == 1
+
+
+def test_the_fenced_store_refuses_older_tokens() -> None:
+    store = FencedStore(clock=lambda: 0.0)
+    assert store.write("a", R, 10)
+    assert store.write("a", R, 10)  # the same holder again
+    assert store.write("b", R, 20)
+    assert not store.write("a", R, 10)  # the paused holder's late write
+    assert store.write("c", "chaos://pool/other", 5)  # per resource
+    assert [w.accepted for w in store.log] == [True, True, True, False, True]
+    history = History(end=1)
+    history.extend(store.log)
+    assert violations(history) == []
+
+
+# ---- waiters ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["Held", "TimedOut", "Deadlocked", "Revoked", "Cancelled"])
+def test_every_proper_ending_of_a_wait_passes(outcome: str) -> None:
+    history = History(end=100)
+    history.add(attempt("a", outcome, 0, 3))
+    assert violations(history) == []
+
+
+@pytest.mark.parametrize("outcome", ["Unreachable", "NotFound", "Expired", "Rejected"])
+def test_a_waiter_ending_otherwise_is_lost(outcome: str) -> None:
+    history = History(end=100)
+    history.add(attempt("a", outcome, 0, 3))
+    assert violations(history) == ["lost-waiter"]
+
+
+def test_a_lost_waiter_is_excused_during_an_outage_or_after_its_pod_died() -> None:
+    history = History(end=100)
+    history.extend([attempt("a", "Unreachable", 0, 3), Outage("apiserver", 2, 4)])
+    assert violations(history) == []
+    history = History(end=100)
+    history.extend([attempt("a", "Unreachable", 0, 3, pod="pod-a"), PodDeath("pod-a", 1)])
+    assert violations(history) == []
+
+
+def test_a_scoped_outage_excuses_only_its_agents() -> None:
+    history = History(end=100)
+    history.extend([attempt("a0-001", "Unreachable", 0, 3), attempt("a1-001", "Unreachable", 0, 3),
+                    Outage("agent process frozen", 1, 2, scope="a0-")])
+    report = check(history)
+    assert [v.message.split()[2] for v in report.violations] == ["a1-001"]
+
+
+def test_a_try_lock_ends_held_or_rejected() -> None:
+    history = History(end=100)
+    history.extend([attempt("a", "Rejected", 0, 1, wait=False), attempt("b", "TimedOut", 0, 1, wait=False)])
+    assert violations(history) == ["try-lock-outcome"]
+
+
+# ---- liveness ---------------------------------------------------------------------------------------
+
+
+def test_a_lock_outliving_its_lease_is_caught() -> None:
+    history = History(end=100)
+    history.add(lock("c1", 10, 100, 0, 16, expiry=10))
+    assert violations(history) == ["liveness"]
+    assert violations(history, Bounds(liveness_seconds=7)) == []
+
+
+def test_outage_time_does_not_count_against_liveness() -> None:
+    history = History(end=100)
+    history.extend([lock("c1", 10, 100, 0, 16, expiry=10), Outage("operator killed", 9, 13)])
+    assert violations(history) == []
+
+
+def test_a_lock_outliving_its_pod_or_its_release_is_caught() -> None:
+    history = History(end=100)
+    history.extend([lock("c1", 10, 100, 0, 12, pod="pod-a"), PodDeath("pod-a", 2)])
+    assert violations(history) == ["liveness"]
+    history = History(end=100)
+    history.add(lock("c1", 10, 100, 0, 12, released=3))
+    assert violations(history) == ["liveness"]
+
+
+def test_a_lock_never_deleted_is_judged_at_the_end_of_the_run() -> None:
+    history = History(end=50)
+    history.add(lock("c1", 10, 100, 0, None, expiry=30))
+    assert violations(history) == ["liveness"]
+
+
+def test_a_waiter_kept_waiting_on_a_free_resource_is_caught() -> None:
+    history = History(end=100)
+    history.extend([lock("c1", 10, 100, 0, 2, released=2), claim("c2", 1, 12, None, answered=1.1),
+                    lock("c2", 20, 200, 12, 13, released=13)])
+    assert violations(history) == ["queue-liveness"]
+    history.add(Outage("operator paused", 2, 10))
+    assert violations(history) == []
+
+
+def test_a_claim_nobody_answers_is_caught_even_when_its_client_gave_up() -> None:
+    history = History(end=100)
+    history.add(claim("c1", 0, None, 8, wait=False, answered=None))
+    assert violations(history) == ["no-verdict"]
+    history = History(end=100)
+    history.add(claim("c1", 0, None, 8, wait=False, answered=0.3))
+    assert violations(history) == []
+
+
+def test_a_lock_broken_revocation_without_a_break_is_caught() -> None:
+    broken = ClaimLife(uid="c1", resource=R, holder="a", wait=False, created=0, decided=1, deleted=2,
+                       phase="Revoked", answered=1, reason="LockBroken")
+    history = History(end=100)
+    history.add(broken)
+    assert violations(history) == ["reason"]
+    history.locks_broken = 1
+    assert violations(history) == []
+
+
+# ---- plumbing ---------------------------------------------------------------------------------------
+
+
+def test_records_survive_a_round_trip_and_a_torn_line(tmp_path: Path) -> None:
+    records: list[Record] = [
+        hold("a", "c1", 10, 0, 5, pod="p"), attempt("a", "Held", 0, 1), Outage("x", 1, 2, scope="a0-"),
+        Write(0, "a", R, 10, 2, True), PodDeath("p", 3), claim("c1", 0, 1, 2),
+    ]
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(to_json(r) + "\n" for r in records) + '{"type": "hold", "agent"')
+    assert list(read_jsonl(path)) == records
+    assert from_dict({"type": "pod_death", "pod": "p", "time": 1.0, "ignored": True}) == PodDeath("p", 1.0)
+
+
+def test_covered_counts_only_the_overlap_of_merged_windows() -> None:
+    assert covered(0, 10, [(2, 4), (6, 20)]) == pytest.approx(6)
+    assert covered(5, 6, [(0, 1)]) == 0
