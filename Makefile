@@ -70,6 +70,14 @@ up: venv tools ## Start the local control plane and the operator in the backgrou
 down: venv ## Stop what `make up` started
 	$(PY) -m kubelock.testbed down
 
+.PHONY: bench
+bench: venv tools ## Benchmarks against raw Lease operations in the same run (QUICK=1: under 3 minutes)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) bench/run.py $(if $(filter-out 0,$(QUICK)),--quick,)
+
+.PHONY: chaos
+chaos: venv tools ## Fault injection with a checked history (QUICK=1: every fault once, under 10 minutes)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m chaos.run $(if $(filter-out 0,$(QUICK)),--quick,) $(CHAOS_ARGS)
+
 .PHONY: image
 image: ## Build the operator image (needs a Docker engine)
 	docker build -t ghcr.io/kubelock/kubelock:0.1.0 .
