@@ -70,7 +70,19 @@ def machine(plane: ControlPlane, plan: Plan, version: dict[str, Any]) -> dict[st
         "kopf": importlib.metadata.version("kopf"),
         "aiohttp": importlib.metadata.version("aiohttp"),
         "client_loop": "uvloop" if _uvloop() else "asyncio",
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    """The commit measured, marked dirty when the operator's code or the CRDs differ from it."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, check=False)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "operator", "crds", "config")
+    return f"{head}-dirty" if dirty else head
 
 
 def _uvloop() -> bool:

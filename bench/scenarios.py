@@ -332,7 +332,7 @@ async def expiry(env: Env, namespace: str, count: int, rate: float) -> Expiry:
     return Expiry(lateness, ends[-1] - ends[0])
 
 
-async def restart(env: Env, operator: OperatorProcess, namespace: str) -> float:
+async def restart(env: Env, operator: OperatorProcess, namespace: str, *, within: float) -> float:
     """SIGKILL the operator, start a new process at once, ask for a new lock: seconds until Held."""
     name = unique("r")
     async with Watch(env.client, paths.claims(namespace), fieldSelector=f"metadata.name={name}") as watch:
@@ -340,7 +340,7 @@ async def restart(env: Env, operator: OperatorProcess, namespace: str) -> float:
         operator.kill()
         operator.spawn()
         await env.client.create(paths.claims(namespace), claim_body(name, f"bench://restart/{name}", "agent"))
-        seen = await watch.wait_for(name, HELD, 300)
+        seen = await watch.wait_for(name, HELD, within)
         elapsed = seen.at - began
     await operator.wait_ready(60)
     await env.client.delete(paths.claims(namespace, name))

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import kopf
 
@@ -41,15 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         namespaces=settings.namespaces,
         liveness_endpoint=liveness,
     )
-    # kopf.run() uses the default loop; uvloop (when installed) cuts the cost of every watch event.
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(asyncio.CancelledError):
-        runner.run(operator)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    # The standard event loop: under uvloop, a connection attempt failing while the API server restarts
+    # raised "file descriptor is used by transport" out of aiohttp's connector and stopped the operator.
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(operator)

@@ -226,23 +226,25 @@ class Reconciler:
     # ---- applying ---------------------------------------------------------------------------
 
     async def _apply(self, namespace: str, actions: Iterable[Action]) -> None:
+        """Apply a decision in order, and stop at the first write that failed on a stale view: the
+        rest of the decision rested on it (an Expired status that lost a race with a renewal must
+        not be followed by deleting the lock)."""
         batch: list[SetStatus] = []
         for action in actions:
             if isinstance(action, SetStatus):
                 batch.append(action)
                 continue
-            await self._flush(namespace, batch)
+            if not await self._flush(namespace, batch):
+                return
             batch = []
             if not await self._apply_one(namespace, action):
                 return
         await self._flush(namespace, batch)
 
-    async def _flush(self, namespace: str, batch: list[SetStatus]) -> None:
+    async def _flush(self, namespace: str, batch: list[SetStatus]) -> bool:
         # Status writes of different claims are independent: send them together.
-        if len(batch) == 1:
-            await self._apply_one(namespace, batch[0])
-        elif batch:
-            await asyncio.gather(*(self._apply_one(namespace, a) for a in batch))
+        results = await asyncio.gather(*(self._apply_one(namespace, a) for a in batch))
+        return all(results)
 
     async def _apply_one(self, namespace: str, action: Action) -> bool:
         """Apply one action; False when it failed on a stale view (the caller decides again)."""
