@@ -41,6 +41,7 @@ NS_ANCHOR, NS_KUBELOCK, NS_NAIVE, NS_BIG, NS_LEASES = (
     "bench-anchor", "bench-kubelock", "bench-naive", "bench-big", "bench-leases",
 )
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kwok")
+STALE_OFF = ("--stale-after-seconds", "86400")
 LOCK_RESOURCES = frozenset({"lockclaims", "resourcelocks", "events"})
 
 
@@ -192,19 +193,25 @@ class Runner:
     async def run(self, only: Sequence[int] = (), deadline: float | None = None) -> Document:
         for ns in (NS_ANCHOR, NS_KUBELOCK, NS_NAIVE, NS_BIG, NS_LEASES):
             await ensure_namespace(self.env.client, ns)
+        if not only or {7, 4, 8} & set(only):
+            # The Leases that anchor L (#8) are made before anything is measured and while nothing else
+            # runs: creating them costs a loaded machine seconds that the many-locks block lacks.
+            await anchors.create_leases(self.env, NS_LEASES, self.plan.held_locks)
         await self.kubelock.start()
         try:
             await self.naive.start()
         except Exception as error:  # the comparator is optional: its rows say why it is missing
             log.warning("naive kopf operator did not start: %s", error)
             self.naive_error = f"naive operator did not start: {error}"
+        # #2 last: its rows come N by N, so when a loaded machine eats the budget only the largest N
+        # is lost, rather than three metrics of the many-locks block.
         blocks: list[tuple[int, Callable[[], Awaitable[None]], list[str]]] = [
             (1, self.block_acquire, ["uncontended acquire"]),
-            (2, self.block_cycles, ["acquire+release cycles"]),
             (3, self.block_handoff, ["contended handoff"]),
             (5, self.block_pod, ["pod deleted → next waiter Held"]),
             (6, self.block_deadlock, ["deadlock reported"]),
             (7, self.block_many, ["TTL expiry / RSS / restart with many locks"]),
+            (2, self.block_cycles, ["acquire+release cycles"]),
         ]
         try:
             for id_, block, names in blocks:
@@ -235,6 +242,7 @@ class Runner:
             for name, s in self.anchor.items()
         }
         self.doc.resources = [a.to_json() for a in self.accounts.values()]
+        self.doc.rows.sort(key=lambda row: row.id)  # stable: the order within a metric stays
         return self.doc
 
     def naive_ok(self) -> bool:
@@ -466,7 +474,9 @@ class Runner:
 
     async def block_many(self) -> None:
         p, env = self.plan, self.env
-        op = OperatorProcess("kubelock", self.kubeconfig, NS_BIG, self.log_dir)
+        # The live locks are never renewed: with the default staleAfterSeconds (120) every one of them
+        # would turn Stale (a status write and a Warning Event each) in the middle of a full run.
+        op = OperatorProcess("kubelock", self.kubeconfig, NS_BIG, self.log_dir, extra_args=STALE_OFF)
         await op.start()
         try:
             self.step = (7, "operator RSS (and #4, #8)")
@@ -527,7 +537,6 @@ class Runner:
     async def _restart(self, op: OperatorProcess) -> None:
         p, env = self.plan, self.env
         self.step = (8, f"restart with {p.held_locks} locks")
-        await anchors.create_leases(env, NS_LEASES, p.held_locks)
         lists: list[float] = []
         restarts: list[float] = []
         failures: list[str] = []

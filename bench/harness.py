@@ -367,6 +367,7 @@ class OperatorProcess:
     namespace: str
     log_dir: Path
     metrics_port: int = 0
+    extra_args: tuple[str, ...] = ()
     process: ManagedProcess | None = None
     starts: int = 0
 
@@ -376,7 +377,7 @@ class OperatorProcess:
             return [
                 sys.executable, "-m", "kubelock.operator", "--kubeconfig", str(self.kubeconfig),
                 "-n", self.namespace, "--health-address", f"127.0.0.1:{free_port()}",
-                "--metrics-port", str(self.metrics_port),
+                "--metrics-port", str(self.metrics_port), *self.extra_args,
             ]
         return [
             sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", self.namespace,

@@ -97,6 +97,7 @@ class LockLife:
     expiry: float | None
     released: float | None = None  # when its claim was deleted or left Held
     pod: str | None = None
+    created_version: int | None = None  # the resourceVersion of its creation, when a watch showed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class ClaimLife:
     phase: str | None = None  # the last phase seen
     answered: float | None = None  # first seen with any phase (Pending included)
     reason: str | None = None  # the last reason seen
+    deleted_version: int | None = None  # the resourceVersion of its deletion
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +292,7 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     deaths = _deaths(history)
     check_mutual_exclusion(history.holds, deaths, report)
     check_fencing(history.holds, history.locks, deaths, report)
+    check_phantoms(history.locks, history.claims, report)
     check_writes(history.writes, history.holds, deaths, report)
     check_waiters(history.attempts, outages, scoped, deaths, report)
     check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
@@ -347,6 +350,8 @@ def check_fencing(
     for resource, grants in by_resource.items():
         grants.sort(key=lambda lock: lock.version)
         for before, after in itertools.pairwise(grants):
+            if after.claim == before.claim:
+                continue  # one claim granted twice: a phantom grant, judged by check_phantoms
             if after.token <= before.token:
                 report.violations.append(
                     Violation(
@@ -394,6 +399,33 @@ def check_fencing(
                     f"{hold.resource}: {hold.agent} saw token {hold.token} but its lock carries {seen}",
                     hold.resource,
                     hold.start,
+                )
+            )
+
+
+def check_phantoms(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: Report) -> None:
+    """A lock is created only for a claim that exists and has not been granted a lock before.
+
+    Orders by resourceVersion (etcd's commit order), never by arrival time: a lock whose creation
+    committed after its claim's deletion, or a second lock for one claim, is a grant to nobody."""
+    deleted = {c.uid: c.deleted_version for c in claims if c.deleted_version is not None}
+    by_claim: dict[str, list[LockLife]] = defaultdict(list)
+    for lock in locks:
+        by_claim[lock.claim].append(lock)
+    for claim, granted in by_claim.items():
+        granted.sort(key=lambda lock: lock.version)
+        gone = deleted.get(claim)
+        for index, lock in enumerate(granted):
+            late = gone is not None and lock.created_version is not None and lock.created_version > gone
+            if index == 0 and not late:
+                continue
+            report.violations.append(
+                Violation(
+                    "phantom-grant",
+                    f"{lock.resource}: a lock (token {lock.token}) was created for the claim of {lock.holder} "
+                    + ("after that claim had been deleted" if late else "which had been granted a lock before"),
+                    lock.resource,
+                    lock.created,
                 )
             )
 

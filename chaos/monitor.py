@@ -54,6 +54,7 @@ class _Lock:
     expiry: float | None
     pod: str | None
     deleted: float | None = None
+    created_version: int | None = None
 
 
 @dataclass
@@ -68,6 +69,7 @@ class _Claim:
     deleted: float | None = None
     phase: str | None = None
     reason: str | None = None
+    deleted_version: int | None = None
     held: bool = False
     released: float | None = None
 
@@ -113,7 +115,7 @@ class Monitor:
                 LockLife(
                     uid=lock.uid, resource=lock.resource, holder=lock.holder, claim=lock.claim, token=lock.token,
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
-                    released=released, pod=lock.pod,
+                    released=released, pod=lock.pod, created_version=lock.created_version,
                 )
             )
         for c in self.claims.values():
@@ -121,7 +123,7 @@ class Monitor:
                 ClaimLife(
                     uid=c.uid, resource=c.resource, holder=c.holder, wait=c.wait, created=c.created,
                     decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
-                    reason=c.reason,
+                    reason=c.reason, deleted_version=c.deleted_version,
                 )
             )
         return out
@@ -141,7 +143,7 @@ class Monitor:
                     for uid in known - current.keys():
                         observe("DELETED", {"metadata": {"uid": uid}}, now)
                     for item in items:
-                        observe("ADDED", item, now)
+                        observe("LISTED", item, now)
                     known = set(current)
                     self._listed += 1
                     if self._listed >= 2:
@@ -198,9 +200,16 @@ class Monitor:
                 created=now,
                 expiry=expiry,
                 pod=(spec.get("podRef") or {}).get("name"),
+                # Only a watch's ADDED event carries the creation's own resourceVersion.
+                created_version=_version(body) if kind == "ADDED" else None,
             )
-        elif expiry is not None:
-            lock.expiry = expiry
+        else:
+            if expiry is not None:
+                lock.expiry = expiry
+            # The token is written right after the create (it is the lock's creation revision).
+            token = int(spec.get("fencingToken") or 0)
+            if token:
+                lock.token = token
 
     def _on_claim(self, kind: str, body: Body, now: float) -> None:
         meta = body.get("metadata") or {}
@@ -209,6 +218,7 @@ class Monitor:
         if kind == "DELETED":
             if claim is not None and claim.deleted is None:
                 claim.deleted = now
+                claim.deleted_version = _version(body) or None
                 if claim.held and claim.released is None:
                     claim.released = now
             return

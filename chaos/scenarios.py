@@ -291,6 +291,7 @@ def recovery_seconds(faults_: Sequence[Fault], locks: Sequence[LockLife]) -> flo
                 if lock.holder in fault.holders
                 and lock.created <= fault.injected
                 and (lock.deleted is None or lock.deleted > fault.injected)
+                and (lock.released is None or lock.released > fault.injected)  # not let go before
             ]
             done = max([done, *(lock.deleted or time.time() for lock in hit)])
         took = done - fault.injected

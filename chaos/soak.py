@@ -7,6 +7,7 @@ Rejected) reaching the agent through its watch: the operator's whole path, end t
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -59,9 +60,14 @@ def fill(windows: list[Window], length: float, attempts: list[Attempt], locks: l
 
 async def sample(run: Run, operator: Operator, windows: list[Window], length: float) -> None:
     count = int(run.shape.seconds // length)
-    for index in range(count):
-        await run.at(index * length + length / 2)  # mid-window, once the window's churn is under way
-        windows.append(Window(start=run.t0 + index * length, rss_mb=operator.rss() / 2**20))
+    # Written as it goes: an interrupted soak still leaves its memory curve behind.
+    with (run.dir / "rss.jsonl").open("a", encoding="utf-8") as log:
+        for index in range(count):
+            await run.at(index * length + length / 2)  # mid-window, once the window's churn is under way
+            window = Window(start=run.t0 + index * length, rss_mb=operator.rss() / 2**20)
+            windows.append(window)
+            log.write(json.dumps({"start": window.start, "rss_mb": round(window.rss_mb, 2)}) + "\n")
+            log.flush()
     await run.at(run.shape.seconds)
 
 
