@@ -292,7 +292,7 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     deaths = _deaths(history)
     check_mutual_exclusion(history.holds, deaths, report)
     check_fencing(history.holds, history.locks, deaths, report)
-    check_phantoms(history.locks, history.claims, report)
+    check_phantoms(history.locks, history.claims, outages, history.end, bounds, report)
     check_writes(history.writes, history.holds, deaths, report)
     check_waiters(history.attempts, outages, scoped, deaths, report)
     check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
@@ -403,11 +403,21 @@ def check_fencing(
             )
 
 
-def check_phantoms(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: Report) -> None:
-    """A lock is created only for a claim that exists and has not been granted a lock before.
+def check_phantoms(
+    locks: Sequence[LockLife],
+    claims: Sequence[ClaimLife],
+    outages: Sequence[tuple[float, float]],
+    end_of_run: float,
+    bounds: Bounds,
+    report: Report,
+) -> None:
+    """A lock created for a claim that no longer exists, or a second lock for one claim, is a grant to
+    nobody; it must be gone within the liveness bound.
 
-    Orders by resourceVersion (etcd's commit order), never by arrival time: a lock whose creation
-    committed after its claim's deletion, or a second lock for one claim, is a grant to nobody."""
+    The API server cannot make a lock's creation conditional on another object (the claim) still
+    existing, so an operator whose view lags (e.g. while its watch relists after an API server
+    restart) can create such a lock; nobody believes they hold it, but it keeps waiters out until
+    the operator notices. Ordered by resourceVersion (etcd's commit order), never by arrival time."""
     deleted = {c.uid: c.deleted_version for c in claims if c.deleted_version is not None}
     by_claim: dict[str, list[LockLife]] = defaultdict(list)
     for lock in locks:
@@ -419,11 +429,16 @@ def check_phantoms(locks: Sequence[LockLife], claims: Sequence[ClaimLife], repor
             late = gone is not None and lock.created_version is not None and lock.created_version > gone
             if index == 0 and not late:
                 continue
+            until = lock.deleted if lock.deleted is not None else end_of_run
+            lived = until - lock.created - covered(lock.created, until, outages)
+            if lived <= bounds.liveness_seconds:
+                continue
             report.violations.append(
                 Violation(
                     "phantom-grant",
-                    f"{lock.resource}: a lock (token {lock.token}) was created for the claim of {lock.holder} "
-                    + ("after that claim had been deleted" if late else "which had been granted a lock before"),
+                    f"{lock.resource}: a lock (token {lock.token}) created for the claim of {lock.holder} "
+                    + ("after that claim had been deleted" if late else "which had been granted a lock before")
+                    + f" lived {lived:.1f}s (bound {bounds.liveness_seconds:g}s, outages excluded)",
                     lock.resource,
                     lock.created,
                 )

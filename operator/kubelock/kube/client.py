@@ -12,7 +12,7 @@ import builtins
 import json
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -138,16 +138,27 @@ class KubeClient:
     async def list_all(self, path: str, *, page: int = 500, **params: Any) -> tuple[builtins.list[Body], str]:
         """Every item of a collection (paginated) and the collection's resourceVersion."""
         items: builtins.list[Body] = []
+        version = ""
+        async for chunk, listed_at in self.pages(path, page=page, **params):
+            items.extend(chunk)
+            version = listed_at
+        return items, version
+
+    async def pages(
+        self, path: str, *, page: int = 500, **params: Any
+    ) -> AsyncIterator[tuple[builtins.list[Body], str]]:
+        """A collection one page at a time, each with the list's resourceVersion (all pages of one
+        list come from the same snapshot), so a caller never holds more than a page of bodies."""
         token: str | None = None
         version = ""
         while True:
             result = await self.list(path, limit=page, **{"continue": token}, **params)
-            items.extend(result.get("items") or [])
             meta = result.get("metadata") or {}
             version = meta.get("resourceVersion") or version
             token = meta.get("continue")
+            yield result.get("items") or [], version
             if not token:
-                return items, version
+                return
 
     async def create(self, path: str, body: Body, **params: Any) -> Body:
         return await self.request("POST", path, body=body, params=params, verb="create")

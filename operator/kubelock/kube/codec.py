@@ -149,8 +149,9 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         stale_reason = Reason.STALE if status.stale else Reason.RENEWED
         stale_message = "not renewed within staleAfterSeconds" if status.stale else "renewed in time"
         conditions.append(
-            _condition(record.conditions, CONDITION_STALE, status.stale, stale_reason, stale_message,
-                       record.generation, now)
+            _condition(
+                record.conditions, CONDITION_STALE, status.stale, stale_reason, stale_message, record.generation, now
+            )
         )
 
     def ts(value: float | None) -> str | None:
@@ -224,6 +225,12 @@ def token_patch(resource_version: str) -> Body:
     exist one after another under one name and etcd revisions only grow, so every token is greater
     than every earlier token of that resource, whatever order claims were seen in."""
     return {"metadata": {"resourceVersion": resource_version}, "spec": {"fencingToken": int(resource_version)}}
+
+
+def with_token(body: Body, resource_version: str) -> Body:
+    """A lock's body as it will read once `token_patch` has been applied (same resourceVersion)."""
+    spec = {**(body.get("spec") or {}), "fencingToken": int(resource_version)}
+    return {**body, "spec": spec}
 
 
 def renew_patch(action: RenewLock, resource_version: str) -> Body:

@@ -20,7 +20,7 @@ from kubelock.kube.codec import ClaimRecord, claim_record, lock_view
 
 Body = dict[str, Any]
 Key = tuple[str, str]  # (namespace, normalised resource)
-TOMBSTONES = 10_000  # uids of claims seen deleted, so a release needs no confirming read
+TOMBSTONES = 10_000  # uids of claims and locks seen deleted (see Cache._bury)
 PodKey = tuple[str, str]  # (namespace, pod name)
 
 
@@ -56,6 +56,8 @@ class Cache:
         self.pods: dict[PodKey, PodInfo] = {}
         self._pod_claims: dict[PodKey, set[str]] = defaultdict(set)
         self.graphs: dict[str, WaitForGraph] = defaultdict(WaitForGraph)
+        # Uids of deleted claims and locks. A release then needs no confirming read, and an event or
+        # a write's response that arrives after the deletion cannot bring the object back to life.
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.breaks: dict[Key, LockBreak] = {}  # what a deleted lock said about who broke it
 
@@ -66,6 +68,8 @@ class Cache:
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return self.delete_claim(body)
         record = claim_record(body)
+        if record.claim.uid in self._deleted:
+            return None  # late news of a claim already deleted
         old = self.claims.get(record.claim.uid)
         if old is not None:
             if _rv(old.resource_version) >= _rv(record.resource_version):
@@ -80,9 +84,7 @@ class Cache:
     def delete_claim(self, body: Body) -> Key | None:
         uid = (body.get("metadata") or {}).get("uid")
         if uid:
-            self._deleted[uid] = None
-            while len(self._deleted) > TOMBSTONES:
-                self._deleted.popitem(last=False)
+            self._bury(uid)
         old = self.claims.get(uid) if uid else None
         if old is None:
             return None
@@ -91,6 +93,11 @@ class Cache:
 
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted
+
+    def _bury(self, uid: str) -> None:
+        self._deleted[uid] = None
+        while len(self._deleted) > TOMBSTONES:
+            self._deleted.popitem(last=False)
 
     def forget_claim(self, uid: str) -> Key | None:
         old = self.claims.get(uid)
@@ -127,23 +134,42 @@ class Cache:
         if claim.waiting:
             self.graphs[record.namespace].remove_wait(claim.holder, claim.resource, claim.sequence)
 
+    def awaits_decision(self, key: Key) -> bool:
+        """Some claim of the key has no answer yet, or waits in a queue."""
+        return any(
+            self.claims[uid].claim.status is None or self.claims[uid].claim.waiting for uid in self._by_key.get(key, ())
+        )
+
     def claims_for(self, key: Key) -> list[ClaimRecord]:
         return [self.claims[uid] for uid in self._by_key.get(key, ())]
 
     # ---- locks ------------------------------------------------------------------------------
 
-    def upsert_lock(self, body: Body) -> Key:
+    def upsert_lock(self, body: Body) -> Key | None:
+        """Remember a lock; the key to reconcile, or None when nothing changed."""
         lock = lock_view(body)
         namespace = (body.get("metadata") or {}).get("namespace", "")
         rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
         key = (namespace, lock.resource)
+        if lock.uid in self._deleted:
+            return None  # e.g. the watch's ADDED event of a lock the operator has already deleted
         old = self.locks.get(key)
         if old is not None and old[0].uid == lock.uid and _rv(old[1]) >= _rv(rv):
-            return key
+            return None
         self.locks[key] = (lock, rv)
         self.breaks.pop(key, None)
         self.graphs[namespace].set_holder(lock.resource, lock.holder)
         return key
+
+    def unconfirm_token(self, created: Body) -> None:
+        """Take back the token-bearing view of a just-created lock whose token write failed (the
+        view and the creation share a resourceVersion); a newer view of the lock is left alone."""
+        lock = lock_view(created)
+        meta = created.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), lock.resource)
+        old = self.locks.get(key)
+        if old is not None and old[0].uid == lock.uid and old[1] == str(meta.get("resourceVersion", "")):
+            self.locks[key] = (lock, old[1])
 
     def delete_lock(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
@@ -157,6 +183,9 @@ class Cache:
         return key
 
     def forget_lock(self, key: Key, uid: str) -> Key | None:
+        """The lock `uid` is gone from the API server."""
+        if uid:
+            self._bury(uid)
         old = self.locks.get(key)
         if old is None or old[0].uid != uid:
             return None
@@ -188,53 +217,63 @@ class Cache:
 
     # ---- resync -----------------------------------------------------------------------------
 
-    def resync_claims(self, bodies: list[Body], list_version: int, in_scope: Callable[[str], bool]) -> set[Key]:
-        """Bring the cache in line with a full LIST taken at `list_version`: a watch can miss a
-        deletion (e.g. between the operator's own priming LIST and kopf's), and nothing else would
-        ever tell the cache. Records newer than the LIST are left alone."""
+    # A resync compares the cache with a full LIST, page by page (never more than a page of bodies
+    # in memory): `absorb_*` takes in each page and notes what it listed, `prune_*` then drops what
+    # the LIST, taken at `list_version`, no longer has. Records newer than the LIST are left alone.
+
+    def absorb_claims(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
         keys: set[Key] = set()
-        listed = set()
         for body in bodies:
             if not in_scope(str((body.get("metadata") or {}).get("namespace", ""))):
                 continue
-            listed.add((body.get("metadata") or {}).get("uid"))
+            listed.add(str((body.get("metadata") or {}).get("uid")))
             key = self.upsert_claim(body)
             if key is not None:
                 keys.add(key)
+        return keys
+
+    def prune_claims(self, listed: set[str], list_version: int) -> set[Key]:
+        """A watch can miss a deletion (e.g. between the operator's own priming LIST and kopf's), and
+        nothing else would ever tell the cache."""
+        keys: set[Key] = set()
         for uid, record in list(self.claims.items()):
             if uid not in listed and _rv(record.resource_version) <= list_version:
                 keys.add((record.namespace, record.claim.resource))
-                self._deleted[uid] = None
+                self._bury(uid)
                 self._unindex(record)
         return keys
 
-    def resync_locks(self, bodies: list[Body], list_version: int, in_scope: Callable[[str], bool]) -> set[Key]:
+    def absorb_locks(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
         keys: set[Key] = set()
-        listed = set()
         for body in bodies:
             if not in_scope(str((body.get("metadata") or {}).get("namespace", ""))):
                 continue
-            meta = body.get("metadata") or {}
-            listed.add(meta.get("uid"))
-            key = (str(meta.get("namespace", "")), str((body.get("spec") or {}).get("resource")))
-            before = self.locks.get(key)
-            if self.locks.get(self.upsert_lock(body)) != before:
+            listed.add(str((body.get("metadata") or {}).get("uid")))
+            key = self.upsert_lock(body)
+            if key is not None:
                 keys.add(key)
+        return keys
+
+    def prune_locks(self, listed: set[str], list_version: int) -> set[Key]:
+        keys: set[Key] = set()
         for key, (lock, rv) in list(self.locks.items()):
             if lock.uid not in listed and _rv(rv) <= list_version:
                 self.forget_lock(key, lock.uid)
                 keys.add(key)
         return keys
 
-    def resync_pods(self, bodies: list[Body], in_scope: Callable[[str], bool]) -> set[Key]:
+    def absorb_pods(self, bodies: list[Body], listed: set[PodKey], in_scope: Callable[[str], bool]) -> set[Key]:
         keys: set[Key] = set()
-        listed = set()
         for body in bodies:
             meta = body.get("metadata") or {}
             if not in_scope(str(meta.get("namespace", ""))):
                 continue
             listed.add((meta.get("namespace", ""), meta.get("name", "")))
             keys.update(self.upsert_pod(body))
+        return keys
+
+    def prune_pods(self, listed: set[PodKey]) -> set[Key]:
+        keys: set[Key] = set()
         for pod_key in [k for k in self.pods if k not in listed]:
             del self.pods[pod_key]
             keys.update(self._keys_of_pod(pod_key))

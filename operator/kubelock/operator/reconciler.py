@@ -81,6 +81,7 @@ class Reconciler:
         self._deadlines: DeadlineHeap[Key] = DeadlineHeap()
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
+        self._token_writes: dict[Key, tuple[codec.Body, asyncio.Task[codec.Body]]] = {}
         self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
 
     # ---- scheduling -------------------------------------------------------------------------
@@ -88,12 +89,15 @@ class Reconciler:
     def start(self) -> None:
         self.enabled = True
         self._sleeper = asyncio.create_task(self._sleep_until_deadlines(), name="kubelock-deadlines")
-        for key in sorted(self.cache.keys()):
+        # Keys with a claim still waiting for an answer go first: a restarted operator serves new
+        # requests before it re-arms the deadlines of thousands of settled leases.
+        for key in sorted(self.cache.keys(), key=lambda k: (not self.cache.awaits_decision(k), k)):
             self.schedule(key)
 
     async def stop(self) -> None:
         self.enabled = False
-        tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
+        writes = [task for _, task in self._token_writes.values()]
+        tasks = [t for t in (self._sleeper, *self._workers.values(), *writes) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -142,6 +146,12 @@ class Reconciler:
     # ---- one resource -----------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
+        try:
+            await self._reconcile(key)
+        finally:
+            await self._settle_token(key)
+
+    async def _reconcile(self, key: Key) -> None:
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
             claims, lock = await self._gather(key)
@@ -276,15 +286,28 @@ class Reconciler:
         status = action.status
         log.info(
             "%s/%s %s for %s: %s (%s)",
-            namespace, action.claim.name, status.phase.value, action.claim.holder, action.claim.resource, status.reason,
+            namespace,
+            action.claim.name,
+            status.phase.value,
+            action.claim.holder,
+            action.claim.resource,
+            status.reason,
             extra={
-                "namespace": namespace, "claim": action.claim.name, "resource": action.claim.resource,
-                "holder": action.claim.holder, "outcome": status.phase.value, "reason": status.reason.value,
+                "namespace": namespace,
+                "claim": action.claim.name,
+                "resource": action.claim.resource,
+                "holder": action.claim.holder,
+                "outcome": status.phase.value,
+                "reason": status.reason.value,
             },
         )
         if action.notice is not None:
             self.events.record(
-                namespace, action.claim.name, action.claim.uid, action.notice.reason.value, action.notice.message,
+                namespace,
+                action.claim.name,
+                action.claim.uid,
+                action.notice.reason.value,
+                action.notice.message,
                 warning=action.notice.warning,
             )
 
@@ -299,9 +322,31 @@ class Reconciler:
             if not error.already_exists:
                 raise
             body = await self.client.get(paths.locks(namespace, name))  # someone else holds it: learn who
-        else:
-            body = await self._write_token(namespace, name, body)
-        self.cache.upsert_lock(body)
+            self.cache.upsert_lock(body)
+            return
+        # The token (the creation's resourceVersion) is known from this response, so the claim can be
+        # told it in the next round while the token is being written into the lock, not after: the
+        # two writes overlap. `_settle_token` waits for the lock's write before the key's turn ends.
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        key = (namespace, action.claim.resource)
+        write = asyncio.create_task(self._write_token(namespace, name, {"metadata": {"resourceVersion": version}}))
+        self._token_writes[key] = (body, write)
+        self.cache.upsert_lock(codec.with_token(body, version))
+
+    async def _settle_token(self, key: Key) -> None:
+        pending = self._token_writes.pop(key, None)
+        if pending is None:
+            return
+        created, write = pending
+        try:
+            self.cache.upsert_lock(await write)
+        except NotFound:
+            self.cache.forget_lock(key, str(created["metadata"]["uid"]))  # broken already
+        except (ApiError, Unreachable) as error:
+            # Not written: the cache must not claim otherwise, so that `_gather` writes it.
+            log.warning("fencing token of %s in %s not written, retrying: %s", key[1], key[0], error)
+            self.cache.unconfirm_token(created)
+            self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
     async def _write_token(self, namespace: str, name: str, body: codec.Body) -> codec.Body:
         version = str((body.get("metadata") or {}).get("resourceVersion", ""))
@@ -339,7 +384,8 @@ class Reconciler:
             except NotFound:
                 self.cache.forget_lock(key, action.lock.uid)
                 return
-            self.cache.forget_lock(key, action.lock.uid)
+            if (body.get("metadata") or {}).get("uid") != action.lock.uid:
+                self.cache.forget_lock(key, action.lock.uid)  # replaced: that lock is gone
             self.cache.upsert_lock(body)
 
 

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.domain.clock import Clock
@@ -22,6 +23,7 @@ from kubelock.operator.settings import Settings
 
 log = logging.getLogger("kubelock.operator")
 Body = dict[str, Any]
+T = TypeVar("T")
 
 
 class Runtime:
@@ -57,7 +59,10 @@ class Runtime:
         where = "all namespaces" if self.settings.all_namespaces else ", ".join(self.settings.namespaces)
         log.info(
             "kubelock operator watching LockClaims in %s (%d claims, %d locks, %d holder pods known)",
-            where, len(self.cache.claims), len(self.cache.locks), len(self.cache.pods),
+            where,
+            len(self.cache.claims),
+            len(self.cache.locks),
+            len(self.cache.pods),
         )
 
     async def stop(self) -> None:
@@ -82,14 +87,40 @@ class Runtime:
         """Compare the cache with full LISTs and return the keys that changed. Locks first: a
         claim listed after its lock was deleted must not be judged against that lock."""
         keys: set[Key] = set()
+        cache = self.cache
+        lock_uids: set[str] = set()
+        claim_uids: set[str] = set()
+        pod_keys: set[tuple[str, str]] = set()
+        # Each kind is listed in every scope before it is pruned; with several scopes (several LISTs)
+        # only what is older than the oldest of them can be known to be gone.
+        versions = [
+            await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys) for scope in self._scopes()
+        ]
+        keys |= cache.prune_locks(lock_uids, min(versions))
+        versions = [
+            await self._list(paths.claims(scope), cache.absorb_claims, claim_uids, keys) for scope in self._scopes()
+        ]
+        keys |= cache.prune_claims(claim_uids, min(versions))
+        selector = f"{POD_LABEL}={POD_LABEL_VALUE}"
         for scope in self._scopes():
-            locks, locks_version = await self.client.list_all(paths.locks(scope))
-            claims, claims_version = await self.client.list_all(paths.claims(scope))
-            pods, _ = await self.client.list_all(paths.pods(scope), labelSelector=f"{POD_LABEL}={POD_LABEL_VALUE}")
-            keys |= self.cache.resync_locks(locks, int(locks_version or 0), self.in_scope)
-            keys |= self.cache.resync_claims(claims, int(claims_version or 0), self.in_scope)
-            keys |= self.cache.resync_pods(pods, self.in_scope)
+            await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
+        keys |= cache.prune_pods(pod_keys)
         return keys
+
+    async def _list(
+        self,
+        path: str,
+        absorb: Callable[[list[Body], set[T], Callable[[str], bool]], set[Key]],
+        listed: set[T],
+        keys: set[Key],
+        **params: Any,
+    ) -> int:
+        """LIST `path` page by page into the cache; the resourceVersion the LIST was taken at."""
+        version = 0
+        async for page, listed_at in self.client.pages(path, **params):
+            keys |= absorb(page, listed, self.in_scope)
+            version = int(listed_at or 0)
+        return version
 
     async def _resync_forever(self) -> None:
         # The first pass soon after start closes the gap between the priming LIST and kopf's own.

@@ -1,0 +1,99 @@
+"""The operator's cache: late news never revives a deleted object, and a resync prunes only what its
+LISTs prove gone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelock.operator.cache import Cache
+
+R = "github://acme/app/issues/42"
+
+
+def claim(uid: str, rv: int, namespace: str = "a", resource: str = R) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"c-{uid}", "uid": uid, "namespace": namespace, "resourceVersion": str(rv)},
+        "spec": {"resource": resource, "holder": f"agent-{uid}"},
+    }
+
+
+def lock(uid: str, rv: int, namespace: str = "a", claim_uid: str = "c1") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "lock-x", "uid": uid, "namespace": namespace, "resourceVersion": str(rv)},
+        "spec": {
+            "resource": R, "holder": "agent-c1", "claimRef": {"name": f"c-{claim_uid}", "uid": claim_uid},
+            "fencingToken": rv, "leaseDurationSeconds": 60,
+        },
+    }
+
+
+def everywhere(_: str) -> bool:
+    return True
+
+
+def test_a_deleted_locks_late_events_do_not_bring_it_back() -> None:
+    cache = Cache()
+    assert cache.upsert_lock(lock("l1", 10)) == ("a", R)
+    cache.forget_lock(("a", R), "l1")  # the operator deleted it
+    assert cache.upsert_lock(lock("l1", 11)) is None  # the watch's MODIFIED (token) arrives afterwards
+    assert ("a", R) not in cache.locks
+    assert cache.upsert_lock(lock("l2", 20)) == ("a", R)  # the next lock of the resource is a new uid
+    assert cache.locks[("a", R)][0].uid == "l2"
+
+
+def test_an_unchanged_lock_asks_for_no_reconcile() -> None:
+    cache = Cache()
+    cache.upsert_lock(lock("l1", 10))
+    assert cache.upsert_lock(lock("l1", 10)) is None
+    assert cache.upsert_lock(lock("l1", 12)) == ("a", R)
+
+
+def test_a_write_response_after_the_claims_deletion_does_not_revive_it() -> None:
+    cache = Cache()
+    cache.upsert_claim(claim("c1", 5))
+    cache.delete_claim(claim("c1", 7))
+    assert cache.upsert_claim(claim("c1", 6)) is None  # e.g. the response to a status write
+    assert cache.claims_for(("a", R)) == []
+    assert cache.was_deleted("c1")
+
+
+def test_a_resync_prunes_what_the_list_no_longer_has() -> None:
+    cache = Cache()
+    for uid, rv in (("c1", 5), ("c2", 6), ("c3", 50)):
+        cache.upsert_claim(claim(uid, rv))
+    listed: set[str] = set()
+    cache.absorb_claims([claim("c1", 5)], listed, everywhere)
+    assert cache.prune_claims(listed, list_version=40) == {("a", R)}
+    # c2 (older than the LIST and not in it) is gone; c3 is newer than the LIST, so it stays
+    assert sorted(r.claim.uid for r in cache.claims_for(("a", R))) == ["c1", "c3"]
+
+
+def test_a_resync_over_several_namespaces_prunes_nothing_listed_in_another() -> None:
+    cache = Cache()
+    cache.upsert_claim(claim("c1", 5, namespace="a"))
+    cache.upsert_claim(claim("c2", 6, namespace="b"))
+    listed: set[str] = set()
+    cache.absorb_claims([claim("c1", 5, namespace="a")], listed, everywhere)  # page of namespace a
+    cache.absorb_claims([claim("c2", 6, namespace="b")], listed, everywhere)  # page of namespace b
+    assert cache.prune_claims(listed, list_version=40) == set()
+    assert len(cache.claims) == 2
+
+
+def test_a_resync_forgets_a_lock_deleted_while_the_watch_was_away() -> None:
+    cache = Cache()
+    cache.upsert_lock(lock("l1", 10))
+    listed: set[str] = set()
+    assert cache.absorb_locks([], listed, everywhere) == set()
+    assert cache.prune_locks(listed, list_version=30) == {("a", R)}
+    assert cache.locks == {}
+    assert cache.upsert_lock(lock("l1", 10)) is None  # and a stale copy of it is not taken back
+
+
+def test_only_keys_with_unanswered_or_queued_claims_await_a_decision() -> None:
+    cache = Cache()
+    held = claim("c1", 5)
+    held["status"] = {"phase": "Held", "sequence": 5}
+    cache.upsert_claim(held)
+    assert not cache.awaits_decision(("a", R))
+    cache.upsert_claim(claim("c2", 6, resource="github://acme/app/issues/43"))
+    assert cache.awaits_decision(("a", "github://acme/app/issues/43"))
