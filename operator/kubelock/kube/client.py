@@ -34,8 +34,10 @@ class KubeClient:
         retries: int = 0,
         on_request: RequestHook | None = None,
         user_agent: str = "kubelock",
+        connections: int = 100,
     ) -> None:
         self.credentials = credentials
+        self._connections = connections
         self._timeout = timeout
         self._retries = retries
         self._on_request = on_request
@@ -55,7 +57,9 @@ class KubeClient:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context(), limit=200, keepalive_timeout=60)
+            connector = aiohttp.TCPConnector(
+                ssl=self.credentials.ssl_context(), limit=self._connections, keepalive_timeout=60
+            )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 

@@ -98,7 +98,13 @@ def claim_record(body: Body) -> ClaimRecord:
         claim=claim,
         resource_version=str(meta.get("resourceVersion", "")),
         generation=int(meta.get("generation") or 0),
-        conditions=tuple(raw_status.get("conditions") or ()),
+        # Only what the next status write carries over (a condition's transition time); a record
+        # per claim is kept for every claim the operator knows, so it holds no more of the body.
+        conditions=tuple(
+            {k: c[k] for k in ("type", "status", "lastTransitionTime") if k in c}
+            for c in raw_status.get("conditions") or ()
+            if isinstance(c, dict)
+        ),
         pod_uid=pod_ref.get("uid"),
         deleting=bool(meta.get("deletionTimestamp")),
     )

@@ -23,6 +23,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        # The handlers only update the cache, so a per-object worker has nothing to wait for; kopf's
+        # default keeps each one alive 5 s after its last event, which under churn means thousands
+        # of idle tasks (and their memory) at once.
+        settings.queueing.idle_timeout = 0.5
         settings.persistence.finalizer = "kubelock.dev/unused"  # never added: no handler needs one
         await runtime.start()
 

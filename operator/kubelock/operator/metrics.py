@@ -100,6 +100,10 @@ class Metrics:
     def seen(self, uid: str, when: float) -> None:
         self._seen.setdefault(uid, when)
 
+    def forget(self, uid: str) -> None:
+        """A claim deleted before it was answered or held: nothing to time any more."""
+        self._seen.pop(uid, None)
+
     def applied(self, namespace: str, action: Action, now: float) -> None:
         if isinstance(action, DeleteLock):
             # A release: the holder deleted its claim. (Ends by expiry, break or pod are counted when

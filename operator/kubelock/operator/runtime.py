@@ -22,6 +22,7 @@ from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
 
 log = logging.getLogger("kubelock.operator")
+OPERATOR_CONNECTIONS = 32
 Body = dict[str, Any]
 T = TypeVar("T")
 
@@ -40,7 +41,12 @@ class Runtime:
         self.credentials = credentials
         self.clock = clock
         on_request = metrics.request if metrics else None
-        self.client = KubeClient(credentials, on_request=on_request, user_agent="kubelock-operator")
+        # Every open TLS connection holds a 128 KiB read buffer, and a burst of grants would open one
+        # per concurrent write and keep it alive; past a few dozen in flight the API server, not the
+        # number of connections, sets the pace.
+        self.client = KubeClient(
+            credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS
+        )
         self.cache = Cache()
         self.events = EventRecorder(self.client, clock, settings.instance)
         self.reconciler = Reconciler(self.client, self.cache, settings.policy, clock, self.events, metrics)
@@ -142,6 +148,8 @@ class Runtime:
 
     def on_claim(self, kind: str | None, body: Body) -> None:
         if kind == "DELETED":
+            if self.metrics is not None:
+                self.metrics.forget(str((body.get("metadata") or {}).get("uid", "")))
             self.reconciler.schedule(self.cache.delete_claim(body))
         else:
             uid = (body.get("metadata") or {}).get("uid")
