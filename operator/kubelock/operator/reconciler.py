@@ -82,6 +82,8 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
         self._token_writes: dict[Key, tuple[codec.Body, asyncio.Task[codec.Body]]] = {}
+        self._holding = False  # grants wait: the cache may be missing claims (see hold_grants)
+        self._held_back: set[Key] = set()
         self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
 
     # ---- scheduling -------------------------------------------------------------------------
@@ -110,6 +112,18 @@ class Reconciler:
         self._dirty.add(key)
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key), name=f"reconcile {key[0]}/{key[1]}")
+
+    def hold_grants(self) -> None:
+        """Decide everything but grants until `release_grants`. While a watch relists, claims arrive
+        in name order, and an older waiter may not have arrived when a younger one is considered
+        for a free resource; granting then would break first-come-first-served."""
+        self._holding = True
+
+    def release_grants(self) -> None:
+        self._holding = False
+        keys, self._held_back = self._held_back, set()
+        for key in sorted(keys):
+            self.schedule(key)
 
     def schedule_at(self, key: Key, when: float) -> None:
         if self._deadlines.schedule(key, when):
@@ -166,6 +180,9 @@ class Reconciler:
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
+            if self._holding and any(isinstance(action, CreateLock) for action in decision.actions):
+                self._held_back.add(key)
+                return
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)

@@ -23,6 +23,8 @@ from kubelock.operator.settings import Settings
 
 log = logging.getLogger("kubelock.operator")
 OPERATOR_CONNECTIONS = 32
+CATCH_UP_ATTEMPTS = 5
+RELIST_PAUSE_SECONDS = 2.0
 Body = dict[str, Any]
 T = TypeVar("T")
 
@@ -53,6 +55,9 @@ class Runtime:
         if metrics is not None:
             metrics.watch_cache(self.cache)
         self._resyncer: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        # Per namespace: was the last claim event from a LIST, and when did it come?
+        self._last_claim_event: dict[str, tuple[bool, float]] = {}
 
     def in_scope(self, namespace: str) -> bool:
         return self.settings.all_namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.settings.namespaces)
@@ -72,10 +77,11 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        if self._resyncer is not None:
-            self._resyncer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resyncer
+        for task in (self._resyncer, self._catching_up):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.reconciler.stop()
         await self.events.stop()
         await self.client.close()
@@ -128,6 +134,30 @@ class Runtime:
             version = int(listed_at or 0)
         return version
 
+    def _relisted(self) -> None:
+        """kopf lists claims again (after its watch lost its place, e.g. an API server restart): hold
+        grants until a full LIST of our own has brought every claim into the cache."""
+        if self._catching_up is not None and not self._catching_up.done():
+            return
+        log.info("claims are being listed again: grants wait for a full resync")
+        self.reconciler.hold_grants()
+        self._catching_up = asyncio.create_task(self._catch_up(), name="kubelock-catch-up")
+
+    async def _catch_up(self) -> None:
+        keys: set[Key] = set()
+        try:
+            for attempt in range(CATCH_UP_ATTEMPTS):
+                try:
+                    keys = await self.resync()
+                    break
+                except (ApiError, Unreachable) as error:
+                    log.warning("resync after a relist failed (attempt %d): %s", attempt + 1, error)
+                    await asyncio.sleep(1.0)
+        finally:
+            self.reconciler.release_grants()  # never hold grants for good: the API arbitrates anyway
+        for key in sorted(keys):
+            self.reconciler.schedule(key)
+
     async def _resync_forever(self) -> None:
         # The first pass soon after start closes the gap between the priming LIST and kopf's own.
         delay = min(5.0, float(self.settings.resync_seconds))
@@ -147,6 +177,10 @@ class Runtime:
     # ---- watch events -----------------------------------------------------------------------
 
     def on_claim(self, kind: str | None, body: Body) -> None:
+        namespace, now = _namespace(body), self.clock.now()
+        if kind is None and self.reconciler.enabled and _starts_a_relist(self._last_claim_event.get(namespace), now):
+            self._relisted()
+        self._last_claim_event[namespace] = (kind is None, now)
         if kind == "DELETED":
             if self.metrics is not None:
                 self.metrics.forget(str((body.get("metadata") or {}).get("uid", "")))
@@ -167,6 +201,18 @@ class Runtime:
         keys = self.cache.delete_pod(body) if kind == "DELETED" else self.cache.upsert_pod(body)
         for key in keys:
             self.reconciler.schedule(key)
+
+
+def _starts_a_relist(last: tuple[bool, float] | None, now: float) -> bool:
+    """Whether a listed claim (an event without a type) begins kopf listing claims again.
+
+    The first listing of a namespace is not a relist (the operator's own LIST came first). Events of
+    one listing come back to back; a listed claim after a watch event, or after a pause, begins a new
+    one."""
+    if last is None:
+        return False
+    was_listing, at = last
+    return not was_listing or now - at > RELIST_PAUSE_SECONDS
 
 
 def _namespace(body: Body) -> str:
