@@ -61,3 +61,57 @@ def test_a_grant_waits_while_grants_are_held_and_is_decided_again_on_release() -
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def _held_lock(clock: ManualClock) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "lock-1", "uid": "l1", "namespace": "a", "resourceVersion": "20"},
+        "spec": {
+            "resource": R, "holder": "agent-a", "claimRef": {"name": "ca", "uid": "ua"}, "fencingToken": 20,
+            "acquireTime": "2027-01-15T08:00:00Z", "renewTime": "2027-01-15T08:00:00Z", "leaseDurationSeconds": 3600,
+        },
+    }
+
+
+def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
+    """Each grant shifts every waiter; while grants follow each other, positions are written once
+    the queue has been still for POSITION_DELAY, not once per grant."""
+
+    async def scenario() -> None:
+        from kubelock.domain.timefmt import to_rfc3339
+        from kubelock.operator.reconciler import POSITION_DELAY
+
+        clock = ManualClock(1_800_000_000.0)
+        stamp = to_rfc3339(clock.now())
+        cache = Cache()
+        lock = _held_lock(clock)
+        lock["spec"]["acquireTime"] = lock["spec"]["renewTime"] = stamp
+        cache.upsert_lock(lock)
+        cache.upsert_claim({
+            "metadata": {"name": "ca", "uid": "ua", "namespace": "a", "resourceVersion": "21"},
+            "spec": {"resource": R, "holder": "agent-a"},
+            "status": {"phase": "Held", "sequence": 5, "holder": "agent-a", "lockName": "lock-1", "fencingToken": 20,
+                       "acquiredAt": stamp, "renewedAt": stamp, "expiresAt": to_rfc3339(clock.now() + 3600),
+                       "reason": "Granted", "message": "agent-a holds github://acme/app/issues/42 (fencing token 20)"},
+        })
+        cache.upsert_claim({  # says position 2, but it is first in line now
+            "metadata": {"name": "cb", "uid": "ub", "namespace": "a", "resourceVersion": "22"},
+            "spec": {"resource": R, "holder": "agent-b", "wait": True},
+            "status": {"phase": "Pending", "sequence": 6, "holder": "agent-a", "queuePosition": 2,
+                       "reason": "Queued", "message": "old"},
+        })
+        client: Any = NoApi()
+        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"))
+        key = ("a", R)
+        reconciler._granted_at[key] = clock.now()  # the lock was just granted
+        await reconciler.reconcile(key)  # the renumbering waits: no request
+        assert reconciler._deadlines.next_deadline() == clock.now() + POSITION_DELAY
+        clock.advance(POSITION_DELAY)
+        try:
+            await reconciler.reconcile(key)
+        except AssertionError as error:
+            assert "unexpected API call: patch" in str(error)  # now it is written
+        else:
+            raise AssertionError("the queue position was never written")
+
+    asyncio.run(scenario())

@@ -24,6 +24,7 @@ from kubelock.domain.model import (
     Action,
     Claim,
     CreateLock,
+    Decision,
     DeleteLock,
     Lock,
     PodLiveness,
@@ -42,6 +43,9 @@ from kubelock.operator.events import EventRecorder
 log = logging.getLogger("kubelock.reconciler")
 MAX_ROUNDS = 64
 RETRY_DELAY = 1.0
+# How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
+# position, and writing them all on every handoff would cost O(waiters) writes per grant.
+POSITION_DELAY = 0.25
 
 
 class Observer(Protocol):
@@ -84,6 +88,7 @@ class Reconciler:
         self._token_writes: dict[Key, tuple[codec.Body, asyncio.Task[codec.Body]]] = {}
         self._holding = False  # grants wait: the cache may be missing claims (see hold_grants)
         self._held_back: set[Key] = set()
+        self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
 
     # ---- scheduling -------------------------------------------------------------------------
@@ -186,10 +191,31 @@ class Reconciler:
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
+                self._forget_grant(key)
+                return
+            if self._defer_positions(key, decision):
                 return
             await self._apply(namespace, decision.actions)
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    def _defer_positions(self, key: Key, decision: Decision) -> bool:
+        """Put off a decision that only renumbers waiters until the queue has been still for
+        POSITION_DELAY, so a run of handoffs writes the positions once, not once per grant."""
+        granted = self._granted_at.get(key)
+        if granted is None or self.clock.now() - granted >= POSITION_DELAY:
+            return False
+        if not all(_renumbers(action) for action in decision.actions):
+            return False
+        self.schedule_at(key, granted + POSITION_DELAY)
+        if decision.next_deadline is not None:
+            self.schedule_at(key, decision.next_deadline)
+        return True
+
+    def _forget_grant(self, key: Key) -> None:
+        granted = self._granted_at.get(key)
+        if granted is not None and self.clock.now() - granted >= POSITION_DELAY:
+            del self._granted_at[key]
 
     async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None]:
         """The claims and lock of a key, with pod liveness resolved. Where the cache cannot be
@@ -348,6 +374,7 @@ class Reconciler:
         key = (namespace, action.claim.resource)
         write = asyncio.create_task(self._write_token(namespace, name, {"metadata": {"resourceVersion": version}}))
         self._token_writes[key] = (body, write)
+        self._granted_at[key] = self.clock.now()
         self.cache.upsert_lock(codec.with_token(body, version))
 
     async def _settle_token(self, key: Key) -> None:
@@ -412,6 +439,13 @@ def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
     if info.terminated:
         return PodLiveness.TERMINATED
     return PodLiveness.ALIVE if info.watched else PodLiveness.UNWATCHED
+
+
+def _renumbers(action: Action) -> bool:
+    """A waiter's status moves from one Pending to another (a new position, a new holder)."""
+    if not isinstance(action, SetStatus) or action.status.phase is not Phase.PENDING:
+        return False
+    return action.claim.status is not None and action.claim.status.phase is Phase.PENDING
 
 
 def _subject(action: Action) -> str:
