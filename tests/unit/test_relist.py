@@ -115,3 +115,27 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
             raise AssertionError("the queue position was never written")
 
     asyncio.run(scenario())
+
+
+def test_a_burst_of_keys_queues_for_a_bounded_number_of_workers() -> None:
+    async def scenario() -> None:
+        from kubelock.operator import reconciler as module
+
+        clock = ManualClock()
+        client: Any = NoApi()
+        reconciler = Reconciler(client, Cache(), Policy(), clock, EventRecorder(client, clock, "test"))
+        reconciler.enabled = True
+        keys = [("a", f"github://acme/app/issues/{i}") for i in range(module.MAX_WORKERS + 5)]
+        for key in keys:
+            reconciler.schedule(key)
+        reconciler.schedule(keys[-1])  # already waiting: not queued twice
+        assert len(reconciler._workers) == module.MAX_WORKERS
+        assert list(reconciler._waiting) == keys[module.MAX_WORKERS:]
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if not reconciler._workers and not reconciler._dirty:
+                break
+        assert not reconciler._workers and not reconciler._waiting and not reconciler._dirty
+        await reconciler.stop()
+
+    asyncio.run(scenario())

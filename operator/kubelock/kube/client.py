@@ -34,7 +34,7 @@ class KubeClient:
         retries: int = 0,
         on_request: RequestHook | None = None,
         user_agent: str = "kubelock",
-        connections: int = 100,
+        connections: int = 200,
     ) -> None:
         self.credentials = credentials
         self._connections = connections

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
@@ -46,6 +47,10 @@ RETRY_DELAY = 1.0
 # How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
 # position, and writing them all on every handoff would cost O(waiters) writes per grant.
 POSITION_DELAY = 0.25
+# Keys reconciled at once. More would not go faster (the API server sets the pace), but each would be
+# a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
+# keys, not as 10 000 coroutines.
+MAX_WORKERS = 64
 
 
 class Observer(Protocol):
@@ -82,6 +87,7 @@ class Reconciler:
         self.observer = observer or NullObserver()
         self._dirty: set[Key] = set()
         self._workers: dict[Key, asyncio.Task[None]] = {}
+        self._waiting: deque[Key] = deque()  # dirty keys for which no worker was free, in order
         self._deadlines: DeadlineHeap[Key] = DeadlineHeap()
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
@@ -103,6 +109,8 @@ class Reconciler:
 
     async def stop(self) -> None:
         self.enabled = False
+        self._waiting.clear()
+        self._dirty.clear()
         writes = [task for _, task in self._token_writes.values()]
         tasks = [t for t in (self._sleeper, *self._workers.values(), *writes) if t is not None]
         for task in tasks:
@@ -114,9 +122,24 @@ class Reconciler:
     def schedule(self, key: Key | None) -> None:
         if key is None or not self.enabled:
             return
+        if key in self._dirty and key not in self._workers:
+            return  # already waiting for a worker
         self._dirty.add(key)
-        if key not in self._workers:
-            self._workers[key] = asyncio.create_task(self._work(key), name=f"reconcile {key[0]}/{key[1]}")
+        if key in self._workers:
+            return  # its worker goes round again
+        if len(self._workers) < MAX_WORKERS:
+            self._start(key)
+        else:
+            self._waiting.append(key)
+
+    def _start(self, key: Key) -> None:
+        self._workers[key] = asyncio.create_task(self._work(key), name=f"reconcile {key[0]}/{key[1]}")
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._workers) < MAX_WORKERS:
+            key = self._waiting.popleft()
+            if key in self._dirty and key not in self._workers:
+                self._start(key)
 
     def hold_grants(self) -> None:
         """Decide everything but grants until `release_grants`. While a watch relists, claims arrive
@@ -161,6 +184,8 @@ class Reconciler:
                     self.observer.reconciled(time.perf_counter() - started)
         finally:
             self._workers.pop(key, None)
+            if self.enabled:
+                self._start_waiting()
 
     # ---- one resource -----------------------------------------------------------------------
 
