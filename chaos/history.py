@@ -114,6 +114,8 @@ class ClaimLife:
     answered: float | None = None  # first seen with any phase (Pending included)
     reason: str | None = None  # the last reason seen
     deleted_version: int | None = None  # the resourceVersion of its deletion
+    created_version: int | None = None  # the resourceVersion of its creation, when a watch showed it
+    decided_version: int | None = None  # the resourceVersion of the write that decided it, when seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +295,7 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     check_mutual_exclusion(history.holds, deaths, report)
     check_fencing(history.holds, history.locks, deaths, report)
     check_phantoms(history.locks, history.claims, outages, history.end, bounds, report)
+    check_fifo(history.locks, history.claims, report)
     check_writes(history.writes, history.holds, deaths, report)
     check_waiters(history.attempts, outages, scoped, deaths, report)
     check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
@@ -439,6 +442,49 @@ def check_phantoms(
                     f"{lock.resource}: a lock (token {lock.token}) created for the claim of {lock.holder} "
                     + ("after that claim had been deleted" if late else "which had been granted a lock before")
                     + f" lived {lived:.1f}s (bound {bounds.liveness_seconds:g}s, outages excluded)",
+                    lock.resource,
+                    lock.created,
+                )
+            )
+
+
+def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: Report) -> None:
+    """First come, first served: no lock goes to a claim while an older `wait: true` claim on the
+    same resource is still waiting.
+
+    Judged by resourceVersions alone (creation, verdict, deletion and the lock's creation are all
+    writes, and etcd orders them); arrival times on different watches would not do. Claims whose
+    versions the monitor did not see (listed after a reconnect) are left out."""
+    by_uid = {claim.uid: claim for claim in claims}
+    waiters: dict[str, list[ClaimLife]] = defaultdict(list)
+    for claim in claims:
+        if claim.wait and claim.created_version is not None:
+            waiters[claim.resource].append(claim)
+    for lock in locks:
+        granted = by_uid.get(lock.claim)
+        at = lock.created_version
+        if granted is None or granted.created_version is None or at is None:
+            continue
+        if granted.deleted_version is not None and granted.deleted_version < at:
+            continue  # a lock for a claim already gone: judged by check_phantoms
+        for older in waiters[lock.resource]:
+            if older.uid == granted.uid or older.created_version is None:
+                continue
+            if older.created_version >= granted.created_version:
+                continue
+            if (older.decided is not None and older.decided_version is None) or (
+                older.deleted is not None and older.deleted_version is None
+            ):
+                continue  # decided or deleted while the monitor's watch was away: when is unknown
+            if older.decided_version is not None and older.decided_version < at:
+                continue
+            if older.deleted_version is not None and older.deleted_version < at:
+                continue
+            report.violations.append(
+                Violation(
+                    "fifo",
+                    f"{lock.resource}: {granted.holder} was granted the lock (token {lock.token}) while "
+                    f"{older.holder}, queued before it, was still waiting",
                     lock.resource,
                     lock.created,
                 )

@@ -70,6 +70,8 @@ class _Claim:
     phase: str | None = None
     reason: str | None = None
     deleted_version: int | None = None
+    created_version: int | None = None
+    decided_version: int | None = None
     held: bool = False
     released: float | None = None
 
@@ -123,7 +125,8 @@ class Monitor:
                 ClaimLife(
                     uid=c.uid, resource=c.resource, holder=c.holder, wait=c.wait, created=c.created,
                     decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
-                    reason=c.reason, deleted_version=c.deleted_version,
+                    reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
+                    decided_version=c.decided_version,
                 )
             )
         return out
@@ -230,6 +233,8 @@ class Monitor:
                 holder=str(spec.get("holder", "")),
                 wait=bool(spec.get("wait", False)),
                 created=now,
+                # Only a watch's ADDED event carries the creation's own resourceVersion.
+                created_version=_version(body) if kind == "ADDED" else None,
             )
         phase = (body.get("status") or {}).get("phase")
         if not phase:
@@ -240,6 +245,8 @@ class Monitor:
             claim.answered = now
         if phase != "Pending" and claim.decided is None:
             claim.decided = now
+            # A watch event's version is the write that decided it; a listed body may be newer.
+            claim.decided_version = _version(body) if kind == "MODIFIED" else None
         if phase == "Held":
             claim.held = True
         elif claim.held and claim.released is None:

@@ -4,6 +4,7 @@ so the checker provably can fail, and a near miss that must pass, so it does not
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,45 @@ def test_a_second_lock_for_one_claim_that_lingers_is_a_phantom_grant_even_unobse
     history = History(end=100)
     history.extend([lock("c1", 10, 100, 1, 2), lock("c1", 10, 160, 3, 20)])
     assert violations(history) == ["phantom-grant"]
+
+
+# ---- first come, first served ----------------------------------------------------------------------
+
+
+def fifo_history(older_decided_version: int | None) -> History:
+    """`old` queues at version 10, `young` at 20; the lock created at version 30 goes to `young`."""
+    history = History(end=100)
+    old = ClaimLife(uid="old", resource=R, holder="old", wait=True, created=1, decided=3.5, deleted=4,
+                    phase="Held", answered=1.1, created_version=10, decided_version=older_decided_version,
+                    deleted_version=50)
+    young = ClaimLife(uid="young", resource=R, holder="young", wait=True, created=1.2, decided=3, deleted=3.3,
+                      phase="Held", answered=1.3, created_version=20, decided_version=31, deleted_version=40)
+    granted = LockLife(uid="l-young", resource=R, holder="young", claim="young", token=30, version=30, created=3,
+                       deleted=3.3, expiry=30, released=3.3, created_version=30)
+    history.extend([old, young, granted])
+    return history
+
+
+def test_a_younger_claim_granted_while_an_older_one_waits_breaks_fifo() -> None:
+    assert violations(fifo_history(older_decided_version=45)) == ["fifo"]
+
+
+def test_an_older_claim_decided_before_the_grant_was_not_overtaken() -> None:
+    # e.g. it timed out: the operator wrote TimedOut (version 25) before it created the lock (30),
+    # even if a watch showed the lock first
+    assert violations(fifo_history(older_decided_version=25)) == []
+
+
+def test_fifo_is_not_judged_without_the_versions() -> None:
+    history = fifo_history(older_decided_version=45)
+    history.claims = [replace(c, created_version=None) for c in history.claims]
+    assert violations(history) == []
+
+
+def test_a_waiter_deleted_while_the_monitor_was_away_is_not_judged() -> None:
+    history = fifo_history(older_decided_version=None)
+    history.claims = [replace(c, decided=None, deleted_version=None) if c.uid == "old" else c for c in history.claims]
+    assert violations(history) == []
 
 
 # ---- fenced writes ----------------------------------------------------------------------------------
