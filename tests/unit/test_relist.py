@@ -8,9 +8,10 @@ from typing import Any, NoReturn
 
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import Policy
+from kubelock.domain.timefmt import to_rfc3339
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.reconciler import Reconciler
+from kubelock.operator.reconciler import POSITION_DELAY, Reconciler
 from kubelock.operator.runtime import _starts_a_relist
 
 R = "github://acme/app/issues/42"
@@ -63,7 +64,7 @@ def test_a_grant_waits_while_grants_are_held_and_is_decided_again_on_release() -
     asyncio.run(scenario())
 
 
-def _held_lock(clock: ManualClock) -> dict[str, Any]:
+def _held_lock() -> dict[str, Any]:
     return {
         "metadata": {"name": "lock-1", "uid": "l1", "namespace": "a", "resourceVersion": "20"},
         "spec": {
@@ -78,13 +79,10 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
     the queue has been still for POSITION_DELAY, not once per grant."""
 
     async def scenario() -> None:
-        from kubelock.domain.timefmt import to_rfc3339
-        from kubelock.operator.reconciler import POSITION_DELAY
-
         clock = ManualClock(1_800_000_000.0)
         stamp = to_rfc3339(clock.now())
         cache = Cache()
-        lock = _held_lock(clock)
+        lock = _held_lock()
         lock["spec"]["acquireTime"] = lock["spec"]["renewTime"] = stamp
         cache.upsert_lock(lock)
         cache.upsert_claim({

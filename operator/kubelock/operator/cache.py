@@ -222,15 +222,7 @@ class Cache:
     # the LIST, taken at `list_version`, no longer has. Records newer than the LIST are left alone.
 
     def absorb_claims(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
-        keys: set[Key] = set()
-        for body in bodies:
-            if not in_scope(str((body.get("metadata") or {}).get("namespace", ""))):
-                continue
-            listed.add(str((body.get("metadata") or {}).get("uid")))
-            key = self.upsert_claim(body)
-            if key is not None:
-                keys.add(key)
-        return keys
+        return _absorb(bodies, listed, in_scope, self.upsert_claim)
 
     def prune_claims(self, listed: set[str], list_version: int) -> set[Key]:
         """A watch can miss a deletion (e.g. between the operator's own priming LIST and kopf's), and
@@ -244,15 +236,7 @@ class Cache:
         return keys
 
     def absorb_locks(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
-        keys: set[Key] = set()
-        for body in bodies:
-            if not in_scope(str((body.get("metadata") or {}).get("namespace", ""))):
-                continue
-            listed.add(str((body.get("metadata") or {}).get("uid")))
-            key = self.upsert_lock(body)
-            if key is not None:
-                keys.add(key)
-        return keys
+        return _absorb(bodies, listed, in_scope, self.upsert_lock)
 
     def prune_locks(self, listed: set[str], list_version: int) -> set[Key]:
         keys: set[Key] = set()
@@ -281,3 +265,19 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _absorb(
+    bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool], upsert: Callable[[Body], Key | None]
+) -> set[Key]:
+    """Upsert one LIST page of claims or locks, noting their uids; the keys that changed."""
+    keys: set[Key] = set()
+    for body in bodies:
+        meta = body.get("metadata") or {}
+        if not in_scope(str(meta.get("namespace", ""))):
+            continue
+        listed.add(str(meta.get("uid")))
+        key = upsert(body)
+        if key is not None:
+            keys.add(key)
+    return keys
