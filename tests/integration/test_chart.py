@@ -239,7 +239,7 @@ def release(tools: Tools, admin_api: ApiClient) -> Iterator[Release]:
         # Non-default settings, to see them reach the operator and the admission policy.
         "--set", "maxTtlSeconds=600",
         "--set", "resourceLockTimeout=300",
-        "--set", "staleAfterSeconds=60",
+        "--set", "staleAfterPercent=60",
         "--set", "logFormat=text",
     )  # fmt: skip
     try:

@@ -218,7 +218,21 @@ class LockClaimStatus(_Model):
     observed_renew: str | None = Field(
         default=None, description="The value of the kubelock.dev/renew annotation the operator last acted on."
     )
-    conditions: list[Condition] | None = Field(default=None, description="Held and Stale conditions.")
+    finished_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When the claim entered a terminal phase. The operator deletes terminal claims "
+            "ttlSecondsAfterFinished (an operator setting, default 3600) after this time."
+        ),
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description=(
+            "Held (True while held) and, while held, Stale: True when the holder has missed its renewal "
+            "schedule (no renewal for staleAfterPercent, default 50, of the lease; holders renew every "
+            "third of it)."
+        ),
+    )
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
 
 
