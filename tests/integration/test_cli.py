@@ -645,6 +645,10 @@ def test_kubectl_lock_is_the_cli_as_a_kubectl_plugin(sh: Shell) -> None:
     assert held.stderr.strip().endswith("or queue for it with kubectl lock acquire --wait")
     listed = yaml.safe_load(plugin_run("status", "-o", "yaml").stdout)
     assert [(lock["resource"], lock["holder"]) for lock in listed["locks"]] == [(URI, "alice")]
+    # kubectl's own completion asks kubectl_complete-lock
+    completed = subprocess.run([kubectl[0], "__complete", "lock", "st"], env=env, capture_output=True, text=True,
+                               timeout=DEADLINE, check=False)
+    assert completed.stdout.splitlines() == ["status", ":4"], completed.stdout + completed.stderr
 
 
 def test_the_llm_tools_leave_no_session_open(sh: Shell) -> None:

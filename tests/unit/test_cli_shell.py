@@ -102,3 +102,16 @@ def test_make_help_lists_every_target_and_prints_no_colour_into_a_pipe() -> None
     targets = {line.split()[0] for line in done.stdout.splitlines()[2:] if line.strip()}
     assert {"e2e", "test", "up", "run", "help"} <= targets
     assert "\033" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("before", "current", "expected"),
+    [
+        ([], "st", ["status"]),
+        (["acquire", "deploy://x"], "--t", ["--timeout", "--ttl"]),
+        (["status", "-o"], "", ["json", "wide", "yaml"]),
+        (["completion"], "f", ["fish"]),
+    ],
+)
+def test_completion_candidates_for_kubectl(before: list[str], current: str, expected: list[str]) -> None:
+    assert sorted(completion.candidates(build_parser("kubectl lock"), before, current)) == expected

@@ -92,3 +92,28 @@ def _fish(parser: argparse.ArgumentParser, prog: str) -> str:
                 extra = " -r -F"
             lines.append(f"complete -c {prog} -n '__fish_seen_subcommand_from {name}' {flag}{extra}")
     return "\n".join(lines) + "\n"
+
+
+def candidates(parser: argparse.ArgumentParser, words_before: list[str], current: str) -> list[str]:
+    """What may come next on a command line, given the words before the one being completed."""
+    subcommands = commands(parser)
+    if words_before and words_before[-1] in VALUES:
+        pool = VALUES[words_before[-1]].split()
+    else:
+        command = next((w for w in words_before if w in subcommands), None)
+        pool = words(subcommands[command]) if command else [*subcommands, *options(parser)]
+    return [c for c in pool if c.startswith(current)]
+
+
+def kubectl_complete() -> int:
+    """`kubectl_complete-lock`: kubectl (1.26+) runs it to complete `kubectl lock ...`; it prints one
+    candidate per line and then cobra's directive (:4, no file completion)."""
+    import sys
+
+    from kubelock.cli.main import build_parser
+
+    args = sys.argv[1:] or [""]
+    for candidate in candidates(build_parser("kubectl lock"), args[:-1], args[-1]):
+        print(candidate)
+    print(":4")
+    return 0
