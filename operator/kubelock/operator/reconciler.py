@@ -282,10 +282,10 @@ class Reconciler:
         try:
             body = await self.client.get(paths.namespace(key[0]))
         except NotFound:
-            body = {"metadata": {"deletionTimestamp": "gone"}}
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            return replace(broken or LockBreak(), namespace_deleted=True)
-        return broken
+            deleting = True  # already gone
+        else:
+            deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        return replace(broken or LockBreak(), namespace_deleted=True) if deleting else broken
 
     async def _confirm_lock(self, key: Key) -> Lock | None:
         namespace, resource = key
