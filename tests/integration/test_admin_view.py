@@ -109,7 +109,7 @@ def test_a_lease_renewed_on_schedule_is_never_stale_and_one_that_misses_it_is(
 ) -> None:
     locks = Locks(admin_api, ns)
     locks.claim("steady", "deploy://steady", "agent-a", ttl=15)
-    locks.claim("late", "deploy://late", "agent-b", ttl=15)
+    locks.claim("late", "deploy://late", "agent-b", ttl=30)  # Stale after 15 s, renewed well before 30 s
     locks.wait_phase("steady", "Held")
     locks.wait_phase("late", "Held")
     began = time.monotonic()
@@ -125,7 +125,7 @@ def test_a_lease_renewed_on_schedule_is_never_stale_and_one_that_misses_it_is(
     assert condition["message"].startswith("not renewed on schedule: last renewed at ")
     _, kind, message = wait_event(admin_api, ns, "late", "Stale")
     assert kind == "Warning"
-    assert "has not been renewed for 7 seconds, 50% of its 15 seconds lease (holders renew every third of it)" \
+    assert "has not been renewed for 15 seconds, 50% of its 30 seconds lease (holders renew every third of it)" \
         in message
     assert wait_log(operator, claim="late", reason="Stale")["level"] == "warning"
     assert not [e for e in events(admin_api, ns, "steady") if e[0] == "Stale"]
