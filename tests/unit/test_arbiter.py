@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from kubelock.domain.arbiter import decide, effective_ttl, held_status
+from kubelock.domain.arbiter import decide, effective_ttl, held_status, release_notice
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import (
     Action,
@@ -546,23 +546,28 @@ def test_a_namespace_being_deleted_is_not_an_administrators_break() -> None:
     assert "administrator" not in action.status.message
 
 
-def test_a_release_is_announced_once_the_claim_is_gone() -> None:
-    (delete,) = run([claim("b", 6, wait=True)], A_LOCK, T0 + 125).actions
-    assert isinstance(delete, DeleteLock)
-    assert delete.reason is Reason.RELEASED
-    assert delete.notice is not None
-    assert delete.notice.reason is Reason.RELEASED
-    assert not delete.notice.warning
-    assert delete.notice.message == (
-        "agent-a released deploy://api-prod (fencing token 5) after holding it for 125 seconds"
-    )
+def test_deleting_a_held_claim_is_announced_as_a_release() -> None:
+    notice = release_notice(A_HELD, T0 + 125)
+    assert notice is not None
+    assert notice.reason is Reason.RELEASED
+    assert not notice.warning
+    assert notice.message == "agent-a released deploy://api-prod (fencing token 5) after holding it for 125 seconds"
 
 
-def test_a_leftover_lock_of_a_finished_claim_is_deleted_without_a_release_event() -> None:
-    expired = with_phase(A, Phase.EXPIRED, Reason.LEASE_EXPIRED)
-    (delete,) = run([expired], A_LOCK, EXPIRES + 1).actions
-    assert isinstance(delete, DeleteLock)
-    assert delete.notice is None
+@pytest.mark.parametrize(
+    "gone",
+    [
+        pytest.param(claim("b", 6, wait=True), id="undecided"),
+        pytest.param(with_phase(claim("b", 6, wait=True), Phase.PENDING, Reason.QUEUED), id="waiting"),
+        pytest.param(with_phase(A, Phase.EXPIRED, Reason.LEASE_EXPIRED), id="finished"),
+    ],
+)
+def test_deleting_a_claim_that_held_nothing_is_no_release(gone: Claim) -> None:
+    assert release_notice(gone, T0 + 1) is None
+
+
+def test_the_lock_of_a_deleted_claim_is_deleted_as_released() -> None:
+    assert run([claim("b", 6, wait=True)], A_LOCK, T0 + 125).actions == (DeleteLock(A_LOCK, Reason.RELEASED),)
 
 
 def test_every_terminal_status_records_when_it_finished() -> None:

@@ -79,15 +79,21 @@ def _decide_active(
         return _free(resource, active, now, policy, broken)
     if holder_claim is None:
         # The holder released (claim deleted) or already ended: free the resource.
-        released = not any(c.uid == lock.claim_uid for c in claims)
-        return Decision((DeleteLock(lock, Reason.RELEASED, _release_notice(lock, now) if released else None),))
+        return Decision((DeleteLock(lock, Reason.RELEASED),))
     return _held(resource, active, lock, holder_claim, now, policy, graph)
 
 
-def _release_notice(lock: Lock, now: float) -> Notice:
-    held_for = human_seconds(max(0.0, now - lock.acquired_at))
-    message = f"{lock.holder} released {lock.resource} (fencing token {lock.fencing_token}) after holding it for " \
+def release_notice(claim: Claim, now: float) -> Notice | None:
+    """What to tell when a claim is deleted: a release if it held the lock (whoever then deletes the
+    lock, the operator or the garbage collector), nothing otherwise."""
+    status = claim.status
+    if status is None or status.phase is not Phase.HELD:
+        return None
+    held_for = human_seconds(max(0.0, now - (status.acquired_at or now)))
+    message = (
+        f"{claim.holder} released {claim.resource} (fencing token {status.fencing_token}) after holding it for "
         f"{held_for}"
+    )
     return Notice(Reason.RELEASED, message)
 
 

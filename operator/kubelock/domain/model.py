@@ -156,7 +156,6 @@ class RenewLock:
 class DeleteLock:
     lock: Lock
     reason: Reason
-    notice: Notice | None = None  # an Event on the lock's claim (a release: the claim is being deleted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
 
-from kubelock.domain.arbiter import decide
+from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.deadlines import DeadlineHeap
 from kubelock.domain.model import (
@@ -437,10 +437,14 @@ class Reconciler:
         with contextlib.suppress(NotFound):
             await self.client.delete(paths.locks(namespace, action.lock.name), uid=action.lock.uid)
         self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
-        lock, notice = action.lock, action.notice
-        if notice is not None:  # a release: the claim is gone, its Events and the log keep the record
-            _log_decision(namespace, lock.claim_name, lock.holder, lock.resource, None, notice)
-            self._announce(namespace, lock.claim_name, lock.claim_uid, notice)
+
+    def claim_deleted(self, namespace: str, claim: Claim) -> None:
+        """A claim was deleted: if it held the lock, that is a release, told on the claim (its Events
+        outlive it) and in the log."""
+        notice = release_notice(claim, self.clock.now())
+        if notice is not None:
+            _log_decision(namespace, claim.name, claim.holder, claim.resource, None, notice)
+            self._announce(namespace, claim.name, claim.uid, notice)
 
     async def _delete_claim(self, namespace: str, action: DeleteClaim) -> None:
         """Remove a finished claim's record (uid precondition: a newer claim of the name survives)."""
