@@ -89,13 +89,17 @@ def _examples(prog: str, *lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line.replace('PROG', prog)}" for line in lines)
 
 
+DESCRIPTION = """Acquire, release and inspect kubelock locks from a shell; break them as an administrator.
+
+Output is for people unless -o json (one JSON object; --json is the same) or -o yaml is given;
+-o wide adds columns to the tables. Options may come before or after the command."""
 EXIT_CODES = "exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in ExitCode)
 
 
 def build_parser(prog: str = "kubelock") -> Parser:
     common = _common(holder=True)
     parser = Parser(
-        prog=prog, description=__doc__, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=DESCRIPTION, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_examples(
             prog,
             "PROG acquire github://acme/app/issues/42          # take it, or exit 1 if someone holds it",
