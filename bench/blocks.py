@@ -41,7 +41,7 @@ NS_ANCHOR, NS_KUBELOCK, NS_NAIVE, NS_BIG, NS_LEASES = (
     "bench-anchor", "bench-kubelock", "bench-naive", "bench-big", "bench-leases",
 )
 CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kwok")
-STALE_OFF = ("--stale-after-seconds", "86400")
+STALE_OFF = ("--stale-after-percent", "100")
 LOCK_RESOURCES = frozenset({"lockclaims", "resourcelocks", "events"})
 
 
@@ -474,8 +474,8 @@ class Runner:
 
     async def block_many(self) -> None:
         p, env = self.plan, self.env
-        # The live locks are never renewed: with the default staleAfterSeconds (120) every one of them
-        # would turn Stale (a status write and a Warning Event each) in the middle of a full run.
+        # The live locks are never renewed: with the default staleAfterPercent (50) every one of them
+        # would turn Stale (a status write and a Warning Event each) half way through its lease.
         op = OperatorProcess("kubelock", self.kubeconfig, NS_BIG, self.log_dir, extra_args=STALE_OFF)
         await op.start()
         try:

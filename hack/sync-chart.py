@@ -76,13 +76,17 @@ def _suffix(name: str, where: str) -> str:
     return name[len(PREFIX) :]
 
 
+AGGREGATE_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
+
+
 def _metadata(obj: dict[str, Any], where: str) -> list[str]:
     meta = obj.get("metadata") or {}
     extra = set(meta) - {"name", "labels"}
     if extra:  # anything else would be dropped silently: teach this script about it first
         raise SyncError(f"{where}: metadata keys {sorted(extra)} are not synced to the chart")
     labels = meta.get("labels") or {}
-    unknown = set(labels) - {"app.kubernetes.io/name", "app.kubernetes.io/component"}
+    aggregation = sorted(k for k in labels if k.startswith(AGGREGATE_PREFIX))
+    unknown = set(labels) - {"app.kubernetes.io/name", "app.kubernetes.io/component", *aggregation}
     if unknown:
         raise SyncError(f"{where}: labels {sorted(unknown)} are not synced to the chart")
     lines = [
@@ -93,6 +97,8 @@ def _metadata(obj: dict[str, Any], where: str) -> list[str]:
     ]
     if "app.kubernetes.io/component" in labels:
         lines.append(f"    app.kubernetes.io/component: {labels['app.kubernetes.io/component']}")
+    # Aggregation into the default roles (admin, edit, view) is part of what a role means.
+    lines.extend(f'    {key}: "{labels[key]}"' for key in aggregation)
     return lines
 
 

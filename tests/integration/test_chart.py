@@ -239,7 +239,7 @@ def release(tools: Tools, admin_api: ApiClient) -> Iterator[Release]:
         # Non-default settings, to see them reach the operator and the admission policy.
         "--set", "maxTtlSeconds=600",
         "--set", "resourceLockTimeout=300",
-        "--set", "staleAfterSeconds=60",
+        "--set", "staleAfterPercent=60",
         "--set", "logFormat=text",
     )  # fmt: skip
     try:
@@ -406,7 +406,13 @@ def test_operator_with_the_chart_identity_grants_conflicts_releases_and_breaks(
         regranted = status_of(bob.wait_phase("bob-42b", "Held"))
         assert regranted["fencingToken"] > held["fencingToken"]
 
-        # Break: a lock admin deletes the ResourceLock; the holder's claim is revoked.
+        # Break: a lock admin records who and why, then deletes the ResourceLock; the holder's claim is
+        # revoked.
+        record = {"kubelock.dev/broken-by": "lockadmin", "kubelock.dev/break-reason": "chart test"}
+        lockadmin.api.patch_namespaced_custom_object(
+            "kubelock.dev", "v1alpha1", lockadmin.namespace, "resourcelocks", regranted["lockName"],
+            {"metadata": {"annotations": record}},
+        )
         lockadmin.delete_lock(regranted["lockName"])
         revoked = status_of(bob.wait_phase("bob-42b", "Revoked"))
         assert revoked["reason"] == "LockBroken"

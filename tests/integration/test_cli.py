@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ from kubernetes.client import (
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
-from kubelock.testbed import ControlPlane, wait_until
+from kubelock.testbed import ControlPlane, find_binaries, wait_until
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.operator import REPO, OperatorProcess
 
@@ -200,6 +203,7 @@ def test_compat_ok_and_held_by_another(sh: Shell) -> None:
     assert held.json["ok"] is False
     assert held.json["holder"] == "alice"
     assert held.json["heldSince"] == got.json["acquiredAt"]
+    assert held.json["message"].endswith("; try again later, or queue for it with rlock --wait")
 
     beat = sh("alice", "rlock-heartbeat", URI)
     assert beat.code == 0
@@ -338,6 +342,10 @@ def test_kubelock_acquire_heartbeat_release(sh: Shell) -> None:
     assert held.code == 1
     assert held.json["holder"] == "alice"
     assert sh("bob", "kubelock", "--json", "acquire", URI).json.keys() == held.json.keys()  # --json anywhere
+    assert yaml.safe_load(sh("bob", "kubelock", "acquire", URI, "-o", "yaml").stdout).keys() == held.json.keys()
+    for_people = sh("bob", "kubelock", "acquire", URI)
+    assert for_people.stderr.strip().endswith("; try again later, or queue for it with kubelock acquire --wait")
+    assert "wait: true" not in for_people.stderr
     assert sh("alice", "kubelock", "heartbeat", URI).stdout.startswith(f"renewed {URI}: expires in ")
     assert sh("alice", "kubelock", "release", URI).stdout.strip() == f"released {URI}"
     assert sh("alice", "kubelock", "release", URI).code == ExitCode.NOT_FOUND
@@ -441,6 +449,10 @@ def test_unlock_by_an_admin_records_who_and_why_before_deleting(sh: Shell, admin
     revoked = sh.wait_phase("alice", URI, "Revoked")
     assert status_of(revoked)["reason"] == "LockBroken"
     assert sh.lock(other) is not None  # bob's lock was not selected
+    why = sh("alice", "kubelock", "why", URI).stdout
+    assert "  holder:    alice\n" in why
+    assert "  outcome:   the lock was taken away: stop working on the resource" in why
+    assert "broken by lockadmin: agent hung on #42" in why
 
     nothing = sh("lockadmin", "kubelock", "unlock", "github://nothing/here", "--reason", "x")
     assert nothing.code == ExitCode.NOT_FOUND
@@ -555,3 +567,99 @@ def test_skill_examples_match_what_the_commands_print(sh: Shell) -> None:
         for process in cleanup:
             process.kill()
             process.communicate()
+
+
+# ---- the shell around the commands --------------------------------------------------------------
+
+
+def read_terminal(master: int, until: str, timeout: float) -> str:
+    """What a terminal shows until `until` appears."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while until not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(master, 4096).decode(errors="replace")
+            except OSError:  # every writer closed it
+                break
+    return seen
+
+
+def test_wait_shows_position_and_holder_on_a_terminal_and_nothing_elsewhere(sh: Shell) -> None:
+    assert sh("alice", "rlock", URI).code == 0
+    quiet = sh("bob", "kubelock", "acquire", "--wait", "--timeout", "2", URI)
+    assert quiet.code == ExitCode.TIMED_OUT
+    assert "waiting for" not in quiet.stderr
+    assert "position" not in sh("bob", "rlock", "--wait", "--timeout", "2", URI).stdout + quiet.stderr
+
+    master, terminal = pty.openpty()
+    waiting = subprocess.Popen(
+        [*argv_of("kubelock"), "acquire", "--wait", URI], env=sh.env("bob"), stdout=subprocess.PIPE,
+        stderr=terminal, text=True,
+    )
+    os.close(terminal)
+    try:
+        shown = read_terminal(master, "held by alice", DEADLINE)
+        assert f"waiting for {URI}: position 1, held by alice (Ctrl-C gives up)" in shown, shown
+        assert sh("alice", "runlock", URI).code == 0
+        out, _ = waiting.communicate(timeout=DEADLINE)
+        assert waiting.returncode == 0
+        assert out.startswith(f"acquired {URI} as bob")
+        assert read_terminal(master, "\033[K", 5).endswith("\r\033[K")  # the line is erased before the result
+    finally:
+        waiting.kill()
+        os.close(master)
+
+
+def test_graph_into_a_closed_pipe_ends_quietly(sh: Shell) -> None:
+    assert sh("alice", "rlock", URI).code == 0
+    read, write = os.pipe()
+    os.close(read)  # `| head` that has already gone
+    try:
+        done = subprocess.run([*argv_of("kubelock"), "graph", "-o", "json"], env=sh.env("alice"), stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=DEADLINE, check=False)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == -signal.SIGPIPE
+
+
+def test_kubectl_lock_is_the_cli_as_a_kubectl_plugin(sh: Shell) -> None:
+    plugin = Path(sys.executable).parent / "kubectl-lock"
+    if not plugin.exists():
+        pytest.skip("kubectl-lock is installed with the package (make venv)")
+    env = {**sh.env("alice"), "PATH": f"{plugin.parent}:{os.environ.get('PATH', '')}"}
+    kubectl = [str(find_binaries() / "kubectl"), "lock"]
+
+    def plugin_run(*args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*kubectl, *args], env={**env, "KUBECONFIG": sh.env(user)["KUBECONFIG"]},
+                              capture_output=True, text=True, timeout=DEADLINE, check=False)
+
+    assert plugin_run("--version").stdout.startswith("kubectl lock ")
+    got = plugin_run("acquire", URI)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith(f"acquired {URI} as alice")
+    held = plugin_run("acquire", URI, user="bob")
+    assert held.returncode == ExitCode.HELD
+    assert held.stderr.strip().endswith("or queue for it with kubectl lock acquire --wait")
+    listed = yaml.safe_load(plugin_run("status", "-o", "yaml").stdout)
+    assert [(lock["resource"], lock["holder"]) for lock in listed["locks"]] == [(URI, "alice")]
+    # kubectl's own completion asks kubectl_complete-lock
+    completed = subprocess.run([kubectl[0], "__complete", "lock", "st"], env=env, capture_output=True, text=True,
+                               timeout=DEADLINE, check=False)
+    assert completed.stdout.splitlines() == ["status", ":4"], completed.stdout + completed.stderr
+
+
+def test_the_llm_tools_leave_no_session_open(sh: Shell) -> None:
+    script = (
+        "from kubelock.sdk import tools\n"
+        f"print(tools.acquire_lock({URI!r}))\n"
+        f"print(tools.release_lock({URI!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=sh.env("alice"), capture_output=True, text=True,
+                          timeout=DEADLINE, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith(f"acquired {URI} (fencing token ")
+    assert done.stdout.splitlines()[1] == f"released {URI}"
+    assert "Unclosed" not in done.stderr, done.stderr

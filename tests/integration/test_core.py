@@ -403,10 +403,10 @@ def test_stale_lock_is_marked_and_cleared_by_renewal(
 ) -> None:
     locks = Locks(admin_api, iso_ns)
     op = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("--stale-after-seconds", "2")
+        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("--stale-after-percent", "34")
     ).start()
     try:
-        locks.claim("a", "deploy://stale", "agent-a", ttl=60)
+        locks.claim("a", "deploy://stale", "agent-a", ttl=12)
         locks.wait_phase("a", "Held")
 
         def stale(body: dict) -> bool:  # type: ignore[type-arg]
@@ -414,7 +414,8 @@ def test_stale_lock_is_marked_and_cleared_by_renewal(
 
         locks.wait_for("a", stale, timeout=15, what="Stale")
         events = _wait_events(admin_api, iso_ns, "a", "Stale")
-        assert any("has not been renewed for more than 2 seconds" in m for r, _, m in events if r == "Stale")
+        assert any("has not been renewed for 4 seconds, 34% of its 12 seconds lease" in m
+                   for r, _, m in events if r == "Stale")
         locks.renew("a")
         locks.wait_for("a", lambda b: not stale(b), timeout=10, what="not Stale")
         assert phase_of(locks.get("a")) == "Held"

@@ -606,7 +606,7 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
 
 # What operator/kubelock/operator/ and kube/ call, plus kopf's discovery: nothing more.
 EXPECTED_OPERATOR_RULES = [
-    {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims"], "verbs": ["get", "list", "watch", "delete"]},
     {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims/status"], "verbs": ["patch"]},
     {
         "apiGroups": ["kubelock.dev"],
@@ -615,7 +615,7 @@ EXPECTED_OPERATOR_RULES = [
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
 ]
 

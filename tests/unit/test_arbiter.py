@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from kubelock.domain.arbiter import decide, effective_ttl, held_status
+from kubelock.domain.arbiter import decide, effective_ttl, held_status, release_notice
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import (
     Action,
@@ -19,8 +19,10 @@ from kubelock.domain.model import (
     ClaimStatus,
     CreateLock,
     Decision,
+    DeleteClaim,
     DeleteLock,
     Lock,
+    LockBreak,
     PodLiveness,
     Policy,
     RenewLock,
@@ -32,7 +34,7 @@ from kubelock.domain.waitfor import WaitForGraph
 
 T0 = 1_800_000_000.0
 RES = "deploy://api-prod"
-POLICY = Policy()  # default ttl 1800, max 86400, stale after 120
+POLICY = Policy()  # default ttl 1800, max 86400, stale after 50% of the lease, finished claims kept 3600 s
 
 
 # ---- builders --------------------------------------------------------------------------------
@@ -118,6 +120,8 @@ def summary(decision: Decision) -> list[tuple[object, ...]]:
             out.append(("create", action.claim.name, action.fencing_token, action.lease_seconds))
         elif isinstance(action, RenewLock):
             out.append(("renew", action.lock.claim_name, action.lease_seconds))
+        elif isinstance(action, DeleteClaim):
+            out.append(("remove", action.claim.name))
         else:
             out.append(("delete", action.lock.claim_name, action.reason))
     return out
@@ -177,6 +181,8 @@ class Space:
                 self.locks[action.lock.resource] = replace(
                     action.lock, renewed_at=action.renewed_at, lease_seconds=action.lease_seconds
                 )
+            elif isinstance(action, DeleteClaim):
+                del self.claims[action.claim.uid]
             else:
                 self.locks.pop(action.lock.resource, None)
 
@@ -208,7 +214,7 @@ class Space:
 A = claim("agent-a", 5)
 A_LOCK = lock_for(A)
 A_HELD = holding(A, A_LOCK)
-STALE_AT = T0 + POLICY.stale_after_seconds
+STALE_AT = T0 + 900  # half of the 1800 s lease without a renewal
 EXPIRES = A_LOCK.expires_at
 
 
@@ -449,7 +455,7 @@ def test_renewal_is_idempotent() -> None:
     assert space.decide(RES, T0 + 91).actions == ()
 
 
-def test_stale_sets_the_condition_and_warns_with_the_contract_sentence() -> None:
+def test_stale_sets_the_condition_and_warns_that_the_renewal_schedule_was_missed() -> None:
     action = only_status(run([A_HELD], A_LOCK, STALE_AT))
     assert action.status.stale is True
     assert action.status.phase is Phase.HELD
@@ -457,15 +463,47 @@ def test_stale_sets_the_condition_and_warns_with_the_contract_sentence() -> None
     assert action.notice.reason is Reason.STALE
     assert action.notice.warning
     assert action.notice.message == (
-        "lock deploy://api-prod held by agent-a has not been renewed for more than 2 minutes"
+        "lock deploy://api-prod held by agent-a has not been renewed for 15 minutes, 50% of its 30 minutes lease "
+        "(holders renew every third of it); it expires at 2027-01-15T08:30:00.000000Z unless renewed"
     )
 
 
 def test_stale_is_measured_from_the_last_renewal() -> None:
     lock = lock_for(A, renewed=T0 + 1000)
     a = holding(A, lock)
-    assert run([a], lock, T0 + 1000 + 119).actions == ()
-    assert only_status(run([a], lock, T0 + 1000 + 120)).status.stale
+    assert run([a], lock, T0 + 1000 + 899).actions == ()
+    assert only_status(run([a], lock, T0 + 1000 + 900)).status.stale
+
+
+@pytest.mark.parametrize("lease", [3, 60, 600, 1800, 86400])
+def test_a_holder_renewing_every_third_of_its_lease_is_never_stale(lease: int) -> None:
+    """Renewals on the SDK's schedule, each seen a little late, over ten leases: never Stale."""
+    clock = ManualClock(start=T0)
+    space = Space(policy=Policy(default_ttl_seconds=lease)).add(claim("a", 5))
+    space.settle(clock.now())
+    for beat in range(30):
+        deadline = space.settle(clock.now()).next_deadline
+        step = lease / 3 * 1.05  # 5% late
+        assert deadline is not None and deadline > clock.now() + step  # nothing due before the renewal
+        clock.advance(step)
+        space.add(replace(space.get("a"), renew_request=f"beat-{beat}"))
+        space.settle(clock.now())
+        assert space.get("a").phase is Phase.HELD
+        assert not space.get("a").status.stale  # type: ignore[union-attr]
+    assert not any(entry[0] == "status" and entry[3] is Reason.STALE for entry in space.log)
+
+
+@pytest.mark.parametrize(("percent", "stale_after"), [(34, 612), (50, 900), (90, 1620)])
+def test_stale_comes_after_the_configured_share_of_the_lease(percent: int, stale_after: float) -> None:
+    policy = Policy(stale_after_percent=percent)
+    assert run([A_HELD], A_LOCK, T0 + stale_after - 0.001, policy).actions == ()
+    assert only_status(run([A_HELD], A_LOCK, T0 + stale_after, policy)).status.stale
+
+
+def test_stale_check_off_at_100_percent() -> None:
+    policy = Policy(stale_after_percent=100)
+    assert run([A_HELD], A_LOCK, EXPIRES - 0.001, policy).actions == ()
+    assert run([A_HELD], A_LOCK, T0 + 1, policy).next_deadline == EXPIRES
 
 
 def test_renewing_clears_stale() -> None:
@@ -486,6 +524,92 @@ def test_wait_timeout_names_the_holder() -> None:
     assert action.status.holder == "agent-a"
     assert "60s" in action.status.message
     assert action.status.queue_position is None
+
+
+def test_a_break_names_its_actor_and_reason_in_the_message_and_the_log_details() -> None:
+    decision = decide(RES, [A_HELD], None, now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
+                      broken=LockBreak("lockadmin", "stuck since Friday"))
+    action = only_status(decision)
+    assert action.status.reason is Reason.LOCK_BROKEN
+    assert action.status.message == "the lock on deploy://api-prod was broken by lockadmin: stuck since Friday"
+    assert action.notice is not None
+    assert dict(action.notice.details) == {"actor": "lockadmin", "breakReason": "stuck since Friday"}
+
+
+def test_a_namespace_being_deleted_is_not_an_administrators_break() -> None:
+    decision = decide(RES, [A_HELD], None, now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
+                      broken=LockBreak(namespace_deleted=True))
+    action = only_status(decision)
+    assert action.status.phase is Phase.REVOKED
+    assert action.status.reason is Reason.NAMESPACE_DELETED
+    assert "namespace is being deleted" in action.status.message
+    assert "administrator" not in action.status.message
+
+
+def test_deleting_a_held_claim_is_announced_as_a_release() -> None:
+    notice = release_notice(A_HELD, T0 + 125)
+    assert notice is not None
+    assert notice.reason is Reason.RELEASED
+    assert not notice.warning
+    assert notice.message == "agent-a released deploy://api-prod (fencing token 5) after holding it for 125 seconds"
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        pytest.param(claim("b", 6, wait=True), id="undecided"),
+        pytest.param(with_phase(claim("b", 6, wait=True), Phase.PENDING, Reason.QUEUED), id="waiting"),
+        pytest.param(with_phase(A, Phase.EXPIRED, Reason.LEASE_EXPIRED), id="finished"),
+    ],
+)
+def test_deleting_a_claim_that_held_nothing_is_no_release(gone: Claim) -> None:
+    assert release_notice(gone, T0 + 1) is None
+
+
+def test_the_lock_of_a_deleted_claim_is_deleted_as_released() -> None:
+    assert run([claim("b", 6, wait=True)], A_LOCK, T0 + 125).actions == (DeleteLock(A_LOCK, Reason.RELEASED),)
+
+
+def test_every_terminal_status_records_when_it_finished() -> None:
+    decision = run([A_HELD], A_LOCK, EXPIRES + 7)
+    expired = statuses(decision)["agent-a"]
+    assert expired.finished_at == EXPIRES + 7
+
+
+FINISHED = replace(with_phase(claim("b", 3), Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+                   status=replace(with_phase(claim("b", 3), Phase.REJECTED, Reason.HELD_BY_ANOTHER).status,
+                                  finished_at=T0 + 100))
+
+
+@pytest.mark.parametrize(
+    ("policy", "now", "expected_actions", "expected_deadline"),
+    [
+        pytest.param(POLICY, T0 + 100 + 3599, [], T0 + 100 + 3600, id="kept-until-due"),
+        pytest.param(POLICY, T0 + 100 + 3600, [("remove", "b")], None, id="removed-when-due"),
+        pytest.param(Policy(ttl_seconds_after_finished=60), T0 + 160, [("remove", "b")], None, id="short-ttl"),
+        pytest.param(Policy(ttl_seconds_after_finished=0), T0 + 10**7, [], None, id="kept-forever"),
+    ],
+)
+def test_terminal_claims_are_removed_after_ttl_seconds_after_finished(
+    policy: Policy, now: float, expected_actions: list[tuple[object, ...]], expected_deadline: float | None
+) -> None:
+    decision = run([FINISHED], None, now, policy)
+    assert summary(decision) == expected_actions
+    if expected_deadline is not None:
+        assert decision.next_deadline == expected_deadline
+
+
+def test_removal_deadline_joins_the_lease_deadlines() -> None:
+    policy = Policy(ttl_seconds_after_finished=60, stale_after_percent=100)
+    decision = run([A_HELD, FINISHED], A_LOCK, T0 + 101, policy)
+    assert decision.actions == ()
+    assert decision.next_deadline == T0 + 160  # before the lease's expiry at T0 + 1800
+    assert summary(run([A_HELD, FINISHED], A_LOCK, T0 + 160, policy)) == [("remove", "b")]
+
+
+def test_a_terminal_claim_without_finished_at_counts_from_its_creation() -> None:
+    old = with_phase(claim("b", 3, created=T0 - 4000), Phase.EXPIRED, Reason.LEASE_EXPIRED)
+    assert summary(run([old], None, T0)) == [("remove", "b")]
 
 
 def test_lock_broken_revokes_every_claim_that_believes_it_holds() -> None:
@@ -613,8 +737,8 @@ def test_three_holder_deadlock() -> None:
     [
         pytest.param(A_HELD, A_LOCK, [], T0 + 1, STALE_AT, id="stale-check-first"),
         pytest.param(holding(A, A_LOCK, stale=True), A_LOCK, [], STALE_AT + 1, EXPIRES, id="already-stale-expiry"),
-        pytest.param(holding(A, lock_for(A, lease=60)), lock_for(A, lease=60), [], T0 + 1, T0 + 60,
-                     id="short-lease-expiry-first"),
+        pytest.param(holding(A, lock_for(A, lease=60)), lock_for(A, lease=60), [], T0 + 1, T0 + 30,
+                     id="short-lease-stale-at-half-of-it"),
         pytest.param(A_HELD, A_LOCK, [claim("b", 6, wait=True, wait_timeout_seconds=30, created=T0 + 5)], T0 + 6,
                      T0 + 35, id="wait-timeout-first"),
         pytest.param(A_HELD, A_LOCK, [claim("b", 6, wait=True, wait_timeout_seconds=300),
@@ -644,7 +768,7 @@ def test_next_deadline_after_settling_matches_the_quiet_decision() -> None:
 
 def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     clock = ManualClock(start=T0)
-    space = Space(policy=Policy(default_ttl_seconds=600, stale_after_seconds=120))
+    space = Space(policy=Policy(default_ttl_seconds=600, stale_after_percent=50))
     space.add(claim("a", 10), claim("b", 11, wait=True), claim("c", 12))
     space.settle(clock.now())
     assert space.get("a").phase is Phase.HELD
@@ -660,7 +784,7 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     assert space.locks[RES].renewed_at == clock.now()
     assert space.get("a").status.expires_at == clock.now() + 600  # type: ignore[union-attr]
 
-    clock.advance(120)  # no heartbeat for 2 minutes
+    clock.advance(300)  # no heartbeat for half of the 10-minute lease
     quiet = space.settle(clock.now())
     assert space.get("a").status.stale  # type: ignore[union-attr]
     assert ("status", "a", Phase.HELD, Reason.GRANTED) in space.log

@@ -294,7 +294,8 @@ def test_operator_accepts_the_default_arguments(helm: Path) -> None:
     settings = parse(container(render(helm))["args"])
     assert settings.resource_lock_timeout == 1800
     assert settings.max_ttl_seconds == 86400
-    assert settings.stale_after_seconds == 120
+    assert settings.stale_after_percent == 50
+    assert settings.ttl_seconds_after_finished == 3600
     assert settings.namespaces == ()
     assert settings.all_namespaces
     assert settings.log_format == "json"
@@ -309,7 +310,8 @@ def test_operator_accepts_the_settings_of_values_files(helm: Path, tmp_path: Pat
     values = {
         "resourceLockTimeout": 86400,
         "maxTtlSeconds": 86400,
-        "staleAfterSeconds": 45,
+        "staleAfterPercent": 75,
+        "ttlSecondsAfterFinished": 0,
         "namespaces": ["agents", "team-*"],
         "logFormat": "text",
         "verbose": True,
@@ -320,7 +322,8 @@ def test_operator_accepts_the_settings_of_values_files(helm: Path, tmp_path: Pat
     settings = parse(c["args"])
     assert settings.resource_lock_timeout == 86400
     assert settings.max_ttl_seconds == 86400
-    assert settings.stale_after_seconds == 45
+    assert settings.stale_after_percent == 75
+    assert settings.ttl_seconds_after_finished == 0
     assert settings.namespaces == ("agents", "team-*")
     assert settings.log_format == "text"
     assert settings.verbose
@@ -399,7 +402,9 @@ BAD_VALUES = [
     pytest.param("maxTtlSeconds=0", "maxTtlSeconds", id="ttl-zero"),
     pytest.param("maxTtlSeconds=86401", "maxTtlSeconds", id="ttl-above-crd-ceiling"),
     pytest.param("resourceLockTimeout=1h", "resourceLockTimeout", id="timeout-not-a-number"),
-    pytest.param("staleAfterSeconds=-5", "staleAfterSeconds", id="stale-negative"),
+    pytest.param("staleAfterPercent=33", "staleAfterPercent", id="stale-below-the-renewal-schedule"),
+    pytest.param("staleAfterSeconds=120", "staleAfterSeconds", id="stale-seconds-replaced"),
+    pytest.param("ttlSecondsAfterFinished=-1", "ttlSecondsAfterFinished", id="finished-ttl-negative"),
     pytest.param("logFormat=xml", "logFormat", id="log-format"),
     pytest.param("namespaces=agents", "namespaces", id="namespaces-not-a-list"),
     pytest.param("metrics.port=70000", "metrics/port", id="port-range"),

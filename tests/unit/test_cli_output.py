@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
 from kubelock.cli import output
 from kubelock.domain.reasons import Phase
-from kubelock.sdk.admin import LockStatus
+from kubelock.sdk.admin import Explanation, LockStatus
 from kubelock.sdk.errors import Deadlock, Expired, NotFound, Rejected, Revoked, TimedOut, Unreachable
 from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult
 
@@ -139,3 +140,66 @@ def test_claims_table_and_claim_json() -> None:
     ]
     as_json = output.claim(info)
     assert (as_json["phase"], as_json["queuePosition"], as_json["currentHolder"]) == ("Pending", 2, "agent-b")
+
+
+def test_wide_status_table_adds_renewal_lease_lock_and_claim() -> None:
+    lock = LockInfo(name="l", namespace="agents", uid="u", resource_version="1", resource="deploy://api-prod",
+                    holder="team/agent:a", claim_name="c", fencing_token=12, acquired_at=T0, renewed_at=T0,
+                    expires_at=datetime.fromtimestamp(T0.timestamp() + 120, UTC), lease_seconds=120, annotations={})
+    header, row = output.status_table([LockStatus(lock, 0, False)], all_namespaces=False, now=NOW, wide=True) \
+        .splitlines()
+    assert header.split()[-4:] == ["RENEWED", "LEASE", "LOCK", "CLAIM"]
+    assert row.split()[1] == "team/agent:a"  # a holder with '/' and ':' stays one column
+    assert row.split()[-5:] == ["1m05s", "ago", "2m00s", "l", "c"]
+
+
+def test_wide_claims_table_adds_holder_reason_and_message() -> None:
+    info = ClaimInfo.from_body({
+        "metadata": {"name": "c1", "namespace": "n", "uid": "u", "resourceVersion": "5"},
+        "spec": {"resource": "deploy://x", "holder": "agent-a", "wait": True},
+        "status": {"phase": "Pending", "reason": "Queued", "queuePosition": 1, "holder": "agent-b",
+                   "message": "waiting"},
+    })
+    header, row = output.claims_table([info], now=NOW, wide=True).splitlines()
+    assert header.split()[-4:] == ["HELD", "BY", "REASON", "MESSAGE"]
+    assert row.split()[-3:] == ["agent-b", "Queued", "waiting"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_render_json_and_yaml_carry_the_same_object(fmt: str) -> None:
+    payload = {"ok": True, "resource": "github://acme/app/issues/42", "holder": "ägent: 7", "n": [1, 2]}
+    text = output.render(payload, fmt)
+    assert text.endswith("\n")
+    assert (json.loads(text) if fmt == "json" else yaml.safe_load(text)) == payload
+
+
+def test_held_message_names_the_commands_own_way_to_queue() -> None:
+    message = output.held_message("deploy://x", "agent-b", "2026-01-02T03:04:05.123456Z", "rlock --wait")
+    assert message == ("deploy://x is held by agent-b since 2026-01-02T03:04:05.123456Z; try again later, "
+                       "or queue for it with rlock --wait")
+    result = AcquireResult(ok=False, resource="deploy://x", holder="agent-b", namespace="n", claim_name="c",
+                           held_since=T0, message="…or set wait: true to queue")
+    assert output.acquired(result, message)["message"] == message
+
+
+def claim_in(phase: str, reason: str, *, wait: bool, message: str = "") -> ClaimInfo:
+    return ClaimInfo.from_body({
+        "metadata": {"name": "bob-x", "namespace": "n", "uid": "u", "resourceVersion": "5"},
+        "spec": {"resource": "deploy://x", "holder": "bob", "wait": wait},
+        "status": {"phase": phase, "reason": reason, "message": message},
+    })
+
+
+def test_why_on_a_revoked_claim_says_what_happened_not_how_it_asked() -> None:
+    claim = claim_in("Revoked", "LockBroken", wait=True, message="the lock on deploy://x was broken by lockadmin: x")
+    text = output.explanation_text(Explanation(claim=claim, lock=None, ahead=()), now=NOW)
+    assert "  holder:    bob\n" in text + "\n"
+    assert "(waits" not in text
+    assert "  outcome:   the lock was taken away: stop working on the resource" in text
+
+
+def test_why_on_a_queued_claim_says_it_waits() -> None:
+    claim = claim_in("Pending", "Queued", wait=True)
+    text = output.explanation_text(Explanation(claim=claim, lock=None, ahead=()), now=NOW)
+    assert "  holder:    bob (waits in the queue)" in text
+    assert "outcome" not in text

@@ -43,6 +43,7 @@ VALID_RESOURCES = [
     pytest.param("a://日本語/ünïcödé", id="unicode-rest"),
     pytest.param("a://b://c", id="second-separator-in-rest"),
     pytest.param("a://" + "x" * (MAX_RESOURCE_LENGTH - 4), id="exactly-1024"),
+    pytest.param("a://" + "é" * 510, id="exactly-1024-bytes-of-two-byte-characters"),
 ]
 
 
@@ -77,7 +78,8 @@ INVALID_RESOURCES = [
     pytest.param("a://x\u2028y", "U+2028", id="line-separator"),
     pytest.param("a://x\ufeffy", "U+FEFF", id="byte-order-mark"),
     pytest.param("a://x\ue000y", "U+E000", id="private-use"),
-    pytest.param("a://" + "x" * (MAX_RESOURCE_LENGTH - 3), "1025 characters", id="1025-chars"),
+    pytest.param("a://" + "x" * (MAX_RESOURCE_LENGTH - 3), "1025 bytes long in UTF-8", id="1025-bytes"),
+    pytest.param("a://" + "é" * 511, "1026 bytes long in UTF-8", id="515-characters-but-1026-bytes"),
     pytest.param("a://" + "x" * 5000, "at most 1024", id="very-long"),
 ]
 
@@ -130,7 +132,8 @@ def test_validate_holder_accepts(holder: str) -> None:
 @pytest.mark.parametrize(
     ("holder", "fragment"),
     [
-        pytest.param("", "1 to 253 characters long, not 0", id="empty"),
+        pytest.param("", "1 to 253 bytes long in UTF-8, not 0", id="empty"),
+        pytest.param("ü" * 127, "1 to 253 bytes long in UTF-8, not 254", id="127-characters-but-254-bytes"),
         pytest.param("h" * (MAX_HOLDER_LENGTH + 1), "not 254", id="254-chars"),
         pytest.param("agent a", "U+0020", id="space"),
         pytest.param("agent\ta", "U+0009", id="tab"),

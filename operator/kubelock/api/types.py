@@ -47,11 +47,13 @@ ResourceURI = Annotated[
         description=(
             "The resource to lock, as a URI `scheme://rest`, e.g. `github://acme/app/issues/42` or "
             "`deploy://api-prod`. The scheme starts with a letter and holds letters, digits, `+`, `.` "
-            "and `-`; no whitespace or control characters; at most 1024 characters. Compared after "
+            "and `-`; no whitespace or control characters; at most 1024 bytes in UTF-8. Compared after "
             "normalisation (scheme lower-cased, one trailing `/` removed); otherwise byte-exact. Immutable."
         ),
         json_schema_extra={
             "x-kubernetes-validations": [
+                _cel(f"size(bytes(self)) <= {MAX_RESOURCE_LENGTH}", f"must be at most {MAX_RESOURCE_LENGTH} bytes"
+                     " (UTF-8)"),
                 _cel(
                     f"self.matches(r'{RESOURCE_PATTERN}')",
                     "must be a URI scheme://rest: the scheme starts with a letter and holds only letters, "
@@ -72,11 +74,12 @@ Holder = Annotated[
         description=(
             "The identity that holds or waits: an agent instance, normally its pod name (with a pod's "
             "ServiceAccount token it must be that pod's name; for other users, their user name). "
-            "1-253 characters, no whitespace or control characters. Deadlock detection links claims by "
+            "1-253 bytes in UTF-8, no whitespace or control characters. Deadlock detection links claims by "
             "holder. Immutable."
         ),
         json_schema_extra={
             "x-kubernetes-validations": [
+                _cel(f"size(bytes(self)) <= {MAX_HOLDER_LENGTH}", f"must be at most {MAX_HOLDER_LENGTH} bytes (UTF-8)"),
                 _cel(f"self.matches(r'{HOLDER_PATTERN}')", "must not contain whitespace or control characters"),
                 _cel("self == oldSelf", "holder is immutable"),
             ]
@@ -218,7 +221,21 @@ class LockClaimStatus(_Model):
     observed_renew: str | None = Field(
         default=None, description="The value of the kubelock.dev/renew annotation the operator last acted on."
     )
-    conditions: list[Condition] | None = Field(default=None, description="Held and Stale conditions.")
+    finished_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When the claim entered a terminal phase. The operator deletes terminal claims "
+            "ttlSecondsAfterFinished (an operator setting, default 3600) after this time."
+        ),
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description=(
+            "Held (True while held) and, while held, Stale: True when the holder has missed its renewal "
+            "schedule (no renewal for staleAfterPercent, default 50, of the lease; holders renew every "
+            "third of it)."
+        ),
+    )
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
 
 

@@ -19,9 +19,11 @@ from typing import NoReturn
 
 from kubelock.cli import output
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.main import connection_options, run
+from kubelock.cli.main import connection_options, reader_went_away, run
+from kubelock.cli.progress import QueueProgress
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.model import format_time
 
 Command = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[output.Json]]
 
@@ -54,6 +56,17 @@ def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 
 
 def _main(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] | None) -> int:
+    try:
+        try:
+            code = _run(parser, command, argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be handled
+    except BrokenPipeError:
+        return reader_went_away()
+    return code
+
+
+def _run(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
 
     async def handler(client: AsyncLockClient, args: argparse.Namespace) -> int:
@@ -66,6 +79,8 @@ def _main(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str]
 
     try:
         code = run(handler, args, report)
+    except BrokenPipeError:
+        return reader_went_away()
     except Exception:  # a bug: say so on stderr, and never look like a lock outcome
         traceback.print_exc()
         print(output.dumps({"ok": False, "error": "InternalError", "message": "kubelock failed; see stderr"}))
@@ -79,8 +94,15 @@ async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Js
     if args.timeout is not None and not args.wait:
         raise InvalidInput("--timeout needs --wait")
     if args.wait:
-        return output.acquired(await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl))
-    return output.acquired(await client.try_acquire(args.uri, ttl=args.ttl))
+        progress = QueueProgress(sys.stderr)
+        try:
+            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress)
+        finally:
+            progress.clear()
+        return output.acquired(result)
+    result = await client.try_acquire(args.uri, ttl=args.ttl)
+    message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait")
+    return output.acquired(result, message)
 
 
 async def _runlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Json:

@@ -1,21 +1,27 @@
 """`kubelock`: acquire, release and inspect locks from a shell; break them as an administrator.
 
-Human output by default, one JSON object with `--json`; exit codes in `kubelock.cli.exitcodes`.
+Human output by default; `-o json` (or `--json`) prints one JSON object, `-o yaml` the same as YAML,
+`-o wide` adds columns to tables. Exit codes in `kubelock.cli.exitcodes`. Installed as
+`kubectl-lock` too, so that `kubectl lock ...` runs it as a kubectl plugin.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
-from kubelock.cli import output
+from kubelock import __version__
+from kubelock.cli import completion, output
 from kubelock.cli.exitcodes import ExitCode, for_error
+from kubelock.cli.progress import QueueProgress
 from kubelock.sdk import graph as waitgraph
 from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
@@ -61,47 +67,108 @@ def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holde
                             "or your user name)")
 
 
+OUTPUTS = ("json", "yaml", "wide")
+
+
 def _common(*, holder: bool) -> Parser:
     common = Parser(add_help=False)
     connection_options(common, suppress=True, holder=holder)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    common.add_argument("-o", "--output", choices=OUTPUTS, default=argparse.SUPPRESS,
+                        help="json: one JSON object; yaml: the same as YAML; wide: tables with more columns")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="the same as -o json")
     return common
 
 
-def build_parser() -> Parser:
+def program_name(argv0: str | None = None) -> str:
+    """`kubectl lock` when run by kubectl as the plugin `kubectl-lock`."""
+    name = os.path.basename(argv0 if argv0 is not None else sys.argv[0])
+    return "kubectl lock" if name == "kubectl-lock" else "kubelock"
+
+
+def _examples(prog: str, *lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line.replace('PROG', prog)}" for line in lines)
+
+
+DESCRIPTION = """Acquire, release and inspect kubelock locks from a shell; break them as an administrator.
+
+Output is for people unless -o json (one JSON object; --json is the same) or -o yaml is given;
+-o wide adds columns to the tables. Options may come before or after the command."""
+EXIT_CODES = "exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in ExitCode)
+
+
+def build_parser(prog: str = "kubelock") -> Parser:
     common = _common(holder=True)
-    parser = Parser(prog="kubelock", description=__doc__, parents=[common],
-                    epilog="Exit codes: " + ", ".join(f"{c.value} {c.name.lower()}" for c in ExitCode))
+    parser = Parser(
+        prog=prog, description=DESCRIPTION, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            prog,
+            "PROG acquire github://acme/app/issues/42          # take it, or exit 1 if someone holds it",
+            "PROG acquire deploy://api-prod --wait --timeout 300",
+            "PROG heartbeat github://acme/app/issues/42        # renew: another full TTL from now",
+            "PROG release github://acme/app/issues/42",
+            "PROG status -A -o wide                            # every held lock, every namespace",
+            "PROG why github://acme/app/issues/42              # why your claim is where it is",
+            "PROG unlock deploy://api-prod --reason 'deploy stuck since Friday'",
+            "PROG graph --svg > waits.svg",
+            "source <(PROG completion bash)",
+        ) + "\n\n" + EXIT_CODES,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    def add(name: str, summary: str, parent: Parser = common) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[parent], help=summary, description=summary)
+    def add(name: str, summary: str, *examples: str, parent: Parser = common) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, parents=[parent], help=summary, description=summary,
+            epilog=_examples(prog, *examples) if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
-    p = add("acquire", "acquire a lock (try once, or --wait in the queue)")
+    p = add("acquire", "acquire a lock (try once, or --wait in the queue)",
+            "PROG acquire github://acme/app/issues/42",
+            "PROG acquire github://acme/app/issues/42 --ttl 600 -o json",
+            "PROG acquire deploy://api-prod --wait --timeout 300   # position and holder shown while queued")
     p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
-    add("release", "release a lock you hold (or leave its queue)").add_argument("uri")
-    add("heartbeat", "renew a lock you hold: it lasts another TTL").add_argument("uri")
-    p = add("status", "table of held locks: holder, age, expiry, waiters, stale")
+    add("release", "release a lock you hold (or leave its queue)",
+        "PROG release github://acme/app/issues/42").add_argument("uri")
+    add("heartbeat", "renew a lock you hold: it lasts another TTL",
+        "PROG heartbeat github://acme/app/issues/42").add_argument("uri")
+    p = add("status", "table of held locks: holder, age, expiry, waiters, stale",
+            "PROG status", "PROG status -A -o wide", "PROG status -o yaml")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
-    add("list", "your own claims")
-    add("why", "explain a claim: phase, holder, queue position, cycle, expiry").add_argument(
+    add("list", "your own claims", "PROG list", "PROG list -o wide")
+    add("why", "explain a claim: phase, holder, queue position, cycle, expiry",
+        "PROG why github://acme/app/issues/42      # your claim on it",
+        "PROG why agent-b-deploy-api-prod-1c2d3e4f5a  # any claim, by name").add_argument(
         "target", metavar="CLAIM-NAME|URI"
     )
     # Here --holder selects whose locks to break (the actor is always your authenticated user name).
     p = add("unlock", "break locks as an administrator (who and why are recorded on each lock first); give "
-            "--holder H..., --all, or URIs", _common(holder=False))
+            "--holder H..., --all, or URIs",
+            "PROG unlock deploy://api-prod --reason 'deploy stuck since Friday'",
+            "PROG unlock --holder agent-7f9c2 --reason 'agent crashed'",
+            "PROG unlock --all -n agents --reason 'maintenance'",
+            parent=_common(holder=False))
     p.add_argument("--holder", dest="break_holders", action="append", default=[], metavar="H",
                    help="every lock held by H (repeatable)")
     p.add_argument("--all", action="store_true", help="every lock of the namespace")
     p.add_argument("uris", nargs="*", default=[], metavar="URI", help="the locks of these resources")
     p.add_argument("--reason", required=True, help="why; recorded as kubelock.dev/break-reason")
-    p = add("graph", "the wait-for graph as Graphviz DOT (or SVG)")
+    p = add("graph", "the wait-for graph as Graphviz DOT (or SVG)",
+            "PROG graph | dot -Tpng > waits.png", "PROG graph --svg > waits.svg", "PROG graph -o json")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--dot", action="store_true", help="DOT text (default)")
     fmt.add_argument("--svg", action="store_true", help="SVG, rendered by graphviz's `dot`")
+    p = commands.add_parser(
+        "completion", help="print a shell completion script", description="print a shell completion script",
+        epilog=_examples(prog, "source <(PROG completion bash)     # in ~/.bashrc",
+                         "source <(PROG completion zsh)      # in ~/.zshrc",
+                         "PROG completion fish | source      # in ~/.config/fish/config.fish"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("shell", choices=completion.SHELLS)
     return parser
 
 
@@ -109,8 +176,8 @@ def build_parser() -> Parser:
 
 
 def _emit(args: argparse.Namespace, payload: output.Json, human: str, code: int = ExitCode.OK) -> int:
-    if args.json:
-        print(output.dumps(payload))
+    if args.output in ("json", "yaml"):
+        print(output.render(payload, args.output), end="")
     elif human:
         print(human, file=sys.stdout if code == ExitCode.OK else sys.stderr)
     return code
@@ -120,13 +187,17 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise InvalidInput("--timeout needs --wait")
     if args.wait:
-        result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl)
+        progress = QueueProgress(sys.stderr)
+        try:
+            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress)
+        finally:
+            progress.clear()
     else:
         result = await client.try_acquire(args.uri, ttl=args.ttl)
     if not result.ok:
-        since = format_time(result.held_since)
-        text = f"{result.resource} is held by {result.holder}" + (f" since {since}" if since else "")
-        return _emit(args, output.acquired(result), text, ExitCode.HELD)
+        message = output.held_message(result.resource, result.holder, format_time(result.held_since),
+                                      f"{args.prog} acquire --wait")
+        return _emit(args, output.acquired(result, message), message, ExitCode.HELD)
     text = (f"acquired {result.resource} as {result.holder} (fencing token {result.fencing_token}, "
             f"expires in {output.until(result.expires_at)})")
     return _emit(args, output.acquired(result), text)
@@ -147,19 +218,20 @@ async def cmd_heartbeat(client: AsyncLockClient, args: argparse.Namespace) -> in
 async def cmd_status(client: AsyncLockClient, args: argparse.Namespace) -> int:
     items = await AsyncAdmin(client).status(None if args.all_namespaces else client.namespace)
     payload = {"ok": True, "locks": [output.lock_status(s) for s in items]}
-    if not items and not args.json:
+    if not items:
         where = "any namespace" if args.all_namespaces else f"namespace {client.namespace}"
         return _emit(args, payload, f"no locks held in {where}")
-    return _emit(args, payload, output.status_table(items, all_namespaces=args.all_namespaces))
+    wide = args.output == "wide"
+    return _emit(args, payload, output.status_table(items, all_namespaces=args.all_namespaces, wide=wide))
 
 
 async def cmd_list(client: AsyncLockClient, args: argparse.Namespace) -> int:
     items = await client.list()
     payload = {"ok": True, "holder": (await client.identity()).holder, "claims": [output.claim(c) for c in items]}
-    if not items and not args.json:
+    if not items:
         ident = await client.identity()
         return _emit(args, payload, f"{ident.holder} has no claims in namespace {ident.namespace}")
-    return _emit(args, payload, output.claims_table(items))
+    return _emit(args, payload, output.claims_table(items, wide=args.output == "wide"))
 
 
 async def cmd_why(client: AsyncLockClient, args: argparse.Namespace) -> int:
@@ -186,7 +258,7 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
                            "elsewhere")
     graph = await AsyncAdmin(client).graph(client.namespace)
     dot = waitgraph.to_dot(graph, name=f"kubelock wait-for graph of {client.namespace}")
-    if args.json:
+    if args.output in ("json", "yaml"):
         cycles = waitgraph.cycles(graph)
         payload = {
             "ok": True,
@@ -195,10 +267,11 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
             "cycles": [list(c) for c in cycles],
             "dot": dot,
         }
-        print(output.dumps(payload))
+        print(output.render(payload, args.output), end="")
         return ExitCode.OK
     if dot_binary is None:
         sys.stdout.write(dot)
+        sys.stdout.flush()
         return ExitCode.OK
     process = await asyncio.create_subprocess_exec(
         dot_binary, "-Tsvg", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -207,6 +280,7 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
     if process.returncode != 0:
         raise InvalidInput(f"graphviz failed: {problems.decode(errors='replace').strip()}")
     sys.stdout.buffer.write(svg)
+    sys.stdout.flush()
     return ExitCode.OK
 
 
@@ -268,23 +342,61 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.json = getattr(args, "json", False)
+    try:
+        try:
+            code = _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be handled
+    except BrokenPipeError:
+        return reader_went_away()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    prog = program_name()
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    args.prog = prog
+    args.output = "json" if getattr(args, "json", False) else getattr(args, "output", None)
+    if args.command == "completion":
+        return print_safely(completion.script(parser, args.shell, prog.replace(" ", "-")))
 
     def report(error: LockError) -> None:
-        if args.json:
-            print(output.dumps(output.failure(error, getattr(args, "uri", None))))
+        if args.output in ("json", "yaml"):
+            print(output.render(output.failure(error, getattr(args, "uri", None)), args.output), end="")
         else:
             advice = "; release every lock you hold, back off and retry" if isinstance(error, Deadlock) else ""
-            print(f"kubelock {args.command}: {error.message}{advice}", file=sys.stderr)
+            print(f"{prog} {args.command}: {error.message}{advice}", file=sys.stderr)
 
     try:
         return run(HANDLERS[args.command], args, report)
+    except BrokenPipeError:
+        return reader_went_away()
     except Exception:  # a bug: say so, and never look like any lock outcome
         traceback.print_exc()
-        if args.json:
-            print(output.dumps({"ok": False, "error": "InternalError", "message": "kubelock failed; see stderr"}))
+        if args.output in ("json", "yaml"):
+            failure = {"ok": False, "error": "InternalError", "message": "kubelock failed; see stderr"}
+            print(output.render(failure, args.output), end="")
         return ExitCode.INTERNAL
+
+
+def print_safely(text: str) -> int:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return reader_went_away()
+    return ExitCode.OK
+
+
+def reader_went_away() -> int:
+    """stdout was closed by its reader (`kubelock graph | head`): end quietly, as `cat` does, by
+    the SIGPIPE that the shell reports as 141, instead of a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush into the closed pipe at exit
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + signal.SIGPIPE  # only reached where SIGPIPE cannot end the process
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import yaml
+
+from kubelock.domain.reasons import Phase
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus
 from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
@@ -21,12 +24,26 @@ def dumps(payload: Json) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(", ", ": "))
 
 
+def render(payload: Json, fmt: str) -> str:
+    """`-o json` (one line) or `-o yaml` (a document), ending with a newline."""
+    if fmt == "yaml":
+        return str(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True, width=1_000_000))
+    return dumps(payload) + "\n"
+
+
+def held_message(resource: str, holder: str | None, held_since: str | None, wait_command: str) -> str:
+    """What a command says when a try-lock finds the resource held: the advice names the command's
+    own way to queue (the operator's message speaks of the claim's `wait: true`)."""
+    since = f" since {held_since}" if held_since else ""
+    return f"{resource} is held by {holder}{since}; try again later, or queue for it with {wait_command}"
+
+
 # ---- JSON shapes ------------------------------------------------------------------------------
 
 
-def acquired(result: AcquireResult) -> Json:
+def acquired(result: AcquireResult, message: str | None = None) -> Json:
     if not result.ok:
-        return held(result.resource, result.holder, format_time(result.held_since), result.message)
+        return held(result.resource, result.holder, format_time(result.held_since), message or result.message)
     return {
         "ok": True,
         "resource": result.resource,
@@ -201,9 +218,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def status_table(items: Sequence[LockStatus], *, all_namespaces: bool, now: float | None = None) -> str:
+def status_table(
+    items: Sequence[LockStatus], *, all_namespaces: bool, now: float | None = None, wide: bool = False
+) -> str:
+    """Held locks; `wide` adds when each was last renewed, its lease, and its lock and claim names."""
     header = [*(["NAMESPACE"] if all_namespaces else []), "RESOURCE", "HOLDER", "TOKEN", "AGE", "EXPIRES IN",
-              "WAITERS", "STALE"]
+              "WAITERS", "STALE", *(["RENEWED", "LEASE", "LOCK", "CLAIM"] if wide else [])]
     rows = [
         [
             *([s.lock.namespace] if all_namespaces else []),
@@ -214,13 +234,18 @@ def status_table(items: Sequence[LockStatus], *, all_namespaces: bool, now: floa
             until(s.lock.expires_at, now),
             str(s.waiters),
             "stale" if s.stale else "",
+            *([since(s.lock.renewed_at, now) + " ago", duration(s.lock.lease_seconds), s.lock.name,
+               s.lock.claim_name] if wide else []),
         ]
         for s in items
     ]
     return table(header, rows)
 
 
-def claims_table(items: Sequence[ClaimInfo], now: float | None = None) -> str:
+def claims_table(items: Sequence[ClaimInfo], now: float | None = None, *, wide: bool = False) -> str:
+    """Your claims; `wide` adds who holds the resource now, the reason and the message."""
+    header = ["RESOURCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM",
+              *(["HELD BY", "REASON", "MESSAGE"] if wide else [])]
     rows = [
         [
             c.resource,
@@ -229,23 +254,38 @@ def claims_table(items: Sequence[ClaimInfo], now: float | None = None) -> str:
             until(c.expires_at, now) if c.held else "-",
             str(c.queue_position) if c.queue_position else "-",
             c.name,
+            *([c.current_holder or "-", c.reason or "-", c.message or "-"] if wide else []),
         ]
         for c in items
     ]
-    return table(["RESOURCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM"], rows)
+    return table(header, rows)
+
+
+# What a finished claim means for its holder, by phase.
+OUTCOMES = {
+    Phase.REJECTED: "it never held the lock; try again later, or queue for it with --wait",
+    Phase.TIMED_OUT: "it waited in vain and left the queue; it never held the lock",
+    Phase.DEADLOCKED: "it left the queue: waiting would have deadlocked",
+    Phase.EXPIRED: "the lock was lost (not renewed in time): stop working on the resource",
+    Phase.REVOKED: "the lock was taken away: stop working on the resource",
+}
 
 
 def explanation_text(why: Explanation, now: float | None = None) -> str:
     c = why.claim
     phase = f"{c.phase.value} ({c.reason})" if c.phase else "not decided yet (is the operator running?)"
+    # How the claim asked matters only while it is undecided or queued; once it ended, what it means does.
+    asked = (" (waits in the queue)" if c.wait else " (tries once)") if c.phase in (None, Phase.PENDING) else ""
     lines = [
         f"claim {c.name} in namespace {c.namespace}",
         f"  resource:  {c.resource}",
-        f"  holder:    {c.holder}{' (waits)' if c.wait else ' (try once)'}",
+        f"  holder:    {c.holder}{asked}",
         f"  phase:     {phase}",
     ]
     if c.message:
         lines.append(f"  message:   {c.message}")
+    if c.phase in OUTCOMES:
+        lines.append(f"  outcome:   {OUTCOMES[c.phase]}")
     if c.held:
         lines.append(f"  token:     {c.fencing_token}; expires in {until(c.expires_at, now)}"
                      + (" (stale: not renewed lately)" if c.stale else ""))

@@ -18,6 +18,7 @@ from kubelock.domain.model import (
     ClaimStatus,
     CreateLock,
     Decision,
+    DeleteClaim,
     DeleteLock,
     Lock,
     LockBreak,
@@ -48,6 +49,21 @@ def decide(
     broken: LockBreak | None = None,
 ) -> Decision:
     """`broken`: what the last deleted lock of this resource said about who deleted it and why."""
+    claims = list(claims)
+    decision = _decide_active(resource, claims, lock, now=now, policy=policy, graph=graph, broken=broken)
+    return _with_cleanup(decision, claims, now, policy)
+
+
+def _decide_active(
+    resource: str,
+    claims: Sequence[Claim],
+    lock: Lock | None,
+    *,
+    now: float,
+    policy: Policy,
+    graph: WaitForGraph,
+    broken: LockBreak | None,
+) -> Decision:
     active = sorted((c for c in claims if c.active), key=lambda c: (c.sequence, c.uid))
     holder_claim = None if lock is None else next((c for c in active if c.uid == lock.claim_uid), None)
 
@@ -67,6 +83,42 @@ def decide(
     return _held(resource, active, lock, holder_claim, now, policy, graph)
 
 
+def release_notice(claim: Claim, now: float) -> Notice | None:
+    """What to tell when a claim is deleted: a release if it held the lock (whoever then deletes the
+    lock, the operator or the garbage collector), nothing otherwise."""
+    status = claim.status
+    if status is None or status.phase is not Phase.HELD:
+        return None
+    held_for = human_seconds(max(0.0, now - (status.acquired_at or now)))
+    message = (
+        f"{claim.holder} released {claim.resource} (fencing token {status.fencing_token}) after holding it for "
+        f"{held_for}"
+    )
+    return Notice(Reason.RELEASED, message)
+
+
+def _with_cleanup(decision: Decision, claims: Sequence[Claim], now: float, policy: Policy) -> Decision:
+    """Add the removal of terminal claims kept for `ttl_seconds_after_finished`, or the deadline of
+    the next one (the caller sleeps on it in the one deadline heap)."""
+    keep = policy.ttl_seconds_after_finished
+    if keep <= 0:
+        return decision
+    removals: list[Action] = []
+    later: list[float] = []
+    for claim in claims:
+        if claim.active or claim.status is None:
+            continue
+        finished = claim.status.finished_at if claim.status.finished_at is not None else claim.created_at
+        if now >= finished + keep:
+            removals.append(DeleteClaim(claim))
+        else:
+            later.append(finished + keep)
+    if not removals and not later:
+        return decision
+    deadlines = later if decision.next_deadline is None else [*later, decision.next_deadline]
+    return replace(decision, actions=(*decision.actions, *removals), next_deadline=min(deadlines, default=None))
+
+
 def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool) -> SetStatus | None:
     """A status that ends the claim whatever the lock does: its pod is gone, its spec is out of
     bounds, or it waited too long."""
@@ -83,25 +135,32 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
             message = f"pod {claim.pod_name} terminated"
         if fresh:
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
-            return _end(claim, Phase.REJECTED, reason, message, warning=True)
+            return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
-        return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, warning=True)
+        return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
     if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
         message = (
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
             "(operator setting maxTtlSeconds)"
         )
-        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, warning=True)
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     timeout = claim.wait_timeout_seconds
     if claim.waiting and not holds and timeout is not None and now >= claim.created_at + timeout:
         held_by = claim.status.holder if claim.status else None
         message = f"gave up after waiting {timeout}s for {resource}" + (f" (held by {held_by})" if held_by else "")
-        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, warning=False, holder=held_by)
+        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False, holder=held_by)
     return None
 
 
 def _end(
-    claim: Claim, phase: Phase, reason: Reason, message: str, *, warning: bool, holder: str | None = None
+    claim: Claim,
+    phase: Phase,
+    reason: Reason,
+    message: str,
+    now: float,
+    *,
+    warning: bool,
+    holder: str | None = None,
 ) -> SetStatus:
     # A terminal claim holds nothing: no lock name, no token and no lease timestamps survive.
     previous = claim.status
@@ -112,23 +171,33 @@ def _end(
         sequence=claim.sequence,
         holder=holder,
         observed_renew=previous.observed_renew if previous else None,
+        finished_at=now,
     )
     return SetStatus(claim, status, Notice(reason, message, warning=warning))
 
 
 def break_message(resource: str, broken: LockBreak | None) -> str:
+    if broken is not None and broken.namespace_deleted:
+        return f"the lock on {resource} ended because its namespace is being deleted"
     who = broken.actor if broken and broken.actor else "an administrator"
     why = f": {broken.reason}" if broken and broken.reason else ""
     return f"the lock on {resource} was broken by {who}{why}"
+
+
+def _break_details(broken: LockBreak | None) -> tuple[tuple[str, str], ...]:
+    if broken is None or broken.namespace_deleted:
+        return ()
+    return tuple((k, v) for k, v in (("actor", broken.actor), ("breakReason", broken.reason)) if v)
 
 
 def _free(resource: str, active: Sequence[Claim], now: float, policy: Policy, broken: LockBreak | None) -> Decision:
     believers = [c for c in active if c.phase is Phase.HELD]
     if believers:
         message = break_message(resource, broken)
-        return Decision(
-            tuple(_end(c, Phase.REVOKED, Reason.LOCK_BROKEN, message, warning=True) for c in believers)
-        )
+        reason = Reason.NAMESPACE_DELETED if broken is not None and broken.namespace_deleted else Reason.LOCK_BROKEN
+        details = _break_details(broken)
+        revoked = [_end(c, Phase.REVOKED, reason, message, now, warning=True) for c in believers]
+        return Decision(tuple(replace(r, notice=Notice(reason, message, True, details)) for r in revoked))
     if not active:
         return Decision()
     head = active[0]
@@ -171,7 +240,7 @@ def _held(
             f"lease on {resource} expired at {to_rfc3339(lock.expires_at)}: not renewed for "
             f"{human_seconds(lock.lease_seconds)}"
         )
-        expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, warning=True)
+        expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, warning=True)
         return Decision((expired, DeleteLock(lock, Reason.LEASE_EXPIRED)))
 
     if holder.renew_request is not None and holder.renew_request != current.observed_renew:
@@ -188,14 +257,11 @@ def _held(
         return Decision((RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice)))
 
     deadlines = [lock.expires_at]
-    stale_at = lock.renewed_at + policy.stale_after_seconds
-    if not current.stale:
+    stale_at = lock.renewed_at + policy.stale_after(lock.lease_seconds)
+    if not current.stale and stale_at < lock.expires_at:
         if now >= stale_at:
-            message = (
-                f"lock {resource} held by {holder.holder} has not been renewed for more than "
-                f"{human_seconds(policy.stale_after_seconds)}"
-            )
-            return Decision((SetStatus(holder, replace(current, stale=True), Notice(Reason.STALE, message, True)),))
+            notice = Notice(Reason.STALE, stale_message(resource, holder.holder, lock, policy), warning=True)
+            return Decision((SetStatus(holder, replace(current, stale=True), notice),))
         deadlines.append(stale_at)
 
     actions: list[Action] = []
@@ -210,18 +276,18 @@ def _held(
                     f"{resource} is held by {holder.holder} since {to_rfc3339(lock.acquired_at)}; "
                     "try again later, or set wait: true to queue"
                 )
-                actions.append(_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, warning=False,
+                actions.append(_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False,
                                     holder=holder.holder))
             continue
         if claim.holder == holder.holder:
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
-            actions.append(_deadlocked(claim, cycle, Reason.SELF_DEADLOCK))
+            actions.append(_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now))
             continue
         found = graph.find_cycle(claim.holder, resource, claim.sequence)
         if found is not None:
             victim = found.victim
             if victim == found.edges[0]:
-                actions.append(_deadlocked(claim, found, Reason.DEADLOCK))
+                actions.append(_deadlocked(claim, found, Reason.DEADLOCK, now))
                 continue
             wake.add(victim.resource)
         position += 1
@@ -241,7 +307,18 @@ def _held(
     return Decision(tuple(actions), min(deadlines), frozenset(wake))
 
 
-def _deadlocked(claim: Claim, cycle: Cycle, reason: Reason) -> SetStatus:
+def stale_message(resource: str, holder: str, lock: Lock, policy: Policy) -> str:
+    """Stale means "not renewed on schedule": holders renew every third of the lease, so a lease
+    that went `stale_after_percent` of its length without a renewal has missed its schedule."""
+    return (
+        f"lock {resource} held by {holder} has not been renewed for "
+        f"{human_seconds(policy.stale_after(lock.lease_seconds))}, {policy.stale_after_percent}% of its "
+        f"{human_seconds(lock.lease_seconds)} lease (holders renew every third of it); it expires at "
+        f"{to_rfc3339(lock.expires_at)} unless renewed"
+    )
+
+
+def _deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float) -> SetStatus:
     path = cycle.path
-    update = _end(claim, Phase.DEADLOCKED, reason, f"deadlock: {describe(path)}", warning=True)
+    update = _end(claim, Phase.DEADLOCKED, reason, f"deadlock: {describe(path)}", now, warning=True)
     return replace(update, status=replace(update.status, cycle=path))

@@ -35,6 +35,7 @@ class ClaimStatus:
     cycle: tuple[str, ...] | None = None
     stale: bool = False
     observed_renew: str | None = None
+    finished_at: float | None = None  # when the claim entered a terminal phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +89,12 @@ class Lock:
 
 @dataclass(frozen=True, slots=True)
 class LockBreak:
-    """Who broke a lock and why, as recorded on the ResourceLock before it was deleted."""
+    """Who broke a lock and why, as recorded on the ResourceLock before it was deleted; or that
+    its namespace is being deleted (the namespace controller deletes every lock in it)."""
 
     actor: str | None = None
     reason: str | None = None
+    namespace_deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,15 @@ class Policy:
 
     default_ttl_seconds: int = 1800
     max_ttl_seconds: int = 86400
-    stale_after_seconds: int = 120
+    # A held lock is Stale once this share of its lease has gone by without a renewal. Holders renew
+    # every third of the lease (the SDK does; docs/SKILL.md tells agents to), so above 33 a holder on
+    # schedule is never Stale; 100 turns the check off (the lease expires at that moment instead).
+    stale_after_percent: int = 50
+    # Terminal claims are deleted this long after they finished (0: kept until someone deletes them).
+    ttl_seconds_after_finished: int = 3600
+
+    def stale_after(self, lease_seconds: float) -> float:
+        return lease_seconds * self.stale_after_percent / 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +121,8 @@ class Notice:
     reason: Reason
     message: str
     warning: bool = False
+    # Structured facts for the operator's log line (e.g. who broke a lock and why).
+    details: tuple[tuple[str, str], ...] = ()
 
 
 # ---- actions ---------------------------------------------------------------------------------
@@ -145,7 +158,14 @@ class DeleteLock:
     reason: Reason
 
 
-Action = SetStatus | CreateLock | RenewLock | DeleteLock
+@dataclass(frozen=True, slots=True)
+class DeleteClaim:
+    """Remove a terminal claim whose record has been kept for `ttl_seconds_after_finished`."""
+
+    claim: Claim
+
+
+Action = SetStatus | CreateLock | RenewLock | DeleteLock | DeleteClaim
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     RENEWED = "Renewed"
     STALE = "Stale"
     RELEASED = "Released"
+    NAMESPACE_DELETED = "NamespaceDeleted"
 
 
 # Condition types written on LockClaims.
@@ -60,5 +61,6 @@ WARNING_REASONS = frozenset(
         Reason.INVALID_SPEC,
         Reason.STALE,
         Reason.WAIT_TIMED_OUT,
+        Reason.NAMESPACE_DELETED,
     }
 )

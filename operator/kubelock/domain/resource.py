@@ -1,8 +1,11 @@
 """Resource URIs: validation, normalisation and the ResourceLock name derived from them.
 
 The rules are the contract's: `scheme://rest`, scheme `[a-z][a-z0-9+.-]*` (compared
-case-insensitively), no whitespace or control characters, at most 1024 characters. Normalisation
+case-insensitively), no whitespace or control characters, at most 1024 bytes in UTF-8. Normalisation
 lower-cases the scheme and removes one trailing `/`; everything else is compared byte for byte.
+
+Lengths are bytes, as the API server's own "Too long: may not be more than N bytes" says (it counts
+characters, which are never more than the bytes): so every length message counts what it says.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ import hashlib
 import re
 import unicodedata
 
-MAX_RESOURCE_LENGTH = 1024
-MAX_HOLDER_LENGTH = 253
+MAX_RESOURCE_LENGTH = 1024  # bytes in UTF-8
+MAX_HOLDER_LENGTH = 253  # bytes in UTF-8
 
 # The same rule, for the API server's CEL (RE2) and pydantic's Rust regex engine.
 RESOURCE_PATTERN = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\p{C}\p{Z}]+$"
@@ -35,14 +38,20 @@ def _forbidden_character(text: str) -> str | None:
     return None
 
 
+def utf8_length(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def validate_resource(uri: object) -> str:
     """Return `uri` unchanged if it is a valid resource URI, else raise InvalidResource."""
     if not isinstance(uri, str):
         raise InvalidResource(f"resource must be a string, not {type(uri).__name__}")
     if not uri:
         raise InvalidResource("resource must not be empty; write a URI such as github://acme/app/issues/42")
-    if len(uri) > MAX_RESOURCE_LENGTH:
-        raise InvalidResource(f"resource is {len(uri)} characters long; at most {MAX_RESOURCE_LENGTH} are allowed")
+    if utf8_length(uri) > MAX_RESOURCE_LENGTH:
+        raise InvalidResource(
+            f"resource is {utf8_length(uri)} bytes long in UTF-8; at most {MAX_RESOURCE_LENGTH} are allowed"
+        )
     scheme, sep, rest = uri.partition("://")
     if not sep:
         raise InvalidResource(f"resource {uri[:80]!r} has no '://'; write scheme://rest, e.g. deploy://api-prod")
@@ -63,8 +72,9 @@ def validate_holder(holder: object) -> str:
     """Return `holder` unchanged if it is a valid holder identity, else raise InvalidResource."""
     if not isinstance(holder, str):
         raise InvalidResource(f"holder must be a string, not {type(holder).__name__}")
-    if not 1 <= len(holder) <= MAX_HOLDER_LENGTH:
-        raise InvalidResource(f"holder must be 1 to {MAX_HOLDER_LENGTH} characters long, not {len(holder)}")
+    if not holder or utf8_length(holder) > MAX_HOLDER_LENGTH:
+        length = utf8_length(holder)
+        raise InvalidResource(f"holder must be 1 to {MAX_HOLDER_LENGTH} bytes long in UTF-8, not {length}")
     bad = _forbidden_character(holder)
     if bad:
         raise InvalidResource(f"holder must not contain whitespace or control characters: {bad}")

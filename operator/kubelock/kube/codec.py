@@ -41,8 +41,14 @@ def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
     conditions = raw.get("conditions") or []
     stale = any(c.get("type") == CONDITION_STALE and c.get("status") == "True" for c in conditions)
     cycle = raw.get("cycle")
+    phase = Phase(raw["phase"])
+    finished_at = _ts(raw.get("finishedAt"))
+    if finished_at is None and phase.terminal:
+        # Written before finishedAt existed: the Held condition's last flip is the best record left.
+        held = next((c for c in conditions if c.get("type") == CONDITION_HELD), None)
+        finished_at = _ts(held.get("lastTransitionTime")) if held else None
     return ClaimStatus(
-        phase=Phase(raw["phase"]),
+        phase=phase,
         reason=reason,
         message=str(raw.get("message") or ""),
         sequence=_int(raw.get("sequence")) or sequence,
@@ -56,6 +62,7 @@ def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
         cycle=tuple(cycle) if isinstance(cycle, list) else None,
         stale=stale,
         observed_renew=raw.get("observedRenew"),
+        finished_at=finished_at,
     )
 
 
@@ -153,7 +160,7 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
     ]
     if held:
         stale_reason = Reason.STALE if status.stale else Reason.RENEWED
-        stale_message = "not renewed within staleAfterSeconds" if status.stale else "renewed in time"
+        stale_message = _stale_condition_message(status)
         conditions.append(
             _condition(
                 record.conditions, CONDITION_STALE, status.stale, stale_reason, stale_message, record.generation, now
@@ -177,9 +184,20 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "cycle": list(status.cycle) if status.cycle else None,
         "sequence": status.sequence,
         "observedRenew": status.observed_renew,
+        "finishedAt": ts(status.finished_at),
         "conditions": conditions,
         "observedGeneration": record.generation,
     }
+
+
+def _stale_condition_message(status: ClaimStatus) -> str:
+    """Stale is about the renewal schedule (holders renew every third of the lease), not about how
+    long the lock has been held."""
+    if not status.stale:
+        return "renewed on schedule (holders renew every third of the lease)"
+    renewed = to_rfc3339(status.renewed_at) if status.renewed_at is not None else "its grant"
+    expires = f"; the lease expires at {to_rfc3339(status.expires_at)} unless renewed" if status.expires_at else ""
+    return f"not renewed on schedule: last renewed at {renewed}, and holders renew every third of the lease{expires}"
 
 
 def status_patch(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:

@@ -38,3 +38,7 @@ def self_subject_review() -> str:
 
 def self_subject_access_review() -> str:
     return "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+def namespace(name: str) -> str:
+    return f"/api/v1/namespaces/{quote(name, safe='')}"

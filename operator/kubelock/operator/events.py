@@ -1,7 +1,11 @@
 """Kubernetes Events written by kubelock itself (kopf's own event posting is off).
 
-Events are sent by one background task from a bounded queue, so recording one never delays a
-grant; when the queue is full (an Event storm), the newest are dropped and counted.
+Every Event the operator emits goes through `EventRecorder.record`, which takes what happened (the
+object, reason, message and type) and owns everything about how it is sent: call sites never build
+Event bodies, so sending can change (for example aggregating routine Events into counts, as
+client-go's EventCorrelator does) without touching them. Events are sent by one background task from
+a bounded queue, so recording one never delays a grant; when the queue is full (an Event storm), the
+newest are dropped and counted.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from kubelock.api.constants import CLAIM_KIND
 from kubelock.domain.clock import Clock
@@ -21,12 +26,26 @@ log = logging.getLogger("kubelock.events")
 COMPONENT = "kubelock-operator"
 
 
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One thing to report: about which object, why, and when it happened."""
+
+    namespace: str
+    kind: str
+    name: str
+    uid: str
+    reason: str
+    message: str
+    warning: bool
+    at: float
+
+
 class EventRecorder:
     def __init__(self, client: KubeClient, clock: Clock, instance: str, capacity: int = 10_000) -> None:
         self._client = client
         self._clock = clock
         self._instance = instance
-        self._queue: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(capacity)
+        self._queue: asyncio.Queue[Occurrence] = asyncio.Queue(capacity)
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -42,12 +61,9 @@ class EventRecorder:
     def record(
         self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND
     ) -> None:
-        body = event_body(
-            namespace=namespace, kind=kind, name=name, uid=uid, reason=reason, message=message, warning=warning,
-            now=self._clock.now(), component=COMPONENT, instance=self._instance,
-        )
+        occurrence = Occurrence(namespace, kind, name, uid, reason, message, warning, self._clock.now())
         try:
-            self._queue.put_nowait((namespace, body))
+            self._queue.put_nowait(occurrence)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -56,15 +72,23 @@ class EventRecorder:
 
     async def _run(self) -> None:
         while True:
-            namespace, body = await self._queue.get()
+            occurrence = await self._queue.get()
             try:
-                await self._client.create(paths.events(namespace), body)
-            except (ApiError, Unreachable) as error:
-                # A namespace being deleted refuses new Events; that is expected, not worth a warning.
-                terminating = isinstance(error, ApiError) and "being terminated" in error.message
-                log.log(
-                    logging.DEBUG if terminating else logging.WARNING,
-                    "could not record event %s in %s: %s", body.get("reason"), namespace, error,
-                )
+                await self._send(occurrence)
             finally:
                 self._queue.task_done()
+
+    async def _send(self, event: Occurrence) -> None:
+        body = event_body(
+            namespace=event.namespace, kind=event.kind, name=event.name, uid=event.uid, reason=event.reason,
+            message=event.message, warning=event.warning, now=event.at, component=COMPONENT, instance=self._instance,
+        )
+        try:
+            await self._client.create(paths.events(event.namespace), body)
+        except (ApiError, Unreachable) as error:
+            # A namespace being deleted refuses new Events; that is expected, not worth a warning.
+            terminating = isinstance(error, ApiError) and "being terminated" in error.message
+            log.log(
+                logging.DEBUG if terminating else logging.WARNING,
+                "could not record event %s in %s: %s", event.reason, event.namespace, error,
+            )

@@ -29,7 +29,7 @@ class _CacheCollector(Collector):
         held = GaugeMetricFamily("kubelock_locks_held", "Locks held now", labels=["namespace"])
         pending = GaugeMetricFamily("kubelock_claims_pending", "Claims waiting in a queue now", labels=["namespace"])
         stale = GaugeMetricFamily(
-            "kubelock_stale_locks", "Held locks not renewed within staleAfterSeconds", labels=["namespace"]
+            "kubelock_stale_locks", "Held locks whose holder missed its renewal schedule (Stale)", labels=["namespace"]
         )
         held_by_ns: Tally[str] = Tally()
         pending_by_ns: Tally[str] = Tally()

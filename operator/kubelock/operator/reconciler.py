@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Protocol
 
-from kubelock.domain.arbiter import decide
+from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.deadlines import DeadlineHeap
 from kubelock.domain.model import (
@@ -26,8 +26,11 @@ from kubelock.domain.model import (
     Claim,
     CreateLock,
     Decision,
+    DeleteClaim,
     DeleteLock,
     Lock,
+    LockBreak,
+    Notice,
     PodLiveness,
     Policy,
     RenewLock,
@@ -206,7 +209,7 @@ class Reconciler:
                 now=self.clock.now(),
                 policy=self.policy,
                 graph=self.cache.graphs[namespace],
-                broken=self.cache.breaks.get(key),
+                broken=await self._break_of(key, claims, lock),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
@@ -268,6 +271,21 @@ class Reconciler:
             records = self.cache.claims_for(key)
         claims = [await self._with_pod(namespace, r.claim, r.pod_uid) for r in records]
         return claims, lock
+
+    async def _break_of(self, key: Key, claims: list[Claim], lock: Lock | None) -> LockBreak | None:
+        """What ended a lock that a claim still believes it holds. A lock deleted without a break
+        record may have gone with its namespace: the namespace controller deletes every object in
+        it, and that is no administrator's break."""
+        broken = self.cache.breaks.get(key)
+        if lock is not None or (broken is not None and broken.actor) or not any(c.phase is Phase.HELD for c in claims):
+            return broken
+        try:
+            body = await self.client.get(paths.namespace(key[0]))
+        except NotFound:
+            deleting = True  # already gone
+        else:
+            deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        return replace(broken or LockBreak(), namespace_deleted=True) if deleting else broken
 
     async def _confirm_lock(self, key: Key) -> Lock | None:
         namespace, resource = key
@@ -334,6 +352,8 @@ class Reconciler:
                 await self._create_lock(namespace, action)
             elif isinstance(action, RenewLock):
                 await self._renew_lock(namespace, action)
+            elif isinstance(action, DeleteClaim):
+                await self._delete_claim(namespace, action)
             else:
                 await self._delete_lock(namespace, action)
         except (Conflict, NotFound) as error:
@@ -352,32 +372,16 @@ class Reconciler:
         )
         self.cache.upsert_claim(body)
         status = action.status
-        log.info(
-            "%s/%s %s for %s: %s (%s)",
-            namespace,
-            action.claim.name,
-            status.phase.value,
-            action.claim.holder,
-            action.claim.resource,
-            status.reason,
-            extra={
-                "namespace": namespace,
-                "claim": action.claim.name,
-                "resource": action.claim.resource,
-                "holder": action.claim.holder,
-                "outcome": status.phase.value,
-                "reason": status.reason.value,
-            },
-        )
+        notice = action.notice or Notice(status.reason, status.message)
+        _log_decision(namespace, action.claim.name, action.claim.holder, action.claim.resource, status.phase, notice)
         if action.notice is not None:
-            self.events.record(
-                namespace,
-                action.claim.name,
-                action.claim.uid,
-                action.notice.reason.value,
-                action.notice.message,
-                warning=action.notice.warning,
-            )
+            self._announce(namespace, action.claim.name, action.claim.uid, action.notice)
+
+    def _announce(self, namespace: str, claim_name: str, claim_uid: str, notice: Notice) -> None:
+        """Every Event goes through the recorder, which decides how it is sent."""
+        self.events.record(
+            namespace, claim_name, claim_uid, notice.reason.value, notice.message, warning=notice.warning
+        )
 
     async def _create_lock(self, namespace: str, action: CreateLock) -> None:
         record = self.cache.claims.get(action.claim.uid)
@@ -434,8 +438,29 @@ class Reconciler:
             await self.client.delete(paths.locks(namespace, action.lock.name), uid=action.lock.uid)
         self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
 
+    def claim_deleted(self, namespace: str, claim: Claim) -> None:
+        """A claim was deleted: if it held the lock, that is a release, told on the claim (its Events
+        outlive it) and in the log."""
+        notice = release_notice(claim, self.clock.now())
+        if notice is not None:
+            _log_decision(namespace, claim.name, claim.holder, claim.resource, None, notice)
+            self._announce(namespace, claim.name, claim.uid, notice)
+
+    async def _delete_claim(self, namespace: str, action: DeleteClaim) -> None:
+        """Remove a finished claim's record (uid precondition: a newer claim of the name survives)."""
+        claim = action.claim
+        with contextlib.suppress(NotFound):
+            await self.client.delete(paths.claims(namespace, claim.name), uid=claim.uid)
+        self.cache.delete_claim({"metadata": {"uid": claim.uid}})
+        log.info(
+            "%s/%s removed: finished %s for %s on %s, kept for ttlSecondsAfterFinished",
+            namespace, claim.name, claim.phase, claim.holder, claim.resource,
+            extra={"namespace": namespace, "claim": claim.name, "resource": claim.resource, "holder": claim.holder,
+                   "outcome": "Removed", "reason": claim.status.reason.value if claim.status else None},
+        )
+
     async def _refresh(self, namespace: str, action: Action) -> None:
-        if isinstance(action, SetStatus | CreateLock):
+        if isinstance(action, SetStatus | CreateLock | DeleteClaim):
             claim = action.claim
             try:
                 body = await self.client.get(paths.claims(namespace, claim.name))
@@ -473,7 +498,29 @@ def _renumbers(action: Action) -> bool:
     return action.claim.status is not None and action.claim.status.phase is Phase.PENDING
 
 
+def _log_decision(
+    namespace: str, claim: str, holder: str, resource: str, phase: Phase | None, notice: Notice
+) -> None:
+    """One line per decision: what became of which claim, and why (with the notice's details, such
+    as who broke a lock)."""
+    outcome = phase.value if phase is not None else notice.reason.value
+    log.log(
+        logging.WARNING if notice.warning else logging.INFO,
+        "%s/%s %s for %s: %s (%s): %s",
+        namespace, claim, outcome, holder, resource, notice.reason.value, notice.message,
+        extra={
+            "namespace": namespace,
+            "claim": claim,
+            "resource": resource,
+            "holder": holder,
+            "outcome": outcome,
+            "reason": notice.reason.value,
+            **dict(notice.details),
+        },
+    )
+
+
 def _subject(action: Action) -> str:
-    if isinstance(action, SetStatus | CreateLock):
+    if isinstance(action, SetStatus | CreateLock | DeleteClaim):
         return f"claim {action.claim.name}"
     return f"lock {action.lock.name}"

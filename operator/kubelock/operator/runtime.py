@@ -182,9 +182,13 @@ class Runtime:
             self._relisted()
         self._last_claim_event[namespace] = (kind is None, now)
         if kind == "DELETED":
+            gone = str((body.get("metadata") or {}).get("uid", ""))
             if self.metrics is not None:
-                self.metrics.forget(str((body.get("metadata") or {}).get("uid", "")))
+                self.metrics.forget(gone)
+            known = self.cache.claims.get(gone)
             self.reconciler.schedule(self.cache.delete_claim(body))
+            if known is not None:  # a release when it was Held, whoever deletes the lock
+                self.reconciler.claim_deleted(known.namespace, known.claim)
         else:
             uid = (body.get("metadata") or {}).get("uid")
             if self.metrics is not None and uid and uid not in self.cache.claims:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kubelock.domain.model import Policy
@@ -15,7 +15,8 @@ from kubelock.domain.model import Policy
 class Settings:
     resource_lock_timeout: int = 1800
     max_ttl_seconds: int = 86400
-    stale_after_seconds: int = 120
+    stale_after_percent: int = 50
+    ttl_seconds_after_finished: int = 3600
     namespaces: tuple[str, ...] = ()  # empty: all namespaces; entries may be glob patterns
     kubeconfig: str | None = None
     context: str | None = None
@@ -32,7 +33,8 @@ class Settings:
         return Policy(
             default_ttl_seconds=self.resource_lock_timeout,
             max_ttl_seconds=self.max_ttl_seconds,
-            stale_after_seconds=self.stale_after_seconds,
+            stale_after_percent=self.stale_after_percent,
+            ttl_seconds_after_finished=self.ttl_seconds_after_finished,
         )
 
     @property
@@ -60,6 +62,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+# Replaced settings: refused with a pointer to what replaces them rather than silently ignored.
+REPLACED = {
+    "--stale-after-seconds": "--stale-after-percent (Stale now means: not renewed on schedule)",
+    "KUBELOCK_STALE_AFTER_SECONDS": "KUBELOCK_STALE_AFTER_PERCENT (Stale now means: not renewed on schedule)",
+}
+
+
 def parse(argv: Sequence[str] | None = None) -> Settings:
     env_ns = [n for n in os.environ.get("KUBELOCK_NAMESPACES", "").split(",") if n.strip()]
     parser = argparse.ArgumentParser(
@@ -77,9 +99,15 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="default lease TTL in seconds (resourceLockTimeout, default 1800)")
     parser.add_argument("--max-ttl-seconds", type=_positive, default=_env_int("KUBELOCK_MAX_TTL_SECONDS", 86400),
                         help="largest ttlSeconds a claim may ask for (maxTtlSeconds, default 86400)")
-    parser.add_argument("--stale-after-seconds", type=_positive,
-                        default=_env_int("KUBELOCK_STALE_AFTER_SECONDS", 120),
-                        help="a held lock not renewed for this long is marked Stale (default 120)")
+    parser.add_argument("--stale-after-percent", type=_bounded(34, 100),
+                        default=_env_int("KUBELOCK_STALE_AFTER_PERCENT", 50),
+                        help="a held lock not renewed for this share of its lease is marked Stale: its holder "
+                        "missed the renewal schedule (every third of the lease); 34-100, 100: off (default 50)")
+    parser.add_argument("--ttl-seconds-after-finished", type=_bounded(0, 10 * 365 * 86400),
+                        default=_env_int("KUBELOCK_TTL_SECONDS_AFTER_FINISHED", 3600),
+                        help="delete terminal claims (Rejected, TimedOut, Expired, Deadlocked, Revoked) this long "
+                        "after they finished; 0: keep them (default 3600)")
+    parser.add_argument("--stale-after-seconds", help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"))
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--health-address", default=os.environ.get("KUBELOCK_HEALTH_ADDRESS", "127.0.0.1:8080"),
@@ -90,6 +118,10 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
                         help="full LIST comparison against the cache, a safety net for missed watch events")
     args = parser.parse_args(argv)
+    if args.stale_after_seconds is not None:
+        parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
+    if os.environ.get("KUBELOCK_STALE_AFTER_SECONDS"):
+        parser.error(f"KUBELOCK_STALE_AFTER_SECONDS was replaced by {REPLACED['KUBELOCK_STALE_AFTER_SECONDS']}")
     if args.resource_lock_timeout > args.max_ttl_seconds:
         parser.error(
             f"--resource-lock-timeout ({args.resource_lock_timeout}) exceeds --max-ttl-seconds ({args.max_ttl_seconds})"
@@ -98,7 +130,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     return Settings(
         resource_lock_timeout=args.resource_lock_timeout,
         max_ttl_seconds=args.max_ttl_seconds,
-        stale_after_seconds=args.stale_after_seconds,
+        stale_after_percent=args.stale_after_percent,
+        ttl_seconds_after_finished=args.ttl_seconds_after_finished,
         namespaces=namespaces,
         kubeconfig=args.kubeconfig,
         context=args.context,

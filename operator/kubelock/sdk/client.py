@@ -152,13 +152,17 @@ class AsyncLockClient:
         wait: bool = True,
         timeout: float | None = None,  # noqa: ASYNC109 (sent to the operator as waitTimeoutSeconds)
         ttl: int | None = None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
         """Take the lock, waiting in the queue (first come, first served) when `wait` is true.
+
+        `on_update` is called with the claim each time its state changes while it waits (its queue
+        position and the holder ahead), e.g. to show progress.
 
         Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
         InvalidInput or Unreachable; returns only when the lock is held.
         """
-        return _acquired(await self.acquire_claim(uri, wait=wait, timeout=timeout, ttl=ttl))
+        return _acquired(await self.acquire_claim(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
 
     async def acquire_claim(
         self,
@@ -167,6 +171,7 @@ class AsyncLockClient:
         wait: bool = True,
         timeout: float | None = None,  # noqa: ASYNC109 (as acquire)
         ttl: int | None = None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
         validation.resource(uri)
@@ -175,7 +180,7 @@ class AsyncLockClient:
         if timeout is not None and not wait:
             raise InvalidInput("timeout only applies when waiting (wait=True)")
         ident = await self.identity()
-        info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl)
+        info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update)
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
                 f"{info.resource} is held by {info.current_holder}; you already wait for it "
@@ -185,7 +190,14 @@ class AsyncLockClient:
         return info
 
     async def _claim(
-        self, ident: Identity, uri: str, *, wait: bool, wait_timeout: float | None, ttl: int | None
+        self,
+        ident: Identity,
+        uri: str,
+        *,
+        wait: bool,
+        wait_timeout: float | None,
+        ttl: int | None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
     ) -> ClaimInfo:
         resource = normalise(uri)
         name = claim_name(ident.holder, resource)
@@ -209,7 +221,7 @@ class AsyncLockClient:
                     return info
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 raise from_api(error, f"create claim {name} for {resource}") from error
-            decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout)
+            decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout, on_update=on_update)
             if not fresh and decided.terminal and decided.wait != wait:
                 # We adopted someone's claim of ours with other terms (try vs wait): ask again on ours.
                 await self.delete_claim(decided, quiet=True)
@@ -250,7 +262,14 @@ class AsyncLockClient:
             "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
         }
 
-    async def _await_decision(self, info: ClaimInfo, *, wait: bool, wait_timeout: float | None) -> ClaimInfo:
+    async def _await_decision(
+        self,
+        info: ClaimInfo,
+        *,
+        wait: bool,
+        wait_timeout: float | None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
+    ) -> ClaimInfo:
         """Follow the claim until it is Held or terminal (or Pending, for a try-lock). On timeout,
         error or cancellation the claim is deleted: nobody is left queued unawares."""
         loop = asyncio.get_running_loop()
@@ -262,6 +281,8 @@ class AsyncLockClient:
             stream = follow_claim(self.kube, state.namespace, state.name, state.resource_version)
             async with contextlib.aclosing(stream) as states:
                 while not _settled(state, wait):
+                    if on_update is not None and state.phase is not None:
+                        on_update(state)
                     deadline = decision_deadline if state.phase is None else math.inf
                     if wait_deadline is not None:
                         deadline = min(deadline, wait_deadline)

@@ -134,9 +134,16 @@ class LockClient:
         return self.run(self.aio.try_acquire(uri, ttl))
 
     def acquire(
-        self, uri: str, *, wait: bool = True, timeout: float | None = None, ttl: int | None = None
+        self,
+        uri: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        ttl: int | None = None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
-        return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl))
+        """`on_update` runs on the client's event loop thread: keep it short."""
+        return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
 
     def release(self, uri: str) -> ReleaseResult:
         return self.run(self.aio.release(uri))

@@ -5,11 +5,14 @@ arguments). They never raise: every outcome is one sentence that tells the agent
 and any failure says plainly that the lock was NOT acquired (fail closed).
 
 The client is built on first use from the environment (in a pod: nothing to configure); call
-`use(LockClient(...))` first to choose another one.
+`use(LockClient(...))` first to choose another one. A client the tools built themselves is closed
+when it is replaced and when the interpreter exits, so no HTTP session is left open.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 
 from kubelock.sdk.errors import Deadlock, LockError, Lost, NotFound, TimedOut
@@ -17,22 +20,42 @@ from kubelock.sdk.model import format_time
 from kubelock.sdk.sync import LockClient
 
 _client: LockClient | None = None
+_built: LockClient | None = None  # the client the tools built (and so must close), if any
 _guard = threading.Lock()
 
 
 def use(client: LockClient | None) -> None:
-    """Make the tools act through `client` (None: build one from the environment on next use)."""
+    """Make the tools act through `client` (None: build one from the environment on next use).
+    A client passed here stays the caller's to close."""
     global _client
     with _guard:
         _client = client
+        _close_built()
 
 
 def _get() -> LockClient:
-    global _client
+    global _client, _built
     with _guard:
         if _client is None:
-            _client = LockClient()
+            _client = _built = LockClient()
         return _client
+
+
+def _close_built() -> None:
+    global _built
+    built, _built = _built, None
+    if built is not None:
+        with contextlib.suppress(Exception):  # closing must not turn into an agent's error
+            built.close()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    global _client
+    with _guard:
+        if _client is _built:
+            _client = None
+        _close_built()
 
 
 def acquire_lock(resource_key: str, ttl_seconds: int | None = None, wait_seconds: float | None = None) -> str:

@@ -16,14 +16,19 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import types
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import yaml
 
 from kubelock.testbed import binaries
 from kubelock.testbed.binaries import MissingBinariesError
@@ -44,6 +49,15 @@ MANIFESTS: tuple[str, ...] = ("crds", "config/rbac", "config/admission")
 OPERATOR_MODULE = "kubelock.operator"
 FAKE_NODE = "kwok-node-0"
 OPERATOR_TIMEOUT = 60.0
+DISCOVERY_TIMEOUT = 60.0
+# The local users (static tokens of the control plane) and the role `make run` binds to each.
+USER_ROLES: dict[str, tuple[str, str]] = {
+    "alice": ("kubelock-agent", "takes, renews and releases locks in its own name"),
+    "bob": ("kubelock-agent", "the same, to contend with alice"),
+    "carol": ("kubelock-agent", "the same"),
+    "viewer": ("kubelock-viewer", "reads claims and locks"),
+    "lockadmin": ("kubelock-admin", "also breaks locks and reads Events"),
+}
 UP_TIMEOUT = 180.0
 DOWN_TIMEOUT = 60.0
 EXIT_NOT_RUNNING = 3  # as LSB init scripts' `status`
@@ -107,6 +121,9 @@ def run(workdir: Path, *, operator: bool) -> int:
     try:
         plane.start()
         plane.create_fake_node(FAKE_NODE)
+        _wait_until_served(plane)
+        _write_user_kubeconfigs(plane)
+        _forget_discovery(plane.server)
         if operator:
             operator_process = _start_operator(plane.kubeconfig)
         _announce(plane, operator_process)
@@ -125,6 +142,57 @@ def run(workdir: Path, *, operator: bool) -> int:
                 operator_process.stop()
             plane.stop()
             _pid_file(workdir).unlink(missing_ok=True)
+
+
+def _wait_until_served(plane: ControlPlane) -> None:
+    """Ready means `kubectl get locks` works at once. A CRD is Established a moment before the API
+    server's discovery lists it (and its category `locks`), and kubectl finds resources through
+    discovery; each probe uses a fresh discovery cache so that none is left holding the gap."""
+    probes = plane.workdir / "discovery-probe"
+
+    def served() -> bool:
+        shutil.rmtree(probes, ignore_errors=True)
+        result = plane.kubectl("get", "locks", "--all-namespaces", "--cache-dir", str(probes), check=False)
+        return result.returncode == 0
+
+    try:
+        wait_until(served, what="kubectl to find the kubelock resources (discovery)", timeout=DISCOVERY_TIMEOUT)
+    finally:
+        shutil.rmtree(probes, ignore_errors=True)
+
+
+def _forget_discovery(server: str) -> None:
+    """Drop kubectl's cached discovery of this server. kubectl caches it for hours per host and port,
+    and what is there now was cached while the server started (the manifests are applied with
+    kubectl), or by an earlier server on the same port; with it, `kubectl get locks` would fail."""
+    root = Path(os.environ.get("KUBECACHEDIR") or Path.home() / ".kube" / "cache")
+    host = urllib.parse.urlsplit(server).netloc
+    shutil.rmtree(root / "discovery" / re.sub(r"[^-.a-zA-Z0-9]", "_", host), ignore_errors=True)
+
+
+def _write_user_kubeconfigs(plane: ControlPlane) -> None:
+    """A kubeconfig per local user (a bearer token, namespace `default`) and the role each plays,
+    bound cluster-wide, so that anyone can try kubelock as an agent, a viewer or a lock admin."""
+    bindings = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"testbed-{user}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }
+        for user, (role, _) in USER_ROLES.items()
+    ]
+    path = plane.workdir / "users" / "roles.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump_all(bindings, sort_keys=False))
+    plane.apply(path)
+    for user in USER_ROLES:
+        plane.token_kubeconfig(plane.users[user], user_kubeconfig(plane.workdir, user), namespace="default")
+
+
+def user_kubeconfig(workdir: Path, user: str) -> Path:
+    return workdir / "users" / f"{user}.kubeconfig"
 
 
 def _handle_termination() -> None:
@@ -193,7 +261,8 @@ def _announce(plane: ControlPlane, operator: ManagedProcess | None) -> None:
     who = f"operator pid {operator.pid}" if operator else "no operator"
     print(
         f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s), {who}\n"
-        f"kubeconfig: {plane.kubeconfig}\n"
+        f"kubeconfig: {plane.kubeconfig} (cluster admin)\n"
+        f"{users_text(plane.workdir)}\n"
         f"try:\n"
         f"  {kubectl} apply -f examples/lockclaim.yaml\n"
         f"  {kubectl} get locks\n"
@@ -201,6 +270,13 @@ def _announce(plane: ControlPlane, operator: ManagedProcess | None) -> None:
         f"Ctrl-C stops everything.",
         flush=True,
     )
+
+
+def users_text(workdir: Path) -> str:
+    lines = [f"users (namespace default): {user_kubeconfig(workdir, '<user>')}"]
+    width = max(len(u) for u in USER_ROLES)
+    lines += [f"  {user:<{width}}  {role:<15}  {what}" for user, (role, what) in USER_ROLES.items()]
+    return "\n".join(lines)
 
 
 def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
@@ -243,7 +319,8 @@ def up(workdir: Path, *, operator: bool) -> int:
             return 1
         raise
     print(f"running (pid {child.pid}); log: {log_path}")
-    print(f"kubeconfig: {workdir / 'kubeconfig'}")
+    print(f"kubeconfig: {workdir / 'kubeconfig'} (cluster admin)")
+    print(users_text(workdir))
     return 0
 
 

@@ -53,12 +53,14 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_LABELS: Mapping[str, str] = {"type": "kwok"}
 # Only what tests rely on: ownerReference cleanup, namespace deletion, the `default` ServiceAccount
-# and legacy token Secrets. Fewer controllers means a faster start and quieter logs.
+# and legacy token Secrets, and the aggregation of roles into admin/edit/view. Fewer controllers means
+# a faster start and quieter logs.
 CONTROLLERS: tuple[str, ...] = (
     "garbage-collector-controller",
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
+    "clusterrole-aggregation-controller",
 )
 
 ETCD_TIMEOUT = 30.0

@@ -1,0 +1,80 @@
+"""`make up` as a newcomer uses it: when it says ready, `kubectl get locks` works at once, and the
+local users' kubeconfigs act as an agent, a viewer and a lock admin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubelock.testbed import find_binaries
+from tests.support.operator import REPO
+
+TIMEOUT = 240
+
+
+def run(*argv: str | Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO, env=env, check=False
+    )
+    if check:
+        assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    workdir = tmp_path_factory.mktemp("make-up")
+    testbed = [sys.executable, "-m", "kubelock.testbed"]
+    up = run(*testbed, "up", "--workdir", workdir)
+    try:
+        yield workdir, up.stdout
+    finally:
+        run(*testbed, "down", "--workdir", workdir, check=False)
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> Path:
+    return find_binaries() / "kubectl"
+
+
+def test_locks_are_served_the_moment_up_returns(bed: tuple[Path, str], kubectl: Path, tmp_path: Path) -> None:
+    workdir, _ = bed
+    # A kubectl with an empty discovery cache, as a newcomer's first command.
+    done = run(kubectl, "--kubeconfig", workdir / "kubeconfig", "--cache-dir", tmp_path, "get", "locks", check=False)
+    assert done.returncode == 0, done.stderr
+    assert "No resources found" in done.stderr
+
+
+def test_up_names_the_users_and_their_kubeconfigs(bed: tuple[Path, str]) -> None:
+    workdir, printed = bed
+    assert f"users (namespace default): {workdir}/users/<user>.kubeconfig" in printed
+    for user, role in [("alice", "kubelock-agent"), ("viewer", "kubelock-viewer"), ("lockadmin", "kubelock-admin")]:
+        assert any(line.split()[:2] == [user, role] for line in printed.splitlines()), printed
+        assert (workdir / "users" / f"{user}.kubeconfig").is_file()
+
+
+def test_the_users_act_as_agent_viewer_and_lock_admin(bed: tuple[Path, str], kubectl: Path) -> None:
+    workdir, _ = bed
+
+    def as_user(user: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(kubectl, "--kubeconfig", workdir / "users" / f"{user}.kubeconfig", *args, check=check)
+
+    assert as_user("alice", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout == "alice"
+    env = {**os.environ, "KUBECONFIG": str(workdir / "users" / "alice.kubeconfig"),
+           "PYTHONPATH": str(REPO / "operator")}
+    cli = [sys.executable, "-m", "kubelock.cli.main"]
+    acquired = json.loads(run(*cli, "acquire", "github://acme/app/issues/42", "--json", env=env).stdout)
+    assert acquired["ok"] and acquired["holder"] == "alice" and acquired["namespace"] == "default"
+
+    assert "github://acme/app/issues/42" in as_user("viewer", "get", "locks").stdout
+    refused = as_user("viewer", "delete", "resourcelocks", "--all", check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+    assert "Granted" in as_user("lockadmin", "get", "events").stdout
+
+    run(*cli, "release", "github://acme/app/issues/42", env=env)

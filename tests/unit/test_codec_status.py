@@ -1,0 +1,55 @@
+"""Status read and written by the operator: when a claim finished, and what the Stale condition says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelock.domain.model import ClaimStatus
+from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.timefmt import from_rfc3339
+from kubelock.kube.codec import claim_record, claim_status, status_body
+
+T = "2026-01-02T03:04:05.000000Z"
+LATER = "2026-01-02T04:04:05.000000Z"
+
+
+def body(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7", "generation": 1,
+                     "creationTimestamp": "2026-01-02T03:00:00Z"},
+        "spec": {"resource": "deploy://x", "holder": "a"},
+        "status": status,
+    }
+
+
+def test_finished_at_round_trips() -> None:
+    status = ClaimStatus(phase=Phase.EXPIRED, reason=Reason.LEASE_EXPIRED, message="m", sequence=7,
+                         finished_at=from_rfc3339(LATER))
+    written = status_body(status, claim_record(body({})), now=from_rfc3339(LATER))
+    assert written["finishedAt"] == LATER
+    read = claim_status(written, 7)
+    assert read is not None and read.finished_at == from_rfc3339(LATER)
+
+
+def test_a_terminal_status_written_before_finished_at_existed_uses_the_held_conditions_flip() -> None:
+    raw = {"phase": "Revoked", "reason": "LockBroken", "message": "m",
+           "conditions": [{"type": "Held", "status": "False", "lastTransitionTime": LATER}]}
+    read = claim_status(raw, 7)
+    assert read is not None and read.finished_at == from_rfc3339(LATER)
+    held = claim_status({"phase": "Held", "reason": "Granted", "message": "m"}, 7)
+    assert held is not None and held.finished_at is None
+
+
+def test_the_stale_condition_says_the_schedule_was_missed_and_when_the_lease_ends() -> None:
+    status = ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7,
+                         renewed_at=from_rfc3339(T), expires_at=from_rfc3339(LATER), stale=True)
+    conditions = status_body(status, claim_record(body({})), now=from_rfc3339(LATER))["conditions"]
+    stale = next(c for c in conditions if c["type"] == "Stale")
+    assert stale["status"] == "True" and stale["reason"] == "Stale"
+    assert stale["message"] == (
+        f"not renewed on schedule: last renewed at {T}, and holders renew every third of the lease; "
+        f"the lease expires at {LATER} unless renewed"
+    )
+    fresh = status_body(ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7),
+                        claim_record(body({})), now=0)["conditions"]
+    assert next(c for c in fresh if c["type"] == "Stale")["message"].startswith("renewed on schedule")

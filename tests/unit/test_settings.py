@@ -1,0 +1,48 @@
+"""The operator's settings: the Stale share and the finished-claim TTL, and a clear error for the
+setting they replaced."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kubelock.operator.settings import parse
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("KUBELOCK_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = parse([])
+    assert (settings.stale_after_percent, settings.ttl_seconds_after_finished) == (50, 3600)
+    assert settings.policy.stale_after(1800) == 900
+
+
+def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse(["--stale-after-percent", "75", "--ttl-seconds-after-finished", "0"]).policy.stale_after_percent == 75
+    monkeypatch.setenv("KUBELOCK_TTL_SECONDS_AFTER_FINISHED", "60")
+    assert parse([]).policy.ttl_seconds_after_finished == 60
+
+
+@pytest.mark.parametrize("value", ["33", "101", "half"])
+def test_a_stale_share_below_the_renewal_schedule_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--stale-after-percent", value])
+    assert "--stale-after-percent" in capsys.readouterr().err
+
+
+def test_the_replaced_setting_says_what_replaces_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--stale-after-seconds", "120"])
+    assert "--stale-after-seconds was replaced by --stale-after-percent" in capsys.readouterr().err
+    monkeypatch.setenv("KUBELOCK_STALE_AFTER_SECONDS", "120")
+    with pytest.raises(SystemExit):
+        parse([])
+    assert "KUBELOCK_STALE_AFTER_PERCENT" in capsys.readouterr().err
