@@ -57,8 +57,10 @@ def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holde
                         "or the pod's ServiceAccount)")
     parser.add_argument("--context", default=default, help="kubeconfig context")
     if holder:
-        parser.add_argument("--holder", default=default, help="holder identity (default: KUBELOCK_HOLDER, POD_NAME, "
-                            "or your user name)")
+        parser.add_argument("--instance", default=default, help="which instance of your identity this is "
+                            "(default: KUBELOCK_INSTANCE; in a pod, the pod's; required elsewhere)")
+        parser.add_argument("--holder", default=default, help="a whole holder name, for lock admins acting for "
+                            "another holder (default: KUBELOCK_HOLDER, else your identity and instance)")
 
 
 def _common(*, holder: bool) -> Parser:
@@ -154,11 +156,11 @@ async def cmd_status(client: AsyncLockClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_list(client: AsyncLockClient, args: argparse.Namespace) -> int:
-    items = await client.list()
-    payload = {"ok": True, "holder": (await client.identity()).holder, "claims": [output.claim(c) for c in items]}
+    items = await client.list(all_instances=True)  # every instance of yours: needs no --instance
+    who = (await client.who()).identity
+    payload = {"ok": True, "identity": who, "claims": [output.claim(c) for c in items]}
     if not items and not args.json:
-        ident = await client.identity()
-        return _emit(args, payload, f"{ident.holder} has no claims in namespace {ident.namespace}")
+        return _emit(args, payload, f"{who} has no claims in namespace {client.namespace}")
     return _emit(args, payload, output.claims_table(items))
 
 
@@ -235,12 +237,16 @@ def check_input(args: argparse.Namespace) -> None:
         validation.namespace(args.namespace)
     if getattr(args, "holder", None) is not None:
         validation.holder(args.holder)
+    if getattr(args, "instance", None) is not None:
+        validation.instance(args.instance)
 
 
 def make_client(args: argparse.Namespace) -> AsyncLockClient:
     return AsyncLockClient(
         namespace=getattr(args, "namespace", None),
         holder=getattr(args, "holder", None),
+        instance=getattr(args, "instance", None),
+        generate_instance=False,  # rlock, rlock-heartbeat and runlock are separate processes: see sdk.identity
         kubeconfig=getattr(args, "kubeconfig", None),
         context=getattr(args, "context", None),
     )

@@ -224,6 +224,7 @@ def claims_table(items: Sequence[ClaimInfo], now: float | None = None) -> str:
     rows = [
         [
             c.resource,
+            c.holder.rpartition("/")[2] or c.holder,
             c.phase.value if c.phase else "(undecided)",
             str(c.fencing_token) if c.fencing_token is not None else "-",
             until(c.expires_at, now) if c.held else "-",
@@ -232,7 +233,7 @@ def claims_table(items: Sequence[ClaimInfo], now: float | None = None) -> str:
         ]
         for c in items
     ]
-    return table(["RESOURCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM"], rows)
+    return table(["RESOURCE", "INSTANCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM"], rows)
 
 
 def explanation_text(why: Explanation, now: float | None = None) -> str:

@@ -59,7 +59,10 @@ class AsyncLockClient:
     """Locks for one holder in one namespace (lock space).
 
     Construct it with no arguments in a pod (see `kubelock.sdk.identity`), or give `kubeconfig`,
-    `namespace` and `holder` explicitly. Use it as an async context manager, or call `close()`.
+    `namespace` and `instance` explicitly (`holder` only as a lock admin acting for someone else).
+    Outside a pod, without `instance` or KUBELOCK_INSTANCE, each process is its own instance;
+    `generate_instance=False` makes that an error instead. Use it as an async context manager, or
+    call `close()`.
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class AsyncLockClient:
         *,
         namespace: str | None = None,
         holder: str | None = None,
+        instance: str | None = None,
+        generate_instance: bool = True,
         kubeconfig: str | None = None,
         context: str | None = None,
         credentials: Credentials | None = None,
@@ -77,6 +82,8 @@ class AsyncLockClient:
     ) -> None:
         if holder is not None:
             validation.holder(holder)
+        if instance is not None:
+            validation.instance(instance)
         validation.timeout(decision_timeout, "decision_timeout")
         if credentials is None:
             try:
@@ -88,6 +95,8 @@ class AsyncLockClient:
         self.decision_timeout = decision_timeout
         self.kube = KubeClient(credentials, timeout=request_timeout, retries=retries, user_agent="kubelock-sdk")
         self._holder = holder
+        self._instance = instance
+        self._generate_instance = generate_instance
         self._env = env
         self._identity: Identity | None = None
         self._identity_lock = asyncio.Lock()
@@ -112,7 +121,8 @@ class AsyncLockClient:
                     self.kube,
                     holder=self._holder,
                     namespace=self.namespace,
-                    in_cluster=self.credentials.token_file is not None,
+                    instance=self._instance,
+                    generate_instance=self._generate_instance,
                     env=self._env,
                 )
             return self._identity
@@ -120,6 +130,10 @@ class AsyncLockClient:
     async def whoami(self) -> str:
         """The authenticated user name, as the API server sees it."""
         return await identity.whoami(self.kube)
+
+    async def who(self) -> identity.UserInfo:
+        """The authenticated user as the API server sees it, with the identity holders begin with."""
+        return await identity.user_info(self.kube)
 
     async def claim_name_for(self, uri: str) -> str:
         validation.resource(uri)
@@ -432,8 +446,15 @@ class AsyncLockClient:
             raise NotFound(f"you ({ident.holder}) have no claim on {normalise(uri)} in namespace {ident.namespace}")
         return info
 
-    async def list(self) -> builtins.list[ClaimInfo]:
-        """Your own claims in this namespace (held, waiting and finished records)."""
+    async def list(self, *, all_instances: bool = False) -> builtins.list[ClaimInfo]:
+        """Your own claims in this namespace (held, waiting and finished records); with
+        `all_instances`, those of every instance of your identity (no instance needs to be known)."""
+        if all_instances:
+            mine = (await self.who()).identity + "/"
+            listed = await self.call(f"list claims in {self.namespace}", self.kube.list_all(paths.claims(self.namespace)))
+            found = [ClaimInfo.from_body(b) for b in listed[0]]
+            return sorted((c for c in found if c.holder.startswith(mine) and "/" not in c.holder[len(mine):]),
+                          key=lambda c: (c.resource, c.holder, c.name))
         ident = await self.identity()
         items = await self.call(
             f"list your claims in {ident.namespace}",

@@ -80,6 +80,8 @@ class LockClient:
         *,
         namespace: str | None = None,
         holder: str | None = None,
+        instance: str | None = None,
+        generate_instance: bool = True,
         kubeconfig: str | None = None,
         context: str | None = None,
         credentials: Credentials | None = None,
@@ -94,6 +96,8 @@ class LockClient:
                 _construct(
                     namespace=namespace,
                     holder=holder,
+                    instance=instance,
+                    generate_instance=generate_instance,
                     kubeconfig=kubeconfig,
                     context=context,
                     credentials=credentials,
