@@ -284,7 +284,7 @@ async def test_deadlock_between_two_holders_is_an_error_with_the_cycle(team: Tea
         error = caught.value
         assert error.cycle == (BOB, r1, ALICE, r2, BOB)
         assert error.reason == Reason.DEADLOCK.value
-        assert "bob → deploy://api-prod → alice → github://acme/app/pr/10 → bob" in error.message
+        assert f"{BOB} → deploy://api-prod → {ALICE} → github://acme/app/pr/10 → {BOB}" in error.message
         # The other waiter keeps its place and gets the lock once bob backs off.
         assert not alice_waits.done()
         await bob.release(r2)

@@ -218,6 +218,11 @@ class LockClaimStatus(_Model):
     observed_renew: str | None = Field(
         default=None, description="The value of the kubelock.dev/renew annotation the operator last acted on."
     )
+    waiting_since: datetime | None = Field(
+        default=None,
+        description="While Pending: when the operator first saw the claim waiting; waitTimeoutSeconds counts "
+        "from here.",
+    )
     conditions: list[Condition] | None = Field(default=None, description="Held and Stale conditions.")
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
 

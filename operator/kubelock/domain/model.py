@@ -35,6 +35,7 @@ class ClaimStatus:
     cycle: tuple[str, ...] | None = None
     stale: bool = False
     observed_renew: str | None = None
+    waiting_since: float | None = None  # while Pending: when the operator first saw the claim wait
 
 
 @dataclass(frozen=True, slots=True)

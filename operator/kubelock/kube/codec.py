@@ -56,6 +56,7 @@ def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
         cycle=tuple(cycle) if isinstance(cycle, list) else None,
         stale=stale,
         observed_renew=raw.get("observedRenew"),
+        waiting_since=_ts(raw.get("waitingSince")),
     )
 
 
@@ -177,6 +178,7 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "cycle": list(status.cycle) if status.cycle else None,
         "sequence": status.sequence,
         "observedRenew": status.observed_renew,
+        "waitingSince": ts(status.waiting_since),
         "conditions": conditions,
         "observedGeneration": record.generation,
     }
