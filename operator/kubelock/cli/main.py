@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
-from kubelock.cli import output
+from kubelock.cli import output, signals
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.sdk import graph as waitgraph
 from kubelock.sdk import validation
@@ -262,10 +262,11 @@ def run(
     args: argparse.Namespace,
     on_error: Callable[[LockError], None],
 ) -> int:
-    """Run one command on a fresh event loop; Ctrl-C cancels it (withdrawing a pending claim)."""
+    """Run one command on a fresh event loop; Ctrl-C, SIGTERM and SIGHUP cancel it (withdrawing a
+    pending claim); see `kubelock.cli.signals`."""
     try:
         check_input(args)
-        return asyncio.run(_run(handler, args))
+        return signals.run(_run(handler, args))
     except LockError as error:
         on_error(error)
         return for_error(error)

@@ -27,7 +27,7 @@ from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
-from kubelock.sdk import identity, validation
+from kubelock.sdk import identity, signals, validation
 from kubelock.sdk.errors import (
     Deadlock,
     Expired,
@@ -40,9 +40,18 @@ from kubelock.sdk.errors import (
     Unreachable,
     from_api,
 )
-from kubelock.sdk.identity import Identity
+from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, Body, ClaimInfo, LockInfo, ReleaseResult, RenewResult, parse_time
+from kubelock.sdk.model import (
+    AcquireResult,
+    Body,
+    ClaimInfo,
+    LockInfo,
+    ReleaseResult,
+    RenewResult,
+    format_time,
+    parse_time,
+)
 from kubelock.sdk.watching import follow_claim
 
 T = TypeVar("T")
@@ -131,7 +140,7 @@ class AsyncLockClient:
         """The authenticated user name, as the API server sees it."""
         return await identity.whoami(self.kube)
 
-    async def who(self) -> identity.UserInfo:
+    async def who(self) -> UserInfo:
         """The authenticated user as the API server sees it, with the identity holders begin with."""
         return await identity.user_info(self.kube)
 
@@ -189,7 +198,8 @@ class AsyncLockClient:
         if timeout is not None and not wait:
             raise InvalidInput("timeout only applies when waiting (wait=True)")
         ident = await self.identity()
-        info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl)
+        async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
+            info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl)
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
                 f"{info.resource} is held by {info.current_holder}; you already wait for it "
@@ -220,7 +230,7 @@ class AsyncLockClient:
                     await self.delete_claim(info, quiet=True)
                     continue
                 if info.held or (info.phase is Phase.PENDING and not wait):
-                    return info
+                    return await self._checked(info, adopted=True)
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 raise from_api(error, f"create claim {name} for {resource}") from error
             decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout)
@@ -230,8 +240,48 @@ class AsyncLockClient:
                 continue
             if decided.terminal:
                 raise await self.error_for(decided)
-            return decided
+            try:
+                return await self._checked(decided, adopted=not fresh)
+            except BaseException:
+                if fresh:  # granted during this call, and the caller will not learn of it: give it back
+                    await asyncio.shield(self.delete_claim(decided, quiet=True))
+                raise
         raise Unreachable(f"claim {name} kept being replaced while acquiring {resource}; try again")
+
+    async def _checked(self, info: ClaimInfo, *, adopted: bool) -> ClaimInfo:
+        """Fail closed: a Held claim counts only while its lease lasts, and a claim found rather than
+        made here (an earlier acquire of this instance) only if its lock still names it."""
+        if info.phase is Phase.PENDING:
+            return info
+        if not info.held:
+            await self.delete_claim(info, quiet=True)  # an expired lease is no lock: leave no record behind
+            raise await self.error_for(info)
+        if adopted:
+            await self._confirm_lock(info)
+        return info
+
+    async def _confirm_lock(self, info: ClaimInfo) -> None:
+        name = info.lock_name or lock_name(info.resource)
+        try:
+            body = await self.kube.get(paths.locks(info.namespace, name))
+        except kube_errors.NotFound:
+            raise Revoked(
+                f"claim {info.name} says it holds {info.resource}, but its lock {name} is gone (broken or "
+                "expired while the operator could not say so): not held",
+                reason=Reason.LOCK_BROKEN.value,
+            ) from None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read lock {info.namespace}/{name}") from error
+        lock = LockInfo.from_body(body)
+        if lock.claim_uid != info.uid or lock.fencing_token != info.fencing_token:
+            raise Revoked(
+                f"claim {info.name} says it holds {info.resource} with fencing token {info.fencing_token}, but the "
+                f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
+                reason=Reason.LOCK_BROKEN.value,
+            )
+        if lock.expires_at is None or lock.expires_at.timestamp() <= time.time():
+            raise Expired(f"the lease on {info.resource} ran out at {format_time(lock.expires_at)}: not held",
+                          reason=Reason.LEASE_EXPIRED.value)
 
     def _claim_body(
         self, ident: Identity, name: str, uri: str, *, wait: bool, ttl: int | None, wait_timeout: float | None
@@ -312,6 +362,12 @@ class AsyncLockClient:
     async def error_for(self, info: ClaimInfo) -> LockError:
         reason = info.reason or ""
         message = info.message or f"claim {info.name} is {info.phase}"
+        if info.phase is Phase.HELD:  # Held, but its lease has run out: the operator has not said so yet
+            return Expired(
+                f"the lease on {info.resource} ran out at {format_time(info.expires_at)} and the operator has not "
+                "answered since (is it running?): not held",
+                reason=Reason.LEASE_EXPIRED.value,
+            )
         if info.phase is Phase.REJECTED:
             if reason == Reason.INVALID_SPEC.value:
                 return InvalidInput(message, reason=reason)
@@ -350,9 +406,9 @@ class AsyncLockClient:
         if info is None:
             raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
         await self.delete_claim(info)
-        if info.phase in (None, Phase.HELD, Phase.PENDING):
+        if info.phase in (None, Phase.PENDING) or info.held:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase)
-        if info.phase in (Phase.EXPIRED, Phase.REVOKED):
+        if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             raise await self.error_for(info)
         raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {info.phase}: "
                        f"{info.message}")
@@ -426,7 +482,7 @@ class AsyncLockClient:
         return _renewed(state, confirmed=True)
 
     async def _not_held(self, info: ClaimInfo) -> LockError:
-        if info.phase in (Phase.EXPIRED, Phase.REVOKED):
+        if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             return await self.error_for(info)
         if info.phase is Phase.PENDING:
             return NotFound(
@@ -451,7 +507,8 @@ class AsyncLockClient:
         `all_instances`, those of every instance of your identity (no instance needs to be known)."""
         if all_instances:
             mine = (await self.who()).identity + "/"
-            listed = await self.call(f"list claims in {self.namespace}", self.kube.list_all(paths.claims(self.namespace)))
+            listing = self.kube.list_all(paths.claims(self.namespace))
+            listed = await self.call(f"list claims in {self.namespace}", listing)
             found = [ClaimInfo.from_body(b) for b in listed[0]]
             return sorted((c for c in found if c.holder.startswith(mine) and "/" not in c.holder[len(mine):]),
                           key=lambda c: (c.resource, c.holder, c.name))

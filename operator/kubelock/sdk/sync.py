@@ -1,8 +1,9 @@
 """The synchronous facade: the async client run on a private event loop thread.
 
 No lock logic lives here. Each call is a task on the private loop; if the calling thread is
-interrupted (KeyboardInterrupt) while it waits, the task is cancelled and given time to clean up
-(leave the queue, release) before the interruption continues.
+interrupted (KeyboardInterrupt, or SIGTERM/SIGHUP during an acquire: see `kubelock.sdk.signals`)
+while it waits, the task is cancelled and given time to clean up (leave the queue, release) before
+the interruption continues.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from kubelock.kube.config import Credentials
+from kubelock.sdk import signals
 from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
 from kubelock.sdk.identity import Identity
@@ -135,12 +137,14 @@ class LockClient:
         return self.run(self.aio.whoami())
 
     def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
-        return self.run(self.aio.try_acquire(uri, ttl))
+        with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
+            return self.run(self.aio.try_acquire(uri, ttl))
 
     def acquire(
         self, uri: str, *, wait: bool = True, timeout: float | None = None, ttl: int | None = None
     ) -> AcquireResult:
-        return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl))
+        with signals.raising():
+            return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl))
 
     def release(self, uri: str) -> ReleaseResult:
         return self.run(self.aio.release(uri))
@@ -217,7 +221,8 @@ class Lease:
         self._lease.check()
 
     def __enter__(self) -> Lease:
-        self._client.run(self._lease.__aenter__())
+        with signals.raising():
+            self._client.run(self._lease.__aenter__())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
