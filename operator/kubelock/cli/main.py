@@ -21,6 +21,7 @@ from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import Deadlock, InvalidInput, LockError
+from kubelock.sdk.identity import InstanceRequired
 from kubelock.sdk.model import format_time
 
 Handler = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[int]]
@@ -156,11 +157,14 @@ async def cmd_status(client: AsyncLockClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_list(client: AsyncLockClient, args: argparse.Namespace) -> int:
-    items = await client.list(all_instances=True)  # every instance of yours: needs no --instance
-    who = (await client.who()).identity
-    payload = {"ok": True, "identity": who, "claims": [output.claim(c) for c in items]}
+    try:
+        ident = await client.identity()
+        items, holder, who = await client.list(), ident.holder, ident.identity or ident.holder
+    except InstanceRequired:  # no instance given: the claims of every instance of yours
+        items, holder, who = await client.list(all_instances=True), None, (await client.who()).identity
+    payload = {"ok": True, "holder": holder, "identity": who, "claims": [output.claim(c) for c in items]}
     if not items and not args.json:
-        return _emit(args, payload, f"{who} has no claims in namespace {client.namespace}")
+        return _emit(args, payload, f"{holder or who} has no claims in namespace {client.namespace}")
     return _emit(args, payload, output.claims_table(items))
 
 
