@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -853,3 +854,29 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     log = restricted_operator.log_text()
     for sign in ("Forbidden", "forbidden", "Not enough permissions", "Traceback"):
         assert sign not in log, log
+
+
+def test_a_deleted_pods_token_stops_working_and_its_claims_end(team: Team, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a pod-bound token can still do after its pod is deleted: until the API server's
+    authenticator sees the pod gone, it is accepted (the window docs/security.md states); its claims
+    in the pod's namespace end with the pod (podRef), and a renewal is refused once the token is."""
+    a = team.agent("agent-a")
+    a.claim("mine", RESOURCE, team.holder("agent-a"), pod=("agent-a", team.uid("agent-a")))
+    CoreV1Api(team.admin).delete_namespaced_pod("agent-a", team.namespace, grace_period_seconds=0)
+    deleted = time.monotonic()
+    accepted_until = deleted
+    status = 0
+    while time.monotonic() - deleted < DEADLINE:
+        try:
+            a.renew("mine")
+            accepted_until = time.monotonic()
+        except ApiException as error:
+            status = int(error.status)
+            if status == 401:
+                break
+        time.sleep(0.2)
+    window = accepted_until - deleted
+    with capsys.disabled():
+        print(f"\na deleted pod's token was accepted for {window:.1f}s after the deletion")
+    assert status == 401, status
+    assert window < 30

@@ -70,10 +70,13 @@ Holder = Annotated[
         min_length=1,
         max_length=MAX_HOLDER_LENGTH,
         description=(
-            "The identity that holds or waits: an agent instance, normally its pod name (with a pod's "
-            "ServiceAccount token it must be that pod's name; for other users, their user name). "
-            "1-253 characters, no whitespace or control characters. Deadlock detection links claims by "
-            "holder. Immutable."
+            "Who holds or waits: `<identity>/<instance>`. The identity is the requester as the API server "
+            "authenticated it: `pod:<namespace>/<pod>` for a pod's ServiceAccount token, "
+            "`sa:<namespace>/<name>` for another ServiceAccount token, `user:<name>` for anyone else; the "
+            "instance (1-63 letters, digits, '.', '_', '-'; for a pod, beginning with the first 8 characters "
+            "of its uid) names one process of it. Two instances conflict like any two holders. Only lock "
+            "admins may claim for someone else. 1-253 characters, no whitespace or control characters. "
+            "Deadlock detection links claims by holder. Immutable."
         ),
         json_schema_extra={
             "x-kubernetes-validations": [
