@@ -380,6 +380,10 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
     kube = KubeClient(credentials, retries=4, user_agent="kubelock-chaos-agents")
     # The agents act under an unprivileged identity (see chaos.identities), not as the admin.
     await identities.ensure_agent_account(kube, args.namespace)
+    bearer = await identities.token(kube, args.namespace, seconds=args.until - time.time())
+    agent_credentials = identities.as_token(credentials, bearer)
+    async with KubeClient(agent_credentials) as probe:
+        await identities.wait_until_allowed(probe, args.namespace)
     tasks: list[asyncio.Task[None]] = []
     watcher: asyncio.Task[None] | None = None
     clients: list[AsyncLockClient] = []
@@ -389,10 +393,6 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
         tasks = [asyncio.create_task(run_in_pods(a, credentials, kube, pods, args.node)) for a in agents]
     else:
         # Every agent is one instance of the same identity: instances conflict like any two holders.
-        bearer = await identities.token(kube, args.namespace, seconds=args.until - time.time())
-        agent_credentials = identities.as_token(credentials, bearer)
-        async with KubeClient(agent_credentials) as probe:
-            await identities.wait_until_allowed(probe, args.namespace)
         for agent in agents:
             client = AsyncLockClient(
                 credentials=agent_credentials, namespace=args.namespace, instance=agent.name,
