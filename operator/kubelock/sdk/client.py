@@ -273,7 +273,9 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"read lock {info.namespace}/{name}") from error
         lock = LockInfo.from_body(body)
-        if lock.claim_uid != info.uid or lock.fencing_token != info.fencing_token:
+        # Token 0: the operator writes the lock's token right after creating it, alongside the claim's
+        # Held status, so for an instant the claim may know the token before the lock does.
+        if lock.claim_uid != info.uid or lock.fencing_token not in (0, info.fencing_token):
             raise Revoked(
                 f"claim {info.name} says it holds {info.resource} with fencing token {info.fencing_token}, but the "
                 f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
