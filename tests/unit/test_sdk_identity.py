@@ -73,6 +73,8 @@ def test_instance_outside_a_pod_is_generated_per_process_or_required() -> None:
         identity.instance_for(ALICE, None, {}, generate=False)
     with pytest.raises(InvalidInput, match="instance 'a/b' is invalid"):
         identity.instance_for(ALICE, "a/b", {}, generate=False)
+    with pytest.raises(InvalidInput, match="at most 54 characters"):
+        identity.instance_for(POD, "w" * 55, {}, generate=False)
 
 
 def test_a_forked_child_is_another_instance() -> None:

@@ -127,7 +127,10 @@ def instance_for(who: UserInfo, given: str | None, env: Mapping[str, str], *, ge
     if given is not None:
         _check_instance(given)
     if who.pod_name and who.pod_uid:
-        return holders.pod_instance(who.pod_uid, given)
+        try:
+            return holders.pod_instance(who.pod_uid, given)
+        except holders.InvalidInstance as error:  # the suffix made it too long
+            raise InvalidInput(f"{error}; in a pod, {INSTANCE_ENV} may have at most 54 characters") from None
     if given:
         return given
     pod_name = env.get(POD_NAME_ENV)
