@@ -473,3 +473,21 @@ def test_expiring_and_rotated_credentials_keep_clients_and_the_operator_working(
         assert len(times) >= REFRESH_SECONDS / LIFETIME, (name, len(times))
     for sign in ("401", "Unauthorized", "LoginError", "Traceback"):
         assert sign not in log, log[-3000:]
+
+
+def test_a_create_whose_answer_never_came_is_withdrawn_only_if_it_made_the_claim(agents: Agents) -> None:
+    """An acquire interrupted (signal, timeout) between sending its create and reading the answer may
+    have made the claim: it deletes the claim by name only when the claim carries its own mark."""
+    config = str(agents.plane.user_kubeconfig("alice"))
+    with LockClient(kubeconfig=config, namespace=agents.namespace, instance="w9", decision_timeout=DEADLINE) as alice:
+        aio = alice.aio
+        ident = alice.identity()
+        name = alice.run(aio.claim_name_for(URI))
+        sent = aio._claim_body(ident, name, URI, wait=True, ttl=600, wait_timeout=None)
+        other = aio._claim_body(ident, name, URI, wait=True, ttl=600, wait_timeout=None)  # another create's mark
+        alice.run(aio.kube.create(f"/apis/kubelock.dev/v1alpha1/namespaces/{agents.namespace}/lockclaims", sent))
+
+        alice.run(aio._withdraw_unanswered(agents.namespace, name, other))
+        assert agents.exists(name)  # not the claim that create made
+        alice.run(aio._withdraw_unanswered(agents.namespace, name, sent))
+        assert not agents.exists(name)

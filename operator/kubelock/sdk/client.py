@@ -13,13 +13,14 @@ import builtins
 import contextlib
 import itertools
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from pydantic import ValidationError
 
-from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION
+from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION, REQUEST_ANNOTATION
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import claim_name, digest, lock_name, normalise
@@ -218,6 +219,14 @@ class AsyncLockClient:
             try:
                 created = await self.kube.create(paths.claims(ident.namespace), body, fieldValidation="Strict")
                 info, fresh = ClaimInfo.from_body(created), True
+            except asyncio.CancelledError:
+                # The claim may have been made although its answer never came (a signal, Ctrl-C):
+                # withdraw it, or the operator would grant it to nobody.
+                await asyncio.shield(self._withdraw_unanswered(ident.namespace, name, body))
+                raise
+            except kube_errors.Unreachable as error:  # the same for an answer lost to a timeout
+                await self._withdraw_unanswered(ident.namespace, name, body)
+                raise from_api(error, f"create claim {name} for {resource}") from error
             except kube_errors.Conflict as error:
                 if not error.already_exists:
                     raise from_api(error, f"create claim {name}") from error
@@ -231,7 +240,7 @@ class AsyncLockClient:
                     continue
                 if info.held or (info.phase is Phase.PENDING and not wait):
                     return await self._checked(info, adopted=True)
-            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            except kube_errors.ApiError as error:
                 raise from_api(error, f"create claim {name} for {resource}") from error
             decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout)
             if not fresh and decided.terminal and decided.wait != wait:
@@ -247,6 +256,16 @@ class AsyncLockClient:
                     await asyncio.shield(self.delete_claim(decided, quiet=True))
                 raise
         raise Unreachable(f"claim {name} kept being replaced while acquiring {resource}; try again")
+
+    async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body) -> None:
+        """Delete the claim `sent` if a create made it: the request mark tells it from an older claim."""
+        mark = sent["metadata"]["annotations"][REQUEST_ANNOTATION]
+        try:
+            body = await self.kube.get(paths.claims(namespace, name))
+        except (kube_errors.ApiError, kube_errors.Unreachable):
+            return
+        if ((body.get("metadata") or {}).get("annotations") or {}).get(REQUEST_ANNOTATION) == mark:
+            await self.delete_claim(ClaimInfo.from_body(body), quiet=True)
 
     async def _checked(self, info: ClaimInfo, *, adopted: bool) -> ClaimInfo:
         """Fail closed: a Held claim counts only while its lease lasts, and a claim found rather than
@@ -303,6 +322,8 @@ class AsyncLockClient:
             "name": name,
             "namespace": ident.namespace,
             "labels": {HOLDER_HASH_LABEL: digest(ident.holder), "app.kubernetes.io/managed-by": MANAGED_BY},
+            # Which create made the claim: lets an acquire interrupted before the answer find its own.
+            "annotations": {REQUEST_ANNOTATION: secrets.token_hex(8)},
         }
         if ident.pod_name and ident.pod_uid:
             # The garbage collector removes the claim with its pod even when the operator is down.
