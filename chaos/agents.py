@@ -9,8 +9,10 @@ the first, so wait-for cycles (Deadlocked) happen; some hold for longer than the
 matter. The commit write is sent without asking whether the lease still holds, as a real worker would
 after a long pause between its last check and its write: fencing, not politeness, must stop it.
 
-With `--pods` every agent lives in a kwok pod of its own (labelled `kubelock.dev/lock-holder`, named in
-its claims' podRef). When the harness deletes that pod the agent dies on the spot, without releasing,
+The agents act as an unprivileged identity (`chaos.identities`): without pods, all of them are
+instances of the ServiceAccount `chaos-agents`; with `--pods` every agent lives in a kwok pod of its
+own (labelled `kubelock.dev/lock-holder`, named in its claims' podRef) and authenticates with a token
+bound to that pod. When the harness deletes the pod the agent dies on the spot, without releasing,
 and a replacement agent starts in a new pod.
 """
 
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from chaos import identities
 from chaos.history import Attempt, Hold, Record, to_json
 from chaos.store import StoreClient
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
@@ -252,6 +255,7 @@ def pod_manifest(name: str, node: str, agent: str) -> dict[str, Any]:
         "spec": {
             "nodeName": node,
             "containers": [{"name": "agent", "image": "registry.invalid/chaos-agent:never-pulled"}],
+            "serviceAccountName": identities.SERVICE_ACCOUNT,
             "terminationGracePeriodSeconds": 0,
         },
     }
@@ -323,9 +327,15 @@ async def run_in_pods(agent: Agent, credentials: Credentials, kube: KubeClient, 
         pod = f"{agent.name}-g{generation}"
         uid = await create_pod(kube, namespace, pod, node, agent.name)
         agent.pod, agent.dead = pod, False
-        env = {"POD_NAME": pod, "POD_UID": uid, "POD_NAMESPACE": namespace}
+        try:  # the pod's own token, as its kubelet would mount it: holder pod:<namespace>/<pod>/<uid prefix>
+            bound = await identities.token(kube, namespace, pod=(pod, uid), seconds=agent.settings.until - time.time())
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            log.info("no token for pod %s (%s); next pod", pod, error)
+            generation += 1
+            continue
         client = AsyncLockClient(
-            credentials=credentials, namespace=namespace, holder=pod, env=env, decision_timeout=DECISION_TIMEOUT
+            credentials=identities.as_token(credentials, bound), namespace=namespace, env={},
+            decision_timeout=DECISION_TIMEOUT,
         )
         death = watch.death(pod)
         work = asyncio.create_task(agent.run(client))
@@ -368,6 +378,12 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
     names = [f"{args.prefix}{i:03d}" for i in range(args.first, args.first + args.count)]
     agents = [Agent(name, settings, record, seed=args.seed * 100_000 + i) for i, name in enumerate(names)]
     kube = KubeClient(credentials, retries=4, user_agent="kubelock-chaos-agents")
+    # The agents act under an unprivileged identity (see chaos.identities), not as the admin.
+    await identities.ensure_agent_account(kube, args.namespace)
+    bearer = await identities.token(kube, args.namespace, seconds=args.until - time.time())
+    agent_credentials = identities.as_token(credentials, bearer)
+    async with KubeClient(agent_credentials) as probe:
+        await identities.wait_until_allowed(probe, args.namespace)
     tasks: list[asyncio.Task[None]] = []
     watcher: asyncio.Task[None] | None = None
     clients: list[AsyncLockClient] = []
@@ -376,9 +392,10 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
         watcher = asyncio.create_task(pods.run())
         tasks = [asyncio.create_task(run_in_pods(a, credentials, kube, pods, args.node)) for a in agents]
     else:
+        # Every agent is one instance of the same identity: instances conflict like any two holders.
         for agent in agents:
             client = AsyncLockClient(
-                credentials=credentials, namespace=args.namespace, holder=agent.name,
+                credentials=agent_credentials, namespace=args.namespace, instance=agent.name,
                 decision_timeout=DECISION_TIMEOUT,
             )
             clients.append(client)

@@ -1,6 +1,6 @@
 """The hostile-input corpus: malformed and hostile URIs, TTL edge values, wrong types, missing and unknown
-fields, abusive renewals and a flood of claims from one holder, sent at admission (raw API requests),
-through the SDK and through the CLI, while an operator runs.
+fields, abusive renewals, identity attacks (`chaos.attacks`) and a flood of claims from one holder, sent at
+admission (raw API requests), through the SDK and through the CLI, while an operator runs.
 
 Each case states what must happen: refused with an error that names what is wrong, or accepted and
 decided by the operator (with the phase it must reach). Afterwards the operator must still be the same
@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from chaos import attacks
 from chaos.faults import Operator
 from chaos.history import Report, Violation
 from chaos.results import Row
@@ -395,6 +396,7 @@ async def run(env: Env) -> Row:
     try:
         for part in (uris, holders, numbers, shapes, mutations, sdk_and_cli):
             await part(corpus)
+        await attacks.identity_attacks(corpus, env, operator)
         flooded = await flood(corpus)
     finally:
         alive = operator.alive and operator.pid == pid

@@ -19,6 +19,7 @@ from pathlib import Path
 from chaos import faults
 from chaos.faults import Operator
 from chaos.history import Bounds, History, LockLife, Outage, PodDeath, Report, Violation, check, read_jsonl, to_json
+from chaos.identities import holder_matches
 from chaos.monitor import Monitor
 from chaos.proxy import Proxy
 from chaos.store import FencedStore, StoreServer
@@ -288,7 +289,7 @@ def recovery_seconds(faults_: Sequence[Fault], locks: Sequence[LockLife]) -> flo
         if fault.holders is not None:
             hit = [
                 lock for lock in locks
-                if lock.holder in fault.holders
+                if holder_matches(lock.holder, fault.holders)
                 and lock.created <= fault.injected
                 and (lock.deleted is None or lock.deleted > fault.injected)
                 and (lock.released is None or lock.released > fault.injected)  # not let go before

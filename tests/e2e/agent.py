@@ -1,8 +1,9 @@
 """The agent the end-to-end test runs in three replicas: it works on shared items one at a time,
 each under a kubelock lock taken with the SDK, and logs one JSON line per step.
 
-In the pod the SDK needs no configuration: the holder is POD_NAME, the claim names the pod
-(POD_UID) so that the pod's death releases its locks, and the namespace is POD_NAMESPACE.
+In the pod the SDK needs no configuration: the holder is the pod's identity and instance
+(pod:<namespace>/<pod>/<uid prefix>, from its ServiceAccount token), the claim names the pod so that
+the pod's death releases its locks, and the namespace is POD_NAMESPACE.
 """
 
 from __future__ import annotations

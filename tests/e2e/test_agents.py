@@ -4,7 +4,7 @@ their locks to the survivors.
 
 The agents are tests/e2e/agent.py, run from the operator image (it holds the SDK) with a
 ServiceAccount bound to the chart's kubelock-agent role, so the admission policies check them as
-they would check any agent: holder = pod name, podRef = the pod.
+they would check any agent: holder = pod:<namespace>/<pod>/<uid prefix>, podRef = the pod.
 """
 
 from __future__ import annotations
@@ -196,18 +196,21 @@ def test_agents_never_work_on_one_item_at_once_and_dead_agents_release(tools: To
         return {lk["spec"]["resource"]: lk["spec"] for lk in resource_locks(tools, namespace)}
 
     held = poll(current_locks, "an agent to hold a lock", 30)
-    victims = sorted({lock["holder"] for lock in held.values()})[:2]
+    def pod_of(spec: Obj) -> str | None:
+        return (spec.get("podRef") or {}).get("name")
+
+    victims = sorted({pod for lock in held.values() if (pod := pod_of(lock))})[:2]
     for pod in victims:
         tools.kubectl("delete", "pod", pod, "--namespace", namespace, "--grace-period=0", "--force", "--wait=false")
-    killed = {r: lock["fencingToken"] for r, lock in held.items() if lock["holder"] in victims}
+    killed = {r: lock["fencingToken"] for r, lock in held.items() if pod_of(lock) in victims}
 
     def released() -> bool:
-        return not any(lock["holder"] in victims for lock in current_locks().values())
+        return not any(pod_of(lock) in victims for lock in current_locks().values())
 
     poll(released, f"the locks of the killed pods {victims} to be released", 30)
     claims = json.loads(tools.kubectl("get", "lockclaims", "--namespace", namespace, "-o", "json"))["items"]
     for claim in claims:
-        if claim["spec"]["holder"] in victims:
+        if pod_of(claim["spec"]) in victims:
             assert (claim.get("status") or {}).get("phase") != "Held", claim
 
     regranted_items: set[str] = set()

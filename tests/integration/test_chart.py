@@ -325,6 +325,8 @@ def _bind(admin_api: ApiClient, namespace: str, user: str, cluster_role: str) ->
     )
 
 
+ALICE, BOB = "user:alice/w1", "user:bob/w1"  # holders: <identity>/<instance>
+
 def _claim_when_allowed(locks: Locks, name: str, resource: str, holder: str, timeout: float = 15) -> None:
     """Creates a claim, retrying while RBAC has not yet seen a fresh RoleBinding."""
     deadline = time.monotonic() + timeout
@@ -377,32 +379,32 @@ def test_operator_with_the_chart_identity_grants_conflicts_releases_and_breaks(
             assert health.status == 200  # what the chart's probes ask
 
         # Grant.
-        _claim_when_allowed(alice, "alice-42", "github://acme/app/issues/42", "alice")
+        _claim_when_allowed(alice, "alice-42", "github://acme/app/issues/42", ALICE)
         held = status_of(alice.wait_phase("alice-42", "Held"))
-        assert held["holder"] == "alice"
-        assert alice.lock(held["lockName"])["spec"]["holder"] == "alice"
+        assert held["holder"] == ALICE
+        assert alice.lock(held["lockName"])["spec"]["holder"] == ALICE
         # The default lease is the release's resourceLockTimeout.
         assert alice.lock(held["lockName"])["spec"]["leaseDurationSeconds"] == 300
 
         # Conflict: a try-lock by another holder is rejected and names the holder.
-        _claim_when_allowed(bob, "bob-42", "github://acme/app/issues/42", "bob")
+        _claim_when_allowed(bob, "bob-42", "github://acme/app/issues/42", BOB)
         rejected = status_of(bob.wait_phase("bob-42", "Rejected"))
-        assert rejected["holder"] == "alice"
+        assert rejected["holder"] == ALICE
 
         # Viewers read, and may not claim.
         assert {c["metadata"]["name"] for c in viewer.claims()} == {"alice-42", "bob-42"}
         with pytest.raises(ApiException) as forbidden:
-            viewer.claim("viewer-42", "github://acme/app/issues/42", "viewer")
+            viewer.claim("viewer-42", "github://acme/app/issues/42", "user:viewer/v1")
         assert forbidden.value.status == 403
 
         # The chart's admission policy carries the release's maxTtlSeconds.
-        assert "exceeds maxTtlSeconds 600" in _denied_by_ttl_bound(alice, "alice")
+        assert "exceeds maxTtlSeconds 600" in _denied_by_ttl_bound(alice, ALICE)
 
         # Release: deleting the claim deletes the lock; the next claim gets a greater token.
         alice.delete("alice-42")
         wait_for(lambda: not alice.locks(), "the lock of alice-42 to be deleted")
         bob.delete("bob-42")
-        _claim_when_allowed(bob, "bob-42b", "github://acme/app/issues/42", "bob")
+        _claim_when_allowed(bob, "bob-42b", "github://acme/app/issues/42", BOB)
         regranted = status_of(bob.wait_phase("bob-42b", "Held"))
         assert regranted["fencingToken"] > held["fencingToken"]
 

@@ -46,6 +46,11 @@ from tests.support.operator import REPO, OperatorProcess
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 DEADLINE = 60.0  # generous for 2 shared cores; every wait returns as soon as the state is reached
 SKILL = REPO / "docs" / "SKILL.md"
+INSTANCE = "w1"  # KUBELOCK_INSTANCE of every command run as a user
+
+
+def holder(user: str) -> str:
+    return f"user:{user}/{INSTANCE}"
 
 
 # ---- running the commands -----------------------------------------------------------------------
@@ -142,7 +147,7 @@ class Shell:
     admin: Locks
 
     def env(self, user: str) -> dict[str, str]:
-        return environment(self.control_plane.user_kubeconfig(user), self.namespace)
+        return {**environment(self.control_plane.user_kubeconfig(user), self.namespace), "KUBELOCK_INSTANCE": INSTANCE}
 
     def __call__(self, user: str, command: str, *args: str) -> Run:
         return run(command, *args, env=self.env(user))
@@ -151,7 +156,7 @@ class Shell:
         return start(command, *args, env=self.env(user))
 
     def claim(self, user: str, uri: str) -> str:
-        return claim_name(user, normalise(uri))
+        return claim_name(holder(user), normalise(uri))
 
     def wait_phase(self, user: str, uri: str, phase: str) -> dict[str, Any]:
         return self.admin.wait_phase(self.claim(user, uri), phase, DEADLINE)
@@ -195,13 +200,13 @@ def test_compat_ok_and_held_by_another(sh: Shell) -> None:
     got = sh("alice", "rlock", URI, "--ttl", "600")
     assert got.code == ExitCode.OK
     assert got.json["ok"] is True
-    assert got.json["holder"] == "alice"
+    assert got.json["holder"] == holder("alice")
     assert isinstance(got.json["fencingToken"], int)
 
     held = sh("bob", "rlock", URI)
     assert held.code == ExitCode.HELD
     assert held.json["ok"] is False
-    assert held.json["holder"] == "alice"
+    assert held.json["holder"] == holder("alice")
     assert held.json["heldSince"] == got.json["acquiredAt"]
     assert held.json["message"].endswith("; try again later, or queue for it with rlock --wait")
 
@@ -270,13 +275,13 @@ def test_compat_deadlock(sh: Shell) -> None:
         assert got.code == ExitCode.DEADLOCK, got
         assert got.json["ok"] is False
         assert got.json["deadlock"] is True
-        assert got.json["cycle"] == ["bob", r1, "alice", r2, "bob"]
+        assert got.json["cycle"] == [holder("bob"), r1, holder("alice"), r2, holder("bob")]
         assert got.json["error"] == "DeadlockDetected"
         # bob backs off as the skill says; alice's wait then succeeds.
         assert sh("bob", "runlock", r2).code == 0
         granted = finish(alice_waits)
         assert granted.code == 0, granted
-        assert granted.json["holder"] == "alice"
+        assert granted.json["holder"] == holder("alice")
     finally:
         alice_waits.kill()
 
@@ -298,7 +303,7 @@ def test_compat_timed_out(sh: Shell) -> None:
     got = sh("bob", "rlock", "--wait", "--timeout", "2", URI)
     assert got.code == ExitCode.TIMED_OUT, got
     assert got.json["timedOut"] is True
-    assert got.json["holder"] == "alice"
+    assert got.json["holder"] == holder("alice")
     assert got.json["error"] == "WaitTimedOut"
 
 
@@ -337,10 +342,10 @@ def test_json_is_never_pasted_together(sh: Shell) -> None:
 def test_kubelock_acquire_heartbeat_release(sh: Shell) -> None:
     got = sh("alice", "kubelock", "acquire", URI, "--ttl", "600")
     assert got.code == 0, got
-    assert got.stdout.startswith(f"acquired {URI} as alice (fencing token ")
+    assert got.stdout.startswith(f"acquired {URI} as {holder('alice')} (fencing token ")
     held = sh("bob", "kubelock", "acquire", URI, "--json")
     assert held.code == 1
-    assert held.json["holder"] == "alice"
+    assert held.json["holder"] == holder("alice")
     assert sh("bob", "kubelock", "--json", "acquire", URI).json.keys() == held.json.keys()  # --json anywhere
     assert yaml.safe_load(sh("bob", "kubelock", "acquire", URI, "-o", "yaml").stdout).keys() == held.json.keys()
     for_people = sh("bob", "kubelock", "acquire", URI)
@@ -367,36 +372,36 @@ def test_status_list_why_and_graph(sh: Shell) -> None:
         table = sh("alice", "kubelock", "status").stdout.splitlines()
         assert table[0].split() == ["RESOURCE", "HOLDER", "TOKEN", "AGE", "EXPIRES", "IN", "WAITERS", "STALE"]
         rows = {line.split()[0]: line.split() for line in table[1:]}
-        assert rows[r1][1] == "alice"
+        assert rows[r1][1] == holder("alice")
         assert rows[r1][5] == "1"  # bob waits
         assert rows[r2][5] == "0"
         as_json = sh("alice", "kubelock", "status", "--json").json
         assert {(lock["resource"], lock["holder"], lock["waiters"]) for lock in as_json["locks"]} == {
-            (r1, "alice", 1), (r2, "bob", 0)
+            (r1, holder("alice"), 1), (r2, holder("bob"), 0)
         }
         cluster_admin = environment(sh.control_plane.kubeconfig, "default")
         everywhere = run("kubelock", "status", "-A", env=cluster_admin)
         assert everywhere.code == 0, everywhere
         assert everywhere.stdout.splitlines()[0].split()[:2] == ["NAMESPACE", "RESOURCE"]
-        assert any(line.split()[:3] == [sh.namespace, r1, "alice"] for line in everywhere.stdout.splitlines())
+        assert any(line.split()[:3] == [sh.namespace, r1, holder("alice")] for line in everywhere.stdout.splitlines())
 
         mine = sh("bob", "kubelock", "list", "--json").json
-        assert mine["holder"] == "bob"
+        assert mine["holder"] == holder("bob")
         assert {(c["resource"], c["phase"]) for c in mine["claims"]} == {(r1, "Pending"), (r2, "Held")}
 
         why = sh("alice", "kubelock", "why", sh.claim("bob", r1))
         assert why.code == 0, why
         assert "phase:     Pending (Queued)" in why.stdout
         assert "queue:     position 1" in why.stdout
-        assert "held by:   alice" in why.stdout
+        assert f"held by:   {holder('alice')}" in why.stdout
         assert sh("bob", "kubelock", "why", r1, "--json").json["claim"]["queuePosition"] == 1
         assert sh("bob", "kubelock", "why", "no-such-claim").code == ExitCode.NOT_FOUND
 
         dot = sh("alice", "kubelock", "graph").stdout
         assert dot.startswith("digraph ")
-        assert f'"holder:bob" -> "resource:{r1}"' in dot
-        assert f'"resource:{r1}" -> "holder:alice"' in dot
-        assert f'"resource:{r2}" -> "holder:bob"' in dot
+        assert f'"holder:{holder("bob")}" -> "resource:{r1}"' in dot
+        assert f'"resource:{r1}" -> "holder:{holder("alice")}"' in dot
+        assert f'"resource:{r2}" -> "holder:{holder("bob")}"' in dot
         assert "red" not in dot  # no cycle: the operator never lets one form
         svg = sh("alice", "kubelock", "graph", "--svg")
         if _has_graphviz():
@@ -435,11 +440,11 @@ def test_unlock_by_an_admin_records_who_and_why_before_deleting(sh: Shell, admin
     watcher = threading.Thread(target=_watch_lock, args=(admin_api, sh.namespace, before, events), daemon=True)
     watcher.start()
 
-    got = sh("lockadmin", "kubelock", "unlock", "--holder", "alice", "--reason", "agent hung on #42", "--json")
+    got = sh("lockadmin", "kubelock", "unlock", "--holder", holder("alice"), "--reason", "agent hung on #42", "--json")
 
     assert got.code == 0, got
     [broken] = got.json["broken"]
-    assert (broken["resource"], broken["holder"], broken["brokenBy"]) == (URI, "alice", "lockadmin")
+    assert (broken["resource"], broken["holder"], broken["brokenBy"]) == (URI, holder("alice"), "lockadmin")
     watcher.join(DEADLINE)
     kinds = [kind for kind, _ in events]
     assert kinds[-1] == "DELETED"
@@ -561,7 +566,7 @@ def test_skill_examples_match_what_the_commands_print(sh: Shell) -> None:
                 if key in ("ok", "error", "deadlock", "lost", "released", "previousPhase", "confirmed", "resource"):
                     assert real[key] == value, (example.argv, key)
             if "cycle" in shown:
-                assert real["cycle"][0] == real["cycle"][-1] == me
+                assert real["cycle"][0] == real["cycle"][-1] == holder(me)
                 assert real["cycle"][1::2] == shown["cycle"][1::2]  # the same resources in the same order
     finally:
         for process in cleanup:

@@ -63,6 +63,7 @@ SaToken = Callable[..., str]
 
 # Generous for 2 shared cores; every wait returns as soon as the state is reached.
 DEADLINE = 60.0
+ALICE, BOB = "user:alice/w1", "user:bob/w1"  # the holders of the team's clients
 POD_IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: kwok only pretends to run it
 
 
@@ -116,14 +117,15 @@ class Team:
     clients: list[LockClient] = field(default_factory=list)
 
     def client(self, user: str, **options: Any) -> LockClient:
+        options.setdefault("instance", "w1")
         client = LockClient(kubeconfig=str(self.control_plane.user_kubeconfig(user)), namespace=self.namespace,
                             decision_timeout=DEADLINE, **options)
         self.clients.append(client)
         return client
 
-    def async_client(self, user: str) -> AsyncLockClient:
+    def async_client(self, user: str, instance: str = "w1") -> AsyncLockClient:
         return AsyncLockClient(kubeconfig=str(self.control_plane.user_kubeconfig(user)), namespace=self.namespace,
-                               decision_timeout=DEADLINE)
+                               instance=instance, decision_timeout=DEADLINE)
 
     def lock_of(self, uri: str) -> dict[str, Any] | None:
         try:
@@ -219,18 +221,18 @@ def test_conflict_names_the_holder_and_acquire_is_idempotent(team: Team) -> None
 
     mine = alice.try_acquire(uri, ttl=600)
     assert mine.ok
-    assert mine.holder == "alice"
+    assert mine.holder == ALICE
     assert mine.fencing_token is not None
     assert mine.expires_at is not None
     assert mine.lock_name == lock_name(uri)
 
     theirs = bob.try_acquire(uri + "/")  # the same resource once normalised
     assert not theirs.ok
-    assert theirs.holder == "alice"
+    assert theirs.holder == ALICE
     assert theirs.held_since == mine.acquired_at
     with pytest.raises(Rejected) as rejected:
         bob.acquire(uri, wait=False)
-    assert rejected.value.holder == "alice"
+    assert rejected.value.holder == ALICE
     assert rejected.value.reason == Reason.HELD_BY_ANOTHER.value
 
     again = alice.try_acquire(uri)  # asking twice finds the same claim
@@ -258,7 +260,7 @@ def test_waiter_is_granted_when_the_holder_releases(team: Team) -> None:
     assert not waiter.is_alive()
     [granted] = result
     assert granted.ok
-    assert granted.holder == "bob"
+    assert granted.holder == BOB
     assert (granted.fencing_token or 0) > (first.fencing_token or 0)
 
 
@@ -280,15 +282,15 @@ async def test_deadlock_between_two_holders_is_an_error_with_the_cycle(team: Tea
             await bob.acquire(r1, wait=True, timeout=DEADLINE)
 
         error = caught.value
-        assert error.cycle == ("bob", r1, "alice", r2, "bob")
+        assert error.cycle == (BOB, r1, ALICE, r2, BOB)
         assert error.reason == Reason.DEADLOCK.value
-        assert "bob → deploy://api-prod → alice → github://acme/app/pr/10 → bob" in error.message
+        assert f"{BOB} → deploy://api-prod → {ALICE} → github://acme/app/pr/10 → {BOB}" in error.message
         # The other waiter keeps its place and gets the lock once bob backs off.
         assert not alice_waits.done()
         await bob.release(r2)
         granted = await asyncio.wait_for(alice_waits, DEADLINE)
         assert granted.ok
-        assert granted.holder == "alice"
+        assert granted.holder == ALICE
 
 
 def test_wait_timeout_is_an_error_and_leaves_the_queue(team: Team) -> None:
@@ -301,7 +303,7 @@ def test_wait_timeout_is_an_error_and_leaves_the_queue(team: Team) -> None:
         bob.acquire(uri, wait=True, timeout=2)
     elapsed = time.monotonic() - started
 
-    assert caught.value.holder == "alice"
+    assert caught.value.holder == ALICE
     assert caught.value.reason == Reason.WAIT_TIMED_OUT.value
     assert 1 <= elapsed < DEADLINE
     if _exists(bob, uri):  # the operator's verdict stays as a record; a client-side timeout deletes it
@@ -450,7 +452,7 @@ def test_unreachable_api_server_is_an_error_never_a_success(team: Team, tmp_path
     dead = kubeconfig_for(
         team.control_plane.user_kubeconfig("alice"), f"https://127.0.0.1:{closed_port()}", tmp_path / "dead"
     )
-    client = LockClient(kubeconfig=str(dead), namespace=team.namespace, holder="alice", retries=2)
+    client = LockClient(kubeconfig=str(dead), namespace=team.namespace, instance="w1", retries=2)
     try:
         for call in (
             lambda: client.try_acquire("github://acme/app/issues/1"),
@@ -521,10 +523,11 @@ def test_pod_identity_binds_claims_to_the_pod(
     client = LockClient(kubeconfig=str(config), env=env, decision_timeout=DEADLINE)
     try:
         identity = client.identity()
-        assert (identity.holder, identity.namespace, identity.pod_name, identity.pod_uid) == (name, ns, name, uid)
+        holder = f"pod:{ns}/{name}/{uid[:8]}"
+        assert (identity.holder, identity.namespace, identity.pod_name, identity.pod_uid) == (holder, ns, name, uid)
         with client.lock("deploy://api-prod", ttl=600) as lease:
             body = team.admin.get(lease.claim_name)
-            assert body["spec"]["holder"] == name
+            assert body["spec"]["holder"] == holder
             assert body["spec"]["podRef"] == {"name": name, "uid": uid}
             assert body["metadata"]["ownerReferences"][0]["uid"] == uid
 
@@ -549,7 +552,7 @@ def test_tools_return_short_sentences(team: Team) -> None:
         assert acquired.startswith(f"acquired {uri} (fencing token ")
         tools.use(bob)
         held = tools.acquire_lock(uri)
-        assert held.startswith(f"{uri} is held by alice since ")
+        assert held.startswith(f"{uri} is held by {ALICE} since ")
         assert held.endswith("; skip this resource")
         assert tools.acquire_lock("not a uri").startswith("lock on not a uri NOT acquired: ")
         assert tools.release_lock(uri).startswith("nothing to release: ")

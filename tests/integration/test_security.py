@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ DEADLINE = 60.0
 POD_IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: kwok only pretends to run it
 AGENT_SA = "agent"
 RESOURCE = "deploy://api-prod"
+ALICE = "user:alice/laptop"  # alice's holder (her identity and one instance)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -206,6 +208,10 @@ class Team:
     def uid(self, pod: str) -> str:
         return uid_of(self.pods[pod])
 
+    def holder(self, pod: str, suffix: str = "") -> str:
+        """The holder of one of the team's pods: `pod:<namespace>/<pod>/<uid prefix>[.suffix]`."""
+        return f"pod:{self.namespace}/{pod}/{self.uid(pod)[:8]}" + (f".{suffix}" if suffix else "")
+
     def recreate(self, pod: str, node: str) -> None:
         """Deletes a pod, waits until it is gone and starts another under the same name."""
         core = CoreV1Api(self.admin)
@@ -274,30 +280,28 @@ def team(
 
 def test_agent_cannot_release_renew_or_change_another_agents_claim(team: Team) -> None:
     a, b = team.agent("agent-a"), team.agent("agent-b")
-    a.claim("mine", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a")))
+    holder = team.holder("agent-a")
+    a.claim("mine", RESOURCE, holder, pod=("agent-a", team.uid("agent-a")))
+    only = f'only the holder "{holder}" (any instance of its identity, or a lock admin) may'
 
     status, message = refusal(lambda: b.delete("mine"))
     assert status == 403
-    assert (
-        'only the holder "agent-a" (or a lock admin) may release (delete) this claim; you are pod "agent-b"' in message
-    )
+    assert f"{only} release (delete) this claim; you are pod:{team.namespace}/agent-b" in message
 
     status, message = refusal(lambda: b.renew("mine"))
     assert status == 403
-    assert (
-        'only the holder "agent-a" (or a lock admin) may renew or change this claim; you are pod "agent-b"' in message
-    )
+    assert f"{only} renew or change this claim; you are pod:{team.namespace}/agent-b" in message
 
     status, message = refusal(
         lambda: patch_claim(b.api.api_client, team.namespace, "mine", {"spec": {"ttlSeconds": 5}})
     )
     assert status == 403
-    assert 'may renew or change this claim; you are pod "agent-b"' in message
+    assert f"may renew or change this claim; you are pod:{team.namespace}/agent-b" in message
 
     # A person with the same role is not the holder either.
     status, message = refusal(lambda: team.alice.delete("mine"))
     assert status == 403
-    assert 'only the holder "agent-a" (or a lock admin) may release (delete) this claim; you are "alice"' in message
+    assert f"{only} release (delete) this claim; you are user:alice" in message
 
     # The holder itself renews and releases.
     renewed = a.renew("mine", "2030-01-01T00:00:00Z")
@@ -309,12 +313,14 @@ def test_agent_cannot_release_renew_or_change_another_agents_claim(team: Team) -
 def test_agent_cannot_claim_as_another_agent(team: Team) -> None:
     b = team.agent("agent-b")
 
-    status, message = refusal(lambda: b.claim("forged", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a"))))
+    forged = team.holder("agent-a")
+    status, message = refusal(lambda: b.claim("forged", RESOURCE, forged, pod=("agent-a", team.uid("agent-a"))))
 
     assert status == 403
     assert (
-        'holder must be your pod name "agent-b" (this request uses a ServiceAccount token bound to that pod), '
-        'not "agent-a": set spec.holder: agent-b and spec.podRef.name: agent-b'
+        f'holder must be your identity "pod:{team.namespace}/agent-b" followed by "/" and an instance name (1-63 '
+        f'letters, digits, ".", "_" or "-", beginning with the first 8 characters of your pod uid, '
+        f'"{team.uid("agent-b")[:8]}"), not "{forged}": set spec.holder: {team.holder("agent-b")}'
     ) in message
     assert team.alice.claims() == []
 
@@ -323,24 +329,34 @@ def test_pod_token_claims_only_for_its_own_pod(team: Team) -> None:
     a = team.agent("agent-a")
     uid_a, uid_b = team.uid("agent-a"), team.uid("agent-b")
 
-    status, message = refusal(lambda: a.claim("c1", RESOURCE, "agent-a", pod=("agent-b", uid_b)))
+    mine = team.holder("agent-a")
+    status, message = refusal(lambda: a.claim("c1", RESOURCE, mine, pod=("agent-b", uid_b)))
     assert status == 403
     assert 'spec.podRef must name your own pod "agent-a", not "agent-b": set spec.podRef.name: agent-a' in message
 
-    status, message = refusal(lambda: a.claim("c2", RESOURCE, "agent-a", pod=("agent-a", uid_b)))
+    status, message = refusal(lambda: a.claim("c2", RESOURCE, mine, pod=("agent-a", uid_b)))
     assert status == 403
     assert f'spec.podRef.uid must be the uid of your pod "agent-a" ({uid_a}), not {uid_b}' in message
     assert f"set spec.podRef.uid: {uid_a} or leave it out" in message
 
     # Its claims name the pod, so that they end when the pod does.
-    status, message = refusal(lambda: a.claim("c3", RESOURCE, "agent-a"))
+    status, message = refusal(lambda: a.claim("c3", RESOURCE, mine))
     assert status == 403
     assert (
         'a claim made with a token bound to pod "agent-a" must name that pod: set spec.podRef.name: agent-a' in message
     )
 
-    a.claim("with-uid", RESOURCE, "agent-a", pod=("agent-a", uid_a))
-    a.claim("without-uid", "deploy://api-staging", "agent-a", pod=("agent-a", None))
+    # Its instances begin with its uid's first characters, in every namespace.
+    status, message = refusal(lambda: a.claim("c4", RESOURCE, f"pod:{team.namespace}/agent-a/worker-2",
+                                              pod=("agent-a", uid_a)))
+    assert status == 403
+    assert (
+        f'the instance of a claim made with a token bound to pod "agent-a" must be "{uid_a[:8]}" or begin with '
+        f'"{uid_a[:8]}.", the first 8 characters of its uid {uid_a}, not "worker-2"'
+    ) in message
+
+    a.claim("with-uid", RESOURCE, mine, pod=("agent-a", uid_a))
+    a.claim("without-uid", "deploy://api-staging", team.holder("agent-a", "w2"), pod=("agent-a", None))
     assert sorted(c["metadata"]["name"] for c in team.alice.claims()) == ["with-uid", "without-uid"]
 
 
@@ -358,23 +374,126 @@ def test_pod_token_from_another_namespace_cannot_name_a_pod_here(
         agent = Locks(sa_api(elsewhere, AGENT_SA, pod=remote), team.namespace)
 
         # podRef means a pod in the claim's namespace: a pod of the same name here is somebody else.
-        status, message = refusal(lambda: agent.claim("c", RESOURCE, "remote-0", pod=("remote-0", None)))
+        remote_holder = f"pod:{elsewhere}/remote-0/{uid_of(remote)[:8]}"
+        status, message = refusal(lambda: agent.claim("c", RESOURCE, remote_holder, pod=("remote-0", None)))
         assert status == 403
         assert (
             f'spec.podRef names a pod in namespace {team.namespace}, but your pod "remote-0" runs in namespace '
             f"{elsewhere}: remove spec.podRef"
         ) in message
 
-        agent.claim("c", RESOURCE, "remote-0")
+        agent.claim("c", RESOURCE, remote_holder)
         agent.delete("c")
     finally:
         with contextlib.suppress(ApiException):
             core.delete_namespace(elsewhere)
 
 
+@contextlib.contextmanager
+def other_namespace(admin_api: ApiClient) -> Iterator[str]:
+    name = f"kl-{secrets.token_hex(4)}"
+    core = CoreV1Api(admin_api)
+    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(name)
+
+
+def test_a_same_named_pod_in_another_namespace_cannot_touch_the_claims(
+    team: Team, admin_api: ApiClient, fake_node: str, sa_api: SaApi
+) -> None:
+    mine = team.holder("agent-a")
+    team.agent("agent-a").claim("mine", RESOURCE, mine, pod=("agent-a", team.uid("agent-a")))
+    with other_namespace(admin_api) as elsewhere:
+        twin = CoreV1Api(admin_api).create_namespaced_pod(elsewhere, holder_pod("agent-a", fake_node))
+        user = service_account_user(elsewhere, AGENT_SA)
+        bind(admin_api, team.namespace, "kubelock-agent", user)  # allowed to claim here, as the docs suggest
+        wait_allowed(admin_api, user, team.namespace, "create", "lockclaims")
+        other = Locks(sa_api(elsewhere, AGENT_SA, pod=twin), team.namespace)
+        you_are = f"you are pod:{elsewhere}/agent-a"
+
+        for name, call in (
+            ("create", lambda: other.claim("forged", RESOURCE, mine)),
+            ("renew", lambda: other.renew("mine")),
+            ("shorten", lambda: patch_claim(other.api.api_client, team.namespace, "mine", {"spec": {"ttlSeconds": 1}})),
+            ("delete", lambda: other.delete("mine")),
+        ):
+            status, message = refusal(call)
+            assert status == 403, name
+            assert (you_are if name != "create" else f'your identity "pod:{elsewhere}/agent-a"') in message, name
+
+        # It may claim in its own name: another holder, so it conflicts with the pod here.
+        other.claim("its-own", RESOURCE, f"pod:{elsewhere}/agent-a/{uid_of(twin)[:8]}")
+        assert team.alice.get("mine")["spec"]["holder"] == mine
+
+
+def test_a_user_named_like_a_pod_is_another_holder(team: Team, fake_node: str) -> None:
+    namesake = CoreV1Api(team.admin).create_namespaced_pod(team.namespace, holder_pod("alice", fake_node))
+    team.pods["alice"] = namesake
+    pod = team.agent("alice")
+    pods_claim, users_claim = team.holder("alice"), ALICE
+    pod.claim("pods", RESOURCE, pods_claim, pod=("alice", uid_of(namesake)))
+    team.alice.claim("users", "deploy://api-staging", users_claim)
+
+    for actor, target in ((team.alice, "pods"), (pod, "users")):
+        for call in (
+            lambda actor=actor, target=target: actor.renew(target),
+            lambda actor=actor, target=target: patch_claim(actor.api.api_client, team.namespace, target,
+                                                           {"spec": {"ttlSeconds": 1}}),
+            lambda actor=actor, target=target: actor.delete(target),
+        ):
+            assert refusal(call)[0] == 403, target
+    assert refusal(lambda: team.alice.claim("x", "r://x", pods_claim))[0] == 403
+    assert refusal(lambda: pod.claim("y", "r://y", users_claim, pod=("alice", None)))[0] == 403
+
+
+def test_claims_from_before_instances_stay_with_their_owner(
+    team: Team, admin_api: ApiClient, fake_node: str, sa_api: SaApi
+) -> None:
+    admin = team.lockadmin  # exempt: stands in for claims made before the policy changed
+    admin.claim("pod-legacy", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a")))
+    admin.claim("user-legacy", "deploy://api-staging", "alice")
+    admin.claim("remote-legacy", "deploy://api-test", "agent-a")  # a pod's claim in another namespace had no podRef
+
+    a, b = team.agent("agent-a"), team.agent("agent-b")
+    a.renew("pod-legacy")
+    team.alice.renew("user-legacy")
+    for actor, target in ((b, "pod-legacy"), (team.alice, "pod-legacy"), (a, "user-legacy"), (a, "remote-legacy")):
+        assert refusal(lambda actor=actor, target=target: actor.renew(target))[0] == 403, target
+    with other_namespace(admin_api) as elsewhere:
+        twin = CoreV1Api(admin_api).create_namespaced_pod(elsewhere, holder_pod("agent-a", fake_node))
+        user = service_account_user(elsewhere, AGENT_SA)
+        bind(admin_api, team.namespace, "kubelock-agent", user)
+        wait_allowed(admin_api, user, team.namespace, "delete", "lockclaims")
+        other = Locks(sa_api(elsewhere, AGENT_SA, pod=twin), team.namespace)
+        for target in ("pod-legacy", "remote-legacy"):
+            assert refusal(lambda target=target: other.delete(target))[0] == 403, target
+    a.delete("pod-legacy")
+    team.alice.delete("user-legacy")
+    assert [c["metadata"]["name"] for c in team.alice.claims()] == ["remote-legacy"]  # runs out, or an admin deletes
+
+
+def test_only_lock_admins_set_finalizers_on_claims(team: Team) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim",
+            "metadata": {"name": "kept", "finalizers": ["example.com/keep"]},
+            "spec": {"resource": RESOURCE, "holder": ALICE}}
+    status, message = refusal(
+        lambda: team.alice.api.create_namespaced_custom_object(GROUP, VERSION, team.namespace, "lockclaims", body)
+    )
+    assert status == 403
+    assert "only a lock admin may add or remove finalizers of a LockClaim" in message
+    team.alice.claim("mine", RESOURCE, ALICE)
+    keep = {"metadata": {"finalizers": ["example.com/keep"]}}
+    assert refusal(lambda: patch_claim(team.alice.api.api_client, team.namespace, "mine", keep))[0] == 403
+    team.alice.delete("mine")
+    assert gone(lambda: team.alice.get("mine"))
+
+
 def test_restarted_pod_releases_but_cannot_renew_its_predecessors_claim(team: Team, fake_node: str) -> None:
     old_uid = team.uid("agent-a")
-    team.agent("agent-a").claim("stale", RESOURCE, "agent-a", pod=("agent-a", old_uid))
+    team.agent("agent-a").claim("stale", RESOURCE, team.holder("agent-a"), pod=("agent-a", old_uid))
 
     team.recreate("agent-a", fake_node)  # a StatefulSet replica comes back under the same name
     successor = team.agent("agent-a")
@@ -382,7 +501,7 @@ def test_restarted_pod_releases_but_cannot_renew_its_predecessors_claim(team: Te
     status, message = refusal(lambda: successor.renew("stale"))
     assert status == 403
     assert (
-        f'this claim belongs to an earlier pod named "agent-a" (uid {old_uid}), not to your pod '
+        f'this claim belongs to an earlier pod named "agent-a" (instance "{old_uid[:8]}"), not to your pod '
         f"(uid {team.uid('agent-a')}): it cannot be renewed any more; delete it and claim again"
     ) in message
     successor.delete("stale")
@@ -390,18 +509,23 @@ def test_restarted_pod_releases_but_cannot_renew_its_predecessors_claim(team: Te
 
 
 def test_non_pod_identities_claim_under_their_user_name(team: Team, sa_api: SaApi) -> None:
-    status, message = refusal(lambda: team.alice.claim("c", RESOURCE, "bob"))
+    status, message = refusal(lambda: team.alice.claim("c", RESOURCE, "user:bob/laptop"))
     assert status == 403
-    assert 'holder must be your user name "alice", not "bob": set spec.holder: alice' in message
-    team.alice.claim("c", RESOURCE, "alice")
+    assert (
+        'holder must be your identity "user:alice" followed by "/" and an instance name (1-63 letters, digits, ".", '
+        '"_" or "-"), not "user:bob/laptop": set spec.holder: user:alice/worker-1'
+    ) in message
+    for bad in ("alice", "user:alice", "user:alice/", "user:alice/a/b", "user:alice/-x"):
+        assert refusal(lambda bad=bad: team.alice.claim("c", RESOURCE, bad))[0] == 403, bad
+    team.alice.claim("c", RESOURCE, "user:alice/laptop")
 
-    # A ServiceAccount token not bound to a pod is a user like any other: its name is the holder.
+    # A ServiceAccount token not bound to a pod is its own identity, apart from the pods that run as it.
     bare = Locks(sa_api(team.namespace, AGENT_SA), team.namespace)
-    name = service_account_user(team.namespace, AGENT_SA)
-    status, message = refusal(lambda: bare.claim("d", "deploy://api-staging", "agent-a"))
+    identity = f"sa:{team.namespace}/{AGENT_SA}"
+    status, message = refusal(lambda: bare.claim("d", "deploy://api-staging", team.holder("agent-a")))
     assert status == 403
-    assert f'holder must be your user name "{name}", not "agent-a": set spec.holder: {name}' in message
-    bare.claim("d", "deploy://api-staging", name)
+    assert f'holder must be your identity "{identity}" followed by "/"' in message
+    bare.claim("d", "deploy://api-staging", f"{identity}/ci-1")
     bare.delete("d")
 
 
@@ -410,7 +534,7 @@ def test_non_pod_identities_claim_under_their_user_name(team: Team, sa_api: SaAp
 
 def test_agent_cannot_write_locks_or_claim_status(team: Team) -> None:
     a = team.agent("agent-a")
-    a.claim("mine", RESOURCE, "agent-a", pod=("agent-a", team.uid("agent-a")))
+    a.claim("mine", RESOURCE, team.holder("agent-a"), pod=("agent-a", team.uid("agent-a")))
     CustomObjectsApi(team.admin).create_namespaced_custom_object(
         GROUP, VERSION, team.namespace, "resourcelocks", lock_body("held", "agent-b")
     )
@@ -448,7 +572,7 @@ def test_agent_cannot_write_locks_or_claim_status(team: Team) -> None:
 def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -> None:
     admin = team.lockadmin
     admin_api = admin.api.api_client
-    team.alice.claim("alices", RESOURCE, "alice")
+    team.alice.claim("alices", RESOURCE, ALICE)
     admin.claim("for-agent", "deploy://api-staging", "agent-a")  # on anybody's behalf
     admin.delete("alices")  # releases anybody's claim
     assert [c["metadata"]["name"] for c in admin.claims()] == ["for-agent"]
@@ -506,15 +630,15 @@ def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -
 
 
 def test_viewer_only_reads(team: Team) -> None:
-    team.alice.claim("alices", RESOURCE, "alice")
+    team.alice.claim("alices", RESOURCE, ALICE)
     viewer = team.viewer
 
     assert [c["metadata"]["name"] for c in viewer.claims()] == ["alices"]
-    assert viewer.get("alices")["spec"]["holder"] == "alice"
+    assert viewer.get("alices")["spec"]["holder"] == ALICE
     assert viewer.locks() == []
 
     for verb, resource, call in (
-        ("create", "lockclaims", lambda: viewer.claim("own", "deploy://api-staging", "viewer")),
+        ("create", "lockclaims", lambda: viewer.claim("own", "deploy://api-staging", "user:viewer/v")),
         ("patch", "lockclaims", lambda: viewer.renew("alices")),
         ("delete", "lockclaims", lambda: viewer.delete("alices")),
         ("delete", "resourcelocks", lambda: viewer.delete_lock("any")),
@@ -548,8 +672,8 @@ def scoped_bounds_policy(repo_root: Path, namespace: str, max_ttl: int) -> tuple
 
 def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
     alice = team.alice
-    alice.claim("day", RESOURCE, "alice", ttl=86400)  # the default maxTtlSeconds is allowed
-    status, message = refusal(lambda: alice.claim("longer", "deploy://api-staging", "alice", ttl=86401))
+    alice.claim("day", RESOURCE, ALICE, ttl=86400)  # the default maxTtlSeconds is allowed
+    status, message = refusal(lambda: alice.claim("longer", "deploy://api-staging", ALICE, ttl=86401))
     assert status == 422
     assert "spec.ttlSeconds in body should be less than or equal to 86400" in message
 
@@ -568,11 +692,11 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
         admission.create_validating_admission_policy_binding(V1ValidatingAdmissionPolicyBinding.model_validate(binding))
 
         def enforced() -> bool:
-            return dry_run_status(alice, {"resource": "probe://bounds", "holder": "alice", "ttlSeconds": 601}) == 422
+            return dry_run_status(alice, {"resource": "probe://bounds", "holder": ALICE, "ttlSeconds": 601}) == 422
 
         wait_until(enforced, what="maxTtlSeconds 600 to be enforced", timeout=DEADLINE)
 
-        status, message = refusal(lambda: alice.claim("long", "deploy://api-staging", "alice", ttl=601))
+        status, message = refusal(lambda: alice.claim("long", "deploy://api-staging", ALICE, ttl=601))
         assert status == 422
         assert (
             "spec.ttlSeconds 601 exceeds maxTtlSeconds 600 (the longest lease this cluster grants): "
@@ -580,7 +704,7 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
         ) in message
 
         status, message = refusal(
-            lambda: alice.claim("patient", "deploy://api-staging", "alice", wait=True, wait_timeout=601)
+            lambda: alice.claim("patient", "deploy://api-staging", ALICE, wait=True, wait_timeout=601)
         )
         assert status == 422
         assert (
@@ -588,7 +712,7 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
             in message
         )
 
-        alice.claim("short", "deploy://api-staging", "alice", ttl=600, wait=True, wait_timeout=600)
+        alice.claim("short", "deploy://api-staging", ALICE, ttl=600, wait=True, wait_timeout=600)
         # A claim made before the bound was lowered can still be renewed, but not lengthened.
         alice.renew("day")
         lengthen = {"spec": {"ttlSeconds": 900}}
@@ -694,14 +818,14 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     ref_a, ref_b = ("agent-a", team.uid("agent-a")), ("agent-b", team.uid("agent-b"))
 
     # grant
-    a.claim("a", RESOURCE, "agent-a", pod=ref_a)
+    a.claim("a", RESOURCE, team.holder("agent-a"), pod=ref_a)
     held = status_of(a.wait_phase("a", "Held", DEADLINE))
     lock = held["lockName"]
-    assert team.viewer.lock(lock)["spec"]["holder"] == "agent-a"
+    assert team.viewer.lock(lock)["spec"]["holder"] == team.holder("agent-a")
 
     # conflict
-    b.claim("b", RESOURCE, "agent-b", pod=ref_b)
-    assert status_of(b.wait_phase("b", "Rejected", DEADLINE))["holder"] == "agent-a"
+    b.claim("b", RESOURCE, team.holder("agent-b"), pod=ref_b)
+    assert status_of(b.wait_phase("b", "Rejected", DEADLINE))["holder"] == team.holder("agent-a")
 
     # renew, then release: the lock goes with the claim
     a.renew("a")
@@ -709,7 +833,7 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     wait_until(lambda: gone(lambda: team.viewer.lock(lock)), what=f"lock {lock} released", timeout=DEADLINE)
 
     # break: a lock admin records who and why, then deletes the lock
-    b.claim("b2", RESOURCE, "agent-b", pod=ref_b, wait=True)
+    b.claim("b2", RESOURCE, team.holder("agent-b"), pod=ref_b, wait=True)
     lock = status_of(b.wait_phase("b2", "Held", DEADLINE))["lockName"]
     record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "stuck deploy"}
     patch_lock(team.lockadmin.api.api_client, team.namespace, lock, {"metadata": {"annotations": record}})
@@ -717,7 +841,7 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     assert status_of(b.wait_phase("b2", "Revoked", DEADLINE))["reason"] == "LockBroken"
 
     # the holder pod ends: its claim is revoked (the operator reads and watches holder pods)
-    a.claim("a2", "deploy://api-staging", "agent-a", pod=ref_a)
+    a.claim("a2", "deploy://api-staging", team.holder("agent-a"), pod=ref_a)
     a.wait_phase("a2", "Held", DEADLINE)
     CoreV1Api(team.admin).delete_namespaced_pod("agent-a", team.namespace)
     assert status_of(a.wait_phase("a2", "Revoked", DEADLINE))["reason"] == "HolderPodTerminated"
@@ -730,3 +854,29 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     log = restricted_operator.log_text()
     for sign in ("Forbidden", "forbidden", "Not enough permissions", "Traceback"):
         assert sign not in log, log
+
+
+def test_a_deleted_pods_token_stops_working_and_its_claims_end(team: Team, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a pod-bound token can still do after its pod is deleted: until the API server's
+    authenticator sees the pod gone, it is accepted (the window docs/security.md states); its claims
+    in the pod's namespace end with the pod (podRef), and a renewal is refused once the token is."""
+    a = team.agent("agent-a")
+    a.claim("mine", RESOURCE, team.holder("agent-a"), pod=("agent-a", team.uid("agent-a")))
+    CoreV1Api(team.admin).delete_namespaced_pod("agent-a", team.namespace, grace_period_seconds=0)
+    deleted = time.monotonic()
+    accepted_until = deleted
+    status = 0
+    while time.monotonic() - deleted < DEADLINE:
+        try:
+            a.renew("mine")
+            accepted_until = time.monotonic()
+        except ApiException as error:
+            status = int(error.status)
+            if status == 401:
+                break
+        time.sleep(0.2)
+    window = accepted_until - deleted
+    with capsys.disabled():
+        print(f"\na deleted pod's token was accepted for {window:.1f}s after the deletion")
+    assert status == 401, status
+    assert window < 30

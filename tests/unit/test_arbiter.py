@@ -85,9 +85,9 @@ def holding(c: Claim, lock: Lock, **changes: object) -> Claim:
 
 
 def with_phase(c: Claim, phase: Phase, reason: Reason, *, holder: str | None = None, position: int | None = None,
-               stale: bool = False) -> Claim:
+               stale: bool = False, since: float | None = None) -> Claim:
     status = ClaimStatus(phase=phase, reason=reason, message="", sequence=c.sequence, holder=holder,
-                         queue_position=position, stale=stale)
+                         queue_position=position, stale=stale, waiting_since=since)
     return replace(c, status=status)
 
 
@@ -279,8 +279,20 @@ CASES = [
     case([holding(A, A_LOCK, stale=True)], A_LOCK, STALE_AT + 10, [], id="stale-only-once"),
     # Wait timeouts.
     case([A_HELD, with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
-                             holder="agent-a", position=1)], A_LOCK, T0 + 60,
+                             holder="agent-a", position=1, since=T0 + 0.5)], A_LOCK, T0 + 60.5,
          [("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT)], id="wait-timeout"),
+    case([A_HELD, with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                             holder="agent-a", position=1, since=T0 + 0.5)], A_LOCK, T0 + 60.4,
+         [("status", "b", Phase.PENDING, Reason.QUEUED)], id="wait-timeout-counts-from-first-seen"),
+    # A Pending status written without waitingSince: from the creation time rounded up to the second.
+    case([A_HELD, with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                             holder="agent-a", position=1)], A_LOCK, T0 + 60.9,
+         [("status", "b", Phase.PENDING, Reason.QUEUED)], id="wait-timeout-of-an-older-status-not-before-creation"),
+    case([A_HELD, with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                             holder="agent-a", position=1)], A_LOCK, T0 + 61,
+         [("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT)], id="wait-timeout-of-an-older-status"),
+    case([A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=1)], A_LOCK, T0 + 30,
+         [("status", "b", Phase.PENDING, Reason.QUEUED)], id="wait-timeout-not-before-first-seen"),
     case([A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=60)], A_LOCK, T0 + 59,
          [("status", "b", Phase.PENDING, Reason.QUEUED)], id="wait-timeout-not-yet"),
     case([A_HELD, claim("b", 6, wait_timeout_seconds=1)], A_LOCK, T0 + 30,
@@ -740,9 +752,9 @@ def test_three_holder_deadlock() -> None:
         pytest.param(holding(A, lock_for(A, lease=60)), lock_for(A, lease=60), [], T0 + 1, T0 + 30,
                      id="short-lease-stale-at-half-of-it"),
         pytest.param(A_HELD, A_LOCK, [claim("b", 6, wait=True, wait_timeout_seconds=30, created=T0 + 5)], T0 + 6,
-                     T0 + 35, id="wait-timeout-first"),
+                     T0 + 36, id="wait-timeout-first"),  # counted from when first seen (now), not creation
         pytest.param(A_HELD, A_LOCK, [claim("b", 6, wait=True, wait_timeout_seconds=300),
-                                      claim("c", 7, wait=True, wait_timeout_seconds=90)], T0 + 1, T0 + 90,
+                                      claim("c", 7, wait=True, wait_timeout_seconds=90)], T0 + 1, T0 + 91,
                      id="earliest-of-several-wait-timeouts"),
         pytest.param(A_HELD, A_LOCK, [claim("b", 6, wait=True, wait_timeout_seconds=3000)], T0 + 1, STALE_AT,
                      id="wait-timeout-later-than-stale"),
@@ -760,7 +772,21 @@ def test_next_deadline_after_settling_matches_the_quiet_decision() -> None:
     space.locks[RES] = A_LOCK
     quiet = space.settle(T0 + 1)
     assert quiet.actions == ()
-    assert quiet.next_deadline == T0 + 45
+    assert quiet.next_deadline == T0 + 46
+    assert space.get("b").status.waiting_since == T0 + 1  # type: ignore[union-attr]
+
+
+def test_a_2_second_wait_never_ends_before_2_seconds() -> None:
+    # Created at T0 + 0.9: creationTimestamp says T0 (truncated to the second). First seen at T0 + 0.95.
+    space = Space().add(A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=2, created=T0))
+    space.locks[RES] = A_LOCK
+    first = space.settle(T0 + 0.95)
+    assert space.get("b").phase is Phase.PENDING
+    assert first.next_deadline == T0 + 2.95
+    space.settle(T0 + 2.94)
+    assert space.get("b").phase is Phase.PENDING
+    space.settle(T0 + 2.95)
+    assert space.get("b").phase is Phase.TIMED_OUT
 
 
 # ---- a timeline on a manual clock ------------------------------------------------------------

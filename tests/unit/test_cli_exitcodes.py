@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from kubelock.cli import compat
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.main import build_parser, main
+from kubelock.cli.signals import Stopped
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import (
     Deadlock,
@@ -31,7 +33,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_the_codes_are_the_documented_numbers() -> None:
     assert {c.name: c.value for c in ExitCode} == {
         "OK": 0, "HELD": 1, "NOT_FOUND": 2, "FORBIDDEN": 3, "INVALID_INPUT": 4, "DEADLOCK": 5,
-        "UNREACHABLE": 6, "TIMED_OUT": 7, "LOST": 8, "INTERNAL": 9, "INTERRUPTED": 130,
+        "UNREACHABLE": 6, "TIMED_OUT": 7, "LOST": 8, "INTERNAL": 9, "HANGUP": 129, "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
 
 
@@ -49,6 +52,8 @@ def test_the_codes_are_the_documented_numbers() -> None:
         (Expired("gone"), ExitCode.LOST),
         (Revoked("broken"), ExitCode.LOST),
         (LockError("anything else"), ExitCode.UNREACHABLE),
+        (Stopped(signal.SIGTERM), ExitCode.TERMINATED),
+        (Stopped(signal.SIGHUP), ExitCode.HANGUP),
     ],
 )
 def test_errors_map_to_codes(error: LockError, code: ExitCode) -> None:

@@ -136,7 +136,7 @@ def test_claims_table_and_claim_json() -> None:
     )
     assert info.resource == "github://a/b"  # normalised
     assert output.claims_table([info], now=NOW).splitlines()[1].split() == [
-        "github://a/b", "Pending", "-", "-", "2", "c1"
+        "github://a/b", "agent-a", "Pending", "-", "-", "2", "c1"
     ]
     as_json = output.claim(info)
     assert (as_json["phase"], as_json["queuePosition"], as_json["currentHolder"]) == ("Pending", 2, "agent-b")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -24,27 +25,68 @@ async def nowhere() -> AsyncIterator[KubeClient]:
     [
         ("explicit", {"KUBELOCK_HOLDER": "env", "POD_NAME": "pod"}, ("explicit", "pod", "uid")),
         (None, {"KUBELOCK_HOLDER": "env", "POD_NAME": "pod"}, ("env", "pod", "uid")),
-        (None, {"POD_NAME": "pod"}, ("pod", "pod", "uid")),
-        (None, {"POD_NAME": "pod", "POD_NAMESPACE": "elsewhere"}, ("pod", None, None)),  # podRef is same-namespace
+        ("x", {"POD_NAME": "pod", "POD_NAMESPACE": "elsewhere"}, ("x", None, None)),  # podRef is same-namespace
     ],
 )
-async def test_holder_and_pod_from_arguments_and_environment(
+async def test_an_explicit_holder_is_used_as_it_is(
     nowhere: KubeClient, holder: str | None, env: dict[str, str], expected: tuple[str, str | None, str | None]
 ) -> None:
     env = {**env, "POD_UID": "uid"}
-    got = await identity.resolve(nowhere, holder=holder, namespace="agents", in_cluster=False, env=env)
+    got = await identity.resolve(nowhere, holder=holder, namespace="agents", env=env)
     assert (got.holder, got.pod_name, got.pod_uid) == expected
     assert got.namespace == "agents"
 
 
-async def test_without_any_hint_the_api_server_is_asked(nowhere: KubeClient) -> None:
+async def test_without_an_explicit_holder_the_api_server_is_asked(nowhere: KubeClient) -> None:
+    # POD_NAME no longer names the holder: the identity comes from the API server only.
     with pytest.raises(Unreachable):
-        await identity.resolve(nowhere, holder=None, namespace="agents", in_cluster=False, env={})
+        await identity.resolve(nowhere, holder=None, namespace="agents", env={"POD_NAME": "pod"})
 
 
 async def test_an_invalid_holder_is_refused(nowhere: KubeClient) -> None:
     with pytest.raises(InvalidInput):
-        await identity.resolve(nowhere, holder=None, namespace="a", in_cluster=False, env={"KUBELOCK_HOLDER": "a b"})
+        await identity.resolve(nowhere, holder=None, namespace="a", env={"KUBELOCK_HOLDER": "a b"})
+
+
+POD = identity.UserInfo("system:serviceaccount:agents:worker", "worker-0", "3f2a1b4c-1111-2222-3333-444455556666")
+ALICE = identity.UserInfo("alice")
+
+
+@pytest.mark.parametrize(
+    ("who", "given", "env", "expected"),
+    [
+        (POD, None, {}, "3f2a1b4c"),
+        (POD, "w2", {}, "3f2a1b4c.w2"),  # several processes of one pod
+        (ALICE, "laptop", {}, "laptop"),
+        (ALICE, None, {"POD_NAME": "web-0", "POD_UID": "abcdef012345"}, "web-0.abcdef01"),  # unbound token in a pod
+    ],
+)
+def test_instance(who: identity.UserInfo, given: str | None, env: dict[str, str], expected: str) -> None:
+    assert identity.instance_for(who, given, env, generate=False) == expected
+
+
+def test_instance_outside_a_pod_is_generated_per_process_or_required() -> None:
+    generated = identity.instance_for(ALICE, None, {}, generate=True)
+    assert generated == identity.instance_for(ALICE, None, {}, generate=True)  # one per process
+    assert f"-{os.getpid()}-" in generated
+    with pytest.raises(identity.InstanceRequired, match="export KUBELOCK_INSTANCE=<name>"):
+        identity.instance_for(ALICE, None, {}, generate=False)
+    with pytest.raises(InvalidInput, match="instance 'a/b' is invalid"):
+        identity.instance_for(ALICE, "a/b", {}, generate=False)
+    with pytest.raises(InvalidInput, match="at most 54 characters"):
+        identity.instance_for(POD, "w" * 55, {}, generate=False)
+
+
+def test_a_forked_child_is_another_instance() -> None:
+    parent = identity.process_instance()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, identity.process_instance().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(write)
+    assert os.read(read, 200).decode() not in ("", parent)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,9 @@ CATEGORY = "locks"
 # A holder renews its lease by writing any new value here (the SDK writes a timestamp for humans;
 # the operator only compares it with the last value it acted on and never trusts it as a time).
 RENEW_ANNOTATION = "kubelock.dev/renew"
+# A random mark the SDK puts on each claim it creates, so that an acquire interrupted before the
+# create's answer arrived can tell the claim it made from an older one of the same name.
+REQUEST_ANNOTATION = "kubelock.dev/request"
 # Pods whose termination releases their claims carry this label (the operator watches only them).
 POD_LABEL = "kubelock.dev/lock-holder"
 POD_LABEL_VALUE = "true"

@@ -72,10 +72,13 @@ Holder = Annotated[
         min_length=1,
         max_length=MAX_HOLDER_LENGTH,
         description=(
-            "The identity that holds or waits: an agent instance, normally its pod name (with a pod's "
-            "ServiceAccount token it must be that pod's name; for other users, their user name). "
-            "1-253 bytes in UTF-8, no whitespace or control characters. Deadlock detection links claims by "
-            "holder. Immutable."
+            "Who holds or waits: `<identity>/<instance>`. The identity is the requester as the API server "
+            "authenticated it: `pod:<namespace>/<pod>` for a pod's ServiceAccount token, "
+            "`sa:<namespace>/<name>` for another ServiceAccount token, `user:<name>` for anyone else; the "
+            "instance (1-63 letters, digits, '.', '_', '-'; for a pod, beginning with the first 8 characters "
+            "of its uid) names one process of it. Two instances conflict like any two holders. Only lock "
+            "admins may claim for someone else. 1-253 bytes in UTF-8, no whitespace or control characters. "
+            "Deadlock detection links claims by holder. Immutable."
         ),
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -227,6 +230,11 @@ class LockClaimStatus(_Model):
             "When the claim entered a terminal phase. The operator deletes terminal claims "
             "ttlSecondsAfterFinished (an operator setting, default 3600) after this time."
         ),
+    )
+    waiting_since: datetime | None = Field(
+        default=None,
+        description="While Pending: when the operator first saw the claim waiting; waitTimeoutSeconds counts "
+        "from here.",
     )
     conditions: list[Condition] | None = Field(
         default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from kubelock.cli.signals import Stopped
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import (
     Deadlock,
@@ -29,10 +30,14 @@ class ExitCode(IntEnum):
     TIMED_OUT = 7  # waited longer than --timeout
     LOST = 8  # the lock was held but is no more: expired or revoked
     INTERNAL = 9  # a bug in kubelock (reported with its traceback on stderr)
+    HANGUP = 129  # SIGHUP (any claim being acquired was withdrawn)
     INTERRUPTED = 130  # Ctrl-C (any claim being acquired was withdrawn)
+    TERMINATED = 143  # SIGTERM (any claim being acquired was withdrawn)
 
 
 def for_error(error: LockError) -> ExitCode:
+    if isinstance(error, Stopped):
+        return ExitCode(error.exit_code)
     if isinstance(error, Rejected):
         return ExitCode.HELD if error.reason == Reason.HELD_BY_ANOTHER.value else ExitCode.INVALID_INPUT
     if isinstance(error, Deadlock):

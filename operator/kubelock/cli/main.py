@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from kubelock import __version__
-from kubelock.cli import completion, output
+from kubelock.cli import completion, output, signals
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.progress import QueueProgress
 from kubelock.sdk import graph as waitgraph
@@ -27,6 +27,7 @@ from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import Deadlock, InvalidInput, LockError
+from kubelock.sdk.identity import InstanceRequired
 from kubelock.sdk.model import format_time
 
 Handler = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[int]]
@@ -63,8 +64,10 @@ def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holde
                         "or the pod's ServiceAccount)")
     parser.add_argument("--context", default=default, help="kubeconfig context")
     if holder:
-        parser.add_argument("--holder", default=default, help="holder identity (default: KUBELOCK_HOLDER, POD_NAME, "
-                            "or your user name)")
+        parser.add_argument("--instance", default=default, help="which instance of your identity this is "
+                            "(default: KUBELOCK_INSTANCE; in a pod, the pod's; required elsewhere)")
+        parser.add_argument("--holder", default=default, help="a whole holder name, for lock admins acting for "
+                            "another holder (default: KUBELOCK_HOLDER, else your identity and instance)")
 
 
 OUTPUTS = ("json", "yaml", "wide")
@@ -226,11 +229,14 @@ async def cmd_status(client: AsyncLockClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_list(client: AsyncLockClient, args: argparse.Namespace) -> int:
-    items = await client.list()
-    payload = {"ok": True, "holder": (await client.identity()).holder, "claims": [output.claim(c) for c in items]}
-    if not items:
+    try:
         ident = await client.identity()
-        return _emit(args, payload, f"{ident.holder} has no claims in namespace {ident.namespace}")
+        items, holder, who = await client.list(), ident.holder, ident.identity or ident.holder
+    except InstanceRequired:  # no instance given: the claims of every instance of yours
+        items, holder, who = await client.list(all_instances=True), None, (await client.who()).identity
+    payload = {"ok": True, "holder": holder, "identity": who, "claims": [output.claim(c) for c in items]}
+    if not items:
+        return _emit(args, payload, f"{holder or who} has no claims in namespace {client.namespace}")
     return _emit(args, payload, output.claims_table(items, wide=args.output == "wide"))
 
 
@@ -309,12 +315,16 @@ def check_input(args: argparse.Namespace) -> None:
         validation.namespace(args.namespace)
     if getattr(args, "holder", None) is not None:
         validation.holder(args.holder)
+    if getattr(args, "instance", None) is not None:
+        validation.instance(args.instance)
 
 
 def make_client(args: argparse.Namespace) -> AsyncLockClient:
     return AsyncLockClient(
         namespace=getattr(args, "namespace", None),
         holder=getattr(args, "holder", None),
+        instance=getattr(args, "instance", None),
+        generate_instance=False,  # rlock, rlock-heartbeat and runlock are separate processes: see sdk.identity
         kubeconfig=getattr(args, "kubeconfig", None),
         context=getattr(args, "context", None),
     )
@@ -330,10 +340,11 @@ def run(
     args: argparse.Namespace,
     on_error: Callable[[LockError], None],
 ) -> int:
-    """Run one command on a fresh event loop; Ctrl-C cancels it (withdrawing a pending claim)."""
+    """Run one command on a fresh event loop; Ctrl-C, SIGTERM and SIGHUP cancel it (withdrawing a
+    pending claim); see `kubelock.cli.signals`."""
     try:
         check_input(args)
-        return asyncio.run(_run(handler, args))
+        return signals.run(_run(handler, args))
     except LockError as error:
         on_error(error)
         return for_error(error)

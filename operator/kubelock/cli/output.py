@@ -244,11 +244,12 @@ def status_table(
 
 def claims_table(items: Sequence[ClaimInfo], now: float | None = None, *, wide: bool = False) -> str:
     """Your claims; `wide` adds who holds the resource now, the reason and the message."""
-    header = ["RESOURCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM",
+    header = ["RESOURCE", "INSTANCE", "PHASE", "TOKEN", "EXPIRES IN", "POSITION", "CLAIM",
               *(["HELD BY", "REASON", "MESSAGE"] if wide else [])]
     rows = [
         [
             c.resource,
+            c.holder.rpartition("/")[2] or c.holder,
             c.phase.value if c.phase else "(undecided)",
             str(c.fencing_token) if c.fencing_token is not None else "-",
             until(c.expires_at, now) if c.held else "-",

@@ -38,6 +38,20 @@ def effective_ttl(claim: Claim, policy: Policy) -> int:
     return min(ttl, policy.max_ttl_seconds)
 
 
+def waiting_since(claim: Claim, now: float) -> float:
+    """When a claim's wait started, for its `waitTimeoutSeconds`: the moment the operator first saw it
+    (kept in its Pending status). A claim not answered yet is seen now. A Pending status written
+    without this moment falls back to the creation time rounded up: the API server truncates
+    `creationTimestamp` to the second, so the timestamp itself would end waits up to a second early.
+    Never earlier than the claim's creation, so a wait is never cut short."""
+    status = claim.status
+    if status is None:
+        return now
+    if status.waiting_since is not None:
+        return status.waiting_since
+    return claim.created_at + 1.0
+
+
 def decide(
     resource: str,
     claims: Iterable[Claim],
@@ -145,7 +159,7 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
         )
         return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     timeout = claim.wait_timeout_seconds
-    if claim.waiting and not holds and timeout is not None and now >= claim.created_at + timeout:
+    if claim.waiting and not holds and timeout is not None and now >= waiting_since(claim, now) + timeout:
         held_by = claim.status.holder if claim.status else None
         message = f"gave up after waiting {timeout}s for {resource}" + (f" (held by {held_by})" if held_by else "")
         return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False, holder=held_by)
@@ -291,8 +305,9 @@ def _held(
                 continue
             wake.add(victim.resource)
         position += 1
+        since = waiting_since(claim, now)
         if claim.wait_timeout_seconds is not None:
-            deadlines.append(claim.created_at + claim.wait_timeout_seconds)
+            deadlines.append(since + claim.wait_timeout_seconds)
         pending = ClaimStatus(
             phase=Phase.PENDING,
             reason=Reason.QUEUED,
@@ -300,6 +315,7 @@ def _held(
             sequence=claim.sequence,
             holder=holder.holder,
             queue_position=position,
+            waiting_since=since,
         )
         if claim.status != pending:
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None

@@ -36,6 +36,7 @@ class ClaimStatus:
     stale: bool = False
     observed_renew: str | None = None
     finished_at: float | None = None  # when the claim entered a terminal phase
+    waiting_since: float | None = None  # while Pending: when the operator first saw the claim wait
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ import hashlib
 import re
 import unicodedata
 
+from kubelock.domain.holder import readable
+
 MAX_RESOURCE_LENGTH = 1024  # bytes in UTF-8
 MAX_HOLDER_LENGTH = 253  # bytes in UTF-8
 
@@ -113,8 +115,10 @@ def claim_name(holder: str, normalised: str) -> str:
     """The conventional LockClaim name the SDK and CLI use for (holder, resource).
 
     One holder asking twice for the same resource gets the same claim, which makes acquire idempotent.
+    The readable part shows the holder without its kind and namespace (see `holder.readable`); the
+    hash covers the whole holder, so instances and identities that read alike still differ.
     """
-    readable = slug(normalised, 30)
-    who = slug(holder, 20)
-    parts = [p for p in (who, readable) if p]
+    what = slug(normalised, 30)
+    who = slug(readable(holder), 20)
+    parts = [p for p in (who, what) if p]
     return "-".join([*parts, digest(f"{holder}\n{normalised}", 10)])

@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from kubelock.kube.auth import Authenticator
 from kubelock.kube.config import Credentials
-from kubelock.kube.errors import ApiError, Unreachable, from_response, transient
+from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
@@ -43,6 +44,8 @@ class KubeClient:
         self._on_request = on_request
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self.auth = Authenticator(credentials)
+        self._cert_changes = 0
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -55,22 +58,29 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    def _ensure_session(self) -> aiohttp.ClientSession:
+    async def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is not None and self._cert_changes != self.auth.cert_changes:
+            # An exec plugin handed out a new client certificate: new connections must present it.
+            await self._session.close()
+            self._session = None
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                ssl=self.credentials.ssl_context(), limit=self._connections, keepalive_timeout=60
-            )
+            self._cert_changes = self.auth.cert_changes
+            cert = self.auth.client_certificate()
+            context = self.credentials.ssl_context(*(cert or (None, None)))
+            connector = aiohttp.TCPConnector(ssl=context, limit=self._connections, keepalive_timeout=60)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
-        token = self.credentials.bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent, **await self.auth.headers()}
         if content_type:
             headers["Content-Type"] = content_type
         return headers
+
+    async def _after_unauthorized(self, headers: Mapping[str, str]) -> bool:
+        """A 401: refresh the credential (as client-go does); True when one more try is worth it."""
+        sent = headers.get("Authorization", "")
+        return await self.auth.refresh(rejected=sent.removeprefix("Bearer ") if sent else None)
 
     def _url(self, path: str, params: Mapping[str, Any] | None) -> str:
         query = {k: v for k, v in (params or {}).items() if v is not None}
@@ -87,9 +97,14 @@ class KubeClient:
         verb: str | None = None,
     ) -> Body:
         attempt = 0
+        reauthenticated = False
         while True:
             try:
                 return await self._request_once(method, path, params, body, content_type, verb or method.lower())
+            except Unauthorized as error:
+                if reauthenticated or not await self._after_unauthorized(error.sent_headers):
+                    raise
+                reauthenticated = True
             except (ApiError, Unreachable) as error:
                 if attempt >= self._retries or not transient(error):
                     raise
@@ -100,16 +115,18 @@ class KubeClient:
     async def _request_once(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, content_type: str, verb: str
     ) -> Body:
-        session = self._ensure_session()
+        session = await self._ensure_session()
         started = time.perf_counter()
         data = None if body is None else json.dumps(body)
+        headers = await self._headers(content_type if data is not None else None)
         try:
             async with session.request(
                 method,
                 self._url(path, params),
                 data=data,
-                headers=self._headers(content_type if data is not None else None),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
+                server_hostname=self.credentials.tls_server_name,
             ) as response:
                 text = await response.text()
                 status = response.status
@@ -124,7 +141,9 @@ class KubeClient:
             except ValueError:
                 parsed = None
         if status >= 400:
-            raise from_response(status, parsed, text)
+            refused = from_response(status, parsed, text)
+            refused.sent_headers = headers
+            raise refused
         return parsed if isinstance(parsed, dict) else {}
 
     def _record(self, verb: str, status: int, started: float) -> None:
@@ -181,8 +200,21 @@ class KubeClient:
     async def watch(
         self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300, **params: Any
     ) -> AsyncGenerator[Body, None]:
-        """Events of one watch request until the server closes it; raises ApiError (e.g. 410 Gone)."""
-        session = self._ensure_session()
+        """Events of one watch request until the server closes it; raises ApiError (e.g. 410 Gone).
+        A 401 when the watch starts refreshes the credential and tries once more."""
+        for attempt in range(2):
+            try:
+                async for event in self._watch_once(path, resource_version, timeout_seconds, params):
+                    yield event
+                return
+            except Unauthorized as error:
+                if attempt or not await self._after_unauthorized(error.sent_headers):
+                    raise
+
+    async def _watch_once(
+        self, path: str, resource_version: str | None, timeout_seconds: int, params: Mapping[str, Any]
+    ) -> AsyncGenerator[Body, None]:
+        session = await self._ensure_session()
         query = {
             "watch": "true",
             "resourceVersion": resource_version,
@@ -191,11 +223,13 @@ class KubeClient:
             **params,
         }
         started = time.perf_counter()
+        headers = await self._headers()
         try:
             async with session.get(
                 self._url(path, query),
-                headers=self._headers(),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+                server_hostname=self.credentials.tls_server_name,
             ) as response:
                 self._record("watch", response.status, started)
                 if response.status >= 400:
@@ -204,7 +238,9 @@ class KubeClient:
                         parsed = json.loads(text)
                     except ValueError:
                         parsed = None
-                    raise from_response(response.status, parsed, text)
+                    error = from_response(response.status, parsed, text)
+                    error.sent_headers = headers
+                    raise error
                 async for line in response.content:
                     if not line.strip():
                         continue

@@ -63,6 +63,7 @@ def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
         stale=stale,
         observed_renew=raw.get("observedRenew"),
         finished_at=finished_at,
+        waiting_since=_ts(raw.get("waitingSince")),
     )
 
 
@@ -185,6 +186,7 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "sequence": status.sequence,
         "observedRenew": status.observed_renew,
         "finishedAt": ts(status.finished_at),
+        "waitingSince": ts(status.waiting_since),
         "conditions": conditions,
         "observedGeneration": record.generation,
     }

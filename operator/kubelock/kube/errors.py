@@ -14,6 +14,7 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.body = body or {}
+        self.sent_headers: dict[str, str] = {}  # the request's headers (to tell which credential a 401 refused)
 
     @property
     def causes(self) -> list[dict[str, Any]]:
@@ -48,6 +49,8 @@ class Unauthorized(ApiError):
 class Unreachable(Exception):
     """The API server could not be reached (connection refused, DNS, TLS, timeout)."""
 
+    permanent = False  # True: trying again at once cannot help (a credential plugin that failed)
+
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: Invalid,
@@ -69,5 +72,5 @@ def from_response(status: int, body: dict[str, Any] | None, text: str = "") -> A
 def transient(error: BaseException) -> bool:
     """Worth retrying: throttling, server-side trouble, or a connection that failed."""
     if isinstance(error, Unreachable):
-        return True
+        return not getattr(error, "permanent", False)
     return isinstance(error, ApiError) and (error.status == 429 or error.status >= 500)

@@ -1,3 +1,3 @@
-from kubelock.operator.main import main
+from kubelock.operator.launch import main
 
 main()

@@ -35,16 +35,24 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         await runtime.stop()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf calls this at start, after a 401 and once `expiration` has passed, and ignores an answer
+        # equal to credentials it saw refused: so re-read the token file or re-run the exec plugin.
+        auth = runtime.client.auth
+        await auth.refresh(force=True)
         creds = runtime.credentials
+        cert = auth.client_certificate()
         return kopf.ConnectionInfo(
             server=creds.server,
             ca_path=creds.ca_file,
             insecure=creds.insecure,
-            token=creds.bearer(),
-            certificate_path=creds.cert_file,
-            private_key_path=creds.key_file,
+            token=await auth.token(),
+            username=None if auth.refreshable else creds.username,
+            password=None if auth.refreshable else creds.password,
+            certificate_path=cert[0] if cert else None,
+            private_key_path=cert[1] if cert else None,
             default_namespace=creds.namespace,
+            expiration=auth.refresh_deadline(),
         )
 
     @kopf.on.event(GROUP, VERSION, CLAIM_PLURAL, registry=registry)

@@ -27,6 +27,7 @@ from kubelock.sdk.errors import (
 from kubelock.sdk.identity import Identity
 from kubelock.sdk.lease import AsyncLease
 from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult
+from kubelock.sdk.signals import Terminated
 from kubelock.sdk.sync import Lease, LockClient
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "ReleaseResult",
     "RenewResult",
     "Revoked",
+    "Terminated",
     "TimedOut",
     "Unreachable",
 ]

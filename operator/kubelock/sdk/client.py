@@ -13,13 +13,14 @@ import builtins
 import contextlib
 import itertools
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from pydantic import ValidationError
 
-from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION
+from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION, REQUEST_ANNOTATION
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import claim_name, digest, lock_name, normalise
@@ -27,7 +28,7 @@ from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
-from kubelock.sdk import identity, validation
+from kubelock.sdk import identity, signals, validation
 from kubelock.sdk.errors import (
     Deadlock,
     Expired,
@@ -40,9 +41,18 @@ from kubelock.sdk.errors import (
     Unreachable,
     from_api,
 )
-from kubelock.sdk.identity import Identity
+from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, Body, ClaimInfo, LockInfo, ReleaseResult, RenewResult, parse_time
+from kubelock.sdk.model import (
+    AcquireResult,
+    Body,
+    ClaimInfo,
+    LockInfo,
+    ReleaseResult,
+    RenewResult,
+    format_time,
+    parse_time,
+)
 from kubelock.sdk.watching import follow_claim
 
 T = TypeVar("T")
@@ -59,7 +69,10 @@ class AsyncLockClient:
     """Locks for one holder in one namespace (lock space).
 
     Construct it with no arguments in a pod (see `kubelock.sdk.identity`), or give `kubeconfig`,
-    `namespace` and `holder` explicitly. Use it as an async context manager, or call `close()`.
+    `namespace` and `instance` explicitly (`holder` only as a lock admin acting for someone else).
+    Outside a pod, without `instance` or KUBELOCK_INSTANCE, each process is its own instance;
+    `generate_instance=False` makes that an error instead. Use it as an async context manager, or
+    call `close()`.
     """
 
     def __init__(
@@ -67,6 +80,8 @@ class AsyncLockClient:
         *,
         namespace: str | None = None,
         holder: str | None = None,
+        instance: str | None = None,
+        generate_instance: bool = True,
         kubeconfig: str | None = None,
         context: str | None = None,
         credentials: Credentials | None = None,
@@ -77,6 +92,8 @@ class AsyncLockClient:
     ) -> None:
         if holder is not None:
             validation.holder(holder)
+        if instance is not None:
+            validation.instance(instance)
         validation.timeout(decision_timeout, "decision_timeout")
         if credentials is None:
             try:
@@ -88,6 +105,8 @@ class AsyncLockClient:
         self.decision_timeout = decision_timeout
         self.kube = KubeClient(credentials, timeout=request_timeout, retries=retries, user_agent="kubelock-sdk")
         self._holder = holder
+        self._instance = instance
+        self._generate_instance = generate_instance
         self._env = env
         self._identity: Identity | None = None
         self._identity_lock = asyncio.Lock()
@@ -112,7 +131,8 @@ class AsyncLockClient:
                     self.kube,
                     holder=self._holder,
                     namespace=self.namespace,
-                    in_cluster=self.credentials.token_file is not None,
+                    instance=self._instance,
+                    generate_instance=self._generate_instance,
                     env=self._env,
                 )
             return self._identity
@@ -120,6 +140,10 @@ class AsyncLockClient:
     async def whoami(self) -> str:
         """The authenticated user name, as the API server sees it."""
         return await identity.whoami(self.kube)
+
+    async def who(self) -> UserInfo:
+        """The authenticated user as the API server sees it, with the identity holders begin with."""
+        return await identity.user_info(self.kube)
 
     async def claim_name_for(self, uri: str) -> str:
         validation.resource(uri)
@@ -180,7 +204,8 @@ class AsyncLockClient:
         if timeout is not None and not wait:
             raise InvalidInput("timeout only applies when waiting (wait=True)")
         ident = await self.identity()
-        info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update)
+        async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
+            info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update)
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
                 f"{info.resource} is held by {info.current_holder}; you already wait for it "
@@ -206,6 +231,14 @@ class AsyncLockClient:
             try:
                 created = await self.kube.create(paths.claims(ident.namespace), body, fieldValidation="Strict")
                 info, fresh = ClaimInfo.from_body(created), True
+            except asyncio.CancelledError:
+                # The claim may have been made although its answer never came (a signal, Ctrl-C):
+                # withdraw it, or the operator would grant it to nobody.
+                await asyncio.shield(self._withdraw_unanswered(ident.namespace, name, body))
+                raise
+            except kube_errors.Unreachable as error:  # the same for an answer lost to a timeout
+                await self._withdraw_unanswered(ident.namespace, name, body)
+                raise from_api(error, f"create claim {name} for {resource}") from error
             except kube_errors.Conflict as error:
                 if not error.already_exists:
                     raise from_api(error, f"create claim {name}") from error
@@ -218,8 +251,8 @@ class AsyncLockClient:
                     await self.delete_claim(info, quiet=True)
                     continue
                 if info.held or (info.phase is Phase.PENDING and not wait):
-                    return info
-            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                    return await self._checked(info, adopted=True)
+            except kube_errors.ApiError as error:
                 raise from_api(error, f"create claim {name} for {resource}") from error
             decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout, on_update=on_update)
             if not fresh and decided.terminal and decided.wait != wait:
@@ -228,8 +261,60 @@ class AsyncLockClient:
                 continue
             if decided.terminal:
                 raise await self.error_for(decided)
-            return decided
+            try:
+                return await self._checked(decided, adopted=not fresh)
+            except BaseException:
+                if fresh:  # granted during this call, and the caller will not learn of it: give it back
+                    await asyncio.shield(self.delete_claim(decided, quiet=True))
+                raise
         raise Unreachable(f"claim {name} kept being replaced while acquiring {resource}; try again")
+
+    async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body) -> None:
+        """Delete the claim `sent` if a create made it: the request mark tells it from an older claim."""
+        mark = sent["metadata"]["annotations"][REQUEST_ANNOTATION]
+        try:
+            body = await self.kube.get(paths.claims(namespace, name))
+        except (kube_errors.ApiError, kube_errors.Unreachable):
+            return
+        if ((body.get("metadata") or {}).get("annotations") or {}).get(REQUEST_ANNOTATION) == mark:
+            await self.delete_claim(ClaimInfo.from_body(body), quiet=True)
+
+    async def _checked(self, info: ClaimInfo, *, adopted: bool) -> ClaimInfo:
+        """Fail closed: a Held claim counts only while its lease lasts, and a claim found rather than
+        made here (an earlier acquire of this instance) only if its lock still names it."""
+        if info.phase is Phase.PENDING:
+            return info
+        if not info.held:
+            await self.delete_claim(info, quiet=True)  # an expired lease is no lock: leave no record behind
+            raise await self.error_for(info)
+        if adopted:
+            await self._confirm_lock(info)
+        return info
+
+    async def _confirm_lock(self, info: ClaimInfo) -> None:
+        name = info.lock_name or lock_name(info.resource)
+        try:
+            body = await self.kube.get(paths.locks(info.namespace, name))
+        except kube_errors.NotFound:
+            raise Revoked(
+                f"claim {info.name} says it holds {info.resource}, but its lock {name} is gone (broken or "
+                "expired while the operator could not say so): not held",
+                reason=Reason.LOCK_BROKEN.value,
+            ) from None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read lock {info.namespace}/{name}") from error
+        lock = LockInfo.from_body(body)
+        # Token 0: the operator writes the lock's token right after creating it, alongside the claim's
+        # Held status, so for an instant the claim may know the token before the lock does.
+        if lock.claim_uid != info.uid or lock.fencing_token not in (0, info.fencing_token):
+            raise Revoked(
+                f"claim {info.name} says it holds {info.resource} with fencing token {info.fencing_token}, but the "
+                f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
+                reason=Reason.LOCK_BROKEN.value,
+            )
+        if lock.expires_at is None or lock.expires_at.timestamp() <= time.time():
+            raise Expired(f"the lease on {info.resource} ran out at {format_time(lock.expires_at)}: not held",
+                          reason=Reason.LEASE_EXPIRED.value)
 
     def _claim_body(
         self, ident: Identity, name: str, uri: str, *, wait: bool, ttl: int | None, wait_timeout: float | None
@@ -249,6 +334,8 @@ class AsyncLockClient:
             "name": name,
             "namespace": ident.namespace,
             "labels": {HOLDER_HASH_LABEL: digest(ident.holder), "app.kubernetes.io/managed-by": MANAGED_BY},
+            # Which create made the claim: lets an acquire interrupted before the answer find its own.
+            "annotations": {REQUEST_ANNOTATION: secrets.token_hex(8)},
         }
         if ident.pod_name and ident.pod_uid:
             # The garbage collector removes the claim with its pod even when the operator is down.
@@ -319,6 +406,12 @@ class AsyncLockClient:
     async def error_for(self, info: ClaimInfo) -> LockError:
         reason = info.reason or ""
         message = info.message or f"claim {info.name} is {info.phase}"
+        if info.phase is Phase.HELD:  # Held, but its lease has run out: the operator has not said so yet
+            return Expired(
+                f"the lease on {info.resource} ran out at {format_time(info.expires_at)} and the operator has not "
+                "answered since (is it running?): not held",
+                reason=Reason.LEASE_EXPIRED.value,
+            )
         if info.phase is Phase.REJECTED:
             if reason == Reason.INVALID_SPEC.value:
                 return InvalidInput(message, reason=reason)
@@ -357,9 +450,9 @@ class AsyncLockClient:
         if info is None:
             raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
         await self.delete_claim(info)
-        if info.phase in (None, Phase.HELD, Phase.PENDING):
+        if info.phase in (None, Phase.PENDING) or info.held:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase)
-        if info.phase in (Phase.EXPIRED, Phase.REVOKED):
+        if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             raise await self.error_for(info)
         raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {info.phase}: "
                        f"{info.message}")
@@ -433,7 +526,7 @@ class AsyncLockClient:
         return _renewed(state, confirmed=True)
 
     async def _not_held(self, info: ClaimInfo) -> LockError:
-        if info.phase in (Phase.EXPIRED, Phase.REVOKED):
+        if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             return await self.error_for(info)
         if info.phase is Phase.PENDING:
             return NotFound(
@@ -453,8 +546,16 @@ class AsyncLockClient:
             raise NotFound(f"you ({ident.holder}) have no claim on {normalise(uri)} in namespace {ident.namespace}")
         return info
 
-    async def list(self) -> builtins.list[ClaimInfo]:
-        """Your own claims in this namespace (held, waiting and finished records)."""
+    async def list(self, *, all_instances: bool = False) -> builtins.list[ClaimInfo]:
+        """Your own claims in this namespace (held, waiting and finished records); with
+        `all_instances`, those of every instance of your identity (no instance needs to be known)."""
+        if all_instances:
+            mine = (await self.who()).identity + "/"
+            listing = self.kube.list_all(paths.claims(self.namespace))
+            listed = await self.call(f"list claims in {self.namespace}", listing)
+            found = [ClaimInfo.from_body(b) for b in listed[0]]
+            return sorted((c for c in found if c.holder.startswith(mine) and "/" not in c.holder[len(mine):]),
+                          key=lambda c: (c.resource, c.holder, c.name))
         ident = await self.identity()
         items = await self.call(
             f"list your claims in {ident.namespace}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -68,7 +69,15 @@ class ClaimInfo:
 
     @property
     def held(self) -> bool:
-        return self.phase is Phase.HELD
+        """Held, and its lease has not run out. A claim whose expiry has passed is never held, whatever
+        its phase says: the operator may be down and not have written Expired yet."""
+        return self.phase is Phase.HELD and not self.lease_over()
+
+    def lease_over(self, now: float | None = None) -> bool:
+        """Phase Held, but the lease's expiry has passed (or is unknown)."""
+        if self.phase is not Phase.HELD:
+            return False
+        return self.expires_at is None or self.expires_at.timestamp() <= (time.time() if now is None else now)
 
     @property
     def terminal(self) -> bool:
@@ -125,6 +134,7 @@ class LockInfo:
     expires_at: datetime | None
     lease_seconds: int
     annotations: dict[str, str]
+    claim_uid: str = ""
 
     @classmethod
     def from_body(cls, body: Body) -> LockInfo:
@@ -143,6 +153,7 @@ class LockInfo:
             resource=str(spec.get("resource", "")),
             holder=str(spec.get("holder", "")),
             claim_name=str((spec.get("claimRef") or {}).get("name", "")),
+            claim_uid=str((spec.get("claimRef") or {}).get("uid", "")),
             fencing_token=_int(spec.get("fencingToken")) or 0,
             acquired_at=parse_time(spec.get("acquireTime")),
             renewed_at=renewed,

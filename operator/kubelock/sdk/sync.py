@@ -1,8 +1,9 @@
 """The synchronous facade: the async client run on a private event loop thread.
 
 No lock logic lives here. Each call is a task on the private loop; if the calling thread is
-interrupted (KeyboardInterrupt) while it waits, the task is cancelled and given time to clean up
-(leave the queue, release) before the interruption continues.
+interrupted (KeyboardInterrupt, or SIGTERM/SIGHUP during an acquire: see `kubelock.sdk.signals`)
+while it waits, the task is cancelled and given time to clean up (leave the queue, release) before
+the interruption continues.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from kubelock.kube.config import Credentials
+from kubelock.sdk import signals
 from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
 from kubelock.sdk.identity import Identity
@@ -80,6 +82,8 @@ class LockClient:
         *,
         namespace: str | None = None,
         holder: str | None = None,
+        instance: str | None = None,
+        generate_instance: bool = True,
         kubeconfig: str | None = None,
         context: str | None = None,
         credentials: Credentials | None = None,
@@ -94,6 +98,8 @@ class LockClient:
                 _construct(
                     namespace=namespace,
                     holder=holder,
+                    instance=instance,
+                    generate_instance=generate_instance,
                     kubeconfig=kubeconfig,
                     context=context,
                     credentials=credentials,
@@ -131,7 +137,8 @@ class LockClient:
         return self.run(self.aio.whoami())
 
     def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
-        return self.run(self.aio.try_acquire(uri, ttl))
+        with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
+            return self.run(self.aio.try_acquire(uri, ttl))
 
     def acquire(
         self,
@@ -143,7 +150,8 @@ class LockClient:
         on_update: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
         """`on_update` runs on the client's event loop thread: keep it short."""
-        return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
+        with signals.raising():
+            return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
 
     def release(self, uri: str) -> ReleaseResult:
         return self.run(self.aio.release(uri))
@@ -220,7 +228,8 @@ class Lease:
         self._lease.check()
 
     def __enter__(self) -> Lease:
-        self._client.run(self._lease.__aenter__())
+        with signals.raising():
+            self._client.run(self._lease.__aenter__())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

@@ -6,6 +6,7 @@ import math
 import re
 
 from kubelock.api.types import MAX_TTL_CEILING
+from kubelock.domain.holder import InvalidInstance, validate_instance
 from kubelock.domain.resource import InvalidResource, validate_holder, validate_resource
 from kubelock.sdk.errors import InvalidInput
 
@@ -24,6 +25,13 @@ def holder(name: object) -> str:
     try:
         return validate_holder(name)
     except InvalidResource as error:
+        raise InvalidInput(str(error)) from None
+
+
+def instance(name: object) -> str:
+    try:
+        return validate_instance(name)
+    except InvalidInstance as error:
         raise InvalidInput(str(error)) from None
 
 

@@ -1,0 +1,83 @@
+"""Who the chaos agents are: real, unprivileged identities, so the admission policies are exercised too.
+
+Without pods, every agent of a run is one instance of one identity, the ServiceAccount
+`chaos-agents` (holder `sa:<namespace>/chaos-agents/<agent>`): instances of one identity must
+conflict like any two holders. With pods, each agent authenticates with a token bound to its own pod
+(holder `pod:<namespace>/<pod>/<uid prefix>`), as a kubelet-mounted token would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Collection
+
+from kubelock.domain import holder as holders
+from kubelock.kube import errors as kube_errors
+from kubelock.kube import paths
+from kubelock.kube.client import KubeClient
+from kubelock.kube.config import Credentials
+
+SERVICE_ACCOUNT = "chaos-agents"
+ROLE = "kubelock-agent"
+MIN_TOKEN_SECONDS = 3600
+
+
+async def ensure_agent_account(kube: KubeClient, namespace: str, name: str = SERVICE_ACCOUNT) -> None:
+    """The ServiceAccount and its RoleBinding to kubelock-agent (several processes may race to it)."""
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
+    for path, body in ((f"/api/v1/namespaces/{namespace}/serviceaccounts", account),
+                       (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", binding)):
+        with contextlib.suppress(kube_errors.Conflict):
+            await kube.create(path, body)
+
+
+async def token(kube: KubeClient, namespace: str, *, account: str = SERVICE_ACCOUNT, pod: tuple[str, str] | None = None,
+                seconds: float = MIN_TOKEN_SECONDS) -> str:
+    """A token of the ServiceAccount from TokenRequest, bound to `pod` (name, uid) when given."""
+    spec: dict[str, object] = {"audiences": [], "expirationSeconds": int(max(MIN_TOKEN_SECONDS, seconds))}
+    if pod is not None:
+        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod[0], "uid": pod[1]}
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+    response = await kube.create(f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", body)
+    return str(response["status"]["token"])
+
+
+def as_token(credentials: Credentials, bearer: str) -> Credentials:
+    """The same server and CA, authenticating with `bearer` only (no client certificate)."""
+    return dataclasses.replace(credentials, token=bearer, token_file=None, exec=None, cert_file=None, key_file=None,
+                               username=None, password=None)
+
+
+async def wait_until_allowed(kube: KubeClient, namespace: str, patience: float = 30.0) -> None:
+    """The authorizer learns new RoleBindings from a watch: wait until these credentials may claim."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await kube.list(paths.claims(namespace), limit=1)
+            return
+        except kube_errors.Forbidden:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def holder_matches(holder: str, names: Collection[str]) -> bool:
+    """Whether a holder is one of `names`: an agent (the instance) or a pod (by its name)."""
+    if holder in names:
+        return True
+    split = holders.split(holder)
+    if split is None:
+        return False
+    identity, instance = split
+    pod = identity.rpartition("/")[2] if identity.startswith("pod:") else None
+    return instance in names or pod in names

@@ -1,0 +1,71 @@
+"""SIGTERM and SIGHUP stop a command the way Ctrl-C does, and it still says how it ended.
+
+`timeout -s TERM`, a pod being stopped or a closed terminal used to kill a waiting `rlock --wait`
+on the spot: no output, and its queued claim was later granted to nobody. Now the command's task is
+cancelled (the SDK withdraws a waiting claim and gives back a grant that arrived meanwhile), the
+command prints its result (`Terminated` or `HungUp`; one JSON object with `--json` and for `rlock`,
+`runlock`, `rlock-heartbeat`) and exits with the shell's code for the signal: 143 (SIGTERM) or 129
+(SIGHUP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from kubelock.sdk.errors import LockError
+
+T = TypeVar("T")
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "HungUp"}
+
+
+class Stopped(LockError):
+    """The command was stopped by a signal; whatever it was acquiring was withdrawn."""
+
+    def __init__(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name}: a lock this command was acquiring was withdrawn (nothing new is held); a release "
+            "or renewal it was making may not have happened",
+            reason=REASONS.get(signal.Signals(signum), "Terminated"),
+        )
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(coro)`, except that SIGTERM and SIGHUP cancel it and then raise Stopped."""
+    received: list[int] = []
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        if received:  # the signal came before the command started
+            coro.close()
+            raise asyncio.CancelledError
+        return await coro
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            received.append(signum)
+            for task in tasks:
+                task.cancel()
+
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        for s in SIGNALS:
+            loop.add_signal_handler(s, on_signal, s)
+        try:
+            return runner.run(main())
+        except asyncio.CancelledError:
+            if received:
+                raise Stopped(received[0]) from None
+            raise
+        finally:
+            for s in SIGNALS:
+                loop.remove_signal_handler(s)

@@ -1,0 +1,31 @@
+"""`kubelock-operator`: start the operator, or say plainly which extra is missing.
+
+`pip install kubelock` installs the SDK and the CLI only (what an agent needs); the operator's
+dependencies come with `pip install 'kubelock[operator]'`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+OPERATOR_MODULES = ("kopf", "prometheus_client")
+
+
+def missing() -> list[str]:
+    return [name for name in OPERATOR_MODULES if importlib.util.find_spec(name) is None]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    absent = missing()
+    if absent:
+        print(
+            f"kubelock-operator: the operator needs {', '.join(absent)}, which this installation lacks; "
+            "install it with: pip install 'kubelock[operator]'",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    from kubelock.operator.main import main as run
+
+    run(argv)
