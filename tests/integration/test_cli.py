@@ -455,7 +455,7 @@ def test_unlock_by_an_admin_records_who_and_why_before_deleting(sh: Shell, admin
     assert status_of(revoked)["reason"] == "LockBroken"
     assert sh.lock(other) is not None  # bob's lock was not selected
     why = sh("alice", "kubelock", "why", URI).stdout
-    assert "  holder:    alice\n" in why
+    assert f"  holder:    {holder('alice')}\n" in why
     assert "  outcome:   the lock was taken away: stop working on the resource" in why
     assert "broken by lockadmin: agent hung on #42" in why
 
@@ -605,12 +605,12 @@ def test_wait_shows_position_and_holder_on_a_terminal_and_nothing_elsewhere(sh: 
     )
     os.close(terminal)
     try:
-        shown = read_terminal(master, "held by alice", DEADLINE)
-        assert f"waiting for {URI}: position 1, held by alice (Ctrl-C gives up)" in shown, shown
+        shown = read_terminal(master, f"held by {holder('alice')}", DEADLINE)
+        assert f"waiting for {URI}: position 1, held by {holder('alice')} (Ctrl-C gives up)" in shown, shown
         assert sh("alice", "runlock", URI).code == 0
         out, _ = waiting.communicate(timeout=DEADLINE)
         assert waiting.returncode == 0
-        assert out.startswith(f"acquired {URI} as bob")
+        assert out.startswith(f"acquired {URI} as {holder('bob')}")
         assert read_terminal(master, "\033[K", 5).endswith("\r\033[K")  # the line is erased before the result
     finally:
         waiting.kill()
@@ -644,12 +644,12 @@ def test_kubectl_lock_is_the_cli_as_a_kubectl_plugin(sh: Shell) -> None:
     assert plugin_run("--version").stdout.startswith("kubectl lock ")
     got = plugin_run("acquire", URI)
     assert got.returncode == 0, got.stderr
-    assert got.stdout.startswith(f"acquired {URI} as alice")
+    assert got.stdout.startswith(f"acquired {URI} as {holder('alice')}")
     held = plugin_run("acquire", URI, user="bob")
     assert held.returncode == ExitCode.HELD
     assert held.stderr.strip().endswith("or queue for it with kubectl lock acquire --wait")
     listed = yaml.safe_load(plugin_run("status", "-o", "yaml").stdout)
-    assert [(lock["resource"], lock["holder"]) for lock in listed["locks"]] == [(URI, "alice")]
+    assert [(lock["resource"], lock["holder"]) for lock in listed["locks"]] == [(URI, holder("alice"))]
     # kubectl's own completion asks kubectl_complete-lock
     completed = subprocess.run([kubectl[0], "__complete", "lock", "st"], env=env, capture_output=True, text=True,
                                timeout=DEADLINE, check=False)

@@ -67,10 +67,10 @@ def test_the_users_act_as_agent_viewer_and_lock_admin(bed: tuple[Path, str], kub
 
     assert as_user("alice", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout == "alice"
     env = {**os.environ, "KUBECONFIG": str(workdir / "users" / "alice.kubeconfig"),
-           "PYTHONPATH": str(REPO / "operator")}
+           "PYTHONPATH": str(REPO / "operator"), "KUBELOCK_INSTANCE": "laptop"}
     cli = [sys.executable, "-m", "kubelock.cli.main"]
     acquired = json.loads(run(*cli, "acquire", "github://acme/app/issues/42", "--json", env=env).stdout)
-    assert acquired["ok"] and acquired["holder"] == "alice" and acquired["namespace"] == "default"
+    assert acquired["ok"] and acquired["holder"] == "user:alice/laptop" and acquired["namespace"] == "default"
 
     assert "github://acme/app/issues/42" in as_user("viewer", "get", "locks").stdout
     refused = as_user("viewer", "delete", "resourcelocks", "--all", check=False)
