@@ -214,7 +214,8 @@ class ControlPlane:
 
     @property
     def running(self) -> bool:
-        return bool(self._processes) and all(p.alive() for p in self._processes)
+        node_alive = self._node is None or self._node.alive()
+        return bool(self._processes) and all(p.alive() for p in self._processes) and node_alive
 
     @property
     def users(self) -> Mapping[str, str]:

@@ -65,6 +65,7 @@ CGROUP_PREFIX = "kubelock-"
 POD_SUPERNET = ipaddress.ip_network("10.200.0.0/16")
 KUBELET_PORT = 10250  # inside the node's own network namespace: no clash with anything
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # inside the node's mount namespace
+INIT_PID_FILE = "init.pid"
 
 START_TIMEOUT = 30.0
 READY_TIMEOUT = 120.0
@@ -203,6 +204,7 @@ class RealNode:
             (self._workdir / sub).mkdir(parents=True)
         self._make_cgroups()
         self._start_init()
+        (self._workdir / INIT_PID_FILE).write_text(f"{self.init_pid}\n")
         self._setup_namespaces()
         self._start_containerd()
         self.import_image(self._sandbox_image)
@@ -231,11 +233,18 @@ class RealNode:
     def import_image(self, archive: Path) -> None:
         """Imports an image archive (docker-archive or OCI tar) into the node's containerd."""
         began = time.monotonic()
-        self._ctr("images", "import", "--no-unpack=false", str(archive), timeout=IMPORT_TIMEOUT)
+        _ctr(self.containerd_address, "images", "import", str(archive), timeout=IMPORT_TIMEOUT)
         log.info("node %s: imported %s in %.1f s", self.name, archive.name, time.monotonic() - began)
+
+    def tag_image(self, source: str, target: str) -> None:
+        """Gives an imported image another name (as `docker tag` would), e.g. the one a manifest uses."""
+        self._ctr("images", "tag", "--force", _normalised(source), _normalised(target))
 
     def images(self) -> list[str]:
         return self._ctr("images", "list", "--quiet").split()
+
+    def alive(self) -> bool:
+        return self._init is not None and all(p.alive() for p in (self._init, *self._processes))
 
     def check_alive(self) -> None:
         for process in (self._init, *self._processes):
@@ -247,13 +256,15 @@ class RealNode:
 
     def stop(self) -> None:
         """Stops every process of the node and removes its cgroups and state. Idempotent."""
-        while self._processes:
-            self._processes.pop().stop(timeout=STOP_TIMEOUT)
         if self._init is not None:
-            # PID 1 of the namespace: its exit kills whatever is left there (shims, containers).
+            # PID 1 of the namespace: its exit kills every process there at once (containerd,
+            # kubelet, shims, containers); nothing of a throw-away node needs a graceful stop.
             self._init.stop(timeout=STOP_TIMEOUT)
             self._init = None
+        while self._processes:
+            self._processes.pop().stop(timeout=STOP_TIMEOUT)
         self._init_pid = None
+        (self._workdir / INIT_PID_FILE).unlink(missing_ok=True)
         _remove_cgroup_tree(self._cgroup)
         for sub in ("containerd", "kubelet"):  # images and snapshots: hundreds of MB
             shutil.rmtree(self._workdir / sub, ignore_errors=True)
@@ -473,11 +484,7 @@ disabled_plugins = [
         return process
 
     def _ctr(self, *args: str, timeout: float = 60) -> str:
-        argv = [shutil.which(CTR) or CTR, "--address", self.containerd_address, "--namespace", "k8s.io", *args]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        if result.returncode != 0:
-            raise ProcessError(f"`ctr {' '.join(args)}` failed ({result.returncode}): {result.stderr.strip()}")
-        return result.stdout
+        return _ctr(self.containerd_address, *args, timeout=timeout)
 
     def _ctr_ok(self, *args: str) -> bool:
         try:
@@ -494,6 +501,32 @@ disabled_plugins = [
             for name in ("cpuset.cpus", "cpuset.mems"):
                 if (path / name).exists() and not (path / name).read_text().strip():
                     (path / name).write_text((hierarchy / name).read_text())
+
+
+def import_into_running_node(workdir: Path, archive: Path) -> None:
+    """Imports an image archive into the node whose work directory this is, from another process."""
+    try:
+        pid = int((workdir / INIT_PID_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        raise ProcessError(f"no real node runs with work directory {workdir} (start one with `up --node`)") from None
+    _ctr(f"/proc/{pid}/root{CONTAINERD_SOCKET}", "images", "import", str(archive), timeout=IMPORT_TIMEOUT)
+
+
+def _ctr(address: str, *args: str, timeout: float = 60) -> str:
+    argv = [shutil.which(CTR) or CTR, "--address", address, "--namespace", "k8s.io", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise ProcessError(f"`ctr {' '.join(args)}` failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+def _normalised(image: str) -> str:
+    """containerd's full name of an image reference (``kubelock:1`` → ``docker.io/library/kubelock:1``)."""
+    name = image
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"docker.io/{name if '/' in name else 'library/' + name}"
+    return name
 
 
 # -- cgroups --------------------------------------------------------------------------------------

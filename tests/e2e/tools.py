@@ -1,4 +1,4 @@
-"""helm and kubectl against the kind cluster of the end-to-end tests."""
+"""helm and kubectl against the end-to-end tests' cluster (a real test-bed node, or kind)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ REPO = E2E_DIR.parents[1]
 
 @dataclass(frozen=True)
 class Tools:
-    """helm and kubectl against the kind cluster."""
+    """helm and kubectl as the cluster's admin."""
 
     bin_dir: Path
     kubeconfig: Path
@@ -23,9 +23,13 @@ class Tools:
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         return self._run("kubectl", args, stdin)
 
-    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None) -> str:
+    def run(self, tool: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs helm or kubectl and returns the result, whatever its exit code."""
         argv = [str(self.bin_dir / tool), "--kubeconfig", str(self.kubeconfig), *args]
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600, check=False)
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600, check=False)
+
+    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None) -> str:
+        result = self.run(tool, *args, stdin=stdin)
         if result.returncode != 0:
             raise AssertionError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result.stdout

@@ -1,0 +1,93 @@
+"""A real node leaves nothing behind: neither on a normal stop (Ctrl-C) nor when its test process is
+SIGKILLed — no kubelet, containerd, shim or container process, no network namespace, no mount on
+the host, and (after a SIGKILL, at the next node's start) no cgroup.
+
+Each case runs a control plane with a real node and a running pod in a child Python process, as
+`make test` would, and interrupts it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kubelock.testbed.node import CGROUP_PREFIX, _cgroup_hierarchies, _remove_orphaned_cgroups, node_problem
+
+pytestmark = pytest.mark.skipif(node_problem() is not None, reason=f"no real node here: {node_problem()}")
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from kubelock.testbed import ControlPlane
+    plane = ControlPlane(Path(sys.argv[1]), kwok=False, node=True)
+    with plane:
+        plane.kubectl("run", "sleeper", "--image=localhost/kubelock-pause:1", "--image-pull-policy=Never")
+        plane.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s")
+        print("ready", plane.node.init_pid, plane.node._cgroup, flush=True)
+        while True:
+            time.sleep(1)
+    """
+)
+
+
+def _namespaces_in_use() -> set[str]:
+    found = set()
+    for ns in Path("/proc").glob("[0-9]*/ns/net"):
+        try:
+            found.add(os.readlink(ns))
+        except OSError:
+            continue
+    return found
+
+
+def _processes_in(pid_namespace: str) -> list[int]:
+    pids = []
+    for ns in Path("/proc").glob("[0-9]*/ns/pid"):
+        try:
+            if os.readlink(ns) == pid_namespace:
+                pids.append(int(ns.parent.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _start(workdir: Path) -> tuple[subprocess.Popen[str], int, str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "operator")}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(workdir)], stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None
+    line = child.stdout.readline().split()
+    assert line and line[0] == "ready", f"the node did not start (exit code {child.poll()})"
+    return child, int(line[1]), line[2]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_an_interrupted_node_leaves_nothing_behind(tmp_path: Path, signum: signal.Signals) -> None:
+    child, init_pid, cgroup = _start(tmp_path)
+    pid_ns = os.readlink(f"/proc/{init_pid}/ns/pid")
+    net_ns = os.readlink(f"/proc/{init_pid}/ns/net")
+    assert len(_processes_in(pid_ns)) >= 4  # init, containerd, kubelet, kube-proxy, shim, pause...
+
+    child.send_signal(signum)
+    child.wait(60)
+    deadline = time.monotonic() + 15
+    while (_processes_in(pid_ns) or net_ns in _namespaces_in_use()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_in(pid_ns) == [], "processes of the node outlived it"
+    assert net_ns not in _namespaces_in_use(), "the node's network namespace outlived it"
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(tmp_path) not in mounts
+    leftovers = [h / cgroup for h in _cgroup_hierarchies() if (h / cgroup).exists()]
+    if signum == signal.SIGINT:
+        assert leftovers == []
+    else:  # nobody ran the stop; the next node's start sweeps the groups of dead owners
+        _remove_orphaned_cgroups()
+        assert [p for p in leftovers if p.exists()] == []
+    assert cgroup.startswith(CGROUP_PREFIX)
