@@ -123,7 +123,7 @@ class Agents:
         return calls
 
     def wait_outputs(self, pod: str, count: int, timeout: float = 60) -> list[tuple[Obj, int]]:
-        return poll(lambda: (o := self.outputs(pod)) and len(o) >= count and o, f"{count} CLI results of {pod}", timeout)
+        return poll(lambda: (o := self.outputs(pod)) and len(o) >= count and o, f"{count} results of {pod}", timeout)
 
     def kill(self, pod: str) -> None:
         self.tools.kubectl("delete", "pod", pod, "--namespace", self.namespace, "--grace-period=0", "--force",

@@ -46,15 +46,16 @@ def test_operator_runs_from_the_image_with_its_service_account_token(cluster: E2
 
 def test_metrics_answer_through_the_service(cluster: E2ECluster, kubelock: str, tmp_path: Path) -> None:
     tools = cluster.tools
-    # Through the API server's service proxy (what `kubectl port-forward svc/...`-less users do)...
-    raw = tools.kubectl("get", "--raw",
-                        f"/api/v1/namespaces/{RELEASE_NAMESPACE}/services/http:{OPERATOR}-metrics:metrics/proxy/metrics")  # fmt: skip
+    # Through the API server's service proxy...
+    proxy = f"/api/v1/namespaces/{RELEASE_NAMESPACE}/services/http:{OPERATOR}-metrics:metrics/proxy/metrics"
+    raw = tools.kubectl("get", "--raw", proxy)
     assert "kubelock_" in raw
     # ...and from a pod, to the Service's ClusterIP (kube-proxy's rules on the node).
     ip = tools.kubectl("get", "service", f"{OPERATOR}-metrics", "-n", RELEASE_NAMESPACE, "-o",
                        "jsonpath={.spec.clusterIP}")  # fmt: skip
     for agents in agents_namespace(tools, cluster.agent_image, "metrics"):
-        fetch = f"import urllib.request; print(urllib.request.urlopen('http://{ip}:9090/metrics', timeout=10).read().decode())"
+        url = f"http://{ip}:9090/metrics"
+        fetch = f"import urllib.request; print(urllib.request.urlopen('{url}', timeout=10).read().decode())"
         pod = agents.start("scrape", f"python -c \"{fetch}\"")
         poll(lambda a=agents, p=pod: a.phase(p) in ("Succeeded", "Failed"), "the scrape pod to finish", 60)  # type: ignore[misc]
         out = tools.kubectl("logs", pod, "-n", agents.namespace)

@@ -21,7 +21,7 @@ def test_connect_target(head: bytes, target: tuple[str, int]) -> None:
 
 @pytest.mark.parametrize("head", [b"GET / HTTP/1.1\r\n\r\n", b"CONNECT nohost HTTP/1.1\r\n\r\n", b"CONNECT :80 x\r\n"])
 def test_bad_connect_requests_are_refused(head: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="CONNECT"):
         _connect_target(head)
 
 

@@ -78,9 +78,10 @@ WORKLOAD_CONTROLLERS: tuple[str, ...] = (
     "disruption-controller",
     "root-ca-certificate-publisher-controller",
     "pod-garbage-collector-controller",
-    # Lifts the not-ready taint a kubelet registers its node with, once the node is Ready.
-    "node-lifecycle-controller",
 )
+# Not node-lifecycle-controller: kwok's nodes renew no Lease, so it would mark their pods not Ready.
+# The one thing the nodes need from it, lifting the not-ready taint, the bed does itself.
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 PAUSE_IMAGE = "localhost/kubelock-pause:1"
 
 ETCD_TIMEOUT = 30.0
@@ -267,6 +268,9 @@ class ControlPlane:
             return node is not None and node_is_ready(node)
 
         wait_until(ready, what=f"node {name} to become Ready", timeout=timeout, process=self._process("kwok"))
+        # The API server taints every new Node not-ready (TaintNodesByCondition); the scheduler would
+        # never place a pod on it. Nothing here runs the node-lifecycle-controller that lifts it.
+        self._lift_not_ready_taint(name)
         return name
 
     def start(self) -> None:
@@ -530,7 +534,16 @@ class ControlPlane:
 
         wait_until(ready, what=f"node {node.name} to become Ready", timeout=NODE_READY_TIMEOUT,
                    process=node.process("kubelet"))  # fmt: skip
+        self._lift_not_ready_taint(node.name)
         self._publish_apiserver_endpoint(node.network.gateway)
+
+    def _lift_not_ready_taint(self, name: str) -> None:
+        """Removes the taint kubelet registers its node with (node-lifecycle-controller's job)."""
+        http = self._require_http()
+        taints = (http.get(f"/api/v1/nodes/{name}") or {}).get("spec", {}).get("taints") or []
+        remaining = [t for t in taints if t.get("key") != NOT_READY_TAINT]
+        if remaining != taints:
+            http.patch(f"/api/v1/nodes/{name}", {"spec": {"taints": remaining or None}})
 
     def _publish_apiserver_endpoint(self, address: str) -> None:
         """Points the `kubernetes` Service at the node's proxy, which forwards to the API server.
@@ -677,9 +690,17 @@ class _AdminHttp:
         _raise_for(code, "POST", path, body)
         return json.loads(body)
 
-    def _send(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+    def patch(self, path: str, patch: Mapping[str, Any]) -> Any:
+        """A JSON merge patch."""
+        code, body = self._send("PATCH", path, json.dumps(patch).encode(), "application/merge-patch+json")
+        _raise_for(code, "PATCH", path, body)
+        return json.loads(body)
+
+    def _send(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         request = urllib.request.Request(self._server + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
         try:
             with self._opener.open(request, timeout=10) as response:
                 return int(response.status), bytes(response.read())

@@ -262,7 +262,9 @@ class AppImage:
 
 LABELS = {
     "org.opencontainers.image.title": "kubelock",
-    "org.opencontainers.image.description": "Exclusive, fenced, deadlock-aware locks for concurrent agents on Kubernetes",
+    "org.opencontainers.image.description": (
+        "Exclusive, fenced, deadlock-aware locks for concurrent agents on Kubernetes"
+    ),
     "org.opencontainers.image.licenses": "Apache-2.0",
 }
 APP_ENV = (
@@ -337,7 +339,8 @@ def _tree_digest(source: Path) -> str:
 
 
 def _chroot(root: Path, *argv: str) -> None:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
     _run(["chroot", str(root), *argv], env=env)
 
 

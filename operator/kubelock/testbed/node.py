@@ -62,7 +62,7 @@ DEBIAN_PACKAGES: tuple[str, ...] = ("containerd", "runc", "containernetworking-p
 
 
 CGROUP_PREFIX = "kubelock-"
-POD_SUPERNET = ipaddress.ip_network("10.200.0.0/16")
+POD_SUPERNET = ipaddress.IPv4Network("10.200.0.0/16")
 KUBELET_PORT = 10250  # inside the node's own network namespace: no clash with anything
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # inside the node's mount namespace
 INIT_PID_FILE = "init.pid"
@@ -102,7 +102,8 @@ def node_problem(bin_dir: Path | None = None) -> str | None:
         return "a real node needs Linux"
     if os.geteuid() != 0:
         return "a real node needs root (namespaces, mounts, cgroups)"
-    missing = [tool for tool in (CONTAINERD, CTR, RUNC, "unshare", "nsenter", "ip", "iptables") if not shutil.which(tool)]
+    tools = (CONTAINERD, CTR, RUNC, "unshare", "nsenter", "ip", "iptables")
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
         return f"missing {', '.join(missing)}: run `make node-tools` (hack/install-node.sh, as root)"
     if _cni_bin_dir() is None:
