@@ -16,14 +16,15 @@ if (( ${#missing[@]} == 0 )); then
   echo "[install-node] all present: ${need[*]}" >&2
   exit 0
 fi
-if [[ $(id -u) -ne 0 ]]; then
-  echo "[install-node] missing ${missing[*]}; run as root (apt-get), or install them yourself" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-  echo "[install-node] missing ${missing[*]} and this is not a Debian-like system" >&2
-  exit 1
-fi
+# Without them the end-to-end tier is skipped with the reason; under CI that is a failure.
+give_up() {
+  echo "[install-node] missing ${missing[*]}: $1" >&2
+  [[ -n ${CI:-} ]] && exit 1
+  echo "[install-node] the end-to-end tier will be skipped (unless Docker runs kind)" >&2
+  exit 0
+}
+[[ $(id -u) -eq 0 ]] || give_up "run as root (apt-get), or install them yourself"
+command -v apt-get >/dev/null || give_up "this is not a Debian-like system"
 # The packages' own services (a system-wide containerd) must not start: policy-rc.d says no.
 policy=/usr/sbin/policy-rc.d
 made_policy=
