@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.agents import SLEEP, Agents, agents_namespace, poll, run
+from tests.e2e.conftest import REPORT
 from tests.e2e.tools import Tools
 
 # A killed holder's pod is seen deleted by the operator's pod watch and its claim revoked; the
@@ -45,7 +46,7 @@ def test_second_agent_is_refused_and_a_killed_holders_lock_goes_to_the_waiter(ag
     agents.kill(holder)
     poll(lambda: agents.phase_of(waiter, uri) == "Held", "the lock to pass to agent-c", HANDOFF_SECONDS, 0.1)
     handoff = time.monotonic() - killed_at
-    print(f"handoff after the holder's pod was killed: {handoff:.2f} s")
+    REPORT.append(f"lock handed to the waiter {handoff:.2f} s after the holder's pod was killed")
 
     (granted, code), (renewed, hb_code), (released, un_code) = agents.wait_outputs(waiter, 3)
     assert code == 0 and granted["holder"] == waiter, granted

@@ -150,7 +150,7 @@ def write_docker_archive(out: Path, *, tag: str, layers: Sequence[Layer], config
     config_name = f"{hashlib.sha256(config_bytes).hexdigest()}.json"
     layer_names = [f"{lay.digest.removeprefix('sha256:')}/layer.tar" for lay in layers]
     manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": layer_names}]
-    tmp = out.with_suffix(".partial")
+    tmp = _partial(out)
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, config_name, config_bytes)
         for name, lay in zip(layer_names, layers, strict=True):
@@ -162,6 +162,12 @@ def write_docker_archive(out: Path, *, tag: str, layers: Sequence[Layer], config
         _add_bytes(tar, "manifest.json", json.dumps(manifest, separators=(",", ":")).encode())
     tmp.replace(out)
     return out
+
+
+def _partial(out: Path) -> Path:
+    # Unique per process: clones on one machine share the cache and may build the same file at once;
+    # the finished file is moved into place in one step.
+    return out.with_name(f".{out.name}.{os.getpid()}.partial")
 
 
 def read_docker_archive(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -236,9 +242,9 @@ def base_layer() -> Layer:
     if not shutil.which("mmdebstrap"):
         raise SystemExit("mmdebstrap is missing: run `make node-tools` (hack/install-node.sh), or build with Docker")
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.tar")
+    partial = _partial(out)
     argv = [
-        "mmdebstrap", "--quiet", "--variant=essential", f"--include={','.join(BASE_PACKAGES)}",
+        "mmdebstrap", "--quiet", "--format=tar", "--variant=essential", f"--include={','.join(BASE_PACKAGES)}",
         *(f"--dpkgopt=path-exclude={pattern}" for pattern in DPKG_EXCLUDES),
         # No apt lists or caches in the image.
         "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/* \"$1\"/var/log/*",

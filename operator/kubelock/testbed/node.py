@@ -76,7 +76,15 @@ CGROUP_REMOVE_TIMEOUT = 10.0
 # kubelet insists on these kernel settings and, unless told to fail instead, writes them — globally,
 # since they are not namespaced. Inside the node, files with the expected values are mounted over
 # them, so kubelet finds nothing to change and the host keeps its own settings.
-KUBELET_SYSCTLS: dict[str, str] = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
+# (kubelet's setupKernelTunables lists them: pkg/kubelet/cm/container_manager_linux.go.)
+KUBELET_SYSCTLS: dict[str, str] = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
 
 # PID 1 of the node: reaps the orphans (the runtime shims daemonize) and exits on SIGTERM, taking the
 # namespace's every process with it.
