@@ -126,7 +126,8 @@ def run(workdir: Path, *, operator: bool, node: bool = False) -> int:
     operator_process: ManagedProcess | None = None
     try:
         plane.start()
-        plane.create_fake_node(FAKE_NODE)
+        if not node:  # with a real node, pods go there rather than to kwok's pretend one
+            plane.create_fake_node(FAKE_NODE)
         if operator:
             operator_process = _start_operator(plane.kubeconfig)
         _announce(plane, operator_process)

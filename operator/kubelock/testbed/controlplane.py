@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from kubelock.testbed import binaries, certs, images
+from kubelock.testbed import binaries, certs
 from kubelock.testbed.node import RealNode, node_problem
 from kubelock.testbed.processes import (
     ManagedProcess,
@@ -505,6 +505,9 @@ class ControlPlane:
         )
 
     def _start_node_runtime(self) -> None:
+        # Imported here: `python -m kubelock.testbed.images` must not find it imported by the package.
+        from kubelock.testbed import images
+
         problem = node_problem(self.bin_dir)
         if problem:
             raise ProcessError(f"cannot start a real node: {problem}")
