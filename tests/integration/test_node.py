@@ -1,9 +1,10 @@
-"""A real node leaves nothing behind: neither on a normal stop (Ctrl-C) nor when its test process is
-SIGKILLed — no kubelet, containerd, shim or container process, no network namespace, no mount on
-the host, and (after a SIGKILL, at the next node's start) no cgroup.
+"""The test bed's real node: two run side by side, each pod reaching its own API server through
+the `kubernetes` Service; and a node leaves nothing behind, neither on a normal stop (Ctrl-C) nor
+when its test process is SIGKILLed — no kubelet, containerd, shim or container process, no network
+namespace, no mount on the host, and (after a SIGKILL, at the next node's start) no cgroup.
 
-Each case runs a control plane with a real node and a running pod in a child Python process, as
-`make test` would, and interrupts it.
+The teardown cases run a control plane with a real node and a running pod in a child Python
+process, as `make test` would, and interrupt it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,42 @@ from pathlib import Path
 
 import pytest
 
+from kubelock.testbed import ControlPlane, images, wait_until
 from kubelock.testbed.node import CGROUP_PREFIX, _cgroup_hierarchies, _remove_orphaned_cgroups, node_problem
 
 pytestmark = pytest.mark.skipif(node_problem() is not None, reason=f"no real node here: {node_problem()}")
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT_IMAGE = "localhost/kubelock-agent:dev"
+LIST_NODES = (
+    "from kubernetes import client, config; config.load_incluster_config(); "
+    "print(*[n.metadata.name for n in client.CoreV1Api().list_node().items])"
+)
+
+
+def test_two_nodes_run_side_by_side_each_pod_reaching_its_own_api_server(tmp_path: Path) -> None:
+    agent = images.app_image(images.AGENT, source=REPO, out_dir=REPO / "build" / "images", tag=AGENT_IMAGE)
+    with (
+        ControlPlane(tmp_path / "a", kwok=False, node=True) as first,
+        ControlPlane(tmp_path / "b", kwok=False, node=True) as second,
+    ):
+        for plane in (first, second):
+            plane.node.import_image(agent)
+            plane.kubectl("create", "clusterrole", "node-lister", "--verb=list", "--resource=nodes")
+            plane.kubectl("create", "clusterrolebinding", "node-lister", "--clusterrole=node-lister",
+                          "--serviceaccount=default:default")  # fmt: skip
+            plane.kubectl("run", "lister", f"--image={AGENT_IMAGE}", "--image-pull-policy=Never", "--restart=Never",
+                          "--command", "--", "python", "-c", LIST_NODES)  # fmt: skip
+        for plane in (first, second):
+            wait_until(lambda p=plane: _finished(p, "lister"), what="the lister pod to finish", timeout=120)  # type: ignore[misc]
+            # In-cluster config (the Service's ClusterIP and the mounted token) reached this plane's API server.
+            logs = plane.kubectl("logs", "lister").stdout
+            assert logs.split() == [plane.node.name], logs
+
+
+def _finished(plane: ControlPlane, pod: str) -> bool:
+    phase = plane.kubectl("get", "pod", pod, "-o", "jsonpath={.status.phase}").stdout
+    return phase in ("Succeeded", "Failed")
 
 CHILD = textwrap.dedent(
     """
