@@ -57,10 +57,6 @@ CTR = "ctr"
 RUNC = "runc"
 CNI_BIN_DIRS: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")
 CNI_PLUGINS: tuple[str, ...] = ("bridge", "host-local", "loopback")
-#: Debian packages the node needs (installed by hack/install-node.sh).
-DEBIAN_PACKAGES: tuple[str, ...] = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack")
-
-
 CGROUP_PREFIX = "kubelock-"
 POD_SUPERNET = ipaddress.IPv4Network("10.200.0.0/16")
 KUBELET_PORT = 10250  # inside the node's own network namespace: no clash with anything
@@ -68,7 +64,6 @@ CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # inside the node's mount
 INIT_PID_FILE = "init.pid"
 
 START_TIMEOUT = 30.0
-READY_TIMEOUT = 120.0
 IMPORT_TIMEOUT = 300.0
 STOP_TIMEOUT = 10.0
 CGROUP_REMOVE_TIMEOUT = 10.0
@@ -98,10 +93,6 @@ while True:
     except ChildProcessError:
         time.sleep(0.2)
 """
-
-
-class NodeUnavailable(RuntimeError):
-    """This machine cannot run a real node (not root, or a package or binary is missing)."""
 
 
 def node_problem(bin_dir: Path | None = None) -> str | None:
