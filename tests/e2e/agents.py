@@ -9,6 +9,7 @@ the test reads from `kubectl logs` what the agent saw.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -148,7 +149,9 @@ class Agents:
         return None if claim is None else (claim.get("status") or {}).get("phase")
 
 
+@contextlib.contextmanager
 def agents_namespace(tools: Tools, image: str, prefix: str) -> Iterator[Agents]:
+    """A fresh namespace with the agents' ServiceAccount; deleted afterwards."""
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     tools.kubectl("create", "namespace", namespace)
     try:

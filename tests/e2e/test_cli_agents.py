@@ -22,7 +22,8 @@ HANDOFF_SECONDS = 15
 
 @pytest.fixture
 def agents(tools: Tools, kubelock: str, image: str) -> Iterator[Agents]:
-    yield from agents_namespace(tools, image, "cli-agents")
+    with agents_namespace(tools, image, "cli-agents") as agents:
+        yield agents
 
 
 def test_second_agent_is_refused_and_a_killed_holders_lock_goes_to_the_waiter(agents: Agents) -> None:

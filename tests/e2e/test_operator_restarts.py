@@ -21,7 +21,8 @@ WAITERS = 3
 
 @pytest.fixture
 def agents(tools: Tools, kubelock: str, image: str) -> Iterator[Agents]:
-    yield from agents_namespace(tools, image, "restarts")
+    with agents_namespace(tools, image, "restarts") as agents:
+        yield agents
 
 
 def operator_pods(tools: Tools) -> dict[str, bool]:
@@ -51,7 +52,7 @@ def test_deleted_operator_pod_is_replaced_without_double_grants_and_waiters_keep
         waiters = []
         for i in range(WAITERS):
             waiter = agents.start(f"waiter-{i}", run(f'rlock --wait "{uri}"'), SLEEP)
-            poll(lambda w=waiter: agents.phase_of(w, uri) == "Pending", f"{waiter} to queue", 60)  # type: ignore[misc]
+            poll(lambda w=waiter: agents.phase_of(w, uri) == "Pending", f"{waiter} to queue", 60)
             waiters.append(waiter)
 
         tools.kubectl("delete", "pods", "-n", RELEASE_NAMESPACE, "-l", OPERATOR_PODS, "--wait=false")
@@ -65,7 +66,7 @@ def test_deleted_operator_pod_is_replaced_without_double_grants_and_waiters_keep
         current = holder
         for waiter in waiters:
             agents.kill(current)
-            poll(lambda w=waiter: agents.phase_of(w, uri) == "Held", f"{waiter} to be granted", 30)  # type: ignore[misc]
+            poll(lambda w=waiter: agents.phase_of(w, uri) == "Held", f"{waiter} to be granted", 30)
             current = waiter
     assert monitor.violations == []
     order = [name for resource, name, _ in monitor.grants if resource == uri]

@@ -53,11 +53,11 @@ def test_metrics_answer_through_the_service(cluster: E2ECluster, kubelock: str, 
     # ...and from a pod, to the Service's ClusterIP (kube-proxy's rules on the node).
     ip = tools.kubectl("get", "service", f"{OPERATOR}-metrics", "-n", RELEASE_NAMESPACE, "-o",
                        "jsonpath={.spec.clusterIP}")  # fmt: skip
-    for agents in agents_namespace(tools, cluster.agent_image, "metrics"):
+    with agents_namespace(tools, cluster.agent_image, "metrics") as agents:
         url = f"http://{ip}:9090/metrics"
         fetch = f"import urllib.request; print(urllib.request.urlopen('{url}', timeout=10).read().decode())"
         pod = agents.start("scrape", f"python -c \"{fetch}\"")
-        poll(lambda a=agents, p=pod: a.phase(p) in ("Succeeded", "Failed"), "the scrape pod to finish", 60)  # type: ignore[misc]
+        poll(lambda a=agents, p=pod: a.phase(p) in ("Succeeded", "Failed"), "the scrape pod to finish", 60)
         out = tools.kubectl("logs", pod, "-n", agents.namespace)
         assert agents.phase(pod) == "Succeeded", out
         assert "kubelock_" in out
@@ -115,7 +115,7 @@ def test_plain_manifests_install_the_same_operator(cluster: E2ECluster) -> None:
     try:
         tools.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(MANIFEST))
         tools.kubectl("rollout", "status", f"deployment/{OPERATOR}", "-n", RELEASE_NAMESPACE, "--timeout=180s")
-        for agents in agents_namespace(tools, cluster.agent_image, "manifests"):
+        with agents_namespace(tools, cluster.agent_image, "manifests") as agents:
             _take_and_refuse(agents, "github://acme/app/pr/17")
     finally:
         tools.run("kubectl", "delete", "-f", str(MANIFEST), "--ignore-not-found", "--wait=false")

@@ -46,7 +46,7 @@ def test_two_nodes_run_side_by_side_each_pod_reaching_its_own_api_server(tmp_pat
             plane.kubectl("run", "lister", f"--image={AGENT_IMAGE}", "--image-pull-policy=Never", "--restart=Never",
                           "--command", "--", "python", "-c", LIST_NODES)  # fmt: skip
         for plane in (first, second):
-            wait_until(lambda p=plane: _finished(p, "lister"), what="the lister pod to finish", timeout=120)  # type: ignore[misc]
+            wait_until(lambda p=plane: _finished(p, "lister"), what="the lister pod to finish", timeout=120)
             # In-cluster config (the Service's ClusterIP and the mounted token) reached this plane's API server.
             logs = plane.kubectl("logs", "lister").stdout
             assert logs.split() == [plane.node.name], logs
