@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -23,7 +24,7 @@ INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 CLUSTER_KINDS = "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings"
 
 
-def _operator_pod(tools: Tools) -> dict:  # type: ignore[type-arg]
+def _operator_pod(tools: Tools) -> dict[str, Any]:
     pods = json.loads(tools.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-l",
                                     "app.kubernetes.io/component=operator", "-o", "json"))["items"]  # fmt: skip
     return next(p for p in pods if not p["metadata"].get("deletionTimestamp"))
