@@ -58,9 +58,12 @@ def _finished(plane: ControlPlane, pod: str) -> bool:
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from pathlib import Path
     from kubelock.testbed import ControlPlane
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even if this process inherited SIGINT ignored
+    # (a shell starts background commands so).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     plane = ControlPlane(Path(sys.argv[1]), kwok=False, node=True)
     with plane:
         plane.kubectl("run", "sleeper", "--image=localhost/kubelock-pause:1", "--image-pull-policy=Never")
