@@ -9,12 +9,14 @@ process, as `make test` would, and interrupt it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,24 +98,31 @@ def _processes_in(pid_namespace: str) -> list[int]:
     return pids
 
 
-def _start(workdir: Path) -> tuple[subprocess.Popen[str], int, str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "operator")}
+@contextlib.contextmanager
+def _node_in_a_child(workdir: Path) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
+    """(child process, the node's init pid, its cgroup); the child is SIGKILLed if still running at
+    the end (its node then dies with it), so a failing test leaves nothing running either."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(workdir)], stdout=subprocess.PIPE, text=True, env=env)
-    assert child.stdout is not None
-    line = child.stdout.readline().split()
-    assert line and line[0] == "ready", f"the node did not start (exit code {child.poll()})"
-    return child, int(line[1]), line[2]
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().split()
+        assert line and line[0] == "ready", f"the node did not start (exit code {child.poll()})"
+        yield child, int(line[1]), line[2]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(30)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_an_interrupted_node_leaves_nothing_behind(tmp_path: Path, signum: signal.Signals) -> None:
-    child, init_pid, cgroup = _start(tmp_path)
-    pid_ns = os.readlink(f"/proc/{init_pid}/ns/pid")
-    net_ns = os.readlink(f"/proc/{init_pid}/ns/net")
-    assert len(_processes_in(pid_ns)) >= 4  # init, containerd, kubelet, kube-proxy, shim, pause...
-
-    child.send_signal(signum)
-    child.wait(60)
+    with _node_in_a_child(tmp_path) as (child, init_pid, cgroup):
+        pid_ns = os.readlink(f"/proc/{init_pid}/ns/pid")
+        net_ns = os.readlink(f"/proc/{init_pid}/ns/net")
+        assert len(_processes_in(pid_ns)) >= 4  # init, containerd, kubelet, kube-proxy, shim, pause...
+        child.send_signal(signum)
+        child.wait(60)
     deadline = time.monotonic() + 15
     while (_processes_in(pid_ns) or net_ns in _namespaces_in_use()) and time.monotonic() < deadline:
         time.sleep(0.2)
