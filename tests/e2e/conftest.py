@@ -37,7 +37,7 @@ from pytest_kind import KindCluster
 from kubelock.testbed import ControlPlane, MissingBinariesError, find_binaries
 from kubelock.testbed import images as image_builder
 from kubelock.testbed.node import node_problem
-from tests.e2e.tools import E2E_DIR, REPO, Tools
+from tests.e2e.tools import E2E_DIR, REPO, REPORT, Tools
 
 # pytest-kind 22.11 defaults to kind v0.17 (Kubernetes 1.25); the chart needs 1.30 or newer.
 KIND_VERSION = "v0.29.0"
@@ -47,8 +47,6 @@ AGENT_IMAGE = os.environ.get("KUBELOCK_E2E_AGENT_IMAGE", "localhost/kubelock-age
 RELEASE = "kubelock"
 SETUP_TIMEOUT = 1200
 RELEASE_NAMESPACE = "kubelock-system"
-# What the test log reports at the end (images, how the operator pod runs, timings).
-REPORT: list[str] = []
 
 
 @functools.cache

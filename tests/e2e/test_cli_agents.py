@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.agents import SLEEP, Agents, agents_namespace, poll, run
-from tests.e2e.conftest import REPORT
-from tests.e2e.tools import Tools
+from tests.e2e.tools import REPORT, Tools
 
 # A killed holder's pod is seen deleted by the operator's pod watch and its claim revoked; the
 # waiter's grant follows at once. Seconds, not the lease's 30 minutes.

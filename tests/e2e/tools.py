@@ -8,6 +8,9 @@ from pathlib import Path
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
+#: What the test log reports at the end (images, how the operator pod runs, timings). Here rather
+#: than in conftest.py, which pytest may load under another module name than the tests import.
+REPORT: list[str] = []
 
 
 @dataclass(frozen=True)
