@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the virtual environment with every dependency
 
 .PHONY: tools
-tools: ## Build (once) etcd, kube-apiserver, kube-controller-manager, kubectl, kwok and helm
+tools: ## Build (once) etcd, kube-apiserver and the other Kubernetes components, kwok and helm
 	@bash hack/install-binaries.sh
 
 .PHONY: generate
@@ -57,16 +57,19 @@ unit: venv ## Unit tests only (no cluster)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 .PHONY: test
-test: venv tools ## Install everything and run all test tiers (unit, integration, e2e where Docker exists)
+test: venv tools node-tools ## Install everything and run all test tiers (unit, integration, e2e on a real node or kind)
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# OPERATOR=0: without the local operator process; NODE=1: with a real node (root, `make node-tools`).
+TESTBED_ARGS = $(if $(filter 0,$(OPERATOR)),--no-operator,) $(if $(filter-out 0,$(NODE)),--node,)
 
 .PHONY: run
 run: venv tools ## Start a local control plane and run the operator in the foreground (Ctrl-C stops all)
-	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed run
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed run $(TESTBED_ARGS)
 
 .PHONY: up
 up: venv tools ## Start the local control plane and the operator in the background
-	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed up
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed up $(TESTBED_ARGS)
 
 .PHONY: down
 down: venv ## Stop what `make up` started
@@ -80,12 +83,25 @@ bench: venv tools ## Benchmarks against raw Lease operations in the same run (QU
 chaos: venv tools ## Fault injection with a checked history (QUICK=1: every fault once, under 10 minutes)
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m chaos.run $(if $(filter-out 0,$(QUICK)),--quick,) $(CHAOS_ARGS)
 
+IMAGE ?= localhost/kubelock:dev
+AGENT_IMAGE ?= localhost/kubelock-agent:dev
+
+.PHONY: node-tools
+node-tools: ## Install (as root, from Debian's packages) containerd, runc, CNI plugins, mmdebstrap for a real node
+	@bash hack/install-node.sh
+
 .PHONY: image
-image: ## Build the operator image (needs a Docker engine)
-	docker build -t ghcr.io/kubelock/kubelock:0.1.0 .
+image: venv ## Build the operator and agent images (Docker where it runs, else daemonless into build/images/)
+	@if docker info >/dev/null 2>&1; then \
+	  docker build -t $(IMAGE) . && docker build --build-arg REQUIREMENT=. -t $(AGENT_IMAGE) . && \
+	  docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE) $(AGENT_IMAGE); \
+	else \
+	  $(MAKE) --no-print-directory node-tools && \
+	  $(PY) -m kubelock.testbed.images --tag $(IMAGE) --agent-tag $(AGENT_IMAGE) --out build/images; \
+	fi
 
 .PHONY: e2e
-e2e: venv tools ## End-to-end tests in kind (needs Docker)
+e2e: venv tools node-tools ## End-to-end tests only (a real test-bed node; kind where Docker runs)
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m pytest tests/e2e -q
 
 .PHONY: clean

@@ -15,7 +15,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.21.4}
 
-want=(etcd kube-apiserver kube-controller-manager kubectl kwok helm)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kwok helm)
 
 have_all() {
   local dir=$1 b
@@ -64,15 +64,20 @@ wrapper_module() {
   log "$mod $ver: $(grep -c '^replace' "$dir/go.mod") replaced modules"
 }
 
-if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kube-controller-manager" || ! -x "$bin/kubectl" ]]; then
-  log "building kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION"
+# One module, one build: the node's kubelet, kube-scheduler and kube-proxy share kube-apiserver's
+# dependencies, so adding them costs little once the apiserver is built.
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+missing=()
+for c in "${k8s_cmds[@]}"; do [[ -x "$bin/$c" ]] || missing+=("$c"); done
+if (( ${#missing[@]} )); then
+  log "building ${missing[*]} $K8S_VERSION"
   d="$work/kubernetes-$K8S_VERSION"
   wrapper_module "$d" k8s.io/kubernetes "$K8S_VERSION" "v0.${K8S_VERSION#v1.}"
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   pkg=k8s.io/component-base/version
   ldflags="-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  cmds=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+  cmds=("${missing[@]/#/k8s.io/kubernetes/cmd/}")
   (cd "$d" && go get "${cmds[@]/%/@$K8S_VERSION}" >&2 &&
     go build -tags selinux,notest -ldflags "$ldflags" -o "$bin/" "${cmds[@]}")
 fi

@@ -1,32 +1,52 @@
-"""End-to-end tests on a kind cluster (pytest-kind). They need a Docker engine: where `docker info`
-fails, every test here is skipped at collection time, with the reason, before pytest-kind downloads
-anything.
+"""End-to-end tests: kubelock installed the way users install it, with agents in real containers.
 
-pytest-kind's own options apply: `--cluster-name` (default here: kubelock-e2e), `--keep-cluster`,
-`--kubeconfig`, `--kind-image`, `--kind-bin`. helm and kubectl come from `make tools`
-(hack/install-binaries.sh), not from pytest-kind's downloads.
+They run on one of two clusters, chosen at collection time:
+
+* **a real test-bed node** (``ControlPlane(node=True)``: kubelet, containerd, kube-proxy on this
+  machine, see :mod:`kubelock.testbed.node`), where the machine allows it (Linux, root, ``make
+  node-tools``); the operator and agent images are built without a container engine
+  (:mod:`kubelock.testbed.images`) and imported into the node;
+* **kind** (pytest-kind) where a Docker engine answers; the images are built from the Dockerfile.
+
+Set ``KUBELOCK_E2E_BACKEND=kind`` or ``=node`` to choose. Where neither can run, the tests are
+skipped with the reason — except under CI (``CI`` set), where that is a failure: the tier must run.
+
+pytest-kind's own options apply to the kind path: `--cluster-name` (default here: kubelock-e2e),
+`--keep-cluster`, `--kubeconfig`, `--kind-image`, `--kind-bin`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import kubernetes
 import pytest
 import pytest_kind.cluster
+from kubernetes.client import ApiClient
 from pytest_kind import KindCluster
 
-from kubelock.testbed import MissingBinariesError, find_binaries
-from tests.e2e.kind import E2E_DIR, REPO, Tools
+from kubelock.testbed import ControlPlane, MissingBinariesError, find_binaries
+from kubelock.testbed import images as image_builder
+from kubelock.testbed.node import node_problem
+from tests.e2e.tools import E2E_DIR, REPO, REPORT, Tools
 
 # pytest-kind 22.11 defaults to kind v0.17 (Kubernetes 1.25); the chart needs 1.30 or newer.
 KIND_VERSION = "v0.29.0"
 DEFAULT_CLUSTER_NAME = "kubelock-e2e"
-IMAGE = os.environ.get("KUBELOCK_E2E_IMAGE", "kubelock:e2e")
+OPERATOR_IMAGE = os.environ.get("KUBELOCK_E2E_IMAGE", "localhost/kubelock:dev")
+AGENT_IMAGE = os.environ.get("KUBELOCK_E2E_AGENT_IMAGE", "localhost/kubelock-agent:dev")
+RELEASE = "kubelock"
+SETUP_TIMEOUT = 1200
+RELEASE_NAMESPACE = "kubelock-system"
 
 
 @functools.cache
@@ -45,70 +65,180 @@ def docker_problem() -> str | None:
     return None
 
 
+@functools.cache
+def backend() -> tuple[str | None, str]:
+    """("node" | "kind" | None, why)."""
+    chosen = os.environ.get("KUBELOCK_E2E_BACKEND", "")
+    node = node_problem()
+    docker = docker_problem()
+    if chosen == "kind" or (not chosen and docker is None and node is not None):
+        return ("kind", "") if docker is None else (None, f"kind needs a Docker engine: {docker}")
+    if node is None:
+        return "node", ""
+    return None, f"no real node ({node}) and no Docker engine ({docker})"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: needs Docker and creates a kind cluster (tests/e2e)")
+    config.addinivalue_line("markers", "e2e: end-to-end tests on a real node or kind (tests/e2e)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     ours = [item for item in items if E2E_DIR in item.path.parents]
     if not ours:
         return
-    problem = docker_problem()
+    name, why = backend()
     for item in ours:
         item.add_marker(pytest.mark.e2e)
-        if problem:
-            item.add_marker(pytest.mark.skip(reason=f"end-to-end tests need a Docker engine: {problem}"))
+        # The first test's setup builds the images and starts the cluster (minutes on a cold cache).
+        item.add_marker(pytest.mark.timeout(SETUP_TIMEOUT))
+        if name is None and not os.environ.get("CI"):
+            item.add_marker(pytest.mark.skip(reason=f"end-to-end tests cannot run here: {why}"))
 
 
-@pytest.fixture(scope="session")
-def kind_cluster(request: pytest.FixtureRequest) -> Iterator[KindCluster]:
-    """pytest-kind's cluster, with a kind recent enough for the chart's kubeVersion."""
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("end-to-end cluster")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+@dataclass
+class E2ECluster:
+    """The cluster the end-to-end tests run on, with the operator and agent images loaded."""
+
+    backend: str
+    tools: Tools
+    operator_image: str
+    agent_image: str
+    #: Gives an image already in the cluster another name, as `docker tag` + `kind load` would.
+    tag_image: Callable[[str, str], None]
+    apis: list[ApiClient] = field(default_factory=list)
+
+    def api(self) -> ApiClient:
+        client: ApiClient = kubernetes.config.new_client_from_config(config_file=str(self.tools.kubeconfig))  # type: ignore[no-untyped-call]
+        self.apis.append(client)
+        return client
+
+
+def _timed(what: str, action: Callable[[], Path]) -> Path:
+    began = time.monotonic()
+    result = action()
+    REPORT.append(f"{what}: {result.name}, {result.stat().st_size / 1e6:.0f} MB, {time.monotonic() - began:.0f} s")
+    return result
+
+
+@contextlib.contextmanager
+def _node_cluster(workdir: Path) -> Iterator[E2ECluster]:
+    build = REPO / "build" / "images"
+    operator = _timed(
+        f"operator image {OPERATOR_IMAGE} (built or reused)",
+        lambda: image_builder.app_image(image_builder.OPERATOR, source=REPO, out_dir=build, tag=OPERATOR_IMAGE),
+    )
+    agent = _timed(
+        f"agent image {AGENT_IMAGE} (built or reused)",
+        lambda: image_builder.app_image(image_builder.AGENT, source=REPO, out_dir=build, tag=AGENT_IMAGE),
+    )
+    # An empty cluster, as a user's would be: the chart brings the CRDs, roles and policies.
+    with ControlPlane(workdir, kwok=False, node=True) as plane:
+        REPORT.append(
+            f"test-bed node {plane.node.name} ({plane.node.network.pod_cidr}) ready in {plane.startup_seconds:.1f} s"
+        )
+        began = time.monotonic()
+        for archive in (operator, agent):
+            plane.node.import_image(archive)
+        REPORT.append(f"images imported into the node's containerd in {time.monotonic() - began:.0f} s")
+        cluster = E2ECluster("node", Tools(plane.bin_dir, plane.kubeconfig), OPERATOR_IMAGE, AGENT_IMAGE,
+                             plane.node.tag_image)  # fmt: skip
+        try:
+            yield cluster
+        finally:
+            for api in cluster.apis:
+                api.close()  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def _kind_cluster(request: pytest.FixtureRequest) -> Iterator[E2ECluster]:
     if not os.environ.get("KIND_VERSION"):
         pytest_kind.cluster.KIND_VERSION = KIND_VERSION  # read when the kind binary is named and fetched
     name = request.config.getoption("cluster_name")
     kubeconfig = request.config.getoption("kubeconfig")
     kind_bin = request.config.getoption("kind_bin")
-    cluster = KindCluster(
+    kind = KindCluster(
         DEFAULT_CLUSTER_NAME if name == "pytest-kind" else name,
         Path(kubeconfig) if kubeconfig else None,
         image=request.config.getoption("kind_image"),
         kind_path=Path(kind_bin) if kind_bin else None,
     )
-    cluster.create()
-    yield cluster
-    if not request.config.getoption("keep_cluster"):
-        cluster.delete()
-
-
-@pytest.fixture(scope="session")
-def tools(kind_cluster: KindCluster) -> Tools:
+    kind.create()
     try:
-        bin_dir = find_binaries(("helm", "kubectl"), kwok_stages=False)
-    except MissingBinariesError as error:
-        pytest.fail(str(error), pytrace=False)
-    return Tools(bin_dir, Path(kind_cluster.kubeconfig_path).resolve())
+        try:
+            bin_dir = find_binaries(("helm", "kubectl"), kwok_stages=False)
+        except MissingBinariesError as error:
+            pytest.fail(str(error), pytrace=False)
+        for tag, requirement in ((OPERATOR_IMAGE, ".[operator]"), (AGENT_IMAGE, ".")):
+            subprocess.run(["docker", "build", "--build-arg", f"REQUIREMENT={requirement}", "--tag", tag, str(REPO)],
+                           check=True, timeout=1800)  # fmt: skip
+            kind.load_docker_image(tag)
+
+        def tag_image(source: str, target: str) -> None:
+            subprocess.run(["docker", "tag", source, target], check=True)
+            kind.load_docker_image(target)
+
+        yield E2ECluster("kind", Tools(bin_dir, Path(kind.kubeconfig_path).resolve()), OPERATOR_IMAGE, AGENT_IMAGE,
+                         tag_image)  # fmt: skip
+    finally:
+        if not request.config.getoption("keep_cluster"):
+            kind.delete()
 
 
 @pytest.fixture(scope="session")
-def image(kind_cluster: KindCluster) -> str:
-    """The operator image, built from the repository's Dockerfile and loaded into the kind nodes."""
-    subprocess.run(["docker", "build", "--tag", IMAGE, str(REPO)], check=True, timeout=1800)
-    kind_cluster.load_docker_image(IMAGE)
-    return IMAGE
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
+    name, why = backend()
+    if name is None:
+        pytest.fail(f"end-to-end tests must run under CI, but cannot here: {why}", pytrace=False)
+    context = _node_cluster(tmp_path_factory.mktemp("e2e")) if name == "node" else _kind_cluster(request)
+    with context as found:
+        yield found
 
 
 @pytest.fixture(scope="session")
-def kubelock(tools: Tools, image: str) -> Iterator[str]:
-    """The chart installed as release `kubelock` in kubelock-system, its operator ready."""
-    repository, _, tag = image.rpartition(":")
-    namespace = "kubelock-system"
-    tools.helm(
-        "upgrade", "--install", "kubelock", str(REPO / "charts" / "kubelock"),
-        "--namespace", namespace, "--create-namespace",
+def tools(cluster: E2ECluster) -> Tools:
+    return cluster.tools
+
+
+@pytest.fixture(scope="session")
+def image(cluster: E2ECluster) -> str:
+    """The agent image: the SDK and the CLI."""
+    return cluster.agent_image
+
+
+def helm_install_args(cluster: E2ECluster, *sets: str) -> list[str]:
+    repository, _, tag = cluster.operator_image.rpartition(":")
+    args = [
+        "upgrade", "--install", RELEASE, str(REPO / "charts" / "kubelock"),
+        "--namespace", RELEASE_NAMESPACE, "--create-namespace",
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never",  # loaded into the nodes, in no registry
-        "--set", "replicaCount=2",
+        "--set", "image.pullPolicy=Never",  # loaded into the node, in no registry
         "--wait", "--timeout", "5m",
-    )  # fmt: skip
-    yield namespace
-    tools.helm("uninstall", "kubelock", "--namespace", namespace, "--wait")
+    ]  # fmt: skip
+    for value in sets:
+        args += ["--set", value]
+    return args
+
+
+@pytest.fixture(scope="session")
+def kubelock(cluster: E2ECluster) -> Iterator[str]:
+    """The chart installed as release `kubelock` in kubelock-system, its operator Ready."""
+    tools = cluster.tools
+    began = time.monotonic()
+    tools.helm(*helm_install_args(cluster))
+    pods = json.loads(tools.kubectl("get", "pods", "-n", RELEASE_NAMESPACE, "-o", "json"))["items"]
+    for pod in pods:
+        ready = [c["ready"] for c in pod["status"].get("containerStatuses", [])]
+        REPORT.append(
+            f"operator pod {pod['metadata']['name']}: phase {pod['status']['phase']}, ready {ready}, "
+            f"image {pod['spec']['containers'][0]['image']}, node {pod['spec'].get('nodeName')} "
+            f"(helm install --wait took {time.monotonic() - began:.0f} s)"
+        )
+    yield RELEASE_NAMESPACE
+    tools.run("helm", "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--ignore-not-found", "--wait")

@@ -2,7 +2,7 @@
 ever worked on by two agents at once, fencing tokens only grow, and killing agent pods releases
 their locks to the survivors.
 
-The agents are tests/e2e/agent.py, run from the operator image (it holds the SDK) with a
+The agents are tests/e2e/agent.py, run from the agent image (the SDK and the CLI) with a
 ServiceAccount bound to the chart's kubelock-agent role, so the admission policies check them as
 they would check any agent: holder = pod:<namespace>/<pod>/<uid prefix>, podRef = the pod.
 """
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.e2e.kind import E2E_DIR, Tools
+from tests.e2e.tools import E2E_DIR, Tools
 
 REPLICAS = 3
 WORK_SECONDS = 60

@@ -29,6 +29,8 @@ from kubelock.testbed import MissingBinariesError, find_binaries
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubelock"
 RELEASE_NS = "kubelock-system"
+# What a cluster with prometheus-operator's CRDs serves.
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 Obj = dict[str, Any]
 
 METRICS = {
@@ -65,9 +67,15 @@ def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 
 def render(
-    helm: Path, *sets: str, release: str = "kubelock", values: Obj | None = None, tmp: Path | None = None
+    helm: Path,
+    *sets: str,
+    release: str = "kubelock",
+    values: Obj | None = None,
+    tmp: Path | None = None,
+    api_versions: tuple[str, ...] = (),
 ) -> list[Obj]:
     args = ["template", release, str(CHART), "--namespace", RELEASE_NS, "--kube-version", "v1.30.0"]
+    args += [arg for api in api_versions for arg in ("--api-versions", api)]
     for s in sets:
         args += ["--set", s]
     if values is not None:
@@ -360,8 +368,20 @@ def test_crds_can_be_left_out_or_deleted_with_the_release(helm: Path) -> None:
     assert all(not c["metadata"].get("annotations") for c in crds)
 
 
+def test_service_monitor_only_where_the_cluster_serves_its_api(helm: Path) -> None:
+    # Enabled in a cluster without prometheus-operator: no ServiceMonitor, so the install still works.
+    assert not find(render(helm, "metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    enabled = render(helm, "metrics.serviceMonitor.enabled=true", api_versions=(SERVICE_MONITOR_API,))
+    assert one(enabled, "ServiceMonitor")
+
+
 def test_service_monitor_scrapes_the_metrics_service(helm: Path) -> None:
-    docs = render(helm, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
+    docs = render(
+        helm,
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prom",
+        api_versions=(SERVICE_MONITOR_API,),
+    )
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service")
     assert monitor["metadata"]["labels"]["release"] == "prom"

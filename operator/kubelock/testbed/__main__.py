@@ -5,6 +5,12 @@ run     start the control plane (CRDs, RBAC and admission policies applied), the
 up      the same, detached; returns once ready. Output goes to <workdir>/logs/run.log.
 down    stop what `up` started, and wait until every process of it is gone.
 status  say whether it runs (exit code 0 if it does, 3 if not).
+load-image ARCHIVE...
+        import image archives (docker-archive tars, e.g. from `make image`) into the real node
+        started with `up --node`, so that pods can use them with imagePullPolicy Never.
+
+`--node` adds a real node (kubelet, containerd, kube-proxy; needs root and `make node-tools`) on which
+pods run as containers; without it pods are scheduled onto a kwok node that only fakes them.
 
 Paths are relative to the current directory, which should be the repository root.
 """
@@ -33,6 +39,7 @@ import yaml
 from kubelock.testbed import binaries
 from kubelock.testbed.binaries import MissingBinariesError
 from kubelock.testbed.controlplane import ControlPlane
+from kubelock.testbed.node import import_into_running_node
 from kubelock.testbed.processes import (
     ManagedProcess,
     ProcessError,
@@ -72,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workdir = Path(args.workdir).resolve()
     if args.command == "run":
-        return run(workdir, operator=args.operator)
+        return run(workdir, operator=args.operator, node=args.node)
     if args.command == "up":
-        return up(workdir, operator=args.operator)
+        return up(workdir, operator=args.operator, node=args.node)
+    if args.command == "load-image":
+        return load_image(workdir, args.archives)
     if args.command == "down":
         return down(workdir)
     return status(workdir)
@@ -92,10 +101,19 @@ def _parser() -> argparse.ArgumentParser:
         ("up", "start them in the background"),
         ("down", "stop what `up` started"),
         ("status", "say whether it runs"),
+        ("load-image", "import image archives into the real node"),
     ):
         command = commands.add_parser(name, help=summary, description=summary)
         command.add_argument("--workdir", default=".run", help="state, logs and kubeconfig (default: .run)")
+        if name == "load-image":
+            command.add_argument("archives", nargs="+", type=Path, help="docker-archive or OCI tars")
         if name in ("run", "up"):
+            command.add_argument(
+                "--node",
+                action=argparse.BooleanOptionalAction,
+                default=False,
+                help="also start a real node on which pods run as containers (default: no)",
+            )
             command.add_argument(
                 "--operator",
                 action=argparse.BooleanOptionalAction,
@@ -108,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- run ------------------------------------------------------------------------------------------
 
 
-def run(workdir: Path, *, operator: bool) -> int:
+def run(workdir: Path, *, operator: bool, node: bool = False) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         _claim_pid_file(workdir)
@@ -116,11 +134,14 @@ def run(workdir: Path, *, operator: bool) -> int:
         print(error, file=sys.stderr)
         return 1
     _handle_termination()
-    plane = ControlPlane(workdir, manifests=[Path(m) for m in MANIFESTS])
+    # The scheduler and the workload controllers, so that `helm install` + `kubectl rollout status`
+    # complete (onto the kwok node, or the real one).
+    plane = ControlPlane(workdir, manifests=[Path(m) for m in MANIFESTS], workloads=True, node=node)
     operator_process: ManagedProcess | None = None
     try:
         plane.start()
-        plane.create_fake_node(FAKE_NODE)
+        if not node:  # with a real node, pods go there rather than to kwok's pretend one
+            plane.create_fake_node(FAKE_NODE)
         _wait_until_served(plane)
         _write_user_kubeconfigs(plane)
         _forget_discovery(plane.server)
@@ -294,7 +315,7 @@ def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
 # -- up / down / status ---------------------------------------------------------------------------
 
 
-def up(workdir: Path, *, operator: bool) -> int:
+def up(workdir: Path, *, operator: bool, node: bool = False) -> int:
     pid = _running_pid(workdir)
     if pid is not None:
         print(f"already running (pid {pid}); kubeconfig: {workdir / 'kubeconfig'}")
@@ -304,6 +325,7 @@ def up(workdir: Path, *, operator: bool) -> int:
     _ready_marker(workdir).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "kubelock.testbed", "run", "--workdir", str(workdir)]
     argv.append("--operator" if operator else "--no-operator")
+    argv.append("--node" if node else "--no-node")
     with log_path.open("wb") as output:
         # A session of its own: the daemon survives this command and the terminal it ran in.
         child = subprocess.Popen(
@@ -342,6 +364,17 @@ def down(workdir: Path) -> int:
         wait_until(lambda: not any(map(pid_alive, tree)), what=f"pid {pid} to die", timeout=10)
     _pid_file(workdir).unlink(missing_ok=True)
     print("stopped")
+    return 0
+
+
+def load_image(workdir: Path, archives: Sequence[Path]) -> int:
+    try:
+        for archive in archives:
+            import_into_running_node(workdir / "node", archive)
+            print(f"imported {archive}")
+    except ProcessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 ETCD = "etcd"
 KUBE_APISERVER = "kube-apiserver"
 KUBE_CONTROLLER_MANAGER = "kube-controller-manager"
+KUBE_SCHEDULER = "kube-scheduler"
+KUBELET = "kubelet"
+KUBE_PROXY = "kube-proxy"
 KUBECTL = "kubectl"
 KWOK = "kwok"
 HELM = "helm"
@@ -17,6 +20,8 @@ KWOK_STAGES = "kwok-stages"
 #: What every control plane needs; setup-envtest's KUBEBUILDER_ASSETS holds exactly these.
 CORE_BINARIES: tuple[str, ...] = (ETCD, KUBE_APISERVER, KUBECTL)
 ALL_BINARIES: tuple[str, ...] = (*CORE_BINARIES, KUBE_CONTROLLER_MANAGER, KWOK, HELM)
+#: A real node's and the workloads' components (same Kubernetes build as kube-apiserver).
+NODE_BINARIES: tuple[str, ...] = (KUBE_SCHEDULER, KUBELET, KUBE_PROXY)
 
 _HINT = (
     "Run `make tools` (hack/install-binaries.sh builds them once into a cache directory and prints it), "

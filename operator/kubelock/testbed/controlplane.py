@@ -2,7 +2,13 @@
 
 etcd → kube-apiserver → manifests (CRDs, RBAC, admission policies) → kube-controller-manager (garbage
 collection, namespace deletion, service accounts) → kwok (fake nodes that run pods through their
-phases). Everything listens on 127.0.0.1 on ports chosen at start, and lives in one work directory::
+phases). Everything listens on 127.0.0.1 on ports chosen at start, and lives in one work directory.
+
+With ``workloads=True`` kube-scheduler and the controllers a Deployment and a Service need run too
+(Deployments become ReplicaSets and pods, pods are scheduled, Services get endpoints), so
+``helm install`` and ``kubectl rollout status`` complete. With ``node=True`` (implies workloads) a
+real node joins: kubelet, containerd and kube-proxy in namespaces of their own
+(:mod:`kubelock.testbed.node`), on which pods run as containers::
 
     pki/             CA, serving and admin certificates, service-account key pair
     auth/tokens.csv  static bearer tokens of the test users
@@ -10,6 +16,7 @@ phases). Everything listens on 127.0.0.1 on ports chosen at start, and lives in 
     logs/<name>.log  each component's output
     kubeconfig       admin kubeconfig (client certificate of a system:masters member)
     users/<u>.kubeconfig
+    node/            the real node's state (containerd, kubelet, CNI; see kubelock.testbed.node)
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 import yaml
 
 from kubelock.testbed import binaries, certs
+from kubelock.testbed.node import RealNode, node_problem
 from kubelock.testbed.processes import (
     ManagedProcess,
     ProcessError,
@@ -62,12 +70,28 @@ CONTROLLERS: tuple[str, ...] = (
     "serviceaccount-token-controller",
     "clusterrole-aggregation-controller",
 )
+# What a Deployment behind a Service needs to become Ready pods with endpoints, a PodDisruptionBudget
+# to get a status, and a pod to find the cluster's CA (kube-root-ca.crt) for its ServiceAccount token.
+WORKLOAD_CONTROLLERS: tuple[str, ...] = (
+    "deployment-controller",
+    "replicaset-controller",
+    "endpointslice-controller",
+    "endpoints-controller",
+    "disruption-controller",
+    "root-ca-certificate-publisher-controller",
+    "pod-garbage-collector-controller",
+)
+# Not node-lifecycle-controller: kwok's nodes renew no Lease, so it would mark their pods not Ready.
+# The one thing the nodes need from it, lifting the not-ready taint, the bed does itself.
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+PAUSE_IMAGE = "localhost/kubelock-pause:1"
 
 ETCD_TIMEOUT = 30.0
 APISERVER_TIMEOUT = 90.0
 CRD_TIMEOUT = 30.0
 CONTROLLER_MANAGER_TIMEOUT = 60.0
 NODE_TIMEOUT = 30.0
+NODE_READY_TIMEOUT = 120.0
 KUBECTL_TIMEOUT = 120.0
 
 
@@ -136,12 +160,19 @@ class ControlPlane:
         controller_manager: bool = True,
         kwok: bool = True,
         users: Sequence[str] = DEFAULT_USERS,
+        workloads: bool = False,
+        node: bool = False,
     ) -> None:
         self._workdir = Path(workdir).resolve()
         self._bin_dir = bin_dir
         self._manifests = tuple(Path(m) for m in manifests)
         self._with_controller_manager = controller_manager
         self._with_kwok = kwok
+        self._with_node = node
+        self._with_workloads = workloads or node
+        if self._with_workloads and not controller_manager:
+            raise ValueError("workloads and a real node need the controller manager")
+        self._node: RealNode | None = None
         self._user_names = tuple(users)
         self._tokens: dict[str, str] = {}
         self._processes: list[ManagedProcess] = []
@@ -178,8 +209,16 @@ class ControlPlane:
         return self._server
 
     @property
+    def node(self) -> RealNode:
+        """The real node (``node=True``), once started."""
+        if self._node is None:
+            raise ProcessError("this control plane has no running real node (ControlPlane(node=True))")
+        return self._node
+
+    @property
     def running(self) -> bool:
-        return bool(self._processes) and all(p.alive() for p in self._processes)
+        node_alive = self._node is None or self._node.alive()
+        return bool(self._processes) and all(p.alive() for p in self._processes) and node_alive
 
     @property
     def users(self) -> Mapping[str, str]:
@@ -231,6 +270,9 @@ class ControlPlane:
             return node is not None and node_is_ready(node)
 
         wait_until(ready, what=f"node {name} to become Ready", timeout=timeout, process=self._process("kwok"))
+        # The API server taints every new Node not-ready (TaintNodesByCondition); the scheduler would
+        # never place a pod on it. Nothing here runs the node-lifecycle-controller that lifts it.
+        self._lift_not_ready_taint(name)
         return name
 
     def start(self) -> None:
@@ -255,6 +297,9 @@ class ControlPlane:
     def stop(self) -> None:
         """Stops the children in reverse order and deletes etcd's data. Idempotent."""
         with _signals_deferred():
+            if self._node is not None:
+                self._node.stop()
+                self._node = None
             while self._processes:
                 process = self._processes.pop()
                 code = process.stop()
@@ -282,9 +327,16 @@ class ControlPlane:
             self._start_controller_manager()
         if self._with_kwok:
             self._start_kwok()
+        if self._with_workloads:
+            self._start_scheduler()
+        if self._with_node:
+            # containerd starts and loads the pause image while the controller manager comes up.
+            self._phase("node runtime", self._start_node_runtime)
         if self._with_controller_manager:
             # kwok starts meanwhile: it has nothing to do before a test creates a node.
             self._phase("kube-controller-manager", self._wait_controller_manager)
+        if self._with_node:
+            self._phase("node", self._join_node)
         self._check_alive()
 
     def _phase(self, name: str, action: Callable[[], None]) -> None:
@@ -366,15 +418,59 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            # The admission plugin would reject pods until the controller has created the namespace's
-            # `default` ServiceAccount: a race in every fresh test namespace.
-            "--disable-admission-plugins=ServiceAccount",
+            *self._service_account_admission(),
             # The `kubernetes` Service's endpoints may not hold a loopback address; reconciling them
             # only fills the log with errors, and nothing in the bed uses that Service.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
+            *self._node_apiserver_args(pki),
         ]
+
+    def _service_account_admission(self) -> list[str]:
+        if self._with_node:
+            # Pods on a real node need the plugin: it mounts their ServiceAccount token.
+            return []
+        # The admission plugin would reject pods until the controller has created the namespace's
+        # `default` ServiceAccount: a race in every fresh test namespace.
+        return ["--disable-admission-plugins=ServiceAccount"]
+
+    def _node_apiserver_args(self, pki: certs.Pki) -> list[str]:
+        if not self._with_node:
+            return []
+        egress = self._workdir / "egress-selector.yaml"
+        egress.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apiserver.k8s.io/v1beta1",
+                    "kind": "EgressSelectorConfiguration",
+                    "egressSelections": [
+                        {
+                            "name": "cluster",
+                            "connection": {
+                                "proxyProtocol": "HTTPConnect",
+                                "transport": {"uds": {"udsName": str(self._egress_socket)}},
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        return [
+            # Connections to kubelets, pods and services go through the node's proxy, which dials
+            # them inside the node's network namespace (kubelock.testbed.nodeproxy).
+            f"--egress-selector-config-file={egress}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki.admin_cert}",
+            f"--kubelet-client-key={pki.admin_key}",
+        ]
+
+    @property
+    def _egress_socket(self) -> Path:
+        path = self._workdir / "node-egress.sock"
+        if len(str(path)) > 100:  # a Unix socket's path holds at most 107 bytes
+            raise ProcessError(f"work directory {self._workdir} is too long for the node's Unix socket")
+        return path
 
     def _start_controller_manager(self) -> None:
         pki = self._require_pki()
@@ -383,13 +479,111 @@ class ControlPlane:
             [
                 self.bin_dir / binaries.KUBE_CONTROLLER_MANAGER,
                 f"--kubeconfig={self.kubeconfig}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self._controllers())}",
                 "--leader-elect=false",
                 "--secure-port=0",  # no health endpoint needed; its default listens on 0.0.0.0:10257
                 "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
             ],
+        )
+
+    def _controllers(self) -> tuple[str, ...]:
+        return CONTROLLERS + WORKLOAD_CONTROLLERS if self._with_workloads else CONTROLLERS
+
+    def _start_scheduler(self) -> None:
+        self._spawn(
+            "kube-scheduler",
+            [
+                self.bin_dir / binaries.KUBE_SCHEDULER,
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self._workdir / 'pki' / 'kube-scheduler'}",
+            ],
+        )
+
+    def _start_node_runtime(self) -> None:
+        # Imported here: `python -m kubelock.testbed.images` must not find it imported by the package.
+        from kubelock.testbed import images
+
+        problem = node_problem(self.bin_dir)
+        if problem:
+            raise ProcessError(f"cannot start a real node: {problem}")
+        pki = self._require_pki()
+        self._node = RealNode(
+            self._workdir / "node",
+            bin_dir=self.bin_dir,
+            kubeconfig=self.kubeconfig,
+            ca_cert=pki.ca_cert,
+            api_port=int(self.server.rsplit(":", 1)[1]),
+            egress_socket=self._egress_socket,
+            sandbox_image=images.pause_image(PAUSE_IMAGE),
+            sandbox_image_name=PAUSE_IMAGE,
+            log_dir=self._workdir / "logs",
+        )
+        self._node.start()
+
+    def _join_node(self) -> None:
+        node = self.node
+        node.start_kubelet()
+        http = self._require_http()
+
+        def ready() -> bool:
+            node.check_alive()
+            found = http.get(f"/api/v1/nodes/{node.name}")
+            return found is not None and node_is_ready(found)
+
+        wait_until(ready, what=f"node {node.name} to become Ready", timeout=NODE_READY_TIMEOUT,
+                   process=node.process("kubelet"))  # fmt: skip
+        self._lift_not_ready_taint(node.name)
+        self._publish_apiserver_endpoint(node.network.gateway)
+
+    def _lift_not_ready_taint(self, name: str) -> None:
+        """Removes the taint kubelet registers its node with (node-lifecycle-controller's job)."""
+        http = self._require_http()
+        taints = (http.get(f"/api/v1/nodes/{name}") or {}).get("spec", {}).get("taints") or []
+        remaining = [t for t in taints if t.get("key") != NOT_READY_TAINT]
+        if remaining != taints:
+            http.patch(f"/api/v1/nodes/{name}", {"spec": {"taints": remaining or None}})
+
+    def _publish_apiserver_endpoint(self, address: str) -> None:
+        """Points the `kubernetes` Service at the node's proxy, which forwards to the API server.
+
+        The API server would publish its own --advertise-address, but it listens on 127.0.0.1 only,
+        which no pod can reach; the node's proxy listens on the same port inside the node.
+        """
+        port = int(self.server.rsplit(":", 1)[1])
+        http = self._require_http()
+        http.post(
+            "/api/v1/namespaces/default/endpoints",
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port}]}],
+            },
+        )
+        http.post(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "kubernetes",
+                    "namespace": "default",
+                    "labels": {
+                        "kubernetes.io/service-name": "kubernetes",
+                        "endpointslice.kubernetes.io/managed-by": "kubelock-testbed",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            },
         )
 
     def _wait_controller_manager(self) -> None:
@@ -433,6 +627,10 @@ class ControlPlane:
 
     def _required_binaries(self) -> list[str]:
         wanted = list(binaries.CORE_BINARIES)
+        if self._with_workloads:
+            wanted.append(binaries.KUBE_SCHEDULER)
+        if self._with_node:
+            wanted += [binaries.KUBELET, binaries.KUBE_PROXY]
         if self._with_controller_manager:
             wanted.append(binaries.KUBE_CONTROLLER_MANAGER)
         if self._with_kwok:
@@ -497,9 +695,17 @@ class _AdminHttp:
         _raise_for(code, "POST", path, body)
         return json.loads(body)
 
-    def _send(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
+    def patch(self, path: str, patch: Mapping[str, Any]) -> Any:
+        """A JSON merge patch."""
+        code, body = self._send("PATCH", path, json.dumps(patch).encode(), "application/merge-patch+json")
+        _raise_for(code, "PATCH", path, body)
+        return json.loads(body)
+
+    def _send(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         request = urllib.request.Request(self._server + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
         try:
             with self._opener.open(request, timeout=10) as response:
                 return int(response.status), bytes(response.read())

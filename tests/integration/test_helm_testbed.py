@@ -1,0 +1,82 @@
+"""Helm against the local test bed, as docs/install.md ("Against the local test bed") tells users:
+the bed has applied the CRDs, roles and admission policies itself, a release named `dev` installs
+beside them with `crds.install=false`, `kubectl rollout status` completes (kube-scheduler and the
+workload controllers run; the pod lands on the kwok node), enabling the ServiceMonitor in a cluster
+without prometheus-operator does not break the install, and `helm uninstall` removes the release's
+objects only: the bed's CRDs, roles and policies stay as they were.
+
+Starts its own control plane the way `make up` does (`python -m kubelock.testbed`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubelock.testbed import ControlPlane, MissingBinariesError
+from kubelock.testbed.__main__ import FAKE_NODE, MANIFESTS
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE, NAMESPACE = "dev", "kubelock-system"
+BED_OBJECTS = (
+    "customresourcedefinitions/lockclaims.kubelock.dev",
+    "customresourcedefinitions/resourcelocks.kubelock.dev",
+    "clusterroles/kubelock-agent",
+    "clusterroles/kubelock-admin",
+    "clusterroles/kubelock-viewer",
+    "clusterroles/kubelock-operator",
+    "validatingadmissionpolicies/kubelock-lockclaim-holder",
+    "validatingadmissionpolicies/kubelock-operator-writes",
+)
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(
+        tmp_path_factory.mktemp("helm-bed"), manifests=[REPO / m for m in MANIFESTS], workloads=True
+    )
+    try:
+        plane.start()
+    except MissingBinariesError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        plane.create_fake_node(FAKE_NODE)
+        yield plane
+    finally:
+        plane.stop()
+
+
+def helm(bed: ControlPlane, *args: str) -> str:
+    result = subprocess.run([str(bed.bin_dir / "helm"), "--kubeconfig", str(bed.kubeconfig), *args],
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def uids(bed: ControlPlane) -> dict[str, str]:
+    return {
+        name: bed.kubectl("get", name, "-o", "jsonpath={.metadata.uid}").stdout for name in BED_OBJECTS
+    }
+
+
+def test_a_release_beside_the_beds_objects_installs_rolls_out_and_uninstalls_cleanly(bed: ControlPlane) -> None:
+    before = uids(bed)
+    helm(bed, "install", RELEASE, str(REPO / "charts" / "kubelock"), "--namespace", NAMESPACE, "--create-namespace",
+         "--set", "crds.install=false", "--set", "metrics.serviceMonitor.enabled=true")  # fmt: skip
+    rollout = bed.kubectl("rollout", "status", "deployment/dev-kubelock-operator", "-n", NAMESPACE, "--timeout=120s")
+    assert "successfully rolled out" in rollout.stdout
+    pods = json.loads(bed.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    assert [p["spec"]["nodeName"] for p in pods] == [FAKE_NODE]
+    # No ServiceMonitor without prometheus-operator's API, and no error for asking for one.
+    manifest = helm(bed, "get", "manifest", RELEASE, "--namespace", NAMESPACE)
+    assert "kind: ServiceMonitor" not in manifest
+    assert "name: dev-kubelock-agent" in manifest and "name: kubelock-agent\n" not in manifest
+
+    helm(bed, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
+    assert bed.kubectl("get", "clusterroles,validatingadmissionpolicies", "-l", "app.kubernetes.io/instance=dev",
+                       "-o", "name").stdout.strip() == ""  # fmt: skip
+    assert uids(bed) == before, "the bed's CRDs, roles or policies were replaced or deleted"
