@@ -139,13 +139,24 @@ class Agents:
         ]
         return items
 
-    def claim_of(self, holder: str, resource: str) -> Obj | None:
+    def holder(self, pod: str) -> str:
+        """The holder an agent in `pod` claims as: `pod:<namespace>/<pod>/<first 8 characters of its uid>`."""
+        uid = self.tools.kubectl("get", "pod", pod, "-n", self.namespace, "-o", "jsonpath={.metadata.uid}")
+        return f"pod:{self.namespace}/{pod}/{uid[:8]}"
+
+    def claim_of(self, pod: str, resource: str) -> Obj | None:
+        """The claim the agent in `pod` made on `resource` (found by its podRef)."""
         return next(
-            (c for c in self.claims() if c["spec"]["holder"] == holder and c["spec"]["resource"] == resource), None
+            (
+                c
+                for c in self.claims()
+                if (c["spec"].get("podRef") or {}).get("name") == pod and c["spec"]["resource"] == resource
+            ),
+            None,
         )
 
-    def phase_of(self, holder: str, resource: str) -> str | None:
-        claim = self.claim_of(holder, resource)
+    def phase_of(self, pod: str, resource: str) -> str | None:
+        claim = self.claim_of(pod, resource)
         return None if claim is None else (claim.get("status") or {}).get("phase")
 
 

@@ -30,13 +30,13 @@ def test_second_agent_is_refused_and_a_killed_holders_lock_goes_to_the_waiter(ag
     holder = agents.start("agent-a", run(f'rlock "{uri}"'), SLEEP)
     [(taken, code)] = agents.wait_outputs(holder, 1)
     assert code == 0, taken
-    assert taken["ok"] is True and taken["holder"] == holder and taken["fencingToken"] > 0
+    assert taken["ok"] is True and taken["holder"] == agents.holder(holder) and taken["fencingToken"] > 0
 
     refused_pod = agents.start("agent-b", run(f'rlock "{uri}"'))
     [(refused, code)] = agents.wait_outputs(refused_pod, 1)
     assert code == 1, refused
     assert refused["error"] == "HeldByAnotherHolder"
-    assert refused["holder"] == holder
+    assert refused["holder"] == agents.holder(holder)
 
     waiter = agents.start("agent-c", run(f'rlock --wait "{uri}"'), run(f'rlock-heartbeat "{uri}"'),
                           run(f'runlock "{uri}"'), SLEEP)  # fmt: skip
@@ -49,7 +49,7 @@ def test_second_agent_is_refused_and_a_killed_holders_lock_goes_to_the_waiter(ag
     REPORT.append(f"lock handed to the waiter {handoff:.2f} s after the holder's pod was killed")
 
     (granted, code), (renewed, hb_code), (released, un_code) = agents.wait_outputs(waiter, 3)
-    assert code == 0 and granted["holder"] == waiter, granted
+    assert code == 0 and granted["holder"] == agents.holder(waiter), granted
     assert granted["fencingToken"] > taken["fencingToken"]
     assert hb_code == 0 and renewed["confirmed"] is True, renewed
     assert un_code == 0 and released["released"] is True, released
@@ -64,5 +64,5 @@ def test_a_pod_that_exits_0_releases_its_lock(agents: Agents) -> None:
     waiter = agents.start("agent-next", run(f'rlock --wait "{uri}"'), SLEEP)
     poll(lambda: agents.phase(done) == "Succeeded", "agent-done to exit", 60)
     [(granted, code)] = agents.wait_outputs(waiter, 1, timeout=HANDOFF_SECONDS + 10)
-    assert code == 0 and granted["holder"] == waiter, granted
+    assert code == 0 and granted["holder"] == agents.holder(waiter), granted
     assert agents.phase_of(done, uri) != "Held"

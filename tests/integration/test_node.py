@@ -28,9 +28,16 @@ pytestmark = pytest.mark.skipif(node_problem() is not None, reason=f"no real nod
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_IMAGE = "localhost/kubelock-agent:dev"
+# kubelock's own client with in-cluster credentials (the agent image has no other Kubernetes client).
 LIST_NODES = (
-    "from kubernetes import client, config; config.load_incluster_config(); "
-    "print(*[n.metadata.name for n in client.CoreV1Api().list_node().items])"
+    "import asyncio\n"
+    "from kubelock.kube import config\n"
+    "from kubelock.kube.client import KubeClient\n"
+    "async def main():\n"
+    "    async with KubeClient(config.load_in_cluster()) as kube:\n"
+    "        nodes = await kube.list('/api/v1/nodes')\n"
+    "    print(*[n['metadata']['name'] for n in nodes['items']])\n"
+    "asyncio.run(main())\n"
 )
 
 

@@ -480,7 +480,7 @@ class AsyncLockClient:
                 continue  # the claim changed since it was read (a renewal or a verdict): read it again
             if not confirm:
                 return _renewed(patched, confirmed=False)
-            return await self._await_renewal(patched, marker)
+            return await self._await_renewal(patched)
         raise Unreachable(f"claim {name} kept changing while renewing {resource}; try again")
 
     def renewal_marker(self) -> str:
@@ -504,13 +504,15 @@ class AsyncLockClient:
             raise from_api(error, f"renew the lock on {info.resource}") from error
         return ClaimInfo.from_body(body)
 
-    async def _await_renewal(self, info: ClaimInfo, marker: str) -> RenewResult:
+    async def _await_renewal(self, info: ClaimInfo) -> RenewResult:
         state = info
         try:
             async with asyncio.timeout(self.decision_timeout):
                 stream = follow_claim(self.kube, state.namespace, state.name, state.resource_version)
                 async with contextlib.aclosing(stream) as states:
-                    while state.held and state.observed_renew != marker:
+                    # Done once the operator has acted on the annotation as it now reads: ours, or a
+                    # later renewal (another heartbeat of this holder), which extends the lease further.
+                    while state.held and (state.observed_renew != state.renew_request or state.renew_request is None):
                         body = await anext(states)
                         if body is None:
                             raise Revoked(f"claim {state.name} was deleted", reason=Reason.RELEASED.value)
