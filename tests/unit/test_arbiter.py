@@ -17,6 +17,7 @@ from kubelock.domain.model import (
     Action,
     Claim,
     ClaimStatus,
+    CompleteLock,
     CreateLock,
     Decision,
     DeleteLock,
@@ -371,6 +372,17 @@ def test_grant_status_uses_the_lock() -> None:
     assert not action.notice.warning
 
 
+def test_a_lock_without_its_token_is_completed_before_anyone_is_told() -> None:
+    """A reservation (its creator stopped between the create and the token write) is not a grant:
+    the token is written first, the claim told Held only on the next step."""
+    reservation = lock_for(A, token=0)
+    waiter = claim("b", 6, wait=True)
+    decision = run([A, waiter], reservation, T0 + 1)
+    assert decision.actions == (CompleteLock(reservation, A),)
+    # Its claim gone, it is deleted like any lock of a released claim.
+    assert summary(run([waiter], reservation, T0 + 1)) == [("delete", A.name, Reason.RELEASED)]
+
+
 def test_try_lock_rejection_names_the_holder() -> None:
     action = only_status(run([A_HELD, claim("b", 6)], A_LOCK, T0 + 1))
     assert action.status.holder == "agent-a"
@@ -486,6 +498,27 @@ def test_wait_timeout_names_the_holder() -> None:
     assert action.status.holder == "agent-a"
     assert "60s" in action.status.message
     assert action.status.queue_position is None
+
+
+def test_new_claims_are_answered_in_the_step_that_finishes_a_grant() -> None:
+    """Their answers do not depend on the Held write, so they do not wait a write behind it;
+    known waiters' new positions do wait (written once the queue is still)."""
+    queued = with_phase(claim("b", 6, wait=True), Phase.PENDING, Reason.QUEUED, holder="x", position=2)
+    new_try, new_wait = claim("c", 7), claim("d", 8, wait=True)
+    assert summary(run([A, queued, new_try, new_wait], A_LOCK, T0 + 1)) == [
+        ("status", "agent-a", Phase.HELD, Reason.GRANTED),
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+        ("status", "d", Phase.PENDING, Reason.QUEUED),
+    ]
+
+
+def test_new_claims_are_answered_while_another_waiter_times_out() -> None:
+    late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                      holder="agent-a", position=1)
+    assert summary(run([A_HELD, late, claim("c", 7)], A_LOCK, T0 + 61)) == [
+        ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+    ]
 
 
 def test_lock_broken_revokes_every_claim_that_believes_it_holds() -> None:

@@ -16,6 +16,7 @@ from kubelock.domain.model import (
     Action,
     Claim,
     ClaimStatus,
+    CompleteLock,
     CreateLock,
     Decision,
     DeleteLock,
@@ -54,10 +55,14 @@ def decide(
     ending = [s for c in active if (s := _ending(c, resource, now, policy, holder_claim is c))]
     if ending:
         ended = {s.claim.uid for s in ending}
-        cleanup: list[Action] = []
         if lock is not None and lock.claim_uid in ended:
-            cleanup.append(DeleteLock(lock, ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason))
-        return Decision((*ending, *cleanup))
+            reason = ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason
+            return Decision((*ending, DeleteLock(lock, reason)))
+        if lock is None or holder_claim is None or not lock.fencing_token or holder_claim.phase is not Phase.HELD:
+            return Decision(tuple(ending))
+        # The holder stays: new claims get their first answer in this step too, not after it.
+        rest = [c for c in active if c.uid not in ended]
+        return Decision((*ending, *_first_answers(resource, rest, lock, holder_claim, graph)))
 
     if lock is None:
         return _free(resource, active, now, policy, broken)
@@ -160,11 +165,16 @@ def _held(
     policy: Policy,
     graph: WaitForGraph,
 ) -> Decision:
+    if lock.fencing_token == 0:
+        # A reservation: the grant is not made until the lock carries its token.
+        return Decision((CompleteLock(lock, holder),))
     current = holder.status
     if current is None or current.phase is not Phase.HELD:
-        # The lock exists but the claim does not say so yet: finish the grant.
+        # The lock exists but the claim does not say so yet: finish the grant (new claims get their
+        # first answer in the same step; everyone else's position changes on the next).
         status = held_status(holder, lock, holder.renew_request)
-        return Decision((SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),))
+        granted = SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
+        return Decision((granted, *_first_answers(resource, active, lock, holder, graph)))
 
     if now >= lock.expires_at:
         message = (
@@ -185,7 +195,8 @@ def _held(
             message=f"{holder.holder} holds {resource} (fencing token {lock.fencing_token}); renewed",
         )
         notice = Notice(Reason.RENEWED, f"lock {resource} renewed after being stale") if current.stale else None
-        return Decision((RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice)))
+        renewal = (RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice))
+        return Decision((*renewal, *_first_answers(resource, active, lock, holder, graph)))
 
     deadlines = [lock.expires_at]
     stale_at = lock.renewed_at + policy.stale_after_seconds
@@ -195,10 +206,29 @@ def _held(
                 f"lock {resource} held by {holder.holder} has not been renewed for more than "
                 f"{human_seconds(policy.stale_after_seconds)}"
             )
-            return Decision((SetStatus(holder, replace(current, stale=True), Notice(Reason.STALE, message, True)),))
+            stale = SetStatus(holder, replace(current, stale=True), Notice(Reason.STALE, message, True))
+            return Decision((stale, *_first_answers(resource, active, lock, holder, graph)))
         deadlines.append(stale_at)
 
+    actions, waits, wake = _answers(resource, active, lock, holder, graph)
+    return Decision(tuple(actions), min([*deadlines, *waits]), frozenset(wake))
+
+
+def _first_answers(
+    resource: str, active: Sequence[Claim], lock: Lock, holder: Claim, graph: WaitForGraph
+) -> list[Action]:
+    """The answers to claims that have none yet, given who holds the resource."""
+    actions, _, _ = _answers(resource, active, lock, holder, graph)
+    return [a for a in actions if isinstance(a, SetStatus) and a.claim.status is None]
+
+
+def _answers(
+    resource: str, active: Sequence[Claim], lock: Lock, holder: Claim, graph: WaitForGraph
+) -> tuple[list[Action], list[float], set[str]]:
+    """What every other claim is told while `holder` holds: try-locks rejected, waiters queued (or
+    ended as deadlock victims); with the waiters' timeouts and the resources to wake."""
     actions: list[Action] = []
+    deadlines: list[float] = []
     wake: set[str] = set()
     position = 0
     for claim in active:
@@ -238,7 +268,7 @@ def _held(
         if claim.status != pending:
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
-    return Decision(tuple(actions), min(deadlines), frozenset(wake))
+    return actions, deadlines, wake
 
 
 def _deadlocked(claim: Claim, cycle: Cycle, reason: Reason) -> SetStatus:

@@ -133,6 +133,15 @@ class CreateLock:
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteLock:
+    """Write the token of a lock that has none yet. A lock without its token is a reservation, not a
+    grant: nobody has been told of it and nobody holds it (its creator stopped before the write)."""
+
+    lock: Lock
+    claim: Claim
+
+
+@dataclass(frozen=True, slots=True)
 class RenewLock:
     lock: Lock
     renewed_at: float
@@ -145,7 +154,7 @@ class DeleteLock:
     reason: Reason
 
 
-Action = SetStatus | CreateLock | RenewLock | DeleteLock
+Action = SetStatus | CreateLock | CompleteLock | RenewLock | DeleteLock
 
 
 @dataclass(frozen=True, slots=True)

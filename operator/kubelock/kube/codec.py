@@ -233,12 +233,6 @@ def token_patch(resource_version: str) -> Body:
     return {"metadata": {"resourceVersion": resource_version}, "spec": {"fencingToken": int(resource_version)}}
 
 
-def with_token(body: Body, resource_version: str) -> Body:
-    """A lock's body as it will read once `token_patch` has been applied (same resourceVersion)."""
-    spec = {**(body.get("spec") or {}), "fencingToken": int(resource_version)}
-    return {**body, "spec": spec}
-
-
 def renew_patch(action: RenewLock, resource_version: str) -> Body:
     return {
         "metadata": {"resourceVersion": resource_version},

@@ -60,8 +60,26 @@ class Cache:
         # a write's response that arrives after the deletion cannot bring the object back to life.
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.breaks: dict[Key, LockBreak] = {}  # what a deleted lock said about who broke it
+        # Per scope of the claim watches (a namespace, or None for all): the resourceVersion up to
+        # which every claim created has been seen. First come, first served rests on it.
+        self._horizons: dict[str | None, int] = {}
 
     # ---- claims -----------------------------------------------------------------------------
+
+    def claim_event(self, body: Body) -> Key | None:
+        """A watch event about a claim (not a LIST item, not a write's response).
+
+        An event about a claim the cache does not know, at a version the cache is complete up to, is
+        old news of a claim deleted since: a LIST taken after it (after a stall, say) did not have
+        it, while the watch was still delivering what it had queued."""
+        meta = body.get("metadata") or {}
+        if (
+            not meta.get("deletionTimestamp")
+            and str(meta.get("uid", "")) not in self.claims
+            and _rv(str(meta.get("resourceVersion", ""))) <= self.complete_at(str(meta.get("namespace", "")))
+        ):
+            return None
+        return self.upsert_claim(body)
 
     def upsert_claim(self, body: Body) -> Key | None:
         """Remember a claim; the key to reconcile, or None when nothing changed."""
@@ -134,6 +152,21 @@ class Cache:
         if claim.waiting:
             self.graphs[record.namespace].remove_wait(claim.holder, claim.resource, claim.sequence)
 
+    # ---- completeness -----------------------------------------------------------------------
+
+    def advance(self, scope: str | None, version: int) -> bool:
+        """Every claim of `scope` (a namespace, or None: every namespace) created at or before
+        `version` is known: a LIST at that version was absorbed, or a watch stream, which delivers
+        in commit order, reached it. True when the horizon moved."""
+        if version <= self._horizons.get(scope, 0):
+            return False
+        self._horizons[scope] = version
+        return True
+
+    def complete_at(self, namespace: str) -> int:
+        """The version up to which every claim of `namespace` created has been seen (0: none yet)."""
+        return max(self._horizons.get(namespace, 0), self._horizons.get(None, 0))
+
     def awaits_decision(self, key: Key) -> bool:
         """Some claim of the key has no answer yet, or waits in a queue."""
         return any(
@@ -160,16 +193,6 @@ class Cache:
         self.breaks.pop(key, None)
         self.graphs[namespace].set_holder(lock.resource, lock.holder)
         return key
-
-    def unconfirm_token(self, created: Body) -> None:
-        """Take back the token-bearing view of a just-created lock whose token write failed (the
-        view and the creation share a resourceVersion); a newer view of the lock is left alone."""
-        lock = lock_view(created)
-        meta = created.get("metadata") or {}
-        key = (str(meta.get("namespace", "")), lock.resource)
-        old = self.locks.get(key)
-        if old is not None and old[0].uid == lock.uid and old[1] == str(meta.get("resourceVersion", "")):
-            self.locks[key] = (lock, old[1])
 
     def delete_lock(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
@@ -224,11 +247,15 @@ class Cache:
     def absorb_claims(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
         return _absorb(bodies, listed, in_scope, self.upsert_claim)
 
-    def prune_claims(self, listed: set[str], list_version: int) -> set[Key]:
-        """A watch can miss a deletion (e.g. between the operator's own priming LIST and kopf's), and
-        nothing else would ever tell the cache."""
+    def prune_claims(
+        self, listed: set[str], list_version: int, within: Callable[[str], bool] = lambda _: True
+    ) -> set[Key]:
+        """Drop the claims of the listed namespaces (`within`) that a LIST taken at `list_version`
+        no longer had: deleted while no watch was there to say so (a watch broken, a stall)."""
         keys: set[Key] = set()
         for uid, record in list(self.claims.items()):
+            if not within(record.namespace):
+                continue
             if uid not in listed and _rv(record.resource_version) <= list_version:
                 keys.add((record.namespace, record.claim.resource))
                 self._bury(uid)

@@ -1,5 +1,5 @@
-"""While a watch relists claims (in name order), grants wait, so an older waiter that has not arrived
-yet is not overtaken by a younger one."""
+"""The reconciler's scheduling: grants held back until the view is fresh, queue positions written once
+the queue is still, a burst of keys queued for a bounded number of workers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from kubelock.domain.timefmt import to_rfc3339
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.reconciler import POSITION_DELAY, Reconciler
-from kubelock.operator.runtime import _starts_a_relist
 
 R = "github://acme/app/issues/42"
 
@@ -27,20 +26,16 @@ class NoApi:
         return call
 
 
-def test_the_first_listing_of_a_namespace_is_not_a_relist() -> None:
-    assert not _starts_a_relist(None, 100.0)
+class ClosedGate:
+    """No grant may be made (the view is not fresh enough)."""
+
+    epoch = 0
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return False
 
 
-def test_a_listed_claim_after_a_watch_event_starts_a_relist() -> None:
-    assert _starts_a_relist((False, 100.0), 100.1)
-
-
-def test_listed_claims_back_to_back_are_one_listing_and_a_pause_starts_another() -> None:
-    assert not _starts_a_relist((True, 100.0), 100.5)
-    assert _starts_a_relist((True, 100.0), 105.0)
-
-
-def test_a_grant_waits_while_grants_are_held_and_is_decided_again_on_release() -> None:
+def test_a_grant_waits_for_a_fresh_view_and_is_decided_again_on_release() -> None:
     async def scenario() -> None:
         clock = ManualClock()
         cache = Cache()
@@ -51,14 +46,37 @@ def test_a_grant_waits_while_grants_are_held_and_is_decided_again_on_release() -
             }
         )
         client: Any = NoApi()
-        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"))
-        reconciler.hold_grants()
+        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"), gate=ClosedGate())
         await reconciler.reconcile(("a", R))  # would create the lock: held back instead, no request made
-        assert ("a", R) in reconciler._held_back
+        assert reconciler.holding and ("a", R) in reconciler._held_back
         reconciler.enabled = True
         reconciler.release_grants()
-        assert reconciler._held_back == set()
-        assert ("a", R) in reconciler._dirty  # decided again, now free to grant
+        assert not reconciler.holding
+        assert ("a", R) in reconciler._dirty  # decided again
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_reservation_is_not_completed_while_the_view_is_stale() -> None:
+    """A lock without its token (its creator stopped before writing it) is completed only on a
+    fresh view: completing it is the grant."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        stamp = to_rfc3339(clock.now())
+        cache = Cache()
+        reservation = _held_lock()
+        reservation["spec"].update(fencingToken=0, acquireTime=stamp, renewTime=stamp)
+        cache.upsert_lock(reservation)
+        cache.upsert_claim({
+            "metadata": {"name": "ca", "uid": "ua", "namespace": "a", "resourceVersion": "19"},
+            "spec": {"resource": R, "holder": "agent-a"},
+        })
+        client: Any = NoApi()
+        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"), gate=ClosedGate())
+        await reconciler.reconcile(("a", R))  # no token write, no Held status
+        assert reconciler.holding
         await reconciler.stop()
 
     asyncio.run(scenario())
