@@ -97,3 +97,16 @@ def test_only_keys_with_unanswered_or_queued_claims_await_a_decision() -> None:
     assert not cache.awaits_decision(("a", R))
     cache.upsert_claim(claim("c2", 6, resource="github://acme/app/issues/43"))
     assert cache.awaits_decision(("a", "github://acme/app/issues/43"))
+
+
+def test_a_terminal_claim_leaves_the_operators_memory() -> None:
+    """Holders leave finished claims in the API (the SDK replaces them on the next attempt): kept in
+    memory they would grow with every holder and resource, and slow every decision on the resource."""
+    cache = Cache()
+    cache.upsert_claim(claim("c1", 5))
+    rejected = claim("c1", 6)
+    rejected["status"] = {"phase": "Rejected", "reason": "HeldByAnotherHolder", "sequence": 5}
+    assert cache.upsert_claim(rejected) == ("a", R)  # the resource is decided again
+    assert "c1" not in cache.claims and cache.claims_for(("a", R)) == []
+    assert cache.upsert_claim(claim("c1", 5)) is None  # late news of it changes nothing
+    assert cache.upsert_claim(rejected) is None

@@ -56,8 +56,9 @@ class Cache:
         self.pods: dict[PodKey, PodInfo] = {}
         self._pod_claims: dict[PodKey, set[str]] = defaultdict(set)
         self.graphs: dict[str, WaitForGraph] = defaultdict(WaitForGraph)
-        # Uids of deleted claims and locks. A release then needs no confirming read, and an event or
-        # a write's response that arrives after the deletion cannot bring the object back to life.
+        # Uids of deleted claims and locks, and of terminal claims. A release then needs no confirming
+        # read, and an event or a write's response that arrives after the deletion (or the end)
+        # cannot bring the object back to life.
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.breaks: dict[Key, LockBreak] = {}  # what a deleted lock said about who broke it
         # Per scope of the claim watches (a namespace, or None for all): the resourceVersion up to
@@ -96,7 +97,12 @@ class Cache:
                 # Queue order is fixed when the operator first sees a claim, not when it next changes.
                 record = replace(record, claim=replace(record.claim, sequence=old.claim.sequence))
             self._unindex(old)
-        self._index(record)
+        if not record.claim.active:
+            # A terminal claim takes no further part in arbitration; its record stays in the API for
+            # its holder to read (and delete), not in the operator's memory.
+            self._bury(record.claim.uid)
+        else:
+            self._index(record)
         return (record.namespace, record.claim.resource)
 
     def delete_claim(self, body: Body) -> Key | None:

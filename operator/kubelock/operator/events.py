@@ -1,7 +1,10 @@
 """Kubernetes Events written by kubelock itself (kopf's own event posting is off).
 
-Events are sent by one background task from a bounded queue, so recording one never delays a
-grant; when the queue is full (an Event storm), the newest are dropped and counted.
+Recording an Event never delays a grant: it goes into a bounded queue that a few sender tasks drain.
+The queue holds what an Event says, not its body (the body is built when it is sent), and there are
+enough senders to keep up with a steady stream of decisions on a busy API server; one sender posting
+one Event at a time fell behind at a thousand decisions a minute, and its backlog of bodies was most
+of the operator's memory. When the queue is full (a storm), the newest Events are dropped and counted.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from kubelock.api.constants import CLAIM_KIND
 from kubelock.domain.clock import Clock
@@ -19,35 +23,54 @@ from kubelock.kube.errors import ApiError, Unreachable
 
 log = logging.getLogger("kubelock.events")
 COMPONENT = "kubelock-operator"
+SENDERS = 4
+CAPACITY = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    namespace: str
+    kind: str
+    name: str
+    uid: str
+    reason: str
+    message: str
+    warning: bool
+    at: float
 
 
 class EventRecorder:
-    def __init__(self, client: KubeClient, clock: Clock, instance: str, capacity: int = 10_000) -> None:
+    def __init__(
+        self, client: KubeClient, clock: Clock, instance: str, capacity: int = CAPACITY, senders: int = SENDERS
+    ) -> None:
         self._client = client
         self._clock = clock
         self._instance = instance
-        self._queue: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(capacity)
-        self._task: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[PendingEvent] = asyncio.Queue(capacity)
+        self._senders = senders
+        self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="kubelock-events")
+        self._tasks = [asyncio.create_task(self._run(), name=f"kubelock-events-{i}") for i in range(self._senders)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
 
     def record(
         self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND
     ) -> None:
-        body = event_body(
-            namespace=namespace, kind=kind, name=name, uid=uid, reason=reason, message=message, warning=warning,
-            now=self._clock.now(), component=COMPONENT, instance=self._instance,
-        )
+        event = PendingEvent(namespace, kind, name, uid, reason, message, warning, self._clock.now())
         try:
-            self._queue.put_nowait((namespace, body))
+            self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -56,15 +79,23 @@ class EventRecorder:
 
     async def _run(self) -> None:
         while True:
-            namespace, body = await self._queue.get()
+            event = await self._queue.get()
             try:
-                await self._client.create(paths.events(namespace), body)
-            except (ApiError, Unreachable) as error:
-                # A namespace being deleted refuses new Events; that is expected, not worth a warning.
-                terminating = isinstance(error, ApiError) and "being terminated" in error.message
-                log.log(
-                    logging.DEBUG if terminating else logging.WARNING,
-                    "could not record event %s in %s: %s", body.get("reason"), namespace, error,
-                )
+                await self._send(event)
             finally:
                 self._queue.task_done()
+
+    async def _send(self, event: PendingEvent) -> None:
+        body = event_body(
+            namespace=event.namespace, kind=event.kind, name=event.name, uid=event.uid, reason=event.reason,
+            message=event.message, warning=event.warning, now=event.at, component=COMPONENT, instance=self._instance,
+        )
+        try:
+            await self._client.create(paths.events(event.namespace), body)
+        except (ApiError, Unreachable) as error:
+            # A namespace being deleted refuses new Events; that is expected, not worth a warning.
+            terminating = isinstance(error, ApiError) and "being terminated" in error.message
+            log.log(
+                logging.DEBUG if terminating else logging.WARNING,
+                "could not record event %s in %s: %s", event.reason, event.namespace, error,
+            )

@@ -9,9 +9,12 @@ a grant waits while the view it would rest on may be old or incomplete:
 - the claim to grant was first seen at a version beyond the cache's horizon (`Cache.complete_at`):
   a claim created before it may not have arrived yet (a LIST under way, a watch behind);
 - the claim watch of its scope is broken or listing again (`unwatched`);
-- the event loop has just come back from a stall (SIGSTOP, a paused VM, a starved process): while it
-  did not run, the API server moved on and the watches' events waited unread, so the cache shows how
-  things were before the stall. The operator then LISTs everything again before granting.
+- the operator has lost sight of the API server for a while and LISTs everything again
+  (`catching_up`): its event loop stalled (SIGSTOP, a paused VM, a starved process: meanwhile the API
+  server moved on and the watches' events waited unread), or its requests failed to reach the API
+  server (a partition, a restart: a watch may have died without a word);
+- its claim watch has not shown a write the operator itself made ECHO_SECONDS ago: the watch is
+  silently dead (a connection left half-open by a partition) and is started again.
 
 `epoch` changes with every stall, so a grant whose lock was created across one can be told apart.
 """
@@ -31,26 +34,32 @@ log = logging.getLogger("kubelock.freshness")
 # migration, a partition): those leave the API server seconds ahead.
 TICK_SECONDS = 0.25
 STALL_SECONDS = 1.0
+# How long the operator's own claim write may go unseen on its watch before the watch counts as dead.
+ECHO_SECONDS = 3.0
+Scope = str | None
 
 
 class Freshness:
     def __init__(
         self,
         cache: Cache,
-        scope_of: Callable[[str], str | None],
-        on_stall: Callable[[float], None],
+        scope_of: Callable[[str], Scope],
+        on_stale: Callable[[str], None],
+        on_deaf: Callable[[Scope], None],
         *,
         monotonic: Callable[[], float] = time.monotonic,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.cache = cache
         self._scope_of = scope_of
-        self._on_stall = on_stall
+        self._on_stale = on_stale
+        self._on_deaf = on_deaf
         self._monotonic = monotonic
         self._stall_seconds = stall_seconds
         self._last = monotonic()
-        self._unwatched: set[str | None] = set()
-        self.catching_up = False  # a LIST after a stall is under way
+        self._unwatched: set[Scope] = set()
+        self._unechoed: dict[Scope, tuple[int, float]] = {}  # the oldest own write not seen yet, and when
+        self.catching_up = False  # LISTs after a stall or a loss of contact are under way
         self.epoch = 0  # stalls seen so far
         self.longest_stall = 0.0
 
@@ -64,6 +73,8 @@ class Freshness:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             self.check()
+            for scope in list(self._unechoed):
+                self._deaf(scope)
 
     def check(self) -> bool:
         """Whether the loop has just come back from a stall (reported once, by whoever sees it first:
@@ -75,16 +86,41 @@ class Freshness:
             return False
         self.epoch += 1
         self.longest_stall = max(self.longest_stall, gap)
-        self._on_stall(gap)
+        self._on_stale(f"the operator did not run for {gap:.1f} s")
         return True
+
+    def lost_contact(self, error: object) -> None:
+        """A request did not reach the API server: once it does again, the watches may be behind
+        or dead."""
+        self._on_stale(f"a request did not reach the API server ({error})")
 
     # ---- the claim watches --------------------------------------------------------------------
 
-    def unwatched(self, scope: str | None) -> None:
+    def unwatched(self, scope: Scope) -> None:
         self._unwatched.add(scope)
+        self._unechoed.pop(scope, None)
 
-    def watched(self, scope: str | None) -> None:
+    def watched(self, scope: Scope) -> None:
         self._unwatched.discard(scope)
+
+    def wrote(self, namespace: str, version: int) -> None:
+        """The operator wrote a claim of `namespace`, stored at `version`: its watch should show it."""
+        scope = self._scope_of(namespace)
+        if scope not in self._unechoed and scope not in self._unwatched:
+            self._unechoed[scope] = (version, self._monotonic())
+
+    def seen_to(self, scope: Scope, version: int) -> None:
+        pending = self._unechoed.get(scope)
+        if pending is not None and version >= pending[0]:
+            del self._unechoed[scope]
+
+    def _deaf(self, scope: Scope) -> bool:
+        pending = self._unechoed.get(scope)
+        if pending is None or self._monotonic() - pending[1] <= ECHO_SECONDS:
+            return False
+        self.unwatched(scope)
+        self._on_deaf(scope)
+        return True
 
     # ---- the question -------------------------------------------------------------------------
 
@@ -92,6 +128,7 @@ class Freshness:
         """Whether a grant to a claim of `namespace` with `sequence` may be made on the view now."""
         if self.check() or self.catching_up:
             return False
-        if self._scope_of(namespace) in self._unwatched:
+        scope = self._scope_of(namespace)
+        if self._deaf(scope) or scope in self._unwatched:
             return False
         return sequence <= self.cache.complete_at(namespace)

@@ -84,6 +84,12 @@ class Gate(Protocol):
 
     def may_grant(self, namespace: str, sequence: int) -> bool: ...
 
+    def wrote(self, namespace: str, version: int) -> None:
+        """A claim of `namespace` was written, stored at `version` (its watch should show it)."""
+
+    def lost_contact(self, error: object) -> None:
+        """A request did not reach the API server."""
+
 
 class OpenGate:
     """Every grant may go ahead (a cache filled by hand, as in unit tests)."""
@@ -92,6 +98,12 @@ class OpenGate:
 
     def may_grant(self, namespace: str, sequence: int) -> bool:
         return True
+
+    def wrote(self, namespace: str, version: int) -> None:
+        pass
+
+    def lost_contact(self, error: object) -> None:
+        pass
 
 
 class Reconciler:
@@ -200,6 +212,8 @@ class Reconciler:
                     await self.reconcile(key)
                     self._failures.pop(key, None)
                 except (ApiError, Unreachable) as error:
+                    if isinstance(error, Unreachable):
+                        self.gate.lost_contact(error)
                     delay = self._retry_delay(key)
                     log.warning("reconcile of %s in %s failed, retrying in %.1f s: %s", key[1], key[0], delay, error)
                     self.schedule_at(key, self.clock.now() + delay)
@@ -377,6 +391,7 @@ class Reconciler:
             paths.claims(namespace, action.claim.name, status=True), codec.status_patch(action.status, record, now)
         )
         self.cache.upsert_claim(body)
+        self.gate.wrote(namespace, codec.revision(body))
         status = action.status
         log.info(
             "%s/%s %s for %s: %s (%s)",

@@ -18,7 +18,7 @@ from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.operator.cache import Cache, Key
 from kubelock.operator.claimwatch import ClaimWatch
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.freshness import Freshness
+from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
@@ -52,15 +52,16 @@ class Runtime:
         )
         self.cache = Cache()
         self.events = EventRecorder(self.client, clock, settings.instance)
-        self.freshness = Freshness(self.cache, self._scope_of, self._stalled)
+        self.freshness = Freshness(self.cache, self._scope_of, self._stale, self._deaf)
         self.reconciler = Reconciler(
             self.client, self.cache, settings.policy, clock, self.events, metrics, gate=self.freshness
         )
         if metrics is not None:
             metrics.watch_cache(self.cache)
         self._tasks: list[asyncio.Task[None]] = []
+        self._claim_watches: dict[str | None, asyncio.Task[None]] = {}
         self._catching_up: asyncio.Task[None] | None = None
-        self._stale_again = False  # another stall came while catching up: catch up once more
+        self._stale_again = False  # the view went stale again while catching up: catch up once more
 
     def in_scope(self, namespace: str) -> bool:
         return self.settings.all_namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.settings.namespaces)
@@ -70,12 +71,9 @@ class Runtime:
         versions = await self._prime()
         self.freshness.reset()
         self.reconciler.start()
+        for scope in self._scopes():
+            self._watch_claims(scope, versions[scope])
         self._tasks = [
-            *(
-                asyncio.create_task(ClaimWatch(self.client, scope, self).run(versions[scope]),
-                                    name=f"kubelock-claims {scope or '*'}")
-                for scope in self._scopes()
-            ),
             asyncio.create_task(self.freshness.run(), name="kubelock-pulse"),
             asyncio.create_task(self._resync_forever(), name="kubelock-resync"),
         ]
@@ -88,8 +86,15 @@ class Runtime:
             len(self.cache.pods),
         )
 
+    def _watch_claims(self, scope: str | None, version: int | None) -> None:
+        old = self._claim_watches.get(scope)
+        if old is not None:
+            old.cancel()
+        watch = ClaimWatch(self.client, scope, self)
+        self._claim_watches[scope] = asyncio.create_task(watch.run(version), name=f"kubelock-claims {scope or '*'}")
+
     async def stop(self) -> None:
-        for task in (*self._tasks, self._catching_up):
+        for task in (*self._tasks, *self._claim_watches.values(), self._catching_up):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -180,39 +185,53 @@ class Runtime:
         for key in sorted(keys):
             self.reconciler.schedule(key)
 
-    # ---- stalls -----------------------------------------------------------------------------
+    # ---- a stale view ------------------------------------------------------------------------
 
-    def _stalled(self, seconds: float) -> None:
-        """The event loop did not run for `seconds`: the cache shows the cluster as it was before.
-        Grants wait (`Freshness.catching_up`) until LISTs taken now are in."""
-        log.warning("the operator did not run for %.1f s: grants wait until the cache is listed again", seconds)
+    def _stale(self, why: str) -> None:
+        """The cache may show the cluster as it was a while ago. Grants wait
+        (`Freshness.catching_up`) until LISTs taken from now on are in."""
+        if not self.freshness.catching_up:
+            log.warning("%s: grants wait until the cache is listed again", why)
         self.freshness.catching_up = True
         if self._catching_up is not None and not self._catching_up.done():
-            self._stale_again = True  # the LIST under way may predate the stall's end
+            self._stale_again = True  # the LIST under way may predate what made the view stale
             return
         self._catching_up = asyncio.create_task(self._catch_up(), name="kubelock-catch-up")
 
     async def _catch_up(self) -> None:
         keys: set[Key] = set()
+        refused = 0
         try:
-            attempt = 0
-            while attempt < CATCH_UP_ATTEMPTS:
+            while True:
                 self._stale_again = False
                 try:
                     keys |= (await self.resync())[0]
-                except (ApiError, Unreachable) as error:
-                    attempt += 1
-                    log.warning("resync after a stall failed (attempt %d): %s", attempt, error)
+                except Unreachable as error:
+                    # Nothing can be granted while the API server is out of reach anyway.
+                    log.info("resync after a stale view failed, retrying: %s", error)
+                    await asyncio.sleep(1.0)
+                    continue
+                except ApiError as error:
+                    refused += 1
+                    log.warning("resync after a stale view failed (attempt %d): %s", refused, error)
+                    if refused >= CATCH_UP_ATTEMPTS:
+                        break  # never hold grants for good: the API server still arbitrates every grant
                     await asyncio.sleep(1.0)
                     continue
                 if not self._stale_again:
                     break
         finally:
-            # Never hold grants for good: the API server still arbitrates every grant.
             self.freshness.catching_up = False
             self.reconciler.release_grants()
-        log.info("the cache is listed again after a stall (%d resources changed)", len(keys))
+        log.info("the cache is listed again (%d resources changed)", len(keys))
         self._schedule(keys)
+
+    def _deaf(self, scope: str | None) -> None:
+        """The claim watch of `scope` has not shown the operator's own write: it is dead without
+        having said so (a connection left half-open). Start it again, from a LIST."""
+        log.warning("the claim watch of %s did not show a write made %.0f s ago: listing again",
+                    scope or "all namespaces", ECHO_SECONDS)
+        self._watch_claims(scope, None)
 
     # ---- watch events -----------------------------------------------------------------------
 
@@ -232,6 +251,7 @@ class Runtime:
         self.reconciler.schedule(key)
 
     def claims_seen_to(self, scope: str | None, version: int) -> None:
+        self.freshness.seen_to(scope, version)
         if self.cache.advance(scope, version) and self.reconciler.holding and not self.freshness.catching_up:
             self.reconciler.release_grants()
 
