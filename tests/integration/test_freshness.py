@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from kubernetes.client import ApiClient
 
 from tests.support.claims import GROUP, VERSION, Locks, phase_of
-from tests.support.monitor import HolderMonitor, LockMonitor
+from tests.support.monitor import LockMonitor
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -48,54 +47,48 @@ def test_claims_arriving_while_the_operator_starts_are_served_in_creation_order(
     iso_ns: str,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    """Claims keep coming while the operator lists and starts watching. Their names sort against
-    their creation order, so a listing in name order hands the youngest over first."""
+    """Pairs of waiters keep arriving on fresh resources while the operator lists and starts
+    watching; the younger of each pair has the name that sorts first, so a listing in name order
+    hands it over first. The older must be granted."""
     locks = Locks(admin_api, iso_ns)
-    created: dict[str, int] = {}  # claim name -> the resourceVersion of its creation
+    pairs: list[tuple[str, str]] = []  # (older, younger) claim names, one pair per resource
     stop = threading.Event()
 
     def create() -> None:
-        for i in range(999, 0, -1):
-            for r in range(RESOURCES):
-                if stop.is_set():
-                    return
-                name = f"c{i:03d}-{r:02d}"
-                body = locks.claim(name, f"deploy://start-{r:02d}", f"agent-{i:03d}-{r:02d}", wait=True)
-                created[name] = int(body["metadata"]["resourceVersion"])
+        for k in range(10_000):
+            if stop.is_set():
+                return
+            resource = f"deploy://start-{k:04d}"
+            older, younger = f"z-{k:04d}", f"a-{k:04d}"
+            locks.claim(older, resource, f"agent-z-{k:04d}", wait=True)
+            locks.claim(younger, resource, f"agent-a-{k:04d}", wait=True)
+            pairs.append((older, younger))
 
     op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,))
-    with HolderMonitor(admin_api, iso_ns) as monitor:
-        creator = threading.Thread(target=create, daemon=True)
-        creator.start()
-        try:
-            time.sleep(0.5)
-            op.start()
-            time.sleep(1.5)
-        finally:
-            stop.set()
-            creator.join(30)
-        try:
-            remaining = set(created)
-            deadline = time.monotonic() + 180
-            while remaining and time.monotonic() < deadline:
-                for claim in locks.claims():
-                    name = claim["metadata"]["name"]
-                    if phase_of(claim) == "Held" and name in remaining:
-                        remaining.discard(name)
-                        locks.delete(name)
-                time.sleep(0.1)
-            assert not remaining, f"{len(remaining)} waiters never granted"
-            time.sleep(0.5)
-        finally:
-            op.stop()
-    assert not monitor.violations, monitor.violations[:5]
-    order: dict[str, list[str]] = defaultdict(list)
-    for resource, name, _ in sorted(monitor.grants, key=lambda grant: grant[2]):  # by token: grant order
-        order[resource].append(name)
-    assert len(created) > RESOURCES * 3, "too few claims to show anything"
-    for resource, names in order.items():
-        versions = [created[name] for name in names]
-        assert versions == sorted(versions), f"{resource} granted out of creation order: {names}"
+    creator = threading.Thread(target=create, daemon=True)
+    creator.start()
+    try:
+        time.sleep(0.3)
+        op.start()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        creator.join(30)
+    try:
+        held: dict[str, str] = {}
+
+        def every_resource_granted() -> bool:
+            for claim in locks.claims():
+                if phase_of(claim) == "Held":
+                    held[claim["spec"]["resource"]] = claim["metadata"]["name"]
+            return len(held) >= len(pairs)
+
+        _wait_until(every_resource_granted, "a grant on every resource", timeout=120)
+    finally:
+        op.stop()
+    assert len(pairs) > 20, "too few claims to show anything"
+    overtaken = [younger for older, younger in pairs if held[f"deploy://start-{older[2:]}"] != older]
+    assert not overtaken, f"younger waiters granted before older ones: {overtaken[:10]}"
 
 
 def test_a_stopped_operator_grants_nothing_to_claims_deleted_while_it_was_stopped(

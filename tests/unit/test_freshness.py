@@ -102,13 +102,6 @@ def test_a_watch_that_does_not_show_the_operators_own_write_is_deaf() -> None:
     assert gate.may_grant("a", 100)
 
 
-def test_a_lost_contact_makes_the_view_stale() -> None:
-    cache, clock, stale = Cache(), Monotonic(), []
-    gate = fresh(cache, stale, clock)
-    gate.lost_contact("connection reset")
-    assert stale == ["a request did not reach the API server (connection reset)"]
-
-
 def test_an_event_of_an_unknown_claim_within_the_horizon_is_old_news() -> None:
     """After a LIST at version 100 (e.g. following a stall) the watch may still deliver events it had
     queued: a claim created and deleted before the LIST must not come back."""

@@ -8,10 +8,12 @@ watch tells the cache, event by event, the version up to which it has seen every
 `Cache.advance`), and a claim first seen beyond the horizon is not granted before the horizon passes
 it.
 
-The watch starts from the priming LIST's version. When it breaks (a connection lost, the API server
-restarted, a 410), events may have been missed: the scope counts as unwatched, so no grant rests on
-it, until a fresh LIST has been absorbed; then the watch resumes from that LIST. When the server
-ends a watch at its timeout, nothing was missed and the watch resumes where it was.
+The watch starts from the priming LIST's version. When its connection breaks (a connection lost, the
+API server restarted) it resumes from the last version it delivered, and the API server replays what
+came after; until the resumed stream delivers something, the scope counts as unwatched, so no grant
+rests on a view that stopped moving. When the API server no longer has that version (410 Gone), the
+scope stays unwatched until a fresh LIST has been absorbed and the watch resumes from it. When the
+server ends a watch at its timeout, nothing was missed and the watch resumes where it was.
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ class ClaimSink(Protocol):
         """Every change of the scope up to `version` has been delivered (an event's or bookmark's)."""
 
     def unwatched(self, scope: str | None) -> None:
-        """Events of the scope may be missing until `relist` returns."""
+        """Events of the scope may be missing: the watch broke."""
+
+    def watched(self, scope: str | None) -> None:
+        """The resumed watch of the scope delivers again."""
 
     async def relist(self, scope: str | None) -> int:
-        """LIST the scope's claims into the cache; the version the LIST was taken at."""
+        """LIST the scope's claims into the cache (the scope is watched again once it returns); the
+        version the LIST was taken at."""
         ...
 
 
@@ -59,25 +65,31 @@ class ClaimWatch:
     async def run(self, version: int | None) -> None:
         """Watch from `version` (None: LIST first) until cancelled."""
         failures = 0
+        broken = False
         while True:
             try:
                 if version is None:
                     self.sink.unwatched(self.scope)
                     version = await self.sink.relist(self.scope)
                     self.relists += 1
+                    broken = False
                 async for event in self.client.watch(self.path, resource_version=str(version),
                                                      timeout_seconds=WATCH_SECONDS):
+                    if broken:
+                        self.sink.watched(self.scope)  # the resumed stream is moving again
+                        broken = False
                     version = self._deliver(event, version)
                     failures = 0
                 continue  # the server ended the watch at its timeout: nothing was missed
             except ApiError as error:
                 if error.status == 410:
                     log.info("claim watch of %s is too far behind (410): listing again", _name(self.scope))
+                    version = None
                 else:
                     log.warning("claim watch of %s failed: %s", _name(self.scope), error)
             except Unreachable as error:
                 log.warning("claim watch of %s lost its connection: %s", _name(self.scope), error)
-            version = None
+            broken = True
             self.sink.unwatched(self.scope)
             delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
             failures += 1

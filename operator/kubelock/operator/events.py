@@ -1,10 +1,11 @@
 """Kubernetes Events written by kubelock itself (kopf's own event posting is off).
 
-Recording an Event never delays a grant: it goes into a bounded queue that a few sender tasks drain.
-The queue holds what an Event says, not its body (the body is built when it is sent), and there are
-enough senders to keep up with a steady stream of decisions on a busy API server; one sender posting
-one Event at a time fell behind at a thousand decisions a minute, and its backlog of bodies was most
-of the operator's memory. When the queue is full (a storm), the newest Events are dropped and counted.
+Recording an Event never delays a grant: it goes into a bounded queue that a sender task drains.
+The queue holds what an Event says, not its body (the body is built when it is sent): one sender
+posting one Event at a time fell behind at a thousand decisions a minute, and its backlog of 10 000
+bodies was most of the operator's memory. Events are for people and must not crowd out the writes
+that grant locks, so a storm is not chased: when the queue is full, the newest Events are dropped
+and counted (as client-go's recorder does).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from kubelock.kube.errors import ApiError, Unreachable
 
 log = logging.getLogger("kubelock.events")
 COMPONENT = "kubelock-operator"
-SENDERS = 4
-CAPACITY = 5_000
+SENDERS = 1
+CAPACITY = 1_000
 
 
 @dataclass(frozen=True, slots=True)

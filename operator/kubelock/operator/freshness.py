@@ -9,12 +9,11 @@ a grant waits while the view it would rest on may be old or incomplete:
 - the claim to grant was first seen at a version beyond the cache's horizon (`Cache.complete_at`):
   a claim created before it may not have arrived yet (a LIST under way, a watch behind);
 - the claim watch of its scope is broken or listing again (`unwatched`);
-- the operator has lost sight of the API server for a while and LISTs everything again
-  (`catching_up`): its event loop stalled (SIGSTOP, a paused VM, a starved process: meanwhile the API
-  server moved on and the watches' events waited unread), or its requests failed to reach the API
-  server (a partition, a restart: a watch may have died without a word);
+- the event loop has just come back from a stall (SIGSTOP, a paused VM, a starved process): while it
+  did not run, the API server moved on and the watches' events waited unread, so the cache shows how
+  things were before the stall. The operator then LISTs everything again (`catching_up`);
 - its claim watch has not shown a write the operator itself made ECHO_SECONDS ago: the watch is
-  silently dead (a connection left half-open by a partition) and is started again.
+  silently dead (a connection left half-open by a partition) and is started again from a LIST.
 
 `epoch` changes with every stall, so a grant whose lock was created across one can be told apart.
 """
@@ -35,7 +34,8 @@ log = logging.getLogger("kubelock.freshness")
 TICK_SECONDS = 0.25
 STALL_SECONDS = 1.0
 # How long the operator's own claim write may go unseen on its watch before the watch counts as dead.
-ECHO_SECONDS = 3.0
+# Several seconds: a busy API server can take a second or two to deliver a watch event.
+ECHO_SECONDS = 5.0
 Scope = str | None
 
 
@@ -86,13 +86,10 @@ class Freshness:
             return False
         self.epoch += 1
         self.longest_stall = max(self.longest_stall, gap)
+        # The stall held up the echoes too: they are due counting from now.
+        self._unechoed = {scope: (version, now) for scope, (version, _) in self._unechoed.items()}
         self._on_stale(f"the operator did not run for {gap:.1f} s")
         return True
-
-    def lost_contact(self, error: object) -> None:
-        """A request did not reach the API server: once it does again, the watches may be behind
-        or dead."""
-        self._on_stale(f"a request did not reach the API server ({error})")
 
     # ---- the claim watches --------------------------------------------------------------------
 

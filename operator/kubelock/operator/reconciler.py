@@ -87,9 +87,6 @@ class Gate(Protocol):
     def wrote(self, namespace: str, version: int) -> None:
         """A claim of `namespace` was written, stored at `version` (its watch should show it)."""
 
-    def lost_contact(self, error: object) -> None:
-        """A request did not reach the API server."""
-
 
 class OpenGate:
     """Every grant may go ahead (a cache filled by hand, as in unit tests)."""
@@ -100,9 +97,6 @@ class OpenGate:
         return True
 
     def wrote(self, namespace: str, version: int) -> None:
-        pass
-
-    def lost_contact(self, error: object) -> None:
         pass
 
 
@@ -212,8 +206,6 @@ class Reconciler:
                     await self.reconcile(key)
                     self._failures.pop(key, None)
                 except (ApiError, Unreachable) as error:
-                    if isinstance(error, Unreachable):
-                        self.gate.lost_contact(error)
                     delay = self._retry_delay(key)
                     log.warning("reconcile of %s in %s failed, retrying in %.1f s: %s", key[1], key[0], delay, error)
                     self.schedule_at(key, self.clock.now() + delay)

@@ -189,9 +189,11 @@ class Runtime:
 
     def _stale(self, why: str) -> None:
         """The cache may show the cluster as it was a while ago. Grants wait
-        (`Freshness.catching_up`) until LISTs taken from now on are in."""
+        (`Freshness.catching_up`) until LISTs of the claims taken from now on are in. (Only the claims:
+        a grant rests on them alone. A lock the cache still shows makes the operator wait for its
+        deletion event; one it does not show makes the create fail and be read back.)"""
         if not self.freshness.catching_up:
-            log.warning("%s: grants wait until the cache is listed again", why)
+            log.warning("%s: grants wait until the claims are listed again", why)
         self.freshness.catching_up = True
         if self._catching_up is not None and not self._catching_up.done():
             self._stale_again = True  # the LIST under way may predate what made the view stale
@@ -205,7 +207,8 @@ class Runtime:
             while True:
                 self._stale_again = False
                 try:
-                    keys |= (await self.resync())[0]
+                    for scope in self._scopes():
+                        await self._list_claims(scope, keys)
                 except Unreachable as error:
                     # Nothing can be granted while the API server is out of reach anyway.
                     log.info("resync after a stale view failed, retrying: %s", error)
@@ -223,7 +226,7 @@ class Runtime:
         finally:
             self.freshness.catching_up = False
             self.reconciler.release_grants()
-        log.info("the cache is listed again (%d resources changed)", len(keys))
+        log.info("the claims are listed again (%d resources changed)", len(keys))
         self._schedule(keys)
 
     def _deaf(self, scope: str | None) -> None:
@@ -257,6 +260,10 @@ class Runtime:
 
     def unwatched(self, scope: str | None) -> None:
         self.freshness.unwatched(scope)
+
+    def watched(self, scope: str | None) -> None:
+        self.freshness.watched(scope)
+        self.reconciler.release_grants()
 
     async def relist(self, scope: str | None) -> int:
         keys: set[Key] = set()
