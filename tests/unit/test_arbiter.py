@@ -521,6 +521,18 @@ def test_new_claims_are_answered_while_another_waiter_times_out() -> None:
     ]
 
 
+def test_a_lease_expires_while_waiters_time_out() -> None:
+    """Endings of waiters do not hold back the holder's expiry."""
+    late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                      holder="agent-a", position=1)
+    lock = lock_for(A, lease=30)
+    assert summary(run([holding(A, lock), late], lock, T0 + 61)) == [
+        ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
+        ("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED),
+        ("delete", "agent-a", Reason.LEASE_EXPIRED),
+    ]
+
+
 def test_lock_broken_revokes_every_claim_that_believes_it_holds() -> None:
     decision = run([A_HELD, claim("b", 6, wait=True)], None, T0 + 10)
     action = only_status(decision)

@@ -58,11 +58,14 @@ def decide(
         if lock is not None and lock.claim_uid in ended:
             reason = ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason
             return Decision((*ending, DeleteLock(lock, reason)))
-        if lock is None or holder_claim is None or not lock.fencing_token or holder_claim.phase is not Phase.HELD:
+        if lock is None or holder_claim is None or not lock.fencing_token:
             return Decision(tuple(ending))
-        # The holder stays: new claims get their first answer in this step too, not after it.
+        # The holder stays: what its lease needs (an expiry above all) and the first answers of new
+        # claims go in this step too, not after it (waiters timing out one after another would
+        # otherwise hold them back for as long as they keep coming).
         rest = [c for c in active if c.uid not in ended]
-        return Decision((*ending, *_first_answers(resource, rest, lock, holder_claim, graph)))
+        step = _held(resource, rest, lock, holder_claim, now, policy, graph, first_answers_only=True)
+        return Decision((*ending, *step.actions))
 
     if lock is None:
         return _free(resource, active, now, policy, broken)
@@ -164,7 +167,11 @@ def _held(
     now: float,
     policy: Policy,
     graph: WaitForGraph,
+    *,
+    first_answers_only: bool = False,
 ) -> Decision:
+    """`first_answers_only`: answer only claims that have no answer yet (known waiters' positions
+    are renumbered on a later step)."""
     if lock.fencing_token == 0:
         # A reservation: the grant is not made until the lock carries its token.
         return Decision((CompleteLock(lock, holder),))
@@ -210,6 +217,8 @@ def _held(
             return Decision((stale, *_first_answers(resource, active, lock, holder, graph)))
         deadlines.append(stale_at)
 
+    if first_answers_only:
+        return Decision(tuple(_first_answers(resource, active, lock, holder, graph)))
     actions, waits, wake = _answers(resource, active, lock, holder, graph)
     return Decision(tuple(actions), min([*deadlines, *waits]), frozenset(wake))
 

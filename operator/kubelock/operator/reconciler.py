@@ -451,7 +451,7 @@ class Reconciler:
             version = cached[1]
         for _ in range(MAX_TOKEN_ATTEMPTS):
             try:
-                body = await self.client.patch(path, codec.token_patch(version))
+                body = await self.client.patch(path, codec.token_patch(version, self.clock.now(), lock.lease_seconds))
             except Conflict:
                 body = await self.client.get(path)
                 if (body.get("metadata") or {}).get("uid") != lock.uid:
