@@ -521,6 +521,15 @@ def test_new_claims_are_answered_while_another_waiter_times_out() -> None:
     ]
 
 
+def test_a_free_resource_is_granted_while_waiters_time_out() -> None:
+    late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                      holder="x", position=1)
+    assert summary(run([late, claim("c", 7, wait=True)], None, T0 + 61)) == [
+        ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
+        ("create", "c", 7, POLICY.default_ttl_seconds),
+    ]
+
+
 def test_a_lease_expires_while_waiters_time_out() -> None:
     """Endings of waiters do not hold back the holder's expiry."""
     late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,

@@ -58,6 +58,36 @@ def test_a_grant_waits_for_a_fresh_view_and_is_decided_again_on_release() -> Non
     asyncio.run(scenario())
 
 
+def test_what_a_held_back_grant_was_decided_with_goes_ahead() -> None:
+    """A waiter timing out does not wait for the view a grant needs."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        cache = Cache()
+        cache.upsert_claim({
+            "metadata": {"name": "late", "uid": "u1", "namespace": "a", "resourceVersion": "7",
+                         "creationTimestamp": to_rfc3339(clock.now() - 60)},
+            "spec": {"resource": R, "holder": "agent-1", "wait": True, "waitTimeoutSeconds": 30},
+            "status": {"phase": "Pending", "reason": "Queued", "sequence": 7, "queuePosition": 1},
+        })
+        cache.upsert_claim({
+            "metadata": {"name": "next", "uid": "u2", "namespace": "a", "resourceVersion": "8"},
+            "spec": {"resource": R, "holder": "agent-2", "wait": True},
+        })
+        client: Any = NoApi()
+        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"), gate=ClosedGate())
+        try:
+            await reconciler.reconcile(("a", R))
+        except AssertionError as error:
+            assert "unexpected API call: patch" in str(error)  # the TimedOut status, not the create
+        else:
+            raise AssertionError("the waiter's timeout was held back with the grant")
+        assert reconciler.holding
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_reservation_is_not_completed_while_the_view_is_stale() -> None:
     """A lock without its token (its creator stopped before writing it) is completed only on a
     fresh view: completing it is the grant."""

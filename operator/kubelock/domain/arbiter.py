@@ -53,26 +53,21 @@ def decide(
     holder_claim = None if lock is None else next((c for c in active if c.uid == lock.claim_uid), None)
 
     ending = [s for c in active if (s := _ending(c, resource, now, policy, holder_claim is c))]
-    if ending:
-        ended = {s.claim.uid for s in ending}
-        if lock is not None and lock.claim_uid in ended:
-            reason = ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason
-            return Decision((*ending, DeleteLock(lock, reason)))
-        if lock is None or holder_claim is None or not lock.fencing_token:
-            return Decision(tuple(ending))
-        # The holder stays: what its lease needs (an expiry above all) and the first answers of new
-        # claims go in this step too, not after it (waiters timing out one after another would
-        # otherwise hold them back for as long as they keep coming).
-        rest = [c for c in active if c.uid not in ended]
-        step = _held(resource, rest, lock, holder_claim, now, policy, graph, first_answers_only=True)
-        return Decision((*ending, *step.actions))
-
+    ended = {s.claim.uid for s in ending}
+    if lock is not None and lock.claim_uid in ended:
+        reason = ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason
+        return Decision((*ending, DeleteLock(lock, reason)))
+    # Claims that end go first, in the same step as what the others call for: waiters timing out one
+    # after another must not hold back a grant, an expiry or a first answer for as long as they come.
+    rest = [c for c in active if c.uid not in ended]
     if lock is None:
-        return _free(resource, active, now, policy, broken)
-    if holder_claim is None:
+        step = _free(resource, rest, now, policy, broken)
+    elif holder_claim is None:
         # The holder released (claim deleted) or already ended: free the resource.
-        return Decision((DeleteLock(lock, Reason.RELEASED),))
-    return _held(resource, active, lock, holder_claim, now, policy, graph)
+        step = Decision((DeleteLock(lock, Reason.RELEASED),))
+    else:
+        step = _held(resource, rest, lock, holder_claim, now, policy, graph, first_answers_only=bool(ending))
+    return Decision((*ending, *step.actions)) if ending else step
 
 
 def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool) -> SetStatus | None:

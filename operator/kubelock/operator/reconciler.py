@@ -244,8 +244,13 @@ class Reconciler:
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
             if not self._may_grant(key, decision):
+                # The grant waits for a fresh view; whatever else was decided does not (it is
+                # conditional, and a waiter's timeout must not wait for anyone's view).
                 self._held_back.add(key)
-                return
+                rest = tuple(a for a in decision.actions if not isinstance(a, CreateLock | CompleteLock))
+                if not rest:
+                    return
+                decision = replace(decision, actions=rest)
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
