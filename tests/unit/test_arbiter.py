@@ -530,6 +530,15 @@ def test_a_free_resource_is_granted_while_waiters_time_out() -> None:
     ]
 
 
+def test_a_renewal_seen_on_the_claim_before_the_lock_keeps_the_lease() -> None:
+    """Another replica renewed: the claim (one watch) already says so, the lock (another) not yet."""
+    lock = lock_for(A, lease=30)
+    told = holding(A, lock)
+    renewed = replace(told, status=replace(told.status, renewed_at=T0 + 25, expires_at=T0 + 55))
+    assert summary(run([renewed], lock, T0 + 31)) == []
+    assert summary(run([renewed], lock, T0 + 56))[0] == ("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED)
+
+
 def test_a_lease_expires_while_waiters_time_out() -> None:
     """Endings of waiters do not hold back the holder's expiry."""
     late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,

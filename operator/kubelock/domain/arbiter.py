@@ -178,9 +178,12 @@ def _held(
         granted = SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
         return Decision((granted, *_first_answers(resource, active, lock, holder, graph)))
 
-    if now >= lock.expires_at:
+    # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
+    # replica whose view of locks lags its view of claims must not cut the renewed lease short.
+    expires_at = max(lock.expires_at, current.expires_at or lock.expires_at)
+    if now >= expires_at:
         message = (
-            f"lease on {resource} expired at {to_rfc3339(lock.expires_at)}: not renewed for "
+            f"lease on {resource} expired at {to_rfc3339(expires_at)}: not renewed for "
             f"{human_seconds(lock.lease_seconds)}"
         )
         expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, warning=True)
@@ -200,7 +203,7 @@ def _held(
         renewal = (RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice))
         return Decision((*renewal, *_first_answers(resource, active, lock, holder, graph)))
 
-    deadlines = [lock.expires_at]
+    deadlines = [expires_at]
     stale_at = lock.renewed_at + policy.stale_after_seconds
     if not current.stale:
         if now >= stale_at:
