@@ -117,10 +117,10 @@ class Runtime:
         claim watches start from the versions of these LISTs: the claims are listed once."""
         return (await self.resync())[1]
 
-    async def resync(self) -> tuple[set[Key], dict[str | None, int]]:
+    async def resync(self, *, claims: bool = True) -> tuple[set[Key], dict[str | None, int]]:
         """Compare the cache with full LISTs: the keys that changed, and the version each scope's
-        claims were listed at. Locks first: a claim listed after its lock was deleted must not be
-        judged against that lock."""
+        claims were listed at (with `claims`). Locks first: a claim listed after its lock was deleted
+        must not be judged against that lock."""
         keys: set[Key] = set()
         cache = self.cache
         lock_uids: set[str] = set()
@@ -131,14 +131,15 @@ class Runtime:
             await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys) for scope in self._scopes()
         ]
         keys |= cache.prune_locks(lock_uids, min(versions))
-        claims: dict[str | None, int] = {}
-        for scope in self._scopes():
-            claims[scope] = await self._list_claims(scope, keys)
+        listed: dict[str | None, int] = {}
+        if claims:
+            for scope in self._scopes():
+                listed[scope] = await self._list_claims(scope, keys)
         selector = f"{POD_LABEL}={POD_LABEL_VALUE}"
         for scope in self._scopes():
             await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
         keys |= cache.prune_pods(pod_keys)
-        return keys, claims
+        return keys, listed
 
     async def _list_claims(self, scope: str | None, keys: set[Key]) -> int:
         """LIST the claims of one scope into the cache, drop those it no longer has, and move the
@@ -166,14 +167,17 @@ class Runtime:
         return version
 
     async def _resync_forever(self) -> None:
-        # The first pass soon after start closes the gap between the priming LISTs and kopf's own
-        # (locks and pods).
+        """LIST locks and holder pods again now and then: kopf's watches of them can miss a deletion
+        (between the priming LIST and kopf's own, say). Claims need no such pass: their watch
+        delivers every change in order and lists again whenever it could have missed one, and their
+        LIST is the large one (holders leave finished claims behind)."""
+        # The first pass soon after start closes the gap between the priming LISTs and kopf's own.
         delay = min(5.0, float(self.settings.resync_seconds))
         while True:
             await asyncio.sleep(delay)
             delay = float(self.settings.resync_seconds)
             try:
-                keys, _ = await self.resync()
+                keys, _ = await self.resync(claims=False)
             except (ApiError, Unreachable) as error:
                 log.warning("resync failed, retrying in %.0f s: %s", delay, error)
                 continue

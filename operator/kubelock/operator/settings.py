@@ -88,7 +88,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="port for Prometheus metrics (0: off)")
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
-                        help="full LIST comparison against the cache, a safety net for missed watch events")
+                        help="LIST locks and holder pods this often, a safety net for missed watch events")
     args = parser.parse_args(argv)
     if args.resource_lock_timeout > args.max_ttl_seconds:
         parser.error(
