@@ -5,9 +5,10 @@ Decision latency is the time from an agent's try-lock (create) to the operator's
 Rejected) reaching the agent through its watch: the operator's whole path, end to end.
 
 Drift, for a soak of at least DRIFT_MINUTES: after a warm-up of WARM_UP_MINUTES, the last
-SPAN_MINUTES must have p50 and p95 within LATENCY_RATIO of minutes 10–15 and grants per minute within
-GRANT_RATE_TOLERANCE of them, and the operator's RSS must stay within RSS_BAND_MB of its size at minute
-10 in every window from then on. Shorter soaks (the quick run's) are too short for that; they fail
+SPAN_MINUTES must have p50 and p95 no more than LATENCY_RATIO times those of minutes 10–15 and grants
+per minute no more than GRANT_RATE_TOLERANCE below theirs, and the operator's RSS must stay within
+RSS_BAND_MB of its size at minute 10 in every window from then on. (Getting faster is not drift: on a
+shared machine the other work may end.) Shorter soaks (the quick run's) are too short for that; they fail
 only on gross drift between their first and last windows.
 
 Each window also records what might grow with the number of operations: Events in the namespace,
@@ -116,15 +117,16 @@ def drift(t0: float, minutes: float, windows: list[Window], length: float, attem
     final = span(t0, minutes - SPAN_MINUTES, minutes, attempts, locks)
     lines = [f"reference {reference.describe()}", f"last {final.describe()}"]
     found: list[Violation] = []
+    # Drift is getting worse: a run that gets faster (the machine's other work ended) has not drifted.
     for name, before, after in (("p50", reference.p50, final.p50), ("p95", reference.p95, final.p95)):
-        if before > 0 and not 1 / LATENCY_RATIO <= after / before <= LATENCY_RATIO:
-            found.append(Violation("drift", f"{name} decision latency moved from {before * 1000:.0f} ms "
+        if before > 0 and after > before * LATENCY_RATIO:
+            found.append(Violation("drift", f"{name} decision latency grew from {before * 1000:.0f} ms "
                                             f"({reference.describe()}) to {after * 1000:.0f} ms (last minutes), "
                                             f"beyond {LATENCY_RATIO}x"))
     rate_before, rate_after = reference.grants_per_minute, final.grants_per_minute
-    if rate_before > 0 and abs(rate_after / rate_before - 1) > GRANT_RATE_TOLERANCE:
-        found.append(Violation("drift", f"grants per minute moved from {rate_before:.0f} to {rate_after:.0f}, "
-                                        f"beyond {GRANT_RATE_TOLERANCE:.0%}"))
+    if rate_before > 0 and rate_after < rate_before * (1 - GRANT_RATE_TOLERANCE):
+        found.append(Violation("drift", f"grants per minute fell from {rate_before:.0f} to {rate_after:.0f}, "
+                                        f"by more than {GRANT_RATE_TOLERANCE:.0%}"))
     settled = [w for w in windows if w.start - t0 >= WARM_UP_MINUTES * 60 - length / 2 and w.rss_mb > 0]
     if settled:
         base = settled[0].rss_mb

@@ -59,6 +59,11 @@ def test_a_slow_warm_up_is_not_drift() -> None:
     assert found == []
 
 
+def test_getting_faster_is_not_drift() -> None:
+    attempts, locks = history({m: 0.5 if m < 20 else 0.1 for m in range(MINUTES)}, {m: 130 for m in range(20, 30)})
+    assert drift(T0, MINUTES, windows({}), 60, attempts, locks)[0] == []
+
+
 def test_a_falling_grant_rate_is_drift() -> None:
     attempts, locks = history({}, {m: 85 for m in range(25, MINUTES)})
     found, _ = drift(T0, MINUTES, windows({}), 60, attempts, locks)
