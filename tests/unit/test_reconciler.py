@@ -88,6 +88,30 @@ def test_what_a_held_back_grant_was_decided_with_goes_ahead() -> None:
     asyncio.run(scenario())
 
 
+def test_a_token_already_written_is_never_written_again() -> None:
+    """A replica decided to complete a reservation; by the time it applies the decision the other
+    replica has written the token (and may have told the holder). Writing again, on the lock's new
+    version, would replace the token the holder was told."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        cache = Cache()
+        reservation = _held_lock()
+        reservation["spec"]["fencingToken"] = 0
+        cache.upsert_lock(reservation)
+        stale_view = cache.locks[("a", R)][0]
+        granted = _held_lock()
+        granted["metadata"]["resourceVersion"] = "25"  # the other replica's token write
+        cache.upsert_lock(granted)
+        client: Any = NoApi()
+        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"))
+        await reconciler._write_token("a", stale_view)  # no request: NoApi would fail the test
+        assert cache.locks[("a", R)][0].fencing_token == 20
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_reservation_is_not_completed_while_the_view_is_stale() -> None:
     """A lock without its token (its creator stopped before writing it) is completed only on a
     fresh view: completing it is the grant."""

@@ -444,16 +444,20 @@ class Reconciler:
 
     async def _write_token(self, namespace: str, lock: Lock, version: str | None = None) -> None:
         """Write the lock's fencing token: a revision of the lock from before it had one, its
-        creation's as a rule. Any will do: the previous lock of the resource was gone before this
-        one was created and the next cannot exist before this one is deleted, so every token is
-        above every earlier one. A conflict means another replica (completing the same
-        reservation) or an administrator wrote the lock first: read it and go on from there."""
+        creation's as a rule. Any such revision will do: the previous lock of the resource was gone
+        before this one was created and the next cannot exist before this one is deleted, so every
+        token is above every earlier one. The write is conditional on that revision, so it can never
+        replace a token already written (a holder may have been told it). A conflict means another
+        replica (completing the same reservation) or an administrator wrote the lock first: read it
+        and go on from there."""
         path = paths.locks(namespace, lock.name)
         if version is None:
             cached = self.cache.locks.get((namespace, lock.resource))
             if cached is None or cached[0].uid != lock.uid:
                 raise NotFound(404, "NotFound", "lock changed")
-            version = cached[1]
+            if cached[0].fencing_token:
+                return  # written meanwhile (by another replica): a token is never written twice
+            version = cached[1]  # a version of the lock without a token: the precondition keeps it so
         for _ in range(MAX_TOKEN_ATTEMPTS):
             try:
                 body = await self.client.patch(path, codec.token_patch(version, self.clock.now(), lock.lease_seconds))
