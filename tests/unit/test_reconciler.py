@@ -1,17 +1,20 @@
-"""The reconciler's scheduling: grants held back until the view is fresh, queue positions written once
-the queue is still, a burst of keys queued for a bounded number of workers."""
+"""The reconciler: grants held back until the view is fresh (and nothing else with them), writes
+conditional on the versions the decision saw, tokens never written twice, queue positions written
+once the queue is still, a burst of keys queued for a bounded number of workers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, NoReturn
 
 from kubelock.domain.clock import ManualClock
-from kubelock.domain.model import Policy
+from kubelock.domain.model import ClaimStatus, Policy, SetStatus
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.reconciler import POSITION_DELAY, Reconciler
+from kubelock.operator.reconciler import POSITION_DELAY, Reconciler, Seen
 
 R = "github://acme/app/issues/42"
 
@@ -107,6 +110,43 @@ def test_a_token_already_written_is_never_written_again() -> None:
         reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"))
         await reconciler._write_token("a", stale_view)  # no request: NoApi would fail the test
         assert cache.locks[("a", R)][0].fencing_token == 20
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_status_is_written_on_the_version_the_decision_saw() -> None:
+    """A renewal that reaches the cache while an expiry is being applied must make the expiry's
+    write fail, not be overwritten by it."""
+
+    class Recording(NoApi):
+        def __init__(self) -> None:
+            self.patches: list[dict[str, Any]] = []
+
+        async def patch(self, path: str, body: dict[str, Any]) -> NoReturn:
+            self.patches.append(body)
+            raise AssertionError("recorded")
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        cache = Cache()
+        cache.upsert_claim({
+            "metadata": {"name": "c1", "uid": "u1", "namespace": "a", "resourceVersion": "7"},
+            "spec": {"resource": R, "holder": "agent"},
+        })
+        seen = Seen({"u1": cache.claims["u1"]}, None)
+        cache.upsert_claim({  # the holder's renewal arrives meanwhile
+            "metadata": {"name": "c1", "uid": "u1", "namespace": "a", "resourceVersion": "9",
+                         "annotations": {"kubelock.dev/renew": "r2"}},
+            "spec": {"resource": R, "holder": "agent"},
+        })
+        client = Recording()
+        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"))
+        status = ClaimStatus(Phase.REJECTED, Reason.HELD_BY_ANOTHER, "x", sequence=7)
+        with contextlib.suppress(AssertionError):
+            action = SetStatus(cache.claims["u1"].claim, status)
+            await reconciler._set_status("a", action, clock.now(), seen.claims["u1"])
+        assert client.patches[0]["metadata"]["resourceVersion"] == "7"
         await reconciler.stop()
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain.arbiter import decide
@@ -40,6 +40,7 @@ from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import lock_name
 from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
+from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
 from kubelock.operator.events import EventRecorder
@@ -72,6 +73,15 @@ class NullObserver:
 
     def reconciled(self, seconds: float) -> None:
         pass
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """The versions a decision was taken on: its writes are conditional on these, not on whatever
+    the cache holds by the time they are sent (a renewal may have arrived meanwhile)."""
+
+    claims: dict[str, ClaimRecord]
+    lock_version: str | None
 
 
 class Gate(Protocol):
@@ -231,7 +241,7 @@ class Reconciler:
     async def reconcile(self, key: Key) -> None:
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
-            claims, lock = await self._gather(key)
+            claims, lock, seen = await self._gather(key)
             decision = decide(
                 resource,
                 claims,
@@ -258,7 +268,7 @@ class Reconciler:
                 return
             if self._defer_positions(key, decision):
                 return
-            await self._apply(namespace, decision.actions)
+            await self._apply(namespace, decision.actions, seen)
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
@@ -284,9 +294,10 @@ class Reconciler:
         if granted is not None and self.clock.now() - granted >= POSITION_DELAY:
             del self._granted_at[key]
 
-    async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None]:
-        """The claims and lock of a key, with pod liveness resolved. Where the cache cannot be
-        trusted to decide a destructive step, the API server is asked first."""
+    async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None, Seen]:
+        """The claims and lock of a key, with pod liveness resolved, and the versions they were
+        seen at (the decision's writes are conditional on those). Where the cache cannot be trusted
+        to decide a destructive step, the API server is asked first."""
         namespace = key[0]
         records = self.cache.claims_for(key)
         cached = self.cache.locks.get(key)
@@ -301,8 +312,11 @@ class Reconciler:
         ):
             await self._confirm_claim(namespace, lock)  # released, or the claim's event is still on its way
             records = self.cache.claims_for(key)
+        cached = self.cache.locks.get(key)
+        lock_version = cached[1] if cached is not None and lock is not None and cached[0].uid == lock.uid else None
+        seen = Seen({r.claim.uid: r for r in records}, lock_version)
         claims = [await self._with_pod(namespace, r.claim, r.pod_uid) for r in records]
-        return claims, lock
+        return claims, lock, seen
 
     async def _confirm_lock(self, key: Key) -> Lock | None:
         namespace, resource = key
@@ -338,7 +352,7 @@ class Reconciler:
 
     # ---- applying ---------------------------------------------------------------------------
 
-    async def _apply(self, namespace: str, actions: Iterable[Action]) -> None:
+    async def _apply(self, namespace: str, actions: Iterable[Action], seen: Seen) -> None:
         """Apply a decision in order, and stop at the first write that failed on a stale view: the
         rest of the decision rested on it (an Expired status that lost a race with a renewal must
         not be followed by deleting the lock)."""
@@ -347,30 +361,30 @@ class Reconciler:
             if isinstance(action, SetStatus):
                 batch.append(action)
                 continue
-            if not await self._flush(namespace, batch):
+            if not await self._flush(namespace, batch, seen):
                 return
             batch = []
-            if not await self._apply_one(namespace, action):
+            if not await self._apply_one(namespace, action, seen):
                 return
-        await self._flush(namespace, batch)
+        await self._flush(namespace, batch, seen)
 
-    async def _flush(self, namespace: str, batch: list[SetStatus]) -> bool:
+    async def _flush(self, namespace: str, batch: list[SetStatus], seen: Seen) -> bool:
         # Status writes of different claims are independent: send them together.
-        results = await asyncio.gather(*(self._apply_one(namespace, a) for a in batch))
+        results = await asyncio.gather(*(self._apply_one(namespace, a, seen) for a in batch))
         return all(results)
 
-    async def _apply_one(self, namespace: str, action: Action) -> bool:
+    async def _apply_one(self, namespace: str, action: Action, seen: Seen) -> bool:
         """Apply one action; False when it failed on a stale view (the caller decides again)."""
         now = self.clock.now()
         try:
             if isinstance(action, SetStatus):
-                await self._set_status(namespace, action, now)
+                await self._set_status(namespace, action, now, seen.claims.get(action.claim.uid))
             elif isinstance(action, CreateLock):
                 await self._create_lock(namespace, action)
             elif isinstance(action, CompleteLock):
-                await self._write_token(namespace, action.lock)
+                await self._write_token(namespace, action.lock, seen.lock_version)
             elif isinstance(action, RenewLock):
-                await self._renew_lock(namespace, action)
+                await self._renew_lock(namespace, action, seen.lock_version)
             else:
                 await self._delete_lock(namespace, action)
         except (Conflict, NotFound) as error:
@@ -380,10 +394,11 @@ class Reconciler:
         self.observer.applied(namespace, action, now)
         return True
 
-    async def _set_status(self, namespace: str, action: SetStatus, now: float) -> None:
-        record = self.cache.claims.get(action.claim.uid)
-        if record is None:
-            return
+    async def _set_status(self, namespace: str, action: SetStatus, now: float, record: ClaimRecord | None) -> None:
+        """Write a claim's status, conditional on the version the decision saw: if the claim changed
+        since (a renewal, the other replica's write), the write fails and the key is decided again."""
+        if record is None or action.claim.uid not in self.cache.claims:
+            return  # deleted or ended meanwhile
         body = await self.client.patch(
             paths.claims(namespace, action.claim.name, status=True), codec.status_patch(action.status, record, now)
         )
@@ -472,12 +487,10 @@ class Reconciler:
             return
         raise Conflict(409, "Conflict", f"the token of lock {lock.name} kept being overtaken")
 
-    async def _renew_lock(self, namespace: str, action: RenewLock) -> None:
-        key = (namespace, action.lock.resource)
-        cached = self.cache.locks.get(key)
-        if cached is None or cached[0].uid != action.lock.uid:
+    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> None:
+        if version is None:
             raise NotFound(404, "NotFound", "lock changed")
-        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, cached[1]))
+        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, version))
         self.cache.upsert_lock(body)
 
     async def _delete_lock(self, namespace: str, action: DeleteLock) -> None:
