@@ -315,7 +315,9 @@ class Reconciler:
         cached = self.cache.locks.get(key)
         lock_version = cached[1] if cached is not None and lock is not None and cached[0].uid == lock.uid else None
         seen = Seen({r.claim.uid: r for r in records}, lock_version)
-        claims = [await self._with_pod(namespace, r.claim, r.pod_uid) for r in records]
+        # Pods the watch has not shown yet are read at once, not one after another: after a stall or
+        # a wave of replacement pods a resource can have several, and each read waits on the API server.
+        claims = list(await asyncio.gather(*(self._with_pod(namespace, r.claim, r.pod_uid) for r in records)))
         return claims, lock, seen
 
     async def _confirm_lock(self, key: Key) -> Lock | None:
