@@ -80,8 +80,8 @@ bench: venv tools ## Benchmarks against raw Lease operations in the same run (QU
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) bench/run.py $(if $(filter-out 0,$(QUICK)),--quick,)
 
 .PHONY: chaos
-chaos: venv tools ## Fault injection with a checked history (QUICK=1: every fault once, under 10 minutes)
-	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m chaos.run $(if $(filter-out 0,$(QUICK)),--quick,) $(CHAOS_ARGS)
+chaos: venv tools ## Fault injection with a checked history (QUICK=1: every fault twice, short; LOAD=1: loaded mode)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m chaos.run $(if $(filter-out 0,$(QUICK)),--quick,) $(if $(filter-out 0,$(LOAD)),--load,) $(CHAOS_ARGS)
 
 IMAGE ?= localhost/kubelock:dev
 AGENT_IMAGE ?= localhost/kubelock-agent:dev

@@ -43,6 +43,23 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def component_pid(plane: ControlPlane, name: str) -> int:
+    """The pid of a control-plane component (0 when it does not run)."""
+    try:
+        return _component(plane, name)[1].pid
+    except LookupError:
+        return 0
+
+
 def kubeconfig_for(source: Path, server: str, target: Path) -> Path:
     """A copy of `source` that talks to `server` (a proxy) instead."""
     data: dict[str, Any] = yaml.safe_load(source.read_text())

@@ -8,8 +8,10 @@ A run records, all in wall-clock seconds of this one machine (every process shar
   whose pod died is gone from that moment, so a hold counts on [start, min(end, expiry, pod death)].
 - `Attempt`: one acquire (try once, or wait in the queue) and how it ended.
 - `Write`: a write to the fenced store, in the store's order, accepted or refused.
-- `LockLife`: a ResourceLock as the monitor saw it: when it appeared, its last known expiry, when its
-  claim stopped holding, and when it disappeared.
+- `LockLife`: a ResourceLock as the monitor saw it: when it appeared, its token (0 if it never had
+  one), its last known expiry, when its claim stopped holding, and when it disappeared. A lock is a
+  grant once it carries its token; before, it is a reservation that nobody has been told of or holds
+  (its creator may have stopped before writing the token, or found its view stale).
 - `ClaimLife`: a LockClaim as the monitor saw it: created, first decided (left Pending), deleted.
 - `PodDeath`: the moment the harness deleted (or is about to delete) a holder's pod.
 - `Outage`: a window in which a component was down or paused, or the monitor could not see.
@@ -346,10 +348,13 @@ def check_fencing(
     """Tokens grow strictly with every grant of a resource, and agents saw the token of their grant."""
     # Grant order as the API server committed it: locks of one resource share one name, so they
     # exist one after another and any resourceVersion seen of each orders them.
+    # A lock without its token is a reservation, not a grant: nobody was told of it or held it.
+    granted = [lock for lock in locks if lock.token]
     by_resource: dict[str, list[LockLife]] = defaultdict(list)
-    for lock in locks:
+    for lock in granted:
         by_resource[lock.resource].append(lock)
-    report.count("grants", len(locks))
+    report.count("grants", len(granted))
+    report.count("reservations", len(locks) - len(granted))
     for resource, grants in by_resource.items():
         grants.sort(key=lambda lock: lock.version)
         for before, after in itertools.pairwise(grants):
@@ -390,7 +395,7 @@ def check_fencing(
                     hold.start,
                 )
             )
-    lock_token = {lock.claim: lock.token for lock in locks}
+    lock_token = {lock.claim: lock.token for lock in granted}
     for hold in holds:
         seen = lock_token.get(hold.claim)
         if seen is None:
@@ -450,7 +455,8 @@ def check_phantoms(
 
 def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: Report) -> None:
     """First come, first served: no lock goes to a claim while an older `wait: true` claim on the
-    same resource is still waiting.
+    same resource is still waiting. Reservations (locks that never got their token) are judged too:
+    reserving the resource for the wrong claim is the wrong decision even when it is taken back.
 
     Judged by resourceVersions alone (creation, verdict, deletion and the lock's creation are all
     writes, and etcd orders them); arrival times on different watches would not do. Claims whose

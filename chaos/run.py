@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 
 from chaos import scenarios
 from chaos.history import summarise
+from chaos.load import Load
 from chaos.results import Row
 from chaos.scenarios import Env, Outcome
 from kubelock.kube import config
@@ -41,6 +43,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="", help="keep logs and histories here (default: a temporary dir)")
     parser.add_argument("--report", default="", help="also write the results as JSON to this file")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: from the clock)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs of each fault, each with its own seed (default 2 with --quick, else 1)")
+    parser.add_argument("--load", action="store_true",
+                        help="loaded mode: CPU burners and a second, churned control plane run beside every part")
+    parser.add_argument("--burners", type=int, default=1, help="CPU burners in the loaded mode (default 1)")
     return parser.parse_args(argv)
 
 
@@ -48,7 +55,7 @@ def part_names() -> list[str]:
     return [s.name for s in scenarios.SCENARIOS] + ["badinput", "soak"]
 
 
-async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float) -> list[Row]:
+async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float, repeat: int) -> list[Row]:
     from chaos import badinput, soak
 
     rows: list[Row] = []
@@ -56,7 +63,12 @@ async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float) -> lis
         if scenario.name not in wanted:
             continue
         limit = scenarios.shape_for(scenario, env.quick).seconds + PART_TIMEOUT_SLACK
-        rows.append(await _guarded(scenario.name, scenario.title, limit, _scenario_row(env, scenario)))
+        runs = []
+        for repetition in range(repeat):
+            seed = scenarios.seed_for(env.seed, scenario.name, repetition)
+            label = scenario.name if repeat == 1 else f"{scenario.name} #{repetition + 1} (seed {seed})"
+            runs.append(await _guarded(label, scenario.title, limit, _scenario_row(env, scenario, seed)))
+        rows.append(combine(runs) if len(runs) > 1 else runs[0])
     if "badinput" in wanted:
         rows.append(await _guarded("badinput", badinput.TITLE, 600, badinput.run(env)))
     if "soak" in wanted:
@@ -65,14 +77,33 @@ async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float) -> lis
     return rows
 
 
-async def _scenario_row(env: Env, scenario: scenarios.Scenario) -> Row:
-    outcome = await scenarios.execute(env, scenario)
+async def _scenario_row(env: Env, scenario: scenarios.Scenario, seed: int) -> Row:
+    outcome = await scenarios.execute(env, scenario, seed)
     return outcome_row(outcome, scenario.title)
+
+
+def combine(runs: Sequence[Row]) -> Row:
+    """One table row for the repetitions of a fault: sums, the worst recovery, every run's details."""
+    first = runs[0]
+    recoveries = [r.recovery for r in runs if r.recovery is not None]
+    return Row(
+        name=first.name,
+        title=first.title,
+        runs=sum(r.runs for r in runs),
+        operations=sum(r.operations for r in runs),
+        violations=sum(r.violations for r in runs),
+        recovery=max(recoveries) if recoveries else None,
+        seconds=sum(r.seconds for r in runs),
+        notes=[f"run {i + 1}: {note}" for i, r in enumerate(runs) for note in r.notes],
+        details=[f"run {i + 1}: {line}" for i, r in enumerate(runs) for line in r.details],
+        stats={"repetitions": [{"seed": r.stats.get("seed"), **r.stats} for r in runs]},
+    )
 
 
 def outcome_row(outcome: Outcome, title: str) -> Row:
     stats = {k: v for k, v in sorted(outcome.report.stats.items())}
     stats["operator_rss_mb"] = round(outcome.rss_mb, 1)
+    stats["seed"] = outcome.seed
     return Row(
         name=outcome.name,
         title=title,
@@ -99,9 +130,10 @@ async def _guarded(name: str, title: str, limit: float, work: Any) -> Row:
         failure = f"[harness] {type(error).__name__}: {error}"
         row = Row(name, title, 1, 0, 1, None, time.time() - began, details=[failure])
     recovery = "-" if row.recovery is None else f"{row.recovery:.1f}s"
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"chaos: {name}: {row.operations} operations, {row.violations} violations, recovery {recovery}, "
-        f"{row.seconds:.0f}s",
+        f"{row.seconds:.0f}s (load average {load})",
         flush=True,
     )
     for line in row.details[:20]:
@@ -132,9 +164,10 @@ async def main_async(args: argparse.Namespace, plane: ControlPlane, workdir: Pat
     if unknown:
         raise SystemExit(f"unknown parts {sorted(unknown)}; known: {', '.join(part_names())}")
     soak_minutes = args.soak_minutes if args.soak_minutes is not None else (1.0 if args.quick else 30.0)
+    repeat = args.repeat if args.repeat is not None else (2 if args.quick else 1)
     print(f"chaos: seed {seed}, work directory {workdir}", flush=True)
     try:
-        return await run_parts(env, wanted, soak_minutes)
+        return await run_parts(env, wanted, soak_minutes, max(1, repeat))
     finally:
         await kube.close()
 
@@ -146,22 +179,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     began = time.time()
     plane = ControlPlane(workdir / "control-plane", manifests=[REPO / m for m in MANIFESTS])
+    load = Load(workdir / "load", burners=args.burners) if args.load else None
     rows: list[Row] = []
     try:
+        if load is not None:
+            load.start()
+            print(f"chaos: loaded mode: {load.describe()}", flush=True)
         plane.start()
         print(f"chaos: control plane ready in {plane.startup_seconds or 0:.0f}s", flush=True)
         node = plane.create_fake_node(FAKE_NODE)
         rows = asyncio.run(main_async(args, plane, workdir, node))
+        if load is not None and (died := load.check()):
+            rows.append(Row("load", "the loaded mode's load", 1, 0, 1, None, 0.0, details=died))
     except Exception as error:
         log.exception("the chaos run could not start")
         rows.append(Row("harness", "start-up", 1, 0, 1, None, time.time() - began, details=[repr(error)]))
     finally:
         plane.stop()
+        if load is not None:
+            load.stop()
     operations = sum(r.operations for r in rows)
     violations = sum(r.violations for r in rows)
     print(table(rows), flush=True)
     report = {
         "quick": args.quick,
+        "load": load.describe() if load is not None else None,
+        "load_average": os.getloadavg(),
         "seed": args.seed,
         "seconds": round(time.time() - began, 1),
         "rows": [r.__dict__ for r in rows],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import random
 import secrets
@@ -81,6 +82,7 @@ class Outcome:
     faults: list[Fault] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rss_mb: float = 0.0
+    seed: int = 0
 
     @property
     def violations(self) -> list[Violation]:
@@ -90,8 +92,12 @@ class Outcome:
 class Run:
     """One scenario's world. Use `async with Run(...) as run:`."""
 
-    def __init__(self, env: Env, name: str, shape: Shape, *, replicas: int = 1, proxied: bool = False) -> None:
+    def __init__(
+        self, env: Env, name: str, shape: Shape, *, replicas: int = 1, proxied: bool = False, seed: int | None = None
+    ) -> None:
         self.env = env
+        # Agent choices and fault timing; the interleavings themselves are not reproducible.
+        self.seed = env.seed if seed is None else seed
         self.name = name
         self.shape = shape
         self.replicas = replicas
@@ -112,7 +118,7 @@ class Run:
         self._supervisor: asyncio.Task[None] | None = None
         self.t0 = 0.0
         self.until = 0.0
-        self.rng = random.Random(env.rng.random())
+        self.rng = random.Random(self.seed)
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -201,7 +207,7 @@ class Run:
                 "--until", f"{self.until:.3f}",
                 "--store-port", str(self.server.port),
                 "--out", str(self.dir / f"agents-{index}.jsonl"),
-                "--seed", str(self.env.seed * 1000 + index),
+                "--seed", str(self.seed * 1000 + index),
             ]
             if self.proxied:
                 argv += ["--server", self.proxies[1].url]
@@ -471,10 +477,18 @@ def shape_for(scenario: Scenario, quick: bool) -> Shape:
                  wait_timeout=scenario.wait_timeout)
 
 
-async def execute(env: Env, scenario: Scenario) -> Outcome:
+def seed_for(seed: int, part: str, repetition: int) -> int:
+    """The seed of one repetition of one part, derived from the run's: `--seed S --only P` repeats it."""
+    digest = hashlib.sha256(f"{seed}:{part}:{repetition}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+async def execute(env: Env, scenario: Scenario, seed: int | None = None) -> Outcome:
     shape = shape_for(scenario, env.quick)
     began = time.time()
-    async with Run(env, scenario.name, shape, replicas=scenario.replicas, proxied=scenario.proxied) as run:
+    async with Run(
+        env, scenario.name, shape, replicas=scenario.replicas, proxied=scenario.proxied, seed=seed
+    ) as run:
         run.start_agents()
         await scenario.inject(run)
         history = await run.finish()
@@ -496,4 +510,5 @@ async def execute(env: Env, scenario: Scenario) -> Outcome:
             faults=run.faults,
             notes=run.notes,
             rss_mb=rss / 2**20,
+            seed=run.seed,
         )

@@ -75,3 +75,55 @@ class HolderMonitor:
         for resource, _, token in self.grants:
             out[resource].append(token)
         return out
+
+
+class LockMonitor:
+    """Watches every ResourceLock of a namespace and remembers, per lock, the claim it was created
+    for, its creation's resourceVersion and the token it came to carry."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self._api = k8s.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._watch = watch.Watch()
+        self.created: dict[str, tuple[str, int]] = {}  # lock uid -> (claim uid, creation version)
+        self.tokens: dict[str, int] = {}  # lock uid -> token once written
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stopped = threading.Event()
+
+    def __enter__(self) -> LockMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._watch.stop()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stopped.is_set():
+            try:
+                stream = self._watch.stream(
+                    self._api.list_namespaced_custom_object,
+                    "kubelock.dev",
+                    "v1alpha1",
+                    self._namespace,
+                    "resourcelocks",
+                    resource_version=version or None,
+                    timeout_seconds=60,
+                )
+                for event in stream:
+                    obj: dict[str, Any] = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    uid = obj["metadata"]["uid"]
+                    if event["type"] == "ADDED" and uid not in self.created:
+                        self.created[uid] = (obj["spec"]["claimRef"]["uid"], int(version))
+                    if obj["spec"].get("fencingToken"):
+                        self.tokens.setdefault(uid, int(obj["spec"]["fencingToken"]))
+            except Exception:  # a dropped watch: resume from the last version seen
+                if self._stopped.is_set():
+                    return
+
+    def claims_locked(self) -> set[str]:
+        """Uids of every claim a lock was created for."""
+        return {claim for claim, _ in self.created.values()}

@@ -17,6 +17,7 @@ from kubelock.domain.model import (
     Action,
     Claim,
     ClaimStatus,
+    CompleteLock,
     CreateLock,
     Decision,
     DeleteClaim,
@@ -389,6 +390,17 @@ def test_grant_status_uses_the_lock() -> None:
     assert not action.notice.warning
 
 
+def test_a_lock_without_its_token_is_completed_before_anyone_is_told() -> None:
+    """A reservation (its creator stopped between the create and the token write) is not a grant:
+    the token is written first, the claim told Held only on the next step."""
+    reservation = lock_for(A, token=0)
+    waiter = claim("b", 6, wait=True)
+    decision = run([A, waiter], reservation, T0 + 1)
+    assert decision.actions == (CompleteLock(reservation, A),)
+    # Its claim gone, it is deleted like any lock of a released claim.
+    assert summary(run([waiter], reservation, T0 + 1)) == [("delete", A.name, Reason.RELEASED)]
+
+
 def test_try_lock_rejection_names_the_holder() -> None:
     action = only_status(run([A_HELD, claim("b", 6)], A_LOCK, T0 + 1))
     assert action.status.holder == "agent-a"
@@ -622,6 +634,57 @@ def test_removal_deadline_joins_the_lease_deadlines() -> None:
 def test_a_terminal_claim_without_finished_at_counts_from_its_creation() -> None:
     old = with_phase(claim("b", 3, created=T0 - 4000), Phase.EXPIRED, Reason.LEASE_EXPIRED)
     assert summary(run([old], None, T0)) == [("remove", "b")]
+
+
+def test_new_claims_are_answered_in_the_step_that_finishes_a_grant() -> None:
+    """Their answers do not depend on the Held write, so they do not wait a write behind it;
+    known waiters' new positions do wait (written once the queue is still)."""
+    queued = with_phase(claim("b", 6, wait=True), Phase.PENDING, Reason.QUEUED, holder="x", position=2)
+    new_try, new_wait = claim("c", 7), claim("d", 8, wait=True)
+    assert summary(run([A, queued, new_try, new_wait], A_LOCK, T0 + 1)) == [
+        ("status", "agent-a", Phase.HELD, Reason.GRANTED),
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+        ("status", "d", Phase.PENDING, Reason.QUEUED),
+    ]
+
+
+def test_new_claims_are_answered_while_another_waiter_times_out() -> None:
+    late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                      holder="agent-a", position=1)
+    assert summary(run([A_HELD, late, claim("c", 7)], A_LOCK, T0 + 61)) == [
+        ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+    ]
+
+
+def test_a_free_resource_is_granted_while_waiters_time_out() -> None:
+    late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                      holder="x", position=1)
+    assert summary(run([late, claim("c", 7, wait=True)], None, T0 + 61)) == [
+        ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
+        ("create", "c", 7, POLICY.default_ttl_seconds),
+    ]
+
+
+def test_a_renewal_seen_on_the_claim_before_the_lock_keeps_the_lease() -> None:
+    """Another replica renewed: the claim (one watch) already says so, the lock (another) not yet."""
+    lock = lock_for(A, lease=30)
+    told = holding(A, lock)
+    renewed = replace(told, status=replace(told.status, renewed_at=T0 + 25, expires_at=T0 + 55))
+    assert summary(run([renewed], lock, T0 + 31)) == []
+    assert summary(run([renewed], lock, T0 + 56))[0] == ("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED)
+
+
+def test_a_lease_expires_while_waiters_time_out() -> None:
+    """Endings of waiters do not hold back the holder's expiry."""
+    late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
+                      holder="agent-a", position=1)
+    lock = lock_for(A, lease=30)
+    assert summary(run([holding(A, lock), late], lock, T0 + 61)) == [
+        ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
+        ("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED),
+        ("delete", "agent-a", Reason.LEASE_EXPIRED),
+    ]
 
 
 def test_lock_broken_revokes_every_claim_that_believes_it_holds() -> None:

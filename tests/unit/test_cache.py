@@ -97,3 +97,40 @@ def test_only_keys_with_unanswered_or_queued_claims_await_a_decision() -> None:
     assert not cache.awaits_decision(("a", R))
     cache.upsert_claim(claim("c2", 6, resource="github://acme/app/issues/43"))
     assert cache.awaits_decision(("a", "github://acme/app/issues/43"))
+
+
+def test_a_terminal_claim_leaves_the_operators_memory() -> None:
+    """Holders leave finished claims in the API (the SDK replaces them on the next attempt): kept in
+    memory they would grow with every holder and resource, and slow every decision on the resource."""
+    cache = Cache()
+    cache.upsert_claim(claim("c1", 5))
+    rejected = claim("c1", 6)
+    rejected["status"] = {"phase": "Rejected", "reason": "HeldByAnotherHolder", "sequence": 5}
+    assert cache.upsert_claim(rejected) == ("a", R)  # the resource is decided again
+    assert "c1" not in cache.claims and cache.claims_for(("a", R)) == []
+    assert cache.upsert_claim(claim("c1", 5)) is None  # late news of it changes nothing
+    assert cache.upsert_claim(rejected) is None
+
+
+def test_a_terminal_claim_is_remembered_only_for_its_removal() -> None:
+    """ttlSecondsAfterFinished removes terminal claims: the cache keeps what that needs (name, uid,
+    when it finished), and forgets it when the claim is deleted."""
+    cache = Cache()
+    rejected = claim("c1", 6)
+    rejected["status"] = {"phase": "Rejected", "reason": "HeldByAnotherHolder", "finishedAt": "2026-01-01T00:00:00Z"}
+    cache.upsert_claim(rejected)
+    [finished] = cache.finished_for(("a", R))
+    assert (finished.name, finished.uid, finished.phase.value) == ("c-c1", "c1", "Rejected")
+    assert finished.finished_at == 1767225600.0
+    cache.delete_claim(rejected)
+    assert cache.finished_for(("a", R)) == []
+
+
+def test_a_terminal_claims_deletion_without_its_spec_still_forgets_it() -> None:
+    cache = Cache()
+    expired = claim("c2", 7)
+    expired["status"] = {"phase": "Expired", "reason": "LeaseExpired"}
+    cache.upsert_claim(expired)
+    assert len(cache.finished_for(("a", R))) == 1
+    cache.delete_claim({"metadata": {"uid": "c2"}})
+    assert cache.finished_for(("a", R)) == []

@@ -136,6 +136,23 @@ def test_an_equal_token_for_a_new_grant_breaks_fencing_order() -> None:
     assert violations(history) == ["fencing-order"]
 
 
+def test_a_lock_that_never_got_its_token_is_a_reservation_not_a_grant() -> None:
+    """Created by an operator that stopped (or found its view stale) before writing the token, and
+    deleted again: nobody was told of it, so it is no grant and takes no place in the token order."""
+    history = History(end=100)
+    history.extend([lock("c1", 100, 100, 0, 1), lock("c2", 0, 150, 1.5, 1.6), lock("c3", 200, 200, 2, 3)])
+    report = check(history)
+    assert report.violations == []
+    assert report.stats["grants"] == 2 and report.stats["reservations"] == 1
+
+
+def test_a_reservation_that_lingers_for_a_deleted_claim_is_a_phantom() -> None:
+    history = History(end=100)
+    gone = replace(claim("c2", 0, None, 1.0), deleted_version=120)
+    history.extend([gone, replace(lock("c2", 0, 150, 1.5, 9.0), created_version=150)])
+    assert violations(history) == ["phantom-grant"]
+
+
 def test_grant_order_comes_from_versions_not_arrival() -> None:
     history = History(end=100)
     # Seen out of order by the monitor, but versions say c1 came first: tokens do grow.
@@ -207,6 +224,13 @@ def test_an_older_claim_decided_before_the_grant_was_not_overtaken() -> None:
     # e.g. it timed out: the operator wrote TimedOut (version 25) before it created the lock (30),
     # even if a watch showed the lock first
     assert violations(fifo_history(older_decided_version=25)) == []
+
+
+def test_a_reservation_for_a_younger_claim_breaks_fifo_too() -> None:
+    """Reserving the resource for the wrong claim is the wrong decision even when taken back."""
+    history = fifo_history(older_decided_version=45)
+    history.locks = [replace(lock, token=0) for lock in history.locks]
+    assert violations(history) == ["fifo"]
 
 
 def test_fifo_is_not_judged_without_the_versions() -> None:

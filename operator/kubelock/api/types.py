@@ -265,7 +265,8 @@ class ResourceLockSpec(_Model):
         ge=0,
         description=(
             "The grant's fencing token, as on the claim: the resourceVersion at which this lock was created. "
-            "0 only for the instant between the lock's creation and the operator writing its token."
+            "0 while the lock is a reservation, not yet a grant: nobody holds it. The operator writes the token "
+            "before it tells the claim, or deletes the reservation when its claim is gone."
         ),
     )
 

@@ -16,10 +16,12 @@ from kubelock.domain.model import (
     Action,
     Claim,
     ClaimStatus,
+    CompleteLock,
     CreateLock,
     Decision,
     DeleteClaim,
     DeleteLock,
+    FinishedClaim,
     Lock,
     LockBreak,
     Notice,
@@ -61,11 +63,29 @@ def decide(
     policy: Policy,
     graph: WaitForGraph,
     broken: LockBreak | None = None,
+    finished: Iterable[FinishedClaim] = (),
 ) -> Decision:
-    """`broken`: what the last deleted lock of this resource said about who deleted it and why."""
+    """`broken`: what the last deleted lock of this resource said about who deleted it and why.
+    `finished`: the terminal claims of the resource still in the API (terminal claims among `claims`
+    count too)."""
     claims = list(claims)
     decision = _decide_active(resource, claims, lock, now=now, policy=policy, graph=graph, broken=broken)
-    return _with_cleanup(decision, claims, now, policy)
+    ended = [finished_record(c, s) for c in claims if not c.active and (s := c.status) is not None]
+    return _with_cleanup(decision, [*finished, *ended], now, policy)
+
+
+def finished_record(claim: Claim, status: ClaimStatus) -> FinishedClaim:
+    """What is kept of a terminal claim (`status` is its status); a claim finished before `finishedAt`
+    was recorded counts from its creation."""
+    return FinishedClaim(
+        name=claim.name,
+        uid=claim.uid,
+        holder=claim.holder,
+        resource=claim.resource,
+        phase=status.phase,
+        reason=status.reason,
+        finished_at=status.finished_at if status.finished_at is not None else claim.created_at,
+    )
 
 
 def _decide_active(
@@ -82,19 +102,21 @@ def _decide_active(
     holder_claim = None if lock is None else next((c for c in active if c.uid == lock.claim_uid), None)
 
     ending = [s for c in active if (s := _ending(c, resource, now, policy, holder_claim is c))]
-    if ending:
-        ended = {s.claim.uid for s in ending}
-        cleanup: list[Action] = []
-        if lock is not None and lock.claim_uid in ended:
-            cleanup.append(DeleteLock(lock, ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason))
-        return Decision((*ending, *cleanup))
-
+    ended = {s.claim.uid for s in ending}
+    if lock is not None and lock.claim_uid in ended:
+        reason = ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason
+        return Decision((*ending, DeleteLock(lock, reason)))
+    # Claims that end go first, in the same step as what the others call for: waiters timing out one
+    # after another must not hold back a grant, an expiry or a first answer for as long as they come.
+    rest = [c for c in active if c.uid not in ended]
     if lock is None:
-        return _free(resource, active, now, policy, broken)
-    if holder_claim is None:
+        step = _free(resource, rest, now, policy, broken)
+    elif holder_claim is None:
         # The holder released (claim deleted) or already ended: free the resource.
-        return Decision((DeleteLock(lock, Reason.RELEASED),))
-    return _held(resource, active, lock, holder_claim, now, policy, graph)
+        step = Decision((DeleteLock(lock, Reason.RELEASED),))
+    else:
+        step = _held(resource, rest, lock, holder_claim, now, policy, graph, first_answers_only=bool(ending))
+    return Decision((*ending, *step.actions)) if ending else step
 
 
 def release_notice(claim: Claim, now: float) -> Notice | None:
@@ -111,7 +133,7 @@ def release_notice(claim: Claim, now: float) -> Notice | None:
     return Notice(Reason.RELEASED, message)
 
 
-def _with_cleanup(decision: Decision, claims: Sequence[Claim], now: float, policy: Policy) -> Decision:
+def _with_cleanup(decision: Decision, finished: Sequence[FinishedClaim], now: float, policy: Policy) -> Decision:
     """Add the removal of terminal claims kept for `ttl_seconds_after_finished`, or the deadline of
     the next one (the caller sleeps on it in the one deadline heap)."""
     keep = policy.ttl_seconds_after_finished
@@ -119,14 +141,11 @@ def _with_cleanup(decision: Decision, claims: Sequence[Claim], now: float, polic
         return decision
     removals: list[Action] = []
     later: list[float] = []
-    for claim in claims:
-        if claim.active or claim.status is None:
-            continue
-        finished = claim.status.finished_at if claim.status.finished_at is not None else claim.created_at
-        if now >= finished + keep:
+    for claim in finished:
+        if now >= claim.finished_at + keep:
             removals.append(DeleteClaim(claim))
         else:
-            later.append(finished + keep)
+            later.append(claim.finished_at + keep)
     if not removals and not later:
         return decision
     deadlines = later if decision.next_deadline is None else [*later, decision.next_deadline]
@@ -242,16 +261,28 @@ def _held(
     now: float,
     policy: Policy,
     graph: WaitForGraph,
+    *,
+    first_answers_only: bool = False,
 ) -> Decision:
+    """`first_answers_only`: answer only claims that have no answer yet (known waiters' positions
+    are renumbered on a later step)."""
+    if lock.fencing_token == 0:
+        # A reservation: the grant is not made until the lock carries its token.
+        return Decision((CompleteLock(lock, holder),))
     current = holder.status
     if current is None or current.phase is not Phase.HELD:
-        # The lock exists but the claim does not say so yet: finish the grant.
+        # The lock exists but the claim does not say so yet: finish the grant (new claims get their
+        # first answer in the same step; everyone else's position changes on the next).
         status = held_status(holder, lock, holder.renew_request)
-        return Decision((SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),))
+        granted = SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
+        return Decision((granted, *_first_answers(resource, active, lock, holder, graph, now)))
 
-    if now >= lock.expires_at:
+    # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
+    # replica whose view of locks lags its view of claims must not cut the renewed lease short.
+    expires_at = max(lock.expires_at, current.expires_at or lock.expires_at)
+    if now >= expires_at:
         message = (
-            f"lease on {resource} expired at {to_rfc3339(lock.expires_at)}: not renewed for "
+            f"lease on {resource} expired at {to_rfc3339(expires_at)}: not renewed for "
             f"{human_seconds(lock.lease_seconds)}"
         )
         expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, warning=True)
@@ -268,17 +299,40 @@ def _held(
             message=f"{holder.holder} holds {resource} (fencing token {lock.fencing_token}); renewed",
         )
         notice = Notice(Reason.RENEWED, f"lock {resource} renewed after being stale") if current.stale else None
-        return Decision((RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice)))
+        renewal = (RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice))
+        return Decision((*renewal, *_first_answers(resource, active, lock, holder, graph, now)))
 
-    deadlines = [lock.expires_at]
-    stale_at = lock.renewed_at + policy.stale_after(lock.lease_seconds)
-    if not current.stale and stale_at < lock.expires_at:
+    deadlines = [expires_at]
+    renewed_at = max(lock.renewed_at, current.renewed_at or lock.renewed_at)  # the later view, as for expiry
+    stale_at = renewed_at + policy.stale_after(lock.lease_seconds)
+    if not current.stale and stale_at < expires_at:
         if now >= stale_at:
             notice = Notice(Reason.STALE, stale_message(resource, holder.holder, lock, policy), warning=True)
-            return Decision((SetStatus(holder, replace(current, stale=True), notice),))
+            stale = SetStatus(holder, replace(current, stale=True), notice)
+            return Decision((stale, *_first_answers(resource, active, lock, holder, graph, now)))
         deadlines.append(stale_at)
 
+    if first_answers_only:
+        return Decision(tuple(_first_answers(resource, active, lock, holder, graph, now)))
+    actions, waits, wake = _answers(resource, active, lock, holder, graph, now)
+    return Decision(tuple(actions), min([*deadlines, *waits]), frozenset(wake))
+
+
+def _first_answers(
+    resource: str, active: Sequence[Claim], lock: Lock, holder: Claim, graph: WaitForGraph, now: float
+) -> list[Action]:
+    """The answers to claims that have none yet, given who holds the resource."""
+    actions, _, _ = _answers(resource, active, lock, holder, graph, now)
+    return [a for a in actions if isinstance(a, SetStatus) and a.claim.status is None]
+
+
+def _answers(
+    resource: str, active: Sequence[Claim], lock: Lock, holder: Claim, graph: WaitForGraph, now: float
+) -> tuple[list[Action], list[float], set[str]]:
+    """What every other claim is told while `holder` holds: try-locks rejected, waiters queued (or
+    ended as deadlock victims); with the waiters' timeouts and the resources to wake."""
     actions: list[Action] = []
+    deadlines: list[float] = []
     wake: set[str] = set()
     position = 0
     for claim in active:
@@ -320,7 +374,7 @@ def _held(
         if claim.status != pending:
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
-    return Decision(tuple(actions), min(deadlines), frozenset(wake))
+    return actions, deadlines, wake
 
 
 def stale_message(resource: str, holder: str, lock: Lock, policy: Policy) -> str:

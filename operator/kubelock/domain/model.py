@@ -147,6 +147,15 @@ class CreateLock:
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteLock:
+    """Write the token of a lock that has none yet. A lock without its token is a reservation, not a
+    grant: nobody has been told of it and nobody holds it (its creator stopped before the write)."""
+
+    lock: Lock
+    claim: Claim
+
+
+@dataclass(frozen=True, slots=True)
 class RenewLock:
     lock: Lock
     renewed_at: float
@@ -160,13 +169,27 @@ class DeleteLock:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishedClaim:
+    """What the operator keeps of a terminal claim: enough to remove it when its record has been kept
+    for `ttl_seconds_after_finished` (the whole claim stays in the API, not in memory)."""
+
+    name: str
+    uid: str
+    holder: str
+    resource: str
+    phase: Phase
+    reason: Reason | None
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteClaim:
     """Remove a terminal claim whose record has been kept for `ttl_seconds_after_finished`."""
 
-    claim: Claim
+    claim: FinishedClaim
 
 
-Action = SetStatus | CreateLock | RenewLock | DeleteLock | DeleteClaim
+Action = SetStatus | CreateLock | CompleteLock | RenewLock | DeleteLock | DeleteClaim
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,17 +246,20 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
     }
 
 
-def token_patch(resource_version: str) -> Body:
+def token_patch(resource_version: str, granted_at: float, lease_seconds: int) -> Body:
     """The grant's fencing token: the revision at which the lock was created. Locks of one resource
     exist one after another under one name and etcd revisions only grow, so every token is greater
-    than every earlier token of that resource, whatever order claims were seen in."""
-    return {"metadata": {"resourceVersion": resource_version}, "spec": {"fencingToken": int(resource_version)}}
-
-
-def with_token(body: Body, resource_version: str) -> Body:
-    """A lock's body as it will read once `token_patch` has been applied (same resourceVersion)."""
-    spec = {**(body.get("spec") or {}), "fencingToken": int(resource_version)}
-    return {**body, "spec": spec}
+    than every earlier token of that resource, whatever order claims were seen in. The grant is made
+    by this write, so the lease starts with it (a reservation completed later gets a whole lease)."""
+    return {
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {
+            "fencingToken": int(resource_version),
+            "acquireTime": to_rfc3339(granted_at),
+            "renewTime": to_rfc3339(granted_at),
+            "expireTime": to_rfc3339(granted_at + lease_seconds),
+        },
+    }
 
 
 def renew_patch(action: RenewLock, resource_version: str) -> Body:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, POD_LABEL, POD_LABEL_VALUE
-from kubelock.domain.model import Lock, LockBreak
+from kubelock.domain.arbiter import finished_record
+from kubelock.domain.model import FinishedClaim, Lock, LockBreak
+from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import WaitForGraph
 from kubelock.kube.codec import ClaimRecord, claim_record, lock_view
 
@@ -56,12 +58,34 @@ class Cache:
         self.pods: dict[PodKey, PodInfo] = {}
         self._pod_claims: dict[PodKey, set[str]] = defaultdict(set)
         self.graphs: dict[str, WaitForGraph] = defaultdict(WaitForGraph)
-        # Uids of deleted claims and locks. A release then needs no confirming read, and an event or
-        # a write's response that arrives after the deletion cannot bring the object back to life.
+        # Uids of deleted claims and locks, and of terminal claims. A release then needs no confirming
+        # read, and an event or a write's response that arrives after the deletion (or the end)
+        # cannot bring the object back to life.
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self.breaks: dict[Key, LockBreak] = {}  # what a deleted lock said about who broke it
+        # Terminal claims, by resource key: only what their removal after ttlSecondsAfterFinished
+        # needs. They take no part in arbitration and their bodies stay in the API, not here.
+        self._finished: dict[Key, dict[str, FinishedClaim]] = defaultdict(dict)
+        # Per scope of the claim watches (a namespace, or None for all): the resourceVersion up to
+        # which every claim created has been seen. First come, first served rests on it.
+        self._horizons: dict[str | None, int] = {}
 
     # ---- claims -----------------------------------------------------------------------------
+
+    def claim_event(self, body: Body) -> Key | None:
+        """A watch event about a claim (not a LIST item, not a write's response).
+
+        An event about a claim the cache does not know, at a version the cache is complete up to, is
+        old news of a claim deleted since: a LIST taken after it (after a stall, say) did not have
+        it, while the watch was still delivering what it had queued."""
+        meta = body.get("metadata") or {}
+        if (
+            not meta.get("deletionTimestamp")
+            and str(meta.get("uid", "")) not in self.claims
+            and _rv(str(meta.get("resourceVersion", ""))) <= self.complete_at(str(meta.get("namespace", "")))
+        ):
+            return None
+        return self.upsert_claim(body)
 
     def upsert_claim(self, body: Body) -> Key | None:
         """Remember a claim; the key to reconcile, or None when nothing changed."""
@@ -78,18 +102,46 @@ class Cache:
                 # Queue order is fixed when the operator first sees a claim, not when it next changes.
                 record = replace(record, claim=replace(record.claim, sequence=old.claim.sequence))
             self._unindex(old)
-        self._index(record)
-        return (record.namespace, record.claim.resource)
+        key = (record.namespace, record.claim.resource)
+        if not record.claim.active:
+            # A terminal claim takes no further part in arbitration; its record stays in the API for
+            # its holder to read (and delete), not in the operator's memory.
+            self._bury(record.claim.uid)
+            if record.claim.status is not None:
+                self._finished[key][record.claim.uid] = finished_record(record.claim, record.claim.status)
+        else:
+            self._index(record)
+        return key
 
     def delete_claim(self, body: Body) -> Key | None:
-        uid = (body.get("metadata") or {}).get("uid")
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid")
         if uid:
             self._bury(uid)
+            self._unfinish(uid, meta.get("namespace"), ((body.get("spec") or {}).get("resource")))
         old = self.claims.get(uid) if uid else None
         if old is None:
             return None
         self._unindex(old)
         return (old.namespace, old.claim.resource)
+
+    def finished_for(self, key: Key) -> list[FinishedClaim]:
+        """The terminal claims of a key still in the API, as far as the operator knows."""
+        return list(self._finished.get(key, {}).values())
+
+    def forget_finished(self, key: Key, uid: str) -> None:
+        records = self._finished.get(key)
+        if records is not None:
+            records.pop(uid, None)
+            if not records:
+                del self._finished[key]
+
+    def _unfinish(self, uid: str, namespace: object, resource: object) -> None:
+        if isinstance(namespace, str) and isinstance(resource, str):
+            self.forget_finished((namespace, normalise(resource)), uid)
+            return
+        for key in [k for k, records in self._finished.items() if uid in records]:
+            self.forget_finished(key, uid)
 
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted
@@ -134,6 +186,21 @@ class Cache:
         if claim.waiting:
             self.graphs[record.namespace].remove_wait(claim.holder, claim.resource, claim.sequence)
 
+    # ---- completeness -----------------------------------------------------------------------
+
+    def advance(self, scope: str | None, version: int) -> bool:
+        """Every claim of `scope` (a namespace, or None: every namespace) created at or before
+        `version` is known: a LIST at that version was absorbed, or a watch stream, which delivers
+        in commit order, reached it. True when the horizon moved."""
+        if version <= self._horizons.get(scope, 0):
+            return False
+        self._horizons[scope] = version
+        return True
+
+    def complete_at(self, namespace: str) -> int:
+        """The version up to which every claim of `namespace` created has been seen (0: none yet)."""
+        return max(self._horizons.get(namespace, 0), self._horizons.get(None, 0))
+
     def awaits_decision(self, key: Key) -> bool:
         """Some claim of the key has no answer yet, or waits in a queue."""
         return any(
@@ -160,16 +227,6 @@ class Cache:
         self.breaks.pop(key, None)
         self.graphs[namespace].set_holder(lock.resource, lock.holder)
         return key
-
-    def unconfirm_token(self, created: Body) -> None:
-        """Take back the token-bearing view of a just-created lock whose token write failed (the
-        view and the creation share a resourceVersion); a newer view of the lock is left alone."""
-        lock = lock_view(created)
-        meta = created.get("metadata") or {}
-        key = (str(meta.get("namespace", "")), lock.resource)
-        old = self.locks.get(key)
-        if old is not None and old[0].uid == lock.uid and old[1] == str(meta.get("resourceVersion", "")):
-            self.locks[key] = (lock, old[1])
 
     def delete_lock(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
@@ -224,11 +281,15 @@ class Cache:
     def absorb_claims(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
         return _absorb(bodies, listed, in_scope, self.upsert_claim)
 
-    def prune_claims(self, listed: set[str], list_version: int) -> set[Key]:
-        """A watch can miss a deletion (e.g. between the operator's own priming LIST and kopf's), and
-        nothing else would ever tell the cache."""
+    def prune_claims(
+        self, listed: set[str], list_version: int, within: Callable[[str], bool] = lambda _: True
+    ) -> set[Key]:
+        """Drop the claims of the listed namespaces (`within`) that a LIST taken at `list_version`
+        no longer had: deleted while no watch was there to say so (a watch broken, a stall)."""
         keys: set[Key] = set()
         for uid, record in list(self.claims.items()):
+            if not within(record.namespace):
+                continue
             if uid not in listed and _rv(record.resource_version) <= list_version:
                 keys.add((record.namespace, record.claim.resource))
                 self._bury(uid)

@@ -3,9 +3,14 @@
 Every Event the operator emits goes through `EventRecorder.record`, which takes what happened (the
 object, reason, message and type) and owns everything about how it is sent: call sites never build
 Event bodies, so sending can change (for example aggregating routine Events into counts, as
-client-go's EventCorrelator does) without touching them. Events are sent by one background task from
-a bounded queue, so recording one never delays a grant; when the queue is full (an Event storm), the
-newest are dropped and counted.
+client-go's EventCorrelator does) without touching them.
+
+Recording an Event never delays a grant: it goes into a bounded queue that sender tasks drain.
+The queue holds what an Event says, not its body (the body is built when it is sent): one sender
+posting one Event at a time fell behind at a thousand decisions a minute, and its backlog of 10 000
+bodies was most of the operator's memory. Events are for people and must not crowd out the writes
+that grant locks, so a storm is not chased: when the queue is full, the newest Events are dropped
+and counted (as client-go's recorder does).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from kubelock.kube.errors import ApiError, Unreachable
 
 log = logging.getLogger("kubelock.events")
 COMPONENT = "kubelock-operator"
+SENDERS = 1
+CAPACITY = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +48,30 @@ class Occurrence:
 
 
 class EventRecorder:
-    def __init__(self, client: KubeClient, clock: Clock, instance: str, capacity: int = 10_000) -> None:
+    def __init__(
+        self, client: KubeClient, clock: Clock, instance: str, capacity: int = CAPACITY, senders: int = SENDERS
+    ) -> None:
         self._client = client
         self._clock = clock
         self._instance = instance
         self._queue: asyncio.Queue[Occurrence] = asyncio.Queue(capacity)
-        self._task: asyncio.Task[None] | None = None
+        self._senders = senders
+        self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="kubelock-events")
+        self._tasks = [asyncio.create_task(self._run(), name=f"kubelock-events-{i}") for i in range(self._senders)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
 
     def record(
         self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND

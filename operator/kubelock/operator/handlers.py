@@ -1,4 +1,5 @@
-"""The kopf glue: a registry whose handlers only feed the runtime's cache.
+"""The kopf glue: a registry whose handlers only feed the runtime's cache (locks and holder pods; the
+runtime watches claims itself, see `kubelock.operator.claimwatch`).
 
 Only `on.event` handlers are used. They have no finalizers, store no progress annotations and are
 not delayed by kopf's consistency wait, so kopf adds no writes of its own to a lock's path.
@@ -10,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from kubelock.api.constants import CLAIM_PLURAL, GROUP, LOCK_PLURAL, POD_LABEL, POD_LABEL_VALUE, VERSION
+from kubelock.api.constants import GROUP, LOCK_PLURAL, POD_LABEL, POD_LABEL_VALUE, VERSION
 from kubelock.operator.runtime import Runtime
 
 
@@ -54,10 +55,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             default_namespace=creds.namespace,
             expiration=auth.refresh_deadline(),
         )
-
-    @kopf.on.event(GROUP, VERSION, CLAIM_PLURAL, registry=registry)
-    async def claim_event(*, event: kopf.RawEvent, **_: Any) -> None:
-        runtime.on_claim(event["type"], dict(event["object"]))
 
     @kopf.on.event(GROUP, VERSION, LOCK_PLURAL, registry=registry)
     async def lock_event(*, event: kopf.RawEvent, **_: Any) -> None:

@@ -4,6 +4,8 @@ Events for claims, locks and pods only update the cache and mark a key dirty. On
 key runs `decide` and applies its actions with conditional writes (deterministic lock names and
 resourceVersion / uid preconditions), so a stale cache or a second operator replica can make a write
 fail but never make it wrong; a failed write refreshes the object from the API and decides again.
+A grant, the one write that cannot be made conditional on what it rests on, waits until the view is
+fresh enough (`Gate`, see `kubelock.operator.freshness`).
 Deadlines (lease expiry, stale checks, wait timeouts) live in one heap with one sleeper task.
 """
 
@@ -15,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain.arbiter import decide, release_notice
@@ -24,6 +26,7 @@ from kubelock.domain.deadlines import DeadlineHeap
 from kubelock.domain.model import (
     Action,
     Claim,
+    CompleteLock,
     CreateLock,
     Decision,
     DeleteClaim,
@@ -40,6 +43,7 @@ from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import lock_name
 from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
+from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
 from kubelock.operator.events import EventRecorder
@@ -47,6 +51,7 @@ from kubelock.operator.events import EventRecorder
 log = logging.getLogger("kubelock.reconciler")
 MAX_ROUNDS = 64
 RETRY_DELAY = 1.0
+FIRST_RETRY_DELAY = 0.1
 # How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
 # position, and writing them all on every handoff would cost O(waiters) writes per grant.
 POSITION_DELAY = 0.25
@@ -54,6 +59,7 @@ POSITION_DELAY = 0.25
 # a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
 # keys, not as 10 000 coroutines.
 MAX_WORKERS = 64
+MAX_TOKEN_ATTEMPTS = 3
 
 
 class Observer(Protocol):
@@ -72,6 +78,41 @@ class NullObserver:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """The versions a decision was taken on: its writes are conditional on these, not on whatever
+    the cache holds by the time they are sent (a renewal may have arrived meanwhile)."""
+
+    claims: dict[str, ClaimRecord]
+    lock_version: str | None
+
+
+class Gate(Protocol):
+    """Whether the view is fresh enough to grant on (`kubelock.operator.freshness.Freshness`)."""
+
+    @property
+    def epoch(self) -> int:
+        """Changes whenever the view may have gone stale (the event loop stalled)."""
+        ...
+
+    def may_grant(self, namespace: str, sequence: int) -> bool: ...
+
+    def wrote(self, namespace: str, version: int) -> None:
+        """A claim of `namespace` was written, stored at `version` (its watch should show it)."""
+
+
+class OpenGate:
+    """Every grant may go ahead (a cache filled by hand, as in unit tests)."""
+
+    epoch = 0
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return True
+
+    def wrote(self, namespace: str, version: int) -> None:
+        pass
+
+
 class Reconciler:
     def __init__(
         self,
@@ -81,6 +122,7 @@ class Reconciler:
         clock: Clock,
         events: EventRecorder,
         observer: Observer | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -88,15 +130,15 @@ class Reconciler:
         self.clock = clock
         self.events = events
         self.observer = observer or NullObserver()
+        self.gate: Gate = gate or OpenGate()
         self._dirty: set[Key] = set()
         self._workers: dict[Key, asyncio.Task[None]] = {}
         self._waiting: deque[Key] = deque()  # dirty keys for which no worker was free, in order
         self._deadlines: DeadlineHeap[Key] = DeadlineHeap()
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
-        self._token_writes: dict[Key, tuple[codec.Body, asyncio.Task[codec.Body]]] = {}
-        self._holding = False  # grants wait: the cache may be missing claims (see hold_grants)
-        self._held_back: set[Key] = set()
+        self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
+        self._failures: dict[Key, int] = {}  # transient failures in a row, per key
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
 
@@ -114,8 +156,7 @@ class Reconciler:
         self.enabled = False
         self._waiting.clear()
         self._dirty.clear()
-        writes = [task for _, task in self._token_writes.values()]
-        tasks = [t for t in (self._sleeper, *self._workers.values(), *writes) if t is not None]
+        tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -144,14 +185,13 @@ class Reconciler:
             if key in self._dirty and key not in self._workers:
                 self._start(key)
 
-    def hold_grants(self) -> None:
-        """Decide everything but grants until `release_grants`. While a watch relists, claims arrive
-        in name order, and an older waiter may not have arrived when a younger one is considered
-        for a free resource; granting then would break first-come-first-served."""
-        self._holding = True
+    @property
+    def holding(self) -> bool:
+        """Some grant waits for the view to become fresh enough."""
+        return bool(self._held_back)
 
     def release_grants(self) -> None:
-        self._holding = False
+        """The view became fresher: decide again every key whose grant was held back."""
         keys, self._held_back = self._held_back, set()
         for key in sorted(keys):
             self.schedule(key)
@@ -177,9 +217,11 @@ class Reconciler:
                 started = time.perf_counter()
                 try:
                     await self.reconcile(key)
+                    self._failures.pop(key, None)
                 except (ApiError, Unreachable) as error:
-                    log.warning("reconcile of %s in %s failed, retrying: %s", key[1], key[0], error)
-                    self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+                    delay = self._retry_delay(key)
+                    log.warning("reconcile of %s in %s failed, retrying in %.1f s: %s", key[1], key[0], delay, error)
+                    self.schedule_at(key, self.clock.now() + delay)
                 except Exception:
                     log.exception("reconcile of %s in %s crashed, retrying", key[1], key[0])
                     self.schedule_at(key, self.clock.now() + RETRY_DELAY)
@@ -190,18 +232,19 @@ class Reconciler:
             if self.enabled:
                 self._start_waiting()
 
+    def _retry_delay(self, key: Key) -> float:
+        """A lost connection or a restarting API server: retry soon, then back off to RETRY_DELAY.
+        A lost response is harmless to retry, as every write is conditional."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        return float(min(RETRY_DELAY, FIRST_RETRY_DELAY * 2.0**failures))
+
     # ---- one resource -----------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
-        try:
-            await self._reconcile(key)
-        finally:
-            await self._settle_token(key)
-
-    async def _reconcile(self, key: Key) -> None:
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
-            claims, lock = await self._gather(key)
+            claims, lock, seen = await self._gather(key)
             decision = decide(
                 resource,
                 claims,
@@ -210,12 +253,18 @@ class Reconciler:
                 policy=self.policy,
                 graph=self.cache.graphs[namespace],
                 broken=await self._break_of(key, claims, lock),
+                finished=self.cache.finished_for(key),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            if self._holding and any(isinstance(action, CreateLock) for action in decision.actions):
+            if not self._may_grant(key, decision):
+                # The grant waits for a fresh view; whatever else was decided does not (it is
+                # conditional, and a waiter's timeout must not wait for anyone's view).
                 self._held_back.add(key)
-                return
+                rest = tuple(a for a in decision.actions if not isinstance(a, CreateLock | CompleteLock))
+                if not rest:
+                    return
+                decision = replace(decision, actions=rest)
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
@@ -223,9 +272,13 @@ class Reconciler:
                 return
             if self._defer_positions(key, decision):
                 return
-            await self._apply(namespace, decision.actions)
+            await self._apply(namespace, decision.actions, seen)
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    def _may_grant(self, key: Key, decision: Decision) -> bool:
+        grants = [a.claim for a in decision.actions if isinstance(a, CreateLock | CompleteLock)]
+        return all(self.gate.may_grant(key[0], claim.sequence) for claim in grants)
 
     def _defer_positions(self, key: Key, decision: Decision) -> bool:
         """Put off a decision that only renumbers waiters until the queue has been still for
@@ -245,9 +298,10 @@ class Reconciler:
         if granted is not None and self.clock.now() - granted >= POSITION_DELAY:
             del self._granted_at[key]
 
-    async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None]:
-        """The claims and lock of a key, with pod liveness resolved. Where the cache cannot be
-        trusted to decide a destructive step, the API server is asked first."""
+    async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None, Seen]:
+        """The claims and lock of a key, with pod liveness resolved, and the versions they were
+        seen at (the decision's writes are conditional on those). Where the cache cannot be trusted
+        to decide a destructive step, the API server is asked first."""
         namespace = key[0]
         records = self.cache.claims_for(key)
         cached = self.cache.locks.get(key)
@@ -255,13 +309,6 @@ class Reconciler:
         active = [r for r in records if r.claim.active]
         if lock is None and any(r.claim.phase is Phase.HELD for r in active):
             lock = await self._confirm_lock(key)  # broken, or the lock's watch event is still on its way
-        cached = self.cache.locks.get(key)
-        if cached is not None and cached[0].fencing_token == 0:
-            # Created by an operator that stopped before writing the token; nobody was told of it yet.
-            fixed = await self._write_token(namespace, cached[0].name, {"metadata": {"resourceVersion": cached[1]}})
-            self.cache.upsert_lock(fixed)
-            cached = self.cache.locks.get(key)
-            lock = cached[0] if cached else None
         if (
             lock is not None
             and not any(r.claim.uid == lock.claim_uid for r in records)
@@ -269,8 +316,13 @@ class Reconciler:
         ):
             await self._confirm_claim(namespace, lock)  # released, or the claim's event is still on its way
             records = self.cache.claims_for(key)
-        claims = [await self._with_pod(namespace, r.claim, r.pod_uid) for r in records]
-        return claims, lock
+        cached = self.cache.locks.get(key)
+        lock_version = cached[1] if cached is not None and lock is not None and cached[0].uid == lock.uid else None
+        seen = Seen({r.claim.uid: r for r in records}, lock_version)
+        # Pods the watch has not shown yet are read at once, not one after another: after a stall or
+        # a wave of replacement pods a resource can have several, and each read waits on the API server.
+        claims = list(await asyncio.gather(*(self._with_pod(namespace, r.claim, r.pod_uid) for r in records)))
+        return claims, lock, seen
 
     async def _break_of(self, key: Key, claims: list[Claim], lock: Lock | None) -> LockBreak | None:
         """What ended a lock that a claim still believes it holds. A lock deleted without a break
@@ -321,7 +373,7 @@ class Reconciler:
 
     # ---- applying ---------------------------------------------------------------------------
 
-    async def _apply(self, namespace: str, actions: Iterable[Action]) -> None:
+    async def _apply(self, namespace: str, actions: Iterable[Action], seen: Seen) -> None:
         """Apply a decision in order, and stop at the first write that failed on a stale view: the
         rest of the decision rested on it (an Expired status that lost a race with a renewal must
         not be followed by deleting the lock)."""
@@ -330,28 +382,30 @@ class Reconciler:
             if isinstance(action, SetStatus):
                 batch.append(action)
                 continue
-            if not await self._flush(namespace, batch):
+            if not await self._flush(namespace, batch, seen):
                 return
             batch = []
-            if not await self._apply_one(namespace, action):
+            if not await self._apply_one(namespace, action, seen):
                 return
-        await self._flush(namespace, batch)
+        await self._flush(namespace, batch, seen)
 
-    async def _flush(self, namespace: str, batch: list[SetStatus]) -> bool:
+    async def _flush(self, namespace: str, batch: list[SetStatus], seen: Seen) -> bool:
         # Status writes of different claims are independent: send them together.
-        results = await asyncio.gather(*(self._apply_one(namespace, a) for a in batch))
+        results = await asyncio.gather(*(self._apply_one(namespace, a, seen) for a in batch))
         return all(results)
 
-    async def _apply_one(self, namespace: str, action: Action) -> bool:
+    async def _apply_one(self, namespace: str, action: Action, seen: Seen) -> bool:
         """Apply one action; False when it failed on a stale view (the caller decides again)."""
         now = self.clock.now()
         try:
             if isinstance(action, SetStatus):
-                await self._set_status(namespace, action, now)
+                await self._set_status(namespace, action, now, seen.claims.get(action.claim.uid))
             elif isinstance(action, CreateLock):
                 await self._create_lock(namespace, action)
+            elif isinstance(action, CompleteLock):
+                await self._write_token(namespace, action.lock, seen.lock_version)
             elif isinstance(action, RenewLock):
-                await self._renew_lock(namespace, action)
+                await self._renew_lock(namespace, action, seen.lock_version)
             elif isinstance(action, DeleteClaim):
                 await self._delete_claim(namespace, action)
             else:
@@ -363,14 +417,16 @@ class Reconciler:
         self.observer.applied(namespace, action, now)
         return True
 
-    async def _set_status(self, namespace: str, action: SetStatus, now: float) -> None:
-        record = self.cache.claims.get(action.claim.uid)
-        if record is None:
-            return
+    async def _set_status(self, namespace: str, action: SetStatus, now: float, record: ClaimRecord | None) -> None:
+        """Write a claim's status, conditional on the version the decision saw: if the claim changed
+        since (a renewal, the other replica's write), the write fails and the key is decided again."""
+        if record is None or action.claim.uid not in self.cache.claims:
+            return  # deleted or ended meanwhile
         body = await self.client.patch(
             paths.claims(namespace, action.claim.name, status=True), codec.status_patch(action.status, record, now)
         )
         self.cache.upsert_claim(body)
+        self.gate.wrote(namespace, codec.revision(body))
         status = action.status
         notice = action.notice or Notice(status.reason, status.message)
         _log_decision(namespace, action.claim.name, action.claim.holder, action.claim.resource, status.phase, notice)
@@ -384,10 +440,13 @@ class Reconciler:
         )
 
     async def _create_lock(self, namespace: str, action: CreateLock) -> None:
+        """Create the lock, then write its token: the grant is made when both are done, and only
+        then is the claim told (the next round). A lock without its token is a reservation."""
         record = self.cache.claims.get(action.claim.uid)
         if record is None:
             return
         name = lock_name(action.claim.resource)
+        epoch = self.gate.epoch
         try:
             body = await self.client.create(paths.locks(namespace), codec.lock_body(action, record, name))
         except Conflict as error:
@@ -396,41 +455,49 @@ class Reconciler:
             body = await self.client.get(paths.locks(namespace, name))  # someone else holds it: learn who
             self.cache.upsert_lock(body)
             return
-        # The token (the creation's resourceVersion) is known from this response, so the claim can be
-        # told it in the next round while the token is being written into the lock, not after: the
-        # two writes overlap. `_settle_token` waits for the lock's write before the key's turn ends.
-        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
-        key = (namespace, action.claim.resource)
-        write = asyncio.create_task(self._write_token(namespace, name, {"metadata": {"resourceVersion": version}}))
-        self._token_writes[key] = (body, write)
-        self._granted_at[key] = self.clock.now()
-        self.cache.upsert_lock(codec.with_token(body, version))
-
-    async def _settle_token(self, key: Key) -> None:
-        pending = self._token_writes.pop(key, None)
-        if pending is None:
+        self.cache.upsert_lock(body)
+        self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
+        if self.gate.epoch != epoch:
+            # The loop stalled while the create was under way: the decision rests on a view from
+            # before the stall. The lock stays a reservation until a fresh view confirms its claim.
+            log.info("lock %s in %s created across a stall: its grant waits for a fresh view", name, namespace)
             return
-        created, write = pending
-        try:
-            self.cache.upsert_lock(await write)
-        except NotFound:
-            self.cache.forget_lock(key, str(created["metadata"]["uid"]))  # broken already
-        except (ApiError, Unreachable) as error:
-            # Not written: the cache must not claim otherwise, so that `_gather` writes it.
-            log.warning("fencing token of %s in %s not written, retrying: %s", key[1], key[0], error)
-            self.cache.unconfirm_token(created)
-            self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+        await self._write_token(namespace, codec.lock_view(body), str(body["metadata"]["resourceVersion"]))
 
-    async def _write_token(self, namespace: str, name: str, body: codec.Body) -> codec.Body:
-        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
-        return await self.client.patch(paths.locks(namespace, name), codec.token_patch(version))
+    async def _write_token(self, namespace: str, lock: Lock, version: str | None = None) -> None:
+        """Write the lock's fencing token: a revision of the lock from before it had one, its
+        creation's as a rule. Any such revision will do: the previous lock of the resource was gone
+        before this one was created and the next cannot exist before this one is deleted, so every
+        token is above every earlier one. The write is conditional on that revision, so it can never
+        replace a token already written (a holder may have been told it). A conflict means another
+        replica (completing the same reservation) or an administrator wrote the lock first: read it
+        and go on from there."""
+        path = paths.locks(namespace, lock.name)
+        if version is None:
+            cached = self.cache.locks.get((namespace, lock.resource))
+            if cached is None or cached[0].uid != lock.uid:
+                raise NotFound(404, "NotFound", "lock changed")
+            if cached[0].fencing_token:
+                return  # written meanwhile (by another replica): a token is never written twice
+            version = cached[1]  # a version of the lock without a token: the precondition keeps it so
+        for _ in range(MAX_TOKEN_ATTEMPTS):
+            try:
+                body = await self.client.patch(path, codec.token_patch(version, self.clock.now(), lock.lease_seconds))
+            except Conflict:
+                body = await self.client.get(path)
+                if (body.get("metadata") or {}).get("uid") != lock.uid:
+                    raise NotFound(404, "NotFound", "lock replaced") from None
+                if not codec.lock_view(body).fencing_token:
+                    version = str(body["metadata"]["resourceVersion"])
+                    continue
+            self.cache.upsert_lock(body)
+            return
+        raise Conflict(409, "Conflict", f"the token of lock {lock.name} kept being overtaken")
 
-    async def _renew_lock(self, namespace: str, action: RenewLock) -> None:
-        key = (namespace, action.lock.resource)
-        cached = self.cache.locks.get(key)
-        if cached is None or cached[0].uid != action.lock.uid:
+    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> None:
+        if version is None:
             raise NotFound(404, "NotFound", "lock changed")
-        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, cached[1]))
+        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, version))
         self.cache.upsert_lock(body)
 
     async def _delete_lock(self, namespace: str, action: DeleteLock) -> None:
@@ -447,20 +514,23 @@ class Reconciler:
             self._announce(namespace, claim.name, claim.uid, notice)
 
     async def _delete_claim(self, namespace: str, action: DeleteClaim) -> None:
-        """Remove a finished claim's record (uid precondition: a newer claim of the name survives)."""
+        """Remove a finished claim's record (uid precondition: a newer claim of the name survives;
+        one already gone or replaced needs nothing more)."""
         claim = action.claim
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(NotFound, Conflict):
             await self.client.delete(paths.claims(namespace, claim.name), uid=claim.uid)
-        self.cache.delete_claim({"metadata": {"uid": claim.uid}})
+        self.cache.forget_finished((namespace, claim.resource), claim.uid)
         log.info(
             "%s/%s removed: finished %s for %s on %s, kept for ttlSecondsAfterFinished",
             namespace, claim.name, claim.phase, claim.holder, claim.resource,
             extra={"namespace": namespace, "claim": claim.name, "resource": claim.resource, "holder": claim.holder,
-                   "outcome": "Removed", "reason": claim.status.reason.value if claim.status else None},
+                   "outcome": "Removed", "reason": claim.reason.value if claim.reason else None},
         )
 
     async def _refresh(self, namespace: str, action: Action) -> None:
-        if isinstance(action, SetStatus | CreateLock | DeleteClaim):
+        if isinstance(action, DeleteClaim):
+            self.cache.forget_finished((namespace, action.claim.resource), action.claim.uid)
+        elif isinstance(action, SetStatus | CreateLock):
             claim = action.claim
             try:
                 body = await self.client.get(paths.claims(namespace, claim.name))

@@ -16,7 +16,9 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.operator.cache import Cache, Key
+from kubelock.operator.claimwatch import ClaimWatch
 from kubelock.operator.events import EventRecorder
+from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
@@ -24,7 +26,6 @@ from kubelock.operator.settings import Settings
 log = logging.getLogger("kubelock.operator")
 OPERATOR_CONNECTIONS = 32
 CATCH_UP_ATTEMPTS = 5
-RELIST_PAUSE_SECONDS = 2.0
 Body = dict[str, Any]
 T = TypeVar("T")
 
@@ -51,22 +52,31 @@ class Runtime:
         )
         self.cache = Cache()
         self.events = EventRecorder(self.client, clock, settings.instance)
-        self.reconciler = Reconciler(self.client, self.cache, settings.policy, clock, self.events, metrics)
+        self.freshness = Freshness(self.cache, self._scope_of, self._stale, self._deaf)
+        self.reconciler = Reconciler(
+            self.client, self.cache, settings.policy, clock, self.events, metrics, gate=self.freshness
+        )
         if metrics is not None:
             metrics.watch_cache(self.cache)
-        self._resyncer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._claim_watches: dict[str | None, asyncio.Task[None]] = {}
         self._catching_up: asyncio.Task[None] | None = None
-        # Per namespace: was the last claim event from a LIST, and when did it come?
-        self._last_claim_event: dict[str, tuple[bool, float]] = {}
+        self._stale_again = False  # the view went stale again while catching up: catch up once more
 
     def in_scope(self, namespace: str) -> bool:
         return self.settings.all_namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.settings.namespaces)
 
     async def start(self) -> None:
         self.events.start()
-        await self._prime()
+        versions = await self._prime()
+        self.freshness.reset()
         self.reconciler.start()
-        self._resyncer = asyncio.create_task(self._resync_forever(), name="kubelock-resync")
+        for scope in self._scopes():
+            self._watch_claims(scope, versions[scope])
+        self._tasks = [
+            asyncio.create_task(self.freshness.run(), name="kubelock-pulse"),
+            asyncio.create_task(self._resync_forever(), name="kubelock-resync"),
+        ]
         where = "all namespaces" if self.settings.all_namespaces else ", ".join(self.settings.namespaces)
         log.info(
             "kubelock operator watching LockClaims in %s (%d claims, %d locks, %d holder pods known)",
@@ -76,8 +86,15 @@ class Runtime:
             len(self.cache.pods),
         )
 
+    def _watch_claims(self, scope: str | None, version: int | None) -> None:
+        old = self._claim_watches.get(scope)
+        if old is not None:
+            old.cancel()
+        watch = ClaimWatch(self.client, scope, self)
+        self._claim_watches[scope] = asyncio.create_task(watch.run(version), name=f"kubelock-claims {scope or '*'}")
+
     async def stop(self) -> None:
-        for task in (self._resyncer, self._catching_up):
+        for task in (*self._tasks, *self._claim_watches.values(), self._catching_up):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -90,18 +107,23 @@ class Runtime:
         exact = [n for n in self.settings.namespaces if not any(ch in n for ch in "*?[")]
         return list(exact) if exact and len(exact) == len(self.settings.namespaces) else [None]
 
-    async def _prime(self) -> None:
-        """Load every claim, lock and holder pod before deciding anything, so that a restarted
-        operator never grants from an empty view (the API would refuse it anyway, at a cost)."""
-        await self.resync()
+    def _scope_of(self, namespace: str) -> str | None:
+        """The scope whose LISTs and claim watch cover `namespace`."""
+        return namespace if namespace in self._scopes() else None
 
-    async def resync(self) -> set[Key]:
-        """Compare the cache with full LISTs and return the keys that changed. Locks first: a
-        claim listed after its lock was deleted must not be judged against that lock."""
+    async def _prime(self) -> dict[str | None, int]:
+        """Load every claim, lock and holder pod before deciding anything, so that a restarted
+        operator never grants from an empty view (the API would refuse it anyway, at a cost). The
+        claim watches start from the versions of these LISTs: the claims are listed once."""
+        return (await self.resync())[1]
+
+    async def resync(self, *, claims: bool = True) -> tuple[set[Key], dict[str | None, int]]:
+        """Compare the cache with full LISTs: the keys that changed, and the version each scope's
+        claims were listed at (with `claims`). Locks first: a claim listed after its lock was deleted
+        must not be judged against that lock."""
         keys: set[Key] = set()
         cache = self.cache
         lock_uids: set[str] = set()
-        claim_uids: set[str] = set()
         pod_keys: set[tuple[str, str]] = set()
         # Each kind is listed in every scope before it is pruned; with several scopes (several LISTs)
         # only what is older than the oldest of them can be known to be gone.
@@ -109,15 +131,25 @@ class Runtime:
             await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys) for scope in self._scopes()
         ]
         keys |= cache.prune_locks(lock_uids, min(versions))
-        versions = [
-            await self._list(paths.claims(scope), cache.absorb_claims, claim_uids, keys) for scope in self._scopes()
-        ]
-        keys |= cache.prune_claims(claim_uids, min(versions))
+        listed: dict[str | None, int] = {}
+        if claims:
+            for scope in self._scopes():
+                listed[scope] = await self._list_claims(scope, keys)
         selector = f"{POD_LABEL}={POD_LABEL_VALUE}"
         for scope in self._scopes():
             await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
         keys |= cache.prune_pods(pod_keys)
-        return keys
+        return keys, listed
+
+    async def _list_claims(self, scope: str | None, keys: set[Key]) -> int:
+        """LIST the claims of one scope into the cache, drop those it no longer has, and move the
+        scope's horizon to the LIST's version."""
+        uids: set[str] = set()
+        version = await self._list(paths.claims(scope), self.cache.absorb_claims, uids, keys)
+        within = self.in_scope if scope is None else scope.__eq__
+        keys |= self.cache.prune_claims(uids, version, within)
+        self.cache.advance(scope, version)
+        return version
 
     async def _list(
         self,
@@ -134,66 +166,120 @@ class Runtime:
             version = int(listed_at or 0)
         return version
 
-    def _relisted(self) -> None:
-        """kopf lists claims again (after its watch lost its place, e.g. an API server restart): hold
-        grants until a full LIST of our own has brought every claim into the cache."""
-        if self._catching_up is not None and not self._catching_up.done():
-            return
-        log.info("claims are being listed again: grants wait for a full resync")
-        self.reconciler.hold_grants()
-        self._catching_up = asyncio.create_task(self._catch_up(), name="kubelock-catch-up")
-
-    async def _catch_up(self) -> None:
-        keys: set[Key] = set()
-        try:
-            for attempt in range(CATCH_UP_ATTEMPTS):
-                try:
-                    keys = await self.resync()
-                    break
-                except (ApiError, Unreachable) as error:
-                    log.warning("resync after a relist failed (attempt %d): %s", attempt + 1, error)
-                    await asyncio.sleep(1.0)
-        finally:
-            self.reconciler.release_grants()  # never hold grants for good: the API arbitrates anyway
-        for key in sorted(keys):
-            self.reconciler.schedule(key)
-
     async def _resync_forever(self) -> None:
-        # The first pass soon after start closes the gap between the priming LIST and kopf's own.
+        """LIST locks and holder pods again now and then: kopf's watches of them can miss a deletion
+        (between the priming LIST and kopf's own, say). Claims need no such pass: their watch
+        delivers every change in order and lists again whenever it could have missed one, and their
+        LIST is the large one (holders leave finished claims behind)."""
+        # The first pass soon after start closes the gap between the priming LISTs and kopf's own.
         delay = min(5.0, float(self.settings.resync_seconds))
         while True:
             await asyncio.sleep(delay)
             delay = float(self.settings.resync_seconds)
             try:
-                keys = await self.resync()
+                keys, _ = await self.resync(claims=False)
             except (ApiError, Unreachable) as error:
                 log.warning("resync failed, retrying in %.0f s: %s", delay, error)
                 continue
             if keys:
                 log.info("resync found %d resources whose events were missed", len(keys))
-            for key in sorted(keys):
-                self.reconciler.schedule(key)
+            self._schedule(keys)
+
+    def _schedule(self, keys: set[Key]) -> None:
+        for key in sorted(keys):
+            self.reconciler.schedule(key)
+
+    # ---- a stale view ------------------------------------------------------------------------
+
+    def _stale(self, why: str) -> None:
+        """The cache may show the cluster as it was a while ago. Grants wait
+        (`Freshness.catching_up`) until LISTs of the claims taken from now on are in. (Only the claims:
+        a grant rests on them alone. A lock the cache still shows makes the operator wait for its
+        deletion event; one it does not show makes the create fail and be read back.)"""
+        if not self.freshness.catching_up:
+            log.warning("%s: grants wait until the claims are listed again", why)
+        self.freshness.catching_up = True
+        if self._catching_up is not None and not self._catching_up.done():
+            self._stale_again = True  # the LIST under way may predate what made the view stale
+            return
+        self._catching_up = asyncio.create_task(self._catch_up(), name="kubelock-catch-up")
+
+    async def _catch_up(self) -> None:
+        keys: set[Key] = set()
+        refused = 0
+        try:
+            while True:
+                self._stale_again = False
+                try:
+                    for scope in self._scopes():
+                        await self._list_claims(scope, keys)
+                except Unreachable as error:
+                    # Nothing can be granted while the API server is out of reach anyway.
+                    log.info("resync after a stale view failed, retrying: %s", error)
+                    await asyncio.sleep(1.0)
+                    continue
+                except ApiError as error:
+                    refused += 1
+                    log.warning("resync after a stale view failed (attempt %d): %s", refused, error)
+                    if refused >= CATCH_UP_ATTEMPTS:
+                        break  # never hold grants for good: the API server still arbitrates every grant
+                    await asyncio.sleep(1.0)
+                    continue
+                if not self._stale_again:
+                    break
+        finally:
+            self.freshness.catching_up = False
+            self.reconciler.release_grants()
+        log.info("the claims are listed again (%d resources changed)", len(keys))
+        self._schedule(keys)
+
+    def _deaf(self, scope: str | None) -> None:
+        """The claim watch of `scope` has not shown the operator's own write: it is dead without
+        having said so (a connection left half-open). Start it again, from a LIST."""
+        log.warning("the claim watch of %s did not show a write made %.0f s ago: listing again",
+                    scope or "all namespaces", ECHO_SECONDS)
+        self._watch_claims(scope, None)
 
     # ---- watch events -----------------------------------------------------------------------
 
-    def on_claim(self, kind: str | None, body: Body) -> None:
-        namespace, now = _namespace(body), self.clock.now()
-        if kind is None and self.reconciler.enabled and _starts_a_relist(self._last_claim_event.get(namespace), now):
-            self._relisted()
-        self._last_claim_event[namespace] = (kind is None, now)
+    def claim_event(self, scope: str | None, kind: str, body: Body) -> None:
+        if not self.in_scope(_namespace(body)):
+            return
+        uid = str((body.get("metadata") or {}).get("uid", ""))
         if kind == "DELETED":
-            gone = str((body.get("metadata") or {}).get("uid", ""))
             if self.metrics is not None:
-                self.metrics.forget(gone)
-            known = self.cache.claims.get(gone)
+                self.metrics.forget(uid)
+            record = self.cache.claims.get(uid)
             self.reconciler.schedule(self.cache.delete_claim(body))
-            if known is not None:  # a release when it was Held, whoever deletes the lock
-                self.reconciler.claim_deleted(known.namespace, known.claim)
-        else:
-            uid = (body.get("metadata") or {}).get("uid")
-            if self.metrics is not None and uid and uid not in self.cache.claims:
-                self.metrics.seen(uid, self.clock.now())
-            self.reconciler.schedule(self.cache.upsert_claim(body))
+            if record is not None:  # a release when it was Held, whoever deletes the lock
+                self.reconciler.claim_deleted(record.namespace, record.claim)
+            return
+        known = uid in self.cache.claims
+        key = self.cache.claim_event(body)
+        if self.metrics is not None and key is not None and not known:
+            self.metrics.seen(uid, self.clock.now())
+        self.reconciler.schedule(key)
+
+    def claims_seen_to(self, scope: str | None, version: int) -> None:
+        self.freshness.seen_to(scope, version)
+        if self.cache.advance(scope, version) and self.reconciler.holding and not self.freshness.catching_up:
+            self.reconciler.release_grants()
+
+    def unwatched(self, scope: str | None) -> None:
+        self.freshness.unwatched(scope)
+
+    def watched(self, scope: str | None) -> None:
+        self.freshness.watched(scope)
+        self.reconciler.release_grants()
+
+    async def relist(self, scope: str | None) -> int:
+        keys: set[Key] = set()
+        version = await self._list_claims(scope, keys)
+        self.freshness.watched(scope)
+        log.info("claims of %s listed again (%d resources changed)", scope or "all namespaces", len(keys))
+        self._schedule(keys)
+        self.reconciler.release_grants()
+        return version
 
     def on_lock(self, kind: str | None, body: Body) -> None:
         if kind == "DELETED":
@@ -205,18 +291,6 @@ class Runtime:
         keys = self.cache.delete_pod(body) if kind == "DELETED" else self.cache.upsert_pod(body)
         for key in keys:
             self.reconciler.schedule(key)
-
-
-def _starts_a_relist(last: tuple[bool, float] | None, now: float) -> bool:
-    """Whether a listed claim (an event without a type) begins kopf listing claims again.
-
-    The first listing of a namespace is not a relist (the operator's own LIST came first). Events of
-    one listing come back to back; a listed claim after a watch event, or after a pause, begins a new
-    one."""
-    if last is None:
-        return False
-    was_listing, at = last
-    return not was_listing or now - at > RELIST_PAUSE_SECONDS
 
 
 def _namespace(body: Body) -> str:

@@ -116,7 +116,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="port for Prometheus metrics (0: off)")
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
-                        help="full LIST comparison against the cache, a safety net for missed watch events")
+                        help="LIST locks and holder pods this often, a safety net for missed watch events")
     args = parser.parse_args(argv)
     if args.stale_after_seconds is not None:
         parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")

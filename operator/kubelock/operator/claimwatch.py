@@ -1,0 +1,113 @@
+"""The operator's own watch of LockClaims, one per scope (a namespace, or every namespace).
+
+Why not kopf's, as for locks and pods: first come, first served needs to know, before a claim is
+granted, that every claim created before it is in the cache. One watch stream delivers changes in the
+order the API server committed them, and a LIST at version V holds everything created up to V; kopf
+hands each object's events to a task of its own and relists in name order, which loses both. So this
+watch tells the cache, event by event, the version up to which it has seen every claim (its horizon,
+`Cache.advance`), and a claim first seen beyond the horizon is not granted before the horizon passes
+it.
+
+The watch starts from the priming LIST's version. When its connection breaks (a connection lost, the
+API server restarted) it resumes from the last version it delivered, and the API server replays what
+came after; until the resumed stream delivers something, the scope counts as unwatched, so no grant
+rests on a view that stopped moving. When the API server no longer has that version (410 Gone), the
+scope stays unwatched until a fresh LIST has been absorbed and the watch resumes from it. When the
+server ends a watch at its timeout, nothing was missed and the watch resumes where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any, Protocol
+
+from kubelock.kube import paths
+from kubelock.kube.client import KubeClient
+from kubelock.kube.errors import ApiError, Unreachable
+
+log = logging.getLogger("kubelock.claims")
+WATCH_SECONDS = 300
+BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
+Body = dict[str, Any]
+
+
+class ClaimSink(Protocol):
+    """Where a claim watch delivers (the runtime)."""
+
+    def claim_event(self, scope: str | None, kind: str, body: Body) -> None:
+        """An ADDED, MODIFIED or DELETED event, in commit order."""
+
+    def claims_seen_to(self, scope: str | None, version: int) -> None:
+        """Every change of the scope up to `version` has been delivered (an event's or bookmark's)."""
+
+    def unwatched(self, scope: str | None) -> None:
+        """Events of the scope may be missing: the watch broke."""
+
+    def watched(self, scope: str | None) -> None:
+        """The resumed watch of the scope delivers again."""
+
+    async def relist(self, scope: str | None) -> int:
+        """LIST the scope's claims into the cache (the scope is watched again once it returns); the
+        version the LIST was taken at."""
+        ...
+
+
+class ClaimWatch:
+    def __init__(self, client: KubeClient, scope: str | None, sink: ClaimSink) -> None:
+        self.client = client
+        self.scope = scope
+        self.sink = sink
+        self.path = paths.claims(scope)
+        self.relists = 0
+
+    async def run(self, version: int | None) -> None:
+        """Watch from `version` (None: LIST first) until cancelled."""
+        failures = 0
+        broken = False
+        while True:
+            try:
+                if version is None:
+                    self.sink.unwatched(self.scope)
+                    version = await self.sink.relist(self.scope)
+                    self.relists += 1
+                    broken = False
+                async for event in self.client.watch(self.path, resource_version=str(version),
+                                                     timeout_seconds=WATCH_SECONDS):
+                    if broken:
+                        self.sink.watched(self.scope)  # the resumed stream is moving again
+                        broken = False
+                    version = self._deliver(event, version)
+                    failures = 0
+                continue  # the server ended the watch at its timeout: nothing was missed
+            except ApiError as error:
+                if error.status == 410:
+                    log.info("claim watch of %s is too far behind (410): listing again", _name(self.scope))
+                    version = None
+                else:
+                    log.warning("claim watch of %s failed: %s", _name(self.scope), error)
+            except Unreachable as error:
+                log.warning("claim watch of %s lost its connection: %s", _name(self.scope), error)
+            broken = True
+            self.sink.unwatched(self.scope)
+            delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
+            failures += 1
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    def _deliver(self, event: Body, version: int) -> int:
+        kind = str(event.get("type"))
+        obj = event.get("object") or {}
+        try:
+            seen = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+        except ValueError:
+            seen = 0
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.sink.claim_event(self.scope, kind, obj)
+        if seen:
+            self.sink.claims_seen_to(self.scope, seen)
+        return seen or version
+
+
+def _name(scope: str | None) -> str:
+    return f"namespace {scope}" if scope else "all namespaces"

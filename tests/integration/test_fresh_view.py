@@ -1,0 +1,134 @@
+"""A grant rests on a fresh, complete view: claims arriving while the operator starts are served
+first come, first served whatever order they are listed in, and an operator that was stopped does
+not grant to a claim deleted meanwhile."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiClient
+
+from tests.support.claims import GROUP, VERSION, Locks, phase_of
+from tests.support.monitor import LockMonitor
+from tests.support.namespaces import temporary_namespace
+from tests.support.operator import OperatorProcess
+
+RESOURCES = 12
+
+
+@pytest.fixture
+def iso_ns(admin_api: ApiClient) -> Iterator[str]:
+    """A namespace no shared operator watches: the test runs its own."""
+    with temporary_namespace(admin_api, "klf-") as name:
+        yield name
+
+
+def _current_version(locks: Locks) -> int:
+    listing = locks.api.list_namespaced_custom_object(GROUP, VERSION, locks.namespace, "lockclaims", limit=1)
+    return int(listing["metadata"]["resourceVersion"])
+
+
+def _wait_until(done: object, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_claims_arriving_while_the_operator_starts_are_served_in_creation_order(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Pairs of waiters keep arriving on fresh resources while the operator lists and starts
+    watching; the younger of each pair has the name that sorts first, so a listing in name order
+    hands it over first. The older must be granted."""
+    locks = Locks(admin_api, iso_ns)
+    pairs: list[tuple[str, str]] = []  # (older, younger) claim names, one pair per resource
+    stop = threading.Event()
+
+    def create() -> None:
+        for k in range(10_000):
+            if stop.is_set():
+                return
+            resource = f"deploy://start-{k:04d}"
+            older, younger = f"z-{k:04d}", f"a-{k:04d}"
+            locks.claim(older, resource, f"agent-z-{k:04d}", wait=True)
+            locks.claim(younger, resource, f"agent-a-{k:04d}", wait=True)
+            pairs.append((older, younger))
+
+    op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,))
+    creator = threading.Thread(target=create, daemon=True)
+    creator.start()
+    try:
+        time.sleep(0.3)
+        op.start()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        creator.join(30)
+    try:
+        held: dict[str, str] = {}
+
+        def every_resource_granted() -> bool:
+            for claim in locks.claims():
+                if phase_of(claim) == "Held":
+                    held[claim["spec"]["resource"]] = claim["metadata"]["name"]
+            return len(held) >= len(pairs)
+
+        _wait_until(every_resource_granted, "a grant on every resource", timeout=120)
+    finally:
+        op.stop()
+    assert len(pairs) > 20, "too few claims to show anything"
+    overtaken = [younger for older, younger in pairs if held[f"deploy://start-{older[2:]}"] != older]
+    assert not overtaken, f"younger waiters granted before older ones: {overtaken[:10]}"
+
+
+def test_a_stopped_operator_grants_nothing_to_claims_deleted_while_it_was_stopped(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """SIGSTOP the operator while holders' leases run out and their waiters give up: when it
+    resumes, its cache still shows the waiters and its deadline heap says the leases are over."""
+    locks = Locks(admin_api, iso_ns)
+    op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)).start()
+    try:
+        with LockMonitor(admin_api, iso_ns) as monitor:
+            for r in range(RESOURCES):
+                locks.claim(f"h{r:02d}", f"deploy://paused-{r:02d}", f"holder-{r:02d}", ttl=5)
+            for r in range(RESOURCES):
+                locks.wait_phase(f"h{r:02d}", "Held")
+            waiters = {}
+            for r in range(RESOURCES):
+                body = locks.claim(f"w{r:02d}", f"deploy://paused-{r:02d}", f"waiter-{r:02d}", wait=True)
+                waiters[body["metadata"]["uid"]] = f"w{r:02d}"
+            for name in waiters.values():
+                locks.wait_phase(name, "Pending")
+            op.pause()
+            try:
+                for name in waiters.values():
+                    locks.delete(name)  # the waiters give up while the operator is stopped
+                deleted_by = _current_version(locks)
+                time.sleep(6)  # and the holders' leases run out
+            finally:
+                op.resume()
+            for r in range(RESOURCES):
+                locks.wait_phase(f"h{r:02d}", "Expired", timeout=30)
+            _wait_until(lambda: not locks.locks(), "every lock to be gone")
+            time.sleep(0.5)
+        phantoms = [
+            waiters[claim] for claim, version in monitor.created.values() if claim in waiters and version > deleted_by
+        ]
+        assert not phantoms, f"locks created for claims deleted while the operator was stopped: {phantoms}"
+        assert "did not run for" in op.log_text()
+    finally:
+        op.stop()
