@@ -687,6 +687,16 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
     assert status == 422
     assert "spec.ttlSeconds in body should be less than or equal to 86400" in message
 
+    # Renewal markers are small: the operator keeps each one and copies it into the claim's status, so
+    # markers as large as annotations may be (256 KiB) would let one agent fill the operator's memory.
+    alice.renew("day", "x" * 128)
+    status, message = refusal(lambda: alice.renew("day", "y" * 200_000))
+    assert status == 422
+    assert (
+        "the annotation kubelock.dev/renew is a renewal marker of at most 128 characters (any new value renews, "
+        "e.g. the time: kubelock.dev/renew=$(date +%s)), not 200000"
+    ) in message
+
     # The installed policy holds the default (it equals the CRD's ceiling, which refuses first) ...
     admission = AdmissionregistrationV1Api(team.admin)
     installed = admission.read_validating_admission_policy("kubelock-lockclaim-bounds").to_dict()
