@@ -106,6 +106,17 @@ def test_identity_fields_are_immutable(
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": {"ttlSeconds": 60}})
 
 
+def test_the_wait_timeout_is_immutable(admin_api: ApiClient, namespace: str) -> None:
+    _create(admin_api, namespace, {"resource": "github://acme/app/pr/1", "holder": "agent-a", "wait": True,
+                                   "waitTimeoutSeconds": 600})
+    api = CustomObjectsApi(admin_api)
+    for patch in ({"spec": {"waitTimeoutSeconds": 2}}, {"spec": {"waitTimeoutSeconds": None}}):
+        with pytest.raises(ApiException) as refused:
+            api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", patch)
+        assert refused.value.status == 422, patch
+        assert "waitTimeoutSeconds is immutable" in str(refused.value.body), patch
+
+
 def test_kubectl_apply_says_what_is_wrong(control_plane, namespace: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     manifest = tmp_path / "bad.yaml"
     manifest.write_text(

@@ -463,6 +463,10 @@ def test_unlock_by_an_admin_records_who_and_why_before_deleting(sh: Shell, admin
     assert nothing.code == ExitCode.NOT_FOUND
     missing_reason = sh("lockadmin", "kubelock", "unlock", "--all")
     assert missing_reason.code == ExitCode.INVALID_INPUT
+    escaped = sh("lockadmin", "kubelock", "unlock", "--all", "--reason", "stuck\n\x1b[31mFAKE")
+    assert escaped.code == ExitCode.INVALID_INPUT, escaped
+    assert "the reason must be one line without control characters" in escaped.stderr
+    assert sh.lock(other) is not None  # refused before anything was changed
     assert sh("lockadmin", "kubelock", "unlock", "--all", "--reason", "maintenance").code == 0
     wait_until(lambda: sh.lock(other) is None, what="bob's lock to be broken", timeout=DEADLINE)
 

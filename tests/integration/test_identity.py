@@ -51,7 +51,7 @@ from kubernetes.client import (
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
-from kubelock.sdk import LockClient, TimedOut
+from kubelock.sdk import Forbidden, LockClient, TimedOut
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.commands import environment, finish, run, start
@@ -168,6 +168,34 @@ def test_two_instances_of_one_identity_conflict_and_an_instance_is_idempotent(ag
     assert listed.json["identity"] == "user:alice"
     assert sorted(c["holder"] for c in listed.json["claims"]) == [holder("alice", "w1"), holder("alice", "w2")]
     assert run("runlock", URI, env=agents.env("alice", "w1")).code == 0
+
+
+def test_a_claim_made_under_another_holders_name_is_never_taken_for_its_own(agents: Agents) -> None:
+    """Claim names are predictable (holder and URI): alice creates a claim of her own under the name
+    bob's instance would use. bob's commands must not report her lock as his, nor touch it."""
+    alice_api: ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(agents.plane.user_kubeconfig("alice"))
+    )
+    try:
+        squatted = agents.claim("bob", "w1")
+        Locks(alice_api, agents.namespace).claim(squatted, URI, holder("alice", "w1"), ttl=600)
+        agents.admin.wait_phase(squatted, "Held", DEADLINE)
+    finally:
+        alice_api.close()  # type: ignore[no-untyped-call]
+
+    for command in ("rlock", "rlock-heartbeat", "runlock"):
+        got = run(command, URI, env=agents.env("bob", "w1"))
+        assert got.code == ExitCode.FORBIDDEN, (command, got)
+        assert (got.json["ok"], got.json["error"]) == (False, "ClaimNameTaken"), got
+        assert f"it is {holder('alice', 'w1')}'s claim on {URI}" in got.json["message"], got
+    with LockClient(kubeconfig=str(agents.plane.user_kubeconfig("bob")), namespace=agents.namespace, instance="w1",
+                    decision_timeout=DEADLINE) as bob:
+        with pytest.raises(Forbidden) as refused:
+            bob.acquire(URI, wait=True, timeout=5)
+        assert refused.value.reason == "ClaimNameTaken"
+    # alice's claim and lock are untouched.
+    assert phase_of(agents.admin.get(squatted)) == "Held"
+    assert agents.admin.lock(lock_name(URI))["spec"]["holder"] == holder("alice", "w1")
 
 
 def pod(name: str, node: str, sa: str = "agent") -> V1Pod:

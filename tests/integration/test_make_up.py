@@ -78,3 +78,16 @@ def test_the_users_act_as_agent_viewer_and_lock_admin(bed: tuple[Path, str], kub
     assert "Granted" in as_user("lockadmin", "get", "events").stdout
 
     run(*cli, "release", "github://acme/app/issues/42", env=env)
+
+
+def test_up_with_other_options_than_the_running_bed_refuses(bed: tuple[Path, str]) -> None:
+    """A second `make up OPERATOR=0 NODE=1` (docs/install.md) must not report success on a bed that
+    runs the operator and no node."""
+    workdir, _ = bed
+    testbed = [sys.executable, "-m", "kubelock.testbed"]
+    other = run(*testbed, "up", "--workdir", workdir, "--no-operator", "--node", check=False)
+    assert other.returncode == 1, other
+    assert "already running" in other.stderr and "with the operator and without a node" in other.stderr
+    assert "not without the operator and with a node" in other.stderr and "make down" in other.stderr
+    same = run(*testbed, "up", "--workdir", workdir)
+    assert same.stdout.startswith("already running"), same.stdout

@@ -620,7 +620,17 @@ def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -
     assert status == 403
     assert "kubelock.dev/broken-by records who broke the lock and must be your own user name" in message
 
-    record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "deploy pipeline stuck"}
+    # The reason goes into log lines, Events and terminals: one line, no escapes, bounded.
+    for why in ("line one\nFAKE log line", "\x1b[2J\x1b[Hall clear", "x" * 1025):
+        odd = {"metadata": {"annotations": {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: why}}}
+        status, message = refusal(lambda odd=odd: patch_lock(admin_api, team.namespace, "held", odd))
+        assert status == 422, (status, message)
+        assert (
+            "kubelock.dev/break-reason goes into the claim, an Event and the operator log: write one line of at "
+            f"most 1024 characters without control characters (newlines, tabs, escapes); {len(why)} characters given"
+        ) in message, message
+
+    record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "deploy pipeline stuck ⚠ é"}
     annotated = patch_lock(admin_api, team.namespace, "held", {"metadata": {"annotations": record}})
     assert {k: annotated["metadata"]["annotations"][k] for k in record} == record
     assert annotated["spec"] == admin.lock("held")["spec"]
@@ -676,6 +686,16 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
     status, message = refusal(lambda: alice.claim("longer", "deploy://api-staging", ALICE, ttl=86401))
     assert status == 422
     assert "spec.ttlSeconds in body should be less than or equal to 86400" in message
+
+    # Renewal markers are small: the operator keeps each one and copies it into the claim's status, so
+    # markers as large as annotations may be (256 KiB) would let one agent fill the operator's memory.
+    alice.renew("day", "x" * 128)
+    status, message = refusal(lambda: alice.renew("day", "y" * 200_000))
+    assert status == 422
+    assert (
+        "the annotation kubelock.dev/renew is a renewal marker of at most 128 characters (any new value renews, "
+        "e.g. the time: kubelock.dev/renew=$(date +%s)), not 200000"
+    ) in message
 
     # The installed policy holds the default (it equals the CRD's ceiling, which refuses first) ...
     admission = AdmissionregistrationV1Api(team.admin)

@@ -99,7 +99,7 @@ def test_compat_usage_errors_are_one_json_object(
 @pytest.mark.parametrize(
     "argv",
     [["no-scheme"], ["x://y", "--ttl", "0"], ["x://y", "--ttl", "99999"], ["x://y", "--wait", "--timeout", "0"],
-     ["x://y", "--namespace", "Bad_NS"], ["x://y", "--holder", "two words"]],
+     ["x://y", "--namespace", "Bad_NS"], ["x://y", "--holder", "two words"], ["x://y", "--timeout", "5"]],
 )
 def test_compat_refuses_bad_input_before_looking_for_a_cluster(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -164,7 +164,8 @@ def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:
     holder_rules = {r["rule"] for r in spec["properties"]["holder"]["x-kubernetes-validations"]}
     assert "self == oldSelf" in holder_rules
     messages = {r["message"] for r in spec["x-kubernetes-validations"]}
-    assert {"podRef is immutable", "wait is immutable", "waitTimeoutSeconds requires wait: true"} <= messages
+    assert {"podRef is immutable", "wait is immutable", "waitTimeoutSeconds requires wait: true",
+            "waitTimeoutSeconds is immutable"} <= messages
     ttl = spec["properties"]["ttlSeconds"]
     assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 1, 86400)
     assert spec["properties"]["wait"]["default"] is False

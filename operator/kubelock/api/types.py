@@ -161,6 +161,11 @@ LOCK_CLAIM_SPEC_RULES = [
         fieldPath=".waitTimeoutSeconds",
     ),
     _cel("self.wait == oldSelf.wait", "wait is immutable"),
+    _cel(
+        "has(self.waitTimeoutSeconds) == has(oldSelf.waitTimeoutSeconds)"
+        " && (!has(self.waitTimeoutSeconds) || self.waitTimeoutSeconds == oldSelf.waitTimeoutSeconds)",
+        "waitTimeoutSeconds is immutable",
+    ),
 ]
 
 

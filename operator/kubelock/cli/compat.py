@@ -22,7 +22,7 @@ from kubelock.cli.exitcodes import ExitCode
 from kubelock.cli.main import connection_options, reader_went_away, run
 from kubelock.cli.progress import QueueProgress
 from kubelock.sdk.client import AsyncLockClient
-from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.errors import LockError
 from kubelock.sdk.model import format_time
 
 Command = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[output.Json]]
@@ -91,8 +91,6 @@ def _run(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] 
 
 
 async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Json:
-    if args.timeout is not None and not args.wait:
-        raise InvalidInput("--timeout needs --wait")
     if args.wait:
         progress = QueueProgress(sys.stderr)
         try:

@@ -187,8 +187,6 @@ def _emit(args: argparse.Namespace, payload: output.Json, human: str, code: int 
 
 
 async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
-    if args.timeout is not None and not args.wait:
-        raise InvalidInput("--timeout needs --wait")
     if args.wait:
         progress = QueueProgress(sys.stderr)
         try:
@@ -311,6 +309,8 @@ def check_input(args: argparse.Namespace) -> None:
         validation.resource(args.uri)
     validation.ttl(getattr(args, "ttl", None))
     validation.timeout(getattr(args, "timeout", None))
+    if getattr(args, "timeout", None) is not None and not getattr(args, "wait", False):
+        raise InvalidInput("--timeout needs --wait")
     if getattr(args, "namespace", None) is not None:
         validation.namespace(args.namespace)
     if getattr(args, "holder", None) is not None:

@@ -7,6 +7,7 @@ operator then marks the holder's claim Revoked (LockBroken) and grants the next 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -133,6 +134,9 @@ class AsyncAdmin:
             raise InvalidInput("a reason is required: say why the lock is broken (it is recorded on the lock)")
         if len(reason) > MAX_REASON_LENGTH:
             raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed")
+        if any(unicodedata.category(c) == "Cc" for c in reason):
+            # It goes into an Event, the claim's message and the operator's log, one line each.
+            raise InvalidInput("the reason must be one line without control characters (newlines, tabs, escapes)")
         if sum((bool(holders), bool(uris), everything)) != 1:
             raise InvalidInput("name the locks to break: holders, URIs, or everything (exactly one of them)")
         resources = {normalise(validation.resource(u)) for u in uris}

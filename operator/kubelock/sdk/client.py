@@ -32,6 +32,7 @@ from kubelock.sdk import identity, signals, validation
 from kubelock.sdk.errors import (
     Deadlock,
     Expired,
+    Forbidden,
     InvalidInput,
     LockError,
     NotFound,
@@ -242,7 +243,7 @@ class AsyncLockClient:
             except kube_errors.Conflict as error:
                 if not error.already_exists:
                     raise from_api(error, f"create claim {name}") from error
-                existing = await self._get_claim(ident.namespace, name)
+                existing = await self._own_claim(ident, resource)
                 if existing is None:
                     continue  # deleted in between: create again
                 info, fresh = existing, False
@@ -446,7 +447,7 @@ class AsyncLockClient:
         validation.resource(uri)
         ident = await self.identity()
         resource = normalise(uri)
-        info = await self._get_claim(ident.namespace, claim_name(ident.holder, resource))
+        info = await self._own_claim(ident, resource)
         if info is None:
             raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
         await self.delete_claim(info)
@@ -454,8 +455,7 @@ class AsyncLockClient:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase)
         if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             raise await self.error_for(info)
-        raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {info.phase}: "
-                       f"{info.message}")
+        raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {_ending(info)}")
 
     async def heartbeat(self, uri: str, *, confirm: bool = True) -> RenewResult:
         """Renew the lease: it then lasts ttl seconds from the moment the operator sees this.
@@ -468,7 +468,7 @@ class AsyncLockClient:
         resource = normalise(uri)
         name = claim_name(ident.holder, resource)
         for _ in range(CREATE_ATTEMPTS):
-            info = await self._get_claim(ident.namespace, name)
+            info = await self._own_claim(ident, resource)
             if info is None:
                 raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
             if not info.held:
@@ -536,14 +536,14 @@ class AsyncLockClient:
                 f"behind {info.current_holder}",
                 reason="NotHeld",
             )
-        state = f"ended {info.phase}: {info.message}" if info.phase else "not been decided yet"
+        state = f"ended {_ending(info)}" if info.phase else "not been decided yet"
         return NotFound(f"you do not hold {info.resource}: your claim has {state}", reason="NotHeld")
 
     async def get(self, uri: str) -> ClaimInfo:
         """Your claim on `uri` as it is now. Raises NotFound when there is none."""
         validation.resource(uri)
         ident = await self.identity()
-        info = await self._get_claim(ident.namespace, claim_name(ident.holder, normalise(uri)))
+        info = await self._own_claim(ident, normalise(uri))
         if info is None:
             raise NotFound(f"you ({ident.holder}) have no claim on {normalise(uri)} in namespace {ident.namespace}")
         return info
@@ -589,6 +589,24 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, doing) from error
 
+    async def _own_claim(self, ident: Identity, resource: str) -> ClaimInfo | None:
+        """The claim at this holder's conventional name for `resource`, or None.
+
+        Anyone who may create claims in the namespace can create one under that name first. Such a
+        claim is someone else's: adopting it would report their lock as ours, and releasing it would
+        delete it. It is refused instead, naming who made it.
+        """
+        name = claim_name(ident.holder, resource)
+        info = await self._get_claim(ident.namespace, name)
+        if info is not None and (info.holder != ident.holder or normalise(info.resource) != resource):
+            raise Forbidden(
+                f"claim {ident.namespace}/{name}, the name kubelock uses for your ({ident.holder}) claim on "
+                f"{resource}, was made by someone else: it is {info.holder}'s claim on {info.resource}. "
+                f"You do not hold {resource}; ask a lock admin to delete that claim",
+                reason="ClaimNameTaken",
+            )
+        return info
+
     async def _get_claim(self, namespace: str, name: str) -> ClaimInfo | None:
         try:
             body = await self.kube.get(paths.claims(namespace, name))
@@ -607,6 +625,14 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             if not quiet:
                 raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
+
+
+def _ending(info: ClaimInfo) -> str:
+    """How a finished claim ended, for a caller of the SDK: a rejection names the holder without
+    the operator's advice on the claim's fields (`set wait: true`), which is for kubectl users."""
+    if info.phase is Phase.REJECTED and info.reason == Reason.HELD_BY_ANOTHER.value and info.current_holder:
+        return f"{info.phase}: {info.resource} was held by {info.current_holder}"
+    return f"{info.phase}: {info.message}"
 
 
 def _settled(state: ClaimInfo, wait: bool) -> bool:

@@ -20,7 +20,7 @@ from kubelock.kube.config import Credentials
 from kubelock.sdk import signals
 from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
-from kubelock.sdk.identity import Identity
+from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
 from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult
 
@@ -136,6 +136,9 @@ class LockClient:
     def whoami(self) -> str:
         return self.run(self.aio.whoami())
 
+    def who(self) -> UserInfo:
+        return self.run(self.aio.who())
+
     def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
         with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
             return self.run(self.aio.try_acquire(uri, ttl))
@@ -162,8 +165,8 @@ class LockClient:
     def get(self, uri: str) -> ClaimInfo:
         return self.run(self.aio.get(uri))
 
-    def list(self) -> builtins.list[ClaimInfo]:
-        return self.run(self.aio.list())
+    def list(self, *, all_instances: bool = False) -> builtins.list[ClaimInfo]:
+        return self.run(self.aio.list(all_instances=all_instances))
 
     def lock(
         self,

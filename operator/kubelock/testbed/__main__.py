@@ -318,6 +318,16 @@ def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
 def up(workdir: Path, *, operator: bool, node: bool = False) -> int:
     pid = _running_pid(workdir)
     if pid is not None:
+        running = _run_options(pid)
+        if running is not None and running != (operator, node):
+            # Saying "already running" with success would leave the caller on a bed without what it
+            # asked for (a second operator beside a chart's, or no node for its pods).
+            print(
+                f"error: already running (pid {pid}) {_describe(*running)}, not {_describe(operator, node)}: "
+                "stop it with `make down` (python -m kubelock.testbed down) first",
+                file=sys.stderr,
+            )
+            return 1
         print(f"already running (pid {pid}); kubeconfig: {workdir / 'kubeconfig'}")
         return 0
     log_path = workdir / "logs" / "run.log"
@@ -413,6 +423,24 @@ def _running_pid(workdir: Path) -> int | None:
         return pid  # no /proc: trust the pid file
     # After a reboot or a crash the pid may belong to an unrelated process now.
     return pid if b"kubelock.testbed" in cmdline else None
+
+
+def _run_options(pid: int) -> tuple[bool, bool] | None:
+    """(operator, node) of the running `run`, read from its command line; None when unknown."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if "kubelock.testbed" not in argv:
+        return None
+    args, _ = _parser().parse_known_args([a for a in argv[argv.index("kubelock.testbed") + 1 :] if a])
+    if args.command != "run":
+        return None
+    return bool(args.operator), bool(args.node)
+
+
+def _describe(operator: bool, node: bool) -> str:
+    return f"{'with' if operator else 'without'} the operator and {'with' if node else 'without'} a node"
 
 
 def _claim_pid_file(workdir: Path) -> None:

@@ -1,0 +1,28 @@
+"""What the SDK says about a claim that ended: for a caller of the SDK or the commands, not for
+kubectl users (the operator's status message advises `set wait: true`, a claim field)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubelock.sdk.client import _ending
+from kubelock.sdk.model import ClaimInfo
+
+
+def ended(phase: str, reason: str, message: str, holder: str | None = None) -> ClaimInfo:
+    status: dict[str, Any] = {"phase": phase, "reason": reason, "message": message}
+    if holder:
+        status["holder"] = holder
+    return ClaimInfo.from_body({"spec": {"resource": "x://r", "holder": "user:a/w1"}, "status": status})
+
+
+def test_a_rejection_names_the_holder_without_kubectl_advice() -> None:
+    claim = ended("Rejected", "HeldByAnotherHolder",
+                  "x://r is held by user:b/w1 since 2026-01-01T00:00:00Z; try again later, or set wait: true to queue",
+                  holder="user:b/w1")
+    assert _ending(claim) == "Rejected: x://r was held by user:b/w1"
+
+
+def test_other_endings_keep_the_operators_message() -> None:
+    claim = ended("TimedOut", "WaitTimedOut", "gave up after waiting 4s for x://r (held by user:b/w1)", "user:b/w1")
+    assert _ending(claim) == "TimedOut: gave up after waiting 4s for x://r (held by user:b/w1)"
