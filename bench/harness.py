@@ -31,6 +31,9 @@ from kubelock.kube.errors import Conflict, NotFound
 from kubelock.testbed.processes import ManagedProcess, free_port, start_process
 
 REPO = Path(__file__).resolve().parents[1]
+# The kubelock operator under test: this checkout's, or another tree's (`run.py --operator DIR`), so
+# that two versions are measured by the same harness.
+OPERATOR_SOURCE = [REPO / "operator"]
 Body = dict[str, Any]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -401,7 +404,7 @@ class OperatorProcess:
     def spawn(self) -> None:
         """Starts the process without waiting for it (the restart scenario times the whole start)."""
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO / "operator")}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(OPERATOR_SOURCE[0])}
         self.process = start_process(
             self.log_path.stem, self.argv(), log_dir=self.log_dir, env=env, cwd=REPO
         )

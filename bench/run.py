@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 from blocks import FULL, QUICK, Plan, Runner
 from harness import REPO, Env, RequestTally, new_client
 from report import Document, render_markdown
@@ -42,6 +43,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where latest.json/md go")
     parser.add_argument("--workdir", type=Path, default=None, help="control plane and logs (default: a temp dir)")
     parser.add_argument("--only", type=int, action="append", default=[], help="run only these metric ids")
+    parser.add_argument("--operator", type=Path, default=None,
+                        help="run the kubelock operator from this source tree (its `operator/` directory) "
+                        "instead of this checkout's: two versions measured by the same harness")
     return parser.parse_args(argv)
 
 
@@ -71,6 +75,7 @@ def machine(plane: ControlPlane, plan: Plan, version: dict[str, Any]) -> dict[st
         "aiohttp": importlib.metadata.version("aiohttp"),
         "client_loop": "uvloop" if _uvloop() else "asyncio",
         "commit": _commit(),
+        "operator_source": str(harness.OPERATOR_SOURCE[0]),
     }
 
 
@@ -117,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubelock.testbed").setLevel(logging.WARNING)
     plan = QUICK if args.quick else FULL
+    if args.operator is not None:
+        harness.OPERATOR_SOURCE[0] = args.operator.resolve()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-bench-"))
     began = time.monotonic()
     plane = ControlPlane(
