@@ -74,8 +74,8 @@ class Plan:
     churn_agents: int = 1000  # #9: agents (SDK clients) ...
     churn_processes: int = 50  # ... in this many agent processes
     churn_resources: int = 100
-    churn_seconds: float = 20.0
-    churn_warmup: float = 5.0
+    churn_seconds: float = 30.0
+    churn_warmup: float = 30.0  # 1 000 claims created at once: the first answers and grants come in a wave
     waiters: int = 10
     warmup: int = 3
 
@@ -90,8 +90,8 @@ QUICK = Plan(
     chain=200, deadlock_samples=8,
     live_locks=1000, expiring=100, expiry_rate=100.0,
     held_locks=2000, restart_rounds=1, drain_limit=40.0, restart_limit=30.0,
-    block_limits={1: 25, 2: 60, 3: 15, 5: 15, 6: 25, 7: 85, 9: 150}, budget=330.0,
-    churn_processes=20, churn_seconds=8.0, churn_warmup=4.0,
+    block_limits={1: 25, 2: 60, 3: 15, 5: 15, 6: 25, 7: 85, 9: 300}, budget=480.0,
+    churn_processes=20, churn_seconds=20.0, churn_warmup=30.0,
 )
 FULL = Plan(
     quick=False,
@@ -384,7 +384,7 @@ class Runner:
         pids["operator"] = self.kubelock.pid
         async with self.account("9 churn", "kubelock", self.kubelock, "cycles") as acc:
             c = await scenarios.churn(
-                self.kubeconfig, NS_KUBELOCK, self.log_dir, pids, agents=p.churn_agents,
+                self.env.client, self.kubeconfig, NS_KUBELOCK, self.log_dir, pids, agents=p.churn_agents,
                 processes=p.churn_processes, resources=p.churn_resources, seconds=p.churn_seconds,
                 warmup=p.churn_warmup,
             )

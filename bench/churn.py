@@ -15,12 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the chaos suite's identities
+from chaos import identities
+
+from kubelock.kube import config
 from kubelock.sdk import AsyncLockClient
 from kubelock.sdk.errors import LockError
 
@@ -46,8 +52,10 @@ async def agent(client: AsyncLockClient, tag: str, resources: int, stop: float, 
 
 
 async def main(args: argparse.Namespace) -> None:
+    # The agents' ServiceAccount token (from the bench), with the kubeconfig's server and CA.
+    credentials = identities.as_token(config.load(args.kubeconfig), os.environ["BENCH_AGENT_TOKEN"])
     clients = [
-        AsyncLockClient(namespace=args.namespace, kubeconfig=args.kubeconfig, instance=f"{args.prefix}-{i}")
+        AsyncLockClient(namespace=args.namespace, credentials=credentials, instance=f"{args.prefix}-{i}")
         for i in range(args.agents)
     ]
     try:

@@ -39,7 +39,12 @@ from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.domain.timefmt import from_rfc3339
 from kubelock.kube import paths
-from kubelock.kube.client import Body
+from kubelock.kube.client import Body, KubeClient
+
+sys.path.insert(0, str(REPO))  # the chaos suite's identities: an unprivileged agent ServiceAccount
+from chaos import identities
+
+CHURN_ACCOUNT = "bench-agents"
 
 HELD = phase_is("Held")
 PENDING = phase_is("Pending")
@@ -373,16 +378,20 @@ class Churn:
 
 
 async def churn(
-    kubeconfig: Path, namespace: str, log_dir: Path, pids: dict[str, int], *,
+    client: KubeClient, kubeconfig: Path, namespace: str, log_dir: Path, pids: dict[str, int], *,
     agents: int, processes: int, resources: int, seconds: float, warmup: float,
 ) -> Churn:
     """`agents` SDK clients in `processes` agent processes (`bench/churn.py`) acquire and release
     random resources among `resources`, waiting in their queues. The window opens `warmup` seconds
     after every process was told to go and lasts `seconds`; CPU is read at both ends of it."""
     tag = unique("ch")
+    # The agents are an unprivileged ServiceAccount, as real agents are, not the bench's admin: the API
+    # server's priority and fairness then queues their requests apart from the operator's.
+    await identities.ensure_agent_account(client, namespace, CHURN_ACCOUNT)
+    bearer = await identities.token(client, namespace, account=CHURN_ACCOUNT)
     per = -(-agents // processes)
     counts = [min(per, agents - i * per) for i in range(processes) if agents - i * per > 0]
-    env = {**os.environ, "PYTHONPATH": str(OPERATOR_SOURCE[0])}
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR_SOURCE[0]), "BENCH_AGENT_TOKEN": bearer}
     procs = []
     try:
         for i, n in enumerate(counts):
