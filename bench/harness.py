@@ -37,7 +37,6 @@ OPERATOR_SOURCE = [REPO / "operator"]
 Body = dict[str, Any]
 T = TypeVar("T")
 R = TypeVar("R")
-WRITE_VERBS = frozenset({"create", "patch", "update", "delete", "deletecollection"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Set by a watch task for itself: the client's request hook fires when the watch's response headers
@@ -466,16 +465,6 @@ class OperatorProcess:
                 return time.monotonic() - began
             last = now
         return None
-
-
-def writes(by_verb: Counter[tuple[str, ...]] | Counter[str]) -> int:
-    """Write requests in a tally keyed by verb (or by a tuple starting with the verb)."""
-    total = 0
-    for key, count in by_verb.items():
-        verb = key[0] if isinstance(key, tuple) else key
-        if verb.lower() in WRITE_VERBS:
-            total += count
-    return total
 
 
 def diff(after: Counter[Any], before: Counter[Any]) -> Counter[Any]:
