@@ -31,10 +31,12 @@ from kubelock.kube.errors import Conflict, NotFound
 from kubelock.testbed.processes import ManagedProcess, free_port, start_process
 
 REPO = Path(__file__).resolve().parents[1]
+# The kubelock operator under test: this checkout's, or another tree's (`run.py --operator DIR`), so
+# that two versions are measured by the same harness.
+OPERATOR_SOURCE = [REPO / "operator"]
 Body = dict[str, Any]
 T = TypeVar("T")
 R = TypeVar("R")
-WRITE_VERBS = frozenset({"create", "patch", "update", "delete", "deletecollection"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Set by a watch task for itself: the client's request hook fires when the watch's response headers
@@ -401,7 +403,7 @@ class OperatorProcess:
     def spawn(self) -> None:
         """Starts the process without waiting for it (the restart scenario times the whole start)."""
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO / "operator")}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(OPERATOR_SOURCE[0])}
         self.process = start_process(
             self.log_path.stem, self.argv(), log_dir=self.log_dir, env=env, cwd=REPO
         )
@@ -463,16 +465,6 @@ class OperatorProcess:
                 return time.monotonic() - began
             last = now
         return None
-
-
-def writes(by_verb: Counter[tuple[str, ...]] | Counter[str]) -> int:
-    """Write requests in a tally keyed by verb (or by a tuple starting with the verb)."""
-    total = 0
-    for key, count in by_verb.items():
-        verb = key[0] if isinstance(key, tuple) else key
-        if verb.lower() in WRITE_VERBS:
-            total += count
-    return total
 
 
 def diff(after: Counter[Any], before: Counter[Any]) -> Counter[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 from blocks import FULL, QUICK, Plan, Runner
 from harness import REPO, Env, RequestTally, new_client
 from report import Document, render_markdown
@@ -42,6 +44,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where latest.json/md go")
     parser.add_argument("--workdir", type=Path, default=None, help="control plane and logs (default: a temp dir)")
     parser.add_argument("--only", type=int, action="append", default=[], help="run only these metric ids")
+    parser.add_argument("--patience", type=float, default=1.0,
+                        help="multiply every block's time limit and the run's budget (a loaded machine: a block "
+                        "cut short by its limit leaves its later figures, and the next blocks' start, behind)")
+    parser.add_argument("--operator", type=Path, default=None,
+                        help="run the kubelock operator from this source tree (its `operator/` directory) "
+                        "instead of this checkout's: two versions measured by the same harness")
     return parser.parse_args(argv)
 
 
@@ -60,6 +68,7 @@ def machine(plane: ControlPlane, plan: Plan, version: dict[str, Any]) -> dict[st
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": "quick" if plan.quick else "full",
+        "budget_s": plan.budget,
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_mib": memory,
@@ -71,6 +80,7 @@ def machine(plane: ControlPlane, plan: Plan, version: dict[str, Any]) -> dict[st
         "aiohttp": importlib.metadata.version("aiohttp"),
         "client_loop": "uvloop" if _uvloop() else "asyncio",
         "commit": _commit(),
+        "operator_source": str(harness.OPERATOR_SOURCE[0]),
     }
 
 
@@ -117,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubelock.testbed").setLevel(logging.WARNING)
     plan = QUICK if args.quick else FULL
+    if args.patience != 1.0:
+        plan = dataclasses.replace(
+            plan, block_limits={k: v * args.patience for k, v in plan.block_limits.items()},
+            budget=plan.budget * args.patience,
+        )
+    if args.operator is not None:
+        harness.OPERATOR_SOURCE[0] = args.operator.resolve()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-bench-"))
     began = time.monotonic()
     plane = ControlPlane(

@@ -7,17 +7,25 @@ The same functions drive the naive kopf comparator, which answers the same API.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 from anchors import Cycles, pod_body, pod_running, run_cycles
 from harness import (
+    OPERATOR_SOURCE,
+    REPO,
     Env,
     OperatorProcess,
     Predicate,
     Seen,
     Watch,
     added,
+    cpu_seconds,
     current_version,
     delete_quietly,
     deleted,
@@ -31,7 +39,12 @@ from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.domain.timefmt import from_rfc3339
 from kubelock.kube import paths
-from kubelock.kube.client import Body
+from kubelock.kube.client import Body, KubeClient
+
+sys.path.insert(0, str(REPO))  # the chaos suite's identities: an unprivileged agent ServiceAccount
+from chaos import identities
+
+CHURN_ACCOUNT = "bench-agents"
 
 HELD = phase_is("Held")
 PENDING = phase_is("Pending")
@@ -345,3 +358,83 @@ async def restart(env: Env, operator: OperatorProcess, namespace: str, *, within
     await operator.wait_ready(60)
     await env.client.delete(paths.claims(namespace, name))
     return elapsed
+
+
+# ---- 9: churn at fan-in ----------------------------------------------------------------------
+
+
+@dataclass
+class Churn:
+    in_window: int  # acquires that returned within the measured window
+    seconds: float  # the window
+    took: list[float]  # acquire → Held, as the SDK returned it, within the window
+    errors: dict[str, int]
+    cores: dict[str, float]  # CPU seconds per second of the window, per process
+    processes: int
+
+    @property
+    def rate(self) -> float:
+        return self.in_window / self.seconds
+
+
+async def churn(
+    client: KubeClient, kubeconfig: Path, namespace: str, log_dir: Path, pids: dict[str, int], *,
+    agents: int, processes: int, resources: int, seconds: float, warmup: float,
+) -> Churn:
+    """`agents` SDK clients in `processes` agent processes (`bench/churn.py`) acquire and release
+    random resources among `resources`, waiting in their queues. The window opens `warmup` seconds
+    after every process was told to go and lasts `seconds`; CPU is read at both ends of it."""
+    tag = unique("ch")
+    # The agents are an unprivileged ServiceAccount, as real agents are, not the bench's admin: the API
+    # server's priority and fairness then queues their requests apart from the operator's.
+    await identities.ensure_agent_account(client, namespace, CHURN_ACCOUNT)
+    bearer = await identities.token(client, namespace, account=CHURN_ACCOUNT)
+    per = -(-agents // processes)
+    counts = [min(per, agents - i * per) for i in range(processes) if agents - i * per > 0]
+    env = {**os.environ, "PYTHONPATH": str(OPERATOR_SOURCE[0]), "BENCH_AGENT_TOKEN": bearer}
+    procs = []
+    try:
+        for i, n in enumerate(counts):
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, str(REPO / "bench" / "churn.py"), "--kubeconfig", str(kubeconfig),
+                "--namespace", namespace, "--agents", str(n), "--prefix", f"{tag}-{i}", "--tag", tag,
+                "--resources", str(resources),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=_log_file(log_dir, f"churn-{tag}-{i}.log"), env=env,
+            ))
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 180)
+            if not line:
+                raise RuntimeError(f"a churn agent process exited before it was ready (logs in {log_dir})")
+        go = time.time()
+        stop = go + warmup + seconds
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{stop}\n".encode())
+            await proc.stdin.drain()
+        await asyncio.sleep(warmup)
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+        opened = time.time()
+        await asyncio.sleep(max(0.0, stop - time.time()))
+        cores = {k: (cpu_seconds(p) - before[k]) / (time.time() - opened) for k, p in pids.items()}
+        outputs = [json.loads((await asyncio.wait_for(proc.stdout.readline(), 300)) or b"{}")  # type: ignore[union-attr]
+                   for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+    done = [t for o in outputs for t in o.get("done", [])]
+    took = [d for o in outputs for t, d in zip(o.get("done", []), o.get("took", []), strict=True) if t >= opened]
+    errors: dict[str, int] = {}
+    for o in outputs:
+        for kind, n in (o.get("errors") or {}).items():
+            errors[kind] = errors.get(kind, 0) + n
+    in_window = sum(1 for t in done if opened <= t <= stop)
+    return Churn(in_window, stop - opened, took, errors, cores, len(procs))
+
+
+def _log_file(log_dir: Path, name: str) -> IO[bytes]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return (log_dir / name).open("wb")

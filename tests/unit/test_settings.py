@@ -46,3 +46,14 @@ def test_the_replaced_setting_says_what_replaces_it(
     with pytest.raises(SystemExit):
         parse([])
     assert "KUBELOCK_STALE_AFTER_PERCENT" in capsys.readouterr().err
+
+
+def test_routine_event_rate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse([]).routine_event_rate == 1.0
+    assert parse(["--routine-event-rate", "0"]).routine_event_rate == 0.0
+    monkeypatch.setenv("KUBELOCK_ROUTINE_EVENT_RATE", "2.5")
+    assert parse([]).routine_event_rate == 2.5
+    for bad in ("-1", "nan", "lots"):
+        with pytest.raises(SystemExit):
+            parse(["--routine-event-rate", bad])
+        assert "--routine-event-rate" in capsys.readouterr().err

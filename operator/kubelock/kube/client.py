@@ -24,6 +24,7 @@ from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_respo
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
+WATCH_GRACE_SECONDS = 30  # how long past its timeoutSeconds a watch may stay silent (as kopf's client timeout)
 
 
 class KubeClient:
@@ -228,7 +229,11 @@ class KubeClient:
             async with session.get(
                 self._url(path, query),
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+                # The server ends the watch after timeout_seconds; a connection silent for longer was
+                # left half-open (a partition) and would otherwise wait for ever.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._timeout, sock_read=timeout_seconds + WATCH_GRACE_SECONDS
+                ),
                 server_hostname=self.credentials.tls_server_name,
             ) as response:
                 self._record("watch", response.status, started)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubelock.api.constants import API_VERSION, CLAIM_KIND, LOCK_KIND, MANAGED_BY, RENEW_ANNOTATION
+from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY, RENEW_ANNOTATION
 from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
 from kubelock.domain.resource import normalise
@@ -229,18 +229,11 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
             "name": name,
             "namespace": record.namespace,
             "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
-            # If the operator is down when the claim is deleted, the garbage collector still frees
-            # the lock. No finalizers anywhere: nothing can block namespace deletion.
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": CLAIM_KIND,
-                    "name": claim.name,
-                    "uid": claim.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": False,
-                }
-            ],
+            # No ownerReference to the claim: the operator is the lock's one deleter. With one, the
+            # garbage collector read every released lock again and raced the operator to delete it
+            # (a GET and up to one more DELETE per release). A lock whose claim went while no operator
+            # ran is deleted when one starts: nobody can be granted the resource before then anyway.
+            # No finalizers anywhere: nothing can block namespace deletion.
         },
         "spec": spec,
     }

@@ -299,9 +299,15 @@ class Cache:
     def absorb_locks(self, bodies: list[Body], listed: set[str], in_scope: Callable[[str], bool]) -> set[Key]:
         return _absorb(bodies, listed, in_scope, self.upsert_lock)
 
-    def prune_locks(self, listed: set[str], list_version: int) -> set[Key]:
+    def prune_locks(
+        self, listed: set[str], list_version: int, within: Callable[[str], bool] | None = None
+    ) -> set[Key]:
+        """Forget the locks a LIST at `list_version` did not have (only those of namespaces `within`
+        the LIST's scope, when given)."""
         keys: set[Key] = set()
         for key, (lock, rv) in list(self.locks.items()):
+            if within is not None and not within(key[0]):
+                continue
             if lock.uid not in listed and _rv(rv) <= list_version:
                 self.forget_lock(key, lock.uid)
                 keys.add(key)

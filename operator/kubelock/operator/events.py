@@ -11,6 +11,15 @@ posting one Event at a time fell behind at a thousand decisions a minute, and it
 bodies was most of the operator's memory. Events are for people and must not crowd out the writes
 that grant locks, so a storm is not chased: when the queue is full, the newest Events are dropped
 and counted (as client-go's recorder does).
+
+Routine (Normal) Events are rate-limited per namespace: a token bucket of ROUTINE_BURST Events,
+refilled at the operator's `routineEventRate` per second. client-go's EventCorrelator would not help
+here: it aggregates and rate-limits similar Events *of one object*, and every grant and release is
+of a claim of its own, so it would still send one write per grant. Without a limit, a namespace
+churning locks paid two Event writes per acquire+release cycle (Granted, Released) on top of the six
+the protocol needs. An Event over the limit is not sent: the claim's status and conditions, and the
+operator's log line (one per decision, always written), still record it. Warning Events are never
+limited: each is something a person may have to act on.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from kubelock.api.constants import CLAIM_KIND
 from kubelock.domain.clock import Clock
@@ -31,6 +41,59 @@ log = logging.getLogger("kubelock.events")
 COMPONENT = "kubelock-operator"
 SENDERS = 1
 CAPACITY = 1_000
+# Routine Events a namespace may send at once before the rate applies (client-go's spam filter
+# allows 25 per object): enough for every Event of an interactive session or a small test.
+ROUTINE_BURST = 25.0
+DEFAULT_ROUTINE_RATE = 1.0
+# Namespaces whose bucket is remembered at most; a full bucket is the same as none, so only those
+# that sent recently are kept.
+MAX_BUCKETS = 10_000
+
+
+class Unsent(Protocol):
+    """Counts Events that were not sent (metrics)."""
+
+    def event_unsent(self, why: str) -> None: ...
+
+
+class NoCount:
+    def event_unsent(self, why: str) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class RoutineLimit:
+    """Per-namespace token buckets for routine Events. `rate` 0 sends none."""
+
+    def __init__(self, rate: float, burst: float = ROUTINE_BURST) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, _Bucket] = {}
+
+    def allow(self, namespace: str, now: float) -> bool:
+        if self.rate <= 0:
+            return False
+        bucket = self._buckets.get(namespace)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._forget_full(now)
+            bucket = self._buckets[namespace] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + max(0.0, now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        full = [ns for ns, b in self._buckets.items() if b.tokens + (now - b.at) * self.rate >= self.burst]
+        for namespace in full:
+            del self._buckets[namespace]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +112,26 @@ class Occurrence:
 
 class EventRecorder:
     def __init__(
-        self, client: KubeClient, clock: Clock, instance: str, capacity: int = CAPACITY, senders: int = SENDERS
+        self,
+        client: KubeClient,
+        clock: Clock,
+        instance: str,
+        capacity: int = CAPACITY,
+        senders: int = SENDERS,
+        *,
+        routine_rate: float = DEFAULT_ROUTINE_RATE,
+        unsent: Unsent | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
         self._instance = instance
+        self._routine = RoutineLimit(routine_rate)
+        self._unsent = unsent or NoCount()
         self._queue: asyncio.Queue[Occurrence] = asyncio.Queue(capacity)
         self._senders = senders
         self._tasks: list[asyncio.Task[None]] = []
-        self.dropped = 0
+        self.dropped = 0  # queue full
+        self.limited = 0  # routine Events over their namespace's rate
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"kubelock-events-{i}") for i in range(self._senders)]
@@ -76,11 +150,17 @@ class EventRecorder:
     def record(
         self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND
     ) -> None:
-        occurrence = Occurrence(namespace, kind, name, uid, reason, message, warning, self._clock.now())
+        now = self._clock.now()
+        if not warning and not self._routine.allow(namespace, now):
+            self.limited += 1
+            self._unsent.event_unsent("limited")
+            return
+        occurrence = Occurrence(namespace, kind, name, uid, reason, message, warning, now)
         try:
             self._queue.put_nowait(occurrence)
         except asyncio.QueueFull:
             self.dropped += 1
+            self._unsent.event_unsent("queue full")
 
     async def drain(self) -> None:
         await self._queue.join()

@@ -1,8 +1,10 @@
-"""The kopf glue: a registry whose handlers only feed the runtime's cache (locks and holder pods; the
-runtime watches claims itself, see `kubelock.operator.claimwatch`).
+"""The kopf glue: a registry whose handlers only feed the runtime's cache (holder pods; the runtime
+watches claims and locks itself, see `kubelock.operator.watches`).
 
 Only `on.event` handlers are used. They have no finalizers, store no progress annotations and are
 not delayed by kopf's consistency wait, so kopf adds no writes of its own to a lock's path.
+kopf watches only what it has handlers for: with no handler for claims or locks it neither lists them
+nor keeps memory of its own for each.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from kubelock.api.constants import GROUP, LOCK_PLURAL, POD_LABEL, POD_LABEL_VALUE, VERSION
+from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.operator.runtime import Runtime
 
 
@@ -55,10 +57,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             default_namespace=creds.namespace,
             expiration=auth.refresh_deadline(),
         )
-
-    @kopf.on.event(GROUP, VERSION, LOCK_PLURAL, registry=registry)
-    async def lock_event(*, event: kopf.RawEvent, **_: Any) -> None:
-        runtime.on_lock(event["type"], dict(event["object"]))
 
     @kopf.on.event("", "v1", "pods", labels={POD_LABEL: POD_LABEL_VALUE}, registry=registry)
     async def pod_event(*, event: kopf.RawEvent, **_: Any) -> None:

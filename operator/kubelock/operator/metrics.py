@@ -81,6 +81,11 @@ class Metrics:
             "kubelock_api_requests", "Requests to the Kubernetes API by verb and HTTP code (0: unreachable)",
             ["verb", "code"], registry=r,
         )
+        self.events_unsent = Counter(
+            "kubelock_events_unsent",
+            "Events not sent: routine ones over their namespace's rate (limited), any when the queue was full",
+            ["why"], registry=r,
+        )
         self._seen: dict[str, float] = {}
 
     def watch_cache(self, cache: Cache) -> None:
@@ -93,6 +98,9 @@ class Metrics:
 
     def request(self, verb: str, code: int, seconds: float) -> None:
         self.api_requests.labels(verb, str(code)).inc()
+
+    def event_unsent(self, why: str) -> None:
+        self.events_unsent.labels(why).inc()
 
     def reconciled(self, seconds: float) -> None:
         self.reconcile_duration.observe(seconds)

@@ -16,12 +16,12 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.operator.cache import Cache, Key
-from kubelock.operator.claimwatch import ClaimWatch
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
+from kubelock.operator.watches import ListWatch
 
 log = logging.getLogger("kubelock.operator")
 OPERATOR_CONNECTIONS = 32
@@ -51,7 +51,9 @@ class Runtime:
             credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS
         )
         self.cache = Cache()
-        self.events = EventRecorder(self.client, clock, settings.instance)
+        self.events = EventRecorder(
+            self.client, clock, settings.instance, routine_rate=settings.routine_event_rate, unsent=metrics
+        )
         self.freshness = Freshness(self.cache, self._scope_of, self._stale, self._deaf)
         self.reconciler = Reconciler(
             self.client, self.cache, settings.policy, clock, self.events, metrics, gate=self.freshness
@@ -60,6 +62,7 @@ class Runtime:
             metrics.watch_cache(self.cache)
         self._tasks: list[asyncio.Task[None]] = []
         self._claim_watches: dict[str | None, asyncio.Task[None]] = {}
+        self._lock_watches: list[asyncio.Task[None]] = []
         self._catching_up: asyncio.Task[None] | None = None
         self._stale_again = False  # the view went stale again while catching up: catch up once more
 
@@ -68,11 +71,15 @@ class Runtime:
 
     async def start(self) -> None:
         self.events.start()
-        versions = await self._prime()
+        claims, locks = await self._prime()
         self.freshness.reset()
         self.reconciler.start()
         for scope in self._scopes():
-            self._watch_claims(scope, versions[scope])
+            self._watch_claims(scope, claims[scope])
+            watch = ListWatch(self.client, paths.locks(scope), "lock", scope, _Locks(self))
+            self._lock_watches.append(
+                asyncio.create_task(watch.run(locks[scope]), name=f"kubelock-locks {scope or '*'}")
+            )
         self._tasks = [
             asyncio.create_task(self.freshness.run(), name="kubelock-pulse"),
             asyncio.create_task(self._resync_forever(), name="kubelock-resync"),
@@ -90,11 +97,11 @@ class Runtime:
         old = self._claim_watches.get(scope)
         if old is not None:
             old.cancel()
-        watch = ClaimWatch(self.client, scope, self)
+        watch = ListWatch(self.client, paths.claims(scope), "claim", scope, _Claims(self))
         self._claim_watches[scope] = asyncio.create_task(watch.run(version), name=f"kubelock-claims {scope or '*'}")
 
     async def stop(self) -> None:
-        for task in (*self._tasks, *self._claim_watches.values(), self._catching_up):
+        for task in (*self._tasks, *self._claim_watches.values(), *self._lock_watches, self._catching_up):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -111,26 +118,29 @@ class Runtime:
         """The scope whose LISTs and claim watch cover `namespace`."""
         return namespace if namespace in self._scopes() else None
 
-    async def _prime(self) -> dict[str | None, int]:
+    async def _prime(self) -> tuple[dict[str | None, int], dict[str | None, int]]:
         """Load every claim, lock and holder pod before deciding anything, so that a restarted
         operator never grants from an empty view (the API would refuse it anyway, at a cost). The
-        claim watches start from the versions of these LISTs: the claims are listed once."""
-        return (await self.resync())[1]
+        claim and lock watches start from the versions of these LISTs: each is listed once."""
+        _, claims, locks = await self.resync()
+        return claims, locks
 
-    async def resync(self, *, claims: bool = True) -> tuple[set[Key], dict[str | None, int]]:
+    async def resync(
+        self, *, claims: bool = True
+    ) -> tuple[set[Key], dict[str | None, int], dict[str | None, int]]:
         """Compare the cache with full LISTs: the keys that changed, and the version each scope's
-        claims were listed at (with `claims`). Locks first: a claim listed after its lock was deleted
-        must not be judged against that lock."""
+        claims (with `claims`) and locks were listed at. Locks first: a claim listed after its lock
+        was deleted must not be judged against that lock."""
         keys: set[Key] = set()
         cache = self.cache
         lock_uids: set[str] = set()
         pod_keys: set[tuple[str, str]] = set()
         # Each kind is listed in every scope before it is pruned; with several scopes (several LISTs)
         # only what is older than the oldest of them can be known to be gone.
-        versions = [
-            await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys) for scope in self._scopes()
-        ]
-        keys |= cache.prune_locks(lock_uids, min(versions))
+        locks = {
+            scope: await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys) for scope in self._scopes()
+        }
+        keys |= cache.prune_locks(lock_uids, min(locks.values()))
         listed: dict[str | None, int] = {}
         if claims:
             for scope in self._scopes():
@@ -139,7 +149,7 @@ class Runtime:
         for scope in self._scopes():
             await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
         keys |= cache.prune_pods(pod_keys)
-        return keys, listed
+        return keys, listed, locks
 
     async def _list_claims(self, scope: str | None, keys: set[Key]) -> int:
         """LIST the claims of one scope into the cache, drop those it no longer has, and move the
@@ -167,17 +177,18 @@ class Runtime:
         return version
 
     async def _resync_forever(self) -> None:
-        """LIST locks and holder pods again now and then: kopf's watches of them can miss a deletion
-        (between the priming LIST and kopf's own, say). Claims need no such pass: their watch
-        delivers every change in order and lists again whenever it could have missed one, and their
-        LIST is the large one (holders leave finished claims behind)."""
-        # The first pass soon after start closes the gap between the priming LISTs and kopf's own.
+        """LIST locks and holder pods again now and then: kopf's watch of pods can miss a deletion
+        (between the priming LIST and kopf's own, say), and the locks' pass is a safety net that costs
+        one LIST a minute. Claims need no such pass: their watch delivers every change in order and
+        lists again whenever it could have missed one, and their LIST is the large one (holders leave
+        finished claims behind)."""
+        # The first pass soon after start closes the gap between the priming LIST of pods and kopf's.
         delay = min(5.0, float(self.settings.resync_seconds))
         while True:
             await asyncio.sleep(delay)
             delay = float(self.settings.resync_seconds)
             try:
-                keys, _ = await self.resync(claims=False)
+                keys, _, _ = await self.resync(claims=False)
             except (ApiError, Unreachable) as error:
                 log.warning("resync failed, retrying in %.0f s: %s", delay, error)
                 continue
@@ -281,6 +292,16 @@ class Runtime:
         self.reconciler.release_grants()
         return version
 
+    async def relist_locks(self, scope: str | None) -> int:
+        """LIST the locks of `scope` into the cache (their watch lost its place); the LIST's version."""
+        keys: set[Key] = set()
+        uids: set[str] = set()
+        version = await self._list(paths.locks(scope), self.cache.absorb_locks, uids, keys)
+        within = self.in_scope if scope is None else scope.__eq__
+        keys |= self.cache.prune_locks(uids, version, within)
+        self._schedule(keys)
+        return version
+
     def on_lock(self, kind: str | None, body: Body) -> None:
         if kind == "DELETED":
             self.reconciler.schedule(self.cache.delete_lock(body))
@@ -291,6 +312,53 @@ class Runtime:
         keys = self.cache.delete_pod(body) if kind == "DELETED" else self.cache.upsert_pod(body)
         for key in keys:
             self.reconciler.schedule(key)
+
+
+class _Claims:
+    """The claim watch's sink: the runtime's claim handling."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def event(self, scope: str | None, kind: str, body: Body) -> None:
+        self._runtime.claim_event(scope, kind, body)
+
+    def seen_to(self, scope: str | None, version: int) -> None:
+        self._runtime.claims_seen_to(scope, version)
+
+    def unwatched(self, scope: str | None) -> None:
+        self._runtime.unwatched(scope)
+
+    def watched(self, scope: str | None) -> None:
+        self._runtime.watched(scope)
+
+    async def relist(self, scope: str | None) -> int:
+        return await self._runtime.relist(scope)
+
+
+class _Locks:
+    """The lock watch's sink. A broken lock watch holds nothing back: a grant rests on the claims
+    alone (a lock the cache missed makes the create fail and be read back), and the resumed watch
+    replays what it missed."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def event(self, scope: str | None, kind: str, body: Body) -> None:
+        if self._runtime.in_scope(_namespace(body)):
+            self._runtime.on_lock(kind, body)
+
+    def seen_to(self, scope: str | None, version: int) -> None:
+        pass
+
+    def unwatched(self, scope: str | None) -> None:
+        pass
+
+    def watched(self, scope: str | None) -> None:
+        pass
+
+    async def relist(self, scope: str | None) -> int:
+        return await self._runtime.relist_locks(scope)
 
 
 def _namespace(body: Body) -> str:

@@ -26,6 +26,7 @@ class Settings:
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_address: str = "127.0.0.1"
     resync_seconds: int = 60
+    routine_event_rate: float = 1.0  # Normal Events per second per namespace, after a burst of 25
     instance: str = socket.gethostname()
 
     @property
@@ -50,6 +51,26 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise SystemExit(f"{name}={value!r} is not an integer") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return _rate(value)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"{name}: {error}") from None
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1_000_000:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1000000")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -117,6 +138,10 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
                         help="LIST locks and holder pods this often, a safety net for missed watch events")
+    parser.add_argument("--routine-event-rate", type=_rate, default=_env_float("KUBELOCK_ROUTINE_EVENT_RATE", 1.0),
+                        help="Normal Events (Granted, Released, Queued ...) each namespace may get per second, after "
+                        "a burst of 25; the rest are only logged. 0: none. Warning Events are never limited "
+                        "(default 1)")
     args = parser.parse_args(argv)
     if args.stale_after_seconds is not None:
         parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
@@ -141,5 +166,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         resync_seconds=args.resync_seconds,
+        routine_event_rate=args.routine_event_rate,
         instance=os.environ.get("POD_NAME") or socket.gethostname(),
     )

@@ -1,6 +1,7 @@
-"""The operator's own watch of LockClaims, one per scope (a namespace, or every namespace).
+"""The operator's own LIST-then-watch streams of LockClaims and ResourceLocks, one per kind and scope
+(a namespace, or every namespace).
 
-Why not kopf's, as for locks and pods: first come, first served needs to know, before a claim is
+Claims: why not kopf's, as for holder pods: first come, first served needs to know, before a claim is
 granted, that every claim created before it is in the cache. One watch stream delivers changes in the
 order the API server committed them, and a LIST at version V holds everything created up to V; kopf
 hands each object's events to a task of its own and relists in name order, which loses both. So this
@@ -14,6 +15,12 @@ came after; until the resumed stream delivers something, the scope counts as unw
 rests on a view that stopped moving. When the API server no longer has that version (410 Gone), the
 scope stays unwatched until a fresh LIST has been absorbed and the watch resumes from it. When the
 server ends a watch at its timeout, nothing was missed and the watch resumes where it was.
+
+Locks: kopf's watch would LIST every lock again after the priming LIST (at a restart with 10 000
+locks, a second LIST of all of them before the first new claim is served) and keep memory of its own
+for every lock it saw although its handler only fed the cache. The same stream, started from the
+priming LIST's version, lists them once and keeps nothing per lock beyond the cache's record. Locks
+need no horizon: a lock the cache does not show yet makes a create fail with 409 and be read back.
 """
 
 from __future__ import annotations
@@ -23,23 +30,22 @@ import logging
 import random
 from typing import Any, Protocol
 
-from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.errors import ApiError, Unreachable
 
-log = logging.getLogger("kubelock.claims")
+log = logging.getLogger("kubelock.watches")
 WATCH_SECONDS = 300
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 Body = dict[str, Any]
 
 
-class ClaimSink(Protocol):
-    """Where a claim watch delivers (the runtime)."""
+class Sink(Protocol):
+    """Where a watch delivers (the runtime, through one adapter per kind)."""
 
-    def claim_event(self, scope: str | None, kind: str, body: Body) -> None:
+    def event(self, scope: str | None, kind: str, body: Body) -> None:
         """An ADDED, MODIFIED or DELETED event, in commit order."""
 
-    def claims_seen_to(self, scope: str | None, version: int) -> None:
+    def seen_to(self, scope: str | None, version: int) -> None:
         """Every change of the scope up to `version` has been delivered (an event's or bookmark's)."""
 
     def unwatched(self, scope: str | None) -> None:
@@ -49,17 +55,18 @@ class ClaimSink(Protocol):
         """The resumed watch of the scope delivers again."""
 
     async def relist(self, scope: str | None) -> int:
-        """LIST the scope's claims into the cache (the scope is watched again once it returns); the
+        """LIST the scope's objects into the cache (the scope is watched again once it returns); the
         version the LIST was taken at."""
         ...
 
 
-class ClaimWatch:
-    def __init__(self, client: KubeClient, scope: str | None, sink: ClaimSink) -> None:
+class ListWatch:
+    def __init__(self, client: KubeClient, path: str, noun: str, scope: str | None, sink: Sink) -> None:
         self.client = client
         self.scope = scope
         self.sink = sink
-        self.path = paths.claims(scope)
+        self.path = path
+        self.noun = noun  # "claim" or "lock", for the log
         self.relists = 0
 
     async def run(self, version: int | None) -> None:
@@ -83,12 +90,12 @@ class ClaimWatch:
                 continue  # the server ended the watch at its timeout: nothing was missed
             except ApiError as error:
                 if error.status == 410:
-                    log.info("claim watch of %s is too far behind (410): listing again", _name(self.scope))
+                    log.info("%s watch of %s is too far behind (410): listing again", self.noun, _name(self.scope))
                     version = None
                 else:
-                    log.warning("claim watch of %s failed: %s", _name(self.scope), error)
+                    log.warning("%s watch of %s failed: %s", self.noun, _name(self.scope), error)
             except Unreachable as error:
-                log.warning("claim watch of %s lost its connection: %s", _name(self.scope), error)
+                log.warning("%s watch of %s lost its connection: %s", self.noun, _name(self.scope), error)
             broken = True
             self.sink.unwatched(self.scope)
             delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
@@ -103,9 +110,9 @@ class ClaimWatch:
         except ValueError:
             seen = 0
         if kind in ("ADDED", "MODIFIED", "DELETED"):
-            self.sink.claim_event(self.scope, kind, obj)
+            self.sink.event(self.scope, kind, obj)
         if seen:
-            self.sink.claims_seen_to(self.scope, seen)
+            self.sink.seen_to(self.scope, seen)
         return seen or version
 
 

@@ -1,0 +1,69 @@
+"""The Event recorder: routine (Normal) Events are rate-limited per namespace, Warning Events never
+are, and what was not sent is counted."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kubelock.domain.clock import ManualClock
+from kubelock.operator.events import ROUTINE_BURST, EventRecorder, RoutineLimit
+
+
+class Recording:
+    """Stands in for the API client: keeps the Events it is asked to create."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return body
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.unsent: list[str] = []
+
+    def event_unsent(self, why: str) -> None:
+        self.unsent.append(why)
+
+
+def test_a_namespace_gets_its_burst_then_the_rate() -> None:
+    limit = RoutineLimit(rate=2.0, burst=5)
+    assert [limit.allow("a", 0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert limit.allow("b", 0.0), "namespaces have buckets of their own"
+    assert not limit.allow("a", 0.4)  # 0.8 of a token
+    assert limit.allow("a", 0.5)
+    assert not limit.allow("a", 0.5)
+    assert [limit.allow("a", 100.0) for _ in range(6)] == [True] * 5 + [False], "refills up to the burst only"
+
+
+def test_rate_zero_sends_no_routine_event() -> None:
+    assert not RoutineLimit(rate=0.0).allow("a", 0.0)
+
+
+def test_routine_events_over_the_rate_are_counted_not_sent_and_warnings_always_go() -> None:
+    async def scenario() -> tuple[Recording, Counting, EventRecorder]:
+        clock = ManualClock()
+        client, counting = Recording(), Counting()
+        recorder = EventRecorder(client, clock, "test", routine_rate=1.0, unsent=counting)  # type: ignore[arg-type]
+        recorder.start()
+        burst = int(ROUTINE_BURST)
+        for i in range(burst + 10):
+            recorder.record("ns", f"c{i}", f"u{i}", "Granted", "granted", warning=False)
+        for i in range(3):
+            recorder.record("ns", f"c{i}", f"u{i}", "LeaseExpired", "expired", warning=True)
+        clock.advance(2.0)
+        recorder.record("ns", "late", "u-late", "Released", "released", warning=False)
+        await recorder.drain()
+        await recorder.stop()
+        return client, counting, recorder
+
+    client, counting, recorder = asyncio.run(scenario())
+    reasons = [body["reason"] for body in client.created]
+    assert reasons.count("Granted") == int(ROUTINE_BURST)
+    assert reasons.count("LeaseExpired") == 3
+    assert reasons.count("Released") == 1, "the bucket refilled with time"
+    assert counting.unsent == ["limited"] * 10
+    assert recorder.limited == 10
