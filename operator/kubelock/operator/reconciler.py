@@ -39,7 +39,7 @@ from kubelock.domain.model import (
     RenewLock,
     SetStatus,
 )
-from kubelock.domain.reasons import Phase
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import lock_name
 from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
@@ -377,9 +377,9 @@ class Reconciler:
         """Apply a decision in order, and stop at the first write that failed on a stale view: the
         rest of the decision rested on it (an Expired status that lost a race with a renewal must
         not be followed by deleting the lock)."""
-        batch: list[SetStatus] = []
+        batch: list[Action] = []
         for action in actions:
-            if isinstance(action, SetStatus):
+            if isinstance(action, SetStatus) or _deletes_whatever_the_status_says(action):
                 batch.append(action)
                 continue
             if not await self._flush(namespace, batch, seen):
@@ -389,7 +389,7 @@ class Reconciler:
                 return
         await self._flush(namespace, batch, seen)
 
-    async def _flush(self, namespace: str, batch: list[SetStatus], seen: Seen) -> bool:
+    async def _flush(self, namespace: str, batch: list[Action], seen: Seen) -> bool:
         # Status writes of different claims are independent: send them together.
         results = await asyncio.gather(*(self._apply_one(namespace, a, seen) for a in batch))
         return all(results)
@@ -559,6 +559,20 @@ def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
     if info.terminated:
         return PodLiveness.TERMINATED
     return PodLiveness.ALIVE if info.watched else PodLiveness.UNWATCHED
+
+
+# Endings after which the lock goes whatever the holder's status write meets: its pod or namespace is
+# gone or going (a terminating pod or namespace never comes back; a pod missing from the cache is read
+# from the API server first), so a renewal racing the status cannot save the lease.
+# Deleting the lock together with that write, not after it, frees the resource one write sooner.
+# (An expiry is different: a renewal that wins the race keeps the lock.)
+_UNCONDITIONAL_ENDINGS = frozenset(
+    {Reason.HOLDER_POD_TERMINATED, Reason.POD_NOT_FOUND, Reason.NAMESPACE_DELETED}
+)
+
+
+def _deletes_whatever_the_status_says(action: Action) -> bool:
+    return isinstance(action, DeleteLock) and action.reason in _UNCONDITIONAL_ENDINGS
 
 
 def _renumbers(action: Action) -> bool:
