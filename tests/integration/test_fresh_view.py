@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient
 
-from tests.support.claims import GROUP, VERSION, Locks, phase_of
+from tests.support.claims import GROUP, VERSION, Locks, phase_of, wait_until
 from tests.support.monitor import LockMonitor
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -31,14 +31,6 @@ def _current_version(locks: Locks) -> int:
     listing = locks.api.list_namespaced_custom_object(GROUP, VERSION, locks.namespace, "lockclaims", limit=1)
     return int(listing["metadata"]["resourceVersion"])
 
-
-def _wait_until(done: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_claims_arriving_while_the_operator_starts_are_served_in_creation_order(
@@ -83,7 +75,7 @@ def test_claims_arriving_while_the_operator_starts_are_served_in_creation_order(
                     held[claim["spec"]["resource"]] = claim["metadata"]["name"]
             return len(held) >= len(pairs)
 
-        _wait_until(every_resource_granted, "a grant on every resource", timeout=120)
+        wait_until(every_resource_granted, "a grant on every resource", timeout=120)
     finally:
         op.stop()
     assert len(pairs) > 20, "too few claims to show anything"
@@ -123,7 +115,7 @@ def test_a_stopped_operator_grants_nothing_to_claims_deleted_while_it_was_stoppe
                 op.resume()
             for r in range(RESOURCES):
                 locks.wait_phase(f"h{r:02d}", "Expired", timeout=30)
-            _wait_until(lambda: not locks.locks(), "every lock to be gone")
+            wait_until(lambda: not locks.locks(), "every lock to be gone")
             time.sleep(0.5)
         phantoms = [
             waiters[claim] for claim, version in monitor.created.values() if claim in waiters and version > deleted_by

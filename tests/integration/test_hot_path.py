@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 
-from tests.support.claims import Locks
+from tests.support.claims import Locks, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -27,14 +27,6 @@ def _reasons(admin_api: ApiClient, ns: str, name: str) -> list[tuple[str, str]]:
     items = CoreV1Api(admin_api).list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
     return [(e.reason, e.type) for e in items]
 
-
-def _wait_until(done: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_lock_released_while_no_operator_runs_goes_when_one_starts(
@@ -53,7 +45,7 @@ def test_a_lock_released_while_no_operator_runs_goes_when_one_starts(
     time.sleep(3)  # the garbage collector has had time to act, had the lock an owner
     assert [lk["metadata"]["uid"] for lk in locks.locks()] == [lock["metadata"]["uid"]]
     with OperatorProcess(control_plane.kubeconfig, tmp_path / "op2.log", namespaces=(iso_ns,)):
-        _wait_until(lambda: not locks.locks(), "the released lock to be deleted by the new operator")
+        wait_until(lambda: not locks.locks(), "the released lock to be deleted by the new operator")
         locks.claim("b", "deploy://one-deleter", "agent-b")
         locks.wait_phase("b", "Held")
 
@@ -74,11 +66,11 @@ def test_routine_events_are_rate_limited_and_warnings_never(
         locks.claim("short", "deploy://events", "agent-a", ttl=1)
         locks.wait_phase("short", "Held")
         locks.wait_phase("short", "Expired", timeout=30)
-        _wait_until(lambda: ("LeaseExpired", "Warning") in _reasons(admin_api, iso_ns, "short"), "the Warning")
+        wait_until(lambda: ("LeaseExpired", "Warning") in _reasons(admin_api, iso_ns, "short"), "the Warning")
         locks.claim("next", "deploy://events", "agent-b")
         locks.wait_phase("next", "Held")
         locks.delete("next")
-        _wait_until(lambda: "Released for agent-b" in op.log_text(), "the release in the log")
+        wait_until(lambda: "Released for agent-b" in op.log_text(), "the release in the log")
         time.sleep(1)
     events = _reasons(admin_api, iso_ns, "short") + _reasons(admin_api, iso_ns, "next")
     assert {kind for _, kind in events} == {"Warning"}, events  # no Granted, no Released

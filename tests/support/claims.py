@@ -106,3 +106,13 @@ def phase_of(body: Body) -> str | None:
 
 def status_of(body: Body) -> Body:
     return dict(body.get("status") or {})
+
+
+def wait_until(done: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Poll `done` until it is truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
