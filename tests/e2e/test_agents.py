@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from tests.e2e.agents import access_objects
 from tests.e2e.tools import E2E_DIR, Tools
 
 REPLICAS = 3
@@ -49,14 +50,7 @@ def agent_objects(namespace: str, image: str) -> list[Obj]:
         {"name": "HOLD_SECONDS", "value": "2"},
     ]
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "agent", "namespace": namespace}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "agent-locks", "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubelock-agent"},
-            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": namespace}],
-        },
+        *access_objects(namespace),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
