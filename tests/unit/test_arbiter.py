@@ -13,6 +13,7 @@ import pytest
 
 from kubelock.domain.arbiter import decide, effective_ttl, held_status, release_notice
 from kubelock.domain.clock import ManualClock
+from kubelock.domain.grants import Granted, Need, tokens_increase
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -65,7 +66,8 @@ def claim(
 
 
 def lock_for(c: Claim, *, acquired: float = T0, renewed: float | None = None, lease: int = 1800,
-             token: int | None = None) -> Lock:
+             token: int = 1000) -> Lock:
+    """The grant of `c`; its token stands for the lock's creation revision (any positive number)."""
     return Lock(
         name=lock_name(c.resource),
         uid=f"lock-uid-{c.name}",
@@ -73,10 +75,12 @@ def lock_for(c: Claim, *, acquired: float = T0, renewed: float | None = None, le
         holder=c.holder,
         claim_name=c.name,
         claim_uid=c.uid,
-        fencing_token=c.sequence if token is None else token,
+        fencing_token=token,
         acquired_at=acquired,
         renewed_at=acquired if renewed is None else renewed,
         lease_seconds=lease,
+        mode=c.mode,
+        permits=c.permits,
     )
 
 
@@ -92,23 +96,29 @@ def with_phase(c: Claim, phase: Phase, reason: Reason, *, holder: str | None = N
     return replace(c, status=status)
 
 
-def graph_for(claims: Iterable[Claim], locks: Iterable[Lock]) -> WaitForGraph:
-    """The namespace's wait-for graph as the operator's cache keeps it: the holder of every lock,
+def graph_for(claims: Iterable[Claim], locks: Iterable[Lock], capacity: dict[str, int] | None = None) -> WaitForGraph:
+    """The namespace's wait-for graph as the operator's cache keeps it: the grants of every resource,
     and a wait for every claim that is `waiting`."""
     graph = WaitForGraph()
+    held: dict[str, list[tuple[str, Need]]] = {}
     for lk in locks:
-        graph.set_holder(lk.resource, lk.holder)
+        held.setdefault(lk.resource, []).append((lk.holder, lk.need))
+    for resource, grants in held.items():
+        graph.set_grants(resource, tuple(grants))
+    for resource, n in (capacity or {}).items():
+        graph.set_capacity(resource, n)
     for c in claims:
         if c.waiting:
-            graph.add_wait(c.holder, c.resource, c.sequence)
+            graph.add_wait(c.holder, c.resource, c.sequence, c.need)
     return graph
 
 
-def run(claims: list[Claim], lock: Lock | None, now: float, policy: Policy = POLICY,
-        graph: WaitForGraph | None = None, resource: str = RES) -> Decision:
+def run(claims: list[Claim], lock: Lock | list[Lock] | None, now: float, policy: Policy = POLICY,
+        graph: WaitForGraph | None = None, resource: str = RES, capacity: int = 1) -> Decision:
+    grants = lock if isinstance(lock, list) else [] if lock is None else [lock]
     if graph is None:
-        graph = graph_for(claims, [lock] if lock else [])
-    return decide(resource, claims, lock, now=now, policy=policy, graph=graph)
+        graph = graph_for(claims, grants, {resource: capacity})
+    return decide(resource, claims, grants, now=now, policy=policy, graph=graph, capacity=capacity)
 
 
 def summary(decision: Decision) -> list[tuple[object, ...]]:
@@ -118,7 +128,7 @@ def summary(decision: Decision) -> list[tuple[object, ...]]:
         if isinstance(action, SetStatus):
             out.append(("status", action.claim.name, action.status.phase, action.status.reason))
         elif isinstance(action, CreateLock):
-            out.append(("create", action.claim.name, action.fencing_token, action.lease_seconds))
+            out.append(("create", action.claim.name, action.lease_seconds))
         elif isinstance(action, RenewLock):
             out.append(("renew", action.lock.claim_name, action.lease_seconds))
         elif isinstance(action, DeleteClaim):
@@ -140,12 +150,17 @@ def only_status(decision: Decision) -> SetStatus:
 
 @dataclass
 class Space:
-    """A namespace: claims and locks, with actions applied the way the operator applies them."""
+    """A namespace: claims and grants, with actions applied the way the operator applies them. Every
+    write moves a revision counter as the API server's resourceVersion does, and a grant's token is
+    the revision of its creation: what the operator issues."""
 
     claims: dict[str, Claim] = field(default_factory=dict)  # by uid
-    locks: dict[str, Lock] = field(default_factory=dict)  # by resource
+    grants: dict[str, list[Lock]] = field(default_factory=dict)  # by resource
     policy: Policy = POLICY
+    capacity: dict[str, int] = field(default_factory=dict)  # by resource; 1 when absent
     log: list[tuple[object, ...]] = field(default_factory=list)
+    revision: int = 100
+    issued: list[Granted] = field(default_factory=list)  # every grant made, in order
 
     def add(self, *claims: Claim) -> Space:
         for c in claims:
@@ -158,12 +173,25 @@ class Space:
     def get(self, name: str) -> Claim:
         return self.claims[f"uid-{name}"]
 
+    def lock(self, resource: str) -> Lock:
+        """The one grant of a resource."""
+        [grant] = self.grants[resource]
+        return grant
+
+    def holders(self, resource: str) -> set[str]:
+        return {g.claim_name for g in self.grants.get(resource, [])}
+
     def graph(self) -> WaitForGraph:
-        return graph_for(self.claims.values(), self.locks.values())
+        return graph_for(self.claims.values(), [g for gs in self.grants.values() for g in gs], self.capacity)
 
     def decide(self, resource: str, now: float) -> Decision:
         claims = [c for c in self.claims.values() if c.resource == resource]
-        return decide(resource, claims, self.locks.get(resource), now=now, policy=self.policy, graph=self.graph())
+        return decide(resource, claims, self.grants.get(resource, []), now=now, policy=self.policy,
+                      graph=self.graph(), capacity=self.capacity.get(resource, 1))
+
+    def _write(self) -> int:
+        self.revision += 1
+        return self.revision
 
     def apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -171,28 +199,39 @@ class Space:
                 self.claims[action.claim.uid] = replace(self.claims[action.claim.uid], status=action.status)
             elif isinstance(action, CreateLock):
                 c = action.claim
-                assert c.resource not in self.locks, "CreateLock while a lock exists"
-                self.locks[c.resource] = Lock(
-                    name=lock_name(c.resource), uid=f"lock-uid-{c.name}-{action.fencing_token}",
+                held = self.grants.setdefault(c.resource, [])
+                assert all(g.claim_uid != c.uid for g in held), "CreateLock for a claim that holds"
+                token = self._write()
+                held.append(Lock(
+                    name=lock_name(c.resource), uid=f"lock-uid-{c.name}-{token}",
                     resource=c.resource, holder=c.holder, claim_name=c.name, claim_uid=c.uid,
-                    fencing_token=action.fencing_token, acquired_at=action.acquired_at,
-                    renewed_at=action.acquired_at, lease_seconds=action.lease_seconds,
-                )
+                    fencing_token=token, acquired_at=action.acquired_at,
+                    renewed_at=action.acquired_at, lease_seconds=action.lease_seconds, mode=c.mode, permits=c.permits,
+                ))
+                self.issued.append(Granted(c.resource, token, len(self.issued)))
+                continue
             elif isinstance(action, RenewLock):
-                self.locks[action.lock.resource] = replace(
-                    action.lock, renewed_at=action.renewed_at, lease_seconds=action.lease_seconds
-                )
+                self.grants[action.lock.resource] = [
+                    replace(g, renewed_at=action.renewed_at, lease_seconds=action.lease_seconds)
+                    if g.uid == action.lock.uid else g for g in self.grants[action.lock.resource]
+                ]
             elif isinstance(action, DeleteClaim):
                 del self.claims[action.claim.uid]
+            elif isinstance(action, DeleteLock):
+                rest = [g for g in self.grants.get(action.lock.resource, []) if g.uid != action.lock.uid]
+                self.grants[action.lock.resource] = rest
+                if not rest:
+                    del self.grants[action.lock.resource]
             else:
-                self.locks.pop(action.lock.resource, None)
+                raise AssertionError(f"unexpected action {action}")
+            self._write()
 
     def settle(self, now: float, resources: Iterable[str] = (RES,)) -> Decision:
         """Decide and apply until every resource (and every resource a decision asks to wake) is
         quiet; return the last, empty, decision of the first resource."""
         todo = list(resources)
         last: dict[str, Decision] = {}
-        for _ in range(200):
+        for _ in range(400):
             if not todo:
                 break
             resource = todo.pop(0)
@@ -207,6 +246,7 @@ class Space:
                 todo.extend(r for r in decision.also_reconcile if r not in todo and r != resource)
         else:
             raise AssertionError(f"did not settle: {self.log[-10:]}")
+        assert tokens_increase(self.issued) == []
         return last[next(iter(resources))]
 
 
@@ -225,21 +265,21 @@ def case(claims: list[Claim], lock: Lock | None, now: float, expected: list[tupl
 
 
 CASES = [
-    # A free resource goes to the lowest-sequence active claim, with its sequence as fencing token.
+    # A free resource goes to the lowest-sequence active claim (the grant's token is the store's).
     case([], None, T0, [], id="free-no-claims"),
-    case([A], None, T0, [("create", "agent-a", 5, 1800)], id="free-one-claim"),
-    case([claim("b", 9, wait=True), claim("c", 7), A], None, T0, [("create", "agent-a", 5, 1800)],
+    case([A], None, T0, [("create", "agent-a", 1800)], id="free-one-claim"),
+    case([claim("b", 9, wait=True), claim("c", 7), A], None, T0, [("create", "agent-a", 1800)],
          id="free-lowest-sequence-wins"),
     case([with_phase(claim("b", 3), Phase.REJECTED, Reason.HELD_BY_ANOTHER), A], None, T0,
-         [("create", "agent-a", 5, 1800)], id="free-terminal-claims-ignored"),
+         [("create", "agent-a", 1800)], id="free-terminal-claims-ignored"),
     case([with_phase(claim("b", 3), Phase.EXPIRED, Reason.LEASE_EXPIRED)], None, T0, [], id="free-only-terminal"),
-    case([claim("a", 5, ttl_seconds=60)], None, T0, [("create", "a", 5, 60)], id="free-claim-ttl"),
-    case([A], None, T0, [("create", "agent-a", 5, 600)], Policy(default_ttl_seconds=600),
+    case([claim("a", 5, ttl_seconds=60)], None, T0, [("create", "a", 60)], id="free-claim-ttl"),
+    case([A], None, T0, [("create", "agent-a", 600)], Policy(default_ttl_seconds=600),
          id="free-policy-default-ttl"),
-    case([A], None, T0, [("create", "agent-a", 5, 3600)], Policy(default_ttl_seconds=7200, max_ttl_seconds=3600),
+    case([A], None, T0, [("create", "agent-a", 3600)], Policy(default_ttl_seconds=7200, max_ttl_seconds=3600),
          id="free-default-ttl-capped-at-max"),
     case([with_phase(claim("a", 5, ttl_seconds=90_000, wait=True), Phase.PENDING, Reason.QUEUED)], None, T0,
-         [("create", "a", 5, 86_400)], id="free-edited-ttl-capped-at-max"),
+         [("create", "a", 86_400)], id="free-edited-ttl-capped-at-max"),
     # The lock exists: finish the grant.
     case([A], A_LOCK, T0, [("status", "agent-a", Phase.HELD, Reason.GRANTED)], id="grant-completes"),
     case([with_phase(claim("agent-a", 5, wait=True), Phase.PENDING, Reason.QUEUED, holder="x", position=1)],
@@ -319,14 +359,14 @@ CASES = [
     case([A_HELD, with_phase(claim("b", 6, wait=True, pod_name="p", pod=PodLiveness.TERMINATED), Phase.PENDING,
                              Reason.QUEUED)], A_LOCK, T0 + 10,
          [("status", "b", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED)], id="waiting-claim-pod-terminated"),
-    case([claim("a", 5, pod_name="p", pod=PodLiveness.ALIVE)], None, T0, [("create", "a", 5, 1800)],
+    case([claim("a", 5, pod_name="p", pod=PodLiveness.ALIVE)], None, T0, [("create", "a", 1800)],
          id="pod-alive"),
     # Spec out of bounds.
     case([claim("a", 5, ttl_seconds=86_401)], None, T0, [("status", "a", Phase.REJECTED, Reason.INVALID_SPEC)],
          id="ttl-above-max"),
     case([claim("a", 5, ttl_seconds=3601)], None, T0, [("status", "a", Phase.REJECTED, Reason.INVALID_SPEC)],
          Policy(max_ttl_seconds=3600), id="ttl-above-lowered-max"),
-    case([claim("a", 5, ttl_seconds=3600)], None, T0, [("create", "a", 5, 3600)], Policy(max_ttl_seconds=3600),
+    case([claim("a", 5, ttl_seconds=3600)], None, T0, [("create", "a", 3600)], Policy(max_ttl_seconds=3600),
          id="ttl-at-max"),
     # Self-deadlock: the holder waits, through another claim, for what it already holds.
     case([A_HELD, claim("a-again", 6, holder="agent-a", wait=True)], A_LOCK, T0,
@@ -354,10 +394,11 @@ def test_decide_is_pure(claims: list[Claim], lock: Lock | None, now: float, poli
 # ---- details of each situation ---------------------------------------------------------------
 
 
-def test_create_lock_carries_the_claim_token_time_and_lease() -> None:
+def test_create_lock_carries_the_claim_time_and_lease_and_no_token() -> None:
+    """The domain never invents a token: the grant store assigns it (the lock's creation revision)."""
     b = claim("b", 9, ttl_seconds=90)
     [action] = run([b], None, T0 + 3).actions
-    assert action == CreateLock(b, fencing_token=9, acquired_at=T0 + 3, lease_seconds=90)
+    assert action == CreateLock(b, acquired_at=T0 + 3, lease_seconds=90)
 
 
 @pytest.mark.parametrize(
@@ -423,7 +464,7 @@ def test_waiters_get_positions_in_sequence_order_and_name_the_holder() -> None:
 
 def test_queue_is_idempotent_and_only_changed_positions_are_written() -> None:
     space = Space().add(A_HELD, claim("b", 6, wait=True), claim("c", 7, wait=True), claim("d", 8, wait=True))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     first = space.decide(RES, T0 + 1)
     assert len(first.actions) == 3
     notices = [a.notice for a in first.actions if isinstance(a, SetStatus)]
@@ -470,10 +511,10 @@ def test_renewal_extends_the_lease_from_now() -> None:
 
 def test_renewal_is_idempotent() -> None:
     space = Space().add(holding(replace(A, renew_request="r2"), A_LOCK, observed_renew="r1"))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     decision = space.decide(RES, T0 + 90)
     space.apply(decision.actions)
-    assert space.locks[RES].expires_at == T0 + 90 + 1800
+    assert space.lock(RES).expires_at == T0 + 90 + 1800
     assert space.decide(RES, T0 + 90).actions == ()
     space.apply(decision.actions)  # twice: the same state
     assert space.decide(RES, T0 + 91).actions == ()
@@ -551,7 +592,7 @@ def test_wait_timeout_names_the_holder() -> None:
 
 
 def test_a_break_names_its_actor_and_reason_in_the_message_and_the_log_details() -> None:
-    decision = decide(RES, [A_HELD], None, now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
+    decision = decide(RES, [A_HELD], [], now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
                       broken=LockBreak("lockadmin", "stuck since Friday"))
     action = only_status(decision)
     assert action.status.reason is Reason.LOCK_BROKEN
@@ -561,7 +602,7 @@ def test_a_break_names_its_actor_and_reason_in_the_message_and_the_log_details()
 
 
 def test_a_namespace_being_deleted_is_not_an_administrators_break() -> None:
-    decision = decide(RES, [A_HELD], None, now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
+    decision = decide(RES, [A_HELD], [], now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
                       broken=LockBreak(namespace_deleted=True))
     action = only_status(decision)
     assert action.status.phase is Phase.REVOKED
@@ -575,7 +616,7 @@ def test_deleting_a_held_claim_is_announced_as_a_release() -> None:
     assert notice is not None
     assert notice.reason is Reason.RELEASED
     assert not notice.warning
-    assert notice.message == "agent-a released deploy://api-prod (fencing token 5) after holding it for 125 seconds"
+    assert notice.message == "agent-a released deploy://api-prod (fencing token 1000) after holding it for 125 seconds"
 
 
 @pytest.mark.parametrize(
@@ -662,7 +703,7 @@ def test_a_free_resource_is_granted_while_waiters_time_out() -> None:
                       holder="x", position=1)
     assert summary(run([late, claim("c", 7, wait=True)], None, T0 + 61)) == [
         ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
-        ("create", "c", 7, POLICY.default_ttl_seconds),
+        ("create", "c", POLICY.default_ttl_seconds),
     ]
 
 
@@ -708,7 +749,7 @@ def test_held_claim_pod_terminated_releases_the_lock_with_its_reason() -> None:
 
 def test_unknown_pod_liveness_takes_no_decision_on_it() -> None:
     a = claim("a", 5, pod_name="p", pod=PodLiveness.UNKNOWN)
-    assert summary(run([a], None, T0)) == [("create", "a", 5, 1800)]
+    assert summary(run([a], None, T0)) == [("create", "a", 1800)]
 
 
 def test_ttl_above_max_message_names_the_setting() -> None:
@@ -743,8 +784,8 @@ def test_two_holder_deadlock_decided_directly() -> None:
     space = two_holder_deadlock()
     graph = space.graph()
     # The graph as the operator builds it.
-    assert graph.holder_of(R1) == "agent-a"
-    assert graph.holder_of(R2) == "agent-b"
+    assert graph.holders_of(R1) == {"agent-a"}
+    assert graph.holders_of(R2) == {"agent-b"}
     assert graph.waits_of("agent-a") == {R2: 3}
     assert graph.waits_of("agent-b") == {R1: 4}
 
@@ -777,7 +818,8 @@ def test_two_holder_deadlock_only_the_newest_claim_is_deadlocked(order: list[str
     space.remove("b1")
     space.settle(T0 + 2, [R2])
     assert space.get("a2").phase is Phase.HELD
-    assert space.locks[R2].fencing_token == 3
+    b_token, a_token = (g.token for g in space.issued if g.resource == R2)
+    assert space.get("a2").status.fencing_token == space.lock(R2).fencing_token == a_token > b_token  # type: ignore[union-attr]
 
 
 def test_contract_example_cycle_from_agent_a() -> None:
@@ -832,7 +874,7 @@ def test_next_deadline_is_the_earliest_of_expiry_stale_and_wait_timeouts(
 
 def test_next_deadline_after_settling_matches_the_quiet_decision() -> None:
     space = Space().add(A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=45))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     quiet = space.settle(T0 + 1)
     assert quiet.actions == ()
     assert quiet.next_deadline == T0 + 46
@@ -842,7 +884,7 @@ def test_next_deadline_after_settling_matches_the_quiet_decision() -> None:
 def test_a_2_second_wait_never_ends_before_2_seconds() -> None:
     # Created at T0 + 0.9: creationTimestamp says T0 (truncated to the second). First seen at T0 + 0.95.
     space = Space().add(A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=2, created=T0))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     first = space.settle(T0 + 0.95)
     assert space.get("b").phase is Phase.PENDING
     assert first.next_deadline == T0 + 2.95
@@ -861,7 +903,8 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     space.add(claim("a", 10), claim("b", 11, wait=True), claim("c", 12))
     space.settle(clock.now())
     assert space.get("a").phase is Phase.HELD
-    assert space.get("a").status.fencing_token == 10  # type: ignore[union-attr]
+    a_token = space.lock(RES).fencing_token
+    assert space.get("a").status.fencing_token == a_token  # type: ignore[union-attr]  # the token issued
     assert space.get("b").phase is Phase.PENDING
     assert space.get("b").status.queue_position == 1  # type: ignore[union-attr]
     assert space.get("c").phase is Phase.REJECTED
@@ -870,7 +913,7 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     clock.advance(100)  # a heartbeat
     space.add(replace(space.get("a"), renew_request="hb-1"))
     space.settle(clock.now())
-    assert space.locks[RES].renewed_at == clock.now()
+    assert space.lock(RES).renewed_at == clock.now()
     assert space.get("a").status.expires_at == clock.now() + 600  # type: ignore[union-attr]
 
     clock.advance(300)  # no heartbeat for half of the 10-minute lease
@@ -883,14 +926,15 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     space.settle(clock.now())
     assert space.get("a").phase is Phase.EXPIRED
     assert space.get("b").phase is Phase.HELD
-    assert space.locks[RES].claim_name == "b"
-    assert space.locks[RES].fencing_token == 11
+    assert space.lock(RES).claim_name == "b"
+    assert space.lock(RES).fencing_token > a_token
+    assert space.get("b").status.fencing_token == space.lock(RES).fencing_token  # type: ignore[union-attr]
 
     # A late heartbeat from a does not bring it back.
     space.add(replace(space.get("a"), renew_request="hb-2"))
     assert space.settle(clock.now()).actions == ()
     assert space.get("a").phase is Phase.EXPIRED
-    assert space.locks[RES].claim_name == "b"
+    assert space.lock(RES).claim_name == "b"
 
 
 def test_fencing_tokens_increase_across_releases_expiries_and_revocations() -> None:
@@ -900,14 +944,14 @@ def test_fencing_tokens_increase_across_releases_expiries_and_revocations() -> N
     tokens: list[int] = []
     for step in range(5):
         space.settle(clock.now())
-        tokens.append(space.locks[RES].fencing_token)
-        holder = space.locks[RES].claim_name
+        tokens.append(space.lock(RES).fencing_token)
+        holder = space.lock(RES).claim_name
         if step % 3 == 0:
             space.remove(holder)  # released
         elif step % 3 == 1:
             clock.advance(60)  # expired
         else:
-            del space.locks[RES]  # broken by an administrator
+            del space.grants[RES]  # broken by an administrator
     assert tokens == sorted(set(tokens))
     assert len(tokens) == 5
 
@@ -948,7 +992,7 @@ def test_settling_in_any_order_leaves_no_pending_claim_in_a_cycle(seed: int) -> 
             assert cycle is not None
             assert cycle[0] == cycle[-1] == c.holder
             assert cycle[1] == c.resource
-    for resource, lk in space.locks.items():
+    for resource, lk in ((r, g) for r, gs in space.grants.items() for g in gs):
         holder = next(c for c in space.claims.values() if c.uid == lk.claim_uid)
         assert holder.phase is Phase.HELD
         assert holder.resource == resource
