@@ -143,16 +143,18 @@ def _step(
     if believers:
         return _revoked(resource, believers, now, broken)
     by_uid = {c.uid: c for c in active}
+    queue = [c for c in active if c.uid not in holding]
+    requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
+    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)}
+    # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
+    waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
     for grant in sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid)):
         step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, policy, deadlines)
         if step is not None:
             made, answer_others = step
-            answers = _first_answers(resource, active, grants, graph, capacity, now) if answer_others else []
+            answers = _first_answers(resource, waiting, grants, graph, capacity, now) if answer_others else []
             return Decision((*made, *answers))
-    queue = [c for c in active if c.uid not in holding]
-    requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
-    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)}
     if admitted:
         return Decision(tuple(CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted))
     if first_answers_only:
@@ -194,9 +196,7 @@ def _with_cleanup(decision: Decision, finished: Sequence[FinishedClaim], now: fl
     return replace(decision, actions=(*decision.actions, *removals), next_deadline=min(deadlines, default=None))
 
 
-def _ending(
-    claim: Claim, resource: str, now: float, policy: Policy, holds: bool, capacity: int
-) -> SetStatus | None:
+def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool, capacity: int) -> SetStatus | None:
     """A status that ends the claim whatever the grants do: its pod is gone, its spec is out of
     bounds, or it waited too long."""
     fresh = claim.status is None
@@ -387,8 +387,11 @@ def _answers(
                     f"{resource} is held by {_held_by(blocking)} since {to_rfc3339(first.acquired_at)}; "
                     "try again later, or set wait: true to queue"
                 )
-                actions.append(_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False,
-                                    holder=first.holder))
+                actions.append(
+                    _end(
+                        claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=first.holder
+                    )
+                )
             continue
         if any(g.holder == claim.holder and blocks(g.need, claim.need, capacity) for g in grants):
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)

@@ -128,11 +128,7 @@ class WaitForGraph:
         if hard or not held:
             return hard
         ahead = self._queues.get(resource, {})
-        soft = {
-            h
-            for (seq, h), n in ahead.items()
-            if seq < sequence and h != waiter and blocks(n, need, capacity)
-        }
+        soft = {h for (seq, h), n in ahead.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
         return sorted(soft)
 
     def find_cycle(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> Cycle | None:
