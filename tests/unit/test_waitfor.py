@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need
 from kubelock.domain.waitfor import Cycle, Edge, WaitForGraph, describe
 
 
@@ -388,3 +389,50 @@ def test_search_visits_only_what_the_waited_for_holder_reaches() -> None:
     assert not waits.scanned
     assert not holders.scanned
     assert not queues.scanned and not queues.looked_at  # every wait here is blocked by a grant
+
+
+# ---- several holders per resource ------------------------------------------------------------
+
+SHARED = Need(Mode.SHARED)
+
+
+def permits(n: int) -> Need:
+    return Need(Mode.EXCLUSIVE, n)
+
+
+@pytest.mark.parametrize(
+    ("grants", "capacity", "queued", "asked", "expected"),
+    [
+        pytest.param([(A, SHARED), (B, SHARED)], 1, [], EXCLUSIVE, [A, B], id="exclusive-waits-for-every-reader"),
+        pytest.param([(A, EXCLUSIVE)], 1, [], SHARED, [A], id="shared-waits-for-the-writer"),
+        pytest.param([(A, permits(1)), (B, permits(2))], 3, [], permits(2), [B],
+                     id="permits-only-the-grant-that-alone-leaves-too-few"),
+        pytest.param([(A, permits(1)), (B, permits(1))], 3, [], permits(2), [],
+                     id="permits-either-release-would-do-no-edge"),
+        pytest.param([(A, SHARED)], 1, [(B, 5, EXCLUSIVE), (C, 6, SHARED)], SHARED, [B],
+                     id="reader-behind-a-queued-writer-waits-for-it"),
+        pytest.param([(A, SHARED)], 1, [(B, 5, SHARED)], SHARED, [], id="readers-do-not-wait-for-readers"),
+        pytest.param([], 1, [(B, 5, EXCLUSIVE)], EXCLUSIVE, [], id="a-free-resource-gives-no-edge"),
+        pytest.param([(D, SHARED), (A, SHARED)], 1, [], EXCLUSIVE, [D, A], id="own-grant-included"),
+    ],
+)
+def test_blockers(grants: list[tuple[str, Need]], capacity: int, queued: list[tuple[str, int, Need]],
+                  asked: Need, expected: list[str]) -> None:
+    graph = WaitForGraph()
+    graph.set_grants(R1, tuple(grants))
+    graph.set_capacity(R1, capacity)
+    for holder, seq, need in queued:
+        graph.add_wait(holder, R1, seq, need)
+    assert graph.blockers(D, R1, 10, asked) == expected
+
+
+def test_a_cycle_through_one_of_several_readers() -> None:
+    """A and B read R1; C waits to write R1 (edges to both); B waits for R2, held by C."""
+    graph = WaitForGraph()
+    graph.set_grants(R1, ((A, SHARED), (B, SHARED)))
+    graph.set_holder(R2, C)
+    graph.add_wait(B, R2, 3)
+    cycle = graph.find_cycle(C, R1, 4)
+    assert cycle is not None
+    assert cycle.path == (C, R1, B, R2, C)
+    assert graph.find_cycle(C, R1, 4, SHARED) is None, "a reader does not wait for readers"

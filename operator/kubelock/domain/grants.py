@@ -77,8 +77,11 @@ def fits(beside: Iterable[Need], need: Need, capacity: int) -> bool:
 def blocks(held: Need, need: Need, capacity: int) -> bool:
     """`held` alone keeps `need` out: the request cannot be granted while that grant lasts, whatever
     every other grant does. Only such a grant is an edge of the wait-for graph, so a cycle is a
-    deadlock; a wait that any one of several releases would end is no edge (none of them is needed)."""
-    return not fits([held], need, capacity)
+    deadlock; a wait that any one of several releases would end is no edge (none of them is needed).
+    (`not fits([held], need, capacity)`, spelt out: the wait-for search calls it on every step.)"""
+    if held.mode is not need.mode:
+        return True
+    return need.mode is Mode.EXCLUSIVE and held.permits + need.permits > capacity
 
 
 def within(need: Need, capacity: int) -> bool:

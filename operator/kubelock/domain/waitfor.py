@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from kubelock.domain.grants import EXCLUSIVE, Need, blocks
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +122,14 @@ class WaitForGraph:
     def blockers(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> list[str]:
         """The holders that `waiter`, asking `need` of `resource` with a claim of `sequence`, waits
         for: the edges out of it (see the module's docstring), in a stable order."""
+        held = self._grants.get(resource)
+        if not held:
+            return []
         capacity = self._capacity.get(resource, 1)
-        held = self._grants.get(resource, {})
+        if capacity == 1 and need.mode is Mode.EXCLUSIVE:
+            return list(held)  # every grant keeps out an exclusive request for the only permit
         hard = [h for h, needs in held.items() if any(blocks(n, need, capacity) for n in needs)]
-        if hard or not held:
+        if hard:
             return hard
         ahead = self._queues.get(resource, {})
         soft = {h for (seq, h), n in ahead.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
