@@ -60,9 +60,7 @@ def full_search(graph: WaitForGraph, holders: list[str]) -> bool:
                 continue
             seen.add(node)
             for resource in graph.waits_of(node):
-                nxt = graph.holder_of(resource)
-                if nxt is not None:
-                    stack.append(nxt)
+                stack.extend(graph.holders_of(resource))
     return bool(seen)
 
 

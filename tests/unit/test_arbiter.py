@@ -6,21 +6,16 @@ Time is explicit: every decision gets `now=`, and the timeline tests drive a Man
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 
-from kubelock.domain.arbiter import decide, effective_ttl, held_status, release_notice
+from kubelock.domain.arbiter import decide, effective_ttl, release_notice
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import (
-    Action,
     Claim,
-    ClaimStatus,
     CompleteLock,
     CreateLock,
-    Decision,
-    DeleteClaim,
     DeleteLock,
     Lock,
     LockBreak,
@@ -30,185 +25,21 @@ from kubelock.domain.model import (
     SetStatus,
 )
 from kubelock.domain.reasons import Phase, Reason
-from kubelock.domain.resource import lock_name
 from kubelock.domain.waitfor import WaitForGraph
-
-T0 = 1_800_000_000.0
-RES = "deploy://api-prod"
-POLICY = Policy()  # default ttl 1800, max 86400, stale after 50% of the lease, finished claims kept 3600 s
-
-
-# ---- builders --------------------------------------------------------------------------------
-
-
-def claim(
-    name: str,
-    seq: int,
-    holder: str | None = None,
-    *,
-    resource: str = RES,
-    created: float = T0,
-    status: ClaimStatus | None = None,
-    **spec: object,
-) -> Claim:
-    """A claim named `name` whose holder is `name` unless told otherwise."""
-    return Claim(
-        name=name,
-        uid=f"uid-{name}",
-        resource=resource,
-        holder=holder or name,
-        sequence=seq,
-        created_at=created,
-        status=status,
-        **spec,  # type: ignore[arg-type]
-    )
-
-
-def lock_for(c: Claim, *, acquired: float = T0, renewed: float | None = None, lease: int = 1800,
-             token: int | None = None) -> Lock:
-    return Lock(
-        name=lock_name(c.resource),
-        uid=f"lock-uid-{c.name}",
-        resource=c.resource,
-        holder=c.holder,
-        claim_name=c.name,
-        claim_uid=c.uid,
-        fencing_token=c.sequence if token is None else token,
-        acquired_at=acquired,
-        renewed_at=acquired if renewed is None else renewed,
-        lease_seconds=lease,
-    )
-
-
-def holding(c: Claim, lock: Lock, **changes: object) -> Claim:
-    """`c` with the status it has once its grant is complete."""
-    return replace(c, status=replace(held_status(c, lock, c.renew_request), **changes))
-
-
-def with_phase(c: Claim, phase: Phase, reason: Reason, *, holder: str | None = None, position: int | None = None,
-               stale: bool = False, since: float | None = None) -> Claim:
-    status = ClaimStatus(phase=phase, reason=reason, message="", sequence=c.sequence, holder=holder,
-                         queue_position=position, stale=stale, waiting_since=since)
-    return replace(c, status=status)
-
-
-def graph_for(claims: Iterable[Claim], locks: Iterable[Lock]) -> WaitForGraph:
-    """The namespace's wait-for graph as the operator's cache keeps it: the holder of every lock,
-    and a wait for every claim that is `waiting`."""
-    graph = WaitForGraph()
-    for lk in locks:
-        graph.set_holder(lk.resource, lk.holder)
-    for c in claims:
-        if c.waiting:
-            graph.add_wait(c.holder, c.resource, c.sequence)
-    return graph
-
-
-def run(claims: list[Claim], lock: Lock | None, now: float, policy: Policy = POLICY,
-        graph: WaitForGraph | None = None, resource: str = RES) -> Decision:
-    if graph is None:
-        graph = graph_for(claims, [lock] if lock else [])
-    return decide(resource, claims, lock, now=now, policy=policy, graph=graph)
-
-
-def summary(decision: Decision) -> list[tuple[object, ...]]:
-    """Actions as short tuples, for tables."""
-    out: list[tuple[object, ...]] = []
-    for action in decision.actions:
-        if isinstance(action, SetStatus):
-            out.append(("status", action.claim.name, action.status.phase, action.status.reason))
-        elif isinstance(action, CreateLock):
-            out.append(("create", action.claim.name, action.fencing_token, action.lease_seconds))
-        elif isinstance(action, RenewLock):
-            out.append(("renew", action.lock.claim_name, action.lease_seconds))
-        elif isinstance(action, DeleteClaim):
-            out.append(("remove", action.claim.name))
-        else:
-            out.append(("delete", action.lock.claim_name, action.reason))
-    return out
-
-
-def statuses(decision: Decision) -> dict[str, ClaimStatus]:
-    return {a.claim.name: a.status for a in decision.actions if isinstance(a, SetStatus)}
-
-
-def only_status(decision: Decision) -> SetStatus:
-    sets = [a for a in decision.actions if isinstance(a, SetStatus)]
-    assert len(sets) == 1, decision.actions
-    return sets[0]
-
-
-@dataclass
-class Space:
-    """A namespace: claims and locks, with actions applied the way the operator applies them."""
-
-    claims: dict[str, Claim] = field(default_factory=dict)  # by uid
-    locks: dict[str, Lock] = field(default_factory=dict)  # by resource
-    policy: Policy = POLICY
-    log: list[tuple[object, ...]] = field(default_factory=list)
-
-    def add(self, *claims: Claim) -> Space:
-        for c in claims:
-            self.claims[c.uid] = c
-        return self
-
-    def remove(self, name: str) -> None:
-        del self.claims[f"uid-{name}"]
-
-    def get(self, name: str) -> Claim:
-        return self.claims[f"uid-{name}"]
-
-    def graph(self) -> WaitForGraph:
-        return graph_for(self.claims.values(), self.locks.values())
-
-    def decide(self, resource: str, now: float) -> Decision:
-        claims = [c for c in self.claims.values() if c.resource == resource]
-        return decide(resource, claims, self.locks.get(resource), now=now, policy=self.policy, graph=self.graph())
-
-    def apply(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SetStatus):
-                self.claims[action.claim.uid] = replace(self.claims[action.claim.uid], status=action.status)
-            elif isinstance(action, CreateLock):
-                c = action.claim
-                assert c.resource not in self.locks, "CreateLock while a lock exists"
-                self.locks[c.resource] = Lock(
-                    name=lock_name(c.resource), uid=f"lock-uid-{c.name}-{action.fencing_token}",
-                    resource=c.resource, holder=c.holder, claim_name=c.name, claim_uid=c.uid,
-                    fencing_token=action.fencing_token, acquired_at=action.acquired_at,
-                    renewed_at=action.acquired_at, lease_seconds=action.lease_seconds,
-                )
-            elif isinstance(action, RenewLock):
-                self.locks[action.lock.resource] = replace(
-                    action.lock, renewed_at=action.renewed_at, lease_seconds=action.lease_seconds
-                )
-            elif isinstance(action, DeleteClaim):
-                del self.claims[action.claim.uid]
-            else:
-                self.locks.pop(action.lock.resource, None)
-
-    def settle(self, now: float, resources: Iterable[str] = (RES,)) -> Decision:
-        """Decide and apply until every resource (and every resource a decision asks to wake) is
-        quiet; return the last, empty, decision of the first resource."""
-        todo = list(resources)
-        last: dict[str, Decision] = {}
-        for _ in range(200):
-            if not todo:
-                break
-            resource = todo.pop(0)
-            decision = self.decide(resource, now)
-            self.log.extend(summary(decision))
-            last[resource] = decision
-            if decision.actions:
-                self.apply(decision.actions)
-                todo.append(resource)
-                todo.extend(r for r in decision.also_reconcile if r not in todo)
-            else:
-                todo.extend(r for r in decision.also_reconcile if r not in todo and r != resource)
-        else:
-            raise AssertionError(f"did not settle: {self.log[-10:]}")
-        return last[next(iter(resources))]
-
+from tests.support.arbitration import (
+    POLICY,
+    RES,
+    T0,
+    Space,
+    claim,
+    holding,
+    lock_for,
+    only_status,
+    run,
+    statuses,
+    summary,
+    with_phase,
+)
 
 # ---- the table -------------------------------------------------------------------------------
 
@@ -225,21 +56,21 @@ def case(claims: list[Claim], lock: Lock | None, now: float, expected: list[tupl
 
 
 CASES = [
-    # A free resource goes to the lowest-sequence active claim, with its sequence as fencing token.
+    # A free resource goes to the lowest-sequence active claim (the grant's token is the store's).
     case([], None, T0, [], id="free-no-claims"),
-    case([A], None, T0, [("create", "agent-a", 5, 1800)], id="free-one-claim"),
-    case([claim("b", 9, wait=True), claim("c", 7), A], None, T0, [("create", "agent-a", 5, 1800)],
+    case([A], None, T0, [("create", "agent-a", 1800)], id="free-one-claim"),
+    case([claim("b", 9, wait=True), claim("c", 7), A], None, T0, [("create", "agent-a", 1800)],
          id="free-lowest-sequence-wins"),
     case([with_phase(claim("b", 3), Phase.REJECTED, Reason.HELD_BY_ANOTHER), A], None, T0,
-         [("create", "agent-a", 5, 1800)], id="free-terminal-claims-ignored"),
+         [("create", "agent-a", 1800)], id="free-terminal-claims-ignored"),
     case([with_phase(claim("b", 3), Phase.EXPIRED, Reason.LEASE_EXPIRED)], None, T0, [], id="free-only-terminal"),
-    case([claim("a", 5, ttl_seconds=60)], None, T0, [("create", "a", 5, 60)], id="free-claim-ttl"),
-    case([A], None, T0, [("create", "agent-a", 5, 600)], Policy(default_ttl_seconds=600),
+    case([claim("a", 5, ttl_seconds=60)], None, T0, [("create", "a", 60)], id="free-claim-ttl"),
+    case([A], None, T0, [("create", "agent-a", 600)], Policy(default_ttl_seconds=600),
          id="free-policy-default-ttl"),
-    case([A], None, T0, [("create", "agent-a", 5, 3600)], Policy(default_ttl_seconds=7200, max_ttl_seconds=3600),
+    case([A], None, T0, [("create", "agent-a", 3600)], Policy(default_ttl_seconds=7200, max_ttl_seconds=3600),
          id="free-default-ttl-capped-at-max"),
     case([with_phase(claim("a", 5, ttl_seconds=90_000, wait=True), Phase.PENDING, Reason.QUEUED)], None, T0,
-         [("create", "a", 5, 86_400)], id="free-edited-ttl-capped-at-max"),
+         [("create", "a", 86_400)], id="free-edited-ttl-capped-at-max"),
     # The lock exists: finish the grant.
     case([A], A_LOCK, T0, [("status", "agent-a", Phase.HELD, Reason.GRANTED)], id="grant-completes"),
     case([with_phase(claim("agent-a", 5, wait=True), Phase.PENDING, Reason.QUEUED, holder="x", position=1)],
@@ -319,14 +150,14 @@ CASES = [
     case([A_HELD, with_phase(claim("b", 6, wait=True, pod_name="p", pod=PodLiveness.TERMINATED), Phase.PENDING,
                              Reason.QUEUED)], A_LOCK, T0 + 10,
          [("status", "b", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED)], id="waiting-claim-pod-terminated"),
-    case([claim("a", 5, pod_name="p", pod=PodLiveness.ALIVE)], None, T0, [("create", "a", 5, 1800)],
+    case([claim("a", 5, pod_name="p", pod=PodLiveness.ALIVE)], None, T0, [("create", "a", 1800)],
          id="pod-alive"),
     # Spec out of bounds.
     case([claim("a", 5, ttl_seconds=86_401)], None, T0, [("status", "a", Phase.REJECTED, Reason.INVALID_SPEC)],
          id="ttl-above-max"),
     case([claim("a", 5, ttl_seconds=3601)], None, T0, [("status", "a", Phase.REJECTED, Reason.INVALID_SPEC)],
          Policy(max_ttl_seconds=3600), id="ttl-above-lowered-max"),
-    case([claim("a", 5, ttl_seconds=3600)], None, T0, [("create", "a", 5, 3600)], Policy(max_ttl_seconds=3600),
+    case([claim("a", 5, ttl_seconds=3600)], None, T0, [("create", "a", 3600)], Policy(max_ttl_seconds=3600),
          id="ttl-at-max"),
     # Self-deadlock: the holder waits, through another claim, for what it already holds.
     case([A_HELD, claim("a-again", 6, holder="agent-a", wait=True)], A_LOCK, T0,
@@ -354,10 +185,11 @@ def test_decide_is_pure(claims: list[Claim], lock: Lock | None, now: float, poli
 # ---- details of each situation ---------------------------------------------------------------
 
 
-def test_create_lock_carries_the_claim_token_time_and_lease() -> None:
+def test_create_lock_carries_the_claim_time_and_lease_and_no_token() -> None:
+    """The domain never invents a token: the grant store assigns it (the lock's creation revision)."""
     b = claim("b", 9, ttl_seconds=90)
     [action] = run([b], None, T0 + 3).actions
-    assert action == CreateLock(b, fencing_token=9, acquired_at=T0 + 3, lease_seconds=90)
+    assert action == CreateLock(b, acquired_at=T0 + 3, lease_seconds=90)
 
 
 @pytest.mark.parametrize(
@@ -423,7 +255,7 @@ def test_waiters_get_positions_in_sequence_order_and_name_the_holder() -> None:
 
 def test_queue_is_idempotent_and_only_changed_positions_are_written() -> None:
     space = Space().add(A_HELD, claim("b", 6, wait=True), claim("c", 7, wait=True), claim("d", 8, wait=True))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     first = space.decide(RES, T0 + 1)
     assert len(first.actions) == 3
     notices = [a.notice for a in first.actions if isinstance(a, SetStatus)]
@@ -470,10 +302,10 @@ def test_renewal_extends_the_lease_from_now() -> None:
 
 def test_renewal_is_idempotent() -> None:
     space = Space().add(holding(replace(A, renew_request="r2"), A_LOCK, observed_renew="r1"))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     decision = space.decide(RES, T0 + 90)
     space.apply(decision.actions)
-    assert space.locks[RES].expires_at == T0 + 90 + 1800
+    assert space.lock(RES).expires_at == T0 + 90 + 1800
     assert space.decide(RES, T0 + 90).actions == ()
     space.apply(decision.actions)  # twice: the same state
     assert space.decide(RES, T0 + 91).actions == ()
@@ -551,7 +383,7 @@ def test_wait_timeout_names_the_holder() -> None:
 
 
 def test_a_break_names_its_actor_and_reason_in_the_message_and_the_log_details() -> None:
-    decision = decide(RES, [A_HELD], None, now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
+    decision = decide(RES, [A_HELD], [], now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
                       broken=LockBreak("lockadmin", "stuck since Friday"))
     action = only_status(decision)
     assert action.status.reason is Reason.LOCK_BROKEN
@@ -561,7 +393,7 @@ def test_a_break_names_its_actor_and_reason_in_the_message_and_the_log_details()
 
 
 def test_a_namespace_being_deleted_is_not_an_administrators_break() -> None:
-    decision = decide(RES, [A_HELD], None, now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
+    decision = decide(RES, [A_HELD], [], now=T0 + 10, policy=POLICY, graph=WaitForGraph(),
                       broken=LockBreak(namespace_deleted=True))
     action = only_status(decision)
     assert action.status.phase is Phase.REVOKED
@@ -575,7 +407,7 @@ def test_deleting_a_held_claim_is_announced_as_a_release() -> None:
     assert notice is not None
     assert notice.reason is Reason.RELEASED
     assert not notice.warning
-    assert notice.message == "agent-a released deploy://api-prod (fencing token 5) after holding it for 125 seconds"
+    assert notice.message == "agent-a released deploy://api-prod (fencing token 1000) after holding it for 125 seconds"
 
 
 @pytest.mark.parametrize(
@@ -662,7 +494,7 @@ def test_a_free_resource_is_granted_while_waiters_time_out() -> None:
                       holder="x", position=1)
     assert summary(run([late, claim("c", 7, wait=True)], None, T0 + 61)) == [
         ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
-        ("create", "c", 7, POLICY.default_ttl_seconds),
+        ("create", "c", POLICY.default_ttl_seconds),
     ]
 
 
@@ -708,7 +540,7 @@ def test_held_claim_pod_terminated_releases_the_lock_with_its_reason() -> None:
 
 def test_unknown_pod_liveness_takes_no_decision_on_it() -> None:
     a = claim("a", 5, pod_name="p", pod=PodLiveness.UNKNOWN)
-    assert summary(run([a], None, T0)) == [("create", "a", 5, 1800)]
+    assert summary(run([a], None, T0)) == [("create", "a", 1800)]
 
 
 def test_ttl_above_max_message_names_the_setting() -> None:
@@ -743,8 +575,8 @@ def test_two_holder_deadlock_decided_directly() -> None:
     space = two_holder_deadlock()
     graph = space.graph()
     # The graph as the operator builds it.
-    assert graph.holder_of(R1) == "agent-a"
-    assert graph.holder_of(R2) == "agent-b"
+    assert graph.holders_of(R1) == {"agent-a"}
+    assert graph.holders_of(R2) == {"agent-b"}
     assert graph.waits_of("agent-a") == {R2: 3}
     assert graph.waits_of("agent-b") == {R1: 4}
 
@@ -777,7 +609,8 @@ def test_two_holder_deadlock_only_the_newest_claim_is_deadlocked(order: list[str
     space.remove("b1")
     space.settle(T0 + 2, [R2])
     assert space.get("a2").phase is Phase.HELD
-    assert space.locks[R2].fencing_token == 3
+    b_token, a_token = (g.token for g in space.issued if g.resource == R2)
+    assert space.get("a2").status.fencing_token == space.lock(R2).fencing_token == a_token > b_token  # type: ignore[union-attr]
 
 
 def test_contract_example_cycle_from_agent_a() -> None:
@@ -832,7 +665,7 @@ def test_next_deadline_is_the_earliest_of_expiry_stale_and_wait_timeouts(
 
 def test_next_deadline_after_settling_matches_the_quiet_decision() -> None:
     space = Space().add(A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=45))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     quiet = space.settle(T0 + 1)
     assert quiet.actions == ()
     assert quiet.next_deadline == T0 + 46
@@ -842,7 +675,7 @@ def test_next_deadline_after_settling_matches_the_quiet_decision() -> None:
 def test_a_2_second_wait_never_ends_before_2_seconds() -> None:
     # Created at T0 + 0.9: creationTimestamp says T0 (truncated to the second). First seen at T0 + 0.95.
     space = Space().add(A_HELD, claim("b", 6, wait=True, wait_timeout_seconds=2, created=T0))
-    space.locks[RES] = A_LOCK
+    space.grants[RES] = [A_LOCK]
     first = space.settle(T0 + 0.95)
     assert space.get("b").phase is Phase.PENDING
     assert first.next_deadline == T0 + 2.95
@@ -861,7 +694,8 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     space.add(claim("a", 10), claim("b", 11, wait=True), claim("c", 12))
     space.settle(clock.now())
     assert space.get("a").phase is Phase.HELD
-    assert space.get("a").status.fencing_token == 10  # type: ignore[union-attr]
+    a_token = space.lock(RES).fencing_token
+    assert space.get("a").status.fencing_token == a_token  # type: ignore[union-attr]  # the token issued
     assert space.get("b").phase is Phase.PENDING
     assert space.get("b").status.queue_position == 1  # type: ignore[union-attr]
     assert space.get("c").phase is Phase.REJECTED
@@ -870,7 +704,7 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     clock.advance(100)  # a heartbeat
     space.add(replace(space.get("a"), renew_request="hb-1"))
     space.settle(clock.now())
-    assert space.locks[RES].renewed_at == clock.now()
+    assert space.lock(RES).renewed_at == clock.now()
     assert space.get("a").status.expires_at == clock.now() + 600  # type: ignore[union-attr]
 
     clock.advance(300)  # no heartbeat for half of the 10-minute lease
@@ -883,14 +717,15 @@ def test_timeline_grant_renew_stale_expire_and_hand_over() -> None:
     space.settle(clock.now())
     assert space.get("a").phase is Phase.EXPIRED
     assert space.get("b").phase is Phase.HELD
-    assert space.locks[RES].claim_name == "b"
-    assert space.locks[RES].fencing_token == 11
+    assert space.lock(RES).claim_name == "b"
+    assert space.lock(RES).fencing_token > a_token
+    assert space.get("b").status.fencing_token == space.lock(RES).fencing_token  # type: ignore[union-attr]
 
     # A late heartbeat from a does not bring it back.
     space.add(replace(space.get("a"), renew_request="hb-2"))
     assert space.settle(clock.now()).actions == ()
     assert space.get("a").phase is Phase.EXPIRED
-    assert space.locks[RES].claim_name == "b"
+    assert space.lock(RES).claim_name == "b"
 
 
 def test_fencing_tokens_increase_across_releases_expiries_and_revocations() -> None:
@@ -900,14 +735,14 @@ def test_fencing_tokens_increase_across_releases_expiries_and_revocations() -> N
     tokens: list[int] = []
     for step in range(5):
         space.settle(clock.now())
-        tokens.append(space.locks[RES].fencing_token)
-        holder = space.locks[RES].claim_name
+        tokens.append(space.lock(RES).fencing_token)
+        holder = space.lock(RES).claim_name
         if step % 3 == 0:
             space.remove(holder)  # released
         elif step % 3 == 1:
             clock.advance(60)  # expired
         else:
-            del space.locks[RES]  # broken by an administrator
+            del space.grants[RES]  # broken by an administrator
     assert tokens == sorted(set(tokens))
     assert len(tokens) == 5
 
@@ -948,7 +783,7 @@ def test_settling_in_any_order_leaves_no_pending_claim_in_a_cycle(seed: int) -> 
             assert cycle is not None
             assert cycle[0] == cycle[-1] == c.holder
             assert cycle[1] == c.resource
-    for resource, lk in space.locks.items():
+    for resource, lk in ((r, g) for r, gs in space.grants.items() for g in gs):
         holder = next(c for c in space.claims.values() if c.uid == lk.claim_uid)
         assert holder.phase is Phase.HELD
         assert holder.resource == resource

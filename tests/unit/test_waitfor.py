@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need
 from kubelock.domain.waitfor import Cycle, Edge, WaitForGraph, describe
 
 
@@ -40,7 +41,7 @@ def assert_well_formed(graph: WaitForGraph, cycle: Cycle, asked: W) -> None:
     assert cycle.edges[0] == Edge(asked.holder, asked.resource, asked.seq)
     for i, edge in enumerate(cycle.edges):
         nxt = cycle.edges[(i + 1) % len(cycle.edges)]
-        assert graph.holder_of(edge.resource) == nxt.waiter
+        assert nxt.waiter in graph.holders_of(edge.resource)
         if i:
             assert graph.waits_of(edge.waiter).get(edge.resource) == edge.sequence
     waiters = [e.waiter for e in cycle.edges]
@@ -244,7 +245,7 @@ def test_changing_a_holder_removes_the_cycle(new_holder: str | None) -> None:
     graph = graph_of({R1: A, R2: B}, [W(A, R2, 3), W(B, R1, 4)])
     assert search(graph, W(B, R1, 4)) is not None
     graph.set_holder(R2, new_holder)
-    assert graph.holder_of(R2) == new_holder
+    assert graph.holders_of(R2) == ({new_holder} if new_holder else set())
     assert search(graph, W(B, R1, 4)) is None
     assert search(graph, W(A, R2, 3)) is None
 
@@ -371,8 +372,8 @@ def test_search_visits_only_what_the_waited_for_holder_reaches() -> None:
     graph.set_holder(R1, A)
     graph.set_holder(R2, B)
     graph.set_holder(R3, C)
-    waits, holders = Recording(graph._waits), Recording(graph._holder_of)
-    graph._waits, graph._holder_of = waits, holders  # type: ignore[assignment]
+    waits, holders, queues = Recording(graph._waits), Recording(graph._grants), Recording(graph._queues)
+    graph._waits, graph._grants, graph._queues = waits, holders, queues  # type: ignore[assignment]
 
     cycle = graph.find_cycle(C, R1, 30_003)
     assert cycle is not None
@@ -387,3 +388,51 @@ def test_search_visits_only_what_the_waited_for_holder_reaches() -> None:
     assert set(holders.looked_at) == {R1, R2, R3}
     assert not waits.scanned
     assert not holders.scanned
+    assert not queues.scanned and not queues.looked_at  # every wait here is blocked by a grant
+
+
+# ---- several holders per resource ------------------------------------------------------------
+
+SHARED = Need(Mode.SHARED)
+
+
+def permits(n: int) -> Need:
+    return Need(Mode.EXCLUSIVE, n)
+
+
+@pytest.mark.parametrize(
+    ("grants", "capacity", "queued", "asked", "expected"),
+    [
+        pytest.param([(A, SHARED), (B, SHARED)], 1, [], EXCLUSIVE, [A, B], id="exclusive-waits-for-every-reader"),
+        pytest.param([(A, EXCLUSIVE)], 1, [], SHARED, [A], id="shared-waits-for-the-writer"),
+        pytest.param([(A, permits(1)), (B, permits(2))], 3, [], permits(2), [B],
+                     id="permits-only-the-grant-that-alone-leaves-too-few"),
+        pytest.param([(A, permits(1)), (B, permits(1))], 3, [], permits(2), [],
+                     id="permits-either-release-would-do-no-edge"),
+        pytest.param([(A, SHARED)], 1, [(B, 5, EXCLUSIVE), (C, 6, SHARED)], SHARED, [B],
+                     id="reader-behind-a-queued-writer-waits-for-it"),
+        pytest.param([(A, SHARED)], 1, [(B, 5, SHARED)], SHARED, [], id="readers-do-not-wait-for-readers"),
+        pytest.param([], 1, [(B, 5, EXCLUSIVE)], EXCLUSIVE, [], id="a-free-resource-gives-no-edge"),
+        pytest.param([(D, SHARED), (A, SHARED)], 1, [], EXCLUSIVE, [D, A], id="own-grant-included"),
+    ],
+)
+def test_blockers(grants: list[tuple[str, Need]], capacity: int, queued: list[tuple[str, int, Need]],
+                  asked: Need, expected: list[str]) -> None:
+    graph = WaitForGraph()
+    graph.set_grants(R1, tuple(grants))
+    graph.set_capacity(R1, capacity)
+    for holder, seq, need in queued:
+        graph.add_wait(holder, R1, seq, need)
+    assert graph.blockers(D, R1, 10, asked) == expected
+
+
+def test_a_cycle_through_one_of_several_readers() -> None:
+    """A and B read R1; C waits to write R1 (edges to both); B waits for R2, held by C."""
+    graph = WaitForGraph()
+    graph.set_grants(R1, ((A, SHARED), (B, SHARED)))
+    graph.set_holder(R2, C)
+    graph.add_wait(B, R2, 3)
+    cycle = graph.find_cycle(C, R1, 4)
+    assert cycle is not None
+    assert cycle.path == (C, R1, B, R2, C)
+    assert graph.find_cycle(C, R1, 4, SHARED) is None, "a reader does not wait for readers"

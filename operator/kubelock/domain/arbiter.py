@@ -1,9 +1,9 @@
 """Arbitration of one resource: who holds it, who waits, who is turned away, and when to look again.
 
-`decide` is a pure function of the claims for one resource, its lock (or None, which the caller
-must have confirmed with the API server when a claim believes it holds), the wait-for graph of the
-namespace, the policy and `now`. It returns one step of actions; the caller applies them in order
-and calls it again until nothing is left to do. Applying the same decision twice is harmless: every
+`decide` is a pure function of the claims for one resource, its set of grants (see `grants` for
+modes, permits, the queue's order and fencing), the wait-for graph of the namespace, the policy and
+`now`. It returns one step of actions; the caller applies them in order and calls it again until
+nothing is left to do. Applying the same decision twice is harmless: every
 action is a state to reach, not a delta.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
+from kubelock.domain.grants import Request, admit, blocks, within
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -57,19 +58,24 @@ def waiting_since(claim: Claim, now: float) -> float:
 def decide(
     resource: str,
     claims: Iterable[Claim],
-    lock: Lock | None,
+    grants: Iterable[Lock],
     *,
     now: float,
     policy: Policy,
     graph: WaitForGraph,
+    capacity: int = 1,
     broken: LockBreak | None = None,
     finished: Iterable[FinishedClaim] = (),
 ) -> Decision:
-    """`broken`: what the last deleted lock of this resource said about who deleted it and why.
+    """`grants`: the resource's grants (the caller must have confirmed with the API server that a
+    grant is gone when a claim believes it holds it). `capacity`: the permits the resource has.
+    `broken`: what the last deleted grant of this resource said about who deleted it and why.
     `finished`: the terminal claims of the resource still in the API (terminal claims among `claims`
     count too)."""
     claims = list(claims)
-    decision = _decide_active(resource, claims, lock, now=now, policy=policy, graph=graph, broken=broken)
+    decision = _decide_active(
+        resource, claims, list(grants), now=now, policy=policy, graph=graph, capacity=capacity, broken=broken
+    )
     ended = [finished_record(c, s) for c in claims if not c.active and (s := c.status) is not None]
     return _with_cleanup(decision, [*finished, *ended], now, policy)
 
@@ -91,32 +97,70 @@ def finished_record(claim: Claim, status: ClaimStatus) -> FinishedClaim:
 def _decide_active(
     resource: str,
     claims: Sequence[Claim],
-    lock: Lock | None,
+    grants: Sequence[Lock],
     *,
     now: float,
     policy: Policy,
     graph: WaitForGraph,
+    capacity: int,
     broken: LockBreak | None,
 ) -> Decision:
     active = sorted((c for c in claims if c.active), key=lambda c: (c.sequence, c.uid))
-    holder_claim = None if lock is None else next((c for c in active if c.uid == lock.claim_uid), None)
+    by_uid = {c.uid: c for c in active}
+    grant_of = {g.claim_uid: g for g in grants}
 
-    ending = [s for c in active if (s := _ending(c, resource, now, policy, holder_claim is c))]
-    ended = {s.claim.uid for s in ending}
-    if lock is not None and lock.claim_uid in ended:
-        reason = ending[[s.claim.uid for s in ending].index(lock.claim_uid)].status.reason
-        return Decision((*ending, DeleteLock(lock, reason)))
+    ending = [s for c in active if (s := _ending(c, resource, now, policy, c.uid in grant_of, capacity))]
+    ended = {s.claim.uid: s.status.reason for s in ending}
+    ends = [DeleteLock(g, ended[g.claim_uid]) for g in grants if g.claim_uid in ended]
+    # The holder released (claim deleted) or already ended: its grant goes.
+    ends += [DeleteLock(g, Reason.RELEASED) for g in grants if g.claim_uid not in by_uid]
+    if ends:
+        return Decision((*ending, *ends))
     # Claims that end go first, in the same step as what the others call for: waiters timing out one
     # after another must not hold back a grant, an expiry or a first answer for as long as they come.
     rest = [c for c in active if c.uid not in ended]
-    if lock is None:
-        step = _free(resource, rest, now, policy, broken)
-    elif holder_claim is None:
-        # The holder released (claim deleted) or already ended: free the resource.
-        step = Decision((DeleteLock(lock, Reason.RELEASED),))
-    else:
-        step = _held(resource, rest, lock, holder_claim, now, policy, graph, first_answers_only=bool(ending))
+    step = _step(resource, rest, grants, now, policy, graph, capacity, broken, first_answers_only=bool(ending))
     return Decision((*ending, *step.actions)) if ending else step
+
+
+def _step(
+    resource: str,
+    active: Sequence[Claim],
+    grants: Sequence[Lock],
+    now: float,
+    policy: Policy,
+    graph: WaitForGraph,
+    capacity: int,
+    broken: LockBreak | None,
+    *,
+    first_answers_only: bool,
+) -> Decision:
+    """One step for a resource whose every grant belongs to one of the `active` claims: revoke claims
+    that believe they hold a grant that is gone, then the first grant that needs a step, then new
+    grants, then everyone else's answers."""
+    holding = {g.claim_uid for g in grants}
+    believers = [c for c in active if c.phase is Phase.HELD and c.uid not in holding]
+    if believers:
+        return _revoked(resource, believers, now, broken)
+    by_uid = {c.uid: c for c in active}
+    queue = [c for c in active if c.uid not in holding]
+    requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
+    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)}
+    # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
+    waiting = [c for c in active if c.uid not in admitted]
+    deadlines: list[float] = []
+    for grant in sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid)):
+        step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, policy, deadlines)
+        if step is not None:
+            made, answer_others = step
+            answers = _first_answers(resource, waiting, grants, graph, capacity, now) if answer_others else []
+            return Decision((*made, *answers))
+    if admitted:
+        return Decision(tuple(CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted))
+    if first_answers_only:
+        return Decision(tuple(_first_answers(resource, active, grants, graph, capacity, now)))
+    actions, waits, wake = _answers(resource, active, grants, graph, capacity, now)
+    return Decision(tuple(actions), min([*deadlines, *waits], default=None), frozenset(wake))
 
 
 def release_notice(claim: Claim, now: float) -> Notice | None:
@@ -152,8 +196,8 @@ def _with_cleanup(decision: Decision, finished: Sequence[FinishedClaim], now: fl
     return replace(decision, actions=(*decision.actions, *removals), next_deadline=min(deadlines, default=None))
 
 
-def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool) -> SetStatus | None:
-    """A status that ends the claim whatever the lock does: its pod is gone, its spec is out of
+def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool, capacity: int) -> SetStatus | None:
+    """A status that ends the claim whatever the grants do: its pod is gone, its spec is out of
     bounds, or it waited too long."""
     fresh = claim.status is None
     if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
@@ -176,6 +220,10 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
             "(operator setting maxTtlSeconds)"
         )
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+    if not holds and not within(claim.need, capacity):
+        # Never grantable: at the head of the queue it would hold back everyone behind it.
+        message = f"permits {claim.permits} exceed the capacity {capacity} of {resource}"
         return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     timeout = claim.wait_timeout_seconds
     if claim.waiting and not holds and timeout is not None and now >= waiting_since(claim, now) + timeout:
@@ -223,18 +271,13 @@ def _break_details(broken: LockBreak | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in (("actor", broken.actor), ("breakReason", broken.reason)) if v)
 
 
-def _free(resource: str, active: Sequence[Claim], now: float, policy: Policy, broken: LockBreak | None) -> Decision:
-    believers = [c for c in active if c.phase is Phase.HELD]
-    if believers:
-        message = break_message(resource, broken)
-        reason = Reason.NAMESPACE_DELETED if broken is not None and broken.namespace_deleted else Reason.LOCK_BROKEN
-        details = _break_details(broken)
-        revoked = [_end(c, Phase.REVOKED, reason, message, now, warning=True) for c in believers]
-        return Decision(tuple(replace(r, notice=Notice(reason, message, True, details)) for r in revoked))
-    if not active:
-        return Decision()
-    head = active[0]
-    return Decision((CreateLock(head, head.sequence, now, effective_ttl(head, policy)),))
+def _revoked(resource: str, believers: Sequence[Claim], now: float, broken: LockBreak | None) -> Decision:
+    """Claims that believe they hold a grant that is gone: it was broken (or went with its namespace)."""
+    message = break_message(resource, broken)
+    reason = Reason.NAMESPACE_DELETED if broken is not None and broken.namespace_deleted else Reason.LOCK_BROKEN
+    details = _break_details(broken)
+    revoked = [_end(c, Phase.REVOKED, reason, message, now, warning=True) for c in believers]
+    return Decision(tuple(replace(r, notice=Notice(reason, message, True, details)) for r in revoked))
 
 
 def held_status(claim: Claim, lock: Lock, observed_renew: str | None) -> ClaimStatus:
@@ -253,29 +296,22 @@ def held_status(claim: Claim, lock: Lock, observed_renew: str | None) -> ClaimSt
     )
 
 
-def _held(
-    resource: str,
-    active: Sequence[Claim],
-    lock: Lock,
-    holder: Claim,
-    now: float,
-    policy: Policy,
-    graph: WaitForGraph,
-    *,
-    first_answers_only: bool = False,
-) -> Decision:
-    """`first_answers_only`: answer only claims that have no answer yet (known waiters' positions
-    are renumbered on a later step)."""
+def _grant_step(
+    resource: str, lock: Lock, holder: Claim, now: float, policy: Policy, deadlines: list[float]
+) -> tuple[tuple[Action, ...], bool] | None:
+    """What one grant calls for: its token written, its claim told, its lease expired, renewed or
+    found stale; None when it is quiet (its next deadlines are added to `deadlines`). With the
+    actions: whether claims without an answer get theirs in the same step (not while the grant is a
+    reservation or ends: the answers would name it)."""
     if lock.fencing_token == 0:
         # A reservation: the grant is not made until the lock carries its token.
-        return Decision((CompleteLock(lock, holder),))
+        return (CompleteLock(lock, holder),), False
     current = holder.status
     if current is None or current.phase is not Phase.HELD:
         # The lock exists but the claim does not say so yet: finish the grant (new claims get their
         # first answer in the same step; everyone else's position changes on the next).
         status = held_status(holder, lock, holder.renew_request)
-        granted = SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
-        return Decision((granted, *_first_answers(resource, active, lock, holder, graph, now)))
+        return (SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),), True
 
     # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
     # replica whose view of locks lags its view of claims must not cut the renewed lease short.
@@ -286,7 +322,7 @@ def _held(
             f"{human_seconds(lock.lease_seconds)}"
         )
         expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, warning=True)
-        return Decision((expired, DeleteLock(lock, Reason.LEASE_EXPIRED)))
+        return (expired, DeleteLock(lock, Reason.LEASE_EXPIRED)), False
 
     if holder.renew_request is not None and holder.renew_request != current.observed_renew:
         ttl = effective_ttl(holder, policy)
@@ -299,59 +335,69 @@ def _held(
             message=f"{holder.holder} holds {resource} (fencing token {lock.fencing_token}); renewed",
         )
         notice = Notice(Reason.RENEWED, f"lock {resource} renewed after being stale") if current.stale else None
-        renewal = (RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice))
-        return Decision((*renewal, *_first_answers(resource, active, lock, holder, graph, now)))
+        return (RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice)), True
 
-    deadlines = [expires_at]
+    deadlines.append(expires_at)
     renewed_at = max(lock.renewed_at, current.renewed_at or lock.renewed_at)  # the later view, as for expiry
     stale_at = renewed_at + policy.stale_after(lock.lease_seconds)
     if not current.stale and stale_at < expires_at:
         if now >= stale_at:
             notice = Notice(Reason.STALE, stale_message(resource, holder.holder, lock, policy), warning=True)
-            stale = SetStatus(holder, replace(current, stale=True), notice)
-            return Decision((stale, *_first_answers(resource, active, lock, holder, graph, now)))
+            return (SetStatus(holder, replace(current, stale=True), notice),), True
         deadlines.append(stale_at)
-
-    if first_answers_only:
-        return Decision(tuple(_first_answers(resource, active, lock, holder, graph, now)))
-    actions, waits, wake = _answers(resource, active, lock, holder, graph, now)
-    return Decision(tuple(actions), min([*deadlines, *waits]), frozenset(wake))
+    return None
 
 
 def _first_answers(
-    resource: str, active: Sequence[Claim], lock: Lock, holder: Claim, graph: WaitForGraph, now: float
+    resource: str, active: Sequence[Claim], grants: Sequence[Lock], graph: WaitForGraph, capacity: int, now: float
 ) -> list[Action]:
     """The answers to claims that have none yet, given who holds the resource."""
-    actions, _, _ = _answers(resource, active, lock, holder, graph, now)
+    actions, _, _ = _answers(resource, active, grants, graph, capacity, now)
     return [a for a in actions if isinstance(a, SetStatus) and a.claim.status is None]
 
 
+def _held_by(grants: Sequence[Lock]) -> str:
+    """Who holds a resource, for messages: the holder of its one grant, or the first and a count."""
+    first = grants[0].holder
+    others = len({g.holder for g in grants} - {first})
+    return first if not others else f"{first} and {others} other holder{'s' if others > 1 else ''}"
+
+
 def _answers(
-    resource: str, active: Sequence[Claim], lock: Lock, holder: Claim, graph: WaitForGraph, now: float
+    resource: str, active: Sequence[Claim], grants: Sequence[Lock], graph: WaitForGraph, capacity: int, now: float
 ) -> tuple[list[Action], list[float], set[str]]:
-    """What every other claim is told while `holder` holds: try-locks rejected, waiters queued (or
-    ended as deadlock victims); with the waiters' timeouts and the resources to wake."""
+    """What every claim that holds nothing is told while `grants` hold the resource and none more can
+    be made: try-locks rejected, waiters queued (or ended as deadlock victims); with the waiters'
+    timeouts and the resources to wake."""
     actions: list[Action] = []
     deadlines: list[float] = []
     wake: set[str] = set()
     position = 0
+    holding = {g.claim_uid for g in grants}
+    ordered = sorted(grants, key=lambda g: (g.acquired_at, g.fencing_token, g.uid))
     for claim in active:
-        if claim is holder:
+        if claim.uid in holding:
             continue
+        # Named: the grants that keep this claim out, or all of them when the queue ahead does.
+        blocking = [g for g in ordered if blocks(g.need, claim.need, capacity)] or ordered
+        first = blocking[0]
         if not claim.wait:
             if claim.status is None:
                 message = (
-                    f"{resource} is held by {holder.holder} since {to_rfc3339(lock.acquired_at)}; "
+                    f"{resource} is held by {_held_by(blocking)} since {to_rfc3339(first.acquired_at)}; "
                     "try again later, or set wait: true to queue"
                 )
-                actions.append(_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False,
-                                    holder=holder.holder))
+                actions.append(
+                    _end(
+                        claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=first.holder
+                    )
+                )
             continue
-        if claim.holder == holder.holder:
+        if any(g.holder == claim.holder and blocks(g.need, claim.need, capacity) for g in grants):
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
             actions.append(_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now))
             continue
-        found = graph.find_cycle(claim.holder, resource, claim.sequence)
+        found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
         if found is not None:
             victim = found.victim
             if victim == found.edges[0]:
@@ -365,9 +411,9 @@ def _answers(
         pending = ClaimStatus(
             phase=Phase.PENDING,
             reason=Reason.QUEUED,
-            message=f"waiting for {resource}, held by {holder.holder}; position {position} in the queue",
+            message=f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue",
             sequence=claim.sequence,
-            holder=holder.holder,
+            holder=first.holder,
             queue_position=position,
             waiting_since=since,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from kubelock.domain.grants import Mode, Need
 from kubelock.domain.reasons import Phase, Reason
 
 
@@ -45,7 +46,7 @@ class Claim:
     uid: str
     resource: str  # normalised
     holder: str
-    sequence: int  # queue order and fencing token: the revision at which the claim was first seen
+    sequence: int  # queue order: the revision at which the claim was first seen
     created_at: float
     wait: bool = False
     ttl_seconds: int | None = None  # None: the operator's default
@@ -54,6 +55,12 @@ class Claim:
     pod: PodLiveness = PodLiveness.NOT_BOUND
     renew_request: str | None = None  # the holder's opaque renewal marker
     status: ClaimStatus | None = None
+    mode: Mode = Mode.EXCLUSIVE
+    permits: int = 1  # taken from the resource's capacity (Exclusive mode)
+
+    @property
+    def need(self) -> Need:
+        return Need(self.mode, self.permits)
 
     @property
     def phase(self) -> Phase | None:
@@ -72,6 +79,10 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Lock:
+    """One grant on a resource (stored as one ResourceLock): its claim, mode, permits, fencing token
+    and lease. A resource's state is the set of its grants; a token of 0 marks a reservation, a grant
+    not yet made (see `CompleteLock`)."""
+
     name: str
     uid: str
     resource: str
@@ -82,10 +93,16 @@ class Lock:
     acquired_at: float
     renewed_at: float
     lease_seconds: int
+    mode: Mode = Mode.EXCLUSIVE
+    permits: int = 1
 
     @property
     def expires_at(self) -> float:
         return self.renewed_at + self.lease_seconds
+
+    @property
+    def need(self) -> Need:
+        return Need(self.mode, self.permits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +155,10 @@ class SetStatus:
 
 @dataclass(frozen=True, slots=True)
 class CreateLock:
+    """Make a grant for `claim`. It carries no fencing token: the grant store assigns it when it
+    writes the grant (the lock's creation revision), keeping the rule of `grants.tokens_increase`."""
+
     claim: Claim
-    # The claim's queue sequence. The grant's real token is the lock's creation revision, which only
-    # exists once the API server has stored it (the adapter writes it right after the create).
-    fencing_token: int
     acquired_at: float
     lease_seconds: int
 

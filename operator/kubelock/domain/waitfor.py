@@ -1,15 +1,28 @@
 """The wait-for graph of one lock space (namespace) and cycle detection over it.
 
 Nodes are holders. A holder H that waits (a real pending claim, never a rejected try-lock) for a
-resource R held by G gives the edge H -R-> G. A claim closes a cycle when the holder of the
-resource it waits for can reach the claim's own holder. The search starts at that holder and only
-follows edges out of what it reaches, so its cost grows with the path, not with the number of claims.
+resource R has an edge H -R-> G to every holder G that blocks it there:
+
+- every G with a grant on R that alone keeps H's request out (`grants.blocks`): an exclusive grant
+  blocks everything, a shared grant blocks an exclusive request, and a semaphore grant blocks a
+  request whose permits do not fit beside its own. A wait that any one of several releases would
+  end (permits) is no edge, so every edge is a release the waiter needs and a cycle is a deadlock;
+- when R has grants but none of them blocks the request, every other G with a request queued ahead
+  of it on R that keeps it out: the queue serves requests in order, so the waiter needs that one
+  granted and released first (a shared request behind a queued exclusive one, a small permit
+  request behind a large one). A free resource gives no edge: its head is granted next.
+
+A claim closes a cycle when a holder it waits for can reach the claim's own holder. The search starts
+at those holders and only follows edges out of what it reaches, so its cost grows with the path, not
+with the number of claims.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,29 +63,54 @@ def describe(path: tuple[str, ...]) -> str:
 
 class WaitForGraph:
     def __init__(self) -> None:
-        self._waits: dict[str, dict[str, set[int]]] = defaultdict(dict)  # holder -> resource -> seqs
-        self._holder_of: dict[str, str] = {}
+        # holder -> resource -> sequence -> what the claim asks of the resource
+        self._waits: dict[str, dict[str, dict[int, Need]]] = defaultdict(dict)
+        # resource -> holder -> what its grants hold (one entry per grant)
+        self._grants: dict[str, dict[str, tuple[Need, ...]]] = {}
+        # resource -> (sequence, holder) -> need of every wait on it, for the queue's order
+        self._queues: dict[str, dict[tuple[int, str], Need]] = defaultdict(dict)
+        self._capacity: dict[str, int] = {}
 
     def __len__(self) -> int:
         return sum(len(seqs) for res in self._waits.values() for seqs in res.values())
 
-    def holder_of(self, resource: str) -> str | None:
-        return self._holder_of.get(resource)
+    def holders_of(self, resource: str) -> frozenset[str]:
+        return frozenset(self._grants.get(resource, ()))
 
     def set_holder(self, resource: str, holder: str | None) -> None:
-        if holder is None:
-            self._holder_of.pop(resource, None)
-        else:
-            self._holder_of[resource] = holder
+        """The resource is held exclusively by `holder` (None: by nobody)."""
+        self.set_grants(resource, () if holder is None else ((holder, EXCLUSIVE),))
 
-    def add_wait(self, holder: str, resource: str, sequence: int) -> None:
-        self._waits[holder].setdefault(resource, set()).add(sequence)
+    def set_grants(self, resource: str, grants: tuple[tuple[str, Need], ...]) -> None:
+        """The resource's grants, as (holder, need) pairs; it replaces what was known of them."""
+        held: dict[str, tuple[Need, ...]] = {}
+        for holder, need in grants:
+            held[holder] = (*held.get(holder, ()), need)
+        if held:
+            self._grants[resource] = held
+        else:
+            self._grants.pop(resource, None)
+
+    def set_capacity(self, resource: str, capacity: int) -> None:
+        if capacity == 1:
+            self._capacity.pop(resource, None)
+        else:
+            self._capacity[resource] = capacity
+
+    def add_wait(self, holder: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> None:
+        self._waits[holder].setdefault(resource, {})[sequence] = need
+        self._queues[resource][(sequence, holder)] = need
 
     def remove_wait(self, holder: str, resource: str, sequence: int) -> None:
+        queue = self._queues.get(resource)
+        if queue is not None:
+            queue.pop((sequence, holder), None)
+            if not queue:
+                del self._queues[resource]
         resources = self._waits.get(holder)
         if not resources or resource not in resources:
             return
-        resources[resource].discard(sequence)
+        resources[resource].pop(sequence, None)
         if not resources[resource]:
             del resources[resource]
         if not resources:
@@ -81,32 +119,46 @@ class WaitForGraph:
     def waits_of(self, holder: str) -> dict[str, int]:
         return {r: max(s) for r, s in self._waits.get(holder, {}).items()}
 
-    def find_cycle(self, waiter: str, resource: str, sequence: int) -> Cycle | None:
-        """The cycle closed by `waiter` waiting for `resource` (with a claim of `sequence`), if any."""
+    def blockers(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> list[str]:
+        """The holders that `waiter`, asking `need` of `resource` with a claim of `sequence`, waits
+        for: the edges out of it (see the module's docstring), in a stable order."""
+        held = self._grants.get(resource)
+        if not held:
+            return []
+        capacity = self._capacity.get(resource, 1)
+        if capacity == 1 and need.mode is Mode.EXCLUSIVE:
+            return list(held)  # every grant keeps out an exclusive request for the only permit
+        hard = [h for h, needs in held.items() if any(blocks(n, need, capacity) for n in needs)]
+        if hard:
+            return hard
+        ahead = self._queues.get(resource, {})
+        soft = {h for (seq, h), n in ahead.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
+        return sorted(soft)
+
+    def find_cycle(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> Cycle | None:
+        """The cycle closed by `waiter` waiting for `resource` (with a claim of `sequence` asking
+        `need`), if any."""
         first = Edge(waiter, resource, sequence)
-        start = self._holder_of.get(resource)
-        if start is None:
-            return None
-        if start == waiter:
+        starts = self.blockers(waiter, resource, sequence, need)
+        if waiter in starts:
             return Cycle((first,))
-        # Iterative DFS from the resource's holder; parent links rebuild the path when found.
-        parent: dict[str, Edge | None] = {start: None}
-        stack = [start]
+        # Iterative DFS from the holders waited for; parent links rebuild the path when found.
+        parent: dict[str, Edge | None] = dict.fromkeys(starts)
+        stack = list(reversed(starts))
         while stack:
             node = stack.pop()
             for res, seqs in self._waits.get(node, {}).items():
-                nxt = self._holder_of.get(res)
-                if nxt is None:
-                    continue
                 edge = Edge(node, res, max(seqs))
-                if nxt == waiter:
-                    edges = [edge]
-                    cur = node
-                    while (back := parent[cur]) is not None:
-                        edges.append(back)
-                        cur = back.waiter
-                    return Cycle((first, *reversed(edges)))
-                if nxt not in parent:
-                    parent[nxt] = edge
-                    stack.append(nxt)
+                for seq, asked in seqs.items():
+                    for nxt in self.blockers(node, res, seq, asked):
+                        if nxt == waiter:
+                            edges = [edge]
+                            cur = node
+                            while (back := parent[cur]) is not None:
+                                edges.append(back)
+                                cur = back.waiter
+                            return Cycle((first, *reversed(edges)))
+                        if nxt not in parent:
+                            parent[nxt] = edge
+                            stack.append(nxt)
         return None

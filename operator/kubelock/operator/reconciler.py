@@ -248,7 +248,7 @@ class Reconciler:
             decision = decide(
                 resource,
                 claims,
-                lock,
+                () if lock is None else (lock,),
                 now=self.clock.now(),
                 policy=self.policy,
                 graph=self.cache.graphs[namespace],
