@@ -64,7 +64,9 @@ def revision(body: Mapping[str, Any]) -> int:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # JSON objects are dicts; checking for dict, not the Mapping ABC, keeps parsing cheap (the
+    # operator parses every watch event and every item of a resync LIST).
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: object) -> str | None:
@@ -83,7 +85,7 @@ class Metadata:
     generation: int
     created_at: datetime | None
     deleting: bool  # deletionTimestamp is set
-    annotations: Mapping[str, str]
+    annotations: Mapping[str, Any]
 
     @property
     def revision(self) -> int:
@@ -100,7 +102,7 @@ class Metadata:
             generation=integer(meta.get("generation")) or 0,
             created_at=time_of(meta.get("creationTimestamp")),
             deleting=bool(meta.get("deletionTimestamp")),
-            annotations={str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()},
+            annotations=_mapping(meta.get("annotations")),  # the body's own: read, never written
         )
 
 
@@ -191,7 +193,7 @@ class ClaimStatus:
             sequence=integer(status.get("sequence")),
             cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,
             observed_renew=_text(status.get("observedRenew")),
-            conditions=tuple(c for c in conditions if isinstance(c, Mapping)) if isinstance(conditions, list) else (),
+            conditions=tuple(c for c in conditions if isinstance(c, dict)) if isinstance(conditions, list) else (),
         )
 
 
@@ -213,7 +215,7 @@ class ClaimObject:
     @property
     def renew_request(self) -> str | None:
         """The holder's latest renewal request (an annotation: holders may not write status)."""
-        return self.metadata.annotations.get(RENEW_ANNOTATION)
+        return _text(self.metadata.annotations.get(RENEW_ANNOTATION))
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> ClaimObject:

@@ -136,7 +136,7 @@ class LockInfo:
             renewed_at=spec.renewed_at,
             expires_at=spec.expires_at,
             lease_seconds=spec.lease_seconds or 0,
-            annotations=dict(meta.annotations),
+            annotations={str(k): str(v) for k, v in meta.annotations.items()},
         )
 
 
