@@ -14,32 +14,16 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from chaos.history import ClaimLife, LockLife, Outage, Record
-from kubelock.domain.resource import normalise
+from kubelock.api import objects
+from kubelock.domain.reasons import Phase
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 
 Body = dict[str, Any]
-
-
-def _time(value: object) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _version(body: Body) -> int:
-    try:
-        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 @dataclass
@@ -142,7 +126,7 @@ class Monitor:
                 if version is None:
                     items, version = await self._kube.list_all(path)
                     now = time.time()
-                    current = {str(i["metadata"]["uid"]): i for i in items}
+                    current = {objects.Metadata.parse(i.get("metadata")).uid: i for i in items}
                     for uid in known - current.keys():
                         observe("DELETED", {"metadata": {"uid": uid}}, now)
                     for item in items:
@@ -158,11 +142,11 @@ class Monitor:
                         blind_since = None
                     kind = str(event.get("type"))
                     obj = event.get("object") or {}
-                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    version = objects.resource_version(obj) or version
                     if kind == "BOOKMARK":
                         continue
                     self.events += 1
-                    uid = str((obj.get("metadata") or {}).get("uid"))
+                    uid = objects.Metadata.parse(obj.get("metadata")).uid
                     if kind == "DELETED":
                         known.discard(uid)
                     else:
@@ -181,75 +165,72 @@ class Monitor:
     # ---- objects ----------------------------------------------------------------------------
 
     def _on_lock(self, kind: str, body: Body, now: float) -> None:
-        meta = body.get("metadata") or {}
-        uid = str(meta.get("uid"))
+        parsed = objects.LockObject.parse(body)
+        uid = parsed.metadata.uid
         lock = self.locks.get(uid)
         if kind == "DELETED":
             if lock is not None and lock.deleted is None:
                 lock.deleted = now
             return
-        spec = body.get("spec") or {}
-        expiry = _time(spec.get("expireTime"))
-        if expiry is None and (renewed := _time(spec.get("renewTime"))) is not None:
-            expiry = renewed + float(spec.get("leaseDurationSeconds") or 0)
+        spec = parsed.spec
+        expiry = objects.seconds(spec.expires_at)
         if lock is None:
             self.locks[uid] = _Lock(
                 uid=uid,
-                resource=str(spec.get("resource", "")),
-                holder=str(spec.get("holder", "")),
-                claim=str((spec.get("claimRef") or {}).get("uid", "")),
-                token=int(spec.get("fencingToken") or 0),
-                version=_version(body),
+                resource=spec.resource,
+                holder=spec.holder,
+                claim=spec.claim_uid,
+                token=spec.fencing_token or 0,
+                version=parsed.metadata.revision,
                 created=now,
                 expiry=expiry,
-                pod=(spec.get("podRef") or {}).get("name"),
+                pod=spec.pod_name,
                 # Only a watch's ADDED event carries the creation's own resourceVersion.
-                created_version=_version(body) if kind == "ADDED" else None,
+                created_version=parsed.metadata.revision if kind == "ADDED" else None,
             )
         else:
             if expiry is not None:
                 lock.expiry = expiry
             # The token is written right after the create (it is the lock's creation revision).
-            token = int(spec.get("fencingToken") or 0)
-            if token:
-                lock.token = token
+            if spec.fencing_token:
+                lock.token = spec.fencing_token
 
     def _on_claim(self, kind: str, body: Body, now: float) -> None:
-        meta = body.get("metadata") or {}
-        uid = str(meta.get("uid"))
+        parsed = objects.ClaimObject.parse(body)
+        meta, status = parsed.metadata, parsed.status
+        uid = meta.uid
         claim = self.claims.get(uid)
         if kind == "DELETED":
             if claim is not None and claim.deleted is None:
                 claim.deleted = now
-                claim.deleted_version = _version(body) or None
+                claim.deleted_version = meta.revision or None
                 if claim.held and claim.released is None:
                     claim.released = now
             return
-        spec = body.get("spec") or {}
         if claim is None:
             claim = self.claims[uid] = _Claim(
                 uid=uid,
-                resource=normalise(str(spec.get("resource", ""))),
-                holder=str(spec.get("holder", "")),
-                wait=bool(spec.get("wait", False)),
+                resource=parsed.spec.resource,
+                holder=parsed.spec.holder,
+                wait=parsed.spec.wait,
                 created=now,
                 # Only a watch's ADDED event carries the creation's own resourceVersion.
-                created_version=_version(body) if kind == "ADDED" else None,
+                created_version=meta.revision if kind == "ADDED" else None,
             )
-        phase = (body.get("status") or {}).get("phase")
-        if not phase:
+        phase = status.phase
+        if phase is None:
             return
-        claim.phase = str(phase)
-        claim.reason = (body.get("status") or {}).get("reason") or claim.reason
+        claim.phase = phase.value
+        claim.reason = status.reason or claim.reason
         if claim.answered is None:
             claim.answered = now
-        if phase != "Pending" and claim.decided is None:
+        if phase is not Phase.PENDING and claim.decided is None:
             claim.decided = now
             # A watch event's version is the write that decided it; a listed body may be newer.
-            claim.decided_version = _version(body) if kind == "MODIFIED" else None
-        if phase == "Held":
+            claim.decided_version = meta.revision if kind == "MODIFIED" else None
+        if phase is Phase.HELD:
             claim.held = True
         elif claim.held and claim.released is None:
             claim.released = now
-        if meta.get("deletionTimestamp") and claim.held and claim.released is None:
+        if meta.deleting and claim.held and claim.released is None:
             claim.released = now

@@ -18,18 +18,14 @@ from kubernetes.client import (
     AdmissionregistrationV1Api,
     ApiClient,
     ApiException,
-    AuthorizationV1Api,
     CoreV1Api,
     CustomObjectsApi,
-    RbacAuthorizationV1Api,
-    V1ResourceAttributes,
-    V1SubjectAccessReview,
-    V1SubjectAccessReviewSpec,
 )
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.testbed import wait_until
 from tests.integration.conftest import UserApi
+from tests.support.access import allowed, bind
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, status_of
 from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
@@ -51,24 +47,6 @@ def operator(control_plane, tmp_path_factory) -> Iterator[OperatorProcess]:  # t
 def ns(admin_api: ApiClient, operator: OperatorProcess) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
         yield name
-
-
-def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str) -> None:
-    binding: dict[str, Any] = {
-        "metadata": {"generateName": f"{cluster_role}-"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)  # type: ignore[arg-type]
-
-
-def allowed(admin_api: ApiClient, user: str, verb: str, resource: str, namespace: str, group: str = GROUP) -> bool:
-    attributes = V1ResourceAttributes(group=group, resource=resource, verb=verb, namespace=namespace)
-    review = V1SubjectAccessReview(
-        spec=V1SubjectAccessReviewSpec(user=user, groups=["system:authenticated"], resource_attributes=attributes)
-    )
-    status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
-    return bool(status and status.allowed)
 
 
 def events(api: ApiClient, namespace: str, name: str) -> list[tuple[str, str, str]]:
@@ -143,7 +121,7 @@ def test_lock_admins_read_every_transition_including_the_release_after_the_claim
     admin_api: ApiClient, user_api: UserApi, ns: str, operator: OperatorProcess
 ) -> None:
     bind(admin_api, ns, "kubelock-admin", "lockadmin")
-    wait_until(lambda: allowed(admin_api, "lockadmin", "list", "events", ns, group=""), what="RBAC", timeout=DEADLINE)
+    wait_until(lambda: allowed(admin_api, "lockadmin", ns, "list", "events", group=""), what="RBAC", timeout=DEADLINE)
     locks = Locks(admin_api, ns)
     locks.claim("a", "github://acme/app/issues/7", "agent-a")
     token = status_of(locks.wait_phase("a", "Held"))["fencingToken"]
@@ -161,7 +139,7 @@ def test_a_lock_admin_must_record_who_breaks_a_lock_and_the_record_outlives_the_
     admin_api: ApiClient, user_api: UserApi, ns: str, operator: OperatorProcess
 ) -> None:
     bind(admin_api, ns, "kubelock-admin", "lockadmin")
-    wait_until(lambda: allowed(admin_api, "lockadmin", "delete", "resourcelocks", ns), what="RBAC", timeout=DEADLINE)
+    wait_until(lambda: allowed(admin_api, "lockadmin", ns, "delete", "resourcelocks"), what="RBAC", timeout=DEADLINE)
     locks = Locks(admin_api, ns)
     locks.claim("held", "deploy://api-prod", "agent-b")
     lock = status_of(locks.wait_phase("held", "Held"))["lockName"]
@@ -297,8 +275,8 @@ def test_finished_claims_are_removed_after_ttl_seconds_after_finished_and_client
 def test_kubelock_roles_aggregate_into_the_default_roles(
     admin_api: ApiClient, ns: str, default_role: str, user: str, verb: str, resource: str
 ) -> None:
-    assert not allowed(admin_api, user, verb, resource, ns)
+    assert not allowed(admin_api, user, ns, verb, resource)
     bind(admin_api, ns, default_role, user)
-    wait_until(lambda: allowed(admin_api, user, verb, resource, ns),
+    wait_until(lambda: allowed(admin_api, user, ns, verb, resource),
                what=f"{user} with {default_role} to be allowed to {verb} {resource}", timeout=DEADLINE)
 

@@ -28,19 +28,16 @@ from kubernetes import watch
 from kubernetes.client import (
     ApiClient,
     ApiException,
-    AuthorizationV1Api,
     CustomObjectsApi,
-    RbacAuthorizationV1Api,
-    V1ResourceAttributes,
-    V1SubjectAccessReview,
-    V1SubjectAccessReviewSpec,
 )
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, find_binaries, wait_until
+from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
+from tests.support.commands import Run, argv_of, environment, finish, run, start
 from tests.support.operator import REPO, OperatorProcess
 
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
@@ -53,63 +50,6 @@ def holder(user: str) -> str:
     return f"user:{user}/{INSTANCE}"
 
 
-# ---- running the commands -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> dict[str, Any]:
-        """The single JSON object the command printed (fails if there is anything else)."""
-        lines = self.stdout.splitlines()
-        assert len(lines) == 1, f"expected one line of JSON, got: {self.stdout!r} (stderr: {self.stderr})"
-        payload = json.loads(lines[0])
-        assert isinstance(payload, dict)
-        return payload
-
-
-def argv_of(command: str) -> list[str]:
-    """The installed console script, or the same entry point through this interpreter."""
-    script = Path(sys.executable).parent / command
-    if script.exists():
-        return [str(script)]
-    module, function = {
-        "kubelock": ("kubelock.cli.main", "main"),
-        "rlock": ("kubelock.cli.compat", "rlock"),
-        "runlock": ("kubelock.cli.compat", "runlock"),
-        "rlock-heartbeat": ("kubelock.cli.compat", "rlock_heartbeat"),
-    }[command]
-    return [sys.executable, "-c", f"import sys; from {module} import {function}; sys.exit({function}())"]
-
-
-def environment(kubeconfig: Path | str, namespace: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "KUBELOCK_"))}
-    env.update(KUBECONFIG=str(kubeconfig), KUBELOCK_NAMESPACE=namespace, PYTHONPATH=str(REPO / "operator"))
-    return env
-
-
-def run(command: str, *args: str, env: dict[str, str]) -> Run:
-    done = subprocess.run(
-        [*argv_of(command), *args], env=env, capture_output=True, text=True, timeout=DEADLINE * 2, check=False
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
-
-
-def start(command: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*argv_of(command), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def finish(process: subprocess.Popen[str]) -> Run:
-    stdout, stderr = process.communicate(timeout=DEADLINE * 2)
-    return Run(process.returncode, stdout, stderr)
-
-
 # ---- fixtures -----------------------------------------------------------------------------------
 
 
@@ -117,25 +57,6 @@ def finish(process: subprocess.Popen[str]) -> Run:
 def operator(control_plane: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     with OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log", namespaces=(namespace,)) as op:
         yield op
-
-
-def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str, verb: str, resource: str) -> None:
-    binding: dict[str, Any] = {
-        "metadata": {"generateName": f"{cluster_role}-"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)  # type: ignore[arg-type]
-
-    def allowed() -> bool:
-        attributes = V1ResourceAttributes(group="kubelock.dev", resource=resource, verb=verb, namespace=namespace)
-        review = V1SubjectAccessReview(
-            spec=V1SubjectAccessReviewSpec(user=user, groups=["system:authenticated"], resource_attributes=attributes)
-        )
-        status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
-        return bool(status and status.allowed)
-
-    wait_until(allowed, what=f"{user} to be allowed to {verb} {resource}", timeout=DEADLINE)
 
 
 @dataclass
@@ -147,7 +68,7 @@ class Shell:
     admin: Locks
 
     def env(self, user: str) -> dict[str, str]:
-        return {**environment(self.control_plane.user_kubeconfig(user), self.namespace), "KUBELOCK_INSTANCE": INSTANCE}
+        return environment(self.control_plane.user_kubeconfig(user), self.namespace, INSTANCE)
 
     def __call__(self, user: str, command: str, *args: str) -> Run:
         return run(command, *args, env=self.env(user))
@@ -175,8 +96,10 @@ def sh(control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: O
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
     for user in ("alice", "bob"):
-        bind(admin_api, namespace, "kubelock-agent", user, "create", "lockclaims")
-    bind(admin_api, namespace, "kubelock-admin", "lockadmin", "delete", "resourcelocks")
+        bind(admin_api, namespace, "kubelock-agent", user)
+        wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+    bind(admin_api, namespace, "kubelock-admin", "lockadmin")
+    wait_allowed(admin_api, "lockadmin", namespace, "delete", "resourcelocks")
     return Shell(control_plane, namespace, Locks(admin_api, namespace))
 
 

@@ -39,7 +39,6 @@ from kubernetes.client import (
     V1BoundObjectReference,
     V1ClusterRoleBinding,
     V1Container,
-    V1Namespace,
     V1ObjectMeta,
     V1Pod,
     V1PodSpec,
@@ -53,8 +52,10 @@ from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.sdk import Forbidden, LockClient, TimedOut
 from kubelock.testbed import ControlPlane, wait_until
+from tests.support.access import bind, service_account_user
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.commands import environment, finish, run, start
+from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
 
 Cluster = Any
@@ -69,24 +70,6 @@ def holder(user: str, instance: str) -> str:
     return f"user:{user}/{instance}"
 
 
-Subject = dict[str, str]
-
-
-def bind(admin_api: ApiClient, namespace: str, role: str, subject: Subject) -> None:
-    body = {
-        "metadata": {"generateName": f"{role}-"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [subject],
-    }
-    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, body)  # type: ignore[arg-type]
-
-
-def user(name: str) -> Subject:
-    return {"kind": "User", "name": name, "apiGroup": "rbac.authorization.k8s.io"}
-
-
-def service_account(namespace: str, name: str) -> Subject:
-    return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
 
 
 def can_claim(kubeconfig: Path, namespace: str) -> bool:
@@ -112,7 +95,7 @@ def bed(control_plane: Cluster, admin_api: ApiClient, namespace: str) -> Control
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
     for name in ("alice", "bob"):
-        bind(admin_api, namespace, "kubelock-agent", user(name))
+        bind(admin_api, namespace, "kubelock-agent", name)
         config = control_plane.user_kubeconfig(name)
         wait_until(lambda config=config: can_claim(config, namespace), what=f"{name} may claim", timeout=DEADLINE)
     return control_plane
@@ -205,29 +188,17 @@ def pod(name: str, node: str, sa: str = "agent") -> V1Pod:
     )
 
 
-@contextlib.contextmanager
-def temporary_namespace(admin_api: ApiClient) -> Iterator[str]:
-    name = f"kl-{os.urandom(4).hex()}"
-    core = CoreV1Api(admin_api)
-    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(ApiException):
-            core.delete_namespace(name)
-
-
 def test_pods_of_one_name_in_two_namespaces_are_two_holders(
     bed: ControlPlane, operator: OperatorProcess, admin_api: ApiClient, namespace: str, fake_node: str,
     sa_token: SaToken, tmp_path: Path,
 ) -> None:
     core = CoreV1Api(admin_api)
     clients: list[LockClient] = []
-    with temporary_namespace(admin_api) as elsewhere:
+    with temporary_namespace(admin_api, "kl-") as elsewhere:
         holders = []
         for ns in (namespace, elsewhere):
             sa_token(ns, "agent")  # creates the ServiceAccount
-            bind(admin_api, namespace, "kubelock-agent", service_account(ns, "agent"))
+            bind(admin_api, namespace, "kubelock-agent", service_account_user(ns, "agent"))
             created = core.create_namespaced_pod(ns, pod("agent-a", fake_node))
             assert created.metadata is not None
             token = sa_token(ns, "agent", created)
@@ -440,7 +411,7 @@ def test_expiring_and_rotated_credentials_keep_clients_and_the_operator_working(
     plugin.write_text(PLUGIN)
     for account in ("agent", "operator"):
         sa_token(namespace, account)  # creates the ServiceAccount
-    bind(admin_api, namespace, "kubelock-agent", service_account(namespace, "agent"))
+    bind(admin_api, namespace, "kubelock-agent", service_account_user(namespace, "agent"))
     rbac = RbacAuthorizationV1Api(admin_api)
     binding = f"kubelock-operator-{namespace}"
     rbac.create_cluster_role_binding(V1ClusterRoleBinding(

@@ -25,22 +25,15 @@ from kubernetes.client import (
     AdmissionregistrationV1Api,
     ApiClient,
     ApiException,
-    AuthorizationV1Api,
     CoreV1Api,
     CustomObjectsApi,
     RbacAuthorizationV1Api,
-    RbacV1Subject,
     V1ClusterRoleBinding,
     V1Container,
     V1Namespace,
     V1ObjectMeta,
     V1Pod,
     V1PodSpec,
-    V1ResourceAttributes,
-    V1RoleBinding,
-    V1RoleRef,
-    V1SubjectAccessReview,
-    V1SubjectAccessReviewSpec,
     V1ValidatingAdmissionPolicy,
     V1ValidatingAdmissionPolicyBinding,
 )
@@ -54,7 +47,9 @@ from kubelock.api.constants import (
     VERSION,
 )
 from kubelock.testbed import wait_until
+from tests.support.access import bind, cluster_role, service_account_user, subject, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
+from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
 # The fixtures' types (their Protocols live in conftest.py, which tests do not import).
@@ -81,53 +76,6 @@ def refusal(call: Callable[[], object]) -> tuple[int, str]:
         call()
     body = json.loads(caught.value.body or "{}")
     return int(caught.value.status), str(body.get("message", ""))
-
-
-def service_account_user(namespace: str, name: str) -> str:
-    return f"system:serviceaccount:{namespace}:{name}"
-
-
-def subject(user: str) -> RbacV1Subject:
-    prefix = "system:serviceaccount:"
-    if user.startswith(prefix):
-        namespace, name = user[len(prefix) :].split(":")
-        return RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)
-    return RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")
-
-
-def cluster_role(name: str) -> V1RoleRef:
-    return V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name)
-
-
-def bind(admin_api: ApiClient, namespace: str, role: str, user: str) -> None:
-    """A RoleBinding of a ClusterRole to one user (or ServiceAccount) in one namespace."""
-    binding = V1RoleBinding(
-        metadata=V1ObjectMeta(generate_name=f"{role}-"), role_ref=cluster_role(role), subjects=[subject(user)]
-    )
-    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)
-
-
-def allowed(
-    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP
-) -> bool:
-    review = V1SubjectAccessReview(
-        spec=V1SubjectAccessReviewSpec(
-            user=user,
-            groups=["system:authenticated"],
-            resource_attributes=V1ResourceAttributes(group=group, resource=resource, verb=verb, namespace=namespace),
-        )
-    )
-    status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
-    return bool(status and status.allowed)
-
-
-def wait_allowed(admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str) -> None:
-    # The authorizer learns new bindings from a watch: wait for it instead of racing it.
-    wait_until(
-        lambda: allowed(admin_api, user, namespace, verb, resource),
-        what=f"{user} to be allowed to {verb} {resource} in {namespace}",
-        timeout=DEADLINE,
-    )
 
 
 def holder_pod(name: str, node: str) -> V1Pod:
@@ -389,24 +337,12 @@ def test_pod_token_from_another_namespace_cannot_name_a_pod_here(
             core.delete_namespace(elsewhere)
 
 
-@contextlib.contextmanager
-def other_namespace(admin_api: ApiClient) -> Iterator[str]:
-    name = f"kl-{secrets.token_hex(4)}"
-    core = CoreV1Api(admin_api)
-    core.create_namespace(V1Namespace(metadata=V1ObjectMeta(name=name)))
-    try:
-        yield name
-    finally:
-        with contextlib.suppress(ApiException):
-            core.delete_namespace(name)
-
-
 def test_a_same_named_pod_in_another_namespace_cannot_touch_the_claims(
     team: Team, admin_api: ApiClient, fake_node: str, sa_api: SaApi
 ) -> None:
     mine = team.holder("agent-a")
     team.agent("agent-a").claim("mine", RESOURCE, mine, pod=("agent-a", team.uid("agent-a")))
-    with other_namespace(admin_api) as elsewhere:
+    with temporary_namespace(admin_api, "kl-") as elsewhere:
         twin = CoreV1Api(admin_api).create_namespaced_pod(elsewhere, holder_pod("agent-a", fake_node))
         user = service_account_user(elsewhere, AGENT_SA)
         bind(admin_api, team.namespace, "kubelock-agent", user)  # allowed to claim here, as the docs suggest
@@ -462,7 +398,7 @@ def test_claims_from_before_instances_stay_with_their_owner(
     team.alice.renew("user-legacy")
     for actor, target in ((b, "pod-legacy"), (team.alice, "pod-legacy"), (a, "user-legacy"), (a, "remote-legacy")):
         assert refusal(lambda actor=actor, target=target: actor.renew(target))[0] == 403, target
-    with other_namespace(admin_api) as elsewhere:
+    with temporary_namespace(admin_api, "kl-") as elsewhere:
         twin = CoreV1Api(admin_api).create_namespaced_pod(elsewhere, holder_pod("agent-a", fake_node))
         user = service_account_user(elsewhere, AGENT_SA)
         bind(admin_api, team.namespace, "kubelock-agent", user)

@@ -1,6 +1,6 @@
 """The reconciler: grants held back until the view is fresh (and nothing else with them), writes
 conditional on the versions the decision saw, tokens never written twice, queue positions written
-once the queue is still, a burst of keys queued for a bounded number of workers."""
+once the queue is still. (Which key runs when is the work queue's: tests/unit/test_workqueue.py.)"""
 
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ def test_a_grant_waits_for_a_fresh_view_and_is_decided_again_on_release() -> Non
         reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"), gate=ClosedGate())
         await reconciler.reconcile(("a", R))  # would create the lock: held back instead, no request made
         assert reconciler.holding and ("a", R) in reconciler._held_back
-        reconciler.enabled = True
+        reconciler.queue.start()
         reconciler.release_grants()
         assert not reconciler.holding
-        assert ("a", R) in reconciler._dirty  # decided again
+        assert reconciler.queue.pending(("a", R))  # decided again
         await reconciler.stop()
 
     asyncio.run(scenario())
@@ -215,7 +215,7 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
         key = ("a", R)
         reconciler._granted_at[key] = clock.now()  # the lock was just granted
         await reconciler.reconcile(key)  # the renumbering waits: no request
-        assert reconciler._deadlines.next_deadline() == clock.now() + POSITION_DELAY
+        assert reconciler.queue.next_deadline() == clock.now() + POSITION_DELAY
         clock.advance(POSITION_DELAY)
         try:
             await reconciler.reconcile(key)
@@ -223,29 +223,5 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
             assert "unexpected API call: patch" in str(error)  # now it is written
         else:
             raise AssertionError("the queue position was never written")
-
-    asyncio.run(scenario())
-
-
-def test_a_burst_of_keys_queues_for_a_bounded_number_of_workers() -> None:
-    async def scenario() -> None:
-        from kubelock.operator import reconciler as module
-
-        clock = ManualClock()
-        client: Any = NoApi()
-        reconciler = Reconciler(client, Cache(), Policy(), clock, EventRecorder(client, clock, "test"))
-        reconciler.enabled = True
-        keys = [("a", f"github://acme/app/issues/{i}") for i in range(module.MAX_WORKERS + 5)]
-        for key in keys:
-            reconciler.schedule(key)
-        reconciler.schedule(keys[-1])  # already waiting: not queued twice
-        assert len(reconciler._workers) == module.MAX_WORKERS
-        assert list(reconciler._waiting) == keys[module.MAX_WORKERS:]
-        for _ in range(100):
-            await asyncio.sleep(0)
-            if not reconciler._workers and not reconciler._dirty:
-                break
-        assert not reconciler._workers and not reconciler._waiting and not reconciler._dirty
-        await reconciler.stop()
 
     asyncio.run(scenario())

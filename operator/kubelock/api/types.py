@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import (
     HOLDER_PATTERN,
     MAX_HOLDER_LENGTH,
@@ -178,9 +179,6 @@ class Condition(_Model):
     message: str = Field(default="", description="Human-readable explanation.")
     last_transition_time: datetime = Field(description="When the status last changed.")
     observed_generation: int | None = Field(default=None, description="The generation it was computed from.")
-
-
-Phase = Literal["Pending", "Held", "Rejected", "TimedOut", "Expired", "Deadlocked", "Revoked"]
 
 
 class LockClaimStatus(_Model):

@@ -22,6 +22,7 @@ from kubelock import __version__
 from kubelock.cli import completion, output, signals
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.progress import QueueProgress
+from kubelock.domain.reasons import Phase
 from kubelock.sdk import graph as waitgraph
 from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
@@ -206,7 +207,7 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
 
 async def cmd_release(client: AsyncLockClient, args: argparse.Namespace) -> int:
     result = await client.release(args.uri)
-    verb = "left the queue for" if result.previous_phase and result.previous_phase.value == "Pending" else "released"
+    verb = "left the queue for" if result.previous_phase is Phase.PENDING else "released"
     return _emit(args, output.released(result), f"{verb} {result.resource}")
 
 

@@ -10,8 +10,14 @@ def to_rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 timestamp as an aware datetime in UTC; ValueError when it is not one. The one
+    parser of API timestamps (tolerant readers wrap it: `kubelock.api.objects.time_of`)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
 def from_rfc3339(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return parse_rfc3339(text).timestamp()
 
 
 def human_seconds(seconds: float) -> str:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from kubelock.domain.timefmt import parse_rfc3339
 from kubelock.kube.config import Credentials, ExecConfig, private_file
 from kubelock.kube.errors import Unreachable
 
@@ -196,6 +197,6 @@ def _parse_time(value: object) -> float | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return parse_rfc3339(value).timestamp()
     except ValueError:
         raise CredentialError(f"exec credential expirationTimestamp {value!r} is not RFC 3339") from None

@@ -1,69 +1,66 @@
 """Mapping between API objects (JSON dicts) and the domain's frozen values.
 
-Read tolerantly (unknown fields are ignored, missing ones default), write strictly (every status
+Read tolerantly (through the shared read model, `kubelock.api.objects`; missing fields take the
+domain's defaults here), write strictly (every status
 write is the complete status, so a stale field can never survive a phase change).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY, RENEW_ANNOTATION
+from kubelock.api import objects
+from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY
 from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
-from kubelock.domain.resource import normalise
-from kubelock.domain.timefmt import from_rfc3339, to_rfc3339
+from kubelock.domain.timefmt import to_rfc3339
 
 Body = dict[str, Any]
 
 
 def revision(body: Body) -> int:
     """The object's resourceVersion as a number (etcd revisions are monotonic integers)."""
-    return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    return objects.revision(body)
 
 
-def _ts(value: Any) -> float | None:
-    return from_rfc3339(value) if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _ts(value: datetime | None) -> float | None:
+    return objects.seconds(value)
 
 
 def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
-    if not raw or raw.get("phase") not in Phase.__members__.values():
+    return _claim_status(objects.ClaimStatus.parse(raw), sequence)
+
+
+def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | None:
+    if view.phase is None:
         return None
     try:
-        reason = Reason(str(raw.get("reason")))
+        reason = Reason(str(view.reason))
     except ValueError:
         reason = Reason.QUEUED
-    conditions = raw.get("conditions") or []
-    stale = any(c.get("type") == CONDITION_STALE and c.get("status") == "True" for c in conditions)
-    cycle = raw.get("cycle")
-    phase = Phase(raw["phase"])
-    finished_at = _ts(raw.get("finishedAt"))
-    if finished_at is None and phase.terminal:
+    finished_at = view.finished_at
+    if finished_at is None and view.phase.terminal:
         # Written before finishedAt existed: the Held condition's last flip is the best record left.
-        held = next((c for c in conditions if c.get("type") == CONDITION_HELD), None)
-        finished_at = _ts(held.get("lastTransitionTime")) if held else None
+        finished_at = view.held_changed_at
     return ClaimStatus(
-        phase=phase,
+        phase=view.phase,
         reason=reason,
-        message=str(raw.get("message") or ""),
-        sequence=_int(raw.get("sequence")) or sequence,
-        holder=raw.get("holder"),
-        lock_name=raw.get("lockName"),
-        fencing_token=_int(raw.get("fencingToken")),
-        acquired_at=_ts(raw.get("acquiredAt")),
-        renewed_at=_ts(raw.get("renewedAt")),
-        expires_at=_ts(raw.get("expiresAt")),
-        queue_position=_int(raw.get("queuePosition")),
-        cycle=tuple(cycle) if isinstance(cycle, list) else None,
-        stale=stale,
-        observed_renew=raw.get("observedRenew"),
-        finished_at=finished_at,
-        waiting_since=_ts(raw.get("waitingSince")),
+        message=view.message,
+        sequence=view.sequence or sequence,
+        holder=view.holder,
+        lock_name=view.lock_name,
+        fencing_token=view.fencing_token,
+        acquired_at=_ts(view.acquired_at),
+        renewed_at=_ts(view.renewed_at),
+        expires_at=_ts(view.expires_at),
+        queue_position=view.queue_position,
+        cycle=view.cycle,
+        stale=view.stale,
+        observed_renew=view.observed_renew,
+        finished_at=_ts(finished_at),
+        waiting_since=_ts(view.waiting_since),
     )
 
 
@@ -81,59 +78,54 @@ class ClaimRecord:
 
 
 def claim_record(body: Body) -> ClaimRecord:
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    raw_status = body.get("status") or {}
-    sequence = _int(raw_status.get("sequence")) or revision(body)
-    pod_ref = spec.get("podRef") or {}
+    parsed = objects.ClaimObject.parse(body)
+    meta, spec, status = parsed.metadata, parsed.spec, parsed.status
+    sequence = status.sequence or meta.revision
     claim = Claim(
-        name=meta["name"],
-        uid=meta["uid"],
-        resource=normalise(str(spec.get("resource", ""))),
-        holder=str(spec.get("holder", "")),
+        name=meta.name,
+        uid=meta.uid,
+        resource=spec.resource,
+        holder=spec.holder,
         sequence=sequence,
-        created_at=_ts(meta.get("creationTimestamp")) or 0.0,
-        wait=bool(spec.get("wait", False)),
-        ttl_seconds=_int(spec.get("ttlSeconds")),
-        wait_timeout_seconds=_int(spec.get("waitTimeoutSeconds")),
-        pod_name=pod_ref.get("name"),
-        pod=PodLiveness.UNKNOWN if pod_ref else PodLiveness.NOT_BOUND,
-        renew_request=(meta.get("annotations") or {}).get(RENEW_ANNOTATION),
-        status=claim_status(raw_status, sequence),
+        created_at=_ts(meta.created_at) or 0.0,
+        wait=spec.wait,
+        ttl_seconds=spec.ttl_seconds,
+        wait_timeout_seconds=spec.wait_timeout_seconds,
+        pod_name=spec.pod_name,
+        pod=PodLiveness.UNKNOWN if spec.bound else PodLiveness.NOT_BOUND,
+        renew_request=parsed.renew_request,
+        status=_claim_status(status, sequence),
     )
     return ClaimRecord(
-        namespace=meta.get("namespace", ""),
+        namespace=meta.namespace,
         claim=claim,
-        resource_version=str(meta.get("resourceVersion", "")),
-        generation=int(meta.get("generation") or 0),
+        resource_version=meta.resource_version,
+        generation=meta.generation,
         # Only what the next status write carries over (a condition's transition time); a record
         # per claim is kept for every claim the operator knows, so it holds no more of the body.
         conditions=tuple(
-            {k: c[k] for k in ("type", "status", "lastTransitionTime") if k in c}
-            for c in raw_status.get("conditions") or ()
-            if isinstance(c, dict)
+            {k: c[k] for k in ("type", "status", "lastTransitionTime") if k in c} for c in status.conditions
         ),
-        pod_uid=pod_ref.get("uid"),
-        deleting=bool(meta.get("deletionTimestamp")),
+        pod_uid=spec.pod_uid,
+        deleting=meta.deleting,
     )
 
 
 def lock_view(body: Body) -> Lock:
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    claim_ref = spec.get("claimRef") or {}
-    acquired = _ts(spec.get("acquireTime")) or 0.0
+    parsed = objects.LockObject.parse(body)
+    spec = parsed.spec
+    acquired = _ts(spec.acquired_at) or 0.0
     return Lock(
-        name=meta["name"],
-        uid=meta["uid"],
-        resource=str(spec.get("resource", "")),
-        holder=str(spec.get("holder", "")),
-        claim_name=str(claim_ref.get("name", "")),
-        claim_uid=str(claim_ref.get("uid", "")),
-        fencing_token=int(spec.get("fencingToken") or 0),
+        name=parsed.metadata.name,
+        uid=parsed.metadata.uid,
+        resource=spec.resource,
+        holder=spec.holder,
+        claim_name=spec.claim_name,
+        claim_uid=spec.claim_uid,
+        fencing_token=spec.fencing_token or 0,
         acquired_at=acquired,
-        renewed_at=_ts(spec.get("renewTime")) or acquired,
-        lease_seconds=int(spec.get("leaseDurationSeconds") or 1),
+        renewed_at=_ts(spec.renew_time) or acquired,
+        lease_seconds=spec.lease_seconds or 1,
     )
 
 

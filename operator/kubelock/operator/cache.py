@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, POD_LABEL, POD_LABEL_VALUE
+from kubelock.api.objects import revision_of
 from kubelock.domain.arbiter import finished_record
 from kubelock.domain.model import FinishedClaim, Lock, LockBreak
 from kubelock.domain.resource import normalise
@@ -41,13 +42,6 @@ def pod_info(body: Body) -> PodInfo:
         terminated=phase in ("Succeeded", "Failed") or bool(meta.get("deletionTimestamp")),
         watched=(meta.get("labels") or {}).get(POD_LABEL) == POD_LABEL_VALUE,
     )
-
-
-def _rv(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
 
 
 class Cache:
@@ -82,7 +76,7 @@ class Cache:
         if (
             not meta.get("deletionTimestamp")
             and str(meta.get("uid", "")) not in self.claims
-            and _rv(str(meta.get("resourceVersion", ""))) <= self.complete_at(str(meta.get("namespace", "")))
+            and revision_of(str(meta.get("resourceVersion", ""))) <= self.complete_at(str(meta.get("namespace", "")))
         ):
             return None
         return self.upsert_claim(body)
@@ -96,7 +90,7 @@ class Cache:
             return None  # late news of a claim already deleted
         old = self.claims.get(record.claim.uid)
         if old is not None:
-            if _rv(old.resource_version) >= _rv(record.resource_version):
+            if revision_of(old.resource_version) >= revision_of(record.resource_version):
                 return None  # an older version than the one already known (e.g. our own write's response)
             if record.claim.status is None:
                 # Queue order is fixed when the operator first sees a claim, not when it next changes.
@@ -221,7 +215,7 @@ class Cache:
         if lock.uid in self._deleted:
             return None  # e.g. the watch's ADDED event of a lock the operator has already deleted
         old = self.locks.get(key)
-        if old is not None and old[0].uid == lock.uid and _rv(old[1]) >= _rv(rv):
+        if old is not None and old[0].uid == lock.uid and revision_of(old[1]) >= revision_of(rv):
             return None
         self.locks[key] = (lock, rv)
         self.breaks.pop(key, None)
@@ -290,7 +284,7 @@ class Cache:
         for uid, record in list(self.claims.items()):
             if not within(record.namespace):
                 continue
-            if uid not in listed and _rv(record.resource_version) <= list_version:
+            if uid not in listed and revision_of(record.resource_version) <= list_version:
                 keys.add((record.namespace, record.claim.resource))
                 self._bury(uid)
                 self._unindex(record)
@@ -308,7 +302,7 @@ class Cache:
         for key, (lock, rv) in list(self.locks.items()):
             if within is not None and not within(key[0]):
                 continue
-            if lock.uid not in listed and _rv(rv) <= list_version:
+            if lock.uid not in listed and revision_of(rv) <= list_version:
                 self.forget_lock(key, lock.uid)
                 keys.add(key)
         return keys

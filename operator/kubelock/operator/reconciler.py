@@ -6,7 +6,8 @@ resourceVersion / uid preconditions), so a stale cache or a second operator repl
 fail but never make it wrong; a failed write refreshes the object from the API and decides again.
 A grant, the one write that cannot be made conditional on what it rests on, waits until the view is
 fresh enough (`Gate`, see `kubelock.operator.freshness`).
-Deadlines (lease expiry, stale checks, wait timeouts) live in one heap with one sleeper task.
+Which key is reconciled when (one at a time per key, retries, deadlines: lease expiry, stale checks,
+wait timeouts) is the work queue's (`kubelock.operator.workqueue`); this module is what a reconcile does.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
-from kubelock.domain.deadlines import DeadlineHeap
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -47,18 +45,13 @@ from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
 from kubelock.operator.events import EventRecorder
+from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
 log = logging.getLogger("kubelock.reconciler")
 MAX_ROUNDS = 64
-RETRY_DELAY = 1.0
-FIRST_RETRY_DELAY = 0.1
 # How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
 # position, and writing them all on every handoff would cost O(waiters) writes per grant.
 POSITION_DELAY = 0.25
-# Keys reconciled at once. More would not go faster (the API server sets the pace), but each would be
-# a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
-# keys, not as 10 000 coroutines.
-MAX_WORKERS = 64
 MAX_TOKEN_ATTEMPTS = 3
 
 
@@ -131,59 +124,35 @@ class Reconciler:
         self.events = events
         self.observer = observer or NullObserver()
         self.gate: Gate = gate or OpenGate()
-        self._dirty: set[Key] = set()
-        self._workers: dict[Key, asyncio.Task[None]] = {}
-        self._waiting: deque[Key] = deque()  # dirty keys for which no worker was free, in order
-        self._deadlines: DeadlineHeap[Key] = DeadlineHeap()
-        self._wakeup = asyncio.Event()
-        self._sleeper: asyncio.Task[None] | None = None
+        # One reconcile per key at a time, retried with backoff, woken at its deadlines.
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self.reconcile,
+            clock,
+            transient=(ApiError, Unreachable),
+            describe=lambda key: f"reconcile of {key[1]} in {key[0]}",
+            processed=self.observer.reconciled,
+        )
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
-        self._failures: dict[Key, int] = {}  # transient failures in a row, per key
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
-        self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
 
-    # ---- scheduling -------------------------------------------------------------------------
+    # ---- scheduling (the work queue) --------------------------------------------------------
 
     def start(self) -> None:
-        self.enabled = True
-        self._sleeper = asyncio.create_task(self._sleep_until_deadlines(), name="kubelock-deadlines")
+        """Once the cache is primed: before that, decisions would be uninformed."""
+        self.queue.start()
         # Keys with a claim still waiting for an answer go first: a restarted operator serves new
         # requests before it re-arms the deadlines of thousands of settled leases.
         for key in sorted(self.cache.keys(), key=lambda k: (not self.cache.awaits_decision(k), k)):
             self.schedule(key)
 
     async def stop(self) -> None:
-        self.enabled = False
-        self._waiting.clear()
-        self._dirty.clear()
-        tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.queue.stop()
 
     def schedule(self, key: Key | None) -> None:
-        if key is None or not self.enabled:
-            return
-        if key in self._dirty and key not in self._workers:
-            return  # already waiting for a worker
-        self._dirty.add(key)
-        if key in self._workers:
-            return  # its worker goes round again
-        if len(self._workers) < MAX_WORKERS:
-            self._start(key)
-        else:
-            self._waiting.append(key)
+        self.queue.schedule(key)
 
-    def _start(self, key: Key) -> None:
-        self._workers[key] = asyncio.create_task(self._work(key), name=f"reconcile {key[0]}/{key[1]}")
-
-    def _start_waiting(self) -> None:
-        while self._waiting and len(self._workers) < MAX_WORKERS:
-            key = self._waiting.popleft()
-            if key in self._dirty and key not in self._workers:
-                self._start(key)
+    def schedule_at(self, key: Key, when: float) -> None:
+        self.queue.schedule_at(key, when)
 
     @property
     def holding(self) -> bool:
@@ -195,49 +164,6 @@ class Reconciler:
         keys, self._held_back = self._held_back, set()
         for key in sorted(keys):
             self.schedule(key)
-
-    def schedule_at(self, key: Key, when: float) -> None:
-        if self._deadlines.schedule(key, when):
-            self._wakeup.set()
-
-    async def _sleep_until_deadlines(self) -> None:
-        while True:
-            head = self._deadlines.next_deadline()
-            self._wakeup.clear()
-            timeout = None if head is None else max(0.0, head - self.clock.now())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            for key in self._deadlines.pop_due(self.clock.now()):
-                self.schedule(key)
-
-    async def _work(self, key: Key) -> None:
-        try:
-            while key in self._dirty:
-                self._dirty.discard(key)
-                started = time.perf_counter()
-                try:
-                    await self.reconcile(key)
-                    self._failures.pop(key, None)
-                except (ApiError, Unreachable) as error:
-                    delay = self._retry_delay(key)
-                    log.warning("reconcile of %s in %s failed, retrying in %.1f s: %s", key[1], key[0], delay, error)
-                    self.schedule_at(key, self.clock.now() + delay)
-                except Exception:
-                    log.exception("reconcile of %s in %s crashed, retrying", key[1], key[0])
-                    self.schedule_at(key, self.clock.now() + RETRY_DELAY)
-                finally:
-                    self.observer.reconciled(time.perf_counter() - started)
-        finally:
-            self._workers.pop(key, None)
-            if self.enabled:
-                self._start_waiting()
-
-    def _retry_delay(self, key: Key) -> float:
-        """A lost connection or a restarting API server: retry soon, then back off to RETRY_DELAY.
-        A lost response is harmless to retry, as every write is conditional."""
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        return float(min(RETRY_DELAY, FIRST_RETRY_DELAY * 2.0**failures))
 
     # ---- one resource -----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ import logging
 import random
 from typing import Any, Protocol
 
+from kubelock.api import objects
 from kubelock.kube.client import KubeClient
 from kubelock.kube.errors import ApiError, Unreachable
 
@@ -105,10 +106,7 @@ class ListWatch:
     def _deliver(self, event: Body, version: int) -> int:
         kind = str(event.get("type"))
         obj = event.get("object") or {}
-        try:
-            seen = int((obj.get("metadata") or {}).get("resourceVersion") or 0)
-        except ValueError:
-            seen = 0
+        seen = objects.revision(obj)
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self.sink.event(self.scope, kind, obj)
         if seen:

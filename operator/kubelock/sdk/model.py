@@ -1,4 +1,5 @@
-"""What the SDK returns: frozen views of claims and locks, read tolerantly from API objects."""
+"""What the SDK returns: frozen views of claims and locks, read tolerantly from API objects through
+the shared read model (`kubelock.api.objects`)."""
 
 from __future__ import annotations
 
@@ -7,36 +8,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubelock.api.constants import RENEW_ANNOTATION
-from kubelock.domain.reasons import CONDITION_STALE, Phase
-from kubelock.domain.resource import normalise
+from kubelock.api import objects
+from kubelock.domain.reasons import Phase
 
 Body = dict[str, Any]
 
 
 def parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        return None
+    """An RFC 3339 timestamp in UTC; None when absent or not a timestamp."""
+    return objects.time_of(value)
 
 
 def format_time(value: datetime | None) -> str | None:
     """RFC 3339 in UTC, as the operator writes it (`2026-01-02T03:04:05.123456Z`)."""
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _phase(value: object) -> Phase | None:
-    try:
-        return Phase(str(value)) if value else None
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,35 +70,32 @@ class ClaimInfo:
 
     @classmethod
     def from_body(cls, body: Body) -> ClaimInfo:
-        meta = body.get("metadata") or {}
-        spec = body.get("spec") or {}
-        status = body.get("status") or {}
-        cycle = status.get("cycle")
-        conditions = status.get("conditions") or []
+        parsed = objects.ClaimObject.parse(body)
+        meta, spec, status = parsed.metadata, parsed.spec, parsed.status
         return cls(
-            name=str(meta.get("name", "")),
-            namespace=str(meta.get("namespace", "")),
-            uid=str(meta.get("uid", "")),
-            resource_version=str(meta.get("resourceVersion", "")),
-            resource=normalise(str(spec.get("resource", ""))),
-            holder=str(spec.get("holder", "")),
-            wait=bool(spec.get("wait", False)),
-            ttl_seconds=_int(spec.get("ttlSeconds")),
-            created_at=parse_time(meta.get("creationTimestamp")),
-            phase=_phase(status.get("phase")),
-            reason=status.get("reason") or None,
-            message=str(status.get("message") or ""),
-            current_holder=status.get("holder") or None,
-            lock_name=status.get("lockName") or None,
-            fencing_token=_int(status.get("fencingToken")),
-            acquired_at=parse_time(status.get("acquiredAt")),
-            renewed_at=parse_time(status.get("renewedAt")),
-            expires_at=parse_time(status.get("expiresAt")),
-            queue_position=_int(status.get("queuePosition")),
-            cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,
-            stale=any(c.get("type") == CONDITION_STALE and c.get("status") == "True" for c in conditions),
-            observed_renew=status.get("observedRenew"),
-            renew_request=(meta.get("annotations") or {}).get(RENEW_ANNOTATION),
+            name=meta.name,
+            namespace=meta.namespace,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+            resource=spec.resource,
+            holder=spec.holder,
+            wait=spec.wait,
+            ttl_seconds=spec.ttl_seconds,
+            created_at=meta.created_at,
+            phase=status.phase,
+            reason=status.reason,
+            message=status.message,
+            current_holder=status.holder or None,
+            lock_name=status.lock_name or None,
+            fencing_token=status.fencing_token,
+            acquired_at=status.acquired_at,
+            renewed_at=status.renewed_at,
+            expires_at=status.expires_at,
+            queue_position=status.queue_position,
+            cycle=status.cycle,
+            stale=status.stale,
+            observed_renew=status.observed_renew,
+            renew_request=parsed.renew_request,
         )
 
 
@@ -138,28 +120,23 @@ class LockInfo:
 
     @classmethod
     def from_body(cls, body: Body) -> LockInfo:
-        meta = body.get("metadata") or {}
-        spec = body.get("spec") or {}
-        renewed = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-        lease = _int(spec.get("leaseDurationSeconds")) or 0
-        expires = parse_time(spec.get("expireTime"))
-        if expires is None and renewed is not None:
-            expires = datetime.fromtimestamp(renewed.timestamp() + lease, UTC)
+        parsed = objects.LockObject.parse(body)
+        meta, spec = parsed.metadata, parsed.spec
         return cls(
-            name=str(meta.get("name", "")),
-            namespace=str(meta.get("namespace", "")),
-            uid=str(meta.get("uid", "")),
-            resource_version=str(meta.get("resourceVersion", "")),
-            resource=str(spec.get("resource", "")),
-            holder=str(spec.get("holder", "")),
-            claim_name=str((spec.get("claimRef") or {}).get("name", "")),
-            claim_uid=str((spec.get("claimRef") or {}).get("uid", "")),
-            fencing_token=_int(spec.get("fencingToken")) or 0,
-            acquired_at=parse_time(spec.get("acquireTime")),
-            renewed_at=renewed,
-            expires_at=expires,
-            lease_seconds=lease,
-            annotations=dict(meta.get("annotations") or {}),
+            name=meta.name,
+            namespace=meta.namespace,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+            resource=spec.resource,
+            holder=spec.holder,
+            claim_name=spec.claim_name,
+            claim_uid=spec.claim_uid,
+            fencing_token=spec.fencing_token or 0,
+            acquired_at=spec.acquired_at,
+            renewed_at=spec.renewed_at,
+            expires_at=spec.expires_at,
+            lease_seconds=spec.lease_seconds or 0,
+            annotations={str(k): str(v) for k, v in meta.annotations.items()},
         )
 
 

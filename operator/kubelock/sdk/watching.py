@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from kubelock.api import objects
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
@@ -22,10 +23,6 @@ from kubelock.sdk.errors import from_api
 Body = dict[str, Any]
 MAX_FAILURES = 6
 WATCH_SECONDS = 240
-
-
-def _version(body: Body) -> str:
-    return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
 
 async def backoff(attempt: int) -> None:
@@ -51,7 +48,7 @@ async def follow_claim(
                 async for event in events:
                     failures = 0
                     obj = event.get("object") or {}
-                    version = _version(obj) or version
+                    version = objects.resource_version(obj) or version
                     kind = event.get("type")
                     if kind == "BOOKMARK":
                         continue
@@ -85,5 +82,5 @@ async def follow_claim(
             failures += 1
             await backoff(failures)
             continue
-        version = _version(current)
+        version = objects.resource_version(current)
         yield current

@@ -1,0 +1,290 @@
+"""The read model of kubelock's API objects: a LockClaim or ResourceLock body parsed once, tolerantly,
+into typed views of its metadata, spec and status.
+
+The operator (`kubelock.kube.codec`), the SDK (`kubelock.sdk.model`) and the chaos monitor all read
+objects through these views, so a field is parsed one way everywhere. Reading is tolerant: unknown
+fields are ignored, a missing or malformed field reads as absent (None, "", 0 or False), and parsing
+never raises — a watch delivers whatever the API server holds, including objects written by older
+versions. Each reader applies its own defaults to what is absent; what is absent is stated here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubelock.api.constants import RENEW_ANNOTATION
+from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase
+from kubelock.domain.resource import normalise
+from kubelock.domain.timefmt import parse_rfc3339
+
+Body = dict[str, Any]
+
+
+# ---- fields -------------------------------------------------------------------------------------
+
+
+def time_of(value: object) -> datetime | None:
+    """An RFC 3339 timestamp as an aware UTC datetime; None when absent or not a timestamp."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        return None
+
+
+def seconds(value: datetime | None) -> float | None:
+    """Epoch seconds, the domain's time, of a parsed timestamp."""
+    return None if value is None else value.timestamp()
+
+
+def integer(value: object) -> int | None:
+    """A JSON integer (never a bool, never a string of digits)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def revision_of(value: object) -> int:
+    """A resourceVersion as a number (etcd revisions are monotonic integers); 0 when absent or not a
+    number (the API server does not promise numbers, only opaque strings)."""
+    try:
+        return int(str(value or 0))
+    except ValueError:
+        return 0
+
+
+def resource_version(body: Mapping[str, Any]) -> str:
+    return str(_mapping(_mapping(body).get("metadata")).get("resourceVersion") or "")
+
+
+def revision(body: Mapping[str, Any]) -> int:
+    return revision_of(resource_version(body))
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    # JSON objects are dicts; checking for dict, not the Mapping ABC, keeps parsing cheap (the
+    # operator parses every watch event and every item of a resync LIST).
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# ---- metadata -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    name: str
+    namespace: str
+    uid: str
+    resource_version: str
+    generation: int
+    created_at: datetime | None
+    deleting: bool  # deletionTimestamp is set
+    annotations: Mapping[str, Any]
+
+    @property
+    def revision(self) -> int:
+        return revision_of(self.resource_version)
+
+    @classmethod
+    def parse(cls, metadata: object) -> Metadata:
+        meta = _mapping(metadata)
+        return cls(
+            name=str(meta.get("name") or ""),
+            namespace=str(meta.get("namespace") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            generation=integer(meta.get("generation")) or 0,
+            created_at=time_of(meta.get("creationTimestamp")),
+            deleting=bool(meta.get("deletionTimestamp")),
+            annotations=_mapping(meta.get("annotations")),  # the body's own: read, never written
+        )
+
+
+# ---- LockClaim ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSpec:
+    resource: str  # normalised
+    holder: str
+    wait: bool
+    ttl_seconds: int | None
+    wait_timeout_seconds: int | None
+    bound: bool  # spec.podRef is set: the claim lives as long as that pod
+    pod_name: str | None
+    pod_uid: str | None
+
+    @classmethod
+    def parse(cls, raw: object) -> ClaimSpec:
+        spec = _mapping(raw)
+        pod_ref = _mapping(spec.get("podRef"))
+        return cls(
+            resource=normalise(str(spec.get("resource") or "")),
+            holder=str(spec.get("holder") or ""),
+            wait=bool(spec.get("wait", False)),
+            ttl_seconds=integer(spec.get("ttlSeconds")),
+            wait_timeout_seconds=integer(spec.get("waitTimeoutSeconds")),
+            bound=bool(pod_ref),
+            pod_name=_text(pod_ref.get("name")),
+            pod_uid=_text(pod_ref.get("uid")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStatus:
+    """status of a LockClaim, as the operator wrote it. `phase` is None until the operator has
+    decided (or when it holds something no version of kubelock writes)."""
+
+    phase: Phase | None
+    reason: str | None
+    message: str
+    holder: str | None
+    lock_name: str | None
+    fencing_token: int | None
+    acquired_at: datetime | None
+    renewed_at: datetime | None
+    expires_at: datetime | None
+    finished_at: datetime | None
+    waiting_since: datetime | None
+    queue_position: int | None
+    sequence: int | None
+    cycle: tuple[str, ...] | None
+    observed_renew: str | None
+    conditions: tuple[Mapping[str, Any], ...]
+
+    def condition(self, type_: str) -> Mapping[str, Any] | None:
+        return next((c for c in self.conditions if c.get("type") == type_), None)
+
+    @property
+    def stale(self) -> bool:
+        stale = self.condition(CONDITION_STALE)
+        return stale is not None and stale.get("status") == "True"
+
+    @property
+    def held_changed_at(self) -> datetime | None:
+        """When the Held condition last flipped."""
+        held = self.condition(CONDITION_HELD)
+        return time_of(held.get("lastTransitionTime")) if held is not None else None
+
+    @classmethod
+    def parse(cls, raw: object) -> ClaimStatus:
+        status = _mapping(raw)
+        cycle = status.get("cycle")
+        conditions = status.get("conditions")
+        return cls(
+            phase=_phase(status.get("phase")),
+            reason=_text(status.get("reason")) or None,
+            message=str(status.get("message") or ""),
+            holder=_text(status.get("holder")),
+            lock_name=_text(status.get("lockName")),
+            fencing_token=integer(status.get("fencingToken")),
+            acquired_at=time_of(status.get("acquiredAt")),
+            renewed_at=time_of(status.get("renewedAt")),
+            expires_at=time_of(status.get("expiresAt")),
+            finished_at=time_of(status.get("finishedAt")),
+            waiting_since=time_of(status.get("waitingSince")),
+            queue_position=integer(status.get("queuePosition")),
+            sequence=integer(status.get("sequence")),
+            cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,
+            observed_renew=_text(status.get("observedRenew")),
+            conditions=tuple(c for c in conditions if isinstance(c, dict)) if isinstance(conditions, list) else (),
+        )
+
+
+def _phase(value: object) -> Phase | None:
+    try:
+        return Phase(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimObject:
+    """A LockClaim body, parsed."""
+
+    metadata: Metadata
+    spec: ClaimSpec
+    status: ClaimStatus
+
+    @property
+    def renew_request(self) -> str | None:
+        """The holder's latest renewal request (an annotation: holders may not write status)."""
+        return _text(self.metadata.annotations.get(RENEW_ANNOTATION))
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> ClaimObject:
+        raw = _mapping(body)
+        return cls(
+            Metadata.parse(raw.get("metadata")), ClaimSpec.parse(raw.get("spec")), ClaimStatus.parse(raw.get("status"))
+        )
+
+
+# ---- ResourceLock -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LockSpec:
+    resource: str  # as written by the operator (already normalised)
+    holder: str
+    claim_name: str
+    claim_uid: str
+    fencing_token: int | None  # None or 0: not written yet
+    acquired_at: datetime | None
+    renew_time: datetime | None
+    expire_time: datetime | None
+    lease_seconds: int | None
+    pod_name: str | None
+    pod_uid: str | None
+
+    @property
+    def renewed_at(self) -> datetime | None:
+        """The last renewal; the grant itself when never renewed."""
+        return self.renew_time or self.acquired_at
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """spec.expireTime, or (written before it existed) the last renewal plus the lease."""
+        if self.expire_time is not None:
+            return self.expire_time
+        renewed = self.renewed_at
+        if renewed is None:
+            return None
+        return datetime.fromtimestamp(renewed.timestamp() + (self.lease_seconds or 0), renewed.tzinfo)
+
+    @classmethod
+    def parse(cls, raw: object) -> LockSpec:
+        spec = _mapping(raw)
+        claim_ref = _mapping(spec.get("claimRef"))
+        pod_ref = _mapping(spec.get("podRef"))
+        return cls(
+            resource=str(spec.get("resource") or ""),
+            holder=str(spec.get("holder") or ""),
+            claim_name=str(claim_ref.get("name") or ""),
+            claim_uid=str(claim_ref.get("uid") or ""),
+            fencing_token=integer(spec.get("fencingToken")),
+            acquired_at=time_of(spec.get("acquireTime")),
+            renew_time=time_of(spec.get("renewTime")),
+            expire_time=time_of(spec.get("expireTime")),
+            lease_seconds=integer(spec.get("leaseDurationSeconds")),
+            pod_name=_text(pod_ref.get("name")),
+            pod_uid=_text(pod_ref.get("uid")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LockObject:
+    """A ResourceLock body, parsed."""
+
+    metadata: Metadata
+    spec: LockSpec
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> LockObject:
+        raw = _mapping(body)
+        return cls(Metadata.parse(raw.get("metadata")), LockSpec.parse(raw.get("spec")))

@@ -1,0 +1,174 @@
+"""The operator's work queue: which key is processed when, and never what processing does.
+
+A key scheduled while it waits is not queued twice; a key scheduled while it is being processed is
+processed once more after that run (never two runs of one key at once, and however many schedules
+arrive meanwhile, one more run sees them all). At most `max_workers` keys run at once; the rest wait
+in the order they were scheduled. Keys can also be scheduled at a time: one heap of deadlines with one
+sleeper task wakes them (`kubelock.domain.deadlines`), not a timer per key. A run that fails is run
+again later: after a transient failure soon, then backing off to `retry_delay`; after a crash at
+`retry_delay`.
+
+The processor is given as a callable, so the queue is tested on its own with an explicit clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from kubelock.domain.clock import Clock
+from kubelock.domain.deadlines import DeadlineHeap
+
+K = TypeVar("K", bound=Hashable)
+
+log = logging.getLogger("kubelock.reconciler")
+RETRY_DELAY = 1.0
+FIRST_RETRY_DELAY = 0.1
+# Keys processed at once. More would not go faster (the API server sets the pace), but each would be
+# a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
+# keys, not as 10 000 coroutines.
+MAX_WORKERS = 64
+
+
+class WorkQueue(Generic[K]):
+    def __init__(
+        self,
+        process: Callable[[K], Awaitable[None]],
+        clock: Clock,
+        *,
+        transient: tuple[type[BaseException], ...] = (),
+        describe: Callable[[K], str] = lambda key: f"processing of {key}",
+        processed: Callable[[float], None] | None = None,
+        max_workers: int = MAX_WORKERS,
+        first_retry_delay: float = FIRST_RETRY_DELAY,
+        retry_delay: float = RETRY_DELAY,
+    ) -> None:
+        """`transient`: the failures retried with backoff (a lost connection, a restarting API
+        server); `describe` names the run of a key in logs ("reconcile of x in y"); `processed` is
+        told how long each run took."""
+        self._process = process
+        self._clock = clock
+        self._transient = transient
+        self._describe = describe
+        self._processed = processed or (lambda seconds: None)
+        self._max_workers = max_workers
+        self._first_retry_delay = first_retry_delay
+        self._retry_delay = retry_delay
+        self._dirty: set[K] = set()  # keys to process (again)
+        self._workers: dict[K, asyncio.Task[None]] = {}
+        self._waiting: deque[K] = deque()  # dirty keys for which no worker was free, in order
+        self._deadlines: DeadlineHeap[K] = DeadlineHeap()
+        self._wakeup = asyncio.Event()
+        self._sleeper: asyncio.Task[None] | None = None
+        self._failures: dict[K, int] = {}  # transient failures in a row, per key
+        self.running = False
+
+    # ---- what callers see -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Accept work. Keys scheduled before are ignored (nothing runs before the caller is ready)."""
+        self.running = True
+        self._sleeper = asyncio.create_task(self._sleep_until_deadlines(), name="kubelock-deadlines")
+
+    async def stop(self) -> None:
+        """Drop every waiting key and cancel every run in progress; later schedules are ignored."""
+        self.running = False
+        self._waiting.clear()
+        self._dirty.clear()
+        tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def schedule(self, key: K | None) -> None:
+        """Process `key` as soon as a worker is free (None: nothing to do)."""
+        if key is None or not self.running:
+            return
+        if key in self._dirty and key not in self._workers:
+            return  # already waiting for a worker
+        self._dirty.add(key)
+        if key in self._workers:
+            return  # its worker goes round again
+        if len(self._workers) < self._max_workers:
+            self._start(key)
+        else:
+            self._waiting.append(key)
+
+    def schedule_at(self, key: K, when: float) -> None:
+        """Process `key` at `when` (by the clock), unless it is already due earlier."""
+        if self._deadlines.schedule(key, when):
+            self._wakeup.set()
+
+    def pending(self, key: K) -> bool:
+        """`key` is to be processed (again) as soon as a worker takes it."""
+        return key in self._dirty
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines.next_deadline()
+
+    @property
+    def busy(self) -> int:
+        """Keys being processed now."""
+        return len(self._workers)
+
+    @property
+    def waiting(self) -> list[K]:
+        """Keys waiting for a free worker, in the order they will be taken."""
+        return [k for k in self._waiting if k in self._dirty and k not in self._workers]
+
+    # ---- workers ----------------------------------------------------------------------------
+
+    def _start(self, key: K) -> None:
+        self._workers[key] = asyncio.create_task(self._work(key), name=self._describe(key))
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._workers) < self._max_workers:
+            key = self._waiting.popleft()
+            if key in self._dirty and key not in self._workers:
+                self._start(key)
+
+    async def _sleep_until_deadlines(self) -> None:
+        while True:
+            head = self._deadlines.next_deadline()
+            self._wakeup.clear()
+            timeout = None if head is None else max(0.0, head - self._clock.now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            for key in self._deadlines.pop_due(self._clock.now()):
+                self.schedule(key)
+
+    async def _work(self, key: K) -> None:
+        try:
+            while key in self._dirty:
+                self._dirty.discard(key)
+                started = time.perf_counter()
+                try:
+                    await self._process(key)
+                    self._failures.pop(key, None)
+                except self._transient as error:
+                    delay = self._backoff(key)
+                    log.warning("%s failed, retrying in %.1f s: %s", self._describe(key), delay, error)
+                    self.schedule_at(key, self._clock.now() + delay)
+                except Exception:
+                    log.exception("%s crashed, retrying", self._describe(key))
+                    self.schedule_at(key, self._clock.now() + self._retry_delay)
+                finally:
+                    self._processed(time.perf_counter() - started)
+        finally:
+            self._workers.pop(key, None)
+            if self.running:
+                self._start_waiting()
+
+    def _backoff(self, key: K) -> float:
+        """Retry soon, then back off to the retry delay. A lost response is harmless to retry when
+        every write the processor makes is conditional."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        return float(min(self._retry_delay, self._first_retry_delay * 2.0**failures))

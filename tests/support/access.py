@@ -1,0 +1,72 @@
+"""Who may do what in a test: RoleBindings of kubelock's ClusterRoles to users and ServiceAccounts,
+and waiting until the API server's authorizer has learnt them (it learns bindings from a watch)."""
+
+from __future__ import annotations
+
+from kubernetes.client import (
+    ApiClient,
+    AuthorizationV1Api,
+    RbacAuthorizationV1Api,
+    RbacV1Subject,
+    V1ObjectMeta,
+    V1ResourceAttributes,
+    V1RoleBinding,
+    V1RoleRef,
+    V1SubjectAccessReview,
+    V1SubjectAccessReviewSpec,
+)
+
+from kubelock.api.constants import GROUP
+from kubelock.testbed import wait_until
+
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+DEADLINE = 60.0  # generous for 2 shared cores; the wait returns as soon as the binding is known
+
+
+def service_account_user(namespace: str, name: str) -> str:
+    return f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"
+
+
+def subject(user: str) -> RbacV1Subject:
+    """A user, or a ServiceAccount named by its user name (`system:serviceaccount:<ns>:<name>`)."""
+    if user.startswith(SERVICE_ACCOUNT_PREFIX):
+        namespace, name = user[len(SERVICE_ACCOUNT_PREFIX) :].split(":")
+        return RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)
+    return RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")
+
+
+def cluster_role(name: str) -> V1RoleRef:
+    return V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name)
+
+
+def bind(admin_api: ApiClient, namespace: str, role: str, user: str) -> None:
+    """A RoleBinding of a ClusterRole to one user (or ServiceAccount) in one namespace."""
+    binding = V1RoleBinding(
+        metadata=V1ObjectMeta(generate_name=f"{role}-"), role_ref=cluster_role(role), subjects=[subject(user)]
+    )
+    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)
+
+
+def allowed(
+    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP
+) -> bool:
+    review = V1SubjectAccessReview(
+        spec=V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:authenticated"],
+            resource_attributes=V1ResourceAttributes(group=group, resource=resource, verb=verb, namespace=namespace),
+        )
+    )
+    status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
+    return bool(status and status.allowed)
+
+
+def wait_allowed(
+    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP
+) -> None:
+    """Wait for the authorizer to learn a new binding instead of racing it."""
+    wait_until(
+        lambda: allowed(admin_api, user, namespace, verb, resource, group),
+        what=f"{user} to be allowed to {verb} {resource} in {namespace}",
+        timeout=DEADLINE,
+    )

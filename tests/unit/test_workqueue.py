@@ -1,0 +1,255 @@
+"""The work queue on its own, driven by a processor the test controls and a manual clock: one run of
+a key at a time, repeated schedules coalesced, a bounded number of workers, retries with backoff,
+deadlines woken by the clock, and stop()."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from kubelock.domain.clock import ManualClock
+from kubelock.operator.workqueue import MAX_WORKERS, WorkQueue
+
+
+class Transient(Exception):
+    pass
+
+
+class Processor:
+    """Records every run; a key listed in `gates` blocks until its gate opens, a key in `failing`
+    raises that exception."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+        self.running: Counter[str] = Counter()
+        self.most_at_once: Counter[str] = Counter()
+        self.gates: dict[str, asyncio.Event] = {}
+        self.failing: dict[str, BaseException] = {}
+        self.cancelled: list[str] = []
+
+    async def __call__(self, key: str) -> None:
+        self.running[key] += 1
+        self.most_at_once[key] = max(self.most_at_once[key], self.running[key])
+        self.runs.append(key)
+        try:
+            if key in self.gates:
+                await self.gates[key].wait()
+            if key in self.failing:
+                raise self.failing[key]
+        except asyncio.CancelledError:
+            self.cancelled.append(key)
+            raise
+        finally:
+            self.running[key] -= 1
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def settle() -> None:
+    """Let every ready task run (a run that can finish finishes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_key_runs_once_at_a_time_and_schedules_during_a_run_coalesce_into_one_more_run() -> None:
+    async def scenario() -> None:
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, ManualClock())
+        queue.start()
+        process.gates["a"] = asyncio.Event()
+        queue.schedule("a")
+        queue.schedule("b")  # another key runs beside it
+        await settle()
+        assert process.runs == ["a", "b"] and process.running["a"] == 1
+        for _ in range(5):
+            queue.schedule("a")  # while a runs
+        await settle()
+        assert process.runs.count("a") == 1 and queue.pending("a")
+        process.gates["a"].set()
+        await until(lambda: process.runs.count("a") == 2 and queue.busy == 0, "a ran again")
+        await settle()
+        assert process.runs.count("a") == 2  # once more, not five times
+        assert process.most_at_once["a"] == 1 and not queue.pending("a")
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_key_waiting_for_a_worker_is_queued_once_in_the_order_scheduled() -> None:
+    async def scenario() -> None:
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, ManualClock(), max_workers=1)
+        queue.start()
+        process.gates["a"] = asyncio.Event()
+        queue.schedule("a")
+        for key in ("c", "b", "c", "b", "c"):
+            queue.schedule(key)
+        await settle()
+        assert queue.busy == 1 and queue.waiting == ["c", "b"]
+        process.gates["a"].set()
+        await until(lambda: queue.busy == 0 and not queue.waiting, "the queue drained")
+        assert process.runs == ["a", "c", "b"]
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_burst_of_keys_queues_for_a_bounded_number_of_workers() -> None:
+    async def scenario() -> None:
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, ManualClock())
+        queue.start()
+        keys = [f"github://acme/app/issues/{i}" for i in range(MAX_WORKERS + 5)]
+        for key in keys:
+            queue.schedule(key)
+        queue.schedule(keys[-1])  # already waiting: not queued twice
+        assert queue.busy == MAX_WORKERS
+        assert queue.waiting == keys[MAX_WORKERS:]
+        await until(lambda: queue.busy == 0 and not queue.waiting, "the burst was processed")
+        assert sorted(process.runs) == sorted(keys)
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_transient_failure_is_retried_soon_then_backs_off_to_the_retry_delay() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(
+            process, clock, transient=(Transient,), first_retry_delay=0.01, retry_delay=0.05
+        )
+        queue.start()
+        process.failing["a"] = Transient("connection refused")
+        queue.schedule("a")
+        delays = []
+        for attempt in range(1, 7):
+            await until(lambda attempt=attempt: len(process.runs) == attempt and queue.busy == 0, f"run {attempt}")
+            deadline = queue.next_deadline()
+            assert deadline is not None
+            delays.append(round(deadline - clock.now(), 6))
+            clock.advance(deadline - clock.now())
+        assert delays == [0.01, 0.02, 0.04, 0.05, 0.05, 0.05]
+        # A success forgets the failures: the next failure is retried soon again.
+        del process.failing["a"]
+        await until(lambda: len(process.runs) == 7 and queue.busy == 0, "the run that succeeds")
+        assert queue.next_deadline() is None
+        process.failing["a"] = Transient("connection refused")
+        queue.schedule("a")
+        await until(lambda: len(process.runs) == 8 and queue.busy == 0, "a new failure")
+        assert queue.next_deadline() == pytest.approx(clock.now() + 0.01, abs=1e-6)
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_crash_is_retried_at_the_retry_delay(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(
+            process, clock, transient=(Transient,), describe=lambda key: f"reconcile of {key}", retry_delay=0.05
+        )
+        queue.start()
+        process.failing["a"] = KeyError("bug")
+        queue.schedule("a")
+        await until(lambda: queue.busy == 0 and queue.next_deadline() is not None, "the crash")
+        assert queue.next_deadline() == clock.now() + 0.05
+        del process.failing["a"]
+        clock.advance(0.05)
+        await until(lambda: len(process.runs) == 2, "the retry")
+        await queue.stop()
+
+    run(scenario)
+    assert "reconcile of a crashed, retrying" in caplog.text
+
+
+def test_a_deadline_wakes_its_key_when_the_clock_reaches_it_and_not_before() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock)
+        queue.start()
+        queue.schedule_at("a", clock.now() + 0.05)
+        queue.schedule_at("a", clock.now() + 10)  # a later deadline does not replace an earlier one
+        queue.schedule_at("b", clock.now() + 0.02)
+        clock.advance(0.03)
+        await until(lambda: process.runs == ["b"], "b at its deadline")
+        await asyncio.sleep(0.1)  # past a's deadline in real time, not by the clock
+        assert process.runs == ["b"] and queue.next_deadline() == pytest.approx(clock.now() + 0.02, abs=1e-6)
+        clock.advance(0.02)
+        await until(lambda: process.runs == ["b", "a"], "a at its deadline")
+        queue.schedule_at("c", clock.now() - 1)  # already due
+        await until(lambda: process.runs == ["b", "a", "c"], "c at once")
+        assert queue.next_deadline() is None
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_deadline_earlier_than_the_sleepers_wakes_it_at_once() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock)
+        queue.start()
+        queue.schedule_at("late", clock.now() + 3600)
+        await settle()  # the sleeper now sleeps for an hour
+        queue.schedule_at("soon", clock.now())
+        await until(lambda: process.runs == ["soon"], "the earlier deadline")
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_stop_cancels_runs_drops_waiting_keys_and_ignores_later_schedules() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, max_workers=1)
+        queue.schedule("early")  # before start: ignored
+        queue.start()
+        process.gates["a"] = asyncio.Event()
+        queue.schedule("a")
+        queue.schedule("b")
+        queue.schedule_at("c", clock.now() + 0.01)
+        await settle()
+        await queue.stop()
+        assert process.cancelled == ["a"] and queue.busy == 0 and queue.waiting == []
+        assert not queue.pending("b")
+        queue.schedule("d")
+        clock.advance(1)
+        await asyncio.sleep(0.05)
+        assert process.runs == ["a"] and not queue.running
+
+    run(scenario)
+
+
+def test_every_run_is_reported_with_its_duration() -> None:
+    async def scenario() -> None:
+        seen: list[float] = []
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, ManualClock(), transient=(Transient,), processed=seen.append)
+        queue.start()
+        process.failing["b"] = Transient("gone")
+        queue.schedule("a")
+        queue.schedule("b")
+        await until(lambda: len(seen) == 2, "two runs reported")
+        assert all(seconds >= 0 for seconds in seen)
+        await queue.stop()
+
+    run(scenario)
