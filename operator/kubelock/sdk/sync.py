@@ -176,9 +176,13 @@ class LockClient:
         wait: bool = True,
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
+        renew_deadline: float | None = None,
     ) -> Lease:
-        """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit."""
-        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout), on_lost)
+        """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
+        With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
+        within it, before the TTL runs out."""
+        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline),
+                     on_lost)
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
@@ -225,6 +229,10 @@ class Lease:
     @property
     def error(self) -> LockError | None:
         return self._lease.error
+
+    @property
+    def renew_deadline(self) -> float | None:
+        return self._lease.renew_deadline
 
     def check(self) -> None:
         """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
