@@ -833,11 +833,15 @@ def test_usage_errors(sh: Shell) -> None:
 # ---- the command never outlives its lock --------------------------------------------------------
 
 
-def test_broken_lock_stops_the_command(sh: Shell, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["unlock", "claim-deleted"])
+def test_lost_lock_stops_the_command(sh: Shell, tmp_path: Path, how: str) -> None:
     child = Child(tmp_path / "child")
     process = start_run(sh, "alice", child.argv(), "--ttl", "60")
     pid = child.wait_started()
-    assert sh("lockadmin", "kubelock", "unlock", RUN_URI, "--reason", "test").code == ExitCode.OK
+    if how == "unlock":  # an administrator breaks it: the claim becomes Revoked
+        assert sh("lockadmin", "kubelock", "unlock", RUN_URI, "--reason", "test").code == ExitCode.OK
+    else:  # its claim is deleted under it
+        sh.admin.delete(sh.claim("alice", RUN_URI))
     done = finish(process)
     assert done.code == ExitCode.LOST, done.stderr
     got = result(done)
@@ -893,16 +897,24 @@ def test_unreachable_api_server_stops_the_command_before_the_lease_ends(sh: Shel
 # ---- signals and hand-over ----------------------------------------------------------------------
 
 
-def test_sigterm_reaches_the_command_and_the_lock_is_released(sh: Shell, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "flags", "code"), [
+    (signal.SIGTERM, ("exit-on-term",), 7),  # the command handles it: its own exit code comes back
+    (signal.SIGINT, (), 128 + signal.SIGINT),  # it dies of it: 128+N, as a shell says
+    (signal.SIGHUP, (), 128 + signal.SIGHUP),
+], ids=["SIGTERM", "SIGINT", "SIGHUP"])
+def test_signals_reach_the_command_and_the_lock_is_released(
+    sh: Shell, tmp_path: Path, signum: int, flags: tuple[str, ...], code: int
+) -> None:
     child = Child(tmp_path / "child")
-    process = start_run(sh, "alice", child.argv("exit-on-term"))
+    process = start_run(sh, "alice", child.argv(*flags))
     child.wait_started()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     done = finish(process)
-    assert done.code == 7, done.stderr
-    assert (child.dir / "term").exists()
+    assert done.code == code, done.stderr
+    assert (child.dir / "term").exists() == bool(flags)
     got = result(done)
-    assert got["endedBy"] == "Signal" and got["forwardedSignals"] == ["SIGTERM"] and got["released"] is True
+    assert got["endedBy"] == "Signal" and got["forwardedSignals"] == [signal.Signals(signum).name]
+    assert got["released"] is True and got["exitCode"] == code
     wait_released(sh)
 
 
