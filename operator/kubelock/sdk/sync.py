@@ -197,14 +197,18 @@ class Lease:
     def __init__(self, client: LockClient, lease: AsyncLease, on_lost: Callable[[LockError], object] | None) -> None:
         self._client = client
         self._lease = lease
-        self._on_lost = on_lost
+        self._listeners = [on_lost] if on_lost is not None else []
         self.lost = threading.Event()
         lease.add_listener(self._signal)
 
+    def add_listener(self, callback: Callable[[LockError], object]) -> None:
+        """Also call `callback(error)` when the lease is lost (in its own thread, as `on_lost`)."""
+        self._listeners.append(callback)
+
     def _signal(self, error: LockError) -> None:
         self.lost.set()
-        if self._on_lost is not None:
-            threading.Thread(target=self._on_lost, args=(error,), name="kubelock-on-lost", daemon=True).start()
+        for callback in self._listeners:
+            threading.Thread(target=callback, args=(error,), name="kubelock-on-lost", daemon=True).start()
 
     @property
     def claim(self) -> ClaimInfo:
