@@ -166,6 +166,11 @@ def build_parser(prog: str = "kubelock") -> Parser:
             "PROG run deploy://api-prod -- ./deploy.sh --env prod",
             "PROG run deploy://api-prod --wait --timeout 300 --ttl 60 -- make release",
             "PROG run github://acme/app/issues/42 -o json -- sh -c 'echo token $KUBELOCK_FENCING_TOKEN'")
+    p.usage = (f"{prog} run [options] [--wait [--timeout S]] [--ttl S] [--renew-deadline S] [--grace S] "
+               "URI -- CMD [ARGS...]")
+    p.epilog = (f"{p.epilog}\n\nthe command's environment: {', '.join(runner.ENVIRONMENT)}\n"
+                f"exit code: the command's (128+N for signal N); {ExitCode.LOST.value} when the lock was lost and the "
+                f"command stopped; as `{prog} acquire` when the lock could not be taken (the command never started)")
     p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
