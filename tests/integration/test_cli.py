@@ -1,6 +1,7 @@
 """The `kubelock` CLI and the drop-in `rlock`/`runlock`/`rlock-heartbeat` commands, run as real
 processes against the real control plane and operator: every exit code, the JSON they print, the
-admin break, Ctrl-C, and the examples in docs/SKILL.md."""
+admin break, Ctrl-C, `kubelock run` (its command stopped when the lock is lost), and the examples in
+docs/SKILL.md."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,14 @@ from kubernetes.client import (
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.cli.exitcodes import ExitCode
+from kubelock.cli.run import ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE, ENV_RESOURCE, ENV_TOKEN
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, find_binaries, wait_until
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.commands import Run, argv_of, environment, finish, run, start
 from tests.support.operator import REPO, OperatorProcess
+from tests.support.partition import Partition, kubeconfig_for
 
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 DEADLINE = 60.0  # generous for 2 shared cores; every wait returns as soon as the state is reached
@@ -595,3 +599,261 @@ def test_the_llm_tools_leave_no_session_open(sh: Shell) -> None:
     assert done.stdout.splitlines()[0].startswith(f"acquired {URI} (fencing token ")
     assert done.stdout.splitlines()[1] == f"released {URI}"
     assert "Unclosed" not in done.stderr, done.stderr
+
+
+# ---- kubelock run: the command never outlives its lock ------------------------------------------
+
+RUN_URI = "deploy://api-prod"
+
+# The command run under the lock: it records its environment and pid, then works until told to stop
+# (the file `go`), and records when it ended. `ignore-term` makes it ignore SIGTERM; `exit-on-term`
+# makes it record the SIGTERM and exit 7.
+CHILD = r"""
+import json, os, pathlib, signal, sys, time
+d = pathlib.Path(sys.argv[1])
+if "ignore-term" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if "exit-on-term" in sys.argv:
+    def on_term(*_):
+        (d / "term").write_text(repr(time.time()))
+        sys.exit(7)
+    signal.signal(signal.SIGTERM, on_term)
+env = {k: v for k, v in os.environ.items() if k.startswith("KUBELOCK_")}
+(d / "env.json").write_text(json.dumps(env))
+(d / "started").write_text(repr(time.time()))
+(d / "pid.tmp").write_text(str(os.getpid()))
+os.rename(d / "pid.tmp", d / "pid")
+while not (d / "go").exists():
+    time.sleep(0.05)
+(d / "ended").write_text(repr(time.time()))
+sys.exit(int((d / "go").read_text() or 0))
+"""
+
+
+@dataclass
+class Child:
+    """One command run under `kubelock run`, seen through the files it writes."""
+
+    dir: Path
+
+    def argv(self, *flags: str) -> list[str]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        script = self.dir / "child.py"
+        script.write_text(CHILD)
+        return [sys.executable, str(script), str(self.dir), *flags]
+
+    def wait_started(self) -> int:
+        wait_until(lambda: (self.dir / "pid").exists(), what="the command to start", timeout=DEADLINE)
+        return int((self.dir / "pid").read_text())
+
+    def env(self) -> dict[str, str]:
+        payload = json.loads((self.dir / "env.json").read_text())
+        assert isinstance(payload, dict)
+        return payload
+
+    def finish(self, code: int = 0) -> None:
+        (self.dir / "go").write_text(str(code))
+
+    def moment(self, name: str) -> float:
+        return float((self.dir / name).read_text())
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def start_run(sh: Shell, user: str, child: Sequence[str], *options: str, env: dict[str, str] | None = None
+              ) -> subprocess.Popen[str]:
+    return subprocess.Popen([*argv_of("kubelock"), "run", RUN_URI, "-o", "json", *options, "--", *child],
+                            env=env or sh.env(user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def result(done: Run) -> dict[str, Any]:
+    """The JSON result: the last line of stdout, after whatever the command printed."""
+    payload = json.loads(done.stdout.splitlines()[-1])
+    assert isinstance(payload, dict)
+    return payload
+
+
+def held_lock(sh: Shell) -> dict[str, Any] | None:
+    """The lock on RUN_URI as `kubelock status` shows it to an administrator."""
+    status = sh("lockadmin", "kubelock", "status", "-o", "json")
+    assert status.code == ExitCode.OK, status.stderr
+    locks = [item for item in status.json["locks"] if item["resource"] == normalise(RUN_URI)]
+    return locks[0] if locks else None
+
+
+def lock_token(sh: Shell) -> int:
+    lock = held_lock(sh)
+    assert lock is not None
+    return int(lock["fencingToken"])
+
+
+def wait_released(sh: Shell) -> None:
+    wait_until(lambda: sh.lock(RUN_URI) is None, what="the lock to be released", timeout=DEADLINE)
+
+
+# ---- the command and its lock -------------------------------------------------------------------
+
+
+def test_command_sees_the_lock_and_its_exit_code_comes_back(sh: Shell, tmp_path: Path) -> None:
+    child = Child(tmp_path / "child")
+    process = start_run(sh, "alice", child.argv())
+    child.wait_started()
+    env = child.env()
+    assert env[ENV_TOKEN] == str(lock_token(sh))
+    assert env[ENV_RESOURCE] == normalise(RUN_URI)
+    assert env[ENV_HOLDER] == holder("alice")
+    assert env[ENV_NAMESPACE] == sh.namespace
+    assert env[ENV_CLAIM] == sh.claim("alice", RUN_URI)
+    child.finish(3)
+    done = finish(process)
+    assert done.code == 3, done.stderr
+    got = result(done)
+    assert got["exitCode"] == 3 and got["signal"] is None and got["endedBy"] == "CommandExited"
+    assert got["fencingToken"] == int(env[ENV_TOKEN]) and got["released"] is True and got["ok"] is False
+    wait_released(sh)
+
+
+def test_command_output_passes_through_before_the_result(sh: Shell) -> None:
+    done = sh("alice", "kubelock", "run", RUN_URI, "-o", "json", "--", "sh", "-c",
+              'echo "token=$KUBELOCK_FENCING_TOKEN"; echo oops >&2')
+    assert done.code == ExitCode.OK, done.stderr
+    first, _ = done.stdout.splitlines()
+    assert first == f"token={result(done)['fencingToken']}"
+    assert "oops" in done.stderr
+    assert result(done)["ok"] is True
+
+
+def test_held_lock_never_starts_the_command(sh: Shell, tmp_path: Path) -> None:
+    assert sh("bob", "rlock", RUN_URI, "--ttl", "600").code == ExitCode.OK
+    marker = tmp_path / "ran"
+    done = sh("alice", "kubelock", "run", RUN_URI, "-o", "json", "--", "touch", str(marker))
+    rlock = sh("alice", "rlock", RUN_URI)
+    assert done.code == rlock.code == ExitCode.HELD
+    assert done.json["error"] == "HeldByAnotherHolder" and done.json["holder"] == holder("bob")
+    assert not marker.exists()
+
+
+def test_usage_errors(sh: Shell) -> None:
+    for args, words in (
+        ((RUN_URI, "true"), "after `--`"),
+        ((RUN_URI, "--"), "no command"),
+        ((RUN_URI, "--ttl", "10", "--renew-deadline", "10", "--", "true"), "shorter than the TTL"),
+        ((RUN_URI, "--ttl", "10", "--grace", "-1", "--", "true"), "--grace"),
+        ((RUN_URI, "--ttl", "10", "--renew-deadline", "8", "--grace", "5", "--", "true"), "must not exceed the TTL"),
+    ):
+        done = sh("alice", "kubelock", "run", *args)
+        assert done.code == ExitCode.INVALID_INPUT, (args, done.stderr)
+        assert words in done.stderr, done.stderr
+
+
+# ---- the command never outlives its lock --------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["unlock", "claim-deleted"])
+def test_lost_lock_stops_the_command(sh: Shell, tmp_path: Path, how: str) -> None:
+    child = Child(tmp_path / "child")
+    process = start_run(sh, "alice", child.argv(), "--ttl", "60")
+    pid = child.wait_started()
+    if how == "unlock":  # an administrator breaks it: the claim becomes Revoked
+        assert sh("lockadmin", "kubelock", "unlock", RUN_URI, "--reason", "test").code == ExitCode.OK
+    else:  # its claim is deleted under it
+        sh.admin.delete(sh.claim("alice", RUN_URI))
+    done = finish(process)
+    assert done.code == ExitCode.LOST, done.stderr
+    got = result(done)
+    assert got["endedBy"] == "LockLost" and got["lost"] is True
+    assert got["signal"] == "SIGTERM" and got["killed"] is False
+    assert not alive(pid)
+    assert not (child.dir / "ended").exists()  # stopped, not finished
+
+
+def test_command_ignoring_sigterm_gets_sigkill_after_the_grace(sh: Shell, tmp_path: Path) -> None:
+    child = Child(tmp_path / "child")
+    process = start_run(sh, "alice", child.argv("ignore-term"), "--ttl", "60", "--grace", "2")
+    pid = child.wait_started()
+    broken = time.time()
+    assert sh("lockadmin", "kubelock", "unlock", RUN_URI, "--reason", "test").code == ExitCode.OK
+    done = finish(process)
+    assert done.code == ExitCode.LOST, done.stderr
+    got = result(done)
+    assert got["signal"] == "SIGKILL" and got["killed"] is True
+    assert time.time() - broken >= 2
+    assert not alive(pid)
+
+
+def test_unreachable_api_server_stops_the_command_before_the_lease_ends(sh: Shell, tmp_path: Path) -> None:
+    partition = Partition(sh.control_plane.server)
+    config = kubeconfig_for(sh.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    child = Child(tmp_path / "child")
+    env = {**sh.env("alice"), "KUBECONFIG": str(config)}
+    process = start_run(sh, "alice", child.argv(), "--ttl", "8", "--renew-deadline", "4", "--grace", "2", env=env)
+    try:
+        pid = child.wait_started()
+        time.sleep(2)  # a renewal or two went through
+        partition.cut()
+        wait_until(lambda: not alive(pid), what="the command to be stopped", timeout=DEADLINE)
+        stopped = time.time()
+        # The lease the operator last confirmed had not ended yet when the command was gone.
+        lock = held_lock(sh)
+        assert lock is not None and lock["holder"] == holder("alice"), "the lease ended before the command did"
+        expires = datetime.fromisoformat(lock["expiresAt"].replace("Z", "+00:00")).timestamp()
+        assert stopped < expires, (stopped, expires)
+        done = finish(process)
+        assert done.code == ExitCode.LOST, done.stderr
+        got = result(done)
+        assert got["endedBy"] == "LockLost" and got["error"] == "LeaseExpired", got
+        assert "renew deadline" in got["message"]
+    finally:
+        partition.cut()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+# ---- signals and hand-over ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "flags", "code"), [
+    (signal.SIGTERM, ("exit-on-term",), 7),  # the command handles it: its own exit code comes back
+    (signal.SIGINT, (), 128 + signal.SIGINT),  # it dies of it: 128+N, as a shell says
+    (signal.SIGHUP, (), 128 + signal.SIGHUP),
+], ids=["SIGTERM", "SIGINT", "SIGHUP"])
+def test_signals_reach_the_command_and_the_lock_is_released(
+    sh: Shell, tmp_path: Path, signum: int, flags: tuple[str, ...], code: int
+) -> None:
+    child = Child(tmp_path / "child")
+    process = start_run(sh, "alice", child.argv(*flags))
+    child.wait_started()
+    process.send_signal(signum)
+    done = finish(process)
+    assert done.code == code, done.stderr
+    assert (child.dir / "term").exists() == bool(flags)
+    got = result(done)
+    assert got["endedBy"] == "Signal" and got["forwardedSignals"] == [signal.Signals(signum).name]
+    assert got["released"] is True and got["exitCode"] == code
+    wait_released(sh)
+
+
+def test_waiting_run_starts_only_after_the_first_one_ended(sh: Shell, tmp_path: Path) -> None:
+    first, second = Child(tmp_path / "first"), Child(tmp_path / "second")
+    alice = start_run(sh, "alice", first.argv())
+    first.wait_started()
+    bob = start_run(sh, "bob", second.argv(), "--wait", "--timeout", str(DEADLINE))
+    sh.wait_phase("bob", RUN_URI, "Pending")
+    assert not (second.dir / "started").exists()
+    first.finish()
+    assert finish(alice).code == ExitCode.OK
+    second.wait_started()
+    assert second.moment("started") >= first.moment("ended")
+    assert int(second.env()[ENV_TOKEN]) > int(first.env()[ENV_TOKEN])
+    second.finish()
+    done = finish(bob)
+    assert done.code == ExitCode.OK, done.stderr
+    assert result(done)["holder"] == holder("bob")

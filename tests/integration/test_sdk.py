@@ -10,9 +10,7 @@ pod on a kwok node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.client import (
     ApiClient,
     ApiException,
@@ -45,6 +42,7 @@ from kubelock.sdk import (
     AsyncLockClient,
     Deadlock,
     Expired,
+    InvalidInput,
     LockClient,
     LockError,
     NotFound,
@@ -57,6 +55,7 @@ from kubelock.sdk import (
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
+from tests.support.partition import Partition, closed_port, kubeconfig_for
 
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 SaToken = Callable[..., str]
@@ -155,61 +154,6 @@ def claim_phase(team: Team, name: str) -> str | None:
         if error.status == 404:
             return None
         raise
-
-
-def kubeconfig_for(source: Path, server: str, path: Path) -> Path:
-    """A copy of a kubeconfig that talks to another address (same credentials and CA)."""
-    config = yaml.safe_load(source.read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = server
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens there once the socket is closed
-
-
-class Partition:
-    """A TCP forwarder to the API server that the test cuts, as a network partition would."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("https://").rsplit(":", 1)
-        self._target = (host, int(port))
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._sockets: list[socket.socket] = []
-        self._cut = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._cut.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def cut(self) -> None:
-        self._cut.set()
-        self._listener.close()
-        for s in self._sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
 
 
 # ---- try-lock, waiting, deadlock, timeout -------------------------------------------------------
@@ -486,6 +430,33 @@ def test_lease_is_lost_when_the_api_server_becomes_unreachable(team: Team, tmp_p
             assert isinstance(lease.error, Expired | Revoked)
         # The operator expired it too: someone else may have it now.
         wait_until(lambda: bob.try_acquire(uri).ok, what="bob to get the expired lock", timeout=DEADLINE)
+    finally:
+        partition.cut()
+        alice.close()
+
+
+def test_renew_deadline_declares_the_lease_lost_before_it_runs_out(team: Team, tmp_path: Path) -> None:
+    partition = Partition(team.control_plane.server)
+    config = kubeconfig_for(team.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    alice = LockClient(kubeconfig=str(config), namespace=team.namespace, instance="w1", retries=1, request_timeout=2)
+    bob = team.client("bob")
+    uri = "deploy://api-prod"
+    seen: list[LockError] = []
+    try:
+        with pytest.raises(InvalidInput, match="shorter than the TTL"):
+            alice.lock(uri, ttl=8, renew_deadline=8)
+        with alice.lock(uri, ttl=8, renew_deadline=3, on_lost=seen.append) as lease:
+            lease.add_listener(seen.append)
+            assert lease.renew_deadline == 3
+            time.sleep(1.5)  # a renewal went through
+            partition.cut()
+            assert lease.lost.wait(DEADLINE)
+            lost_at = time.time()
+            assert isinstance(lease.error, Expired) and "renew deadline" in lease.error.message
+            # Declared lost while the lease the operator confirmed still runs: nobody else has it yet.
+            assert not bob.try_acquire(uri).ok
+            assert lease.expires_at is not None and lost_at < lease.expires_at.timestamp()
+            wait_until(lambda: seen == [lease.error] * 2, what="both loss callbacks to be called", timeout=DEADLINE)
     finally:
         partition.cut()
         alice.close()

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from kubelock import __version__
 from kubelock.cli import completion, output, signals
+from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.progress import QueueProgress
 from kubelock.domain.reasons import Phase
@@ -114,6 +115,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
             "PROG why github://acme/app/issues/42              # why your claim is where it is",
             "PROG unlock deploy://api-prod --reason 'deploy stuck since Friday'",
             "PROG graph --svg > waits.svg",
+            "PROG run deploy://api-prod --wait -- ./deploy.sh   # the command never outlives the lock",
             "source <(PROG completion bash)",
         ) + "\n\n" + EXIT_CODES,
     )
@@ -160,6 +162,25 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--all", action="store_true", help="every lock of the namespace")
     p.add_argument("uris", nargs="*", default=[], metavar="URI", help="the locks of these resources")
     p.add_argument("--reason", required=True, help="why; recorded as kubelock.dev/break-reason")
+    p = add("run", "run a command while holding a lock: renewed while it runs, released when it ends; the "
+            "command is stopped (SIGTERM, then SIGKILL after --grace) if the lock is lost",
+            "PROG run deploy://api-prod -- ./deploy.sh --env prod",
+            "PROG run deploy://api-prod --wait --timeout 300 --ttl 60 -- make release",
+            "PROG run github://acme/app/issues/42 -o json -- sh -c 'echo token $KUBELOCK_FENCING_TOKEN'")
+    p.usage = (f"{prog} run [options] [--wait [--timeout S]] [--ttl S] [--renew-deadline S] [--grace S] "
+               "URI -- CMD [ARGS...]")
+    p.epilog = (f"{p.epilog}\n\nthe command's environment: {', '.join(runner.ENVIRONMENT)}\n"
+                f"exit code: the command's (128+N for signal N); {ExitCode.LOST.value} when the lock was lost and the "
+                f"command stopped; as `{prog} acquire` when the lock could not be taken (the command never started)")
+    p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
+    p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
+    p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
+    p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    p.add_argument("--renew-deadline", type=_seconds, help="stop the command when no renewal succeeded for this "
+                   "many seconds; less than the TTL (default: 2/3 of it)")
+    p.add_argument("--grace", type=_seconds, help="seconds between SIGTERM and SIGKILL when the lock is lost "
+                   "(default: half of TTL minus renew deadline, at most 10); renew deadline plus grace must not "
+                   "exceed the TTL")
     p = add("graph", "the wait-for graph as Graphviz DOT (or SVG)",
             "PROG graph | dot -Tpng > waits.png", "PROG graph --svg > waits.svg", "PROG graph -o json")
     fmt = p.add_mutually_exclusive_group()
@@ -289,6 +310,31 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    plan = runner.timing(args.ttl, args.renew_deadline, args.grace)
+    lease = client.lock(args.uri, ttl=args.ttl, wait=args.wait, timeout=args.timeout,
+                        renew_deadline=plan.renew_deadline)
+    await lease.__aenter__()
+    try:
+        outcome = await runner.supervise(lease, args.child, runner.child_environment(lease, os.environ), plan.grace)
+    except BaseException as error:
+        await lease.__aexit__(type(error), error, error.__traceback__)
+        raise
+    released = True
+    try:
+        await lease.__aexit__(None, None, None)
+    except LockError as error:  # the command's result stands; the lease runs out by itself
+        released = False
+        print(f"{args.prog} run: could not release {lease.resource}: {error.message}", file=sys.stderr)
+    if outcome.lost is not None and args.output not in ("json", "yaml"):
+        stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
+        print(f"{args.prog} run: lost the lock on {lease.resource}: {outcome.lost.message}; the command was "
+              f"stopped ({stopped})", file=sys.stderr)
+    if args.output in ("json", "yaml"):
+        print(output.render(output.ran(lease.claim, outcome, released=released), args.output), end="")
+    return outcome.exit_code
+
+
 HANDLERS: dict[str, Handler] = {
     "acquire": cmd_acquire,
     "release": cmd_release,
@@ -298,6 +344,7 @@ HANDLERS: dict[str, Handler] = {
     "why": cmd_why,
     "unlock": cmd_unlock,
     "graph": cmd_graph,
+    "run": cmd_run,
 }
 
 
@@ -318,6 +365,9 @@ def check_input(args: argparse.Namespace) -> None:
         validation.holder(args.holder)
     if getattr(args, "instance", None) is not None:
         validation.instance(args.instance)
+    if getattr(args, "command", None) == "run":
+        runner.command_of(args.child)
+        runner.timing(args.ttl, args.renew_deadline, args.grace)
 
 
 def make_client(args: argparse.Namespace) -> AsyncLockClient:
@@ -364,10 +414,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """`kubelock run URI -- CMD ARGS`: the command is everything after the first `--`, never parsed
+    as options of kubelock's (None: there is no `--`)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
 def _main(argv: Sequence[str] | None) -> int:
     prog = program_name()
     parser = build_parser(prog)
-    args = parser.parse_args(argv)
+    everything = sys.argv[1:] if argv is None else list(argv)
+    own, child = split_command(everything)
+    if "run" not in own:  # elsewhere `--` means what argparse makes of it
+        own, child = everything, None
+    args, extra = parser.parse_known_args(own)
+    if extra and args.command == "run" and child is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}; the command goes after `--`: "
+                     f"{prog} run URI -- CMD [ARGS...]")
+    if extra:
+        parser.parse_args(own)  # argparse's own message
+    args.child = child
     args.prog = prog
     args.output = "json" if getattr(args, "json", False) else getattr(args, "output", None)
     if args.command == "completion":

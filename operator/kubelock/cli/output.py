@@ -4,6 +4,7 @@ for humans. Pure functions of SDK values, so their shapes are tested without a c
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from kubelock.cli.run import Outcome, exit_code_of
 from kubelock.domain.reasons import Phase
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus
@@ -87,6 +89,28 @@ def renewed(result: RenewResult) -> Json:
         "confirmed": result.confirmed,
         "claim": result.claim_name,
     }
+
+
+def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
+    """What `kubelock run` reports once the command ended: the lock it held, how the command ended
+    (`exitCode`, with `signal` when a signal killed it) and why (`endedBy`)."""
+    payload: Json = {
+        "ok": outcome.exit_code == 0,
+        "resource": info.resource,
+        "holder": info.holder,
+        "namespace": info.namespace,
+        "fencingToken": info.fencing_token,
+        "claim": info.name,
+        "exitCode": exit_code_of(outcome.returncode),
+        "signal": signal.Signals(-outcome.returncode).name if outcome.returncode < 0 else None,
+        "endedBy": outcome.ended_by,
+        "forwardedSignals": [signal.Signals(s).name for s in outcome.forwarded],
+        "killed": outcome.killed,
+        "released": released,
+    }
+    if outcome.lost is not None:
+        payload.update(error=outcome.lost.reason, lost=True, message=outcome.lost.message)
+    return payload
 
 
 def failure(error: LockError, resource: str | None = None) -> Json:

@@ -576,9 +576,13 @@ class AsyncLockClient:
         wait: bool = True,
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
+        renew_deadline: float | None = None,
     ) -> AsyncLease:
-        """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit."""
-        return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost)
+        """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit.
+        With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
+        within it, before the TTL runs out."""
+        return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
+                          renew_deadline=renew_deadline)
 
     # ---- helpers ----------------------------------------------------------------------------
 

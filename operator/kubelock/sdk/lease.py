@@ -1,12 +1,16 @@
 """A held lock as a context manager: renewed in the background, watched, released on exit.
 
 While the body runs, three tasks keep the lease honest:
-- the renewer writes a new renewal marker every third of the lease, so two renewals can fail
-  before the lease is at risk;
+- the renewer writes a new renewal marker every third of the lease (or of the renew deadline, when
+  one is set), so two renewals can fail before the lease is at risk;
 - the watcher follows the claim and reports the loss the moment it leaves Held (expired, revoked
   by an administrator, its pod gone, or the claim deleted);
-- the guard declares the lease lost when the last expiry the operator confirmed has passed, so an
+- the guard declares the lease lost when the last expiry the operator confirmed has passed, or,
+  with a renew deadline, when no renewal was accepted within it (see `kubelock.sdk.renewal`), so an
   unreachable API server can never leave a caller believing it still holds the lock.
+
+Every loss is reported once: `lost` is set, `error` says why, and each listener (`on_lost=`,
+`add_listener`) is called with the error, in the order added.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import Expired, LockError, NotFound, Revoked
 from kubelock.sdk.model import ClaimInfo
+from kubelock.sdk.renewal import loss_moment, renew_interval, validate_renew_deadline
 from kubelock.sdk.watching import backoff, follow_claim
 
 if TYPE_CHECKING:
@@ -30,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubelock.sdk")
 LostCallback = Callable[[LockError], object]
-RENEW_FRACTION = 3  # renew every ttl/3
-MIN_RENEW_INTERVAL = 0.2
 
 
 class AsyncLease:
@@ -46,7 +49,9 @@ class AsyncLease:
         wait: bool,
         timeout: float | None,
         on_lost: LostCallback | None = None,
+        renew_deadline: float | None = None,
     ) -> None:
+        self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
         self._client = client
         self._uri = uri
         self._ttl = ttl
@@ -56,6 +61,7 @@ class AsyncLease:
         self._info: ClaimInfo | None = None
         self._task: asyncio.Task[None] | None = None
         self._deadline = 0.0  # loop time at which the last confirmed lease ends
+        self._renewed = 0.0  # loop time at which the last accepted renewal (or the grant) was asked for
         self._deadline_moved = asyncio.Event()
         self.lost = asyncio.Event()
         self.error: LockError | None = None
@@ -85,6 +91,12 @@ class AsyncLease:
     def expires_at(self) -> datetime | None:
         return self.claim.expires_at
 
+    @property
+    def renew_deadline(self) -> float | None:
+        """Seconds after the last accepted renewal at which the lease calls itself lost (None: only
+        the confirmed expiry counts)."""
+        return self._renew_deadline
+
     def check(self) -> None:
         """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
         if self.error is not None:
@@ -98,6 +110,7 @@ class AsyncLease:
     async def __aenter__(self) -> AsyncLease:
         info = await self._client.acquire_claim(self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl)
         self._info = info
+        self._renewed = asyncio.get_running_loop().time()
         self._move_deadline(info)
         self._task = asyncio.create_task(self._keep(), name=f"kubelock lease {info.name}")
         return self
@@ -138,11 +151,15 @@ class AsyncLease:
         return 1800.0  # the operator's documented default
 
     async def _renew(self) -> None:
-        interval = max(MIN_RENEW_INTERVAL, self._lease_seconds() / RENEW_FRACTION)
+        loop = asyncio.get_running_loop()
+        interval = renew_interval(self._lease_seconds(), self._renew_deadline)
         while True:
             await asyncio.sleep(interval)
+            asked = loop.time()
             try:
                 await self._client.renew_claim(self.claim, self._client.renewal_marker(), conditional=False)
+                self._renewed = asked
+                self._deadline_moved.set()
             except NotFound:
                 await self._lose(Revoked(f"claim {self.claim.name} was deleted", reason=Reason.RELEASED.value))
                 return
@@ -176,20 +193,22 @@ class AsyncLease:
     async def _guard(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            remaining = self._deadline - loop.time()
+            moment, by_renew_deadline = loss_moment(self._deadline, self._renewed, self._renew_deadline)
+            remaining = moment - loop.time()
             if remaining <= 0:
-                info = self.claim
-                await self._lose(
-                    Expired(
-                        f"the lease on {info.resource} ran out without a confirmed renewal "
-                        "(is the API server reachable?)"
-                    )
-                )
+                await self._lose(self._ran_out(by_renew_deadline))
                 return
             self._deadline_moved.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._deadline_moved.wait()
+
+    def _ran_out(self, by_renew_deadline: bool) -> Expired:
+        resource = self.claim.resource
+        if by_renew_deadline:
+            return Expired(f"no renewal of the lease on {resource} succeeded within the renew deadline of "
+                           f"{self._renew_deadline:g}s (is the API server reachable?)")
+        return Expired(f"the lease on {resource} ran out without a confirmed renewal (is the API server reachable?)")
 
     def _move_deadline(self, info: ClaimInfo) -> None:
         if info.expires_at is None:

@@ -176,9 +176,13 @@ class LockClient:
         wait: bool = True,
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
+        renew_deadline: float | None = None,
     ) -> Lease:
-        """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit."""
-        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout), on_lost)
+        """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
+        With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
+        within it, before the TTL runs out."""
+        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline),
+                     on_lost)
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
@@ -193,14 +197,18 @@ class Lease:
     def __init__(self, client: LockClient, lease: AsyncLease, on_lost: Callable[[LockError], object] | None) -> None:
         self._client = client
         self._lease = lease
-        self._on_lost = on_lost
+        self._listeners = [on_lost] if on_lost is not None else []
         self.lost = threading.Event()
         lease.add_listener(self._signal)
 
+    def add_listener(self, callback: Callable[[LockError], object]) -> None:
+        """Also call `callback(error)` when the lease is lost (in its own thread, as `on_lost`)."""
+        self._listeners.append(callback)
+
     def _signal(self, error: LockError) -> None:
         self.lost.set()
-        if self._on_lost is not None:
-            threading.Thread(target=self._on_lost, args=(error,), name="kubelock-on-lost", daemon=True).start()
+        for callback in self._listeners:
+            threading.Thread(target=callback, args=(error,), name="kubelock-on-lost", daemon=True).start()
 
     @property
     def claim(self) -> ClaimInfo:
@@ -225,6 +233,10 @@ class Lease:
     @property
     def error(self) -> LockError | None:
         return self._lease.error
+
+    @property
+    def renew_deadline(self) -> float | None:
+        return self._lease.renew_deadline
 
     def check(self) -> None:
         """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""

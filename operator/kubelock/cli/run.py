@@ -1,0 +1,160 @@
+"""`kubelock run URI -- CMD ARGS`: run a command while holding a lock, and never let it outlive it.
+
+The command starts only once the lock is held, in its own process group, with the lock in its
+environment (`ENV_*` below). While it runs the lease is renewed; when the lease is lost (it expired,
+was broken or revoked, the holder pod ended, the claim was deleted) or no renewal was accepted
+within the renew deadline, the group gets SIGTERM and, after the grace period, SIGKILL, and
+`kubelock run` exits LOST. SIGTERM, SIGINT and SIGHUP sent to `kubelock run` are passed on to the
+group; once the command has ended the lock is released and `kubelock run` exits with the command's
+code (128+N for a death by signal N). The command's stdout and stderr are its own: the JSON result
+(`-o json`) is printed on stdout only after the command ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kubelock.cli.exitcodes import ExitCode
+from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.renewal import default_renew_deadline, validate_renew_deadline
+
+ENV_TOKEN = "KUBELOCK_FENCING_TOKEN"
+ENV_RESOURCE = "KUBELOCK_RESOURCE"
+ENV_CLAIM = "KUBELOCK_CLAIM"
+ENV_HOLDER = "KUBELOCK_LOCK_HOLDER"
+ENV_NAMESPACE = "KUBELOCK_LOCK_NAMESPACE"
+ENVIRONMENT = (ENV_TOKEN, ENV_RESOURCE, ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE)
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+OPERATOR_DEFAULT_TTL = 1800  # the lease when --ttl is not given (the operator's documented default)
+MAX_DEFAULT_GRACE = 10.0
+
+
+class Losable(Protocol):
+    """What supervision reads of a lease (an AsyncLease): set when lost, and why."""
+
+    lost: asyncio.Event
+    error: LockError | None
+
+
+@dataclass(frozen=True)
+class Timing:
+    ttl: float  # the lease asked for (or the operator's default)
+    renew_deadline: float
+    grace: float
+
+
+def timing(ttl: int | None, renew_deadline: float | None, grace: float | None) -> Timing:
+    """The renew deadline and grace period of `kubelock run`, defaulted and checked.
+
+    The renew deadline defaults to two thirds of the TTL. The grace period defaults to half of what
+    the TTL leaves after the renew deadline (at most 10 s), and renew deadline plus grace may not
+    exceed the TTL: a command cut off from the API server is then killed before its lease can pass
+    to another holder."""
+    lease = float(ttl if ttl is not None else OPERATOR_DEFAULT_TTL)
+    deadline = validate_renew_deadline(renew_deadline, lease)
+    if deadline is None:
+        deadline = default_renew_deadline(lease)
+    if grace is None:
+        grace = min(MAX_DEFAULT_GRACE, (lease - deadline) / 2)
+    elif grace < 0:
+        raise InvalidInput(f"--grace must be 0 or more seconds, not {grace:g}")
+    elif deadline + grace > lease:
+        raise InvalidInput(
+            f"--renew-deadline ({deadline:g}s) plus --grace ({grace:g}s) must not exceed the TTL ({lease:g}s): "
+            "the command could outlive its lease"
+        )
+    return Timing(lease, deadline, grace)
+
+
+def command_of(argv: Sequence[str] | None) -> list[str]:
+    """The command after `--`; `None` means there was no `--`."""
+    if argv is None:
+        raise InvalidInput("the command goes after `--`: kubelock run URI -- CMD [ARGS...]")
+    if not argv:
+        raise InvalidInput("no command after `--`: kubelock run URI -- CMD [ARGS...]")
+    return list(argv)
+
+
+def child_environment(lease: AsyncLease, base: Mapping[str, str]) -> dict[str, str]:
+    claim = lease.claim
+    return {
+        **base,
+        ENV_TOKEN: "" if claim.fencing_token is None else str(claim.fencing_token),
+        ENV_RESOURCE: claim.resource,
+        ENV_CLAIM: claim.name,
+        ENV_HOLDER: claim.holder,
+        ENV_NAMESPACE: claim.namespace,
+    }
+
+
+def exit_code_of(returncode: int) -> int:
+    """The shell's convention: a death by signal N is 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int  # as asyncio reports it: negative for a death by signal
+    lost: LockError | None  # the loss that ended the command, if one did
+    forwarded: tuple[int, ...]  # signals passed on to the command
+    killed: bool  # SIGKILL was needed after the grace period
+
+    @property
+    def exit_code(self) -> int:
+        return ExitCode.LOST if self.lost is not None else exit_code_of(self.returncode)
+
+    @property
+    def ended_by(self) -> str:
+        if self.lost is not None:
+            return "LockLost"
+        return "Signal" if self.forwarded else "CommandExited"
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str], grace: float) -> Outcome:
+    """Run the command in its own process group until it ends or the lease is lost."""
+    process = await asyncio.create_subprocess_exec(*argv, env=dict(env), process_group=0)
+    pgid = process.pid
+    loop = asyncio.get_running_loop()
+    forwarded: list[int] = []
+
+    def forward(signum: int) -> None:
+        forwarded.append(signum)
+        _signal_group(pgid, signum)
+
+    for s in FORWARDED:
+        loop.add_signal_handler(s, forward, s)
+    exited = asyncio.ensure_future(process.wait())
+    lost = asyncio.ensure_future(lease.lost.wait())
+    try:
+        await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
+        stopped = not exited.done()  # the loss came first
+        killed = await _stop(pgid, exited, grace) if stopped else False
+        return Outcome(await exited, lease.error if stopped else None, tuple(forwarded), killed)
+    finally:
+        lost.cancel()
+        if process.returncode is None:  # cancelled: the command must not outlive kubelock run
+            _signal_group(pgid, signal.SIGKILL)
+            await asyncio.shield(exited)
+        for s in FORWARDED:
+            loop.remove_signal_handler(s)
+
+
+async def _stop(pgid: int, exited: asyncio.Future[int], grace: float) -> bool:
+    """SIGTERM to the group, SIGKILL to what is left of it after `grace`; True if SIGKILL was needed."""
+    _signal_group(pgid, signal.SIGTERM)
+    done, _ = await asyncio.wait({exited}, timeout=grace)
+    _signal_group(pgid, signal.SIGKILL)  # also whatever the command left running in its group
+    await exited
+    return not done

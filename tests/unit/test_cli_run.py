@@ -1,0 +1,135 @@
+"""`kubelock run`: its arguments and timing checked before any request, its JSON result, and the
+supervision of a real child process (stopped with SIGTERM, then SIGKILL, when the lease is lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kubelock.cli import output
+from kubelock.cli import run as runner
+from kubelock.cli.exitcodes import ExitCode
+from kubelock.cli.main import split_command
+from kubelock.sdk.errors import Expired, InvalidInput, LockError
+from kubelock.sdk.model import ClaimInfo
+
+
+def test_timing_defaults() -> None:
+    assert runner.timing(60, None, None) == runner.Timing(60.0, 40.0, 10.0)
+    assert runner.timing(6, None, None) == runner.Timing(6.0, 4.0, 1.0)  # half of what the deadline leaves
+    assert runner.timing(None, None, None) == runner.Timing(1800.0, 1200.0, 10.0)  # the operator's default TTL
+    assert runner.timing(10, 5, 5) == runner.Timing(10.0, 5.0, 5.0)  # may use up the TTL exactly
+
+
+@pytest.mark.parametrize(("ttl", "deadline", "grace", "words"), [
+    (10, 10, None, "shorter than the TTL"),
+    (10, 12, None, "shorter than the TTL"),
+    (None, 1800, None, "shorter than the TTL"),
+    (10, 0, None, "more than 0"),
+    (10, None, -1, "--grace must be 0 or more"),
+    (10, 8, 3, "must not exceed the TTL"),
+])
+def test_timing_refuses(ttl: int | None, deadline: float | None, grace: float | None, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        runner.timing(ttl, deadline, grace)
+
+
+def test_the_command_is_what_follows_the_first_double_dash() -> None:
+    assert split_command(["run", "x://y", "--wait", "--", "sh", "-c", "a -- b", "--ttl"]) == (
+        ["run", "x://y", "--wait"], ["sh", "-c", "a -- b", "--ttl"])
+    assert split_command(["run", "x://y"]) == (["run", "x://y"], None)
+    assert runner.command_of(["true"]) == ["true"]
+    with pytest.raises(InvalidInput, match="goes after `--`"):
+        runner.command_of(None)
+    with pytest.raises(InvalidInput, match="no command"):
+        runner.command_of([])
+
+
+def test_exit_codes_follow_the_shell() -> None:
+    assert runner.exit_code_of(0) == 0
+    assert runner.exit_code_of(3) == 3
+    assert runner.exit_code_of(-signal.SIGTERM) == 143
+    assert runner.exit_code_of(-signal.SIGKILL) == 137
+    lost = runner.Outcome(-signal.SIGTERM, Expired("gone"), (), killed=False)
+    assert (lost.exit_code, lost.ended_by) == (ExitCode.LOST, "LockLost")
+    signalled = runner.Outcome(-signal.SIGINT, None, (signal.SIGINT,), killed=False)
+    assert (signalled.exit_code, signalled.ended_by) == (130, "Signal")
+
+
+def held_claim() -> ClaimInfo:
+    return ClaimInfo.from_body({
+        "metadata": {"name": "c1", "namespace": "agents", "uid": "u", "resourceVersion": "5"},
+        "spec": {"resource": "deploy://x", "holder": "agent-a", "wait": False},
+        "status": {"phase": "Held", "reason": "Granted", "holder": "agent-a", "fencingToken": 7},
+    })
+
+
+def test_result_shapes() -> None:
+    info = held_claim()
+    done = output.ran(info, runner.Outcome(0, None, (), killed=False), released=True)
+    assert done == {
+        "ok": True, "resource": "deploy://x", "holder": "agent-a", "namespace": "agents", "fencingToken": 7,
+        "claim": "c1", "exitCode": 0, "signal": None, "endedBy": "CommandExited", "forwardedSignals": [],
+        "killed": False, "released": True,
+    }
+    lost = output.ran(info, runner.Outcome(-signal.SIGKILL, Expired("gone"), (), killed=True), released=False)
+    assert (lost["ok"], lost["exitCode"], lost["signal"], lost["endedBy"]) == (False, 137, "SIGKILL", "LockLost")
+    assert (lost["error"], lost["lost"], lost["message"], lost["killed"]) == ("LeaseExpired", True, "gone", True)
+
+
+class StandInLease:
+    """What `supervise` reads of a lease: the `lost` event and the `error` (set here by the test)."""
+
+    def __init__(self) -> None:
+        self.lost = asyncio.Event()
+        self.error: LockError | None = None
+
+    def lose(self) -> None:
+        self.error = Expired("the lease ran out")
+        self.lost.set()
+
+
+CHILD = """
+import os, pathlib, signal, sys, time
+if sys.argv[2] == "ignore":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pathlib.Path(sys.argv[1]).write_text(str(os.getpgrp()))
+time.sleep(60)
+"""
+
+
+def supervise(tmp_path: Path, mode: str, grace: float) -> tuple[runner.Outcome, int, float]:
+    marker = tmp_path / "pgid"
+
+    async def scenario() -> tuple[runner.Outcome, float]:
+        lease = StandInLease()
+        argv = [sys.executable, "-c", CHILD, str(marker), mode]
+        task = asyncio.create_task(runner.supervise(lease, argv, os.environ, grace))
+        while not marker.exists():  # noqa: ASYNC110 (the child process writes it: nothing to await)
+            await asyncio.sleep(0.02)
+        lost_at = time.monotonic()
+        lease.lose()
+        outcome = await task
+        return outcome, time.monotonic() - lost_at
+
+    outcome, took = asyncio.run(scenario())
+    return outcome, int(marker.read_text()), took
+
+
+def test_a_lost_lease_stops_the_command_with_sigterm(tmp_path: Path) -> None:
+    outcome, pgid, took = supervise(tmp_path, "plain", grace=5)
+    assert outcome.returncode == -signal.SIGTERM and not outcome.killed and outcome.exit_code == ExitCode.LOST
+    assert pgid != os.getpgrp()  # its own process group
+    assert took < 5
+
+
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    outcome, _, took = supervise(tmp_path, "ignore", grace=0.5)
+    assert outcome.returncode == -signal.SIGKILL and outcome.killed
+    assert took >= 0.5
