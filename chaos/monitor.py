@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from chaos.history import ClaimLife, LockLife, Outage, Record
+from kubelock.api.fencing import lock_token
 from kubelock.domain.resource import normalise
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
@@ -55,6 +56,7 @@ class _Lock:
     pod: str | None
     deleted: float | None = None
     created_version: int | None = None
+    other_tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Monitor:
                     uid=lock.uid, resource=lock.resource, holder=lock.holder, claim=lock.claim, token=lock.token,
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
+                    other_tokens=tuple(lock.other_tokens),
                 )
             )
         for c in self.claims.values():
@@ -198,7 +201,7 @@ class Monitor:
                 resource=str(spec.get("resource", "")),
                 holder=str(spec.get("holder", "")),
                 claim=str((spec.get("claimRef") or {}).get("uid", "")),
-                token=int(spec.get("fencingToken") or 0),
+                token=lock_token(body),
                 version=_version(body),
                 created=now,
                 expiry=expiry,
@@ -209,10 +212,11 @@ class Monitor:
         else:
             if expiry is not None:
                 lock.expiry = expiry
-            # The token is written right after the create (it is the lock's creation revision).
-            token = int(spec.get("fencingToken") or 0)
-            if token:
-                lock.token = token
+            # The token is the lock's creation revision whatever version shows it: one that reads
+            # otherwise is recorded, and the checker reports it.
+            token = lock_token(body)
+            if token != lock.token and token not in lock.other_tokens:
+                lock.other_tokens.append(token)
 
     def _on_claim(self, kind: str, body: Body, now: float) -> None:
         meta = body.get("metadata") or {}

@@ -136,14 +136,23 @@ def test_an_equal_token_for_a_new_grant_breaks_fencing_order() -> None:
     assert violations(history) == ["fencing-order"]
 
 
-def test_a_lock_that_never_got_its_token_is_a_reservation_not_a_grant() -> None:
-    """Created by an operator that stopped (or found its view stale) before writing the token, and
-    deleted again: nobody was told of it, so it is no grant and takes no place in the token order."""
+def test_a_lock_with_token_0_from_an_earlier_operator_is_a_reservation_not_a_grant() -> None:
+    """Operators before the token was the lock's from its creation created locks with token 0 and
+    wrote it afterwards; one deleted before that write was told to nobody, so it is no grant and
+    takes no place in the token order. (Today's locks read their resourceVersion until then.)"""
     history = History(end=100)
     history.extend([lock("c1", 100, 100, 0, 1), lock("c2", 0, 150, 1.5, 1.6), lock("c3", 200, 200, 2, 3)])
     report = check(history)
     assert report.violations == []
     assert report.stats["grants"] == 2 and report.stats["reservations"] == 1
+
+
+def test_a_lock_whose_token_reads_differently_at_a_later_version_is_a_violation() -> None:
+    """A lock's token is its creation revision at every version: one that changed (a write that
+    did not record it, a token rewritten) would let its holder and a reader disagree."""
+    history = History(end=100)
+    history.extend([lock("c1", 100, 100, 0, 1), replace(lock("c2", 150, 150, 1.5, 3), other_tokens=(170,))])
+    assert violations(history) == ["fencing-stable"]
 
 
 def test_a_reservation_that_lingers_for_a_deleted_claim_is_a_phantom() -> None:

@@ -140,19 +140,11 @@ class SetStatus:
 class CreateLock:
     claim: Claim
     # The claim's queue sequence. The grant's real token is the lock's creation revision, which only
-    # exists once the API server has stored it (the adapter writes it right after the create).
+    # exists once the API server has stored it: the lock is the grant from its creation on, with that
+    # token (`kubelock.api.fencing`), and the claim is told it on the next step.
     fencing_token: int
     acquired_at: float
     lease_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompleteLock:
-    """Write the token of a lock that has none yet. A lock without its token is a reservation, not a
-    grant: nobody has been told of it and nobody holds it (its creator stopped before the write)."""
-
-    lock: Lock
-    claim: Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +181,7 @@ class DeleteClaim:
     claim: FinishedClaim
 
 
-Action = SetStatus | CreateLock | CompleteLock | RenewLock | DeleteLock | DeleteClaim
+Action = SetStatus | CreateLock | RenewLock | DeleteLock | DeleteClaim
 
 
 @dataclass(frozen=True, slots=True)

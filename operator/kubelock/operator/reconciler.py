@@ -26,7 +26,6 @@ from kubelock.domain.deadlines import DeadlineHeap
 from kubelock.domain.model import (
     Action,
     Claim,
-    CompleteLock,
     CreateLock,
     Decision,
     DeleteClaim,
@@ -59,7 +58,6 @@ POSITION_DELAY = 0.25
 # a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
 # keys, not as 10 000 coroutines.
 MAX_WORKERS = 64
-MAX_TOKEN_ATTEMPTS = 3
 
 
 class Observer(Protocol):
@@ -261,7 +259,7 @@ class Reconciler:
                 # The grant waits for a fresh view; whatever else was decided does not (it is
                 # conditional, and a waiter's timeout must not wait for anyone's view).
                 self._held_back.add(key)
-                rest = tuple(a for a in decision.actions if not isinstance(a, CreateLock | CompleteLock))
+                rest = tuple(a for a in decision.actions if _granted(a) is None and not isinstance(a, RenewLock))
                 if not rest:
                     return
                 decision = replace(decision, actions=rest)
@@ -277,7 +275,7 @@ class Reconciler:
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
     def _may_grant(self, key: Key, decision: Decision) -> bool:
-        grants = [a.claim for a in decision.actions if isinstance(a, CreateLock | CompleteLock)]
+        grants = [claim for a in decision.actions if (claim := _granted(a)) is not None]
         return all(self.gate.may_grant(key[0], claim.sequence) for claim in grants)
 
     def _defer_positions(self, key: Key, decision: Decision) -> bool:
@@ -402,8 +400,6 @@ class Reconciler:
                 await self._set_status(namespace, action, now, seen.claims.get(action.claim.uid))
             elif isinstance(action, CreateLock):
                 await self._create_lock(namespace, action)
-            elif isinstance(action, CompleteLock):
-                await self._write_token(namespace, action.lock, seen.lock_version)
             elif isinstance(action, RenewLock):
                 await self._renew_lock(namespace, action, seen.lock_version)
             elif isinstance(action, DeleteClaim):
@@ -440,8 +436,9 @@ class Reconciler:
         )
 
     async def _create_lock(self, namespace: str, action: CreateLock) -> None:
-        """Create the lock, then write its token: the grant is made when both are done, and only
-        then is the claim told (the next round). A lock without its token is a reservation."""
+        """Create the lock: the grant, with its fencing token, the revision the API server stores it
+        at (`kubelock.api.fencing`). The claim is told on the next round, which reads the lock from
+        the cache: no write of the token in between."""
         record = self.cache.claims.get(action.claim.uid)
         if record is None:
             return
@@ -459,40 +456,9 @@ class Reconciler:
         self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
         if self.gate.epoch != epoch:
             # The loop stalled while the create was under way: the decision rests on a view from
-            # before the stall. The lock stays a reservation until a fresh view confirms its claim.
-            log.info("lock %s in %s created across a stall: its grant waits for a fresh view", name, namespace)
-            return
-        await self._write_token(namespace, codec.lock_view(body), str(body["metadata"]["resourceVersion"]))
-
-    async def _write_token(self, namespace: str, lock: Lock, version: str | None = None) -> None:
-        """Write the lock's fencing token: a revision of the lock from before it had one, its
-        creation's as a rule. Any such revision will do: the previous lock of the resource was gone
-        before this one was created and the next cannot exist before this one is deleted, so every
-        token is above every earlier one. The write is conditional on that revision, so it can never
-        replace a token already written (a holder may have been told it). A conflict means another
-        replica (completing the same reservation) or an administrator wrote the lock first: read it
-        and go on from there."""
-        path = paths.locks(namespace, lock.name)
-        if version is None:
-            cached = self.cache.locks.get((namespace, lock.resource))
-            if cached is None or cached[0].uid != lock.uid:
-                raise NotFound(404, "NotFound", "lock changed")
-            if cached[0].fencing_token:
-                return  # written meanwhile (by another replica): a token is never written twice
-            version = cached[1]  # a version of the lock without a token: the precondition keeps it so
-        for _ in range(MAX_TOKEN_ATTEMPTS):
-            try:
-                body = await self.client.patch(path, codec.token_patch(version, self.clock.now(), lock.lease_seconds))
-            except Conflict:
-                body = await self.client.get(path)
-                if (body.get("metadata") or {}).get("uid") != lock.uid:
-                    raise NotFound(404, "NotFound", "lock replaced") from None
-                if not codec.lock_view(body).fencing_token:
-                    version = str(body["metadata"]["resourceVersion"])
-                    continue
-            self.cache.upsert_lock(body)
-            return
-        raise Conflict(409, "Conflict", f"the token of lock {lock.name} kept being overtaken")
+            # before the stall. The claim is told only once a fresh view still shows it (the gate
+            # holds the announcement back); a lock for a claim that went meanwhile is deleted.
+            log.info("lock %s in %s created across a stall: its claim is told once the view is fresh", name, namespace)
 
     async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> None:
         if version is None:
@@ -569,6 +535,15 @@ def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
 _UNCONDITIONAL_ENDINGS = frozenset(
     {Reason.HOLDER_POD_TERMINATED, Reason.POD_NOT_FOUND, Reason.NAMESPACE_DELETED}
 )
+
+
+def _granted(action: Action) -> Claim | None:
+    """The claim granted or told of its grant: both wait for a view fresh enough to grant on."""
+    if isinstance(action, CreateLock):
+        return action.claim
+    if isinstance(action, SetStatus) and action.status.phase is Phase.HELD and action.claim.phase is not Phase.HELD:
+        return action.claim
+    return None
 
 
 def _deletes_whatever_the_status_says(action: Action) -> bool:

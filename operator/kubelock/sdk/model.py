@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubelock.api.constants import RENEW_ANNOTATION
+from kubelock.api.fencing import lock_token
 from kubelock.domain.reasons import CONDITION_STALE, Phase
 from kubelock.domain.resource import normalise
 
@@ -154,7 +155,7 @@ class LockInfo:
             holder=str(spec.get("holder", "")),
             claim_name=str((spec.get("claimRef") or {}).get("name", "")),
             claim_uid=str((spec.get("claimRef") or {}).get("uid", "")),
-            fencing_token=_int(spec.get("fencingToken")) or 0,
+            fencing_token=lock_token(body),
             acquired_at=parse_time(spec.get("acquireTime")),
             renewed_at=renewed,
             expires_at=expires,
