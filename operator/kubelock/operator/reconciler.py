@@ -46,6 +46,7 @@ from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
 from kubelock.operator.events import EventRecorder
+from kubelock.operator.grants import GrantStore, Stale, Taken
 
 log = logging.getLogger("kubelock.reconciler")
 MAX_ROUNDS = 64
@@ -123,6 +124,7 @@ class Reconciler:
         gate: Gate | None = None,
     ) -> None:
         self.client = client
+        self.grants = GrantStore(client)
         self.cache = cache
         self.policy = policy
         self.clock = clock
@@ -339,9 +341,8 @@ class Reconciler:
 
     async def _confirm_lock(self, key: Key) -> Lock | None:
         namespace, resource = key
-        try:
-            body = await self.client.get(paths.locks(namespace, lock_name(resource)))
-        except NotFound:
+        body = await self.grants.read(namespace, lock_name(resource))
+        if body is None:
             return None
         self.cache.upsert_lock(body)
         cached = self.cache.locks.get(key)
@@ -395,19 +396,22 @@ class Reconciler:
     async def _apply_one(self, namespace: str, action: Action, seen: Seen) -> bool:
         """Apply one action; False when it failed on a stale view (the caller decides again)."""
         now = self.clock.now()
+        stale: Stale | None = None
         try:
             if isinstance(action, SetStatus):
                 await self._set_status(namespace, action, now, seen.claims.get(action.claim.uid))
             elif isinstance(action, CreateLock):
-                await self._create_lock(namespace, action)
+                stale = await self._create_lock(namespace, action)
             elif isinstance(action, RenewLock):
-                await self._renew_lock(namespace, action, seen.lock_version)
+                stale = await self._renew_lock(namespace, action, seen.lock_version)
             elif isinstance(action, DeleteClaim):
                 await self._delete_claim(namespace, action)
             else:
-                await self._delete_lock(namespace, action)
+                stale = await self._delete_lock(namespace, action)
         except (Conflict, NotFound) as error:
-            log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, error)
+            stale = Stale(str(error))
+        if stale is not None:
+            log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, stale.why)
             await self._refresh(namespace, action)
             return False
         self.observer.applied(namespace, action, now)
@@ -435,41 +439,46 @@ class Reconciler:
             namespace, claim_name, claim_uid, notice.reason.value, notice.message, warning=notice.warning
         )
 
-    async def _create_lock(self, namespace: str, action: CreateLock) -> None:
+    async def _create_lock(self, namespace: str, action: CreateLock) -> Stale | None:
         """Create the lock: the grant, with its fencing token, the revision the API server stores it
         at (`kubelock.api.fencing`). The claim is told on the next round, which reads the lock from
         the cache: no write of the token in between."""
         record = self.cache.claims.get(action.claim.uid)
         if record is None:
-            return
-        name = lock_name(action.claim.resource)
+            return None
         epoch = self.gate.epoch
-        try:
-            body = await self.client.create(paths.locks(namespace), codec.lock_body(action, record, name))
-        except Conflict as error:
-            if not error.already_exists:
-                raise
-            body = await self.client.get(paths.locks(namespace, name))  # someone else holds it: learn who
-            self.cache.upsert_lock(body)
-            return
-        self.cache.upsert_lock(body)
+        outcome = await self.grants.create(namespace, action, record)
+        if isinstance(outcome, Stale):
+            return outcome
+        assert outcome.body is not None
+        self.cache.upsert_lock(outcome.body)  # ours, or the one that was there: decide again from it
+        if isinstance(outcome, Taken):
+            return None
         self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
         if self.gate.epoch != epoch:
             # The loop stalled while the create was under way: the decision rests on a view from
             # before the stall. The claim is told only once a fresh view still shows it (the gate
             # holds the announcement back); a lock for a claim that went meanwhile is deleted.
-            log.info("lock %s in %s created across a stall: its claim is told once the view is fresh", name, namespace)
+            log.info(
+                "lock %s in %s created across a stall: its claim is told once the view is fresh",
+                lock_name(action.claim.resource), namespace,
+            )
+        return None
 
-    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> None:
-        if version is None:
-            raise NotFound(404, "NotFound", "lock changed")
-        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, version))
-        self.cache.upsert_lock(body)
+    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> Stale | None:
+        outcome = await self.grants.renew(namespace, action, version)
+        if isinstance(outcome, Stale):
+            return outcome
+        assert outcome.body is not None
+        self.cache.upsert_lock(outcome.body)
+        return None
 
-    async def _delete_lock(self, namespace: str, action: DeleteLock) -> None:
-        with contextlib.suppress(NotFound):
-            await self.client.delete(paths.locks(namespace, action.lock.name), uid=action.lock.uid)
+    async def _delete_lock(self, namespace: str, action: DeleteLock) -> Stale | None:
+        outcome = await self.grants.delete(namespace, action.lock)
+        if isinstance(outcome, Stale):
+            return outcome
         self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
+        return None
 
     def claim_deleted(self, namespace: str, claim: Claim) -> None:
         """A claim was deleted: if it held the lock, that is a release, told on the claim (its Events
@@ -509,14 +518,13 @@ class Reconciler:
                 self.cache.forget_claim(claim.uid)
         else:
             key = (namespace, action.lock.resource)
-            try:
-                body = await self.client.get(paths.locks(namespace, action.lock.name))
-            except NotFound:
+            current = await self.grants.read(namespace, action.lock.name)
+            if current is None:
                 self.cache.forget_lock(key, action.lock.uid)
                 return
-            if (body.get("metadata") or {}).get("uid") != action.lock.uid:
+            if (current.get("metadata") or {}).get("uid") != action.lock.uid:
                 self.cache.forget_lock(key, action.lock.uid)  # replaced: that lock is gone
-            self.cache.upsert_lock(body)
+            self.cache.upsert_lock(current)
 
 
 def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
