@@ -2,9 +2,10 @@
 
 It keeps objects by path, gives each write a new resourceVersion from one counter (as etcd does),
 honours `metadata.resourceVersion` in merge patches and uid preconditions on deletes, and records
-every request as (verb, path). `react(verb, fn)` replaces one verb's behaviour (return a body or
-raise, e.g. a 409), the way client-go's fake clientset takes reactors. It is for asserting which
-writes a step makes; what the real API server does is tested in tests/integration.
+every request as (verb, path). `react(verb, fn)` replaces one verb's behaviour (return a body,
+raise, e.g. a 409, or act around the default), the way client-go's fake clientset takes reactors.
+It is for asserting which writes a step makes; what the real API server does is tested in
+tests/integration.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from kubelock.kube.errors import Conflict, NotFound
 
 Body = dict[str, Any]
-Reaction = Callable[[str, Body | None], Awaitable[Body]]
+# A reaction gets the request's path and body and the verb's default behaviour (call it to go ahead).
+Reaction = Callable[[str, Body | None, Callable[[], Body]], Awaitable[Body]]
 WRITES = frozenset({"create", "patch", "delete"})
 
 
@@ -49,7 +51,7 @@ class FakeApi:
         self.requests.append((verb, path))
         reaction = self._reactions.get(verb)
         if reaction is not None:
-            return await reaction(path, body)
+            return await reaction(path, body, default)
         return default()
 
     async def get(self, path: str) -> Body:

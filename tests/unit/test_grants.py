@@ -59,7 +59,7 @@ def test_a_create_that_meets_the_lock_reads_it_and_says_taken() -> None:
 def test_a_create_that_meets_a_lock_gone_right_after_is_stale() -> None:
     api = FakeApi()
 
-    async def taken(path: str, body: Any) -> Any:
+    async def taken(path: str, body: Any, default: Any) -> Any:
         raise Conflict(409, "AlreadyExists", "exists")
 
     api.react("create", taken)
@@ -71,7 +71,7 @@ def test_a_create_that_meets_a_lock_gone_right_after_is_stale() -> None:
 def test_a_create_refused_otherwise_is_raised_for_the_caller_to_retry() -> None:
     api = FakeApi()
 
-    async def unavailable(path: str, body: Any) -> Any:
+    async def unavailable(path: str, body: Any, default: Any) -> Any:
         raise NotFound(404, "NotFound", "namespace gone")
 
     api.react("create", unavailable)

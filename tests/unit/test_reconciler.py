@@ -204,28 +204,55 @@ def test_a_status_is_written_on_the_version_the_decision_saw() -> None:
     asyncio.run(scenario())
 
 
-def test_an_untold_grant_is_not_announced_while_the_view_is_stale() -> None:
-    """A lock whose claim was not told yet (its create crossed a stall, or its operator stopped):
-    telling the claim waits for a fresh view, like the create itself."""
+class SwitchGate:
+    """A gate the test opens and closes, with an epoch it can move (a stall)."""
 
-    async def scenario() -> None:
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.open = True
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return self.open
+
+    def wrote(self, namespace: str, version: int) -> None:
+        pass
+
+
+def test_the_claim_of_a_lock_created_across_a_stall_is_told_only_on_a_fresh_view() -> None:
+    """The create rested on the view from before the stall: its claim is told `Held` only once
+    the view is fresh again. A create that did not cross a stall is told at once, even if the view
+    goes stale right after (the status write is conditional on the claim's version)."""
+
+    async def scenario(stall: bool) -> None:
         clock = ManualClock(1_800_000_000.0)
-        stamp = to_rfc3339(clock.now())
+        api = FakeApi()
+        gate = SwitchGate()
+
+        async def create_then_stale_view(path: str, body: Any, default: Any) -> Any:
+            created = default()
+            gate.open = False  # the view goes stale right after the create
+            gate.epoch += int(stall)  # ... and the create was in flight across a stall
+            return created
+
+        api.react("create", create_then_stale_view)
         cache = Cache()
-        grant = _held_lock()
-        grant["spec"].update(fencingToken=0, acquireTime=stamp, renewTime=stamp)
-        cache.upsert_lock(grant)
-        cache.upsert_claim({
-            "metadata": {"name": "ca", "uid": "ua", "namespace": "a", "resourceVersion": "19"},
-            "spec": {"resource": R, "holder": "agent-a"},
-        })
-        client: Any = NoApi()
-        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"), gate=ClosedGate())
-        await reconciler.reconcile(("a", R))  # no Held status
-        assert reconciler.holding
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _claim("c1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"), gate=gate)  # type: ignore[arg-type]
+        await reconciler.reconcile(("a", R))
+        status = paths.claims("a", "c1", status=True)
+        if not stall:
+            assert api.writes == [("create", paths.locks("a")), ("patch", status)]
+            return
+        assert api.writes == [("create", paths.locks("a"))] and reconciler.holding
+        await reconciler.reconcile(("a", R))  # still stale: nothing
+        assert api.writes == [("create", paths.locks("a"))]
+        gate.open = True
+        await reconciler.reconcile(("a", R))
+        assert api.writes == [("create", paths.locks("a")), ("patch", status)]
         await reconciler.stop()
 
-    asyncio.run(scenario())
+    asyncio.run(scenario(stall=False))
+    asyncio.run(scenario(stall=True))
 
 
 def _claim(name: str) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class Reconciler:
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
+        self._created_across_stall: set[str] = set()  # uids of locks whose claim waits for a fresh view
         self._failures: dict[Key, int] = {}  # transient failures in a row, per key
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self.enabled = False  # set once the cache is primed: before that, decisions would be uninformed
@@ -257,11 +258,12 @@ class Reconciler:
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            if not self._may_grant(key, decision):
+            held_back = self._held_back_grants(key, decision, lock)
+            if held_back:
                 # The grant waits for a fresh view; whatever else was decided does not (it is
                 # conditional, and a waiter's timeout must not wait for anyone's view).
                 self._held_back.add(key)
-                rest = tuple(a for a in decision.actions if _granted(a) is None and not isinstance(a, RenewLock))
+                rest = tuple(a for a in decision.actions if a not in held_back)
                 if not rest:
                     return
                 decision = replace(decision, actions=rest)
@@ -276,9 +278,21 @@ class Reconciler:
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
-    def _may_grant(self, key: Key, decision: Decision) -> bool:
-        grants = [claim for a in decision.actions if (claim := _granted(a)) is not None]
-        return all(self.gate.may_grant(key[0], claim.sequence) for claim in grants)
+    def _held_back_grants(self, key: Key, decision: Decision, lock: Lock | None) -> tuple[Action, ...]:
+        """The actions of a grant that must wait for a fresh view: a create (the one write that
+        cannot be conditional on what it rests on), and telling the claim of a lock created across
+        a stall (its create rested on the view from before the stall), with its renewal if any."""
+        stalled = lock is not None and lock.uid in self._created_across_stall
+        grants = [
+            a for a in decision.actions
+            if isinstance(a, CreateLock) or (stalled and (isinstance(a, RenewLock) or _announces(a)))
+        ]
+        claims = [a.claim for a in grants if isinstance(a, CreateLock | SetStatus)]
+        if all(self.gate.may_grant(key[0], claim.sequence) for claim in claims):
+            if lock is not None and any(_announces(a) for a in grants):
+                self._created_across_stall.discard(lock.uid)  # told on a fresh view
+            return ()
+        return tuple(grants)
 
     def _defer_positions(self, key: Key, decision: Decision) -> bool:
         """Put off a decision that only renumbers waiters until the queue has been still for
@@ -456,6 +470,7 @@ class Reconciler:
             return None
         self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
         if self.gate.epoch != epoch:
+            self._created_across_stall.add(str(outcome.body["metadata"]["uid"]))
             # The loop stalled while the create was under way: the decision rests on a view from
             # before the stall. The claim is told only once a fresh view still shows it (the gate
             # holds the announcement back); a lock for a claim that went meanwhile is deleted.
@@ -478,6 +493,7 @@ class Reconciler:
         if isinstance(outcome, Stale):
             return outcome
         self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
+        self._created_across_stall.discard(action.lock.uid)
         return None
 
     def claim_deleted(self, namespace: str, claim: Claim) -> None:
@@ -545,13 +561,9 @@ _UNCONDITIONAL_ENDINGS = frozenset(
 )
 
 
-def _granted(action: Action) -> Claim | None:
-    """The claim granted or told of its grant: both wait for a view fresh enough to grant on."""
-    if isinstance(action, CreateLock):
-        return action.claim
-    if isinstance(action, SetStatus) and action.status.phase is Phase.HELD and action.claim.phase is not Phase.HELD:
-        return action.claim
-    return None
+def _announces(action: Action) -> bool:
+    """Tells a claim of its grant: `Held` for a claim not Held yet."""
+    return isinstance(action, SetStatus) and action.status.phase is Phase.HELD and action.claim.phase is not Phase.HELD
 
 
 def _deletes_whatever_the_status_says(action: Action) -> bool:
