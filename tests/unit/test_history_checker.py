@@ -187,6 +187,22 @@ def test_an_agent_seeing_another_token_than_its_lock_is_caught() -> None:
     assert violations(history) == ["fencing-mismatch"]
 
 
+def test_a_phantom_second_lock_of_a_claim_leaves_its_hold_judged_by_the_lock_it_was_told_of() -> None:
+    """A replica whose view of claims lagged created a second lock for a claim already released (a
+    phantom, judged by the phantom check); the holder saw the first lock's token, which is right.
+    A token of neither lock is still a mismatch."""
+    history = History(end=100)
+    released = ClaimLife(uid="c1", resource=R, holder="a", wait=True, created=0, decided=1, deleted=2,
+                         phase="Held", answered=1, deleted_version=150)
+    first = lock("c1", 100, 100, 0.5, 2, released=2)
+    phantom = LockLife(uid="lock-c1-phantom", resource=R, holder="a", claim="c1", token=160, version=160,
+                       created=3, deleted=3.4, expiry=40, created_version=160)
+    history.extend([released, first, phantom, hold("a", "c1", 100, 1, 2)])
+    assert violations(history) == []
+    history.extend([hold("a", "c1", 120, 1.5, 2)])
+    assert "fencing-mismatch" in violations(history)
+
+
 def test_a_lock_for_a_deleted_claim_that_lingers_is_a_phantom_grant() -> None:
     history = History(end=100)
     released = ClaimLife(uid="c1", resource=R, holder="a", wait=True, created=0, decided=1, deleted=2,
