@@ -8,10 +8,12 @@ A run records, all in wall-clock seconds of this one machine (every process shar
   whose pod died is gone from that moment, so a hold counts on [start, min(end, expiry, pod death)].
 - `Attempt`: one acquire (try once, or wait in the queue) and how it ended.
 - `Write`: a write to the fenced store, in the store's order, accepted or refused.
-- `LockLife`: a ResourceLock as the monitor saw it: when it appeared, its token (0 if it never had
-  one), its last known expiry, when its claim stopped holding, and when it disappeared. A lock is a
-  grant once it carries its token; before, it is a reservation that nobody has been told of or holds
-  (its creator may have stopped before writing the token, or found its view stale).
+- `LockLife`: a ResourceLock as the monitor saw it: when it appeared, its token, its last known
+  expiry, when its claim stopped holding, and when it disappeared. A lock is a grant from its
+  creation on: its token is its creation revision (`spec.fencingToken`, or before the lock's first
+  write its resourceVersion: `kubelock.api.fencing`), the same at every version the monitor saw
+  (`other_tokens` lists any that read otherwise). Locks of earlier operators could exist with token 0
+  (a reservation, never a grant): such a lock is counted, not ordered.
 - `ClaimLife`: a LockClaim as the monitor saw it: created, first decided (left Pending), deleted.
 - `PodDeath`: the moment the harness deleted (or is about to delete) a holder's pod.
 - `Outage`: a window in which a component was down or paused, or the monitor could not see.
@@ -100,6 +102,7 @@ class LockLife:
     released: float | None = None  # when its claim was deleted or left Held
     pod: str | None = None
     created_version: int | None = None  # the resourceVersion of its creation, when a watch showed it
+    other_tokens: tuple[int, ...] = ()  # tokens other than `token` that later versions of it showed
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +351,19 @@ def check_fencing(
     """Tokens grow strictly with every grant of a resource, and agents saw the token of their grant."""
     # Grant order as the API server committed it: locks of one resource share one name, so they
     # exist one after another and any resourceVersion seen of each orders them.
-    # A lock without its token is a reservation, not a grant: nobody was told of it or held it.
+    # Every lock is a grant with its token; one with token 0 (an earlier operator's reservation) is
+    # not: nobody was told of it or held it.
     granted = [lock for lock in locks if lock.token]
+    for lock in granted:
+        for other in lock.other_tokens:
+            report.violations.append(
+                Violation(
+                    "fencing-stable",
+                    f"{lock.resource}: the lock of {lock.holder} showed token {lock.token}, later {other}",
+                    lock.resource,
+                    lock.created,
+                )
+            )
     by_resource: dict[str, list[LockLife]] = defaultdict(list)
     for lock in granted:
         by_resource[lock.resource].append(lock)
@@ -395,16 +409,22 @@ def check_fencing(
                     hold.start,
                 )
             )
-    lock_token = {lock.claim: lock.token for lock in granted}
+    # A claim has one lock as a rule; a second one is a phantom (an operator whose view of claims
+    # lagged created it after the claim was gone), judged by check_phantoms. The hold must carry the
+    # token of a lock of its claim: the one it was told of.
+    lock_tokens: dict[str, list[int]] = defaultdict(list)
+    for lock in sorted(granted, key=lambda lock: lock.version):
+        lock_tokens[lock.claim].append(lock.token)
     for hold in holds:
-        seen = lock_token.get(hold.claim)
+        seen = lock_tokens.get(hold.claim)
         if seen is None:
             report.count("holds_without_observed_lock")
-        elif seen != hold.token:
+        elif hold.token not in seen:
             report.violations.append(
                 Violation(
                     "fencing-mismatch",
-                    f"{hold.resource}: {hold.agent} saw token {hold.token} but its lock carries {seen}",
+                    f"{hold.resource}: {hold.agent} saw token {hold.token} but its lock carries "
+                    + " or ".join(map(str, seen)),
                     hold.resource,
                     hold.start,
                 )

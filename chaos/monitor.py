@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.history import ClaimLife, LockLife, Outage, Record
 from kubelock.api import objects
+from kubelock.api.fencing import lock_token
 from kubelock.domain.reasons import Phase
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
@@ -39,6 +40,7 @@ class _Lock:
     pod: str | None
     deleted: float | None = None
     created_version: int | None = None
+    other_tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Monitor:
                     uid=lock.uid, resource=lock.resource, holder=lock.holder, claim=lock.claim, token=lock.token,
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
+                    other_tokens=tuple(lock.other_tokens),
                 )
             )
         for c in self.claims.values():
@@ -180,7 +183,7 @@ class Monitor:
                 resource=spec.resource,
                 holder=spec.holder,
                 claim=spec.claim_uid,
-                token=spec.fencing_token or 0,
+                token=lock_token(body),
                 version=parsed.metadata.revision,
                 created=now,
                 expiry=expiry,
@@ -191,9 +194,13 @@ class Monitor:
         else:
             if expiry is not None:
                 lock.expiry = expiry
-            # The token is written right after the create (it is the lock's creation revision).
-            if spec.fencing_token:
-                lock.token = spec.fencing_token
+            # The token is the lock's creation revision whatever version shows it: one that reads
+            # otherwise is recorded, and the checker reports it.
+            token = lock_token(body)
+            if not lock.token:
+                lock.token = token  # first seen without a readable one (a malformed body)
+            elif token != lock.token and token not in lock.other_tokens:
+                lock.other_tokens.append(token)
 
     def _on_claim(self, kind: str, body: Body, now: float) -> None:
         parsed = objects.ClaimObject.parse(body)

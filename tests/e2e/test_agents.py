@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from kubelock.api.fencing import lock_token
 from tests.e2e.agents import access_objects
 from tests.e2e.tools import E2E_DIR, Tools
 
@@ -187,7 +188,9 @@ def test_agents_never_work_on_one_item_at_once_and_dead_agents_release(tools: To
 
     # 2. Killing holders: their locks go to the survivors, with greater tokens.
     def current_locks() -> dict[str, Obj]:
-        return {lk["spec"]["resource"]: lk["spec"] for lk in resource_locks(tools, namespace)}
+        # A lock's token is spec.fencingToken once a write recorded it, its resourceVersion before.
+        return {lk["spec"]["resource"]: {**lk["spec"], "fencingToken": lock_token(lk)}
+                for lk in resource_locks(tools, namespace)}
 
     held = poll(current_locks, "an agent to hold a lock", 30)
     def pod_of(spec: Obj) -> str | None:

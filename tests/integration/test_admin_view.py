@@ -23,6 +23,7 @@ from kubernetes.client import (
 )
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
+from kubelock.api.fencing import lock_token
 from kubelock.testbed import wait_until
 from tests.integration.conftest import UserApi
 from tests.support.access import allowed, bind
@@ -151,12 +152,14 @@ def test_a_lock_admin_must_record_who_breaks_a_lock_and_the_record_outlives_the_
     assert refused.value.status == 403
     detail = json.loads(refused.value.body or "{}")["message"]
     assert "kubectl lock unlock deploy://api-prod --reason" in detail
-    assert "kubelock.dev/broken-by=lockadmin" in detail
+    # ... with the lock's token, which the record carries (kubelock-lock-token).
+    token = lock_token(locks.lock(lock))
+    assert '"kubelock.dev/broken-by":"lockadmin"' in detail and f'"spec":{{"fencingToken":{token}}}' in detail
     assert phase_of(locks.get("held")) == "Held"
 
     # Naming oneself (kubelock-break-actor refuses anyone else) lets the delete through.
     record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "deploy stuck since Friday"}
-    patch = {"metadata": {"annotations": record}}
+    patch = {"metadata": {"annotations": record}, "spec": {"fencingToken": token}}
     as_admin.patch_namespaced_custom_object(GROUP, VERSION, ns, "resourcelocks", lock, patch)
     as_admin.delete_namespaced_custom_object(GROUP, VERSION, ns, "resourcelocks", lock)
     revoked = status_of(locks.wait_phase("held", "Revoked"))

@@ -35,6 +35,7 @@ from kubernetes.client import (
     V1RoleRef,
 )
 
+from kubelock.api.fencing import lock_token
 from kubelock.testbed import ControlPlane, find_binaries
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.operator import OperatorProcess
@@ -262,7 +263,7 @@ def cluster_objects(release: Release) -> list[tuple[str, str]]:
         *(
             (kind, f"{release.fullname}-{p}")
             for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings")
-            for p in ("lockclaim-holder", "lockclaim-bounds", "operator-writes", "break-actor")
+            for p in ("lockclaim-holder", "lockclaim-bounds", "operator-writes", "break-actor", "lock-token")
         ),
     ]
 
@@ -414,10 +415,13 @@ def test_operator_with_the_chart_identity_grants_conflicts_releases_and_breaks(
 
         # Break: a lock admin records who and why, then deletes the ResourceLock; the holder's claim is
         # revoked.
+        # The record carries the lock's token (the chart's kubelock-lock-token policy requires it).
         record = {"kubelock.dev/broken-by": "lockadmin", "kubelock.dev/break-reason": "chart test"}
+        token = lock_token(lockadmin.lock(regranted["lockName"]))
+        assert token == regranted["fencingToken"]
         lockadmin.api.patch_namespaced_custom_object(
             "kubelock.dev", "v1alpha1", lockadmin.namespace, "resourcelocks", regranted["lockName"],
-            {"metadata": {"annotations": record}},
+            {"metadata": {"annotations": record}, "spec": {"fencingToken": token}},
         )
         lockadmin.delete_lock(regranted["lockName"])
         revoked = status_of(bob.wait_phase("bob-42b", "Revoked"))

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
+from kubelock.api.fencing import lock_token
 from kubelock.domain.resource import lock_name
-from tests.support.claims import Locks, phase_of, status_of
-from tests.support.monitor import HolderMonitor
+from tests.support.claims import Locks, phase_of, status_of, wait_until
+from tests.support.monitor import HolderMonitor, LockMonitor
 from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -75,7 +76,7 @@ def test_free_resource_is_granted_with_lease_token_and_lock(locks: Locks, admin_
     assert held["status"] == "True" and held["reason"] == "Granted"
     lock = locks.lock(status["lockName"])
     assert lock["spec"]["holder"] == "agent-a"
-    assert lock["spec"]["fencingToken"] == status["fencingToken"]
+    assert lock_token(lock) == status["fencingToken"]
     assert lock["spec"]["claimRef"] == {"name": "a", "uid": claim["metadata"]["uid"]}
     assert lock["spec"]["leaseDurationSeconds"] == 600
     # No finalizers anywhere, so nothing can block namespace deletion.
@@ -195,6 +196,33 @@ def test_lease_expires_without_renewal(locks: Locks, admin_api: ApiClient, ns: s
     locks.renew("a")
     time.sleep(1)
     assert phase_of(locks.get("a")) == "Expired"
+
+
+def test_an_uncontended_grant_is_the_locks_creation_and_the_lock_is_never_written_again(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """The floor of a cycle: the lock is created and deleted, nothing in between. Its token is the
+    revision of its creation, which the holder is told; no write copies it into the lock."""
+    with LockMonitor(admin_api, ns) as monitor:
+        locks.claim("a", "deploy://floor", "agent-a", ttl=600)
+        status = status_of(locks.wait_phase("a", "Held"))
+        lock = locks.lock(status["lockName"])
+        (created,) = monitor.created.values()
+        assert (lock["spec"]["fencingToken"], int(lock["metadata"]["resourceVersion"])) == (0, created[1])
+        assert status["fencingToken"] == created[1] == lock_token(lock)
+        locks.delete("a")
+        wait_until(lambda: all(c[-1] == "DELETED" for c in monitor.changes.values()), "the lock deleted", 10)
+        assert list(monitor.changes.values()) == [["ADDED", "DELETED"]]
+
+
+def test_a_renewal_records_the_token_in_the_lock(locks: Locks) -> None:
+    """The first write of a lock after its creation records its token: the one the holder was told."""
+    locks.claim("a", "deploy://recorded", "agent-a", ttl=600)
+    status = status_of(locks.wait_phase("a", "Held"))
+    locks.renew("a")
+    wait_until(lambda: locks.lock(status["lockName"])["spec"]["fencingToken"] != 0, "the token recorded", 10)
+    lock = locks.lock(status["lockName"])
+    assert lock["spec"]["fencingToken"] == status["fencingToken"] < int(lock["metadata"]["resourceVersion"])
 
 
 def test_renewal_keeps_the_lock_past_its_ttl(locks: Locks) -> None:

@@ -792,7 +792,15 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     b.claim("b2", RESOURCE, team.holder("agent-b"), pod=ref_b, wait=True)
     lock = status_of(b.wait_phase("b2", "Held", DEADLINE))["lockName"]
     record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "stuck deploy"}
-    patch_lock(team.lockadmin.api.api_client, team.namespace, lock, {"metadata": {"annotations": record}})
+    granted = team.viewer.lock(lock)
+    # Never written since its creation, so its token is its resourceVersion: the record carries it.
+    assert granted["spec"]["fencingToken"] == 0
+    token = int(granted["metadata"]["resourceVersion"])
+    annotate = {"metadata": {"annotations": record}}
+    status, message = refusal(lambda: patch_lock(team.lockadmin.api.api_client, team.namespace, lock, annotate))
+    assert status == 422
+    assert f"so its fencing token is its resourceVersion, {token}: this first write must record it" in message
+    patch_lock(team.lockadmin.api.api_client, team.namespace, lock, {**annotate, "spec": {"fencingToken": token}})
     team.lockadmin.delete_lock(lock)
     assert status_of(b.wait_phase("b2", "Revoked", DEADLINE))["reason"] == "LockBroken"
 

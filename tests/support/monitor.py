@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 
+from kubelock.api.fencing import lock_token
 from kubelock.domain.resource import normalise
 
 
@@ -79,14 +80,15 @@ class HolderMonitor:
 
 class LockMonitor:
     """Watches every ResourceLock of a namespace and remembers, per lock, the claim it was created
-    for, its creation's resourceVersion and the token it came to carry."""
+    for, its creation's resourceVersion, its token and the watch events seen of it."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
         self._api = k8s.CustomObjectsApi(api)
         self._namespace = namespace
         self._watch = watch.Watch()
         self.created: dict[str, tuple[str, int]] = {}  # lock uid -> (claim uid, creation version)
-        self.tokens: dict[str, int] = {}  # lock uid -> token once written
+        self.tokens: dict[str, int] = {}  # lock uid -> its token, as first seen
+        self.changes: dict[str, list[str]] = {}  # lock uid -> the watch events seen of it, in order
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stopped = threading.Event()
 
@@ -118,8 +120,8 @@ class LockMonitor:
                     uid = obj["metadata"]["uid"]
                     if event["type"] == "ADDED" and uid not in self.created:
                         self.created[uid] = (obj["spec"]["claimRef"]["uid"], int(version))
-                    if obj["spec"].get("fencingToken"):
-                        self.tokens.setdefault(uid, int(obj["spec"]["fencingToken"]))
+                    self.changes.setdefault(uid, []).append(event["type"])
+                    self.tokens.setdefault(uid, lock_token(obj))
             except Exception:  # a dropped watch: resume from the last version seen
                 if self._stopped.is_set():
                     return

@@ -14,7 +14,6 @@ from kubelock.domain.arbiter import decide, effective_ttl, release_notice
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import (
     Claim,
-    CompleteLock,
     CreateLock,
     DeleteLock,
     Lock,
@@ -222,15 +221,31 @@ def test_grant_status_uses_the_lock() -> None:
     assert not action.notice.warning
 
 
-def test_a_lock_without_its_token_is_completed_before_anyone_is_told() -> None:
-    """A reservation (its creator stopped between the create and the token write) is not a grant:
-    the token is written first, the claim told Held only on the next step."""
-    reservation = lock_for(A, token=0)
-    waiter = claim("b", 6, wait=True)
-    decision = run([A, waiter], reservation, T0 + 1)
-    assert decision.actions == (CompleteLock(reservation, A),)
-    # Its claim gone, it is deleted like any lock of a released claim.
-    assert summary(run([waiter], reservation, T0 + 1)) == [("delete", A.name, Reason.RELEASED)]
+def test_a_lock_is_the_grant_and_its_claim_is_told_its_token_on_the_next_step() -> None:
+    """No step writes the token: the lock carries it from its creation (its creation revision), and
+    the step after the create tells the claim that token, with the lease the lock started."""
+    grant = lock_for(A, token=4711, acquired=T0, lease=300)
+    decision = run([A], grant, T0 + 1)
+    assert [type(a) for a in decision.actions] == [SetStatus]
+    status = only_status(decision).status
+    assert (status.phase, status.fencing_token, status.expires_at) == (Phase.HELD, 4711, T0 + 300)
+    # Its claim gone before it was told, the lock is deleted like any lock of a released claim.
+    assert summary(run([], grant, T0 + 1)) == [("delete", A.name, Reason.RELEASED)]
+
+
+def test_a_grant_left_untold_for_half_its_lease_is_renewed_before_its_holder_is_told() -> None:
+    """An operator stopped between the create and the `Held` write: the next one does not hand the
+    holder a lease that is running out, it renews the lock (recording its token) and tells both."""
+    fresh = claim("a", 5, ttl_seconds=300)
+    grant = lock_for(fresh, token=4711, acquired=T0, lease=300)
+    renew, told = run([fresh], grant, T0 + 200).actions
+    assert renew == RenewLock(grant, T0 + 200, 300)
+    assert isinstance(told, SetStatus)
+    assert (told.status.phase, told.status.fencing_token) == (Phase.HELD, 4711)
+    assert (told.status.acquired_at, told.status.renewed_at, told.status.expires_at) == (T0, T0 + 200, T0 + 500)
+    # Just before half the lease, it is told the lease as it stands.
+    (told,) = run([fresh], grant, T0 + 149).actions
+    assert isinstance(told, SetStatus) and told.status.expires_at == T0 + 300
 
 
 def test_try_lock_rejection_names_the_holder() -> None:

@@ -136,14 +136,23 @@ def test_an_equal_token_for_a_new_grant_breaks_fencing_order() -> None:
     assert violations(history) == ["fencing-order"]
 
 
-def test_a_lock_that_never_got_its_token_is_a_reservation_not_a_grant() -> None:
-    """Created by an operator that stopped (or found its view stale) before writing the token, and
-    deleted again: nobody was told of it, so it is no grant and takes no place in the token order."""
+def test_a_lock_with_token_0_from_an_earlier_operator_is_a_reservation_not_a_grant() -> None:
+    """Operators before the token was the lock's from its creation created locks with token 0 and
+    wrote it afterwards; one deleted before that write was told to nobody, so it is no grant and
+    takes no place in the token order. (Today's locks read their resourceVersion until then.)"""
     history = History(end=100)
     history.extend([lock("c1", 100, 100, 0, 1), lock("c2", 0, 150, 1.5, 1.6), lock("c3", 200, 200, 2, 3)])
     report = check(history)
     assert report.violations == []
     assert report.stats["grants"] == 2 and report.stats["reservations"] == 1
+
+
+def test_a_lock_whose_token_reads_differently_at_a_later_version_is_a_violation() -> None:
+    """A lock's token is its creation revision at every version: one that changed (a write that
+    did not record it, a token rewritten) would let its holder and a reader disagree."""
+    history = History(end=100)
+    history.extend([lock("c1", 100, 100, 0, 1), replace(lock("c2", 150, 150, 1.5, 3), other_tokens=(170,))])
+    assert violations(history) == ["fencing-stable"]
 
 
 def test_a_reservation_that_lingers_for_a_deleted_claim_is_a_phantom() -> None:
@@ -176,6 +185,22 @@ def test_an_agent_seeing_another_token_than_its_lock_is_caught() -> None:
     history = History(end=100)
     history.extend([hold("a", "c1", 10, 1, 2), lock("c1", 11, 100, 0.9, 2.1)])
     assert violations(history) == ["fencing-mismatch"]
+
+
+def test_a_phantom_second_lock_of_a_claim_leaves_its_hold_judged_by_the_lock_it_was_told_of() -> None:
+    """A replica whose view of claims lagged created a second lock for a claim already released (a
+    phantom, judged by the phantom check); the holder saw the first lock's token, which is right.
+    A token of neither lock is still a mismatch."""
+    history = History(end=100)
+    released = ClaimLife(uid="c1", resource=R, holder="a", wait=True, created=0, decided=1, deleted=2,
+                         phase="Held", answered=1, deleted_version=150)
+    first = lock("c1", 100, 100, 0.5, 2, released=2)
+    phantom = LockLife(uid="lock-c1-phantom", resource=R, holder="a", claim="c1", token=160, version=160,
+                       created=3, deleted=3.4, expiry=40, created_version=160)
+    history.extend([released, first, phantom, hold("a", "c1", 100, 1, 2)])
+    assert violations(history) == []
+    history.extend([hold("a", "c1", 120, 1.5, 2)])
+    assert "fencing-mismatch" in violations(history)
 
 
 def test_a_lock_for_a_deleted_claim_that_lingers_is_a_phantom_grant() -> None:

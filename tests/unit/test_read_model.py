@@ -256,13 +256,14 @@ def test_a_granted_lock_parses_into_its_metadata_and_spec() -> None:
     assert spec.lease_seconds == 300 and spec.pod_name == "worker-0"
 
 
-def test_a_lock_just_created_has_no_token_yet() -> None:
+def test_a_lock_not_written_since_its_creation_reads_its_revision_as_its_token() -> None:
     body = granted_lock()
     body["spec"]["fencingToken"] = 0
     assert not LockObject.parse(body).spec.fencing_token
-    assert codec.lock_view(body).fencing_token == 0 and LockInfo.from_body(body).fencing_token == 0
+    created = int(body["metadata"]["resourceVersion"])
+    assert codec.lock_view(body).fencing_token == created and LockInfo.from_body(body).fencing_token == created
     del body["spec"]["fencingToken"]
-    assert LockObject.parse(body).spec.fencing_token is None and codec.lock_view(body).fencing_token == 0
+    assert LockObject.parse(body).spec.fencing_token is None and codec.lock_view(body).fencing_token == created
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The reconciler: grants held back until the view is fresh (and nothing else with them), writes
-conditional on the versions the decision saw, tokens never written twice, queue positions written
-once the queue is still. (Which key runs when is the work queue's: tests/unit/test_workqueue.py.)"""
+conditional on the versions the decision saw, the writes of a grant, queue positions written once
+the queue is still. (Which key runs when is the work queue's: tests/unit/test_workqueue.py.)"""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import contextlib
 from typing import Any, NoReturn
 
 from kubelock.domain.clock import ManualClock
-from kubelock.domain.model import ClaimStatus, Policy, SetStatus
+from kubelock.domain.model import ClaimStatus, CreateLock, Policy, SetStatus
 from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.resource import lock_name
 from kubelock.domain.timefmt import to_rfc3339
+from kubelock.kube import paths
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.reconciler import POSITION_DELAY, Reconciler, Seen
+from tests.support.fakeapi import FakeApi
 
 R = "github://acme/app/issues/42"
 
@@ -91,25 +94,74 @@ def test_what_a_held_back_grant_was_decided_with_goes_ahead() -> None:
     asyncio.run(scenario())
 
 
-def test_a_token_already_written_is_never_written_again() -> None:
-    """A replica decided to complete a reservation; by the time it applies the decision the other
-    replica has written the token (and may have told the holder). Writing again, on the lock's new
-    version, would replace the token the holder was told."""
+def test_an_uncontended_grant_makes_two_writes_the_lock_and_the_claims_held_status() -> None:
+    """The floor of the grant path: the lock is created (the grant, its token its creation revision)
+    and the claim is told `Held` with that token; nothing writes the token into the lock."""
 
     async def scenario() -> None:
         clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
         cache = Cache()
-        reservation = _held_lock()
-        reservation["spec"]["fencingToken"] = 0
-        cache.upsert_lock(reservation)
-        stale_view = cache.locks[("a", R)][0]
-        granted = _held_lock()
-        granted["metadata"]["resourceVersion"] = "25"  # the other replica's token write
-        cache.upsert_lock(granted)
-        client: Any = NoApi()
-        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"))
-        await reconciler._write_token("a", stale_view)  # no request: NoApi would fail the test
-        assert cache.locks[("a", R)][0].fencing_token == 20
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _claim("c1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        await reconciler.reconcile(("a", R))
+        lock_path = paths.locks("a", lock_name(R))
+        assert api.writes == [("create", paths.locks("a")), ("patch", paths.claims("a", "c1", status=True))]
+        lock = api.objects[lock_path]
+        token = int(lock["metadata"]["resourceVersion"])
+        assert lock["spec"]["fencingToken"] == 0  # not copied: its resourceVersion is the token
+        status = api.objects[paths.claims("a", "c1")]["status"]
+        assert (status["phase"], status["fencingToken"]) == ("Held", token)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_renewal_records_the_token_the_holder_was_told() -> None:
+    """The lock's first write after its creation records its token (admission requires it): the
+    creation revision, which the holder was told."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _claim("c1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        await reconciler.reconcile(("a", R))
+        claim_path = paths.claims("a", "c1")
+        told = api.objects[claim_path]["status"]["fencingToken"]
+        cache.upsert_claim(api.put(claim_path, {**api.objects[claim_path],
+                                                "metadata": {**api.objects[claim_path]["metadata"],
+                                                             "annotations": {"kubelock.dev/renew": "r1"}}}))
+        clock.advance(60)
+        api.requests.clear()
+        await reconciler.reconcile(("a", R))
+        lock_path = paths.locks("a", lock_name(R))
+        assert api.writes == [("patch", lock_path), ("patch", paths.claims("a", "c1", status=True))]
+        assert api.objects[lock_path]["spec"]["fencingToken"] == told
+        assert cache.locks[("a", R)][0].fencing_token == told
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_create_that_finds_the_lock_taken_learns_the_holder_and_tells_nobody() -> None:
+    """A 409 AlreadyExists (the other replica granted first): the lock is read, and the claim is not
+    told `Held` (it is not its lock)."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _claim("c1")))
+        other = _held_lock()
+        other["metadata"]["name"] = lock_name(R)
+        api.put(paths.locks("a", lock_name(R)), other)  # the other replica's grant, not yet in this cache
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        await reconciler._create_lock("a", CreateLock(cache.claims["u1"].claim, clock.now(), 60))
+        assert api.requests == [("create", paths.locks("a")), ("get", paths.locks("a", lock_name(R)))]
+        assert cache.locks[("a", R)][0].claim_uid == "ua"
+        assert "status" not in api.objects[paths.claims("a", "c1")]
         await reconciler.stop()
 
     asyncio.run(scenario())
@@ -152,28 +204,59 @@ def test_a_status_is_written_on_the_version_the_decision_saw() -> None:
     asyncio.run(scenario())
 
 
-def test_a_reservation_is_not_completed_while_the_view_is_stale() -> None:
-    """A lock without its token (its creator stopped before writing it) is completed only on a
-    fresh view: completing it is the grant."""
+class SwitchGate:
+    """A gate the test opens and closes, with an epoch it can move (a stall)."""
 
-    async def scenario() -> None:
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.open = True
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return self.open
+
+    def wrote(self, namespace: str, version: int) -> None:
+        pass
+
+
+def test_the_claim_of_a_lock_created_across_a_stall_is_told_only_on_a_fresh_view() -> None:
+    """The create rested on the view from before the stall: its claim is told `Held` only once
+    the view is fresh again. A create that did not cross a stall is told at once, even if the view
+    goes stale right after (the status write is conditional on the claim's version)."""
+
+    async def scenario(stall: bool) -> None:
         clock = ManualClock(1_800_000_000.0)
-        stamp = to_rfc3339(clock.now())
+        api = FakeApi()
+        gate = SwitchGate()
+
+        async def create_then_stale_view(path: str, body: Any, default: Any) -> Any:
+            created = default()
+            gate.open = False  # the view goes stale right after the create
+            gate.epoch += int(stall)  # ... and the create was in flight across a stall
+            return created
+
+        api.react("create", create_then_stale_view)
         cache = Cache()
-        reservation = _held_lock()
-        reservation["spec"].update(fencingToken=0, acquireTime=stamp, renewTime=stamp)
-        cache.upsert_lock(reservation)
-        cache.upsert_claim({
-            "metadata": {"name": "ca", "uid": "ua", "namespace": "a", "resourceVersion": "19"},
-            "spec": {"resource": R, "holder": "agent-a"},
-        })
-        client: Any = NoApi()
-        reconciler = Reconciler(client, cache, Policy(), clock, EventRecorder(client, clock, "test"), gate=ClosedGate())
-        await reconciler.reconcile(("a", R))  # no token write, no Held status
-        assert reconciler.holding
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _claim("c1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"), gate=gate)  # type: ignore[arg-type]
+        await reconciler.reconcile(("a", R))
+        status = paths.claims("a", "c1", status=True)
+        if not stall:
+            assert api.writes == [("create", paths.locks("a")), ("patch", status)]
+            return
+        assert api.writes == [("create", paths.locks("a"))] and reconciler.holding
+        await reconciler.reconcile(("a", R))  # still stale: nothing
+        assert api.writes == [("create", paths.locks("a"))]
+        gate.open = True
+        await reconciler.reconcile(("a", R))
+        assert api.writes == [("create", paths.locks("a")), ("patch", status)]
         await reconciler.stop()
 
-    asyncio.run(scenario())
+    asyncio.run(scenario(stall=False))
+    asyncio.run(scenario(stall=True))
+
+
+def _claim(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": "u1", "namespace": "a"}, "spec": {"resource": R, "holder": "agent"}}
 
 
 def _held_lock() -> dict[str, Any]:

@@ -174,7 +174,7 @@ def render() -> dict[str, JSON]:
         [
             _col("Resource", ".spec.resource", description="The normalised resource URI"),
             _col("Holder", ".spec.holder", description="The holder"),
-            _col("Token", ".spec.fencingToken", "integer", "Fencing token of the grant"),
+            _col("Token", ".spec.fencingToken", "integer", "Fencing token once recorded (0: the resourceVersion)"),
             _col("Expires", ".spec.expireTime", description="When the lease ends unless renewed"),
             _col("Age", ".metadata.creationTimestamp", "date"),
             _col("Claim", ".spec.claimRef.name", description="The holding LockClaim", priority=1),

@@ -268,8 +268,10 @@ class ResourceLockSpec(_Model):
         ge=0,
         description=(
             "The grant's fencing token, as on the claim: the resourceVersion at which this lock was created. "
-            "0 while the lock is a reservation, not yet a grant: nobody holds it. The operator writes the token "
-            "before it tells the claim, or deletes the reservation when its claim is gone."
+            "0 until the lock's first write (a renewal, a break record) records it: a lock never written since "
+            "its creation still has that resourceVersion, so read the token as this field or, when it is 0, "
+            "metadata.resourceVersion. Admission keeps that true: the first write must record exactly the "
+            "current resourceVersion, and a recorded token never changes."
         ),
     )
 

@@ -17,7 +17,6 @@ from kubelock.domain.model import (
     Action,
     Claim,
     ClaimStatus,
-    CompleteLock,
     CreateLock,
     Decision,
     DeleteClaim,
@@ -296,22 +295,32 @@ def held_status(claim: Claim, lock: Lock, observed_renew: str | None) -> ClaimSt
     )
 
 
+def _announce(holder: Claim, lock: Lock, now: float, policy: Policy) -> tuple[Action, ...]:
+    """Tell the holder of a grant it has not been told of. Normally that is the step right after the
+    lock's create; a grant left untold for half its lease (its operator stopped in between) is renewed
+    first, so that the holder is not handed a lease that is already running out."""
+    if now < lock.renewed_at + lock.lease_seconds / 2:
+        status = held_status(holder, lock, holder.renew_request)
+        return (SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),)
+    ttl = effective_ttl(holder, policy)
+    renewed = replace(lock, renewed_at=now, lease_seconds=ttl)
+    status = held_status(holder, renewed, holder.renew_request)
+    return RenewLock(lock, now, ttl), SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
+
+
 def _grant_step(
     resource: str, lock: Lock, holder: Claim, now: float, policy: Policy, deadlines: list[float]
 ) -> tuple[tuple[Action, ...], bool] | None:
-    """What one grant calls for: its token written, its claim told, its lease expired, renewed or
-    found stale; None when it is quiet (its next deadlines are added to `deadlines`). With the
-    actions: whether claims without an answer get theirs in the same step (not while the grant is a
-    reservation or ends: the answers would name it)."""
-    if lock.fencing_token == 0:
-        # A reservation: the grant is not made until the lock carries its token.
-        return (CompleteLock(lock, holder),), False
+    """What one grant calls for: its claim told, its lease expired, renewed or found stale; None when
+    it is quiet (its next deadlines are added to `deadlines`). With the actions: whether claims
+    without an answer get theirs in the same step (not while the grant ends: the answers would name
+    it)."""
     current = holder.status
     if current is None or current.phase is not Phase.HELD:
-        # The lock exists but the claim does not say so yet: finish the grant (new claims get their
-        # first answer in the same step; everyone else's position changes on the next).
-        status = held_status(holder, lock, holder.renew_request)
-        return (SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),), True
+        # The lock exists, so the grant is made (its token is the lock's creation revision); the claim
+        # is told now (new claims get their first answer in the same step; everyone else's position
+        # changes on the next).
+        return _announce(holder, lock, now, policy), True
 
     # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
     # replica whose view of locks lags its view of claims must not cut the renewed lease short.

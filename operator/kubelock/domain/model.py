@@ -80,8 +80,8 @@ class Claim:
 @dataclass(frozen=True, slots=True)
 class Lock:
     """One grant on a resource (stored as one ResourceLock): its claim, mode, permits, fencing token
-    and lease. A resource's state is the set of its grants; a token of 0 marks a reservation, a grant
-    not yet made (see `CompleteLock`)."""
+    and lease. A resource's state is the set of its grants; a lock is a grant from its creation on,
+    and its token is its creation revision (`kubelock.api.fencing`)."""
 
     name: str
     uid: str
@@ -156,20 +156,13 @@ class SetStatus:
 @dataclass(frozen=True, slots=True)
 class CreateLock:
     """Make a grant for `claim`. It carries no fencing token: the grant store assigns it when it
-    writes the grant (the lock's creation revision), keeping the rule of `grants.tokens_increase`."""
+    writes the grant (the lock's creation revision), keeping the rule of `grants.tokens_increase`.
+    The lock is the grant from its creation on, with that token (`kubelock.api.fencing`), and the
+    claim is told it on the next step."""
 
     claim: Claim
     acquired_at: float
     lease_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompleteLock:
-    """Write the token of a lock that has none yet. A lock without its token is a reservation, not a
-    grant: nobody has been told of it and nobody holds it (its creator stopped before the write)."""
-
-    lock: Lock
-    claim: Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +199,7 @@ class DeleteClaim:
     claim: FinishedClaim
 
 
-Action = SetStatus | CreateLock | CompleteLock | RenewLock | DeleteLock | DeleteClaim
+Action = SetStatus | CreateLock | RenewLock | DeleteLock | DeleteClaim
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from kubelock.api import objects
 from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY
+from kubelock.api.fencing import lock_token
 from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
@@ -122,7 +123,7 @@ def lock_view(body: Body) -> Lock:
         holder=spec.holder,
         claim_name=spec.claim_name,
         claim_uid=spec.claim_uid,
-        fencing_token=spec.fencing_token or 0,
+        fencing_token=lock_token(body),
         acquired_at=acquired,
         renewed_at=_ts(spec.renew_time) or acquired,
         lease_seconds=spec.lease_seconds or 1,
@@ -209,7 +210,8 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
         "acquireTime": to_rfc3339(action.acquired_at),
         "renewTime": to_rfc3339(action.acquired_at),
         "expireTime": to_rfc3339(action.acquired_at + action.lease_seconds),
-        # The token is the lock's own creation revision, known only once it exists: see token_patch.
+        # The token is the lock's own creation revision, known only once it exists: until the lock's
+        # first write records it, readers take the resourceVersion (`kubelock.api.fencing`).
         "fencingToken": 0,
     }
     if claim.pod_name:
@@ -231,26 +233,13 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
     }
 
 
-def token_patch(resource_version: str, granted_at: float, lease_seconds: int) -> Body:
-    """The grant's fencing token: the revision at which the lock was created. Locks of one resource
-    exist one after another under one name and etcd revisions only grow, so every token is greater
-    than every earlier token of that resource, whatever order claims were seen in. The grant is made
-    by this write, so the lease starts with it (a reservation completed later gets a whole lease)."""
-    return {
-        "metadata": {"resourceVersion": resource_version},
-        "spec": {
-            "fencingToken": int(resource_version),
-            "acquireTime": to_rfc3339(granted_at),
-            "renewTime": to_rfc3339(granted_at),
-            "expireTime": to_rfc3339(granted_at + lease_seconds),
-        },
-    }
-
-
 def renew_patch(action: RenewLock, resource_version: str) -> Body:
+    """A renewal, conditional on the version the decision saw. It records the token too: the first
+    write of a lock must (admission refuses it otherwise), and a later one writes the same number."""
     return {
         "metadata": {"resourceVersion": resource_version},
         "spec": {
+            "fencingToken": action.lock.fencing_token,
             "renewTime": to_rfc3339(action.renewed_at),
             "leaseDurationSeconds": action.lease_seconds,
             "expireTime": to_rfc3339(action.renewed_at + action.lease_seconds),

@@ -24,7 +24,6 @@ from kubelock.domain.clock import Clock
 from kubelock.domain.model import (
     Action,
     Claim,
-    CompleteLock,
     CreateLock,
     Decision,
     DeleteClaim,
@@ -45,6 +44,7 @@ from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
 from kubelock.operator.events import EventRecorder
+from kubelock.operator.grants import GrantStore, Stale, Taken
 from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
 log = logging.getLogger("kubelock.reconciler")
@@ -52,7 +52,6 @@ MAX_ROUNDS = 64
 # How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
 # position, and writing them all on every handoff would cost O(waiters) writes per grant.
 POSITION_DELAY = 0.25
-MAX_TOKEN_ATTEMPTS = 3
 
 
 class Observer(Protocol):
@@ -118,6 +117,7 @@ class Reconciler:
         gate: Gate | None = None,
     ) -> None:
         self.client = client
+        self.grants = GrantStore(client)
         self.cache = cache
         self.policy = policy
         self.clock = clock
@@ -133,6 +133,7 @@ class Reconciler:
             processed=self.observer.reconciled,
         )
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
+        self._created_across_stall: set[str] = set()  # uids of locks whose claim waits for a fresh view
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
 
     # ---- scheduling (the work queue) --------------------------------------------------------
@@ -183,11 +184,12 @@ class Reconciler:
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            if not self._may_grant(key, decision):
+            held_back = self._held_back_grants(key, decision, lock)
+            if held_back:
                 # The grant waits for a fresh view; whatever else was decided does not (it is
                 # conditional, and a waiter's timeout must not wait for anyone's view).
                 self._held_back.add(key)
-                rest = tuple(a for a in decision.actions if not isinstance(a, CreateLock | CompleteLock))
+                rest = tuple(a for a in decision.actions if a not in held_back)
                 if not rest:
                     return
                 decision = replace(decision, actions=rest)
@@ -202,9 +204,21 @@ class Reconciler:
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
-    def _may_grant(self, key: Key, decision: Decision) -> bool:
-        grants = [a.claim for a in decision.actions if isinstance(a, CreateLock | CompleteLock)]
-        return all(self.gate.may_grant(key[0], claim.sequence) for claim in grants)
+    def _held_back_grants(self, key: Key, decision: Decision, lock: Lock | None) -> tuple[Action, ...]:
+        """The actions of a grant that must wait for a fresh view: a create (the one write that
+        cannot be conditional on what it rests on), and telling the claim of a lock created across
+        a stall (its create rested on the view from before the stall), with its renewal if any."""
+        stalled = lock is not None and lock.uid in self._created_across_stall
+        grants = [
+            a for a in decision.actions
+            if isinstance(a, CreateLock) or (stalled and (isinstance(a, RenewLock) or _announces(a)))
+        ]
+        claims = [a.claim for a in grants if isinstance(a, CreateLock | SetStatus)]
+        if all(self.gate.may_grant(key[0], claim.sequence) for claim in claims):
+            if lock is not None and any(_announces(a) for a in grants):
+                self._created_across_stall.discard(lock.uid)  # told on a fresh view
+            return ()
+        return tuple(grants)
 
     def _defer_positions(self, key: Key, decision: Decision) -> bool:
         """Put off a decision that only renumbers waiters until the queue has been still for
@@ -267,9 +281,8 @@ class Reconciler:
 
     async def _confirm_lock(self, key: Key) -> Lock | None:
         namespace, resource = key
-        try:
-            body = await self.client.get(paths.locks(namespace, lock_name(resource)))
-        except NotFound:
+        body = await self.grants.read(namespace, lock_name(resource))
+        if body is None:
             return None
         self.cache.upsert_lock(body)
         cached = self.cache.locks.get(key)
@@ -323,21 +336,22 @@ class Reconciler:
     async def _apply_one(self, namespace: str, action: Action, seen: Seen) -> bool:
         """Apply one action; False when it failed on a stale view (the caller decides again)."""
         now = self.clock.now()
+        stale: Stale | None = None
         try:
             if isinstance(action, SetStatus):
                 await self._set_status(namespace, action, now, seen.claims.get(action.claim.uid))
             elif isinstance(action, CreateLock):
-                await self._create_lock(namespace, action)
-            elif isinstance(action, CompleteLock):
-                await self._write_token(namespace, action.lock, seen.lock_version)
+                stale = await self._create_lock(namespace, action)
             elif isinstance(action, RenewLock):
-                await self._renew_lock(namespace, action, seen.lock_version)
+                stale = await self._renew_lock(namespace, action, seen.lock_version)
             elif isinstance(action, DeleteClaim):
                 await self._delete_claim(namespace, action)
             else:
-                await self._delete_lock(namespace, action)
+                stale = await self._delete_lock(namespace, action)
         except (Conflict, NotFound) as error:
-            log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, error)
+            stale = Stale(str(error))
+        if stale is not None:
+            log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, stale.why)
             await self._refresh(namespace, action)
             return False
         self.observer.applied(namespace, action, now)
@@ -365,71 +379,48 @@ class Reconciler:
             namespace, claim_name, claim_uid, notice.reason.value, notice.message, warning=notice.warning
         )
 
-    async def _create_lock(self, namespace: str, action: CreateLock) -> None:
-        """Create the lock, then write its token: the grant is made when both are done, and only
-        then is the claim told (the next round). A lock without its token is a reservation."""
+    async def _create_lock(self, namespace: str, action: CreateLock) -> Stale | None:
+        """Create the lock: the grant, with its fencing token, the revision the API server stores it
+        at (`kubelock.api.fencing`). The claim is told on the next round, which reads the lock from
+        the cache: no write of the token in between."""
         record = self.cache.claims.get(action.claim.uid)
         if record is None:
-            return
-        name = lock_name(action.claim.resource)
+            return None
         epoch = self.gate.epoch
-        try:
-            body = await self.client.create(paths.locks(namespace), codec.lock_body(action, record, name))
-        except Conflict as error:
-            if not error.already_exists:
-                raise
-            body = await self.client.get(paths.locks(namespace, name))  # someone else holds it: learn who
-            self.cache.upsert_lock(body)
-            return
-        self.cache.upsert_lock(body)
+        outcome = await self.grants.create(namespace, action, record)
+        if isinstance(outcome, Stale):
+            return outcome
+        assert outcome.body is not None
+        self.cache.upsert_lock(outcome.body)  # ours, or the one that was there: decide again from it
+        if isinstance(outcome, Taken):
+            return None
         self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
         if self.gate.epoch != epoch:
+            self._created_across_stall.add(str(outcome.body["metadata"]["uid"]))
             # The loop stalled while the create was under way: the decision rests on a view from
-            # before the stall. The lock stays a reservation until a fresh view confirms its claim.
-            log.info("lock %s in %s created across a stall: its grant waits for a fresh view", name, namespace)
-            return
-        await self._write_token(namespace, codec.lock_view(body), str(body["metadata"]["resourceVersion"]))
+            # before the stall. The claim is told only once a fresh view still shows it (the gate
+            # holds the announcement back); a lock for a claim that went meanwhile is deleted.
+            log.info(
+                "lock %s in %s created across a stall: its claim is told once the view is fresh",
+                lock_name(action.claim.resource), namespace,
+            )
+        return None
 
-    async def _write_token(self, namespace: str, lock: Lock, version: str | None = None) -> None:
-        """Write the lock's fencing token: a revision of the lock from before it had one, its
-        creation's as a rule. Any such revision will do: the previous lock of the resource was gone
-        before this one was created and the next cannot exist before this one is deleted, so every
-        token is above every earlier one. The write is conditional on that revision, so it can never
-        replace a token already written (a holder may have been told it). A conflict means another
-        replica (completing the same reservation) or an administrator wrote the lock first: read it
-        and go on from there."""
-        path = paths.locks(namespace, lock.name)
-        if version is None:
-            cached = self.cache.locks.get((namespace, lock.resource))
-            if cached is None or cached[0].uid != lock.uid:
-                raise NotFound(404, "NotFound", "lock changed")
-            if cached[0].fencing_token:
-                return  # written meanwhile (by another replica): a token is never written twice
-            version = cached[1]  # a version of the lock without a token: the precondition keeps it so
-        for _ in range(MAX_TOKEN_ATTEMPTS):
-            try:
-                body = await self.client.patch(path, codec.token_patch(version, self.clock.now(), lock.lease_seconds))
-            except Conflict:
-                body = await self.client.get(path)
-                if (body.get("metadata") or {}).get("uid") != lock.uid:
-                    raise NotFound(404, "NotFound", "lock replaced") from None
-                if not codec.lock_view(body).fencing_token:
-                    version = str(body["metadata"]["resourceVersion"])
-                    continue
-            self.cache.upsert_lock(body)
-            return
-        raise Conflict(409, "Conflict", f"the token of lock {lock.name} kept being overtaken")
+    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> Stale | None:
+        outcome = await self.grants.renew(namespace, action, version)
+        if isinstance(outcome, Stale):
+            return outcome
+        assert outcome.body is not None
+        self.cache.upsert_lock(outcome.body)
+        return None
 
-    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> None:
-        if version is None:
-            raise NotFound(404, "NotFound", "lock changed")
-        body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, version))
-        self.cache.upsert_lock(body)
-
-    async def _delete_lock(self, namespace: str, action: DeleteLock) -> None:
-        with contextlib.suppress(NotFound):
-            await self.client.delete(paths.locks(namespace, action.lock.name), uid=action.lock.uid)
+    async def _delete_lock(self, namespace: str, action: DeleteLock) -> Stale | None:
+        outcome = await self.grants.delete(namespace, action.lock)
+        if isinstance(outcome, Stale):
+            return outcome
         self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
+        self._created_across_stall.discard(action.lock.uid)
+        return None
 
     def claim_deleted(self, namespace: str, claim: Claim) -> None:
         """A claim was deleted: if it held the lock, that is a release, told on the claim (its Events
@@ -469,14 +460,13 @@ class Reconciler:
                 self.cache.forget_claim(claim.uid)
         else:
             key = (namespace, action.lock.resource)
-            try:
-                body = await self.client.get(paths.locks(namespace, action.lock.name))
-            except NotFound:
+            current = await self.grants.read(namespace, action.lock.name)
+            if current is None:
                 self.cache.forget_lock(key, action.lock.uid)
                 return
-            if (body.get("metadata") or {}).get("uid") != action.lock.uid:
+            if (current.get("metadata") or {}).get("uid") != action.lock.uid:
                 self.cache.forget_lock(key, action.lock.uid)  # replaced: that lock is gone
-            self.cache.upsert_lock(body)
+            self.cache.upsert_lock(current)
 
 
 def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
@@ -495,6 +485,11 @@ def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
 _UNCONDITIONAL_ENDINGS = frozenset(
     {Reason.HOLDER_POD_TERMINATED, Reason.POD_NOT_FOUND, Reason.NAMESPACE_DELETED}
 )
+
+
+def _announces(action: Action) -> bool:
+    """Tells a claim of its grant: `Held` for a claim not Held yet."""
+    return isinstance(action, SetStatus) and action.status.phase is Phase.HELD and action.claim.phase is not Phase.HELD
 
 
 def _deletes_whatever_the_status_says(action: Action) -> bool:

@@ -166,7 +166,11 @@ class AsyncAdmin:
         annotations = {BREAK_ACTOR_ANNOTATION: actor, BREAK_REASON_ANNOTATION: reason}
         current = lock
         for _ in range(5):
-            patch = {"metadata": {"resourceVersion": current.resource_version, "annotations": annotations}}
+            # The token goes with the record: a lock's first write must record it (kubelock.api.fencing).
+            patch = {
+                "metadata": {"resourceVersion": current.resource_version, "annotations": annotations},
+                "spec": {"fencingToken": current.fencing_token},
+            }
             try:
                 annotated = LockInfo.from_body(await self.kube.patch(path, patch))
             except kube_errors.NotFound:

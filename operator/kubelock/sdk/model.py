@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubelock.api import objects
+from kubelock.api.fencing import lock_token
 from kubelock.domain.reasons import Phase
 
 Body = dict[str, Any]
@@ -131,7 +132,7 @@ class LockInfo:
             holder=spec.holder,
             claim_name=spec.claim_name,
             claim_uid=spec.claim_uid,
-            fencing_token=spec.fencing_token or 0,
+            fencing_token=lock_token(body),
             acquired_at=spec.acquired_at,
             renewed_at=spec.renewed_at,
             expires_at=spec.expires_at,

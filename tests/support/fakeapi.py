@@ -1,0 +1,108 @@
+"""A recording stand-in for `KubeClient` in unit tests of the operator's write path.
+
+It keeps objects by path, gives each write a new resourceVersion from one counter (as etcd does),
+honours `metadata.resourceVersion` in merge patches and uid preconditions on deletes, and records
+every request as (verb, path). `react(verb, fn)` replaces one verb's behaviour (return a body,
+raise, e.g. a 409, or act around the default), the way client-go's fake clientset takes reactors.
+It is for asserting which writes a step makes; what the real API server does is tested in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kubelock.kube.errors import Conflict, NotFound
+
+Body = dict[str, Any]
+# A reaction gets the request's path and body and the verb's default behaviour (call it to go ahead).
+Reaction = Callable[[str, Body | None, Callable[[], Body]], Awaitable[Body]]
+WRITES = frozenset({"create", "patch", "delete"})
+
+
+class FakeApi:
+    def __init__(self, first_version: int = 100) -> None:
+        self.objects: dict[str, Body] = {}
+        self.requests: list[tuple[str, str]] = []
+        self._versions = itertools.count(first_version)
+        self._uids = itertools.count(1)
+        self._reactions: dict[str, Reaction] = {}
+
+    def react(self, verb: str, reaction: Reaction) -> None:
+        self._reactions[verb] = reaction
+
+    def put(self, path: str, body: Body) -> Body:
+        """Store an object as if created at a new version (test set-up, not recorded)."""
+        stored = copy.deepcopy(body)
+        meta = stored.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uids)}")
+        meta["resourceVersion"] = str(next(self._versions))
+        self.objects[path] = stored
+        return copy.deepcopy(stored)
+
+    @property
+    def writes(self) -> list[tuple[str, str]]:
+        return [(verb, path) for verb, path in self.requests if verb in WRITES]
+
+    async def _call(self, verb: str, path: str, body: Body | None, default: Callable[[], Body]) -> Body:
+        self.requests.append((verb, path))
+        reaction = self._reactions.get(verb)
+        if reaction is not None:
+            return await reaction(path, body, default)
+        return default()
+
+    async def get(self, path: str) -> Body:
+        return await self._call("get", path, None, lambda: copy.deepcopy(self._stored(path)))
+
+    async def create(self, path: str, body: Body, **params: Any) -> Body:
+        def default() -> Body:
+            name = body["metadata"]["name"]
+            target = f"{path}/{name}"
+            if target in self.objects:
+                raise Conflict(409, "AlreadyExists", f"{name} already exists")
+            return self.put(target, body)
+
+        return await self._call("create", path, body, default)
+
+    async def patch(self, path: str, patch: Body, **params: Any) -> Body:
+        def default() -> Body:
+            target = path.removesuffix("/status")
+            stored = self._stored(target)
+            wanted = (patch.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and wanted != stored["metadata"]["resourceVersion"]:
+                raise Conflict(409, "Conflict", "the object has been modified")
+            _merge(stored, patch)
+            stored["metadata"]["resourceVersion"] = str(next(self._versions))
+            return copy.deepcopy(stored)
+
+        return await self._call("patch", path, patch, default)
+
+    async def delete(self, path: str, *, uid: str | None = None, resource_version: str | None = None) -> Body:
+        def default() -> Body:
+            stored = self._stored(path)
+            if uid is not None and stored["metadata"]["uid"] != uid:
+                raise Conflict(409, "Conflict", "uid precondition failed")
+            del self.objects[path]
+            return stored
+
+        return await self._call("delete", path, None, default)
+
+    def _stored(self, path: str) -> Body:
+        try:
+            return self.objects[path]
+        except KeyError:
+            raise NotFound(404, "NotFound", f"{path} not found") from None
+
+
+def _merge(target: Body, patch: Body) -> None:
+    """A JSON merge patch (RFC 7386)."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
