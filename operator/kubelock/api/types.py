@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubelock.domain.model import MAX_GRANTS
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import (
     HOLDER_PATTERN,
@@ -74,9 +75,6 @@ MAX_RESOURCES = 16
 """The most resources one claim may ask for at once (`spec.resources`)."""
 MAX_PERMITS = 1000
 """The most permits one claim may ask of a resource."""
-MAX_GRANTS = 128
-"""The most grants a resource holds at once (one ResourceLock records them all; a request that would
-exceed it waits, as if the resource were full)."""
 
 ResourceItem = Annotated[
     str,

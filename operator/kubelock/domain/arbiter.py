@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from kubelock.domain.grants import Request, admit, blocks, within
 from kubelock.domain.model import (
+    MAX_GRANTS,
     Action,
     Claim,
     ClaimStatus,
@@ -144,7 +145,8 @@ def _step(
     by_uid = {c.uid: c for c in active}
     queue = [c for c in active if c.uid not in holding]
     requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
-    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)}
+    room = max(0, MAX_GRANTS - len(grants))
+    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
     # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
     waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
@@ -219,6 +221,13 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
             "(operator setting maxTtlSeconds)"
         )
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+    if fresh and len(set(claim.resources)) < len(claim.resources):
+        twice = sorted({r for r in claim.resources if claim.resources.count(r) > 1})
+        message = f"resources name {', '.join(twice)} more than once (after normalisation)"
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+    if fresh and claim.resources:
+        message = "claims of several resources (spec.resources) are not granted by this version of the operator"
         return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     if not holds and not within(claim.need, capacity):
         # Never grantable: at the head of the queue it would hold back everyone behind it.
