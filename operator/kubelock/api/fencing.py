@@ -51,3 +51,19 @@ def grant_tokens(body: Mapping[str, Any]) -> dict[str, int]:
         if isinstance(ref, dict) and isinstance(ref.get("uid"), str):
             tokens[ref["uid"]] = grant_token(body, grant)
     return tokens
+
+
+def recorded(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a lock's spec that records every grant's token, for a write of the lock by someone
+    other than the operator (a break record): the top-level token and, when the lock has further
+    grants, the whole list with each 0 filled in (a merge patch replaces a list)."""
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        return {"fencingToken": revision(body)}
+    out: dict[str, Any] = {"fencingToken": grant_token(body, spec)}
+    grants = spec.get("grants")
+    if isinstance(grants, list) and grants:
+        out["grants"] = [
+            {**g, "fencingToken": grant_token(body, g)} if isinstance(g, dict) else g for g in grants
+        ]
+    return out

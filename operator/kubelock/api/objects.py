@@ -168,6 +168,7 @@ class ClaimStatus:
     cycle: tuple[str, ...] | None
     observed_renew: str | None
     conditions: tuple[Mapping[str, Any], ...]
+    grants: tuple[dict[str, Any], ...] = ()  # status.grants, as written
 
     def condition(self, type_: str) -> Mapping[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)
@@ -188,6 +189,7 @@ class ClaimStatus:
         status = _mapping(raw)
         cycle = status.get("cycle")
         conditions = status.get("conditions")
+        grants = status.get("grants")
         return cls(
             phase=_phase(status.get("phase")),
             reason=_text(status.get("reason")) or None,
@@ -205,6 +207,7 @@ class ClaimStatus:
             cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,
             observed_renew=_text(status.get("observedRenew")),
             conditions=tuple(c for c in conditions if isinstance(c, dict)) if isinstance(conditions, list) else (),
+            grants=tuple(g for g in grants if isinstance(g, dict)) if isinstance(grants, list) else (),
         )
 
 

@@ -154,6 +154,14 @@ class AsyncAdmin:
         chosen = select(await self.locks(namespace), holders=holders, resources=resources, everything=everything)
         if not chosen:
             raise NotFound(f"no lock in namespace {namespace} matches")
+        shared = [lock for lock in chosen if len(lock.holders) > 1 and not (resources or everything)]
+        if shared:
+            # Breaking a lock breaks every grant it records: naming one holder must not revoke the others.
+            lock = shared[0]
+            raise InvalidInput(
+                f"{lock.resource} is held by {len(lock.holders)} holders; breaking it revokes them all: name the "
+                f"resource (kubelock unlock {lock.resource}) to break it"
+            )
         broken: list[BrokenLock] = []
         for lock in chosen:
             done = await self._break(lock, actor, reason)
@@ -169,7 +177,7 @@ class AsyncAdmin:
             # The token goes with the record: a lock's first write must record it (kubelock.api.fencing).
             patch = {
                 "metadata": {"resourceVersion": current.resource_version, "annotations": annotations},
-                "spec": {"fencingToken": current.fencing_token},
+                "spec": current.token_record or {"fencingToken": current.fencing_token},
             }
             try:
                 annotated = LockInfo.from_body(await self.kube.patch(path, patch))
@@ -226,6 +234,9 @@ def select(
         return sorted(locks, key=lambda lock: lock.resource)
     wanted = set(holders)
     return sorted(
-        (lock for lock in locks if lock.holder in wanted or normalise(lock.resource) in resources),
+        (
+            lock for lock in locks
+            if wanted & set(lock.holders or (lock.holder,)) or normalise(lock.resource) in resources
+        ),
         key=lambda lock: lock.resource,
     )
