@@ -37,9 +37,9 @@ R = "chaos://pool/r01"
 
 
 def hold(agent: str, claim: str, token: int, start: float, end: float, expiry: float | None = None,
-         pod: str | None = None, resource: str = R) -> Hold:
+         pod: str | None = None, resource: str = R, mode: str = "Exclusive") -> Hold:
     return Hold(agent=agent, resource=resource, claim=claim, token=token, start=start, end=end,
-                expiry=expiry if expiry is not None else end + 10, pod=pod)
+                expiry=expiry if expiry is not None else end + 10, pod=pod, mode=mode)
 
 
 def lock(claim: str, token: int, version: int, created: float, deleted: float | None, expiry: float | None = None,
@@ -91,6 +91,23 @@ def test_overlapping_holds_break_mutual_exclusion() -> None:
     history = History(end=100)
     history.extend([hold("a", "c1", 10, 0, 5), hold("b", "c2", 20, 4, 9)])
     assert violations(history) == ["mutual-exclusion"]
+
+
+def test_shared_holds_may_overlap_each_other_but_not_an_exclusive_one() -> None:
+    readers = History(end=100)
+    readers.extend([hold("a", "c1", 10, 0, 5, mode="Shared"), hold("b", "c2", 20, 1, 9, mode="Shared"),
+                    hold("c", "c3", 30, 2, 3, mode="Shared")])
+    assert violations(readers) == []  # granted together, told in any order: no fencing-order either
+    writer = History(end=100)
+    writer.extend([hold("a", "c1", 10, 0, 5, mode="Shared"), hold("b", "c2", 20, 1, 9, mode="Shared"),
+                   hold("w", "c3", 30, 6, 7)])
+    assert violations(writer) == ["mutual-exclusion"]  # beside a reader that still held
+
+
+def test_a_reader_granted_after_a_writer_with_a_smaller_token_breaks_fencing_order() -> None:
+    history = History(end=100)
+    history.extend([hold("w", "c1", 20, 0, 5), hold("a", "c2", 10, 6, 9, mode="Shared")])
+    assert violations(history) == ["fencing-order"]
 
 
 def test_a_hold_contained_in_another_is_caught() -> None:

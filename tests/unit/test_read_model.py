@@ -321,7 +321,7 @@ def test_the_chaos_monitor_records_what_the_read_model_reads() -> None:
     assert (seen.phase, seen.reason, seen.answered, seen.decided, seen.decided_version) == (
         "Held", "Granted", 10.0, 11.5, 48213)
     assert seen.held and seen.released is None
-    held = monitor.locks["lock-uid-1"]
+    held = monitor.locks[f"lock-uid-1/{claim['metadata']['uid']}"]  # its one grant
     assert (held.token, held.version, held.created_version, held.pod) == (48190, 48214, 48214, "worker-0")
     assert held.claim == claim["metadata"]["uid"] and held.expiry == from_rfc3339(EXPIRES)
     monitor._on_claim("DELETED", claim, 12.0)
@@ -337,9 +337,9 @@ def test_the_chaos_monitor_tolerates_partial_and_malformed_objects() -> None:
     monitor._on_claim("MODIFIED", bogus, 2.0)
     assert monitor.claims["c1"].phase is None and monitor.claims["c1"].decided is None
     monitor._on_lock("ADDED", {"metadata": {"uid": "l1"}, "spec": {"fencingToken": "7", "expireTime": "soon"}}, 3.0)
-    assert monitor.locks["l1"].token == 0 and monitor.locks["l1"].expiry is None
+    assert monitor.locks["l1/"].token == 0 and monitor.locks["l1/"].expiry is None
     monitor._on_lock("MODIFIED", {"metadata": {"uid": "l1"}, "spec": {"fencingToken": 7}}, 4.0)
-    assert monitor.locks["l1"].token == 7
+    assert monitor.locks["l1/"].token == 7
     monitor._on_claim("DELETED", {"metadata": {"uid": "unknown"}}, 5.0)  # never seen: nothing to record
     assert "unknown" not in monitor.claims
     assert len(monitor.records()) == 2
