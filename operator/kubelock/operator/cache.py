@@ -172,7 +172,7 @@ class Cache:
         if claim.pod_name:
             self._pod_claims[(record.namespace, claim.pod_name)].add(claim.uid)
         if claim.waiting:
-            self.graphs[record.namespace].add_wait(claim.holder, claim.resource, claim.sequence)
+            self.graphs[record.namespace].add_wait(claim.holder, claim.resource, claim.sequence, claim.need)
 
     def _unindex(self, record: ClaimRecord) -> None:
         claim = record.claim
