@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from kubelock.api.fencing import grant_tokens
+from kubelock.api.fencing import grant_tokens, recorded
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import CreateLock, Policy
 from kubelock.domain.resource import lock_name
@@ -168,3 +168,32 @@ def test_an_add_on_a_lock_changed_since_is_stale_and_writes_nothing() -> None:
         await bed.reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_admins_break_of_one_shared_holder_removes_its_grant_and_revokes_only_its_claim() -> None:
+    bed = Bed()
+
+    def two() -> None:
+        bed.add("s1", mode="Shared")
+        bed.add("s2", mode="Shared")
+
+    bed.run(two)
+    token = bed.status("s2")["fencingToken"]
+
+    def annotate() -> None:  # what kubelock unlock --holder writes: the break record, every token recorded
+        stored = bed.api.objects[LOCK]
+        stored["spec"].update(recorded(stored))
+        stored["metadata"]["annotations"] = {
+            "kubelock.dev/broken-by": "admin", "kubelock.dev/break-reason": "stuck", "kubelock.dev/break-claims": "u-s1",
+        }
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.cache.upsert_lock(stored)
+
+    bed.run(annotate)
+    stored = bed.api.objects[LOCK]
+    assert not stored["metadata"].get("annotations")  # the break is carried out, its record cleared
+    assert grant_tokens(stored) == {"u-s2": token}
+    revoked = bed.status("s1")
+    assert (revoked["phase"], revoked["reason"]) == ("Revoked", "LockBroken")
+    assert "broken by admin: stuck" in revoked["message"]
+    assert bed.status("s2")["phase"] == "Held"

@@ -13,7 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from kubelock.api import objects
-from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY
+from kubelock.api.constants import (
+    API_VERSION,
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_CLAIMS_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    LOCK_KIND,
+    MANAGED_BY,
+)
 from kubelock.api.fencing import grant_tokens
 from kubelock.domain.grants import EXCLUSIVE, Mode
 from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
@@ -21,6 +28,7 @@ from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reas
 from kubelock.domain.timefmt import to_rfc3339
 
 Body = dict[str, Any]
+BREAK_ANNOTATIONS = (BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, BREAK_CLAIMS_ANNOTATION)
 
 
 def revision(body: Body) -> int:

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, POD_LABEL, POD_LABEL_VALUE
+from kubelock.api.constants import (
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_CLAIMS_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    POD_LABEL,
+    POD_LABEL_VALUE,
+)
 from kubelock.api.objects import revision_of
 from kubelock.domain.arbiter import finished_record
 from kubelock.domain.model import FinishedClaim, Lock, LockBreak
@@ -34,6 +40,9 @@ class LockRecord:
 
     grants: tuple[Lock, ...]
     version: str
+    # An admin's break of some of the grants (`kubelock.dev/break-claims`): their claims' uids, and who
+    # broke them and why.
+    breaking: tuple[frozenset[str], LockBreak] | None = None
 
     @property
     def uid(self) -> str:
@@ -231,7 +240,7 @@ class Cache:
         old = self.locks.get(key)
         if old is not None and old.uid == first.uid and revision_of(old.version) >= revision_of(rv):
             return None
-        self.locks[key] = LockRecord(grants, rv)
+        self.locks[key] = LockRecord(grants, rv, _breaking(body))
         self.breaks.pop(key, None)
         self.graphs[namespace].set_grants(first.resource, tuple((g.holder, g.need) for g in grants))
         return key
@@ -340,6 +349,16 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _breaking(body: Body) -> tuple[frozenset[str], LockBreak] | None:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    named = annotations.get(BREAK_CLAIMS_ANNOTATION)
+    if not isinstance(named, str) or not named:
+        return None
+    uids = frozenset(u.strip() for u in named.split(",") if u.strip())
+    actor, why = annotations.get(BREAK_ACTOR_ANNOTATION), annotations.get(BREAK_REASON_ANNOTATION)
+    return uids, LockBreak(actor if isinstance(actor, str) else None, why if isinstance(why, str) else None)
 
 
 def _absorb(

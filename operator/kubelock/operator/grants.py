@@ -117,6 +117,18 @@ class GrantStore:
             return Stale("the lock changed")
         return await self._write(namespace, lock.name, codec.grants_patch(left, version))
 
+    async def break_grants(
+        self, namespace: str, grants: Sequence[Lock], claim_uids: frozenset[str], version: str
+    ) -> Written | Stale:
+        """Carry out an admin's break of some grants (`kubelock.dev/break-claims`): remove them and the
+        break annotations in one write (the lock's deletion when none is left; it keeps the record)."""
+        left = codec.without(grants, claim_uids)
+        if not left:
+            return await self.delete(namespace, grants[0], version)
+        patch = codec.grants_patch(left, version)
+        patch["metadata"]["annotations"] = dict.fromkeys(codec.BREAK_ANNOTATIONS)
+        return await self._write(namespace, grants[0].name, patch)
+
     async def _write(self, namespace: str, name: str, patch: Body) -> Written | Stale:
         try:
             body = await self.client.patch(paths.locks(namespace, name), patch)

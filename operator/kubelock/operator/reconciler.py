@@ -185,6 +185,9 @@ class Reconciler:
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
             claims, seen = await self._gather(key)
+            if seen.lock is not None and seen.lock.breaking is not None:
+                await self._break_grants(key, seen.lock)
+                continue
             capacity = self.capacity(namespace, resource)
             graph = self.cache.graphs[namespace]
             graph.set_capacity(resource, capacity)
@@ -299,6 +302,22 @@ class Reconciler:
         else:
             deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
         return replace(broken or LockBreak(), namespace_deleted=True) if deleting else broken
+
+    async def _break_grants(self, key: Key, lock: LockRecord) -> None:
+        """An admin broke some grants of the lock (`kubelock.dev/break-claims`): remove them, then let
+        the decision revoke their claims as broken by that admin."""
+        assert lock.breaking is not None
+        uids, broken = lock.breaking
+        outcome = await self.grants.break_grants(key[0], lock.grants, uids, lock.version)
+        if isinstance(outcome, Stale):
+            await self._confirm_lock(key)
+            return
+        if outcome.body is None:
+            self.cache.forget_lock(key, lock.uid)
+        else:
+            self.cache.upsert_lock(outcome.body)
+        self.cache.breaks[key] = broken
+        log.info("%s in %s: grants of claims %s broken by %s", key[1], key[0], ", ".join(sorted(uids)), broken.actor)
 
     async def _confirm_lock(self, key: Key) -> LockRecord | None:
         namespace, resource = key

@@ -11,7 +11,13 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, GROUP, LOCK_PLURAL
+from kubelock.api.constants import (
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_CLAIMS_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    GROUP,
+    LOCK_PLURAL,
+)
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.kube import errors as kube_errors
@@ -154,24 +160,24 @@ class AsyncAdmin:
         chosen = select(await self.locks(namespace), holders=holders, resources=resources, everything=everything)
         if not chosen:
             raise NotFound(f"no lock in namespace {namespace} matches")
-        shared = [lock for lock in chosen if len(lock.holders) > 1 and not (resources or everything)]
-        if shared:
-            # Breaking a lock breaks every grant it records: naming one holder must not revoke the others.
-            lock = shared[0]
-            raise InvalidInput(
-                f"{lock.resource} is held by {len(lock.holders)} holders; breaking it revokes them all: name the "
-                f"resource (kubelock unlock {lock.resource}) to break it"
-            )
         broken: list[BrokenLock] = []
         for lock in chosen:
-            done = await self._break(lock, actor, reason)
+            # Naming holders breaks their grants only, not those of others holding the resource with them.
+            only = _grants_of(lock, set(holders)) if holders and normalise(lock.resource) not in resources else None
+            done = await self._break(lock, actor, reason, only)
             if done is not None:
                 broken.append(BrokenLock(lock=done, actor=actor, reason=reason))
         return broken
 
-    async def _break(self, lock: LockInfo, actor: str, reason: str) -> LockInfo | None:
+    async def _break(
+        self, lock: LockInfo, actor: str, reason: str, only: frozenset[str] | None = None
+    ) -> LockInfo | None:
+        """Break the lock: record who and why, then delete it. With `only` (claim uids of some of its
+        grants, not all), record them too and leave the lock: the operator removes those grants."""
         path = paths.locks(lock.namespace, lock.name)
         annotations = {BREAK_ACTOR_ANNOTATION: actor, BREAK_REASON_ANNOTATION: reason}
+        if only is not None:
+            annotations[BREAK_CLAIMS_ANNOTATION] = ",".join(sorted(only))
         current = lock
         for _ in range(5):
             # The token goes with the record: a lock's first write must record it (kubelock.api.fencing).
@@ -195,6 +201,8 @@ class AsyncAdmin:
                 continue
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 raise from_api(error, f"annotate lock {lock.name}") from error
+            if only is not None:
+                return annotated
             try:
                 await self.kube.delete(path, uid=lock.uid)
             except (kube_errors.NotFound, kube_errors.Conflict):
@@ -225,6 +233,14 @@ def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[Lo
         for lock in locks
     ]
     return sorted(out, key=lambda s: (s.lock.namespace, s.lock.resource))
+
+
+def _grants_of(lock: LockInfo, holders: set[str]) -> frozenset[str] | None:
+    """The claim uids of the grants of `lock` that `holders` hold, when others hold it too (None: every
+    grant is theirs, so the lock itself is broken)."""
+    pairs = list(zip(lock.holders, (uid for uid, _ in lock.tokens), strict=False))
+    mine = frozenset(uid for holder, uid in pairs if holder in holders)
+    return mine if mine and len(mine) < len(pairs) else None
 
 
 def select(
