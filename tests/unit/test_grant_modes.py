@@ -184,7 +184,8 @@ def test_an_admins_break_of_one_shared_holder_removes_its_grant_and_revokes_only
         stored = bed.api.objects[LOCK]
         stored["spec"].update(recorded(stored))
         stored["metadata"]["annotations"] = {
-            "kubelock.dev/broken-by": "admin", "kubelock.dev/break-reason": "stuck", "kubelock.dev/break-claims": "u-s1",
+            "kubelock.dev/broken-by": "admin", "kubelock.dev/break-reason": "stuck",
+            "kubelock.dev/break-claims": "u-s1",
         }
         stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
         bed.cache.upsert_lock(stored)
