@@ -4,6 +4,7 @@ token rule kept by admission, and two operators at once."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
 
 from kubelock.api.fencing import grant_tokens
 from kubelock.domain.resource import lock_name
+from kubelock.sdk import AsyncLockClient
+from kubelock.sdk.admin import AsyncAdmin
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, status_of, wait_until
 from tests.support.monitor import HolderMonitor
 from tests.support.namespaces import temporary_namespace
@@ -214,3 +217,25 @@ def test_two_operators_at_once_never_grant_conflicting_modes(
     finally:
         first.stop()
         second.stop()
+
+
+def test_unlock_of_one_shared_holder_revokes_it_alone(control_plane, locks: Locks, ns: str) -> None:  # type: ignore[no-untyped-def]
+    """kubelock unlock --holder, as a cluster admin, on a lock two readers share."""
+    r = "github://acme/app/pr/15"
+    for name in ("r1", "r2"):
+        locks.claim(name, r, f"user:reader-{name}/w1", mode="Shared")
+        locks.wait_phase(name, "Held")
+    kept = status_of(locks.get("r2"))["fencingToken"]
+
+    async def unlock() -> None:
+        async with AsyncLockClient(kubeconfig=str(control_plane.kubeconfig), namespace=ns, instance="admin") as client:
+            broken = await AsyncAdmin(client).break_locks(reason="stuck reader", holders=["user:reader-r1/w1"])
+            assert [b.lock.resource for b in broken] == [r]
+
+    asyncio.run(unlock())
+    revoked = status_of(locks.wait_phase("r1", "Revoked"))
+    assert revoked["reason"] == "LockBroken" and "stuck reader" in revoked["message"], revoked
+    assert phase_of(locks.get("r2")) == "Held"
+    wait_until(lambda: not (_lock(locks, r)["metadata"].get("annotations") or {}), "the break record to be cleared")
+    lock = _lock(locks, r)
+    assert lock["spec"]["holders"] == 1 and list(grant_tokens(lock).values()) == [kept]

@@ -20,7 +20,9 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from kubelock.api import objects
 from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION, REQUEST_ANNOTATION
+from kubelock.api.fencing import grant_tokens
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import claim_name, digest, lock_name, normalise
@@ -334,16 +336,19 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"read lock {info.namespace}/{name}") from error
         lock = LockInfo.from_body(body)
+        # The claim's own grant among the lock's (a Shared or semaphore lock has several).
+        grant = next((g for g in objects.LockObject.parse(body).spec.every_grant if g.claim_uid == info.uid), None)
+        token = grant_tokens(body).get(info.uid)
         # Token 0: the operator writes the lock's token right after creating it, alongside the claim's
         # Held status, so for an instant the claim may know the token before the lock does.
-        if lock.claim_uid != info.uid or lock.fencing_token not in (0, info.fencing_token):
+        if grant is None or token not in (0, info.fencing_token):
             raise Revoked(
                 f"claim {info.name} says it holds {info.resource} with fencing token {info.fencing_token}, but the "
                 f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
                 reason=Reason.LOCK_BROKEN.value,
             )
-        if lock.expires_at is None or lock.expires_at.timestamp() <= time.time():
-            raise Expired(f"the lease on {info.resource} ran out at {format_time(lock.expires_at)}: not held",
+        if grant.expires_at is None or grant.expires_at.timestamp() <= time.time():
+            raise Expired(f"the lease on {info.resource} ran out at {format_time(grant.expires_at)}: not held",
                           reason=Reason.LEASE_EXPIRED.value)
 
     def _claim_body(
