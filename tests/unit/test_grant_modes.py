@@ -198,3 +198,23 @@ def test_an_admins_break_of_one_shared_holder_removes_its_grant_and_revokes_only
     assert (revoked["phase"], revoked["reason"]) == ("Revoked", "LockBroken")
     assert "broken by admin: stuck" in revoked["message"]
     assert bed.status("s2")["phase"] == "Held"
+
+
+def test_an_add_that_meets_a_lock_changed_since_reads_it_and_adds_on_it() -> None:
+    """Another replica wrote the lock (a renewal) after this one's view: the add fails on the stale
+    version, the lock is read again, and the grant is added on the version now current."""
+    bed = Bed()
+    bed.run(lambda: bed.add("s1", mode="Shared"))
+
+    def behind_its_back() -> None:
+        stored = bed.api.objects[LOCK]
+        stored["spec"]["fencingToken"] = bed.status("s1")["fencingToken"]  # a renewal records it
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.api.requests.clear()
+        bed.add("s2", mode="Shared")
+
+    bed.run(behind_its_back)
+    assert bed.status("s2")["phase"] == "Held"
+    lock_requests = [r for r in bed.api.requests if r[1] == LOCK]
+    assert lock_requests == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
+    assert bed.api.objects[LOCK]["spec"]["holders"] == 2

@@ -509,15 +509,23 @@ class Reconciler:
                 self.cache.upsert_claim(body)
             else:
                 self.cache.forget_claim(claim.uid)
+            if isinstance(action, CreateLock):
+                # An added grant met a lock changed since the decision: decide again on it as it is now.
+                cached = self.cache.locks.get((namespace, claim.resource))
+                if cached is not None:
+                    await self._reread_lock((namespace, claim.resource), cached.grants[0].name, cached.uid)
         else:
-            key = (namespace, action.lock.resource)
-            current = await self.grants.read(namespace, action.lock.name)
-            if current is None:
-                self.cache.forget_lock(key, action.lock.uid)
-                return
-            if (current.get("metadata") or {}).get("uid") != action.lock.uid:
-                self.cache.forget_lock(key, action.lock.uid)  # replaced: that lock is gone
-            self.cache.upsert_lock(current)
+            await self._reread_lock((namespace, action.lock.resource), action.lock.name, action.lock.uid)
+
+    async def _reread_lock(self, key: Key, name: str, uid: str) -> None:
+        """The lock as the API server has it now, in place of the one of `uid` the cache had."""
+        current = await self.grants.read(key[0], name)
+        if current is None:
+            self.cache.forget_lock(key, uid)
+            return
+        if (current.get("metadata") or {}).get("uid") != uid:
+            self.cache.forget_lock(key, uid)  # replaced: that lock is gone
+        self.cache.upsert_lock(current)
 
 
 def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
