@@ -5,6 +5,9 @@ token rule kept by admission, and two operators at once."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +16,9 @@ import pytest
 from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
 
 from kubelock.api.fencing import grant_tokens
+from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import lock_name
-from kubelock.sdk import AsyncLockClient
+from kubelock.sdk import AsyncLockClient, LockClient
 from kubelock.sdk.admin import AsyncAdmin
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, status_of, wait_until
 from tests.support.monitor import HolderMonitor
@@ -240,3 +244,45 @@ def test_unlock_of_one_shared_holder_revokes_it_alone(control_plane, locks: Lock
     wait_until(lambda: not (_lock(locks, r)["metadata"].get("annotations") or {}), "the break record to be cleared")
     lock = _lock(locks, r)
     assert lock["spec"]["holders"] == 1 and list(grant_tokens(lock).values()) == [kept]
+
+
+def test_a_deadlock_through_a_shared_grant_is_found(locks: Locks) -> None:
+    """reader-a holds R1 Shared and waits for R2; writer-b holds R2 and waits for R1 (exclusively): the
+    shared grant keeps writer-b out, so the second wait closes a cycle."""
+    r1, r2 = "github://acme/app/pr/20", "deploy://api-20"
+    locks.claim("a1", r1, "reader-a", mode="Shared")
+    locks.claim("b2", r2, "writer-b")
+    locks.wait_phases(["a1", "b2"], "Held")
+    locks.claim("a2", r2, "reader-a", wait=True)
+    locks.wait_phase("a2", "Pending")
+    locks.claim("b1", r1, "writer-b", wait=True)
+    status = status_of(locks.wait_phase("b1", "Deadlocked"))
+    assert status["cycle"] == ["writer-b", r1, "reader-a", r2, "writer-b"], status
+    locks.claim("c1", r1, "reader-c", mode="Shared", wait=True)  # a reader beside a reader is no wait at all
+    locks.wait_phase("c1", "Held")
+
+
+def test_the_cli_and_the_sdk_take_shared_locks(control_plane, ns: str) -> None:  # type: ignore[no-untyped-def]
+    uri = "github://acme/app/pr/21"
+    bin_dir = Path(sys.executable).parent
+    common = ["--kubeconfig", str(control_plane.kubeconfig), "-n", ns]
+
+    def rlock(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        done = subprocess.run([str(bin_dir / "rlock"), *args, *common], capture_output=True, text=True, timeout=60)
+        return done.returncode, json.loads(done.stdout)
+
+    code, first = rlock(uri, "--shared", "--instance", "r1")
+    assert code == 0 and first["ok"], first
+    client = LockClient(kubeconfig=str(control_plane.kubeconfig), namespace=ns, instance="r2")
+    with client, client.lock(uri, mode="Shared", ttl=60) as lease:
+        assert lease.fencing_token is not None and lease.fencing_token > first["fencingToken"]
+        assert lease.claim.mode == "Shared" and lease.claim.tokens == {uri: lease.fencing_token}
+        code, refused = rlock(uri, "--instance", "w1")  # a writer while two read
+        assert code == ExitCode.HELD and refused["error"] == "HeldByAnotherHolder", refused
+        code, bad = rlock(uri, "--shared", "--permits", "2", "--instance", "w1")
+        assert code == ExitCode.INVALID_INPUT and "no permits" in bad["message"], bad
+    run = subprocess.run([str(bin_dir / "kubelock"), "run", uri, "--shared", "--instance", "r3", *common, "-o", "json",
+                          "--", "sh", "-c", "test -n \"$KUBELOCK_FENCING_TOKEN\""],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1])["fencingToken"] > first["fencingToken"]
