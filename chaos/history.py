@@ -494,6 +494,13 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
     writes, and etcd orders them); arrival times on different watches would not do. Claims whose
     versions the monitor did not see (listed after a reconnect) are left out."""
     by_uid = {claim.uid: claim for claim in claims}
+    # When each claim was first granted (a grant is a write too). Shared grants made together are told
+    # to their claims one after another, so an older claim's verdict may come after a newer claim's
+    # grant although its own grant came first.
+    granted_at: dict[str, int] = {}
+    for lock in locks:
+        if lock.created_version is not None:
+            granted_at[lock.claim] = min(granted_at.get(lock.claim, lock.created_version), lock.created_version)
     waiters: dict[str, list[ClaimLife]] = defaultdict(list)
     for claim in claims:
         if claim.wait and claim.created_version is not None:
@@ -516,6 +523,8 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
                 continue  # decided or deleted while the monitor's watch was away: when is unknown
             if older.decided_version is not None and older.decided_version < at:
                 continue
+            if granted_at.get(older.uid, at) < at:
+                continue  # granted before, told later
             if older.deleted_version is not None and older.deleted_version < at:
                 continue
             report.violations.append(

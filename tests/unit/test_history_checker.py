@@ -268,6 +268,17 @@ def test_an_older_claim_decided_before_the_grant_was_not_overtaken() -> None:
     assert violations(fifo_history(older_decided_version=25)) == []
 
 
+def test_an_older_claim_granted_first_and_told_later_was_not_overtaken() -> None:
+    """Shared grants made together are told one after another: the older claim's grant (version 28)
+    came before the younger's (30), its Held status (45) after."""
+    history = fifo_history(older_decided_version=45)
+    history.extend([LockLife(uid="l-old", resource=R, holder="old", claim="old", token=28, version=28, created=2.9,
+                             deleted=4, expiry=30, released=4, created_version=28)])
+    assert violations(history) == []
+    history.locks = [replace(lock, created_version=32) if lock.claim == "old" else lock for lock in history.locks]
+    assert violations(history) == ["fifo"]  # granted after the younger one: overtaken
+
+
 def test_a_reservation_for_a_younger_claim_breaks_fifo_too() -> None:
     """Reserving the resource for the wrong claim is the wrong decision even when taken back."""
     history = fifo_history(older_decided_version=45)

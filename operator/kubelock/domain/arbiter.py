@@ -150,7 +150,14 @@ def _step(
     # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
     waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
-    for grant in sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid)):
+    ordered = sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid))
+    # Claims not told of their grant yet are told together: Shared grants made in one step (or one
+    # after another) are announced in one step, not one per round.
+    untold = [g for g in ordered if not _told(by_uid[g.claim_uid])]
+    if untold:
+        made = tuple(a for g in untold for a in _announce(by_uid[g.claim_uid], g, now, policy))
+        return Decision((*made, *_first_answers(resource, waiting, grants, graph, capacity, now)))
+    for grant in ordered:
         step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, policy, deadlines)
         if step is not None:
             made, answer_others = step
@@ -315,6 +322,11 @@ def _announce(holder: Claim, lock: Lock, now: float, policy: Policy) -> tuple[Ac
     renewed = replace(lock, renewed_at=now, lease_seconds=ttl)
     status = held_status(holder, renewed, holder.renew_request)
     return RenewLock(lock, now, ttl), SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
+
+
+def _told(holder: Claim) -> bool:
+    """The claim has been told of its grant (it is Held)."""
+    return holder.status is not None and holder.status.phase is Phase.HELD
 
 
 def _grant_step(
