@@ -151,8 +151,10 @@ def _step(
     waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
     ordered = sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid))
-    # Claims not told of their grant yet are told together: Shared grants made in one step (or one
-    # after another) are announced in one step, not one per round.
+    # Claims not told of their grant yet are told together: the grant is made (it is stored, with its
+    # token), so its claim is told now, and Shared grants made in one step (or one after another) in
+    # one step, not one per round. New claims get their first answer in the same step; everyone
+    # else's position changes on the next.
     untold = [g for g in ordered if not _told(by_uid[g.claim_uid])]
     if untold:
         made = tuple(a for g in untold for a in _announce(by_uid[g.claim_uid], g, now, policy))
@@ -332,17 +334,12 @@ def _told(holder: Claim) -> bool:
 def _grant_step(
     resource: str, lock: Lock, holder: Claim, now: float, policy: Policy, deadlines: list[float]
 ) -> tuple[tuple[Action, ...], bool] | None:
-    """What one grant calls for: its claim told, its lease expired, renewed or found stale; None when
-    it is quiet (its next deadlines are added to `deadlines`). With the actions: whether claims
-    without an answer get theirs in the same step (not while the grant ends: the answers would name
-    it)."""
+    """What one grant whose claim has been told of it calls for: its lease expired, renewed or found
+    stale; None when it is quiet (its next deadlines are added to `deadlines`). With the actions:
+    whether claims without an answer get theirs in the same step (not while the grant ends: the
+    answers would name it)."""
     current = holder.status
-    if current is None or current.phase is not Phase.HELD:
-        # The lock exists, so the grant is made (its token is the lock's creation revision); the claim
-        # is told now (new claims get their first answer in the same step; everyone else's position
-        # changes on the next).
-        return _announce(holder, lock, now, policy), True
-
+    assert current is not None  # told (`_told`): untold grants are announced before this is asked
     # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
     # replica whose view of locks lags its view of claims must not cut the renewed lease short.
     expires_at = max(lock.expires_at, current.expires_at or lock.expires_at)
