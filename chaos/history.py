@@ -396,9 +396,11 @@ def check_fencing(
                 )
     # The same order as the agents lived it: one held after another means a larger token.
     for resource, items in _valid_holds(holds, deaths).items():
-        for (_, first_end, first), (then_start, _, then) in itertools.pairwise(items):
-            if first.shared and then.shared and then_start < first_end:
-                continue  # held together: granted in either order
+        for (_, _, first), (_, _, then) in itertools.pairwise(items):
+            if first.shared and then.shared:
+                # Shared grants made one after another may be told in the other order (and one holder
+                # may be done before the other hears of its grant): their order is the locks' (above).
+                continue
             if first.claim != then.claim and then.token <= first.token:
                 report.violations.append(
                     Violation(

@@ -104,6 +104,15 @@ def test_shared_holds_may_overlap_each_other_but_not_an_exclusive_one() -> None:
     assert violations(writer) == ["mutual-exclusion"]  # beside a reader that still held
 
 
+def test_readers_told_in_another_order_than_granted_are_no_fencing_violation() -> None:
+    """Two Shared grants (tokens 10, then 20) told the other way round, the second reader done before
+    the first heard of its grant: the grants' order is the locks' (version 100 before 200)."""
+    history = History(end=100)
+    history.extend([hold("b", "c2", 20, 1, 2, mode="Shared"), hold("a", "c1", 10, 3, 5, mode="Shared"),
+                    lock("c1", 10, 100, 0.5, 5.1), lock("c2", 20, 200, 0.6, 2.1)])
+    assert violations(history) == []
+
+
 def test_a_reader_granted_after_a_writer_with_a_smaller_token_breaks_fencing_order() -> None:
     history = History(end=100)
     history.extend([hold("w", "c1", 20, 0, 5), hold("a", "c2", 10, 6, 9, mode="Shared")])
