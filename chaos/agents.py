@@ -3,8 +3,9 @@ dozen resources through the SDK (`kubelock.sdk.AsyncLockClient` and its `lock()`
 what they believed, one JSON line per fact (see `chaos.history`).
 
 Each agent loops: pick a resource (spelled in one of several equivalent ways, so normalisation is
-exercised), try once or wait in the queue, and while holding write to the fenced store at the start
-("begin") and at the end ("commit") of its work. Some iterations take a second resource while holding
+exercised), exclusively or Shared (a reader), try once or wait in the queue, and while holding write
+to the fenced store at the start ("begin") and at the end ("commit") of its work (readers do not
+write). Some iterations take a second resource while holding
 the first, so wait-for cycles (Deadlocked) happen; some hold for longer than the lease, so renewals
 matter. The commit write is sent without asking whether the lease still holds, as a real worker would
 after a long pause between its last check and its write: fencing, not politeness, must stop it.
@@ -46,6 +47,7 @@ from kubelock.sdk.model import ClaimInfo
 log = logging.getLogger("chaos.agents")
 DECISION_TIMEOUT = 20.0  # the SDK's wait for the operator's first word on a claim
 NESTED_FRACTION = 0.15
+SHARED_FRACTION = 0.3  # of the first locks of an iteration: taken Shared, as a reader
 LONG_HOLD_FRACTION = 0.1
 AGENT_LABEL = "chaos.kubelock.dev/agent"
 
@@ -92,6 +94,7 @@ class Held:
     resource: str
     claim: str
     token: int
+    mode: str = "Exclusive"
 
 
 @dataclasses.dataclass
@@ -138,7 +141,8 @@ class Agent:
     async def iteration(self, client: AsyncLockClient) -> None:
         first = self.rng.randrange(self.settings.resources)
         wait = self.rng.random() < self.settings.wait_fraction
-        async with self.holding(client, resource_uri(first, self.rng), wait=wait) as outer:
+        mode = "Shared" if self.rng.random() < SHARED_FRACTION else "Exclusive"
+        async with self.holding(client, resource_uri(first, self.rng), wait=wait, mode=mode) as outer:
             if outer is None:
                 return
             await self.write(outer, "begin")
@@ -165,16 +169,20 @@ class Agent:
     async def write(self, held: Held, phase: str) -> None:
         # The token of the grant, kept by the agent: after a loss the claim no longer shows one, but
         # a worker that does not know of the loss yet still writes with what it was given.
+        if held.mode == "Shared":
+            return  # a reader: what it holds together with other readers is no licence to write
         try:
             await self.store.write(self.name, held.resource, held.token, phase)
         except (ConnectionError, OSError, ValueError) as error:
             log.warning("%s: store write failed: %s", self.name, error)
 
     @contextlib.asynccontextmanager
-    async def holding(self, client: AsyncLockClient, uri: str, *, wait: bool) -> AsyncIterator[Held | None]:
+    async def holding(
+        self, client: AsyncLockClient, uri: str, *, wait: bool, mode: str = "Exclusive"
+    ) -> AsyncIterator[Held | None]:
         settings = self.settings
         lease = RecordingLease(
-            client, uri, ttl=settings.ttl, wait=wait, timeout=settings.wait_timeout if wait else None
+            client, uri, ttl=settings.ttl, wait=wait, timeout=settings.wait_timeout if wait else None, mode=mode
         )
         lease.add_listener(lease.mark_lost)
         resource = normalise(uri)
@@ -193,7 +201,7 @@ class Agent:
             return
         held_from = time.time()
         claim = lease.claim
-        held = Held(lease, claim.resource, claim.uid, lease.fencing_token or 0)
+        held = Held(lease, claim.resource, claim.uid, lease.fencing_token or 0, mode)
         self.attempt(resource, wait, started, "Held", f"token {held.token}", end=held_from)
         try:
             yield held
@@ -210,6 +218,7 @@ class Agent:
                     end=until,
                     expiry=lease.known_expiry,
                     pod=self.pod,
+                    mode=mode,
                 )
             )
             if self.dead:

@@ -2,23 +2,25 @@
 
 A run records, all in wall-clock seconds of this one machine (every process shares the clock):
 
-- `Hold`: an agent believed it held `resource` with `token` from `start` (it saw Held) until `end` (it
-  released, or saw the claim leave Held, or its own clock passed the lease expiry, whichever first);
-  `expiry` is the last lease expiry it knew of. Its lease was valid only until `expiry`, and a holder
-  whose pod died is gone from that moment, so a hold counts on [start, min(end, expiry, pod death)].
+- `Hold`: an agent believed it held `resource` with `token` in `mode` (Exclusive or Shared) from
+  `start` (it saw Held) until `end` (it released, or saw the claim leave Held, or its own clock
+  passed the lease expiry, whichever first); `expiry` is the last lease expiry it knew of. Its lease
+  was valid only until `expiry`, and a holder whose pod died is gone from that moment, so a hold
+  counts on [start, min(end, expiry, pod death)].
 - `Attempt`: one acquire (try once, or wait in the queue) and how it ended.
 - `Write`: a write to the fenced store, in the store's order, accepted or refused.
-- `LockLife`: a ResourceLock as the monitor saw it: when it appeared, its token, its last known
-  expiry, when its claim stopped holding, and when it disappeared. A lock is a grant from its
-  creation on: its token is its creation revision (`spec.fencingToken`, or before the lock's first
-  write its resourceVersion: `kubelock.api.fencing`), the same at every version the monitor saw
+- `LockLife`: one grant of a ResourceLock as the monitor saw it (a lock records every grant of its
+  resource: one, or several Shared ones): when it appeared, its token, its last known expiry, when its
+  claim stopped holding, and when it disappeared from the lock. Its token is the revision of the write
+  that made it (`kubelock.api.fencing.grant_tokens`), the same at every version the monitor saw
   (`other_tokens` lists any that read otherwise). Locks of earlier operators could exist with token 0
   (a reservation, never a grant): such a lock is counted, not ordered.
 - `ClaimLife`: a LockClaim as the monitor saw it: created, first decided (left Pending), deleted.
 - `PodDeath`: the moment the harness deleted (or is about to delete) a holder's pod.
 - `Outage`: a window in which a component was down or paused, or the monitor could not see.
 
-`check` returns every violation of: mutual exclusion, fencing-token monotonicity, fenced writes, no lost
+`check` returns every violation of: mutual exclusion (Shared holds may overlap each other, nothing
+else may overlap at the capacity of 1 every chaos resource has), fencing-token monotonicity, fenced writes, no lost
 waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
 Liveness bounds are stated in `Bounds`; time inside an outage window does not count against them (no
 operator can act while it is down), everything else does.
@@ -60,6 +62,11 @@ class Hold:
     end: float
     expiry: float | None
     pod: str | None = None
+    mode: str = "Exclusive"
+
+    @property
+    def shared(self) -> bool:
+        return self.mode == "Shared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,27 +329,30 @@ def _valid_holds(holds: Iterable[Hold], deaths: Mapping[str, float]) -> dict[str
 
 
 def check_mutual_exclusion(holds: Sequence[Hold], deaths: Mapping[str, float], report: Report) -> None:
-    """No two claims were believed held on one resource at overlapping times while their leases lasted."""
+    """No two claims were believed held on one resource at overlapping times while their leases
+    lasted, unless both held it Shared."""
     report.count("holds", len(holds))
+    report.count("shared_holds", sum(1 for h in holds if h.shared))
     for resource, items in _valid_holds(holds, deaths).items():
         report.count("valid_holds", len(items))
-        widest: tuple[float, float, Hold] | None = None  # the interval reaching furthest so far
+        active: list[tuple[float, float, Hold]] = []  # the holds that may still overlap the next one
         for item in items:
             start, end, hold = item
-            if widest is not None and start < widest[1] and hold.claim != widest[2].claim:
-                other = widest[2]
+            active = [a for a in active if a[1] > start]
+            clash = next((a for a in active if a[2].claim != hold.claim and not (a[2].shared and hold.shared)), None)
+            if clash is not None:
+                other = clash[2]
                 report.violations.append(
                     Violation(
                         "mutual-exclusion",
-                        f"{resource}: {other.agent} (token {other.token}, held {other.start:.3f}-{widest[1]:.3f}) "
-                        f"and {hold.agent} (token {hold.token}, held {start:.3f}-{end:.3f}) overlap by "
-                        f"{min(widest[1], end) - start:.3f}s",
+                        f"{resource}: {other.agent} ({other.mode}, token {other.token}, held {other.start:.3f}-"
+                        f"{clash[1]:.3f}) and {hold.agent} ({hold.mode}, token {hold.token}, held {start:.3f}-"
+                        f"{end:.3f}) overlap by {min(clash[1], end) - start:.3f}s",
                         resource,
                         start,
                     )
                 )
-            if widest is None or end > widest[1]:
-                widest = item
+            active.append(item)
 
 
 def check_fencing(
@@ -370,7 +380,7 @@ def check_fencing(
     report.count("grants", len(granted))
     report.count("reservations", len(locks) - len(granted))
     for resource, grants in by_resource.items():
-        grants.sort(key=lambda lock: lock.version)
+        grants.sort(key=lambda lock: (lock.version, lock.token))
         for before, after in itertools.pairwise(grants):
             if after.claim == before.claim:
                 continue  # one claim granted twice: a phantom grant, judged by check_phantoms
@@ -387,6 +397,10 @@ def check_fencing(
     # The same order as the agents lived it: one held after another means a larger token.
     for resource, items in _valid_holds(holds, deaths).items():
         for (_, _, first), (_, _, then) in itertools.pairwise(items):
+            if first.shared and then.shared:
+                # Shared grants made one after another may be told in the other order (and one holder
+                # may be done before the other hears of its grant): their order is the locks' (above).
+                continue
             if first.claim != then.claim and then.token <= first.token:
                 report.violations.append(
                     Violation(
@@ -482,6 +496,13 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
     writes, and etcd orders them); arrival times on different watches would not do. Claims whose
     versions the monitor did not see (listed after a reconnect) are left out."""
     by_uid = {claim.uid: claim for claim in claims}
+    # When each claim was first granted (a grant is a write too). Shared grants made together are told
+    # to their claims one after another, so an older claim's verdict may come after a newer claim's
+    # grant although its own grant came first.
+    granted_at: dict[str, int] = {}
+    for lock in locks:
+        if lock.created_version is not None:
+            granted_at[lock.claim] = min(granted_at.get(lock.claim, lock.created_version), lock.created_version)
     waiters: dict[str, list[ClaimLife]] = defaultdict(list)
     for claim in claims:
         if claim.wait and claim.created_version is not None:
@@ -504,6 +525,8 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
                 continue  # decided or deleted while the monitor's watch was away: when is unknown
             if older.decided_version is not None and older.decided_version < at:
                 continue
+            if granted_at.get(older.uid, at) < at:
+                continue  # granted before, told later
             if older.deleted_version is not None and older.deleted_version < at:
                 continue
             report.violations.append(

@@ -18,7 +18,6 @@ from typing import Any
 
 from chaos.history import ClaimLife, LockLife, Outage, Record
 from kubelock.api import objects
-from kubelock.api.fencing import lock_token
 from kubelock.domain.reasons import Phase
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
@@ -29,6 +28,8 @@ Body = dict[str, Any]
 
 @dataclass
 class _Lock:
+    """One grant of a ResourceLock (keyed by the lock's uid and its claim's uid)."""
+
     uid: str
     resource: str
     holder: str
@@ -66,7 +67,8 @@ class Monitor:
     def __init__(self, kube: KubeClient, namespace: str) -> None:
         self._kube = kube
         self._namespace = namespace
-        self.locks: dict[str, _Lock] = {}
+        self.locks: dict[str, _Lock] = {}  # grants, by "<lock uid>/<claim uid>"
+        self._live: dict[str, set[str]] = {}  # lock uid -> its grants not gone yet
         self.claims: dict[str, _Claim] = {}
         self.outages: list[Outage] = []
         self.events = 0
@@ -90,7 +92,7 @@ class Monitor:
                 await task
 
     def held_resources(self) -> int:
-        return sum(1 for lock in self.locks.values() if lock.deleted is None)
+        return len({lock.resource for lock in self.locks.values() if lock.deleted is None})
 
     def records(self) -> list[Record]:
         out: list[Record] = list(self.outages)
@@ -101,7 +103,8 @@ class Monitor:
                 released = None  # the claim's release belongs to an earlier grant
             out.append(
                 LockLife(
-                    uid=lock.uid, resource=lock.resource, holder=lock.holder, claim=lock.claim, token=lock.token,
+                    uid=f"{lock.uid}/{lock.claim}", resource=lock.resource, holder=lock.holder, claim=lock.claim,
+                    token=lock.token,
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
                     other_tokens=tuple(lock.other_tokens),
@@ -168,39 +171,49 @@ class Monitor:
     # ---- objects ----------------------------------------------------------------------------
 
     def _on_lock(self, kind: str, body: Body, now: float) -> None:
+        """A lock's grants as this version shows them: new ones appear, missing ones are gone."""
         parsed = objects.LockObject.parse(body)
         uid = parsed.metadata.uid
-        lock = self.locks.get(uid)
+        live = self._live.pop(uid, set())
         if kind == "DELETED":
-            if lock is not None and lock.deleted is None:
-                lock.deleted = now
+            for key in live:
+                self.locks[key].deleted = now
             return
-        spec = parsed.spec
-        expiry = objects.seconds(spec.expires_at)
-        if lock is None:
-            self.locks[uid] = _Lock(
-                uid=uid,
-                resource=spec.resource,
-                holder=spec.holder,
-                claim=spec.claim_uid,
-                token=lock_token(body),
-                version=parsed.metadata.revision,
-                created=now,
-                expiry=expiry,
-                pod=spec.pod_name,
-                # Only a watch's ADDED event carries the creation's own resourceVersion.
-                created_version=parsed.metadata.revision if kind == "ADDED" else None,
-            )
-        else:
+        version = parsed.metadata.revision
+        present: set[str] = set()
+        for spec in parsed.spec.every_grant:
+            key = f"{uid}/{spec.claim_uid}"
+            present.add(key)
+            expiry = objects.seconds(spec.expires_at)
+            token = spec.fencing_token or version  # as kubelock.api.fencing.grant_token reads it
+            lock = self.locks.get(key)
+            if lock is None:
+                self.locks[key] = _Lock(
+                    uid=uid,
+                    resource=spec.resource,
+                    holder=spec.holder,
+                    claim=spec.claim_uid,
+                    token=token,
+                    version=version,
+                    created=now,
+                    expiry=expiry,
+                    pod=spec.pod_name,
+                    # Only the write that made a grant carries its own resourceVersion: a watch's
+                    # ADDED event (the first grant), or a version where the grant's token is still 0.
+                    created_version=version if kind == "ADDED" or not spec.fencing_token else None,
+                )
+                continue
             if expiry is not None:
                 lock.expiry = expiry
-            # The token is the lock's creation revision whatever version shows it: one that reads
-            # otherwise is recorded, and the checker reports it.
-            token = lock_token(body)
+            # A grant's token is the revision of the write that made it, whatever version shows it:
+            # one that reads otherwise is recorded, and the checker reports it.
             if not lock.token:
                 lock.token = token  # first seen without a readable one (a malformed body)
             elif token != lock.token and token not in lock.other_tokens:
                 lock.other_tokens.append(token)
+        for key in live - present:
+            self.locks[key].deleted = now  # the grant was removed from the lock
+        self._live[uid] = present
 
     def _on_claim(self, kind: str, body: Body, now: float) -> None:
         parsed = objects.ClaimObject.parse(body)

@@ -30,6 +30,9 @@ def _refused(api: ApiClient, ns: str, spec: dict[str, Any]) -> str:
 def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace: str) -> None:
     created = _create(admin_api, namespace, {"resource": "github://acme/app/issues/42", "holder": "agent-a"})
     assert created["spec"]["wait"] is False  # defaulted by the schema
+    assert (created["spec"]["mode"], created["spec"]["permits"]) == ("Exclusive", 1)
+    several = _create(admin_api, namespace, {"resources": ["github://a/1", "GITHUB://a/1/"], "holder": "a"}, "d")
+    assert several["spec"]["resources"] == ["github://a/1", "GITHUB://a/1/"]  # equal only once normalised
 
 
 @pytest.mark.parametrize(
@@ -51,7 +54,19 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         ({"resource": "github://x", "holder": "a", "waitTimeoutSeconds": 5}, "waitTimeoutSeconds", "wait: true"),
         ({"resource": "github://x", "holder": "a", "wait": "yes"}, "spec.wait", "boolean"),
         ({"resource": "github://x", "holder": "a", "bogus": 1}, "spec.bogus", "unknown field"),
-        ({"holder": "a"}, "spec.resource", "Required"),
+        ({"holder": "a"}, "spec", "set exactly one of resource (one URI) and resources"),
+        ({"resource": "github://x", "resources": ["github://y"], "holder": "a"}, "spec",
+         "set exactly one of resource (one URI) and resources"),
+        ({"resources": [], "holder": "a"}, "spec.resources", "at least 1 item"),
+        ({"resources": ["github://x", "github://x"], "holder": "a"}, "spec.resources",
+         "resources must not name a resource twice"),
+        ({"resources": ["github://x", "nope"], "holder": "a"}, "spec.resources[1]", "must be a URI"),
+        ({"resources": [f"github://{i}" for i in range(17)], "holder": "a"}, "spec.resources", "at most 16 items"),
+        ({"resource": "github://x", "holder": "a", "mode": "Read"}, "spec.mode", "supported values"),
+        ({"resource": "github://x", "holder": "a", "permits": 0}, "spec.permits", "greater than or equal to 1"),
+        ({"resource": "github://x", "holder": "a", "permits": 1001}, "spec.permits", "less than or equal to 1000"),
+        ({"resource": "github://x", "holder": "a", "mode": "Shared", "permits": 2}, "spec.permits",
+         "a Shared claim takes no permits"),
         ({"resource": "github://x", "holder": "a", "podRef": {"name": "Bad_Name"}}, "spec.podRef.name", "should match"),
     ],
     ids=[
@@ -72,6 +87,15 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         "wait-string",
         "unknown-field",
         "missing-resource",
+        "resource-and-resources",
+        "empty-resources",
+        "duplicate-resources",
+        "bad-uri-in-resources",
+        "17-resources",
+        "unknown-mode",
+        "permits-0",
+        "permits-1001",
+        "shared-with-permits",
         "bad-pod-name",
     ],
 )
@@ -90,8 +114,11 @@ def test_invalid_claims_are_refused_naming_the_field(
         ({"holder": "agent-b"}, "holder is immutable"),
         ({"wait": True}, "wait is immutable"),
         ({"podRef": {"name": "p"}}, "podRef is immutable"),
+        ({"mode": "Shared"}, "mode is immutable"),
+        ({"permits": 2}, "permits is immutable"),
+        ({"resource": None, "resources": ["github://acme/app/pr/1"]}, "resource and resources are immutable"),
     ],
-    ids=["resource", "holder", "wait", "podRef"],
+    ids=["resource", "holder", "wait", "podRef", "mode", "permits", "resources"],
 )
 def test_identity_fields_are_immutable(
     admin_api: ApiClient, namespace: str, change: dict[str, Any], field: str

@@ -118,7 +118,8 @@ def test_printer_columns(locks: Locks, control_plane, ns: str) -> None:  # type:
     assert lc.split("\n")[0].split() == ["NAME", "RESOURCE", "HOLDER", "PHASE", "POSITION", "EXPIRES", "AGE"]
     assert "deploy://api-prod" in lc and "Held" in lc
     rl = subprocess.run([*kubectl, "get", "rl"], check=True, capture_output=True, text=True).stdout
-    assert rl.split("\n")[0].split() == ["NAME", "RESOURCE", "HOLDER", "TOKEN", "EXPIRES", "AGE"]
+    assert rl.split("\n")[0].split() == ["NAME", "RESOURCE", "HOLDER", "MODE", "HOLDERS", "TOKEN", "EXPIRES", "AGE"]
+    assert rl.split("\n")[1].split()[3:5] == ["Exclusive", "1"]
     both = subprocess.run([*kubectl, "get", "locks"], check=True, capture_output=True, text=True).stdout
     assert "lockclaim.kubelock.dev/a" in both and "resourcelock.kubelock.dev/" in both
 

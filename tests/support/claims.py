@@ -30,8 +30,14 @@ class Locks:
         wait_timeout: int | None = None,
         pod: tuple[str, str | None] | None = None,
         owner_pod_uid: str | None = None,
+        mode: str | None = None,
+        permits: int | None = None,
     ) -> Body:
         spec: Body = {"resource": resource, "holder": holder, "wait": wait}
+        if mode is not None:
+            spec["mode"] = mode
+        if permits is not None:
+            spec["permits"] = permits
         if ttl is not None:
             spec["ttlSeconds"] = ttl
         if wait_timeout is not None:

@@ -1,7 +1,8 @@
 """A recording stand-in for `KubeClient` in unit tests of the operator's write path.
 
 It keeps objects by path, gives each write a new resourceVersion from one counter (as etcd does),
-honours `metadata.resourceVersion` in merge patches and uid preconditions on deletes, and records
+honours `metadata.resourceVersion` in merge patches and uid and resourceVersion preconditions on
+deletes, and records
 every request as (verb, path). `react(verb, fn)` replaces one verb's behaviour (return a body,
 raise, e.g. a 409, or act around the default), the way client-go's fake clientset takes reactors.
 It is for asserting which writes a step makes; what the real API server does is tested in
@@ -85,6 +86,8 @@ class FakeApi:
             stored = self._stored(path)
             if uid is not None and stored["metadata"]["uid"] != uid:
                 raise Conflict(409, "Conflict", "uid precondition failed")
+            if resource_version is not None and stored["metadata"]["resourceVersion"] != resource_version:
+                raise Conflict(409, "Conflict", "resourceVersion precondition failed")
             del self.objects[path]
             return stored
 

@@ -1,5 +1,6 @@
-"""Watches every LockClaim of a namespace and checks, at each event, that no resource has two
-claims in phase Held: the "at no observed moment two holders" property."""
+"""Watches every LockClaim of a namespace and checks, at each event, that the claims in phase Held on
+each resource may hold it together (capacity 1: one exclusive holder, or any number of Shared ones):
+the "at no observed moment two conflicting holders" property."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from kubelock.api.fencing import lock_token
+from kubelock.domain.grants import Mode, Need, compatible
 from kubelock.domain.resource import normalise
 
 
@@ -19,7 +21,7 @@ class HolderMonitor:
         self._api = k8s.CustomObjectsApi(api)
         self._namespace = namespace
         self._watch = watch.Watch()
-        self._held: dict[str, set[str]] = defaultdict(set)  # resource -> claim names Held
+        self._held: dict[str, dict[str, Need]] = defaultdict(dict)  # resource -> claim names Held -> need
         self.violations: list[str] = []
         self.grants: list[tuple[str, str, int]] = []  # (resource, claim, fencing token) in observed order
         self.events = 0
@@ -64,12 +66,13 @@ class HolderMonitor:
         holding = kind != "DELETED" and status.get("phase") == "Held"
         held = self._held[resource]
         if holding and name not in held:
-            held.add(name)
+            spec = obj["spec"]
+            held[name] = Need(Mode(spec.get("mode", "Exclusive")), int(spec.get("permits", 1)))
             self.grants.append((resource, name, int(status.get("fencingToken") or 0)))
-            if len(held) > 1:
+            if not compatible(held.values(), 1):
                 self.violations.append(f"{resource} held by {sorted(held)} at once")
         elif not holding:
-            held.discard(name)
+            held.pop(name, None)
 
     def tokens_by_resource(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = defaultdict(list)

@@ -219,3 +219,12 @@ def test_a_wait_any_one_release_would_end_is_no_deadlock_edge() -> None:
     space.remove("b")
     space.settle(T0 + 2, [RES, r2])
     assert space.get("c").phase is Phase.HELD
+
+
+def test_grants_made_together_are_told_together() -> None:
+    """Shared waiters granted in one step are told in one step (one status write each, sent at once),
+    not one per round: the last of many readers learns of its grant as soon as the first."""
+    a, b, c = shared("a", 5, wait=True), shared("b", 6, wait=True), shared("c", 7)
+    grants = [lock_for(a, token=1005), lock_for(b, token=1006), lock_for(c, token=1007)]
+    decision = run([a, b, c], grants, T0 + 1)
+    assert summary(decision) == [("status", n, Phase.HELD, Reason.GRANTED) for n in ("a", "b", "c")]

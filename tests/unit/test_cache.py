@@ -38,7 +38,7 @@ def test_a_deleted_locks_late_events_do_not_bring_it_back() -> None:
     assert cache.upsert_lock(lock("l1", 11)) is None  # the watch's MODIFIED (token) arrives afterwards
     assert ("a", R) not in cache.locks
     assert cache.upsert_lock(lock("l2", 20)) == ("a", R)  # the next lock of the resource is a new uid
-    assert cache.locks[("a", R)][0].uid == "l2"
+    assert cache.locks[("a", R)].grants[0].uid == "l2"
 
 
 def test_an_unchanged_lock_asks_for_no_reconcile() -> None:

@@ -81,6 +81,7 @@ def test_skill_lists_the_lock_outcomes() -> None:
         (compat.rlock, [], "the following arguments are required: uri"),
         (compat.runlock, ["a", "b"], "unrecognized arguments"),
         (compat.rlock_heartbeat, ["x://y", "--nope"], "unrecognized arguments"),
+        (compat.rlock, ["x://y", "--permits", "two"], "'two' is not a whole number"),
     ],
 )
 def test_compat_usage_errors_are_one_json_object(
@@ -99,7 +100,8 @@ def test_compat_usage_errors_are_one_json_object(
 @pytest.mark.parametrize(
     "argv",
     [["no-scheme"], ["x://y", "--ttl", "0"], ["x://y", "--ttl", "99999"], ["x://y", "--wait", "--timeout", "0"],
-     ["x://y", "--namespace", "Bad_NS"], ["x://y", "--holder", "two words"], ["x://y", "--timeout", "5"]],
+     ["x://y", "--namespace", "Bad_NS"], ["x://y", "--holder", "two words"], ["x://y", "--timeout", "5"],
+     ["x://y", "--shared", "--permits", "2"], ["x://y", "--permits", "0"], ["x://y", "--permits", "1001"]],
 )
 def test_compat_refuses_bad_input_before_looking_for_a_cluster(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

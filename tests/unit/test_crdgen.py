@@ -114,7 +114,7 @@ def test_names_scope_and_subresources(
     ("kind", "columns"),
     [
         pytest.param("lc", ["Resource", "Holder", "Phase", "Position", "Expires", "Age"], id="lockclaim"),
-        pytest.param("rl", ["Resource", "Holder", "Token", "Expires", "Age"], id="resourcelock"),
+        pytest.param("rl", ["Resource", "Holder", "Mode", "Holders", "Token", "Expires", "Age"], id="resourcelock"),
     ],
 )
 def test_printer_columns_of_the_contract(crds: dict[str, dict[str, Any]], kind: str, columns: list[str]) -> None:
@@ -160,12 +160,20 @@ def test_resource_field_rules(crds: dict[str, dict[str, Any]]) -> None:
 
 def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:
     spec = schema_of(crds["lc"])["properties"]["spec"]
-    assert set(spec["required"]) == {"resource", "holder"}
+    assert set(spec["required"]) == {"holder"}  # and exactly one of resource, resources (CEL)
     holder_rules = {r["rule"] for r in spec["properties"]["holder"]["x-kubernetes-validations"]}
     assert "self == oldSelf" in holder_rules
     messages = {r["message"] for r in spec["x-kubernetes-validations"]}
     assert {"podRef is immutable", "wait is immutable", "waitTimeoutSeconds requires wait: true",
-            "waitTimeoutSeconds is immutable"} <= messages
+            "waitTimeoutSeconds is immutable", "resource and resources are immutable",
+            "set exactly one of resource (one URI) and resources (a list of URIs locked all together)",
+            "a Shared claim takes no permits: with mode: Shared, permits must be 1 (or unset)"} <= messages
+    assert spec["properties"]["mode"]["enum"] == ["Exclusive", "Shared"]
+    permits = spec["properties"]["permits"]
+    assert (permits["minimum"], permits["maximum"], permits["default"]) == (1, 1000, 1)
+    resources = spec["properties"]["resources"]
+    assert (resources["minItems"], resources["maxItems"]) == (1, 16)
+    assert "self == oldSelf" not in {r["rule"] for r in resources["items"]["x-kubernetes-validations"]}
     ttl = spec["properties"]["ttlSeconds"]
     assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 1, 86400)
     assert spec["properties"]["wait"]["default"] is False

@@ -37,9 +37,9 @@ R = "chaos://pool/r01"
 
 
 def hold(agent: str, claim: str, token: int, start: float, end: float, expiry: float | None = None,
-         pod: str | None = None, resource: str = R) -> Hold:
+         pod: str | None = None, resource: str = R, mode: str = "Exclusive") -> Hold:
     return Hold(agent=agent, resource=resource, claim=claim, token=token, start=start, end=end,
-                expiry=expiry if expiry is not None else end + 10, pod=pod)
+                expiry=expiry if expiry is not None else end + 10, pod=pod, mode=mode)
 
 
 def lock(claim: str, token: int, version: int, created: float, deleted: float | None, expiry: float | None = None,
@@ -91,6 +91,32 @@ def test_overlapping_holds_break_mutual_exclusion() -> None:
     history = History(end=100)
     history.extend([hold("a", "c1", 10, 0, 5), hold("b", "c2", 20, 4, 9)])
     assert violations(history) == ["mutual-exclusion"]
+
+
+def test_shared_holds_may_overlap_each_other_but_not_an_exclusive_one() -> None:
+    readers = History(end=100)
+    readers.extend([hold("a", "c1", 10, 0, 5, mode="Shared"), hold("b", "c2", 20, 1, 9, mode="Shared"),
+                    hold("c", "c3", 30, 2, 3, mode="Shared")])
+    assert violations(readers) == []  # granted together, told in any order: no fencing-order either
+    writer = History(end=100)
+    writer.extend([hold("a", "c1", 10, 0, 5, mode="Shared"), hold("b", "c2", 20, 1, 9, mode="Shared"),
+                   hold("w", "c3", 30, 6, 7)])
+    assert violations(writer) == ["mutual-exclusion"]  # beside a reader that still held
+
+
+def test_readers_told_in_another_order_than_granted_are_no_fencing_violation() -> None:
+    """Two Shared grants (tokens 10, then 20) told the other way round, the second reader done before
+    the first heard of its grant: the grants' order is the locks' (version 100 before 200)."""
+    history = History(end=100)
+    history.extend([hold("b", "c2", 20, 1, 2, mode="Shared"), hold("a", "c1", 10, 3, 5, mode="Shared"),
+                    lock("c1", 10, 100, 0.5, 5.1), lock("c2", 20, 200, 0.6, 2.1)])
+    assert violations(history) == []
+
+
+def test_a_reader_granted_after_a_writer_with_a_smaller_token_breaks_fencing_order() -> None:
+    history = History(end=100)
+    history.extend([hold("w", "c1", 20, 0, 5), hold("a", "c2", 10, 6, 9, mode="Shared")])
+    assert violations(history) == ["fencing-order"]
 
 
 def test_a_hold_contained_in_another_is_caught() -> None:
@@ -249,6 +275,17 @@ def test_an_older_claim_decided_before_the_grant_was_not_overtaken() -> None:
     # e.g. it timed out: the operator wrote TimedOut (version 25) before it created the lock (30),
     # even if a watch showed the lock first
     assert violations(fifo_history(older_decided_version=25)) == []
+
+
+def test_an_older_claim_granted_first_and_told_later_was_not_overtaken() -> None:
+    """Shared grants made together are told one after another: the older claim's grant (version 28)
+    came before the younger's (30), its Held status (45) after."""
+    history = fifo_history(older_decided_version=45)
+    history.extend([LockLife(uid="l-old", resource=R, holder="old", claim="old", token=28, version=28, created=2.9,
+                             deleted=4, expiry=30, released=4, created_version=28)])
+    assert violations(history) == []
+    history.locks = [replace(lock, created_version=32) if lock.claim == "old" else lock for lock in history.locks]
+    assert violations(history) == ["fifo"]  # granted after the younger one: overtaken
 
 
 def test_a_reservation_for_a_younger_claim_breaks_fifo_too() -> None:

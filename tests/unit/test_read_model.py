@@ -321,7 +321,7 @@ def test_the_chaos_monitor_records_what_the_read_model_reads() -> None:
     assert (seen.phase, seen.reason, seen.answered, seen.decided, seen.decided_version) == (
         "Held", "Granted", 10.0, 11.5, 48213)
     assert seen.held and seen.released is None
-    held = monitor.locks["lock-uid-1"]
+    held = monitor.locks[f"lock-uid-1/{claim['metadata']['uid']}"]  # its one grant
     assert (held.token, held.version, held.created_version, held.pod) == (48190, 48214, 48214, "worker-0")
     assert held.claim == claim["metadata"]["uid"] and held.expiry == from_rfc3339(EXPIRES)
     monitor._on_claim("DELETED", claim, 12.0)
@@ -337,9 +337,33 @@ def test_the_chaos_monitor_tolerates_partial_and_malformed_objects() -> None:
     monitor._on_claim("MODIFIED", bogus, 2.0)
     assert monitor.claims["c1"].phase is None and monitor.claims["c1"].decided is None
     monitor._on_lock("ADDED", {"metadata": {"uid": "l1"}, "spec": {"fencingToken": "7", "expireTime": "soon"}}, 3.0)
-    assert monitor.locks["l1"].token == 0 and monitor.locks["l1"].expiry is None
+    assert monitor.locks["l1/"].token == 0 and monitor.locks["l1/"].expiry is None
     monitor._on_lock("MODIFIED", {"metadata": {"uid": "l1"}, "spec": {"fencingToken": 7}}, 4.0)
-    assert monitor.locks["l1"].token == 7
+    assert monitor.locks["l1/"].token == 7
     monitor._on_claim("DELETED", {"metadata": {"uid": "unknown"}}, 5.0)  # never seen: nothing to record
     assert "unknown" not in monitor.claims
     assert len(monitor.records()) == 2
+
+
+def test_the_chaos_monitor_follows_each_grant_of_a_shared_lock() -> None:
+    monitor = Monitor(kube=None, namespace="team-a")  # type: ignore[arg-type]
+    lock = granted_lock()
+    lock["spec"]["mode"] = "Shared"
+    monitor._on_lock("ADDED", lock, 1.0)
+    second = {**lock["spec"], "holder": "agent-8", "claimRef": {"name": "b", "uid": "claim-b"}, "fencingToken": 0}
+    del second["resource"]
+    lock = {**lock, "metadata": {**lock["metadata"], "resourceVersion": "48300"},
+            "spec": {**lock["spec"], "grants": [second], "holders": 2}}
+    monitor._on_lock("MODIFIED", lock, 2.0)
+    first_key = f"lock-uid-1/{lock['spec']['claimRef']['uid']}"
+    added = monitor.locks["lock-uid-1/claim-b"]
+    assert (added.token, added.created, added.created_version, added.holder) == (48300, 2.0, 48300, "agent-8")
+    assert monitor.locks[first_key].token == 48190 and monitor.held_resources() == 1
+    # The first grant goes: the second moves up with its token, recorded now.
+    moved = {**second, "resource": NORMAL, "fencingToken": 48300}
+    lock = {**lock, "metadata": {**lock["metadata"], "resourceVersion": "48400"}, "spec": {**moved, "holders": 1}}
+    monitor._on_lock("MODIFIED", lock, 3.0)
+    assert monitor.locks[first_key].deleted == 3.0
+    assert added.deleted is None and added.token == 48300 and not added.other_tokens
+    monitor._on_lock("DELETED", {"metadata": {"uid": "lock-uid-1"}}, 4.0)
+    assert added.deleted == 4.0

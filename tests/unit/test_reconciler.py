@@ -139,7 +139,7 @@ def test_a_renewal_records_the_token_the_holder_was_told() -> None:
         lock_path = paths.locks("a", lock_name(R))
         assert api.writes == [("patch", lock_path), ("patch", paths.claims("a", "c1", status=True))]
         assert api.objects[lock_path]["spec"]["fencingToken"] == told
-        assert cache.locks[("a", R)][0].fencing_token == told
+        assert cache.locks[("a", R)].grants[0].fencing_token == told
         await reconciler.stop()
 
     asyncio.run(scenario())
@@ -158,9 +158,9 @@ def test_a_create_that_finds_the_lock_taken_learns_the_holder_and_tells_nobody()
         other["metadata"]["name"] = lock_name(R)
         api.put(paths.locks("a", lock_name(R)), other)  # the other replica's grant, not yet in this cache
         reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        await reconciler._create_lock("a", CreateLock(cache.claims["u1"].claim, clock.now(), 60))
+        await reconciler._create_lock("a", CreateLock(cache.claims["u1"].claim, clock.now(), 60), Seen({}, None))
         assert api.requests == [("create", paths.locks("a")), ("get", paths.locks("a", lock_name(R)))]
-        assert cache.locks[("a", R)][0].claim_uid == "ua"
+        assert cache.locks[("a", R)].grants[0].claim_uid == "ua"
         assert "status" not in api.objects[paths.claims("a", "c1")]
         await reconciler.stop()
 

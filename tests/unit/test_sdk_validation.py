@@ -91,6 +91,9 @@ async def test_requests_are_validated_before_they_are_sent() -> None:
             client.try_acquire("github://x", ttl=0),
             client.acquire("github://x", timeout=0),
             client.acquire("github://x", wait=False, timeout=5),
+            client.acquire("github://x", mode="Shared", permits=2),
+            client.acquire("github://x", mode="Read"),
+            client.try_acquire("github://x", permits=0),
             client.release("bad uri"),
             client.heartbeat("also bad"),
             client.get(""),
@@ -128,3 +131,17 @@ def test_interrupting_a_blocking_call_cancels_its_task_and_waits_for_cleanup() -
     finally:
         timer.cancel()
         runner.stop()
+
+
+def test_an_exclusive_claim_is_sent_as_ever_and_a_shared_or_counted_one_says_so() -> None:
+    from kubelock.sdk.identity import Identity
+
+    client = AsyncLockClient(credentials=NOWHERE, holder="agent-a", retries=0)
+    ident = Identity(holder="agent-a", namespace="default")
+    plain = client._claim_body(ident, "c", "github://x", wait=True, ttl=None, wait_timeout=None)
+    assert "mode" not in plain["spec"] and "permits" not in plain["spec"]
+    shared = client._claim_body(ident, "c", "github://x", wait=True, ttl=None, wait_timeout=None, mode="Shared")
+    assert (shared["spec"]["mode"], shared["spec"]["permits"]) == ("Shared", 1)
+    counted = client._claim_body(ident, "c", "github://x", wait=True, ttl=None, wait_timeout=None, permits=3)
+    assert (counted["spec"]["mode"], counted["spec"]["permits"]) == ("Exclusive", 3)
+    asyncio.run(client.close())

@@ -34,6 +34,10 @@ def spec(**changes: Any) -> dict[str, Any]:
         pytest.param(spec(resource="a://" + "x" * 1020), {}, id="resource-1024-chars"),
         pytest.param(spec(holder="h" * 253), {}, id="holder-253-chars"),
         pytest.param(spec(holder="system:serviceaccount:ns:bot"), {}, id="holder-user-name"),
+        pytest.param(spec(mode="Shared"), {"mode": "Shared", "permits": 1}, id="shared"),
+        pytest.param(spec(permits=3), {"mode": "Exclusive", "permits": 3}, id="permits"),
+        pytest.param(spec(resource=..., resources=["a://1", "b://2"]), {"resource": None, "resources": ["a://1", "b://2"]},
+                     id="resources"),
         pytest.param({**BASE, "ttl_seconds": 5, "wait_timeout_seconds": 3, "wait": True},
                      {"ttl_seconds": 5, "wait_timeout_seconds": 3}, id="python-field-names"),
     ],
@@ -47,7 +51,7 @@ def test_valid_specs(body: dict[str, Any], expected: dict[str, Any]) -> None:
 def test_spec_round_trips_with_camel_case_names() -> None:
     body = spec(ttlSeconds=60, wait=True, waitTimeoutSeconds=30, podRef={"name": "p", "uid": "u"})
     dumped = LockClaimSpec.model_validate(body).model_dump(by_alias=True, exclude_none=True)
-    assert dumped == body
+    assert dumped == {**body, "mode": "Exclusive", "permits": 1}
 
 
 @pytest.mark.parametrize(
@@ -64,7 +68,15 @@ def test_spec_round_trips_with_camel_case_names() -> None:
                      id="wait-timeout-above-ceiling"),
         pytest.param(spec(owner="me"), "owner", "Extra inputs are not permitted", id="unknown-field"),
         pytest.param(spec(ttl=60), "ttl", "Extra inputs are not permitted", id="misspelt-field"),
-        pytest.param(spec(resource=...), "resource", "Field required", id="resource-missing"),
+        pytest.param(spec(resource=...), "", "exactly one of resource", id="resource-missing"),
+        pytest.param(spec(resources=["a://1"]), "", "exactly one of resource", id="resource-and-resources"),
+        pytest.param(spec(resource=..., resources=[]), "resources", "at least 1 item", id="resources-empty"),
+        pytest.param(spec(resource=..., resources=["a://1", "a://1"]), "", "twice", id="resources-repeat"),
+        pytest.param(spec(resource=..., resources=["a://1", "nope"]), "resources.1", "://", id="resources-bad-uri"),
+        pytest.param(spec(mode="Read"), "mode", "'Exclusive' or 'Shared'", id="mode-unknown"),
+        pytest.param(spec(permits=0), "permits", "greater than or equal to 1", id="permits-zero"),
+        pytest.param(spec(permits=1001), "permits", "less than or equal to 1000", id="permits-above-ceiling"),
+        pytest.param(spec(mode="Shared", permits=2), "", "Shared claim takes no permits", id="shared-permits"),
         pytest.param(spec(holder=...), "holder", "Field required", id="holder-missing"),
         pytest.param(spec(resource=""), "resource", "must not be empty", id="resource-empty"),
         pytest.param(spec(resource="github/acme"), "resource", "://", id="resource-no-separator"),

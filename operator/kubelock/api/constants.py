@@ -24,6 +24,9 @@ POD_LABEL_VALUE = "true"
 # Who broke a lock and why, recorded by `kubelock unlock` on the ResourceLock before deleting it.
 BREAK_ACTOR_ANNOTATION = "kubelock.dev/broken-by"
 BREAK_REASON_ANNOTATION = "kubelock.dev/break-reason"
+# Breaking some of a lock's grants, not the lock: the uids of their claims, comma-separated, set with
+# the two above instead of deleting the lock; the operator removes those grants and the annotations.
+BREAK_CLAIMS_ANNOTATION = "kubelock.dev/break-claims"
 # Labels on ResourceLocks and claims, for selection by holder.
 HOLDER_HASH_LABEL = "kubelock.dev/holder-hash"
 MANAGED_BY = "kubelock-operator"

@@ -163,6 +163,8 @@ def render() -> dict[str, JSON]:
             _col("Held-By", ".status.holder", description="Who holds the resource now", priority=1),
             _col("Token", ".status.fencingToken", "integer", "Fencing token while Held", priority=1),
             _col("Reason", ".status.reason", description="Reason for the phase", priority=1),
+            _col("Mode", ".spec.mode", description="Exclusive or Shared", priority=1),
+            _col("Permits", ".spec.permits", "integer", "Permits asked of each resource", priority=1),
         ],
         status=True,
     )
@@ -173,8 +175,11 @@ def render() -> dict[str, JSON]:
         _root(ResourceLock, schema_of(ResourceLockSpec), None),
         [
             _col("Resource", ".spec.resource", description="The normalised resource URI"),
-            _col("Holder", ".spec.holder", description="The holder"),
-            _col("Token", ".spec.fencingToken", "integer", "Fencing token once recorded (0: the resourceVersion)"),
+            _col("Holder", ".spec.holder", description="The first grant's holder"),
+            _col("Mode", ".spec.mode", description="The first grant's mode: Exclusive or Shared"),
+            _col("Holders", ".spec.holders", "integer", "How many grants hold the resource"),
+            _col("Token", ".spec.fencingToken", "integer",
+                 "The first grant's fencing token once recorded (0: the resourceVersion)"),
             _col("Expires", ".spec.expireTime", description="When the lease ends unless renewed"),
             _col("Age", ".metadata.creationTimestamp", "date"),
             _col("Claim", ".spec.claimRef.name", description="The holding LockClaim", priority=1),

@@ -111,7 +111,7 @@ class Metadata:
 
 @dataclass(frozen=True, slots=True)
 class ClaimSpec:
-    resource: str  # normalised
+    resource: str  # normalised; the first of `resources` for a claim of several
     holder: str
     wait: bool
     ttl_seconds: int | None
@@ -119,13 +119,24 @@ class ClaimSpec:
     bound: bool  # spec.podRef is set: the claim lives as long as that pod
     pod_name: str | None
     pod_uid: str | None
+    mode: str = "Exclusive"
+    permits: int = 1
+    resources: tuple[str, ...] = ()  # normalised, as listed: every resource the claim asks for
 
     @classmethod
     def parse(cls, raw: object) -> ClaimSpec:
         spec = _mapping(raw)
         pod_ref = _mapping(spec.get("podRef"))
+        listed = spec.get("resources")
+        if isinstance(listed, list) and listed:
+            resources = tuple(normalise(str(r)) for r in listed)
+        else:
+            resources = (normalise(str(spec.get("resource") or "")),)
         return cls(
-            resource=normalise(str(spec.get("resource") or "")),
+            resource=resources[0],
+            resources=resources,
+            mode=_text(spec.get("mode")) or "Exclusive",
+            permits=integer(spec.get("permits")) or 1,
             holder=str(spec.get("holder") or ""),
             wait=bool(spec.get("wait", False)),
             ttl_seconds=integer(spec.get("ttlSeconds")),
@@ -157,6 +168,7 @@ class ClaimStatus:
     cycle: tuple[str, ...] | None
     observed_renew: str | None
     conditions: tuple[Mapping[str, Any], ...]
+    grants: tuple[dict[str, Any], ...] = ()  # status.grants, as written
 
     def condition(self, type_: str) -> Mapping[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)
@@ -177,6 +189,7 @@ class ClaimStatus:
         status = _mapping(raw)
         cycle = status.get("cycle")
         conditions = status.get("conditions")
+        grants = status.get("grants")
         return cls(
             phase=_phase(status.get("phase")),
             reason=_text(status.get("reason")) or None,
@@ -194,6 +207,7 @@ class ClaimStatus:
             cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,
             observed_renew=_text(status.get("observedRenew")),
             conditions=tuple(c for c in conditions if isinstance(c, dict)) if isinstance(conditions, list) else (),
+            grants=tuple(g for g in grants if isinstance(g, dict)) if isinstance(grants, list) else (),
         )
 
 
@@ -230,6 +244,9 @@ class ClaimObject:
 
 @dataclass(frozen=True, slots=True)
 class LockSpec:
+    """One grant of a ResourceLock: its top-level fields (the first grant) or an entry of
+    spec.grants (`grants` then is empty)."""
+
     resource: str  # as written by the operator (already normalised)
     holder: str
     claim_name: str
@@ -241,6 +258,14 @@ class LockSpec:
     lease_seconds: int | None
     pod_name: str | None
     pod_uid: str | None
+    mode: str = "Exclusive"
+    permits: int = 1
+    grants: tuple[LockSpec, ...] = ()  # the further grants (top level only)
+
+    @property
+    def every_grant(self) -> tuple[LockSpec, ...]:
+        """The first grant and every further one."""
+        return (self, *self.grants)
 
     @property
     def renewed_at(self) -> datetime | None:
@@ -258,12 +283,14 @@ class LockSpec:
         return datetime.fromtimestamp(renewed.timestamp() + (self.lease_seconds or 0), renewed.tzinfo)
 
     @classmethod
-    def parse(cls, raw: object) -> LockSpec:
+    def parse(cls, raw: object, resource: str | None = None) -> LockSpec:
         spec = _mapping(raw)
         claim_ref = _mapping(spec.get("claimRef"))
         pod_ref = _mapping(spec.get("podRef"))
+        grants = spec.get("grants") if resource is None else None
+        resource = str(spec.get("resource") or "") if resource is None else resource
         return cls(
-            resource=str(spec.get("resource") or ""),
+            resource=resource,
             holder=str(spec.get("holder") or ""),
             claim_name=str(claim_ref.get("name") or ""),
             claim_uid=str(claim_ref.get("uid") or ""),
@@ -274,6 +301,10 @@ class LockSpec:
             lease_seconds=integer(spec.get("leaseDurationSeconds")),
             pod_name=_text(pod_ref.get("name")),
             pod_uid=_text(pod_ref.get("uid")),
+            mode=_text(spec.get("mode")) or "Exclusive",
+            permits=integer(spec.get("permits")) or 1,
+            grants=tuple(cls.parse(g, resource) for g in grants if isinstance(g, dict))
+            if isinstance(grants, list) else (),
         )
 
 

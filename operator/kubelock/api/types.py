@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubelock.domain.model import MAX_GRANTS
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import (
     HOLDER_PATTERN,
@@ -32,8 +33,12 @@ def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
 
 
+def _rules(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
 def _immutable(what: str) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [_cel("self == oldSelf", f"{what} is immutable")]}
+    return _rules(_cel("self == oldSelf", f"{what} is immutable"))
 
 
 class _Model(BaseModel):
@@ -65,6 +70,33 @@ ResourceURI = Annotated[
         },
     ),
 ]
+
+MAX_RESOURCES = 16
+"""The most resources one claim may ask for at once (`spec.resources`)."""
+MAX_PERMITS = 1000
+"""The most permits one claim may ask of a resource."""
+
+ResourceItem = Annotated[
+    str,
+    AfterValidator(validate_resource),
+    Field(
+        max_length=MAX_RESOURCE_LENGTH,
+        description="A resource URI, with the rules of `resource`.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(f"size(bytes(self)) <= {MAX_RESOURCE_LENGTH}", f"must be at most {MAX_RESOURCE_LENGTH} bytes"
+                     " (UTF-8)"),
+                _cel(
+                    f"self.matches(r'{RESOURCE_PATTERN}')",
+                    "must be a URI scheme://rest: the scheme starts with a letter and holds only letters, "
+                    "digits, '+', '.' or '-', and the URI has no whitespace or control characters",
+                ),
+            ]
+        },
+    ),
+]
+
+Mode = Literal["Exclusive", "Shared"]
 
 Holder = Annotated[
     str,
@@ -116,7 +148,52 @@ class ObjectRef(_Model):
 class LockClaimSpec(_Model):
     """What a holder asks for. Only `ttlSeconds` may change after creation."""
 
-    resource: ResourceURI
+    resource: ResourceURI | None = None
+    resources: list[ResourceItem] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_RESOURCES,
+        description=(
+            "Instead of `resource`: several resources, granted all together or not at all (1-16 URIs, no "
+            "repeats, each with the rules of `resource`). While waiting the claim holds none of them. "
+            "Mode and permits apply to every one. Immutable."
+        ),
+        json_schema_extra=_rules(
+            _cel("self.all(r, self.exists_one(s, s == r))", "resources must not name a resource twice"),
+            _cel("self == oldSelf", "resources is immutable"),
+        ),
+    )
+    mode: Mode = Field(
+        default="Exclusive",
+        description=(
+            "Exclusive (default): the claim's permits are taken from the resource's capacity (capacity 1: "
+            "one holder at a time). Shared: holds the resource together with every other Shared holder and "
+            "no Exclusive one (readers and a writer). Immutable."
+        ),
+        json_schema_extra=_immutable("mode"),
+    )
+    permits: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PERMITS,
+        description=(
+            "How many of the resource's permits an Exclusive claim takes (default 1, at most 1000): holders "
+            "coexist while their permits fit in the resource's capacity (a counted semaphore). The capacity is "
+            "1 unless a LockPolicy sets it. Must be 1 with mode: Shared. Immutable."
+        ),
+        json_schema_extra=_immutable("permits"),
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> LockClaimSpec:
+        """The rules of LOCK_CLAIM_SPEC_RULES that the SDK checks before sending."""
+        if (self.resource is None) == (self.resources is None):
+            raise ValueError("set exactly one of resource (one URI) and resources (a list of URIs locked all together)")
+        if self.resources is not None and len(set(self.resources)) != len(self.resources):
+            raise ValueError("resources must not name a resource twice")
+        if self.mode == "Shared" and self.permits != 1:
+            raise ValueError("a Shared claim takes no permits: with mode: Shared, permits must be 1 (or unset)")
+        return self
     holder: Holder
     pod_ref: PodRef | None = Field(
         default=None,
@@ -153,6 +230,19 @@ class LockClaimSpec(_Model):
 
 LOCK_CLAIM_SPEC_RULES = [
     _cel(
+        "has(self.resource) != has(self.resources)",
+        "set exactly one of resource (one URI) and resources (a list of URIs locked all together)",
+    ),
+    _cel(
+        "!has(self.mode) || self.mode != 'Shared' || !has(self.permits) || self.permits == 1",
+        "a Shared claim takes no permits: with mode: Shared, permits must be 1 (or unset)",
+        fieldPath=".permits",
+    ),
+    _cel(
+        "has(self.resource) == has(oldSelf.resource) && has(self.resources) == has(oldSelf.resources)",
+        "resource and resources are immutable",
+    ),
+    _cel(
         "has(self.podRef) == has(oldSelf.podRef) && (!has(self.podRef) || self.podRef == oldSelf.podRef)",
         "podRef is immutable",
     ),
@@ -168,6 +258,18 @@ LOCK_CLAIM_SPEC_RULES = [
         "waitTimeoutSeconds is immutable",
     ),
 ]
+
+
+class ClaimGrant(_Model):
+    """One resource a Held claim holds."""
+
+    resource: str = Field(description="The normalised resource URI.")
+    lock_name: str = Field(description="Name of the ResourceLock that records the grant.")
+    fencing_token: int = Field(
+        description="The grant's fencing token: strictly greater than every earlier grant's on this resource."
+    )
+    mode: Mode = Field(default="Exclusive", description="Exclusive or Shared.")
+    permits: int = Field(default=1, description="Permits taken from the resource's capacity.")
 
 
 class Condition(_Model):
@@ -204,6 +306,13 @@ class LockClaimStatus(_Model):
             "While Held: a number strictly greater than every token issued before for the same resource "
             "in this namespace. Pass it with every write to the protected system and have that system "
             "refuse writes carrying a smaller token than the largest it has seen."
+        ),
+    )
+    grants: list[ClaimGrant] | None = Field(
+        default=None,
+        description=(
+            "While Held: one entry per resource of the claim, each with its lock and its own fencing token "
+            "(for a claim of one resource, the same as lockName and fencingToken)."
         ),
     )
     acquired_at: datetime | None = Field(default=None, description="When the current lease was granted.")
@@ -250,32 +359,54 @@ class LockClaimStatus(_Model):
     observed_generation: int | None = Field(default=None, description="The generation last acted on.")
 
 
+_TOKEN_DESCRIPTION = (
+    "The grant's fencing token, as on the claim: the resourceVersion of the write that made the grant "
+    "(for the first grant, the lock's creation). 0 until the lock's next write records it: a grant with "
+    "token 0 was made by the write that produced the lock's current resourceVersion, so read the token as "
+    "this field or, when it is 0, metadata.resourceVersion. Admission keeps that true: every write "
+    "records the current resourceVersion in the grants that have 0, and a recorded token never changes."
+)
+
+
+class LockGrant(_Model):
+    """A further grant on the resource (the first is the lock's top-level fields)."""
+
+    holder: str = Field(description="The holder identity.")
+    claim_ref: ObjectRef = Field(description="The LockClaim that holds this grant.")
+    pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
+    lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
+    acquire_time: datetime = Field(description="When the grant was made.")
+    renew_time: datetime = Field(description="When the operator last observed a renewal.")
+    expire_time: datetime | None = Field(default=None, description="renewTime + leaseDurationSeconds.")
+    fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
+    mode: Mode = Field(default="Exclusive", description="Exclusive or Shared.")
+    permits: int = Field(default=1, ge=1, description="Permits taken from the resource's capacity.")
+
+
 class ResourceLockSpec(_Model):
-    """A held lock: a lease with a fencing token. Written by the operator only."""
+    """The grants on one resource: the first in the top-level fields, every further one in `grants`.
+    Written by the operator only."""
 
     resource: str = Field(
         description="The normalised resource URI.",
         json_schema_extra=_immutable("resource"),
     )
-    holder: str = Field(description="The holder identity.")
-    claim_ref: ObjectRef = Field(description="The LockClaim that holds this lock.")
+    holder: str = Field(description="The holder identity (of the first grant).")
+    claim_ref: ObjectRef = Field(description="The LockClaim that holds the first grant.")
     pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
     lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
     acquire_time: datetime = Field(description="When the lock was granted.")
     renew_time: datetime = Field(description="When the operator last observed a renewal.")
     expire_time: datetime | None = Field(default=None, description="renewTime + leaseDurationSeconds.")
-    fencing_token: int = Field(
-        ge=0,
-        description=(
-            "The grant's fencing token, as on the claim: the resourceVersion at which this lock was created. "
-            "0 until the lock's first write (a renewal, a break record) records it: a lock never written since "
-            "its creation still has that resourceVersion, so read the token as this field or, when it is 0, "
-            "metadata.resourceVersion. Admission keeps that true: the first write must record exactly the "
-            "current resourceVersion, and a recorded token never changes."
-        ),
+    fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
+    mode: Mode = Field(default="Exclusive", description="The first grant's mode: Exclusive or Shared.")
+    permits: int = Field(default=1, ge=1, description="The first grant's permits.")
+    grants: list[LockGrant] | None = Field(
+        default=None,
+        max_length=MAX_GRANTS - 1,
+        description="Every further grant on the resource (Shared holders, or semaphore permits).",
     )
-
-
+    holders: int = Field(default=1, ge=1, description="How many grants hold the resource (1 + len(grants)).")
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str | None = None
@@ -283,7 +414,7 @@ class ObjectMeta(BaseModel):
 
 
 class LockClaim(_Model):
-    """A request for an exclusive lock on a resource. Deleting it releases the lock or leaves the queue."""
+    """A request for a lock on one resource or several. Deleting it releases the lock or leaves the queue."""
 
     api_version: Literal["kubelock.dev/v1alpha1"] = "kubelock.dev/v1alpha1"
     kind: Literal["LockClaim"] = "LockClaim"
@@ -293,7 +424,7 @@ class LockClaim(_Model):
 
 
 class ResourceLock(_Model):
-    """A held lock. Created and renewed by the operator; cluster admins delete it to break a lock."""
+    """The grants held on a resource. Created and renewed by the operator; cluster admins delete it to break it."""
 
     api_version: Literal["kubelock.dev/v1alpha1"] = "kubelock.dev/v1alpha1"
     kind: Literal["ResourceLock"] = "ResourceLock"

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from kubelock.cli import output
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.main import connection_options, reader_went_away, run
+from kubelock.cli.main import connection_options, mode_options, need_of, reader_went_away, run
 from kubelock.cli.progress import QueueProgress
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import LockError
@@ -94,11 +94,12 @@ async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Js
     if args.wait:
         progress = QueueProgress(sys.stderr)
         try:
-            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress)
+            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress,
+                                          **need_of(args))
         finally:
             progress.clear()
         return output.acquired(result)
-    result = await client.try_acquire(args.uri, ttl=args.ttl)
+    result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
     message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait")
     return output.acquired(result, message)
 
@@ -112,7 +113,9 @@ async def _heartbeat(client: AsyncLockClient, args: argparse.Namespace) -> outpu
 
 
 def rlock(argv: Sequence[str] | None = None) -> int:
-    parser = _parser("rlock", "Acquire an exclusive lock; fails (exit 1) if another holder has it.")
+    parser = _parser("rlock", "Acquire a lock (exclusive, --shared or --permits N); fails (exit 1) if it is held "
+                     "in a way that keeps this request out.")
+    mode_options(parser)
     parser.add_argument("--ttl", type=_number(int), help="lease in seconds, 1-86400 (default: the operator's, 1800)")
     parser.add_argument("--wait", action="store_true", help="queue until granted (deadlocks are detected: exit 5)")
     parser.add_argument("--timeout", type=_number(float), help="with --wait: give up after this many seconds (exit 7)")

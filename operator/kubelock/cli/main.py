@@ -16,7 +16,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from kubelock import __version__
 from kubelock.cli import completion, output, signals
@@ -73,6 +73,28 @@ def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holde
 
 
 OUTPUTS = ("json", "yaml", "wide")
+
+
+def mode_options(parser: argparse.ArgumentParser) -> None:
+    """--shared and --permits: how the lock is held (Exclusive with 1 permit unless given)."""
+    parser.add_argument("--shared", action="store_true", help="hold it together with every other --shared "
+                        "holder, never with an exclusive one (readers beside readers; a writer alone)")
+    parser.add_argument("--permits", type=_count, metavar="N", help="take N of the resource's permits, 1-1000 "
+                        "(a counted semaphore; a resource has 1 permit unless a policy gives it more)")
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def need_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The mode and permits the command asks for, as keyword arguments of the SDK."""
+    shared = bool(getattr(args, "shared", False))
+    permits = getattr(args, "permits", None)
+    return {"mode": "Shared" if shared else "Exclusive", "permits": 1 if permits is None else permits}
 
 
 def _common(*, holder: bool) -> Parser:
@@ -137,6 +159,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    mode_options(p)
     add("release", "release a lock you hold (or leave its queue)",
         "PROG release github://acme/app/issues/42").add_argument("uri")
     add("heartbeat", "renew a lock you hold: it lasts another TTL",
@@ -181,6 +204,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--grace", type=_seconds, help="seconds between SIGTERM and SIGKILL when the lock is lost "
                    "(default: half of TTL minus renew deadline, at most 10); renew deadline plus grace must not "
                    "exceed the TTL")
+    mode_options(p)
     p = add("graph", "the wait-for graph as Graphviz DOT (or SVG)",
             "PROG graph | dot -Tpng > waits.png", "PROG graph --svg > waits.svg", "PROG graph -o json")
     fmt = p.add_mutually_exclusive_group()
@@ -212,11 +236,12 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
     if args.wait:
         progress = QueueProgress(sys.stderr)
         try:
-            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress)
+            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress,
+                                          **need_of(args))
         finally:
             progress.clear()
     else:
-        result = await client.try_acquire(args.uri, ttl=args.ttl)
+        result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
     if not result.ok:
         message = output.held_message(result.resource, result.holder, format_time(result.held_since),
                                       f"{args.prog} acquire --wait")
@@ -313,7 +338,7 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
 async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     plan = runner.timing(args.ttl, args.renew_deadline, args.grace)
     lease = client.lock(args.uri, ttl=args.ttl, wait=args.wait, timeout=args.timeout,
-                        renew_deadline=plan.renew_deadline)
+                        renew_deadline=plan.renew_deadline, **need_of(args))
     await lease.__aenter__()
     try:
         outcome = await runner.supervise(lease, args.child, runner.child_environment(lease, os.environ), plan.grace)
@@ -359,6 +384,8 @@ def check_input(args: argparse.Namespace) -> None:
     validation.timeout(getattr(args, "timeout", None))
     if getattr(args, "timeout", None) is not None and not getattr(args, "wait", False):
         raise InvalidInput("--timeout needs --wait")
+    need = need_of(args)
+    validation.need(need["mode"], need["permits"])
     if getattr(args, "namespace", None) is not None:
         validation.namespace(args.namespace)
     if getattr(args, "holder", None) is not None:

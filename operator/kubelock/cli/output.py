@@ -167,6 +167,8 @@ def lock_status(status: LockStatus) -> Json:
         "stale": status.stale,
         "lock": lock.name,
         "claim": lock.claim_name,
+        "mode": lock.mode,
+        "holders": list(lock.holders) or [lock.holder],
     }
 
 
@@ -252,7 +254,7 @@ def status_table(
         [
             *([s.lock.namespace] if all_namespaces else []),
             s.lock.resource,
-            s.lock.holder,
+            s.lock.holder + (f" (+{len(s.lock.holders) - 1} {s.lock.mode})" if len(s.lock.holders) > 1 else ""),
             str(s.lock.fencing_token),
             since(s.lock.acquired_at, now),
             until(s.lock.expires_at, now),

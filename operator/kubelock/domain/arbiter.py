@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from kubelock.domain.grants import Request, admit, blocks, within
 from kubelock.domain.model import (
+    MAX_GRANTS,
     Action,
     Claim,
     ClaimStatus,
@@ -144,11 +145,21 @@ def _step(
     by_uid = {c.uid: c for c in active}
     queue = [c for c in active if c.uid not in holding]
     requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
-    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)}
+    room = max(0, MAX_GRANTS - len(grants))
+    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
     # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
     waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
-    for grant in sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid)):
+    ordered = sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid))
+    # Claims not told of their grant yet are told together: the grant is made (it is stored, with its
+    # token), so its claim is told now, and Shared grants made in one step (or one after another) in
+    # one step, not one per round. New claims get their first answer in the same step; everyone
+    # else's position changes on the next.
+    untold = [g for g in ordered if not _told(by_uid[g.claim_uid])]
+    if untold:
+        made = tuple(a for g in untold for a in _announce(by_uid[g.claim_uid], g, now, policy))
+        return Decision((*made, *_first_answers(resource, waiting, grants, graph, capacity, now)))
+    for grant in ordered:
         step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, policy, deadlines)
         if step is not None:
             made, answer_others = step
@@ -219,6 +230,13 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
             "(operator setting maxTtlSeconds)"
         )
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+    if fresh and len(set(claim.resources)) < len(claim.resources):
+        twice = sorted({r for r in claim.resources if claim.resources.count(r) > 1})
+        message = f"resources name {', '.join(twice)} more than once (after normalisation)"
+        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+    if fresh and claim.resources:
+        message = "claims of several resources (spec.resources) are not granted by this version of the operator"
         return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     if not holds and not within(claim.need, capacity):
         # Never grantable: at the head of the queue it would hold back everyone behind it.
@@ -308,20 +326,20 @@ def _announce(holder: Claim, lock: Lock, now: float, policy: Policy) -> tuple[Ac
     return RenewLock(lock, now, ttl), SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
 
 
+def _told(holder: Claim) -> bool:
+    """The claim has been told of its grant (it is Held)."""
+    return holder.status is not None and holder.status.phase is Phase.HELD
+
+
 def _grant_step(
     resource: str, lock: Lock, holder: Claim, now: float, policy: Policy, deadlines: list[float]
 ) -> tuple[tuple[Action, ...], bool] | None:
-    """What one grant calls for: its claim told, its lease expired, renewed or found stale; None when
-    it is quiet (its next deadlines are added to `deadlines`). With the actions: whether claims
-    without an answer get theirs in the same step (not while the grant ends: the answers would name
-    it)."""
+    """What one grant whose claim has been told of it calls for: its lease expired, renewed or found
+    stale; None when it is quiet (its next deadlines are added to `deadlines`). With the actions:
+    whether claims without an answer get theirs in the same step (not while the grant ends: the
+    answers would name it)."""
     current = holder.status
-    if current is None or current.phase is not Phase.HELD:
-        # The lock exists, so the grant is made (its token is the lock's creation revision); the claim
-        # is told now (new claims get their first answer in the same step; everyone else's position
-        # changes on the next).
-        return _announce(holder, lock, now, policy), True
-
+    assert current is not None  # told (`_told`): untold grants are announced before this is asked
     # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
     # replica whose view of locks lags its view of claims must not cut the renewed lease short.
     expires_at = max(lock.expires_at, current.expires_at or lock.expires_at)

@@ -8,6 +8,10 @@ from enum import StrEnum
 from kubelock.domain.grants import Mode, Need
 from kubelock.domain.reasons import Phase, Reason
 
+MAX_GRANTS = 128
+"""The most grants a resource holds at once: one ResourceLock records them all, and the API server
+bounds an object's size. A request that would exceed it waits, as if the resource were full."""
+
 
 class PodLiveness(StrEnum):
     NOT_BOUND = "NotBound"  # the claim has no podRef
@@ -57,6 +61,7 @@ class Claim:
     status: ClaimStatus | None = None
     mode: Mode = Mode.EXCLUSIVE
     permits: int = 1  # taken from the resource's capacity (Exclusive mode)
+    resources: tuple[str, ...] = ()  # normalised: every resource of a claim of several (else empty)
 
     @property
     def need(self) -> Need:
@@ -79,9 +84,9 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """One grant on a resource (stored as one ResourceLock): its claim, mode, permits, fencing token
-    and lease. A resource's state is the set of its grants; a lock is a grant from its creation on,
-    and its token is its creation revision (`kubelock.api.fencing`)."""
+    """One grant on a resource: its claim, mode, permits, fencing token and lease. A resource's state
+    is the set of its grants, all recorded in one ResourceLock (`name`, `uid`); a grant is made by the
+    write that records it, and its token is that write's revision (`kubelock.api.fencing`)."""
 
     name: str
     uid: str
@@ -95,6 +100,8 @@ class Lock:
     lease_seconds: int
     mode: Mode = Mode.EXCLUSIVE
     permits: int = 1
+    pod_name: str | None = None  # the holder's pod, as the grant records it
+    pod_uid: str | None = None
 
     @property
     def expires_at(self) -> float:

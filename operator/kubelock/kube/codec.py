@@ -7,18 +7,28 @@ write is the complete status, so a stale field can never survive a phase change)
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from kubelock.api import objects
-from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY
-from kubelock.api.fencing import lock_token
+from kubelock.api.constants import (
+    API_VERSION,
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_CLAIMS_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    LOCK_KIND,
+    MANAGED_BY,
+)
+from kubelock.api.fencing import grant_tokens
+from kubelock.domain.grants import EXCLUSIVE, Mode
 from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
 
 Body = dict[str, Any]
+BREAK_ANNOTATIONS = (BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, BREAK_CLAIMS_ANNOTATION)
 
 
 def revision(body: Body) -> int:
@@ -96,6 +106,9 @@ def claim_record(body: Body) -> ClaimRecord:
         pod=PodLiveness.UNKNOWN if spec.bound else PodLiveness.NOT_BOUND,
         renew_request=parsed.renew_request,
         status=_claim_status(status, sequence),
+        mode=_mode(spec.mode),
+        permits=spec.permits,
+        resources=spec.resources if len(spec.resources) > 1 else (),
     )
     return ClaimRecord(
         namespace=meta.namespace,
@@ -112,9 +125,27 @@ def claim_record(body: Body) -> ClaimRecord:
     )
 
 
-def lock_view(body: Body) -> Lock:
+def _mode(value: str) -> Mode:
+    try:
+        return Mode(value)
+    except ValueError:
+        return Mode.EXCLUSIVE  # read tolerantly: admission allows only the two
+
+
+def lock_views(body: Body) -> tuple[Lock, ...]:
+    """Every grant a ResourceLock records, the first grant first."""
     parsed = objects.LockObject.parse(body)
-    spec = parsed.spec
+    tokens = grant_tokens(body)
+    return tuple(_grant(parsed, grant, tokens) for grant in parsed.spec.every_grant)
+
+
+def lock_view(body: Body) -> Lock:
+    """The first grant a ResourceLock records."""
+    parsed = objects.LockObject.parse(body)
+    return _grant(parsed, parsed.spec, grant_tokens(body))
+
+
+def _grant(parsed: objects.LockObject, spec: objects.LockSpec, tokens: dict[str, int]) -> Lock:
     acquired = _ts(spec.acquired_at) or 0.0
     return Lock(
         name=parsed.metadata.name,
@@ -123,10 +154,14 @@ def lock_view(body: Body) -> Lock:
         holder=spec.holder,
         claim_name=spec.claim_name,
         claim_uid=spec.claim_uid,
-        fencing_token=lock_token(body),
+        fencing_token=tokens.get(spec.claim_uid) or parsed.metadata.revision,
         acquired_at=acquired,
         renewed_at=_ts(spec.renew_time) or acquired,
         lease_seconds=spec.lease_seconds or 1,
+        mode=_mode(spec.mode),
+        permits=spec.permits,
+        pod_name=spec.pod_name,
+        pod_uid=spec.pod_uid,
     )
 
 
@@ -171,6 +206,7 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "holder": status.holder,
         "lockName": status.lock_name,
         "fencingToken": status.fencing_token,
+        "grants": _claim_grants(status, record.claim),
         "acquiredAt": ts(status.acquired_at),
         "renewedAt": ts(status.renewed_at),
         "expiresAt": ts(status.expires_at),
@@ -183,6 +219,21 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "conditions": conditions,
         "observedGeneration": record.generation,
     }
+
+
+def _claim_grants(status: ClaimStatus, claim: Claim) -> list[Body] | None:
+    """status.grants: one entry per resource while Held."""
+    if status.phase is not Phase.HELD or status.lock_name is None or status.fencing_token is None:
+        return None
+    return [
+        {
+            "resource": claim.resource,
+            "lockName": status.lock_name,
+            "fencingToken": status.fencing_token,
+            "mode": claim.mode.value,
+            "permits": claim.permits,
+        }
+    ]
 
 
 def _stale_condition_message(status: ClaimStatus) -> str:
@@ -216,6 +267,10 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
     }
     if claim.pod_name:
         spec["podRef"] = {"name": claim.pod_name, **({"uid": record.pod_uid} if record.pod_uid else {})}
+    if claim.need != EXCLUSIVE:
+        # Only a lock that is not a plain mutex says so: an exclusive lock is the same object as ever.
+        spec["mode"] = claim.mode.value
+        spec["permits"] = claim.permits
     return {
         "apiVersion": API_VERSION,
         "kind": LOCK_KIND,
@@ -245,6 +300,72 @@ def renew_patch(action: RenewLock, resource_version: str) -> Body:
             "expireTime": to_rfc3339(action.renewed_at + action.lease_seconds),
         },
     }
+
+
+def new_grant(action: CreateLock, record: ClaimRecord) -> Lock:
+    """The grant `action` adds to an existing lock, as the domain sees it (its token 0: it is the
+    revision of the write that stores it, known only once written)."""
+    claim = action.claim
+    return Lock(
+        name="",
+        uid="",
+        resource=claim.resource,
+        holder=claim.holder,
+        claim_name=claim.name,
+        claim_uid=claim.uid,
+        fencing_token=0,
+        acquired_at=action.acquired_at,
+        renewed_at=action.acquired_at,
+        lease_seconds=action.lease_seconds,
+        mode=claim.mode,
+        permits=claim.permits,
+        pod_name=claim.pod_name,
+        pod_uid=record.pod_uid if claim.pod_name else None,
+    )
+
+
+def _grant_fields(grant: Lock) -> Body:
+    """The fields of one grant, as the top level or an entry of spec.grants records it."""
+    fields: Body = {
+        "holder": grant.holder,
+        "claimRef": {"name": grant.claim_name, "uid": grant.claim_uid},
+        "podRef": {"name": grant.pod_name, **({"uid": grant.pod_uid} if grant.pod_uid else {})}
+        if grant.pod_name else None,
+        "leaseDurationSeconds": grant.lease_seconds,
+        "acquireTime": to_rfc3339(grant.acquired_at),
+        "renewTime": to_rfc3339(grant.renewed_at),
+        "expireTime": to_rfc3339(grant.expires_at),
+        "fencingToken": grant.fencing_token,
+        "mode": grant.mode.value,
+        "permits": grant.permits,
+    }
+    return fields
+
+
+def grants_patch(grants: Sequence[Lock], resource_version: str) -> Body:
+    """A merge patch that makes `grants` the lock's grants (the first at the top level), conditional
+    on the version they were read at. Each grant carries its token: those read at that version are
+    resolved already (a 0 recorded there reads as the version, so the write fills it in, as
+    admission requires), and a grant this write adds has 0 (`kubelock.api.fencing`)."""
+    first, rest = grants[0], grants[1:]
+    top = _grant_fields(first)
+    return {
+        "metadata": {"resourceVersion": resource_version},
+        "spec": {
+            **top,
+            "grants": [{k: v for k, v in _grant_fields(g).items() if v is not None} for g in rest] or None,
+            "holders": len(grants),
+        },
+    }
+
+
+def without(grants: Sequence[Lock], claim_uids: Collection[str]) -> list[Lock]:
+    """The grants left when those of `claim_uids` go: the first stays first, or the one with the
+    lowest token (the oldest grant) moves up."""
+    left = [g for g in grants if g.claim_uid not in claim_uids]
+    if left and grants and grants[0].claim_uid in claim_uids:
+        left.sort(key=lambda g: g.fencing_token)
+    return left
 
 
 def event_body(

@@ -13,18 +13,40 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, POD_LABEL, POD_LABEL_VALUE
+from kubelock.api.constants import (
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_CLAIMS_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    POD_LABEL,
+    POD_LABEL_VALUE,
+)
 from kubelock.api.objects import revision_of
 from kubelock.domain.arbiter import finished_record
 from kubelock.domain.model import FinishedClaim, Lock, LockBreak
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import WaitForGraph
-from kubelock.kube.codec import ClaimRecord, claim_record, lock_view
+from kubelock.kube.codec import ClaimRecord, claim_record, lock_views
 
 Body = dict[str, Any]
 Key = tuple[str, str]  # (namespace, normalised resource)
 TOMBSTONES = 10_000  # uids of claims and locks seen deleted (see Cache._bury)
 PodKey = tuple[str, str]  # (namespace, pod name)
+
+
+@dataclass(frozen=True, slots=True)
+class LockRecord:
+    """A resource's ResourceLock as last seen: its grants (the first grant first) and the
+    resourceVersion they were read at (writes of the lock are conditional on it)."""
+
+    grants: tuple[Lock, ...]
+    version: str
+    # An admin's break of some of the grants (`kubelock.dev/break-claims`): their claims' uids, and who
+    # broke them and why.
+    breaking: tuple[frozenset[str], LockBreak] | None = None
+
+    @property
+    def uid(self) -> str:
+        return self.grants[0].uid
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +70,7 @@ class Cache:
     def __init__(self) -> None:
         self.claims: dict[str, ClaimRecord] = {}
         self._by_key: dict[Key, set[str]] = defaultdict(set)
-        self.locks: dict[Key, tuple[Lock, str]] = {}
+        self.locks: dict[Key, LockRecord] = {}
         self.pods: dict[PodKey, PodInfo] = {}
         self._pod_claims: dict[PodKey, set[str]] = defaultdict(set)
         self.graphs: dict[str, WaitForGraph] = defaultdict(WaitForGraph)
@@ -159,7 +181,7 @@ class Cache:
         if claim.pod_name:
             self._pod_claims[(record.namespace, claim.pod_name)].add(claim.uid)
         if claim.waiting:
-            self.graphs[record.namespace].add_wait(claim.holder, claim.resource, claim.sequence)
+            self.graphs[record.namespace].add_wait(claim.holder, claim.resource, claim.sequence, claim.need)
 
     def _unindex(self, record: ClaimRecord) -> None:
         claim = record.claim
@@ -208,18 +230,19 @@ class Cache:
 
     def upsert_lock(self, body: Body) -> Key | None:
         """Remember a lock; the key to reconcile, or None when nothing changed."""
-        lock = lock_view(body)
+        grants = lock_views(body)
+        first = grants[0]
         namespace = (body.get("metadata") or {}).get("namespace", "")
         rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
-        key = (namespace, lock.resource)
-        if lock.uid in self._deleted:
+        key = (namespace, first.resource)
+        if first.uid in self._deleted:
             return None  # e.g. the watch's ADDED event of a lock the operator has already deleted
         old = self.locks.get(key)
-        if old is not None and old[0].uid == lock.uid and revision_of(old[1]) >= revision_of(rv):
+        if old is not None and old.uid == first.uid and revision_of(old.version) >= revision_of(rv):
             return None
-        self.locks[key] = (lock, rv)
+        self.locks[key] = LockRecord(grants, rv, _breaking(body))
         self.breaks.pop(key, None)
-        self.graphs[namespace].set_holder(lock.resource, lock.holder)
+        self.graphs[namespace].set_grants(first.resource, tuple((g.holder, g.need) for g in grants))
         return key
 
     def delete_lock(self, body: Body) -> Key | None:
@@ -238,10 +261,10 @@ class Cache:
         if uid:
             self._bury(uid)
         old = self.locks.get(key)
-        if old is None or old[0].uid != uid:
+        if old is None or old.uid != uid:
             return None
         del self.locks[key]
-        self.graphs[key[0]].set_holder(key[1], None)
+        self.graphs[key[0]].set_grants(key[1], ())
         return key
 
     # ---- pods -------------------------------------------------------------------------------
@@ -299,11 +322,11 @@ class Cache:
         """Forget the locks a LIST at `list_version` did not have (only those of namespaces `within`
         the LIST's scope, when given)."""
         keys: set[Key] = set()
-        for key, (lock, rv) in list(self.locks.items()):
+        for key, record in list(self.locks.items()):
             if within is not None and not within(key[0]):
                 continue
-            if lock.uid not in listed and revision_of(rv) <= list_version:
-                self.forget_lock(key, lock.uid)
+            if record.uid not in listed and revision_of(record.version) <= list_version:
+                self.forget_lock(key, record.uid)
                 keys.add(key)
         return keys
 
@@ -326,6 +349,16 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _breaking(body: Body) -> tuple[frozenset[str], LockBreak] | None:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    named = annotations.get(BREAK_CLAIMS_ANNOTATION)
+    if not isinstance(named, str) or not named:
+        return None
+    uids = frozenset(u.strip() for u in named.split(",") if u.strip())
+    actor, why = annotations.get(BREAK_ACTOR_ANNOTATION), annotations.get(BREAK_REASON_ANNOTATION)
+    return uids, LockBreak(actor if isinstance(actor, str) else None, why if isinstance(why, str) else None)
 
 
 def _absorb(

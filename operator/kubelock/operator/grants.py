@@ -6,14 +6,24 @@ on is stale), so the caller decides what comes next; a failure of the API server
 connection, a 5xx) is raised, and the caller's work loop retries the key with backoff. The same split
 as client-go's leader election and its `resourcelock.Interface`: the election never talks to storage.
 
-A grant costs one write here: the create. Its token is the lock's creation revision, which the
-create's response carries and `kubelock.api.fencing` reads from any later version; a renewal records
-it in the lock (admission requires the lock's first write to).
+A resource's grants are recorded in one ResourceLock. The first grant costs one write: the create.
+Its token is the lock's creation revision, which the create's response carries and
+`kubelock.api.fencing` reads from any later version; a renewal records it in the lock (admission
+requires the lock's first write to). An exclusive lock is that one object, never written again but to
+renew it or delete it.
+
+A further grant (a Shared holder, semaphore permits) is an update of that lock conditional on the
+version the decision saw: when another replica (or a release, a renewal) wrote the lock since, the
+update fails (`Stale`) and the grant is decided again on the lock as it now is. So two replicas can
+never both add a grant that does not fit: the API server serialises the writes of one resource.
+Every write of a lock with several grants records the version it rests on as the token of the grant
+that version added (its token was 0), and adds its own grant with 0 (`kubelock.api.fencing`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubelock.domain.model import CreateLock, Lock, RenewLock
@@ -71,21 +81,67 @@ class GrantStore:
             return Stale("lock deleted right after the create met it") if current is None else Taken(current)
         return Written(body)
 
-    async def renew(self, namespace: str, action: RenewLock, version: str | None) -> Written | Stale:
-        """Renew on the version the decision saw (None: the decision saw another lock, or none)."""
+    async def add(
+        self, namespace: str, action: CreateLock, record: ClaimRecord, grants: Sequence[Lock], version: str | None
+    ) -> Written | Stale:
+        """Add a grant for `action`'s claim to the lock that holds `grants`, read at `version`."""
+        if not grants or version is None:
+            return Stale("the lock changed")
+        merged = [*grants, codec.new_grant(action, record)]
+        return await self._write(namespace, grants[0].name, codec.grants_patch(merged, version))
+
+    async def renew(
+        self, namespace: str, action: RenewLock, version: str | None, grants: Sequence[Lock] = ()
+    ) -> Written | Stale:
+        """Renew on the version the decision saw (None: the decision saw another lock, or none).
+        `grants`: every grant of the lock (a lock of one grant is renewed as it always was)."""
         if version is None:
             return Stale("the lock changed")
+        if len(grants) > 1:
+            renewed = replace(action.lock, renewed_at=action.renewed_at, lease_seconds=action.lease_seconds)
+            merged = [renewed if g.claim_uid == action.lock.claim_uid else g for g in grants]
+            return await self._write(namespace, action.lock.name, codec.grants_patch(merged, version))
+        return await self._write(namespace, action.lock.name, codec.renew_patch(action, version))
+
+    async def remove(
+        self, namespace: str, lock: Lock, grants: Sequence[Lock] = (), version: str | None = None
+    ) -> Written | Stale:
+        """Remove the grant `lock` from its lock, which holds `grants` at `version`: delete the lock
+        when no other grant is left, else update it to hold the others."""
+        left = codec.without(grants, {lock.claim_uid})
+        if not left:
+            return await self.delete(namespace, lock, version)
+        if len(left) == len(grants):
+            return Written()  # that grant is gone already
+        if version is None:
+            return Stale("the lock changed")
+        return await self._write(namespace, lock.name, codec.grants_patch(left, version))
+
+    async def break_grants(
+        self, namespace: str, grants: Sequence[Lock], claim_uids: frozenset[str], version: str
+    ) -> Written | Stale:
+        """Carry out an admin's break of some grants (`kubelock.dev/break-claims`): remove them and the
+        break annotations in one write (the lock's deletion when none is left; it keeps the record)."""
+        left = codec.without(grants, claim_uids)
+        if not left:
+            return await self.delete(namespace, grants[0], version)
+        patch = codec.grants_patch(left, version)
+        patch["metadata"]["annotations"] = dict.fromkeys(codec.BREAK_ANNOTATIONS)
+        return await self._write(namespace, grants[0].name, patch)
+
+    async def _write(self, namespace: str, name: str, patch: Body) -> Written | Stale:
         try:
-            body = await self.client.patch(paths.locks(namespace, action.lock.name), codec.renew_patch(action, version))
+            body = await self.client.patch(paths.locks(namespace, name), patch)
         except (Conflict, NotFound) as error:
             return Stale(str(error))
         return Written(body)
 
-    async def delete(self, namespace: str, lock: Lock) -> Written | Stale:
-        """Delete this lock (uid precondition: a newer lock of the resource survives). One already
-        gone is deleted as far as the caller is concerned."""
+    async def delete(self, namespace: str, lock: Lock, version: str | None = None) -> Written | Stale:
+        """Delete this lock (uid precondition: a newer lock of the resource survives; and with
+        `version`, that version: a grant added since survives too). One already gone is deleted as
+        far as the caller is concerned."""
         try:
-            await self.client.delete(paths.locks(namespace, lock.name), uid=lock.uid)
+            await self.client.delete(paths.locks(namespace, lock.name), uid=lock.uid, resource_version=version)
         except NotFound:
             pass
         except Conflict as error:

@@ -31,11 +31,18 @@ class _CacheCollector(Collector):
         stale = GaugeMetricFamily(
             "kubelock_stale_locks", "Held locks whose holder missed its renewal schedule (Stale)", labels=["namespace"]
         )
+        grants = GaugeMetricFamily(
+            "kubelock_grants_held", "Grants held now (a Shared or semaphore lock has several)",
+            labels=["namespace", "mode"],
+        )
         held_by_ns: Tally[str] = Tally()
         pending_by_ns: Tally[str] = Tally()
         stale_by_ns: Tally[str] = Tally()
-        for (namespace, _), _lock in list(self._cache.locks.items()):
+        grants_by_mode: Tally[tuple[str, str]] = Tally()
+        for (namespace, _), lock in list(self._cache.locks.items()):
             held_by_ns[namespace] += 1
+            for grant in lock.grants:
+                grants_by_mode[(namespace, grant.mode.value)] += 1
         for record in list(self._cache.claims.values()):
             status = record.claim.status
             if status is None:
@@ -48,6 +55,9 @@ class _CacheCollector(Collector):
             for namespace, count in sorted(tally.items()):
                 family.add_metric([namespace], count)
             yield family
+        for (namespace, mode), count in sorted(grants_by_mode.items()):
+            grants.add_metric([namespace, mode], count)
+        yield grants
 
 
 class Metrics:

@@ -42,9 +42,10 @@ from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
-from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
+from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, pod_info
+from kubelock.operator.capacity import Capacity, capacity_of
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.grants import GrantStore, Stale, Taken
+from kubelock.operator.grants import GrantStore, Stale, Taken, Written
 from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
 log = logging.getLogger("kubelock.reconciler")
@@ -70,13 +71,23 @@ class NullObserver:
         pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Seen:
     """The versions a decision was taken on: its writes are conditional on these, not on whatever
-    the cache holds by the time they are sent (a renewal may have arrived meanwhile)."""
+    the cache holds by the time they are sent (a renewal may have arrived meanwhile). `lock` moves on
+    with the decision's own writes of the lock: each rests on the one before (two Shared waiters
+    granted together are two writes of one lock)."""
 
     claims: dict[str, ClaimRecord]
-    lock_version: str | None
+    lock: LockRecord | None
+
+    @property
+    def grants(self) -> tuple[Lock, ...]:
+        return self.lock.grants if self.lock is not None else ()
+
+    @property
+    def lock_version(self) -> str | None:
+        return self.lock.version if self.lock is not None else None
 
 
 class Gate(Protocol):
@@ -115,6 +126,7 @@ class Reconciler:
         events: EventRecorder,
         observer: Observer | None = None,
         gate: Gate | None = None,
+        capacity: Capacity = capacity_of,
     ) -> None:
         self.client = client
         self.grants = GrantStore(client)
@@ -124,6 +136,7 @@ class Reconciler:
         self.events = events
         self.observer = observer or NullObserver()
         self.gate: Gate = gate or OpenGate()
+        self.capacity = capacity
         # One reconcile per key at a time, retried with backoff, woken at its deadlines.
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,
@@ -133,7 +146,7 @@ class Reconciler:
             processed=self.observer.reconciled,
         )
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
-        self._created_across_stall: set[str] = set()  # uids of locks whose claim waits for a fresh view
+        self._created_across_stall: set[str] = set()  # uids of claims granted across a stall, not told yet
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
 
     # ---- scheduling (the work queue) --------------------------------------------------------
@@ -171,20 +184,27 @@ class Reconciler:
     async def reconcile(self, key: Key) -> None:
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
-            claims, lock, seen = await self._gather(key)
+            claims, seen = await self._gather(key)
+            if seen.lock is not None and seen.lock.breaking is not None:
+                await self._break_grants(key, seen.lock)
+                continue
+            capacity = self.capacity(namespace, resource)
+            graph = self.cache.graphs[namespace]
+            graph.set_capacity(resource, capacity)
             decision = decide(
                 resource,
                 claims,
-                () if lock is None else (lock,),
+                seen.grants,
                 now=self.clock.now(),
                 policy=self.policy,
-                graph=self.cache.graphs[namespace],
-                broken=await self._break_of(key, claims, lock),
+                graph=graph,
+                capacity=capacity,
+                broken=await self._break_of(key, claims, seen.grants),
                 finished=self.cache.finished_for(key),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            held_back = self._held_back_grants(key, decision, lock)
+            held_back = self._held_back_grants(key, decision)
             if held_back:
                 # The grant waits for a fresh view; whatever else was decided does not (it is
                 # conditional, and a waiter's timeout must not wait for anyone's view).
@@ -204,19 +224,23 @@ class Reconciler:
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
-    def _held_back_grants(self, key: Key, decision: Decision, lock: Lock | None) -> tuple[Action, ...]:
-        """The actions of a grant that must wait for a fresh view: a create (the one write that
-        cannot be conditional on what it rests on), and telling the claim of a lock created across
-        a stall (its create rested on the view from before the stall), with its renewal if any."""
-        stalled = lock is not None and lock.uid in self._created_across_stall
+    def _held_back_grants(self, key: Key, decision: Decision) -> tuple[Action, ...]:
+        """The actions of a grant that must wait for a fresh view: a create or an added grant (its
+        write cannot be conditional on every claim it rests on: a claim created meanwhile may be
+        missing from the view), and telling the claim of a grant made across a stall (its write
+        rested on the view from before the stall), with its renewal if any."""
+        stalled = self._created_across_stall
         grants = [
             a for a in decision.actions
-            if isinstance(a, CreateLock) or (stalled and (isinstance(a, RenewLock) or _announces(a)))
+            if isinstance(a, CreateLock)
+            or (isinstance(a, RenewLock) and a.lock.claim_uid in stalled)
+            or (_announces(a) and isinstance(a, SetStatus) and a.claim.uid in stalled)
         ]
         claims = [a.claim for a in grants if isinstance(a, CreateLock | SetStatus)]
         if all(self.gate.may_grant(key[0], claim.sequence) for claim in claims):
-            if lock is not None and any(_announces(a) for a in grants):
-                self._created_across_stall.discard(lock.uid)  # told on a fresh view
+            for action in grants:
+                if _announces(action) and isinstance(action, SetStatus):
+                    stalled.discard(action.claim.uid)  # told on a fresh view
             return ()
         return tuple(grants)
 
@@ -238,38 +262,38 @@ class Reconciler:
         if granted is not None and self.clock.now() - granted >= POSITION_DELAY:
             del self._granted_at[key]
 
-    async def _gather(self, key: Key) -> tuple[list[Claim], Lock | None, Seen]:
-        """The claims and lock of a key, with pod liveness resolved, and the versions they were
+    async def _gather(self, key: Key) -> tuple[list[Claim], Seen]:
+        """The claims and grants of a key, with pod liveness resolved, and the versions they were
         seen at (the decision's writes are conditional on those). Where the cache cannot be trusted
         to decide a destructive step, the API server is asked first."""
         namespace = key[0]
         records = self.cache.claims_for(key)
-        cached = self.cache.locks.get(key)
-        lock = cached[0] if cached else None
-        active = [r for r in records if r.claim.active]
-        if lock is None and any(r.claim.phase is Phase.HELD for r in active):
-            lock = await self._confirm_lock(key)  # broken, or the lock's watch event is still on its way
-        if (
-            lock is not None
-            and not any(r.claim.uid == lock.claim_uid for r in records)
-            and not self.cache.was_deleted(lock.claim_uid)
-        ):
-            await self._confirm_claim(namespace, lock)  # released, or the claim's event is still on its way
+        lock = self.cache.locks.get(key)
+        holding = {g.claim_uid for g in lock.grants} if lock is not None else set()
+        if any(r.claim.phase is Phase.HELD and r.claim.uid not in holding for r in records if r.claim.active):
+            # Broken, or the lock's watch event is still on its way.
+            lock = await self._confirm_lock(key)
+        known = {r.claim.uid for r in records}
+        orphans = [
+            g for g in (lock.grants if lock is not None else ())
+            if g.claim_uid not in known and not self.cache.was_deleted(g.claim_uid)
+        ]
+        if orphans:
+            # Released, or the claims' events are still on their way.
+            await asyncio.gather(*(self._confirm_claim(namespace, g) for g in orphans))
             records = self.cache.claims_for(key)
-        cached = self.cache.locks.get(key)
-        lock_version = cached[1] if cached is not None and lock is not None and cached[0].uid == lock.uid else None
-        seen = Seen({r.claim.uid: r for r in records}, lock_version)
+        seen = Seen({r.claim.uid: r for r in records}, lock)
         # Pods the watch has not shown yet are read at once, not one after another: after a stall or
         # a wave of replacement pods a resource can have several, and each read waits on the API server.
         claims = list(await asyncio.gather(*(self._with_pod(namespace, r.claim, r.pod_uid) for r in records)))
-        return claims, lock, seen
+        return claims, seen
 
-    async def _break_of(self, key: Key, claims: list[Claim], lock: Lock | None) -> LockBreak | None:
+    async def _break_of(self, key: Key, claims: list[Claim], grants: tuple[Lock, ...]) -> LockBreak | None:
         """What ended a lock that a claim still believes it holds. A lock deleted without a break
         record may have gone with its namespace: the namespace controller deletes every object in
         it, and that is no administrator's break."""
         broken = self.cache.breaks.get(key)
-        if lock is not None or (broken is not None and broken.actor) or not any(c.phase is Phase.HELD for c in claims):
+        if grants or (broken is not None and broken.actor) or not any(c.phase is Phase.HELD for c in claims):
             return broken
         try:
             body = await self.client.get(paths.namespace(key[0]))
@@ -279,14 +303,29 @@ class Reconciler:
             deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
         return replace(broken or LockBreak(), namespace_deleted=True) if deleting else broken
 
-    async def _confirm_lock(self, key: Key) -> Lock | None:
+    async def _break_grants(self, key: Key, lock: LockRecord) -> None:
+        """An admin broke some grants of the lock (`kubelock.dev/break-claims`): remove them, then let
+        the decision revoke their claims as broken by that admin."""
+        assert lock.breaking is not None
+        uids, broken = lock.breaking
+        outcome = await self.grants.break_grants(key[0], lock.grants, uids, lock.version)
+        if isinstance(outcome, Stale):
+            await self._confirm_lock(key)
+            return
+        if outcome.body is None:
+            self.cache.forget_lock(key, lock.uid)
+        else:
+            self.cache.upsert_lock(outcome.body)
+        self.cache.breaks[key] = broken
+        log.info("%s in %s: grants of claims %s broken by %s", key[1], key[0], ", ".join(sorted(uids)), broken.actor)
+
+    async def _confirm_lock(self, key: Key) -> LockRecord | None:
         namespace, resource = key
         body = await self.grants.read(namespace, lock_name(resource))
         if body is None:
             return None
         self.cache.upsert_lock(body)
-        cached = self.cache.locks.get(key)
-        return cached[0] if cached else None
+        return self.cache.locks.get(key)
 
     async def _confirm_claim(self, namespace: str, lock: Lock) -> None:
         try:
@@ -341,13 +380,13 @@ class Reconciler:
             if isinstance(action, SetStatus):
                 await self._set_status(namespace, action, now, seen.claims.get(action.claim.uid))
             elif isinstance(action, CreateLock):
-                stale = await self._create_lock(namespace, action)
+                stale = await self._create_lock(namespace, action, seen)
             elif isinstance(action, RenewLock):
-                stale = await self._renew_lock(namespace, action, seen.lock_version)
+                stale = await self._renew_lock(namespace, action, seen)
             elif isinstance(action, DeleteClaim):
                 await self._delete_claim(namespace, action)
             else:
-                stale = await self._delete_lock(namespace, action)
+                stale = await self._delete_lock(namespace, action, seen)
         except (Conflict, NotFound) as error:
             stale = Stale(str(error))
         if stale is not None:
@@ -379,24 +418,29 @@ class Reconciler:
             namespace, claim_name, claim_uid, notice.reason.value, notice.message, warning=notice.warning
         )
 
-    async def _create_lock(self, namespace: str, action: CreateLock) -> Stale | None:
-        """Create the lock: the grant, with its fencing token, the revision the API server stores it
-        at (`kubelock.api.fencing`). The claim is told on the next round, which reads the lock from
-        the cache: no write of the token in between."""
+    async def _create_lock(self, namespace: str, action: CreateLock, seen: Seen) -> Stale | None:
+        """Make the grant: create the lock, or add the grant to the lock the decision saw. Its fencing
+        token is the revision the API server stores that write at (`kubelock.api.fencing`). The claim
+        is told on the next round, which reads the lock from the cache: no write of the token in
+        between."""
         record = self.cache.claims.get(action.claim.uid)
         if record is None:
             return None
         epoch = self.gate.epoch
-        outcome = await self.grants.create(namespace, action, record)
+        if seen.lock is None:
+            outcome: Written | Taken | Stale = await self.grants.create(namespace, action, record)
+        else:
+            outcome = await self.grants.add(namespace, action, record, seen.grants, seen.lock_version)
         if isinstance(outcome, Stale):
             return outcome
         assert outcome.body is not None
         self.cache.upsert_lock(outcome.body)  # ours, or the one that was there: decide again from it
         if isinstance(outcome, Taken):
             return None
+        seen.lock = self.cache.locks.get((namespace, action.claim.resource))
         self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
         if self.gate.epoch != epoch:
-            self._created_across_stall.add(str(outcome.body["metadata"]["uid"]))
+            self._created_across_stall.add(action.claim.uid)
             # The loop stalled while the create was under way: the decision rests on a view from
             # before the stall. The claim is told only once a fresh view still shows it (the gate
             # holds the announcement back); a lock for a claim that went meanwhile is deleted.
@@ -406,20 +450,27 @@ class Reconciler:
             )
         return None
 
-    async def _renew_lock(self, namespace: str, action: RenewLock, version: str | None) -> Stale | None:
-        outcome = await self.grants.renew(namespace, action, version)
+    async def _renew_lock(self, namespace: str, action: RenewLock, seen: Seen) -> Stale | None:
+        outcome = await self.grants.renew(namespace, action, seen.lock_version, seen.grants)
         if isinstance(outcome, Stale):
             return outcome
         assert outcome.body is not None
         self.cache.upsert_lock(outcome.body)
+        seen.lock = self.cache.locks.get((namespace, action.lock.resource))
         return None
 
-    async def _delete_lock(self, namespace: str, action: DeleteLock) -> Stale | None:
-        outcome = await self.grants.delete(namespace, action.lock)
+    async def _delete_lock(self, namespace: str, action: DeleteLock, seen: Seen) -> Stale | None:
+        """Remove the grant: delete the lock when it is the last, else update the lock without it."""
+        key = (namespace, action.lock.resource)
+        outcome = await self.grants.remove(namespace, action.lock, seen.grants, seen.lock_version)
         if isinstance(outcome, Stale):
             return outcome
-        self.cache.forget_lock((namespace, action.lock.resource), action.lock.uid)
-        self._created_across_stall.discard(action.lock.uid)
+        if outcome.body is None:
+            self.cache.forget_lock(key, action.lock.uid)
+        else:
+            self.cache.upsert_lock(outcome.body)
+        seen.lock = self.cache.locks.get(key)
+        self._created_across_stall.discard(action.lock.claim_uid)
         return None
 
     def claim_deleted(self, namespace: str, claim: Claim) -> None:
@@ -458,15 +509,23 @@ class Reconciler:
                 self.cache.upsert_claim(body)
             else:
                 self.cache.forget_claim(claim.uid)
+            if isinstance(action, CreateLock):
+                # An added grant met a lock changed since the decision: decide again on it as it is now.
+                cached = self.cache.locks.get((namespace, claim.resource))
+                if cached is not None:
+                    await self._reread_lock((namespace, claim.resource), cached.grants[0].name, cached.uid)
         else:
-            key = (namespace, action.lock.resource)
-            current = await self.grants.read(namespace, action.lock.name)
-            if current is None:
-                self.cache.forget_lock(key, action.lock.uid)
-                return
-            if (current.get("metadata") or {}).get("uid") != action.lock.uid:
-                self.cache.forget_lock(key, action.lock.uid)  # replaced: that lock is gone
-            self.cache.upsert_lock(current)
+            await self._reread_lock((namespace, action.lock.resource), action.lock.name, action.lock.uid)
+
+    async def _reread_lock(self, key: Key, name: str, uid: str) -> None:
+        """The lock as the API server has it now, in place of the one of `uid` the cache had."""
+        current = await self.grants.read(key[0], name)
+        if current is None:
+            self.cache.forget_lock(key, uid)
+            return
+        if (current.get("metadata") or {}).get("uid") != uid:
+            self.cache.forget_lock(key, uid)  # replaced: that lock is gone
+        self.cache.upsert_lock(current)
 
 
 def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:

@@ -11,7 +11,13 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, GROUP, LOCK_PLURAL
+from kubelock.api.constants import (
+    BREAK_ACTOR_ANNOTATION,
+    BREAK_CLAIMS_ANNOTATION,
+    BREAK_REASON_ANNOTATION,
+    GROUP,
+    LOCK_PLURAL,
+)
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.kube import errors as kube_errors
@@ -156,20 +162,28 @@ class AsyncAdmin:
             raise NotFound(f"no lock in namespace {namespace} matches")
         broken: list[BrokenLock] = []
         for lock in chosen:
-            done = await self._break(lock, actor, reason)
+            # Naming holders breaks their grants only, not those of others holding the resource with them.
+            only = _grants_of(lock, set(holders)) if holders and normalise(lock.resource) not in resources else None
+            done = await self._break(lock, actor, reason, only)
             if done is not None:
                 broken.append(BrokenLock(lock=done, actor=actor, reason=reason))
         return broken
 
-    async def _break(self, lock: LockInfo, actor: str, reason: str) -> LockInfo | None:
+    async def _break(
+        self, lock: LockInfo, actor: str, reason: str, only: frozenset[str] | None = None
+    ) -> LockInfo | None:
+        """Break the lock: record who and why, then delete it. With `only` (claim uids of some of its
+        grants, not all), record them too and leave the lock: the operator removes those grants."""
         path = paths.locks(lock.namespace, lock.name)
         annotations = {BREAK_ACTOR_ANNOTATION: actor, BREAK_REASON_ANNOTATION: reason}
+        if only is not None:
+            annotations[BREAK_CLAIMS_ANNOTATION] = ",".join(sorted(only))
         current = lock
         for _ in range(5):
             # The token goes with the record: a lock's first write must record it (kubelock.api.fencing).
             patch = {
                 "metadata": {"resourceVersion": current.resource_version, "annotations": annotations},
-                "spec": {"fencingToken": current.fencing_token},
+                "spec": current.token_record or {"fencingToken": current.fencing_token},
             }
             try:
                 annotated = LockInfo.from_body(await self.kube.patch(path, patch))
@@ -187,6 +201,8 @@ class AsyncAdmin:
                 continue
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 raise from_api(error, f"annotate lock {lock.name}") from error
+            if only is not None:
+                return annotated
             try:
                 await self.kube.delete(path, uid=lock.uid)
             except (kube_errors.NotFound, kube_errors.Conflict):
@@ -219,6 +235,14 @@ def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[Lo
     return sorted(out, key=lambda s: (s.lock.namespace, s.lock.resource))
 
 
+def _grants_of(lock: LockInfo, holders: set[str]) -> frozenset[str] | None:
+    """The claim uids of the grants of `lock` that `holders` hold, when others hold it too (None: every
+    grant is theirs, so the lock itself is broken)."""
+    pairs = list(zip(lock.holders, (uid for uid, _ in lock.tokens), strict=False))
+    mine = frozenset(uid for holder, uid in pairs if holder in holders)
+    return mine if mine and len(mine) < len(pairs) else None
+
+
 def select(
     locks: Iterable[LockInfo], *, holders: Sequence[str], resources: set[str], everything: bool
 ) -> list[LockInfo]:
@@ -226,6 +250,9 @@ def select(
         return sorted(locks, key=lambda lock: lock.resource)
     wanted = set(holders)
     return sorted(
-        (lock for lock in locks if lock.holder in wanted or normalise(lock.resource) in resources),
+        (
+            lock for lock in locks
+            if wanted & set(lock.holders or (lock.holder,)) or normalise(lock.resource) in resources
+        ),
         key=lambda lock: lock.resource,
     )

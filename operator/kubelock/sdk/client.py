@@ -20,7 +20,9 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from kubelock.api import objects
 from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION, REQUEST_ANNOTATION
+from kubelock.api.fencing import grant_tokens
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import claim_name, digest, lock_name, normalise
@@ -55,6 +57,8 @@ from kubelock.sdk.model import (
     parse_time,
 )
 from kubelock.sdk.watching import follow_claim
+
+EXCLUSIVE, SHARED = "Exclusive", "Shared"  # the modes of a claim (spec.mode)
 
 T = TypeVar("T")
 MANAGED_BY = "kubelock-sdk"
@@ -152,10 +156,13 @@ class AsyncLockClient:
 
     # ---- acquire ----------------------------------------------------------------------------
 
-    async def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
-        """Take the lock if it is free; never waits. `ok` is False when another holder has it."""
+    async def try_acquire(
+        self, uri: str, ttl: int | None = None, *, mode: str = EXCLUSIVE, permits: int = 1
+    ) -> AcquireResult:
+        """Take the lock if it is free (in `mode`, with `permits`); never waits. `ok` is False when
+        another holder has it."""
         try:
-            return await self.acquire(uri, wait=False, ttl=ttl)
+            return await self.acquire(uri, wait=False, ttl=ttl, mode=mode, permits=permits)
         except Rejected as rejected:
             if rejected.reason != Reason.HELD_BY_ANOTHER.value:
                 raise
@@ -178,8 +185,14 @@ class AsyncLockClient:
         timeout: float | None = None,  # noqa: ASYNC109 (sent to the operator as waitTimeoutSeconds)
         ttl: int | None = None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
     ) -> AcquireResult:
         """Take the lock, waiting in the queue (first come, first served) when `wait` is true.
+
+        `mode`: "Exclusive" (default) or "Shared" (held together with every other Shared holder, never
+        with an Exclusive one). `permits`: how many of the resource's permits an Exclusive claim takes
+        (the resource's capacity is 1 unless a LockPolicy sets more).
 
         `on_update` is called with the claim each time its state changes while it waits (its queue
         position and the holder ahead), e.g. to show progress.
@@ -187,7 +200,11 @@ class AsyncLockClient:
         Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
         InvalidInput or Unreachable; returns only when the lock is held.
         """
-        return _acquired(await self.acquire_claim(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
+        return _acquired(
+            await self.acquire_claim(
+                uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits
+            )
+        )
 
     async def acquire_claim(
         self,
@@ -197,16 +214,21 @@ class AsyncLockClient:
         timeout: float | None = None,  # noqa: ASYNC109 (as acquire)
         ttl: int | None = None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
         validation.resource(uri)
+        validation.need(mode, permits)
         ttl = validation.ttl(ttl)
         timeout = validation.timeout(timeout)
         if timeout is not None and not wait:
             raise InvalidInput("timeout only applies when waiting (wait=True)")
         ident = await self.identity()
         async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
-            info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update)
+            info = await self._claim(
+                ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits
+            )
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
                 f"{info.resource} is held by {info.current_holder}; you already wait for it "
@@ -224,10 +246,14 @@ class AsyncLockClient:
         wait_timeout: float | None,
         ttl: int | None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
     ) -> ClaimInfo:
         resource = normalise(uri)
         name = claim_name(ident.holder, resource)
-        body = self._claim_body(ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout)
+        body = self._claim_body(
+            ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout, mode=mode, permits=permits
+        )
         for _ in range(CREATE_ATTEMPTS):
             try:
                 created = await self.kube.create(paths.claims(ident.namespace), body, fieldValidation="Strict")
@@ -247,6 +273,11 @@ class AsyncLockClient:
                 if existing is None:
                     continue  # deleted in between: create again
                 info, fresh = existing, False
+                if not info.terminal and (info.mode, info.permits) != (mode, permits):
+                    raise InvalidInput(
+                        f"you already have claim {name} on {resource} ({info.mode}, {info.permits} permit(s)), "
+                        f"not {mode} with {permits}: release it first"
+                    ) from None
                 if info.terminal:
                     # A finished record of an earlier attempt: replace it (only that very object).
                     await self.delete_claim(info, quiet=True)
@@ -305,20 +336,32 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"read lock {info.namespace}/{name}") from error
         lock = LockInfo.from_body(body)
+        # The claim's own grant among the lock's (a Shared or semaphore lock has several).
+        grant = next((g for g in objects.LockObject.parse(body).spec.every_grant if g.claim_uid == info.uid), None)
+        token = grant_tokens(body).get(info.uid)
         # Token 0: the operator writes the lock's token right after creating it, alongside the claim's
         # Held status, so for an instant the claim may know the token before the lock does.
-        if lock.claim_uid != info.uid or lock.fencing_token not in (0, info.fencing_token):
+        if grant is None or token not in (0, info.fencing_token):
             raise Revoked(
                 f"claim {info.name} says it holds {info.resource} with fencing token {info.fencing_token}, but the "
                 f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
                 reason=Reason.LOCK_BROKEN.value,
             )
-        if lock.expires_at is None or lock.expires_at.timestamp() <= time.time():
-            raise Expired(f"the lease on {info.resource} ran out at {format_time(lock.expires_at)}: not held",
+        if grant.expires_at is None or grant.expires_at.timestamp() <= time.time():
+            raise Expired(f"the lease on {info.resource} ran out at {format_time(grant.expires_at)}: not held",
                           reason=Reason.LEASE_EXPIRED.value)
 
     def _claim_body(
-        self, ident: Identity, name: str, uri: str, *, wait: bool, ttl: int | None, wait_timeout: float | None
+        self,
+        ident: Identity,
+        name: str,
+        uri: str,
+        *,
+        wait: bool,
+        ttl: int | None,
+        wait_timeout: float | None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
     ) -> Body:
         try:
             spec = LockClaimSpec(
@@ -328,9 +371,14 @@ class AsyncLockClient:
                 ttl_seconds=ttl,
                 wait_timeout_seconds=math.ceil(wait_timeout) if wait_timeout is not None else None,
                 pod_ref=PodRef(name=ident.pod_name, uid=ident.pod_uid) if ident.pod_name else None,
+                mode=mode,  # checked by the model (Exclusive or Shared)
+                permits=permits,
             )
         except ValidationError as error:
-            raise InvalidInput(f"invalid lock request: {error.errors()[0]['msg']}") from None
+            raise InvalidInput(f"invalid lock request: {_first_error(error)}") from None
+        fields = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if (spec.mode, spec.permits) == (EXCLUSIVE, 1):
+            del fields["mode"], fields["permits"]  # an exclusive claim is the same object as ever
         metadata: Body = {
             "name": name,
             "namespace": ident.namespace,
@@ -347,7 +395,7 @@ class AsyncLockClient:
             "apiVersion": API_VERSION,
             "kind": CLAIM_KIND,
             "metadata": metadata,
-            "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+            "spec": fields,
         }
 
     async def _await_decision(
@@ -577,12 +625,14 @@ class AsyncLockClient:
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
         renew_deadline: float | None = None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
     ) -> AsyncLease:
         """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
-        within it, before the TTL runs out."""
+        within it, before the TTL runs out. `mode` and `permits` as for `acquire`."""
         return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
-                          renew_deadline=renew_deadline)
+                          renew_deadline=renew_deadline, mode=mode, permits=permits)
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -629,6 +679,11 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             if not quiet:
                 raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
+
+
+def _first_error(error: ValidationError) -> str:
+    message = str(error.errors()[0]["msg"])
+    return message.removeprefix("Value error, ")
 
 
 def _ending(info: ClaimInfo) -> str:

@@ -50,6 +50,8 @@ class AsyncLease:
         timeout: float | None,
         on_lost: LostCallback | None = None,
         renew_deadline: float | None = None,
+        mode: str = "Exclusive",
+        permits: int = 1,
     ) -> None:
         self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
         self._client = client
@@ -57,6 +59,8 @@ class AsyncLease:
         self._ttl = ttl
         self._wait = wait
         self._timeout = timeout
+        self._mode = mode
+        self._permits = permits
         self._listeners: list[LostCallback] = [on_lost] if on_lost else []
         self._info: ClaimInfo | None = None
         self._task: asyncio.Task[None] | None = None
@@ -108,7 +112,9 @@ class AsyncLease:
     # ---- life cycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncLease:
-        info = await self._client.acquire_claim(self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl)
+        info = await self._client.acquire_claim(
+            self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl, mode=self._mode, permits=self._permits
+        )
         self._info = info
         self._renewed = asyncio.get_running_loop().time()
         self._move_deadline(info)

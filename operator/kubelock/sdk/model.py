@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubelock.api import objects
-from kubelock.api.fencing import lock_token
+from kubelock.api.fencing import grant_tokens, lock_token, recorded
 from kubelock.domain.reasons import Phase
 
 Body = dict[str, Any]
@@ -23,6 +23,27 @@ def parse_time(value: object) -> datetime | None:
 def format_time(value: datetime | None) -> str | None:
     """RFC 3339 in UTC, as the operator writes it (`2026-01-02T03:04:05.123456Z`)."""
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class GrantInfo:
+    """One resource a Held claim holds (status.grants)."""
+
+    resource: str
+    lock_name: str
+    fencing_token: int
+    mode: str = "Exclusive"
+    permits: int = 1
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> GrantInfo:
+        return cls(
+            resource=str(raw.get("resource") or ""),
+            lock_name=str(raw.get("lockName") or ""),
+            fencing_token=objects.integer(raw.get("fencingToken")) or 0,
+            mode=str(raw.get("mode") or "Exclusive"),
+            permits=objects.integer(raw.get("permits")) or 1,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +73,15 @@ class ClaimInfo:
     stale: bool
     observed_renew: str | None
     renew_request: str | None
+    mode: str = "Exclusive"
+    permits: int = 1
+    resources: tuple[str, ...] = ()  # normalised: every resource of the claim (the first is `resource`)
+    grants: tuple[GrantInfo, ...] = ()  # while Held: one per resource
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        """While Held: the fencing token of each resource."""
+        return {g.resource: g.fencing_token for g in self.grants}
 
     @property
     def held(self) -> bool:
@@ -97,6 +127,10 @@ class ClaimInfo:
             stale=status.stale,
             observed_renew=status.observed_renew,
             renew_request=parsed.renew_request,
+            mode=spec.mode,
+            permits=spec.permits,
+            resources=spec.resources,
+            grants=tuple(GrantInfo.parse(g) for g in status.grants),
         )
 
 
@@ -118,6 +152,10 @@ class LockInfo:
     lease_seconds: int
     annotations: dict[str, str]
     claim_uid: str = ""
+    mode: str = "Exclusive"  # the first grant's
+    holders: tuple[str, ...] = ()  # the holder of every grant, the first grant's first
+    tokens: tuple[tuple[str, int], ...] = ()  # (claim uid, fencing token) of every grant
+    token_record: dict[str, Any] | None = None  # what a write of the lock records (`fencing.recorded`)
 
     @classmethod
     def from_body(cls, body: Body) -> LockInfo:
@@ -138,6 +176,10 @@ class LockInfo:
             expires_at=spec.expires_at,
             lease_seconds=spec.lease_seconds or 0,
             annotations={str(k): str(v) for k, v in meta.annotations.items()},
+            mode=spec.mode,
+            holders=tuple(g.holder for g in spec.every_grant),
+            tokens=tuple(grant_tokens(body).items()),
+            token_record=recorded(body),
         )
 
 

@@ -139,9 +139,11 @@ class LockClient:
     def who(self) -> UserInfo:
         return self.run(self.aio.who())
 
-    def try_acquire(self, uri: str, ttl: int | None = None) -> AcquireResult:
+    def try_acquire(
+        self, uri: str, ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
+    ) -> AcquireResult:
         with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
-            return self.run(self.aio.try_acquire(uri, ttl))
+            return self.run(self.aio.try_acquire(uri, ttl, mode=mode, permits=permits))
 
     def acquire(
         self,
@@ -151,10 +153,13 @@ class LockClient:
         timeout: float | None = None,
         ttl: int | None = None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        mode: str = "Exclusive",
+        permits: int = 1,
     ) -> AcquireResult:
         """`on_update` runs on the client's event loop thread: keep it short."""
         with signals.raising():
-            return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
+            return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
+                                             mode=mode, permits=permits))
 
     def release(self, uri: str) -> ReleaseResult:
         return self.run(self.aio.release(uri))
@@ -177,12 +182,16 @@ class LockClient:
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
         renew_deadline: float | None = None,
+        mode: str = "Exclusive",
+        permits: int = 1,
     ) -> Lease:
         """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
-        within it, before the TTL runs out."""
-        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline),
-                     on_lost)
+        within it, before the TTL runs out. `mode` and `permits` as for `acquire`."""
+        lease = self.aio.lock(
+            uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline, mode=mode, permits=permits
+        )
+        return Lease(self, lease, on_lost)
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from kubelock.api.types import MAX_TTL_CEILING
+from kubelock.api.types import MAX_PERMITS, MAX_TTL_CEILING
 from kubelock.domain.holder import InvalidInstance, validate_instance
 from kubelock.domain.resource import InvalidResource, validate_holder, validate_resource
 from kubelock.sdk.errors import InvalidInput
@@ -42,6 +42,18 @@ def namespace(name: object) -> str:
             "with a letter or digit"
         )
     return name
+
+
+def need(mode: object, permits: object) -> None:
+    """A mode (Exclusive or Shared) and a number of permits (1..1000; 1 in Shared mode)."""
+    if mode not in ("Exclusive", "Shared"):
+        raise InvalidInput(f"mode must be Exclusive or Shared, not {mode!r}")
+    if isinstance(permits, bool) or not isinstance(permits, int):
+        raise InvalidInput(f"permits must be a whole number, not {permits!r}")
+    if not 1 <= permits <= MAX_PERMITS:
+        raise InvalidInput(f"permits must be between 1 and {MAX_PERMITS}, not {permits}")
+    if mode == "Shared" and permits != 1:
+        raise InvalidInput("a shared lock takes no permits: drop --permits (or permits=) with --shared (mode=Shared)")
 
 
 def ttl(value: object) -> int | None:

@@ -1,0 +1,220 @@
+"""The writes of grants, through the reconciler and the grant store, against the recording fake API:
+an exclusive lock is one create and nothing more; Shared and semaphore grants are conditional
+updates of the resource's one lock, each with its own increasing token; a conflict is Stale."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from kubelock.api.fencing import grant_tokens, recorded
+from kubelock.domain.clock import ManualClock
+from kubelock.domain.model import CreateLock, Policy
+from kubelock.domain.resource import lock_name
+from kubelock.kube import codec, paths
+from kubelock.operator.cache import Cache
+from kubelock.operator.events import EventRecorder
+from kubelock.operator.grants import GrantStore, Stale, Written
+from kubelock.operator.reconciler import Reconciler
+from tests.support.fakeapi import FakeApi
+
+R = "deploy://api-prod"
+LOCK = paths.locks("a", lock_name(R))
+
+
+def claim(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "uid": f"u-{name}", "namespace": "a"},
+        "spec": {"resource": R, "holder": f"agent-{name}", "wait": True, **spec},
+    }
+
+
+class Bed:
+    def __init__(self, capacity: int = 1) -> None:
+        self.clock = ManualClock(1_800_000_000.0)
+        self.api = FakeApi()
+        self.cache = Cache()
+        self.reconciler = Reconciler(
+            self.api, self.cache, Policy(), self.clock, EventRecorder(self.api, self.clock, "test"),  # type: ignore[arg-type]
+            capacity=lambda namespace, resource: capacity,
+        )
+
+    def add(self, name: str, **spec: Any) -> None:
+        self.cache.upsert_claim(self.api.put(paths.claims("a", name), claim(name, **spec)))
+
+    def release(self, name: str) -> None:
+        body = self.api.objects.pop(paths.claims("a", name))
+        self.cache.delete_claim(body)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.api.objects[paths.claims("a", name)].get("status") or {})
+
+    def run(self, step: Callable[[], Any]) -> None:
+        async def go() -> None:
+            step()
+            await self.reconciler.reconcile(("a", R))
+            await self.reconciler.stop()
+
+        asyncio.run(go())
+
+
+def test_an_exclusive_grant_is_one_create_of_todays_lock_and_its_release_one_delete() -> None:
+    bed = Bed()
+    bed.run(lambda: bed.add("c1"))
+    assert bed.api.writes == [("create", paths.locks("a")), ("patch", paths.claims("a", "c1", status=True))]
+    stored = bed.api.objects[LOCK]
+    assert not {"mode", "permits", "grants", "holders"} & set(stored["spec"])  # today's object
+    token = int(stored["metadata"]["resourceVersion"])
+    status = bed.status("c1")
+    assert (status["phase"], status["fencingToken"]) == ("Held", token)
+    assert status["grants"] == [
+        {"resource": R, "lockName": lock_name(R), "fencingToken": token, "mode": "Exclusive", "permits": 1}
+    ]
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("c1"))
+    assert bed.api.writes == [("delete", LOCK)]
+
+
+def test_shared_holders_are_one_lock_each_grant_with_its_own_increasing_token() -> None:
+    bed = Bed()
+
+    def two() -> None:
+        bed.add("s1", mode="Shared")
+        bed.add("s2", mode="Shared")
+
+    bed.run(two)
+    lock_writes = [w for w in bed.api.writes if w[1].startswith(paths.locks("a"))]
+    assert lock_writes == [("create", paths.locks("a")), ("patch", LOCK)]  # a create, then one conditional add
+    stored = bed.api.objects[LOCK]
+    assert (stored["spec"]["mode"], stored["spec"]["holders"], len(stored["spec"]["grants"])) == ("Shared", 2, 1)
+    first, second = bed.status("s1"), bed.status("s2")
+    assert first["phase"] == second["phase"] == "Held"
+    assert first["fencingToken"] < second["fencingToken"]
+    # The add recorded the first grant's token (it had 0); the second reads as the lock's version.
+    assert stored["spec"]["fencingToken"] == first["fencingToken"]
+    assert stored["spec"]["grants"][0]["fencingToken"] == 0
+    assert second["fencingToken"] == int(stored["metadata"]["resourceVersion"])
+    assert grant_tokens(stored) == {"u-s1": first["fencingToken"], "u-s2": second["fencingToken"]}
+
+
+def test_an_exclusive_claim_waits_for_shared_holders_and_later_shared_claims_wait_behind_it() -> None:
+    bed = Bed()
+
+    def queue() -> None:
+        bed.add("s1", mode="Shared")
+        bed.add("x", mode="Exclusive")
+        bed.add("s2", mode="Shared")
+
+    bed.run(queue)
+    assert [bed.status(n)["phase"] for n in ("s1", "x", "s2")] == ["Held", "Pending", "Pending"]
+    bed.run(lambda: bed.release("s1"))
+    assert [bed.status(n)["phase"] for n in ("x", "s2")] == ["Held", "Pending"]
+
+
+def test_the_first_grant_going_moves_the_next_up_with_its_token() -> None:
+    bed = Bed()
+
+    def three() -> None:
+        for name in ("s1", "s2", "s3"):
+            bed.add(name, mode="Shared")
+
+    bed.run(three)
+    tokens = {n: bed.status(n)["fencingToken"] for n in ("s1", "s2", "s3")}
+    assert tokens["s1"] < tokens["s2"] < tokens["s3"]
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("s1"))
+    assert [w for w in bed.api.writes if w[1] == LOCK] == [("patch", LOCK)]  # an update, not a delete
+    stored = bed.api.objects[LOCK]
+    assert stored["spec"]["claimRef"]["uid"] == "u-s2" and stored["spec"]["holders"] == 2
+    assert grant_tokens(stored) == {"u-s2": tokens["s2"], "u-s3": tokens["s3"]}
+    bed.run(lambda: (bed.release("s2"), bed.release("s3")))
+    assert LOCK not in bed.api.objects
+
+
+def test_a_semaphore_grants_permits_up_to_its_capacity() -> None:
+    bed = Bed(capacity=3)
+
+    def four() -> None:
+        bed.add("p2", permits=2)
+        bed.add("p1", permits=1)
+        bed.add("q1", permits=1)
+
+    bed.run(four)
+    assert [bed.status(n)["phase"] for n in ("p2", "p1", "q1")] == ["Held", "Held", "Pending"]
+    stored = bed.api.objects[LOCK]
+    assert sum(g.permits for g in codec.lock_views(stored)) == 3
+    bed.run(lambda: bed.release("p2"))
+    assert bed.status("q1")["phase"] == "Held"
+
+
+def test_an_add_on_a_lock_changed_since_is_stale_and_writes_nothing() -> None:
+    async def scenario() -> None:
+        bed = Bed()
+        bed.add("s1", mode="Shared")
+        await bed.reconciler.reconcile(("a", R))
+        seen = bed.cache.locks[("a", R)]
+        bed.api.objects[LOCK]["metadata"]["resourceVersion"] = "999"  # another replica's write
+        bed.add("s2", mode="Shared")
+        record = bed.cache.claims["u-s2"]
+        store = GrantStore(bed.api)  # type: ignore[arg-type]
+        before = dict(bed.api.objects[LOCK]["spec"])
+        outcome = await store.add("a", CreateLock(record.claim, bed.clock.now(), 60), record, seen.grants, seen.version)
+        assert isinstance(outcome, Stale)
+        assert bed.api.objects[LOCK]["spec"] == before
+        removed = await store.remove("a", seen.grants[0], seen.grants, seen.version)
+        assert isinstance(removed, Stale) and LOCK in bed.api.objects  # nor a delete on a stale view
+        assert isinstance(await store.remove("a", seen.grants[0], seen.grants, "999"), Written)
+        await bed.reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_admins_break_of_one_shared_holder_removes_its_grant_and_revokes_only_its_claim() -> None:
+    bed = Bed()
+
+    def two() -> None:
+        bed.add("s1", mode="Shared")
+        bed.add("s2", mode="Shared")
+
+    bed.run(two)
+    token = bed.status("s2")["fencingToken"]
+
+    def annotate() -> None:  # what kubelock unlock --holder writes: the break record, every token recorded
+        stored = bed.api.objects[LOCK]
+        stored["spec"].update(recorded(stored))
+        stored["metadata"]["annotations"] = {
+            "kubelock.dev/broken-by": "admin", "kubelock.dev/break-reason": "stuck",
+            "kubelock.dev/break-claims": "u-s1",
+        }
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.cache.upsert_lock(stored)
+
+    bed.run(annotate)
+    stored = bed.api.objects[LOCK]
+    assert not stored["metadata"].get("annotations")  # the break is carried out, its record cleared
+    assert grant_tokens(stored) == {"u-s2": token}
+    revoked = bed.status("s1")
+    assert (revoked["phase"], revoked["reason"]) == ("Revoked", "LockBroken")
+    assert "broken by admin: stuck" in revoked["message"]
+    assert bed.status("s2")["phase"] == "Held"
+
+
+def test_an_add_that_meets_a_lock_changed_since_reads_it_and_adds_on_it() -> None:
+    """Another replica wrote the lock (a renewal) after this one's view: the add fails on the stale
+    version, the lock is read again, and the grant is added on the version now current."""
+    bed = Bed()
+    bed.run(lambda: bed.add("s1", mode="Shared"))
+
+    def behind_its_back() -> None:
+        stored = bed.api.objects[LOCK]
+        stored["spec"]["fencingToken"] = bed.status("s1")["fencingToken"]  # a renewal records it
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.api.requests.clear()
+        bed.add("s2", mode="Shared")
+
+    bed.run(behind_its_back)
+    assert bed.status("s2")["phase"] == "Held"
+    lock_requests = [r for r in bed.api.requests if r[1] == LOCK]
+    assert lock_requests == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
+    assert bed.api.objects[LOCK]["spec"]["holders"] == 2
