@@ -152,6 +152,7 @@ class ClaimStatus:
     expires_at: datetime | None
     finished_at: datetime | None
     waiting_since: datetime | None
+    available_at: datetime | None
     queue_position: int | None
     sequence: int | None
     cycle: tuple[str, ...] | None
@@ -189,6 +190,7 @@ class ClaimStatus:
             expires_at=time_of(status.get("expiresAt")),
             finished_at=time_of(status.get("finishedAt")),
             waiting_since=time_of(status.get("waitingSince")),
+            available_at=time_of(status.get("availableAt")),
             queue_position=integer(status.get("queuePosition")),
             sequence=integer(status.get("sequence")),
             cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,

@@ -243,6 +243,15 @@ class LockClaimStatus(_Model):
         description="While Pending: when the operator first saw the claim waiting; waitTimeoutSeconds counts "
         "from here.",
     )
+    available_at: datetime | None = Field(
+        default=None,
+        description=(
+            "Lock-delay (LockPolicy lockDelaySeconds). While Pending with reason LockDelay: the resource "
+            "rests after a grant ended abnormally and is granted to nobody before this time (the message "
+            "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break or its pod's "
+            "end): when its resource may be granted to someone else; stop working on it before then."
+        ),
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         description=(

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     STALE = "Stale"
     RELEASED = "Released"
     NAMESPACE_DELETED = "NamespaceDeleted"
+    LOCK_DELAY = "LockDelay"  # the resource rests after a grant ended abnormally
+    QUOTA_EXCEEDED = "QuotaExceeded"
 
 
 # Condition types written on LockClaims.
@@ -62,5 +64,6 @@ WARNING_REASONS = frozenset(
         Reason.STALE,
         Reason.WAIT_TIMED_OUT,
         Reason.NAMESPACE_DELETED,
+        Reason.QUOTA_EXCEEDED,
     }
 )
