@@ -290,3 +290,46 @@ class LockObject:
     def parse(cls, body: Mapping[str, Any]) -> LockObject:
         raw = _mapping(body)
         return cls(Metadata.parse(raw.get("metadata")), LockSpec.parse(raw.get("spec")))
+
+
+# ---- LockPolicy ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """spec of a LockPolicy. Admission keeps the numbers in bounds; absent ones read as the defaults
+    the schema would have given (capacity 1, no lock-delay, no quota)."""
+
+    resource_prefix: str
+    capacity: int
+    lock_delay_seconds: int
+    max_held_per_holder: int | None
+    max_waiting_per_holder: int | None
+    max_held_per_namespace: int | None
+    max_waiting_per_namespace: int | None
+
+    @classmethod
+    def parse(cls, raw: object) -> PolicySpec:
+        spec = _mapping(raw)
+        return cls(
+            resource_prefix=str(spec.get("resourcePrefix") or ""),
+            capacity=max(1, integer(spec.get("capacity")) or 1),
+            lock_delay_seconds=max(0, integer(spec.get("lockDelaySeconds")) or 0),
+            max_held_per_holder=integer(spec.get("maxHeldPerHolder")),
+            max_waiting_per_holder=integer(spec.get("maxWaitingPerHolder")),
+            max_held_per_namespace=integer(spec.get("maxHeldPerNamespace")),
+            max_waiting_per_namespace=integer(spec.get("maxWaitingPerNamespace")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyObject:
+    """A LockPolicy body, parsed."""
+
+    metadata: Metadata
+    spec: PolicySpec
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> PolicyObject:
+        raw = _mapping(body)
+        return cls(Metadata.parse(raw.get("metadata")), PolicySpec.parse(raw.get("spec")))

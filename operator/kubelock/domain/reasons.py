@@ -42,6 +42,10 @@ class Reason(StrEnum):
     QUOTA_EXCEEDED = "QuotaExceeded"
 
 
+# A try-lock refused for these may succeed later without any change to the claim: the resource is
+# busy (held, or resting after a lost grant). Clients report them as "held", not as bad input.
+BUSY_REASONS = frozenset({Reason.HELD_BY_ANOTHER.value, Reason.LOCK_DELAY.value})
+
 # Condition types written on LockClaims.
 CONDITION_HELD = "Held"
 CONDITION_STALE = "Stale"

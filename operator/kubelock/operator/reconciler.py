@@ -21,6 +21,7 @@ from typing import Protocol
 
 from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
+from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -45,6 +46,7 @@ from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, PodInfo, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Taken
+from kubelock.operator.policies import PolicyIndex, usage
 from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
 log = logging.getLogger("kubelock.reconciler")
@@ -105,6 +107,24 @@ class OpenGate:
         pass
 
 
+class Policies(Protocol):
+    """The LockPolicies that govern resources (`kubelock.operator.policies.PolicyIndex`)."""
+
+    def policy_for(self, namespace: str, resource: str) -> LockPolicy: ...
+
+    def capacity_of(self, namespace: str, resource: str) -> int: ...
+
+
+class NoPolicies:
+    """No LockPolicy anywhere: capacity 1, no lock-delay, no quotas (a cache filled by hand)."""
+
+    def policy_for(self, namespace: str, resource: str) -> LockPolicy:
+        return DEFAULT
+
+    def capacity_of(self, namespace: str, resource: str) -> int:
+        return 1
+
+
 class Reconciler:
     def __init__(
         self,
@@ -115,6 +135,7 @@ class Reconciler:
         events: EventRecorder,
         observer: Observer | None = None,
         gate: Gate | None = None,
+        policies: Policies | None = None,
     ) -> None:
         self.client = client
         self.grants = GrantStore(client)
@@ -124,6 +145,7 @@ class Reconciler:
         self.events = events
         self.observer = observer or NullObserver()
         self.gate: Gate = gate or OpenGate()
+        self.policies: Policies = policies or NoPolicies()
         # One reconcile per key at a time, retried with backoff, woken at its deadlines.
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,
@@ -172,6 +194,7 @@ class Reconciler:
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
             claims, lock, seen = await self._gather(key)
+            lock_policy = self.policies.policy_for(namespace, resource)
             decision = decide(
                 resource,
                 claims,
@@ -179,8 +202,11 @@ class Reconciler:
                 now=self.clock.now(),
                 policy=self.policy,
                 graph=self.cache.graphs[namespace],
+                capacity=self.policies.capacity_of(namespace, resource),
                 broken=await self._break_of(key, claims, lock),
                 finished=self.cache.finished_for(key),
+                lock_policy=lock_policy,
+                usage=self._usage(namespace, lock_policy),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
@@ -203,6 +229,12 @@ class Reconciler:
             await self._apply(namespace, decision.actions, seen)
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    def _usage(self, namespace: str, lock_policy: LockPolicy) -> Usage:
+        """What the policy's quotas count (only a policy with quotas costs a walk of the claims)."""
+        if not lock_policy.quotas.any or not isinstance(self.policies, PolicyIndex):
+            return NO_USAGE
+        return usage(self.cache, self.policies, namespace, lock_policy)
 
     def _held_back_grants(self, key: Key, decision: Decision, lock: Lock | None) -> tuple[Action, ...]:
         """The actions of a grant that must wait for a fresh view: a create (the one write that
