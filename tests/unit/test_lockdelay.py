@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from kubelock.domain.arbiter import decide
 from kubelock.domain.lockpolicy import LockPolicy
-from kubelock.domain.model import CreateLock, FinishedClaim, LockBreak, Policy, SetStatus
+from kubelock.domain.model import CreateLock, FinishedClaim, LockBreak, PodLiveness, Policy, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.domain.waitfor import WaitForGraph
@@ -97,8 +97,6 @@ def test_a_broken_lock_rests_and_the_break_says_so() -> None:
 
 
 def test_a_holder_pod_that_terminates_leaves_a_delay_a_waiting_one_does_not() -> None:
-    from kubelock.domain.model import PodLiveness
-
     s = Space(lock_policy=DELAY)
     s.add(claim("agent-a", 5, pod_name="pa", pod=PodLiveness.ALIVE))
     s.settle(T0)
@@ -169,3 +167,18 @@ def test_the_ended_claim_is_kept_until_its_delay_ends() -> None:
     assert early.actions == () and early.next_deadline == T0 + 30
     late = decide(RES, [], [], now=T0 + 30, policy=policy, graph=WaitForGraph(), finished=[expired])
     assert [type(a).__name__ for a in late.actions] == ["DeleteClaim"]
+
+
+def test_a_holder_pod_end_whose_status_write_lost_a_race_still_leaves_the_delay() -> None:
+    """The lock of a terminated pod's claim is deleted together with the claim's Revoked status; when
+    that status write fails, the claim still says Held and its lock is gone: a grant was lost."""
+    s = Space(lock_policy=DELAY)
+    s.add(claim("agent-a", 5, pod_name="pa", pod=PodLiveness.ALIVE))
+    s.settle(T0)
+    s.claims["uid-agent-a"] = replace(s.get("agent-a"), pod=PodLiveness.TERMINATED)
+    del s.grants[RES]  # the deletion went through, the status did not
+    s.settle(T0 + 1)
+    a = s.get("agent-a").status
+    assert a is not None and (a.phase, a.reason, a.available_at) == (
+        Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, T0 + 11
+    )

@@ -248,7 +248,9 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
-        if not holds:
+        # A claim told Held whose lock is already gone lost a grant too: its lock's deletion went out
+        # together with this status, and the status write failed (a renewal raced it).
+        if not holds and claim.phase is not Phase.HELD:
             return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
         return _lost(claim, resource, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, context)
     if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:

@@ -54,6 +54,10 @@ MAX_ROUNDS = 64
 # How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
 # position, and writing them all on every handoff would cost O(waiters) writes per grant.
 POSITION_DELAY = 0.25
+# The grants one resource's record can hold today: its one ResourceLock is its one grant. A policy's
+# higher capacity takes effect once the record holds several grants (the grant store's to change);
+# until then deciding with it would admit grants the store cannot write.
+STORE_CAPACITY = 1
 
 
 class Observer(Protocol):
@@ -202,7 +206,7 @@ class Reconciler:
                 now=self.clock.now(),
                 policy=self.policy,
                 graph=self.cache.graphs[namespace],
-                capacity=self.policies.capacity_of(namespace, resource),
+                capacity=self.capacity_of(namespace, resource),
                 broken=await self._break_of(key, claims, lock),
                 finished=self.cache.finished_for(key),
                 lock_policy=lock_policy,
@@ -229,6 +233,10 @@ class Reconciler:
             await self._apply(namespace, decision.actions, seen)
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    def capacity_of(self, namespace: str, resource: str) -> int:
+        """The permits decided with: the governing policy's capacity, as far as the store holds them."""
+        return min(self.policies.capacity_of(namespace, resource), STORE_CAPACITY)
 
     def _usage(self, namespace: str, lock_policy: LockPolicy) -> Usage:
         """What the policy's quotas count (only a policy with quotas costs a walk of the claims)."""

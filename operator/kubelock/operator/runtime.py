@@ -349,9 +349,9 @@ class Runtime:
 
     def _repolicy(self, before: dict[Key, Any]) -> None:
         touched = changed(self.policies, before)
-        for key, policy in touched:
+        for key, _ in touched:
             # The wait-for graph judges who blocks whom with the resource's capacity too.
-            self.cache.graphs[key[0]].set_capacity(key[1], policy.capacity)
+            self.cache.graphs[key[0]].set_capacity(key[1], self.reconciler.capacity_of(*key))
             self.reconciler.schedule(key)
         if touched:
             log.info("policies changed: %d resources are decided again", len(touched))
