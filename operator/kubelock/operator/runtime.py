@@ -392,9 +392,12 @@ class _Locks:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
+    def _take(self, kind: str, body: Body) -> None:
+        self._runtime.on_lock(kind, body)
+
     def event(self, scope: str | None, kind: str, body: Body) -> None:
         if self._runtime.in_scope(_namespace(body)):
-            self._runtime.on_lock(kind, body)
+            self._take(kind, body)
 
     def seen_to(self, scope: str | None, version: int) -> None:
         pass
@@ -409,25 +412,12 @@ class _Locks:
         return await self._runtime.relist_locks(scope)
 
 
-class _Policies:
-    """The policy watch's sink. A broken policy watch holds nothing back: it resumes and replays what
-    it missed, or lists again."""
+class _Policies(_Locks):
+    """The policy watch's sink. A broken policy watch holds nothing back either: it resumes and
+    replays what it missed, or lists again."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-
-    def event(self, scope: str | None, kind: str, body: Body) -> None:
-        if self._runtime.in_scope(_namespace(body)):
-            self._runtime.on_policy(kind, body)
-
-    def seen_to(self, scope: str | None, version: int) -> None:
-        pass
-
-    def unwatched(self, scope: str | None) -> None:
-        pass
-
-    def watched(self, scope: str | None) -> None:
-        pass
+    def _take(self, kind: str, body: Body) -> None:
+        self._runtime.on_policy(kind, body)
 
     async def relist(self, scope: str | None) -> int:
         return await self._runtime.relist_policies(scope)
