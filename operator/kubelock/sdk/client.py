@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION, REQUEST_ANNOTATION
 from kubelock.api.types import LockClaimSpec, PodRef
-from kubelock.domain.reasons import BUSY_REASONS, Phase, Reason
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import claim_name, digest, lock_name, normalise
 from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
@@ -157,7 +157,7 @@ class AsyncLockClient:
         try:
             return await self.acquire(uri, wait=False, ttl=ttl)
         except Rejected as rejected:
-            if rejected.reason not in BUSY_REASONS:
+            if rejected.reason != Reason.HELD_BY_ANOTHER.value:
                 raise
             ident = await self.identity()
             return AcquireResult(
