@@ -44,12 +44,12 @@ def test_a_resting_resource_is_granted_when_its_lock_delay_ends() -> None:
     async def scenario() -> None:
         clock = ManualClock(T0 + 3)
         api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        reconciler = reconciler_for(api, cache, index, clock)  # the index starts empty, as at start-up
         index.upsert(policy(lockDelaySeconds=10))
         ended = {"phase": "Expired", "reason": "LeaseExpired", "message": "", "sequence": 1,
                  "finishedAt": to_rfc3339(T0), "availableAt": to_rfc3339(T0 + 10)}
         cache.upsert_claim(api.put(paths.claims("a", "old"), claim("old", status=ended)))
         cache.upsert_claim(api.put(paths.claims("a", "b"), claim("b", wait=True)))
-        reconciler = reconciler_for(api, cache, index, clock)
         await reconciler.reconcile(("a", R))
         assert api.writes == [("patch", paths.claims("a", "b", status=True))]  # told, not granted
         status = api.objects[paths.claims("a", "b")]["status"]

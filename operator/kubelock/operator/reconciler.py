@@ -149,7 +149,7 @@ class Reconciler:
         self.events = events
         self.observer = observer or NullObserver()
         self.gate: Gate = gate or OpenGate()
-        self.policies: Policies = policies or NoPolicies()
+        self.policies: Policies = policies if policies is not None else NoPolicies()  # an empty index is falsy
         # One reconcile per key at a time, retried with backoff, woken at its deadlines.
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,

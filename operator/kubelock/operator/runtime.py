@@ -345,6 +345,9 @@ class Runtime:
             self.policies.delete(body)
         else:
             self.policies.upsert(body)
+        meta = body.get("metadata") or {}
+        log.info("LockPolicy %s/%s %s: %s", meta.get("namespace"), meta.get("name"), kind.lower() if kind else "seen",
+                 body.get("spec"))
         self._repolicy(before)
 
     def _repolicy(self, before: dict[Key, Any]) -> None:
