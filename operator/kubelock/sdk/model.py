@@ -52,6 +52,9 @@ class ClaimInfo:
     stale: bool
     observed_renew: str | None
     renew_request: str | None
+    # Lock-delay: while Pending (reason LockDelay), when the resource may be granted at the earliest;
+    # after a lost grant (Expired, Revoked), when the next holder may start.
+    available_at: datetime | None = None
 
     @property
     def held(self) -> bool:
@@ -97,6 +100,7 @@ class ClaimInfo:
             stale=status.stale,
             observed_renew=status.observed_renew,
             renew_request=parsed.renew_request,
+            available_at=status.available_at,
         )
 
 
