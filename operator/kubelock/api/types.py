@@ -373,7 +373,8 @@ class LockPolicySpec(_Model):
             "The permits each governed resource has (1-10000, default 1). An exclusive claim takes its "
             "permits from it: with 1, one holder at a time; with N, a counted semaphore of N permits. "
             "A claim asking for more permits than this is Rejected. Raising it lets waiters that now fit "
-            "be granted at once."
+            "be granted at once. While each resource's ResourceLock holds one grant, the operator serves "
+            "at most 1 whatever is set here."
         ),
         json_schema_extra=_rules(
             _cel(
