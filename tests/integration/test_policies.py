@@ -188,6 +188,25 @@ def test_the_next_waiter_waits_out_the_lock_delay_after_an_expiry(locks: Locks, 
     assert_rested(locks, expired)
 
 
+def test_the_next_waiter_waits_out_the_lock_delay_after_the_holders_pod_failed(
+    locks: Locks, admin_api: ApiClient, ns: str, fake_node: str
+) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=DELAY)
+    core = CoreV1Api(admin_api)
+    pod = core.create_namespaced_pod(ns, {
+        "metadata": {"name": "agent-0", "labels": {"kubelock.dev/lock-holder": "true"}},
+        "spec": {"nodeName": fake_node, "containers": [{"name": "agent", "image": "agent:latest"}]},
+    })
+    locks.claim("a", "deploy://api-prod", "agent-a", pod=(pod.metadata.name, pod.metadata.uid))
+    locks.wait_phase("a", "Held")
+    locks.claim("b", "deploy://api-prod", "agent-b", wait=True)
+    locks.wait_phase("b", "Pending")
+    core.patch_namespaced_pod_status("agent-0", ns, {"status": {"phase": "Failed"}})
+    revoked = status_of(locks.wait_phase("a", "Revoked", timeout=20))
+    assert revoked["reason"] == "HolderPodTerminated"
+    assert_rested(locks, revoked)
+
+
 def test_a_release_has_no_lock_delay(locks: Locks, admin_api: ApiClient, ns: str) -> None:
     apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=30)
     holder_and_waiter(locks, "deploy://released")
