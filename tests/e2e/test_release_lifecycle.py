@@ -18,7 +18,7 @@ from tests.e2e.conftest import RELEASE, RELEASE_NAMESPACE, E2ECluster, helm_inst
 from tests.e2e.tools import REPO, Tools
 
 OPERATOR = "kubelock-operator"
-CRDS = ("lockclaims.kubelock.dev", "resourcelocks.kubelock.dev")
+CRDS = ("lockclaims.kubelock.dev", "resourcelocks.kubelock.dev", "lockpolicies.kubelock.dev")
 MANIFEST = REPO / "manifests" / "kubelock.yaml"
 INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 CLUSTER_KINDS = "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings"

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubelock"
 PREFIX = "klh-"
-CRDS = ("lockclaims.kubelock.dev", "resourcelocks.kubelock.dev")
+CRDS = ("lockclaims.kubelock.dev", "resourcelocks.kubelock.dev", "lockpolicies.kubelock.dev")
 # Operator flags the test sets itself: it listens on free local ports, not on the pod's 0.0.0.0:8080.
 LOCAL_FLAGS = ("--health-address", "--metrics-port", "--metrics-address")
 Obj = dict[str, Any]

@@ -693,6 +693,7 @@ EXPECTED_OPERATOR_RULES = [
         "resources": ["resourcelocks"],
         "verbs": ["get", "list", "watch", "create", "patch", "delete", "operate"],
     },
+    {"apiGroups": ["kubelock.dev"], "resources": ["lockpolicies"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},

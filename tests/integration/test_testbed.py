@@ -73,7 +73,9 @@ def config_map(name: str, *owners: V1OwnerReference) -> V1ConfigMap:
     return V1ConfigMap(metadata=V1ObjectMeta(name=name, owner_references=list(owners) or None))
 
 
-@pytest.mark.parametrize("crd", ["lockclaims.kubelock.dev", "resourcelocks.kubelock.dev"])
+@pytest.mark.parametrize(
+    "crd", ["lockclaims.kubelock.dev", "resourcelocks.kubelock.dev", "lockpolicies.kubelock.dev"]
+)
 def test_crd_is_established(admin_api: ApiClient, crd: str) -> None:
     status = ApiextensionsV1Api(admin_api).read_custom_resource_definition(crd).status
     conditions = status.conditions if status and status.conditions else []

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from kubelock.domain.arbiter import decide, held_status
 from kubelock.domain.grants import Granted, Need, tokens_increase
+from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Usage
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -174,6 +175,7 @@ class Space:
     grants: dict[str, list[Lock]] = field(default_factory=dict)  # by resource
     policy: Policy = POLICY
     capacity: dict[str, int] = field(default_factory=dict)  # by resource; 1 when absent
+    lock_policy: LockPolicy = DEFAULT  # governs every resource of the space
     log: list[tuple[object, ...]] = field(default_factory=list)
     revision: int = 100
     issued: list[Granted] = field(default_factory=list)  # every grant made, in order
@@ -210,7 +212,22 @@ class Space:
             policy=self.policy,
             graph=self.graph(),
             capacity=self.capacity.get(resource, 1),
+            lock_policy=self.lock_policy,
+            usage=self.usage(),
         )
+
+    def usage(self) -> Usage:
+        """Held and waiting claims per holder, as the operator counts them for quotas: a claim holds
+        from its grant's creation on (before it is told)."""
+        granted = {g.claim_uid for gs in self.grants.values() for g in gs}
+        held: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        for c in self.claims.values():
+            holds = c.phase is Phase.HELD or c.uid in granted
+            counts = held if holds else waiting if c.phase is Phase.PENDING else None
+            if counts is not None:
+                counts[c.holder] = counts.get(c.holder, 0) + 1
+        return Usage(held, waiting)
 
     def _write(self) -> int:
         self.revision += 1

@@ -353,7 +353,9 @@ def test_replicas_are_plain_deployment_replicas(helm: Path) -> None:
 def test_defaults_install_crds_kept_and_no_optional_extras(helm: Path) -> None:
     docs = render(helm)
     crds = find(docs, "CustomResourceDefinition")
-    assert {c["metadata"]["name"] for c in crds} == {"lockclaims.kubelock.dev", "resourcelocks.kubelock.dev"}
+    assert {c["metadata"]["name"] for c in crds} == {
+        "lockclaims.kubelock.dev", "resourcelocks.kubelock.dev", "lockpolicies.kubelock.dev"
+    }
     assert all(c["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"} for c in crds)
     assert not find(docs, "ServiceMonitor")
     assert not find(docs, "ConfigMap")
@@ -364,7 +366,7 @@ def test_defaults_install_crds_kept_and_no_optional_extras(helm: Path) -> None:
 def test_crds_can_be_left_out_or_deleted_with_the_release(helm: Path) -> None:
     assert not find(render(helm, "crds.install=false"), "CustomResourceDefinition")
     crds = find(render(helm, "crds.keep=false"), "CustomResourceDefinition")
-    assert len(crds) == 2
+    assert len(crds) == 3
     assert all(not c["metadata"].get("annotations") for c in crds)
 
 

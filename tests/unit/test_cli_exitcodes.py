@@ -43,6 +43,8 @@ def test_the_codes_are_the_documented_numbers() -> None:
     [
         (Rejected("held", holder="b"), ExitCode.HELD),
         (Rejected("bad pod", reason=Reason.POD_NOT_FOUND.value), ExitCode.INVALID_INPUT),
+        (Rejected("resting after a lost lease", reason=Reason.LOCK_DELAY.value), ExitCode.HELD),
+        (Rejected("over quota", reason=Reason.QUOTA_EXCEEDED.value), ExitCode.INVALID_INPUT),
         (NotFound("none"), ExitCode.NOT_FOUND),
         (Forbidden("no"), ExitCode.FORBIDDEN),
         (InvalidInput("bad"), ExitCode.INVALID_INPUT),

@@ -8,6 +8,7 @@ from kubelock.domain.model import ClaimStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import from_rfc3339
 from kubelock.kube.codec import claim_record, claim_status, status_body
+from kubelock.sdk.model import ClaimInfo
 
 T = "2026-01-02T03:04:05.000000Z"
 LATER = "2026-01-02T04:04:05.000000Z"
@@ -53,3 +54,17 @@ def test_the_stale_condition_says_the_schedule_was_missed_and_when_the_lease_end
     fresh = status_body(ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7),
                         claim_record(body({})), now=0)["conditions"]
     assert next(c for c in fresh if c["type"] == "Stale")["message"].startswith("renewed on schedule")
+
+
+def test_available_at_round_trips_and_the_sdk_reads_it() -> None:
+    status = ClaimStatus(phase=Phase.EXPIRED, reason=Reason.LEASE_EXPIRED, message="m", sequence=7,
+                         finished_at=from_rfc3339(T), available_at=from_rfc3339(LATER))
+    written = status_body(status, claim_record(body({})), now=from_rfc3339(T))
+    assert written["availableAt"] == LATER
+    read = claim_status(written, 7)
+    assert read is not None and read.available_at == from_rfc3339(LATER)
+    info = ClaimInfo.from_body(body(written))
+    assert info.available_at is not None and info.available_at.timestamp() == from_rfc3339(LATER)
+    held = status_body(ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7),
+                       claim_record(body({})), now=from_rfc3339(T))
+    assert held["availableAt"] is None  # a merge patch of the whole status clears it

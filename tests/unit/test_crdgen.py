@@ -15,13 +15,14 @@ from kubelock.api import crdgen
 REPO = Path(__file__).resolve().parents[2]
 CLAIMS_FILE = "kubelock.dev_lockclaims.yaml"
 LOCKS_FILE = "kubelock.dev_resourcelocks.yaml"
+POLICIES_FILE = "kubelock.dev_lockpolicies.yaml"
 FORBIDDEN_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "title", "additionalProperties", "$defs", "const")
 
 
 @pytest.fixture(scope="module")
 def crds() -> dict[str, dict[str, Any]]:
     rendered = crdgen.render()
-    return {"lc": rendered[CLAIMS_FILE], "rl": rendered[LOCKS_FILE]}
+    return {"lc": rendered[CLAIMS_FILE], "rl": rendered[LOCKS_FILE], "lp": rendered[POLICIES_FILE]}
 
 
 def version_of(crd: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def schemas(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[st
         yield from schemas(node["items"], f"{path}[]")
 
 
-@pytest.mark.parametrize("kind", ["lc", "rl"])
+@pytest.mark.parametrize("kind", ["lc", "rl", "lp"])
 def test_schema_is_structural(crds: dict[str, dict[str, Any]], kind: str) -> None:
     schema = schema_of(crds[kind])
     for path, node in walk(schema):
@@ -73,7 +74,7 @@ def test_schema_is_structural(crds: dict[str, dict[str, Any]], kind: str) -> Non
             assert "items" in node, f"{path} is an array without items"
 
 
-@pytest.mark.parametrize("kind", ["lc", "rl"])
+@pytest.mark.parametrize("kind", ["lc", "rl", "lp"])
 def test_every_field_has_a_description(crds: dict[str, dict[str, Any]], kind: str) -> None:
     for path, node in schemas(schema_of(crds[kind])):
         if path in ("", ".metadata") or path.endswith("[]"):
@@ -86,6 +87,7 @@ def test_every_field_has_a_description(crds: dict[str, dict[str, Any]], kind: st
     [
         pytest.param("lc", "LockClaim", "lockclaims", "lc", True, id="lockclaim"),
         pytest.param("rl", "ResourceLock", "resourcelocks", "rl", False, id="resourcelock"),
+        pytest.param("lp", "LockPolicy", "lockpolicies", "lp", False, id="lockpolicy"),
     ],
 )
 def test_names_scope_and_subresources(
@@ -115,6 +117,7 @@ def test_names_scope_and_subresources(
     [
         pytest.param("lc", ["Resource", "Holder", "Phase", "Position", "Expires", "Age"], id="lockclaim"),
         pytest.param("rl", ["Resource", "Holder", "Mode", "Holders", "Token", "Expires", "Age"], id="resourcelock"),
+        pytest.param("lp", ["Prefix", "Capacity", "Lock-Delay", "Age"], id="lockpolicy"),
     ],
 )
 def test_printer_columns_of_the_contract(crds: dict[str, dict[str, Any]], kind: str, columns: list[str]) -> None:
@@ -249,6 +252,8 @@ def test_generate_then_check_round_trips(tmp_path: Path) -> None:
             f"charts/kubelock/templates/crds/{LOCKS_FILE}",
             f"crds/{CLAIMS_FILE}",
             f"crds/{LOCKS_FILE}",
+            f"charts/kubelock/templates/crds/{POLICIES_FILE}",
+            f"crds/{POLICIES_FILE}",
         ]
     )
     assert crdgen.main(["--check", "--root", str(tmp_path)], out=lambda _: None) == 0

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubelock.api.types import LockClaim, LockClaimSpec, LockClaimStatus, ResourceLockSpec
+from kubelock.api.types import LockClaim, LockClaimSpec, LockClaimStatus, LockPolicySpec, ResourceLockSpec
 
 BASE: dict[str, Any] = {"resource": "github://acme/app/issues/42", "holder": "agent-a"}
 
@@ -156,3 +156,28 @@ def test_resource_lock_spec_lease_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="leaseDurationSeconds"):
         ResourceLockSpec.model_validate(body)
     assert ResourceLockSpec.model_validate({**body, "leaseDurationSeconds": 30}).fencing_token == 3
+
+
+# ---- LockPolicy ---------------------------------------------------------------------------------
+
+
+def test_a_lock_policy_defaults_to_todays_behaviour() -> None:
+    spec = LockPolicySpec.model_validate({"resourcePrefix": "deploy://"})
+    assert (spec.capacity, spec.lock_delay_seconds) == (1, 0)
+    assert spec.max_held_per_holder is None and spec.max_waiting_per_namespace is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"resourcePrefix": "x://", "capacity": 0}, "capacity must be between 1 and 10000"),
+        ({"resourcePrefix": "x://", "capacity": 10001}, "capacity must be between 1 and 10000"),
+        ({"resourcePrefix": "x://", "lockDelaySeconds": 61}, "lockDelaySeconds must be between 0 and 60"),
+        ({"resourcePrefix": "x://", "lockDelaySeconds": -1}, "lockDelaySeconds must be between 0 and 60"),
+        ({"resourcePrefix": "x://", "maxHeldPerHolder": 0}, "greater than or equal to 1"),
+        ({"capacity": 2}, "resourcePrefix"),
+    ],
+)
+def test_a_bad_lock_policy_is_refused_before_it_is_sent(spec: dict[str, object], words: str) -> None:
+    with pytest.raises(ValidationError, match=words):
+        LockPolicySpec.model_validate(spec)

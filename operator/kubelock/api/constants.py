@@ -10,6 +10,9 @@ CLAIM_SHORT = "lc"
 LOCK_KIND = "ResourceLock"
 LOCK_PLURAL = "resourcelocks"
 LOCK_SHORT = "rl"
+POLICY_KIND = "LockPolicy"
+POLICY_PLURAL = "lockpolicies"
+POLICY_SHORT = "lp"
 CATEGORY = "locks"
 
 # A holder renews its lease by writing any new value here (the SDK writes a timestamp for humans;

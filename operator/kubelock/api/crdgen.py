@@ -25,6 +25,8 @@ from kubelock.api.types import (
     LockClaim,
     LockClaimSpec,
     LockClaimStatus,
+    LockPolicy,
+    LockPolicySpec,
     ResourceLock,
     ResourceLockSpec,
 )
@@ -186,9 +188,23 @@ def render() -> dict[str, JSON]:
         ],
         status=False,
     )
+    policy = _crd(
+        c.POLICY_KIND,
+        c.POLICY_PLURAL,
+        c.POLICY_SHORT,
+        _root(LockPolicy, schema_of(LockPolicySpec), None),
+        [
+            _col("Prefix", ".spec.resourcePrefix", description="The resources it governs: URIs beginning with this"),
+            _col("Capacity", ".spec.capacity", "integer", "Permits each governed resource has"),
+            _col("Lock-Delay", ".spec.lockDelaySeconds", "integer", "Seconds of rest after an abnormal release"),
+            _col("Age", ".metadata.creationTimestamp", "date"),
+        ],
+        status=False,
+    )
     return {
         f"{c.GROUP}_{c.CLAIM_PLURAL}.yaml": claim,
         f"{c.GROUP}_{c.LOCK_PLURAL}.yaml": lock,
+        f"{c.GROUP}_{c.POLICY_PLURAL}.yaml": policy,
     }
 
 

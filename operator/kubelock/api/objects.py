@@ -163,6 +163,7 @@ class ClaimStatus:
     expires_at: datetime | None
     finished_at: datetime | None
     waiting_since: datetime | None
+    available_at: datetime | None
     queue_position: int | None
     sequence: int | None
     cycle: tuple[str, ...] | None
@@ -202,6 +203,7 @@ class ClaimStatus:
             expires_at=time_of(status.get("expiresAt")),
             finished_at=time_of(status.get("finishedAt")),
             waiting_since=time_of(status.get("waitingSince")),
+            available_at=time_of(status.get("availableAt")),
             queue_position=integer(status.get("queuePosition")),
             sequence=integer(status.get("sequence")),
             cycle=tuple(str(c) for c in cycle) if isinstance(cycle, list) else None,
@@ -319,3 +321,46 @@ class LockObject:
     def parse(cls, body: Mapping[str, Any]) -> LockObject:
         raw = _mapping(body)
         return cls(Metadata.parse(raw.get("metadata")), LockSpec.parse(raw.get("spec")))
+
+
+# ---- LockPolicy ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """spec of a LockPolicy. Admission keeps the numbers in bounds; absent ones read as the defaults
+    the schema would have given (capacity 1, no lock-delay, no quota)."""
+
+    resource_prefix: str
+    capacity: int
+    lock_delay_seconds: int
+    max_held_per_holder: int | None
+    max_waiting_per_holder: int | None
+    max_held_per_namespace: int | None
+    max_waiting_per_namespace: int | None
+
+    @classmethod
+    def parse(cls, raw: object) -> PolicySpec:
+        spec = _mapping(raw)
+        return cls(
+            resource_prefix=str(spec.get("resourcePrefix") or ""),
+            capacity=max(1, integer(spec.get("capacity")) or 1),
+            lock_delay_seconds=max(0, integer(spec.get("lockDelaySeconds")) or 0),
+            max_held_per_holder=integer(spec.get("maxHeldPerHolder")),
+            max_waiting_per_holder=integer(spec.get("maxWaitingPerHolder")),
+            max_held_per_namespace=integer(spec.get("maxHeldPerNamespace")),
+            max_waiting_per_namespace=integer(spec.get("maxWaitingPerNamespace")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyObject:
+    """A LockPolicy body, parsed."""
+
+    metadata: Metadata
+    spec: PolicySpec
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> PolicyObject:
+        raw = _mapping(body)
+        return cls(Metadata.parse(raw.get("metadata")), PolicySpec.parse(raw.get("spec")))

@@ -348,6 +348,15 @@ class LockClaimStatus(_Model):
         description="While Pending: when the operator first saw the claim waiting; waitTimeoutSeconds counts "
         "from here.",
     )
+    available_at: datetime | None = Field(
+        default=None,
+        description=(
+            "Lock-delay (LockPolicy lockDelaySeconds). While Pending with reason LockDelay: the resource "
+            "rests after a grant ended abnormally and is granted to nobody before this time (the message "
+            "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break or its pod's "
+            "end): when its resource may be granted to someone else; stop working on it before then."
+        ),
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         description=(
@@ -430,3 +439,105 @@ class ResourceLock(_Model):
     kind: Literal["ResourceLock"] = "ResourceLock"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ResourceLockSpec
+
+
+MAX_CAPACITY = 10000
+MAX_LOCK_DELAY_SECONDS = 60
+# A prefix may be empty (it then governs every resource); otherwise the resource URI's own rule.
+PREFIX_PATTERN = r"^[^\p{C}\p{Z}]*$"
+
+
+def _between(low: int, high: int, what: str) -> AfterValidator:
+    """The bounds the CEL rule of the field states, for the SDK (kept out of the schema, so the API
+    server answers with the rule's message alone)."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"{what} must be between {low} and {high}, not {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _quota(what: str) -> Any:
+    return Field(
+        default=None,
+        ge=1,
+        description=(
+            f"The most claims {what}, counted over the claims this policy governs. A claim that would go "
+            "over it ends Rejected with reason QuotaExceeded and a message naming this limit and the policy. "
+            "Unset: no limit."
+        ),
+    )
+
+
+class LockPolicySpec(_Model):
+    """How the resources whose URI begins with `resourcePrefix` are locked in this namespace."""
+
+    resource_prefix: str = Field(
+        max_length=MAX_RESOURCE_LENGTH,
+        description=(
+            "The resources this policy governs: every resource of the namespace whose normalised URI "
+            "(scheme lower-cased, one trailing `/` removed) begins with this string, e.g. `deploy://` or "
+            "`github://acme/app/`. `\"\"` governs every resource. When several policies of the namespace match "
+            "a resource, the longest prefix wins, and of equal prefixes the policy whose name sorts first."
+        ),
+        json_schema_extra=_rules(
+            _cel(
+                f"self.matches(r'{PREFIX_PATTERN}')",
+                "must not contain whitespace or control characters (it is compared with resource URIs)",
+            ),
+            _cel(
+                "!self.matches(r'^[^:/]*[A-Z]')",
+                "the URI scheme must be lower-case: resources are compared after normalisation, which "
+                "lower-cases the scheme, so this prefix would match nothing",
+            ),
+        ),
+    )
+    capacity: Annotated[int, _between(1, MAX_CAPACITY, "capacity")] = Field(
+        default=1,
+        description=(
+            "The permits each governed resource has (1-10000, default 1). An exclusive claim takes its "
+            "permits from it: with 1, one holder at a time; with N, a counted semaphore of N permits. "
+            "A claim asking for more permits than this is Rejected. Raising it lets waiters that now fit "
+            "be granted at once. While each resource's ResourceLock holds one grant, the operator serves "
+            "at most 1 whatever is set here."
+        ),
+        json_schema_extra=_rules(
+            _cel(
+                f"self >= 1 && self <= {MAX_CAPACITY}",
+                f"capacity must be between 1 and {MAX_CAPACITY}: the number of permits a resource has "
+                "(1 lets one holder at a time)",
+            ),
+        ),
+    )
+    lock_delay_seconds: Annotated[int, _between(0, MAX_LOCK_DELAY_SECONDS, "lockDelaySeconds")] = Field(
+        default=0,
+        description=(
+            "After a grant ends abnormally (its lease expired, its holder's pod terminated, or an admin "
+            "broke the lock), the resource stays unavailable for this many seconds, so a holder that has "
+            "not noticed its loss cannot overlap the next one. A release (the holder deleting its claim) "
+            f"has no delay. 0-{MAX_LOCK_DELAY_SECONDS}, default 0 (no delay). Waiters show the end of the "
+            "delay in status.availableAt."
+        ),
+        json_schema_extra=_rules(
+            _cel(
+                f"self >= 0 && self <= {MAX_LOCK_DELAY_SECONDS}",
+                f"lockDelaySeconds must be between 0 and {MAX_LOCK_DELAY_SECONDS}: a longer pause would "
+                "keep resources idle after every lost lease",
+            ),
+        ),
+    )
+    max_held_per_holder: int | None = _quota("one holder may hold at once")
+    max_waiting_per_holder: int | None = _quota("one holder may have waiting in queues at once")
+    max_held_per_namespace: int | None = _quota("held at once in the namespace")
+    max_waiting_per_namespace: int | None = _quota("waiting in queues at once in the namespace")
+
+
+class LockPolicy(_Model):
+    """Capacity, lock-delay and quotas for the resources of its namespace whose URI has a prefix."""
+
+    api_version: Literal["kubelock.dev/v1alpha1"] = "kubelock.dev/v1alpha1"
+    kind: Literal["LockPolicy"] = "LockPolicy"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LockPolicySpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from kubelock.cli.signals import Stopped
-from kubelock.domain.reasons import Reason
+from kubelock.domain.reasons import BUSY_REASONS
 from kubelock.sdk.errors import (
     Deadlock,
     Forbidden,
@@ -39,7 +39,7 @@ def for_error(error: LockError) -> ExitCode:
     if isinstance(error, Stopped):
         return ExitCode(error.exit_code)
     if isinstance(error, Rejected):
-        return ExitCode.HELD if error.reason == Reason.HELD_BY_ANOTHER.value else ExitCode.INVALID_INPUT
+        return ExitCode.HELD if error.reason in BUSY_REASONS else ExitCode.INVALID_INPUT
     if isinstance(error, Deadlock):
         return ExitCode.DEADLOCK
     if isinstance(error, TimedOut):

@@ -10,9 +10,11 @@ action is a state to reach, not a delta.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from kubelock.domain import lockdelay, quotas
 from kubelock.domain.grants import Request, admit, blocks, within
+from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     MAX_GRANTS,
     Action,
@@ -66,18 +68,30 @@ def decide(
     capacity: int = 1,
     broken: LockBreak | None = None,
     finished: Iterable[FinishedClaim] = (),
+    lock_policy: LockPolicy = DEFAULT,
+    usage: Usage = NO_USAGE,
 ) -> Decision:
     """`grants`: the resource's grants (the caller must have confirmed with the API server that a
     grant is gone when a claim believes it holds it). `capacity`: the permits the resource has.
     `broken`: what the last deleted grant of this resource said about who deleted it and why.
     `finished`: the terminal claims of the resource still in the API (terminal claims among `claims`
-    count too)."""
+    count too); a grant that ended abnormally left its lock-delay on its claim's record.
+    `lock_policy`: the LockPolicy governing the resource (its lock-delay and quotas);
+    `usage`: the claims held and waiting under that policy in the namespace, for its quotas."""
     claims = list(claims)
-    decision = _decide_active(
-        resource, claims, list(grants), now=now, policy=policy, graph=graph, capacity=capacity, broken=broken
-    )
     ended = [finished_record(c, s) for c in claims if not c.active and (s := c.status) is not None]
-    return _with_cleanup(decision, [*finished, *ended], now, policy)
+    records = [*finished, *ended]
+    context = _Context(
+        policy=policy,
+        graph=graph,
+        capacity=capacity,
+        broken=broken,
+        lock_policy=lock_policy,
+        usage=usage,
+        rest=lockdelay.rest(records, lock_policy, now),
+    )
+    decision = _decide_active(resource, claims, list(grants), now=now, context=context)
+    return _with_cleanup(decision, records, now, policy)
 
 
 def finished_record(claim: Claim, status: ClaimStatus) -> FinishedClaim:
@@ -91,25 +105,35 @@ def finished_record(claim: Claim, status: ClaimStatus) -> FinishedClaim:
         phase=status.phase,
         reason=status.reason,
         finished_at=status.finished_at if status.finished_at is not None else claim.created_at,
+        available_at=status.available_at,
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What one decision of a resource is taken on, besides its claims and grants."""
+
+    policy: Policy
+    graph: WaitForGraph
+    capacity: int
+    broken: LockBreak | None
+    lock_policy: LockPolicy
+    usage: Usage
+    rest: lockdelay.Rest | None  # the resource rests after a grant ended abnormally
+
+    def rest_after_loss(self, now: float) -> float | None:
+        """When a grant ending abnormally now lets its resource be granted again (None: no delay)."""
+        return lockdelay.available_at(self.lock_policy, now)
+
+
 def _decide_active(
-    resource: str,
-    claims: Sequence[Claim],
-    grants: Sequence[Lock],
-    *,
-    now: float,
-    policy: Policy,
-    graph: WaitForGraph,
-    capacity: int,
-    broken: LockBreak | None,
+    resource: str, claims: Sequence[Claim], grants: Sequence[Lock], *, now: float, context: _Context
 ) -> Decision:
     active = sorted((c for c in claims if c.active), key=lambda c: (c.sequence, c.uid))
     by_uid = {c.uid: c for c in active}
     grant_of = {g.claim_uid: g for g in grants}
 
-    ending = [s for c in active if (s := _ending(c, resource, now, policy, c.uid in grant_of, capacity))]
+    ending = [s for c in active if (s := _ending(c, resource, now, context, c.uid in grant_of))]
     ended = {s.claim.uid: s.status.reason for s in ending}
     ends = [DeleteLock(g, ended[g.claim_uid]) for g in grants if g.claim_uid in ended]
     # The holder released (claim deleted) or already ended: its grant goes.
@@ -119,7 +143,7 @@ def _decide_active(
     # Claims that end go first, in the same step as what the others call for: waiters timing out one
     # after another must not hold back a grant, an expiry or a first answer for as long as they come.
     rest = [c for c in active if c.uid not in ended]
-    step = _step(resource, rest, grants, now, policy, graph, capacity, broken, first_answers_only=bool(ending))
+    step = _step(resource, rest, grants, now, context, first_answers_only=bool(ending))
     return Decision((*ending, *step.actions)) if ending else step
 
 
@@ -128,25 +152,25 @@ def _step(
     active: Sequence[Claim],
     grants: Sequence[Lock],
     now: float,
-    policy: Policy,
-    graph: WaitForGraph,
-    capacity: int,
-    broken: LockBreak | None,
+    context: _Context,
     *,
     first_answers_only: bool,
 ) -> Decision:
     """One step for a resource whose every grant belongs to one of the `active` claims: revoke claims
-    that believe they hold a grant that is gone, then the first grant that needs a step, then new
-    grants, then everyone else's answers."""
+    that believe they hold a grant that is gone, then the first grant that needs a step, then claims
+    over a quota, then new grants, then everyone else's answers."""
+    policy, graph, capacity = context.policy, context.graph, context.capacity
     holding = {g.claim_uid for g in grants}
     believers = [c for c in active if c.phase is Phase.HELD and c.uid not in holding]
     if believers:
-        return _revoked(resource, believers, now, broken)
+        return _revoked(resource, believers, now, context)
     by_uid = {c.uid: c for c in active}
     queue = [c for c in active if c.uid not in holding]
     requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
     room = max(0, MAX_GRANTS - len(grants))
-    admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
+    admitted: set[str] = set()
+    if context.rest is None:  # while the resource rests after a lost grant, nobody is granted it
+        admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
     # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
     waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
@@ -157,16 +181,24 @@ def _step(
     # else's position changes on the next.
     untold = [g for g in ordered if not _told(by_uid[g.claim_uid])]
     if untold:
-        made = tuple(a for g in untold for a in _announce(by_uid[g.claim_uid], g, now, policy))
+        made = tuple(a for g in untold for a in _announce(by_uid[g.claim_uid], g, now, context.policy))
         return Decision((*made, *_first_answers(resource, waiting, grants, graph, capacity, now)))
     for grant in ordered:
-        step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, policy, deadlines)
+        step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, context, deadlines)
         if step is not None:
             made, answer_others = step
             answers = _first_answers(resource, waiting, grants, graph, capacity, now) if answer_others else []
             return Decision((*made, *answers))
+    over = quotas.over(queue, admitted, context.lock_policy, context.usage)
+    if over:
+        return Decision(tuple(_end(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over))
     if admitted:
         return Decision(tuple(CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted))
+    if context.rest is not None:
+        told, waits = _resting_answers(resource, queue, grants, context.rest, now)
+        if first_answers_only:
+            return Decision(tuple(a for a in told if a.claim.status is None))
+        return Decision(tuple(told), min([*deadlines, *waits, context.rest.until], default=None))
     if first_answers_only:
         return Decision(tuple(_first_answers(resource, active, grants, graph, capacity, now)))
     actions, waits, wake = _answers(resource, active, grants, graph, capacity, now)
@@ -196,19 +228,22 @@ def _with_cleanup(decision: Decision, finished: Sequence[FinishedClaim], now: fl
     removals: list[Action] = []
     later: list[float] = []
     for claim in finished:
-        if now >= claim.finished_at + keep:
+        # Not before its lock-delay ends: the record is what the delay rests on.
+        remove_at = max(claim.finished_at + keep, claim.available_at or 0.0)
+        if now >= remove_at:
             removals.append(DeleteClaim(claim))
         else:
-            later.append(claim.finished_at + keep)
+            later.append(remove_at)
     if not removals and not later:
         return decision
     deadlines = later if decision.next_deadline is None else [*later, decision.next_deadline]
     return replace(decision, actions=(*decision.actions, *removals), next_deadline=min(deadlines, default=None))
 
 
-def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool, capacity: int) -> SetStatus | None:
+def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: bool) -> SetStatus | None:
     """A status that ends the claim whatever the grants do: its pod is gone, its spec is out of
     bounds, or it waited too long."""
+    policy, capacity = context.policy, context.capacity
     fresh = claim.status is None
     if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
         if claim.pod is PodLiveness.UNWATCHED:
@@ -224,7 +259,11 @@ def _ending(claim: Claim, resource: str, now: float, policy: Policy, holds: bool
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
-        return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
+        # A claim told Held whose lock is already gone lost a grant too: its lock's deletion went out
+        # together with this status, and the status write failed (a renewal raced it).
+        if not holds and claim.phase is not Phase.HELD:
+            return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
+        return _lost(claim, resource, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, context)
     if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
         message = (
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
@@ -259,6 +298,7 @@ def _end(
     *,
     warning: bool,
     holder: str | None = None,
+    available_at: float | None = None,
 ) -> SetStatus:
     # A terminal claim holds nothing: no lock name, no token and no lease timestamps survive.
     previous = claim.status
@@ -270,8 +310,20 @@ def _end(
         holder=holder,
         observed_renew=previous.observed_renew if previous else None,
         finished_at=now,
+        available_at=available_at,
     )
     return SetStatus(claim, status, Notice(reason, message, warning=warning))
+
+
+def _lost(
+    claim: Claim, resource: str, phase: Phase, reason: Reason, message: str, now: float, context: _Context
+) -> SetStatus:
+    """End a grant abnormally (expired, broken, its pod gone). With a lock-delay, the claim's status
+    records when the resource may be granted again: the delay rests on that record (see `lockdelay`)."""
+    until = context.rest_after_loss(now)
+    if until is not None:
+        message += f"; {resource} rests until {to_rfc3339(until)} before anyone else is granted it (lock-delay)"
+    return _end(claim, phase, reason, message, now, warning=True, available_at=until)
 
 
 def break_message(resource: str, broken: LockBreak | None) -> str:
@@ -288,13 +340,17 @@ def _break_details(broken: LockBreak | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in (("actor", broken.actor), ("breakReason", broken.reason)) if v)
 
 
-def _revoked(resource: str, believers: Sequence[Claim], now: float, broken: LockBreak | None) -> Decision:
-    """Claims that believe they hold a grant that is gone: it was broken (or went with its namespace)."""
+def _revoked(resource: str, believers: Sequence[Claim], now: float, context: _Context) -> Decision:
+    """Claims that believe they hold a grant that is gone: it was broken (or went with its namespace,
+    after which nobody is granted anything there: no lock-delay)."""
+    broken = context.broken
     message = break_message(resource, broken)
-    reason = Reason.NAMESPACE_DELETED if broken is not None and broken.namespace_deleted else Reason.LOCK_BROKEN
+    if broken is not None and broken.namespace_deleted:
+        revoked = [_end(c, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True) for c in believers]
+    else:
+        revoked = [_lost(c, resource, Phase.REVOKED, Reason.LOCK_BROKEN, message, now, context) for c in believers]
     details = _break_details(broken)
-    revoked = [_end(c, Phase.REVOKED, reason, message, now, warning=True) for c in believers]
-    return Decision(tuple(replace(r, notice=Notice(reason, message, True, details)) for r in revoked))
+    return Decision(tuple(replace(r, notice=Notice(r.status.reason, r.status.message, True, details)) for r in revoked))
 
 
 def held_status(claim: Claim, lock: Lock, observed_renew: str | None) -> ClaimStatus:
@@ -332,12 +388,13 @@ def _told(holder: Claim) -> bool:
 
 
 def _grant_step(
-    resource: str, lock: Lock, holder: Claim, now: float, policy: Policy, deadlines: list[float]
+    resource: str, lock: Lock, holder: Claim, now: float, context: _Context, deadlines: list[float]
 ) -> tuple[tuple[Action, ...], bool] | None:
     """What one grant whose claim has been told of it calls for: its lease expired, renewed or found
     stale; None when it is quiet (its next deadlines are added to `deadlines`). With the actions:
     whether claims without an answer get theirs in the same step (not while the grant ends: the
     answers would name it)."""
+    policy = context.policy
     current = holder.status
     assert current is not None  # told (`_told`): untold grants are announced before this is asked
     # The later of the lock's expiry and the one the holder was told: a renewal writes both, and a
@@ -348,7 +405,7 @@ def _grant_step(
             f"lease on {resource} expired at {to_rfc3339(expires_at)}: not renewed for "
             f"{human_seconds(lock.lease_seconds)}"
         )
-        expired = _end(holder, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, warning=True)
+        expired = _lost(holder, resource, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, context)
         return (expired, DeleteLock(lock, Reason.LEASE_EXPIRED)), False
 
     if holder.renew_request is not None and holder.renew_request != current.observed_renew:
@@ -448,6 +505,45 @@ def _answers(
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
     return actions, deadlines, wake
+
+
+def _resting_answers(
+    resource: str, queue: Sequence[Claim], grants: Sequence[Lock], rest: lockdelay.Rest, now: float
+) -> tuple[list[SetStatus], list[float]]:
+    """What the claims that hold nothing are told while the resource rests after a grant ended
+    abnormally: try-locks are turned away until then, waiters keep their place and learn until when
+    and why (`availableAt`); with the waiters' timeouts."""
+    actions: list[SetStatus] = []
+    deadlines: list[float] = []
+    until = to_rfc3339(rest.until)
+    holder = grants[0].holder if grants else None
+    position = 0
+    for claim in queue:
+        if not claim.wait:
+            if claim.status is None:
+                message = f"{resource} rests until {until}: {rest.cause}; try again then, or set wait: true to queue"
+                actions.append(_end(claim, Phase.REJECTED, Reason.LOCK_DELAY, message, now, warning=False))
+            continue
+        position += 1
+        since = waiting_since(claim, now)
+        if claim.wait_timeout_seconds is not None:
+            deadlines.append(since + claim.wait_timeout_seconds)
+        pending = ClaimStatus(
+            phase=Phase.PENDING,
+            reason=Reason.LOCK_DELAY,
+            message=(
+                f"waiting for {resource}, which rests until {until}: {rest.cause}; position {position} in the queue"
+            ),
+            sequence=claim.sequence,
+            holder=holder,
+            queue_position=position,
+            waiting_since=since,
+            available_at=rest.until,
+        )
+        if claim.status != pending:
+            told = claim.status is not None and claim.status.reason is Reason.LOCK_DELAY
+            actions.append(SetStatus(claim, pending, None if told else Notice(Reason.LOCK_DELAY, pending.message)))
+    return actions, deadlines
 
 
 def stale_message(resource: str, holder: str, lock: Lock, policy: Policy) -> str:

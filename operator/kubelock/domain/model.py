@@ -42,6 +42,9 @@ class ClaimStatus:
     observed_renew: str | None = None
     finished_at: float | None = None  # when the claim entered a terminal phase
     waiting_since: float | None = None  # while Pending: when the operator first saw the claim wait
+    # Lock-delay: on a claim whose grant ended abnormally, when its resource may be granted again (the
+    # record the delay rests on); on a waiter, when it may be granted at the earliest.
+    available_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,7 @@ class FinishedClaim:
     phase: Phase
     reason: Reason | None
     finished_at: float
+    available_at: float | None = None  # its grant ended abnormally: the resource rests until then
 
 
 @dataclass(frozen=True, slots=True)

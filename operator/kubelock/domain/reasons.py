@@ -38,7 +38,13 @@ class Reason(StrEnum):
     STALE = "Stale"
     RELEASED = "Released"
     NAMESPACE_DELETED = "NamespaceDeleted"
+    LOCK_DELAY = "LockDelay"  # the resource rests after a grant ended abnormally
+    QUOTA_EXCEEDED = "QuotaExceeded"
 
+
+# A try-lock refused for these may succeed later without any change to the claim: the resource is
+# busy (held, or resting after a lost grant). Clients report them as "held", not as bad input.
+BUSY_REASONS = frozenset({Reason.HELD_BY_ANOTHER.value, Reason.LOCK_DELAY.value})
 
 # Condition types written on LockClaims.
 CONDITION_HELD = "Held"
@@ -62,5 +68,6 @@ WARNING_REASONS = frozenset(
         Reason.STALE,
         Reason.WAIT_TIMED_OUT,
         Reason.NAMESPACE_DELETED,
+        Reason.QUOTA_EXCEEDED,
     }
 )

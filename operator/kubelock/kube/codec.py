@@ -72,6 +72,7 @@ def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | Non
         observed_renew=view.observed_renew,
         finished_at=_ts(finished_at),
         waiting_since=_ts(view.waiting_since),
+        available_at=_ts(view.available_at),
     )
 
 
@@ -216,6 +217,7 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "observedRenew": status.observed_renew,
         "finishedAt": ts(status.finished_at),
         "waitingSince": ts(status.waiting_since),
+        "availableAt": ts(status.available_at),
         "conditions": conditions,
         "observedGeneration": record.generation,
     }

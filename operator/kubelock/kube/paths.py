@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from kubelock.api.constants import CLAIM_PLURAL, GROUP, LOCK_PLURAL, VERSION
+from kubelock.api.constants import CLAIM_PLURAL, GROUP, LOCK_PLURAL, POLICY_PLURAL, VERSION
 
 
 def _ns(namespace: str | None) -> str:
@@ -22,6 +22,10 @@ def claims(namespace: str | None = None, name: str | None = None, *, status: boo
 
 def locks(namespace: str | None = None, name: str | None = None) -> str:
     return f"/apis/{GROUP}/{VERSION}{_ns(namespace)}/{LOCK_PLURAL}{_name(name)}"
+
+
+def policies(namespace: str | None = None, name: str | None = None) -> str:
+    return f"/apis/{GROUP}/{VERSION}{_ns(namespace)}/{POLICY_PLURAL}{_name(name)}"
 
 
 def pods(namespace: str | None = None, name: str | None = None) -> str:

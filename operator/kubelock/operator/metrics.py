@@ -72,6 +72,14 @@ class Metrics:
         self.revocations = Counter("kubelock_revocations", "Claims revoked", ["namespace", "reason"], registry=r)
         self.deadlocks = Counter("kubelock_deadlocks", "Claims ended as deadlock victims", ["namespace"], registry=r)
         self.timeouts = Counter("kubelock_timeouts", "Waiters that timed out", ["namespace"], registry=r)
+        self.lock_delays = Counter(
+            "kubelock_lock_delays",
+            "Grants that ended abnormally and left their resource resting for its LockPolicy's lockDelaySeconds",
+            ["namespace", "reason"], registry=r,
+        )
+        self.quota_rejections = Counter(
+            "kubelock_quota_rejections", "Claims rejected for going over a LockPolicy quota", ["namespace"], registry=r
+        )
         self.acquire_latency = Histogram(
             "kubelock_acquire_latency_seconds", "From a claim first seen by the operator to Held",
             buckets=LATENCY_BUCKETS, registry=r,
@@ -135,6 +143,8 @@ class Metrics:
         previous = claim.status.phase if claim.status else None
         if status.phase is previous:
             return
+        if status.phase.terminal and status.available_at is not None:
+            self.lock_delays.labels(namespace, status.reason.value).inc()
         if previous is Phase.HELD and claim.status and claim.status.acquired_at is not None:
             self.hold_time.observe(max(0.0, now - claim.status.acquired_at))
         first_seen = self._seen.pop(claim.uid, None) if status.phase.terminal or status.phase is Phase.HELD else None
@@ -146,6 +156,8 @@ class Metrics:
                 self.wait_time.observe(max(0.0, now - (first_seen or claim.created_at)))
         elif status.phase is Phase.REJECTED:
             self.rejections.labels(namespace).inc()
+            if status.reason is Reason.QUOTA_EXCEEDED:
+                self.quota_rejections.labels(namespace).inc()
         elif status.phase is Phase.EXPIRED:
             self.expirations.labels(namespace).inc()
         elif status.phase is Phase.REVOKED:

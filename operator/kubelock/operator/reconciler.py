@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
+from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -43,9 +44,9 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, pod_info
-from kubelock.operator.capacity import Capacity, capacity_of
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Taken, Written
+from kubelock.operator.policies import PolicyIndex, usage
 from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
 log = logging.getLogger("kubelock.reconciler")
@@ -53,6 +54,10 @@ MAX_ROUNDS = 64
 # How long queue positions may lag behind a queue that is moving: each grant shifts every waiter's
 # position, and writing them all on every handoff would cost O(waiters) writes per grant.
 POSITION_DELAY = 0.25
+
+
+# The permits of a resource in a namespace: (namespace, resource) -> capacity.
+Capacity = Callable[[str, str], int]
 
 
 class Observer(Protocol):
@@ -116,6 +121,24 @@ class OpenGate:
         pass
 
 
+class Policies(Protocol):
+    """The LockPolicies that govern resources (`kubelock.operator.policies.PolicyIndex`)."""
+
+    def policy_for(self, namespace: str, resource: str) -> LockPolicy: ...
+
+    def capacity_of(self, namespace: str, resource: str) -> int: ...
+
+
+class NoPolicies:
+    """No LockPolicy anywhere: capacity 1, no lock-delay, no quotas (a cache filled by hand)."""
+
+    def policy_for(self, namespace: str, resource: str) -> LockPolicy:
+        return DEFAULT
+
+    def capacity_of(self, namespace: str, resource: str) -> int:
+        return 1
+
+
 class Reconciler:
     def __init__(
         self,
@@ -126,7 +149,8 @@ class Reconciler:
         events: EventRecorder,
         observer: Observer | None = None,
         gate: Gate | None = None,
-        capacity: Capacity = capacity_of,
+        policies: Policies | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.client = client
         self.grants = GrantStore(client)
@@ -136,7 +160,9 @@ class Reconciler:
         self.events = events
         self.observer = observer or NullObserver()
         self.gate: Gate = gate or OpenGate()
-        self.capacity = capacity
+        self.policies: Policies = policies if policies is not None else NoPolicies()  # an empty index is falsy
+        # The permits of a resource: its governing LockPolicy's capacity (tests may pass their own).
+        self.capacity: Capacity = capacity if capacity is not None else self.policies.capacity_of
         # One reconcile per key at a time, retried with backoff, woken at its deadlines.
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile,
@@ -188,6 +214,7 @@ class Reconciler:
             if seen.lock is not None and seen.lock.breaking is not None:
                 await self._break_grants(key, seen.lock)
                 continue
+            lock_policy = self.policies.policy_for(namespace, resource)
             capacity = self.capacity(namespace, resource)
             graph = self.cache.graphs[namespace]
             graph.set_capacity(resource, capacity)
@@ -201,6 +228,8 @@ class Reconciler:
                 capacity=capacity,
                 broken=await self._break_of(key, claims, seen.grants),
                 finished=self.cache.finished_for(key),
+                lock_policy=lock_policy,
+                usage=self._usage(namespace, lock_policy),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
@@ -223,6 +252,12 @@ class Reconciler:
             await self._apply(namespace, decision.actions, seen)
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    def _usage(self, namespace: str, lock_policy: LockPolicy) -> Usage:
+        """What the policy's quotas count (only a policy with quotas costs a walk of the claims)."""
+        if not lock_policy.quotas.any or not isinstance(self.policies, PolicyIndex):
+            return NO_USAGE
+        return usage(self.cache, self.policies, namespace, lock_policy)
 
     def _held_back_grants(self, key: Key, decision: Decision) -> tuple[Action, ...]:
         """The actions of a grant that must wait for a fresh view: a create or an added grant (its

@@ -19,6 +19,7 @@ from kubelock.operator.cache import Cache, Key
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
+from kubelock.operator.policies import PolicyIndex, changed, snapshot
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
 from kubelock.operator.watches import ListWatch
@@ -51,18 +52,21 @@ class Runtime:
             credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS
         )
         self.cache = Cache()
+        self.policies = PolicyIndex()
         self.events = EventRecorder(
             self.client, clock, settings.instance, routine_rate=settings.routine_event_rate, unsent=metrics
         )
         self.freshness = Freshness(self.cache, self._scope_of, self._stale, self._deaf)
         self.reconciler = Reconciler(
-            self.client, self.cache, settings.policy, clock, self.events, metrics, gate=self.freshness
+            self.client, self.cache, settings.policy, clock, self.events, metrics, gate=self.freshness,
+            policies=self.policies,
         )
         if metrics is not None:
             metrics.watch_cache(self.cache)
         self._tasks: list[asyncio.Task[None]] = []
         self._claim_watches: dict[str | None, asyncio.Task[None]] = {}
         self._lock_watches: list[asyncio.Task[None]] = []
+        self._policy_watches: list[asyncio.Task[None]] = []
         self._catching_up: asyncio.Task[None] | None = None
         self._stale_again = False  # the view went stale again while catching up: catch up once more
 
@@ -71,6 +75,8 @@ class Runtime:
 
     async def start(self) -> None:
         self.events.start()
+        # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
+        policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
         claims, locks = await self._prime()
         self.freshness.reset()
         self.reconciler.start()
@@ -80,17 +86,22 @@ class Runtime:
             self._lock_watches.append(
                 asyncio.create_task(watch.run(locks[scope]), name=f"kubelock-locks {scope or '*'}")
             )
+            policy_watch = ListWatch(self.client, paths.policies(scope), "policy", scope, _Policies(self))
+            self._policy_watches.append(
+                asyncio.create_task(policy_watch.run(policies[scope]), name=f"kubelock-policies {scope or '*'}")
+            )
         self._tasks = [
             asyncio.create_task(self.freshness.run(), name="kubelock-pulse"),
             asyncio.create_task(self._resync_forever(), name="kubelock-resync"),
         ]
         where = "all namespaces" if self.settings.all_namespaces else ", ".join(self.settings.namespaces)
         log.info(
-            "kubelock operator watching LockClaims in %s (%d claims, %d locks, %d holder pods known)",
+            "kubelock operator watching LockClaims in %s (%d claims, %d locks, %d holder pods, %d policies known)",
             where,
             len(self.cache.claims),
             len(self.cache.locks),
             len(self.cache.pods),
+            len(self.policies),
         )
 
     def _watch_claims(self, scope: str | None, version: int | None) -> None:
@@ -101,7 +112,8 @@ class Runtime:
         self._claim_watches[scope] = asyncio.create_task(watch.run(version), name=f"kubelock-claims {scope or '*'}")
 
     async def stop(self) -> None:
-        for task in (*self._tasks, *self._claim_watches.values(), *self._lock_watches, self._catching_up):
+        watches = (*self._claim_watches.values(), *self._lock_watches, *self._policy_watches)
+        for task in (*self._tasks, *watches, self._catching_up):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -308,6 +320,45 @@ class Runtime:
         else:
             self.reconciler.schedule(self.cache.upsert_lock(body))
 
+    # ---- policies ---------------------------------------------------------------------------
+
+    async def relist_policies(self, scope: str | None) -> int:
+        """LIST the LockPolicies of `scope` into the index (at start, and when their watch lost its
+        place); the LIST's version."""
+        bodies: list[Body] = []
+        version = 0
+        async for page, listed_at in self.client.pages(paths.policies(scope)):
+            bodies.extend(page)
+            version = int(listed_at or 0)
+        within = self.in_scope if scope is None else scope.__eq__
+        keys = self.cache.keys()
+        before = snapshot(self.policies, keys, {k[0] for k in keys if within(k[0])})
+        self.policies.replace(bodies, within)
+        self._repolicy(before)
+        return version
+
+    def on_policy(self, kind: str | None, body: Body) -> None:
+        """A policy changed: every resource it governs, or governed, is decided again (a higher
+        capacity lets waiters that now fit be granted; a lower lock-delay ends a rest sooner)."""
+        before = snapshot(self.policies, self.cache.keys(), [_namespace(body)])
+        if kind == "DELETED":
+            self.policies.delete(body)
+        else:
+            self.policies.upsert(body)
+        meta = body.get("metadata") or {}
+        log.info("LockPolicy %s/%s %s: %s", meta.get("namespace"), meta.get("name"), kind.lower() if kind else "seen",
+                 body.get("spec"))
+        self._repolicy(before)
+
+    def _repolicy(self, before: dict[Key, Any]) -> None:
+        touched = changed(self.policies, before)
+        for key, _ in touched:
+            # The wait-for graph judges who blocks whom with the resource's capacity too.
+            self.cache.graphs[key[0]].set_capacity(key[1], self.reconciler.capacity(*key))
+            self.reconciler.schedule(key)
+        if touched:
+            log.info("policies changed: %d resources are decided again", len(touched))
+
     def on_pod(self, kind: str | None, body: Body) -> None:
         keys = self.cache.delete_pod(body) if kind == "DELETED" else self.cache.upsert_pod(body)
         for key in keys:
@@ -344,9 +395,12 @@ class _Locks:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
 
+    def _take(self, kind: str, body: Body) -> None:
+        self._runtime.on_lock(kind, body)
+
     def event(self, scope: str | None, kind: str, body: Body) -> None:
         if self._runtime.in_scope(_namespace(body)):
-            self._runtime.on_lock(kind, body)
+            self._take(kind, body)
 
     def seen_to(self, scope: str | None, version: int) -> None:
         pass
@@ -359,6 +413,17 @@ class _Locks:
 
     async def relist(self, scope: str | None) -> int:
         return await self._runtime.relist_locks(scope)
+
+
+class _Policies(_Locks):
+    """The policy watch's sink. A broken policy watch holds nothing back either: it resumes and
+    replays what it missed, or lists again."""
+
+    def _take(self, kind: str, body: Body) -> None:
+        self._runtime.on_policy(kind, body)
+
+    async def relist(self, scope: str | None) -> int:
+        return await self._runtime.relist_policies(scope)
 
 
 def _namespace(body: Body) -> str:

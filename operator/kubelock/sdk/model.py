@@ -77,6 +77,9 @@ class ClaimInfo:
     permits: int = 1
     resources: tuple[str, ...] = ()  # normalised: every resource of the claim (the first is `resource`)
     grants: tuple[GrantInfo, ...] = ()  # while Held: one per resource
+    # Lock-delay: while Pending (reason LockDelay), when the resource may be granted at the earliest;
+    # after a lost grant (Expired, Revoked), when the next holder may start.
+    available_at: datetime | None = None
 
     @property
     def tokens(self) -> dict[str, int]:
@@ -131,6 +134,7 @@ class ClaimInfo:
             permits=spec.permits,
             resources=spec.resources,
             grants=tuple(GrantInfo.parse(g) for g in status.grants),
+            available_at=status.available_at,
         )
 
 

@@ -1,0 +1,84 @@
+"""LockPolicies as the domain sees them: which policy governs a resource, and what it sets (capacity,
+lock-delay after an abnormal release, quotas).
+
+A policy governs the resources of its namespace whose normalised URI begins with its prefix; of
+several that match, the longest prefix wins, and of equal prefixes the name that sorts first, so every
+replica and every order of watch events picks the same one. A resource no policy governs has
+capacity 1, no lock-delay and no quotas (`DEFAULT`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """The most claims held or waiting at once, per holder and per namespace, counted over the claims
+    one policy governs (None: no limit)."""
+
+    max_held_per_holder: int | None = None
+    max_waiting_per_holder: int | None = None
+    max_held_per_namespace: int | None = None
+    max_waiting_per_namespace: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(
+            limit is not None
+            for limit in (
+                self.max_held_per_holder,
+                self.max_waiting_per_holder,
+                self.max_held_per_namespace,
+                self.max_waiting_per_namespace,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LockPolicy:
+    name: str  # "" for DEFAULT: no LockPolicy governs the resource
+    prefix: str = ""
+    capacity: int = 1
+    lock_delay_seconds: int = 0
+    quotas: Quotas = field(default_factory=Quotas)
+
+    def governs(self, resource: str) -> bool:
+        return resource.startswith(self.prefix)
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Sorts the policy that wins first: the longest prefix, then the first name."""
+        return (-len(self.prefix), self.name)
+
+    def describe(self) -> str:
+        return f"LockPolicy {self.name}" if self.name else "the default policy"
+
+
+DEFAULT = LockPolicy(name="")
+
+
+def select(policies: Iterable[LockPolicy], resource: str) -> LockPolicy:
+    """The policy that governs `resource` (normalised) among the policies of its namespace."""
+    return min((p for p in policies if p.governs(resource)), key=lambda p: p.rank, default=DEFAULT)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Claims of a namespace governed by one policy, as the operator knows them: held and waiting
+    (Pending) ones, per holder. Claims not answered yet count in neither."""
+
+    held: Mapping[str, int] = field(default_factory=dict)
+    waiting: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def held_total(self) -> int:
+        return sum(self.held.values())
+
+    @property
+    def waiting_total(self) -> int:
+        return sum(self.waiting.values())
+
+
+NO_USAGE = Usage()

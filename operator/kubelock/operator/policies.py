@@ -1,0 +1,120 @@
+"""The operator's index of LockPolicies: which policy governs a resource, and its capacity.
+
+Filled by a LIST before the operator decides anything and kept current by a watch (the same
+LIST-then-watch as claims and locks, `kubelock.operator.watches`), so a restarted operator rebuilds
+it from the API server: policies live nowhere else. Of the policies of a claim's namespace whose
+prefix the resource begins with, the longest prefix wins, ties by name (`domain.lockpolicy.select`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kubelock.api import objects
+from kubelock.domain.lockpolicy import NO_USAGE, LockPolicy, Quotas, Usage, select
+from kubelock.domain.reasons import Phase
+from kubelock.operator.cache import Cache, Key
+
+Body = dict[str, Any]
+
+
+def policy_view(body: Body) -> tuple[str, LockPolicy]:
+    """A LockPolicy body as the domain's value, with its namespace."""
+    parsed = objects.PolicyObject.parse(body)
+    spec = parsed.spec
+    quotas = Quotas(
+        max_held_per_holder=spec.max_held_per_holder,
+        max_waiting_per_holder=spec.max_waiting_per_holder,
+        max_held_per_namespace=spec.max_held_per_namespace,
+        max_waiting_per_namespace=spec.max_waiting_per_namespace,
+    )
+    policy = LockPolicy(
+        name=parsed.metadata.name,
+        prefix=spec.resource_prefix,
+        capacity=spec.capacity,
+        lock_delay_seconds=spec.lock_delay_seconds,
+        quotas=quotas,
+    )
+    return parsed.metadata.namespace, policy
+
+
+class PolicyIndex:
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, dict[str, LockPolicy]] = {}
+
+    def policy_for(self, namespace: str, resource: str) -> LockPolicy:
+        """The policy governing `resource` (normalised) in `namespace`; `DEFAULT` when none does."""
+        return select(self._by_namespace.get(namespace, {}).values(), resource)
+
+    def capacity_of(self, namespace: str, resource: str) -> int:
+        """The permits `resource` has in `namespace`: its policy's capacity, 1 without a policy."""
+        return self.policy_for(namespace, resource).capacity
+
+    def upsert(self, body: Body) -> str:
+        """Remember a policy; its namespace."""
+        namespace, policy = policy_view(body)
+        self._by_namespace.setdefault(namespace, {})[policy.name] = policy
+        return namespace
+
+    def delete(self, body: Body) -> str:
+        namespace, policy = policy_view(body)
+        policies = self._by_namespace.get(namespace, {})
+        policies.pop(policy.name, None)
+        if not policies:
+            self._by_namespace.pop(namespace, None)
+        return namespace
+
+    def replace(self, bodies: Iterable[Body], within: Callable[[str], bool]) -> set[str]:
+        """Take in a full LIST of the policies of the namespaces `within` its scope, dropping those it
+        no longer has; the namespaces whose policies may have changed."""
+        fresh: dict[str, dict[str, LockPolicy]] = {}
+        for body in bodies:
+            namespace, policy = policy_view(body)
+            if within(namespace):
+                fresh.setdefault(namespace, {})[policy.name] = policy
+        changed = {ns for ns in self._by_namespace if within(ns) and self._by_namespace[ns] != fresh.get(ns)}
+        changed |= {ns for ns in fresh if self._by_namespace.get(ns) != fresh[ns]}
+        for namespace in [ns for ns in self._by_namespace if within(ns)]:
+            del self._by_namespace[namespace]
+        self._by_namespace.update(fresh)
+        return changed
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._by_namespace.values())
+
+
+def usage(cache: Cache, index: PolicyIndex, namespace: str, policy: LockPolicy) -> Usage:
+    """The claims held and waiting in `namespace` under `policy`, per holder, for its quotas. A claim
+    holds from its lock's creation on, before it is told. Counted only for a policy with quotas (it
+    walks the namespace's claims)."""
+    if not policy.quotas.any:
+        return NO_USAGE
+    granted = {g.claim_uid for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
+    held: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    for record in cache.claims.values():
+        claim = record.claim
+        if record.namespace != namespace or index.policy_for(namespace, claim.resource).name != policy.name:
+            continue
+        if claim.phase is Phase.HELD or claim.uid in granted:
+            held[claim.holder] += 1
+        elif claim.phase is Phase.PENDING:
+            waiting[claim.holder] += 1
+    return Usage(dict(held), dict(waiting))
+
+
+
+def snapshot(index: PolicyIndex, keys: Iterable[Key], namespaces: Iterable[str]) -> dict[Key, LockPolicy]:
+    """The policy governing each resource key of `namespaces`: taken before the index changes, it
+    tells which keys a change of policies touches (`changed`)."""
+    wanted = set(namespaces)
+    return {k: index.policy_for(*k) for k in keys if k[0] in wanted}
+
+
+def changed(index: PolicyIndex, before: dict[Key, LockPolicy]) -> list[tuple[Key, LockPolicy]]:
+    """The keys governed otherwise than in `before` (another policy, or the same one changed), with
+    the policy that governs them now."""
+    now = {k: index.policy_for(*k) for k in before}
+    return sorted(((k, p) for k, p in now.items() if p != before[k]), key=lambda kp: kp[0])

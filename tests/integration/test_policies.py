@@ -1,0 +1,323 @@
+"""LockPolicy against the real control plane: admission of bad policies, printer columns, lock-delay
+after a break and after an expiry (and none after a release), policy changes deciding resources
+again, quotas, and a restart in the middle of a lock-delay."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
+
+from tests.support.claims import Locks, status_of, wait_until
+from tests.support.namespaces import temporary_namespace
+from tests.support.operator import OperatorProcess
+
+PREFIX = "klp-"
+GROUP, VERSION, PLURAL = "kubelock.dev", "v1alpha1", "lockpolicies"
+DELAY = 4
+
+
+@pytest.fixture(scope="module")
+def policy_operator(control_plane, tmp_path_factory) -> Iterator[OperatorProcess]:  # type: ignore[no-untyped-def]
+    """One operator for this module, watching only its namespaces (klp-*)."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
+        yield op
+
+
+@pytest.fixture
+def ns(admin_api: ApiClient, policy_operator: OperatorProcess) -> Iterator[str]:
+    with temporary_namespace(admin_api, PREFIX) as name:
+        yield name
+
+
+@pytest.fixture
+def locks(admin_api: ApiClient, ns: str) -> Locks:
+    return Locks(admin_api, ns)
+
+
+def apply_policy(api: ApiClient, ns: str, name: str, **spec: Any) -> dict[str, Any]:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockPolicy", "metadata": {"name": name}, "spec": spec}
+    objects = CustomObjectsApi(api)
+    try:
+        current = objects.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        return dict(objects.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body))
+    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    return dict(objects.replace_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body))
+
+
+def delete_policy(api: ApiClient, ns: str, name: str) -> None:
+    CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def kubectl(control_plane: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def event_reasons(api: ApiClient, ns: str, name: str) -> list[str]:
+    items = CoreV1Api(api).list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
+    return [e.reason for e in items]
+
+
+def wait_event(api: ApiClient, ns: str, name: str, reason: str) -> None:
+    wait_until(lambda: reason in event_reasons(api, ns, name), f"a {reason} Event on {name}", timeout=15)
+
+
+def holder_and_waiter(locks: Locks, resource: str, ttl: int | None = None) -> dict[str, Any]:
+    locks.claim("a", resource, "agent-a", ttl=ttl)
+    held = status_of(locks.wait_phase("a", "Held"))
+    locks.claim("b", resource, "agent-b", wait=True)
+    locks.wait_phase("b", "Pending")
+    return held
+
+
+def assert_rested(locks: Locks, ended: dict[str, Any]) -> dict[str, Any]:
+    """The waiter b is told of the rest, and granted only once it is over."""
+    available_at = ended["availableAt"]
+    assert seconds(available_at) == pytest.approx(seconds(ended["finishedAt"]) + DELAY, abs=0.01)
+    resting = status_of(locks.wait_for("b", lambda b: status_of(b).get("reason") == "LockDelay", timeout=10))
+    assert resting["phase"] == "Pending" and resting["availableAt"] == available_at
+    assert "rests until" in resting["message"] and "LockPolicy rest" in resting["message"]
+    held = status_of(locks.wait_phase("b", "Held", timeout=DELAY + 15))
+    assert seconds(held["acquiredAt"]) >= seconds(available_at) - 0.001, (held, available_at)
+    assert not held.get("availableAt")
+    return held
+
+
+# ---- the resource -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("{resourcePrefix: 'deploy://', capacity: 0}", "capacity must be between 1 and 10000"),
+        ("{resourcePrefix: 'deploy://', lockDelaySeconds: 61}", "lockDelaySeconds must be between 0 and 60"),
+        ("{resourcePrefix: 'Deploy://'}", "the URI scheme must be lower-case"),
+        ("{resourcePrefix: 'deploy:// x'}", "must not contain whitespace"),
+        ("{resourcePrefix: 'deploy://', maxHeldPerHolder: 0}", "spec.maxHeldPerHolder"),
+        ("{capacity: 2}", "spec.resourcePrefix: Required value"),
+    ],
+    ids=["capacity-0", "delay-61", "upper-case-scheme", "whitespace", "quota-0", "no-prefix"],
+)
+def test_kubectl_apply_of_a_bad_policy_says_what_is_wrong(  # type: ignore[no-untyped-def]
+    control_plane, namespace: str, tmp_path: Path, spec: str, words: str
+) -> None:
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(f"apiVersion: kubelock.dev/v1alpha1\nkind: LockPolicy\nmetadata: {{name: bad}}\nspec: {spec}\n")
+    result = kubectl(control_plane, "-n", namespace, "apply", "-f", str(manifest), check=False)
+    assert result.returncode != 0
+    assert words in result.stderr, result.stderr
+
+
+def test_kubectl_get_and_explain(control_plane, admin_api: ApiClient, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    apply_policy(admin_api, namespace, "deploys", resourcePrefix="deploy://", capacity=3, lockDelaySeconds=5)
+    table = kubectl(control_plane, "-n", namespace, "get", "lp").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PREFIX", "CAPACITY", "LOCK-DELAY", "AGE"]
+    assert table[1].split()[:4] == ["deploys", "deploy://", "3", "5"]
+    listed = kubectl(control_plane, "-n", namespace, "get", "locks", "-o", "name").stdout
+    assert "lockpolicy.kubelock.dev/deploys" in listed
+    explained = kubectl(control_plane, "explain", "lockpolicy.spec").stdout
+    for words in ("resourcePrefix", "longest prefix wins", "capacity", "lockDelaySeconds", "maxHeldPerHolder"):
+        assert words in explained
+
+
+def test_agents_read_policies_and_only_admins_write_them(admin_api: ApiClient, user_api, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    from kubernetes.client import RbacAuthorizationV1Api, V1ObjectMeta, V1RoleBinding, V1RoleRef
+
+    rbac = RbacAuthorizationV1Api(admin_api)
+    for user, role in (("alice", "kubelock-agent"), ("lockadmin", "kubelock-admin")):
+        rbac.create_namespaced_role_binding(namespace, V1RoleBinding(
+            metadata=V1ObjectMeta(name=f"{user}-{role}"),
+            role_ref=V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+            subjects=[{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+        ))
+    admin = user_api("lockadmin")
+    agent = user_api("alice")
+    wait_until(lambda: _can_list(agent, namespace), "the agent's binding to take effect")
+    apply_policy(admin, namespace, "deploys", resourcePrefix="deploy://", lockDelaySeconds=5)
+    assert [p["metadata"]["name"] for p in _list(agent, namespace)] == ["deploys"]
+    with pytest.raises(ApiException) as refused:
+        apply_policy(agent, namespace, "mine", resourcePrefix="", capacity=100)
+    assert refused.value.status == 403
+
+
+def _list(api: ApiClient, ns: str) -> list[dict[str, Any]]:
+    return list(CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"])
+
+
+def _can_list(api: ApiClient, ns: str) -> bool:
+    try:
+        _list(api, ns)
+    except ApiException:
+        return False
+    return True
+
+
+# ---- lock-delay ---------------------------------------------------------------------------------
+
+
+def test_the_next_waiter_waits_out_the_lock_delay_after_a_break(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=DELAY)
+    held = holder_and_waiter(locks, "deploy://api-prod")
+    locks.delete_lock(held["lockName"])
+    revoked = status_of(locks.wait_phase("a", "Revoked", timeout=10))
+    assert revoked["reason"] == "LockBroken" and "lock-delay" in revoked["message"]
+    assert_rested(locks, revoked)
+    wait_event(admin_api, ns, "b", "LockDelay")
+
+
+def test_the_next_waiter_waits_out_the_lock_delay_after_an_expiry(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=DELAY)
+    holder_and_waiter(locks, "deploy://expiring", ttl=2)
+    expired = status_of(locks.wait_phase("a", "Expired", timeout=15))
+    assert expired["reason"] == "LeaseExpired"
+    assert_rested(locks, expired)
+
+
+def test_the_next_waiter_waits_out_the_lock_delay_after_the_holders_pod_failed(
+    locks: Locks, admin_api: ApiClient, ns: str, fake_node: str
+) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=DELAY)
+    core = CoreV1Api(admin_api)
+    pod = core.create_namespaced_pod(ns, {
+        "metadata": {"name": "agent-0", "labels": {"kubelock.dev/lock-holder": "true"}},
+        "spec": {"nodeName": fake_node, "containers": [{"name": "agent", "image": "agent:latest"}]},
+    })
+    locks.claim("a", "deploy://api-prod", "agent-a", pod=(pod.metadata.name, pod.metadata.uid))
+    locks.wait_phase("a", "Held")
+    locks.claim("b", "deploy://api-prod", "agent-b", wait=True)
+    locks.wait_phase("b", "Pending")
+    core.patch_namespaced_pod_status("agent-0", ns, {"status": {"phase": "Failed"}})
+    revoked = status_of(locks.wait_phase("a", "Revoked", timeout=20))
+    assert revoked["reason"] == "HolderPodTerminated"
+    assert_rested(locks, revoked)
+
+
+def test_a_release_has_no_lock_delay(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=30)
+    holder_and_waiter(locks, "deploy://released")
+    released_at = time.time()
+    locks.delete("a")
+    held = status_of(locks.wait_phase("b", "Held", timeout=10))
+    assert seconds(held["acquiredAt"]) - released_at < 10  # not 30: no rest after a release
+    assert "LockDelay" not in event_reasons(admin_api, ns, "b")
+
+
+def test_a_resource_no_policy_governs_has_no_lock_delay(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=30)
+    held = holder_and_waiter(locks, "github://acme/app/issues/1")
+    locks.delete_lock(held["lockName"])
+    assert not status_of(locks.wait_phase("a", "Revoked", timeout=10)).get("availableAt")
+    locks.wait_phase("b", "Held", timeout=10)
+
+
+def test_lowering_the_delay_decides_the_resource_again(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
+    held = holder_and_waiter(locks, "deploy://api-prod")
+    locks.delete_lock(held["lockName"])
+    locks.wait_for("b", lambda b: status_of(b).get("reason") == "LockDelay", timeout=10)
+    changed_at = time.time()
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=1)
+    status_of(locks.wait_phase("b", "Held", timeout=15))
+    assert time.time() - changed_at < 15  # far sooner than the 60 s rest it was told first
+
+
+def test_deleting_the_policy_ends_the_rest(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
+    held = holder_and_waiter(locks, "deploy://api-prod")
+    locks.delete_lock(held["lockName"])
+    locks.wait_for("b", lambda b: status_of(b).get("reason") == "LockDelay", timeout=10)
+    delete_policy(admin_api, ns, "rest")
+    locks.wait_phase("b", "Held", timeout=15)
+
+
+def test_a_try_lock_during_the_rest_is_turned_away(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
+    locks.claim("a", "deploy://api-prod", "agent-a")
+    held = status_of(locks.wait_phase("a", "Held"))
+    locks.delete_lock(held["lockName"])
+    locks.wait_phase("a", "Revoked", timeout=10)
+    locks.claim("t", "deploy://api-prod", "agent-t")
+    rejected = status_of(locks.wait_phase("t", "Rejected", timeout=10))
+    assert rejected["reason"] == "LockDelay" and "rests until" in rejected["message"]
+
+
+# ---- quotas -------------------------------------------------------------------------------------
+
+
+def test_quotas_reject_claims_over_them_naming_the_limit(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    apply_policy(admin_api, ns, "quota", resourcePrefix="deploy://", maxHeldPerHolder=1, maxWaitingPerNamespace=1)
+    locks.claim("a1", "deploy://one", "agent-a")
+    locks.wait_phase("a1", "Held")
+    locks.claim("a2", "deploy://two", "agent-a")
+    over = status_of(locks.wait_phase("a2", "Rejected", timeout=10))
+    assert over["reason"] == "QuotaExceeded"
+    assert "LockPolicy quota" in over["message"] and "maxHeldPerHolder" in over["message"]
+    wait_event(admin_api, ns, "a2", "QuotaExceeded")
+    locks.claim("b1", "deploy://one", "agent-b", wait=True)
+    locks.wait_phase("b1", "Pending")
+    locks.claim("c1", "deploy://one", "agent-c", wait=True)
+    over = status_of(locks.wait_phase("c1", "Rejected", timeout=10))
+    assert over["reason"] == "QuotaExceeded" and "maxWaitingPerNamespace" in over["message"]
+    locks.claim("other", "github://x", "agent-a")  # not governed by the policy: no quota
+    locks.wait_phase("other", "Held")
+
+
+def test_a_policys_capacity_makes_a_semaphore_and_raising_it_admits_waiters(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """Capacity 2: two exclusive holders of one permit each share the resource's one record, the
+    third waits; raising the capacity to 3 decides the resource again and grants it."""
+    apply_policy(admin_api, ns, "wide", resourcePrefix="deploy://", capacity=2)
+    locks.claim("a", "deploy://api-prod", "agent-a")
+    locks.claim("b", "deploy://api-prod", "agent-b")
+    a = status_of(locks.wait_phase("a", "Held"))
+    b = status_of(locks.wait_phase("b", "Held"))
+    assert a["fencingToken"] != b["fencingToken"]
+    (record,) = locks.locks()
+    assert record["spec"]["holders"] == 2
+    locks.claim("c", "deploy://api-prod", "agent-c", wait=True)
+    assert status_of(locks.wait_phase("c", "Pending"))["holder"] in {"agent-a", "agent-b"}
+    locks.claim("big", "deploy://web", "agent-d", permits=3)
+    big = status_of(locks.wait_phase("big", "Rejected"))
+    assert big["reason"] == "InvalidSpec" and "exceed the capacity 2" in big["message"]
+    apply_policy(admin_api, ns, "wide", resourcePrefix="deploy://", capacity=3)
+    c = status_of(locks.wait_phase("c", "Held", timeout=10))
+    assert c["fencingToken"] > max(a["fencingToken"], b["fencingToken"])
+    assert status_of(locks.get("a"))["phase"] == "Held" and status_of(locks.get("b"))["phase"] == "Held"
+
+
+# ---- restart ------------------------------------------------------------------------------------
+
+
+def test_a_restarted_operator_keeps_the_rest(  # type: ignore[no-untyped-def]
+    control_plane, admin_api: ApiClient, tmp_path: Path
+) -> None:
+    """The rest is recorded in the ended claim's status, not in the operator's memory."""
+    with temporary_namespace(admin_api, "klpr-") as ns:
+        locks = Locks(admin_api, ns)
+        with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(ns,)):
+            apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=20)
+            held = holder_and_waiter(locks, "deploy://api-prod")
+            locks.delete_lock(held["lockName"])
+            revoked = status_of(locks.wait_phase("a", "Revoked", timeout=10))
+            locks.wait_for("b", lambda b: status_of(b).get("reason") == "LockDelay", timeout=10)
+        with OperatorProcess(control_plane.kubeconfig, tmp_path / "op2.log", namespaces=(ns,)):
+            # Otherwise the test would show nothing: the rest must still be on when the new operator starts.
+            assert time.time() < seconds(revoked["availableAt"]) - 2, "the operator took too long to restart"
+            granted = status_of(locks.wait_phase("b", "Held", timeout=40))
+        assert seconds(granted["acquiredAt"]) >= seconds(revoked["availableAt"]) - 0.001

@@ -1,0 +1,88 @@
+"""Quotas: a claim whose grant or wait would go over a LockPolicy's limit ends Rejected
+(QuotaExceeded), with a message naming the limit and the policy."""
+
+from __future__ import annotations
+
+from kubelock.domain.lockpolicy import LockPolicy, Quotas
+from kubelock.domain.reasons import Phase, Reason
+from tests.support.arbitration import T0, Space, claim
+
+R1, R2, R3 = "deploy://one", "deploy://two", "deploy://three"
+
+
+def policy(**limits: int) -> LockPolicy:
+    return LockPolicy("deploys", "deploy://", quotas=Quotas(**limits))
+
+
+def outcome(s: Space, name: str) -> tuple[Phase, Reason, str]:
+    status = s.get(name).status
+    assert status is not None
+    return status.phase, status.reason, status.message
+
+
+def test_a_holder_over_its_held_quota_is_rejected_naming_the_limit_and_policy() -> None:
+    s = Space(lock_policy=policy(max_held_per_holder=2))
+    s.add(claim("a1", 1, "agent-a", resource=R1), claim("a2", 2, "agent-a", resource=R2))
+    s.settle(T0, [R1, R2])
+    s.add(claim("a3", 3, "agent-a", resource=R3), claim("b1", 4, "agent-b", resource=R3 + "/b"))
+    s.settle(T0, [R3, R3 + "/b"])
+    phase, reason, message = outcome(s, "a3")
+    assert (phase, reason) == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    assert "agent-a already has 2 claims held under LockPolicy deploys" in message
+    assert "at most 2 per holder (maxHeldPerHolder)" in message
+    assert outcome(s, "b1")[0] is Phase.HELD  # another holder is not limited by agent-a's count
+    s.remove("a1")  # a release makes room
+    s.add(claim("a4", 5, "agent-a", resource=R1))
+    s.settle(T0, [R1])
+    assert outcome(s, "a4")[0] is Phase.HELD
+
+
+def test_a_waiter_is_refused_at_its_grant_when_the_holder_filled_its_quota_meanwhile() -> None:
+    s = Space(lock_policy=policy(max_held_per_holder=1))
+    s.add(claim("b1", 1, "agent-b", resource=R1))
+    s.settle(T0, [R1])
+    s.add(claim("a-wait", 2, "agent-a", resource=R1, wait=True), claim("c-wait", 3, "agent-c", resource=R1, wait=True))
+    s.settle(T0, [R1])
+    s.add(claim("a2", 4, "agent-a", resource=R2))
+    s.settle(T0, [R2])
+    assert outcome(s, "a2")[0] is Phase.HELD
+    s.remove("b1")
+    s.settle(T0 + 1, [R1])
+    assert outcome(s, "a-wait")[:2] == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    assert outcome(s, "c-wait")[0] is Phase.HELD  # the next in line is served instead
+
+
+def test_waiting_quotas_per_holder_and_per_namespace() -> None:
+    s = Space(lock_policy=policy(max_waiting_per_holder=1, max_waiting_per_namespace=2))
+    s.add(claim("h1", 1, "agent-h", resource=R1), claim("h2", 2, "agent-h", resource=R2))
+    s.settle(T0, [R1, R2])
+    s.add(claim("a1", 3, "agent-a", resource=R1, wait=True), claim("a2", 4, "agent-a", resource=R2, wait=True))
+    s.settle(T0, [R1, R2])
+    assert outcome(s, "a1")[0] is Phase.PENDING
+    phase, reason, message = outcome(s, "a2")
+    assert (phase, reason) == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    assert "maxWaitingPerHolder" in message
+    s.add(claim("b1", 5, "agent-b", resource=R2, wait=True), claim("c1", 6, "agent-c", resource=R2, wait=True))
+    s.settle(T0, [R2])
+    assert outcome(s, "b1")[0] is Phase.PENDING
+    phase, reason, message = outcome(s, "c1")
+    assert reason is Reason.QUOTA_EXCEEDED
+    assert "2 claims already waiting under LockPolicy deploys in this namespace" in message
+    assert "(maxWaitingPerNamespace)" in message
+
+
+def test_held_quota_per_namespace() -> None:
+    s = Space(lock_policy=policy(max_held_per_namespace=1))
+    s.add(claim("a1", 1, "agent-a", resource=R1), claim("b1", 2, "agent-b", resource=R2))
+    s.settle(T0, [R1, R2])
+    assert outcome(s, "a1")[0] is Phase.HELD
+    assert outcome(s, "b1")[:2] == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    assert "(maxHeldPerNamespace)" in outcome(s, "b1")[2]
+
+
+def test_without_quotas_nothing_is_counted() -> None:
+    s = Space(lock_policy=policy())
+    for i in range(5):
+        s.add(claim(f"a{i}", i, "agent-a", resource=f"deploy://r{i}"))
+    s.settle(T0, [f"deploy://r{i}" for i in range(5)])
+    assert all(outcome(s, f"a{i}")[0] is Phase.HELD for i in range(5))
