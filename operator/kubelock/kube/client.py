@@ -21,6 +21,7 @@ import aiohttp
 from kubelock.kube.auth import Authenticator
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
+from kubelock.kube.jsondecode import loads
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
@@ -129,20 +130,20 @@ class KubeClient:
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 server_hostname=self.credentials.tls_server_name,
             ) as response:
-                text = await response.text()
+                raw = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._record(verb, 0, started)
             raise Unreachable(f"cannot reach the API server at {self.credentials.server}: {error}") from error
         self._record(verb, status, started)
         parsed: Any = None
-        if text:
+        if raw:
             try:
-                parsed = json.loads(text)
+                parsed = loads(raw)
             except ValueError:
                 parsed = None
         if status >= 400:
-            refused = from_response(status, parsed, text)
+            refused = from_response(status, parsed, raw.decode("utf-8", errors="replace"))
             refused.sent_headers = headers
             raise refused
         return parsed if isinstance(parsed, dict) else {}
@@ -172,17 +173,29 @@ class KubeClient:
         self, path: str, *, page: int = 500, **params: Any
     ) -> AsyncIterator[tuple[builtins.list[Body], str]]:
         """A collection one page at a time, each with the list's resourceVersion (all pages of one
-        list come from the same snapshot), so a caller never holds more than a page of bodies."""
-        token: str | None = None
+        list come from the same snapshot), so a caller never holds more than two pages of bodies.
+        The next page is requested before this one is handed over: the API server encodes it while
+        the caller takes this one in."""
         version = ""
-        while True:
-            result = await self.list(path, limit=page, **{"continue": token}, **params)
-            meta = result.get("metadata") or {}
-            version = meta.get("resourceVersion") or version
-            token = meta.get("continue")
-            yield result.get("items") or [], version
-            if not token:
-                return
+        following: asyncio.Task[Body] | None = None
+        try:
+            result = await self.list(path, limit=page, **params)
+            while True:
+                meta = result.get("metadata") or {}
+                version = meta.get("resourceVersion") or version
+                token = meta.get("continue")
+                if token:
+                    following = asyncio.ensure_future(self.list(path, limit=page, **{"continue": token}, **params))
+                yield result.get("items") or [], version
+                if following is None:
+                    return
+                result = await following
+                following = None
+        finally:
+            if following is not None and not following.done():
+                following.cancel()  # the caller stopped early
+            elif following is not None and not following.cancelled():
+                following.exception()  # retrieved: a failure nobody waits for is not logged as lost
 
     async def create(self, path: str, body: Body, **params: Any) -> Body:
         return await self.request("POST", path, body=body, params=params, verb="create")
@@ -249,7 +262,7 @@ class KubeClient:
                 async for line in response.content:
                     if not line.strip():
                         continue
-                    event = json.loads(line)
+                    event = loads(line)
                     if event.get("type") == "ERROR":
                         obj = event.get("object") or {}
                         raise from_response(int(obj.get("code") or 500), obj)
