@@ -28,6 +28,30 @@ RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreach
 WATCH_GRACE_SECONDS = 30  # how long past its timeoutSeconds a watch may stay silent (as kopf's client timeout)
 
 
+# Throttled answers (429) are retried up to this many times when a client retries at all, as
+# client-go does: the API server did not run the request, and its Retry-After says when to come back.
+THROTTLED_RETRIES = 10
+
+
+def retry_delay(error: BaseException, attempt: int, retries: int) -> float | None:
+    """Seconds to wait before retry number `attempt + 1` of a request that failed with `error`, or
+    None to give up. Other transient failures back off exponentially with full jitter (0.1 s, 0.2 s
+    ... capped at 3.2 s) for `retries` attempts. A 429 waits what the API server asked (its
+    Retry-After, plus up to half of it again, so that the clients it throttled together do not come
+    back together), for up to THROTTLED_RETRIES attempts: giving up after a few tenths of a second,
+    under a burst of clients the API server queues fairly, turned throttling into failed requests
+    that were then made again from the start."""
+    if retries <= 0 or not transient(error):
+        return None
+    backoff = random.uniform(0, min(3.2, 0.1 * 2**attempt))
+    if isinstance(error, ApiError) and error.status == 429:
+        if attempt >= max(retries, THROTTLED_RETRIES):
+            return None
+        asked = error.retry_after
+        return backoff if asked is None else asked * random.uniform(1.0, 1.5)
+    return backoff if attempt < retries else None
+
+
 class KubeClient:
     def __init__(
         self,
@@ -108,11 +132,11 @@ class KubeClient:
                     raise
                 reauthenticated = True
             except (ApiError, Unreachable) as error:
-                if attempt >= self._retries or not transient(error):
+                delay = retry_delay(error, attempt, self._retries)
+                if delay is None:
                     raise
                 attempt += 1
-                # Exponential backoff with full jitter, capped: 0.1 s, 0.2 s, 0.4 s ... 3.2 s.
-                await asyncio.sleep(random.uniform(0, min(3.2, 0.1 * 2 ** (attempt - 1))))
+                await asyncio.sleep(delay)
 
     async def _request_once(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, content_type: str, verb: str
@@ -132,6 +156,7 @@ class KubeClient:
             ) as response:
                 raw = await response.read()
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._record(verb, 0, started)
             raise Unreachable(f"cannot reach the API server at {self.credentials.server}: {error}") from error
@@ -145,6 +170,7 @@ class KubeClient:
         if status >= 400:
             refused = from_response(status, parsed, raw.decode("utf-8", errors="replace"))
             refused.sent_headers = headers
+            refused.retry_after_header = retry_after
             raise refused
         return parsed if isinstance(parsed, dict) else {}
 
