@@ -18,10 +18,12 @@ from typing import Any
 import anchors
 import scenarios
 from harness import (
+    OPERATOR_SOURCE_B,
     Env,
     OperatorProcess,
     RequestTally,
     Watch,
+    apiserver_refusals,
     apiserver_requests,
     children_by_name,
     cpu_seconds,
@@ -379,6 +381,7 @@ class Runner:
         self.step = (9, name)
         pids = {k: v for k, v in self.pids.items() if k in ("kube-apiserver", "etcd")}
         pids["operator"] = self.kubelock.pid
+        refused_before = await apiserver_refusals(self.env.credentials)
         async with self.account("9 churn", "kubelock", self.kubelock, "cycles") as acc:
             c = await scenarios.churn(
                 self.env.client, self.kubeconfig, NS_KUBELOCK, self.log_dir, pids, agents=p.churn_agents,
@@ -388,13 +391,16 @@ class Runner:
             acc.units = c.in_window
         # An agent whose acquire gave up (Unreachable: the SDK's requests timed out) may leave its claim
         # behind, held or queued, with the default lease: count them, then clear the namespace.
+        refused = await apiserver_refusals(self.env.credentials) - refused_before
         left = len((await self.env.client.list(paths.claims(NS_KUBELOCK)))["items"])
         await self._clear(NS_KUBELOCK)
         largest = max((n for n in p.cycle_agents if f"T_CR({n})" in self.anchor), default=None)
         floor = self.anchor[f"T_CR({largest})"].p50 if largest is not None else None
         cores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.cores.items()))
         errors = f"; errors {c.errors}, {left} claims left behind" if c.errors or left else ""
-        detail = f"{c.in_window} grants in {c.seconds:.1f} s; CPU cores used: {cores}{errors}"
+        answers = ", ".join(f"{'/'.join(k)} {n}" for k, n in sorted(refused.items())) or "none"
+        detail = (f"{c.in_window} grants in {c.seconds:.1f} s; CPU cores used: {cores}{errors}; "
+                  f"API server non-2xx answers and APF rejections during the block: {answers}")
         s = summarise([c.took], MS)
         self.doc.rows += [
             Row(9, name, "grants/s", c.rate, floor, f"T_CR({largest})" if largest else "", None, "kubelock", detail),
@@ -535,6 +541,9 @@ class Runner:
                 detail="mostly queued Events" if drained is not None else "still writing when the wait ended",
             ))
             await self._expiry(op, live)
+            if OPERATOR_SOURCE_B[0] is not None:  # the same expiry with the second operator tree
+                await self._switch(op, OPERATOR_SOURCE_B[0])
+                await self._expiry(op, live, "kubelock-b")
             self.step = (7, "operator RSS (and #8)")
             if p.held_locks > live:
                 async with self.account(f"7 populate {p.held_locks}", "kubelock", op, "claims") as acc:
@@ -550,11 +559,18 @@ class Runner:
         finally:
             op.stop()
 
-    async def _expiry(self, op: OperatorProcess, live: int) -> None:
+    async def _switch(self, op: OperatorProcess, source: Path | None) -> None:
+        """Replace the running operator with one of another tree, and let it settle."""
+        op.kill()
+        op.source = source
+        await op.start(within=self.plan.restart_limit)
+        await self._drain(op, f"switching to the operator of {source or 'this tree'}")
+
+    async def _expiry(self, op: OperatorProcess, live: int, flavour: str = "kubelock") -> None:
         p, env = self.plan, self.env
         self.step = (4, "TTL expiry lateness (and #7, #8)")
         try:
-            async with self.account(f"4 expiry {p.expiring} among {live}", "kubelock", op, "expiries") as acc:
+            async with self.account(f"4 expiry {p.expiring} among {live}", flavour, op, "expiries") as acc:
                 result = await scenarios.expiry(env, NS_BIG, p.expiring, p.expiry_rate)
                 acc.units = len(result.lateness)
         except Exception as error:
@@ -565,19 +581,22 @@ class Runner:
         W = self.anchor.get("W")
         detail = f"{p.expiring} expiring within {result.window:.1f} s among {live} live locks"
         self.doc.rows += [
-            Row(4, "TTL expiry lateness p50", "ms", s.p50, W.p50 if W else None, "W p50", None, "kubelock", detail),
+            Row(4, "TTL expiry lateness p50", "ms", s.p50, W.p50 if W else None, "W p50", None, flavour, detail),
             Row(4, "TTL expiry lateness p99", "ms", s.p99, W.p99 if W else None, "W p99",
-                Target("p99 <= 2 x W + 50 ms", 2, 50), "kubelock", detail),
+                Target("p99 <= 2 x W + 50 ms", 2, 50), flavour, detail),
             Row(4, "TTL expiry lateness max", "ms", s.max, None, "", Target("never > 500 ms", 0, 500),
-                "kubelock", detail),
+                flavour, detail),
         ]
 
     async def _restart(self, op: OperatorProcess) -> None:
         p, env = self.plan, self.env
         self.step = (8, f"restart with {p.held_locks} locks")
         lists: list[float] = []
-        restarts: list[float] = []
-        failures: list[str] = []
+        trees: list[tuple[str, Path | None]] = [("kubelock", None)]
+        if OPERATOR_SOURCE_B[0] is not None:  # alternate: A, B, A, B ... on the same locks
+            trees.append(("kubelock-b", OPERATOR_SOURCE_B[0]))
+        restarts: dict[str, list[float]] = {flavour: [] for flavour, _ in trees}
+        failures: dict[str, list[str]] = {flavour: [] for flavour, _ in trees}
         items = 0
         for _ in range(p.restart_rounds):
             async with self.account(f"8 LIST {p.held_locks} Leases", "anchor (Lease)", None, "lists") as acc:
@@ -585,25 +604,30 @@ class Runner:
                     seconds, items = await anchors.list_leases(env, NS_LEASES)
                     lists.append(seconds)
                     acc.units += 1
-            try:
-                async with self.account(f"8 restart with {p.held_locks}", "kubelock", op, "restarts") as acc:
-                    restarts.append(await scenarios.restart(env, op, NS_BIG, within=p.restart_limit))
-                    acc.units = 1
-            except Exception as error:  # one failed restart must not hide the others
-                log.exception("restart failed")
-                failures.append(f"{type(error).__name__}: {error}")
-                if op.process is None or not op.process.alive():
-                    await op.start()
-            await asyncio.sleep(2)
+            for flavour, source in trees:
+                op.source = source
+                try:
+                    async with self.account(f"8 restart with {p.held_locks}", flavour, op, "restarts") as acc:
+                        restarts[flavour].append(await scenarios.restart(env, op, NS_BIG, within=p.restart_limit))
+                        acc.units = 1
+                except Exception as error:  # one failed restart must not hide the others
+                    log.exception("restart failed")
+                    failures[flavour].append(f"{type(error).__name__}: {error}")
+                    if op.process is None or not op.process.alive():
+                        await op.start()
+                await asyncio.sleep(2)
         L = median(lists)
         self.anchor["L"] = Summary(L, max(lists), max(lists), 1, len(lists))
         name = f"restart with {p.held_locks} locks → new claim Held"
-        if not restarts:
-            self.doc.rows += error_rows(8, [name], "; ".join(failures))
-            return
-        failed = f", {len(failures)} failed ({failures[0][:120]})" if failures else ""
-        self.doc.rows.append(Row(8, name, "s", median(restarts), L, "L", Target("<= 2 x L + 1 s", 2, 1), "kubelock",
-                                 f"{len(restarts)} restarts{failed}; L = LIST+parse of {items} Leases"))
+        for flavour, _ in trees:
+            took, failed_ = restarts[flavour], failures[flavour]
+            if not took:
+                self.doc.rows += error_rows(8, [name], "; ".join(failed_))
+                continue
+            failed = f", {len(failed_)} failed ({failed_[0][:120]})" if failed_ else ""
+            each = ", ".join(f"{t:.2f}" for t in took)
+            self.doc.rows.append(Row(8, name, "s", median(took), L, "L", Target("<= 2 x L + 1 s", 2, 1), flavour,
+                                     f"{len(took)} restarts ({each} s){failed}; L = LIST+parse of {items} Leases"))
 
 
 def _rate_summary(rates: Sequence[float]) -> Summary:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -33,6 +34,17 @@ from kubelock.sdk.errors import LockError
 WAIT_SECONDS = 120
 
 
+def kind(error: LockError) -> str:
+    """The error's class and what failed: `Unreachable(create claim: no answer)`, `Unreachable(...: 429)`,
+    `Unreachable(OperatorUnavailable)` (no decision in time) ..."""
+    name = type(error).__name__
+    if error.reason != error.default_reason:
+        return f"{name}({error.reason})"
+    doing = re.match(r"cannot (\w+ \w+)", error.message)
+    status = re.search(r"answered (\d+)", error.message)
+    return f"{name}({doing.group(1) if doing else '?'}: {status.group(1) if status else 'no answer'})"
+
+
 async def agent(client: AsyncLockClient, tag: str, resources: int, stop: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     done: list[float] = []
@@ -47,7 +59,7 @@ async def agent(client: AsyncLockClient, tag: str, resources: int, stop: float, 
             done.append(time.time())
             await client.release(uri)
         except LockError as error:
-            errors[type(error).__name__] += 1
+            errors[kind(error)] += 1
     return {"done": done, "took": took, "errors": errors}
 
 

@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The kubelock operator under test: this checkout's, or another tree's (`run.py --operator DIR`), so
 # that two versions are measured by the same harness.
 OPERATOR_SOURCE = [REPO / "operator"]
+# A second operator tree (`--operator-b`): #4 and #8 measure it too, in the same run, alternating.
+OPERATOR_SOURCE_B: list[Path | None] = [None]
 Body = dict[str, Any]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -357,6 +359,20 @@ async def apiserver_requests(credentials: Credentials) -> Counter[tuple[str, ...
     return parse_counter(text, "apiserver_request_total", ("verb", "resource", "subresource"))
 
 
+async def apiserver_refusals(credentials: Credentials) -> Counter[tuple[str, ...]]:
+    """What the API server answered besides success: requests by HTTP code (("code", c)), and those
+    API Priority and Fairness rejected (("apf", priority level, reason)): a 429 is throttling."""
+    text = await scrape(f"{credentials.server}/metrics", credentials.ssl_context())
+    out: Counter[tuple[str, ...]] = Counter()
+    for (code,), n in parse_counter(text, "apiserver_request_total", ("code",)).items():
+        if not code.startswith("2"):
+            out["code", code] += n
+    for key, n in parse_counter(text, "apiserver_flowcontrol_rejected_requests_total",
+                                ("priority_level", "reason")).items():
+        out[("apf", *key)] += n
+    return out
+
+
 # ---- operator processes -------------------------------------------------------------------------
 
 
@@ -372,6 +388,7 @@ class OperatorProcess:
     extra_args: tuple[str, ...] = ()
     process: ManagedProcess | None = None
     starts: int = 0
+    source: Path | None = None  # the operator tree to run (default: OPERATOR_SOURCE)
 
     def argv(self) -> list[str]:
         if self.flavour == "kubelock":
@@ -403,7 +420,8 @@ class OperatorProcess:
     def spawn(self) -> None:
         """Starts the process without waiting for it (the restart scenario times the whole start)."""
         self.starts += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(OPERATOR_SOURCE[0])}
+        source = self.source or OPERATOR_SOURCE[0]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(source)}
         self.process = start_process(
             self.log_path.stem, self.argv(), log_dir=self.log_dir, env=env, cwd=REPO
         )

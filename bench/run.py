@@ -50,6 +50,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--operator", type=Path, default=None,
                         help="run the kubelock operator from this source tree (its `operator/` directory) "
                         "instead of this checkout's: two versions measured by the same harness")
+    parser.add_argument("--operator-b", type=Path, default=None,
+                        help="a second operator tree: #4 and #8 measure it too (flavour kubelock-b), "
+                             "alternating with the first in the same run")
     return parser.parse_args(argv)
 
 
@@ -81,6 +84,7 @@ def machine(plane: ControlPlane, plan: Plan, version: dict[str, Any]) -> dict[st
         "client_loop": "uvloop" if _uvloop() else "asyncio",
         "commit": _commit(),
         "operator_source": str(harness.OPERATOR_SOURCE[0]),
+        **({"operator_source_b": str(harness.OPERATOR_SOURCE_B[0])} if harness.OPERATOR_SOURCE_B[0] else {}),
     }
 
 
@@ -134,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.operator is not None:
         harness.OPERATOR_SOURCE[0] = args.operator.resolve()
+    if args.operator_b is not None:
+        harness.OPERATOR_SOURCE_B[0] = args.operator_b.resolve()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-bench-"))
     began = time.monotonic()
     plane = ControlPlane(

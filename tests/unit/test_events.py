@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from kubelock.domain.clock import ManualClock
-from kubelock.operator.events import ROUTINE_BURST, EventRecorder, RoutineLimit
+from kubelock.operator.events import ROUTINE_BURST, SUMMARY_NAMES, WARNING_BURST, EventRecorder, RoutineLimit
 
 
 class Recording:
@@ -67,3 +67,37 @@ def test_routine_events_over_the_rate_are_counted_not_sent_and_warnings_always_g
     assert reasons.count("Released") == 1, "the bucket refilled with time"
     assert counting.unsent == ["limited"] * 10
     assert recorder.limited == 10
+
+
+def test_a_burst_of_warnings_past_its_rate_is_sent_as_one_summary_a_second_naming_the_claims() -> None:
+    async def scenario() -> tuple[Recording, Counting, EventRecorder]:
+        clock = ManualClock()
+        client, counting = Recording(), Counting()
+        recorder = EventRecorder(
+            client, clock, "test", unsent=counting, summary_seconds=3600  # type: ignore[arg-type]
+        )
+        recorder.start()
+        burst = int(WARNING_BURST)
+        for i in range(burst + 40):
+            recorder.record("ns", f"c{i}", f"u{i}", "LeaseExpired", f"lease {i} expired", warning=True)
+        recorder.record("ns", "d", "u-d", "Deadlocked", "a cycle", warning=True)  # a reason of its own
+        recorder.record("other", "e", "u-e", "LeaseExpired", "expired", warning=True)  # a namespace too
+        await recorder.drain()
+        assert len(client.created) == burst + 2, "past the burst, nothing is sent one by one"
+        recorder.summarise()
+        recorder.summarise()  # nothing new: no second summary
+        await recorder.drain()
+        await recorder.stop()
+        return client, counting, recorder
+
+    client, counting, recorder = asyncio.run(scenario())
+    assert all(body["type"] == "Warning" for body in client.created)
+    summary = client.created[-1]
+    assert len(client.created) == int(WARNING_BURST) + 3
+    last = int(WARNING_BURST) + 39
+    assert summary["involvedObject"]["name"] == f"c{last}" and summary["involvedObject"]["uid"] == f"u{last}"
+    assert summary["message"].startswith("40 more claims: LeaseExpired in the last 1 s")
+    first = [f"c{int(WARNING_BURST) + i}" for i in range(SUMMARY_NAMES)]
+    assert ", ".join(first) + ", …" in summary["message"]
+    assert summary["message"].endswith(f"the last: lease {int(WARNING_BURST) + 39} expired")
+    assert recorder.summarised == 40 and counting.unsent == ["summarised"] * 40

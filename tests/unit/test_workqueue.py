@@ -253,3 +253,30 @@ def test_every_run_is_reported_with_its_duration() -> None:
         await queue.stop()
 
     run(scenario)
+
+
+def test_a_key_woken_by_its_deadline_waits_ahead_of_keys_scheduled_by_events() -> None:
+    """A lease that ends during a burst of new claims is acted on before the rest of the burst."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, max_workers=1)
+        queue.start()
+        process.gates["busy"] = asyncio.Event()
+        queue.schedule("busy")
+        for key in ("new-1", "new-2", "new-3"):
+            queue.schedule(key)  # a burst of events, waiting for the one worker
+        queue.schedule_at("expiring", clock.now() + 1)
+        queue.schedule_at("positions", clock.now() + 1, urgent=False)  # a refresh waits in line
+        queue.schedule("new-2")  # waiting already: a deadline of it must not queue it twice
+        queue.schedule_at("new-2", clock.now() + 1)
+        clock.advance(1)
+        await until(lambda: set(queue.waiting) >= {"expiring", "positions"}, "the deadlines are due")
+        assert queue.waiting == ["expiring", "new-2", "new-1", "new-3", "positions"]
+        process.gates["busy"].set()
+        await until(lambda: queue.busy == 0 and not queue.waiting, "the queue drained")
+        assert process.runs == ["busy", "expiring", "new-2", "new-1", "new-3", "positions"]
+        await queue.stop()
+
+    run(scenario)

@@ -35,6 +35,9 @@ class DeadlineHeap(Generic[K]):
         heapq.heappush(self._heap, (when, self._counter, key))
         return head is None or when < head
 
+    def scheduled(self, key: K) -> bool:
+        return key in self._when
+
     def cancel(self, key: K) -> None:
         self._when.pop(key, None)
 

@@ -21,10 +21,35 @@ import aiohttp
 from kubelock.kube.auth import Authenticator
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
+from kubelock.kube.jsondecode import loads
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
 WATCH_GRACE_SECONDS = 30  # how long past its timeoutSeconds a watch may stay silent (as kopf's client timeout)
+
+
+# Throttled answers (429) are retried up to this many times when a client retries at all, as
+# client-go does: the API server did not run the request, and its Retry-After says when to come back.
+THROTTLED_RETRIES = 10
+
+
+def retry_delay(error: BaseException, attempt: int, retries: int) -> float | None:
+    """Seconds to wait before retry number `attempt + 1` of a request that failed with `error`, or
+    None to give up. Other transient failures back off exponentially with full jitter (0.1 s, 0.2 s
+    ... capped at 3.2 s) for `retries` attempts. A 429 waits what the API server asked (its
+    Retry-After, plus up to half of it again, so that the clients it throttled together do not come
+    back together), for up to THROTTLED_RETRIES attempts: giving up after a few tenths of a second,
+    under a burst of clients the API server queues fairly, turned throttling into failed requests
+    that were then made again from the start."""
+    if retries <= 0 or not transient(error):
+        return None
+    backoff = random.uniform(0, min(3.2, 0.1 * 2**attempt))
+    if isinstance(error, ApiError) and error.status == 429:
+        if attempt >= max(retries, THROTTLED_RETRIES):
+            return None
+        asked = error.retry_after
+        return backoff if asked is None else asked * random.uniform(1.0, 1.5)
+    return backoff if attempt < retries else None
 
 
 class KubeClient:
@@ -107,11 +132,11 @@ class KubeClient:
                     raise
                 reauthenticated = True
             except (ApiError, Unreachable) as error:
-                if attempt >= self._retries or not transient(error):
+                delay = retry_delay(error, attempt, self._retries)
+                if delay is None:
                     raise
                 attempt += 1
-                # Exponential backoff with full jitter, capped: 0.1 s, 0.2 s, 0.4 s ... 3.2 s.
-                await asyncio.sleep(random.uniform(0, min(3.2, 0.1 * 2 ** (attempt - 1))))
+                await asyncio.sleep(delay)
 
     async def _request_once(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, content_type: str, verb: str
@@ -129,21 +154,23 @@ class KubeClient:
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 server_hostname=self.credentials.tls_server_name,
             ) as response:
-                text = await response.text()
+                raw = await response.read()
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._record(verb, 0, started)
             raise Unreachable(f"cannot reach the API server at {self.credentials.server}: {error}") from error
         self._record(verb, status, started)
         parsed: Any = None
-        if text:
+        if raw:
             try:
-                parsed = json.loads(text)
+                parsed = loads(raw)
             except ValueError:
                 parsed = None
         if status >= 400:
-            refused = from_response(status, parsed, text)
+            refused = from_response(status, parsed, raw.decode("utf-8", errors="replace"))
             refused.sent_headers = headers
+            refused.retry_after_header = retry_after
             raise refused
         return parsed if isinstance(parsed, dict) else {}
 
@@ -172,17 +199,29 @@ class KubeClient:
         self, path: str, *, page: int = 500, **params: Any
     ) -> AsyncIterator[tuple[builtins.list[Body], str]]:
         """A collection one page at a time, each with the list's resourceVersion (all pages of one
-        list come from the same snapshot), so a caller never holds more than a page of bodies."""
-        token: str | None = None
+        list come from the same snapshot), so a caller never holds more than two pages of bodies.
+        The next page is requested before this one is handed over: the API server encodes it while
+        the caller takes this one in."""
         version = ""
-        while True:
-            result = await self.list(path, limit=page, **{"continue": token}, **params)
-            meta = result.get("metadata") or {}
-            version = meta.get("resourceVersion") or version
-            token = meta.get("continue")
-            yield result.get("items") or [], version
-            if not token:
-                return
+        following: asyncio.Task[Body] | None = None
+        try:
+            result = await self.list(path, limit=page, **params)
+            while True:
+                meta = result.get("metadata") or {}
+                version = meta.get("resourceVersion") or version
+                token = meta.get("continue")
+                if token:
+                    following = asyncio.ensure_future(self.list(path, limit=page, **{"continue": token}, **params))
+                yield result.get("items") or [], version
+                if following is None:
+                    return
+                result = await following
+                following = None
+        finally:
+            if following is not None and not following.done():
+                following.cancel()  # the caller stopped early
+            elif following is not None and not following.cancelled():
+                following.exception()  # retrieved: a failure nobody waits for is not logged as lost
 
     async def create(self, path: str, body: Body, **params: Any) -> Body:
         return await self.request("POST", path, body=body, params=params, verb="create")
@@ -249,7 +288,7 @@ class KubeClient:
                 async for line in response.content:
                     if not line.strip():
                         continue
-                    event = json.loads(line)
+                    event = loads(line)
                     if event.get("type") == "ERROR":
                         obj = event.get("object") or {}
                         raise from_response(int(obj.get("code") or 500), obj)

@@ -15,6 +15,21 @@ class ApiError(Exception):
         self.message = message
         self.body = body or {}
         self.sent_headers: dict[str, str] = {}  # the request's headers (to tell which credential a 401 refused)
+        self.retry_after_header: str | None = None  # the answer's Retry-After, if any
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the API server asked the client to wait before trying again (a 429 from API Priority
+        and Fairness, a 5xx while it starts): its Retry-After header or the Status's
+        details.retryAfterSeconds."""
+        for value in (self.retry_after_header, (self.body.get("details") or {}).get("retryAfterSeconds")):
+            try:
+                seconds = float(value) if value is not None else None
+            except (TypeError, ValueError):
+                seconds = None
+            if seconds is not None and seconds >= 0:
+                return seconds
+        return None
 
     @property
     def causes(self) -> list[dict[str, Any]]:

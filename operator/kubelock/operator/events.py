@@ -18,8 +18,17 @@ here: it aggregates and rate-limits similar Events *of one object*, and every gr
 of a claim of its own, so it would still send one write per grant. Without a limit, a namespace
 churning locks paid two Event writes per acquire+release cycle (Granted, Released) on top of the six
 the protocol needs. An Event over the limit is not sent: the claim's status and conditions, and the
-operator's log line (one per decision, always written), still record it. Warning Events are never
-limited: each is something a person may have to act on.
+operator's log line (one per decision, always written), still record it.
+
+Warning Events are never dropped: each is something a person may have to act on. But a burst of them
+(a thousand leases ending in the same second) would cost one write each, competing with the writes
+that expire those leases and grant the next holders. So each namespace and reason gets a burst of
+WARNING_BURST Events one by one, then WARNING_RATE a second; the Warnings over that are folded into
+one summary Warning per namespace and reason every SUMMARY_SECONDS, sent about the last claim it
+covers and naming the others ("37 more claims: LeaseExpired in the last 1 s: a, b, c, …"), as
+client-go's EventCorrelator folds similar Events into one. `kubectl describe` of every claim shows
+the claim's own phase, reason and message in its status; its Warning Event is its own while the
+namespace is within the burst, and the summary's (on the last claim of each second) beyond it.
 """
 
 from __future__ import annotations
@@ -48,6 +57,11 @@ DEFAULT_ROUTINE_RATE = 1.0
 # Namespaces whose bucket is remembered at most; a full bucket is the same as none, so only those
 # that sent recently are kept.
 MAX_BUCKETS = 10_000
+# Warnings a namespace sends one by one per reason before they are summarised, and the rate after.
+WARNING_BURST = 25.0
+WARNING_RATE = 1.0
+SUMMARY_SECONDS = 1.0
+SUMMARY_NAMES = 10  # claims a summary names; the count covers the rest
 
 
 class Unsent(Protocol):
@@ -96,6 +110,35 @@ class RoutineLimit:
             del self._buckets[namespace]
 
 
+@dataclass(slots=True)
+class _Summary:
+    """Warnings of one namespace and reason over their rate, waiting to be sent as one."""
+
+    kind: str
+    name: str  # the last one's object: the summary is about it
+    uid: str
+    message: str  # the last one's message
+    since: float
+    count: int = 0
+    names: list[str] | None = None
+
+    def add(self, kind: str, name: str, uid: str, message: str) -> None:
+        self.kind, self.name, self.uid, self.message = kind, name, uid, message
+        self.count += 1
+        if self.names is None:
+            self.names = []
+        if len(self.names) < SUMMARY_NAMES:
+            self.names.append(name)
+
+    def text(self, reason: str, now: float) -> str:
+        names = ", ".join(self.names or ())
+        more = ", …" if self.count > len(self.names or ()) else ""
+        return (
+            f"{self.count} more claims: {reason} in the last {max(1.0, now - self.since):.0f} s "
+            f"(Warnings over {WARNING_RATE:g} a second are summarised): {names}{more}; the last: {self.message}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Occurrence:
     """One thing to report: about which object, why, and when it happened."""
@@ -121,20 +164,26 @@ class EventRecorder:
         *,
         routine_rate: float = DEFAULT_ROUTINE_RATE,
         unsent: Unsent | None = None,
+        summary_seconds: float = SUMMARY_SECONDS,
     ) -> None:
         self._client = client
+        self._summary_seconds = summary_seconds
         self._clock = clock
         self._instance = instance
         self._routine = RoutineLimit(routine_rate)
+        self._warnings = RoutineLimit(WARNING_RATE, WARNING_BURST)  # per namespace and reason
+        self._summaries: dict[tuple[str, str], _Summary] = {}
         self._unsent = unsent or NoCount()
         self._queue: asyncio.Queue[Occurrence] = asyncio.Queue(capacity)
         self._senders = senders
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0  # queue full
         self.limited = 0  # routine Events over their namespace's rate
+        self.summarised = 0  # Warnings sent as part of a summary rather than one by one
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"kubelock-events-{i}") for i in range(self._senders)]
+        self._tasks.append(asyncio.create_task(self._summarise_forever(), name="kubelock-events-summaries"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -155,7 +204,29 @@ class EventRecorder:
             self.limited += 1
             self._unsent.event_unsent("limited")
             return
-        occurrence = Occurrence(namespace, kind, name, uid, reason, message, warning, now)
+        if warning and not self._warnings.allow(f"{namespace}/{reason}", now):
+            summary = self._summaries.get((namespace, reason))
+            if summary is None:
+                summary = self._summaries[namespace, reason] = _Summary(kind, name, uid, message, now)
+            summary.add(kind, name, uid, message)
+            self.summarised += 1
+            self._unsent.event_unsent("summarised")
+            return
+        self._enqueue(Occurrence(namespace, kind, name, uid, reason, message, warning, now))
+
+    def summarise(self) -> None:
+        """Send one Warning for each namespace and reason with Warnings over their rate."""
+        now = self._clock.now()
+        summaries, self._summaries = self._summaries, {}
+        for (namespace, reason), s in summaries.items():
+            self._enqueue(Occurrence(namespace, s.kind, s.name, s.uid, reason, s.text(reason, now), True, now))
+
+    async def _summarise_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._summary_seconds)
+            self.summarise()
+
+    def _enqueue(self, occurrence: Occurrence) -> None:
         try:
             self._queue.put_nowait(occurrence)
         except asyncio.QueueFull:

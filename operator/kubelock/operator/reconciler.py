@@ -191,8 +191,8 @@ class Reconciler:
     def schedule(self, key: Key | None) -> None:
         self.queue.schedule(key)
 
-    def schedule_at(self, key: Key, when: float) -> None:
-        self.queue.schedule_at(key, when)
+    def schedule_at(self, key: Key, when: float, *, urgent: bool = True) -> None:
+        self.queue.schedule_at(key, when, urgent=urgent)
 
     @property
     def holding(self) -> bool:
@@ -287,7 +287,7 @@ class Reconciler:
             return False
         if not all(_renumbers(action) for action in decision.actions):
             return False
-        self.schedule_at(key, granted + POSITION_DELAY)
+        self.schedule_at(key, granted + POSITION_DELAY, urgent=False)  # a refresh: not ahead of grants
         if decision.next_deadline is not None:
             self.schedule_at(key, decision.next_deadline)
         return True

@@ -149,14 +149,32 @@ class Runtime:
         pod_keys: set[tuple[str, str]] = set()
         # Each kind is listed in every scope before it is pruned; with several scopes (several LISTs)
         # only what is older than the oldest of them can be known to be gone.
-        locks = {
-            scope: await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys) for scope in self._scopes()
-        }
-        keys |= cache.prune_locks(lock_uids, min(locks.values()))
+        # The claims are listed while the locks are: the API server encodes one kind's pages while
+        # this process parses the other's (one after the other, a restart with 10 000 of each took
+        # the sum of both). The claims' LIST of a scope starts only once its locks' first page has
+        # come: a paginated LIST is a snapshot at its first page, so the locks are still listed at
+        # an older version than the claims.
+        scopes = self._scopes()
+        locks_begun = {scope: asyncio.Event() for scope in scopes}
+        locks: dict[str | None, int] = {}
         listed: dict[str | None, int] = {}
-        if claims:
-            for scope in self._scopes():
+
+        async def list_locks() -> None:
+            for scope in scopes:
+                locks[scope] = await self._list(
+                    paths.locks(scope), cache.absorb_locks, lock_uids, keys, begun=locks_begun[scope].set
+                )
+
+        async def list_claims() -> None:
+            for scope in scopes:
+                await locks_begun[scope].wait()
                 listed[scope] = await self._list_claims(scope, keys)
+
+        async with asyncio.TaskGroup() as lists:
+            lists.create_task(list_locks())
+            if claims:
+                lists.create_task(list_claims())
+        keys |= cache.prune_locks(lock_uids, min(locks.values()))
         selector = f"{POD_LABEL}={POD_LABEL_VALUE}"
         for scope in self._scopes():
             await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
@@ -179,11 +197,14 @@ class Runtime:
         absorb: Callable[[list[Body], set[T], Callable[[str], bool]], set[Key]],
         listed: set[T],
         keys: set[Key],
+        begun: Callable[[], object] = lambda: None,
         **params: Any,
     ) -> int:
-        """LIST `path` page by page into the cache; the resourceVersion the LIST was taken at."""
+        """LIST `path` page by page into the cache; the resourceVersion the LIST was taken at.
+        `begun` is called once the first page is in (the LIST's snapshot is taken)."""
         version = 0
         async for page, listed_at in self.client.pages(path, **params):
+            begun()
             keys |= absorb(page, listed, self.in_scope)
             version = int(listed_at or 0)
         return version

@@ -4,7 +4,11 @@ A key scheduled while it waits is not queued twice; a key scheduled while it is 
 processed once more after that run (never two runs of one key at once, and however many schedules
 arrive meanwhile, one more run sees them all). At most `max_workers` keys run at once; the rest wait
 in the order they were scheduled. Keys can also be scheduled at a time: one heap of deadlines with one
-sleeper task wakes them (`kubelock.domain.deadlines`), not a timer per key. A run that fails is run
+sleeper task wakes them (`kubelock.domain.deadlines`), not a timer per key. A key woken by its
+deadline (a lease that ends, a wait that times out, a retry) waits ahead of keys scheduled by events:
+a burst of thousands of new claims must not make every lease that ends meanwhile late by the time the
+burst takes to grant. A deadline scheduled with `urgent=False` (a mere refresh, such as rewriting
+queue positions) waits in line with the events. A run that fails is run
 again later: after a transient failure soon, then backing off to `retry_delay`; after a crash at
 `retry_delay`.
 
@@ -62,7 +66,9 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()  # keys to process (again)
         self._workers: dict[K, asyncio.Task[None]] = {}
         self._waiting: deque[K] = deque()  # dirty keys for which no worker was free, in order
+        self._due: deque[K] = deque()  # the same, woken by an urgent deadline: taken first
         self._deadlines: DeadlineHeap[K] = DeadlineHeap()
+        self._not_urgent: set[K] = set()  # keys whose only deadline is not urgent
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
         self._failures: dict[K, int] = {}  # transient failures in a row, per key
@@ -79,6 +85,7 @@ class WorkQueue(Generic[K]):
         """Drop every waiting key and cancel every run in progress; later schedules are ignored."""
         self.running = False
         self._waiting.clear()
+        self._due.clear()
         self._dirty.clear()
         tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
         for task in tasks:
@@ -89,20 +96,30 @@ class WorkQueue(Generic[K]):
 
     def schedule(self, key: K | None) -> None:
         """Process `key` as soon as a worker is free (None: nothing to do)."""
+        self._schedule(key, urgent=False)
+
+    def _schedule(self, key: K | None, *, urgent: bool) -> None:
         if key is None or not self.running:
             return
         if key in self._dirty and key not in self._workers:
-            return  # already waiting for a worker
+            if urgent:
+                self._due.append(key)  # already waiting, now due: the first of the two entries wins
+            return
         self._dirty.add(key)
         if key in self._workers:
             return  # its worker goes round again
         if len(self._workers) < self._max_workers:
             self._start(key)
         else:
-            self._waiting.append(key)
+            (self._due if urgent else self._waiting).append(key)
 
-    def schedule_at(self, key: K, when: float) -> None:
-        """Process `key` at `when` (by the clock), unless it is already due earlier."""
+    def schedule_at(self, key: K, when: float, *, urgent: bool = True) -> None:
+        """Process `key` at `when` (by the clock), unless it is already due earlier; once due, ahead
+        of keys scheduled by events unless `urgent` is False."""
+        if urgent:
+            self._not_urgent.discard(key)
+        elif not self._deadlines.scheduled(key):
+            self._not_urgent.add(key)
         if self._deadlines.schedule(key, when):
             self._wakeup.set()
 
@@ -121,7 +138,8 @@ class WorkQueue(Generic[K]):
     @property
     def waiting(self) -> list[K]:
         """Keys waiting for a free worker, in the order they will be taken."""
-        return [k for k in self._waiting if k in self._dirty and k not in self._workers]
+        order = dict.fromkeys(k for k in (*self._due, *self._waiting) if k in self._dirty and k not in self._workers)
+        return list(order)
 
     # ---- workers ----------------------------------------------------------------------------
 
@@ -129,8 +147,8 @@ class WorkQueue(Generic[K]):
         self._workers[key] = asyncio.create_task(self._work(key), name=self._describe(key))
 
     def _start_waiting(self) -> None:
-        while self._waiting and len(self._workers) < self._max_workers:
-            key = self._waiting.popleft()
+        while (self._due or self._waiting) and len(self._workers) < self._max_workers:
+            key = (self._due or self._waiting).popleft()
             if key in self._dirty and key not in self._workers:
                 self._start(key)
 
@@ -142,7 +160,9 @@ class WorkQueue(Generic[K]):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
             for key in self._deadlines.pop_due(self._clock.now()):
-                self.schedule(key)
+                urgent = key not in self._not_urgent
+                self._not_urgent.discard(key)
+                self._schedule(key, urgent=urgent)
 
     async def _work(self, key: K) -> None:
         try:
