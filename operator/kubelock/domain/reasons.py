@@ -38,6 +38,9 @@ class Reason(StrEnum):
     STALE = "Stale"
     RELEASED = "Released"
     NAMESPACE_DELETED = "NamespaceDeleted"
+    REVOCATION_REQUESTED = "RevocationRequested"
+    REVOCATION_GRACE_EXPIRED = "RevocationGraceExpired"
+    REQUEUED = "Requeued"
 
 
 # Condition types written on LockClaims.
@@ -62,5 +65,7 @@ WARNING_REASONS = frozenset(
         Reason.STALE,
         Reason.WAIT_TIMED_OUT,
         Reason.NAMESPACE_DELETED,
+        Reason.REVOCATION_REQUESTED,
+        Reason.REVOCATION_GRACE_EXPIRED,
     }
 )
