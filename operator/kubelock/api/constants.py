@@ -24,6 +24,13 @@ POD_LABEL_VALUE = "true"
 # Who broke a lock and why, recorded by `kubelock unlock` on the ResourceLock before deleting it.
 BREAK_ACTOR_ANNOTATION = "kubelock.dev/broken-by"
 BREAK_REASON_ANNOTATION = "kubelock.dev/break-reason"
+# A lock admin's request that a holder give its lock back, recorded on the holder's claim by
+# `kubelock revoke --request` (the kubelock-revocation-request admission policy checks who may, and
+# that requested-by is the requester); the operator copies it into status.revocation.
+REVOKE_BY_ANNOTATION = "kubelock.dev/revoke-requested-by"
+REVOKE_GRACE_ANNOTATION = "kubelock.dev/revoke-grace-seconds"
+REVOKE_REASON_ANNOTATION = "kubelock.dev/revoke-reason"
+DEFAULT_REVOKE_GRACE_SECONDS = 30
 # Labels on ResourceLocks and claims, for selection by holder.
 HOLDER_HASH_LABEL = "kubelock.dev/holder-hash"
 MANAGED_BY = "kubelock-operator"

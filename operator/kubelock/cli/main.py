@@ -162,6 +162,20 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--all", action="store_true", help="every lock of the namespace")
     p.add_argument("uris", nargs="*", default=[], metavar="URI", help="the locks of these resources")
     p.add_argument("--reason", required=True, help="why; recorded as kubelock.dev/break-reason")
+    p = add("revoke", "ask the holder of a lock to give it back (an administrator's request): it is told at once, "
+            "and its lock is broken if it still holds it when --grace runs out",
+            "PROG revoke --request deploy://api-prod --grace 60 --reason 'hotfix deploy waiting'",
+            "PROG revoke --request db://reports --holder user:alice/worker-1 --grace 0",
+            parent=_common(holder=False))
+    p.add_argument("--request", action="store_true", required=True,
+                   help="record a revocation request on the holder's claim (the operator breaks the lock after "
+                   "the grace); to break it now, use unlock")
+    p.add_argument("uri", help="resource URI of the held lock")
+    p.add_argument("--holder", dest="revoke_holders", action="append", default=[], metavar="H",
+                   help="only this holder's claim (repeatable; default: every holder of URI)")
+    p.add_argument("--grace", type=_whole_seconds, default=30,
+                   help="seconds the holder has to release, 0-86400 (default 30)")
+    p.add_argument("--reason", default="", help="why; shown to the holder and recorded on the claim and in Events")
     p = add("run", "run a command while holding a lock: renewed while it runs, released when it ends; the "
             "command is stopped (SIGTERM, then SIGKILL after --grace) if the lock is lost",
             "PROG run deploy://api-prod -- ./deploy.sh --env prod",
@@ -277,6 +291,18 @@ async def cmd_unlock(client: AsyncLockClient, args: argparse.Namespace) -> int:
     return _emit(args, output.broken(broken), "\n".join(lines))
 
 
+async def cmd_revoke(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    asked = await AsyncAdmin(client).request_revocation(
+        args.uri, holders=args.revoke_holders, grace_seconds=args.grace, reason=args.reason
+    )
+    lines = [
+        f"asked {r.claim.holder} to give back {r.claim.resource} within {r.grace_seconds}s (claim {r.claim.name}); "
+        "the lock is broken if it still holds it then"
+        for r in asked
+    ] or ["nothing asked: the lock was released meanwhile"]
+    return _emit(args, output.revocation_requests(asked), "\n".join(lines))
+
+
 async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
     dot_binary = shutil.which("dot") if args.svg else None
     if args.svg and dot_binary is None:
@@ -330,6 +356,11 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
         stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
         print(f"{args.prog} run: lost the lock on {lease.resource}: {outcome.lost.message}; the command was "
               f"stopped ({stopped})", file=sys.stderr)
+    if outcome.revocation is not None and outcome.lost is None and args.output not in ("json", "yaml"):
+        r = outcome.revocation
+        print(f"{args.prog} run: {r.requested_by} asked to give back {lease.resource}"
+              f"{': ' + r.reason if r.reason else ''}; the command was sent SIGTERM"
+              f"{' and killed before the deadline' if outcome.killed else ''} and the lock released", file=sys.stderr)
     if args.output in ("json", "yaml"):
         print(output.render(output.ran(lease.claim, outcome, released=released), args.output), end="")
     return outcome.exit_code
@@ -343,6 +374,7 @@ HANDLERS: dict[str, Handler] = {
     "list": cmd_list,
     "why": cmd_why,
     "unlock": cmd_unlock,
+    "revoke": cmd_revoke,
     "graph": cmd_graph,
     "run": cmd_run,
 }

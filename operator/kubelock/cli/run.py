@@ -4,9 +4,12 @@ The command starts only once the lock is held, in its own process group, with th
 environment (`ENV_*` below). While it runs the lease is renewed; when the lease is lost (it expired,
 was broken or revoked, the holder pod ended, the claim was deleted) or no renewal was accepted
 within the renew deadline, the group gets SIGTERM and, after the grace period, SIGKILL, and
-`kubelock run` exits LOST. SIGTERM, SIGINT and SIGHUP sent to `kubelock run` are passed on to the
-group; once the command has ended the lock is released and `kubelock run` exits with the command's
-code (128+N for a death by signal N). The command's stdout and stderr are its own: the JSON result
+`kubelock run` exits LOST. A revocation request (`kubelock revoke --request`, or preemption) is
+passed on to the group as SIGTERM at once; what is left of the group when the request's deadline is
+`REVOCATION_MARGIN` away gets SIGKILL, so the command is gone before the operator breaks the lock.
+SIGTERM, SIGINT and SIGHUP sent to `kubelock run` are passed on to the group; once the command has
+ended the lock is released and `kubelock run` exits with the command's code (128+N for a death by
+signal N). The command's stdout and stderr are its own: the JSON result
 (`-o json`) is printed on stdout only after the command ended.
 """
 
@@ -16,13 +19,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.sdk.errors import InvalidInput, LockError
 from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.model import RevocationInfo
 from kubelock.sdk.renewal import default_renew_deadline, validate_renew_deadline
 
 ENV_TOKEN = "KUBELOCK_FENCING_TOKEN"
@@ -34,13 +39,21 @@ ENVIRONMENT = (ENV_TOKEN, ENV_RESOURCE, ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 OPERATOR_DEFAULT_TTL = 1800  # the lease when --ttl is not given (the operator's documented default)
 MAX_DEFAULT_GRACE = 10.0
+# How long before a revocation request's deadline a command that ignored the SIGTERM is killed: the
+# operator breaks the lock at the deadline by its clock (clocks are assumed in sync to well within it).
+REVOCATION_MARGIN = 1.0
 
 
 class Losable(Protocol):
-    """What supervision reads of a lease (an AsyncLease): set when lost, and why."""
+    """What supervision reads of a lease (an AsyncLease): set when lost, and why; set when asked to
+    give the lock back, and by whom and when."""
 
     lost: asyncio.Event
     error: LockError | None
+    revocation_seen: asyncio.Event
+
+    @property
+    def revocation_requested(self) -> RevocationInfo | None: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,8 @@ class Outcome:
     returncode: int  # as asyncio reports it: negative for a death by signal
     lost: LockError | None  # the loss that ended the command, if one did
     forwarded: tuple[int, ...]  # signals passed on to the command
-    killed: bool  # SIGKILL was needed after the grace period
+    killed: bool  # SIGKILL was needed after the grace period (or at a revocation's deadline)
+    revocation: RevocationInfo | None = None  # the revocation request passed on to the command
 
     @property
     def exit_code(self) -> int:
@@ -114,6 +128,8 @@ class Outcome:
     def ended_by(self) -> str:
         if self.lost is not None:
             return "LockLost"
+        if self.revocation is not None:
+            return "RevocationRequested"
         return "Signal" if self.forwarded else "CommandExited"
 
 
@@ -137,18 +153,45 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
         loop.add_signal_handler(s, forward, s)
     exited = asyncio.ensure_future(process.wait())
     lost = asyncio.ensure_future(lease.lost.wait())
+    honour = asyncio.ensure_future(_honour_revocation(lease, pgid, exited))
     try:
         await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
         stopped = not exited.done()  # the loss came first
         killed = await _stop(pgid, exited, grace) if stopped else False
-        return Outcome(await exited, lease.error if stopped else None, tuple(forwarded), killed)
+        returncode = await exited
+        killed_on_revocation = await honour
+        revocation = lease.revocation_requested if lease.revocation_seen.is_set() else None
+        lost_with = lease.error if stopped else None
+        return Outcome(returncode, lost_with, tuple(forwarded), killed or killed_on_revocation, revocation)
     finally:
         lost.cancel()
+        honour.cancel()
         if process.returncode is None:  # cancelled: the command must not outlive kubelock run
             _signal_group(pgid, signal.SIGKILL)
             await asyncio.shield(exited)
         for s in FORWARDED:
             loop.remove_signal_handler(s)
+
+
+async def _honour_revocation(lease: Losable, pgid: int, exited: asyncio.Future[int]) -> bool:
+    """Pass a revocation request on to the command: SIGTERM to the group at once, SIGKILL to what is
+    left of it `REVOCATION_MARGIN` before the request's deadline. True if SIGKILL was needed."""
+    seen = asyncio.ensure_future(lease.revocation_seen.wait())
+    either: set[asyncio.Future[Any]] = {seen, exited}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        seen.cancel()
+    revocation = lease.revocation_requested
+    if exited.done() or revocation is None:
+        return False
+    _signal_group(pgid, signal.SIGTERM)
+    left = revocation.deadline.timestamp() - time.time() - REVOCATION_MARGIN
+    done, _ = await asyncio.wait({exited}, timeout=max(0.0, left))
+    if done:
+        return False
+    _signal_group(pgid, signal.SIGKILL)
+    return True
 
 
 async def _stop(pgid: int, exited: asyncio.Future[int], grace: float) -> bool:

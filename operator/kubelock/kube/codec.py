@@ -14,7 +14,17 @@ from typing import Any
 from kubelock.api import objects
 from kubelock.api.constants import API_VERSION, LOCK_KIND, MANAGED_BY
 from kubelock.api.fencing import lock_token
-from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
+from kubelock.domain.model import (
+    Claim,
+    ClaimStatus,
+    CreateLock,
+    Lock,
+    OnBusy,
+    PodLiveness,
+    RenewLock,
+    Revocation,
+    RevokeRequest,
+)
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
 
@@ -62,7 +72,35 @@ def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | Non
         observed_renew=view.observed_renew,
         finished_at=_ts(finished_at),
         waiting_since=_ts(view.waiting_since),
+        revocation=_revocation(view.revocation),
+        requeues=view.requeues,
     )
+
+
+def _revocation(view: objects.Revocation | None) -> Revocation | None:
+    if view is None:
+        return None
+    return Revocation(
+        requested_at=view.requested_at.timestamp(),
+        requested_by=view.requested_by,
+        grace_seconds=view.grace_seconds,
+        deadline=view.deadline.timestamp(),
+        reason=view.reason,
+    )
+
+
+def _on_busy(value: str | None) -> OnBusy:
+    try:
+        return OnBusy(value) if value else OnBusy.FAIL
+    except ValueError:
+        return OnBusy.FAIL  # read tolerantly: a value no version writes keeps today's behaviour
+
+
+def _revoke_request(parsed: objects.ClaimObject) -> RevokeRequest | None:
+    request = parsed.revoke_request
+    if request is None:
+        return None
+    return RevokeRequest(request.requested_by, request.grace_seconds, request.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +134,9 @@ def claim_record(body: Body) -> ClaimRecord:
         pod=PodLiveness.UNKNOWN if spec.bound else PodLiveness.NOT_BOUND,
         renew_request=parsed.renew_request,
         status=_claim_status(status, sequence),
+        priority=spec.priority,
+        on_busy=_on_busy(spec.on_busy),
+        revoke_request=_revoke_request(parsed),
     )
     return ClaimRecord(
         namespace=meta.namespace,
@@ -180,8 +221,22 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "observedRenew": status.observed_renew,
         "finishedAt": ts(status.finished_at),
         "waitingSince": ts(status.waiting_since),
+        "revocation": _revocation_body(status.revocation),
+        "requeues": status.requeues or None,
         "conditions": conditions,
         "observedGeneration": record.generation,
+    }
+
+
+def _revocation_body(revocation: Revocation | None) -> Body | None:
+    if revocation is None:
+        return None
+    return {
+        "requestedAt": to_rfc3339(revocation.requested_at),
+        "requestedBy": revocation.requested_by,
+        "graceSeconds": revocation.grace_seconds,
+        "deadline": to_rfc3339(revocation.deadline),
+        "reason": revocation.reason or None,
     }
 
 

@@ -51,6 +51,7 @@ from kubelock.sdk.model import (
     LockInfo,
     ReleaseResult,
     RenewResult,
+    RevocationInfo,
     format_time,
     parse_time,
 )
@@ -577,12 +578,14 @@ class AsyncLockClient:
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
         renew_deadline: float | None = None,
+        on_revocation: Callable[[RevocationInfo], object] | None = None,
     ) -> AsyncLease:
         """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
-        within it, before the TTL runs out."""
+        within it, before the TTL runs out. `on_revocation` is called when the holder is asked to give
+        the lock back (see `AsyncLease.revocation_requested`)."""
         return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
-                          renew_deadline=renew_deadline)
+                          renew_deadline=renew_deadline, on_revocation=on_revocation)
 
     # ---- helpers ----------------------------------------------------------------------------
 

@@ -26,6 +26,24 @@ def format_time(value: datetime | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationInfo:
+    """A request that the holder give its lock back (status.revocation): release by `deadline`,
+    after which the operator breaks the lock."""
+
+    requested_at: datetime
+    requested_by: str  # a lock admin's user name, or kubelock-operator (preemption)
+    grace_seconds: int
+    deadline: datetime
+    reason: str
+
+    @classmethod
+    def of(cls, view: objects.Revocation | None) -> RevocationInfo | None:
+        if view is None:
+            return None
+        return cls(view.requested_at, view.requested_by, view.grace_seconds, view.deadline, view.reason)
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimInfo:
     """A LockClaim as the SDK sees it."""
 
@@ -52,6 +70,9 @@ class ClaimInfo:
     stale: bool
     observed_renew: str | None
     renew_request: str | None
+    priority: int = 0
+    revocation: RevocationInfo | None = None  # while Held: asked to give the lock back
+    requeues: int = 0
 
     @property
     def held(self) -> bool:
@@ -97,6 +118,9 @@ class ClaimInfo:
             stale=status.stale,
             observed_renew=status.observed_renew,
             renew_request=parsed.renew_request,
+            priority=spec.priority,
+            revocation=RevocationInfo.of(status.revocation),
+            requeues=status.requeues,
         )
 
 

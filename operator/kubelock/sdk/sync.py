@@ -22,7 +22,7 @@ from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
 from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult
+from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult, RevocationInfo
 
 T = TypeVar("T")
 CLEANUP_SECONDS = 30.0
@@ -177,12 +177,17 @@ class LockClient:
         timeout: float | None = None,
         on_lost: Callable[[LockError], object] | None = None,
         renew_deadline: float | None = None,
+        on_revocation: Callable[[RevocationInfo], object] | None = None,
     ) -> Lease:
         """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
-        within it, before the TTL runs out."""
-        return Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline),
-                     on_lost)
+        within it, before the TTL runs out. `on_revocation` is called (in its own thread) when the
+        holder is asked to give the lock back."""
+        lease = Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline),
+                      on_lost)
+        if on_revocation is not None:
+            lease.add_revocation_listener(on_revocation)
+        return lease
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
@@ -204,6 +209,19 @@ class Lease:
     def add_listener(self, callback: Callable[[LockError], object]) -> None:
         """Also call `callback(error)` when the lease is lost (in its own thread, as `on_lost`)."""
         self._listeners.append(callback)
+
+    def add_revocation_listener(self, callback: Callable[[RevocationInfo], object]) -> None:
+        """Call `callback(revocation)` (in its own thread) when the holder is asked to give the lock back."""
+
+        def start(revocation: RevocationInfo) -> None:
+            threading.Thread(target=callback, args=(revocation,), name="kubelock-on-revocation", daemon=True).start()
+
+        self._lease.add_revocation_listener(start)
+
+    @property
+    def revocation_requested(self) -> RevocationInfo | None:
+        """The request to give the lock back, once seen (None: nobody asked)."""
+        return self._lease.revocation_requested
 
     def _signal(self, error: LockError) -> None:
         self.lost.set()
