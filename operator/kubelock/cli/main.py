@@ -50,6 +50,20 @@ def _whole_seconds(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
 
 
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -1000 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is not between -1000 and 1000")
+    return value
+
+
+PRIORITY_HELP = ("with --wait: queue order, -1000..1000 (default 0): higher first, aged while waiting; above 0 "
+                 "needs the RBAC verb prioritize on lockclaims")
+
+
 def _seconds(text: str) -> float:
     try:
         return float(text)
@@ -137,6 +151,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    p.add_argument("--priority", type=_priority, default=0, help=PRIORITY_HELP)
     add("release", "release a lock you hold (or leave its queue)",
         "PROG release github://acme/app/issues/42").add_argument("uri")
     add("heartbeat", "renew a lock you hold: it lasts another TTL",
@@ -190,6 +205,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    p.add_argument("--priority", type=_priority, default=0, help=PRIORITY_HELP)
     p.add_argument("--renew-deadline", type=_seconds, help="stop the command when no renewal succeeded for this "
                    "many seconds; less than the TTL (default: 2/3 of it)")
     p.add_argument("--grace", type=_seconds, help="seconds between SIGTERM and SIGKILL when the lock is lost "
@@ -226,7 +242,8 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
     if args.wait:
         progress = QueueProgress(sys.stderr)
         try:
-            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress)
+            result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress,
+                                          priority=args.priority)
         finally:
             progress.clear()
     else:
@@ -339,7 +356,7 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
 async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     plan = runner.timing(args.ttl, args.renew_deadline, args.grace)
     lease = client.lock(args.uri, ttl=args.ttl, wait=args.wait, timeout=args.timeout,
-                        renew_deadline=plan.renew_deadline)
+                        renew_deadline=plan.renew_deadline, priority=args.priority)
     await lease.__aenter__()
     try:
         outcome = await runner.supervise(lease, args.child, runner.child_environment(lease, os.environ), plan.grace)
@@ -391,6 +408,8 @@ def check_input(args: argparse.Namespace) -> None:
     validation.timeout(getattr(args, "timeout", None))
     if getattr(args, "timeout", None) is not None and not getattr(args, "wait", False):
         raise InvalidInput("--timeout needs --wait")
+    if getattr(args, "priority", 0) and not getattr(args, "wait", False):
+        raise InvalidInput("--priority needs --wait (it orders the queue)")
     if getattr(args, "namespace", None) is not None:
         validation.namespace(args.namespace)
     if getattr(args, "holder", None) is not None:

@@ -179,16 +179,20 @@ class AsyncLockClient:
         timeout: float | None = None,  # noqa: ASYNC109 (sent to the operator as waitTimeoutSeconds)
         ttl: int | None = None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        priority: int = 0,
     ) -> AcquireResult:
         """Take the lock, waiting in the queue (first come, first served) when `wait` is true.
 
         `on_update` is called with the claim each time its state changes while it waits (its queue
-        position and the holder ahead), e.g. to show progress.
+        position and the holder ahead), e.g. to show progress. `priority` (-1000..1000) orders the
+        queue: higher first, aged while waiting; above 0 needs the RBAC verb `prioritize`.
 
         Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
         InvalidInput or Unreachable; returns only when the lock is held.
         """
-        return _acquired(await self.acquire_claim(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
+        return _acquired(
+            await self.acquire_claim(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update, priority=priority)
+        )
 
     async def acquire_claim(
         self,
@@ -198,6 +202,7 @@ class AsyncLockClient:
         timeout: float | None = None,  # noqa: ASYNC109 (as acquire)
         ttl: int | None = None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        priority: int = 0,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
         validation.resource(uri)
@@ -207,7 +212,9 @@ class AsyncLockClient:
             raise InvalidInput("timeout only applies when waiting (wait=True)")
         ident = await self.identity()
         async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
-            info = await self._claim(ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update)
+            info = await self._claim(
+                ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, priority=priority
+            )
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
                 f"{info.resource} is held by {info.current_holder}; you already wait for it "
@@ -225,10 +232,11 @@ class AsyncLockClient:
         wait_timeout: float | None,
         ttl: int | None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        priority: int = 0,
     ) -> ClaimInfo:
         resource = normalise(uri)
         name = claim_name(ident.holder, resource)
-        body = self._claim_body(ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout)
+        body = self._claim_body(ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout, priority=priority)
         for _ in range(CREATE_ATTEMPTS):
             try:
                 created = await self.kube.create(paths.claims(ident.namespace), body, fieldValidation="Strict")
@@ -319,7 +327,15 @@ class AsyncLockClient:
                           reason=Reason.LEASE_EXPIRED.value)
 
     def _claim_body(
-        self, ident: Identity, name: str, uri: str, *, wait: bool, ttl: int | None, wait_timeout: float | None
+        self,
+        ident: Identity,
+        name: str,
+        uri: str,
+        *,
+        wait: bool,
+        ttl: int | None,
+        wait_timeout: float | None,
+        priority: int = 0,
     ) -> Body:
         try:
             spec = LockClaimSpec(
@@ -327,6 +343,7 @@ class AsyncLockClient:
                 holder=ident.holder,
                 wait=wait,
                 ttl_seconds=ttl,
+                priority=priority,
                 wait_timeout_seconds=math.ceil(wait_timeout) if wait_timeout is not None else None,
                 pod_ref=PodRef(name=ident.pod_name, uid=ident.pod_uid) if ident.pod_name else None,
             )
@@ -348,7 +365,12 @@ class AsyncLockClient:
             "apiVersion": API_VERSION,
             "kind": CLAIM_KIND,
             "metadata": metadata,
-            "spec": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+            # Holder-policy fields at their defaults are left out: a cluster whose CRD predates them
+            # still accepts the claim (the create uses strict field validation).
+            "spec": spec.model_dump(
+                by_alias=True, exclude_none=True, mode="json",
+                exclude={f for f in ("priority", "on_busy") if f not in spec.model_fields_set},
+            ),
         }
 
     async def _await_decision(
@@ -579,13 +601,14 @@ class AsyncLockClient:
         on_lost: Callable[[LockError], object] | None = None,
         renew_deadline: float | None = None,
         on_revocation: Callable[[RevocationInfo], object] | None = None,
+        priority: int = 0,
     ) -> AsyncLease:
         """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
         within it, before the TTL runs out. `on_revocation` is called when the holder is asked to give
         the lock back (see `AsyncLease.revocation_requested`)."""
         return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
-                          renew_deadline=renew_deadline, on_revocation=on_revocation)
+                          renew_deadline=renew_deadline, on_revocation=on_revocation, priority=priority)
 
     # ---- helpers ----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class AsyncLease:
         on_lost: LostCallback | None = None,
         renew_deadline: float | None = None,
         on_revocation: RevocationCallback | None = None,
+        priority: int = 0,
     ) -> None:
         self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
         self._client = client
@@ -65,6 +66,7 @@ class AsyncLease:
         self._ttl = ttl
         self._wait = wait
         self._timeout = timeout
+        self._priority = priority
         self._listeners: list[LostCallback] = [on_lost] if on_lost else []
         self._info: ClaimInfo | None = None
         self._task: asyncio.Task[None] | None = None
@@ -129,7 +131,9 @@ class AsyncLease:
     # ---- life cycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncLease:
-        info = await self._client.acquire_claim(self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl)
+        info = await self._client.acquire_claim(
+            self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl, priority=self._priority
+        )
         self._info = info
         self._renewed = asyncio.get_running_loop().time()
         self._move_deadline(info)

@@ -151,10 +151,13 @@ class LockClient:
         timeout: float | None = None,
         ttl: int | None = None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        priority: int = 0,
     ) -> AcquireResult:
         """`on_update` runs on the client's event loop thread: keep it short."""
         with signals.raising():
-            return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update))
+            return self.run(
+                self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update, priority=priority)
+            )
 
     def release(self, uri: str) -> ReleaseResult:
         return self.run(self.aio.release(uri))
@@ -178,13 +181,14 @@ class LockClient:
         on_lost: Callable[[LockError], object] | None = None,
         renew_deadline: float | None = None,
         on_revocation: Callable[[RevocationInfo], object] | None = None,
+        priority: int = 0,
     ) -> Lease:
         """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
         within it, before the TTL runs out. `on_revocation` is called (in its own thread) when the
         holder is asked to give the lock back."""
-        lease = Lease(self, self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline),
-                      on_lost)
+        aio = self.aio.lock(uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline, priority=priority)
+        lease = Lease(self, aio, on_lost)
         if on_revocation is not None:
             lease.add_revocation_listener(on_revocation)
         return lease
