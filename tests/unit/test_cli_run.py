@@ -4,6 +4,7 @@ supervision of a real child process (stopped with SIGTERM, then SIGKILL, when th
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import sys
@@ -92,6 +93,10 @@ class StandInLease:
         self.error: LockError | None = None
         self.revocation_seen = asyncio.Event()
         self.revocation_requested: RevocationInfo | None = None
+        self.deadline = math.inf  # loss_at(): never, unless a test says so
+
+    def loss_at(self) -> float:
+        return self.deadline
 
     def lose(self) -> None:
         self.error = Expired("the lease ran out")

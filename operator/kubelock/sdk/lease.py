@@ -120,6 +120,12 @@ class AsyncLease:
         it was added: read `revocation_requested`)."""
         self._revocation_listeners.append(callback)
 
+    def loss_at(self) -> float:
+        """When the lease calls itself lost unless a renewal is accepted meanwhile, in event loop time
+        (the monotonic clock): the confirmed expiry, or the renew deadline after the last accepted
+        renewal when that is earlier."""
+        return loss_moment(self._deadline, self._renewed, self._renew_deadline)[0]
+
     def check(self) -> None:
         """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
         if self.error is not None:
