@@ -30,8 +30,10 @@ class Locks:
         wait_timeout: int | None = None,
         pod: tuple[str, str | None] | None = None,
         owner_pod_uid: str | None = None,
+        **more: object,
     ) -> Body:
-        spec: Body = {"resource": resource, "holder": holder, "wait": wait}
+        """`more`: further spec fields, as the API spells them (priority=5, onBusy="Requeue")."""
+        spec: Body = {"resource": resource, "holder": holder, "wait": wait, **more}
         if ttl is not None:
             spec["ttlSeconds"] = ttl
         if wait_timeout is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.errors import Expired, InvalidInput, LockError
 from kubelock.sdk.lease import AsyncLease
 from kubelock.sdk.model import RevocationInfo
 from kubelock.sdk.renewal import default_renew_deadline, validate_renew_deadline
@@ -246,6 +246,11 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
         killed = killed or await honour or command.killed_at_deadline
         revocation = lease.revocation_requested if lease.revocation_seen.is_set() else None
         lost_with = lease.error if stopped else None
+        if command.killed_at_deadline:  # kubelock run could not act in time: the lease is lost or about to be
+            lost_with = lease.error or Expired(
+                "kubelock run could not renew the lease in time (stopped or starved); its watchdog killed the "
+                "command at the renew deadline plus the grace"
+            )
         return Outcome(returncode, lost_with, tuple(forwarded), killed, revocation)
     finally:
         for task in (lost, honour, feed):
