@@ -176,3 +176,21 @@ def test_the_result_names_the_revocation() -> None:
     assert payload["endedBy"] == "RevocationRequested" and payload["exitCode"] == 143
     assert payload["revocation"] == {"requestedBy": "user:admin", "reason": "hotfix",
                                      "deadline": "2026-01-01T00:00:30.000000Z"}
+
+
+def test_the_command_keeps_the_default_signal_dispositions(tmp_path: Path) -> None:
+    """Nothing between kubelock run and the command ignores a signal (ignoring is inherited by exec):
+    a SIGINT passed on to the group ends a command that does not handle it."""
+    marker = tmp_path / "pgid"
+
+    async def scenario() -> runner.Outcome:
+        lease = StandInLease()
+        argv = [sys.executable, "-c", CHILD, str(marker), "plain"]
+        task = asyncio.create_task(runner.supervise(lease, argv, os.environ, 5))
+        while not marker.exists():  # noqa: ASYNC110 (the child process writes it: nothing to await)
+            await asyncio.sleep(0.02)
+        os.killpg(int(marker.read_text()), signal.SIGINT)
+        return await asyncio.wait_for(task, 20)  # an ignored SIGINT would leave it running
+
+    outcome = asyncio.run(scenario())
+    assert outcome.returncode == -signal.SIGINT

@@ -118,9 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: watchdog.py CONTROL_FD REPORT_FD GRACE DEADLINE -- CMD [ARGS...]", file=sys.stderr)
         return 2
     control, report, grace, deadline = int(args[0]), int(args[1]), float(args[2]), float(args[3])
-    # SIGTERM/SIGINT/SIGHUP are for the command (kubelock run forwards them to its group), not for us.
-    for s in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, signal.SIG_IGN)
+    # No signal is ignored here: the command would inherit that. The watchdog runs in a process group of
+    # its own, so a terminal's signals reach kubelock run, which passes them on to the command's group.
     return Watchdog(control, report, grace, deadline).run(args[5:])
 
 
