@@ -41,6 +41,7 @@ class _Lock:
     deleted: float | None = None
     created_version: int | None = None
     other_tokens: list[int] = field(default_factory=list)
+    acquired: float | None = None
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Monitor:
                     uid=lock.uid, resource=lock.resource, holder=lock.holder, claim=lock.claim, token=lock.token,
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
-                    other_tokens=tuple(lock.other_tokens),
+                    other_tokens=tuple(lock.other_tokens), acquired=lock.acquired,
                 )
             )
         for c in self.claims.values():
@@ -190,6 +191,7 @@ class Monitor:
                 pod=spec.pod_name,
                 # Only a watch's ADDED event carries the creation's own resourceVersion.
                 created_version=parsed.metadata.revision if kind == "ADDED" else None,
+                acquired=objects.seconds(spec.acquired_at),
             )
         else:
             if expiry is not None:
