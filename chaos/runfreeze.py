@@ -117,7 +117,7 @@ class Holders:
             uri = rng.choice(RESOURCES)
             argv = [sys.executable, "-c", "import sys; from kubelock.cli.main import main; sys.exit(main())",
                     "run", uri, "--wait", "--timeout", str(3 * TTL), "--ttl", str(TTL), "-o", "json", "--",
-                    sys.executable, str(script), str(self.lives), f"{rng.uniform(2.0, 6.0):.2f}"]
+                    sys.executable, str(script), str(self.lives), f"{rng.uniform(1.0, 10.0):.2f}"]
             process = await asyncio.create_subprocess_exec(
                 *argv, env=self.env(f"h{index}"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
