@@ -110,6 +110,7 @@ class LockLife:
     pod: str | None = None
     created_version: int | None = None  # the resourceVersion of its creation, when a watch showed it
     other_tokens: tuple[int, ...] = ()  # tokens other than `token` that later versions of it showed
+    acquired: float | None = None  # spec.acquireTime: the operator's clock just before the grant was written
 
 
 @dataclass(frozen=True, slots=True)

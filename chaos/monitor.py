@@ -42,6 +42,7 @@ class _Lock:
     deleted: float | None = None
     created_version: int | None = None
     other_tokens: list[int] = field(default_factory=list)
+    acquired: float | None = None
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Monitor:
                     token=lock.token,
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
-                    other_tokens=tuple(lock.other_tokens),
+                    other_tokens=tuple(lock.other_tokens), acquired=lock.acquired,
                 )
             )
         for c in self.claims.values():
@@ -201,6 +202,7 @@ class Monitor:
                     # Only the write that made a grant carries its own resourceVersion: a watch's
                     # ADDED event (the first grant), or a version where the grant's token is still 0.
                     created_version=version if kind == "ADDED" or not spec.fencing_token else None,
+                    acquired=objects.seconds(spec.acquired_at),
                 )
                 continue
             if expiry is not None:

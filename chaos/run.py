@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos import scenarios
+from chaos import runfreeze, scenarios
 from chaos.history import summarise
 from chaos.load import Load
 from chaos.results import Row
@@ -52,7 +52,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def part_names() -> list[str]:
-    return [s.name for s in scenarios.SCENARIOS] + ["badinput", "soak"]
+    return [s.name for s in scenarios.SCENARIOS] + [runfreeze.NAME, "badinput", "soak"]
 
 
 async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float, repeat: int) -> list[Row]:
@@ -69,6 +69,8 @@ async def run_parts(env: Env, wanted: Sequence[str], soak_minutes: float, repeat
             label = scenario.name if repeat == 1 else f"{scenario.name} #{repetition + 1} (seed {seed})"
             runs.append(await _guarded(label, scenario.title, limit, _scenario_row(env, scenario, seed)))
         rows.append(combine(runs) if len(runs) > 1 else runs[0])
+    if runfreeze.NAME in wanted:
+        rows.append(await _guarded(runfreeze.NAME, runfreeze.TITLE, 600, runfreeze.run(env)))
     if "badinput" in wanted:
         rows.append(await _guarded("badinput", badinput.TITLE, 600, badinput.run(env)))
     if "soak" in wanted:

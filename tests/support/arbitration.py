@@ -236,7 +236,10 @@ class Space:
     def apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
             if isinstance(action, SetStatus):
-                self.claims[action.claim.uid] = replace(self.claims[action.claim.uid], status=action.status)
+                # The claim's queue order is its status's sequence, as the codec reads it back.
+                self.claims[action.claim.uid] = replace(
+                    self.claims[action.claim.uid], status=action.status, sequence=action.status.sequence
+                )
             elif isinstance(action, CreateLock):
                 c = action.claim
                 held = self.grants.setdefault(c.resource, [])

@@ -32,8 +32,10 @@ class Locks:
         owner_pod_uid: str | None = None,
         mode: str | None = None,
         permits: int | None = None,
+        **more: object,
     ) -> Body:
-        spec: Body = {"resource": resource, "holder": holder, "wait": wait}
+        """`more`: further spec fields, as the API spells them (priority=5, onBusy="Requeue")."""
+        spec: Body = {"resource": resource, "holder": holder, "wait": wait, **more}
         if mode is not None:
             spec["mode"] = mode
         if permits is not None:

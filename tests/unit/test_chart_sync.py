@@ -304,6 +304,8 @@ def test_operator_accepts_the_default_arguments(helm: Path) -> None:
     assert settings.max_ttl_seconds == 86400
     assert settings.stale_after_percent == 50
     assert settings.ttl_seconds_after_finished == 3600
+    assert (settings.priority_aging_seconds, settings.preemption_priority_delta) == (10, None)
+    assert settings.preemption_grace_seconds == 30
     assert settings.namespaces == ()
     assert settings.all_namespaces
     assert settings.log_format == "json"
@@ -320,6 +322,9 @@ def test_operator_accepts_the_settings_of_values_files(helm: Path, tmp_path: Pat
         "maxTtlSeconds": 86400,
         "staleAfterPercent": 75,
         "ttlSecondsAfterFinished": 0,
+        "priorityAgingSeconds": 3,
+        "preemptionPriorityDelta": 100,
+        "preemptionGraceSeconds": 5,
         "namespaces": ["agents", "team-*"],
         "logFormat": "text",
         "verbose": True,
@@ -332,6 +337,8 @@ def test_operator_accepts_the_settings_of_values_files(helm: Path, tmp_path: Pat
     assert settings.max_ttl_seconds == 86400
     assert settings.stale_after_percent == 75
     assert settings.ttl_seconds_after_finished == 0
+    assert settings.policy.priority_aging_seconds == 3
+    assert (settings.policy.preemption_priority_delta, settings.policy.preemption_grace_seconds) == (100, 5)
     assert settings.namespaces == ("agents", "team-*")
     assert settings.log_format == "text"
     assert settings.verbose

@@ -4,10 +4,12 @@ supervision of a real child process (stopped with SIGTERM, then SIGKILL, when th
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.cli.main import split_command
 from kubelock.sdk.errors import Expired, InvalidInput, LockError
-from kubelock.sdk.model import ClaimInfo
+from kubelock.sdk.model import ClaimInfo, RevocationInfo
 
 
 def test_timing_defaults() -> None:
@@ -89,10 +91,21 @@ class StandInLease:
     def __init__(self) -> None:
         self.lost = asyncio.Event()
         self.error: LockError | None = None
+        self.revocation_seen = asyncio.Event()
+        self.revocation_requested: RevocationInfo | None = None
+        self.deadline = math.inf  # loss_at(): never, unless a test says so
+
+    def loss_at(self) -> float:
+        return self.deadline
 
     def lose(self) -> None:
         self.error = Expired("the lease ran out")
         self.lost.set()
+
+    def ask(self, grace: float) -> None:
+        now = datetime.now(UTC)
+        self.revocation_requested = RevocationInfo(now, "user:admin", int(grace), now + timedelta(seconds=grace), "why")
+        self.revocation_seen.set()
 
 
 CHILD = """
@@ -104,7 +117,10 @@ time.sleep(60)
 """
 
 
-def supervise(tmp_path: Path, mode: str, grace: float) -> tuple[runner.Outcome, int, float]:
+def supervise(
+    tmp_path: Path, mode: str, grace: float, revoke_grace: float | None = None
+) -> tuple[runner.Outcome, int, float]:
+    """Run CHILD under supervision, then lose the lease (or, with `revoke_grace`, ask for it back)."""
     marker = tmp_path / "pgid"
 
     async def scenario() -> tuple[runner.Outcome, float]:
@@ -114,7 +130,10 @@ def supervise(tmp_path: Path, mode: str, grace: float) -> tuple[runner.Outcome, 
         while not marker.exists():  # noqa: ASYNC110 (the child process writes it: nothing to await)
             await asyncio.sleep(0.02)
         lost_at = time.monotonic()
-        lease.lose()
+        if revoke_grace is not None:
+            lease.ask(revoke_grace)
+        else:
+            lease.lose()
         outcome = await task
         return outcome, time.monotonic() - lost_at
 
@@ -133,3 +152,45 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) ->
     outcome, _, took = supervise(tmp_path, "ignore", grace=0.5)
     assert outcome.returncode == -signal.SIGKILL and outcome.killed
     assert took >= 0.5
+
+
+def test_a_revocation_request_reaches_the_command_as_sigterm(tmp_path: Path) -> None:
+    outcome, _, took = supervise(tmp_path, "plain", grace=5, revoke_grace=30)
+    assert outcome.returncode == -signal.SIGTERM and not outcome.killed
+    assert outcome.revocation is not None and outcome.lost is None
+    assert (outcome.ended_by, outcome.exit_code) == ("RevocationRequested", 143)
+    assert took < 5, "at once, not at the deadline"
+
+
+def test_a_command_ignoring_a_revocation_is_killed_before_its_deadline(tmp_path: Path) -> None:
+    """The operator breaks the lock at the deadline: the command is killed REVOCATION_MARGIN before."""
+    outcome, _, took = supervise(tmp_path, "ignore", grace=30, revoke_grace=2.5)
+    assert outcome.returncode == -signal.SIGKILL and outcome.killed
+    assert 1.0 <= took < 2.5 - runner.REVOCATION_MARGIN + 1.0
+
+
+def test_the_result_names_the_revocation() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    request = RevocationInfo(now, "user:admin", 30, now + timedelta(seconds=30), "hotfix")
+    payload = output.ran(held_claim(), runner.Outcome(-signal.SIGTERM, None, (), False, request), released=True)
+    assert payload["endedBy"] == "RevocationRequested" and payload["exitCode"] == 143
+    assert payload["revocation"] == {"requestedBy": "user:admin", "reason": "hotfix",
+                                     "deadline": "2026-01-01T00:00:30.000000Z"}
+
+
+def test_the_command_keeps_the_default_signal_dispositions(tmp_path: Path) -> None:
+    """Nothing between kubelock run and the command ignores a signal (ignoring is inherited by exec):
+    a SIGINT passed on to the group ends a command that does not handle it."""
+    marker = tmp_path / "pgid"
+
+    async def scenario() -> runner.Outcome:
+        lease = StandInLease()
+        argv = [sys.executable, "-c", CHILD, str(marker), "plain"]
+        task = asyncio.create_task(runner.supervise(lease, argv, os.environ, 5))
+        while not marker.exists():  # noqa: ASYNC110 (the child process writes it: nothing to await)
+            await asyncio.sleep(0.02)
+        os.killpg(int(marker.read_text()), signal.SIGINT)
+        return await asyncio.wait_for(task, 20)  # an ignored SIGINT would leave it running
+
+    outcome = asyncio.run(scenario())
+    assert outcome.returncode == -signal.SIGINT

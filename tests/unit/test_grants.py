@@ -20,8 +20,10 @@ from kubelock.domain.grants import (
     admit,
     blocks,
     compatible,
+    effective_priority,
     tokens_increase,
 )
+from kubelock.domain.model import Policy
 from kubelock.domain.reasons import Phase
 from tests.support.arbitration import RES, T0, Space, claim
 
@@ -116,7 +118,8 @@ def situations(draw: st.DrawFn) -> tuple[dict[str, int], dict[str, list[Need]], 
     queue = []
     for i in range(draw(st.integers(0, 7))):
         chosen = draw(st.lists(st.sampled_from(RESOURCES), min_size=1, max_size=3, unique=True))
-        queue.append(Request(f"q{i}", draw(st.integers(0, 20)), tuple((r, draw(needs)) for r in chosen)))
+        priority = draw(st.integers(-2, 2))
+        queue.append(Request(f"q{i}", draw(st.integers(0, 20)), tuple((r, draw(needs)) for r in chosen), priority))
     return capacity, grants, queue
 
 
@@ -170,6 +173,7 @@ class Arrive:
     need: Need
     wait: bool
     alone: bool  # decided before the next operation (else together with what comes next)
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,32 +183,46 @@ class Release:
 
 @dataclass
 class Model:
-    """The whole resource in a few lines: holders, a queue in arrival order, and the rule that a
-    request is granted when it fits beside the holders and everything queued ahead of it."""
+    """The whole resource in a few lines: holders, a queue ordered by priority (aged: one point per
+    `aging` seconds of waiting) then arrival, and the rule that a request is granted when it fits
+    beside the holders and everything queued ahead of it."""
 
     capacity: int
+    aging: float
     held: dict[str, Need] = field(default_factory=dict)
-    queue: list[tuple[str, Need, bool]] = field(default_factory=list)  # (name, need, wait), in order
+    # (name, need, wait, priority, arrival), in arrival order
+    queue: list[tuple[str, Need, bool, int, int]] = field(default_factory=list)
+    since: dict[str, float] = field(default_factory=dict)  # when each waiter was first decided
     refused: set[str] = field(default_factory=set)
 
-    def arrive(self, name: str, need: Need, wait: bool) -> None:
+    def arrive(self, name: str, need: Need, wait: bool, priority: int, arrival: int) -> None:
         if not compatible([need], self.capacity):
             self.refused.add(name)
         else:
-            self.queue.append((name, need, wait))
+            self.queue.append((name, need, wait, priority, arrival))
 
     def release(self, name: str) -> None:
         self.held.pop(name, None)
         self.queue = [q for q in self.queue if q[0] != name]
 
-    def settle(self) -> None:
+    def ordered(self, now: float) -> list[tuple[str, Need, bool, int, int]]:
+        def rank(q: tuple[str, Need, bool, int, int]) -> tuple[int, int]:
+            waited = now - self.since[q[0]] if q[2] else 0.0
+            return (-(q[3] + int(waited // self.aging)), q[4])
+
+        return sorted(self.queue, key=rank)
+
+    def settle(self, now: float) -> None:
+        for q in self.queue:
+            self.since.setdefault(q[0], now)
         while True:
+            queue = self.ordered(now)
             grantable = [
-                q for i, q in enumerate(self.queue)
-                if compatible([*self.held.values(), *(p[1] for p in self.queue[:i]), q[1]], self.capacity)
+                q for i, q in enumerate(queue)
+                if compatible([*self.held.values(), *(p[1] for p in queue[:i]), q[1]], self.capacity)
             ]
             if grantable:
-                for name, need, _ in grantable:
+                for name, need, *_ in grantable:
                     self.held[name] = need
                 self.queue = [q for q in self.queue if q not in grantable]
                 continue
@@ -216,23 +234,30 @@ class Model:
 
 
 operations = st.lists(
-    st.one_of(st.builds(Arrive, needs, st.booleans(), st.booleans()), st.builds(Release, st.integers(0, 10))),
+    st.one_of(
+        st.builds(Arrive, needs, st.booleans(), st.booleans(), st.integers(-1, 2)),
+        st.builds(Release, st.integers(0, 10)),
+    ),
     min_size=1,
     max_size=25,
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 3), operations)
-def test_the_arbiter_agrees_with_the_brute_force_model(capacity: int, ops: list[Arrive | Release]) -> None:
-    space = Space(capacity={RES: capacity})
-    model = Model(capacity)
+@given(st.integers(1, 3), operations, st.sampled_from([2, 5, 1000]))
+def test_the_arbiter_agrees_with_the_brute_force_model(
+    capacity: int, ops: list[Arrive | Release], aging: int
+) -> None:
+    """Modes, permits, try-locks and waiters, priorities aged while waiting (one step is a second)."""
+    space = Space(capacity={RES: capacity}, policy=Policy(priority_aging_seconds=aging))
+    model = Model(capacity, aging)
     active: list[str] = []
     for step, op in enumerate(ops):
         if isinstance(op, Arrive):
             name = f"c{step}"
-            space.add(claim(name, step, mode=op.need.mode, permits=op.need.permits, wait=op.wait))
-            model.arrive(name, op.need, op.wait)
+            space.add(claim(name, step, mode=op.need.mode, permits=op.need.permits, wait=op.wait,
+                            priority=op.priority))
+            model.arrive(name, op.need, op.wait, op.priority, step)
             active.append(name)
         elif active:
             name = active.pop(op.pick % len(active))
@@ -241,7 +266,7 @@ def test_the_arbiter_agrees_with_the_brute_force_model(capacity: int, ops: list[
         if isinstance(op, Arrive) and not op.alone and step < len(ops) - 1:
             continue
         space.settle(T0 + step)  # checks the fencing rule on every grant made
-        model.settle()
+        model.settle(T0 + step)
 
         grants = space.grants.get(RES, [])
         assert {g.claim_name for g in grants} == set(model.held), ops
@@ -254,5 +279,29 @@ def test_the_arbiter_agrees_with_the_brute_force_model(capacity: int, ops: list[
         assert pending == {q[0] for q in model.queue}
         ended = {c.name for c in space.claims.values() if c.phase is Phase.REJECTED}
         assert ended == model.refused & set(active)
-        positions = [space.get(q[0]).status.queue_position for q in model.queue]  # type: ignore[union-attr]
+        queue = model.ordered(T0 + step)
+        positions = [space.get(q[0]).status.queue_position for q in queue]  # type: ignore[union-attr]
         assert positions == list(range(1, len(positions) + 1)), "positions follow the queue's order"
+
+
+@pytest.mark.parametrize(
+    ("priority", "waited", "aging", "expected"),
+    [
+        pytest.param(0, 0.0, 10.0, 0, id="fresh"),
+        pytest.param(0, 9.9, 10.0, 0, id="whole-points-only"),
+        pytest.param(0, 10.0, 10.0, 1, id="one-point-per-period"),
+        pytest.param(-5, 100.0, 10.0, 5, id="negative-ages-up"),
+        pytest.param(3, -1.0, 10.0, 3, id="clock-behind"),
+    ],
+)
+def test_effective_priority(priority: int, waited: float, aging: float, expected: int) -> None:
+    assert effective_priority(priority, waited, aging) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-1000, 1000), st.integers(-1000, 1000), st.integers(1, 600))
+def test_no_waiter_starves_behind_newcomers(low: int, high: int, aging: int) -> None:
+    """However high the priority of newcomers, a waiter gets ahead of every one arriving after a
+    bounded wait: (high - low + 1) aging periods."""
+    bound = (max(0, high - low) + 1) * aging
+    assert effective_priority(low, bound, aging) > effective_priority(high, 0.0, aging)

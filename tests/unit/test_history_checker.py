@@ -31,6 +31,7 @@ from chaos.history import (  # noqa: E402
     read_jsonl,
     to_json,
 )
+from chaos.runfreeze import ChildLife, overlaps  # noqa: E402
 from chaos.store import FencedStore  # noqa: E402
 
 R = "chaos://pool/r01"
@@ -463,3 +464,18 @@ def test_records_survive_a_round_trip_and_a_torn_line(tmp_path: Path) -> None:
 def test_covered_counts_only_the_overlap_of_merged_windows() -> None:
     assert covered(0, 10, [(2, 4), (6, 20)]) == pytest.approx(6)
     assert covered(5, 6, [(0, 1)]) == 0
+
+
+# ---- run-freeze: a command's life against the next grant ------------------------------------------
+
+
+def test_a_command_alive_after_the_next_grant_is_a_violation() -> None:
+    def grant(token: int, at: float, holder: str = "b") -> LockLife:
+        return LockLife(uid=f"l{token}", resource="r://1", holder=holder, claim=f"c{token}", token=token,
+                        version=token, created=at + 0.05, deleted=None, expiry=None, acquired=at)
+
+    life = ChildLife("a", "r://1", 10, start=100.0, last=104.0)
+    assert overlaps([life], [grant(10, 99.9, "a"), grant(11, 104.5)]) == [], "the next grant after its death"
+    [found] = overlaps([life], [grant(11, 103.9)])
+    assert found.check == "child-outlived-lease" and "0.100s after b was granted it" in found.message
+    assert overlaps([life], [replace(grant(11, 103.9), resource="r://2")]) == [], "another resource"

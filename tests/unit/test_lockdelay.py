@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from kubelock.domain.arbiter import decide
 from kubelock.domain.lockpolicy import LockPolicy
-from kubelock.domain.model import CreateLock, FinishedClaim, LockBreak, PodLiveness, Policy, SetStatus
+from kubelock.domain.model import CreateLock, FinishedClaim, LockBreak, PodLiveness, Policy, RevokeRequest, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.domain.waitfor import WaitForGraph
@@ -182,3 +182,21 @@ def test_a_holder_pod_end_whose_status_write_lost_a_race_still_leaves_the_delay(
     assert a is not None and (a.phase, a.reason, a.available_at) == (
         Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, T0 + 11
     )
+
+
+def test_a_lock_broken_when_its_revocation_grace_ran_out_rests_too() -> None:
+    """A forced revocation is a break: the holder may not have stopped, so the next one waits."""
+    s = space()
+    a = s.get("agent-a")
+    s.add(replace(a, revoke_request=RevokeRequest("user:admin", 5, "maintenance")))
+    s.settle(T0 + 1)  # the request is recorded: the grace ends at T0 + 6
+    s.settle(T0 + 6)
+    ended = s.get("agent-a").status
+    assert ended is not None and (ended.phase, ended.reason) == (Phase.REVOKED, Reason.REVOCATION_GRACE_EXPIRED)
+    assert ended.available_at == T0 + 16 and "lock-delay" in ended.message
+    b = s.get("agent-b").status
+    assert b is not None and b.reason is Reason.LOCK_DELAY and "revocation grace ran out" in b.message
+    s.settle(T0 + 15.9)
+    assert RES not in s.grants
+    s.settle(T0 + 16)
+    assert s.holders(RES) == {"agent-b"}

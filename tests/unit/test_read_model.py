@@ -13,6 +13,7 @@ from chaos.monitor import Monitor
 
 from kubelock.api import objects
 from kubelock.api.objects import ClaimObject, LockObject
+from kubelock.domain.model import OnBusy, RevokeRequest
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import from_rfc3339
 from kubelock.kube import codec
@@ -244,6 +245,58 @@ def test_a_status_the_operator_writes_reads_back_as_it_was() -> None:
 
 
 # ---- a lock ---------------------------------------------------------------------------------------
+
+
+def revoked_claim() -> dict[str, Any]:
+    """A held claim an administrator asked to give its lock back, with a priority and onBusy."""
+    body = held_claim()
+    body["metadata"]["annotations"].update({
+        "kubelock.dev/revoke-requested-by": "user:ops", "kubelock.dev/revoke-grace-seconds": "45",
+        "kubelock.dev/revoke-reason": "maintenance",
+    })
+    body["spec"].update({"priority": 7, "onBusy": "Requeue"})
+    body["status"].update({
+        "requeues": 2,
+        "revocation": {"requestedAt": RENEWED, "requestedBy": "user:ops", "graceSeconds": 45,
+                       "deadline": EXPIRES, "reason": "maintenance"},
+    })
+    return body
+
+
+def test_the_operator_and_the_sdk_read_holder_policy_alike() -> None:
+    body = revoked_claim()
+    record = codec.claim_record(body)
+    info = ClaimInfo.from_body(body)
+    claim, status = record.claim, record.claim.status
+    assert claim.priority == info.priority == 7
+    assert claim.on_busy is OnBusy.REQUEUE
+    assert claim.revoke_request == RevokeRequest("user:ops", 45, "maintenance")
+    assert status is not None and status.revocation is not None and info.revocation is not None
+    assert status.revocation.deadline == info.revocation.deadline.timestamp() == from_rfc3339(EXPIRES)
+    assert status.revocation.requested_by == info.revocation.requested_by == "user:ops"
+    assert status.requeues == info.requeues == 2
+    written = codec.status_body(status, record, now=from_rfc3339(RENEWED))
+    assert codec.claim_status(written, 0) == status
+
+
+@pytest.mark.parametrize(
+    ("annotations", "spec", "expected_grace", "on_busy"),
+    [
+        pytest.param({"kubelock.dev/revoke-requested-by": "u"}, {}, 30, OnBusy.FAIL, id="grace-defaults"),
+        pytest.param({"kubelock.dev/revoke-requested-by": "u", "kubelock.dev/revoke-grace-seconds": "soon"},
+                     {"onBusy": "Later"}, 30, OnBusy.FAIL, id="malformed-read-tolerantly"),
+        pytest.param({"kubelock.dev/revoke-grace-seconds": "5"}, {}, None, OnBusy.FAIL, id="no-requester-no-request"),
+    ],
+)
+def test_holder_policy_reads_tolerantly(
+    annotations: dict[str, str], spec: dict[str, Any], expected_grace: int | None, on_busy: OnBusy
+) -> None:
+    body = held_claim()
+    body["metadata"]["annotations"] = annotations
+    body["spec"].update(spec)
+    claim = codec.claim_record(body).claim
+    assert (claim.revoke_request.grace_seconds if claim.revoke_request else None) == expected_grace
+    assert claim.on_busy is on_busy and claim.priority == 0
 
 
 def test_a_granted_lock_parses_into_its_metadata_and_spec() -> None:

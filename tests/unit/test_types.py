@@ -51,7 +51,21 @@ def test_valid_specs(body: dict[str, Any], expected: dict[str, Any]) -> None:
 def test_spec_round_trips_with_camel_case_names() -> None:
     body = spec(ttlSeconds=60, wait=True, waitTimeoutSeconds=30, podRef={"name": "p", "uid": "u"})
     dumped = LockClaimSpec.model_validate(body).model_dump(by_alias=True, exclude_none=True)
-    assert dumped == {**body, "mode": "Exclusive", "permits": 1}
+    # the defaults, spelt out
+    assert dumped == {**body, "mode": "Exclusive", "permits": 1, "priority": 0, "onBusy": "Fail"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        pytest.param({"priority": 1001}, "less than or equal to 1000", id="priority-above"),
+        pytest.param({"priority": -1001}, "greater than or equal to -1000", id="priority-below"),
+        pytest.param({"onBusy": "Skip"}, "'Fail' or 'Requeue'", id="on-busy-unknown"),
+    ],
+)
+def test_holder_policy_fields_are_bounded(changes: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        LockClaimSpec.model_validate(spec(**changes))
 
 
 @pytest.mark.parametrize(

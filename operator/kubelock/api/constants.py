@@ -30,6 +30,13 @@ BREAK_REASON_ANNOTATION = "kubelock.dev/break-reason"
 # Breaking some of a lock's grants, not the lock: the uids of their claims, comma-separated, set with
 # the two above instead of deleting the lock; the operator removes those grants and the annotations.
 BREAK_CLAIMS_ANNOTATION = "kubelock.dev/break-claims"
+# A lock admin's request that a holder give its lock back, recorded on the holder's claim by
+# `kubelock revoke --request` (the kubelock-revocation-request admission policy checks who may, and
+# that requested-by is the requester); the operator copies it into status.revocation.
+REVOKE_BY_ANNOTATION = "kubelock.dev/revoke-requested-by"
+REVOKE_GRACE_ANNOTATION = "kubelock.dev/revoke-grace-seconds"
+REVOKE_REASON_ANNOTATION = "kubelock.dev/revoke-reason"
+DEFAULT_REVOKE_GRACE_SECONDS = 30
 # Labels on ResourceLocks and claims, for selection by holder.
 HOLDER_HASH_LABEL = "kubelock.dev/holder-hash"
 MANAGED_BY = "kubelock-operator"

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubelock.api.constants import RENEW_ANNOTATION
+from kubelock.api.constants import (
+    DEFAULT_REVOKE_GRACE_SECONDS,
+    RENEW_ANNOTATION,
+    REVOKE_BY_ANNOTATION,
+    REVOKE_GRACE_ANNOTATION,
+    REVOKE_REASON_ANNOTATION,
+)
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.timefmt import parse_rfc3339
@@ -122,6 +128,8 @@ class ClaimSpec:
     mode: str = "Exclusive"
     permits: int = 1
     resources: tuple[str, ...] = ()  # normalised, as listed: every resource the claim asks for
+    priority: int = 0
+    on_busy: str | None = None  # spec.onBusy as written (None: absent)
 
     @classmethod
     def parse(cls, raw: object) -> ClaimSpec:
@@ -144,7 +152,43 @@ class ClaimSpec:
             bound=bool(pod_ref),
             pod_name=_text(pod_ref.get("name")),
             pod_uid=_text(pod_ref.get("uid")),
+            priority=integer(spec.get("priority")) or 0,
+            on_busy=_text(spec.get("onBusy")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """status.revocation: the holder is asked to give the lock back by `deadline`."""
+
+    requested_at: datetime
+    requested_by: str
+    grace_seconds: int
+    deadline: datetime
+    reason: str
+
+    @classmethod
+    def parse(cls, raw: object) -> Revocation | None:
+        value = _mapping(raw)
+        requested_at, deadline = time_of(value.get("requestedAt")), time_of(value.get("deadline"))
+        if requested_at is None or deadline is None:
+            return None
+        return cls(
+            requested_at=requested_at,
+            requested_by=str(value.get("requestedBy") or ""),
+            grace_seconds=integer(value.get("graceSeconds")) or 0,
+            deadline=deadline,
+            reason=str(value.get("reason") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    """An administrator's revocation request, as annotated on the claim."""
+
+    requested_by: str
+    grace_seconds: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +214,8 @@ class ClaimStatus:
     observed_renew: str | None
     conditions: tuple[Mapping[str, Any], ...]
     grants: tuple[dict[str, Any], ...] = ()  # status.grants, as written
+    revocation: Revocation | None = None
+    requeues: int = 0
 
     def condition(self, type_: str) -> Mapping[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)
@@ -210,6 +256,8 @@ class ClaimStatus:
             observed_renew=_text(status.get("observedRenew")),
             conditions=tuple(c for c in conditions if isinstance(c, dict)) if isinstance(conditions, list) else (),
             grants=tuple(g for g in grants if isinstance(g, dict)) if isinstance(grants, list) else (),
+            revocation=Revocation.parse(status.get("revocation")),
+            requeues=integer(status.get("requeues")) or 0,
         )
 
 
@@ -232,6 +280,20 @@ class ClaimObject:
     def renew_request(self) -> str | None:
         """The holder's latest renewal request (an annotation: holders may not write status)."""
         return _text(self.metadata.annotations.get(RENEW_ANNOTATION))
+
+    @property
+    def revoke_request(self) -> RevokeRequest | None:
+        """An administrator's request that the holder give the lock back (annotations: only lock
+        admins may set them, see config/admission/revocation-request.yaml)."""
+        annotations = self.metadata.annotations
+        by = _text(annotations.get(REVOKE_BY_ANNOTATION))
+        if not by:
+            return None
+        try:
+            grace = int(str(annotations.get(REVOKE_GRACE_ANNOTATION, DEFAULT_REVOKE_GRACE_SECONDS)))
+        except ValueError:
+            grace = DEFAULT_REVOKE_GRACE_SECONDS
+        return RevokeRequest(by, max(0, grace), _text(annotations.get(REVOKE_REASON_ANNOTATION)) or "")
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> ClaimObject:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubelock.domain.model import MAX_GRANTS
+from kubelock.domain.model import MAX_GRANTS, OnBusy
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import (
     HOLDER_PATTERN,
@@ -24,6 +24,7 @@ from kubelock.domain.resource import (
     validate_resource,
 )
 
+MAX_PRIORITY = 1000
 MAX_TTL_CEILING = 86400
 """The hard ceiling for ttlSeconds and waitTimeoutSeconds in the CRD schema (the operator setting
 maxTtlSeconds can only lower it)."""
@@ -224,7 +225,29 @@ class LockClaimSpec(_Model):
         default=None,
         ge=1,
         le=MAX_TTL_CEILING,
-        description="With wait: true, give up after this many seconds of waiting (phase TimedOut).",
+        description="With wait: true, give up after this many seconds of waiting (phase TimedOut, or see onBusy).",
+    )
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description=(
+            "Queue order: waiters are served by effective priority (this value plus one point per "
+            "priorityAgingSeconds of waiting, an operator setting, default 10), then by arrival, so no "
+            "waiter starves. -1000..1000, default 0. A value above 0 needs the RBAC verb `prioritize` on "
+            "lockclaims (lock admins have it). Immutable."
+        ),
+        json_schema_extra=_immutable("priority"),
+    )
+    on_busy: OnBusy = Field(
+        default=OnBusy.FAIL,
+        description=(
+            "What a queued claim does when its waitTimeoutSeconds runs out: Fail (default) ends it TimedOut; "
+            "Requeue puts it back at the end of the queue with a fresh wait (status.requeues counts how often). "
+            "A deadlock victim ends Deadlocked either way: going back to the queue would not break the cycle. "
+            "Requeue needs wait: true and waitTimeoutSeconds. Immutable."
+        ),
+        json_schema_extra=_immutable("onBusy"),
     )
 
 
@@ -252,6 +275,11 @@ LOCK_CLAIM_SPEC_RULES = [
         fieldPath=".waitTimeoutSeconds",
     ),
     _cel("self.wait == oldSelf.wait", "wait is immutable"),
+    _cel(
+        "!has(self.onBusy) || self.onBusy != 'Requeue' || (self.wait && has(self.waitTimeoutSeconds))",
+        "onBusy: Requeue needs wait: true and waitTimeoutSeconds (it says what happens when the wait times out)",
+        fieldPath=".onBusy",
+    ),
     _cel(
         "has(self.waitTimeoutSeconds) == has(oldSelf.waitTimeoutSeconds)"
         " && (!has(self.waitTimeoutSeconds) || self.waitTimeoutSeconds == oldSelf.waitTimeoutSeconds)",
@@ -281,6 +309,22 @@ class Condition(_Model):
     message: str = Field(default="", description="Human-readable explanation.")
     last_transition_time: datetime = Field(description="When the status last changed.")
     observed_generation: int | None = Field(default=None, description="The generation it was computed from.")
+
+
+class Revocation(_Model):
+    """A request that the holder give its lock back."""
+
+    requested_at: datetime = Field(description="When the operator recorded the request.")
+    requested_by: str = Field(
+        description="Who asked: the administrator's user name, or kubelock-operator (preemption by a waiter of "
+        "higher priority)."
+    )
+    grace_seconds: int = Field(ge=0, description="How long the holder has to release.")
+    deadline: datetime = Field(
+        description="requestedAt + graceSeconds: if the claim still holds then, the operator breaks the lock "
+        "(phase Revoked, reason RevocationGraceExpired)."
+    )
+    reason: str | None = Field(default=None, description="Why, as the requester said.")
 
 
 class LockClaimStatus(_Model):
@@ -356,6 +400,16 @@ class LockClaimStatus(_Model):
             "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break or its pod's "
             "end): when its resource may be granted to someone else; stop working on it before then."
         ),
+    )
+    revocation: Revocation | None = Field(
+        default=None,
+        description=(
+            "While Held: a request that the holder give the lock back (`kubelock revoke --request`, or "
+            "preemption). Release by the deadline; after it the lock is broken."
+        ),
+    )
+    requeues: int | None = Field(
+        default=None, description="How often the claim went back to the end of the queue (onBusy: Requeue)."
     )
     conditions: list[Condition] | None = Field(
         default=None,

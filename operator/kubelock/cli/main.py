@@ -50,6 +50,20 @@ def _whole_seconds(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
 
 
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -1000 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is not between -1000 and 1000")
+    return value
+
+
+PRIORITY_HELP = ("with --wait: queue order, -1000..1000 (default 0): higher first, aged while waiting; above 0 "
+                 "needs the RBAC verb prioritize on lockclaims")
+
+
 def _seconds(text: str) -> float:
     try:
         return float(text)
@@ -160,6 +174,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
     mode_options(p)
+    p.add_argument("--priority", type=_priority, default=0, help=PRIORITY_HELP)
     add("release", "release a lock you hold (or leave its queue)",
         "PROG release github://acme/app/issues/42").add_argument("uri")
     add("heartbeat", "renew a lock you hold: it lasts another TTL",
@@ -185,6 +200,20 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--all", action="store_true", help="every lock of the namespace")
     p.add_argument("uris", nargs="*", default=[], metavar="URI", help="the locks of these resources")
     p.add_argument("--reason", required=True, help="why; recorded as kubelock.dev/break-reason")
+    p = add("revoke", "ask the holder of a lock to give it back (an administrator's request): it is told at once, "
+            "and its lock is broken if it still holds it when --grace runs out",
+            "PROG revoke --request deploy://api-prod --grace 60 --reason 'hotfix deploy waiting'",
+            "PROG revoke --request db://reports --holder user:alice/worker-1 --grace 0",
+            parent=_common(holder=False))
+    p.add_argument("--request", action="store_true", required=True,
+                   help="record a revocation request on the holder's claim (the operator breaks the lock after "
+                   "the grace); to break it now, use unlock")
+    p.add_argument("uri", help="resource URI of the held lock")
+    p.add_argument("--holder", dest="revoke_holders", action="append", default=[], metavar="H",
+                   help="only this holder's claim (repeatable; default: every holder of URI)")
+    p.add_argument("--grace", type=_whole_seconds, default=30,
+                   help="seconds the holder has to release, 0-86400 (default 30)")
+    p.add_argument("--reason", default="", help="why; shown to the holder and recorded on the claim and in Events")
     p = add("run", "run a command while holding a lock: renewed while it runs, released when it ends; the "
             "command is stopped (SIGTERM, then SIGKILL after --grace) if the lock is lost",
             "PROG run deploy://api-prod -- ./deploy.sh --env prod",
@@ -199,6 +228,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
+    p.add_argument("--priority", type=_priority, default=0, help=PRIORITY_HELP)
     p.add_argument("--renew-deadline", type=_seconds, help="stop the command when no renewal succeeded for this "
                    "many seconds; less than the TTL (default: 2/3 of it)")
     p.add_argument("--grace", type=_seconds, help="seconds between SIGTERM and SIGKILL when the lock is lost "
@@ -237,7 +267,7 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
         progress = QueueProgress(sys.stderr)
         try:
             result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress,
-                                          **need_of(args))
+                                          priority=args.priority, **need_of(args))
         finally:
             progress.clear()
     else:
@@ -302,6 +332,18 @@ async def cmd_unlock(client: AsyncLockClient, args: argparse.Namespace) -> int:
     return _emit(args, output.broken(broken), "\n".join(lines))
 
 
+async def cmd_revoke(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    asked = await AsyncAdmin(client).request_revocation(
+        args.uri, holders=args.revoke_holders, grace_seconds=args.grace, reason=args.reason
+    )
+    lines = [
+        f"asked {r.claim.holder} to give back {r.claim.resource} within {r.grace_seconds}s (claim {r.claim.name}); "
+        "the lock is broken if it still holds it then"
+        for r in asked
+    ] or ["nothing asked: the lock was released meanwhile"]
+    return _emit(args, output.revocation_requests(asked), "\n".join(lines))
+
+
 async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
     dot_binary = shutil.which("dot") if args.svg else None
     if args.svg and dot_binary is None:
@@ -338,7 +380,7 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
 async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     plan = runner.timing(args.ttl, args.renew_deadline, args.grace)
     lease = client.lock(args.uri, ttl=args.ttl, wait=args.wait, timeout=args.timeout,
-                        renew_deadline=plan.renew_deadline, **need_of(args))
+                        renew_deadline=plan.renew_deadline, priority=args.priority, **need_of(args))
     await lease.__aenter__()
     try:
         outcome = await runner.supervise(lease, args.child, runner.child_environment(lease, os.environ), plan.grace)
@@ -355,6 +397,11 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
         stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
         print(f"{args.prog} run: lost the lock on {lease.resource}: {outcome.lost.message}; the command was "
               f"stopped ({stopped})", file=sys.stderr)
+    if outcome.revocation is not None and outcome.lost is None and args.output not in ("json", "yaml"):
+        r = outcome.revocation
+        print(f"{args.prog} run: {r.requested_by} asked to give back {lease.resource}"
+              f"{': ' + r.reason if r.reason else ''}; the command was sent SIGTERM"
+              f"{' and killed before the deadline' if outcome.killed else ''} and the lock released", file=sys.stderr)
     if args.output in ("json", "yaml"):
         print(output.render(output.ran(lease.claim, outcome, released=released), args.output), end="")
     return outcome.exit_code
@@ -368,6 +415,7 @@ HANDLERS: dict[str, Handler] = {
     "list": cmd_list,
     "why": cmd_why,
     "unlock": cmd_unlock,
+    "revoke": cmd_revoke,
     "graph": cmd_graph,
     "run": cmd_run,
 }
@@ -386,6 +434,8 @@ def check_input(args: argparse.Namespace) -> None:
         raise InvalidInput("--timeout needs --wait")
     need = need_of(args)
     validation.need(need["mode"], need["permits"])
+    if getattr(args, "priority", 0) and not getattr(args, "wait", False):
+        raise InvalidInput("--priority needs --wait (it orders the queue)")
     if getattr(args, "namespace", None) is not None:
         validation.namespace(args.namespace)
     if getattr(args, "holder", None) is not None:

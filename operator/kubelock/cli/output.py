@@ -15,7 +15,7 @@ import yaml
 from kubelock.cli.run import Outcome, exit_code_of
 from kubelock.domain.reasons import Phase
 from kubelock.domain.waitfor import describe
-from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus
+from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
 from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
 from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult, format_time
 
@@ -110,6 +110,11 @@ def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
     }
     if outcome.lost is not None:
         payload.update(error=outcome.lost.reason, lost=True, message=outcome.lost.message)
+    if outcome.revocation is not None:
+        r = outcome.revocation
+        payload["revocation"] = {
+            "requestedBy": r.requested_by, "reason": r.reason, "deadline": format_time(r.deadline),
+        }
     return payload
 
 
@@ -204,6 +209,24 @@ def broken(items: Sequence[BrokenLock]) -> Json:
                 "reason": b.reason,
             }
             for b in items
+        ],
+    }
+
+
+def revocation_requests(items: Sequence[RevocationRequest]) -> Json:
+    return {
+        "ok": True,
+        "requested": [
+            {
+                "namespace": r.claim.namespace,
+                "resource": r.claim.resource,
+                "holder": r.claim.holder,
+                "claim": r.claim.name,
+                "requestedBy": r.actor,
+                "graceSeconds": r.grace_seconds,
+                "reason": r.reason,
+            }
+            for r in items
         ],
     }
 

@@ -4,9 +4,12 @@ The command starts only once the lock is held, in its own process group, with th
 environment (`ENV_*` below). While it runs the lease is renewed; when the lease is lost (it expired,
 was broken or revoked, the holder pod ended, the claim was deleted) or no renewal was accepted
 within the renew deadline, the group gets SIGTERM and, after the grace period, SIGKILL, and
-`kubelock run` exits LOST. SIGTERM, SIGINT and SIGHUP sent to `kubelock run` are passed on to the
-group; once the command has ended the lock is released and `kubelock run` exits with the command's
-code (128+N for a death by signal N). The command's stdout and stderr are its own: the JSON result
+`kubelock run` exits LOST. A revocation request (`kubelock revoke --request`, or preemption) is
+passed on to the group as SIGTERM at once; what is left of the group when the request's deadline is
+`REVOCATION_MARGIN` away gets SIGKILL, so the command is gone before the operator breaks the lock.
+SIGTERM, SIGINT and SIGHUP sent to `kubelock run` are passed on to the group; once the command has
+ended the lock is released and `kubelock run` exits with the command's code (128+N for a death by
+signal N). The command's stdout and stderr are its own: the JSON result
 (`-o json`) is printed on stdout only after the command ended.
 """
 
@@ -14,15 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.sdk.errors import InvalidInput, LockError
+from kubelock.sdk.errors import Expired, InvalidInput, LockError
 from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.model import RevocationInfo
 from kubelock.sdk.renewal import default_renew_deadline, validate_renew_deadline
 
 ENV_TOKEN = "KUBELOCK_FENCING_TOKEN"
@@ -34,13 +42,27 @@ ENVIRONMENT = (ENV_TOKEN, ENV_RESOURCE, ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 OPERATOR_DEFAULT_TTL = 1800  # the lease when --ttl is not given (the operator's documented default)
 MAX_DEFAULT_GRACE = 10.0
+# How long before a revocation request's deadline a command that ignored the SIGTERM is killed: the
+# operator breaks the lock at the deadline by its clock (clocks are assumed in sync to well within it).
+REVOCATION_MARGIN = 1.0
+WATCHDOG = Path(__file__).with_name("watchdog.py")
+FEED_INTERVAL = 0.2  # how often the watchdog's deadline is brought up to date (it moves with each renewal)
 
 
 class Losable(Protocol):
-    """What supervision reads of a lease (an AsyncLease): set when lost, and why."""
+    """What supervision reads of a lease (an AsyncLease): set when lost, and why; set when asked to
+    give the lock back, and by whom and when."""
 
     lost: asyncio.Event
     error: LockError | None
+    revocation_seen: asyncio.Event
+
+    @property
+    def revocation_requested(self) -> RevocationInfo | None: ...
+
+    def loss_at(self) -> float:
+        """When the lease calls itself lost unless renewed meanwhile (event loop time)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,8 @@ class Outcome:
     returncode: int  # as asyncio reports it: negative for a death by signal
     lost: LockError | None  # the loss that ended the command, if one did
     forwarded: tuple[int, ...]  # signals passed on to the command
-    killed: bool  # SIGKILL was needed after the grace period
+    killed: bool  # SIGKILL was needed after the grace period (or at a revocation's deadline)
+    revocation: RevocationInfo | None = None  # the revocation request passed on to the command
 
     @property
     def exit_code(self) -> int:
@@ -114,6 +137,8 @@ class Outcome:
     def ended_by(self) -> str:
         if self.lost is not None:
             return "LockLost"
+        if self.revocation is not None:
+            return "RevocationRequested"
         return "Signal" if self.forwarded else "CommandExited"
 
 
@@ -122,10 +147,83 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+class WatchedCommand:
+    """The command, started under its watchdog (`kubelock.cli.watchdog`): its process group, its
+    end, and the deadline the watchdog enforces should `kubelock run` be unable to (frozen, killed)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, control: int, reports: asyncio.StreamReader) -> None:
+        self.process = process
+        self.control = control
+        self.reports = reports
+        self.pgid = 0
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.killed_at_deadline = False
+        self._deadline = math.inf
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, argv: Sequence[str], env: Mapping[str, str], grace: float, deadline: float) -> WatchedCommand:
+        control_r, control_w = os.pipe()
+        report_r, report_w = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", str(WATCHDOG), str(control_r), str(report_w), repr(grace), repr(deadline),
+                "--", *argv, env=dict(env), process_group=0, pass_fds=(control_r, report_w),
+            )
+        finally:
+            os.close(control_r)
+            os.close(report_w)
+        loop = asyncio.get_running_loop()
+        reports = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reports), os.fdopen(report_r, "rb", 0))
+        command = cls(process, control_w, reports)
+        command._deadline = deadline
+        first = (await reports.readline()).decode().split(" ", 1)
+        if first[0] != "pid":
+            await command.close()
+            why = first[1].strip() if len(first) > 1 else "the watchdog did not start it"
+            raise InvalidInput(f"cannot run {argv[0]}: {why}")
+        command.pgid = int(first[1])
+        command._reader = asyncio.create_task(command._read())
+        return command
+
+    async def _read(self) -> None:
+        while line := (await self.reports.readline()).decode():
+            word, _, value = line.strip().partition(" ")
+            if word == "killed":
+                self.killed_at_deadline = True
+            elif word == "exit" and not self.exited.done():
+                self.exited.set_result(int(value))
+        if not self.exited.done():  # the watchdog died: the command died with it (PR_SET_PDEATHSIG)
+            self.exited.set_result(-signal.SIGKILL)
+
+    def set_deadline(self, deadline: float) -> None:
+        """When the watchdog kills the group unless told a later moment (monotonic clock)."""
+        if abs(deadline - self._deadline) < 0.001:
+            return
+        self._deadline = deadline
+        with contextlib.suppress(OSError):  # the watchdog is gone; so is the command
+            os.write(self.control, f"deadline {deadline!r}\n".encode())
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.control)
+        await self.process.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+async def _feed(lease: Losable, command: WatchedCommand, grace: float) -> None:
+    """Keep the watchdog's deadline at the moment the lease calls itself lost, plus the grace."""
+    while True:
+        command.set_deadline(lease.loss_at() + grace)
+        await asyncio.sleep(FEED_INTERVAL)
+
+
 async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str], grace: float) -> Outcome:
     """Run the command in its own process group until it ends or the lease is lost."""
-    process = await asyncio.create_subprocess_exec(*argv, env=dict(env), process_group=0)
-    pgid = process.pid
+    command = await WatchedCommand.start(argv, env, grace, lease.loss_at() + grace)
+    pgid = command.pgid
     loop = asyncio.get_running_loop()
     forwarded: list[int] = []
 
@@ -135,20 +233,55 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
 
     for s in FORWARDED:
         loop.add_signal_handler(s, forward, s)
-    exited = asyncio.ensure_future(process.wait())
+    exited = command.exited
     lost = asyncio.ensure_future(lease.lost.wait())
+    honour = asyncio.ensure_future(_honour_revocation(lease, pgid, exited))
+    feed = asyncio.ensure_future(_feed(lease, command, grace))
     try:
-        await asyncio.wait({exited, lost}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {exited, lost}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         stopped = not exited.done()  # the loss came first
         killed = await _stop(pgid, exited, grace) if stopped else False
-        return Outcome(await exited, lease.error if stopped else None, tuple(forwarded), killed)
+        returncode = await exited
+        killed = killed or await honour or command.killed_at_deadline
+        revocation = lease.revocation_requested if lease.revocation_seen.is_set() else None
+        lost_with = lease.error if stopped else None
+        if command.killed_at_deadline:  # kubelock run could not act in time: the lease is lost or about to be
+            lost_with = lease.error or Expired(
+                "kubelock run could not renew the lease in time (stopped or starved); its watchdog killed the "
+                "command at the renew deadline plus the grace"
+            )
+        return Outcome(returncode, lost_with, tuple(forwarded), killed, revocation)
     finally:
-        lost.cancel()
-        if process.returncode is None:  # cancelled: the command must not outlive kubelock run
+        for task in (lost, honour, feed):
+            task.cancel()
+        if not exited.done():  # cancelled: the command must not outlive kubelock run
             _signal_group(pgid, signal.SIGKILL)
             await asyncio.shield(exited)
+        await asyncio.shield(command.close())
         for s in FORWARDED:
             loop.remove_signal_handler(s)
+
+
+async def _honour_revocation(lease: Losable, pgid: int, exited: asyncio.Future[int]) -> bool:
+    """Pass a revocation request on to the command: SIGTERM to the group at once, SIGKILL to what is
+    left of it `REVOCATION_MARGIN` before the request's deadline. True if SIGKILL was needed."""
+    seen = asyncio.ensure_future(lease.revocation_seen.wait())
+    either: set[asyncio.Future[Any]] = {seen, exited}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        seen.cancel()
+    revocation = lease.revocation_requested
+    if exited.done() or revocation is None:
+        return False
+    _signal_group(pgid, signal.SIGTERM)
+    left = revocation.deadline.timestamp() - time.time() - REVOCATION_MARGIN
+    done, _ = await asyncio.wait({exited}, timeout=max(0.0, left))
+    if done:
+        return False
+    _signal_group(pgid, signal.SIGKILL)
+    return True
 
 
 async def _stop(pgid: int, exited: asyncio.Future[int], grace: float) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from kubelock.domain import lockdelay, quotas
-from kubelock.domain.grants import Request, admit, blocks, within
+from kubelock.domain.grants import Request, admit, blocks, effective_priority, within
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     MAX_GRANTS,
@@ -28,9 +28,11 @@ from kubelock.domain.model import (
     Lock,
     LockBreak,
     Notice,
+    OnBusy,
     PodLiveness,
     Policy,
     RenewLock,
+    Revocation,
     SetStatus,
 )
 from kubelock.domain.reasons import Phase, Reason
@@ -55,6 +57,17 @@ def waiting_since(claim: Claim, now: float) -> float:
     if status.waiting_since is not None:
         return status.waiting_since
     return claim.created_at + 1.0
+
+
+def queue_priority(claim: Claim, now: float, policy: Policy) -> int:
+    """A claim's effective priority now: its priority aged by the time it has waited."""
+    waited = now - waiting_since(claim, now) if claim.waiting else 0.0
+    return effective_priority(claim.priority, waited, policy.priority_aging_seconds)
+
+
+def queue_order(claim: Claim, now: float, policy: Policy) -> tuple[int, int, str]:
+    """The queue's order (`grants.Request.order`): effective priority, then arrival."""
+    return (-queue_priority(claim, now, policy), claim.sequence, claim.uid)
 
 
 def decide(
@@ -129,9 +142,12 @@ class _Context:
 def _decide_active(
     resource: str, claims: Sequence[Claim], grants: Sequence[Lock], *, now: float, context: _Context
 ) -> Decision:
-    active = sorted((c for c in claims if c.active), key=lambda c: (c.sequence, c.uid))
+    active = sorted((c for c in claims if c.active), key=lambda c: queue_order(c, now, context.policy))
     by_uid = {c.uid: c for c in active}
     grant_of = {g.claim_uid: g for g in grants}
+    requeued = _requeues(resource, active, grant_of, now)
+    if requeued:
+        return Decision(tuple(requeued))
 
     ending = [s for c in active if (s := _ending(c, resource, now, context, c.uid in grant_of))]
     ended = {s.claim.uid: s.status.reason for s in ending}
@@ -166,7 +182,7 @@ def _step(
         return _revoked(resource, believers, now, context)
     by_uid = {c.uid: c for c in active}
     queue = [c for c in active if c.uid not in holding]
-    requests = [Request(c.uid, c.sequence, ((resource, c.need),)) for c in queue]
+    requests = [Request(c.uid, c.sequence, ((resource, c.need),), queue_priority(c, now, policy)) for c in queue]
     room = max(0, MAX_GRANTS - len(grants))
     admitted: set[str] = set()
     if context.rest is None:  # while the resource rests after a lost grant, nobody is granted it
@@ -199,6 +215,9 @@ def _step(
         if first_answers_only:
             return Decision(tuple(a for a in told if a.claim.status is None))
         return Decision(tuple(told), min([*deadlines, *waits, context.rest.until], default=None))
+    preempted = _preemptions(resource, queue, grants, by_uid, now, policy, capacity)
+    if preempted:
+        return Decision(tuple(preempted))
     if first_answers_only:
         return Decision(tuple(_first_answers(resource, active, grants, graph, capacity, now)))
     actions, waits, wake = _answers(resource, active, grants, graph, capacity, now)
@@ -281,12 +300,44 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
         # Never grantable: at the head of the queue it would hold back everyone behind it.
         message = f"permits {claim.permits} exceed the capacity {capacity} of {resource}"
         return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
-    timeout = claim.wait_timeout_seconds
-    if claim.waiting and not holds and timeout is not None and now >= waiting_since(claim, now) + timeout:
+    if _wait_over(claim, now, holds) and claim.on_busy is OnBusy.FAIL:
+        timeout = claim.wait_timeout_seconds
         held_by = claim.status.holder if claim.status else None
         message = f"gave up after waiting {timeout}s for {resource}" + (f" (held by {held_by})" if held_by else "")
         return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False, holder=held_by)
     return None
+
+
+def _wait_over(claim: Claim, now: float, holds: bool) -> bool:
+    timeout = claim.wait_timeout_seconds
+    return claim.waiting and not holds and timeout is not None and now >= waiting_since(claim, now) + timeout
+
+
+def _requeues(resource: str, active: Sequence[Claim], grant_of: dict[str, Lock], now: float) -> list[SetStatus]:
+    """Waiters with `onBusy: Requeue` whose wait timed out go to the end of the queue (a sequence
+    after every claim of the resource) with a fresh wait: their timeout and their aging start over."""
+    over = [c for c in active if c.on_busy is OnBusy.REQUEUE and _wait_over(c, now, c.uid in grant_of)]
+    last = max((c.sequence for c in active), default=0)
+    requeued: list[SetStatus] = []
+    for n, claim in enumerate(over, start=1):
+        previous = claim.status
+        count = (previous.requeues if previous else 0) + 1
+        message = (
+            f"waited {claim.wait_timeout_seconds}s for {resource}; back at the end of the queue "
+            f"(onBusy: Requeue, requeued {count} time{'s' if count > 1 else ''})"
+        )
+        status = ClaimStatus(
+            phase=Phase.PENDING,
+            reason=Reason.REQUEUED,
+            message=message,
+            sequence=last + n,
+            holder=previous.holder if previous else None,
+            observed_renew=previous.observed_renew if previous else None,
+            waiting_since=now,
+            requeues=count,
+        )
+        requeued.append(SetStatus(claim, status, Notice(Reason.REQUEUED, message)))
+    return requeued
 
 
 def _end(
@@ -421,6 +472,10 @@ def _grant_step(
         notice = Notice(Reason.RENEWED, f"lock {resource} renewed after being stale") if current.stale else None
         return (RenewLock(lock, now, ttl), SetStatus(holder, renewed, notice)), True
 
+    revoking = _revocation_step(resource, lock, holder, current, now, context, deadlines)
+    if revoking is not None:
+        return revoking
+
     deadlines.append(expires_at)
     renewed_at = max(lock.renewed_at, current.renewed_at or lock.renewed_at)  # the later view, as for expiry
     stale_at = renewed_at + policy.stale_after(lock.lease_seconds)
@@ -430,6 +485,87 @@ def _grant_step(
             return (SetStatus(holder, replace(current, stale=True), notice),), True
         deadlines.append(stale_at)
     return None
+
+
+def _revocation_step(
+    resource: str,
+    lock: Lock,
+    holder: Claim,
+    current: ClaimStatus,
+    now: float,
+    context: _Context,
+    deadlines: list[float],
+) -> tuple[tuple[Action, ...], bool] | None:
+    """A revocation request: recorded on the holder's status when first seen; when its grace has
+    run out, the lock is broken (Revoked, RevocationGraceExpired, with who asked and why)."""
+    revocation = current.revocation
+    if revocation is None:
+        request = holder.revoke_request
+        if request is None:
+            return None
+        revocation = Revocation(now, request.requested_by, request.grace_seconds, now + request.grace_seconds,
+                                request.reason)
+        return (_request_revocation(holder, current, revocation, resource),), True
+    if now < revocation.deadline:
+        deadlines.append(revocation.deadline)
+        return None
+    why = f": {revocation.reason}" if revocation.reason else ""
+    message = (
+        f"the lock on {resource} was broken: {revocation.requested_by} asked {holder.holder} to give it back "
+        f"within {human_seconds(revocation.grace_seconds)}{why}, and it did not"
+    )
+    # A forced break is an abnormal end: the resource rests for the policy's lock-delay, if any.
+    ended = _lost(holder, resource, Phase.REVOKED, Reason.REVOCATION_GRACE_EXPIRED, message, now, context)
+    details = (("actor", revocation.requested_by), ("breakReason", revocation.reason or "revocation grace expired"))
+    ended = replace(ended, notice=Notice(Reason.REVOCATION_GRACE_EXPIRED, message, True, details))
+    return (ended, DeleteLock(lock, Reason.REVOCATION_GRACE_EXPIRED)), False
+
+
+def _request_revocation(holder: Claim, current: ClaimStatus, revocation: Revocation, resource: str) -> SetStatus:
+    why = f": {revocation.reason}" if revocation.reason else ""
+    message = (
+        f"{revocation.requested_by} asks {holder.holder} to give back {resource} by "
+        f"{to_rfc3339(revocation.deadline)} (grace {human_seconds(revocation.grace_seconds)}){why}"
+    )
+    details = (("actor", revocation.requested_by), ("revokeReason", revocation.reason))
+    notice = Notice(Reason.REVOCATION_REQUESTED, message, True, details)
+    return SetStatus(holder, replace(current, revocation=revocation), notice)
+
+
+def _preemptions(
+    resource: str,
+    queue: Sequence[Claim],
+    grants: Sequence[Lock],
+    by_uid: dict[str, Claim],
+    now: float,
+    policy: Policy,
+    capacity: int,
+) -> list[SetStatus]:
+    """With preemption on, a waiter whose own priority (not aged: aging orders waiters, it does not
+    preempt) exceeds a blocking holder's by `preemption_priority_delta` asks that holder, by a
+    revocation request from the operator, to give the lock back."""
+    delta = policy.preemption_priority_delta
+    if delta is None:
+        return []
+    waiters = [c for c in queue if c.waiting]
+    out: list[SetStatus] = []
+    for grant in grants:
+        holder = by_uid[grant.claim_uid]
+        current = holder.status
+        if current is None or current.phase is not Phase.HELD or current.revocation is not None:
+            continue
+        urgent = [w for w in waiters if w.priority - holder.priority >= delta and blocks(grant.need, w.need, capacity)]
+        if not urgent:
+            continue
+        first = urgent[0]
+        reason = (
+            f"preempted by {first.holder} (priority {first.priority}, {holder.holder} has {holder.priority}; "
+            f"preemptionPriorityDelta {delta})"
+        )
+        grace = policy.preemption_grace_seconds
+        revocation = Revocation(now, "kubelock-operator", grace, now + grace, reason)
+        out.append(_request_revocation(holder, current, revocation, resource))
+    return out
 
 
 def _first_answers(
@@ -500,6 +636,7 @@ def _answers(
             holder=first.holder,
             queue_position=position,
             waiting_since=since,
+            requeues=claim.status.requeues if claim.status else 0,
         )
         if claim.status != pending:
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None

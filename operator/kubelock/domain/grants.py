@@ -14,7 +14,7 @@ A request asks for one or more resources, each with a `Need` (mode and permits).
 of them at once or on none: while it waits it holds nothing, so it is never half-held and never part
 of a deadlock through what it waits for.
 
-Waiting requests are served in queue order (sequence, then uid) with one rule: a request is granted
+Waiting requests are served in queue order with one rule: a request is granted
 when, on each of its resources, it fits beside the grants *and beside every request queued ahead of
 it there*, granted or not. Those ahead keep their place without holding anything:
 
@@ -24,6 +24,12 @@ it there*, granted or not. Those ahead keep their place without holding anything
 - consecutive shared requests at the head are granted together (they fit beside each other);
 - a multi-resource request that waits for one resource delays later requests on its other resources
   only if they do not fit beside it: exactly as long as FIFO requires, no longer.
+
+Queue order: effective priority first (higher first), then arrival (sequence, then uid). A
+request's effective priority is its priority plus one point per `aging_seconds` it has waited
+(`effective_priority`), so a low-priority request overtaken by a stream of higher ones moves up until
+it is ahead of every newcomer: nothing starves. Points are whole, so requests of equal standing keep
+their arrival order and every replica computes the same order from the same inputs.
 
 Fencing: every grant carries a token, assigned by the grant store when the grant is written (the
 ResourceLock's creation revision), never chosen here. The rule the store must keep, and the arbiter
@@ -96,10 +102,18 @@ class Request:
     id: str
     sequence: int
     needs: tuple[tuple[str, Need], ...]
+    priority: int = 0  # effective priority (`effective_priority`): higher goes first
 
     @property
-    def order(self) -> tuple[int, str]:
-        return (self.sequence, self.id)
+    def order(self) -> tuple[int, int, str]:
+        return (-self.priority, self.sequence, self.id)
+
+
+def effective_priority(priority: int, waited: float, aging_seconds: float) -> int:
+    """`priority` plus one whole point per `aging_seconds` of waiting (`waited` seconds so far)."""
+    if aging_seconds <= 0 or waited <= 0:
+        return priority
+    return priority + int(waited // aging_seconds)
 
 
 def admit(

@@ -22,7 +22,9 @@ from kubelock.domain.reasons import Reason
 from kubelock.domain.timefmt import to_rfc3339
 
 # The ends of a grant after which its resource rests (a namespace being deleted grants nothing more).
-ABNORMAL = frozenset({Reason.LEASE_EXPIRED, Reason.LOCK_BROKEN, Reason.HOLDER_POD_TERMINATED})
+ABNORMAL = frozenset(
+    {Reason.LEASE_EXPIRED, Reason.LOCK_BROKEN, Reason.HOLDER_POD_TERMINATED, Reason.REVOCATION_GRACE_EXPIRED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,4 +61,6 @@ def _what(record: FinishedClaim) -> str:
         return f"the lease of {record.holder} expired"
     if record.reason is Reason.HOLDER_POD_TERMINATED:
         return f"the pod of {record.holder} terminated"
+    if record.reason is Reason.REVOCATION_GRACE_EXPIRED:
+        return f"the lock of {record.holder} was broken when its revocation grace ran out"
     return f"the lock of {record.holder} was broken"

@@ -22,6 +22,34 @@ class PodLiveness(StrEnum):
     UNKNOWN = "Unknown"  # not yet known; no decision is taken on it
 
 
+class OnBusy(StrEnum):
+    """What a queued claim does when its wait times out (`waitTimeoutSeconds`)."""
+
+    FAIL = "Fail"  # end TimedOut (and a deadlock victim ends Deadlocked): the default
+    REQUEUE = "Requeue"  # go to the end of the queue with a fresh wait (a deadlock victim still ends)
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    """An administrator's request that a holder give its lock back (annotations on its claim)."""
+
+    requested_by: str
+    grace_seconds: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A revocation request the operator has recorded on a held claim: the holder is asked to
+    release by `deadline`; after it the operator breaks the lock."""
+
+    requested_at: float
+    requested_by: str
+    grace_seconds: int
+    deadline: float
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimStatus:
     """What the operator writes to `status` (timestamps as epoch seconds)."""
@@ -45,6 +73,8 @@ class ClaimStatus:
     # Lock-delay: on a claim whose grant ended abnormally, when its resource may be granted again (the
     # record the delay rests on); on a waiter, when it may be granted at the earliest.
     available_at: float | None = None
+    revocation: Revocation | None = None  # while Held: the holder is asked to give the lock back
+    requeues: int = 0  # times the claim went back to the end of the queue (onBusy: Requeue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +95,9 @@ class Claim:
     mode: Mode = Mode.EXCLUSIVE
     permits: int = 1  # taken from the resource's capacity (Exclusive mode)
     resources: tuple[str, ...] = ()  # normalised: every resource of a claim of several (else empty)
+    priority: int = 0  # queue order: higher first (aged while waiting, see `grants.effective_priority`)
+    on_busy: OnBusy = OnBusy.FAIL
+    revoke_request: RevokeRequest | None = None
 
     @property
     def need(self) -> Need:
@@ -137,6 +170,13 @@ class Policy:
     stale_after_percent: int = 50
     # Terminal claims are deleted this long after they finished (0: kept until someone deletes them).
     ttl_seconds_after_finished: int = 3600
+    # A waiter's effective priority grows by one point per this many seconds of waiting, so no
+    # waiter starves behind a stream of higher-priority ones.
+    priority_aging_seconds: int = 10
+    # Preemption: a waiter whose priority exceeds a blocking holder's by at least this much asks the
+    # holder (a revocation request) to give the lock back within `preemption_grace_seconds`. None: off.
+    preemption_priority_delta: int | None = None
+    preemption_grace_seconds: int = 30
 
     def stale_after(self, lease_seconds: float) -> float:
         return lease_seconds * self.stale_after_percent / 100

@@ -40,6 +40,9 @@ class Reason(StrEnum):
     NAMESPACE_DELETED = "NamespaceDeleted"
     LOCK_DELAY = "LockDelay"  # the resource rests after a grant ended abnormally
     QUOTA_EXCEEDED = "QuotaExceeded"
+    REVOCATION_REQUESTED = "RevocationRequested"
+    REVOCATION_GRACE_EXPIRED = "RevocationGraceExpired"
+    REQUEUED = "Requeued"
 
 
 # A try-lock refused for these may succeed later without any change to the claim: the resource is
@@ -69,5 +72,7 @@ WARNING_REASONS = frozenset(
         Reason.WAIT_TIMED_OUT,
         Reason.NAMESPACE_DELETED,
         Reason.QUOTA_EXCEEDED,
+        Reason.REVOCATION_REQUESTED,
+        Reason.REVOCATION_GRACE_EXPIRED,
     }
 )

@@ -23,7 +23,17 @@ from kubelock.api.constants import (
 )
 from kubelock.api.fencing import grant_tokens
 from kubelock.domain.grants import EXCLUSIVE, Mode
-from kubelock.domain.model import Claim, ClaimStatus, CreateLock, Lock, PodLiveness, RenewLock
+from kubelock.domain.model import (
+    Claim,
+    ClaimStatus,
+    CreateLock,
+    Lock,
+    OnBusy,
+    PodLiveness,
+    RenewLock,
+    Revocation,
+    RevokeRequest,
+)
 from kubelock.domain.reasons import CONDITION_HELD, CONDITION_STALE, Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
 
@@ -73,7 +83,35 @@ def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | Non
         finished_at=_ts(finished_at),
         waiting_since=_ts(view.waiting_since),
         available_at=_ts(view.available_at),
+        revocation=_revocation(view.revocation),
+        requeues=view.requeues,
     )
+
+
+def _revocation(view: objects.Revocation | None) -> Revocation | None:
+    if view is None:
+        return None
+    return Revocation(
+        requested_at=view.requested_at.timestamp(),
+        requested_by=view.requested_by,
+        grace_seconds=view.grace_seconds,
+        deadline=view.deadline.timestamp(),
+        reason=view.reason,
+    )
+
+
+def _on_busy(value: str | None) -> OnBusy:
+    try:
+        return OnBusy(value) if value else OnBusy.FAIL
+    except ValueError:
+        return OnBusy.FAIL  # read tolerantly: a value no version writes keeps today's behaviour
+
+
+def _revoke_request(parsed: objects.ClaimObject) -> RevokeRequest | None:
+    request = parsed.revoke_request
+    if request is None:
+        return None
+    return RevokeRequest(request.requested_by, request.grace_seconds, request.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +148,9 @@ def claim_record(body: Body) -> ClaimRecord:
         mode=_mode(spec.mode),
         permits=spec.permits,
         resources=spec.resources if len(spec.resources) > 1 else (),
+        priority=spec.priority,
+        on_busy=_on_busy(spec.on_busy),
+        revoke_request=_revoke_request(parsed),
     )
     return ClaimRecord(
         namespace=meta.namespace,
@@ -218,6 +259,8 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
         "finishedAt": ts(status.finished_at),
         "waitingSince": ts(status.waiting_since),
         "availableAt": ts(status.available_at),
+        "revocation": _revocation_body(status.revocation),
+        "requeues": status.requeues or None,
         "conditions": conditions,
         "observedGeneration": record.generation,
     }
@@ -236,6 +279,16 @@ def _claim_grants(status: ClaimStatus, claim: Claim) -> list[Body] | None:
             "permits": claim.permits,
         }
     ]
+def _revocation_body(revocation: Revocation | None) -> Body | None:
+    if revocation is None:
+        return None
+    return {
+        "requestedAt": to_rfc3339(revocation.requested_at),
+        "requestedBy": revocation.requested_by,
+        "graceSeconds": revocation.grace_seconds,
+        "deadline": to_rfc3339(revocation.deadline),
+        "reason": revocation.reason or None,
+    }
 
 
 def _stale_condition_message(status: ClaimStatus) -> str:

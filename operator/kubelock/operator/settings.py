@@ -17,6 +17,9 @@ class Settings:
     max_ttl_seconds: int = 86400
     stale_after_percent: int = 50
     ttl_seconds_after_finished: int = 3600
+    priority_aging_seconds: int = 10
+    preemption_priority_delta: int | None = None  # None: no preemption
+    preemption_grace_seconds: int = 30
     namespaces: tuple[str, ...] = ()  # empty: all namespaces; entries may be glob patterns
     kubeconfig: str | None = None
     context: str | None = None
@@ -36,6 +39,9 @@ class Settings:
             max_ttl_seconds=self.max_ttl_seconds,
             stale_after_percent=self.stale_after_percent,
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
+            priority_aging_seconds=self.priority_aging_seconds,
+            preemption_priority_delta=self.preemption_priority_delta,
+            preemption_grace_seconds=self.preemption_grace_seconds,
         )
 
     @property
@@ -51,6 +57,11 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise SystemExit(f"{name}={value!r} is not an integer") from None
+
+
+def _env_optional_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return None if value is None or value == "" else _env_int(name, 0)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -128,6 +139,18 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         default=_env_int("KUBELOCK_TTL_SECONDS_AFTER_FINISHED", 3600),
                         help="delete terminal claims (Rejected, TimedOut, Expired, Deadlocked, Revoked) this long "
                         "after they finished; 0: keep them (default 3600)")
+    parser.add_argument("--priority-aging-seconds", type=_bounded(1, 86400),
+                        default=_env_int("KUBELOCK_PRIORITY_AGING_SECONDS", 10),
+                        help="a waiter's effective priority grows by one point per this many seconds of waiting, "
+                        "so none starves behind higher priorities; 1-86400 (default 10)")
+    parser.add_argument("--preemption-priority-delta", type=_bounded(0, 2000),
+                        default=_env_optional_int("KUBELOCK_PREEMPTION_PRIORITY_DELTA"),
+                        help="a waiter whose priority exceeds a blocking holder's by at least this much asks the "
+                        "holder to give the lock back (a revocation request); 0-2000 (default: no preemption)")
+    parser.add_argument("--preemption-grace-seconds", type=_bounded(0, 86400),
+                        default=_env_int("KUBELOCK_PREEMPTION_GRACE_SECONDS", 30),
+                        help="the grace of a preemption's revocation request, after which the lock is broken "
+                        "(default 30)")
     parser.add_argument("--stale-after-seconds", help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"))
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -157,6 +180,9 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         max_ttl_seconds=args.max_ttl_seconds,
         stale_after_percent=args.stale_after_percent,
         ttl_seconds_after_finished=args.ttl_seconds_after_finished,
+        priority_aging_seconds=args.priority_aging_seconds,
+        preemption_priority_delta=args.preemption_priority_delta,
+        preemption_grace_seconds=args.preemption_grace_seconds,
         namespaces=namespaces,
         kubeconfig=args.kubeconfig,
         context=args.context,

@@ -26,7 +26,7 @@ from kubelock.sdk.errors import (
 )
 from kubelock.sdk.identity import Identity
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult
+from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult, RevocationInfo
 from kubelock.sdk.signals import Terminated
 from kubelock.sdk.sync import Lease, LockClient
 
@@ -53,6 +53,7 @@ __all__ = [
     "Rejected",
     "ReleaseResult",
     "RenewResult",
+    "RevocationInfo",
     "Revoked",
     "Terminated",
     "TimedOut",

@@ -1,8 +1,15 @@
-"""Looking at a lock space and breaking locks: what `kubelock status|why|graph|unlock` are made of.
+"""Looking at a lock space, breaking locks and asking holders to give them back: what
+`kubelock status|why|graph|unlock|revoke` are made of.
 
 Breaking a lock is an audited act: the ResourceLock is first annotated with who broke it and why,
 then deleted with a uid precondition (so a lock granted afresh in between is never hit). The
 operator then marks the holder's claim Revoked (LockBroken) and grants the next waiter.
+
+Asking a holder to give a lock back (a revocation request) is the gentler act: the holder's claim is
+annotated with who asks, the grace and why (kubelock.dev/revoke-*; only those who may break locks
+may write them), the operator records it in the claim's status.revocation with a deadline, the
+holder's SDK or `kubelock run` sees it and releases; when the deadline passes first, the operator
+breaks the lock (Revoked, RevocationGraceExpired).
 """
 
 from __future__ import annotations
@@ -15,8 +22,12 @@ from kubelock.api.constants import (
     BREAK_ACTOR_ANNOTATION,
     BREAK_CLAIMS_ANNOTATION,
     BREAK_REASON_ANNOTATION,
+    DEFAULT_REVOKE_GRACE_SECONDS,
     GROUP,
     LOCK_PLURAL,
+    REVOKE_BY_ANNOTATION,
+    REVOKE_GRACE_ANNOTATION,
+    REVOKE_REASON_ANNOTATION,
 )
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import lock_name, normalise
@@ -29,6 +40,7 @@ from kubelock.sdk.model import ClaimInfo, LockInfo
 
 # Not (yet) in kubelock.kube.paths.
 MAX_REASON_LENGTH = 1024
+MAX_REVOKE_GRACE_SECONDS = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,24 @@ class BrokenLock:
     lock: LockInfo
     actor: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRequest:
+    claim: ClaimInfo  # the holder's claim, as annotated
+    actor: str
+    grace_seconds: int
+    reason: str
+
+
+def check_reason(reason: str, *, required: bool) -> None:
+    """A reason goes into an Event, the claim's message and the operator's log, one line each."""
+    if required and (not reason or not reason.strip()):
+        raise InvalidInput("a reason is required: say why the lock is broken (it is recorded on the lock)")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed")
+    if any(unicodedata.category(c) == "Cc" for c in reason):
+        raise InvalidInput("the reason must be one line without control characters (newlines, tabs, escapes)")
 
 
 class AsyncAdmin:
@@ -136,27 +166,14 @@ class AsyncAdmin:
         namespace: str | None = None,
     ) -> list[BrokenLock]:
         """Break the matching locks of one namespace, recording who and why on each first."""
-        if not reason or not reason.strip():
-            raise InvalidInput("a reason is required: say why the lock is broken (it is recorded on the lock)")
-        if len(reason) > MAX_REASON_LENGTH:
-            raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed")
-        if any(unicodedata.category(c) == "Cc" for c in reason):
-            # It goes into an Event, the claim's message and the operator's log, one line each.
-            raise InvalidInput("the reason must be one line without control characters (newlines, tabs, escapes)")
+        check_reason(reason, required=True)
         if sum((bool(holders), bool(uris), everything)) != 1:
             raise InvalidInput("name the locks to break: holders, URIs, or everything (exactly one of them)")
         resources = {normalise(validation.resource(u)) for u in uris}
         for holder in holders:
             validation.holder(holder)
         namespace = namespace or self.client.namespace
-        missing = [v for v in ("patch", "delete") if not await self.can(v, namespace)]
-        if missing:
-            actor = await self.client.whoami()
-            raise Forbidden(
-                f"{actor} may not {' and '.join(missing)} ResourceLocks in namespace {namespace}: breaking a "
-                "lock needs the kubelock-admin role"
-            )
-        actor = await self.client.whoami()
+        actor = await self._lock_admin(namespace, "breaking a lock")
         chosen = select(await self.locks(namespace), holders=holders, resources=resources, everything=everything)
         if not chosen:
             raise NotFound(f"no lock in namespace {namespace} matches")
@@ -168,6 +185,64 @@ class AsyncAdmin:
             if done is not None:
                 broken.append(BrokenLock(lock=done, actor=actor, reason=reason))
         return broken
+
+    async def _lock_admin(self, namespace: str, doing: str) -> str:
+        """This identity's user name, if it may break locks in `namespace` (Forbidden otherwise)."""
+        missing = [v for v in ("patch", "delete") if not await self.can(v, namespace)]
+        actor = await self.client.whoami()
+        if missing:
+            raise Forbidden(
+                f"{actor} may not {' and '.join(missing)} ResourceLocks in namespace {namespace}: {doing} "
+                "needs the kubelock-admin role"
+            )
+        return actor
+
+    async def request_revocation(
+        self,
+        uri: str,
+        *,
+        holders: Sequence[str] = (),
+        grace_seconds: int = DEFAULT_REVOKE_GRACE_SECONDS,
+        reason: str = "",
+        namespace: str | None = None,
+    ) -> list[RevocationRequest]:
+        """Ask the holders of `uri` (all of them, or those named) to give it back within
+        `grace_seconds`; the operator breaks the lock of a holder that has not released by then."""
+        check_reason(reason, required=False)
+        if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int) or not (
+            0 <= grace_seconds <= MAX_REVOKE_GRACE_SECONDS
+        ):
+            raise InvalidInput(f"the grace must be a whole number of seconds from 0 to {MAX_REVOKE_GRACE_SECONDS}, "
+                               f"not {grace_seconds!r}")
+        resource = normalise(validation.resource(uri))
+        for holder in holders:
+            validation.holder(holder)
+        namespace = namespace or self.client.namespace
+        actor = await self._lock_admin(namespace, "asking a holder to give a lock back")
+        held = [
+            c for c in await self.claims(namespace)
+            if c.resource == resource and c.phase is Phase.HELD and (not holders or c.holder in holders)
+        ]
+        if not held:
+            whose = f" by {', '.join(holders)}" if holders else ""
+            raise NotFound(f"{resource} is not held{whose} in namespace {namespace}")
+        annotations = {
+            REVOKE_BY_ANNOTATION: actor,
+            REVOKE_GRACE_ANNOTATION: str(grace_seconds),
+            REVOKE_REASON_ANNOTATION: reason,
+        }
+        asked: list[RevocationRequest] = []
+        for claim in held:
+            # The uid is a precondition: a claim of the same name made afresh is not asked.
+            patch = {"metadata": {"uid": claim.uid, "annotations": annotations}}
+            try:
+                body = await self.kube.patch(paths.claims(namespace, claim.name), patch)
+            except (kube_errors.NotFound, kube_errors.Conflict):
+                continue  # released meanwhile: nothing to ask
+            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                raise from_api(error, f"ask {claim.holder} to give back {resource}") from error
+            asked.append(RevocationRequest(ClaimInfo.from_body(body), actor, grace_seconds, reason))
+        return asked
 
     async def _break(
         self, lock: LockInfo, actor: str, reason: str, only: frozenset[str] | None = None

@@ -53,6 +53,7 @@ from kubelock.sdk.model import (
     LockInfo,
     ReleaseResult,
     RenewResult,
+    RevocationInfo,
     format_time,
     parse_time,
 )
@@ -187,6 +188,7 @@ class AsyncLockClient:
         on_update: Callable[[ClaimInfo], object] | None = None,
         mode: str = EXCLUSIVE,
         permits: int = 1,
+        priority: int = 0,
     ) -> AcquireResult:
         """Take the lock, waiting in the queue (first come, first served) when `wait` is true.
 
@@ -195,14 +197,16 @@ class AsyncLockClient:
         (the resource's capacity is 1 unless a LockPolicy sets more).
 
         `on_update` is called with the claim each time its state changes while it waits (its queue
-        position and the holder ahead), e.g. to show progress.
+        position and the holder ahead), e.g. to show progress. `priority` (-1000..1000) orders the
+        queue: higher first, aged while waiting; above 0 needs the RBAC verb `prioritize`.
 
         Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
         InvalidInput or Unreachable; returns only when the lock is held.
         """
         return _acquired(
             await self.acquire_claim(
-                uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits
+                uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits,
+                priority=priority,
             )
         )
 
@@ -216,6 +220,7 @@ class AsyncLockClient:
         on_update: Callable[[ClaimInfo], object] | None = None,
         mode: str = EXCLUSIVE,
         permits: int = 1,
+        priority: int = 0,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
         validation.resource(uri)
@@ -227,7 +232,8 @@ class AsyncLockClient:
         ident = await self.identity()
         async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
             info = await self._claim(
-                ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits
+                ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits,
+                priority=priority,
             )
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
@@ -248,11 +254,13 @@ class AsyncLockClient:
         on_update: Callable[[ClaimInfo], object] | None = None,
         mode: str = EXCLUSIVE,
         permits: int = 1,
+        priority: int = 0,
     ) -> ClaimInfo:
         resource = normalise(uri)
         name = claim_name(ident.holder, resource)
         body = self._claim_body(
-            ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout, mode=mode, permits=permits
+            ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout, mode=mode, permits=permits,
+            priority=priority,
         )
         for _ in range(CREATE_ATTEMPTS):
             try:
@@ -362,6 +370,7 @@ class AsyncLockClient:
         wait_timeout: float | None,
         mode: str = EXCLUSIVE,
         permits: int = 1,
+        priority: int = 0,
     ) -> Body:
         try:
             spec = LockClaimSpec(
@@ -369,6 +378,7 @@ class AsyncLockClient:
                 holder=ident.holder,
                 wait=wait,
                 ttl_seconds=ttl,
+                priority=priority,
                 wait_timeout_seconds=math.ceil(wait_timeout) if wait_timeout is not None else None,
                 pod_ref=PodRef(name=ident.pod_name, uid=ident.pod_uid) if ident.pod_name else None,
                 mode=mode,  # checked by the model (Exclusive or Shared)
@@ -376,9 +386,14 @@ class AsyncLockClient:
             )
         except ValidationError as error:
             raise InvalidInput(f"invalid lock request: {_first_error(error)}") from None
-        fields = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+        # Fields at their defaults are left out: an exclusive claim is the same object as ever, and a
+        # cluster whose CRD predates the holder-policy fields still accepts it (strict field validation).
+        fields = spec.model_dump(
+            by_alias=True, exclude_none=True, mode="json",
+            exclude={f for f in ("priority", "on_busy") if f not in spec.model_fields_set},
+        )
         if (spec.mode, spec.permits) == (EXCLUSIVE, 1):
-            del fields["mode"], fields["permits"]  # an exclusive claim is the same object as ever
+            del fields["mode"], fields["permits"]
         metadata: Body = {
             "name": name,
             "namespace": ident.namespace,
@@ -627,12 +642,16 @@ class AsyncLockClient:
         renew_deadline: float | None = None,
         mode: str = EXCLUSIVE,
         permits: int = 1,
+        on_revocation: Callable[[RevocationInfo], object] | None = None,
+        priority: int = 0,
     ) -> AsyncLease:
         """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
-        within it, before the TTL runs out. `mode` and `permits` as for `acquire`."""
+        within it, before the TTL runs out. `mode` and `permits` as for `acquire`. `on_revocation` is
+        called when the holder is asked to give the lock back (see `AsyncLease.revocation_requested`)."""
         return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
-                          renew_deadline=renew_deadline, mode=mode, permits=permits)
+                          renew_deadline=renew_deadline, mode=mode, permits=permits,
+                          on_revocation=on_revocation, priority=priority)
 
     # ---- helpers ----------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ While the body runs, three tasks keep the lease honest:
 
 Every loss is reported once: `lost` is set, `error` says why, and each listener (`on_lost=`,
 `add_listener`) is called with the error, in the order added.
+
+A revocation request (an administrator's `kubelock revoke --request`, or preemption by a waiter of
+higher priority) is reported once too, while the lock is still held: `revocation_requested` says
+who asks and by when to release, `revocation_seen` is set, and each revocation listener
+(`on_revocation=`, `add_revocation_listener`) is called with it. Honour it by leaving the `with`
+block (releasing) before its deadline; after it the operator breaks the lock and the lease is lost.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import Expired, LockError, NotFound, Revoked
-from kubelock.sdk.model import ClaimInfo
+from kubelock.sdk.model import ClaimInfo, RevocationInfo
 from kubelock.sdk.renewal import loss_moment, renew_interval, validate_renew_deadline
 from kubelock.sdk.watching import backoff, follow_claim
 
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubelock.sdk")
 LostCallback = Callable[[LockError], object]
+RevocationCallback = Callable[[RevocationInfo], object]
 
 
 class AsyncLease:
@@ -52,6 +59,8 @@ class AsyncLease:
         renew_deadline: float | None = None,
         mode: str = "Exclusive",
         permits: int = 1,
+        on_revocation: RevocationCallback | None = None,
+        priority: int = 0,
     ) -> None:
         self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
         self._client = client
@@ -61,6 +70,7 @@ class AsyncLease:
         self._timeout = timeout
         self._mode = mode
         self._permits = permits
+        self._priority = priority
         self._listeners: list[LostCallback] = [on_lost] if on_lost else []
         self._info: ClaimInfo | None = None
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +79,9 @@ class AsyncLease:
         self._deadline_moved = asyncio.Event()
         self.lost = asyncio.Event()
         self.error: LockError | None = None
+        self._revocation_listeners: list[RevocationCallback] = [on_revocation] if on_revocation else []
+        self._revocation: RevocationInfo | None = None
+        self.revocation_seen = asyncio.Event()
 
     # ---- what the holder reads --------------------------------------------------------------
 
@@ -101,6 +114,22 @@ class AsyncLease:
         the confirmed expiry counts)."""
         return self._renew_deadline
 
+    @property
+    def revocation_requested(self) -> RevocationInfo | None:
+        """The request to give the lock back, once seen (None: nobody asked)."""
+        return self._revocation
+
+    def add_revocation_listener(self, callback: RevocationCallback) -> None:
+        """Also call `callback(revocation)` when a revocation request is seen (not for one seen before
+        it was added: read `revocation_requested`)."""
+        self._revocation_listeners.append(callback)
+
+    def loss_at(self) -> float:
+        """When the lease calls itself lost unless a renewal is accepted meanwhile, in event loop time
+        (the monotonic clock): the confirmed expiry, or the renew deadline after the last accepted
+        renewal when that is earlier."""
+        return loss_moment(self._deadline, self._renewed, self._renew_deadline)[0]
+
     def check(self) -> None:
         """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
         if self.error is not None:
@@ -113,7 +142,8 @@ class AsyncLease:
 
     async def __aenter__(self) -> AsyncLease:
         info = await self._client.acquire_claim(
-            self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl, mode=self._mode, permits=self._permits
+            self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl, mode=self._mode, permits=self._permits,
+            priority=self._priority,
         )
         self._info = info
         self._renewed = asyncio.get_running_loop().time()
@@ -140,6 +170,8 @@ class AsyncLease:
     # ---- background -------------------------------------------------------------------------
 
     async def _keep(self) -> None:
+        if self.claim.revocation is not None:  # asked already when granted (the watch starts after it)
+            await self._revocation_requested(self.claim.revocation)
         tasks = [asyncio.create_task(t) for t in (self._renew(), self._watch(), self._guard())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -191,6 +223,8 @@ class AsyncLease:
                             await self._lose(await self._client.error_for(info))
                             return
                         self._move_deadline(info)
+                        if info.revocation is not None:
+                            await self._revocation_requested(info.revocation)
             except LockError as error:
                 failures += 1
                 log.warning("watch of %s failed (%s); retrying", self.claim.resource, error)
@@ -223,6 +257,22 @@ class AsyncLease:
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + (info.expires_at.timestamp() - time.time())
         self._deadline_moved.set()
+
+    async def _revocation_requested(self, revocation: RevocationInfo) -> None:
+        if self._revocation is not None:
+            return
+        self._revocation = revocation
+        self.revocation_seen.set()
+        why = f": {revocation.reason}" if revocation.reason else ""
+        log.warning("%s asks to give back the lock on %s by %s%s", revocation.requested_by, self.claim.resource,
+                    revocation.deadline.isoformat(), why)
+        for callback in self._revocation_listeners:
+            try:
+                result = callback(revocation)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_revocation callback failed")
 
     async def _lose(self, error: LockError) -> None:
         if self.error is not None:

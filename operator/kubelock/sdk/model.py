@@ -47,6 +47,24 @@ class GrantInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationInfo:
+    """A request that the holder give its lock back (status.revocation): release by `deadline`,
+    after which the operator breaks the lock."""
+
+    requested_at: datetime
+    requested_by: str  # a lock admin's user name, or kubelock-operator (preemption)
+    grace_seconds: int
+    deadline: datetime
+    reason: str
+
+    @classmethod
+    def of(cls, view: objects.Revocation | None) -> RevocationInfo | None:
+        if view is None:
+            return None
+        return cls(view.requested_at, view.requested_by, view.grace_seconds, view.deadline, view.reason)
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimInfo:
     """A LockClaim as the SDK sees it."""
 
@@ -80,6 +98,9 @@ class ClaimInfo:
     # Lock-delay: while Pending (reason LockDelay), when the resource may be granted at the earliest;
     # after a lost grant (Expired, Revoked), when the next holder may start.
     available_at: datetime | None = None
+    priority: int = 0
+    revocation: RevocationInfo | None = None  # while Held: asked to give the lock back
+    requeues: int = 0
 
     @property
     def tokens(self) -> dict[str, int]:
@@ -135,6 +156,9 @@ class ClaimInfo:
             resources=spec.resources,
             grants=tuple(GrantInfo.parse(g) for g in status.grants),
             available_at=status.available_at,
+            priority=spec.priority,
+            revocation=RevocationInfo.of(status.revocation),
+            requeues=status.requeues,
         )
 
 

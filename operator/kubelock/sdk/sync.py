@@ -22,7 +22,7 @@ from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
 from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult
+from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult, RevocationInfo
 
 T = TypeVar("T")
 CLEANUP_SECONDS = 30.0
@@ -155,11 +155,12 @@ class LockClient:
         on_update: Callable[[ClaimInfo], object] | None = None,
         mode: str = "Exclusive",
         permits: int = 1,
+        priority: int = 0,
     ) -> AcquireResult:
         """`on_update` runs on the client's event loop thread: keep it short."""
         with signals.raising():
             return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
-                                             mode=mode, permits=permits))
+                                             mode=mode, permits=permits, priority=priority))
 
     def release(self, uri: str) -> ReleaseResult:
         return self.run(self.aio.release(uri))
@@ -184,14 +185,21 @@ class LockClient:
         renew_deadline: float | None = None,
         mode: str = "Exclusive",
         permits: int = 1,
+        on_revocation: Callable[[RevocationInfo], object] | None = None,
+        priority: int = 0,
     ) -> Lease:
         """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
-        within it, before the TTL runs out. `mode` and `permits` as for `acquire`."""
-        lease = self.aio.lock(
-            uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline, mode=mode, permits=permits
+        within it, before the TTL runs out. `mode` and `permits` as for `acquire`. `on_revocation` is
+        called (in its own thread) when the holder is asked to give the lock back."""
+        aio = self.aio.lock(
+            uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline, mode=mode, permits=permits,
+            priority=priority,
         )
-        return Lease(self, lease, on_lost)
+        lease = Lease(self, aio, on_lost)
+        if on_revocation is not None:
+            lease.add_revocation_listener(on_revocation)
+        return lease
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
@@ -213,6 +221,19 @@ class Lease:
     def add_listener(self, callback: Callable[[LockError], object]) -> None:
         """Also call `callback(error)` when the lease is lost (in its own thread, as `on_lost`)."""
         self._listeners.append(callback)
+
+    def add_revocation_listener(self, callback: Callable[[RevocationInfo], object]) -> None:
+        """Call `callback(revocation)` (in its own thread) when the holder is asked to give the lock back."""
+
+        def start(revocation: RevocationInfo) -> None:
+            threading.Thread(target=callback, args=(revocation,), name="kubelock-on-revocation", daemon=True).start()
+
+        self._lease.add_revocation_listener(start)
+
+    @property
+    def revocation_requested(self) -> RevocationInfo | None:
+        """The request to give the lock back, once seen (None: nobody asked)."""
+        return self._lease.revocation_requested
 
     def _signal(self, error: LockError) -> None:
         self.lost.set()
