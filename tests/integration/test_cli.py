@@ -40,7 +40,7 @@ from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, find_binaries, wait_until
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
-from tests.support.commands import Run, argv_of, environment, finish, run, start
+from tests.support.commands import Run, argv_of, default_signals, environment, finish, run, start
 from tests.support.operator import REPO, OperatorProcess
 from tests.support.partition import Partition, kubeconfig_for
 
@@ -532,7 +532,7 @@ def test_wait_shows_position_and_holder_on_a_terminal_and_nothing_elsewhere(sh: 
     master, terminal = pty.openpty()
     waiting = subprocess.Popen(
         [*argv_of("kubelock"), "acquire", "--wait", URI], env=sh.env("bob"), stdout=subprocess.PIPE,
-        stderr=terminal, text=True,
+        stderr=terminal, text=True, preexec_fn=default_signals,
     )
     os.close(terminal)
     try:
@@ -670,7 +670,8 @@ def alive(pid: int) -> bool:
 def start_run(sh: Shell, user: str, child: Sequence[str], *options: str, env: dict[str, str] | None = None
               ) -> subprocess.Popen[str]:
     return subprocess.Popen([*argv_of("kubelock"), "run", RUN_URI, "-o", "json", *options, "--", *child],
-                            env=env or sh.env(user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env or sh.env(user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
 
 
 def result(done: Run) -> dict[str, Any]:

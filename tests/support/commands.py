@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -60,9 +61,17 @@ def run(command: str, *args: str, env: dict[str, str], timeout: float = 120) -> 
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+def default_signals() -> None:
+    """In a command about to start: SIGINT and SIGHUP as a terminal's commands have them. A test run
+    started in the background by a non-interactive shell (`make test &`) inherits both ignored, and
+    a command that tests what Ctrl-C or a hang-up does must not inherit that."""
+    for number in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def start(command: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([*argv_of(command), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=default_signals)
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> Run:
