@@ -200,3 +200,13 @@ def test_a_lock_broken_when_its_revocation_grace_ran_out_rests_too() -> None:
     assert RES not in s.grants
     s.settle(T0 + 16)
     assert s.holders(RES) == {"agent-b"}
+
+
+def test_a_waiter_keeps_its_requeue_count_while_the_resource_rests() -> None:
+    s = space()
+    b = s.get("agent-b")
+    assert b.status is not None
+    s.add(replace(b, status=replace(b.status, requeues=2)))  # requeued twice (onBusy: Requeue) before
+    s.settle(T0 + LEASE)
+    rested = s.get("agent-b").status
+    assert rested is not None and rested.reason is Reason.LOCK_DELAY and rested.requeues == 2

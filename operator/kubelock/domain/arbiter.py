@@ -625,23 +625,33 @@ def _answers(
                 continue
             wake.add(victim.resource)
         position += 1
-        since = waiting_since(claim, now)
-        if claim.wait_timeout_seconds is not None:
-            deadlines.append(since + claim.wait_timeout_seconds)
-        pending = ClaimStatus(
-            phase=Phase.PENDING,
-            reason=Reason.QUEUED,
-            message=f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue",
-            sequence=claim.sequence,
-            holder=first.holder,
-            queue_position=position,
-            waiting_since=since,
-            requeues=claim.status.requeues if claim.status else 0,
-        )
+        message = f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue"
+        pending = _queued(claim, Reason.QUEUED, message, first.holder, position, now, deadlines)
         if claim.status != pending:
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
     return actions, deadlines, wake
+
+
+def _queued(
+    claim: Claim, reason: Reason, message: str, holder: str | None, position: int, now: float, deadlines: list[float]
+) -> ClaimStatus:
+    """A waiter's Pending status at `position`; its wait timeout joins `deadlines`. What it carries over
+    from its current status (when it began waiting, how often it was requeued) is the same whatever
+    keeps it waiting."""
+    since = waiting_since(claim, now)
+    if claim.wait_timeout_seconds is not None:
+        deadlines.append(since + claim.wait_timeout_seconds)
+    return ClaimStatus(
+        phase=Phase.PENDING,
+        reason=reason,
+        message=message,
+        sequence=claim.sequence,
+        holder=holder,
+        queue_position=position,
+        waiting_since=since,
+        requeues=claim.status.requeues if claim.status else 0,
+    )
 
 
 def _resting_answers(
@@ -662,20 +672,9 @@ def _resting_answers(
                 actions.append(_end(claim, Phase.REJECTED, Reason.LOCK_DELAY, message, now, warning=False))
             continue
         position += 1
-        since = waiting_since(claim, now)
-        if claim.wait_timeout_seconds is not None:
-            deadlines.append(since + claim.wait_timeout_seconds)
-        pending = ClaimStatus(
-            phase=Phase.PENDING,
-            reason=Reason.LOCK_DELAY,
-            message=(
-                f"waiting for {resource}, which rests until {until}: {rest.cause}; position {position} in the queue"
-            ),
-            sequence=claim.sequence,
-            holder=holder,
-            queue_position=position,
-            waiting_since=since,
-            available_at=rest.until,
+        message = f"waiting for {resource}, which rests until {until}: {rest.cause}; position {position} in the queue"
+        pending = replace(
+            _queued(claim, Reason.LOCK_DELAY, message, holder, position, now, deadlines), available_at=rest.until
         )
         if claim.status != pending:
             told = claim.status is not None and claim.status.reason is Reason.LOCK_DELAY
