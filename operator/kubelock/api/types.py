@@ -431,11 +431,12 @@ _TOKEN_DESCRIPTION = (
 )
 
 
-class LockGrant(_Model):
-    """A further grant on the resource (the first is the lock's top-level fields)."""
+class _Grant(_Model):
+    """The fields of one grant: the first grant of a lock is its top-level spec, every further one an
+    item of `spec.grants`, so both read the same way."""
 
     holder: str = Field(description="The holder identity.")
-    claim_ref: ObjectRef = Field(description="The LockClaim that holds this grant.")
+    claim_ref: ObjectRef = Field(description="The LockClaim that holds the grant.")
     pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
     lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
     acquire_time: datetime = Field(description="When the grant was made.")
@@ -446,7 +447,11 @@ class LockGrant(_Model):
     permits: int = Field(default=1, ge=1, description="Permits taken from the resource's capacity.")
 
 
-class ResourceLockSpec(_Model):
+class LockGrant(_Grant):
+    """A further grant on the resource (the first is the lock's top-level fields)."""
+
+
+class ResourceLockSpec(_Grant):
     """The grants on one resource: the first in the top-level fields, every further one in `grants`.
     Written by the operator only."""
 
@@ -454,22 +459,14 @@ class ResourceLockSpec(_Model):
         description="The normalised resource URI.",
         json_schema_extra=_immutable("resource"),
     )
-    holder: str = Field(description="The holder identity (of the first grant).")
-    claim_ref: ObjectRef = Field(description="The LockClaim that holds the first grant.")
-    pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
-    lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
-    acquire_time: datetime = Field(description="When the lock was granted.")
-    renew_time: datetime = Field(description="When the operator last observed a renewal.")
-    expire_time: datetime | None = Field(default=None, description="renewTime + leaseDurationSeconds.")
-    fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
-    mode: Mode = Field(default="Exclusive", description="The first grant's mode: Exclusive or Shared.")
-    permits: int = Field(default=1, ge=1, description="The first grant's permits.")
     grants: list[LockGrant] | None = Field(
         default=None,
         max_length=MAX_GRANTS - 1,
         description="Every further grant on the resource (Shared holders, or semaphore permits).",
     )
     holders: int = Field(default=1, ge=1, description="How many grants hold the resource (1 + len(grants)).")
+
+
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str | None = None
