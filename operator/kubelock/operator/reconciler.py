@@ -260,8 +260,8 @@ class Reconciler:
             if self._defer_positions(key, decision):
                 return
             await self._apply(namespace, decision.actions, seen)
-            for other in self.cache.multis_on(key):
-                self.queue.schedule(other)  # a claim of several resources may move with what changed here
+            for multi in self.cache.multis_on(key):
+                self.queue.schedule(multi)  # a claim of several resources may move with what changed here
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
