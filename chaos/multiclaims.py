@@ -19,7 +19,10 @@ from kubelock.kube import paths
 from kubelock.sdk import AsyncLockClient
 
 Body = dict[str, Any]
-POLL_SECONDS = 0.05  # how often a holder looks at its claim: how soon it notices a loss
+# How often a holder or waiter reads its claim. A holder's belief is bounded by the lease expiry it
+# last saw (and its pod's death), so a loss noticed late counts no longer than that; reading more
+# often would only add load to the API server every other client shares.
+POLL_SECONDS = 0.25
 
 
 class MultiLease:
@@ -76,7 +79,7 @@ class MultiLease:
             if time.time() > limit:
                 await self.release()
                 return "Unanswered", f"no verdict within {patience:.0f}s"
-            await asyncio.sleep(POLL_SECONDS * 2)
+            await asyncio.sleep(POLL_SECONDS)
 
     async def _status(self) -> Body:
         try:
