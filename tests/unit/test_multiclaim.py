@@ -425,3 +425,16 @@ def test_a_wait_behind_a_reservation_can_close_a_real_deadlock() -> None:
     sa, sa_lock = _held_single(claim("sa", 0, "h9", resource=A), 800)
     decision = decide_multi(m_new, [sa, s_old, hy2], [sa_lock, hy2_lock])
     assert brief(decision) == [("status", "m", Phase.PENDING, Reason.QUEUED)]  # no cycle: h9 holds A
+
+
+def test_a_waiter_told_what_it_waits_for_is_not_rewritten_at_every_handoff() -> None:
+    first = decide_multi(M, [XA], [XA_LOCK])
+    told_status = first.actions[0].status  # type: ignore[union-attr]
+    queued = replace(M, status=told_status)
+    ya, ya_lock = _held_single(claim("ya", 2, "other", resource=A), 950)  # A changed hands
+    again = decide_multi(queued, [ya], [ya_lock])
+    assert again.actions == () and again.next_deadline is None
+    xb = _held_single(claim("xb", 3, resource=B), 960)  # now it waits for B too: told again
+    both = decide_multi(queued, [ya, xb[0]], [ya_lock, xb[1]])
+    assert brief(both) == [("status", "m", Phase.PENDING, Reason.QUEUED)]
+    assert both.actions[0].status.message.startswith(f"waiting for {A}, {B} (all or nothing)")  # type: ignore[union-attr]
