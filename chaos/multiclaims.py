@@ -59,7 +59,13 @@ class MultiLease:
                 metadata["ownerReferences"] = [
                     {"apiVersion": "v1", "kind": "Pod", "name": ident.pod_name, "uid": ident.pod_uid}]
         body = {"apiVersion": API_VERSION, "kind": CLAIM_KIND, "metadata": metadata, "spec": spec}
-        created = await self.client.kube.create(paths.claims(self.namespace), body)
+        try:
+            created = await self.client.kube.create(paths.claims(self.namespace), body)
+        except kube_errors.Conflict as error:
+            if not error.already_exists:
+                raise
+            # A retried create whose first attempt went through (the name is this lease's own).
+            created = await self.client.kube.get(paths.claims(self.namespace, self.name))
         self.uid = str((created.get("metadata") or {}).get("uid", ""))
         patience = self.decision_timeout + ((self.wait_timeout or 0) if self.wait else 0)
         limit = time.time() + patience
