@@ -23,7 +23,7 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from kubelock.domain.model import Action, Claim, CreateLock, DeleteLock, RenewLock, SetStatus
+from kubelock.domain.model import Action, Claim, CreateLock, Decision, DeleteLock, RenewLock, SetStatus
 from kubelock.domain.multiclaim import ResourceView, decide_claim
 from kubelock.domain.reasons import Phase
 from kubelock.kube.codec import ClaimRecord
@@ -42,15 +42,22 @@ class MultiClaims:
 
     def __init__(self, owner: Reconciler) -> None:
         self.owner = owner
+        # The resources each claim last asked to wake (a deadlock's victim is ended by its own
+        # decision): asked again only when that changes, so two decisions that each name the other's
+        # resource do not wake each other for ever.
+        self._woke: dict[str, frozenset[str]] = {}
 
     async def reconcile(self, key: Key) -> None:
         owner, cache = self.owner, self.owner.cache
         namespace, uid = key[0], multi_claim_uid(key)
         assert uid is not None
         for _ in range(_reconciler.MAX_ROUNDS):
+            # Every round yields to the loop: a round that needs no request must not starve the rest.
+            await asyncio.sleep(0)
             record = cache.claims.get(uid)
             if record is None:
                 # Released or ended: its resources' reconciles remove its grants and move their queues.
+                self._woke.pop(uid, None)
                 for resource_key in cache.resource_keys_of(uid):
                     owner.queue.schedule(resource_key)
                 return
@@ -58,8 +65,7 @@ class MultiClaims:
             views, seens = await self._gather(namespace, claim, record)
             graph = cache.graphs[namespace]
             decision = decide_claim(claim, views, now=owner.clock.now(), policy=owner.policy, graph=graph)
-            for other in decision.also_reconcile:
-                owner.schedule((namespace, other))
+            self._wake(key, uid, decision)
             held_back = owner._held_back_grants(key, decision)
             if held_back:
                 owner._held_back.add(key)
@@ -76,6 +82,21 @@ class MultiClaims:
                 owner.queue.schedule((namespace, resource))  # their queues and answers move with it
         log.error("reconcile of claim %s in %s did not settle after %d rounds", uid, namespace, _reconciler.MAX_ROUNDS)
         owner.schedule_at(key, owner.clock.now() + RETRY_DELAY)
+
+    def _wake(self, key: Key, uid: str, decision: Decision) -> None:
+        """Wake the resources of a deadlock's victim (and the claims of several resources on them,
+        but this one), when the claim asks for new ones or its decision wrote something."""
+        wake = decision.also_reconcile
+        if not wake or (not decision.actions and self._woke.get(uid) == wake):
+            self._woke[uid] = wake
+            return
+        self._woke[uid] = wake
+        owner = self.owner
+        for resource in sorted(wake):
+            owner.queue.schedule((key[0], resource))
+            for other in owner.cache.multis_on((key[0], resource)):
+                if other != key:
+                    owner.queue.schedule(other)
 
     async def _gather(
         self, namespace: str, claim: Claim, record: ClaimRecord
