@@ -93,3 +93,44 @@ def test_the_rest_taken_meanwhile_gives_back_what_it_holds_after_writing_its_sta
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_naming_a_deadlock_victims_resource_wakes_it_once_and_never_itself() -> None:
+    """h2's claim of several resources waits for A (held by h1) and D (free, promised to it); h1 waits
+    behind it for D: h2 -A-> h1 -D-> h2, whose victim is h1's newer wait on D. The claim of several
+    resources wakes D (so D's decision ends the victim), not itself, and only once."""
+
+    async def scenario() -> None:
+        d = "deploy://d"
+        api = FakeApi()
+        clock = ManualClock(1_800_000_000.0)
+        cache = Cache()
+        cache.upsert_lock(api.put(paths.locks("a", lock_name(A)), {
+            "metadata": {"name": lock_name(A), "namespace": "a"},
+            "spec": {"resource": A, "holder": "h1", "claimRef": {"name": "ha", "uid": "uha"}, "fencingToken": 0,
+                     "acquireTime": "2027-01-15T08:00:00Z", "renewTime": "2027-01-15T08:00:00Z",
+                     "leaseDurationSeconds": 3600},
+        }))
+        waiting = {"phase": "Pending", "reason": "Queued", "sequence": 5, "queuePosition": 1,
+                   "message": f"waiting for {A} (all or nothing): {A} held by h1; position 1 in the queue of {A}",
+                   "waitingSince": "2027-01-15T08:00:00Z"}
+        cache.upsert_claim(api.put(paths.claims("a", "m"), {
+            "metadata": {"name": "m", "uid": "um", "namespace": "a"},
+            "spec": {"resources": [A, d], "holder": "h2", "wait": True}, "status": waiting}))
+        cache.upsert_claim(api.put(paths.claims("a", "v"), {
+            "metadata": {"name": "v", "uid": "uv", "namespace": "a"},
+            "spec": {"resource": d, "holder": "h1", "wait": True},
+            "status": {**waiting, "sequence": 9, "message": "waiting"}}))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        reconciler.queue.start()
+        key = multi_key("a", "um")
+        await reconciler.multi.reconcile(key)
+        assert reconciler.queue.pending(("a", d)) and not reconciler.queue.pending(key)
+        await reconciler.queue.stop()
+        reconciler.queue.start()
+        await reconciler.multi.reconcile(key)  # nothing new: D is not woken again
+        assert not reconciler.queue.pending(("a", d)) and not reconciler.queue.pending(key)
+        assert api.writes == []
+        await reconciler.stop()
+
+    asyncio.run(scenario())
