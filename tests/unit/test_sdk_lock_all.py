@@ -22,7 +22,9 @@ from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.kube import paths
 from kubelock.kube.config import Credentials
 from kubelock.sdk import AsyncLockClient, InvalidInput, Revoked
-from kubelock.sdk.model import ClaimInfo
+from kubelock.sdk.admin import summarise
+from kubelock.sdk.graph import build
+from kubelock.sdk.model import ClaimInfo, LockInfo
 from kubelock.sdk.targets import Target, listed
 from tests.support.fakeapi import Body, FakeApi
 
@@ -252,3 +254,23 @@ def test_rlock_refuses_a_repeated_resource_with_one_json_object(
     assert (payload["ok"], payload["error"], payload["resource"], payload["resources"]) == (
         False, "InvalidInput", None, [A, B, "Git://acme/app/fix-42/"])
     assert f"{B} more than once" in payload["message"]
+
+
+# ---- the views of every claim: graph, status ------------------------------------------------------
+
+
+def pending(holder: str, *resources: str) -> ClaimInfo:
+    spec: Body = {"resources": list(resources)} if len(resources) > 1 else {"resource": resources[0]}
+    return ClaimInfo.from_body({
+        "metadata": {"name": f"{holder}-c", "namespace": "agents", "uid": "u"},
+        "spec": {**spec, "holder": holder, "wait": True},
+        "status": {"phase": "Pending"},
+    })
+
+
+def test_a_waiting_claim_of_several_waits_for_each_resource() -> None:
+    graph = build([pending("agent-a", A, B)], [])
+    assert graph.waits == (("agent-a", B), ("agent-a", A))
+    locks = [LockInfo.from_body({"metadata": {"name": lock_name(r), "namespace": "agents", "uid": r},
+                                 "spec": {"resource": r, "holder": "agent-b", "fencingToken": 1}}) for r in (A, B)]
+    assert [s.waiters for s in summarise(locks, [pending("agent-a", A, B), pending("agent-c", A)])] == [1, 2]
