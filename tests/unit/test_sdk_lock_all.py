@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kubelock.api.types import MAX_RESOURCES
-from kubelock.cli import compat
+from kubelock.cli import compat, output
 from kubelock.cli import main as cli
 from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode
@@ -22,7 +22,7 @@ from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.kube import paths
 from kubelock.kube.config import Credentials
 from kubelock.sdk import AsyncLockClient, InvalidInput, Revoked
-from kubelock.sdk.admin import summarise
+from kubelock.sdk.admin import Explanation, summarise
 from kubelock.sdk.graph import build
 from kubelock.sdk.model import ClaimInfo, LockInfo
 from kubelock.sdk.targets import Target, listed
@@ -274,3 +274,13 @@ def test_a_waiting_claim_of_several_waits_for_each_resource() -> None:
     locks = [LockInfo.from_body({"metadata": {"name": lock_name(r), "namespace": "agents", "uid": r},
                                  "spec": {"resource": r, "holder": "agent-b", "fencingToken": 1}}) for r in (A, B)]
     assert [s.waiters for s in summarise(locks, [pending("agent-a", A, B), pending("agent-c", A)])] == [1, 2]
+
+
+def test_a_claim_of_several_in_the_list_and_why_output() -> None:
+    held = claim_of([A, B], {A: 7, B: 3})
+    shown = output.claim(held)
+    assert shown["resources"] == [B, A] and shown["fencingTokens"] == {A: 7, B: 3}
+    table = output.claims_table([held])
+    assert f"{B},{A}" in table and "3,7" in table
+    why = output.explanation_text(Explanation(claim=held, lock=None, ahead=()))
+    assert f"resource:  {B} and {A}" in why

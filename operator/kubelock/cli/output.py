@@ -77,11 +77,16 @@ def acquired(result: AcquireResult, message: str | None = None) -> Json:
     }
 
 
+def token_list(tokens: dict[str, int]) -> str:
+    """`7`, or for several resources `a=7, b=3`."""
+    if len(tokens) == 1:
+        return str(next(iter(tokens.values())))
+    return ", ".join(f"{r}={t}" for r, t in sorted(tokens.items()))
+
+
 def tokens_text(tokens: dict[str, int]) -> str:
     """`fencing token 7`, or for several resources `fencing tokens a=7, b=3`."""
-    if len(tokens) == 1:
-        return f"fencing token {next(iter(tokens.values()))}"
-    return "fencing tokens " + ", ".join(f"{r}={t}" for r, t in sorted(tokens.items()))
+    return f"fencing token{'' if len(tokens) == 1 else 's'} {token_list(tokens)}"
 
 
 def held(
@@ -195,6 +200,8 @@ def claim(info: ClaimInfo) -> Json:
         "queuePosition": info.queue_position,
         "cycle": list(info.cycle) if info.cycle else None,
         "stale": info.stale,
+        "resources": sorted(info.resources),
+        "fencingTokens": info.tokens,
     }
 
 
@@ -337,10 +344,11 @@ def claims_table(items: Sequence[ClaimInfo], now: float | None = None, *, wide: 
               *(["HELD BY", "REASON", "MESSAGE"] if wide else [])]
     rows = [
         [
-            c.resource,
+            ",".join(sorted(c.resources)) if c.several else c.resource,
             c.holder.rpartition("/")[2] or c.holder,
             c.phase.value if c.phase else "(undecided)",
-            str(c.fencing_token) if c.fencing_token is not None else "-",
+            ",".join(str(t) for _, t in sorted(c.tokens.items())) if c.several and c.tokens
+            else str(c.fencing_token) if c.fencing_token is not None else "-",
             until(c.expires_at, now) if c.held else "-",
             str(c.queue_position) if c.queue_position else "-",
             c.name,
@@ -368,7 +376,7 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     asked = (" (waits in the queue)" if c.wait else " (tries once)") if c.phase in (None, Phase.PENDING) else ""
     lines = [
         f"claim {c.name} in namespace {c.namespace}",
-        f"  resource:  {c.resource}",
+        f"  resource:  {c.label}",
         f"  holder:    {c.holder}{asked}",
         f"  phase:     {phase}",
     ]
@@ -377,7 +385,7 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     if c.phase in OUTCOMES:
         lines.append(f"  outcome:   {OUTCOMES[c.phase]}")
     if c.held:
-        lines.append(f"  token:     {c.fencing_token}; expires in {until(c.expires_at, now)}"
+        lines.append(f"  token:     {token_list(c.tokens)}; expires in {until(c.expires_at, now)}"
                      + (" (stale: not renewed lately)" if c.stale else ""))
     if c.queue_position:
         ahead = ", ".join(a.holder for a in why.ahead)

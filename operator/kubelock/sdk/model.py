@@ -124,7 +124,7 @@ class ClaimInfo:
     @property
     def label(self) -> str:
         """The claim's resources for a message: `a` or `a, b and c`."""
-        return label(self.resources or (self.resource,))
+        return label(sorted(self.resources or (self.resource,)))
 
     @property
     def held(self) -> bool:
