@@ -542,15 +542,17 @@ class AsyncLockClient:
         return Revoked(message, reason=reason or None)
 
     async def _held_since(self, info: ClaimInfo) -> str | None:
-        """When the other holder acquired the resource (best effort: it may be gone already)."""
-        try:
-            body = await self.kube.get(paths.locks(info.namespace, lock_name(info.resource)))
-        except (kube_errors.ApiError, kube_errors.Unreachable):
-            return None
-        lock = LockInfo.from_body(body)
-        if info.current_holder and lock.holder != info.current_holder:
-            return None
-        return _rfc3339(body, "acquireTime")
+        """When the other holder acquired the resource (best effort: it may be gone already). Of a
+        claim of several: the first of its resources that holder holds."""
+        for resource in sorted(info.resources or (info.resource,)):
+            try:
+                body = await self.kube.get(paths.locks(info.namespace, lock_name(resource)))
+            except (kube_errors.ApiError, kube_errors.Unreachable):
+                continue
+            lock = LockInfo.from_body(body)
+            if not info.current_holder or lock.holder == info.current_holder:
+                return _rfc3339(body, "acquireTime")
+        return None
 
     # ---- release, renew, inspect ------------------------------------------------------------
 
