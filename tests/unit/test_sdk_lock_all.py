@@ -284,3 +284,11 @@ def test_a_claim_of_several_in_the_list_and_why_output() -> None:
     assert f"{B},{A}" in table and "3,7" in table
     why = output.explanation_text(Explanation(claim=held, lock=None, ahead=()))
     assert f"resource:  {B} and {A}" in why
+
+
+def test_a_command_without_double_dash_is_not_taken_for_a_uri(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    assert cli.main(["run", A, "true"]) == ExitCode.INVALID_INPUT
+    assert "the command goes after `--`" in capsys.readouterr().err

@@ -437,6 +437,8 @@ HANDLERS: dict[str, Handler] = {
 
 def check_input(args: argparse.Namespace) -> None:
     """Refuse bad input before anything else (even before looking for a kubeconfig)."""
+    if getattr(args, "command", None) == "run":  # `run URI CMD`: CMD was taken for a URI; say where it goes
+        runner.command_of(args.child)
     if getattr(args, "uri", None) is not None:
         Target.of(args.uri)  # one URI, or several: at most 16, none twice
     validation.ttl(getattr(args, "ttl", None))
