@@ -19,7 +19,8 @@ A run records, all in wall-clock seconds of this one machine (every process shar
 - `PodDeath`: the moment the harness deleted (or is about to delete) a holder's pod.
 - `Outage`: a window in which a component was down or paused, or the monitor could not see.
 
-`check` returns every violation of: mutual exclusion (Shared holds may overlap each other, nothing
+`check` returns every violation of: claims of several resources never Held with part of their set,
+mutual exclusion (Shared holds may overlap each other, nothing
 else may overlap at the capacity of 1 every chaos resource has), fencing-token monotonicity, fenced writes, no lost
 waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
 Liveness bounds are stated in `Bounds`; time inside an outage window does not count against them (no
@@ -111,6 +112,7 @@ class LockLife:
     created_version: int | None = None  # the resourceVersion of its creation, when a watch showed it
     other_tokens: tuple[int, ...] = ()  # tokens other than `token` that later versions of it showed
     acquired: float | None = None  # spec.acquireTime: the operator's clock just before the grant was written
+    deleted_version: int | None = None  # the resourceVersion of the write that removed it, when a watch showed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,12 @@ class ClaimLife:
     deleted_version: int | None = None  # the resourceVersion of its deletion
     created_version: int | None = None  # the resourceVersion of its creation, when a watch showed it
     decided_version: int | None = None  # the resourceVersion of the write that decided it, when seen
+    resources: tuple[str, ...] = ()  # a claim of several resources: all of them (`resource` is the first)
+    held_version: int | None = None  # the resourceVersion of the write that first told it Held, when seen
+
+    @property
+    def every_resource(self) -> tuple[str, ...]:
+        return self.resources or (self.resource,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +240,8 @@ def to_json(record: Record) -> str:
 def from_dict(data: Mapping[str, Any]) -> Record:
     cls = RECORD_TYPES[str(data["type"])]
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    # JSON has no tuples: every list field of a record is a tuple.
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
 def read_jsonl(path: Path) -> Iterator[Record]:
@@ -306,6 +315,7 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     scoped = [o for o in history.outages if o.scope]
     deaths = _deaths(history)
     check_mutual_exclusion(history.holds, deaths, report)
+    check_whole_sets(history.claims, history.locks, report)
     check_fencing(history.holds, history.locks, deaths, report)
     check_phantoms(history.locks, history.claims, outages, history.end, bounds, report)
     check_fifo(history.locks, history.claims, report)
@@ -354,6 +364,52 @@ def check_mutual_exclusion(holds: Sequence[Hold], deaths: Mapping[str, float], r
                     )
                 )
             active.append(item)
+
+
+def check_whole_sets(claims: Sequence[ClaimLife], locks: Sequence[LockLife], report: Report) -> None:
+    """A claim of several resources is never Held with part of its set: at the write that told it
+    Held, each of its resources had a grant of it (made at or before that write, removed after it).
+    Judged by resourceVersions (etcd's one order of writes); a grant whose making or removal the
+    monitor did not see the version of is counted, not judged."""
+    grants: dict[tuple[str, str], list[LockLife]] = defaultdict(list)
+    for lock in locks:
+        grants[(lock.claim, lock.resource)].append(lock)
+    for claim in claims:
+        if len(claim.resources) < 2:
+            continue
+        report.count("multi_claims")
+        told = claim.held_version
+        if told is None:
+            continue
+        report.count("multi_held_judged")
+        for resource in claim.resources:
+            verdict = _grant_at(grants.get((claim.uid, resource), []), told)
+            if verdict is None:
+                report.count("multi_grants_unjudged")
+            elif not verdict:
+                report.violations.append(
+                    Violation(
+                        "partial-hold",
+                        f"the claim of {claim.holder} for {', '.join(claim.resources)} was told Held (version "
+                        f"{told}) without a grant on {resource}",
+                        resource,
+                        claim.decided,
+                    )
+                )
+
+
+def _grant_at(grants: Sequence[LockLife], version: int) -> bool | None:
+    """Whether one of `grants` (of one claim on one resource) existed at `version` (None: unknown)."""
+    unknown = False
+    for lock in grants:
+        made = lock.created_version if lock.created_version is not None else lock.version
+        if made > version:
+            unknown = unknown or lock.created_version is None
+            continue
+        if lock.deleted is None or (lock.deleted_version is not None and lock.deleted_version > version):
+            return True
+        unknown = unknown or lock.deleted_version is None
+    return None if unknown else False
 
 
 def check_fencing(
@@ -462,10 +518,11 @@ def check_phantoms(
     restart) can create such a lock; nobody believes they hold it, but it keeps waiters out until
     the operator notices. Ordered by resourceVersion (etcd's commit order), never by arrival time."""
     deleted = {c.uid: c.deleted_version for c in claims if c.deleted_version is not None}
-    by_claim: dict[str, list[LockLife]] = defaultdict(list)
+    # A claim of several resources has a grant on each: one lock per claim and resource is the rule.
+    by_claim: dict[tuple[str, str], list[LockLife]] = defaultdict(list)
     for lock in locks:
-        by_claim[lock.claim].append(lock)
-    for claim, granted in by_claim.items():
+        by_claim[(lock.claim, lock.resource)].append(lock)
+    for (claim, _), granted in by_claim.items():
         granted.sort(key=lambda lock: lock.version)
         gone = deleted.get(claim)
         for index, lock in enumerate(granted):
@@ -507,7 +564,8 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
     waiters: dict[str, list[ClaimLife]] = defaultdict(list)
     for claim in claims:
         if claim.wait and claim.created_version is not None:
-            waiters[claim.resource].append(claim)
+            for resource in claim.every_resource:
+                waiters[resource].append(claim)
     for lock in locks:
         granted = by_uid.get(lock.claim)
         at = lock.created_version
@@ -660,16 +718,29 @@ def check_queue_liveness(
     bounds: Bounds,
     report: Report,
 ) -> None:
-    """A resource nobody holds does not keep a queued claim waiting for longer than the bound."""
+    """A resource nobody holds does not keep a queued claim waiting for longer than the bound.
+
+    A claim of several resources waits while any of them is held. A resource is also kept, for the
+    claims queued after it, by a claim of several resources that waits for another of its resources
+    (it holds nothing, but is first in line: every chaos claim is exclusive, so nothing fits beside it)."""
     held: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for lock in locks:
         held[lock.resource].append((lock.created, lock.deleted if lock.deleted is not None else end_of_run))
-    merged = {resource: _merge(spans) for resource, spans in held.items()}
+
+    def waited_until(claim: ClaimLife) -> float:
+        return min(t for t in (claim.decided, claim.deleted, end_of_run) if t is not None)
+
+    reserved: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # resource -> (since, until, created)
+    for claim in claims:
+        if claim.wait and len(claim.resources) > 1:
+            for resource in claim.resources:
+                reserved[resource].append((claim.created, waited_until(claim), claim.created))
     for claim in claims:
         if not claim.wait:
             continue
-        waited_until = min(t for t in (claim.decided, claim.deleted, end_of_run) if t is not None)
-        for free_start, free_end in _gaps(merged.get(claim.resource, []), claim.created, waited_until):
+        spans = [span for r in claim.every_resource for span in held.get(r, [])]
+        spans += [(a, b) for r in claim.every_resource for a, b, made in reserved.get(r, []) if made < claim.created]
+        for free_start, free_end in _gaps(_merge(spans), claim.created, waited_until(claim)):
             idle = free_end - free_start - covered(free_start, free_end, outages)
             if idle > bounds.queue_seconds:
                 report.violations.append(

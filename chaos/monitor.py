@@ -43,6 +43,7 @@ class _Lock:
     created_version: int | None = None
     other_tokens: list[int] = field(default_factory=list)
     acquired: float | None = None
+    deleted_version: int | None = None
 
 
 @dataclass
@@ -62,6 +63,8 @@ class _Claim:
     decided_version: int | None = None
     held: bool = False
     released: float | None = None
+    resources: tuple[str, ...] = ()
+    held_version: int | None = None
 
 
 class Monitor:
@@ -109,6 +112,7 @@ class Monitor:
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
                     other_tokens=tuple(lock.other_tokens), acquired=lock.acquired,
+                    deleted_version=lock.deleted_version,
                 )
             )
         for c in self.claims.values():
@@ -117,7 +121,7 @@ class Monitor:
                     uid=c.uid, resource=c.resource, holder=c.holder, wait=c.wait, created=c.created,
                     decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
                     reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
-                    decided_version=c.decided_version,
+                    decided_version=c.decided_version, resources=c.resources, held_version=c.held_version,
                 )
             )
         return out
@@ -176,11 +180,13 @@ class Monitor:
         parsed = objects.LockObject.parse(body)
         uid = parsed.metadata.uid
         live = self._live.pop(uid, set())
+        version = parsed.metadata.revision
         if kind == "DELETED":
             for key in live:
                 self.locks[key].deleted = now
+                # A DELETED event carries the deletion's version; a deletion found by a LIST does not.
+                self.locks[key].deleted_version = version or None
             return
-        version = parsed.metadata.revision
         present: set[str] = set()
         for spec in parsed.spec.every_grant:
             key = f"{uid}/{spec.claim_uid}"
@@ -215,6 +221,7 @@ class Monitor:
                 lock.other_tokens.append(token)
         for key in live - present:
             self.locks[key].deleted = now  # the grant was removed from the lock
+            self.locks[key].deleted_version = version if kind == "MODIFIED" else None
         self._live[uid] = present
 
     def _on_claim(self, kind: str, body: Body, now: float) -> None:
@@ -238,6 +245,7 @@ class Monitor:
                 created=now,
                 # Only a watch's ADDED event carries the creation's own resourceVersion.
                 created_version=meta.revision if kind == "ADDED" else None,
+                resources=parsed.spec.resources if len(parsed.spec.resources) > 1 else (),
             )
         phase = status.phase
         if phase is None:
@@ -251,6 +259,8 @@ class Monitor:
             # A watch event's version is the write that decided it; a listed body may be newer.
             claim.decided_version = meta.revision if kind == "MODIFIED" else None
         if phase is Phase.HELD:
+            if not claim.held and kind == "MODIFIED":
+                claim.held_version = meta.revision  # the write that told it Held
             claim.held = True
         elif claim.held and claim.released is None:
             claim.released = now

@@ -158,13 +158,7 @@ def test_admission_keeps_every_grants_token(locks: Locks, admin_api: ApiClient, 
     assert "records its resourceVersion" in str(refused.value.body)
 
 
-def test_a_claim_of_several_resources_is_refused_until_they_can_be_granted(locks: Locks) -> None:
-    locks.api.create_namespaced_custom_object(GROUP, VERSION, locks.namespace, "lockclaims", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": "multi"},
-        "spec": {"resources": ["github://acme/app/issues/1", "git://acme/app/branch/fix-1"], "holder": "agent-a"},
-    })
-    status = status_of(locks.wait_phase("multi", "Rejected"))
-    assert status["reason"] == "InvalidSpec" and "several resources" in status["message"]
+def test_a_claim_naming_a_resource_twice_once_normalised_is_refused(locks: Locks) -> None:
     locks.api.create_namespaced_custom_object(GROUP, VERSION, locks.namespace, "lockclaims", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": "same"},
         "spec": {"resources": ["github://acme/a", "GITHUB://acme/a/"], "holder": "agent-a"},

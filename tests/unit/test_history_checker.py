@@ -479,3 +479,70 @@ def test_a_command_alive_after_the_next_grant_is_a_violation() -> None:
     [found] = overlaps([life], [grant(11, 103.9)])
     assert found.check == "child-outlived-lease" and "0.100s after b was granted it" in found.message
     assert overlaps([life], [replace(grant(11, 103.9), resource="r://2")]) == [], "another resource"
+
+
+# ---- claims of several resources -----------------------------------------------------------------
+
+R2 = "chaos://pool/r02"
+
+
+def multi_claim(uid: str, created: float, decided: float | None, held_version: int | None,
+                deleted: float | None = None) -> ClaimLife:
+    return ClaimLife(uid=uid, resource=R, holder=uid, wait=True, created=created, decided=decided, deleted=deleted,
+                     phase="Held", answered=created + 0.1, resources=(R, R2), held_version=held_version,
+                     created_version=10, decided_version=held_version)
+
+
+def grant_of(claim: str, resource: str, made: int, created: float, deleted: float | None = None,
+             deleted_version: int | None = None, token: int | None = None) -> LockLife:
+    return LockLife(uid=f"lock-{resource}/{claim}", resource=resource, holder=claim, claim=claim,
+                    token=token or made, version=made, created=created, deleted=deleted, expiry=created + 30,
+                    created_version=made, deleted_version=deleted_version)
+
+
+def test_a_claim_of_several_told_held_with_every_grant_passes() -> None:
+    history = History(end=100)
+    history.extend([multi_claim("m", 0, 1, 30), grant_of("m", R, 20, 0.5, 9, 40), grant_of("m", R2, 25, 0.6, 9, 41)])
+    report = check(history)
+    assert [v.check for v in report.violations] == []
+    assert report.stats["multi_held_judged"] == 1
+
+
+def test_a_claim_of_several_told_held_with_part_of_its_set_is_caught() -> None:
+    never = History(end=100)
+    never.extend([multi_claim("m", 0, 1, 30), grant_of("m", R, 20, 0.5, 9, 40)])
+    assert violations(never) == ["partial-hold"]
+    gone = History(end=100)  # its grant on R2 was given back before the Held was written
+    gone.extend([multi_claim("m", 0, 1, 30), grant_of("m", R, 20, 0.5, 9, 40), grant_of("m", R2, 25, 0.6, 0.8, 28)])
+    assert violations(gone) == ["partial-hold"]
+    late = History(end=100)  # made after the Held
+    late.extend([multi_claim("m", 0, 1, 30), grant_of("m", R, 20, 0.5, 9, 40), grant_of("m", R2, 31, 1.1, 9, 41)])
+    assert violations(late) == ["partial-hold"]
+
+
+def test_a_grant_removal_the_monitor_did_not_see_the_version_of_is_not_judged() -> None:
+    history = History(end=100)
+    history.extend([multi_claim("m", 0, 1, 30), grant_of("m", R, 20, 0.5, 9, 40), grant_of("m", R2, 25, 0.6, 0.8)])
+    report = check(history)
+    assert [v.check for v in report.violations] == [] and report.stats["multi_grants_unjudged"] == 1
+
+
+def test_one_grant_per_resource_of_a_claim_of_several_is_no_phantom() -> None:
+    history = History(end=100)
+    history.extend([multi_claim("m", 0, 1, 30, deleted=20),
+                    grant_of("m", R, 20, 0.5, 20.5, 40), grant_of("m", R2, 25, 0.6, 20.5, 41)])
+    assert violations(history) == []
+
+
+def test_a_waiter_kept_by_a_claim_of_several_queued_ahead_is_no_queue_liveness_violation() -> None:
+    # m waits for R2 (held by x for 30 s) and keeps R, free, for itself; w queued on R after m waits too.
+    history = History(end=100)
+    waiting = replace(multi_claim("m", 0, 31, None), held_version=None)
+    history.extend([
+        waiting, grant_of("x", R2, 5, 0, 30.5, 50), grant_of("m", R, 60, 31, 40, 70), grant_of("m", R2, 61, 31, 40, 71),
+        claim("w", 1, 41, None, answered=1.1),
+    ])
+    assert violations(history) == []
+    alone = History(end=100)  # without m ahead of it, w waiting 40 s on a free resource is a violation
+    alone.extend([claim("w", 1, 41, None, answered=1.1)])
+    assert violations(alone) == ["queue-liveness"]

@@ -145,11 +145,14 @@ def _decide_active(
     active = sorted((c for c in claims if c.active), key=lambda c: queue_order(c, now, context.policy))
     by_uid = {c.uid: c for c in active}
     grant_of = {g.claim_uid: g for g in grants}
-    requeued = _requeues(resource, active, grant_of, now)
+    # A claim of several resources is decided as a whole (`multiclaim`): here it only stands in the
+    # queue and its grant counts; its grant goes here only once the claim is gone.
+    singles = [c for c in active if not c.multi]
+    requeued = _requeues(resource, singles, grant_of, now)
     if requeued:
         return Decision(tuple(requeued))
 
-    ending = [s for c in active if (s := _ending(c, resource, now, context, c.uid in grant_of))]
+    ending = [s for c in singles if (s := _ending(c, resource, now, context, c.uid in grant_of))]
     ended = {s.claim.uid: s.status.reason for s in ending}
     ends = [DeleteLock(g, ended[g.claim_uid]) for g in grants if g.claim_uid in ended]
     # The holder released (claim deleted) or already ended: its grant goes.
@@ -177,7 +180,7 @@ def _step(
     over a quota, then new grants, then everyone else's answers."""
     policy, graph, capacity = context.policy, context.graph, context.capacity
     holding = {g.claim_uid for g in grants}
-    believers = [c for c in active if c.phase is Phase.HELD and c.uid not in holding]
+    believers = [c for c in active if c.phase is Phase.HELD and c.uid not in holding and not c.multi]
     if believers:
         return _revoked(resource, believers, now, context)
     by_uid = {c.uid: c for c in active}
@@ -187,10 +190,13 @@ def _step(
     admitted: set[str] = set()
     if context.rest is None:  # while the resource rests after a lost grant, nobody is granted it
         admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
+        admitted -= {c.uid for c in queue if c.multi}  # granted on all its resources at once, elsewhere
     # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
     waiting = [c for c in active if c.uid not in admitted]
     deadlines: list[float] = []
-    ordered = sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid))
+    ordered = sorted(
+        (g for g in grants if not by_uid[g.claim_uid].multi), key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid)
+    )
     # Claims not told of their grant yet are told together: the grant is made (it is stored, with its
     # token), so its claim is told now, and Shared grants made in one step (or one after another) in
     # one step, not one per round. New claims get their first answer in the same step; everyone
@@ -205,7 +211,7 @@ def _step(
             made, answer_others = step
             answers = _first_answers(resource, waiting, grants, graph, capacity, now) if answer_others else []
             return Decision((*made, *answers))
-    over = quotas.over(queue, admitted, context.lock_policy, context.usage)
+    over = quotas.over([c for c in queue if not c.multi], admitted, context.lock_policy, context.usage)
     if over:
         return Decision(tuple(_end(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over))
     if admitted:
@@ -231,6 +237,9 @@ def release_notice(claim: Claim, now: float) -> Notice | None:
     if status is None or status.phase is not Phase.HELD:
         return None
     held_for = human_seconds(max(0.0, now - (status.acquired_at or now)))
+    if status.grants:
+        tokens = ", ".join(f"{g.resource} (fencing token {g.fencing_token})" for g in status.grants)
+        return Notice(Reason.RELEASED, f"{claim.holder} released {tokens} after holding them for {held_for}")
     message = (
         f"{claim.holder} released {claim.resource} (fencing token {status.fencing_token}) after holding it for "
         f"{held_for}"
@@ -288,13 +297,6 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
             "(operator setting maxTtlSeconds)"
         )
-        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
-    if fresh and len(set(claim.resources)) < len(claim.resources):
-        twice = sorted({r for r in claim.resources if claim.resources.count(r) > 1})
-        message = f"resources name {', '.join(twice)} more than once (after normalisation)"
-        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
-    if fresh and claim.resources:
-        message = "claims of several resources (spec.resources) are not granted by this version of the operator"
         return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     if not holds and not within(claim.need, capacity):
         # Never grantable: at the head of the queue it would hold back everyone behind it.
@@ -547,12 +549,12 @@ def _preemptions(
     delta = policy.preemption_priority_delta
     if delta is None:
         return []
-    waiters = [c for c in queue if c.waiting]
+    waiters = [c for c in queue if c.waiting and not c.multi]
     out: list[SetStatus] = []
     for grant in grants:
         holder = by_uid[grant.claim_uid]
         current = holder.status
-        if current is None or current.phase is not Phase.HELD or current.revocation is not None:
+        if holder.multi or current is None or current.phase is not Phase.HELD or current.revocation is not None:
             continue
         urgent = [w for w in waiters if w.priority - holder.priority >= delta and blocks(grant.need, w.need, capacity)]
         if not urgent:
@@ -596,10 +598,16 @@ def _answers(
     holding = {g.claim_uid for g in grants}
     ordered = sorted(grants, key=lambda g: (g.acquired_at, g.fencing_token, g.uid))
     for claim in active:
-        if claim.uid in holding:
+        if claim.uid in holding or claim.multi:
             continue
         # Named: the grants that keep this claim out, or all of them when the queue ahead does.
         blocking = [g for g in ordered if blocks(g.need, claim.need, capacity)] or ordered
+        if not blocking:
+            # Nothing holds the resource: a claim of several resources queued ahead, still waiting for
+            # another of them, keeps this one out (FIFO), while holding nothing.
+            actions.extend(_behind_reservation(resource, claim, active, position, now, deadlines))
+            position += 1 if claim.wait else 0
+            continue
         first = blocking[0]
         if not claim.wait:
             if claim.status is None:
@@ -631,6 +639,26 @@ def _answers(
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
     return actions, deadlines, wake
+
+
+def _behind_reservation(
+    resource: str, claim: Claim, active: Sequence[Claim], position: int, now: float, deadlines: list[float]
+) -> list[Action]:
+    """The answer to a claim kept out of a free resource by a claim of several resources queued ahead
+    of it (it holds nothing; it is granted everything it asks for at once, and this claim next)."""
+    ahead = next((c for c in active if c.multi and c.uid != claim.uid), None)
+    holder = ahead.holder if ahead is not None else None
+    who = f"the claim of {holder} queued ahead for several resources" if holder else "claims queued ahead"
+    if not claim.wait:
+        if claim.status is not None:
+            return []
+        message = f"{resource} is reserved for {who}; try again later, or set wait: true to queue"
+        return [_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=holder)]
+    message = f"waiting for {resource}, reserved for {who}; position {position + 1} in the queue"
+    pending = _queued(claim, Reason.QUEUED, message, holder, position + 1, now, deadlines)
+    if claim.status == pending:
+        return []
+    return [SetStatus(claim, pending, Notice(Reason.QUEUED, pending.message) if claim.status is None else None)]
 
 
 def _queued(
@@ -666,6 +694,8 @@ def _resting_answers(
     holder = grants[0].holder if grants else None
     position = 0
     for claim in queue:
+        if claim.multi:
+            continue
         if not claim.wait:
             if claim.status is None:
                 message = f"{resource} rests until {until}: {rest.cause}; try again then, or set wait: true to queue"

@@ -51,6 +51,15 @@ class Revocation:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldGrant:
+    """One grant of a Held claim of several resources, as its status lists it."""
+
+    resource: str
+    lock_name: str
+    fencing_token: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimStatus:
     """What the operator writes to `status` (timestamps as epoch seconds)."""
 
@@ -75,6 +84,9 @@ class ClaimStatus:
     available_at: float | None = None
     revocation: Revocation | None = None  # while Held: the holder is asked to give the lock back
     requeues: int = 0  # times the claim went back to the end of the queue (onBusy: Requeue)
+    # While Held, a claim of several resources: one grant per resource, sorted by resource (a claim of
+    # one resource has `lock_name` / `fencing_token` instead).
+    grants: tuple[HeldGrant, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,16 @@ class Claim:
     @property
     def need(self) -> Need:
         return Need(self.mode, self.permits)
+
+    @property
+    def multi(self) -> bool:
+        """A claim of several resources, granted on all of them at once or on none."""
+        return bool(self.resources)
+
+    @property
+    def every_resource(self) -> tuple[str, ...]:
+        """The resources the claim asks for, sorted (the order its grants are written in)."""
+        return tuple(sorted(set(self.resources))) if self.resources else (self.resource,)
 
     @property
     def phase(self) -> Phase | None:
@@ -213,6 +235,11 @@ class CreateLock:
     claim: Claim
     acquired_at: float
     lease_seconds: int
+    resource: str = ""  # the resource granted: one of a claim of several ("": the claim's one resource)
+
+    @property
+    def target(self) -> str:
+        return self.resource or self.claim.resource
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,9 @@ class Reason(StrEnum):
     REVOCATION_REQUESTED = "RevocationRequested"
     REVOCATION_GRACE_EXPIRED = "RevocationGraceExpired"
     REQUEUED = "Requeued"
+    # A claim of several resources gives back the grants it had taken when the rest of its set was
+    # taken meanwhile; then it waits again (Pending). It is never Held with part of its set.
+    GIVING_BACK = "GivingBack"
 
 
 # A try-lock refused for these may succeed later without any change to the claim: the resource is

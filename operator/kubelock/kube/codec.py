@@ -27,6 +27,7 @@ from kubelock.domain.model import (
     Claim,
     ClaimStatus,
     CreateLock,
+    HeldGrant,
     Lock,
     OnBusy,
     PodLiveness,
@@ -85,7 +86,18 @@ def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | Non
         available_at=_ts(view.available_at),
         revocation=_revocation(view.revocation),
         requeues=view.requeues,
+        grants=_held_grants(view) if view.phase is Phase.HELD and view.lock_name is None else (),
     )
+
+
+def _held_grants(view: objects.ClaimStatus) -> tuple[HeldGrant, ...]:
+    """status.grants of a Held claim of several resources (a claim of one has lockName instead)."""
+    held = []
+    for grant in view.grants:
+        resource, name, token = grant.get("resource"), grant.get("lockName"), objects.integer(grant.get("fencingToken"))
+        if isinstance(resource, str) and isinstance(name, str) and token is not None:
+            held.append(HeldGrant(resource, name, token))
+    return tuple(held)
 
 
 def _revocation(view: objects.Revocation | None) -> Revocation | None:
@@ -268,6 +280,12 @@ def status_body(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
 
 def _claim_grants(status: ClaimStatus, claim: Claim) -> list[Body] | None:
     """status.grants: one entry per resource while Held."""
+    if status.phase is Phase.HELD and status.grants:
+        return [
+            {"resource": g.resource, "lockName": g.lock_name, "fencingToken": g.fencing_token,
+             "mode": claim.mode.value, "permits": claim.permits}
+            for g in status.grants
+        ]
     if status.phase is not Phase.HELD or status.lock_name is None or status.fencing_token is None:
         return None
     return [
@@ -309,7 +327,7 @@ def status_patch(status: ClaimStatus, record: ClaimRecord, now: float) -> Body:
 def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
     claim = action.claim
     spec: Body = {
-        "resource": claim.resource,
+        "resource": action.target,
         "holder": claim.holder,
         "claimRef": {"name": claim.name, "uid": claim.uid},
         "leaseDurationSeconds": action.lease_seconds,
@@ -364,7 +382,7 @@ def new_grant(action: CreateLock, record: ClaimRecord) -> Lock:
     return Lock(
         name="",
         uid="",
-        resource=claim.resource,
+        resource=action.target,
         holder=claim.holder,
         claim_name=claim.name,
         claim_uid=claim.uid,

@@ -22,15 +22,37 @@ from kubelock.api.constants import (
 )
 from kubelock.api.objects import revision_of
 from kubelock.domain.arbiter import finished_record
+from kubelock.domain.grants import Need
 from kubelock.domain.model import FinishedClaim, Lock, LockBreak
+from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import WaitForGraph
 from kubelock.kube.codec import ClaimRecord, claim_record, lock_views
 
 Body = dict[str, Any]
-Key = tuple[str, str]  # (namespace, normalised resource)
+Key = tuple[str, str]  # (namespace, normalised resource), or a claim of several resources (`multi_key`)
 TOMBSTONES = 10_000  # uids of claims and locks seen deleted (see Cache._bury)
 PodKey = tuple[str, str]  # (namespace, pod name)
+
+
+# A claim of several resources is decided as a whole, under a key of its own: (namespace, this + uid).
+# Resource URIs contain no whitespace, so no resource key can take this form.
+MULTI_KEY_PREFIX = "claim of several resources "
+
+
+def multi_key(namespace: str, uid: str) -> Key:
+    return (namespace, MULTI_KEY_PREFIX + uid)
+
+
+def multi_claim_uid(key: Key) -> str | None:
+    """The uid of the claim of several resources a key stands for (None: a resource key)."""
+    return key[1][len(MULTI_KEY_PREFIX):] if key[1].startswith(MULTI_KEY_PREFIX) else None
+
+
+def key_of(record: ClaimRecord) -> Key:
+    """The key a claim is decided under: its resource's, or its own for a claim of several."""
+    claim = record.claim
+    return multi_key(record.namespace, claim.uid) if claim.multi else (record.namespace, claim.resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +107,10 @@ class Cache:
         # Per scope of the claim watches (a namespace, or None for all): the resourceVersion up to
         # which every claim created has been seen. First come, first served rests on it.
         self._horizons: dict[str | None, int] = {}
+        # Claims of several resources: the uids on each resource key, and the resource keys of each
+        # (kept after the claim is gone until its key is reconciled: its resources need a look).
+        self._multis: dict[Key, set[str]] = defaultdict(set)
+        self._multi_keys: dict[str, tuple[Key, ...]] = {}
 
     # ---- claims -----------------------------------------------------------------------------
 
@@ -119,6 +145,8 @@ class Cache:
                 record = replace(record, claim=replace(record.claim, sequence=old.claim.sequence))
             self._unindex(old)
         key = (record.namespace, record.claim.resource)
+        if record.claim.multi:
+            self._multi_keys[record.claim.uid] = tuple((record.namespace, r) for r in record.claim.every_resource)
         if not record.claim.active:
             # A terminal claim takes no further part in arbitration; its record stays in the API for
             # its holder to read (and delete), not in the operator's memory.
@@ -127,7 +155,7 @@ class Cache:
                 self._finished[key][record.claim.uid] = finished_record(record.claim, record.claim.status)
         else:
             self._index(record)
-        return key
+        return key_of(record)
 
     def delete_claim(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
@@ -139,7 +167,7 @@ class Cache:
         if old is None:
             return None
         self._unindex(old)
-        return (old.namespace, old.claim.resource)
+        return key_of(old)
 
     def finished_for(self, key: Key) -> list[FinishedClaim]:
         """The terminal claims of a key still in the API, as far as the operator knows."""
@@ -172,26 +200,42 @@ class Cache:
         if old is None:
             return None
         self._unindex(old)
-        return (old.namespace, old.claim.resource)
+        return key_of(old)
+
+    def multis_on(self, key: Key) -> list[Key]:
+        """The keys of the claims of several resources that name the resource of `key`."""
+        return [multi_key(key[0], uid) for uid in sorted(self._multis.get(key, ()))]
+
+    def resource_keys_of(self, uid: str) -> tuple[Key, ...]:
+        """The resource keys of a claim of several resources, also once it is gone (then forgotten)."""
+        record = self.claims.get(uid)
+        if record is not None:
+            return tuple((record.namespace, r) for r in record.claim.every_resource)
+        return self._multi_keys.pop(uid, ())
 
     def _index(self, record: ClaimRecord) -> None:
         claim = record.claim
         self.claims[claim.uid] = record
-        self._by_key[(record.namespace, claim.resource)].add(claim.uid)
+        for resource in claim.every_resource:
+            self._by_key[(record.namespace, resource)].add(claim.uid)
+            if claim.multi:
+                self._multis[(record.namespace, resource)].add(claim.uid)
+            if claim.waiting:
+                self.graphs[record.namespace].add_wait(claim.holder, resource, claim.sequence, claim.need)
         if claim.pod_name:
             self._pod_claims[(record.namespace, claim.pod_name)].add(claim.uid)
-        if claim.waiting:
-            self.graphs[record.namespace].add_wait(claim.holder, claim.resource, claim.sequence, claim.need)
+        if claim.multi:
+            self._regraph(record)
 
     def _unindex(self, record: ClaimRecord) -> None:
         claim = record.claim
         self.claims.pop(claim.uid, None)
-        key = (record.namespace, claim.resource)
-        uids = self._by_key.get(key)
-        if uids is not None:
-            uids.discard(claim.uid)
-            if not uids:
-                del self._by_key[key]
+        for resource in claim.every_resource:
+            key = (record.namespace, resource)
+            _discard(self._by_key, key, claim.uid)
+            _discard(self._multis, key, claim.uid)
+            if claim.waiting:
+                self.graphs[record.namespace].remove_wait(claim.holder, resource, claim.sequence)
         if claim.pod_name:
             pod_key = (record.namespace, claim.pod_name)
             users = self._pod_claims.get(pod_key)
@@ -199,8 +243,28 @@ class Cache:
                 users.discard(claim.uid)
                 if not users:
                     del self._pod_claims[pod_key]
-        if claim.waiting:
-            self.graphs[record.namespace].remove_wait(claim.holder, claim.resource, claim.sequence)
+        if claim.multi:
+            self._regraph(record)
+
+    def _regraph(self, record: ClaimRecord) -> None:
+        """The wait-for graph's grants of a claim of several resources' resources, again: its grants
+        count there only once it is Held (see `_graph_grants`)."""
+        for resource in record.claim.every_resource:
+            lock = self.locks.get((record.namespace, resource))
+            if lock is not None:
+                self.graphs[record.namespace].set_grants(resource, self._graph_grants(lock.grants))
+
+    def _graph_grants(self, grants: tuple[Lock, ...]) -> tuple[tuple[str, Need], ...]:
+        """The grants that are edges of the wait-for graph: not those of a claim of several resources
+        that is not Held yet. Those are the writes of a grant under way, or given back soon: the claim
+        waits holding nothing (`multiclaim`), and an edge to it could name a deadlock that is none."""
+        out = []
+        for grant in grants:
+            record = self.claims.get(grant.claim_uid)
+            if record is not None and record.claim.multi and record.claim.phase is not Phase.HELD:
+                continue
+            out.append((grant.holder, grant.need))
+        return tuple(out)
 
     # ---- completeness -----------------------------------------------------------------------
 
@@ -242,7 +306,7 @@ class Cache:
             return None
         self.locks[key] = LockRecord(grants, rv, _breaking(body))
         self.breaks.pop(key, None)
-        self.graphs[namespace].set_grants(first.resource, tuple((g.holder, g.need) for g in grants))
+        self.graphs[namespace].set_grants(first.resource, self._graph_grants(grants))
         return key
 
     def delete_lock(self, body: Body) -> Key | None:
@@ -287,7 +351,7 @@ class Cache:
         return self._keys_of_pod(pod_key)
 
     def _keys_of_pod(self, pod_key: PodKey) -> list[Key]:
-        return sorted({(pod_key[0], self.claims[uid].claim.resource) for uid in self._pod_claims.get(pod_key, ())})
+        return sorted({key_of(self.claims[uid]) for uid in self._pod_claims.get(pod_key, ())})
 
     # ---- resync -----------------------------------------------------------------------------
 
@@ -308,7 +372,7 @@ class Cache:
             if not within(record.namespace):
                 continue
             if uid not in listed and revision_of(record.resource_version) <= list_version:
-                keys.add((record.namespace, record.claim.resource))
+                keys.add(key_of(record))
                 self._bury(uid)
                 self._unindex(record)
         return keys
@@ -349,6 +413,14 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _discard(index: dict[Key, set[str]], key: Key, uid: str) -> None:
+    uids = index.get(key)
+    if uids is not None:
+        uids.discard(uid)
+        if not uids:
+            del index[key]
 
 
 def _breaking(body: Body) -> tuple[frozenset[str], LockBreak] | None:

@@ -71,7 +71,7 @@ class GrantStore:
         self.client = client
 
     async def create(self, namespace: str, action: CreateLock, record: ClaimRecord) -> Written | Taken | Stale:
-        name = lock_name(action.claim.resource)
+        name = lock_name(action.target)
         try:
             body = await self.client.create(paths.locks(namespace), codec.lock_body(action, record, name))
         except Conflict as error:

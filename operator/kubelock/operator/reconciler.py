@@ -43,9 +43,10 @@ from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
-from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, pod_info
+from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Taken, Written
+from kubelock.operator.multiclaims import MultiClaims
 from kubelock.operator.policies import PolicyIndex, usage
 from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
@@ -174,6 +175,7 @@ class Reconciler:
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
         self._created_across_stall: set[str] = set()  # uids of claims granted across a stall, not told yet
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
+        self.multi = MultiClaims(self)
 
     # ---- scheduling (the work queue) --------------------------------------------------------
 
@@ -189,7 +191,12 @@ class Reconciler:
         await self.queue.stop()
 
     def schedule(self, key: Key | None) -> None:
+        """Reconcile `key` soon; a resource's claims of several resources with it (what changed on
+        the resource may grant them, end them, or let them go on)."""
         self.queue.schedule(key)
+        if key is not None and multi_claim_uid(key) is None:
+            for other in self.cache.multis_on(key):
+                self.queue.schedule(other)
 
     def schedule_at(self, key: Key, when: float, *, urgent: bool = True) -> None:
         self.queue.schedule_at(key, when, urgent=urgent)
@@ -208,6 +215,9 @@ class Reconciler:
     # ---- one resource -----------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
+        if multi_claim_uid(key) is not None:
+            await self.multi.reconcile(key)
+            return
         namespace, resource = key
         for _ in range(MAX_ROUNDS):
             claims, seen = await self._gather(key)
@@ -250,6 +260,8 @@ class Reconciler:
             if self._defer_positions(key, decision):
                 return
             await self._apply(namespace, decision.actions, seen)
+            for multi in self.cache.multis_on(key):
+                self.queue.schedule(multi)  # a claim of several resources may move with what changed here
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
@@ -472,8 +484,8 @@ class Reconciler:
         self.cache.upsert_lock(outcome.body)  # ours, or the one that was there: decide again from it
         if isinstance(outcome, Taken):
             return None
-        seen.lock = self.cache.locks.get((namespace, action.claim.resource))
-        self._granted_at[(namespace, action.claim.resource)] = self.clock.now()
+        seen.lock = self.cache.locks.get((namespace, action.target))
+        self._granted_at[(namespace, action.target)] = self.clock.now()
         if self.gate.epoch != epoch:
             self._created_across_stall.add(action.claim.uid)
             # The loop stalled while the create was under way: the decision rests on a view from
@@ -481,7 +493,7 @@ class Reconciler:
             # holds the announcement back); a lock for a claim that went meanwhile is deleted.
             log.info(
                 "lock %s in %s created across a stall: its claim is told once the view is fresh",
-                lock_name(action.claim.resource), namespace,
+                lock_name(action.target), namespace,
             )
         return None
 
@@ -546,9 +558,9 @@ class Reconciler:
                 self.cache.forget_claim(claim.uid)
             if isinstance(action, CreateLock):
                 # An added grant met a lock changed since the decision: decide again on it as it is now.
-                cached = self.cache.locks.get((namespace, claim.resource))
+                cached = self.cache.locks.get((namespace, action.target))
                 if cached is not None:
-                    await self._reread_lock((namespace, claim.resource), cached.grants[0].name, cached.uid)
+                    await self._reread_lock((namespace, action.target), cached.grants[0].name, cached.uid)
         else:
             await self._reread_lock((namespace, action.lock.resource), action.lock.name, action.lock.uid)
 

@@ -1,0 +1,396 @@
+"""Arbitration of one claim of several resources (`spec.resources`): granted on all of them at once
+or on none.
+
+Such a claim is decided as a whole, not per resource: `decide_claim` is a pure function of the claim,
+a view of each of its resources (its grants, the claims queued on it, its capacity, its lock-delay)
+and `now`. It returns one step of actions, like `arbiter.decide`: the caller applies them in order and
+asks again until nothing is left to do.
+
+- While it waits it holds nothing, and it stands in each of its resources' queues exactly as
+  `grants.admit` says: it is granted when, on every resource, it fits beside the grants and beside
+  every request queued ahead of it there; later requests on a resource wait behind it only if they do
+  not fit beside it.
+- Granting it is a series of writes, one per resource in sorted order (`CreateLock` with `resource`),
+  each arbitrated by the API server. The claim is told `Held` only once every grant is stored, so it is
+  never seen Held with part of its set. A claim that holds some of its grants but is not Held (the
+  writes are under way, a write met a change, or an operator stopped between two writes) either
+  continues, when the rest still fits, or gives back what it holds (the rollback), and waits again.
+- Every end ends the whole claim and removes all its grants: its release (the per-resource decision
+  removes the grants of a claim that is gone), its lease's expiry, its pod's end, a revocation, a
+  wait timeout, a deadlock; a grant of it broken by an administrator makes the claim Revoked
+  (`LockBroken`) and its other grants are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from kubelock.domain import lockdelay
+from kubelock.domain.arbiter import (
+    _break_details,
+    _deadlocked,
+    _end,
+    _queued,
+    _request_revocation,
+    _wait_over,
+    break_message,
+    effective_ttl,
+    queue_order,
+)
+from kubelock.domain.grants import blocks, fits, within
+from kubelock.domain.lockpolicy import DEFAULT, LockPolicy
+from kubelock.domain.model import (
+    MAX_GRANTS,
+    Action,
+    Claim,
+    ClaimStatus,
+    CreateLock,
+    Decision,
+    DeleteLock,
+    FinishedClaim,
+    HeldGrant,
+    Lock,
+    LockBreak,
+    Notice,
+    PodLiveness,
+    Policy,
+    RenewLock,
+    Revocation,
+    SetStatus,
+)
+from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.timefmt import human_seconds, to_rfc3339
+from kubelock.domain.waitfor import Cycle, WaitForGraph
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceView:
+    """One resource of a claim of several, as the claim's decision sees it."""
+
+    resource: str
+    claims: tuple[Claim, ...] = ()  # the active claims queued on or holding the resource (this one too)
+    grants: tuple[Lock, ...] = ()
+    capacity: int = 1
+    broken: LockBreak | None = None  # what the resource's last deleted lock said about who broke it
+    finished: tuple[FinishedClaim, ...] = ()  # its terminal claims still in the API (for its lock-delay)
+    lock_policy: LockPolicy = DEFAULT
+
+    def grant_of(self, uid: str) -> Lock | None:
+        return next((g for g in self.grants if g.claim_uid == uid), None)
+
+
+def decide_claim(
+    claim: Claim, views: Mapping[str, ResourceView], *, now: float, policy: Policy, graph: WaitForGraph
+) -> Decision:
+    """One step for the active claim of several resources `claim`; `views` has one entry per resource
+    it names (`Claim.every_resource`)."""
+    resources = claim.every_resource
+    held = {r: g for r in resources if (g := views[r].grant_of(claim.uid)) is not None}
+    ending = _ending(claim, views, now, policy, bool(held))
+    if ending is not None:
+        return Decision((ending, *_give_back(held, ending.status.reason)))
+    if claim.phase is Phase.HELD:
+        return _held_step(claim, views, held, now, policy)
+    giving_back = giving_back_now(claim)
+    if held and giving_back:
+        return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
+    if len(held) == len(resources):
+        return Decision(_announce(claim, [held[r] for r in resources], now, policy))
+    missing = [r for r in resources if r not in held]
+    blocked = {r: why for r in missing if (why := _blocked(claim, views[r], now, policy)) is not None}
+    if not blocked and not giving_back:
+        resource = missing[0]  # the next in sorted order: every replica writes them in the same order
+        return Decision((CreateLock(claim, now, effective_ttl(claim, policy), resource=resource),))
+    if held:
+        # The rest was taken meanwhile: it gives back what it holds and waits again, so that it never
+        # holds part of its set while others wait for it.
+        return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
+    return _waiting(claim, views, blocked, now, graph)
+
+
+def giving_back_now(claim: Claim) -> bool:
+    """The claim's status says it is giving back grants (`Reason.GIVING_BACK`)."""
+    status = claim.status
+    return status is not None and status.phase is Phase.PENDING and status.reason is Reason.GIVING_BACK
+
+
+def _giving_back(claim: Claim, held: Mapping[str, Lock], now: float) -> SetStatus:
+    """The status written (conditional on the claim's version) before its grants are given back.
+    Written before every give-back, it orders the give-back with the claim's Held: a replica that
+    tells the claim Held does so on the version of the claim it saw, after reading the grants; a
+    give-back first changes that version (or, written unchanged, checks it), so the two never
+    interleave: the claim is never told Held while one of its grants is being removed."""
+    names = ", ".join(sorted(held))
+    every = ", ".join(claim.every_resource)
+    message = f"giving back {names}: the rest of {every} was taken meanwhile; then waiting again"
+    status = _queued(claim, Reason.GIVING_BACK, message, None, 1, now, [])
+    return SetStatus(claim, replace(status, queue_position=None), None)
+
+
+def _give_back(held: Mapping[str, Lock], reason: Reason) -> tuple[DeleteLock, ...]:
+    return tuple(DeleteLock(held[r], reason) for r in sorted(held))
+
+
+def _ending(
+    claim: Claim, views: Mapping[str, ResourceView], now: float, policy: Policy, holds: bool
+) -> SetStatus | None:
+    """A status that ends the claim whatever its grants do: bad input, its pod gone, or a wait that
+    ran out (while Held, the claim's grants end it instead: `_held_step`)."""
+    fresh = claim.status is None
+    if fresh:
+        invalid = _invalid(claim, views, policy)
+        if invalid is not None:
+            return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
+    if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
+        if claim.pod is PodLiveness.UNWATCHED:
+            message = (
+                f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
+                "it terminate; add the label to the pod template"
+            )
+        else:
+            gone = "terminated" if claim.pod is PodLiveness.TERMINATED else "does not exist"
+            message = f"pod {claim.pod_name} {gone}"
+        if fresh:
+            reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
+            return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
+        return _end(
+            claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, f"holder {claim.holder} lost its pod: {message}", now,
+            warning=True,
+        )
+    if claim.phase is not Phase.HELD and _wait_over(claim, now, False):
+        names = ", ".join(claim.every_resource)
+        message = f"gave up after waiting {claim.wait_timeout_seconds}s for {names} (all or nothing)"
+        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
+    return None
+
+
+def _invalid(claim: Claim, views: Mapping[str, ResourceView], policy: Policy) -> str | None:
+    if len(set(claim.resources)) < len(claim.resources):
+        twice = sorted({r for r in claim.resources if claim.resources.count(r) > 1})
+        return f"resources name {', '.join(twice)} more than once (after normalisation)"
+    if claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
+        return (
+            f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
+            "(operator setting maxTtlSeconds)"
+        )
+    over = [r for r in claim.every_resource if not within(claim.need, views[r].capacity)]
+    if over:
+        names = ", ".join(f"{r} ({views[r].capacity})" for r in over)
+        return f"permits {claim.permits} exceed the capacity of {names}"
+    return None
+
+
+# ---- waiting ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Blocked:
+    """Why the claim cannot be granted one resource now."""
+
+    holders: tuple[str, ...]  # the holders of the grants that keep it out (empty: the queue ahead does)
+    ahead: tuple[Claim, ...]  # the requests queued ahead of it on the resource that keep it out
+    rest: lockdelay.Rest | None = None
+
+
+def _blocked(claim: Claim, view: ResourceView, now: float, policy: Policy) -> _Blocked | None:
+    """None when the claim fits on the resource now: beside its grants and beside every request queued
+    ahead of it there (`grants.admit`), and the resource neither rests nor is full."""
+    rest = lockdelay.rest([*view.finished], view.lock_policy, now)
+    if rest is not None:
+        return _Blocked((), (), rest)
+    holding = {g.claim_uid for g in view.grants}
+    order = queue_order(claim, now, policy)
+    ahead = [
+        c for c in view.claims
+        if c.active and c.uid != claim.uid and c.uid not in holding and queue_order(c, now, policy) < order
+    ]
+    beside = [g.need for g in view.grants]
+    if fits([*beside, *(c.need for c in ahead)], claim.need, view.capacity) and len(view.grants) < MAX_GRANTS:
+        return None
+    holders = tuple(dict.fromkeys(g.holder for g in view.grants if blocks(g.need, claim.need, view.capacity)))
+    if holders or fits(beside, claim.need, view.capacity):
+        return _Blocked(holders, tuple(c for c in ahead if blocks(c.need, claim.need, view.capacity)))
+    return _Blocked(tuple(dict.fromkeys(g.holder for g in view.grants)), ())
+
+
+def _waiting(
+    claim: Claim, views: Mapping[str, ResourceView], blocked: Mapping[str, _Blocked], now: float, graph: WaitForGraph
+) -> Decision:
+    """The answer to a claim that holds nothing and cannot be granted yet: a try-lock is turned away,
+    a waiter queued (or ended when its wait closes a deadlock)."""
+    names = sorted(blocked)
+    if not names:
+        # It gave back its grants and may be granted again: its status says it waits no longer for
+        # the give-back (a claim is told Held only from a status that does not say it gives back).
+        message = f"waiting for {', '.join(claim.every_resource)} (all or nothing): about to be granted"
+        return Decision((SetStatus(claim, _queued(claim, Reason.QUEUED, message, None, 1, now, [])),))
+    first = blocked[names[0]]
+    holder = first.holders[0] if first.holders else (first.ahead[0].holder if first.ahead else None)
+    described = "; ".join(f"{r} {_why(blocked[r])}" for r in names)
+    if not claim.wait:
+        if claim.status is not None:
+            return Decision()
+        resting = all(blocked[r].rest is not None for r in names)
+        reason = Reason.LOCK_DELAY if resting else Reason.HELD_BY_ANOTHER
+        every = ", ".join(claim.every_resource)
+        message = f"not all of {every} are free ({described}); try again later, or set wait: true to queue"
+        return Decision((_end(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
+    wake: set[str] = set()
+    for resource in names:
+        if claim.holder in blocked[resource].holders:
+            cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
+            return Decision((_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now),))
+        found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
+        if found is not None:
+            if found.victim == found.edges[0]:
+                return Decision((_deadlocked(claim, found, Reason.DEADLOCK, now),))
+            wake.add(found.victim.resource)
+    position = 1 + sum(1 for c in first.ahead if c.wait)
+    message = (
+        f"waiting for {', '.join(names)} (all or nothing): {described}; position {position} in the queue of "
+        f"{names[0]}"
+    )
+    deadlines: list[float] = []
+    pending = _queued(claim, Reason.QUEUED, message, holder, position, now, deadlines)
+    rests = [b.rest.until for b in blocked.values() if b.rest is not None]
+    if rests and all(b.rest is not None for b in blocked.values()):
+        pending = replace(pending, reason=Reason.LOCK_DELAY, available_at=max(rests))
+    actions: tuple[Action, ...] = ()
+    if claim.status != pending:
+        notice = Notice(pending.reason, pending.message) if claim.status is None else None
+        actions = (SetStatus(claim, pending, notice),)
+    return Decision(actions, min([*deadlines, *rests], default=None), frozenset(wake))
+
+
+def _why(blocked: _Blocked) -> str:
+    if blocked.rest is not None:
+        return f"rests until {to_rfc3339(blocked.rest.until)}: {blocked.rest.cause}"
+    if blocked.holders:
+        others = len(blocked.holders) - 1
+        more = f" and {others} other holder{'s' if others > 1 else ''}" if others else ""
+        return f"held by {blocked.holders[0]}{more}"
+    if blocked.ahead:
+        return f"queued behind {blocked.ahead[0].holder}"
+    return "full"
+
+
+# ---- held ---------------------------------------------------------------------------------------
+
+
+def held_status(claim: Claim, grants: Sequence[Lock], observed_renew: str | None) -> ClaimStatus:
+    """`Held` on every resource: one grant per resource (sorted), each with its own token and lock."""
+    listed = sorted(grants, key=lambda g: g.resource)
+    tokens = ", ".join(f"{g.resource} (fencing token {g.fencing_token})" for g in listed)
+    return ClaimStatus(
+        phase=Phase.HELD,
+        reason=Reason.GRANTED,
+        message=f"{claim.holder} holds {tokens}",
+        sequence=claim.sequence,
+        holder=claim.holder,
+        acquired_at=max(g.acquired_at for g in listed),
+        renewed_at=min(g.renewed_at for g in listed),
+        expires_at=min(g.expires_at for g in listed),
+        observed_renew=observed_renew,
+        grants=tuple(HeldGrant(g.resource, g.name, g.fencing_token) for g in listed),
+    )
+
+
+def _announce(claim: Claim, grants: Sequence[Lock], now: float, policy: Policy) -> tuple[Action, ...]:
+    """Tell the claim it holds everything, once every grant is stored. A grant made so long ago that
+    half its lease has gone (an operator stopped between the writes) is renewed first."""
+    ttl = effective_ttl(claim, policy)
+    old = [g for g in grants if now >= g.renewed_at + g.lease_seconds / 2]
+    renewals = tuple(RenewLock(g, now, ttl) for g in old)
+    fresh = [replace(g, renewed_at=now, lease_seconds=ttl) if g in old else g for g in grants]
+    status = held_status(claim, fresh, claim.renew_request)
+    return (*renewals, SetStatus(claim, status, Notice(Reason.GRANTED, status.message)))
+
+
+def _held_step(
+    claim: Claim, views: Mapping[str, ResourceView], held: Mapping[str, Lock], now: float, policy: Policy
+) -> Decision:
+    current = claim.status
+    assert current is not None
+    lost = [r for r in claim.every_resource if r not in held]
+    if lost:
+        return Decision(_broken(claim, views[lost[0]], held, now))
+    grants = [held[r] for r in claim.every_resource]
+    names = ", ".join(claim.every_resource)
+    # The later of the grants' expiry and the one the holder was told: a renewal writes both.
+    expires_at = max(min(g.expires_at for g in grants), current.expires_at or 0.0)
+    if now >= expires_at:
+        longest = human_seconds(max(g.lease_seconds for g in grants))
+        message = f"lease on {names} expired at {to_rfc3339(expires_at)}: not renewed for {longest}"
+        ended = _end(claim, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, warning=True)
+        return Decision((ended, *_give_back(held, Reason.LEASE_EXPIRED)))
+    if claim.renew_request is not None and claim.renew_request != current.observed_renew:
+        ttl = effective_ttl(claim, policy)
+        renewals = tuple(RenewLock(g, now, ttl) for g in grants)
+        fresh = [replace(g, renewed_at=now, lease_seconds=ttl) for g in grants]
+        renewed = held_status(claim, fresh, claim.renew_request)
+        renewed = replace(renewed, message=renewed.message + "; renewed", revocation=current.revocation)
+        notice = Notice(Reason.RENEWED, f"locks {names} renewed after being stale") if current.stale else None
+        return Decision((*renewals, SetStatus(claim, renewed, notice)))
+    revoking = _revocation(claim, current, held, names, now)
+    if revoking is not None:
+        return revoking
+    deadlines = [expires_at]
+    if current.revocation is not None:
+        deadlines.append(current.revocation.deadline)
+    lease = min(g.lease_seconds for g in grants)
+    renewed_at = max(min(g.renewed_at for g in grants), current.renewed_at or 0.0)
+    stale_at = renewed_at + policy.stale_after(lease)
+    if not current.stale and stale_at < expires_at:
+        if now >= stale_at:
+            message = (
+                f"locks {names} held by {claim.holder} have not been renewed for {human_seconds(now - renewed_at)}, "
+                f"{policy.stale_after_percent}% of their {human_seconds(lease)} lease (holders renew every third "
+                f"of it); they expire at {to_rfc3339(expires_at)} unless renewed"
+            )
+            return Decision((SetStatus(claim, replace(current, stale=True), Notice(Reason.STALE, message, True)),))
+        deadlines.append(stale_at)
+    return Decision((), min(deadlines))
+
+
+def _broken(claim: Claim, view: ResourceView, held: Mapping[str, Lock], now: float) -> tuple[Action, ...]:
+    """A grant of a Held claim is gone (an administrator broke it, or its namespace is going): the claim
+    has lost the set, and its other grants are given back."""
+    broken = view.broken
+    message = break_message(view.resource, broken)
+    if broken is not None and broken.namespace_deleted:
+        ended = _end(claim, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True)
+    else:
+        others = ", ".join(sorted(held))
+        if others:
+            message += f"; the claim's other grants ({others}) are released"
+        details = _break_details(broken)
+        ended = _end(claim, Phase.REVOKED, Reason.LOCK_BROKEN, message, now, warning=True)
+        ended = replace(ended, notice=Notice(Reason.LOCK_BROKEN, message, True, details))
+    return (ended, *_give_back(held, ended.status.reason))
+
+
+def _revocation(
+    claim: Claim, current: ClaimStatus, held: Mapping[str, Lock], names: str, now: float
+) -> Decision | None:
+    """A revocation request covers the whole claim: recorded when first seen; when its grace has run
+    out every grant is broken."""
+    revocation = current.revocation
+    if revocation is None:
+        request = claim.revoke_request
+        if request is None:
+            return None
+        revocation = Revocation(now, request.requested_by, request.grace_seconds, now + request.grace_seconds,
+                                request.reason)
+        return Decision((_request_revocation(claim, current, revocation, names),))
+    if now < revocation.deadline:
+        return None
+    why = f": {revocation.reason}" if revocation.reason else ""
+    message = (
+        f"the locks on {names} were broken: {revocation.requested_by} asked {claim.holder} to give them back "
+        f"within {human_seconds(revocation.grace_seconds)}{why}, and it did not"
+    )
+    details = (("actor", revocation.requested_by), ("breakReason", revocation.reason or "revocation grace expired"))
+    ended = _end(claim, Phase.REVOKED, Reason.REVOCATION_GRACE_EXPIRED, message, now, warning=True)
+    ended = replace(ended, notice=Notice(Reason.REVOCATION_GRACE_EXPIRED, message, True, details))
+    return Decision((ended, *_give_back(held, Reason.REVOCATION_GRACE_EXPIRED)))

@@ -1,0 +1,133 @@
+"""One idempotent reconcile per claim of several resources: gather its resources → decide → apply.
+
+A claim of several resources (`spec.resources`) spans several resource keys, so it is decided under a
+key of its own (`cache.multi_key`), by `kubelock.domain.multiclaim.decide_claim`, beside the
+per-resource reconciles: those keep it in their queues (it stands ahead of later requests that do not
+fit beside it) and remove its grants once it is gone, but never grant it. Its grants are written one
+resource at a time, in sorted order, through the same grant store as any grant, so the API server
+arbitrates each one.
+
+What makes a second replica (or a stale view) harmless:
+- each grant write is conditional (a create, or an update on the version seen): a write that meets a
+  change fails, and the claim is decided again on the fresh state;
+- the claim is told Held only on a fresh read of every one of its locks, taken after the version of
+  the claim the status write is conditional on; and grants are given back only right after a write of
+  the claim (`GivingBack`, conditional on its version). So a Held write and a give-back never
+  interleave: whichever writes the claim second fails and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from kubelock.domain.model import Action, Claim, CreateLock, DeleteLock, RenewLock, SetStatus
+from kubelock.domain.multiclaim import ResourceView, decide_claim
+from kubelock.domain.reasons import Phase
+from kubelock.kube.codec import ClaimRecord
+from kubelock.operator import reconciler as _reconciler
+from kubelock.operator.cache import Key, LockRecord, multi_claim_uid
+from kubelock.operator.workqueue import RETRY_DELAY
+
+if TYPE_CHECKING:
+    from kubelock.operator.reconciler import Reconciler, Seen
+
+log = logging.getLogger("kubelock.reconciler")
+
+
+class MultiClaims:
+    """The reconcile of claims of several resources, on the reconciler's cache, writes and queue."""
+
+    def __init__(self, owner: Reconciler) -> None:
+        self.owner = owner
+
+    async def reconcile(self, key: Key) -> None:
+        owner, cache = self.owner, self.owner.cache
+        namespace, uid = key[0], multi_claim_uid(key)
+        assert uid is not None
+        for _ in range(_reconciler.MAX_ROUNDS):
+            record = cache.claims.get(uid)
+            if record is None:
+                # Released or ended: its resources' reconciles remove its grants and move their queues.
+                for resource_key in cache.resource_keys_of(uid):
+                    owner.queue.schedule(resource_key)
+                return
+            claim = await owner._with_pod(namespace, record.claim, record.pod_uid)
+            views, seens = await self._gather(namespace, claim, record)
+            graph = cache.graphs[namespace]
+            decision = decide_claim(claim, views, now=owner.clock.now(), policy=owner.policy, graph=graph)
+            for other in decision.also_reconcile:
+                owner.schedule((namespace, other))
+            held_back = owner._held_back_grants(key, decision)
+            if held_back:
+                owner._held_back.add(key)
+                rest = tuple(a for a in decision.actions if a not in held_back)
+                if not rest:
+                    return
+                decision = replace(decision, actions=rest)
+            if not decision.actions:
+                if decision.next_deadline is not None:
+                    owner.schedule_at(key, decision.next_deadline)
+                return
+            await self._apply(namespace, claim, decision.actions, seens)
+            for resource in claim.every_resource:
+                owner.queue.schedule((namespace, resource))  # their queues and answers move with it
+        log.error("reconcile of claim %s in %s did not settle after %d rounds", uid, namespace, _reconciler.MAX_ROUNDS)
+        owner.schedule_at(key, owner.clock.now() + RETRY_DELAY)
+
+    async def _gather(
+        self, namespace: str, claim: Claim, record: ClaimRecord
+    ) -> tuple[dict[str, ResourceView], dict[str, Seen]]:
+        """Each resource of the claim as its decision sees it, with the version of its lock the
+        writes rest on. Locks are read from the API server where the cache cannot be trusted: a grant
+        of a Held claim missing (broken, or its event still on its way), and every lock before the
+        claim is told Held (see the module's docstring)."""
+        owner, cache = self.owner, self.owner.cache
+        keys = [(namespace, r) for r in claim.every_resource]
+        cached = {k: cache.locks.get(k) for k in keys}
+
+        def has_grant(lock: LockRecord | None) -> bool:
+            return lock is not None and any(g.claim_uid == claim.uid for g in lock.grants)
+
+        if claim.phase is Phase.HELD:
+            confirm = [k for k in keys if not has_grant(cached[k])]
+        else:
+            confirm = keys if all(has_grant(cached[k]) for k in keys) else []
+        if confirm:
+            fresh = await asyncio.gather(*(owner._confirm_lock(k) for k in confirm))
+            cached.update(zip(confirm, fresh, strict=True))
+        views: dict[str, ResourceView] = {}
+        seens: dict[str, Seen] = {}
+        for key in keys:
+            resource, lock = key[1], cached[key]
+            grants = lock.grants if lock is not None else ()
+            capacity = owner.capacity(namespace, resource)
+            cache.graphs[namespace].set_capacity(resource, capacity)
+            views[resource] = ResourceView(
+                resource=resource,
+                claims=tuple(r.claim for r in cache.claims_for(key)),
+                grants=grants,
+                capacity=capacity,
+                broken=await owner._break_of(key, [claim], grants),
+                finished=tuple(cache.finished_for(key)),
+                lock_policy=owner.policies.policy_for(namespace, resource),
+            )
+            seens[resource] = _reconciler.Seen({claim.uid: record}, lock)
+        return views, seens
+
+    async def _apply(self, namespace: str, claim: Claim, actions: tuple[Action, ...], seens: dict[str, Seen]) -> None:
+        """Apply in order, each write on the version of its resource's lock the decision saw; stop at
+        the first that fails (the claim is decided again on what the failure refreshed)."""
+        for action in actions:
+            if isinstance(action, SetStatus):
+                resource = claim.every_resource[0]
+            elif isinstance(action, CreateLock):
+                resource = action.target
+            elif isinstance(action, RenewLock | DeleteLock):
+                resource = action.lock.resource
+            else:
+                raise TypeError(f"a claim of several resources does not decide {action!r}")
+            if not await self.owner._apply_one(namespace, action, seens[resource]):
+                return
