@@ -67,7 +67,7 @@ def test_conflict_and_failure_shapes_of_several_resources() -> None:
                 "heldSince": "2026-01-02T03:04:05.123456Z", "message": "held", "resources": ["a://1", "b://2"]}
     assert output.acquired(result) == expected
     error = Rejected("held", holder="agent-b", held_since="2026-01-02T03:04:05.123456Z")
-    assert output.failure(error, ["a://1", "b://2"]) == expected
+    assert output.failure(error, ["B://2/", "a://1"]) == expected  # normalised and sorted, as a result lists them
     assert output.failure(NotFound("none"), ["a://1", "b://2"]) == {
         "ok": False, "error": "NotFound", "resource": None, "resources": ["a://1", "b://2"], "message": "none"}
     assert output.failure(NotFound("none"), ["a://1"]) == output.failure(NotFound("none"), "a://1")

@@ -252,7 +252,7 @@ def test_rlock_refuses_a_repeated_resource_with_one_json_object(
     [line] = capsys.readouterr().out.splitlines()
     payload = json.loads(line)
     assert (payload["ok"], payload["error"], payload["resource"], payload["resources"]) == (
-        False, "InvalidInput", None, [A, B, "Git://acme/app/fix-42/"])
+        False, "InvalidInput", None, [B, B, A])
     assert f"{B} more than once" in payload["message"]
 
 

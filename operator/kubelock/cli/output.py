@@ -14,6 +14,7 @@ import yaml
 
 from kubelock.cli.run import Outcome, exit_code_of
 from kubelock.domain.reasons import Phase
+from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
 from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
@@ -161,9 +162,11 @@ def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
 def failure(error: LockError, resource: str | Sequence[str] | None = None) -> Json:
     """The one JSON object for a failed command; its `error` is the reason (a domain Reason where
     the operator gave one). `resource` is what the command was given: one URI, or several (then
-    `resource` is null and `resources` lists them)."""
+    `resource` is null and `resources` lists them, normalised and sorted)."""
     resources = [resource] if isinstance(resource, str) else list(resource or [])
     one = resources[0] if len(resources) == 1 else None
+    if several(resources):  # as a result lists them: normalised, sorted
+        resources = sorted(normalise(r) for r in resources)
     if isinstance(error, Rejected) and error.holder is not None:
         return held(one or "", error.holder, error.held_since, error.message, resources)
     payload: Json = {"ok": False, "error": error.reason}
