@@ -54,6 +54,7 @@ from kubelock.sdk import (
     Unreachable,
     tools,
 )
+from kubelock.sdk.model import LockInfo
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
@@ -670,3 +671,28 @@ def test_normalised_names_are_one_claim(team: Team) -> None:
     assert [c["metadata"]["name"] for c in all_claims(team)] == [first.claim_name]
     alice.release([normalise(BRANCH), ISSUE])
     wait_until(lambda: claim_phase(team, first.claim_name) is None, what="the claim to be deleted", timeout=DEADLINE)
+
+
+async def test_async_lock_all_renews_every_grant_and_releases_them(team: Team) -> None:
+    async with team.async_client("alice") as alice:
+        async with alice.lock_all([ISSUE, BRANCH], ttl=2) as lease:
+            tokens = dict(lease.fencing_tokens)
+            first = {uri: lock_expiry(team, uri) for uri in (ISSUE, BRANCH)}
+            await asyncio.sleep(6)  # three TTLs: the scenario's length, not a synchronisation
+            assert not lease.lost.is_set(), lease.error
+            current = await alice.get([BRANCH, ISSUE])
+            assert current.held and current.tokens == tokens  # renewed, not granted anew
+            for uri in (ISSUE, BRANCH):  # one renewal of the claim renewed each grant
+                assert lock_expiry(team, uri) > first[uri]
+        with pytest.raises(NotFound):
+            await alice.get([ISSUE, BRANCH])
+    wait_until(lambda: holder_of(team, ISSUE) is None and holder_of(team, BRANCH) is None,
+               what="both locks to be released", timeout=DEADLINE)
+
+
+def lock_expiry(team: Team, uri: str) -> float:
+    lock = team.lock_of(uri)
+    assert lock is not None, f"no lock on {uri}"
+    renewed = LockInfo.from_body(lock).expires_at
+    assert renewed is not None
+    return renewed.timestamp()
