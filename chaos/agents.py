@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from chaos import identities
 from chaos.history import Attempt, Hold, Record, to_json
+from chaos.multiclaims import MultiLease
 from chaos.store import StoreClient
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.domain.resource import normalise
@@ -47,6 +48,7 @@ from kubelock.sdk.model import ClaimInfo
 log = logging.getLogger("chaos.agents")
 DECISION_TIMEOUT = 20.0  # the SDK's wait for the operator's first word on a claim
 NESTED_FRACTION = 0.15
+MULTI_FRACTION = 0.12  # iterations that take 2-3 resources at once with one claim of several
 SHARED_FRACTION = 0.3  # of the first locks of an iteration: taken Shared, as a reader
 LONG_HOLD_FRACTION = 0.1
 AGENT_LABEL = "chaos.kubelock.dev/agent"
@@ -90,7 +92,7 @@ class RecordingLease(AsyncLease):
 class Held:
     """A lock as its agent knows it: the lease and what the grant said."""
 
-    lease: RecordingLease
+    lease: RecordingLease | MultiLease
     resource: str
     claim: str
     token: int
@@ -139,6 +141,9 @@ class Agent:
             await asyncio.sleep(self.rng.uniform(0.05, self.settings.pause_max))
 
     async def iteration(self, client: AsyncLockClient) -> None:
+        if self.rng.random() < MULTI_FRACTION:
+            await self.iteration_of_several(client)
+            return
         first = self.rng.randrange(self.settings.resources)
         wait = self.rng.random() < self.settings.wait_fraction
         mode = "Shared" if self.rng.random() < SHARED_FRACTION else "Exclusive"
@@ -156,6 +161,58 @@ class Agent:
             else:
                 await self.work(outer)
             await self.write(outer, "commit")
+
+    async def iteration_of_several(self, client: AsyncLockClient) -> None:
+        """Take 2-3 resources at once (exclusively) with one claim, write to each, let go of all."""
+        indices = self.rng.sample(range(self.settings.resources), self.rng.randint(2, 3))
+        wait = self.rng.random() < self.settings.wait_fraction
+        async with self.holding_all(client, [resource_uri(i, self.rng) for i in indices], wait=wait) as held:
+            if not held:
+                return
+            for one in held:
+                await self.write(one, "begin")
+            await self.work(held[0])
+            for one in held:
+                await self.write(one, "commit")
+
+    @contextlib.asynccontextmanager
+    async def holding_all(self, client: AsyncLockClient, uris: list[str], *, wait: bool) -> AsyncIterator[list[Held]]:
+        settings = self.settings
+        lease = MultiLease(client, uris, ttl=settings.ttl, wait=wait,
+                           wait_timeout=settings.wait_timeout if wait else None, decision_timeout=DECISION_TIMEOUT)
+        first = normalise(uris[0])
+        started = time.time()
+        try:
+            outcome, detail = await lease.acquire()
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            outcome, detail = "Unreachable", str(error)
+        except asyncio.CancelledError:
+            self.attempt(first, wait, started, "Cancelled", "the agent stopped while acquiring")
+            raise
+        if outcome != "Held":
+            self.attempt(first, wait, started, outcome, detail)
+            if outcome in ("Unreachable", "Unanswered"):
+                with contextlib.suppress(kube_errors.ApiError, kube_errors.Unreachable):
+                    await lease.release()
+            yield []
+            return
+        held_from = time.time()
+        held = [Held(lease, resource, lease.uid, token) for resource, token in sorted(lease.tokens.items())]
+        self.attempt(first, wait, started, "Held", detail, end=held_from)
+        try:
+            yield held
+        finally:
+            until = lease.lost_at if lease.lost_at is not None else time.time()
+            for one in held:
+                self.record(Hold(agent=self.name, resource=one.resource, claim=one.claim, token=one.token,
+                                 start=held_from, end=until, expiry=lease.known_expiry, pod=self.pod))
+            if self.dead:
+                await lease.abandon()
+            else:
+                try:
+                    await lease.release()
+                except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                    log.info("%s: release of %s failed: %s", self.name, ", ".join(uris), error)
 
     def hold_seconds(self) -> float:
         if self.rng.random() < LONG_HOLD_FRACTION:

@@ -241,7 +241,8 @@ def from_dict(data: Mapping[str, Any]) -> Record:
     cls = RECORD_TYPES[str(data["type"])]
     names = {f.name for f in fields(cls)}
     # JSON has no tuples: every list field of a record is a tuple.
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    return cls(**values)
 
 
 def read_jsonl(path: Path) -> Iterator[Record]:

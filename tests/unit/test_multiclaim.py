@@ -81,7 +81,7 @@ def graph_of(claims: Iterable[Claim], grants: Iterable[Lock]) -> WaitForGraph:
     for c in claims:
         if c.waiting:
             for r in c.every_resource:
-                graph.add_wait(c.holder, r, c.sequence, c.need)
+                graph.add_wait(c.holder, r, c.sequence, c.need, reserves=c.multi)
     return graph
 
 
@@ -344,6 +344,26 @@ def _check(space: MultiSpace) -> None:
 
 @pytest.mark.parametrize("seed", range(60))
 def test_random_timelines_with_claims_of_several_resources_match_the_model(seed: int) -> None:
+    _timeline(seed, holders=0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_timelines_with_shared_holders_leave_no_waiter_in_a_cycle(seed: int) -> None:
+    """A few holders, each with several claims (some of several resources): after settling, no
+    Pending claim closes a wait-for cycle, and every Deadlocked one reports a cycle through itself."""
+    space, _ = _timeline(seed, holders=3)
+    graph = space.graph()
+    for c in space.claims.values():
+        if c.phase is Phase.PENDING:
+            for r in c.every_resource:
+                assert graph.find_cycle(c.holder, r, c.sequence, c.need) is None, (c.name, r)
+        elif c.phase is Phase.DEADLOCKED:
+            cycle = c.status.cycle  # type: ignore[union-attr]
+            assert cycle is not None and cycle[0] == cycle[-1] == c.holder
+
+
+def _timeline(seed: int, *, holders: int) -> tuple[MultiSpace, float]:
+    """A random timeline (`holders`: how many holders share the claims; 0: one holder per claim)."""
     rng = random.Random(seed)
     resources = [f"r://{i}" for i in range(rng.randint(2, 5))]
     capacity = {r: rng.choice([1, 1, 2, 3]) for r in resources}
@@ -356,8 +376,9 @@ def test_random_timelines_with_claims_of_several_resources_match_the_model(seed:
             picked = rng.sample(resources, rng.randint(2, len(resources))) if several else [rng.choice(resources)]
             mode = Mode.SHARED if rng.random() < 0.3 else Mode.EXCLUSIVE
             permits = 1 if mode is Mode.SHARED else rng.choice([1, 1, 2])
+            holder = f"h{rng.randrange(holders)}" if holders else f"h{seq}"
             spec: dict[str, object] = {"wait": rng.random() < 0.8, "mode": mode, "permits": permits,
-                                       "holder": f"h{seq}"}
+                                       "holder": holder}
             if len(picked) > 1:
                 space.add(multi(f"c{seq}", seq, picked, **spec))
             else:
@@ -384,3 +405,36 @@ def test_random_timelines_with_claims_of_several_resources_match_the_model(seed:
         _check(space)
     space.settle_all(now, rng)
     _check(space)
+    return space, now
+
+
+def test_a_wait_behind_a_reservation_can_close_a_real_deadlock() -> None:
+    # h3 holds Y and waits for r, free but promised to m (h2, queued first for r and Y), which waits
+    # for Y: h3 -r-> h2 -Y-> h3. Nobody holds r, yet neither can go on: the newest wait ends.
+    hy, hy_lock = _held_single(claim("hy", 1, "h3", resource=B), 900)
+    m = with_phase(multi("m", 2, [A, B], holder="h2", wait=True), Phase.PENDING, Reason.QUEUED, since=T0)
+    s = claim("s", 3, "h3", resource=A, wait=True)
+    everyone = [hy, m, s]
+    decision = decide(A, [m, s], [], now=T0, policy=POLICY, graph=graph_of(everyone, [hy_lock]))
+    assert summary(decision) == [("status", "s", Phase.DEADLOCKED, Reason.DEADLOCK)]
+    assert decision.actions[0].status.cycle == ("h3", A, "h2", B, "h3")  # type: ignore[union-attr]
+    # The same waits, the claim of several the newest: it is the victim, found from its own decision.
+    s_old = with_phase(claim("s", 1, "h3", resource=A, wait=True), Phase.PENDING, Reason.QUEUED, since=T0)
+    m_new = multi("m", 4, [A, B], holder="h2", wait=True)
+    hy2, hy2_lock = _held_single(claim("hy", 2, "h3", resource=B), 900)
+    sa, sa_lock = _held_single(claim("sa", 0, "h9", resource=A), 800)
+    decision = decide_multi(m_new, [sa, s_old, hy2], [sa_lock, hy2_lock])
+    assert brief(decision) == [("status", "m", Phase.PENDING, Reason.QUEUED)]  # no cycle: h9 holds A
+
+
+def test_a_waiter_told_what_it_waits_for_is_not_rewritten_at_every_handoff() -> None:
+    first = decide_multi(M, [XA], [XA_LOCK])
+    told_status = first.actions[0].status  # type: ignore[union-attr]
+    queued = replace(M, status=told_status)
+    ya, ya_lock = _held_single(claim("ya", 2, "other", resource=A), 950)  # A changed hands
+    again = decide_multi(queued, [ya], [ya_lock])
+    assert again.actions == () and again.next_deadline is None
+    xb = _held_single(claim("xb", 3, resource=B), 960)  # now it waits for B too: told again
+    both = decide_multi(queued, [ya, xb[0]], [ya_lock, xb[1]])
+    assert brief(both) == [("status", "m", Phase.PENDING, Reason.QUEUED)]
+    assert both.actions[0].status.message.startswith(f"waiting for {A}, {B} (all or nothing)")  # type: ignore[union-attr]

@@ -605,6 +605,12 @@ def _answers(
         if not blocking:
             # Nothing holds the resource: a claim of several resources queued ahead, still waiting for
             # another of them, keeps this one out (FIFO), while holding nothing.
+            found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need) if claim.wait else None
+            if found is not None and found.victim == found.edges[0]:
+                actions.append(_deadlocked(claim, found, Reason.DEADLOCK, now))
+                continue
+            if found is not None:
+                wake.add(found.victim.resource)
             actions.extend(_behind_reservation(resource, claim, active, position, now, deadlines))
             position += 1 if claim.wait else 0
             continue

@@ -247,20 +247,31 @@ def _waiting(
                 return Decision((_deadlocked(claim, found, Reason.DEADLOCK, now),))
             wake.add(found.victim.resource)
     position = 1 + sum(1 for c in first.ahead if c.wait)
-    message = (
-        f"waiting for {', '.join(names)} (all or nothing): {described}; position {position} in the queue of "
-        f"{names[0]}"
-    )
+    waits_for = f"waiting for {', '.join(names)} (all or nothing)"
+    message = f"{waits_for}: {described}; position {position} in the queue of {names[0]}"
     deadlines: list[float] = []
     pending = _queued(claim, Reason.QUEUED, message, holder, position, now, deadlines)
     rests = [b.rest.until for b in blocked.values() if b.rest is not None]
     if rests and all(b.rest is not None for b in blocked.values()):
         pending = replace(pending, reason=Reason.LOCK_DELAY, available_at=max(rests))
     actions: tuple[Action, ...] = ()
-    if claim.status != pending:
+    if claim.status != pending and not _same_wait(claim.status, pending, waits_for):
         notice = Notice(pending.reason, pending.message) if claim.status is None else None
         actions = (SetStatus(claim, pending, notice),)
     return Decision(actions, min([*deadlines, *rests], default=None), frozenset(wake))
+
+
+def _same_wait(current: ClaimStatus | None, pending: ClaimStatus, waits_for: str) -> bool:
+    """A waiter already told it waits for these same resources is not told again who holds them or
+    its position: every handoff on any of its resources would cost a write of every claim of several
+    resources queued there (a claim of one resource's position is written once the queue is still)."""
+    return (
+        current is not None
+        and current.phase is Phase.PENDING
+        and current.reason is pending.reason
+        and current.message.startswith(waits_for + ":")
+        and current.available_at == pending.available_at
+    )
 
 
 def _why(blocked: _Blocked) -> str:

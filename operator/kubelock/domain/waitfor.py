@@ -10,7 +10,9 @@ resource R has an edge H -R-> G to every holder G that blocks it there:
 - when R has grants but none of them blocks the request, every other G with a request queued ahead
   of it on R that keeps it out: the queue serves requests in order, so the waiter needs that one
   granted and released first (a shared request behind a queued exclusive one, a small permit
-  request behind a large one). A free resource gives no edge: its head is granted next.
+  request behind a large one). A free resource gives no edge: its head is granted next; except when a
+  claim of several resources queued ahead keeps the waiter out (`reserves`): it holds nothing, but
+  waits for another of its resources, and the waiter needs it granted and released first.
 
 A claim closes a cycle when a holder it waits for can reach the claim's own holder. The search starts
 at those holders and only follows edges out of what it reaches, so its cost grows with the path, not
@@ -70,6 +72,8 @@ class WaitForGraph:
         # resource -> (sequence, holder) -> need of every wait on it, for the queue's order
         self._queues: dict[str, dict[tuple[int, str], Need]] = defaultdict(dict)
         self._capacity: dict[str, int] = {}
+        # resource -> (sequence, holder) -> need of the waits of claims of several resources on it
+        self._reserved: dict[str, dict[tuple[int, str], Need]] = defaultdict(dict)
 
     def __len__(self) -> int:
         return sum(len(seqs) for res in self._waits.values() for seqs in res.values())
@@ -97,16 +101,23 @@ class WaitForGraph:
         else:
             self._capacity[resource] = capacity
 
-    def add_wait(self, holder: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> None:
+    def add_wait(
+        self, holder: str, resource: str, sequence: int, need: Need = EXCLUSIVE, *, reserves: bool = False
+    ) -> None:
+        """`reserves`: the wait of a claim of several resources, which keeps later waiters out of the
+        resource even while nobody holds it (see the module's docstring)."""
         self._waits[holder].setdefault(resource, {})[sequence] = need
         self._queues[resource][(sequence, holder)] = need
+        if reserves:
+            self._reserved[resource][(sequence, holder)] = need
 
     def remove_wait(self, holder: str, resource: str, sequence: int) -> None:
-        queue = self._queues.get(resource)
-        if queue is not None:
-            queue.pop((sequence, holder), None)
-            if not queue:
-                del self._queues[resource]
+        for index in (self._queues, self._reserved):
+            queue = index.get(resource)
+            if queue is not None:
+                queue.pop((sequence, holder), None)
+                if not queue:
+                    del index[resource]
         resources = self._waits.get(holder)
         if not resources or resource not in resources:
             return
@@ -124,7 +135,13 @@ class WaitForGraph:
         for: the edges out of it (see the module's docstring), in a stable order."""
         held = self._grants.get(resource)
         if not held:
-            return []
+            reserved = self._reserved.get(resource)
+            if not reserved:
+                return []
+            capacity = self._capacity.get(resource, 1)
+            return sorted(
+                {h for (seq, h), n in reserved.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
+            )
         capacity = self._capacity.get(resource, 1)
         if capacity == 1 and need.mode is Mode.EXCLUSIVE:
             return list(held)  # every grant keeps out an exclusive request for the only permit

@@ -221,7 +221,9 @@ class Cache:
             if claim.multi:
                 self._multis[(record.namespace, resource)].add(claim.uid)
             if claim.waiting:
-                self.graphs[record.namespace].add_wait(claim.holder, resource, claim.sequence, claim.need)
+                self.graphs[record.namespace].add_wait(
+                    claim.holder, resource, claim.sequence, claim.need, reserves=claim.multi
+                )
         if claim.pod_name:
             self._pod_claims[(record.namespace, claim.pod_name)].add(claim.uid)
         if claim.multi:

@@ -364,6 +364,8 @@ class Reconciler:
         else:
             self.cache.upsert_lock(outcome.body)
         self.cache.breaks[key] = broken
+        for multi in self.cache.multis_on(key):
+            self.queue.schedule(multi)  # a claim of several resources whose grant went here ends whole
         log.info("%s in %s: grants of claims %s broken by %s", key[1], key[0], ", ".join(sorted(uids)), broken.actor)
 
     async def _confirm_lock(self, key: Key) -> LockRecord | None:
