@@ -286,6 +286,12 @@ def test_a_claim_of_several_in_the_list_and_why_output() -> None:
     assert f"resource:  {B} and {A}" in why
 
 
+def test_a_refusal_of_several_says_none_was_taken() -> None:
+    message = output.held_message(f"{B} and {A}", "agent-b", None, "rlock --wait", several=True)
+    assert message == (f"agent-b holds at least one of {B} and {A}, so none was taken; try again later, or queue "
+                       "for all of them with rlock --wait")
+
+
 def test_a_command_without_double_dash_is_not_taken_for_a_uri(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,7 +103,8 @@ async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Js
             progress.clear()
         return output.acquired(result)
     result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
-    message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait")
+    message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait",
+                                  several=len(result.resources) > 1)
     return output.acquired(result, message)
 
 

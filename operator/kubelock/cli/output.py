@@ -34,10 +34,16 @@ def render(payload: Json, fmt: str) -> str:
     return dumps(payload) + "\n"
 
 
-def held_message(resource: str, holder: str | None, held_since: str | None, wait_command: str) -> str:
+def held_message(
+    resource: str, holder: str | None, held_since: str | None, wait_command: str, *, several: bool = False
+) -> str:
     """What a command says when a try-lock finds the resource held: the advice names the command's
-    own way to queue (the operator's message speaks of the claim's `wait: true`)."""
+    own way to queue (the operator's message speaks of the claim's `wait: true`). `several`: the
+    resources of a claim of several, of which at least one is held (none was taken)."""
     since = f" since {held_since}" if held_since else ""
+    if several:
+        return (f"{holder} holds at least one of {resource}{since}, so none was taken; try again later, or "
+                f"queue for all of them with {wait_command}")
     return f"{resource} is held by {holder}{since}; try again later, or queue for it with {wait_command}"
 
 
