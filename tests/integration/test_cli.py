@@ -33,9 +33,10 @@ from kubernetes.client import (
     CustomObjectsApi,
 )
 
+from kubelock.api import fencing
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.run import ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE, ENV_RESOURCE, ENV_TOKEN
+from kubelock.cli.run import ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE, ENV_RESOURCE, ENV_TOKEN, ENV_TOKENS
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, find_binaries, wait_until
 from tests.support.access import bind, wait_allowed
@@ -459,7 +460,8 @@ def skill_examples(text: str) -> list[Example]:
 def test_skill_examples_match_what_the_commands_print(sh: Shell) -> None:
     examples = skill_examples(SKILL.read_text())
     assert [(e.argv[0], e.code) for e in examples] == [
-        ("rlock", 0), ("rlock", 1), ("rlock-heartbeat", 0), ("runlock", 0), ("rlock", 5), ("rlock-heartbeat", 8)
+        ("rlock", 0), ("rlock", 1), ("rlock-heartbeat", 0), ("runlock", 0), ("rlock", 0), ("rlock", 5),
+        ("rlock-heartbeat", 8)
     ]
     me, other = "alice", "bob"  # the agent following the skill, and another instance
     cleanup: list[subprocess.Popen[str]] = []
@@ -496,6 +498,10 @@ def test_skill_examples_match_what_the_commands_print(sh: Shell) -> None:
                 assert type(real[key]) is type(value), (example.argv, key)
                 if key in ("ok", "error", "deadlock", "lost", "released", "previousPhase", "confirmed", "resource"):
                     assert real[key] == value, (example.argv, key)
+            if "fencingTokens" in shown:  # a token for each resource, in the same order
+                assert list(real["fencingTokens"]) == list(shown["fencingTokens"]), example.argv
+            if "grants" in shown:
+                assert [g["resource"] for g in real["grants"]] == [g["resource"] for g in shown["grants"]]
             if "cycle" in shown:
                 assert real["cycle"][0] == real["cycle"][-1] == holder(me)
                 assert real["cycle"][1::2] == shown["cycle"][1::2]  # the same resources in the same order
@@ -712,12 +718,14 @@ def test_command_sees_the_lock_and_its_exit_code_comes_back(sh: Shell, tmp_path:
     assert env[ENV_HOLDER] == holder("alice")
     assert env[ENV_NAMESPACE] == sh.namespace
     assert env[ENV_CLAIM] == sh.claim("alice", RUN_URI)
+    assert json.loads(env[ENV_TOKENS]) == {normalise(RUN_URI): int(env[ENV_TOKEN])}  # also for one resource
     child.finish(3)
     done = finish(process)
     assert done.code == 3, done.stderr
     got = result(done)
     assert got["exitCode"] == 3 and got["signal"] is None and got["endedBy"] == "CommandExited"
     assert got["fencingToken"] == int(env[ENV_TOKEN]) and got["released"] is True and got["ok"] is False
+    assert got["fencingTokens"] == {normalise(RUN_URI): got["fencingToken"]}
     wait_released(sh)
 
 
@@ -858,3 +866,112 @@ def test_waiting_run_starts_only_after_the_first_one_ended(sh: Shell, tmp_path: 
     done = finish(bob)
     assert done.code == ExitCode.OK, done.stderr
     assert result(done)["holder"] == holder("bob")
+
+
+# ---- several resources in one claim: all of them or none ----------------------------------------
+
+ISSUE, BRANCH = "github://acme/app/issues/42", "git://acme/app/fix-42"
+
+
+def tokens_of_locks(sh: Shell, *uris: str) -> dict[str, int]:
+    """What the ResourceLocks record: each resource's fencing token, as an administrator reads it."""
+    tokens = {}
+    for uri in uris:
+        lock = sh.lock(uri)
+        assert lock is not None, f"no lock on {uri}"
+        tokens[normalise(uri)] = fencing.lock_token(lock)
+    return tokens
+
+
+def test_rlock_of_several_is_all_or_nothing(sh: Shell) -> None:
+    assert sh("bob", "rlock", BRANCH, "--ttl", "600").code == ExitCode.OK
+    refused = sh("alice", "rlock", ISSUE, BRANCH)
+    assert refused.code == ExitCode.HELD, refused
+    assert refused.json["error"] == "HeldByAnotherHolder" and refused.json["holder"] == holder("bob")
+    assert refused.json["resource"] is None and refused.json["resources"] == [BRANCH, ISSUE]
+    assert sh.lock(ISSUE) is None  # the free one was not taken either
+    assert sh("bob", "runlock", BRANCH).code == ExitCode.OK
+
+    got = sh("alice", "rlock", ISSUE, BRANCH, "--ttl", "600")
+    assert got.code == ExitCode.OK, got
+    tokens = tokens_of_locks(sh, ISSUE, BRANCH)
+    assert got.json["fencingTokens"] == tokens
+    assert got.json["grants"] == [{"resource": r, "fencingToken": tokens[r], "lock": lock_name(r)}
+                                  for r in sorted(tokens)]
+    assert (got.json["resource"], got.json["fencingToken"], got.json["lock"]) == (None, None, None)
+    assert got.json["claim"] == sh.admin.get(got.json["claim"])["metadata"]["name"]
+
+    beat = sh("alice", "rlock-heartbeat", BRANCH, ISSUE)  # the same claim in any order
+    assert beat.code == ExitCode.OK, beat
+    assert beat.json["fencingTokens"] == tokens and beat.json["claim"] == got.json["claim"]
+    done = sh("alice", "runlock", ISSUE, BRANCH)
+    assert done.code == ExitCode.OK, done
+    assert done.json["previousPhase"] == "Held" and done.json["resources"] == sorted(tokens)
+    wait_until(lambda: sh.lock(ISSUE) is None and sh.lock(BRANCH) is None, what="both locks to be released",
+               timeout=DEADLINE)
+
+
+def start_run_all(sh: Shell, user: str, child: Sequence[str], *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*argv_of("kubelock"), "run", ISSUE, BRANCH, "-o", "json", *options, "--", *child],
+                            env=sh.env(user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
+
+
+def test_run_of_several_gives_the_command_every_token(sh: Shell, tmp_path: Path) -> None:
+    child = Child(tmp_path / "child")
+    process = start_run_all(sh, "alice", child.argv(), "--ttl", "60")
+    child.wait_started()
+    env = child.env()
+    tokens = tokens_of_locks(sh, ISSUE, BRANCH)
+    assert json.loads(env[ENV_TOKENS]) == tokens
+    assert ENV_TOKEN not in env and ENV_RESOURCE not in env  # no single token to mistake for all of them
+    assert env[ENV_HOLDER] == holder("alice")
+    child.finish()
+    done = finish(process)
+    assert done.code == ExitCode.OK, done.stderr
+    got = result(done)
+    assert got["fencingTokens"] == tokens and got["resource"] is None and got["released"] is True
+    wait_until(lambda: sh.lock(ISSUE) is None and sh.lock(BRANCH) is None, what="both locks to be released",
+               timeout=DEADLINE)
+
+
+def test_run_of_several_stops_the_command_when_any_lock_is_broken(sh: Shell, tmp_path: Path) -> None:
+    child = Child(tmp_path / "child")
+    process = start_run_all(sh, "alice", child.argv(), "--ttl", "60")
+    pid = child.wait_started()
+    assert sh("lockadmin", "kubelock", "unlock", BRANCH, "--reason", "test").code == ExitCode.OK
+    done = finish(process)
+    assert done.code == ExitCode.LOST, done.stderr
+    got = result(done)
+    assert got["endedBy"] == "LockLost" and got["lost"] is True
+    assert not alive(pid)
+    assert not (child.dir / "ended").exists()  # stopped, not finished
+    wait_until(lambda: sh.lock(ISSUE) is None, what="the other lock to be released", timeout=DEADLINE)
+
+
+def test_run_of_several_never_starts_while_one_is_held(sh: Shell, tmp_path: Path) -> None:
+    assert sh("bob", "rlock", ISSUE, "--ttl", "600").code == ExitCode.OK
+    marker = tmp_path / "ran"
+    done = sh("alice", "kubelock", "run", ISSUE, BRANCH, "-o", "json", "--", "touch", str(marker))
+    assert done.code == ExitCode.HELD, done
+    assert done.json["holder"] == holder("bob") and done.json["resources"] == [BRANCH, ISSUE]
+    assert not marker.exists()
+    assert sh.lock(BRANCH) is None
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "words"),
+    [
+        ("rlock", [ISSUE, "GitHub://acme/app/issues/42/"], "more than once"),
+        ("runlock", [ISSUE, ISSUE], "more than once"),
+        ("kubelock", ["acquire", "-o", "json", *(f"github://acme/app/issues/{i}" for i in range(17))], "at most 16"),
+        ("kubelock", ["run", "-o", "json", ISSUE, BRANCH, ISSUE, "--", "true"], "more than once"),
+    ],
+)
+def test_bad_lists_of_uris_are_refused_before_any_request(sh: Shell, command: str, args: list[str], words: str
+                                                          ) -> None:
+    done = sh("alice", command, *args)
+    assert done.code == ExitCode.INVALID_INPUT, done
+    assert done.json["error"] == "InvalidInput" and words in done.json["message"]
+    assert sh.admin.api.list_namespaced_custom_object(
+        "kubelock.dev", "v1alpha1", sh.namespace, "lockclaims")["items"] == []

@@ -51,6 +51,7 @@ from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.sdk import Forbidden, LockClient, TimedOut
+from kubelock.sdk.targets import Target
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.access import bind, service_account_user
 from tests.support.claims import Locks, phase_of, status_of
@@ -490,8 +491,9 @@ def test_a_create_whose_answer_never_came_is_withdrawn_only_if_it_made_the_claim
         aio = alice.aio
         ident = alice.identity()
         name = alice.run(aio.claim_name_for(URI))
-        sent = aio._claim_body(ident, name, URI, wait=True, ttl=600, wait_timeout=None)
-        other = aio._claim_body(ident, name, URI, wait=True, ttl=600, wait_timeout=None)  # another create's mark
+        sent = aio._claim_body(ident, name, Target.of(URI), wait=True, ttl=600, wait_timeout=None)
+        # another create's mark:
+        other = aio._claim_body(ident, name, Target.of(URI), wait=True, ttl=600, wait_timeout=None)
         alice.run(aio.kube.create(f"/apis/kubelock.dev/v1alpha1/namespaces/{agents.namespace}/lockclaims", sent))
 
         alice.run(aio._withdraw_unanswered(agents.namespace, name, other))

@@ -1,6 +1,7 @@
 """The Python SDK against the real control plane and operator: conflicts, waiting, deadlocks,
 timeouts, leases that renew themselves and report their loss, release on every exit path, pod
-identity, and failing closed when the API server cannot be reached.
+identity, failing closed when the API server cannot be reached, and claims of several resources
+(`lock_all`).
 
 Agents are real identities: the static users alice and bob with the kubelock-agent role (so the
 admission policies check every claim against the user name), and a ServiceAccount token bound to a
@@ -34,8 +35,9 @@ from kubernetes.client import (
     V1SubjectAccessReviewSpec,
 )
 
+from kubelock.api import fencing
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
-from kubelock.domain.reasons import Reason
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.sdk import (
     AcquireResult,
@@ -52,6 +54,7 @@ from kubelock.sdk import (
     Unreachable,
     tools,
 )
+from kubelock.sdk.model import LockInfo
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
@@ -532,3 +535,164 @@ def test_tools_return_short_sentences(team: Team) -> None:
     finally:
         tools.use(None)
     assert team.admin.claims() == [] or all(phase_of(c) != "Held" for c in team.admin.claims())
+
+
+# ---- claims of several resources: lock_all, acquire_all -----------------------------------------
+# Several resources in one claim, granted all together or not at all, each with its own fencing
+# token; renewed and released as one; the whole lease lost when an administrator breaks any one of
+# its locks; bad lists refused before anything is written.
+
+ISSUE, BRANCH = "github://acme/app/issues/42", "git://acme/app/fix-42"
+
+
+def recorded_token(team: Team, uri: str) -> int:
+    """The fencing token the ResourceLock of `uri` records for its (only) grant."""
+    lock = team.lock_of(uri)
+    assert lock is not None, f"no lock on {uri}"
+    return fencing.lock_token(lock)
+
+
+def holder_of(team: Team, uri: str) -> str | None:
+    lock = team.lock_of(uri)
+    return None if lock is None else str(lock["spec"]["holder"])
+
+
+def all_claims(team: Team) -> list[dict[str, Any]]:
+    listed = team.admin.api.list_namespaced_custom_object("kubelock.dev", "v1alpha1", team.namespace, "lockclaims")
+    return list(listed["items"])
+
+
+def test_lock_all_holds_every_resource_each_with_its_own_token(team: Team) -> None:
+    alice = team.client("alice")
+    with alice.lock_all([ISSUE, BRANCH], ttl=60) as lease:
+        assert lease.fencing_token is None  # several resources: one token each
+        assert set(lease.fencing_tokens) == {ISSUE, BRANCH}
+        for uri in (ISSUE, BRANCH):
+            assert holder_of(team, uri) == ALICE
+            assert lease.fencing_tokens[uri] == recorded_token(team, uri)
+        assert [(g.resource, g.lock_name) for g in lease.grants] == [
+            (BRANCH, lock_name(BRANCH)), (ISSUE, lock_name(ISSUE))]
+        claim = alice.get([BRANCH, ISSUE])  # the same claim, whatever the order
+        assert claim.name == lease.claim_name and claim.held
+        renewed = alice.heartbeat([ISSUE, BRANCH])
+        assert renewed.confirmed and renewed.fencing_tokens == lease.fencing_tokens
+    wait_until(lambda: holder_of(team, ISSUE) is None and holder_of(team, BRANCH) is None,
+               what="both locks to be released", timeout=DEADLINE)
+
+
+def test_all_or_none_and_nothing_is_held_while_waiting(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    bobs = bob.acquire(BRANCH, ttl=600)
+
+    tried = alice.try_acquire_all([ISSUE, BRANCH])
+    assert not tried.ok and tried.holder == BOB
+    assert holder_of(team, ISSUE) is None  # the free one was not taken either
+
+    result: list[AcquireResult] = []
+    waiter = threading.Thread(target=lambda: result.append(alice.acquire_all([ISSUE, BRANCH], timeout=DEADLINE)))
+    waiter.start()
+    wait_until(lambda: any(c.get("status", {}).get("phase") == "Pending" and c["spec"]["holder"] == ALICE
+                           for c in all_claims(team)), what="alice's claim to wait", timeout=DEADLINE)
+    assert holder_of(team, ISSUE) is None  # waiting, it holds none of its resources
+
+    bob.release(BRANCH)
+    waiter.join(DEADLINE)
+    assert not waiter.is_alive()
+    [granted] = result
+    assert granted.ok and granted.holder == ALICE
+    assert granted.fencing_tokens[BRANCH] > (bobs.fencing_token or 0)
+    assert holder_of(team, ISSUE) == holder_of(team, BRANCH) == ALICE
+    released = alice.release([BRANCH, ISSUE])
+    assert released.previous_phase is Phase.HELD
+
+
+def test_a_wait_for_several_times_out_holding_nothing(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    bob.acquire(ISSUE, ttl=600)
+    with pytest.raises(TimedOut):
+        alice.acquire_all([ISSUE, BRANCH], timeout=2)
+    assert holder_of(team, BRANCH) is None
+    assert [c["status"]["phase"] for c in all_claims(team) if c["spec"]["holder"] == ALICE] == ["TimedOut"]
+
+
+def test_breaking_one_lock_loses_the_whole_lease_and_releases_the_others(team: Team) -> None:
+    alice = team.client("alice")
+    seen: list[LockError] = []
+    with alice.lock_all([ISSUE, BRANCH], ttl=600, on_lost=seen.append) as lease:
+        team.admin.delete_lock(lock_name(BRANCH))  # an administrator breaks one of them
+        assert lease.lost.wait(DEADLINE)
+        assert isinstance(lease.error, Revoked), lease.error
+        wait_until(lambda: holder_of(team, ISSUE) is None, what="the other grant to be released", timeout=DEADLINE)
+    wait_until(lambda: len(seen) == 1, what="on_lost to be called", timeout=DEADLINE)
+
+
+def test_a_lease_of_one_resource_has_its_token_in_the_map_too(team: Team) -> None:
+    alice = team.client("alice")
+    with alice.lock(ISSUE, ttl=60) as lease:
+        assert lease.fencing_token is not None
+        assert lease.fencing_tokens == {ISSUE: lease.fencing_token} == {ISSUE: recorded_token(team, ISSUE)}
+        assert [g.resource for g in lease.grants] == [ISSUE]
+    with alice.lock_all([ISSUE], ttl=60) as lease:  # a list of one is the claim of that resource
+        assert lease.fencing_token == recorded_token(team, ISSUE)
+        assert lease.claim.resources == (ISSUE,)
+
+
+@pytest.mark.parametrize(
+    ("uris", "words"),
+    [
+        ([ISSUE, "GITHUB://acme/app/issues/42/"], "more than once"),
+        ([f"github://acme/app/issues/{i}" for i in range(17)], "at most 16"),
+        ([], "at least one"),
+    ],
+)
+def test_bad_lists_are_refused_before_anything_is_written(team: Team, uris: list[str], words: str) -> None:
+    alice = team.client("alice")
+    with pytest.raises(InvalidInput, match=words):
+        alice.acquire_all(uris)
+    with pytest.raises(InvalidInput, match=words):
+        alice.lock_all(uris)
+    assert all_claims(team) == []
+
+
+def test_reason_of_a_held_resource_names_the_holder(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    bob.acquire(ISSUE, ttl=600)
+    with pytest.raises(LockError) as refused:
+        alice.acquire_all([ISSUE, BRANCH], wait=False)
+    assert refused.value.reason == Reason.HELD_BY_ANOTHER.value
+    assert getattr(refused.value, "holder", None) == BOB
+
+
+def test_normalised_names_are_one_claim(team: Team) -> None:
+    alice = team.client("alice")
+    first = alice.acquire_all([ISSUE, BRANCH], ttl=60)
+    again = alice.acquire_all(["GitHub://acme/app/issues/42/", BRANCH], ttl=60)  # asked twice: the same claim
+    assert again.claim_name == first.claim_name and again.fencing_tokens == first.fencing_tokens
+    assert [c["metadata"]["name"] for c in all_claims(team)] == [first.claim_name]
+    alice.release([normalise(BRANCH), ISSUE])
+    wait_until(lambda: claim_phase(team, first.claim_name) is None, what="the claim to be deleted", timeout=DEADLINE)
+
+
+async def test_async_lock_all_renews_every_grant_and_releases_them(team: Team) -> None:
+    async with team.async_client("alice") as alice:
+        async with alice.lock_all([ISSUE, BRANCH], ttl=2) as lease:
+            tokens = dict(lease.fencing_tokens)
+            first = {uri: lock_expiry(team, uri) for uri in (ISSUE, BRANCH)}
+            await asyncio.sleep(6)  # three TTLs: the scenario's length, not a synchronisation
+            assert not lease.lost.is_set(), lease.error
+            current = await alice.get([BRANCH, ISSUE])
+            assert current.held and current.tokens == tokens  # renewed, not granted anew
+            for uri in (ISSUE, BRANCH):  # one renewal of the claim renewed each grant
+                assert lock_expiry(team, uri) > first[uri]
+        with pytest.raises(NotFound):
+            await alice.get([ISSUE, BRANCH])
+    wait_until(lambda: holder_of(team, ISSUE) is None and holder_of(team, BRANCH) is None,
+               what="both locks to be released", timeout=DEADLINE)
+
+
+def lock_expiry(team: Team, uri: str) -> float:
+    lock = team.lock_of(uri)
+    assert lock is not None, f"no lock on {uri}"
+    renewed = LockInfo.from_body(lock).expires_at
+    assert renewed is not None
+    return renewed.timestamp()

@@ -81,7 +81,7 @@ def test_skill_lists_the_lock_outcomes() -> None:
     [
         (compat.rlock, ["--ttl"], "expected one argument"),
         (compat.rlock, [], "the following arguments are required: uri"),
-        (compat.runlock, ["a", "b"], "unrecognized arguments"),
+        (compat.runlock, ["x://y", "--nope"], "unrecognized arguments"),
         (compat.rlock_heartbeat, ["x://y", "--nope"], "unrecognized arguments"),
         (compat.rlock, ["x://y", "--permits", "two"], "'two' is not a whole number"),
     ],

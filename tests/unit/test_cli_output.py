@@ -13,7 +13,7 @@ from kubelock.cli import output
 from kubelock.domain.reasons import Phase
 from kubelock.sdk.admin import Explanation, LockStatus
 from kubelock.sdk.errors import Deadlock, Expired, NotFound, Rejected, Revoked, TimedOut, Unreachable
-from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult
+from kubelock.sdk.model import AcquireResult, ClaimInfo, GrantInfo, LockInfo, ReleaseResult, RenewResult
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 NOW = T0.timestamp() + 65
@@ -23,6 +23,7 @@ def held_result(resource: str = "github://acme/app/issues/42") -> AcquireResult:
     return AcquireResult(
         ok=True, resource=resource, holder="agent-a", namespace="agents", claim_name="c", lock_name="l",
         fencing_token=7, acquired_at=T0, expires_at=T0.replace(minute=34), held_since=T0,
+        resources=(resource,), grants=(GrantInfo(resource, "l", 7),),
     )
 
 
@@ -37,7 +38,39 @@ def test_acquired_shape() -> None:
         "expiresAt": "2026-01-02T03:34:05.123456Z",
         "claim": "c",
         "lock": "l",
+        "grants": [{"resource": "github://acme/app/issues/42", "fencingToken": 7, "lock": "l"}],
+        "fencingTokens": {"github://acme/app/issues/42": 7},
     }
+
+
+def test_acquired_shape_of_several_resources() -> None:
+    """The same keys: no single resource, token or lock; a grant and a token per resource."""
+    result = AcquireResult(
+        ok=True, resource="a://1 and b://2", holder="agent-a", namespace="agents", claim_name="c",
+        acquired_at=T0, expires_at=T0, held_since=T0, resources=("a://1", "b://2"),
+        grants=(GrantInfo("a://1", "l1", 7), GrantInfo("b://2", "l2", 3)),
+    )
+    shown = output.acquired(result)
+    assert list(shown) == list(output.acquired(held_result()))
+    assert (shown["resource"], shown["fencingToken"], shown["lock"]) == (None, None, None)
+    assert shown["grants"] == [{"resource": "a://1", "fencingToken": 7, "lock": "l1"},
+                               {"resource": "b://2", "fencingToken": 3, "lock": "l2"}]
+    assert shown["fencingTokens"] == {"a://1": 7, "b://2": 3}
+    assert output.tokens_text(result.fencing_tokens) == "fencing tokens a://1=7, b://2=3"
+    assert output.tokens_text(held_result().fencing_tokens) == "fencing token 7"
+
+
+def test_conflict_and_failure_shapes_of_several_resources() -> None:
+    result = AcquireResult(ok=False, resource="a://1 and b://2", holder="agent-b", namespace="n", claim_name="c",
+                           held_since=T0, message="held", resources=("a://1", "b://2"))
+    expected = {"ok": False, "error": "HeldByAnotherHolder", "resource": None, "holder": "agent-b",
+                "heldSince": "2026-01-02T03:04:05.123456Z", "message": "held", "resources": ["a://1", "b://2"]}
+    assert output.acquired(result) == expected
+    error = Rejected("held", holder="agent-b", held_since="2026-01-02T03:04:05.123456Z")
+    assert output.failure(error, ["B://2/", "a://1"]) == expected  # normalised and sorted, as a result lists them
+    assert output.failure(NotFound("none"), ["a://1", "b://2"]) == {
+        "ok": False, "error": "NotFound", "resource": None, "resources": ["a://1", "b://2"], "message": "none"}
+    assert output.failure(NotFound("none"), ["a://1"]) == output.failure(NotFound("none"), "a://1")
 
 
 def test_conflict_shape_from_a_result_and_from_an_error() -> None:
@@ -80,12 +113,21 @@ def test_failure_shapes(error: Exception, expected: dict[str, Any]) -> None:
 
 
 def test_released_and_renewed_shapes() -> None:
-    assert output.released(ReleaseResult("r://1", "c", Phase.HELD)) == {
+    assert output.released(ReleaseResult("r://1", "c", Phase.HELD, ("r://1",))) == {
         "ok": True, "resource": "r://1", "released": True, "previousPhase": "Held", "claim": "c"
     }
-    assert output.renewed(RenewResult("r://1", "c", 3, T0, True)) == {
+    assert output.renewed(RenewResult("r://1", "c", 3, T0, True, ("r://1",), {"r://1": 3})) == {
         "ok": True, "resource": "r://1", "fencingToken": 3, "expiresAt": "2026-01-02T03:04:05.123456Z",
-        "confirmed": True, "claim": "c",
+        "confirmed": True, "claim": "c", "fencingTokens": {"r://1": 3},
+    }
+    both = ("r://1", "r://2")
+    assert output.released(ReleaseResult("r://1 and r://2", "c", Phase.HELD, both)) == {
+        "ok": True, "resource": None, "resources": ["r://1", "r://2"], "released": True, "previousPhase": "Held",
+        "claim": "c",
+    }
+    assert output.renewed(RenewResult("r://1 and r://2", "c", None, T0, True, both, {"r://1": 3, "r://2": 9})) == {
+        "ok": True, "resource": None, "fencingToken": None, "expiresAt": "2026-01-02T03:04:05.123456Z",
+        "confirmed": True, "claim": "c", "fencingTokens": {"r://1": 3, "r://2": 9},
     }
 
 

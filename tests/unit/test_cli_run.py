@@ -77,8 +77,9 @@ def test_result_shapes() -> None:
     done = output.ran(info, runner.Outcome(0, None, (), killed=False), released=True)
     assert done == {
         "ok": True, "resource": "deploy://x", "holder": "agent-a", "namespace": "agents", "fencingToken": 7,
-        "claim": "c1", "exitCode": 0, "signal": None, "endedBy": "CommandExited", "forwardedSignals": [],
-        "killed": False, "released": True,
+        "claim": "c1", "grants": [{"resource": "deploy://x", "fencingToken": 7, "lock": ""}],
+        "fencingTokens": {"deploy://x": 7}, "exitCode": 0, "signal": None, "endedBy": "CommandExited",
+        "forwardedSignals": [], "killed": False, "released": True,
     }
     lost = output.ran(info, runner.Outcome(-signal.SIGKILL, Expired("gone"), (), killed=True), released=False)
     assert (lost["ok"], lost["exitCode"], lost["signal"], lost["endedBy"]) == (False, 137, "SIGKILL", "LockLost")

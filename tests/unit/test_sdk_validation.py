@@ -13,6 +13,7 @@ import pytest
 from kubelock.kube.config import Credentials
 from kubelock.sdk import AsyncLockClient, InvalidInput, LockClient, Unreachable, validation
 from kubelock.sdk.sync import _LoopThread
+from kubelock.sdk.targets import Target
 
 # Nothing listens on port 1: a request would fail with Unreachable, so InvalidInput proves that none was sent.
 NOWHERE = Credentials(server="https://127.0.0.1:1", namespace="default")
@@ -138,10 +139,16 @@ def test_an_exclusive_claim_is_sent_as_ever_and_a_shared_or_counted_one_says_so(
 
     client = AsyncLockClient(credentials=NOWHERE, holder="agent-a", retries=0)
     ident = Identity(holder="agent-a", namespace="default")
-    plain = client._claim_body(ident, "c", "github://x", wait=True, ttl=None, wait_timeout=None)
+    plain = client._claim_body(ident, "c", Target.of("github://x"), wait=True, ttl=None, wait_timeout=None)
     assert "mode" not in plain["spec"] and "permits" not in plain["spec"]
-    shared = client._claim_body(ident, "c", "github://x", wait=True, ttl=None, wait_timeout=None, mode="Shared")
+    one = Target.of("github://x")
+    shared = client._claim_body(ident, "c", one, wait=True, ttl=None, wait_timeout=None, mode="Shared")
     assert (shared["spec"]["mode"], shared["spec"]["permits"]) == ("Shared", 1)
-    counted = client._claim_body(ident, "c", "github://x", wait=True, ttl=None, wait_timeout=None, permits=3)
+    counted = client._claim_body(ident, "c", one, wait=True, ttl=None, wait_timeout=None, permits=3)
     assert (counted["spec"]["mode"], counted["spec"]["permits"]) == ("Exclusive", 3)
+    several = client._claim_body(ident, "c", Target.of(["github://x", "Git://y/"]), wait=True, ttl=None,
+                                 wait_timeout=None)
+    assert several["spec"]["resources"] == ["github://x", "Git://y/"] and "resource" not in several["spec"]
+    alone = client._claim_body(ident, "c", Target.of(["github://x"]), wait=True, ttl=None, wait_timeout=None)
+    assert alone["spec"] == plain["spec"]  # a list of one is the claim of that one resource
     asyncio.run(client.close())

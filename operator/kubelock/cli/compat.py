@@ -7,6 +7,9 @@ with a code from `kubelock.cli.exitcodes.ExitCode`:
     {"ok": true, "resource": "github://acme/app/issues/42", "holder": "agent-7", "fencingToken": 7, ...}
     {"ok": false, "error": "HeldByAnotherHolder", "holder": "agent-3", "heldSince": "...", ...}   (exit 1)
     {"ok": false, "error": "DeadlockDetected", "deadlock": true, "cycle": [...], ...}             (exit 5)
+
+Several URIs are one claim, taken all together or not at all (`rlock A B`), and released or renewed
+together (`runlock A B`, `rlock-heartbeat A B`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import NoReturn
 
 from kubelock.cli import output
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.main import connection_options, mode_options, need_of, reader_went_away, run
+from kubelock.cli.main import URIS_HELP, connection_options, mode_options, need_of, reader_went_away, run
 from kubelock.cli.progress import QueueProgress
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import LockError
@@ -40,7 +43,7 @@ class _JsonParser(argparse.ArgumentParser):
 def _parser(prog: str, summary: str) -> _JsonParser:
     parser = _JsonParser(prog=prog, description=summary, epilog="Exit codes: " + ", ".join(
         f"{c.value} {c.name.lower()}" for c in ExitCode))
-    parser.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
+    parser.add_argument("uri", nargs="+", help=URIS_HELP)
     connection_options(parser, suppress=False)
     return parser
 
@@ -100,7 +103,8 @@ async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Js
             progress.clear()
         return output.acquired(result)
     result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
-    message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait")
+    message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait",
+                                  several=len(result.resources) > 1)
     return output.acquired(result, message)
 
 
@@ -114,7 +118,7 @@ async def _heartbeat(client: AsyncLockClient, args: argparse.Namespace) -> outpu
 
 def rlock(argv: Sequence[str] | None = None) -> int:
     parser = _parser("rlock", "Acquire a lock (exclusive, --shared or --permits N); fails (exit 1) if it is held "
-                     "in a way that keeps this request out.")
+                     "in a way that keeps this request out. Several URIs: all of them in one claim, or none.")
     mode_options(parser)
     parser.add_argument("--ttl", type=_number(int), help="lease in seconds, 1-86400 (default: the operator's, 1800)")
     parser.add_argument("--wait", action="store_true", help="queue until granted (deadlocks are detected: exit 5)")

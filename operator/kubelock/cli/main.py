@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 from kubelock import __version__
+from kubelock.api.types import MAX_RESOURCES
 from kubelock.cli import completion, output, signals
 from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
@@ -31,6 +32,7 @@ from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import Deadlock, InvalidInput, LockError
 from kubelock.sdk.identity import InstanceRequired
 from kubelock.sdk.model import format_time
+from kubelock.sdk.targets import Target
 
 Handler = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[int]]
 
@@ -87,6 +89,8 @@ def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holde
 
 
 OUTPUTS = ("json", "yaml", "wide")
+URIS_HELP = (f"resource URI, e.g. github://acme/app/issues/42; several (at most {MAX_RESOURCES}) are taken together "
+             "in one claim, all of them or none")
 
 
 def mode_options(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +149,7 @@ def build_parser(prog: str = "kubelock") -> Parser:
             prog,
             "PROG acquire github://acme/app/issues/42          # take it, or exit 1 if someone holds it",
             "PROG acquire deploy://api-prod --wait --timeout 300",
+            "PROG acquire github://acme/app/issues/42 git://acme/app/fix-42   # both, or neither",
             "PROG heartbeat github://acme/app/issues/42        # renew: another full TTL from now",
             "PROG release github://acme/app/issues/42",
             "PROG status -A -o wide                            # every held lock, every namespace",
@@ -168,17 +173,21 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p = add("acquire", "acquire a lock (try once, or --wait in the queue)",
             "PROG acquire github://acme/app/issues/42",
             "PROG acquire github://acme/app/issues/42 --ttl 600 -o json",
-            "PROG acquire deploy://api-prod --wait --timeout 300   # position and holder shown while queued")
-    p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
+            "PROG acquire deploy://api-prod --wait --timeout 300   # position and holder shown while queued",
+            "PROG acquire github://acme/app/issues/42 git://acme/app/fix-42   # both in one claim, or neither")
+    p.add_argument("uri", nargs="+", help=URIS_HELP)
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
     mode_options(p)
     p.add_argument("--priority", type=_priority, default=0, help=PRIORITY_HELP)
     add("release", "release a lock you hold (or leave its queue)",
-        "PROG release github://acme/app/issues/42").add_argument("uri")
+        "PROG release github://acme/app/issues/42",
+        "PROG release github://acme/app/issues/42 git://acme/app/fix-42   # a claim of both").add_argument(
+        "uri", nargs="+", help="the URI(s) the lock was taken on")
     add("heartbeat", "renew a lock you hold: it lasts another TTL",
-        "PROG heartbeat github://acme/app/issues/42").add_argument("uri")
+        "PROG heartbeat github://acme/app/issues/42").add_argument(
+        "uri", nargs="+", help="the URI(s) the lock was taken on")
     p = add("status", "table of held locks: holder, age, expiry, waiters, stale",
             "PROG status", "PROG status -A -o wide", "PROG status -o yaml")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
@@ -218,13 +227,14 @@ def build_parser(prog: str = "kubelock") -> Parser:
             "command is stopped (SIGTERM, then SIGKILL after --grace) if the lock is lost",
             "PROG run deploy://api-prod -- ./deploy.sh --env prod",
             "PROG run deploy://api-prod --wait --timeout 300 --ttl 60 -- make release",
-            "PROG run github://acme/app/issues/42 -o json -- sh -c 'echo token $KUBELOCK_FENCING_TOKEN'")
+            "PROG run github://acme/app/issues/42 -o json -- sh -c 'echo token $KUBELOCK_FENCING_TOKEN'",
+            "PROG run github://acme/app/issues/42 git://acme/app/fix-42 -- ./fix.sh   # both, or it never starts")
     p.usage = (f"{prog} run [options] [--wait [--timeout S]] [--ttl S] [--renew-deadline S] [--grace S] "
-               "URI -- CMD [ARGS...]")
+               "URI [URI...] -- CMD [ARGS...]")
     p.epilog = (f"{p.epilog}\n\nthe command's environment: {', '.join(runner.ENVIRONMENT)}\n"
                 f"exit code: the command's (128+N for signal N); {ExitCode.LOST.value} when the lock was lost and the "
                 f"command stopped; as `{prog} acquire` when the lock could not be taken (the command never started)")
-    p.add_argument("uri", help="resource URI, e.g. github://acme/app/issues/42")
+    p.add_argument("uri", nargs="+", help=URIS_HELP)
     p.add_argument("--wait", action="store_true", help="queue until granted instead of failing when held")
     p.add_argument("--timeout", type=_seconds, help="with --wait: give up after this many seconds")
     p.add_argument("--ttl", type=_whole_seconds, help="lease in seconds, 1-86400 (default: the operator's, 1800)")
@@ -274,9 +284,9 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
         result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
     if not result.ok:
         message = output.held_message(result.resource, result.holder, format_time(result.held_since),
-                                      f"{args.prog} acquire --wait")
+                                      f"{args.prog} acquire --wait", several=len(result.resources) > 1)
         return _emit(args, output.acquired(result, message), message, ExitCode.HELD)
-    text = (f"acquired {result.resource} as {result.holder} (fencing token {result.fencing_token}, "
+    text = (f"acquired {result.resource} as {result.holder} ({output.tokens_text(result.fencing_tokens)}, "
             f"expires in {output.until(result.expires_at)})")
     return _emit(args, output.acquired(result), text)
 
@@ -383,7 +393,8 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
                         renew_deadline=plan.renew_deadline, priority=args.priority, **need_of(args))
     await lease.__aenter__()
     try:
-        outcome = await runner.supervise(lease, args.child, runner.child_environment(lease, os.environ), plan.grace)
+        env = runner.child_environment(lease.claim, os.environ)
+        outcome = await runner.supervise(lease, args.child, env, plan.grace)
     except BaseException as error:
         await lease.__aexit__(type(error), error, error.__traceback__)
         raise
@@ -426,8 +437,10 @@ HANDLERS: dict[str, Handler] = {
 
 def check_input(args: argparse.Namespace) -> None:
     """Refuse bad input before anything else (even before looking for a kubeconfig)."""
+    if getattr(args, "command", None) == "run":  # `run URI CMD`: CMD was taken for a URI; say where it goes
+        runner.command_of(args.child)
     if getattr(args, "uri", None) is not None:
-        validation.resource(args.uri)
+        Target.of(args.uri)  # one URI, or several: at most 16, none twice
     validation.ttl(getattr(args, "ttl", None))
     validation.timeout(getattr(args, "timeout", None))
     if getattr(args, "timeout", None) is not None and not getattr(args, "wait", False):
@@ -511,7 +524,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args, extra = parser.parse_known_args(own)
     if extra and args.command == "run" and child is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}; the command goes after `--`: "
-                     f"{prog} run URI -- CMD [ARGS...]")
+                     f"{prog} run URI [URI...] -- CMD [ARGS...]")
     if extra:
         parser.parse_args(own)  # argparse's own message
     args.child = child

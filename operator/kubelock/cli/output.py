@@ -14,10 +14,11 @@ import yaml
 
 from kubelock.cli.run import Outcome, exit_code_of
 from kubelock.domain.reasons import Phase
+from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
 from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
-from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult, format_time
+from kubelock.sdk.model import AcquireResult, ClaimInfo, GrantInfo, ReleaseResult, RenewResult, format_time
 
 Json = dict[str, Any]
 
@@ -33,22 +34,44 @@ def render(payload: Json, fmt: str) -> str:
     return dumps(payload) + "\n"
 
 
-def held_message(resource: str, holder: str | None, held_since: str | None, wait_command: str) -> str:
+def held_message(
+    resource: str, holder: str | None, held_since: str | None, wait_command: str, *, several: bool = False
+) -> str:
     """What a command says when a try-lock finds the resource held: the advice names the command's
-    own way to queue (the operator's message speaks of the claim's `wait: true`)."""
+    own way to queue (the operator's message speaks of the claim's `wait: true`). `several`: the
+    resources of a claim of several, of which at least one is held (none was taken)."""
     since = f" since {held_since}" if held_since else ""
+    if several:
+        return (f"{holder} holds at least one of {resource}{since}, so none was taken; try again later, or "
+                f"queue for all of them with {wait_command}")
     return f"{resource} is held by {holder}{since}; try again later, or queue for it with {wait_command}"
 
 
 # ---- JSON shapes ------------------------------------------------------------------------------
 
 
+def several(resources: Sequence[str]) -> bool:
+    return len(resources) > 1
+
+
+def resource_of(resource: str | None, resources: Sequence[str]) -> str | None:
+    """`resource` in JSON: the one resource, or null for a claim of several (see `resources`)."""
+    return None if several(resources) else resource
+
+
+def grants(items: Sequence[GrantInfo]) -> list[Json]:
+    return [{"resource": g.resource, "fencingToken": g.fencing_token, "lock": g.lock_name} for g in items]
+
+
 def acquired(result: AcquireResult, message: str | None = None) -> Json:
+    """Held: the lock(s) and their fencing tokens. For a claim of several resources `resource`,
+    `fencingToken` and `lock` are null; `grants` and `fencingTokens` name every one."""
     if not result.ok:
-        return held(result.resource, result.holder, format_time(result.held_since), message or result.message)
+        return held(result.resource, result.holder, format_time(result.held_since), message or result.message,
+                    result.resources)
     return {
         "ok": True,
-        "resource": result.resource,
+        "resource": resource_of(result.resource, result.resources),
         "holder": result.holder,
         "namespace": result.namespace,
         "fencingToken": result.fencing_token,
@@ -56,24 +79,44 @@ def acquired(result: AcquireResult, message: str | None = None) -> Json:
         "expiresAt": format_time(result.expires_at),
         "claim": result.claim_name,
         "lock": result.lock_name,
+        "grants": grants(result.grants),
+        "fencingTokens": result.fencing_tokens,
     }
 
 
-def held(resource: str, holder: str | None, held_since: str | None, message: str) -> Json:
-    return {
+def token_list(tokens: dict[str, int]) -> str:
+    """`7`, or for several resources `a=7, b=3`."""
+    if len(tokens) == 1:
+        return str(next(iter(tokens.values())))
+    return ", ".join(f"{r}={t}" for r, t in sorted(tokens.items()))
+
+
+def tokens_text(tokens: dict[str, int]) -> str:
+    """`fencing token 7`, or for several resources `fencing tokens a=7, b=3`."""
+    return f"fencing token{'' if len(tokens) == 1 else 's'} {token_list(tokens)}"
+
+
+def held(
+    resource: str | None, holder: str | None, held_since: str | None, message: str, resources: Sequence[str] = ()
+) -> Json:
+    payload = {
         "ok": False,
         "error": "HeldByAnotherHolder",
-        "resource": resource,
+        "resource": resource_of(resource, resources),
         "holder": holder,
         "heldSince": held_since,
         "message": message,
     }
+    if several(resources):
+        payload["resources"] = list(resources)
+    return payload
 
 
 def released(result: ReleaseResult) -> Json:
     return {
         "ok": True,
-        "resource": result.resource,
+        "resource": resource_of(result.resource, result.resources),
+        **({"resources": list(result.resources)} if several(result.resources) else {}),
         "released": True,
         "previousPhase": result.previous_phase.value if result.previous_phase else None,
         "claim": result.claim_name,
@@ -83,24 +126,28 @@ def released(result: ReleaseResult) -> Json:
 def renewed(result: RenewResult) -> Json:
     return {
         "ok": True,
-        "resource": result.resource,
+        "resource": resource_of(result.resource, result.resources),
         "fencingToken": result.fencing_token,
         "expiresAt": format_time(result.expires_at),
         "confirmed": result.confirmed,
         "claim": result.claim_name,
+        "fencingTokens": result.fencing_tokens,
     }
 
 
 def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
     """What `kubelock run` reports once the command ended: the lock it held, how the command ended
     (`exitCode`, with `signal` when a signal killed it) and why (`endedBy`)."""
+    resources = sorted(info.resources)
     payload: Json = {
         "ok": outcome.exit_code == 0,
-        "resource": info.resource,
+        "resource": resource_of(info.resource, resources),
         "holder": info.holder,
         "namespace": info.namespace,
-        "fencingToken": info.fencing_token,
+        "fencingToken": None if info.several else info.fencing_token,
         "claim": info.name,
+        "grants": grants(info.held_grants),
+        "fencingTokens": info.tokens,
         "exitCode": exit_code_of(outcome.returncode),
         "signal": signal.Signals(-outcome.returncode).name if outcome.returncode < 0 else None,
         "endedBy": outcome.ended_by,
@@ -118,14 +165,21 @@ def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
     return payload
 
 
-def failure(error: LockError, resource: str | None = None) -> Json:
+def failure(error: LockError, resource: str | Sequence[str] | None = None) -> Json:
     """The one JSON object for a failed command; its `error` is the reason (a domain Reason where
-    the operator gave one)."""
+    the operator gave one). `resource` is what the command was given: one URI, or several (then
+    `resource` is null and `resources` lists them, normalised and sorted)."""
+    resources = [resource] if isinstance(resource, str) else list(resource or [])
+    one = resources[0] if len(resources) == 1 else None
+    if several(resources):  # as a result lists them: normalised, sorted
+        resources = sorted(normalise(r) for r in resources)
     if isinstance(error, Rejected) and error.holder is not None:
-        return held(resource or "", error.holder, error.held_since, error.message)
+        return held(one or "", error.holder, error.held_since, error.message, resources)
     payload: Json = {"ok": False, "error": error.reason}
-    if resource is not None:
-        payload["resource"] = resource
+    if resources:
+        payload["resource"] = one
+    if several(resources):
+        payload["resources"] = resources
     if isinstance(error, Deadlock):
         payload["deadlock"] = True
         payload["cycle"] = list(error.cycle)
@@ -155,6 +209,8 @@ def claim(info: ClaimInfo) -> Json:
         "queuePosition": info.queue_position,
         "cycle": list(info.cycle) if info.cycle else None,
         "stale": info.stale,
+        "resources": sorted(info.resources),
+        "fencingTokens": info.tokens,
     }
 
 
@@ -297,10 +353,11 @@ def claims_table(items: Sequence[ClaimInfo], now: float | None = None, *, wide: 
               *(["HELD BY", "REASON", "MESSAGE"] if wide else [])]
     rows = [
         [
-            c.resource,
+            ",".join(sorted(c.resources)) if c.several else c.resource,
             c.holder.rpartition("/")[2] or c.holder,
             c.phase.value if c.phase else "(undecided)",
-            str(c.fencing_token) if c.fencing_token is not None else "-",
+            ",".join(str(t) for _, t in sorted(c.tokens.items())) if c.several and c.tokens
+            else str(c.fencing_token) if c.fencing_token is not None else "-",
             until(c.expires_at, now) if c.held else "-",
             str(c.queue_position) if c.queue_position else "-",
             c.name,
@@ -328,7 +385,7 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     asked = (" (waits in the queue)" if c.wait else " (tries once)") if c.phase in (None, Phase.PENDING) else ""
     lines = [
         f"claim {c.name} in namespace {c.namespace}",
-        f"  resource:  {c.resource}",
+        f"  resource:  {c.label}",
         f"  holder:    {c.holder}{asked}",
         f"  phase:     {phase}",
     ]
@@ -337,7 +394,7 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     if c.phase in OUTCOMES:
         lines.append(f"  outcome:   {OUTCOMES[c.phase]}")
     if c.held:
-        lines.append(f"  token:     {c.fencing_token}; expires in {until(c.expires_at, now)}"
+        lines.append(f"  token:     {token_list(c.tokens)}; expires in {until(c.expires_at, now)}"
                      + (" (stale: not renewed lately)" if c.stale else ""))
     if c.queue_position:
         ahead = ", ".join(a.holder for a in why.ahead)

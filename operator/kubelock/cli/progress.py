@@ -36,4 +36,4 @@ class QueueProgress:
 def waiting_line(info: ClaimInfo) -> str:
     position = f"position {info.queue_position}" if info.queue_position else "in the queue"
     holder = f", held by {info.current_holder}" if info.current_holder else ""
-    return f"waiting for {info.resource}: {position}{holder} (Ctrl-C gives up)"
+    return f"waiting for {info.label}: {position}{holder} (Ctrl-C gives up)"

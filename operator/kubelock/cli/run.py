@@ -1,7 +1,9 @@
-"""`kubelock run URI -- CMD ARGS`: run a command while holding a lock, and never let it outlive it.
+"""`kubelock run URI [URI...] -- CMD ARGS`: run a command while holding a lock, and never let it
+outlive it.
 
-The command starts only once the lock is held, in its own process group, with the lock in its
-environment (`ENV_*` below). While it runs the lease is renewed; when the lease is lost (it expired,
+The command starts only once the lock is held (all of its resources, for several: one claim), in
+its own process group, with the lock in its environment (`ENV_*` below). Several resources are one
+lease: losing any of them is losing it. While it runs the lease is renewed; when the lease is lost (it expired,
 was broken or revoked, the holder pod ended, the claim was deleted) or no renewal was accepted
 within the renew deadline, the group gets SIGTERM and, after the grace period, SIGKILL, and
 `kubelock run` exits LOST. A revocation request (`kubelock revoke --request`, or preemption) is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -29,16 +32,16 @@ from typing import Any, Protocol
 
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.sdk.errors import Expired, InvalidInput, LockError
-from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import RevocationInfo
+from kubelock.sdk.model import ClaimInfo, RevocationInfo
 from kubelock.sdk.renewal import default_renew_deadline, validate_renew_deadline
 
-ENV_TOKEN = "KUBELOCK_FENCING_TOKEN"
-ENV_RESOURCE = "KUBELOCK_RESOURCE"
+ENV_TOKEN = "KUBELOCK_FENCING_TOKEN"  # one resource only
+ENV_RESOURCE = "KUBELOCK_RESOURCE"  # one resource only
+ENV_TOKENS = "KUBELOCK_FENCING_TOKENS"  # always: a JSON object {resource: token}
 ENV_CLAIM = "KUBELOCK_CLAIM"
 ENV_HOLDER = "KUBELOCK_LOCK_HOLDER"
 ENV_NAMESPACE = "KUBELOCK_LOCK_NAMESPACE"
-ENVIRONMENT = (ENV_TOKEN, ENV_RESOURCE, ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE)
+ENVIRONMENT = (ENV_TOKEN, ENV_RESOURCE, ENV_TOKENS, ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 OPERATOR_DEFAULT_TTL = 1800  # the lease when --ttl is not given (the operator's documented default)
 MAX_DEFAULT_GRACE = 10.0
@@ -98,22 +101,27 @@ def timing(ttl: int | None, renew_deadline: float | None, grace: float | None) -
 def command_of(argv: Sequence[str] | None) -> list[str]:
     """The command after `--`; `None` means there was no `--`."""
     if argv is None:
-        raise InvalidInput("the command goes after `--`: kubelock run URI -- CMD [ARGS...]")
+        raise InvalidInput("the command goes after `--`: kubelock run URI [URI...] -- CMD [ARGS...]")
     if not argv:
-        raise InvalidInput("no command after `--`: kubelock run URI -- CMD [ARGS...]")
+        raise InvalidInput("no command after `--`: kubelock run URI [URI...] -- CMD [ARGS...]")
     return list(argv)
 
 
-def child_environment(lease: AsyncLease, base: Mapping[str, str]) -> dict[str, str]:
-    claim = lease.claim
-    return {
-        **base,
-        ENV_TOKEN: "" if claim.fencing_token is None else str(claim.fencing_token),
-        ENV_RESOURCE: claim.resource,
+def child_environment(claim: ClaimInfo, base: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: `base` with the lock. `KUBELOCK_FENCING_TOKENS` is always set; the
+    single-resource `KUBELOCK_FENCING_TOKEN` and `KUBELOCK_RESOURCE` only for one resource (for
+    several they are removed, also when inherited from an enclosing `kubelock run`)."""
+    env = {k: v for k, v in base.items() if k not in (ENV_TOKEN, ENV_RESOURCE)}
+    env.update({
+        ENV_TOKENS: json.dumps(claim.tokens, sort_keys=True, ensure_ascii=False),
         ENV_CLAIM: claim.name,
         ENV_HOLDER: claim.holder,
         ENV_NAMESPACE: claim.namespace,
-    }
+    })
+    if not claim.several:
+        env[ENV_TOKEN] = "" if claim.fencing_token is None else str(claim.fencing_token)
+        env[ENV_RESOURCE] = claim.resource
+    return env
 
 
 def exit_code_of(returncode: int) -> int:

@@ -5,6 +5,9 @@
     with LockClient() as client, client.lock("github://acme/app/issues/42", ttl=300) as lease:
         work(fencing_token=lease.fencing_token)
 
+    with LockClient() as client, client.lock_all(["github://acme/app/issues/42", "git://acme/app/fix-42"]) as lease:
+        work(fencing_tokens=lease.fencing_tokens)  # all of them or none; {uri: token}
+
 `AsyncLockClient` is the same API for asyncio; `kubelock.sdk.tools` has LLM tool functions.
 See docs/sdk.md.
 """
@@ -26,7 +29,15 @@ from kubelock.sdk.errors import (
 )
 from kubelock.sdk.identity import Identity
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, ClaimInfo, LockInfo, ReleaseResult, RenewResult, RevocationInfo
+from kubelock.sdk.model import (
+    AcquireResult,
+    ClaimInfo,
+    GrantInfo,
+    LockInfo,
+    ReleaseResult,
+    RenewResult,
+    RevocationInfo,
+)
 from kubelock.sdk.signals import Terminated
 from kubelock.sdk.sync import Lease, LockClient
 
@@ -41,6 +52,7 @@ __all__ = [
     "Expired",
     "Explanation",
     "Forbidden",
+    "GrantInfo",
     "Identity",
     "InvalidInput",
     "Lease",

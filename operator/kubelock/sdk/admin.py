@@ -221,7 +221,7 @@ class AsyncAdmin:
         actor = await self._lock_admin(namespace, "asking a holder to give a lock back")
         held = [
             c for c in await self.claims(namespace)
-            if c.resource == resource and c.phase is Phase.HELD and (not holders or c.holder in holders)
+            if resource in c.resources and c.phase is Phase.HELD and (not holders or c.holder in holders)
         ]
         if not held:
             whose = f" by {', '.join(holders)}" if holders else ""
@@ -294,9 +294,10 @@ def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[Lo
     waiters: dict[tuple[str, str], int] = {}
     stale: set[tuple[str, str]] = set()
     for claim in claims:
-        key = (claim.namespace, claim.resource)
-        if claim.phase is Phase.PENDING:
-            waiters[key] = waiters.get(key, 0) + 1
+        if claim.phase is Phase.PENDING:  # a claim of several waits for each of its resources
+            for resource in claim.resources or (claim.resource,):
+                key = (claim.namespace, resource)
+                waiters[key] = waiters.get(key, 0) + 1
         if claim.held and claim.stale:
             stale.add((claim.namespace, claim.name))
     out = [

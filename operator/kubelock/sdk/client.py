@@ -15,7 +15,7 @@ import itertools
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -25,7 +25,7 @@ from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, R
 from kubelock.api.fencing import grant_tokens
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
-from kubelock.domain.resource import claim_name, digest, lock_name, normalise
+from kubelock.domain.resource import digest, lock_name
 from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
 from kubelock.kube.client import KubeClient
@@ -50,6 +50,7 @@ from kubelock.sdk.model import (
     AcquireResult,
     Body,
     ClaimInfo,
+    GrantInfo,
     LockInfo,
     ReleaseResult,
     RenewResult,
@@ -57,6 +58,7 @@ from kubelock.sdk.model import (
     format_time,
     parse_time,
 )
+from kubelock.sdk.targets import Target, Uris, listed
 from kubelock.sdk.watching import follow_claim
 
 EXCLUSIVE, SHARED = "Exclusive", "Shared"  # the modes of a claim (spec.mode)
@@ -151,17 +153,19 @@ class AsyncLockClient:
         """The authenticated user as the API server sees it, with the identity holders begin with."""
         return await identity.user_info(self.kube)
 
-    async def claim_name_for(self, uri: str) -> str:
-        validation.resource(uri)
-        return claim_name((await self.identity()).holder, normalise(uri))
+    async def claim_name_for(self, uri: Uris) -> str:
+        """The name of your claim on `uri` (or on a list of URIs taken together)."""
+        target = Target.of(uri)
+        return target.claim_name((await self.identity()).holder)
 
     # ---- acquire ----------------------------------------------------------------------------
 
     async def try_acquire(
-        self, uri: str, ttl: int | None = None, *, mode: str = EXCLUSIVE, permits: int = 1
+        self, uri: Uris, ttl: int | None = None, *, mode: str = EXCLUSIVE, permits: int = 1
     ) -> AcquireResult:
         """Take the lock if it is free (in `mode`, with `permits`); never waits. `ok` is False when
-        another holder has it."""
+        another holder has it. A list of URIs: all of them or none (see `acquire_all`)."""
+        target = Target.of(uri)
         try:
             return await self.acquire(uri, wait=False, ttl=ttl, mode=mode, permits=permits)
         except Rejected as rejected:
@@ -170,17 +174,24 @@ class AsyncLockClient:
             ident = await self.identity()
             return AcquireResult(
                 ok=False,
-                resource=normalise(uri),
+                resource=target.label,
                 holder=rejected.holder,
                 namespace=ident.namespace,
-                claim_name=claim_name(ident.holder, normalise(uri)),
+                claim_name=target.claim_name(ident.holder),
                 held_since=parse_time(rejected.held_since),
                 message=rejected.message,
+                resources=target.resources,
             )
+
+    async def try_acquire_all(
+        self, uris: Sequence[str], ttl: int | None = None, *, mode: str = EXCLUSIVE, permits: int = 1
+    ) -> AcquireResult:
+        """`try_acquire` of several resources at once: all of them, or none (`ok` False)."""
+        return await self.try_acquire(listed(uris), ttl, mode=mode, permits=permits)
 
     async def acquire(
         self,
-        uri: str,
+        uri: Uris,
         *,
         wait: bool = True,
         timeout: float | None = None,  # noqa: ASYNC109 (sent to the operator as waitTimeoutSeconds)
@@ -202,6 +213,8 @@ class AsyncLockClient:
 
         Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
         InvalidInput or Unreachable; returns only when the lock is held.
+
+        A list of URIs asks for all of them in one claim (see `acquire_all`).
         """
         return _acquired(
             await self.acquire_claim(
@@ -210,9 +223,31 @@ class AsyncLockClient:
             )
         )
 
+    async def acquire_all(
+        self,
+        uris: Sequence[str],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109 (as acquire)
+        ttl: int | None = None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
+        priority: int = 0,
+    ) -> AcquireResult:
+        """Take every resource of `uris` (1-16) at once, in one claim, or none of them.
+
+        The claim is granted only when every resource can be granted together; while it waits it
+        holds none of them (so it is never part of a deadlock as a holder). Mode and permits apply
+        to each resource. The result has one grant, with its own fencing token, per resource
+        (`grants`, `fencing_tokens`). Raises as `acquire`.
+        """
+        return await self.acquire(listed(uris), wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
+                                  mode=mode, permits=permits, priority=priority)
+
     async def acquire_claim(
         self,
-        uri: str,
+        uri: Uris,
         *,
         wait: bool = True,
         timeout: float | None = None,  # noqa: ASYNC109 (as acquire)
@@ -223,7 +258,7 @@ class AsyncLockClient:
         priority: int = 0,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
-        validation.resource(uri)
+        target = Target.of(uri)
         validation.need(mode, permits)
         ttl = validation.ttl(ttl)
         timeout = validation.timeout(timeout)
@@ -232,12 +267,12 @@ class AsyncLockClient:
         ident = await self.identity()
         async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
             info = await self._claim(
-                ident, uri, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits,
-                priority=priority,
+                ident, target, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, mode=mode,
+                permits=permits, priority=priority,
             )
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
-                f"{info.resource} is held by {info.current_holder}; you already wait for it "
+                f"{info.label} is held by {info.current_holder}; you already wait for it "
                 f"(position {info.queue_position})",
                 holder=info.current_holder,
             )
@@ -246,7 +281,7 @@ class AsyncLockClient:
     async def _claim(
         self,
         ident: Identity,
-        uri: str,
+        target: Target,
         *,
         wait: bool,
         wait_timeout: float | None,
@@ -256,10 +291,10 @@ class AsyncLockClient:
         permits: int = 1,
         priority: int = 0,
     ) -> ClaimInfo:
-        resource = normalise(uri)
-        name = claim_name(ident.holder, resource)
+        resource = target.label
+        name = target.claim_name(ident.holder)
         body = self._claim_body(
-            ident, name, uri, wait=wait, ttl=ttl, wait_timeout=wait_timeout, mode=mode, permits=permits,
+            ident, name, target, wait=wait, ttl=ttl, wait_timeout=wait_timeout, mode=mode, permits=permits,
             priority=priority,
         )
         for _ in range(CREATE_ATTEMPTS):
@@ -277,7 +312,7 @@ class AsyncLockClient:
             except kube_errors.Conflict as error:
                 if not error.already_exists:
                     raise from_api(error, f"create claim {name}") from error
-                existing = await self._own_claim(ident, resource)
+                existing = await self._own_claim(ident, target)
                 if existing is None:
                     continue  # deleted in between: create again
                 info, fresh = existing, False
@@ -332,12 +367,22 @@ class AsyncLockClient:
         return info
 
     async def _confirm_lock(self, info: ClaimInfo) -> None:
-        name = info.lock_name or lock_name(info.resource)
+        """Every grant of the claim must still be on its resource's lock: losing any is losing all."""
+        grants = info.held_grants or (GrantInfo(info.resource, "", info.fencing_token or 0),)
+        missing = set(info.resources) - {g.resource for g in grants}
+        if missing:  # a claim is never held with part of its set
+            raise Revoked(f"claim {info.name} has no grant on {', '.join(sorted(missing))}: not held",
+                          reason=Reason.LOCK_BROKEN.value)
+        for grant in grants:
+            await self._confirm_grant(info, grant.resource, grant.lock_name or lock_name(grant.resource),
+                                      grant.fencing_token)
+
+    async def _confirm_grant(self, info: ClaimInfo, resource: str, name: str, token: int) -> None:
         try:
             body = await self.kube.get(paths.locks(info.namespace, name))
         except kube_errors.NotFound:
             raise Revoked(
-                f"claim {info.name} says it holds {info.resource}, but its lock {name} is gone (broken or "
+                f"claim {info.name} says it holds {resource}, but its lock {name} is gone (broken or "
                 "expired while the operator could not say so): not held",
                 reason=Reason.LOCK_BROKEN.value,
             ) from None
@@ -346,24 +391,24 @@ class AsyncLockClient:
         lock = LockInfo.from_body(body)
         # The claim's own grant among the lock's (a Shared or semaphore lock has several).
         grant = next((g for g in objects.LockObject.parse(body).spec.every_grant if g.claim_uid == info.uid), None)
-        token = grant_tokens(body).get(info.uid)
+        recorded = grant_tokens(body).get(info.uid)
         # Token 0: the operator writes the lock's token right after creating it, alongside the claim's
         # Held status, so for an instant the claim may know the token before the lock does.
-        if grant is None or token not in (0, info.fencing_token):
+        if grant is None or recorded not in (0, token):
             raise Revoked(
-                f"claim {info.name} says it holds {info.resource} with fencing token {info.fencing_token}, but the "
+                f"claim {info.name} says it holds {resource} with fencing token {token}, but the "
                 f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
                 reason=Reason.LOCK_BROKEN.value,
             )
         if grant.expires_at is None or grant.expires_at.timestamp() <= time.time():
-            raise Expired(f"the lease on {info.resource} ran out at {format_time(grant.expires_at)}: not held",
+            raise Expired(f"the lease on {resource} ran out at {format_time(grant.expires_at)}: not held",
                           reason=Reason.LEASE_EXPIRED.value)
 
     def _claim_body(
         self,
         ident: Identity,
         name: str,
-        uri: str,
+        target: Target,
         *,
         wait: bool,
         ttl: int | None,
@@ -374,7 +419,8 @@ class AsyncLockClient:
     ) -> Body:
         try:
             spec = LockClaimSpec(
-                resource=uri,
+                resource=None if target.several else target.uris[0],
+                resources=list(target.uris) if target.several else None,
                 holder=ident.holder,
                 wait=wait,
                 ttl_seconds=ttl,
@@ -443,7 +489,7 @@ class AsyncLockClient:
                     except TimeoutError:
                         raise self._silence(state, wait_deadline, wait_timeout, loop.time()) from None
                     if body is None:
-                        raise NotFound(f"claim {state.name} was deleted while waiting for {state.resource}")
+                        raise NotFound(f"claim {state.name} was deleted while waiting for {state.label}")
                     state = ClaimInfo.from_body(body)
         except BaseException:
             # Timed out, failed or cancelled (Ctrl-C): leave the queue, or give back a grant that
@@ -457,7 +503,7 @@ class AsyncLockClient:
     ) -> LockError:
         if wait_deadline is not None and now >= wait_deadline:
             return TimedOut(
-                f"gave up after waiting {wait_timeout or 0:g}s for {state.resource}"
+                f"gave up after waiting {wait_timeout or 0:g}s for {state.label}"
                 + (f" (held by {state.current_holder})" if state.current_holder else ""),
                 holder=state.current_holder,
             )
@@ -470,9 +516,13 @@ class AsyncLockClient:
     async def error_for(self, info: ClaimInfo) -> LockError:
         reason = info.reason or ""
         message = info.message or f"claim {info.name} is {info.phase}"
+        if info.phase is Phase.HELD and not info.lease_over():  # Held with part of its set: never held
+            missing = sorted(set(info.resources) - {g.resource for g in info.grants})
+            return Revoked(f"claim {info.name} is Held without a grant on {', '.join(missing)}: a claim of several "
+                           "resources holds all of them or none, so it holds none", reason=Reason.LOCK_BROKEN.value)
         if info.phase is Phase.HELD:  # Held, but its lease has run out: the operator has not said so yet
             return Expired(
-                f"the lease on {info.resource} ran out at {format_time(info.expires_at)} and the operator has not "
+                f"the lease on {info.label} ran out at {format_time(info.expires_at)} and the operator has not "
                 "answered since (is it running?): not held",
                 reason=Reason.LEASE_EXPIRED.value,
             )
@@ -492,46 +542,51 @@ class AsyncLockClient:
         return Revoked(message, reason=reason or None)
 
     async def _held_since(self, info: ClaimInfo) -> str | None:
-        """When the other holder acquired the resource (best effort: it may be gone already)."""
-        try:
-            body = await self.kube.get(paths.locks(info.namespace, lock_name(info.resource)))
-        except (kube_errors.ApiError, kube_errors.Unreachable):
-            return None
-        lock = LockInfo.from_body(body)
-        if info.current_holder and lock.holder != info.current_holder:
-            return None
-        return _rfc3339(body, "acquireTime")
+        """When the other holder acquired the resource (best effort: it may be gone already). Of a
+        claim of several: the first of its resources that holder holds."""
+        for resource in sorted(info.resources or (info.resource,)):
+            try:
+                body = await self.kube.get(paths.locks(info.namespace, lock_name(resource)))
+            except (kube_errors.ApiError, kube_errors.Unreachable):
+                continue
+            lock = LockInfo.from_body(body)
+            if not info.current_holder or lock.holder == info.current_holder:
+                return _rfc3339(body, "acquireTime")
+        return None
 
     # ---- release, renew, inspect ------------------------------------------------------------
 
-    async def release(self, uri: str) -> ReleaseResult:
+    async def release(self, uri: Uris) -> ReleaseResult:
         """Release the lock (or leave the queue). Raises NotFound when you hold nothing on `uri`,
-        Expired/Revoked when the lock had been lost before (the record is removed either way)."""
-        validation.resource(uri)
+        Expired/Revoked when the lock had been lost before (the record is removed either way).
+        A list of URIs releases the claim of all of them (taken with `acquire_all`/`lock_all`)."""
+        target = Target.of(uri)
         ident = await self.identity()
-        resource = normalise(uri)
-        info = await self._own_claim(ident, resource)
+        resource = target.label
+        info = await self._own_claim(ident, target)
         if info is None:
             raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
         await self.delete_claim(info)
         if info.phase in (None, Phase.PENDING) or info.held:
-            return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase)
+            return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase,
+                                 resources=target.resources)
         if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             raise await self.error_for(info)
         raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {_ending(info)}")
 
-    async def heartbeat(self, uri: str, *, confirm: bool = True) -> RenewResult:
+    async def heartbeat(self, uri: Uris, *, confirm: bool = True) -> RenewResult:
         """Renew the lease: it then lasts ttl seconds from the moment the operator sees this.
 
         With `confirm` (the default) waits until the operator has acted on the renewal and returns
-        the new expiry. Raises Expired/Revoked if the lock was lost, NotFound if not held.
+        the new expiry. Raises Expired/Revoked if the lock was lost, NotFound if not held. A list of
+        URIs renews the claim of all of them: one renewal renews every grant.
         """
-        validation.resource(uri)
+        target = Target.of(uri)
         ident = await self.identity()
-        resource = normalise(uri)
-        name = claim_name(ident.holder, resource)
+        resource = target.label
+        name = target.claim_name(ident.holder)
         for _ in range(CREATE_ATTEMPTS):
-            info = await self._own_claim(ident, resource)
+            info = await self._own_claim(ident, target)
             if info is None:
                 raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
             if not info.held:
@@ -562,9 +617,9 @@ class AsyncLockClient:
         except kube_errors.Conflict:
             raise
         except kube_errors.NotFound as error:
-            raise NotFound(f"claim {info.name} for {info.resource} no longer exists") from error
+            raise NotFound(f"claim {info.name} for {info.label} no longer exists") from error
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-            raise from_api(error, f"renew the lock on {info.resource}") from error
+            raise from_api(error, f"renew the lock on {info.label}") from error
         return ClaimInfo.from_body(body)
 
     async def _await_renewal(self, info: ClaimInfo) -> RenewResult:
@@ -582,7 +637,7 @@ class AsyncLockClient:
                         state = ClaimInfo.from_body(body)
         except TimeoutError:
             raise Unreachable(
-                f"no kubelock operator confirmed the renewal of {state.resource} within "
+                f"no kubelock operator confirmed the renewal of {state.label} within "
                 f"{self.decision_timeout:g}s; the lease may run out",
                 reason="OperatorUnavailable",
             ) from None
@@ -595,20 +650,21 @@ class AsyncLockClient:
             return await self.error_for(info)
         if info.phase is Phase.PENDING:
             return NotFound(
-                f"you do not hold {info.resource} yet: you wait at position {info.queue_position} "
+                f"you do not hold {info.label} yet: you wait at position {info.queue_position} "
                 f"behind {info.current_holder}",
                 reason="NotHeld",
             )
         state = f"ended {_ending(info)}" if info.phase else "not been decided yet"
-        return NotFound(f"you do not hold {info.resource}: your claim has {state}", reason="NotHeld")
+        return NotFound(f"you do not hold {info.label}: your claim has {state}", reason="NotHeld")
 
-    async def get(self, uri: str) -> ClaimInfo:
-        """Your claim on `uri` as it is now. Raises NotFound when there is none."""
-        validation.resource(uri)
+    async def get(self, uri: Uris) -> ClaimInfo:
+        """Your claim on `uri` (or on a list of URIs taken together) as it is now. Raises NotFound
+        when there is none."""
+        target = Target.of(uri)
         ident = await self.identity()
-        info = await self._own_claim(ident, normalise(uri))
+        info = await self._own_claim(ident, target)
         if info is None:
-            raise NotFound(f"you ({ident.holder}) have no claim on {normalise(uri)} in namespace {ident.namespace}")
+            raise NotFound(f"you ({ident.holder}) have no claim on {target.label} in namespace {ident.namespace}")
         return info
 
     async def list(self, *, all_instances: bool = False) -> builtins.list[ClaimInfo]:
@@ -633,7 +689,7 @@ class AsyncLockClient:
 
     def lock(
         self,
-        uri: str,
+        uri: Uris,
         *,
         ttl: int | None = None,
         wait: bool = True,
@@ -653,6 +709,28 @@ class AsyncLockClient:
                           renew_deadline=renew_deadline, mode=mode, permits=permits,
                           on_revocation=on_revocation, priority=priority)
 
+    def lock_all(
+        self,
+        uris: Sequence[str],
+        *,
+        ttl: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_lost: Callable[[LockError], object] | None = None,
+        renew_deadline: float | None = None,
+        mode: str = EXCLUSIVE,
+        permits: int = 1,
+        on_revocation: Callable[[RevocationInfo], object] | None = None,
+        priority: int = 0,
+    ) -> AsyncLease:
+        """`async with client.lock_all([uri1, uri2]) as lease:` — every resource at once or none (see
+        `acquire_all`), renewed, watched and released as one. `lease.fencing_tokens` gives each
+        resource's token (`lease.fencing_token` is None for several); losing any grant loses the lease.
+        Other arguments as for `lock`."""
+        return self.lock(listed(uris), ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
+                         renew_deadline=renew_deadline, mode=mode, permits=permits, on_revocation=on_revocation,
+                         priority=priority)
+
     # ---- helpers ----------------------------------------------------------------------------
 
     async def call(self, doing: str, awaitable: Awaitable[T]) -> T:
@@ -662,19 +740,20 @@ class AsyncLockClient:
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, doing) from error
 
-    async def _own_claim(self, ident: Identity, resource: str) -> ClaimInfo | None:
+    async def _own_claim(self, ident: Identity, target: Target) -> ClaimInfo | None:
         """The claim at this holder's conventional name for `resource`, or None.
 
         Anyone who may create claims in the namespace can create one under that name first. Such a
         claim is someone else's: adopting it would report their lock as ours, and releasing it would
         delete it. It is refused instead, naming who made it.
         """
-        name = claim_name(ident.holder, resource)
+        name = target.claim_name(ident.holder)
+        resource = target.label
         info = await self._get_claim(ident.namespace, name)
-        if info is not None and (info.holder != ident.holder or normalise(info.resource) != resource):
+        if info is not None and (info.holder != ident.holder or not target.matches(info.resources)):
             raise Forbidden(
                 f"claim {ident.namespace}/{name}, the name kubelock uses for your ({ident.holder}) claim on "
-                f"{resource}, was made by someone else: it is {info.holder}'s claim on {info.resource}. "
+                f"{resource}, was made by someone else: it is {info.holder}'s claim on {info.label}. "
                 f"You do not hold {resource}; ask a lock admin to delete that claim",
                 reason="ClaimNameTaken",
             )
@@ -709,7 +788,7 @@ def _ending(info: ClaimInfo) -> str:
     """How a finished claim ended, for a caller of the SDK: a rejection names the holder without
     the operator's advice on the claim's fields (`set wait: true`), which is for kubectl users."""
     if info.phase is Phase.REJECTED and info.reason == Reason.HELD_BY_ANOTHER.value and info.current_holder:
-        return f"{info.phase}: {info.resource} was held by {info.current_holder}"
+        return f"{info.phase}: {info.label} was held by {info.current_holder}"
     return f"{info.phase}: {info.message}"
 
 
@@ -727,25 +806,29 @@ def _rfc3339(body: Body, field: str) -> str | None:
 def _acquired(info: ClaimInfo) -> AcquireResult:
     return AcquireResult(
         ok=True,
-        resource=info.resource,
+        resource=info.label,
         holder=info.holder,
         namespace=info.namespace,
         claim_name=info.name,
-        lock_name=info.lock_name,
-        fencing_token=info.fencing_token,
+        lock_name=None if info.several else info.lock_name,
+        fencing_token=None if info.several else info.fencing_token,
         acquired_at=info.acquired_at,
         expires_at=info.expires_at,
         held_since=info.acquired_at,
         message=info.message,
+        resources=tuple(sorted(info.resources)),
+        grants=info.held_grants,
     )
 
 
 def _renewed(info: ClaimInfo, *, confirmed: bool) -> RenewResult:
     return RenewResult(
-        resource=info.resource,
+        resource=info.label,
         claim_name=info.name,
-        fencing_token=info.fencing_token,
+        fencing_token=None if info.several else info.fencing_token,
         expires_at=info.expires_at,
         confirmed=confirmed,
+        resources=tuple(sorted(info.resources)),
+        fencing_tokens=info.tokens,
     )
 

@@ -32,7 +32,8 @@ class WaitGraph:
 
 def build(claims: Iterable[ClaimInfo], locks: Iterable[LockInfo]) -> WaitGraph:
     held_by = {lock.resource: lock.holder for lock in locks}
-    waits = sorted({(c.holder, c.resource) for c in claims if c.phase is Phase.PENDING})
+    # A waiting claim of several resources waits for each of them.
+    waits = sorted({(c.holder, r) for c in claims if c.phase is Phase.PENDING for r in c.resources or (c.resource,)})
     return WaitGraph(held_by=held_by, waits=tuple(waits))
 
 

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import Expired, LockError, NotFound, Revoked
-from kubelock.sdk.model import ClaimInfo, RevocationInfo
+from kubelock.sdk.model import ClaimInfo, GrantInfo, RevocationInfo
 from kubelock.sdk.renewal import loss_moment, renew_interval, validate_renew_deadline
+from kubelock.sdk.targets import Target, Uris
 from kubelock.sdk.watching import backoff, follow_claim
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class AsyncLease:
     def __init__(
         self,
         client: AsyncLockClient,
-        uri: str,
+        uri: Uris,
         *,
         ttl: int | None,
         wait: bool,
@@ -63,6 +64,7 @@ class AsyncLease:
         priority: int = 0,
     ) -> None:
         self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
+        Target.of(uri)  # bad input is refused at once, not on entry
         self._client = client
         self._uri = uri
         self._ttl = ttl
@@ -93,12 +95,29 @@ class AsyncLease:
 
     @property
     def fencing_token(self) -> int | None:
-        """Pass it with every write to the protected system; it refuses smaller tokens than it has seen."""
-        return self.claim.fencing_token
+        """Pass it with every write to the protected system; it refuses smaller tokens than it has seen.
+        None for a lease of several resources: each has its own (`fencing_tokens`)."""
+        return None if self.claim.several else self.claim.fencing_token
+
+    @property
+    def fencing_tokens(self) -> dict[str, int]:
+        """The fencing token of each resource held (one entry for a lease of one resource)."""
+        return self.claim.tokens
+
+    @property
+    def grants(self) -> tuple[GrantInfo, ...]:
+        """One grant per resource held: its resource, lock name and fencing token (and mode, permits)."""
+        return self.claim.held_grants
 
     @property
     def resource(self) -> str:
-        return self.claim.resource
+        """The resource held; for a lease of several, all of them for a message (`a, b and c`)."""
+        return self.claim.label
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """Every resource held (normalised, sorted)."""
+        return tuple(sorted(self.claim.resources))
 
     @property
     def claim_name(self) -> str:
@@ -202,7 +221,7 @@ class AsyncLease:
                 await self._lose(Revoked(f"claim {self.claim.name} was deleted", reason=Reason.RELEASED.value))
                 return
             except LockError as error:  # transient trouble outlasted the retries: the guard decides
-                log.warning("renewal of %s failed: %s", self.claim.resource, error)
+                log.warning("renewal of %s failed: %s", self.claim.label, error)
 
     async def _watch(self) -> None:
         failures = 0
@@ -214,7 +233,7 @@ class AsyncLease:
                     async for body in states:
                         failures = 0
                         if body is None:
-                            message = f"claim {self.claim.name} for {self.claim.resource} was deleted"
+                            message = f"claim {self.claim.name} for {self.claim.label} was deleted"
                             await self._lose(Revoked(message, reason=Reason.RELEASED.value))
                             return
                         info = ClaimInfo.from_body(body)
@@ -227,7 +246,7 @@ class AsyncLease:
                             await self._revocation_requested(info.revocation)
             except LockError as error:
                 failures += 1
-                log.warning("watch of %s failed (%s); retrying", self.claim.resource, error)
+                log.warning("watch of %s failed (%s); retrying", self.claim.label, error)
                 await backoff(min(failures, 5))
 
     async def _guard(self) -> None:
@@ -244,7 +263,7 @@ class AsyncLease:
                     await self._deadline_moved.wait()
 
     def _ran_out(self, by_renew_deadline: bool) -> Expired:
-        resource = self.claim.resource
+        resource = self.claim.label
         if by_renew_deadline:
             return Expired(f"no renewal of the lease on {resource} succeeded within the renew deadline of "
                            f"{self._renew_deadline:g}s (is the API server reachable?)")
@@ -264,7 +283,7 @@ class AsyncLease:
         self._revocation = revocation
         self.revocation_seen.set()
         why = f": {revocation.reason}" if revocation.reason else ""
-        log.warning("%s asks to give back the lock on %s by %s%s", revocation.requested_by, self.claim.resource,
+        log.warning("%s asks to give back the lock on %s by %s%s", revocation.requested_by, self.claim.label,
                     revocation.deadline.isoformat(), why)
         for callback in self._revocation_listeners:
             try:
@@ -279,7 +298,7 @@ class AsyncLease:
             return
         self.error = error
         self.lost.set()
-        log.warning("lost the lock on %s: %s", self.claim.resource, error.message)
+        log.warning("lost the lock on %s: %s", self.claim.label, error.message)
         for callback in self._listeners:
             try:
                 result = callback(error)

@@ -4,13 +4,14 @@ the shared read model (`kubelock.api.objects`)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kubelock.api import objects
 from kubelock.api.fencing import grant_tokens, lock_token, recorded
 from kubelock.domain.reasons import Phase
+from kubelock.sdk.targets import label
 
 Body = dict[str, Any]
 
@@ -103,15 +104,36 @@ class ClaimInfo:
     requeues: int = 0
 
     @property
+    def held_grants(self) -> tuple[GrantInfo, ...]:
+        """While Held: one grant per resource (for a claim of one resource, also from an operator that
+        writes no `status.grants`)."""
+        if self.grants or self.several or self.fencing_token is None:
+            return self.grants
+        return (GrantInfo(self.resource, self.lock_name or "", self.fencing_token, self.mode, self.permits),)
+
+    @property
     def tokens(self) -> dict[str, int]:
         """While Held: the fencing token of each resource."""
-        return {g.resource: g.fencing_token for g in self.grants}
+        return {g.resource: g.fencing_token for g in self.held_grants}
+
+    @property
+    def several(self) -> bool:
+        """A claim of several resources (`spec.resources`), granted and lost as a whole."""
+        return len(self.resources) > 1
+
+    @property
+    def label(self) -> str:
+        """The claim's resources for a message: `a` or `a, b and c`."""
+        return label(sorted(self.resources or (self.resource,)))
 
     @property
     def held(self) -> bool:
         """Held, and its lease has not run out. A claim whose expiry has passed is never held, whatever
-        its phase says: the operator may be down and not have written Expired yet."""
-        return self.phase is Phase.HELD and not self.lease_over()
+        its phase says: the operator may be down and not have written Expired yet. A claim of several
+        resources is held only with a grant on every one of them: never a part of its set."""
+        if self.phase is not Phase.HELD or self.lease_over():
+            return False
+        return not self.several or {g.resource for g in self.grants} >= set(self.resources)
 
     def lease_over(self, now: float | None = None) -> bool:
         """Phase Held, but the lease's expiry has passed (or is unknown)."""
@@ -228,6 +250,13 @@ class AcquireResult:
     held_since: datetime | None = None
     queue_position: int | None = None
     message: str = ""
+    resources: tuple[str, ...] = ()  # normalised: every resource asked for (one for a single claim)
+    grants: tuple[GrantInfo, ...] = ()  # when ok: one per resource
+
+    @property
+    def fencing_tokens(self) -> dict[str, int]:
+        """When ok: the fencing token of each resource."""
+        return {g.resource: g.fencing_token for g in self.grants}
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +266,8 @@ class RenewResult:
     fencing_token: int | None
     expires_at: datetime | None
     confirmed: bool  # the operator acknowledged the renewal (expires_at is the new expiry)
+    resources: tuple[str, ...] = ()
+    fencing_tokens: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,3 +275,4 @@ class ReleaseResult:
     resource: str
     claim_name: str
     previous_phase: Phase | None  # Held: a lock was released; Pending: a wait was abandoned
+    resources: tuple[str, ...] = ()

@@ -12,7 +12,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,7 +22,8 @@ from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
 from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
-from kubelock.sdk.model import AcquireResult, ClaimInfo, ReleaseResult, RenewResult, RevocationInfo
+from kubelock.sdk.model import AcquireResult, ClaimInfo, GrantInfo, ReleaseResult, RenewResult, RevocationInfo
+from kubelock.sdk.targets import Uris, listed
 
 T = TypeVar("T")
 CLEANUP_SECONDS = 30.0
@@ -140,14 +141,20 @@ class LockClient:
         return self.run(self.aio.who())
 
     def try_acquire(
-        self, uri: str, ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
+        self, uri: Uris, ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
     ) -> AcquireResult:
         with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
             return self.run(self.aio.try_acquire(uri, ttl, mode=mode, permits=permits))
 
+    def try_acquire_all(
+        self, uris: Sequence[str], ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
+    ) -> AcquireResult:
+        with signals.raising():
+            return self.run(self.aio.try_acquire_all(uris, ttl, mode=mode, permits=permits))
+
     def acquire(
         self,
-        uri: str,
+        uri: Uris,
         *,
         wait: bool = True,
         timeout: float | None = None,
@@ -162,13 +169,30 @@ class LockClient:
             return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
                                              mode=mode, permits=permits, priority=priority))
 
-    def release(self, uri: str) -> ReleaseResult:
+    def acquire_all(
+        self,
+        uris: Sequence[str],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        ttl: int | None = None,
+        on_update: Callable[[ClaimInfo], object] | None = None,
+        mode: str = "Exclusive",
+        permits: int = 1,
+        priority: int = 0,
+    ) -> AcquireResult:
+        """Every resource of `uris` at once, or none (see `AsyncLockClient.acquire_all`)."""
+        with signals.raising():
+            return self.run(self.aio.acquire_all(uris, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
+                                                 mode=mode, permits=permits, priority=priority))
+
+    def release(self, uri: Uris) -> ReleaseResult:
         return self.run(self.aio.release(uri))
 
-    def heartbeat(self, uri: str, *, confirm: bool = True) -> RenewResult:
+    def heartbeat(self, uri: Uris, *, confirm: bool = True) -> RenewResult:
         return self.run(self.aio.heartbeat(uri, confirm=confirm))
 
-    def get(self, uri: str) -> ClaimInfo:
+    def get(self, uri: Uris) -> ClaimInfo:
         return self.run(self.aio.get(uri))
 
     def list(self, *, all_instances: bool = False) -> builtins.list[ClaimInfo]:
@@ -176,7 +200,7 @@ class LockClient:
 
     def lock(
         self,
-        uri: str,
+        uri: Uris,
         *,
         ttl: int | None = None,
         wait: bool = True,
@@ -200,6 +224,26 @@ class LockClient:
         if on_revocation is not None:
             lease.add_revocation_listener(on_revocation)
         return lease
+
+    def lock_all(
+        self,
+        uris: Sequence[str],
+        *,
+        ttl: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        on_lost: Callable[[LockError], object] | None = None,
+        renew_deadline: float | None = None,
+        mode: str = "Exclusive",
+        permits: int = 1,
+        on_revocation: Callable[[RevocationInfo], object] | None = None,
+        priority: int = 0,
+    ) -> Lease:
+        """`with client.lock_all([uri1, uri2], ttl=60) as lease:` — every resource at once or none,
+        renewed and released as one; `lease.fencing_tokens` has each one's token (see `lock`)."""
+        return self.lock(listed(uris), ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
+                         renew_deadline=renew_deadline, mode=mode, permits=permits, on_revocation=on_revocation,
+                         priority=priority)
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
@@ -249,8 +293,20 @@ class Lease:
         return self._lease.fencing_token
 
     @property
+    def fencing_tokens(self) -> dict[str, int]:
+        return self._lease.fencing_tokens
+
+    @property
+    def grants(self) -> tuple[GrantInfo, ...]:
+        return self._lease.grants
+
+    @property
     def resource(self) -> str:
         return self._lease.resource
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return self._lease.resources
 
     @property
     def claim_name(self) -> str:
