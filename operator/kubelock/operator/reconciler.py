@@ -250,7 +250,7 @@ class Reconciler:
             if self._defer_positions(key, decision):
                 return
             deferred = _deferrable_cleanup(claims, decision)
-            if deferred:
+            if deferred and len(deferred) < len(decision.actions):  # never put off a run's only writes
                 # The expiry is the claim's Expired status; the lock's deletion follows as ordinary
                 # work, behind whatever else ends at this moment (see _deferrable_cleanup).
                 await self._apply(namespace, [a for a in decision.actions if a not in deferred], seen)
@@ -601,9 +601,9 @@ def _deferrable_cleanup(claims: Iterable[Claim], decision: Decision) -> tuple[Ac
     """The deletions of expired grants that may wait until after their claims are told: those of a
     resource nobody waits for. An expiry costs two writes in sequence, the claim's `Expired` status
     (what its holder sees, and what a renewal can still beat) and the lock's deletion (what frees the
-    resource for the next grant). When nobody waits, only the first is late if it waits: so when
-    many leases end at once, every `Expired` goes out at its deadline (urgent) and the deletions
-    follow in line with ordinary work — one write per expiry on the deadline path, not two."""
+    resource for the next grant). When nobody waits, a later deletion makes nobody late, so when many
+    leases end at once every `Expired` goes out at its deadline (urgent) and the deletions follow in
+    line with ordinary work: one write per expiry on the deadline path, not two."""
     deletes = tuple(a for a in decision.actions if isinstance(a, DeleteLock) and a.reason is Reason.LEASE_EXPIRED)
     if not deletes or any(isinstance(a, CreateLock) for a in decision.actions):
         return ()
