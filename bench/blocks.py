@@ -79,6 +79,9 @@ class Plan:
     churn_warmup: float = 30.0  # 1 000 claims created at once: the first answers and grants come in a wave
     waiters: int = 10
     warmup: int = 3
+    shared_holders: int = 10  # #10: Shared holders already on the resource
+    semaphore_capacity: int = 3  # #11: the LockPolicy's capacity (permits) ...
+    semaphore_waiters: int = 10  # ... and the waiters queued behind its holders
 
 
 QUICK = Plan(
@@ -91,7 +94,7 @@ QUICK = Plan(
     chain=200, deadlock_samples=8,
     live_locks=1000, expiring=100, expiry_rate=100.0,
     held_locks=2000, restart_rounds=1, drain_limit=40.0, restart_limit=30.0,
-    block_limits={1: 25, 2: 60, 3: 15, 5: 15, 6: 25, 7: 85, 9: 300}, budget=480.0,
+    block_limits={1: 25, 2: 60, 3: 15, 5: 15, 6: 25, 7: 85, 9: 300, 10: 25, 11: 20}, budget=520.0,
     churn_processes=20, churn_seconds=20.0, churn_warmup=30.0,
 )
 FULL = Plan(
@@ -104,7 +107,7 @@ FULL = Plan(
     chain=1000, deadlock_samples=40,
     live_locks=10_000, expiring=1000, expiry_rate=200.0,
     held_locks=10_000, restart_rounds=3, drain_limit=180.0, restart_limit=90.0,
-    block_limits={1: 150, 2: 420, 3: 150, 5: 90, 6: 240, 7: 600, 9: 300}, budget=1450.0,
+    block_limits={1: 150, 2: 420, 3: 150, 5: 90, 6: 240, 7: 600, 9: 300, 10: 120, 11: 120}, budget=1650.0,
 )
 
 
@@ -215,6 +218,8 @@ class Runner:
         blocks: list[tuple[int, Callable[[], Awaitable[None]], list[str]]] = [
             (1, self.block_acquire, ["uncontended acquire"]),
             (3, self.block_handoff, ["contended handoff"]),
+            (10, self.block_shared, ["shared acquire"]),
+            (11, self.block_semaphore, ["semaphore handoff"]),
             (5, self.block_pod, ["pod deleted → next waiter Held"]),
             (6, self.block_deadlock, ["deadlock reported"]),
             (7, self.block_many, ["TTL expiry / RSS / restart with many locks"]),
@@ -404,11 +409,26 @@ class Runner:
         s = summarise([c.took], MS)
         self.doc.rows += [
             Row(9, name, "grants/s", c.rate, floor, f"T_CR({largest})" if largest else "", None, "kubelock", detail),
+            self._status_writes_row(),
             Row(9, "churn: acquire → Held p50 (SDK)", "ms", s.p50, None, "", None, "kubelock",
                 f"{s.samples} acquires, waiting in queues of about {p.churn_agents // p.churn_resources}"),
             Row(9, "churn: acquire → Held p99 (SDK)", "ms", s.p99, None, "", None, "kubelock",
                 f"{s.samples} acquires"),
         ]
+
+    def _status_writes_row(self) -> Row:
+        """Claim status writes per grant over the whole churn block (warm-up included): the Held of
+        each grant, the first answer of each claim, and the rewrites of waiters' queue positions."""
+        requests = self.accounts[("9 churn", "kubelock")].apiserver
+        def count(verb: str, resource: str, sub: str = "") -> int:
+            return sum(n for key, n in requests.items() if key == (verb, resource, sub))
+
+        status = count("PATCH", "lockclaims", "status")
+        grants, claims = count("POST", "resourcelocks"), count("POST", "lockclaims")
+        value = status / grants if grants else None
+        return Row(9, "churn: claim status writes per grant", "writes", value, flavour="kubelock",
+                   detail=f"{status} status PATCHes, {grants} grants (lock creates), {claims} claims created, "
+                          "whole block")
 
     # ---- 3 ----------------------------------------------------------------------------------
 
@@ -454,6 +474,63 @@ class Runner:
             self.doc.rows.append(Row(3, "FIFO violations", "handoffs", float(violations), None, "",
                                      Target("0 (strict FIFO)", 0, 0), flavour,
                                      f"of {sum(len(d.held) for d in data)} handoffs"))
+
+    # ---- 10, 11: lock modes ------------------------------------------------------------------
+
+    async def block_shared(self) -> None:
+        """One more Shared holder on a resource `shared_holders` already share, against O (a Lease
+        create seen on a watch), in rounds interleaved with O's own."""
+        p, env = self.plan, self.env
+        await scenarios.shared_acquire(env, NS_KUBELOCK, 1, p.warmup)
+        o: list[list[float]] = []
+        held: list[list[float]] = []
+        for _ in range(p.acquire_rounds):
+            async with self.account("10 shared acquire", "anchor (Lease)", None) as acc:
+                o.append((await anchors.create_seen(env, NS_ANCHOR, p.acquire_samples)).o)
+                acc.units = p.acquire_samples
+            async with self.account("10 shared acquire", "kubelock", self.kubelock) as acc:
+                held.append(await scenarios.shared_acquire(env, NS_KUBELOCK, p.shared_holders, p.acquire_samples))
+                acc.units = p.acquire_samples
+        self.anchor["O (#10)"] = o_ = summarise(o, MS)
+        s = summarise(held, MS)
+        detail = f"{s.rounds} rounds, {s.samples} samples, beside {p.shared_holders} Shared holders"
+        self.doc.rows += [
+            Row(10, "shared acquire p50 (Held seen)", "ms", s.p50, o_.p50, "O p50", Target("p50 <= 3 x O", 3),
+                "kubelock", detail),
+            Row(10, "shared acquire p99 (Held seen)", "ms", s.p99, o_.p99, "O p99", Target("p99 <= 4 x O", 4),
+                "kubelock", detail),
+        ]
+
+    async def block_semaphore(self) -> None:
+        """Handoff of one permit of a resource with `semaphore_capacity` permits (a LockPolicy), with
+        `semaphore_waiters` queued, against H (a raw Lease handoff), in rounds interleaved with H's."""
+        p, env = self.plan, self.env
+        await scenarios.ensure_semaphore_policy(env, NS_KUBELOCK, p.semaphore_capacity)
+        await scenarios.semaphore_handoff(env, NS_KUBELOCK, p.semaphore_capacity, 2)  # warm-up
+        h: list[list[float]] = []
+        data: list[scenarios.Handoffs] = []
+        for _ in range(p.handoff_rounds):
+            async with self.account("11 semaphore handoff", "anchor (Lease)", None, "handoffs") as acc:
+                h.append(await anchors.lease_handoff(env, NS_ANCHOR, p.semaphore_waiters))
+                acc.units = p.semaphore_waiters
+            async with self.account("11 semaphore handoff", "kubelock", self.kubelock, "handoffs") as acc:
+                data.append(await scenarios.semaphore_handoff(
+                    env, NS_KUBELOCK, p.semaphore_capacity, p.semaphore_waiters
+                ))
+                acc.units = p.semaphore_waiters
+        self.anchor["H (#11)"] = H = summarise(h, MS)
+        s = summarise([d.held for d in data], MS)
+        detail = (f"{s.rounds} round{'s' if s.rounds > 1 else ''} x {p.semaphore_waiters} waiters, "
+                  f"capacity {p.semaphore_capacity}")
+        violations = sum(d.fifo_violations for d in data)
+        self.doc.rows += [
+            Row(11, "semaphore handoff p50 (Held seen)", "ms", s.p50, H.p50, "H p50", Target("p50 <= 2 x H", 2),
+                "kubelock", detail),
+            Row(11, "semaphore handoff p99 (Held seen)", "ms", s.p99, H.p99, "H p99", Target("p99 <= 3 x H", 3),
+                "kubelock", detail),
+            Row(11, "semaphore FIFO violations", "handoffs", float(violations), None, "",
+                Target("0 (strict FIFO)", 0, 0), "kubelock", f"of {s.samples} handoffs"),
+        ]
 
     # ---- 5 ----------------------------------------------------------------------------------
 

@@ -59,8 +59,11 @@ def claim_body(
     ttl: int | None = None,
     pod: tuple[str, str] | None = None,
     labels: dict[str, str] | None = None,
+    mode: str | None = None,
 ) -> Body:
     spec: Body = {"resource": resource, "holder": holder, "wait": wait}
+    if mode is not None:
+        spec["mode"] = mode
     if ttl is not None:
         spec["ttlSeconds"] = ttl
     if pod is not None:
@@ -204,6 +207,92 @@ async def handoff(env: Env, namespace: str, waiters: int, *, queued: Predicate =
     finally:
         for watch in [*watches.values(), locks]:
             await watch.close()
+    return out
+
+
+# ---- 10: shared acquire -------------------------------------------------------------------------
+
+
+async def shared_acquire(env: Env, namespace: str, holders: int, samples: int) -> list[float]:
+    """`holders` Shared claims hold one resource; each sample is one more Shared claim on it, created
+    → `Held` seen, then released (its grant is added to the lock the others hold, not a new lock)."""
+    tag = unique("s")
+    resource = f"bench://shared/{tag}"
+    version = await current_version(env.client, paths.claims(namespace))
+    held: list[float] = []
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+        readers = [f"{tag}-r{i}" for i in range(holders)]
+        for name in readers:
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, name, mode="Shared"))
+        for name in readers:
+            await watch.wait_for(name, HELD, env.timeout)
+        for k in range(samples):
+            name = f"{tag}-s{k}"
+            began = time.perf_counter()
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, name, mode="Shared"))
+            seen = await watch.wait_for(name, HELD, env.timeout)
+            held.append(seen.at - began)
+            await env.client.delete(paths.claims(namespace, name))
+            await watch.wait_for(name, deleted, env.timeout)
+            watch.forget(name)
+        for name in readers:
+            await env.client.delete(paths.claims(namespace, name))
+    await settle_locks(env, namespace)
+    return held
+
+
+# ---- 11: semaphore handoff ---------------------------------------------------------------------
+
+
+SEMAPHORE_PREFIX = "bench://semaphore/"
+
+
+async def ensure_semaphore_policy(env: Env, namespace: str, capacity: int) -> None:
+    """A LockPolicy giving every resource under SEMAPHORE_PREFIX `capacity` permits."""
+    body: Body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "LockPolicy", "metadata": {"name": "bench-semaphore"},
+        "spec": {"resourcePrefix": SEMAPHORE_PREFIX, "capacity": capacity},
+    }
+    await delete_quietly(env.client, paths.policies(namespace, "bench-semaphore"))
+    await env.client.create(paths.policies(namespace), body)
+
+
+async def semaphore_handoff(env: Env, namespace: str, capacity: int, waiters: int) -> Handoffs:
+    """`capacity` holders fill a resource's permits and `waiters` queue behind them; the oldest
+    holder releases, the first waiter must be granted the freed permit (`Held` seen), and so on until
+    every waiter held. FIFO: the waiter granted is the first in line."""
+    tag = unique("m")
+    resource = f"{SEMAPHORE_PREFIX}{tag}"
+    names = [f"{tag}-{i}" for i in range(capacity + waiters)]
+    out = Handoffs()
+    version = await current_version(env.client, paths.claims(namespace))
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+        for name in names[:capacity]:
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, name, wait=True))
+            await watch.wait_for(name, HELD, env.timeout)
+        for name in names[capacity:]:
+            # One at a time, each seen queued, so the queue order is the creation order.
+            await env.client.create(paths.claims(namespace), claim_body(name, resource, name, wait=True))
+            await watch.wait_for(name, PENDING, env.timeout)
+        holding = list(names[:capacity])
+        remaining = names[capacity:]
+        while remaining:
+            began = time.perf_counter()
+            await env.client.delete(paths.claims(namespace, holding.pop(0)))
+            waits = {asyncio.ensure_future(watch.wait_for(n, HELD, env.timeout)): n for n in remaining}
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            first = min(done, key=lambda t: t.result().at)
+            winner = waits[first]
+            out.held.append(first.result().at - began)
+            if winner != remaining[0]:
+                out.fifo_violations += 1
+            remaining.remove(winner)
+            holding.append(winner)
+        for name in holding:
+            await env.client.delete(paths.claims(namespace, name))
+    await settle_locks(env, namespace)
     return out
 
 

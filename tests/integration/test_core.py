@@ -12,9 +12,10 @@ import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from kubelock.api.fencing import lock_token
+from kubelock.domain.queueposition import out_of_band
 from kubelock.domain.resource import lock_name
 from tests.support.claims import Locks, phase_of, status_of, wait_until
-from tests.support.monitor import HolderMonitor, LockMonitor
+from tests.support.monitor import HolderMonitor, LockMonitor, StatusLog
 from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -127,23 +128,35 @@ def test_printer_columns(locks: Locks, control_plane, ns: str) -> None:  # type:
 # ---- waiting ------------------------------------------------------------------------------------
 
 
-def test_ten_waiters_are_granted_first_come_first_served(locks: Locks) -> None:
+def test_ten_waiters_are_granted_first_come_first_served(locks: Locks, admin_api: ApiClient, ns: str) -> None:
     locks.claim("holder", "github://acme/app/pr/17", "agent-0")
     locks.wait_phase("holder", "Held")
     names = [f"w{i}" for i in range(10)]
-    for i, name in enumerate(names):
-        locks.claim(name, "github://acme/app/pr/17", f"agent-{i + 1}", wait=True)
-    for position, name in enumerate(names, start=1):
-        locks.wait_for(name, lambda b, p=position: status_of(b).get("queuePosition") == p, what=f"position {position}")
-        assert status_of(locks.get(name))["holder"] == "agent-0"
-    current = "holder"
-    for i, name in enumerate(names):
-        locks.delete(current)
-        locks.wait_phase(name, "Held")
-        for later, other in enumerate(names[i + 1 :], start=1):
-            locks.wait_for(other, lambda b, p=later: status_of(b).get("queuePosition") == p, what=f"position {later}")
-            assert phase_of(locks.get(other)) == "Pending"
-        current = name
+    with StatusLog(admin_api, ns) as statuses:
+        for i, name in enumerate(names):
+            locks.claim(name, "github://acme/app/pr/17", f"agent-{i + 1}", wait=True)
+        for position, name in enumerate(names, start=1):
+            locks.wait_for(name, lambda b, p=position: status_of(b).get("queuePosition") == p,
+                           what=f"position {position}")
+            assert status_of(locks.get(name))["holder"] == "agent-0"
+        current = "holder"
+        for i, name in enumerate(names):
+            locks.delete(current)
+            locks.wait_phase(name, "Held")
+            # The next waiter is told it is first, and whom it waits for; those behind it have a
+            # position within a factor of two of their place (docs/api.md, `queuePosition`).
+            for later, other in enumerate(names[i + 1 :], start=1):
+                locks.wait_for(other, lambda b, p=later: not out_of_band(status_of(b).get("queuePosition"), p),
+                               what=f"position near {later}")
+                assert phase_of(locks.get(other)) == "Pending"
+            if i + 1 < len(names):
+                first = locks.wait_for(names[i + 1], lambda b: status_of(b).get("queuePosition") == 1, what="first")
+                assert status_of(first)["holder"] == f"agent-{i + 1}"
+            current = name
+        locks.wait_phase(names[-1], "Held")
+    # The last waiter moved from 10 to 1 through nine grants: rewritten at 5, 2 and 1, not nine times.
+    moves = [position for phase, position in statuses.of(names[-1]) if phase == "Pending"]
+    assert sorted(set(moves), reverse=True) == [10, 5, 2, 1], moves
 
 
 def test_wait_timeout_ends_a_waiter(locks: Locks, admin_api: ApiClient, ns: str) -> None:

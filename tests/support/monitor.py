@@ -132,3 +132,52 @@ class LockMonitor:
     def claims_locked(self) -> set[str]:
         """Uids of every claim a lock was created for."""
         return {claim for claim, _ in self.created.values()}
+
+
+class StatusLog:
+    """Every status a namespace's claims were seen with, in order: (claim, phase, queuePosition) per
+    watch event (each write of a claim is one event), to count how often the operator wrote them."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self._api = k8s.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._watch = watch.Watch()
+        self.seen: list[tuple[str, str | None, int | None]] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stopped = threading.Event()
+
+    def __enter__(self) -> StatusLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._watch.stop()
+        self._thread.join(10)
+
+    def of(self, name: str) -> list[tuple[str | None, int | None]]:
+        """The statuses of one claim, each distinct write once (a resumed watch may repeat one)."""
+        out: list[tuple[str | None, int | None]] = []
+        for claim, phase, position in self.seen:
+            if claim == name:
+                out.append((phase, position))
+        return out
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stopped.is_set():
+            try:
+                stream = self._watch.stream(
+                    self._api.list_namespaced_custom_object, "kubelock.dev", "v1alpha1", self._namespace,
+                    "lockclaims", resource_version=version or None, timeout_seconds=60,
+                )
+                for event in stream:
+                    obj: dict[str, Any] = event["object"]
+                    if version and obj["metadata"]["resourceVersion"] == version:
+                        continue
+                    version = obj["metadata"]["resourceVersion"]
+                    status = obj.get("status") or {}
+                    self.seen.append((obj["metadata"]["name"], status.get("phase"), status.get("queuePosition")))
+            except Exception:  # a dropped watch: resume from the last version seen
+                if self._stopped.is_set():
+                    return

@@ -24,6 +24,7 @@ from kubelock.domain.grants import (
     tokens_increase,
 )
 from kubelock.domain.model import Policy
+from kubelock.domain.queueposition import out_of_band
 from kubelock.domain.reasons import Phase
 from tests.support.arbitration import RES, T0, Space, claim
 
@@ -281,7 +282,8 @@ def test_the_arbiter_agrees_with_the_brute_force_model(
         assert ended == model.refused & set(active)
         queue = model.ordered(T0 + step)
         positions = [space.get(q[0]).status.queue_position for q in queue]  # type: ignore[union-attr]
-        assert positions == list(range(1, len(positions) + 1)), "positions follow the queue's order"
+        # Exact at the front, within a factor of two behind it (kubelock.domain.queueposition).
+        assert all(not out_of_band(p, actual) for actual, p in enumerate(positions, start=1)), positions
 
 
 @pytest.mark.parametrize(

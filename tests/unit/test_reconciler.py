@@ -308,3 +308,59 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
             raise AssertionError("the queue position was never written")
 
     asyncio.run(scenario())
+
+
+def _expiring(name: str, uid: str, *, wait: bool = False) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": uid, "namespace": "a"},
+            "spec": {"resource": R, "holder": f"agent-{name}", "ttlSeconds": 30, "wait": wait}}
+
+
+def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock_later() -> None:
+    """When many leases end at once, each expiry's deadline work is one write (the claim's Expired
+    status); the lock's deletion is queued as ordinary work behind it."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        key = ("a", R)
+        await reconciler.reconcile(key)
+        clock.advance(31)
+        api.requests.clear()
+        scheduled: list[object] = []
+        reconciler.schedule = scheduled.append  # type: ignore[method-assign]
+        await reconciler.reconcile(key)  # woken by the lease's end
+        lock = paths.locks("a", lock_name(R))
+        assert api.writes == [("patch", paths.claims("a", "c1", status=True))]
+        assert api.objects[paths.claims("a", "c1")]["status"]["phase"] == "Expired"
+        assert lock in api.objects and scheduled == [key], "the lock's deletion is queued as ordinary work"
+        await reconciler.reconcile(key)  # that run
+        assert api.writes[1:] == [("delete", lock)]
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_expiry_with_a_waiter_frees_the_resource_at_once() -> None:
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        key = ("a", R)
+        await reconciler.reconcile(key)
+        cache.upsert_claim(api.put(paths.claims("a", "c2"), _expiring("c2", "u2", wait=True)))
+        await reconciler.reconcile(key)
+        clock.advance(31)
+        api.requests.clear()
+        await reconciler.reconcile(key)
+        lock = paths.locks("a", lock_name(R))
+        assert api.writes[:2] == [("patch", paths.claims("a", "c1", status=True)), ("delete", lock)]
+        assert ("create", paths.locks("a")) in api.writes
+        assert api.objects[paths.claims("a", "c2")]["status"]["phase"] == "Held"
+        await reconciler.stop()
+
+    asyncio.run(scenario())

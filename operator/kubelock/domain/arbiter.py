@@ -35,6 +35,7 @@ from kubelock.domain.model import (
     Revocation,
     SetStatus,
 )
+from kubelock.domain.queueposition import worth_writing
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, WaitForGraph, describe
@@ -641,7 +642,7 @@ def _answers(
         position += 1
         message = f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue"
         pending = _queued(claim, Reason.QUEUED, message, first.holder, position, now, deadlines)
-        if claim.status != pending:
+        if worth_writing(claim.status, pending):
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
     return actions, deadlines, wake
@@ -712,7 +713,7 @@ def _resting_answers(
         pending = replace(
             _queued(claim, Reason.LOCK_DELAY, message, holder, position, now, deadlines), available_at=rest.until
         )
-        if claim.status != pending:
+        if worth_writing(claim.status, pending):
             told = claim.status is not None and claim.status.reason is Reason.LOCK_DELAY
             actions.append(SetStatus(claim, pending, None if told else Notice(Reason.LOCK_DELAY, pending.message)))
     return actions, deadlines

@@ -259,6 +259,13 @@ class Reconciler:
                 return
             if self._defer_positions(key, decision):
                 return
+            deferred = _deferrable_cleanup(claims, decision)
+            if deferred and len(deferred) < len(decision.actions):  # never put off a run's only writes
+                # The expiry is the claim's Expired status; the lock's deletion follows as ordinary
+                # work, behind whatever else ends at this moment (see _deferrable_cleanup).
+                await self._apply(namespace, [a for a in decision.actions if a not in deferred], seen)
+                self.schedule(key)  # in line with the events, not ahead of other deadlines
+                return
             await self._apply(namespace, decision.actions, seen)
             for multi in self.cache.multis_on(key):
                 self.queue.schedule(multi)  # a claim of several resources may move with what changed here
@@ -602,6 +609,22 @@ def _announces(action: Action) -> bool:
 
 def _deletes_whatever_the_status_says(action: Action) -> bool:
     return isinstance(action, DeleteLock) and action.reason in _UNCONDITIONAL_ENDINGS
+
+
+def _deferrable_cleanup(claims: Iterable[Claim], decision: Decision) -> tuple[Action, ...]:
+    """The deletions of expired grants that may wait until after their claims are told: those of a
+    resource nobody waits for. An expiry costs two writes in sequence, the claim's `Expired` status
+    (what its holder sees, and what a renewal can still beat) and the lock's deletion (what frees the
+    resource for the next grant). When nobody waits, a later deletion makes nobody late, so when many
+    leases end at once every `Expired` goes out at its deadline (urgent) and the deletions follow in
+    line with ordinary work: one write per expiry on the deadline path, not two."""
+    deletes = tuple(a for a in decision.actions if isinstance(a, DeleteLock) and a.reason is Reason.LEASE_EXPIRED)
+    if not deletes or any(isinstance(a, CreateLock) for a in decision.actions):
+        return ()
+    ending = {a.lock.claim_uid for a in deletes}
+    if any(c.active and c.uid not in ending and c.phase is not Phase.HELD for c in claims):
+        return ()  # someone waits (or has no answer yet): free the resource at once
+    return deletes
 
 
 def _renumbers(action: Action) -> bool:
