@@ -187,8 +187,11 @@ def _step(
     admitted: set[str] = set()
     if context.rest is None:  # while the resource rests after a lost grant, nobody is granted it
         admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
-    # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
-    waiting = [c for c in active if c.uid not in admitted]
+    over = quotas.over(queue, admitted, context.lock_policy, context.usage)
+    # The first answers below skip the claims about to be granted (a try-lock that fits is not turned
+    # away) and those over a quota (a first Pending would let them wait past it; they end below).
+    refused = {c.uid for c, _ in over}
+    waiting = [c for c in active if c.uid not in admitted and c.uid not in refused]
     deadlines: list[float] = []
     ordered = sorted(grants, key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid))
     # Claims not told of their grant yet are told together: the grant is made (it is stored, with its
@@ -205,7 +208,6 @@ def _step(
             made, answer_others = step
             answers = _first_answers(resource, waiting, grants, graph, capacity, now) if answer_others else []
             return Decision((*made, *answers))
-    over = quotas.over(queue, admitted, context.lock_policy, context.usage)
     if over:
         return Decision(tuple(_end(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over))
     if admitted:

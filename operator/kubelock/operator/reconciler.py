@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from kubelock.domain import quotas
 from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
@@ -174,6 +175,7 @@ class Reconciler:
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
         self._created_across_stall: set[str] = set()  # uids of claims granted across a stall, not told yet
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
+        self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
 
     # ---- scheduling (the work queue) --------------------------------------------------------
 
@@ -218,6 +220,8 @@ class Reconciler:
             capacity = self.capacity(namespace, resource)
             graph = self.cache.graphs[namespace]
             graph.set_capacity(resource, capacity)
+            broken = await self._break_of(key, claims, seen.grants)
+            # From here to the reservation below, no await: the usage counted is the usage reserved on.
             decision = decide(
                 resource,
                 claims,
@@ -226,7 +230,7 @@ class Reconciler:
                 policy=self.policy,
                 graph=graph,
                 capacity=capacity,
-                broken=await self._break_of(key, claims, seen.grants),
+                broken=broken,
                 finished=self.cache.finished_for(key),
                 lock_policy=lock_policy,
                 usage=self._usage(namespace, lock_policy),
@@ -249,7 +253,13 @@ class Reconciler:
                 return
             if self._defer_positions(key, decision):
                 return
-            await self._apply(namespace, decision.actions, seen)
+            # Taken in the same step as the usage the decision counted (no await since): a key decided
+            # while these writes are under way counts them.
+            reserved = self.in_flight.reserve(_reservations(namespace, lock_policy, decision.actions))
+            try:
+                await self._apply(namespace, decision.actions, seen)
+            finally:
+                self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
@@ -257,7 +267,7 @@ class Reconciler:
         """What the policy's quotas count (only a policy with quotas costs a walk of the claims)."""
         if not lock_policy.quotas.any or not isinstance(self.policies, PolicyIndex):
             return NO_USAGE
-        return usage(self.cache, self.policies, namespace, lock_policy)
+        return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight)
 
     def _held_back_grants(self, key: Key, decision: Decision) -> tuple[Action, ...]:
         """The actions of a grant that must wait for a fresh view: a create or an added grant (its
@@ -561,6 +571,24 @@ class Reconciler:
         if (current.get("metadata") or {}).get("uid") != uid:
             self.cache.forget_lock(key, uid)  # replaced: that lock is gone
         self.cache.upsert_lock(current)
+
+
+def _reservations(namespace: str, policy: LockPolicy, actions: Iterable[Action]) -> list[quotas.Reservation]:
+    """What a decision's writes will add to its policy's quota usage: its grants, and the first
+    Pending answers of new waiters."""
+    if not policy.quotas.any:
+        return []
+    out = []
+    for action in actions:
+        if isinstance(action, CreateLock):
+            count = quotas.Count.HELD
+        elif isinstance(action, SetStatus) and action.status.phase is Phase.PENDING and action.claim.status is None:
+            count = quotas.Count.WAITING
+        else:
+            continue
+        claim = action.claim
+        out.append(quotas.Reservation(namespace, policy.name, claim.holder, claim.uid, count))
+    return out
 
 
 def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
