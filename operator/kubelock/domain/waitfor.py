@@ -12,6 +12,13 @@ resource R has an edge H -R-> G to every holder G that blocks it there:
   granted and released first (a shared request behind a queued exclusive one, a small permit
   request behind a large one). A free resource gives no edge: its head is granted next.
 
+"Ahead" is the order in which the grant decision serves the queue (`grants.Request.order`):
+effective priority at `now` (priority aged by the time waited, `grants.effective_priority`), then
+arrival. Each wait keeps its `Place` (priority, when it began waiting, sequence), so the graph ranks
+waits exactly as `decide` does, and a cycle through the queue is reported exactly when that order
+closes one: a later waiter of higher priority is ahead of an earlier one, and a waiter that has aged
+past a newcomer is ahead of it again.
+
 A claim closes a cycle when a holder it waits for can reach the claim's own holder. The search starts
 at those holders and only follows edges out of what it reaches, so its cost grows with the path, not
 with the number of claims.
@@ -22,7 +29,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks, effective_priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,31 @@ class Cycle:
         return cls((Edge(holder, resource, sequence),))
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a wait stands in its resource's queue: what `grants.Request.order` ranks it by."""
+
+    sequence: int
+    priority: int = 0
+    since: float | None = None  # when it began waiting; None: not answered yet (it begins now)
+
+    def rank(self, order: Order) -> tuple[int, int]:
+        """Its key in the queue at `order.now`: lower is served first."""
+        waited = 0.0 if self.since is None else order.now - self.since
+        return (-effective_priority(self.priority, waited, order.aging_seconds), self.sequence)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The moment and the aging rate the queue is ranked at (the decision's `now` and policy)."""
+
+    now: float = 0.0
+    aging_seconds: float = 0.0
+
+
+ARRIVAL = Order()  # every wait at the priority it asked: with no priorities, plain arrival order
+
+
 def describe(path: tuple[str, ...]) -> str:
     return " → ".join(path)
 
@@ -67,8 +99,8 @@ class WaitForGraph:
         self._waits: dict[str, dict[str, dict[int, Need]]] = defaultdict(dict)
         # resource -> holder -> what its grants hold (one entry per grant)
         self._grants: dict[str, dict[str, tuple[Need, ...]]] = {}
-        # resource -> (sequence, holder) -> need of every wait on it, for the queue's order
-        self._queues: dict[str, dict[tuple[int, str], Need]] = defaultdict(dict)
+        # resource -> (sequence, holder) -> need and place of every wait on it, for the queue's order
+        self._queues: dict[str, dict[tuple[int, str], tuple[Need, Place]]] = defaultdict(dict)
         self._capacity: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -97,9 +129,12 @@ class WaitForGraph:
         else:
             self._capacity[resource] = capacity
 
-    def add_wait(self, holder: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> None:
+    def add_wait(
+        self, holder: str, resource: str, sequence: int, need: Need = EXCLUSIVE, place: Place | None = None
+    ) -> None:
+        """`place`: the wait's priority and start, for the queue's order (default: priority 0)."""
         self._waits[holder].setdefault(resource, {})[sequence] = need
-        self._queues[resource][(sequence, holder)] = need
+        self._queues[resource][(sequence, holder)] = (need, place if place is not None else Place(sequence))
 
     def remove_wait(self, holder: str, resource: str, sequence: int) -> None:
         queue = self._queues.get(resource)
@@ -119,9 +154,12 @@ class WaitForGraph:
     def waits_of(self, holder: str) -> dict[str, int]:
         return {r: max(s) for r, s in self._waits.get(holder, {}).items()}
 
-    def blockers(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> list[str]:
+    def blockers(
+        self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE, order: Order = ARRIVAL
+    ) -> list[str]:
         """The holders that `waiter`, asking `need` of `resource` with a claim of `sequence`, waits
-        for: the edges out of it (see the module's docstring), in a stable order."""
+        for: the edges out of it (see the module's docstring), in a stable order. The queue is ranked
+        by `order`."""
         held = self._grants.get(resource)
         if not held:
             return []
@@ -131,15 +169,22 @@ class WaitForGraph:
         hard = [h for h, needs in held.items() if any(blocks(n, need, capacity) for n in needs)]
         if hard:
             return hard
-        ahead = self._queues.get(resource, {})
-        soft = {h for (seq, h), n in ahead.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
+        queue = self._queues.get(resource, {})
+        own = queue.get((sequence, waiter))
+        mine = (own[1] if own is not None else Place(sequence)).rank(order)
+        soft = {
+            h for (_, h), (n, place) in queue.items()
+            if h != waiter and place.rank(order) < mine and blocks(n, need, capacity)
+        }
         return sorted(soft)
 
-    def find_cycle(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> Cycle | None:
+    def find_cycle(
+        self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE, order: Order = ARRIVAL
+    ) -> Cycle | None:
         """The cycle closed by `waiter` waiting for `resource` (with a claim of `sequence` asking
-        `need`), if any."""
+        `need`), if any, with every queue ranked by `order`."""
         first = Edge(waiter, resource, sequence)
-        starts = self.blockers(waiter, resource, sequence, need)
+        starts = self.blockers(waiter, resource, sequence, need, order)
         if waiter in starts:
             return Cycle((first,))
         # Iterative DFS from the holders waited for; parent links rebuild the path when found.
@@ -150,7 +195,7 @@ class WaitForGraph:
             for res, seqs in self._waits.get(node, {}).items():
                 edge = Edge(node, res, max(seqs))
                 for seq, asked in seqs.items():
-                    for nxt in self.blockers(node, res, seq, asked):
+                    for nxt in self.blockers(node, res, seq, asked, order):
                         if nxt == waiter:
                             edges = [edge]
                             cur = node

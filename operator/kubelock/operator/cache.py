@@ -21,7 +21,7 @@ from kubelock.api.constants import (
     POD_LABEL_VALUE,
 )
 from kubelock.api.objects import revision_of
-from kubelock.domain.arbiter import finished_record
+from kubelock.domain.arbiter import finished_record, queue_place
 from kubelock.domain.model import FinishedClaim, Lock, LockBreak
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import WaitForGraph
@@ -181,7 +181,9 @@ class Cache:
         if claim.pod_name:
             self._pod_claims[(record.namespace, claim.pod_name)].add(claim.uid)
         if claim.waiting:
-            self.graphs[record.namespace].add_wait(claim.holder, claim.resource, claim.sequence, claim.need)
+            self.graphs[record.namespace].add_wait(
+                claim.holder, claim.resource, claim.sequence, claim.need, queue_place(claim)
+            )
 
     def _unindex(self, record: ClaimRecord) -> None:
         claim = record.claim
