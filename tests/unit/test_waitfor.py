@@ -484,7 +484,9 @@ AHEAD_CASES = [
 
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize(("c", "b", "aging", "c_ahead"), AHEAD_CASES)
-def test_queued_ahead_edges_follow_the_queue_order(mode: str, c: Queued, b: Queued, aging: float, c_ahead: bool) -> None:
+def test_queued_ahead_edges_follow_the_queue_order(
+    mode: str, c: Queued, b: Queued, aging: float, c_ahead: bool
+) -> None:
     capacity, s_holds, c_asks, b_asks = MODES[mode]
     graph = WaitForGraph()
     graph.set_capacity(R1, capacity)
