@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from kubelock.domain.arbiter import CYCLE_RECHECK_SECONDS
 from kubelock.domain.grants import EXCLUSIVE, Mode, Need, Request, admit, effective_priority
 from kubelock.domain.reasons import Phase
 from kubelock.domain.waitfor import Cycle, Edge, Order, Place, WaitForGraph, describe
@@ -527,3 +528,51 @@ def test_decide_finds_the_deadlock_a_higher_priority_waiter_closes(c_priority: i
         assert cycle is not None and set(cycle) >= {B, C, S, R1, R3}
     else:
         assert phases == {"b1": Phase.HELD, "c1": Phase.PENDING}
+
+
+# ---- every cycle ends, whichever order the waits are decided in -----------------------------------
+
+
+def test_a_waiter_in_a_cycle_whose_victim_is_another_claim_is_looked_at_again() -> None:
+    """W's wait closes a cycle whose newest wait is X's: X's resource is woken, and W's is decided again
+    a moment later (W may close other cycles whose victims only W's search can meet), until no cycle
+    through W is left."""
+    s = Space()
+    s.add(claim("x-holds", 1, "agent-x", resource=R1), claim("w-holds", 2, "agent-w", resource=R2))
+    s.settle(T0, [R1, R2])
+    s.add(claim("w-waits", 10, "agent-w", resource=R1, wait=True),
+          claim("x-waits", 20, "agent-x", resource=R2, wait=True))
+    first = s.decide(R1, T0)
+    assert first.also_reconcile == {R2} and first.next_deadline == T0 + CYCLE_RECHECK_SECONDS
+    s.apply(first.actions)
+    s.settle(T0, [R2])
+    assert s.get("x-waits").phase is Phase.DEADLOCKED and s.get("w-waits").phase is Phase.PENDING
+    again = s.decide(R1, T0 + CYCLE_RECHECK_SECONDS)
+    assert again.actions == () and not again.also_reconcile
+    assert again.next_deadline is not None and again.next_deadline > T0 + 60  # the lease's, no recheck
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_no_cycle_is_left_when_claims_arrive_in_bulk(seed: int) -> None:
+    """500 claims of 40 holders on 60 resources, arriving 100 at a time before any of their resources
+    is decided (an operator behind a busy API server), then decided in a random order. A search that
+    stopped at the first cycle it met left cycles whose newest wait had met another one (with these
+    seeds); every wait now ends when some cycle through it has it as its newest, so none is left."""
+    rng = random.Random(seed)
+    holders = [f"h{i}" for i in range(40)]
+    resources = [f"res://{i}" for i in range(60)]
+    s = Space()
+    for first in range(0, 500, 100):
+        batch = [
+            claim(f"c{i:03d}", i + 1, rng.choice(holders), resource=rng.choice(resources), wait=rng.random() < 0.7)
+            for i in range(first, first + 100)
+        ]
+        s.add(*batch)
+        touched = sorted({c.resource for c in batch})
+        rng.shuffle(touched)
+        s.settle(T0, touched)
+    graph = s.graph()
+    left = [c.name for c in s.claims.values() if c.phase is Phase.PENDING
+            and graph.find_cycle(c.holder, c.resource, c.sequence, c.need) is not None]
+    assert left == []
+    assert any(c.phase is Phase.DEADLOCKED for c in s.claims.values())

@@ -39,6 +39,10 @@ from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
 
+# How soon a waiter found in a cycle whose victim is another claim is looked at again: long enough for
+# the victim's resource, woken at once, to be decided first.
+CYCLE_RECHECK_SECONDS = 1.0
+
 
 def effective_ttl(claim: Claim, policy: Policy) -> int:
     ttl = claim.ttl_seconds if claim.ttl_seconds is not None else policy.default_ttl_seconds
@@ -645,7 +649,11 @@ def _answers(
             if victim == found.edges[0]:
                 actions.append(_deadlocked(claim, found, Reason.DEADLOCK, now))
                 continue
+            # The victim, an older wait's newer neighbour in this cycle, ends when its own resource
+            # is decided. This waiter may close other cycles whose victims nobody has met yet: it is
+            # looked at again once that victim had its turn, until no cycle through it is left.
             wake.add(victim.resource)
+            deadlines.append(now + CYCLE_RECHECK_SECONDS)
         position += 1
         message = f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue"
         pending = _queued(claim, Reason.QUEUED, message, first.holder, position, now, deadlines)

@@ -182,11 +182,28 @@ class WaitForGraph:
         self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE, order: Order = ARRIVAL
     ) -> Cycle | None:
         """The cycle closed by `waiter` waiting for `resource` (with a claim of `sequence` asking
-        `need`), if any, with every queue ranked by `order`."""
+        `need`), if any, with every queue ranked by `order`.
+
+        A cycle of which this wait is the victim (every other wait in it older) is preferred to any
+        other: the wait ends exactly when some cycle through it has it as its newest wait, whichever
+        cycle a search happens to meet first. A search that met another cycle first would leave
+        this one to a victim that is busy with that other cycle, and nobody would end it."""
         first = Edge(waiter, resource, sequence)
         starts = self.blockers(waiter, resource, sequence, need, order)
         if waiter in starts:
             return Cycle((first,))
+        mine, passed_newer = self._search(first, starts, order, below=sequence)
+        if mine is not None or not passed_newer:
+            return mine  # with no newer wait left out, the search for any cycle would be this one again
+        return self._search(first, starts, order)[0]
+
+    def _search(
+        self, first: Edge, starts: list[str], order: Order, below: int | None = None
+    ) -> tuple[Cycle | None, bool]:
+        """A cycle from `first.waiter` through `starts` back to it, following only waits older than
+        `below` when it is given; with whether a newer wait was left out."""
+        waiter = first.waiter
+        passed_newer = False
         # Iterative DFS from the holders waited for; parent links rebuild the path when found.
         parent: dict[str, Edge | None] = dict.fromkeys(starts)
         stack = list(reversed(starts))
@@ -194,6 +211,9 @@ class WaitForGraph:
             node = stack.pop()
             for res, seqs in self._waits.get(node, {}).items():
                 edge = Edge(node, res, max(seqs))
+                if below is not None and edge.sequence >= below:
+                    passed_newer = True
+                    continue
                 for seq, asked in seqs.items():
                     for nxt in self.blockers(node, res, seq, asked, order):
                         if nxt == waiter:
@@ -202,8 +222,8 @@ class WaitForGraph:
                             while (back := parent[cur]) is not None:
                                 edges.append(back)
                                 cur = back.waiter
-                            return Cycle((first, *reversed(edges)))
+                            return Cycle((first, *reversed(edges))), passed_newer
                         if nxt not in parent:
                             parent[nxt] = edge
                             stack.append(nxt)
-        return None
+        return None, passed_newer
