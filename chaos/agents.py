@@ -97,6 +97,7 @@ class Held:
     claim: str
     token: int
     mode: str = "Exclusive"
+    permits: int = 1
 
 
 @dataclasses.dataclass
@@ -110,6 +111,8 @@ class Settings:
     hold_max: float = 1.2
     pause_max: float = 0.6
     wait_fraction: float = 0.7
+    capacity: int = 1  # of every resource: its LockPolicy's (1: no policy)
+    permits_max: int = 1  # an Exclusive claim asks 1..permits_max permits
 
 
 class Recorder:
@@ -147,7 +150,8 @@ class Agent:
         first = self.rng.randrange(self.settings.resources)
         wait = self.rng.random() < self.settings.wait_fraction
         mode = "Shared" if self.rng.random() < SHARED_FRACTION else "Exclusive"
-        async with self.holding(client, resource_uri(first, self.rng), wait=wait, mode=mode) as outer:
+        permits = self.rng.randint(1, self.settings.permits_max) if mode == "Exclusive" else 1
+        async with self.holding(client, resource_uri(first, self.rng), wait=wait, mode=mode, permits=permits) as outer:
             if outer is None:
                 return
             await self.write(outer, "begin")
@@ -226,8 +230,10 @@ class Agent:
     async def write(self, held: Held, phase: str) -> None:
         # The token of the grant, kept by the agent: after a loss the claim no longer shows one, but
         # a worker that does not know of the loss yet still writes with what it was given.
-        if held.mode == "Shared":
-            return  # a reader: what it holds together with other readers is no licence to write
+        if held.mode == "Shared" or self.settings.capacity > 1:
+            # A reader, or one of several permit holders: what it holds together with others is no
+            # licence to write.
+            return
         try:
             await self.store.write(self.name, held.resource, held.token, phase)
         except (ConnectionError, OSError, ValueError) as error:
@@ -235,11 +241,12 @@ class Agent:
 
     @contextlib.asynccontextmanager
     async def holding(
-        self, client: AsyncLockClient, uri: str, *, wait: bool, mode: str = "Exclusive"
+        self, client: AsyncLockClient, uri: str, *, wait: bool, mode: str = "Exclusive", permits: int = 1
     ) -> AsyncIterator[Held | None]:
         settings = self.settings
         lease = RecordingLease(
-            client, uri, ttl=settings.ttl, wait=wait, timeout=settings.wait_timeout if wait else None, mode=mode
+            client, uri, ttl=settings.ttl, wait=wait, timeout=settings.wait_timeout if wait else None, mode=mode,
+            permits=permits,
         )
         lease.add_listener(lease.mark_lost)
         resource = normalise(uri)
@@ -258,7 +265,7 @@ class Agent:
             return
         held_from = time.time()
         claim = lease.claim
-        held = Held(lease, claim.resource, claim.uid, lease.fencing_token or 0, mode)
+        held = Held(lease, claim.resource, claim.uid, lease.fencing_token or 0, mode, permits)
         self.attempt(resource, wait, started, "Held", f"token {held.token}", end=held_from)
         try:
             yield held
@@ -276,6 +283,8 @@ class Agent:
                     expiry=lease.known_expiry,
                     pod=self.pod,
                     mode=mode,
+                    permits=permits,
+                    capacity=settings.capacity,
                 )
             )
             if self.dead:
@@ -439,6 +448,8 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
         store_port=args.store_port,
         hold_max=args.hold_max,
         pause_max=args.pause_max,
+        capacity=args.capacity,
+        permits_max=args.permits_max,
     )
     record = Recorder(handle)
     names = [f"{args.prefix}{i:03d}" for i in range(args.first, args.first + args.count)]
@@ -504,6 +515,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pods", action="store_true")
+    parser.add_argument("--capacity", type=int, default=1, help="every resource's capacity (its LockPolicy's)")
+    parser.add_argument("--permits-max", type=int, default=1, help="Exclusive claims ask 1..N permits")
     parser.add_argument("--node", default="")
     return parser.parse_args(argv)
 

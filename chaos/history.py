@@ -21,7 +21,9 @@ A run records, all in wall-clock seconds of this one machine (every process shar
 
 `check` returns every violation of: claims of several resources never Held with part of their set,
 mutual exclusion (Shared holds may overlap each other, nothing
-else may overlap at the capacity of 1 every chaos resource has), fencing-token monotonicity, fenced writes, no lost
+else may overlap on a resource of capacity 1), capacity (on a resource a LockPolicy gives more permits,
+`check_capacity`: the Exclusive holds at once take at most its capacity, Shared never beside
+Exclusive), fencing-token monotonicity, fenced writes, no lost
 waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
 Liveness bounds are stated in `Bounds`; time inside an outage window does not count against them (no
 operator can act while it is down), everything else does.
@@ -64,6 +66,8 @@ class Hold:
     expiry: float | None
     pod: str | None = None
     mode: str = "Exclusive"
+    permits: int = 1  # of an Exclusive hold: taken from the resource's capacity
+    capacity: int = 1  # the resource's capacity (its LockPolicy's) when the hold began
 
     @property
     def shared(self) -> bool:
@@ -315,7 +319,8 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     outages = _merge((o.start, o.end) for o in history.outages if not o.scope)
     scoped = [o for o in history.outages if o.scope]
     deaths = _deaths(history)
-    check_mutual_exclusion(history.holds, deaths, report)
+    check_mutual_exclusion([h for h in history.holds if h.capacity == 1], deaths, report)
+    check_capacity([h for h in history.holds if h.capacity > 1], deaths, report)
     check_whole_sets(history.claims, history.locks, report)
     check_fencing(history.holds, history.locks, deaths, report)
     check_phantoms(history.locks, history.claims, outages, history.end, bounds, report)
@@ -411,6 +416,40 @@ def _grant_at(grants: Sequence[LockLife], version: int) -> bool | None:
             return True
         unknown = unknown or lock.deleted_version is None
     return None if unknown else False
+def check_capacity(holds: Sequence[Hold], deaths: Mapping[str, float], report: Report) -> None:
+    """On a resource of capacity above 1 (a LockPolicy's semaphore), the holds believed at once while
+    their leases lasted fit together: the permits of the Exclusive ones sum to at most the capacity,
+    and a Shared hold never overlaps an Exclusive one. (Tokens increasing per resource is judged by
+    `check_fencing` on the locks' order, for every capacity.)"""
+    report.count("capacity_holds", len(holds))
+    for resource, items in _valid_holds(holds, deaths).items():
+        active: list[tuple[float, float, Hold]] = []
+        for item in items:
+            start, _, hold = item
+            active = [a for a in active if a[1] > start and a[2].claim != hold.claim]
+            active.append(item)
+            together = [a[2] for a in active]
+            exclusive = [h for h in together if not h.shared]
+            permits = sum(h.permits for h in exclusive)
+            capacity = min(h.capacity for h in together)
+            report.stats["capacity_peak_permits"] = max(report.stats.get("capacity_peak_permits", 0), permits)
+            if permits > capacity:
+                report.violations.append(Violation(
+                    "capacity",
+                    f"{resource}: {permits} permits held at once, capacity {capacity}: "
+                    + ", ".join(f"{h.agent} ({h.permits}, token {h.token})" for h in exclusive),
+                    resource,
+                    start,
+                ))
+            elif exclusive and len(exclusive) < len(together):
+                shared = next(h for h in together if h.shared)
+                report.violations.append(Violation(
+                    "capacity-mode",
+                    f"{resource}: {shared.agent} held it Shared (token {shared.token}) while "
+                    f"{exclusive[0].agent} held it Exclusive (token {exclusive[0].token})",
+                    resource,
+                    start,
+                ))
 
 
 def check_fencing(
@@ -452,8 +491,9 @@ def check_fencing(
                         after.created,
                     )
                 )
-    # The same order as the agents lived it: one held after another means a larger token.
-    for resource, items in _valid_holds(holds, deaths).items():
+    # The same order as the agents lived it: one held after another means a larger token. (Not with a
+    # capacity above 1: grants made together are told in any order; the locks' order above holds.)
+    for resource, items in _valid_holds([h for h in holds if h.capacity == 1], deaths).items():
         for (_, _, first), (_, _, then) in itertools.pairwise(items):
             if first.shared and then.shared:
                 # Shared grants made one after another may be told in the other order (and one holder

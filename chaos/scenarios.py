@@ -14,7 +14,7 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chaos import faults
@@ -24,7 +24,9 @@ from chaos.identities import holder_matches
 from chaos.monitor import Monitor
 from chaos.proxy import Proxy
 from chaos.store import FencedStore, StoreServer
+from kubelock.api.constants import GROUP, POLICY_KIND, VERSION
 from kubelock.kube import errors as kube_errors
+from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.testbed.controlplane import ControlPlane
 from kubelock.testbed.processes import ManagedProcess, start_process
@@ -60,6 +62,8 @@ class Shape:
     pods: bool = False
     hold_max: float = 1.2
     pause_max: float = 0.6
+    capacity: int = 1  # of every resource, from a LockPolicy made before the operators start (1: none)
+    permits_max: int = 1  # an Exclusive claim asks 1..permits_max permits
 
 
 @dataclass
@@ -128,6 +132,8 @@ class Run:
             "/api/v1/namespaces",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
         )
+        if self.shape.capacity > 1:
+            await self.env.kube.create(paths.policies(self.namespace), _pool_policy(self.shape.capacity))
         await self.server.start()
         kubeconfig = self.env.plane.kubeconfig
         if self.proxied:
@@ -213,6 +219,8 @@ class Run:
                 argv += ["--server", self.proxies[1].url]
             if shape.pods:
                 argv += ["--pods", "--node", self.env.node]
+            if shape.capacity > 1:
+                argv += ["--capacity", str(shape.capacity), "--permits-max", str(shape.permits_max)]
             env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}:{REPO}"}
             self.agents.append(start_process(f"agents-{index}", argv, log_dir=self.dir / "logs", env=env, cwd=REPO))
             first += count
@@ -273,6 +281,17 @@ class Run:
                 report.violations.append(
                     Violation("agent-crash", f"{process.name} exited with {code}: {process.tail(20)}")
                 )
+
+
+def _pool_policy(capacity: int) -> dict[str, object]:
+    """The LockPolicy that gives every chaos resource (`chaos://pool/...`) `capacity` permits. Made before
+    the operators start, so their first LIST has it and no claim is decided at capacity 1."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": POLICY_KIND,
+        "metadata": {"name": "pool"},
+        "spec": {"resourcePrefix": "chaos://pool/", "capacity": capacity},
+    }
 
 
 def _host_port(server: str) -> tuple[str, int]:
@@ -452,6 +471,8 @@ class Scenario:
     # Long enough for queued claims to outlive a control-plane outage, so that the restarted API
     # server finds waiters to grant, not only waits that ran out meanwhile.
     wait_timeout: int = 6
+    capacity: int = 1  # see Shape
+    permits_max: int = 1
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -466,15 +487,17 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("pods-deleted", "half of the holder pods deleted at once, twice", pods_deleted, pods=True),
     Scenario("operator-paused", "operator SIGSTOPped while half of the holder pods die", operator_paused_pods_die,
              pods=True),
+    Scenario("semaphore", "LockPolicy capacity 3, Exclusive claims of 1-2 permits and Shared ones, two replicas "
+             "each SIGKILLed once", two_replicas, replicas=2, capacity=3, permits_max=2),
 )
 
 
 def shape_for(scenario: Scenario, quick: bool) -> Shape:
-    if quick:
-        return Shape(agents=60, processes=4, resources=20, seconds=25, ttl=scenario.ttl, pods=scenario.pods,
-                     wait_timeout=scenario.wait_timeout)
-    return Shape(agents=120, processes=4, resources=30, seconds=120, ttl=scenario.ttl, pods=scenario.pods,
-                 wait_timeout=scenario.wait_timeout)
+    size = Shape(agents=60, processes=4, resources=20, seconds=25) if quick else Shape(
+        agents=120, processes=4, resources=30, seconds=120
+    )
+    return replace(size, ttl=scenario.ttl, pods=scenario.pods, wait_timeout=scenario.wait_timeout,
+                   capacity=scenario.capacity, permits_max=scenario.permits_max)
 
 
 def seed_for(seed: int, part: str, repetition: int) -> int:

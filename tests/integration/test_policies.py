@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
-from tests.support.claims import Locks, status_of, wait_until
+from tests.support.claims import Locks, phase_of, status_of, wait_until
+from tests.support.monitor import HolderMonitor
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -275,6 +277,34 @@ def test_quotas_reject_claims_over_them_naming_the_limit(locks: Locks, admin_api
     assert over["reason"] == "QuotaExceeded" and "maxWaitingPerNamespace" in over["message"]
     locks.claim("other", "github://x", "agent-a")  # not governed by the policy: no quota
     locks.wait_phase("other", "Held")
+
+
+def test_a_burst_of_one_holders_claims_never_holds_more_than_its_quota(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """Claims of one holder on many resources at once are decided concurrently (a worker per resource):
+    the grants being written count against maxHeldPerHolder, so the holder is never seen holding more
+    than the limit, in a first burst nor in a second one right after releasing."""
+    limit, burst = 3, 16
+    apply_policy(admin_api, ns, "burst", resourcePrefix="deploy://", capacity=2, maxHeldPerHolder=limit)
+    # The operator knows the policy once a second holder shares a resource of capacity 2.
+    locks.claim("probe-a", "deploy://probe", "agent-probe-a")
+    locks.claim("probe-b", "deploy://probe", "agent-probe-b")
+    locks.wait_phases(["probe-a", "probe-b"], "Held", timeout=15)
+    with HolderMonitor(admin_api, ns) as monitor:
+        for wave in range(2):
+            names = [f"w{wave}-{i}" for i in range(burst)]
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda n: locks.claim(n, f"deploy://r-{n}", "agent-burst"), names))
+            settled = [status_of(locks.wait_for(n, lambda c: phase_of(c) in ("Held", "Rejected"))) for n in names]
+            held = [n for n, s in zip(names, settled, strict=True) if s["phase"] == "Held"]
+            refused = {s["reason"] for s in settled if s["phase"] == "Rejected"}
+            assert len(held) == limit and refused == {"QuotaExceeded"}, (held, refused)
+            for name in held:
+                locks.delete(name)
+            wait_until(lambda: not any(phase_of(c) == "Held" and c["spec"]["holder"] == "agent-burst"
+                                       for c in locks.claims()), "the burst's claims released")
+    assert monitor.peak_by_holder["agent-burst"] == limit, monitor.peak_by_holder
 
 
 def test_a_policys_capacity_makes_a_semaphore_and_raising_it_admits_waiters(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from kubelock.domain.arbiter import decide, held_status
+from kubelock.domain.arbiter import decide, held_status, queue_place
 from kubelock.domain.grants import Granted, Need, tokens_increase
 from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Usage
 from kubelock.domain.model import (
@@ -119,7 +119,7 @@ def graph_for(claims: Iterable[Claim], locks: Iterable[Lock], capacity: dict[str
         graph.set_capacity(resource, n)
     for c in claims:
         if c.waiting:
-            graph.add_wait(c.holder, c.resource, c.sequence, c.need)
+            graph.add_wait(c.holder, c.resource, c.sequence, c.need, queue_place(c))
     return graph
 
 

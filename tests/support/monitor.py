@@ -24,6 +24,8 @@ class HolderMonitor:
         self._held: dict[str, dict[str, Need]] = defaultdict(dict)  # resource -> claim names Held -> need
         self.violations: list[str] = []
         self.grants: list[tuple[str, str, int]] = []  # (resource, claim, fencing token) in observed order
+        self._holders: dict[str, str] = {}  # claim name -> its holder, while it is Held
+        self.peak_by_holder: dict[str, int] = {}  # the most claims each holder was seen Held at once
         self.events = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stopped = threading.Event()
@@ -73,6 +75,15 @@ class HolderMonitor:
                 self.violations.append(f"{resource} held by {sorted(held)} at once")
         elif not holding:
             held.pop(name, None)
+        self._count_holder(name, obj["spec"]["holder"], holding)
+
+    def _count_holder(self, name: str, holder: str, holding: bool) -> None:
+        if not holding:
+            self._holders.pop(name, None)
+            return
+        self._holders[name] = holder
+        now = sum(1 for h in self._holders.values() if h == holder)
+        self.peak_by_holder[holder] = max(self.peak_by_holder.get(holder, 0), now)
 
     def tokens_by_resource(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = defaultdict(list)

@@ -546,3 +546,49 @@ def test_a_waiter_kept_by_a_claim_of_several_queued_ahead_is_no_queue_liveness_v
     alone = History(end=100)  # without m ahead of it, w waiting 40 s on a free resource is a violation
     alone.extend([claim("w", 1, 41, None, answered=1.1)])
     assert violations(alone) == ["queue-liveness"]
+# ---- capacity (a LockPolicy's semaphore) ------------------------------------------------------------
+
+
+def permit_hold(agent: str, token: int, start: float, end: float, permits: int = 1, mode: str = "Exclusive",
+                capacity: int = 3) -> Hold:
+    return replace(hold(agent, f"c-{agent}", token, start, end, mode=mode), permits=permits, capacity=capacity)
+
+
+@pytest.mark.parametrize(
+    ("holds", "found"),
+    [
+        pytest.param([permit_hold("a", 10, 0, 5, 2), permit_hold("b", 20, 1, 6, 1)], [], id="3 of 3 permits"),
+        pytest.param([permit_hold("a", 10, 0, 5, 2), permit_hold("b", 20, 1, 6, 2)], ["capacity"],
+                     id="4 of 3 permits"),
+        pytest.param([permit_hold("a", 10, 0, 5, 2), permit_hold("b", 20, 5, 9, 2)], [],
+                     id="one after another: the first ended"),
+        pytest.param([permit_hold("a", 10, 0, 9, 1), permit_hold("b", 20, 1, 2, 1), permit_hold("c", 30, 3, 4, 1),
+                      permit_hold("d", 40, 5, 6, 1)], [], id="a long hold beside short ones in turn"),
+        pytest.param([permit_hold("a", 10, 0, 9, 1), permit_hold("b", 20, 1, 8, 1), permit_hold("c", 30, 3, 7, 1),
+                      permit_hold("d", 40, 5, 6, 1)], ["capacity"], id="four single permits at once"),
+        pytest.param([permit_hold("r", 10, 0, 5, mode="Shared"), permit_hold("s", 20, 1, 6, mode="Shared")], [],
+                     id="Shared together"),
+        pytest.param([permit_hold("r", 10, 0, 5, mode="Shared"), permit_hold("w", 20, 1, 6, 1)], ["capacity-mode"],
+                     id="Shared beside Exclusive"),
+        pytest.param([permit_hold("b", 20, 0, 2, 1), permit_hold("a", 10, 1, 5, 2)], [],
+                     id="permit grants told in another order than granted"),
+    ],
+)
+def test_holds_on_a_resource_of_capacity_3(holds: list[Hold], found: list[str]) -> None:
+    history = History(end=100)
+    history.extend(holds)
+    assert violations(history) == found
+
+
+def test_the_peak_of_permits_held_at_once_is_reported() -> None:
+    history = History(end=100)
+    history.extend([permit_hold("a", 10, 0, 5, 2), permit_hold("b", 20, 1, 6, 1), permit_hold("c", 30, 7, 8, 1)])
+    report = check(history)
+    assert report.stats["capacity_peak_permits"] == 3 and report.stats["capacity_holds"] == 3
+
+
+def test_a_semaphore_grant_with_a_falling_token_in_the_locks_order_is_caught() -> None:
+    history = History(end=100)
+    history.extend([permit_hold("a", 20, 0, 5), permit_hold("b", 10, 1, 6),
+                    lock("c-a", 20, 100, 0, 5.1), lock("c-b", 10, 200, 0.5, 6.1)])
+    assert violations(history) == ["fencing-order"]

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kubelock.domain.lockpolicy import LockPolicy, Quotas
+from kubelock.domain.quotas import Count, InFlight, Reservation, usage
 from kubelock.domain.reasons import Phase, Reason
 from tests.support.arbitration import T0, Space, claim
 
@@ -86,3 +89,71 @@ def test_without_quotas_nothing_is_counted() -> None:
         s.add(claim(f"a{i}", i, "agent-a", resource=f"deploy://r{i}"))
     s.settle(T0, [f"deploy://r{i}" for i in range(5)])
     assert all(outcome(s, f"a{i}")[0] is Phase.HELD for i in range(5))
+
+
+def test_a_new_waiter_over_its_quota_is_not_queued_with_the_grant_it_waits_behind() -> None:
+    """A claim that arrives between a grant's write and its announcement is answered together with that
+    announcement; over its waiting quota it ends QuotaExceeded, never Pending first."""
+    s = Space(lock_policy=policy(max_waiting_per_holder=1))
+    s.add(claim("h1", 1, "agent-h", resource=R1))
+    s.settle(T0, [R1])
+    s.add(claim("w1", 2, "agent-w", resource=R1, wait=True))
+    s.settle(T0, [R1])
+    assert outcome(s, "w1")[0] is Phase.PENDING
+    s.add(claim("g", 3, "agent-g", resource=R2))
+    s.apply(s.decide(R2, T0).actions)  # g's grant is written, not yet told
+    s.add(claim("w2", 4, "agent-w", resource=R2, wait=True))
+    s.settle(T0, [R2])
+    assert outcome(s, "g")[0] is Phase.HELD
+    assert outcome(s, "w2")[:2] == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+
+
+# ---- counting: the view plus what is decided and not yet seen ------------------------------------
+
+
+def reservation(uid: str, count: Count, holder: str = "agent-a", policy_name: str = "deploys") -> Reservation:
+    return Reservation("ns", policy_name, holder, uid, count)
+
+
+@pytest.mark.parametrize(
+    ("observed", "reserved", "held", "waiting"),
+    [
+        pytest.param({}, [], {}, {}, id="nothing"),
+        pytest.param({"u1": ("agent-a", Count.HELD)}, [], {"agent-a": 1}, {}, id="the view alone"),
+        pytest.param({}, [reservation("u1", Count.HELD)], {"agent-a": 1}, {}, id="a grant in flight"),
+        pytest.param(
+            {"u1": ("agent-a", Count.HELD)}, [reservation("u1", Count.HELD)], {"agent-a": 1}, {},
+            id="a grant already seen counts once",
+        ),
+        pytest.param(
+            {"u1": ("agent-a", Count.WAITING)}, [reservation("u1", Count.HELD)], {"agent-a": 1}, {},
+            id="a waiter being granted moves from waiting to held",
+        ),
+        pytest.param(
+            {"u1": ("agent-a", Count.HELD)}, [reservation("u1", Count.WAITING)], {"agent-a": 1}, {},
+            id="a first wait the view has overtaken counts as the view says",
+        ),
+        pytest.param(
+            {"u1": ("agent-a", Count.HELD)},
+            [reservation("u2", Count.HELD), reservation("u3", Count.WAITING, "agent-b")],
+            {"agent-a": 2}, {"agent-b": 1}, id="grants and waits in flight add up per holder",
+        ),
+    ],
+)
+def test_usage_counts_each_claim_once_from_the_view_and_the_reservations(
+    observed: dict[str, tuple[str, Count]], reserved: list[Reservation], held: dict[str, int], waiting: dict[str, int]
+) -> None:
+    counted = usage(observed, reserved)
+    assert (dict(counted.held), dict(counted.waiting)) == (held, waiting)
+
+
+def test_reservations_are_per_namespace_and_policy_and_released_by_uid() -> None:
+    ledger = InFlight()
+    taken = ledger.reserve([reservation("u1", Count.HELD), reservation("u2", Count.WAITING)])
+    ledger.reserve([reservation("u3", Count.HELD, policy_name="other"), Reservation("ns2", "deploys", "a", "u4",
+                                                                                    Count.HELD)])
+    assert {r.uid for r in ledger.of("ns", "deploys")} == {"u1", "u2"}
+    ledger.release(taken)
+    assert ledger.of("ns", "deploys") == [] and len(ledger) == 2
+    ledger.release(["u1", "u3", "u4"])  # releasing twice, or what was never taken, is harmless
+    assert len(ledger) == 0

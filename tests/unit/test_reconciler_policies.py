@@ -5,12 +5,14 @@ without a grant. Writes are asserted through the recording fake API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import Policy
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import paths
+from kubelock.kube.errors import Conflict
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.policies import PolicyIndex
@@ -82,6 +84,91 @@ def test_a_claim_over_a_quota_is_rejected_without_a_grant() -> None:
         status = api.objects[paths.claims("a", "second")]["status"]
         assert (status["phase"], status["reason"]) == ("Rejected", "QuotaExceeded")
         assert "LockPolicy deploys" in status["message"] and "maxHeldPerHolder" in status["message"]
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def slow(api: FakeApi, verb: str) -> None:
+    """Every write of `verb` waits on the loop before it is stored, as a real write does: other keys
+    are decided meanwhile."""
+
+    async def later(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return default()  # type: ignore[no-any-return]
+
+    api.react(verb, later)
+
+
+def test_grants_decided_while_each_others_writes_are_under_way_keep_the_held_quota() -> None:
+    """Five resources decided at once, each granting a claim of one holder: the grants being written
+    count as held, so exactly two are made and three rejected, and no reservation outlives its write."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=2))
+        slow(api, "create")
+        names = [f"c{i}" for i in range(5)]
+        for name in names:
+            body = claim(name, f"deploy://r{name}")
+            body["spec"]["holder"] = "agent-a"
+            cache.upsert_claim(api.put(paths.claims("a", name), body))
+        reconciler = reconciler_for(api, cache, index, clock)
+        await asyncio.gather(*(reconciler.reconcile(("a", f"deploy://r{name}")) for name in names))
+        phases = sorted(api.objects[paths.claims("a", n)]["status"]["phase"] for n in names)
+        assert phases == ["Held", "Held", "Rejected", "Rejected", "Rejected"]
+        assert len(reconciler.in_flight) == 0
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_first_waits_decided_at_once_keep_the_waiting_quota() -> None:
+    """Three held resources, three claims of one holder queued on them at once: the first Pending
+    answers being written count as waiting, so one waits and two are rejected."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxWaitingPerHolder=1))
+        reconciler = reconciler_for(api, cache, index, clock)
+        resources = [f"deploy://r{i}" for i in range(3)]
+        for i, resource in enumerate(resources):
+            cache.upsert_claim(api.put(paths.claims("a", f"h{i}"), claim(f"h{i}", resource)))
+        await asyncio.gather(*(reconciler.reconcile(("a", r)) for r in resources))
+        slow(api, "patch")
+        for i, resource in enumerate(resources):
+            body = claim(f"w{i}", resource, wait=True)
+            body["spec"]["holder"] = "agent-w"
+            cache.upsert_claim(api.put(paths.claims("a", f"w{i}"), body))
+        await asyncio.gather(*(reconciler.reconcile(("a", r)) for r in resources))
+        phases = sorted(api.objects[paths.claims("a", f"w{i}")]["status"]["phase"] for i in range(3))
+        assert phases == ["Pending", "Rejected", "Rejected"]
+        assert len(reconciler.in_flight) == 0
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_grant_whose_write_fails_gives_its_reservation_back() -> None:
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=1))
+        reconciler = reconciler_for(api, cache, index, clock)
+        counted: list[int] = []
+
+        async def refused(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
+            counted.append(reconciler._usage("a", index.policy_for("a", R)).held_total)
+            raise Conflict(409, "Conflict", "the object has been modified")
+
+        api.react("create", refused)
+        cache.upsert_claim(api.put(paths.claims("a", "c"), claim("c")))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reconciler.reconcile(("a", R)), 1)
+        assert counted and counted[0] == 1  # while the write was under way, it counted
+        assert len(reconciler.in_flight) == 0
         await reconciler.stop()
 
     asyncio.run(scenario())

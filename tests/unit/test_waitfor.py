@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from kubelock.domain.grants import EXCLUSIVE, Mode, Need
-from kubelock.domain.waitfor import Cycle, Edge, WaitForGraph, describe
+from kubelock.domain.arbiter import CYCLE_RECHECK_SECONDS
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need, Request, admit, effective_priority
+from kubelock.domain.reasons import Phase
+from kubelock.domain.waitfor import Cycle, Edge, Order, Place, WaitForGraph, describe
+from tests.support.arbitration import T0, Space, claim
 
 
 @dataclass(frozen=True)
@@ -436,3 +439,140 @@ def test_a_cycle_through_one_of_several_readers() -> None:
     assert cycle is not None
     assert cycle.path == (C, R1, B, R2, C)
     assert graph.find_cycle(C, R1, 4, SHARED) is None, "a reader does not wait for readers"
+
+
+# ---- the queue ahead is ranked as the grant decision ranks it: priority, aging, then arrival ----
+
+S = "agent-s"
+NOW = 1_800_000_000.0
+SHARED = Need(Mode.SHARED)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A wait on R1 with its place in the queue: priority and how long it has waited (None: not
+    answered yet)."""
+
+    seq: int
+    priority: int = 0
+    waited: float | None = None
+
+    def place(self) -> Place:
+        return Place(self.seq, self.priority, None if self.waited is None else NOW - self.waited)
+
+
+# R1 is held by S in a way that keeps C's request out but lets B's in beside it, so B waits only if C
+# is ahead of it; C waits for S, S waits for R3, which B holds. B closes the cycle B → C → S → B
+# exactly when C is ahead of B in the queue.
+MODES = {
+    # (capacity, S's grant, C's request, B's request)
+    "shared-behind-exclusive": (1, SHARED, EXCLUSIVE, SHARED),
+    "small-behind-large-permits": (3, Need(permits=1), Need(permits=3), Need(permits=1)),
+}
+AHEAD_CASES = [
+    # (C's place, B's place, aging seconds, is C ahead of B)
+    pytest.param(Queued(5), Queued(6), 0, True, id="equal priority: the earlier is ahead"),
+    pytest.param(Queued(5), Queued(6, priority=1), 0, False, id="a later higher priority is ahead"),
+    pytest.param(Queued(6, priority=3), Queued(5), 0, True, id="priority beats arrival"),
+    pytest.param(Queued(6, priority=3), Queued(5, priority=3), 0, False, id="equal priority again by arrival"),
+    pytest.param(Queued(6, priority=2), Queued(5, waited=30), 10, False, id="aged past a newcomer"),
+    pytest.param(Queued(6, priority=2), Queued(5, waited=19), 10, True, id="not aged enough yet"),
+    pytest.param(Queued(6, priority=2), Queued(5, waited=20), 10, False, id="aged to a tie: arrival decides"),
+    pytest.param(Queued(6, priority=2), Queued(5, waited=30), 0, True, id="no aging: priority stands"),
+    pytest.param(Queued(5, waited=50), Queued(6, priority=1), 10, True, id="both aged: the older stays ahead"),
+]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize(("c", "b", "aging", "c_ahead"), AHEAD_CASES)
+def test_queued_ahead_edges_follow_the_queue_order(
+    mode: str, c: Queued, b: Queued, aging: float, c_ahead: bool
+) -> None:
+    capacity, s_holds, c_asks, b_asks = MODES[mode]
+    graph = WaitForGraph()
+    graph.set_capacity(R1, capacity)
+    graph.set_grants(R1, ((S, s_holds),))
+    graph.set_holder(R3, B)
+    graph.add_wait(S, R3, 1)
+    graph.add_wait(C, R1, c.seq, c_asks, c.place())
+    graph.add_wait(B, R1, b.seq, b_asks, b.place())
+    order = Order(NOW, aging)
+    assert graph.blockers(B, R1, b.seq, b_asks, order) == ([C] if c_ahead else [])
+    cycle = graph.find_cycle(B, R1, b.seq, b_asks, order)
+    assert (cycle.path if cycle else None) == ((B, R1, C, R1, S, R3, B) if c_ahead else None)
+    # The queue the grant decision serves agrees: B is granted now exactly when C is not ahead of it.
+    requests = [
+        Request("c", c.seq, ((R1, c_asks),), effective_priority(c.priority, c.waited or 0, aging)),
+        Request("b", b.seq, ((R1, b_asks),), effective_priority(b.priority, b.waited or 0, aging)),
+    ]
+    granted = [r.id for r in admit(requests, {R1: [s_holds]}, lambda _: capacity)]
+    assert ("b" in granted) is not c_ahead
+
+
+@pytest.mark.parametrize(("c_priority", "deadlocked"), [(3, True), (0, False)])
+def test_decide_finds_the_deadlock_a_higher_priority_waiter_closes(c_priority: int, deadlocked: bool) -> None:
+    """S holds R1 shared and waits for R3, which B holds. C asks R1 exclusively; B, with an earlier
+    sequence, asks R1 shared. With C's higher priority C is ahead of B: B waits for C, C for S, S for B,
+    a deadlock whose newest wait (C's) ends. Without it, B is ahead, fits beside S and is granted."""
+    s = Space()
+    s.add(claim("s1", 1, S, resource=R1, mode=Mode.SHARED), claim("b3", 2, B, resource=R3))
+    s.settle(T0, [R1, R3])
+    s.add(claim("s3", 3, S, resource=R3, wait=True), claim("c1", 5, C, resource=R1, wait=True, priority=c_priority))
+    s.settle(T0, [R1, R3])
+    s.add(claim("b1", 4, B, resource=R1, wait=True, mode=Mode.SHARED))
+    s.settle(T0, [R1])
+    phases = {n: s.get(n).phase for n in ("b1", "c1")}
+    if deadlocked:
+        assert phases == {"b1": Phase.HELD, "c1": Phase.DEADLOCKED}
+        cycle = s.get("c1").status.cycle  # type: ignore[union-attr]
+        assert cycle is not None and set(cycle) >= {B, C, S, R1, R3}
+    else:
+        assert phases == {"b1": Phase.HELD, "c1": Phase.PENDING}
+
+
+# ---- every cycle ends, whichever order the waits are decided in -----------------------------------
+
+
+def test_a_waiter_in_a_cycle_whose_victim_is_another_claim_is_looked_at_again() -> None:
+    """W's wait closes a cycle whose newest wait is X's: X's resource is woken, and W's is decided again
+    a moment later (W may close other cycles whose victims only W's search can meet), until no cycle
+    through W is left."""
+    s = Space()
+    s.add(claim("x-holds", 1, "agent-x", resource=R1), claim("w-holds", 2, "agent-w", resource=R2))
+    s.settle(T0, [R1, R2])
+    s.add(claim("w-waits", 10, "agent-w", resource=R1, wait=True),
+          claim("x-waits", 20, "agent-x", resource=R2, wait=True))
+    first = s.decide(R1, T0)
+    assert first.also_reconcile == {R2} and first.next_deadline == T0 + CYCLE_RECHECK_SECONDS
+    s.apply(first.actions)
+    s.settle(T0, [R2])
+    assert s.get("x-waits").phase is Phase.DEADLOCKED and s.get("w-waits").phase is Phase.PENDING
+    again = s.decide(R1, T0 + CYCLE_RECHECK_SECONDS)
+    assert again.actions == () and not again.also_reconcile
+    assert again.next_deadline is not None and again.next_deadline > T0 + 60  # the lease's, no recheck
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_no_cycle_is_left_when_claims_arrive_in_bulk(seed: int) -> None:
+    """500 claims of 40 holders on 60 resources, arriving 100 at a time before any of their resources
+    is decided (an operator behind a busy API server), then decided in a random order. A search that
+    stopped at the first cycle it met left cycles whose newest wait had met another one (with these
+    seeds); every wait now ends when some cycle through it has it as its newest, so none is left."""
+    rng = random.Random(seed)
+    holders = [f"h{i}" for i in range(40)]
+    resources = [f"res://{i}" for i in range(60)]
+    s = Space()
+    for first in range(0, 500, 100):
+        batch = [
+            claim(f"c{i:03d}", i + 1, rng.choice(holders), resource=rng.choice(resources), wait=rng.random() < 0.7)
+            for i in range(first, first + 100)
+        ]
+        s.add(*batch)
+        touched = sorted({c.resource for c in batch})
+        rng.shuffle(touched)
+        s.settle(T0, touched)
+    graph = s.graph()
+    left = [c.name for c in s.claims.values() if c.phase is Phase.PENDING
+            and graph.find_cycle(c.holder, c.resource, c.sequence, c.need) is not None]
+    assert left == []
+    assert any(c.phase is Phase.DEADLOCKED for c in s.claims.values())

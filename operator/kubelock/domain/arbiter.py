@@ -38,7 +38,11 @@ from kubelock.domain.model import (
 from kubelock.domain.queueposition import worth_writing
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
-from kubelock.domain.waitfor import Cycle, WaitForGraph, describe
+from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
+
+# How soon a waiter found in a cycle whose victim is another claim is looked at again: long enough for
+# the victim's resource, woken at once, to be decided first.
+CYCLE_RECHECK_SECONDS = 1.0
 
 
 def effective_ttl(claim: Claim, policy: Policy) -> int:
@@ -64,6 +68,13 @@ def queue_priority(claim: Claim, now: float, policy: Policy) -> int:
     """A claim's effective priority now: its priority aged by the time it has waited."""
     waited = now - waiting_since(claim, now) if claim.waiting else 0.0
     return effective_priority(claim.priority, waited, policy.priority_aging_seconds)
+
+
+def queue_place(claim: Claim) -> Place:
+    """A waiting claim's place in its resource's queue, as the wait-for graph keeps it: ranked at any
+    `now` exactly as `queue_order` ranks it."""
+    since = None if claim.status is None else waiting_since(claim, claim.created_at)  # `now` unused once answered
+    return Place(claim.sequence, claim.priority, since)
 
 
 def queue_order(claim: Claim, now: float, policy: Policy) -> tuple[int, int, str]:
@@ -180,6 +191,7 @@ def _step(
     that believe they hold a grant that is gone, then the first grant that needs a step, then claims
     over a quota, then new grants, then everyone else's answers."""
     policy, graph, capacity = context.policy, context.graph, context.capacity
+    aging = policy.priority_aging_seconds  # the graph ranks queues as the grant does
     holding = {g.claim_uid for g in grants}
     believers = [c for c in active if c.phase is Phase.HELD and c.uid not in holding and not c.multi]
     if believers:
@@ -192,8 +204,11 @@ def _step(
     if context.rest is None:  # while the resource rests after a lost grant, nobody is granted it
         admitted = {r.id for r in admit(requests, {resource: [g.need for g in grants]}, lambda _: capacity)[:room]}
         admitted -= {c.uid for c in queue if c.multi}  # granted on all its resources at once, elsewhere
-    # The first answers below skip the claims about to be granted: a try-lock that fits is not turned away.
-    waiting = [c for c in active if c.uid not in admitted]
+    over = quotas.over([c for c in queue if not c.multi], admitted, context.lock_policy, context.usage)
+    # The first answers below skip the claims about to be granted (a try-lock that fits is not turned
+    # away) and those over a quota (a first Pending would let them wait past it; they end below).
+    refused = {c.uid for c, _ in over}
+    waiting = [c for c in active if c.uid not in admitted and c.uid not in refused]
     deadlines: list[float] = []
     ordered = sorted(
         (g for g in grants if not by_uid[g.claim_uid].multi), key=lambda g: (by_uid[g.claim_uid].sequence, g.claim_uid)
@@ -205,14 +220,13 @@ def _step(
     untold = [g for g in ordered if not _told(by_uid[g.claim_uid])]
     if untold:
         made = tuple(a for g in untold for a in _announce(by_uid[g.claim_uid], g, now, context.policy))
-        return Decision((*made, *_first_answers(resource, waiting, grants, graph, capacity, now)))
+        return Decision((*made, *_first_answers(resource, waiting, grants, graph, capacity, now, aging)))
     for grant in ordered:
         step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, context, deadlines)
         if step is not None:
             made, answer_others = step
-            answers = _first_answers(resource, waiting, grants, graph, capacity, now) if answer_others else []
+            answers = _first_answers(resource, waiting, grants, graph, capacity, now, aging) if answer_others else []
             return Decision((*made, *answers))
-    over = quotas.over([c for c in queue if not c.multi], admitted, context.lock_policy, context.usage)
     if over:
         return Decision(tuple(_end(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over))
     if admitted:
@@ -226,8 +240,8 @@ def _step(
     if preempted:
         return Decision(tuple(preempted))
     if first_answers_only:
-        return Decision(tuple(_first_answers(resource, active, grants, graph, capacity, now)))
-    actions, waits, wake = _answers(resource, active, grants, graph, capacity, now)
+        return Decision(tuple(_first_answers(resource, active, grants, graph, capacity, now, aging)))
+    actions, waits, wake = _answers(resource, active, grants, graph, capacity, now, aging)
     return Decision(tuple(actions), min([*deadlines, *waits], default=None), frozenset(wake))
 
 
@@ -572,10 +586,16 @@ def _preemptions(
 
 
 def _first_answers(
-    resource: str, active: Sequence[Claim], grants: Sequence[Lock], graph: WaitForGraph, capacity: int, now: float
+    resource: str,
+    active: Sequence[Claim],
+    grants: Sequence[Lock],
+    graph: WaitForGraph,
+    capacity: int,
+    now: float,
+    aging_seconds: float,
 ) -> list[Action]:
     """The answers to claims that have none yet, given who holds the resource."""
-    actions, _, _ = _answers(resource, active, grants, graph, capacity, now)
+    actions, _, _ = _answers(resource, active, grants, graph, capacity, now, aging_seconds)
     return [a for a in actions if isinstance(a, SetStatus) and a.claim.status is None]
 
 
@@ -587,11 +607,17 @@ def _held_by(grants: Sequence[Lock]) -> str:
 
 
 def _answers(
-    resource: str, active: Sequence[Claim], grants: Sequence[Lock], graph: WaitForGraph, capacity: int, now: float
+    resource: str,
+    active: Sequence[Claim],
+    grants: Sequence[Lock],
+    graph: WaitForGraph,
+    capacity: int,
+    now: float,
+    aging_seconds: float,
 ) -> tuple[list[Action], list[float], set[str]]:
     """What every claim that holds nothing is told while `grants` hold the resource and none more can
     be made: try-locks rejected, waiters queued (or ended as deadlock victims); with the waiters'
-    timeouts and the resources to wake."""
+    timeouts and the resources to wake. The wait-for graph ranks queues as the grant does (`aging_seconds`)."""
     actions: list[Action] = []
     deadlines: list[float] = []
     wake: set[str] = set()
@@ -632,13 +658,17 @@ def _answers(
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
             actions.append(_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now))
             continue
-        found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
+        found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need, Order(now, aging_seconds))
         if found is not None:
             victim = found.victim
             if victim == found.edges[0]:
                 actions.append(_deadlocked(claim, found, Reason.DEADLOCK, now))
                 continue
+            # The victim, an older wait's newer neighbour in this cycle, ends when its own resource
+            # is decided. This waiter may close other cycles whose victims nobody has met yet: it is
+            # looked at again once that victim had its turn, until no cycle through it is left.
             wake.add(victim.resource)
+            deadlines.append(now + CYCLE_RECHECK_SECONDS)
         position += 1
         message = f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue"
         pending = _queued(claim, Reason.QUEUED, message, first.holder, position, now, deadlines)

@@ -3,16 +3,26 @@ LockPolicy (`maxHeldPerHolder`, `maxWaitingPerHolder`, `maxHeldPerNamespace`,
 `maxWaitingPerNamespace`). A claim whose grant, or whose place in a queue, would go over one ends
 Rejected with reason QuotaExceeded and a message naming the limit and the policy.
 
-The counts are the operator's view of the namespace's claims under the policy (`Usage`), taken when
-a resource is decided. Quotas are therefore checked by the operator, not arbitrated by the API server
-as grants are: two grants decided at the same moment on different resources can each see the
-other's holder below its limit.
+The counts (`Usage`) are the operator's view of the namespace's claims under the policy, taken when a
+resource is decided, *plus what it has decided and not yet seen* (`InFlight`): a grant or a first
+place in a queue is reserved when its decision is taken, before its write goes out, and released
+once the write has failed or its result is in the view. Resources are decided concurrently (one
+worker per key), so without the reservation two grants decided while each other's write is under way
+would both see the holder below its limit. Counting a claim once, by uid, whether the view or a
+reservation knows it, makes the order in which the two learn of it irrelevant.
+
+Quotas are checked by the operator, not arbitrated by the API server as grants are: reservations live
+in one operator's memory. With two replicas, each keeps its own limit exactly, but grants for one
+holder (or namespace) decided by different replicas on different resources, each before the other's
+write has reached its watch, are not counted against each other (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 
 from kubelock.domain.lockpolicy import LockPolicy, Usage
 from kubelock.domain.model import Claim
@@ -71,6 +81,68 @@ def _over(
             f"which allows at most {per_namespace} (max{field}PerNamespace)"
         )
     return None
+
+
+class Count(StrEnum):
+    """What a claim counts as against quotas."""
+
+    HELD = "held"
+    WAITING = "waiting"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A claim a decision is about to grant (HELD) or to queue for the first time (WAITING), under the
+    policy `policy` of `namespace`."""
+
+    namespace: str
+    policy: str
+    holder: str
+    uid: str
+    count: Count
+
+
+class InFlight:
+    """The reservations of the decisions whose writes are under way. Reserving must happen in the same
+    step as the decision that counted the usage (no await in between), and releasing after the
+    write's result is in the view, or once it failed."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[str, Reservation] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_uid)
+
+    def reserve(self, reservations: Iterable[Reservation]) -> list[str]:
+        """Take the reservations; the uids to release later."""
+        taken = []
+        for reservation in reservations:
+            self._by_uid[reservation.uid] = reservation
+            taken.append(reservation.uid)
+        return taken
+
+    def release(self, uids: Iterable[str]) -> None:
+        for uid in uids:
+            self._by_uid.pop(uid, None)
+
+    def of(self, namespace: str, policy: str) -> list[Reservation]:
+        return [r for r in self._by_uid.values() if r.namespace == namespace and r.policy == policy]
+
+
+def usage(observed: Mapping[str, tuple[str, Count]], reserved: Iterable[Reservation]) -> Usage:
+    """The usage of a policy in a namespace: the claims the view shows held or waiting (`observed`: uid ->
+    (holder, count)) with the reservations on top. A claim counts once: a reservation to grant it
+    turns its observed wait into a hold; a reservation to queue it counts only while the view does
+    not show it yet."""
+    counted = dict(observed)
+    for reservation in reserved:
+        if reservation.count is Count.HELD or reservation.uid not in counted:
+            counted[reservation.uid] = (reservation.holder, reservation.count)
+    held: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    for holder, count in counted.values():
+        (held if count is Count.HELD else waiting)[holder] += 1
+    return Usage(dict(held), dict(waiting))
 
 
 def _s(count: int) -> str:

@@ -14,6 +14,13 @@ resource R has an edge H -R-> G to every holder G that blocks it there:
   claim of several resources queued ahead keeps the waiter out (`reserves`): it holds nothing, but
   waits for another of its resources, and the waiter needs it granted and released first.
 
+"Ahead" is the order in which the grant decision serves the queue (`grants.Request.order`):
+effective priority at `now` (priority aged by the time waited, `grants.effective_priority`), then
+arrival. Each wait keeps its `Place` (priority, when it began waiting, sequence), so the graph ranks
+waits exactly as `decide` does, and a cycle through the queue is reported exactly when that order
+closes one: a later waiter of higher priority is ahead of an earlier one, and a waiter that has aged
+past a newcomer is ahead of it again.
+
 A claim closes a cycle when a holder it waits for can reach the claim's own holder. The search starts
 at those holders and only follows edges out of what it reaches, so its cost grows with the path, not
 with the number of claims.
@@ -24,7 +31,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks, effective_priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,31 @@ class Cycle:
         return cls((Edge(holder, resource, sequence),))
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a wait stands in its resource's queue: what `grants.Request.order` ranks it by."""
+
+    sequence: int
+    priority: int = 0
+    since: float | None = None  # when it began waiting; None: not answered yet (it begins now)
+
+    def rank(self, order: Order) -> tuple[int, int]:
+        """Its key in the queue at `order.now`: lower is served first."""
+        waited = 0.0 if self.since is None else order.now - self.since
+        return (-effective_priority(self.priority, waited, order.aging_seconds), self.sequence)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The moment and the aging rate the queue is ranked at (the decision's `now` and policy)."""
+
+    now: float = 0.0
+    aging_seconds: float = 0.0
+
+
+ARRIVAL = Order()  # every wait at the priority it asked: with no priorities, plain arrival order
+
+
 def describe(path: tuple[str, ...]) -> str:
     return " → ".join(path)
 
@@ -69,11 +101,11 @@ class WaitForGraph:
         self._waits: dict[str, dict[str, dict[int, Need]]] = defaultdict(dict)
         # resource -> holder -> what its grants hold (one entry per grant)
         self._grants: dict[str, dict[str, tuple[Need, ...]]] = {}
-        # resource -> (sequence, holder) -> need of every wait on it, for the queue's order
-        self._queues: dict[str, dict[tuple[int, str], Need]] = defaultdict(dict)
+        # resource -> (sequence, holder) -> need and place of every wait on it, for the queue's order
+        self._queues: dict[str, dict[tuple[int, str], tuple[Need, Place]]] = defaultdict(dict)
         self._capacity: dict[str, int] = {}
-        # resource -> (sequence, holder) -> need of the waits of claims of several resources on it
-        self._reserved: dict[str, dict[tuple[int, str], Need]] = defaultdict(dict)
+        # resource -> (sequence, holder) -> need and place of the waits of claims of several resources
+        self._reserved: dict[str, dict[tuple[int, str], tuple[Need, Place]]] = defaultdict(dict)
 
     def __len__(self) -> int:
         return sum(len(seqs) for res in self._waits.values() for seqs in res.values())
@@ -102,14 +134,23 @@ class WaitForGraph:
             self._capacity[resource] = capacity
 
     def add_wait(
-        self, holder: str, resource: str, sequence: int, need: Need = EXCLUSIVE, *, reserves: bool = False
+        self,
+        holder: str,
+        resource: str,
+        sequence: int,
+        need: Need = EXCLUSIVE,
+        place: Place | None = None,
+        *,
+        reserves: bool = False,
     ) -> None:
-        """`reserves`: the wait of a claim of several resources, which keeps later waiters out of the
+        """`place`: the wait's priority and start, for the queue's order (default: priority 0).
+        `reserves`: the wait of a claim of several resources, which keeps later waiters out of the
         resource even while nobody holds it (see the module's docstring)."""
+        entry = (need, place if place is not None else Place(sequence))
         self._waits[holder].setdefault(resource, {})[sequence] = need
-        self._queues[resource][(sequence, holder)] = need
+        self._queues[resource][(sequence, holder)] = entry
         if reserves:
-            self._reserved[resource][(sequence, holder)] = need
+            self._reserved[resource][(sequence, holder)] = entry
 
     def remove_wait(self, holder: str, resource: str, sequence: int) -> None:
         for index in (self._queues, self._reserved):
@@ -130,35 +171,72 @@ class WaitForGraph:
     def waits_of(self, holder: str) -> dict[str, int]:
         return {r: max(s) for r, s in self._waits.get(holder, {}).items()}
 
-    def blockers(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> list[str]:
+    def blockers(
+        self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE, order: Order = ARRIVAL
+    ) -> list[str]:
         """The holders that `waiter`, asking `need` of `resource` with a claim of `sequence`, waits
-        for: the edges out of it (see the module's docstring), in a stable order."""
+        for: the edges out of it (see the module's docstring), in a stable order. The queue is ranked
+        by `order`."""
         held = self._grants.get(resource)
-        if not held:
-            reserved = self._reserved.get(resource)
-            if not reserved:
-                return []
-            capacity = self._capacity.get(resource, 1)
-            return sorted(
-                {h for (seq, h), n in reserved.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
-            )
         capacity = self._capacity.get(resource, 1)
+        if not held:
+            return self._ahead(self._reserved.get(resource, {}), waiter, resource, sequence, need, order, capacity)
         if capacity == 1 and need.mode is Mode.EXCLUSIVE:
             return list(held)  # every grant keeps out an exclusive request for the only permit
         hard = [h for h, needs in held.items() if any(blocks(n, need, capacity) for n in needs)]
         if hard:
             return hard
-        ahead = self._queues.get(resource, {})
-        soft = {h for (seq, h), n in ahead.items() if seq < sequence and h != waiter and blocks(n, need, capacity)}
-        return sorted(soft)
+        return self._ahead(self._queues.get(resource, {}), waiter, resource, sequence, need, order, capacity)
 
-    def find_cycle(self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE) -> Cycle | None:
+    def _ahead(
+        self,
+        waits: dict[tuple[int, str], tuple[Need, Place]],
+        waiter: str,
+        resource: str,
+        sequence: int,
+        need: Need,
+        order: Order,
+        capacity: int,
+    ) -> list[str]:
+        """The holders of `waits` ranked ahead of the waiter in the resource's queue that keep it out."""
+        if not waits:
+            return []
+        own = self._queues.get(resource, {}).get((sequence, waiter))
+        mine = (own[1] if own is not None else Place(sequence)).rank(order)
+        return sorted(
+            {
+                h
+                for (_, h), (n, place) in waits.items()
+                if h != waiter and place.rank(order) < mine and blocks(n, need, capacity)
+            }
+        )
+
+    def find_cycle(
+        self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE, order: Order = ARRIVAL
+    ) -> Cycle | None:
         """The cycle closed by `waiter` waiting for `resource` (with a claim of `sequence` asking
-        `need`), if any."""
+        `need`), if any, with every queue ranked by `order`.
+
+        A cycle of which this wait is the victim (every other wait in it older) is preferred to any
+        other: the wait ends exactly when some cycle through it has it as its newest wait, whichever
+        cycle a search happens to meet first. A search that met another cycle first would leave
+        this one to a victim that is busy with that other cycle, and nobody would end it."""
         first = Edge(waiter, resource, sequence)
-        starts = self.blockers(waiter, resource, sequence, need)
+        starts = self.blockers(waiter, resource, sequence, need, order)
         if waiter in starts:
             return Cycle((first,))
+        mine, passed_newer = self._search(first, starts, order, below=sequence)
+        if mine is not None or not passed_newer:
+            return mine  # with no newer wait left out, the search for any cycle would be this one again
+        return self._search(first, starts, order)[0]
+
+    def _search(
+        self, first: Edge, starts: list[str], order: Order, below: int | None = None
+    ) -> tuple[Cycle | None, bool]:
+        """A cycle from `first.waiter` through `starts` back to it, following only waits older than
+        `below` when it is given; with whether a newer wait was left out."""
+        waiter = first.waiter
+        passed_newer = False
         # Iterative DFS from the holders waited for; parent links rebuild the path when found.
         parent: dict[str, Edge | None] = dict.fromkeys(starts)
         stack = list(reversed(starts))
@@ -166,16 +244,19 @@ class WaitForGraph:
             node = stack.pop()
             for res, seqs in self._waits.get(node, {}).items():
                 edge = Edge(node, res, max(seqs))
+                if below is not None and edge.sequence >= below:
+                    passed_newer = True
+                    continue
                 for seq, asked in seqs.items():
-                    for nxt in self.blockers(node, res, seq, asked):
+                    for nxt in self.blockers(node, res, seq, asked, order):
                         if nxt == waiter:
                             edges = [edge]
                             cur = node
                             while (back := parent[cur]) is not None:
                                 edges.append(back)
                                 cur = back.waiter
-                            return Cycle((first, *reversed(edges)))
+                            return Cycle((first, *reversed(edges))), passed_newer
                         if nxt not in parent:
                             parent[nxt] = edge
                             stack.append(nxt)
-        return None
+        return None, passed_newer

@@ -21,7 +21,7 @@ from kubelock.api.constants import (
     POD_LABEL_VALUE,
 )
 from kubelock.api.objects import revision_of
-from kubelock.domain.arbiter import finished_record
+from kubelock.domain.arbiter import finished_record, queue_place
 from kubelock.domain.grants import Need
 from kubelock.domain.model import FinishedClaim, Lock, LockBreak
 from kubelock.domain.reasons import Phase
@@ -222,7 +222,7 @@ class Cache:
                 self._multis[(record.namespace, resource)].add(claim.uid)
             if claim.waiting:
                 self.graphs[record.namespace].add_wait(
-                    claim.holder, resource, claim.sequence, claim.need, reserves=claim.multi
+                    claim.holder, resource, claim.sequence, claim.need, queue_place(claim), reserves=claim.multi
                 )
         if claim.pod_name:
             self._pod_claims[(record.namespace, claim.pod_name)].add(claim.uid)

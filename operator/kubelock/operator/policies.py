@@ -8,11 +8,11 @@ prefix the resource begins with, the longest prefix wins, ties by name (`domain.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubelock.api import objects
+from kubelock.domain import quotas
 from kubelock.domain.lockpolicy import NO_USAGE, LockPolicy, Quotas, Usage, select
 from kubelock.domain.reasons import Phase
 from kubelock.operator.cache import Cache, Key
@@ -85,25 +85,27 @@ class PolicyIndex:
         return sum(len(p) for p in self._by_namespace.values())
 
 
-def usage(cache: Cache, index: PolicyIndex, namespace: str, policy: LockPolicy) -> Usage:
-    """The claims held and waiting in `namespace` under `policy`, per holder, for its quotas. A claim
+def usage(
+    cache: Cache, index: PolicyIndex, namespace: str, policy: LockPolicy, in_flight: quotas.InFlight | None = None
+) -> Usage:
+    """The claims held and waiting in `namespace` under `policy`, per holder, for its quotas: the
+    cache's view with the grants and first waits decided but not yet seen (`in_flight`). A claim
     holds from its lock's creation on, before it is told. Counted only for a policy with quotas (it
     walks the namespace's claims)."""
     if not policy.quotas.any:
         return NO_USAGE
     granted = {g.claim_uid for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
-    held: Counter[str] = Counter()
-    waiting: Counter[str] = Counter()
+    observed: dict[str, tuple[str, quotas.Count]] = {}
     for record in cache.claims.values():
         claim = record.claim
         if record.namespace != namespace or index.policy_for(namespace, claim.resource).name != policy.name:
             continue
         if claim.phase is Phase.HELD or claim.uid in granted:
-            held[claim.holder] += 1
+            observed[claim.uid] = (claim.holder, quotas.Count.HELD)
         elif claim.phase is Phase.PENDING:
-            waiting[claim.holder] += 1
-    return Usage(dict(held), dict(waiting))
-
+            observed[claim.uid] = (claim.holder, quotas.Count.WAITING)
+    reserved = in_flight.of(namespace, policy.name) if in_flight is not None else ()
+    return quotas.usage(observed, reserved)
 
 
 def snapshot(index: PolicyIndex, keys: Iterable[Key], namespaces: Iterable[str]) -> dict[Key, LockPolicy]:

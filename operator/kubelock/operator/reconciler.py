@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from kubelock.domain import quotas
 from kubelock.domain.arbiter import decide, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
@@ -176,6 +177,7 @@ class Reconciler:
         self._created_across_stall: set[str] = set()  # uids of claims granted across a stall, not told yet
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self.multi = MultiClaims(self)
+        self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
 
     # ---- scheduling (the work queue) --------------------------------------------------------
 
@@ -228,6 +230,8 @@ class Reconciler:
             capacity = self.capacity(namespace, resource)
             graph = self.cache.graphs[namespace]
             graph.set_capacity(resource, capacity)
+            broken = await self._break_of(key, claims, seen.grants)
+            # From here to the reservation below, no await: the usage counted is the usage reserved on.
             decision = decide(
                 resource,
                 claims,
@@ -236,7 +240,7 @@ class Reconciler:
                 policy=self.policy,
                 graph=graph,
                 capacity=capacity,
-                broken=await self._break_of(key, claims, seen.grants),
+                broken=broken,
                 finished=self.cache.finished_for(key),
                 lock_policy=lock_policy,
                 usage=self._usage(namespace, lock_policy),
@@ -260,13 +264,21 @@ class Reconciler:
             if self._defer_positions(key, decision):
                 return
             deferred = _deferrable_cleanup(claims, decision)
-            if deferred and len(deferred) < len(decision.actions):  # never put off a run's only writes
+            deferring = bool(deferred) and len(deferred) < len(decision.actions)  # never put off a run's only writes
+            if deferring:
                 # The expiry is the claim's Expired status; the lock's deletion follows as ordinary
                 # work, behind whatever else ends at this moment (see _deferrable_cleanup).
-                await self._apply(namespace, [a for a in decision.actions if a not in deferred], seen)
+                decision = replace(decision, actions=tuple(a for a in decision.actions if a not in deferred))
                 self.schedule(key)  # in line with the events, not ahead of other deadlines
+            # Taken in the same step as the usage the decision counted (no await since): a key decided
+            # while these writes are under way counts them.
+            reserved = self.in_flight.reserve(_reservations(namespace, lock_policy, decision.actions))
+            try:
+                await self._apply(namespace, decision.actions, seen)
+            finally:
+                self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
+            if deferring:
                 return
-            await self._apply(namespace, decision.actions, seen)
             for multi in self.cache.multis_on(key):
                 self.queue.schedule(multi)  # a claim of several resources may move with what changed here
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
@@ -276,7 +288,7 @@ class Reconciler:
         """What the policy's quotas count (only a policy with quotas costs a walk of the claims)."""
         if not lock_policy.quotas.any or not isinstance(self.policies, PolicyIndex):
             return NO_USAGE
-        return usage(self.cache, self.policies, namespace, lock_policy)
+        return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight)
 
     def _held_back_grants(self, key: Key, decision: Decision) -> tuple[Action, ...]:
         """The actions of a grant that must wait for a fresh view: a create or an added grant (its
@@ -582,6 +594,24 @@ class Reconciler:
         if (current.get("metadata") or {}).get("uid") != uid:
             self.cache.forget_lock(key, uid)  # replaced: that lock is gone
         self.cache.upsert_lock(current)
+
+
+def _reservations(namespace: str, policy: LockPolicy, actions: Iterable[Action]) -> list[quotas.Reservation]:
+    """What a decision's writes will add to its policy's quota usage: its grants, and the first
+    Pending answers of new waiters."""
+    if not policy.quotas.any:
+        return []
+    out = []
+    for action in actions:
+        if isinstance(action, CreateLock):
+            count = quotas.Count.HELD
+        elif isinstance(action, SetStatus) and action.status.phase is Phase.PENDING and action.claim.status is None:
+            count = quotas.Count.WAITING
+        else:
+            continue
+        claim = action.claim
+        out.append(quotas.Reservation(namespace, policy.name, claim.holder, claim.uid, count))
+    return out
 
 
 def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
