@@ -149,15 +149,17 @@ class Agent:
             return
         first = self.rng.randrange(self.settings.resources)
         wait = self.rng.random() < self.settings.wait_fraction
-        mode = "Shared" if self.rng.random() < SHARED_FRACTION else "Exclusive"
-        permits = self.rng.randint(1, self.settings.permits_max) if mode == "Exclusive" else 1
+        mode, permits = self.request_for(first)
         async with self.holding(client, resource_uri(first, self.rng), wait=wait, mode=mode, permits=permits) as outer:
             if outer is None:
                 return
             await self.write(outer, "begin")
             if self.rng.random() < NESTED_FRACTION:
                 second = (first + self.rng.randrange(1, self.settings.resources)) % self.settings.resources
-                async with self.holding(client, resource_uri(second, self.rng), wait=True) as inner:
+                mode, permits = self.request_for(second)
+                async with self.holding(
+                    client, resource_uri(second, self.rng), wait=True, mode=mode, permits=permits
+                ) as inner:
                     if inner is not None:
                         await self.write(inner, "begin")
                         await self.work(inner)
@@ -165,6 +167,17 @@ class Agent:
             else:
                 await self.work(outer)
             await self.write(outer, "commit")
+
+    def request_for(self, resource: int) -> tuple[str, int]:
+        """The mode and permits this agent always asks of `resource` (about SHARED_FRACTION of its
+        resources Shared). Fixed per resource, as a real agent's request for one thing is: a claim left
+        behind by an attempt whose answer was lost (the API server down, the withdrawal failing too) is
+        then taken over by the next attempt, as the SDK does for a retried claim, instead of refused as
+        a different request of the same holder (InvalidInput, "release it first")."""
+        pick = random.Random(f"{self.name}/{resource}")
+        mode = "Shared" if pick.random() < SHARED_FRACTION else "Exclusive"
+        permits = pick.randint(1, self.settings.permits_max) if mode == "Exclusive" else 1
+        return mode, permits
 
     async def iteration_of_several(self, client: AsyncLockClient) -> None:
         """Take 2-3 resources at once (exclusively) with one claim, write to each, let go of all."""
