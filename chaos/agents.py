@@ -144,7 +144,10 @@ class Agent:
             await asyncio.sleep(self.rng.uniform(0.05, self.settings.pause_max))
 
     async def iteration(self, client: AsyncLockClient) -> None:
-        if self.rng.random() < MULTI_FRACTION:
+        # Not beside a semaphore: there a later claim may rightly be granted while an earlier claim
+        # of several resources waits for another of them (it fits beside it), which the history's
+        # FIFO check, judging one resource at a time, cannot tell from a queue jumped.
+        if self.settings.capacity == 1 and self.rng.random() < MULTI_FRACTION:
             await self.iteration_of_several(client)
             return
         first = self.rng.randrange(self.settings.resources)
@@ -222,7 +225,8 @@ class Agent:
             until = lease.lost_at if lease.lost_at is not None else time.time()
             for one in held:
                 self.record(Hold(agent=self.name, resource=one.resource, claim=one.claim, token=one.token,
-                                 start=held_from, end=until, expiry=lease.known_expiry, pod=self.pod))
+                                 start=held_from, end=until, expiry=lease.known_expiry, pod=self.pod,
+                                 capacity=settings.capacity))
             if self.dead:
                 await lease.abandon()
             else:
