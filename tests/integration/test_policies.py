@@ -1,6 +1,6 @@
 """LockPolicy against the real control plane: admission of bad policies, printer columns, lock-delay
-after a break and after an expiry (and none after a release), policy changes deciding resources
-again, quotas, and a restart in the middle of a lock-delay."""
+after a break and after an expiry (also of a claim of several resources; none after a release),
+policy changes deciding resources again, quotas, and a restart in the middle of a lock-delay."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
+from tests.integration.test_multi import claim_all
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.monitor import HolderMonitor
 from tests.support.namespaces import temporary_namespace
@@ -23,6 +24,7 @@ from tests.support.operator import OperatorProcess
 PREFIX = "klp-"
 GROUP, VERSION, PLURAL = "kubelock.dev", "v1alpha1", "lockpolicies"
 DELAY = 4
+SHORT_DELAY = 2
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +209,32 @@ def test_the_next_waiter_waits_out_the_lock_delay_after_the_holders_pod_failed(
     revoked = status_of(locks.wait_phase("a", "Revoked", timeout=20))
     assert revoked["reason"] == "HolderPodTerminated"
     assert_rested(locks, revoked)
+
+
+def test_every_resource_of_a_claim_of_several_rests_after_its_lease_expired(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """Each resource rests for its own policy's delay; the claim records the latest end. The waiter on
+    the claim's second resource shows the rest is kept under every resource, not only the first."""
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=DELAY)
+    apply_policy(admin_api, ns, "rest-db", resourcePrefix="deploy://db", lockDelaySeconds=SHORT_DELAY)
+    first, second = "deploy://api-prod", "deploy://db"
+    claim_all(locks, "a", [first, second], "agent-a", ttlSeconds=2)
+    locks.wait_phase("a", "Held")
+    locks.claim("b", second, "agent-b", wait=True)
+    locks.claim("c", first, "agent-c", wait=True)
+    expired = status_of(locks.wait_phase("a", "Expired", timeout=15))
+    finished_at, available_at = seconds(expired["finishedAt"]), expired["availableAt"]
+    assert expired["reason"] == "LeaseExpired" and "lock-delay" in expired["message"], expired
+    assert seconds(available_at) == pytest.approx(finished_at + DELAY, abs=0.01)
+    for name, delay in (("b", SHORT_DELAY), ("c", DELAY)):
+        resting = status_of(locks.wait_for(name, lambda w: status_of(w).get("reason") == "LockDelay", timeout=10))
+        assert seconds(resting["availableAt"]) == pytest.approx(finished_at + delay, abs=0.01), (name, resting)
+        assert "the lease of agent-a expired" in resting["message"], resting
+    for name, delay in (("b", SHORT_DELAY), ("c", DELAY)):
+        held = status_of(locks.wait_phase(name, "Held", timeout=DELAY + 15))
+        assert seconds(held["acquiredAt"]) >= finished_at + delay - 0.001, (name, held, expired)
+    wait_event(admin_api, ns, "b", "LockDelay")
 
 
 def test_a_release_has_no_lock_delay(locks: Locks, admin_api: ApiClient, ns: str) -> None:

@@ -134,3 +134,35 @@ def test_a_terminal_claims_deletion_without_its_spec_still_forgets_it() -> None:
     assert len(cache.finished_for(("a", R))) == 1
     cache.delete_claim({"metadata": {"uid": "c2"}})
     assert cache.finished_for(("a", R)) == []
+
+
+def test_a_claim_of_several_resources_that_left_a_lock_delay_is_remembered_under_each() -> None:
+    """Each of its resources rests on its record; deleting the claim forgets it under all of them."""
+    a, b = "r://a", "r://b"
+    expired = {
+        "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},
+        "spec": {"resources": [b, a], "holder": "agent-m"},
+        "status": {"phase": "Expired", "reason": "LeaseExpired", "finishedAt": "2026-01-01T00:00:00Z",
+                   "availableAt": "2026-01-01T00:00:10Z"},
+    }
+    cache = Cache()
+    cache.upsert_claim(expired)
+    for key in (("a", a), ("a", b)):
+        [record] = cache.finished_for(key)
+        assert (record.uid, record.resource, record.available_at) == ("m", b, 1767225610.0)
+    cache.forget_finished(("a", b), "m")  # the operator removed it after ttlSecondsAfterFinished
+    assert cache.finished_for(("a", a)) == [] and cache.finished_for(("a", b)) == []
+    cache.upsert_claim({**expired, "metadata": {**expired["metadata"], "uid": "m2"}})
+    cache.delete_claim({**expired, "metadata": {**expired["metadata"], "uid": "m2"}})  # its holder deleted it
+    assert cache.finished_for(("a", a)) == [] and cache.finished_for(("a", b)) == []
+
+
+def test_a_claim_of_several_resources_without_a_lock_delay_is_remembered_once() -> None:
+    rejected = {
+        "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},
+        "spec": {"resources": ["r://b", "r://a"], "holder": "agent-m"},
+        "status": {"phase": "Rejected", "reason": "HeldByAnotherHolder", "finishedAt": "2026-01-01T00:00:00Z"},
+    }
+    cache = Cache()
+    cache.upsert_claim(rejected)
+    assert [r.uid for r in cache.finished_for(("a", "r://b"))] == ["m"] and cache.finished_for(("a", "r://a")) == []

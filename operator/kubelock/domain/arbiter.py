@@ -116,7 +116,10 @@ def decide(
         rest=lockdelay.rest(records, lock_policy, now),
     )
     decision = _decide_active(resource, claims, list(grants), now=now, context=context)
-    return _with_cleanup(decision, records, now, policy)
+    # A claim of several resources leaves its record under each of them (for their lock-delay) but is
+    # removed by the decision of its first resource only.
+    own = [r for r in records if r.resource == resource]
+    return _with_cleanup(decision, own, now, policy)
 
 
 def finished_record(claim: Claim, status: ClaimStatus) -> FinishedClaim:

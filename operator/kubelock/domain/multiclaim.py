@@ -18,7 +18,8 @@ asks again until nothing is left to do.
 - Every end ends the whole claim and removes all its grants: its release (the per-resource decision
   removes the grants of a claim that is gone), its lease's expiry, its pod's end, a revocation, a
   wait timeout, a deadlock; a grant of it broken by an administrator makes the claim Revoked
-  (`LockBroken`) and its other grants are removed.
+  (`LockBroken`) and its other grants are removed. An abnormal end of a Held claim (`lockdelay.ABNORMAL`)
+  makes each of its resources rest for its own LockPolicy's lock-delay (`_lost`).
 """
 
 from __future__ import annotations
@@ -154,10 +155,8 @@ def _ending(
         if fresh:
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
-        return _end(
-            claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, f"holder {claim.holder} lost its pod: {message}", now,
-            warning=True,
-        )
+        message = f"holder {claim.holder} lost its pod: {message}"
+        return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)
     if claim.phase is not Phase.HELD and _wait_over(claim, now, False):
         names = ", ".join(claim.every_resource)
         message = f"gave up after waiting {claim.wait_timeout_seconds}s for {names} (all or nothing)"
@@ -325,7 +324,7 @@ def _held_step(
     assert current is not None
     lost = [r for r in claim.every_resource if r not in held]
     if lost:
-        return Decision(_broken(claim, views[lost[0]], held, now))
+        return Decision(_broken(claim, views, lost[0], held, now))
     grants = [held[r] for r in claim.every_resource]
     names = ", ".join(claim.every_resource)
     # The later of the grants' expiry and the one the holder was told: a renewal writes both.
@@ -333,7 +332,7 @@ def _held_step(
     if now >= expires_at:
         longest = human_seconds(max(g.lease_seconds for g in grants))
         message = f"lease on {names} expired at {to_rfc3339(expires_at)}: not renewed for {longest}"
-        ended = _end(claim, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now, warning=True)
+        ended = _lost(claim, views, Phase.EXPIRED, Reason.LEASE_EXPIRED, message, now)
         return Decision((ended, *_give_back(held, Reason.LEASE_EXPIRED)))
     if claim.renew_request is not None and claim.renew_request != current.observed_renew:
         ttl = effective_ttl(claim, policy)
@@ -343,7 +342,7 @@ def _held_step(
         renewed = replace(renewed, message=renewed.message + "; renewed", revocation=current.revocation)
         notice = Notice(Reason.RENEWED, f"locks {names} renewed after being stale") if current.stale else None
         return Decision((*renewals, SetStatus(claim, renewed, notice)))
-    revoking = _revocation(claim, current, held, names, now)
+    revoking = _revocation(claim, views, current, held, names, now)
     if revoking is not None:
         return revoking
     deadlines = [expires_at]
@@ -364,11 +363,13 @@ def _held_step(
     return Decision((), min(deadlines))
 
 
-def _broken(claim: Claim, view: ResourceView, held: Mapping[str, Lock], now: float) -> tuple[Action, ...]:
+def _broken(
+    claim: Claim, views: Mapping[str, ResourceView], resource: str, held: Mapping[str, Lock], now: float
+) -> tuple[Action, ...]:
     """A grant of a Held claim is gone (an administrator broke it, or its namespace is going): the claim
     has lost the set, and its other grants are given back."""
-    broken = view.broken
-    message = break_message(view.resource, broken)
+    broken = views[resource].broken
+    message = break_message(resource, broken)
     if broken is not None and broken.namespace_deleted:
         ended = _end(claim, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True)
     else:
@@ -376,13 +377,14 @@ def _broken(claim: Claim, view: ResourceView, held: Mapping[str, Lock], now: flo
         if others:
             message += f"; the claim's other grants ({others}) are released"
         details = _break_details(broken)
-        ended = _end(claim, Phase.REVOKED, Reason.LOCK_BROKEN, message, now, warning=True)
-        ended = replace(ended, notice=Notice(Reason.LOCK_BROKEN, message, True, details))
+        ended = _lost(claim, views, Phase.REVOKED, Reason.LOCK_BROKEN, message, now)
+        ended = replace(ended, notice=Notice(Reason.LOCK_BROKEN, ended.status.message, True, details))
     return (ended, *_give_back(held, ended.status.reason))
 
 
 def _revocation(
-    claim: Claim, current: ClaimStatus, held: Mapping[str, Lock], names: str, now: float
+    claim: Claim, views: Mapping[str, ResourceView], current: ClaimStatus, held: Mapping[str, Lock], names: str,
+    now: float,
 ) -> Decision | None:
     """A revocation request covers the whole claim: recorded when first seen; when its grace has run
     out every grant is broken."""
@@ -402,6 +404,23 @@ def _revocation(
         f"within {human_seconds(revocation.grace_seconds)}{why}, and it did not"
     )
     details = (("actor", revocation.requested_by), ("breakReason", revocation.reason or "revocation grace expired"))
-    ended = _end(claim, Phase.REVOKED, Reason.REVOCATION_GRACE_EXPIRED, message, now, warning=True)
-    ended = replace(ended, notice=Notice(Reason.REVOCATION_GRACE_EXPIRED, message, True, details))
+    ended = _lost(claim, views, Phase.REVOKED, Reason.REVOCATION_GRACE_EXPIRED, message, now)
+    ended = replace(ended, notice=Notice(Reason.REVOCATION_GRACE_EXPIRED, ended.status.message, True, details))
     return Decision((ended, *_give_back(held, Reason.REVOCATION_GRACE_EXPIRED)))
+
+
+def _lost(
+    claim: Claim, views: Mapping[str, ResourceView], phase: Phase, reason: Reason, message: str, now: float
+) -> SetStatus:
+    """End the claim abnormally. Once it was told Held, its holder may still be working on any of its
+    resources: each rests for the lock-delay of the LockPolicy governing it. The claim's status records
+    one `availableAt`, the latest of those ends; each resource caps it by its own policy's delay when
+    deciding (`lockdelay.rest`), so a resource with a shorter delay rests only as long as its own.
+    A claim never told Held ends without a rest: its holder was never told it held anything."""
+    ends = {r: lockdelay.available_at(views[r].lock_policy, now) for r in claim.every_resource}
+    rests = {r: until for r, until in ends.items() if until is not None}
+    if claim.phase is not Phase.HELD or not rests:
+        return _end(claim, phase, reason, message, now, warning=True)
+    described = ", ".join(f"{r} until {to_rfc3339(until)}" for r, until in rests.items())
+    message += f"; before anyone else is granted them, {described} rest (lock-delay)"
+    return _end(claim, phase, reason, message, now, warning=True, available_at=max(rests.values()))

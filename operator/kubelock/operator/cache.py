@@ -23,7 +23,7 @@ from kubelock.api.constants import (
 from kubelock.api.objects import revision_of
 from kubelock.domain.arbiter import finished_record, queue_place
 from kubelock.domain.grants import Need
-from kubelock.domain.model import FinishedClaim, Lock, LockBreak
+from kubelock.domain.model import Claim, ClaimStatus, FinishedClaim, Lock, LockBreak
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import WaitForGraph
@@ -104,6 +104,7 @@ class Cache:
         # Terminal claims, by resource key: only what their removal after ttlSecondsAfterFinished
         # needs. They take no part in arbitration and their bodies stay in the API, not here.
         self._finished: dict[Key, dict[str, FinishedClaim]] = defaultdict(dict)
+        self._finished_multi: dict[str, tuple[Key, ...]] = {}  # the keys of such a claim of several resources
         # Per scope of the claim watches (a namespace, or None for all): the resourceVersion up to
         # which every claim created has been seen. First come, first served rests on it.
         self._horizons: dict[str | None, int] = {}
@@ -144,7 +145,6 @@ class Cache:
                 # Queue order is fixed when the operator first sees a claim, not when it next changes.
                 record = replace(record, claim=replace(record.claim, sequence=old.claim.sequence))
             self._unindex(old)
-        key = (record.namespace, record.claim.resource)
         if record.claim.multi:
             self._multi_keys[record.claim.uid] = tuple((record.namespace, r) for r in record.claim.every_resource)
         if not record.claim.active:
@@ -152,7 +152,7 @@ class Cache:
             # its holder to read (and delete), not in the operator's memory.
             self._bury(record.claim.uid)
             if record.claim.status is not None:
-                self._finished[key][record.claim.uid] = finished_record(record.claim, record.claim.status)
+                self._finish(record.namespace, record.claim, record.claim.status)
         else:
             self._index(record)
         return key_of(record)
@@ -169,18 +169,36 @@ class Cache:
         self._unindex(old)
         return key_of(old)
 
+    def _finish(self, namespace: str, claim: Claim, status: ClaimStatus) -> None:
+        """Remember a terminal claim under its resource; a claim of several resources whose end left a
+        lock-delay, under each of its resources (each of them rests)."""
+        record = finished_record(claim, status)
+        resources = claim.every_resource if claim.multi and status.available_at is not None else (claim.resource,)
+        for resource in resources:
+            self._finished[(namespace, resource)][claim.uid] = record
+        if len(resources) > 1:
+            self._finished_multi[claim.uid] = tuple((namespace, r) for r in resources)
+
     def finished_for(self, key: Key) -> list[FinishedClaim]:
-        """The terminal claims of a key still in the API, as far as the operator knows."""
+        """The terminal claims of a key still in the API, as far as the operator knows (with the
+        claims of several resources that name it and left a lock-delay)."""
         return list(self._finished.get(key, {}).values())
 
     def forget_finished(self, key: Key, uid: str) -> None:
-        records = self._finished.get(key)
-        if records is not None:
-            records.pop(uid, None)
-            if not records:
-                del self._finished[key]
+        """Forget a terminal claim (removed from the API) under `key`, and under every other resource
+        it was remembered under."""
+        for each in self._finished_multi.pop(uid, (key,)):
+            records = self._finished.get(each)
+            if records is not None:
+                records.pop(uid, None)
+                if not records:
+                    del self._finished[each]
 
     def _unfinish(self, uid: str, namespace: object, resource: object) -> None:
+        keys = self._finished_multi.get(uid)
+        if keys is not None:
+            self.forget_finished(keys[0], uid)
+            return
         if isinstance(namespace, str) and isinstance(resource, str):
             self.forget_finished((namespace, normalise(resource)), uid)
             return
