@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kubelock.domain.clock import ManualClock
-from kubelock.operator.workqueue import MAX_WORKERS, WorkQueue
+from kubelock.operator.workqueue import MAX_WORKERS, WorkQueue, backoff_delay
 
 
 class Transient(Exception):
@@ -155,6 +155,43 @@ def test_a_transient_failure_is_retried_soon_then_backs_off_to_the_retry_delay()
         await queue.stop()
 
     run(scenario)
+
+
+def test_a_failed_run_scheduled_again_meanwhile_still_waits_out_its_backoff() -> None:
+    """A run that fails while its key is scheduled again (by itself, or by events while the API server
+    is away) is retried after its backoff, not at once: no run goes round before the clock moves."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        queue: WorkQueue[str]
+
+        async def process(key: str) -> None:
+            runs.append(key)
+            queue.schedule(key)  # e.g. a reconcile that asks for one more run of its key
+            raise Transient("connection refused")
+
+        runs: list[str] = []
+        queue = WorkQueue(process, clock, transient=(Transient,), first_retry_delay=0.01, retry_delay=0.05)
+        queue.start()
+        queue.schedule("a")
+        await until(lambda: len(runs) == 1 and queue.busy == 0, "the first run")
+        await settle()
+        assert runs == ["a"], "retried before its backoff"
+        assert queue.next_deadline() == pytest.approx(clock.now() + 0.01, abs=1e-6)
+        clock.advance(0.01)
+        await until(lambda: len(runs) == 2 and queue.busy == 0, "the retry at its deadline")
+        await settle()
+        assert len(runs) == 2
+        await queue.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"), [(0, 0.01), (1, 0.02), (2, 0.04), (3, 0.05), (1023, 0.05), (1024, 0.05), (10**6, 0.05)]
+)
+def test_the_backoff_doubles_up_to_the_retry_delay_however_many_failures(failures: int, delay: float) -> None:
+    assert backoff_delay(failures, 0.01, 0.05) == pytest.approx(delay)
 
 
 def test_a_crash_is_retried_at_the_retry_delay(caplog: pytest.LogCaptureFixture) -> None:

@@ -269,7 +269,6 @@ class Reconciler:
                 # The expiry is the claim's Expired status; the lock's deletion follows as ordinary
                 # work, behind whatever else ends at this moment (see _deferrable_cleanup).
                 decision = replace(decision, actions=tuple(a for a in decision.actions if a not in deferred))
-                self.schedule(key)  # in line with the events, not ahead of other deadlines
             # Taken in the same step as the usage the decision counted (no await since): a key decided
             # while these writes are under way counts them.
             reserved = self.in_flight.reserve(_reservations(namespace, lock_policy, decision.actions))
@@ -278,6 +277,9 @@ class Reconciler:
             finally:
                 self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
             if deferring:
+                # Only once the Expired status is written (a failed write is retried with backoff
+                # instead): in line with the events, not ahead of other deadlines.
+                self.schedule(key)
                 return
             for multi in self.cache.multis_on(key):
                 self.queue.schedule(multi)  # a claim of several resources may move with what changed here

@@ -173,6 +173,10 @@ class WorkQueue(Generic[K]):
                     await self._process(key)
                     self._failures.pop(key, None)
                 except self._transient as error:
+                    # The retry waits out its backoff even when the key was scheduled again during the
+                    # failed run: a run that fails and schedules its key (or is scheduled by events
+                    # while the API server is away) must not go round at once, over and over.
+                    self._dirty.discard(key)
                     delay = self._backoff(key)
                     log.warning("%s failed, retrying in %.1f s: %s", self._describe(key), delay, error)
                     self.schedule_at(key, self._clock.now() + delay)
@@ -191,4 +195,11 @@ class WorkQueue(Generic[K]):
         every write the processor makes is conditional."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        return float(min(self._retry_delay, self._first_retry_delay * 2.0**failures))
+        return backoff_delay(failures, self._first_retry_delay, self._retry_delay)
+
+
+def backoff_delay(failures: int, first: float, cap: float) -> float:
+    """The delay before the retry after `failures` failures in a row: `first`, doubled each time, at
+    most `cap`. The exponent is bounded: 2.0**1024 does not fit a float (OverflowError, which would
+    end the key's worker), and the delay reached `cap` long before."""
+    return float(min(cap, first * 2.0 ** min(failures, 64)))
