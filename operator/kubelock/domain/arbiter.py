@@ -520,11 +520,9 @@ def _revocation_step(
     run out, the lock is broken (Revoked, RevocationGraceExpired, with who asked and why)."""
     revocation = current.revocation
     if revocation is None:
-        request = holder.revoke_request
-        if request is None:
+        revocation = requested_revocation(holder, now)
+        if revocation is None:
             return None
-        revocation = Revocation(now, request.requested_by, request.grace_seconds, now + request.grace_seconds,
-                                request.reason)
         return (_request_revocation(holder, current, revocation, resource),), True
     if now < revocation.deadline:
         deadlines.append(revocation.deadline)
@@ -539,6 +537,14 @@ def _revocation_step(
     details = (("actor", revocation.requested_by), ("breakReason", revocation.reason or "revocation grace expired"))
     ended = replace(ended, notice=Notice(Reason.REVOCATION_GRACE_EXPIRED, message, True, details))
     return (ended, DeleteLock(lock, Reason.REVOCATION_GRACE_EXPIRED)), False
+
+
+def requested_revocation(claim: Claim, now: float) -> Revocation | None:
+    """The revocation a claim's request asks for, as recorded when first seen at `now` (None: none asked)."""
+    request = claim.revoke_request
+    if request is None:
+        return None
+    return Revocation(now, request.requested_by, request.grace_seconds, now + request.grace_seconds, request.reason)
 
 
 def _request_revocation(holder: Claim, current: ClaimStatus, revocation: Revocation, resource: str) -> SetStatus:

@@ -38,6 +38,7 @@ from kubelock.domain.arbiter import (
     break_message,
     effective_ttl,
     queue_order,
+    requested_revocation,
 )
 from kubelock.domain.grants import blocks, fits, within
 from kubelock.domain.lockpolicy import DEFAULT, LockPolicy
@@ -57,7 +58,6 @@ from kubelock.domain.model import (
     PodLiveness,
     Policy,
     RenewLock,
-    Revocation,
     SetStatus,
 )
 from kubelock.domain.reasons import Phase, Reason
@@ -390,11 +390,9 @@ def _revocation(
     out every grant is broken."""
     revocation = current.revocation
     if revocation is None:
-        request = claim.revoke_request
-        if request is None:
+        revocation = requested_revocation(claim, now)
+        if revocation is None:
             return None
-        revocation = Revocation(now, request.requested_by, request.grace_seconds, now + request.grace_seconds,
-                                request.reason)
         return Decision((_request_revocation(claim, current, revocation, names),))
     if now < revocation.deadline:
         return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from kubelock.domain.model import Action, Claim, CreateLock, Decision, DeleteLock, RenewLock, SetStatus
@@ -66,13 +65,10 @@ class MultiClaims:
             graph = cache.graphs[namespace]
             decision = decide_claim(claim, views, now=owner.clock.now(), policy=owner.policy, graph=graph)
             self._wake(key, uid, decision)
-            held_back = owner._held_back_grants(key, decision)
-            if held_back:
-                owner._held_back.add(key)
-                rest = tuple(a for a in decision.actions if a not in held_back)
-                if not rest:
-                    return
-                decision = replace(decision, actions=rest)
+            kept = owner._without_held_back(key, decision)
+            if kept is None:
+                return
+            decision = kept
             if not decision.actions:
                 if decision.next_deadline is not None:
                     owner.schedule_at(key, decision.next_deadline)

@@ -247,15 +247,10 @@ class Reconciler:
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            held_back = self._held_back_grants(key, decision)
-            if held_back:
-                # The grant waits for a fresh view; whatever else was decided does not (it is
-                # conditional, and a waiter's timeout must not wait for anyone's view).
-                self._held_back.add(key)
-                rest = tuple(a for a in decision.actions if a not in held_back)
-                if not rest:
-                    return
-                decision = replace(decision, actions=rest)
+            kept = self._without_held_back(key, decision)
+            if kept is None:
+                return
+            decision = kept
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
@@ -291,6 +286,18 @@ class Reconciler:
         if not lock_policy.quotas.any or not isinstance(self.policies, PolicyIndex):
             return NO_USAGE
         return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight)
+
+    def _without_held_back(self, key: Key, decision: Decision) -> Decision | None:
+        """`decision` without the grants that must wait for a fresh view (the key is remembered and
+        run again once the view is fresh); None when nothing else is left to apply. Whatever else was
+        decided does not wait: it is conditional, and a waiter's timeout must not wait for anyone's
+        view."""
+        held_back = self._held_back_grants(key, decision)
+        if not held_back:
+            return decision
+        self._held_back.add(key)
+        rest = tuple(a for a in decision.actions if a not in held_back)
+        return replace(decision, actions=rest) if rest else None
 
     def _held_back_grants(self, key: Key, decision: Decision) -> tuple[Action, ...]:
         """The actions of a grant that must wait for a fresh view: a create or an added grant (its
