@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 from typing import Any
 
+from kubelock.domain import quotaledger, quotas
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import Policy
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import paths
-from kubelock.kube.errors import Conflict
+from kubelock.kube.errors import ApiError, Conflict
+from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.policies import PolicyIndex
@@ -160,6 +162,8 @@ def test_a_grant_whose_write_fails_gives_its_reservation_back() -> None:
         counted: list[int] = []
 
         async def refused(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
+            if path == paths.leases("a"):
+                return default()  # type: ignore[no-any-return]  # the quota ledger: only the grant fails
             counted.append(reconciler._usage("a", index.policy_for("a", R)).held_total)
             raise Conflict(409, "Conflict", "the object has been modified")
 
@@ -169,6 +173,115 @@ def test_a_grant_whose_write_fails_gives_its_reservation_back() -> None:
             await asyncio.wait_for(reconciler.reconcile(("a", R)), 1)
         assert counted and counted[0] == 1  # while the write was under way, it counted
         assert len(reconciler.in_flight) == 0
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_two_replicas_granting_one_holders_claims_at_once_keep_the_held_quota_together() -> None:
+    """Two operators with caches of their own (neither sees the other's writes) decide one holder's
+    claims on four resources at once, two each, under maxHeldPerHolder 2: their reservations meet in
+    the quota ledger, the second write to it fails and its replica decides again counting the first,
+    so two grants are made in all, not two each."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api = FakeApi()
+        slow(api, "create")
+        replicas = []
+        for _ in range(2):
+            cache, index = Cache(), PolicyIndex()
+            index.upsert(policy(maxHeldPerHolder=2))
+            replicas.append(reconciler_for(api, cache, index, clock))
+        names = [f"c{i}" for i in range(4)]
+        for name in names:
+            body = claim(name, f"deploy://r{name}")
+            body["spec"]["holder"] = "agent-a"
+            stored = api.put(paths.claims("a", name), body)
+            for replica in replicas:
+                replica.cache.upsert_claim(stored)
+        await asyncio.gather(
+            *(replicas[i % 2].reconcile(("a", f"deploy://r{name}")) for i, name in enumerate(names))
+        )
+        phases = sorted(api.objects[paths.claims("a", n)]["status"]["phase"] for n in names)
+        assert phases == ["Held", "Held", "Rejected", "Rejected"]
+        assert sum(r.ledgers.conflicts for r in replicas) >= 1
+        ledgers = [p for p in api.objects if p.startswith(paths.leases("a") + "/")]
+        assert len(ledgers) == 1, ledgers  # one holder: one ledger
+        for replica in replicas:
+            await replica.stop()
+
+    asyncio.run(scenario())
+
+
+def test_without_quotas_a_grant_writes_no_ledger() -> None:
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(capacity=2))
+        reconciler = reconciler_for(api, cache, index, clock)
+        cache.upsert_claim(api.put(paths.claims("a", "c"), claim("c")))
+        await reconciler.reconcile(("a", R))
+        assert api.objects[paths.claims("a", "c")]["status"]["phase"] == "Held"
+        assert not any("leases" in path for _, path in api.requests)
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_ledger_that_cannot_be_written_grants_nothing_and_the_grant_is_retried() -> None:
+    """Fail closed: a transient error writing the ledger leaves the claim ungranted (not refused);
+    the next run grants it."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=1))
+        reconciler = reconciler_for(api, cache, index, clock)
+        failures = [ApiError(503, "ServiceUnavailable", "etcd is down")]
+
+        async def flaky(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
+            if path == paths.leases("a") and failures:
+                raise failures.pop()
+            return default()  # type: ignore[no-any-return]
+
+        api.react("create", flaky)
+        cache.upsert_claim(api.put(paths.claims("a", "c"), claim("c")))
+        with contextlib.suppress(ApiError):
+            await reconciler.reconcile(("a", R))
+        assert "status" not in api.objects[paths.claims("a", "c")]
+        assert not any(p.startswith(paths.locks("a")) for p in api.objects)
+        assert len(reconciler.in_flight) == 0
+        await reconciler.reconcile(("a", R))
+        assert api.objects[paths.claims("a", "c")]["status"]["phase"] == "Held"
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_reservation_left_without_its_grant_stops_counting_after_its_bound() -> None:
+    """An operator that stopped between the ledger write and the grant write left a reservation for
+    a claim that holds nothing: it counts against the holder only until RESERVATION_SECONDS pass."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=1))
+        reconciler = reconciler_for(api, cache, index, clock)
+        left = quotaledger.written({}, [quotas.Reservation("a", "deploys", "agent-a", "u-lost", quotas.Count.HELD)],
+                                   T0, lambda uid: False)
+        key = quotaledger.ledger_of(index.policy_for("a", R), "a", "agent-a")
+        api.put(paths.leases("a", lease_name(key)), ledger_body(key, left))
+        for i, name in enumerate(("early", "late")):
+            body = claim(name, f"deploy://r{i}")
+            body["spec"]["holder"] = "agent-a"
+            cache.upsert_claim(api.put(paths.claims("a", name), body))
+        await reconciler.reconcile(("a", "deploy://r0"))  # counts the reservation: rejected
+        assert api.objects[paths.claims("a", "early")]["status"]["reason"] == "QuotaExceeded"
+        clock.advance(quotaledger.RESERVATION_SECONDS)
+        await reconciler.reconcile(("a", "deploy://r1"))
+        assert api.objects[paths.claims("a", "late")]["status"]["phase"] == "Held"
+        assert "u-lost" not in entries_of(api.objects[paths.leases("a", lease_name(key))])  # dropped
         await reconciler.stop()
 
     asyncio.run(scenario())

@@ -46,3 +46,7 @@ def self_subject_access_review() -> str:
 
 def namespace(name: str) -> str:
     return f"/api/v1/namespaces/{quote(name, safe='')}"
+
+
+def leases(namespace: str | None = None, name: str | None = None) -> str:
+    return f"/apis/coordination.k8s.io/v1{_ns(namespace)}/leases{_name(name)}"

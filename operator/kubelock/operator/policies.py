@@ -86,12 +86,18 @@ class PolicyIndex:
 
 
 def usage(
-    cache: Cache, index: PolicyIndex, namespace: str, policy: LockPolicy, in_flight: quotas.InFlight | None = None
+    cache: Cache,
+    index: PolicyIndex,
+    namespace: str,
+    policy: LockPolicy,
+    in_flight: quotas.InFlight | None = None,
+    recorded: Iterable[quotas.Reservation] = (),
 ) -> Usage:
     """The claims held and waiting in `namespace` under `policy`, per holder, for its quotas: the
-    cache's view with the grants and first waits decided but not yet seen (`in_flight`). A claim
-    holds from its lock's creation on, before it is told. Counted only for a policy with quotas (it
-    walks the namespace's claims)."""
+    cache's view with the grants and first waits decided but not yet seen (`in_flight`, this
+    operator's; `recorded`, the quota ledgers' reservations, every replica's). A claim holds from its
+    lock's creation on, before it is told. Counted only for a policy with quotas (it walks the
+    namespace's claims)."""
     if not policy.quotas.any:
         return NO_USAGE
     granted = {g.claim_uid for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
@@ -104,8 +110,8 @@ def usage(
             observed[claim.uid] = (claim.holder, quotas.Count.HELD)
         elif claim.phase is Phase.PENDING:
             observed[claim.uid] = (claim.holder, quotas.Count.WAITING)
-    reserved = in_flight.of(namespace, policy.name) if in_flight is not None else ()
-    return quotas.usage(observed, reserved)
+    reserved = in_flight.of(namespace, policy.name) if in_flight is not None else []
+    return quotas.usage(observed, [*recorded, *reserved])
 
 
 def snapshot(index: PolicyIndex, keys: Iterable[Key], namespaces: Iterable[str]) -> dict[Key, LockPolicy]:

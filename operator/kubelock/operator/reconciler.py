@@ -49,6 +49,7 @@ from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Taken, Written
 from kubelock.operator.multiclaims import MultiClaims
 from kubelock.operator.policies import PolicyIndex, usage
+from kubelock.operator.quotaledger import QuotaLedgers
 from kubelock.operator.workqueue import RETRY_DELAY, WorkQueue
 
 log = logging.getLogger("kubelock.reconciler")
@@ -178,6 +179,8 @@ class Reconciler:
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self.multi = MultiClaims(self)
         self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
+        # The same reservations recorded in the API server, where every replica's meet (quotas only).
+        self.ledgers = QuotaLedgers(client, cache.was_deleted)
 
     # ---- scheduling (the work queue) --------------------------------------------------------
 
@@ -243,7 +246,7 @@ class Reconciler:
                 broken=broken,
                 finished=self.cache.finished_for(key),
                 lock_policy=lock_policy,
-                usage=self._usage(namespace, lock_policy),
+                usage=self._usage(namespace, lock_policy, claims),
             )
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
@@ -266,8 +269,11 @@ class Reconciler:
                 decision = replace(decision, actions=tuple(a for a in decision.actions if a not in deferred))
             # Taken in the same step as the usage the decision counted (no await since): a key decided
             # while these writes are under way counts them.
-            reserved = self.in_flight.reserve(_reservations(namespace, lock_policy, decision.actions))
+            reservations = _reservations(namespace, lock_policy, decision.actions)
+            reserved = self.in_flight.reserve(reservations)
             try:
+                if not await self.ledgers.record(lock_policy, reservations, self.clock.now()):
+                    continue  # another replica reserved under the same quota meanwhile: count it, decide again
                 await self._apply(namespace, decision.actions, seen)
             finally:
                 self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
@@ -281,11 +287,16 @@ class Reconciler:
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
 
-    def _usage(self, namespace: str, lock_policy: LockPolicy) -> Usage:
-        """What the policy's quotas count (only a policy with quotas costs a walk of the claims)."""
+    def _usage(self, namespace: str, lock_policy: LockPolicy, deciding: Iterable[Claim] = ()) -> Usage:
+        """What the policy's quotas count (only a policy with quotas costs a walk of the claims): the
+        view, this operator's reservations, and every replica's recorded in the quota ledgers but
+        those of the claims being decided (their own state is what the decision sees)."""
         if not lock_policy.quotas.any or not isinstance(self.policies, PolicyIndex):
             return NO_USAGE
-        return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight)
+        recorded = self.ledgers.reservations(
+            namespace, lock_policy, self.clock.now(), exclude=(c.uid for c in deciding)
+        )
+        return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight, recorded)
 
     def _without_held_back(self, key: Key, decision: Decision) -> Decision | None:
         """`decision` without the grants that must wait for a fresh view (the key is remembered and

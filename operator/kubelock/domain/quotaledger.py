@@ -1,0 +1,122 @@
+"""The quota ledger: reservations recorded in the API server, so that quotas hold across operator
+replicas the way grants do.
+
+Each replica counts a LockPolicy's quotas from its own view plus its own in-flight reservations
+(`kubelock.domain.quotas`). Two replicas deciding grants for one holder on *different* resources
+would each see the other's grant only once it reached their watch, and could each fill the limit.
+So before a grant (or a first wait) that a limit governs, the deciding replica adds a reservation
+to a ledger object with a write conditional on the ledger's version, and writes the grant only
+after that succeeded. Two decisions on one ledger are thereby ordered by the API server: the second
+write fails (409), its replica reads the ledger, and decides again counting the first reservation.
+
+A reservation is needed only until the claim's own state reaches every replica's view (its lock,
+its Pending status): after `RESERVATION_SECONDS` it no longer counts, and the next write to the
+ledger drops it, as it drops the reservations of claims the writer has seen end. So the ledger is a
+cache that rebuilds itself: an entry left by a replica that stopped between the ledger write and
+the grant write (or whose grant write failed) counts for at most `RESERVATION_SECONDS`, never
+for ever, and a ledger deleted outright loses only what the views already show.
+
+Which ledger: a policy with a per-namespace limit keeps one ledger for the namespace (every
+reservation under it must be ordered against every other); a policy with only per-holder limits
+spreads holders over `SHARDS` ledgers by a hash of the holder, so one holder's reservations always
+meet in one ledger while holders that share nothing rarely contend, and the number of ledger objects
+stays bounded however many holder instances come and go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from kubelock.domain.lockpolicy import LockPolicy
+from kubelock.domain.quotas import Count, Reservation
+
+# How long a reservation counts on its own: far longer than a grant write takes and a watch takes to
+# deliver it, short enough that a reservation nobody completed stops counting soon.
+RESERVATION_SECONDS = 30.0
+# Per-holder ledgers of one policy in one namespace.
+SHARDS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A reservation as the ledger keeps it: the claim's holder, what it counts as, and when it was
+    reserved (the reserving operator's clock, seconds since the epoch)."""
+
+    holder: str
+    count: Count
+    at: float
+
+    def live(self, now: float) -> bool:
+        """Counts on its own. An entry stamped in the future beyond the same bound (a skewed clock, or
+        a forged entry) does not: no entry can count for longer than twice the bound."""
+        return now - RESERVATION_SECONDS < self.at <= now + RESERVATION_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerKey:
+    """Which ledger: a policy's in a namespace, and the shard of its holders (None: the one ledger of
+    a policy with a per-namespace limit)."""
+
+    namespace: str
+    policy: str
+    shard: int | None
+
+
+def needs_ledger(policy: LockPolicy, count: Count) -> bool:
+    """Whether a reservation of `count` under `policy` must be recorded: only when a limit counts it."""
+    q = policy.quotas
+    if count is Count.HELD:
+        return q.max_held_per_holder is not None or q.max_held_per_namespace is not None
+    return q.max_waiting_per_holder is not None or q.max_waiting_per_namespace is not None
+
+
+def ledger_of(policy: LockPolicy, namespace: str, holder: str) -> LedgerKey:
+    q = policy.quotas
+    if q.max_held_per_namespace is not None or q.max_waiting_per_namespace is not None:
+        return LedgerKey(namespace, policy.name, None)
+    digest = hashlib.sha256(holder.encode()).digest()
+    return LedgerKey(namespace, policy.name, int.from_bytes(digest[:4], "big") % SHARDS)
+
+
+def recorded(policy: LockPolicy, reservations: Iterable[Reservation]) -> dict[LedgerKey, list[Reservation]]:
+    """The reservations of a decision that must be recorded, by ledger (in a stable order, so two
+    decisions write shared ledgers in the same order)."""
+    out: dict[LedgerKey, list[Reservation]] = {}
+    for reservation in reservations:
+        if needs_ledger(policy, reservation.count):
+            out.setdefault(ledger_of(policy, reservation.namespace, reservation.holder), []).append(reservation)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0].shard if kv[0].shard is not None else -1)))
+
+
+def written(
+    entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float, ended: Callable[[str], bool]
+) -> dict[str, Entry]:
+    """The ledger after recording `reservations` at `now`: its live entries of claims not known to
+    have ended, with the new ones (a claim reserved again is stamped again)."""
+    kept = {uid: e for uid, e in entries.items() if e.live(now) and not ended(uid)}
+    for reservation in reservations:
+        kept[reservation.uid] = Entry(reservation.holder, reservation.count, now)
+    return kept
+
+
+def counted(
+    ledger: LedgerKey,
+    entries: Mapping[str, Entry],
+    now: float,
+    *,
+    ended: Callable[[str], bool],
+    exclude: Iterable[str] = (),
+) -> list[Reservation]:
+    """The entries of a ledger that count towards its policy's usage, as reservations (merged with
+    the view like the operator's own: a held one turns an observed wait into a hold, a waiting one
+    counts only while the view does not show the claim). Not counted: entries past their bound,
+    claims known to have ended, and the claims being decided (`exclude`: the decision sees their own
+    state, and counting their reservation too would count them twice)."""
+    skip = set(exclude)
+    return [
+        Reservation(ledger.namespace, ledger.policy, e.holder, uid, e.count)
+        for uid, e in sorted(entries.items())
+        if uid not in skip and e.live(now) and not ended(uid)
+    ]
