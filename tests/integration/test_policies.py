@@ -1,6 +1,7 @@
 """LockPolicy against the real control plane: admission of bad policies, printer columns, lock-delay
 after a break and after an expiry (also of a claim of several resources; none after a release),
-policy changes deciding resources again, quotas, and a restart in the middle of a lock-delay."""
+policy changes deciding resources again, quotas (also kept by two operator replicas together, and
+a quota ledger's reservation left without its grant), and a restart in the middle of a lock-delay."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api, CustomObjectsApi
+
+from kubelock.domain.lockpolicy import LockPolicy, Quotas
+from kubelock.domain.quotaledger import RESERVATION_SECONDS, Entry, ledger_of
+from kubelock.domain.quotas import Count
+from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
 
 from tests.integration.test_multi import claim_all
 from tests.support.claims import Locks, phase_of, status_of, wait_until
@@ -333,6 +339,66 @@ def test_a_burst_of_one_holders_claims_never_holds_more_than_its_quota(
             wait_until(lambda: not any(phase_of(c) == "Held" and c["spec"]["holder"] == "agent-burst"
                                        for c in locks.claims()), "the burst's claims released")
     assert monitor.peak_by_holder["agent-burst"] == limit, monitor.peak_by_holder
+
+
+def test_two_operators_keep_one_holders_quota_together(  # type: ignore[no-untyped-def]
+    control_plane, admin_api: ApiClient, tmp_path: Path
+) -> None:
+    """Two operator replicas, both deciding every resource: one holder bursts claims on many resources
+    at once against maxHeldPerHolder. Each replica's own reservations would let each fill the limit
+    (up to twice it held at once); the quota ledger, which the API server arbitrates, keeps the holder
+    at the limit: the claims are watched, and never more than the limit are Held at once."""
+    limit, burst, waves = 3, 24, 3
+    with temporary_namespace(admin_api, "klq-") as ns:
+        locks = Locks(admin_api, ns)
+        apply_policy(admin_api, ns, "burst", resourcePrefix="deploy://", maxHeldPerHolder=limit)
+        first = OperatorProcess(control_plane.kubeconfig, tmp_path / "a.log", namespaces=(ns,)).start()
+        second = OperatorProcess(control_plane.kubeconfig, tmp_path / "b.log", namespaces=(ns,)).start()
+        try:
+            with HolderMonitor(admin_api, ns) as monitor:
+                for wave in range(waves):
+                    names = [f"w{wave}-{i:02d}" for i in range(burst)]
+                    with ThreadPoolExecutor(12) as pool:
+                        list(pool.map(lambda n: locks.claim(n, f"deploy://r-{n}", "agent-burst"), names))
+                    settled = [
+                        status_of(locks.wait_for(n, lambda c: phase_of(c) in ("Held", "Rejected"), timeout=60))
+                        for n in names
+                    ]
+                    held = [n for n, s in zip(names, settled, strict=True) if s["phase"] == "Held"]
+                    refused = {s["reason"] for s in settled if s["phase"] == "Rejected"}
+                    assert refused == {"QuotaExceeded"}, refused
+                    assert len(held) <= limit, (wave, held, monitor.peak_by_holder)
+                    for name in names:
+                        locks.delete(name)
+                    wait_until(lambda: not locks.locks(), "the burst's locks released")
+                time.sleep(0.5)
+            assert monitor.peak_by_holder["agent-burst"] == limit, monitor.peak_by_holder
+            assert not monitor.violations, monitor.violations[:5]
+        finally:
+            first.stop()
+            second.stop()
+
+
+def test_a_reservation_without_its_grant_stops_counting(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    """The state an operator leaves when it stops between writing a reservation to the quota ledger
+    and writing the grant: an entry for a claim that holds nothing. It counts against the holder (a
+    claim over the limit with it is refused) only until its bound has passed, then the holder is
+    granted again and the entry is dropped from the ledger."""
+    policy = LockPolicy("lost", "deploy://", quotas=Quotas(max_held_per_holder=1))
+    apply_policy(admin_api, ns, "lost", resourcePrefix="deploy://", maxHeldPerHolder=1)
+    key = ledger_of(policy, ns, "agent-lost")
+    counts_for = 10.0
+    stamped = time.time() - RESERVATION_SECONDS + counts_for
+    body = ledger_body(key, {"0c0ffee0-dead-4bad-8bad-000000000000": Entry("agent-lost", Count.HELD, stamped)})
+    CoordinationV1Api(admin_api).create_namespaced_lease(ns, body)
+    locks.claim("early", "deploy://one", "agent-lost")
+    early = status_of(locks.wait_phase("early", "Rejected", timeout=counts_for - 1))
+    assert early["reason"] == "QuotaExceeded" and "already has 1 claim held" in early["message"], early
+    time.sleep(max(0.0, stamped + RESERVATION_SECONDS - time.time()))
+    locks.claim("late", "deploy://two", "agent-lost")
+    locks.wait_phase("late", "Held", timeout=10)
+    lease = CoordinationV1Api(admin_api).read_namespaced_lease(lease_name(key), ns)
+    assert list(entries_of(admin_api.sanitize_for_serialization(lease))) == [locks.get("late")["metadata"]["uid"]]
 
 
 def test_a_policys_capacity_makes_a_semaphore_and_raising_it_admits_waiters(
