@@ -23,7 +23,7 @@ from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
 
 from tests.integration.test_multi import claim_all
 from tests.support.claims import Locks, phase_of, status_of, wait_until
-from tests.support.monitor import HolderMonitor
+from tests.support.monitor import HolderMonitor, LockMonitor
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -344,39 +344,58 @@ def test_a_burst_of_one_holders_claims_never_holds_more_than_its_quota(
 def test_two_operators_keep_one_holders_quota_together(  # type: ignore[no-untyped-def]
     control_plane, admin_api: ApiClient, tmp_path: Path
 ) -> None:
-    """Two operator replicas, both deciding every resource: one holder bursts claims on many resources
-    at once against maxHeldPerHolder. Each replica's own reservations would let each fill the limit
-    (up to twice it held at once); the quota ledger, which the API server arbitrates, keeps the holder
-    at the limit: the claims are watched, and never more than the limit are Held at once."""
-    limit, burst, waves = 3, 24, 3
+    """Two operator replicas, both deciding every resource, one holder's claims against
+    maxHeldPerHolder: a burst of claims on free resources, then waiters on many resources whose
+    holders all release at once (the replicas then race through the releases in orders of their
+    own). Each replica's own reservations would let each fill the limit (up to twice it held at
+    once); the quota ledger, which the API server arbitrates, keeps the holder at the limit: the
+    claims are watched, and never more than the limit are Held at once."""
+    limit, burst, waves = 3, 16, 3
     with temporary_namespace(admin_api, "klq-") as ns:
         locks = Locks(admin_api, ns)
         apply_policy(admin_api, ns, "burst", resourcePrefix="deploy://", maxHeldPerHolder=limit)
         first = OperatorProcess(control_plane.kubeconfig, tmp_path / "a.log", namespaces=(ns,)).start()
         second = OperatorProcess(control_plane.kubeconfig, tmp_path / "b.log", namespaces=(ns,)).start()
         try:
-            with HolderMonitor(admin_api, ns) as monitor:
+            with (
+                HolderMonitor(admin_api, ns) as monitor,
+                LockMonitor(admin_api, ns) as grants,
+                ThreadPoolExecutor(burst) as pool,
+            ):
                 for wave in range(waves):
                     names = [f"w{wave}-{i:02d}" for i in range(burst)]
-                    with ThreadPoolExecutor(12) as pool:
-                        list(pool.map(lambda n: locks.claim(n, f"deploy://r-{n}", "agent-burst"), names))
-                    settled = [
-                        status_of(locks.wait_for(n, lambda c: phase_of(c) in ("Held", "Rejected"), timeout=60))
-                        for n in names
-                    ]
-                    held = [n for n, s in zip(names, settled, strict=True) if s["phase"] == "Held"]
-                    refused = {s["reason"] for s in settled if s["phase"] == "Rejected"}
-                    assert refused == {"QuotaExceeded"}, refused
-                    assert len(held) <= limit, (wave, held, monitor.peak_by_holder)
-                    for name in names:
-                        locks.delete(name)
-                    wait_until(lambda: not locks.locks(), "the burst's locks released")
+                    list(pool.map(lambda n: locks.claim(n, f"deploy://r-{n}", "agent-burst"), names))
+                    _settle_quota_wave(locks, names, limit)
+                    blockers = [f"b{wave}-{i:02d}" for i in range(burst)]
+                    for name in blockers:
+                        locks.claim(name, f"deploy://q-{name[1:]}", f"agent-{name}")
+                    locks.wait_phases(blockers, "Held", timeout=60)
+                    waiters = [f"q{wave}-{i:02d}" for i in range(burst)]
+                    for name in waiters:
+                        locks.claim(name, f"deploy://q-{name[1:]}", "agent-burst", wait=True)
+                    locks.wait_phases(waiters, "Pending", timeout=60)
+                    list(pool.map(locks.delete, blockers))  # every resource freed at once
+                    _settle_quota_wave(locks, waiters, limit)
                 time.sleep(0.5)
-            assert monitor.peak_by_holder["agent-burst"] == limit, monitor.peak_by_holder
+            peaks = (monitor.peak_by_holder["agent-burst"], grants.peak_grants_by_holder["agent-burst"])
+            assert peaks == (limit, limit), f"most claims Held at once, most grants at once: {peaks}"
             assert not monitor.violations, monitor.violations[:5]
         finally:
             first.stop()
             second.stop()
+
+
+def _settle_quota_wave(locks: Locks, names: list[str], limit: int) -> None:
+    """Wait until each of `names` is Held or refused over its quota; release them all."""
+    settled = [
+        status_of(locks.wait_for(n, lambda c: phase_of(c) in ("Held", "Rejected"), timeout=60)) for n in names
+    ]
+    held = [n for n, s in zip(names, settled, strict=True) if s["phase"] == "Held"]
+    refused = {s["reason"] for s in settled if s["phase"] == "Rejected"}
+    assert refused == {"QuotaExceeded"} and len(held) <= limit, (held, refused)
+    for name in names:
+        locks.delete(name)
+    wait_until(lambda: not any(lk["spec"]["holder"] == "agent-burst" for lk in locks.locks()), "the wave released")
 
 
 def test_a_reservation_without_its_grant_stops_counting(locks: Locks, admin_api: ApiClient, ns: str) -> None:

@@ -103,6 +103,10 @@ class LockMonitor:
         self.created: dict[str, tuple[str, int]] = {}  # lock uid -> (claim uid, creation version)
         self.tokens: dict[str, int] = {}  # lock uid -> its token, as first seen
         self.changes: dict[str, list[str]] = {}  # lock uid -> the watch events seen of it, in order
+        self._live: dict[str, set[str]] = defaultdict(set)  # holder -> uids of the claims it has grants of
+        # The most grants each holder was seen to have at once: a claim holds from its grant's
+        # write, before it is told (the quota's count), so this sees what HolderMonitor may not.
+        self.peak_grants_by_holder: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stopped = threading.Event()
 
@@ -136,9 +140,23 @@ class LockMonitor:
                         self.created[uid] = (obj["spec"]["claimRef"]["uid"], int(version))
                     self.changes.setdefault(uid, []).append(event["type"])
                     self.tokens.setdefault(uid, lock_token(obj))
+                    self._count_grants(event["type"], obj)
             except Exception:  # a dropped watch: resume from the last version seen
                 if self._stopped.is_set():
                     return
+
+    def _count_grants(self, kind: str, obj: dict[str, Any]) -> None:
+        lock = obj["metadata"]["uid"]
+        spec = obj["spec"]
+        every = [spec, *(spec.get("grants") or [])]  # the first grant is the top level, the rest listed
+        grants = {} if kind == "DELETED" else {g["claimRef"]["uid"]: g["holder"] for g in every}
+        for holder, claims in self._live.items():
+            claims -= {c for c in claims if c.startswith(f"{lock}/")}
+        for claim, holder in grants.items():
+            self._live[holder].add(f"{lock}/{claim}")
+            self.peak_grants_by_holder[holder] = max(
+                self.peak_grants_by_holder.get(holder, 0), len(self._live[holder])
+            )
 
     def claims_locked(self) -> set[str]:
         """Uids of every claim a lock was created for."""

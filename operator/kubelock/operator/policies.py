@@ -100,7 +100,8 @@ def usage(
     namespace's claims)."""
     if not policy.quotas.any:
         return NO_USAGE
-    granted = {g.claim_uid for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
+    grants = {g.claim_uid: g for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
+    granted = set(grants)
     observed: dict[str, tuple[str, quotas.Count]] = {}
     for record in cache.claims.values():
         claim = record.claim
@@ -110,6 +111,11 @@ def usage(
             observed[claim.uid] = (claim.holder, quotas.Count.HELD)
         elif claim.phase is Phase.PENDING:
             observed[claim.uid] = (claim.holder, quotas.Count.WAITING)
+    for uid, grant in grants.items():
+        # A grant whose claim ended (refused by one replica while another wrote its grant) or is not
+        # seen yet still holds until its lock goes: it counts like any grant.
+        if uid not in cache.claims and index.policy_for(namespace, grant.resource).name == policy.name:
+            observed[uid] = (grant.holder, quotas.Count.HELD)
     reserved = in_flight.of(namespace, policy.name) if in_flight is not None else []
     return quotas.usage(observed, [*recorded, *reserved])
 
