@@ -20,7 +20,6 @@ from kubelock.domain.lockpolicy import LockPolicy, Quotas
 from kubelock.domain.quotaledger import RESERVATION_SECONDS, Entry, ledger_of
 from kubelock.domain.quotas import Count
 from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
-
 from tests.integration.test_multi import claim_all
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.monitor import HolderMonitor, LockMonitor
@@ -163,6 +162,50 @@ def test_agents_read_policies_and_only_admins_write_them(admin_api: ApiClient, u
     with pytest.raises(ApiException) as refused:
         apply_policy(agent, namespace, "mine", resourcePrefix="", capacity=100)
     assert refused.value.status == 403
+
+
+def test_agents_and_namespace_admins_cannot_write_quota_ledgers(  # type: ignore[no-untyped-def]
+    admin_api: ApiClient, user_api, namespace: str
+) -> None:
+    """The quota ledgers are Leases, which the default namespace roles edit and admin (into which the
+    kubelock roles aggregate) let anyone write: the admission policy kubelock-quota-ledger keeps
+    every writer but the operator from creating or changing one, and only those."""
+    from kubernetes.client import RbacAuthorizationV1Api, V1ObjectMeta, V1RoleBinding, V1RoleRef
+
+    rbac = RbacAuthorizationV1Api(admin_api)
+    for user, roles in (("carol", ("kubelock-agent", "edit")), ("bob", ("kubelock-admin", "admin"))):
+        for role in roles:
+            rbac.create_namespaced_role_binding(namespace, V1RoleBinding(
+                metadata=V1ObjectMeta(name=f"{user}-{role}"),
+                role_ref=V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+                subjects=[{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+            ))
+    leases = CoordinationV1Api(admin_api)
+    key = ledger_of(LockPolicy("deploys", quotas=Quotas(max_held_per_holder=1)), namespace, "agent-x")
+    forged = ledger_body(key, {"u": Entry("agent-x", Count.HELD, time.time())})
+    leases.create_namespaced_lease(namespace, ledger_body(key, {}))  # a cluster admin may
+    for user in ("carol", "bob"):
+        api = CoordinationV1Api(user_api(user))
+        other = {**forged, "metadata": {**forged["metadata"], "name": f"elections-{user}"}}
+        wait_until(lambda api=api, other=other: _creates(api, namespace, other), f"{user}'s bindings to take effect")
+        another_ledger = {**forged, "metadata": {**forged["metadata"], "name": lease_name(key) + user}}
+        with pytest.raises(ApiException) as refused:
+            api.create_namespaced_lease(namespace, another_ledger)
+        assert refused.value.status == 403 and "quota ledgers of the kubelock operator" in str(refused.value.body)
+        with pytest.raises(ApiException) as refused:
+            api.patch_namespaced_lease(lease_name(key), namespace, {"metadata": forged["metadata"]})
+        assert refused.value.status == 403, refused.value
+        api.delete_namespaced_lease(f"elections-{user}", namespace)  # other Leases: RBAC decides
+    ledger = leases.read_namespaced_lease(lease_name(key), namespace)
+    assert entries_of(admin_api.sanitize_for_serialization(ledger)) == {}
+
+
+def _creates(api: CoordinationV1Api, ns: str, body: dict[str, Any]) -> bool:
+    try:
+        api.create_namespaced_lease(ns, body)
+    except ApiException:
+        return False
+    return True
 
 
 def _list(api: ApiClient, ns: str) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from kubernetes.client import (
     AdmissionregistrationV1Api,
     ApiClient,
     ApiException,
+    CoordinationV1Api,
     CoreV1Api,
     CustomObjectsApi,
     RbacAuthorizationV1Api,
@@ -694,6 +695,7 @@ EXPECTED_OPERATOR_RULES = [
         "verbs": ["get", "list", "watch", "create", "patch", "delete", "operate"],
     },
     {"apiGroups": ["kubelock.dev"], "resources": ["lockpolicies"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
@@ -810,6 +812,30 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     a.wait_phase("a2", "Held", DEADLINE)
     CoreV1Api(team.admin).delete_namespaced_pod("agent-a", team.namespace)
     assert status_of(a.wait_phase("a2", "Revoked", DEADLINE))["reason"] == "HolderPodTerminated"
+
+    # a quota: the reservation goes to the quota ledger (a Lease the admission policy keeps for the
+    # operator), the claim over the limit is refused
+    policy = {"apiVersion": "kubelock.dev/v1alpha1", "kind": "LockPolicy", "metadata": {"name": "quota"},
+              "spec": {"resourcePrefix": "quota://", "maxHeldPerHolder": 1}}
+    CustomObjectsApi(team.admin).create_namespaced_custom_object(
+        "kubelock.dev", "v1alpha1", team.namespace, "lockpolicies", policy
+    )
+    leases = CoordinationV1Api(team.admin)
+
+    def ledgers() -> list[str]:
+        names = [lease.metadata.name for lease in leases.list_namespaced_lease(team.namespace).items]
+        return [name for name in names if name.startswith("kubelock-quota")]
+
+    for attempt in range(20):  # until the operator knows the policy: its first grant under it writes a ledger
+        b.claim(f"q-probe-{attempt}", f"quota://probe-{attempt}", team.holder("agent-b"), pod=ref_b)
+        b.wait_phase(f"q-probe-{attempt}", "Held", DEADLINE)
+        if ledgers():
+            break
+        b.delete(f"q-probe-{attempt}")
+    assert ledgers()
+    b.claim("q-over", "quota://over", team.holder("agent-b"), pod=ref_b)
+    over = status_of(b.wait_phase("q-over", "Rejected", DEADLINE))
+    assert over["reason"] == "QuotaExceeded", over
 
     # ... and it recorded Events all along
     events = CoreV1Api(team.admin).list_namespaced_event(team.namespace).items

@@ -11,10 +11,8 @@ worker per key), so without the reservation two grants decided while each other'
 would both see the holder below its limit. Counting a claim once, by uid, whether the view or a
 reservation knows it, makes the order in which the two learn of it irrelevant.
 
-Quotas are checked by the operator, not arbitrated by the API server as grants are: reservations live
-in one operator's memory. With two replicas, each keeps its own limit exactly, but grants for one
-holder (or namespace) decided by different replicas on different resources, each before the other's
-write has reached its watch, are not counted against each other (see docs/architecture.md).
+These reservations live in one operator's memory. Across replicas, the same reservations are recorded
+in the API server before their writes (`kubelock.domain.quotaledger`), and counted like these.
 """
 
 from __future__ import annotations
