@@ -150,7 +150,7 @@ class LockMonitor:
         spec = obj["spec"]
         every = [spec, *(spec.get("grants") or [])]  # the first grant is the top level, the rest listed
         grants = {} if kind == "DELETED" else {g["claimRef"]["uid"]: g["holder"] for g in every}
-        for holder, claims in self._live.items():
+        for claims in self._live.values():
             claims -= {c for c in claims if c.startswith(f"{lock}/")}
         for claim, holder in grants.items():
             self._live[holder].add(f"{lock}/{claim}")

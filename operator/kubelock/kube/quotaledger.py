@@ -1,10 +1,11 @@
 """The quota ledger as an API object: a coordination.k8s.io Lease in the claims' namespace whose
 annotation `kubelock.dev/quota-reservations` holds the reservations (`kubelock.domain.quotaledger`).
 
-A Lease because only the operator (and cluster admins) may write it: the namespace roles `edit` and
-`admin`, which agents may have, grant nothing on Leases, while ConfigMaps are theirs to write. Its
-spec is not used; the whole ledger is the one annotation, rewritten by a merge patch conditional on
-the Lease's resourceVersion.
+A Lease, the API's object for coordination, holding no application data. The namespace roles `edit`
+and `admin` may write Leases, so the admission policy `kubelock-quota-ledger` keeps every writer but
+the operator from creating or changing one named `kubelock-quota...`. Its spec is not used; the
+whole ledger is the one annotation, rewritten by a merge patch conditional on the Lease's
+resourceVersion.
 """
 
 from __future__ import annotations
