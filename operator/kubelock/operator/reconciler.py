@@ -272,7 +272,7 @@ class Reconciler:
             reservations = _reservations(namespace, lock_policy, decision.actions)
             reserved = self.in_flight.reserve(reservations)
             try:
-                if not await self.ledgers.record(lock_policy, reservations, self.clock.now()):
+                if reservations and not await self.ledgers.record(lock_policy, reservations, self.clock.now()):
                     continue  # another replica reserved under the same quota meanwhile: count it, decide again
                 await self._apply(namespace, decision.actions, seen)
             finally:
