@@ -100,8 +100,7 @@ def usage(
     namespace's claims)."""
     if not policy.quotas.any:
         return NO_USAGE
-    grants = {g.claim_uid: g for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
-    granted = set(grants)
+    granted = {g.claim_uid for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
     observed: dict[str, tuple[str, quotas.Count]] = {}
     for record in cache.claims.values():
         claim = record.claim
@@ -111,13 +110,27 @@ def usage(
             observed[claim.uid] = (claim.holder, quotas.Count.HELD)
         elif claim.phase is Phase.PENDING:
             observed[claim.uid] = (claim.holder, quotas.Count.WAITING)
-    for uid, grant in grants.items():
-        # A grant whose claim ended (refused by one replica while another wrote its grant) or is not
-        # seen yet still holds until its lock goes: it counts like any grant.
-        if uid not in cache.claims and index.policy_for(namespace, grant.resource).name == policy.name:
-            observed[uid] = (grant.holder, quotas.Count.HELD)
+    observed.update(_refused_grants(cache, index, namespace, policy))
     reserved = in_flight.of(namespace, policy.name) if in_flight is not None else []
     return quotas.usage(observed, [*recorded, *reserved])
+
+
+def _refused_grants(
+    cache: Cache, index: PolicyIndex, namespace: str, policy: LockPolicy
+) -> dict[str, tuple[str, quotas.Count]]:
+    """Grants whose claim ended Rejected: one replica refused the claim while another wrote its grant.
+    Until its lock is deleted, such a grant holds the resource (with a fencing token), so it counts
+    like any grant. (A grant of a claim released or ended otherwise is over: its lock is going.)"""
+    out: dict[str, tuple[str, quotas.Count]] = {}
+    for key, record in cache.locks.items():
+        if key[0] != namespace or index.policy_for(*key).name != policy.name:
+            continue
+        finished = {f.uid: f for f in cache.finished_for(key)}
+        for grant in record.grants:
+            ended = finished.get(grant.claim_uid)
+            if grant.claim_uid not in cache.claims and ended is not None and ended.phase is Phase.REJECTED:
+                out[grant.claim_uid] = (grant.holder, quotas.Count.HELD)
+    return out
 
 
 def snapshot(index: PolicyIndex, keys: Iterable[Key], namespaces: Iterable[str]) -> dict[Key, LockPolicy]:
