@@ -4,6 +4,7 @@ operators at once, an operator stopped in the middle of a grant, and bad input."
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -147,6 +148,20 @@ def test_granted_all_at_once_with_one_token_per_resource(locks: Locks) -> None:
         assert (g["mode"], g["permits"]) == ("Exclusive", 1)
     locks.delete("both")
     wait_until(lambda: not locks.locks(), "both grants to be released")
+
+
+def test_kubectl_get_wide_lists_the_resources_of_a_claim_of_several(
+    locks: Locks, control_plane  # type: ignore[no-untyped-def]
+) -> None:
+    a, b = "github://acme/app/issues/2", "git://acme/app/branch/fix-2"
+    claim_all(locks, "both", [a, b], "agent-a")
+    locks.wait_phase("both", "Held")
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
+    table = subprocess.run([*kubectl, "-n", locks.namespace, "get", "lc", "both", "-o", "wide"],
+                           check=True, capture_output=True, text=True).stdout.splitlines()
+    header, row = table[0].split(), table[1]
+    assert header[-1] == "RESOURCES", header
+    assert a in row and b in row, row
 
 
 def test_waits_holding_nothing_and_is_granted_when_the_last_one_is_free(locks: Locks) -> None:
