@@ -29,16 +29,16 @@ from dataclasses import dataclass, replace
 
 from kubelock.domain import lockdelay
 from kubelock.domain.arbiter import (
-    _break_details,
-    _deadlocked,
-    _end,
-    _queued,
-    _request_revocation,
-    _wait_over,
+    break_details,
     break_message,
+    deadlocked,
     effective_ttl,
+    end_claim,
     queue_order,
+    queued_status,
+    record_revocation,
     requested_revocation,
+    wait_over,
 )
 from kubelock.domain.grants import blocks, fits, within
 from kubelock.domain.lockpolicy import DEFAULT, LockPolicy
@@ -125,7 +125,7 @@ def _giving_back(claim: Claim, held: Mapping[str, Lock], now: float) -> SetStatu
     names = ", ".join(sorted(held))
     every = ", ".join(claim.every_resource)
     message = f"giving back {names}: the rest of {every} was taken meanwhile; then waiting again"
-    status = _queued(claim, Reason.GIVING_BACK, message, None, 1, now, [])
+    status = queued_status(claim, Reason.GIVING_BACK, message, None, 1, now, [])
     return SetStatus(claim, replace(status, queue_position=None), None)
 
 
@@ -142,7 +142,7 @@ def _ending(
     if fresh:
         invalid = _invalid(claim, views, policy)
         if invalid is not None:
-            return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
+            return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
     if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
         if claim.pod is PodLiveness.UNWATCHED:
             message = (
@@ -154,13 +154,13 @@ def _ending(
             message = f"pod {claim.pod_name} {gone}"
         if fresh:
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
-            return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
+            return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)
-    if claim.phase is not Phase.HELD and _wait_over(claim, now, False):
+    if claim.phase is not Phase.HELD and wait_over(claim, now, False):
         names = ", ".join(claim.every_resource)
         message = f"gave up after waiting {claim.wait_timeout_seconds}s for {names} (all or nothing)"
-        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
+        return end_claim(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
     return None
 
 
@@ -223,7 +223,7 @@ def _waiting(
         # It gave back its grants and may be granted again: its status says it waits no longer for
         # the give-back (a claim is told Held only from a status that does not say it gives back).
         message = f"waiting for {', '.join(claim.every_resource)} (all or nothing): about to be granted"
-        return Decision((SetStatus(claim, _queued(claim, Reason.QUEUED, message, None, 1, now, [])),))
+        return Decision((SetStatus(claim, queued_status(claim, Reason.QUEUED, message, None, 1, now, [])),))
     first = blocked[names[0]]
     holder = first.holders[0] if first.holders else (first.ahead[0].holder if first.ahead else None)
     described = "; ".join(f"{r} {_why(blocked[r])}" for r in names)
@@ -234,22 +234,22 @@ def _waiting(
         reason = Reason.LOCK_DELAY if resting else Reason.HELD_BY_ANOTHER
         every = ", ".join(claim.every_resource)
         message = f"not all of {every} are free ({described}); try again later, or set wait: true to queue"
-        return Decision((_end(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
+        return Decision((end_claim(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
     wake: set[str] = set()
     for resource in names:
         if claim.holder in blocked[resource].holders:
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
-            return Decision((_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now),))
+            return Decision((deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now),))
         found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
         if found is not None:
             if found.victim == found.edges[0]:
-                return Decision((_deadlocked(claim, found, Reason.DEADLOCK, now),))
+                return Decision((deadlocked(claim, found, Reason.DEADLOCK, now),))
             wake.add(found.victim.resource)
     position = 1 + sum(1 for c in first.ahead if c.wait)
     waits_for = f"waiting for {', '.join(names)} (all or nothing)"
     message = f"{waits_for}: {described}; position {position} in the queue of {names[0]}"
     deadlines: list[float] = []
-    pending = _queued(claim, Reason.QUEUED, message, holder, position, now, deadlines)
+    pending = queued_status(claim, Reason.QUEUED, message, holder, position, now, deadlines)
     rests = [b.rest.until for b in blocked.values() if b.rest is not None]
     if rests and all(b.rest is not None for b in blocked.values()):
         pending = replace(pending, reason=Reason.LOCK_DELAY, available_at=max(rests))
@@ -371,12 +371,12 @@ def _broken(
     broken = views[resource].broken
     message = break_message(resource, broken)
     if broken is not None and broken.namespace_deleted:
-        ended = _end(claim, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True)
+        ended = end_claim(claim, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True)
     else:
         others = ", ".join(sorted(held))
         if others:
             message += f"; the claim's other grants ({others}) are released"
-        details = _break_details(broken)
+        details = break_details(broken)
         ended = _lost(claim, views, Phase.REVOKED, Reason.LOCK_BROKEN, message, now)
         ended = replace(ended, notice=Notice(Reason.LOCK_BROKEN, ended.status.message, True, details))
     return (ended, *_give_back(held, ended.status.reason))
@@ -393,7 +393,7 @@ def _revocation(
         revocation = requested_revocation(claim, now)
         if revocation is None:
             return None
-        return Decision((_request_revocation(claim, current, revocation, names),))
+        return Decision((record_revocation(claim, current, revocation, names),))
     if now < revocation.deadline:
         return None
     why = f": {revocation.reason}" if revocation.reason else ""
@@ -418,7 +418,7 @@ def _lost(
     ends = {r: lockdelay.available_at(views[r].lock_policy, now) for r in claim.every_resource}
     rests = {r: until for r, until in ends.items() if until is not None}
     if claim.phase is not Phase.HELD or not rests:
-        return _end(claim, phase, reason, message, now, warning=True)
+        return end_claim(claim, phase, reason, message, now, warning=True)
     described = ", ".join(f"{r} until {to_rfc3339(until)}" for r, until in rests.items())
     message += f"; before anyone else is granted them, {described} rest (lock-delay)"
-    return _end(claim, phase, reason, message, now, warning=True, available_at=max(rests.values()))
+    return end_claim(claim, phase, reason, message, now, warning=True, available_at=max(rests.values()))
