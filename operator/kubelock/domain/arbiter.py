@@ -240,7 +240,7 @@ def _step(
         if first_answers_only:
             return Decision(tuple(a for a in told if a.claim.status is None))
         return Decision(tuple(told), min([*deadlines, *waits, context.rest.until], default=None))
-    preempted = _preemptions(resource, queue, grants, by_uid, now, policy, capacity)
+    preempted = _preemptions(queue, grants, by_uid, now, policy, capacity)
     if preempted:
         return Decision(tuple(preempted))
     if first_answers_only:
@@ -339,26 +339,29 @@ def _requeues(resource: str, active: Sequence[Claim], grant_of: dict[str, Lock],
     after every claim of the resource) with a fresh wait: their timeout and their aging start over."""
     over = [c for c in active if c.on_busy is OnBusy.REQUEUE and wait_over(c, now, c.uid in grant_of)]
     last = max((c.sequence for c in active), default=0)
-    requeued: list[SetStatus] = []
-    for n, claim in enumerate(over, start=1):
-        previous = claim.status
-        count = (previous.requeues if previous else 0) + 1
-        message = (
-            f"waited {claim.wait_timeout_seconds}s for {resource}; back at the end of the queue "
-            f"(onBusy: Requeue, requeued {count} time{'s' if count > 1 else ''})"
-        )
-        status = ClaimStatus(
-            phase=Phase.PENDING,
-            reason=Reason.REQUEUED,
-            message=message,
-            sequence=last + n,
-            holder=previous.holder if previous else None,
-            observed_renew=previous.observed_renew if previous else None,
-            waiting_since=now,
-            requeues=count,
-        )
-        requeued.append(SetStatus(claim, status, Notice(Reason.REQUEUED, message)))
-    return requeued
+    return [requeued(claim, resource, last + n, now) for n, claim in enumerate(over, start=1)]
+
+
+def requeued(claim: Claim, waited_for: str, sequence: int, now: float) -> SetStatus:
+    """A timed-out waiter with `onBusy: Requeue` back in line at `sequence` (after every claim queued
+    where it waits), its wait starting over now."""
+    previous = claim.status
+    count = (previous.requeues if previous else 0) + 1
+    message = (
+        f"waited {claim.wait_timeout_seconds}s for {waited_for}; back at the end of the queue "
+        f"(onBusy: Requeue, requeued {count} time{'s' if count > 1 else ''})"
+    )
+    status = ClaimStatus(
+        phase=Phase.PENDING,
+        reason=Reason.REQUEUED,
+        message=message,
+        sequence=sequence,
+        holder=previous.holder if previous else None,
+        observed_renew=previous.observed_renew if previous else None,
+        waiting_since=now,
+        requeues=count,
+    )
+    return SetStatus(claim, status, Notice(Reason.REQUEUED, message))
 
 
 def end_claim(
@@ -560,7 +563,6 @@ def record_revocation(holder: Claim, current: ClaimStatus, revocation: Revocatio
 
 
 def _preemptions(
-    resource: str,
     queue: Sequence[Claim],
     grants: Sequence[Lock],
     by_uid: dict[str, Claim],
@@ -570,16 +572,19 @@ def _preemptions(
 ) -> list[SetStatus]:
     """With preemption on, a waiter whose own priority (not aged: aging orders waiters, it does not
     preempt) exceeds a blocking holder's by `preemption_priority_delta` asks that holder, by a
-    revocation request from the operator, to give the lock back."""
+    revocation request from the operator, to give the lock back. Claims of several resources take
+    part both ways: one waiting asks the holder of each of its resources that blocks it (each from
+    that resource's decision); one Held is asked to give back its whole set (its own decision then
+    keeps the deadline, `multiclaim`)."""
     delta = policy.preemption_priority_delta
     if delta is None:
         return []
-    waiters = [c for c in queue if c.waiting and not c.multi]
+    waiters = [c for c in queue if c.waiting]
     out: list[SetStatus] = []
     for grant in grants:
         holder = by_uid[grant.claim_uid]
         current = holder.status
-        if holder.multi or current is None or current.phase is not Phase.HELD or current.revocation is not None:
+        if current is None or current.phase is not Phase.HELD or current.revocation is not None:
             continue
         urgent = [w for w in waiters if w.priority - holder.priority >= delta and blocks(grant.need, w.need, capacity)]
         if not urgent:
@@ -591,7 +596,7 @@ def _preemptions(
         )
         grace = policy.preemption_grace_seconds
         revocation = Revocation(now, "kubelock-operator", grace, now + grace, reason)
-        out.append(record_revocation(holder, current, revocation, resource))
+        out.append(record_revocation(holder, current, revocation, ", ".join(holder.every_resource)))
     return out
 
 

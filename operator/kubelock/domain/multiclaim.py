@@ -20,6 +20,11 @@ asks again until nothing is left to do.
   wait timeout, a deadlock; a grant of it broken by an administrator makes the claim Revoked
   (`LockBroken`) and its other grants are removed. An abnormal end of a Held claim (`lockdelay.ABNORMAL`)
   makes each of its resources rest for its own LockPolicy's lock-delay (`_lost`).
+- It counts against the quotas of the LockPolicy of each of its resources, once per policy (quotas
+  count claims, not grants): it is refused (`QuotaExceeded`) when its grant, or its first place in a
+  queue, would take its holder or its namespace over a limit of any of them.
+- A timed-out waiter with `onBusy: Requeue` goes back to the end of every one of its resources'
+  queues, as a claim of one resource does (once it holds nothing: grants being written go on).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from kubelock.domain import lockdelay
+from kubelock.domain import lockdelay, quotas
 from kubelock.domain.arbiter import (
     break_details,
     break_message,
@@ -38,10 +43,11 @@ from kubelock.domain.arbiter import (
     queued_status,
     record_revocation,
     requested_revocation,
+    requeued,
     wait_over,
 )
 from kubelock.domain.grants import blocks, fits, within
-from kubelock.domain.lockpolicy import DEFAULT, LockPolicy
+from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     MAX_GRANTS,
     Action,
@@ -55,6 +61,7 @@ from kubelock.domain.model import (
     Lock,
     LockBreak,
     Notice,
+    OnBusy,
     PodLiveness,
     Policy,
     RenewLock,
@@ -82,10 +89,17 @@ class ResourceView:
 
 
 def decide_claim(
-    claim: Claim, views: Mapping[str, ResourceView], *, now: float, policy: Policy, graph: WaitForGraph
+    claim: Claim,
+    views: Mapping[str, ResourceView],
+    *,
+    now: float,
+    policy: Policy,
+    graph: WaitForGraph,
+    usage: Mapping[str, Usage] | None = None,
 ) -> Decision:
     """One step for the active claim of several resources `claim`; `views` has one entry per resource
-    it names (`Claim.every_resource`)."""
+    it names (`Claim.every_resource`). `usage`: by LockPolicy name, the claims held and waiting under
+    each policy of its resources that sets quotas (`arbiter.decide`'s `usage`)."""
     resources = claim.every_resource
     held = {r: g for r in resources if (g := views[r].grant_of(claim.uid)) is not None}
     ending = _ending(claim, views, now, policy, bool(held))
@@ -96,18 +110,45 @@ def decide_claim(
     giving_back = giving_back_now(claim)
     if held and giving_back:
         return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
+    if claim.on_busy is OnBusy.REQUEUE and wait_over(claim, now, bool(held)):
+        # Holding nothing, as a claim of one resource: one whose grants are being written goes on.
+        return Decision((_requeued(claim, views, now),))
     if len(held) == len(resources):
         return Decision(_announce(claim, [held[r] for r in resources], now, policy))
     missing = [r for r in resources if r not in held]
     blocked = {r: why for r in missing if (why := _blocked(claim, views[r], now, policy)) is not None}
     if not blocked and not giving_back:
+        if not held:  # its first grant: from here on it counts as held (a grant counts from its write)
+            over = _over_quota(claim, views, usage or {}, granting=True)
+            if over is not None:
+                return Decision((end_claim(claim, Phase.REJECTED, Reason.QUOTA_EXCEEDED, over, now, warning=True),))
         resource = missing[0]  # the next in sorted order: every replica writes them in the same order
         return Decision((CreateLock(claim, now, effective_ttl(claim, policy), resource=resource),))
     if held:
         # The rest was taken meanwhile: it gives back what it holds and waits again, so that it never
         # holds part of its set while others wait for it.
         return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
-    return _waiting(claim, views, blocked, now, graph)
+    return _waiting(claim, views, blocked, now, graph, usage or {})
+
+
+def _over_quota(
+    claim: Claim, views: Mapping[str, ResourceView], usage: Mapping[str, Usage], *, granting: bool
+) -> str | None:
+    """Why the claim's grant (`granting`) or its first wait would go over a quota of one of its
+    resources' LockPolicies (None: it would not). Each policy counts the claim once, however many of
+    its resources it governs: quotas count claims, not grants."""
+    for lock_policy in dict.fromkeys(views[r].lock_policy for r in claim.every_resource):
+        admitted = {claim.uid} if granting else set()
+        over = quotas.over([claim], admitted, lock_policy, usage.get(lock_policy.name, NO_USAGE))
+        if over:
+            return over[0][1]
+    return None
+
+
+def _requeued(claim: Claim, views: Mapping[str, ResourceView], now: float) -> SetStatus:
+    """Back at the end of every one of its resources' queues: a sequence after every claim there."""
+    last = max((c.sequence for r in claim.every_resource for c in views[r].claims), default=claim.sequence)
+    return requeued(claim, f"{', '.join(claim.every_resource)} (all or nothing)", last + 1, now)
 
 
 def giving_back_now(claim: Claim) -> bool:
@@ -157,7 +198,7 @@ def _ending(
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)
-    if claim.phase is not Phase.HELD and wait_over(claim, now, False):
+    if claim.phase is not Phase.HELD and claim.on_busy is OnBusy.FAIL and wait_over(claim, now, False):
         names = ", ".join(claim.every_resource)
         message = f"gave up after waiting {claim.wait_timeout_seconds}s for {names} (all or nothing)"
         return end_claim(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
@@ -214,7 +255,12 @@ def _blocked(claim: Claim, view: ResourceView, now: float, policy: Policy) -> _B
 
 
 def _waiting(
-    claim: Claim, views: Mapping[str, ResourceView], blocked: Mapping[str, _Blocked], now: float, graph: WaitForGraph
+    claim: Claim,
+    views: Mapping[str, ResourceView],
+    blocked: Mapping[str, _Blocked],
+    now: float,
+    graph: WaitForGraph,
+    usage: Mapping[str, Usage],
 ) -> Decision:
     """The answer to a claim that holds nothing and cannot be granted yet: a try-lock is turned away,
     a waiter queued (or ended when its wait closes a deadlock)."""
@@ -235,6 +281,9 @@ def _waiting(
         every = ", ".join(claim.every_resource)
         message = f"not all of {every} are free ({described}); try again later, or set wait: true to queue"
         return Decision((end_claim(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
+    over = _over_quota(claim, views, usage, granting=False) if claim.status is None else None
+    if over is not None:  # never told Pending first: it would wait past the quota
+        return Decision((end_claim(claim, Phase.REJECTED, Reason.QUOTA_EXCEEDED, over, now, warning=True),))
     wake: set[str] = set()
     for resource in names:
         if claim.holder in blocked[resource].holders:
