@@ -174,6 +174,15 @@ def test_a_timed_out_claim_of_several_with_on_busy_requeue_goes_to_the_end_of_ev
     assert (failed.status.phase, failed.status.reason) == (Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT)
 
 
+def test_a_requeued_claim_of_one_resource_goes_behind_the_claims_of_several_queued_there() -> None:
+    patient = with_phase(claim("p", 1, "agent-p", resource=A, wait=True, wait_timeout_seconds=5,
+                               on_busy=OnBusy.REQUEUE), Phase.PENDING, Reason.QUEUED, since=T0)
+    queued = with_phase(M, Phase.PENDING, Reason.QUEUED, since=T0)  # sequence 5
+    everyone = [XA_HELD, patient, queued]
+    decision = decide(A, everyone, [XA_LOCK], now=T0 + 5, policy=POLICY, graph=graph_of(everyone, [XA_LOCK]))
+    assert only(decision).status.sequence == 6
+
+
 def test_a_claim_whose_grants_are_being_written_is_not_requeued() -> None:
     patient = with_phase(replace(M, on_busy=OnBusy.REQUEUE, wait_timeout_seconds=5), Phase.PENDING, Reason.QUEUED,
                          since=T0)

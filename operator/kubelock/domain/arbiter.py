@@ -163,7 +163,7 @@ def _decide_active(
     # A claim of several resources is decided as a whole (`multiclaim`): here it only stands in the
     # queue and its grant counts; its grant goes here only once the claim is gone.
     singles = [c for c in active if not c.multi]
-    requeued = _requeues(resource, singles, grant_of, now)
+    requeued = _requeues(resource, active, grant_of, now)
     if requeued:
         return Decision(tuple(requeued))
 
@@ -336,8 +336,13 @@ def wait_over(claim: Claim, now: float, holds: bool) -> bool:
 
 def _requeues(resource: str, active: Sequence[Claim], grant_of: dict[str, Lock], now: float) -> list[SetStatus]:
     """Waiters with `onBusy: Requeue` whose wait timed out go to the end of the queue (a sequence
-    after every claim of the resource) with a fresh wait: their timeout and their aging start over."""
-    over = [c for c in active if c.on_busy is OnBusy.REQUEUE and wait_over(c, now, c.uid in grant_of)]
+    after every claim of the resource, claims of several resources queued there included) with a fresh
+    wait: their timeout and their aging start over. A claim of several resources is requeued by its
+    own decision (`multiclaim`)."""
+    over = [
+        c for c in active
+        if not c.multi and c.on_busy is OnBusy.REQUEUE and wait_over(c, now, c.uid in grant_of)
+    ]
     last = max((c.sequence for c in active), default=0)
     return [requeued(claim, resource, last + n, now) for n, claim in enumerate(over, start=1)]
 
