@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import watch
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from kubelock.api.fencing import grant_tokens
 from kubelock.domain.resource import lock_name, normalise
@@ -271,6 +271,30 @@ def test_wait_timeout_and_deadlock_victim(locks: Locks) -> None:
     status = status_of(locks.wait_phase("xbc", "Deadlocked"))
     assert status["cycle"][0] == status["cycle"][-1] == "agent-x", status
     assert not any(lk["spec"]["resource"] == b for lk in locks.locks())
+
+
+def test_on_busy_requeue_puts_a_claim_of_several_back_at_the_end_of_its_queues(
+    locks: Locks, admin_api: ApiClient
+) -> None:
+    a, b = "rq://a", "rq://b"
+    locks.claim("xa", a, "agent-x")
+    locks.wait_phase("xa", "Held")
+    claim_all(locks, "patient", [a, b], "agent-p", wait=True, waitTimeoutSeconds=2, onBusy="Requeue")
+    locks.wait_phase("patient", "Pending")
+    locks.claim("other", a, "agent-o", wait=True)  # arrives after it: served before it once it requeued
+    claim_all(locks, "quitter", [a, b], "agent-q", wait=True, waitTimeoutSeconds=2)
+    requeued = locks.wait_for("patient", lambda c: (status_of(c).get("requeues") or 0) >= 1, timeout=15)
+    assert phase_of(requeued) == "Pending", requeued
+    assert status_of(requeued)["sequence"] > status_of(locks.get("other"))["sequence"]
+    assert status_of(locks.wait_phase("quitter", "TimedOut", timeout=15))["reason"] == "WaitTimedOut"
+    events = CoreV1Api(admin_api).list_namespaced_event(locks.namespace).items
+    assert any(e.reason == "Requeued" and "back at the end of the queue (onBusy: Requeue" in e.message
+               and e.involved_object.name == "patient" for e in events), [e.reason for e in events]
+    locks.delete("xa")
+    locks.wait_phase("other", "Held")
+    assert phase_of(locks.get("patient")) == "Pending"  # behind the claim that arrived after it
+    locks.delete("other")
+    assert set(held_grants(locks.wait_phase("patient", "Held", timeout=15))) == {a, b}
 
 
 # ---- bad input ---------------------------------------------------------------------------------

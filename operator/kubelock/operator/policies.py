@@ -14,6 +14,7 @@ from typing import Any
 from kubelock.api import objects
 from kubelock.domain import quotas
 from kubelock.domain.lockpolicy import NO_USAGE, LockPolicy, Quotas, Usage, select
+from kubelock.domain.model import Claim
 from kubelock.domain.reasons import Phase
 from kubelock.operator.cache import Cache, Key
 
@@ -90,15 +91,16 @@ def usage(
 ) -> Usage:
     """The claims held and waiting in `namespace` under `policy`, per holder, for its quotas: the
     cache's view with the grants and first waits decided but not yet seen (`in_flight`). A claim
-    holds from its lock's creation on, before it is told. Counted only for a policy with quotas (it
-    walks the namespace's claims)."""
+    holds from its lock's creation on, before it is told. A claim of several resources counts, once,
+    under the policy of each of its resources. Counted only for a policy with quotas (it walks the
+    namespace's claims)."""
     if not policy.quotas.any:
         return NO_USAGE
     granted = {g.claim_uid for (ns, _), record in cache.locks.items() if ns == namespace for g in record.grants}
     observed: dict[str, tuple[str, quotas.Count]] = {}
     for record in cache.claims.values():
         claim = record.claim
-        if record.namespace != namespace or index.policy_for(namespace, claim.resource).name != policy.name:
+        if record.namespace != namespace or not governed(index, namespace, claim, policy):
             continue
         if claim.phase is Phase.HELD or claim.uid in granted:
             observed[claim.uid] = (claim.holder, quotas.Count.HELD)
@@ -106,6 +108,11 @@ def usage(
             observed[claim.uid] = (claim.holder, quotas.Count.WAITING)
     reserved = in_flight.of(namespace, policy.name) if in_flight is not None else ()
     return quotas.usage(observed, reserved)
+
+
+def governed(index: PolicyIndex, namespace: str, claim: Claim, policy: LockPolicy) -> bool:
+    """`policy` governs one of the claim's resources (all of them, for a claim of several)."""
+    return any(index.policy_for(namespace, r).name == policy.name for r in claim.every_resource)
 
 
 def snapshot(index: PolicyIndex, keys: Iterable[Key], namespaces: Iterable[str]) -> dict[Key, LockPolicy]:
