@@ -26,6 +26,7 @@ from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, wait_until
 from tests.integration.conftest import client_from_kubeconfig
+from tests.integration.test_multi import claim_all, held_grants
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, status_of
 from tests.support.commands import Run, argv_of, environment, finish, run
@@ -253,6 +254,25 @@ def test_a_waiter_far_above_the_holder_preempts_it(sh: Shell) -> None:
     assert revocation["graceSeconds"] == PREEMPTION_GRACE
     sh.admin.wait_phase("vip", "Held", DEADLINE)
     assert status_of(sh.admin.get("low"))["reason"] == "RevocationGraceExpired"
+
+
+def test_a_claim_of_several_preempts_a_holder_and_is_preempted_as_a_whole(sh: Shell) -> None:
+    other = "deploy://api-canary"
+    sh.admin.claim("low", URI, "agent-low", ttl=120)
+    sh.admin.wait_phase("low", "Held", DEADLINE)
+    claim_all(sh.admin, "vip", [URI, other], "agent-vip", wait=True, priority=PREEMPTION_DELTA, ttlSeconds=120)
+    asked = sh.admin.wait_for("low", lambda b: "revocation" in status_of(b), DEADLINE, "asked to give back")
+    revocation = status_of(asked)["revocation"]
+    assert revocation["requestedBy"] == "kubelock-operator" and "agent-vip" in revocation["reason"]
+    assert set(held_grants(sh.admin.wait_phase("vip", "Held", DEADLINE))) == {URI, other}
+    assert status_of(sh.admin.get("low"))["reason"] == "RevocationGraceExpired"
+    # Held, it is asked to give back its whole set by a waiter far above it on one of its resources.
+    sh.admin.claim("top", other, "agent-top", wait=True, priority=2 * PREEMPTION_DELTA)
+    asked = sh.admin.wait_for("vip", lambda b: "revocation" in status_of(b), DEADLINE, "asked to give back")
+    assert "agent-top" in status_of(asked)["revocation"]["reason"]
+    sh.admin.wait_phase("top", "Held", DEADLINE)
+    assert status_of(sh.admin.get("vip"))["reason"] == "RevocationGraceExpired"
+    assert sh.lock_holder(URI) is None  # the rest of its set went with it
 
 
 # ---- priorities ---------------------------------------------------------------------------------

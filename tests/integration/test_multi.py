@@ -4,6 +4,7 @@ operators at once, an operator stopped in the middle of a grant, and bad input."
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import watch
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from kubelock.api.fencing import grant_tokens
 from kubelock.domain.resource import lock_name, normalise
@@ -149,6 +150,20 @@ def test_granted_all_at_once_with_one_token_per_resource(locks: Locks) -> None:
     wait_until(lambda: not locks.locks(), "both grants to be released")
 
 
+def test_kubectl_get_wide_lists_the_resources_of_a_claim_of_several(
+    locks: Locks, control_plane  # type: ignore[no-untyped-def]
+) -> None:
+    a, b = "github://acme/app/issues/2", "git://acme/app/branch/fix-2"
+    claim_all(locks, "both", [a, b], "agent-a")
+    locks.wait_phase("both", "Held")
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
+    table = subprocess.run([*kubectl, "-n", locks.namespace, "get", "lc", "both", "-o", "wide"],
+                           check=True, capture_output=True, text=True).stdout.splitlines()
+    header, row = table[0].split(), table[1]
+    assert header[-1] == "RESOURCES", header
+    assert a in row and b in row, row
+
+
 def test_waits_holding_nothing_and_is_granted_when_the_last_one_is_free(locks: Locks) -> None:
     a, b = "deploy://a", "deploy://b"
     locks.claim("ha", a, "agent-x")
@@ -256,6 +271,30 @@ def test_wait_timeout_and_deadlock_victim(locks: Locks) -> None:
     status = status_of(locks.wait_phase("xbc", "Deadlocked"))
     assert status["cycle"][0] == status["cycle"][-1] == "agent-x", status
     assert not any(lk["spec"]["resource"] == b for lk in locks.locks())
+
+
+def test_on_busy_requeue_puts_a_claim_of_several_back_at_the_end_of_its_queues(
+    locks: Locks, admin_api: ApiClient
+) -> None:
+    a, b = "rq://a", "rq://b"
+    locks.claim("xa", a, "agent-x")
+    locks.wait_phase("xa", "Held")
+    claim_all(locks, "patient", [a, b], "agent-p", wait=True, waitTimeoutSeconds=2, onBusy="Requeue")
+    locks.wait_phase("patient", "Pending")
+    locks.claim("other", a, "agent-o", wait=True)  # arrives after it: served before it once it requeued
+    claim_all(locks, "quitter", [a, b], "agent-q", wait=True, waitTimeoutSeconds=2)
+    requeued = locks.wait_for("patient", lambda c: (status_of(c).get("requeues") or 0) >= 1, timeout=15)
+    assert phase_of(requeued) == "Pending", requeued
+    assert status_of(requeued)["sequence"] > status_of(locks.get("other"))["sequence"]
+    assert status_of(locks.wait_phase("quitter", "TimedOut", timeout=15))["reason"] == "WaitTimedOut"
+    events = CoreV1Api(admin_api).list_namespaced_event(locks.namespace).items
+    assert any(e.reason == "Requeued" and "back at the end of the queue (onBusy: Requeue" in e.message
+               and e.involved_object.name == "patient" for e in events), [e.reason for e in events]
+    locks.delete("xa")
+    locks.wait_phase("other", "Held")
+    assert phase_of(locks.get("patient")) == "Pending"  # behind the claim that arrived after it
+    locks.delete("other")
+    assert set(held_grants(locks.wait_phase("patient", "Held", timeout=15))) == {a, b}
 
 
 # ---- bad input ---------------------------------------------------------------------------------

@@ -384,6 +384,64 @@ def test_a_burst_of_one_holders_claims_never_holds_more_than_its_quota(
     assert monitor.peak_by_holder["agent-burst"] == limit, monitor.peak_by_holder
 
 
+def test_a_claim_of_several_counts_under_the_quotas_of_each_of_its_resources_policy(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """A claim of several resources is one claim under each policy governing one of its resources:
+    refused over a quota of any of them (naming it), and counted once, not per resource, against the
+    quotas of a policy that governs several of them."""
+    apply_policy(admin_api, ns, "deploys", resourcePrefix="deploy://", maxHeldPerHolder=2, maxWaitingPerHolder=1)
+    apply_policy(admin_api, ns, "repos", resourcePrefix="github://", maxHeldPerHolder=1)
+    locks.claim("a-repo", "github://acme/one", "agent-a")
+    locks.wait_phase("a-repo", "Held")
+    # The operator knows both policies once it refuses a claim over the later one's quota.
+    locks.claim("a-probe", "github://acme/probe", "agent-a")
+    assert status_of(locks.wait_phase("a-probe", "Rejected", timeout=10))["reason"] == "QuotaExceeded"
+    claim_all(locks, "a-both", ["deploy://api", "github://acme/two"], "agent-a")
+    over = status_of(locks.wait_phase("a-both", "Rejected", timeout=10))
+    assert over["reason"] == "QuotaExceeded", over
+    assert "agent-a already has 1 claim held under LockPolicy repos" in over["message"], over
+    assert "(maxHeldPerHolder)" in over["message"]
+    wait_event(admin_api, ns, "a-both", "QuotaExceeded")
+    assert all(lk["spec"]["resource"] != "deploy://api" for lk in locks.locks())  # it took nothing
+    # Two resources under one policy: one claim held, so a second claim of the holder still fits.
+    claim_all(locks, "c-two", ["deploy://p", "deploy://q"], "agent-c")
+    locks.wait_phase("c-two", "Held")
+    locks.claim("c-one", "deploy://r", "agent-c")
+    locks.wait_phase("c-one", "Held")
+    locks.claim("c-over", "deploy://s", "agent-c")
+    over = status_of(locks.wait_phase("c-over", "Rejected", timeout=10))
+    assert "agent-c already has 2 claims held under LockPolicy deploys" in over["message"], over
+    # A waiting claim of several counts as waiting: the holder's next wait is over maxWaitingPerHolder.
+    claim_all(locks, "c-wait", ["deploy://p", "github://acme/three"], "agent-c2", wait=True)
+    locks.wait_phase("c-wait", "Pending")
+    claim_all(locks, "c-wait2", ["deploy://q", "github://acme/four"], "agent-c2", wait=True)
+    over = status_of(locks.wait_phase("c-wait2", "Rejected", timeout=10))
+    assert over["reason"] == "QuotaExceeded" and "(maxWaitingPerHolder)" in over["message"], over
+
+
+def test_a_burst_of_one_holders_claims_of_several_never_holds_more_than_its_quota(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """Claims of several resources of one holder, all at once: each is decided under a key of its own,
+    concurrently; the grants being written count against maxHeldPerHolder under each policy of their
+    resources, so the holder is never seen holding more than the limit."""
+    limit, burst = 2, 10
+    apply_policy(admin_api, ns, "burst", resourcePrefix="deploy://", capacity=2, maxHeldPerHolder=limit)
+    locks.claim("probe-a", "deploy://probe", "agent-probe-a")
+    locks.claim("probe-b", "deploy://probe", "agent-probe-b")
+    locks.wait_phases(["probe-a", "probe-b"], "Held", timeout=15)
+    names = [f"m{i}" for i in range(burst)]
+    with HolderMonitor(admin_api, ns) as monitor:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: claim_all(locks, n, [f"deploy://{n}-a", f"github://{n}"], "agent-burst"), names))
+        settled = [status_of(locks.wait_for(n, lambda c: phase_of(c) in ("Held", "Rejected"))) for n in names]
+    held = [n for n, s in zip(names, settled, strict=True) if s["phase"] == "Held"]
+    refused = {s["reason"] for s in settled if s["phase"] == "Rejected"}
+    assert len(held) == limit and refused == {"QuotaExceeded"}, (held, refused)
+    assert monitor.peak_by_holder["agent-burst"] == limit, monitor.peak_by_holder
+
+
 def test_two_operators_keep_one_holders_quota_together(  # type: ignore[no-untyped-def]
     control_plane, admin_api: ApiClient, tmp_path: Path
 ) -> None:

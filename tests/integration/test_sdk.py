@@ -537,6 +537,38 @@ def test_tools_return_short_sentences(team: Team) -> None:
     assert team.admin.claims() == [] or all(phase_of(c) != "Held" for c in team.admin.claims())
 
 
+def test_the_tools_take_several_resources_all_or_none(team: Team) -> None:
+    alice, bob = team.client("alice"), team.client("bob")
+    issue, branch = "github://acme/app/issues/43", "git://acme/app/fix-43"
+    try:
+        tools.use(bob)
+        assert tools.acquire_lock(branch).startswith(f"acquired {branch} ")
+        tools.use(alice)
+        busy = tools.acquire_locks([issue, branch])
+        assert busy.startswith(f"none of {issue}, {branch} acquired: "), busy
+        assert BOB in busy and busy.endswith("; skip them"), busy
+        assert team.lock_of(issue) is None  # all or none: the free one was not taken either
+        assert tools.acquire_locks([issue, issue]).startswith(f"lock on {issue}, {issue} NOT acquired: ")
+        tools.use(bob)
+        assert tools.release_lock(branch) == f"released {branch}"
+        wait_until(lambda: team.lock_of(branch) is None, what="bob's lock to be released", timeout=DEADLINE)
+        tools.use(alice)
+        acquired = tools.acquire_locks([issue, branch], ttl_seconds=600)
+        tokens = {uri: recorded_token(team, uri) for uri in (issue, branch)}
+        granted = ", ".join(f"{uri} (fencing token {tokens[uri]})" for uri in sorted(tokens))  # grant order
+        assert acquired == (
+            f"acquired {granted}, "
+            f"all expiring {acquired.split('all expiring ')[1].split(';')[0]}; "
+            "call release_locks with the same list when done"
+        ), acquired
+        assert holder_of(team, issue) == holder_of(team, branch) == ALICE
+        assert tools.release_locks([issue, branch]) == f"released {', '.join(sorted(tokens))}"
+        wait_until(lambda: team.lock_of(issue) is None and team.lock_of(branch) is None,
+                   what="both locks to be released", timeout=DEADLINE)
+    finally:
+        tools.use(None)
+
+
 # ---- claims of several resources: lock_all, acquire_all -----------------------------------------
 # Several resources in one claim, granted all together or not at all, each with its own fencing
 # token; renewed and released as one; the whole lease lost when an administrator breaks any one of

@@ -63,19 +63,21 @@ class HolderMonitor:
     def _observe(self, kind: str, obj: dict[str, Any]) -> None:
         self.events += 1
         name = obj["metadata"]["name"]
-        resource = normalise(obj["spec"]["resource"])
+        spec = obj["spec"]
         status = obj.get("status") or {}
         holding = kind != "DELETED" and status.get("phase") == "Held"
-        held = self._held[resource]
-        if holding and name not in held:
-            spec = obj["spec"]
-            held[name] = Need(Mode(spec.get("mode", "Exclusive")), int(spec.get("permits", 1)))
-            self.grants.append((resource, name, int(status.get("fencingToken") or 0)))
-            if not compatible(held.values(), 1):
-                self.violations.append(f"{resource} held by {sorted(held)} at once")
-        elif not holding:
-            held.pop(name, None)
-        self._count_holder(name, obj["spec"]["holder"], holding)
+        tokens = {g["resource"]: g["fencingToken"] for g in status.get("grants") or []}  # a claim of several
+        for resource in [normalise(r) for r in spec.get("resources") or [spec["resource"]]]:
+            held = self._held[resource]
+            if holding and name not in held:
+                held[name] = Need(Mode(spec.get("mode", "Exclusive")), int(spec.get("permits", 1)))
+                token = tokens.get(resource, status.get("fencingToken"))
+                self.grants.append((resource, name, int(token or 0)))
+                if not compatible(held.values(), 1):
+                    self.violations.append(f"{resource} held by {sorted(held)} at once")
+            elif not holding:
+                held.pop(name, None)
+        self._count_holder(name, spec["holder"], holding)
 
     def _count_holder(self, name: str, holder: str, holding: bool) -> None:
         if not holding:

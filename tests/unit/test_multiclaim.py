@@ -12,6 +12,7 @@ import pytest
 
 from kubelock.domain.arbiter import decide
 from kubelock.domain.grants import Mode, Need, compatible, fits
+from kubelock.domain.lockpolicy import DEFAULT, LockPolicy
 from kubelock.domain.model import (
     Action,
     Claim,
@@ -264,11 +265,13 @@ class MultiSpace(Space):
                 return Decision()
             everyone = list(self.claims.values())
             every = [g for gs in self.grants.values() for g in gs]
-            return decide_claim(c, views(everyone, every, self.capacity), now=now, policy=self.policy,
-                                graph=self.graph())
+            seen = views(everyone, every, self.capacity)
+            seen = {r: replace(v, lock_policy=self.lock_policy) for r, v in seen.items()}
+            return decide_claim(c, seen, now=now, policy=self.policy, graph=self.graph(),
+                                usage={self.lock_policy.name: self.usage()})
         claims = [c for c in self.claims.values() if key in c.every_resource]
         return decide(key, claims, self.grants.get(key, []), now=now, policy=self.policy, graph=self.graph(),
-                      capacity=self.capacity.get(key, 1))
+                      capacity=self.capacity.get(key, 1), lock_policy=self.lock_policy, usage=self.usage())
 
     def apply(self, actions: Iterable[Action]) -> None:
         for action in actions:
@@ -281,6 +284,21 @@ class MultiSpace(Space):
             if isinstance(action, CreateLock):
                 self._fifo(action)
             super().apply([action])
+        self._within_quotas()
+
+    def _within_quotas(self) -> None:
+        """The LockPolicy's held quotas hold after every write: a claim holds from its first grant's
+        write (a claim of several counts once, however many of its grants are written)."""
+        quotas = self.lock_policy.quotas
+        granted = {g.claim_uid for gs in self.grants.values() for g in gs}
+        held: dict[str, int] = {}
+        for c in self.claims.values():
+            if c.active and (c.phase is Phase.HELD or c.uid in granted):
+                held[c.holder] = held.get(c.holder, 0) + 1
+        if quotas.max_held_per_holder is not None:
+            assert max(held.values(), default=0) <= quotas.max_held_per_holder, held
+        if quotas.max_held_per_namespace is not None:
+            assert sum(held.values()) <= quotas.max_held_per_namespace, held
 
     def _fifo(self, action: CreateLock) -> None:
         """The model's queue rule: a grant fits beside the resource's grants and beside every claim
@@ -362,12 +380,13 @@ def test_random_timelines_with_shared_holders_leave_no_waiter_in_a_cycle(seed: i
             assert cycle is not None and cycle[0] == cycle[-1] == c.holder
 
 
-def _timeline(seed: int, *, holders: int) -> tuple[MultiSpace, float]:
-    """A random timeline (`holders`: how many holders share the claims; 0: one holder per claim)."""
+def _timeline(seed: int, *, holders: int, lock_policy: LockPolicy = DEFAULT) -> tuple[MultiSpace, float]:
+    """A random timeline (`holders`: how many holders share the claims; 0: one holder per claim),
+    under `lock_policy` (every resource)."""
     rng = random.Random(seed)
     resources = [f"r://{i}" for i in range(rng.randint(2, 5))]
     capacity = {r: rng.choice([1, 1, 2, 3]) for r in resources}
-    space = MultiSpace(capacity=capacity)
+    space = MultiSpace(capacity=capacity, lock_policy=lock_policy)
     now = T0
     for seq in range(1, rng.randint(6, 24)):
         roll = rng.random()

@@ -16,6 +16,7 @@ from kubelock.domain.quotaledger import (
     ledger_of,
     needs_ledger,
     recorded,
+    unrecorded,
     written,
 )
 from kubelock.domain.quotas import Count, Reservation, usage
@@ -116,3 +117,10 @@ def test_the_ledger_reads_back_what_it_writes_and_reads_garbage_as_nothing() -> 
     assert list(entries_of({"metadata": {"annotations": {"kubelock.dev/quota-reservations": bad}}})) == ["u2"]
     assert lease_name(LedgerKey("ns", "deploys", None)) == "kubelock-quota.deploys"
     assert len(lease_name(LedgerKey("ns", "p" * 253, 1))) <= 253
+
+
+def test_a_reservation_still_live_in_the_ledger_needs_no_new_write() -> None:
+    entries = {"held": Entry("agent-a", Count.HELD, T0 - 5), "old": Entry("agent-a", Count.HELD, T0 - 40),
+               "waiting": Entry("agent-a", Count.WAITING, T0 - 5)}
+    wanted = [reservation("held"), reservation("old"), reservation("waiting"), reservation("new")]
+    assert [r.uid for r in unrecorded(entries, wanted, T0)] == ["old", "waiting", "new"]

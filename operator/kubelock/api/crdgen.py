@@ -167,6 +167,7 @@ def render() -> dict[str, JSON]:
             _col("Reason", ".status.reason", description="Reason for the phase", priority=1),
             _col("Mode", ".spec.mode", description="Exclusive or Shared", priority=1),
             _col("Permits", ".spec.permits", "integer", "Permits asked of each resource", priority=1),
+            _col("Resources", ".spec.resources", description="A claim of several resources: all of them", priority=1),
         ],
         status=True,
     )

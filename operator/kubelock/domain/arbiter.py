@@ -163,7 +163,7 @@ def _decide_active(
     # A claim of several resources is decided as a whole (`multiclaim`): here it only stands in the
     # queue and its grant counts; its grant goes here only once the claim is gone.
     singles = [c for c in active if not c.multi]
-    requeued = _requeues(resource, singles, grant_of, now)
+    requeued = _requeues(resource, active, grant_of, now)
     if requeued:
         return Decision(tuple(requeued))
 
@@ -231,7 +231,8 @@ def _step(
             answers = _first_answers(resource, waiting, grants, graph, capacity, now, aging) if answer_others else []
             return Decision((*made, *answers))
     if over:
-        return Decision(tuple(_end(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over))
+        refusals = (end_claim(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over)
+        return Decision(tuple(refusals))
     if admitted:
         return Decision(tuple(CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted))
     if context.rest is not None:
@@ -239,7 +240,7 @@ def _step(
         if first_answers_only:
             return Decision(tuple(a for a in told if a.claim.status is None))
         return Decision(tuple(told), min([*deadlines, *waits, context.rest.until], default=None))
-    preempted = _preemptions(resource, queue, grants, by_uid, now, policy, capacity)
+    preempted = _preemptions(queue, grants, by_uid, now, policy, capacity)
     if preempted:
         return Decision(tuple(preempted))
     if first_answers_only:
@@ -303,64 +304,72 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
             message = f"pod {claim.pod_name} terminated"
         if fresh:
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
-            return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
+            return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         # A claim told Held whose lock is already gone lost a grant too: its lock's deletion went out
         # together with this status, and the status write failed (a renewal raced it).
         if not holds and claim.phase is not Phase.HELD:
-            return _end(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
+            return end_claim(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
         return _lost(claim, resource, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, context)
     if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
         message = (
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
             "(operator setting maxTtlSeconds)"
         )
-        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+        return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     if not holds and not within(claim.need, capacity):
         # Never grantable: at the head of the queue it would hold back everyone behind it.
         message = f"permits {claim.permits} exceed the capacity {capacity} of {resource}"
-        return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
-    if _wait_over(claim, now, holds) and claim.on_busy is OnBusy.FAIL:
+        return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
+    if wait_over(claim, now, holds) and claim.on_busy is OnBusy.FAIL:
         timeout = claim.wait_timeout_seconds
         held_by = claim.status.holder if claim.status else None
         message = f"gave up after waiting {timeout}s for {resource}" + (f" (held by {held_by})" if held_by else "")
-        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False, holder=held_by)
+        return end_claim(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False, holder=held_by)
     return None
 
 
-def _wait_over(claim: Claim, now: float, holds: bool) -> bool:
+def wait_over(claim: Claim, now: float, holds: bool) -> bool:
     timeout = claim.wait_timeout_seconds
     return claim.waiting and not holds and timeout is not None and now >= waiting_since(claim, now) + timeout
 
 
 def _requeues(resource: str, active: Sequence[Claim], grant_of: dict[str, Lock], now: float) -> list[SetStatus]:
     """Waiters with `onBusy: Requeue` whose wait timed out go to the end of the queue (a sequence
-    after every claim of the resource) with a fresh wait: their timeout and their aging start over."""
-    over = [c for c in active if c.on_busy is OnBusy.REQUEUE and _wait_over(c, now, c.uid in grant_of)]
+    after every claim of the resource, claims of several resources queued there included) with a fresh
+    wait: their timeout and their aging start over. A claim of several resources is requeued by its
+    own decision (`multiclaim`)."""
+    over = [
+        c for c in active
+        if not c.multi and c.on_busy is OnBusy.REQUEUE and wait_over(c, now, c.uid in grant_of)
+    ]
     last = max((c.sequence for c in active), default=0)
-    requeued: list[SetStatus] = []
-    for n, claim in enumerate(over, start=1):
-        previous = claim.status
-        count = (previous.requeues if previous else 0) + 1
-        message = (
-            f"waited {claim.wait_timeout_seconds}s for {resource}; back at the end of the queue "
-            f"(onBusy: Requeue, requeued {count} time{'s' if count > 1 else ''})"
-        )
-        status = ClaimStatus(
-            phase=Phase.PENDING,
-            reason=Reason.REQUEUED,
-            message=message,
-            sequence=last + n,
-            holder=previous.holder if previous else None,
-            observed_renew=previous.observed_renew if previous else None,
-            waiting_since=now,
-            requeues=count,
-        )
-        requeued.append(SetStatus(claim, status, Notice(Reason.REQUEUED, message)))
-    return requeued
+    return [requeued(claim, resource, last + n, now) for n, claim in enumerate(over, start=1)]
 
 
-def _end(
+def requeued(claim: Claim, waited_for: str, sequence: int, now: float) -> SetStatus:
+    """A timed-out waiter with `onBusy: Requeue` back in line at `sequence` (after every claim queued
+    where it waits), its wait starting over now."""
+    previous = claim.status
+    count = (previous.requeues if previous else 0) + 1
+    message = (
+        f"waited {claim.wait_timeout_seconds}s for {waited_for}; back at the end of the queue "
+        f"(onBusy: Requeue, requeued {count} time{'s' if count > 1 else ''})"
+    )
+    status = ClaimStatus(
+        phase=Phase.PENDING,
+        reason=Reason.REQUEUED,
+        message=message,
+        sequence=sequence,
+        holder=previous.holder if previous else None,
+        observed_renew=previous.observed_renew if previous else None,
+        waiting_since=now,
+        requeues=count,
+    )
+    return SetStatus(claim, status, Notice(Reason.REQUEUED, message))
+
+
+def end_claim(
     claim: Claim,
     phase: Phase,
     reason: Reason,
@@ -394,7 +403,7 @@ def _lost(
     until = context.rest_after_loss(now)
     if until is not None:
         message += f"; {resource} rests until {to_rfc3339(until)} before anyone else is granted it (lock-delay)"
-    return _end(claim, phase, reason, message, now, warning=True, available_at=until)
+    return end_claim(claim, phase, reason, message, now, warning=True, available_at=until)
 
 
 def break_message(resource: str, broken: LockBreak | None) -> str:
@@ -405,7 +414,7 @@ def break_message(resource: str, broken: LockBreak | None) -> str:
     return f"the lock on {resource} was broken by {who}{why}"
 
 
-def _break_details(broken: LockBreak | None) -> tuple[tuple[str, str], ...]:
+def break_details(broken: LockBreak | None) -> tuple[tuple[str, str], ...]:
     if broken is None or broken.namespace_deleted:
         return ()
     return tuple((k, v) for k, v in (("actor", broken.actor), ("breakReason", broken.reason)) if v)
@@ -417,10 +426,10 @@ def _revoked(resource: str, believers: Sequence[Claim], now: float, context: _Co
     broken = context.broken
     message = break_message(resource, broken)
     if broken is not None and broken.namespace_deleted:
-        revoked = [_end(c, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True) for c in believers]
+        revoked = [end_claim(c, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True) for c in believers]
     else:
         revoked = [_lost(c, resource, Phase.REVOKED, Reason.LOCK_BROKEN, message, now, context) for c in believers]
-    details = _break_details(broken)
+    details = break_details(broken)
     return Decision(tuple(replace(r, notice=Notice(r.status.reason, r.status.message, True, details)) for r in revoked))
 
 
@@ -523,7 +532,7 @@ def _revocation_step(
         revocation = requested_revocation(holder, now)
         if revocation is None:
             return None
-        return (_request_revocation(holder, current, revocation, resource),), True
+        return (record_revocation(holder, current, revocation, resource),), True
     if now < revocation.deadline:
         deadlines.append(revocation.deadline)
         return None
@@ -547,7 +556,7 @@ def requested_revocation(claim: Claim, now: float) -> Revocation | None:
     return Revocation(now, request.requested_by, request.grace_seconds, now + request.grace_seconds, request.reason)
 
 
-def _request_revocation(holder: Claim, current: ClaimStatus, revocation: Revocation, resource: str) -> SetStatus:
+def record_revocation(holder: Claim, current: ClaimStatus, revocation: Revocation, resource: str) -> SetStatus:
     why = f": {revocation.reason}" if revocation.reason else ""
     message = (
         f"{revocation.requested_by} asks {holder.holder} to give back {resource} by "
@@ -559,7 +568,6 @@ def _request_revocation(holder: Claim, current: ClaimStatus, revocation: Revocat
 
 
 def _preemptions(
-    resource: str,
     queue: Sequence[Claim],
     grants: Sequence[Lock],
     by_uid: dict[str, Claim],
@@ -569,16 +577,19 @@ def _preemptions(
 ) -> list[SetStatus]:
     """With preemption on, a waiter whose own priority (not aged: aging orders waiters, it does not
     preempt) exceeds a blocking holder's by `preemption_priority_delta` asks that holder, by a
-    revocation request from the operator, to give the lock back."""
+    revocation request from the operator, to give the lock back. Claims of several resources take
+    part both ways: one waiting asks the holder of each of its resources that blocks it (each from
+    that resource's decision); one Held is asked to give back its whole set (its own decision then
+    keeps the deadline, `multiclaim`)."""
     delta = policy.preemption_priority_delta
     if delta is None:
         return []
-    waiters = [c for c in queue if c.waiting and not c.multi]
+    waiters = [c for c in queue if c.waiting]
     out: list[SetStatus] = []
     for grant in grants:
         holder = by_uid[grant.claim_uid]
         current = holder.status
-        if holder.multi or current is None or current.phase is not Phase.HELD or current.revocation is not None:
+        if current is None or current.phase is not Phase.HELD or current.revocation is not None:
             continue
         urgent = [w for w in waiters if w.priority - holder.priority >= delta and blocks(grant.need, w.need, capacity)]
         if not urgent:
@@ -590,7 +601,7 @@ def _preemptions(
         )
         grace = policy.preemption_grace_seconds
         revocation = Revocation(now, "kubelock-operator", grace, now + grace, reason)
-        out.append(_request_revocation(holder, current, revocation, resource))
+        out.append(record_revocation(holder, current, revocation, ", ".join(holder.every_resource)))
     return out
 
 
@@ -643,7 +654,7 @@ def _answers(
             # another of them, keeps this one out (FIFO), while holding nothing.
             found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need) if claim.wait else None
             if found is not None and found.victim == found.edges[0]:
-                actions.append(_deadlocked(claim, found, Reason.DEADLOCK, now))
+                actions.append(deadlocked(claim, found, Reason.DEADLOCK, now))
                 continue
             if found is not None:
                 wake.add(found.victim.resource)
@@ -658,20 +669,20 @@ def _answers(
                     "try again later, or set wait: true to queue"
                 )
                 actions.append(
-                    _end(
+                    end_claim(
                         claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=first.holder
                     )
                 )
             continue
         if any(g.holder == claim.holder and blocks(g.need, claim.need, capacity) for g in grants):
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
-            actions.append(_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now))
+            actions.append(deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now))
             continue
         found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need, Order(now, aging_seconds))
         if found is not None:
             victim = found.victim
             if victim == found.edges[0]:
-                actions.append(_deadlocked(claim, found, Reason.DEADLOCK, now))
+                actions.append(deadlocked(claim, found, Reason.DEADLOCK, now))
                 continue
             # The victim, an older wait's newer neighbour in this cycle, ends when its own resource
             # is decided. This waiter may close other cycles whose victims nobody has met yet: it is
@@ -680,7 +691,7 @@ def _answers(
             deadlines.append(now + CYCLE_RECHECK_SECONDS)
         position += 1
         message = f"waiting for {resource}, held by {_held_by(blocking)}; position {position} in the queue"
-        pending = _queued(claim, Reason.QUEUED, message, first.holder, position, now, deadlines)
+        pending = queued_status(claim, Reason.QUEUED, message, first.holder, position, now, deadlines)
         if worth_writing(claim.status, pending):
             notice = Notice(Reason.QUEUED, pending.message) if claim.status is None else None
             actions.append(SetStatus(claim, pending, notice))
@@ -699,15 +710,15 @@ def _behind_reservation(
         if claim.status is not None:
             return []
         message = f"{resource} is reserved for {who}; try again later, or set wait: true to queue"
-        return [_end(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=holder)]
+        return [end_claim(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=holder)]
     message = f"waiting for {resource}, reserved for {who}; position {position + 1} in the queue"
-    pending = _queued(claim, Reason.QUEUED, message, holder, position + 1, now, deadlines)
+    pending = queued_status(claim, Reason.QUEUED, message, holder, position + 1, now, deadlines)
     if claim.status == pending:
         return []
     return [SetStatus(claim, pending, Notice(Reason.QUEUED, pending.message) if claim.status is None else None)]
 
 
-def _queued(
+def queued_status(
     claim: Claim, reason: Reason, message: str, holder: str | None, position: int, now: float, deadlines: list[float]
 ) -> ClaimStatus:
     """A waiter's Pending status at `position`; its wait timeout joins `deadlines`. What it carries over
@@ -745,12 +756,12 @@ def _resting_answers(
         if not claim.wait:
             if claim.status is None:
                 message = f"{resource} rests until {until}: {rest.cause}; try again then, or set wait: true to queue"
-                actions.append(_end(claim, Phase.REJECTED, Reason.LOCK_DELAY, message, now, warning=False))
+                actions.append(end_claim(claim, Phase.REJECTED, Reason.LOCK_DELAY, message, now, warning=False))
             continue
         position += 1
         message = f"waiting for {resource}, which rests until {until}: {rest.cause}; position {position} in the queue"
         pending = replace(
-            _queued(claim, Reason.LOCK_DELAY, message, holder, position, now, deadlines), available_at=rest.until
+            queued_status(claim, Reason.LOCK_DELAY, message, holder, position, now, deadlines), available_at=rest.until
         )
         if worth_writing(claim.status, pending):
             told = claim.status is not None and claim.status.reason is Reason.LOCK_DELAY
@@ -769,7 +780,7 @@ def stale_message(resource: str, holder: str, lock: Lock, policy: Policy) -> str
     )
 
 
-def _deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float) -> SetStatus:
+def deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float) -> SetStatus:
     path = cycle.path
-    update = _end(claim, Phase.DEADLOCKED, reason, f"deadlock: {describe(path)}", now, warning=True)
+    update = end_claim(claim, Phase.DEADLOCKED, reason, f"deadlock: {describe(path)}", now, warning=True)
     return replace(update, status=replace(update.status, cycle=path))

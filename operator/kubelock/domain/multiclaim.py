@@ -20,6 +20,11 @@ asks again until nothing is left to do.
   wait timeout, a deadlock; a grant of it broken by an administrator makes the claim Revoked
   (`LockBroken`) and its other grants are removed. An abnormal end of a Held claim (`lockdelay.ABNORMAL`)
   makes each of its resources rest for its own LockPolicy's lock-delay (`_lost`).
+- It counts against the quotas of the LockPolicy of each of its resources, once per policy (quotas
+  count claims, not grants): it is refused (`QuotaExceeded`) when its grant, or its first place in a
+  queue, would take its holder or its namespace over a limit of any of them.
+- A timed-out waiter with `onBusy: Requeue` goes back to the end of every one of its resources'
+  queues, as a claim of one resource does (once it holds nothing: grants being written go on).
 """
 
 from __future__ import annotations
@@ -27,21 +32,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from kubelock.domain import lockdelay
+from kubelock.domain import lockdelay, quotas
 from kubelock.domain.arbiter import (
-    _break_details,
-    _deadlocked,
-    _end,
-    _queued,
-    _request_revocation,
-    _wait_over,
+    break_details,
     break_message,
+    deadlocked,
     effective_ttl,
+    end_claim,
     queue_order,
+    queued_status,
+    record_revocation,
     requested_revocation,
+    requeued,
+    wait_over,
 )
 from kubelock.domain.grants import blocks, fits, within
-from kubelock.domain.lockpolicy import DEFAULT, LockPolicy
+from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     MAX_GRANTS,
     Action,
@@ -55,6 +61,7 @@ from kubelock.domain.model import (
     Lock,
     LockBreak,
     Notice,
+    OnBusy,
     PodLiveness,
     Policy,
     RenewLock,
@@ -82,10 +89,17 @@ class ResourceView:
 
 
 def decide_claim(
-    claim: Claim, views: Mapping[str, ResourceView], *, now: float, policy: Policy, graph: WaitForGraph
+    claim: Claim,
+    views: Mapping[str, ResourceView],
+    *,
+    now: float,
+    policy: Policy,
+    graph: WaitForGraph,
+    usage: Mapping[str, Usage] | None = None,
 ) -> Decision:
     """One step for the active claim of several resources `claim`; `views` has one entry per resource
-    it names (`Claim.every_resource`)."""
+    it names (`Claim.every_resource`). `usage`: by LockPolicy name, the claims held and waiting under
+    each policy of its resources that sets quotas (`arbiter.decide`'s `usage`)."""
     resources = claim.every_resource
     held = {r: g for r in resources if (g := views[r].grant_of(claim.uid)) is not None}
     ending = _ending(claim, views, now, policy, bool(held))
@@ -96,18 +110,45 @@ def decide_claim(
     giving_back = giving_back_now(claim)
     if held and giving_back:
         return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
+    if claim.on_busy is OnBusy.REQUEUE and wait_over(claim, now, bool(held)):
+        # Holding nothing, as a claim of one resource: one whose grants are being written goes on.
+        return Decision((_requeued(claim, views, now),))
     if len(held) == len(resources):
         return Decision(_announce(claim, [held[r] for r in resources], now, policy))
     missing = [r for r in resources if r not in held]
     blocked = {r: why for r in missing if (why := _blocked(claim, views[r], now, policy)) is not None}
     if not blocked and not giving_back:
+        if not held:  # its first grant: from here on it counts as held (a grant counts from its write)
+            over = _over_quota(claim, views, usage or {}, granting=True)
+            if over is not None:
+                return Decision((end_claim(claim, Phase.REJECTED, Reason.QUOTA_EXCEEDED, over, now, warning=True),))
         resource = missing[0]  # the next in sorted order: every replica writes them in the same order
         return Decision((CreateLock(claim, now, effective_ttl(claim, policy), resource=resource),))
     if held:
         # The rest was taken meanwhile: it gives back what it holds and waits again, so that it never
         # holds part of its set while others wait for it.
         return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
-    return _waiting(claim, views, blocked, now, graph)
+    return _waiting(claim, views, blocked, now, graph, usage or {})
+
+
+def _over_quota(
+    claim: Claim, views: Mapping[str, ResourceView], usage: Mapping[str, Usage], *, granting: bool
+) -> str | None:
+    """Why the claim's grant (`granting`) or its first wait would go over a quota of one of its
+    resources' LockPolicies (None: it would not). Each policy counts the claim once, however many of
+    its resources it governs: quotas count claims, not grants."""
+    for lock_policy in dict.fromkeys(views[r].lock_policy for r in claim.every_resource):
+        admitted = {claim.uid} if granting else set()
+        over = quotas.over([claim], admitted, lock_policy, usage.get(lock_policy.name, NO_USAGE))
+        if over:
+            return over[0][1]
+    return None
+
+
+def _requeued(claim: Claim, views: Mapping[str, ResourceView], now: float) -> SetStatus:
+    """Back at the end of every one of its resources' queues: a sequence after every claim there."""
+    last = max((c.sequence for r in claim.every_resource for c in views[r].claims), default=claim.sequence)
+    return requeued(claim, f"{', '.join(claim.every_resource)} (all or nothing)", last + 1, now)
 
 
 def giving_back_now(claim: Claim) -> bool:
@@ -125,7 +166,7 @@ def _giving_back(claim: Claim, held: Mapping[str, Lock], now: float) -> SetStatu
     names = ", ".join(sorted(held))
     every = ", ".join(claim.every_resource)
     message = f"giving back {names}: the rest of {every} was taken meanwhile; then waiting again"
-    status = _queued(claim, Reason.GIVING_BACK, message, None, 1, now, [])
+    status = queued_status(claim, Reason.GIVING_BACK, message, None, 1, now, [])
     return SetStatus(claim, replace(status, queue_position=None), None)
 
 
@@ -142,7 +183,7 @@ def _ending(
     if fresh:
         invalid = _invalid(claim, views, policy)
         if invalid is not None:
-            return _end(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
+            return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
     if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
         if claim.pod is PodLiveness.UNWATCHED:
             message = (
@@ -154,13 +195,13 @@ def _ending(
             message = f"pod {claim.pod_name} {gone}"
         if fresh:
             reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
-            return _end(claim, Phase.REJECTED, reason, message, now, warning=True)
+            return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)
-    if claim.phase is not Phase.HELD and _wait_over(claim, now, False):
+    if claim.phase is not Phase.HELD and claim.on_busy is OnBusy.FAIL and wait_over(claim, now, False):
         names = ", ".join(claim.every_resource)
         message = f"gave up after waiting {claim.wait_timeout_seconds}s for {names} (all or nothing)"
-        return _end(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
+        return end_claim(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
     return None
 
 
@@ -214,7 +255,12 @@ def _blocked(claim: Claim, view: ResourceView, now: float, policy: Policy) -> _B
 
 
 def _waiting(
-    claim: Claim, views: Mapping[str, ResourceView], blocked: Mapping[str, _Blocked], now: float, graph: WaitForGraph
+    claim: Claim,
+    views: Mapping[str, ResourceView],
+    blocked: Mapping[str, _Blocked],
+    now: float,
+    graph: WaitForGraph,
+    usage: Mapping[str, Usage],
 ) -> Decision:
     """The answer to a claim that holds nothing and cannot be granted yet: a try-lock is turned away,
     a waiter queued (or ended when its wait closes a deadlock)."""
@@ -223,7 +269,7 @@ def _waiting(
         # It gave back its grants and may be granted again: its status says it waits no longer for
         # the give-back (a claim is told Held only from a status that does not say it gives back).
         message = f"waiting for {', '.join(claim.every_resource)} (all or nothing): about to be granted"
-        return Decision((SetStatus(claim, _queued(claim, Reason.QUEUED, message, None, 1, now, [])),))
+        return Decision((SetStatus(claim, queued_status(claim, Reason.QUEUED, message, None, 1, now, [])),))
     first = blocked[names[0]]
     holder = first.holders[0] if first.holders else (first.ahead[0].holder if first.ahead else None)
     described = "; ".join(f"{r} {_why(blocked[r])}" for r in names)
@@ -234,22 +280,25 @@ def _waiting(
         reason = Reason.LOCK_DELAY if resting else Reason.HELD_BY_ANOTHER
         every = ", ".join(claim.every_resource)
         message = f"not all of {every} are free ({described}); try again later, or set wait: true to queue"
-        return Decision((_end(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
+        return Decision((end_claim(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
+    over = _over_quota(claim, views, usage, granting=False) if claim.status is None else None
+    if over is not None:  # never told Pending first: it would wait past the quota
+        return Decision((end_claim(claim, Phase.REJECTED, Reason.QUOTA_EXCEEDED, over, now, warning=True),))
     wake: set[str] = set()
     for resource in names:
         if claim.holder in blocked[resource].holders:
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
-            return Decision((_deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now),))
+            return Decision((deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now),))
         found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
         if found is not None:
             if found.victim == found.edges[0]:
-                return Decision((_deadlocked(claim, found, Reason.DEADLOCK, now),))
+                return Decision((deadlocked(claim, found, Reason.DEADLOCK, now),))
             wake.add(found.victim.resource)
     position = 1 + sum(1 for c in first.ahead if c.wait)
     waits_for = f"waiting for {', '.join(names)} (all or nothing)"
     message = f"{waits_for}: {described}; position {position} in the queue of {names[0]}"
     deadlines: list[float] = []
-    pending = _queued(claim, Reason.QUEUED, message, holder, position, now, deadlines)
+    pending = queued_status(claim, Reason.QUEUED, message, holder, position, now, deadlines)
     rests = [b.rest.until for b in blocked.values() if b.rest is not None]
     if rests and all(b.rest is not None for b in blocked.values()):
         pending = replace(pending, reason=Reason.LOCK_DELAY, available_at=max(rests))
@@ -371,12 +420,12 @@ def _broken(
     broken = views[resource].broken
     message = break_message(resource, broken)
     if broken is not None and broken.namespace_deleted:
-        ended = _end(claim, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True)
+        ended = end_claim(claim, Phase.REVOKED, Reason.NAMESPACE_DELETED, message, now, warning=True)
     else:
         others = ", ".join(sorted(held))
         if others:
             message += f"; the claim's other grants ({others}) are released"
-        details = _break_details(broken)
+        details = break_details(broken)
         ended = _lost(claim, views, Phase.REVOKED, Reason.LOCK_BROKEN, message, now)
         ended = replace(ended, notice=Notice(Reason.LOCK_BROKEN, ended.status.message, True, details))
     return (ended, *_give_back(held, ended.status.reason))
@@ -393,7 +442,7 @@ def _revocation(
         revocation = requested_revocation(claim, now)
         if revocation is None:
             return None
-        return Decision((_request_revocation(claim, current, revocation, names),))
+        return Decision((record_revocation(claim, current, revocation, names),))
     if now < revocation.deadline:
         return None
     why = f": {revocation.reason}" if revocation.reason else ""
@@ -418,7 +467,7 @@ def _lost(
     ends = {r: lockdelay.available_at(views[r].lock_policy, now) for r in claim.every_resource}
     rests = {r: until for r, until in ends.items() if until is not None}
     if claim.phase is not Phase.HELD or not rests:
-        return _end(claim, phase, reason, message, now, warning=True)
+        return end_claim(claim, phase, reason, message, now, warning=True)
     described = ", ".join(f"{r} until {to_rfc3339(until)}" for r, until in rests.items())
     message += f"; before anyone else is granted them, {described} rest (lock-delay)"
-    return _end(claim, phase, reason, message, now, warning=True, available_at=max(rests.values()))
+    return end_claim(claim, phase, reason, message, now, warning=True, available_at=max(rests.values()))

@@ -90,6 +90,18 @@ def recorded(policy: LockPolicy, reservations: Iterable[Reservation]) -> dict[Le
     return dict(sorted(out.items(), key=lambda kv: (kv[0].shard if kv[0].shard is not None else -1)))
 
 
+def unrecorded(entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float) -> list[Reservation]:
+    """The reservations a ledger does not hold yet: a claim whose reservation of the same count is
+    still live there needs no new write (a claim of several resources is granted one resource per
+    write, and every such decision reserves it again)."""
+    out = []
+    for reservation in reservations:
+        entry = entries.get(reservation.uid)
+        if entry is None or entry.count is not reservation.count or not entry.live(now):
+            out.append(reservation)
+    return out
+
+
 def written(
     entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float, ended: Callable[[str], bool]
 ) -> dict[str, Entry]:

@@ -103,19 +103,20 @@ class Reservation:
 class InFlight:
     """The reservations of the decisions whose writes are under way. Reserving must happen in the same
     step as the decision that counted the usage (no await in between), and releasing after the
-    write's result is in the view, or once it failed."""
+    write's result is in the view, or once it failed. A claim has at most one reservation per policy
+    (a claim of several resources may count under several policies)."""
 
     def __init__(self) -> None:
-        self._by_uid: dict[str, Reservation] = {}
+        self._by_uid: dict[str, dict[tuple[str, str], Reservation]] = {}
 
     def __len__(self) -> int:
-        return len(self._by_uid)
+        return sum(len(each) for each in self._by_uid.values())
 
     def reserve(self, reservations: Iterable[Reservation]) -> list[str]:
         """Take the reservations; the uids to release later."""
         taken = []
         for reservation in reservations:
-            self._by_uid[reservation.uid] = reservation
+            self._by_uid.setdefault(reservation.uid, {})[(reservation.namespace, reservation.policy)] = reservation
             taken.append(reservation.uid)
         return taken
 
@@ -124,7 +125,7 @@ class InFlight:
             self._by_uid.pop(uid, None)
 
     def of(self, namespace: str, policy: str) -> list[Reservation]:
-        return [r for r in self._by_uid.values() if r.namespace == namespace and r.policy == policy]
+        return [r for each in self._by_uid.values() if (r := each.get((namespace, policy))) is not None]
 
 
 def usage(observed: Mapping[str, tuple[str, Count]], reserved: Iterable[Reservation]) -> Usage:

@@ -22,6 +22,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from kubelock.domain import quotas
+from kubelock.domain.lockpolicy import LockPolicy
 from kubelock.domain.model import Action, Claim, CreateLock, Decision, DeleteLock, RenewLock, SetStatus
 from kubelock.domain.multiclaim import ResourceView, decide_claim
 from kubelock.domain.reasons import Phase
@@ -63,7 +65,10 @@ class MultiClaims:
             claim = await owner._with_pod(namespace, record.claim, record.pod_uid)
             views, seens = await self._gather(namespace, claim, record)
             graph = cache.graphs[namespace]
-            decision = decide_claim(claim, views, now=owner.clock.now(), policy=owner.policy, graph=graph)
+            # From here to the reservation below, no await: the usage counted is the usage reserved on.
+            policies = _lock_policies(claim, views)
+            usage = {p.name: owner._usage(namespace, p, (claim,)) for p in policies}
+            decision = decide_claim(claim, views, now=owner.clock.now(), policy=owner.policy, graph=graph, usage=usage)
             self._wake(key, uid, decision)
             kept = owner._without_held_back(key, decision)
             if kept is None:
@@ -73,11 +78,29 @@ class MultiClaims:
                 if decision.next_deadline is not None:
                     owner.schedule_at(key, decision.next_deadline)
                 return
-            await self._apply(namespace, claim, decision.actions, seens)
+            # Under every policy of its resources, as the decision counted it (see `Reconciler.reconcile`).
+            reservations = {p: _reconciler._reservations(namespace, p, decision.actions) for p in policies}
+            reserved = owner.in_flight.reserve(r for each in reservations.values() for r in each)
+            try:
+                # Recorded in each policy's quota ledger before any write (see `Reconciler.reconcile`).
+                if not await self._record(reservations):
+                    continue
+                await self._apply(namespace, claim, decision.actions, seens)
+            finally:
+                owner.in_flight.release(reserved)
             for resource in claim.every_resource:
                 owner.queue.schedule((namespace, resource))  # their queues and answers move with it
         log.error("reconcile of claim %s in %s did not settle after %d rounds", uid, namespace, _reconciler.MAX_ROUNDS)
         owner.schedule_at(key, owner.clock.now() + RETRY_DELAY)
+
+    async def _record(self, reservations: dict[LockPolicy, list[quotas.Reservation]]) -> bool:
+        """Record the reservations in the quota ledgers of their policies; False when one met another
+        replica's write (decide again, counting it)."""
+        ledgers, now = self.owner.ledgers, self.owner.clock.now()
+        for policy, wanted in reservations.items():
+            if wanted and not await ledgers.record(policy, wanted, now):
+                return False
+        return True
 
     def _wake(self, key: Key, uid: str, decision: Decision) -> None:
         """Wake the resources of a deadlock's victim (and the claims of several resources on them,
@@ -148,3 +171,8 @@ class MultiClaims:
                 raise TypeError(f"a claim of several resources does not decide {action!r}")
             if not await self.owner._apply_one(namespace, action, seens[resource]):
                 return
+
+
+def _lock_policies(claim: Claim, views: dict[str, ResourceView]) -> list[LockPolicy]:
+    """The LockPolicies of the claim's resources that set quotas, each once."""
+    return [p for p in dict.fromkeys(views[r].lock_policy for r in claim.every_resource) if p.quotas.any]

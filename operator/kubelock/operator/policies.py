@@ -14,6 +14,7 @@ from typing import Any
 from kubelock.api import objects
 from kubelock.domain import quotas
 from kubelock.domain.lockpolicy import NO_USAGE, LockPolicy, Quotas, Usage, select
+from kubelock.domain.model import Claim
 from kubelock.domain.reasons import Phase
 from kubelock.operator.cache import Cache, Key
 
@@ -96,7 +97,8 @@ def usage(
     """The claims held and waiting in `namespace` under `policy`, per holder, for its quotas: the
     cache's view with the grants and first waits decided but not yet seen (`in_flight`, this
     operator's; `recorded`, the quota ledgers' reservations, every replica's). A claim holds from its
-    lock's creation on, before it is told. Counted only for a policy with quotas (it walks the
+    lock's creation on, before it is told. A claim of several resources counts, once, under the
+    policy of each of its resources. Counted only for a policy with quotas (it walks the
     namespace's claims)."""
     if not policy.quotas.any:
         return NO_USAGE
@@ -104,7 +106,7 @@ def usage(
     observed: dict[str, tuple[str, quotas.Count]] = {}
     for record in cache.claims.values():
         claim = record.claim
-        if record.namespace != namespace or index.policy_for(namespace, claim.resource).name != policy.name:
+        if record.namespace != namespace or not governed(index, namespace, claim, policy):
             continue
         if claim.phase is Phase.HELD or claim.uid in granted:
             observed[claim.uid] = (claim.holder, quotas.Count.HELD)
@@ -131,6 +133,11 @@ def _refused_grants(
             if grant.claim_uid not in cache.claims and ended is not None and ended.phase is Phase.REJECTED:
                 out[grant.claim_uid] = (grant.holder, quotas.Count.HELD)
     return out
+
+
+def governed(index: PolicyIndex, namespace: str, claim: Claim, policy: LockPolicy) -> bool:
+    """`policy` governs one of the claim's resources (all of them, for a claim of several)."""
+    return any(index.policy_for(namespace, r).name == policy.name for r in claim.every_resource)
 
 
 def snapshot(index: PolicyIndex, keys: Iterable[Key], namespaces: Iterable[str]) -> dict[Key, LockPolicy]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kubelock.domain.lockpolicy import LockPolicy
-from kubelock.domain.quotaledger import Entry, LedgerKey, counted, recorded, written
+from kubelock.domain.quotaledger import Entry, LedgerKey, counted, recorded, unrecorded, written
 from kubelock.domain.quotas import Reservation
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
@@ -57,6 +57,8 @@ class QuotaLedgers:
         already written keep their new entries; deciding again stamps them anew."""
         for key, wanted in recorded(policy, reservations).items():
             known = self._known.get(key) or _Known(None)
+            if not unrecorded(known.entries, wanted, now):
+                continue  # already recorded, and still counting
             entries = written(known.entries, wanted, now, self.ended)
             try:
                 if known.version is None:

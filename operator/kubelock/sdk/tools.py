@@ -1,8 +1,11 @@
-"""`acquire_lock` and `release_lock` as tools for LLM agents: plain arguments, short text results.
+"""Tools for LLM agents: plain arguments, short text results.
 
-Register the two functions with your agent framework as they are (their docstrings describe the
-arguments). They never raise: every outcome is one sentence that tells the agent what to do next,
-and any failure says plainly that the lock was NOT acquired (fail closed).
+`acquire_lock` and `release_lock` take one resource; `acquire_locks` and `release_locks` take several
+at once, all or none (an agent that needs an issue and its branch together asks for both in one call
+rather than one after the other, which is how two agents deadlock). Register the functions with your
+agent framework as they are (their docstrings describe the arguments). They never raise: every
+outcome is one sentence that tells the agent what to do next, and any failure says plainly that the
+lock was NOT acquired (fail closed).
 
 The client is built on first use from the environment (in a pod: nothing to configure); call
 `use(LockClient(...))` first to choose another one. A client the tools built themselves is closed
@@ -18,6 +21,7 @@ import threading
 from kubelock.sdk.errors import Deadlock, LockError, Lost, NotFound, TimedOut
 from kubelock.sdk.model import format_time
 from kubelock.sdk.sync import LockClient
+from kubelock.sdk.targets import Uris
 
 _client: LockClient | None = None
 _built: LockClient | None = None  # the client the tools built (and so must close), if any
@@ -68,23 +72,50 @@ def acquire_lock(resource_key: str, ttl_seconds: int | None = None, wait_seconds
 
     Returns one sentence: "acquired …" when you hold the lock; otherwise why not and what to do.
     """
+    return _acquire(resource_key, ttl_seconds, wait_seconds)
+
+
+def acquire_locks(resource_keys: list[str], ttl_seconds: int | None = None, wait_seconds: float | None = None) -> str:
+    """Acquire exclusive locks on several resources at once: all of them, or none.
+
+    Args:
+        resource_keys: The resources as URIs (2-16, no repeats), e.g.
+            ["github://acme/app/issues/42", "git://acme/app/fix-42"].
+        ttl_seconds: How long the locks last unless released (1-86400; default: the cluster's, 30 minutes).
+        wait_seconds: Wait up to this long until all of them are free (default: do not wait).
+
+    Returns one sentence: "acquired …" when you hold every lock; otherwise why not and what to do.
+    """
+    return _acquire(list(resource_keys), ttl_seconds, wait_seconds)
+
+
+def _acquire(uris: Uris, ttl_seconds: int | None, wait_seconds: float | None) -> str:
+    named = _named(uris)
     try:
         client = _get()
         if wait_seconds is None:
-            result = client.try_acquire(resource_key, ttl=ttl_seconds)
+            result = client.try_acquire(uris, ttl=ttl_seconds)
         else:
-            result = client.acquire(resource_key, wait=True, timeout=wait_seconds, ttl=ttl_seconds)
+            result = client.acquire(uris, wait=True, timeout=wait_seconds, ttl=ttl_seconds)
     except LockError as error:
-        return _failure(resource_key, error)
-    if not result.ok:
+        return _failure(named, error)
+    if not result.ok and isinstance(uris, str):
         since = format_time(result.held_since)
         return f"{result.resource} is held by {result.holder}" + (f" since {since}" if since else "") + (
             "; skip this resource"
         )
-    return (
-        f"acquired {result.resource} (fencing token {result.fencing_token}, expires {format_time(result.expires_at)}); "
-        "call release_lock when done"
-    )
+    if not result.ok:
+        return f"none of {named} acquired: {result.message}; skip them"
+    expires = format_time(result.expires_at)
+    if isinstance(uris, str):
+        token = result.fencing_token
+        return f"acquired {result.resource} (fencing token {token}, expires {expires}); call release_lock when done"
+    tokens = ", ".join(f"{grant.resource} (fencing token {grant.fencing_token})" for grant in result.grants)
+    return f"acquired {tokens}, all expiring {expires}; call release_locks with the same list when done"
+
+
+def _named(uris: Uris) -> str:
+    return uris if isinstance(uris, str) else ", ".join(uris)
 
 
 def release_lock(resource_key: str) -> str:
@@ -95,24 +126,40 @@ def release_lock(resource_key: str) -> str:
 
     Returns one sentence saying whether a lock was released.
     """
+    return _release(resource_key)
+
+
+def release_locks(resource_keys: list[str]) -> str:
+    """Release the locks you acquired together with acquire_locks, as soon as you are done.
+
+    Args:
+        resource_keys: The same list of URIs you passed to acquire_locks.
+
+    Returns one sentence saying whether the locks were released.
+    """
+    return _release(list(resource_keys))
+
+
+def _release(uris: Uris) -> str:
+    named = _named(uris)
     try:
-        result = _get().release(resource_key)
+        result = _get().release(uris)
     except Lost as error:
         return (
-            f"the lock on {resource_key} had already been lost ({error.message}); another instance may have "
+            f"the lock on {named} had already been lost ({error.message}); another instance may have "
             "worked on it meanwhile — check before relying on your changes"
         )
     except NotFound as error:
         return f"nothing to release: {error.message}"
     except LockError as error:
-        return f"could not release {resource_key}: {error.message}; it expires by itself when its TTL runs out"
-    return f"released {result.resource}"
+        return f"could not release {named}: {error.message}; it expires by itself when its TTL runs out"
+    return f"released {_named(result.resources) if result.resources else result.resource}"
 
 
-def _failure(resource_key: str, error: LockError) -> str:
+def _failure(named: str, error: LockError) -> str:
     if isinstance(error, Deadlock):
         return f"{error.message}; release your locks and retry"
     if isinstance(error, TimedOut):
         held = f" (held by {error.holder})" if error.holder else ""
-        return f"gave up waiting for {resource_key}{held}; skip this resource"
-    return f"lock on {resource_key} NOT acquired: {error.message}; do not work on this resource now"
+        return f"gave up waiting for {named}{held}; skip this resource"
+    return f"lock on {named} NOT acquired: {error.message}; do not work on this resource now"
