@@ -285,3 +285,40 @@ def test_a_reservation_left_without_its_grant_stops_counting_after_its_bound() -
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_grant_whose_claim_was_refused_counts_until_its_lock_goes_and_a_released_one_does_not() -> None:
+    """One replica refused a claim while the other wrote its grant: that lock holds the resource
+    until it is deleted, so it counts against the holder. A released claim's lock, being deleted,
+    does not."""
+
+    def lock_of(name: str, resource: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": f"lock-{name}", "uid": f"l-{name}", "namespace": "a", "resourceVersion": "50"},
+            "spec": {"resource": resource, "holder": "agent-a", "claimRef": {"name": name, "uid": f"u-{name}"},
+                     "fencingToken": 50, "leaseDurationSeconds": 60},
+        }
+
+    async def scenario(ended: str) -> str:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=1))
+        reconciler = reconciler_for(api, cache, index, clock)
+        old = claim("old", "deploy://one")
+        old["spec"]["holder"] = "agent-a"
+        if ended == "refused":
+            old["status"] = {"phase": "Rejected", "reason": "QuotaExceeded", "message": "", "sequence": 1,
+                             "finishedAt": to_rfc3339(T0)}
+            cache.upsert_claim(api.put(paths.claims("a", "old"), old))
+        else:
+            cache.delete_claim(old)  # released
+        cache.upsert_lock(lock_of("old", "deploy://one"))
+        new = claim("new", "deploy://two")
+        new["spec"]["holder"] = "agent-a"
+        cache.upsert_claim(api.put(paths.claims("a", "new"), new))
+        await reconciler.reconcile(("a", "deploy://two"))
+        await reconciler.stop()
+        return str(api.objects[paths.claims("a", "new")]["status"]["phase"])
+
+    assert asyncio.run(scenario("refused")) == "Rejected"
+    assert asyncio.run(scenario("released")) == "Held"
