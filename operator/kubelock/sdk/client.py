@@ -71,8 +71,9 @@ DECISION_TIMEOUT = 60.0
 # holder) may take before the client gives up on its own.
 TIMEOUT_SLACK = 1.0
 CREATE_ATTEMPTS = 4
-# How long a delete of one's own claim is asked again while the API server refuses it (see delete_claim).
-REFUSED_DELETE_SECONDS = 10.0
+# How long a delete of one's own claim is tried again while the API server refuses it or cannot be
+# reached (see delete_claim).
+DELETE_SECONDS = 10.0
 
 
 class AsyncLockClient:
@@ -773,12 +774,13 @@ class AsyncLockClient:
     async def delete_claim(self, info: ClaimInfo, *, quiet: bool = False) -> None:
         """Delete exactly this claim (uid precondition): a newer claim of the same name survives.
 
-        A refusal (401/403) is asked again for up to REFUSED_DELETE_SECONDS: a kube-apiserver that
-        has just started serves requests before its RBAC authorizer has caught up, and refuses
-        them meanwhile. A claim whose delete was refused stays in its queue, ahead of live
-        waiters, until its wait timeout or lease ends. Asking again only ever takes a claim away."""
+        A refusal (401/403) or an unreachable API server is tried again for up to DELETE_SECONDS: a
+        kube-apiserver that has just started serves requests before its RBAC authorizer has caught
+        up, and refuses them meanwhile, and a restart takes seconds. A claim left behind stays in
+        its queue, ahead of live waiters, and may be granted to nobody, until its wait timeout or
+        lease ends. Trying again only ever takes a claim away: it never fails open."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + REFUSED_DELETE_SECONDS
+        deadline = loop.time() + DELETE_SECONDS
         for attempt in itertools.count(1):
             try:
                 await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
@@ -786,13 +788,17 @@ class AsyncLockClient:
             except (kube_errors.NotFound, kube_errors.Conflict):
                 return
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-                refused = isinstance(error, kube_errors.Forbidden | kube_errors.Unauthorized)
-                if refused and loop.time() < deadline:
+                if _passing(error) and loop.time() < deadline:
                     await backoff(attempt)
                     continue
                 if not quiet:
                     raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
                 return
+
+
+def _passing(error: kube_errors.ApiError | kube_errors.Unreachable) -> bool:
+    """A refusal by an authorizer that may still be catching up, or an API server away for a moment."""
+    return isinstance(error, kube_errors.Forbidden | kube_errors.Unauthorized) or kube_errors.transient(error)
 
 
 def _first_error(error: ValidationError) -> str:
