@@ -206,6 +206,8 @@ class Agent:
             outcome, detail = await lease.acquire()
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             outcome, detail = "Unreachable", str(error)
+        except LockError as error:  # from the SDK's identity() or delete, which the lease uses
+            outcome, detail = outcome_of(error), error.message
         except asyncio.CancelledError:
             self.attempt(first, wait, started, "Cancelled", "the agent stopped while acquiring")
             raise

@@ -17,6 +17,7 @@ from kubelock.api.constants import API_VERSION, CLAIM_KIND, RENEW_ANNOTATION
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
 from kubelock.sdk import AsyncLockClient
+from kubelock.sdk.model import ClaimInfo
 
 Body = dict[str, Any]
 # How often a holder or waiter reads its claim. A holder's belief is bounded by the lease expiry it
@@ -60,13 +61,27 @@ class MultiLease:
                     {"apiVersion": "v1", "kind": "Pod", "name": ident.pod_name, "uid": ident.pod_uid}]
         body = {"apiVersion": API_VERSION, "kind": CLAIM_KIND, "metadata": metadata, "spec": spec}
         try:
-            created = await self.client.kube.create(paths.claims(self.namespace), body)
-        except kube_errors.Conflict as error:
-            if not error.already_exists:
-                raise
-            # A retried create whose first attempt went through (the name is this lease's own).
-            created = await self.client.kube.get(paths.claims(self.namespace, self.name))
-        self.uid = str((created.get("metadata") or {}).get("uid", ""))
+            try:
+                created = await self.client.kube.create(paths.claims(self.namespace), body)
+            except kube_errors.Conflict as error:
+                if not error.already_exists:
+                    raise
+                # A retried create whose first attempt went through (the name is this lease's own).
+                created = await self.client.kube.get(paths.claims(self.namespace, self.name))
+            self.uid = str((created.get("metadata") or {}).get("uid", ""))
+            return await self._verdict()
+        except BaseException:
+            # Given up (an error, a lost answer, cancelled): take the claim back as the SDK does, or
+            # it stays queued for nobody and may be granted to nobody.
+            await asyncio.shield(self._withdraw(body))
+            raise
+
+    async def _withdraw(self, sent: Body) -> None:
+        """Delete the claim, if made (the name is this lease's own), through the SDK's delete."""
+        meta = {**sent["metadata"], "namespace": self.namespace, "uid": self.uid or None}
+        await self.client.delete_claim(ClaimInfo.from_body({**sent, "metadata": meta}), quiet=True)
+
+    async def _verdict(self) -> tuple[str, str]:
         patience = self.decision_timeout + ((self.wait_timeout or 0) if self.wait else 0)
         limit = time.time() + patience
         while True:

@@ -39,11 +39,13 @@ from kubelock.api import fencing
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import lock_name, normalise
+from kubelock.kube.client import KubeClient
 from kubelock.sdk import (
     AcquireResult,
     AsyncLockClient,
     Deadlock,
     Expired,
+    Forbidden,
     InvalidInput,
     LockClient,
     LockError,
@@ -91,22 +93,32 @@ def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str) -> 
     }
     RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)  # type: ignore[arg-type]
     verb, resource = ("delete", "resourcelocks") if cluster_role == "kubelock-admin" else ("create", "lockclaims")
-
-    def allowed() -> bool:
-        review = V1SubjectAccessReview(
-            spec=V1SubjectAccessReviewSpec(
-                user=user,
-                groups=["system:authenticated"],
-                resource_attributes=V1ResourceAttributes(
-                    group="kubelock.dev", resource=resource, verb=verb, namespace=namespace
-                ),
-            )
-        )
-        status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
-        return bool(status and status.allowed)
-
     # The authorizer learns bindings from a watch: wait for it rather than race it.
-    wait_until(allowed, what=f"{user} to be allowed to {verb} {resource}", timeout=DEADLINE)
+    wait_until(lambda: allowed(admin_api, namespace, user, verb, resource),
+               what=f"{user} to be allowed to {verb} {resource}", timeout=DEADLINE)
+
+
+def unbind(admin_api: ApiClient, namespace: str, user: str) -> None:
+    """Delete the user's role bindings in the namespace, and wait until the authorizer refuses it."""
+    rbac = RbacAuthorizationV1Api(admin_api)
+    for binding in rbac.list_namespaced_role_binding(namespace).items:
+        if any(s.kind == "User" and s.name == user for s in binding.subjects or []):
+            rbac.delete_namespaced_role_binding(binding.metadata.name, namespace)
+    wait_until(lambda: not allowed(admin_api, namespace, user, "watch", "lockclaims"),
+               what=f"{user} to be refused lockclaims", timeout=DEADLINE)
+
+
+def allowed(admin_api: ApiClient, namespace: str, user: str, verb: str, resource: str) -> bool:
+    review = V1SubjectAccessReview(
+        spec=V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:authenticated"],
+            resource_attributes=V1ResourceAttributes(group="kubelock.dev", resource=resource, verb=verb,
+                                                     namespace=namespace),
+        )
+    )
+    status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
+    return bool(status and status.allowed)
 
 
 @dataclass
@@ -259,6 +271,48 @@ def test_wait_timeout_is_an_error_and_leaves_the_queue(team: Team) -> None:
     # Nobody waits any more: the lock is free once alice released it.
     wait_until(lambda: team.lock_of(uri) is None, what="the lock to be released", timeout=DEADLINE)
     assert bob.try_acquire(uri).ok
+
+
+async def test_a_wait_given_up_on_a_refusal_still_leaves_the_queue(
+    team: Team, admin_api: ApiClient, tmp_path: Path
+) -> None:
+    """A kube-apiserver that has just restarted refuses requests (403) until its RBAC authorizer has
+    caught up. Here RBAC itself plays that window: alice's watch reconnects while she may not, so
+    her acquire gives up, and the delete of her claim is refused too. Once she may again, the
+    claim must be gone, not left queued ahead of everyone else for nobody."""
+    partition = Partition(team.control_plane.server)
+    config = kubeconfig_for(team.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    refused = asyncio.Event()
+
+    def seen(verb: str, status: int, _seconds: float) -> None:
+        if (verb, status) == ("delete", 403):
+            refused.set()
+
+    uri = "deploy://api-prod"
+    alice = AsyncLockClient(kubeconfig=str(config), namespace=team.namespace, instance="w1", decision_timeout=DEADLINE)
+    alice.kube = KubeClient(alice.credentials, retries=4, on_request=seen)
+    try:
+        async with team.async_client("bob") as bob:
+            await bob.acquire(uri, wait=False)
+            waiting = asyncio.create_task(alice.acquire(uri, wait=True))
+            name = await alice.claim_name_for(uri)
+            await asyncio.to_thread(team.admin.wait_phase, name, "Pending", DEADLINE)
+
+            await asyncio.to_thread(unbind, admin_api, team.namespace, "alice")
+            partition.drop()  # the watch reconnects, and is refused
+            await asyncio.wait_for(refused.wait(), DEADLINE)
+            await asyncio.to_thread(bind, admin_api, team.namespace, "kubelock-agent", "alice")
+            with pytest.raises(Forbidden):
+                await asyncio.wait_for(waiting, DEADLINE)
+
+            assert claim_phase(team, name) is None  # withdrawn by the acquire that gave up
+            await bob.release(uri)
+            # Nobody waits any more: the lock is freed, not granted to the abandoned claim.
+            await asyncio.to_thread(wait_until, lambda: team.lock_of(uri) is None, what="the lock to be freed",
+                                    timeout=DEADLINE)
+    finally:
+        partition.cut()
+        await alice.close()
 
 
 def _exists(client: LockClient, uri: str) -> bool:

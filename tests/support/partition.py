@@ -57,10 +57,16 @@ class Partition:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
-    def cut(self) -> None:
-        self._cut.set()
-        self._listener.close()
-        for s in self._sockets:
+    def drop(self) -> None:
+        """Close the connections open now (watches included) but keep accepting new ones: the
+        client reconnects, as it does after an API server restarts."""
+        dropped, self._sockets = self._sockets, []
+        for s in dropped:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+    def cut(self) -> None:
+        self._cut.set()
+        self._listener.close()
+        self.drop()

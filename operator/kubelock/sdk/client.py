@@ -59,7 +59,7 @@ from kubelock.sdk.model import (
     parse_time,
 )
 from kubelock.sdk.targets import Target, Uris, listed
-from kubelock.sdk.watching import follow_claim
+from kubelock.sdk.watching import backoff, follow_claim
 
 EXCLUSIVE, SHARED = "Exclusive", "Shared"  # the modes of a claim (spec.mode)
 
@@ -71,6 +71,9 @@ DECISION_TIMEOUT = 60.0
 # holder) may take before the client gives up on its own.
 TIMEOUT_SLACK = 1.0
 CREATE_ATTEMPTS = 4
+# How long a delete of one's own claim is tried again while the API server refuses it or cannot be
+# reached (see delete_claim).
+DELETE_SECONDS = 10.0
 
 
 class AsyncLockClient:
@@ -769,14 +772,33 @@ class AsyncLockClient:
         return ClaimInfo.from_body(body)
 
     async def delete_claim(self, info: ClaimInfo, *, quiet: bool = False) -> None:
-        """Delete exactly this claim (uid precondition): a newer claim of the same name survives."""
-        try:
-            await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
-        except (kube_errors.NotFound, kube_errors.Conflict):
-            return
-        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-            if not quiet:
-                raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
+        """Delete exactly this claim (uid precondition): a newer claim of the same name survives.
+
+        A refusal (401/403) or an unreachable API server is tried again for up to DELETE_SECONDS: a
+        kube-apiserver that has just started serves requests before its RBAC authorizer has caught
+        up, and refuses them meanwhile, and a restart takes seconds. A claim left behind stays in
+        its queue, ahead of live waiters, and may be granted to nobody, until its wait timeout or
+        lease ends. Trying again only ever takes a claim away: it never fails open."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DELETE_SECONDS
+        for attempt in itertools.count(1):
+            try:
+                await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
+                return
+            except (kube_errors.NotFound, kube_errors.Conflict):
+                return
+            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                if _passing(error) and loop.time() < deadline:
+                    await backoff(attempt)
+                    continue
+                if not quiet:
+                    raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
+                return
+
+
+def _passing(error: kube_errors.ApiError | kube_errors.Unreachable) -> bool:
+    """A refusal by an authorizer that may still be catching up, or an API server away for a moment."""
+    return isinstance(error, kube_errors.Forbidden | kube_errors.Unauthorized) or kube_errors.transient(error)
 
 
 def _first_error(error: ValidationError) -> str:
