@@ -45,9 +45,9 @@ class Runtime:
         self.credentials = credentials
         self.clock = clock
         on_request = metrics.request if metrics else None
-        # Every open TLS connection holds a 128 KiB read buffer, and a burst of grants would open one
-        # per concurrent write and keep it alive; past a few dozen in flight the API server, not the
-        # number of connections, sets the pace.
+        # Every open TLS connection holds a read buffer (`main.TLS_READ_BUFFER`), and a burst of grants
+        # would open one per concurrent write and keep it alive; past a few dozen in flight the API
+        # server, not the number of connections, sets the pace.
         self.client = KubeClient(
             credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS
         )
