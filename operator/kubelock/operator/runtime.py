@@ -78,8 +78,9 @@ class Runtime:
         self.events.start()
         # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
         policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
-        claims, locks = await self._prime()
-        heap.give_back()  # the LIST pages decoded while priming are freed
+        with heap.collection_paused():
+            claims, locks = await self._prime()
+        heap.settle()
         self.freshness.reset()
         self.reconciler.start()
         for scope in self._scopes():
