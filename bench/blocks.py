@@ -674,6 +674,7 @@ class Runner:
             trees.append(("kubelock-b", OPERATOR_SOURCE_B[0]))
         restarts: dict[str, list[float]] = {flavour: [] for flavour, _ in trees}
         failures: dict[str, list[str]] = {flavour: [] for flavour, _ in trees}
+        rss: dict[str, list[float]] = {flavour: [] for flavour, _ in trees}  # 2 s after each restart
         items = 0
         for _ in range(p.restart_rounds):
             async with self.account(f"8 LIST {p.held_locks} Leases", "anchor (Lease)", None, "lists") as acc:
@@ -693,6 +694,8 @@ class Runner:
                     if op.process is None or not op.process.alive():
                         await op.start()
                 await asyncio.sleep(2)
+                if op.process is not None and op.process.alive():
+                    rss[flavour].append(rss_mib(op.pid))
         L = median(lists)
         self.anchor["L"] = Summary(L, max(lists), max(lists), 1, len(lists))
         name = f"restart with {p.held_locks} locks → new claim Held"
@@ -705,6 +708,14 @@ class Runner:
             each = ", ".join(f"{t:.2f}" for t in took)
             self.doc.rows.append(Row(8, name, "s", median(took), L, "L", Target("<= 2 x L + 1 s", 2, 1), flavour,
                                      f"{len(took)} restarts ({each} s){failed}; L = LIST+parse of {items} Leases"))
+            m0 = self.anchor.get("M0")
+            if rss[flavour] and m0 is not None:  # the memory of the same locks without a burst's high water
+                self.doc.rows.append(Row(
+                    7, f"operator RSS 2 s after a restart with {p.held_locks} locks", "MiB", median(rss[flavour]),
+                    m0.p50, "M0", None, flavour,
+                    f"M0 of the first tree; +{median(rss[flavour]) - m0.p50:.1f} MiB; "
+                    + ", ".join(f"{r:.1f}" for r in rss[flavour]) + " MiB",
+                ))
 
 
 def _rate_summary(rates: Sequence[float]) -> Summary:

@@ -68,3 +68,21 @@ def test_available_at_round_trips_and_the_sdk_reads_it() -> None:
     held = status_body(ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7),
                        claim_record(body({})), now=from_rfc3339(T))
     assert held["availableAt"] is None  # a merge patch of the whole status clears it
+
+
+def test_a_condition_keeps_its_transition_time_until_it_flips_and_the_record_shares_its_strings() -> None:
+    raw = {"phase": "Held", "reason": "Granted", "message": "m", "holder": "a", "lockName": "l", "fencingToken": 3,
+           "conditions": [{"type": "Held", "status": "True", "lastTransitionTime": T, "reason": "Granted"},
+                          {"type": "Stale", "status": "False", "lastTransitionTime": T, "message": "long text"}]}
+    record = claim_record(body(raw))
+    assert record.conditions == (("Held", "True", T), ("Stale", "False", T))
+    assert record.conditions[0][2] is record.conditions[1][2]  # one string for the time both flipped at
+    assert record.claim.status is not None and record.claim.status.holder is record.claim.holder
+    assert record.namespace is claim_record(body({})).namespace
+    stale = ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7, stale=True)
+    written = {c["type"]: c for c in status_body(stale, record, now=from_rfc3339(LATER))["conditions"]}
+    assert written["Held"]["lastTransitionTime"] == T  # still True: not flipped
+    assert written["Stale"]["lastTransitionTime"] == LATER  # False -> True: flipped now
+    # A condition without a transition time (written by hand) flips at the write that reads it.
+    bare = claim_record(body({**raw, "conditions": [{"type": "Held", "status": "True"}]}))
+    assert status_body(stale, bare, now=from_rfc3339(LATER))["conditions"][0]["lastTransitionTime"] == LATER

@@ -234,7 +234,7 @@ def test_the_operator_and_the_sdk_read_a_claim_alike() -> None:
     assert info.acquired_at is not None and status.acquired_at == info.acquired_at.timestamp()
     assert record.claim.renew_request == info.renew_request
     assert record.pod_uid == "pod-uid-1" and record.claim.pod_name == "worker-0"
-    assert record.conditions[0] == {"type": "Held", "status": "True", "lastTransitionTime": GRANTED}
+    assert record.conditions[0] == ("Held", "True", GRANTED)
 
 
 def test_a_status_the_operator_writes_reads_back_as_it_was() -> None:

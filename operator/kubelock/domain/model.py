@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kubelock.domain.grants import Mode, Need
+from kubelock.domain.grants import EXCLUSIVE, Mode, Need
 from kubelock.domain.reasons import Phase, Reason
 
 MAX_GRANTS = 128
@@ -113,7 +113,7 @@ class Claim:
 
     @property
     def need(self) -> Need:
-        return Need(self.mode, self.permits)
+        return _need(self.mode, self.permits)
 
     @property
     def multi(self) -> bool:
@@ -167,7 +167,12 @@ class Lock:
 
     @property
     def need(self) -> Need:
-        return Need(self.mode, self.permits)
+        return _need(self.mode, self.permits)
+
+
+def _need(mode: Mode, permits: int) -> Need:
+    """The common need is one shared value: the wait-for graph keeps one per grant and per wait."""
+    return EXCLUSIVE if mode is Mode.EXCLUSIVE and permits == 1 else Need(mode, permits)
 
 
 @dataclass(frozen=True, slots=True)

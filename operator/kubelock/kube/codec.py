@@ -7,9 +7,10 @@ write is the complete status, so a stale field can never survive a phase change)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from sys import intern
 from typing import Any
 
 from kubelock.api import objects
@@ -55,7 +56,8 @@ def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
     return _claim_status(objects.ClaimStatus.parse(raw), sequence)
 
 
-def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | None:
+def _claim_status(view: objects.ClaimStatus, sequence: int, holder: str | None = None) -> ClaimStatus | None:
+    """`holder`: the claim's, whose string the status shares when it names the same holder."""
     if view.phase is None:
         return None
     try:
@@ -71,7 +73,7 @@ def _claim_status(view: objects.ClaimStatus, sequence: int) -> ClaimStatus | Non
         reason=reason,
         message=view.message,
         sequence=view.sequence or sequence,
-        holder=view.holder,
+        holder=holder if holder is not None and view.holder == holder else view.holder,
         lock_name=view.lock_name,
         fencing_token=view.fencing_token,
         acquired_at=_ts(view.acquired_at),
@@ -126,15 +128,23 @@ def _revoke_request(parsed: objects.ClaimObject) -> RevokeRequest | None:
     return RevokeRequest(request.requested_by, request.grace_seconds, request.reason)
 
 
+Condition = tuple[str, str, str]
+"""What a status write carries over from a condition: (type, status, lastTransitionTime)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRecord:
-    """What the operator remembers of a claim: the domain view plus what writes need."""
+    """What the operator remembers of a claim: the domain view plus what writes need.
+
+    One is kept for every claim the operator knows (10 000 held locks are 10 000 records), so it
+    holds no more of the body than the decisions and the next write read, and shares the strings
+    that recur (namespace, holder, resource, the conditions' names) instead of keeping a copy each."""
 
     namespace: str
     claim: Claim
     resource_version: str
     generation: int
-    conditions: tuple[Body, ...]
+    conditions: tuple[Condition, ...]
     pod_uid: str | None
     deleting: bool
 
@@ -143,11 +153,12 @@ def claim_record(body: Body) -> ClaimRecord:
     parsed = objects.ClaimObject.parse(body)
     meta, spec, status = parsed.metadata, parsed.spec, parsed.status
     sequence = status.sequence or meta.revision
+    holder = intern(spec.holder)
     claim = Claim(
         name=meta.name,
         uid=meta.uid,
-        resource=spec.resource,
-        holder=spec.holder,
+        resource=intern(spec.resource),
+        holder=holder,
         sequence=sequence,
         created_at=_ts(meta.created_at) or 0.0,
         wait=spec.wait,
@@ -156,7 +167,7 @@ def claim_record(body: Body) -> ClaimRecord:
         pod_name=spec.pod_name,
         pod=PodLiveness.UNKNOWN if spec.bound else PodLiveness.NOT_BOUND,
         renew_request=parsed.renew_request,
-        status=_claim_status(status, sequence),
+        status=_claim_status(status, sequence, holder),
         mode=_mode(spec.mode),
         permits=spec.permits,
         resources=spec.resources if len(spec.resources) > 1 else (),
@@ -165,18 +176,29 @@ def claim_record(body: Body) -> ClaimRecord:
         revoke_request=_revoke_request(parsed),
     )
     return ClaimRecord(
-        namespace=meta.namespace,
+        namespace=intern(meta.namespace),
         claim=claim,
         resource_version=meta.resource_version,
         generation=meta.generation,
-        # Only what the next status write carries over (a condition's transition time); a record
-        # per claim is kept for every claim the operator knows, so it holds no more of the body.
-        conditions=tuple(
-            {k: c[k] for k in ("type", "status", "lastTransitionTime") if k in c} for c in status.conditions
-        ),
+        conditions=_conditions(status.conditions),
         pod_uid=spec.pod_uid,
         deleting=meta.deleting,
     )
+
+
+def _conditions(conditions: Sequence[Mapping[str, Any]]) -> tuple[Condition, ...]:
+    """Only what the next status write carries over (a condition's transition time), as tuples of
+    shared strings; the conditions' times are usually one and the same (they flip together)."""
+    out: list[Condition] = []
+    since = ""
+    for condition in conditions:
+        type_, value, time_ = condition.get("type"), condition.get("status"), condition.get("lastTransitionTime")
+        if not isinstance(type_, str) or not isinstance(value, str):
+            continue
+        if isinstance(time_, str):
+            since = since if time_ == since else time_
+        out.append((intern(type_), intern(value), since if isinstance(time_, str) else ""))
+    return tuple(out)
 
 
 def _mode(value: str) -> Mode:
@@ -204,8 +226,8 @@ def _grant(parsed: objects.LockObject, spec: objects.LockSpec, tokens: dict[str,
     return Lock(
         name=parsed.metadata.name,
         uid=parsed.metadata.uid,
-        resource=spec.resource,
-        holder=spec.holder,
+        resource=intern(spec.resource),
+        holder=intern(spec.holder),
         claim_name=spec.claim_name,
         claim_uid=spec.claim_uid,
         fencing_token=tokens.get(spec.claim_uid) or parsed.metadata.revision,
@@ -220,12 +242,12 @@ def _grant(parsed: objects.LockObject, spec: objects.LockSpec, tokens: dict[str,
 
 
 def _condition(
-    previous: tuple[Body, ...], type_: str, status: bool, reason: str, message: str, generation: int, now: float
+    previous: tuple[Condition, ...], type_: str, status: bool, reason: str, message: str, generation: int, now: float
 ) -> Body:
     value = "True" if status else "False"
-    before = next((c for c in previous if c.get("type") == type_), None)
+    before = next((c for c in previous if c[0] == type_), None)
     # lastTransitionTime moves only when the condition flips.
-    since = before["lastTransitionTime"] if before and before.get("status") == value else to_rfc3339(now)
+    since = before[2] if before is not None and before[1] == value and before[2] else to_rfc3339(now)
     return {
         "type": type_,
         "status": value,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from sys import intern
 from typing import Any
 
 from kubelock.api.constants import (
@@ -91,7 +92,9 @@ def pod_info(body: Body) -> PodInfo:
 class Cache:
     def __init__(self) -> None:
         self.claims: dict[str, ClaimRecord] = {}
-        self._by_key: dict[Key, set[str]] = defaultdict(set)
+        # The uids of each key's claims: a tuple, not a set: nearly every key has one claim, and there
+        # is a key per held lock (a set of one takes four times a tuple's memory).
+        self._by_key: dict[Key, tuple[str, ...]] = {}
         self.locks: dict[Key, LockRecord] = {}
         self.pods: dict[PodKey, PodInfo] = {}
         self._pod_claims: dict[PodKey, set[str]] = defaultdict(set)
@@ -235,7 +238,7 @@ class Cache:
         claim = record.claim
         self.claims[claim.uid] = record
         for resource in claim.every_resource:
-            self._by_key[(record.namespace, resource)].add(claim.uid)
+            _append(self._by_key, (record.namespace, resource), claim.uid)
             if claim.multi:
                 self._multis[(record.namespace, resource)].add(claim.uid)
             if claim.waiting:
@@ -252,7 +255,7 @@ class Cache:
         self.claims.pop(claim.uid, None)
         for resource in claim.every_resource:
             key = (record.namespace, resource)
-            _discard(self._by_key, key, claim.uid)
+            _remove(self._by_key, key, claim.uid)
             _discard(self._multis, key, claim.uid)
             if claim.waiting:
                 self.graphs[record.namespace].remove_wait(claim.holder, resource, claim.sequence)
@@ -316,7 +319,7 @@ class Cache:
         """Remember a lock; the key to reconcile, or None when nothing changed."""
         grants = lock_views(body)
         first = grants[0]
-        namespace = (body.get("metadata") or {}).get("namespace", "")
+        namespace = intern(str((body.get("metadata") or {}).get("namespace", "")))
         rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
         key = (namespace, first.resource)
         if first.uid in self._deleted:
@@ -433,6 +436,22 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _append(index: dict[Key, tuple[str, ...]], key: Key, uid: str) -> None:
+    uids = index.get(key, ())
+    if uid not in uids:
+        index[key] = (*uids, uid)
+
+
+def _remove(index: dict[Key, tuple[str, ...]], key: Key, uid: str) -> None:
+    uids = index.get(key, ())
+    if uid in uids:
+        rest = tuple(u for u in uids if u != uid)
+        if rest:
+            index[key] = rest
+        else:
+            del index[key]
 
 
 def _discard(index: dict[Key, set[str]], key: Key, uid: str) -> None:

@@ -15,6 +15,7 @@ from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.operator import heap
 from kubelock.operator.cache import Cache, Key
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
@@ -77,7 +78,9 @@ class Runtime:
         self.events.start()
         # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
         policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
-        claims, locks = await self._prime()
+        with heap.collection_paused():
+            claims, locks = await self._prime()
+        heap.settle()
         self.freshness.reset()
         self.reconciler.start()
         for scope in self._scopes():
@@ -228,6 +231,7 @@ class Runtime:
             if keys:
                 log.info("resync found %d resources whose events were missed", len(keys))
             self._schedule(keys)
+            heap.give_back()  # what a burst of grants since the last pass freed
 
     def _schedule(self, keys: set[Key]) -> None:
         for key in sorted(keys):
