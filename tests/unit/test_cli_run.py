@@ -113,7 +113,9 @@ CHILD = """
 import os, pathlib, signal, sys, time
 if sys.argv[2] == "ignore":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-pathlib.Path(sys.argv[1]).write_text(str(os.getpgrp()))
+marker = pathlib.Path(sys.argv[1])
+marker.with_suffix(".tmp").write_text(str(os.getpgrp()))
+marker.with_suffix(".tmp").rename(marker)  # whole: the test signals the group as soon as it exists
 time.sleep(60)
 """
 
