@@ -113,7 +113,7 @@ class Settings:
     wait_fraction: float = 0.7
     capacity: int = 1  # of every resource: its LockPolicy's (1: no policy)
     permits_max: int = 1  # an Exclusive claim asks 1..permits_max permits
-    holders: int = 0  # >0: agents share this many holders (see `Agent.own`); 0: every agent is one
+    holders: int = 0  # >0, without pods: agents share this many holders (see `Agent.own`); 0: each is one
     slots: int = 1  # with holders: the resources are split into this many slots, one per agent of a holder
 
 

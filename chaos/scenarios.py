@@ -83,7 +83,7 @@ class Shape:
 
     @property
     def policy(self) -> bool:
-        return self.capacity > 1 or self.max_held > 0
+        return self.capacity > 1 or self.max_held > 0 or self.max_waiting > 0
 
     @property
     def quota(self) -> Quota | None:
