@@ -113,6 +113,8 @@ class Settings:
     wait_fraction: float = 0.7
     capacity: int = 1  # of every resource: its LockPolicy's (1: no policy)
     permits_max: int = 1  # an Exclusive claim asks 1..permits_max permits
+    holders: int = 0  # >0, without pods: agents share this many holders (see `Agent.own`); 0: each is one
+    slots: int = 1  # with holders: the resources are split into this many slots, one per agent of a holder
 
 
 class Recorder:
@@ -127,9 +129,16 @@ class Recorder:
 
 
 class Agent:
-    def __init__(self, name: str, settings: Settings, record: Recorder, seed: int) -> None:
+    def __init__(self, name: str, settings: Settings, record: Recorder, seed: int, index: int = 0) -> None:
         self.name = name
         self.settings = settings
+        # With shared holders, agent `index` acts for holder `index % holders` and takes only the
+        # resources of its slot (`index // holders`): agents of one holder never ask for one resource
+        # (they would share its claim), while agents of different holders contend for each one.
+        self.instance = f"h{index % settings.holders}" if settings.holders else name
+        slot = index // settings.holders if settings.holders else 0
+        slots = settings.slots if settings.holders else 1
+        self.own = [r for r in range(settings.resources) if r % slots == slot % slots] or [0]
         self.record = record
         self.rng = random.Random(seed)
         self.store = StoreClient(settings.store_port)
@@ -150,15 +159,15 @@ class Agent:
         if self.settings.capacity == 1 and self.rng.random() < MULTI_FRACTION:
             await self.iteration_of_several(client)
             return
-        first = self.rng.randrange(self.settings.resources)
+        first = self.rng.choice(self.own)
         wait = self.rng.random() < self.settings.wait_fraction
         mode, permits = self.request_for(first)
         async with self.holding(client, resource_uri(first, self.rng), wait=wait, mode=mode, permits=permits) as outer:
             if outer is None:
                 return
             await self.write(outer, "begin")
-            if self.rng.random() < NESTED_FRACTION:
-                second = (first + self.rng.randrange(1, self.settings.resources)) % self.settings.resources
+            if self.rng.random() < NESTED_FRACTION and len(self.own) > 1:
+                second = self.rng.choice([r for r in self.own if r != first])
                 mode, permits = self.request_for(second)
                 async with self.holding(
                     client, resource_uri(second, self.rng), wait=True, mode=mode, permits=permits
@@ -184,7 +193,9 @@ class Agent:
 
     async def iteration_of_several(self, client: AsyncLockClient) -> None:
         """Take 2-3 resources at once (exclusively) with one claim, write to each, let go of all."""
-        indices = self.rng.sample(range(self.settings.resources), self.rng.randint(2, 3))
+        if len(self.own) < 2:
+            return
+        indices = self.rng.sample(self.own, min(len(self.own), self.rng.randint(2, 3)))
         wait = self.rng.random() < self.settings.wait_fraction
         async with self.holding_all(client, [resource_uri(i, self.rng) for i in indices], wait=wait) as held:
             if not held:
@@ -469,10 +480,13 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
         pause_max=args.pause_max,
         capacity=args.capacity,
         permits_max=args.permits_max,
+        holders=args.holders,
+        slots=args.slots,
     )
     record = Recorder(handle)
     names = [f"{args.prefix}{i:03d}" for i in range(args.first, args.first + args.count)]
-    agents = [Agent(name, settings, record, seed=args.seed * 100_000 + i) for i, name in enumerate(names)]
+    agents = [Agent(name, settings, record, seed=args.seed * 100_000 + i, index=args.first + i)
+              for i, name in enumerate(names)]
     kube = KubeClient(credentials, retries=4, user_agent="kubelock-chaos-agents")
     # The agents act under an unprivileged identity (see chaos.identities), not as the admin.
     await identities.ensure_agent_account(kube, args.namespace)
@@ -491,7 +505,7 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
         # Every agent is one instance of the same identity: instances conflict like any two holders.
         for agent in agents:
             client = AsyncLockClient(
-                credentials=agent_credentials, namespace=args.namespace, instance=agent.name,
+                credentials=agent_credentials, namespace=args.namespace, instance=agent.instance,
                 decision_timeout=DECISION_TIMEOUT,
             )
             clients.append(client)
@@ -537,6 +551,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--capacity", type=int, default=1, help="every resource's capacity (its LockPolicy's)")
     parser.add_argument("--permits-max", type=int, default=1, help="Exclusive claims ask 1..N permits")
     parser.add_argument("--node", default="")
+    parser.add_argument("--holders", type=int, default=0,
+                        help="agents share this many holders (instances), each agent on its slot's resources")
+    parser.add_argument("--slots", type=int, default=1, help="with --holders: slots the resources are split into")
     return parser.parse_args(argv)
 
 

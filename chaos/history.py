@@ -23,7 +23,9 @@ A run records, all in wall-clock seconds of this one machine (every process shar
 mutual exclusion (Shared holds may overlap each other, nothing
 else may overlap on a resource of capacity 1), capacity (on a resource a LockPolicy gives more permits,
 `check_capacity`: the Exclusive holds at once take at most its capacity, Shared never beside
-Exclusive), fencing-token monotonicity, fenced writes, no lost
+Exclusive), quotas (given a `Quota`, `check_quota`: no holder ever holds more claims under the policy's
+prefix than its `maxHeldPerHolder`, by the locks' grants in revision order, whether or not the claims
+were told Held), fencing-token monotonicity, fenced writes, no lost
 waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
 Liveness bounds are stated in `Bounds`; time inside an outage window does not count against them (no
 operator can act while it is down), everything else does.
@@ -39,9 +41,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-# Outcomes that end a `wait: true` claim properly: the contract's "no lost waiter".
-WAIT_ENDINGS = frozenset({"Held", "TimedOut", "Deadlocked", "Revoked"})
-TRY_ENDINGS = frozenset({"Held", "Rejected"})
+# Outcomes that end a `wait: true` claim properly: the contract's "no lost waiter". Under a LockPolicy
+# with quotas any claim, queued or not, may be refused for its holder's quota (`chaos.agents` spells a
+# refusal for a reason other than a busy resource `Rejected:<reason>`).
+QUOTA_REFUSAL = "Rejected:QuotaExceeded"
+WAIT_ENDINGS = frozenset({"Held", "TimedOut", "Deadlocked", "Revoked", QUOTA_REFUSAL})
+TRY_ENDINGS = frozenset({"Held", "Rejected", QUOTA_REFUSAL})
+# Phases in which a claim with a grant counts as held toward quotas (a Rejected one: refused by one
+# replica while another wrote its grant, which holds the resource until its lock goes).
+QUOTA_COUNTED_PHASES = frozenset({None, "Pending", "Held", "Rejected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,9 @@ class ClaimLife:
     decided_version: int | None = None  # the resourceVersion of the write that decided it, when seen
     resources: tuple[str, ...] = ()  # a claim of several resources: all of them (`resource` is the first)
     held_version: int | None = None  # the resourceVersion of the write that first told it Held, when seen
+    # The resourceVersion of the first write that showed it ending otherwise than Rejected (a final
+    # phase, a deletion begun or done), when a watch showed that write; None when not seen so.
+    ended_version: int | None = None
 
     @property
     def every_resource(self) -> tuple[str, ...]:
@@ -165,6 +176,14 @@ Record = Hold | Attempt | Write | LockLife | ClaimLife | PodDeath | Outage
 RECORD_TYPES: dict[str, type[Record]] = {
     t.kind: t for t in (Hold, Attempt, Write, LockLife, ClaimLife, PodDeath, Outage)
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A LockPolicy's per-holder limit on held claims, over the resources under its prefix."""
+
+    prefix: str
+    max_held_per_holder: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +331,7 @@ def valid_until(hold: Hold, deaths: Mapping[str, float]) -> float:
 # ---- the checks ----------------------------------------------------------------------------------
 
 
-def check(history: History, bounds: Bounds | None = None) -> Report:
+def check(history: History, bounds: Bounds | None = None, quota: Quota | None = None) -> Report:
     bounds = bounds or Bounds()
     report = Report()
     report.stats["operations"] = history.operations
@@ -331,6 +350,8 @@ def check(history: History, bounds: Bounds | None = None) -> Report:
     check_queue_liveness(history.claims, history.locks, outages, history.end, bounds, report)
     check_verdicts(history.claims, outages, history.end, bounds, report)
     check_reasons(history.claims, history.locks_broken, report)
+    if quota is not None:
+        check_quota(history.locks, history.claims, quota, report)
     return report
 
 
@@ -450,6 +471,78 @@ def check_capacity(holds: Sequence[Hold], deaths: Mapping[str, float], report: R
                     resource,
                     start,
                 ))
+
+
+def _counted_span(lock: LockLife, claim: ClaimLife | None) -> tuple[int, float] | None:
+    """The revisions [from, to) over which a grant counts toward its holder's quota, as the operator
+    counts it: from the lock's creation (its first version seen, when the creation's was not) until the
+    lock goes, or its claim ends otherwise than Rejected, whichever first. None when an end is known to
+    have happened at a revision the monitor did not see: such a grant is not judged."""
+    if claim is None:
+        return None
+    start = lock.created_version if lock.created_version is not None else lock.version
+    ends: list[float] = []
+    if lock.deleted is not None:
+        if lock.deleted_version is None:
+            return None
+        ends.append(lock.deleted_version)
+    if claim.ended_version is not None:
+        ends.append(claim.ended_version)
+    elif claim.deleted is not None or claim.phase not in QUOTA_COUNTED_PHASES:
+        return None
+    end = min(ends, default=float("inf"))
+    return (start, end) if end > start else None
+
+
+def check_quota(locks: Sequence[LockLife], claims: Sequence[ClaimLife], quota: Quota, report: Report) -> None:
+    """No holder ever holds more than `max_held_per_holder` claims under the policy: replayed in etcd
+    revision order (one counter orders every write of the namespace), a claim holds while at least one
+    of its grants does (a claim of several resources counts once), whether or not it was told Held."""
+    by_uid = {c.uid: c for c in claims}
+    # (revision, +1 start / -1 end, holder, claim): ends sort before starts at one revision.
+    steps: list[tuple[float, int, str, str, float]] = []
+    for lock in locks:
+        if not lock.resource.startswith(quota.prefix):
+            continue
+        span = _counted_span(lock, by_uid.get(lock.claim))
+        if span is None:
+            report.count("quota_grants_unjudged")
+            continue
+        report.count("quota_grants_judged")
+        steps.append((span[0], 1, lock.holder, lock.claim, lock.created))
+        steps.append((span[1], -1, lock.holder, lock.claim, lock.created))
+    grants: dict[str, int] = defaultdict(int)  # claim -> its grants counting now
+    held: dict[str, set[str]] = defaultdict(set)  # holder -> claims holding now
+    over: set[str] = set()  # holders over the limit, reported once per excess
+    peak = 0
+    for version, step, holder, claim_uid, created in sorted(steps, key=lambda s: (s[0], s[1])):
+        grants[claim_uid] += step
+        if grants[claim_uid] > 0:
+            held[holder].add(claim_uid)
+        else:
+            held[holder].discard(claim_uid)
+        count = len(held[holder])
+        peak = max(peak, count)
+        if count <= quota.max_held_per_holder:
+            over.discard(holder)
+        elif holder not in over:
+            over.add(holder)
+            told = [f"{uid} ({_claim_state(by_uid.get(uid))})" for uid in sorted(held[holder])]
+            report.violations.append(Violation(
+                "quota",
+                f"{holder} held {count} claims under {quota.prefix!r} at revision {version:.0f}, "
+                f"maxHeldPerHolder {quota.max_held_per_holder}: " + ", ".join(told),
+                quota.prefix,
+                created,
+            ))
+    report.stats["quota_peak_held"] = max(report.stats.get("quota_peak_held", 0), peak)
+
+
+def _claim_state(claim: ClaimLife | None) -> str:
+    if claim is None:
+        return "claim not seen"
+    told = "told Held" if claim.held_version is not None or claim.phase == "Held" else "never told Held"
+    return f"{claim.phase or 'no phase'}, {told}, {'+'.join(claim.every_resource)}"
 
 
 def check_fencing(

@@ -65,6 +65,8 @@ class _Claim:
     released: float | None = None
     resources: tuple[str, ...] = ()
     held_version: int | None = None
+    ended: bool = False  # seen ending otherwise than Rejected (final phase, deletion begun or done)
+    ended_version: int | None = None
 
 
 class Monitor:
@@ -122,6 +124,7 @@ class Monitor:
                     decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
                     reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
                     decided_version=c.decided_version, resources=c.resources, held_version=c.held_version,
+                    ended_version=c.ended_version,
                 )
             )
         return out
@@ -233,6 +236,7 @@ class Monitor:
             if claim is not None and claim.deleted is None:
                 claim.deleted = now
                 claim.deleted_version = meta.revision or None
+                _ended(claim, kind, meta.revision)
                 if claim.held and claim.released is None:
                     claim.released = now
             return
@@ -248,6 +252,8 @@ class Monitor:
                 resources=parsed.spec.resources if len(parsed.spec.resources) > 1 else (),
             )
         phase = status.phase
+        if meta.deleting or phase not in (None, Phase.PENDING, Phase.HELD, Phase.REJECTED):
+            _ended(claim, kind, meta.revision)
         if phase is None:
             return
         claim.phase = phase.value
@@ -266,3 +272,11 @@ class Monitor:
             claim.released = now
         if meta.deleting and claim.held and claim.released is None:
             claim.released = now
+
+
+def _ended(claim: _Claim, kind: str, version: int | None) -> None:
+    """The first sign that the claim stopped counting toward quotas, with the version of that write when
+    a watch event showed it (a LIST shows a later state, not the write)."""
+    if not claim.ended:
+        claim.ended = True
+        claim.ended_version = (version or None) if kind in ("MODIFIED", "DELETED") else None

@@ -19,7 +19,19 @@ from pathlib import Path
 
 from chaos import faults
 from chaos.faults import Operator
-from chaos.history import Bounds, History, LockLife, Outage, PodDeath, Report, Violation, check, read_jsonl, to_json
+from chaos.history import (
+    Bounds,
+    History,
+    LockLife,
+    Outage,
+    PodDeath,
+    Quota,
+    Report,
+    Violation,
+    check,
+    read_jsonl,
+    to_json,
+)
 from chaos.identities import holder_matches
 from chaos.monitor import Monitor
 from chaos.proxy import Proxy
@@ -34,6 +46,7 @@ from kubelock.testbed.processes import ManagedProcess, start_process
 REPO = Path(__file__).resolve().parents[1]
 DECISION_TIMEOUT = 20.0  # as chaos.agents
 BOUNDS = Bounds(liveness_seconds=5.0, queue_seconds=5.0)
+POOL_PREFIX = "chaos://pool/"  # every chaos resource's normalised URI begins with it
 
 
 @dataclass
@@ -64,6 +77,17 @@ class Shape:
     pause_max: float = 0.6
     capacity: int = 1  # of every resource, from a LockPolicy made before the operators start (1: none)
     permits_max: int = 1  # an Exclusive claim asks 1..permits_max permits
+    holders: int = 0  # >0: the agents act for this many holders, several agents (and processes) each
+    max_held: int = 0  # >0: the pool's LockPolicy sets maxHeldPerHolder (and max_waiting, maxWaitingPerHolder)
+    max_waiting: int = 0
+
+    @property
+    def policy(self) -> bool:
+        return self.capacity > 1 or self.max_held > 0 or self.max_waiting > 0
+
+    @property
+    def quota(self) -> Quota | None:
+        return Quota(POOL_PREFIX, self.max_held) if self.max_held else None
 
 
 @dataclass
@@ -132,8 +156,8 @@ class Run:
             "/api/v1/namespaces",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
         )
-        if self.shape.capacity > 1:
-            await self.env.kube.create(paths.policies(self.namespace), _pool_policy(self.shape.capacity))
+        if self.shape.policy:
+            await self.env.kube.create(paths.policies(self.namespace), _pool_policy(self.shape))
         await self.server.start()
         kubeconfig = self.env.plane.kubeconfig
         if self.proxied:
@@ -221,6 +245,8 @@ class Run:
                 argv += ["--pods", "--node", self.env.node]
             if shape.capacity > 1:
                 argv += ["--capacity", str(shape.capacity), "--permits-max", str(shape.permits_max)]
+            if shape.holders:
+                argv += ["--holders", str(shape.holders), "--slots", str(-(-shape.agents // shape.holders))]
             env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}:{REPO}"}
             self.agents.append(start_process(f"agents-{index}", argv, log_dir=self.dir / "logs", env=env, cwd=REPO))
             first += count
@@ -283,15 +309,15 @@ class Run:
                 )
 
 
-def _pool_policy(capacity: int) -> dict[str, object]:
-    """The LockPolicy that gives every chaos resource (`chaos://pool/...`) `capacity` permits. Made before
-    the operators start, so their first LIST has it and no claim is decided at capacity 1."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": POLICY_KIND,
-        "metadata": {"name": "pool"},
-        "spec": {"resourcePrefix": "chaos://pool/", "capacity": capacity},
-    }
+def _pool_policy(shape: Shape) -> dict[str, object]:
+    """The LockPolicy of every chaos resource (`chaos://pool/...`): the shape's capacity and quotas. Made
+    before the operators start, so their first LIST has it and no claim is decided without it."""
+    spec: dict[str, object] = {"resourcePrefix": POOL_PREFIX, "capacity": shape.capacity}
+    if shape.max_held:
+        spec["maxHeldPerHolder"] = shape.max_held
+    if shape.max_waiting:
+        spec["maxWaitingPerHolder"] = shape.max_waiting
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": POLICY_KIND, "metadata": {"name": "pool"}, "spec": spec}
 
 
 def _host_port(server: str) -> tuple[str, int]:
@@ -473,6 +499,9 @@ class Scenario:
     wait_timeout: int = 6
     capacity: int = 1  # see Shape
     permits_max: int = 1
+    holders: int = 0  # see Shape; each holder runs AGENTS_PER_HOLDER agents over RESOURCES_PER_HOLDER_AGENT each
+    max_held: int = 0
+    max_waiting: int = 0
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -489,15 +518,24 @@ SCENARIOS: tuple[Scenario, ...] = (
              pods=True),
     Scenario("semaphore", "LockPolicy capacity 3, Exclusive claims of 1-2 permits and Shared ones, two replicas "
              "each SIGKILLed once", two_replicas, replicas=2, capacity=3, permits_max=2),
+    Scenario("quotas", "LockPolicy maxHeldPerHolder 2, maxWaitingPerHolder 3: 4 holders of 6 agents each in 4 "
+             "processes, two replicas each SIGKILLed once", two_replicas, replicas=2, holders=4, max_held=2,
+             max_waiting=3),
 )
+AGENTS_PER_HOLDER = 6  # in the quota part: more than its limits, so every holder presses on them
+RESOURCES_PER_HOLDER_AGENT = 4  # the resources of one slot, each contended by one agent of every holder
 
 
 def shape_for(scenario: Scenario, quick: bool) -> Shape:
     size = Shape(agents=60, processes=4, resources=20, seconds=25) if quick else Shape(
         agents=120, processes=4, resources=30, seconds=120
     )
+    if scenario.holders:
+        agents = scenario.holders * AGENTS_PER_HOLDER
+        size = replace(size, agents=agents, resources=AGENTS_PER_HOLDER * RESOURCES_PER_HOLDER_AGENT)
     return replace(size, ttl=scenario.ttl, pods=scenario.pods, wait_timeout=scenario.wait_timeout,
-                   capacity=scenario.capacity, permits_max=scenario.permits_max)
+                   capacity=scenario.capacity, permits_max=scenario.permits_max, holders=scenario.holders,
+                   max_held=scenario.max_held, max_waiting=scenario.max_waiting)
 
 
 def seed_for(seed: int, part: str, repetition: int) -> int:
@@ -516,7 +554,7 @@ async def execute(env: Env, scenario: Scenario, seed: int | None = None) -> Outc
         await scenario.inject(run)
         history = await run.finish()
         rss = max((o.rss() for o in run.operators), default=0)
-        report = check(history, BOUNDS)
+        report = check(history, BOUNDS, shape.quota)
         run.check_operators(report)
         run.agent_failures(report)
         recovery = recovery_seconds(run.faults, history.locks)
