@@ -65,6 +65,7 @@ class _Claim:
     released: float | None = None
     resources: tuple[str, ...] = ()
     held_version: int | None = None
+    sequence: int | None = None
 
 
 class Monitor:
@@ -122,6 +123,7 @@ class Monitor:
                     decided=c.decided, deleted=c.deleted, phase=c.phase, answered=c.answered,
                     reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
                     decided_version=c.decided_version, resources=c.resources, held_version=c.held_version,
+                    sequence=c.sequence,
                 )
             )
         return out
@@ -252,6 +254,8 @@ class Monitor:
             return
         claim.phase = phase.value
         claim.reason = status.reason or claim.reason
+        if status.sequence:
+            claim.sequence = status.sequence  # the operator's order of arrival (a requeue moves it)
         if claim.answered is None:
             claim.answered = now
         if phase is not Phase.PENDING and claim.decided is None:
