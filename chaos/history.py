@@ -148,6 +148,7 @@ class ClaimLife:
     # The resourceVersion of the first write that showed it ending otherwise than Rejected (a final
     # phase, a deletion begun or done), when a watch showed that write; None when not seen so.
     ended_version: int | None = None
+    sequence: int | None = None  # status.sequence, the operator's order of arrival in its queues (the last seen)
 
     @property
     def every_resource(self) -> tuple[str, ...]:
@@ -864,16 +865,16 @@ def check_queue_liveness(
     def waited_until(claim: ClaimLife) -> float:
         return min(t for t in (claim.decided, claim.deleted, end_of_run) if t is not None)
 
-    reserved: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # resource -> (since, until, created)
+    reserved: dict[str, list[tuple[float, float, ClaimLife]]] = defaultdict(list)  # resource -> (since, until, by)
     for claim in claims:
         if claim.wait and len(claim.resources) > 1:
             for resource in claim.resources:
-                reserved[resource].append((claim.created, waited_until(claim), claim.created))
+                reserved[resource].append((claim.created, waited_until(claim), claim))
     for claim in claims:
         if not claim.wait:
             continue
         spans = [span for r in claim.every_resource for span in held.get(r, [])]
-        spans += [(a, b) for r in claim.every_resource for a, b, made in reserved.get(r, []) if made < claim.created]
+        spans += [(a, b) for r in claim.every_resource for a, b, by in reserved.get(r, []) if _queued_ahead(by, claim)]
         for free_start, free_end in _gaps(_merge(spans), claim.created, waited_until(claim)):
             idle = free_end - free_start - covered(free_start, free_end, outages)
             if idle > bounds.queue_seconds:
@@ -887,6 +888,17 @@ def check_queue_liveness(
                     )
                 )
                 break
+
+
+def _queued_ahead(first: ClaimLife, then: ClaimLife) -> bool:
+    """`first` stands ahead of `then` in the operator's queues: by the sequence the operator gave each
+    (its order of arrival, `status.sequence`; every chaos claim has the same priority), else, when one
+    was never seen with it, by when the monitor first saw each (which a relist of both cannot order)."""
+    if first.uid == then.uid:
+        return False
+    if first.sequence is not None and then.sequence is not None:
+        return (first.sequence, first.uid) < (then.sequence, then.uid)
+    return first.created < then.created
 
 
 def check_verdicts(

@@ -67,6 +67,7 @@ class _Claim:
     held_version: int | None = None
     ended: bool = False  # seen ending otherwise than Rejected (final phase, deletion begun or done)
     ended_version: int | None = None
+    sequence: int | None = None
 
 
 class Monitor:
@@ -125,6 +126,7 @@ class Monitor:
                     reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
                     decided_version=c.decided_version, resources=c.resources, held_version=c.held_version,
                     ended_version=c.ended_version,
+                    sequence=c.sequence,
                 )
             )
         return out
@@ -258,6 +260,8 @@ class Monitor:
             return
         claim.phase = phase.value
         claim.reason = status.reason or claim.reason
+        if status.sequence:
+            claim.sequence = status.sequence  # the operator's order of arrival (a requeue moves it)
         if claim.answered is None:
             claim.answered = now
         if phase is not Phase.PENDING and claim.decided is None:

@@ -238,6 +238,28 @@ def test_release_expiry_and_break_of_one_resource_end_the_whole_claim(locks: Loc
     wait_until(lambda: not locks.locks(), "every grant to be released")
 
 
+def test_a_waiter_of_several_is_granted_as_soon_as_the_claim_of_several_ahead_expires(locks: Locks) -> None:
+    """m1 {a, b, c} (a 3 s lease, never renewed) and m2 {a, b, c} queue behind the holder of a, which
+    releases: m1 is granted, expires, and m2 must be granted then, not at its own wait timeout. The
+    operator's own deletions of m1's grants are no news to its cache when their events arrive, so m2
+    is decided again only if m1's reconcile wakes it; six sets at once, as a lost wake-up depended on
+    which of a deletion's response and its event came first."""
+    sets = [[f"exp{i}://a", f"exp{i}://b", f"exp{i}://c"] for i in range(6)]
+    for i, resources in enumerate(sets):
+        locks.claim(f"h{i}", resources[0], f"agent-h{i}")
+    locks.wait_phases([f"h{i}" for i in range(len(sets))], "Held")
+    for i, resources in enumerate(sets):
+        claim_all(locks, f"m1-{i}", resources, f"agent-m1-{i}", wait=True, ttlSeconds=3)
+        claim_all(locks, f"m2-{i}", resources, f"agent-m2-{i}", wait=True, waitTimeoutSeconds=60)
+    locks.wait_phases([f"m2-{i}" for i in range(len(sets))], "Pending")
+    for i in range(len(sets)):
+        locks.delete(f"h{i}")
+    locks.wait_phases([f"m1-{i}" for i in range(len(sets))], "Expired", timeout=30)
+    # Within 15 s of every expiry (a loaded machine), far below the 60 s wait timeout.
+    held = locks.wait_phases([f"m2-{i}" for i in range(len(sets))], "Held", timeout=15)
+    assert all(set(held_grants(body)) == set(resources) for body, resources in zip(held, sets, strict=True))
+
+
 def test_renewing_the_claim_renews_every_grant(locks: Locks) -> None:
     a, b = "renew://a", "renew://b"
     claim_all(locks, "m", [a, b], "agent-r", ttlSeconds=4)

@@ -546,6 +546,21 @@ def test_a_waiter_kept_by_a_claim_of_several_queued_ahead_is_no_queue_liveness_v
     alone = History(end=100)  # without m ahead of it, w waiting 40 s on a free resource is a violation
     alone.extend([claim("w", 1, 41, None, answered=1.1)])
     assert violations(alone) == ["queue-liveness"]
+def test_a_reservation_is_judged_by_the_operators_order_of_arrival_not_by_when_the_monitor_saw_it() -> None:
+    # After a relist the monitor first saw w (listed first) a moment before m, though the operator
+    # queued m first (its sequence is lower): m's reservation of R keeps w waiting rightly.
+    m = replace(multi_claim("m", 1.01, 31, None), held_version=None, sequence=7)
+    w = replace(claim("w", 1, 41, None, answered=1.1), sequence=9)
+    history = History(end=100)
+    history.extend([m, grant_of("x", R2, 5, 0, 30.5, 50), grant_of("m", R, 60, 31, 40, 70),
+                    grant_of("m", R2, 61, 31, 40, 71), w])
+    assert violations(history) == []
+    younger = History(end=100)  # m queued after w: its reservation is no excuse
+    younger.extend([replace(m, sequence=11), grant_of("x", R2, 5, 0, 30.5, 50), grant_of("m", R, 60, 31, 40, 70),
+                    grant_of("m", R2, 61, 31, 40, 71), replace(w, created=1.02)])
+    assert violations(younger) == ["queue-liveness"]
+
+
 # ---- capacity (a LockPolicy's semaphore) ------------------------------------------------------------
 
 

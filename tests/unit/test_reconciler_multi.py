@@ -134,3 +134,82 @@ def test_a_waiter_naming_a_deadlock_victims_resource_wakes_it_once_and_never_its
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+# ---- waking the other claims of several resources ----------------------------------------------
+# A claim of several resources that waits is decided again only when something wakes its key. What a
+# claim of several resources itself writes (an expiry giving back its grants, a timeout, its release)
+# frees the resources for the others queued on them; nothing else need follow (the lock events of
+# the operator's own deletions are no news to its cache), so that reconcile must wake them itself.
+
+
+def _several(name: str, resources: list[str], **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": "u" + name, "namespace": "a"},
+            "spec": {"resources": resources, "holder": name, "wait": True, **spec}}
+
+
+async def _drain(reconciler: Reconciler) -> None:
+    """Let the work queue run until no key is left to reconcile (the fake API answers at once)."""
+    for _ in range(10_000):
+        await asyncio.sleep(0)
+        if reconciler.queue.busy == 0 and not reconciler.queue.waiting:
+            return
+    raise AssertionError("the work queue did not drain")
+
+
+def _phase(api: FakeApi, name: str) -> str | None:
+    phase: str | None = (api.objects[paths.claims("a", name)].get("status") or {}).get("phase")
+    return phase
+
+
+def test_a_waiter_of_several_is_granted_when_the_claim_of_several_ahead_expires() -> None:
+    async def scenario() -> None:
+        api = FakeApi()
+        clock = ManualClock(1_800_000_000.0)
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "m1"), _several("m1", [A, B], ttlSeconds=3)))
+        cache.upsert_claim(api.put(paths.claims("a", "m2"), _several("m2", [A, B], waitTimeoutSeconds=60)))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        reconciler.start()
+        await _drain(reconciler)
+        assert (_phase(api, "m1"), _phase(api, "m2")) == ("Held", "Pending")
+        clock.advance(4)
+        reconciler.queue.schedule(multi_key("a", "um1"))  # its lease's deadline
+        await _drain(reconciler)
+        assert _phase(api, "m1") == "Expired"
+        assert _phase(api, "m2") == "Held"  # not left waiting until its own timeout
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_of_several_moves_up_when_the_claim_of_several_ahead_of_it_times_out_or_goes() -> None:
+    """x holds A; m1 {A, B} waits for it, ahead of m2 {B, C} on B. m1 giving up (its wait timing out,
+    or its holder deleting it) leaves B to m2 at once."""
+    for ending in ("timeout", "delete"):
+
+        async def scenario(ending: str = ending) -> None:
+            c = "deploy://c"
+            api = FakeApi()
+            clock = ManualClock(1_800_000_000.0)
+            cache = Cache()
+            cache.upsert_claim(api.put(paths.claims("a", "x"), {
+                "metadata": {"name": "x", "uid": "ux", "namespace": "a"}, "spec": {"resource": A, "holder": "x"}}))
+            cache.upsert_claim(api.put(paths.claims("a", "m1"), _several("m1", [A, B], waitTimeoutSeconds=5)))
+            cache.upsert_claim(api.put(paths.claims("a", "m2"), _several("m2", [B, c])))
+            reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+            reconciler.start()
+            await _drain(reconciler)
+            assert [_phase(api, n) for n in ("x", "m1", "m2")] == ["Held", "Pending", "Pending"]
+            if ending == "timeout":
+                clock.advance(6)
+                reconciler.queue.schedule(multi_key("a", "um1"))  # its wait's deadline
+            else:
+                # The claim's DELETED event, as the runtime takes it in.
+                reconciler.schedule(cache.delete_claim(api.objects.pop(paths.claims("a", "m1"))))
+            await _drain(reconciler)
+            assert ending == "delete" or _phase(api, "m1") == "TimedOut"
+            assert _phase(api, "m2") == "Held", ending
+            await reconciler.stop()
+
+        asyncio.run(scenario())

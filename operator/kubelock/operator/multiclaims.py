@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kubelock.domain import quotas
@@ -57,10 +58,10 @@ class MultiClaims:
             await asyncio.sleep(0)
             record = cache.claims.get(uid)
             if record is None:
-                # Released or ended: its resources' reconciles remove its grants and move their queues.
+                # Released or ended: its resources' reconciles remove its grants and move their queues,
+                # and the claims of several resources queued behind it there may go ahead.
                 self._woke.pop(uid, None)
-                for resource_key in cache.resource_keys_of(uid):
-                    owner.queue.schedule(resource_key)
+                self._moved(key, cache.resource_keys_of(uid))
                 return
             claim = await owner._with_pod(namespace, record.claim, record.pod_uid)
             views, seens = await self._gather(namespace, claim, record)
@@ -88,8 +89,7 @@ class MultiClaims:
                 await self._apply(namespace, claim, decision.actions, seens)
             finally:
                 owner.in_flight.release(reserved)
-            for resource in claim.every_resource:
-                owner.queue.schedule((namespace, resource))  # their queues and answers move with it
+            self._moved(key, [(namespace, r) for r in claim.every_resource])
         log.error("reconcile of claim %s in %s did not settle after %d rounds", uid, namespace, _reconciler.MAX_ROUNDS)
         owner.schedule_at(key, owner.clock.now() + RETRY_DELAY)
 
@@ -110,10 +110,18 @@ class MultiClaims:
             self._woke[uid] = wake
             return
         self._woke[uid] = wake
+        self._moved(key, [(key[0], r) for r in sorted(wake)])
+
+    def _moved(self, key: Key, resource_keys: Iterable[Key]) -> None:
+        """Decide again the resources a claim of several resources wrote or ended on, and the other
+        claims of several resources that name them: its grants given back, its end or its new place in
+        a queue may let them go ahead. Nothing else would wake them: the events of the operator's own
+        writes are no news to its cache (the responses were taken in first), and a resource's
+        reconcile wakes them only when it writes itself."""
         owner = self.owner
-        for resource in sorted(wake):
-            owner.queue.schedule((key[0], resource))
-            for other in owner.cache.multis_on((key[0], resource)):
+        for resource_key in resource_keys:
+            owner.queue.schedule(resource_key)
+            for other in owner.cache.multis_on(resource_key):
                 if other != key:
                     owner.queue.schedule(other)
 
