@@ -40,18 +40,18 @@ def test_equal_priorities_keep_arrival_order() -> None:
 
 
 def test_a_waiter_ages_past_newcomers_of_higher_priority() -> None:
-    """low (0) waits from T0+1; with one point per 10 s it is at 3 from T0+31, ahead of a newcomer of
+    """low (0) waits from its creation at T0+1; with one point per 10 s it is at 3 from T0+31, ahead of a newcomer of
     priority 2 (the tie at 2, from T0+21, goes by arrival: low is older)."""
     space = Space(policy=Policy(priority_aging_seconds=10)).add(claim("a", 1))
     space.settle(T0)
-    space.add(claim("low", 2, wait=True))
+    space.add(claim("low", 2, wait=True, created=T0 + 1))
     space.settle(T0 + 1)
-    space.add(claim("early", 3, wait=True, priority=2))
+    space.add(claim("early", 3, wait=True, priority=2, created=T0 + 2))
     space.settle(T0 + 2)
     space.remove("a")
     space.settle(T0 + 5)
     assert granted(space) == {"early"}, "2 beats 0 aged by 4 s"
-    space.add(claim("late", 4, wait=True, priority=2))
+    space.add(claim("late", 4, wait=True, priority=2, created=T0 + 21))
     space.settle(T0 + 21)
     space.remove("early")
     space.settle(T0 + 21)
@@ -61,12 +61,27 @@ def test_a_waiter_ages_past_newcomers_of_higher_priority() -> None:
 def test_without_enough_waiting_the_higher_priority_still_wins() -> None:
     space = Space(policy=Policy(priority_aging_seconds=10)).add(claim("a", 1))
     space.settle(T0)
-    space.add(claim("low", 2, wait=True))
+    space.add(claim("low", 2, wait=True, created=T0 + 1))
     space.settle(T0 + 1)
-    space.add(claim("late", 3, wait=True, priority=2))
+    space.add(claim("late", 3, wait=True, priority=2, created=T0 + 20))
     space.remove("a")
     space.settle(T0 + 20)  # low has waited 19 s: 1 point
     assert granted(space) == {"late"}
+
+
+def test_equal_priorities_stay_first_come_first_served_whatever_order_they_were_answered_in() -> None:
+    """Aging runs from a claim's arrival, not from its first answer: answers need not come in arrival
+    order (after a restart the operator may answer a later claim first), and a later claim answered
+    earlier must not gain its point of aging first and overtake an earlier claim of equal priority."""
+    space = Space(policy=Policy(priority_aging_seconds=10)).add(claim("a", 1))
+    space.settle(T0)
+    space.add(claim("later", 3, wait=True, created=T0 + 1))
+    space.settle(T0 + 1.2)  # only the later claim is answered yet (the earlier was not seen)
+    space.add(claim("earlier", 2, wait=True, created=T0 + 1))
+    space.settle(T0 + 2)
+    space.remove("a")
+    space.settle(T0 + 11.5)  # later has waited 10.3 s since its answer, earlier 9.5 s
+    assert granted(space) == {"earlier"}
 
 
 # ---- revocation ----------------------------------------------------------------------------------

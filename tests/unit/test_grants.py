@@ -193,10 +193,11 @@ class Model:
     held: dict[str, Need] = field(default_factory=dict)
     # (name, need, wait, priority, arrival), in arrival order
     queue: list[tuple[str, Need, bool, int, int]] = field(default_factory=list)
-    since: dict[str, float] = field(default_factory=dict)  # when each waiter was first decided
+    since: dict[str, float] = field(default_factory=dict)  # when each waiter arrived (its creation)
     refused: set[str] = field(default_factory=set)
 
-    def arrive(self, name: str, need: Need, wait: bool, priority: int, arrival: int) -> None:
+    def arrive(self, name: str, need: Need, wait: bool, priority: int, arrival: int, at: float) -> None:
+        self.since[name] = at
         if not compatible([need], self.capacity):
             self.refused.add(name)
         else:
@@ -214,8 +215,6 @@ class Model:
         return sorted(self.queue, key=rank)
 
     def settle(self, now: float) -> None:
-        for q in self.queue:
-            self.since.setdefault(q[0], now)
         while True:
             queue = self.ordered(now)
             grantable = [
@@ -257,8 +256,8 @@ def test_the_arbiter_agrees_with_the_brute_force_model(
         if isinstance(op, Arrive):
             name = f"c{step}"
             space.add(claim(name, step, mode=op.need.mode, permits=op.need.permits, wait=op.wait,
-                            priority=op.priority))
-            model.arrive(name, op.need, op.wait, op.priority, step)
+                            priority=op.priority, created=T0 + step))
+            model.arrive(name, op.need, op.wait, op.priority, step, T0 + step)
             active.append(name)
         elif active:
             name = active.pop(op.pick % len(active))

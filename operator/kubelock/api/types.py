@@ -233,7 +233,7 @@ class LockClaimSpec(_Model):
         le=MAX_PRIORITY,
         description=(
             "Queue order: waiters are served by effective priority (this value plus one point per "
-            "priorityAgingSeconds of waiting, an operator setting, default 10), then by arrival, so no "
+            "priorityAgingSeconds since the claim arrived, an operator setting, default 10), then by arrival, so no "
             "waiter starves. -1000..1000, default 0. A value above 0 needs the RBAC verb `prioritize` on "
             "lockclaims (lock admins have it). Immutable."
         ),

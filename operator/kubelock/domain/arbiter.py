@@ -9,6 +9,8 @@ action is a state to reach, not a delta.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -64,17 +66,35 @@ def waiting_since(claim: Claim, now: float) -> float:
     return claim.created_at + 1.0
 
 
+def aging_since(claim: Claim) -> float:
+    """When a waiting claim begins to age: the second of its creation (`creationTimestamp`, which the
+    API server truncates to the second), or, once requeued, the second of its last requeue.
+
+    Not `waitingSince`: that is when the operator first answered the claim, and answers do not come
+    in arrival order (after a restart a later claim may be answered first), so a later claim could
+    gain its point of aging first and overtake an earlier one of the same priority. Whole seconds of
+    arrival follow the queue's order (a claim's sequence is its creation revision, and a requeued
+    claim's new sequence is after every claim already there), so among claims of one priority an
+    earlier one has always aged at least as much, and with every priority equal the queue stays first
+    come, first served."""
+    status = claim.status
+    if status is not None and status.requeues and status.waiting_since is not None:
+        return float(math.floor(status.waiting_since))
+    return float(math.floor(claim.created_at))
+
+
 def queue_priority(claim: Claim, now: float, policy: Policy) -> int:
-    """A claim's effective priority now: its priority aged by the time it has waited."""
-    waited = now - waiting_since(claim, now) if claim.waiting else 0.0
+    """A claim's effective priority in the queue now: its priority aged by the time since it arrived
+    (`aging_since`). Every claim in the queue ages, a try-lock not yet decided too, so that claims of
+    one priority always rank by arrival."""
+    waited = now - aging_since(claim)
     return effective_priority(claim.priority, waited, policy.priority_aging_seconds)
 
 
 def queue_place(claim: Claim) -> Place:
     """A waiting claim's place in its resource's queue, as the wait-for graph keeps it: ranked at any
     `now` exactly as `queue_order` ranks it."""
-    since = None if claim.status is None else waiting_since(claim, claim.created_at)  # `now` unused once answered
-    return Place(claim.sequence, claim.priority, since)
+    return Place(claim.sequence, claim.priority, aging_since(claim))
 
 
 def queue_order(claim: Claim, now: float, policy: Policy) -> tuple[int, int, str]:

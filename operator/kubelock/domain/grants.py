@@ -26,7 +26,7 @@ it there*, granted or not. Those ahead keep their place without holding anything
   only if they do not fit beside it: exactly as long as FIFO requires, no longer.
 
 Queue order: effective priority first (higher first), then arrival (sequence, then uid). A
-request's effective priority is its priority plus one point per `aging_seconds` it has waited
+request's effective priority is its priority plus one point per `aging_seconds` since it arrived
 (`effective_priority`), so a low-priority request overtaken by a stream of higher ones moves up until
 it is ahead of every newcomer: nothing starves. Points are whole, so requests of equal standing keep
 their arrival order and every replica computes the same order from the same inputs.

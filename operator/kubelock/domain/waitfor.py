@@ -72,7 +72,7 @@ class Place:
 
     sequence: int
     priority: int = 0
-    since: float | None = None  # when it began waiting; None: not answered yet (it begins now)
+    since: float | None = None  # when it began to age (`arbiter.aging_since`); None: now
 
     def rank(self, order: Order) -> tuple[int, int]:
         """Its key in the queue at `order.now`: lower is served first."""
