@@ -10,7 +10,6 @@ action is a state to reach, not a delta.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
