@@ -125,6 +125,16 @@ def test_printer_columns(locks: Locks, control_plane, ns: str) -> None:  # type:
     assert "lockclaim.kubelock.dev/a" in both and "resourcelock.kubelock.dev/" in both
 
 
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parents[2] / "examples").glob("*.yaml")))
+def test_every_example_passes_admission(control_plane, ns: str, example: str) -> None:  # type: ignore[no-untyped-def]
+    """What the README tells newcomers to apply is accepted as it is (schema, rules, admission policies)."""
+    path = Path(__file__).parents[2] / "examples" / example
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), "-n", ns]
+    applied = subprocess.run([*kubectl, "apply", "--dry-run=server", "-f", str(path)], capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+    assert "(server dry run)" in applied.stdout, applied.stdout
+
 # ---- waiting ------------------------------------------------------------------------------------
 
 
