@@ -81,6 +81,26 @@ def test_a_new_waiter_over_a_waiting_quota_is_rejected_and_never_told_pending() 
     assert [a.status.reason for a in again.actions if isinstance(a, SetStatus)] == [Reason.QUEUED]
 
 
+def test_a_claim_giving_back_before_its_first_answer_is_checked_as_a_first_wait() -> None:
+    """Granted A, it finds B taken meanwhile: it gives A back and waits, for the first time, so the
+    waiting quotas apply as to any new waiter (over them it ends Rejected and still gives A back)."""
+    xb = claim("xb", 2, "agent-x", resource=B)
+    xb_held = holding(xb, lock_for(xb, token=950))
+    grants = [grant(M, A, 1000), lock_for(xb, token=950)]
+    within = decide_under_policies(M, [xb_held], grants)
+    assert [a.status.reason for a in within.actions if isinstance(a, SetStatus)] == [Reason.GIVING_BACK]
+    assert ("delete", "m", A, Reason.GIVING_BACK) in brief(within)
+    full = {"second": Usage(waiting={"agent-w": 1})}
+    refused = decide_under_policies(M, [xb_held], grants, used=full)
+    [ending] = [a for a in refused.actions if isinstance(a, SetStatus)]
+    assert (ending.status.phase, ending.status.reason) == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    assert "(maxWaitingPerNamespace)" in ending.status.message
+    assert ("delete", "m", A, Reason.QUOTA_EXCEEDED) in brief(refused), "what it holds is given back either way"
+    # One already answered (it waited before) is not counted again.
+    queued = with_phase(M, Phase.PENDING, Reason.QUEUED, since=T0)
+    again = decide_under_policies(queued, [xb_held], [grant(queued, A, 1000), lock_for(xb, token=950)], used=full)
+    assert [a.status.reason for a in again.actions if isinstance(a, SetStatus)] == [Reason.GIVING_BACK]
+
 def test_a_claim_whose_grants_are_being_written_is_not_counted_twice() -> None:
     # Its grant on A is written, so the usage already counts it held: it goes on to B.
     used = {"second": Usage(held={"agent-a": 1})}

@@ -126,7 +126,12 @@ def decide_claim(
         return Decision((CreateLock(claim, now, effective_ttl(claim, policy), resource=resource),))
     if held:
         # The rest was taken meanwhile: it gives back what it holds and waits again, so that it never
-        # holds part of its set while others wait for it.
+        # holds part of its set while others wait for it. A claim never answered before waits for the
+        # first time here, so the waiting quotas are checked as for any first wait.
+        over = _over_quota(claim, views, usage or {}, granting=False) if claim.status is None else None
+        if over is not None:
+            ending = end_claim(claim, Phase.REJECTED, Reason.QUOTA_EXCEEDED, over, now, warning=True)
+            return Decision((ending, *_give_back(held, Reason.QUOTA_EXCEEDED)))
         return Decision((_giving_back(claim, held, now), *_give_back(held, Reason.GIVING_BACK)))
     return _waiting(claim, views, blocked, now, graph, usage or {})
 
