@@ -66,7 +66,7 @@ def waiting_since(claim: Claim, now: float) -> float:
 
 
 def aging_since(claim: Claim) -> float:
-    """When a waiting claim begins to age: the second of its creation (`creationTimestamp`, which the
+    """When a claim in a queue begins to age: the second of its creation (`creationTimestamp`, which the
     API server truncates to the second), or, once requeued, the second of its last requeue.
 
     Not `waitingSince`: that is when the operator first answered the claim, and answers do not come
