@@ -363,7 +363,16 @@ class Runner:
                 detail = f"{len(rates[flavour])} x ≥ {p.cycle_seconds:g} s"
                 self.doc.rows.append(Row(2, f"cycles/s N={n}", "cycles/s", median(rates[flavour]), anchor,
                                          f"T({n})", target, flavour, detail))
+                if rates["cr"]:
+                    floor = median(rates["cr"])
+                    self.doc.rows.append(Row(2, f"cycles/s N={n} ÷ bare ResourceLock", "cycles/s",
+                                             median(rates[flavour]), floor, f"T_CR({n})",
+                                             Target("≥ 0.3 x T_CR(N)", 0.3, at_least=True) if n >= 50 else None,
+                                             flavour, detail))
                 self.doc.rows.append(self._writes_row(n, flavour))
+                self.doc.rows.append(self._other_requests_row(n, flavour))
+                if rates["cr"]:
+                    self.doc.rows.append(self._apiserver_cpu_row(n, flavour))
 
     def _writes_row(self, n: int, flavour: str) -> Row:
         acc = self.accounts[(f"2 cycles N={n}", flavour)]
@@ -376,6 +385,35 @@ class Runner:
         how = "API server count (claims, locks, events)"
         return Row(2, f"API writes per cycle N={n}", "writes", total / acc.units, None, "",
                    Target("<= 5 writes per cycle", 0, 5), flavour, how)
+
+    def _other_requests_row(self, n: int, flavour: str) -> Row:
+        """Requests a cycle does not need: reads of claims and locks, lock DELETEs beyond the one a
+        cycle needs, and the operator's answers of 404 or 409 (the naive operator has no counter)."""
+        acc = self.accounts[(f"2 cycles N={n}", flavour)]
+        if not acc.units:
+            return Row(2, f"other requests per cycle N={n}", "requests", None, flavour=flavour, error="no cycles")
+        reads = sum(n_ for (verb, res, _), n_ in acc.apiserver.items()
+                    if res in ("lockclaims", "resourcelocks") and verb.lower() == "get")
+        deletes = sum(n_ for (verb, res, _), n_ in acc.apiserver.items()
+                      if res == "resourcelocks" and verb.lower() == "delete")
+        refused = sum(n_ for (_, code), n_ in acc.operator.items() if code in ("404", "409"))
+        extra = reads + max(0, deletes - acc.units) + refused
+        how = f"GET claims/locks {reads}, lock DELETEs over 1 a cycle {max(0, deletes - acc.units)}, " \
+              f"operator 404/409 answers {refused}, in {acc.units} cycles"
+        return Row(2, f"other requests per cycle N={n}", "requests", extra / acc.units, None, "",
+                   Target("<= 0.2 per cycle", 0, 0.2), flavour, how)
+
+    def _apiserver_cpu_row(self, n: int, flavour: str) -> Row:
+        """kube-apiserver CPU a cycle against a bare ResourceLock create+delete in the same block."""
+        acc = self.accounts[(f"2 cycles N={n}", flavour)]
+        bare = self.accounts[(f"2 cycles N={n}", "floor (bare ResourceLock)")]
+        name = f"kube-apiserver CPU per cycle N={n}"
+        if not acc.units or not bare.units:
+            return Row(2, name, "ms", None, flavour=flavour, error="no cycles")
+        per = acc.cpu.get("kube-apiserver", 0.0) / acc.units * 1000
+        floor = bare.cpu.get("kube-apiserver", 0.0) / bare.units * 1000
+        return Row(2, name, "ms", per, floor, "bare ResourceLock cycle", Target("<= 3 x bare cycle", 3), flavour,
+                   f"{acc.units} cycles; bare: {bare.units} cycles")
 
     # ---- 9 ----------------------------------------------------------------------------------
 
