@@ -21,6 +21,7 @@ from kubelock.domain.quotaledger import RESERVATION_SECONDS, Entry, ledger_of
 from kubelock.domain.quotas import Count
 from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
 from tests.integration.test_multi import claim_all
+from tests.integration.test_observability import scrape, value
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.monitor import HolderMonitor, LockMonitor
 from tests.support.namespaces import temporary_namespace
@@ -36,7 +37,7 @@ SHORT_DELAY = 2
 def policy_operator(control_plane, tmp_path_factory) -> Iterator[OperatorProcess]:  # type: ignore[no-untyped-def]
     """One operator for this module, watching only its namespaces (klp-*)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
+    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",), metrics=True) as op:
         yield op
 
 
@@ -497,6 +498,31 @@ def _settle_quota_wave(locks: Locks, names: list[str], limit: int) -> None:
     for name in names:
         locks.delete(name)
     wait_until(lambda: not any(lk["spec"]["holder"] == "agent-burst" for lk in locks.locks()), "the wave released")
+
+
+def test_a_ledger_written_by_another_is_read_again_and_counted_in_the_metrics(
+    locks: Locks, admin_api: ApiClient, ns: str, policy_operator: OperatorProcess
+) -> None:
+    """The operator writes a quota ledger on the version it last saw. When another writer (another
+    replica, here an admin) wrote it since, the write fails with 409: the operator reads the ledger
+    again, decides again (the claim is still granted: one conflict, not a refusal), and
+    `kubelock_quota_ledger_conflicts_total` counts it."""
+    policy = LockPolicy("raced", "deploy://", quotas=Quotas(max_held_per_holder=3))
+    apply_policy(admin_api, ns, "raced", resourcePrefix="deploy://", maxHeldPerHolder=3)
+    locks.claim("first", "deploy://one", "agent-raced")
+    locks.wait_phase("first", "Held", timeout=30)
+    name = lease_name(ledger_of(policy, ns, "agent-raced"))
+    leases = CoordinationV1Api(admin_api)
+    wait_until(lambda: name in {lease.metadata.name for lease in leases.list_namespaced_lease(ns).items},
+               "the ledger written")
+    before = value(scrape(policy_operator.metrics_port), "kubelock_quota_ledger_conflicts_total")
+    leases.patch_namespaced_lease(name, ns, {"metadata": {"annotations": {"example.com/touched": "yes"}}})
+    locks.claim("second", "deploy://two", "agent-raced")
+    locks.wait_phase("second", "Held", timeout=30)
+    after = value(scrape(policy_operator.metrics_port), "kubelock_quota_ledger_conflicts_total")
+    assert after - before == 1, (before, after)
+    entries = entries_of(admin_api.sanitize_for_serialization(leases.read_namespaced_lease(name, ns)))
+    assert {e.holder for e in entries.values()} == {"agent-raced"} and len(entries) == 2, entries
 
 
 def test_a_reservation_without_its_grant_stops_counting(locks: Locks, admin_api: ApiClient, ns: str) -> None:

@@ -10,12 +10,13 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kubelock.domain.model import Action, CreateLock, DeleteLock, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.operator.cache import Cache
+from kubelock.operator.quotaledger import QuotaLedgers
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
@@ -58,6 +59,18 @@ class _CacheCollector(Collector):
         for (namespace, mode), count in sorted(grants_by_mode.items()):
             grants.add_metric([namespace, mode], count)
         yield grants
+
+
+class _LedgerCollector(Collector):
+    def __init__(self, ledgers: QuotaLedgers) -> None:
+        self._ledgers = ledgers
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "kubelock_quota_ledger_conflicts",
+            "Quota ledger writes that met another writer's (another replica's, mostly): each decision ran again",
+            value=self._ledgers.conflicts,
+        )
 
 
 class Metrics:
@@ -108,6 +121,9 @@ class Metrics:
 
     def watch_cache(self, cache: Cache) -> None:
         self.registry.register(_CacheCollector(cache))
+
+    def watch_ledgers(self, ledgers: QuotaLedgers) -> None:
+        self.registry.register(_LedgerCollector(ledgers))
 
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)

@@ -64,6 +64,7 @@ class Runtime:
         )
         if metrics is not None:
             metrics.watch_cache(self.cache)
+            metrics.watch_ledgers(self.reconciler.ledgers)
         self._tasks: list[asyncio.Task[None]] = []
         self._claim_watches: dict[str | None, asyncio.Task[None]] = {}
         self._lock_watches: list[asyncio.Task[None]] = []
