@@ -1,6 +1,7 @@
 """What an acquire+release cycle costs: the operator is the one deleter of a lock (a lock carries no
 ownerReference the garbage collector would act on, and one whose claim went while no operator ran
-goes when one starts), and routine Events are rate-limited per namespace while Warnings never are."""
+goes when one starts), and routine Events go one by one for a namespace's burst, then as summaries,
+while Warnings are never dropped."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 
-from tests.support.claims import Locks, wait_until
+from tests.support.claims import Locks, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -74,3 +75,54 @@ def test_routine_events_are_rate_limited_and_warnings_never(
         time.sleep(1)
     events = _reasons(admin_api, iso_ns, "short") + _reasons(admin_api, iso_ns, "next")
     assert {kind for _, kind in events} == {"Warning"}, events  # no Granted, no Released
+
+
+def test_a_burst_of_grants_past_the_routine_burst_is_summarised_and_each_claim_counted_once(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """30 claims granted, then released (60 routine Events) in a namespace: its Events are the first 25
+    Granted one by one, then Normal summaries, one per reason and period, whose counts cover the other
+    35 exactly. A claim granted past the burst has no Granted Event of its own and shows Held, with its
+    Held condition, in its status like any other (what `kubectl describe lockclaim` shows)."""
+    cycles, burst = 30, 25
+    locks = Locks(admin_api, iso_ns)
+    names = [f"c{i}" for i in range(cycles)]
+    op = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,),
+        extra_args=("--routine-event-summary-seconds", "2"),
+    )
+
+    def normal() -> tuple[list[str], list[str]]:
+        events = [e for e in CoreV1Api(admin_api).list_namespaced_event(iso_ns).items if e.type == "Normal"]
+        summaries = [f"{e.reason}: {e.message}" for e in events if " more claims: " in e.message]
+        singles = [f"{e.reason} {e.involved_object.name}" for e in events if " more claims: " not in e.message]
+        return singles, summaries
+
+    def covered() -> int:
+        singles, summaries = normal()
+        return len(singles) + sum(int(m.split(": ")[1].split()[0]) for m in summaries)
+
+    with op:
+        for name in names:
+            locks.claim(name, f"deploy://burst/{name}", f"agent-{name}")
+        held = {name: status_of(body) for name, body in zip(names, locks.wait_phases(names, "Held"), strict=True)}
+        wait_until(lambda: len(normal()[0]) == burst, "the burst of Granted Events", 30)
+        late = [n for n in names if f"Granted {n}" not in normal()[0]]
+        assert len(late) == cycles - burst
+        for name in late:
+            condition = next(c for c in held[name]["conditions"] if c["type"] == "Held")
+            assert held[name]["reason"] == "Granted" and condition["status"] == "True", held[name]
+        for name in names:
+            locks.delete(name)
+        wait_until(lambda: covered() >= 2 * cycles, "every grant's and release's Event sent or summarised", 30)
+        time.sleep(3)  # a summary period more: nothing further comes
+        singles, summaries = normal()
+    assert sorted(singles) == sorted(f"Granted {n}" for n in names if n not in late), singles
+    assert covered() == 2 * cycles, (singles, summaries)
+    assert {m.split(":")[0] for m in summaries} == {"Granted", "Released"}, summaries
+    assert len(summaries) < 2 * cycles - burst, "fewer writes than the Events they cover"
+    assert all("(a namespace's Normal Events past 25, then 1 every 300 s, are summarised every 2 s)" in m
+               for m in summaries), summaries

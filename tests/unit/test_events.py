@@ -1,5 +1,6 @@
-"""The Event recorder: routine (Normal) Events are rate-limited per namespace, Warning Events never
-are, and what was not sent is counted."""
+"""The Event recorder: routine (Normal) Events go one by one for a namespace's burst, then as one
+summary per namespace and reason a minute; Warning Events are never dropped, a burst of them is
+summarised each second; and what was not sent one by one is counted."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import asyncio
 from typing import Any
 
 from kubelock.domain.clock import ManualClock
-from kubelock.operator.events import ROUTINE_BURST, SUMMARY_NAMES, WARNING_BURST, EventRecorder, RoutineLimit
+from kubelock.operator.events import (
+    ROUTINE_BURST,
+    SUMMARY_NAMES,
+    WARNING_BURST,
+    EventRecorder,
+    RoutineLimit,
+)
 
 
 class Recording:
@@ -39,34 +46,120 @@ def test_a_namespace_gets_its_burst_then_the_rate() -> None:
     assert [limit.allow("a", 100.0) for _ in range(6)] == [True] * 5 + [False], "refills up to the burst only"
 
 
-def test_rate_zero_sends_no_routine_event() -> None:
+def test_rate_zero_sends_no_routine_event_nor_summary_and_warnings_still_go() -> None:
     assert not RoutineLimit(rate=0.0).allow("a", 0.0)
 
-
-def test_routine_events_over_the_rate_are_counted_not_sent_and_warnings_always_go() -> None:
     async def scenario() -> tuple[Recording, Counting, EventRecorder]:
         clock = ManualClock()
         client, counting = Recording(), Counting()
-        recorder = EventRecorder(client, clock, "test", routine_rate=1.0, unsent=counting)  # type: ignore[arg-type]
+        recorder = EventRecorder(client, clock, "test", routine_rate=0.0, unsent=counting)  # type: ignore[arg-type]
         recorder.start()
-        burst = int(ROUTINE_BURST)
-        for i in range(burst + 10):
+        for i in range(30):
             recorder.record("ns", f"c{i}", f"u{i}", "Granted", "granted", warning=False)
-        for i in range(3):
-            recorder.record("ns", f"c{i}", f"u{i}", "LeaseExpired", "expired", warning=True)
-        clock.advance(2.0)
-        recorder.record("ns", "late", "u-late", "Released", "released", warning=False)
+        recorder.record("ns", "x", "u-x", "LeaseExpired", "expired", warning=True)
+        clock.advance(3600)
+        recorder.summarise()
         await recorder.drain()
         await recorder.stop()
         return client, counting, recorder
 
     client, counting, recorder = asyncio.run(scenario())
-    reasons = [body["reason"] for body in client.created]
-    assert reasons.count("Granted") == int(ROUTINE_BURST)
-    assert reasons.count("LeaseExpired") == 3
-    assert reasons.count("Released") == 1, "the bucket refilled with time"
-    assert counting.unsent == ["limited"] * 10
-    assert recorder.limited == 10
+    assert [(body["reason"], body["type"]) for body in client.created] == [("LeaseExpired", "Warning")]
+    assert counting.unsent == ["limited"] * 30 and recorder.limited == 30 and recorder.summarised == 0
+
+
+def _grants_and_releases(recorder: EventRecorder, namespace: str, count: int, tag: str = "") -> None:
+    for i in range(count):
+        recorder.record(namespace, f"g{tag}{i}", f"ug{tag}{i}", "Granted", f"granted {tag}{i}", warning=False)
+        recorder.record(namespace, f"g{tag}{i}", f"ug{tag}{i}", "Released", f"released {tag}{i}", warning=False)
+
+
+def test_routine_events_go_one_by_one_for_the_burst_then_as_one_summary_per_namespace_and_reason() -> None:
+    """30 acquire+release cycles in a namespace: the first 25 Events one by one, the other 35 in two
+    summaries (Granted, Released) that count and name them; another namespace has its own burst."""
+    burst = int(ROUTINE_BURST)
+
+    async def scenario() -> tuple[Recording, Counting, EventRecorder, int]:
+        clock = ManualClock()
+        client, counting = Recording(), Counting()
+        recorder = EventRecorder(client, clock, "test", unsent=counting)  # type: ignore[arg-type]
+        recorder.start()
+        _grants_and_releases(recorder, "ns", 30)
+        _grants_and_releases(recorder, "other", 2)
+        await recorder.drain()
+        one_by_one = len(client.created)
+        clock.advance(42)
+        recorder.summarise()
+        recorder.summarise()  # nothing new: no second summary
+        await recorder.drain()
+        await recorder.stop()
+        return client, counting, recorder, one_by_one
+
+    client, counting, recorder, one_by_one = asyncio.run(scenario())
+    assert one_by_one == burst + 4, "past the burst nothing is sent one by one"
+    assert all(body["type"] == "Normal" for body in client.created)
+    singles = [b["involvedObject"]["name"] for b in client.created[:one_by_one] if b["metadata"]["namespace"] == "ns"]
+    assert singles == [f"g{i // 2}" for i in range(burst)], "each of the burst is its claim's own Event"
+    summaries = {body["reason"]: body for body in client.created[one_by_one:]}
+    assert len(client.created) == one_by_one + 2 and set(summaries) == {"Granted", "Released"}
+    granted, released = summaries["Granted"], summaries["Released"]
+    assert granted["message"].startswith(
+        "17 more claims: Granted in the last 42 s (a namespace's Normal Events past 25, then 1 every 300 s, "
+        "are summarised every 60 s): g13, g14,"
+    ), granted["message"]
+    assert ", ".join(f"g{13 + i}" for i in range(SUMMARY_NAMES)) + ", …; the last: granted 29" in granted["message"]
+    assert released["message"].startswith("18 more claims: Released in the last 42 s")
+    assert granted["involvedObject"]["name"] == released["involvedObject"]["name"] == "g29", "about the last claim"
+    assert granted["involvedObject"]["uid"] == "ug29"
+    assert recorder.summarised == 35 and counting.unsent == ["summarised"] * 35 and recorder.limited == 0
+
+
+def test_a_namespace_past_its_routine_burst_gets_one_event_back_every_300_s() -> None:
+    async def scenario() -> list[str]:
+        clock = ManualClock()
+        client = Recording()
+        recorder = EventRecorder(client, clock, "test")  # type: ignore[arg-type]
+        recorder.start()
+        for i in range(int(ROUTINE_BURST) + 1):
+            recorder.record("ns", f"c{i}", f"u{i}", "Granted", "granted", warning=False)
+        clock.advance(299)
+        recorder.record("ns", "early", "u-early", "Granted", "granted", warning=False)  # folded
+        clock.advance(1)
+        recorder.record("ns", "refilled", "u-refilled", "Granted", "granted", warning=False)
+        recorder.record("ns", "next", "u-next", "Granted", "granted", warning=False)  # folded
+        await recorder.drain()
+        await recorder.stop()
+        return [body["involvedObject"]["name"] for body in client.created]
+
+    sent = asyncio.run(scenario())
+    assert sent == [f"c{i}" for i in range(int(ROUTINE_BURST))] + ["refilled"]
+
+
+def test_routine_summaries_have_their_own_period_and_do_not_hurry_warning_summaries() -> None:
+    """Summaries go out on their own: the routine ones each `routine_summary_seconds`, the Warnings'
+    each `summary_seconds` (here an hour, so none in the test)."""
+
+    async def scenario() -> list[tuple[str, str]]:
+        client = Recording()
+        recorder = EventRecorder(
+            client, ManualClock(), "test", summary_seconds=3600, routine_summary_seconds=0.05  # type: ignore[arg-type]
+        )
+        recorder.start()
+        _grants_and_releases(recorder, "ns", 20)
+        for i in range(int(WARNING_BURST) + 5):
+            recorder.record("ns", f"e{i}", f"ue{i}", "LeaseExpired", "expired", warning=True)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if len(client.created) == int(ROUTINE_BURST) + int(WARNING_BURST) + 2:
+                break
+        await recorder.drain()
+        await recorder.stop()
+        return [(body["reason"], body["message"].split(":")[0]) for body in client.created]
+
+    sent = asyncio.run(scenario())
+    assert sent.count(("Granted", "7 more claims")) == 1 and sent.count(("Released", "8 more claims")) == 1, sent
+    assert not [m for _, m in sent if "LeaseExpired" in m], "the Warnings' summary waits for its own period"
+    assert len(sent) == int(ROUTINE_BURST) + int(WARNING_BURST) + 2
 
 
 def test_a_burst_of_warnings_past_its_rate_is_sent_as_one_summary_a_second_naming_the_claims() -> None:
@@ -96,7 +189,9 @@ def test_a_burst_of_warnings_past_its_rate_is_sent_as_one_summary_a_second_namin
     assert len(client.created) == int(WARNING_BURST) + 3
     last = int(WARNING_BURST) + 39
     assert summary["involvedObject"]["name"] == f"c{last}" and summary["involvedObject"]["uid"] == f"u{last}"
-    assert summary["message"].startswith("40 more claims: LeaseExpired in the last 1 s")
+    assert summary["message"].startswith(
+        "40 more claims: LeaseExpired in the last 1 s (Warnings over 1 a second are summarised): "
+    )
     first = [f"c{int(WARNING_BURST) + i}" for i in range(SUMMARY_NAMES)]
     assert ", ".join(first) + ", …" in summary["message"]
     assert summary["message"].endswith(f"the last: lease {int(WARNING_BURST) + 39} expired")

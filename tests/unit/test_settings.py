@@ -49,7 +49,7 @@ def test_the_replaced_setting_says_what_replaces_it(
 
 
 def test_routine_event_rate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert parse([]).routine_event_rate == 1.0
+    assert parse([]).routine_event_rate == 1 / 300, "one every 5 minutes, as client-go's spam filter"
     assert parse(["--routine-event-rate", "0"]).routine_event_rate == 0.0
     monkeypatch.setenv("KUBELOCK_ROUTINE_EVENT_RATE", "2.5")
     assert parse([]).routine_event_rate == 2.5
@@ -57,3 +57,9 @@ def test_routine_event_rate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
         with pytest.raises(SystemExit):
             parse(["--routine-event-rate", bad])
         assert "--routine-event-rate" in capsys.readouterr().err
+    assert parse([]).routine_event_summary_seconds == 60
+    assert parse(["--routine-event-summary-seconds", "2"]).routine_event_summary_seconds == 2
+    for bad in ("0", "3601", "1.5"):
+        with pytest.raises(SystemExit):
+            parse(["--routine-event-summary-seconds", bad])
+        assert "--routine-event-summary-seconds" in capsys.readouterr().err

@@ -12,23 +12,33 @@ bodies was most of the operator's memory. Events are for people and must not cro
 that grant locks, so a storm is not chased: when the queue is full, the newest Events are dropped
 and counted (as client-go's recorder does).
 
-Routine (Normal) Events are rate-limited per namespace: a token bucket of ROUTINE_BURST Events,
-refilled at the operator's `routineEventRate` per second. client-go's EventCorrelator would not help
-here: it aggregates and rate-limits similar Events *of one object*, and every grant and release is
-of a claim of its own, so it would still send one write per grant. Without a limit, a namespace
-churning locks paid two Event writes per acquire+release cycle (Granted, Released) on top of the six
-the protocol needs. An Event over the limit is not sent: the claim's status and conditions, and the
-operator's log line (one per decision, always written), still record it.
+Events past a limit are folded (`Folding`): one summary Event per namespace and reason and period,
+sent about the last claim it covers, naming the first SUMMARY_NAMES of them and the count ("1234 more
+claims: Granted in the last 60 s (...): a, b, c, …; the last: <its message>"), as client-go's
+EventCorrelator folds similar Events into one. Its count is exact (a summary not yet sent when the
+operator stops is lost, like any Event still queued).
+
+Routine (Normal) Events, a grant or a release, have a token bucket per namespace: ROUTINE_BURST at
+once, refilled at the operator's `routineEventRate` (default 1 every 300 s), as client-go's spam
+filter does per object. client-go's EventCorrelator itself would not help here: it limits Events *of
+one object*, and every grant and release is of a claim of its own, so it would still send one write
+per grant. Past the bucket, a namespace's routine Events of one reason go out as one summary every
+ROUTINE_SUMMARY_SECONDS: a namespace churning locks pays at most one Event write per reason a minute,
+not two per acquire+release cycle (Granted, Released) on top of the five the protocol needs. A rate
+of 0 sends no routine Event at all, summaries neither.
 
 Warning Events are never dropped: each is something a person may have to act on. But a burst of them
 (a thousand leases ending in the same second) would cost one write each, competing with the writes
 that expire those leases and grant the next holders. So each namespace and reason gets a burst of
 WARNING_BURST Events one by one, then WARNING_RATE a second; the Warnings over that are folded into
-one summary Warning per namespace and reason every SUMMARY_SECONDS, sent about the last claim it
-covers and naming the others ("37 more claims: LeaseExpired in the last 1 s: a, b, c, …"), as
-client-go's EventCorrelator folds similar Events into one. `kubectl describe` of every claim shows
-the claim's own phase, reason and message in its status; its Warning Event is its own while the
-namespace is within the burst, and the summary's (on the last claim of each second) beyond it.
+one summary Warning per namespace and reason every SUMMARY_SECONDS.
+
+What `kubectl describe lockclaim` shows: every claim's own phase, reason, message and conditions in
+its status (a claim granted past the burst is `Held` with its `Held` condition and fencing token like
+any other), and the operator's log has one line per decision. Its Events are its own while the
+namespace is within its burst; past it, a claim has no Event of its own unless it is the last one a
+summary covers, which then carries the summary; `kubectl get events` in the namespace shows the
+summaries, each naming the claims it covers.
 """
 
 from __future__ import annotations
@@ -45,15 +55,18 @@ from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import event_body
 from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.operator.settings import ROUTINE_EVENT_RATE
 
 log = logging.getLogger("kubelock.events")
 COMPONENT = "kubelock-operator"
 SENDERS = 1
 CAPACITY = 1_000
-# Routine Events a namespace may send at once before the rate applies (client-go's spam filter
-# allows 25 per object): enough for every Event of an interactive session or a small test.
+# Routine Events a namespace may send at once, refilled at `settings.ROUTINE_EVENT_RATE` by default:
+# client-go's spam filter (tools/record/events_cache.go: defaultSpamBurst 25, defaultSpamQPS 1/300,
+# per source and object). Enough for every Event of an interactive session or a small test; the
+# Events past it are folded into one summary per namespace and reason every ROUTINE_SUMMARY_SECONDS.
 ROUTINE_BURST = 25.0
-DEFAULT_ROUTINE_RATE = 1.0
+ROUTINE_SUMMARY_SECONDS = 60.0
 # Namespaces whose bucket is remembered at most; a full bucket is the same as none, so only those
 # that sent recently are kept.
 MAX_BUCKETS = 10_000
@@ -112,7 +125,7 @@ class RoutineLimit:
 
 @dataclass(slots=True)
 class _Summary:
-    """Warnings of one namespace and reason over their rate, waiting to be sent as one."""
+    """Events of one namespace and reason over their limit, waiting to be sent as one."""
 
     kind: str
     name: str  # the last one's object: the summary is about it
@@ -130,12 +143,12 @@ class _Summary:
         if len(self.names) < SUMMARY_NAMES:
             self.names.append(name)
 
-    def text(self, reason: str, now: float) -> str:
+    def text(self, reason: str, now: float, why: str) -> str:
         names = ", ".join(self.names or ())
         more = ", …" if self.count > len(self.names or ()) else ""
         return (
             f"{self.count} more claims: {reason} in the last {max(1.0, now - self.since):.0f} s "
-            f"(Warnings over {WARNING_RATE:g} a second are summarised): {names}{more}; the last: {self.message}"
+            f"({why}): {names}{more}; the last: {self.message}"
         )
 
 
@@ -153,6 +166,44 @@ class Occurrence:
     at: float
 
 
+class Folding:
+    """Events of one type (Warning or Normal) past their limit, folded into one summary per namespace
+    and reason until `flush` sends them. A limit of rate 0 is `off`: nothing is sent or folded."""
+
+    def __init__(self, limit: RoutineLimit, *, warning: bool, per_reason: bool, why: str) -> None:
+        self.limit = limit
+        self.warning = warning
+        self.per_reason = per_reason  # one bucket per namespace and reason, else per namespace
+        self.why = why  # said in each summary
+        self._summaries: dict[tuple[str, str], _Summary] = {}
+
+    @property
+    def off(self) -> bool:
+        return self.limit.rate <= 0
+
+    def allow(self, namespace: str, reason: str, now: float) -> bool:
+        return self.limit.allow(f"{namespace}/{reason}" if self.per_reason else namespace, now)
+
+    def fold(self, namespace: str, kind: str, name: str, uid: str, reason: str, message: str, now: float) -> None:
+        summary = self._summaries.get((namespace, reason))
+        if summary is None:
+            summary = self._summaries[namespace, reason] = _Summary(kind, name, uid, message, now)
+        summary.add(kind, name, uid, message)
+
+    def flush(self, now: float) -> list[Occurrence]:
+        summaries, self._summaries = self._summaries, {}
+        return [
+            Occurrence(namespace, s.kind, s.name, s.uid, reason, s.text(reason, now, self.why), self.warning, now)
+            for (namespace, reason), s in summaries.items()
+        ]
+
+
+def _per(rate: float) -> str:
+    if rate <= 0:
+        return "none"
+    return f"{rate:g} a second" if rate >= 1 else f"1 every {1 / rate:.0f} s"
+
+
 class EventRecorder:
     def __init__(
         self,
@@ -162,28 +213,38 @@ class EventRecorder:
         capacity: int = CAPACITY,
         senders: int = SENDERS,
         *,
-        routine_rate: float = DEFAULT_ROUTINE_RATE,
+        routine_rate: float = ROUTINE_EVENT_RATE,
         unsent: Unsent | None = None,
         summary_seconds: float = SUMMARY_SECONDS,
+        routine_summary_seconds: float = ROUTINE_SUMMARY_SECONDS,
     ) -> None:
         self._client = client
-        self._summary_seconds = summary_seconds
         self._clock = clock
         self._instance = instance
-        self._routine = RoutineLimit(routine_rate)
-        self._warnings = RoutineLimit(WARNING_RATE, WARNING_BURST)  # per namespace and reason
-        self._summaries: dict[tuple[str, str], _Summary] = {}
+        self._routine = Folding(
+            RoutineLimit(routine_rate), warning=False, per_reason=False,
+            why=f"a namespace's Normal Events past {ROUTINE_BURST:g}, then {_per(routine_rate)}, are summarised "
+            f"every {routine_summary_seconds:g} s",
+        )
+        self._warnings = Folding(
+            RoutineLimit(WARNING_RATE, WARNING_BURST), warning=True, per_reason=True,
+            why=f"Warnings over {WARNING_RATE:g} a second are summarised",
+        )
+        self._periods = ((self._warnings, summary_seconds), (self._routine, routine_summary_seconds))
         self._unsent = unsent or NoCount()
         self._queue: asyncio.Queue[Occurrence] = asyncio.Queue(capacity)
         self._senders = senders
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0  # queue full
-        self.limited = 0  # routine Events over their namespace's rate
-        self.summarised = 0  # Warnings sent as part of a summary rather than one by one
+        self.limited = 0  # routine Events not sent at all (a routine rate of 0)
+        self.summarised = 0  # Events sent as part of a summary rather than one by one
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"kubelock-events-{i}") for i in range(self._senders)]
-        self._tasks.append(asyncio.create_task(self._summarise_forever(), name="kubelock-events-summaries"))
+        self._tasks += [
+            asyncio.create_task(self._summarise_forever(folding, seconds), name=f"kubelock-events-summaries-{i}")
+            for i, (folding, seconds) in enumerate(self._periods)
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -200,31 +261,30 @@ class EventRecorder:
         self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND
     ) -> None:
         now = self._clock.now()
-        if not warning and not self._routine.allow(namespace, now):
+        folding = self._warnings if warning else self._routine
+        if folding.off:
             self.limited += 1
             self._unsent.event_unsent("limited")
             return
-        if warning and not self._warnings.allow(f"{namespace}/{reason}", now):
-            summary = self._summaries.get((namespace, reason))
-            if summary is None:
-                summary = self._summaries[namespace, reason] = _Summary(kind, name, uid, message, now)
-            summary.add(kind, name, uid, message)
+        if not folding.allow(namespace, reason, now):
+            folding.fold(namespace, kind, name, uid, reason, message, now)
             self.summarised += 1
             self._unsent.event_unsent("summarised")
             return
         self._enqueue(Occurrence(namespace, kind, name, uid, reason, message, warning, now))
 
-    def summarise(self) -> None:
-        """Send one Warning for each namespace and reason with Warnings over their rate."""
+    def summarise(self, *foldings: Folding) -> None:
+        """Send one Event for each namespace and reason with Events folded since the last summary (of
+        `foldings`; of both types when none is named)."""
         now = self._clock.now()
-        summaries, self._summaries = self._summaries, {}
-        for (namespace, reason), s in summaries.items():
-            self._enqueue(Occurrence(namespace, s.kind, s.name, s.uid, reason, s.text(reason, now), True, now))
+        for folding in foldings or (self._warnings, self._routine):
+            for occurrence in folding.flush(now):
+                self._enqueue(occurrence)
 
-    async def _summarise_forever(self) -> None:
+    async def _summarise_forever(self, folding: Folding, seconds: float) -> None:
         while True:
-            await asyncio.sleep(self._summary_seconds)
-            self.summarise()
+            await asyncio.sleep(seconds)
+            self.summarise(folding)
 
     def _enqueue(self, occurrence: Occurrence) -> None:
         try:

@@ -114,7 +114,8 @@ class Metrics:
         )
         self.events_unsent = Counter(
             "kubelock_events_unsent",
-            "Events not sent: routine ones over their namespace's rate (limited), any when the queue was full",
+            "Events not sent one by one: counted in a summary Event instead (summarised), routine ones with a "
+            "routine Event rate of 0 (limited), any when the queue was full (queue full)",
             ["why"], registry=r,
         )
         self._seen: dict[str, float] = {}

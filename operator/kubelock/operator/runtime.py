@@ -55,7 +55,8 @@ class Runtime:
         self.cache = Cache()
         self.policies = PolicyIndex()
         self.events = EventRecorder(
-            self.client, clock, settings.instance, routine_rate=settings.routine_event_rate, unsent=metrics
+            self.client, clock, settings.instance, routine_rate=settings.routine_event_rate, unsent=metrics,
+            routine_summary_seconds=settings.routine_event_summary_seconds,
         )
         self.freshness = Freshness(self.cache, self._scope_of, self._stale, self._deaf)
         self.reconciler = Reconciler(

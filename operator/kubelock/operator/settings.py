@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from kubelock.domain.model import Policy
 
+ROUTINE_EVENT_RATE = 1 / 300  # as client-go's defaultSpamQPS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -29,7 +31,10 @@ class Settings:
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_address: str = "127.0.0.1"
     resync_seconds: int = 60
-    routine_event_rate: float = 1.0  # Normal Events per second per namespace, after a burst of 25
+    # Normal Events per second refilling a namespace's burst of 25 (client-go's spam filter: 1 per 300 s);
+    # past it they are summarised once a minute per reason. 0: none.
+    routine_event_rate: float = ROUTINE_EVENT_RATE
+    routine_event_summary_seconds: int = 60  # how often the routine Events past the burst are summarised
     instance: str = socket.gethostname()
 
     @property
@@ -161,10 +166,17 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
                         help="LIST locks and holder pods this often, a safety net for missed watch events")
-    parser.add_argument("--routine-event-rate", type=_rate, default=_env_float("KUBELOCK_ROUTINE_EVENT_RATE", 1.0),
-                        help="Normal Events (Granted, Released, Queued ...) each namespace may get per second, after "
-                        "a burst of 25; the rest are only logged. 0: none. Warning Events are never limited "
-                        "(default 1)")
+    parser.add_argument("--routine-event-rate", type=_rate,
+                        default=_env_float("KUBELOCK_ROUTINE_EVENT_RATE", ROUTINE_EVENT_RATE),
+                        help="Normal Events (Granted, Released, Queued ...) per second refilling each namespace's "
+                        "burst of 25; past it they are summarised: one Event per namespace and reason every "
+                        "--routine-event-summary-seconds, counting and naming the claims. 0: no Normal Events at "
+                        "all. Warning Events are never limited (default 1/300, one every 5 minutes, as client-go's "
+                        "spam filter)")
+    parser.add_argument("--routine-event-summary-seconds", type=_bounded(1, 3600),
+                        default=_env_int("KUBELOCK_ROUTINE_EVENT_SUMMARY_SECONDS", 60),
+                        help="send the summary of each namespace's and reason's Normal Events past the burst this "
+                        "often, 1-3600 (default 60)")
     args = parser.parse_args(argv)
     if args.stale_after_seconds is not None:
         parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
@@ -193,5 +205,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         metrics_address=args.metrics_address,
         resync_seconds=args.resync_seconds,
         routine_event_rate=args.routine_event_rate,
+        routine_event_summary_seconds=args.routine_event_summary_seconds,
         instance=os.environ.get("POD_NAME") or socket.gethostname(),
     )
