@@ -24,7 +24,7 @@ from kubelock.domain.model import (
     SetStatus,
 )
 from kubelock.domain.reasons import Phase, Reason
-from kubelock.domain.waitfor import WaitForGraph
+from kubelock.domain.waitfor import CYCLE_SHOWN, WaitForGraph
 from tests.support.arbitration import (
     POLICY,
     RES,
@@ -651,6 +651,39 @@ def test_three_holder_deadlock() -> None:
     phases = {n: space.get(n).phase for n in ("a2", "b2", "c2")}
     assert phases == {"a2": Phase.PENDING, "b2": Phase.DEADLOCKED, "c2": Phase.PENDING}
     assert space.get("b2").status.cycle == ("b", r3, "c", R1, "a", R2, "b")  # type: ignore[union-attr]
+
+
+def test_a_long_deadlock_reports_the_two_ends_of_its_cycle() -> None:
+    """A chain of 60 holders closed by the last: the victim's status names the whole cycle's
+    length but shows only its two ends, so its size does not grow with the cycle."""
+    n = 60
+    resources = [f"db://r{i}" for i in range(n)]
+    space = Space().add(*(claim(f"h{i}", i + 1, f"agent-{i}", resource=resources[i]) for i in range(n)))
+    space.add(*(claim(f"w{i}", n + i + 1, f"agent-{i}", resource=resources[i + 1], wait=True) for i in range(n - 1)))
+    for start in range(0, n, 30):
+        space.settle(T0, resources[start : start + 30])
+    space.add(claim("close", 3 * n, f"agent-{n - 1}", resource=resources[0], wait=True))
+    space.settle(T0 + 2, [resources[0]])
+    status = space.get("close").status
+    assert status is not None and status.phase is Phase.DEADLOCKED
+    assert status.cycle_length == n
+    assert status.cycle is not None and len(status.cycle) == 2 * CYCLE_SHOWN + 1
+    assert status.cycle[:3] == (f"agent-{n - 1}", resources[0], "agent-0")
+    assert status.cycle[-3:] == (f"agent-{n - 2}", resources[n - 1], f"agent-{n - 1}")
+    assert f"… {n - CYCLE_SHOWN} more holders …" in status.message
+    assert len(status.message) < 1024
+    assert all(space.get(f"w{i}").phase is Phase.PENDING for i in range(n - 1))
+
+
+def test_a_short_deadlock_reports_its_whole_cycle_and_length() -> None:
+    space = Space().add(claim("a1", 1, "a", resource=R1), claim("b1", 2, "b", resource=R2))
+    space.settle(T0, [R1, R2])
+    space.add(claim("a2", 10, "a", resource=R2, wait=True), claim("b2", 11, "b", resource=R1, wait=True))
+    space.settle(T0 + 1, [R1, R2])
+    status = space.get("b2").status
+    assert status is not None
+    assert status.cycle == ("b", R1, "a", R2, "b") and status.cycle_length == 2
+    assert status.message == f"deadlock: b → {R1} → a → {R2} → b"
 
 
 # ---- next_deadline ---------------------------------------------------------------------------

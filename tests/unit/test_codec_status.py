@@ -86,3 +86,18 @@ def test_a_condition_keeps_its_transition_time_until_it_flips_and_the_record_sha
     # A condition without a transition time (written by hand) flips at the write that reads it.
     bare = claim_record(body({**raw, "conditions": [{"type": "Held", "status": "True"}]}))
     assert status_body(stale, bare, now=from_rfc3339(LATER))["conditions"][0]["lastTransitionTime"] == LATER
+
+
+def test_cycle_length_round_trips_and_the_sdk_reads_it() -> None:
+    shown = ("a", "r://1", "b", "r://2", "a")
+    status = ClaimStatus(phase=Phase.DEADLOCKED, reason=Reason.DEADLOCK, message="m", sequence=7,
+                         cycle=shown, cycle_length=40, finished_at=from_rfc3339(T))
+    written = status_body(status, claim_record(body({})), now=from_rfc3339(T))
+    assert written["cycle"] == list(shown) and written["cycleLength"] == 40
+    read = claim_status(written, 7)
+    assert read is not None and read.cycle == shown and read.cycle_length == 40  # kept by a later rewrite
+    info = ClaimInfo.from_body(body(written))
+    assert info.cycle == shown and info.cycle_length == 40
+    held = status_body(ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7),
+                       claim_record(body({})), now=from_rfc3339(T))
+    assert held["cycleLength"] is None  # a merge patch of the whole status clears it

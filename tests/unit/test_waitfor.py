@@ -11,7 +11,7 @@ import pytest
 from kubelock.domain.arbiter import CYCLE_RECHECK_SECONDS
 from kubelock.domain.grants import EXCLUSIVE, Mode, Need, Request, admit, effective_priority
 from kubelock.domain.reasons import Phase
-from kubelock.domain.waitfor import Cycle, Edge, Order, Place, WaitForGraph, describe
+from kubelock.domain.waitfor import CYCLE_SHOWN, Cycle, Edge, Order, Place, WaitForGraph, describe
 from tests.support.arbitration import T0, Space, claim
 
 
@@ -181,6 +181,49 @@ def test_long_chain_closed_by_the_last_claim() -> None:
         assert found is not None
         assert len(found.edges) == n
         assert found.victim == Edge(closing.holder, closing.resource, closing.seq)
+
+
+def test_a_long_cycle_is_shown_by_its_two_ends() -> None:
+    n, half = 1000, CYCLE_SHOWN // 2
+    holders = [f"h{i}" for i in range(n)]
+    resources = [f"r://{i}" for i in range(n)]
+    graph = graph_of(dict(zip(resources, holders, strict=True)),
+                     [W(holders[i], resources[i + 1], i + 1) for i in range(n - 1)])
+    cycle = search(graph, W(holders[-1], resources[0], 10_000))
+    assert cycle is not None
+    shown = cycle.shown
+    assert len(shown) == 2 * CYCLE_SHOWN + 1
+    # The closing wait and the 7 after it, then the 8 waits that lead back to the closing holder.
+    assert shown[: 2 * half] == cycle.path[: 2 * half]
+    assert shown[2 * half :] == cycle.path[-(2 * half + 1) :]
+    assert shown[:4] == (holders[-1], resources[0], holders[0], resources[1])
+    assert shown[2 * half - 1 : 2 * half + 1] == (resources[half - 1], holders[n - 1 - half])
+    assert shown[-3:] == (holders[-2], resources[-1], holders[-1])
+    left_out = n - CYCLE_SHOWN
+    text = describe(shown, len(cycle.edges))
+    assert f"{resources[half - 1]} → … {left_out} more holders … → {holders[n - 1 - half]}" in text
+    assert text.startswith(f"{holders[-1]} → {resources[0]} → ") and text.endswith(f"→ {holders[-1]}")
+    assert text.count("→") == len(shown)  # one arrow per step shown, and one on each side of the gap
+
+
+@pytest.mark.parametrize("n", [1, 2, CYCLE_SHOWN - 1, CYCLE_SHOWN])
+def test_a_cycle_of_at_most_the_shown_length_is_shown_whole(n: int) -> None:
+    cycle = Cycle(tuple(Edge(f"h{i}", f"r://{i}", i + 1) for i in range(n)))
+    assert cycle.shown == cycle.path
+    assert describe(cycle.shown, n) == describe(cycle.path) == " → ".join(cycle.path)
+
+
+def test_one_more_than_the_shown_length_leaves_one_holder_out() -> None:
+    n = CYCLE_SHOWN + 1
+    cycle = Cycle(tuple(Edge(f"h{i}", f"r://{i}", i + 1) for i in range(n)))
+    assert len(cycle.shown) == 2 * CYCLE_SHOWN + 1
+    assert "h8" not in cycle.shown and "r://8" not in cycle.shown
+    assert "r://7 → … 1 more holder … → h9" in describe(cycle.shown, n)
+
+
+def test_a_path_without_its_length_is_described_as_written() -> None:
+    path = ("a", "r://1", "b", "r://2", "a")
+    assert describe(path) == describe(path, 2) == "a → r://1 → b → r://2 → a"
 
 
 # ---- victims ---------------------------------------------------------------------------------

@@ -216,6 +216,7 @@ class ClaimStatus:
     grants: tuple[dict[str, Any], ...] = ()  # status.grants, as written
     revocation: Revocation | None = None
     requeues: int = 0
+    cycle_length: int | None = None  # waits in the whole cycle; None: written before it was recorded
 
     def condition(self, type_: str) -> Mapping[str, Any] | None:
         return next((c for c in self.conditions if c.get("type") == type_), None)
@@ -258,6 +259,7 @@ class ClaimStatus:
             grants=tuple(g for g in grants if isinstance(g, dict)) if isinstance(grants, list) else (),
             revocation=Revocation.parse(status.get("revocation")),
             requeues=integer(status.get("requeues")) or 0,
+            cycle_length=integer(status.get("cycleLength")),
         )
 
 

@@ -367,7 +367,16 @@ class LockClaimStatus(_Model):
         default=None,
         description=(
             "While Deadlocked: the wait-for cycle, holders and resources alternating, starting and ending "
-            "with this claim's holder."
+            "with this claim's holder. Of a cycle of more than 16 holders, only the first 8 and the last "
+            "8 waits (each a holder and the resource it waits for): cycleLength counts them all."
+        ),
+    )
+    cycle_length: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "While Deadlocked: the number of holders in the whole wait-for cycle. When it is larger than "
+            "the holders listed in cycle, the waits left out follow the first 8 listed."
         ),
     )
     reason: str | None = Field(default=None, description="Machine reason (CamelCase) for the current phase.")

@@ -208,6 +208,7 @@ def claim(info: ClaimInfo) -> Json:
         "expiresAt": format_time(info.expires_at),
         "queuePosition": info.queue_position,
         "cycle": list(info.cycle) if info.cycle else None,
+        "cycleLength": info.cycle_length,
         "stale": info.stale,
         "resources": sorted(info.resources),
         "fencingTokens": info.tokens,
@@ -400,7 +401,7 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
         ahead = ", ".join(a.holder for a in why.ahead)
         lines.append(f"  queue:     position {c.queue_position}" + (f", behind {ahead}" if ahead else ""))
     if c.cycle:
-        lines.append(f"  cycle:     {describe(c.cycle)}")
+        lines.append(f"  cycle:     {describe(c.cycle, c.cycle_length)}")
         lines.append("             release every lock you hold, back off, and retry")
     lock = why.lock
     if lock is not None and not c.held:

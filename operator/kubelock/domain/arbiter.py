@@ -800,6 +800,8 @@ def stale_message(resource: str, holder: str, lock: Lock, policy: Policy) -> str
 
 
 def deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float) -> SetStatus:
-    path = cycle.path
-    update = end_claim(claim, Phase.DEADLOCKED, reason, f"deadlock: {describe(path)}", now, warning=True)
-    return replace(update, status=replace(update.status, cycle=path))
+    """The claim ends Deadlocked with the cycle in its status (of a long one, its two ends: `Cycle.shown`)."""
+    path, length = cycle.shown, len(cycle.edges)
+    message = f"deadlock: {describe(path, length)}"
+    update = end_claim(claim, Phase.DEADLOCKED, reason, message, now, warning=True)
+    return replace(update, status=replace(update.status, cycle=path, cycle_length=length))

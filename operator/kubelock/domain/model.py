@@ -75,6 +75,7 @@ class ClaimStatus:
     expires_at: float | None = None
     queue_position: int | None = None
     cycle: tuple[str, ...] | None = None
+    cycle_length: int | None = None  # waits in the whole cycle (`cycle` shows at most CYCLE_SHOWN of them)
     stale: bool = False
     observed_renew: str | None = None
     finished_at: float | None = None  # when the claim entered a terminal phase

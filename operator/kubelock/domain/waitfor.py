@@ -33,6 +33,13 @@ from dataclasses import dataclass
 
 from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks, effective_priority
 
+# A cycle is reported with at most this many of its waits: the first half of them from the claim that
+# closed it (what it waits for, and on) and the second half leading back to it (who waits for what it
+# holds). A report grows with the cycle, and a claim's status is written, stored, watched and parsed
+# whole: a chain of 1 000 holders made each Deadlocked status ~170 kB (path, message and condition),
+# and long names put a cycle of a few hundred past the API server's request limit.
+CYCLE_SHOWN = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Edge:
@@ -53,6 +60,16 @@ class Cycle:
             out += [edge.waiter, edge.resource]
         out.append(self.edges[0].waiter)
         return tuple(out)
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """`path`, of a cycle longer than CYCLE_SHOWN waits only its first and last CYCLE_SHOWN / 2
+        waits: still holders and resources alternating, from and back to the first waiter. The waits
+        left out follow the first half (`describe` says how many)."""
+        if len(self.edges) <= CYCLE_SHOWN:
+            return self.path
+        half = CYCLE_SHOWN // 2
+        return Cycle((*self.edges[:half], *self.edges[-half:])).path
 
     @property
     def victim(self) -> Edge:
@@ -91,8 +108,16 @@ class Order:
 ARRIVAL = Order()  # every wait at the priority it asked: with no priorities, plain arrival order
 
 
-def describe(path: tuple[str, ...]) -> str:
-    return " → ".join(path)
+def describe(path: tuple[str, ...], length: int | None = None) -> str:
+    """A cycle's path as text. `length`: the number of waits in the whole cycle, when `path` may be a
+    `Cycle.shown` one that leaves some out."""
+    shown = len(path) // 2
+    if length is None or length <= shown or shown < 2:
+        return " → ".join(path)
+    half = shown // 2
+    left_out = length - shown
+    gap = f"… {left_out} more holder{'s' if left_out > 1 else ''} …"
+    return " → ".join((*path[: 2 * half], gap, *path[2 * half :]))
 
 
 class WaitForGraph:
@@ -260,3 +285,4 @@ class WaitForGraph:
                             parent[nxt] = edge
                             stack.append(nxt)
         return None, passed_newer
+

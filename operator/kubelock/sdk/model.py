@@ -102,6 +102,7 @@ class ClaimInfo:
     priority: int = 0
     revocation: RevocationInfo | None = None  # while Held: asked to give the lock back
     requeues: int = 0
+    cycle_length: int | None = None  # while Deadlocked: holders in the whole cycle (`cycle` may show fewer)
 
     @property
     def held_grants(self) -> tuple[GrantInfo, ...]:
@@ -181,6 +182,7 @@ class ClaimInfo:
             priority=spec.priority,
             revocation=RevocationInfo.of(status.revocation),
             requeues=status.requeues,
+            cycle_length=status.cycle_length,
         )
 
 
