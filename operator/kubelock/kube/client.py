@@ -284,6 +284,7 @@ class KubeClient:
                         parsed = None
                     error = from_response(response.status, parsed, text)
                     error.sent_headers = headers
+                    error.retry_after_header = response.headers.get("Retry-After")
                     raise error
                 async for line in response.content:
                     if not line.strip():
