@@ -570,12 +570,15 @@ class AsyncLockClient:
         target = Target.of(uri)
         ident = await self.identity()
         resource = target.label
-        info = await self._release_seen(target.claim_name(ident.holder))
+        info, unsure = await self._release_seen(target.claim_name(ident.holder))
         if info is None:
             info = await self._own_claim(ident, target)
-            if info is None:
+            if info is None and unsure is not None:
+                info = unsure  # gone: the delete whose answer was lost went through
+            elif info is None:
                 raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
-            await self.delete_claim(info)
+            else:
+                await self.delete_claim(info)
         if info.phase in (None, Phase.PENDING) or info.held:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase,
                                  resources=target.resources)
@@ -583,21 +586,26 @@ class AsyncLockClient:
             raise await self.error_for(info)
         raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {_ending(info)}")
 
-    async def _release_seen(self, name: str) -> ClaimInfo | None:
+    async def _release_seen(self, name: str) -> tuple[ClaimInfo | None, ClaimInfo | None]:
         """Delete the claim `name` if it is still exactly as this client last saw it (same uid and
         resourceVersion, as the acquire returned it): that state is then the claim's last, and no
-        read is needed to know how the release ends. None when there is no such state, or the claim
-        changed since (a verdict, a renewal, an operator's rewrite) or the delete did not go through:
-        the caller then reads the claim and deletes what it finds, as for a claim never seen."""
+        read is needed to know how the release ends. Returns (that state, None) when it was deleted.
+
+        (None, None) when there is no such state, or the claim changed since (a verdict, a renewal)
+        or is gone; (None, state) when the delete failed without saying whether it went through (no
+        answer, 5xx: it is not retried, since a retry of a delete that went through would answer
+        404 and hide that). Either way the caller reads the claim and deletes what it finds, as for
+        a claim never seen."""
         seen = self._seen.pop(name, None)
         if seen is None or not seen.uid or not seen.resource_version:
-            return None
+            return None, None
         try:
             await self.kube.delete(paths.claims(seen.namespace, name), uid=seen.uid,
-                                   resource_version=seen.resource_version)
-        except (kube_errors.ApiError, kube_errors.Unreachable):
-            return None
-        return seen
+                                   resource_version=seen.resource_version, retry=False)
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            unanswered = kube_errors.transient(error) and getattr(error, "status", 0) != 429
+            return None, seen if unanswered else None
+        return seen, None
 
     async def heartbeat(self, uri: Uris, *, confirm: bool = True) -> RenewResult:
         """Renew the lease: it then lasts ttl seconds from the moment the operator sees this.
