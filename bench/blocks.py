@@ -441,9 +441,11 @@ class Runner:
         floor = self.anchor[f"T_CR({largest})"].p50 if largest is not None else None
         cores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.cores.items()))
         errors = f"; errors {c.errors}, {left} claims left behind" if c.errors or left else ""
-        answers = ", ".join(f"{'/'.join(k)} {n}" for k, n in sorted(refused.items())) or "none"
+        starting = c.refused_at_ready - refused_before
+        churning = refused - starting
         detail = (f"{c.in_window} grants in {c.seconds:.1f} s; CPU cores used: {cores}{errors}; "
-                  f"API server non-2xx answers and APF rejections during the block: {answers}")
+                  f"API server non-2xx answers (code/verb/resource) and APF rejections while the agents "
+                  f"learnt their identity: {_answers(starting)}; then while they churned: {_answers(churning)}")
         s = summarise([c.took], MS)
         self.doc.rows += [
             Row(9, name, "grants/s", c.rate, floor, f"T_CR({largest})" if largest else "", None, "kubelock", detail),
@@ -770,3 +772,7 @@ def _anchor_unit(name: str) -> str:
     if name.startswith(("T(", "T_CR(")):
         return "cycles/s"
     return {"M0": "MiB", "L": "s"}.get(name, "ms")
+
+
+def _answers(counts: Counter[tuple[str, ...]]) -> str:
+    return ", ".join(f"{'/'.join(k)} {n}" for k, n in sorted(counts.items()) if n > 0) or "none"

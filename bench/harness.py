@@ -360,13 +360,15 @@ async def apiserver_requests(credentials: Credentials) -> Counter[tuple[str, ...
 
 
 async def apiserver_refusals(credentials: Credentials) -> Counter[tuple[str, ...]]:
-    """What the API server answered besides success: requests by HTTP code (("code", c)), and those
-    API Priority and Fairness rejected (("apf", priority level, reason)): a 429 is throttling."""
+    """What the API server answered besides success: requests by HTTP code, verb and resource
+    (("code", c, verb, resource)), and those API Priority and Fairness rejected (("apf", priority
+    level, reason)): a 429 is throttling, and its verb says which requests were throttled."""
     text = await scrape(f"{credentials.server}/metrics", credentials.ssl_context())
     out: Counter[tuple[str, ...]] = Counter()
-    for (code,), n in parse_counter(text, "apiserver_request_total", ("code",)).items():
+    answers = parse_counter(text, "apiserver_request_total", ("code", "verb", "resource"))
+    for (code, verb, resource), n in answers.items():
         if not code.startswith("2"):
-            out["code", code] += n
+            out["code", code, verb, resource] += n
     for key, n in parse_counter(text, "apiserver_flowcontrol_rejected_requests_total",
                                 ("priority_level", "reason")).items():
         out[("apf", *key)] += n

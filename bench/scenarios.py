@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -25,6 +26,7 @@ from harness import (
     Seen,
     Watch,
     added,
+    apiserver_refusals,
     cpu_seconds,
     current_version,
     delete_quietly,
@@ -460,6 +462,9 @@ class Churn:
     errors: dict[str, int]
     cores: dict[str, float]  # CPU seconds per second of the window, per process
     processes: int
+    # The API server's refusals (see harness.apiserver_refusals) counted once every agent knew its
+    # identity, before any of them made a claim: what the start-up itself was refused.
+    refused_at_ready: Counter[tuple[str, ...]] = field(default_factory=Counter)
 
     @property
     def rate(self) -> float:
@@ -496,6 +501,7 @@ async def churn(
             line = await asyncio.wait_for(proc.stdout.readline(), 180)
             if not line:
                 raise RuntimeError(f"a churn agent process exited before it was ready (logs in {log_dir})")
+        refused_at_ready = await apiserver_refusals(client.credentials)
         go = time.time()
         stop = go + warmup + seconds
         for proc in procs:
@@ -521,7 +527,7 @@ async def churn(
         for kind, n in (o.get("errors") or {}).items():
             errors[kind] = errors.get(kind, 0) + n
     in_window = sum(1 for t in done if opened <= t <= stop)
-    return Churn(in_window, stop - opened, took, errors, cores, len(procs))
+    return Churn(in_window, stop - opened, took, errors, cores, len(procs), refused_at_ready)
 
 
 def _log_file(log_dir: Path, name: str) -> IO[bytes]:

@@ -25,6 +25,7 @@ from kubernetes.client import (
     ApiException,
     AuthorizationV1Api,
     CoreV1Api,
+    CustomObjectsApi,
     RbacAuthorizationV1Api,
     V1Container,
     V1ObjectMeta,
@@ -58,6 +59,7 @@ from kubelock.sdk import (
 )
 from kubelock.sdk.model import LockInfo
 from kubelock.testbed import ControlPlane, wait_until
+from tests.integration.conftest import bearer_client
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
 from tests.support.partition import Partition, closed_port, kubeconfig_for
@@ -313,6 +315,105 @@ async def test_a_wait_given_up_on_a_refusal_still_leaves_the_queue(
     finally:
         partition.cut()
         await alice.close()
+
+
+async def _counted(team: Team, user: str) -> tuple[AsyncLockClient, list[tuple[str, int]]]:
+    """An async client of `user` that records each request it makes (verb, HTTP status), from after
+    it learnt its identity."""
+    client = team.async_client(user)
+    requests: list[tuple[str, int]] = []
+    client.kube = KubeClient(client.credentials, retries=4, on_request=lambda v, s, _t: requests.append((v, s)))
+    await client.identity()
+    requests.clear()
+    return client, requests
+
+
+async def test_an_uncontended_acquire_and_release_is_a_create_a_watch_and_a_delete(team: Team) -> None:
+    """Every agent's requests queue in the API server's priority level for ServiceAccounts: the SDK
+    makes no request the protocol does not need. The identity is asked once per client; the release
+    deletes exactly the Held claim the acquire saw, with no read before it."""
+    uri = "deploy://requests"
+    alice, requests = await _counted(team, "alice")
+    try:
+        held = await alice.acquire(uri)
+        assert requests == [("create", 201), ("watch", 200)]
+        released = await alice.release(uri)
+        assert released.previous_phase is Phase.HELD
+        assert released.claim_name == held.claim_name
+        assert requests == [("create", 201), ("watch", 200), ("delete", 200)]
+        assert not await asyncio.to_thread(_claim_exists, team, held.claim_name)
+        with pytest.raises(NotFound):  # nothing left to release: read, found nothing
+            await alice.release(uri)
+        assert requests[3:] == [("get", 404)]
+    finally:
+        await alice.close()
+
+
+async def test_a_release_after_the_claim_changed_reads_it_and_reports_the_loss(team: Team) -> None:
+    """The claim changed after the acquire saw it (here its lease ran out and the operator said so):
+    the exact delete is refused, and the release reads the claim and reports the loss, as it always
+    did, removing the record."""
+    uri = "deploy://requests-expired"
+    alice, requests = await _counted(team, "alice")
+    try:
+        held = await alice.acquire(uri, ttl=1)
+        await asyncio.to_thread(team.admin.wait_phase, held.claim_name, "Expired", DEADLINE)
+        del requests[:]
+        with pytest.raises(Expired):
+            await alice.release(uri)
+        assert requests == [("delete", 409), ("get", 200), ("delete", 200)]
+        assert not await asyncio.to_thread(_claim_exists, team, held.claim_name)
+    finally:
+        await alice.close()
+
+
+def test_the_apf_example_gives_service_account_agents_a_priority_level_of_their_own(
+    control_plane: Cluster, admin_api: ApiClient, namespace: str, sa_token: SaToken, repo_root: Path
+) -> None:
+    """examples/apf-kubelock-agents.yaml, applied as a cluster admin would: an agent's requests to
+    kubelock's API are classified by its FlowSchema (the API server names the FlowSchema it chose in
+    every answer), other requests of the same agent stay in the built-in service-accounts one."""
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("changes the cluster's API Priority and Fairness configuration")
+    manifest = repo_root / "examples" / "apf-kubelock-agents.yaml"
+    control_plane.kubectl("apply", "--server-side", "-f", str(manifest))
+    try:
+        flows = CustomObjectsApi(admin_api)
+        uid = {name: flows.get_cluster_custom_object("flowcontrol.apiserver.k8s.io", "v1", "flowschemas",
+                                                     name)["metadata"]["uid"]
+               for name in ("kubelock-agents", "service-accounts")}
+        agent = bearer_client(control_plane.kubeconfig, sa_token(namespace, "apf-agent"))
+
+        def schema(call: Callable[[], Any]) -> str | None:
+            try:
+                headers = call()[2]
+            except ApiException as error:  # not allowed to: classified all the same, before authorization
+                headers = error.headers
+            # Header names are case-insensitive (the API server sends X-Kubernetes-Pf-Flowschema-Uid).
+            return {k.lower(): v for k, v in (headers or {}).items()}.get("x-kubernetes-pf-flowschema-uid")
+
+        def claims() -> Any:
+            return CustomObjectsApi(agent).list_namespaced_custom_object_with_http_info(
+                "kubelock.dev", "v1alpha1", namespace, "lockclaims")
+
+        # The API server's flow-control configuration follows the objects through a watch.
+        wait_until(lambda: schema(claims) == uid["kubelock-agents"], what="the agents' FlowSchema to apply",
+                   timeout=DEADLINE)
+        pods = lambda: CoreV1Api(agent).list_namespaced_pod_with_http_info(namespace)  # noqa: E731
+        assert schema(pods) == uid["service-accounts"]
+        agent.close()  # type: ignore[no-untyped-call]
+    finally:
+        control_plane.kubectl("delete", "--ignore-not-found", "-f", str(manifest))
+
+
+def _claim_exists(team: Team, name: str) -> bool:
+    try:
+        team.admin.get(name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
 
 
 def _exists(client: LockClient, uri: str) -> bool:

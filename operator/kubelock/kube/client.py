@@ -121,7 +121,12 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         verb: str | None = None,
+        retry: bool = True,
     ) -> Body:
+        """One request, retried as `retry_delay` says. With `retry` False only a throttled answer
+        (429: the API server did not run the request) is tried again, so that a failure leaves no
+        doubt that this request was made once at most. A 401 is retried once with a refreshed
+        credential either way."""
         attempt = 0
         reauthenticated = False
         while True:
@@ -132,7 +137,8 @@ class KubeClient:
                     raise
                 reauthenticated = True
             except (ApiError, Unreachable) as error:
-                delay = retry_delay(error, attempt, self._retries)
+                throttled = isinstance(error, ApiError) and error.status == 429
+                delay = retry_delay(error, attempt, self._retries) if retry or throttled else None
                 if delay is None:
                     raise
                 attempt += 1
@@ -232,10 +238,12 @@ class KubeClient:
             "PATCH", path, body=patch, params=params, content_type="application/merge-patch+json", verb="patch"
         )
 
-    async def delete(self, path: str, *, uid: str | None = None, resource_version: str | None = None) -> Body:
+    async def delete(
+        self, path: str, *, uid: str | None = None, resource_version: str | None = None, retry: bool = True
+    ) -> Body:
         preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions} if preconditions else None
-        return await self.request("DELETE", path, body=body, verb="delete")
+        return await self.request("DELETE", path, body=body, verb="delete", retry=retry)
 
     async def watch(
         self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300, **params: Any
@@ -284,6 +292,7 @@ class KubeClient:
                         parsed = None
                     error = from_response(response.status, parsed, text)
                     error.sent_headers = headers
+                    error.retry_after_header = response.headers.get("Retry-After")
                     raise error
                 async for line in response.content:
                     if not line.strip():

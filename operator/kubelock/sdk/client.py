@@ -122,6 +122,9 @@ class AsyncLockClient:
         self._identity: Identity | None = None
         self._identity_lock = asyncio.Lock()
         self._renewals = itertools.count(1)
+        # The last state this client saw of each claim it holds, by claim name: `release` deletes
+        # exactly that version without reading the claim first (see _release_seen).
+        self._seen: dict[str, ClaimInfo] = {}
 
     async def __aenter__(self) -> AsyncLockClient:
         return self
@@ -279,6 +282,7 @@ class AsyncLockClient:
                 f"(position {info.queue_position})",
                 holder=info.current_holder,
             )
+        self._seen[info.name] = info
         return info
 
     async def _claim(
@@ -566,16 +570,42 @@ class AsyncLockClient:
         target = Target.of(uri)
         ident = await self.identity()
         resource = target.label
-        info = await self._own_claim(ident, target)
+        info, unsure = await self._release_seen(target.claim_name(ident.holder))
         if info is None:
-            raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
-        await self.delete_claim(info)
+            info = await self._own_claim(ident, target)
+            if info is None and unsure is not None:
+                info = unsure  # gone: the delete whose answer was lost went through
+            elif info is None:
+                raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
+            else:
+                await self.delete_claim(info)
         if info.phase in (None, Phase.PENDING) or info.held:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase,
                                  resources=target.resources)
         if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
             raise await self.error_for(info)
         raise NotFound(f"you ({ident.holder}) did not hold {resource}: your last claim ended {_ending(info)}")
+
+    async def _release_seen(self, name: str) -> tuple[ClaimInfo | None, ClaimInfo | None]:
+        """Delete the claim `name` if it is still exactly as this client last saw it (same uid and
+        resourceVersion, as the acquire returned it): that state is then the claim's last, and no
+        read is needed to know how the release ends. Returns (that state, None) when it was deleted.
+
+        (None, None) when there is no such state, or the claim changed since (a verdict, a renewal)
+        or is gone; (None, state) when the delete failed without saying whether it went through (no
+        answer, 5xx: it is not retried, since a retry of a delete that went through would answer
+        404 and hide that). Either way the caller reads the claim and deletes what it finds, as for
+        a claim never seen."""
+        seen = self._seen.pop(name, None)
+        if seen is None or not seen.uid or not seen.resource_version:
+            return None, None
+        try:
+            await self.kube.delete(paths.claims(seen.namespace, name), uid=seen.uid,
+                                   resource_version=seen.resource_version, retry=False)
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            unanswered = kube_errors.transient(error) and getattr(error, "status", 0) != 429
+            return None, seen if unanswered else None
+        return seen, None
 
     async def heartbeat(self, uri: Uris, *, confirm: bool = True) -> RenewResult:
         """Renew the lease: it then lasts ttl seconds from the moment the operator sees this.
@@ -646,6 +676,8 @@ class AsyncLockClient:
             ) from None
         if not state.held:
             raise await self._not_held(state)
+        if state.name in self._seen:
+            self._seen[state.name] = state
         return _renewed(state, confirmed=True)
 
     async def _not_held(self, info: ClaimInfo) -> LockError:
@@ -779,6 +811,7 @@ class AsyncLockClient:
         up, and refuses them meanwhile, and a restart takes seconds. A claim left behind stays in
         its queue, ahead of live waiters, and may be granted to nobody, until its wait timeout or
         lease ends. Trying again only ever takes a claim away: it never fails open."""
+        self._seen.pop(info.name, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DELETE_SECONDS
         for attempt in itertools.count(1):

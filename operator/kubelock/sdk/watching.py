@@ -3,7 +3,10 @@
 The watch starts at a known resourceVersion (from the create or get that returned the claim), so no
 change in between is missed. When the server ends the watch it is resumed from the last version
 seen; when that version is too old (410 Gone) the claim is read again. Connection failures are
-retried with backoff a bounded number of times, then reported as `Unreachable`.
+retried with backoff a bounded number of times, then reported as `Unreachable`. A watch the API
+server throttled (429, API Priority and Fairness) starts again when its Retry-After says, as every
+other request of the client does (`kubelock.kube.client.retry_delay`): coming back sooner only adds
+to the queue that refused it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from kubelock.api import objects
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
-from kubelock.kube.client import KubeClient
+from kubelock.kube.client import KubeClient, retry_delay
 from kubelock.sdk.errors import from_api
 
 Body = dict[str, Any]
@@ -58,6 +61,13 @@ async def follow_claim(
                     yield obj
             continue  # the server ended the watch (its timeout): resume where it stopped
         except kube_errors.ApiError as error:
+            if error.status == 429:
+                delay = retry_delay(error, failures, max_failures)
+                if delay is None:
+                    raise from_api(error, f"watch claim {namespace}/{name}") from error
+                failures += 1
+                await asyncio.sleep(delay)
+                continue
             if error.status != 410:
                 if not kube_errors.transient(error) or failures >= max_failures:
                     raise from_api(error, f"watch claim {namespace}/{name}") from error
