@@ -185,7 +185,7 @@ class Release:
 @dataclass
 class Model:
     """The whole resource in a few lines: holders, a queue ordered by priority (aged: one point per
-    `aging` seconds of waiting) then arrival, and the rule that a request is granted when it fits
+    `aging` seconds since arrival, for every claim in it) then arrival, and the rule that a request is granted when it fits
     beside the holders and everything queued ahead of it."""
 
     capacity: int
@@ -193,7 +193,7 @@ class Model:
     held: dict[str, Need] = field(default_factory=dict)
     # (name, need, wait, priority, arrival), in arrival order
     queue: list[tuple[str, Need, bool, int, int]] = field(default_factory=list)
-    since: dict[str, float] = field(default_factory=dict)  # when each waiter arrived (its creation)
+    since: dict[str, float] = field(default_factory=dict)  # when each claim arrived (its creation)
     refused: set[str] = field(default_factory=set)
 
     def arrive(self, name: str, need: Need, wait: bool, priority: int, arrival: int, at: float) -> None:
@@ -209,7 +209,7 @@ class Model:
 
     def ordered(self, now: float) -> list[tuple[str, Need, bool, int, int]]:
         def rank(q: tuple[str, Need, bool, int, int]) -> tuple[int, int]:
-            waited = now - self.since[q[0]] if q[2] else 0.0
+            waited = now - self.since[q[0]]  # a try-lock not yet decided ages too (arbiter.queue_priority)
             return (-(q[3] + int(waited // self.aging)), q[4])
 
         return sorted(self.queue, key=rank)
