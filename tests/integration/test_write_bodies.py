@@ -1,6 +1,7 @@
-"""How the operator writes a claim's status: a PUT of the status subresource carrying the whole
-status, conditional on the version it decided on. The API server keeps the stored spec and metadata,
-fields the new status leaves out are gone, and no merge patch is applied to the stored object."""
+"""What the operator's writes carry, as the API server stores them. A claim's status is a PUT of the
+status subresource carrying the whole status, conditional on the version it decided on: the API
+server keeps the stored spec and metadata, fields the new status leaves out are gone, and no merge
+patch is applied to the stored object. A lock carries nothing it does not need (no labels)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,21 @@ def test_status_is_written_whole_by_a_put_that_keeps_spec_and_metadata(
     # holder: Held; waiter: Pending, then Held. Other namespaces' operators may write too, never PATCH.
     assert writes.get("PUT", 0) >= 3, writes
     assert writes.get("PATCH", 0) == 0, writes
+
+
+def test_a_lock_carries_no_labels_and_only_its_spec_is_managed(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    locks = Locks(admin_api, iso_ns)
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)):
+        locks.claim("a", "deploy://lean-lock", "agent-a")
+        locks.wait_phase("a", "Held")
+        (lock,) = locks.locks()
+    assert "labels" not in lock["metadata"], lock["metadata"]
+    managed = CustomObjectsApi(admin_api).get_namespaced_custom_object(
+        GROUP, VERSION, iso_ns, "resourcelocks", lock["metadata"]["name"]
+    )["metadata"]["managedFields"]
+    assert [set(entry["fieldsV1"]) for entry in managed] == [{"f:spec"}], managed
