@@ -383,8 +383,8 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
         "metadata": {
             "name": name,
             "namespace": record.namespace,
-            # No labels: every ResourceLock is the operator's, and a label costs the API server about
-            # 7 % more CPU per lock create+delete (label validation, a metadata branch in managedFields).
+            # No labels: every ResourceLock is the operator's, and a label cost the API server 2-7 % more
+            # CPU per lock create+delete (label validation, a metadata branch in managedFields).
             # No ownerReference to the claim: the operator is the lock's one deleter. With one, the
             # garbage collector read every released lock again and raced the operator to delete it
             # (a GET and up to one more DELETE per release). A lock whose claim went while no operator
