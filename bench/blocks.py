@@ -463,11 +463,11 @@ class Runner:
         def count(verb: str, resource: str, sub: str = "") -> int:
             return sum(n for key, n in requests.items() if key == (verb, resource, sub))
 
-        status = count("PATCH", "lockclaims", "status")
+        status = count("PUT", "lockclaims", "status") + count("PATCH", "lockclaims", "status")
         grants, claims = count("POST", "resourcelocks"), count("POST", "lockclaims")
         value = status / grants if grants else None
         return Row(9, "churn: claim status writes per grant", "writes", value, flavour="kubelock",
-                   detail=f"{status} status PATCHes, {grants} grants (lock creates), {claims} claims created, "
+                   detail=f"{status} status writes, {grants} grants (lock creates), {claims} claims created, "
                           "whole block")
 
     # ---- 3 ----------------------------------------------------------------------------------

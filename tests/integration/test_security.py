@@ -688,7 +688,7 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
 # What operator/kubelock/operator/ and kube/ call, plus kopf's discovery: nothing more.
 EXPECTED_OPERATOR_RULES = [
     {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims"], "verbs": ["get", "list", "watch", "delete"]},
-    {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims/status"], "verbs": ["patch"]},
+    {"apiGroups": ["kubelock.dev"], "resources": ["lockclaims/status"], "verbs": ["update"]},
     {
         "apiGroups": ["kubelock.dev"],
         "resources": ["resourcelocks"],

@@ -1,8 +1,9 @@
 """A recording stand-in for `KubeClient` in unit tests of the operator's write path.
 
 It keeps objects by path, gives each write a new resourceVersion from one counter (as etcd does),
-honours `metadata.resourceVersion` in merge patches and uid and resourceVersion preconditions on
-deletes, and records
+honours `metadata.resourceVersion` in merge patches, `metadata.resourceVersion` and `uid` in status
+updates (PUT of `.../status`: the status is replaced, spec and metadata kept) and uid and
+resourceVersion preconditions on deletes, and records
 every request as (verb, path). `react(verb, fn)` replaces one verb's behaviour (return a body,
 raise, e.g. a 409, or act around the default), the way client-go's fake clientset takes reactors.
 It is for asserting which writes a step makes; what the real API server does is tested in
@@ -21,7 +22,7 @@ from kubelock.kube.errors import Conflict, NotFound
 Body = dict[str, Any]
 # A reaction gets the request's path and body and the verb's default behaviour (call it to go ahead).
 Reaction = Callable[[str, Body | None, Callable[[], Body]], Awaitable[Body]]
-WRITES = frozenset({"create", "patch", "delete"})
+WRITES = frozenset({"create", "patch", "update", "delete"})
 
 
 class FakeApi:
@@ -80,6 +81,21 @@ class FakeApi:
             return copy.deepcopy(stored)
 
         return await self._call("patch", path, patch, default)
+
+    async def replace(self, path: str, body: Body) -> Body:
+        def default() -> Body:
+            if not path.endswith("/status"):
+                raise NotImplementedError("the operator PUTs only status subresources")
+            stored = self._stored(path.removesuffix("/status"))
+            meta = body.get("metadata") or {}
+            for key in ("uid", "resourceVersion"):
+                if meta.get(key) is not None and meta[key] != stored["metadata"][key]:
+                    raise Conflict(409, "Conflict", f"{key} precondition failed")
+            stored["status"] = copy.deepcopy(body.get("status") or {})
+            stored["metadata"]["resourceVersion"] = str(next(self._versions))
+            return copy.deepcopy(stored)
+
+        return await self._call("update", path, body, default)
 
     async def delete(self, path: str, *, uid: str | None = None, resource_version: str | None = None) -> Body:
         def default() -> Body:

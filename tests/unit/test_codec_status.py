@@ -7,7 +7,7 @@ from typing import Any
 from kubelock.domain.model import ClaimStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import from_rfc3339
-from kubelock.kube.codec import claim_record, claim_status, status_body
+from kubelock.kube.codec import claim_record, claim_status, status_body, status_update
 from kubelock.sdk.model import ClaimInfo
 
 T = "2026-01-02T03:04:05.000000Z"
@@ -100,4 +100,18 @@ def test_cycle_length_round_trips_and_the_sdk_reads_it() -> None:
     assert info.cycle == shown and info.cycle_length == 40
     held = status_body(ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7),
                        claim_record(body({})), now=from_rfc3339(T))
-    assert held["cycleLength"] is None  # a merge patch of the whole status clears it
+    assert held["cycleLength"] is None  # left out of the PUT of the whole status: cleared
+
+
+def test_a_status_write_is_the_whole_status_conditional_on_the_version_and_uid_seen() -> None:
+    """A PUT of the status subresource: fields without a value are left out (the PUT removes them),
+    and the object's identity and version make it conditional."""
+    record = claim_record(body({"phase": "Pending", "queuePosition": 3}))
+    held = ClaimStatus(phase=Phase.HELD, reason=Reason.GRANTED, message="m", sequence=7, holder="a",
+                       lock_name="l", fencing_token=9)
+    written = status_update(held, record, now=from_rfc3339(T))
+    assert written["apiVersion"] == "kubelock.dev/v1alpha1" and written["kind"] == "LockClaim"
+    assert written["metadata"] == {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7"}
+    assert "spec" not in written
+    assert None not in written["status"].values()
+    assert "queuePosition" not in written["status"] and written["status"]["fencingToken"] == 9

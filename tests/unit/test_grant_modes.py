@@ -62,7 +62,7 @@ class Bed:
 def test_an_exclusive_grant_is_one_create_of_todays_lock_and_its_release_one_delete() -> None:
     bed = Bed()
     bed.run(lambda: bed.add("c1"))
-    assert bed.api.writes == [("create", paths.locks("a")), ("patch", paths.claims("a", "c1", status=True))]
+    assert bed.api.writes == [("create", paths.locks("a")), ("update", paths.claims("a", "c1", status=True))]
     stored = bed.api.objects[LOCK]
     assert not {"mode", "permits", "grants", "holders"} & set(stored["spec"])  # today's object
     token = int(stored["metadata"]["resourceVersion"])

@@ -85,7 +85,7 @@ def test_what_a_held_back_grant_was_decided_with_goes_ahead() -> None:
         try:
             await reconciler.reconcile(("a", R))
         except AssertionError as error:
-            assert "unexpected API call: patch" in str(error)  # the TimedOut status, not the create
+            assert "unexpected API call: replace" in str(error)  # the TimedOut status, not the create
         else:
             raise AssertionError("the waiter's timeout was held back with the grant")
         assert reconciler.holding
@@ -106,7 +106,7 @@ def test_an_uncontended_grant_makes_two_writes_the_lock_and_the_claims_held_stat
         reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
         await reconciler.reconcile(("a", R))
         lock_path = paths.locks("a", lock_name(R))
-        assert api.writes == [("create", paths.locks("a")), ("patch", paths.claims("a", "c1", status=True))]
+        assert api.writes == [("create", paths.locks("a")), ("update", paths.claims("a", "c1", status=True))]
         lock = api.objects[lock_path]
         token = int(lock["metadata"]["resourceVersion"])
         assert lock["spec"]["fencingToken"] == 0  # not copied: its resourceVersion is the token
@@ -137,7 +137,7 @@ def test_a_renewal_records_the_token_the_holder_was_told() -> None:
         api.requests.clear()
         await reconciler.reconcile(("a", R))
         lock_path = paths.locks("a", lock_name(R))
-        assert api.writes == [("patch", lock_path), ("patch", paths.claims("a", "c1", status=True))]
+        assert api.writes == [("patch", lock_path), ("update", paths.claims("a", "c1", status=True))]
         assert api.objects[lock_path]["spec"]["fencingToken"] == told
         assert cache.locks[("a", R)].grants[0].fencing_token == told
         await reconciler.stop()
@@ -173,10 +173,10 @@ def test_a_status_is_written_on_the_version_the_decision_saw() -> None:
 
     class Recording(NoApi):
         def __init__(self) -> None:
-            self.patches: list[dict[str, Any]] = []
+            self.writes: list[dict[str, Any]] = []
 
-        async def patch(self, path: str, body: dict[str, Any]) -> NoReturn:
-            self.patches.append(body)
+        async def replace(self, path: str, body: dict[str, Any]) -> NoReturn:
+            self.writes.append(body)
             raise AssertionError("recorded")
 
     async def scenario() -> None:
@@ -198,7 +198,7 @@ def test_a_status_is_written_on_the_version_the_decision_saw() -> None:
         with contextlib.suppress(AssertionError):
             action = SetStatus(cache.claims["u1"].claim, status)
             await reconciler._set_status("a", action, clock.now(), seen.claims["u1"])
-        assert client.patches[0]["metadata"]["resourceVersion"] == "7"
+        assert client.writes[0]["metadata"]["resourceVersion"] == "7"
         await reconciler.stop()
 
     asyncio.run(scenario())
@@ -241,14 +241,14 @@ def test_the_claim_of_a_lock_created_across_a_stall_is_told_only_on_a_fresh_view
         await reconciler.reconcile(("a", R))
         status = paths.claims("a", "c1", status=True)
         if not stall:
-            assert api.writes == [("create", paths.locks("a")), ("patch", status)]
+            assert api.writes == [("create", paths.locks("a")), ("update", status)]
             return
         assert api.writes == [("create", paths.locks("a"))] and reconciler.holding
         await reconciler.reconcile(("a", R))  # still stale: nothing
         assert api.writes == [("create", paths.locks("a"))]
         gate.open = True
         await reconciler.reconcile(("a", R))
-        assert api.writes == [("create", paths.locks("a")), ("patch", status)]
+        assert api.writes == [("create", paths.locks("a")), ("update", status)]
         await reconciler.stop()
 
     asyncio.run(scenario(stall=False))
@@ -303,7 +303,7 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
         try:
             await reconciler.reconcile(key)
         except AssertionError as error:
-            assert "unexpected API call: patch" in str(error)  # now it is written
+            assert "unexpected API call: replace" in str(error)  # now it is written
         else:
             raise AssertionError("the queue position was never written")
 
@@ -333,7 +333,7 @@ def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock
         reconciler.schedule = scheduled.append  # type: ignore[method-assign]
         await reconciler.reconcile(key)  # woken by the lease's end
         lock = paths.locks("a", lock_name(R))
-        assert api.writes == [("patch", paths.claims("a", "c1", status=True))]
+        assert api.writes == [("update", paths.claims("a", "c1", status=True))]
         assert api.objects[paths.claims("a", "c1")]["status"]["phase"] == "Expired"
         assert lock in api.objects and scheduled == [key], "the lock's deletion is queued as ordinary work"
         await reconciler.reconcile(key)  # that run
@@ -358,7 +358,7 @@ def test_an_expiry_with_a_waiter_frees_the_resource_at_once() -> None:
         api.requests.clear()
         await reconciler.reconcile(key)
         lock = paths.locks("a", lock_name(R))
-        assert api.writes[:2] == [("patch", paths.claims("a", "c1", status=True)), ("delete", lock)]
+        assert api.writes[:2] == [("update", paths.claims("a", "c1", status=True)), ("delete", lock)]
         assert ("create", paths.locks("a")) in api.writes
         assert api.objects[paths.claims("a", "c2")]["status"]["phase"] == "Held"
         await reconciler.stop()

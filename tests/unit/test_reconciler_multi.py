@@ -39,7 +39,7 @@ def test_grants_are_written_in_sorted_order_and_held_last_with_one_token_each() 
         await reconciler.reconcile(multi_key("a", "um"))
         assert api.writes == [
             ("create", paths.locks("a")), ("create", paths.locks("a")),
-            ("patch", paths.claims("a", "m", status=True)),
+            ("update", paths.claims("a", "m", status=True)),
         ]
         created = [api.objects[paths.locks("a", lock_name(r))] for r in (A, B)]
         assert [lk["spec"]["resource"] for lk in created] == [A, B]
@@ -83,7 +83,7 @@ def test_the_rest_taken_meanwhile_gives_back_what_it_holds_after_writing_its_sta
         api.react("create", create)
         await reconciler.reconcile(multi_key("a", "um"))
         writes = [w for w in api.writes if w[1] != paths.claims("a", "x", status=True)]
-        claim_status = ("patch", paths.claims("a", "m", status=True))
+        claim_status = ("update", paths.claims("a", "m", status=True))
         lock_a = ("delete", paths.locks("a", lock_name(A)))
         assert writes[:2] == [("create", paths.locks("a")), ("create", paths.locks("a"))]
         assert lock_a in writes and claim_status in writes[:writes.index(lock_a)], writes

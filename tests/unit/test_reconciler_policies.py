@@ -55,7 +55,7 @@ def test_a_resting_resource_is_granted_when_its_lock_delay_ends() -> None:
         cache.upsert_claim(api.put(paths.claims("a", "old"), claim("old", status=ended)))
         cache.upsert_claim(api.put(paths.claims("a", "b"), claim("b", wait=True)))
         await reconciler.reconcile(("a", R))
-        assert api.writes == [("patch", paths.claims("a", "b", status=True))]  # told, not granted
+        assert api.writes == [("update", paths.claims("a", "b", status=True))]  # told, not granted
         status = api.objects[paths.claims("a", "b")]["status"]
         assert (status["phase"], status["reason"], status["availableAt"]) == (
             "Pending", "LockDelay", to_rfc3339(T0 + 10)
@@ -82,7 +82,7 @@ def test_a_claim_over_a_quota_is_rejected_without_a_grant() -> None:
         cache.upsert_claim(api.put(paths.claims("a", "second"), second))
         reconciler = reconciler_for(api, cache, index, clock)
         await reconciler.reconcile(("a", "deploy://two"))
-        assert api.writes == [("patch", paths.claims("a", "second", status=True))]
+        assert api.writes == [("update", paths.claims("a", "second", status=True))]
         status = api.objects[paths.claims("a", "second")]["status"]
         assert (status["phase"], status["reason"]) == ("Rejected", "QuotaExceeded")
         assert "LockPolicy deploys" in status["message"] and "maxHeldPerHolder" in status["message"]
@@ -139,7 +139,7 @@ def test_first_waits_decided_at_once_keep_the_waiting_quota() -> None:
         for i, resource in enumerate(resources):
             cache.upsert_claim(api.put(paths.claims("a", f"h{i}"), claim(f"h{i}", resource)))
         await asyncio.gather(*(reconciler.reconcile(("a", r)) for r in resources))
-        slow(api, "patch")
+        slow(api, "update")
         for i, resource in enumerate(resources):
             body = claim(f"w{i}", resource, wait=True)
             body["spec"]["holder"] = "agent-w"

@@ -37,6 +37,5 @@ REVOKE_BY_ANNOTATION = "kubelock.dev/revoke-requested-by"
 REVOKE_GRACE_ANNOTATION = "kubelock.dev/revoke-grace-seconds"
 REVOKE_REASON_ANNOTATION = "kubelock.dev/revoke-reason"
 DEFAULT_REVOKE_GRACE_SECONDS = 30
-# Labels on ResourceLocks and claims, for selection by holder.
+# Labels on claims, for selection by holder.
 HOLDER_HASH_LABEL = "kubelock.dev/holder-hash"
-MANAGED_BY = "kubelock-operator"

@@ -238,6 +238,12 @@ class KubeClient:
             "PATCH", path, body=patch, params=params, content_type="application/merge-patch+json", verb="patch"
         )
 
+    async def replace(self, path: str, body: Body) -> Body:
+        """A PUT of the whole object (or, at a `/status` path, of its status): the API server takes the
+        body as it is instead of reading the stored object, applying a patch to it and decoding the
+        result again. Put `metadata.resourceVersion` in it to make it conditional."""
+        return await self.request("PUT", path, body=body, verb="update")
+
     async def delete(
         self, path: str, *, uid: str | None = None, resource_version: str | None = None, retry: bool = True
     ) -> Body:

@@ -489,8 +489,8 @@ class Reconciler:
         since (a renewal, the other replica's write), the write fails and the key is decided again."""
         if record is None or action.claim.uid not in self.cache.claims:
             return  # deleted or ended meanwhile
-        body = await self.client.patch(
-            paths.claims(namespace, action.claim.name, status=True), codec.status_patch(action.status, record, now)
+        body = await self.client.replace(
+            paths.claims(namespace, action.claim.name, status=True), codec.status_update(action.status, record, now)
         )
         self.cache.upsert_claim(body)
         self.gate.wrote(namespace, codec.revision(body))
