@@ -185,8 +185,8 @@ class Release:
 @dataclass
 class Model:
     """The whole resource in a few lines: holders, a queue ordered by priority (aged: one point per
-    `aging` seconds since arrival, for every claim in it) then arrival, and the rule that a request is granted when it fits
-    beside the holders and everything queued ahead of it."""
+    `aging` seconds since arrival, for every claim in it) then arrival, and the rule that a request
+    is granted when it fits beside the holders and everything queued ahead of it."""
 
     capacity: int
     aging: float
