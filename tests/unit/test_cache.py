@@ -105,7 +105,8 @@ def test_only_keys_with_unanswered_or_queued_claims_await_a_decision() -> None:
     several["spec"]["resources"] = ["github://acme/app/issues/45", "github://acme/app/issues/46"]
     cache.upsert_claim(several)
     cache.upsert_lock(lock("l1", 9))
-    awaiting = {key for key in cache.keys() if cache.awaits_decision(key)}
+    every = cache.keys()  # a method of the cache, not of a dict
+    awaiting = {key for key in every if cache.awaits_decision(key)}
     assert cache.awaiting_keys() == awaiting == {
         ("a", "github://acme/app/issues/43"), ("a", "github://acme/app/issues/44"),
         ("b", "github://acme/app/issues/45"), ("b", "github://acme/app/issues/46"),
