@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         harness.OPERATOR_SOURCE[0] = args.operator.resolve()
     if args.operator_b is not None:
         harness.OPERATOR_SOURCE_B[0] = args.operator_b.resolve()
+    harness.compile_operators()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-bench-"))
     began = time.monotonic()
     plane = ControlPlane(

@@ -338,3 +338,33 @@ def test_pod_dies_while_the_operator_is_down(
         op.stop()
         with contextlib.suppress(ApiException):
             CoreV1Api(admin_api).delete_namespace(ns)
+
+
+def test_an_operator_of_exact_namespaces_follows_holder_pods(
+    control_plane,
+    admin_api: ApiClient,
+    fake_node: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    # For exact namespaces kopf scans neither namespaces nor CRDs (`settings.scanning.disabled`); its
+    # watch of the holder pods must still tell the operator of a pod's end. The resync pass, which
+    # would also find it, runs 5 s after the start and then only after 300 s.
+    ns = new_namespace(admin_api, "kldx-")
+    locks = Locks(admin_api, ns)
+    op = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(ns,), extra_args=("--resync-seconds", "300")
+    ).start()
+    try:
+        started = time.monotonic()
+        pod = _pod(admin_api, ns, "agent-0", fake_node)
+        locks.claim("mine", "deploy://exact", "agent-0", pod=(pod["name"], pod["uid"]))
+        locks.wait_phase("mine", "Held")
+        locks.claim("next", "deploy://exact", "agent-1", wait=True)
+        locks.wait_phase("next", "Pending")
+        time.sleep(max(0.0, 7 - (time.monotonic() - started)))  # past the first resync pass
+        CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=0)
+        locks.wait_phase("next", "Held", timeout=60)
+    finally:
+        op.stop()
+        with contextlib.suppress(ApiException):
+            CoreV1Api(admin_api).delete_namespace(ns)

@@ -97,6 +97,20 @@ def test_only_keys_with_unanswered_or_queued_claims_await_a_decision() -> None:
     assert not cache.awaits_decision(("a", R))
     cache.upsert_claim(claim("c2", 6, resource="github://acme/app/issues/43"))
     assert cache.awaits_decision(("a", "github://acme/app/issues/43"))
+    queued = claim("c3", 7, resource="github://acme/app/issues/44")
+    queued["spec"]["wait"] = True
+    queued["status"] = {"phase": "Pending", "sequence": 7}
+    cache.upsert_claim(queued)
+    several = claim("c4", 8, namespace="b")
+    several["spec"]["resources"] = ["github://acme/app/issues/45", "github://acme/app/issues/46"]
+    cache.upsert_claim(several)
+    cache.upsert_lock(lock("l1", 9))
+    every = cache.keys()  # a method of the cache, not of a dict
+    awaiting = {key for key in every if cache.awaits_decision(key)}
+    assert cache.awaiting_keys() == awaiting == {
+        ("a", "github://acme/app/issues/43"), ("a", "github://acme/app/issues/44"),
+        ("b", "github://acme/app/issues/45"), ("b", "github://acme/app/issues/46"),
+    }
 
 
 def test_a_terminal_claim_leaves_the_operators_memory() -> None:

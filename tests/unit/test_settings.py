@@ -63,3 +63,12 @@ def test_routine_event_rate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
         with pytest.raises(SystemExit):
             parse(["--routine-event-summary-seconds", bad])
         assert "--routine-event-summary-seconds" in capsys.readouterr().err
+
+
+def test_namespace_patterns_are_told_from_exact_namespaces() -> None:
+    # With exact namespaces (or all of them) kopf need not list and watch every namespace and CRD.
+    assert not parse([]).namespace_patterns
+    assert not parse(["-n", "team-a", "-n", "team-b"]).namespace_patterns
+    assert parse(["-n", "team-a", "-n", "team-*"]).namespace_patterns
+    assert parse(["-n", "team-?"]).namespace_patterns
+    assert parse(["-n", "team-[ab]"]).namespace_patterns

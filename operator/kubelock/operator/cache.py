@@ -310,6 +310,15 @@ class Cache:
             self.claims[uid].claim.status is None or self.claims[uid].claim.waiting for uid in self._by_key.get(key, ())
         )
 
+    def awaiting_keys(self) -> set[Key]:
+        """Every key that `awaits_decision`: the resources of the claims with no answer yet or waiting."""
+        return {
+            (record.namespace, resource)
+            for record in self.claims.values()
+            if record.claim.status is None or record.claim.waiting
+            for resource in record.claim.every_resource
+        }
+
     def claims_for(self, key: Key) -> list[ClaimRecord]:
         return [self.claims[uid] for uid in self._by_key.get(key, ())]
 

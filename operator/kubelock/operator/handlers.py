@@ -31,6 +31,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         # of idle tasks (and their memory) at once.
         settings.queueing.idle_timeout = 0.5
         settings.persistence.finalizer = "kubelock.dev/unused"  # never added: no handler needs one
+        # kopf lists and watches every CRD (to notice new resources) and, for namespace patterns,
+        # every namespace. Holder pods are a core resource, and exact namespaces need no matching: at
+        # a restart those LISTs and watches only compete with the first decisions.
+        settings.scanning.disabled = not runtime.settings.namespace_patterns
         await runtime.start()
 
     @kopf.on.cleanup(registry=registry)

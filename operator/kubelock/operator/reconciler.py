@@ -188,8 +188,12 @@ class Reconciler:
         """Once the cache is primed: before that, decisions would be uninformed."""
         self.queue.start()
         # Keys with a claim still waiting for an answer go first: a restarted operator serves new
-        # requests before it re-arms the deadlines of thousands of settled leases.
-        for key in sorted(self.cache.keys(), key=lambda k: (not self.cache.awaits_decision(k), k)):
+        # requests before it re-arms the deadlines of thousands of settled leases. (Found from the
+        # claims, not by asking every key: with 10 000 held locks that took 0.05 s of CPU before the
+        # first decision.)
+        keys = self.cache.keys()
+        first = self.cache.awaiting_keys()
+        for key in (*sorted(first), *sorted(keys - first)):
             self.schedule(key)
 
     async def stop(self) -> None:

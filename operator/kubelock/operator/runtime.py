@@ -128,8 +128,8 @@ class Runtime:
         await self.client.close()
 
     def _scopes(self) -> list[str | None]:
-        exact = [n for n in self.settings.namespaces if not any(ch in n for ch in "*?[")]
-        return list(exact) if exact and len(exact) == len(self.settings.namespaces) else [None]
+        namespaces = self.settings.namespaces
+        return list(namespaces) if namespaces and not self.settings.namespace_patterns else [None]
 
     def _scope_of(self, namespace: str) -> str | None:
         """The scope whose LISTs and claim watch cover `namespace`."""
@@ -158,7 +158,8 @@ class Runtime:
         # this process parses the other's (one after the other, a restart with 10 000 of each took
         # the sum of both). The claims' LIST of a scope starts only once its locks' first page has
         # come: a paginated LIST is a snapshot at its first page, so the locks are still listed at
-        # an older version than the claims.
+        # an older version than the claims. The holder pods are listed meanwhile too: after the
+        # claims' last page, a LIST of its own would be one more round trip before the first decision.
         scopes = self._scopes()
         locks_begun = {scope: asyncio.Event() for scope in scopes}
         locks: dict[str | None, int] = {}
@@ -175,14 +176,17 @@ class Runtime:
                 await locks_begun[scope].wait()
                 listed[scope] = await self._list_claims(scope, keys)
 
+        async def list_pods() -> None:
+            selector = f"{POD_LABEL}={POD_LABEL_VALUE}"
+            for scope in scopes:
+                await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
+
         async with asyncio.TaskGroup() as lists:
             lists.create_task(list_locks())
             if claims:
                 lists.create_task(list_claims())
+            lists.create_task(list_pods())
         keys |= cache.prune_locks(lock_uids, min(locks.values()))
-        selector = f"{POD_LABEL}={POD_LABEL_VALUE}"
-        for scope in self._scopes():
-            await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
         keys |= cache.prune_pods(pod_keys)
         return keys, listed, locks
 

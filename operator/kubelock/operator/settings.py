@@ -53,6 +53,11 @@ class Settings:
     def all_namespaces(self) -> bool:
         return not self.namespaces
 
+    @property
+    def namespace_patterns(self) -> bool:
+        """Some namespace is a glob pattern: which namespaces it matches changes as they come and go."""
+        return any(ch in n for n in self.namespaces for ch in "*?[")
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
