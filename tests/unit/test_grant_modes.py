@@ -306,3 +306,26 @@ def test_an_exclusive_handoff_deletes_the_lock_then_creates_the_next() -> None:
         ("delete", LOCK), ("create", paths.locks("a")), ("patch", paths.claims("a", "c2", status=True))
     ]
     assert bed.status("c2")["fencingToken"] > first
+
+
+def test_a_release_that_lets_two_in_hands_over_to_the_first_and_adds_the_second_in_a_write_of_its_own() -> None:
+    """A grant's token is the revision of the write that adds it: two grants in one write would
+    share a token. So the release and the first grant are one write, the second grant another."""
+    bed = Bed(capacity=3)
+
+    def four() -> None:
+        bed.add("p2", permits=2)
+        bed.add("p1")
+        bed.add("q1")
+        bed.add("q2")
+
+    bed.run(four)
+    assert [bed.status(n)["phase"] for n in ("p2", "p1", "q1", "q2")] == ["Held", "Held", "Pending", "Pending"]
+    earlier = max(bed.status(n)["fencingToken"] for n in ("p2", "p1"))
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("p2"))
+    assert [w for w in bed.api.writes if w[1] == LOCK] == [("patch", LOCK), ("patch", LOCK)]
+    q1, q2 = bed.status("q1"), bed.status("q2")
+    assert q1["phase"] == q2["phase"] == "Held"
+    assert earlier < q1["fencingToken"] < q2["fencingToken"]
+    assert grant_tokens(bed.api.objects[LOCK])["u-q2"] == q2["fencingToken"]

@@ -556,20 +556,20 @@ class Reconciler:
             )
 
     async def _hand_over(self, namespace: str, actions: Sequence[Action], seen: Seen) -> None:
-        """Releases and the grants they let in, as one write of the lock that keeps other grants
-        (`_with_next_grants`): conditional on the version the decision saw, like each of the two
-        writes it replaces, and each new grant's token is that write's revision."""
+        """Releases and the grants they let in (`_with_next_grants`): the releases and the first grant
+        as one write of the lock that keeps other grants, conditional on the version the decision saw
+        like each of the two writes it replaces; each further grant is an add of its own, on the
+        version the write before produced (a grant's token is the revision of the write that adds it)."""
         released = [a for a in actions if isinstance(a, DeleteLock)]
-        granted = [a for a in actions if isinstance(a, CreateLock)]
-        records = [self.cache.claims.get(a.claim.uid) for a in granted]
-        added = [(a, r) for a, r in zip(granted, records, strict=True) if r is not None]
-        if len(added) < len(granted):
-            await self._apply(namespace, released, seen)  # a claim to grant went meanwhile: decide again after
+        first, *rest = [a for a in actions if isinstance(a, CreateLock)]
+        record = self.cache.claims.get(first.claim.uid)
+        if record is None:
+            await self._apply(namespace, released, seen)  # the claim to grant went meanwhile: decide again after
             return
         now = self.clock.now()
         epoch = self.gate.epoch
         outcome = await self.grants.hand_over(
-            namespace, {a.lock.claim_uid for a in released}, added, seen.grants, seen.lock_version
+            namespace, {a.lock.claim_uid for a in released}, first, record, seen.grants, seen.lock_version
         )
         if isinstance(outcome, Stale):
             log.debug("stale view of %s in %s (%s): refreshing", _subject(released[0]), namespace, outcome.why)
@@ -577,13 +577,15 @@ class Reconciler:
             return
         assert outcome.body is not None
         self.cache.upsert_lock(outcome.body)
-        seen.lock = self.cache.locks.get((namespace, released[0].lock.resource))
+        seen.lock = self.cache.locks.get((namespace, first.target))
         for release in released:
             self._created_across_stall.discard(release.lock.claim_uid)
-        for grant in granted:
-            self._granted(namespace, grant, epoch)
-        for action in actions:
+        self._granted(namespace, first, epoch)
+        applied: list[Action] = [*released, first]
+        for action in applied:
             self.observer.applied(namespace, action, now)
+        if rest:
+            await self._apply(namespace, rest, seen)
 
     async def _renew_lock(self, namespace: str, action: RenewLock, seen: Seen) -> Stale | None:
         outcome = await self.grants.renew(namespace, action, seen.lock_version, seen.grants)
