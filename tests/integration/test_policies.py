@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import watch
 from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
 from kubelock.domain.lockpolicy import LockPolicy, Quotas
@@ -569,6 +570,41 @@ def test_a_policys_capacity_makes_a_semaphore_and_raising_it_admits_waiters(
     c = status_of(locks.wait_phase("c", "Held", timeout=10))
     assert c["fencingToken"] > max(a["fencingToken"], b["fencingToken"])
     assert status_of(locks.get("a"))["phase"] == "Held" and status_of(locks.get("b"))["phase"] == "Held"
+
+
+def test_a_permit_handed_over_is_one_write_and_the_next_is_held_before_the_queue_moves(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """Capacity 2, two holders, three waiters: a holder's release and the first waiter's grant are
+    one update of the resource's lock (its watch never shows the permit free in between), the new
+    grant's token is above every earlier one, and the first waiter is told Held before the waiters
+    behind it are told their new places."""
+    apply_policy(admin_api, ns, "pair", resourcePrefix="deploy://", capacity=2)
+    resource = "deploy://pair"
+    for name in ("p1", "p2"):
+        locks.claim(name, resource, f"agent-{name}")
+    tokens = [status_of(locks.wait_phase(name, "Held"))["fencingToken"] for name in ("p1", "p2")]
+    for name in ("q1", "q2", "q3"):
+        locks.claim(name, resource, f"agent-{name}", wait=True)
+        locks.wait_phase(name, "Pending")
+    (lock,) = locks.locks()
+    since = lock["metadata"]["resourceVersion"]
+    locks.delete("p1")
+    q1 = locks.wait_phase("q1", "Held")
+    q2 = locks.wait_for("q2", lambda body: status_of(body).get("queuePosition") == 1, timeout=10, what="q2 first")
+    versions = []
+    stream = watch.Watch().stream(
+        CustomObjectsApi(admin_api).list_namespaced_custom_object, GROUP, VERSION, ns, "resourcelocks",
+        resource_version=since, timeout_seconds=10,
+    )
+    for event in stream:
+        spec = event["object"]["spec"]
+        versions.append(sorted(g["claimRef"]["name"] for g in [spec, *(spec.get("grants") or [])]))
+        if "q1" in versions[-1]:
+            break
+    assert versions == [["p2", "q1"]], versions  # p1's permit went to q1 in the same write
+    assert status_of(q1)["fencingToken"] > max(tokens)
+    assert int(q1["metadata"]["resourceVersion"]) < int(q2["metadata"]["resourceVersion"])
 
 
 # ---- restart ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from kubelock.kube import codec, paths
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Written
-from kubelock.operator.reconciler import Reconciler
+from kubelock.operator.reconciler import Gate, OpenGate, Reconciler
 from tests.support.fakeapi import FakeApi
 
 R = "deploy://api-prod"
@@ -31,13 +31,13 @@ def claim(name: str, **spec: Any) -> dict[str, Any]:
 
 
 class Bed:
-    def __init__(self, capacity: int = 1) -> None:
+    def __init__(self, capacity: int = 1, gate: Gate | None = None) -> None:
         self.clock = ManualClock(1_800_000_000.0)
         self.api = FakeApi()
         self.cache = Cache()
         self.reconciler = Reconciler(
             self.api, self.cache, Policy(), self.clock, EventRecorder(self.api, self.clock, "test"),  # type: ignore[arg-type]
-            capacity=lambda namespace, resource: capacity,
+            capacity=lambda namespace, resource: capacity, gate=gate,
         )
 
     def add(self, name: str, **spec: Any) -> None:
@@ -218,3 +218,114 @@ def test_an_add_that_meets_a_lock_changed_since_reads_it_and_adds_on_it() -> Non
     lock_requests = [r for r in bed.api.requests if r[1] == LOCK]
     assert lock_requests == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
     assert bed.api.objects[LOCK]["spec"]["holders"] == 2
+
+
+def _semaphore_of_two_and_a_waiter(bed: Bed) -> dict[str, int]:
+    """p1 and p2 hold the two permits, q1 waits; their tokens."""
+
+    def three() -> None:
+        for name in ("p1", "p2", "q1"):
+            bed.add(name)
+
+    bed.run(three)
+    assert [bed.status(n)["phase"] for n in ("p1", "p2", "q1")] == ["Held", "Held", "Pending"]
+    bed.api.requests.clear()
+    return {n: bed.status(n)["fencingToken"] for n in ("p1", "p2")}
+
+
+def test_a_permit_handed_over_is_one_update_of_the_lock() -> None:
+    """The release of a permit and the next waiter's grant are one conditional write of the lock (not
+    an update without the leaving grant, then one adding the next), the waiter's token that write's
+    revision, above every earlier one; then its Held."""
+    bed = Bed(capacity=2)
+    tokens = _semaphore_of_two_and_a_waiter(bed)
+    bed.run(lambda: bed.release("p1"))
+    assert bed.api.writes[:2] == [("patch", LOCK), ("update", paths.claims("a", "q1", status=True))]
+    stored = bed.api.objects[LOCK]
+    granted = bed.status("q1")
+    assert granted["phase"] == "Held" and granted["fencingToken"] == int(stored["metadata"]["resourceVersion"])
+    assert granted["fencingToken"] > max(tokens.values())
+    assert grant_tokens(stored) == {"u-p2": tokens["p2"], "u-q1": granted["fencingToken"]}
+    assert stored["spec"]["claimRef"]["uid"] == "u-p2" and stored["spec"]["holders"] == 2
+
+
+def test_a_hand_over_on_a_lock_changed_since_is_stale_and_decided_again() -> None:
+    """A write of the lock by someone else (a renewal) between the decision and the hand-over: the
+    hand-over fails on the version it rested on, the lock is read again, and the hand-over is decided
+    and made again on the lock as it now is."""
+    bed = Bed(capacity=2)
+    tokens = _semaphore_of_two_and_a_waiter(bed)
+
+    def behind_its_back() -> None:
+        stored = bed.api.objects[LOCK]
+        stored["spec"].update(recorded(stored))  # a renewal records every token
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.release("p1")
+
+    bed.run(behind_its_back)
+    assert [r for r in bed.api.requests if r[1] == LOCK] == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
+    assert bed.status("q1")["phase"] == "Held"
+    assert grant_tokens(bed.api.objects[LOCK]) == {"u-p2": tokens["p2"], "u-q1": bed.status("q1")["fencingToken"]}
+
+
+class _Gate(OpenGate):
+    """Says whether the view is fresh enough to grant on, as `kubelock.operator.freshness` does."""
+
+    fresh = True
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return self.fresh
+
+
+def test_a_hand_over_whose_grant_waits_for_a_fresh_view_removes_the_release_alone() -> None:
+    """The grant of a hand-over waits for a fresh view like any grant; the release does not."""
+    gate = _Gate()
+    bed = Bed(capacity=2, gate=gate)
+    _semaphore_of_two_and_a_waiter(bed)
+    gate.fresh = False
+    bed.run(lambda: bed.release("p1"))
+    assert bed.api.writes == [("patch", LOCK)]
+    assert set(grant_tokens(bed.api.objects[LOCK])) == {"u-p2"}
+    assert bed.status("q1")["phase"] == "Pending" and bed.reconciler.holding
+
+
+def test_an_exclusive_handoff_deletes_the_lock_then_creates_the_next() -> None:
+    """A lock of one grant is never updated to another holder: its release is its deletion (with a
+    uid precondition), the next grant a create, whose revision is the new token."""
+    bed = Bed()
+
+    def two() -> None:
+        bed.add("c1")
+        bed.add("c2")
+
+    bed.run(two)
+    first = bed.status("c1")["fencingToken"]
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("c1"))
+    assert bed.api.writes[:3] == [
+        ("delete", LOCK), ("create", paths.locks("a")), ("update", paths.claims("a", "c2", status=True))
+    ]
+    assert bed.status("c2")["fencingToken"] > first
+
+
+def test_a_release_that_lets_two_in_hands_over_to_the_first_and_adds_the_second_in_a_write_of_its_own() -> None:
+    """A grant's token is the revision of the write that adds it: two grants in one write would
+    share a token. So the release and the first grant are one write, the second grant another."""
+    bed = Bed(capacity=3)
+
+    def four() -> None:
+        bed.add("p2", permits=2)
+        bed.add("p1")
+        bed.add("q1")
+        bed.add("q2")
+
+    bed.run(four)
+    assert [bed.status(n)["phase"] for n in ("p2", "p1", "q1", "q2")] == ["Held", "Held", "Pending", "Pending"]
+    earlier = max(bed.status(n)["fencingToken"] for n in ("p2", "p1"))
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("p2"))
+    assert [w for w in bed.api.writes if w[1] == LOCK] == [("patch", LOCK), ("patch", LOCK)]
+    q1, q2 = bed.status("q1"), bed.status("q2")
+    assert q1["phase"] == q2["phase"] == "Held"
+    assert earlier < q1["fencingToken"] < q2["fencingToken"]
+    assert grant_tokens(bed.api.objects[LOCK])["u-q2"] == q2["fencingToken"]

@@ -22,7 +22,7 @@ that version added (its token was 0), and adds its own grant with 0 (`kubelock.a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -85,9 +85,26 @@ class GrantStore:
         self, namespace: str, action: CreateLock, record: ClaimRecord, grants: Sequence[Lock], version: str | None
     ) -> Written | Stale:
         """Add a grant for `action`'s claim to the lock that holds `grants`, read at `version`."""
-        if not grants or version is None:
+        return await self.hand_over(namespace, (), action, record, grants, version)
+
+    async def hand_over(
+        self,
+        namespace: str,
+        released: Collection[str],
+        action: CreateLock,
+        record: ClaimRecord,
+        grants: Sequence[Lock],
+        version: str | None,
+    ) -> Written | Stale:
+        """Remove the grants of the claims `released` from the lock that holds `grants`, read at
+        `version`, and add a grant for `action`'s claim, in one write: a permit handed from one
+        holder to the next costs one update of the lock, not two. One grant per write: a grant's token
+        is the revision of the write that adds it, so two grants added by one write would share it.
+        The lock must keep a grant (the last one going is the lock's deletion, a new lock a create)."""
+        left = codec.without(grants, released)
+        if not left or version is None:
             return Stale("the lock changed")
-        merged = [*grants, codec.new_grant(action, record)]
+        merged = [*left, codec.new_grant(action, record)]
         return await self._write(namespace, grants[0].name, codec.grants_patch(merged, version))
 
     async def renew(

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -239,10 +240,10 @@ class Reconciler:
             graph.set_capacity(resource, capacity)
             broken = await self._break_of(key, claims, seen.grants)
             # From here to the reservation below, no await: the usage counted is the usage reserved on.
-            decision = decide(
+            decide_on = functools.partial(
+                decide,
                 resource,
                 claims,
-                seen.grants,
                 now=self.clock.now(),
                 policy=self.policy,
                 graph=graph,
@@ -252,6 +253,7 @@ class Reconciler:
                 lock_policy=lock_policy,
                 usage=self._usage(namespace, lock_policy, claims),
             )
+            decision = _with_next_grants(decide_on(seen.grants), seen.grants, decide_on)
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
             kept = self._without_held_back(key, decision)
@@ -375,7 +377,15 @@ class Reconciler:
         seen = Seen({r.claim.uid: r for r in records}, lock)
         # Pods the watch has not shown yet are read at once, not one after another: after a stall or
         # a wave of replacement pods a resource can have several, and each read waits on the API server.
-        claims = list(await asyncio.gather(*(self._with_pod(namespace, r.claim, r.pod_uid) for r in records)))
+        # Claims without a pod need nothing: a round that has nothing to read does not yield to the
+        # event loop between a write's response and the next write of a handoff.
+        claims = [r.claim for r in records]
+        with_pods = [i for i, r in enumerate(records) if r.claim.pod_name is not None and r.claim.active]
+        if with_pods:
+            resolved = await asyncio.gather(*(self._with_pod(namespace, records[i].claim, records[i].pod_uid)
+                                              for i in with_pods))
+            for i, claim in zip(with_pods, resolved, strict=True):
+                claims[i] = claim
         return claims, seen
 
     async def _break_of(self, key: Key, claims: list[Claim], grants: tuple[Lock, ...]) -> LockBreak | None:
@@ -443,10 +453,13 @@ class Reconciler:
 
     # ---- applying ---------------------------------------------------------------------------
 
-    async def _apply(self, namespace: str, actions: Iterable[Action], seen: Seen) -> None:
+    async def _apply(self, namespace: str, actions: Sequence[Action], seen: Seen) -> None:
         """Apply a decision in order, and stop at the first write that failed on a stale view: the
         rest of the decision rested on it (an Expired status that lost a race with a renewal must
         not be followed by deleting the lock)."""
+        if _hands_over(actions, seen.grants):
+            await self._hand_over(namespace, actions, seen)
+            return
         batch: list[Action] = []
         for action in actions:
             if isinstance(action, SetStatus) or _deletes_whatever_the_status_says(action):
@@ -530,6 +543,11 @@ class Reconciler:
         if isinstance(outcome, Taken):
             return None
         seen.lock = self.cache.locks.get((namespace, action.target))
+        self._granted(namespace, action, epoch)
+        return None
+
+    def _granted(self, namespace: str, action: CreateLock, epoch: int) -> None:
+        """The grant of `action` is stored; its write began at the gate's `epoch`."""
         self._granted_at[(namespace, action.target)] = self.clock.now()
         if self.gate.epoch != epoch:
             self._created_across_stall.add(action.claim.uid)
@@ -540,7 +558,38 @@ class Reconciler:
                 "lock %s in %s created across a stall: its claim is told once the view is fresh",
                 lock_name(action.target), namespace,
             )
-        return None
+
+    async def _hand_over(self, namespace: str, actions: Sequence[Action], seen: Seen) -> None:
+        """Releases and the grants they let in (`_with_next_grants`): the releases and the first grant
+        as one write of the lock that keeps other grants, conditional on the version the decision saw
+        like each of the two writes it replaces; each further grant is an add of its own, on the
+        version the write before produced (a grant's token is the revision of the write that adds it)."""
+        released = [a for a in actions if isinstance(a, DeleteLock)]
+        first, *rest = [a for a in actions if isinstance(a, CreateLock)]
+        record = self.cache.claims.get(first.claim.uid)
+        if record is None:
+            await self._apply(namespace, released, seen)  # the claim to grant went meanwhile: decide again after
+            return
+        now = self.clock.now()
+        epoch = self.gate.epoch
+        outcome = await self.grants.hand_over(
+            namespace, {a.lock.claim_uid for a in released}, first, record, seen.grants, seen.lock_version
+        )
+        if isinstance(outcome, Stale):
+            log.debug("stale view of %s in %s (%s): refreshing", _subject(released[0]), namespace, outcome.why)
+            await self._refresh(namespace, released[0])
+            return
+        assert outcome.body is not None
+        self.cache.upsert_lock(outcome.body)
+        seen.lock = self.cache.locks.get((namespace, first.target))
+        for release in released:
+            self._created_across_stall.discard(release.lock.claim_uid)
+        self._granted(namespace, first, epoch)
+        applied: list[Action] = [*released, first]
+        for action in applied:
+            self.observer.applied(namespace, action, now)
+        if rest:
+            await self._apply(namespace, rest, seen)
 
     async def _renew_lock(self, namespace: str, action: RenewLock, seen: Seen) -> Stale | None:
         outcome = await self.grants.renew(namespace, action, seen.lock_version, seen.grants)
@@ -654,6 +703,37 @@ def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
 _UNCONDITIONAL_ENDINGS = frozenset(
     {Reason.HOLDER_POD_TERMINATED, Reason.POD_NOT_FOUND, Reason.NAMESPACE_DELETED}
 )
+
+
+def _with_next_grants(
+    decision: Decision, grants: tuple[Lock, ...], decide_on: Callable[[tuple[Lock, ...]], Decision]
+) -> Decision:
+    """A decision that only removes released grants from a lock that keeps others (a semaphore
+    permit or a Shared grant given back), followed by the grants that lets in, decided on the grants
+    left with everything else as it was: the two are stored as one write of the lock (`_hand_over`),
+    so the next waiter's grant does not wait for a round trip of its own. When the release deletes
+    the lock, or what follows it is anything but new grants, it is decided on the next round, as ever."""
+    actions = decision.actions
+    if not actions or not all(isinstance(a, DeleteLock) and a.reason is Reason.RELEASED for a in actions):
+        return decision
+    left = tuple(codec.without(grants, {a.lock.claim_uid for a in actions if isinstance(a, DeleteLock)}))
+    if not left:
+        return decision
+    after = decide_on(left)
+    if not after.actions or not all(isinstance(a, CreateLock) and not a.resource for a in after.actions):
+        return decision
+    return replace(
+        decision, actions=(*actions, *after.actions), also_reconcile=decision.also_reconcile | after.also_reconcile
+    )
+
+
+def _hands_over(actions: Sequence[Action], grants: Sequence[Lock]) -> bool:
+    """`actions` are releases and the grants they let in, on a lock that keeps a grant (one write)."""
+    released = [a for a in actions if isinstance(a, DeleteLock)]
+    granted = [a for a in actions if isinstance(a, CreateLock)]
+    if not released or not granted or len(released) + len(granted) != len(actions):
+        return False
+    return bool(codec.without(grants, {a.lock.claim_uid for a in released}))
 
 
 def _announces(action: Action) -> bool:
