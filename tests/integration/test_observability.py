@@ -112,7 +112,7 @@ def test_metrics_follow_a_scripted_scenario(observed: tuple[OperatorProcess, str
     assert value(after, "kubelock_hold_seconds_count") >= 2  # e expired, a broken
     assert value(after, "kubelock_reconcile_duration_seconds_count") > 0
     assert value(after, "kubelock_api_requests_total", verb="create") > 0
-    assert value(after, "kubelock_api_requests_total", verb="patch") > 0
+    assert value(after, "kubelock_api_requests_total", verb="update") > 0  # claim status, written whole
     # Bounded labels: no resource URI or holder ever appears in a label.
     for (name, labels), _ in after.items():
         for key, label in labels:
