@@ -180,3 +180,22 @@ def test_a_claim_of_several_resources_without_a_lock_delay_is_remembered_once() 
     cache = Cache()
     cache.upsert_claim(rejected)
     assert [r.uid for r in cache.finished_for(("a", "r://b"))] == ["m"] and cache.finished_for(("a", "r://a")) == []
+
+
+def test_a_quota_reservation_of_a_refused_claim_outlives_the_claim() -> None:
+    """A claim one replica refused may have been reserved by another whose view still has it waiting,
+    and whose lock create (which cannot be conditional on the claim's status) may still come: its
+    reservation keeps counting to its bound. A claim that ended otherwise, or was deleted, frees it."""
+    cache = Cache()
+    cache.upsert_claim(claim("waiting", 5))
+    assert not cache.reservation_ended("waiting")
+    for uid, phase in (("refused", "Rejected"), ("expired", "Expired"), ("timed-out", "TimedOut")):
+        ended = claim(uid, 6)
+        ended["status"] = {"phase": phase, "reason": "Other", "sequence": 6}
+        cache.upsert_claim(ended)
+    assert not cache.reservation_ended("refused")
+    assert cache.reservation_ended("expired") and cache.reservation_ended("timed-out")
+    cache.delete_claim(claim("refused", 7))
+    cache.delete_claim(claim("released", 8))
+    assert not cache.reservation_ended("refused")  # still: the other replica's grant may be in flight
+    assert cache.reservation_ended("released")

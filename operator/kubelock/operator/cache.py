@@ -103,6 +103,10 @@ class Cache:
         # read, and an event or a write's response that arrives after the deletion (or the end)
         # cannot bring the object back to life.
         self._deleted: OrderedDict[str, None] = OrderedDict()
+        # Uids of claims that ended refused (`Rejected`). Another replica may have reserved such a
+        # claim in a quota ledger and still be writing its grant (a lock create cannot be conditional
+        # on the claim's status), so its reservation keeps counting (`reservation_ended`).
+        self._refused: OrderedDict[str, None] = OrderedDict()
         self.breaks: dict[Key, LockBreak] = {}  # what a deleted lock said about who broke it
         # Terminal claims, by resource key: only what their removal after ttlSecondsAfterFinished
         # needs. They take no part in arbitration and their bodies stay in the API, not here.
@@ -156,6 +160,8 @@ class Cache:
             self._bury(record.claim.uid)
             if record.claim.status is not None:
                 self._finish(record.namespace, record.claim, record.claim.status)
+                if record.claim.status.phase is Phase.REJECTED:
+                    _remember(self._refused, record.claim.uid)
         else:
             self._index(record)
         return key_of(record)
@@ -211,10 +217,14 @@ class Cache:
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted
 
+    def reservation_ended(self, uid: str) -> bool:
+        """Whether a quota-ledger reservation of this claim stops counting before its bound: the claim
+        was deleted or ended, but not refused. A refused claim may have been reserved by another
+        replica whose view still has it waiting, and whose grant write may still come."""
+        return uid in self._deleted and uid not in self._refused
+
     def _bury(self, uid: str) -> None:
-        self._deleted[uid] = None
-        while len(self._deleted) > TOMBSTONES:
-            self._deleted.popitem(last=False)
+        _remember(self._deleted, uid)
 
     def forget_claim(self, uid: str) -> Key | None:
         old = self.claims.get(uid)
@@ -445,6 +455,12 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _remember(tombstones: OrderedDict[str, None], uid: str) -> None:
+    tombstones[uid] = None
+    while len(tombstones) > TOMBSTONES:
+        tombstones.popitem(last=False)
 
 
 def _append(index: dict[Key, tuple[str, ...]], key: Key, uid: str) -> None:

@@ -181,7 +181,7 @@ class Reconciler:
         self.multi = MultiClaims(self)
         self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
         # The same reservations recorded in the API server, where every replica's meet (quotas only).
-        self.ledgers = QuotaLedgers(client, cache.was_deleted)
+        self.ledgers = QuotaLedgers(client, cache.reservation_ended)
 
     # ---- scheduling (the work queue) --------------------------------------------------------
 
