@@ -5,6 +5,7 @@ a quota ledger's reservation left without its grant), and a restart in the middl
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,13 +18,23 @@ import pytest
 from kubernetes import watch
 from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
+from kubelock.domain.clock import SystemClock
 from kubelock.domain.lockpolicy import LockPolicy, Quotas
+from kubelock.domain.model import Policy
 from kubelock.domain.quotaledger import RESERVATION_SECONDS, Entry, ledger_of
 from kubelock.domain.quotas import Count
+from kubelock.kube import config as kube_config
+from kubelock.kube import paths
+from kubelock.kube.client import KubeClient
 from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
+from kubelock.operator.cache import Cache
+from kubelock.operator.events import EventRecorder
+from kubelock.operator.policies import PolicyIndex
+from kubelock.operator.reconciler import Reconciler
 from tests.integration.test_multi import claim_all
 from tests.integration.test_observability import scrape, value
 from tests.support.claims import Locks, phase_of, status_of, wait_until
+from tests.support.gatedclient import GatedClient
 from tests.support.monitor import HolderMonitor, LockMonitor
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -627,3 +638,91 @@ def test_a_restarted_operator_keeps_the_rest(  # type: ignore[no-untyped-def]
             assert time.time() < seconds(revoked["availableAt"]) - 2, "the operator took too long to restart"
             granted = status_of(locks.wait_phase("b", "Held", timeout=40))
         assert seconds(granted["acquiredAt"]) >= seconds(revoked["availableAt"]) - 0.001
+
+
+@pytest.mark.parametrize("b_waits_at", ["told", "lock"])
+def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_its_limit(
+    control_plane: Any, admin_api: ApiClient, b_waits_at: str
+) -> None:
+    """Two replicas made to cross on one holder's quota against the real API server, in the order of
+    `tests/unit/test_quota_crossing.py` (which says why each step): each refuses a claim of the holder
+    that the other is granting. The replicas are two in-process reconcilers with caches of their own,
+    fed by LISTs where the scenario says their watches caught up, and the requests that make the
+    crossing are held at gates. After every lock create the locks are listed: the holder never has
+    more than its limit."""
+    limit, holder = 2, "agent-crossed"
+
+    async def scenario(ns: str) -> None:
+        peaks: list[int] = []
+        async with KubeClient(kube_config.load(control_plane.kubeconfig)) as kube:
+
+            async def holders_locks() -> int:
+                return sum(1 for lk in (await kube.list(paths.locks(ns)))["items"] if lk["spec"]["holder"] == holder)
+
+            async def hand_over(to: Reconciler) -> None:
+                for body in (await kube.list(paths.claims(ns)))["items"]:
+                    to.cache.upsert_claim(body)
+                for body in (await kube.list(paths.locks(ns)))["items"]:
+                    to.cache.upsert_lock(body)
+
+            class Counting(GatedClient):
+                async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
+                    stored = await super().create(path, body, **params)
+                    if path == paths.locks(ns):
+                        peaks.append(await holders_locks())
+                    return stored
+
+            def replica() -> tuple[Reconciler, Counting]:
+                index, client = PolicyIndex(), Counting(kube)
+                index.upsert({"metadata": {"name": "crossed", "namespace": ns},
+                              "spec": {"resourcePrefix": "deploy://", "maxHeldPerHolder": limit}})
+                events = EventRecorder(client, SystemClock(), "test")  # type: ignore[arg-type]
+                return Reconciler(client, Cache(), Policy(), SystemClock(), events, policies=index), client  # type: ignore[arg-type]
+
+            async def claim(name: str) -> None:
+                body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": name},
+                        "spec": {"resource": f"deploy://{name}", "holder": holder}}
+                await kube.create(paths.claims(ns), body)
+
+            async def phase(name: str) -> tuple[str, str]:
+                status = (await kube.get(paths.claims(ns, name))).get("status") or {}
+                return status.get("phase", ""), status.get("reason", "")
+
+            (a, a_api), (b, b_api) = replica(), replica()
+            await claim("c0")
+            await hand_over(a)
+            await a.reconcile((ns, "deploy://c0"))
+            assert await phase("c0") == ("Held", "Granted")
+            await claim("c1")
+            await claim("c2")
+            await hand_over(a)
+            await hand_over(b)  # both views: c0 held, c1 and c2 waiting for an answer
+            a_ledger = a_api.hold("patch", paths.leases(ns))
+            a_told = a_api.hold("update", paths.claims(ns, "c2", status=True))
+            b_grant = (
+                b_api.hold("update", paths.claims(ns, "c1", status=True)) if b_waits_at == "told"
+                else b_api.hold("create", paths.locks(ns))
+            )
+            a_grants_c2 = asyncio.create_task(a.reconcile((ns, "deploy://c2")))  # A reserves c2 in memory
+            await asyncio.wait_for(a_ledger.reached.wait(), 30)
+            b_grants_c1 = asyncio.create_task(b.reconcile((ns, "deploy://c1")))  # B reserves c1 in the ledger
+            await asyncio.wait_for(b_grant.reached.wait(), 30)
+            await a.reconcile((ns, "deploy://c1"))  # A counts c0 and c2: refuses c1
+            assert await phase("c1") == ("Rejected", "QuotaExceeded")
+            await b.reconcile((ns, "deploy://c2"))  # B counts c0 and c1: refuses c2
+            assert await phase("c2") == ("Rejected", "QuotaExceeded")
+            a_ledger.open()  # A meets B's reservation of c1 in the ledger, its view of c2 still waiting
+            await asyncio.wait_for(a_told.reached.wait(), 30)
+            assert a.ledgers.conflicts == 1
+            b_grant.open()
+            await asyncio.wait_for(b_grants_c1, 30)
+            a_told.open()
+            await asyncio.wait_for(a_grants_c2, 30)
+            assert max(peaks) <= limit, f"the holder's locks after each lock create: {peaks}"
+            assert [await phase(n) for n in ("c0", "c1", "c2")] == [
+                ("Held", "Granted"), ("Rejected", "QuotaExceeded"), ("Rejected", "QuotaExceeded")]
+            for each in (a, b):
+                await each.stop()
+
+    with temporary_namespace(admin_api, "klx-") as ns:
+        asyncio.run(scenario(ns))

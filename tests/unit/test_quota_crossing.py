@@ -1,0 +1,134 @@
+"""Two operator replicas crossing on one holder's quota, in an order the test chooses: each refuses
+a claim of the holder that the other is granting. Each replica has a cache of its own and sees the
+other's writes only when the test hands them over (its watch lagging), and the requests that make
+the crossing are held at gates (`tests.support.gatedclient`). Writes go to one recording fake API
+server, which keeps the locks; the holder's limit is checked on it after every lock create.
+
+The order (maxHeldPerHolder 2, the holder already holding c0):
+  1. A decides r2: grants c2, reserves it in its own memory; its quota-ledger write is held.
+  2. B decides r1: grants c1, reserves it in the ledger, creates c1's lock; its Held write is held.
+  3. A decides r1: c0 and its own c2 count, so it refuses c1.
+  4. B decides r2: c0 and its own c1 count, so it refuses c2.
+  5. A's ledger write goes on: it fails on B's newer version, A reads the ledger (B's reservation of
+     c1) and decides r2 again. Its view still shows c2 waiting (B's refusal has not reached it).
+A reservation of a claim that ended refused keeps counting (`Cache.reservation_ended`): A counts c0
+and c1, and refuses c2 as well. If A dropped it because c1 ended, it would grant c2 and create its
+lock while B's lock of c1 exists: three locks of the holder under a limit of two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from kubelock.domain import quotaledger
+from kubelock.domain.clock import ManualClock
+from kubelock.kube import paths
+from kubelock.kube.quotaledger import entries_of, lease_name
+from kubelock.operator.cache import Cache
+from kubelock.operator.policies import PolicyIndex
+from kubelock.operator.reconciler import Reconciler
+from tests.support.fakeapi import FakeApi
+from tests.support.gatedclient import GatedClient
+from tests.unit.test_reconciler_policies import T0, claim, policy, reconciler_for
+
+HOLDER = "agent-h"
+LIMIT = 2
+
+
+def holders_locks(api: FakeApi) -> int:
+    prefix = paths.locks("a") + "/"
+    return sum(1 for path, body in api.objects.items() if path.startswith(prefix) and body["spec"]["holder"] == HOLDER)
+
+
+def counting_locks(api: FakeApi, peaks: list[int]) -> None:
+    async def create(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
+        stored: dict[str, Any] = default()
+        if path == paths.locks("a"):
+            peaks.append(holders_locks(api))
+        return stored
+
+    api.react("create", create)
+
+
+def replica(api: FakeApi, clock: ManualClock) -> tuple[Reconciler, GatedClient]:
+    index = PolicyIndex()
+    index.upsert(policy(maxHeldPerHolder=LIMIT))
+    client = GatedClient(api)
+    return reconciler_for(client, Cache(), index, clock), client  # type: ignore[arg-type]
+
+
+def holders_claim(api: FakeApi, name: str, resource: str) -> dict[str, Any]:
+    body = claim(name, resource)
+    body["spec"]["holder"] = HOLDER
+    return api.put(paths.claims("a", name), body)
+
+
+def hand_over(api: FakeApi, to: Reconciler) -> None:
+    """Everything the API server has now reaches `to`'s view (its watches caught up)."""
+    for path, body in api.objects.items():
+        if path.startswith(paths.claims("a") + "/"):
+            to.cache.upsert_claim(body)
+        elif path.startswith(paths.locks("a") + "/"):
+            to.cache.upsert_lock(body)
+
+
+async def until(event: asyncio.Event) -> None:
+    await asyncio.wait_for(event.wait(), 5)
+
+
+@pytest.mark.parametrize("b_waits_at", ["told", "lock"])
+def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_its_limit(b_waits_at: str) -> None:
+    """`b_waits_at`: where B's grant of c1 is when A reads the ledger again: its lock created, the
+    claim not yet told ("told"), or its lock not yet created ("lock": a read of the locks then would
+    show none for c1, yet B creates it later). A's write after deciding r2 again (c2's Held, or its
+    refusal) waits until B's grant has gone on, so A's lock, if any, still exists when B's comes."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api = FakeApi()
+        peaks: list[int] = []
+        counting_locks(api, peaks)
+        (a, a_api), (b, b_api) = replica(api, clock), replica(api, clock)
+        holders_claim(api, "c0", "deploy://r0")
+        hand_over(api, a)
+        await a.reconcile(("a", "deploy://r0"))  # granted and told
+        for name, resource in (("c1", "deploy://r1"), ("c2", "deploy://r2")):
+            holders_claim(api, name, resource)
+        hand_over(api, a)
+        hand_over(api, b)  # both views: c0 held, c1 and c2 waiting for an answer
+        a_ledger = a_api.hold("patch", paths.leases("a"))
+        a_told = a_api.hold("update", paths.claims("a", "c2", status=True))
+        b_grant = (
+            b_api.hold("update", paths.claims("a", "c1", status=True)) if b_waits_at == "told"
+            else b_api.hold("create", paths.locks("a"))
+        )
+
+        a_grants_c2 = asyncio.create_task(a.reconcile(("a", "deploy://r2")))  # 1.
+        await until(a_ledger.reached)
+        b_grants_c1 = asyncio.create_task(b.reconcile(("a", "deploy://r1")))  # 2.
+        await until(b_grant.reached)
+        await a.reconcile(("a", "deploy://r1"))  # 3.
+        assert api.objects[paths.claims("a", "c1")]["status"]["reason"] == "QuotaExceeded"
+        await b.reconcile(("a", "deploy://r2"))  # 4.
+        assert api.objects[paths.claims("a", "c2")]["status"]["reason"] == "QuotaExceeded"
+        a_ledger.open()  # 5.
+        await until(a_told.reached)
+        assert a.ledgers.conflicts == 1  # it met B's reservation, and decided again on it
+        b_grant.open()
+        await asyncio.wait_for(b_grants_c1, 5)  # c1 was refused: B tells nothing, and its lock goes
+        a_told.open()
+        await asyncio.wait_for(a_grants_c2, 5)
+
+        assert max(peaks) <= LIMIT, f"the holder's locks after each lock create: {peaks}"
+        assert holders_locks(api) == 1  # c0's
+        phases = {n: api.objects[paths.claims("a", n)]["status"]["phase"] for n in ("c0", "c1", "c2")}
+        assert phases == {"c0": "Held", "c1": "Rejected", "c2": "Rejected"}, phases
+        key = quotaledger.ledger_of(a.policies.policy_for("a", "deploy://r1"), "a", HOLDER)  # type: ignore[union-attr]
+        assert "u-c1" in entries_of(api.objects[paths.leases("a", lease_name(key))])  # counted to its bound
+        for each in (a, b):
+            await each.stop()
+
+    asyncio.run(scenario())
