@@ -220,7 +220,13 @@ class Cache:
     def reservation_ended(self, uid: str) -> bool:
         """Whether a quota-ledger reservation of this claim stops counting before its bound: the claim
         was deleted or ended, but not refused. A refused claim may have been reserved by another
-        replica whose view still has it waiting, and whose grant write may still come."""
+        replica whose view still has it waiting, and whose grant write may still come.
+
+        Not sooner for a refused claim, neither when no lock of it is seen (the reserving replica
+        creates the lock after its ledger write, at any time until the bound) nor when its lock is
+        seen deleted (one live entry covers every grant of the claim: the reserving replica does not
+        write it again to create another lock under it, for another resource of a claim of several or
+        on deciding the claim again). docs/architecture.md, "Quotas", gives the whole argument."""
         return uid in self._deleted and uid not in self._refused
 
     def _bury(self, uid: str) -> None:
