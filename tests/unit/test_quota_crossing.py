@@ -19,6 +19,7 @@ lock while B's lock of c1 exists: three locks of the holder under a limit of two
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ import pytest
 from kubelock.domain import quotaledger
 from kubelock.domain.clock import ManualClock
 from kubelock.kube import paths
+from kubelock.kube.errors import Unreachable
 from kubelock.kube.quotaledger import entries_of, lease_name
 from kubelock.operator.cache import Cache
 from kubelock.operator.policies import PolicyIndex
@@ -128,6 +130,71 @@ def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_
         assert phases == {"c0": "Held", "c1": "Rejected", "c2": "Rejected"}, phases
         key = quotaledger.ledger_of(a.policies.policy_for("a", "deploy://r1"), "a", HOLDER)  # type: ignore[union-attr]
         assert "u-c1" in entries_of(api.objects[paths.leases("a", lease_name(key))])  # counted to its bound
+        for each in (a, b):
+            await each.stop()
+
+    asyncio.run(scenario())
+
+
+class LosesALockCreatesAnswer(GatedClient):
+    """The first lock create is stored by the API server, but its answer never comes back (a timeout):
+    the replica does not know the lock was made."""
+
+    lost = False
+
+    async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
+        stored = await super().create(path, body, **params)
+        if path == paths.locks("a") and not self.lost:
+            self.lost = True
+            raise Unreachable("timed out")
+        return stored
+
+
+def test_a_refused_claims_reservation_counts_to_its_bound_after_its_lock_was_seen_deleted() -> None:
+    """One live ledger entry covers every grant of its claim: a replica deciding the claim again does
+    not write it again. So the refusing replica must not drop it when it sees the claim's lock deleted.
+    Here B reserves c1 and creates its lock, but the create's answer is lost; A, which refused c1
+    meanwhile (the crossing above), deletes that lock; B, its view of c1 still waiting, grants c1
+    again under the same entry. Were c1 no longer counted once its lock went, A would have granted
+    the holder's next claim c3 in between: three locks at once."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api = FakeApi()
+        peaks: list[int] = []
+        counting_locks(api, peaks)
+        (a, a_api) = replica(api, clock)
+        b_api = LosesALockCreatesAnswer(api)
+        b_index = PolicyIndex()
+        b_index.upsert(policy(maxHeldPerHolder=LIMIT))
+        b = reconciler_for(b_api, Cache(), b_index, clock)  # type: ignore[arg-type]
+        holders_claim(api, "c0", "deploy://r0")
+        hand_over(api, a)
+        await a.reconcile(("a", "deploy://r0"))
+        for name, resource in (("c1", "deploy://r1"), ("c2", "deploy://r2")):
+            holders_claim(api, name, resource)
+        hand_over(api, a)
+        hand_over(api, b)
+        a_ledger = a_api.hold("patch", paths.leases("a"))
+        a_grants_c2 = asyncio.create_task(a.reconcile(("a", "deploy://r2")))
+        await until(a_ledger.reached)
+        with contextlib.suppress(Unreachable):
+            await b.reconcile(("a", "deploy://r1"))  # reserved in the ledger, lock made, answer lost
+        await a.reconcile(("a", "deploy://r1"))  # refuses c1
+        await b.reconcile(("a", "deploy://r2"))  # refuses c2
+        a_ledger.open()
+        await asyncio.wait_for(a_grants_c2, 5)  # counts B's reservation of c1: refuses c2 as well
+        hand_over(api, a)  # A sees c1's lock
+        await a.reconcile(("a", "deploy://r1"))  # and deletes it: c1 was refused
+        assert holders_locks(api) == 1  # c0's
+        holders_claim(api, "c3", "deploy://r3")
+        hand_over(api, a)
+        await a.reconcile(("a", "deploy://r3"))  # c0 and c1's reservation count
+        await b.reconcile(("a", "deploy://r1"))  # B grants c1 again, under its live entry: no ledger write
+
+        assert max(peaks) <= LIMIT, f"the holder's locks after each lock create: {peaks}"
+        assert peaks == [1, 2, 2], peaks  # c0's, then c1's twice (each time beside c0's)
+        assert api.objects[paths.claims("a", "c3")]["status"]["reason"] == "QuotaExceeded"  # what it costs
         for each in (a, b):
             await each.stop()
 
