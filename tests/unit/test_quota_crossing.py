@@ -6,7 +6,8 @@ server, which keeps the locks; the holder's limit is checked on it after every l
 
 The order (maxHeldPerHolder 2, the holder already holding c0):
   1. A decides r2: grants c2, reserves it in its own memory; its quota-ledger write is held.
-  2. B decides r1: grants c1, reserves it in the ledger, creates c1's lock; its Held write is held.
+  2. B decides r1: grants c1, reserves it in the ledger, creates c1's lock; its Held write is held
+     (or, in the `lock` case, its lock create).
   3. A decides r1: c0 and its own c2 count, so it refuses c1.
   4. B decides r2: c0 and its own c1 count, so it refuses c2.
   5. A's ledger write goes on: it fails on B's newer version, A reads the ledger (B's reservation of
@@ -55,10 +56,12 @@ def counting_locks(api: FakeApi, peaks: list[int]) -> None:
     api.react("create", create)
 
 
-def replica(api: FakeApi, clock: ManualClock) -> tuple[Reconciler, GatedClient]:
+def replica(
+    api: FakeApi, clock: ManualClock, connection: type[GatedClient] = GatedClient
+) -> tuple[Reconciler, GatedClient]:
     index = PolicyIndex()
     index.upsert(policy(maxHeldPerHolder=LIMIT))
-    client = GatedClient(api)
+    client = connection(api)
     return reconciler_for(client, Cache(), index, clock), client  # type: ignore[arg-type]
 
 
@@ -163,11 +166,7 @@ def test_a_refused_claims_reservation_counts_to_its_bound_after_its_lock_was_see
         api = FakeApi()
         peaks: list[int] = []
         counting_locks(api, peaks)
-        (a, a_api) = replica(api, clock)
-        b_api = LosesALockCreatesAnswer(api)
-        b_index = PolicyIndex()
-        b_index.upsert(policy(maxHeldPerHolder=LIMIT))
-        b = reconciler_for(b_api, Cache(), b_index, clock)  # type: ignore[arg-type]
+        (a, a_api), (b, _) = replica(api, clock), replica(api, clock, LosesALockCreatesAnswer)
         holders_claim(api, "c0", "deploy://r0")
         hand_over(api, a)
         await a.reconcile(("a", "deploy://r0"))
