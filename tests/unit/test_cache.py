@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubelock.domain.quotas import Count
 from kubelock.operator.cache import Cache
 
 R = "github://acme/app/issues/42"
@@ -182,20 +183,23 @@ def test_a_claim_of_several_resources_without_a_lock_delay_is_remembered_once() 
     assert [r.uid for r in cache.finished_for(("a", "r://b"))] == ["m"] and cache.finished_for(("a", "r://a")) == []
 
 
-def test_a_quota_reservation_of_a_refused_claim_outlives_the_claim() -> None:
+def test_a_quota_reservation_of_a_refused_claim_outlives_the_claim_if_it_was_held() -> None:
     """A claim one replica refused may have been reserved by another whose view still has it waiting,
     and whose lock create (which cannot be conditional on the claim's status) may still come: its
-    reservation keeps counting to its bound. A claim that ended otherwise, or was deleted, frees it."""
+    held reservation keeps counting to its bound. A waiting one does not (a Pending write cannot
+    follow the refusal), nor does any reservation of a claim that ended otherwise, or was deleted."""
+    held, waiting = Count.HELD, Count.WAITING
     cache = Cache()
     cache.upsert_claim(claim("waiting", 5))
-    assert not cache.reservation_ended("waiting")
+    assert not cache.reservation_ended("waiting", held) and not cache.reservation_ended("waiting", waiting)
     for uid, phase in (("refused", "Rejected"), ("expired", "Expired"), ("timed-out", "TimedOut")):
         ended = claim(uid, 6)
         ended["status"] = {"phase": phase, "reason": "Other", "sequence": 6}
         cache.upsert_claim(ended)
-    assert not cache.reservation_ended("refused")
-    assert cache.reservation_ended("expired") and cache.reservation_ended("timed-out")
+    assert not cache.reservation_ended("refused", held) and cache.reservation_ended("refused", waiting)
+    assert all(cache.reservation_ended(uid, c) for uid in ("expired", "timed-out") for c in (held, waiting))
     cache.delete_claim(claim("refused", 7))
     cache.delete_claim(claim("released", 8))
-    assert not cache.reservation_ended("refused")  # still: the other replica's grant may be in flight
-    assert cache.reservation_ended("released")
+    assert not cache.reservation_ended("refused", held)  # still: the other replica's grant may be in flight
+    assert cache.reservation_ended("refused", waiting)
+    assert cache.reservation_ended("released", held) and cache.reservation_ended("released", waiting)

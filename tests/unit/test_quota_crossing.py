@@ -198,3 +198,42 @@ def test_a_refused_claims_reservation_counts_to_its_bound_after_its_lock_was_see
             await each.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_refused_at_its_turn_leaves_no_waiting_reservation_behind() -> None:
+    """One replica: a waiter whose turn comes while its holder is at maxHeldPerHolder is refused. Its
+    first wait was reserved in the ledger (waiting), but no Pending write can follow a refusal (status
+    writes are conditional on the claim's version), so that reservation stops counting: the holder's
+    next claim may wait (maxWaitingPerHolder 1), as nothing of the holder waits."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api = FakeApi()
+        index = PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=1, maxWaitingPerHolder=1))
+        a = reconciler_for(api, Cache(), index, clock)
+        others = {"x1": "deploy://r1", "y2": "deploy://r2"}
+        for name, resource in (*others.items(), ("c0", "deploy://r0")):  # x1, y2 of others; c0 the holder's
+            body = claim(name, resource)
+            if name == "c0":
+                body["spec"]["holder"] = HOLDER
+            a.cache.upsert_claim(api.put(paths.claims("a", name), body))
+            await a.reconcile(("a", resource))
+        waiter = claim("w1", "deploy://r1", wait=True)
+        waiter["spec"]["holder"] = HOLDER
+        a.cache.upsert_claim(api.put(paths.claims("a", "w1"), waiter))
+        await a.reconcile(("a", "deploy://r1"))
+        assert api.objects[paths.claims("a", "w1")]["status"]["phase"] == "Pending"
+        released = api.objects.pop(paths.claims("a", "x1"))
+        a.cache.delete_claim(released)
+        await a.reconcile(("a", "deploy://r1"))  # w1's turn: its holder already holds c0
+        assert api.objects[paths.claims("a", "w1")]["status"]["reason"] == "QuotaExceeded"
+        second = claim("w2", "deploy://r2", wait=True)
+        second["spec"]["holder"] = HOLDER
+        a.cache.upsert_claim(api.put(paths.claims("a", "w2"), second))
+        await a.reconcile(("a", "deploy://r2"))
+        status = api.objects[paths.claims("a", "w2")]["status"]
+        assert status["phase"] == "Pending", status["message"]
+        await a.stop()
+
+    asyncio.run(scenario())

@@ -32,7 +32,7 @@ def reservation(uid: str, holder: str = "agent-a", count: Count = Count.HELD) ->
     return Reservation("ns", "deploys", holder, uid, count)
 
 
-def never_ended(uid: str) -> bool:
+def never_ended(uid: str, count: Count) -> bool:
     return False
 
 
@@ -60,7 +60,7 @@ def test_a_write_stamps_new_reservations_and_drops_expired_and_ended_ones() -> N
         "live": Entry("agent-b", Count.WAITING, T0 - 1),
         "again": Entry("agent-a", Count.WAITING, T0 - 5),
     }
-    after = written(entries, [reservation("new"), reservation("again")], T0, lambda uid: uid == "gone")
+    after = written(entries, [reservation("new"), reservation("again")], T0, lambda uid, count: uid == "gone")
     assert after == {
         "live": Entry("agent-b", Count.WAITING, T0 - 1),
         "new": Entry("agent-a", Count.HELD, T0),
@@ -87,7 +87,7 @@ def test_an_entry_counts_only_within_its_bound(at: float, counts: bool) -> None:
 def test_entries_of_ended_claims_and_of_the_claims_being_decided_do_not_count() -> None:
     key = LedgerKey("ns", "deploys", 3)
     entries = {uid: Entry("agent-a", Count.HELD, T0) for uid in ("ended", "deciding", "other")}
-    result = counted(key, entries, T0, ended=lambda uid: uid == "ended", exclude={"deciding"})
+    result = counted(key, entries, T0, ended=lambda uid, count: uid == "ended", exclude={"deciding"})
     assert result == [Reservation("ns", "deploys", "agent-a", "other", Count.HELD)]
 
 

@@ -269,7 +269,7 @@ def test_a_reservation_left_without_its_grant_stops_counting_after_its_bound() -
         index.upsert(policy(maxHeldPerHolder=1))
         reconciler = reconciler_for(api, cache, index, clock)
         left = quotaledger.written({}, [quotas.Reservation("a", "deploys", "agent-a", "u-lost", quotas.Count.HELD)],
-                                   T0, lambda uid: False)
+                                   T0, lambda uid, count: False)
         key = quotaledger.ledger_of(index.policy_for("a", R), "a", "agent-a")
         api.put(paths.leases("a", lease_name(key)), ledger_body(key, left))
         for i, name in enumerate(("early", "late")):

@@ -11,7 +11,7 @@ write fails (409), its replica reads the ledger, and decides again counting the 
 
 A reservation is needed only until the claim's own state reaches every replica's view (its lock,
 its Pending status): after `RESERVATION_SECONDS` it no longer counts, and the next write to the
-ledger drops it, as it drops the reservations of claims the writer has seen end. So the ledger is a
+ledger drops it, as it drops the reservations the writer knows to be over (`Ended`). So the ledger is a
 cache that rebuilds itself: an entry left by a replica that stopped between the ledger write and
 the grant write (or whose grant write failed) counts for at most `RESERVATION_SECONDS`, never
 for ever, and a ledger deleted outright loses only what the views already show.
@@ -31,6 +31,10 @@ from dataclasses import dataclass
 
 from kubelock.domain.lockpolicy import LockPolicy
 from kubelock.domain.quotas import Count, Reservation
+
+# Whether a reservation of a claim (by uid), counting as held or waiting, is known to be over: the
+# operator's view says (`kubelock.operator.cache.Cache.reservation_ended`).
+Ended = Callable[[str, Count], bool]
 
 # How long a reservation counts on its own: far longer than a grant write takes and a watch takes to
 # deliver it, short enough that a reservation nobody completed stops counting soon.
@@ -103,11 +107,11 @@ def unrecorded(entries: Mapping[str, Entry], reservations: Iterable[Reservation]
 
 
 def written(
-    entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float, ended: Callable[[str], bool]
+    entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float, ended: Ended
 ) -> dict[str, Entry]:
-    """The ledger after recording `reservations` at `now`: its live entries of claims not known to
-    have ended, with the new ones (a claim reserved again is stamped again)."""
-    kept = {uid: e for uid, e in entries.items() if e.live(now) and not ended(uid)}
+    """The ledger after recording `reservations` at `now`: its live entries not known to be over, with
+    the new ones (a claim reserved again is stamped again)."""
+    kept = {uid: e for uid, e in entries.items() if e.live(now) and not ended(uid, e.count)}
     for reservation in reservations:
         kept[reservation.uid] = Entry(reservation.holder, reservation.count, now)
     return kept
@@ -118,17 +122,17 @@ def counted(
     entries: Mapping[str, Entry],
     now: float,
     *,
-    ended: Callable[[str], bool],
+    ended: Ended,
     exclude: Iterable[str] = (),
 ) -> list[Reservation]:
     """The entries of a ledger that count towards its policy's usage, as reservations (merged with
     the view like the operator's own: a held one turns an observed wait into a hold, a waiting one
     counts only while the view does not show the claim). Not counted: entries past their bound,
-    claims known to have ended, and the claims being decided (`exclude`: the decision sees their own
+    entries known to be over (`Ended`), and the claims being decided (`exclude`: the decision sees their own
     state, and counting their reservation too would count them twice)."""
     skip = set(exclude)
     return [
         Reservation(ledger.namespace, ledger.policy, e.holder, uid, e.count)
         for uid, e in sorted(entries.items())
-        if uid not in skip and e.live(now) and not ended(uid)
+        if uid not in skip and e.live(now) and not ended(uid, e.count)
     ]

@@ -25,6 +25,7 @@ from kubelock.api.objects import revision_of
 from kubelock.domain.arbiter import finished_record, queue_place
 from kubelock.domain.grants import Need
 from kubelock.domain.model import Claim, ClaimStatus, FinishedClaim, Lock, LockBreak
+from kubelock.domain.quotas import Count
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import WaitForGraph
@@ -217,17 +218,22 @@ class Cache:
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted
 
-    def reservation_ended(self, uid: str) -> bool:
-        """Whether a quota-ledger reservation of this claim stops counting before its bound: the claim
-        was deleted or ended, but not refused. A refused claim may have been reserved by another
-        replica whose view still has it waiting, and whose grant write may still come.
+    def reservation_ended(self, uid: str, count: Count) -> bool:
+        """Whether a quota-ledger reservation of this claim, counting as `count`, stops counting before
+        its bound: the claim was deleted or ended, but a held reservation not if the claim was refused.
+        Another replica whose view still has a refused claim waiting may have reserved it as held and
+        be creating its lock (a create cannot be conditional on the claim's status), until the bound.
 
-        Not sooner for a refused claim, neither when no lock of it is seen (the reserving replica
-        creates the lock after its ledger write, at any time until the bound) nor when its lock is
-        seen deleted (one live entry covers every grant of the claim: the reserving replica does not
-        write it again to create another lock under it, for another resource of a claim of several or
-        on deciding the claim again). docs/architecture.md, "Quotas", gives the whole argument."""
-        return uid in self._deleted and uid not in self._refused
+        Not sooner, neither when no lock of it is seen (the reserving replica creates the lock after
+        its ledger write, at any time until the bound) nor when its lock is seen deleted (one live
+        entry covers every grant of the claim: the reserving replica does not write it again to
+        create another lock under it, for another resource of a claim of several or on deciding the
+        claim again). A waiting reservation only precedes a Pending status write, which is
+        conditional on the claim's version and so fails on a refused claim: it ends with the claim.
+        docs/architecture.md, "Quotas", gives the whole argument."""
+        if uid not in self._deleted:
+            return False
+        return count is Count.WAITING or uid not in self._refused
 
     def _bury(self, uid: str) -> None:
         _remember(self._deleted, uid)

@@ -11,11 +11,11 @@ created it meanwhile, that create fails the same way. Transient errors (the API 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kubelock.domain.lockpolicy import LockPolicy
-from kubelock.domain.quotaledger import Entry, LedgerKey, counted, recorded, unrecorded, written
+from kubelock.domain.quotaledger import Ended, Entry, LedgerKey, counted, recorded, unrecorded, written
 from kubelock.domain.quotas import Reservation
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
@@ -32,8 +32,8 @@ class _Known:
 
 
 class QuotaLedgers:
-    def __init__(self, client: KubeClient, ended: Callable[[str], bool]) -> None:
-        """`ended`: whether a claim (by uid) is known to have ended (deleted, or terminal)."""
+    def __init__(self, client: KubeClient, ended: Ended) -> None:
+        """`ended`: whether a reservation of a claim (by uid), held or waiting, is known to be over."""
         self.client = client
         self.ended = ended
         self._known: dict[LedgerKey, _Known] = {}
