@@ -15,6 +15,9 @@ The order (maxHeldPerHolder 2, the holder already holding c0):
 A reservation of a claim that ended refused keeps counting (`Cache.reservation_ended`): A counts c0
 and c1, and refuses c2 as well. If A dropped it because c1 ended, it would grant c2 and create its
 lock while B's lock of c1 exists: three locks of the holder under a limit of two.
+
+The other tests here are about when such a reservation may stop counting: not once the claim's lock
+was seen deleted (it may be granted again under it), but at once when it was reserved for a wait.
 """
 
 from __future__ import annotations
