@@ -369,6 +369,29 @@ def test_quotas_reject_claims_over_them_naming_the_limit(locks: Locks, admin_api
     locks.wait_phase("other", "Held")
 
 
+def test_a_waiter_refused_at_its_turn_no_longer_counts_as_waiting(locks: Locks, admin_api: ApiClient, ns: str) -> None:
+    """A waiter whose turn comes while its holder is at maxHeldPerHolder is refused. Its first wait was
+    reserved in the quota ledger; once it is refused, that reservation no longer counts (no Pending
+    can follow a refusal), so the holder's next claim may wait under maxWaitingPerHolder 1 at once,
+    not only after the reservation's 30 s."""
+    policy = LockPolicy("turns", "deploy://", quotas=Quotas(max_held_per_holder=1, max_waiting_per_holder=1))
+    apply_policy(admin_api, ns, "turns", resourcePrefix="deploy://", maxHeldPerHolder=1, maxWaitingPerHolder=1)
+    for name, resource, holder in (("x1", "one", "agent-x"), ("y2", "two", "agent-y"), ("c0", "zero", "agent-h")):
+        locks.claim(name, f"deploy://{resource}", holder)
+        locks.wait_phase(name, "Held")
+    locks.claim("w1", "deploy://one", "agent-h", wait=True)
+    locks.wait_phase("w1", "Pending")
+    lease = CoordinationV1Api(admin_api).read_namespaced_lease(lease_name(ledger_of(policy, ns, "agent-h")), ns)
+    entries = entries_of(admin_api.sanitize_for_serialization(lease))
+    assert entries[locks.get("w1")["metadata"]["uid"]].count is Count.WAITING, entries  # its first wait, reserved
+    locks.delete("x1")  # w1's turn: agent-h already holds c0
+    refused = status_of(locks.wait_phase("w1", "Rejected", timeout=10))
+    assert refused["reason"] == "QuotaExceeded" and "maxHeldPerHolder" in refused["message"], refused
+    locks.claim("w2", "deploy://two", "agent-h", wait=True)
+    waiting = status_of(locks.wait_for("w2", lambda c: phase_of(c) in ("Pending", "Rejected"), timeout=10))
+    assert waiting["phase"] == "Pending", waiting
+
+
 def test_a_burst_of_one_holders_claims_never_holds_more_than_its_quota(
     locks: Locks, admin_api: ApiClient, ns: str
 ) -> None:
