@@ -10,7 +10,11 @@ rounds and how often one variant was below the other).
 Variants: `lock+label` / `lock-nolabel` (a ResourceLock as the operator creates it, then deleted),
 `claim` (a LockClaim created and deleted), `status-patch` / `status-put` (a claim's whole status
 written as a merge patch or as a PUT of /status, alternating Held and Pending so that every write
-changes the claim).
+changes the claim). Each `--alt-crd FILE` (a LockClaim CRD, e.g. another tree's
+`crds/kubelock.dev_lockclaims.yaml`) is installed beside the real one under the group
+`alt<i>.kubelock.dev` (i counting the option from 0), and `claim@alt<i>`, `status-put@alt<i>` and
+`status-patch@alt<i>` make the same writes to it: several schemas (say, sets of CEL rules) compared on
+one API server.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from harness import RequestTally, children_by_name, cpu_seconds, ensure_namespace, new_client
 
-from kubelock.api.constants import API_VERSION
+from kubelock.api.constants import API_VERSION, GROUP
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import config, paths
 from kubelock.kube.client import KubeClient
@@ -86,10 +91,61 @@ def status(i: int, held: bool) -> Body:
             "conditions": [condition("Held", "False", "HeldByAnotherHolder", f"waiting {i}")]}
 
 
-async def variants(client: KubeClient) -> dict[str, Write]:
-    claims = [await client.create(paths.claims(NS), claim_body(f"s{j}", True)) for j in range(CONCURRENCY)]
+def in_group(path: str, group: str) -> str:
+    return path.replace(f"/apis/{GROUP}/", f"/apis/{group}/", 1)
+
+
+def alt_group(i: int) -> str:
+    return f"alt{i}.{GROUP}"
+
+
+def as_alt(crd: Body, i: int) -> Body:
+    """The LockClaim CRD `crd` under alt_group(i), so that it can be installed beside the real one."""
+    crd["metadata"]["name"] = f"{crd['spec']['names']['plural']}.{alt_group(i)}"
+    crd["spec"]["group"] = alt_group(i)
+    return crd
+
+
+async def claim_variants(client: KubeClient, group: str, serial: list[int]) -> dict[str, Write]:
+    api_version = API_VERSION.replace(GROUP, group, 1)
+
+    def claim_path(name: str | None = None, status: bool = False) -> str:
+        return in_group(paths.claims(NS, name, status=status), group)
+
+    def created(body: Body) -> Body:
+        return {**body, "apiVersion": api_version}
+
+    claims = [await client.create(claim_path(), created(claim_body(f"s{j}", True))) for j in range(CONCURRENCY)]
     version = {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in claims}
     uid = {c["metadata"]["name"]: c["metadata"]["uid"] for c in claims}
+
+    async def claim_cycle(j: int, k: int) -> None:
+        serial[0] += 1
+        name = f"c-{j}-{k}-{serial[0]}"
+        await client.create(claim_path(), created(claim_body(name, False)))
+        await client.delete(claim_path(name))
+
+    def status_write(put: bool) -> Write:
+        async def write(j: int, k: int) -> None:
+            name = f"s{j}"
+            serial[0] += 1
+            written = status(serial[0], k % 2 == 0)
+            path = claim_path(name, status=True)
+            if put:
+                body = {"apiVersion": api_version, "kind": "LockClaim",
+                        "metadata": {"name": name, "namespace": NS, "uid": uid[name],
+                                     "resourceVersion": version[name]},
+                        "status": {key: v for key, v in written.items() if v is not None}}
+                stored = await client.replace(path, body)
+            else:
+                stored = await client.patch(path, {"metadata": {"resourceVersion": version[name]}, "status": written})
+            version[name] = stored["metadata"]["resourceVersion"]
+        return write
+
+    return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True)}
+
+
+async def variants(client: KubeClient, alts: int) -> dict[str, Write]:
     serial = [0]
 
     def lock_cycle(label: bool) -> Write:
@@ -100,42 +156,25 @@ async def variants(client: KubeClient) -> dict[str, Write]:
             await client.delete(paths.locks(NS, name))
         return write
 
-    async def claim_cycle(j: int, k: int) -> None:
-        serial[0] += 1
-        name = f"c-{j}-{k}-{serial[0]}"
-        await client.create(paths.claims(NS), claim_body(name, False))
-        await client.delete(paths.claims(NS, name))
-
-    def status_write(put: bool) -> Write:
-        async def write(j: int, k: int) -> None:
-            name = f"s{j}"
-            serial[0] += 1
-            written = status(serial[0], k % 2 == 0)
-            path = paths.claims(NS, name, status=True)
-            if put:
-                body = {"apiVersion": API_VERSION, "kind": "LockClaim",
-                        "metadata": {"name": name, "namespace": NS, "uid": uid[name],
-                                     "resourceVersion": version[name]},
-                        "status": {key: v for key, v in written.items() if v is not None}}
-                stored = await client.replace(path, body)
-            else:
-                stored = await client.patch(path, {"metadata": {"resourceVersion": version[name]}, "status": written})
-            version[name] = stored["metadata"]["resourceVersion"]
-        return write
-
-    return {"lock+label": lock_cycle(True), "lock-nolabel": lock_cycle(False), "claim": claim_cycle,
-            "status-patch": status_write(False), "status-put": status_write(True)}
+    chosen = {"lock+label": lock_cycle(True), "lock-nolabel": lock_cycle(False),
+              **await claim_variants(client, GROUP, serial)}
+    for i in range(alts):
+        chosen |= {f"{k}@alt{i}": v for k, v in (await claim_variants(client, alt_group(i), serial)).items()}
+    return chosen
 
 
-async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: int) -> dict[str, list[float]]:
+async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: int,
+                  alts: int) -> dict[str, list[float]]:
     credentials = config.load(plane.kubeconfig)
     async with new_client(credentials, RequestTally()) as client:
         await ensure_namespace(client, NS)
         apiserver = children_by_name(["kube-apiserver"])["kube-apiserver"]
-        chosen = {k: v for k, v in (await variants(client)).items() if not only or k in only}
+        chosen = {k: v for k, v in (await variants(client, alts)).items() if not only or k in only}
         results: dict[str, list[float]] = {k: [] for k in chosen}
         for round_ in range(rounds):
-            for name, write in chosen.items():
+            order = list(chosen.items())
+            shift = round_ % len(order)  # each variant first in turn: no place in a round is always its own
+            for name, write in order[shift:] + order[:shift]:
                 before = cpu_seconds(apiserver)
 
                 async def agent(j: int, write: Write = write) -> None:
@@ -155,18 +194,27 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated variants (default: all)")
     parser.add_argument("--requests", type=int, default=600, help="writes (or create+delete pairs) per round")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--alt-crd", type=Path, action="append", default=[],
+                        help="a LockClaim CRD to install beside the real one (repeatable)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     manifests = [REPO / "crds", REPO / "config/rbac"]
+    for i, crd in enumerate(args.alt_crd):
+        alt = args.out / f"alt{i}-crd.yaml"
+        alt.write_text(yaml.safe_dump(as_alt(yaml.safe_load(crd.read_text()), i)))
+        manifests.append(alt)
     plane = ControlPlane(args.out / "control-plane", bin_dir=find_binaries(), manifests=manifests)
     plane.start()
     try:
-        results = asyncio.run(measure(plane, [v for v in args.only.split(",") if v], args.requests, args.rounds))
+        results = asyncio.run(measure(plane, [v for v in args.only.split(",") if v], args.requests, args.rounds,
+                                      len(args.alt_crd)))
     finally:
         plane.stop()
     medians = {k: round(statistics.median(v), 3) for k, v in results.items()}
     print("median ms per write (create+delete pair for lock and claim):", medians)
-    (args.out / "write-costs.json").write_text(json.dumps({"rounds": results, "median_ms": medians}, indent=2) + "\n")
+    alts = {f"alt{i}": str(crd) for i, crd in enumerate(args.alt_crd)}
+    (args.out / "write-costs.json").write_text(
+        json.dumps({"rounds": results, "median_ms": medians, "alt_crds": alts}, indent=2) + "\n")
     return 0
 
 
