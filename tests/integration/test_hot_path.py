@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes import watch
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
-from tests.support.claims import Locks, status_of, wait_until
+from tests.integration.test_observability import scrape, value
+from tests.support.claims import GROUP, VERSION, Locks, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -49,6 +51,58 @@ def test_a_lock_released_while_no_operator_runs_goes_when_one_starts(
         wait_until(lambda: not locks.locks(), "the released lock to be deleted by the new operator")
         locks.claim("b", "deploy://one-deleter", "agent-b")
         locks.wait_phase("b", "Held")
+
+
+def test_an_exclusive_handoff_is_one_update_of_the_lock_with_a_larger_token(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The holder releases, and the operator hands the lock to the waiter in one PATCH of the same
+    ResourceLock (no deletion, no create): the lock's watch shows one MODIFIED event naming the new
+    holder, whose token is that write's revision, above the one before. Admission (the token policy)
+    accepts the write as it is."""
+    resource = "deploy://handoff"
+    locks = Locks(admin_api, iso_ns)
+    op = OperatorProcess(
+        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), metrics=True,
+        extra_args=("--routine-event-rate", "0"),  # no Granted/Released Events: the writes are the lock's
+    )
+    with op:
+        locks.claim("first", resource, "agent-a")
+        first = status_of(locks.wait_phase("first", "Held"))["fencingToken"]
+        locks.claim("next", resource, "agent-b", wait=True)
+        locks.wait_phase("next", "Pending")
+        (lock,) = locks.locks()
+        time.sleep(0.5)  # whatever the waiter's arrival wrote is done
+        before = scrape(op.metrics_port)
+        locks.delete("first")
+        held = locks.wait_phase("next", "Held")
+        time.sleep(0.5)
+        after = scrape(op.metrics_port)
+    writes = {
+        verb: value(after, "kubelock_api_requests_total", verb=verb)
+        - value(before, "kubelock_api_requests_total", verb=verb)
+        for verb in ("create", "delete", "patch", "update")
+    }
+    # The lock's one PATCH; the waiter's Held status, a PUT of its status subresource.
+    assert writes == {"create": 0, "delete": 0, "patch": 1, "update": 1}, writes
+    events = []
+    for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
+        CustomObjectsApi(admin_api).list_namespaced_custom_object, GROUP, VERSION, iso_ns, "resourcelocks",
+        resource_version=lock["metadata"]["resourceVersion"], timeout_seconds=5,
+    ):
+        body = event["object"]
+        events.append((event["type"], body["metadata"]["uid"], body["spec"]["claimRef"]["name"]))
+        if body["spec"]["claimRef"]["name"] == "next":
+            break
+    assert events == [("MODIFIED", lock["metadata"]["uid"], "next")], events
+    (handed,) = locks.locks()
+    token = status_of(held)["fencingToken"]
+    assert token > first and token == int(handed["metadata"]["resourceVersion"])  # nothing wrote it since
+    assert handed["spec"]["holder"] == "agent-b" and handed["spec"]["fencingToken"] == 0
+    assert handed["spec"]["acquireTime"] > lock["spec"]["acquireTime"]
 
 
 def test_routine_events_are_rate_limited_and_warnings_never(

@@ -8,10 +8,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.api.fencing import grant_tokens, recorded
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import CreateLock, Policy
 from kubelock.domain.resource import lock_name
+from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import codec, paths
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
@@ -289,23 +291,125 @@ def test_a_hand_over_whose_grant_waits_for_a_fresh_view_removes_the_release_alon
     assert bed.status("q1")["phase"] == "Pending" and bed.reconciler.holding
 
 
-def test_an_exclusive_handoff_deletes_the_lock_then_creates_the_next() -> None:
-    """A lock of one grant is never updated to another holder: its release is its deletion (with a
-    uid precondition), the next grant a create, whose revision is the new token."""
+def _two_exclusive(bed: Bed, *names: str) -> int:
+    """c1 holds the lock, then every one of `names` waits for it; c1's token."""
+
+    def queue() -> None:
+        bed.add("c1")
+        for name in names:
+            bed.add(name)
+
+    bed.run(queue)
+    bed.clock.advance(5)
+    bed.api.requests.clear()
+    return int(bed.status("c1")["fencingToken"])
+
+
+def test_an_exclusive_handoff_is_one_update_of_the_lock_to_the_next_holder() -> None:
+    """The release of an exclusive lock and the next waiter's grant are one conditional write of the
+    same lock (not its deletion, then a create): the new holder, its lease, and its token that write's
+    revision, above the one before; then its Held."""
     bed = Bed()
+    first = _two_exclusive(bed, "c2")
+    uid = bed.api.objects[LOCK]["metadata"]["uid"]
+    bed.run(lambda: bed.release("c1"))
+    assert bed.api.writes[:2] == [("patch", LOCK), ("update", paths.claims("a", "c2", status=True))]
+    assert not [w for w in bed.api.writes if w[0] in ("create", "delete")]
+    stored = bed.api.objects[LOCK]
+    granted = bed.status("c2")
+    assert stored["metadata"]["uid"] == uid  # the same object
+    assert granted["phase"] == "Held" and granted["fencingToken"] == int(stored["metadata"]["resourceVersion"])
+    assert granted["fencingToken"] > first
+    assert grant_tokens(stored) == {"u-c2": granted["fencingToken"]}
+    spec = stored["spec"]
+    assert (spec["holder"], spec["claimRef"], spec["fencingToken"]) == ("agent-c2", {"name": "c2", "uid": "u-c2"}, 0)
+    now = to_rfc3339(bed.clock.now())
+    assert spec["acquireTime"] == spec["renewTime"] == now and not spec.get("grants")
+    lock = bed.cache.locks[("a", R)]
+    assert [g.claim_uid for g in lock.grants] == ["u-c2"] and lock.uid == uid
+
+
+def test_a_handoff_with_more_waiters_grants_the_first_in_the_one_update() -> None:
+    bed = Bed()
+    first = _two_exclusive(bed, "c2", "c3")
+    bed.run(lambda: bed.release("c1"))
+    assert [w for w in bed.api.writes if w[1] == LOCK] == [("patch", LOCK)]
+    assert [bed.status(n)["phase"] for n in ("c2", "c3")] == ["Held", "Pending"]
+    second = bed.status("c2")["fencingToken"]
+    assert second > first
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("c2"))
+    assert [w for w in bed.api.writes if w[1] == LOCK] == [("patch", LOCK)]
+    assert bed.status("c3")["fencingToken"] > second
+    bed.api.requests.clear()
+    bed.run(lambda: bed.release("c3"))
+    assert bed.api.writes == [("delete", LOCK)]  # nobody waits: the last release deletes the lock
+
+
+def test_an_exclusive_handoff_on_a_lock_changed_since_is_stale_and_decided_again() -> None:
+    """A renewal between the decision and the handoff: the handoff fails on the version it rested on
+    (writing nothing), the lock is read again, and the handoff is made on the lock as it now is."""
+    bed = Bed()
+    first = _two_exclusive(bed, "c2")
+
+    def behind_its_back() -> None:
+        stored = bed.api.objects[LOCK]
+        stored["spec"].update(recorded(stored))  # a renewal records the token
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.release("c1")
+
+    bed.run(behind_its_back)
+    assert [r for r in bed.api.requests if r[1] == LOCK] == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
+    granted = bed.status("c2")
+    assert granted["phase"] == "Held" and granted["fencingToken"] > first
+    assert grant_tokens(bed.api.objects[LOCK]) == {"u-c2": granted["fencingToken"]}
+
+
+def test_an_exclusive_handoff_whose_grant_waits_for_a_fresh_view_deletes_the_lock_alone() -> None:
+    gate = _Gate()
+    bed = Bed(gate=gate)
+    _two_exclusive(bed, "c2")
+    gate.fresh = False
+    bed.run(lambda: bed.release("c1"))
+    assert bed.api.writes == [("delete", LOCK)]
+    assert bed.status("c2")["phase"] == "Pending" and bed.reconciler.holding
+
+
+def test_a_handoff_drops_the_break_record_of_the_holder_that_left() -> None:
+    """An admin annotated the lock to break it, and its holder released first: the lock handed to the
+    next holder carries no record of a break of the one before."""
+    bed = Bed()
+    _two_exclusive(bed, "c2")
+
+    def annotated_then_released() -> None:
+        stored = bed.api.objects[LOCK]
+        stored["metadata"]["annotations"] = {
+            BREAK_ACTOR_ANNOTATION: "admin", BREAK_REASON_ANNOTATION: "stuck", "keep": "me"
+        }
+        bed.cache.upsert_lock(stored)
+        bed.release("c1")
+
+    bed.run(annotated_then_released)
+    assert bed.status("c2")["phase"] == "Held"
+    assert bed.api.objects[LOCK]["metadata"]["annotations"] == {"keep": "me"}
+
+
+def test_the_last_permit_handed_over_is_one_update_of_the_lock() -> None:
+    """A semaphore's only grant given back to a waiter for more permits: one update, as for a mutex."""
+    bed = Bed(capacity=2)
 
     def two() -> None:
-        bed.add("c1")
-        bed.add("c2")
+        bed.add("p1")
+        bed.add("q2", permits=2)
 
     bed.run(two)
-    first = bed.status("c1")["fencingToken"]
+    first = bed.status("p1")["fencingToken"]
     bed.api.requests.clear()
-    bed.run(lambda: bed.release("c1"))
-    assert bed.api.writes[:3] == [
-        ("delete", LOCK), ("create", paths.locks("a")), ("update", paths.claims("a", "c2", status=True))
-    ]
-    assert bed.status("c2")["fencingToken"] > first
+    bed.run(lambda: bed.release("p1"))
+    assert bed.api.writes[:2] == [("patch", LOCK), ("update", paths.claims("a", "q2", status=True))]
+    granted = bed.status("q2")
+    assert granted["phase"] == "Held" and granted["fencingToken"] > first
+    assert [(g.claim_uid, g.permits) for g in codec.lock_views(bed.api.objects[LOCK])] == [("u-q2", 2)]
 
 
 def test_a_release_that_lets_two_in_hands_over_to_the_first_and_adds_the_second_in_a_write_of_its_own() -> None:

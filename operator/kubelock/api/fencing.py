@@ -15,6 +15,11 @@ is the resourceVersion of the write that made it; the write that adds a grant le
 records the current resourceVersion in every grant that still had 0 (the lock's next write fills in
 the new one). So each grant's token is "its fencingToken, or else the lock's resourceVersion", and
 tokens increase per resource with every grant, whatever its mode.
+
+The same holds when the operator hands a lock to the next holder (the last grant goes and a new one
+comes in one update): the new first grant is added with 0, so its token is that update's
+resourceVersion. A lock object thus carries one grant after another; a grant is named by its claim's
+uid, never by the lock's.
 """
 
 from __future__ import annotations

@@ -9,8 +9,14 @@ as client-go's leader election and its `resourcelock.Interface`: the election ne
 A resource's grants are recorded in one ResourceLock. The first grant costs one write: the create.
 Its token is the lock's creation revision, which the create's response carries and
 `kubelock.api.fencing` reads from any later version; a renewal records it in the lock (admission
-requires the lock's first write to). An exclusive lock is that one object, never written again but to
-renew it or delete it.
+requires the lock's first write to). An exclusive lock is that one object, written again only to renew
+it, to hand it to the next waiter when its holder releases it, or to delete it.
+
+A handoff (a release and the grant it lets in) is one update of the lock, conditional on the version
+the decision saw, whatever is left of it: the leaving grant goes and the new one comes in the same
+write, and the new grant's token is that write's revision, above every token the lock carried. So a
+lock object may carry one holder after another; its uid names the object, never a grant (a grant is
+named by its claim's uid, as `kubelock.api.fencing` and the chaos monitor read it).
 
 A further grant (a Shared holder, semaphore permits) is an update of that lock conditional on the
 version the decision saw: when another replica (or a release, a renewal) wrote the lock since, the
@@ -100,12 +106,17 @@ class GrantStore:
         `version`, and add a grant for `action`'s claim, in one write: a permit handed from one
         holder to the next costs one update of the lock, not two. One grant per write: a grant's token
         is the revision of the write that adds it, so two grants added by one write would share it.
-        The lock must keep a grant (the last one going is the lock's deletion, a new lock a create)."""
-        left = codec.without(grants, released)
-        if not left or version is None:
+        When no grant is left (an exclusive lock, or a lock's last permit, handed to the next waiter),
+        the new grant takes the lock's top-level fields: the same object, a new holder, and its token
+        that write's revision like any added grant's; the write drops any break record of the holder
+        that left (an admin's break of it is moot, and must not be taken for one of the new holder)."""
+        if version is None or not grants:
             return Stale("the lock changed")
-        merged = [*left, codec.new_grant(action, record)]
-        return await self._write(namespace, grants[0].name, codec.grants_patch(merged, version))
+        left = codec.without(grants, released)
+        patch = codec.grants_patch([*left, codec.new_grant(action, record)], version)
+        if not left:
+            patch["metadata"]["annotations"] = dict.fromkeys(codec.BREAK_ANNOTATIONS)
+        return await self._write(namespace, grants[0].name, patch)
 
     async def renew(
         self, namespace: str, action: RenewLock, version: str | None, grants: Sequence[Lock] = ()

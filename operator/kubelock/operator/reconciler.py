@@ -561,9 +561,11 @@ class Reconciler:
 
     async def _hand_over(self, namespace: str, actions: Sequence[Action], seen: Seen) -> None:
         """Releases and the grants they let in (`_with_next_grants`): the releases and the first grant
-        as one write of the lock that keeps other grants, conditional on the version the decision saw
-        like each of the two writes it replaces; each further grant is an add of its own, on the
-        version the write before produced (a grant's token is the revision of the write that adds it)."""
+        as one write of the lock, conditional on the version the decision saw like each of the writes
+        it replaces (for an exclusive lock: its deletion and the next one's create); each further grant
+        is an add of its own, on the version the write before produced (a grant's token is the
+        revision of the write that adds it). A stale view fails the write: the lock is read again and
+        the release decided anew, so two holders never come of it."""
         released = [a for a in actions if isinstance(a, DeleteLock)]
         first, *rest = [a for a in actions if isinstance(a, CreateLock)]
         record = self.cache.claims.get(first.claim.uid)
@@ -708,17 +710,16 @@ _UNCONDITIONAL_ENDINGS = frozenset(
 def _with_next_grants(
     decision: Decision, grants: tuple[Lock, ...], decide_on: Callable[[tuple[Lock, ...]], Decision]
 ) -> Decision:
-    """A decision that only removes released grants from a lock that keeps others (a semaphore
-    permit or a Shared grant given back), followed by the grants that lets in, decided on the grants
-    left with everything else as it was: the two are stored as one write of the lock (`_hand_over`),
-    so the next waiter's grant does not wait for a round trip of its own. When the release deletes
-    the lock, or what follows it is anything but new grants, it is decided on the next round, as ever."""
+    """A decision that only removes released grants from the lock (an exclusive lock given back, a
+    semaphore permit, a Shared grant), followed by the grants that lets in, decided on the grants
+    left (none: the resource free) with everything else as it was: the two are stored as one write of
+    the lock (`_hand_over`), so the next waiter's grant does not wait for a round trip of its own, nor
+    the lock for a deletion and a create. When what follows the release is anything but new grants
+    (nobody waits: the release deletes the lock), it is decided on the next round, as ever."""
     actions = decision.actions
     if not actions or not all(isinstance(a, DeleteLock) and a.reason is Reason.RELEASED for a in actions):
         return decision
     left = tuple(codec.without(grants, {a.lock.claim_uid for a in actions if isinstance(a, DeleteLock)}))
-    if not left:
-        return decision
     after = decide_on(left)
     if not after.actions or not all(isinstance(a, CreateLock) and not a.resource for a in after.actions):
         return decision
@@ -728,12 +729,12 @@ def _with_next_grants(
 
 
 def _hands_over(actions: Sequence[Action], grants: Sequence[Lock]) -> bool:
-    """`actions` are releases and the grants they let in, on a lock that keeps a grant (one write)."""
+    """`actions` are releases of grants of the lock and the grants they let in (one write)."""
     released = [a for a in actions if isinstance(a, DeleteLock)]
     granted = [a for a in actions if isinstance(a, CreateLock)]
     if not released or not granted or len(released) + len(granted) != len(actions):
         return False
-    return bool(codec.without(grants, {a.lock.claim_uid for a in released}))
+    return len(codec.without(grants, {a.lock.claim_uid for a in released})) < len(grants)
 
 
 def _announces(action: Action) -> bool:

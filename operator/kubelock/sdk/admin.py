@@ -2,7 +2,8 @@
 `kubelock status|why|graph|unlock|revoke` are made of.
 
 Breaking a lock is an audited act: the ResourceLock is first annotated with who broke it and why,
-then deleted with a uid precondition (so a lock granted afresh in between is never hit). The
+then deleted with a uid and resourceVersion precondition (so a lock granted afresh, or handed to the
+next holder, in between is never hit). The
 operator then marks the holder's claim Revoked (LockBroken) and grants the next waiter.
 
 Asking a holder to give a lock back (a revocation request) is the gentler act: the holder's claim is
@@ -248,7 +249,10 @@ class AsyncAdmin:
         self, lock: LockInfo, actor: str, reason: str, only: frozenset[str] | None = None
     ) -> LockInfo | None:
         """Break the lock: record who and why, then delete it. With `only` (claim uids of some of its
-        grants, not all), record them too and leave the lock: the operator removes those grants."""
+        grants, not all), record them too and leave the lock: the operator removes those grants.
+        Both writes rest on the lock's version: a lock object carries one holder after another (a
+        handoff is an update of it), so a version that changed is read again, and the break goes on
+        only while the lock still holds the grant that was chosen."""
         path = paths.locks(lock.namespace, lock.name)
         annotations = {BREAK_ACTOR_ANNOTATION: actor, BREAK_REASON_ANNOTATION: reason}
         if only is not None:
@@ -262,30 +266,33 @@ class AsyncAdmin:
             }
             try:
                 annotated = LockInfo.from_body(await self.kube.patch(path, patch))
+                if only is not None:
+                    return annotated
+                await self.kube.delete(path, uid=lock.uid, resource_version=annotated.resource_version)
             except kube_errors.NotFound:
                 return None  # released or expired meanwhile: nothing left to break
             except kube_errors.Conflict:
-                # Renewed in between: annotate the newest version, but only of the same grant.
-                try:
-                    fresh = LockInfo.from_body(await self.kube.get(path))
-                except kube_errors.NotFound:
-                    return None
-                if fresh.uid != lock.uid:
+                # Renewed in between: break the newest version, but only of the same grant.
+                fresh = await self._same_grant(path, lock)
+                if fresh is None:
                     return None
                 current = fresh
                 continue
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-                raise from_api(error, f"annotate lock {lock.name}") from error
-            if only is not None:
-                return annotated
-            try:
-                await self.kube.delete(path, uid=lock.uid)
-            except (kube_errors.NotFound, kube_errors.Conflict):
-                return None
-            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-                raise from_api(error, f"delete lock {lock.name}") from error
+                raise from_api(error, f"break lock {lock.name}") from error
             return annotated
         raise Unreachable(f"lock {lock.name} kept changing while it was being broken; try again")
+
+    async def _same_grant(self, path: str, lock: LockInfo) -> LockInfo | None:
+        """The lock at `path` as it is now, if it still holds the first grant of `lock` (None when it
+        is gone, or handed to another holder since)."""
+        try:
+            fresh = LockInfo.from_body(await self.kube.get(path))
+        except kube_errors.NotFound:
+            return None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read lock {lock.name}") from error
+        return fresh if (fresh.uid, fresh.claim_uid) == (lock.uid, lock.claim_uid) else None
 
 
 def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[LockStatus]:
