@@ -5,8 +5,8 @@ claim created at once, seconds until it is `Held`) on the same held locks, alter
 restarts (A then B, then B then A), each round beside a fresh L (a LIST and parse of as many Leases
 as there are locks, 500 a page). `run.py --operator-b` restarts each tree once (QUICK) or three times
 per run; on a machine whose load moves by a factor of two within minutes, more pairs are needed to
-tell 10–20 % apart. Prints and writes (`--out`) every restart with the load at the time, the medians,
-and the paired ratios B/A.
+tell 10–20 % apart. Prints and writes (`--out`) every restart with the load at the time and the
+operator's RSS 2 s after it, the medians, and the paired ratios B/A.
 
     PYTHONPATH=operator KUBELOCK_BIN_DIR=... .venv/bin/python bench/restart_ab.py /tmp/old . --locks 10000
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import anchors
 import scenarios
-from harness import REPO, Env, OperatorProcess, RequestTally, ensure_namespace, new_client
+from harness import REPO, Env, OperatorProcess, RequestTally, ensure_namespace, new_client, rss_mib
 
 from kubelock.kube import config
 from kubelock.testbed import ControlPlane, find_binaries
@@ -56,15 +56,18 @@ async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, round
                 for label in trees if index % 2 == 0 else list(trees)[::-1]:
                     op.source = trees[label] / "operator"
                     seconds = await scenarios.restart(env, op, namespace, within=120)
+                    await asyncio.sleep(2)  # as run.py's "RSS 2 s after a restart"
                     restarts.append({"round": index, "tree": label, "seconds": round(seconds, 3),
-                                     "L": round(list_seconds, 3), "load1": round(os.getloadavg()[0], 1)})
+                                     "L": round(list_seconds, 3), "load1": round(os.getloadavg()[0], 1),
+                                     "rss_mib": round(rss_mib(op.pid), 1)})
                     print(restarts[-1], file=sys.stderr)
         finally:
             op.stop()
     out: dict[str, Any] = {"restarts": restarts}
     for label in trees:
         took = [r["seconds"] for r in restarts if r["tree"] == label]
-        out[label] = {"median_s": round(statistics.median(took), 3), "min_s": min(took), "max_s": max(took)}
+        out[label] = {"median_s": round(statistics.median(took), 3), "min_s": min(took), "max_s": max(took),
+                      "rss_median_mib": statistics.median(r["rss_mib"] for r in restarts if r["tree"] == label)}
     a, b = list(trees)
     pairs = [
         next(r["seconds"] for r in restarts if r["round"] == i and r["tree"] == b)
