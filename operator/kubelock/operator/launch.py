@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     for name in UNUSED_BY_KOPF:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # `import name` fails: kopf does without
+    # The priming LISTs start before kopf and aiohttp are imported (`kubelock.operator.start`).
+    from kubelock.operator.start import begin
+
+    start = begin(argv)
     from kubelock.operator.main import main as run
 
-    run(argv)
+    run(argv, start)

@@ -6,18 +6,15 @@ import asyncio
 import asyncio.sslproto
 import contextlib
 import logging
-import sys
 from collections.abc import Sequence
 
 import kopf
 
 from kubelock.domain.clock import SystemClock
-from kubelock.kube import config
-from kubelock.operator import logs
 from kubelock.operator.handlers import build_registry
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.runtime import Runtime
-from kubelock.operator.settings import parse
+from kubelock.operator.start import Start, begin
 
 log = logging.getLogger("kubelock.operator")
 # asyncio gives every TLS connection a read buffer of `SSLProtocol.max_size` (256 KiB), allocated and
@@ -27,17 +24,13 @@ log = logging.getLogger("kubelock.operator")
 TLS_READ_BUFFER = 64 * 1024
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse(argv)
-    logs.configure(settings.log_format, settings.verbose)
-    try:
-        credentials = config.load(settings.kubeconfig, settings.context)
-    except Exception as error:  # a missing or broken kubeconfig: say so plainly and stop
-        log.error("cannot load Kubernetes credentials: %s", error)
-        sys.exit(2)
+def main(argv: Sequence[str] | None = None, start: Start | None = None) -> None:
+    """Run the operator; `start`: the first steps already taken (`kubelock.operator.launch`)."""
+    start = start or begin(argv)
+    settings, credentials = start.settings, start.credentials
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     metrics = Metrics()
-    runtime = Runtime(settings, credentials, SystemClock(), metrics=metrics)
+    runtime = Runtime(settings, credentials, SystemClock(), metrics=metrics, prelist=start.prelist)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_address)
     liveness = f"http://{settings.health_address}/healthz" if settings.health_address else None

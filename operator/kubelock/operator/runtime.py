@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
@@ -15,6 +15,7 @@ from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.kube.prelist import EarlyListFailed, Prelist
 from kubelock.operator import heap
 from kubelock.operator.cache import Cache, Key
 from kubelock.operator.events import EventRecorder
@@ -23,6 +24,7 @@ from kubelock.operator.metrics import Metrics
 from kubelock.operator.policies import PolicyIndex, changed, snapshot
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
+from kubelock.operator.start import scopes
 from kubelock.operator.watches import ListWatch
 
 log = logging.getLogger("kubelock.operator")
@@ -40,8 +42,10 @@ class Runtime:
         clock: Clock,
         *,
         metrics: Metrics | None = None,
+        prelist: Prelist | None = None,
     ) -> None:
         self.settings = settings
+        self.prelist = prelist  # the priming LISTs, started before the imports (`kubelock.operator.start`)
         self.metrics = metrics
         self.credentials = credentials
         self.clock = clock
@@ -81,7 +85,12 @@ class Runtime:
         # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
         policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
         with heap.collection_paused():
-            claims, locks = await self._prime()
+            try:
+                claims, locks = await self._prime()
+            finally:
+                if self.prelist is not None:
+                    self.prelist.stop()
+                    self.prelist = None
         heap.settle()
         self.freshness.reset()
         self.reconciler.start()
@@ -128,8 +137,7 @@ class Runtime:
         await self.client.close()
 
     def _scopes(self) -> list[str | None]:
-        namespaces = self.settings.namespaces
-        return list(namespaces) if namespaces and not self.settings.namespace_patterns else [None]
+        return scopes(self.settings)
 
     def _scope_of(self, namespace: str) -> str | None:
         """The scope whose LISTs and claim watch cover `namespace`."""
@@ -146,34 +154,32 @@ class Runtime:
         self, *, claims: bool = True
     ) -> tuple[set[Key], dict[str | None, int], dict[str | None, int]]:
         """Compare the cache with full LISTs: the keys that changed, and the version each scope's
-        claims (with `claims`) and locks were listed at. Locks first: a claim listed after its lock
-        was deleted must not be judged against that lock."""
+        claims (with `claims`) and locks were listed at."""
         keys: set[Key] = set()
         cache = self.cache
         lock_uids: set[str] = set()
         pod_keys: set[tuple[str, str]] = set()
         # Each kind is listed in every scope before it is pruned; with several scopes (several LISTs)
         # only what is older than the oldest of them can be known to be gone.
-        # The claims are listed while the locks are: the API server encodes one kind's pages while
-        # this process parses the other's (one after the other, a restart with 10 000 of each took
-        # the sum of both). The claims' LIST of a scope starts only once its locks' first page has
-        # come: a paginated LIST is a snapshot at its first page, so the locks are still listed at
-        # an older version than the claims. The holder pods are listed meanwhile too: after the
-        # claims' last page, a LIST of its own would be one more round trip before the first decision.
+        # The claims, the locks and the holder pods are listed at once: the API server encodes one
+        # kind's pages while this process parses another's (one after the other, a restart with
+        # 10 000 of each took the sum of both). The claims' and the locks' snapshots are then taken
+        # in either order, a few milliseconds apart, and no decision needs one to be older than the
+        # other (docs/architecture.md, "Restart"): a claim listed Held whose grant the listed lock
+        # lacks makes the decision read the lock, and a grant whose claim was not listed makes it
+        # read the claim, before anything is written; each kind's watch starts from its own LIST's
+        # version, so every later change of either reaches the cache; and a claim created after the
+        # claims' snapshot waits for the claim watch's horizon, whatever the locks' snapshot was.
         scopes = self._scopes()
-        locks_begun = {scope: asyncio.Event() for scope in scopes}
         locks: dict[str | None, int] = {}
         listed: dict[str | None, int] = {}
 
         async def list_locks() -> None:
             for scope in scopes:
-                locks[scope] = await self._list(
-                    paths.locks(scope), cache.absorb_locks, lock_uids, keys, begun=locks_begun[scope].set
-                )
+                locks[scope] = await self._list(paths.locks(scope), cache.absorb_locks, lock_uids, keys)
 
         async def list_claims() -> None:
             for scope in scopes:
-                await locks_begun[scope].wait()
                 listed[scope] = await self._list_claims(scope, keys)
 
         async def list_pods() -> None:
@@ -206,14 +212,33 @@ class Runtime:
         absorb: Callable[[list[Body], set[T], Callable[[str], bool]], set[Key]],
         listed: set[T],
         keys: set[Key],
-        begun: Callable[[], object] = lambda: None,
         **params: Any,
     ) -> int:
-        """LIST `path` page by page into the cache; the resourceVersion the LIST was taken at.
-        `begun` is called once the first page is in (the LIST's snapshot is taken)."""
+        """LIST `path` page by page into the cache; the resourceVersion the LIST was taken at. The
+        LIST started early for `path` (`kubelock.kube.prelist`), if any, is taken in first; when it
+        fails, `path` is listed again from the start, and only that LIST's objects count as listed:
+        what the failed one absorbed and the new one lacks is pruned as deleted."""
+        early = self.prelist.take(path, self.metrics.request if self.metrics else None) if self.prelist else None
+        if early is not None:
+            got: set[T] = set()
+            try:
+                version = await self._absorb_pages(early, absorb, got, keys)
+            except EarlyListFailed as error:
+                log.info("the early LIST of %s failed, listing it again: %s", path, error)
+            else:
+                listed |= got
+                return version
+        return await self._absorb_pages(self.client.pages(path, **params), absorb, listed, keys)
+
+    async def _absorb_pages(
+        self,
+        pages: AsyncIterator[tuple[list[Body], str]],
+        absorb: Callable[[list[Body], set[T], Callable[[str], bool]], set[Key]],
+        listed: set[T],
+        keys: set[Key],
+    ) -> int:
         version = 0
-        async for page, listed_at in self.client.pages(path, **params):
-            begun()
+        async for page, listed_at in pages:
             keys |= absorb(page, listed, self.in_scope)
             version = int(listed_at or 0)
         return version

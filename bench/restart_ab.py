@@ -1,0 +1,115 @@
+"""Restarts (#8) of two operator trees on one control plane: `python bench/restart_ab.py A_TREE B_TREE`.
+
+The scenario of `run.py`'s #8 (`scenarios.restart`: SIGKILL, a new process started at once, a new
+claim created at once, seconds until it is `Held`) on the same held locks, alternating the tree that
+restarts (A then B, then B then A), each round beside a fresh L (a LIST and parse of as many Leases
+as there are locks, 500 a page). `run.py --operator-b` restarts each tree once (QUICK) or three times
+per run; on a machine whose load moves by a factor of two within minutes, more pairs are needed to
+tell 10–20 % apart. Prints and writes (`--out`) every restart with the load at the time and the
+operator's RSS 2 s after it, the medians, and the paired ratios B/A.
+
+    PYTHONPATH=operator KUBELOCK_BIN_DIR=... .venv/bin/python bench/restart_ab.py /tmp/old . --locks 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import compileall
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anchors
+import scenarios
+from harness import REPO, Env, OperatorProcess, RequestTally, ensure_namespace, new_client, rss_mib
+
+from kubelock.kube import config
+from kubelock.testbed import ControlPlane, find_binaries
+
+NAMESPACE = "bench-restart"
+
+
+async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, rounds: int, logs: Path) -> dict[str, Any]:
+    credentials = config.load(plane.kubeconfig)
+    tally = RequestTally()
+    async with new_client(credentials, tally) as client, new_client(credentials, tally) as watcher:
+        env = Env(credentials, client, watcher, tally, "none", True)
+        namespace = await ensure_namespace(client, NAMESPACE)
+        anchor = await ensure_namespace(client, "bench-anchor")
+        await anchors.create_leases(env, anchor, locks)
+        first = next(iter(trees.values()))
+        op = OperatorProcess("kubelock", plane.kubeconfig, namespace, logs, source=first / "operator")
+        await op.start(within=90)
+        try:
+            began = time.perf_counter()
+            await scenarios.populate(env, namespace, locks, "live")
+            print(f"{locks} held locks in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+            restarts: list[dict[str, Any]] = []
+            for index in range(rounds):
+                list_seconds, _ = await anchors.list_leases(env, anchor)
+                for label in trees if index % 2 == 0 else list(trees)[::-1]:
+                    op.source = trees[label] / "operator"
+                    seconds = await scenarios.restart(env, op, namespace, within=120)
+                    await asyncio.sleep(2)  # as run.py's "RSS 2 s after a restart"
+                    restarts.append({"round": index, "tree": label, "seconds": round(seconds, 3),
+                                     "L": round(list_seconds, 3), "load1": round(os.getloadavg()[0], 1),
+                                     "rss_mib": round(rss_mib(op.pid), 1)})
+                    print(restarts[-1], file=sys.stderr)
+        finally:
+            op.stop()
+    out: dict[str, Any] = {"restarts": restarts}
+    for label in trees:
+        took = [r["seconds"] for r in restarts if r["tree"] == label]
+        out[label] = {"median_s": round(statistics.median(took), 3), "min_s": min(took), "max_s": max(took),
+                      "rss_median_mib": statistics.median(r["rss_mib"] for r in restarts if r["tree"] == label)}
+    a, b = list(trees)
+    pairs = [
+        next(r["seconds"] for r in restarts if r["round"] == i and r["tree"] == b)
+        / next(r["seconds"] for r in restarts if r["round"] == i and r["tree"] == a)
+        for i in range(rounds)
+    ]
+    out["paired_ratio_b_over_a"] = {"median": round(statistics.median(pairs), 3), "each": [round(p, 3) for p in pairs]}
+    out["L_median_s"] = round(statistics.median(r["L"] for r in restarts), 3)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path, help="tree A (its operator/ directory is run)")
+    parser.add_argument("b", type=Path, help="tree B")
+    parser.add_argument("--locks", type=int, default=2000, help="held locks (and Leases for L)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of one restart of each tree")
+    parser.add_argument("--out", type=Path, default=None, help="write the result here as JSON")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    trees = {"A": args.a.resolve(), "B": args.b.resolve()}
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-restart-ab-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    for tree in trees.values():  # bytecode, as the image has (`harness.compile_operators`)
+        compileall.compile_dir(str(tree / "operator" / "kubelock"), quiet=1)
+    load_before = os.getloadavg()
+    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
+                         manifests=[REPO / "crds", REPO / "config/rbac"])
+    plane.start()
+    try:
+        result = asyncio.run(measure(plane, trees, args.locks, args.rounds, workdir))
+    finally:
+        plane.stop()
+    document = {"trees": {k: str(v) for k, v in trees.items()}, "locks": args.locks, "rounds": args.rounds,
+                "load_before": [round(x, 2) for x in load_before],
+                "load_after": [round(x, 2) for x in os.getloadavg()], "results": result}
+    text = json.dumps(document, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
