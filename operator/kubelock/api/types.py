@@ -433,10 +433,11 @@ class LockClaimStatus(_Model):
 
 _TOKEN_DESCRIPTION = (
     "The grant's fencing token, as on the claim: the resourceVersion of the write that made the grant "
-    "(for the first grant, the lock's creation or the update that handed the lock over). 0 until the lock's next write records it: a grant with "
-    "token 0 was made by the write that produced the lock's current resourceVersion, so read the token as "
-    "this field or, when it is 0, metadata.resourceVersion. Admission keeps that true: every write "
-    "records the current resourceVersion in the grants that have 0, and a recorded token never changes."
+    "(for the first grant, the lock's creation or the update that handed the lock over). 0 until the "
+    "lock's next write records it: a grant with token 0 was made by the write that produced the lock's "
+    "current resourceVersion, so read the token as this field or, when it is 0, "
+    "metadata.resourceVersion. Admission keeps that true: every write records the current "
+    "resourceVersion in the grants that have 0, and a recorded token never changes."
 )
 
 
