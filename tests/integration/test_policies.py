@@ -663,63 +663,75 @@ def test_a_restarted_operator_keeps_the_rest(  # type: ignore[no-untyped-def]
         assert seconds(granted["acquiredAt"]) >= seconds(revoked["availableAt"]) - 0.001
 
 
+class Crossing:
+    """Two replicas made to cross on one holder's quota against the real API server: in-process
+    reconcilers with caches of their own, fed by LISTs where a scenario says their watches caught up
+    (`hand_over`), their requests held at gates where it says. After every lock create the locks are
+    listed (`peaks`: the holder's locks then)."""
+
+    def __init__(self, kube: KubeClient, ns: str, holder: str) -> None:
+        self.kube, self.ns, self.holder = kube, ns, holder
+        self.peaks: list[int] = []
+
+    async def holders_locks(self) -> int:
+        items = (await self.kube.list(paths.locks(self.ns)))["items"]
+        return sum(1 for lk in items if lk["spec"]["holder"] == self.holder)
+
+    async def hand_over(self, to: Reconciler) -> None:
+        for body in (await self.kube.list(paths.claims(self.ns)))["items"]:
+            to.cache.upsert_claim(body)
+        for body in (await self.kube.list(paths.locks(self.ns)))["items"]:
+            to.cache.upsert_lock(body)
+
+    def replica(self, **quotas: int) -> tuple[Reconciler, GatedClient]:
+        crossing = self
+
+        class Counting(GatedClient):
+            async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
+                stored = await super().create(path, body, **params)
+                if path == paths.locks(crossing.ns):
+                    crossing.peaks.append(await crossing.holders_locks())
+                return stored
+
+        index, client = PolicyIndex(), Counting(self.kube)
+        index.upsert({"metadata": {"name": "crossed", "namespace": self.ns},
+                      "spec": {"resourcePrefix": "deploy://", **quotas}})
+        events = EventRecorder(client, SystemClock(), "test")  # type: ignore[arg-type]
+        return Reconciler(client, Cache(), Policy(), SystemClock(), events, policies=index), client  # type: ignore[arg-type]
+
+    async def claim(
+        self, name: str, resource: str | None = None, holder: str | None = None, **spec: Any
+    ) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": name},
+                "spec": {"resource": resource or f"deploy://{name}", "holder": holder or self.holder, **spec}}
+        return await self.kube.create(paths.claims(self.ns), body)
+
+    async def phase(self, name: str) -> tuple[str, str]:
+        status = (await self.kube.get(paths.claims(self.ns, name))).get("status") or {}
+        return status.get("phase", ""), status.get("reason", "")
+
+
 @pytest.mark.parametrize("b_waits_at", ["told", "lock"])
 def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_its_limit(
     control_plane: Any, admin_api: ApiClient, b_waits_at: str
 ) -> None:
     """Two replicas made to cross on one holder's quota against the real API server, in the order of
     `tests/unit/test_quota_crossing.py` (which says why each step): each refuses a claim of the holder
-    that the other is granting. The replicas are two in-process reconcilers with caches of their own,
-    fed by LISTs where the scenario says their watches caught up, and the requests that make the
-    crossing are held at gates. After every lock create the locks are listed: the holder never has
-    more than its limit."""
-    limit, holder = 2, "agent-crossed"
+    that the other is granting. The holder never has more locks than its limit."""
+    limit = 2
 
     async def scenario(ns: str) -> None:
-        peaks: list[int] = []
         async with KubeClient(kube_config.load(control_plane.kubeconfig)) as kube:
-
-            async def holders_locks() -> int:
-                return sum(1 for lk in (await kube.list(paths.locks(ns)))["items"] if lk["spec"]["holder"] == holder)
-
-            async def hand_over(to: Reconciler) -> None:
-                for body in (await kube.list(paths.claims(ns)))["items"]:
-                    to.cache.upsert_claim(body)
-                for body in (await kube.list(paths.locks(ns)))["items"]:
-                    to.cache.upsert_lock(body)
-
-            class Counting(GatedClient):
-                async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
-                    stored = await super().create(path, body, **params)
-                    if path == paths.locks(ns):
-                        peaks.append(await holders_locks())
-                    return stored
-
-            def replica() -> tuple[Reconciler, Counting]:
-                index, client = PolicyIndex(), Counting(kube)
-                index.upsert({"metadata": {"name": "crossed", "namespace": ns},
-                              "spec": {"resourcePrefix": "deploy://", "maxHeldPerHolder": limit}})
-                events = EventRecorder(client, SystemClock(), "test")  # type: ignore[arg-type]
-                return Reconciler(client, Cache(), Policy(), SystemClock(), events, policies=index), client  # type: ignore[arg-type]
-
-            async def claim(name: str) -> None:
-                body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": name},
-                        "spec": {"resource": f"deploy://{name}", "holder": holder}}
-                await kube.create(paths.claims(ns), body)
-
-            async def phase(name: str) -> tuple[str, str]:
-                status = (await kube.get(paths.claims(ns, name))).get("status") or {}
-                return status.get("phase", ""), status.get("reason", "")
-
-            (a, a_api), (b, b_api) = replica(), replica()
-            await claim("c0")
-            await hand_over(a)
+            x = Crossing(kube, ns, "agent-crossed")
+            (a, a_api), (b, b_api) = x.replica(maxHeldPerHolder=limit), x.replica(maxHeldPerHolder=limit)
+            await x.claim("c0")
+            await x.hand_over(a)
             await a.reconcile((ns, "deploy://c0"))
-            assert await phase("c0") == ("Held", "Granted")
-            await claim("c1")
-            await claim("c2")
-            await hand_over(a)
-            await hand_over(b)  # both views: c0 held, c1 and c2 waiting for an answer
+            assert await x.phase("c0") == ("Held", "Granted")
+            await x.claim("c1")
+            await x.claim("c2")
+            await x.hand_over(a)
+            await x.hand_over(b)  # both views: c0 held, c1 and c2 waiting for an answer
             a_ledger = a_api.hold("patch", paths.leases(ns))
             a_told = a_api.hold("update", paths.claims(ns, "c2", status=True))
             b_grant = (
@@ -731,9 +743,9 @@ def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_
             b_grants_c1 = asyncio.create_task(b.reconcile((ns, "deploy://c1")))  # B reserves c1 in the ledger
             await asyncio.wait_for(b_grant.reached.wait(), 30)
             await a.reconcile((ns, "deploy://c1"))  # A counts c0 and c2: refuses c1
-            assert await phase("c1") == ("Rejected", "QuotaExceeded")
+            assert await x.phase("c1") == ("Rejected", "QuotaExceeded")
             await b.reconcile((ns, "deploy://c2"))  # B counts c0 and c1: refuses c2
-            assert await phase("c2") == ("Rejected", "QuotaExceeded")
+            assert await x.phase("c2") == ("Rejected", "QuotaExceeded")
             a_ledger.open()  # A meets B's reservation of c1 in the ledger, its view of c2 still waiting
             await asyncio.wait_for(a_told.reached.wait(), 30)
             assert a.ledgers.conflicts == 1
@@ -741,9 +753,54 @@ def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_
             await asyncio.wait_for(b_grants_c1, 30)
             a_told.open()
             await asyncio.wait_for(a_grants_c2, 30)
-            assert max(peaks) <= limit, f"the holder's locks after each lock create: {peaks}"
-            assert [await phase(n) for n in ("c0", "c1", "c2")] == [
+            assert max(x.peaks) <= limit, f"the holder's locks after each lock create: {x.peaks}"
+            assert [await x.phase(n) for n in ("c0", "c1", "c2")] == [
                 ("Held", "Granted"), ("Rejected", "QuotaExceeded"), ("Rejected", "QuotaExceeded")]
+            for each in (a, b):
+                await each.stop()
+
+    with temporary_namespace(admin_api, "klx-") as ns:
+        asyncio.run(scenario(ns))
+
+
+def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
+    control_plane: Any, admin_api: ApiClient
+) -> None:
+    """The order of `tests/unit/test_quota_crossing.py`'s test of the same name, against the real API
+    server: A grants c2 (held in the ledger, its lock create held back) while B, its view still showing
+    r2 held by a claim since released, queues c2 and records its first wait; B then decides the
+    holder's c3. The holder never has more locks than its limit, and c3 is refused."""
+    limit = 2
+
+    async def scenario(ns: str) -> None:
+        async with KubeClient(kube_config.load(control_plane.kubeconfig)) as kube:
+            x = Crossing(kube, ns, "agent-crossed")
+            quotas = {"maxHeldPerHolder": limit, "maxWaitingPerHolder": 3}
+            (a, a_api), (b, _) = x.replica(**quotas), x.replica(**quotas)
+            await x.claim("c0")
+            other = await x.claim("o2", "deploy://r2", holder="agent-other")
+            await x.hand_over(a)
+            for resource in ("deploy://c0", "deploy://r2"):
+                await a.reconcile((ns, resource))
+            assert [await x.phase(n) for n in ("c0", "o2")] == [("Held", "Granted")] * 2
+            await x.claim("c2", "deploy://r2", wait=True)
+            await x.hand_over(a)
+            await x.hand_over(b)  # both views: c0 and o2 held, c2 new
+            await kube.delete(paths.claims(ns, "o2"))
+            a.cache.delete_claim(other)  # released: A sees it, B not yet
+            a_create = a_api.hold("create", paths.locks(ns))
+            a_grants_c2 = asyncio.create_task(a.reconcile((ns, "deploy://r2")))  # held in the ledger
+            await asyncio.wait_for(a_create.reached.wait(), 30)
+            await b.reconcile((ns, "deploy://r2"))  # B queues c2: its first wait, recorded after A's hold
+            assert b.ledgers.conflicts == 1
+            assert await x.phase("c2") == ("Pending", "Queued")
+            await x.claim("c3")
+            await x.hand_over(b)  # c3, and c2 Pending; c2's lock not made yet
+            await b.reconcile((ns, "deploy://c3"))
+            a_create.open()
+            await asyncio.wait_for(a_grants_c2, 30)
+            assert max(x.peaks) <= limit, f"the holder's locks after each lock create: {x.peaks}"
+            assert await x.phase("c3") == ("Rejected", "QuotaExceeded")
             for each in (a, b):
                 await each.stop()
 

@@ -60,16 +60,20 @@ def counting_locks(api: FakeApi, peaks: list[int]) -> None:
 
 
 def replica(
-    api: FakeApi, clock: ManualClock, connection: type[GatedClient] = GatedClient
+    api: FakeApi, clock: ManualClock, connection: type[GatedClient] = GatedClient, *, waiting: int | None = None
 ) -> tuple[Reconciler, GatedClient]:
+    """`waiting`: the policy's maxWaitingPerHolder too (first waits are then recorded in the ledger)."""
     index = PolicyIndex()
-    index.upsert(policy(maxHeldPerHolder=LIMIT))
+    quotas = {"maxHeldPerHolder": LIMIT}
+    if waiting is not None:
+        quotas["maxWaitingPerHolder"] = waiting
+    index.upsert(policy(**quotas))
     client = connection(api)
     return reconciler_for(client, Cache(), index, clock), client  # type: ignore[arg-type]
 
 
-def holders_claim(api: FakeApi, name: str, resource: str) -> dict[str, Any]:
-    body = claim(name, resource)
+def holders_claim(api: FakeApi, name: str, resource: str, **spec: Any) -> dict[str, Any]:
+    body = claim(name, resource, **spec)
     body["spec"]["holder"] = HOLDER
     return api.put(paths.claims("a", name), body)
 
@@ -238,5 +242,56 @@ def test_a_waiter_refused_at_its_turn_leaves_no_waiting_reservation_behind() -> 
         status = api.objects[paths.claims("a", "w2")]["status"]
         assert status["phase"] == "Pending", status["message"]
         await a.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation() -> None:
+    """A replica whose view is behind queues a claim another replica is granting, and records its
+    first wait in the ledger after the grant's hold: the hold must keep counting.
+
+    maxHeldPerHolder 2, maxWaitingPerHolder 3; the holder holds c0, x (another holder) holds r2, the
+    holder's c2 waits for r2. x is released; only A sees it.
+      1. A decides r2: grants c2, reserves it held in the ledger; its lock create is held.
+      2. B decides r2: its view still has x holding r2, so c2 waits for the first time. B's ledger
+         write meets A's (409); B reads the ledger and decides again, its view unchanged: it
+         records c2 waiting and writes c2's Pending (c2's version has not changed yet).
+      3. B decides the holder's c3 on r3: its view shows c0 held and c2 waiting.
+      4. A's lock create goes on.
+    If B's waiting entry replaced A's held one, B counts only c0 held at 3. and grants c3, and A's
+    create makes three locks of the holder under a limit of two."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api = FakeApi()
+        peaks: list[int] = []
+        counting_locks(api, peaks)
+        (a, a_api), (b, _) = (replica(api, clock, waiting=3), replica(api, clock, waiting=3))
+        holders_claim(api, "c0", "deploy://r0")
+        api.put(paths.claims("a", "x"), claim("x", "deploy://r2"))
+        hand_over(api, a)
+        for resource in ("deploy://r0", "deploy://r2"):
+            await a.reconcile(("a", resource))  # c0 and x granted and told
+        holders_claim(api, "c2", "deploy://r2", wait=True)
+        hand_over(api, a)
+        hand_over(api, b)  # both views: c0 and x held, c2 new
+        a.cache.delete_claim(api.objects.pop(paths.claims("a", "x")))  # released: A sees it, B not yet
+        a_create = a_api.hold("create", paths.locks("a"))
+
+        a_grants_c2 = asyncio.create_task(a.reconcile(("a", "deploy://r2")))  # 1.
+        await until(a_create.reached)
+        await b.reconcile(("a", "deploy://r2"))  # 2.
+        assert b.ledgers.conflicts == 1  # it met A's reservation of c2, and decided again
+        assert api.objects[paths.claims("a", "c2")]["status"]["phase"] == "Pending"
+        holders_claim(api, "c3", "deploy://r3")
+        hand_over(api, b)  # c3, and c2 Pending; c2's lock is not made yet
+        await b.reconcile(("a", "deploy://r3"))  # 3.
+        a_create.open()  # 4.
+        await asyncio.wait_for(a_grants_c2, 5)
+
+        assert max(peaks) <= LIMIT, f"the holder's locks after each lock create: {peaks}"
+        assert api.objects[paths.claims("a", "c3")]["status"]["reason"] == "QuotaExceeded"
+        for each in (a, b):
+            await each.stop()
 
     asyncio.run(scenario())

@@ -124,3 +124,21 @@ def test_a_reservation_still_live_in_the_ledger_needs_no_new_write() -> None:
                "waiting": Entry("agent-a", Count.WAITING, T0 - 5)}
     wanted = [reservation("held"), reservation("old"), reservation("waiting"), reservation("new")]
     assert [r.uid for r in unrecorded(entries, wanted, T0)] == ["old", "waiting", "new"]
+
+
+def test_a_wait_does_not_replace_a_live_hold_of_the_same_claim() -> None:
+    """The hold may be a grant another replica is writing; it gives way only to its end."""
+    entries = {
+        "held": Entry("agent-a", Count.HELD, T0 - 5),
+        "old": Entry("agent-a", Count.HELD, T0 - RESERVATION_SECONDS - 1),
+        "over": Entry("agent-a", Count.HELD, T0 - 5),
+    }
+    waits = [reservation(uid, count=Count.WAITING) for uid in ("held", "old", "over", "new")]
+    assert [r.uid for r in unrecorded(entries, waits, T0)] == ["old", "new"]
+    after = written(entries, waits, T0, lambda uid, count: uid == "over")  # its claim known to be over
+    assert after == {
+        "held": Entry("agent-a", Count.HELD, T0 - 5),
+        "old": Entry("agent-a", Count.WAITING, T0),
+        "over": Entry("agent-a", Count.WAITING, T0),
+        "new": Entry("agent-a", Count.WAITING, T0),
+    }

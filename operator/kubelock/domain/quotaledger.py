@@ -97,22 +97,40 @@ def recorded(policy: LockPolicy, reservations: Iterable[Reservation]) -> dict[Le
 def unrecorded(entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float) -> list[Reservation]:
     """The reservations a ledger does not hold yet: a claim whose reservation of the same count is
     still live there needs no new write (a claim of several resources is granted one resource per
-    write, and every such decision reserves it again)."""
+    write, and every such decision reserves it again), nor does a wait of a claim held there
+    (`written` keeps the hold)."""
     out = []
     for reservation in reservations:
         entry = entries.get(reservation.uid)
-        if entry is None or entry.count is not reservation.count or not entry.live(now):
+        if entry is None or not entry.live(now) or not _covers(entry, reservation.count):
             out.append(reservation)
     return out
+
+
+def _covers(entry: Entry, count: Count) -> bool:
+    return entry.count is count or entry.count is Count.HELD
 
 
 def written(
     entries: Mapping[str, Entry], reservations: Iterable[Reservation], now: float, ended: Ended
 ) -> dict[str, Entry]:
     """The ledger after recording `reservations` at `now`: its live entries not known to be over, with
-    the new ones (a claim reserved again is stamped again)."""
+    the new ones (a claim reserved again is stamped again).
+
+    A live held entry is never replaced by a waiting one: it gives way only to its end (its bound,
+    or its claim known to be over). The replica that wrote it may be creating the claim's lock while
+    another replica, its view behind (the resource still held by a claim since released), queues the
+    same claim and records its first wait; that write is conditional on the ledger's version, but the
+    waiting replica re-reads and decides again leaving its own claim's entry out of the count, so it
+    would record the wait over the hold. The grant would then count nowhere but in the granting
+    replica's memory and, once its lock exists, in the views that have seen it; a replica behind
+    both could grant the holder one claim over `maxHeld*`. Kept held, the claim counts once, as held
+    (as a hold turns an observed wait into a hold in `quotas.usage`)."""
     kept = {uid: e for uid, e in entries.items() if e.live(now) and not ended(uid, e.count)}
     for reservation in reservations:
+        entry = kept.get(reservation.uid)
+        if reservation.count is Count.WAITING and entry is not None and entry.count is Count.HELD:
+            continue
         kept[reservation.uid] = Entry(reservation.holder, reservation.count, now)
     return kept
 
