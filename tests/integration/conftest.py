@@ -32,6 +32,7 @@ from kubernetes.client import (
 )
 
 from kubelock.testbed import ControlPlane, MissingBinariesError, fake_node_manifest, node_is_ready, wait_until
+from tests.support.namespaces import temporary_namespace
 
 KUBECONFIG_ENV = "KUBELOCK_TEST_KUBECONFIG"
 MANIFESTS = ("crds", "config/rbac", "config/admission")
@@ -111,6 +112,15 @@ def namespace(admin_api: ApiClient) -> Iterator[str]:
     yield name
     with contextlib.suppress(ApiException):
         core.delete_namespace(name)
+
+
+@pytest.fixture
+def iso_ns(admin_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace no shared operator watches (it has no kubelock label): the test runs its own
+    operator there, and may count its requests. Named after the test module: `kl-hot-path-<random>`."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    with temporary_namespace(admin_api, f"kl-{module}-") as name:
+        yield name
 
 
 @pytest.fixture

@@ -353,13 +353,6 @@ def test_fencing_tokens_increase_across_release_expiry_break_and_deletion(locks:
 # ---- restarts and replicas ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def iso_ns(admin_api: ApiClient) -> Iterator[str]:
-    """A namespace no shared operator watches: the test runs its own."""
-    with temporary_namespace(admin_api, "kli-") as name:
-        yield name
-
-
 def _burst(locks: Locks, resources: int, per_resource: int, first: int = 0) -> list[str]:
     """`per_resource` waiting claims on each of `resources` resources, numbered from `first`."""
     names = []

@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes.client import ApiClient
 
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, wait_until
 from tests.support.monitor import LockMonitor
-from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
 RESOURCES = 12
-
-
-@pytest.fixture
-def iso_ns(admin_api: ApiClient) -> Iterator[str]:
-    """A namespace no shared operator watches: the test runs its own."""
-    with temporary_namespace(admin_api, "klf-") as name:
-        yield name
 
 
 def _current_version(locks: Locks) -> int:

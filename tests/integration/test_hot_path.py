@@ -6,24 +6,14 @@ while Warnings are never dropped."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes import watch
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from tests.integration.test_observability import scrape, value
 from tests.support.claims import GROUP, VERSION, Locks, status_of, wait_until
-from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
-
-
-@pytest.fixture
-def iso_ns(admin_api: ApiClient) -> Iterator[str]:
-    """A namespace no shared operator watches: the test runs its own."""
-    with temporary_namespace(admin_api, "klh-") as name:
-        yield name
 
 
 def _reasons(admin_api: ApiClient, ns: str, name: str) -> list[tuple[str, str]]:

@@ -170,12 +170,6 @@ def test_a_claim_naming_a_resource_twice_once_normalised_is_refused(locks: Locks
 # ---- two operators at once ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def iso_ns(admin_api: ApiClient) -> Iterator[str]:
-    with temporary_namespace(admin_api, "kli-") as name:
-        yield name
-
-
 def test_two_operators_at_once_never_grant_conflicting_modes(
     control_plane,
     admin_api: ApiClient,

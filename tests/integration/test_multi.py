@@ -334,12 +334,6 @@ def test_bad_input_is_refused(locks: Locks) -> None:
 # ---- replicas and restarts ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def iso_ns(admin_api: ApiClient) -> Iterator[str]:
-    with temporary_namespace(admin_api, "klmi-") as name:
-        yield name
-
-
 def test_two_operators_under_a_burst_of_overlapping_claims_of_several(
     control_plane, admin_api: ApiClient, iso_ns: str, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:

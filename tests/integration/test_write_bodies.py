@@ -6,22 +6,12 @@ patch is applied to the stored object. A lock carries nothing it does not need (
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from tests.support.claims import GROUP, VERSION, Locks, status_of
-from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
-
-
-@pytest.fixture
-def iso_ns(admin_api: ApiClient) -> Iterator[str]:
-    """A namespace no shared operator watches: the test runs its own and counts its requests."""
-    with temporary_namespace(admin_api, "kls-") as name:
-        yield name
 
 
 def _status_writes(admin_api: ApiClient) -> dict[str, int]:
