@@ -12,23 +12,21 @@ another compare two moments as much as two trees; here both see the same moments
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import abrun
 import anchors
 import scenarios
 from harness import REPO, Env, RequestTally, ensure_namespace, new_client
 
 from kubelock.kube import config
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.testbed import ControlPlane
 from kubelock.testbed.processes import free_port
 
 WAITERS = 10
@@ -101,32 +99,9 @@ async def measure(plane: ControlPlane, trees: dict[str, Path], rounds: int, logs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", type=Path, help="tree A (its operator/ directory is run)")
-    parser.add_argument("b", type=Path, help="tree B")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds of each (10 handoffs of #3 and of #11 each)")
-    parser.add_argument("--out", type=Path, default=None, help="write the result here as JSON")
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    trees = {"A": args.a.resolve(), "B": args.b.resolve()}
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-handoff-ab-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / "crds", REPO / "config/rbac"])
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, trees, args.rounds, workdir))
-    finally:
-        plane.stop()
-    document = {"trees": {k: str(v) for k, v in trees.items()}, "rounds": args.rounds,
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], "results": result}
-    text = json.dumps(document, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    rounds_help = "rounds of each (10 handoffs of #3 and of #11 each)"
+    args = abrun.parser(__doc__, rounds=8, rounds_help=rounds_help).parse_args()
+    return abrun.run(args, "handoff", lambda plane, trees, logs: measure(plane, trees, args.rounds, logs))
 
 
 if __name__ == "__main__":

@@ -13,24 +13,22 @@ operator's RSS 2 s after it, the medians, and the paired ratios B/A.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import compileall
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import abrun
 import anchors
 import scenarios
-from harness import REPO, Env, OperatorProcess, RequestTally, ensure_namespace, new_client, rss_mib
+from harness import Env, OperatorProcess, RequestTally, ensure_namespace, new_client, rss_mib
 
 from kubelock.kube import config
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.testbed import ControlPlane
 
 NAMESPACE = "bench-restart"
 
@@ -80,35 +78,13 @@ async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, round
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", type=Path, help="tree A (its operator/ directory is run)")
-    parser.add_argument("b", type=Path, help="tree B")
+    parser = abrun.parser(__doc__, rounds=6, rounds_help="rounds of one restart of each tree")
     parser.add_argument("--locks", type=int, default=2000, help="held locks (and Leases for L)")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds of one restart of each tree")
-    parser.add_argument("--out", type=Path, default=None, help="write the result here as JSON")
-    parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    trees = {"A": args.a.resolve(), "B": args.b.resolve()}
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-restart-ab-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    for tree in trees.values():  # bytecode, as the image has (`harness.compile_operators`)
+    for tree in abrun.trees(args).values():  # bytecode, as the image has (`harness.compile_operators`)
         compileall.compile_dir(str(tree / "operator" / "kubelock"), quiet=1)
-    load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / "crds", REPO / "config/rbac"])
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, trees, args.locks, args.rounds, workdir))
-    finally:
-        plane.stop()
-    document = {"trees": {k: str(v) for k, v in trees.items()}, "locks": args.locks, "rounds": args.rounds,
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], "results": result}
-    text = json.dumps(document, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    restarts = lambda plane, trees, logs: measure(plane, trees, args.locks, args.rounds, logs)  # noqa: E731
+    return abrun.run(args, "restart", restarts, locks=args.locks)
 
 
 if __name__ == "__main__":
