@@ -29,7 +29,7 @@ TLS_READ_BUFFER = 64 * 1024
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse(argv)
-    logs.configure(settings.log_format, settings.verbose)
+    logs.configure(settings.log_format, settings.verbose, settings.debug_loggers)
     try:
         credentials = config.load(settings.kubeconfig, settings.context)
     except Exception as error:  # a missing or broken kubeconfig: say so plainly and stop

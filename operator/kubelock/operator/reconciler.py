@@ -45,6 +45,7 @@ from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
+from kubelock.operator import viewlog
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Taken, Written
@@ -109,6 +110,10 @@ class Gate(Protocol):
 
     def may_grant(self, namespace: str, sequence: int) -> bool: ...
 
+    def why_not(self, namespace: str, sequence: int) -> str:
+        """Why a grant may not be made now (for the log; no side effects)."""
+        ...
+
     def wrote(self, namespace: str, version: int) -> None:
         """A claim of `namespace` was written, stored at `version` (its watch should show it)."""
 
@@ -120,6 +125,9 @@ class OpenGate:
 
     def may_grant(self, namespace: str, sequence: int) -> bool:
         return True
+
+    def why_not(self, namespace: str, sequence: int) -> str:
+        return "open gate"
 
     def wrote(self, namespace: str, version: int) -> None:
         pass
@@ -256,7 +264,11 @@ class Reconciler:
             decision = _with_next_grants(decide_on(seen.grants), seen.grants, decide_on)
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            kept = self._without_held_back(key, decision)
+            held_back = self._held_back_grants(key, decision)
+            if viewlog.enabled():
+                viewlog.decided(key, claims, seen.grants, [a for a in decision.actions if a not in held_back],
+                                held_back, self._why_held_back(key, held_back))
+            kept = self._without_held_back(key, decision, held_back)
             if kept is None:
                 return
             decision = kept
@@ -304,12 +316,15 @@ class Reconciler:
         )
         return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight, recorded)
 
-    def _without_held_back(self, key: Key, decision: Decision) -> Decision | None:
-        """`decision` without the grants that must wait for a fresh view (the key is remembered and
-        run again once the view is fresh); None when nothing else is left to apply. Whatever else was
-        decided does not wait: it is conditional, and a waiter's timeout must not wait for anyone's
-        view."""
-        held_back = self._held_back_grants(key, decision)
+    def _without_held_back(
+        self, key: Key, decision: Decision, held_back: tuple[Action, ...] | None = None
+    ) -> Decision | None:
+        """`decision` without the grants that must wait for a fresh view (`held_back`, when the
+        caller asked the gate already: the key is remembered and run again once the view is fresh);
+        None when nothing else is left to apply. Whatever else was decided does not wait: it is
+        conditional, and a waiter's timeout must not wait for anyone's view."""
+        if held_back is None:
+            held_back = self._held_back_grants(key, decision)
         if not held_back:
             return decision
         self._held_back.add(key)
@@ -335,6 +350,11 @@ class Reconciler:
                     stalled.discard(action.claim.uid)  # told on a fresh view
             return ()
         return tuple(grants)
+
+    def _why_held_back(self, key: Key, held_back: Sequence[Action]) -> str:
+        """Why the gate holds `held_back` (for the view log)."""
+        claims = [a.claim for a in held_back if isinstance(a, CreateLock | SetStatus)]
+        return "; ".join(f"{c.name}: {self.gate.why_not(key[0], c.sequence)}" for c in claims)
 
     def _defer_positions(self, key: Key, decision: Decision) -> bool:
         """Put off a decision that only renumbers waiters until the queue has been still for
@@ -496,6 +516,7 @@ class Reconciler:
             stale = Stale(str(error))
         if stale is not None:
             log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, stale.why)
+            viewlog.failed(namespace, action, stale.why)
             await self._refresh(namespace, action)
             return False
         self.observer.applied(namespace, action, now)
