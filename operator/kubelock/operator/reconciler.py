@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain import quotas
-from kubelock.domain.arbiter import decide, release_notice
+from kubelock.domain.arbiter import decide, first_answers, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
@@ -476,7 +476,15 @@ class Reconciler:
     async def _apply(self, namespace: str, actions: Sequence[Action], seen: Seen) -> None:
         """Apply a decision in order, and stop at the first write that failed on a stale view: the
         rest of the decision rested on it (an Expired status that lost a race with a renewal must
-        not be followed by deleting the lock)."""
+        not be followed by deleting the lock). First answers to new claims rest on nothing else the
+        decision writes: they go beside its other writes, neither waiting behind them (a grant, an
+        expiry: under load a second or more each) nor dropped when one of them fails."""
+        answers = first_answers(actions)
+        if answers and len(answers) < len(actions):
+            answering = {id(a) for a in answers}
+            others = [a for a in actions if id(a) not in answering]
+            await asyncio.gather(self._flush(namespace, list(answers), seen), self._apply(namespace, others, seen))
+            return
         if _hands_over(actions, seen.grants):
             await self._hand_over(namespace, actions, seen)
             return
@@ -741,8 +749,11 @@ def _with_next_grants(
     if not left:
         return decision
     after = decide_on(left)
-    if not after.actions or not all(isinstance(a, CreateLock) and not a.resource for a in after.actions):
-        return decision
+    creates = [a for a in after.actions if isinstance(a, CreateLock)]
+    if not creates or any(a.resource for a in creates) or len(creates) + len(first_answers(after.actions)) != len(
+        after.actions
+    ):
+        return decision  # (the first answers of the claims not granted go beside the hand-over: `_apply`)
     return replace(
         decision, actions=(*actions, *after.actions), also_reconcile=decision.also_reconcile | after.also_reconcile
     )
