@@ -526,12 +526,17 @@ def test_new_claims_are_answered_in_the_step_that_ends_a_lease() -> None:
     assert statuses(decision)["c"].holder == "d"
 
 
-def test_a_plain_release_answers_nobody_before_its_hand_over() -> None:
-    """A release alone is one write that may carry the next grant (the hand-over): new claims are
-    answered with that grant, not before it."""
-    assert summary(run([claim("d", 6, wait=True), claim("c", 7)], A_LOCK, T0 + 1)) == [
+def test_a_release_answers_new_claims_beside_it_but_not_the_claim_granted_next() -> None:
+    """A release is one write (or the one write that also makes the next grant: the hand-over); new
+    claims are answered beside it, as the resource will be after it, and the claim granted next is
+    left to the grant."""
+    decision = run([claim("d", 6, wait=True), claim("c", 7), claim("e", 8, wait=True)], A_LOCK, T0 + 1)
+    assert summary(decision) == [
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+        ("status", "e", Phase.PENDING, Reason.QUEUED),
         ("delete", "agent-a", Reason.RELEASED),
     ]
+    assert statuses(decision)["e"].holder == "d" and statuses(decision)["e"].queue_position == 1
 
 
 def test_new_claims_are_answered_while_another_waiter_times_out() -> None:

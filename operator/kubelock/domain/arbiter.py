@@ -191,16 +191,15 @@ def _decide_active(
     ends = [DeleteLock(g, ended[g.claim_uid]) for g in grants if g.claim_uid in ended]
     # The holder released (claim deleted) or already ended: its grant goes.
     ends += [DeleteLock(g, Reason.RELEASED) for g in grants if g.claim_uid not in by_uid]
-    if ends and ending:
+    if ends:
         # New claims are answered in the same step, as the grants left will have it (a try-lock the
-        # next step would grant, or a waiter it would, is not answered yet): behind an expiry, a
-        # wait timeout or a dead holder, under load seconds of writes, they would go unanswered.
+        # next step would grant, or a waiter it would, is not answered yet): behind releases, an
+        # expiry, a wait timeout or a dead holder, under load seconds of writes, they would go
+        # unanswered. (A release's hand-over of the next grant keeps them beside it: the reconciler.)
         left = [g for g in grants if g.claim_uid not in ended and g.claim_uid in by_uid]
         rest = [c for c in active if c.uid not in ended]
         after = _step(resource, rest, left, now, context, first_answers_only=True)
         return Decision((*ending, *first_answers(after.actions), *ends))
-    if ends:
-        return Decision(tuple(ends))
     # Claims that end go first, in the same step as what the others call for: waiters timing out one
     # after another must not hold back a grant, an expiry or a first answer for as long as they come.
     rest = [c for c in active if c.uid not in ended]

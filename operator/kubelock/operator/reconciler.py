@@ -742,7 +742,8 @@ def _with_next_grants(
     left with everything else as it was: the two are stored as one write of the lock (`_hand_over`),
     so the next waiter's grant does not wait for a round trip of its own. When the release deletes
     the lock, or what follows it is anything but new grants, it is decided on the next round, as ever."""
-    actions = decision.actions
+    answers = first_answers(decision.actions)  # new claims answered beside the releases: they stay
+    actions = [a for a in decision.actions if a not in answers]
     if not actions or not all(isinstance(a, DeleteLock) and a.reason is Reason.RELEASED for a in actions):
         return decision
     left = tuple(codec.without(grants, {a.lock.claim_uid for a in actions if isinstance(a, DeleteLock)}))
@@ -753,9 +754,11 @@ def _with_next_grants(
     if not creates or any(a.resource for a in creates) or len(creates) + len(first_answers(after.actions)) != len(
         after.actions
     ):
-        return decision  # (the first answers of the claims not granted go beside the hand-over: `_apply`)
+        return decision
+    # The releases' step answered the claims the grants leave waiting already, as `after` would: its
+    # own answers are the same ones. They go beside the hand-over (`_apply`).
     return replace(
-        decision, actions=(*actions, *after.actions), also_reconcile=decision.also_reconcile | after.also_reconcile
+        decision, actions=(*actions, *creates, *answers), also_reconcile=decision.also_reconcile | after.also_reconcile
     )
 
 
