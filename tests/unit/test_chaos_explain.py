@@ -41,3 +41,4 @@ def test_every_unanswered_claim_is_found_again_and_its_log_lines_picked_out(tmp_
     assert [(f["claim"], f["version"], f["seen"]) for f in found] == [(CLAIM, "403", "21:01:26.421")]
     lines = explain.timeline(tmp_path, found[0])
     assert [line.split()[0] for line in lines[2:]] == ["21:01:26,423Z", "21:01:26,502Z"]  # not r01, not before
+    assert explain.cause(tmp_path, found[0]) == "no answer decided"  # in the view at once, left out
