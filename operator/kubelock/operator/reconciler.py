@@ -479,7 +479,8 @@ class Reconciler:
         not be followed by deleting the lock). First answers to new claims rest on nothing else the
         decision writes: they go beside its other writes, neither waiting behind them (a grant, an
         expiry: under load a second or more each) nor dropped when one of them fails."""
-        answers = first_answers(actions)
+        ungranted = {a.lock.claim_uid for a in actions if isinstance(a, DeleteLock)}
+        answers = [a for a in first_answers(actions) if a.claim.uid not in ungranted]  # an ending's record goes first
         if answers and len(answers) < len(actions):
             answering = {id(a) for a in answers}
             others = [a for a in actions if id(a) not in answering]
