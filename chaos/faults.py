@@ -114,6 +114,9 @@ class Operator:
         # third of its period: at the default 50 % such jitter marks leases Stale (a status write and
         # a Warning Event each, renewed-after-stale Events after), load that a real lease never sees.
         argv += ["--stale-after-percent", "90"]
+        # When each claim entered the view and every decision with its claims: what a claim answered
+        # late is taken apart with (`kubelock.operator.viewlog`).
+        argv += ["--debug", "kubelock.view"]
         return [*argv, "--health-address", f"127.0.0.1:{free_port()}"]
 
     @property

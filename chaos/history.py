@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -149,6 +150,7 @@ class ClaimLife:
     # phase, a deletion begun or done), when a watch showed that write; None when not seen so.
     ended_version: int | None = None
     sequence: int | None = None  # status.sequence, the operator's order of arrival in its queues (the last seen)
+    name: str = ""  # the claim's name, as the operator's log spells it
 
     @property
     def every_resource(self) -> tuple[str, ...]:
@@ -922,7 +924,8 @@ def check_verdicts(
                 Violation(
                     "no-verdict",
                     f"{claim.resource}: the claim of {claim.holder} went {silent:.1f}s without any phase "
-                    f"(bound {bounds.queue_seconds:g}s, outages excluded)",
+                    f"(bound {bounds.queue_seconds:g}s, outages excluded; claim {claim.name or claim.uid}, "
+                    f"created at version {claim.created_version}, seen {_clock(claim.created)})",
                     claim.resource,
                     claim.created,
                 )
@@ -976,3 +979,8 @@ def summarise(report: Report, limit: int = 20) -> list[str]:
         if count > limit:
             lines.append(f"[{name}] ... and {count - limit} more")
     return lines
+
+
+def _clock(t: float) -> str:
+    """A time as the operators' logs print it (UTC, to the millisecond), to find the claim there."""
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"

@@ -68,6 +68,7 @@ class _Claim:
     ended: bool = False  # seen ending otherwise than Rejected (final phase, deletion begun or done)
     ended_version: int | None = None
     sequence: int | None = None
+    name: str = ""
 
 
 class Monitor:
@@ -126,7 +127,7 @@ class Monitor:
                     reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
                     decided_version=c.decided_version, resources=c.resources, held_version=c.held_version,
                     ended_version=c.ended_version,
-                    sequence=c.sequence,
+                    sequence=c.sequence, name=c.name,
                 )
             )
         return out
@@ -252,6 +253,7 @@ class Monitor:
                 # Only a watch's ADDED event carries the creation's own resourceVersion.
                 created_version=meta.revision if kind == "ADDED" else None,
                 resources=parsed.spec.resources if len(parsed.spec.resources) > 1 else (),
+                name=meta.name,
             )
         phase = status.phase
         if meta.deleting or phase not in (None, Phase.PENDING, Phase.HELD, Phase.REJECTED):

@@ -58,8 +58,10 @@ CASES = [
     # A free resource goes to the lowest-sequence active claim (the grant's token is the store's).
     case([], None, T0, [], id="free-no-claims"),
     case([A], None, T0, [("create", "agent-a", 1800)], id="free-one-claim"),
-    case([claim("b", 9, wait=True), claim("c", 7), A], None, T0, [("create", "agent-a", 1800)],
-         id="free-lowest-sequence-wins"),
+    case([claim("b", 9, wait=True), claim("c", 7), A], None, T0,
+         [("create", "agent-a", 1800), ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+          ("status", "b", Phase.PENDING, Reason.QUEUED)],
+         id="free-lowest-sequence-wins-others-answered"),
     case([with_phase(claim("b", 3), Phase.REJECTED, Reason.HELD_BY_ANOTHER), A], None, T0,
          [("create", "agent-a", 1800)], id="free-terminal-claims-ignored"),
     case([with_phase(claim("b", 3), Phase.EXPIRED, Reason.LEASE_EXPIRED)], None, T0, [], id="free-only-terminal"),
@@ -494,6 +496,47 @@ def test_new_claims_are_answered_in_the_step_that_finishes_a_grant() -> None:
         ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
         ("status", "d", Phase.PENDING, Reason.QUEUED),
     ]
+
+
+def test_new_claims_are_answered_in_the_step_that_grants_the_resource_to_another() -> None:
+    """Not a write and a round later: under load the grant's write alone takes a second or more, and
+    a claim must have an answer within seconds. The answers name the claim being granted."""
+    decision = run([claim("c", 7), A, claim("d", 8, wait=True)], None, T0)
+    assert summary(decision) == [
+        ("create", "agent-a", POLICY.default_ttl_seconds),
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+        ("status", "d", Phase.PENDING, Reason.QUEUED),
+    ]
+    answers = statuses(decision)
+    assert answers["c"].holder == "agent-a" and answers["d"].holder == "agent-a"
+    assert answers["d"].queue_position == 1
+
+
+def test_new_claims_are_answered_in_the_step_that_ends_a_lease() -> None:
+    """An expiry is two writes in sequence (the status, then the lock): new claims are answered
+    beside the first, as the next step will see the resource: the next waiter is not answered (it
+    is granted next), a try-lock behind it is turned away naming it."""
+    lock = lock_for(A, lease=30)
+    decision = run([holding(A, lock), claim("d", 6, wait=True), claim("c", 7)], lock, T0 + 31)
+    assert summary(decision) == [
+        ("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED),
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+        ("delete", "agent-a", Reason.LEASE_EXPIRED),
+    ]
+    assert statuses(decision)["c"].holder == "d"
+
+
+def test_a_release_answers_new_claims_beside_it_but_not_the_claim_granted_next() -> None:
+    """A release is one write (or the one write that also makes the next grant: the hand-over); new
+    claims are answered beside it, as the resource will be after it, and the claim granted next is
+    left to the grant."""
+    decision = run([claim("d", 6, wait=True), claim("c", 7), claim("e", 8, wait=True)], A_LOCK, T0 + 1)
+    assert summary(decision) == [
+        ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
+        ("status", "e", Phase.PENDING, Reason.QUEUED),
+        ("delete", "agent-a", Reason.RELEASED),
+    ]
+    assert statuses(decision)["e"].holder == "d" and statuses(decision)["e"].queue_position == 1
 
 
 def test_new_claims_are_answered_while_another_waiter_times_out() -> None:

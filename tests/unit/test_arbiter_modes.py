@@ -75,8 +75,9 @@ CASES = [
          [("status", "again", Phase.DEADLOCKED, Reason.SELF_DEADLOCK)],
          id="shared-holder-waiting-exclusive-self-deadlock"),
     case([S1, S2], [S1_LOCK, S2_LOCK], [], id="shared-holders-quiet"),
-    case([S2, claim("x", 6, wait=True)], [S1_LOCK, S2_LOCK], [("delete", "s1", Reason.RELEASED)],
-         id="released-shared-grant-deleted-alone"),
+    case([S2, claim("x", 6, wait=True)], [S1_LOCK, S2_LOCK],
+         [("status", "x", Phase.PENDING, Reason.QUEUED), ("delete", "s1", Reason.RELEASED)],
+         id="released-shared-grant-deleted-new-waiter-answered-beside"),
     # ---- Permits against a capacity ----
     case([claim("a", 5), claim("b", 6), claim("c", 7)], [], [("create", "a", 1800), ("create", "b", 1800),
          ("create", "c", 1800)], capacity=3, id="semaphore-three-permits"),

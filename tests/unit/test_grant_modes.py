@@ -251,6 +251,37 @@ def test_a_permit_handed_over_is_one_update_of_the_lock() -> None:
     assert stored["spec"]["claimRef"]["uid"] == "u-p2" and stored["spec"]["holders"] == 2
 
 
+def test_a_permit_handed_over_stays_one_update_while_a_new_claim_is_answered_beside_it() -> None:
+    """A claim that arrived as the permit is released is answered in the same step, sent while the
+    hand-over is under way (not after it and the next round), and the hand-over stays one write."""
+    bed = Bed(capacity=2)
+    _semaphore_of_two_and_a_waiter(bed)
+    seen: list[str] = []
+
+    async def slow_patch(path: str, body: Any, default: Callable[[], Any]) -> Any:
+        seen.append("lock write sent")
+        await asyncio.sleep(0.1)
+        seen.append("lock write done")
+        return default()
+
+    async def update(path: str, body: Any, default: Callable[[], Any]) -> Any:
+        seen.append(f"status of {path.split('/')[-2]}")
+        return default()
+
+    bed.api.react("patch", slow_patch)
+    bed.api.react("update", update)
+
+    def release_and_arrive() -> None:
+        bed.release("p1")
+        bed.add("r1")
+
+    bed.run(release_and_arrive)
+    assert [w for w in bed.api.writes if w[1] == LOCK] == [("patch", LOCK)]  # the release and q1's grant
+    assert seen == ["lock write sent", "status of r1", "lock write done", "status of q1"]
+    assert bed.status("q1")["phase"] == "Held"
+    assert bed.status("r1")["phase"] == "Pending" and bed.status("r1")["holder"] in ("agent-p2", "agent-q1")
+
+
 def test_a_hand_over_on_a_lock_changed_since_is_stale_and_decided_again() -> None:
     """A write of the lock by someone else (a renewal) between the decision and the hand-over: the
     hand-over fails on the version it rested on, the lock is read again, and the hand-over is decided

@@ -40,6 +40,9 @@ class ClosedGate:
     def may_grant(self, namespace: str, sequence: int) -> bool:
         return False
 
+    def why_not(self, namespace: str, sequence: int) -> str:
+        return "closed"
+
 
 def test_a_grant_waits_for_a_fresh_view_and_is_decided_again_on_release() -> None:
     async def scenario() -> None:
@@ -361,6 +364,43 @@ def test_an_expiry_with_a_waiter_frees_the_resource_at_once() -> None:
         assert api.writes[:2] == [("update", paths.claims("a", "c1", status=True)), ("delete", lock)]
         assert ("create", paths.locks("a")) in api.writes
         assert api.objects[paths.claims("a", "c2")]["status"]["phase"] == "Held"
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_new_claims_first_answer_does_not_wait_behind_the_grant_beside_it() -> None:
+    """The grant of an older waiter and the first answer of a try-lock behind it are one decision;
+    the answer rests on the try-lock's own version only, so it is sent while the lock's create is
+    still under way (on a busy API server a write takes a second or more), not after it."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        first = {"metadata": {"name": "c1", "uid": "u1", "namespace": "a"},
+                 "spec": {"resource": R, "holder": "agent-1", "wait": True}}
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), first))
+        late = {"metadata": {"name": "c2", "uid": "u2", "namespace": "a"}, "spec": {"resource": R, "holder": "agent-2"}}
+        cache.upsert_claim(api.put(paths.claims("a", "c2"), late))
+        seen: list[str] = []
+
+        async def slow_create(path: str, body: Any, default: Any) -> Any:
+            seen.append("create sent")
+            await asyncio.sleep(0.2)
+            seen.append("create done")
+            return default()
+
+        async def update(path: str, body: Any, default: Any) -> Any:
+            seen.append(f"status of {path.split('/')[-2]}: {body['status']['phase']}")
+            return default()
+
+        api.react("create", slow_create)
+        api.react("update", update)
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        await reconciler.reconcile(("a", R))
+        assert seen[:3] == ["create sent", "status of c2: Rejected", "create done"]
+        assert "status of c1: Held" in seen[3:]
         await reconciler.stop()
 
     asyncio.run(scenario())

@@ -72,3 +72,11 @@ def test_namespace_patterns_are_told_from_exact_namespaces() -> None:
     assert parse(["-n", "team-a", "-n", "team-*"]).namespace_patterns
     assert parse(["-n", "team-?"]).namespace_patterns
     assert parse(["-n", "team-[ab]"]).namespace_patterns
+
+
+def test_debug_loggers_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse([]).debug_loggers == ()
+    assert parse(["--debug", "kubelock.view", "--debug", "kubelock.watches"]).debug_loggers == (
+        "kubelock.view", "kubelock.watches")
+    monkeypatch.setenv("KUBELOCK_DEBUG", "kubelock.view")
+    assert parse([]).debug_loggers == ("kubelock.view",)

@@ -192,7 +192,14 @@ def _decide_active(
     # The holder released (claim deleted) or already ended: its grant goes.
     ends += [DeleteLock(g, Reason.RELEASED) for g in grants if g.claim_uid not in by_uid]
     if ends:
-        return Decision((*ending, *ends))
+        # New claims are answered in the same step, as the grants left will have it (a try-lock the
+        # next step would grant, or a waiter it would, is not answered yet): behind releases, an
+        # expiry, a wait timeout or a dead holder, under load seconds of writes, they would go
+        # unanswered. (A release's hand-over of the next grant keeps them beside it: the reconciler.)
+        left = [g for g in grants if g.claim_uid not in ended and g.claim_uid in by_uid]
+        rest = [c for c in active if c.uid not in ended]
+        after = _step(resource, rest, left, now, context, first_answers_only=True)
+        return Decision((*ending, *first_answers(after.actions), *ends))
     # Claims that end go first, in the same step as what the others call for: waiters timing out one
     # after another must not hold back a grant, an expiry or a first answer for as long as they come.
     rest = [c for c in active if c.uid not in ended]
@@ -247,13 +254,18 @@ def _step(
         step = _grant_step(resource, grant, by_uid[grant.claim_uid], now, context, deadlines)
         if step is not None:
             made, answer_others = step
-            answers = _first_answers(resource, waiting, grants, graph, capacity, now, aging) if answer_others else []
-            return Decision((*made, *answers))
+            if answer_others:
+                return Decision((*made, *_first_answers(resource, waiting, grants, graph, capacity, now, aging)))
+            return Decision(_answered_as_without(resource, grant, made, active, grants, now, context))
     if over:
         refusals = (end_claim(c, Phase.REJECTED, Reason.QUOTA_EXCEEDED, m, now, warning=True) for c, m in over)
         return Decision(tuple(refusals))
     if admitted:
-        return Decision(tuple(CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted))
+        # The claims not granted get their first answer in the same step, on the grants there are
+        # (queued behind the claims granted now): not one write and a round later, behind the grant.
+        creating = [CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted]
+        after = (*grants, *(_granting(resource, a) for a in creating))
+        return Decision((*creating, *_first_answers(resource, waiting, after, graph, capacity, now, aging)))
     if context.rest is not None:
         told, waits = _resting_answers(resource, queue, grants, context.rest, now)
         if first_answers_only:
@@ -486,6 +498,23 @@ def _told(holder: Claim) -> bool:
     return holder.status is not None and holder.status.phase is Phase.HELD
 
 
+def _answered_as_without(
+    resource: str, grant: Lock, made: tuple[Action, ...], active: Sequence[Claim], grants: Sequence[Lock],
+    now: float, context: _Context,
+) -> tuple[Action, ...]:
+    """`made`, a step that ends `grant` (its lease expired), with the first answers of new claims
+    as the resource will be without it, between the holder's status and the lock's deletion (that
+    write would otherwise keep them waiting one more under load). Those the next step grants, or
+    answers itself, are left to it. A step that keeps the grant answers nobody: they would name it."""
+    gone = [a for a in made if isinstance(a, DeleteLock) and a.lock.claim_uid == grant.claim_uid]
+    if not gone:
+        return made
+    left = [g for g in grants if g.claim_uid != grant.claim_uid]
+    others = [c for c in active if c.uid != grant.claim_uid]
+    answers = first_answers(_step(resource, others, left, now, context, first_answers_only=True).actions)
+    return (*(a for a in made if a not in gone), *answers, *gone)
+
+
 def _grant_step(
     resource: str, lock: Lock, holder: Claim, now: float, context: _Context, deadlines: list[float]
 ) -> tuple[tuple[Action, ...], bool] | None:
@@ -636,6 +665,25 @@ def _first_answers(
     """The answers to claims that have none yet, given who holds the resource."""
     actions, _, _ = _answers(resource, active, grants, graph, capacity, now, aging_seconds)
     return [a for a in actions if isinstance(a, SetStatus) and a.claim.status is None]
+
+
+def _granting(resource: str, grant: CreateLock) -> Lock:
+    """The grant `grant` makes, as the claims answered beside it see it (its token is not known yet:
+    answers name holders, not tokens)."""
+    claim = grant.claim
+    return Lock(
+        name="", uid="", resource=resource, holder=claim.holder, claim_name=claim.name, claim_uid=claim.uid,
+        fencing_token=0, acquired_at=grant.acquired_at, renewed_at=grant.acquired_at,
+        lease_seconds=grant.lease_seconds, mode=claim.mode, permits=claim.permits,
+    )
+
+
+def first_answers(actions: Iterable[Action]) -> list[SetStatus]:
+    """The first answers among `actions`: statuses of claims that have none yet. Each rests on its
+    claim's own version only, so none needs to wait for the other writes of its decision."""
+    return [
+        a for a in actions if isinstance(a, SetStatus) and a.claim.status is None and a.status.phase is not Phase.HELD
+    ]
 
 
 def _held_by(grants: Sequence[Lock]) -> str:

@@ -129,3 +129,16 @@ class Freshness:
         if self._deaf(scope) or scope in self._unwatched:
             return False
         return sequence <= self.cache.complete_at(namespace)
+
+    def why_not(self, namespace: str, sequence: int) -> str:
+        """Why a grant to such a claim waits now, for the log (no side effects: `may_grant` noticed
+        any stall already)."""
+        scope = self._scope_of(namespace)
+        if self.catching_up:
+            return "the claims are being listed again after a stale view"
+        if scope in self._unwatched:
+            return "the claim watch is broken or listing again"
+        horizon = self.cache.complete_at(namespace)
+        if sequence > horizon:
+            return f"first seen at {sequence}, beyond the version {horizon} up to which every claim is seen"
+        return "fresh now"

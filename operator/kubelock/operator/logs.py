@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and belongs in JSON.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -27,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(log_format: str, verbose: bool) -> None:
+def configure(log_format: str, verbose: bool, debug: Sequence[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     formatter = (
         JsonFormatter()
@@ -42,3 +43,5 @@ def configure(log_format: str, verbose: bool) -> None:
     # kopf reports every handler call; kubelock's own lines already say what happened.
     logging.getLogger("kopf").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    for name in debug:  # one part of the operator in detail (`kubelock.operator.viewlog`), the rest as set
+        logging.getLogger(name).setLevel(logging.DEBUG)

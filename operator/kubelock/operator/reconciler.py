@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain import quotas
-from kubelock.domain.arbiter import decide, release_notice
+from kubelock.domain.arbiter import decide, first_answers, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
@@ -45,6 +45,7 @@ from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
+from kubelock.operator import viewlog
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, Stale, Taken, Written
@@ -109,6 +110,10 @@ class Gate(Protocol):
 
     def may_grant(self, namespace: str, sequence: int) -> bool: ...
 
+    def why_not(self, namespace: str, sequence: int) -> str:
+        """Why a grant may not be made now (for the log; no side effects)."""
+        ...
+
     def wrote(self, namespace: str, version: int) -> None:
         """A claim of `namespace` was written, stored at `version` (its watch should show it)."""
 
@@ -120,6 +125,9 @@ class OpenGate:
 
     def may_grant(self, namespace: str, sequence: int) -> bool:
         return True
+
+    def why_not(self, namespace: str, sequence: int) -> str:
+        return "open gate"
 
     def wrote(self, namespace: str, version: int) -> None:
         pass
@@ -256,7 +264,11 @@ class Reconciler:
             decision = _with_next_grants(decide_on(seen.grants), seen.grants, decide_on)
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            kept = self._without_held_back(key, decision)
+            held_back = self._held_back_grants(key, decision)
+            if viewlog.enabled():
+                viewlog.decided(key, claims, seen.grants, [a for a in decision.actions if a not in held_back],
+                                held_back, self._why_held_back(key, held_back))
+            kept = self._without_held_back(key, decision, held_back)
             if kept is None:
                 return
             decision = kept
@@ -304,12 +316,15 @@ class Reconciler:
         )
         return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight, recorded)
 
-    def _without_held_back(self, key: Key, decision: Decision) -> Decision | None:
-        """`decision` without the grants that must wait for a fresh view (the key is remembered and
-        run again once the view is fresh); None when nothing else is left to apply. Whatever else was
-        decided does not wait: it is conditional, and a waiter's timeout must not wait for anyone's
-        view."""
-        held_back = self._held_back_grants(key, decision)
+    def _without_held_back(
+        self, key: Key, decision: Decision, held_back: tuple[Action, ...] | None = None
+    ) -> Decision | None:
+        """`decision` without the grants that must wait for a fresh view (`held_back`, when the
+        caller asked the gate already: the key is remembered and run again once the view is fresh);
+        None when nothing else is left to apply. Whatever else was decided does not wait: it is
+        conditional, and a waiter's timeout must not wait for anyone's view."""
+        if held_back is None:
+            held_back = self._held_back_grants(key, decision)
         if not held_back:
             return decision
         self._held_back.add(key)
@@ -335,6 +350,11 @@ class Reconciler:
                     stalled.discard(action.claim.uid)  # told on a fresh view
             return ()
         return tuple(grants)
+
+    def _why_held_back(self, key: Key, held_back: Sequence[Action]) -> str:
+        """Why the gate holds `held_back` (for the view log)."""
+        claims = [a.claim for a in held_back if isinstance(a, CreateLock | SetStatus)]
+        return "; ".join(f"{c.name}: {self.gate.why_not(key[0], c.sequence)}" for c in claims)
 
     def _defer_positions(self, key: Key, decision: Decision) -> bool:
         """Put off a decision that only renumbers waiters until the queue has been still for
@@ -456,7 +476,16 @@ class Reconciler:
     async def _apply(self, namespace: str, actions: Sequence[Action], seen: Seen) -> None:
         """Apply a decision in order, and stop at the first write that failed on a stale view: the
         rest of the decision rested on it (an Expired status that lost a race with a renewal must
-        not be followed by deleting the lock)."""
+        not be followed by deleting the lock). First answers to new claims rest on nothing else the
+        decision writes: they go beside its other writes, neither waiting behind them (a grant, an
+        expiry: under load a second or more each) nor dropped when one of them fails."""
+        ungranted = {a.lock.claim_uid for a in actions if isinstance(a, DeleteLock)}
+        answers = [a for a in first_answers(actions) if a.claim.uid not in ungranted]  # an ending's record goes first
+        if answers and len(answers) < len(actions):
+            answering = {id(a) for a in answers}
+            others = [a for a in actions if id(a) not in answering]
+            await asyncio.gather(self._flush(namespace, list(answers), seen), self._apply(namespace, others, seen))
+            return
         if _hands_over(actions, seen.grants):
             await self._hand_over(namespace, actions, seen)
             return
@@ -496,6 +525,7 @@ class Reconciler:
             stale = Stale(str(error))
         if stale is not None:
             log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, stale.why)
+            viewlog.failed(namespace, action, stale.why)
             await self._refresh(namespace, action)
             return False
         self.observer.applied(namespace, action, now)
@@ -714,17 +744,24 @@ def _with_next_grants(
     semaphore permit, a Shared grant), followed by the grants that lets in, decided on the grants
     left (none: the resource free) with everything else as it was: the two are stored as one write of
     the lock (`_hand_over`), so the next waiter's grant does not wait for a round trip of its own, nor
-    the lock for a deletion and a create. When what follows the release is anything but new grants
-    (nobody waits: the release deletes the lock), it is decided on the next round, as ever."""
-    actions = decision.actions
+    the lock for a deletion and a create. New claims the releases' step answers stay beside them. When
+    what follows the release is anything but new grants (nobody waits: the release deletes the lock),
+    it is decided on the next round, as ever."""
+    answers = first_answers(decision.actions)  # new claims answered beside the releases: they stay
+    actions = [a for a in decision.actions if a not in answers]
     if not actions or not all(isinstance(a, DeleteLock) and a.reason is Reason.RELEASED for a in actions):
         return decision
     left = tuple(codec.without(grants, {a.lock.claim_uid for a in actions if isinstance(a, DeleteLock)}))
     after = decide_on(left)
-    if not after.actions or not all(isinstance(a, CreateLock) and not a.resource for a in after.actions):
+    creates = [a for a in after.actions if isinstance(a, CreateLock)]
+    if not creates or any(a.resource for a in creates) or len(creates) + len(first_answers(after.actions)) != len(
+        after.actions
+    ):
         return decision
+    # The releases' step answered the claims the grants leave waiting already, as `after` would: its
+    # own answers are the same ones. They go beside the hand-over (`_apply`).
     return replace(
-        decision, actions=(*actions, *after.actions), also_reconcile=decision.also_reconcile | after.also_reconcile
+        decision, actions=(*actions, *creates, *answers), also_reconcile=decision.also_reconcile | after.also_reconcile
     )
 
 

@@ -16,7 +16,7 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.kube.prelist import EarlyListFailed, Prelist
-from kubelock.operator import heap
+from kubelock.operator import heap, viewlog
 from kubelock.operator.cache import Cache, Key
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
@@ -200,7 +200,11 @@ class Runtime:
         """LIST the claims of one scope into the cache, drop those it no longer has, and move the
         scope's horizon to the LIST's version."""
         uids: set[str] = set()
+        before = set(self.cache.claims) if viewlog.enabled() else None
         version = await self._list(paths.claims(scope), self.cache.absorb_claims, uids, keys)
+        if before is not None:
+            claims = self.cache.claims
+            viewlog.listed(((r.namespace, r.claim.name) for u in uids - before if (r := claims.get(u))), version)
         within = self.in_scope if scope is None else scope.__eq__
         keys |= self.cache.prune_claims(uids, version, within)
         self.cache.advance(scope, version)
@@ -329,12 +333,15 @@ class Runtime:
             if self.metrics is not None:
                 self.metrics.forget(uid)
             record = self.cache.claims.get(uid)
+            viewlog.left(body, record is not None)
             self.reconciler.schedule(self.cache.delete_claim(body))
             if record is not None:  # a release when it was Held, whoever deletes the lock
                 self.reconciler.claim_deleted(record.namespace, record.claim)
             return
         known = uid in self.cache.claims
         key = self.cache.claim_event(body)
+        if not known and key is not None:
+            viewlog.entered(body, kind)
         if self.metrics is not None and key is not None and not known:
             self.metrics.seen(uid, self.clock.now())
         self.reconciler.schedule(key)

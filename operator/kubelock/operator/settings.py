@@ -27,6 +27,7 @@ class Settings:
     context: str | None = None
     log_format: str = "text"
     verbose: bool = False
+    debug_loggers: tuple[str, ...] = ()  # loggers logged at debug level (e.g. kubelock.view)
     health_address: str = "127.0.0.1:8080"
     metrics_port: int = 0  # 0: no metrics endpoint
     metrics_address: str = "127.0.0.1"
@@ -164,6 +165,11 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--stale-after-seconds", help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"))
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--debug", action="append", metavar="LOGGER",
+                        default=[n for n in os.environ.get("KUBELOCK_DEBUG", "").split(",") if n],
+                        help="log this logger at debug level, without the rest of --verbose (repeatable); "
+                        "kubelock.view: when each claim entered and left the view, every decision with the "
+                        "claims it was taken on, grants held back for a fresh view and why")
     parser.add_argument("--health-address", default=os.environ.get("KUBELOCK_HEALTH_ADDRESS", "127.0.0.1:8080"),
                         help="host:port of the liveness endpoint /healthz ('' to disable)")
     parser.add_argument("--metrics-port", type=int, default=_env_int("KUBELOCK_METRICS_PORT", 0),
@@ -205,6 +211,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         context=args.context,
         log_format=args.log_format,
         verbose=args.verbose,
+        debug_loggers=tuple(args.debug),
         health_address=args.health_address,
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,

@@ -36,7 +36,7 @@ def begin(argv: Sequence[str] | None = None, *, early: bool = True) -> Start:
     """Parse the settings, read the credentials (exiting with 2 when they cannot be read) and, with
     `early`, start the LISTs of every scope's locks and claims."""
     settings = parse(argv)
-    logs.configure(settings.log_format, settings.verbose)
+    logs.configure(settings.log_format, settings.verbose, settings.debug_loggers)
     try:
         credentials = config.load(settings.kubeconfig, settings.context)
     except Exception as error:  # a missing or broken kubeconfig: say so plainly and stop
