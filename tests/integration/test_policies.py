@@ -666,8 +666,8 @@ def test_a_restarted_operator_keeps_the_rest(  # type: ignore[no-untyped-def]
 class Crossing:
     """Two replicas made to cross on one holder's quota against the real API server: in-process
     reconcilers with caches of their own, fed by LISTs where a scenario says their watches caught up
-    (`hand_over`), their requests held at gates where it says. After every lock create the locks are
-    listed (`peaks`: the holder's locks then)."""
+    (`hand_over`), their requests held at gates where it says. After every write of a lock the locks
+    are listed (`peaks`: the holder's locks then)."""
 
     def __init__(self, kube: KubeClient, ns: str, holder: str) -> None:
         self.kube, self.ns, self.holder = kube, ns, holder
@@ -676,6 +676,11 @@ class Crossing:
     async def holders_locks(self) -> int:
         items = (await self.kube.list(paths.locks(self.ns)))["items"]
         return sum(1 for lk in items if lk["spec"]["holder"] == self.holder)
+
+    async def count(self, path: str) -> None:
+        """After a write that can give the holder a lock (a lock's create, or its update handing it over)."""
+        if path.startswith(paths.locks(self.ns)):
+            self.peaks.append(await self.holders_locks())
 
     async def hand_over(self, to: Reconciler) -> None:
         for body in (await self.kube.list(paths.claims(self.ns)))["items"]:
@@ -689,8 +694,12 @@ class Crossing:
         class Counting(GatedClient):
             async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
                 stored = await super().create(path, body, **params)
-                if path == paths.locks(crossing.ns):
-                    crossing.peaks.append(await crossing.holders_locks())
+                await crossing.count(path)
+                return stored
+
+            async def patch(self, path: str, patch: dict[str, Any], **params: Any) -> dict[str, Any]:
+                stored = await super().patch(path, patch, **params)
+                await crossing.count(path)
                 return stored
 
         index, client = PolicyIndex(), Counting(self.kube)
@@ -753,7 +762,7 @@ def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_
             await asyncio.wait_for(b_grants_c1, 30)
             a_told.open()
             await asyncio.wait_for(a_grants_c2, 30)
-            assert max(x.peaks) <= limit, f"the holder's locks after each lock create: {x.peaks}"
+            assert max(x.peaks) <= limit, f"the holder's locks after each lock write: {x.peaks}"
             assert [await x.phase(n) for n in ("c0", "c1", "c2")] == [
                 ("Held", "Granted"), ("Rejected", "QuotaExceeded"), ("Rejected", "QuotaExceeded")]
             for each in (a, b):
@@ -767,7 +776,7 @@ def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
     control_plane: Any, admin_api: ApiClient
 ) -> None:
     """The order of `tests/unit/test_quota_crossing.py`'s test of the same name, against the real API
-    server: A grants c2 (held in the ledger, its lock create held back) while B, its view still showing
+    server: A grants c2 (held in the ledger, its write of the lock held back) while B, its view still showing
     r2 held by a claim since released, queues c2 and records its first wait; B then decides the
     holder's c3. The holder never has more locks than its limit, and c3 is refused."""
     limit = 2
@@ -788,18 +797,18 @@ def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
             await x.hand_over(b)  # both views: c0 and o2 held, c2 new
             await kube.delete(paths.claims(ns, "o2"))
             a.cache.delete_claim(other)  # released: A sees it, B not yet
-            a_create = a_api.hold("create", paths.locks(ns))
+            a_write = a_api.hold("patch", paths.locks(ns))  # o2's lock handed to c2: one update
             a_grants_c2 = asyncio.create_task(a.reconcile((ns, "deploy://r2")))  # held in the ledger
-            await asyncio.wait_for(a_create.reached.wait(), 30)
+            await asyncio.wait_for(a_write.reached.wait(), 30)
             await b.reconcile((ns, "deploy://r2"))  # B queues c2: its first wait, recorded after A's hold
             assert b.ledgers.conflicts == 1
             assert await x.phase("c2") == ("Pending", "Queued")
             await x.claim("c3")
             await x.hand_over(b)  # c3, and c2 Pending; c2's lock not made yet
             await b.reconcile((ns, "deploy://c3"))
-            a_create.open()
+            a_write.open()
             await asyncio.wait_for(a_grants_c2, 30)
-            assert max(x.peaks) <= limit, f"the holder's locks after each lock create: {x.peaks}"
+            assert max(x.peaks) <= limit, f"the holder's locks after each lock write: {x.peaks}"
             assert await x.phase("c3") == ("Rejected", "QuotaExceeded")
             for each in (a, b):
                 await each.stop()

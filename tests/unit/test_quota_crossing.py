@@ -2,7 +2,8 @@
 a claim of the holder that the other is granting. Each replica has a cache of its own and sees the
 other's writes only when the test hands them over (its watch lagging), and the requests that make
 the crossing are held at gates (`tests.support.gatedclient`). Writes go to one recording fake API
-server, which keeps the locks; the holder's limit is checked on it after every lock create.
+server, which keeps the locks; the holder's limit is checked on it after every lock write (a create,
+or an update handing a lock over).
 
 The order (maxHeldPerHolder 2, the holder already holding c0):
   1. A decides r2: grants c2, reserves it in its own memory; its quota-ledger write is held.
@@ -50,13 +51,17 @@ def holders_locks(api: FakeApi) -> int:
 
 
 def counting_locks(api: FakeApi, peaks: list[int]) -> None:
-    async def create(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
+    """After each write that can give the holder a lock (a lock's create, or its update handing it
+    over), how many locks the holder has."""
+
+    async def write(path: str, body: dict[str, Any] | None, default: Any) -> dict[str, Any]:
         stored: dict[str, Any] = default()
-        if path == paths.locks("a"):
+        if path.startswith(paths.locks("a")):
             peaks.append(holders_locks(api))
         return stored
 
-    api.react("create", create)
+    api.react("create", write)
+    api.react("patch", write)
 
 
 def replica(
@@ -134,7 +139,7 @@ def test_two_replicas_each_refusing_a_claim_the_other_grants_keep_the_holder_at_
         a_told.open()
         await asyncio.wait_for(a_grants_c2, 5)
 
-        assert max(peaks) <= LIMIT, f"the holder's locks after each lock create: {peaks}"
+        assert max(peaks) <= LIMIT, f"the holder's locks after each lock write: {peaks}"
         assert holders_locks(api) == 1  # c0's
         phases = {n: api.objects[paths.claims("a", n)]["status"]["phase"] for n in ("c0", "c1", "c2")}
         assert phases == {"c0": "Held", "c1": "Rejected", "c2": "Rejected"}, phases
@@ -198,7 +203,7 @@ def test_a_refused_claims_reservation_counts_to_its_bound_after_its_lock_was_see
         await a.reconcile(("a", "deploy://r3"))  # c0 and c1's reservation count
         await b.reconcile(("a", "deploy://r1"))  # B grants c1 again, under its live entry: no ledger write
 
-        assert max(peaks) <= LIMIT, f"the holder's locks after each lock create: {peaks}"
+        assert max(peaks) <= LIMIT, f"the holder's locks after each lock write: {peaks}"
         assert peaks == [1, 2, 2], peaks  # c0's, then c1's twice (each time beside c0's)
         assert api.objects[paths.claims("a", "c3")]["status"]["reason"] == "QuotaExceeded"  # what it costs
         for each in (a, b):
@@ -252,14 +257,15 @@ def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
 
     maxHeldPerHolder 2, maxWaitingPerHolder 3; the holder holds c0, x (another holder) holds r2, the
     holder's c2 waits for r2. x is released; only A sees it.
-      1. A decides r2: grants c2, reserves it held in the ledger; its lock create is held.
+      1. A decides r2: grants c2, reserves it held in the ledger; its write of the lock (x's lock
+         handed to c2, one update) is held.
       2. B decides r2: its view still has x holding r2, so c2 waits for the first time. B's ledger
          write meets A's (409); B reads the ledger and decides again, its view unchanged: it
          records c2 waiting and writes c2's Pending (c2's version has not changed yet).
       3. B decides the holder's c3 on r3: its view shows c0 held and c2 waiting.
-      4. A's lock create goes on.
+      4. A's lock write goes on.
     If B's waiting entry replaced A's held one, B counts only c0 held at 3. and grants c3, and A's
-    create makes three locks of the holder under a limit of two."""
+    write makes three locks of the holder under a limit of two."""
 
     async def scenario() -> None:
         clock = ManualClock(T0)
@@ -276,20 +282,20 @@ def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
         hand_over(api, a)
         hand_over(api, b)  # both views: c0 and x held, c2 new
         a.cache.delete_claim(api.objects.pop(paths.claims("a", "x")))  # released: A sees it, B not yet
-        a_create = a_api.hold("create", paths.locks("a"))
+        a_write = a_api.hold("patch", paths.locks("a"))
 
         a_grants_c2 = asyncio.create_task(a.reconcile(("a", "deploy://r2")))  # 1.
-        await until(a_create.reached)
+        await until(a_write.reached)
         await b.reconcile(("a", "deploy://r2"))  # 2.
         assert b.ledgers.conflicts == 1  # it met A's reservation of c2, and decided again
         assert api.objects[paths.claims("a", "c2")]["status"]["phase"] == "Pending"
         holders_claim(api, "c3", "deploy://r3")
         hand_over(api, b)  # c3, and c2 Pending; c2's lock is not made yet
         await b.reconcile(("a", "deploy://r3"))  # 3.
-        a_create.open()  # 4.
+        a_write.open()  # 4.
         await asyncio.wait_for(a_grants_c2, 5)
 
-        assert max(peaks) <= LIMIT, f"the holder's locks after each lock create: {peaks}"
+        assert max(peaks) <= LIMIT, f"the holder's locks after each lock write: {peaks}"
         assert api.objects[paths.claims("a", "c3")]["status"]["reason"] == "QuotaExceeded"
         for each in (a, b):
             await each.stop()
