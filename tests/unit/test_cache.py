@@ -203,3 +203,43 @@ def test_a_quota_reservation_of_a_refused_claim_outlives_the_claim_if_it_was_hel
     assert not cache.reservation_ended("refused", held)  # still: the other replica's grant may be in flight
     assert cache.reservation_ended("refused", waiting)
     assert cache.reservation_ended("released", held) and cache.reservation_ended("released", waiting)
+
+
+def held(name: str, uid: str, resource: str, holder: str, claim_uid: str, rv: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "uid": uid, "namespace": "a", "resourceVersion": str(rv)},
+        "spec": {
+            "resource": resource, "holder": holder, "claimRef": {"name": f"c-{claim_uid}", "uid": claim_uid},
+            "fencingToken": rv, "leaseDurationSeconds": 60,
+        },
+    }
+
+
+def waiter(uid: str, rv: int, resource: str, holder: str) -> dict[str, Any]:
+    body = claim(uid, rv, resource=resource)
+    body["spec"] |= {"holder": holder, "wait": True}
+    return body
+
+
+def test_a_deleted_claims_grant_no_longer_closes_a_cycle_in_the_wait_for_graph() -> None:
+    """Two agents each release what they hold and queue for what the other held, before either
+    lock's release is written: while both grants counted, the graph had a cycle that was none."""
+    r1, r2 = "deploy://one", "deploy://two"
+    cache = Cache()
+    for uid, resource, holder, rv in (("a1", r1, "agent-a", 1), ("b1", r2, "agent-b", 2)):
+        body = claim(uid, rv, resource=resource)
+        body["spec"]["holder"] = holder
+        cache.upsert_claim(body)
+        cache.upsert_lock(held(f"lock-{uid}", f"l-{uid}", resource, holder, uid, rv))
+    cache.upsert_claim(waiter("a2", 3, r2, "agent-a"))
+    cache.upsert_claim(waiter("b2", 4, r1, "agent-b"))
+    graph = cache.graphs["a"]
+    assert graph.find_cycle("agent-b", r1, 4) is not None  # both still hold: a real deadlock
+    cache.delete_claim(claim("a1", 5, resource=r1))  # released; the lock's deletion is not written yet
+    assert graph.holders_of(r1) == frozenset()
+    assert graph.find_cycle("agent-b", r1, 4) is None
+    assert graph.find_cycle("agent-a", r2, 3) is None
+    assert graph.holders_of(r2) == frozenset({"agent-b"})  # b1 still holds r2
+    # The lock's late events (a renewal seen after the claim's deletion) do not count it again.
+    cache.upsert_lock(held("lock-a1", "l-a1", r1, "agent-a", "a1", 6))
+    assert graph.holders_of(r1) == frozenset()

@@ -288,12 +288,12 @@ class Cache:
                 users.discard(claim.uid)
                 if not users:
                     del self._pod_claims[pod_key]
-        if claim.multi:
+        if claim.multi or claim.uid in self._deleted:
             self._regraph(record)
 
     def _regraph(self, record: ClaimRecord) -> None:
-        """The wait-for graph's grants of a claim of several resources' resources, again: its grants
-        count there only once it is Held (see `_graph_grants`)."""
+        """The wait-for graph's grants of the claim's resources, again: a claim of several resources'
+        grants count there only once it is Held, a deleted claim's not at all (see `_graph_grants`)."""
         for resource in record.claim.every_resource:
             lock = self.locks.get((record.namespace, resource))
             if lock is not None:
@@ -302,9 +302,15 @@ class Cache:
     def _graph_grants(self, grants: tuple[Lock, ...]) -> tuple[tuple[str, Need], ...]:
         """The grants that are edges of the wait-for graph: not those of a claim of several resources
         that is not Held yet. Those are the writes of a grant under way, or given back soon: the claim
-        waits holding nothing (`multiclaim`), and an edge to it could name a deadlock that is none."""
+        waits holding nothing (`multiclaim`), and an edge to it could name a deadlock that is none.
+        Nor those of a deleted claim: that grant is released, and goes whatever its holder does (its
+        holder, often waiting already for its next resource, is waited for by nobody). Counted until
+        the lock's write is seen, such a grant closed cycles that were none under churn, a waiter told
+        `Deadlocked` while every hold in its cycle was being given back."""
         out = []
         for grant in grants:
+            if grant.claim_uid in self._deleted:
+                continue
             record = self.claims.get(grant.claim_uid)
             if record is not None and record.claim.multi and record.claim.phase is not Phase.HELD:
                 continue
