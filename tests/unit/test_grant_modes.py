@@ -282,20 +282,26 @@ def test_a_permit_handed_over_stays_one_update_while_a_new_claim_is_answered_bes
     assert bed.status("r1")["phase"] == "Pending" and bed.status("r1")["holder"] in ("agent-p2", "agent-q1")
 
 
+def _renewed_then_released(bed: Bed, claim: str) -> Callable[[], None]:
+    """Between a decision and its write: the lock written by someone else (a renewal, which records
+    every token), then `claim` released."""
+
+    def behind_its_back() -> None:
+        stored = bed.api.objects[LOCK]
+        stored["spec"].update(recorded(stored))
+        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
+        bed.release(claim)
+
+    return behind_its_back
+
+
 def test_a_hand_over_on_a_lock_changed_since_is_stale_and_decided_again() -> None:
     """A write of the lock by someone else (a renewal) between the decision and the hand-over: the
     hand-over fails on the version it rested on, the lock is read again, and the hand-over is decided
     and made again on the lock as it now is."""
     bed = Bed(capacity=2)
     tokens = _semaphore_of_two_and_a_waiter(bed)
-
-    def behind_its_back() -> None:
-        stored = bed.api.objects[LOCK]
-        stored["spec"].update(recorded(stored))  # a renewal records every token
-        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
-        bed.release("p1")
-
-    bed.run(behind_its_back)
+    bed.run(_renewed_then_released(bed, "p1"))
     assert [r for r in bed.api.requests if r[1] == LOCK] == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
     assert bed.status("q1")["phase"] == "Held"
     assert grant_tokens(bed.api.objects[LOCK]) == {"u-p2": tokens["p2"], "u-q1": bed.status("q1")["fencingToken"]}
@@ -382,14 +388,7 @@ def test_an_exclusive_handoff_on_a_lock_changed_since_is_stale_and_decided_again
     (writing nothing), the lock is read again, and the handoff is made on the lock as it now is."""
     bed = Bed()
     first = _two_exclusive(bed, "c2")
-
-    def behind_its_back() -> None:
-        stored = bed.api.objects[LOCK]
-        stored["spec"].update(recorded(stored))  # a renewal records the token
-        stored["metadata"]["resourceVersion"] = str(next(bed.api._versions))
-        bed.release("c1")
-
-    bed.run(behind_its_back)
+    bed.run(_renewed_then_released(bed, "c1"))
     assert [r for r in bed.api.requests if r[1] == LOCK] == [("patch", LOCK), ("get", LOCK), ("patch", LOCK)]
     granted = bed.status("c2")
     assert granted["phase"] == "Held" and granted["fencingToken"] > first
