@@ -316,15 +316,11 @@ class Reconciler:
         )
         return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight, recorded)
 
-    def _without_held_back(
-        self, key: Key, decision: Decision, held_back: tuple[Action, ...] | None = None
-    ) -> Decision | None:
-        """`decision` without the grants that must wait for a fresh view (`held_back`, when the
-        caller asked the gate already: the key is remembered and run again once the view is fresh);
-        None when nothing else is left to apply. Whatever else was decided does not wait: it is
-        conditional, and a waiter's timeout must not wait for anyone's view."""
-        if held_back is None:
-            held_back = self._held_back_grants(key, decision)
+    def _without_held_back(self, key: Key, decision: Decision, held_back: tuple[Action, ...]) -> Decision | None:
+        """`decision` without `held_back`, the grants that must wait for a fresh view
+        (`_held_back_grants`: the key is remembered and run again once the view is fresh); None when
+        nothing else is left to apply. Whatever else was decided does not wait: it is conditional,
+        and a waiter's timeout must not wait for anyone's view."""
         if not held_back:
             return decision
         self._held_back.add(key)
