@@ -6,6 +6,7 @@ a quota ledger's reservation left without its grant), and a restart in the middl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from kubelock.domain.quotas import Count
 from kubelock.kube import config as kube_config
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
+from kubelock.kube.errors import Unreachable
 from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
@@ -688,8 +690,10 @@ class Crossing:
         for body in (await self.kube.list(paths.locks(self.ns)))["items"]:
             to.cache.upsert_lock(body)
 
-    def replica(self, **quotas: int) -> tuple[Reconciler, GatedClient]:
+    def replica(self, *, failed_lock_writes: int = 0, **quotas: int) -> tuple[Reconciler, GatedClient]:
+        """`failed_lock_writes`: how many of its first updates of a lock fail (the API server unreachable)."""
         crossing = self
+        failing = [failed_lock_writes]
 
         class Counting(GatedClient):
             async def create(self, path: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
@@ -698,6 +702,9 @@ class Crossing:
                 return stored
 
             async def patch(self, path: str, patch: dict[str, Any], **params: Any) -> dict[str, Any]:
+                if failing[0] and path.startswith(paths.locks(crossing.ns)):
+                    failing[0] -= 1
+                    raise Unreachable("connection reset")
                 stored = await super().patch(path, patch, **params)
                 await crossing.count(path)
                 return stored
@@ -812,6 +819,44 @@ def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
             assert await x.phase("c3") == ("Rejected", "QuotaExceeded")
             for each in (a, b):
                 await each.stop()
+
+    with temporary_namespace(admin_api, "klx-") as ns:
+        asyncio.run(scenario(ns))
+
+
+def test_a_waiter_whose_grant_failed_after_its_hold_was_recorded_still_counts_as_waiting(
+    control_plane: Any, admin_api: ApiClient
+) -> None:
+    """The order of `tests/unit/test_quota_crossing.py`'s test of the same name, against the real API
+    server (maxHeldPerHolder 2, maxWaitingPerHolder 1): w1's turn comes, its hold is recorded in the
+    ledger and the write of its lock fails, so w1 still waits; the holder's w2, arriving to wait, is
+    a second waiter and is refused."""
+
+    async def scenario(ns: str) -> None:
+        async with KubeClient(kube_config.load(control_plane.kubeconfig)) as kube:
+            x = Crossing(kube, ns, "agent-crossed")
+            a, _ = x.replica(failed_lock_writes=1, maxHeldPerHolder=2, maxWaitingPerHolder=1)
+            other = await x.claim("o1", "deploy://r1", holder="agent-other")
+            await x.claim("o2", "deploy://r2", holder="agent-other")
+            await x.claim("w1", "deploy://r1", wait=True)
+            await x.hand_over(a)
+            for resource in ("deploy://r1", "deploy://r2"):
+                await a.reconcile((ns, resource))
+            assert await x.phase("w1") == ("Pending", "Queued")
+            await kube.delete(paths.claims(ns, "o1"))
+            a.cache.delete_claim(other)
+            with contextlib.suppress(Unreachable):
+                await a.reconcile((ns, "deploy://r1"))  # w1's hold recorded; the update of o1's lock fails
+            key = ledger_of(a.policies.policy_for(ns, "deploy://r1"), ns, x.holder)  # type: ignore[union-attr]
+            entries = entries_of(await kube.get(paths.leases(ns, lease_name(key))))
+            w1_uid = (await kube.get(paths.claims(ns, "w1")))["metadata"]["uid"]
+            assert entries[w1_uid].count is Count.HELD
+            assert await x.phase("w1") == ("Pending", "Queued")
+            await x.claim("w2", "deploy://r2", wait=True)
+            await x.hand_over(a)
+            await a.reconcile((ns, "deploy://r2"))
+            assert await x.phase("w2") == ("Rejected", "QuotaExceeded")
+            await a.stop()
 
     with temporary_namespace(admin_api, "klx-") as ns:
         asyncio.run(scenario(ns))

@@ -31,6 +31,7 @@ import pytest
 
 from kubelock.domain import quotaledger
 from kubelock.domain.clock import ManualClock
+from kubelock.domain.quotas import Count
 from kubelock.kube import paths
 from kubelock.kube.errors import Unreachable
 from kubelock.kube.quotaledger import entries_of, lease_name
@@ -299,5 +300,53 @@ def test_a_stale_replicas_first_wait_does_not_overwrite_a_live_held_reservation(
         assert api.objects[paths.claims("a", "c3")]["status"]["reason"] == "QuotaExceeded"
         for each in (a, b):
             await each.stop()
+
+    asyncio.run(scenario())
+
+
+class FailsALockWrite(GatedClient):
+    """The first write to a lock fails (the API server unreachable): the grant it carried is not made."""
+
+    failed = False
+
+    async def patch(self, path: str, patch: dict[str, Any], **params: Any) -> dict[str, Any]:
+        if path.startswith(paths.locks("a")) and not self.failed:
+            self.failed = True
+            raise Unreachable("connection reset")
+        return await super().patch(path, patch, **params)
+
+
+def test_a_waiter_whose_grant_failed_after_its_hold_was_recorded_still_counts_as_waiting() -> None:
+    """One replica, maxHeldPerHolder 2, maxWaitingPerHolder 1. The holder's w1 waits for r1; x (another
+    holder) releases r1, and w1's turn comes: its hold is recorded in the ledger, then the write of
+    its lock fails, so w1 still waits. The holder's w2 arrives to wait for r2. w1's live held entry
+    must not hide its wait: it may yet be granted under that entry (so it counts as held), and it
+    is waiting now (so it counts as waiting), and w2 would be a second waiter under a limit of one."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api = FakeApi()
+        a, _ = replica(api, clock, FailsALockWrite, waiting=1)
+        for name, resource in (("x", "deploy://r1"), ("y", "deploy://r2")):
+            api.put(paths.claims("a", name), claim(name, resource))
+        holders_claim(api, "w1", "deploy://r1", wait=True)
+        hand_over(api, a)
+        for resource in ("deploy://r1", "deploy://r2"):
+            await a.reconcile(("a", resource))  # x and y granted, w1 Pending
+        assert api.objects[paths.claims("a", "w1")]["status"]["phase"] == "Pending"
+        a.cache.delete_claim(api.objects.pop(paths.claims("a", "x")))
+        with contextlib.suppress(Unreachable):
+            await a.reconcile(("a", "deploy://r1"))  # w1's hold recorded, its lock write failed
+        key = quotaledger.ledger_of(a.policies.policy_for("a", "deploy://r1"), "a", HOLDER)  # type: ignore[union-attr]
+        assert entries_of(api.objects[paths.leases("a", lease_name(key))])["u-w1"].count is Count.HELD
+        assert api.objects[paths.claims("a", "w1")]["status"]["phase"] == "Pending"
+        holders_claim(api, "w2", "deploy://r2", wait=True)
+        hand_over(api, a)
+        await a.reconcile(("a", "deploy://r2"))
+
+        status = api.objects[paths.claims("a", "w2")]["status"]
+        assert status["reason"] == "QuotaExceeded", status
+        assert "maxWaitingPerHolder" in status["message"]
+        await a.stop()
 
     asyncio.run(scenario())

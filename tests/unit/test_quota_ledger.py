@@ -91,8 +91,10 @@ def test_entries_of_ended_claims_and_of_the_claims_being_decided_do_not_count() 
     assert result == [Reservation("ns", "deploys", "agent-a", "other", Count.HELD)]
 
 
-def test_a_recorded_hold_turns_an_observed_wait_into_a_hold_and_counts_a_claim_not_seen_yet() -> None:
-    """Another replica's reservation counts like this operator's own: a claim once, whatever knows of it."""
+def test_a_recorded_hold_adds_a_hold_to_an_observed_wait_and_counts_a_claim_not_seen_yet() -> None:
+    """Another replica's reservation counts like this operator's own: a claim once per count, whatever
+    knows of it. A claim seen waiting with a live hold counts as both: its grant may be under way, or
+    may have failed and left it waiting."""
     observed = {"seen-waiting": ("agent-a", Count.WAITING), "seen-held": ("agent-a", Count.HELD)}
     key = LedgerKey("ns", "deploys", 3)
     entries = {
@@ -101,7 +103,7 @@ def test_a_recorded_hold_turns_an_observed_wait_into_a_hold_and_counts_a_claim_n
         "unseen": Entry("agent-a", Count.HELD, T0),
     }
     total = usage(observed, counted(key, entries, T0, ended=never_ended))
-    assert total.held == {"agent-a": 3} and not total.waiting
+    assert total.held == {"agent-a": 3} and total.waiting == {"agent-a": 1}
 
 
 def test_the_ledger_reads_back_what_it_writes_and_reads_garbage_as_nothing() -> None:

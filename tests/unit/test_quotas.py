@@ -126,8 +126,16 @@ def reservation(uid: str, count: Count, holder: str = "agent-a", policy_name: st
             id="a grant already seen counts once",
         ),
         pytest.param(
-            {"u1": ("agent-a", Count.WAITING)}, [reservation("u1", Count.HELD)], {"agent-a": 1}, {},
-            id="a waiter being granted moves from waiting to held",
+            {"u1": ("agent-a", Count.WAITING)}, [reservation("u1", Count.HELD)], {"agent-a": 1}, {"agent-a": 1},
+            id="a waiter being granted counts as both until the view shows which it is",
+        ),
+        pytest.param(
+            {}, [reservation("u1", Count.WAITING), reservation("u1", Count.HELD)], {"agent-a": 1}, {"agent-a": 1},
+            id="a first wait and a grant reserved of a claim not seen count as both",
+        ),
+        pytest.param(
+            {"u1": ("agent-a", Count.WAITING)}, [reservation("u1", Count.WAITING)], {}, {"agent-a": 1},
+            id="a first wait already seen counts once",
         ),
         pytest.param(
             {"u1": ("agent-a", Count.HELD)}, [reservation("u1", Count.WAITING)], {"agent-a": 1}, {},
@@ -140,7 +148,7 @@ def reservation(uid: str, count: Count, holder: str = "agent-a", policy_name: st
         ),
     ],
 )
-def test_usage_counts_each_claim_once_from_the_view_and_the_reservations(
+def test_usage_counts_each_claim_once_per_count_from_the_view_and_the_reservations(
     observed: dict[str, tuple[str, Count]], reserved: list[Reservation], held: dict[str, int], waiting: dict[str, int]
 ) -> None:
     counted = usage(observed, reserved)

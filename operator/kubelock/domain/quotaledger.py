@@ -124,8 +124,8 @@ def written(
     waiting replica re-reads and decides again leaving its own claim's entry out of the count, so it
     would record the wait over the hold. The grant would then count nowhere but in the granting
     replica's memory and, once its lock exists, in the views that have seen it; a replica behind
-    both could grant the holder one claim over `maxHeld*`. Kept held, the claim counts once, as held
-    (as a hold turns an observed wait into a hold in `quotas.usage`)."""
+    both could grant the holder one claim over `maxHeld*`. Kept held, the claim counts as held, and
+    as waiting too while it is seen waiting (`quotas.usage`)."""
     kept = {uid: e for uid, e in entries.items() if e.live(now) and not ended(uid, e.count)}
     for reservation in reservations:
         entry = kept.get(reservation.uid)
@@ -144,7 +144,7 @@ def counted(
     exclude: Iterable[str] = (),
 ) -> list[Reservation]:
     """The entries of a ledger that count towards its policy's usage, as reservations (merged with
-    the view like the operator's own: a held one turns an observed wait into a hold, a waiting one
+    the view like the operator's own: a held one adds a hold to an observed wait, a waiting one
     counts only while the view does not show the claim). Not counted: entries past their bound,
     entries known to be over (`Ended`), and the claims being decided (`exclude`: the decision sees their own
     state, and counting their reservation too would count them twice)."""

@@ -130,18 +130,26 @@ class InFlight:
 
 def usage(observed: Mapping[str, tuple[str, Count]], reserved: Iterable[Reservation]) -> Usage:
     """The usage of a policy in a namespace: the claims the view shows held or waiting (`observed`: uid ->
-    (holder, count)) with the reservations on top. A claim counts once: a reservation to grant it
-    turns its observed wait into a hold; a reservation to queue it counts only while the view does
-    not show it yet."""
-    counted = dict(observed)
+    (holder, count)) with the reservations on top. A claim counts once per count: a reservation to
+    grant it counts it held; a reservation to queue it counts only while the view does not show it.
+
+    A claim that waits (in the view, or by a reservation) and that a reservation holds counts as
+    both, until the view shows which it is: its grant may be under way or may have failed (its lock
+    write failed or was undone, or another replica's hold of it was recorded first). The hold may
+    still become a lock at any time until the reservation's bound, so it must count as held; counted
+    only as held, the claim would leave its holder's waiting limits one waiter short of the truth
+    for as long. Both is never fewer than the truth: at most one refusal too many, never one
+    grant or waiter too many."""
+    held: dict[str, str] = {}
+    waiting: dict[str, str] = {}
+    for uid, (holder, count) in observed.items():
+        (held if count is Count.HELD else waiting)[uid] = holder
     for reservation in reserved:
-        if reservation.count is Count.HELD or reservation.uid not in counted:
-            counted[reservation.uid] = (reservation.holder, reservation.count)
-    held: Counter[str] = Counter()
-    waiting: Counter[str] = Counter()
-    for holder, count in counted.values():
-        (held if count is Count.HELD else waiting)[holder] += 1
-    return Usage(dict(held), dict(waiting))
+        if reservation.count is Count.HELD:
+            held[reservation.uid] = reservation.holder
+        elif reservation.uid not in observed:
+            waiting[reservation.uid] = reservation.holder
+    return Usage(dict(Counter(held.values())), dict(Counter(waiting.values())))
 
 
 def _s(count: int) -> str:
