@@ -10,7 +10,7 @@ action is a state to reach, not a delta.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from kubelock.domain import lockdelay, quotas
@@ -196,10 +196,8 @@ def _decide_active(
         # next step would grant, or a waiter it would, is not answered yet): behind releases, an
         # expiry, a wait timeout or a dead holder, under load seconds of writes, they would go
         # unanswered. (A release's hand-over of the next grant keeps them beside it: the reconciler.)
-        left = [g for g in grants if g.claim_uid not in ended and g.claim_uid in by_uid]
-        rest = [c for c in active if c.uid not in ended]
-        after = _step(resource, rest, left, now, context, first_answers_only=True)
-        return Decision((*ending, *first_answers(after.actions), *ends))
+        gone = {*ended, *(g.claim_uid for g in grants if g.claim_uid not in by_uid)}
+        return Decision((*ending, *_first_answers_without(resource, gone, active, grants, now, context), *ends))
     # Claims that end go first, in the same step as what the others call for: waiters timing out one
     # after another must not hold back a grant, an expiry or a first answer for as long as they come.
     rest = [c for c in active if c.uid not in ended]
@@ -509,10 +507,20 @@ def _answered_as_without(
     gone = [a for a in made if isinstance(a, DeleteLock) and a.lock.claim_uid == grant.claim_uid]
     if not gone:
         return made
-    left = [g for g in grants if g.claim_uid != grant.claim_uid]
-    others = [c for c in active if c.uid != grant.claim_uid]
-    answers = first_answers(_step(resource, others, left, now, context, first_answers_only=True).actions)
+    answers = _first_answers_without(resource, {grant.claim_uid}, active, grants, now, context)
     return (*(a for a in made if a not in gone), *answers, *gone)
+
+
+def _first_answers_without(
+    resource: str, gone: Collection[str], active: Sequence[Claim], grants: Sequence[Lock], now: float,
+    context: _Context,
+) -> list[SetStatus]:
+    """The first answers of new claims as the resource will be once the claims of `gone` (by uid) and
+    their grants are gone: a step that ends grants answers the new claims beside them, not a round
+    later. Only first answers: a grant, or anything else the next step calls for, is left to it."""
+    left = [g for g in grants if g.claim_uid not in gone]
+    rest = [c for c in active if c.uid not in gone]
+    return first_answers(_step(resource, rest, left, now, context, first_answers_only=True).actions)
 
 
 def _grant_step(
