@@ -30,7 +30,6 @@ from kubelock.domain.multiclaim import ResourceView, decide_claim
 from kubelock.domain.reasons import Phase
 from kubelock.kube.codec import ClaimRecord
 from kubelock.operator import reconciler as _reconciler
-from kubelock.operator import viewlog
 from kubelock.operator.cache import Key, LockRecord, multi_claim_uid
 from kubelock.operator.workqueue import RETRY_DELAY
 
@@ -72,12 +71,8 @@ class MultiClaims:
             usage = {p.name: owner._usage(namespace, p, (claim,)) for p in policies}
             decision = decide_claim(claim, views, now=owner.clock.now(), policy=owner.policy, graph=graph, usage=usage)
             self._wake(key, uid, decision)
-            held_back = owner._held_back_grants(key, decision)
-            if viewlog.enabled():
-                viewlog.decided((namespace, ",".join(claim.every_resource)), [claim], [],
-                                [a for a in decision.actions if a not in held_back], held_back,
-                                owner._why_held_back(key, held_back))
-            kept = owner._without_held_back(key, decision, held_back)
+            logged_as = (namespace, ",".join(claim.every_resource))
+            kept = owner._without_held_back(key, decision, [claim], [], logged_as=logged_as)
             if kept is None:
                 return
             decision = kept

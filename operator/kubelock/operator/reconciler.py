@@ -264,11 +264,7 @@ class Reconciler:
             decision = _with_next_grants(decide_on(seen.grants), seen.grants, decide_on)
             for other in decision.also_reconcile:
                 self.schedule((namespace, other))
-            held_back = self._held_back_grants(key, decision)
-            if viewlog.enabled():
-                viewlog.decided(key, claims, seen.grants, [a for a in decision.actions if a not in held_back],
-                                held_back, self._why_held_back(key, held_back))
-            kept = self._without_held_back(key, decision, held_back)
+            kept = self._without_held_back(key, decision, claims, seen.grants)
             if kept is None:
                 return
             decision = kept
@@ -316,11 +312,19 @@ class Reconciler:
         )
         return usage(self.cache, self.policies, namespace, lock_policy, self.in_flight, recorded)
 
-    def _without_held_back(self, key: Key, decision: Decision, held_back: tuple[Action, ...]) -> Decision | None:
-        """`decision` without `held_back`, the grants that must wait for a fresh view
-        (`_held_back_grants`: the key is remembered and run again once the view is fresh); None when
-        nothing else is left to apply. Whatever else was decided does not wait: it is conditional,
-        and a waiter's timeout must not wait for anyone's view."""
+    def _without_held_back(
+        self, key: Key, decision: Decision, claims: Sequence[Claim], grants: Sequence[Lock], *,
+        logged_as: Key | None = None,
+    ) -> Decision | None:
+        """`decision` without the grants that must wait for a fresh view (`_held_back_grants`: the key
+        is remembered and run again once the view is fresh); None when nothing else is left to apply.
+        Whatever else was decided does not wait: it is conditional, and a waiter's timeout must not
+        wait for anyone's view. The view log gets the decision as taken on `claims` and `grants`
+        (under `logged_as`, by default the key), with what is held back and why."""
+        held_back = self._held_back_grants(key, decision)
+        if viewlog.enabled():
+            viewlog.decided(logged_as or key, claims, grants, [a for a in decision.actions if a not in held_back],
+                            held_back, self._why_held_back(key, held_back))
         if not held_back:
             return decision
         self._held_back.add(key)
