@@ -9,7 +9,8 @@ place in a queue is reserved when its decision is taken, before its write goes o
 once the write has failed or its result is in the view. Resources are decided concurrently (one
 worker per key), so without the reservation two grants decided while each other's write is under way
 would both see the holder below its limit. Counting a claim once, by uid, whether the view or a
-reservation knows it, makes the order in which the two learn of it irrelevant.
+reservation knows it, makes the order in which the two learn of it irrelevant (once as held and once
+as waiting while it may be either: `usage`).
 
 These reservations live in one operator's memory. Across replicas, the same reservations are recorded
 in the API server before their writes (`kubelock.domain.quotaledger`), and counted like these.
