@@ -245,3 +245,25 @@ def test_why_on_a_queued_claim_says_it_waits() -> None:
     text = output.explanation_text(Explanation(claim=claim, lock=None, ahead=()), now=NOW)
     assert "  holder:    bob (waits in the queue)" in text
     assert "outcome" not in text
+
+
+def test_held_message_keeps_the_operators_sentence_and_swaps_only_its_advice() -> None:
+    # A resource of capacity 2 held by two holders, and one reserved for a claim queued ahead: only
+    # the operator knows either, and the command's own sentence would name one holder as the only one.
+    for told, said in [
+        ("deploy://x is held by user:a/1 and 1 other holder since 2026-01-02T03:04:05Z; "
+         "try again later, or set wait: true to queue",
+         "deploy://x is held by user:a/1 and 1 other holder since 2026-01-02T03:04:05Z; "
+         "try again later, or queue for it with kubelock acquire --wait"),
+        ("deploy://x is reserved for the claim of user:c/1 queued ahead for several resources; "
+         "try again later, or set wait: true to queue",
+         "deploy://x is reserved for the claim of user:c/1 queued ahead for several resources; "
+         "try again later, or queue for it with kubelock acquire --wait"),
+    ]:
+        assert output.held_message("deploy://x", "user:a/1", "2026-01-02T03:04:05Z", "kubelock acquire --wait",
+                                   operator_message=told) == said
+    several = output.held_message("a://1 and a://2", "user:a/1", None, "rlock --wait", several=True,
+                                  operator_message="not all of a://1, a://2 are free (a://2 held by user:a/1); "
+                                                   "try again later, or set wait: true to queue")
+    assert several == ("not all of a://1, a://2 are free (a://2 held by user:a/1); try again later, "
+                       "or queue for all of them with rlock --wait")

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from kubelock.cli.run import Outcome, exit_code_of
-from kubelock.domain.reasons import Phase
+from kubelock.domain.reasons import QUEUE_ADVICE, Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
@@ -35,11 +35,19 @@ def render(payload: Json, fmt: str) -> str:
 
 
 def held_message(
-    resource: str, holder: str | None, held_since: str | None, wait_command: str, *, several: bool = False
+    resource: str, holder: str | None, held_since: str | None, wait_command: str, *, several: bool = False,
+    operator_message: str = "",
 ) -> str:
     """What a command says when a try-lock finds the resource held: the advice names the command's
     own way to queue (the operator's message speaks of the claim's `wait: true`). `several`: the
-    resources of a claim of several, of which at least one is held (none was taken)."""
+    resources of a claim of several, of which at least one is held (none was taken).
+
+    The operator's own sentence is kept when there is one: it alone knows that the resource has
+    several holders, which of several resources are held by whom, or that a claim queued ahead
+    holds it reserved; only its advice is replaced."""
+    if operator_message.endswith(QUEUE_ADVICE):
+        way = f"queue for all of them with {wait_command}" if several else f"queue for it with {wait_command}"
+        return operator_message.removesuffix(QUEUE_ADVICE) + f"try again later, or {way}"
     since = f" since {held_since}" if held_since else ""
     if several:
         return (f"{holder} holds at least one of {resource}{since}, so none was taken; try again later, or "
