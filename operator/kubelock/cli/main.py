@@ -284,7 +284,8 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
         result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
     if not result.ok:
         message = output.held_message(result.resource, result.holder, format_time(result.held_since),
-                                      f"{args.prog} acquire --wait", several=len(result.resources) > 1, operator_message=result.message)
+                                      f"{args.prog} acquire --wait", several=len(result.resources) > 1,
+                                      operator_message=result.message)
         return _emit(args, output.acquired(result, message), message, ExitCode.HELD)
     text = (f"acquired {result.resource} as {result.holder} ({output.tokens_text(result.fencing_tokens)}, "
             f"expires in {output.until(result.expires_at)})")
