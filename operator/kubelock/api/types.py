@@ -199,7 +199,9 @@ class LockClaimSpec(_Model):
     pod_ref: PodRef | None = Field(
         default=None,
         description=(
-            "Ties the claim to a pod: when the pod is deleted, or reaches phase Succeeded or Failed, the "
+            "Ties the claim to a pod of the claim's namespace (`name`, and `uid` to name one incarnation of "
+            "it; a pod's own token must name that pod here, and none elsewhere): when the pod is deleted, "
+            "or reaches phase Succeeded or Failed, the "
             "claim becomes Revoked (reason HolderPodTerminated) and its lock is released within seconds. "
             "The pod must carry the label `kubelock.dev/lock-holder: \"true\"`. Immutable."
         ),
@@ -218,14 +220,18 @@ class LockClaimSpec(_Model):
         default=False,
         description=(
             "false (default): try once; if another holder has the resource the claim ends Rejected and "
-            "status.holder names that holder. true: queue first-come-first-served until granted."
+            "status.holder names that holder. true: queue until granted, served by priority and then in order "
+            "of arrival (first come, first served while every priority is 0). Immutable."
         ),
     )
     wait_timeout_seconds: int | None = Field(
         default=None,
         ge=1,
         le=MAX_TTL_CEILING,
-        description="With wait: true, give up after this many seconds of waiting (phase TimedOut, or see onBusy).",
+        description=(
+            "With wait: true, give up after this many seconds of waiting (phase TimedOut, or see onBusy); "
+            "1-86400. Unset: wait until granted. Immutable."
+        ),
     )
     priority: int = Field(
         default=0,
