@@ -567,8 +567,7 @@ class LockPolicySpec(_Model):
             "The permits each governed resource has (1-10000, default 1). An exclusive claim takes its "
             "permits from it: with 1, one holder at a time; with N, a counted semaphore of N permits. "
             "A claim asking for more permits than this is Rejected. Raising it lets waiters that now fit "
-            "be granted at once. While each resource's ResourceLock holds one grant, the operator serves "
-            "at most 1 whatever is set here."
+            "be granted at once; lowering it revokes nobody."
         ),
         json_schema_extra=_rules(
             _cel(
@@ -581,8 +580,9 @@ class LockPolicySpec(_Model):
     lock_delay_seconds: Annotated[int, _between(0, MAX_LOCK_DELAY_SECONDS, "lockDelaySeconds")] = Field(
         default=0,
         description=(
-            "After a grant ends abnormally (its lease expired, its holder's pod terminated, or an admin "
-            "broke the lock), the resource stays unavailable for this many seconds, so a holder that has "
+            "After a grant ends abnormally (its lease expired, its holder's pod terminated, an admin "
+            "broke the lock, or a revocation request's grace ran out), the resource stays unavailable for "
+            "this many seconds, so a holder that has "
             "not noticed its loss cannot overlap the next one. A release (the holder deleting its claim) "
             f"has no delay. 0-{MAX_LOCK_DELAY_SECONDS}, default 0 (no delay). Waiters show the end of the "
             "delay in status.availableAt."
