@@ -340,8 +340,9 @@ class LockClaimStatus(_Model):
         default=None,
         description=(
             "Pending (queued), Held, Rejected (try-once and held by another), TimedOut, Expired (lease ran "
-            "out), Deadlocked (waiting would close a wait-for cycle) or Revoked (an admin broke the lock, or "
-            "the owning pod terminated). The last five are terminal: the claim holds nothing."
+            "out), Deadlocked (waiting would close a wait-for cycle) or Revoked (an admin broke the lock, the "
+            "owning pod terminated, a revocation request's grace ran out, or the namespace is being deleted). "
+            "The last five are terminal: the claim holds nothing."
         ),
     )
     holder: str | None = Field(
@@ -368,7 +369,14 @@ class LockClaimStatus(_Model):
     acquired_at: datetime | None = Field(default=None, description="When the current lease was granted.")
     renewed_at: datetime | None = Field(default=None, description="When the operator last observed a renewal.")
     expires_at: datetime | None = Field(default=None, description="When the lease ends unless renewed.")
-    queue_position: int | None = Field(default=None, description="1-based position in the queue while Pending.")
+    queue_position: int | None = Field(
+        default=None,
+        description=(
+            "1-based position in the queue while Pending. Exact for the first waiter; behind it, rewritten only "
+            "when the actual position halves or doubles, so a written p means the actual one lies between p/2 "
+            "and 2p."
+        ),
+    )
     cycle: list[str] | None = Field(
         default=None,
         description=(
@@ -412,8 +420,9 @@ class LockClaimStatus(_Model):
         description=(
             "Lock-delay (LockPolicy lockDelaySeconds). While Pending with reason LockDelay: the resource "
             "rests after a grant ended abnormally and is granted to nobody before this time (the message "
-            "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break or its pod's "
-            "end): when its resource may be granted to someone else; stop working on it before then."
+            "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break, its pod's "
+            "end or a revocation's grace running out): when its resource may be granted to someone else; stop "
+            "working on it before then."
         ),
     )
     revocation: Revocation | None = Field(
