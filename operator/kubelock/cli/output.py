@@ -18,7 +18,15 @@ from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
 from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
-from kubelock.sdk.model import AcquireResult, ClaimInfo, GrantInfo, ReleaseResult, RenewResult, format_time
+from kubelock.sdk.model import (
+    AcquireResult,
+    ClaimInfo,
+    GrantInfo,
+    ReleaseResult,
+    RenewResult,
+    RevocationInfo,
+    format_time,
+)
 
 Json = dict[str, Any]
 
@@ -220,7 +228,14 @@ def claim(info: ClaimInfo) -> Json:
         "stale": info.stale,
         "resources": sorted(info.resources),
         "fencingTokens": info.tokens,
+        "revocation": None if info.revocation is None else revocation(info.revocation),
     }
+
+
+def revocation(r: RevocationInfo) -> Json:
+    """A request that the holder give its lock back (status.revocation)."""
+    return {"requestedBy": r.requested_by, "reason": r.reason, "graceSeconds": r.grace_seconds,
+            "requestedAt": format_time(r.requested_at), "deadline": format_time(r.deadline)}
 
 
 def lock_status(status: LockStatus) -> Json:
@@ -405,6 +420,10 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     if c.held:
         lines.append(f"  token:     {token_list(c.tokens)}; expires in {until(c.expires_at, now)}"
                      + (" (stale: not renewed lately)" if c.stale else ""))
+    if c.held and c.revocation is not None:  # the holder must act on it: say so beside the lease
+        r = c.revocation
+        lines.append(f"  asked back: by {r.requested_by}: {r.reason or '(no reason given)'}; release it by "
+                     f"{format_time(r.deadline)} (in {until(r.deadline, now)}), or the lock is broken then")
     if c.queue_position:
         ahead = ", ".join(a.holder for a in why.ahead)
         lines.append(f"  queue:     position {c.queue_position}" + (f", behind {ahead}" if ahead else ""))
