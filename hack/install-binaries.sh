@@ -34,6 +34,18 @@ if have_all "$bin"; then echo "$bin"; exit 0; fi
 mkdir -p "$bin"
 log() { echo "[install-binaries] $*" >&2; }
 
+# Every clone on the machine shares this cache, so one builds and the others wait for it: clones
+# started together would otherwise each run the same 7-minute build on the same cores, into the
+# same files. The lock is released when this script exits.
+if command -v flock >/dev/null; then
+  exec 9>"$cache/build.lock"
+  if ! flock -n 9; then
+    log "another build into $cache is running; waiting for it"
+    flock 9
+  fi
+  if have_all "$bin"; then echo "$bin"; exit 0; fi
+fi
+
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 work="$cache/build"
 mkdir -p "$work"

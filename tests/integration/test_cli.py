@@ -288,6 +288,20 @@ def test_kubelock_acquire_heartbeat_release(sh: Shell) -> None:
     assert "the following arguments are required: uri" in usage.stderr
 
 
+def test_a_refused_try_lock_names_every_holder_as_the_operator_does(sh: Shell) -> None:
+    """Two Shared holders keep an exclusive try-lock out: the command says so (the operator's sentence
+    with the command's own advice), not that the first of them holds the resource alone."""
+    uri = "github://acme/app/pr/77"
+    for who in ("alice", "lockadmin"):  # carol has no role here
+        assert sh(who, "kubelock", "acquire", uri, "--shared").code == 0
+    refused = sh("bob", "kubelock", "acquire", uri)
+    compat = sh("bob", "rlock", uri)
+    assert (refused.code, compat.code) == (1, 1)
+    for said, advice in ((refused.stderr.strip(), "kubelock acquire --wait"), (compat.json["message"], "rlock --wait")):
+        assert said.startswith(f"{uri} is held by {holder('alice')} and 1 other holder since "), said
+        assert said.endswith(f"; try again later, or queue for it with {advice}"), said
+
+
 def test_status_list_why_and_graph(sh: Shell) -> None:
     r1, r2 = "deploy://api-prod", "github://acme/app/pr/10"
     assert sh("alice", "rlock", r1, "--ttl", "600").code == 0

@@ -114,6 +114,23 @@ def test_compat_refuses_bad_input_before_looking_for_a_cluster(
     assert payload["error"] == "InvalidInput"
 
 
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["revoke", "--request", "x://y", "--grace", "-3"], "the grace must be"),
+     (["revoke", "--request", "x://y", "--grace", "86401"], "the grace must be"),
+     (["revoke", "--request", "x://y", "--reason", "two\nlines"], "one line"),
+     (["revoke", "--request", "x://y", "--holder", "two words"], "whitespace"),
+     (["unlock", "x://y", "--reason", " "], "a reason is required"),
+     (["unlock", "--holder", "two words", "--reason", "stuck"], "whitespace")],
+)
+def test_admin_commands_refuse_bad_input_before_looking_for_a_cluster(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")  # would be NotConfigured (6) if reached
+    assert main(argv) == ExitCode.INVALID_INPUT
+    assert words in capsys.readouterr().err
+
+
 def test_missing_configuration_fails_closed(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -245,3 +245,48 @@ def test_why_on_a_queued_claim_says_it_waits() -> None:
     text = output.explanation_text(Explanation(claim=claim, lock=None, ahead=()), now=NOW)
     assert "  holder:    bob (waits in the queue)" in text
     assert "outcome" not in text
+
+
+def test_why_on_a_held_claim_asked_back_says_by_whom_why_and_until_when() -> None:
+    # Far ahead of the wall clock (a claim whose lease ran out is not held) and of NOW.
+    deadline = datetime(2099, 1, 2, 3, 5, 0, tzinfo=UTC)
+    claim = ClaimInfo.from_body({
+        "metadata": {"name": "bob-x", "namespace": "n", "uid": "u", "resourceVersion": "5"},
+        "spec": {"resource": "deploy://x", "holder": "bob"},
+        "status": {"phase": "Held", "reason": "Granted", "lockName": "deploy-x", "fencingToken": 7,
+                   "acquiredAt": "2099-01-02T03:00:00Z", "renewedAt": "2099-01-02T03:00:00Z",
+                   "expiresAt": "2099-01-02T03:30:00Z",
+                   "revocation": {"requestedAt": "2099-01-02T03:04:00Z", "requestedBy": "lockadmin",
+                                  "graceSeconds": 60, "deadline": "2099-01-02T03:05:00Z", "reason": "hotfix"}},
+    })
+    assert claim.held
+    now = deadline.timestamp() - 59
+    text = output.explanation_text(Explanation(claim=claim, lock=None, ahead=()), now=now)
+    assert ("  asked back: by lockadmin: hotfix; release it by 2099-01-02T03:05:00.000000Z (in 59s), or the lock is "
+            "broken then") in text
+    assert output.claim(claim)["revocation"] == {
+        "requestedBy": "lockadmin", "reason": "hotfix", "graceSeconds": 60,
+        "requestedAt": "2099-01-02T03:04:00.000000Z", "deadline": "2099-01-02T03:05:00.000000Z"}
+    assert output.claim(claim_in("Pending", "Queued", wait=True))["revocation"] is None
+
+
+def test_held_message_keeps_the_operators_sentence_and_swaps_only_its_advice() -> None:
+    # A resource of capacity 2 held by two holders, and one reserved for a claim queued ahead: only
+    # the operator knows either, and the command's own sentence would name one holder as the only one.
+    for told, said in [
+        ("deploy://x is held by user:a/1 and 1 other holder since 2026-01-02T03:04:05Z; "
+         "try again later, or set wait: true to queue",
+         "deploy://x is held by user:a/1 and 1 other holder since 2026-01-02T03:04:05Z; "
+         "try again later, or queue for it with kubelock acquire --wait"),
+        ("deploy://x is reserved for the claim of user:c/1 queued ahead for several resources; "
+         "try again later, or set wait: true to queue",
+         "deploy://x is reserved for the claim of user:c/1 queued ahead for several resources; "
+         "try again later, or queue for it with kubelock acquire --wait"),
+    ]:
+        assert output.held_message("deploy://x", "user:a/1", "2026-01-02T03:04:05Z", "kubelock acquire --wait",
+                                   operator_message=told) == said
+    several = output.held_message("a://1 and a://2", "user:a/1", None, "rlock --wait", several=True,
+                                  operator_message="not all of a://1, a://2 are free (a://2 held by user:a/1); "
+                                                   "try again later, or set wait: true to queue")
+    assert several == ("not all of a://1, a://2 are free (a://2 held by user:a/1); try again later, "
+                       "or queue for all of them with rlock --wait")

@@ -183,6 +183,16 @@ def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:
     assert spec["properties"]["wait"]["default"] is False
 
 
+def test_kubectl_explain_says_which_claim_fields_are_immutable(crds: dict[str, dict[str, Any]]) -> None:
+    """`kubectl explain lockclaim.spec.<field>` is read one field at a time: each field the API server
+    keeps from changing says so in its own description (only ttlSeconds may change)."""
+    spec = schema_of(crds["lc"])["properties"]["spec"]
+    silent = [name for name, field in spec["properties"].items()
+              if name != "ttlSeconds" and "Immutable." not in field["description"]]
+    assert silent == []
+    assert "Immutable." not in spec["properties"]["ttlSeconds"]["description"]
+
+
 def test_claim_status_shape(crds: dict[str, dict[str, Any]]) -> None:
     status = schema_of(crds["lc"])["properties"]["status"]["properties"]
     assert status["phase"]["type"] == "string"

@@ -199,7 +199,9 @@ class LockClaimSpec(_Model):
     pod_ref: PodRef | None = Field(
         default=None,
         description=(
-            "Ties the claim to a pod: when the pod is deleted, or reaches phase Succeeded or Failed, the "
+            "Ties the claim to a pod of the claim's namespace (`name`, and `uid` to name one incarnation of "
+            "it; a pod's own token must name that pod here, and none elsewhere): when the pod is deleted, "
+            "or reaches phase Succeeded or Failed, the "
             "claim becomes Revoked (reason HolderPodTerminated) and its lock is released within seconds. "
             "The pod must carry the label `kubelock.dev/lock-holder: \"true\"`. Immutable."
         ),
@@ -218,14 +220,18 @@ class LockClaimSpec(_Model):
         default=False,
         description=(
             "false (default): try once; if another holder has the resource the claim ends Rejected and "
-            "status.holder names that holder. true: queue first-come-first-served until granted."
+            "status.holder names that holder. true: queue until granted, served by priority and then in order "
+            "of arrival (first come, first served while every priority is 0). Immutable."
         ),
     )
     wait_timeout_seconds: int | None = Field(
         default=None,
         ge=1,
         le=MAX_TTL_CEILING,
-        description="With wait: true, give up after this many seconds of waiting (phase TimedOut, or see onBusy).",
+        description=(
+            "With wait: true, give up after this many seconds of waiting (phase TimedOut, or see onBusy); "
+            "1-86400. Unset: wait until granted. Immutable."
+        ),
     )
     priority: int = Field(
         default=0,
@@ -334,8 +340,9 @@ class LockClaimStatus(_Model):
         default=None,
         description=(
             "Pending (queued), Held, Rejected (try-once and held by another), TimedOut, Expired (lease ran "
-            "out), Deadlocked (waiting would close a wait-for cycle) or Revoked (an admin broke the lock, or "
-            "the owning pod terminated). The last five are terminal: the claim holds nothing."
+            "out), Deadlocked (waiting would close a wait-for cycle) or Revoked (an admin broke the lock, the "
+            "owning pod terminated, a revocation request's grace ran out, or the namespace is being deleted). "
+            "The last five are terminal: the claim holds nothing."
         ),
     )
     holder: str | None = Field(
@@ -362,7 +369,14 @@ class LockClaimStatus(_Model):
     acquired_at: datetime | None = Field(default=None, description="When the current lease was granted.")
     renewed_at: datetime | None = Field(default=None, description="When the operator last observed a renewal.")
     expires_at: datetime | None = Field(default=None, description="When the lease ends unless renewed.")
-    queue_position: int | None = Field(default=None, description="1-based position in the queue while Pending.")
+    queue_position: int | None = Field(
+        default=None,
+        description=(
+            "1-based position in the queue while Pending. Exact for the first waiter; behind it, rewritten only "
+            "when the actual position halves or doubles, so a written p means the actual one lies between p/2 "
+            "and 2p."
+        ),
+    )
     cycle: list[str] | None = Field(
         default=None,
         description=(
@@ -406,8 +420,9 @@ class LockClaimStatus(_Model):
         description=(
             "Lock-delay (LockPolicy lockDelaySeconds). While Pending with reason LockDelay: the resource "
             "rests after a grant ended abnormally and is granted to nobody before this time (the message "
-            "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break or its pod's "
-            "end): when its resource may be granted to someone else; stop working on it before then."
+            "says why). On a claim whose grant ended abnormally (Expired, or Revoked by a break, its pod's "
+            "end or a revocation's grace running out): when its resource may be granted to someone else; stop "
+            "working on it before then."
         ),
     )
     revocation: Revocation | None = Field(
@@ -561,8 +576,7 @@ class LockPolicySpec(_Model):
             "The permits each governed resource has (1-10000, default 1). An exclusive claim takes its "
             "permits from it: with 1, one holder at a time; with N, a counted semaphore of N permits. "
             "A claim asking for more permits than this is Rejected. Raising it lets waiters that now fit "
-            "be granted at once. While each resource's ResourceLock holds one grant, the operator serves "
-            "at most 1 whatever is set here."
+            "be granted at once; lowering it revokes nobody."
         ),
         json_schema_extra=_rules(
             _cel(
@@ -575,8 +589,9 @@ class LockPolicySpec(_Model):
     lock_delay_seconds: Annotated[int, _between(0, MAX_LOCK_DELAY_SECONDS, "lockDelaySeconds")] = Field(
         default=0,
         description=(
-            "After a grant ends abnormally (its lease expired, its holder's pod terminated, or an admin "
-            "broke the lock), the resource stays unavailable for this many seconds, so a holder that has "
+            "After a grant ends abnormally (its lease expired, its holder's pod terminated, an admin "
+            "broke the lock, or a revocation request's grace ran out), the resource stays unavailable for "
+            "this many seconds, so a holder that has "
             "not noticed its loss cannot overlap the next one. A release (the holder deleting its claim) "
             f"has no delay. 0-{MAX_LOCK_DELAY_SECONDS}, default 0 (no delay). Waiters show the end of the "
             "delay in status.availableAt."

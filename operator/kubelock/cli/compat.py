@@ -104,7 +104,7 @@ async def _rlock(client: AsyncLockClient, args: argparse.Namespace) -> output.Js
         return output.acquired(result)
     result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
     message = output.held_message(result.resource, result.holder, format_time(result.held_since), "rlock --wait",
-                                  several=len(result.resources) > 1)
+                                  several=len(result.resources) > 1, operator_message=result.message)
     return output.acquired(result, message)
 
 

@@ -25,8 +25,8 @@ from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.progress import QueueProgress
 from kubelock.domain.reasons import Phase
+from kubelock.sdk import admin, validation
 from kubelock.sdk import graph as waitgraph
-from kubelock.sdk import validation
 from kubelock.sdk.admin import AsyncAdmin
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import Deadlock, InvalidInput, LockError
@@ -284,7 +284,8 @@ async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
         result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
     if not result.ok:
         message = output.held_message(result.resource, result.holder, format_time(result.held_since),
-                                      f"{args.prog} acquire --wait", several=len(result.resources) > 1)
+                                      f"{args.prog} acquire --wait", several=len(result.resources) > 1,
+                                      operator_message=result.message)
         return _emit(args, output.acquired(result, message), message, ExitCode.HELD)
     text = (f"acquired {result.resource} as {result.holder} ({output.tokens_text(result.fencing_tokens)}, "
             f"expires in {output.until(result.expires_at)})")
@@ -458,6 +459,12 @@ def check_input(args: argparse.Namespace) -> None:
     if getattr(args, "command", None) == "run":
         runner.command_of(args.child)
         runner.timing(args.ttl, args.renew_deadline, args.grace)
+    if getattr(args, "command", None) in ("unlock", "revoke"):  # an admin's typo is told before any request
+        admin.check_reason(args.reason, required=args.command == "unlock")
+        for who in args.break_holders if args.command == "unlock" else args.revoke_holders:
+            validation.holder(who)
+    if getattr(args, "command", None) == "revoke":
+        admin.check_grace(args.grace)
 
 
 def make_client(args: argparse.Namespace) -> AsyncLockClient:

@@ -13,12 +13,20 @@ from typing import Any
 import yaml
 
 from kubelock.cli.run import Outcome, exit_code_of
-from kubelock.domain.reasons import Phase
+from kubelock.domain.reasons import QUEUE_ADVICE, Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
 from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
-from kubelock.sdk.model import AcquireResult, ClaimInfo, GrantInfo, ReleaseResult, RenewResult, format_time
+from kubelock.sdk.model import (
+    AcquireResult,
+    ClaimInfo,
+    GrantInfo,
+    ReleaseResult,
+    RenewResult,
+    RevocationInfo,
+    format_time,
+)
 
 Json = dict[str, Any]
 
@@ -35,11 +43,19 @@ def render(payload: Json, fmt: str) -> str:
 
 
 def held_message(
-    resource: str, holder: str | None, held_since: str | None, wait_command: str, *, several: bool = False
+    resource: str, holder: str | None, held_since: str | None, wait_command: str, *, several: bool = False,
+    operator_message: str = "",
 ) -> str:
     """What a command says when a try-lock finds the resource held: the advice names the command's
     own way to queue (the operator's message speaks of the claim's `wait: true`). `several`: the
-    resources of a claim of several, of which at least one is held (none was taken)."""
+    resources of a claim of several, of which at least one is held (none was taken).
+
+    The operator's own sentence is kept when there is one: it alone knows that the resource has
+    several holders, which of several resources are held by whom, or that a claim queued ahead
+    holds it reserved; only its advice is replaced."""
+    if operator_message.endswith(QUEUE_ADVICE):
+        way = f"queue for all of them with {wait_command}" if several else f"queue for it with {wait_command}"
+        return operator_message.removesuffix(QUEUE_ADVICE) + f"try again later, or {way}"
     since = f" since {held_since}" if held_since else ""
     if several:
         return (f"{holder} holds at least one of {resource}{since}, so none was taken; try again later, or "
@@ -212,7 +228,14 @@ def claim(info: ClaimInfo) -> Json:
         "stale": info.stale,
         "resources": sorted(info.resources),
         "fencingTokens": info.tokens,
+        "revocation": None if info.revocation is None else revocation(info.revocation),
     }
+
+
+def revocation(r: RevocationInfo) -> Json:
+    """A request that the holder give its lock back (status.revocation)."""
+    return {"requestedBy": r.requested_by, "reason": r.reason, "graceSeconds": r.grace_seconds,
+            "requestedAt": format_time(r.requested_at), "deadline": format_time(r.deadline)}
 
 
 def lock_status(status: LockStatus) -> Json:
@@ -397,6 +420,10 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     if c.held:
         lines.append(f"  token:     {token_list(c.tokens)}; expires in {until(c.expires_at, now)}"
                      + (" (stale: not renewed lately)" if c.stale else ""))
+    if c.held and c.revocation is not None:  # the holder must act on it: say so beside the lease
+        r = c.revocation
+        lines.append(f"  asked back: by {r.requested_by}: {r.reason or '(no reason given)'}; release it by "
+                     f"{format_time(r.deadline)} (in {until(r.deadline, now)}), or the lock is broken then")
     if c.queue_position:
         ahead = ", ".join(a.holder for a in why.ahead)
         lines.append(f"  queue:     position {c.queue_position}" + (f", behind {ahead}" if ahead else ""))

@@ -37,7 +37,7 @@ from kubelock.domain.model import (
     SetStatus,
 )
 from kubelock.domain.queueposition import worth_writing
-from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.reasons import QUEUE_ADVICE, Phase, Reason
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
 
@@ -741,7 +741,7 @@ def _answers(
             if claim.status is None:
                 message = (
                     f"{resource} is held by {_held_by(blocking)} since {to_rfc3339(first.acquired_at)}; "
-                    "try again later, or set wait: true to queue"
+                    + QUEUE_ADVICE
                 )
                 actions.append(
                     end_claim(
@@ -784,7 +784,7 @@ def _behind_reservation(
     if not claim.wait:
         if claim.status is not None:
             return []
-        message = f"{resource} is reserved for {who}; try again later, or set wait: true to queue"
+        message = f"{resource} is reserved for {who}; {QUEUE_ADVICE}"
         return [end_claim(claim, Phase.REJECTED, Reason.HELD_BY_ANOTHER, message, now, warning=False, holder=holder)]
     message = f"waiting for {resource}, reserved for {who}; position {position + 1} in the queue"
     pending = queued_status(claim, Reason.QUEUED, message, holder, position + 1, now, deadlines)

@@ -67,7 +67,7 @@ from kubelock.domain.model import (
     RenewLock,
     SetStatus,
 )
-from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.reasons import QUEUE_ADVICE, Phase, Reason
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, WaitForGraph
 
@@ -284,7 +284,7 @@ def _waiting(
         resting = all(blocked[r].rest is not None for r in names)
         reason = Reason.LOCK_DELAY if resting else Reason.HELD_BY_ANOTHER
         every = ", ".join(claim.every_resource)
-        message = f"not all of {every} are free ({described}); try again later, or set wait: true to queue"
+        message = f"not all of {every} are free ({described}); {QUEUE_ADVICE}"
         return Decision((end_claim(claim, Phase.REJECTED, reason, message, now, warning=False, holder=holder),))
     over = _over_quota(claim, views, usage, granting=False) if claim.status is None else None
     if over is not None:  # never told Pending first: it would wait past the quota

@@ -21,6 +21,10 @@ class Phase(StrEnum):
 
 TERMINAL_PHASES = frozenset(p for p in Phase if p.terminal)
 
+# How a try-lock's refusal ends: the advice for a claim written as YAML. The CLI swaps it for its own
+# command's way to queue and keeps the rest of the operator's sentence (who holds it, with how many).
+QUEUE_ADVICE = "try again later, or set wait: true to queue"
+
 
 class Reason(StrEnum):
     GRANTED = "Granted"

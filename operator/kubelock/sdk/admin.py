@@ -73,6 +73,15 @@ class RevocationRequest:
     reason: str
 
 
+def check_grace(grace_seconds: object) -> None:
+    """The grace of a revocation request: what the admission policy accepts."""
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int) or not (
+        0 <= grace_seconds <= MAX_REVOKE_GRACE_SECONDS
+    ):
+        raise InvalidInput(f"the grace must be a whole number of seconds from 0 to {MAX_REVOKE_GRACE_SECONDS}, "
+                           f"not {grace_seconds!r}")
+
+
 def check_reason(reason: str, *, required: bool) -> None:
     """A reason goes into an Event, the claim's message and the operator's log, one line each."""
     if required and (not reason or not reason.strip()):
@@ -210,11 +219,7 @@ class AsyncAdmin:
         """Ask the holders of `uri` (all of them, or those named) to give it back within
         `grace_seconds`; the operator breaks the lock of a holder that has not released by then."""
         check_reason(reason, required=False)
-        if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int) or not (
-            0 <= grace_seconds <= MAX_REVOKE_GRACE_SECONDS
-        ):
-            raise InvalidInput(f"the grace must be a whole number of seconds from 0 to {MAX_REVOKE_GRACE_SECONDS}, "
-                               f"not {grace_seconds!r}")
+        check_grace(grace_seconds)
         resource = normalise(validation.resource(uri))
         for holder in holders:
             validation.holder(holder)
