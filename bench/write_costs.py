@@ -14,7 +14,8 @@ changes the claim). Each `--alt-crd FILE` (a LockClaim CRD, e.g. another tree's
 `crds/kubelock.dev_lockclaims.yaml`) is installed beside the real one under the group
 `alt<i>.kubelock.dev` (i counting the option from 0), and `claim@alt<i>`, `status-put@alt<i>` and
 `status-patch@alt<i>` make the same writes to it: several schemas (say, sets of CEL rules) compared on
-one API server. `lock-precond` deletes the lock with the uid precondition the operator's delete carries;
+one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i>`. `lock-precond`
+deletes the lock with the uid precondition the operator's delete carries;
 `status-put-lean` writes a Held status without `message`, `conditions` and `grants` (what those
 promised fields cost), `status-put-nostale` without the `Stale=False` condition. `--as-operator`
 also makes every chosen write as the operator's ServiceAccount (a token bound to the
@@ -120,7 +121,7 @@ def alt_group(i: int) -> str:
 
 
 def as_alt(crd: Body, i: int) -> Body:
-    """The LockClaim CRD `crd` under alt_group(i), so that it can be installed beside the real one."""
+    """The CRD `crd` under alt_group(i), so that it can be installed beside the real one."""
     crd["metadata"]["name"] = f"{crd['spec']['names']['plural']}.{alt_group(i)}"
     crd["spec"]["group"] = alt_group(i)
     return crd
@@ -170,21 +171,28 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int], admi
 
 
 async def variants(
-    client: KubeClient, alts: int, serial: list[int], admin: KubeClient | None = None
+    client: KubeClient, alts: list[str], serial: list[int], admin: KubeClient | None = None
 ) -> dict[str, Write]:
-    def lock_cycle(label: bool, precondition: bool = False) -> Write:
+    """`alts`: the kind of each alternative CRD (LockClaim or ResourceLock)."""
+
+    def lock_cycle(label: bool, precondition: bool = False, group: str = GROUP) -> Write:
         async def write(j: int, k: int) -> None:
             serial[0] += 1
             name = f"l{int(label)}{int(admin is None)}-{j}-{k}-{serial[0]}"
-            created = await client.create(paths.locks(NS), lock_body(name, label))
-            await client.delete(paths.locks(NS, name), uid=created["metadata"]["uid"] if precondition else None)
+            body = {**lock_body(name, label), "apiVersion": API_VERSION.replace(GROUP, group, 1)}
+            created = await client.create(in_group(paths.locks(NS), group), body)
+            uid = created["metadata"]["uid"] if precondition else None
+            await client.delete(in_group(paths.locks(NS, name), group), uid=uid)
         return write
 
     chosen = {"lock+label": lock_cycle(True), "lock-nolabel": lock_cycle(False),
               "lock-precond": lock_cycle(False, precondition=True),
               **await claim_variants(client, GROUP, serial, admin, "o" if admin else "s")}
-    for i in range(alts):
-        chosen |= {f"{k}@alt{i}": v for k, v in (await claim_variants(client, alt_group(i), serial)).items()}
+    for i, kind in enumerate(alts):
+        if kind == "ResourceLock":
+            chosen[f"lock-precond@alt{i}"] = lock_cycle(False, precondition=True, group=alt_group(i))
+        else:
+            chosen |= {f"{k}@alt{i}": v for k, v in (await claim_variants(client, alt_group(i), serial)).items()}
     return chosen
 
 
@@ -204,7 +212,7 @@ async def operator_credentials(client: KubeClient, credentials: config.Credentia
 
 
 async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: int,
-                  alts: int, as_operator: bool) -> dict[str, list[float]]:
+                  alts: list[str], as_operator: bool) -> dict[str, list[float]]:
     credentials = config.load(plane.kubeconfig)
     async with new_client(credentials, RequestTally()) as client, contextlib.AsyncExitStack() as stack:
         await ensure_namespace(client, NS)
@@ -217,7 +225,7 @@ async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: i
             operator = await stack.enter_async_context(
                 new_client(await operator_credentials(client, credentials), RequestTally()))
             await identities.wait_until_allowed(operator, NS)
-            every |= {f"{k}@sa": v for k, v in (await variants(operator, 0, serial, admin=client)).items()
+            every |= {f"{k}@sa": v for k, v in (await variants(operator, [], serial, admin=client)).items()
                       if k != "claim"}
         chosen = {k: v for k, v in every.items() if not only or k.removesuffix("@sa") in only}
         results: dict[str, list[float]] = {k: [] for k in chosen}
@@ -245,21 +253,24 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600, help="writes (or create+delete pairs) per round")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--alt-crd", type=Path, action="append", default=[],
-                        help="a LockClaim CRD to install beside the real one (repeatable)")
+                        help="a LockClaim or ResourceLock CRD to install beside the real one (repeatable)")
     parser.add_argument("--as-operator", action="store_true",
                         help="also make each write as the operator's ServiceAccount (variant@sa)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     manifests = [REPO / "crds", REPO / "config/rbac"]
+    kinds = []
     for i, crd in enumerate(args.alt_crd):
         alt = args.out / f"alt{i}-crd.yaml"
-        alt.write_text(yaml.safe_dump(as_alt(yaml.safe_load(crd.read_text()), i)))
+        body = yaml.safe_load(crd.read_text())
+        kinds.append(body["spec"]["names"]["kind"])
+        alt.write_text(yaml.safe_dump(as_alt(body, i)))
         manifests.append(alt)
     plane = ControlPlane(args.out / "control-plane", bin_dir=find_binaries(), manifests=manifests)
     plane.start()
     try:
         results = asyncio.run(measure(plane, [v for v in args.only.split(",") if v], args.requests, args.rounds,
-                                      len(args.alt_crd), args.as_operator))
+                                      kinds, args.as_operator))
     finally:
         plane.stop()
     medians = {k: round(statistics.median(v), 3) for k, v in results.items()}
