@@ -81,13 +81,14 @@ def schema_of(model: type[BaseModel], extra_rules: list[dict[str, str]] | None =
 
 def _atomic(schema: JSON) -> JSON:
     """One writer's whole part of an object, tracked in managedFields as one field (`f:spec`,
-    `f:status`), not one per leaf: the claim's spec is written once, by its creator (every field is
-    immutable), and its status only ever whole, by the operator's PUT. Structured-merge-diff then
-    builds, compares and stores one field set entry where it built one per field and per condition
-    (`k:{"type":"Held"}` ...): a claim's status write cost the API server 0.81x, its create+delete
-    0.91x (bench/README.md, 2026-11-27). What a reader sees is unchanged; a server-side apply by a
-    second field manager now owns, and conflicts over, the whole part instead of single fields.
-    (`status.conditions` was a list map keyed by type; inside an atomic status it is atomic too.)"""
+    `f:status`), not one per leaf: the claim's spec is written once, by its creator (all but
+    `ttlSeconds` is immutable; renewals are annotations), and its status only ever whole, by the
+    operator's PUT. Structured-merge-diff then builds, compares and stores one field set entry where
+    it built one per field and per condition (`k:{"type":"Held"}` ...): a claim's status write cost
+    the API server 0.81x, its create+delete 0.91x (bench/README.md, 2026-11-27). What a reader sees
+    is unchanged; a server-side apply by a second field manager now owns, and conflicts over, the
+    whole part instead of single fields. (`status.conditions` was a list map keyed by type; inside
+    an atomic status it is atomic too.)"""
     schema["x-kubernetes-map-type"] = "atomic"
     return schema
 
