@@ -14,13 +14,21 @@ changes the claim). Each `--alt-crd FILE` (a LockClaim CRD, e.g. another tree's
 `crds/kubelock.dev_lockclaims.yaml`) is installed beside the real one under the group
 `alt<i>.kubelock.dev` (i counting the option from 0), and `claim@alt<i>`, `status-put@alt<i>` and
 `status-patch@alt<i>` make the same writes to it: several schemas (say, sets of CEL rules) compared on
-one API server.
+one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i>`. `lock-precond`
+deletes the lock with the uid precondition the operator's delete carries;
+`status-put-lean` writes a Held status without `message`, `conditions` and `grants` (what those
+promised fields cost), `status-put-nostale` without the `Stale=False` condition. `--as-operator`
+also makes every chosen write as the operator's ServiceAccount (a token bound to the
+`kubelock-operator` ClusterRole, as the chart deploys it) under the name `<variant>@sa`: the admin
+certificate's per-request x509 verification and the `system:masters` shortcut against a cached
+token and RBAC.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -38,6 +46,9 @@ from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import config, paths
 from kubelock.kube.client import KubeClient
 from kubelock.testbed import ControlPlane, find_binaries
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the chaos suite's token helpers
+from chaos import identities
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "write-costs"
@@ -65,6 +76,16 @@ def lock_body(name: str, label: bool) -> Body:
 def claim_body(name: str, wait: bool) -> Body:
     return {"apiVersion": API_VERSION, "kind": "LockClaim", "metadata": {"name": name},
             "spec": {"resource": f"bench://cycle/x/{name}", "holder": "agent-1", "wait": wait}}
+
+
+def lean(status: Body) -> Body:
+    """A Held status without what a reader can derive: `message`, `conditions`, `grants`."""
+    return {k: v for k, v in status.items() if k not in ("message", "conditions", "grants")}
+
+
+def held_only(status: Body) -> Body:
+    """A status with its `Held` condition alone (no `Stale=False` beside it)."""
+    return {**status, "conditions": [c for c in status.get("conditions") or [] if c["type"] == "Held"]}
 
 
 def status(i: int, held: bool) -> Body:
@@ -100,13 +121,15 @@ def alt_group(i: int) -> str:
 
 
 def as_alt(crd: Body, i: int) -> Body:
-    """The LockClaim CRD `crd` under alt_group(i), so that it can be installed beside the real one."""
+    """The CRD `crd` under alt_group(i), so that it can be installed beside the real one."""
     crd["metadata"]["name"] = f"{crd['spec']['names']['plural']}.{alt_group(i)}"
     crd["spec"]["group"] = alt_group(i)
     return crd
 
 
-async def claim_variants(client: KubeClient, group: str, serial: list[int]) -> dict[str, Write]:
+async def claim_variants(client: KubeClient, group: str, serial: list[int], admin: KubeClient | None = None,
+                         prefix: str = "s") -> dict[str, Write]:
+    """`admin`: who creates the claims whose status `client` writes (by default `client` itself)."""
     api_version = API_VERSION.replace(GROUP, group, 1)
 
     def claim_path(name: str | None = None, status: bool = False) -> str:
@@ -115,7 +138,8 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int]) -> d
     def created(body: Body) -> Body:
         return {**body, "apiVersion": api_version}
 
-    claims = [await client.create(claim_path(), created(claim_body(f"s{j}", True))) for j in range(CONCURRENCY)]
+    claims = [await (admin or client).create(claim_path(), created(claim_body(f"{prefix}{j}", True)))
+              for j in range(CONCURRENCY)]
     version = {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in claims}
     uid = {c["metadata"]["name"]: c["metadata"]["uid"] for c in claims}
 
@@ -125,11 +149,11 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int]) -> d
         await client.create(claim_path(), created(claim_body(name, False)))
         await client.delete(claim_path(name))
 
-    def status_write(put: bool) -> Write:
+    def status_write(put: bool, shape: Callable[[Body], Body] = lambda s: s) -> Write:
         async def write(j: int, k: int) -> None:
-            name = f"s{j}"
+            name = f"{prefix}{j}"
             serial[0] += 1
-            written = status(serial[0], k % 2 == 0)
+            written = shape(status(serial[0], k % 2 == 0))
             path = claim_path(name, status=True)
             if put:
                 body = {"apiVersion": api_version, "kind": "LockClaim",
@@ -142,34 +166,68 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int]) -> d
             version[name] = stored["metadata"]["resourceVersion"]
         return write
 
-    return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True)}
+    return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True),
+            "status-put-lean": status_write(True, lean), "status-put-nostale": status_write(True, held_only)}
 
 
-async def variants(client: KubeClient, alts: int) -> dict[str, Write]:
-    serial = [0]
+async def variants(
+    client: KubeClient, alts: list[str], serial: list[int], admin: KubeClient | None = None
+) -> dict[str, Write]:
+    """`alts`: the kind of each alternative CRD (LockClaim or ResourceLock)."""
 
-    def lock_cycle(label: bool) -> Write:
+    def lock_cycle(label: bool, precondition: bool = False, group: str = GROUP) -> Write:
         async def write(j: int, k: int) -> None:
             serial[0] += 1
-            name = f"l{int(label)}-{j}-{k}-{serial[0]}"
-            await client.create(paths.locks(NS), lock_body(name, label))
-            await client.delete(paths.locks(NS, name))
+            name = f"l{int(label)}{int(admin is None)}-{j}-{k}-{serial[0]}"
+            body = {**lock_body(name, label), "apiVersion": API_VERSION.replace(GROUP, group, 1)}
+            created = await client.create(in_group(paths.locks(NS), group), body)
+            uid = created["metadata"]["uid"] if precondition else None
+            await client.delete(in_group(paths.locks(NS, name), group), uid=uid)
         return write
 
     chosen = {"lock+label": lock_cycle(True), "lock-nolabel": lock_cycle(False),
-              **await claim_variants(client, GROUP, serial)}
-    for i in range(alts):
-        chosen |= {f"{k}@alt{i}": v for k, v in (await claim_variants(client, alt_group(i), serial)).items()}
+              "lock-precond": lock_cycle(False, precondition=True),
+              **await claim_variants(client, GROUP, serial, admin, "o" if admin else "s")}
+    for i, kind in enumerate(alts):
+        if kind == "ResourceLock":
+            chosen[f"lock-precond@alt{i}"] = lock_cycle(False, precondition=True, group=alt_group(i))
+        else:
+            chosen |= {f"{k}@alt{i}": v for k, v in (await claim_variants(client, alt_group(i), serial)).items()}
     return chosen
 
 
+OPERATOR_ACCOUNT = "kubelock-operator"
+
+
+async def operator_credentials(client: KubeClient, credentials: config.Credentials) -> config.Credentials:
+    """A token of a ServiceAccount bound to the operator's ClusterRole, as the chart binds it."""
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": OPERATOR_ACCOUNT}}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": f"{OPERATOR_ACCOUNT}-write-costs"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_ACCOUNT},
+               "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": NS}]}
+    await client.create(f"/api/v1/namespaces/{NS}/serviceaccounts", account)
+    await client.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    return identities.as_token(credentials, await identities.token(client, NS, account=OPERATOR_ACCOUNT))
+
+
 async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: int,
-                  alts: int) -> dict[str, list[float]]:
+                  alts: list[str], as_operator: bool) -> dict[str, list[float]]:
     credentials = config.load(plane.kubeconfig)
-    async with new_client(credentials, RequestTally()) as client:
+    async with new_client(credentials, RequestTally()) as client, contextlib.AsyncExitStack() as stack:
         await ensure_namespace(client, NS)
         apiserver = children_by_name(["kube-apiserver"])["kube-apiserver"]
-        chosen = {k: v for k, v in (await variants(client, alts)).items() if not only or k in only}
+        serial = [0]
+        every = await variants(client, alts, serial)
+        if as_operator:
+            # The operator's role may write claim status and locks; the claims themselves are the
+            # admin's (`claim` is left out: the operator may not create claims).
+            operator = await stack.enter_async_context(
+                new_client(await operator_credentials(client, credentials), RequestTally()))
+            await identities.wait_until_allowed(operator, NS)
+            every |= {f"{k}@sa": v for k, v in (await variants(operator, [], serial, admin=client)).items()
+                      if k != "claim"}
+        chosen = {k: v for k, v in every.items() if not only or k.removesuffix("@sa") in only}
         results: dict[str, list[float]] = {k: [] for k in chosen}
         for round_ in range(rounds):
             order = list(chosen.items())
@@ -195,19 +253,24 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=600, help="writes (or create+delete pairs) per round")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--alt-crd", type=Path, action="append", default=[],
-                        help="a LockClaim CRD to install beside the real one (repeatable)")
+                        help="a LockClaim or ResourceLock CRD to install beside the real one (repeatable)")
+    parser.add_argument("--as-operator", action="store_true",
+                        help="also make each write as the operator's ServiceAccount (variant@sa)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     manifests = [REPO / "crds", REPO / "config/rbac"]
+    kinds = []
     for i, crd in enumerate(args.alt_crd):
         alt = args.out / f"alt{i}-crd.yaml"
-        alt.write_text(yaml.safe_dump(as_alt(yaml.safe_load(crd.read_text()), i)))
+        body = yaml.safe_load(crd.read_text())
+        kinds.append(body["spec"]["names"]["kind"])
+        alt.write_text(yaml.safe_dump(as_alt(body, i)))
         manifests.append(alt)
     plane = ControlPlane(args.out / "control-plane", bin_dir=find_binaries(), manifests=manifests)
     plane.start()
     try:
         results = asyncio.run(measure(plane, [v for v in args.only.split(",") if v], args.requests, args.rounds,
-                                      len(args.alt_crd)))
+                                      kinds, args.as_operator))
     finally:
         plane.stop()
     medians = {k: round(statistics.median(v), 3) for k, v in results.items()}

@@ -76,3 +76,26 @@ def test_a_lock_carries_no_labels_and_only_its_spec_is_managed(
         GROUP, VERSION, iso_ns, "resourcelocks", lock["metadata"]["name"]
     )["metadata"]["managedFields"]
     assert [set(entry["fieldsV1"]) for entry in managed] == [{"f:spec"}], managed
+
+
+def test_a_claims_spec_and_status_are_each_one_managed_field(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The claim's spec (its creator's) and status (the operator's) are atomic in the CRD: each is one
+    field in managedFields, not one per leaf and per condition, which the API server would otherwise
+    build, compare and store on every write."""
+    locks = Locks(admin_api, iso_ns)
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)):
+        locks.claim("a", "deploy://atomic-parts", "agent-a")
+        locks.wait_phase("a", "Held")
+    claim = CustomObjectsApi(admin_api).get_namespaced_custom_object(GROUP, VERSION, iso_ns, "lockclaims", "a")
+    managed = claim["metadata"]["managedFields"]
+    (status_entry,) = [entry for entry in managed if entry.get("subresource") == "status"]
+    assert status_entry["fieldsV1"] == {"f:status": {}}, managed
+    (spec_entry,) = [entry for entry in managed if "f:spec" in entry["fieldsV1"]]
+    assert spec_entry["fieldsV1"]["f:spec"] == {}, managed
+    # Readers see the same status as before: both conditions, in order.
+    assert [c["type"] for c in status_of(claim)["conditions"]] == ["Held", "Stale"]

@@ -79,11 +79,18 @@ def schema_of(model: type[BaseModel], extra_rules: list[dict[str, str]] | None =
     return schema
 
 
-def _conditions_as_map(status: JSON) -> JSON:
-    conditions = status["properties"]["conditions"]
-    conditions["x-kubernetes-list-type"] = "map"
-    conditions["x-kubernetes-list-map-keys"] = ["type"]
-    return status
+def _atomic(schema: JSON) -> JSON:
+    """One writer's whole part of an object, tracked in managedFields as one field (`f:spec`,
+    `f:status`), not one per leaf: the claim's spec is written once, by its creator (all but
+    `ttlSeconds` is immutable; renewals are annotations), and its status only ever whole, by the
+    operator's PUT. Structured-merge-diff then builds, compares and stores one field set entry where
+    it built one per field and per condition (`k:{"type":"Held"}` ...): a claim's status write cost
+    the API server 0.81x, its create+delete 0.91x (bench/README.md, 2026-11-27). What a reader sees
+    is unchanged; a server-side apply by a second field manager now owns, and conflicts over, the
+    whole part instead of single fields. (`status.conditions` was a list map keyed by type; inside
+    an atomic status it is atomic too.)"""
+    schema["x-kubernetes-map-type"] = "atomic"
+    return schema
 
 
 def _root(kind_model: type[BaseModel], spec: JSON, status: JSON | None) -> JSON:
@@ -152,8 +159,8 @@ def render() -> dict[str, JSON]:
         c.CLAIM_SHORT,
         _root(
             LockClaim,
-            schema_of(LockClaimSpec, LOCK_CLAIM_SPEC_RULES),
-            _conditions_as_map(schema_of(LockClaimStatus)),
+            _atomic(schema_of(LockClaimSpec, LOCK_CLAIM_SPEC_RULES)),
+            _atomic(schema_of(LockClaimStatus)),
         ),
         [
             _col("Resource", ".spec.resource", description="The resource URI"),
