@@ -50,8 +50,8 @@ async def _runtime(kubeconfig: Path, namespace: str, gate: asyncio.Event | None)
     return runtime
 
 
-async def _until(check: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(check: Any, what: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
     while not await asyncio.to_thread(check):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -88,7 +88,8 @@ def test_a_new_claim_is_granted_before_the_priming_and_only_where_the_whole_view
         starting = asyncio.create_task(second.start())
         try:
             await _until(lambda: phase("fresh") == "Held" and phase("queued-old") == "Held", "the early grants")
-            await asyncio.to_thread(locks.claim, "late", LATE, "agent-l")  # created after the start: seen by the early path's watch
+            # Created after the start: the early path's watch sees it.
+            await asyncio.to_thread(locks.claim, "late", LATE, "agent-l")
             await _until(lambda: phase("late") == "Held", "the late claim's early grant")
             await asyncio.sleep(1.0)  # time for a wrong early answer to show
             early = {name: phase(name) for name in ("try", "queued-new", "behind-multi")}
