@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubelock.domain.arbiter import decide
@@ -56,6 +57,18 @@ WAITING = "status.phase=Pending"
 MULTI = "spec.resource="  # claims of several resources have no spec.resource
 ROUNDS = 3  # a grant, then its Held status; one more for a write that met a stale view
 STOP_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A LIST of unanswered claims and the version it was taken at."""
+
+    items: list[Body]
+    version: int
+
+
+def _namespace(body: Body) -> str | None:
+    return (body.get("metadata") or {}).get("namespace")
 
 
 class _ViewGate:
@@ -100,6 +113,7 @@ class EarlyGrants:
         self._finding: list[asyncio.Task[None]] = []
         self._deciding: set[asyncio.Task[None]] = set()
         self._tried: set[str] = set()  # uids of claims decided (or refused) once already
+        self._policies = asyncio.Event()  # set once the LockPolicies are listed (`policies_listed`)
         self.granted = 0
         self.refused = 0
 
@@ -107,6 +121,10 @@ class EarlyGrants:
         self._finding = [
             asyncio.create_task(self._find(scope), name=f"kubelock-early {scope or '*'}") for scope in self._scopes
         ]
+
+    def policies_listed(self) -> None:
+        """The LockPolicies are in: decisions may be taken (the LISTs before them need not wait)."""
+        self._policies.set()
 
     async def stop(self) -> None:
         """No new decisions; those under way get STOP_GRACE_SECONDS to finish, then are cancelled."""
@@ -131,8 +149,9 @@ class EarlyGrants:
         path = paths.claims(scope)
         try:
             items, version = await self.client.list_all(path, fieldSelector=UNANSWERED)
+            listed = Listed(items, int(version or 0))
             for body in items:
-                self._consider(body)
+                self._consider(body, listed)
             while True:
                 async for event in self.client.watch(path, resource_version=version, fieldSelector=UNANSWERED):
                     body = event.get("object") or {}
@@ -142,7 +161,9 @@ class EarlyGrants:
         except (ApiError, Unreachable) as error:
             log.info("early path of %s ends: %s", scope or "every namespace", error)
 
-    def _consider(self, body: Body) -> None:
+    def _consider(self, body: Body, listed: Listed | None = None) -> None:
+        """Decide `body`'s claim if it is new here; `listed`: the LIST of unanswered claims it came
+        from (taken after it was seen, so it serves as the first read of its view)."""
         meta, spec = body.get("metadata") or {}, body.get("spec") or {}
         namespace, uid, resource = meta.get("namespace"), meta.get("uid"), spec.get("resource")
         if not (isinstance(namespace, str) and isinstance(uid, str) and isinstance(resource, str)):
@@ -150,15 +171,15 @@ class EarlyGrants:
         if uid in self._tried or (body.get("status") or {}).get("phase") or not self._in_scope(namespace):
             return
         self._tried.add(uid)
-        task = asyncio.create_task(self._decide(namespace, uid, resource), name=f"kubelock-early-decide {uid}")
+        task = asyncio.create_task(self._decide(namespace, uid, resource, listed), name=f"kubelock-early-decide {uid}")
         self._deciding.add(task)
         task.add_done_callback(self._deciding.discard)
 
     # ---- one claim --------------------------------------------------------------------------
 
-    async def _decide(self, namespace: str, uid: str, spelled: str) -> None:
+    async def _decide(self, namespace: str, uid: str, spelled: str, listed: Listed | None) -> None:
         try:
-            why = await self._grant(namespace, uid, spelled)
+            why = await self._grant(namespace, uid, spelled, listed)
         except (ApiError, Unreachable) as error:
             why = f"a read or write failed: {error}"
         except ValueError as error:  # a resource the contract refuses: the normal path says so
@@ -169,17 +190,29 @@ class EarlyGrants:
             self.refused += 1
             log.debug("claim %s in %s left to the normal path: %s", uid, namespace, why)
 
-    async def _grant(self, namespace: str, uid: str, spelled: str) -> str | None:
+    async def _grant(self, namespace: str, uid: str, spelled: str, listed: Listed | None) -> str | None:
         """Grant claim `uid` from the small view of its resource; why not, if it was not granted."""
         resource = normalise(spelled)
         key = (namespace, resource)
         cache = Cache()
         base = paths.claims(namespace)
-        versions = []
-        for selector in (UNANSWERED, WAITING, paths.field_selector("spec.resource", spelled), MULTI):
+
+        async def read(selector: str) -> int:
             items, version = await self.client.list_all(base, fieldSelector=selector)
             cache.absorb_claims(items, set(), lambda _: True)
-            versions.append(int(version or 0))
+            return int(version or 0)
+
+        # 1. The unanswered claims first: the LIST the claim was found in, if any. 2. The waiting ones
+        # after it (a claim answered between the two is in the second); the claims of R as spelled
+        # and of several resources in every phase, so in any order. 3. The lock last (a claim granted
+        # meanwhile is in it).
+        if listed is not None:
+            cache.absorb_claims([b for b in listed.items if _namespace(b) == namespace], set(), lambda _: True)
+            first = listed.version
+        else:
+            first = await read(UNANSWERED)
+        rest = await asyncio.gather(read(WAITING), read(paths.field_selector("spec.resource", spelled)), read(MULTI))
+        versions = [first, *rest]
         reconciler = Reconciler(
             self.client, cache, self.policy, self.clock, self.events, self._observer, gate=_ViewGate(cache),
             policies=self.policies,
@@ -188,6 +221,7 @@ class EarlyGrants:
         if lock is not None:
             cache.upsert_lock(lock)
         cache.advance(namespace, min(versions))
+        await self._policies.wait()
         for _ in range(ROUNDS):
             claims, seen = await reconciler._gather(key)
             if seen.lock is not None and seen.lock.breaking is not None:

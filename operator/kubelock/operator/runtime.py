@@ -83,16 +83,22 @@ class Runtime:
 
     async def start(self) -> None:
         self.events.start()
-        # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
-        policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
         # New claims are granted from small views of their resources while the priming is under way
-        # (`early`); it stops, its decisions done, before the normal path's first decision.
+        # (`early`): their LISTs begin now, their decisions once the policies are in; it stops, its
+        # decisions done, before the normal path's first decision.
         early = EarlyGrants(
             self.client, self.settings.policy, self.clock, self.events, self.policies, self._scopes(),
             self.in_scope, self.metrics,
         )
         if self.settings.early_grants:
             early.start()
+        # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
+        try:
+            policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
+        except BaseException:
+            await early.stop()
+            raise
+        early.policies_listed()
         with heap.collection_paused():
             try:
                 claims, locks = await self._prime()
