@@ -9,6 +9,7 @@ from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Quotas
 from kubelock.domain.model import Claim, CreateLock, Decision, DeleteClaim, FinishedClaim, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.waitfor import WaitForGraph
+from kubelock.kube.paths import field_selector
 from tests.support.arbitration import POLICY, RES, T0, claim, holding, lock_for, with_phase
 
 NEW = claim("new", 20)
@@ -96,3 +97,8 @@ def test_cleanup_of_finished_claims_is_left_to_the_normal_path() -> None:
     decision = Decision(actions=(DeleteClaim(done), create))
     assert grant_actions(NEW.uid, decision) == (create,)
     assert grant_actions(NEW.uid, Decision(actions=(DeleteClaim(done),))) is None
+
+
+def test_a_resource_uri_in_a_field_selector_escapes_what_the_api_server_parses() -> None:
+    assert field_selector("spec.resource", "github://acme/app/issues/42") == "spec.resource=github://acme/app/issues/42"
+    assert field_selector("spec.resource", "web://a?x=1,y\\z") == "spec.resource=web://a?x\\=1\\,y\\\\z"
