@@ -160,6 +160,8 @@ class EarlyGrants:
                         self._consider(body)
         except (ApiError, Unreachable) as error:
             log.info("early path of %s ends: %s", scope or "every namespace", error)
+        except Exception:  # best effort: never in the way of the operator's start
+            log.exception("early path of %s failed", scope or "every namespace")
 
     def _consider(self, body: Body, listed: Listed | None = None) -> None:
         """Decide `body`'s claim if it is new here; `listed`: the LIST of unanswered claims it came
@@ -184,6 +186,9 @@ class EarlyGrants:
             why = f"a read or write failed: {error}"
         except ValueError as error:  # a resource the contract refuses: the normal path says so
             why = str(error)
+        except Exception:  # best effort: never in the way of the operator's start
+            log.exception("early decision of claim %s in %s failed", uid, namespace)
+            why = "failed"
         if why is None:
             self.granted += 1
         else:
