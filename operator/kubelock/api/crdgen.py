@@ -110,7 +110,10 @@ def _root(kind_model: type[BaseModel], spec: JSON, status: JSON | None) -> JSON:
     }
 
 
-def _crd(kind: str, plural: str, short: str, schema: JSON, columns: list[JSON], status: bool) -> JSON:
+def _crd(
+    kind: str, plural: str, short: str, schema: JSON, columns: list[JSON], status: bool,
+    selectable: tuple[str, ...] = (),
+) -> JSON:
     version: JSON = {
         "name": c.VERSION,
         "served": True,
@@ -118,6 +121,11 @@ def _crd(kind: str, plural: str, short: str, schema: JSON, columns: list[JSON], 
         "schema": {"openAPIV3Schema": schema},
         "additionalPrinterColumns": columns,
     }
+    if selectable:
+        # Field selectors on these (`kubectl get --field-selector spec.resource=...`); a field an
+        # object lacks selects as "": `spec.resource=` lists the claims of several resources, and
+        # `status.phase=` the claims no operator has answered yet (docs/api.md, "Selectable fields").
+        version["selectableFields"] = [{"jsonPath": path} for path in selectable]
     if status:
         version["subresources"] = {"status": {}}
     return {
@@ -177,6 +185,7 @@ def render() -> dict[str, JSON]:
             _col("Resources", ".spec.resources", description="A claim of several resources: all of them", priority=1),
         ],
         status=True,
+        selectable=(".spec.resource", ".status.phase"),
     )
     lock = _crd(
         c.LOCK_KIND,
@@ -195,6 +204,7 @@ def render() -> dict[str, JSON]:
             _col("Claim", ".spec.claimRef.name", description="The holding LockClaim", priority=1),
         ],
         status=False,
+        selectable=(".spec.resource",),
     )
     policy = _crd(
         c.POLICY_KIND,

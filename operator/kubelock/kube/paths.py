@@ -50,3 +50,10 @@ def namespace(name: str) -> str:
 
 def leases(namespace: str | None = None, name: str | None = None) -> str:
     return f"/apis/coordination.k8s.io/v1{_ns(namespace)}/leases{_name(name)}"
+
+
+def field_selector(field: str, value: str) -> str:
+    """`field=value` for a `fieldSelector`, the value escaped as the API server parses it (`\\`, `,`
+    and `=` are special there; `:` and `/`, as in a resource URI, are not)."""
+    escaped = value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+    return f"{field}={escaped}"

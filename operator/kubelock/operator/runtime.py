@@ -18,6 +18,7 @@ from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.kube.prelist import EarlyListFailed, Prelist
 from kubelock.operator import heap, viewlog
 from kubelock.operator.cache import Cache, Key
+from kubelock.operator.early import EarlyGrants
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
@@ -82,8 +83,22 @@ class Runtime:
 
     async def start(self) -> None:
         self.events.start()
+        # New claims are granted from small views of their resources while the priming is under way
+        # (`early`): their LISTs begin now, their decisions once the policies are in; it stops, its
+        # decisions done, before the normal path's first decision.
+        early = EarlyGrants(
+            self.client, self.settings.policy, self.clock, self.events, self.policies, self._scopes(),
+            self.in_scope, self.metrics,
+        )
+        if self.settings.early_grants:
+            early.start()
         # Policies first: no decision may be taken without the capacity, lock-delay and quotas they set.
-        policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
+        try:
+            policies = {scope: await self.relist_policies(scope) for scope in self._scopes()}
+        except BaseException:
+            await early.stop()
+            raise
+        early.policies_listed()
         with heap.collection_paused():
             try:
                 claims, locks = await self._prime()
@@ -91,6 +106,7 @@ class Runtime:
                 if self.prelist is not None:
                     self.prelist.stop()
                     self.prelist = None
+                await early.stop()
         heap.settle()
         self.freshness.reset()
         self.reconciler.start()

@@ -37,6 +37,7 @@ class Settings:
     routine_event_rate: float = ROUTINE_EVENT_RATE
     routine_event_summary_seconds: int = 60  # how often the routine Events past the burst are summarised
     instance: str = socket.gethostname()
+    early_grants: bool = True  # grant new claims from small views while the priming is under way
 
     @property
     def policy(self) -> Policy:
@@ -188,6 +189,10 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         default=_env_int("KUBELOCK_ROUTINE_EVENT_SUMMARY_SECONDS", 60),
                         help="send the summary of each namespace's and reason's Normal Events past the burst this "
                         "often, 1-3600 (default 60)")
+    parser.add_argument("--no-early-grants", dest="early_grants", action="store_false",
+                        default=os.environ.get("KUBELOCK_EARLY_GRANTS", "true").lower() not in ("0", "false", "no"),
+                        help="after a restart, answer no claim before every claim and lock is listed (default: new "
+                        "claims of free resources are granted from small views of their resources meanwhile)")
     args = parser.parse_args(argv)
     if args.stale_after_seconds is not None:
         parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
@@ -218,5 +223,6 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         resync_seconds=args.resync_seconds,
         routine_event_rate=args.routine_event_rate,
         routine_event_summary_seconds=args.routine_event_summary_seconds,
+        early_grants=args.early_grants,
         instance=os.environ.get("POD_NAME") or socket.gethostname(),
     )

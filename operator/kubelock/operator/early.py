@@ -1,0 +1,260 @@
+"""New claims granted while a restarted operator is still priming: the early path.
+
+The normal path decides nothing before its priming LISTs are in (every claim and lock it watches:
+with 10 000 of each, seconds of the API server's time), because a grant rests on every claim of its
+resource created before it (`freshness`). A new claim's resource has few claims, and the CRDs make
+them selectable (`spec.resource`, `status.phase`; docs/api.md). So from the start of the process
+until the priming is in, this path finds the claims no operator has answered (a LIST with
+`status.phase=` and a watch from its version, so that claims created meanwhile are seen too) and for
+each claim C of one resource R reads a small view, in the order a claim moves through its phases so
+that one moving on between two reads is caught by the later one:
+
+1. the claims not answered yet (`status.phase=`) and 2. the waiting ones (`status.phase=Pending`)
+   of C's namespace, 3. the claims of R as C spells it (every phase: Held ones, finished ones),
+4. every claim of several resources (`spec.resource=`: the field is absent from them), 5. R's lock.
+
+Every read comes after C was seen, so each holds every claim created before C that still matches
+(a LIST's resourceVersion is a horizon exactly as the cache's is). A claim of R created before C is
+then unanswered, waiting, Held (and in R's lock: a Held claim spelled otherwise is read back from the
+lock's grant, as the normal path does), or finished (and only a lock-delay rest would make it count:
+`earlygrant` says no under a lock-delay). The view goes through the reconciler's own gathering,
+`arbiter.decide` and write code (a `Reconciler` over a cache of this view alone), and only a grant
+to C and its Held status are applied (`earlygrant.grant_actions`); anything else is left to the
+normal path. The API server still arbitrates: the lock's create by its one name (or the conditional
+update of a semaphore's lock) fails rather than grant twice, whatever another replica does.
+
+When the priming is in, `stop` lets the decisions under way finish (for a moment) before the normal
+path's first decision; one cut short is harmless: its lock create, if made, makes the normal path's
+create fail and read the lock back, and its status write is conditional on the claim's version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubelock.domain.arbiter import decide
+from kubelock.domain.clock import Clock
+from kubelock.domain.earlygrant import grant_actions, refusal
+from kubelock.domain.model import Policy, SetStatus
+from kubelock.domain.resource import lock_name, normalise
+from kubelock.kube import paths
+from kubelock.kube.client import KubeClient
+from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.operator.cache import Cache
+from kubelock.operator.events import EventRecorder
+from kubelock.operator.policies import PolicyIndex
+from kubelock.operator.reconciler import Observer, Reconciler
+
+log = logging.getLogger("kubelock.early")
+Body = dict[str, Any]
+UNANSWERED = "status.phase="  # no operator has written the claim's status yet
+WAITING = "status.phase=Pending"
+MULTI = "spec.resource="  # claims of several resources have no spec.resource
+ROUNDS = 3  # a grant, then its Held status; one more for a write that met a stale view
+STOP_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A LIST of unanswered claims and the version it was taken at."""
+
+    items: list[Body]
+    version: int
+
+
+def _namespace(body: Body) -> str | None:
+    return (body.get("metadata") or {}).get("namespace")
+
+
+class _ViewGate:
+    """The freshness gate over the small view: a claim may be granted when it was first seen at or
+    before the versions the view's LISTs were taken at."""
+
+    epoch = 0
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return sequence <= self._cache.complete_at(namespace)
+
+    def why_not(self, namespace: str, sequence: int) -> str:
+        return f"first seen at {sequence}, beyond the small view's {self._cache.complete_at(namespace)}"
+
+    def wrote(self, namespace: str, version: int) -> None:
+        pass
+
+
+class EarlyGrants:
+    def __init__(
+        self,
+        client: KubeClient,
+        policy: Policy,
+        clock: Clock,
+        events: EventRecorder,
+        policies: PolicyIndex,
+        scopes: list[str | None],
+        in_scope: Callable[[str], bool],
+        observer: Observer | None = None,
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.clock = clock
+        self.events = events
+        self.policies = policies
+        self._scopes = scopes
+        self._in_scope = in_scope
+        self._observer = observer
+        self._finding: list[asyncio.Task[None]] = []
+        self._deciding: set[asyncio.Task[None]] = set()
+        self._tried: set[str] = set()  # uids of claims decided (or refused) once already
+        self._policies = asyncio.Event()  # set once the LockPolicies are listed (`policies_listed`)
+        self.granted = 0
+        self.refused = 0
+
+    def start(self) -> None:
+        self._finding = [
+            asyncio.create_task(self._find(scope), name=f"kubelock-early {scope or '*'}") for scope in self._scopes
+        ]
+
+    def policies_listed(self) -> None:
+        """The LockPolicies are in: decisions may be taken (the LISTs before them need not wait)."""
+        self._policies.set()
+
+    async def stop(self) -> None:
+        """No new decisions; those under way get STOP_GRACE_SECONDS to finish, then are cancelled."""
+        for task in self._finding:
+            task.cancel()
+        deciding = set(self._deciding)
+        if deciding:
+            _, late = await asyncio.wait(deciding, timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+        for task in (*self._finding, *deciding):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._finding = []
+        log.info("early path stopped: %d claims granted early, %d left to the normal path", self.granted, self.refused)
+
+    # ---- finding the claims no operator has answered -----------------------------------------
+
+    async def _find(self, scope: str | None) -> None:
+        """LIST the unanswered claims of `scope`, then watch from that LIST's version. Best effort:
+        any failure ends it, and the normal path answers every claim anyway."""
+        path = paths.claims(scope)
+        try:
+            items, version = await self.client.list_all(path, fieldSelector=UNANSWERED)
+            listed = Listed(items, int(version or 0))
+            for body in items:
+                self._consider(body, listed)
+            while True:
+                async for event in self.client.watch(path, resource_version=version, fieldSelector=UNANSWERED):
+                    body = event.get("object") or {}
+                    version = (body.get("metadata") or {}).get("resourceVersion") or version
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self._consider(body)
+        except (ApiError, Unreachable) as error:
+            log.info("early path of %s ends: %s", scope or "every namespace", error)
+        except Exception:  # best effort: never in the way of the operator's start
+            log.exception("early path of %s failed", scope or "every namespace")
+
+    def _consider(self, body: Body, listed: Listed | None = None) -> None:
+        """Decide `body`'s claim if it is new here; `listed`: the LIST of unanswered claims it came
+        from (taken after it was seen, so it serves as the first read of its view)."""
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        namespace, uid, resource = meta.get("namespace"), meta.get("uid"), spec.get("resource")
+        if not (isinstance(namespace, str) and isinstance(uid, str) and isinstance(resource, str)):
+            return  # a claim of several resources, or not a claim this path can read
+        if uid in self._tried or (body.get("status") or {}).get("phase") or not self._in_scope(namespace):
+            return
+        self._tried.add(uid)
+        task = asyncio.create_task(self._decide(namespace, uid, resource, listed), name=f"kubelock-early-decide {uid}")
+        self._deciding.add(task)
+        task.add_done_callback(self._deciding.discard)
+
+    # ---- one claim --------------------------------------------------------------------------
+
+    async def _decide(self, namespace: str, uid: str, spelled: str, listed: Listed | None) -> None:
+        try:
+            why = await self._grant(namespace, uid, spelled, listed)
+        except (ApiError, Unreachable) as error:
+            why = f"a read or write failed: {error}"
+        except ValueError as error:  # a resource the contract refuses: the normal path says so
+            why = str(error)
+        except Exception:  # best effort: never in the way of the operator's start
+            log.exception("early decision of claim %s in %s failed", uid, namespace)
+            why = "failed"
+        if why is None:
+            self.granted += 1
+        else:
+            self.refused += 1
+            log.debug("claim %s in %s left to the normal path: %s", uid, namespace, why)
+
+    async def _grant(self, namespace: str, uid: str, spelled: str, listed: Listed | None) -> str | None:
+        """Grant claim `uid` from the small view of its resource; why not, if it was not granted."""
+        resource = normalise(spelled)
+        key = (namespace, resource)
+        cache = Cache()
+        base = paths.claims(namespace)
+
+        async def read(selector: str) -> int:
+            items, version = await self.client.list_all(base, fieldSelector=selector)
+            cache.absorb_claims(items, set(), lambda _: True)
+            return int(version or 0)
+
+        # 1. The unanswered claims first: the LIST the claim was found in, if any. 2. The waiting ones
+        # after it (a claim answered between the two is in the second); the claims of R as spelled
+        # and of several resources in every phase, so in any order. 3. The lock last (a claim granted
+        # meanwhile is in it).
+        if listed is not None:
+            cache.absorb_claims([b for b in listed.items if _namespace(b) == namespace], set(), lambda _: True)
+            first = listed.version
+        else:
+            first = await read(UNANSWERED)
+        rest = await asyncio.gather(read(WAITING), read(paths.field_selector("spec.resource", spelled)), read(MULTI))
+        versions = [first, *rest]
+        reconciler = Reconciler(
+            self.client, cache, self.policy, self.clock, self.events, self._observer, gate=_ViewGate(cache),
+            policies=self.policies,
+        )
+        lock = await reconciler.grants.read(namespace, lock_name(resource))
+        if lock is not None:
+            cache.upsert_lock(lock)
+        cache.advance(namespace, min(versions))
+        await self._policies.wait()
+        for _ in range(ROUNDS):
+            claims, seen = await reconciler._gather(key)
+            if seen.lock is not None and seen.lock.breaking is not None:
+                return "the lock's grants are being broken"
+            lock_policy = self.policies.policy_for(namespace, resource)
+            claim = next((c for c in claims if c.uid == uid), None)
+            others = [r.claim for r in cache.claims.values() if r.claim.uid != uid]
+            why = refusal(claim, resource, others, lock_policy)
+            if why is not None:
+                return why
+            assert claim is not None
+            capacity = self.policies.capacity_of(namespace, resource)
+            graph = cache.graphs[namespace]
+            graph.set_capacity(resource, capacity)
+            decision = decide(
+                resource, claims, seen.grants, now=self.clock.now(), policy=self.policy, graph=graph,
+                capacity=capacity, broken=cache.breaks.get(key), finished=cache.finished_for(key),
+                lock_policy=lock_policy,
+            )
+            actions = grant_actions(uid, decision)
+            if actions is None:
+                return "the decision is not a grant of this claim alone"
+            if not reconciler.gate.may_grant(namespace, claim.sequence):
+                return reconciler.gate.why_not(namespace, claim.sequence)
+            await reconciler._apply(namespace, actions, seen)
+            if any(isinstance(a, SetStatus) for a in actions) and cache.claims.get(uid) is not None:
+                status = cache.claims[uid].claim.status
+                if status is not None:
+                    log.info("%s/%s granted before the priming is in", namespace, claim.name)
+                    return None
+        return "did not settle"
