@@ -116,8 +116,10 @@ class EarlyGrants:
         self._policies = asyncio.Event()  # set once the LockPolicies are listed (`policies_listed`)
         self.granted = 0
         self.refused = 0
+        self._started = False  # `start` not called: --no-early-grants
 
     def start(self) -> None:
+        self._started = True
         self._finding = [
             asyncio.create_task(self._find(scope), name=f"kubelock-early {scope or '*'}") for scope in self._scopes
         ]
@@ -139,6 +141,10 @@ class EarlyGrants:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._finding = []
+        if not self._started:
+            # Said apart from "0 claims granted early", which reads as if the path had run and found none.
+            log.info("early path off (--no-early-grants): no claim was answered before the priming was in")
+            return
         log.info("early path stopped: %d claims granted early, %d left to the normal path", self.granted, self.refused)
 
     # ---- finding the claims no operator has answered -----------------------------------------
