@@ -192,7 +192,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--no-early-grants", dest="early_grants", action="store_false",
                         default=os.environ.get("KUBELOCK_EARLY_GRANTS", "true").lower() not in ("0", "false", "no"),
                         help="after a restart, answer no claim before every claim and lock is listed (default: new "
-                        "claims of free resources are granted from small views of their resources meanwhile)")
+                        "claims of free resources are granted from small views of their resources meanwhile); "
+                        "environment KUBELOCK_EARLY_GRANTS=false")
     args = parser.parse_args(argv)
     if args.stale_after_seconds is not None:
         parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
