@@ -312,6 +312,7 @@ def test_operator_accepts_the_default_arguments(helm: Path) -> None:
     assert settings.health_address == "0.0.0.0:8080"
     assert settings.metrics_port == 9090
     assert settings.metrics_address == "0.0.0.0"
+    assert settings.early_grants
 
 
 @pytest.mark.usefixtures("clean_env")
@@ -328,6 +329,7 @@ def test_operator_accepts_the_settings_of_values_files(helm: Path, tmp_path: Pat
         "namespaces": ["agents", "team-*"],
         "logFormat": "text",
         "verbose": True,
+        "earlyGrants": False,
         "metrics": {"enabled": False},
         "healthPort": 8181,
     }
@@ -342,6 +344,7 @@ def test_operator_accepts_the_settings_of_values_files(helm: Path, tmp_path: Pat
     assert settings.namespaces == ("agents", "team-*")
     assert settings.log_format == "text"
     assert settings.verbose
+    assert not settings.early_grants
     assert settings.metrics_port == 0
     assert settings.health_address == "0.0.0.0:8181"
     assert [p["name"] for p in c["ports"]] == ["health"]

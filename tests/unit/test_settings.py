@@ -80,3 +80,16 @@ def test_debug_loggers_from_flags_and_environment(monkeypatch: pytest.MonkeyPatc
         "kubelock.view", "kubelock.watches")
     monkeypatch.setenv("KUBELOCK_DEBUG", "kubelock.view")
     assert parse([]).debug_loggers == ("kubelock.view",)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("OFF", False), ("0", False), ("yes", True), ("", True)])
+def test_early_grants_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    monkeypatch.setenv("KUBELOCK_EARLY_GRANTS", value)
+    assert parse([]).early_grants is expected
+    assert parse(["--no-early-grants"]).early_grants is False
+
+
+def test_an_early_grants_value_that_is_no_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBELOCK_EARLY_GRANTS", "maybe")
+    with pytest.raises(SystemExit, match="KUBELOCK_EARLY_GRANTS='maybe' is not a boolean"):
+        parse([])

@@ -71,6 +71,21 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={value!r} is not an integer") from None
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise SystemExit(f"{name}={value!r} is not a boolean (one of {', '.join(_TRUE + _FALSE)})")
+
+
 def _env_optional_int(name: str) -> int | None:
     value = os.environ.get(name)
     return None if value is None or value == "" else _env_int(name, 0)
@@ -190,7 +205,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="send the summary of each namespace's and reason's Normal Events past the burst this "
                         "often, 1-3600 (default 60)")
     parser.add_argument("--no-early-grants", dest="early_grants", action="store_false",
-                        default=os.environ.get("KUBELOCK_EARLY_GRANTS", "true").lower() not in ("0", "false", "no"),
+                        default=_env_bool("KUBELOCK_EARLY_GRANTS", True),
                         help="after a restart, answer no claim before every claim and lock is listed (default: new "
                         "claims of free resources are granted from small views of their resources meanwhile); "
                         "environment KUBELOCK_EARLY_GRANTS=false")
