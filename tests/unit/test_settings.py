@@ -82,7 +82,9 @@ def test_debug_loggers_from_flags_and_environment(monkeypatch: pytest.MonkeyPatc
     assert parse([]).debug_loggers == ("kubelock.view",)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("false", False), ("OFF", False), ("0", False), ("yes", True), ("", True)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("false", False), ("OFF", False), ("0", False), ("yes", True), ("", True)]
+)
 def test_early_grants_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
     monkeypatch.setenv("KUBELOCK_EARLY_GRANTS", value)
     assert parse([]).early_grants is expected
