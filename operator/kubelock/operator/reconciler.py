@@ -391,9 +391,19 @@ class Reconciler:
             if g.claim_uid not in known and not self.cache.was_deleted(g.claim_uid)
         ]
         if orphans:
-            # Released, or the claims' events are still on their way.
+            # Released, or the claims' events are still on their way. Only those grants' claims are
+            # taken from the cache again, beside the claims read with the lock (less those gone
+            # meanwhile): the reads let watch events in, and a claim that came in or changed meanwhile
+            # may be newer than `lock` (told Held of a grant added after the lock was read, it would
+            # be taken for broken and revoked). Its event scheduled the key: the next round decides
+            # it, on the lock read again if the cache's still lacks the grant.
             await asyncio.gather(*(self._confirm_claim(namespace, g) for g in orphans))
-            records = self.cache.claims_for(key)
+            confirmed = {g.claim_uid for g in orphans}
+            current = self.cache.claims
+            records = [
+                *(r for r in records if r.claim.uid in current),
+                *(r for r in self.cache.claims_for(key) if r.claim.uid in confirmed),
+            ]
         seen = Seen({r.claim.uid: r for r in records}, lock)
         # Pods the watch has not shown yet are read at once, not one after another: after a stall or
         # a wave of replacement pods a resource can have several, and each read waits on the API server.
