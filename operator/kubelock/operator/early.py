@@ -57,6 +57,10 @@ WAITING = "status.phase=Pending"
 MULTI = "spec.resource="  # claims of several resources have no spec.resource
 ROUNDS = 3  # a grant, then its Held status; one more for a write that met a stale view
 STOP_GRACE_SECONDS = 2.0
+# The most claims one start decides early; the rest wait for the normal path. Each decision LISTs its
+# namespace's unanswered and waiting claims, so without a bound a restart that finds many new claims
+# (after a long outage) would ask the API server for many times what the priming asks, while it primes.
+DECISIONS = 8
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,10 @@ class EarlyGrants:
         if uid in self._tried or (body.get("status") or {}).get("phase") or not self._in_scope(namespace):
             return
         self._tried.add(uid)
+        if len(self._tried) > DECISIONS:
+            self.refused += 1
+            log.debug("claim %s in %s left to the normal path: %d decided early already", uid, namespace, DECISIONS)
+            return
         task = asyncio.create_task(self._decide(namespace, uid, resource, listed), name=f"kubelock-early-decide {uid}")
         self._deciding.add(task)
         task.add_done_callback(self._deciding.discard)
