@@ -132,7 +132,29 @@ class MultiClaims:
         """Each resource of the claim as its decision sees it, with the version of its lock the
         writes rest on. Locks are read from the API server where the cache cannot be trusted: a grant
         of a Held claim missing (broken, or its event still on its way), and every lock before the
-        claim is told Held (see the module's docstring)."""
+        claim is told Held (see the module's docstring).
+
+        The reads (the pod in `reconcile`, the locks read back here, a namespace in `_break_of`) let
+        watch events in, so the view is of mixed age: the claim (`record`) is taken first, each lock
+        after it, each resource's other claims last. `Reconciler._gather` once revoked a claim Held of
+        a grant newer than the lock it was decided with (a false LockBroken). No mix here leads to a
+        wrong write (tests/unit/test_multiclaims_gather.py pins both directions):
+        - Other claims newer than a lock: the decision writes only this claim and its own grants; the
+          others only order the queue (`_blocked`, `_requeued`). One granted after the lock was read
+          shows there as a request ahead, not holding: it only holds this claim back, or the add
+          beside it fails on the lock's version. Whether it lost its grant is its resource's decision.
+        - This claim older than its locks: every write of it is conditional on `record`'s version, and
+          whatever changes its grants behind its back writes the claim first (an end, a give-back) or
+          deletes it (then `_set_status` and `_create_lock` skip it, or the write meets a 404). So a
+          Held write on locks read after a give-back began fails, and a LockBroken on a grant removed
+          by its end does too. A Held claim's missing grant, and every grant before it is told Held,
+          are read from the API server after `record` was taken: a lock the cache has not caught up
+          with is never taken for broken, nor for complete. A grant (a create, an add) cannot be
+          conditional on the claim; one made for a claim that ended meanwhile is removed by its
+          resource's decision like the grant of any released claim ("A fresh view").
+        - A waiter is not lost: an event that arrives during the reads schedules the key again (the
+          resource's claims of several resources with it), and the work queue runs a key scheduled
+          while it runs once more."""
         owner, cache = self.owner, self.owner.cache
         keys = [(namespace, r) for r in claim.every_resource]
         cached = {k: cache.locks.get(k) for k in keys}
