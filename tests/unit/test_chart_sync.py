@@ -313,6 +313,7 @@ def test_operator_accepts_the_default_arguments(helm: Path) -> None:
     assert settings.metrics_port == 9090
     assert settings.metrics_address == "0.0.0.0"
     assert settings.early_grants
+    assert not settings.verbose
 
 
 @pytest.mark.usefixtures("clean_env")

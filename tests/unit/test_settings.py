@@ -95,3 +95,19 @@ def test_an_early_grants_value_that_is_no_boolean_is_refused(monkeypatch: pytest
     monkeypatch.setenv("KUBELOCK_EARLY_GRANTS", "maybe")
     with pytest.raises(SystemExit, match="KUBELOCK_EARLY_GRANTS='maybe' is not a boolean"):
         parse([])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("ON", True), ("1", True), ("no", False), ("", False)]
+)
+def test_verbose_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    assert parse([]).verbose is False
+    monkeypatch.setenv("KUBELOCK_VERBOSE", value)
+    assert parse([]).verbose is expected
+    assert parse(["-v"]).verbose is True
+
+
+def test_a_verbose_value_that_is_no_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBELOCK_VERBOSE", "debug")
+    with pytest.raises(SystemExit, match="KUBELOCK_VERBOSE='debug' is not a boolean"):
+        parse([])

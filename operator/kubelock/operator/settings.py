@@ -141,11 +141,14 @@ REPLACED = {
 }
 
 
-def parse(argv: Sequence[str] | None = None) -> Settings:
-    env_ns = [n for n in os.environ.get("KUBELOCK_NAMESPACES", "").split(",") if n.strip()]
+def flag_parser() -> argparse.ArgumentParser:
+    """The operator's flags, with their defaults read from the environment now (README.md, "Operator
+    settings", lists each with its variable and Helm value; a unit test holds the two together)."""
     parser = argparse.ArgumentParser(
         prog="kubelock-operator",
-        description="Run the kubelock operator. Every flag also reads KUBELOCK_<NAME> from the environment.",
+        description="Run the kubelock operator. Each flag but --kubeconfig (KUBECONFIG), --context and "
+        "--all-namespaces also reads KUBELOCK_<NAME> from the environment (--namespace: KUBELOCK_NAMESPACES, "
+        "comma-separated; --no-early-grants: KUBELOCK_EARLY_GRANTS=false); a flag given overrides its variable.",
     )
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig (else in-cluster)")
     parser.add_argument("--context", default=None, help="kubeconfig context")
@@ -179,8 +182,10 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="the grace of a preemption's revocation request, after which the lock is broken "
                         "(default 30)")
     parser.add_argument("--stale-after-seconds", help=argparse.SUPPRESS)
-    parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"))
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"),
+                        help="text, or json: one object a line (default text)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=_env_bool("KUBELOCK_VERBOSE", False),
+                        help="log at debug level, kopf's own loggers at info (environment KUBELOCK_VERBOSE=true)")
     parser.add_argument("--debug", action="append", metavar="LOGGER",
                         default=[n for n in os.environ.get("KUBELOCK_DEBUG", "").split(",") if n],
                         help="log this logger at debug level, without the rest of --verbose (repeatable); "
@@ -190,7 +195,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="host:port of the liveness endpoint /healthz ('' to disable)")
     parser.add_argument("--metrics-port", type=int, default=_env_int("KUBELOCK_METRICS_PORT", 0),
                         help="port for Prometheus metrics (0: off)")
-    parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"))
+    parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"),
+                        help="address the metrics endpoint listens on (default 127.0.0.1)")
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
                         help="LIST locks and holder pods this often, a safety net for missed watch events")
     parser.add_argument("--routine-event-rate", type=_rate,
@@ -209,13 +215,19 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                         help="after a restart, answer no claim before every claim and lock is listed (default: new "
                         "claims of free resources are granted from small views of their resources meanwhile); "
                         "environment KUBELOCK_EARLY_GRANTS=false")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings:
+    env_ns = [n for n in os.environ.get("KUBELOCK_NAMESPACES", "").split(",") if n.strip()]
+    flags = flag_parser()
+    args = flags.parse_args(argv)
     if args.stale_after_seconds is not None:
-        parser.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
+        flags.error(f"--stale-after-seconds was replaced by {REPLACED['--stale-after-seconds']}")
     if os.environ.get("KUBELOCK_STALE_AFTER_SECONDS"):
-        parser.error(f"KUBELOCK_STALE_AFTER_SECONDS was replaced by {REPLACED['KUBELOCK_STALE_AFTER_SECONDS']}")
+        flags.error(f"KUBELOCK_STALE_AFTER_SECONDS was replaced by {REPLACED['KUBELOCK_STALE_AFTER_SECONDS']}")
     if args.resource_lock_timeout > args.max_ttl_seconds:
-        parser.error(
+        flags.error(
             f"--resource-lock-timeout ({args.resource_lock_timeout}) exceeds --max-ttl-seconds ({args.max_ttl_seconds})"
         )
     namespaces = () if args.all_namespaces else tuple(args.namespaces or env_ns)
