@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kubelock.testbed import find_binaries
+from kubelock.testbed.__main__ import try_text
 from tests.support.operator import REPO
 
 TIMEOUT = 240
@@ -57,6 +58,12 @@ def test_up_names_the_users_and_their_kubeconfigs(bed: tuple[Path, str]) -> None
     for user, role in [("alice", "kubelock-agent"), ("viewer", "kubelock-viewer"), ("lockadmin", "kubelock-admin")]:
         assert any(line.split()[:2] == [user, role] for line in printed.splitlines()), printed
         assert (workdir / "users" / f"{user}.kubeconfig").is_file()
+
+
+def test_up_prints_the_commands_to_try_as_run_does(bed: tuple[Path, str], kubectl: Path) -> None:
+    workdir, printed = bed
+    assert try_text(f"{kubectl} --kubeconfig {workdir / 'kubeconfig'}") in printed, printed
+    assert f"python -m kubelock.testbed down --workdir {workdir}` stops everything." in printed, printed
 
 
 def test_the_users_act_as_agent_viewer_and_lock_admin(bed: tuple[Path, str], kubectl: Path) -> None:

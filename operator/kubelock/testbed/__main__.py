@@ -66,6 +66,7 @@ USER_ROLES: dict[str, tuple[str, str]] = {
     "lockadmin": ("kubelock-admin", "also breaks locks and reads Events"),
 }
 UP_TIMEOUT = 180.0
+DEFAULT_WORKDIR = ".run"  # `make up` and `make down` use it
 DOWN_TIMEOUT = 60.0
 EXIT_NOT_RUNNING = 3  # as LSB init scripts' `status`
 
@@ -104,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
         ("load-image", "import image archives into the real node"),
     ):
         command = commands.add_parser(name, help=summary, description=summary)
-        command.add_argument("--workdir", default=".run", help="state, logs and kubeconfig (default: .run)")
+        command.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                             help=f"state, logs and kubeconfig (default: {DEFAULT_WORKDIR})")
         if name == "load-image":
             command.add_argument("archives", nargs="+", type=Path, help="docker-archive or OCI tars")
         if name in ("run", "up"):
@@ -148,7 +150,11 @@ def run(workdir: Path, *, operator: bool, node: bool = False) -> int:
         if operator:
             operator_process = _start_operator(plane.kubeconfig)
         _announce(plane, operator_process)
-        _ready_marker(workdir).write_text(f"{plane.kubeconfig}\n")
+        # The kubectl to try it with, for `up` to print: written whole, then renamed into place, so
+        # that `up`, which waits for the marker, never reads half of it.
+        marker = _ready_marker(workdir)
+        marker.with_suffix(".tmp").write_text(f"{plane.kubeconfig}\n{_kubectl(plane)}\n")
+        marker.with_suffix(".tmp").replace(marker)
         return _supervise(plane, operator_process)
     except (KeyboardInterrupt, _Shutdown):
         print("\nstopping", flush=True)
@@ -277,19 +283,30 @@ def _answers(url: str) -> bool:
         return bool(response.status == 200)
 
 
+def _kubectl(plane: ControlPlane) -> str:
+    """The command line of the bed's kubectl, as cluster admin."""
+    return f"{plane.bin_dir / binaries.KUBECTL} --kubeconfig {plane.kubeconfig}"
+
+
 def _announce(plane: ControlPlane, operator: ManagedProcess | None) -> None:
-    kubectl = f"{plane.bin_dir / binaries.KUBECTL} --kubeconfig {plane.kubeconfig}"
     who = f"operator pid {operator.pid}" if operator else "no operator"
     print(
         f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s), {who}\n"
         f"kubeconfig: {plane.kubeconfig} (cluster admin)\n"
         f"{users_text(plane.workdir)}\n"
+        f"{try_text(_kubectl(plane))}\n"
+        f"Ctrl-C stops everything.",
+        flush=True,
+    )
+
+
+def try_text(kubectl: str) -> str:
+    """The first commands to try on a bed that is ready: `run` and `up` print the same."""
+    return (
         f"try:\n"
         f"  {kubectl} apply -f examples/lockclaim.yaml\n"
         f"  {kubectl} get locks\n"
-        f"  {kubectl} delete -f examples/lockclaim.yaml\n"
-        f"Ctrl-C stops everything.",
-        flush=True,
+        f"  {kubectl} delete -f examples/lockclaim.yaml"
     )
 
 
@@ -353,6 +370,13 @@ def up(workdir: Path, *, operator: bool, node: bool = False) -> int:
     print(f"running (pid {child.pid}); log: {log_path}")
     print(f"kubeconfig: {workdir / 'kubeconfig'} (cluster admin)")
     print(users_text(workdir))
+    lines = _ready_marker(workdir).read_text().splitlines()
+    if len(lines) > 1:  # the kubectl `run` found
+        print(try_text(lines[1]))
+    if workdir == Path(DEFAULT_WORKDIR).resolve():
+        print("`make down` stops everything.")
+    else:
+        print(f"`python -m kubelock.testbed down --workdir {workdir}` stops everything.")
     return 0
 
 
