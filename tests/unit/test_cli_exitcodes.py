@@ -156,3 +156,27 @@ def test_options_go_before_or_after_the_command() -> None:
     assert (before.json, before.namespace, before.holder) == (after.json, after.namespace, after.holder)
     unlock = parser.parse_args(["unlock", "--holder", "a", "--holder", "b", "--reason", "stuck"])
     assert unlock.break_holders == ["a", "b"]  # in unlock, --holder selects whose locks to break
+
+
+def test_graph_svg_without_graphviz_is_refused_before_any_cluster_is_looked_for(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--svg` cannot succeed without graphviz's `dot`: refused as input (4), with what to install and
+    the DOT output to use instead, before the kubeconfig is looked for (no cluster here: that would
+    be 6, and fixing it would only lead to this refusal)."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    assert main(["graph", "--svg"]) == ExitCode.INVALID_INPUT
+    err = capsys.readouterr().err
+    assert "kubelock graph: --svg needs graphviz's `dot`" in err and "install graphviz" in err, err
+    assert "leave out --svg for the DOT text" in err and "no Kubernetes API server" not in err, err
+    # The DOT text, and JSON (which carries the DOT text), need no graphviz: on to the cluster.
+    for argv in (["graph"], ["graph", "--dot"], ["graph", "--svg", "-o", "json"]):
+        assert main(argv) == ExitCode.UNREACHABLE, argv
+    capsys.readouterr()
+    # With a `dot` on PATH, --svg goes on to the cluster too.
+    dot = tmp_path / "dot"
+    dot.write_text("#!/bin/sh\nexit 0\n")
+    dot.chmod(0o755)
+    assert main(["graph", "--svg"]) == ExitCode.UNREACHABLE
+    assert "no Kubernetes API server configured" in capsys.readouterr().err

@@ -356,10 +356,7 @@ async def cmd_revoke(client: AsyncLockClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
-    dot_binary = shutil.which("dot") if args.svg else None
-    if args.svg and dot_binary is None:
-        raise InvalidInput("--svg needs graphviz: no `dot` on PATH; install graphviz, or use --dot and render it "
-                           "elsewhere")
+    dot_binary = _svg_renderer(args)  # None: DOT text (check_input already refused --svg without graphviz)
     graph = await AsyncAdmin(client).graph(client.namespace)
     dot = waitgraph.to_dot(graph, name=f"kubelock wait-for graph of {client.namespace}")
     if args.output in ("json", "yaml"):
@@ -465,6 +462,26 @@ def check_input(args: argparse.Namespace) -> None:
             validation.holder(who)
     if getattr(args, "command", None) == "revoke":
         admin.check_grace(args.grace)
+    if getattr(args, "command", None) == "graph":
+        _svg_renderer(args)  # before looking for a cluster: without graphviz, --svg cannot succeed anyway
+
+
+NO_GRAPHVIZ = (
+    "--svg needs graphviz's `dot` command, and there is none on PATH: install graphviz (the package `graphviz` "
+    "of apt, dnf, apk or Homebrew), or leave out --svg for the DOT text and render it elsewhere "
+    "(`kubelock graph > waits.dot`, then `dot -Tsvg waits.dot > waits.svg`)"
+)
+
+
+def _svg_renderer(args: argparse.Namespace) -> str | None:
+    """graphviz's `dot` when `graph` renders SVG (--svg, not -o json|yaml), else None; InvalidInput
+    (exit 4, as any option that cannot be honoured) when it renders SVG and `dot` is not on PATH."""
+    if not args.svg or args.output in ("json", "yaml"):
+        return None
+    found = shutil.which("dot")
+    if found is None:
+        raise InvalidInput(NO_GRAPHVIZ)
+    return found
 
 
 def make_client(args: argparse.Namespace) -> AsyncLockClient:
