@@ -23,7 +23,8 @@ class ExitCode(IntEnum):
     OK = 0  # done: acquired, released, renewed, listed ...
     HELD = 1  # held by another holder (try-lock)
     NOT_FOUND = 2  # no such claim or lock; nothing held to release or renew
-    FORBIDDEN = 3  # the API server refused this identity (RBAC, admission); unlock without admin rights
+    FORBIDDEN = 3  # the API server refused this identity (RBAC, admission) or its credentials (a 401);
+    # also unlock without admin rights
     INVALID_INPUT = 4  # bad URI, TTL, timeout, arguments; refused before any request
     DEADLOCK = 5  # waiting would close a wait-for cycle: release your locks and retry
     UNREACHABLE = 6  # API server (or operator) unreachable, or not configured: never a success

@@ -142,6 +142,10 @@ class Runtime:
         self._claim_watches[scope] = asyncio.create_task(watch.run(version), name=f"kubelock-claims {scope or '*'}")
 
     async def stop(self) -> None:
+        # A SIGTERM (a pod being deleted or rolled) ends here: say so, so that the log of a clean stop
+        # is told from a crash's, and that nothing held goes with this process.
+        log.info("kubelock operator stopping: claims, locks, tokens and queues stay in the API server for "
+                 "the next operator (or another replica) to carry on")
         watches = (*self._claim_watches.values(), *self._lock_watches, *self._policy_watches)
         for task in (*self._tasks, *watches, self._catching_up):
             if task is not None:

@@ -37,7 +37,8 @@ class NotFound(LockError):
 
 
 class Forbidden(LockError):
-    """The API server refused the request for this identity (RBAC or admission)."""
+    """The API server refused the request for this identity (RBAC or admission), or refused its
+    credentials (401: an expired or revoked token)."""
 
     default_reason = "Forbidden"
 
@@ -104,7 +105,12 @@ def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) 
     if isinstance(error, kube_errors.Unreachable):
         return Unreachable(f"cannot {doing}: {error}")
     detail = error.message or str(error)
-    if isinstance(error, kube_errors.Forbidden | kube_errors.Unauthorized):
+    if isinstance(error, kube_errors.Unauthorized):
+        # A 401 is about the credentials, not the rights: "not allowed to" would send the caller to
+        # look at RBAC when the token expired or was revoked (a rotated ServiceAccount token).
+        return Forbidden(f"cannot {doing}: the API server did not accept the credentials ({error.status} "
+                         f"{error.reason or 'Unauthorized'}: an expired or revoked token, or a wrong kubeconfig)")
+    if isinstance(error, kube_errors.Forbidden):
         return Forbidden(f"not allowed to {doing}: {detail}")
     if isinstance(error, kube_errors.NotFound):
         return NotFound(f"cannot {doing}: {detail}")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import Expired, LockError, NotFound, Revoked
 from kubelock.sdk.model import ClaimInfo, GrantInfo, RevocationInfo
-from kubelock.sdk.renewal import loss_moment, renew_interval, validate_renew_deadline
+from kubelock.sdk.renewal import loss_moment, ran_out_message, renew_interval, validate_renew_deadline
 from kubelock.sdk.targets import Target, Uris
 from kubelock.sdk.watching import backoff, follow_claim
 
@@ -78,6 +78,7 @@ class AsyncLease:
         self._task: asyncio.Task[None] | None = None
         self._deadline = 0.0  # loop time at which the last confirmed lease ends
         self._renewed = 0.0  # loop time at which the last accepted renewal (or the grant) was asked for
+        self._renew_failure: str | None = None  # what the last renewal was told, until one succeeds
         self._deadline_moved = asyncio.Event()
         self.lost = asyncio.Event()
         self.error: LockError | None = None
@@ -216,11 +217,13 @@ class AsyncLease:
             try:
                 await self._client.renew_claim(self.claim, self._client.renewal_marker(), conditional=False)
                 self._renewed = asked
+                self._renew_failure = None
                 self._deadline_moved.set()
             except NotFound:
                 await self._lose(Revoked(f"claim {self.claim.name} was deleted", reason=Reason.RELEASED.value))
                 return
             except LockError as error:  # transient trouble outlasted the retries: the guard decides
+                self._renew_failure = str(error)
                 log.warning("renewal of %s failed: %s", self.claim.label, error)
 
     async def _watch(self) -> None:
@@ -263,11 +266,8 @@ class AsyncLease:
                     await self._deadline_moved.wait()
 
     def _ran_out(self, by_renew_deadline: bool) -> Expired:
-        resource = self.claim.label
-        if by_renew_deadline:
-            return Expired(f"no renewal of the lease on {resource} succeeded within the renew deadline of "
-                           f"{self._renew_deadline:g}s (is the API server reachable?)")
-        return Expired(f"the lease on {resource} ran out without a confirmed renewal (is the API server reachable?)")
+        deadline = self._renew_deadline if by_renew_deadline else None
+        return Expired(ran_out_message(self.claim.label, renew_deadline=deadline, last_failure=self._renew_failure))
 
     def _move_deadline(self, info: ClaimInfo) -> None:
         if info.expires_at is None:

@@ -53,3 +53,15 @@ def loss_moment(expiry: float, last_renewal: float, renew_deadline: float | None
         return expiry, False
     by_deadline = last_renewal + renew_deadline
     return (by_deadline, True) if by_deadline < expiry else (expiry, False)
+
+
+def ran_out_message(resource: str, *, renew_deadline: float | None, last_failure: str | None) -> str:
+    """Why a lease whose renewals stopped counts as lost. `renew_deadline`: set when the renew
+    deadline (not the confirmed expiry) decided it; `last_failure`: what the last failed renewal
+    was told, so that a refused credential (401) or a refusal by RBAC is not reported as an API
+    server that cannot be reached."""
+    cause = f"the last renewal failed: {last_failure}" if last_failure else "is the API server reachable?"
+    if renew_deadline is not None:
+        return (f"no renewal of the lease on {resource} succeeded within the renew deadline of "
+                f"{renew_deadline:g}s ({cause})")
+    return f"the lease on {resource} ran out without a confirmed renewal ({cause})"

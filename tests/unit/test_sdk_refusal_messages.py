@@ -1,0 +1,40 @@
+"""What an agent is told when its credentials stop working (a rotated or revoked ServiceAccount
+token): a 401 names the credentials, not RBAC, and a lease lost because its renewals were refused
+says why instead of asking whether the API server is reachable."""
+
+from __future__ import annotations
+
+from kubelock.kube import errors as kube_errors
+from kubelock.sdk.errors import Forbidden, from_api
+from kubelock.sdk.renewal import ran_out_message
+
+
+def test_a_401_names_the_credentials_not_the_rights() -> None:
+    error = from_api(kube_errors.Unauthorized(401, "Unauthorized", "Unauthorized"), "list locks in agents")
+    assert isinstance(error, Forbidden)  # exit code 3, as documented
+    assert str(error) == ("cannot list locks in agents: the API server did not accept the credentials "
+                          "(401 Unauthorized: an expired or revoked token, or a wrong kubeconfig)")
+
+
+def test_a_403_still_says_what_was_not_allowed() -> None:
+    detail = 'lockclaims.kubelock.dev is forbidden: User "x" cannot create resource "lockclaims"'
+    error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "create claim c")
+    assert isinstance(error, Forbidden)
+    assert str(error) == f"not allowed to create claim c: {detail}"
+
+
+def test_a_lease_lost_to_refused_renewals_says_what_the_renewal_was_told() -> None:
+    refused = "cannot renew the lock on x://r: the API server did not accept the credentials (401 Unauthorized: ...)"
+    assert ran_out_message("x://r", renew_deadline=20.0, last_failure=refused) == (
+        "no renewal of the lease on x://r succeeded within the renew deadline of 20s "
+        f"(the last renewal failed: {refused})"
+    )
+    assert ran_out_message("x://r", renew_deadline=None, last_failure=refused) == (
+        f"the lease on x://r ran out without a confirmed renewal (the last renewal failed: {refused})"
+    )
+
+
+def test_without_a_failed_renewal_the_api_server_is_suspected() -> None:
+    assert ran_out_message("x://r", renew_deadline=20.0, last_failure=None) == (
+        "no renewal of the lease on x://r succeeded within the renew deadline of 20s (is the API server reachable?)"
+    )
