@@ -33,26 +33,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubelock.domain.arbiter import decide
 from kubelock.domain.clock import Clock
 from kubelock.domain.earlygrant import grant_actions, refusal
-from kubelock.domain.model import Policy, SetStatus
+from kubelock.domain.model import Claim, Decision, Policy, SetStatus
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.errors import ApiError, Unreachable
-from kubelock.operator.cache import Cache
+from kubelock.kube.prelist import EarlyListFailed
+from kubelock.operator.cache import Cache, Key
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.policies import PolicyIndex
-from kubelock.operator.reconciler import Observer, Reconciler
+from kubelock.operator.reconciler import Choice, Observer, Reconciler
+from kubelock.operator.start import UNANSWERED, UNANSWERED_QUERY
 
 log = logging.getLogger("kubelock.early")
 Body = dict[str, Any]
-UNANSWERED = "status.phase="  # no operator has written the claim's status yet
+# The pages of a LIST (path, query) started before the imports, once; None: none was (`Runtime.prelisted`).
+Prelisted = Callable[[str, Mapping[str, str]], AsyncIterator[tuple[list[Body], str]] | None]
 WAITING = "status.phase=Pending"
 MULTI = "spec.resource="  # claims of several resources have no spec.resource
 ROUNDS = 3  # a grant, then its Held status; one more for a write that met a stale view
@@ -73,6 +75,23 @@ class Listed:
 
 def _namespace(body: Body) -> str | None:
     return (body.get("metadata") or {}).get("namespace")
+
+
+class _ViewCache(Cache):
+    """The small view of one decision, which keeps what it was told of locks and claims (its reads
+    and its own writes' responses) for the normal path (`EarlyGrants.seen`)."""
+
+    def __init__(self, seen: list[Body]) -> None:
+        super().__init__()
+        self._seen = seen
+
+    def upsert_lock(self, body: Body) -> Key | None:
+        self._seen.append(body)
+        return super().upsert_lock(body)
+
+    def upsert_claim(self, body: Body) -> Key | None:
+        self._seen.append(body)
+        return super().upsert_claim(body)
 
 
 class _ViewGate:
@@ -105,8 +124,10 @@ class EarlyGrants:
         scopes: list[str | None],
         in_scope: Callable[[str], bool],
         observer: Observer | None = None,
+        prelisted: Prelisted | None = None,
     ) -> None:
         self.client = client
+        self._prelisted = prelisted  # the LISTs started before the imports
         self.policy = policy
         self.clock = clock
         self.events = events
@@ -117,6 +138,7 @@ class EarlyGrants:
         self._finding: list[asyncio.Task[None]] = []
         self._deciding: set[asyncio.Task[None]] = set()
         self._tried: set[str] = set()  # uids of claims decided (or refused) once already
+        self._seen: list[Body] = []  # the locks and claims the decisions read or wrote (`seen`)
         self._policies = asyncio.Event()  # set once the LockPolicies are listed (`policies_listed`)
         self.granted = 0
         self.refused = 0
@@ -151,6 +173,13 @@ class EarlyGrants:
             return
         log.info("early path stopped: %d claims granted early, %d left to the normal path", self.granted, self.refused)
 
+    def seen(self) -> list[Body]:
+        """The locks and claims (bodies, each as the API server had it at its resourceVersion) the
+        decisions read or wrote: what the normal path's priming LISTs may predate (a lock created
+        early is missing from a LIST of locks taken before; the normal path's own create of it would
+        fail and read it back)."""
+        return list(self._seen)
+
     # ---- finding the claims no operator has answered -----------------------------------------
 
     async def _find(self, scope: str | None) -> None:
@@ -158,8 +187,9 @@ class EarlyGrants:
         any failure ends it, and the normal path answers every claim anyway."""
         path = paths.claims(scope)
         try:
-            items, version = await self.client.list_all(path, fieldSelector=UNANSWERED)
+            items, version = await self._list_unanswered(path)
             listed = Listed(items, int(version or 0))
+            log.debug("%d unanswered claims listed in %s at %s", len(items), scope or "every namespace", version)
             for body in items:
                 self._consider(body, listed)
             while True:
@@ -172,6 +202,23 @@ class EarlyGrants:
             log.info("early path of %s ends: %s", scope or "every namespace", error)
         except Exception:  # best effort: never in the way of the operator's start
             log.exception("early path of %s failed", scope or "every namespace")
+
+    async def _list_unanswered(self, path: str) -> tuple[list[Body], str]:
+        """The unanswered claims of `path`: the LIST started before the imports (`kubelock.operator.start`),
+        in by now as a rule, or, without it or when it failed, one of the event loop's own."""
+        pages = self._prelisted(path, UNANSWERED_QUERY) if self._prelisted is not None else None
+        if pages is not None:
+            items: list[Body] = []
+            version = ""
+            try:
+                async for page, listed_at in pages:
+                    items.extend(page)
+                    version = listed_at
+            except EarlyListFailed as error:
+                log.info("the early LIST of the unanswered claims of %s failed, listing them again: %s", path, error)
+            else:
+                return items, version
+        return await self.client.list_all(path, fieldSelector=UNANSWERED)
 
     def _consider(self, body: Body, listed: Listed | None = None) -> None:
         """Decide `body`'s claim if it is new here; `listed`: the LIST of unanswered claims it came
@@ -213,7 +260,7 @@ class EarlyGrants:
         """Grant claim `uid` from the small view of its resource; why not, if it was not granted."""
         resource = normalise(spelled)
         key = (namespace, resource)
-        cache = Cache()
+        cache = _ViewCache(self._seen)
         base = paths.claims(namespace)
 
         async def read(selector: str) -> int:
@@ -221,54 +268,57 @@ class EarlyGrants:
             cache.absorb_claims(items, set(), lambda _: True)
             return int(version or 0)
 
+        reconciler = Reconciler(
+            self.client, cache, self.policy, self.clock, self.events, self._observer, gate=_ViewGate(cache),
+            policies=self.policies,
+        )
+        lock: Body | None = None
+
+        async def waiting_then_lock() -> int:
+            # The lock after the waiting claims: a claim granted between the two reads is in the lock
+            # (and a claim spelled as C is in the LIST of R's claims in every phase anyway).
+            nonlocal lock
+            version = await read(WAITING)
+            lock = await reconciler.grants.read(namespace, lock_name(resource))
+            return version
+
         # 1. The unanswered claims first: the LIST the claim was found in, if any. 2. The waiting ones
-        # after it (a claim answered between the two is in the second); the claims of R as spelled
-        # and of several resources in every phase, so in any order. 3. The lock last (a claim granted
-        # meanwhile is in it).
+        # after it (a claim answered between the two is in the second), then the lock (a claim granted
+        # meanwhile is in it); the claims of R as spelled and of several resources are in every phase,
+        # so they are read in any order: beside those two.
         if listed is not None:
             cache.absorb_claims([b for b in listed.items if _namespace(b) == namespace], set(), lambda _: True)
             first = listed.version
         else:
             first = await read(UNANSWERED)
-        rest = await asyncio.gather(read(WAITING), read(paths.field_selector("spec.resource", spelled)), read(MULTI))
-        versions = [first, *rest]
-        reconciler = Reconciler(
-            self.client, cache, self.policy, self.clock, self.events, self._observer, gate=_ViewGate(cache),
-            policies=self.policies,
+        rest = await asyncio.gather(
+            waiting_then_lock(), read(paths.field_selector("spec.resource", spelled)), read(MULTI)
         )
-        lock = await reconciler.grants.read(namespace, lock_name(resource))
         if lock is not None:
             cache.upsert_lock(lock)
-        cache.advance(namespace, min(versions))
+        cache.advance(namespace, min([first, *rest]))
+        log.debug("view of claim %s in %s read: %d claims, lock %s", uid, namespace, len(cache.claims),
+                  "absent" if lock is None else "present")
         await self._policies.wait()
-        for _ in range(ROUNDS):
-            claims, seen = await reconciler._gather(key)
-            if seen.lock is not None and seen.lock.breaking is not None:
-                return "the lock's grants are being broken"
-            lock_policy = self.policies.policy_for(namespace, resource)
+
+        def choose(claims: list[Claim], decision: Decision) -> Choice:
             claim = next((c for c in claims if c.uid == uid), None)
             others = [r.claim for r in cache.claims.values() if r.claim.uid != uid]
-            why = refusal(claim, resource, others, lock_policy)
+            why = refusal(claim, resource, others, self.policies.policy_for(namespace, resource))
             if why is not None:
                 return why
-            assert claim is not None
-            capacity = self.policies.capacity_of(namespace, resource)
-            graph = cache.graphs[namespace]
-            graph.set_capacity(resource, capacity)
-            decision = decide(
-                resource, claims, seen.grants, now=self.clock.now(), policy=self.policy, graph=graph,
-                capacity=capacity, broken=cache.breaks.get(key), finished=cache.finished_for(key),
-                lock_policy=lock_policy,
-            )
             actions = grant_actions(uid, decision)
             if actions is None:
                 return "the decision is not a grant of this claim alone"
-            if not reconciler.gate.may_grant(namespace, claim.sequence):
-                return reconciler.gate.why_not(namespace, claim.sequence)
-            await reconciler._apply(namespace, actions, seen)
-            if any(isinstance(a, SetStatus) for a in actions) and cache.claims.get(uid) is not None:
-                status = cache.claims[uid].claim.status
-                if status is not None:
-                    log.info("%s/%s granted before the priming is in", namespace, claim.name)
-                    return None
+            log.debug("claim %s in %s: applying %s", uid, namespace, ", ".join(type(a).__name__ for a in actions))
+            return actions
+
+        for _ in range(ROUNDS):
+            applied = await reconciler.decide_and_apply(key, choose)
+            if isinstance(applied, str):
+                return applied
+            record = cache.claims.get(uid)
+            if any(isinstance(a, SetStatus) for a in applied) and record is not None and record.claim.status:
+                log.info("%s/%s granted before the priming is in", namespace, record.claim.name)
+                return None
         return "did not settle"
