@@ -5,27 +5,32 @@ with 10 000 of each, seconds of the API server's time), because a grant rests on
 resource created before it (`freshness`). A new claim's resource has few claims, and the CRDs make
 them selectable (`spec.resource`, `status.phase`; docs/api.md). So from the start of the process
 until the priming is in, this path finds the claims no operator has answered (a LIST with
-`status.phase=` and a watch from its version, so that claims created meanwhile are seen too) and for
-each claim C of one resource R reads a small view, in the order a claim moves through its phases so
-that one moving on between two reads is caught by the later one:
+`status.phase=`, started before the imports by `kubelock.operator.start`, and a watch from its
+version, so that claims created meanwhile are seen too) and for each claim C of one resource R
+reads a small view, in the order a claim moves through its phases so that one moving on between two
+reads is caught by the later one:
 
-1. the claims not answered yet (`status.phase=`) and 2. the waiting ones (`status.phase=Pending`)
-   of C's namespace, 3. the claims of R as C spells it (every phase: Held ones, finished ones),
-4. every claim of several resources (`spec.resource=`: the field is absent from them), 5. R's lock.
+1. the claims not answered yet (`status.phase=`), then 2. the waiting ones (`status.phase=Pending`)
+   of C's namespace, then 5. R's lock; beside those, in any order (they hold a claim in every phase):
+3. the claims of R as C spells it (Held ones, finished ones), 4. every claim of several resources
+   (`spec.resource=`: the field is absent from them).
 
 Every read comes after C was seen, so each holds every claim created before C that still matches
 (a LIST's resourceVersion is a horizon exactly as the cache's is). A claim of R created before C is
 then unanswered, waiting, Held (and in R's lock: a Held claim spelled otherwise is read back from the
 lock's grant, as the normal path does), or finished (and only a lock-delay rest would make it count:
 `earlygrant` says no under a lock-delay). The view goes through the reconciler's own gathering,
-`arbiter.decide` and write code (a `Reconciler` over a cache of this view alone), and only a grant
-to C and its Held status are applied (`earlygrant.grant_actions`); anything else is left to the
-normal path. The API server still arbitrates: the lock's create by its one name (or the conditional
-update of a semaphore's lock) fails rather than grant twice, whatever another replica does.
+`arbiter.decide` and write code (a `Reconciler` over a cache of this view alone, through
+`Reconciler.decide_and_apply`), and only a grant to C and its Held status are applied
+(`earlygrant.grant_actions`); anything else is left to the normal path. The API server still
+arbitrates: the lock's create by its one name (or the conditional update of a semaphore's lock)
+fails rather than grant twice, whatever another replica does.
 
 When the priming is in, `stop` lets the decisions under way finish (for a moment) before the normal
-path's first decision; one cut short is harmless: its lock create, if made, makes the normal path's
-create fail and read the lock back, and its status write is conditional on the claim's version.
+path's first decision, and what they read and wrote (`seen`) is handed to the primed cache where
+the priming's LISTs predate it (`Runtime._take_in_early`: the normal path does not create an early
+lock again). One cut short is harmless: its lock create, if made, makes the normal path's create
+fail and read the lock back, and its status write is conditional on the claim's version.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +65,8 @@ WAITING = "status.phase=Pending"
 MULTI = "spec.resource="  # claims of several resources have no spec.resource
 ROUNDS = 3  # a grant, then its Held status; one more for a write that met a stale view
 STOP_GRACE_SECONDS = 2.0
+# The most the priming's page parsing waits, in all, for decisions under way (`make_way`).
+MAKE_WAY_SECONDS = 2.0
 # The most claims one start decides early; the rest wait for the normal path. Each decision LISTs its
 # namespace's unanswered and waiting claims, so without a bound a restart that finds many new claims
 # (after a long outage) would ask the API server for many times what the priming asks, while it primes.
@@ -140,6 +148,7 @@ class EarlyGrants:
         self._tried: set[str] = set()  # uids of claims decided (or refused) once already
         self._seen: list[Body] = []  # the locks and claims the decisions read or wrote (`seen`)
         self._policies = asyncio.Event()  # set once the LockPolicies are listed (`policies_listed`)
+        self._made_way = 0.0  # seconds the priming has waited for decisions (`make_way`)
         self.granted = 0
         self.refused = 0
         self._started = False  # `start` not called: --no-early-grants
@@ -149,6 +158,19 @@ class EarlyGrants:
         self._finding = [
             asyncio.create_task(self._find(scope), name=f"kubelock-early {scope or '*'}") for scope in self._scopes
         ]
+
+    async def make_way(self) -> None:
+        """Wait while decisions are under way, MAKE_WAY_SECONDS at most in all: the priming calls this
+        before it parses each page. Parsing a page holds the event loop (under load, 0.1 s and more),
+        and a decision is four round trips, each of which needs the loop several times: between
+        pages, a decision took 4–5 s at load 15, most of it waiting for the loop. Its pages are
+        fetched meanwhile all the same (on the pre-import threads, or by the API server into the
+        connection), so the priming loses at most the parsing it put off; and it never waits
+        longer than MAKE_WAY_SECONDS, whatever the decisions do."""
+        while self._deciding and self._made_way < MAKE_WAY_SECONDS:
+            began = time.monotonic()
+            await asyncio.wait(set(self._deciding), timeout=MAKE_WAY_SECONDS - self._made_way)
+            self._made_way += time.monotonic() - began
 
     def policies_listed(self) -> None:
         """The LockPolicies are in: decisions may be taken (the LISTs before them need not wait)."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
@@ -79,6 +79,7 @@ class Runtime:
         self._policy_watches: list[asyncio.Task[None]] = []
         self._catching_up: asyncio.Task[None] | None = None
         self._stale_again = False  # the view went stale again while catching up: catch up once more
+        self._before_page: Callable[[], Awaitable[None]] | None = None  # awaited before a LIST's page is parsed
 
     def in_scope(self, namespace: str) -> bool:
         return self.settings.all_namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.settings.namespaces)
@@ -105,8 +106,10 @@ class Runtime:
         steps.debug("policies listed (%d)", len(self.policies))
         with heap.collection_paused():
             try:
+                self._before_page = early.make_way  # the early path's decisions first (`EarlyGrants.make_way`)
                 claims, locks = await self._prime()
             finally:
+                self._before_page = None
                 if self.prelist is not None:
                     self.prelist.stop()
                     self.prelist = None
@@ -297,6 +300,8 @@ class Runtime:
     ) -> int:
         version = 0
         async for page, listed_at in pages:
+            if self._before_page is not None:
+                await self._before_page()
             keys |= absorb(page, listed, self.in_scope)
             version = int(listed_at or 0)
         return version
