@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
 from kubelock.api.objects import revision_of
 from kubelock.domain.clock import Clock
-from kubelock.kube import paths
+from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
@@ -159,8 +159,8 @@ class Runtime:
             version = revision_of(meta.get("resourceVersion"))
             scope = self._scope_of(namespace)
             if body.get("kind") == "ResourceLock":
-                resource = str((body.get("spec") or {}).get("resource", ""))
-                if version > locks.get(scope, version) and (namespace, resource) not in self.cache.locks:
+                key = (namespace, codec.lock_view(body).resource)  # as the cache keys it
+                if version > locks.get(scope, version) and key not in self.cache.locks:
                     self.cache.upsert_lock(body)
             elif (body.get("kind") == "LockClaim" and version > claims.get(scope, version)
                   and str(meta.get("uid", "")) in self.cache.claims):
