@@ -16,6 +16,7 @@ from kubernetes.client import ApiClient
 from kubelock.domain.clock import SystemClock
 from kubelock.kube import config
 from kubelock.kube.paths import field_selector
+from kubelock.operator.metrics import Metrics
 from kubelock.operator.runtime import Runtime
 from kubelock.operator.settings import Settings
 from tests.support.claims import GROUP, VERSION, Locks, phase_of
@@ -35,9 +36,10 @@ def _claim_all(locks: Locks, name: str, resources: list[str], holder: str) -> No
     locks.api.create_namespaced_custom_object(GROUP, VERSION, locks.namespace, "lockclaims", body)
 
 
-async def _runtime(kubeconfig: Path, namespace: str, gate: asyncio.Event | None) -> Runtime:
+async def _runtime(kubeconfig: Path, namespace: str, gate: asyncio.Event | None,
+                   metrics: Metrics | None = None) -> Runtime:
     settings = Settings(namespaces=(namespace,), kubeconfig=str(kubeconfig))
-    runtime = Runtime(settings, config.load(str(kubeconfig)), SystemClock())
+    runtime = Runtime(settings, config.load(str(kubeconfig)), SystemClock(), metrics=metrics)
     if gate is not None:
         primed = runtime._prime
 
@@ -84,7 +86,7 @@ def test_a_new_claim_is_granted_before_the_priming_and_only_where_the_whole_view
         locks.claim("queued-new", QUEUE, "agent-q2", wait=True)
         locks.claim("behind-multi", MULTI_A, "agent-b", wait=True)
         gate = asyncio.Event()
-        second = await _runtime(kubeconfig, iso_ns, gate)
+        second = await _runtime(kubeconfig, iso_ns, gate, metrics)
         starting = asyncio.create_task(second.start())
         try:
             await _until(lambda: phase("fresh") == "Held" and phase("queued-old") == "Held", "the early grants")
@@ -105,8 +107,15 @@ def test_a_new_claim_is_granted_before_the_priming_and_only_where_the_whole_view
             await second.stop()
         return early
 
+    metrics = Metrics()
     early = asyncio.run(scenario())
     assert early == {"try": None, "queued-new": None, "behind-multi": None}
+    # The priming's LISTs predate the early grants (the gate holds it open after them): what the
+    # early path wrote is handed to the normal path, which neither creates those locks again (a
+    # create that fails with 409) nor writes their claims' status on a version the early write moved.
+    conflicts = {verb: metrics.registry.get_sample_value("kubelock_api_requests_total", {"verb": verb, "code": "409"})
+                 for verb in ("create", "update")}
+    assert conflicts == {"create": None, "update": None}
     fresh = locks.get("fresh")
     assert fresh["status"]["fencingToken"] > 0
     assert locks.lock(fresh["status"]["lockName"])["spec"]["claimRef"]["name"] == "fresh"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kubelock.kube.prelist import _DONE, EarlyListFailed, _pages, _tail
+from kubelock.kube.prelist import _DONE, EarlyListFailed, _pages, _tail, key
 
 
 def _page(names: list[str], version: str, token: str = "", *, sort: bool = True) -> bytes:
@@ -60,3 +60,33 @@ def test_a_page_unlike_its_tail_or_a_failed_thread_ends_the_list() -> None:
     with pytest.raises(EarlyListFailed, match="HTTP 500"):
         asyncio.run(_names(_fetch((_page(["a"], "9", "t"), {"resourceVersion": "9", "continue": "t"}, 0.1),
                                   EarlyListFailed("HTTP 500"))))
+
+
+def test_pages_already_in_let_the_loop_run_between_them() -> None:
+    """Pages that came in while the loop was busy are parsed one a turn: another task (the early
+    path's requests) runs between them, not only after the last."""
+    meta = {"resourceVersion": "9", "continue": "t"}
+    fetch = _fetch(*((_page([f"p{i}"], "9", "t"), meta, 0.1) for i in range(3)),
+                   (_page(["last"], "9"), {"resourceVersion": "9"}, 0.1), _DONE)
+    order: list[str] = []
+
+    async def other() -> None:
+        for _ in range(3):
+            order.append("other")
+            await asyncio.sleep(0)
+
+    async def run() -> None:
+        task = asyncio.create_task(other())
+        async for page, _ in _pages(fetch, None):
+            order.append(page[0]["metadata"]["name"])
+        await task
+
+    asyncio.run(run())
+    assert order.index("other") < order.index("p0") and order.count("other") == 3
+    assert order.index("last") > max(i for i, step in enumerate(order) if step == "other")
+
+
+def test_a_listing_is_taken_under_its_path_and_query() -> None:
+    assert key("/apis/x/lockclaims") == "/apis/x/lockclaims"
+    selected = key("/apis/x/lockclaims", {"fieldSelector": "status.phase="})
+    assert selected == "/apis/x/lockclaims?fieldSelector=status.phase%3D"

@@ -29,7 +29,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -39,6 +39,8 @@ from kubelock.kube.jsondecode import loads
 log = logging.getLogger("kubelock.prelist")
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]
+# What to list: a collection's path, or its path with query parameters (a field selector).
+Listing = str | tuple[str, Mapping[str, str]]
 TIMEOUT_SECONDS = 30.0
 _DONE = object()
 
@@ -77,23 +79,37 @@ def _headers(credentials: Credentials, user_agent: str) -> dict[str, str] | None
     return headers
 
 
+def key(path: str, params: Mapping[str, str] | None = None) -> str:
+    """The name a LIST is started and taken under: its path and sorted query parameters."""
+    return f"{path}?{urlencode(sorted(params.items()))}" if params else path
+
+
+def _split(listing: Listing) -> tuple[str, Mapping[str, str]]:
+    return (listing, {}) if isinstance(listing, str) else listing
+
+
 class _Fetch:
     """One path's pages, fetched one after another on a thread of its own."""
 
-    def __init__(self, connect: Callable[[], http.client.HTTPConnection], prefix: str, path: str,
+    def __init__(self, connect: Callable[[], http.client.HTTPConnection], prefix: str, listing: Listing,
                  headers: dict[str, str], page: int) -> None:
         self.pages: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (bytes, meta, seconds), an error, _DONE
         self.stopped = False
+        path, params = _split(listing)
         self._connect, self._url, self._headers, self._page = connect, prefix + path, headers, page
-        self._thread = threading.Thread(target=self._run, name=f"kubelock-prelist {path}", daemon=True)
+        self._params = dict(params)
+        self._name = key(path, params)
+        self._thread = threading.Thread(target=self._run, name=f"kubelock-prelist {self._name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
+            began = time.perf_counter()
             connection = self._connect()
             token = ""
+            pages = 0
             while not self.stopped:
-                query = {"limit": self._page} | ({"continue": token} if token else {})
+                query = self._params | {"limit": self._page} | ({"continue": token} if token else {})
                 started = time.perf_counter()
                 connection.request("GET", f"{self._url}?{urlencode(query)}", headers=self._headers)
                 response = connection.getresponse()
@@ -102,25 +118,28 @@ class _Fetch:
                     raise EarlyListFailed(f"HTTP {response.status}")
                 meta = _tail(body)
                 self.pages.put((body, meta, time.perf_counter() - started))
+                pages += 1
                 token = str(meta.get("continue") or "")
                 if not token:
                     break
             connection.close()
+            log.debug("early LIST of %s: %d pages in %.3f s", self._name, pages, time.perf_counter() - began)
             self.pages.put(_DONE)
         except Exception as error:  # any failure: the event loop lists again itself
             self.pages.put(error if isinstance(error, EarlyListFailed) else EarlyListFailed(repr(error)))
 
 
 class Prelist:
-    """LISTs of `paths` started now, each on a thread, to be taken in by the event loop (`pages`)."""
+    """LISTs started now, each on a thread, to be taken in by the event loop (`take`)."""
 
     def __init__(self, fetches: dict[str, _Fetch]) -> None:
         self._fetches = fetches
 
     @classmethod
-    def start(cls, credentials: Credentials, paths: Sequence[str], *, page: int = 500,
+    def start(cls, credentials: Credentials, listings: Sequence[Listing], *, page: int = 500,
               user_agent: str = "kubelock-operator") -> Prelist | None:
-        """None when these credentials need the asynchronous client (or cannot be read now)."""
+        """Start the LISTs of `listings` (each on a thread of its own, in this order); None when these
+        credentials need the asynchronous client (or cannot be read now)."""
         try:
             headers = _headers(credentials, user_agent)
             if headers is None:
@@ -140,12 +159,13 @@ class Prelist:
             log.debug("no early LIST: %s", error)
             return None
         prefix = server.path.rstrip("/")
-        return cls({path: _Fetch(connect, prefix, path, headers, page) for path in paths})
+        return cls({key(*_split(listing)): _Fetch(connect, prefix, listing, headers, page) for listing in listings})
 
-    def take(self, path: str, on_request: RequestHook | None = None) -> AsyncIterator[tuple[list[Body], str]] | None:
-        """The pages of `path`'s early LIST, once (None: none was started for it). `on_request` is
-        told of each page's request, as the asynchronous client tells of its own."""
-        fetch = self._fetches.pop(path, None)
+    def take(self, path: str, on_request: RequestHook | None = None,
+             params: Mapping[str, str] | None = None) -> AsyncIterator[tuple[list[Body], str]] | None:
+        """The pages of the early LIST of `path` with `params`, once (None: none was started for it).
+        `on_request` is told of each page's request, as the asynchronous client tells of its own."""
+        fetch = self._fetches.pop(key(path, params), None)
         return None if fetch is None else _pages(fetch, on_request)
 
     def stop(self) -> None:
@@ -163,6 +183,11 @@ async def _pages(fetch: _Fetch, on_request: RequestHook | None) -> AsyncIterator
                 got = fetch.pages.get_nowait()
             except queue.Empty:
                 got = await asyncio.to_thread(fetch.pages.get)
+            else:
+                # The pages came in while the loop was busy (the imports, another page): parsing them
+                # one after another would not let the loop run anything else until the last (the early
+                # path's requests and answers, which are what a restart waits for).
+                await asyncio.sleep(0)
             if got is _DONE:
                 return
             if isinstance(got, EarlyListFailed):

@@ -27,6 +27,7 @@ TLS_READ_BUFFER = 64 * 1024
 def main(argv: Sequence[str] | None = None, start: Start | None = None) -> None:
     """Run the operator; `start`: the first steps already taken (`kubelock.operator.launch`)."""
     start = start or begin(argv)
+    logging.getLogger("kubelock.start").debug("imports done")
     settings, credentials = start.settings, start.credentials
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
     metrics = Metrics()

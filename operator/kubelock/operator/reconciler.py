@@ -73,6 +73,12 @@ class Observer(Protocol):
     def reconciled(self, seconds: float) -> None: ...
 
 
+# What a caller with a partial view takes of a decision (`Reconciler.decide_and_apply`): the actions
+# to apply (some of the decision's, in its order), or why it takes none.
+Choice = tuple[Action, ...] | str
+Chooser = Callable[[list[Claim], Decision], Choice]
+
+
 class NullObserver:
     def applied(self, namespace: str, action: Action, now: float) -> None:
         pass
@@ -300,6 +306,41 @@ class Reconciler:
                 self.queue.schedule(multi)  # a claim of several resources may move with what changed here
         log.error("reconcile of %s in %s did not settle after %d rounds", resource, namespace, MAX_ROUNDS)
         self.schedule_at(key, self.clock.now() + RETRY_DELAY)
+
+    async def decide_and_apply(self, key: Key, choose: Chooser) -> Choice:
+        """One round of `reconcile` whose writes the caller chooses: decide `key` on this reconciler's
+        cache as `reconcile` does, and apply only the actions `choose` takes from the decision. For a
+        caller whose cache is a small view, sound for some decisions only (`kubelock.operator.early`):
+        it alone knows which, and it takes nothing (returns why) where the view may lack what the
+        decision rests on. What it takes is applied with the same conditional writes, behind the same
+        gate (a grant the gate holds back is not applied: why is returned), and never with a quota's
+        reservation (a caller deciding quotas goes through `reconcile`). Returns what was applied
+        (its writes may have failed on a stale view: decide again), or why nothing was."""
+        namespace, resource = key
+        claims, seen = await self._gather(key)
+        if seen.lock is not None and seen.lock.breaking is not None:
+            return "the lock's grants are being broken"
+        lock_policy = self.policies.policy_for(namespace, resource)
+        capacity = self.capacity(namespace, resource)
+        graph = self.cache.graphs[namespace]
+        graph.set_capacity(resource, capacity)
+        decision = decide(
+            resource, claims, seen.grants, now=self.clock.now(), policy=self.policy, graph=graph,
+            capacity=capacity, broken=self.cache.breaks.get(key), finished=self.cache.finished_for(key),
+            lock_policy=lock_policy, usage=self._usage(namespace, lock_policy, claims),
+        )
+        chosen = choose(claims, decision)
+        if isinstance(chosen, str):
+            return chosen
+        if any(action not in decision.actions for action in chosen):
+            raise RuntimeError("the actions chosen are not the decision's")
+        if _reservations(namespace, lock_policy, chosen):
+            return f"LockPolicy {lock_policy.name} counts quotas: the decision reserves under them"
+        held_back = self._held_back_grants(key, replace(decision, actions=chosen))
+        if held_back:
+            return self._why_held_back(key, held_back)
+        await self._apply(namespace, chosen, seen)
+        return chosen
 
     def _usage(self, namespace: str, lock_policy: LockPolicy, deciding: Iterable[Claim] = ()) -> Usage:
         """What the policy's quotas count (only a policy with quotas costs a walk of the claims): the

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
+from kubelock.api.objects import revision_of
 from kubelock.domain.clock import Clock
-from kubelock.kube import paths
+from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
@@ -29,6 +30,7 @@ from kubelock.operator.start import scopes
 from kubelock.operator.watches import ListWatch
 
 log = logging.getLogger("kubelock.operator")
+steps = logging.getLogger("kubelock.start")  # a start's steps at debug level (`kubelock.operator.start`)
 OPERATOR_CONNECTIONS = 32
 CATCH_UP_ATTEMPTS = 5
 Body = dict[str, Any]
@@ -77,18 +79,20 @@ class Runtime:
         self._policy_watches: list[asyncio.Task[None]] = []
         self._catching_up: asyncio.Task[None] | None = None
         self._stale_again = False  # the view went stale again while catching up: catch up once more
+        self._before_page: Callable[[], Awaitable[None]] | None = None  # awaited before a LIST's page is parsed
 
     def in_scope(self, namespace: str) -> bool:
         return self.settings.all_namespaces or any(fnmatch.fnmatchcase(namespace, p) for p in self.settings.namespaces)
 
     async def start(self) -> None:
+        steps.debug("event loop running")
         self.events.start()
         # New claims are granted from small views of their resources while the priming is under way
         # (`early`): their LISTs begin now, their decisions once the policies are in; it stops, its
         # decisions done, before the normal path's first decision.
         early = EarlyGrants(
             self.client, self.settings.policy, self.clock, self.events, self.policies, self._scopes(),
-            self.in_scope, self.metrics,
+            self.in_scope, self.metrics, self.prelisted,
         )
         if self.settings.early_grants:
             early.start()
@@ -99,14 +103,19 @@ class Runtime:
             await early.stop()
             raise
         early.policies_listed()
+        steps.debug("policies listed (%d)", len(self.policies))
         with heap.collection_paused():
             try:
+                self._before_page = early.make_way  # the early path's decisions first (`EarlyGrants.make_way`)
                 claims, locks = await self._prime()
             finally:
+                self._before_page = None
                 if self.prelist is not None:
                     self.prelist.stop()
                     self.prelist = None
                 await early.stop()
+        self._take_in_early(early.seen(), claims, locks)
+        steps.debug("priming in (%d claims, %d locks)", len(self.cache.claims), len(self.cache.locks))
         heap.settle()
         self.freshness.reset()
         self.reconciler.start()
@@ -134,6 +143,29 @@ class Runtime:
             len(self.policies),
         )
 
+    def _take_in_early(self, bodies: list[Body], claims: dict[str | None, int], locks: dict[str | None, int]) -> None:
+        """What the early path read or wrote after the priming LISTs' snapshots (`claims`, `locks`:
+        the version each scope's LIST was taken at), where the cache lacks it: a lock it created
+        (without it, the normal path's create of the same lock would fail and read it back) and a
+        claim's newer version (its Held status). The watches, started from those LISTs, replay
+        every later change of both, so what is taken here is only the newest state sooner. A lock is
+        taken only where the cache has none for its resource, a claim only where the cache knows it
+        (a claim new to it is the watch's to bring, with its place in the freshness order)."""
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            namespace = str(meta.get("namespace", ""))
+            if not self.in_scope(namespace):
+                continue
+            version = revision_of(meta.get("resourceVersion"))
+            scope = self._scope_of(namespace)
+            if body.get("kind") == "ResourceLock":
+                key = (namespace, codec.lock_view(body).resource)  # as the cache keys it
+                if version > locks.get(scope, version) and key not in self.cache.locks:
+                    self.cache.upsert_lock(body)
+            elif (body.get("kind") == "LockClaim" and version > claims.get(scope, version)
+                  and str(meta.get("uid", "")) in self.cache.claims):
+                self.cache.upsert_claim(body)
+
     def _watch_claims(self, scope: str | None, version: int | None) -> None:
         old = self._claim_watches.get(scope)
         if old is not None:
@@ -155,6 +187,15 @@ class Runtime:
         await self.reconciler.stop()
         await self.events.stop()
         await self.client.close()
+
+    def prelisted(
+        self, path: str, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[tuple[list[Body], str]] | None:
+        """The pages of the LIST of `path` with `params` started before the imports, once; None when
+        none was started (or the priming is in: what was not taken by then is not wanted)."""
+        if self.prelist is None:
+            return None
+        return self.prelist.take(path, self.metrics.request if self.metrics else None, params)
 
     def _scopes(self) -> list[str | None]:
         return scopes(self.settings)
@@ -242,7 +283,7 @@ class Runtime:
         LIST started early for `path` (`kubelock.kube.prelist`), if any, is taken in first; when it
         fails, `path` is listed again from the start, and only that LIST's objects count as listed:
         what the failed one absorbed and the new one lacks is pruned as deleted."""
-        early = self.prelist.take(path, self.metrics.request if self.metrics else None) if self.prelist else None
+        early = self.prelisted(path)
         if early is not None:
             got: set[T] = set()
             try:
@@ -263,6 +304,8 @@ class Runtime:
     ) -> int:
         version = 0
         async for page, listed_at in pages:
+            if self._before_page is not None:
+                await self._before_page()
             keys |= absorb(page, listed, self.in_scope)
             version = int(listed_at or 0)
         return version
@@ -410,9 +453,20 @@ class Runtime:
         place); the LIST's version."""
         bodies: list[Body] = []
         version = 0
-        async for page, listed_at in self.client.pages(paths.policies(scope)):
-            bodies.extend(page)
-            version = int(listed_at or 0)
+        path = paths.policies(scope)
+        early = self.prelisted(path)  # at start: the LIST started before the imports
+        if early is not None:
+            try:
+                async for page, listed_at in early:
+                    bodies.extend(page)
+                    version = int(listed_at or 0)
+            except EarlyListFailed as error:
+                log.info("the early LIST of %s failed, listing it again: %s", path, error)
+                bodies, early = [], None
+        if early is None:
+            async for page, listed_at in self.client.pages(path):
+                bodies.extend(page)
+                version = int(listed_at or 0)
         within = self.in_scope if scope is None else scope.__eq__
         keys = self.cache.keys()
         before = snapshot(self.policies, keys, {k[0] for k in keys if within(k[0])})
