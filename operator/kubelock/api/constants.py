@@ -21,6 +21,10 @@ RENEW_ANNOTATION = "kubelock.dev/renew"
 # A random mark the SDK puts on each claim it creates, so that an acquire interrupted before the
 # create's answer arrived can tell the claim it made from an older one of the same name.
 REQUEST_ANNOTATION = "kubelock.dev/request"
+# Which OS process created a claim (`<boot id>/<pid namespace>/<pid>/<start time>`, see
+# kubelock.sdk.process): the SDK refuses to adopt a claim that another live process of the same
+# instance made, instead of letting both hold the lock.
+PROCESS_ANNOTATION = "kubelock.dev/process"
 # Pods whose termination releases their claims carry this label (the operator watches only them).
 POD_LABEL = "kubelock.dev/lock-holder"
 POD_LABEL_VALUE = "true"

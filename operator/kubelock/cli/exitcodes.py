@@ -9,6 +9,7 @@ from kubelock.domain.reasons import BUSY_REASONS
 from kubelock.sdk.errors import (
     Deadlock,
     Forbidden,
+    HeldByAnotherProcess,
     InvalidInput,
     LockError,
     Lost,
@@ -21,7 +22,7 @@ from kubelock.sdk.errors import (
 
 class ExitCode(IntEnum):
     OK = 0  # done: acquired, released, renewed, listed ...
-    HELD = 1  # held by another holder (try-lock)
+    HELD = 1  # held by another holder (try-lock), or this instance's claim is another live process's
     NOT_FOUND = 2  # no such claim or lock; nothing held to release or renew
     FORBIDDEN = 3  # the API server refused this identity (RBAC, admission) or its credentials (a 401);
     # also unlock without admin rights
@@ -39,6 +40,8 @@ class ExitCode(IntEnum):
 def for_error(error: LockError) -> ExitCode:
     if isinstance(error, Stopped):
         return ExitCode(error.exit_code)
+    if isinstance(error, HeldByAnotherProcess):
+        return ExitCode.HELD  # busy like a held resource: it may be had once that process is done
     if isinstance(error, Rejected):
         return ExitCode.HELD if error.reason in BUSY_REASONS else ExitCode.INVALID_INPUT
     if isinstance(error, Deadlock):

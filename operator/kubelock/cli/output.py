@@ -17,7 +17,7 @@ from kubelock.domain.reasons import QUEUE_ADVICE, Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
-from kubelock.sdk.errors import Deadlock, LockError, Lost, Rejected, TimedOut
+from kubelock.sdk.errors import Deadlock, HeldByAnotherProcess, LockError, Lost, Rejected, TimedOut
 from kubelock.sdk.model import (
     AcquireResult,
     ClaimInfo,
@@ -190,7 +190,12 @@ def failure(error: LockError, resource: str | Sequence[str] | None = None) -> Js
     if several(resources):  # as a result lists them: normalised, sorted
         resources = sorted(normalise(r) for r in resources)
     if isinstance(error, Rejected) and error.holder is not None:
-        return held(one or "", error.holder, error.held_since, error.message, resources)
+        # Busy: the holder and since when, as a refused try-lock says it (with its own reason when
+        # the claim is another live process's of this very holder).
+        busy = held(one or "", error.holder, error.held_since, error.message, resources)
+        if isinstance(error, HeldByAnotherProcess):
+            busy["error"] = error.reason
+        return busy
     payload: Json = {"ok": False, "error": error.reason}
     if resources:
         payload["resource"] = one

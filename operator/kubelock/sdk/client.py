@@ -21,7 +21,14 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from kubelock.api import objects
-from kubelock.api.constants import API_VERSION, CLAIM_KIND, HOLDER_HASH_LABEL, RENEW_ANNOTATION, REQUEST_ANNOTATION
+from kubelock.api.constants import (
+    API_VERSION,
+    CLAIM_KIND,
+    HOLDER_HASH_LABEL,
+    PROCESS_ANNOTATION,
+    RENEW_ANNOTATION,
+    REQUEST_ANNOTATION,
+)
 from kubelock.api.fencing import grant_tokens
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
@@ -30,11 +37,12 @@ from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
-from kubelock.sdk import identity, signals, validation
+from kubelock.sdk import identity, process, signals, validation
 from kubelock.sdk.errors import (
     Deadlock,
     Expired,
     Forbidden,
+    HeldByAnotherProcess,
     InvalidInput,
     LockError,
     NotFound,
@@ -323,6 +331,8 @@ class AsyncLockClient:
                 if existing is None:
                     continue  # deleted in between: create again
                 info, fresh = existing, False
+                if not info.terminal:
+                    _refuse_other_process(info)
                 if not info.terminal and (info.mode, info.permits) != (mode, permits):
                     raise InvalidInput(
                         f"you already have claim {name} on {resource} ({info.mode}, {info.permits} permit(s)), "
@@ -454,6 +464,9 @@ class AsyncLockClient:
             # Which create made the claim: lets an acquire interrupted before the answer find its own.
             "annotations": {REQUEST_ANNOTATION: secrets.token_hex(8)},
         }
+        made_by = process.current()
+        if made_by is not None:  # which process made it: another live one must not adopt it (sdk.process)
+            metadata["annotations"][PROCESS_ANNOTATION] = str(made_by)
         if ident.pod_name and ident.pod_uid:
             # The garbage collector removes the claim with its pod even when the operator is down.
             metadata["ownerReferences"] = [
@@ -827,6 +840,22 @@ class AsyncLockClient:
                 if not quiet:
                     raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
                 return
+
+
+def _refuse_other_process(info: ClaimInfo) -> None:
+    """An existing claim of this instance is adopted ("the same instance asking again") unless
+    another live process here made it: then two processes would hold one lock (see sdk.process)."""
+    other = process.live_other(info.process)
+    if other is None:
+        return
+    doing = "holds" if info.held else "awaits"
+    raise HeldByAnotherProcess(
+        f"another live process (pid {other.pid}) of holder {info.holder} {doing} this claim "
+        f"({info.namespace}/{info.name} on {info.label}); give each process its own KUBELOCK_INSTANCE "
+        "(or instance=)",
+        holder=info.holder,
+        held_since=format_time(info.acquired_at),
+    )
 
 
 def _passing(error: kube_errors.ApiError | kube_errors.Unreachable) -> bool:

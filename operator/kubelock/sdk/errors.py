@@ -62,6 +62,14 @@ class Rejected(LockError):
         self.held_since = held_since
 
 
+class HeldByAnotherProcess(Rejected):
+    """The claim of this holder is held or awaited by another live process of the same instance
+    (on this machine or in this container): adopting it would make two processes hold one lock.
+    Each process needs its own instance (`KUBELOCK_INSTANCE` or `instance=`)."""
+
+    default_reason = "HeldByAnotherProcess"
+
+
 class TimedOut(LockError):
     """Waiting for the lock took longer than the timeout; the claim left the queue."""
 

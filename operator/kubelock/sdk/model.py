@@ -11,6 +11,7 @@ from typing import Any
 from kubelock.api import objects
 from kubelock.api.fencing import grant_tokens, lock_token, recorded
 from kubelock.domain.reasons import Phase
+from kubelock.sdk.process import PROCESS_ANNOTATION
 from kubelock.sdk.targets import label
 
 Body = dict[str, Any]
@@ -103,6 +104,7 @@ class ClaimInfo:
     revocation: RevocationInfo | None = None  # while Held: asked to give the lock back
     requeues: int = 0
     cycle_length: int | None = None  # while Deadlocked: holders in the whole cycle (`cycle` may show fewer)
+    process: str | None = None  # which OS process created the claim (see sdk.process), as recorded
 
     @property
     def held_grants(self) -> tuple[GrantInfo, ...]:
@@ -174,6 +176,7 @@ class ClaimInfo:
             stale=status.stale,
             observed_renew=status.observed_renew,
             renew_request=parsed.renew_request,
+            process=_text(meta.annotations.get(PROCESS_ANNOTATION)),
             mode=spec.mode,
             permits=spec.permits,
             resources=spec.resources,
@@ -278,3 +281,7 @@ class ReleaseResult:
     claim_name: str
     previous_phase: Phase | None  # Held: a lock was released; Pending: a wait was abandoned
     resources: tuple[str, ...] = ()
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

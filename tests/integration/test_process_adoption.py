@@ -1,0 +1,140 @@
+"""Two live processes of one holder instance never both hold a lock, against the real control plane.
+
+A claim's name comes from holder + resource, so two processes given one instance meet on one claim.
+The second used to adopt the first's claim and fencing token (both "held" the lock at once); now the
+claim records which process made it (annotation kubelock.dev/process) and the SDK refuses to adopt a
+claim of another process that is alive here. Once that process is gone, a new one takes the claim
+back as before (a restarted process, or `rlock` then `runlock`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client import ApiClient, ApiException
+
+from kubelock.api.constants import PROCESS_ANNOTATION
+from kubelock.cli.exitcodes import ExitCode
+from kubelock.domain.resource import claim_name, normalise
+from kubelock.testbed import ControlPlane, wait_until
+from tests.support.access import bind
+from tests.support.claims import Locks, phase_of
+from tests.support.commands import environment, run
+from tests.support.operator import REPO, OperatorProcess
+
+Cluster = Any
+DEADLINE = 60.0
+URI = "deploy://shared-instance"
+INSTANCE = "shared"
+HOLDER = f"user:alice/{INSTANCE}"
+
+# Takes the lock, says so on stdout, and ends when stdin closes: without releasing (os._exit), as a
+# process that crashed or was killed would.
+HOLDING = f"""
+import json, os, sys
+from kubelock.sdk import LockClient
+client = LockClient(decision_timeout={DEADLINE})
+result = client.acquire({URI!r}, ttl=600)
+print(json.dumps({{"ok": result.ok, "token": result.fencing_token, "pid": os.getpid()}}), flush=True)
+sys.stdin.read()
+os._exit(0)
+"""
+
+# Asks for the same lock as the same instance, once.
+ASKING = f"""
+import json
+from kubelock.sdk import LockClient, LockError
+with LockClient(decision_timeout={DEADLINE}) as client:
+    try:
+        result = client.acquire({URI!r}, ttl=600)
+        print(json.dumps({{"ok": result.ok, "token": result.fencing_token}}))
+    except LockError as error:
+        print(json.dumps({{"error": type(error).__name__, "reason": error.reason, "message": error.message}}))
+"""
+
+
+def can_claim(kubeconfig: Path, namespace: str) -> bool:
+    api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    try:
+        Locks(api, namespace).claims()
+    except ApiException:
+        return False
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    return True
+
+
+@pytest.fixture
+def alice_env(control_plane: Cluster, admin_api: ApiClient, namespace: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the test bed's static users")
+    bind(admin_api, namespace, "kubelock-agent", "alice")
+    config = control_plane.user_kubeconfig("alice")
+    wait_until(lambda: can_claim(config, namespace), what="alice may claim", timeout=DEADLINE)
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log", namespaces=(namespace,)):
+        yield environment(config, namespace, INSTANCE)
+
+
+def python(script: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def asked(env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", ASKING], env=env, capture_output=True, text=True, cwd=REPO,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def test_a_second_live_process_of_one_instance_is_refused_and_adopts_once_the_first_is_gone(
+    alice_env: dict[str, str], admin_api: ApiClient, namespace: str
+) -> None:
+    admin = Locks(admin_api, namespace)
+    claim = claim_name(HOLDER, normalise(URI))
+    first = python(HOLDING, alice_env)
+    try:
+        assert first.stdout is not None
+        held = json.loads(first.stdout.readline() or "{}")
+        assert held.get("ok") is True, first.stderr.read() if first.stderr else held
+        body = admin.get(claim)
+        assert body["metadata"]["annotations"][PROCESS_ANNOTATION].split("/")[2] == str(held["pid"])
+
+        # The SDK in a second process of the same instance: refused, naming the first and the remedy.
+        second = asked(alice_env)
+        assert (second.get("error"), second.get("reason")) == ("HeldByAnotherProcess", "HeldByAnotherProcess"), second
+        assert f"pid {held['pid']}" in second["message"]
+        assert "KUBELOCK_INSTANCE" in second["message"]
+
+        # The commands: a busy try-lock (exit 1), and a wait that does not join the first's claim.
+        tried = run("rlock", URI, env=alice_env)
+        assert tried.code == ExitCode.HELD, tried
+        assert tried.json["error"] == "HeldByAnotherProcess", tried
+        waited = run("kubelock", "acquire", URI, "--wait", "--timeout", "5", env=alice_env)
+        assert waited.code == ExitCode.HELD, waited
+
+        # Refusing touched nothing: the first still holds its claim with its token.
+        body = admin.get(claim)
+        assert phase_of(body) == "Held"
+        assert body["status"]["fencingToken"] == held["token"]
+    finally:
+        first.communicate(timeout=DEADLINE)  # stdin closes: the first ends without releasing
+    assert first.returncode == 0
+
+    # The first is gone (as after a crash or a restart): a new process takes the claim back.
+    again = asked(alice_env)
+    assert again == {"ok": True, "token": held["token"]}, again
+    adopted = run("rlock", URI, env=alice_env)
+    assert adopted.code == 0, adopted
+    assert adopted.json["fencingToken"] == held["token"]
+    assert run("runlock", URI, env=alice_env).code == 0
+    wait_until(lambda: not any(c["metadata"]["name"] == claim for c in admin.claims()),
+               what="the claim is released", timeout=DEADLINE)
