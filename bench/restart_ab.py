@@ -18,49 +18,31 @@ import compileall
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import abrun
 import anchors
 import scenarios
-from harness import Env, OperatorProcess, RequestTally, ensure_namespace, new_client, rss_mib
+from harness import rss_mib
 
-from kubelock.kube import config
 from kubelock.testbed import ControlPlane
-
-NAMESPACE = "bench-restart"
 
 
 async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, rounds: int, logs: Path) -> dict[str, Any]:
-    credentials = config.load(plane.kubeconfig)
-    tally = RequestTally()
-    async with new_client(credentials, tally) as client, new_client(credentials, tally) as watcher:
-        env = Env(credentials, client, watcher, tally, "none", True)
-        namespace = await ensure_namespace(client, NAMESPACE)
-        anchor = await ensure_namespace(client, "bench-anchor")
-        await anchors.create_leases(env, anchor, locks)
-        first = next(iter(trees.values()))
-        op = OperatorProcess("kubelock", plane.kubeconfig, namespace, logs, source=first / "operator")
-        await op.start(within=90)
-        try:
-            began = time.perf_counter()
-            await scenarios.populate(env, namespace, locks, "live")
-            print(f"{locks} held locks in {time.perf_counter() - began:.1f} s", file=sys.stderr)
-            restarts: list[dict[str, Any]] = []
-            for index in range(rounds):
-                list_seconds, _ = await anchors.list_leases(env, anchor)
-                for label in trees if index % 2 == 0 else list(trees)[::-1]:
-                    op.source = trees[label] / "operator"
-                    seconds = await scenarios.restart(env, op, namespace, within=120)
-                    await asyncio.sleep(2)  # as run.py's "RSS 2 s after a restart"
-                    restarts.append({"round": index, "tree": label, "seconds": round(seconds, 3),
-                                     "L": round(list_seconds, 3), "load1": round(os.getloadavg()[0], 1),
-                                     "rss_mib": round(rss_mib(op.pid), 1)})
-                    print(restarts[-1], file=sys.stderr)
-        finally:
-            op.stop()
+    restarts: list[dict[str, Any]] = []
+    async with abrun.restart_bed(plane, next(iter(trees.values())), locks, logs) as bed:
+        env, op = bed.env, bed.op
+        for index in range(rounds):
+            list_seconds, _ = await anchors.list_leases(env, bed.anchor)
+            for label in trees if index % 2 == 0 else list(trees)[::-1]:
+                op.source = trees[label] / "operator"
+                seconds = await scenarios.restart(env, op, bed.namespace, within=120)
+                await asyncio.sleep(2)  # as run.py's "RSS 2 s after a restart"
+                restarts.append({"round": index, "tree": label, "seconds": round(seconds, 3),
+                                 "L": round(list_seconds, 3), "load1": round(os.getloadavg()[0], 1),
+                                 "rss_mib": round(rss_mib(op.pid), 1)})
+                print(restarts[-1], file=sys.stderr)
     out: dict[str, Any] = {"restarts": restarts}
     for label in trees:
         took = [r["seconds"] for r in restarts if r["tree"] == label]

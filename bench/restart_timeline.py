@@ -18,20 +18,19 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import abrun
 import anchors
-from harness import REPO, Env, OperatorProcess, RequestTally, Watch, ensure_namespace, new_client, unique
-from scenarios import HELD, claim_body, populate
+from harness import Env, OperatorProcess, Watch, unique
+from scenarios import HELD, claim_body
 
-from kubelock.kube import config, paths
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.kube import paths
+from kubelock.testbed import ControlPlane
 
-NAMESPACE = "bench-restart"
 DEBUG = ("--debug", "kubelock.start", "--debug", "kubelock.early", "--debug", "kubelock.prelist")
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})Z \S+\s+(\S+): (.*)$")
 # (step, logger, what the message starts with or contains)
@@ -93,30 +92,17 @@ async def one_restart(env: Env, op: OperatorProcess, namespace: str) -> dict[str
 
 
 async def measure(plane: ControlPlane, trees: list[Path], locks: int, rounds: int, logs: Path) -> dict[str, Any]:
-    credentials = config.load(plane.kubeconfig)
-    tally = RequestTally()
-    async with new_client(credentials, tally) as client, new_client(credentials, tally) as watcher:
-        env = Env(credentials, client, watcher, tally, "none", True)
-        namespace = await ensure_namespace(client, NAMESPACE)
-        anchor = await ensure_namespace(client, "bench-anchor")
-        await anchors.create_leases(env, anchor, locks)
-        op = OperatorProcess("kubelock", plane.kubeconfig, namespace, logs, source=trees[0] / "operator",
-                             extra_args=DEBUG)
-        await op.start(within=90)
-        try:
-            await populate(env, namespace, locks, "live")
-            runs: list[dict[str, Any]] = []
-            for index in range(rounds):
-                list_seconds, _ = await anchors.list_leases(env, anchor)
-                for tree in trees if index % 2 == 0 else trees[::-1]:
-                    op.source = tree / "operator"
-                    timeline = await one_restart(env, op, namespace)
-                    runs.append({"round": index, "tree": str(tree), "L": round(list_seconds, 3),
-                                 "load1": round(os.getloadavg()[0], 1), "timeline": timeline})
-                    print(json.dumps(runs[-1], indent=1), file=sys.stderr)
-                    await asyncio.sleep(2)
-        finally:
-            op.stop()
+    runs: list[dict[str, Any]] = []
+    async with abrun.restart_bed(plane, trees[0], locks, logs, extra_args=DEBUG) as bed:
+        for index in range(rounds):
+            list_seconds, _ = await anchors.list_leases(bed.env, bed.anchor)
+            for tree in trees if index % 2 == 0 else trees[::-1]:
+                bed.op.source = tree / "operator"
+                timeline = await one_restart(bed.env, bed.op, bed.namespace)
+                runs.append({"round": index, "tree": str(tree), "L": round(list_seconds, 3),
+                             "load1": round(os.getloadavg()[0], 1), "timeline": timeline})
+                print(json.dumps(runs[-1], indent=1), file=sys.stderr)
+                await asyncio.sleep(2)
     medians: dict[str, dict[str, float]] = {}
     for tree in trees:
         mine = [r["timeline"] for r in runs if r["tree"] == str(tree)]
@@ -139,18 +125,10 @@ def main() -> int:
     trees = [t.resolve() for t in args.trees]
     for tree in trees:
         compileall.compile_dir(str(tree / "operator" / "kubelock"), quiet=1)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-timeline-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / "crds", REPO / "config/rbac"])
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, trees, args.locks, args.rounds, workdir))
-    finally:
-        plane.stop()
-    document = {"locks": args.locks, "rounds": args.rounds, "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], **result}
+    timelines = lambda plane, _, logs: measure(plane, trees, args.locks, args.rounds, logs)  # noqa: E731
+    measured = abrun.on_plane(args.workdir, "timeline", timelines, {str(t): t for t in trees})
+    document = {"locks": args.locks, "rounds": args.rounds, "load_before": measured["load_before"],
+                "load_after": measured["load_after"], **measured["results"]}
     text = json.dumps(document, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")
