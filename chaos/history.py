@@ -694,10 +694,15 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
     # When each claim was first granted (a grant is a write too). Shared grants made together are told
     # to their claims one after another, so an older claim's verdict may come after a newer claim's
     # grant although its own grant came first.
+    # A grant's version is the write that made it: the version a watch showed it created at, else its
+    # token, which is that write's revision (the fencing checks hold every token to it). A grant the
+    # monitor first saw later (its watch was away, or it saw only a later version of the lock) still
+    # has its token, so an older claim granted before a younger one is not taken for one overtaken.
     granted_at: dict[str, int] = {}
     for lock in locks:
-        if lock.created_version is not None:
-            granted_at[lock.claim] = min(granted_at.get(lock.claim, lock.created_version), lock.created_version)
+        made = _grant_version(lock)
+        if made is not None:
+            granted_at[lock.claim] = min(granted_at.get(lock.claim, made), made)
     waiters: dict[str, list[ClaimLife]] = defaultdict(list)
     for claim in claims:
         if claim.wait and claim.created_version is not None:
@@ -734,6 +739,11 @@ def check_fifo(locks: Sequence[LockLife], claims: Sequence[ClaimLife], report: R
                     lock.created,
                 )
             )
+
+
+def _grant_version(lock: LockLife) -> int | None:
+    """The revision of the write that made the grant, when known (a reservation has no token yet)."""
+    return lock.created_version if lock.created_version is not None else (lock.token or None)
 
 
 def check_writes(writes: Sequence[Write], holds: Sequence[Hold], deaths: Mapping[str, float], report: Report) -> None:

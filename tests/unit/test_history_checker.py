@@ -289,6 +289,17 @@ def test_an_older_claim_granted_first_and_told_later_was_not_overtaken() -> None
     assert violations(history) == ["fifo"]  # granted after the younger one: overtaken
 
 
+def test_an_older_grant_first_seen_in_a_later_version_is_judged_by_its_token() -> None:
+    """Shared grants added one write each (tokens 26, 28) that the monitor first saw in the version
+    that made the younger claim's grant (30): their tokens say they came first."""
+    history = fifo_history(older_decided_version=45)
+    history.extend([LockLife(uid="l-old", resource=R, holder="old", claim="old", token=28, version=30, created=3,
+                             deleted=4, expiry=30, released=4, created_version=None)])
+    assert violations(history) == []
+    history.locks = [replace(lock, token=32) if lock.claim == "old" else lock for lock in history.locks]
+    assert "fifo" in violations(history)  # its own write came after the younger one's grant: overtaken
+
+
 def test_a_reservation_for_a_younger_claim_breaks_fifo_too() -> None:
     """Reserving the resource for the wrong claim is the wrong decision even when taken back."""
     history = fifo_history(older_decided_version=45)
