@@ -75,7 +75,11 @@ def aging_since(claim: Claim) -> float:
     arrival follow the queue's order (a claim's sequence is its creation revision, and a requeued
     claim's new sequence is after every claim already there), so among claims of one priority an
     earlier one has always aged at least as much, and with every priority equal the queue stays first
-    come, first served."""
+    come, first served.
+
+    Known exception (docs/reliability.md, "a FIFO judgement"): the API server stamps the second before
+    the create is committed, so two creates a few milliseconds apart across a second's boundary can
+    commit in the other order; for one second the later claim is a point ahead and can overtake."""
     status = claim.status
     if status is not None and status.requeues and status.waiting_since is not None:
         return float(math.floor(status.waiting_since))
