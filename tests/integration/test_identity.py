@@ -53,7 +53,7 @@ from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.sdk import Forbidden, LockClient, TimedOut
 from kubelock.sdk.targets import Target
 from kubelock.testbed import ControlPlane, wait_until
-from tests.support.access import bind, service_account_user
+from tests.support.access import bind, can_claim, service_account_user
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.commands import environment, finish, run, start
 from tests.support.namespaces import temporary_namespace
@@ -71,18 +71,6 @@ def holder(user: str, instance: str) -> str:
     return f"user:{user}/{instance}"
 
 
-
-
-def can_claim(kubeconfig: Path, namespace: str) -> bool:
-    """True once RBAC lets this identity list claims here (the authorizer learns bindings from a watch)."""
-    api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-    try:
-        Locks(api, namespace).claims()
-    except ApiException:
-        return False
-    finally:
-        api.close()  # type: ignore[no-untyped-call]
-    return True
 
 
 @pytest.fixture

@@ -16,15 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
-from kubernetes.client import ApiClient, ApiException
+from kubernetes.client import ApiClient
 
 from kubelock.api.constants import PROCESS_ANNOTATION
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, normalise
 from kubelock.testbed import ControlPlane, wait_until
-from tests.support.access import bind
+from tests.support.access import bind, can_claim
 from tests.support.claims import Locks, phase_of
 from tests.support.commands import environment, run
 from tests.support.operator import REPO, OperatorProcess
@@ -58,17 +57,6 @@ with LockClient(decision_timeout={DEADLINE}) as client:
     except LockError as error:
         print(json.dumps({{"error": type(error).__name__, "reason": error.reason, "message": error.message}}))
 """
-
-
-def can_claim(kubeconfig: Path, namespace: str) -> bool:
-    api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-    try:
-        Locks(api, namespace).claims()
-    except ApiException:
-        return False
-    finally:
-        api.close()  # type: ignore[no-untyped-call]
-    return True
 
 
 @pytest.fixture

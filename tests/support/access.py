@@ -3,6 +3,9 @@ and waiting until the API server's authorizer has learnt them (it learns binding
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import kubernetes
 from kubernetes.client import (
     ApiClient,
     AuthorizationV1Api,
@@ -15,9 +18,11 @@ from kubernetes.client import (
     V1SubjectAccessReview,
     V1SubjectAccessReviewSpec,
 )
+from kubernetes.client.exceptions import ApiException
 
 from kubelock.api.constants import GROUP
 from kubelock.testbed import wait_until
+from tests.support.claims import Locks
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 DEADLINE = 60.0  # generous for 2 shared cores; the wait returns as soon as the binding is known
@@ -70,3 +75,15 @@ def wait_allowed(
         what=f"{user} to be allowed to {verb} {resource} in {namespace}",
         timeout=DEADLINE,
     )
+
+
+def can_claim(kubeconfig: Path, namespace: str) -> bool:
+    """True once RBAC lets this identity list claims here (the authorizer learns bindings from a watch)."""
+    api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    try:
+        Locks(api, namespace).claims()
+    except ApiException:
+        return False
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    return True

@@ -125,3 +125,18 @@ def _merge(target: Body, patch: Body) -> None:
             _merge(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
+
+
+class ClosedGate:
+    """A freshness gate that lets no grant through (the view is never fresh enough)."""
+
+    epoch = 0
+
+    def may_grant(self, namespace: str, sequence: int) -> bool:
+        return False
+
+    def why_not(self, namespace: str, sequence: int) -> str:
+        return "closed"
+
+    def wrote(self, namespace: str, version: int) -> None:
+        pass

@@ -18,7 +18,7 @@ from kubelock.kube import paths
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.reconciler import Choice, Reconciler
-from tests.support.fakeapi import FakeApi
+from tests.support.fakeapi import ClosedGate, FakeApi
 
 R = "github://acme/app/issues/42"
 KEY = ("a", R)
@@ -27,19 +27,6 @@ KEY = ("a", R)
 def _claim(name: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "uid": "u1", "namespace": "a"},
             "spec": {"resource": R, "holder": f"agent-{name}"}}
-
-
-class ClosedGate:
-    epoch = 0
-
-    def may_grant(self, namespace: str, sequence: int) -> bool:
-        return False
-
-    def why_not(self, namespace: str, sequence: int) -> str:
-        return "closed"
-
-    def wrote(self, namespace: str, version: int) -> None:
-        pass
 
 
 def _reconciler(api: FakeApi, gate: Any = None) -> Reconciler:

@@ -17,7 +17,7 @@ from kubelock.kube import paths
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.reconciler import POSITION_DELAY, Reconciler, Seen
-from tests.support.fakeapi import FakeApi
+from tests.support.fakeapi import ClosedGate, FakeApi
 
 R = "github://acme/app/issues/42"
 
@@ -30,18 +30,6 @@ class NoApi:
             raise AssertionError(f"unexpected API call: {name}")
 
         return call
-
-
-class ClosedGate:
-    """No grant may be made (the view is not fresh enough)."""
-
-    epoch = 0
-
-    def may_grant(self, namespace: str, sequence: int) -> bool:
-        return False
-
-    def why_not(self, namespace: str, sequence: int) -> str:
-        return "closed"
 
 
 def test_a_grant_waits_for_a_fresh_view_and_is_decided_again_on_release() -> None:
