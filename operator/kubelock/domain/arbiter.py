@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from kubelock.domain import lockdelay, quotas
+from kubelock.domain.aging import QueueAging
 from kubelock.domain.grants import Request, admit, blocks, effective_priority, within
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
@@ -66,43 +67,54 @@ def waiting_since(claim: Claim, now: float) -> float:
 
 
 def aging_since(claim: Claim) -> float:
-    """When a claim in a queue begins to age: the second of its creation (`creationTimestamp`, which the
-    API server truncates to the second), or, once requeued, the second of its last requeue.
+    """When a claim would begin to age by itself: the second of its creation (`creationTimestamp`,
+    which the API server truncates to the second), or, once requeued, the second of its last requeue.
+    In a queue it ages from this or from the latest of these of the waits that arrived before it,
+    whichever is later (`queue_aging`).
 
     Not `waitingSince`: that is when the operator first answered the claim, and answers do not come
     in arrival order (after a restart a later claim may be answered first), so a later claim could
     gain its point of aging first and overtake an earlier one of the same priority. Whole seconds of
-    arrival follow the queue's order (a claim's sequence is its creation revision, and a requeued
-    claim's new sequence is after every claim already there), so among claims of one priority an
-    earlier one has always aged at least as much, and with every priority equal the queue stays first
-    come, first served.
-
-    Known exception (docs/reliability.md, "a FIFO judgement"): the API server stamps the second before
-    the create is committed, so two creates a few milliseconds apart across a second's boundary can
-    commit in the other order; for one second the later claim is a point ahead and can overtake."""
+    arrival nearly follow the queue's order (a claim's sequence is its creation revision, and a
+    requeued claim's new sequence is after every claim already there), but not quite: the API server
+    stamps the second before the create commits, so two creates a few milliseconds apart across a
+    second's boundary can commit in the other order, and the later claim carries the earlier second
+    (docs/reliability.md, "a FIFO judgement": a0-009, revision 23134, stamped 05:27:26, and a0-001,
+    revision 23140, stamped 05:27:25). The queue's clamp (`aging.QueueAging`) evens that out: among
+    claims of one priority an earlier one has always aged at least as much, and with every priority
+    equal the queue is first come, first served."""
     status = claim.status
     if status is not None and status.requeues and status.waiting_since is not None:
         return float(math.floor(status.waiting_since))
     return float(math.floor(claim.created_at))
 
 
-def queue_priority(claim: Claim, now: float, policy: Policy) -> int:
+def queue_aging(claims: Iterable[Claim]) -> QueueAging:
+    """The aging starts of one resource's queue, from its claims (any of them; terminal ones and
+    holders are left out): built from the claims that wait (`Claim.waiting`), exactly the waits the
+    wait-for graph keeps of the resource (`queue_place`), so the two rank the queue alike."""
+    return QueueAging((c.sequence, aging_since(c)) for c in claims if c.waiting)
+
+
+def queue_priority(claim: Claim, now: float, policy: Policy, queue: QueueAging) -> int:
     """A claim's effective priority in the queue now: its priority aged by the time since it arrived
-    (`aging_since`). Every claim in the queue ages, a try-lock not yet decided too, so that claims of
+    (`aging_since`), held back to the arrivals of the waits ahead of it (`queue`: the resource's
+    `queue_aging`). Every claim in the queue ages, a try-lock not yet decided too, so that claims of
     one priority always rank by arrival."""
-    waited = now - aging_since(claim)
+    waited = now - queue.start(claim.sequence, aging_since(claim))
     return effective_priority(claim.priority, waited, policy.priority_aging_seconds)
 
 
 def queue_place(claim: Claim) -> Place:
     """A waiting claim's place in its resource's queue, as the wait-for graph keeps it: ranked at any
-    `now` exactly as `queue_order` ranks it."""
+    `now` exactly as `queue_order` ranks it (the graph clamps the queue's starts as `queue_aging` does)."""
     return Place(claim.sequence, claim.priority, aging_since(claim))
 
 
-def queue_order(claim: Claim, now: float, policy: Policy) -> tuple[int, int, str]:
-    """The queue's order (`grants.Request.order`): effective priority, then arrival."""
-    return (-queue_priority(claim, now, policy), claim.sequence, claim.uid)
+def queue_order(claim: Claim, now: float, policy: Policy, queue: QueueAging) -> tuple[int, int, str]:
+    """The queue's order (`grants.Request.order`): effective priority, then arrival. `queue`: the
+    resource's `queue_aging`."""
+    return (-queue_priority(claim, now, policy, queue), claim.sequence, claim.uid)
 
 
 def decide(
@@ -137,6 +149,7 @@ def decide(
         lock_policy=lock_policy,
         usage=usage,
         rest=lockdelay.rest(records, lock_policy, now),
+        queue=queue_aging(claims),
     )
     decision = _decide_active(resource, claims, list(grants), now=now, context=context)
     # A claim of several resources leaves its record under each of them (for their lock-delay) but is
@@ -171,6 +184,7 @@ class _Context:
     lock_policy: LockPolicy
     usage: Usage
     rest: lockdelay.Rest | None  # the resource rests after a grant ended abnormally
+    queue: QueueAging  # the aging starts of the resource's queue (`queue_aging`)
 
     def rest_after_loss(self, now: float) -> float | None:
         """When a grant ending abnormally now lets its resource be granted again (None: no delay)."""
@@ -180,7 +194,7 @@ class _Context:
 def _decide_active(
     resource: str, claims: Sequence[Claim], grants: Sequence[Lock], *, now: float, context: _Context
 ) -> Decision:
-    active = sorted((c for c in claims if c.active), key=lambda c: queue_order(c, now, context.policy))
+    active = sorted((c for c in claims if c.active), key=lambda c: queue_order(c, now, context.policy, context.queue))
     by_uid = {c.uid: c for c in active}
     grant_of = {g.claim_uid: g for g in grants}
     # A claim of several resources is decided as a whole (`multiclaim`): here it only stands in the
@@ -229,7 +243,9 @@ def _step(
         return _revoked(resource, believers, now, context)
     by_uid = {c.uid: c for c in active}
     queue = [c for c in active if c.uid not in holding]
-    requests = [Request(c.uid, c.sequence, ((resource, c.need),), queue_priority(c, now, policy)) for c in queue]
+    requests = [
+        Request(c.uid, c.sequence, ((resource, c.need),), queue_priority(c, now, policy, context.queue)) for c in queue
+    ]
     room = max(0, MAX_GRANTS - len(grants))
     admitted: set[str] = set()
     if context.rest is None:  # while the resource rests after a lost grant, nobody is granted it

@@ -39,6 +39,7 @@ from kubelock.domain.arbiter import (
     deadlocked,
     effective_ttl,
     end_claim,
+    queue_aging,
     queue_order,
     queued_status,
     record_revocation,
@@ -245,10 +246,11 @@ def _blocked(claim: Claim, view: ResourceView, now: float, policy: Policy) -> _B
     if rest is not None:
         return _Blocked((), (), rest)
     holding = {g.claim_uid for g in view.grants}
-    order = queue_order(claim, now, policy)
+    queue = queue_aging(view.claims)
+    order = queue_order(claim, now, policy, queue)
     ahead = [
         c for c in view.claims
-        if c.active and c.uid != claim.uid and c.uid not in holding and queue_order(c, now, policy) < order
+        if c.active and c.uid != claim.uid and c.uid not in holding and queue_order(c, now, policy, queue) < order
     ]
     beside = [g.need for g in view.grants]
     if fits([*beside, *(c.need for c in ahead)], claim.need, view.capacity) and len(view.grants) < MAX_GRANTS:

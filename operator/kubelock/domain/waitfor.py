@@ -16,10 +16,11 @@ resource R has an edge H -R-> G to every holder G that blocks it there:
 
 "Ahead" is the order in which the grant decision serves the queue (`grants.Request.order`):
 effective priority at `now` (priority aged by the time waited, `grants.effective_priority`), then
-arrival. Each wait keeps its `Place` (priority, when it began waiting, sequence), so the graph ranks
-waits exactly as `decide` does, and a cycle through the queue is reported exactly when that order
-closes one: a later waiter of higher priority is ahead of an earlier one, and a waiter that has aged
-past a newcomer is ahead of it again.
+arrival. Each wait keeps its `Place` (priority, when it began waiting, sequence), and each queue's
+aging starts are clamped in arrival order as the grant decision clamps them (`aging.QueueAging`, built
+from the same waits), so the graph ranks waits exactly as `decide` does, and a cycle through the queue
+is reported exactly when that order closes one: a later waiter of higher priority is ahead of an
+earlier one, and a waiter that has aged past a newcomer is ahead of it again.
 
 A claim closes a cycle when a holder it waits for can reach the claim's own holder. The search starts
 at those holders and only follows edges out of what it reaches, so its cost grows with the path, not
@@ -31,6 +32,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from kubelock.domain.aging import QueueAging
 from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks, effective_priority
 
 # A cycle is reported with at most this many of its waits: the first half of them from the claim that
@@ -89,11 +91,13 @@ class Place:
 
     sequence: int
     priority: int = 0
-    since: float | None = None  # when it began to age (`arbiter.aging_since`); None: now
+    since: float | None = None  # its own aging start (`arbiter.aging_since`); None: now
 
-    def rank(self, order: Order) -> tuple[int, int]:
-        """Its key in the queue at `order.now`: lower is served first."""
-        waited = 0.0 if self.since is None else order.now - self.since
+    def rank(self, order: Order, queue: QueueAging) -> tuple[int, int]:
+        """Its key in the queue at `order.now`: lower is served first. `queue`: the aging of the
+        queue it stands in, which holds its start back to the starts of the waits ahead of it in
+        arrival (`aging.QueueAging`), as `arbiter.queue_order` does."""
+        waited = order.now - queue.start(self.sequence, self.since)
         return (-effective_priority(self.priority, waited, order.aging_seconds), self.sequence)
 
 
@@ -131,6 +135,8 @@ class WaitForGraph:
         self._capacity: dict[str, int] = {}
         # resource -> (sequence, holder) -> need and place of the waits of claims of several resources
         self._reserved: dict[str, dict[tuple[int, str], tuple[Need, Place]]] = defaultdict(dict)
+        # resource -> the aging starts of its queue, built when it is first ranked after a change
+        self._aging: dict[str, QueueAging] = {}
 
     def __len__(self) -> int:
         return sum(len(seqs) for res in self._waits.values() for seqs in res.values())
@@ -174,10 +180,12 @@ class WaitForGraph:
         entry = (need, place if place is not None else Place(sequence))
         self._waits[holder].setdefault(resource, {})[sequence] = need
         self._queues[resource][(sequence, holder)] = entry
+        self._aging.pop(resource, None)
         if reserves:
             self._reserved[resource][(sequence, holder)] = entry
 
     def remove_wait(self, holder: str, resource: str, sequence: int) -> None:
+        self._aging.pop(resource, None)
         for index in (self._queues, self._reserved):
             queue = index.get(resource)
             if queue is not None:
@@ -227,14 +235,24 @@ class WaitForGraph:
         if not waits:
             return []
         own = self._queues.get(resource, {}).get((sequence, waiter))
-        mine = (own[1] if own is not None else Place(sequence)).rank(order)
+        queue = self._queue_aging(resource)
+        mine = (own[1] if own is not None else Place(sequence)).rank(order, queue)
         return sorted(
             {
                 h
                 for (_, h), (n, place) in waits.items()
-                if h != waiter and place.rank(order) < mine and blocks(n, need, capacity)
+                if h != waiter and blocks(n, need, capacity) and place.rank(order, queue) < mine
             }
         )
+
+    def _queue_aging(self, resource: str) -> QueueAging:
+        """The aging starts of the resource's queue: of every wait on it (the reserving ones are
+        among them), as the grant decision builds them from the resource's waiting claims."""
+        aging = self._aging.get(resource)
+        if aging is None:
+            waits = self._queues.get(resource, {})
+            aging = self._aging[resource] = QueueAging((p.sequence, p.since) for _, p in waits.values())
+        return aging
 
     def find_cycle(
         self, waiter: str, resource: str, sequence: int, need: Need = EXCLUSIVE, order: Order = ARRIVAL
