@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from kubelock.domain.aging import QueueAging
+from kubelock.domain.aging import UNQUEUED, QueueAging
 from kubelock.domain.grants import EXCLUSIVE, Mode, Need, blocks, effective_priority
 
 # A cycle is reported with at most this many of its waits: the first half of them from the claim that
@@ -235,7 +235,8 @@ class WaitForGraph:
         if not waits:
             return []
         own = self._queues.get(resource, {}).get((sequence, waiter))
-        queue = self._queue_aging(resource)
+        # Without aging the starts do not matter: the queue is not built (nor rebuilt after a change).
+        queue = self._queue_aging(resource) if order.aging_seconds > 0 else UNQUEUED
         mine = (own[1] if own is not None else Place(sequence)).rank(order, queue)
         return sorted(
             {
