@@ -19,7 +19,11 @@ The starts are computed from the queue's waits only: the claims that `Claim.wait
 is exactly what the wait-for graph holds of the queue. The grant decision (`arbiter.queue_order`) and
 the graph's ranking (`waitfor.Place`) build the same `QueueAging` from the same waits, so they agree
 on who is ahead, which the deadlock detection rests on. A claim that is not such a wait (an undecided
-try-lock, a holder) is itself held back to the waits before it, but holds back nobody.
+try-lock, a holder) is itself held back to the waits before it, but holds back nobody: the graph
+holds no try-locks, so a try-lock stamped a second late cannot hold back a waiter behind it without
+the two rankings parting. Such a waiter can rank ahead of the try-lock for up to a second, which
+matters only if the try-lock's first decision (its only one: it is granted or refused there) falls
+in that second.
 
 The start of a wait whose start is not known (`None`: not answered yet, it ages from now) counts as
 later than every second: it does not age, and neither does anything behind it.
