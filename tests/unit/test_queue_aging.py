@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from kubelock.domain.aging import UNQUEUED, QueueAging
 from kubelock.domain.arbiter import queue_aging, queue_order, queue_place
 from kubelock.domain.grants import EXCLUSIVE, Mode, Need
-from kubelock.domain.model import Claim, Policy
+from kubelock.domain.model import Claim, CreateLock, Policy
+from kubelock.domain.multiclaim import ResourceView, decide_claim
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.waitfor import Order, WaitForGraph
 from tests.support.arbitration import RES, T0, Space, claim, with_phase
@@ -70,6 +71,30 @@ def test_the_chaos_case_through_the_graph() -> None:
     queue = queue_aging([c, b])
     policy = Policy(priority_aging_seconds=AGING)
     assert queue_order(c, PAST_BOUNDARY, policy, queue) < queue_order(b, PAST_BOUNDARY, policy, queue)
+
+
+def test_the_chaos_case_for_claims_of_several_resources() -> None:
+    """Both claims ask for r://a and r://b, both free, both Pending: the whole-claim decision grants
+    the earlier one and keeps the later one behind it (without the clamp: the other way round)."""
+    resources = ("r://a", "r://b")
+    early, late = (
+        with_phase(claim(c.name, c.sequence, created=c.created_at, wait=True, resource=resources[0],
+                         resources=resources), Phase.PENDING, Reason.QUEUED, since=T0 + 26.1)
+        for c in the_two()
+    )
+    views = {r: ResourceView(resource=r, claims=(early, late)) for r in resources}
+    graph = WaitForGraph()
+    for c in (early, late):
+        for r in resources:
+            graph.add_wait(c.holder, r, c.sequence, c.need, queue_place(c), reserves=True)
+    policy = Policy(priority_aging_seconds=AGING)
+
+    def grants(c: Claim) -> list[str]:
+        decision = decide_claim(c, views, now=PAST_BOUNDARY, policy=policy, graph=graph)
+        return [a.claim.name for a in decision.actions if isinstance(a, CreateLock)]
+
+    assert grants(late) == []
+    assert set(grants(early)) == {"a0-009"}  # its first grant (one resource a step)
 
 
 def test_a_start_is_held_back_only_by_earlier_waits() -> None:
