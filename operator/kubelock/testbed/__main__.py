@@ -308,13 +308,13 @@ def _announce(plane: ControlPlane, operator: ManagedProcess | None, *, bare: boo
         f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s), {who}\n"
         f"kubeconfig: {plane.kubeconfig} (cluster admin)\n"
         f"{users_text(plane.workdir)}\n"
-        f"{try_text(_kubectl(plane), bare=bare)}\n"
+        f"{try_text(_kubectl(plane), bare=bare, operator=operator is not None)}\n"
         f"Ctrl-C stops everything.",
         flush=True,
     )
 
 
-def try_text(kubectl: str, *, bare: bool = False) -> str:
+def try_text(kubectl: str, *, bare: bool = False, operator: bool = True) -> str:
     """The first commands to try on a bed that is ready: `run` and `up` print the same."""
     if bare:
         return (
@@ -322,12 +322,15 @@ def try_text(kubectl: str, *, bare: bool = False) -> str:
             f"  {kubectl} apply -f manifests/kubelock.yaml\n"
             f"the users' roles are bound already and take effect once the install brings them"
         )
-    return (
+    text = (
         f"try:\n"
         f"  {kubectl} apply -f examples/lockclaim.yaml\n"
         f"  {kubectl} get locks\n"
         f"  {kubectl} delete -f examples/lockclaim.yaml"
     )
+    if not operator:  # the claim would stay without an answer, with nothing to say why
+        text += "\nno operator runs here: claims stay unanswered until one is installed (docs/install.md)"
+    return text
 
 
 def users_text(workdir: Path) -> str:
@@ -395,7 +398,7 @@ def up(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False)
     print(users_text(workdir))
     lines = _ready_marker(workdir).read_text().splitlines()
     if len(lines) > 1:  # the kubectl `run` found
-        print(try_text(lines[1], bare=bare))
+        print(try_text(lines[1], bare=bare, operator=operator))
     if workdir == Path(DEFAULT_WORKDIR).resolve():
         print("`make down` stops everything.")
     else:
