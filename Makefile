@@ -60,8 +60,10 @@ unit: venv ## Unit tests only (no cluster)
 test: venv tools node-tools ## Install everything and run all test tiers (unit, integration, e2e on a real node or kind)
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m pytest tests -q $(PYTEST_ARGS)
 
-# OPERATOR=0: without the local operator process; NODE=1: with a real node (root, `make node-tools`).
-TESTBED_ARGS = $(if $(filter 0,$(OPERATOR)),--no-operator,) $(if $(filter-out 0,$(NODE)),--node,)
+# OPERATOR=0: without the local operator process; NODE=1: with a real node (root, `make node-tools`);
+# BARE=1: an empty cluster, without kubelock's CRDs, roles, admission policies and operator (to install it into).
+TESTBED_ARGS = $(if $(filter 0,$(OPERATOR)),--no-operator,) $(if $(filter-out 0,$(NODE)),--node,) \
+  $(if $(filter-out 0,$(BARE)),--bare,)
 
 .PHONY: run
 run: venv tools ## Start a local control plane and run the operator in the foreground (Ctrl-C stops all)

@@ -120,3 +120,24 @@ def test_a_relist_of_one_namespace_prunes_nothing_of_another() -> None:
     cache.upsert_claim(claim("b1", 10, "b"))
     assert cache.prune_claims(set(), 40, within="a".__eq__) == {("a", R)}
     assert "b1" in cache.claims and "a1" not in cache.claims
+
+
+def test_a_write_the_watch_showed_before_its_answer_arrived_is_echoed() -> None:
+    """The watch event of the operator's own write and the answer to that write reach the operator
+    together; when the event is handled first, the write is already seen. In a quiet cluster no
+    later event would come to clear it, and the watch would be taken for dead (a warning and a
+    relist for nothing)."""
+    cache, clock, stale, deaf = Cache(), Monotonic(), [], []
+    gate = fresh(cache, stale, clock, deaf)
+    cache.advance("a", 100)
+    gate.seen_to("a", 120)  # the event of the write...
+    gate.wrote("a", 120)  # ...then its answer
+    gate.wrote("a", 110)  # an update that changed nothing answers with the version it had
+    clock.now += ECHO_SECONDS + 0.1
+    gate.reset()
+    assert gate.may_grant("a", 100)
+    assert deaf == [] and stale == []
+    gate.wrote("a", 121)  # a write the watch has not shown still counts
+    clock.now += ECHO_SECONDS + 0.1
+    gate.reset()
+    assert not gate.may_grant("a", 100) and deaf == ["a"]

@@ -29,7 +29,7 @@ def lock(holder: str, resource: str) -> LockInfo:
 # agent-a holds deploy://api-prod and waits for github://acme/app/pr/10, which agent-b holds while
 # waiting for deploy://api-prod: the cycle of the contract's example.
 CYCLE = WaitGraph(
-    held_by={"deploy://api-prod": "agent-a", "github://acme/app/pr/10": "agent-b"},
+    held_by={"deploy://api-prod": ("agent-a",), "github://acme/app/pr/10": ("agent-b",)},
     waits=(("agent-a", "github://acme/app/pr/10"), ("agent-b", "deploy://api-prod")),
 )
 
@@ -44,7 +44,7 @@ def test_build_takes_waits_from_pending_claims_only() -> None:
         ],
         [lock("agent-a", "deploy://api-prod")],
     )
-    assert graph.held_by == {"deploy://api-prod": "agent-a"}
+    assert graph.held_by == {"deploy://api-prod": ("agent-a",)}
     assert graph.waits == (("agent-b", "deploy://api-prod"),)
     assert cycles(graph) == []
 
@@ -87,3 +87,26 @@ def test_three_holder_cycle_and_a_bystander() -> None:
     assert cycles(graph) == [("a", "r://2", "b", "r://3", "c", "r://1", "a")]
     dot = to_dot(graph)
     assert '"holder:d" -> "resource:r://1" [label="waits for", style=dashed];' in dot
+
+
+def shared_lock(resource: str, *holders: str) -> LockInfo:
+    first, *rest = holders
+    grants = [{"holder": h, "claimRef": {"name": h, "uid": h}, "fencingToken": 2} for h in rest]
+    spec: dict[str, Any] = {"resource": resource, "holder": first, "fencingToken": 1, "leaseDurationSeconds": 60,
+                            "mode": "Shared", "grants": grants}  # fmt: skip
+    return LockInfo.from_body({"metadata": {"name": f"lock-{resource}", "namespace": "ns", "uid": "u"}, "spec": spec})
+
+
+def test_every_grant_of_a_shared_lock_is_held_by_and_on_a_cycle() -> None:
+    """A lock held by two Shared readers (or two permits of a semaphore) has two holders: the second
+    one's edge is drawn too, and a cycle through it is found."""
+    graph = build(
+        [claim("reader-b", "deploy://api-prod", "Pending"), claim("agent-c", "github://acme/app/pr/10", "Pending")],
+        [shared_lock("github://acme/app/pr/10", "reader-a", "reader-b"), lock("agent-c", "deploy://api-prod")],
+    )
+    assert graph.held_by["github://acme/app/pr/10"] == ("reader-a", "reader-b")
+    assert graph.holders == ["agent-c", "reader-a", "reader-b"]
+    dot = to_dot(graph)
+    assert '"resource:github://acme/app/pr/10" -> "holder:reader-b"' in dot
+    # reader-b waits for deploy://api-prod (agent-c), which waits for pr/10, held by reader-b among others.
+    assert cycles(graph) == [("agent-c", "github://acme/app/pr/10", "reader-b", "deploy://api-prod", "agent-c")]

@@ -363,7 +363,8 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
         cycles = waitgraph.cycles(graph)
         payload = {
             "ok": True,
-            "heldBy": graph.held_by,
+            "heldBy": {resource: holders[0] for resource, holders in graph.held_by.items()},  # the first grant's
+            "heldByAll": {resource: list(holders) for resource, holders in graph.held_by.items()},
             "waits": [{"holder": w, "resource": r} for w, r in graph.waits],
             "cycles": [list(c) for c in cycles],
             "dot": dot,

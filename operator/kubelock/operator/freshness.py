@@ -59,6 +59,7 @@ class Freshness:
         self._last = monotonic()
         self._unwatched: set[Scope] = set()
         self._unechoed: dict[Scope, tuple[int, float]] = {}  # the oldest own write not seen yet, and when
+        self._shown: dict[Scope, int] = {}  # the newest version each claim watch has shown
         self.catching_up = False  # LISTs after a stall or a loss of contact are under way
         self.epoch = 0  # stalls seen so far
         self.longest_stall = 0.0
@@ -101,12 +102,19 @@ class Freshness:
         self._unwatched.discard(scope)
 
     def wrote(self, namespace: str, version: int) -> None:
-        """The operator wrote a claim of `namespace`, stored at `version`: its watch should show it."""
+        """The operator wrote a claim of `namespace`, stored at `version`: its watch should show it.
+        It may have already: the event and the answer to the write arrive together, and either can be
+        handled first (an update that changed nothing answers with an old version, too). Counting such
+        a write as unseen would, in a quiet cluster where no later event comes, take a live watch for
+        a dead one."""
         scope = self._scope_of(namespace)
+        if version <= self._shown.get(scope, 0):
+            return
         if scope not in self._unechoed and scope not in self._unwatched:
             self._unechoed[scope] = (version, self._monotonic())
 
     def seen_to(self, scope: Scope, version: int) -> None:
+        self._shown[scope] = max(version, self._shown.get(scope, 0))
         pending = self._unechoed.get(scope)
         if pending is not None and version >= pending[0]:
             del self._unechoed[scope]

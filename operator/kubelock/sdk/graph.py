@@ -1,6 +1,7 @@
 """The wait-for graph of a lock space as data, and its Graphviz DOT rendering (pure functions).
 
-Holders wait for resources (their Pending claims); resources are held by holders (ResourceLocks).
+Holders wait for resources (their Pending claims); resources are held by holders (ResourceLocks:
+every grant's holder, so Shared holders and a semaphore's permits each have their edge).
 A cycle holder → resource → holder → … → holder is a deadlock; the operator refuses the claim that
 would close one, so a live cycle is drawn in red because it should never be seen.
 """
@@ -18,12 +19,12 @@ from kubelock.sdk.model import ClaimInfo, LockInfo
 
 @dataclass(frozen=True, slots=True)
 class WaitGraph:
-    held_by: dict[str, str]  # resource -> holder
+    held_by: dict[str, tuple[str, ...]]  # resource -> the holder of every grant, the first grant's first
     waits: tuple[tuple[str, str], ...]  # (waiter, resource), in a stable order
 
     @property
     def holders(self) -> list[str]:
-        return sorted({*self.held_by.values(), *(w for w, _ in self.waits)})
+        return sorted({*(h for hs in self.held_by.values() for h in hs), *(w for w, _ in self.waits)})
 
     @property
     def resources(self) -> list[str]:
@@ -31,7 +32,8 @@ class WaitGraph:
 
 
 def build(claims: Iterable[ClaimInfo], locks: Iterable[LockInfo]) -> WaitGraph:
-    held_by = {lock.resource: lock.holder for lock in locks}
+    # Every grant: a waiter blocked by the second of two Shared holders waits for that one too.
+    held_by = {lock.resource: tuple(dict.fromkeys(lock.holders or (lock.holder,))) for lock in locks}
     # A waiting claim of several resources waits for each of them.
     waits = sorted({(c.holder, r) for c in claims if c.phase is Phase.PENDING for r in c.resources or (c.resource,)})
     return WaitGraph(held_by=held_by, waits=tuple(waits))
@@ -42,8 +44,7 @@ def cycles(graph: WaitGraph) -> list[tuple[str, ...]]:
     smallest holder in it (so each cycle is listed once)."""
     edges: dict[str, list[tuple[str, str]]] = {}
     for waiter, resource in graph.waits:
-        holder = graph.held_by.get(resource)
-        if holder is not None:
+        for holder in graph.held_by.get(resource, ()):
             edges.setdefault(waiter, []).append((resource, holder))
     found: list[tuple[str, ...]] = []
 
@@ -89,7 +90,7 @@ def to_dot(graph: WaitGraph, *, name: str = "waitfor") -> str:
             f"  {_quote('holder:' + waiter)} -> {_quote('resource:' + resource)} "
             f"{attrs(('label', _quote('waits for')), ('style', 'dashed'), red=red)};"
         )
-    for resource, holder in sorted(graph.held_by.items()):
+    for resource, holder in sorted((r, h) for r, hs in graph.held_by.items() for h in hs):
         red = (resource, holder) in on_cycle
         lines.append(
             f"  {_quote('resource:' + resource)} -> {_quote('holder:' + holder)} "

@@ -11,6 +11,9 @@ load-image ARCHIVE...
 
 `--node` adds a real node (kubelet, containerd, kube-proxy; needs root and `make node-tools`) on which
 pods run as containers; without it pods are scheduled onto a kwok node that only fakes them.
+`--bare` leaves kubelock out (no CRDs, roles, admission policies or operator): an empty cluster, as a
+user's, to install kubelock into with `kubectl apply -f manifests/kubelock.yaml` or the chart, and to
+uninstall it from without touching anything of the bed's.
 
 Paths are relative to the current directory, which should be the repository root.
 """
@@ -80,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workdir = Path(args.workdir).resolve()
     if args.command == "run":
-        return run(workdir, operator=args.operator, node=args.node)
+        return run(workdir, operator=args.operator, node=args.node, bare=args.bare)
     if args.command == "up":
-        return up(workdir, operator=args.operator, node=args.node)
+        return up(workdir, operator=args.operator, node=args.node, bare=args.bare)
     if args.command == "load-image":
         return load_image(workdir, args.archives)
     if args.command == "down":
@@ -122,14 +125,21 @@ def _parser() -> argparse.ArgumentParser:
                 default=True,
                 help=f"run the operator ({OPERATOR_MODULE}) too (default: yes)",
             )
+            command.add_argument(
+                "--bare",
+                action="store_true",
+                help="an empty cluster, as a user's: neither kubelock's CRDs, roles and admission policies "
+                "nor its operator, for installing kubelock into (manifests/kubelock.yaml or the chart)",
+            )
     return parser
 
 
 # -- run ------------------------------------------------------------------------------------------
 
 
-def run(workdir: Path, *, operator: bool, node: bool = False) -> int:
+def run(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
+    operator = operator and not bare
     try:
         _claim_pid_file(workdir)
     except ProcessError as error:
@@ -138,18 +148,22 @@ def run(workdir: Path, *, operator: bool, node: bool = False) -> int:
     _handle_termination()
     # The scheduler and the workload controllers, so that `helm install` + `kubectl rollout status`
     # complete (onto the kwok node, or the real one).
-    plane = ControlPlane(workdir, manifests=[Path(m) for m in MANIFESTS], workloads=True, node=node)
+    # Bare: what an installation brings is not there yet, so that installing it (and uninstalling it)
+    # meets nothing of the bed's own.
+    manifests = [] if bare else [Path(m) for m in MANIFESTS]
+    plane = ControlPlane(workdir, manifests=manifests, workloads=True, node=node)
     operator_process: ManagedProcess | None = None
     try:
         plane.start()
         if not node:  # with a real node, pods go there rather than to kwok's pretend one
             plane.create_fake_node(FAKE_NODE)
-        _wait_until_served(plane)
+        if not bare:
+            _wait_until_served(plane)
         _write_user_kubeconfigs(plane)
         _forget_discovery(plane.server)
         if operator:
             operator_process = _start_operator(plane.kubeconfig)
-        _announce(plane, operator_process)
+        _announce(plane, operator_process, bare=bare)
         # The kubectl to try it with, for `up` to print: written whole, then renamed into place, so
         # that `up`, which waits for the marker, never reads half of it.
         marker = _ready_marker(workdir)
@@ -288,26 +302,35 @@ def _kubectl(plane: ControlPlane) -> str:
     return f"{plane.bin_dir / binaries.KUBECTL} --kubeconfig {plane.kubeconfig}"
 
 
-def _announce(plane: ControlPlane, operator: ManagedProcess | None) -> None:
+def _announce(plane: ControlPlane, operator: ManagedProcess | None, *, bare: bool = False) -> None:
     who = f"operator pid {operator.pid}" if operator else "no operator"
     print(
         f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s), {who}\n"
         f"kubeconfig: {plane.kubeconfig} (cluster admin)\n"
         f"{users_text(plane.workdir)}\n"
-        f"{try_text(_kubectl(plane))}\n"
+        f"{try_text(_kubectl(plane), bare=bare, operator=operator is not None)}\n"
         f"Ctrl-C stops everything.",
         flush=True,
     )
 
 
-def try_text(kubectl: str) -> str:
+def try_text(kubectl: str, *, bare: bool = False, operator: bool = True) -> str:
     """The first commands to try on a bed that is ready: `run` and `up` print the same."""
-    return (
+    if bare:
+        return (
+            f"no kubelock yet (bare): install it as docs/install.md says, e.g.\n"
+            f"  {kubectl} apply -f manifests/kubelock.yaml\n"
+            f"the users' roles are bound already and take effect once the install brings them"
+        )
+    text = (
         f"try:\n"
         f"  {kubectl} apply -f examples/lockclaim.yaml\n"
         f"  {kubectl} get locks\n"
         f"  {kubectl} delete -f examples/lockclaim.yaml"
     )
+    if not operator:  # the claim would stay without an answer, with nothing to say why
+        text += "\nno operator runs here: claims stay unanswered until one is installed (docs/install.md)"
+    return text
 
 
 def users_text(workdir: Path) -> str:
@@ -332,15 +355,16 @@ def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
 # -- up / down / status ---------------------------------------------------------------------------
 
 
-def up(workdir: Path, *, operator: bool, node: bool = False) -> int:
+def up(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False) -> int:
+    operator = operator and not bare
     pid = _running_pid(workdir)
     if pid is not None:
         running = _run_options(pid)
-        if running is not None and running != (operator, node):
+        if running is not None and running != (operator, node, bare):
             # Saying "already running" with success would leave the caller on a bed without what it
             # asked for (a second operator beside a chart's, or no node for its pods).
             print(
-                f"error: already running (pid {pid}) {_describe(*running)}, not {_describe(operator, node)}: "
+                f"error: already running (pid {pid}) {_describe(*running)}, not {_describe(operator, node, bare)}: "
                 "stop it with `make down` (python -m kubelock.testbed down) first",
                 file=sys.stderr,
             )
@@ -353,6 +377,8 @@ def up(workdir: Path, *, operator: bool, node: bool = False) -> int:
     argv = [sys.executable, "-m", "kubelock.testbed", "run", "--workdir", str(workdir)]
     argv.append("--operator" if operator else "--no-operator")
     argv.append("--node" if node else "--no-node")
+    if bare:
+        argv.append("--bare")
     with log_path.open("wb") as output:
         # A session of its own: the daemon survives this command and the terminal it ran in.
         child = subprocess.Popen(
@@ -372,7 +398,7 @@ def up(workdir: Path, *, operator: bool, node: bool = False) -> int:
     print(users_text(workdir))
     lines = _ready_marker(workdir).read_text().splitlines()
     if len(lines) > 1:  # the kubectl `run` found
-        print(try_text(lines[1]))
+        print(try_text(lines[1], bare=bare, operator=operator))
     if workdir == Path(DEFAULT_WORKDIR).resolve():
         print("`make down` stops everything.")
     else:
@@ -449,8 +475,8 @@ def _running_pid(workdir: Path) -> int | None:
     return pid if b"kubelock.testbed" in cmdline else None
 
 
-def _run_options(pid: int) -> tuple[bool, bool] | None:
-    """(operator, node) of the running `run`, read from its command line; None when unknown."""
+def _run_options(pid: int) -> tuple[bool, bool, bool] | None:
+    """(operator, node, bare) of the running `run`, read from its command line; None when unknown."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
@@ -460,11 +486,14 @@ def _run_options(pid: int) -> tuple[bool, bool] | None:
     args, _ = _parser().parse_known_args([a for a in argv[argv.index("kubelock.testbed") + 1 :] if a])
     if args.command != "run":
         return None
-    return bool(args.operator), bool(args.node)
+    return bool(args.operator) and not args.bare, bool(args.node), bool(args.bare)
 
 
-def _describe(operator: bool, node: bool) -> str:
-    return f"{'with' if operator else 'without'} the operator and {'with' if node else 'without'} a node"
+def _describe(operator: bool, node: bool, bare: bool = False) -> str:
+    node_text = f"{'with' if node else 'without'} a node"
+    if bare:
+        return f"bare (no kubelock objects, no operator) and {node_text}"
+    return f"{'with' if operator else 'without'} the operator and {node_text}"
 
 
 def _claim_pid_file(workdir: Path) -> None:

@@ -1,0 +1,78 @@
+"""The plain-manifests install on the local test bed, as docs/install.md ("Plain manifests against the
+local test bed") tells users: `make up BARE=1` is an empty cluster, as a user's, so that
+`kubectl apply -f manifests/kubelock.yaml` creates every object (it takes over none of the bed's),
+the operator rolls out, the bed's users act through the roles the file brought, and
+`kubectl delete -f manifests/kubelock.yaml` removes everything it made and nothing of the bed's.
+
+Starts its own control plane the way `make up BARE=1` does (`python -m kubelock.testbed up --bare`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubelock.testbed import find_binaries
+from tests.integration.test_make_up import run
+from tests.support.operator import REPO
+
+MANIFEST = REPO / "manifests" / "kubelock.yaml"
+CLUSTER_KINDS = "customresourcedefinitions,clusterroles,clusterrolebindings,validatingadmissionpolicies," \
+    "validatingadmissionpolicybindings"
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    workdir = tmp_path_factory.mktemp("bare-bed")
+    testbed = [sys.executable, "-m", "kubelock.testbed"]
+    up = run(*testbed, "up", "--bare", "--workdir", workdir)
+    try:
+        yield workdir, up.stdout
+    finally:
+        run(*testbed, "down", "--workdir", workdir, check=False)
+
+
+def kubelock_objects(kubectl: list[str | Path]) -> list[str]:
+    names = run(*kubectl, "get", CLUSTER_KINDS, "-o", "name").stdout.split()
+    return sorted(n for n in names if "kubelock" in n)
+
+
+def test_the_manifests_install_into_a_bare_bed_and_uninstall_to_what_it_was(bed: tuple[Path, str]) -> None:
+    workdir, printed = bed
+    kubectl: list[str | Path] = [find_binaries() / "kubectl", "--kubeconfig", workdir / "kubeconfig"]
+    alice: list[str | Path] = [kubectl[0], "--kubeconfig", workdir / "users" / "alice.kubeconfig"]
+    assert "no kubelock yet (bare)" in printed and "manifests/kubelock.yaml" in printed, printed
+    assert kubelock_objects(kubectl) == []
+    assert run(*alice, "auth", "can-i", "create", "lockclaims.kubelock.dev", check=False).stdout.startswith("no")
+
+    applied = run(*kubectl, "apply", "-f", MANIFEST)
+    lines = applied.stdout.splitlines()
+    assert lines and all(line.endswith(" created") for line in lines), applied.stdout  # nothing taken over
+    assert "Warning" not in applied.stderr, applied.stderr
+    rollout = run(*kubectl, "rollout", "status", "deployment/kubelock-operator", "-n", "kubelock-system",
+                  "--timeout=120s")  # fmt: skip
+    assert "successfully rolled out" in rollout.stdout
+    # The bed bound its users' roles at the start; the roles came with the file.
+    assert run(*alice, "auth", "can-i", "create", "lockclaims.kubelock.dev").stdout.strip() == "yes"
+    installed = kubelock_objects(kubectl)
+    assert "customresourcedefinition.apiextensions.k8s.io/lockclaims.kubelock.dev" in installed, installed
+    assert "clusterrole.rbac.authorization.k8s.io/kubelock-agent" in installed, installed
+
+    run(*kubectl, "delete", "-f", MANIFEST, "--wait=true", "--timeout=120s")
+    assert kubelock_objects(kubectl) == []
+    bindings = json.loads(run(*kubectl, "get", "clusterrolebindings", "-o", "json").stdout)["items"]
+    assert {"testbed-alice", "testbed-lockadmin"} <= {b["metadata"]["name"] for b in bindings}  # the bed's stay
+    assert run(*alice, "auth", "can-i", "create", "lockclaims.kubelock.dev", check=False).stdout.startswith("no")
+
+
+def test_up_on_a_bare_bed_with_other_options_refuses(bed: tuple[Path, str]) -> None:
+    workdir, _ = bed
+    other = run(sys.executable, "-m", "kubelock.testbed", "up", "--workdir", workdir, check=False)
+    assert other.returncode == 1, other
+    assert "already running" in other.stderr and "bare (no kubelock objects, no operator)" in other.stderr
+    same = run(sys.executable, "-m", "kubelock.testbed", "up", "--bare", "--workdir", workdir)
+    assert same.stdout.startswith("already running"), same.stdout
