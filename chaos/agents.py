@@ -488,12 +488,19 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
     agents = [Agent(name, settings, record, seed=args.seed * 100_000 + i, index=args.first + i)
               for i, name in enumerate(names)]
     kube = KubeClient(credentials, retries=4, user_agent="kubelock-chaos-agents")
-    # The agents act under an unprivileged identity (see chaos.identities), not as the admin.
-    await identities.ensure_agent_account(kube, args.namespace)
-    bearer = await identities.token(kube, args.namespace, seconds=args.until - time.time())
-    agent_credentials = identities.as_token(credentials, bearer)
-    async with KubeClient(agent_credentials) as probe:
-        await identities.wait_until_allowed(probe, args.namespace)
+    # The agents act under unprivileged identities (see chaos.identities), not as the admin: one
+    # ServiceAccount, or with --holders one per holder, since quotas count an identity's instances
+    # together (each holder is then one identity of its own, as in a real lock space).
+    def account_of(agent: Agent) -> str:
+        return f"{identities.SERVICE_ACCOUNT}-{agent.instance}" if settings.holders else identities.SERVICE_ACCOUNT
+
+    account_credentials: dict[str, Credentials] = {}
+    for account in sorted({account_of(agent) for agent in agents}):
+        await identities.ensure_agent_account(kube, args.namespace, account)
+        bearer = await identities.token(kube, args.namespace, account=account, seconds=args.until - time.time())
+        account_credentials[account] = identities.as_token(credentials, bearer)
+        async with KubeClient(account_credentials[account]) as probe:
+            await identities.wait_until_allowed(probe, args.namespace)
     tasks: list[asyncio.Task[None]] = []
     watcher: asyncio.Task[None] | None = None
     clients: list[AsyncLockClient] = []
@@ -502,10 +509,10 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
         watcher = asyncio.create_task(pods.run())
         tasks = [asyncio.create_task(run_in_pods(a, credentials, kube, pods, args.node)) for a in agents]
     else:
-        # Every agent is one instance of the same identity: instances conflict like any two holders.
+        # Every agent is one instance of its identity: instances conflict like any two holders.
         for agent in agents:
             client = AsyncLockClient(
-                credentials=agent_credentials, namespace=args.namespace, instance=agent.instance,
+                credentials=account_credentials[account_of(agent)], namespace=args.namespace, instance=agent.instance,
                 decision_timeout=DECISION_TIMEOUT,
             )
             clients.append(client)

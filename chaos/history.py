@@ -23,10 +23,10 @@ A run records, all in wall-clock seconds of this one machine (every process shar
 mutual exclusion (Shared holds may overlap each other, nothing
 else may overlap on a resource of capacity 1), capacity (on a resource a LockPolicy gives more permits,
 `check_capacity`: the Exclusive holds at once take at most its capacity, Shared never beside
-Exclusive), quotas (given a `Quota`, `check_quota`: no holder ever holds more claims under the policy's
-prefix than its `maxHeldPerHolder`, by the locks' grants in revision order, whether or not the claims
-were told Held), fencing-token monotonicity, fenced writes, no lost
-waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
+Exclusive), quotas (given a `Quota`, `check_quota`: no holder identity, its instances together, ever
+holds more claims under the policy's prefix than its `maxHeldPerHolder`, by the locks' grants in
+revision order, whether or not the claims were told Held), fencing-token monotonicity, fenced writes,
+no lost waiter, lock liveness (TTL, pod, release) and queue liveness (a free resource does not keep a waiter).
 Liveness bounds are stated in `Bounds`; time inside an outage window does not count against them (no
 operator can act while it is down), everything else does.
 """
@@ -41,6 +41,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
+
+from kubelock.domain.holder import identity_in
 
 # Outcomes that end a `wait: true` claim properly: the contract's "no lost waiter". Under a LockPolicy
 # with quotas any claim, queued or not, may be refused for its holder's quota (`chaos.agents` spells a
@@ -498,7 +500,8 @@ def _counted_span(lock: LockLife, claim: ClaimLife | None) -> tuple[int, float] 
 
 
 def check_quota(locks: Sequence[LockLife], claims: Sequence[ClaimLife], quota: Quota, report: Report) -> None:
-    """No holder ever holds more than `max_held_per_holder` claims under the policy: replayed in etcd
+    """No holder identity (every instance of it together, as the operator counts) ever holds more than
+    `max_held_per_holder` claims under the policy: replayed in etcd
     revision order (one counter orders every write of the namespace), a claim holds while at least one
     of its grants does (a claim of several resources counts once), whether or not it was told Held."""
     by_uid = {c.uid: c for c in claims}
@@ -512,8 +515,8 @@ def check_quota(locks: Sequence[LockLife], claims: Sequence[ClaimLife], quota: Q
             report.count("quota_grants_unjudged")
             continue
         report.count("quota_grants_judged")
-        steps.append((span[0], 1, lock.holder, lock.claim, lock.created))
-        steps.append((span[1], -1, lock.holder, lock.claim, lock.created))
+        steps.append((span[0], 1, identity_in(lock.holder), lock.claim, lock.created))
+        steps.append((span[1], -1, identity_in(lock.holder), lock.claim, lock.created))
     grants: dict[str, int] = defaultdict(int)  # claim -> its grants counting now
     held: dict[str, set[str]] = defaultdict(set)  # holder -> claims holding now
     over: set[str] = set()  # holders over the limit, reported once per excess

@@ -2,7 +2,9 @@
 
 Without pods, every agent of a run is one instance of one identity, the ServiceAccount
 `chaos-agents` (holder `sa:<namespace>/chaos-agents/<agent>`): instances of one identity must
-conflict like any two holders. With pods, each agent authenticates with a token bound to its own pod
+conflict like any two holders. With `--holders` (the `quotas` part) each holder is a ServiceAccount
+of its own, `chaos-agents-h<n>` (holder `sa:<namespace>/chaos-agents-h<n>/h<n>`): quotas count an
+identity's instances together. With pods, each agent authenticates with a token bound to its own pod
 (holder `pod:<namespace>/<pod>/<uid prefix>`), as a kubelet-mounted token would.
 """
 

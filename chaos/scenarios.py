@@ -518,9 +518,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              pods=True),
     Scenario("semaphore", "LockPolicy capacity 3, Exclusive claims of 1-2 permits and Shared ones, two replicas "
              "each SIGKILLed once", two_replicas, replicas=2, capacity=3, permits_max=2),
-    Scenario("quotas", "LockPolicy maxHeldPerHolder 2, maxWaitingPerHolder 3: 4 holders of 6 agents each in 4 "
-             "processes, two replicas each SIGKILLed once", two_replicas, replicas=2, holders=4, max_held=2,
-             max_waiting=3),
+    Scenario("quotas", "LockPolicy maxHeldPerHolder 2, maxWaitingPerHolder 3: 4 holders (ServiceAccounts) of 6 "
+             "agents each in 4 processes, two replicas each SIGKILLed once", two_replicas, replicas=2, holders=4,
+             max_held=2, max_waiting=3),
 )
 AGENTS_PER_HOLDER = 6  # in the quota part: more than its limits, so every holder presses on them
 RESOURCES_PER_HOLDER_AGENT = 4  # the resources of one slot, each contended by one agent of every holder

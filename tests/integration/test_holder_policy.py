@@ -359,3 +359,17 @@ def test_the_command_of_a_killed_kubelock_run_is_stopped(sh: Shell, tmp_path: Pa
     process.wait()
     wait_until(lambda: not alive(pid), what="the command to stop", timeout=10)
     assert (tmp_path / "run" / "term").exists(), "told with SIGTERM first"
+
+
+def test_requeues_back_off_so_one_claim_cannot_keep_the_operator_writing(sh: Shell) -> None:
+    """`waitTimeoutSeconds: 1` with `onBusy: Requeue` used to cost a status write and an Event every
+    second for as long as the claim waited; after its n-th requeue a wait now lasts at least 2^n s
+    (requeued at 1, 3, 7, 15 s, ...)."""
+    sh.admin.claim("h", URI, "agent-h", ttl=120)
+    sh.admin.wait_phase("h", "Held", DEADLINE)
+    sh.admin.claim("churn", URI, "user:mallory/churn", wait=True, wait_timeout=1, onBusy="Requeue")
+    sh.admin.wait_for("churn", lambda b: (status_of(b).get("requeues") or 0) >= 1, DEADLINE, "a first requeue")
+    time.sleep(20)
+    requeues = status_of(sh.admin.get("churn")).get("requeues") or 0
+    assert 3 <= requeues <= 5, f"{requeues} requeues in about 21 s"
+    assert phase_of(sh.admin.get("churn")) == "Pending"

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from kubelock.operator.policies import PolicyIndex
 from kubelock.operator.reconciler import Reconciler
 from tests.integration.test_multi import claim_all
 from tests.integration.test_observability import scrape, value
+from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.gatedclient import GatedClient
 from tests.support.monitor import HolderMonitor, LockMonitor
@@ -369,6 +370,33 @@ def test_quotas_reject_claims_over_them_naming_the_limit(locks: Locks, admin_api
     assert over["reason"] == "QuotaExceeded" and "maxWaitingPerNamespace" in over["message"]
     locks.claim("other", "github://x", "agent-a")  # not governed by the policy: no quota
     locks.wait_phase("other", "Held")
+
+
+def test_an_agent_cannot_escape_a_per_holder_quota_by_naming_new_instances(
+    locks: Locks, admin_api: ApiClient, ns: str, user_api: Callable[[str], ApiClient]
+) -> None:
+    """A hostile agent with only the agent role: admission lets it claim under any instance of its own
+    identity, so quotas per holder count the identity, not the instance it made up for each claim."""
+    bind(admin_api, ns, "kubelock-agent", "alice")
+    wait_allowed(admin_api, "alice", ns, "create", "lockclaims")
+    alice = Locks(user_api("alice"), ns)
+    apply_policy(admin_api, ns, "per-agent", resourcePrefix="deploy://", maxHeldPerHolder=1, maxWaitingPerHolder=1)
+    locks.claim("probe", "deploy://probe", "agent-probe")  # the operator knows the policy once it decides this
+    locks.wait_phase("probe", "Held")
+    alice.claim("a1", "deploy://one", "user:alice/worker-1")
+    alice.wait_phase("a1", "Held")
+    alice.claim("a2", "deploy://two", "user:alice/worker-2")
+    over = status_of(alice.wait_for("a2", lambda c: phase_of(c) in ("Held", "Rejected"), timeout=15))
+    assert (over["phase"], over["reason"]) == ("Rejected", "QuotaExceeded"), over
+    assert "user:alice already has 1 claim held" in over["message"] and "maxHeldPerHolder" in over["message"]
+    alice.claim("w1", "deploy://probe", "user:alice/worker-3", wait=True)
+    alice.wait_phase("w1", "Pending")
+    alice.claim("w2", "deploy://probe", "user:alice/worker-4", wait=True)
+    over = status_of(alice.wait_for("w2", lambda c: phase_of(c) in ("Pending", "Rejected"), timeout=15))
+    assert (over["phase"], over["reason"]) == ("Rejected", "QuotaExceeded"), over
+    assert "maxWaitingPerHolder" in over["message"]
+    locks.claim("b1", "deploy://two", "user:bob/worker-1")  # another identity is not limited by alice's count
+    locks.wait_phase("b1", "Held")
 
 
 def test_a_waiter_refused_at_its_turn_no_longer_counts_as_waiting(locks: Locks, admin_api: ApiClient, ns: str) -> None:

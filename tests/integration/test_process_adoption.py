@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, CustomObjectsApi
 
-from kubelock.api.constants import PROCESS_ANNOTATION
+from kubelock.api.constants import CLAIM_PLURAL, GROUP, PROCESS_ANNOTATION, VERSION
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, normalise
 from kubelock.testbed import ControlPlane, wait_until
@@ -123,6 +124,31 @@ def test_a_second_live_process_of_one_instance_is_refused_and_adopts_once_the_fi
     adopted = run("rlock", URI, env=alice_env)
     assert adopted.code == 0, adopted
     assert adopted.json["fencingToken"] == held["token"]
+    assert run("runlock", URI, env=alice_env).code == 0
+    wait_until(lambda: not any(c["metadata"]["name"] == claim for c in admin.claims()),
+               what="the claim is released", timeout=DEADLINE)
+
+
+@pytest.mark.parametrize("mark", ["b/n/\u00b2/1", "b/n/1/\u00b3", "b/n/-1/1", "not a mark", "b/n/1/1/1"])
+def test_a_claim_with_a_malformed_process_mark_is_adopted_not_a_crash(
+    alice_env: dict[str, str], admin_api: ApiClient, namespace: str, mark: str
+) -> None:
+    """The process annotation is written by whoever may change the claim (its identity, a lock admin):
+    a value that is not a mark is no live process, so the SDK adopts the claim (a superscript digit
+    used to pass `str.isdigit` and fail `int`, an InternalError with a traceback)."""
+    admin = Locks(admin_api, namespace)
+    claim = claim_name(HOLDER, normalise(URI))
+    taken = run("rlock", URI, env=alice_env)
+    assert taken.code == 0, taken
+    alice: ApiClient = kubernetes.config.new_client_from_config(config_file=alice_env["KUBECONFIG"])  # type: ignore[no-untyped-call]
+    try:  # alice annotates her own claim: admission lets her
+        CustomObjectsApi(alice).patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, CLAIM_PLURAL, claim, {"metadata": {"annotations": {PROCESS_ANNOTATION: mark}}}
+        )
+    finally:
+        alice.close()  # type: ignore[no-untyped-call]
+    again = asked(alice_env)
+    assert again == {"ok": True, "token": taken.json["fencingToken"]}, again
     assert run("runlock", URI, env=alice_env).code == 0
     wait_until(lambda: not any(c["metadata"]["name"] == claim for c in admin.claims()),
                what="the claim is released", timeout=DEADLINE)

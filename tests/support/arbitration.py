@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from kubelock.domain.arbiter import decide, held_status, queue_place
 from kubelock.domain.grants import Granted, Need, tokens_increase
+from kubelock.domain.holder import identity_in
 from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Usage
 from kubelock.domain.model import (
     Action,
@@ -217,8 +218,8 @@ class Space:
         )
 
     def usage(self) -> Usage:
-        """Held and waiting claims per holder, as the operator counts them for quotas: a claim holds
-        from its grant's creation on (before it is told)."""
+        """Held and waiting claims per holder identity, as the operator counts them for quotas: a claim
+        holds from its grant's creation on (before it is told)."""
         granted = {g.claim_uid for gs in self.grants.values() for g in gs}
         held: dict[str, int] = {}
         waiting: dict[str, int] = {}
@@ -226,7 +227,7 @@ class Space:
             holds = c.phase is Phase.HELD or c.uid in granted
             counts = held if holds else waiting if c.phase is Phase.PENDING else None
             if counts is not None:
-                counts[c.holder] = counts.get(c.holder, 0) + 1
+                counts[identity_in(c.holder)] = counts.get(identity_in(c.holder), 0) + 1
         return Usage(held, waiting)
 
     def _write(self) -> int:

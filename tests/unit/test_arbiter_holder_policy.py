@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from kubelock.domain.arbiter import wait_timeout
 from kubelock.domain.model import OnBusy, Policy, RevokeRequest
 from kubelock.domain.reasons import Phase, Reason
 from tests.support.arbitration import RES, T0, Space, claim, summary
@@ -246,3 +247,21 @@ def test_a_deadlock_victim_ends_whatever_its_on_busy() -> None:
     space.add(claim("b1", 4, "agent-b", resource="r://1", wait=True, on_busy=OnBusy.REQUEUE))
     space.settle(T0 + 2, ["r://1"])
     assert space.get("b1").status.phase is Phase.DEADLOCKED  # type: ignore[union-attr]
+
+
+def test_requeues_back_off_so_a_short_wait_cannot_make_the_operator_write_every_second() -> None:
+    """After its n-th requeue a wait lasts at least 2^n s, at most 60 s: a claim of
+    `waitTimeoutSeconds: 1` is requeued at 1, 3, 7, 15, 31, 63, 123 … s, not every second."""
+    space = Space().add(claim("a", 1), claim("b", 2, wait=True, wait_timeout_seconds=1, on_busy=OnBusy.REQUEUE))
+    space.settle(T0)
+    times = []
+    for _ in range(7):
+        deadline = space.decide(RES, T0).next_deadline
+        assert deadline is not None
+        space.settle(deadline)
+        times.append(deadline - T0)
+    assert times == [1, 3, 7, 15, 31, 63, 123]
+    status = space.get("b").status
+    assert status is not None and status.requeues == 7
+    assert wait_timeout(space.get("b")) == 60
+    assert wait_timeout(claim("x", 9, wait=True, wait_timeout_seconds=90, on_busy=OnBusy.REQUEUE)) == 90

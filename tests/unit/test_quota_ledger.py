@@ -144,3 +144,10 @@ def test_a_wait_does_not_replace_a_live_hold_of_the_same_claim() -> None:
         "over": Entry("agent-a", Count.WAITING, T0),
         "new": Entry("agent-a", Count.WAITING, T0),
     }
+
+
+def test_the_instances_of_one_identity_share_a_ledger() -> None:
+    """Quotas count an identity's instances together, so their reservations must meet in one ledger:
+    two replicas reserving for two instances at once are then ordered by the API server."""
+    instances = [f"user:alice/worker-{i}" for i in range(50)]
+    assert {ledger_of(PER_HOLDER, "ns", h) for h in instances} == {ledger_of(PER_HOLDER, "ns", "user:alice/x")}

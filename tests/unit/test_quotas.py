@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubelock.domain.lockpolicy import LockPolicy, Quotas
+from kubelock.domain.lockpolicy import LockPolicy, Quotas, Usage
 from kubelock.domain.quotas import Count, InFlight, Reservation, usage
 from kubelock.domain.reasons import Phase, Reason
 from tests.support.arbitration import T0, Space, claim
@@ -165,3 +165,36 @@ def test_reservations_are_per_namespace_and_policy_and_released_by_uid() -> None
     assert ledger.of("ns", "deploys") == [] and len(ledger) == 2
     ledger.release(["u1", "u3", "u4"])  # releasing twice, or what was never taken, is harmless
     assert len(ledger) == 0
+
+
+def test_the_instances_of_one_identity_count_together() -> None:
+    """The instance after an identity is the caller's free choice: counted apart, a user could fill
+    maxHeldPerHolder (or maxWaitingPerHolder) once per name it makes up. Another identity, and a
+    holder of the older form, each count alone."""
+    s = Space(lock_policy=policy(max_held_per_holder=1, max_waiting_per_holder=1))
+    firsts = {"i1": "user:alice/i1", "p1": "pod:ns/web-0/3f2a1b4c.a", "b1": "user:bob/i1", "old": "alice"}
+    for seq, (name, holder) in enumerate(firsts.items()):
+        s.add(claim(name, seq, holder, resource=f"deploy://{name}"))
+        s.settle(T0, [f"deploy://{name}"])
+        assert outcome(s, name)[0] is Phase.HELD, name  # other identities, and an older holder, count alone
+    s.add(claim("i2", 10, "user:alice/i2", resource=R2))
+    s.add(claim("p2", 11, "pod:ns/web-0/3f2a1b4c.b", resource=R3))
+    s.settle(T0, [R2, R3])
+    phase, reason, message = outcome(s, "i2")
+    assert (phase, reason) == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    assert "user:alice already has 1 claim held under LockPolicy deploys" in message
+    assert outcome(s, "p2")[:2] == (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    s.add(claim("w1", 20, "user:dave/w1", resource="deploy://i1", wait=True))
+    s.add(claim("w2", 21, "user:dave/w2", resource="deploy://i1", wait=True))
+    s.settle(T0, ["deploy://i1"])
+    assert [outcome(s, n)[:2] for n in ("w1", "w2")] == [
+        (Phase.PENDING, Reason.QUEUED), (Phase.REJECTED, Reason.QUOTA_EXCEEDED)
+    ]
+
+
+def test_usage_counts_by_identity() -> None:
+    observed = {
+        "u1": ("user:alice/a", Count.HELD), "u2": ("user:alice/b", Count.HELD), "u3": ("agent-x", Count.WAITING)
+    }
+    reserved = [Reservation("ns", "deploys", "user:alice/c", "u4", Count.WAITING)]
+    assert usage(observed, reserved) == Usage({"user:alice": 2}, {"agent-x": 1, "user:alice": 1})

@@ -96,7 +96,8 @@ def test_another_container_cannot_be_told_and_adopts() -> None:
 
 def test_no_mark_a_malformed_one_or_no_proc_adopts() -> None:
     proc = FakeProc({100: (5000, NS), 200: (6000, NS)})
-    for recorded in (None, "", "garbage", f"{BOOT}/4026531836/x/5000", f"{BOOT}//100/5000"):
+    odd_digits = (f"{BOOT}/4026531836/\u00b2/5000", f"{BOOT}/4026531836/100/5\u00b3", f"{BOOT}/4026531836/-1/5000")
+    for recorded in (None, "", "garbage", f"{BOOT}/4026531836/x/5000", f"{BOOT}//100/5000", *odd_digits):
         assert proc.live_other(recorded, own_pid=200) is None
     nothing = FakeProc({})
     assert nothing.live_other(mark(100, 5000), own_pid=200) is None

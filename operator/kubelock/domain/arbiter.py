@@ -378,8 +378,25 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
     return None
 
 
-def wait_over(claim: Claim, now: float, holds: bool) -> bool:
+# After its n-th requeue a waiter's wait lasts at least 2^n seconds, up to this: with `onBusy: Requeue`
+# and `waitTimeoutSeconds: 1` a claim made the operator write its status (and an Event) every second
+# for as long as it waited, at no cost to its holder; 100 such claims of one agent slowed every other
+# agent's decisions about 25-fold (docs/reliability.md, "A hostile agent, again").
+REQUEUE_BACKOFF_CAP = 60
+
+
+def wait_timeout(claim: Claim) -> int | None:
+    """How long the claim's current wait lasts: `waitTimeoutSeconds`, and after its n-th requeue at
+    least 2^n seconds (at most `REQUEUE_BACKOFF_CAP`)."""
     timeout = claim.wait_timeout_seconds
+    requeues = claim.status.requeues if claim.status else 0
+    if timeout is None or not requeues:
+        return timeout
+    return max(timeout, min(1 << min(requeues, 16), REQUEUE_BACKOFF_CAP))
+
+
+def wait_over(claim: Claim, now: float, holds: bool) -> bool:
+    timeout = wait_timeout(claim)
     return claim.waiting and not holds and timeout is not None and now >= waiting_since(claim, now) + timeout
 
 
@@ -402,7 +419,7 @@ def requeued(claim: Claim, waited_for: str, sequence: int, now: float) -> SetSta
     previous = claim.status
     count = (previous.requeues if previous else 0) + 1
     message = (
-        f"waited {claim.wait_timeout_seconds}s for {waited_for}; back at the end of the queue "
+        f"waited {wait_timeout(claim)}s for {waited_for}; back at the end of the queue "
         f"(onBusy: Requeue, requeued {count} time{'s' if count > 1 else ''})"
     )
     status = ClaimStatus(
@@ -820,8 +837,9 @@ def queued_status(
     from its current status (when it began waiting, how often it was requeued) is the same whatever
     keeps it waiting."""
     since = waiting_since(claim, now)
-    if claim.wait_timeout_seconds is not None:
-        deadlines.append(since + claim.wait_timeout_seconds)
+    timeout = wait_timeout(claim)
+    if timeout is not None:
+        deadlines.append(since + timeout)
     return ClaimStatus(
         phase=Phase.PENDING,
         reason=reason,

@@ -76,6 +76,15 @@ def split(holder: str) -> tuple[str, str] | None:
     return identity, instance
 
 
+def identity_in(holder: str) -> str:
+    """The identity a holder belongs to, which LockPolicy quotas count by (`maxHeldPerHolder`,
+    `maxWaitingPerHolder`). The instance is the caller's own choice (any name for a user or a
+    ServiceAccount, any suffix after a pod's uid prefix), so limits counted per instance would let one
+    identity take a limit again under every name it makes up. A holder of an older form counts alone."""
+    parts = split(holder)
+    return parts[0] if parts else holder
+
+
 def pod_instance(pod_uid: str, suffix: str | None = None) -> str:
     """A pod's instance: its uid's first characters, then `.suffix` for one of several processes."""
     base = pod_uid[:UID_PREFIX]

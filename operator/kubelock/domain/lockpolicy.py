@@ -67,7 +67,8 @@ def select(policies: Iterable[LockPolicy], resource: str) -> LockPolicy:
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Claims of a namespace governed by one policy, as the operator knows them: held and waiting
-    (Pending) ones, per holder. Claims not answered yet count in neither."""
+    (Pending) ones, per holder identity (every instance of an identity together, see
+    `kubelock.domain.holder.identity_in`). Claims not answered yet count in neither."""
 
     held: Mapping[str, int] = field(default_factory=dict)
     waiting: Mapping[str, int] = field(default_factory=dict)

@@ -18,8 +18,9 @@ for ever, and a ledger deleted outright loses only what the views already show.
 
 Which ledger: a policy with a per-namespace limit keeps one ledger for the namespace (every
 reservation under it must be ordered against every other); a policy with only per-holder limits
-spreads holders over `SHARDS` ledgers by a hash of the holder, so one holder's reservations always
-meet in one ledger while holders that share nothing rarely contend, and the number of ledger objects
+spreads holders over `SHARDS` ledgers by a hash of the holder's identity (the quotas count all
+instances of an identity together: `kubelock.domain.holder.identity_in`), so one identity's
+reservations always meet in one ledger while holders that share nothing rarely contend, and the number of ledger objects
 stays bounded however many holder instances come and go.
 """
 
@@ -29,6 +30,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from kubelock.domain.holder import identity_in
 from kubelock.domain.lockpolicy import LockPolicy
 from kubelock.domain.quotas import Count, Reservation
 
@@ -80,7 +82,7 @@ def ledger_of(policy: LockPolicy, namespace: str, holder: str) -> LedgerKey:
     q = policy.quotas
     if q.max_held_per_namespace is not None or q.max_waiting_per_namespace is not None:
         return LedgerKey(namespace, policy.name, None)
-    digest = hashlib.sha256(holder.encode()).digest()
+    digest = hashlib.sha256(identity_in(holder).encode()).digest()
     return LedgerKey(namespace, policy.name, int.from_bytes(digest[:4], "big") % SHARDS)
 
 

@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from kubelock.domain.holder import identity_in
 from kubelock.domain.lockpolicy import LockPolicy, Usage
 from kubelock.domain.model import Claim
 from kubelock.domain.reasons import Phase
@@ -40,37 +41,38 @@ def over(
     waiting: Counter[str] = Counter(usage.waiting)
     refused: list[tuple[Claim, str]] = []
     for claim in queue:
+        identity = identity_in(claim.holder)
         if claim.uid in admitted:
             message = _over(
-                claim.holder, held, quotas.max_held_per_holder, quotas.max_held_per_namespace, "held", policy
+                identity, held, quotas.max_held_per_holder, quotas.max_held_per_namespace, "held", policy
             )
             if message:
                 refused.append((claim, message))
                 continue
-            held[claim.holder] += 1
+            held[identity] += 1
             if claim.phase is Phase.PENDING:
-                waiting[claim.holder] -= 1
+                waiting[identity] -= 1
         elif claim.status is None and claim.wait:
             message = _over(
-                claim.holder, waiting, quotas.max_waiting_per_holder, quotas.max_waiting_per_namespace, "waiting",
+                identity, waiting, quotas.max_waiting_per_holder, quotas.max_waiting_per_namespace, "waiting",
                 policy,
             )
             if message:
                 refused.append((claim, message))
                 continue
-            waiting[claim.holder] += 1
+            waiting[identity] += 1
     return refused
 
 
 def _over(
-    holder: str, counts: Counter[str], per_holder: int | None, per_namespace: int | None, what: str,
+    identity: str, counts: Counter[str], per_holder: int | None, per_namespace: int | None, what: str,
     policy: LockPolicy,
 ) -> str | None:
     field = "Held" if what == "held" else "Waiting"
-    mine = counts[holder]
+    mine = counts[identity]
     if per_holder is not None and mine + 1 > per_holder:
         return (
-            f"quota exceeded: {holder} already has {mine} claim{_s(mine)} {what} under {policy.describe()}, "
+            f"quota exceeded: {identity} already has {mine} claim{_s(mine)} {what} under {policy.describe()}, "
             f"which allows at most {per_holder} per holder (max{field}PerHolder)"
         )
     total = sum(counts.values())
@@ -131,7 +133,8 @@ class InFlight:
 
 def usage(observed: Mapping[str, tuple[str, Count]], reserved: Iterable[Reservation]) -> Usage:
     """The usage of a policy in a namespace: the claims the view shows held or waiting (`observed`: uid ->
-    (holder, count)) with the reservations on top. A claim counts once per count: a reservation to
+    (holder, count)) with the reservations on top, per holder identity (`identity_in`: all instances of
+    one identity count together). A claim counts once per count: a reservation to
     grant it counts it held; a reservation to queue it counts only while the view does not show it.
 
     A claim that waits (in the view, or by a reservation) and that a reservation holds counts as
@@ -150,7 +153,9 @@ def usage(observed: Mapping[str, tuple[str, Count]], reserved: Iterable[Reservat
             held[reservation.uid] = reservation.holder
         elif reservation.uid not in observed:
             waiting[reservation.uid] = reservation.holder
-    return Usage(dict(Counter(held.values())), dict(Counter(waiting.values())))
+    return Usage(
+        dict(Counter(identity_in(h) for h in held.values())), dict(Counter(identity_in(h) for h in waiting.values()))
+    )
 
 
 def _s(count: int) -> str:

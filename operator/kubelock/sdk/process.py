@@ -20,12 +20,15 @@ processes (`kubelock acquire` then `kubelock release`), take their claims back a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubelock.api.constants import PROCESS_ANNOTATION
 
 __all__ = ["PROCESS_ANNOTATION", "ProcessMark", "current", "live_other"]
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 # Reads /proc: the text of a file or the target of a symlink, None when it cannot (tests pass fakes).
 ReadText = Callable[[str], str | None]
@@ -59,9 +62,11 @@ class ProcessMark:
 
     @classmethod
     def parse(cls, value: str | None) -> ProcessMark | None:
-        """The mark in an annotation value, or None if it is missing or not one."""
+        """The mark in an annotation value, or None if it is missing or not one. The annotation is
+        anyone's to write who may change the claim, so numbers are ASCII digits only: `str.isdigit`
+        also accepts characters `int` refuses (`²`), which made the SDK fail on such a claim."""
         parts = (value or "").split("/")
-        if len(parts) != 4 or not all(parts) or not parts[2].isdigit() or not parts[3].isdigit():
+        if len(parts) != 4 or not all(parts) or not _DIGITS.fullmatch(parts[2]) or not _DIGITS.fullmatch(parts[3]):
             return None
         return cls(parts[0], parts[1], int(parts[2]), int(parts[3]))
 
