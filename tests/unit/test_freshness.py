@@ -141,3 +141,45 @@ def test_a_write_the_watch_showed_before_its_answer_arrived_is_echoed() -> None:
     clock.now += ECHO_SECONDS + 0.1
     gate.reset()
     assert not gate.may_grant("a", 100) and deaf == ["a"]
+def test_a_write_whose_event_came_before_its_response_is_not_awaited_again() -> None:
+    """The write's response and its watch event travel on different connections: under load the
+    event may be read first. Waiting for it again would find the watch deaf once the namespace went
+    quiet, and start it again for nothing."""
+    cache, clock, stale, deaf = Cache(), Monotonic(), [], []
+    gate = fresh(cache, stale, clock, deaf)
+    cache.advance("a", 100)
+    gate.seen_to("a", 130)  # the echo of the write below, read before the write returned
+    gate.wrote("a", 130)
+    gate.wrote("a", 120)  # an older one, seen too
+    clock.now += ECHO_SECONDS * 4  # nothing else happens in the namespace
+    gate.reset()
+    assert gate.may_grant("a", 100)
+    assert deaf == []
+    gate.wrote("a", 131)  # a later write still counts
+    clock.now += ECHO_SECONDS + 0.1
+    gate.reset()
+    assert not gate.may_grant("a", 100)
+    assert deaf == ["a"]
+
+
+def test_a_watch_that_delivers_but_is_behind_is_not_deaf() -> None:
+    """A busy API server or event loop can make the watch deliver seconds late; it still delivers
+    everything in order, so it will show the write. Only a watch that has delivered nothing at all for
+    ECHO_SECONDS since the write counts as dead."""
+    cache, clock, stale, deaf = Cache(), Monotonic(), [], []
+    gate = fresh(cache, stale, clock, deaf)
+    cache.advance("a", 100)
+    gate.wrote("a", 200)
+    for version in range(150, 160):  # older events keep arriving, one every ECHO_SECONDS / 2
+        clock.now += ECHO_SECONDS / 2
+        gate.reset()
+        gate.seen_to("a", version)
+        assert gate.may_grant("a", 100)
+    assert deaf == []
+    clock.now += ECHO_SECONDS - 0.1  # then silence, but not for long enough
+    gate.reset()
+    assert gate.may_grant("a", 100) and deaf == []
+    clock.now += 0.2
+    gate.reset()
+    assert not gate.may_grant("a", 100)
+    assert deaf == ["a"]

@@ -12,8 +12,16 @@ a grant waits while the view it would rest on may be old or incomplete:
 - the event loop has just come back from a stall (SIGSTOP, a paused VM, a starved process): while it
   did not run, the API server moved on and the watches' events waited unread, so the cache shows how
   things were before the stall. The operator then LISTs everything again (`catching_up`);
-- its claim watch has not shown a write the operator itself made ECHO_SECONDS ago: the watch is
-  silently dead (a connection left half-open by a partition) and is started again from a LIST.
+- its claim watch has not shown a write the operator itself made, and has delivered nothing at all
+  for ECHO_SECONDS since: the watch is silently dead (a connection left half-open by a partition). A
+  new stream takes over from the last version the dead one delivered (the API server replays what
+  came after; only when it no longer has that version, 410, are the claims listed again).
+
+Two things look like a dead watch and are not, so they do not count: a write whose event the watch
+delivered before the write's own response was read (the two travel on different connections; under
+load either comes first), and a watch that is delivering, but behind (a busy API server or a busy
+event loop): a dead connection delivers nothing, and a stream that delivers will reach the write.
+A LIST of every claim there would only add to what made it late.
 
 `epoch` changes with every stall, so a grant whose lock was created across one can be told apart.
 """
@@ -33,8 +41,9 @@ log = logging.getLogger("kubelock.freshness")
 # migration, a partition): those leave the API server seconds ahead.
 TICK_SECONDS = 0.25
 STALL_SECONDS = 1.0
-# How long the operator's own claim write may go unseen on its watch before the watch counts as dead.
-# Several seconds: a busy API server can take a second or two to deliver a watch event.
+# How long the operator's own claim write may go unseen, with the watch delivering nothing at all
+# meanwhile, before the watch counts as dead. Several seconds: a busy API server can take a second or
+# two to deliver a watch event.
 ECHO_SECONDS = 5.0
 Scope = str | None
 
@@ -59,7 +68,7 @@ class Freshness:
         self._last = monotonic()
         self._unwatched: set[Scope] = set()
         self._unechoed: dict[Scope, tuple[int, float]] = {}  # the oldest own write not seen yet, and when
-        self._shown: dict[Scope, int] = {}  # the newest version each claim watch has shown
+        self._heard: dict[Scope, tuple[int, float]] = {}  # the newest version each claim watch delivered, and when
         self.catching_up = False  # LISTs after a stall or a loss of contact are under way
         self.epoch = 0  # stalls seen so far
         self.longest_stall = 0.0
@@ -102,26 +111,31 @@ class Freshness:
         self._unwatched.discard(scope)
 
     def wrote(self, namespace: str, version: int) -> None:
-        """The operator wrote a claim of `namespace`, stored at `version`: its watch should show it.
-        It may have already: the event and the answer to the write arrive together, and either can be
-        handled first (an update that changed nothing answers with an old version, too). Counting such
-        a write as unseen would, in a quiet cluster where no later event comes, take a live watch for
-        a dead one."""
+        """The operator wrote a claim of `namespace`, stored at `version`: its watch should show it
+        (unless it has already: its event may be read before the write's response)."""
         scope = self._scope_of(namespace)
-        if version <= self._shown.get(scope, 0):
+        heard = self._heard.get(scope)
+        if heard is not None and heard[0] >= version:
             return
         if scope not in self._unechoed and scope not in self._unwatched:
             self._unechoed[scope] = (version, self._monotonic())
 
     def seen_to(self, scope: Scope, version: int) -> None:
-        self._shown[scope] = max(version, self._shown.get(scope, 0))
+        heard = self._heard.get(scope)
+        self._heard[scope] = (max(version, heard[0]) if heard else version, self._monotonic())
         pending = self._unechoed.get(scope)
         if pending is not None and version >= pending[0]:
             del self._unechoed[scope]
 
     def _deaf(self, scope: Scope) -> bool:
+        """Whether the claim watch of `scope` has been silent for ECHO_SECONDS since a write it has
+        not shown yet (then it counts as unwatched, and `on_deaf` starts a new one)."""
         pending = self._unechoed.get(scope)
-        if pending is None or self._monotonic() - pending[1] <= ECHO_SECONDS:
+        if pending is None:
+            return False
+        heard = self._heard.get(scope)
+        silent_since = max(pending[1], heard[1]) if heard else pending[1]
+        if self._monotonic() - silent_since <= ECHO_SECONDS:
             return False
         self.unwatched(scope)
         self._on_deaf(scope)

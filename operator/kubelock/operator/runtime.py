@@ -74,7 +74,7 @@ class Runtime:
             metrics.watch_cache(self.cache)
             metrics.watch_ledgers(self.reconciler.ledgers)
         self._tasks: list[asyncio.Task[None]] = []
-        self._claim_watches: dict[str | None, asyncio.Task[None]] = {}
+        self._claim_watches: dict[str | None, tuple[ListWatch, asyncio.Task[None]]] = {}
         self._lock_watches: list[asyncio.Task[None]] = []
         self._policy_watches: list[asyncio.Task[None]] = []
         self._catching_up: asyncio.Task[None] | None = None
@@ -166,19 +166,20 @@ class Runtime:
                   and str(meta.get("uid", "")) in self.cache.claims):
                 self.cache.upsert_claim(body)
 
-    def _watch_claims(self, scope: str | None, version: int | None) -> None:
+    def _watch_claims(self, scope: str | None, version: int | None, *, resumed: bool = False) -> None:
         old = self._claim_watches.get(scope)
         if old is not None:
-            old.cancel()
+            old[1].cancel()
         watch = ListWatch(self.client, paths.claims(scope), "claim", scope, _Claims(self))
-        self._claim_watches[scope] = asyncio.create_task(watch.run(version), name=f"kubelock-claims {scope or '*'}")
+        task = asyncio.create_task(watch.run(version, resumed=resumed), name=f"kubelock-claims {scope or '*'}")
+        self._claim_watches[scope] = (watch, task)
 
     async def stop(self) -> None:
         # A SIGTERM (a pod being deleted or rolled) ends here: say so, so that the log of a clean stop
         # is told from a crash's, and that nothing held goes with this process.
         log.info("kubelock operator stopping: claims, locks, tokens and queues stay in the API server for "
                  "the next operator (or another replica) to carry on")
-        watches = (*self._claim_watches.values(), *self._lock_watches, *self._policy_watches)
+        watches = (*(task for _, task in self._claim_watches.values()), *self._lock_watches, *self._policy_watches)
         for task in (*self._tasks, *watches, self._catching_up):
             if task is not None:
                 task.cancel()
@@ -380,11 +381,19 @@ class Runtime:
         self._schedule(keys)
 
     def _deaf(self, scope: str | None) -> None:
-        """The claim watch of `scope` has not shown the operator's own write: it is dead without
-        having said so (a connection left half-open). Start it again, from a LIST."""
-        log.warning("the claim watch of %s did not show a write made %.0f s ago: listing again",
-                    scope or "all namespaces", ECHO_SECONDS)
-        self._watch_claims(scope, None)
+        """The claim watch of `scope` has not shown the operator's own write and has delivered nothing
+        for ECHO_SECONDS: it is dead without having said so (a connection left half-open). A new
+        stream takes over from the last version it delivered, as after a broken connection: the API
+        server replays what came after from its watch cache, and grants of the scope wait until the
+        new stream delivers. Only if the server no longer has that version (410) are the claims
+        listed again; a LIST of every claim here, at once, would cost seconds of both processes' CPU
+        on an API server that may only be slow."""
+        old = self._claim_watches.get(scope)
+        version = old[0].version if old is not None else None
+        log.warning("the claim watch of %s has delivered nothing for %.0f s and not shown a claim status the "
+                    "operator wrote: its connection counts as dead; watching again from version %s (grants in "
+                    "it wait until the new stream delivers)", scope or "all namespaces", ECHO_SECONDS, version)
+        self._watch_claims(scope, version, resumed=True)
 
     # ---- watch events -----------------------------------------------------------------------
 

@@ -69,30 +69,35 @@ class ListWatch:
         self.path = path
         self.noun = noun  # "claim" or "lock", for the log
         self.relists = 0
+        self.version: int | None = None  # the last version delivered (or listed at): where a new stream resumes
 
-    async def run(self, version: int | None) -> None:
-        """Watch from `version` (None: LIST first) until cancelled."""
+    async def run(self, version: int | None, *, resumed: bool = False) -> None:
+        """Watch from `version` (None: LIST first) until cancelled. `resumed`: this stream takes over
+        from one that stopped delivering, so the scope counts as unwatched until it delivers."""
         failures = 0
-        broken = False
+        broken = resumed
+        self.version = version
+        if resumed:
+            self.sink.unwatched(self.scope)
         while True:
             try:
-                if version is None:
+                if self.version is None:
                     self.sink.unwatched(self.scope)
-                    version = await self.sink.relist(self.scope)
+                    self.version = await self.sink.relist(self.scope)
                     self.relists += 1
                     broken = False
-                async for event in self.client.watch(self.path, resource_version=str(version),
+                async for event in self.client.watch(self.path, resource_version=str(self.version),
                                                      timeout_seconds=WATCH_SECONDS):
                     if broken:
                         self.sink.watched(self.scope)  # the resumed stream is moving again
                         broken = False
-                    version = self._deliver(event, version)
+                    self.version = self._deliver(event, self.version)
                     failures = 0
                 continue  # the server ended the watch at its timeout: nothing was missed
             except ApiError as error:
                 if error.status == 410:
                     log.info("%s watch of %s is too far behind (410): listing again", self.noun, _name(self.scope))
-                    version = None
+                    self.version = None
                 else:
                     log.warning("%s watch of %s failed: %s", self.noun, _name(self.scope), error)
             except Unreachable as error:
