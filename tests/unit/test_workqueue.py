@@ -317,3 +317,61 @@ def test_a_key_woken_by_its_deadline_waits_ahead_of_keys_scheduled_by_events() -
         await queue.stop()
 
     run(scenario)
+
+
+def test_while_a_deadline_is_due_only_a_few_runs_of_other_keys_start() -> None:
+    """A thousand leases that end beside a burst of grants: the deadlines' runs take the workers the
+    burst's runs leave, and the burst goes on at `background_limit` runs at once until they are done."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, max_workers=6, background_limit=2)
+        queue.start()
+        for key in ("new-1", "new-2", "new-3"):
+            process.gates[key] = asyncio.Event()
+            queue.schedule(key)  # started: no deadline is due
+        assert queue.busy == 3
+        for key in ("expiring-1", "expiring-2"):
+            process.gates[key] = asyncio.Event()
+            queue.schedule_at(key, clock.now() + 1)
+        clock.advance(1)
+        await until(lambda: queue.busy == 5, "the deadlines run")
+        for key in ("new-4", "new-5"):
+            process.gates[key] = asyncio.Event()
+            queue.schedule(key)  # 3 runs of events already: above the limit while deadlines run
+        queue.schedule_at("positions", clock.now(), urgent=False)  # a refresh is not a deadline
+        await settle()
+        assert queue.busy == 5 and queue.waiting == ["new-4", "new-5", "positions"]
+        process.gates["new-1"].set()
+        process.gates["new-2"].set()
+        await until(lambda: queue.busy == 4, "two runs of events ended")
+        assert "new-4" in process.runs and "new-5" not in process.runs  # back at the limit of 2
+        process.gates["expiring-1"].set()
+        process.gates["expiring-2"].set()
+        await until(lambda: "positions" in process.runs and queue.busy == 3, "the rest started after the deadlines")
+        for key in ("new-3", "new-4", "new-5"):
+            process.gates[key].set()
+        await until(lambda: queue.busy == 0, "all ran")
+        assert sorted(process.runs) == sorted(["new-1", "new-2", "new-3", "new-4", "new-5", "positions",
+                                               "expiring-1", "expiring-2"])
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_without_a_deadline_due_every_worker_takes_keys_of_events() -> None:
+    async def scenario() -> None:
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, ManualClock(), max_workers=6, background_limit=2)
+        queue.start()
+        for i in range(8):
+            process.gates[f"new-{i}"] = asyncio.Event()
+            queue.schedule(f"new-{i}")
+        assert queue.busy == 6 and queue.waiting == ["new-6", "new-7"]
+        for gate in process.gates.values():
+            gate.set()
+        await until(lambda: queue.busy == 0 and not queue.waiting, "the burst ran")
+        await queue.stop()
+
+    run(scenario)
