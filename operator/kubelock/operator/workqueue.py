@@ -8,10 +8,7 @@ sleeper task wakes them (`kubelock.domain.deadlines`), not a timer per key. A ke
 deadline (a lease that ends, a wait that times out, a retry) waits ahead of keys scheduled by events:
 a burst of thousands of new claims must not make every lease that ends meanwhile late by the time the
 burst takes to grant. A deadline scheduled with `urgent=False` (a mere refresh, such as rewriting
-queue positions) waits in line with the events. While a key woken by its deadline waits or runs, at
-most `background_limit` runs of other keys are under way: the API server answers a few requests at a
-time, and a thousand leases that end beside a burst of grants must not each wait behind the burst's
-writes already in flight (the rest of the burst follows once the deadlines are met). A run that fails is run
+queue positions) waits in line with the events. A run that fails is run
 again later: after a transient failure soon, then backing off to `retry_delay`; after a crash at
 `retry_delay`.
 
@@ -40,9 +37,6 @@ FIRST_RETRY_DELAY = 0.1
 # a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
 # keys, not as 10 000 coroutines.
 MAX_WORKERS = 64
-# Runs of keys scheduled by events (and of refreshes) under way at once while deadlines are due: few
-# enough that a deadline's write meets a short line at the API server, enough that grants go on.
-BACKGROUND_LIMIT = 4
 
 
 class WorkQueue(Generic[K]):
@@ -55,7 +49,6 @@ class WorkQueue(Generic[K]):
         describe: Callable[[K], str] = lambda key: f"processing of {key}",
         processed: Callable[[float], None] | None = None,
         max_workers: int = MAX_WORKERS,
-        background_limit: int = BACKGROUND_LIMIT,
         first_retry_delay: float = FIRST_RETRY_DELAY,
         retry_delay: float = RETRY_DELAY,
     ) -> None:
@@ -68,14 +61,12 @@ class WorkQueue(Generic[K]):
         self._describe = describe
         self._processed = processed or (lambda seconds: None)
         self._max_workers = max_workers
-        self._background_limit = background_limit
         self._first_retry_delay = first_retry_delay
         self._retry_delay = retry_delay
         self._dirty: set[K] = set()  # keys to process (again)
         self._workers: dict[K, asyncio.Task[None]] = {}
         self._waiting: deque[K] = deque()  # dirty keys for which no worker was free, in order
         self._due: deque[K] = deque()  # the same, woken by an urgent deadline: taken first
-        self._urgent_runs: set[K] = set()  # keys whose run began when an urgent deadline woke them
         self._deadlines: DeadlineHeap[K] = DeadlineHeap()
         self._not_urgent: set[K] = set()  # keys whose only deadline is not urgent
         self._wakeup = asyncio.Event()
@@ -117,8 +108,8 @@ class WorkQueue(Generic[K]):
         self._dirty.add(key)
         if key in self._workers:
             return  # its worker goes round again
-        if self._may_start(urgent=urgent):
-            self._start(key, urgent=urgent)
+        if len(self._workers) < self._max_workers:
+            self._start(key)
         else:
             (self._due if urgent else self._waiting).append(key)
 
@@ -152,34 +143,14 @@ class WorkQueue(Generic[K]):
 
     # ---- workers ----------------------------------------------------------------------------
 
-    def _start(self, key: K, *, urgent: bool) -> None:
-        if urgent:
-            self._urgent_runs.add(key)
+    def _start(self, key: K) -> None:
         self._workers[key] = asyncio.create_task(self._work(key), name=self._describe(key))
 
-    def _waits(self, key: K) -> bool:
-        return key in self._dirty and key not in self._workers
-
-    def _deadlines_due(self) -> bool:
-        """A key woken by an urgent deadline waits for a worker or runs."""
-        while self._due and not self._waits(self._due[0]):
-            self._due.popleft()  # started already (or dropped): a stale entry
-        return bool(self._due) or bool(self._urgent_runs)
-
-    def _may_start(self, *, urgent: bool) -> bool:
-        if len(self._workers) >= self._max_workers:
-            return False
-        if urgent or not self._deadlines_due():
-            return True
-        return len(self._workers) - len(self._urgent_runs) < self._background_limit
-
     def _start_waiting(self) -> None:
-        while self._deadlines_due() and self._due and self._may_start(urgent=True):
-            self._start(self._due.popleft(), urgent=True)  # _deadlines_due left a waiting key at the head
-        while self._waiting and self._may_start(urgent=False):
-            key = self._waiting.popleft()
-            if self._waits(key):
-                self._start(key, urgent=False)
+        while (self._due or self._waiting) and len(self._workers) < self._max_workers:
+            key = (self._due or self._waiting).popleft()
+            if key in self._dirty and key not in self._workers:
+                self._start(key)
 
     async def _sleep_until_deadlines(self) -> None:
         while True:
@@ -216,7 +187,6 @@ class WorkQueue(Generic[K]):
                     self._processed(time.perf_counter() - started)
         finally:
             self._workers.pop(key, None)
-            self._urgent_runs.discard(key)
             if self.running:
                 self._start_waiting()
 
