@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -494,13 +495,17 @@ async def main_async(args: argparse.Namespace, handle: IO[str]) -> int:
     def account_of(agent: Agent) -> str:
         return f"{identities.SERVICE_ACCOUNT}-{agent.instance}" if settings.holders else identities.SERVICE_ACCOUNT
 
-    account_credentials: dict[str, Credentials] = {}
-    for account in sorted({account_of(agent) for agent in agents}):
+    async def set_up(account: str) -> Credentials:
         await identities.ensure_agent_account(kube, args.namespace, account)
         bearer = await identities.token(kube, args.namespace, account=account, seconds=args.until - time.time())
-        account_credentials[account] = identities.as_token(credentials, bearer)
-        async with KubeClient(account_credentials[account]) as probe:
+        as_account = identities.as_token(credentials, bearer)
+        async with KubeClient(as_account) as probe:
             await identities.wait_until_allowed(probe, args.namespace)
+        return as_account
+
+    account_credentials: dict[str, Credentials] = {}
+    for account in sorted({account_of(agent) for agent in agents}):
+        account_credentials[account] = await identities.through_outages(partial(set_up, account))
     tasks: list[asyncio.Task[None]] = []
     watcher: asyncio.Task[None] | None = None
     clients: list[AsyncLockClient] = []

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
 
 from kubelock.domain import holder as holders
 from kubelock.kube import errors as kube_errors
@@ -25,6 +26,29 @@ from kubelock.kube.config import Credentials
 SERVICE_ACCOUNT = "chaos-agents"
 ROLE = "kubelock-agent"
 MIN_TOKEN_SECONDS = 3600
+SETUP_PATIENCE = 90.0  # longer than any outage a part injects (an API server restart under load: ~25 s)
+
+T = TypeVar("T")
+
+
+def passing(error: Exception) -> bool:
+    """An error an outage gives (no connection, a 5xx or 429 while the API server or etcd restarts)."""
+    return isinstance(error, kube_errors.Unreachable) or (
+        isinstance(error, kube_errors.ApiError) and (error.status >= 500 or error.status == 429))
+
+
+async def through_outages(step: Callable[[], Awaitable[T]], patience: float = SETUP_PATIENCE) -> T:
+    """`step` again until it succeeds: an agent process's set-up can start while a part's fault has the
+    API server down, and a set-up that gave up would end the process (an `agent-crash`) for a fault
+    the agents are there to live through."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await step()
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            if not passing(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def ensure_agent_account(kube: KubeClient, namespace: str, name: str = SERVICE_ACCOUNT) -> None:
