@@ -428,6 +428,75 @@ def test_only_lock_admins_set_finalizers_on_claims(team: Team) -> None:
     assert gone(lambda: team.alice.get("mine"))
 
 
+def claim_body(name: str, holder: str, owners: list[Body], pod: tuple[str, str] | None = None) -> Body:
+    spec: Body = {"resource": f"r://{name}", "holder": holder}
+    if pod is not None:
+        spec["podRef"] = {"name": pod[0], "uid": pod[1]}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim",
+            "metadata": {"name": name, "ownerReferences": owners}, "spec": spec}
+
+
+def owner(kind: str, name: str, uid: str, *, api_version: str = "v1", block: bool = False) -> Body:
+    return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
+            **({"blockOwnerDeletion": True} if block else {})}
+
+
+def test_claim_owner_references_name_only_the_holders_pod(team: Team) -> None:
+    """Without OwnerReferencesPermissionEnforcement (the bed, many clusters) an agent could tie its
+    claim to another holder's claim, with blockOwnerDeletion; the holder policy allows only the pod
+    of spec.podRef, the one reference the SDK sets."""
+    a, b = team.agent("agent-a"), team.agent("agent-b")
+    uid_a, uid_b = team.uid("agent-a"), team.uid("agent-b")
+    target = a.claim("a-claim", RESOURCE, team.holder("agent-a"), pod=("agent-a", uid_a))
+    to_claim = owner("LockClaim", "a-claim", target["metadata"]["uid"], api_version=f"{GROUP}/{VERSION}", block=True)
+
+    def create(locks: Locks, body: Body) -> Body:
+        return as_body(locks.api.create_namespaced_custom_object(GROUP, VERSION, team.namespace, "lockclaims", body))
+
+    status, message = refusal(lambda: create(team.alice, claim_body("tied", ALICE, [to_claim])))
+    assert status == 403
+    assert (
+        "a LockClaim's ownerReferences may name only its holder's pod (apiVersion v1, kind Pod, the pod spec.podRef"
+        f" names), not LockClaim a-claim (apiVersion {GROUP}/{VERSION}): remove that ownerReference"
+    ) in message
+
+    # Added later (an UPDATE) it is refused the same way.
+    team.alice.claim("plain", "r://plain", ALICE)
+    status, message = refusal(
+        lambda: patch_claim(team.alice.api.api_client, team.namespace, "plain",
+                            {"metadata": {"ownerReferences": [to_claim]}})
+    )
+    assert status == 403
+    assert "not LockClaim a-claim" in message
+
+    # A pod, but not the one of spec.podRef (another holder's pod).
+    mine = team.holder("agent-b")
+    status, message = refusal(
+        lambda: create(b, claim_body("other-pod", mine, [owner("Pod", "agent-a", uid_a)], pod=("agent-b", uid_b)))
+    )
+    assert status == 403
+    assert (
+        f'ownerReferences may name only the pod spec.podRef names ("agent-b", uid {uid_b}), not pod "agent-a" '
+        f"(uid {uid_a}): set spec.podRef to your own pod, or remove that ownerReference"
+    ) in message
+
+    # Its own pod, holding up the pod's deletion: needs pods/finalizers, as the upstream plugin asks.
+    status, message = refusal(
+        lambda: create(b, claim_body("blocking", mine, [owner("Pod", "agent-b", uid_b, block=True)],
+                                     pod=("agent-b", uid_b)))
+    )
+    assert status == 403
+    assert 'blockOwnerDeletion on the ownerReference to pod "agent-b" needs the right to update pods/finalizers' \
+        in message
+
+    # What the SDK sets: the holder's own pod, the one spec.podRef names. Renewing keeps working.
+    create(b, claim_body("own-pod", mine, [owner("Pod", "agent-b", uid_b)], pod=("agent-b", uid_b)))
+    b.renew("own-pod")
+
+    # Lock admins are exempt.
+    create(team.lockadmin, claim_body("admins", ALICE, [to_claim]))
+
+
 def test_restarted_pod_releases_but_cannot_renew_its_predecessors_claim(team: Team, fake_node: str) -> None:
     old_uid = team.uid("agent-a")
     team.agent("agent-a").claim("stale", RESOURCE, team.holder("agent-a"), pod=("agent-a", old_uid))
@@ -840,6 +909,13 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
     # ... and it recorded Events all along
     events = CoreV1Api(team.admin).list_namespaced_event(team.namespace).items
     assert {"Granted", "LockBroken"} <= {e.reason for e in events}
+    # The holder, and a viewer, read why its claim ended (`kubectl describe lockclaim` lists these).
+    for reader in (b.api.api_client, team.viewer.api.api_client):
+        wait_until(
+            lambda reader=reader: "LockBroken" in {e.reason for e in CoreV1Api(reader).list_namespaced_event(
+                team.namespace, field_selector="involvedObject.name=b2").items},
+            what="the LockBroken Event of b2", timeout=DEADLINE,
+        )
 
     restricted_operator.stop()
     log = restricted_operator.log_text()
