@@ -5,6 +5,7 @@ the "at no observed moment two conflicting holders" property."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -27,6 +28,7 @@ class HolderMonitor:
         self._holders: dict[str, str] = {}  # claim name -> its holder, while it is Held
         self.peak_by_holder: dict[str, int] = {}  # the most claims each holder was seen Held at once
         self.events = 0
+        self._seen: dict[str, int] = {}  # claim name -> the newest resourceVersion the watch showed of it
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stopped = threading.Event()
 
@@ -34,10 +36,26 @@ class HolderMonitor:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stopped.set()
-        self._watch.stop()
-        self._thread.join(10)
+    def __exit__(self, kind: object, *exc: object) -> None:
+        try:
+            if kind is None:
+                self.settle()
+        finally:
+            self._stopped.set()
+            self._watch.stop()
+            self._thread.join(10)
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the watch has shown every claim as a fresh LIST has it. A test that saw a claim
+        Held by a GET may stop the monitor before the watch (another connection) delivered that
+        write, and would then judge a history that misses its last grant."""
+        listed = self._api.list_namespaced_custom_object("kubelock.dev", "v1alpha1", self._namespace, "lockclaims")
+        wanted = {o["metadata"]["name"]: int(o["metadata"]["resourceVersion"]) for o in listed["items"]}
+        deadline = time.monotonic() + timeout
+        while (behind := sorted(n for n, v in wanted.items() if self._seen.get(n, 0) < v)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the claim watch did not show {behind} within {timeout} s")
+            time.sleep(0.05)
 
     def _run(self) -> None:
         version = ""
@@ -63,6 +81,7 @@ class HolderMonitor:
     def _observe(self, kind: str, obj: dict[str, Any]) -> None:
         self.events += 1
         name = obj["metadata"]["name"]
+        self._seen[name] = max(self._seen.get(name, 0), int(obj["metadata"]["resourceVersion"]))
         spec = obj["spec"]
         status = obj.get("status") or {}
         holding = kind != "DELETED" and status.get("phase") == "Held"
