@@ -13,10 +13,9 @@ medians. Run it with the PYTHONPATH of two trees to compare them.
 from __future__ import annotations
 
 import random
-import statistics
 import sys
-import time
-from collections.abc import Callable
+
+from pure_waitfor import timed
 
 from kubelock.domain.arbiter import decide, queue_place
 from kubelock.domain.grants import Mode, Need
@@ -28,15 +27,6 @@ T0 = 1_800_000_000.0
 RES = "deploy://queue"
 POLICY = Policy(priority_aging_seconds=10)
 NOW = T0 + 45.5
-
-
-def timed(fn: Callable[[], object], repeat: int = 15) -> float:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def queue(n: int) -> list[Claim]:
@@ -85,7 +75,7 @@ def measure(n: int) -> tuple[float, float]:
     def decided() -> object:
         return decide(RES, [holder, *claims], [grant], now=NOW, policy=POLICY, graph=graph)
 
-    return timed(changed_then_ranked), timed(decided, repeat=3)
+    return timed(changed_then_ranked, repeat=15), timed(decided, repeat=3)
 
 
 def main(sizes: list[int]) -> None:
