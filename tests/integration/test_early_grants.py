@@ -7,7 +7,6 @@ so "before the priming is in" is a state the test controls, not a race it hopes 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from kubelock.kube.paths import field_selector
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.runtime import Runtime
 from kubelock.operator.settings import Settings
-from tests.support.claims import GROUP, VERSION, Locks, phase_of
+from tests.support.claims import GROUP, VERSION, Locks, phase_of, wait_until_async
 
 FREE = "github://acme/app/issues/7?q=a,b=c"  # a field selector's special characters, escaped
 HELD = "github://acme/app/issues/42"
@@ -52,14 +51,6 @@ async def _runtime(kubeconfig: Path, namespace: str, gate: asyncio.Event | None,
     return runtime
 
 
-async def _until(check: Any, what: str, within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def test_a_new_claim_is_granted_before_the_priming_and_only_where_the_whole_view_would(
     control_plane, admin_api: ApiClient, iso_ns: str  # type: ignore[no-untyped-def]
 ) -> None:
@@ -76,7 +67,7 @@ def test_a_new_claim_is_granted_before_the_priming_and_only_where_the_whole_view
         try:
             await asyncio.to_thread(locks.claim, "holder", HELD, "agent-h")
             await asyncio.to_thread(_claim_all, locks, "multi", [MULTI_A, MULTI_B], "agent-m")
-            await _until(lambda: phase("holder") == "Held" and phase("multi") == "Held", "the first grants")
+            await wait_until_async(lambda: phase("holder") == "Held" and phase("multi") == "Held", "the first grants")
         finally:
             await first.stop()
         # While no operator runs: new claims.
@@ -89,16 +80,17 @@ def test_a_new_claim_is_granted_before_the_priming_and_only_where_the_whole_view
         second = await _runtime(kubeconfig, iso_ns, gate, metrics)
         starting = asyncio.create_task(second.start())
         try:
-            await _until(lambda: phase("fresh") == "Held" and phase("queued-old") == "Held", "the early grants")
+            await wait_until_async(lambda: phase("fresh") == "Held" and phase("queued-old") == "Held",
+                                   "the early grants")
             # Created after the start: the early path's watch sees it.
             await asyncio.to_thread(locks.claim, "late", LATE, "agent-l")
-            await _until(lambda: phase("late") == "Held", "the late claim's early grant")
+            await wait_until_async(lambda: phase("late") == "Held", "the late claim's early grant")
             await asyncio.sleep(1.0)  # time for a wrong early answer to show
             early = {name: phase(name) for name in ("try", "queued-new", "behind-multi")}
             assert not starting.done(), "the priming ended before the gate was opened"
             gate.set()
             await starting
-            await _until(lambda: phase("try") == "Rejected" and phase("queued-new") == "Pending"
+            await wait_until_async(lambda: phase("try") == "Rejected" and phase("queued-new") == "Pending"
                          and phase("behind-multi") == "Pending", "the normal path's answers")
         finally:
             gate.set()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -22,7 +21,7 @@ from kubelock.kube.client import KubeClient
 from kubelock.operator.runtime import Runtime
 from kubelock.operator.settings import Settings
 from kubelock.operator.watches import ListWatch
-from tests.support.claims import Locks, phase_of
+from tests.support.claims import Locks, phase_of, wait_until_async
 
 R = "deploy://watch-resume"
 
@@ -128,13 +127,6 @@ def test_a_silently_dead_claim_watch_is_resumed_without_a_list(
     def phase(name: str) -> str | None:
         return phase_of(locks.get(name))
 
-    async def until(check: Any, what: str, within: float = 30) -> None:
-        deadline = time.monotonic() + within
-        while not await asyncio.to_thread(check):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.1)
-
     async def scenario() -> tuple[int, int, str | None]:
         settings = Settings(namespaces=(iso_ns,), kubeconfig=str(control_plane.kubeconfig))
         runtime = Runtime(settings, config.load(str(control_plane.kubeconfig)), SystemClock())
@@ -142,15 +134,15 @@ def test_a_silently_dead_claim_watch_is_resumed_without_a_list(
         await runtime.start()
         try:
             await asyncio.to_thread(locks.claim, "holder", R, "agent-h")
-            await until(lambda: phase("holder") == "Held", "the holder's grant")
+            await wait_until_async(lambda: phase("holder") == "Held", "the holder's grant")
             await asyncio.to_thread(locks.claim, "waiter", R, "agent-w", wait=True, wait_timeout=2)
-            await until(lambda: phase("waiter") == "Pending", "the waiter's answer")
+            await wait_until_async(lambda: phase("waiter") == "Pending", "the waiter's answer")
             deaf.set()  # the waiter's TimedOut, written by the operator, is the event swallowed
-            await until(lambda: phase("waiter") == "TimedOut", "the wait's timeout")
+            await wait_until_async(lambda: phase("waiter") == "TimedOut", "the wait's timeout")
             timed_out = int(locks.get("waiter")["metadata"]["resourceVersion"])
-            await until(lambda: "has delivered nothing" in caplog.text, "the dead watch noticed", within=20)
+            await wait_until_async(lambda: "has delivered nothing" in caplog.text, "the dead watch noticed", within=20)
             await asyncio.to_thread(locks.claim, "after", R + "-2", "agent-a")
-            await until(lambda: phase("after") == "Held", "a grant after the resume")
+            await wait_until_async(lambda: phase("after") == "Held", "a grant after the resume")
             watch, _ = runtime._claim_watches[iso_ns]
             return watch.relists, timed_out, str(watch.version)
         finally:

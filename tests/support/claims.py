@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -124,3 +125,13 @@ def wait_until(done: Callable[[], object], what: str, timeout: float = 30) -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def wait_until_async(done: Callable[[], object], what: str, within: float = 30) -> None:
+    """`wait_until` from a coroutine: `done` (blocking API calls) runs in a thread, so the event loop,
+    with an operator on it, keeps running meanwhile."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(done):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
