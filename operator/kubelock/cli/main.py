@@ -25,7 +25,7 @@ from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.progress import QueueProgress
 from kubelock.domain.reasons import Phase
-from kubelock.sdk import admin, validation
+from kubelock.sdk import Impersonation, admin, validation
 from kubelock.sdk import graph as waitgraph
 from kubelock.sdk.admin import AsyncAdmin
 from kubelock.sdk.client import AsyncLockClient
@@ -81,6 +81,12 @@ def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holde
     parser.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, "
                         "or the pod's ServiceAccount)")
     parser.add_argument("--context", default=default, help="kubeconfig context")
+    parser.add_argument("--as", dest="as_user", metavar="USER", default=default, help="act as this user "
+                        "(impersonation, as kubectl --as; your credentials need the RBAC verb impersonate): "
+                        "your identity, and so your holder name, is then that user's")
+    parser.add_argument("--as-group", dest="as_groups", metavar="GROUP", action="append", default=default,
+                        help="with --as: act as a member of this group (repeatable)")
+    parser.add_argument("--as-uid", dest="as_uid", metavar="UID", default=default, help="with --as: the uid to act as")
     if holder:
         parser.add_argument("--instance", default=default, help="which instance of your identity this is "
                             "(default: KUBELOCK_INSTANCE; in a pod, the pod's; required elsewhere)")
@@ -454,6 +460,7 @@ def check_input(args: argparse.Namespace) -> None:
         validation.holder(args.holder)
     if getattr(args, "instance", None) is not None:
         validation.instance(args.instance)
+    impersonation(args)
     if getattr(args, "command", None) == "run":
         runner.command_of(args.child)
         runner.timing(args.ttl, args.renew_deadline, args.grace)
@@ -485,8 +492,23 @@ def _svg_renderer(args: argparse.Namespace) -> str | None:
     return found
 
 
+def impersonation(args: argparse.Namespace) -> Impersonation | None:
+    """--as, --as-group and --as-uid; kubectl's rule holds: groups or a uid need a user."""
+    user, groups, uid = getattr(args, "as_user", None), getattr(args, "as_groups", None), getattr(args, "as_uid", None)
+    if user is None:
+        if groups or uid:
+            raise InvalidInput("--as-group and --as-uid need --as (the user to act as)")
+        return None
+    if not user.strip():
+        raise InvalidInput("--as needs a user name")
+    if any(not group.strip() for group in groups or ()):
+        raise InvalidInput("--as-group needs a group name")
+    return Impersonation(user=user, uid=uid or None, groups=tuple(groups or ()))
+
+
 def make_client(args: argparse.Namespace) -> AsyncLockClient:
     return AsyncLockClient(
+        impersonate=impersonation(args),
         namespace=getattr(args, "namespace", None),
         holder=getattr(args, "holder", None),
         instance=getattr(args, "instance", None),

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+from multidict import CIMultiDict
 
 from kubelock.kube.auth import Authenticator
 from kubelock.kube.config import Credentials
@@ -97,10 +98,13 @@ class KubeClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": self._user_agent, **await self.auth.headers()}
+    async def _headers(self, content_type: str | None = None) -> CIMultiDict[str]:
+        headers = CIMultiDict({"Accept": "application/json", "User-Agent": self._user_agent,
+                               **await self.auth.headers()})
         if content_type:
             headers["Content-Type"] = content_type
+        if self.credentials.impersonate is not None:
+            headers.extend(self.credentials.impersonate.headers())  # Impersonate-Group repeats
         return headers
 
     async def _after_unauthorized(self, headers: Mapping[str, str]) -> bool:

@@ -4,8 +4,9 @@ Why not the official `kubernetes` client: it is 126 MB installed, and it reduces
 credentials, so exec plugins ran once and rotated token files were read once. This module reads what
 client-go reads (contexts, clusters, users; CA, client certificate and key as files or data; `token`,
 `tokenFile`; exec plugins speaking client.authentication.k8s.io/v1 or v1beta1; basic auth;
-insecure-skip-tls-verify; tls-server-name; KUBECONFIG with several files, the first to name an entry
-winning) and, inside a pod, the ServiceAccount's files. Credentials are refreshed in
+insecure-skip-tls-verify; tls-server-name; impersonation with `as`, `as-uid`, `as-groups` and
+`as-user-extra`; KUBECONFIG with several files, the first to name an entry winning) and, inside a pod,
+the ServiceAccount's files. Credentials are refreshed in
 `kubelock.kube.auth`, as client-go refreshes them.
 
 Not supported, with an error naming the field: `auth-provider` (legacy in-tree plugins; use an exec
@@ -48,6 +49,33 @@ class ExecConfig:
     cluster_info: Mapping[str, Any] | None = None  # sent to the plugin when provideClusterInfo is true
 
 
+# The characters an HTTP header name may hold (RFC 9110 `tchar`); client-go percent-encodes every
+# other byte of a user-extra key, and so must we, or the API server reads another key.
+_TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """Whom the requests act as (kubeconfig `as`, `as-uid`, `as-groups`, `as-user-extra`, or the
+    commands' --as, --as-uid and --as-group, as kubectl). The API server checks that the credentials
+    may impersonate them, and then authorizes each request, admission included, as that user."""
+
+    user: str
+    uid: str | None = None
+    groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def headers(self) -> list[tuple[str, str]]:
+        pairs = [("Impersonate-User", self.user)]
+        if self.uid:
+            pairs.append(("Impersonate-Uid", self.uid))
+        pairs += [("Impersonate-Group", group) for group in self.groups]
+        for key, values in self.extra:
+            escaped = "".join(chr(b) if b in _TOKEN_CHARS else f"%{b:02X}" for b in key.encode())
+            pairs += [(f"Impersonate-Extra-{escaped}", value) for value in values]
+        return pairs
+
+
 @dataclass(frozen=True)
 class Credentials:
     server: str
@@ -63,6 +91,7 @@ class Credentials:
     tls_server_name: str | None = None
     namespace: str = "default"
     in_cluster: bool = False
+    impersonate: Impersonation | None = None
     # Files written for `*-data` fields: private to this process (mode 0600), removed at exit.
     _temporary: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
@@ -194,6 +223,7 @@ def _credentials(
     key = _file_or_data(user_path, user, "client-key", temporary)
     token_file = user.get("tokenFile")
     exec_config = _exec(user_path, user.get("exec"), cluster) if user.get("exec") else None
+    impersonate = _impersonation(user_path, user)
     return Credentials(
         server=server.rstrip("/"),
         ca_file=ca,
@@ -207,7 +237,37 @@ def _credentials(
         insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
         tls_server_name=cluster.get("tls-server-name") or None,
         namespace=namespace,
+        impersonate=impersonate,
         _temporary=tuple(temporary),
+    )
+
+
+def _impersonation(path: str, user: Mapping[str, Any]) -> Impersonation | None:
+    """The user entry's `as`, `as-uid`, `as-groups` and `as-user-extra`, checked as kubectl does: a
+    uid, groups or extra without a user to act as is refused, not ignored."""
+    name, uid, groups, extra = user.get("as"), user.get("as-uid"), user.get("as-groups"), user.get("as-user-extra")
+    if not name:
+        if uid or groups or extra:
+            raise ConfigError(f"kubeconfig {path}: as-uid, as-groups or as-user-extra are given without as "
+                              "(the user to act as)")
+        return None
+    if not isinstance(name, str):
+        raise ConfigError(f"kubeconfig {path}: as must be a user name (a string)")
+    if uid is not None and not isinstance(uid, str):
+        raise ConfigError(f"kubeconfig {path}: as-uid must be a string")
+    if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) and g for g in groups)):
+        raise ConfigError(f"kubeconfig {path}: as-groups must be a list of group names")
+    if extra is not None and not (
+        isinstance(extra, dict)
+        and all(isinstance(k, str) and k and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                for k, v in extra.items())
+    ):
+        raise ConfigError(f"kubeconfig {path}: as-user-extra must map names to lists of strings")
+    return Impersonation(
+        user=name,
+        uid=uid or None,
+        groups=tuple(groups or ()),
+        extra=tuple((k, tuple(v)) for k, v in sorted((extra or {}).items())),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -14,7 +15,7 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.body = body or {}
-        self.sent_headers: dict[str, str] = {}  # the request's headers (to tell which credential a 401 refused)
+        self.sent_headers: Mapping[str, str] = {}  # the request's headers (to tell which credential a 401 refused)
         self.retry_after_header: str | None = None  # the answer's Retry-After, if any
 
     @property

@@ -50,6 +50,12 @@ def begin(argv: Sequence[str] | None = None, *, early: bool = True) -> Start:
     except Exception as error:  # a missing or broken kubeconfig: say so plainly and stop
         log.error("cannot load Kubernetes credentials: %s", error)
         sys.exit(2)
+    if credentials.impersonate is not None:
+        # kopf's connection has no impersonation: its watches would run as one user and the
+        # operator's writes as another. Refused rather than half applied.
+        log.error("cannot run the operator with impersonation (the kubeconfig's user has `as: %s`): give it "
+                  "credentials of its own, such as its ServiceAccount's", credentials.impersonate.user)
+        sys.exit(2)
     steps.debug("credentials read")
     prelist = Prelist.start(credentials, listings(settings)) if early else None
     steps.debug("priming LISTs started: %s", "from the pre-import threads" if prelist else "no (the event loop lists)")

@@ -12,6 +12,7 @@
 See docs/sdk.md.
 """
 
+from kubelock.kube.config import Impersonation
 from kubelock.sdk.admin import AsyncAdmin, BrokenLock, Explanation, LockStatus
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import (
@@ -56,6 +57,7 @@ __all__ = [
     "GrantInfo",
     "HeldByAnotherProcess",
     "Identity",
+    "Impersonation",
     "InvalidInput",
     "Lease",
     "LockClient",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import itertools
 import math
 import secrets
@@ -36,7 +37,7 @@ from kubelock.domain.resource import digest, lock_name
 from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
 from kubelock.kube.client import KubeClient
-from kubelock.kube.config import Credentials
+from kubelock.kube.config import Credentials, Impersonation
 from kubelock.sdk import identity, process, signals, validation
 from kubelock.sdk.errors import (
     Deadlock,
@@ -90,8 +91,9 @@ class AsyncLockClient:
     Construct it with no arguments in a pod (see `kubelock.sdk.identity`), or give `kubeconfig`,
     `namespace` and `instance` explicitly (`holder` only as a lock admin acting for someone else).
     Outside a pod, without `instance` or KUBELOCK_INSTANCE, each process is its own instance;
-    `generate_instance=False` makes that an error instead. Use it as an async context manager, or
-    call `close()`.
+    `generate_instance=False` makes that an error instead. `impersonate` acts as another user (as
+    kubectl's --as; the kubeconfig's own `as` otherwise): the identity, and so the holder, is then
+    that user's. Use it as an async context manager, or call `close()`.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class AsyncLockClient:
         kubeconfig: str | None = None,
         context: str | None = None,
         credentials: Credentials | None = None,
+        impersonate: Impersonation | None = None,
         retries: int = 4,
         request_timeout: float = 30.0,
         decision_timeout: float = DECISION_TIMEOUT,
@@ -119,6 +122,8 @@ class AsyncLockClient:
                 credentials = config.load(kubeconfig, context)
             except Exception as error:  # a missing or unreadable kubeconfig: never a silent success
                 raise Unreachable(f"no Kubernetes API server configured: {error}", reason="NotConfigured") from error
+        if impersonate is not None:
+            credentials = dataclasses.replace(credentials, impersonate=impersonate)
         self.credentials = credentials
         self.namespace = identity.namespace_from(namespace, credentials.namespace, env)
         self.decision_timeout = decision_timeout

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from kubelock.kube.config import Credentials
+from kubelock.kube.config import Credentials, Impersonation
 from kubelock.sdk import signals
 from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
 from kubelock.sdk.errors import LockError
@@ -88,6 +88,7 @@ class LockClient:
         kubeconfig: str | None = None,
         context: str | None = None,
         credentials: Credentials | None = None,
+        impersonate: Impersonation | None = None,
         retries: int = 4,
         request_timeout: float = 30.0,
         decision_timeout: float = DECISION_TIMEOUT,
@@ -104,6 +105,7 @@ class LockClient:
                     kubeconfig=kubeconfig,
                     context=context,
                     credentials=credentials,
+                    impersonate=impersonate,
                     retries=retries,
                     request_timeout=request_timeout,
                     decision_timeout=decision_timeout,
