@@ -21,10 +21,7 @@ from kubernetes.client import ApiClient, ApiException
 from kubelock.api.fencing import lock_token
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
-from kubelock.operator.freshness import ECHO_SECONDS
-from kubelock.operator.runtime import REQUEST_TIMEOUT_SECONDS
 from kubelock.sdk import Expired, LockClient
-from kubelock.sdk.client import DELETE_SECONDS
 from kubelock.testbed import ControlPlane
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
@@ -37,6 +34,11 @@ Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 R, R2 = "deploy://silent-a", "deploy://silent-b"
 TTL = 4
 SLACK = 8.0  # scheduling on two shared cores: a bound is checked with this much to spare
+# How long the operator's write or GET may go unanswered (`runtime.REQUEST_TIMEOUT_SECONDS`), written
+# out: a bound read from the code under test would follow the code if it regressed.
+REQUEST_TIMEOUT_SECONDS = 10.0
+ECHO_SECONDS = 5.0  # a dead claim watch: an own write unseen this long (`freshness.ECHO_SECONDS`)
+DELETE_SECONDS = 10.0  # the SDK's release of a claim, as a whole (`sdk.client.DELETE_SECONDS`)
 
 
 def moment(stamp: str) -> float:
@@ -239,7 +241,7 @@ def test_kubelock_run_cut_off_silently_stops_its_command_before_the_lease_ends(
 ) -> None:
     """`kubelock run` (renew deadline: two thirds of the TTL by default) whose path to the API server
     goes silent stops its command while the lease the operator confirmed still runs, and exits
-    LOST with LeaseExpired, as documented for a lost lease (docs/cli.md)."""
+    LOST with LeaseExpired, as documented for a lost lease (docs/SKILL.md, docs/sdk.md)."""
     config = kubeconfig_for(control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "alice")
     child = tmp_path / "child"
     child.mkdir()
