@@ -156,6 +156,8 @@ def test_an_operator_silent_past_a_lease_grants_nothing_and_hands_over_only_afte
         assert phase_of(locks.get("b")) == "Pending"
         assert phase_of(locks.get("c")) is None
         assert lockmon.claims_locked() == {first_lock["spec"]["claimRef"]["uid"]}
+        still = lock_or_none(locks, R)  # past its deadline, but only the operator may take it away
+        assert still is not None and still["metadata"]["uid"] == first_lock["metadata"]["uid"]
         assert lock_or_none(locks, R2) is None
         assert cut_off_operator.alive
         partition.heal()
