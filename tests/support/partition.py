@@ -1,5 +1,19 @@
 """Cutting a client off from the API server: a kubeconfig pointed elsewhere, and a TCP forwarder
-the test cuts, as a network partition would."""
+the test cuts, as a network partition would.
+
+Two kinds of partition:
+- loud: `drop()` and `cut()` close the sockets, so both ends see an error at once (a restarted API
+  server, a proxy that resets connections);
+- silent: `blackhole()` (every connection, new ones too) and `blackhole_open()` (only the connections
+  open now, new ones work: the classic half-open watch) stop forwarding bytes while every connection
+  stays open. No FIN, no RST: the kernel still acknowledges what is sent, as on a path that a NAT or
+  firewall silently drops, so a client learns of it only from its own timeouts.
+
+`heal()` forwards again, on the old connections and the new. Bytes sent while silent are delivered
+then, in order, not discarded: TCP retransmits what its peer did not acknowledge, so after a partition
+shorter than the retransmission timeout (minutes) everything sent does arrive. (Discarding bytes from
+the middle of a TLS stream would make both ends fail at the next record: a cut, not a heal.)
+"""
 
 from __future__ import annotations
 
@@ -26,6 +40,25 @@ def closed_port() -> int:
         return int(s.getsockname()[1])  # nothing listens there once the socket is closed
 
 
+class _Link:
+    """One forwarded connection: its two sockets, and whether bytes flow through it now."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, *, flowing: bool) -> None:
+        self.sockets = (client, upstream)
+        self.flowing = threading.Event()
+        if flowing:
+            self.flowing.set()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.flowing.set()  # a pump holding bytes wakes, finds its sink closed, and ends
+
+
 class Partition:
     """A TCP forwarder to the API server that the test cuts, as a network partition would."""
 
@@ -34,8 +67,11 @@ class Partition:
         self._target = (host, int(port))
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._sockets: list[socket.socket] = []
+        self._links: list[_Link] = []
+        self._lock = threading.Lock()
+        self._silent = False  # new connections start silent (`blackhole`)
         self._cut = threading.Event()
+        self.accepted = 0  # connections accepted so far
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -45,26 +81,61 @@ class Partition:
             except OSError:
                 return
             upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
+            with self._lock:
+                link = _Link(client, upstream, flowing=not self._silent)
+                self._links.append(link)
+                self.accepted += 1
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(link, a, b), daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(link: _Link, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                link.flowing.wait()  # silent: the bytes wait here (the sender's kernel has ACKed them)
                 sink.sendall(data)
+        # An end that closed while silent: its FIN waits too, as it would on a silent path.
+        link.flowing.wait()
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+    # ---- silent ---------------------------------------------------------------------------------
+
+    def blackhole(self) -> None:
+        """Every connection goes silent, and so do new ones (accepted, their bytes held)."""
+        with self._lock:
+            self._silent = True
+            for link in self._links:
+                link.flowing.clear()
+
+    def blackhole_open(self) -> None:
+        """Only the connections open now go silent; new ones work (a half-open watch, a pooled
+        keep-alive connection that will never answer)."""
+        with self._lock:
+            for link in self._links:
+                link.flowing.clear()
+
+    def heal(self) -> None:
+        """Forward again, on every connection; what was held is delivered first, in order."""
+        with self._lock:
+            self._silent = False
+            for link in self._links:
+                link.flowing.set()
+
+    @property
+    def silent_connections(self) -> int:
+        with self._lock:
+            return sum(1 for link in self._links if not link.closed and not link.flowing.is_set())
+
+    # ---- loud -----------------------------------------------------------------------------------
 
     def drop(self) -> None:
         """Close the connections open now (watches included) but keep accepting new ones: the
         client reconnects, as it does after an API server restarts."""
-        dropped, self._sockets = self._sockets, []
-        for s in dropped:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        with self._lock:
+            dropped, self._links = self._links, []
+        for link in dropped:
+            link.close()
 
     def cut(self) -> None:
         self._cut.set()

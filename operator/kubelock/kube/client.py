@@ -59,6 +59,7 @@ class KubeClient:
         credentials: Credentials,
         *,
         timeout: float = 30.0,
+        list_timeout: float | None = None,
         retries: int = 0,
         on_request: RequestHook | None = None,
         user_agent: str = "kubelock",
@@ -67,6 +68,9 @@ class KubeClient:
         self.credentials = credentials
         self._connections = connections
         self._timeout = timeout
+        # A LIST page of hundreds of bodies can take seconds on a busy API server, and trying it
+        # again costs the server the most: it may have a longer timeout than a write or a GET.
+        self._list_timeout = timeout if list_timeout is None else list_timeout
         self._retries = retries
         self._on_request = on_request
         self._user_agent = user_agent
@@ -161,7 +165,7 @@ class KubeClient:
                 self._url(path, params),
                 data=data,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                timeout=aiohttp.ClientTimeout(total=self._list_timeout if verb == "list" else self._timeout),
                 server_hostname=self.credentials.tls_server_name,
             ) as response:
                 raw = await response.read()

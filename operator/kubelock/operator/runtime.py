@@ -32,6 +32,14 @@ from kubelock.operator.watches import ListWatch
 log = logging.getLogger("kubelock.operator")
 steps = logging.getLogger("kubelock.start")  # a start's steps at debug level (`kubelock.operator.start`)
 OPERATOR_CONNECTIONS = 32
+# A write or GET answers in milliseconds, and a resource's work (its grants, its lease expiries)
+# waits on the one in flight. On a connection a partition left silent (no FIN, no RST: a pooled
+# keep-alive connection reused after the path went dark) nothing else ends it, so this bounds how
+# long a lease's expiry or a grant can be held up (tests/integration/test_silent_partition.py).
+# Every write is conditional, so one that timed out and landed after all is read back, never applied
+# twice. LIST pages keep 30 s: under load they take seconds, and a retry costs the API server most.
+REQUEST_TIMEOUT_SECONDS = 10.0
+LIST_TIMEOUT_SECONDS = 30.0
 CATCH_UP_ATTEMPTS = 5
 Body = dict[str, Any]
 T = TypeVar("T")
@@ -57,7 +65,8 @@ class Runtime:
         # would open one per concurrent write and keep it alive; past a few dozen in flight the API
         # server, not the number of connections, sets the pace.
         self.client = KubeClient(
-            credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS
+            credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS,
+            timeout=REQUEST_TIMEOUT_SECONDS, list_timeout=LIST_TIMEOUT_SECONDS,
         )
         self.cache = Cache()
         self.policies = PolicyIndex()

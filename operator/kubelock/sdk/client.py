@@ -828,15 +828,26 @@ class AsyncLockClient:
         kube-apiserver that has just started serves requests before its RBAC authorizer has caught
         up, and refuses them meanwhile, and a restart takes seconds. A claim left behind stays in
         its queue, ahead of live waiters, and may be granted to nobody, until its wait timeout or
-        lease ends. Trying again only ever takes a claim away: it never fails open."""
+        lease ends. Trying again only ever takes a claim away: it never fails open.
+
+        DELETE_SECONDS bounds the whole of it, requests in flight included: on a connection a
+        partition left silent (no error, no answer) each request would otherwise wait for its own
+        timeout, retried by the client (minutes), and the caller, whose lease may already be lost,
+        with it."""
         self._seen.pop(info.name, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DELETE_SECONDS
         for attempt in itertools.count(1):
             try:
-                await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
+                async with asyncio.timeout_at(deadline):
+                    await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
                 return
             except (kube_errors.NotFound, kube_errors.Conflict):
+                return
+            except TimeoutError:
+                if not quiet:
+                    silent = kube_errors.Unreachable(f"no answer from the API server within {DELETE_SECONDS:g}s")
+                    raise from_api(silent, f"delete claim {info.namespace}/{info.name}") from None
                 return
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 if _passing(error) and loop.time() < deadline:
