@@ -34,6 +34,8 @@ from kubelock.testbed import ControlPlane, find_binaries
 
 log = logging.getLogger("bench")
 MANIFESTS = ("crds", "config/rbac")
+# kubelock's ValidatingAdmissionPolicies, which every install applies (chart, manifests/, testbed).
+ADMISSION = "config/admission"
 NODE = "bench-kwok-node"
 
 
@@ -53,6 +55,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--operator-b", type=Path, default=None,
                         help="a second operator tree: #4 and #8 measure it too (flavour kubelock-b), "
                              "alternating with the first in the same run")
+    parser.add_argument("--admission", action=argparse.BooleanOptionalAction, default=True,
+                        help="apply kubelock's admission policies (config/admission/) as every install does "
+                        "(the default); --no-admission measures without them, as runs before 2026-11-27 did")
     return parser.parse_args(argv)
 
 
@@ -144,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-bench-"))
     began = time.monotonic()
     plane = ControlPlane(
-        workdir / "control-plane", bin_dir=find_binaries(), manifests=[REPO / m for m in MANIFESTS]
+        workdir / "control-plane", bin_dir=find_binaries(),
+        manifests=[REPO / m for m in (*MANIFESTS, *([ADMISSION] if args.admission else []))],
     )
     plane.start()
     log.info("control plane up in %.1f s at %s; logs in %s", plane.startup_seconds or 0, plane.server, workdir)
@@ -153,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = run_loop(bench(plane, plan, args.only, workdir / "logs", began + plan.budget))
     finally:
         plane.stop()
+    doc.machine["admission_policies"] = args.admission
     doc.machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     doc.machine["duration_s"] = round(time.monotonic() - began, 1)
     data = doc.to_json()

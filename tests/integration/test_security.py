@@ -45,6 +45,9 @@ from kubelock.api.constants import (
     GROUP,
     POD_LABEL,
     POD_LABEL_VALUE,
+    REVOKE_BY_ANNOTATION,
+    REVOKE_GRACE_ANNOTATION,
+    REVOKE_REASON_ANNOTATION,
     VERSION,
 )
 from kubelock.testbed import wait_until
@@ -643,6 +646,33 @@ def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -
 
     admin.delete_lock("held")
     assert gone(lambda: admin.lock("held"))
+
+
+def test_only_lock_admins_set_change_or_remove_a_revocation_request(team: Team) -> None:
+    """kubelock-revocation-request skips, by its match condition, every claim write whose old and new
+    claim carry no kubelock.dev/revoke-* annotation: the writes it refused are still refused, on
+    create, on change and on removal, and a holder still renews a claim a request is on."""
+    only_admins = "only those who may break locks in namespace"
+    request = {REVOKE_BY_ANNOTATION: "alice", REVOKE_REASON_ANNOTATION: "mine"}
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim",
+            "metadata": {"name": "asks", "annotations": request},
+            "spec": {"resource": RESOURCE, "holder": ALICE, "wait": False}}
+    status, message = refusal(lambda: team.alice.api.create_namespaced_custom_object(
+        GROUP, VERSION, team.namespace, "lockclaims", body))
+    assert status == 403 and only_admins in message, message
+
+    # A lock admin's request on alice's claim: alice may renew the claim, but not touch the request.
+    team.alice.claim("alices", RESOURCE, ALICE)
+    asked = {REVOKE_BY_ANNOTATION: "lockadmin", REVOKE_GRACE_ANNOTATION: "30"}
+    patch_claim(team.lockadmin.api.api_client, team.namespace, "alices", {"metadata": {"annotations": asked}})
+    renewed = team.alice.renew("alices")
+    assert {k: renewed["metadata"]["annotations"][k] for k in asked} == asked
+    for change in ({REVOKE_GRACE_ANNOTATION: "86400"}, {REVOKE_BY_ANNOTATION: None},
+                   {REVOKE_BY_ANNOTATION: None, REVOKE_GRACE_ANNOTATION: None}):
+        status, message = refusal(functools.partial(
+            patch_claim, team.alice.api.api_client, team.namespace, "alices", {"metadata": {"annotations": change}}))
+        assert status == 403 and only_admins in message, (change, message)
+    assert {k: team.alice.get("alices")["metadata"]["annotations"][k] for k in asked} == asked
 
 
 def test_viewer_only_reads(team: Team) -> None:

@@ -162,8 +162,11 @@ class ControlPlane:
         users: Sequence[str] = DEFAULT_USERS,
         workloads: bool = False,
         node: bool = False,
+        profiling: bool = False,
     ) -> None:
         self._workdir = Path(workdir).resolve()
+        # kube-apiserver's /debug/pprof (for the bench's CPU profiles; off otherwise, as in most clusters).
+        self._profiling = profiling
         self._bin_dir = bin_dir
         self._manifests = tuple(Path(m) for m in manifests)
         self._with_controller_manager = controller_manager
@@ -423,7 +426,7 @@ class ControlPlane:
             # only fills the log with errors, and nothing in the bed uses that Service.
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
-            "--profiling=false",
+            f"--profiling={str(self._profiling).lower()}",
             *self._node_apiserver_args(pki),
         ]
 
