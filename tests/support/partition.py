@@ -123,6 +123,20 @@ class Partition:
                 link.flowing.set()
 
     @property
+    def listen_port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def client_ports(self) -> list[int]:
+        """The clients' ports of the connections open now (the client's end of each)."""
+        with self._lock:
+            ports = []
+            for link in self._links:
+                if not link.closed:
+                    with contextlib.suppress(OSError):
+                        ports.append(int(link.sockets[0].getpeername()[1]))
+            return ports
+
+    @property
     def silent_connections(self) -> int:
         with self._lock:
             return sum(1 for link in self._links if not link.closed and not link.flowing.is_set())

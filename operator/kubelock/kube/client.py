@@ -23,6 +23,7 @@ from kubelock.kube.auth import Authenticator
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
 from kubelock.kube.jsondecode import loads
+from kubelock.kube.keepalive import connection_socket
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
@@ -98,7 +99,9 @@ class KubeClient:
             self._cert_changes = self.auth.cert_changes
             cert = self.auth.client_certificate()
             context = self.credentials.ssl_context(*(cert or (None, None)))
-            connector = aiohttp.TCPConnector(ssl=context, limit=self._connections, keepalive_timeout=60)
+            # Keepalive probes end a connection whose path went dark (see kubelock.kube.keepalive).
+            connector = aiohttp.TCPConnector(ssl=context, limit=self._connections, keepalive_timeout=60,
+                                             socket_factory=connection_socket)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
