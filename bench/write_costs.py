@@ -199,8 +199,8 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int], admi
 
     return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True),
             "status-put-lean": status_write(True, lean), "status-put-nostale": status_write(True, held_only),
-            **{f"status-put-expired{'' if shape == 'full' else '-' + shape}": status_write(True, build=expired_variant(shape))
-               for shape in ("full", "nocond", "condmsg0")}}
+            **{"status-put-expired" + ("" if shape == "full" else f"-{shape}"):
+               status_write(True, build=expired_variant(shape)) for shape in ("full", "nocond", "condmsg0")}}
 
 
 async def variants(
