@@ -17,7 +17,10 @@ changes the claim). Each `--alt-crd FILE` (a LockClaim CRD, e.g. another tree's
 one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i>`. `lock-precond`
 deletes the lock with the uid precondition the operator's delete carries;
 `status-put-lean` writes a Held status without `message`, `conditions` and `grants` (what those
-promised fields cost), `status-put-nostale` without the `Stale=False` condition. `--as-operator`
+promised fields cost), `status-put-nostale` without the `Stale=False` condition.
+`status-put-expired` alternates a Held status and an `Expired` one as the operator writes them (the
+Held→Expired of a lease's end), `-nocond` the same with the Expired without `conditions`, `-condmsg0`
+with its `Held=False` condition without a `message`: what a leaner `Expired` would save. `--as-operator`
 also makes every chosen write as the operator's ServiceAccount (a token bound to the
 `kubelock-operator` ClusterRole, as the chart deploys it) under the name `<variant>@sa`: the admin
 certificate's per-request x509 verification and the `system:masters` shortcut against a cached
@@ -112,6 +115,33 @@ def status(i: int, held: bool) -> Body:
             "conditions": [condition("Held", "False", "HeldByAnotherHolder", f"waiting {i}")]}
 
 
+def expired(i: int) -> Body:
+    """An `Expired` status as the operator writes it at a lease's end (`codec.status_body`: what a
+    terminal status keeps, the `Held=False` condition), its message new at each write `i`."""
+    now = to_rfc3339(time.time())
+    message = f"lease on bench://x expired at {now}: not renewed for 30 s ({i})"
+    return {"phase": "Expired", "reason": "LeaseExpired", "message": message, "sequence": 5,
+            "observedRenew": "r-1", "finishedAt": now, "observedGeneration": 1,
+            "conditions": [{"type": "Held", "status": "False", "reason": "LeaseExpired", "message": message,
+                            "lastTransitionTime": now, "observedGeneration": 1}]}
+
+
+def expired_variant(shape: str) -> Callable[[int, bool], Body]:
+    """`status-put-expired*`: each write an `Expired` status after a `Held` one (`held` alternates),
+    the Expired in `shape`: `full` as the operator writes it, `nocond` without `conditions`,
+    `condmsg0` with the condition's message left out (it repeats `status.message`)."""
+    def build(i: int, held: bool) -> Body:
+        if held:
+            return status(i, True)
+        body = expired(i)
+        if shape == "nocond":
+            body.pop("conditions")
+        elif shape == "condmsg0":
+            body["conditions"] = [{k: v for k, v in c.items() if k != "message"} for c in body["conditions"]]
+        return body
+    return build
+
+
 def in_group(path: str, group: str) -> str:
     return path.replace(f"/apis/{GROUP}/", f"/apis/{group}/", 1)
 
@@ -149,11 +179,12 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int], admi
         await client.create(claim_path(), created(claim_body(name, False)))
         await client.delete(claim_path(name))
 
-    def status_write(put: bool, shape: Callable[[Body], Body] = lambda s: s) -> Write:
+    def status_write(put: bool, shape: Callable[[Body], Body] = lambda s: s,
+                     build: Callable[[int, bool], Body] = status) -> Write:
         async def write(j: int, k: int) -> None:
             name = f"{prefix}{j}"
             serial[0] += 1
-            written = shape(status(serial[0], k % 2 == 0))
+            written = shape(build(serial[0], k % 2 == 0))
             path = claim_path(name, status=True)
             if put:
                 body = {"apiVersion": api_version, "kind": "LockClaim",
@@ -167,7 +198,9 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int], admi
         return write
 
     return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True),
-            "status-put-lean": status_write(True, lean), "status-put-nostale": status_write(True, held_only)}
+            "status-put-lean": status_write(True, lean), "status-put-nostale": status_write(True, held_only),
+            **{"status-put-expired" + ("" if shape == "full" else f"-{shape}"):
+               status_write(True, build=expired_variant(shape)) for shape in ("full", "nocond", "condmsg0")}}
 
 
 async def variants(
