@@ -19,20 +19,16 @@ import pytest
 import yaml
 from kubernetes.client import (
     ApiClient,
-    AuthorizationV1Api,
     RbacAuthorizationV1Api,
     RbacV1Subject,
     V1ObjectMeta,
-    V1ResourceAttributes,
     V1RoleBinding,
-    V1SubjectAccessReview,
-    V1SubjectAccessReviewSpec,
 )
 
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.sdk import Forbidden, Impersonation, LockClient
 from kubelock.testbed import wait_until
-from tests.support.access import cluster_role
+from tests.support.access import cluster_role, wait_allowed
 from tests.support.claims import Locks
 from tests.support.commands import environment, run
 from tests.support.namespaces import temporary_namespace
@@ -69,19 +65,9 @@ def lock_space(control_plane: Cluster, admin_api: ApiClient, tmp_path: Path) -> 
             subjects=[RbacV1Subject(kind="Group", name="oncall", api_group="rbac.authorization.k8s.io")],
         )
         RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(bound, binding)
-        wait_until(lambda: _group_allowed(admin_api, bound), what="the oncall binding to be known",
-                   timeout=DEADLINE)
+        wait_allowed(admin_api, "dave", bound, "delete", "resourcelocks", groups=("oncall",))
         with OperatorProcess(control_plane.kubeconfig, tmp_path / "operator.log", namespaces=(bound, unbound)):
             yield bound, unbound
-
-
-def _group_allowed(admin_api: ApiClient, namespace: str) -> bool:
-    review = V1SubjectAccessReview(spec=V1SubjectAccessReviewSpec(
-        user="dave", groups=["oncall"],
-        resource_attributes=V1ResourceAttributes(namespace=namespace, verb="delete", group="kubelock.dev",
-                                                 resource="resourcelocks"),
-    ))
-    return bool(AuthorizationV1Api(admin_api).create_subject_access_review(review).status.allowed)
 
 
 def test_a_kubeconfig_that_impersonates_claims_and_breaks_as_that_user(

@@ -53,12 +53,14 @@ def bind(admin_api: ApiClient, namespace: str, role: str, user: str) -> None:
 
 
 def allowed(
-    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP
+    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP,
+    groups: tuple[str, ...] = ("system:authenticated",),
 ) -> bool:
+    """Whether RBAC lets `user`, a member of `groups`, do `verb` on `resource` (a SubjectAccessReview)."""
     review = V1SubjectAccessReview(
         spec=V1SubjectAccessReviewSpec(
             user=user,
-            groups=["system:authenticated"],
+            groups=list(groups),
             resource_attributes=V1ResourceAttributes(group=group, resource=resource, verb=verb, namespace=namespace),
         )
     )
@@ -67,11 +69,12 @@ def allowed(
 
 
 def wait_allowed(
-    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP
+    admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP,
+    groups: tuple[str, ...] = ("system:authenticated",),
 ) -> None:
     """Wait for the authorizer to learn a new binding instead of racing it."""
     wait_until(
-        lambda: allowed(admin_api, user, namespace, verb, resource, group),
+        lambda: allowed(admin_api, user, namespace, verb, resource, group, groups),
         what=f"{user} to be allowed to {verb} {resource} in {namespace}",
         timeout=DEADLINE,
     )
