@@ -27,7 +27,16 @@ from kubelock.kube.keepalive import connection_socket
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
-WATCH_GRACE_SECONDS = 30  # how long past its timeoutSeconds a watch may stay silent (as kopf's client timeout)
+# A watch asks the API server to end it after WATCH_SECONDS (`timeoutSeconds`; the server ends an idle
+# watch cleanly then, and the watcher resumes from its last version). One that has not ended
+# WATCH_GRACE_SECONDS after that is dead, whatever it delivered: a frozen path (a stuck proxy, a
+# frozen process behind a TCP load balancer) leaves the connection open with its kernel still
+# acknowledging, so neither an error nor keepalive (`keepalive.py`) ends it. client-go ends such
+# connections with HTTP/2 pings; an HTTP/1.1 client cannot ping, so the timeout is the bound: a watch
+# left silent is replaced WATCH_SECONDS + WATCH_GRACE_SECONDS after it started at the latest.
+# Re-watching every minute costs the API server little (bench/README.md, "Watch timeouts").
+WATCH_SECONDS = 60
+WATCH_GRACE_SECONDS = 15
 
 
 # Throttled answers (429) are retried up to this many times when a client retries at all, as
@@ -65,10 +74,12 @@ class KubeClient:
         on_request: RequestHook | None = None,
         user_agent: str = "kubelock",
         connections: int = 200,
+        watch_grace: float = WATCH_GRACE_SECONDS,
     ) -> None:
         self.credentials = credentials
         self._connections = connections
         self._timeout = timeout
+        self._watch_grace = watch_grace
         # A LIST page of hundreds of bodies can take seconds on a busy API server, and trying it
         # again costs the server the most: it may have a longer timeout than a write or a GET.
         self._list_timeout = timeout if list_timeout is None else list_timeout
@@ -263,7 +274,7 @@ class KubeClient:
         return await self.request("DELETE", path, body=body, verb="delete", retry=retry)
 
     async def watch(
-        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = 300, **params: Any
+        self, path: str, *, resource_version: str | None = None, timeout_seconds: int = WATCH_SECONDS, **params: Any
     ) -> AsyncGenerator[Body, None]:
         """Events of one watch request until the server closes it; raises ApiError (e.g. 410 Gone).
         A 401 when the watch starts refreshes the credential and tries once more."""
@@ -290,16 +301,19 @@ class KubeClient:
         started = time.perf_counter()
         headers = await self._headers()
         try:
-            async with session.get(
-                self._url(path, query),
-                headers=headers,
-                # The server ends the watch after timeout_seconds; a connection silent for longer was
-                # left half-open (a partition) and would otherwise wait for ever.
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._timeout, sock_read=timeout_seconds + WATCH_GRACE_SECONDS
-                ),
-                server_hostname=self.credentials.tls_server_name,
-            ) as response:
+            # The answer's headers come at once from a live server; a request sent on a pooled
+            # connection that a partition left silent would otherwise wait out the whole watch.
+            async with asyncio.timeout(self._timeout):
+                response = await session.get(
+                    self._url(path, query),
+                    headers=headers,
+                    # The server ends the watch after timeout_seconds: one still open `watch_grace`
+                    # later is on a path that went silent (see WATCH_SECONDS), however it began.
+                    timeout=aiohttp.ClientTimeout(total=timeout_seconds + self._watch_grace,
+                                                  sock_connect=self._timeout),
+                    server_hostname=self.credentials.tls_server_name,
+                )
+            async with response:
                 self._record("watch", response.status, started)
                 if response.status >= 400:
                     text = await response.text()

@@ -14,7 +14,11 @@ API server restarted) it resumes from the last version it delivered, and the API
 came after; until the resumed stream delivers something, the scope counts as unwatched, so no grant
 rests on a view that stopped moving. When the API server no longer has that version (410 Gone), the
 scope stays unwatched until a fresh LIST has been absorbed and the watch resumes from it. When the
-server ends a watch at its timeout, nothing was missed and the watch resumes where it was.
+server ends a watch at its timeout, nothing was missed and the watch resumes where it was. That
+timeout is short (`kube.client.WATCH_SECONDS`, a minute): a watch that does not end by it and its
+grace is taken for dead, so that a claim watch on a path that went silent (a frozen proxy, which
+neither an error nor keepalive reveals, in a scope where the operator writes nothing for the echo
+check of `freshness` to notice) is replaced within that bound.
 
 Locks: kopf's watch would LIST every lock again after the priming LIST (at a restart with 10 000
 locks, a second LIST of all of them before the first new claim is served) and keep memory of its own
@@ -31,11 +35,10 @@ import random
 from typing import Any, Protocol
 
 from kubelock.api import objects
-from kubelock.kube.client import KubeClient
+from kubelock.kube.client import WATCH_SECONDS, KubeClient
 from kubelock.kube.errors import ApiError, Unreachable
 
 log = logging.getLogger("kubelock.watches")
-WATCH_SECONDS = 300
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 Body = dict[str, Any]
 

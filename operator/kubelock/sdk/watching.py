@@ -2,11 +2,13 @@
 
 The watch starts at a known resourceVersion (from the create or get that returned the claim), so no
 change in between is missed. When the server ends the watch it is resumed from the last version
-seen; when that version is too old (410 Gone) the claim is read again. Connection failures are
-retried with backoff a bounded number of times, then reported as `Unreachable`. A watch the API
-server throttled (429, API Priority and Fairness) starts again when its Retry-After says, as every
-other request of the client does (`kubelock.kube.client.retry_delay`): coming back sooner only adds
-to the queue that refused it.
+seen; when that version is too old (410 Gone) the claim is read again. The server ends each watch
+after a minute (`kube.client.WATCH_SECONDS`), and one that has not ended shortly after is taken for
+dead and resumed: a waiter behind a path that went silent learns its verdict within that bound.
+Connection failures are retried with backoff a bounded number of times, then reported as
+`Unreachable`. A watch the API server throttled (429, API Priority and Fairness) starts again when
+its Retry-After says, as every other request of the client does (`kubelock.kube.client.retry_delay`):
+coming back sooner only adds to the queue that refused it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from typing import Any
 from kubelock.api import objects
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
-from kubelock.kube.client import KubeClient, retry_delay
+from kubelock.kube.client import WATCH_SECONDS, KubeClient, retry_delay
 from kubelock.sdk.errors import from_api
 
 Body = dict[str, Any]
 MAX_FAILURES = 6
-WATCH_SECONDS = 240
 
 
 async def backoff(attempt: int) -> None:
