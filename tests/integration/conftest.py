@@ -33,6 +33,7 @@ from kubernetes.client import (
 
 from kubelock.testbed import ControlPlane, MissingBinariesError, fake_node_manifest, node_is_ready, wait_until
 from tests.support.namespaces import temporary_namespace
+from tests.support.partition import Partition
 
 KUBECONFIG_ENV = "KUBELOCK_TEST_KUBECONFIG"
 MANIFESTS = ("crds", "config/rbac", "config/admission")
@@ -242,3 +243,14 @@ def _report(config: pytest.Config, message: str) -> None:
     capture = config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print(f"\n{message}", flush=True)
+
+
+@pytest.fixture
+def partition(control_plane: Cluster) -> Iterator[Partition]:
+    """A forwarder to the test bed's API server (tests.support.partition) that the test silences or
+    cuts; whoever should be cut off is given a kubeconfig pointing at it (`kubeconfig_for`)."""
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the test bed's API server address")
+    forwarder = Partition(control_plane.server)
+    yield forwarder
+    forwarder.cut()

@@ -8,14 +8,12 @@ while new claims there go unseen."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
 
-from kubelock.testbed import ControlPlane
 from tests.support import firewall
 from tests.support.claims import Locks
 from tests.support.monitor import HolderMonitor
@@ -32,20 +30,17 @@ SLACK = 10.0  # two shared cores
 
 
 @pytest.fixture
-def partition(control_plane: Cluster) -> Iterator[Partition]:
-    if not isinstance(control_plane, ControlPlane):
-        pytest.skip("needs the test bed's API server address")
+def firewall_rules() -> None:
+    """iptables on this host, with no rules left by an earlier run (the forwarder is conftest's)."""
     reason = firewall.unavailable()
     if reason:
         pytest.skip(reason)
     firewall.remove_stale_rules()
-    forwarder = Partition(control_plane.server)
-    yield forwarder
-    forwarder.cut()
 
 
 def test_a_claim_watch_on_a_dark_path_is_ended_by_keepalive_and_a_new_claim_is_granted(
-    control_plane: Cluster, admin_api: ApiClient, iso_ns: str, partition: Partition, tmp_path: Path
+    control_plane: Cluster, admin_api: ApiClient, iso_ns: str, firewall_rules: None, partition: Partition,
+    tmp_path: Path,
 ) -> None:
     config = kubeconfig_for(control_plane.kubeconfig, partition.address, tmp_path / "operator-kubeconfig")
     locks = Locks(admin_api, iso_ns)

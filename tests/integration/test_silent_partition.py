@@ -45,15 +45,6 @@ def moment(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.fixture
-def partition(control_plane: Cluster) -> Iterator[Partition]:
-    if not isinstance(control_plane, ControlPlane):
-        pytest.skip("needs the test bed's API server address")
-    forwarder = Partition(control_plane.server)
-    yield forwarder
-    forwarder.cut()
-
-
 def start_operator(kubeconfig: Path, namespace: str, log: Path) -> OperatorProcess:
     return OperatorProcess(kubeconfig, log, namespaces=(namespace,), extra_args=("--debug", "kubelock.view")).start()
 
