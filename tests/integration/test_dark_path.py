@@ -2,8 +2,8 @@
 ways, so that not even TCP answers (tests/support/firewall.py), against the real API server. Unlike
 the forwarder's silent mode (test_silent_partition.py), where the kernels still acknowledge, only
 keepalive probes can tell such a connection is dead, and in a namespace where the operator writes
-nothing, nothing else does: its claim watch would wait for its read timeout (over five minutes)
-while new claims there go unseen."""
+nothing, nothing else does: its claim watch would wait for its own bound (`kube.client.WATCH_SECONDS`
+and its grace, 75 s; test_frozen_path.py) while new claims there go unseen."""
 
 from __future__ import annotations
 

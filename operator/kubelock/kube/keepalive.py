@@ -1,9 +1,9 @@
 """TCP keepalive on every connection to the API server, so that one a partition left dead ends.
 
-A watch is a connection that may carry nothing for minutes. When the path to the API server goes
+A watch is a connection that may carry nothing for a minute. When the path to the API server goes
 dark (a node's network cut, a NAT or firewall that forgot the flow, a peer that vanished without a
-FIN), nothing arrives to say so: the watch would wait for its read timeout (5 minutes and more)
-while its namespace's claims go unseen. client-go ends such connections with HTTP/2 pings every
+FIN), nothing arrives to say so: the watch would wait for its own bound (`client.WATCH_SECONDS` and
+its grace, 75 s) while its namespace's claims go unseen. client-go ends such connections with HTTP/2 pings every
 30 s; over HTTP/1.1 the equivalent is the kernel's keepalive probes, which Linux sends only after two
 hours unless told otherwise. Here: the first probe after IDLE_SECONDS of silence, then every
 INTERVAL_SECONDS, and the connection fails after COUNT unanswered ones, or once data or probes
