@@ -19,6 +19,7 @@ import atexit
 import base64
 import contextlib
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,9 @@ class ExecConfig:
 # The characters an HTTP header name may hold (RFC 9110 `tchar`); client-go percent-encodes every
 # other byte of a user-extra key, and so must we, or the API server reads another key.
 _TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# What no header value may hold: a CR or LF would end the header and begin another (aiohttp refuses
+# to send them, with a ValueError deep in the request), the other controls are refused by servers.
+HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,18 @@ class Impersonation:
     uid: str | None = None
     groups: tuple[str, ...] = ()
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse values that cannot go into a header (a line break would be taken for a header
+        injection and end every request in a ValueError), so the caller learns which value is wrong."""
+        values = [("user", self.user), ("uid", self.uid or "")]
+        values += [("group", group) for group in self.groups]
+        for key, extras in self.extra:
+            values += [("user-extra key", key)] + [(f"user-extra {key!r}", value) for value in extras]
+        for what, value in values:
+            if HEADER_UNSAFE.search(value):
+                raise ValueError(f"the impersonated {what} {value!r} contains a control character (a line break, "
+                                 "tab or escape), which cannot be sent in a request header")
 
     def headers(self) -> list[tuple[str, str]]:
         pairs = [("Impersonate-User", self.user)]
@@ -263,12 +279,15 @@ def _impersonation(path: str, user: Mapping[str, Any]) -> Impersonation | None:
                 for k, v in extra.items())
     ):
         raise ConfigError(f"kubeconfig {path}: as-user-extra must map names to lists of strings")
-    return Impersonation(
-        user=name,
-        uid=uid or None,
-        groups=tuple(groups or ()),
-        extra=tuple((k, tuple(v)) for k, v in sorted((extra or {}).items())),
-    )
+    try:
+        return Impersonation(
+            user=name,
+            uid=uid or None,
+            groups=tuple(groups or ()),
+            extra=tuple((k, tuple(v)) for k, v in sorted((extra or {}).items())),
+        )
+    except ValueError as error:
+        raise ConfigError(f"kubeconfig {path}: {error}") from None
 
 
 def _resolve(kubeconfig_path: str, path: str) -> str:
