@@ -118,7 +118,8 @@ class Authenticator:
             except OSError as error:
                 raise CredentialError(f"cannot read the token file {c.token_file}: {error}") from None
             except UnicodeDecodeError:
-                raise CredentialError(f"the token file {c.token_file} is not text (UTF-8): not a bearer token") from None
+                raise CredentialError(f"the token file {c.token_file} is not text (UTF-8): not a bearer token") \
+                    from None
             self._token = _bearer(token, f"the token file {c.token_file}")
             self._refresh_at = self._clock() + FILE_TOKEN_SECONDS
             return
