@@ -694,6 +694,26 @@ def test_only_lock_admins_set_change_or_remove_a_revocation_request(team: Team) 
     assert patched["metadata"]["annotations"][REVOKE_REASON_ANNOTATION] == fine[REVOKE_REASON_ANNOTATION]
 
 
+def test_no_kubelock_role_can_forge_the_operators_events(team: Team) -> None:
+    """The operator's Events are the trail of who broke which lock (LockBroken names the breaker). The
+    kubelock roles read them and nothing more: kubelock-admin had `create`, which nothing of kubelock
+    uses, and with it a lock admin could post a LockBroken Event naming another admin as the breaker."""
+    claim = team.alice.claim("alices", RESOURCE, ALICE)
+    forged = {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "alices.forged"},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "name": "alices",
+                           "namespace": team.namespace, "uid": claim["metadata"]["uid"]},
+        "reason": "LockBroken", "type": "Warning", "source": {"component": "kubelock-operator"},
+        "message": f"the lock on {RESOURCE} was broken by otheradmin: forged",
+    }
+    for who in (team.lockadmin, team.alice, team.viewer):
+        core = CoreV1Api(who.api.api_client)
+        core.list_namespaced_event(team.namespace)  # they read them
+        status, message = refusal(lambda core=core: core.create_namespaced_event(team.namespace, forged))
+        assert status == 403, (status, message)
+        assert 'cannot create resource "events"' in message, message
+
+
 def test_viewer_only_reads(team: Team) -> None:
     team.alice.claim("alices", RESOURCE, ALICE)
     viewer = team.viewer
