@@ -233,6 +233,19 @@ def _credentials(
             f"kubeconfig {user_path}: auth-provider {name!r} is not supported; use an exec credential plugin "
             "(for example kubelogin, gke-gcloud-auth-plugin or aws eks get-token)"
         )
+    # Read as kubectl reads them: a field of the wrong type refuses the kubeconfig. Above all a quoted
+    # `insecure-skip-tls-verify: "false"`, a non-empty string, must not turn verification off.
+    insecure = cluster.get("insecure-skip-tls-verify", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"kubeconfig {cluster_path}: insecure-skip-tls-verify must be true or false (a YAML "
+                          f"boolean, unquoted), not {insecure!r}")
+    for path, section, names in ((cluster_path, cluster, ("certificate-authority", "certificate-authority-data",
+                                                          "tls-server-name")),
+                                 (user_path, user, ("token", "tokenFile", "username", "password", "client-certificate",
+                                                    "client-certificate-data", "client-key", "client-key-data"))):
+        for name in names:
+            if section.get(name) is not None and not isinstance(section.get(name), str):
+                raise ConfigError(f"kubeconfig {path}: {name} must be a string, not {section.get(name)!r}")
     temporary: list[str] = []
     ca = _file_or_data(cluster_path, cluster, "certificate-authority", temporary)
     cert = _file_or_data(user_path, user, "client-certificate", temporary)
@@ -250,7 +263,7 @@ def _credentials(
         exec=exec_config,
         username=user.get("username") or None,
         password=user.get("password") or None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
+        insecure=insecure,
         tls_server_name=cluster.get("tls-server-name") or None,
         namespace=namespace,
         impersonate=impersonate,
