@@ -242,3 +242,18 @@ async def test_a_token_file_that_is_no_bearer_token_is_a_credential_error(
     auth = Authenticator(load(write(tmp_path / "config", doc), env={}))
     with pytest.raises(CredentialError, match=re.escape(said)):
         await auth.headers()
+
+
+def test_a_kubeconfig_of_the_wrong_shape_is_refused_naming_the_file(tmp_path: Path) -> None:
+    listed = write(tmp_path / "listed", kubeconfig([{"name": "u", "user": ["token", "t"]}]))
+    with pytest.raises(ConfigError, match=re.escape(f"kubeconfig {listed}: the user of users entry 'u' must be a "
+                                                    "mapping, not list")):
+        load(listed, env={})
+    deep = tmp_path / "deep"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read kubeconfig {deep}: its YAML is nested too deeply")):
+        load(deep, env={})
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read kubeconfig {binary}: ")):
+        load(binary, env={})

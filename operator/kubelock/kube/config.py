@@ -177,8 +177,10 @@ def _read_yaml(path: str) -> Mapping[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read kubeconfig {path}: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read kubeconfig {path}: its YAML is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -192,7 +194,11 @@ def _named(documents: Sequence[tuple[str, Mapping[str, Any]]], section: str, key
     for path, doc in documents:
         for entry in doc.get(section) or []:
             if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                found.setdefault(entry["name"], (path, entry.get(key) or {}))
+                value = entry.get(key) or {}
+                if not isinstance(value, dict):
+                    raise ConfigError(f"kubeconfig {path}: the {key} of {section} entry {entry['name']!r} must be a "
+                                      f"mapping, not {type(value).__name__}")
+                found.setdefault(entry["name"], (path, value))
     return found
 
 
