@@ -131,3 +131,44 @@ def test_sdk_impersonate_argument(control_plane: Cluster, lock_space: tuple[str,
     with LockClient(kubeconfig=str(control_plane.kubeconfig), namespace=unbound, instance="pager",
                     impersonate=as_dave) as client, pytest.raises(Forbidden):
         client.acquire(URI, ttl=60)
+
+
+def test_a_line_break_in_the_impersonation_or_the_token_is_a_clear_error(
+    control_plane: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """A value with a CR or LF cannot go into a request header (aiohttp refuses it as a header
+    injection, with a ValueError deep in the request): the commands must say which value is wrong,
+    with their exit code for bad input or configuration, not end in a traceback (exit 9)."""
+    env = environment(control_plane.kubeconfig, namespace)
+    injected = "bob\r\nImpersonate-Group: system:masters"
+    for flags in (("--as", injected), ("--as", "bob", "--as-group", injected), ("--as", "bob", "--as-uid", injected)):
+        refused = run("kubelock", *flags, "status", env=env)
+        assert refused.code == ExitCode.INVALID_INPUT, (flags, refused.code, refused.stderr)
+        assert "contains a control character (a line break, tab or escape)" in refused.stderr, refused.stderr
+
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    for entry in config["users"]:
+        entry["user"]["as"] = injected
+    odd_as = tmp_path / "odd-as.kubeconfig"
+    odd_as.write_text(yaml.safe_dump(config))
+    refused = run("kubelock", "status", env=environment(odd_as, namespace))
+    assert refused.code == ExitCode.UNREACHABLE, (refused.code, refused.stderr)
+    assert f"kubeconfig {odd_as}: the impersonated user" in refused.stderr, refused.stderr
+
+    # A token file rewritten with a line break inside the token (or not text at all).
+    token_file = tmp_path / "token"
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    for entry in config["users"]:
+        entry["user"] = {"tokenFile": str(token_file)}
+    by_file = tmp_path / "token-file.kubeconfig"
+    by_file.write_text(yaml.safe_dump(config))
+    for content, said in ((b"abc\r\nImpersonate-User: bob", "contains a control character"),
+                          ("token".encode("utf-16"), "is not text (UTF-8)")):
+        token_file.write_bytes(content)
+        refused = run("kubelock", "status", env=environment(by_file, namespace))
+        assert refused.code == ExitCode.UNREACHABLE, (refused.code, refused.stderr)
+        assert f"the token file {token_file} {said}" in refused.stderr, refused.stderr
+
+    # The SDK's argument is checked where it is made.
+    with pytest.raises(ValueError, match="contains a control character"):
+        Impersonation(user="dave", groups=(injected,))

@@ -629,14 +629,18 @@ def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -
     assert status == 403
     assert "kubelock.dev/broken-by records who broke the lock and must be your own user name" in message
 
-    # The reason goes into log lines, Events and terminals: one line, no escapes, bounded.
-    for why in ("line one\nFAKE log line", "\x1b[2J\x1b[Hall clear", "x" * 1025):
+    # The reason goes into log lines, Events and terminals: one line, no escapes, bounded; nor a line
+    # or paragraph separator (a line break to log viewers and browsers), nor a bidirectional override
+    # or a zero-width character (the reader would see other text than is stored).
+    for why in ("line one\nFAKE log line", "\x1b[2J\x1b[Hall clear", "x" * 1025, "one\u2028FAKE log line",
+                "one\u2029two", "txt.\u202eexe", "zero\u200bwidth"):
         odd = {"metadata": {"annotations": {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: why}}}
         status, message = refusal(lambda odd=odd: patch_lock(admin_api, team.namespace, "held", odd))
         assert status == 422, (status, message)
         assert (
             "kubelock.dev/break-reason goes into the claim, an Event and the operator log: write one line of at "
-            f"most 1024 characters without control characters (newlines, tabs, escapes); {len(why)} characters given"
+            "most 1024 characters without control characters (newlines, tabs, escapes) or invisible ones (line "
+            f"separators, bidirectional overrides, zero-width characters); {len(why)} characters given"
         ) in message, message
 
     record = {BREAK_ACTOR_ANNOTATION: "lockadmin", BREAK_REASON_ANNOTATION: "deploy pipeline stuck ⚠ é"}
@@ -673,6 +677,41 @@ def test_only_lock_admins_set_change_or_remove_a_revocation_request(team: Team) 
             patch_claim, team.alice.api.api_client, team.namespace, "alices", {"metadata": {"annotations": change}}))
         assert status == 403 and only_admins in message, (change, message)
     assert {k: team.alice.get("alices")["metadata"]["annotations"][k] for k in asked} == asked
+
+    # The reason, as a break's: one line of visible characters (it goes into the claim, an Event, the log).
+    for why in ("one\nFAKE log line", "one\u2028FAKE log line", "txt.\u202eexe", "x" * 1025):
+        odd = {REVOKE_BY_ANNOTATION: "lockadmin", REVOKE_REASON_ANNOTATION: why}
+        status, message = refusal(functools.partial(
+            patch_claim, team.lockadmin.api.api_client, team.namespace, "alices", {"metadata": {"annotations": odd}}))
+        assert status == 422, (why, status, message)
+        assert (
+            "kubelock.dev/revoke-reason goes into the claim, an Event and the operator log: write one line of at "
+            "most 1024 characters without control characters (newlines, tabs, escapes) or invisible ones (line "
+            f"separators, bidirectional overrides, zero-width characters); {len(why)} characters given"
+        ) in message, message
+    fine = {REVOKE_BY_ANNOTATION: "lockadmin", REVOKE_REASON_ANNOTATION: "deploy pipeline stuck ⚠ é"}
+    patched = patch_claim(team.lockadmin.api.api_client, team.namespace, "alices", {"metadata": {"annotations": fine}})
+    assert patched["metadata"]["annotations"][REVOKE_REASON_ANNOTATION] == fine[REVOKE_REASON_ANNOTATION]
+
+
+def test_no_kubelock_role_can_forge_the_operators_events(team: Team) -> None:
+    """The operator's Events are the trail of who broke which lock (LockBroken names the breaker). The
+    kubelock roles read them and nothing more: kubelock-admin had `create`, which nothing of kubelock
+    uses, and with it a lock admin could post a LockBroken Event naming another admin as the breaker."""
+    claim = team.alice.claim("alices", RESOURCE, ALICE)
+    forged = {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "alices.forged"},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "name": "alices",
+                           "namespace": team.namespace, "uid": claim["metadata"]["uid"]},
+        "reason": "LockBroken", "type": "Warning", "source": {"component": "kubelock-operator"},
+        "message": f"the lock on {RESOURCE} was broken by otheradmin: forged",
+    }
+    for who in (team.lockadmin, team.alice, team.viewer):
+        core = CoreV1Api(who.api.api_client)
+        core.list_namespaced_event(team.namespace)  # they read them
+        status, message = refusal(lambda core=core: core.create_namespaced_event(team.namespace, forged))
+        assert status == 403, (status, message)
+        assert 'cannot create resource "events"' in message, message
 
 
 def test_viewer_only_reads(team: Team) -> None:

@@ -199,3 +199,61 @@ async def test_exec_plugin_client_certificate(tmp_path: Path) -> None:
     pair = auth.client_certificate()
     assert pair is not None and [read(p) for p in pair] == ["CERT", "KEY"]
     assert auth.cert_changes == 1 and auth.refresh_deadline() is None  # no expiry: kept until refused
+
+
+@pytest.mark.parametrize(
+    ("cluster", "user", "said"),
+    [
+        ({"insecure-skip-tls-verify": "false"}, {}, "insecure-skip-tls-verify must be true or false"),
+        ({"insecure-skip-tls-verify": 1}, {}, "insecure-skip-tls-verify must be true or false"),
+        ({}, {"token": 12345}, "token must be a string, not 12345"),
+        ({}, {"tokenFile": ["a"]}, "tokenFile must be a string"),
+        ({"tls-server-name": 7}, {}, "tls-server-name must be a string"),
+        ({}, {"token": "t", "as": "bob\r\nX: y"}, "the impersonated user 'bob\\r\\nX: y' contains a control character"),
+        ({}, {"token": "t", "as": "bob", "as-groups": ["ops\n"]}, "the impersonated group"),
+    ],
+)
+def test_fields_of_the_wrong_type_or_with_line_breaks_refuse_the_kubeconfig(
+    tmp_path: Path, cluster: dict[str, Any], user: dict[str, Any], said: str
+) -> None:
+    doc = kubeconfig([{"name": "u", "user": user}],
+                     clusters=[{"name": "c", "cluster": {"server": "https://127.0.0.1:6443", **cluster}}])
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load(write(tmp_path / "config", doc), env={})
+
+
+def test_booleans_still_set_insecure(tmp_path: Path) -> None:
+    for value in (True, False):
+        cluster = {"server": "https://h", "insecure-skip-tls-verify": value}
+        doc = kubeconfig([{"name": "u", "user": {"token": "t"}}], clusters=[{"name": "c", "cluster": cluster}])
+        assert load(write(tmp_path / "config", doc), env={}).insecure is value
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"abc\r\nImpersonate-User: bob", "contains a control character"),
+    ("token".encode("utf-16"), "is not text (UTF-8)"),
+])
+async def test_a_token_file_that_is_no_bearer_token_is_a_credential_error(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    doc = kubeconfig([{"name": "u", "user": {"tokenFile": str(token)}}])
+    auth = Authenticator(load(write(tmp_path / "config", doc), env={}))
+    with pytest.raises(CredentialError, match=re.escape(said)):
+        await auth.headers()
+
+
+def test_a_kubeconfig_of_the_wrong_shape_is_refused_naming_the_file(tmp_path: Path) -> None:
+    listed = write(tmp_path / "listed", kubeconfig([{"name": "u", "user": ["token", "t"]}]))
+    with pytest.raises(ConfigError, match=re.escape(f"kubeconfig {listed}: the user of users entry 'u' must be a "
+                                                    "mapping, not list")):
+        load(listed, env={})
+    deep = tmp_path / "deep"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read kubeconfig {deep}: its YAML is nested too deeply")):
+        load(deep, env={})
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=re.escape(f"cannot read kubeconfig {binary}: ")):
+        load(binary, env={})

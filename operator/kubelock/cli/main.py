@@ -503,7 +503,10 @@ def impersonation(args: argparse.Namespace) -> Impersonation | None:
         raise InvalidInput("--as needs a user name")
     if any(not group.strip() for group in groups or ()):
         raise InvalidInput("--as-group needs a group name")
-    return Impersonation(user=user, uid=uid or None, groups=tuple(groups or ()))
+    try:
+        return Impersonation(user=user, uid=uid or None, groups=tuple(groups or ()))
+    except ValueError as error:  # a line break or another control character
+        raise InvalidInput(f"--as, --as-group, --as-uid: {error}") from None
 
 
 def make_client(args: argparse.Namespace) -> AsyncLockClient:

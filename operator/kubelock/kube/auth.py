@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kubelock.domain.timefmt import parse_rfc3339
-from kubelock.kube.config import Credentials, ExecConfig, private_file
+from kubelock.kube.config import HEADER_UNSAFE, Credentials, ExecConfig, private_file
 from kubelock.kube.errors import Unreachable
 
 FILE_TOKEN_SECONDS = 60.0
@@ -114,12 +114,16 @@ class Authenticator:
             return
         if c.token_file:
             try:
-                self._token = (await asyncio.to_thread(_read, c.token_file)).strip() or None
+                token = (await asyncio.to_thread(_read, c.token_file)).strip() or None
             except OSError as error:
                 raise CredentialError(f"cannot read the token file {c.token_file}: {error}") from None
+            except UnicodeDecodeError:
+                raise CredentialError(f"the token file {c.token_file} is not text (UTF-8): not a bearer token") \
+                    from None
+            self._token = _bearer(token, f"the token file {c.token_file}")
             self._refresh_at = self._clock() + FILE_TOKEN_SECONDS
             return
-        self._token = c.token
+        self._token = _bearer(c.token, "the kubeconfig's token")
         self._refresh_at = None
 
     async def _run_exec(self, plugin: ExecConfig) -> None:
@@ -169,7 +173,7 @@ class Authenticator:
         cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
         if not token and not (cert and key):
             raise CredentialError(f"exec plugin {plugin.command} returned neither a token nor a client certificate")
-        self._token = token
+        self._token = _bearer(token, f"the token of exec plugin {plugin.command}")
         if cert and key:
             pair = (private_file(cert.encode(), "exec-cert"), private_file(key.encode(), "exec-key"))
             if self._cert is not None:
@@ -181,6 +185,15 @@ class Authenticator:
         expiry = _parse_time(status.get("expirationTimestamp"))
         self._expires_at = expiry
         self._refresh_at = None if expiry is None else now + max(0.0, expiry - now) * REFRESH_AT
+
+
+def _bearer(token: str | None, source: str) -> str | None:
+    """A token as it may go into the Authorization header: a line break or another control character
+    inside it (a token file being rewritten, a pasted token) would end every request in a ValueError."""
+    if token and HEADER_UNSAFE.search(token):
+        raise CredentialError(f"{source} contains a control character (a line break, tab or escape) inside the "
+                              "token, so it is not a bearer token")
+    return token
 
 
 def _read(path: str) -> str:

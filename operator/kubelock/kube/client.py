@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import json
 import random
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 import aiohttp
 from multidict import CIMultiDict
 
-from kubelock.kube.auth import Authenticator
+from kubelock.kube.auth import Authenticator, CredentialError
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
 from kubelock.kube.jsondecode import loads
@@ -109,7 +110,14 @@ class KubeClient:
         if self._session is None or self._session.closed:
             self._cert_changes = self.auth.cert_changes
             cert = self.auth.client_certificate()
-            context = self.credentials.ssl_context(*(cert or (None, None)))
+            try:
+                context = self.credentials.ssl_context(*(cert or (None, None)))
+            except (ssl.SSLError, OSError) as error:  # a missing file, or one that holds no certificate or key
+                c = self.credentials
+                files = ", ".join(f"{what} {path}" for what, path in (
+                    ("CA", c.ca_file), ("client certificate", (cert or (c.cert_file, None))[0]),
+                    ("client key", (cert or (None, c.key_file))[1])) if path)
+                raise CredentialError(f"cannot load the kubeconfig's TLS files ({files}): {error}") from None
             # Keepalive probes end a connection whose path went dark (see kubelock.kube.keepalive).
             connector = aiohttp.TCPConnector(ssl=context, limit=self._connections, keepalive_timeout=60,
                                              socket_factory=connection_socket)

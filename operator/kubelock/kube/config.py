@@ -19,6 +19,7 @@ import atexit
 import base64
 import contextlib
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,9 @@ class ExecConfig:
 # The characters an HTTP header name may hold (RFC 9110 `tchar`); client-go percent-encodes every
 # other byte of a user-extra key, and so must we, or the API server reads another key.
 _TOKEN_CHARS = frozenset(b"!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# What no header value may hold: a CR or LF would end the header and begin another (aiohttp refuses
+# to send them, with a ValueError deep in the request), the other controls are refused by servers.
+HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,18 @@ class Impersonation:
     uid: str | None = None
     groups: tuple[str, ...] = ()
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse values that cannot go into a header (a line break would be taken for a header
+        injection and end every request in a ValueError), so the caller learns which value is wrong."""
+        values = [("user", self.user), ("uid", self.uid or "")]
+        values += [("group", group) for group in self.groups]
+        for key, extras in self.extra:
+            values += [("user-extra key", key)] + [(f"user-extra {key!r}", value) for value in extras]
+        for what, value in values:
+            if HEADER_UNSAFE.search(value):
+                raise ValueError(f"the impersonated {what} {value!r} contains a control character (a line break, "
+                                 "tab or escape), which cannot be sent in a request header")
 
     def headers(self) -> list[tuple[str, str]]:
         pairs = [("Impersonate-User", self.user)]
@@ -161,8 +177,10 @@ def _read_yaml(path: str) -> Mapping[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read kubeconfig {path}: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read kubeconfig {path}: its YAML is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -176,7 +194,11 @@ def _named(documents: Sequence[tuple[str, Mapping[str, Any]]], section: str, key
     for path, doc in documents:
         for entry in doc.get(section) or []:
             if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                found.setdefault(entry["name"], (path, entry.get(key) or {}))
+                value = entry.get(key) or {}
+                if not isinstance(value, dict):
+                    raise ConfigError(f"kubeconfig {path}: the {key} of {section} entry {entry['name']!r} must be a "
+                                      f"mapping, not {type(value).__name__}")
+                found.setdefault(entry["name"], (path, value))
     return found
 
 
@@ -217,6 +239,19 @@ def _credentials(
             f"kubeconfig {user_path}: auth-provider {name!r} is not supported; use an exec credential plugin "
             "(for example kubelogin, gke-gcloud-auth-plugin or aws eks get-token)"
         )
+    # Read as kubectl reads them: a field of the wrong type refuses the kubeconfig. Above all a quoted
+    # `insecure-skip-tls-verify: "false"`, a non-empty string, must not turn verification off.
+    insecure = cluster.get("insecure-skip-tls-verify", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"kubeconfig {cluster_path}: insecure-skip-tls-verify must be true or false (a YAML "
+                          f"boolean, unquoted), not {insecure!r}")
+    for path, section, names in ((cluster_path, cluster, ("certificate-authority", "certificate-authority-data",
+                                                          "tls-server-name")),
+                                 (user_path, user, ("token", "tokenFile", "username", "password", "client-certificate",
+                                                    "client-certificate-data", "client-key", "client-key-data"))):
+        for name in names:
+            if section.get(name) is not None and not isinstance(section.get(name), str):
+                raise ConfigError(f"kubeconfig {path}: {name} must be a string, not {section.get(name)!r}")
     temporary: list[str] = []
     ca = _file_or_data(cluster_path, cluster, "certificate-authority", temporary)
     cert = _file_or_data(user_path, user, "client-certificate", temporary)
@@ -234,7 +269,7 @@ def _credentials(
         exec=exec_config,
         username=user.get("username") or None,
         password=user.get("password") or None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
+        insecure=insecure,
         tls_server_name=cluster.get("tls-server-name") or None,
         namespace=namespace,
         impersonate=impersonate,
@@ -263,12 +298,15 @@ def _impersonation(path: str, user: Mapping[str, Any]) -> Impersonation | None:
                 for k, v in extra.items())
     ):
         raise ConfigError(f"kubeconfig {path}: as-user-extra must map names to lists of strings")
-    return Impersonation(
-        user=name,
-        uid=uid or None,
-        groups=tuple(groups or ()),
-        extra=tuple((k, tuple(v)) for k, v in sorted((extra or {}).items())),
-    )
+    try:
+        return Impersonation(
+            user=name,
+            uid=uid or None,
+            groups=tuple(groups or ()),
+            extra=tuple((k, tuple(v)) for k, v in sorted((extra or {}).items())),
+        )
+    except ValueError as error:
+        raise ConfigError(f"kubeconfig {path}: {error}") from None
 
 
 def _resolve(kubeconfig_path: str, path: str) -> str:

@@ -82,14 +82,22 @@ def check_grace(grace_seconds: object) -> None:
                            f"not {grace_seconds!r}")
 
 
+# Unicode categories a reason may not hold, as the admission policies kubelock-break-actor and
+# kubelock-revocation-request: controls (Cc), invisible formatting such as bidirectional overrides and
+# zero-width characters (Cf), and the line and paragraph separators (Zl, Zp) that break lines in log
+# viewers and browsers.
+UNPRINTED = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def check_reason(reason: str, *, required: bool) -> None:
     """A reason goes into an Event, the claim's message and the operator's log, one line each."""
     if required and (not reason or not reason.strip()):
         raise InvalidInput("a reason is required: say why the lock is broken (it is recorded on the lock)")
     if len(reason) > MAX_REASON_LENGTH:
         raise InvalidInput(f"the reason is {len(reason)} characters long; at most {MAX_REASON_LENGTH} are allowed")
-    if any(unicodedata.category(c) == "Cc" for c in reason):
-        raise InvalidInput("the reason must be one line without control characters (newlines, tabs, escapes)")
+    if any(unicodedata.category(c) in UNPRINTED for c in reason):
+        raise InvalidInput("the reason must be one line without control characters (newlines, tabs, escapes) or "
+                           "invisible ones (line separators, bidirectional overrides, zero-width characters)")
 
 
 class AsyncAdmin:
