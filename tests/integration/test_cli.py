@@ -161,6 +161,18 @@ def test_compat_not_found(sh: Shell) -> None:
         assert "hold no lock on" in got.json["message"]
 
 
+def test_a_namespace_that_does_not_exist_is_named_with_where_it_came_from(sh: Shell) -> None:
+    # The cluster admin, whom RBAC lets into any namespace: the request reaches the missing namespace.
+    missing = f"{sh.namespace}-missing"
+    env = environment(sh.control_plane.kubeconfig, missing, INSTANCE)
+    got = run("rlock", URI, env=env)
+    assert got.code == ExitCode.NOT_FOUND, got
+    assert got.json["error"] == "NotFound"
+    assert f"namespace {missing} does not exist; choose an existing one (" in got.json["message"], got
+    assert "KUBELOCK_NAMESPACE" in got.json["message"]
+    assert f"namespace {missing} does not exist" in run("kubelock", "-n", missing, "acquire", URI, env=env).stderr
+
+
 def test_compat_forbidden(sh: Shell) -> None:
     for command in ("rlock", "runlock", "rlock-heartbeat"):
         got = sh("carol", command, URI)  # authenticated, but without any kubelock role
@@ -404,6 +416,11 @@ def test_unlock_by_an_admin_records_who_and_why_before_deleting(sh: Shell, admin
 
     nothing = sh("lockadmin", "kubelock", "unlock", "github://nothing/here", "--reason", "x")
     assert nothing.code == ExitCode.NOT_FOUND
+    # An identity alone is no holder: the refusal says how to name one, and who holds locks here.
+    partial = sh("lockadmin", "kubelock", "unlock", "--holder", "user:bob", "--reason", "x")
+    assert partial.code == ExitCode.NOT_FOUND, partial
+    assert "is held by user:bob (name a whole holder, <identity>/<instance>" in partial.stderr, partial
+    assert f"holders there: {holder('bob')} (kubelock status -n {sh.namespace})" in partial.stderr, partial
     missing_reason = sh("lockadmin", "kubelock", "unlock", "--all")
     assert missing_reason.code == ExitCode.INVALID_INPUT
     escaped = sh("lockadmin", "kubelock", "unlock", "--all", "--reason", "stuck\n\x1b[31mFAKE")
