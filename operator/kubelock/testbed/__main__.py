@@ -3,7 +3,7 @@
 run     start the control plane (CRDs, RBAC and admission policies applied), then the operator in the
         foreground; Ctrl-C stops both.
 up      the same, detached; returns once ready. Output goes to <workdir>/logs/run.log.
-down    stop what `up` started, and wait until every process of it is gone.
+down    stop what `up` (or `run`) started, and wait until every process of it is gone.
 status  say whether it runs (exit code 0 if it does, 3 if not).
 load-image ARCHIVE...
         import image archives (docker-archive tars, e.g. from `make image`) into the real node
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, summary in (
         ("run", "start the control plane and the operator in the foreground"),
         ("up", "start them in the background"),
-        ("down", "stop what `up` started"),
+        ("down", "stop what `up` (or `run`) started"),
         ("status", "say whether it runs"),
         ("load-image", "import image archives into the real node"),
     ):
