@@ -639,6 +639,22 @@ def test_the_llm_tools_leave_no_session_open(sh: Shell) -> None:
     assert "Unclosed" not in done.stderr, done.stderr
 
 
+def test_a_client_never_closed_leaves_no_session_open(sh: Shell) -> None:
+    # `client = LockClient()` without `with` or close(), as a first script does: its session is
+    # closed at exit, so aiohttp has no "Unclosed client session" to print.
+    script = (
+        "from kubelock.sdk import LockClient\n"
+        "client = LockClient()\n"
+        f"with client.lock({URI!r}, ttl=60) as lease:\n"
+        "    print(lease.fencing_token)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=sh.env("alice"), capture_output=True, text=True,
+                          timeout=DEADLINE, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().isdigit(), done.stdout  # the fencing token
+    assert "Unclosed" not in done.stderr, done.stderr
+
+
 # ---- kubelock run: the command never outlives its lock ------------------------------------------
 
 RUN_URI = "deploy://api-prod"
