@@ -74,7 +74,7 @@ up: venv tools ## Start the local control plane and the operator in the backgrou
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m kubelock.testbed up $(TESTBED_ARGS)
 
 .PHONY: down
-down: venv ## Stop what `make up` started
+down: venv ## Stop what `make up` (or a `make run` of another terminal) started
 	$(PY) -m kubelock.testbed down
 
 .PHONY: bench

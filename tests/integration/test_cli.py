@@ -161,6 +161,18 @@ def test_compat_not_found(sh: Shell) -> None:
         assert "hold no lock on" in got.json["message"]
 
 
+def test_a_namespace_that_does_not_exist_is_named_with_where_it_came_from(sh: Shell) -> None:
+    # The cluster admin, whom RBAC lets into any namespace: the request reaches the missing namespace.
+    missing = f"{sh.namespace}-missing"
+    env = environment(sh.control_plane.kubeconfig, missing, INSTANCE)
+    got = run("rlock", URI, env=env)
+    assert got.code == ExitCode.NOT_FOUND, got
+    assert got.json["error"] == "NotFound"
+    assert f"namespace {missing} does not exist; choose an existing one (" in got.json["message"], got
+    assert "KUBELOCK_NAMESPACE" in got.json["message"]
+    assert f"namespace {missing} does not exist" in run("kubelock", "-n", missing, "acquire", URI, env=env).stderr
+
+
 def test_compat_forbidden(sh: Shell) -> None:
     for command in ("rlock", "runlock", "rlock-heartbeat"):
         got = sh("carol", command, URI)  # authenticated, but without any kubelock role
@@ -404,6 +416,11 @@ def test_unlock_by_an_admin_records_who_and_why_before_deleting(sh: Shell, admin
 
     nothing = sh("lockadmin", "kubelock", "unlock", "github://nothing/here", "--reason", "x")
     assert nothing.code == ExitCode.NOT_FOUND
+    # An identity alone is no holder: the refusal says how to name one, and who holds locks here.
+    partial = sh("lockadmin", "kubelock", "unlock", "--holder", "user:bob", "--reason", "x")
+    assert partial.code == ExitCode.NOT_FOUND, partial
+    assert "is held by user:bob (name a whole holder, <identity>/<instance>" in partial.stderr, partial
+    assert f"holders there: {holder('bob')} (kubelock status -n {sh.namespace})" in partial.stderr, partial
     missing_reason = sh("lockadmin", "kubelock", "unlock", "--all")
     assert missing_reason.code == ExitCode.INVALID_INPUT
     escaped = sh("lockadmin", "kubelock", "unlock", "--all", "--reason", "stuck\n\x1b[31mFAKE")
@@ -619,6 +636,22 @@ def test_the_llm_tools_leave_no_session_open(sh: Shell) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith(f"acquired {URI} (fencing token ")
     assert done.stdout.splitlines()[1] == f"released {URI}"
+    assert "Unclosed" not in done.stderr, done.stderr
+
+
+def test_a_client_never_closed_leaves_no_session_open(sh: Shell) -> None:
+    # `client = LockClient()` without `with` or close(), as a first script does: its session is
+    # closed at exit, so aiohttp has no "Unclosed client session" to print.
+    script = (
+        "from kubelock.sdk import LockClient\n"
+        "client = LockClient()\n"
+        f"with client.lock({URI!r}, ttl=60) as lease:\n"
+        "    print(lease.fencing_token)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=sh.env("alice"), capture_output=True, text=True,
+                          timeout=DEADLINE, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().isdigit(), done.stdout  # the fencing token
     assert "Unclosed" not in done.stderr, done.stderr
 
 

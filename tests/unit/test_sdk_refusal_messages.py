@@ -5,7 +5,7 @@ says why instead of asking whether the API server is reachable."""
 from __future__ import annotations
 
 from kubelock.kube import errors as kube_errors
-from kubelock.sdk.errors import Forbidden, from_api
+from kubelock.sdk.errors import Forbidden, NotFound, from_api
 from kubelock.sdk.renewal import ran_out_message
 
 
@@ -21,6 +21,17 @@ def test_a_403_still_says_what_was_not_allowed() -> None:
     error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "create claim c")
     assert isinstance(error, Forbidden)
     assert str(error) == f"not allowed to create claim c: {detail}"
+
+
+def test_a_missing_namespace_is_named_with_where_a_namespace_comes_from() -> None:
+    status = {"kind": "Status", "reason": "NotFound", "details": {"name": "agnets", "kind": "namespaces"}}
+    error = from_api(kube_errors.NotFound(404, "NotFound", 'namespaces "agnets" not found', status), "create claim c")
+    assert isinstance(error, NotFound)  # exit code 2, as before
+    assert str(error).startswith("cannot create claim c: namespace agnets does not exist; choose an existing one")
+    assert "-n/--namespace, KUBELOCK_NAMESPACE" in str(error)
+    other = {"details": {"name": "c", "group": "kubelock.dev", "kind": "lockclaims"}}
+    plain = from_api(kube_errors.NotFound(404, "NotFound", 'lockclaims "c" not found', other), "read claim c")
+    assert str(plain) == 'cannot read claim c: lockclaims "c" not found'
 
 
 def test_a_lease_lost_to_refused_renewals_says_what_the_renewal_was_told() -> None:

@@ -76,8 +76,8 @@ def _seconds(text: str) -> float:
 def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holder: bool = True) -> None:
     """Options every command takes, before or after its name."""
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("-n", "--namespace", default=default, help="lock space (default: POD_NAMESPACE or the "
-                        "kubeconfig context's namespace)")
+    parser.add_argument("-n", "--namespace", default=default, help="lock space (default: KUBELOCK_NAMESPACE, "
+                        "POD_NAMESPACE or the kubeconfig context's namespace)")
     parser.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, "
                         "or the pod's ServiceAccount)")
     parser.add_argument("--context", default=default, help="kubeconfig context")
@@ -207,11 +207,11 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p = add("unlock", "break locks as an administrator (who and why are recorded on each lock first); give "
             "--holder H..., --all, or URIs",
             "PROG unlock deploy://api-prod --reason 'deploy stuck since Friday'",
-            "PROG unlock --holder agent-7f9c2 --reason 'agent crashed'",
+            "PROG unlock --holder pod:agents/worker-a/3f2a1b4c --reason 'agent crashed'   # a whole holder",
             "PROG unlock --all -n agents --reason 'maintenance'",
             parent=_common(holder=False))
     p.add_argument("--holder", dest="break_holders", action="append", default=[], metavar="H",
-                   help="every lock held by H (repeatable)")
+                   help="every lock held by H, a whole holder <identity>/<instance> as `status` shows it (repeatable)")
     p.add_argument("--all", action="store_true", help="every lock of the namespace")
     p.add_argument("uris", nargs="*", default=[], metavar="URI", help="the locks of these resources")
     p.add_argument("--reason", required=True, help="why; recorded as kubelock.dev/break-reason")
@@ -235,8 +235,8 @@ def build_parser(prog: str = "kubelock") -> Parser:
             "PROG run deploy://api-prod --wait --timeout 300 --ttl 60 -- make release",
             "PROG run github://acme/app/issues/42 -o json -- sh -c 'echo token $KUBELOCK_FENCING_TOKEN'",
             "PROG run github://acme/app/issues/42 git://acme/app/fix-42 -- ./fix.sh   # both, or it never starts")
-    p.usage = (f"{prog} run [options] [--wait [--timeout S]] [--ttl S] [--renew-deadline S] [--grace S] "
-               "URI [URI...] -- CMD [ARGS...]")
+    p.usage = (f"{prog} run [options] [--wait [--timeout S] [--priority N]] [--ttl S] [--renew-deadline S] "
+               "[--grace S] [--shared | --permits N] URI [URI...] -- CMD [ARGS...]")
     p.epilog = (f"{p.epilog}\n\nthe command's environment: {', '.join(runner.ENVIRONMENT)}\n"
                 f"exit code: the command's (128+N for signal N); {ExitCode.LOST.value} when the lock was lost and the "
                 f"command stopped; as `{prog} acquire` when the lock could not be taken (the command never started)")

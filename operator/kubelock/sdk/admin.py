@@ -192,9 +192,10 @@ class AsyncAdmin:
             validation.holder(holder)
         namespace = namespace or self.client.namespace
         actor = await self._lock_admin(namespace, "breaking a lock")
-        chosen = select(await self.locks(namespace), holders=holders, resources=resources, everything=everything)
+        locks = await self.locks(namespace)
+        chosen = select(locks, holders=holders, resources=resources, everything=everything)
         if not chosen:
-            raise NotFound(f"no lock in namespace {namespace} matches")
+            raise NotFound(nothing_to_break(namespace, locks, holders=holders, resources=resources))
         broken: list[BrokenLock] = []
         for lock in chosen:
             # Naming holders breaks their grants only, not those of others holding the resource with them.
@@ -337,6 +338,27 @@ def _grants_of(lock: LockInfo, holders: set[str]) -> frozenset[str] | None:
     pairs = list(zip(lock.holders, (uid for uid, _ in lock.tokens), strict=False))
     mine = frozenset(uid for holder, uid in pairs if holder in holders)
     return mine if mine and len(mine) < len(pairs) else None
+
+
+SHOWN_HOLDERS = 5  # of the namespace's holders, named when none of those asked for holds a lock
+
+
+def nothing_to_break(
+    namespace: str, locks: Sequence[LockInfo], *, holders: Sequence[str], resources: set[str]
+) -> str:
+    """Why `unlock` found nothing to break, and what to name instead. A holder is matched whole
+    (`<identity>/<instance>`): an identity or an instance alone, the natural first guess, matches
+    nothing, so the holders present are named."""
+    if not holders:
+        return f"no lock in namespace {namespace} matches: {', '.join(sorted(resources))} not held"
+    text = f"no lock in namespace {namespace} is held by {', '.join(holders)}"
+    if any("/" not in holder for holder in holders):
+        text += " (name a whole holder, <identity>/<instance>, e.g. user:alice/laptop)"
+    present = sorted({h for lock in locks for h in (lock.holders or (lock.holder,))})
+    if not present:
+        return f"{text}; no lock is held there"
+    more = f" and {len(present) - SHOWN_HOLDERS} more" if len(present) > SHOWN_HOLDERS else ""
+    return f"{text}; holders there: {', '.join(present[:SHOWN_HOLDERS])}{more} (kubelock status -n {namespace})"
 
 
 def select(

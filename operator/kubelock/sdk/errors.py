@@ -121,6 +121,13 @@ def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) 
     if isinstance(error, kube_errors.Forbidden):
         return Forbidden(f"not allowed to {doing}: {detail}")
     if isinstance(error, kube_errors.NotFound):
+        details = error.body.get("details") or {}
+        if details.get("kind") == "namespaces":
+            # A claim in a namespace that does not exist: a typo, or a namespace picked up from the
+            # environment or the kubeconfig without the caller noticing. Say where it came from.
+            return NotFound(f"cannot {doing}: namespace {details.get('name') or '?'} does not exist; choose an "
+                            "existing one (namespace=, -n/--namespace, KUBELOCK_NAMESPACE, POD_NAMESPACE or the "
+                            "kubeconfig context's namespace, in that order)")
         return NotFound(f"cannot {doing}: {detail}")
     if isinstance(error, kube_errors.Invalid):
         return InvalidInput(f"the API server refused to {doing}: {detail}")

@@ -9,9 +9,12 @@ the interruption continues.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import builtins
 import concurrent.futures
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -75,6 +78,16 @@ class _LoopThread:
             self.loop.close()
 
 
+def _closer(ref: weakref.ref[LockClient]) -> Callable[[], None]:
+    def close_at_exit() -> None:
+        client = ref()
+        if client is not None:
+            with contextlib.suppress(Exception):  # the process is ending: nothing to report it to
+                client.close()
+
+    return close_at_exit
+
+
 class LockClient:
     """Blocking twin of AsyncLockClient (same arguments, same methods, same errors)."""
 
@@ -116,6 +129,13 @@ class LockClient:
             self._runner.stop()
             raise
         self.namespace = self.aio.namespace
+        # A client made without `with` and never closed (`client = LockClient()`, as in a script)
+        # would leave its HTTP session to the interpreter's teardown, where aiohttp prints
+        # "Unclosed client session" on stderr: it is closed at exit instead. The hook holds only a
+        # weak reference, and `close()` removes it.
+        self._closed = False
+        self._close_at_exit = _closer(weakref.ref(self))
+        atexit.register(self._close_at_exit)
 
     def __enter__(self) -> LockClient:
         return self
@@ -124,6 +144,11 @@ class LockClient:
         self.close()
 
     def close(self) -> None:
+        """Close the HTTP session and stop the private loop; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._close_at_exit)
         try:
             self._runner.run(self.aio.close())
         finally:

@@ -3,7 +3,7 @@
 run     start the control plane (CRDs, RBAC and admission policies applied), then the operator in the
         foreground; Ctrl-C stops both.
 up      the same, detached; returns once ready. Output goes to <workdir>/logs/run.log.
-down    stop what `up` started, and wait until every process of it is gone.
+down    stop what `up` (or `run`) started, and wait until every process of it is gone.
 status  say whether it runs (exit code 0 if it does, 3 if not).
 load-image ARCHIVE...
         import image archives (docker-archive tars, e.g. from `make image`) into the real node
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, summary in (
         ("run", "start the control plane and the operator in the foreground"),
         ("up", "start them in the background"),
-        ("down", "stop what `up` started"),
+        ("down", "stop what `up` (or `run`) started"),
         ("status", "say whether it runs"),
         ("load-image", "import image archives into the real node"),
     ):
@@ -399,11 +399,16 @@ def up(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False)
     lines = _ready_marker(workdir).read_text().splitlines()
     if len(lines) > 1:  # the kubectl `run` found
         print(try_text(lines[1], bare=bare, operator=operator))
-    if workdir == Path(DEFAULT_WORKDIR).resolve():
-        print("`make down` stops everything.")
-    else:
-        print(f"`python -m kubelock.testbed down --workdir {workdir}` stops everything.")
+    print(f"{stop_command(workdir)} stops everything.")
     return 0
+
+
+def stop_command(workdir: Path) -> str:
+    """How to stop the bed of `workdir`: `make down` for the Makefile's directory (where a newcomer's
+    `make run` and `make up` put it, and whose shell may have no `python` with kubelock), else the module."""
+    if workdir == Path(DEFAULT_WORKDIR).resolve():
+        return "`make down`"
+    return f"`python -m kubelock.testbed down --workdir {workdir}`"
 
 
 def down(workdir: Path) -> int:
@@ -504,9 +509,11 @@ def _claim_pid_file(workdir: Path) -> None:
         except FileExistsError:
             other = _running_pid(workdir)
             if other is not None and other != os.getpid():
+                # A second `make run` meets the first: it is stopped by Ctrl-C in its own terminal,
+                # or from here as `make up` is.
                 raise ProcessError(
-                    f"already running in {workdir} (pid {other}); stop it with "
-                    f"`python -m kubelock.testbed down --workdir {workdir}`"
+                    f"already running in {workdir} (pid {other}): use it as it is, or stop it first "
+                    f"(Ctrl-C where it runs in the foreground, or {stop_command(workdir)})"
                 ) from None
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
