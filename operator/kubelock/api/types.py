@@ -509,7 +509,8 @@ class LockClaim(_Model):
 
 
 class ResourceLock(_Model):
-    """The grants held on a resource. Created and renewed by the operator; cluster admins delete it to break it."""
+    """The grants held on a resource. Created and renewed by the operator; lock admins break it with
+    `kubectl lock unlock`, which records who broke it and why before it deletes it."""
 
     api_version: Literal["kubelock.dev/v1alpha1"] = "kubelock.dev/v1alpha1"
     kind: Literal["ResourceLock"] = "ResourceLock"
