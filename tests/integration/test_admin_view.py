@@ -24,6 +24,7 @@ from kubernetes.client import (
 
 from kubelock.api.constants import BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION
 from kubelock.api.fencing import lock_token
+from kubelock.domain.resource import lock_name, normalise
 from kubelock.testbed import wait_until
 from tests.integration.conftest import UserApi
 from tests.support.access import allowed, bind
@@ -134,6 +135,30 @@ def test_lock_admins_read_every_transition_including_the_release_after_the_claim
     assert [r for r, _, _ in events(as_admin, ns, "a")].count("Granted") == 1
     entry = wait_log(operator, claim="a", reason="Released")
     assert entry["outcome"] == "Released" and entry["holder"] == "agent-a"
+
+
+def test_a_lock_without_its_claim_is_removed_and_the_log_says_why(admin_api: ApiClient, ns: str,
+                                                                  operator: OperatorProcess) -> None:
+    """A ResourceLock whose claim does not exist (written by hand, or its claim deleted while no
+    operator watched) is removed, and the log names the grant and the missing claim: someone may be
+    looking for where it went."""
+    locks = Locks(admin_api, ns)
+    locks.claim("model", "deploy://model", "agent-m")
+    locks.wait_phase("model", "Held")
+    model = locks.lock(lock_name(normalise("deploy://model")))
+    resource = "deploy://by-hand"
+    spec = {**model["spec"], "resource": resource, "holder": "agent-h",
+            "claimRef": {"name": "nobody", "uid": "00000000-0000-0000-0000-000000000042"}, "fencingToken": 0}
+    name = lock_name(normalise(resource))
+    CustomObjectsApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "resourcelocks",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ResourceLock", "metadata": {"name": name}, "spec": spec})
+    wait_until(lambda: name not in {b["metadata"]["name"] for b in locks.locks()}, what="the lock removed",
+               timeout=DEADLINE)
+    entry = wait_log(operator, reason="NoClaim", resource=resource)
+    assert entry["outcome"] == "Removed" and entry["holder"] == "agent-h"
+    assert "its claim nobody (uid 00000000-0000-0000-0000-000000000042) does not exist" in entry["message"]
+    assert not log_entries(operator, reason="NoClaim", resource="deploy://model")
 
 
 def test_a_lock_admin_must_record_who_breaks_a_lock_and_the_record_outlives_the_claim(

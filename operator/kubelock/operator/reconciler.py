@@ -689,6 +689,16 @@ class Reconciler:
         outcome = await self.grants.remove(namespace, action.lock, seen.grants, seen.lock_version)
         if isinstance(outcome, Stale):
             return outcome
+        grant = action.lock
+        if action.reason is Reason.RELEASED and not self.cache.was_deleted(grant.claim_uid):
+            # No deletion of its claim was seen: the claim went while no replica watched, or the lock
+            # was written by hand. Either way someone may be looking for where it went.
+            log.info(
+                "%s in %s: grant of %s to %s removed: its claim %s (uid %s) does not exist",
+                grant.name, namespace, grant.resource, grant.holder, grant.claim_name, grant.claim_uid,
+                extra={"namespace": namespace, "resource": grant.resource, "holder": grant.holder,
+                       "outcome": "Removed", "reason": "NoClaim"},
+            )
         if outcome.body is None:
             self.cache.forget_lock(key, action.lock.uid)
         else:
