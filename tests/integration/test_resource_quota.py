@@ -136,9 +136,11 @@ def test_a_quota_on_claims_refuses_the_create_past_its_count_at_admission(
 
         # The SDK and the command say what the API server said, as a refusal of this identity.
         config = str(bed.user_kubeconfig("alice"))
-        with LockClient(kubeconfig=config, namespace=namespace, instance="sdk", decision_timeout=DECISION) as client:
-            with pytest.raises(Forbidden) as refused:
-                client.acquire("mr://quota/sdk", wait=False)
+        with (
+            LockClient(kubeconfig=config, namespace=namespace, instance="sdk", decision_timeout=DECISION) as client,
+            pytest.raises(Forbidden) as refused,
+        ):
+            client.acquire("mr://quota/sdk", wait=False)
         assert refused.value.reason == "Forbidden"
         assert f"exceeded quota: {name}" in refused.value.message
         command = run("kubelock", "acquire", "mr://quota/cli", "--json",
