@@ -252,15 +252,17 @@ class Reconciler:
             await self._lock_refused(key, refusal)
 
     async def _lock_refused(self, key: Key, refusal: LockRefused) -> None:
-        """Fail closed: nothing is granted, and the claim is told why. A try-once claim ends
-        `Rejected` (`LockRefused`, with the API server's words): it asked for an answer now, and the
-        operator cannot give it the lock. A waiter stays Pending (its wait timeout still applies), is
+        """Fail closed: nothing is granted, and the claim is told why. A try-once claim of one resource
+        ends `Rejected` (`LockRefused`, with the API server's words): it asked for an answer now, and
+        the operator cannot give it the lock. A waiter stays Pending (its wait timeout still applies), is
         told once (a Warning Event and a warning in the log), and its grant is tried again after
         `REFUSED_RETRY_DELAY`, when the refusal may have gone (a lock freed under the quota)."""
         namespace = key[0]
         message = f"the API server refused to create lock {refusal.lock}, so nothing is granted: {refusal.message}"
         record = self.cache.claims.get(refusal.claim_uid)
-        if record is not None and not record.claim.wait and record.claim.active:
+        # Not a claim of several resources: it may hold part of its set already, which its own
+        # decision gives back; it is told by the Event and tried again as a waiter is.
+        if record is not None and not record.claim.wait and not record.claim.multi and record.claim.active:
             now = self.clock.now()
             ending = end_claim(record.claim, Phase.REJECTED, Reason.LOCK_REFUSED, message, now, warning=True)
             try:
