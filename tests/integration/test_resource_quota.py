@@ -12,6 +12,7 @@ claim frees its slot; other namespaces and the operator's own writes are untouch
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -126,6 +127,7 @@ def test_a_quota_on_claims_refuses_the_create_past_its_count_at_admission(
         assert len(made) == limit, f"{len(made)} claims stored under a quota of {limit}"
         assert refusal is not None and refusal.status == 403
         assert f"exceeded quota: {name}" in refusal.body and f"limited: {CLAIMS}={limit}" in refusal.body
+        print(f"\nrefused create #{limit + 1}: {refusal.status} {json.loads(refusal.body)['message']}")
 
         # The operator's writes for the stored claims are status updates and lock creates: all pass
         # (the lock count is not in the quota, and a status write is no create).
@@ -160,7 +162,9 @@ def test_a_quota_on_claims_refuses_the_create_past_its_count_at_admission(
 
         # A deleted claim frees its slot once the controller has counted the deletion.
         alice.delete(made[0])
+        deleted = time.monotonic()
         wait_used(admin, namespace, name, CLAIMS, limit - 1)
+        print(f"deletion counted by the resourcequota controller after {time.monotonic() - deleted:.1f} s")
         with LockClient(kubeconfig=config, namespace=namespace, instance="sdk", decision_timeout=DECISION) as client:
             result = client.acquire("mr://quota/sdk", wait=False)
             assert result.fencing_token > 0
@@ -203,6 +207,7 @@ def test_a_quota_on_locks_makes_the_operator_fail_closed_and_say_why(
             assert command.code == ExitCode.FORBIDDEN, command
             assert command.json["error"] == Reason.LOCK_REFUSED.value
             assert "exceeded quota: locks" in command.json["message"]
+            print(f"try-lock under a used-up lock quota: exit {command.code}, {command.stdout.strip()}")
 
             # A waiter stays Pending, told once; the operator tries again seldom, not each second.
             waiter = f"w-{secrets.token_hex(3)}"
@@ -218,7 +223,9 @@ def test_a_quota_on_locks_makes_the_operator_fail_closed_and_say_why(
 
             # The first lock released: a slot is free, and the waiter's next try takes it.
             first.release("mr://locks/a")
+            released = time.monotonic()
         alice.wait_phase(waiter, "Held", timeout=DEADLINE)
+        print(f"waiter granted {time.monotonic() - released:.1f} s after the held lock's release")
     finally:
         api.close()  # type: ignore[no-untyped-call]
 
