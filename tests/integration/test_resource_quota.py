@@ -56,7 +56,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def operator(bed: ControlPlane) -> Iterator[OperatorProcess]:
-    with OperatorProcess(bed.kubeconfig, bed.workdir / "logs" / "operator.log").start() as process:
+    with OperatorProcess(bed.kubeconfig, bed.workdir / "logs" / "operator.log") as process:
         yield process
 
 
