@@ -14,9 +14,10 @@ from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.resource import lock_name
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import paths
+from kubelock.kube.errors import Forbidden
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.reconciler import POSITION_DELAY, Reconciler, Seen
+from kubelock.operator.reconciler import POSITION_DELAY, REFUSED_RETRY_DELAY, Reconciler, Seen
 from tests.support.fakeapi import ClosedGate, FakeApi
 
 R = "github://acme/app/issues/42"
@@ -392,3 +393,51 @@ def test_a_new_claims_first_answer_does_not_wait_behind_the_grant_beside_it() ->
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_refused_lock_create_fails_closed_tells_the_claim_and_is_tried_again_seldom() -> None:
+    """A 403 on the lock's create (a used-up ResourceQuota on ResourceLocks): nothing is granted. A
+    try-lock ends Rejected `LockRefused` with the API server's words; a waiter is told once by a
+    Warning Event and the key is decided again after REFUSED_RETRY_DELAY, not at the queue's 1 s."""
+
+    sent: list[Any] = []
+
+    async def refuse(path: str, body: Any, default: Any) -> Any:
+        if path != paths.locks("a"):
+            sent.append(body)  # an Event
+            return body
+        raise Forbidden(403, "Forbidden", 'resourcelocks.kubelock.dev "x" is forbidden: exceeded quota: locks')
+
+    async def scenario(wait: bool) -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        api.react("create", refuse)
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), {**_claim("c1"), "spec": {**_claim("c1")["spec"],
+                                                                                      "wait": wait}}))
+        events = EventRecorder(api, clock, "test")  # type: ignore[arg-type]
+        events.start()
+        reconciler = Reconciler(api, cache, Policy(), clock, events)  # type: ignore[arg-type]
+        await reconciler.reconcile(("a", R))
+        await reconciler.reconcile(("a", R))  # refused again
+        await events.drain()
+        await events.stop()
+        status = api.objects[paths.claims("a", "c1")].get("status")
+        told = [body for body in sent if body.get("reason") == Reason.LOCK_REFUSED.value]
+        sent.clear()
+        writes = [w for w in api.writes if "/events" not in w[1]]
+        if wait:
+            assert status is None  # still waiting: no answer but the Event
+            assert writes == [("create", paths.locks("a"))] * 2
+            assert len(told) == 1 and "exceeded quota: locks" in (told[0].get("message") or told[0].get("note"))
+            assert reconciler.queue.next_deadline() == clock.now() + REFUSED_RETRY_DELAY
+        else:
+            assert (status["phase"], status["reason"]) == (Phase.REJECTED.value, Reason.LOCK_REFUSED.value)
+            assert "exceeded quota: locks" in status["message"]
+            assert writes == [("create", paths.locks("a")), ("update", paths.claims("a", "c1", status=True))]
+        assert paths.locks("a", lock_name(R)) not in api.objects
+        await reconciler.stop()
+
+    asyncio.run(scenario(wait=True))
+    asyncio.run(scenario(wait=False))
+

@@ -50,6 +50,10 @@ class Reason(StrEnum):
     # A claim of several resources gives back the grants it had taken when the rest of its set was
     # taken meanwhile; then it waits again (Pending). It is never Held with part of its set.
     GIVING_BACK = "GivingBack"
+    # The API server refused to store a grant (a ResourceQuota on `count/resourcelocks.kubelock.dev`,
+    # an admission webhook, the operator's RBAC): nothing is granted, the claim waits, and the grant
+    # is tried again later.
+    LOCK_REFUSED = "LockRefused"
 
 
 # A try-lock refused for these may succeed later without any change to the claim: the resource is
@@ -81,5 +85,6 @@ WARNING_REASONS = frozenset(
         Reason.QUOTA_EXCEEDED,
         Reason.REVOCATION_REQUESTED,
         Reason.REVOCATION_GRACE_EXPIRED,
+        Reason.LOCK_REFUSED,
     }
 )

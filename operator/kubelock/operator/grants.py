@@ -37,7 +37,7 @@ from kubelock.domain.resource import lock_name
 from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
-from kubelock.kube.errors import Conflict, NotFound
+from kubelock.kube.errors import Conflict, Forbidden, NotFound
 
 Body = dict[str, Any]
 
@@ -68,6 +68,20 @@ class Stale:
 Outcome = Written | Taken | Stale
 
 
+class LockRefused(Forbidden):
+    """The API server refused (403) to create the lock that would grant `claim_uid` the resource: a
+    ResourceQuota on `count/resourcelocks.kubelock.dev` that is used up, an admission webhook, or RBAC
+    the operator lacks. Not a stale view, and not fixed by trying again at once: the reconciler tells
+    the claim and tries again later (`Reconciler.reconcile`). Still a `Forbidden`, so a caller that
+    does not look for it retries it as it retries any refusal."""
+
+    def __init__(self, refusal: Forbidden, *, claim_uid: str, claim_name: str, lock: str) -> None:
+        super().__init__(refusal.status, refusal.reason, refusal.message, refusal.body)
+        self.claim_uid = claim_uid
+        self.claim_name = claim_name
+        self.lock = lock
+
+
 class GrantStore:
     """Creates, renews and deletes ResourceLocks with the preconditions that make each write safe
     on a stale view: the lock's name (one per resource) for the create, the version the decision saw
@@ -80,6 +94,8 @@ class GrantStore:
         name = lock_name(action.target)
         try:
             body = await self.client.create(paths.locks(namespace), codec.lock_body(action, record, name))
+        except Forbidden as error:
+            raise LockRefused(error, claim_uid=action.claim.uid, claim_name=action.claim.name, lock=name) from error
         except Conflict as error:
             if not error.already_exists:
                 raise

@@ -554,6 +554,8 @@ class AsyncLockClient:
         if info.phase is Phase.REJECTED:
             if reason == Reason.INVALID_SPEC.value:
                 return InvalidInput(message, reason=reason)
+            if reason == Reason.LOCK_REFUSED.value:  # the API server refused the operator's grant
+                return Forbidden(message, reason=reason)
             since = None
             if reason == Reason.HELD_BY_ANOTHER.value:
                 since = await self._held_since(info)

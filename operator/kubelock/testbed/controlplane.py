@@ -6,7 +6,9 @@ phases). Everything listens on 127.0.0.1 on ports chosen at start, and lives in 
 
 With ``workloads=True`` kube-scheduler and the controllers a Deployment and a Service need run too
 (Deployments become ReplicaSets and pods, pods are scheduled, Services get endpoints), so
-``helm install`` and ``kubectl rollout status`` complete. With ``node=True`` (implies workloads) a
+``helm install`` and ``kubectl rollout status`` complete. With ``quotas=True`` the resourcequota
+controller runs too, so that a ResourceQuota is counted (its ``status.used``) and admission enforces
+it. With ``node=True`` (implies workloads) a
 real node joins: kubelet, containerd and kube-proxy in namespaces of their own
 (:mod:`kubelock.testbed.node`), on which pods run as containers::
 
@@ -81,6 +83,11 @@ WORKLOAD_CONTROLLERS: tuple[str, ...] = (
     "root-ca-certificate-publisher-controller",
     "pod-garbage-collector-controller",
 )
+# What makes a ResourceQuota bind: the controller fills in the quota's status (admission refuses every
+# create a quota covers until it has), recounts it when objects are deleted, and keeps an informer on
+# every quotable resource to do so. Off by default: those informers are watches the bed's other users
+# do not need.
+QUOTA_CONTROLLERS: tuple[str, ...] = ("resourcequota-controller",)
 # Not node-lifecycle-controller: kwok's nodes renew no Lease, so it would mark their pods not Ready.
 # The one thing the nodes need from it, lifting the not-ready taint, the bed does itself.
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -162,6 +169,7 @@ class ControlPlane:
         users: Sequence[str] = DEFAULT_USERS,
         workloads: bool = False,
         node: bool = False,
+        quotas: bool = False,
         profiling: bool = False,
     ) -> None:
         self._workdir = Path(workdir).resolve()
@@ -173,8 +181,9 @@ class ControlPlane:
         self._with_kwok = kwok
         self._with_node = node
         self._with_workloads = workloads or node
-        if self._with_workloads and not controller_manager:
-            raise ValueError("workloads and a real node need the controller manager")
+        self._with_quotas = quotas
+        if (self._with_workloads or quotas) and not controller_manager:
+            raise ValueError("workloads, quotas and a real node need the controller manager")
         self._node: RealNode | None = None
         self._user_names = tuple(users)
         self._tokens: dict[str, str] = {}
@@ -492,7 +501,11 @@ class ControlPlane:
         )
 
     def _controllers(self) -> tuple[str, ...]:
-        return CONTROLLERS + WORKLOAD_CONTROLLERS if self._with_workloads else CONTROLLERS
+        return (
+            CONTROLLERS
+            + (WORKLOAD_CONTROLLERS if self._with_workloads else ())
+            + (QUOTA_CONTROLLERS if self._with_quotas else ())
+        )
 
     def _start_scheduler(self) -> None:
         self._spawn(
