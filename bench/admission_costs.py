@@ -25,11 +25,12 @@ Write kinds, each as the callers that make it (`kind@caller`):
   `lock-delete` (with the uid precondition): as `operator` (a ServiceAccount bound to the
   kubelock-operator ClusterRole, as the chart deploys it) and `masters` (how the bench runs it).
 
-`--plugin-profiles N` ends the timed rounds with N rounds of CPU profiles (10 s each) of the kube-apiserver,
-one per set in turn, while agent cycles (as `cycle@deployed`) go on in that set's namespace only: the
+`--plugin-profiles N` ends the timed rounds with N rounds of CPU profiles of the kube-apiserver
+(`--profile-seconds` long, 10 by default), one per set in turn, while cycles (as `cycle@deployed`, or
+`cycle@masters` with `--profile-callers deployed,masters`) go on in that set's namespace only: the
 CPU the validating-policy plugin took (its dispatcher's cumulative samples) divided by the cycles
-made, `cycle@deployed/plugin-cpu`, and all the sampled CPU divided by them,
-`cycle@deployed/profiled-cpu`, in ms. Samples count only the API server's own CPU, so the figure
+made, `cycle@CALLER/plugin-cpu`, and all the sampled CPU divided by them, `cycle@CALLER/profiled-cpu`,
+in ms. Samples count only the API server's own CPU, so the figure
 carries neither the other writes' costs nor the machine's other load, as the timed figures do. The
 plugin also checks, for each write, the bindings of every other set installed (their
 namespaceSelector): `none`'s figure is that part, which every set pays alike.
@@ -233,7 +234,7 @@ def plugin_share(profile: Path) -> tuple[float, float]:
     """(CPU seconds in the validating-policy plugin's Dispatch, CPU seconds sampled) of a profile."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
     apiserver = find_binaries() / "kube-apiserver"
-    done = subprocess.run([go, "tool", "pprof", "-top", "-cum", "-nodecount=200", str(apiserver), str(profile)],
+    done = subprocess.run([go, "tool", "pprof", "-top", "-cum", "-nodecount=100000", str(apiserver), str(profile)],
                           capture_output=True, text=True, check=True)
     total = seconds_of(done.stdout.split("Total samples = ", 1)[1].split()[0])
     dispatch = [line.split() for line in done.stdout.splitlines() if "validating.(*dispatcher).Dispatch" in line]
@@ -247,7 +248,8 @@ def fetch_profile(credentials: config.Credentials, seconds: int, out: Path) -> N
 
 
 async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rounds: int, only: list[str],
-                  profile: str | None, out: Path, plugin_profiles: int = 0) -> dict[str, dict[str, list[float]]]:
+                  profile: str | None, out: Path, plugin_profiles: int = 0, profile_seconds: int = 10,
+                  profile_callers: tuple[str, ...] = ("deployed",)) -> dict[str, dict[str, list[float]]]:
     credentials = config.load(plane.kubeconfig)
     apiserver = children_by_name(["kube-apiserver"])["kube-apiserver"]
     names = ["none", *sets]
@@ -320,12 +322,14 @@ async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rou
         for round_ in range(rounds):
             await one_round(round_, record=True)
 
-        for round_ in range(plugin_profiles):
-            # The plugin's own CPU per cycle: a CPU profile of each set's agent cycles in turn.
+        for round_, caller in ((r, c) for r in range(plugin_profiles) for c in profile_callers):
+            # The plugin's own CPU per cycle: a CPU profile of each set's cycles in turn.
+            agent, operator = ("agent", "operator") if caller == "deployed" else (caller, caller)
             shift = round_ % len(names)
             for set_name in names[shift:] + names[:shift]:
                 path = out / f"plugin-{set_name}.pb.gz"
-                fetch = asyncio.get_running_loop().run_in_executor(None, fetch_profile, credentials, 10, path)
+                fetch = asyncio.get_running_loop().run_in_executor(None, fetch_profile, credentials,
+                                                                   profile_seconds, path)
                 cycles = 0
                 writes = Writes(f"ac-{set_name}", serial)
 
@@ -335,13 +339,13 @@ async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rou
 
                 await asyncio.sleep(0.5)  # the profile's start
                 while not fetch.done():
-                    await writes.cycles(clients["agent"], clients["operator"], holders["agent"], CONCURRENCY,
-                                        counted, "deployed")
+                    await writes.cycles(clients[agent], clients[operator], holders[agent], CONCURRENCY,
+                                        counted, caller)
                     cycles += CONCURRENCY
                 await fetch
                 dispatch, total = plugin_share(path)
-                results[set_name].setdefault("cycle@deployed/plugin-cpu", []).append(dispatch * 1000 / cycles)
-                results[set_name].setdefault("cycle@deployed/profiled-cpu", []).append(total * 1000 / cycles)
+                results[set_name].setdefault(f"cycle@{caller}/plugin-cpu", []).append(dispatch * 1000 / cycles)
+                results[set_name].setdefault(f"cycle@{caller}/profiled-cpu", []).append(total * 1000 / cycles)
                 path.unlink()
             line = {s: {k: round(v[-1], 3) for k, v in kinds.items() if k.endswith("-cpu")}
                     for s, kinds in results.items()}
@@ -383,6 +387,10 @@ def main() -> int:
     parser.add_argument("--plugin-profiles", type=int, default=0, metavar="N",
                         help="N rounds of 10 s CPU profiles of each set's agent cycles in turn: "
                         "the plugin's CPU per cycle")
+    parser.add_argument("--profile-seconds", type=int, default=10, help="the length of each of those profiles")
+    parser.add_argument("--profile-callers", default="deployed",
+                        help="whose cycles those profiles see, comma-separated: deployed (an agent and the "
+                        "operator's ServiceAccount), masters (the bench's clients and operator)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sets = dict(s.split("=", 1) for s in args.set) if args.set else {"deployed": str(REPO / "config/admission")}
@@ -395,7 +403,8 @@ def main() -> int:
     try:
         results = asyncio.run(measure(plane, {k: Path(v) for k, v in sets.items()}, args.requests, args.rounds,
                                       [k for k in args.only.split(",") if k], args.profile, args.out,
-                                      args.plugin_profiles))
+                                      args.plugin_profiles, args.profile_seconds,
+                                      tuple(args.profile_callers.split(","))))
     finally:
         plane.stop()
     medians = {s: {k: round(statistics.median(v), 3) for k, v in kinds.items()} for s, kinds in results.items()}
