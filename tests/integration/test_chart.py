@@ -264,7 +264,7 @@ def cluster_objects(release: Release) -> list[tuple[str, str]]:
             (kind, f"{release.fullname}-{p}")
             for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings")
             for p in ("lockclaim-holder", "lockclaim-bounds", "operator-writes", "break-actor", "lock-token",
-                      "quota-ledger")
+                      "lockclaim-priority", "revocation-request", "quota-ledger")
         ),
     ]
 

@@ -649,10 +649,9 @@ def test_lock_admin_breaks_locks_and_releases_or_claims_for_anyone(team: Team) -
 
 
 def test_only_lock_admins_set_change_or_remove_a_revocation_request(team: Team) -> None:
-    """The revocation rules of kubelock-lockclaim-bounds pass, by their first variable, every claim
-    write whose old and new claim carry no kubelock.dev/revoke-* annotation: the writes they refused
-    are still refused, on create, on change and on removal, and a holder still renews a claim a
-    request is on."""
+    """kubelock-revocation-request skips, by its match condition, every claim write whose old and new
+    claim carry no kubelock.dev/revoke-* annotation: the writes it refused are still refused, on
+    create, on change and on removal, and a holder still renews a claim a request is on."""
     only_admins = "only those who may break locks in namespace"
     request = {REVOKE_BY_ANNOTATION: "alice", REVOKE_REASON_ANNOTATION: "mine"}
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim",
@@ -674,57 +673,6 @@ def test_only_lock_admins_set_change_or_remove_a_revocation_request(team: Team) 
             patch_claim, team.alice.api.api_client, team.namespace, "alices", {"metadata": {"annotations": change}}))
         assert status == 403 and only_admins in message, (change, message)
     assert {k: team.alice.get("alices")["metadata"]["annotations"][k] for k in asked} == asked
-
-
-def test_the_priority_and_revocation_rules_keep_their_messages_word_for_word(team: Team) -> None:
-    """The priority and revocation-request rules are part of kubelock-lockclaim-bounds, and their
-    messageExpressions are '' when their rule lets the write through (the API server evaluates every
-    messageExpression of a policy on every write): a refused write still reads, word for word, what
-    it read when they were policies of their own."""
-    ns = team.namespace
-
-    def create(api: ApiClient, name: str, marks: dict[str, str], **spec: object) -> object:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim",
-                "metadata": {"name": name, "annotations": marks},
-                "spec": {"resource": RESOURCE, "holder": ALICE, "wait": False, **spec}}
-        return CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, ns, "lockclaims", body)
-
-    def refused_by_bounds(call: Callable[[], object]) -> tuple[int, str]:
-        """The status and the rule's own message (after the API server's prefix naming the policy)."""
-        status, message = refusal(call)
-        prefix = "ValidatingAdmissionPolicy 'kubelock-lockclaim-bounds' with binding 'kubelock-lockclaim-bounds'"
-        assert prefix in message, message
-        return status, message.partition(" denied request: ")[2]
-
-    alice, lockadmin = team.alice.api.api_client, team.lockadmin.api.api_client
-    assert refused_by_bounds(lambda: create(alice, "vip", {}, priority=7)) == (403, (
-        f"spec.priority 7 puts the claim ahead of others: a priority above 0 needs the RBAC verb prioritize on"
-        f" lockclaims in namespace {ns} (the kubelock-admin role has it); alice does not have it. Leave"
-        " spec.priority at 0 (waiters of equal priority are served in arrival order)."))
-    assert refused_by_bounds(lambda: create(alice, "asks", {REVOKE_BY_ANNOTATION: "alice"})) == (403, (
-        "the kubelock.dev/revoke-* annotations ask a holder to give its lock back and, after the grace, break it:"
-        f" only those who may break locks in namespace {ns} (delete on resourcelocks, the kubelock-admin role)"
-        " may set, change or remove them; alice may not"))
-
-    team.alice.claim("alices", RESOURCE, ALICE)
-    for marks, expected in (
-        ({REVOKE_BY_ANNOTATION: "someone-else"}, (403, (
-            "kubelock.dev/revoke-requested-by records who asks and must be your own user name: set"
-            ' kubelock.dev/revoke-requested-by: lockadmin (not "someone-else")'))),
-        ({REVOKE_BY_ANNOTATION: "lockadmin", REVOKE_GRACE_ANNOTATION: "soon"}, (422, (
-            'kubelock.dev/revoke-grace-seconds must be a whole number of seconds from 0 to 86400, not "soon"'))),
-        ({REVOKE_BY_ANNOTATION: "lockadmin", REVOKE_REASON_ANNOTATION: "one\ntwo"}, (422, (
-            "kubelock.dev/revoke-reason goes into the claim, an Event and the operator log: write one line of at"
-            " most 1024 characters without control characters; 7 characters given"))),
-    ):
-        refused = refused_by_bounds(functools.partial(
-            patch_claim, lockadmin, ns, "alices", {"metadata": {"annotations": marks}}))
-        assert refused == expected, marks
-    # A lock admin's well-formed request passes, and so does a priority above 0 of a lock admin's claim.
-    asked = {REVOKE_BY_ANNOTATION: "lockadmin", REVOKE_GRACE_ANNOTATION: "30", REVOKE_REASON_ANNOTATION: "deploy"}
-    patched = patch_claim(lockadmin, ns, "alices", {"metadata": {"annotations": asked}})
-    assert {k: patched["metadata"]["annotations"][k] for k in asked} == asked
-    create(lockadmin, "admins-vip", {}, priority=7)
 
 
 def test_viewer_only_reads(team: Team) -> None:

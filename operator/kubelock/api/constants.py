@@ -35,7 +35,7 @@ BREAK_REASON_ANNOTATION = "kubelock.dev/break-reason"
 # the two above instead of deleting the lock; the operator removes those grants and the annotations.
 BREAK_CLAIMS_ANNOTATION = "kubelock.dev/break-claims"
 # A lock admin's request that a holder give its lock back, recorded on the holder's claim by
-# `kubelock revoke --request` (the kubelock-lockclaim-bounds admission policy checks who may, and
+# `kubelock revoke --request` (the kubelock-revocation-request admission policy checks who may, and
 # that requested-by is the requester); the operator copies it into status.revocation.
 REVOKE_BY_ANNOTATION = "kubelock.dev/revoke-requested-by"
 REVOKE_GRACE_ANNOTATION = "kubelock.dev/revoke-grace-seconds"

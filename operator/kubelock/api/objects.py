@@ -286,7 +286,7 @@ class ClaimObject:
     @property
     def revoke_request(self) -> RevokeRequest | None:
         """An administrator's request that the holder give the lock back (annotations: only lock
-        admins may set them, see config/admission/lockclaim-bounds.yaml)."""
+        admins may set them, see config/admission/revocation-request.yaml)."""
         annotations = self.metadata.annotations
         by = _text(annotations.get(REVOKE_BY_ANNOTATION))
         if not by:
