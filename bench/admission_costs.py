@@ -3,7 +3,7 @@ on one control plane: what the ValidatingAdmissionPolicies of config/admission/ 
 write kind and per kind of caller. No operator runs; the writes are made as the operator makes them.
 
     KUBELOCK_BIN_DIR=... PYTHONPATH=operator .venv/bin/python bench/admission_costs.py OUT_DIR \\
-        [--set NAME=DIR ...] [--requests 300] [--rounds 6] [--only KIND,...] [--profile SET]
+        [--set NAME=DIR ...] [--requests 300] [--rounds 6] [--only KIND,...] [--plugin-profiles N] [--profile SET]
 
 Each `--set NAME=DIR` installs the policies of DIR (by default one set, `deployed`, of this tree's
 config/admission/) under the names `NAME-<policy>`, each binding limited to the namespace `ac-NAME`
@@ -24,6 +24,16 @@ Write kinds, each as the callers that make it (`kind@caller`):
   renewTime),
   `lock-delete` (with the uid precondition): as `operator` (a ServiceAccount bound to the
   kubelock-operator ClusterRole, as the chart deploys it) and `masters` (how the bench runs it).
+
+`--plugin-profiles N` ends the timed rounds with N rounds of CPU profiles of the kube-apiserver
+(`--profile-seconds` long, 10 by default), one per set in turn, while cycles (as `cycle@deployed`, or
+`cycle@masters` with `--profile-callers deployed,masters`) go on in that set's namespace only: the
+CPU the validating-policy plugin took (its dispatcher's cumulative samples) divided by the cycles
+made, `cycle@CALLER/plugin-cpu`, and all the sampled CPU divided by them, `cycle@CALLER/profiled-cpu`,
+in ms. Samples count only the API server's own CPU, so the figure
+carries neither the other writes' costs nor the machine's other load, as the timed figures do. The
+plugin also checks, for each write, the bindings of every other set installed (their
+namespaceSelector): `none`'s figure is that part, which every set pays alike.
 
 `--profile SET` ends the run with a CPU profile of the kube-apiserver (`/debug/pprof/profile`, 20 s)
 while the writes of every kind go on in `ac-SET`; the binary profile stays in OUT_DIR and its top
@@ -206,17 +216,40 @@ def top(profile: Path) -> str:
     return "\n".join(parts)
 
 
-def fetch_profile(credentials: config.Credentials, seconds: int, out: Path) -> None:
+def opener(credentials: config.Credentials) -> urllib.request.OpenerDirector:
     context = credentials.ssl_context()
     assert isinstance(context, ssl.SSLContext)
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+
+
+def seconds_of(text: str) -> float:
+    """A pprof duration ("1.31s", "950ms", "20us") in seconds."""
+    for unit, scale in (("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9), ("s", 1.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(text)
+
+
+def plugin_share(profile: Path) -> tuple[float, float]:
+    """(CPU seconds in the validating-policy plugin's Dispatch, CPU seconds sampled) of a profile."""
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    apiserver = find_binaries() / "kube-apiserver"
+    done = subprocess.run([go, "tool", "pprof", "-top", "-cum", "-nodecount=100000", str(apiserver), str(profile)],
+                          capture_output=True, text=True, check=True)
+    total = seconds_of(done.stdout.split("Total samples = ", 1)[1].split()[0])
+    dispatch = [line.split() for line in done.stdout.splitlines() if "validating.(*dispatcher).Dispatch" in line]
+    return (seconds_of(dispatch[0][3]) if dispatch else 0.0), total
+
+
+def fetch_profile(credentials: config.Credentials, seconds: int, out: Path) -> None:
     url = f"{credentials.server}/debug/pprof/profile?seconds={seconds}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
-    with opener.open(url, timeout=seconds + 30) as response:
+    with opener(credentials).open(url, timeout=seconds + 30) as response:
         out.write_bytes(response.read())
 
 
 async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rounds: int, only: list[str],
-                  profile: str | None, out: Path) -> dict[str, dict[str, list[float]]]:
+                  profile: str | None, out: Path, plugin_profiles: int = 0, profile_seconds: int = 10,
+                  profile_callers: tuple[str, ...] = ("deployed",)) -> dict[str, dict[str, list[float]]]:
     credentials = config.load(plane.kubeconfig)
     apiserver = children_by_name(["kube-apiserver"])["kube-apiserver"]
     names = ["none", *sets]
@@ -289,6 +322,35 @@ async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rou
         for round_ in range(rounds):
             await one_round(round_, record=True)
 
+        for round_, caller in ((r, c) for r in range(plugin_profiles) for c in profile_callers):
+            # The plugin's own CPU per cycle: a CPU profile of each set's cycles in turn.
+            agent, operator = ("agent", "operator") if caller == "deployed" else (caller, caller)
+            shift = round_ % len(names)
+            for set_name in names[shift:] + names[:shift]:
+                path = out / f"plugin-{set_name}.pb.gz"
+                fetch = asyncio.get_running_loop().run_in_executor(None, fetch_profile, credentials,
+                                                                   profile_seconds, path)
+                cycles = 0
+                writes = Writes(f"ac-{set_name}", serial)
+
+                async def counted(kind: str, items: list[Any], step: Callable[[Any], Awaitable[Any]],
+                                  count: int | None = None) -> list[Any]:
+                    return list(await asyncio.gather(*(step(item) for item in items)))
+
+                await asyncio.sleep(0.5)  # the profile's start
+                while not fetch.done():
+                    await writes.cycles(clients[agent], clients[operator], holders[agent], CONCURRENCY,
+                                        counted, caller)
+                    cycles += CONCURRENCY
+                await fetch
+                dispatch, total = plugin_share(path)
+                results[set_name].setdefault(f"cycle@{caller}/plugin-cpu", []).append(dispatch * 1000 / cycles)
+                results[set_name].setdefault(f"cycle@{caller}/profiled-cpu", []).append(total * 1000 / cycles)
+                path.unlink()
+            line = {s: {k: round(v[-1], 3) for k, v in kinds.items() if k.endswith("-cpu")}
+                    for s, kinds in results.items()}
+            print(f"profiles {round_}: {json.dumps(line)} ms, load {os.getloadavg()[0]:.1f}", flush=True)
+
         if profile:
             path = out / f"profile-{profile}.pb.gz"
             fetch = asyncio.get_running_loop().run_in_executor(None, fetch_profile, credentials, 20, path)
@@ -322,17 +384,27 @@ def main() -> int:
                         "updates and deletes); default: all")
     parser.add_argument("--profile", default=None, metavar="SET",
                         help="a CPU profile of the writes in ac-SET at the end")
+    parser.add_argument("--plugin-profiles", type=int, default=0, metavar="N",
+                        help="N rounds of 10 s CPU profiles of each set's agent cycles in turn: "
+                        "the plugin's CPU per cycle")
+    parser.add_argument("--profile-seconds", type=int, default=10, help="the length of each of those profiles")
+    parser.add_argument("--profile-callers", default="deployed",
+                        help="whose cycles those profiles see, comma-separated: deployed (an agent and the "
+                        "operator's ServiceAccount), masters (the bench's clients and operator)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sets = dict(s.split("=", 1) for s in args.set) if args.set else {"deployed": str(REPO / "config/admission")}
     plane = ControlPlane(args.out / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / "crds", REPO / "config/rbac"], profiling=args.profile is not None)
+                         manifests=[REPO / "crds", REPO / "config/rbac"],
+                         profiling=args.profile is not None or args.plugin_profiles > 0)
     plane.start()
     started = time.time()
     load_before = os.getloadavg()
     try:
         results = asyncio.run(measure(plane, {k: Path(v) for k, v in sets.items()}, args.requests, args.rounds,
-                                      [k for k in args.only.split(",") if k], args.profile, args.out))
+                                      [k for k in args.only.split(",") if k], args.profile, args.out,
+                                      args.plugin_profiles, args.profile_seconds,
+                                      tuple(args.profile_callers.split(","))))
     finally:
         plane.stop()
     medians = {s: {k: round(statistics.median(v), 3) for k, v in kinds.items()} for s, kinds in results.items()}
