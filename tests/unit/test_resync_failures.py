@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kubelock.kube import client as client_module
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import Unreachable
 from kubelock.operator import runtime as runtime_module
@@ -67,3 +68,10 @@ async def test_the_periodic_resync_outlives_a_failed_pass_and_tries_again_soon(m
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert lists.failing == 0
+
+
+def test_a_retried_pass_reuses_no_connection_idle_since_the_failed_one() -> None:
+    """A pass that failed on a pooled connection a frozen path left silent ended after the LIST
+    timeout; its retry comes RESYNC_RETRY_SECONDS later. Every connection idle since the freeze is
+    then older than the client reuses, so the retry does not meet the next silent one."""
+    assert client_module.POOLED_IDLE_SECONDS < runtime_module.LIST_TIMEOUT_SECONDS + runtime_module.RESYNC_RETRY_SECONDS
