@@ -38,6 +38,13 @@ RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreach
 # Re-watching every minute costs the API server little (bench/README.md, "Watch timeouts").
 WATCH_SECONDS = 60
 WATCH_GRACE_SECONDS = 15
+# A pooled keep-alive connection idle longer than this is closed rather than reused (aiohttp checks at
+# reuse, oldest first). A frozen path leaves every connection idle at that moment silent, and a request
+# sent on one ends only with its timeout; past this age none of them is picked any more. It is below
+# the operator's LIST timeout plus the resync's retry (30 s + 5 s, `operator/runtime.py`), so a resync
+# pass that timed out on a silent pooled connection is retried on fresh ones, not on the next silent one
+# (tests/integration/test_frozen_pod_watch.py). Was 60 s: a reconnect costs one TLS handshake.
+POOLED_IDLE_SECONDS = 30
 
 
 # Throttled answers (429) are retried up to this many times when a client retries at all, as
@@ -119,8 +126,8 @@ class KubeClient:
                     ("client key", (cert or (None, c.key_file))[1])) if path)
                 raise CredentialError(f"cannot load the kubeconfig's TLS files ({files}): {error}") from None
             # Keepalive probes end a connection whose path went dark (see kubelock.kube.keepalive).
-            connector = aiohttp.TCPConnector(ssl=context, limit=self._connections, keepalive_timeout=60,
-                                             socket_factory=connection_socket)
+            connector = aiohttp.TCPConnector(ssl=context, limit=self._connections,
+                                             keepalive_timeout=POOLED_IDLE_SECONDS, socket_factory=connection_socket)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 

@@ -41,6 +41,10 @@ OPERATOR_CONNECTIONS = 32
 REQUEST_TIMEOUT_SECONDS = 10.0
 LIST_TIMEOUT_SECONDS = 30.0
 CATCH_UP_ATTEMPTS = 5
+# A resync pass that failed (a LIST that met a pooled connection a frozen path left silent, say) is
+# tried again this soon rather than a whole `--resync-seconds` later: the pass it replaces is the one
+# that would have found a holder pod's end behind kopf's frozen pod watch.
+RESYNC_RETRY_SECONDS = 5.0
 Body = dict[str, Any]
 T = TypeVar("T")
 
@@ -258,11 +262,17 @@ class Runtime:
             for scope in scopes:
                 await self._list(paths.pods(scope), cache.absorb_pods, pod_keys, keys, labelSelector=selector)
 
-        async with asyncio.TaskGroup() as lists:
-            lists.create_task(list_locks())
-            if claims:
-                lists.create_task(list_claims())
-            lists.create_task(list_pods())
+        try:
+            async with asyncio.TaskGroup() as lists:
+                lists.create_task(list_locks())
+                if claims:
+                    lists.create_task(list_claims())
+                lists.create_task(list_pods())
+        except ExceptionGroup as group:
+            # The first LIST to fail cancels the others. Raise its error as the client raised it:
+            # callers catch ApiError and Unreachable, and a group of them passes every such clause (a
+            # periodic pass that failed once ended the resync loop for good).
+            raise group.exceptions[0] from None
         keys |= cache.prune_locks(lock_uids, min(locks.values()))
         keys |= cache.prune_pods(pod_keys)
         return keys, listed, locks
@@ -334,6 +344,7 @@ class Runtime:
             try:
                 keys, _, _ = await self.resync(claims=False)
             except (ApiError, Unreachable) as error:
+                delay = min(RESYNC_RETRY_SECONDS, delay)
                 log.warning("resync failed, retrying in %.0f s: %s", delay, error)
                 continue
             if keys:
