@@ -15,9 +15,11 @@ from kubernetes.client import ApiClient
 from kubelock.domain.clock import SystemClock
 from kubelock.kube import config
 from kubelock.kube.paths import field_selector
+from kubelock.operator.early import EarlyGrants, Listed
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.runtime import Runtime
 from kubelock.operator.settings import Settings
+from kubelock.testbed import wait_until
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, wait_until_async
 
 FREE = "github://acme/app/issues/7?q=a,b=c"  # a field selector's special characters, escaped
@@ -133,3 +135,33 @@ def test_selectable_fields_select_resource_uris_and_unanswered_claims(
     assert names("status.phase=") == ["one", "several", "two"]
     assert names("status.phase=Held") == []
     assert names(field_selector("spec.resource", HELD), "resourcelocks") == []
+
+
+def test_a_claim_found_unanswered_and_deleted_before_its_view_is_read_is_not_granted_again(
+    control_plane, admin_api: ApiClient, iso_ns: str  # type: ignore[no-untyped-def]
+) -> None:
+    """The early path finds C unanswered in a LIST; before it reads C's view, another replica grants
+    C, C's holder releases it and C is deleted. The later reads no longer hold C, but the view keeps it
+    unanswered from the LIST, beside a lock without its grant: a decision on that view grants C again,
+    a grant nobody holds (chaos `semaphore`, two replicas). The early path leaves C alone instead."""
+    locks = Locks(admin_api, iso_ns)
+    resource = "deploy://early-gone"
+    locks.claim("gone", resource, "agent-g")
+    stale = locks.get("gone")  # as the early path's LIST saw it: unanswered
+    assert phase_of(stale) is None
+    locks.delete("gone")
+    wait_until(lambda: not locks.claims(), what="the claim deleted", timeout=30)
+
+    async def decide() -> str | None:
+        runtime = await _runtime(control_plane.kubeconfig, iso_ns, None)
+        early = EarlyGrants(runtime.client, runtime.settings.policy, runtime.clock, runtime.events,
+                            runtime.policies, [iso_ns], lambda _: True)
+        early.policies_listed()
+        try:
+            listed = Listed([stale], int(stale["metadata"]["resourceVersion"]))
+            return await early._grant(iso_ns, stale["metadata"]["uid"], resource, listed)
+        finally:
+            await runtime.client.close()
+
+    assert asyncio.run(decide()) == "the claim is gone"
+    assert locks.locks() == [], "a lock was created for a claim that no longer exists"

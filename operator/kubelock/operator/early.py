@@ -19,7 +19,10 @@ Every read comes after C was seen, so each holds every claim created before C th
 (a LIST's resourceVersion is a horizon exactly as the cache's is). A claim of R created before C is
 then unanswered, waiting, Held (and in R's lock: a Held claim spelled otherwise is read back from the
 lock's grant, as the normal path does), or finished (and only a lock-delay rest would make it count:
-`earlygrant` says no under a lock-delay). The view goes through the reconciler's own gathering,
+`earlygrant` says no under a lock-delay). C itself must be in read 3: one deleted after the LIST
+it was found in (granted by another replica, released and gone) would otherwise stay in the view
+unanswered, as a LIST adds what it holds and removes nothing, beside a lock without its grant, and be
+granted again. The view goes through the reconciler's own gathering,
 `arbiter.decide` and write code (a `Reconciler` over a cache of this view alone, through
 `Reconciler.decide_and_apply`), and only a grant to C and its Held status are applied
 (`earlygrant.grant_actions`); anything else is left to the normal path. The API server still
@@ -285,9 +288,13 @@ class EarlyGrants:
         cache = _ViewCache(self._seen)
         base = paths.claims(namespace)
 
-        async def read(selector: str) -> int:
+        present: set[str] = set()  # uids in the LIST of R's claims as C spells it (every phase)
+
+        async def read(selector: str, *, every_phase: bool = False) -> int:
             items, version = await self.client.list_all(base, fieldSelector=selector)
             cache.absorb_claims(items, set(), lambda _: True)
+            if every_phase:
+                present.update(str((b.get("metadata") or {}).get("uid")) for b in items)
             return int(version or 0)
 
         reconciler = Reconciler(
@@ -314,8 +321,14 @@ class EarlyGrants:
         else:
             first = await read(UNANSWERED)
         rest = await asyncio.gather(
-            waiting_then_lock(), read(paths.field_selector("spec.resource", spelled)), read(MULTI)
+            waiting_then_lock(), read(paths.field_selector("spec.resource", spelled), every_phase=True), read(MULTI)
         )
+        if uid not in present:
+            # C was deleted after the LIST it was found in: granted, released and gone meanwhile (by
+            # another replica), or withdrawn. The view would still hold it unanswered (a LIST adds
+            # what it has, it does not remove what it lacks) beside a lock that no longer has its
+            # grant, and would grant it again: a grant to a claim that no longer exists.
+            return "the claim is gone"
         if lock is not None:
             cache.upsert_lock(lock)
         cache.advance(namespace, min([first, *rest]))
