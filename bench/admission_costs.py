@@ -100,19 +100,8 @@ async def apply(client: KubeClient, doc: Body) -> None:
 
 
 async def account(client: KubeClient, name: str, role: str, namespaces: list[str], cluster: bool = False) -> str:
-    """A ServiceAccount `name` in ACCOUNTS bound to `role` in each namespace (cluster-wide if `cluster`)."""
-    await client.create(f"/api/v1/namespaces/{ACCOUNTS}/serviceaccounts",
-                        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
-    subject = [{"kind": "ServiceAccount", "name": name, "namespace": ACCOUNTS}]
-    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}
-    if cluster:
-        await client.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-                            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                             "metadata": {"name": f"ac-{name}"}, "roleRef": ref, "subjects": subject})
-    for ns in [] if cluster else namespaces:
-        await client.create(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-                            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                             "metadata": {"name": f"ac-{name}"}, "roleRef": ref, "subjects": subject})
+    """A token of the ServiceAccount `name` in ACCOUNTS bound to `role` in each namespace (cluster-wide if `cluster`)."""
+    await identities.bind_account(client, ACCOUNTS, name, role, bind_in=namespaces, cluster=cluster)
     return await identities.token(client, ACCOUNTS, account=name)
 
 

@@ -234,13 +234,7 @@ OPERATOR_ACCOUNT = "kubelock-operator"
 
 async def operator_credentials(client: KubeClient, credentials: config.Credentials) -> config.Credentials:
     """A token of a ServiceAccount bound to the operator's ClusterRole, as the chart binds it."""
-    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": OPERATOR_ACCOUNT}}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": f"{OPERATOR_ACCOUNT}-write-costs"},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": OPERATOR_ACCOUNT},
-               "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_ACCOUNT, "namespace": NS}]}
-    await client.create(f"/api/v1/namespaces/{NS}/serviceaccounts", account)
-    await client.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    await identities.bind_account(client, NS, OPERATOR_ACCOUNT, OPERATOR_ACCOUNT, cluster=True)
     return identities.as_token(credentials, await identities.token(client, NS, account=OPERATOR_ACCOUNT))
 
 

@@ -51,20 +51,34 @@ async def through_outages(step: Callable[[], Awaitable[T]], patience: float = SE
             await asyncio.sleep(0.5)
 
 
-async def ensure_agent_account(kube: KubeClient, namespace: str, name: str = SERVICE_ACCOUNT) -> None:
-    """The ServiceAccount and its RoleBinding to kubelock-agent (several processes may race to it)."""
-    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-    }
-    for path, body in ((f"/api/v1/namespaces/{namespace}/serviceaccounts", account),
-                       (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings", binding)):
+async def bind_account(kube: KubeClient, namespace: str, name: str, role: str, *,
+                       bind_in: Collection[str] | None = None, cluster: bool = False) -> None:
+    """The ServiceAccount `namespace/name` bound to the ClusterRole `role`: cluster-wide if `cluster`,
+    else by a RoleBinding `name` in each namespace of `bind_in` (its own namespace when not given).
+    Each object may already exist (several processes may race to it)."""
+    subjects = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    writes: list[tuple[str, dict[str, object]]] = [(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})]
+    if cluster:
+        writes.append((f"{rbac}/clusterrolebindings",
+                       {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                        "metadata": {"name": f"{name}-{namespace}"}, "roleRef": ref, "subjects": subjects}))
+    else:
+        writes.extend((f"{rbac}/namespaces/{ns}/rolebindings",
+                       {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": name}, "roleRef": ref, "subjects": subjects})
+                      for ns in (bind_in if bind_in is not None else [namespace]))
+    for path, body in writes:
         with contextlib.suppress(kube_errors.Conflict):
             await kube.create(path, body)
+
+
+async def ensure_agent_account(kube: KubeClient, namespace: str, name: str = SERVICE_ACCOUNT) -> None:
+    """The ServiceAccount and its RoleBinding to kubelock-agent."""
+    await bind_account(kube, namespace, name, ROLE)
 
 
 async def token(kube: KubeClient, namespace: str, *, account: str = SERVICE_ACCOUNT, pod: tuple[str, str] | None = None,
