@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 
 from kubelock.cli.exitcodes import ExitCode
+from tests.support.access import bind, wait_allowed
+from tests.support.claims import Locks
 from tests.support.commands import environment, run
 
 Cluster = Any
@@ -82,3 +84,35 @@ def test_unusable_tls_files_and_fields_of_the_wrong_type_are_clear_errors(
         assert refused.code == ExitCode.UNREACHABLE, (name, refused.code, refused.stderr)
         assert said in refused.stderr, (name, refused.stderr)
         assert "Traceback" not in refused.stderr, (name, refused.stderr)
+
+
+def test_an_empty_token_file_is_refused_never_sent_as_anonymous(
+    control_plane: Cluster, admin_api: Any, namespace: str, tmp_path: Path
+) -> None:
+    """The API server of the bed serves requests without credentials as `system:anonymous` (anonymous
+    authentication is on, as by default). A kubeconfig whose `tokenFile` is empty, or a pod whose
+    projected token is, must not end up there: the commands refuse it, naming the file (exit 6), and
+    nothing is sent. Before the fix the request went out without an Authorization header and the
+    API server answered as to `system:anonymous` (exit 3, its 403 naming that user)."""
+    bind(admin_api, namespace, "kubelock-agent", "alice")
+    wait_allowed(admin_api, "alice", namespace, "create", "lockclaims")
+    alice: Config = yaml.safe_load(control_plane.user_kubeconfig("alice").read_text())
+    token_file = tmp_path / "token"
+    token_file.write_text(alice["users"][0]["user"]["token"] + "\n")
+
+    def from_file(config: Config) -> None:
+        config["users"] = [{"name": u["name"], "user": {"tokenFile": str(token_file)}} for u in alice["users"]]
+
+    kubeconfig = variant(control_plane, tmp_path / "config", from_file)
+    works = run("kubelock", "status", env=environment(kubeconfig, namespace))
+    assert works.code == ExitCode.OK, (works.code, works.stderr)  # the file's token is alice's
+
+    for content in ("", "\n  \n"):
+        token_file.write_text(content)
+        for command in (("status",), ("acquire", "mr://empty-token/a")):
+            refused = run("kubelock", *command, env=environment(kubeconfig, namespace, instance="i"))
+            assert refused.code == ExitCode.UNREACHABLE, (command, refused.code, refused.stderr)
+            assert f"the token file {token_file} is empty" in refused.stderr, refused.stderr
+            assert '"system:anonymous" cannot' not in refused.stderr, refused.stderr  # the API server's 403
+            assert "Traceback" not in refused.stderr
+    assert Locks(admin_api, namespace).claims() == []  # nothing was created, by anyone

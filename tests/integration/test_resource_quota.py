@@ -25,7 +25,8 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.reasons import Reason
-from kubelock.sdk import Forbidden, LockClient
+from kubelock.domain.resource import lock_name
+from kubelock.sdk import Forbidden, LockClient, TimedOut
 from kubelock.testbed import ControlPlane, MissingBinariesError
 from kubelock.testbed.__main__ import MANIFESTS
 from tests.support.access import bind, wait_allowed
@@ -178,9 +179,10 @@ def test_a_quota_on_locks_makes_the_operator_fail_closed_and_say_why(
 ) -> None:
     """An admin's `count/resourcelocks.kubelock.dev: 1` refuses the operator's second grant in the
     namespace: nothing is granted, a try-once claim ends Rejected `LockRefused` (the SDK's `Forbidden`,
-    exit 3, with the API server's words), a waiter stays Pending and is told once by a Warning Event,
-    and the create is tried again every 10 s, not each second; once the first lock is released the
-    waiter is granted."""
+    exit 3, with the API server's words), a waiter stays Pending with reason `LockRefused` (written
+    once, with one Warning Event), its client says so while it waits and when it gives up, and the
+    create is tried again every 10 s, not each second; once the first lock is released the waiter is
+    granted."""
     namespace, _ = namespaces
     name = "locks"
     bed.kubectl("create", "quota", name, f"--hard={LOCKS}=1", "-n", namespace)
@@ -209,23 +211,90 @@ def test_a_quota_on_locks_makes_the_operator_fail_closed_and_say_why(
             assert "exceeded quota: locks" in command.json["message"]
             print(f"try-lock under a used-up lock quota: exit {command.code}, {command.stdout.strip()}")
 
-            # A waiter stays Pending, told once; the operator tries again seldom, not each second.
+            # A waiter stays Pending, and its status says why (reason LockRefused, the API server's
+            # words), written once with one Event; the operator tries again seldom, not each second.
             waiter = f"w-{secrets.token_hex(3)}"
             alice.claim(waiter, "mr://locks/d", holder("waiter"), wait=True)
             refused_events = events_of(admin, namespace, waiter, Reason.LOCK_REFUSED.value)
+            told = alice.wait_for(waiter, lambda b: status_of(b).get("reason") == Reason.LOCK_REFUSED.value,
+                                  DEADLINE, "Pending LockRefused")
+            assert phase_of(told) == "Pending" and "exceeded quota: locks" in status_of(told)["message"]
             wait_until(lambda: refused_events(), what="a LockRefused Event on the waiter", timeout=DEADLINE)
             time.sleep(12)  # more than one retry's wait
-            assert phase_of(alice.get(waiter)) in (None, "Pending")
+            again = alice.get(waiter)
+            assert phase_of(again) == "Pending"
+            assert again["metadata"]["resourceVersion"] == told["metadata"]["resourceVersion"]  # not rewritten
             assert [e.count in (None, 1) for e in refused_events()] == [True]
             log = operator.log_text()
             assert f"reconcile of mr://locks/d in {namespace} failed" not in log  # no retry each second
-            assert log.count(f"{namespace}/{waiter} LockRefused") == 1
+            assert log.count(f"{namespace}/{waiter} Pending for {holder('waiter')}: mr://locks/d (LockRefused)") == 1
+
+            # A waiter's client is told while it waits and when it gives up: the command (stderr is no
+            # terminal here: one line) and the SDK's TimedOut both say the grant was refused.
+            command = run("kubelock", "acquire", "mr://locks/e", "--wait", "--timeout", "6",
+                          env=environment(config, namespace, instance="cli-wait"))  # fmt: skip
+            assert command.code == ExitCode.TIMED_OUT, command
+            assert "kubelock: waiting for mr://locks/e: the API server refused to create lock" in command.stderr
+            assert "not granted because the API server refused" in command.stderr, command.stderr
+            assert command.stderr.count("exceeded quota: locks") == 2, command.stderr  # the line, the error
+            print(f"waiter under a used-up lock quota: exit {command.code}, stderr {command.stderr.strip()!r}")
+            with (
+                LockClient(kubeconfig=config, namespace=namespace, instance="sdk-w", decision_timeout=DECISION) as sdk,
+                pytest.raises(TimedOut) as gave_up,
+            ):
+                sdk.acquire("mr://locks/f", wait=True, timeout=6)
+            assert "not granted because the API server refused" in gave_up.value.message
+            assert "exceeded quota: locks" in gave_up.value.message
 
             # The first lock released: a slot is free, and the waiter's next try takes it.
             first.release("mr://locks/a")
             released = time.monotonic()
         alice.wait_phase(waiter, "Held", timeout=DEADLINE)
         print(f"waiter granted {time.monotonic() - released:.1f} s after the held lock's release")
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_try_lock_of_several_resources_refused_half_way_holds_nothing(
+    bed: ControlPlane, operator: OperatorProcess, admin: ApiClient, namespaces: tuple[str, str]
+) -> None:
+    """Room for one lock more under `count/resourcelocks.kubelock.dev: 2`: a try-lock of two free
+    resources is granted the first and refused the second. It ends Rejected `LockRefused` (the SDK's
+    `Forbidden`) and holds nothing: its first grant is removed, and the resource goes to the next."""
+    namespace, _ = namespaces
+    name = "locks"
+    bed.kubectl("create", "quota", name, f"--hard={LOCKS}=2", "-n", namespace)
+    wait_used(admin, namespace, name, LOCKS, 0)
+    config = str(bed.user_kubeconfig("alice"))
+    api = alice_api(bed)
+    alice = Locks(api, namespace)
+    try:
+        with LockClient(kubeconfig=config, namespace=namespace, instance="first", decision_timeout=DECISION) as first:
+            first.acquire("mr://set/a", wait=False)
+            wait_used(admin, namespace, name, LOCKS, 1)
+            with LockClient(kubeconfig=config, namespace=namespace, instance="set",
+                            decision_timeout=DECISION) as both:  # fmt: skip
+                began = time.monotonic()
+                with pytest.raises(Forbidden) as refused:
+                    both.try_acquire_all(["mr://set/b", "mr://set/c"])
+                assert time.monotonic() - began < DECISION  # an answer, not the SDK giving up on the operator
+            assert refused.value.reason == Reason.LOCK_REFUSED.value, refused.value
+            assert "exceeded quota: locks" in refused.value.message
+
+            # No grant of the set is left: only the first holder's lock stays, and it stays so.
+            def others() -> list[str]:
+                return sorted(n for lock in alice.locks() if (n := lock["metadata"]["name"]) != lock_name("mr://set/a"))
+
+            wait_until(lambda: others() == [], what="no lock of the refused set", timeout=DEADLINE)
+            time.sleep(3)
+            assert others() == []
+            # Its first resource is free again: another holder takes it once the quota counts the slot.
+            wait_used(admin, namespace, name, LOCKS, 1)
+            with LockClient(kubeconfig=config, namespace=namespace, instance="next",
+                            decision_timeout=DECISION) as after:  # fmt: skip
+                taken = after.try_acquire("mr://set/b")
+                assert taken.ok, taken
+                after.release("mr://set/b")
     finally:
         api.close()  # type: ignore[no-untyped-call]
 

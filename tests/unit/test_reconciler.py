@@ -397,8 +397,9 @@ def test_a_new_claims_first_answer_does_not_wait_behind_the_grant_beside_it() ->
 
 def test_a_refused_lock_create_fails_closed_tells_the_claim_and_is_tried_again_seldom() -> None:
     """A 403 on the lock's create (a used-up ResourceQuota on ResourceLocks): nothing is granted. A
-    try-lock ends Rejected `LockRefused` with the API server's words; a waiter is told once by a
-    Warning Event and the key is decided again after REFUSED_RETRY_DELAY, not at the queue's 1 s."""
+    try-lock ends Rejected `LockRefused` with the API server's words; a waiter's status says
+    `LockRefused` (Pending), written once with one Warning Event however often the create is refused
+    again, and the key is decided again after REFUSED_RETRY_DELAY, not at the queue's 1 s."""
 
     sent: list[Any] = []
 
@@ -427,8 +428,11 @@ def test_a_refused_lock_create_fails_closed_tells_the_claim_and_is_tried_again_s
         sent.clear()
         writes = [w for w in api.writes if "/events" not in w[1]]
         if wait:
-            assert status is None  # still waiting: no answer but the Event
-            assert writes == [("create", paths.locks("a"))] * 2
+            # Still waiting, and its status says why: written once, not at the second refusal.
+            assert (status["phase"], status["reason"]) == (Phase.PENDING.value, Reason.LOCK_REFUSED.value)
+            assert "exceeded quota: locks" in status["message"] and status["queuePosition"] == 1
+            assert writes == [("create", paths.locks("a")), ("update", paths.claims("a", "c1", status=True)),
+                              ("create", paths.locks("a"))]
             assert len(told) == 1 and "exceeded quota: locks" in (told[0].get("message") or told[0].get("note"))
             assert reconciler.queue.next_deadline() == clock.now() + REFUSED_RETRY_DELAY
         else:

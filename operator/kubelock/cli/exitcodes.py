@@ -23,7 +23,7 @@ from kubelock.sdk.errors import (
 class ExitCode(IntEnum):
     OK = 0  # done: acquired, released, renewed, listed ...
     HELD = 1  # held by another holder (try-lock), or this instance's claim is another live process's
-    NOT_FOUND = 2  # no such claim or lock; nothing held to release or renew
+    NOT_FOUND = 2  # no such claim or lock; nothing held to release or renew; `status -n` of no namespace
     FORBIDDEN = 3  # the API server refused this identity (RBAC, admission) or its credentials (a 401);
     # also unlock without admin rights
     INVALID_INPUT = 4  # bad URI, TTL, timeout, arguments; refused before any request

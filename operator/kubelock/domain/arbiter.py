@@ -39,6 +39,7 @@ from kubelock.domain.model import (
 )
 from kubelock.domain.queueposition import worth_writing
 from kubelock.domain.reasons import QUEUE_ADVICE, Phase, Reason
+from kubelock.domain.refusal import RETRY_CLAUSE, refusal_note, told_refused
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
 
@@ -374,6 +375,7 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
         timeout = claim.wait_timeout_seconds
         held_by = claim.status.holder if claim.status else None
         message = f"gave up after waiting {timeout}s for {resource}" + (f" (held by {held_by})" if held_by else "")
+        message += refusal_note(claim)
         return end_claim(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False, holder=held_by)
     return None
 
@@ -459,6 +461,24 @@ def end_claim(
         available_at=available_at,
     )
     return SetStatus(claim, status, Notice(reason, message, warning=warning))
+
+
+def lock_refused(claim: Claim, message: str, now: float, *, retry_seconds: float) -> SetStatus | None:
+    """What `claim` is told when the API server refused the create of the lock that would have
+    granted it (`message`: what it said); None when there is nothing to write (see
+    `kubelock.domain.refusal`). A try-lock, of one resource or several, ends `Rejected`: it asked for
+    an answer now (a claim of several resources may hold part of its set; ended, it holds nothing, and
+    its resources' decisions remove those grants as any ended claim's). A waiter stays `Pending` with
+    reason `LockRefused` and a position of 1 (it was being granted), told once per episode."""
+    if not claim.active or claim.phase is Phase.HELD:
+        return None  # answered already; a Held claim's grant is never created again
+    if not claim.wait:
+        return end_claim(claim, Phase.REJECTED, Reason.LOCK_REFUSED, message, now, warning=True)
+    if told_refused(claim):
+        return None
+    waiting = f"{message}{RETRY_CLAUSE} {retry_seconds:.0f} s"
+    status = queued_status(claim, Reason.LOCK_REFUSED, waiting, None, 1, now, [])
+    return SetStatus(claim, status, Notice(Reason.LOCK_REFUSED, waiting, warning=True))
 
 
 def _lost(

@@ -69,6 +69,7 @@ from kubelock.domain.model import (
     SetStatus,
 )
 from kubelock.domain.reasons import QUEUE_ADVICE, Phase, Reason
+from kubelock.domain.refusal import refusal_note
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, WaitForGraph
 
@@ -207,6 +208,7 @@ def _ending(
     if claim.phase is not Phase.HELD and claim.on_busy is OnBusy.FAIL and wait_over(claim, now, False):
         names = ", ".join(claim.every_resource)
         message = f"gave up after waiting {claim.wait_timeout_seconds}s for {names} (all or nothing)"
+        message += refusal_note(claim)
         return end_claim(claim, Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, message, now, warning=False)
     return None
 

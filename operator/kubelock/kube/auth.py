@@ -1,7 +1,14 @@
 """Credentials as they are now, refreshed the way client-go refreshes them.
 
 - A token file (a pod's projected ServiceAccount token, kubeconfig `tokenFile`) is re-read at least
-  once a minute, as client-go's cached file token source does: the kubelet rotates it.
+  once a minute, as client-go's cached file token source does: the kubelet rotates it. An empty (or
+  blank) token file is no credential: sent as it is, the request would carry no Authorization header
+  and the API server would serve it as `system:anonymous`. So it is refused (`CredentialError`, naming
+  the file), and so is one that cannot be read. At a scheduled re-read the last good token is kept
+  instead (client-go does the same), and the file is read again `FILE_RETRY_SECONDS` later: the kubelet
+  writes a projected token atomically, so a failed read is a moment of a rotation or an operator's
+  mistake, and the token in hand is still valid until it expires. After a 401 the token in hand is
+  known to be refused, so a file that offers no new one is an error, not a reason to send it again.
 - An exec plugin is run again once 80% of its credential's lifetime (`expirationTimestamp`) has
   passed, so a fresh credential is in hand before the old one expires; a credential without an
   expiry is kept until the API server refuses it.
@@ -17,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,7 +36,10 @@ from kubelock.domain.timefmt import parse_rfc3339
 from kubelock.kube.config import HEADER_UNSAFE, Credentials, ExecConfig, private_file
 from kubelock.kube.errors import Unreachable
 
+log = logging.getLogger("kubelock.auth")
+
 FILE_TOKEN_SECONDS = 60.0
+FILE_RETRY_SECONDS = 10.0  # a token file whose re-read failed while a good token is kept
 REFRESH_AT = 0.8  # of an exec credential's lifetime
 EXEC_TIMEOUT_SECONDS = 60.0
 
@@ -44,6 +55,7 @@ class Authenticator:
         self.credentials = credentials
         self._clock = clock
         self._token: str | None = None
+        self._token_file_token: str | None = None  # the last good token read from the token file
         self._refresh_at: float | None = None  # wall time; None: no scheduled refresh
         self._expires_at: float | None = None  # wall time the current credential stops working
         self._cert: tuple[str, str] | None = None  # an exec plugin's client certificate and key (files)
@@ -99,7 +111,7 @@ class Authenticator:
                 return True  # another request refreshed it meanwhile
             if self._loaded and rejected is None and not force and not self._due():
                 return False  # refreshed by another request while this one waited for the lock
-            await self._load()
+            await self._load(keep_on_failure=rejected is None)
             self._loaded = True
             self.refreshes += 1
             return self.refreshable
@@ -107,20 +119,24 @@ class Authenticator:
     def _due(self) -> bool:
         return self._refresh_at is not None and self._clock() >= self._refresh_at
 
-    async def _load(self) -> None:
+    async def _load(self, *, keep_on_failure: bool) -> None:
+        """Obtain the credential. `keep_on_failure`: a token file that cannot give a token now leaves
+        the good token in hand (a scheduled re-read, not the answer to a 401)."""
         c = self.credentials
         if c.exec is not None:
             await self._run_exec(c.exec)
             return
         if c.token_file:
             try:
-                token = (await asyncio.to_thread(_read, c.token_file)).strip() or None
-            except OSError as error:
-                raise CredentialError(f"cannot read the token file {c.token_file}: {error}") from None
-            except UnicodeDecodeError:
-                raise CredentialError(f"the token file {c.token_file} is not text (UTF-8): not a bearer token") \
-                    from None
-            self._token = _bearer(token, f"the token file {c.token_file}")
+                token = await asyncio.to_thread(read_token_file, c.token_file)
+            except CredentialError as error:
+                if not keep_on_failure or self._token_file_token is None:
+                    raise
+                log.warning("%s; keeping the token read before and trying again in %.0f s",
+                            error, FILE_RETRY_SECONDS)
+                self._refresh_at = self._clock() + FILE_RETRY_SECONDS
+                return
+            self._token = self._token_file_token = token
             self._refresh_at = self._clock() + FILE_TOKEN_SECONDS
             return
         self._token = _bearer(c.token, "the kubeconfig's token")
@@ -196,9 +212,23 @@ def _bearer(token: str | None, source: str) -> str | None:
     return token
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+def read_token_file(path: str) -> str:
+    """The bearer token in the file at `path` (surrounding whitespace removed, as client-go does).
+    Refused (`CredentialError`, naming the file) when it cannot be read, is not text, or holds no
+    token: an empty token would send the request without credentials, as `system:anonymous`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as error:
+        raise CredentialError(f"cannot read the token file {path}: {error}") from None
+    except UnicodeDecodeError:
+        raise CredentialError(f"the token file {path} is not text (UTF-8): not a bearer token") from None
+    if not token:
+        raise CredentialError(f"the token file {path} is empty: no token to send (without one the request would "
+                              "be made as system:anonymous), so nothing was sent")
+    bearer = _bearer(token, f"the token file {path}")
+    assert bearer is not None
+    return bearer
 
 
 def _unlink(path: str) -> None:

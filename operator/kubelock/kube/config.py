@@ -252,6 +252,9 @@ def _credentials(
         for name in names:
             if section.get(name) is not None and not isinstance(section.get(name), str):
                 raise ConfigError(f"kubeconfig {path}: {name} must be a string, not {section.get(name)!r}")
+    if user.get("token") and not user["token"].strip():
+        # Sent as it is, a blank token is no credential: the API server would serve it as system:anonymous.
+        raise ConfigError(f"kubeconfig {user_path}: token is blank (only whitespace): no token to send")
     temporary: list[str] = []
     ca = _file_or_data(cluster_path, cluster, "certificate-authority", temporary)
     cert = _file_or_data(user_path, user, "client-certificate", temporary)

@@ -71,6 +71,8 @@ def _headers(credentials: Credentials, user_agent: str) -> dict[str, str] | None
     if credentials.exec is not None or credentials.tls_server_name:
         return None  # an exec plugin's token comes from the asynchronous client's refresh
     token = credentials.bearer()
+    if credentials.token_file and not token:
+        return None  # an empty token file: the asynchronous client refuses it, naming the file (never anonymous)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     elif credentials.username and credentials.password:

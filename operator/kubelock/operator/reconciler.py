@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kubelock.domain import quotas
-from kubelock.domain.arbiter import decide, end_claim, first_answers, release_notice
+from kubelock.domain.arbiter import decide, first_answers, lock_refused, release_notice
 from kubelock.domain.clock import Clock
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
@@ -63,8 +63,6 @@ POSITION_DELAY = 0.25
 # say) is tried again after this long, not at the work queue's 1 s: the refusal stands until an
 # admin or another lock's end changes it, and each try is a create the server refuses again.
 REFUSED_RETRY_DELAY = 10.0
-# Claims told of a refusal (one Warning Event each, until granted): bounded, as claims may go unseen.
-MAX_REFUSED_TOLD = 10_000
 
 
 # The permits of a resource in a namespace: (namespace, resource) -> capacity.
@@ -198,7 +196,6 @@ class Reconciler:
         self._held_back: set[Key] = set()  # keys with a grant waiting for a fresh view
         self._created_across_stall: set[str] = set()  # uids of claims granted across a stall, not told yet
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
-        self._refusals_told: set[str] = set()  # uids of claims told that their grant was refused
         self.multi = MultiClaims(self)
         self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
         # The same reservations recorded in the API server, where every replica's meet (quotas only).
@@ -252,38 +249,32 @@ class Reconciler:
             await self._lock_refused(key, refusal)
 
     async def _lock_refused(self, key: Key, refusal: LockRefused) -> None:
-        """Fail closed: nothing is granted, and the claim is told why. A try-once claim of one resource
-        ends `Rejected` (`LockRefused`, with the API server's words): it asked for an answer now, and
-        the operator cannot give it the lock. A waiter stays Pending (its wait timeout still applies), is
-        told once (a Warning Event and a warning in the log), and its grant is tried again after
-        `REFUSED_RETRY_DELAY`, when the refusal may have gone (a lock freed under the quota)."""
+        """Fail closed: nothing is granted, and the claim's status says why (`arbiter.lock_refused`).
+        A try-lock, of one resource or several, ends `Rejected` `LockRefused` with the API server's
+        words. A waiter stays Pending with reason `LockRefused`, written (with a Warning Event) once per
+        refusal episode, not at every retry, and its grant is tried again after `REFUSED_RETRY_DELAY`,
+        when the refusal may have gone (a lock freed under the quota)."""
         namespace = key[0]
         message = f"the API server refused to create lock {refusal.lock}, so nothing is granted: {refusal.message}"
         record = self.cache.claims.get(refusal.claim_uid)
-        # Not a claim of several resources: it may hold part of its set already, which its own
-        # decision gives back; it is told by the Event and tried again as a waiter is.
-        if record is not None and not record.claim.wait and not record.claim.multi and record.claim.active:
-            now = self.clock.now()
-            ending = end_claim(record.claim, Phase.REJECTED, Reason.LOCK_REFUSED, message, now, warning=True)
+        now = self.clock.now()
+        told = None if record is None else lock_refused(record.claim, message, now, retry_seconds=REFUSED_RETRY_DELAY)
+        if record is not None and told is not None:
             try:
-                await self._set_status(namespace, ending, now, record)
+                await self._set_status(namespace, told, now, record)
             except (Conflict, NotFound) as error:  # the claim changed meanwhile: decide again
                 log.debug("%s/%s: refusal not recorded (%s)", namespace, refusal.claim_name, error)
                 self.schedule(key)
                 return
-            self.schedule(key)  # the others waiting on the key, if any
-            return
-        if refusal.claim_uid not in self._refusals_told:
-            if len(self._refusals_told) >= MAX_REFUSED_TOLD:
-                self._refusals_told.clear()
-            self._refusals_told.add(refusal.claim_uid)
-            message += f"; trying again every {REFUSED_RETRY_DELAY:.0f} s"
-            log.warning("%s/%s %s: %s", namespace, refusal.claim_name, Reason.LOCK_REFUSED.value, message)
-            self.events.record(
-                namespace, refusal.claim_name, refusal.claim_uid, Reason.LOCK_REFUSED.value, message, warning=True
-            )
+            if record.claim.multi:
+                # Its resources: an ended claim's grants there are removed, and their queues move on.
+                for resource in record.claim.every_resource:
+                    self.schedule((namespace, resource))
         else:
             log.debug("%s/%s: lock %s refused again: %s", namespace, refusal.claim_name, refusal.lock, refusal.message)
+        if told is not None and told.status.phase.terminal:
+            self.schedule(key)  # the others waiting on the key, if any
+            return
         self.schedule_at(key, self.clock.now() + REFUSED_RETRY_DELAY)
 
     async def _reconcile(self, key: Key) -> None:
@@ -677,7 +668,6 @@ class Reconciler:
 
     def _granted(self, namespace: str, action: CreateLock, epoch: int) -> None:
         """The grant of `action` is stored; its write began at the gate's `epoch`."""
-        self._refusals_told.discard(action.claim.uid)
         self._granted_at[(namespace, action.target)] = self.clock.now()
         if self.gate.epoch != epoch:
             self._created_across_stall.add(action.claim.uid)

@@ -121,9 +121,27 @@ class AsyncAdmin:
         return [LockInfo.from_body(b) for b in items]
 
     async def status(self, namespace: str | None) -> list[LockStatus]:
+        """The locks of `namespace` (None: of every namespace) and the claims on them. Raises NotFound
+        (reason `NamespaceNotFound`) when there is none because the namespace does not exist: the API
+        server lists nothing there rather than saying so, and "no locks held" would hide a typo."""
         locks = await self.locks(namespace)
         claims = await self.claims(namespace)
+        if namespace is not None and not locks and not claims and await self.namespace_exists(namespace) is False:
+            raise NotFound(f"namespace {namespace} does not exist", reason="NamespaceNotFound")
         return summarise(locks, claims)
+
+    async def namespace_exists(self, namespace: str) -> bool | None:
+        """Whether `namespace` exists; None when this identity may not read it (kubelock's roles do not
+        grant reading namespaces; Kubernetes' `view` does)."""
+        try:
+            await self.kube.get(paths.namespace(namespace))
+        except kube_errors.NotFound:
+            return False
+        except kube_errors.Forbidden:
+            return None
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            raise from_api(error, f"read namespace {namespace}") from error
+        return True
 
     async def explain(self, name_or_uri: str) -> Explanation:
         """Why a claim (by name, or your claim on a URI) is where it is."""

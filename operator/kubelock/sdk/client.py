@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import dataclasses
 import itertools
+import logging
 import math
 import secrets
 import time
@@ -33,6 +34,7 @@ from kubelock.api.constants import (
 from kubelock.api.fencing import grant_tokens
 from kubelock.api.types import LockClaimSpec, PodRef
 from kubelock.domain.reasons import Phase, Reason
+from kubelock.domain.refusal import RETRY_CLAUSE
 from kubelock.domain.resource import digest, lock_name
 from kubelock.kube import config, paths
 from kubelock.kube import errors as kube_errors
@@ -83,6 +85,8 @@ CREATE_ATTEMPTS = 4
 # How long a delete of one's own claim is tried again while the API server refuses it or cannot be
 # reached (see delete_claim).
 DELETE_SECONDS = 10.0
+
+log = logging.getLogger("kubelock.sdk")
 
 
 class AsyncLockClient:
@@ -499,10 +503,16 @@ class AsyncLockClient:
         wait_deadline = None if wait_timeout is None else started + wait_timeout + TIMEOUT_SLACK
         decision_deadline = started + self.decision_timeout
         state = info
+        # What the last refusal (LockRefused) said. A caller that follows the wait (`on_update`) sees it
+        # there (`ClaimInfo.refused`); one that does not is told by a warning, once per episode.
+        refused: str | None = None
         try:
             stream = follow_claim(self.kube, state.namespace, state.name, state.resource_version)
             async with contextlib.aclosing(stream) as states:
                 while not _settled(state, wait):
+                    if state.refused is not None and refused is None and on_update is None:
+                        log.warning("waiting for %s: %s", state.label, state.refused)
+                    refused = state.refused
                     if on_update is not None and state.phase is not None:
                         on_update(state)
                     deadline = decision_deadline if state.phase is None else math.inf
@@ -527,9 +537,11 @@ class AsyncLockClient:
         self, state: ClaimInfo, wait_deadline: float | None, wait_timeout: float | None, now: float
     ) -> LockError:
         if wait_deadline is not None and now >= wait_deadline:
+            refused = state.refused
             return TimedOut(
                 f"gave up after waiting {wait_timeout or 0:g}s for {state.label}"
-                + (f" (held by {state.current_holder})" if state.current_holder else ""),
+                + (f" (held by {state.current_holder})" if state.current_holder else "")
+                + (f"; not granted because {refused.split(RETRY_CLAUSE)[0]}" if refused else ""),
                 holder=state.current_holder,
             )
         return Unreachable(

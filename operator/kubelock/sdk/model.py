@@ -10,7 +10,7 @@ from typing import Any
 
 from kubelock.api import objects
 from kubelock.api.fencing import grant_tokens, lock_token, recorded
-from kubelock.domain.reasons import Phase
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.sdk.process import PROCESS_ANNOTATION
 from kubelock.sdk.targets import label
 
@@ -118,6 +118,14 @@ class ClaimInfo:
     def tokens(self) -> dict[str, int]:
         """While Held: the fencing token of each resource."""
         return {g.resource: g.fencing_token for g in self.held_grants}
+
+    @property
+    def refused(self) -> str | None:
+        """While Pending with reason LockRefused: why the operator could not grant it (the API server
+        refused to store its lock, e.g. a used-up ResourceQuota on ResourceLocks); None otherwise."""
+        if self.phase is Phase.PENDING and self.reason == Reason.LOCK_REFUSED.value:
+            return self.message
+        return None
 
     @property
     def several(self) -> bool:
