@@ -46,7 +46,7 @@ verify: venv tools ## Fail when generated files (CRDs, chart templates, manifest
 	HELM=$(BIN_DIR)/helm bash hack/render-manifests.sh --check
 
 .PHONY: lint
-lint: venv ## ruff, mypy --strict and the import-linter layer contracts
+lint: venv ## ruff, mypy --strict, the import-linter layer contracts and helm lint of the chart
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -79,7 +79,7 @@ down: venv ## Stop what `make up` (or a `make run` of another terminal) started
 
 .PHONY: bench
 bench: venv tools ## Benchmarks against raw Lease operations in the same run (QUICK=1: under 3 minutes)
-	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) bench/run.py $(if $(filter-out 0,$(QUICK)),--quick,)
+	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) bench/run.py $(if $(filter-out 0,$(QUICK)),--quick,) $(BENCH_ARGS)
 
 .PHONY: chaos
 chaos: venv tools ## Fault injection with a checked history (QUICK=1: every fault twice, short; LOAD=1: loaded mode)

@@ -32,7 +32,7 @@ from harness import (
     rss_mib,
     unique,
 )
-from report import Document, Row, Summary, Target, error_rows, median, summarise
+from report import Document, Row, Summary, Target, error_rows, median, out_of_time, summarise
 
 from kubelock.kube import paths
 
@@ -238,12 +238,16 @@ class Runner:
                     continue
                 log.info("block %d: %s", id_, names[0])
                 self.step = (id_, names[0])
+                allowed = min(limit, left)
                 try:
-                    await asyncio.wait_for(block(), timeout=min(limit, left))
+                    await asyncio.wait_for(block(), timeout=allowed)
                 except Exception as error:
                     log.exception("block %d failed", id_)
                     step_id, step = self.step if self.step[0] else (id_, names[0])
-                    self.doc.rows += error_rows(step_id, [step], error)
+                    why: BaseException | str = error
+                    if isinstance(error, TimeoutError) and time.monotonic() - began >= allowed - 1:
+                        why = out_of_time(allowed, budget=left < limit, load=os.getloadavg()[0])
+                    self.doc.rows += error_rows(step_id, [step], why)
                 log.info("block %d done in %.1f s", id_, time.monotonic() - began)
             log.info("client watches resumed after the server ended them: %d", Watch.resumed_total)
         finally:

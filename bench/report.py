@@ -120,6 +120,15 @@ class Row:
         }
 
 
+def out_of_time(seconds: float, *, budget: bool, load: float) -> str:
+    """Why a block that ran out of time lost its figures, and what to do: asyncio's TimeoutError says
+    nothing by itself (its message is empty), and a loaded machine is the usual cause."""
+    limit = "what was left of the run's time budget" if budget else "its time limit"
+    return (f"timed out: the block did not finish within {seconds:.0f} s ({limit}) at a load average of "
+            f"{load:.1f}; give the blocks more time with --patience 3 (make bench BENCH_ARGS='--patience 3') "
+            "or run on a quieter machine")
+
+
 def error_rows(id_: int, names: Sequence[str], error: BaseException | str, flavour: str = "kubelock") -> list[Row]:
     """Rows for figures a failed scenario could not produce: the run goes on and says why."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"

@@ -314,6 +314,21 @@ def test_a_refused_try_lock_names_every_holder_as_the_operator_does(sh: Shell) -
         assert said.endswith(f"; try again later, or queue for it with {advice}"), said
 
 
+def test_list_shows_a_claim_applied_with_kubectl(sh: Shell) -> None:
+    """A claim written as YAML (README.md's examples/lockclaim.yaml, holder user:alice/laptop) is its
+    holder's as much as one the commands made: `kubelock list` with that instance shows it, as it
+    does without an instance (every instance of the identity)."""
+    sh.admin.claim("alice-issue-42", "github://acme/app/issues/42", holder("alice"), ttl=600)
+    sh.admin.wait_phase("alice-issue-42", "Held", DEADLINE)
+    assert sh("alice", "rlock", "deploy://api-prod").code == 0
+    with_instance = sh("alice", "kubelock", "list", "--json")
+    assert with_instance.code == 0, with_instance
+    assert {(c["name"], c["phase"]) for c in with_instance.json["claims"]} == {
+        ("alice-issue-42", "Held"), (sh.claim("alice", "deploy://api-prod"), "Held")
+    }, with_instance.json
+    assert sh("bob", "kubelock", "list", "--json").json["claims"] == []  # bob's claims only
+
+
 def test_status_list_why_and_graph(sh: Shell) -> None:
     r1, r2 = "deploy://api-prod", "github://acme/app/pr/10"
     assert sh("alice", "rlock", r1, "--ttl", "600").code == 0

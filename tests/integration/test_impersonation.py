@@ -116,6 +116,9 @@ def test_as_and_as_group_flags_act_as_that_user(
     elsewhere = run("kubelock", "--as", "dave", "--as-group", "oncall", "--instance", "pager", "acquire", URI,
                     env=environment(control_plane.kubeconfig, unbound))
     assert elsewhere.code == ExitCode.FORBIDDEN, (elsewhere.code, elsewhere.stderr)
+    # The refusal says what to do about it: which role to bind in that namespace, and how.
+    assert (f"binding the ClusterRole kubelock-agent in namespace {unbound}: kubectl -n {unbound} create "
+            "rolebinding <name> --clusterrole=kubelock-agent --user=dave") in elsewhere.stderr, elsewhere.stderr
 
     lonely = run("kubelock", "--as-group", "oncall", "status", env=admin)
     assert lonely.code == ExitCode.INVALID_INPUT

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 from kubernetes import watch
 from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
+from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.clock import SystemClock
 from kubelock.domain.lockpolicy import LockPolicy, Quotas
 from kubelock.domain.model import Policy
@@ -37,6 +39,7 @@ from tests.integration.test_multi import claim_all
 from tests.integration.test_observability import scrape, value
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
+from tests.support.commands import environment, run
 from tests.support.gatedclient import GatedClient
 from tests.support.monitor import HolderMonitor, LockMonitor
 from tests.support.namespaces import temporary_namespace
@@ -349,6 +352,29 @@ def test_a_try_lock_during_the_rest_is_turned_away(locks: Locks, admin_api: ApiC
     locks.claim("t", "deploy://api-prod", "agent-t")
     rejected = status_of(locks.wait_phase("t", "Rejected", timeout=10))
     assert rejected["reason"] == "LockDelay" and "rests until" in rejected["message"]
+
+
+def test_the_commands_turned_away_by_a_rest_name_their_own_way_to_queue(  # type: ignore[no-untyped-def]
+    control_plane, locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """The operator's advice ("set wait: true to queue") is for a claim written as YAML; the commands
+    say how they queue, and exit 1 (busy) with the reason LockDelay."""
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
+    locks.claim("a", "deploy://api-prod", "agent-a")
+    held = status_of(locks.wait_phase("a", "Held"))
+    locks.delete_lock(held["lockName"])
+    locks.wait_phase("a", "Revoked", timeout=10)
+    env = environment(control_plane.kubeconfig, ns, instance="t")
+    acquire = run("kubelock", "acquire", "deploy://api-prod", env=env)
+    assert acquire.code == ExitCode.HELD, (acquire.code, acquire.stderr)
+    assert "rests until" in acquire.stderr, acquire.stderr
+    advice = "try again then, or queue for it with kubelock acquire --wait"
+    assert acquire.stderr.rstrip().endswith(advice), acquire.stderr
+    rlock = run("rlock", "deploy://api-prod", env=env)
+    assert rlock.code == ExitCode.HELD, (rlock.code, rlock.stdout)
+    answer = json.loads(rlock.stdout)
+    assert answer["error"] == "LockDelay", answer
+    assert answer["message"].endswith("try again then, or queue for it with rlock --wait"), answer
 
 
 # ---- quotas -------------------------------------------------------------------------------------

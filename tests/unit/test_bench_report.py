@@ -178,3 +178,15 @@ def test_fmt_picks_precision_by_magnitude() -> None:
     assert report.fmt(31.4159, "ms") == "31.4 ms"
     assert report.fmt(314.159, "ms") == "314 ms"
     assert report.fmt(12.6, "cycles/s") == "13 cycles/s"
+
+
+def test_a_block_out_of_time_says_so_and_what_to_do() -> None:
+    # asyncio's TimeoutError has an empty message: the row read "error: TimeoutError: " and left a
+    # newcomer to guess. It names the time, the limit that ended it, the load, and the way out.
+    text = report.out_of_time(25.0, budget=False, load=14.6)
+    assert text == ("timed out: the block did not finish within 25 s (its time limit) at a load average of 14.6; "
+                    "give the blocks more time with --patience 3 (make bench BENCH_ARGS='--patience 3') "
+                    "or run on a quieter machine")
+    assert "(what was left of the run's time budget)" in report.out_of_time(7.0, budget=True, load=2.0)
+    row = report.error_rows(6, ["deadlock reported"], text)[0]
+    assert row.error == text[:300]

@@ -290,3 +290,18 @@ def test_held_message_keeps_the_operators_sentence_and_swaps_only_its_advice() -
                                                    "try again later, or set wait: true to queue")
     assert several == ("not all of a://1, a://2 are free (a://2 held by user:a/1); try again later, "
                        "or queue for all of them with rlock --wait")
+
+
+def test_a_try_lock_turned_away_by_a_rest_is_told_the_commands_way_to_queue() -> None:
+    # The operator's sentence for a claim written as YAML ends "set wait: true to queue": a command
+    # line cannot set that, so the commands say their own --wait instead (the rest of the sentence,
+    # until when and why, stays).
+    told = ("deploy://x rests until 2026-01-02T03:04:15Z: the lock of user:a/1 was broken at "
+            "2026-01-02T03:04:05Z (lock-delay of LockPolicy deploys); try again then, or set wait: true to queue")
+    said = told.removesuffix("set wait: true to queue") + "queue for it with kubelock acquire --wait"
+    assert output.in_command_words(told, "kubelock acquire --wait") == said
+    assert output.in_command_words(told, None) == told
+    assert output.in_command_words("deploy://x: something else", "rlock --wait") == "deploy://x: something else"
+    payload = output.failure(Rejected(told, reason="LockDelay"), "deploy://x", wait_command="rlock --wait")
+    assert payload == {"ok": False, "error": "LockDelay", "resource": "deploy://x",
+                       "message": told.removesuffix("set wait: true to queue") + "queue for it with rlock --wait"}

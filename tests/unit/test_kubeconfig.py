@@ -105,7 +105,8 @@ def test_certificates_as_files_relative_to_the_kubeconfig_or_as_data(tmp_path: P
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (kubeconfig([{"name": "u", "user": {}}], current="nope"), "has no context 'nope'"),
+        (kubeconfig([{"name": "u", "user": {}}], current="nope"),
+         r"has no context 'nope' \(its contexts: 'one'\); pass --context with one of them"),
         (kubeconfig([{"name": "x", "user": {}}]), "names user 'u', which kubeconfig"),
         (kubeconfig([{"name": "u", "user": {"auth-provider": {"name": "oidc"}}}]), "auth-provider 'oidc' is not"),
         (kubeconfig([{"name": "u", "user": {"exec": {"command": "x", "apiVersion": "v0"}}}]), "exec apiVersion"),

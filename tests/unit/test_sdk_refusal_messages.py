@@ -49,3 +49,38 @@ def test_without_a_failed_renewal_the_api_server_is_suspected() -> None:
     assert ran_out_message("x://r", renew_deadline=20.0, last_failure=None) == (
         "no renewal of the lease on x://r succeeded within the renew deadline of 20s (is the API server reachable?)"
     )
+
+
+def test_an_rbac_refusal_names_the_role_to_bind_and_how() -> None:
+    detail = ('lockclaims.kubelock.dev is forbidden: User "dave" cannot create resource "lockclaims" '
+              'in API group "kubelock.dev" in the namespace "agents"')
+    error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "create claim c")
+    assert isinstance(error, Forbidden)
+    assert str(error) == (
+        f"not allowed to create claim c: {detail}; a cluster or namespace admin grants it by binding the "
+        "ClusterRole kubelock-agent in namespace agents: kubectl -n agents create rolebinding <name> "
+        '--clusterrole=kubelock-agent --user=dave (docs/install.md, "Giving people and agents access")'
+    )
+
+
+def test_the_role_follows_the_verb_and_the_subject_its_kind() -> None:
+    def hint(user: str, verb: str, resource: str) -> str:
+        detail = (f'{resource}.kubelock.dev is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+                  'in API group "kubelock.dev" in the namespace "ns"')
+        return str(from_api(kube_errors.Forbidden(403, "Forbidden", detail), "do it"))
+
+    assert "--clusterrole=kubelock-viewer --user=dave " in hint("dave", "list", "resourcelocks")
+    assert "--clusterrole=kubelock-admin --user=dave " in hint("dave", "delete", "resourcelocks")
+    assert "--clusterrole=kubelock-agent --serviceaccount=agents:agent " in hint(
+        "system:serviceaccount:agents:agent", "create", "lockclaims")
+
+
+def test_admission_and_quota_refusals_get_no_rbac_hint() -> None:
+    for detail in (
+        'lockclaims.kubelock.dev "c" is forbidden: ValidatingAdmissionPolicy \'kubelock-lockclaim-holder\' '
+        'with binding \'kubelock-lockclaim-holder\' denied request: holder must be your identity',
+        'lockclaims.kubelock.dev "c" is forbidden: exceeded quota: claims, requested: count/lockclaims.kubelock.dev=1',
+        'pods is forbidden: User "dave" cannot list resource "pods" in API group "" in the namespace "ns"',
+    ):
+        error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "do it")
+        assert str(error) == f"not allowed to do it: {detail}"

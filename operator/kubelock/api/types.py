@@ -339,7 +339,9 @@ class LockClaimStatus(_Model):
     phase: Phase | None = Field(
         default=None,
         description=(
-            "Pending (queued), Held, Rejected (try-once and held by another), TimedOut, Expired (lease ran "
+            "Pending (queued), Held, Rejected (try-once and held by another or resting after a lost lock, or "
+            "refused: over a LockPolicy quota, beyond the operator's limits, a bad podRef; reason says which), "
+            "TimedOut, Expired (lease ran "
             "out), Deadlocked (waiting would close a wait-for cycle) or Revoked (an admin broke the lock, the "
             "owning pod terminated, a revocation request's grace ran out, or the namespace is being deleted). "
             "The last five are terminal: the claim holds nothing."

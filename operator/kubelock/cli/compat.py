@@ -77,8 +77,10 @@ def _run(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] 
         print(output.dumps(payload))
         return ExitCode.OK if payload["ok"] else ExitCode.HELD
 
+    wait_command = "rlock --wait" if parser.prog == "rlock" else None
+
     def report(error: LockError) -> None:
-        print(output.dumps(output.failure(error, args.uri)))
+        print(output.dumps(output.failure(error, args.uri, wait_command=wait_command)))
 
     try:
         code = run(handler, args, report)

@@ -583,12 +583,17 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "completion":
         return print_safely(completion.script(parser, args.shell, prog.replace(" ", "-")))
 
+    # The commands that take a lock, and so may be told to come back when a resting resource is free.
+    wait_command = f"{prog} {args.command} --wait" if args.command in ("acquire", "run") else None
+
     def report(error: LockError) -> None:
         if args.output in ("json", "yaml"):
-            print(output.render(output.failure(error, getattr(args, "uri", None)), args.output), end="")
+            failure = output.failure(error, getattr(args, "uri", None), wait_command=wait_command)
+            print(output.render(failure, args.output), end="")
         else:
             advice = "; release every lock you hold, back off and retry" if isinstance(error, Deadlock) else ""
-            print(f"{prog} {args.command}: {error.message}{advice}", file=sys.stderr)
+            print(f"{prog} {args.command}: {output.in_command_words(error.message, wait_command)}{advice}",
+                  file=sys.stderr)
 
     try:
         return run(HANDLERS[args.command], args, report)

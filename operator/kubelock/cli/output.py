@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from kubelock.cli.run import Outcome, exit_code_of
-from kubelock.domain.reasons import QUEUE_ADVICE, Phase
+from kubelock.domain.reasons import QUEUE_ADVICE, REST_ADVICE, Phase
 from kubelock.domain.resource import normalise
 from kubelock.domain.waitfor import describe
 from kubelock.sdk.admin import BrokenLock, Explanation, LockStatus, RevocationRequest
@@ -61,6 +61,15 @@ def held_message(
         return (f"{holder} holds at least one of {resource}{since}, so none was taken; try again later, or "
                 f"queue for all of them with {wait_command}")
     return f"{resource} is held by {holder}{since}; try again later, or queue for it with {wait_command}"
+
+
+def in_command_words(message: str, wait_command: str | None) -> str:
+    """An operator's refusal of a try-lock while the resource rests (lock-delay), with the advice in
+    the command's words: the operator's names the claim's `wait: true`, which a command line has no
+    way to set but `wait_command`. Any other message is returned as it is."""
+    if wait_command and message.endswith(REST_ADVICE):
+        return message.removesuffix(REST_ADVICE) + f"try again then, or queue for it with {wait_command}"
+    return message
 
 
 # ---- JSON shapes ------------------------------------------------------------------------------
@@ -181,10 +190,11 @@ def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
     return payload
 
 
-def failure(error: LockError, resource: str | Sequence[str] | None = None) -> Json:
+def failure(error: LockError, resource: str | Sequence[str] | None = None, *, wait_command: str | None = None) -> Json:
     """The one JSON object for a failed command; its `error` is the reason (a domain Reason where
     the operator gave one). `resource` is what the command was given: one URI, or several (then
-    `resource` is null and `resources` lists them, normalised and sorted)."""
+    `resource` is null and `resources` lists them, normalised and sorted). `wait_command`: how this
+    command queues, for advice given in the operator's words (`in_command_words`)."""
     resources = [resource] if isinstance(resource, str) else list(resource or [])
     one = resources[0] if len(resources) == 1 else None
     if several(resources):  # as a result lists them: normalised, sorted
@@ -209,7 +219,7 @@ def failure(error: LockError, resource: str | Sequence[str] | None = None) -> Js
         payload["holder"] = error.holder
     elif isinstance(error, Lost):
         payload["lost"] = True
-    payload["message"] = error.message
+    payload["message"] = in_command_words(error.message, wait_command)
     return payload
 
 

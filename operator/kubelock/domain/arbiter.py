@@ -38,7 +38,7 @@ from kubelock.domain.model import (
     SetStatus,
 )
 from kubelock.domain.queueposition import worth_writing
-from kubelock.domain.reasons import QUEUE_ADVICE, Phase, Reason
+from kubelock.domain.reasons import QUEUE_ADVICE, REST_ADVICE, Phase, Reason
 from kubelock.domain.refusal import RETRY_CLAUSE, refusal_note, told_refused
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
@@ -888,7 +888,7 @@ def _resting_answers(
             continue
         if not claim.wait:
             if claim.status is None:
-                message = f"{resource} rests until {until}: {rest.cause}; try again then, or set wait: true to queue"
+                message = f"{resource} rests until {until}: {rest.cause}; {REST_ADVICE}"
                 actions.append(end_claim(claim, Phase.REJECTED, Reason.LOCK_DELAY, message, now, warning=False))
             continue
         position += 1

@@ -24,6 +24,9 @@ TERMINAL_PHASES = frozenset(p for p in Phase if p.terminal)
 # How a try-lock's refusal ends: the advice for a claim written as YAML. The CLI swaps it for its own
 # command's way to queue and keeps the rest of the operator's sentence (who holds it, with how many).
 QUEUE_ADVICE = "try again later, or set wait: true to queue"
+# The same for a try-lock refused while its resource rests (lock-delay): it may be tried again at a
+# known time.
+REST_ADVICE = "try again then, or set wait: true to queue"
 
 
 class Reason(StrEnum):

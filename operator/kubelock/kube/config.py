@@ -210,7 +210,11 @@ def from_documents(documents: Sequence[tuple[str, Mapping[str, Any]]], context: 
         raise ConfigError(f"kubeconfig {where} has no current-context; pass --context")
     contexts = _named(documents, "contexts", "context")
     if current not in contexts:
-        raise ConfigError(f"kubeconfig {where} has no context {current!r}")
+        # Name the ones it has: a mistyped --context (or a current-context left behind by a deleted
+        # cluster) is then fixed without reading the file.
+        known = ", ".join(repr(name) for name in sorted(contexts)) or "none"
+        raise ConfigError(f"kubeconfig {where} has no context {current!r} (its contexts: {known}); "
+                          "pass --context with one of them")
     ctx = contexts[current][1]
     clusters = _named(documents, "clusters", "cluster")
     users = _named(documents, "users", "user")

@@ -192,13 +192,14 @@ def flag_parser() -> argparse.ArgumentParser:
                         "kubelock.view: when each claim entered and left the view, every decision with the "
                         "claims it was taken on, grants held back for a fresh view and why")
     parser.add_argument("--health-address", default=os.environ.get("KUBELOCK_HEALTH_ADDRESS", "127.0.0.1:8080"),
-                        help="host:port of the liveness endpoint /healthz ('' to disable)")
+                        help="host:port of the liveness endpoint /healthz ('' to disable; default 127.0.0.1:8080)")
     parser.add_argument("--metrics-port", type=int, default=_env_int("KUBELOCK_METRICS_PORT", 0),
-                        help="port for Prometheus metrics (0: off)")
+                        help="port for Prometheus metrics (0: off, the default)")
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"),
                         help="address the metrics endpoint listens on (default 127.0.0.1)")
     parser.add_argument("--resync-seconds", type=_positive, default=_env_int("KUBELOCK_RESYNC_SECONDS", 60),
-                        help="LIST locks and holder pods this often, a safety net for missed watch events")
+                        help="LIST locks and holder pods this often, a safety net for missed watch events "
+                             "(seconds, default 60)")
     parser.add_argument("--routine-event-rate", type=_rate,
                         default=_env_float("KUBELOCK_ROUTINE_EVENT_RATE", ROUTINE_EVENT_RATE),
                         help="Normal Events (Granted, Released, Queued ...) per second refilling each namespace's "

@@ -745,12 +745,10 @@ class AsyncLockClient:
             return sorted((c for c in found if c.holder.startswith(mine) and "/" not in c.holder[len(mine):]),
                           key=lambda c: (c.resource, c.holder, c.name))
         ident = await self.identity()
-        items = await self.call(
-            f"list your claims in {ident.namespace}",
-            self.kube.list_all(
-                paths.claims(ident.namespace), labelSelector=f"{HOLDER_HASH_LABEL}={digest(ident.holder)}"
-            ),
-        )
+        # Every claim of the namespace, filtered here by holder: a label selector on the SDK's
+        # holder-hash label would miss the claims of this holder written as YAML (kubectl apply).
+        listing = self.kube.list_all(paths.claims(ident.namespace))
+        items = await self.call(f"list your claims in {ident.namespace}", listing)
         claims = [ClaimInfo.from_body(b) for b in items[0]]
         return sorted((c for c in claims if c.holder == ident.holder), key=lambda c: (c.resource, c.name))
 

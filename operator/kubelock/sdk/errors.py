@@ -6,6 +6,7 @@ CamelCase word) and `message` (a sentence for humans). The CLI maps the types to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from kubelock.domain.reasons import Reason
@@ -108,6 +109,40 @@ class Revoked(Lost):
     default_reason = Reason.LOCK_BROKEN.value
 
 
+# The RBAC authorizer's refusal: `User "alice" cannot create resource "lockclaims" in API group
+# "kubelock.dev" in the namespace "agents"`. Admission and ResourceQuota refusals say otherwise and
+# carry their own advice.
+_RBAC_REFUSAL = re.compile(
+    r'User "(?P<user>[^"]+)" cannot (?P<verb>[a-z]+) resource "(?P<resource>[a-z/]+)" '
+    r'in API group "kubelock\.dev" in the namespace "(?P<namespace>[^"]+)"'
+)
+_READ_VERBS = frozenset({"get", "list", "watch"})
+
+
+def rbac_hint(detail: str) -> str:
+    """What to do about an RBAC refusal of a kubelock request in a namespace: name the ClusterRole to
+    bind there and the command that binds it ("" for any other refusal). Without it a newcomer told
+    only "cannot create resource lockclaims" has to find docs/install.md alone."""
+    found = _RBAC_REFUSAL.search(detail)
+    if found is None:
+        return ""
+    user, namespace = found["user"], found["namespace"]
+    if found["verb"] in _READ_VERBS:
+        role = "kubelock-viewer"
+    elif found["resource"].startswith("lockclaims"):
+        role = "kubelock-agent"
+    else:  # writing locks or policies: a lock admin's right
+        role = "kubelock-admin"
+    parts = user.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        subject = f"--serviceaccount={parts[2]}:{parts[3]}"
+    else:
+        subject = f"--user={user}"
+    return (f"; a cluster or namespace admin grants it by binding the ClusterRole {role} in namespace "
+            f"{namespace}: kubectl -n {namespace} create rolebinding <name> --clusterrole={role} {subject} "
+            "(docs/install.md, \"Giving people and agents access\")")
+
+
 def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) -> LockError:
     """The SDK error for a failed Kubernetes request; `doing` says what was attempted."""
     if isinstance(error, kube_errors.Unreachable):
@@ -119,7 +154,7 @@ def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) 
         return Forbidden(f"cannot {doing}: the API server did not accept the credentials ({error.status} "
                          f"{error.reason or 'Unauthorized'}: an expired or revoked token, or a wrong kubeconfig)")
     if isinstance(error, kube_errors.Forbidden):
-        return Forbidden(f"not allowed to {doing}: {detail}")
+        return Forbidden(f"not allowed to {doing}: {detail}{rbac_hint(detail)}")
     if isinstance(error, kube_errors.NotFound):
         details = error.body.get("details") or {}
         if details.get("kind") == "namespaces":
