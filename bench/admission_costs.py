@@ -27,7 +27,8 @@ Write kinds, each as the callers that make it (`kind@caller`):
 
 `--plugin-profiles N` ends the timed rounds with N rounds of CPU profiles of the kube-apiserver
 (`--profile-seconds` long, 10 by default), one per set in turn, while cycles (as `cycle@deployed`, or
-`cycle@masters` with `--profile-callers deployed,masters`) go on in that set's namespace only: the
+`cycle@masters` with `--profile-callers deployed,masters`; `locks` instead of cycles: the operator's
+lock create, update and delete, `locks@operator`, per lock) go on in that set's namespace only: the
 CPU the validating-policy plugin took (its dispatcher's cumulative samples) divided by the cycles
 made, `cycle@CALLER/plugin-cpu`, and all the sampled CPU divided by them, `cycle@CALLER/profiled-cpu`,
 in ms. Samples count only the API server's own CPU, so the figure
@@ -328,13 +329,17 @@ async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rou
 
                 await asyncio.sleep(0.5)  # the profile's start
                 while not fetch.done():
-                    await writes.cycles(clients[agent], clients[operator], holders[agent], CONCURRENCY,
-                                        counted, caller)
+                    if caller == "locks":  # the operator's lock writes: create, update (renewal), delete
+                        await writes.locks(clients["operator"], CONCURRENCY, counted, "operator")
+                    else:
+                        await writes.cycles(clients[agent], clients[operator], holders[agent], CONCURRENCY,
+                                            counted, caller)
                     cycles += CONCURRENCY
                 await fetch
                 dispatch, total = plugin_share(path)
-                results[set_name].setdefault(f"cycle@{caller}/plugin-cpu", []).append(dispatch * 1000 / cycles)
-                results[set_name].setdefault(f"cycle@{caller}/profiled-cpu", []).append(total * 1000 / cycles)
+                figure = "locks@operator" if caller == "locks" else f"cycle@{caller}"
+                results[set_name].setdefault(f"{figure}/plugin-cpu", []).append(dispatch * 1000 / cycles)
+                results[set_name].setdefault(f"{figure}/profiled-cpu", []).append(total * 1000 / cycles)
                 path.unlink()
             line = {s: {k: round(v[-1], 3) for k, v in kinds.items() if k.endswith("-cpu")}
                     for s, kinds in results.items()}
@@ -379,7 +384,9 @@ def main() -> int:
     parser.add_argument("--profile-seconds", type=int, default=10, help="the length of each of those profiles")
     parser.add_argument("--profile-callers", default="deployed",
                         help="whose cycles those profiles see, comma-separated: deployed (an agent and the "
-                        "operator's ServiceAccount), masters (the bench's clients and operator)")
+                        "operator's ServiceAccount), masters (the bench's clients and operator), locks (no "
+                        "cycles: the operator's ServiceAccount creates, updates and deletes locks; a figure "
+                        "per lock, locks@operator)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     sets = dict(s.split("=", 1) for s in args.set) if args.set else {"deployed": str(REPO / "config/admission")}

@@ -445,7 +445,9 @@ def check_input(args: argparse.Namespace) -> None:
     if getattr(args, "command", None) == "run":  # `run URI CMD`: CMD was taken for a URI; say where it goes
         runner.command_of(args.child)
     if getattr(args, "uri", None) is not None:
-        Target.of(args.uri)  # one URI, or several: at most 16, none twice
+        target = Target.of(args.uri)  # one URI, or several: at most 16, none twice
+        if getattr(args, "command", None) in ("acquire", "run"):
+            target.to_claim()  # a new claim's URIs in Unicode NFC (release, status take any spelling)
     validation.ttl(getattr(args, "ttl", None))
     validation.timeout(getattr(args, "timeout", None))
     if getattr(args, "timeout", None) is not None and not getattr(args, "wait", False):

@@ -40,6 +40,7 @@ from kubelock.domain.model import (
 from kubelock.domain.queueposition import worth_writing
 from kubelock.domain.reasons import QUEUE_ADVICE, REST_ADVICE, Phase, Reason
 from kubelock.domain.refusal import RETRY_CLAUSE, refusal_note, told_refused
+from kubelock.domain.resource import not_nfc
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
 
@@ -361,6 +362,10 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
         if not holds and claim.phase is not Phase.HELD:
             return end_claim(claim, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, warning=True)
         return _lost(claim, resource, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now, context)
+    if not holds and claim.phase is not Phase.HELD and (spelled := not_nfc(resource)) is not None:
+        # Refused rather than normalised: see `resource.not_nfc`. A claim Held since before this rule
+        # keeps its lock until it ends.
+        return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, spelled, now, warning=True)
     if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
         message = (
             f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "

@@ -70,6 +70,7 @@ from kubelock.domain.model import (
 )
 from kubelock.domain.reasons import QUEUE_ADVICE, Phase, Reason
 from kubelock.domain.refusal import refusal_note
+from kubelock.domain.resource import not_nfc
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
 from kubelock.domain.waitfor import Cycle, WaitForGraph
 
@@ -187,6 +188,11 @@ def _ending(
     """A status that ends the claim whatever its grants do: bad input, its pod gone, or a wait that
     ran out (while Held, the claim's grants end it instead: `_held_step`)."""
     fresh = claim.status is None
+    if not holds and claim.phase is not Phase.HELD:
+        # Refused rather than normalised: see `resource.not_nfc`.
+        spelled = next((m for r in claim.every_resource if (m := not_nfc(r)) is not None), None)
+        if spelled is not None:
+            return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, spelled, now, warning=True)
     if fresh:
         invalid = _invalid(claim, views, policy)
         if invalid is not None:

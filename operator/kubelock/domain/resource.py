@@ -83,6 +83,35 @@ def validate_holder(holder: object) -> str:
     return holder
 
 
+def not_nfc(uri: str) -> str | None:
+    """Why `uri` is not in Unicode normal form NFC (None when it is), saying how to write it.
+
+    Resources compare byte for byte after `normalise`, so `x://café` with a composed `é` and with `e`
+    and a combining accent would be two locks on one thing. Normalising here would change the lock
+    names an older operator derived (a lock held under the decomposed spelling would miss a claim
+    made under it again), so a claim not in NFC is refused instead and its holder told the NFC
+    spelling.
+    """
+    if unicodedata.is_normalized("NFC", uri):
+        return None
+    nfc = unicodedata.normalize("NFC", uri)
+    start = next(i for i, (a, b) in enumerate(zip(uri + "\0", nfc + "\1", strict=False)) if a != b)
+    same_end = 0
+    while same_end < min(len(uri), len(nfc)) - start and uri[-1 - same_end] == nfc[-1 - same_end]:
+        same_end += 1
+    return (
+        f"resource {uri[:200]!r} is not in Unicode normal form NFC: from character {start + 1}, "
+        f"{_code_points(uri[start:len(uri) - same_end])} is {_code_points(nfc[start:len(nfc) - same_end])} "
+        f"in NFC, which names the same thing and would be another lock; write the URI in NFC "
+        "(Python: unicodedata.normalize('NFC', uri))"
+    )
+
+
+def _code_points(text: str, most: int = 4) -> str:
+    shown = " ".join(f"U+{ord(c):04X}" for c in text[:most])
+    return shown + (" ..." if len(text) > most else "")
+
+
 def normalise(uri: str) -> str:
     """The form in which two resources are compared: scheme lower-cased, one trailing '/' removed."""
     scheme, _, rest = uri.partition("://")

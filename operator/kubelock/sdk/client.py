@@ -281,7 +281,7 @@ class AsyncLockClient:
         priority: int = 0,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
-        target = Target.of(uri)
+        target = Target.of(uri).to_claim()
         validation.need(mode, permits)
         ttl = validation.ttl(ttl)
         timeout = validation.timeout(timeout)

@@ -64,7 +64,7 @@ class AsyncLease:
         priority: int = 0,
     ) -> None:
         self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
-        Target.of(uri)  # bad input is refused at once, not on entry
+        Target.of(uri).to_claim()  # bad input is refused at once, not on entry
         self._client = client
         self._uri = uri
         self._ttl = ttl

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kubelock.api.types import MAX_RESOURCES
-from kubelock.domain.resource import claim_name, normalise
+from kubelock.domain.resource import claim_name, normalise, not_nfc
 from kubelock.sdk import validation
 from kubelock.sdk.errors import InvalidInput
 
@@ -50,6 +50,16 @@ class Target:
                 "scheme lower-cased, one trailing '/' removed)"
             )
         return cls(listed, tuple(sorted(normalised)))
+
+    def to_claim(self) -> Target:
+        """These resources, if a new claim may name them: each in Unicode NFC (the operator refuses
+        other spellings, `domain.resource.not_nfc`); releasing, renewing or reading a claim made
+        before that rule takes any spelling."""
+        for uri in self.uris:
+            problem = not_nfc(uri)
+            if problem is not None:
+                raise InvalidInput(problem)
+        return self
 
     @property
     def several(self) -> bool:
