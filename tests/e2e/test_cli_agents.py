@@ -1,7 +1,8 @@
 """Agents in real containers use the CLI as docs/SKILL.md says, against the operator installed by
 the chart: a free lock is taken, a second agent is refused with the holder named, a killed holder's
-lock goes to the waiting agent within seconds, a pod that exits 0 releases what it holds, and
-`rlock-heartbeat` / `runlock` answer as documented.
+lock goes to the waiting agent within seconds, a pod that exits 0 releases what it holds, a holder
+whose pod is deleted keeps its lock while its command finishes, and `rlock-heartbeat` / `runlock`
+answer as documented.
 """
 
 from __future__ import annotations
