@@ -18,7 +18,7 @@ from tests.e2e.tools import REPORT, Tools
 # A killed holder's pod is seen deleted by the operator's pod watch and its claim revoked; the
 # waiter's grant follows at once. Seconds, not the lease's 30 minutes.
 HANDOFF_SECONDS = 15
-# How long a holder's command works on after SIGTERM (docs/SKILL.md: "finish quickly").
+# How long a holder's command works on after SIGTERM before it exits.
 CLEANUP = 8
 
 
