@@ -279,6 +279,58 @@ def test_pod_finished_releases_its_lock(
     locks.wait_phase("next", "Held", timeout=10)
 
 
+# No kubelet or kwok manages this node (there is no such Node): a pod bound to it and deleted
+# gracefully stays in its grace period (deletionTimestamp set, phase unchanged) until the test says
+# its containers stopped, as a real kubelet does once they have exited.
+UNMANAGED_NODE = "kld-node-without-kubelet"
+
+
+def test_a_terminating_pod_keeps_its_lock_until_its_containers_have_stopped(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    pod = _pod(admin_api, ns, "agent-0", UNMANAGED_NODE)
+    locks.claim("mine", "deploy://z", "agent-0", pod=(pod["name"], pod["uid"]))
+    locks.wait_phase("mine", "Held")
+    locks.claim("next", "deploy://z", "agent-1", wait=True)
+    locks.wait_phase("next", "Pending")
+    # SIGTERM to the holder's containers: it may still be finishing its work under the lock.
+    CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=120)
+    time.sleep(2)
+    assert phase_of(locks.get("mine")) == "Held"
+    assert phase_of(locks.get("next")) == "Pending"
+    # A claim the stopping pod makes now, on a free resource, is not granted: the deletion was seen.
+    locks.claim("late", "deploy://free", "agent-0", pod=(pod["name"], pod["uid"]))
+    late = status_of(locks.wait_for("late", lambda b: phase_of(b) is not None, 20, "an answer"))
+    assert (late["phase"], late["reason"]) == ("Rejected", "HolderPodTerminated"), late
+    assert "is terminating" in late["message"]
+    assert phase_of(locks.get("mine")) == "Held"
+    # The kubelet reports that the containers have stopped: now the lock goes to the next waiter.
+    stopped = time.monotonic()
+    _set_pod_phase(admin_api, ns, "agent-0", "Failed")
+    assert status_of(locks.wait_phase("mine", "Revoked", timeout=20))["reason"] == "HolderPodTerminated"
+    locks.wait_phase("next", "Held", timeout=10)
+    assert time.monotonic() - stopped < 10
+
+
+def test_a_terminating_pod_that_never_reports_its_end_loses_its_lock_when_its_grace_runs_out(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    pod = _pod(admin_api, ns, "agent-0", UNMANAGED_NODE)
+    locks.claim("mine", "deploy://w", "agent-0", pod=(pod["name"], pod["uid"]))
+    locks.wait_phase("mine", "Held")
+    locks.claim("next", "deploy://w", "agent-1", wait=True)
+    locks.wait_phase("next", "Pending")
+    deleted = time.monotonic()
+    # Its node is unreachable, say: nobody reports the containers' end, the grace's end decides.
+    CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=6)
+    time.sleep(2)
+    assert phase_of(locks.get("next")) == "Pending"
+    locks.wait_phase("next", "Held", timeout=20)
+    # deletionTimestamp has whole seconds: the grace may end up to a second early.
+    assert time.monotonic() - deleted >= 4.5
+    assert status_of(locks.get("mine"))["reason"] == "HolderPodTerminated"
+
+
 def test_pod_recreated_under_the_same_name_revokes_the_old_claim(
     locks: Locks, admin_api: ApiClient, ns: str, fake_node: str
 ) -> None:

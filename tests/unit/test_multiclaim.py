@@ -200,6 +200,26 @@ def test_one_renewal_renews_every_grant() -> None:
     assert status.observed_renew == "r1" and status.expires_at == T0 + 600 + 1800
 
 
+def test_a_held_claim_of_several_keeps_its_grants_while_its_pod_stops() -> None:
+    stopping = replace(HELD_M, pod_name="p", pod=PodLiveness.STOPPING)
+    decision = decide_multi(stopping, [], HELD_GRANTS, now=T0 + 1)
+    assert decision.actions == ()
+    # Its end (the kubelet's report, or the grace's end) gives everything back.
+    ended = decide_multi(replace(stopping, pod=PodLiveness.TERMINATED), [], HELD_GRANTS, now=T0 + 2)
+    assert brief(ended) == [("status", "m", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED),
+                            ("delete", "m", A, Reason.HOLDER_POD_TERMINATED),
+                            ("delete", "m", B, Reason.HOLDER_POD_TERMINATED)]
+
+
+def test_a_claim_of_several_not_yet_held_gets_nothing_more_once_its_pod_stops() -> None:
+    pending = replace(M, pod_name="p", pod=PodLiveness.STOPPING,
+                      status=with_phase(M, Phase.PENDING, Reason.QUEUED, since=T0).status)
+    decision = decide_multi(pending, [], [grant(M, A, 1000)])
+    assert brief(decision) == [("status", "m", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED),
+                               ("delete", "m", A, Reason.HOLDER_POD_TERMINATED)]
+    assert "is terminating" in decision.actions[0].status.message  # type: ignore[union-attr]
+
+
 def test_held_and_quiet_sleeps_until_its_stale_deadline() -> None:
     decision = decide_multi(HELD_M, [], HELD_GRANTS, now=T0 + 1)
     assert decision.actions == () and decision.next_deadline == T0 + 900

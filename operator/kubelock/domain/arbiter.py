@@ -343,18 +343,21 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
     bounds, or it waited too long."""
     policy, capacity = context.policy, context.capacity
     fresh = claim.status is None
-    if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
-        if claim.pod is PodLiveness.UNWATCHED:
+    pod = claim.pod.effective(holding=holds)
+    if pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
+        if pod is PodLiveness.UNWATCHED:
             message = (
                 f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
                 "it terminate; add the label to the pod template"
             )
-        elif claim.pod is PodLiveness.MISSING:
+        elif pod is PodLiveness.MISSING:
             message = f"pod {claim.pod_name} does not exist"
+        elif claim.pod is PodLiveness.STOPPING:
+            message = f"pod {claim.pod_name} is terminating"
         else:
             message = f"pod {claim.pod_name} terminated"
         if fresh:
-            reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
+            reason = Reason.HOLDER_POD_TERMINATED if pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         # A claim told Held whose lock is already gone lost a grant too: its lock's deletion went out

@@ -16,10 +16,23 @@ bounds an object's size. A request that would exceed it waits, as if the resourc
 class PodLiveness(StrEnum):
     NOT_BOUND = "NotBound"  # the claim has no podRef
     ALIVE = "Alive"
-    TERMINATED = "Terminated"  # Succeeded/Failed, being deleted, or a new pod under the same name
+    TERMINATED = "Terminated"  # Succeeded/Failed, its deletion's grace period over, or a new pod under the same name
+    # Being deleted and within its grace period: its containers got SIGTERM and may still be finishing
+    # what they do under the lock (a `kubelock run` command cleaning up). It keeps what it holds until
+    # it has stopped (the kubelet reports the end, the pod is removed, or the grace runs out), and
+    # gets nothing new. See `effective`.
+    STOPPING = "Stopping"
     MISSING = "Missing"  # no such pod
     UNWATCHED = "Unwatched"  # the pod exists but lacks the label that lets the operator watch it
     UNKNOWN = "Unknown"  # not yet known; no decision is taken on it
+
+    def effective(self, *, holding: bool) -> PodLiveness:
+        """The liveness a claim is judged by: a stopping pod is alive for the grants it holds (the
+        next holder must not start while this one may still be writing) and terminated for
+        everything else (a claim it waits on is ended, not granted to a pod on its way out)."""
+        if self is PodLiveness.STOPPING:
+            return PodLiveness.ALIVE if holding else PodLiveness.TERMINATED
+        return self
 
 
 class OnBusy(StrEnum):

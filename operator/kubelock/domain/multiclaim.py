@@ -197,17 +197,18 @@ def _ending(
         invalid = _invalid(claim, views, policy)
         if invalid is not None:
             return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
-    if claim.pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
-        if claim.pod is PodLiveness.UNWATCHED:
+    pod = claim.pod.effective(holding=claim.phase is Phase.HELD)
+    if pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
+        if pod is PodLiveness.UNWATCHED:
             message = (
                 f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
                 "it terminate; add the label to the pod template"
             )
         else:
-            gone = "terminated" if claim.pod is PodLiveness.TERMINATED else "does not exist"
-            message = f"pod {claim.pod_name} {gone}"
+            gone = {PodLiveness.TERMINATED: "terminated", PodLiveness.MISSING: "does not exist"}
+            message = f"pod {claim.pod_name} {'is terminating' if claim.pod is PodLiveness.STOPPING else gone[pod]}"
         if fresh:
-            reason = Reason.HOLDER_POD_TERMINATED if claim.pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
+            reason = Reason.HOLDER_POD_TERMINATED if pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)

@@ -28,6 +28,7 @@ from kubelock.domain.model import Claim, ClaimStatus, FinishedClaim, Lock, LockB
 from kubelock.domain.quotas import Count
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import normalise
+from kubelock.domain.timefmt import from_rfc3339
 from kubelock.domain.waitfor import WaitForGraph
 from kubelock.kube.codec import ClaimRecord, claim_record, lock_views
 
@@ -76,17 +77,22 @@ class LockRecord:
 @dataclass(frozen=True, slots=True)
 class PodInfo:
     uid: str
-    terminated: bool
+    terminated: bool  # Succeeded or Failed: its containers have stopped
     watched: bool  # carries the label the operator's pod watch selects
+    # A pod being deleted: when its grace period ends (its deletionTimestamp, which the API server
+    # sets to the deletion's time plus the grace). Until then its containers may still be running.
+    stops_by: float | None = None
 
 
 def pod_info(body: Body) -> PodInfo:
     meta = body.get("metadata") or {}
     phase = (body.get("status") or {}).get("phase")
+    deletion = meta.get("deletionTimestamp")
     return PodInfo(
         uid=str(meta.get("uid", "")),
-        terminated=phase in ("Succeeded", "Failed") or bool(meta.get("deletionTimestamp")),
+        terminated=phase in ("Succeeded", "Failed"),
         watched=(meta.get("labels") or {}).get(POD_LABEL) == POD_LABEL_VALUE,
+        stops_by=from_rfc3339(str(deletion)) if deletion else None,
     )
 
 
@@ -409,6 +415,10 @@ class Cache:
             return []
         del self.pods[pod_key]
         return self._keys_of_pod(pod_key)
+
+    def keys_of_pod(self, namespace: str, name: str) -> list[Key]:
+        """The keys of the active claims that name this pod."""
+        return self._keys_of_pod((namespace, name))
 
     def _keys_of_pod(self, pod_key: PodKey) -> list[Key]:
         return sorted({key_of(self.claims[uid]) for uid in self._pod_claims.get(pod_key, ())})

@@ -559,7 +559,13 @@ class Reconciler:
             info = pod_info(body)
             if info.watched:
                 self.cache.upsert_pod(body)  # its watch event has not arrived yet
-        return replace(claim, pod=_liveness(info, pod_uid))
+        liveness = _liveness(info, pod_uid, self.clock.now())
+        if liveness is PodLiveness.STOPPING and info.stops_by is not None:
+            # The kubelet reports the pod's end (a watch event) as soon as its containers stop; a
+            # node that cannot (unreachable, gone) reports nothing: its grace's end decides then.
+            for key in self.cache.keys_of_pod(namespace, claim.pod_name):
+                self.schedule_at(key, info.stops_by)
+        return replace(claim, pod=liveness)
 
     # ---- applying ---------------------------------------------------------------------------
 
@@ -819,11 +825,15 @@ def _reservations(namespace: str, policy: LockPolicy, actions: Iterable[Action])
     return out
 
 
-def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
+def _liveness(info: PodInfo, expected_uid: str | None, now: float) -> PodLiveness:
     if expected_uid and info.uid != expected_uid:
         return PodLiveness.TERMINATED
     if info.terminated:
         return PodLiveness.TERMINATED
+    if info.stops_by is not None:
+        # Deleted, in its grace period: SIGTERM went to its containers, which may still be finishing
+        # under the lock. The lock goes when they have stopped, not when the deletion was asked for.
+        return PodLiveness.TERMINATED if now >= info.stops_by else PodLiveness.STOPPING
     return PodLiveness.ALIVE if info.watched else PodLiveness.UNWATCHED
 
 
