@@ -4,14 +4,16 @@ scripts, not a package: it is put on the path as `bench/run.py` has it."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
-import scenarios  # noqa: E402
+scenarios: Any = importlib.import_module("scenarios")
 
 
 @pytest.mark.parametrize("window", [1.0, 2.0, 5.5])
