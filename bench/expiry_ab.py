@@ -1,10 +1,12 @@
 """Expiry at scale (#4) of two operator trees on one control plane: `python bench/expiry_ab.py A_TREE B_TREE`.
 
-The scenario of `run.py`'s #4 (`scenarios.expiry`: `--expiring` claims created at `--rate` a second
-with TTLs that put their ends at one instant, lateness = the client seeing `Expired` − the claim's
-`status.expiresAt`) among `--locks` held locks, the operator of one tree then of the other (A then B,
-then B then A), each started afresh on the same locks and left to go quiet before its round. `run.py
---operator-b` runs each tree once; on a machine whose load moves by a factor of two within minutes,
+The scenario of `run.py`'s #4 (`scenarios.expiry`: `--expiring` claims created at `--rate` a second,
+then each renewed with a TTL that puts its end on its own slot of one `--window` of seconds, lateness
+= the client seeing `Expired` − the claim's `status.expiresAt`; `--window 0`: the scenario before
+2026-11-27, TTLs at creation aimed at one instant, so the ends spread as the grants lag) among
+`--locks` held locks, the operator of one tree then of the other (A then B, then B then A), each
+started afresh on the same locks and left to go quiet before its round. `run.py --operator-b` runs
+each tree once; on a machine whose load moves by a factor of two within minutes,
 more pairs are needed. Prints and writes (`--out`) every round with the load at the time, the API
 server's requests by verb and resource and the CPU seconds of the API server, etcd and the operator
 over the round, the medians, and the paired ratios B/A of p99.
@@ -33,18 +35,19 @@ from kubelock.testbed import ControlPlane
 SERVERS = ("kube-apiserver", "etcd")
 
 
-async def one_round(bed: abrun.RestartBed, expiring: int, rate: float) -> dict[str, Any]:
+async def one_round(bed: abrun.RestartBed, expiring: int, rate: float, window: float) -> dict[str, Any]:
     env, op = bed.env, bed.op
     meter = CpuMeter({**children_by_name(SERVERS), "operator": op.pid}).start()
     before = await apiserver_requests(env.credentials)
     load = os.getloadavg()[0]
-    result = await scenarios.expiry(env, bed.namespace, expiring, rate)
+    result = await scenarios.expiry(env, bed.namespace, expiring, rate, window)
     cpu = meter.stop()
     requests = diff(await apiserver_requests(env.credentials), before)
     late = sorted(result.lateness)
     return {
         "p50_ms": round(percentile(late, 50) * 1000, 1), "p99_ms": round(percentile(late, 99) * 1000, 1),
         "max_ms": round(late[-1] * 1000, 1), "window_s": round(result.window, 2),
+        "outside": result.outside, "busiest_second": result.busiest_second,
         "load1_before": round(load, 1), "load1_after": round(os.getloadavg()[0], 1),
         "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
         "writes": {f"{verb} {resource}{'/' + sub if sub else ''}": n
@@ -54,7 +57,7 @@ async def one_round(bed: abrun.RestartBed, expiring: int, rate: float) -> dict[s
 
 
 async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, expiring: int, rate: float,
-                  rounds: int, logs: Path) -> dict[str, Any]:
+                  window: float, rounds: int, logs: Path) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     async with abrun.restart_bed(plane, next(iter(trees.values())), locks, logs, extra_args=STALE_OFF) as bed:
         op = bed.op
@@ -65,7 +68,7 @@ async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, expir
                 await op.start(within=120)
                 await op.quiet(within=120)
                 await asyncio.sleep(2)
-                row = {"round": index, "tree": label, **await one_round(bed, expiring, rate),
+                row = {"round": index, "tree": label, **await one_round(bed, expiring, rate, window),
                        "log": str(op.log_path)}
                 out.append(row)
                 print(row, file=sys.stderr)
@@ -74,7 +77,7 @@ async def measure(plane: ControlPlane, trees: dict[str, Path], locks: int, expir
     for label in trees:
         mine = [r for r in out if r["tree"] == label]
         result[label] = {k: round(statistics.median(r[k] for r in mine), 1)
-                         for k in ("p50_ms", "p99_ms", "max_ms", "window_s")}
+                         for k in ("p50_ms", "p99_ms", "max_ms", "window_s", "busiest_second")}
     a, b = list(trees)
     pairs = [next(r["p99_ms"] for r in out if r["round"] == i and r["tree"] == b)
              / next(r["p99_ms"] for r in out if r["round"] == i and r["tree"] == a) for i in range(rounds)]
@@ -87,13 +90,16 @@ def main() -> int:
     parser = abrun.parser(__doc__, rounds=3, rounds_help="rounds of one expiry of each tree")
     parser.add_argument("--locks", type=int, default=10_000, help="held locks the expiries are among")
     parser.add_argument("--expiring", type=int, default=1000, help="leases ending at once")
-    parser.add_argument("--rate", type=float, default=200.0, help="expiring claims created a second")
+    parser.add_argument("--rate", type=float, default=200.0, help="expiring claims created (and renewed) a second")
+    parser.add_argument("--window", type=float, default=5.5,
+                        help="seconds the leases are made to end within (0: the old scenario)")
     args = parser.parse_args()
     for tree in abrun.trees(args).values():  # bytecode, as the image has (`harness.compile_operators`)
         compileall.compile_dir(str(tree / "operator" / "kubelock"), quiet=1)
     expire = lambda plane, trees, logs: measure(  # noqa: E731
-        plane, trees, args.locks, args.expiring, args.rate, args.rounds, logs)
-    return abrun.run(args, "expiry", expire, locks=args.locks, expiring=args.expiring, rate=args.rate)
+        plane, trees, args.locks, args.expiring, args.rate, args.window, args.rounds, logs)
+    return abrun.run(args, "expiry", expire, locks=args.locks, expiring=args.expiring, rate=args.rate,
+                     window=args.window)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ The same functions drive the naive kopf comparator, which answers the same API.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
+import math
 import os
 import sys
 import time
@@ -37,7 +39,7 @@ from harness import (
     wait_until,
 )
 
-from kubelock.api.constants import GROUP, VERSION
+from kubelock.api.constants import GROUP, RENEW_ANNOTATION, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.domain.timefmt import from_rfc3339
 from kubelock.kube import paths
@@ -402,15 +404,101 @@ async def populate(env: Env, namespace: str, count: int, tag: str, start: int = 
 @dataclass(frozen=True)
 class Expiry:
     lateness: list[float]  # seconds between status.expiresAt and the client seeing Expired
-    window: float  # seconds between the first and the last expiresAt
+    window: float  # seconds between the first and the last expiresAt (the ends' actual spread)
+    aimed: float = 0.0  # the window the ends were aimed into (0: the old, create-paced scenario)
+    outside: int = 0  # leases whose end the aiming could not bring into that window
+    busiest_second: int = 0  # the most leases ending within any one second
 
 
-async def expiry(env: Env, namespace: str, count: int, rate: float) -> Expiry:
-    """`count` claims whose leases end within about one second of each other, among the live ones.
+async def expiry(env: Env, namespace: str, count: int, rate: float, window: float = 0.0) -> Expiry:
+    """`count` claims whose leases end within `window` seconds of each other, among the live ones.
 
-    ttlSeconds is whole seconds, so the claims are created at a steady `rate` with a TTL that puts
-    each expiry at the same target instant; what is left is the grant delay and the rounding.
+    The claims are created at `rate` a second with a long lease and granted at whatever pace the
+    machine holds; only then are their ends set, by a renewal of each (one merge patch: a new
+    `ttlSeconds` and the renewal annotation), whose TTL is computed from when the operator observed
+    the claim's previous renewal, so that each end lands on its own slot of one `window` starting a
+    few seconds after the last renewal is due. ttlSeconds is whole seconds and the renewal's
+    observation lags its write, so a lease whose `expiresAt` falls outside the window is renewed
+    again with a corrected TTL, while there is time before the window opens. The spread of the ends
+    therefore does not depend on how fast the grants come, as it did with `window=0` (the scenario
+    before 2026-11-27: TTLs at creation aimed at one instant, the spread left to the grants' lag).
     """
+    if window <= 0:
+        return await _expiry_paced(env, namespace, count, rate)
+    tag = unique("x")
+    version = await current_version(env.client, paths.claims(namespace))
+    names = [f"{tag}-{i}" for i in range(count)]
+    expires: dict[str, float] = {}
+    async with Watch(env.watcher, paths.claims(namespace), resource_version=version) as watch:
+
+        async def create(index: int) -> None:
+            await asyncio.sleep(index / rate)
+            body = claim_body(names[index], f"bench://expiry/{names[index]}", "agent", ttl=3600)
+            await env.client.create(paths.claims(namespace), body)
+            await watch.wait_for(names[index], HELD, env.timeout)
+
+        began = time.time()
+        await asyncio.gather(*(create(i) for i in range(count)))
+        # The window opens once the renewals could have been made at the pace the grants came, twice
+        # over (a renewal is two writes of the operator, as a grant is), plus a margin.
+        opens = time.time() + 2 * max(count / rate, time.time() - began) + 5.0
+        margin = min(0.5, window / 4)
+        slots = {n: opens + margin + (window - 2 * margin) * i / max(1, count - 1) for i, n in enumerate(names)}
+        lag = [0.2]  # write → the operator's renewal: the last one seen (the first guessed)
+        outside: set[str] = set()
+
+        async def aim(name: str) -> None:
+            """Renew `name` so that its lease ends on its slot; again while it missed the window and
+            a renewal can still be seen before the window opens."""
+            for attempt in range(3):
+                sent = time.time()
+                marker = f"aim-{attempt}-{sent:.3f}"
+                ttl = _ttl_towards(slots[name], sent + lag[0], opens, window)
+                patch = {"metadata": {"annotations": {RENEW_ANNOTATION: marker}}, "spec": {"ttlSeconds": ttl}}
+                await env.client.patch(paths.claims(namespace, name), patch)
+                status = (await watch.wait_for(name, _renewed(marker), env.timeout)).obj["status"]
+                expires[name] = from_rfc3339(str(status["expiresAt"]))
+                lag[0] = from_rfc3339(str(status["renewedAt"])) - sent
+                if opens <= expires[name] <= opens + window:
+                    outside.discard(name)
+                    return
+                outside.add(name)
+                if time.time() + 2 * lag[0] + 1.0 > opens:
+                    return
+
+        # Renewals in flight are limited, not paced: a backlog in the operator would make the lag
+        # of each renewal longer than the last, and every aim miss by it.
+        await gather_limited(names, aim, 16)
+        seen_expired = await gather_limited(
+            names, lambda n: watch.wait_for(n, phase_is("Expired"), env.timeout * 2), count
+        )
+    lateness = [s.wall - expires[n] for n, s in zip(names, seen_expired, strict=True)]
+    await gather_limited(names, lambda n: delete_quietly(env.client, paths.claims(namespace, n)), 32)
+    return _summed(lateness, sorted(expires.values()), window, len(outside))
+
+
+def _ttl_towards(slot: float, renewed: float, opens: float, window: float) -> int:
+    """The whole seconds from `renewed` to the end nearest `slot` that falls in the window, if one of
+    the two nearest does (rounding alone would miss a 1 s window half the time)."""
+    near = sorted(
+        {max(1, math.floor(slot - renewed)), max(1, math.ceil(slot - renewed))}, key=lambda k: abs(renewed + k - slot)
+    )
+    inside = [k for k in near if opens <= renewed + k <= opens + window]
+    return (inside or near)[0]
+
+
+def _renewed(marker: str) -> Predicate:
+    return lambda seen: seen.type != "DELETED" and (seen.obj.get("status") or {}).get("observedRenew") == marker
+
+
+def _summed(lateness: list[float], ends: list[float], aimed: float, outside: int) -> Expiry:
+    busiest = max((bisect.bisect_right(ends, end + 1.0) - i for i, end in enumerate(ends)), default=0)
+    return Expiry(lateness, ends[-1] - ends[0], aimed, outside, busiest)
+
+
+async def _expiry_paced(env: Env, namespace: str, count: int, rate: float) -> Expiry:
+    """The scenario before 2026-11-27: TTLs at creation aimed at one instant, so the ends' spread is
+    the grants' lag (the creates' pace under load), which the scenario does not hold."""
     tag = unique("x")
     version = await current_version(env.client, paths.claims(namespace))
     names = [f"{tag}-{i}" for i in range(count)]
@@ -431,9 +519,8 @@ async def expiry(env: Env, namespace: str, count: int, rate: float) -> Expiry:
         await asyncio.gather(*(create(i) for i in range(count)))
         seen = await gather_limited(names, lambda n: watch.wait_for(n, phase_is("Expired"), env.timeout * 2), count)
     lateness = [s.wall - expires[n] for n, s in zip(names, seen, strict=True)]
-    ends = sorted(expires.values())
     await gather_limited(names, lambda n: delete_quietly(env.client, paths.claims(namespace, n)), 32)
-    return Expiry(lateness, ends[-1] - ends[0])
+    return _summed(lateness, sorted(expires.values()), 0.0, 0)
 
 
 async def restart(env: Env, operator: OperatorProcess, namespace: str, *, within: float) -> float:

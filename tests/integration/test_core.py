@@ -246,6 +246,30 @@ def test_a_burst_of_expiries_sends_warnings_one_by_one_then_summarised_and_accou
     assert 25 <= one_by_one < count, one_by_one
 
 
+def test_a_waiter_arriving_while_expiries_are_due_is_granted_at_once_and_every_expired_lock_goes(
+    locks: Locks,
+) -> None:
+    """Leases ending one after another: the deletion of an expired lock nobody waits for is held
+    back while other expiries are due, but a claim arriving on its resource meanwhile is granted at
+    once (not after the hold-back's 30 s), with a greater token; and every other lock goes after."""
+    count = 60
+    # The first one Held before the rest are asked for: under load 60 creates take longer than a
+    # lease of 2 s, and its Held would be gone before it was looked at.
+    locks.claim("s0", "deploy://storm/0", "agent-0", ttl=4)
+    first = status_of(locks.wait_phase("s0", "Held"))
+    for i in range(1, count):
+        locks.claim(f"s{i}", f"deploy://storm/{i}", f"agent-{i}", ttl=2)
+    locks.wait_phase("s0", "Expired", timeout=15)
+    asked = time.monotonic()
+    locks.claim("next", "deploy://storm/0", "agent-next", wait=True)
+    second = status_of(locks.wait_phase("next", "Held", timeout=8))
+    assert time.monotonic() - asked < 8
+    assert second["fencingToken"] > first["fencingToken"]
+    locks.wait_phases([f"s{i}" for i in range(count)], "Expired", timeout=30)
+    wait_until(lambda: [lk["spec"]["claimRef"]["name"] for lk in locks.locks()] == ["next"],
+               "every expired lock deleted, the new holder's kept", 30)
+
+
 def test_an_uncontended_grant_is_the_locks_creation_and_the_lock_is_never_written_again(
     locks: Locks, admin_api: ApiClient, ns: str
 ) -> None:

@@ -309,7 +309,7 @@ def _expiring(name: str, uid: str, *, wait: bool = False) -> dict[str, Any]:
 
 def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock_later() -> None:
     """When many leases end at once, each expiry's deadline work is one write (the claim's Expired
-    status); the lock's deletion is queued as ordinary work behind it."""
+    status); the lock's deletion is queued behind the deadlines due (`schedule_after_due`)."""
 
     async def scenario() -> None:
         clock = ManualClock(1_800_000_000.0)
@@ -322,14 +322,51 @@ def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock
         clock.advance(31)
         api.requests.clear()
         scheduled: list[object] = []
+        after_due: list[object] = []
         reconciler.schedule = scheduled.append  # type: ignore[method-assign]
+        reconciler.queue.schedule_after_due = after_due.append  # type: ignore[method-assign]
         await reconciler.reconcile(key)  # woken by the lease's end
         lock = paths.locks("a", lock_name(R))
         assert api.writes == [("update", paths.claims("a", "c1", status=True))]
         assert api.objects[paths.claims("a", "c1")]["status"]["phase"] == "Expired"
-        assert lock in api.objects and scheduled == [key], "the lock's deletion is queued as ordinary work"
+        assert lock in api.objects and after_due == [key] and not scheduled, "the deletion waits for the deadlines"
         await reconciler.reconcile(key)  # that run
         assert api.writes[1:] == [("delete", lock)]
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_arriving_while_an_expired_locks_deletion_is_held_back_is_granted_only_after_it() -> None:
+    """The lock of an expired lease stays until a write takes its grant off: a new claim's run (an
+    event schedules it at once) replaces the expired grant by the new one in one conditional write of
+    the lock, and tells the claim only then, with a fencing token above the expired one's."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        key = ("a", R)
+        await reconciler.reconcile(key)
+        first_token = api.objects[paths.claims("a", "c1")]["status"]["fencingToken"]
+        clock.advance(31)
+        after_due: list[object] = []
+        reconciler.queue.schedule_after_due = after_due.append  # type: ignore[method-assign]
+        await reconciler.reconcile(key)  # the Expired status; the deletion held back
+        lock = paths.locks("a", lock_name(R))
+        assert after_due == [key] and lock in api.objects
+        cache.upsert_claim(api.put(paths.claims("a", "c2"), _expiring("c2", "u2", wait=True)))
+        api.requests.clear()
+        await reconciler.reconcile(key)  # the new claim's event
+        # The expired grant leaves the lock in the same write that grants the new claim (an update
+        # conditional on the lock's version), before the claim is told.
+        assert api.writes[:2] == [("patch", lock), ("update", paths.claims("a", "c2", status=True))]
+        spec = api.objects[lock]["spec"]
+        assert spec["claimRef"]["uid"] == "u2" and not spec.get("grants")
+        status = api.objects[paths.claims("a", "c2")]["status"]
+        assert status["phase"] == "Held" and status["fencingToken"] > first_token
         await reconciler.stop()
 
     asyncio.run(scenario())

@@ -317,3 +317,108 @@ def test_a_key_woken_by_its_deadline_waits_ahead_of_keys_scheduled_by_events() -
         await queue.stop()
 
     run(scenario)
+
+
+def test_a_key_held_back_after_the_deadlines_runs_once_the_urgent_runs_are_done() -> None:
+    """The deletion of a lock whose lease ended waits while other leases' Expired writes are due or
+    under way, and goes once they are done."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, max_workers=1)
+        queue.start()
+        process.gates["expiring-1"] = asyncio.Event()
+        queue.schedule_at("expiring-1", clock.now())
+        queue.schedule_at("expiring-2", clock.now())
+        await until(lambda: process.runs == ["expiring-1"], "the first deadline's run")
+        queue.schedule_after_due("cleanup")
+        queue.schedule("event")  # an event's key is not held back
+        await settle()
+        assert not queue.pending("cleanup")
+        process.gates["expiring-1"].set()
+        await until(lambda: queue.busy == 0 and not queue.waiting, "the queue drained")
+        assert process.runs == ["expiring-1", "expiring-2", "event", "cleanup"]
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_key_held_back_after_the_deadlines_runs_at_once_when_none_is_pressing() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock)
+        queue.start()
+        queue.schedule_at("far", clock.now() + 60)  # beyond the horizon
+        queue.schedule_after_due("cleanup")
+        await until(lambda: process.runs == ["cleanup"], "the cleanup at once")
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_key_held_back_waits_for_a_deadline_within_the_horizon() -> None:
+    """In a storm the next lease ends milliseconds after the last: a gap between two urgent runs
+    is not the storm's end."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, after_due_horizon=0.5)
+        queue.start()
+        queue.schedule_at("soon", clock.now() + 0.2)
+        queue.schedule_after_due("cleanup")
+        await asyncio.sleep(0.05)
+        assert process.runs == []
+        clock.advance(0.2)
+        await until(lambda: process.runs == ["soon", "cleanup"], "the deadline, then the cleanup")
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_key_held_back_runs_after_its_patience_even_while_deadlines_keep_coming() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, after_due_patience=0.05)
+        queue.start()
+        process.gates["endless"] = asyncio.Event()
+        queue.schedule_at("endless", clock.now())  # an urgent run that does not end
+        await until(lambda: process.runs == ["endless"], "the urgent run")
+        queue.schedule_after_due("cleanup")
+        queue.schedule_after_due("cleanup")  # held back once, from the first time
+        await asyncio.sleep(0.1)
+        assert process.runs == ["endless"], "patience is counted by the clock"
+        clock.advance(0.05)
+        await until(lambda: process.runs == ["endless", "cleanup"], "the cleanup out of patience")
+        process.gates["endless"].set()
+        await until(lambda: queue.busy == 0, "the queue drained")
+        assert process.runs == ["endless", "cleanup"]
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_held_back_key_scheduled_by_an_event_runs_at_once_and_only_once() -> None:
+    """A new claim on the resource of a held-back deletion: its next holder must not wait."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock)
+        queue.start()
+        process.gates["expiring"] = asyncio.Event()
+        queue.schedule_at("expiring", clock.now())
+        await until(lambda: process.runs == ["expiring"], "the urgent run")
+        queue.schedule_after_due("cleanup")
+        queue.schedule("cleanup")
+        await until(lambda: process.runs == ["expiring", "cleanup"], "the event's run at once")
+        process.gates["expiring"].set()
+        await until(lambda: queue.busy == 0, "the queue drained")
+        await asyncio.sleep(0.05)
+        assert process.runs == ["expiring", "cleanup"], "the held-back run is not made again"
+        await queue.stop()
+
+    run(scenario)

@@ -338,8 +338,14 @@ class Reconciler:
                 self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
             if deferring:
                 # Only once the Expired status is written (a failed write is retried with backoff
-                # instead): in line with the events, not ahead of other deadlines.
-                self.schedule(key)
+                # instead), and once the deadlines due with it are met: in a storm of leases ending
+                # together the deletions would take the API server's time from the Expired writes
+                # still due. A new claim on the resource schedules the key at once (its run frees the
+                # lock then); a claim of several resources may wait on it unseen here: at once too.
+                if self.cache.multis_on(key):
+                    self.schedule(key)
+                else:
+                    self.queue.schedule_after_due(key)
                 return
             for multi in self.cache.multis_on(key):
                 self.queue.schedule(multi)  # a claim of several resources may move with what changed here

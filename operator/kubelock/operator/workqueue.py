@@ -8,7 +8,11 @@ sleeper task wakes them (`kubelock.domain.deadlines`), not a timer per key. A ke
 deadline (a lease that ends, a wait that times out, a retry) waits ahead of keys scheduled by events:
 a burst of thousands of new claims must not make every lease that ends meanwhile late by the time the
 burst takes to grant. A deadline scheduled with `urgent=False` (a mere refresh, such as rewriting
-queue positions) waits in line with the events. A run that fails is run
+queue positions) waits in line with the events. A key scheduled to run after the deadlines
+(`schedule_after_due`: cleanup that makes nobody late, such as deleting the lock of an expired lease
+nobody waits for) is held back while urgent keys wait or run, or an urgent deadline is near, so that
+a storm of leases ending together spends the API server on the statuses their holders wait for; it
+is held `patience` seconds at most, and any other schedule of the key runs it at once. A run that fails is run
 again later: after a transient failure soon, then backing off to `retry_delay`; after a crash at
 `retry_delay`.
 
@@ -37,6 +41,12 @@ FIRST_RETRY_DELAY = 0.1
 # a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
 # keys, not as 10 000 coroutines.
 MAX_WORKERS = 64
+# Cleanup held back behind the deadlines (`schedule_after_due`) waits at most this long: with
+# thousands of leases whose deadlines never stop coming, it must still run.
+AFTER_DUE_PATIENCE = 30.0
+# ... and is held back while the next deadline is this close: in a storm of leases ending together
+# the next one is milliseconds away, and the gap between two urgent runs is not the storm's end.
+AFTER_DUE_HORIZON = 0.5
 
 
 class WorkQueue(Generic[K]):
@@ -51,6 +61,8 @@ class WorkQueue(Generic[K]):
         max_workers: int = MAX_WORKERS,
         first_retry_delay: float = FIRST_RETRY_DELAY,
         retry_delay: float = RETRY_DELAY,
+        after_due_patience: float = AFTER_DUE_PATIENCE,
+        after_due_horizon: float = AFTER_DUE_HORIZON,
     ) -> None:
         """`transient`: the failures retried with backoff (a lost connection, a restarting API
         server); `describe` names the run of a key in logs ("reconcile of x in y"); `processed` is
@@ -72,6 +84,12 @@ class WorkQueue(Generic[K]):
         self._wakeup = asyncio.Event()
         self._sleeper: asyncio.Task[None] | None = None
         self._failures: dict[K, int] = {}  # transient failures in a row, per key
+        self._urgent_runs: set[K] = set()  # keys running because an urgent deadline woke them
+        # Keys held back behind the deadlines (`schedule_after_due`), each with when it runs anyway;
+        # in the order they were held back, so the first is the first to run out of patience.
+        self._after_due: dict[K, float] = {}
+        self._after_due_patience = after_due_patience
+        self._after_due_horizon = after_due_horizon
         self.running = False
 
     # ---- what callers see -------------------------------------------------------------------
@@ -87,6 +105,7 @@ class WorkQueue(Generic[K]):
         self._waiting.clear()
         self._due.clear()
         self._dirty.clear()
+        self._after_due.clear()
         tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -98,18 +117,31 @@ class WorkQueue(Generic[K]):
         """Process `key` as soon as a worker is free (None: nothing to do)."""
         self._schedule(key, urgent=False)
 
+    def schedule_after_due(self, key: K) -> None:
+        """Process `key` once no urgent deadline waits for a worker, is being acted on or comes within
+        the horizon; at the latest after the patience. A key scheduled otherwise meanwhile runs as that
+        schedule says (the run decides afresh, and may hold the key back again)."""
+        if not self.running or key in self._dirty or key in self._after_due:
+            return  # already to run (sooner), or already held back (since earlier)
+        self._after_due[key] = self._clock.now() + self._after_due_patience
+        self._release_after_due()
+        self._wakeup.set()  # the sleeper wakes for the patience's end too
+
     def _schedule(self, key: K | None, *, urgent: bool) -> None:
         if key is None or not self.running:
             return
+        self._after_due.pop(key, None)  # this run sees whatever the held-back one was for
         if key in self._dirty and key not in self._workers:
             if urgent:
                 self._due.append(key)  # already waiting, now due: the first of the two entries wins
             return
         self._dirty.add(key)
         if key in self._workers:
+            if urgent:
+                self._urgent_runs.add(key)
             return  # its worker goes round again
         if len(self._workers) < self._max_workers:
-            self._start(key)
+            self._start(key, urgent=urgent)
         else:
             (self._due if urgent else self._waiting).append(key)
 
@@ -143,18 +175,59 @@ class WorkQueue(Generic[K]):
 
     # ---- workers ----------------------------------------------------------------------------
 
-    def _start(self, key: K) -> None:
+    def _start(self, key: K, *, urgent: bool) -> None:
+        if urgent:
+            self._urgent_runs.add(key)
         self._workers[key] = asyncio.create_task(self._work(key), name=self._describe(key))
 
     def _start_waiting(self) -> None:
         while (self._due or self._waiting) and len(self._workers) < self._max_workers:
+            urgent = bool(self._due)
             key = (self._due or self._waiting).popleft()
             if key in self._dirty and key not in self._workers:
-                self._start(key)
+                self._start(key, urgent=urgent)
+        self._release_after_due()
+
+    def _deadlines_pressing(self) -> bool:
+        """An urgent key waits for a worker or is being processed, or a deadline is within the horizon."""
+        while self._due and (self._due[0] not in self._dirty or self._due[0] in self._workers):
+            self._due.popleft()  # entries of keys taken since (through their other entry)
+        if self._due or self._urgent_runs:
+            return True
+        head = self._deadlines.next_deadline()
+        return head is not None and head <= self._clock.now() + self._after_due_horizon
+
+    def _release_after_due(self) -> None:
+        """Schedule the held-back keys whose wait is over: all of them once the deadlines are not
+        pressing, else those out of patience."""
+        if not self._after_due:
+            return
+        if self._deadlines_pressing():
+            now = self._clock.now()
+            released = []
+            for key, latest in self._after_due.items():  # in the order of their patience's end
+                if latest > now:
+                    break
+                released.append(key)
+        else:
+            released = list(self._after_due)
+        for key in released:
+            self._schedule(key, urgent=False)  # takes it off `_after_due`
+
+    def _next_wake(self) -> float | None:
+        """When the sleeper must look again: the next deadline, or a held-back key's patience (or the
+        horizon's end, when a key is held back only because a deadline is near)."""
+        head = self._deadlines.next_deadline()
+        if not self._after_due:
+            return head
+        patience = next(iter(self._after_due.values()))
+        if head is None:
+            return patience
+        return min(head, patience)
 
     async def _sleep_until_deadlines(self) -> None:
         while True:
-            head = self._deadlines.next_deadline()
+            head = self._next_wake()
             self._wakeup.clear()
             timeout = None if head is None else max(0.0, head - self._clock.now())
             with contextlib.suppress(TimeoutError):
@@ -163,6 +236,7 @@ class WorkQueue(Generic[K]):
                 urgent = key not in self._not_urgent
                 self._not_urgent.discard(key)
                 self._schedule(key, urgent=urgent)
+            self._release_after_due()
 
     async def _work(self, key: K) -> None:
         try:
@@ -187,6 +261,7 @@ class WorkQueue(Generic[K]):
                     self._processed(time.perf_counter() - started)
         finally:
             self._workers.pop(key, None)
+            self._urgent_runs.discard(key)
             if self.running:
                 self._start_waiting()
 
