@@ -300,6 +300,20 @@ def test_an_older_grant_first_seen_in_a_later_version_is_judged_by_its_token() -
     assert "fifo" in violations(history)  # its own write came after the younger one's grant: overtaken
 
 
+def test_an_older_claim_whose_pod_was_deleted_before_the_grant_was_passed_over_rightly() -> None:
+    """A claim of a pod being deleted is ended, not granted; its ending write may come after the next
+    claim's grant. Its pod's death before the grant excuses it, a death after the grant does not."""
+    def history(died: float) -> History:
+        h = fifo_history(older_decided_version=45)
+        h.claims = [replace(c, holder=f"pod:ns/{c.uid}-pod/abcd1234") for c in h.claims]
+        h.locks = [replace(lock, holder=f"pod:ns/{lock.holder}-pod/abcd1234") for lock in h.locks]
+        h.extend([PodDeath(pod="old-pod", time=died)])
+        return h
+
+    assert violations(history(died=2.5)) == []  # deleted before the lock was seen made (3)
+    assert violations(history(died=3.2)) == ["fifo"]  # deleted after it: overtaken while alive
+
+
 def test_a_reservation_for_a_younger_claim_breaks_fifo_too() -> None:
     """Reserving the resource for the wrong claim is the wrong decision even when taken back."""
     history = fifo_history(older_decided_version=45)
