@@ -46,6 +46,7 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator import viewlog
+from kubelock.operator.busyanswers import BusyAnswers
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, LockRefused, Stale, Taken, Written
@@ -200,6 +201,8 @@ class Reconciler:
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self._refusals_told: set[str] = set()  # uids of claims told that their grant was refused
         self.multi = MultiClaims(self)
+        # New claims' first answers while their resource's run waits for its writes.
+        self.busy_answers = BusyAnswers(self.decide_and_apply, self.queue.processing)
         self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
         # The same reservations recorded in the API server, where every replica's meet (quotas only).
         self.ledgers = QuotaLedgers(client, cache.reservation_ended)
@@ -220,6 +223,7 @@ class Reconciler:
 
     async def stop(self) -> None:
         await self.queue.stop()
+        await self.busy_answers.stop()
 
     def schedule(self, key: Key | None) -> None:
         """Reconcile `key` soon; a resource's claims of several resources with it (what changed on
