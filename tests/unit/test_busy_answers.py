@@ -31,7 +31,7 @@ def test_only_a_running_resource_gets_a_decision_beside_its_run_and_one_at_a_tim
 
     async def scenario() -> None:
         running = {KEY}
-        answers = BusyAnswers(decide_and_apply, lambda key: key in running)
+        answers = BusyAnswers(decide_and_apply, lambda key: key in running, lambda key: None)
         answers.entered(("a", "deploy://other"))  # not running: the work queue takes it
         answers.entered(None)
         answers.entered(KEY)
@@ -114,7 +114,7 @@ def test_a_decision_beside_the_run_takes_first_answers_only() -> None:
         return result
 
     async def scenario() -> None:
-        answers = BusyAnswers(decide_and_apply, lambda key: True)
+        answers = BusyAnswers(decide_and_apply, lambda key: True, lambda key: None)
         answers.entered(KEY)
         await asyncio.sleep(0)
         await answers.stop()
@@ -127,3 +127,45 @@ def test_a_decision_beside_the_run_takes_first_answers_only() -> None:
     assert [(type(a).__name__, a.claim.name, a.status.phase.value) for a in taken] == [  # type: ignore[attr-defined]
         ("SetStatus", "n", "Pending")
     ]
+
+
+def test_the_runs_next_round_leaves_a_first_answer_being_written_beside_it_to_that_write() -> None:
+    """Decided before that write's response, the run's next round would write the same answer again
+    and fail on the claim's version (a 409 and a GET per claim)."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache = FakeApi(), Cache()
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        held, answered = asyncio.Event(), asyncio.Event()
+
+        async def update(path: str, body: Any, default: Any) -> Any:
+            if path == paths.claims("a", "h", status=True):
+                await held.wait()
+            if path == paths.claims("a", "w", status=True):
+                await answered.wait()
+            return default()
+
+        api.react("update", update)
+        reconciler.queue.start()
+        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
+        reconciler.schedule(KEY)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        cache.upsert_claim(api.put(paths.claims("a", "w"), _claim("w", wait=True)))
+        reconciler.busy_answers.entered(KEY)
+        reconciler.schedule(KEY)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held.set()  # the run's Held write returns; its next round sees w without an answer
+        for _ in range(40):
+            await asyncio.sleep(0)
+        answered.set()
+        for _ in range(40):
+            await asyncio.sleep(0)
+        w_status = ("update", paths.claims("a", "w", status=True))
+        assert api.requests.count(w_status) == 1
+        assert (_phase(api, "h"), _phase(api, "w")) == ("Held", "Pending")
+        await reconciler.stop()
+
+    asyncio.run(scenario())

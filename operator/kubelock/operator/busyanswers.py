@@ -7,8 +7,11 @@ run's next round, behind those writes: a median of 1.8 s and up to 7.5 s in a lo
 (docs/reliability.md, "A claim granted next waits for its first answer"), against a bound of 5 s for
 any phase. Its first answer (Pending, Rejected) rests on nothing but its own version, so it is decided
 at once, on the cache, beside the run (`Reconciler.decide_and_apply`, taking only first answers: no
-grant, no ending of another claim), and written conditionally like every status: when the run's next
-round answers the claim too, one of the two writes fails on the claim's version and changes nothing.
+grant, no ending of another claim), and written conditionally like every status. While that write is
+under way the run's rounds leave the claim's first answer to it (`claims`): the run's next round, decided
+before the write's response, would write the same answer again and fail on the claim's version (a 409
+and a GET, measured in `bench/run.py --only 3` before this was added). When the write fails, the
+resource is reconciled again and the run answers the claim.
 
 One such decision per resource at a time; claims that come while it runs are the run's next round's.
 """
@@ -36,10 +39,14 @@ DecideAndApply = Callable[[Key, Callable[[list[Claim], Decision], Choice]], Awai
 class BusyAnswers:
     """`entered(key)` when a claim the cache did not hold came in; answers it beside a running run."""
 
-    def __init__(self, decide_and_apply: DecideAndApply, running: Callable[[Key], bool]) -> None:
+    def __init__(
+        self, decide_and_apply: DecideAndApply, running: Callable[[Key], bool], schedule: Callable[[Key], None]
+    ) -> None:
         self._decide_and_apply = decide_and_apply
         self._running = running
+        self._schedule = schedule
         self._answering: set[Key] = set()
+        self.claims: set[str] = set()  # uids of the claims whose first answer is being written here
         self._tasks: set[asyncio.Task[None]] = set()
 
     def entered(self, key: Key | None) -> None:
@@ -57,16 +64,23 @@ class BusyAnswers:
             answers = tuple(first_answers(decision.actions))
             if answers:
                 viewlog.beside_run(key, claims, answers)
+                taken.update(a.claim.uid for a in answers)
+                self.claims.update(taken)
             return answers or "no claim without an answer"
 
+        taken: set[str] = set()
+        done = False
         try:
-            await self._decide_and_apply(key, choose)
-        except (ApiError, Unreachable) as error:  # the run's next round answers the claim
+            done = not isinstance(await self._decide_and_apply(key, choose), str)
+        except (ApiError, Unreachable) as error:
             log.debug("first answers beside the run of %s in %s failed: %s", key[1], key[0], error)
         except Exception:
             log.exception("first answers beside the run of %s in %s crashed", key[1], key[0])
         finally:
             self._answering.discard(key)
+            self.claims.difference_update(taken)
+        if taken and not done:
+            self._schedule(key)  # the run answers them (a write that failed on a stale view did this too)
 
     @property
     def answering(self) -> Sequence[Key]:

@@ -202,7 +202,7 @@ class Reconciler:
         self._refusals_told: set[str] = set()  # uids of claims told that their grant was refused
         self.multi = MultiClaims(self)
         # New claims' first answers while their resource's run waits for its writes.
-        self.busy_answers = BusyAnswers(self.decide_and_apply, self.queue.processing)
+        self.busy_answers = BusyAnswers(self.decide_and_apply, self.queue.processing, self.schedule)
         self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
         # The same reservations recorded in the API server, where every replica's meet (quotas only).
         self.ledgers = QuotaLedgers(client, cache.reservation_ended)
@@ -326,6 +326,9 @@ class Reconciler:
             if kept is None:
                 return
             decision = kept
+            if self.busy_answers.claims:  # first answers being written beside this run: not twice
+                beside = self.busy_answers.claims
+                decision = replace(decision, actions=tuple(a for a in decision.actions if not _answered(a, beside)))
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
@@ -877,6 +880,11 @@ def _with_next_grants(
     return replace(
         decision, actions=(*actions, *creates, *answers), also_reconcile=decision.also_reconcile | after.also_reconcile
     )
+
+
+def _answered(action: Action, uids: set[str]) -> bool:
+    """`action` is the first answer of one of the claims `uids` (being written beside the run)."""
+    return isinstance(action, SetStatus) and action.claim.status is None and action.claim.uid in uids
 
 
 def _hands_over(actions: Sequence[Action], grants: Sequence[Lock]) -> bool:
