@@ -169,3 +169,42 @@ def test_the_runs_next_round_leaves_a_first_answer_being_written_beside_it_to_th
         await reconciler.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_decision_beside_the_run_leaves_a_first_answer_the_run_is_writing_to_the_run() -> None:
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache = FakeApi(), Cache()
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        queued = asyncio.Event()
+
+        async def update(path: str, body: Any, default: Any) -> Any:
+            if path == paths.claims("a", "w", status=True):
+                await queued.wait()
+            return default()
+
+        api.react("update", update)
+        reconciler.queue.start()
+        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
+        reconciler.schedule(KEY)
+        for _ in range(40):
+            await asyncio.sleep(0)
+        assert _phase(api, "h") == "Held"
+        cache.upsert_claim(api.put(paths.claims("a", "w"), _claim("w", wait=True)))
+        reconciler.schedule(KEY)
+        for _ in range(20):
+            await asyncio.sleep(0)  # the run waits on w's Pending
+        cache.upsert_claim(api.put(paths.claims("a", "t"), _claim("t", wait=False)))
+        reconciler.busy_answers.entered(KEY)
+        reconciler.schedule(KEY)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert _phase(api, "t") == "Rejected" and _phase(api, "w") is None
+        queued.set()
+        for _ in range(40):
+            await asyncio.sleep(0)
+        assert api.requests.count(("update", paths.claims("a", "w", status=True))) == 1
+        assert _phase(api, "w") == "Pending"
+        await reconciler.stop()
+
+    asyncio.run(scenario())

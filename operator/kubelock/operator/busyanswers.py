@@ -7,11 +7,12 @@ run's next round, behind those writes: a median of 1.8 s and up to 7.5 s in a lo
 (docs/reliability.md, "A claim granted next waits for its first answer"), against a bound of 5 s for
 any phase. Its first answer (Pending, Rejected) rests on nothing but its own version, so it is decided
 at once, on the cache, beside the run (`Reconciler.decide_and_apply`, taking only first answers: no
-grant, no ending of another claim), and written conditionally like every status. While that write is
-under way the run's rounds leave the claim's first answer to it (`claims`): the run's next round, decided
-before the write's response, would write the same answer again and fail on the claim's version (a 409
-and a GET, measured in `bench/run.py --only 3` before this was added). When the write fails, the
-resource is reconciled again and the run answers the claim.
+grant, no ending of another claim), and written conditionally like every status. `claims` holds the
+claims whose first answer is being written, by the run or beside it; each leaves those to the other:
+a round decided before the other's write returned would write the same answer again and fail on the
+claim's version (a 409 and a GET each, measured in `bench/run.py --only 3` and seen in the view logs
+of the loaded chaos runs before this was added). When the write beside the run fails, the resource is
+reconciled again and the run answers the claim.
 
 One such decision per resource at a time; claims that come while it runs are the run's next round's.
 """
@@ -46,7 +47,7 @@ class BusyAnswers:
         self._running = running
         self._schedule = schedule
         self._answering: set[Key] = set()
-        self.claims: set[str] = set()  # uids of the claims whose first answer is being written here
+        self.claims: set[str] = set()  # uids of the claims whose first answer is being written (run or here)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def entered(self, key: Key | None) -> None:
@@ -61,7 +62,7 @@ class BusyAnswers:
 
     async def _answer(self, key: Key) -> None:
         def choose(claims: list[Claim], decision: Decision) -> Choice:
-            answers = tuple(first_answers(decision.actions))
+            answers = tuple(a for a in first_answers(decision.actions) if a.claim.uid not in self.claims)
             if answers:
                 viewlog.beside_run(key, claims, answers)
                 taken.update(a.claim.uid for a in answers)

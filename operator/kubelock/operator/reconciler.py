@@ -329,6 +329,8 @@ class Reconciler:
             if self.busy_answers.claims:  # first answers being written beside this run: not twice
                 beside = self.busy_answers.claims
                 decision = replace(decision, actions=tuple(a for a in decision.actions if not _answered(a, beside)))
+            # and this run's own first answers are not written beside it meanwhile
+            answering = {a.claim.uid for a in first_answers(decision.actions)} - self.busy_answers.claims
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
@@ -346,12 +348,14 @@ class Reconciler:
             # while these writes are under way counts them.
             reservations = _reservations(namespace, lock_policy, decision.actions)
             reserved = self.in_flight.reserve(reservations)
+            self.busy_answers.claims |= answering
             try:
                 if reservations and not await self.ledgers.record(lock_policy, reservations, self.clock.now()):
                     continue  # another replica reserved under the same quota meanwhile: count it, decide again
                 await self._apply(namespace, decision.actions, seen)
             finally:
                 self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
+                self.busy_answers.claims -= answering
             if deferring:
                 # Only once the Expired status is written (a failed write is retried with backoff
                 # instead): in line with the events, not ahead of other deadlines.
