@@ -1,4 +1,4 @@
-"""`python -m chaos.explain [--causes] WORKDIR [OUTPUT]`: every `no-verdict` of a kept chaos run, taken apart.
+"""`python -m chaos.explain [--causes | --stages] WORKDIR [OUTPUT]`: every `no-verdict` of a kept chaos run, taken apart.
 
 For each claim the checker found unanswered past the bound, prints, from every operator replica's log
 of its part (`--debug kubelock.view`, which the chaos operators run with), what that replica did from
@@ -16,11 +16,20 @@ printed output. With `--causes`, one line per claim instead, and the count of ea
   or less (early: then the grant's writes were slow) after the monitor saw it;
 - its answer decided late / early: the same for a first `Pending`/`Rejected`/... status;
 - no answer decided: no decision answered it before it was withdrawn.
+
+With `--stages`, one line per claim with where its silence went, in seconds: `watch` (the monitor
+saw it until a replica's view had it; negative when the operator was first), `queue` (in the view
+until the first decision taken on it: its resource's earlier run and writes, or the work queue),
+`chain` (that decision until the first one that answered or granted it: the decisions and writes
+of other claims of its resource before, such as a dead holder's Revoked status and lock deletion),
+`write` (that decision until the monitor saw a phase: the write itself, and, when the decision only
+granted it, the grant's write and the `Held` write after it); and the median of each stage.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -118,22 +127,58 @@ def cause(workdir: Path, found: re.Match[str]) -> str:
     return f"its {answered[1]} decided {'late' if answered[0] - seen >= DECIDED_LATE else 'early'}"
 
 
+def stages(workdir: Path, found: re.Match[str]) -> dict[str, float | None]:
+    """Where a claim's silence went (see `--stages` in the module's docstring)."""
+    claim, seen = found["claim"], seconds(found["seen"])
+    name = claim.replace("chaos-agents-", "")
+    entered = first = answered = None
+    for line in timeline(workdir, found, before=EARLIER)[1:]:
+        if not line.startswith("    "):
+            continue
+        at, text = seconds(line.split()[0][:12]), line.replace("chaos-agents-", "")
+        if "entered the view" in text and name in text:
+            entered = at if entered is None else min(entered, at)
+        elif "kubelock.view: decided" in text and f"{name}:" in text and entered is not None and at >= entered:
+            first = at if first is None else first
+            decided = text.partition("held back")[0]
+            if answered is None and (f"status({name}=" in decided or f"grant({name})" in decided):
+                answered = at
+    end = seen + float(found["silent"])
+
+    def gap(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(b - a, 2)
+
+    return {"watch": gap(seen, entered), "queue": gap(entered, first), "chain": gap(first, answered),
+            "write": gap(answered, end)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     causes = "--causes" in args
-    args = [a for a in args if a != "--causes"]
+    staged = "--stages" in args
+    args = [a for a in args if a not in ("--causes", "--stages")]
     if len(args) not in (1, 2):
         print(__doc__, file=sys.stderr)
         return 2
     workdir = Path(args[0])
     lines = Path(args[1]).read_text().splitlines() if len(args) == 2 else checked(workdir)
     counted: Counter[str] = Counter()
+    spent: dict[str, list[float]] = {}
     for found in violations(lines):
-        if causes:
+        if staged:
+            parts = stages(workdir, found)
+            for stage, value in parts.items():
+                if value is not None:
+                    spent.setdefault(stage, []).append(value)
+            shown = " ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in parts.items())
+            print(f"{found['namespace']} {found['claim']} {found['silent']} s: {shown}")
+        elif causes:
             counted[why := cause(workdir, found)] += 1
             print(f"{found['namespace']} {found['claim']} {found['silent']} s: {why}")
         else:
             print("\n".join(timeline(workdir, found)), end="\n\n")
+    for stage, values in spent.items():
+        print(f"median {stage}: {statistics.median(values):.2f} s of {len(values)}")
     for why, count in counted.most_common():
         print(f"{count:5d} {why}")
     return 0

@@ -133,7 +133,7 @@ CASES = [
     case([holding(claim("agent-a", 5, wait=True, wait_timeout_seconds=1), A_LOCK)], A_LOCK, T0 + 30, [],
          id="holder-never-times-out"),
     # Release and broken locks.
-    case([claim("b", 6, wait=True)], A_LOCK, T0 + 10, [("delete", "agent-a", Reason.RELEASED)],
+    case([claim("b", 6, wait=True, created=T0 + 9)], A_LOCK, T0 + 10, [("delete", "agent-a", Reason.RELEASED)],
          id="holder-claim-deleted"),
     case([A_HELD, claim("b", 6, wait=True)], None, T0 + 10,
          [("status", "agent-a", Phase.REVOKED, Reason.LOCK_BROKEN)], id="lock-deleted-under-holder"),
@@ -449,7 +449,9 @@ def test_deleting_a_claim_that_held_nothing_is_no_release(gone: Claim) -> None:
 
 
 def test_the_lock_of_a_deleted_claim_is_deleted_as_released() -> None:
-    assert run([claim("b", 6, wait=True)], A_LOCK, T0 + 125).actions == (DeleteLock(A_LOCK, Reason.RELEASED),)
+    assert run([claim("b", 6, wait=True, created=T0 + 124)], A_LOCK, T0 + 125).actions == (
+        DeleteLock(A_LOCK, Reason.RELEASED),
+    )
 
 
 def test_every_terminal_status_records_when_it_finished() -> None:
@@ -525,7 +527,7 @@ def test_new_claims_are_answered_in_the_step_that_ends_a_lease() -> None:
     beside the first, as the next step will see the resource: the next waiter is not answered (it
     is granted next), a try-lock behind it is turned away naming it."""
     lock = lock_for(A, lease=30)
-    decision = run([holding(A, lock), claim("d", 6, wait=True), claim("c", 7)], lock, T0 + 31)
+    decision = run([holding(A, lock), claim("d", 6, wait=True, created=T0 + 30), claim("c", 7)], lock, T0 + 31)
     assert summary(decision) == [
         ("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED),
         ("status", "c", Phase.REJECTED, Reason.HELD_BY_ANOTHER),
@@ -559,7 +561,7 @@ def test_new_claims_are_answered_while_another_waiter_times_out() -> None:
 def test_a_free_resource_is_granted_while_waiters_time_out() -> None:
     late = with_phase(claim("b", 6, wait=True, wait_timeout_seconds=60), Phase.PENDING, Reason.QUEUED,
                       holder="x", position=1)
-    assert summary(run([late, claim("c", 7, wait=True)], None, T0 + 61)) == [
+    assert summary(run([late, claim("c", 7, wait=True, created=T0 + 60)], None, T0 + 61)) == [
         ("status", "b", Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT),
         ("create", "c", POLICY.default_ttl_seconds),
     ]

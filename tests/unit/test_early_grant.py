@@ -102,3 +102,13 @@ def test_cleanup_of_finished_claims_is_left_to_the_normal_path() -> None:
 def test_a_resource_uri_in_a_field_selector_escapes_what_the_api_server_parses() -> None:
     assert field_selector("spec.resource", "github://acme/app/issues/42") == "spec.resource=github://acme/app/issues/42"
     assert field_selector("spec.resource", "web://a?x=1,y\\z") == "spec.resource=web://a?x\\=1\\,y\\\\z"
+
+
+def test_an_overdue_claim_is_granted_early_without_the_pending_answer_beside_its_grant() -> None:
+    """A claim made while no operator ran is overdue by the time it is decided: the arbiter tells it
+    Pending beside its grant (`arbiter.due_answers`); the early path still grants it, then Held."""
+    overdue = claim("overdue", 20, wait=True, created=T0 - 30)
+    decision = _decide([overdue])
+    assert any(isinstance(a, SetStatus) and a.status.phase is Phase.PENDING for a in decision.actions)
+    actions = grant_actions(overdue.uid, decision)
+    assert actions is not None and [type(a) for a in actions] == [CreateLock]

@@ -99,16 +99,17 @@ def test_the_next_claim_of_one_of_its_resources_waits_until_that_resources_rest_
     record = finished_record(replace(HELD, status=status), status)
     waiter = claim("w", 9, resource=B, wait=True)
 
-    def on_b(now: float) -> Decision:
+    def on_b(now: float, waiter: Claim) -> Decision:
         return decide(B, [waiter], [], now=now, policy=POLICY, graph=WaitForGraph(), finished=[record],
                       lock_policy=SHORT)
 
-    waiting = on_b(EXPIRY + 1)
+    waiting = on_b(EXPIRY + 1, waiter)
     [told_to_wait] = waiting.actions
     assert isinstance(told_to_wait, SetStatus)
     assert (told_to_wait.status.reason, told_to_wait.status.available_at) == (Reason.LOCK_DELAY, EXPIRY + 4)
     assert waiting.next_deadline == EXPIRY + 4
-    assert [type(a).__name__ for a in on_b(EXPIRY + 4).actions] == ["CreateLock"]
+    told = replace(waiter, status=told_to_wait.status)
+    assert [type(a).__name__ for a in on_b(EXPIRY + 4, told).actions] == ["CreateLock"]
 
 
 def test_only_its_first_resource_removes_the_record() -> None:

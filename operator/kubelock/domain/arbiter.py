@@ -47,6 +47,12 @@ from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
 # How soon a waiter found in a cycle whose victim is another claim is looked at again: long enough for
 # the victim's resource, woken at once, to be decided first.
 CYCLE_RECHECK_SECONDS = 1.0
+# A waiter still without any answer this long after its creation is told Pending in the step that
+# grants it, or that ends the grant before its own, instead of only Held once its grant is stored:
+# under load each of those writes takes a second or more, and a claim's first answer is due within
+# seconds. Measured on `created_at`, which the API server truncates to the second, so the true age is
+# 1-2 s at least: an unloaded operator decides a claim within milliseconds and never spends the write.
+FIRST_ANSWER_DUE_SECONDS = 2.0
 
 
 def effective_ttl(claim: Claim, policy: Policy) -> int:
@@ -285,7 +291,8 @@ def _step(
         # (queued behind the claims granted now): not one write and a round later, behind the grant.
         creating = [CreateLock(c, now, effective_ttl(c, policy)) for c in queue if c.uid in admitted]
         after = (*grants, *(_granting(resource, a) for a in creating))
-        return Decision((*creating, *_first_answers(resource, waiting, after, graph, capacity, now, aging)))
+        due = due_answers(resource, [a.claim for a in creating], grants, now, context.lock_policy)
+        return Decision((*creating, *due, *_first_answers(resource, waiting, after, graph, capacity, now, aging)))
     if context.rest is not None:
         told, waits = _resting_answers(resource, queue, grants, context.rest, now)
         if first_answers_only:
@@ -738,6 +745,34 @@ def _first_answers(
     """The answers to claims that have none yet, given who holds the resource."""
     actions, _, _ = _answers(resource, active, grants, graph, capacity, now, aging_seconds)
     return [a for a in actions if isinstance(a, SetStatus) and a.claim.status is None]
+
+
+def due_answers(
+    resource: str, granted: Sequence[Claim], grants: Sequence[Lock], now: float, lock_policy: LockPolicy = DEFAULT
+) -> list[SetStatus]:
+    """First answers for the waiters among `granted` (claims a step grants, in queue order) whose
+    answer is overdue (`FIRST_ANSWER_DUE_SECONDS`): Pending at the head of the queue, as the resource is
+    held by `grants` now. The step's grant, or the release before it, takes a write or two more (the
+    create or hand-over, then `Held`); this answer goes beside them. A try-lock is never told Pending,
+    and under a policy with quotas a grant is not also counted as a wait (one refusal too many)."""
+    if lock_policy.quotas.any:
+        return []
+    ordered = sorted(grants, key=lambda g: (g.acquired_at, g.fencing_token, g.uid))
+    holder = ordered[0].holder if ordered else None
+    out: list[SetStatus] = []
+    for claim in granted:
+        if not claim.wait or claim.multi or claim.status is not None or not _overdue(claim, now):
+            continue
+        position = len(out) + 1
+        held = f", held by {_held_by(ordered)}" if ordered else ""
+        message = f"waiting for {resource}{held}; position {position} in the queue, granted next"
+        out.append(SetStatus(claim, queued_status(claim, Reason.QUEUED, message, holder, position, now, []), None))
+    return out
+
+
+def _overdue(claim: Claim, now: float) -> bool:
+    """The claim's first answer is due (a creation time of 0: not known, as in a body without one)."""
+    return claim.created_at > 0 and now - claim.created_at >= FIRST_ANSWER_DUE_SECONDS
 
 
 def _granting(resource: str, grant: CreateLock) -> Lock:

@@ -63,7 +63,9 @@ def grant_actions(uid: str, decision: Decision) -> tuple[Action, ...] | None:
     renews it). Pending answers to other claims may come with them and are left out: they rest on the
     queue's order and the wait-for graph, which the normal path sees whole, and no grant rests on
     them. None when the decision is anything else: the normal path decides then."""
-    actions = [a for a in decision.actions if not isinstance(a, DeleteClaim)]
+    actions = [
+        a for a in decision.actions if not isinstance(a, DeleteClaim) and not _overdue_answer_beside(a, decision)
+    ]
     mine = tuple(a for a in actions if _subject_uid(a) == uid)
     if not mine:
         return None
@@ -73,3 +75,11 @@ def grant_actions(uid: str, decision: Decision) -> tuple[Action, ...] | None:
     if any(not (isinstance(a, SetStatus) and a.status.phase is Phase.PENDING) for a in others):
         return None
     return mine
+
+
+def _overdue_answer_beside(action: Action, decision: Decision) -> bool:
+    """The Pending first answer the arbiter gives an overdue claim beside its own grant
+    (`arbiter.due_answers`): left out, like other Pending answers; the early path tells it Held."""
+    if not isinstance(action, SetStatus) or action.status.phase is not Phase.PENDING or action.claim.status is not None:
+        return False
+    return any(isinstance(a, CreateLock) and a.claim.uid == action.claim.uid for a in decision.actions)

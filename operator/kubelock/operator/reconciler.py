@@ -46,6 +46,7 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import ClaimRecord
 from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
 from kubelock.operator import viewlog
+from kubelock.operator.busyanswers import BusyAnswers
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, LockRefused, Stale, Taken, Written
@@ -197,6 +198,8 @@ class Reconciler:
         self._created_across_stall: set[str] = set()  # uids of claims granted across a stall, not told yet
         self._granted_at: dict[Key, float] = {}  # when each key's current lock was created here
         self.multi = MultiClaims(self)
+        # New claims' first answers while their resource's run waits for its writes.
+        self.busy_answers = BusyAnswers(self.decide_and_apply, self.queue.processing, self.schedule)
         self.in_flight = quotas.InFlight()  # grants and first waits decided, not yet in the cache
         # The same reservations recorded in the API server, where every replica's meet (quotas only).
         self.ledgers = QuotaLedgers(client, cache.reservation_ended)
@@ -217,6 +220,7 @@ class Reconciler:
 
     async def stop(self) -> None:
         await self.queue.stop()
+        await self.busy_answers.stop()
 
     def schedule(self, key: Key | None) -> None:
         """Reconcile `key` soon; a resource's claims of several resources with it (what changed on
@@ -313,6 +317,11 @@ class Reconciler:
             if kept is None:
                 return
             decision = kept
+            if self.busy_answers.claims:  # first answers being written beside this run: not twice
+                beside = self.busy_answers.claims
+                decision = replace(decision, actions=tuple(a for a in decision.actions if not _answered(a, beside)))
+            # and this run's own first answers are not written beside it meanwhile
+            answering = {a.claim.uid for a in first_answers(decision.actions)} - self.busy_answers.claims
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
@@ -330,12 +339,14 @@ class Reconciler:
             # while these writes are under way counts them.
             reservations = _reservations(namespace, lock_policy, decision.actions)
             reserved = self.in_flight.reserve(reservations)
+            self.busy_answers.claims |= answering
             try:
                 if reservations and not await self.ledgers.record(lock_policy, reservations, self.clock.now()):
                     continue  # another replica reserved under the same quota meanwhile: count it, decide again
                 await self._apply(namespace, decision.actions, seen)
             finally:
                 self.in_flight.release(reserved)  # each write's result is in the cache, or it failed
+                self.busy_answers.claims -= answering
             if deferring:
                 # Only once the Expired status is written (a failed write is retried with backoff
                 # instead), and once the deadlines due with it are met: in a storm of leases ending
@@ -879,6 +890,11 @@ def _with_next_grants(
     return replace(
         decision, actions=(*actions, *creates, *answers), also_reconcile=decision.also_reconcile | after.also_reconcile
     )
+
+
+def _answered(action: Action, uids: set[str]) -> bool:
+    """`action` is the first answer of one of the claims `uids` (being written beside the run)."""
+    return isinstance(action, SetStatus) and action.claim.status is None and action.claim.uid in uids
 
 
 def _hands_over(actions: Sequence[Action], grants: Sequence[Lock]) -> bool:

@@ -436,6 +436,8 @@ class Runtime:
             viewlog.entered(body, kind)
         if self.metrics is not None and key is not None and not known:
             self.metrics.seen(uid, self.clock.now())
+        if not known:  # before scheduling it: whether its resource's run was under way already
+            self.reconciler.busy_answers.entered(key)
         self.reconciler.schedule(key)
 
     def claims_seen_to(self, scope: str | None, version: int) -> None:

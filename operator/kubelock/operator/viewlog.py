@@ -79,6 +79,19 @@ def decided(
     )
 
 
+def beside_run(key: tuple[str, str], claims: Sequence[Claim], actions: Sequence[Action]) -> None:
+    """First answers decided beside a resource's run under way (`operator/busyanswers.py`)."""
+    if not enabled():
+        return
+    namespace, resource = key
+    log.debug(
+        "decided %s in %s beside its run on claims [%s]: %s",
+        resource, namespace,
+        " ".join(f"{c.name}:{c.phase.value if c.phase else '-'}:{c.sequence}" for c in claims),
+        " ".join(describe(a) for a in actions),
+    )
+
+
 def failed(namespace: str, action: Action, why: str) -> None:
     """A write of a decision failed on a stale view (the key is decided again)."""
     if enabled():

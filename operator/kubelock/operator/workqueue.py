@@ -159,6 +159,10 @@ class WorkQueue(Generic[K]):
         """`key` is to be processed (again) as soon as a worker takes it."""
         return key in self._dirty
 
+    def processing(self, key: K) -> bool:
+        """A worker is processing `key` now."""
+        return key in self._workers
+
     def next_deadline(self) -> float | None:
         return self._deadlines.next_deadline()
 
