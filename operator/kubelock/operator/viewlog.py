@@ -72,11 +72,16 @@ def decided(
     log.debug(
         "decided %s in %s on claims [%s] grants [%s]: %s%s",
         resource, namespace,
-        " ".join(f"{c.name}:{c.phase.value if c.phase else '-'}:{c.sequence}" for c in claims),
+        _claims(claims),
         " ".join(g.claim_name for g in grants),
         " ".join(describe(a) for a in actions) or "nothing",
         f"; held back for a fresh view ({why}): {' '.join(describe(a) for a in held_back)}" if held_back else "",
     )
+
+
+def _claims(claims: Sequence[Claim]) -> str:
+    """Each claim a decision was taken on: name, phase ('-': none yet) and arrival sequence."""
+    return " ".join(f"{c.name}:{c.phase.value if c.phase else '-'}:{c.sequence}" for c in claims)
 
 
 def beside_run(key: tuple[str, str], claims: Sequence[Claim], actions: Sequence[Action]) -> None:
@@ -87,7 +92,7 @@ def beside_run(key: tuple[str, str], claims: Sequence[Claim], actions: Sequence[
     log.debug(
         "decided %s in %s beside its run on claims [%s]: %s",
         resource, namespace,
-        " ".join(f"{c.name}:{c.phase.value if c.phase else '-'}:{c.sequence}" for c in claims),
+        _claims(claims),
         " ".join(describe(a) for a in actions),
     )
 
