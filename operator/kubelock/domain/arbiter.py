@@ -350,21 +350,10 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
     bounds, or it waited too long."""
     policy, capacity = context.policy, context.capacity
     fresh = claim.status is None
-    pod = claim.pod.effective(holding=holds)
-    if pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
-        if pod is PodLiveness.UNWATCHED:
-            message = (
-                f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
-                "it terminate; add the label to the pod template"
-            )
-        elif pod is PodLiveness.MISSING:
-            message = f"pod {claim.pod_name} does not exist"
-        elif claim.pod is PodLiveness.STOPPING:
-            message = f"pod {claim.pod_name} is terminating"
-        else:
-            message = f"pod {claim.pod_name} terminated"
+    gone = pod_gone(claim, holding=holds)
+    if gone is not None:
+        reason, message = gone
         if fresh:
-            reason = Reason.HOLDER_POD_TERMINATED if pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         # A claim told Held whose lock is already gone lost a grant too: its lock's deletion went out
@@ -476,6 +465,27 @@ def end_claim(
         available_at=available_at,
     )
     return SetStatus(claim, status, Notice(reason, message, warning=warning))
+
+
+def pod_gone(claim: Claim, *, holding: bool) -> tuple[Reason, str] | None:
+    """Why `claim` can no longer hold through its pod (terminated, missing, unwatched, or stopping and
+    not holding: `PodLiveness.effective`), as the reason a claim never answered is rejected with and
+    the message; None while the pod may hold."""
+    pod = claim.pod.effective(holding=holding)
+    if pod not in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
+        return None
+    if pod is PodLiveness.UNWATCHED:
+        message = (
+            f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
+            "it terminate; add the label to the pod template"
+        )
+    elif pod is PodLiveness.MISSING:
+        message = f"pod {claim.pod_name} does not exist"
+    elif claim.pod is PodLiveness.STOPPING:
+        message = f"pod {claim.pod_name} is terminating"
+    else:
+        message = f"pod {claim.pod_name} terminated"
+    return (Reason.HOLDER_POD_TERMINATED if pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND), message
 
 
 def lock_refused(claim: Claim, message: str, now: float, *, retry_seconds: float) -> SetStatus | None:

@@ -39,6 +39,7 @@ from kubelock.domain.arbiter import (
     deadlocked,
     effective_ttl,
     end_claim,
+    pod_gone,
     queue_aging,
     queue_order,
     queued_status,
@@ -63,7 +64,6 @@ from kubelock.domain.model import (
     LockBreak,
     Notice,
     OnBusy,
-    PodLiveness,
     Policy,
     RenewLock,
     SetStatus,
@@ -197,18 +197,10 @@ def _ending(
         invalid = _invalid(claim, views, policy)
         if invalid is not None:
             return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, invalid, now, warning=True)
-    pod = claim.pod.effective(holding=claim.phase is Phase.HELD)
-    if pod in (PodLiveness.TERMINATED, PodLiveness.MISSING, PodLiveness.UNWATCHED):
-        if pod is PodLiveness.UNWATCHED:
-            message = (
-                f"pod {claim.pod_name} lacks the label kubelock.dev/lock-holder=true, so kubelock cannot see "
-                "it terminate; add the label to the pod template"
-            )
-        else:
-            gone = {PodLiveness.TERMINATED: "terminated", PodLiveness.MISSING: "does not exist"}
-            message = f"pod {claim.pod_name} {'is terminating' if claim.pod is PodLiveness.STOPPING else gone[pod]}"
+    gone = pod_gone(claim, holding=claim.phase is Phase.HELD)
+    if gone is not None:
+        reason, message = gone
         if fresh:
-            reason = Reason.HOLDER_POD_TERMINATED if pod is PodLiveness.TERMINATED else Reason.POD_NOT_FOUND
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)
