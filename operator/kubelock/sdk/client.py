@@ -553,6 +553,9 @@ class AsyncLockClient:
     async def error_for(self, info: ClaimInfo) -> LockError:
         reason = info.reason or ""
         message = info.message or f"claim {info.name} is {info.phase}"
+        if info.deleting:  # released at the delete request, though a finalizer keeps the object
+            return Revoked(f"claim {info.name} was deleted: its lock on {info.label} was released when its deletion "
+                           "was asked for (a finalizer keeps the object for now)", reason=Reason.RELEASED.value)
         if info.phase is Phase.HELD and not info.lease_over():  # Held with part of its set: never held
             missing = sorted(set(info.resources) - {g.resource for g in info.grants})
             return Revoked(f"claim {info.name} is Held without a grant on {', '.join(missing)}: a claim of several "
@@ -661,6 +664,8 @@ class AsyncLockClient:
                 patched = await self.renew_claim(info, marker, conditional=True)
             except kube_errors.Conflict:
                 continue  # the claim changed since it was read (a renewal or a verdict): read it again
+            if patched.deleting:  # the patch of a claim being deleted is admitted, and renews nothing
+                raise await self._not_held(patched)
             if not confirm:
                 return _renewed(patched, confirmed=False)
             return await self._await_renewal(patched)

@@ -215,7 +215,10 @@ class AsyncLease:
             await asyncio.sleep(interval)
             asked = loop.time()
             try:
-                await self._client.renew_claim(self.claim, self._client.renewal_marker(), conditional=False)
+                renewed = await self._client.renew_claim(self.claim, self._client.renewal_marker(), conditional=False)
+                if renewed.deleting:  # admitted, but released at the delete request (the watch may not know yet)
+                    await self._lose(await self._client.error_for(renewed))
+                    return
                 self._renewed = asked
                 self._renew_failure = None
                 self._deadline_moved.set()

@@ -105,6 +105,9 @@ class ClaimInfo:
     requeues: int = 0
     cycle_length: int | None = None  # while Deadlocked: holders in the whole cycle (`cycle` may show fewer)
     process: str | None = None  # which OS process created the claim (see sdk.process), as recorded
+    # Its deletion was asked for (deletionTimestamp): released then, though a finalizer may keep the
+    # object, and its status as it was, for longer.
+    deleting: bool = False
 
     @property
     def held_grants(self) -> tuple[GrantInfo, ...]:
@@ -141,8 +144,9 @@ class ClaimInfo:
     def held(self) -> bool:
         """Held, and its lease has not run out. A claim whose expiry has passed is never held, whatever
         its phase says: the operator may be down and not have written Expired yet. A claim of several
-        resources is held only with a grant on every one of them: never a part of its set."""
-        if self.phase is not Phase.HELD or self.lease_over():
+        resources is held only with a grant on every one of them: never a part of its set. A claim
+        whose deletion was asked for is released, whatever its status still says."""
+        if self.phase is not Phase.HELD or self.deleting or self.lease_over():
             return False
         return not self.several or {g.resource for g in self.grants} >= set(self.resources)
 
@@ -185,6 +189,7 @@ class ClaimInfo:
             observed_renew=status.observed_renew,
             renew_request=parsed.renew_request,
             process=_text(meta.annotations.get(PROCESS_ANNOTATION)),
+            deleting=meta.deleting,
             mode=spec.mode,
             permits=spec.permits,
             resources=spec.resources,

@@ -34,10 +34,19 @@ async def backoff(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0.05, min(3.2, 0.2 * 2 ** (attempt - 1))))
 
 
+def being_deleted(body: Body) -> bool:
+    """Its deletion was asked for (`deletionTimestamp`): the operator released its grant then, at the
+    request, though a finalizer (a lock admin's, or the garbage collector's for a foreground
+    deletion held up by a dependent) may keep the object, its status unchanged, for as long as it
+    likes. For its holder and its waiter that is the claim's end, as its disappearance is."""
+    return objects.Metadata.parse(body.get("metadata")).deleting
+
+
 async def follow_claim(
     kube: KubeClient, namespace: str, name: str, resource_version: str, *, max_failures: int = MAX_FAILURES
 ) -> AsyncGenerator[Body | None, None]:
-    """Yields each new state of the claim after `resource_version`; None (and stops) once it is deleted."""
+    """Yields each new state of the claim after `resource_version`; None (and stops) once it is deleted
+    or its deletion was asked for (`being_deleted`)."""
     version = resource_version
     failures = 0
     while True:
@@ -56,7 +65,7 @@ async def follow_claim(
                     kind = event.get("type")
                     if kind == "BOOKMARK":
                         continue
-                    if kind == "DELETED":
+                    if kind == "DELETED" or being_deleted(obj):
                         yield None
                         return
                     yield obj
@@ -93,5 +102,8 @@ async def follow_claim(
             failures += 1
             await backoff(failures)
             continue
+        if being_deleted(current):
+            yield None
+            return
         version = objects.resource_version(current)
         yield current
