@@ -206,9 +206,11 @@ def cpu_seconds(pid: int) -> float:
 def test_claims_with_huge_metadata_do_not_stall_other_agents(
     alice: Locks, bob: Locks, ns: str, hostile_operator: OperatorProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Annotations up to the API server's 256 KiB and a thousand labels on each of alice's claims: the
-    operator keeps no more of a claim than it decides on, so bob's try-lock is answered as quickly.
-    The same 20 claims and renewals without the metadata first, as the control."""
+    """As much metadata as admission lets through on each of alice's claims (16384 characters of
+    annotations, kubelock-lockclaim-bounds; until that bound, 256 KiB of annotations and a thousand
+    labels, what the API server takes, were measured here the same way): the operator keeps no more
+    of a claim than it decides on, so bob's try-lock is answered as quickly. The same 20 claims and
+    renewals without the metadata first, as the control."""
     assert hostile_operator.popen is not None
     pid = hostile_operator.popen.pid
     serial = iter(range(1_000_000))
@@ -238,11 +240,10 @@ def test_claims_with_huge_metadata_do_not_stall_other_agents(
 
     before = [answered_in() for _ in range(3)]
     plain = twenty("plain", {})
-    labels = {f"l{i}.example.com/k{i}": "v" * 63 for i in range(1000)}
-    big = twenty("big", {"annotations": {"example.com/pad": "x" * (250 * 1024)}, "labels": labels})
+    big = twenty("big", {"annotations": {"example.com/pad": "x" * (16384 - len("example.com/pad"))}})
     with capsys.disabled():
         print(f"\nbob's try-lock answered in (s): before {before}; 20 plain claims of alice, their creates and "
-              f"renewals: {plain}; 20 claims with 250 KiB annotations and 1000 labels each: {big}; "
+              f"renewals: {plain}; 20 claims with 16384 characters of annotations each: {big}; "
               f"load {os.getloadavg()[0]:.1f}")
     assert max(big["after"]) < 10 and max(big["during"]) < 10  # type: ignore[call-overload]
     rss_before, rss_after = (int(v) for v in str(big["RSS KiB"]).split(" -> "))
