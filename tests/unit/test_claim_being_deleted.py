@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kubelock.cli.output import claim, claims_table, explanation_text
+from kubelock.sdk.admin import Explanation
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import Revoked
 from kubelock.sdk.model import ClaimInfo
@@ -64,3 +66,17 @@ async def states(kube: Watch, limit: int = 5) -> list[Body | None]:
 async def test_following_a_claim_ends_when_its_deletion_is_asked_for() -> None:
     kube = Watch([{"type": "MODIFIED", "object": held("5")}, {"type": "MODIFIED", "object": held("6", deleting=True)}])
     assert [None if s is None else s["metadata"]["resourceVersion"] for s in await states(kube)] == ["5", None]
+
+
+def test_the_commands_show_it_as_deleting_not_held() -> None:
+    info = ClaimInfo.from_body(held("6", deleting=True))
+    assert claim(info)["deleting"] is True
+    row = claims_table([info]).splitlines()[1].split()
+    assert row[2] == "Deleting" and row[4] == "-"  # no lease left to count down
+    assert claims_table([ClaimInfo.from_body(held("5"))]).splitlines()[1].split()[2] == "Held"
+
+
+def test_why_says_it_was_released() -> None:
+    text = explanation_text(Explanation(claim=ClaimInfo.from_body(held("6", deleting=True)), lock=None, ahead=()))
+    assert "deleting:  its deletion was asked for: released then" in text
+    assert "token:" not in text

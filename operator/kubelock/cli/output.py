@@ -244,6 +244,8 @@ def claim(info: ClaimInfo) -> Json:
         "resources": sorted(info.resources),
         "fencingTokens": info.tokens,
         "revocation": None if info.revocation is None else revocation(info.revocation),
+        # Its deletion was asked for: released then, whatever `phase` still says (a finalizer keeps it).
+        "deleting": info.deleting,
     }
 
 
@@ -394,7 +396,7 @@ def claims_table(items: Sequence[ClaimInfo], now: float | None = None, *, wide: 
         [
             ",".join(sorted(c.resources)) if c.several else c.resource,
             c.holder.rpartition("/")[2] or c.holder,
-            c.phase.value if c.phase else "(undecided)",
+            "Deleting" if c.deleting else c.phase.value if c.phase else "(undecided)",
             ",".join(str(t) for _, t in sorted(c.tokens.items())) if c.several and c.tokens
             else str(c.fencing_token) if c.fencing_token is not None else "-",
             until(c.expires_at, now) if c.held else "-",
@@ -430,7 +432,10 @@ def explanation_text(why: Explanation, now: float | None = None) -> str:
     ]
     if c.message:
         lines.append(f"  message:   {c.message}")
-    if c.phase in OUTCOMES:
+    if c.deleting:
+        lines.append("  deleting:  its deletion was asked for: released then, whatever the phase says (a finalizer"
+                     " keeps the object)")
+    elif c.phase in OUTCOMES:
         lines.append(f"  outcome:   {OUTCOMES[c.phase]}")
     if c.held:
         lines.append(f"  token:     {token_list(c.tokens)}; expires in {until(c.expires_at, now)}"
