@@ -142,8 +142,9 @@ class PodRef(_Model):
 
 
 class ObjectRef(_Model):
-    name: str = Field(description="Object name.")
-    uid: str = Field(description="Object UID.")
+    name: str = Field(description="Name of the LockClaim, in the lock's namespace.")
+    uid: str = Field(description="UID of the LockClaim: a later claim of the same name is another claim and holds "
+                     "nothing of this grant.")
 
 
 class LockClaimSpec(_Model):
@@ -212,8 +213,10 @@ class LockClaimSpec(_Model):
         le=MAX_TTL_CEILING,
         description=(
             "Lease duration in seconds. Each renewal (heartbeat) extends the lease to ttlSeconds from the "
-            "moment the operator observes it. Default: the operator setting resourceLockTimeout (1800). "
-            "At least 1, at most the operator setting maxTtlSeconds (default and ceiling 86400)."
+            "moment the operator observes it; renew by writing a new value into the annotation "
+            "kubelock.dev/renew (the SDK's and CLI's heartbeat do), or the claim ends Expired. Default: the "
+            "operator setting resourceLockTimeout (1800). At least 1, at most the operator setting "
+            "maxTtlSeconds (default and ceiling 86400); the one field that may change after creation."
         ),
     )
     wait: bool = Field(
@@ -334,7 +337,8 @@ class Revocation(_Model):
 
 
 class LockClaimStatus(_Model):
-    """Written by the operator only."""
+    """Written by the operator only: phase, reason and message say where the claim stands; while Held,
+    fencingToken (send it with every write) and expiresAt (renew before it)."""
 
     phase: Phase | None = Field(
         default=None,
@@ -462,7 +466,8 @@ class _Grant(_Model):
     """The fields of one grant: the first grant of a lock is its top-level spec, every further one an
     item of `spec.grants`, so both read the same way."""
 
-    holder: str = Field(description="The holder identity.")
+    holder: str = Field(description="Who holds this grant, `<identity>/<instance>`: spec.holder of the claim "
+                        "in claimRef.")
     claim_ref: ObjectRef = Field(description="The LockClaim that holds the grant.")
     pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
     lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
@@ -480,7 +485,7 @@ class LockGrant(_Grant):
 
 class ResourceLockSpec(_Grant):
     """The grants on one resource: the first in the top-level fields, every further one in `grants`.
-    Written by the operator only."""
+    Written by the operator only: do not edit it; to free a stuck lock, break it with `kubectl lock unlock`."""
 
     resource: str = Field(
         description="The normalised resource URI.",
@@ -538,15 +543,30 @@ def _between(low: int, high: int, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _quota(what: str) -> Any:
+def _at_least_one(name: str) -> AfterValidator:
+    """The rule of a quota's CEL message, for the SDK (as `_between`)."""
+
+    def check(value: int) -> int:
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}; {QUOTA_UNSET_ADVICE}")
+        return value
+
+    return AfterValidator(check)
+
+
+QUOTA_UNSET_ADVICE = "leave the field out for no limit"
+"""A quota of 0 reads as "no limit" to some and as "nothing" to others; the API has neither."""
+
+
+def _quota(what: str, name: str) -> Any:
     return Field(
         default=None,
-        ge=1,
         description=(
-            f"The most claims {what}, counted over the claims this policy governs. A claim that would go "
-            "over it ends Rejected with reason QuotaExceeded and a message naming this limit and the policy. "
-            "Unset: no limit."
+            f"The most claims {what}, counted over the claims this policy governs (at least 1). A claim "
+            "that would go over it ends Rejected with reason QuotaExceeded and a message naming this limit "
+            "and the policy. Unset: no limit."
         ),
+        json_schema_extra=_rules(_cel("self >= 1", f"{name} must be at least 1; {QUOTA_UNSET_ADVICE}")),
     )
 
 
@@ -607,10 +627,14 @@ class LockPolicySpec(_Model):
             ),
         ),
     )
-    max_held_per_holder: int | None = _quota("one holder may hold at once")
-    max_waiting_per_holder: int | None = _quota("one holder may have waiting in queues at once")
-    max_held_per_namespace: int | None = _quota("held at once in the namespace")
-    max_waiting_per_namespace: int | None = _quota("waiting in queues at once in the namespace")
+    max_held_per_holder: Annotated[int, _at_least_one("maxHeldPerHolder")] | None = _quota(
+        "one holder may hold at once", "maxHeldPerHolder")
+    max_waiting_per_holder: Annotated[int, _at_least_one("maxWaitingPerHolder")] | None = _quota(
+        "one holder may have waiting in queues at once", "maxWaitingPerHolder")
+    max_held_per_namespace: Annotated[int, _at_least_one("maxHeldPerNamespace")] | None = _quota(
+        "held at once in the namespace", "maxHeldPerNamespace")
+    max_waiting_per_namespace: Annotated[int, _at_least_one("maxWaitingPerNamespace")] | None = _quota(
+        "waiting in queues at once in the namespace", "maxWaitingPerNamespace")
 
 
 class LockPolicy(_Model):
