@@ -38,7 +38,8 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
 @pytest.mark.parametrize(
     ("spec", "field", "words"),
     [
-        ({"resource": "no-scheme", "holder": "a"}, "spec.resource", "must be a URI"),
+        ({"resource": "no-scheme", "holder": "a"}, "spec.resource",
+         "must be a URI scheme://rest such as github://acme/app/issues/42"),
         ({"resource": "github://has space", "holder": "a"}, "spec.resource", "whitespace"),
         ({"resource": "github://tab\there", "holder": "a"}, "spec.resource", "control characters"),
         ({"resource": "1git://x", "holder": "a"}, "spec.resource", "scheme"),
@@ -129,6 +130,8 @@ def test_identity_fields_are_immutable(
         api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": change})
     assert refused.value.status == 422
     assert field in str(refused.value.body)
+    # and says what works instead: a Rejected claim's message advises `wait: true`, which no edit can set
+    assert "delete the claim (which releases what it holds) and create it anew" in str(refused.value.body)
     # ttlSeconds may change (a holder may ask for a longer lease at its next renewal).
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": {"ttlSeconds": 60}})
 

@@ -38,13 +38,28 @@ def _rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
-def _immutable(what: str) -> dict[str, Any]:
-    return _rules(_cel("self == oldSelf", f"{what} is immutable"))
+CLAIM_CHANGE_ADVICE = "; to ask for something else, delete the claim (which releases what it holds) and create it anew"
+"""Said with every immutable field of a claim: a Rejected claim's message advises `wait: true`, and
+editing the claim is refused, so the refusal says what works instead."""
+
+
+def _immutable(what: str, advice: str = "") -> dict[str, Any]:
+    return _rules(_cel("self == oldSelf", f"{what} is immutable{advice}"))
+
+
+def _claim_immutable(what: str) -> dict[str, Any]:
+    return _immutable(what, CLAIM_CHANGE_ADVICE)
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
+
+URI_RULE_MESSAGE = (
+    "must be a URI scheme://rest such as github://acme/app/issues/42 or deploy://api-prod: the scheme starts "
+    "with a letter and holds only letters, digits, '+', '.' or '-', and the URI has no whitespace or control "
+    "characters"
+)
 
 ResourceURI = Annotated[
     str,
@@ -63,10 +78,9 @@ ResourceURI = Annotated[
                      " (UTF-8)"),
                 _cel(
                     f"self.matches(r'{RESOURCE_PATTERN}')",
-                    "must be a URI scheme://rest: the scheme starts with a letter and holds only letters, "
-                    "digits, '+', '.' or '-', and the URI has no whitespace or control characters",
+                    URI_RULE_MESSAGE,
                 ),
-                _cel("self == oldSelf", "resource is immutable"),
+                _cel("self == oldSelf", "resource is immutable" + CLAIM_CHANGE_ADVICE),
             ]
         },
     ),
@@ -89,8 +103,7 @@ ResourceItem = Annotated[
                      " (UTF-8)"),
                 _cel(
                     f"self.matches(r'{RESOURCE_PATTERN}')",
-                    "must be a URI scheme://rest: the scheme starts with a letter and holds only letters, "
-                    "digits, '+', '.' or '-', and the URI has no whitespace or control characters",
+                    URI_RULE_MESSAGE,
                 ),
             ]
         },
@@ -118,7 +131,7 @@ Holder = Annotated[
             "x-kubernetes-validations": [
                 _cel(f"size(bytes(self)) <= {MAX_HOLDER_LENGTH}", f"must be at most {MAX_HOLDER_LENGTH} bytes (UTF-8)"),
                 _cel(f"self.matches(r'{HOLDER_PATTERN}')", "must not contain whitespace or control characters"),
-                _cel("self == oldSelf", "holder is immutable"),
+                _cel("self == oldSelf", "holder is immutable" + CLAIM_CHANGE_ADVICE),
             ]
         },
     ),
@@ -162,7 +175,7 @@ class LockClaimSpec(_Model):
         ),
         json_schema_extra=_rules(
             _cel("self.all(r, self.exists_one(s, s == r))", "resources must not name a resource twice"),
-            _cel("self == oldSelf", "resources is immutable"),
+            _cel("self == oldSelf", "resources is immutable" + CLAIM_CHANGE_ADVICE),
         ),
     )
     mode: Mode = Field(
@@ -172,7 +185,7 @@ class LockClaimSpec(_Model):
             "one holder at a time). Shared: holds the resource together with every other Shared holder and "
             "no Exclusive one (readers and a writer). Immutable."
         ),
-        json_schema_extra=_immutable("mode"),
+        json_schema_extra=_claim_immutable("mode"),
     )
     permits: int = Field(
         default=1,
@@ -183,7 +196,7 @@ class LockClaimSpec(_Model):
             "coexist while their permits fit in the resource's capacity (a counted semaphore). The capacity is "
             "1 unless a LockPolicy sets it. Must be 1 with mode: Shared. Immutable."
         ),
-        json_schema_extra=_immutable("permits"),
+        json_schema_extra=_claim_immutable("permits"),
     )
 
     @model_validator(mode="after")
@@ -246,7 +259,7 @@ class LockClaimSpec(_Model):
             "waiter starves. -1000..1000, default 0. A value above 0 needs the RBAC verb `prioritize` on "
             "lockclaims (lock admins have it). Immutable."
         ),
-        json_schema_extra=_immutable("priority"),
+        json_schema_extra=_claim_immutable("priority"),
     )
     on_busy: OnBusy = Field(
         default=OnBusy.FAIL,
@@ -256,7 +269,7 @@ class LockClaimSpec(_Model):
             "A deadlock victim ends Deadlocked either way: going back to the queue would not break the cycle. "
             "Requeue needs wait: true and waitTimeoutSeconds. Immutable."
         ),
-        json_schema_extra=_immutable("onBusy"),
+        json_schema_extra=_claim_immutable("onBusy"),
     )
 
 
@@ -272,18 +285,18 @@ LOCK_CLAIM_SPEC_RULES = [
     ),
     _cel(
         "has(self.resource) == has(oldSelf.resource) && has(self.resources) == has(oldSelf.resources)",
-        "resource and resources are immutable",
+        "resource and resources are immutable" + CLAIM_CHANGE_ADVICE,
     ),
     _cel(
         "has(self.podRef) == has(oldSelf.podRef) && (!has(self.podRef) || self.podRef == oldSelf.podRef)",
-        "podRef is immutable",
+        "podRef is immutable" + CLAIM_CHANGE_ADVICE,
     ),
     _cel(
         "!has(self.waitTimeoutSeconds) || self.wait",
         "waitTimeoutSeconds requires wait: true",
         fieldPath=".waitTimeoutSeconds",
     ),
-    _cel("self.wait == oldSelf.wait", "wait is immutable"),
+    _cel("self.wait == oldSelf.wait", "wait is immutable" + CLAIM_CHANGE_ADVICE),
     _cel(
         "!has(self.onBusy) || self.onBusy != 'Requeue' || (self.wait && has(self.waitTimeoutSeconds))",
         "onBusy: Requeue needs wait: true and waitTimeoutSeconds (it says what happens when the wait times out)",
@@ -292,7 +305,7 @@ LOCK_CLAIM_SPEC_RULES = [
     _cel(
         "has(self.waitTimeoutSeconds) == has(oldSelf.waitTimeoutSeconds)"
         " && (!has(self.waitTimeoutSeconds) || self.waitTimeoutSeconds == oldSelf.waitTimeoutSeconds)",
-        "waitTimeoutSeconds is immutable",
+        "waitTimeoutSeconds is immutable" + CLAIM_CHANGE_ADVICE,
     ),
 ]
 
