@@ -27,7 +27,7 @@ WAIT = "--wait takes no value (it only says to queue): give the longest wait wit
          "number of seconds, no unit)"),
         (["acquire", "a://b", "--ttl", "1h"], "'1h' is not a whole number of seconds; write 3600"),
         (["--ttl", "5", "acquire", "a://b"], "--ttl is an option of the command, so it goes after the command's "
-         "name: kubelock acquire ... --ttl (only the connection options, -o and --json may come before it)"),
+         "name: kubelock acquire ... --ttl 5 (only the connection options, -o and --json may come before it)"),
         (["--wait", "acquire", "a://b"], "--wait is an option of the command"),
         (["-A", "status"], "-A is an option of the command, so it goes after the command's name: kubelock status"),
         (["--reason=x", "unlock", "a://b"], "kubelock unlock ... --reason=x"),

@@ -64,6 +64,9 @@ def misplaced_option(argv: Sequence[str], *, prog: str, commands: Collection[str
             name = token.split("=", 1)[0] if token.startswith("--") else token[:2]
             if name not in global_options:
                 command = next((t for t in own[at + 1:] if t in commands), "COMMAND")
+                following = own[at + 1] if at + 1 < len(own) else ""
+                if not attached and following and not following.startswith("-") and following not in commands:
+                    token = f"{token} {following}"  # most likely its value
                 return (
                     f"{name} is an option of the command, so it goes after the command's name: "
                     f"{prog} {command} ... {token} (only the connection options, -o and --json may come before it)"
