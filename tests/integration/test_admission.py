@@ -47,7 +47,8 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         ({"resource": "github://" + "é" * 508, "holder": "a"}, "spec.resource", "at most 1024 bytes (UTF-8)"),
         ({"resource": "github://x", "holder": "ü" * 127}, "spec.holder", "at most 253 bytes (UTF-8)"),
         ({"resource": "github://x", "holder": ""}, "spec.holder", "at least 1"),
-        ({"resource": "github://x", "holder": "a b"}, "spec.holder", "whitespace"),
+        ({"resource": "github://x", "holder": "a b"}, "spec.holder",
+         "e.g. user:alice/laptop, without whitespace"),  # the body's JSON spells < and > as \u003c, \u003e
         ({"resource": "github://x", "holder": "a", "ttlSeconds": 0}, "spec.ttlSeconds", "greater than or equal to 1"),
         ({"resource": "github://x", "holder": "a", "ttlSeconds": -5}, "spec.ttlSeconds", "greater than or equal to 1"),
         ({"resource": "github://x", "holder": "a", "ttlSeconds": "abc"}, "spec.ttlSeconds", "integer"),

@@ -130,7 +130,8 @@ Holder = Annotated[
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(f"size(bytes(self)) <= {MAX_HOLDER_LENGTH}", f"must be at most {MAX_HOLDER_LENGTH} bytes (UTF-8)"),
-                _cel(f"self.matches(r'{HOLDER_PATTERN}')", "must not contain whitespace or control characters"),
+                _cel(f"self.matches(r'{HOLDER_PATTERN}')", "must be <identity>/<instance>, e.g. user:alice/laptop, "
+                     "without whitespace or control characters"),
                 _cel("self == oldSelf", "holder is immutable" + CLAIM_CHANGE_ADVICE),
             ]
         },
