@@ -38,7 +38,8 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
 @pytest.mark.parametrize(
     ("spec", "field", "words"),
     [
-        ({"resource": "no-scheme", "holder": "a"}, "spec.resource", "must be a URI"),
+        ({"resource": "no-scheme", "holder": "a"}, "spec.resource",
+         "must be a URI scheme://rest such as github://acme/app/issues/42"),
         ({"resource": "github://has space", "holder": "a"}, "spec.resource", "whitespace"),
         ({"resource": "github://tab\there", "holder": "a"}, "spec.resource", "control characters"),
         ({"resource": "1git://x", "holder": "a"}, "spec.resource", "scheme"),
@@ -46,7 +47,8 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         ({"resource": "github://" + "é" * 508, "holder": "a"}, "spec.resource", "at most 1024 bytes (UTF-8)"),
         ({"resource": "github://x", "holder": "ü" * 127}, "spec.holder", "at most 253 bytes (UTF-8)"),
         ({"resource": "github://x", "holder": ""}, "spec.holder", "at least 1"),
-        ({"resource": "github://x", "holder": "a b"}, "spec.holder", "whitespace"),
+        ({"resource": "github://x", "holder": "a b"}, "spec.holder",
+         "e.g. user:alice/laptop, without whitespace"),  # the body's JSON spells < and > as \u003c, \u003e
         ({"resource": "github://x", "holder": "a", "ttlSeconds": 0}, "spec.ttlSeconds", "greater than or equal to 1"),
         ({"resource": "github://x", "holder": "a", "ttlSeconds": -5}, "spec.ttlSeconds", "greater than or equal to 1"),
         ({"resource": "github://x", "holder": "a", "ttlSeconds": "abc"}, "spec.ttlSeconds", "integer"),
@@ -129,6 +131,8 @@ def test_identity_fields_are_immutable(
         api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": change})
     assert refused.value.status == 422
     assert field in str(refused.value.body)
+    # and says what works instead: a Rejected claim's message advises `wait: true`, which no edit can set
+    assert "delete the claim (which releases what it holds) and create it anew" in str(refused.value.body)
     # ttlSeconds may change (a holder may ask for a longer lease at its next renewal).
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": {"ttlSeconds": 60}})
 

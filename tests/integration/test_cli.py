@@ -366,6 +366,11 @@ def test_status_list_why_and_graph(sh: Shell) -> None:
         assert f"held by:   {holder('alice')}" in why.stdout
         assert sh("bob", "kubelock", "why", r1, "--json").json["claim"]["queuePosition"] == 1
         assert sh("bob", "kubelock", "why", "no-such-claim").code == ExitCode.NOT_FOUND
+        # A URI names the asker's own claim on it: a missing one is told as such, not by its derived name.
+        unclaimed = "github://acme/app/issues/nobody"
+        none = sh("alice", "kubelock", "why", unclaimed)
+        assert none.code == ExitCode.NOT_FOUND
+        assert f"you ({holder('alice')}) have no claim on {unclaimed} in namespace {sh.namespace}" in none.stderr, none
 
         dot = sh("alice", "kubelock", "graph").stdout
         assert dot.startswith("digraph ")

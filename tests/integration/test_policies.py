@@ -136,7 +136,9 @@ def assert_rested(locks: Locks, ended: dict[str, Any]) -> dict[str, Any]:
         ("{resourcePrefix: 'deploy://', lockDelaySeconds: 61}", "lockDelaySeconds must be between 0 and 60"),
         ("{resourcePrefix: 'Deploy://'}", "the URI scheme must be lower-case"),
         ("{resourcePrefix: 'deploy:// x'}", "must not contain whitespace"),
-        ("{resourcePrefix: 'deploy://', maxHeldPerHolder: 0}", "spec.maxHeldPerHolder"),
+        ("{resourcePrefix: 'deploy://', maxHeldPerHolder: 0}",
+         "spec.maxHeldPerHolder: Invalid value: 0: maxHeldPerHolder must be at least 1; leave the field out for "
+         "no limit"),
         ("{capacity: 2}", "spec.resourcePrefix: Required value"),
     ],
     ids=["capacity-0", "delay-61", "upper-case-scheme", "whitespace", "quota-0", "no-prefix"],

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kubelock.api import crdgen
+from kubelock.api.types import CLAIM_CHANGE_ADVICE
 
 REPO = Path(__file__).resolve().parents[2]
 CLAIMS_FILE = "kubelock.dev_lockclaims.yaml"
@@ -154,7 +155,7 @@ def test_resource_field_rules(crds: dict[str, dict[str, Any]]) -> None:
     assert resource["type"] == "string"
     assert resource["maxLength"] == 1024
     rules = {r["rule"]: r["message"] for r in resource["x-kubernetes-validations"]}
-    assert rules["self == oldSelf"] == "resource is immutable"
+    assert rules["self == oldSelf"] == "resource is immutable" + CLAIM_CHANGE_ADVICE
     [uri_rule] = [r for r in rules if r.startswith("self.matches(")]
     assert "://" in uri_rule
     assert r"\p{C}" in uri_rule
@@ -168,8 +169,9 @@ def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:
     holder_rules = {r["rule"] for r in spec["properties"]["holder"]["x-kubernetes-validations"]}
     assert "self == oldSelf" in holder_rules
     messages = {r["message"] for r in spec["x-kubernetes-validations"]}
-    assert {"podRef is immutable", "wait is immutable", "waitTimeoutSeconds requires wait: true",
-            "waitTimeoutSeconds is immutable", "resource and resources are immutable",
+    assert {"podRef is immutable" + CLAIM_CHANGE_ADVICE, "wait is immutable" + CLAIM_CHANGE_ADVICE,
+            "waitTimeoutSeconds requires wait: true", "waitTimeoutSeconds is immutable" + CLAIM_CHANGE_ADVICE,
+            "resource and resources are immutable" + CLAIM_CHANGE_ADVICE,
             "set exactly one of resource (one URI) and resources (a list of URIs locked all together)",
             "a Shared claim takes no permits: with mode: Shared, permits must be 1 (or unset)"} <= messages
     assert spec["properties"]["mode"]["enum"] == ["Exclusive", "Shared"]

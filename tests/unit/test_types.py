@@ -188,7 +188,9 @@ def test_a_lock_policy_defaults_to_todays_behaviour() -> None:
         ({"resourcePrefix": "x://", "capacity": 10001}, "capacity must be between 1 and 10000"),
         ({"resourcePrefix": "x://", "lockDelaySeconds": 61}, "lockDelaySeconds must be between 0 and 60"),
         ({"resourcePrefix": "x://", "lockDelaySeconds": -1}, "lockDelaySeconds must be between 0 and 60"),
-        ({"resourcePrefix": "x://", "maxHeldPerHolder": 0}, "greater than or equal to 1"),
+        ({"resourcePrefix": "x://", "maxHeldPerHolder": 0}, "maxHeldPerHolder must be at least 1, not 0; leave the "
+         "field out for no limit"),
+        ({"resourcePrefix": "x://", "maxWaitingPerNamespace": -3}, "maxWaitingPerNamespace must be at least 1"),
         ({"capacity": 2}, "resourcePrefix"),
     ],
 )

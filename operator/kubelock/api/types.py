@@ -38,13 +38,28 @@ def _rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
-def _immutable(what: str) -> dict[str, Any]:
-    return _rules(_cel("self == oldSelf", f"{what} is immutable"))
+CLAIM_CHANGE_ADVICE = "; to ask for something else, delete the claim (which releases what it holds) and create it anew"
+"""Said with every immutable field of a claim: a Rejected claim's message advises `wait: true`, and
+editing the claim is refused, so the refusal says what works instead."""
+
+
+def _immutable(what: str, advice: str = "") -> dict[str, Any]:
+    return _rules(_cel("self == oldSelf", f"{what} is immutable{advice}"))
+
+
+def _claim_immutable(what: str) -> dict[str, Any]:
+    return _immutable(what, CLAIM_CHANGE_ADVICE)
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
+
+URI_RULE_MESSAGE = (
+    "must be a URI scheme://rest such as github://acme/app/issues/42 or deploy://api-prod: the scheme starts "
+    "with a letter and holds only letters, digits, '+', '.' or '-', and the URI has no whitespace or control "
+    "characters"
+)
 
 ResourceURI = Annotated[
     str,
@@ -63,10 +78,9 @@ ResourceURI = Annotated[
                      " (UTF-8)"),
                 _cel(
                     f"self.matches(r'{RESOURCE_PATTERN}')",
-                    "must be a URI scheme://rest: the scheme starts with a letter and holds only letters, "
-                    "digits, '+', '.' or '-', and the URI has no whitespace or control characters",
+                    URI_RULE_MESSAGE,
                 ),
-                _cel("self == oldSelf", "resource is immutable"),
+                _cel("self == oldSelf", "resource is immutable" + CLAIM_CHANGE_ADVICE),
             ]
         },
     ),
@@ -89,8 +103,7 @@ ResourceItem = Annotated[
                      " (UTF-8)"),
                 _cel(
                     f"self.matches(r'{RESOURCE_PATTERN}')",
-                    "must be a URI scheme://rest: the scheme starts with a letter and holds only letters, "
-                    "digits, '+', '.' or '-', and the URI has no whitespace or control characters",
+                    URI_RULE_MESSAGE,
                 ),
             ]
         },
@@ -117,8 +130,9 @@ Holder = Annotated[
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel(f"size(bytes(self)) <= {MAX_HOLDER_LENGTH}", f"must be at most {MAX_HOLDER_LENGTH} bytes (UTF-8)"),
-                _cel(f"self.matches(r'{HOLDER_PATTERN}')", "must not contain whitespace or control characters"),
-                _cel("self == oldSelf", "holder is immutable"),
+                _cel(f"self.matches(r'{HOLDER_PATTERN}')", "must be <identity>/<instance>, e.g. user:alice/laptop, "
+                     "without whitespace or control characters"),
+                _cel("self == oldSelf", "holder is immutable" + CLAIM_CHANGE_ADVICE),
             ]
         },
     ),
@@ -142,8 +156,9 @@ class PodRef(_Model):
 
 
 class ObjectRef(_Model):
-    name: str = Field(description="Object name.")
-    uid: str = Field(description="Object UID.")
+    name: str = Field(description="Name of the LockClaim, in the lock's namespace.")
+    uid: str = Field(description="UID of the LockClaim: a later claim of the same name is another claim and holds "
+                     "nothing of this grant.")
 
 
 class LockClaimSpec(_Model):
@@ -161,7 +176,7 @@ class LockClaimSpec(_Model):
         ),
         json_schema_extra=_rules(
             _cel("self.all(r, self.exists_one(s, s == r))", "resources must not name a resource twice"),
-            _cel("self == oldSelf", "resources is immutable"),
+            _cel("self == oldSelf", "resources is immutable" + CLAIM_CHANGE_ADVICE),
         ),
     )
     mode: Mode = Field(
@@ -171,7 +186,7 @@ class LockClaimSpec(_Model):
             "one holder at a time). Shared: holds the resource together with every other Shared holder and "
             "no Exclusive one (readers and a writer). Immutable."
         ),
-        json_schema_extra=_immutable("mode"),
+        json_schema_extra=_claim_immutable("mode"),
     )
     permits: int = Field(
         default=1,
@@ -182,7 +197,7 @@ class LockClaimSpec(_Model):
             "coexist while their permits fit in the resource's capacity (a counted semaphore). The capacity is "
             "1 unless a LockPolicy sets it. Must be 1 with mode: Shared. Immutable."
         ),
-        json_schema_extra=_immutable("permits"),
+        json_schema_extra=_claim_immutable("permits"),
     )
 
     @model_validator(mode="after")
@@ -212,8 +227,10 @@ class LockClaimSpec(_Model):
         le=MAX_TTL_CEILING,
         description=(
             "Lease duration in seconds. Each renewal (heartbeat) extends the lease to ttlSeconds from the "
-            "moment the operator observes it. Default: the operator setting resourceLockTimeout (1800). "
-            "At least 1, at most the operator setting maxTtlSeconds (default and ceiling 86400)."
+            "moment the operator observes it; renew by writing a new value into the annotation "
+            "kubelock.dev/renew (the SDK's and CLI's heartbeat do), or the claim ends Expired. Default: the "
+            "operator setting resourceLockTimeout (1800). At least 1, at most the operator setting "
+            "maxTtlSeconds (default and ceiling 86400); the one field that may change after creation."
         ),
     )
     wait: bool = Field(
@@ -243,7 +260,7 @@ class LockClaimSpec(_Model):
             "waiter starves. -1000..1000, default 0. A value above 0 needs the RBAC verb `prioritize` on "
             "lockclaims (lock admins have it). Immutable."
         ),
-        json_schema_extra=_immutable("priority"),
+        json_schema_extra=_claim_immutable("priority"),
     )
     on_busy: OnBusy = Field(
         default=OnBusy.FAIL,
@@ -253,7 +270,7 @@ class LockClaimSpec(_Model):
             "A deadlock victim ends Deadlocked either way: going back to the queue would not break the cycle. "
             "Requeue needs wait: true and waitTimeoutSeconds. Immutable."
         ),
-        json_schema_extra=_immutable("onBusy"),
+        json_schema_extra=_claim_immutable("onBusy"),
     )
 
 
@@ -269,18 +286,18 @@ LOCK_CLAIM_SPEC_RULES = [
     ),
     _cel(
         "has(self.resource) == has(oldSelf.resource) && has(self.resources) == has(oldSelf.resources)",
-        "resource and resources are immutable",
+        "resource and resources are immutable" + CLAIM_CHANGE_ADVICE,
     ),
     _cel(
         "has(self.podRef) == has(oldSelf.podRef) && (!has(self.podRef) || self.podRef == oldSelf.podRef)",
-        "podRef is immutable",
+        "podRef is immutable" + CLAIM_CHANGE_ADVICE,
     ),
     _cel(
         "!has(self.waitTimeoutSeconds) || self.wait",
         "waitTimeoutSeconds requires wait: true",
         fieldPath=".waitTimeoutSeconds",
     ),
-    _cel("self.wait == oldSelf.wait", "wait is immutable"),
+    _cel("self.wait == oldSelf.wait", "wait is immutable" + CLAIM_CHANGE_ADVICE),
     _cel(
         "!has(self.onBusy) || self.onBusy != 'Requeue' || (self.wait && has(self.waitTimeoutSeconds))",
         "onBusy: Requeue needs wait: true and waitTimeoutSeconds (it says what happens when the wait times out)",
@@ -289,7 +306,7 @@ LOCK_CLAIM_SPEC_RULES = [
     _cel(
         "has(self.waitTimeoutSeconds) == has(oldSelf.waitTimeoutSeconds)"
         " && (!has(self.waitTimeoutSeconds) || self.waitTimeoutSeconds == oldSelf.waitTimeoutSeconds)",
-        "waitTimeoutSeconds is immutable",
+        "waitTimeoutSeconds is immutable" + CLAIM_CHANGE_ADVICE,
     ),
 ]
 
@@ -334,7 +351,8 @@ class Revocation(_Model):
 
 
 class LockClaimStatus(_Model):
-    """Written by the operator only."""
+    """Written by the operator only: phase, reason and message say where the claim stands; while Held,
+    fencingToken (send it with every write) and expiresAt (renew before it)."""
 
     phase: Phase | None = Field(
         default=None,
@@ -462,7 +480,8 @@ class _Grant(_Model):
     """The fields of one grant: the first grant of a lock is its top-level spec, every further one an
     item of `spec.grants`, so both read the same way."""
 
-    holder: str = Field(description="The holder identity.")
+    holder: str = Field(description="Who holds this grant, `<identity>/<instance>`: spec.holder of the claim "
+                        "in claimRef.")
     claim_ref: ObjectRef = Field(description="The LockClaim that holds the grant.")
     pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
     lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
@@ -480,7 +499,7 @@ class LockGrant(_Grant):
 
 class ResourceLockSpec(_Grant):
     """The grants on one resource: the first in the top-level fields, every further one in `grants`.
-    Written by the operator only."""
+    Written by the operator only: do not edit it; to free a stuck lock, break it with `kubectl lock unlock`."""
 
     resource: str = Field(
         description="The normalised resource URI.",
@@ -538,15 +557,30 @@ def _between(low: int, high: int, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _quota(what: str) -> Any:
+def _at_least_one(name: str) -> AfterValidator:
+    """The rule of a quota's CEL message, for the SDK (as `_between`)."""
+
+    def check(value: int) -> int:
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}; {QUOTA_UNSET_ADVICE}")
+        return value
+
+    return AfterValidator(check)
+
+
+QUOTA_UNSET_ADVICE = "leave the field out for no limit"
+"""A quota of 0 reads as "no limit" to some and as "nothing" to others; the API has neither."""
+
+
+def _quota(what: str, name: str) -> Any:
     return Field(
         default=None,
-        ge=1,
         description=(
-            f"The most claims {what}, counted over the claims this policy governs. A claim that would go "
-            "over it ends Rejected with reason QuotaExceeded and a message naming this limit and the policy. "
-            "Unset: no limit."
+            f"The most claims {what}, counted over the claims this policy governs (at least 1). A claim "
+            "that would go over it ends Rejected with reason QuotaExceeded and a message naming this limit "
+            "and the policy. Unset: no limit."
         ),
+        json_schema_extra=_rules(_cel("self >= 1", f"{name} must be at least 1; {QUOTA_UNSET_ADVICE}")),
     )
 
 
@@ -607,10 +641,14 @@ class LockPolicySpec(_Model):
             ),
         ),
     )
-    max_held_per_holder: int | None = _quota("one holder may hold at once")
-    max_waiting_per_holder: int | None = _quota("one holder may have waiting in queues at once")
-    max_held_per_namespace: int | None = _quota("held at once in the namespace")
-    max_waiting_per_namespace: int | None = _quota("waiting in queues at once in the namespace")
+    max_held_per_holder: Annotated[int, _at_least_one("maxHeldPerHolder")] | None = _quota(
+        "one holder may hold at once", "maxHeldPerHolder")
+    max_waiting_per_holder: Annotated[int, _at_least_one("maxWaitingPerHolder")] | None = _quota(
+        "one holder may have waiting in queues at once", "maxWaitingPerHolder")
+    max_held_per_namespace: Annotated[int, _at_least_one("maxHeldPerNamespace")] | None = _quota(
+        "held at once in the namespace", "maxHeldPerNamespace")
+    max_waiting_per_namespace: Annotated[int, _at_least_one("maxWaitingPerNamespace")] | None = _quota(
+        "waiting in queues at once in the namespace", "maxWaitingPerNamespace")
 
 
 class LockPolicy(_Model):

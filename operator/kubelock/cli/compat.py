@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
-from kubelock.cli import output
+from kubelock.cli import output, usage
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.cli.main import URIS_HELP, connection_options, mode_options, need_of, reader_went_away, run
 from kubelock.cli.progress import QueueProgress
@@ -53,7 +53,7 @@ def _number(kind: type[int] | type[float]) -> Callable[[str], int | float]:
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds{usage.seconds_hint(text)}") from None
 
     return parse
 
@@ -70,6 +70,8 @@ def _main(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str]
 
 
 def _run(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] | None) -> int:
+    if (mistake := usage.wait_with_value(sys.argv[1:] if argv is None else argv)) is not None:
+        parser.error(mistake)
     args = parser.parse_args(argv)
 
     async def handler(client: AsyncLockClient, args: argparse.Namespace) -> int:

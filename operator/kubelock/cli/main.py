@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from kubelock import __version__
 from kubelock.api.types import MAX_RESOURCES
-from kubelock.cli import completion, output, signals
+from kubelock.cli import completion, output, signals, usage
 from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.progress import QueueProgress
@@ -49,7 +49,8 @@ def _whole_seconds(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+        hint = usage.seconds_hint(text)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds{hint}") from None
 
 
 def _priority(text: str) -> int:
@@ -70,7 +71,7 @@ def _seconds(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds{usage.seconds_hint(text)}") from None
 
 
 def connection_options(parser: argparse.ArgumentParser, *, suppress: bool, holder: bool = True) -> None:
@@ -566,6 +567,15 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return argv[:at], argv[at + 1:]
 
 
+def usage_mistake(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """What argparse would refuse unclearly, said clearly (`kubelock.cli.usage`)."""
+    options = parser._option_string_actions  # argparse's own table of the program's options
+    valued = {name for name, action in options.items() if action.nargs != 0}
+    return usage.wait_with_value(argv) or usage.misplaced_option(
+        argv, prog=parser.prog, commands=HANDLERS.keys() | {"completion"}, global_options=options.keys(), valued=valued,
+    )
+
+
 def _main(argv: Sequence[str] | None) -> int:
     prog = program_name()
     parser = build_parser(prog)
@@ -573,6 +583,8 @@ def _main(argv: Sequence[str] | None) -> int:
     own, child = split_command(everything)
     if "run" not in own:  # elsewhere `--` means what argparse makes of it
         own, child = everything, None
+    if (mistake := usage_mistake(parser, own)) is not None:
+        parser.error(mistake)
     args, extra = parser.parse_known_args(own)
     if extra and args.command == "run" and child is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}; the command goes after `--`: "

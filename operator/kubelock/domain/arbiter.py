@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from kubelock.domain import lockdelay, quotas
+from kubelock.domain import lockdelay, quotas, specadvice
 from kubelock.domain.aging import QueueAging
 from kubelock.domain.grants import Request, admit, blocks, effective_priority, within
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
@@ -366,14 +366,11 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
         # keeps its lock until it ends.
         return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, spelled, now, warning=True)
     if fresh and claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
-        message = (
-            f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
-            "(operator setting maxTtlSeconds)"
-        )
+        message = specadvice.ttl_above_max(claim.ttl_seconds, policy.max_ttl_seconds)
         return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     if not holds and not within(claim.need, capacity):
         # Never grantable: at the head of the queue it would hold back everyone behind it.
-        message = f"permits {claim.permits} exceed the capacity {capacity} of {resource}"
+        message = specadvice.permits_over_capacity(claim.permits, [(resource, capacity)])
         return end_claim(claim, Phase.REJECTED, Reason.INVALID_SPEC, message, now, warning=True)
     if wait_over(claim, now, holds) and claim.on_busy is OnBusy.FAIL:
         timeout = claim.wait_timeout_seconds
@@ -480,7 +477,7 @@ def pod_gone(claim: Claim, *, holding: bool) -> tuple[Reason, str] | None:
             "it terminate; add the label to the pod template"
         )
     elif pod is PodLiveness.MISSING:
-        message = f"pod {claim.pod_name} does not exist"
+        message = specadvice.pod_missing(claim.pod_name)
     elif claim.pod is PodLiveness.STOPPING:
         message = f"pod {claim.pod_name} is terminating"
     else:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from kubelock.domain import lockdelay, quotas
+from kubelock.domain import lockdelay, quotas, specadvice
 from kubelock.domain.arbiter import (
     break_details,
     break_message,
@@ -217,14 +217,10 @@ def _invalid(claim: Claim, views: Mapping[str, ResourceView], policy: Policy) ->
         twice = sorted({r for r in claim.resources if claim.resources.count(r) > 1})
         return f"resources name {', '.join(twice)} more than once (after normalisation)"
     if claim.ttl_seconds is not None and claim.ttl_seconds > policy.max_ttl_seconds:
-        return (
-            f"ttlSeconds {claim.ttl_seconds} exceeds the maximum of {policy.max_ttl_seconds} "
-            "(operator setting maxTtlSeconds)"
-        )
+        return specadvice.ttl_above_max(claim.ttl_seconds, policy.max_ttl_seconds)
     over = [r for r in claim.every_resource if not within(claim.need, views[r].capacity)]
     if over:
-        names = ", ".join(f"{r} ({views[r].capacity})" for r in over)
-        return f"permits {claim.permits} exceed the capacity of {names}"
+        return specadvice.permits_over_capacity(claim.permits, [(r, views[r].capacity) for r in over])
     return None
 
 

@@ -153,6 +153,12 @@ class AsyncAdmin:
         try:
             body = await self.kube.get(paths.claims(namespace, name))
         except kube_errors.NotFound:
+            if "://" in name_or_uri:  # the claim name was derived: say whose claim on what is missing
+                holder = (await self.client.identity()).holder
+                raise NotFound(
+                    f"you ({holder}) have no claim on {name_or_uri} in namespace {namespace} (its name would be "
+                    f"{name}); `kubelock status` lists who holds what"
+                ) from None
             raise NotFound(f"no claim {name} in namespace {namespace}") from None
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"read claim {namespace}/{name}") from error

@@ -611,7 +611,7 @@ class AsyncLockClient:
             if info is None and unsure is not None:
                 info = unsure  # gone: the delete whose answer was lost went through
             elif info is None:
-                raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
+                raise _nothing_held(ident, target)
             else:
                 await self.delete_claim(info)
         if info.phase in (None, Phase.PENDING) or info.held:
@@ -656,7 +656,7 @@ class AsyncLockClient:
         for _ in range(CREATE_ATTEMPTS):
             info = await self._own_claim(ident, target)
             if info is None:
-                raise NotFound(f"you ({ident.holder}) hold no lock on {resource} in namespace {ident.namespace}")
+                raise _nothing_held(ident, target)
             if not info.held:
                 raise await self._not_held(info)
             marker = self.renewal_marker()
@@ -949,3 +949,14 @@ def _renewed(info: ClaimInfo, *, confirmed: bool) -> RenewResult:
         fencing_tokens=info.tokens,
     )
 
+
+def _nothing_held(ident: Identity, target: Target) -> NotFound:
+    """NotFound for a release or renewal of what `ident` holds no claim of. Several URIs name the one
+    claim that took them together; locks taken one by one are not found under their list."""
+    message = f"you ({ident.holder}) hold no lock on {target.label} in namespace {ident.namespace}"
+    if target.several:
+        message += (
+            " taken together (several URIs name the one claim that took them all at once; locks taken one "
+            "by one are released and renewed one by one)"
+        )
+    return NotFound(message)

@@ -162,4 +162,15 @@ def _failure(named: str, error: LockError) -> str:
     if isinstance(error, TimedOut):
         held = f" (held by {error.holder})" if error.holder else ""
         return f"gave up waiting for {named}{held}; skip this resource"
-    return f"lock on {named} NOT acquired: {error.message}; do not work on this resource now"
+    return f"lock on {named} NOT acquired: {_in_tool_words(error.message)}; do not work on this resource now"
+
+
+# The SDK's checks name its own arguments; a model calling a tool knows only the tool's.
+_TOOL_ARGUMENTS = (("ttl ", "ttl_seconds "), ("timeout ", "wait_seconds "))
+
+
+def _in_tool_words(message: str) -> str:
+    for sdk_name, tool_name in _TOOL_ARGUMENTS:
+        if message.startswith(sdk_name):
+            return tool_name + message.removeprefix(sdk_name)
+    return message
