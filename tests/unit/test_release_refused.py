@@ -12,7 +12,7 @@ import pytest
 from kubelock.kube import errors as kube_errors
 from kubelock.sdk import client as sdk_client
 from kubelock.sdk.client import AsyncLockClient
-from kubelock.sdk.errors import Forbidden, Unreachable
+from kubelock.sdk.errors import Forbidden, LockError, Unreachable
 from kubelock.sdk.model import ClaimInfo
 
 CLAIM = ClaimInfo.from_body({"metadata": {"name": "c", "namespace": "agents", "uid": "u1"},
@@ -39,7 +39,7 @@ def release(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> BaseException:
     client = AsyncLockClient.__new__(AsyncLockClient)
     client._seen = {}
     client.kube = kube  # type: ignore[assignment]
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(LockError) as caught:
         asyncio.run(client.delete_claim(CLAIM))
     return caught.value
 
