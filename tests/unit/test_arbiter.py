@@ -153,9 +153,14 @@ CASES = [
          [("status", "b", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED)], id="waiting-claim-pod-terminated"),
     case([claim("a", 5, pod_name="p", pod=PodLiveness.ALIVE)], None, T0, [("create", "a", 1800)],
          id="pod-alive"),
-    # A pod being deleted, in its grace period: it may still be working under its lock.
+    # A pod being deleted: until it is reported stopped, it may still be working under its lock.
     case([holding(claim("agent-a", 5, pod_name="p", pod=PodLiveness.STOPPING), A_LOCK), claim("b", 6, wait=True)],
          A_LOCK, T0 + 10, [("status", "b", Phase.PENDING, Reason.QUEUED)], id="held-claim-pod-stopping-keeps-it"),
+    # Its lease still bounds it: a pod on a lost node stops renewing (its grace's end decides nothing).
+    case([holding(claim("agent-a", 5, pod_name="p", pod=PodLiveness.STOPPING), A_LOCK), claim("b", 6, wait=True)],
+         A_LOCK, EXPIRES, [("status", "agent-a", Phase.EXPIRED, Reason.LEASE_EXPIRED),
+                           ("status", "b", Phase.PENDING, Reason.QUEUED),
+                           ("delete", "agent-a", Reason.LEASE_EXPIRED)], id="held-claim-pod-stopping-expires"),
     case([claim("a", 5, pod_name="p", pod=PodLiveness.STOPPING)], None, T0,
          [("status", "a", Phase.REJECTED, Reason.HOLDER_POD_TERMINATED)], id="fresh-claim-pod-stopping"),
     case([A_HELD, with_phase(claim("b", 6, wait=True, pod_name="p", pod=PodLiveness.STOPPING), Phase.PENDING,

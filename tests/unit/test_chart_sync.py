@@ -358,6 +358,24 @@ def test_replicas_are_plain_deployment_replicas(helm: Path) -> None:
     assert pdb["spec"]["selector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def test_the_operator_token_is_the_api_servers_unless_a_lifetime_is_set(helm: Path) -> None:
+    pod = one(render(helm), "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert all("projected" not in v for v in pod["volumes"])
+    # A lifetime of its own: the API server does not extend a token projected this way, so the
+    # kubelet rotates it (docs/reliability.md, "On the node by hand, again").
+    pod = one(render(helm, "serviceAccount.tokenExpirationSeconds=600"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (volume,) = (v for v in pod["volumes"] if v["name"] == "serviceaccount-token")
+    sources = volume["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"] == {"path": "token", "expirationSeconds": 600}
+    assert {"ca.crt", "namespace"} == {
+        item["path"] for s in sources[1:] for item in (s.get("configMap") or s["downwardAPI"])["items"]
+    }
+    (mount,) = (m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "serviceaccount-token")
+    assert mount["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
 # ---- optional objects ---------------------------------------------------------------------------
 
 
@@ -447,6 +465,7 @@ BAD_VALUES = [
     pytest.param("resourceLockTimeout=900,maxTtlSeconds=600", "must not exceed maxTtlSeconds", id="timeout-above-max"),
     pytest.param("metrics.port=8080", "must differ", id="port-clash"),
     pytest.param("serviceAccount.create=false", "serviceAccount.name is required", id="sa-name-required"),
+    pytest.param("serviceAccount.tokenExpirationSeconds=300", "tokenExpirationSeconds", id="token-below-api-minimum"),
 ]
 
 

@@ -204,7 +204,7 @@ def test_a_held_claim_of_several_keeps_its_grants_while_its_pod_stops() -> None:
     stopping = replace(HELD_M, pod_name="p", pod=PodLiveness.STOPPING)
     decision = decide_multi(stopping, [], HELD_GRANTS, now=T0 + 1)
     assert decision.actions == ()
-    # Its end (the kubelet's report, or the grace's end) gives everything back.
+    # Its end (the kubelet's report, or the pod removed) gives everything back.
     ended = decide_multi(replace(stopping, pod=PodLiveness.TERMINATED), [], HELD_GRANTS, now=T0 + 2)
     assert brief(ended) == [("status", "m", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED),
                             ("delete", "m", A, Reason.HOLDER_POD_TERMINATED),

@@ -16,11 +16,12 @@ bounds an object's size. A request that would exceed it waits, as if the resourc
 class PodLiveness(StrEnum):
     NOT_BOUND = "NotBound"  # the claim has no podRef
     ALIVE = "Alive"
-    TERMINATED = "Terminated"  # Succeeded/Failed, its deletion's grace period over, or a new pod under the same name
-    # Being deleted and within its grace period: its containers got SIGTERM and may still be finishing
-    # what they do under the lock (a `kubelock run` command cleaning up). It keeps what it holds until
-    # it has stopped (the kubelet reports the end, the pod is removed, or the grace runs out), and
-    # gets nothing new. See `effective`.
+    TERMINATED = "Terminated"  # Succeeded/Failed, or a new pod under the same name
+    # Being deleted: its containers got SIGTERM and may still be finishing what they do under the lock
+    # (a `kubelock run` command cleaning up). It keeps what it holds until it has stopped (the kubelet
+    # reports the end, or the pod is removed) or its lease runs out, and gets nothing new. The grace's
+    # end is not its end: a node that cannot report (lost, unreachable) leaves its containers as they
+    # were. See `effective`.
     STOPPING = "Stopping"
     MISSING = "Missing"  # no such pod
     UNWATCHED = "Unwatched"  # the pod exists but lacks the label that lets the operator watch it

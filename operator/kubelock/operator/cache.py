@@ -28,7 +28,6 @@ from kubelock.domain.model import Claim, ClaimStatus, FinishedClaim, Lock, LockB
 from kubelock.domain.quotas import Count
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import normalise
-from kubelock.domain.timefmt import from_rfc3339
 from kubelock.domain.waitfor import WaitForGraph
 from kubelock.kube.codec import ClaimRecord, claim_record, lock_views
 
@@ -79,20 +78,19 @@ class PodInfo:
     uid: str
     terminated: bool  # Succeeded or Failed: its containers have stopped
     watched: bool  # carries the label the operator's pod watch selects
-    # A pod being deleted: when its grace period ends (its deletionTimestamp, which the API server
-    # sets to the deletion's time plus the grace). Until then its containers may still be running.
-    stops_by: float | None = None
+    # A pod being deleted (it has a deletionTimestamp): its containers had SIGTERM and may still be
+    # running, until the kubelet reports them stopped or the pod is removed.
+    deleting: bool = False
 
 
 def pod_info(body: Body) -> PodInfo:
     meta = body.get("metadata") or {}
     phase = (body.get("status") or {}).get("phase")
-    deletion = meta.get("deletionTimestamp")
     return PodInfo(
         uid=str(meta.get("uid", "")),
         terminated=phase in ("Succeeded", "Failed"),
         watched=(meta.get("labels") or {}).get(POD_LABEL) == POD_LABEL_VALUE,
-        stops_by=from_rfc3339(str(deletion)) if deletion else None,
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 

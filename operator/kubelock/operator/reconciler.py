@@ -576,13 +576,9 @@ class Reconciler:
             info = pod_info(body)
             if info.watched:
                 self.cache.upsert_pod(body)  # its watch event has not arrived yet
-        liveness = _liveness(info, pod_uid, self.clock.now())
-        if liveness is PodLiveness.STOPPING and info.stops_by is not None:
-            # The kubelet reports the pod's end (a watch event) as soon as its containers stop; a
-            # node that cannot (unreachable, gone) reports nothing: its grace's end decides then.
-            for key in self.cache.keys_of_pod(namespace, claim.pod_name):
-                self.schedule_at(key, info.stops_by)
-        return replace(claim, pod=liveness)
+        # A stopping pod's end comes as a watch event (the kubelet's report, the pod's removal); the
+        # grace's end is no such event (see `_liveness`), so nothing is scheduled for it.
+        return replace(claim, pod=_liveness(info, pod_uid))
 
     # ---- applying ---------------------------------------------------------------------------
 
@@ -842,15 +838,20 @@ def _reservations(namespace: str, policy: LockPolicy, actions: Iterable[Action])
     return out
 
 
-def _liveness(info: PodInfo, expected_uid: str | None, now: float) -> PodLiveness:
+def _liveness(info: PodInfo, expected_uid: str | None) -> PodLiveness:
     if expected_uid and info.uid != expected_uid:
         return PodLiveness.TERMINATED
     if info.terminated:
         return PodLiveness.TERMINATED
-    if info.stops_by is not None:
-        # Deleted, in its grace period: SIGTERM went to its containers, which may still be finishing
-        # under the lock. The lock goes when they have stopped, not when the deletion was asked for.
-        return PodLiveness.TERMINATED if now >= info.stops_by else PodLiveness.STOPPING
+    if info.deleting:
+        # Deleted: SIGTERM went to its containers, which may still be finishing under the lock. The
+        # lock goes when they have stopped (the kubelet reports it, the pod is removed), not when the
+        # deletion was asked for, nor when its grace is over: a kubelet that is alive kills the
+        # containers then and reports it at once, and one that is not (its node lost, unreachable)
+        # leaves them as they were: seen on the test-bed node, a holder whose kubelet had stopped
+        # went on running and renewing past its grace. Its lease decides then (the SDK renews it
+        # from inside the container): a holder gone with its node stops renewing and expires.
+        return PodLiveness.STOPPING
     return PodLiveness.ALIVE if info.watched else PodLiveness.UNWATCHED
 
 

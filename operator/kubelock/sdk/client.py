@@ -854,6 +854,7 @@ class AsyncLockClient:
         self._seen.pop(info.name, None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DELETE_SECONDS
+        refused: kube_errors.ApiError | kube_errors.Unreachable | None = None  # what the last try met
         for attempt in itertools.count(1):
             try:
                 async with asyncio.timeout_at(deadline):
@@ -863,11 +864,14 @@ class AsyncLockClient:
                 return
             except TimeoutError:
                 if not quiet:
+                    # The deadline came in a try or in the wait before it. Tries refused until then
+                    # (a pod's token invalidated with its pod: 401 each time) say more than silence.
                     silent = kube_errors.Unreachable(f"no answer from the API server within {DELETE_SECONDS:g}s")
-                    raise from_api(silent, f"delete claim {info.namespace}/{info.name}") from None
+                    raise from_api(refused or silent, f"delete claim {info.namespace}/{info.name}") from None
                 return
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 if _passing(error) and loop.time() < deadline:
+                    refused = error
                     await backoff(attempt)
                     continue
                 if not quiet:

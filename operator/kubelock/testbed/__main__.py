@@ -151,7 +151,8 @@ def run(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False
     # Bare: what an installation brings is not there yet, so that installing it (and uninstalling it)
     # meets nothing of the bed's own.
     manifests = [] if bare else [Path(m) for m in MANIFESTS]
-    plane = ControlPlane(workdir, manifests=manifests, workloads=True, node=node)
+    # With a real node kwok has nothing to fake (and the node-lifecycle controller runs instead).
+    plane = ControlPlane(workdir, manifests=manifests, workloads=True, node=node, kwok=not node)
     operator_process: ManagedProcess | None = None
     try:
         plane.start()

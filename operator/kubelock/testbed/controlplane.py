@@ -88,8 +88,11 @@ WORKLOAD_CONTROLLERS: tuple[str, ...] = (
 # every quotable resource to do so. Off by default: those informers are watches the bed's other users
 # do not need.
 QUOTA_CONTROLLERS: tuple[str, ...] = ("resourcequota-controller",)
-# Not node-lifecycle-controller: kwok's nodes renew no Lease, so it would mark their pods not Ready.
-# The one thing the nodes need from it, lifting the not-ready taint, the bed does itself.
+# Not node-lifecycle-controller beside kwok: kwok's nodes renew no Lease, so it would mark their pods
+# not Ready. The one thing those nodes need from it, lifting the not-ready taint, the bed does itself.
+# A real node's kubelet renews its Lease, and a node lost (its kubelet stopped) must go the way it goes
+# in a cluster: NotReady after the grace (50 s), tainted, its pods evicted after their tolerations.
+REAL_NODE_CONTROLLERS: tuple[str, ...] = ("node-lifecycle-controller", "taint-eviction-controller")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 PAUSE_IMAGE = "localhost/kubelock-pause:1"
 
@@ -505,6 +508,7 @@ class ControlPlane:
             CONTROLLERS
             + (WORKLOAD_CONTROLLERS if self._with_workloads else ())
             + (QUOTA_CONTROLLERS if self._with_quotas else ())
+            + (REAL_NODE_CONTROLLERS if self._with_node and not self._with_kwok else ())
         )
 
     def _start_scheduler(self) -> None:
