@@ -69,6 +69,7 @@ class _Claim:
     ended_version: int | None = None
     sequence: int | None = None
     name: str = ""
+    expiry: float | None = None  # while Held: the last `expiresAt` its status showed (the holder's lease)
 
 
 class Monitor:
@@ -109,11 +110,16 @@ class Monitor:
             released = claim.released if claim is not None else None
             if released is not None and released < lock.created:
                 released = None  # the claim's release belongs to an earlier grant
+            # The lease in force is the later of the lock's expiry and the claim's: a grant's first
+            # lease counts from its `Held` write, which the lock's times do not show (domain.leasestart).
+            expiry = lock.expiry
+            if claim is not None and claim.expiry is not None:
+                expiry = claim.expiry if expiry is None else max(expiry, claim.expiry)
             out.append(
                 LockLife(
                     uid=f"{lock.uid}/{lock.claim}", resource=lock.resource, holder=lock.holder, claim=lock.claim,
                     token=lock.token,
-                    version=lock.version, created=lock.created, deleted=lock.deleted, expiry=lock.expiry,
+                    version=lock.version, created=lock.created, deleted=lock.deleted, expiry=expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
                     other_tokens=tuple(lock.other_tokens), acquired=lock.acquired,
                     deleted_version=lock.deleted_version,
@@ -274,6 +280,7 @@ class Monitor:
             if not claim.held and kind == "MODIFIED":
                 claim.held_version = meta.revision  # the write that told it Held
             claim.held = True
+            claim.expiry = objects.seconds(status.expires_at) or claim.expiry
         elif claim.held and claim.released is None:
             claim.released = now
         if meta.deleting and claim.held and claim.released is None:

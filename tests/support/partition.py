@@ -9,6 +9,12 @@ Two kinds of partition:
   stays open. No FIN, no RST: the kernel still acknowledges what is sent, as on a path that a NAT or
   firewall silently drops, so a client learns of it only from its own timeouts.
 
+A slow path: `delay(seconds)` holds every byte a client sends for that long before it goes on (the
+answers and the watches' events flow as before; a new connection's TLS hello goes at once), so each
+request reaches the API server `seconds` late and a write answers no sooner: a busy API server's
+writes as a client sees them, made real and timed. Requests sent together are late together (a
+latency, not a queue).
+
 `heal()` forwards again, on the old connections and the new. Bytes sent while silent are delivered
 then, in order, not discarded: TCP retransmits what its peer did not acknowledge, so after a partition
 shorter than the retransmission timeout (minutes) everything sent does arrive. (Discarding bytes from
@@ -18,11 +24,15 @@ the middle of a TLS stream would make both ends fail at the next record: a cut, 
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
+import time
 from pathlib import Path
 
 import yaml
+
+TLS_HANDSHAKE = b"\x16"  # the content type of a TLS handshake record (a ClientHello)
 
 
 def kubeconfig_for(source: Path, server: str, path: Path) -> Path:
@@ -71,6 +81,7 @@ class Partition:
         self._lock = threading.Lock()
         self._silent = False  # new connections start silent (`blackhole`)
         self._cut = threading.Event()
+        self._request_delay = 0.0  # seconds each byte a client sends is held (`delay`)
         self.accepted = 0  # connections accepted so far
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -85,8 +96,36 @@ class Partition:
                 link = _Link(client, upstream, flowing=not self._silent)
                 self._links.append(link)
                 self.accepted += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(link, a, b), daemon=True).start()
+            threading.Thread(target=self._pump_late, args=(link, client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(link, upstream, client), daemon=True).start()
+
+    def _pump_late(self, link: _Link, source: socket.socket, sink: socket.socket) -> None:
+        """The requests' direction: each chunk goes on `_request_delay` seconds after it came (read at
+        its arrival: a delay set later holds only what comes later), in order, through `_pump`."""
+        held: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+        reader, writer = socket.socketpair()
+
+        def release() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    due, data = held.get()
+                    if not data:
+                        break
+                    time.sleep(max(0.0, due - time.monotonic()))
+                    writer.sendall(data)
+            with contextlib.suppress(OSError):
+                writer.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=release, daemon=True).start()
+        threading.Thread(target=self._pump, args=(link, reader, sink), daemon=True).start()
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                # A new connection's TLS hello (a handshake record) goes at once: a busy API server is
+                # slow to answer requests, not to accept connections. What follows (the client's
+                # Finished and its request, one flight) is held like any request.
+                late = 0.0 if data[:1] == TLS_HANDSHAKE else self._request_delay
+                held.put((time.monotonic() + late, data))
+        held.put((0.0, b""))
 
     @staticmethod
     def _pump(link: _Link, source: socket.socket, sink: socket.socket) -> None:
@@ -140,6 +179,12 @@ class Partition:
     def silent_connections(self) -> int:
         with self._lock:
             return sum(1 for link in self._links if not link.closed and not link.flowing.is_set())
+
+    # ---- slow -----------------------------------------------------------------------------------
+
+    def delay(self, seconds: float) -> None:
+        """Hold what clients send from now on for `seconds` (0: forward at once again)."""
+        self._request_delay = seconds
 
     # ---- loud -----------------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from chaos.history import LockLife
 from chaos.monitor import Monitor
 
 from kubelock.api import objects
 from kubelock.api.objects import ClaimObject, LockObject
 from kubelock.domain.model import OnBusy, RevokeRequest
 from kubelock.domain.reasons import Phase, Reason
-from kubelock.domain.timefmt import from_rfc3339
+from kubelock.domain.timefmt import from_rfc3339, to_rfc3339
 from kubelock.kube import codec
 from kubelock.sdk.model import ClaimInfo, LockInfo
 
@@ -420,3 +421,20 @@ def test_the_chaos_monitor_follows_each_grant_of_a_shared_lock() -> None:
     assert added.deleted is None and added.token == 48300 and not added.other_tokens
     monitor._on_lock("DELETED", {"metadata": {"uid": "lock-uid-1"}}, 4.0)
     assert added.deleted == 4.0
+
+
+def test_the_chaos_monitor_takes_a_grant_s_lease_as_the_later_of_its_lock_s_and_its_claim_s() -> None:
+    """A grant's first lease counts from its `Held` write (kubelock.domain.leasestart): the claim's
+    `expiresAt` may be later than the lock's `expireTime`, and a lock deleted at the claim's is on time."""
+    monitor = Monitor(kube=None, namespace="team-a")  # type: ignore[arg-type]
+    claim, lock = held_claim(), granted_lock()
+    told = from_rfc3339(EXPIRES) + 1.5
+    claim["status"]["expiresAt"] = to_rfc3339(told)
+    monitor._on_lock("ADDED", lock, 11.0)
+    monitor._on_claim("MODIFIED", claim, 11.5)
+    (life,) = [r for r in monitor.records() if isinstance(r, LockLife)]
+    assert life.expiry == told
+    claim["status"]["expiresAt"] = to_rfc3339(told - 3)  # a claim's status older than the lock's renewal
+    monitor._on_claim("MODIFIED", claim, 12.0)
+    (life,) = [r for r in monitor.records() if isinstance(r, LockLife)]
+    assert life.expiry == from_rfc3339(EXPIRES)

@@ -10,6 +10,7 @@ from kubelock.sdk.errors import InvalidInput
 from kubelock.sdk.renewal import (
     MIN_RENEW_INTERVAL,
     default_renew_deadline,
+    first_renewal_in,
     loss_moment,
     renew_interval,
     validate_renew_deadline,
@@ -53,3 +54,12 @@ def test_validation() -> None:
                        ("10", "number of seconds")):
         with pytest.raises(InvalidInput, match=words):
             validate_renew_deadline(bad, 60)
+
+
+def test_the_first_renewal_counts_from_the_lease_s_start_not_from_the_telling() -> None:
+    # Told at once: a whole interval. Told 0.5 s into a 1 s interval: the rest. Told after it: at once.
+    assert first_renewal_in(1.0, 0.0) == 1.0
+    assert first_renewal_in(1.0, 0.5) == 0.5
+    assert first_renewal_in(1.0, 2.1) == 0.0
+    # A lease that seems to start in the future (the clocks apart): a whole interval, never more.
+    assert first_renewal_in(1.0, -3.0) == 1.0

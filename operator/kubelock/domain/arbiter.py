@@ -645,7 +645,8 @@ def _grant_step(
     stale_at = renewed_at + policy.stale_after(lock.lease_seconds)
     if not current.stale and stale_at < expires_at:
         if now >= stale_at:
-            notice = Notice(Reason.STALE, stale_message(resource, holder.holder, lock, policy), warning=True)
+            message = stale_message(resource, holder.holder, lock, policy, expires_at)
+            notice = Notice(Reason.STALE, message, warning=True)
             return (SetStatus(holder, replace(current, stale=True), notice),), True
         deadlines.append(stale_at)
     return None
@@ -952,14 +953,15 @@ def _resting_answers(
     return actions, deadlines
 
 
-def stale_message(resource: str, holder: str, lock: Lock, policy: Policy) -> str:
+def stale_message(resource: str, holder: str, lock: Lock, policy: Policy, expires_at: float) -> str:
     """Stale means "not renewed on schedule": holders renew every third of the lease, so a lease
-    that went `stale_after_percent` of its length without a renewal has missed its schedule."""
+    that went `stale_after_percent` of its length without a renewal has missed its schedule.
+    `expires_at`: the expiry in force (the later of the lock's and the one its holder was told)."""
     return (
         f"lock {resource} held by {holder} has not been renewed for "
         f"{human_seconds(policy.stale_after(lock.lease_seconds))}, {policy.stale_after_percent}% of its "
         f"{human_seconds(lock.lease_seconds)} lease (holders renew every third of it); it expires at "
-        f"{to_rfc3339(lock.expires_at)} unless renewed"
+        f"{to_rfc3339(expires_at)} unless renewed"
     )
 
 

@@ -23,6 +23,7 @@ from typing import Protocol
 from kubelock.domain import quotas
 from kubelock.domain.arbiter import decide, first_answers, lock_refused, release_notice
 from kubelock.domain.clock import Clock
+from kubelock.domain.leasestart import told_at
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     Action,
@@ -645,12 +646,14 @@ class Reconciler:
         since (a renewal, the other replica's write), the write fails and the key is decided again."""
         if record is None or action.claim.uid not in self.cache.claims:
             return  # deleted or ended meanwhile
+        # A first `Held` counts the holder's lease from this write, not from the grant's decision: the
+        # lock's write (and, under load, a queue of others) lies between them (`domain.leasestart`).
+        status = told_at(action.status, now) if _announces(action) else action.status
         body = await self.client.replace(
-            paths.claims(namespace, action.claim.name, status=True), codec.status_update(action.status, record, now)
+            paths.claims(namespace, action.claim.name, status=True), codec.status_update(status, record, now)
         )
         self.cache.upsert_claim(body)
         self.gate.wrote(namespace, codec.revision(body))
-        status = action.status
         notice = action.notice or Notice(status.reason, status.message)
         _log_decision(namespace, action.claim.name, action.claim.holder, action.claim.resource, status.phase, notice)
         if action.notice is not None:

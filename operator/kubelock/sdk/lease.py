@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING
 from kubelock.domain.reasons import Reason
 from kubelock.sdk.errors import Expired, LockError, NotFound, Revoked
 from kubelock.sdk.model import ClaimInfo, GrantInfo, RevocationInfo
-from kubelock.sdk.renewal import loss_moment, ran_out_message, renew_interval, validate_renew_deadline
+from kubelock.sdk.renewal import (
+    first_renewal_in,
+    loss_moment,
+    ran_out_message,
+    renew_interval,
+    validate_renew_deadline,
+)
 from kubelock.sdk.targets import Target, Uris
 from kubelock.sdk.watching import backoff, follow_claim
 
@@ -208,11 +214,18 @@ class AsyncLease:
             return max(1.0, info.expires_at.timestamp() - start.timestamp())
         return 1800.0  # the operator's documented default
 
+    def _lease_age(self) -> float:
+        """Seconds since the lease (or its last renewal) started, by the operator's stamp."""
+        start = self.claim.renewed_at or self.claim.acquired_at
+        return 0.0 if start is None else time.time() - start.timestamp()
+
     async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
         interval = renew_interval(self._lease_seconds(), self._renew_deadline)
+        wait = first_renewal_in(interval, self._lease_age())
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
+            wait = interval
             asked = loop.time()
             try:
                 renewed = await self._client.renew_claim(self.claim, self._client.renewal_marker(), conditional=False)

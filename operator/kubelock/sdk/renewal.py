@@ -45,6 +45,14 @@ def renew_interval(lease_seconds: float, renew_deadline: float | None) -> float:
     return max(MIN_RENEW_INTERVAL, window / RENEWS_PER_WINDOW)
 
 
+def first_renewal_in(interval: float, age: float) -> float:
+    """Seconds until the first renewal of a lease that is `age` seconds old when its holder is told of
+    it: the renew interval counted from the lease's start (its `renewedAt`, stamped when the operator
+    sent the `Held` write), not from the telling, which a busy API server delays by that write's
+    time. At once when the interval is already past; a negative age (clocks apart) counts as none."""
+    return min(interval, max(0.0, interval - max(0.0, age)))
+
+
 def loss_moment(expiry: float, last_renewal: float, renew_deadline: float | None) -> tuple[float, bool]:
     """The moment the lease is lost, and whether the renew deadline (not the expiry) decides it.
     `expiry` is the confirmed expiry, `last_renewal` when the last accepted renewal (or the grant)
