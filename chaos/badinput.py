@@ -296,19 +296,33 @@ async def mutations(c: Corpus) -> None:
     await c.delete(name)
 
 
+def flood_wait_seconds(count: int) -> float:
+    """How long the flood's claims get to be all Held, from the last create."""
+    return 60 + count / 10
+
+
+def flood_ttl_seconds(count: int) -> int:
+    """The flood's lease: longer than the whole wait for its grants. Nobody renews a flood claim, so
+    with the corpus's 30 s a claim granted early expires before the last is granted whenever the
+    grants take more than 30 s (1000 of them on a loaded machine: 170 s, and all 1000 had expired
+    before the check saw them all Held at once)."""
+    return math.ceil(flood_wait_seconds(count)) + 120
+
+
 async def flood(c: Corpus) -> int:
-    """Many claims from one holder at once: all decided, then all released."""
+    """Many claims from one holder at once: all decided (Held at once), then all released."""
     count = 300 if c.quick else 1000
     names = [c.name() for _ in range(count)]
     began = time.monotonic()
     sem = asyncio.Semaphore(50)
+    ttl = flood_ttl_seconds(count)
 
     async def create(i: int, name: str) -> None:
         async with sem:
-            await c.create(c.body(name, spec(f"chaos://flood/{i}", holder="flood")))
+            await c.create(c.body(name, spec(f"chaos://flood/{i}", holder="flood", ttlSeconds=ttl)))
 
     await asyncio.gather(*(create(i, n) for i, n in enumerate(names)))
-    deadline = time.monotonic() + 60 + count / 10
+    deadline = time.monotonic() + flood_wait_seconds(count)
     held = 0
     while time.monotonic() < deadline:
         items, _ = await c.kube.list_all(paths.claims(c.namespace))

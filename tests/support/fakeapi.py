@@ -113,7 +113,10 @@ class FakeApi:
         try:
             return self.objects[path]
         except KeyError:
-            raise NotFound(404, "NotFound", f"{path} not found") from None
+            # As the API server answers: a Status naming the object (`details.name`).
+            name = path.rsplit("/", 1)[-1]
+            body = {"kind": "Status", "reason": "NotFound", "code": 404, "details": {"name": name}}
+            raise NotFound(404, "NotFound", f"{path} not found", body) from None
 
 
 def _merge(target: Body, patch: Body) -> None:

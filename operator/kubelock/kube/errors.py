@@ -39,7 +39,13 @@ class ApiError(Exception):
 
 
 class NotFound(ApiError):
-    pass
+    @property
+    def object_name(self) -> str | None:
+        """The name of the object the API server found missing (the Status's `details.name`); None when
+        the path itself was not served, as for a custom resource not registered yet after the API
+        server restarted: then nothing is known of the object."""
+        name = (self.body.get("details") or {}).get("name")
+        return str(name) if name else None
 
 
 class Conflict(ApiError):

@@ -242,6 +242,13 @@ class Cache:
     def _bury(self, uid: str) -> None:
         _remember(self._deleted, uid)
 
+    def claim_gone(self, uid: str) -> Key | None:
+        """The API server has no claim of this one's name any more (a write to it found it gone, before
+        its deletion's watch event came): forget it, and take later news of it for old news, as after
+        that event. The key it was decided under, which its deletion's event will not schedule now."""
+        self._bury(uid)
+        return self.forget_claim(uid)
+
     def forget_claim(self, uid: str) -> Key | None:
         old = self.claims.get(uid)
         if old is None:

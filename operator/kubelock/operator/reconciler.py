@@ -631,7 +631,12 @@ class Reconciler:
                 await self._delete_claim(namespace, action)
             else:
                 stale = await self._delete_lock(namespace, action, seen)
-        except (Conflict, NotFound) as error:
+        except NotFound as error:
+            if isinstance(action, SetStatus) and error.object_name == action.claim.name:
+                self._claim_gone(namespace, action)
+                return True
+            stale = Stale(str(error))
+        except Conflict as error:
             stale = Stale(str(error))
         if stale is not None:
             log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, stale.why)
@@ -640,6 +645,19 @@ class Reconciler:
             return False
         self.observer.applied(namespace, action, now)
         return True
+
+    def _claim_gone(self, namespace: str, action: SetStatus) -> None:
+        """A status write found its claim deleted: a waiter that gave up, a holder that released. There
+        is nobody left to tell, and it is not a stale view of anything else the decision writes: its
+        grants are made and removed conditionally on the lock's version, and a claim that is gone is
+        released whatever its status was to say. So the rest goes ahead. Taken for a stale view, every
+        round that met such a claim ended there and was decided again after a GET of it, putting off
+        the lock's deletion or hand-over by two more requests each time: under load, behind a queue of
+        waiters giving up one after another, by 5-15 s (docs/reliability.md, "The full run")."""
+        viewlog.gone(namespace, action)
+        # Its deletion's watch event finds it forgotten and schedules nothing: a grant of it is
+        # removed by the next round of this key.
+        self.schedule(self.cache.claim_gone(action.claim.uid))
 
     async def _set_status(self, namespace: str, action: SetStatus, now: float, record: ClaimRecord | None) -> None:
         """Write a claim's status, conditional on the version the decision saw: if the claim changed

@@ -103,6 +103,13 @@ def failed(namespace: str, action: Action, why: str) -> None:
         log.debug("write %s in %s failed on a stale view: %s", describe(action), namespace, why)
 
 
+def gone(namespace: str, action: Action) -> None:
+    """A status write of a decision found its claim deleted: nobody to tell, the rest goes ahead."""
+    if enabled():
+        log.debug("write %s in %s found its claim gone: the rest of the decision goes ahead",
+                  describe(action), namespace)
+
+
 def describe(action: Action) -> str:
     if isinstance(action, SetStatus):
         return f"status({action.claim.name}={action.status.phase.value})"

@@ -1,0 +1,109 @@
+"""A status write that finds its claim deleted does not hold up the rest of its decision.
+
+In the full loaded chaos run most locks that outlived their lease or their release by more than 5 s
+waited on this: the decision that removed a released grant also told waiters that had given up
+meanwhile `TimedOut`; their claims were gone (404), the round ended there as on a stale view, and the
+next round met the next waiter that had given up. A 404 that names the claim means nobody is left to
+tell; one that does not (a path not served, as right after an API server restart) still ends the
+round as a stale view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kubelock.domain.clock import ManualClock
+from kubelock.domain.model import Policy
+from kubelock.domain.resource import lock_name
+from kubelock.domain.timefmt import to_rfc3339
+from kubelock.kube import paths
+from kubelock.kube.errors import NotFound
+from kubelock.operator.cache import Cache
+from kubelock.operator.events import EventRecorder
+from kubelock.operator.reconciler import Reconciler
+from tests.support.fakeapi import FakeApi
+
+R = "github://acme/app/issues/42"
+T0 = 1_800_000_000.0
+KEY = ("a", R)
+
+
+def _claim(name: str, *, wait: bool = False, created: float = T0) -> dict[str, Any]:
+    spec: dict[str, Any] = {"resource": R, "holder": f"agent-{name}"}
+    if wait:
+        spec |= {"wait": True, "waitTimeoutSeconds": 6}
+    meta = {"name": name, "uid": f"u-{name}", "namespace": "a", "creationTimestamp": to_rfc3339(created)}
+    return {"metadata": meta, "spec": spec}
+
+
+def _released_holder_and_a_waiter_that_gave_up() -> tuple[FakeApi, Cache, Reconciler]:
+    """`h` holds the lock and has just released it (its deletion is in the cache); `w` waited behind
+    it past its timeout and gave up: its claim is deleted in the API, its deletion not seen yet."""
+    clock = ManualClock(T0)
+    api, cache = FakeApi(), Cache()
+    reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+
+    async def set_up() -> None:
+        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
+        await reconciler.reconcile(KEY)  # h granted and told Held
+        cache.upsert_claim(api.put(paths.claims("a", "w"), _claim("w", wait=True, created=T0 + 1)))
+        await reconciler.reconcile(KEY)  # w told Pending
+        assert api.objects[paths.claims("a", "w")]["status"]["phase"] == "Pending"
+        clock.advance(30)  # past w's wait timeout
+        cache.delete_claim(api.objects.pop(paths.claims("a", "h")))
+        del api.objects[paths.claims("a", "w")]
+        api.requests.clear()
+
+    asyncio.run(set_up())
+    return api, cache, reconciler
+
+
+def test_a_waiter_gone_before_its_timed_out_status_does_not_hold_up_the_release() -> None:
+    api, cache, reconciler = _released_holder_and_a_waiter_that_gave_up()
+    asyncio.run(reconciler.reconcile(KEY))
+    lock = paths.locks("a", lock_name(R))
+    # The TimedOut write meets the 404 and the lock is deleted in the same round: no GET of the
+    # claim, no second decision before the release.
+    assert api.requests == [("update", paths.claims("a", "w", status=True)), ("delete", lock)]
+    assert lock not in api.objects and KEY not in cache.locks
+    assert "u-w" not in cache.claims and cache.was_deleted("u-w")
+    asyncio.run(reconciler.stop())
+
+
+def test_a_404_that_names_no_claim_is_still_a_stale_view() -> None:
+    """A path the API server does not serve (a custom resource not registered yet) says nothing
+    of the claim: the round ends and the claim is read again, as before."""
+    api, _, reconciler = _released_holder_and_a_waiter_that_gave_up()
+    unserved = [NotFound(404, "NotFound", "the server could not find the requested resource", {"details": {}})]
+
+    async def once_unserved(path: str, body: Any, default: Any) -> Any:
+        if unserved:
+            raise unserved.pop()
+        return default()
+
+    api.react("update", once_unserved)
+    asyncio.run(reconciler.reconcile(KEY))
+    claim = paths.claims("a", "w")
+    assert api.requests[:2] == [("update", paths.claims("a", "w", status=True)), ("get", claim)]
+    assert paths.locks("a", lock_name(R)) not in api.objects  # decided again on the fresh view: released
+    asyncio.run(reconciler.stop())
+
+
+def test_a_claim_found_gone_has_its_key_decided_again_and_its_late_news_ignored() -> None:
+    """Its deletion's watch event finds it forgotten and schedules nothing: the write that found it
+    gone schedules its key (a grant of it made by the early path is removed then)."""
+    _, cache, reconciler = _released_holder_and_a_waiter_that_gave_up()
+
+    scheduled: list[Any] = []
+    reconciler.schedule = scheduled.append  # type: ignore[method-assign]
+
+    async def go() -> None:
+        gone = cache.claims["u-w"]
+        await reconciler.decide_and_apply(KEY, lambda claims, decision: decision.actions)
+        assert scheduled == [KEY]
+        assert cache.claim_event({**_claim("w", wait=True), "metadata": {
+            "name": "w", "uid": "u-w", "namespace": "a", "resourceVersion": gone.resource_version}}) is None
+        await reconciler.stop()
+
+    asyncio.run(go())
