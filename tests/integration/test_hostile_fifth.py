@@ -10,7 +10,6 @@ and the bound on a claim's labels and annotations.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 from kubernetes.client import (
     ApiClient,
-    ApiException,
     CoreV1Api,
     CustomObjectsApi,
     RbacAuthorizationV1Api,
@@ -35,7 +33,7 @@ from kubelock.api.constants import GROUP, VERSION
 from kubelock.api.fencing import lock_token
 from kubelock.sdk import LockClient
 from kubelock.testbed import ControlPlane
-from tests.support.access import bind, service_account_user, subject, wait_allowed
+from tests.support.access import bind, refusal, service_account_user, subject, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -47,11 +45,6 @@ UserApi = Callable[[str], ApiClient]
 SaApi = Callable[..., ApiClient]
 ALICE, BOB = "user:alice/w1", "user:bob/w1"
 
-
-def refusal(call: Callable[[], object]) -> tuple[int, str]:
-    with pytest.raises(ApiException) as caught:
-        call()
-    return int(caught.value.status), str(json.loads(caught.value.body or "{}").get("message", ""))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ of `kubelock-lock-token`, which are built only for a refused write.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import unicodedata
@@ -20,13 +19,13 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
+from kubernetes.client import ApiClient, CustomObjectsApi
 
 from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.sdk import InvalidInput, LockClient
 from kubelock.testbed import ControlPlane
-from tests.support.access import bind, wait_allowed
+from tests.support.access import bind, refusal, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -40,11 +39,6 @@ NFC = "github://acme/caf\u00e9/issues/1"
 NFD = unicodedata.normalize("NFD", NFC)
 ALICE, BOB = "user:alice/w1", "user:bob/w1"
 
-
-def refusal(call: Callable[[], object]) -> tuple[int, str]:
-    with pytest.raises(ApiException) as caught:
-        call()
-    return int(caught.value.status), str(json.loads(caught.value.body or "{}").get("message", ""))
 
 
 @pytest.fixture(scope="module")

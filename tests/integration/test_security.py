@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +50,7 @@ from kubelock.api.constants import (
     VERSION,
 )
 from kubelock.testbed import wait_until
-from tests.support.access import bind, cluster_role, service_account_user, subject, wait_allowed
+from tests.support.access import bind, cluster_role, refusal, service_account_user, subject, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -73,13 +72,6 @@ ALICE = "user:alice/laptop"  # alice's holder (her identity and one instance)
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-
-def refusal(call: Callable[[], object]) -> tuple[int, str]:
-    """The HTTP status and the Status message of a request the API server refuses."""
-    with pytest.raises(ApiException) as caught:
-        call()
-    body = json.loads(caught.value.body or "{}")
-    return int(caught.value.status), str(body.get("message", ""))
 
 
 def holder_pod(name: str, node: str) -> V1Pod:

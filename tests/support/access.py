@@ -3,9 +3,12 @@ and waiting until the API server's authorizer has learnt them (it learns binding
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import kubernetes
+import pytest
 from kubernetes.client import (
     ApiClient,
     AuthorizationV1Api,
@@ -90,3 +93,11 @@ def can_claim(kubeconfig: Path, namespace: str) -> bool:
     finally:
         api.close()  # type: ignore[no-untyped-call]
     return True
+
+
+def refusal(call: Callable[[], object]) -> tuple[int, str]:
+    """The HTTP status and the Status message of a request the API server refuses."""
+    with pytest.raises(ApiException) as caught:
+        call()
+    body = json.loads(caught.value.body or "{}")
+    return int(caught.value.status), str(body.get("message", ""))
