@@ -748,9 +748,9 @@ class AsyncLockClient:
         ident = await self.identity()
         # Selected by `spec.holder`, not by the SDK's holder-hash label, which the claims of this
         # holder written as YAML (kubectl apply) lack (`listing`).
-        listing = holder_claims(self.kube, ident.namespace, ident.holder)
-        items = await self.call(f"list your claims in {ident.namespace}", listing)
-        return sorted((ClaimInfo.from_body(b) for b in items), key=lambda c: (c.resource, c.name))
+        selected = holder_claims(self.kube, ident.namespace, ident.holder)
+        bodies = await self.call(f"list your claims in {ident.namespace}", selected)
+        return sorted((ClaimInfo.from_body(b) for b in bodies), key=lambda c: (c.resource, c.name))
 
     def lock(
         self,
