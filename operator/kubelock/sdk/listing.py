@@ -6,9 +6,10 @@ LockClaim CRD makes `spec.holder` a selectable field, so the API server sends ba
 claims alone: with 10 000 claims in the namespace the answer is a handful of objects, not 20 pages
 of every claim (bench/README.md, "`kubelock list` at 10 000 claims").
 
-A cluster whose CRD predates the field (the SDK upgraded before the CRDs), or an API server that
-does not know `selectableFields` (before Kubernetes 1.30), refuses the selector with a 400; the
-claims are then listed whole and filtered here, as before. The answer is filtered here either way.
+A cluster whose CRD predates the field (the SDK upgraded before the CRDs), or an API server without
+the CRDs' `selectableFields` (docs/api.md: Kubernetes 1.32 and later), refuses the selector with a
+400; the claims are then listed whole and filtered here, as before. The answer is filtered here
+either way.
 """
 
 from __future__ import annotations
