@@ -124,7 +124,8 @@ def _crd(
     if selectable:
         # Field selectors on these (`kubectl get --field-selector spec.resource=...`); a field an
         # object lacks selects as "": `spec.resource=` lists the claims of several resources, and
-        # `status.phase=` the claims no operator has answered yet (docs/api.md, "Selectable fields").
+        # `status.phase=` the claims no operator has answered yet; `spec.holder=` one holder's claims,
+        # which `kubelock list` asks for (docs/api.md, "Selectable fields").
         version["selectableFields"] = [{"jsonPath": path} for path in selectable]
     if status:
         version["subresources"] = {"status": {}}
@@ -185,7 +186,7 @@ def render() -> dict[str, JSON]:
             _col("Resources", ".spec.resources", description="A claim of several resources: all of them", priority=1),
         ],
         status=True,
-        selectable=(".spec.resource", ".status.phase"),
+        selectable=(".spec.resource", ".status.phase", ".spec.holder"),
     )
     lock = _crd(
         c.LOCK_KIND,

@@ -57,6 +57,7 @@ from kubelock.sdk.errors import (
 )
 from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
+from kubelock.sdk.listing import holder_claims
 from kubelock.sdk.model import (
     AcquireResult,
     Body,
@@ -750,12 +751,11 @@ class AsyncLockClient:
             return sorted((c for c in found if c.holder.startswith(mine) and "/" not in c.holder[len(mine):]),
                           key=lambda c: (c.resource, c.holder, c.name))
         ident = await self.identity()
-        # Every claim of the namespace, filtered here by holder: a label selector on the SDK's
-        # holder-hash label would miss the claims of this holder written as YAML (kubectl apply).
-        listing = self.kube.list_all(paths.claims(ident.namespace))
-        items = await self.call(f"list your claims in {ident.namespace}", listing)
-        claims = [ClaimInfo.from_body(b) for b in items[0]]
-        return sorted((c for c in claims if c.holder == ident.holder), key=lambda c: (c.resource, c.name))
+        # Selected by `spec.holder`, not by the SDK's holder-hash label, which the claims of this
+        # holder written as YAML (kubectl apply) lack (`listing`).
+        selected = holder_claims(self.kube, ident.namespace, ident.holder)
+        bodies = await self.call(f"list your claims in {ident.namespace}", selected)
+        return sorted((ClaimInfo.from_body(b) for b in bodies), key=lambda c: (c.resource, c.name))
 
     def lock(
         self,
