@@ -64,9 +64,14 @@ def run(args: argparse.Namespace, name: str, measure: Measure, **facts: Any) -> 
     write it to `--out`) with `facts` (the script's settings) and the load before and after."""
     measured = on_plane(args.workdir, name, measure, trees(args))
     document = {"trees": {k: str(v) for k, v in trees(args).items()}, **facts, "rounds": args.rounds, **measured}
-    text = json.dumps(document, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    return report(document, args.out)
+
+
+def report(document: dict[str, Any], out: Path | None, **dumps: Any) -> int:
+    """Print a script's result as JSON and write it to `out` (its `--out`) when given; the exit code 0."""
+    text = json.dumps(document, indent=2, **dumps)
+    if out is not None:
+        out.write_text(text + "\n")
     print(text)
     return 0
 

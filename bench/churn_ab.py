@@ -71,11 +71,7 @@ def main() -> int:
         "median_grants_per_s": {t: statistics.median(rate[(i, t)] for i in range(args.rounds)) for t in trees},
         "paired_ratio_b_over_a": {"median": round(statistics.median(pairs), 3), "each": [round(p, 3) for p in pairs]},
     }
-    text = json.dumps(document, indent=2, ensure_ascii=False)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return abrun.report(document, args.out, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import compileall
-import json
 import os
 import statistics
 import sys
@@ -102,11 +101,7 @@ def main() -> int:
                 "resources": args.resources, "seconds": args.seconds, "warmup": args.warmup,
                 "load_before": [round(x, 2) for x in load_before],
                 "load_after": [round(x, 2) for x in os.getloadavg()], **result}
-    text = json.dumps(document, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return abrun.report(document, args.out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import abrun
 import anchors
 import harness
 import scenarios
@@ -220,11 +221,7 @@ def main() -> int:
     document = {"agents": args.agents, "rounds": args.rounds, "seconds": args.seconds, "operator": str(args.operator),
                 "load_before": [round(x, 2) for x in load_before],
                 "load_after": [round(x, 2) for x in os.getloadavg()], **result}
-    text = json.dumps(document, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return abrun.report(document, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import abrun
 from harness import (
     REPO,
     OperatorProcess,
@@ -156,11 +156,7 @@ def main() -> int:
     document = {"claims": args.claims, "mine": args.mine, "rounds": args.rounds, "repeats": REPEATS,
                 "load_before": [round(x, 2) for x in load_before],
                 "load_after": [round(x, 2) for x in os.getloadavg()], **result}
-    text = json.dumps(document, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return abrun.report(document, args.out)
 
 
 if __name__ == "__main__":
