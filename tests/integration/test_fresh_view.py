@@ -53,6 +53,9 @@ def test_claims_arriving_while_the_operator_starts_are_served_in_creation_order(
         time.sleep(0.3)
         op.start()
         time.sleep(2.0)
+        # On a loaded machine the creates are slow: go on until there are pairs enough to show
+        # anything (the start is slow there too, so the early ones still arrive during it).
+        wait_until(lambda: len(pairs) > 20, "more than 20 pairs of waiters", timeout=60)
     finally:
         stop.set()
         creator.join(30)
