@@ -602,6 +602,10 @@ def test_a_ledger_written_by_another_is_read_again_and_counted_in_the_metrics(
     `kubelock_quota_ledger_conflicts_total` counts it."""
     policy = LockPolicy("raced", "deploy://", quotas=Quotas(max_held_per_holder=3))
     apply_policy(admin_api, ns, "raced", resourcePrefix="deploy://", maxHeldPerHolder=3)
+    # A policy just created governs the claims decided after the operator has seen it (policies have a
+    # watch of their own; docs/architecture.md, quotas): under load a claim made at once can be granted
+    # before, and then no ledger is written for it.
+    policy_operator.wait_for_log(f"LockPolicy {ns}/raced added")
     locks.claim("first", "deploy://one", "agent-raced")
     locks.wait_phase("first", "Held", timeout=30)
     name = lease_name(ledger_of(policy, ns, "agent-raced"))
