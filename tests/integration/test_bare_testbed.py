@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,40 @@ def kubelock_objects(kubectl: list[str | Path]) -> list[str]:
     return sorted(n for n in names if "kubelock" in n)
 
 
+def crd_cleanups_failed(kubectl: list[str | Path]) -> list[str]:
+    """The kubelock CRDs whose deletion the API server's cleanup gave up on for now.
+
+    Deleting a CRD changes it, which restarts its storage; the cleanup that deletes its objects may then
+    list too soon, fail with "storage is (re)initializing" and back off for minutes (on this bed: in
+    two runs of twenty, seconds after the install). docs/install.md tells users to re-queue it with a write.
+    """
+    crds = json.loads(run(*kubectl, "get", "customresourcedefinitions", "-o", "json").stdout)["items"]
+    return [
+        crd["metadata"]["name"]
+        for crd in crds
+        if crd["metadata"]["name"].endswith(".kubelock.dev")
+        and any(c["type"] == "Terminating" and c.get("reason") == "InstanceDeletionFailed"
+                for c in crd.get("status", {}).get("conditions", []))
+    ]
+
+
+def wait_for_uninstall(kubectl: list[str | Path], timeout: float = 120) -> list[str]:
+    """Waits for the file's objects to go as docs/install.md says; returns the CRDs it had to re-queue."""
+    nudged: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in crd_cleanups_failed(kubectl):
+            annotated = run(*kubectl, "annotate", "crd", name, f"kubelock.dev/retry-delete={time.time():.0f}",
+                            "--overwrite", check=False)  # fmt: skip
+            if annotated.returncode == 0:  # else it went meanwhile
+                nudged.append(name)
+        namespace = run(*kubectl, "get", "namespace", "kubelock-system", "--ignore-not-found", "-o", "name")
+        if not kubelock_objects(kubectl) and not namespace.stdout.strip():
+            return nudged
+        time.sleep(2)
+    raise AssertionError(f"still there after {timeout} s: {kubelock_objects(kubectl)} (re-queued: {nudged})")
+
+
 def test_the_manifests_install_into_a_bare_bed_and_uninstall_to_what_it_was(bed: tuple[Path, str]) -> None:
     workdir, printed = bed
     kubectl: list[str | Path] = [find_binaries() / "kubectl", "--kubeconfig", workdir / "kubeconfig"]
@@ -62,8 +97,9 @@ def test_the_manifests_install_into_a_bare_bed_and_uninstall_to_what_it_was(bed:
     assert "customresourcedefinition.apiextensions.k8s.io/lockclaims.kubelock.dev" in installed, installed
     assert "clusterrole.rbac.authorization.k8s.io/kubelock-agent" in installed, installed
 
-    run(*kubectl, "delete", "-f", MANIFEST, "--wait=true", "--timeout=120s")
-    assert kubelock_objects(kubectl) == []
+    run(*kubectl, "delete", "-f", MANIFEST, "--wait=false")
+    nudged = wait_for_uninstall(kubectl)
+    assert kubelock_objects(kubectl) == [], nudged
     bindings = json.loads(run(*kubectl, "get", "clusterrolebindings", "-o", "json").stdout)["items"]
     assert {"testbed-alice", "testbed-lockadmin"} <= {b["metadata"]["name"] for b in bindings}  # the bed's stay
     assert run(*alice, "auth", "can-i", "create", "lockclaims.kubelock.dev", check=False).stdout.startswith("no")

@@ -726,7 +726,9 @@ class Child:
         return payload
 
     def finish(self, code: int = 0) -> None:
-        (self.dir / "go").write_text(str(code))
+        # Renamed into place: the command polls for "go" and would read it empty between create and write.
+        (self.dir / "go.tmp").write_text(str(code))
+        (self.dir / "go.tmp").rename(self.dir / "go")
 
     def moment(self, name: str) -> float:
         return float((self.dir / name).read_text())
