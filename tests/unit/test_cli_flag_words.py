@@ -38,6 +38,10 @@ NO_MODE = ("there is no --mode option: a lock is exclusive unless --shared is gi
         (["run", "x://r", "--bogus", "--", "true"], "unrecognized arguments: --bogus; `kubelock run --help`"),
         (["status", "--bogus"], "unrecognized arguments: --bogus; `kubelock status --help` lists the options of "
          "status"),
+        (["--bogus", "status"], "--bogus is not an option of kubelock or of kubelock status: `kubelock status "
+         "--help` lists the options of status"),  # not "an option of the command, so it goes after ..."
+        (["--bogus=1", "run", "x://r", "--", "true"], "--bogus is not an option of kubelock or of kubelock run"),
+        (["--bogus"], "--bogus is not an option of kubelock or of any of its commands: `kubelock --help` lists them"),
     ],
 )
 def test_kubelock_names_the_allowed_values_and_an_example(

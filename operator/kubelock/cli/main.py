@@ -572,7 +572,8 @@ def usage_mistake(parser: Parser, argv: Sequence[str]) -> str | None:
         usage.wait_with_value(argv)
         or (usage.mode_flag(argv, example=takes_a_lock[command]) if command in takes_a_lock else None)
         or usage.misplaced_option(
-            argv, prog=parser.prog, commands=parser.subcommands.keys(), global_options=options.keys(), valued=valued,
+            argv, prog=parser.prog, commands={name: sub.options().keys() for name, sub in parser.subcommands.items()},
+            global_options=options.keys(), valued=valued,
         )
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
@@ -52,10 +52,12 @@ def wait_with_value(argv: Sequence[str]) -> str | None:
     return None
 
 
-def misplaced_option(argv: Sequence[str], *, prog: str, commands: Collection[str], global_options: Collection[str],
-                     valued: Collection[str]) -> str | None:
-    """An option of a command (`--ttl`, `--wait`) written before the command's name. `global_options`:
-    every option the program itself takes; `valued`: those of them that take a value."""
+def misplaced_option(argv: Sequence[str], *, prog: str, commands: Mapping[str, Collection[str]],
+                     global_options: Collection[str], valued: Collection[str]) -> str | None:
+    """An option of a command (`--ttl`, `--wait`) written before the command's name. `commands`: each
+    command's options; `global_options`: every option the program itself takes; `valued`: those of
+    them that take a value. An option that neither the program nor the command takes is said to be
+    unknown (moving it after the command would only get "unrecognized arguments")."""
     own = _before_command(argv)
     at = 0
     while at < len(own):
@@ -67,6 +69,11 @@ def misplaced_option(argv: Sequence[str], *, prog: str, commands: Collection[str
             name = token.split("=", 1)[0] if token.startswith("--") else token[:2]
             if name not in global_options:
                 command = next((t for t in own[at + 1:] if t in commands), "COMMAND")
+                if command in commands and name not in commands[command]:
+                    return (f"{name} is not an option of {prog} or of {prog} {command}: `{prog} {command} --help` "
+                            f"lists the options of {command}")
+                if command not in commands and not any(name in taken for taken in commands.values()):
+                    return f"{name} is not an option of {prog} or of any of its commands: `{prog} --help` lists them"
                 following = own[at + 1] if at + 1 < len(own) else ""
                 if not attached and following and not following.startswith("-") and following not in commands:
                     token = f"{token} {following}"  # most likely its value
