@@ -20,6 +20,12 @@ def _create(api: ApiClient, ns: str, spec: dict[str, Any], name: str = "c") -> d
     )
 
 
+TTL_WORDS = "ttlSeconds must be between 1 and 86400: a lease in seconds"
+PERMITS_WORDS = "permits must be between 1 and 1000: the permits of the resource's capacity this claim takes"
+# The schema's own minimum/maximum answer, which names no way out (integer fields have rules instead).
+GENERIC_BOUNDS = ("should be less than or equal to", "should be greater than or equal to")
+
+
 def _refused(api: ApiClient, ns: str, spec: dict[str, Any]) -> str:
     with pytest.raises(ApiException) as refused:
         _create(api, ns, spec)
@@ -49,10 +55,18 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         ({"resource": "github://x", "holder": ""}, "spec.holder", "at least 1"),
         ({"resource": "github://x", "holder": "a b"}, "spec.holder",
          "e.g. user:alice/laptop, without whitespace"),  # the body's JSON spells < and > as \u003c, \u003e
-        ({"resource": "github://x", "holder": "a", "ttlSeconds": 0}, "spec.ttlSeconds", "greater than or equal to 1"),
-        ({"resource": "github://x", "holder": "a", "ttlSeconds": -5}, "spec.ttlSeconds", "greater than or equal to 1"),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": 0}, "spec.ttlSeconds", TTL_WORDS),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": -5}, "spec.ttlSeconds", TTL_WORDS),
         ({"resource": "github://x", "holder": "a", "ttlSeconds": "abc"}, "spec.ttlSeconds", "integer"),
-        ({"resource": "github://x", "holder": "a", "ttlSeconds": 86401}, "spec.ttlSeconds", "less than or equal"),
+        ({"resource": "github://x", "holder": "a", "ttlSeconds": 86401}, "spec.ttlSeconds", TTL_WORDS),
+        ({"resource": "github://x", "holder": "a", "wait": True, "waitTimeoutSeconds": 0}, "spec.waitTimeoutSeconds",
+         "waitTimeoutSeconds must be between 1 and 86400: the longest wait in seconds; leave it out"),
+        ({"resource": "github://x", "holder": "a", "wait": True, "waitTimeoutSeconds": 86401},
+         "spec.waitTimeoutSeconds", "waitTimeoutSeconds must be between 1 and 86400"),
+        ({"resource": "github://x", "holder": "a", "priority": 1001}, "spec.priority",
+         "priority must be between -1000 and 1000: higher is served first"),
+        ({"resource": "github://x", "holder": "a", "priority": -1001}, "spec.priority",
+         "priority must be between -1000 and 1000"),
         ({"resource": "github://x", "holder": "a", "waitTimeoutSeconds": 5}, "waitTimeoutSeconds", "wait: true"),
         ({"resource": "github://x", "holder": "a", "wait": "yes"}, "spec.wait", "boolean"),
         ({"resource": "github://x", "holder": "a", "bogus": 1}, "spec.bogus", "unknown field"),
@@ -65,8 +79,8 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         ({"resources": ["github://x", "nope"], "holder": "a"}, "spec.resources[1]", "must be a URI"),
         ({"resources": [f"github://{i}" for i in range(17)], "holder": "a"}, "spec.resources", "at most 16 items"),
         ({"resource": "github://x", "holder": "a", "mode": "Read"}, "spec.mode", "supported values"),
-        ({"resource": "github://x", "holder": "a", "permits": 0}, "spec.permits", "greater than or equal to 1"),
-        ({"resource": "github://x", "holder": "a", "permits": 1001}, "spec.permits", "less than or equal to 1000"),
+        ({"resource": "github://x", "holder": "a", "permits": 0}, "spec.permits", PERMITS_WORDS),
+        ({"resource": "github://x", "holder": "a", "permits": 1001}, "spec.permits", PERMITS_WORDS),
         ({"resource": "github://x", "holder": "a", "mode": "Shared", "permits": 2}, "spec.permits",
          "a Shared claim takes no permits"),
         ({"resource": "github://x", "holder": "a", "podRef": {"name": "Bad_Name"}}, "spec.podRef.name", "should match"),
@@ -85,6 +99,10 @@ def test_a_valid_claim_is_accepted_with_defaults(admin_api: ApiClient, namespace
         "ttl-neg",
         "ttl-string",
         "ttl-too-big",
+        "timeout-0",
+        "timeout-too-big",
+        "priority-too-high",
+        "priority-too-low",
         "timeout-without-wait",
         "wait-string",
         "unknown-field",
@@ -107,6 +125,7 @@ def test_invalid_claims_are_refused_naming_the_field(
     message = _refused(admin_api, namespace, spec)
     assert field in message, message
     assert words in message, message
+    assert not any(generic in message for generic in GENERIC_BOUNDS), message
 
 
 @pytest.mark.parametrize(
@@ -118,9 +137,11 @@ def test_invalid_claims_are_refused_naming_the_field(
         ({"podRef": {"name": "p"}}, "podRef is immutable"),
         ({"mode": "Shared"}, "mode is immutable"),
         ({"permits": 2}, "permits is immutable"),
+        ({"priority": -1}, "priority is immutable"),
+        ({"onBusy": "Requeue"}, "onBusy is immutable"),
         ({"resource": None, "resources": ["github://acme/app/pr/1"]}, "resource and resources are immutable"),
     ],
-    ids=["resource", "holder", "wait", "podRef", "mode", "permits", "resources"],
+    ids=["resource", "holder", "wait", "podRef", "mode", "permits", "priority", "onBusy", "resources"],
 )
 def test_identity_fields_are_immutable(
     admin_api: ApiClient, namespace: str, change: dict[str, Any], field: str
@@ -131,8 +152,10 @@ def test_identity_fields_are_immutable(
         api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": change})
     assert refused.value.status == 422
     assert field in str(refused.value.body)
-    # and says what works instead: a Rejected claim's message advises `wait: true`, which no edit can set
-    assert "delete the claim (which releases what it holds) and create it anew" in str(refused.value.body)
+    # and says what works instead, and the command that does it: a Rejected claim's message advises
+    # `wait: true`, which no edit can set
+    assert "only ttlSeconds may change: to ask for something else, delete the claim and create it anew with the " \
+        "new spec (kubectl replace --force -f FILE does both" in str(refused.value.body)
     # ttlSeconds may change (a holder may ask for a longer lease at its next renewal).
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, "lockclaims", "c", {"spec": {"ttlSeconds": 60}})
 
@@ -169,3 +192,25 @@ def test_kubectl_explain_explains(control_plane) -> None:  # type: ignore[no-unt
         [*kubectl, "explain", "lockclaim.status.fencingToken"], capture_output=True, text=True, check=True
     ).stdout
     assert "strictly greater" in status
+
+
+def test_the_command_an_immutable_field_names_makes_the_claim_anew(  # type: ignore[no-untyped-def]
+    control_plane, namespace: str, tmp_path
+) -> None:
+    """The refusal of an edit names `kubectl replace --force -f FILE`: run as written on the edited
+    file, it replaces the claim (a new object, with the new spec), where `kubectl apply` was refused."""
+    manifest = tmp_path / "claim.yaml"
+    manifest.write_text("apiVersion: kubelock.dev/v1alpha1\nkind: LockClaim\nmetadata: {name: c}\n"
+                        "spec: {resource: 'github://acme/app/pr/1', holder: agent-a}\n")
+    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
+    subprocess.run([*kubectl, "create", "-f", str(manifest)], capture_output=True, text=True, check=True)
+    before = subprocess.run([*kubectl, "get", "lockclaim", "c", "-o", "jsonpath={.metadata.uid}"],
+                            capture_output=True, text=True, check=True).stdout
+    manifest.write_text(manifest.read_text().replace("holder: agent-a", "holder: agent-a, wait: true"))
+    edit = subprocess.run([*kubectl, "apply", "-f", str(manifest)], capture_output=True, text=True)
+    assert edit.returncode != 0
+    assert "kubectl replace --force -f FILE" in edit.stderr, edit.stderr
+    subprocess.run([*kubectl, "replace", "--force", "-f", str(manifest)], capture_output=True, text=True, check=True)
+    after = subprocess.run([*kubectl, "get", "lockclaim", "c", "-o", "jsonpath={.metadata.uid} {.spec.wait}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert after[0] != before and after[1] == "true", (before, after)

@@ -359,7 +359,7 @@ def test_a_try_lock_during_the_rest_is_turned_away(locks: Locks, admin_api: ApiC
 def test_the_commands_turned_away_by_a_rest_name_their_own_way_to_queue(  # type: ignore[no-untyped-def]
     control_plane, locks: Locks, admin_api: ApiClient, ns: str
 ) -> None:
-    """The operator's advice ("set wait: true to queue") is for a claim written as YAML; the commands
+    """The operator's advice (wait: true, in a claim made anew) is for a claim written as YAML; the commands
     say how they queue, and exit 1 (busy) with the reason LockDelay."""
     apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
     locks.claim("a", "deploy://api-prod", "agent-a")

@@ -752,7 +752,7 @@ def test_lease_and_wait_bounds(team: Team, repo_root: Path) -> None:
     alice.claim("day", RESOURCE, ALICE, ttl=86400)  # the default maxTtlSeconds is allowed
     status, message = refusal(lambda: alice.claim("longer", "deploy://api-staging", ALICE, ttl=86401))
     assert status == 422
-    assert "spec.ttlSeconds in body should be less than or equal to 86400" in message
+    assert "spec.ttlSeconds: Invalid value: 86401: ttlSeconds must be between 1 and 86400" in message
 
     # Renewal markers are small: the operator keeps each one and copies it into the claim's status, so
     # markers as large as annotations may be (256 KiB) would let one agent fill the operator's memory.

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kubelock.cli import output
-from kubelock.domain.reasons import Phase
+from kubelock.domain.reasons import QUEUE_ADVICE, REST_ADVICE, Phase
 from kubelock.sdk.admin import Explanation, LockStatus
 from kubelock.sdk.errors import Deadlock, Expired, NotFound, Rejected, Revoked, TimedOut, Unreachable
 from kubelock.sdk.model import AcquireResult, ClaimInfo, GrantInfo, LockInfo, ReleaseResult, RenewResult
@@ -220,7 +220,7 @@ def test_held_message_names_the_commands_own_way_to_queue() -> None:
     assert message == ("deploy://x is held by agent-b since 2026-01-02T03:04:05.123456Z; try again later, "
                        "or queue for it with rlock --wait")
     result = AcquireResult(ok=False, resource="deploy://x", holder="agent-b", namespace="n", claim_name="c",
-                           held_since=T0, message="…or set wait: true to queue")
+                           held_since=T0, message="…" + QUEUE_ADVICE)
     assert output.acquired(result, message)["message"] == message
 
 
@@ -275,11 +275,11 @@ def test_held_message_keeps_the_operators_sentence_and_swaps_only_its_advice() -
     # the operator knows either, and the command's own sentence would name one holder as the only one.
     for told, said in [
         ("deploy://x is held by user:a/1 and 1 other holder since 2026-01-02T03:04:05Z; "
-         "try again later, or set wait: true to queue",
+         + QUEUE_ADVICE,
          "deploy://x is held by user:a/1 and 1 other holder since 2026-01-02T03:04:05Z; "
          "try again later, or queue for it with kubelock acquire --wait"),
         ("deploy://x is reserved for the claim of user:c/1 queued ahead for several resources; "
-         "try again later, or set wait: true to queue",
+         + QUEUE_ADVICE,
          "deploy://x is reserved for the claim of user:c/1 queued ahead for several resources; "
          "try again later, or queue for it with kubelock acquire --wait"),
     ]:
@@ -287,21 +287,21 @@ def test_held_message_keeps_the_operators_sentence_and_swaps_only_its_advice() -
                                    operator_message=told) == said
     several = output.held_message("a://1 and a://2", "user:a/1", None, "rlock --wait", several=True,
                                   operator_message="not all of a://1, a://2 are free (a://2 held by user:a/1); "
-                                                   "try again later, or set wait: true to queue")
+                                                   + QUEUE_ADVICE)
     assert several == ("not all of a://1, a://2 are free (a://2 held by user:a/1); try again later, "
                        "or queue for all of them with rlock --wait")
 
 
 def test_a_try_lock_turned_away_by_a_rest_is_told_the_commands_way_to_queue() -> None:
-    # The operator's sentence for a claim written as YAML ends "set wait: true to queue": a command
+    # The operator's sentence for a claim written as YAML ends with REST_ADVICE (wait: true): a command
     # line cannot set that, so the commands say their own --wait instead (the rest of the sentence,
     # until when and why, stays).
     told = ("deploy://x rests until 2026-01-02T03:04:15Z: the lock of user:a/1 was broken at "
-            "2026-01-02T03:04:05Z (lock-delay of LockPolicy deploys); try again then, or set wait: true to queue")
-    said = told.removesuffix("set wait: true to queue") + "queue for it with kubelock acquire --wait"
+            "2026-01-02T03:04:05Z (lock-delay of LockPolicy deploys); " + REST_ADVICE)
+    said = told.removesuffix(REST_ADVICE) + "try again then, or queue for it with kubelock acquire --wait"
     assert output.in_command_words(told, "kubelock acquire --wait") == said
     assert output.in_command_words(told, None) == told
     assert output.in_command_words("deploy://x: something else", "rlock --wait") == "deploy://x: something else"
     payload = output.failure(Rejected(told, reason="LockDelay"), "deploy://x", wait_command="rlock --wait")
     assert payload == {"ok": False, "error": "LockDelay", "resource": "deploy://x",
-                       "message": told.removesuffix("set wait: true to queue") + "queue for it with rlock --wait"}
+                       "message": told.removesuffix(REST_ADVICE) + "try again then, or queue for it with rlock --wait"}

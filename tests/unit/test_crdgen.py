@@ -176,12 +176,11 @@ def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:
             "a Shared claim takes no permits: with mode: Shared, permits must be 1 (or unset)"} <= messages
     assert spec["properties"]["mode"]["enum"] == ["Exclusive", "Shared"]
     permits = spec["properties"]["permits"]
-    assert (permits["minimum"], permits["maximum"], permits["default"]) == (1, 1000, 1)
+    assert permits["default"] == 1
     resources = spec["properties"]["resources"]
     assert (resources["minItems"], resources["maxItems"]) == (1, 16)
     assert "self == oldSelf" not in {r["rule"] for r in resources["items"]["x-kubernetes-validations"]}
-    ttl = spec["properties"]["ttlSeconds"]
-    assert (ttl["type"], ttl["minimum"], ttl["maximum"]) == ("integer", 1, 86400)
+    assert spec["properties"]["ttlSeconds"]["type"] == "integer"
     assert spec["properties"]["wait"]["default"] is False
 
 
@@ -280,3 +279,30 @@ def test_chart_copy_is_gated_and_kept() -> None:
     assert text.startswith(crdgen.HEADER + "{{- if .Values.crds.install }}\n")
     assert text.endswith("{{- end }}\n")
     assert "helm.sh/resource-policy: keep" in text
+
+
+@pytest.mark.parametrize(
+    ("field", "low", "high", "advice"),
+    [
+        ("ttlSeconds", 1, 86400, "renew it while the work lasts"),
+        ("waitTimeoutSeconds", 1, 86400, "leave it out to wait until granted"),
+        ("priority", -1000, 1000, "higher is served first"),
+        ("permits", 1, 1000, "at most that capacity"),
+    ],
+)
+def test_claim_bounds_are_rules_that_name_the_field_the_bounds_and_what_to_do(
+    crds: dict[str, dict[str, Any]], field: str, low: int, high: int, advice: str
+) -> None:
+    """The schema's own minimum/maximum would be answered "spec.ttlSeconds in body should be less than
+    or equal to 86400" (and `kubectl explain` shows neither: the description states the range); the
+    rule's message says which field, its bounds and what to do."""
+    prop = schema_of(crds["lc"])["properties"]["spec"]["properties"][field]
+    assert "minimum" not in prop and "maximum" not in prop
+    [bound] = [r for r in prop["x-kubernetes-validations"] if r["rule"] == f"self >= {low} && self <= {high}"]
+    assert bound["message"].startswith(f"{field} must be between {low} and {high}: "), bound
+    assert advice in bound["message"], bound
+
+
+def test_an_immutable_fields_refusal_names_the_command_that_makes_the_claim_anew() -> None:
+    assert "only ttlSeconds may change" in CLAIM_CHANGE_ADVICE
+    assert "kubectl replace --force -f FILE" in CLAIM_CHANGE_ADVICE

@@ -1,10 +1,11 @@
 """What the SDK says about a claim that ended: for a caller of the SDK or the commands, not for
-kubectl users (the operator's status message advises `set wait: true`, a claim field)."""
+kubectl users (the operator's status message advises `wait: true`, a claim field)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from kubelock.domain.reasons import QUEUE_ADVICE
 from kubelock.sdk.client import _ending
 from kubelock.sdk.model import ClaimInfo
 
@@ -18,7 +19,7 @@ def ended(phase: str, reason: str, message: str, holder: str | None = None) -> C
 
 def test_a_rejection_names_the_holder_without_kubectl_advice() -> None:
     claim = ended("Rejected", "HeldByAnotherHolder",
-                  "x://r is held by user:b/w1 since 2026-01-01T00:00:00Z; try again later, or set wait: true to queue",
+                  "x://r is held by user:b/w1 since 2026-01-01T00:00:00Z; " + QUEUE_ADVICE,
                   holder="user:b/w1")
     assert _ending(claim) == "Rejected: x://r was held by user:b/w1"
 

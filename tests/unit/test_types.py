@@ -58,8 +58,8 @@ def test_spec_round_trips_with_camel_case_names() -> None:
 @pytest.mark.parametrize(
     ("changes", "fragment"),
     [
-        pytest.param({"priority": 1001}, "less than or equal to 1000", id="priority-above"),
-        pytest.param({"priority": -1001}, "greater than or equal to -1000", id="priority-below"),
+        pytest.param({"priority": 1001}, "priority must be between -1000 and 1000", id="priority-above"),
+        pytest.param({"priority": -1001}, "priority must be between -1000 and 1000", id="priority-below"),
         pytest.param({"onBusy": "Skip"}, "'Fail' or 'Requeue'", id="on-busy-unknown"),
     ],
 )
@@ -71,14 +71,14 @@ def test_holder_policy_fields_are_bounded(changes: dict[str, object], fragment: 
 @pytest.mark.parametrize(
     ("body", "field", "fragment"),
     [
-        pytest.param(spec(ttlSeconds=0), "ttlSeconds", "greater than or equal to 1", id="ttl-zero"),
-        pytest.param(spec(ttlSeconds=-5), "ttlSeconds", "greater than or equal to 1", id="ttl-negative"),
+        pytest.param(spec(ttlSeconds=0), "ttlSeconds", "between 1 and 86400", id="ttl-zero"),
+        pytest.param(spec(ttlSeconds=-5), "ttlSeconds", "between 1 and 86400", id="ttl-negative"),
         pytest.param(spec(ttlSeconds="abc"), "ttlSeconds", "valid integer", id="ttl-not-a-number"),
         pytest.param(spec(ttlSeconds=1.5), "ttlSeconds", "integer", id="ttl-fraction"),
-        pytest.param(spec(ttlSeconds=86401), "ttlSeconds", "less than or equal to 86400", id="ttl-above-ceiling"),
-        pytest.param(spec(waitTimeoutSeconds=0, wait=True), "waitTimeoutSeconds", "greater than or equal to 1",
+        pytest.param(spec(ttlSeconds=86401), "ttlSeconds", "between 1 and 86400", id="ttl-above-ceiling"),
+        pytest.param(spec(waitTimeoutSeconds=0, wait=True), "waitTimeoutSeconds", "between 1 and 86400",
                      id="wait-timeout-zero"),
-        pytest.param(spec(waitTimeoutSeconds=86401, wait=True), "waitTimeoutSeconds", "less than or equal",
+        pytest.param(spec(waitTimeoutSeconds=86401, wait=True), "waitTimeoutSeconds", "between 1 and 86400",
                      id="wait-timeout-above-ceiling"),
         pytest.param(spec(owner="me"), "owner", "Extra inputs are not permitted", id="unknown-field"),
         pytest.param(spec(ttl=60), "ttl", "Extra inputs are not permitted", id="misspelt-field"),
@@ -88,8 +88,8 @@ def test_holder_policy_fields_are_bounded(changes: dict[str, object], fragment: 
         pytest.param(spec(resource=..., resources=["a://1", "a://1"]), "", "twice", id="resources-repeat"),
         pytest.param(spec(resource=..., resources=["a://1", "nope"]), "resources.1", "://", id="resources-bad-uri"),
         pytest.param(spec(mode="Read"), "mode", "'Exclusive' or 'Shared'", id="mode-unknown"),
-        pytest.param(spec(permits=0), "permits", "greater than or equal to 1", id="permits-zero"),
-        pytest.param(spec(permits=1001), "permits", "less than or equal to 1000", id="permits-above-ceiling"),
+        pytest.param(spec(permits=0), "permits", "between 1 and 1000", id="permits-zero"),
+        pytest.param(spec(permits=1001), "permits", "between 1 and 1000", id="permits-above-ceiling"),
         pytest.param(spec(mode="Shared", permits=2), "", "Shared claim takes no permits", id="shared-permits"),
         pytest.param(spec(holder=...), "holder", "Field required", id="holder-missing"),
         pytest.param(spec(resource=""), "resource", "must not be empty", id="resource-empty"),

@@ -38,9 +38,32 @@ def _rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
-CLAIM_CHANGE_ADVICE = "; to ask for something else, delete the claim (which releases what it holds) and create it anew"
+CLAIM_CHANGE_ADVICE = (
+    "; only ttlSeconds may change: to ask for something else, delete the claim and create it anew with the "
+    "new spec (kubectl replace --force -f FILE does both; deleting releases what the claim holds)"
+)
 """Said with every immutable field of a claim: a Rejected claim's message advises `wait: true`, and
-editing the claim is refused, so the refusal says what works instead."""
+editing the claim is refused, so the refusal says what works instead, and the one command that does it
+(`kubectl apply` of the edited file is what was refused)."""
+
+
+def _between(low: int, high: int, what: str) -> AfterValidator:
+    """The bounds the CEL rule of the field states, for the SDK (kept out of the schema, so the API
+    server answers with the rule's message alone)."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"{what} must be between {low} and {high}, not {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _range(name: str, low: int, high: int, advice: str) -> dict[str, str]:
+    """The CEL rule of an integer field's bounds: its message names the field, the bounds and what to
+    do, where the schema's own `minimum`/`maximum` would answer "should be less than or equal to"
+    (neither is shown by `kubectl explain`: each field's description states its range)."""
+    return _cel(f"self >= {low} && self <= {high}", f"{name} must be between {low} and {high}: {advice}")
 
 
 def _immutable(what: str, advice: str = "") -> dict[str, Any]:
@@ -188,16 +211,18 @@ class LockClaimSpec(_Model):
         ),
         json_schema_extra=_claim_immutable("mode"),
     )
-    permits: int = Field(
+    permits: Annotated[int, _between(1, MAX_PERMITS, "permits")] = Field(
         default=1,
-        ge=1,
-        le=MAX_PERMITS,
         description=(
             "How many of the resource's permits an Exclusive claim takes (default 1, at most 1000): holders "
             "coexist while their permits fit in the resource's capacity (a counted semaphore). The capacity is "
             "1 unless a LockPolicy sets it. Must be 1 with mode: Shared. Immutable."
         ),
-        json_schema_extra=_claim_immutable("permits"),
+        json_schema_extra=_rules(
+            _range("permits", 1, MAX_PERMITS, "the permits of the resource's capacity this claim takes, at most "
+                   "that capacity (1 unless a LockPolicy gives the resource more); leave it out for 1"),
+            _cel("self == oldSelf", "permits is immutable" + CLAIM_CHANGE_ADVICE),
+        ),
     )
 
     @model_validator(mode="after")
@@ -221,16 +246,19 @@ class LockClaimSpec(_Model):
             "The pod must carry the label `kubelock.dev/lock-holder: \"true\"`. Immutable."
         ),
     )
-    ttl_seconds: int | None = Field(
+    ttl_seconds: Annotated[int, _between(1, MAX_TTL_CEILING, "ttlSeconds")] | None = Field(
         default=None,
-        ge=1,
-        le=MAX_TTL_CEILING,
         description=(
             "Lease duration in seconds. Each renewal (heartbeat) extends the lease to ttlSeconds from the "
             "moment the operator observes it; renew by writing a new value into the annotation "
             "kubelock.dev/renew (the SDK's and CLI's heartbeat do), or the claim ends Expired. Default: the "
             "operator setting resourceLockTimeout (1800). At least 1, at most the operator setting "
             "maxTtlSeconds (default and ceiling 86400); the one field that may change after creation."
+        ),
+        json_schema_extra=_rules(
+            _range("ttlSeconds", 1, MAX_TTL_CEILING, "a lease in seconds (the cluster's maxTtlSeconds may "
+                   "allow less); for longer work take a shorter lease and renew it while the work lasts "
+                   "(a new value in the annotation kubelock.dev/renew), or leave it out for the operator's default"),
         ),
     )
     wait: bool = Field(
@@ -241,26 +269,30 @@ class LockClaimSpec(_Model):
             "of arrival (first come, first served while every priority is 0). Immutable."
         ),
     )
-    wait_timeout_seconds: int | None = Field(
+    wait_timeout_seconds: Annotated[int, _between(1, MAX_TTL_CEILING, "waitTimeoutSeconds")] | None = Field(
         default=None,
-        ge=1,
-        le=MAX_TTL_CEILING,
         description=(
             "With wait: true, give up after this many seconds of waiting (phase TimedOut, or see onBusy); "
             "1-86400. Unset: wait until granted. Immutable."
         ),
+        json_schema_extra=_rules(
+            _range("waitTimeoutSeconds", 1, MAX_TTL_CEILING, "the longest wait in seconds; leave it out to "
+                   "wait until granted, or add onBusy: Requeue to wait again after each timeout"),
+        ),
     )
-    priority: int = Field(
+    priority: Annotated[int, _between(-MAX_PRIORITY, MAX_PRIORITY, "priority")] = Field(
         default=0,
-        ge=-MAX_PRIORITY,
-        le=MAX_PRIORITY,
         description=(
             "Queue order: waiters are served by effective priority (this value plus one point per "
             "priorityAgingSeconds since the claim arrived, an operator setting, default 10), then by arrival, so no "
             "waiter starves. -1000..1000, default 0. A value above 0 needs the RBAC verb `prioritize` on "
             "lockclaims (lock admins have it). Immutable."
         ),
-        json_schema_extra=_claim_immutable("priority"),
+        json_schema_extra=_rules(
+            _range("priority", -MAX_PRIORITY, MAX_PRIORITY, "higher is served first (default 0), and every "
+                   "waiter gains a point per priorityAgingSeconds while it waits, so no larger value is needed"),
+            _cel("self == oldSelf", "priority is immutable" + CLAIM_CHANGE_ADVICE),
+        ),
     )
     on_busy: OnBusy = Field(
         default=OnBusy.FAIL,
@@ -291,13 +323,14 @@ LOCK_CLAIM_SPEC_RULES = [
     _cel(
         "has(self.podRef) == has(oldSelf.podRef) && (!has(self.podRef) || self.podRef == oldSelf.podRef)",
         "podRef is immutable" + CLAIM_CHANGE_ADVICE,
+        fieldPath=".podRef",
     ),
     _cel(
         "!has(self.waitTimeoutSeconds) || self.wait",
         "waitTimeoutSeconds requires wait: true",
         fieldPath=".waitTimeoutSeconds",
     ),
-    _cel("self.wait == oldSelf.wait", "wait is immutable" + CLAIM_CHANGE_ADVICE),
+    _cel("self.wait == oldSelf.wait", "wait is immutable" + CLAIM_CHANGE_ADVICE, fieldPath=".wait"),
     _cel(
         "!has(self.onBusy) || self.onBusy != 'Requeue' || (self.wait && has(self.waitTimeoutSeconds))",
         "onBusy: Requeue needs wait: true and waitTimeoutSeconds (it says what happens when the wait times out)",
@@ -307,6 +340,7 @@ LOCK_CLAIM_SPEC_RULES = [
         "has(self.waitTimeoutSeconds) == has(oldSelf.waitTimeoutSeconds)"
         " && (!has(self.waitTimeoutSeconds) || self.waitTimeoutSeconds == oldSelf.waitTimeoutSeconds)",
         "waitTimeoutSeconds is immutable" + CLAIM_CHANGE_ADVICE,
+        fieldPath=".waitTimeoutSeconds",
     ),
 ]
 
@@ -543,18 +577,6 @@ MAX_CAPACITY = 10000
 MAX_LOCK_DELAY_SECONDS = 60
 # A prefix may be empty (it then governs every resource); otherwise the resource URI's own rule.
 PREFIX_PATTERN = r"^[^\p{C}\p{Z}]*$"
-
-
-def _between(low: int, high: int, what: str) -> AfterValidator:
-    """The bounds the CEL rule of the field states, for the SDK (kept out of the schema, so the API
-    server answers with the rule's message alone)."""
-
-    def check(value: int) -> int:
-        if not low <= value <= high:
-            raise ValueError(f"{what} must be between {low} and {high}, not {value}")
-        return value
-
-    return AfterValidator(check)
 
 
 def _at_least_one(name: str) -> AfterValidator:

@@ -70,7 +70,11 @@ def _main(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str]
 
 
 def _run(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] | None) -> int:
-    if (mistake := usage.wait_with_value(sys.argv[1:] if argv is None else argv)) is not None:
+    given = sys.argv[1:] if argv is None else argv
+    mistake = usage.wait_with_value(given)
+    if parser.prog == "rlock":  # the one of them that takes --shared
+        mistake = mistake or usage.mode_flag(given, example='rlock{} "URI"')
+    if mistake is not None:
         parser.error(mistake)
     args = parser.parse_args(argv)
 

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from kubelock import __version__
 from kubelock.api.types import MAX_RESOURCES
 from kubelock.cli import completion, output, signals, usage
 from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
+from kubelock.cli.parser import Parser
 from kubelock.cli.progress import QueueProgress
 from kubelock.domain.reasons import Phase
 from kubelock.sdk import Impersonation, admin, validation
@@ -35,14 +36,6 @@ from kubelock.sdk.model import format_time
 from kubelock.sdk.targets import Target
 
 Handler = Callable[[AsyncLockClient, argparse.Namespace], Awaitable[int]]
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors exit with INVALID_INPUT (argparse's own 2 would read as NOT_FOUND)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(ExitCode.INVALID_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def _whole_seconds(text: str) -> int:
@@ -126,6 +119,7 @@ def _common(*, holder: bool) -> Parser:
     common = Parser(add_help=False)
     connection_options(common, suppress=True, holder=holder)
     common.add_argument("-o", "--output", choices=OUTPUTS, default=argparse.SUPPRESS,
+                        type=usage.choice("-o", OUTPUTS, "-o json"),
                         help="json: one JSON object; yaml: the same as YAML; wide: tables with more columns")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="the same as -o json")
     return common
@@ -170,12 +164,12 @@ def build_parser(prog: str = "kubelock") -> Parser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
-    def add(name: str, summary: str, *examples: str, parent: Parser = common) -> argparse.ArgumentParser:
-        return commands.add_parser(
+    def add(name: str, summary: str, *examples: str, parent: Parser = common) -> Parser:
+        return parser.command(name, commands.add_parser(
             name, parents=[parent], help=summary, description=summary,
             epilog=_examples(prog, *examples) if examples else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        ))
 
     p = add("acquire", "acquire a lock (try once, or --wait in the queue)",
             "PROG acquire github://acme/app/issues/42",
@@ -255,16 +249,17 @@ def build_parser(prog: str = "kubelock") -> Parser:
     p = add("graph", "the wait-for graph as Graphviz DOT (or SVG)",
             "PROG graph | dot -Tpng > waits.png", "PROG graph --svg > waits.svg", "PROG graph -o json")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--dot", action="store_true", help="DOT text (default)")
-    fmt.add_argument("--svg", action="store_true", help="SVG, rendered by graphviz's `dot`")
-    p = commands.add_parser(
+    p.remember([fmt.add_argument("--dot", action="store_true", help="DOT text (default)"),
+                fmt.add_argument("--svg", action="store_true", help="SVG, rendered by graphviz's `dot`")])
+    p = parser.command("completion", commands.add_parser(
         "completion", help="print a shell completion script", description="print a shell completion script",
         epilog=_examples(prog, "source <(PROG completion bash)     # in ~/.bashrc",
                          "source <(PROG completion zsh)      # in ~/.zshrc",
                          "PROG completion fish | source      # in ~/.config/fish/config.fish"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("shell", choices=completion.SHELLS)
+    ))
+    p.add_argument("shell", choices=completion.SHELLS,
+                   type=usage.choice("the shell", completion.SHELLS, f"source <({prog} completion bash)"))
     return parser
 
 
@@ -567,12 +562,19 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return argv[:at], argv[at + 1:]
 
 
-def usage_mistake(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+def usage_mistake(parser: Parser, argv: Sequence[str]) -> str | None:
     """What argparse would refuse unclearly, said clearly (`kubelock.cli.usage`)."""
-    options = parser._option_string_actions  # argparse's own table of the program's options
+    options = parser.options()  # the program's own options, those it takes before the command
     valued = {name for name, action in options.items() if action.nargs != 0}
-    return usage.wait_with_value(argv) or usage.misplaced_option(
-        argv, prog=parser.prog, commands=HANDLERS.keys() | {"completion"}, global_options=options.keys(), valued=valued,
+    command = next((token for token in argv if token in parser.subcommands), None)
+    takes_a_lock = {"acquire": f"{parser.prog} acquire URI{{}}", "run": f"{parser.prog} run URI{{}} -- CMD"}
+    return (
+        usage.wait_with_value(argv)
+        or (usage.mode_flag(argv, example=takes_a_lock[command]) if command in takes_a_lock else None)
+        or usage.misplaced_option(
+            argv, prog=parser.prog, commands={name: sub.options().keys() for name, sub in parser.subcommands.items()},
+            global_options=options.keys(), valued=valued,
+        )
     )
 
 
@@ -590,7 +592,9 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}; the command goes after `--`: "
                      f"{prog} run URI [URI...] -- CMD [ARGS...]")
     if extra:
-        parser.parse_args(own)  # argparse's own message
+        parser.error(usage.unknown_options(extra, prog=prog, command=args.command))
+    if (conflict := usage.output_conflict(getattr(args, "json", False), getattr(args, "output", None))) is not None:
+        parser.error(conflict)
     args.child = child
     args.prog = prog
     args.output = "json" if getattr(args, "json", False) else getattr(args, "output", None)

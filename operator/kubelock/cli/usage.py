@@ -3,13 +3,16 @@
 argparse answers `--wait=30s` with "ignored explicit argument", `--wait 30s` with "unrecognized
 arguments: 30s", `--timeout 5m` with a bare type error and `kubelock --ttl 5 acquire URI` with
 "invalid choice: '5'"; none of them says what to write instead. These checks run on the command
-line before argparse does, and only catch what argparse would have refused anyway.
+line before argparse does, and only catch what argparse would have refused anyway, as do the
+answers to `--mode shared` (the option is `--shared`) and `-o JSON` (the formats are lower case).
+`--json -o yaml`, which argparse takes (and --json won), is refused after parsing.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
@@ -49,10 +52,12 @@ def wait_with_value(argv: Sequence[str]) -> str | None:
     return None
 
 
-def misplaced_option(argv: Sequence[str], *, prog: str, commands: Collection[str], global_options: Collection[str],
-                     valued: Collection[str]) -> str | None:
-    """An option of a command (`--ttl`, `--wait`) written before the command's name. `global_options`:
-    every option the program itself takes; `valued`: those of them that take a value."""
+def misplaced_option(argv: Sequence[str], *, prog: str, commands: Mapping[str, Collection[str]],
+                     global_options: Collection[str], valued: Collection[str]) -> str | None:
+    """An option of a command (`--ttl`, `--wait`) written before the command's name. `commands`: each
+    command's options; `global_options`: every option the program itself takes; `valued`: those of
+    them that take a value. An option that neither the program nor the command takes is said to be
+    unknown (moving it after the command would only get "unrecognized arguments")."""
     own = _before_command(argv)
     at = 0
     while at < len(own):
@@ -64,6 +69,11 @@ def misplaced_option(argv: Sequence[str], *, prog: str, commands: Collection[str
             name = token.split("=", 1)[0] if token.startswith("--") else token[:2]
             if name not in global_options:
                 command = next((t for t in own[at + 1:] if t in commands), "COMMAND")
+                if command in commands and name not in commands[command]:
+                    return (f"{name} is not an option of {prog} or of {prog} {command}: `{prog} {command} --help` "
+                            f"lists the options of {command}")
+                if command not in commands and not any(name in taken for taken in commands.values()):
+                    return f"{name} is not an option of {prog} or of any of its commands: `{prog} --help` lists them"
                 following = own[at + 1] if at + 1 < len(own) else ""
                 if not attached and following and not following.startswith("-") and following not in commands:
                     token = f"{token} {following}"  # most likely its value
@@ -75,3 +85,61 @@ def misplaced_option(argv: Sequence[str], *, prog: str, commands: Collection[str
                 at += 1  # its value, which may look like anything
         at += 1
     return None
+
+
+def choice(name: str, choices: Sequence[str], example: str) -> Callable[[str], str]:
+    """The `type` of an option (or argument) that takes one of `choices`: argparse's own refusal,
+    "invalid choice: 'JSON' (choose from 'json', 'yaml', 'wide')", neither says that the values are
+    lower case nor shows one in use. `example`: a whole command line using one of them. (`choices=`
+    stays on the argument too, for --help.)"""
+
+    def parse(text: str) -> str:
+        if text in choices:
+            return text
+        case = " (in lower case)" if text.lower() in choices else ""
+        raise argparse.ArgumentTypeError(
+            f"{name} takes {_one_of(choices)}{case}, not {text!r}; for example {example}"
+        )
+
+    return parse
+
+
+def _one_of(choices: Sequence[str]) -> str:
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+
+
+_MODE_WORDS = ("--mode", "--exclusive", "--exclusive-mode", "--shared-mode", "--read", "--write")
+
+
+def mode_flag(argv: Sequence[str], *, example: str) -> str | None:
+    """`--mode shared`, `--mode=Exclusive`, `--exclusive`: how the lock is held is said by --shared
+    (and --permits N), and exclusive is the default. `example`: the command with `{}` where its
+    options go, e.g. `kubelock run URI{} -- CMD`. argparse would say "unrecognized arguments: --mode"
+    and, for `acquire --mode shared URI`, take `shared` for a URI."""
+    for token in _before_command(argv):
+        name = token.split("=", 1)[0]
+        if name in _MODE_WORDS:
+            return (
+                f"there is no {name} option: a lock is exclusive unless --shared is given (held together with "
+                f"other --shared holders, never with an exclusive one); for example {example.format(' --shared')}, "
+                f"or {example.format('')} for an exclusive lock (--permits N takes N permits of a counted resource)"
+            )
+    return None
+
+
+def output_conflict(json_flag: bool, output: str | None) -> str | None:
+    """`--json -o yaml`: two output formats asked for at once (--json is the same as -o json)."""
+    if json_flag and output not in (None, "json"):
+        return (f"--json is the same as -o json, and -o {output} asks for another output: give one of them, "
+                f"for example -o {output}")
+    return None
+
+
+def unknown_options(extra: Sequence[str], *, prog: str, command: str) -> str:
+    """Arguments of a command that argparse did not recognise, with where its options are listed
+    (and, for `run`, where the command's own options go)."""
+    listed = f"`{prog} {command} --help` lists the options of {command}"
+    if command == "run":
+        return (f"unrecognized arguments: {' '.join(extra)}; {listed}, and the command and its own options go "
+                f"after `--`: {prog} run URI [URI...] -- CMD [ARGS...]")
+    return f"unrecognized arguments: {' '.join(extra)}; {listed}"

@@ -21,12 +21,16 @@ class Phase(StrEnum):
 
 TERMINAL_PHASES = frozenset(p for p in Phase if p.terminal)
 
-# How a try-lock's refusal ends: the advice for a claim written as YAML. The CLI swaps it for its own
-# command's way to queue and keeps the rest of the operator's sentence (who holds it, with how many).
-QUEUE_ADVICE = "try again later, or set wait: true to queue"
+# How a try-lock's refusal ends: the advice for a claim written as YAML. A refused claim is never
+# tried again and its `wait` cannot change (an edit is refused), so both ways on need the claim made
+# anew, and the advice names the command that does it. The CLI swaps the advice for its own command's
+# way to queue and keeps the rest of the operator's sentence (who holds it, with how many).
+_ANEW = ("; either way create the claim anew, which `kubectl replace --force -f FILE` does (a refused claim "
+         "is not tried again, and its wait cannot change)")
+QUEUE_ADVICE = "try again later, or queue for it with wait: true" + _ANEW
 # The same for a try-lock refused while its resource rests (lock-delay): it may be tried again at a
 # known time.
-REST_ADVICE = "try again then, or set wait: true to queue"
+REST_ADVICE = "try again then, or queue for it with wait: true" + _ANEW
 
 
 class Reason(StrEnum):

@@ -907,7 +907,7 @@ def _first_error(error: ValidationError) -> str:
 
 def _ending(info: ClaimInfo) -> str:
     """How a finished claim ended, for a caller of the SDK: a rejection names the holder without
-    the operator's advice on the claim's fields (`set wait: true`), which is for kubectl users."""
+    the operator's advice on the claim's fields (`wait: true`), which is for kubectl users."""
     if info.phase is Phase.REJECTED and info.reason == Reason.HELD_BY_ANOTHER.value and info.current_holder:
         return f"{info.phase}: {info.label} was held by {info.current_holder}"
     return f"{info.phase}: {info.message}"
