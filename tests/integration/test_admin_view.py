@@ -34,7 +34,7 @@ from tests.support.operator import REPO, OperatorProcess
 
 PREFIX = "kla-"
 # Long enough for the test to read a finished claim (through a subprocess, on a loaded machine)
-# before the operator removes it; 4 s was not always.
+# before the operator removes it; 4 s need not be on a loaded machine.
 FINISHED_TTL = 15
 DEADLINE = 30
 
@@ -91,7 +91,7 @@ def test_a_lease_renewed_on_schedule_is_never_stale_and_one_that_misses_it_is(
 ) -> None:
     locks = Locks(admin_api, ns)
     # Stale after half of a lease: "steady", renewed every third of its 24 s, has 4 s to spare for an
-    # operator that a loaded machine holds up (a lease of 15 s left 2.5 s, and once too little).
+    # operator that a loaded machine holds up (a lease of 15 s left 2.5 s).
     locks.claim("steady", "deploy://steady", "agent-a", ttl=24)
     locks.claim("late", "deploy://late", "agent-b", ttl=50)  # Stale after 25 s, renewed well before 50 s
     locks.wait_phase("steady", "Held")

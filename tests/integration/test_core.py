@@ -306,7 +306,7 @@ def test_a_renewal_records_the_token_in_the_lock(locks: Locks) -> None:
 
 def test_renewal_keeps_the_lock_past_its_ttl(locks: Locks) -> None:
     # Renewed every second, a lease of 8 s outlives an operator that a loaded machine holds up for
-    # seconds (with 3 s it expired between two renewals); renewed for two and a half leases.
+    # seconds (with 3 s it could expire between two renewals); renewed for two and a half leases.
     locks.claim("a", "deploy://long", "agent-a", ttl=8)
     first = status_of(locks.wait_phase("a", "Held"))
     until = time.monotonic() + 20

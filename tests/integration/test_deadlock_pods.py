@@ -205,7 +205,7 @@ def _random_workload(locks: Locks) -> None:
 def _assert_every_cycle_ended(locks: Locks) -> None:
     # Every claim decided and no cycle among the pending ones, waited for together: a loaded machine
     # may still be choosing victims well after the last claim got its first answer (a fixed 2 s
-    # after it was once too short). A cycle left for good still fails, after the deadline.
+    # after it may be too short). A cycle left for good still fails, after the deadline.
     def settled() -> bool:
         claims = locks.claims()
         return all(phase_of(c) is not None for c in claims) and not _brute_force_cycle(*_waits_for(claims))

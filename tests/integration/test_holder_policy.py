@@ -213,7 +213,7 @@ def test_a_revocation_request_reaches_the_command_and_the_lock_is_given_back(sh:
 def test_a_command_ignoring_the_request_is_killed_before_the_lock_is_broken(sh: Shell, tmp_path: Path) -> None:
     process, pid = start_run(sh, "alice", tmp_path / "run", "ignore-term", "--ttl", "30")
     # 10 s: `kubelock run` must learn of the request, SIGTERM, wait and SIGKILL within the grace; 4 s
-    # was too little for a loaded CI machine, where the lock was then broken first.
+    # can be too little on a loaded machine, and the lock is then broken first.
     assert sh("lockadmin", "kubelock", "revoke", "--request", URI, "--grace", "10").code == ExitCode.OK
     done = finish(process)
     last_beat = float((tmp_path / "run" / "beat").read_text())
@@ -322,7 +322,7 @@ def test_on_busy_requeue_goes_to_the_end_of_the_queue(sh: Shell) -> None:
     sh.admin.claim("h", URI, "agent-h", ttl=120)
     sh.admin.wait_phase("h", "Held", DEADLINE)
     # "other" is queued behind "patient" before patient's wait can end: created right after it, with
-    # a wait long enough for a loaded machine (at 3 s patient was requeued before other existed, and
+    # a wait long enough for a loaded machine (at 3 s patient could be requeued before other existed, and
     # other never moved ahead).
     sh.admin.claim("patient", URI, "agent-p", wait=True, wait_timeout=8, onBusy="Requeue")
     sh.admin.claim("other", URI, "agent-o", wait=True)

@@ -21,8 +21,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def _quiet_requests(op: OperatorProcess) -> Samples:
     """The operator's API request counters once they have stood still for a second (at most 60 s).
 
-    A fixed half second for "whatever it wrote is done" was once too short on a loaded machine, and
-    a write that came after it was counted as the handoff's."""
+    A fixed half second for "whatever it wrote is done" can be too short on a loaded machine, and a
+    write that comes after it would be counted as the handoff's."""
     last = scrape(op.metrics_port)
     deadline = time.monotonic() + 60
     while True:

@@ -14,7 +14,7 @@ Body = dict[str, Any]
 
 # The least any wait here lasts before it fails. A wait's timeout is when to give up on a state
 # that should come, not a claim about speed: on a loaded 2-core CI machine an API round trip or an
-# operator's reaction can take many seconds, and a 10 s wait failed tests that were right. A test
+# operator's reaction can take many seconds, and a 10 s wait would fail a test that is right. A test
 # that claims a bound says so with its own assertion on the time measured (and a margin).
 MIN_WAIT_SECONDS = 60.0
 
