@@ -505,10 +505,10 @@ def test_stale_lock_is_marked_and_cleared_by_renewal(
 ) -> None:
     locks = Locks(admin_api, iso_ns)
     op = OperatorProcess(
-        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("--stale-after-percent", "20")
+        control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("--stale-after-percent", "34")
     ).start()
     try:
-        # Stale after 6 s, expired after 30: a loaded machine has 24 s to see Stale and renew.
+        # Stale after 10 s (34%), expired after 30: a loaded machine has 20 s to see Stale and renew.
         locks.claim("a", "deploy://stale", "agent-a", ttl=30)
         locks.wait_phase("a", "Held")
 
@@ -517,7 +517,7 @@ def test_stale_lock_is_marked_and_cleared_by_renewal(
 
         locks.wait_for("a", stale, what="Stale")
         events = _wait_events(admin_api, iso_ns, "a", "Stale")
-        assert any("has not been renewed for 6 seconds, 20% of its 30 seconds lease" in m
+        assert any("has not been renewed for 10 seconds, 34% of its 30 seconds lease" in m
                    for r, _, m in events if r == "Stale")
         locks.renew("a")
         locks.wait_for("a", lambda b: not stale(b), what="not Stale")
