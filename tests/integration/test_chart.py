@@ -251,8 +251,18 @@ def release(tools: Tools, admin_api: ApiClient) -> Iterator[Release]:
         yield Release(name, namespace, locks_namespace, f"{name}-kubelock")
     finally:
         tools.helm("uninstall", name, "--namespace", namespace, "--ignore-not-found", "--wait", check=False)
+        _delete_cluster_leftovers(tools, name)
         _delete_namespace(admin_api, locks_namespace)
         _delete_namespace(admin_api, namespace)
+
+
+def _delete_cluster_leftovers(tools: Tools, release: str) -> None:
+    """Deletes what an uninstall that failed (a loaded API server, a helm timeout) left of a release
+    cluster-wide. Its admission policies bind every namespace: left behind, its maxTtlSeconds and its
+    operator's identity as the only writer of claim status would hold over every later test on this
+    control plane, which is shared by the whole run."""
+    kinds = "validatingadmissionpolicybindings,validatingadmissionpolicies,clusterrolebindings,clusterroles"
+    tools.kubectl("delete", kinds, "-l", f"app.kubernetes.io/instance={release}", "--ignore-not-found", check=False)
 
 
 def cluster_objects(release: Release) -> list[tuple[str, str]]:
