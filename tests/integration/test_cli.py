@@ -600,7 +600,7 @@ def test_wait_shows_position_and_holder_on_a_terminal_and_nothing_elsewhere(sh: 
         out, _ = waiting.communicate(timeout=DEADLINE)
         assert waiting.returncode == 0
         assert out.startswith(f"acquired {URI} as {holder('bob')}")
-        assert read_terminal(master, "\033[K", 5).endswith("\r\033[K")  # the line is erased before the result
+        assert read_terminal(master, "\033[K", DEADLINE).endswith("\r\033[K")  # the line is erased before the result
     finally:
         waiting.kill()
         os.close(master)

@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from kubelock.domain.resource import normalise
-from tests.support.claims import Locks, phase_of, status_of
+from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import OperatorProcess
 
@@ -60,12 +61,12 @@ def test_two_holder_cycle_makes_the_closing_claim_deadlocked(locks: Locks, admin
     assert victim["reason"] == "DeadlockDetected"
     assert victim["message"] == "deadlock: agent-b → github://acme/app/pr/10 → agent-a → deploy://api-prod → agent-b"
     assert phase_of(locks.get("a-wants-deploy")) == "Pending"
-    events = CoreV1Api(admin_api).list_namespaced_event(ns, field_selector="involvedObject.name=b-wants-pr").items
-    deadline = time.monotonic() + 10
-    while not any(e.reason == "DeadlockDetected" for e in events) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        events = CoreV1Api(admin_api).list_namespaced_event(ns, field_selector="involvedObject.name=b-wants-pr").items
-    assert any(e.reason == "DeadlockDetected" and e.type == "Warning" for e in events)
+    def events() -> list[Any]:
+        selector = "involvedObject.name=b-wants-pr"
+        return list(CoreV1Api(admin_api).list_namespaced_event(ns, field_selector=selector).items)
+
+    wait_until(lambda: any(e.reason == "DeadlockDetected" for e in events()), "the DeadlockDetected Event")
+    assert any(e.reason == "DeadlockDetected" and e.type == "Warning" for e in events())
     # The victim's holder releases what it holds: the other claim of the cycle proceeds.
     locks.delete("b-deploy")
     locks.wait_phase("a-wants-deploy", "Held")
@@ -202,23 +203,18 @@ def _random_workload(locks: Locks) -> None:
 
 
 def _assert_every_cycle_ended(locks: Locks) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    # Every claim decided and no cycle among the pending ones, waited for together: a loaded machine
+    # may still be choosing victims well after the last claim got its first answer (a fixed 2 s
+    # after it may be too short). A cycle left for good still fails, after the deadline.
+    def settled() -> bool:
         claims = locks.claims()
-        if all(phase_of(c) is not None for c in claims):
-            break
-        time.sleep(0.5)
-    time.sleep(2)
+        return all(phase_of(c) is not None for c in claims) and not _brute_force_cycle(*_waits_for(claims))
+
+    wait_until(settled, "every claim decided and no cycle of pending claims left", timeout=180)
     claims = locks.claims()
     assert all(phase_of(c) is not None for c in claims), "some claims were never decided"
-    held = {normalise(c["spec"]["resource"]): c["spec"]["holder"] for c in claims if phase_of(c) == "Held"}
-    waits: dict[str, set[str]] = {}
-    victims = []
-    for c in claims:
-        if phase_of(c) == "Pending":
-            waits.setdefault(c["spec"]["holder"], set()).add(normalise(c["spec"]["resource"]))
-        elif phase_of(c) == "Deadlocked":
-            victims.append(c)
+    held, waits = _waits_for(claims)
+    victims = [c for c in claims if phase_of(c) == "Deadlocked"]
     assert not _brute_force_cycle(held, waits), "a cycle of pending claims was left undetected"
     for victim in victims:
         trial = {h: set(rs) for h, rs in waits.items()}
@@ -231,6 +227,16 @@ def _assert_every_cycle_ended(locks: Locks) -> None:
 
 
 # ---- pod-bound liveness -------------------------------------------------------------------------
+
+
+def _waits_for(claims: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """Who holds each resource, and which resources each holder's pending claims wait for."""
+    held = {normalise(c["spec"]["resource"]): c["spec"]["holder"] for c in claims if phase_of(c) == "Held"}
+    waits: dict[str, set[str]] = {}
+    for c in claims:
+        if phase_of(c) == "Pending":
+            waits.setdefault(c["spec"]["holder"], set()).add(normalise(c["spec"]["resource"]))
+    return held, waits
 
 
 def _pod(admin_api: ApiClient, ns: str, name: str, node: str, labels: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
@@ -257,8 +263,8 @@ def test_pod_deleted_hands_the_lock_to_the_next_waiter(
     locks.wait_phase("next", "Pending")
     started = time.monotonic()
     CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=0)
-    locks.wait_phase("next", "Held", timeout=20)
-    assert time.monotonic() - started < 10
+    locks.wait_phase("next", "Held")
+    assert time.monotonic() - started < 20  # at once (about 1 s idle), with a loaded machine's margin
     revoked = locks.get("mine")
     if revoked:  # the garbage collector may already have removed it if it had an owner reference
         assert phase_of(revoked) == "Revoked" and status_of(revoked)["reason"] == "HolderPodTerminated"
@@ -274,9 +280,9 @@ def test_pod_finished_releases_its_lock(
     locks.claim("next", "deploy://x", "agent-1", wait=True)
     locks.wait_phase("next", "Pending")
     _set_pod_phase(admin_api, ns, "agent-0", phase)
-    revoked = status_of(locks.wait_phase("mine", "Revoked", timeout=20))
+    revoked = status_of(locks.wait_phase("mine", "Revoked"))
     assert revoked["reason"] == "HolderPodTerminated"
-    locks.wait_phase("next", "Held", timeout=10)
+    locks.wait_phase("next", "Held")
 
 
 # No kubelet or kwok manages this node (there is no such Node): a pod bound to it and deleted
@@ -300,16 +306,16 @@ def test_a_terminating_pod_keeps_its_lock_until_its_containers_have_stopped(
     assert phase_of(locks.get("next")) == "Pending"
     # A claim the stopping pod makes now, on a free resource, is not granted: the deletion was seen.
     locks.claim("late", "deploy://free", "agent-0", pod=(pod["name"], pod["uid"]))
-    late = status_of(locks.wait_for("late", lambda b: phase_of(b) is not None, 20, "an answer"))
+    late = status_of(locks.wait_for("late", lambda b: phase_of(b) is not None, what="an answer"))
     assert (late["phase"], late["reason"]) == ("Rejected", "HolderPodTerminated"), late
     assert "is terminating" in late["message"]
     assert phase_of(locks.get("mine")) == "Held"
     # The kubelet reports that the containers have stopped: now the lock goes to the next waiter.
     stopped = time.monotonic()
     _set_pod_phase(admin_api, ns, "agent-0", "Failed")
-    assert status_of(locks.wait_phase("mine", "Revoked", timeout=20))["reason"] == "HolderPodTerminated"
-    locks.wait_phase("next", "Held", timeout=10)
-    assert time.monotonic() - stopped < 10
+    assert status_of(locks.wait_phase("mine", "Revoked"))["reason"] == "HolderPodTerminated"
+    locks.wait_phase("next", "Held")
+    assert time.monotonic() - stopped < 20  # at once, with a loaded machine's margin
 
 
 def test_a_terminating_pod_that_never_reports_its_end_keeps_its_lock_while_its_lease_lasts(
@@ -319,20 +325,24 @@ def test_a_terminating_pod_that_never_reports_its_end_keeps_its_lock_while_its_l
     # them (a kubelet that is alive kills them then; one that is gone leaves them running, and their
     # holder renewing). The lease decides: renewed, the lock stays; not renewed, it expires.
     pod = _pod(admin_api, ns, "agent-0", UNMANAGED_NODE)
-    locks.claim("mine", "deploy://w", "agent-0", pod=(pod["name"], pod["uid"]), ttl=8)
+    # A lease of 12 s renewed every 1.5 s: a loaded machine that holds up a renewal for seconds
+    # does not end it (with 8 s it could).
+    ttl = 12
+    locks.claim("mine", "deploy://w", "agent-0", pod=(pod["name"], pod["uid"]), ttl=ttl)
     locks.wait_phase("mine", "Held")
     locks.claim("next", "deploy://w", "agent-1", wait=True)
     locks.wait_phase("next", "Pending")
     CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=2)
-    renewing_until = time.monotonic() + 12  # past the grace, and past a lease not renewed
+    renewing_until = time.monotonic() + 16  # past the grace, and past a lease not renewed
     while time.monotonic() < renewing_until:
+        renewed = time.monotonic()  # the operator sees the renewal after this, never before
         locks.renew("mine")
         time.sleep(1.5)
         assert phase_of(locks.get("mine")) == "Held"
         assert phase_of(locks.get("next")) == "Pending"
-    stopped = time.monotonic()
-    locks.wait_phase("next", "Held", timeout=20)
-    assert time.monotonic() - stopped >= 5  # the lease's 8 s from the last renewal, less a poll
+    locks.wait_phase("next", "Held")
+    # Not before the lease's 12 s from the last renewal (less 1 s of margin).
+    assert time.monotonic() - renewed >= ttl - 1
     assert status_of(locks.get("mine"))["reason"] == "LeaseExpired"
 
 
@@ -387,10 +397,12 @@ def test_pod_dies_while_the_operator_is_down(
         op.kill()
         CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=0)
         time.sleep(1)
-        started = time.monotonic()
         op = OperatorProcess(control_plane.kubeconfig, log, namespaces=(ns,)).start()
-        locks.wait_phase("next", "Held", timeout=20)
-        assert time.monotonic() - started < 15
+        # From the restarted operator's readiness (its start-up on a loaded machine is not the point):
+        # at once (about a second on an idle machine), with a loaded machine's margin.
+        started = time.monotonic()
+        locks.wait_phase("next", "Held")
+        assert time.monotonic() - started < 20
     finally:
         op.stop()
         with contextlib.suppress(ApiException):
@@ -453,7 +465,7 @@ def test_a_restarted_operator_keeps_a_stopping_pods_lock_until_it_is_reported_st
         # Unanswered at the restart: the early path's to decide.
         locks.claim("new", "deploy://stopping", "agent-2", wait=True)
         op = OperatorProcess(control_plane.kubeconfig, log, namespaces=(ns,)).start()
-        locks.wait_phase("new", "Pending", timeout=20)
+        locks.wait_phase("new", "Pending")
         # Through the grace and past it: the holder has not been reported stopped.
         while time.monotonic() - deleted < 24:
             assert phase_of(locks.get("mine")) == "Held"
@@ -463,8 +475,8 @@ def test_a_restarted_operator_keeps_a_stopping_pods_lock_until_it_is_reported_st
         # The kubelet reports the containers stopped: the lock goes to the first waiter.
         stopped = time.monotonic()
         _set_pod_phase(admin_api, ns, "agent-0", "Failed")
-        locks.wait_phase("queued", "Held", timeout=10)
-        assert time.monotonic() - stopped < 10
+        locks.wait_phase("queued", "Held")
+        assert time.monotonic() - stopped < 20  # at once, with a loaded machine's margin
         assert status_of(locks.get("mine"))["reason"] == "HolderPodTerminated"
         assert phase_of(locks.get("new")) == "Pending"
     finally:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from kubernetes.client import ApiClient
 
-from tests.support.claims import GROUP, VERSION, Locks, phase_of, wait_until
+from tests.support.claims import GROUP, VERSION, Locks, phase_of, status_of, wait_until
 from tests.support.monitor import LockMonitor
 from tests.support.operator import OperatorProcess
 
@@ -89,9 +90,12 @@ def test_a_stopped_operator_grants_nothing_to_claims_deleted_while_it_was_stoppe
     try:
         with LockMonitor(admin_api, iso_ns) as monitor:
             for r in range(RESOURCES):
-                locks.claim(f"h{r:02d}", f"deploy://paused-{r:02d}", f"holder-{r:02d}", ttl=5)
-            for r in range(RESOURCES):
-                locks.wait_phase(f"h{r:02d}", "Held")
+                # 30 s: every waiter is queued (and seen Pending) before a lease ends, even on a
+                # loaded machine where 24 creates and their answers take longer than 5 s.
+                locks.claim(f"h{r:02d}", f"deploy://paused-{r:02d}", f"holder-{r:02d}", ttl=30)
+            leases_end = max(
+                _timestamp(status_of(locks.wait_phase(f"h{r:02d}", "Held"))["expiresAt"]) for r in range(RESOURCES)
+            )
             waiters = {}
             for r in range(RESOURCES):
                 body = locks.claim(f"w{r:02d}", f"deploy://paused-{r:02d}", f"waiter-{r:02d}", wait=True)
@@ -103,11 +107,11 @@ def test_a_stopped_operator_grants_nothing_to_claims_deleted_while_it_was_stoppe
                 for name in waiters.values():
                     locks.delete(name)  # the waiters give up while the operator is stopped
                 deleted_by = _current_version(locks)
-                time.sleep(6)  # and the holders' leases run out
+                time.sleep(max(0.0, leases_end + 1 - time.time()))  # and the holders' leases run out
             finally:
                 op.resume()
             for r in range(RESOURCES):
-                locks.wait_phase(f"h{r:02d}", "Expired", timeout=30)
+                locks.wait_phase(f"h{r:02d}", "Expired")
             wait_until(lambda: not locks.locks(), "every lock to be gone")
             time.sleep(0.5)
         phantoms = [
@@ -117,3 +121,7 @@ def test_a_stopped_operator_grants_nothing_to_claims_deleted_while_it_was_stoppe
         assert "did not run for" in op.log_text()
     finally:
         op.stop()
+
+
+def _timestamp(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()

@@ -239,7 +239,11 @@ def test_claims_with_huge_metadata_do_not_stall_other_agents(
         print(f"\nbob's try-lock answered in (s): before {before}; 20 plain claims of alice, their creates and "
               f"renewals: {plain}; 20 claims with 16384 characters of annotations each: {big}; "
               f"load {os.getloadavg()[0]:.1f}")
-    assert max(big["after"]) < 10 and max(big["during"]) < 10  # type: ignore[call-overload]
+    # A stall is minutes; a loaded machine makes every answer slow, the control's too: the bound is
+    # 10 s or three times the slowest answer of the control, whichever is more.
+    control = [*before, *plain["during"], *plain["after"]]  # type: ignore[misc]
+    limit = max(10.0, 3 * max(control))
+    assert max(big["after"]) < limit and max(big["during"]) < limit, (limit, big)  # type: ignore[call-overload]
     rss_before, rss_after = (int(v) for v in str(big["RSS KiB"]).split(" -> "))
     assert rss_after - rss_before < 64 * 1024  # a copy of the 20 claims' metadata would be ~10 MB a version
 

@@ -12,6 +12,12 @@ from kubernetes import client as k8s
 GROUP, VERSION = "kubelock.dev", "v1alpha1"
 Body = dict[str, Any]
 
+# The least any wait here lasts before it fails. A wait's timeout is when to give up on a state
+# that should come, not a claim about speed: on a loaded 2-core CI machine an API round trip or an
+# operator's reaction can take many seconds, and a 10 s wait would fail a test that is right. A test
+# that claims a bound says so with its own assertion on the time measured (and a margin).
+MIN_WAIT_SECONDS = 60.0
+
 
 class Locks:
     """LockClaim/ResourceLock access for one namespace and one identity."""
@@ -88,9 +94,14 @@ class Locks:
         self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "resourcelocks", name)
 
     def wait_for(self, name: str, predicate: Callable[[Body], bool], timeout: float = 30, what: str = "") -> Body:
+        """Polls the claim until `predicate` holds; fails after `timeout` s (at least MIN_WAIT_SECONDS)."""
+        timeout = max(timeout, MIN_WAIT_SECONDS)
         deadline = time.monotonic() + timeout
         last: Body = {}
-        while time.monotonic() < deadline:
+        while True:
+            # The deadline is read before the look: a look that starts in time counts even when the
+            # machine stalls this process past the deadline while it is made.
+            late = time.monotonic() >= deadline
             try:
                 last = self.get(name)
             except k8s.ApiException as error:
@@ -99,8 +110,9 @@ class Locks:
             else:
                 if predicate(last):
                     return last
+            if late:
+                raise AssertionError(f"claim {name} did not become {what or predicate} within {timeout}s; last: {last}")
             time.sleep(0.05)
-        raise AssertionError(f"claim {name} did not become {what or predicate} within {timeout}s; last: {last}")
 
     def wait_phase(self, name: str, phase: str, timeout: float = 30) -> Body:
         return self.wait_for(name, lambda b: phase_of(b) == phase, timeout, phase)
@@ -118,19 +130,23 @@ def status_of(body: Body) -> Body:
 
 
 def wait_until(done: Callable[[], object], what: str, timeout: float = 30) -> None:
-    """Poll `done` until it is truthy; fail naming `what` after `timeout` seconds."""
+    """Poll `done` until it is truthy; fail naming `what` after `timeout` s (at least MIN_WAIT_SECONDS),
+    with one last look after the deadline."""
+    timeout = max(timeout, MIN_WAIT_SECONDS)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
+        late = time.monotonic() >= deadline
         if done():
             return
+        if late:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def wait_until_async(done: Callable[[], object], what: str, within: float = 30) -> None:
     """`wait_until` from a coroutine: `done` (blocking API calls) runs in a thread, so the event loop,
     with an operator on it, keeps running meanwhile."""
-    deadline = time.monotonic() + within
+    deadline = time.monotonic() + max(within, MIN_WAIT_SECONDS)
     while not await asyncio.to_thread(done):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -45,7 +45,7 @@ class HolderMonitor:
             self._watch.stop()
             self._thread.join(10)
 
-    def settle(self, timeout: float = 30.0) -> None:
+    def settle(self, timeout: float = 60.0) -> None:
         """Wait until the watch has shown every claim as a fresh LIST has it. A test that saw a claim
         Held by a GET may stop the monitor before the watch (another connection) delivered that
         write, and would then judge a history that misses its last grant."""

@@ -98,29 +98,42 @@ class OperatorProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def _signal(self, signum: signal.Signals) -> bool:
+        """Signals the operator's process group while the operator is not yet reaped, and only then.
+
+        Once reaped, its pid (the group's id) is free: with this machine's pid_max of 32 768 and the
+        process churn of a CI run it is soon another process's, possibly a session leader such as a
+        control plane's kube-apiserver, which a stale SIGSTOP or SIGKILL would freeze or kill. An
+        unreaped child (running or a zombie) keeps its pid, so a poll() that finds it running makes
+        the signal safe.
+        """
+        if self.popen is None or self.popen.poll() is not None:
+            return False
+        os.killpg(self.popen.pid, signum)
+        return True
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies."""
-        if self.popen is not None and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
+        if self._signal(signal.SIGKILL):
+            assert self.popen is not None
             self.popen.wait(10)
 
     def pause(self) -> None:
-        if self.popen is not None:
-            os.killpg(self.popen.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        if self.popen is not None:
-            os.killpg(self.popen.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 15) -> int | None:
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+        if self._signal(signal.SIGTERM):
+            # A paused operator would hold SIGTERM pending until the end of the timeout.
+            self._signal(signal.SIGCONT)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
+                self._signal(signal.SIGKILL)
                 self.popen.wait(10)
         return self.popen.returncode
 

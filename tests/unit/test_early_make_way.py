@@ -54,4 +54,6 @@ def test_the_priming_waits_no_longer_than_its_bound_in_all(monkeypatch: Any) -> 
         return first, second
 
     first, second = asyncio.run(run())
-    assert 0.25 <= first < 2.0 and second < 0.05
+    # The second call does not wait: well under the bound of 0.3 s even when a loaded machine
+    # holds the process up (0.05 s left no room for that).
+    assert 0.25 <= first < 2.0 and second < 0.2

@@ -59,11 +59,13 @@ async def test_a_failed_list_raises_the_clients_error_not_a_group() -> None:
 async def test_the_periodic_resync_outlives_a_failed_pass_and_tries_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime_module, "RESYNC_RETRY_SECONDS", 0.05, raising=False)
     lists = Lists(failing=2)
-    rt = runtime(lists, resync_seconds=1)  # the first pass 1 s after the start, the next 1 s later
+    rt = runtime(lists, resync_seconds=2)  # the first pass 2 s after the start, the next 2 s later
     task = asyncio.create_task(rt._resync_forever())
     try:
-        # Two failed passes and a good one within 1 s + 2 × 0.05 s: the loop went on, at the retry's pace.
-        await asyncio.wait_for(lists.passes_done.wait(), timeout=1.8)
+        # Two failed passes and a good one 2 s + 2 × 0.05 s after the start: the loop went on, at the
+        # retry's pace (at the resync's pace the good one would come at 6 s). Up to 3.9 s for a loaded
+        # machine's late wake-ups.
+        await asyncio.wait_for(lists.passes_done.wait(), timeout=3.9)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -95,5 +95,7 @@ def test_a_watch_request_whose_answer_does_not_begin_is_given_up_at_the_request_
 
 def test_a_watch_the_server_ends_at_its_timeout_ends_cleanly() -> None:
     events, took, outcome = watch(ends_at_its_timeout, timeout_seconds=1)
+    # The outcome tells a clean end from one given up after the grace; the time, with a loaded
+    # machine's margin, that it came at the timeout and not at the 20 s guard.
     assert (events, outcome) == (1, "")
-    assert took < 1.4, took
+    assert took < 3.0, took

@@ -57,17 +57,22 @@ class ManagedProcess:
         return tail_file(self.log_path, lines) if self.log_path else "(output not captured)"
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code."""
-        if self.alive():
-            _signal_group(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, self.pid, timeout)
-                _signal_group(self.pid, signal.SIGKILL)
-                self.popen.wait()
-        # Anything the child forked itself is still in its group: leave nothing behind.
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code.
+
+        The process group is signalled only while its leader is not yet reaped: a reaped child's pid,
+        which is its group's id, is free for the kernel to give to a new process (soon, where
+        pid_max is 32 768), such as another test bed's kube-apiserver, a session leader of its own.
+        """
+        if self.popen.poll() is not None:
+            # Reaped already (by alive(), maybe long ago): its group id may name another process now.
+            return self.popen.returncode
+        _signal_group(self.pid, signal.SIGTERM)
+        if not _exits_within(self.pid, timeout):
+            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, self.pid, timeout)
+        # Anything the child forked itself is still in its group: leave nothing behind. The leader is
+        # at most a zombie here, so its pid still names its group and nobody else's.
         _signal_group(self.pid, signal.SIGKILL)
+        self.popen.wait()
         return self.popen.returncode
 
 
@@ -125,6 +130,20 @@ def _die_with_parent(parent: int) -> None:
     # The parent may have died before prctl took effect; then nobody would ever signal us.
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _exits_within(pid: int, timeout: float) -> bool:
+    """Waits up to ``timeout`` s for the child ``pid`` to exit, without reaping it (``WNOWAIT``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # reaped meanwhile after all
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
