@@ -216,14 +216,19 @@ def test_an_sdk_holder_cut_off_silently_learns_of_the_loss_by_its_deadline(
         bob.close()
 
 
+# Its files are written whole (a temporary file, then a rename): the test reads one as soon as it
+# exists, and a plain write_text can be seen empty in between.
 CHILD = r"""
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
 d = pathlib.Path(sys.argv[1])
+def note(name):
+    (d / (name + ".tmp")).write_text(repr(time.time()))
+    os.replace(d / (name + ".tmp"), d / name)
 def on_term(*_):
-    (d / "term").write_text(repr(time.time()))
+    note("term")
     sys.exit(7)
 signal.signal(signal.SIGTERM, on_term)
-(d / "started").write_text(repr(time.time()))
+note("started")
 time.sleep(600)
 """
 
