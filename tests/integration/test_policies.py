@@ -47,8 +47,10 @@ from tests.support.operator import OperatorProcess
 
 PREFIX = "klp-"
 GROUP, VERSION, PLURAL = "kubelock.dev", "v1alpha1", "lockpolicies"
-DELAY = 4
-SHORT_DELAY = 2
+# Rests long enough that a waiter's `LockDelay` status, which a test polls for, lasts well beyond a
+# loaded machine's GET (4 s could pass before the poll saw it, and the waiter was Held by then).
+DELAY = 10
+SHORT_DELAY = 5
 # A holder's lease that ends by itself: long enough that the waiters queue before it does (a loaded
 # machine takes seconds between two claims).
 SHORT_TTL = 6
