@@ -204,7 +204,7 @@ def test_agents_never_work_on_one_item_at_once_and_dead_agents_release(tools: To
     def released() -> bool:
         return not any(pod_of(lock) in victims for lock in current_locks().values())
 
-    poll(released, f"the locks of the killed pods {victims} to be released", 30)
+    poll(released, f"the locks of the killed pods {victims} to be released", 90)
     claims = json.loads(tools.kubectl("get", "lockclaims", "--namespace", namespace, "-o", "json"))["items"]
     for claim in claims:
         if pod_of(claim["spec"]) in victims:

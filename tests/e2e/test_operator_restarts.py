@@ -66,7 +66,7 @@ def test_deleted_operator_pod_is_replaced_without_double_grants_and_waiters_keep
         current = holder
         for waiter in waiters:
             agents.kill(current)
-            poll(lambda w=waiter: agents.phase_of(w, uri) == "Held", f"{waiter} to be granted", 30)
+            poll(lambda w=waiter: agents.phase_of(w, uri) == "Held", f"{waiter} to be granted", 90)
             current = waiter
     assert monitor.violations == []
     order = [name for resource, name, _ in monitor.grants if resource == uri]

@@ -130,7 +130,7 @@ def test_an_interrupted_node_leaves_nothing_behind(tmp_path: Path, signum: signa
         assert len(_processes_in(pid_ns)) >= 4  # init, containerd, kubelet, kube-proxy, shim, pause...
         child.send_signal(signum)
         child.wait(60)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # the kernel tears a namespace down asynchronously: slower when loaded
     while (_processes_in(pid_ns) or net_ns in _namespaces_in_use()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_in(pid_ns) == [], "processes of the node outlived it"

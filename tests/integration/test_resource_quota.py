@@ -40,6 +40,7 @@ CLAIMS = "count/lockclaims.kubelock.dev"
 LOCKS = "count/resourcelocks.kubelock.dev"
 DEADLINE = 60.0  # generous for 2 shared cores
 DECISION = 30.0  # the SDK's wait for the operator's answer
+REFUSED_WAIT = 20  # a wait that ends TimedOut under a used-up lock quota, told of the refusal first
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +232,8 @@ def test_a_quota_on_locks_makes_the_operator_fail_closed_and_say_why(
 
             # A waiter's client is told while it waits and when it gives up: the command (stderr is no
             # terminal here: one line) and the SDK's TimedOut both say the grant was refused.
-            command = run("kubelock", "acquire", "mr://locks/e", "--wait", "--timeout", "6",
+            # Waits long enough for the operator's refused create and its status to reach the client.
+            command = run("kubelock", "acquire", "mr://locks/e", "--wait", "--timeout", str(REFUSED_WAIT),
                           env=environment(config, namespace, instance="cli-wait"))  # fmt: skip
             assert command.code == ExitCode.TIMED_OUT, command
             assert "kubelock: waiting for mr://locks/e: the API server refused to create lock" in command.stderr
@@ -242,7 +244,7 @@ def test_a_quota_on_locks_makes_the_operator_fail_closed_and_say_why(
                 LockClient(kubeconfig=config, namespace=namespace, instance="sdk-w", decision_timeout=DECISION) as sdk,
                 pytest.raises(TimedOut) as gave_up,
             ):
-                sdk.acquire("mr://locks/f", wait=True, timeout=6)
+                sdk.acquire("mr://locks/f", wait=True, timeout=REFUSED_WAIT)
             assert "not granted because the API server refused" in gave_up.value.message
             assert "exceeded quota: locks" in gave_up.value.message
 

@@ -33,6 +33,7 @@ from tests.support.partition import Partition, kubeconfig_for
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 R, R2 = "deploy://silent-a", "deploy://silent-b"
 TTL = 4
+SDK_TTL = 8  # the SDK holder's lease
 SLACK = 8.0  # scheduling on two shared cores: a bound is checked with this much to spare
 # How long the operator's write or GET may go unanswered (`runtime.REQUEST_TIMEOUT_SECONDS`), written
 # out: a bound read from the code under test would follow the code if it regressed.
@@ -193,10 +194,12 @@ def test_an_sdk_holder_cut_off_silently_learns_of_the_loss_by_its_deadline(
     bob = LockClient(kubeconfig=str(control_plane.user_kubeconfig("bob")), namespace=iso_ns, instance="w1")
     try:
         with HolderMonitor(admin_api, iso_ns) as holders:
-            with alice.lock(R, ttl=TTL) as lease:
+            # Lost at the renew deadline (two thirds of the TTL): a third of it, plus 0.5 s, is what a
+            # loaded machine may take to say so before the bound below; 8 s leaves it 3.2 s.
+            with alice.lock(R, ttl=SDK_TTL) as lease:
                 time.sleep(1.5)  # a renewal went through
                 partition.blackhole()
-                assert lease.lost.wait(TTL + SLACK)
+                assert lease.lost.wait(SDK_TTL + SLACK)
                 lost_at = time.time()
                 assert isinstance(lease.error, Expired), lease.error
                 assert lease.expires_at is not None
@@ -216,14 +219,19 @@ def test_an_sdk_holder_cut_off_silently_learns_of_the_loss_by_its_deadline(
         bob.close()
 
 
+# Its files are written whole (a temporary file, then a rename): the test reads one as soon as it
+# exists, and a plain write_text can be seen empty in between.
 CHILD = r"""
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
 d = pathlib.Path(sys.argv[1])
+def note(name):
+    (d / (name + ".tmp")).write_text(repr(time.time()))
+    os.replace(d / (name + ".tmp"), d / name)
 def on_term(*_):
-    (d / "term").write_text(repr(time.time()))
+    note("term")
     sys.exit(7)
 signal.signal(signal.SIGTERM, on_term)
-(d / "started").write_text(repr(time.time()))
+note("started")
 time.sleep(600)
 """
 

@@ -34,10 +34,11 @@ SaApi = Callable[..., ApiClient]
 SaToken = Callable[..., str]
 UserApi = Callable[[str], ApiClient]
 
-# Generous for 2 cores; every wait polls and returns as soon as the state is reached.
-DEADLINE = 30.0
+# Generous for 2 loaded cores (kwok's pod phases, the namespace controller's deletion of every
+# resource kind); every wait polls and returns as soon as the state is reached.
+DEADLINE = 120.0
 # The garbage collector learns the resources it tracks from discovery after it starts.
-GC_DEADLINE = 60.0
+GC_DEADLINE = 120.0
 POD_IMAGE = "registry.k8s.io/pause:3.10"  # never pulled: kwok only pretends to run it
 
 

@@ -24,6 +24,7 @@ from kubelock.operator.watches import ListWatch
 from tests.support.claims import Locks, phase_of, wait_until_async
 
 R = "deploy://watch-resume"
+WAIT_SECONDS = 10  # the waiter's wait timeout
 
 
 class Recorder:
@@ -135,12 +136,14 @@ def test_a_silently_dead_claim_watch_is_resumed_without_a_list(
         try:
             await asyncio.to_thread(locks.claim, "holder", R, "agent-h")
             await wait_until_async(lambda: phase("holder") == "Held", "the holder's grant")
-            await asyncio.to_thread(locks.claim, "waiter", R, "agent-w", wait=True, wait_timeout=2)
+            # The wait outlasts seeing it Pending on a loaded machine: its timeout must come after deaf.set().
+            await asyncio.to_thread(locks.claim, "waiter", R, "agent-w", wait=True, wait_timeout=WAIT_SECONDS)
             await wait_until_async(lambda: phase("waiter") == "Pending", "the waiter's answer")
             deaf.set()  # the waiter's TimedOut, written by the operator, is the event swallowed
-            await wait_until_async(lambda: phase("waiter") == "TimedOut", "the wait's timeout")
+            await wait_until_async(lambda: phase("waiter") == "TimedOut", "the wait's timeout",
+                                   within=WAIT_SECONDS + 60)
             timed_out = int(locks.get("waiter")["metadata"]["resourceVersion"])
-            await wait_until_async(lambda: "has delivered nothing" in caplog.text, "the dead watch noticed", within=20)
+            await wait_until_async(lambda: "has delivered nothing" in caplog.text, "the dead watch noticed", within=60)
             await asyncio.to_thread(locks.claim, "after", R + "-2", "agent-a")
             await wait_until_async(lambda: phase("after") == "Held", "a grant after the resume")
             watch, _ = runtime._claim_watches[iso_ns]
