@@ -94,6 +94,18 @@ def control_plane(
         plane.stop()
 
 
+@pytest.fixture(autouse=True)
+def _control_plane_outlives_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test during which the session's control plane lost a process, naming the process and
+    quoting its log: the tests after it would otherwise fail with "connection refused" and no cause."""
+    yield
+    if "control_plane" not in request.fixturenames:
+        return
+    plane = request.getfixturevalue("control_plane")
+    if isinstance(plane, ControlPlane) and (exited := plane.exited()):
+        pytest.fail("the session's control plane lost a process during this test: " + "\n".join(exited))
+
+
 @pytest.fixture(scope="session")
 def admin_api(control_plane: Cluster) -> Iterator[ApiClient]:
     """An API client with the admin's credentials (member of system:masters in the bed)."""

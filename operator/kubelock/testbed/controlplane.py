@@ -636,14 +636,20 @@ class ControlPlane:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def exited(self) -> list[str]:
+        """Each of the plane's processes that has exited: its name, exit code and last log lines."""
+        return [
+            f"{process.name} exited with code {process.popen.returncode}\n"
+            f"--- last lines of {process.log_path} ---\n{process.tail()}"
+            for process in self._processes
+            if not process.alive()
+        ]
+
     def _check_alive(self) -> None:
         # kwok, for one, exits a moment after start on a bad configuration, with nothing waited on.
-        for process in self._processes:
-            if not process.alive():
-                raise ProcessError(
-                    f"{process.name} exited with code {process.popen.returncode} during start-up\n"
-                    f"--- last lines of {process.log_path} ---\n{process.tail()}"
-                )
+        exited = self.exited()
+        if exited:
+            raise ProcessError(f"{exited[0]}\n(during start-up)")
 
     def _required_binaries(self) -> list[str]:
         wanted = list(binaries.CORE_BINARIES)
