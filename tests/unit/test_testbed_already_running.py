@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from kubelock.testbed.__main__ import DEFAULT_WORKDIR, _claim_pid_file
+from kubelock.testbed.__main__ import DEFAULT_WORKDIR, _claim_pid_file, _running_pid
 from kubelock.testbed.processes import ProcessError
 
 
+def sleeper(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    # `kubelock.testbed` and the work directory in its arguments (relative to its working directory)
+    # are what the pid file's check reads in /proc/<pid>/cmdline and /proc/<pid>/cwd.
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "kubelock.testbed", "run", *args],
+                            cwd=cwd)  # fmt: skip
+
+
 @pytest.fixture
-def first_run() -> Iterator[int]:
-    # `kubelock.testbed` in its arguments is what the pid file's check looks for in /proc/<pid>/cmdline.
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "kubelock.testbed", "run"])
+def first_run(tmp_path: Path) -> Iterator[int]:
+    """A `run` in tmp_path with the default work directory, tmp_path/.run."""
+    process = sleeper(tmp_path)
     try:
         yield process.pid
     finally:
@@ -42,10 +49,32 @@ def test_in_the_repository_it_names_ctrl_c_and_make_down(
 
 
 def test_elsewhere_it_names_the_module(first_run: int, tmp_path: Path) -> None:
-    (tmp_path / "run.pid").write_text(f"{first_run}\n")
+    workdir = tmp_path / DEFAULT_WORKDIR
+    workdir.mkdir()
+    (workdir / "run.pid").write_text(f"{first_run}\n")
     with pytest.raises(ProcessError) as refused:
-        _claim_pid_file(tmp_path)
-    assert f"`python -m kubelock.testbed down --workdir {tmp_path}`" in str(refused.value)
+        _claim_pid_file(workdir)
+    assert f"`python -m kubelock.testbed down --workdir {workdir}`" in str(refused.value)
+
+
+@pytest.mark.parametrize("form", ["--workdir", "--workdir="])
+def test_the_run_of_another_work_directory_is_not_taken_for_this_ones(tmp_path: Path, form: str) -> None:
+    # A stale pid file whose pid is now another bed's `run`: `down` here must not stop that bed.
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    other.mkdir()
+    mine.mkdir()
+    args = [form + str(other)] if form.endswith("=") else [form, "other"]  # absolute, or relative to its cwd
+    process = sleeper(tmp_path, *args)
+    try:
+        (mine / "run.pid").write_text(f"{process.pid}\n")
+        assert _running_pid(mine) is None
+        (other / "run.pid").write_text(f"{process.pid}\n")
+        assert _running_pid(other) == process.pid
+        _claim_pid_file(mine)
+        assert (mine / "run.pid").read_text().strip() != str(process.pid)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_stale_pid_file_is_taken_over(tmp_path: Path) -> None:

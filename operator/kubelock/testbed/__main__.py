@@ -474,11 +474,26 @@ def _running_pid(workdir: Path) -> int | None:
     if not pid_alive(pid):
         return None
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return pid  # no /proc: trust the pid file
-    # After a reboot or a crash the pid may belong to an unrelated process now.
-    return pid if b"kubelock.testbed" in cmdline else None
+    # After a reboot or a crash the pid may belong to an unrelated process now, or to the `run` of
+    # another work directory (pids are reused within minutes here), which `down` must not stop.
+    if "kubelock.testbed" not in argv:
+        return None
+    theirs = cwd / _flag_value(argv, "--workdir", DEFAULT_WORKDIR)
+    return pid if theirs.resolve() == workdir.resolve() else None
+
+
+def _flag_value(argv: list[str], flag: str, default: str) -> str:
+    """The value of `flag` in a command line (`--flag V` or `--flag=V`), else `default`."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg[len(flag) + 1 :]
+    return default
 
 
 def _run_options(pid: int) -> tuple[bool, bool, bool] | None:
