@@ -199,7 +199,8 @@ def test_a_second_live_process_of_one_instance_cannot_release_the_firsts_lock(
         # A command run under the lock by `kubelock run` of the same instance: its release is refused
         # (the lock is `kubelock run`'s), and `kubelock run` releases the lock when the command ends.
         other = "deploy://shared-instance-run"
-        under = run("kubelock", "run", other, "--ttl", "60", "--", *argv_of("kubelock"), "release", other, env=alice_env)
+        under = run("kubelock", "run", other, "--ttl", "60", "--", *argv_of("kubelock"), "release", other,
+                    env=alice_env)
         assert under.code == ExitCode.HELD, under
         assert "another live process" in under.stderr, under
 
