@@ -86,7 +86,11 @@ def locks(admin_api: ApiClient, ns: str) -> Locks:
     return Locks(admin_api, ns)
 
 
-def apply_policy(api: ApiClient, ns: str, name: str, **spec: Any) -> dict[str, Any]:
+def apply_policy(api: ApiClient, ns: str, name: str, *, governed: bool = True, **spec: Any) -> dict[str, Any]:
+    """Create or replace the policy and, with `governed`, wait until the operator governs with it (its
+    `status.observedGeneration`): a claim made before may be decided without it (docs/api.md, "When a
+    policy starts to govern"), which a loaded machine shows. Without an operator watching `ns`, pass
+    `governed=False`."""
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockPolicy", "metadata": {"name": name}, "spec": spec}
     objects = CustomObjectsApi(api)
     try:
@@ -94,11 +98,20 @@ def apply_policy(api: ApiClient, ns: str, name: str, **spec: Any) -> dict[str, A
     except ApiException as error:
         if error.status != 404:
             raise
-        with _seen_by_operator(ns, name):
-            return dict(objects.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body))
-    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    with _seen_by_operator(ns, name):
-        return dict(objects.replace_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body))
+        written = dict(objects.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body))
+    else:
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        written = dict(objects.replace_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, body))
+    generation = written["metadata"]["generation"]
+    if not governed:
+        return written
+
+    def governs() -> bool:
+        seen = objects.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+        return bool((seen.get("status") or {}).get("observedGeneration", 0) >= generation)
+
+    wait_until(governs, f"the operator governs with LockPolicy {ns}/{name} generation {generation}", timeout=60)
+    return written
 
 
 def delete_policy(api: ApiClient, ns: str, name: str) -> None:
@@ -108,7 +121,8 @@ def delete_policy(api: ApiClient, ns: str, name: str) -> None:
 
 @contextlib.contextmanager
 def _seen_by_operator(ns: str, name: str) -> Iterator[None]:
-    """Return from a policy write only once the operator deciding `ns` has seen it. Policies have a
+    """Return from a policy deletion only once the operator deciding `ns` has seen it (a deleted policy
+    has no status to wait for; `apply_policy` waits for `observedGeneration`). Policies have a
     watch of their own (docs/architecture.md, quotas): a claim made right after the write can be
     decided before the policy's event arrives, which a loaded machine makes likely (a claim granted
     with no rest, no quota, no ledger). The operator logs each policy event it takes in."""
@@ -194,7 +208,8 @@ def test_kubectl_apply_of_a_bad_policy_says_what_is_wrong(  # type: ignore[no-un
 
 
 def test_kubectl_get_and_explain(control_plane, admin_api: ApiClient, namespace: str) -> None:  # type: ignore[no-untyped-def]
-    apply_policy(admin_api, namespace, "deploys", resourcePrefix="deploy://", capacity=3, lockDelaySeconds=5)
+    apply_policy(admin_api, namespace, "deploys", governed=False, resourcePrefix="deploy://", capacity=3,
+                 lockDelaySeconds=5)
     table = kubectl(control_plane, "-n", namespace, "get", "lp").stdout.splitlines()
     assert table[0].split() == ["NAME", "PREFIX", "CAPACITY", "LOCK-DELAY", "AGE"]
     assert table[1].split()[:4] == ["deploys", "deploy://", "3", "5"]
@@ -218,7 +233,7 @@ def test_agents_read_policies_and_only_admins_write_them(admin_api: ApiClient, u
     admin = user_api("lockadmin")
     agent = user_api("alice")
     wait_until(lambda: _can_list(agent, namespace), "the agent's binding to take effect")
-    apply_policy(admin, namespace, "deploys", resourcePrefix="deploy://", lockDelaySeconds=5)
+    apply_policy(admin, namespace, "deploys", governed=False, resourcePrefix="deploy://", lockDelaySeconds=5)
     assert [p["metadata"]["name"] for p in _list(agent, namespace)] == ["deploys"]
     with pytest.raises(ApiException) as refused:
         apply_policy(agent, namespace, "mine", resourcePrefix="", capacity=100)
@@ -589,7 +604,7 @@ def test_two_operators_keep_one_holders_quota_together(  # type: ignore[no-untyp
     limit, burst, waves = 3, 16, 3
     with temporary_namespace(admin_api, "klq-") as ns:
         locks = Locks(admin_api, ns)
-        apply_policy(admin_api, ns, "burst", resourcePrefix="deploy://", maxHeldPerHolder=limit)
+        apply_policy(admin_api, ns, "burst", governed=False, resourcePrefix="deploy://", maxHeldPerHolder=limit)
         first = OperatorProcess(control_plane.kubeconfig, tmp_path / "a.log", namespaces=(ns,)).start()
         second = OperatorProcess(control_plane.kubeconfig, tmp_path / "b.log", namespaces=(ns,)).start()
         try:

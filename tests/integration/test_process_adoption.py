@@ -26,7 +26,7 @@ from kubelock.domain.resource import claim_name, normalise
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.access import bind, can_claim
 from tests.support.claims import Locks, phase_of
-from tests.support.commands import environment, run
+from tests.support.commands import argv_of, environment, run
 from tests.support.operator import REPO, OperatorProcess
 
 Cluster = Any
@@ -152,3 +152,66 @@ def test_a_claim_with_a_malformed_process_mark_is_adopted_not_a_crash(
     assert run("runlock", URI, env=alice_env).code == 0
     wait_until(lambda: not any(c["metadata"]["name"] == claim for c in admin.claims()),
                what="the claim is released", timeout=DEADLINE)
+
+
+# Releases the lock as the same instance, once: what a second process (a sibling given the same
+# instance, a command run under the lock) would do by mistake.
+RELEASING = f"""
+import json
+from kubelock.sdk import LockClient, LockError
+with LockClient(decision_timeout={DEADLINE}) as client:
+    try:
+        result = client.release({URI!r})
+        print(json.dumps({{"released": result.claim_name}}))
+    except LockError as error:
+        print(json.dumps({{"error": type(error).__name__, "reason": error.reason, "message": error.message}}))
+"""
+
+
+def test_a_second_live_process_of_one_instance_cannot_release_the_firsts_lock(
+    alice_env: dict[str, str], admin_api: ApiClient, namespace: str
+) -> None:
+    """`kubelock release URI` names no claim: it releases the claim of holder + URI. A second process of
+    the holder's instance (a sibling, a command `kubelock run` started) used to delete the claim the
+    first still held and used; the first was then told it had lost the lock. Now the release is
+    refused while the maker lives, saying who holds it, and goes through once that process is gone."""
+    admin = Locks(admin_api, namespace)
+    claim = claim_name(HOLDER, normalise(URI))
+    first = python(HOLDING, alice_env)
+    try:
+        assert first.stdout is not None
+        held = json.loads(first.stdout.readline() or "{}")
+        assert held.get("ok") is True, first.stderr.read() if first.stderr else held
+        before = admin.get(claim)
+
+        done = subprocess.run([sys.executable, "-c", RELEASING], env=alice_env, capture_output=True, text=True,
+                              cwd=REPO, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        sdk = json.loads(done.stdout)
+        assert (sdk.get("error"), sdk.get("reason")) == ("HeldByAnotherProcess", "HeldByAnotherProcess"), sdk
+        assert f"pid {held['pid']}" in sdk["message"] and "not released" in sdk["message"], sdk
+
+        released = run("kubelock", "release", URI, env=alice_env)
+        assert released.code == ExitCode.HELD, released
+        assert f"another live process (pid {held['pid']})" in released.stderr, released
+        assert run("runlock", URI, env=alice_env).code == ExitCode.HELD
+
+        # A command run under the lock by `kubelock run` of the same instance: its release is refused
+        # (the lock is `kubelock run`'s), and `kubelock run` releases the lock when the command ends.
+        other = "deploy://shared-instance-run"
+        under = run("kubelock", "run", other, "--ttl", "60", "--", *argv_of("kubelock"), "release", other,
+                    env=alice_env)
+        assert under.code == ExitCode.HELD, under
+        assert "another live process" in under.stderr, under
+
+        after = admin.get(claim)  # refusing touched nothing: the same claim, not written since
+        assert phase_of(after) == "Held"
+        assert (after["metadata"]["uid"], after["metadata"]["resourceVersion"]) == (
+            before["metadata"]["uid"], before["metadata"]["resourceVersion"])
+    finally:
+        first.communicate(timeout=DEADLINE)  # stdin closes: the first ends without releasing
+    assert first.returncode == 0
+
+    # The first is gone: its claim is released from here as before.
+    assert run("kubelock", "release", URI, env=alice_env).code == 0
+    wait_until(lambda: not admin.claims(), what="every claim is released", timeout=DEADLINE)

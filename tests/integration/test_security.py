@@ -825,6 +825,7 @@ EXPECTED_OPERATOR_RULES = [
         "verbs": ["get", "list", "watch", "create", "patch", "delete", "operate"],
     },
     {"apiGroups": ["kubelock.dev"], "resources": ["lockpolicies"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["kubelock.dev"], "resources": ["lockpolicies/status"], "verbs": ["patch"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
@@ -956,12 +957,16 @@ def test_operator_works_under_exactly_its_role(team: Team, restricted_operator: 
         names = [lease.metadata.name for lease in leases.list_namespaced_lease(team.namespace).items]
         return [name for name in names if name.startswith("kubelock-quota")]
 
-    for attempt in range(20):  # until the operator knows the policy: its first grant under it writes a ledger
-        b.claim(f"q-probe-{attempt}", f"quota://probe-{attempt}", team.holder("agent-b"), pod=ref_b)
-        b.wait_phase(f"q-probe-{attempt}", "Held", DEADLINE)
-        if ledgers():
-            break
-        b.delete(f"q-probe-{attempt}")
+    # The operator records, under its role, that it governs with the policy (lockpolicies/status):
+    # every claim made after that is decided under it, so its first grant writes a ledger.
+    def observed() -> object:
+        body = CustomObjectsApi(team.admin).get_namespaced_custom_object(
+            "kubelock.dev", "v1alpha1", team.namespace, "lockpolicies", "quota")
+        return (body.get("status") or {}).get("observedGeneration") == body["metadata"]["generation"]
+
+    wait_until(observed, what="the operator records the policy's generation", timeout=DEADLINE)
+    b.claim("q-first", "quota://first", team.holder("agent-b"), pod=ref_b)
+    b.wait_phase("q-first", "Held", DEADLINE)
     assert ledgers()
     b.claim("q-over", "quota://over", team.holder("agent-b"), pod=ref_b)
     over = status_of(b.wait_phase("q-over", "Rejected", DEADLINE))

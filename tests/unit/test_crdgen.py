@@ -88,7 +88,7 @@ def test_every_field_has_a_description(crds: dict[str, dict[str, Any]], kind: st
     [
         pytest.param("lc", "LockClaim", "lockclaims", "lc", True, id="lockclaim"),
         pytest.param("rl", "ResourceLock", "resourcelocks", "rl", False, id="resourcelock"),
-        pytest.param("lp", "LockPolicy", "lockpolicies", "lp", False, id="lockpolicy"),
+        pytest.param("lp", "LockPolicy", "lockpolicies", "lp", True, id="lockpolicy"),  # observedGeneration
     ],
 )
 def test_names_scope_and_subresources(

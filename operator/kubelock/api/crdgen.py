@@ -27,6 +27,7 @@ from kubelock.api.types import (
     LockClaimStatus,
     LockPolicy,
     LockPolicySpec,
+    LockPolicyStatus,
     ResourceLock,
     ResourceLockSpec,
 )
@@ -211,14 +212,16 @@ def render() -> dict[str, JSON]:
         c.POLICY_KIND,
         c.POLICY_PLURAL,
         c.POLICY_SHORT,
-        _root(LockPolicy, schema_of(LockPolicySpec), None),
+        _root(LockPolicy, schema_of(LockPolicySpec), schema_of(LockPolicyStatus)),
         [
             _col("Prefix", ".spec.resourcePrefix", description="The resources it governs: URIs beginning with this"),
             _col("Capacity", ".spec.capacity", "integer", "Permits each governed resource has"),
             _col("Lock-Delay", ".spec.lockDelaySeconds", "integer", "Seconds of rest after an abnormal release"),
             _col("Age", ".metadata.creationTimestamp", "date"),
+            _col("Observed", ".status.observedGeneration", "integer",
+                 "The generation the operator governs with (equal to the policy's: in force)", priority=1),
         ],
-        status=False,
+        status=True,
     )
     return {
         f"{c.GROUP}_{c.CLAIM_PLURAL}.yaml": claim,

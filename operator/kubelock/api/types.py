@@ -673,6 +673,21 @@ class LockPolicySpec(_Model):
         "waiting in queues at once in the namespace", "maxWaitingPerNamespace")
 
 
+class LockPolicyStatus(_Model):
+    """Written by the operator only."""
+
+    observed_generation: int | None = Field(
+        default=None,
+        description=(
+            "The generation of this policy the operator governs with. Written once the operator has taken "
+            "that generation in: claims created after it equals metadata.generation are decided under this "
+            "spec; claims created before may have been decided without it (the operator sees policies and "
+            "claims on separate watches). Wait for it before making claims this policy must govern, e.g. "
+            "kubectl wait --for=jsonpath='{.status.observedGeneration}'=1 lockpolicy/NAME."
+        ),
+    )
+
+
 class LockPolicy(_Model):
     """Capacity, lock-delay and quotas for the resources of its namespace whose URI has a prefix."""
 
@@ -680,3 +695,4 @@ class LockPolicy(_Model):
     kind: Literal["LockPolicy"] = "LockPolicy"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: LockPolicySpec
+    status: LockPolicyStatus | None = None

@@ -24,8 +24,9 @@ def locks(namespace: str | None = None, name: str | None = None) -> str:
     return f"/apis/{GROUP}/{VERSION}{_ns(namespace)}/{LOCK_PLURAL}{_name(name)}"
 
 
-def policies(namespace: str | None = None, name: str | None = None) -> str:
-    return f"/apis/{GROUP}/{VERSION}{_ns(namespace)}/{POLICY_PLURAL}{_name(name)}"
+def policies(namespace: str | None = None, name: str | None = None, *, status: bool = False) -> str:
+    path = f"/apis/{GROUP}/{VERSION}{_ns(namespace)}/{POLICY_PLURAL}{_name(name)}"
+    return path + "/status" if status else path
 
 
 def pods(namespace: str | None = None, name: str | None = None) -> str:

@@ -24,6 +24,7 @@ from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.policies import PolicyIndex, changed, snapshot
+from kubelock.operator.policystatus import PolicyStatus
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
 from kubelock.operator.start import scopes
@@ -74,6 +75,7 @@ class Runtime:
         )
         self.cache = Cache()
         self.policies = PolicyIndex()
+        self.policy_status = PolicyStatus(self.client)  # tells a policy's writer it governs now
         self.events = EventRecorder(
             self.client, clock, settings.instance, routine_rate=settings.routine_event_rate, unsent=metrics,
             routine_summary_seconds=settings.routine_event_summary_seconds,
@@ -199,6 +201,7 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.reconciler.stop()
+        await self.policy_status.stop()
         await self.events.stop()
         await self.client.close()
 
@@ -503,6 +506,9 @@ class Runtime:
         before = snapshot(self.policies, keys, {k[0] for k in keys if within(k[0])})
         self.policies.replace(bodies, within)
         self._repolicy(before)
+        for body in bodies:
+            if within(_namespace(body)):
+                self.policy_status.observed(body)
         return version
 
     def on_policy(self, kind: str | None, body: Body) -> None:
@@ -513,6 +519,7 @@ class Runtime:
             self.policies.delete(body)
         else:
             self.policies.upsert(body)
+            self.policy_status.observed(body)  # after the index has it: from now on it governs
         meta = body.get("metadata") or {}
         log.info("LockPolicy %s/%s %s: %s", meta.get("namespace"), meta.get("name"), kind.lower() if kind else "seen",
                  body.get("spec"))

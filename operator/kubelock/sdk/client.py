@@ -614,6 +614,11 @@ class AsyncLockClient:
             elif info is None:
                 raise _nothing_held(ident, target)
             else:
+                if not info.terminal:
+                    # Another live process of this instance (the one `kubelock run` started, a second
+                    # container's, a sibling given the same instance) must not end the lock its
+                    # maker holds and goes on using: only the maker releases it, or its end does.
+                    _refuse_other_process(info, releasing=True)
                 await self.delete_claim(info)
         if info.phase in (None, Phase.PENDING) or info.held:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase,
@@ -879,17 +884,23 @@ class AsyncLockClient:
                 return
 
 
-def _refuse_other_process(info: ClaimInfo) -> None:
+def _refuse_other_process(info: ClaimInfo, *, releasing: bool = False) -> None:
     """An existing claim of this instance is adopted ("the same instance asking again") unless
-    another live process here made it: then two processes would hold one lock (see sdk.process)."""
+    another live process here made it: then two processes would hold one lock (see sdk.process).
+    Releasing it is refused alike: the process that made it still uses the lock, and would be told
+    it lost it (`Revoked`) while the releasing process thought it gave back its own."""
     other = process.live_other(info.process)
     if other is None:
         return
     doing = "holds" if info.held else "awaits"
+    advice = (
+        f"only that process releases it (or its end does); to release it from here, end pid {other.pid}"
+        if releasing
+        else "give each process its own KUBELOCK_INSTANCE (or instance=)"
+    )
     raise HeldByAnotherProcess(
-        f"another live process (pid {other.pid}) of holder {info.holder} {doing} this claim "
-        f"({info.namespace}/{info.name} on {info.label}); give each process its own KUBELOCK_INSTANCE "
-        "(or instance=)",
+        f"{'not released: ' if releasing else ''}another live process (pid {other.pid}) of holder "
+        f"{info.holder} {doing} this claim ({info.namespace}/{info.name} on {info.label}); {advice}",
         holder=info.holder,
         held_since=format_time(info.acquired_at),
     )
