@@ -111,3 +111,56 @@ def test_a_verbose_value_that_is_no_boolean_is_refused(monkeypatch: pytest.Monke
     monkeypatch.setenv("KUBELOCK_VERBOSE", "debug")
     with pytest.raises(SystemExit, match="KUBELOCK_VERBOSE='debug' is not a boolean"):
         parse([])
+
+
+@pytest.mark.parametrize("value", ["86401", "0", "-5", "1e6"])
+def test_a_max_ttl_outside_the_crds_bound_is_refused_at_start_up(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The LockClaim CRD caps ttlSeconds at 86400: a larger maxTtlSeconds would promise leases no claim
+    # can ask for, so the operator refuses to start with it (exit 2, naming the flag and the bound).
+    with pytest.raises(SystemExit) as stopped:
+        parse(["--max-ttl-seconds", value])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max-ttl-seconds" in err and ("between 1 and 86400" in err or "not an integer" in err), err
+
+
+def test_the_crds_bound_itself_is_a_valid_max_ttl() -> None:
+    assert parse(["--max-ttl-seconds", "86400"]).max_ttl_seconds == 86400
+    assert parse(["--max-ttl-seconds", "60", "--resource-lock-timeout", "60"]).policy.max_ttl_seconds == 60
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KUBELOCK_MAX_TTL_SECONDS", "86401"),
+        ("KUBELOCK_MAX_TTL_SECONDS", "0"),
+        ("KUBELOCK_RESOURCE_LOCK_TIMEOUT", "-1"),
+        ("KUBELOCK_STALE_AFTER_PERCENT", "10"),
+        ("KUBELOCK_PRIORITY_AGING_SECONDS", "0"),
+        ("KUBELOCK_PREEMPTION_PRIORITY_DELTA", "5000"),
+        ("KUBELOCK_RESYNC_SECONDS", "0"),
+        ("KUBELOCK_ROUTINE_EVENT_SUMMARY_SECONDS", "0"),
+    ],
+)
+def test_a_variable_outside_its_flags_bounds_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # A variable is checked as its flag is: argparse checks only defaults given as text, and these
+    # were read into numbers first, so a bad value from the environment was taken as it stood.
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        parse([])
+    assert str(stopped.value.code).startswith(f"{name}: "), stopped.value.code
+    assert "must be" in str(stopped.value.code)
+
+
+def test_a_variable_within_its_flags_bounds_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBELOCK_MAX_TTL_SECONDS", "7200")
+    monkeypatch.setenv("KUBELOCK_PREEMPTION_PRIORITY_DELTA", "100")
+    settings = parse([])
+    assert (settings.max_ttl_seconds, settings.preemption_priority_delta) == (7200, 100)
+    monkeypatch.setenv("KUBELOCK_MAX_TTL_SECONDS", "soon")
+    with pytest.raises(SystemExit, match="KUBELOCK_MAX_TTL_SECONDS: 'soon' is not an integer"):
+        parse([])
