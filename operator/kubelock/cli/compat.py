@@ -41,7 +41,7 @@ class _JsonParser(argparse.ArgumentParser):
 
 
 def _parser(prog: str, summary: str) -> _JsonParser:
-    parser = _JsonParser(prog=prog, description=summary, epilog="Exit codes: " + ", ".join(
+    parser = _JsonParser(prog=prog, description=summary, allow_abbrev=False, epilog="Exit codes: " + ", ".join(
         f"{c.value} {c.name.lower()}" for c in ExitCode))
     parser.add_argument("uri", nargs="+", help=URIS_HELP)
     connection_options(parser, suppress=False)

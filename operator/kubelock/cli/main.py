@@ -592,7 +592,8 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}; the command goes after `--`: "
                      f"{prog} run URI [URI...] -- CMD [ARGS...]")
     if extra:
-        parser.error(usage.unknown_options(extra, prog=prog, command=args.command))
+        parser.error(usage.unknown_options(extra, prog=prog, command=args.command,
+                                           options=parser.subcommands[args.command].options().keys()))
     if (conflict := usage.output_conflict(getattr(args, "json", False), getattr(args, "output", None))) is not None:
         parser.error(conflict)
     args.child = child

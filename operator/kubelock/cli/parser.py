@@ -31,6 +31,9 @@ class Parser(argparse.ArgumentParser):
                  **kwargs: Any) -> None:
         self.declared: list[argparse.Action] = []  # before argparse's __init__ adds -h/--help
         self.subcommands: dict[str, Parser] = {}
+        # No prefixes of long options: `acquire URI --wai` taken for --wait hid typing mistakes, and a
+        # prefix a script relies on would turn ambiguous (an error) when a later option shares it.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(prog, parents=list(parents), **kwargs)
         for parent in parents:
             self.declared += parent.declared if isinstance(parent, Parser) else []

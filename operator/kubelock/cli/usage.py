@@ -135,11 +135,29 @@ def output_conflict(json_flag: bool, output: str | None) -> str | None:
     return None
 
 
-def unknown_options(extra: Sequence[str], *, prog: str, command: str) -> str:
+def unknown_options(extra: Sequence[str], *, prog: str, command: str, options: Collection[str] = ()) -> str:
     """Arguments of a command that argparse did not recognise, with where its options are listed
-    (and, for `run`, where the command's own options go)."""
+    (and, for `run`, where the command's own options go). `options`: the command's option strings,
+    to name the whole option of an abbreviation (`--wai`: prefixes are not taken)."""
     listed = f"`{prog} {command} --help` lists the options of {command}"
+    whole = abbreviated(extra, options)
+    if whole:
+        listed = f"options are written in full ({whole}); {listed}"
     if command == "run":
         return (f"unrecognized arguments: {' '.join(extra)}; {listed}, and the command and its own options go "
                 f"after `--`: {prog} run URI [URI...] -- CMD [ARGS...]")
     return f"unrecognized arguments: {' '.join(extra)}; {listed}"
+
+
+def abbreviated(extra: Sequence[str], options: Collection[str]) -> str:
+    """`--wai is --wait` for each unrecognised `--x` (or `--x=v`) that begins exactly one option's
+    name; "" when none does."""
+    found = []
+    for token in extra:
+        name = token.split("=", 1)[0]
+        if not name.startswith("--") or name == "--":
+            continue
+        matches = sorted(option for option in options if option.startswith(name) and option != name)
+        if len(matches) == 1:
+            found.append(f"{name} is {matches[0]}")
+    return ", ".join(found)

@@ -155,6 +155,7 @@ def flag_parser() -> argparse.ArgumentParser:
     settings", lists each with its variable and Helm value; a unit test holds the two together)."""
     parser = argparse.ArgumentParser(
         prog="kubelock-operator",
+        allow_abbrev=False,  # `--max-ttl 60` is refused, not taken for --max-ttl-seconds: flags are written whole
         description="Run the kubelock operator. Each flag but --kubeconfig (KUBECONFIG), --context and "
         "--all-namespaces also reads KUBELOCK_<NAME> from the environment (--namespace: KUBELOCK_NAMESPACES, "
         "comma-separated; --no-early-grants: KUBELOCK_EARLY_GRANTS=false); a flag given overrides its variable.",
