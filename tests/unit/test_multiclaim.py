@@ -477,3 +477,14 @@ def test_a_waiter_told_what_it_waits_for_is_not_rewritten_at_every_handoff() -> 
     both = decide_multi(queued, [ya, xb[0]], [ya_lock, xb[1]])
     assert brief(both) == [("status", "m", Phase.PENDING, Reason.QUEUED)]
     assert both.actions[0].status.message.startswith(f"waiting for {A}, {B} (all or nothing)")  # type: ignore[union-attr]
+
+
+def test_a_claim_of_several_waiting_on_its_own_holder_names_the_claim_too() -> None:
+    # The holder's claim of A, made with generateName, keeps its own claim of A and B out.
+    mine = claim("g-held", 1, holder="user:alice/w1", resource=A)
+    lock = lock_for(mine, token=900)
+    subject = multi("both", 5, [A, B], holder="user:alice/w1", wait=True)
+    (action,) = decide_multi(subject, [holding(mine, lock)], [lock]).actions
+    assert isinstance(action, SetStatus)
+    assert (action.status.phase, action.status.reason) == (Phase.DEADLOCKED, Reason.SELF_DEADLOCK)
+    assert f"{A} is held by this holder's own claim g-held" in action.status.message, action.status.message

@@ -857,9 +857,10 @@ def _answers(
                     )
                 )
             continue
-        if any(g.holder == claim.holder and blocks(g.need, claim.need, capacity) for g in grants):
+        own = [g for g in ordered if g.holder == claim.holder and blocks(g.need, claim.need, capacity)]
+        if own:
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
-            actions.append(deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now))
+            actions.append(deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now, holding=claim_names(own)))
             continue
         found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need, Order(now, aging_seconds))
         if found is not None:
@@ -965,9 +966,24 @@ def stale_message(resource: str, holder: str, lock: Lock, policy: Policy, expire
     )
 
 
-def deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float) -> SetStatus:
-    """The claim ends Deadlocked with the cycle in its status (of a long one, its two ends: `Cycle.shown`)."""
+def deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float, *, holding: Sequence[str] = ()) -> SetStatus:
+    """The claim ends Deadlocked with the cycle in its status (of a long one, its two ends: `Cycle.shown`).
+    `holding`: of a wait on its own holder (SelfDeadlock), the claims of that holder that hold the
+    resource, named in the message: a holder that writes claims with `generateName` has several, and
+    the cycle (holder → resource → holder) does not tell it which one to use or release."""
     path, length = cycle.shown, len(cycle.edges)
     message = f"deadlock: {describe(path, length)}"
+    if holding:
+        resource = path[1] if len(path) > 1 else claim.resource
+        claims = "claim " + holding[0] if len(holding) == 1 else "claims " + ", ".join(holding)
+        message += (f"; {resource} is held by this holder's own {claims}: use that lock, or release it "
+                    "before waiting for it again")
     update = end_claim(claim, Phase.DEADLOCKED, reason, message, now, warning=True)
     return replace(update, status=replace(update.status, cycle=path, cycle_length=length))
+
+
+def claim_names(grants: Sequence[Lock], shown: int = 3) -> tuple[str, ...]:
+    """The claims of `grants`, each once, at most `shown` of them (a shared resource may have many
+    grants of one holder; the message stays short)."""
+    names = tuple(dict.fromkeys(g.claim_name for g in grants if g.claim_name))
+    return names if len(names) <= shown else (*names[:shown], f"and {len(names) - shown} more")

@@ -36,6 +36,7 @@ from kubelock.domain import lockdelay, quotas, specadvice
 from kubelock.domain.arbiter import (
     break_details,
     break_message,
+    claim_names,
     deadlocked,
     effective_ttl,
     end_claim,
@@ -292,7 +293,8 @@ def _waiting(
     for resource in names:
         if claim.holder in blocked[resource].holders:
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
-            return Decision((deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now),))
+            own = [g for g in views[resource].grants if g.holder == claim.holder]
+            return Decision((deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now, holding=claim_names(own)),))
         found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
         if found is not None:
             if found.victim == found.edges[0]:
