@@ -4,6 +4,9 @@ setting they replaced."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +167,19 @@ def test_a_variable_within_its_flags_bounds_is_taken(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("KUBELOCK_MAX_TTL_SECONDS", "soon")
     with pytest.raises(SystemExit, match="KUBELOCK_MAX_TTL_SECONDS: 'soon' is not an integer"):
         parse([])
+
+
+def test_the_operator_refuses_to_start_with_a_max_ttl_above_the_crds_bound() -> None:
+    # The real entry point, before any connection: a clear line on stderr and a non-zero exit.
+    operator_dir = Path(__file__).resolve().parents[2] / "operator"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELOCK_")}
+    env.update(PYTHONPATH=str(operator_dir), KUBECONFIG="/nonexistent/kubeconfig")
+    done = subprocess.run([sys.executable, "-m", "kubelock.operator", "--max-ttl-seconds", "86401"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "--max-ttl-seconds: 86401 must be between 1 and 86400" in done.stderr, done.stderr
+    env["KUBELOCK_MAX_TTL_SECONDS"] = "100000"
+    done = subprocess.run([sys.executable, "-m", "kubelock.operator"], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1 and "KUBELOCK_MAX_TTL_SECONDS: 100000 must be between 1 and 86400" in done.stderr, (
+        done.returncode, done.stderr)
