@@ -12,6 +12,7 @@ from kubelock.api.types import MAX_TTL_CEILING
 from kubelock.domain.model import Policy
 
 ROUTINE_EVENT_RATE = 1 / 300  # as client-go's defaultSpamQPS
+TEN_YEARS = 10 * 365 * 86400
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,8 @@ def flag_parser() -> argparse.ArgumentParser:
                         default=_env_checked("KUBELOCK_STALE_AFTER_PERCENT", 50, _bounded(34, 100)),
                         help="a held lock not renewed for this share of its lease is marked Stale: its holder "
                         "missed the renewal schedule (every third of the lease); 34-100, 100: off (default 50)")
-    parser.add_argument("--ttl-seconds-after-finished", type=_bounded(0, 10 * 365 * 86400),
-                        default=_env_checked("KUBELOCK_TTL_SECONDS_AFTER_FINISHED", 3600, _bounded(0, 10 * 365 * 86400)),
+    parser.add_argument("--ttl-seconds-after-finished", type=_bounded(0, TEN_YEARS),
+                        default=_env_checked("KUBELOCK_TTL_SECONDS_AFTER_FINISHED", 3600, _bounded(0, TEN_YEARS)),
                         help="delete terminal claims (Rejected, TimedOut, Expired, Deadlocked, Revoked) this long "
                         "after they finished; 0: keep them (default 3600)")
     parser.add_argument("--priority-aging-seconds", type=_bounded(1, 86400),
@@ -209,7 +210,8 @@ def flag_parser() -> argparse.ArgumentParser:
                         help="port for Prometheus metrics (0: off, the default)")
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"),
                         help="address the metrics endpoint listens on (default 127.0.0.1)")
-    parser.add_argument("--resync-seconds", type=_positive, default=_env_checked("KUBELOCK_RESYNC_SECONDS", 60, _positive),
+    parser.add_argument("--resync-seconds", type=_positive,
+                        default=_env_checked("KUBELOCK_RESYNC_SECONDS", 60, _positive),
                         help="LIST locks and holder pods this often, a safety net for missed watch events "
                              "(seconds, default 60)")
     parser.add_argument("--routine-event-rate", type=_rate,
