@@ -618,7 +618,7 @@ class AsyncLockClient:
                     # Another live process of this instance (the one `kubelock run` started, a second
                     # container's, a sibling given the same instance) must not end the lock its
                     # maker holds and goes on using: only the maker releases it, or its end does.
-                    _refuse_other_process(info, releasing=True)
+                    _refuse_other_process(info, doing="release")
                 await self.delete_claim(info)
         if info.phase in (None, Phase.PENDING) or info.held:
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase,
@@ -665,6 +665,10 @@ class AsyncLockClient:
                 raise _nothing_held(ident, target)
             if not info.held:
                 raise await self._not_held(info)
+            # A renewal tells the caller it holds the lock (and its fencing token), and keeps alive a
+            # lease that stands for the process that made the claim: another live process of this
+            # instance renews it no more than it adopts or releases it.
+            _refuse_other_process(info, doing="renew")
             marker = self.renewal_marker()
             try:
                 patched = await self.renew_claim(info, marker, conditional=True)
@@ -884,23 +888,31 @@ class AsyncLockClient:
                 return
 
 
-def _refuse_other_process(info: ClaimInfo, *, releasing: bool = False) -> None:
+_NOT_DONE = {"acquire": "", "release": "not released: ", "renew": "not renewed: "}
+
+
+def _refuse_other_process(info: ClaimInfo, *, doing: str = "acquire") -> None:
     """An existing claim of this instance is adopted ("the same instance asking again") unless
     another live process here made it: then two processes would hold one lock (see sdk.process).
     Releasing it is refused alike: the process that made it still uses the lock, and would be told
-    it lost it (`Revoked`) while the releasing process thought it gave back its own."""
+    it lost it (`Revoked`) while the releasing process thought it gave back its own. Renewing it
+    too: the renewal would hand this process the lock's fencing token as if it held it, and keep
+    the lease alive for a process that may have stopped renewing (hung, stopped): the lease's
+    expiry, which ends such a holder's grant, would never come."""
     other = process.live_other(info.process)
     if other is None:
         return
-    doing = "holds" if info.held else "awaits"
-    advice = (
-        f"only that process releases it (or its end does); to release it from here, end pid {other.pid}"
-        if releasing
-        else "give each process its own KUBELOCK_INSTANCE (or instance=)"
-    )
+    state = "holds" if info.held else "awaits"
+    if doing == "release":
+        advice = f"only that process releases it (or its end does); to release it from here, end pid {other.pid}"
+    elif doing == "renew":
+        advice = (f"only that process renews it (`kubelock run` and the SDK's lock() renew their own); once pid "
+                  f"{other.pid} has ended this instance may renew it")
+    else:
+        advice = "give each process its own KUBELOCK_INSTANCE (or instance=)"
     raise HeldByAnotherProcess(
-        f"{'not released: ' if releasing else ''}another live process (pid {other.pid}) of holder "
-        f"{info.holder} {doing} this claim ({info.namespace}/{info.name} on {info.label}); {advice}",
+        f"{_NOT_DONE[doing]}another live process (pid {other.pid}) of holder "
+        f"{info.holder} {state} this claim ({info.namespace}/{info.name} on {info.label}); {advice}",
         holder=info.holder,
         held_since=format_time(info.acquired_at),
     )
