@@ -85,8 +85,8 @@ class WorkQueue(Generic[K]):
         self._sleeper: asyncio.Task[None] | None = None
         self._failures: dict[K, int] = {}  # transient failures in a row, per key
         self._urgent_runs: set[K] = set()  # keys running because an urgent deadline woke them
-        # Keys held back behind the deadlines (`schedule_after_due`), each with when it runs anyway;
-        # in the order they were held back, so the first is the first to run out of patience.
+        # Keys held back behind the deadlines (`schedule_after_due`), each with when it runs anyway
+        # (its patience's end, or sooner when its caller said so).
         self._after_due: dict[K, float] = {}
         self._after_due_patience = after_due_patience
         self._after_due_horizon = after_due_horizon
@@ -117,13 +117,20 @@ class WorkQueue(Generic[K]):
         """Process `key` as soon as a worker is free (None: nothing to do)."""
         self._schedule(key, urgent=False)
 
-    def schedule_after_due(self, key: K) -> None:
+    def schedule_after_due(self, key: K, *, latest: float | None = None) -> None:
         """Process `key` once no urgent deadline waits for a worker, is being acted on or comes within
-        the horizon; at the latest after the patience. A key scheduled otherwise meanwhile runs as that
-        schedule says (the run decides afresh, and may hold the key back again)."""
-        if not self.running or key in self._dirty or key in self._after_due:
-            return  # already to run (sooner), or already held back (since earlier)
-        self._after_due[key] = self._clock.now() + self._after_due_patience
+        the horizon; at the latest after the patience, or at `latest` (by the clock) when that is
+        sooner: a caller whose work has a bound of its own says when it must run. A key scheduled
+        otherwise meanwhile runs as that schedule says (the run decides afresh, and may hold the key
+        back again)."""
+        if not self.running or key in self._dirty:
+            return  # already to run (sooner)
+        limit = self._clock.now() + self._after_due_patience
+        if latest is not None:
+            limit = min(limit, latest)
+        if key in self._after_due and self._after_due[key] <= limit:
+            return  # already held back, to run no later
+        self._after_due[key] = limit
         self._release_after_due()
         self._wakeup.set()  # the sleeper wakes for the patience's end too
 
@@ -208,11 +215,7 @@ class WorkQueue(Generic[K]):
             return
         if self._deadlines_pressing():
             now = self._clock.now()
-            released = []
-            for key, latest in self._after_due.items():  # in the order of their patience's end
-                if latest > now:
-                    break
-                released.append(key)
+            released = [key for key, latest in self._after_due.items() if latest <= now]
         else:
             released = list(self._after_due)
         for key in released:
@@ -224,7 +227,7 @@ class WorkQueue(Generic[K]):
         head = self._deadlines.next_deadline()
         if not self._after_due:
             return head
-        patience = next(iter(self._after_due.values()))
+        patience = min(self._after_due.values())
         if head is None:
             return patience
         return min(head, patience)
