@@ -35,16 +35,17 @@ def test_only_a_running_resource_gets_a_decision_beside_its_run_and_one_at_a_tim
         answers.entered(("a", "deploy://other"))  # not running: the work queue takes it
         answers.entered(None)
         answers.entered(KEY)
-        answers.entered(KEY)  # one at a time: the run's next round has this one
+        answers.entered(KEY)  # one decision at a time: this one's comes right after
+        answers.entered(KEY)  # ... and it covers every claim that came meanwhile
         await asyncio.sleep(0)
         assert calls == [KEY] and answers.answering == [KEY]
         release.set()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert answers.answering == []
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert calls == [KEY, KEY] and answers.answering == []
         answers.entered(KEY)
         await asyncio.sleep(0)
-        assert calls == [KEY, KEY]
+        assert calls == [KEY, KEY, KEY]
         await answers.stop()
 
     asyncio.run(scenario())
@@ -205,6 +206,49 @@ def test_a_decision_beside_the_run_leaves_a_first_answer_the_run_is_writing_to_t
             await asyncio.sleep(0)
         assert api.requests.count(("update", paths.claims("a", "w", status=True))) == 1
         assert _phase(api, "w") == "Pending"
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_entering_while_answers_beside_the_run_are_written_is_answered_beside_them() -> None:
+    """The run waits on h's Held write and w's Pending, decided beside it, waits on its own write
+    (under load, each a second or more); t, a try-lock created meanwhile, is told Rejected before
+    either returns, not on the run's next round behind both."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache = FakeApi(), Cache()
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        held, answered = asyncio.Event(), asyncio.Event()
+
+        async def update(path: str, body: Any, default: Any) -> Any:
+            if path == paths.claims("a", "h", status=True):
+                await held.wait()
+            if path == paths.claims("a", "w", status=True):
+                await answered.wait()
+            return default()
+
+        api.react("update", update)
+        reconciler.queue.start()
+        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
+        reconciler.schedule(KEY)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        for name, wait in (("w", True), ("t", False)):
+            cache.upsert_claim(api.put(paths.claims("a", name), _claim(name, wait=wait)))
+            reconciler.busy_answers.entered(KEY)  # as the runtime does, before scheduling the key
+            reconciler.schedule(KEY)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        assert (_phase(api, "h"), _phase(api, "w"), _phase(api, "t")) == (None, None, "Rejected")
+        held.set()
+        answered.set()
+        for _ in range(40):
+            await asyncio.sleep(0)
+        assert (_phase(api, "h"), _phase(api, "w"), _phase(api, "t")) == ("Held", "Pending", "Rejected")
+        for name in ("w", "t"):
+            assert api.requests.count(("update", paths.claims("a", name, status=True))) == 1, name
         await reconciler.stop()
 
     asyncio.run(scenario())

@@ -186,3 +186,11 @@ def test_matches_a_dict_of_earliest_deadlines(seed: int) -> None:
                 del model[k]
         assert len(heap) == len(model)
         assert heap.next_deadline() == min(model.values(), default=None)
+
+
+def test_pop_all_takes_every_key_earliest_first_and_leaves_the_heap_empty() -> None:
+    heap = heap_of(late=30.0, soon=1.0, middle=5.0)
+    heap.schedule("late", 2.0)  # moved earlier: its superseded entry is not returned twice
+    heap.cancel("middle")
+    assert heap.pop_all() == ["soon", "late"]
+    assert len(heap) == 0 and heap.next_deadline() is None and heap.pop_due(100.0) == []

@@ -17,7 +17,13 @@ from kubelock.kube import paths
 from kubelock.kube.errors import Forbidden
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
-from kubelock.operator.reconciler import POSITION_DELAY, REFUSED_RETRY_DELAY, Reconciler, Seen
+from kubelock.operator.reconciler import (
+    EXPIRED_LOCK_PATIENCE,
+    POSITION_DELAY,
+    REFUSED_RETRY_DELAY,
+    Reconciler,
+    Seen,
+)
 from tests.support.fakeapi import ClosedGate, FakeApi
 
 R = "github://acme/app/issues/42"
@@ -324,7 +330,7 @@ def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock
         scheduled: list[object] = []
         after_due: list[object] = []
         reconciler.schedule = scheduled.append  # type: ignore[method-assign]
-        reconciler.queue.schedule_after_due = after_due.append  # type: ignore[method-assign]
+        reconciler.queue.schedule_after_due = lambda k, latest=None: after_due.append(k)  # type: ignore[method-assign]
         await reconciler.reconcile(key)  # woken by the lease's end
         lock = paths.locks("a", lock_name(R))
         assert api.writes == [("update", paths.claims("a", "c1", status=True))]
@@ -332,6 +338,31 @@ def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock
         assert lock in api.objects and after_due == [key] and not scheduled, "the deletion waits for the deadlines"
         await reconciler.reconcile(key)  # that run
         assert api.writes[1:] == [("delete", lock)]
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_locks_held_back_deletion_is_due_well_within_the_liveness_bound() -> None:
+    """The deletion held back behind the deadlines must still leave the lock gone within 5 s of its
+    lease's end (the chaos lock-liveness bound): the queue is told to run it at the latest
+    EXPIRED_LOCK_PATIENCE after the decision that ended the lease, not after its own 30 s patience."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        key = ("a", R)
+        await reconciler.reconcile(key)
+        clock.advance(31)
+        decided_at = clock.now()
+        held: list[float | None] = []
+        reconciler.queue.schedule_after_due = lambda k, latest=None: held.append(latest)  # type: ignore[method-assign]
+        await reconciler.reconcile(key)  # woken by the lease's end: the Expired status, then held back
+        assert len(held) == 1 and held[0] is not None, "the held-back deletion has no deadline of its own"
+        assert held[0] - decided_at == EXPIRED_LOCK_PATIENCE <= 1.0
         await reconciler.stop()
 
     asyncio.run(scenario())
@@ -353,7 +384,7 @@ def test_a_claim_arriving_while_an_expired_locks_deletion_is_held_back_is_grante
         first_token = api.objects[paths.claims("a", "c1")]["status"]["fencingToken"]
         clock.advance(31)
         after_due: list[object] = []
-        reconciler.queue.schedule_after_due = after_due.append  # type: ignore[method-assign]
+        reconciler.queue.schedule_after_due = lambda k, latest=None: after_due.append(k)  # type: ignore[method-assign]
         await reconciler.reconcile(key)  # the Expired status; the deletion held back
         lock = paths.locks("a", lock_name(R))
         assert after_due == [key] and lock in api.objects

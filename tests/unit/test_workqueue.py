@@ -401,6 +401,38 @@ def test_a_key_held_back_runs_after_its_patience_even_while_deadlines_keep_comin
     run(scenario)
 
 
+def test_a_key_held_back_runs_at_its_own_latest_moment_while_deadlines_keep_coming() -> None:
+    """A caller with a bound of its own (an expired lock must be gone within the liveness bound)
+    gives the latest moment; it runs then, before the queue's patience, and a second hold-back
+    never puts it off. (Small figures: the sleeper's wait is real time.)"""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(process, clock, after_due_patience=0.3)
+        queue.start()
+        process.gates["endless"] = asyncio.Event()
+        queue.schedule_at("endless", clock.now())  # an urgent run that does not end
+        await until(lambda: process.runs == ["endless"], "the urgent run")
+        queue.schedule_after_due("cleanup", latest=clock.now() + 0.1)
+        queue.schedule_after_due("cleanup", latest=clock.now() + 0.2)  # not later than the first
+        queue.schedule_after_due("later")  # the queue's own patience
+        clock.advance(0.05)
+        await asyncio.sleep(0.15)
+        assert process.runs == ["endless"], "held back until its latest moment"
+        clock.advance(0.05)
+        await until(lambda: process.runs == ["endless", "cleanup"], "the cleanup at its latest moment")
+        await asyncio.sleep(0.15)
+        assert process.runs == ["endless", "cleanup"], "the other key keeps the queue's patience"
+        clock.advance(0.25)
+        await until(lambda: process.runs == ["endless", "cleanup", "later"], "the other key out of patience")
+        process.gates["endless"].set()
+        await until(lambda: queue.busy == 0, "the queue drained")
+        await queue.stop()
+
+    run(scenario)
+
+
 def test_a_held_back_key_scheduled_by_an_event_runs_at_once_and_only_once() -> None:
     """A new claim on the resource of a held-back deletion: its next holder must not wait."""
 

@@ -45,6 +45,13 @@ class DeadlineHeap(Generic[K]):
         self._drop_superseded()
         return self._heap[0][0] if self._heap else None
 
+    def pop_all(self) -> list[K]:
+        """Every key, earliest deadline first, and the heap emptied."""
+        keys = sorted(self._when, key=self._when.__getitem__)
+        self._when.clear()
+        self._heap.clear()
+        return keys
+
     def pop_due(self, now: float) -> list[K]:
         due: list[K] = []
         while self._heap and self._heap[0][0] <= now:

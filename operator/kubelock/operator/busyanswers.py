@@ -14,7 +14,11 @@ claim's version (a 409 and a GET each, measured in `bench/run.py --only 3` and s
 of the loaded chaos runs before this was added). When the write beside the run fails, the resource is
 reconciled again and the run answers the claim.
 
-One such decision per resource at a time; claims that come while it runs are the run's next round's.
+One such decision per resource is taken at a time, but its writes do not hold up the next: a claim
+that enters while the answers decided beside the run are being written gets a decision of its own
+at once (they exclude each other's claims through `claims`), and one that enters while such a
+decision is being taken gets one right after it. Left to the run's next round, it waited behind the
+run's writes and the answers' write both (3.4 s in a loaded chaos run, of its 5 s bound).
 """
 
 from __future__ import annotations
@@ -46,14 +50,19 @@ class BusyAnswers:
         self._decide_and_apply = decide_and_apply
         self._running = running
         self._schedule = schedule
-        self._answering: set[Key] = set()
+        self._answering: set[Key] = set()  # keys whose decision beside the run is being taken
+        self._again: set[Key] = set()  # ... and a claim entered meanwhile: decide once more after it
         self.claims: set[str] = set()  # uids of the claims whose first answer is being written (run or here)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     def entered(self, key: Key | None) -> None:
         # A claim of several resources is decided as a whole by its own key; a key not running now
         # is decided as soon as a worker takes it, which is what the work queue is for.
-        if key is None or multi_claim_uid(key) is not None or key in self._answering or not self._running(key):
+        if self._stopped or key is None or multi_claim_uid(key) is not None or not self._running(key):
+            return
+        if key in self._answering:
+            self._again.add(key)  # its decision may have gathered the claims before this one came
             return
         self._answering.add(key)
         task = asyncio.create_task(self._answer(key), name=f"first answers beside the run of {key[1]} in {key[0]}")
@@ -67,6 +76,7 @@ class BusyAnswers:
                 viewlog.beside_run(key, claims, answers)
                 taken.update(a.claim.uid for a in answers)
                 self.claims.update(taken)
+            self._decided(key)  # taken: a claim entering from now on gets a decision of its own
             return answers or "no claim without an answer"
 
         taken: set[str] = set()
@@ -78,16 +88,26 @@ class BusyAnswers:
         except Exception:
             log.exception("first answers beside the run of %s in %s crashed", key[1], key[0])
         finally:
-            self._answering.discard(key)
+            self._decided(key)
             self.claims.difference_update(taken)
         if taken and not done:
             self._schedule(key)  # the run answers them (a write that failed on a stale view did this too)
+
+    def _decided(self, key: Key) -> None:
+        """The decision beside the run of `key` is taken (or failed before): the next may be."""
+        if key not in self._answering:
+            return
+        self._answering.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            self.entered(key)
 
     @property
     def answering(self) -> Sequence[Key]:
         return sorted(self._answering)
 
     async def stop(self) -> None:
+        self._stopped = True  # a cancelled decision starts no other
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

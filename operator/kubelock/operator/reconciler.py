@@ -65,6 +65,13 @@ POSITION_DELAY = 0.25
 # say) is tried again after this long, not at the work queue's 1 s: the refusal stands until an
 # admin or another lock's end changes it, and each try is a create the server refuses again.
 REFUSED_RETRY_DELAY = 10.0
+# An expired lock's deletion held back behind the deadlines (`_deferrable_cleanup`) is sent at the
+# latest this long after the decision that ended its lease, whatever else is due: the lock must be
+# gone within the liveness bound of its lease's expiry (5 s, docs/reliability.md), and that bound
+# also pays the Expired write before it and the deletion's own write, each a second or more under
+# load. The work queue's own patience (30 s) would keep it past that bound whenever deadlines keep
+# coming, as they do while many leases are held.
+EXPIRED_LOCK_PATIENCE = 1.0
 
 
 # The permits of a resource in a namespace: (namespace, resource) -> capacity.
@@ -298,11 +305,12 @@ class Reconciler:
             graph.set_capacity(resource, capacity)
             broken = await self._break_of(key, claims, seen.grants)
             # From here to the reservation below, no await: the usage counted is the usage reserved on.
+            decided_at = self.clock.now()
             decide_on = functools.partial(
                 decide,
                 resource,
                 claims,
-                now=self.clock.now(),
+                now=decided_at,
                 policy=self.policy,
                 graph=graph,
                 capacity=capacity,
@@ -357,7 +365,7 @@ class Reconciler:
                 if self.cache.multis_on(key):
                     self.schedule(key)
                 else:
-                    self.queue.schedule_after_due(key)
+                    self.queue.schedule_after_due(key, latest=decided_at + EXPIRED_LOCK_PATIENCE)
                 return
             for multi in self.cache.multis_on(key):
                 self.queue.schedule(multi)  # a claim of several resources may move with what changed here

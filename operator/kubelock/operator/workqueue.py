@@ -85,9 +85,9 @@ class WorkQueue(Generic[K]):
         self._sleeper: asyncio.Task[None] | None = None
         self._failures: dict[K, int] = {}  # transient failures in a row, per key
         self._urgent_runs: set[K] = set()  # keys running because an urgent deadline woke them
-        # Keys held back behind the deadlines (`schedule_after_due`), each with when it runs anyway;
-        # in the order they were held back, so the first is the first to run out of patience.
-        self._after_due: dict[K, float] = {}
+        # Keys held back behind the deadlines (`schedule_after_due`), each at when it runs anyway (its
+        # patience's end, or sooner when its caller said so): a heap, as in a storm they are thousands.
+        self._after_due: DeadlineHeap[K] = DeadlineHeap()
         self._after_due_patience = after_due_patience
         self._after_due_horizon = after_due_horizon
         self.running = False
@@ -105,7 +105,7 @@ class WorkQueue(Generic[K]):
         self._waiting.clear()
         self._due.clear()
         self._dirty.clear()
-        self._after_due.clear()
+        self._after_due.pop_all()
         tasks = [t for t in (self._sleeper, *self._workers.values()) if t is not None]
         for task in tasks:
             task.cancel()
@@ -117,20 +117,25 @@ class WorkQueue(Generic[K]):
         """Process `key` as soon as a worker is free (None: nothing to do)."""
         self._schedule(key, urgent=False)
 
-    def schedule_after_due(self, key: K) -> None:
+    def schedule_after_due(self, key: K, *, latest: float | None = None) -> None:
         """Process `key` once no urgent deadline waits for a worker, is being acted on or comes within
-        the horizon; at the latest after the patience. A key scheduled otherwise meanwhile runs as that
-        schedule says (the run decides afresh, and may hold the key back again)."""
-        if not self.running or key in self._dirty or key in self._after_due:
-            return  # already to run (sooner), or already held back (since earlier)
-        self._after_due[key] = self._clock.now() + self._after_due_patience
+        the horizon; at the latest after the patience, or at `latest` (by the clock) when that is
+        sooner: a caller whose work has a bound of its own says when it must run. A key scheduled
+        otherwise meanwhile runs as that schedule says (the run decides afresh, and may hold the key
+        back again)."""
+        if not self.running or key in self._dirty:
+            return  # already to run (sooner)
+        limit = self._clock.now() + self._after_due_patience
+        if latest is not None:
+            limit = min(limit, latest)
+        self._after_due.schedule(key, limit)  # held back already: the earlier limit stands
         self._release_after_due()
         self._wakeup.set()  # the sleeper wakes for the patience's end too
 
     def _schedule(self, key: K | None, *, urgent: bool) -> None:
         if key is None or not self.running:
             return
-        self._after_due.pop(key, None)  # this run sees whatever the held-back one was for
+        self._after_due.cancel(key)  # this run sees whatever the held-back one was for
         if key in self._dirty and key not in self._workers:
             if urgent:
                 self._due.append(key)  # already waiting, now due: the first of the two entries wins
@@ -207,14 +212,9 @@ class WorkQueue(Generic[K]):
         if not self._after_due:
             return
         if self._deadlines_pressing():
-            now = self._clock.now()
-            released = []
-            for key, latest in self._after_due.items():  # in the order of their patience's end
-                if latest > now:
-                    break
-                released.append(key)
+            released = self._after_due.pop_due(self._clock.now())
         else:
-            released = list(self._after_due)
+            released = self._after_due.pop_all()
         for key in released:
             self._schedule(key, urgent=False)  # takes it off `_after_due`
 
@@ -222,9 +222,9 @@ class WorkQueue(Generic[K]):
         """When the sleeper must look again: the next deadline, or a held-back key's patience (or the
         horizon's end, when a key is held back only because a deadline is near)."""
         head = self._deadlines.next_deadline()
-        if not self._after_due:
+        patience = self._after_due.next_deadline()
+        if patience is None:
             return head
-        patience = next(iter(self._after_due.values()))
         if head is None:
             return patience
         return min(head, patience)
