@@ -14,9 +14,9 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from anchors import Cycles, pod_body, pod_running, run_cycles
 from harness import (
@@ -52,6 +52,11 @@ CHURN_ACCOUNT = "bench-agents"
 
 HELD = phase_is("Held")
 PENDING = phase_is("Pending")
+# #4's aiming pass: renewals in flight (not paced: a backlog in the operator would make the lag of
+# each renewal longer than the last, and every aim miss by it), and the renewals of the probe that
+# measures its pace before the window is placed.
+AIM_IN_FLIGHT = 16
+AIM_PROBE = 100
 
 
 def claim_body(
@@ -408,6 +413,7 @@ class Expiry:
     aimed: float = 0.0  # the window the ends were aimed into (0: the old, create-paced scenario)
     outside: int = 0  # leases whose end the aiming could not bring into that window
     busiest_second: int = 0  # the most leases ending within any one second
+    renewed_late: int = 0  # aiming renewals the operator took after the window had opened (in the storm)
 
 
 async def expiry(env: Env, namespace: str, count: int, rate: float, window: float = 0.0) -> Expiry:
@@ -439,24 +445,33 @@ async def expiry(env: Env, namespace: str, count: int, rate: float, window: floa
 
         began = time.time()
         await asyncio.gather(*(create(i) for i in range(count)))
-        # The window opens once the renewals could have been made at the pace the grants came, twice
-        # over (a renewal is two writes of the operator, as a grant is), plus a margin.
-        opens = time.time() + 2 * max(count / rate, time.time() - began) + 5.0
+        granted = time.time() - began
+        # The window opens once the aiming pass can be over: at the pace the grants came, twice over (a
+        # renewal is two writes of the operator, as a grant is), and at the pace a probe of renewals
+        # made in the same way just went, half as much again, plus a margin. The grants' pace alone
+        # underestimated the pass (each renewal waits for the operator's answer, 16 at a time): its
+        # last renewals came after the window had opened, in the storm, and their leases ended late.
+        probe = names[: min(count, AIM_PROBE)]
+        probed = time.time()
+        marker = f"probe-{probed:.3f}"
+        await gather_limited(probe, lambda n: _renew(env, watch, namespace, n, 3600, marker), AIM_IN_FLIGHT)
+        per_renewal = (time.time() - probed) / max(1, len(probe))
+        opens = time.time() + _aiming_time(count, rate, granted, per_renewal)
         margin = min(0.5, window / 4)
         slots = {n: opens + margin + (window - 2 * margin) * i / max(1, count - 1) for i, n in enumerate(names)}
         lag = [0.2]  # write → the operator's renewal: the last one seen (the first guessed)
         outside: set[str] = set()
+        renewed_late: set[str] = set()  # renewals the operator took after the window had opened
 
         async def aim(name: str) -> None:
             """Renew `name` so that its lease ends on its slot; again while it missed the window and
             a renewal can still be seen before the window opens."""
             for attempt in range(3):
                 sent = time.time()
-                marker = f"aim-{attempt}-{sent:.3f}"
                 ttl = _ttl_towards(slots[name], sent + lag[0], opens, window)
-                patch = {"metadata": {"annotations": {RENEW_ANNOTATION: marker}}, "spec": {"ttlSeconds": ttl}}
-                await env.client.patch(paths.claims(namespace, name), patch)
-                status = (await watch.wait_for(name, _renewed(marker), env.timeout)).obj["status"]
+                status = await _renew(env, watch, namespace, name, ttl, f"aim-{attempt}-{sent:.3f}")
+                if from_rfc3339(str(status["renewedAt"])) > opens:
+                    renewed_late.add(name)
                 expires[name] = from_rfc3339(str(status["expiresAt"]))
                 lag[0] = from_rfc3339(str(status["renewedAt"])) - sent
                 if opens <= expires[name] <= opens + window:
@@ -468,13 +483,29 @@ async def expiry(env: Env, namespace: str, count: int, rate: float, window: floa
 
         # Renewals in flight are limited, not paced: a backlog in the operator would make the lag
         # of each renewal longer than the last, and every aim miss by it.
-        await gather_limited(names, aim, 16)
+        await gather_limited(names, aim, AIM_IN_FLIGHT)
         seen_expired = await gather_limited(
             names, lambda n: watch.wait_for(n, phase_is("Expired"), env.timeout * 2), count
         )
     lateness = [s.wall - expires[n] for n, s in zip(names, seen_expired, strict=True)]
     await gather_limited(names, lambda n: delete_quietly(env.client, paths.claims(namespace, n)), 32)
-    return _summed(lateness, sorted(expires.values()), window, len(outside))
+    return replace(_summed(lateness, sorted(expires.values()), window, len(outside)), renewed_late=len(renewed_late))
+
+
+async def _renew(env: Env, watch: Watch, namespace: str, name: str, ttl: int, marker: str) -> dict[str, Any]:
+    """Renew `name` with `ttl` (one merge patch of the TTL and the renewal annotation) and return its
+    status once the operator has taken the renewal."""
+    patch = {"metadata": {"annotations": {RENEW_ANNOTATION: marker}}, "spec": {"ttlSeconds": ttl}}
+    await env.client.patch(paths.claims(namespace, name), patch)
+    status: dict[str, Any] = (await watch.wait_for(name, _renewed(marker), env.timeout)).obj["status"]
+    return status
+
+
+def _aiming_time(count: int, rate: float, granted: float, per_renewal: float) -> float:
+    """Seconds from now to the window's opening: the `count` renewals at the grants' pace (`granted`
+    seconds for them, at least `count / rate`) twice over, or at the probe's (`per_renewal` seconds
+    each, renewals in flight included) half as much again, whichever is longer, plus 5 s."""
+    return max(2 * max(count / rate, granted), 1.5 * per_renewal * count) + 5.0
 
 
 def _ttl_towards(slot: float, renewed: float, opens: float, window: float) -> int:
