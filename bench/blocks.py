@@ -705,7 +705,8 @@ class Runner:
         s = summarise([result.lateness], MS)
         W = self.anchor.get("W")
         detail = (f"{p.expiring} expiring within {result.window:.1f} s (aimed into {result.aimed:.1f} s, "
-                  f"{result.outside} outside; at most {result.busiest_second} in one second) among {live} live locks")
+                  f"{result.outside} outside, {result.renewed_late} renewed after it opened; "
+                  f"at most {result.busiest_second} in one second) among {live} live locks")
         self.doc.rows += [
             Row(4, "TTL expiry lateness p50", "ms", s.p50, W.p50 if W else None, "W p50", None, flavour, detail),
             Row(4, "TTL expiry lateness p99", "ms", s.p99, W.p99 if W else None, "W p99",

@@ -47,7 +47,7 @@ async def one_round(bed: abrun.RestartBed, expiring: int, rate: float, window: f
     return {
         "p50_ms": round(percentile(late, 50) * 1000, 1), "p99_ms": round(percentile(late, 99) * 1000, 1),
         "max_ms": round(late[-1] * 1000, 1), "window_s": round(result.window, 2),
-        "outside": result.outside, "busiest_second": result.busiest_second,
+        "outside": result.outside, "renewed_late": result.renewed_late, "busiest_second": result.busiest_second,
         "load1_before": round(load, 1), "load1_after": round(os.getloadavg()[0], 1),
         "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
         "writes": {f"{verb} {resource}{'/' + sub if sub else ''}": n

@@ -42,3 +42,12 @@ def test_the_spread_and_the_busiest_second() -> None:
     assert summary.window == pytest.approx(4.0)
     assert summary.busiest_second == 4  # 10.0 .. 10.9 (11.0 would be the fifth)
     assert (summary.aimed, summary.outside) == (5.5, 1)
+
+
+def test_a_pass_made_again_waits_for_the_pace_the_given_up_one_went() -> None:
+    # 1 000 claims granted at the pace they were created (5 s at 200 a second): the grants alone open
+    # the window 15 s on, but after a pass given up at 40 ms a renewal the next needs 40 s.
+    assert scenarios._aiming_time(1000, 200.0, 5.0, 0.04) == pytest.approx(65.0)
+    # ... and when renewals are quick, the grants' pace still sets it.
+    assert scenarios._aiming_time(1000, 200.0, 5.0, 0.001) == pytest.approx(15.0)
+    assert scenarios._aiming_time(1000, 200.0, 12.0, 0.001) == pytest.approx(29.0)
