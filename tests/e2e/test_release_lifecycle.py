@@ -2,7 +2,8 @@
 pod's own ServiceAccount token, `helm upgrade` of a value, `helm uninstall` (nothing left but the
 CRDs, which the chart keeps), and the plain-manifest install (`kubectl apply -f manifests/`).
 
-Runs after the other end-to-end modules (file order): it uninstalls the session's release.
+Runs after the other end-to-end modules that use the tier's release (file order): it uninstalls it.
+(The token test runs after it, on a cluster of its own.)
 """
 
 from __future__ import annotations

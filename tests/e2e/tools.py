@@ -8,6 +8,8 @@ from pathlib import Path
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO = E2E_DIR.parents[1]
+RELEASE = "kubelock"
+RELEASE_NAMESPACE = "kubelock-system"
 #: What the test log reports at the end (images, how the operator pod runs, timings). Here rather
 #: than in conftest.py, which pytest may load under another module name than the tests import.
 REPORT: list[str] = []

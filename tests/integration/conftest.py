@@ -33,6 +33,7 @@ from kubernetes.client import (
 
 from kubelock.testbed import ControlPlane, MissingBinariesError, fake_node_manifest, node_is_ready, wait_until
 from tests.support.namespaces import temporary_namespace
+from tests.support.operator import OperatorProcess
 from tests.support.partition import Partition
 
 KUBECONFIG_ENV = "KUBELOCK_TEST_KUBECONFIG"
@@ -134,6 +135,19 @@ def iso_ns(admin_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     with temporary_namespace(admin_api, f"kl-{module}-") as name:
         yield name
+
+
+@pytest.fixture(scope="module")
+def prefix_operator(
+    request: pytest.FixtureRequest, control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """An operator of the test module's own, serving only the namespaces whose names begin with the
+    module's ``PREFIX`` (made by ``temporary_namespace(admin_api, PREFIX)``): a test may stop it or
+    measure its process without touching another module's claims."""
+    prefix: str = request.module.PREFIX
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{prefix}*",)) as op:
+        yield op
 
 
 @pytest.fixture

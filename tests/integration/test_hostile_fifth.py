@@ -47,17 +47,8 @@ ALICE, BOB = "user:alice/w1", "user:bob/w1"
 
 
 
-@pytest.fixture(scope="module")
-def hostile_operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
-        yield op
-
-
 @pytest.fixture
-def ns(admin_api: ApiClient, hostile_operator: OperatorProcess) -> Iterator[str]:
+def ns(admin_api: ApiClient, prefix_operator: OperatorProcess) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
         users = ("alice", "bob", service_account_user(name, "agent-a"), service_account_user(name, "agent-b"))
         for user in users:
@@ -206,7 +197,7 @@ def test_a_claim_made_again_at_once_under_its_name_is_a_new_grant_with_a_new_tok
 
 
 def test_a_claim_made_again_under_its_name_while_the_operator_is_down_inherits_nothing(
-    ns: str, user_api: UserApi, admin_api: ApiClient, hostile_operator: OperatorProcess
+    ns: str, user_api: UserApi, admin_api: ApiClient, prefix_operator: OperatorProcess
 ) -> None:
     """The operator starts with a lock whose claimRef names `c` with the old uid, and a claim `c` of
     another identity with a new uid: the lock is released (its claim is gone) and the new claim is
@@ -215,13 +206,13 @@ def test_a_claim_made_again_under_its_name_while_the_operator_is_down_inherits_n
     alice.claim("c", "r://c", ALICE, ttl=600)
     old_token = token_of(alice.wait_phase("c", "Held", DEADLINE))
     old_lock = the_lock(admin)
-    hostile_operator.stop()
+    prefix_operator.stop()
     try:
         alice.delete("c")
         new = bob.claim("c", "r://c", BOB, ttl=600)
         assert the_lock(admin)["metadata"]["uid"] == old_lock["metadata"]["uid"]  # nothing released it yet
     finally:
-        hostile_operator.start()
+        prefix_operator.start()
     body = bob.wait_phase("c", "Held", DEADLINE)
     assert token_of(body) > old_token
     # The lock may be handed over in place (same object, new holder, new token): never with the old grant.

@@ -41,17 +41,8 @@ ALICE, BOB = "user:alice/w1", "user:bob/w1"
 
 
 
-@pytest.fixture(scope="module")
-def hostile_operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
-        yield op
-
-
 @pytest.fixture
-def ns(admin_api: ApiClient, hostile_operator: OperatorProcess) -> Iterator[str]:
+def ns(admin_api: ApiClient, prefix_operator: OperatorProcess) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
         for user in ("alice", "bob"):
             bind(admin_api, name, "kubelock-agent", user)
@@ -198,15 +189,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def test_claims_with_huge_metadata_do_not_stall_other_agents(
-    alice: Locks, bob: Locks, ns: str, hostile_operator: OperatorProcess, capsys: pytest.CaptureFixture[str]
+    alice: Locks, bob: Locks, ns: str, prefix_operator: OperatorProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As much metadata as admission lets through on each of alice's claims (16384 characters of
     annotations, kubelock-lockclaim-bounds; until that bound, 256 KiB of annotations and a thousand
     labels, what the API server takes, were measured here the same way): the operator keeps no more
     of a claim than it decides on, so bob's try-lock is answered as quickly. The same 20 claims and
     renewals without the metadata first, as the control."""
-    assert hostile_operator.popen is not None
-    pid = hostile_operator.popen.pid
+    assert prefix_operator.popen is not None
+    pid = prefix_operator.popen.pid
     serial = iter(range(1_000_000))
 
     def answered_in() -> float:

@@ -34,17 +34,8 @@ Body = dict[str, Any]
 UserApi = Callable[[str], ApiClient]
 
 
-@pytest.fixture(scope="module")
-def hostile_operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
-        yield op
-
-
 @pytest.fixture
-def ns(admin_api: ApiClient, hostile_operator: OperatorProcess) -> Iterator[str]:
+def ns(admin_api: ApiClient, prefix_operator: OperatorProcess) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
         bind(admin_api, name, "kubelock-agent", "alice")
         bind(admin_api, name, "kubelock-admin", "lockadmin")

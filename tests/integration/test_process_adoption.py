@@ -9,6 +9,7 @@ back as before (a restarted process, or `rlock` then `runlock`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -76,6 +77,21 @@ def python(script: str, env: dict[str, str]) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
+@contextlib.contextmanager
+def start_holder(env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A process of the instance that holds URI (HOLDING), and what it printed once it held. When the
+    block ends, the process's stdin closes and it ends without releasing; it must exit 0."""
+    first = python(HOLDING, env)
+    try:
+        assert first.stdout is not None
+        held: dict[str, Any] = json.loads(first.stdout.readline() or "{}")
+        assert held.get("ok") is True, first.stderr.read() if first.stderr else held
+        yield held
+    finally:
+        first.communicate(timeout=DEADLINE)  # stdin closes: the first ends without releasing
+    assert first.returncode == 0
+
+
 def asked(env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-c", ASKING], env=env, capture_output=True, text=True, cwd=REPO,
                           timeout=120, check=False)
@@ -89,11 +105,7 @@ def test_a_second_live_process_of_one_instance_is_refused_and_adopts_once_the_fi
 ) -> None:
     admin = Locks(admin_api, namespace)
     claim = claim_name(HOLDER, normalise(URI))
-    first = python(HOLDING, alice_env)
-    try:
-        assert first.stdout is not None
-        held = json.loads(first.stdout.readline() or "{}")
-        assert held.get("ok") is True, first.stderr.read() if first.stderr else held
+    with start_holder(alice_env) as held:
         body = admin.get(claim)
         assert body["metadata"]["annotations"][PROCESS_ANNOTATION].split("/")[2] == str(held["pid"])
 
@@ -114,9 +126,6 @@ def test_a_second_live_process_of_one_instance_is_refused_and_adopts_once_the_fi
         body = admin.get(claim)
         assert phase_of(body) == "Held"
         assert body["status"]["fencingToken"] == held["token"]
-    finally:
-        first.communicate(timeout=DEADLINE)  # stdin closes: the first ends without releasing
-    assert first.returncode == 0
 
     # The first is gone (as after a crash or a restart): a new process takes the claim back.
     again = asked(alice_env)
@@ -177,11 +186,7 @@ def test_a_second_live_process_of_one_instance_cannot_release_the_firsts_lock(
     refused while the maker lives, saying who holds it, and goes through once that process is gone."""
     admin = Locks(admin_api, namespace)
     claim = claim_name(HOLDER, normalise(URI))
-    first = python(HOLDING, alice_env)
-    try:
-        assert first.stdout is not None
-        held = json.loads(first.stdout.readline() or "{}")
-        assert held.get("ok") is True, first.stderr.read() if first.stderr else held
+    with start_holder(alice_env) as held:
         before = admin.get(claim)
 
         done = subprocess.run([sys.executable, "-c", RELEASING], env=alice_env, capture_output=True, text=True,
@@ -208,9 +213,6 @@ def test_a_second_live_process_of_one_instance_cannot_release_the_firsts_lock(
         assert phase_of(after) == "Held"
         assert (after["metadata"]["uid"], after["metadata"]["resourceVersion"]) == (
             before["metadata"]["uid"], before["metadata"]["resourceVersion"])
-    finally:
-        first.communicate(timeout=DEADLINE)  # stdin closes: the first ends without releasing
-    assert first.returncode == 0
 
     # The first is gone: its claim is released from here as before.
     assert run("kubelock", "release", URI, env=alice_env).code == 0

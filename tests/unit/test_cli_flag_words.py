@@ -5,13 +5,9 @@ let --json win over -o yaml without a word."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from kubelock.cli import compat
-from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.main import main
+from tests.support.usage import kubelock_output_when_parsed, kubelock_usage_error, no_cluster, rlock_usage_error
 
 NO_MODE = ("there is no --mode option: a lock is exclusive unless --shared is given (held together with other "
            "--shared holders, never with an exclusive one); for example ")
@@ -47,12 +43,8 @@ NO_MODE = ("there is no --mode option: a lock is exclusive unless --shared is gi
 def test_kubelock_names_the_allowed_values_and_an_example(
     argv: list[str], words: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")  # would be NotConfigured (6) if reached
-    monkeypatch.setenv("KUBELOCK_INSTANCE", "w1")
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    assert exited.value.code == ExitCode.INVALID_INPUT
-    err = capsys.readouterr().err
+    no_cluster(monkeypatch, instance="w1")
+    err = kubelock_usage_error(argv, capsys)
     assert words in err, err
     assert "invalid choice" not in err
 
@@ -61,11 +53,8 @@ def test_kubelock_names_the_allowed_values_and_an_example(
 def test_rlock_says_it_in_its_one_json_object(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-    with pytest.raises(SystemExit) as exited:
-        compat.rlock(argv)
-    assert exited.value.code == ExitCode.INVALID_INPUT
-    answer = json.loads(capsys.readouterr().out)
+    no_cluster(monkeypatch)
+    answer = rlock_usage_error(argv, capsys)
     assert answer["error"] == "InvalidInput"
     assert 'for example rlock --shared "URI", or rlock "URI" for an exclusive lock' in answer["message"]
 
@@ -82,8 +71,5 @@ def test_rlock_says_it_in_its_one_json_object(
 def test_what_is_right_is_left_alone(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-    monkeypatch.setenv("KUBELOCK_INSTANCE", "w1")
-    assert main(argv) == ExitCode.UNREACHABLE  # parsed, then no cluster
-    captured = capsys.readouterr()
-    assert "there is no" not in captured.err + captured.out
+    no_cluster(monkeypatch, instance="w1")
+    assert "there is no" not in kubelock_output_when_parsed(argv, capsys)

@@ -4,14 +4,10 @@ before the command."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from kubelock.cli import compat
-from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.main import main
 from kubelock.cli.usage import seconds_hint
+from tests.support.usage import kubelock_output_when_parsed, kubelock_usage_error, no_cluster, rlock_usage_error
 
 WAIT = "--wait takes no value (it only says to queue): give the longest wait with --timeout SECONDS, for example "
 
@@ -36,11 +32,8 @@ WAIT = "--wait takes no value (it only says to queue): give the longest wait wit
 def test_kubelock_says_what_to_write_instead(
     argv: list[str], words: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")  # would be NotConfigured (6) if reached
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    assert exited.value.code == ExitCode.INVALID_INPUT
-    assert words in capsys.readouterr().err
+    no_cluster(monkeypatch)
+    assert words in kubelock_usage_error(argv, capsys)
 
 
 @pytest.mark.parametrize(
@@ -54,10 +47,8 @@ def test_kubelock_says_what_to_write_instead(
 def test_what_argparse_accepts_is_left_alone(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-    monkeypatch.setenv("KUBELOCK_INSTANCE", "w1")
-    assert main(argv) == ExitCode.UNREACHABLE  # parsed, then no cluster
-    assert "option of the command" not in capsys.readouterr().err
+    no_cluster(monkeypatch, instance="w1")
+    assert "option of the command" not in kubelock_output_when_parsed(argv, capsys)
 
 
 @pytest.mark.parametrize(
@@ -69,11 +60,7 @@ def test_what_argparse_accepts_is_left_alone(
     ],
 )
 def test_rlock_says_it_in_its_one_json_object(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        compat.rlock(argv)
-    assert exited.value.code == ExitCode.INVALID_INPUT
-    [line] = capsys.readouterr().out.splitlines()
-    assert words in json.loads(line)["message"]
+    assert words in rlock_usage_error(argv, capsys)["message"]
 
 
 @pytest.mark.parametrize(("text", "hint"), [("30s", "; write 30"), ("1.5m", "; write 90"), ("30", ""), ("abc", ""),
