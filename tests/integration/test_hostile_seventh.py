@@ -41,7 +41,7 @@ from kubelock.testbed import ControlPlane
 from tests.integration.conftest import bearer_client, ensure_service_account
 from tests.support.access import bind, service_account_user, wait_allowed
 from tests.support.claims import Locks, status_of, wait_until
-from tests.support.commands import argv_of, environment, finish, run, start
+from tests.support.commands import argv_of, environment, finish, python_json, run, start
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
 
@@ -52,19 +52,10 @@ HOLDER = f"user:alice/{INSTANCE}"
 Body = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def hostile_operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
+@pytest.fixture
+def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with OperatorProcess(control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
-        yield op
-
-
-@pytest.fixture
-def ns(admin_api: ApiClient, hostile_operator: OperatorProcess) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
         bind(admin_api, name, "kubelock-agent", "alice")
         wait_allowed(admin_api, "alice", name, "create", "lockclaims")
@@ -101,14 +92,6 @@ with LockClient(decision_timeout={deadline}) as client:
 """
 
 
-def python_json(script: str, env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO,
-                          timeout=DEADLINE, check=False)
-    assert done.returncode == 0, done.stderr
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
-
-
 def test_a_second_live_process_of_one_instance_cannot_renew_the_firsts_lock(
     alice_env: dict[str, str], admin_api: ApiClient, ns: str
 ) -> None:
@@ -130,7 +113,7 @@ def test_a_second_live_process_of_one_instance_cannot_renew_the_firsts_lock(
         before = admin.get(claim)
         assert before["metadata"]["annotations"][PROCESS_ANNOTATION].split("/")[2] == str(held["pid"])
 
-        sdk = python_json(RENEWING.format(deadline=DEADLINE, uri=uri), alice_env)
+        sdk = python_json(RENEWING.format(deadline=DEADLINE, uri=uri), alice_env, timeout=DEADLINE)
         print(f"SDK heartbeat from a second process: {sdk}")
         assert (sdk.get("error"), sdk.get("reason")) == ("HeldByAnotherProcess", "HeldByAnotherProcess"), sdk
         assert f"not renewed: another live process (pid {held['pid']})" in sdk["message"], sdk
@@ -155,7 +138,7 @@ def test_a_second_live_process_of_one_instance_cannot_renew_the_firsts_lock(
     assert first.returncode == 0
 
     # The maker is gone (a crash, a restart, a one-shot `kubelock acquire`): the instance renews it.
-    again = python_json(RENEWING.format(deadline=DEADLINE, uri=uri), alice_env)
+    again = python_json(RENEWING.format(deadline=DEADLINE, uri=uri), alice_env, timeout=DEADLINE)
     assert again == {"renewed": claim, "token": held["token"]}, again
     renewed = run("kubelock", "heartbeat", uri, env=alice_env)
     assert renewed.code == 0, renewed

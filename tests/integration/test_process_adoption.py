@@ -27,7 +27,7 @@ from kubelock.domain.resource import claim_name, normalise
 from kubelock.testbed import ControlPlane, wait_until
 from tests.support.access import bind, can_claim
 from tests.support.claims import Locks, phase_of
-from tests.support.commands import argv_of, environment, run
+from tests.support.commands import argv_of, environment, python_json, run
 from tests.support.operator import REPO, OperatorProcess
 
 Cluster = Any
@@ -93,11 +93,7 @@ def start_holder(env: dict[str, str]) -> Iterator[dict[str, Any]]:
 
 
 def asked(env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", ASKING], env=env, capture_output=True, text=True, cwd=REPO,
-                          timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
+    return python_json(ASKING, env)
 
 
 def test_a_second_live_process_of_one_instance_is_refused_and_adopts_once_the_first_is_gone(

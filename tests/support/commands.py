@@ -77,3 +77,13 @@ def start(command: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str
 def finish(process: subprocess.Popen[str], timeout: float = 120) -> Run:
     stdout, stderr = process.communicate(timeout=timeout)
     return Run(process.returncode, stdout, stderr)
+
+
+def python_json(script: str, env: dict[str, str], timeout: float = 120) -> dict[str, Any]:
+    """Run a Python script in a process of its own (as an agent's second process would be) and
+    return the JSON object it printed; it must exit 0."""
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
