@@ -130,29 +130,36 @@ def test_a_decision_beside_the_run_takes_first_answers_only() -> None:
     ]
 
 
+async def _run_waiting_on_the_held_write() -> tuple[FakeApi, Cache, Reconciler, asyncio.Event, asyncio.Event]:
+    """A run of KEY that granted h and waits on h's Held write (until `held` is set); a status write
+    of w waits until `answered` is set."""
+    clock = ManualClock(T0)
+    api, cache = FakeApi(), Cache()
+    reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+    held, answered = asyncio.Event(), asyncio.Event()
+
+    async def update(path: str, body: Any, default: Any) -> Any:
+        if path == paths.claims("a", "h", status=True):
+            await held.wait()
+        if path == paths.claims("a", "w", status=True):
+            await answered.wait()
+        return default()
+
+    api.react("update", update)
+    reconciler.queue.start()
+    cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
+    reconciler.schedule(KEY)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return api, cache, reconciler, held, answered
+
+
 def test_the_runs_next_round_leaves_a_first_answer_being_written_beside_it_to_that_write() -> None:
     """Decided before that write's response, the run's next round would write the same answer again
     and fail on the claim's version (a 409 and a GET per claim)."""
 
     async def scenario() -> None:
-        clock = ManualClock(T0)
-        api, cache = FakeApi(), Cache()
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        held, answered = asyncio.Event(), asyncio.Event()
-
-        async def update(path: str, body: Any, default: Any) -> Any:
-            if path == paths.claims("a", "h", status=True):
-                await held.wait()
-            if path == paths.claims("a", "w", status=True):
-                await answered.wait()
-            return default()
-
-        api.react("update", update)
-        reconciler.queue.start()
-        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
-        reconciler.schedule(KEY)
-        for _ in range(20):
-            await asyncio.sleep(0)
+        api, cache, reconciler, held, answered = await _run_waiting_on_the_held_write()
         cache.upsert_claim(api.put(paths.claims("a", "w"), _claim("w", wait=True)))
         reconciler.busy_answers.entered(KEY)
         reconciler.schedule(KEY)
@@ -217,24 +224,7 @@ def test_a_claim_entering_while_answers_beside_the_run_are_written_is_answered_b
     either returns, not on the run's next round behind both."""
 
     async def scenario() -> None:
-        clock = ManualClock(T0)
-        api, cache = FakeApi(), Cache()
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        held, answered = asyncio.Event(), asyncio.Event()
-
-        async def update(path: str, body: Any, default: Any) -> Any:
-            if path == paths.claims("a", "h", status=True):
-                await held.wait()
-            if path == paths.claims("a", "w", status=True):
-                await answered.wait()
-            return default()
-
-        api.react("update", update)
-        reconciler.queue.start()
-        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
-        reconciler.schedule(KEY)
-        for _ in range(20):
-            await asyncio.sleep(0)
+        api, cache, reconciler, held, answered = await _run_waiting_on_the_held_write()
         for name, wait in (("w", True), ("t", False)):
             cache.upsert_claim(api.put(paths.claims("a", name), _claim(name, wait=wait)))
             reconciler.busy_answers.entered(KEY)  # as the runtime does, before scheduling the key
