@@ -101,6 +101,12 @@ def _env_checked(name: str, default: int | None, parse: Callable[[str], int]) ->
         raise SystemExit(f"{name}: {error}") from None
 
 
+def _int_flag(parser: argparse.ArgumentParser, flag: str, variable: str, default: int | None,
+              check: Callable[[str], int], help: str) -> None:
+    """A number flag whose variable is read with the flag's own check (`_env_checked`)."""
+    parser.add_argument(flag, type=check, default=_env_checked(variable, default, check), help=help)
+
+
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -167,33 +173,27 @@ def flag_parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", dest="namespaces", default=None,
                        help="watch this namespace (repeatable; glob patterns allowed)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    parser.add_argument("--resource-lock-timeout", type=_bounded(1, MAX_TTL_CEILING),
-                        default=_env_checked("KUBELOCK_RESOURCE_LOCK_TIMEOUT", 1800, _bounded(1, MAX_TTL_CEILING)),
-                        help="default lease TTL in seconds (resourceLockTimeout, default 1800)")
-    parser.add_argument("--max-ttl-seconds", type=_bounded(1, MAX_TTL_CEILING),
-                        default=_env_checked("KUBELOCK_MAX_TTL_SECONDS", MAX_TTL_CEILING, _bounded(1, MAX_TTL_CEILING)),
-                        help="largest ttlSeconds a claim may ask for (maxTtlSeconds); 1-86400, the LockClaim "
-                        "CRD's own bound of ttlSeconds (default 86400)")
-    parser.add_argument("--stale-after-percent", type=_bounded(34, 100),
-                        default=_env_checked("KUBELOCK_STALE_AFTER_PERCENT", 50, _bounded(34, 100)),
-                        help="a held lock not renewed for this share of its lease is marked Stale: its holder "
-                        "missed the renewal schedule (every third of the lease); 34-100, 100: off (default 50)")
-    parser.add_argument("--ttl-seconds-after-finished", type=_bounded(0, TEN_YEARS),
-                        default=_env_checked("KUBELOCK_TTL_SECONDS_AFTER_FINISHED", 3600, _bounded(0, TEN_YEARS)),
-                        help="delete terminal claims (Rejected, TimedOut, Expired, Deadlocked, Revoked) this long "
-                        "after they finished; 0: keep them (default 3600)")
-    parser.add_argument("--priority-aging-seconds", type=_bounded(1, 86400),
-                        default=_env_checked("KUBELOCK_PRIORITY_AGING_SECONDS", 10, _bounded(1, 86400)),
-                        help="a waiter's effective priority grows by one point per this many seconds of waiting, "
-                        "so none starves behind higher priorities; 1-86400 (default 10)")
-    parser.add_argument("--preemption-priority-delta", type=_bounded(0, 2000),
-                        default=_env_checked("KUBELOCK_PREEMPTION_PRIORITY_DELTA", None, _bounded(0, 2000)),
-                        help="a waiter whose priority exceeds a blocking holder's by at least this much asks the "
-                        "holder to give the lock back (a revocation request); 0-2000 (default: no preemption)")
-    parser.add_argument("--preemption-grace-seconds", type=_bounded(0, 86400),
-                        default=_env_checked("KUBELOCK_PREEMPTION_GRACE_SECONDS", 30, _bounded(0, 86400)),
-                        help="the grace of a preemption's revocation request, after which the lock is broken "
-                        "(default 30)")
+    _int_flag(parser, "--resource-lock-timeout", "KUBELOCK_RESOURCE_LOCK_TIMEOUT", 1800, _bounded(1, MAX_TTL_CEILING),
+              help="default lease TTL in seconds (resourceLockTimeout, default 1800)")
+    _int_flag(parser, "--max-ttl-seconds", "KUBELOCK_MAX_TTL_SECONDS", MAX_TTL_CEILING, _bounded(1, MAX_TTL_CEILING),
+              help="largest ttlSeconds a claim may ask for (maxTtlSeconds); 1-86400, the LockClaim "
+              "CRD's own bound of ttlSeconds (default 86400)")
+    _int_flag(parser, "--stale-after-percent", "KUBELOCK_STALE_AFTER_PERCENT", 50, _bounded(34, 100),
+              help="a held lock not renewed for this share of its lease is marked Stale: its holder "
+              "missed the renewal schedule (every third of the lease); 34-100, 100: off (default 50)")
+    _int_flag(parser, "--ttl-seconds-after-finished", "KUBELOCK_TTL_SECONDS_AFTER_FINISHED", 3600,
+              _bounded(0, TEN_YEARS),
+              help="delete terminal claims (Rejected, TimedOut, Expired, Deadlocked, Revoked) this long "
+              "after they finished; 0: keep them (default 3600)")
+    _int_flag(parser, "--priority-aging-seconds", "KUBELOCK_PRIORITY_AGING_SECONDS", 10, _bounded(1, 86400),
+              help="a waiter's effective priority grows by one point per this many seconds of waiting, "
+              "so none starves behind higher priorities; 1-86400 (default 10)")
+    _int_flag(parser, "--preemption-priority-delta", "KUBELOCK_PREEMPTION_PRIORITY_DELTA", None, _bounded(0, 2000),
+              help="a waiter whose priority exceeds a blocking holder's by at least this much asks the "
+              "holder to give the lock back (a revocation request); 0-2000 (default: no preemption)")
+    _int_flag(parser, "--preemption-grace-seconds", "KUBELOCK_PREEMPTION_GRACE_SECONDS", 30, _bounded(0, 86400),
+              help="the grace of a preemption's revocation request, after which the lock is broken "
+              "(default 30)")
     parser.add_argument("--stale-after-seconds", help=argparse.SUPPRESS)
     parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBELOCK_LOG_FORMAT", "text"),
                         help="text, or json: one object a line (default text)")
@@ -210,10 +210,9 @@ def flag_parser() -> argparse.ArgumentParser:
                         help="port for Prometheus metrics (0: off, the default)")
     parser.add_argument("--metrics-address", default=os.environ.get("KUBELOCK_METRICS_ADDRESS", "127.0.0.1"),
                         help="address the metrics endpoint listens on (default 127.0.0.1)")
-    parser.add_argument("--resync-seconds", type=_positive,
-                        default=_env_checked("KUBELOCK_RESYNC_SECONDS", 60, _positive),
-                        help="LIST locks and holder pods this often, a safety net for missed watch events "
-                             "(seconds, default 60)")
+    _int_flag(parser, "--resync-seconds", "KUBELOCK_RESYNC_SECONDS", 60, _positive,
+              help="LIST locks and holder pods this often, a safety net for missed watch events "
+              "(seconds, default 60)")
     parser.add_argument("--routine-event-rate", type=_rate,
                         default=_env_float("KUBELOCK_ROUTINE_EVENT_RATE", ROUTINE_EVENT_RATE),
                         help="Normal Events (Granted, Released, Queued ...) per second refilling each namespace's "
@@ -221,10 +220,10 @@ def flag_parser() -> argparse.ArgumentParser:
                         "--routine-event-summary-seconds, counting and naming the claims. 0: no Normal Events at "
                         "all. Warning Events are never limited (default 1/300, one every 5 minutes, as client-go's "
                         "spam filter)")
-    parser.add_argument("--routine-event-summary-seconds", type=_bounded(1, 3600),
-                        default=_env_checked("KUBELOCK_ROUTINE_EVENT_SUMMARY_SECONDS", 60, _bounded(1, 3600)),
-                        help="send the summary of each namespace's and reason's Normal Events past the burst this "
-                        "often, 1-3600 (default 60)")
+    _int_flag(parser, "--routine-event-summary-seconds", "KUBELOCK_ROUTINE_EVENT_SUMMARY_SECONDS", 60,
+              _bounded(1, 3600),
+              help="send the summary of each namespace's and reason's Normal Events past the burst this "
+              "often, 1-3600 (default 60)")
     parser.add_argument("--no-early-grants", dest="early_grants", action="store_false",
                         default=_env_bool("KUBELOCK_EARLY_GRANTS", True),
                         help="after a restart, answer no claim before every claim and lock is listed (default: new "
