@@ -51,6 +51,7 @@ from kubelock.operator.busyanswers import BusyAnswers
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, LockRefused, Stale, Taken, Written
+from kubelock.operator.moved import claim_moved, lock_moved
 from kubelock.operator.multiclaims import MultiClaims
 from kubelock.operator.policies import PolicyIndex, usage
 from kubelock.operator.quotaledger import QuotaLedgers
@@ -650,7 +651,7 @@ class Reconciler:
         if stale is not None:
             log.debug("stale view of %s in %s (%s): refreshing", _subject(action), namespace, stale.why)
             viewlog.failed(namespace, action, stale.why)
-            await self._refresh(namespace, action)
+            await self._refresh(namespace, action, seen)
             return False
         self.observer.applied(namespace, action, now)
         return True
@@ -748,7 +749,7 @@ class Reconciler:
         )
         if isinstance(outcome, Stale):
             log.debug("stale view of %s in %s (%s): refreshing", _subject(released[0]), namespace, outcome.why)
-            await self._refresh(namespace, released[0])
+            await self._refresh(namespace, released[0], seen)
             return
         assert outcome.body is not None
         self.cache.upsert_lock(outcome.body)
@@ -817,7 +818,11 @@ class Reconciler:
                    "outcome": "Removed", "reason": claim.reason.value if claim.reason else None},
         )
 
-    async def _refresh(self, namespace: str, action: Action) -> None:
+    async def _refresh(self, namespace: str, action: Action, seen: Seen) -> None:
+        if self._watch_moved(namespace, action, seen):
+            # The watch has brought the write that made this one fail: the next round decides on it.
+            viewlog.moved(namespace, action)
+            return
         if isinstance(action, DeleteClaim):
             self.cache.forget_finished((namespace, action.claim.resource), action.claim.uid)
         elif isinstance(action, SetStatus | CreateLock):
@@ -838,6 +843,16 @@ class Reconciler:
                     await self._reread_lock((namespace, action.target), cached.grants[0].name, cached.uid)
         else:
             await self._reread_lock((namespace, action.lock.resource), action.lock.name, action.lock.uid)
+
+    def _watch_moved(self, namespace: str, action: Action, seen: Seen) -> bool:
+        """Whether the cache already holds a later version of what the failed `action` rested on
+        (`kubelock.operator.moved`): then a GET would add nothing the next decision needs."""
+        if isinstance(action, SetStatus):
+            return claim_moved(seen.claims.get(action.claim.uid), self.cache.claims.get(action.claim.uid))
+        if isinstance(action, DeleteClaim):
+            return False
+        target = action.target if isinstance(action, CreateLock) else action.lock.resource
+        return lock_moved(seen.lock, self.cache.locks.get((namespace, target)))
 
     async def _reread_lock(self, key: Key, name: str, uid: str) -> None:
         """The lock as the API server has it now, in place of the one of `uid` the cache had."""

@@ -103,6 +103,13 @@ def failed(namespace: str, action: Action, why: str) -> None:
         log.debug("write %s in %s failed on a stale view: %s", describe(action), namespace, why)
 
 
+def moved(namespace: str, action: Action) -> None:
+    """The write that failed is already followed by a later version in the cache: no re-read."""
+    if enabled():
+        log.debug("write %s in %s: the watch has brought a later version: decided again without a re-read",
+                  describe(action), namespace)
+
+
 def gone(namespace: str, action: Action) -> None:
     """A status write of a decision found its claim deleted: nobody to tell, the rest goes ahead."""
     if enabled():
