@@ -39,6 +39,14 @@ def entered(body: Body, via: str) -> None:
     )
 
 
+def resumed(noun: str, scope: str | None, seconds: float) -> None:
+    """A watch that broke delivers again, `seconds` after it broke (its reconnect and the replay of
+    what it missed): claims created meanwhile enter the view now."""
+    if enabled():
+        log.debug("%s watch of %s delivers again, %.2f s after it broke", noun,
+                  f"namespace {scope}" if scope else "all namespaces", seconds)
+
+
 def left(body: Body, known: bool) -> None:
     """A claim's deletion event (`known`: the cache held it until now)."""
     if not enabled():

@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any, Protocol
 
 from kubelock.api import objects
 from kubelock.kube.client import WATCH_SECONDS, KubeClient
 from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.operator import viewlog
 
 log = logging.getLogger("kubelock.watches")
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -79,6 +81,7 @@ class ListWatch:
         from one that stopped delivering, so the scope counts as unwatched until it delivers."""
         failures = 0
         broken = resumed
+        broke_at = time.monotonic()
         self.version = version
         if resumed:
             self.sink.unwatched(self.scope)
@@ -93,6 +96,7 @@ class ListWatch:
                                                      timeout_seconds=WATCH_SECONDS):
                     if broken:
                         self.sink.watched(self.scope)  # the resumed stream is moving again
+                        viewlog.resumed(self.noun, self.scope, time.monotonic() - broke_at)
                         broken = False
                     self.version = self._deliver(event, self.version)
                     failures = 0
@@ -105,6 +109,8 @@ class ListWatch:
                     log.warning("%s watch of %s failed: %s", self.noun, _name(self.scope), error)
             except Unreachable as error:
                 log.warning("%s watch of %s lost its connection: %s", self.noun, _name(self.scope), error)
+            if not broken:
+                broke_at = time.monotonic()
             broken = True
             self.sink.unwatched(self.scope)
             delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
