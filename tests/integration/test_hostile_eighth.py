@@ -3,7 +3,8 @@ The static users alice and bob bound to `kubelock-agent`, against the real API s
 of this tree: a claim adopted from an ended maker takes its adopter's process mark, so a sibling of the
 instance can neither renew nor release it, and of processes adopting at once exactly one wins; the
 mark is the holder's to write and nobody else's; a claim made with `dryRun=All`; a holder at the
-CRD's length limit and one byte over it.
+CRD's length limit and one byte over it; spellings of one resource; a holder's ServiceAccount deleted
+while it holds.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from kubelock.api.constants import CLAIM_PLURAL, GROUP, PROCESS_ANNOTATION, VERSION
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, normalise
-from kubelock.sdk import HeldByAnotherProcess
+from kubelock.sdk import Expired, HeldByAnotherProcess, LockClient
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.model import ClaimInfo
 from kubelock.sdk.targets import Target
@@ -32,7 +33,7 @@ from kubelock.testbed import ControlPlane
 from tests.integration.conftest import SaToken, UserApi
 from tests.support.access import bind, service_account_user, wait_allowed
 from tests.support.claims import Locks, phase_of, wait_until
-from tests.support.commands import environment, python_json, run
+from tests.support.commands import environment, finish, python_json, run, start
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
 
@@ -330,3 +331,33 @@ def test_spellings_of_one_resource_are_one_lock_only_as_documented(
     print(f"spellings beside github://acme.example/app/x held by alice: {seen}")
     assert seen == SPELLINGS
     assert run("runlock", "github://acme.example/app/x", env=alice_env).code == 0
+
+
+def test_a_holder_whose_service_account_is_deleted_loses_the_lock_at_its_lease(
+    control_plane: ControlPlane, admin_api: ApiClient, ns: str, sa_token: SaToken, tmp_path: Path
+) -> None:
+    """An agent's ServiceAccount deleted while `with client.lock(...)` holds: its token is refused from
+    then on (401), so its renewals fail and the lease is declared lost at the renew deadline, naming
+    the credentials; the lock then goes to the next holder, waiting meanwhile, within its lease."""
+    uri = "deploy://eighth-sa-gone"
+    name = "eighth-gone"
+    user = service_account_user(ns, name)
+    bind(admin_api, ns, "kubelock-agent", user)
+    wait_allowed(admin_api, user, ns, "create", "lockclaims")
+    config = control_plane.token_kubeconfig(sa_token(ns, name), tmp_path / "gone.kubeconfig", ns)
+    agent = LockClient(kubeconfig=str(config), namespace=ns, instance="g", retries=1, request_timeout=5)
+    bob = start("kubelock", "acquire", uri, "--wait", "--timeout", "90", "--ttl", "30",
+                env=environment(control_plane.user_kubeconfig("bob"), ns, "b"))
+    try:
+        with agent.lock(uri, ttl=10, renew_deadline=7) as lease:
+            CoreV1Api(admin_api).delete_namespaced_service_account(name, ns)
+            lost = lease.lost.wait(DEADLINE)
+            print(f"ServiceAccount deleted while holding: lease lost {lost}: {lease.error}")
+            assert lost and isinstance(lease.error, Expired), lease.error
+            assert "credentials" in str(lease.error), lease.error
+    finally:
+        agent.close()
+    waited = finish(bob, timeout=DEADLINE)
+    print(f"bob, waiting meanwhile: exit {waited.code} {waited.stdout.strip()[:200]}")
+    assert waited.code == 0, waited
+    assert run("kubelock", "release", uri, env=environment(control_plane.user_kubeconfig("bob"), ns, "b")).code == 0
