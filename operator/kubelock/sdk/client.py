@@ -18,7 +18,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Final, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -352,6 +352,10 @@ class AsyncLockClient:
                     # A finished record of an earlier attempt: replace it (only that very object).
                     await self.delete_claim(info, quiet=True)
                     continue
+                adopted = await self._adopt(ident, target, info)
+                if adopted is None:
+                    continue  # deleted or replaced while adopting: start again
+                info = adopted
                 if info.held or (info.phase is Phase.PENDING and not wait):
                     return await self._checked(info, adopted=True)
             except kube_errors.ApiError as error:
@@ -370,6 +374,42 @@ class AsyncLockClient:
                     await asyncio.shield(self.delete_claim(decided, quiet=True))
                 raise
         raise Unreachable(f"claim {name} kept being replaced while acquiring {resource}; try again")
+
+    async def _adopt(self, ident: Identity, target: Target, info: ClaimInfo) -> ClaimInfo | None:
+        """Make this process the maker of a claim of its instance that it takes over (its maker has
+        ended, or cannot be checked from here): the process mark is rewritten to this process's, so
+        that a sibling of the instance may no more renew or release the adopted lock than it may the
+        lock of a process that made its own claim (sdk.process).
+
+        One write, preconditioned on the version read: of two processes adopting at once, one
+        writes, the other's write conflicts, and reading the claim again it finds the winner's mark
+        naming a live process, and is refused (`HeldByAnotherProcess`, "not adopted"). A conflict
+        from any other write (a verdict, a renewal) is retried on the claim as it now is. The
+        fencing token, the grant and the lease are the claim's as before: only the annotation
+        changes, which the operator does not read. None when the claim was deleted or replaced
+        meanwhile (the caller starts again)."""
+        own = process.current()
+        raced = False
+        for _ in range(CREATE_ATTEMPTS):
+            _refuse_other_process(info, doing="adopt" if raced else "acquire")
+            if own is None or info.process == str(own):
+                return info  # nothing to write: no mark of this process can be made, or it is already its
+            patch: Body = {"metadata": {"resourceVersion": info.resource_version,
+                                        "annotations": {PROCESS_ANNOTATION: str(own)}}}
+            try:
+                body = await self.kube.patch(paths.claims(info.namespace, info.name), patch)
+            except kube_errors.Conflict:
+                again = await self._own_claim(ident, target)
+                if again is None or again.uid != info.uid or again.terminal:
+                    return None
+                info, raced = again, True
+                continue
+            except kube_errors.NotFound:
+                return None
+            except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                raise from_api(error, f"adopt claim {info.namespace}/{info.name}") from error
+            return ClaimInfo.from_body(body)
+        raise Unreachable(f"claim {info.name} kept changing while adopting it for {info.label}; try again")
 
     async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body) -> None:
         """Delete the claim `sent` if a create made it: the request mark tells it from an older claim."""
@@ -888,31 +928,53 @@ class AsyncLockClient:
                 return
 
 
-_NOT_DONE = {"acquire": "", "release": "not released: ", "renew": "not renewed: "}
+Doing = Literal["acquire", "adopt", "release", "renew"]
 
 
-def _refuse_other_process(info: ClaimInfo, *, doing: str = "acquire") -> None:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Refusal:
+    prefix: str  # what was not done, before the message
+    advice: str  # what to do instead; `{pid}` is the live process's
+
+
+# One row for each thing a process may not do to a claim another live process of its instance made.
+_REFUSALS: Final[Mapping[Doing, _Refusal]] = {
+    "acquire": _Refusal("", "give each process its own KUBELOCK_INSTANCE (or instance=)"),
+    "adopt": _Refusal(
+        "not adopted: ",
+        "it adopted this claim at the same time and won; give each process its own KUBELOCK_INSTANCE "
+        "(or instance=)",
+    ),
+    "release": _Refusal(
+        "not released: ",
+        "only that process releases it (or its end does); to release it from here, end pid {pid}",
+    ),
+    "renew": _Refusal(
+        "not renewed: ",
+        "only that process renews it (`kubelock run` and the SDK's lock() renew their own); once pid "
+        "{pid} has ended this instance may renew it",
+    ),
+}
+
+
+def _refuse_other_process(info: ClaimInfo, *, doing: Doing = "acquire") -> None:
     """An existing claim of this instance is adopted ("the same instance asking again") unless
-    another live process here made it: then two processes would hold one lock (see sdk.process).
-    Releasing it is refused alike: the process that made it still uses the lock, and would be told
-    it lost it (`Revoked`) while the releasing process thought it gave back its own. Renewing it
-    too: the renewal would hand this process the lock's fencing token as if it held it, and keep
-    the lease alive for a process that may have stopped renewing (hung, stopped): the lease's
-    expiry, which ends such a holder's grant, would never come."""
+    another live process here made it (or adopted it): then two processes would hold one lock (see
+    sdk.process). Releasing it is refused alike: the process that made it still uses the lock, and
+    would be told it lost it (`Revoked`) while the releasing process thought it gave back its own.
+    Renewing it too: the renewal would hand this process the lock's fencing token as if it held it,
+    and keep the lease alive for a process that may have stopped renewing (hung, stopped): the
+    lease's expiry, which ends such a holder's grant, would never come. `adopt`: this process lost a
+    race to adopt the claim of an ended maker to another live process."""
     other = process.live_other(info.process)
     if other is None:
         return
     state = "holds" if info.held else "awaits"
-    if doing == "release":
-        advice = f"only that process releases it (or its end does); to release it from here, end pid {other.pid}"
-    elif doing == "renew":
-        advice = (f"only that process renews it (`kubelock run` and the SDK's lock() renew their own); once pid "
-                  f"{other.pid} has ended this instance may renew it")
-    else:
-        advice = "give each process its own KUBELOCK_INSTANCE (or instance=)"
+    refusal = _REFUSALS[doing]
     raise HeldByAnotherProcess(
-        f"{_NOT_DONE[doing]}another live process (pid {other.pid}) of holder "
-        f"{info.holder} {state} this claim ({info.namespace}/{info.name} on {info.label}); {advice}",
+        f"{refusal.prefix}another live process (pid {other.pid}) of holder "
+        f"{info.holder} {state} this claim ({info.namespace}/{info.name} on {info.label}); "
+        f"{refusal.advice.format(pid=other.pid)}",
         holder=info.holder,
         held_since=format_time(info.acquired_at),
     )

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubelock.domain import holder as holders
+from kubelock.domain.resource import MAX_HOLDER_LENGTH, utf8_length
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
@@ -180,10 +181,27 @@ async def resolve(
         # podRef and ownerReferences can only name a pod in the claim's own namespace.
         pod_name = pod_uid = None
     return Identity(
-        holder=validation.holder(holders.holder_of(who.identity, chosen)),
+        holder=holder_within_bounds(who.identity, chosen),
         namespace=namespace,
         pod_name=pod_name,
         pod_uid=pod_uid if pod_name else None,
         identity=who.identity,
         instance=chosen,
+    )
+
+
+def holder_within_bounds(identity: str, instance: str) -> str:
+    """`<identity>/<instance>`, refused with what to shorten when it passes the CRD's bound: an
+    identity is not kubelock's to choose (a ServiceAccount's name may itself be 253 characters), so
+    "the holder is too long" alone leaves its agent guessing which part is."""
+    holder = holders.holder_of(identity, instance)
+    length = utf8_length(holder)
+    if length <= MAX_HOLDER_LENGTH:
+        return validation.holder(holder)
+    room = MAX_HOLDER_LENGTH - utf8_length(identity) - 1
+    instead = f"an instance of at most {room} characters ({INSTANCE_ENV} or --instance), or " if room >= 1 else ""
+    raise InvalidInput(
+        f"the holder {identity}/{instance} is {length} bytes long in UTF-8, and a holder may have at most "
+        f"{MAX_HOLDER_LENGTH}: identity {identity} is {utf8_length(identity)} bytes of it; use {instead}a "
+        "shorter ServiceAccount name (or user name)"
     )
