@@ -95,6 +95,12 @@ def test_the_commands_on_a_cluster_without_kubelock_say_it_is_not_installed(bed:
     answer = json.loads(rlock.stdout)
     assert answer["ok"] is False and answer["error"] == "NotInstalled", answer
     assert "CRDs are not installed" in answer["message"], answer
+    # The bed binds its users to roles that the install brings: until then a user is refused (exit 3)
+    # with the roles named as missing, not told to bind what is bound already.
+    as_alice = {**env, "KUBECONFIG": str(workdir / "users" / "alice.kubeconfig")}
+    refused = run(*cli, "acquire", "github://acme/app/issues/42", env=as_alice, check=False)
+    assert refused.returncode == 3, refused
+    assert "the ClusterRole kubelock-agent your binding names does not exist" in refused.stderr, refused.stderr
 
 
 def test_the_manifests_install_into_a_bare_bed_and_uninstall_to_what_it_was(bed: tuple[Path, str]) -> None:

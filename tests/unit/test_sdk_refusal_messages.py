@@ -97,3 +97,18 @@ def test_an_unserved_kubelock_path_says_kubelock_is_not_installed() -> None:
     # A request to another API (SelfSubjectReview) says nothing of kubelock's CRDs.
     other = from_api(kube_errors.NotFound(404, "", "404 page not found", {}), "ask who", kubelock_api=False)
     assert isinstance(other, NotFound) and "kubelock" not in str(other)
+
+
+def test_a_refusal_because_the_bound_role_is_gone_says_kubelock_is_not_installed() -> None:
+    """After an uninstall the bindings to kubelock-agent stay and name a role that is gone: "bind
+    kubelock-agent" would not help, the roles must come back."""
+    detail = ('lockclaims.kubelock.dev is forbidden: User "alice" cannot create resource "lockclaims" in API group '
+              '"kubelock.dev" in the namespace "default": RBAC: clusterrole.rbac.authorization.k8s.io '
+              '"kubelock-agent" not found')
+    error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "create claim c")
+    assert isinstance(error, Forbidden)  # exit 3, as before
+    assert str(error) == (
+        f"not allowed to create claim c: {detail}; the ClusterRole kubelock-agent your binding names does not "
+        "exist: kubelock's roles are not installed in this cluster (uninstalled, or never installed); install "
+        "kubelock (docs/install.md) or use the kubeconfig of the cluster that has it"
+    )

@@ -120,6 +120,9 @@ _RBAC_REFUSAL = re.compile(
     r'in API group "kubelock\.dev" in the namespace "(?P<namespace>[^"]+)"'
 )
 _READ_VERBS = frozenset({"get", "list", "watch"})
+# The RBAC authorizer's note when a binding names a ClusterRole that does not exist (kubelock
+# uninstalled while the bindings made to its roles stay): binding it again would not help.
+_ROLE_MISSING = re.compile(r'clusterrole\.rbac\.authorization\.k8s\.io "(?P<role>[^"]+)" not found')
 
 
 def rbac_hint(detail: str) -> str:
@@ -129,6 +132,11 @@ def rbac_hint(detail: str) -> str:
     found = _RBAC_REFUSAL.search(detail)
     if found is None:
         return ""
+    missing = _ROLE_MISSING.search(detail)
+    if missing is not None:
+        return (f"; the ClusterRole {missing['role']} your binding names does not exist: kubelock's roles are "
+                "not installed in this cluster (uninstalled, or never installed); install kubelock "
+                "(docs/install.md) or use the kubeconfig of the cluster that has it")
     user, namespace = found["user"], found["namespace"]
     if found["verb"] in _READ_VERBS:
         role = "kubelock-viewer"
