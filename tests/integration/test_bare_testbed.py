@@ -10,6 +10,7 @@ Starts its own control plane the way `make up BARE=1` does (`python -m kubelock.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -74,6 +75,32 @@ def wait_for_uninstall(kubectl: list[str | Path], timeout: float = 120) -> list[
             return nudged
         time.sleep(2)
     raise AssertionError(f"still there after {timeout} s: {kubelock_objects(kubectl)} (re-queued: {nudged})")
+
+
+def test_the_commands_on_a_cluster_without_kubelock_say_it_is_not_installed(bed: tuple[Path, str]) -> None:
+    """A kubeconfig of a cluster without the CRDs (kubelock not installed, or the wrong context): the
+    API server answers "404 page not found", which must not read as "you hold no lock" (exit 2)."""
+    workdir, _ = bed
+    env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig"), "PYTHONPATH": str(REPO / "operator"),
+           "KUBELOCK_INSTANCE": "laptop"}
+    cli = [sys.executable, "-m", "kubelock.cli.main"]
+    for argv in (["acquire", "github://acme/app/issues/42"], ["release", "github://acme/app/issues/42"],
+                 ["status"], ["why", "github://acme/app/issues/42"]):
+        done = run(*cli, *argv, env=env, check=False)
+        assert done.returncode == 6, (argv, done)  # UNREACHABLE: nothing here answers, never a success
+        assert "does not serve kubelock's API" in done.stderr and "docs/install.md" in done.stderr, done.stderr
+    rlock = run(sys.executable, "-c", "from kubelock.cli.compat import rlock; raise SystemExit(rlock())", "github://acme/app/issues/42",
+                env=env, check=False)  # fmt: skip
+    assert rlock.returncode == 6, rlock
+    answer = json.loads(rlock.stdout)
+    assert answer["ok"] is False and answer["error"] == "NotInstalled", answer
+    assert "CRDs are not installed" in answer["message"], answer
+    # The bed binds its users to roles that the install brings: until then a user is refused (exit 3)
+    # with the roles named as missing, not told to bind what is bound already.
+    as_alice = {**env, "KUBECONFIG": str(workdir / "users" / "alice.kubeconfig")}
+    refused = run(*cli, "acquire", "github://acme/app/issues/42", env=as_alice, check=False)
+    assert refused.returncode == 3, refused
+    assert "the ClusterRole kubelock-agent your binding names does not exist" in refused.stderr, refused.stderr
 
 
 def test_the_manifests_install_into_a_bare_bed_and_uninstall_to_what_it_was(bed: tuple[Path, str]) -> None:

@@ -75,6 +75,12 @@ def test_a_release_beside_the_beds_objects_installs_rolls_out_and_uninstalls_cle
     manifest = helm(bed, "get", "manifest", RELEASE, "--namespace", NAMESPACE)
     assert "kind: ServiceMonitor" not in manifest
     assert "name: dev-kubelock-agent" in manifest and "name: kubelock-agent\n" not in manifest
+    # docs/install.md, "Upgrade", on the bed: the release is `dev`, and `--reuse-values` keeps its values.
+    helm(bed, "upgrade", RELEASE, str(REPO / "charts" / "kubelock"), "--namespace", NAMESPACE, "--reuse-values")
+    rollout = bed.kubectl("rollout", "status", "deployment/dev-kubelock-operator", "-n", NAMESPACE, "--timeout=120s")
+    assert "successfully rolled out" in rollout.stdout
+    values = json.loads(helm(bed, "get", "values", RELEASE, "--namespace", NAMESPACE, "-o", "json"))
+    assert values["crds"] == {"install": False} and values["metrics"]["serviceMonitor"]["enabled"] is True, values
 
     helm(bed, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait")
     assert bed.kubectl("get", "clusterroles,validatingadmissionpolicies", "-l", "app.kubernetes.io/instance=dev",

@@ -98,3 +98,51 @@ def test_up_with_other_options_than_the_running_bed_refuses(bed: tuple[Path, str
     assert "not without the operator and with a node" in other.stderr and "make down" in other.stderr
     same = run(*testbed, "up", "--workdir", workdir)
     assert same.stdout.startswith("already running"), same.stdout
+
+
+# The stand-ins for "your own code" that docs/sdk.md's examples call (`work`, `deploy`, `plan` ...).
+SDK_DOC_STANDINS = '''
+import asyncio, json, logging, re, sys, threading
+calls = []
+def record(name):
+    def call(*args, **kwargs):
+        calls.append([name, kwargs.get("fencing_token", kwargs.get("token"))])
+    return call
+async def deploy_async(**kwargs):
+    calls.append(["deploy", kwargs.get("token")])
+steps = []
+def step():
+    steps.append(1)
+    if len(steps) >= 3:
+        env["stop_soon"].set()
+blocks = re.findall(r"```python\\n(.*?)```", open(sys.argv[1]).read(), re.S)
+from kubelock.sdk import LockClient
+for i, block in enumerate(blocks):
+    env = {"work": record("work"), "apply": record("apply"), "comment": record("comment"), "push": record("push"),
+           "review": record("review"), "deploy": deploy_async if "async def" in block else record("deploy"),
+           "plan": [1, 2], "step": step, "log": logging.getLogger("doc"), "threading": threading}
+    if "LockClient()" in block:
+        exec(block, env)
+    else:  # a block shown "inside the `with LockClient() as client:` block"
+        with LockClient() as client:
+            env["client"] = client
+            exec(block, env)
+print(json.dumps({"blocks": len(blocks), "calls": calls}))
+'''
+
+
+def test_the_sdk_examples_of_docs_sdk_md_run_as_written(bed: tuple[Path, str], tmp_path: Path) -> None:
+    """Every Python block of docs/sdk.md, run against the bed as alice: a block that no longer matches
+    the SDK's signatures (or raises) fails here. Each takes its lock for real and hands the fencing
+    token to the stand-in of the user's code."""
+    workdir, _ = bed
+    env = {**os.environ, "KUBECONFIG": str(workdir / "users" / "alice.kubeconfig"),
+           "PYTHONPATH": str(REPO / "operator")}
+    env.pop("KUBELOCK_INSTANCE", None)  # the SDK makes an instance per process, as the docs say
+    done = run(sys.executable, "-c", SDK_DOC_STANDINS, REPO / "docs" / "sdk.md", env=env)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["blocks"] >= 6, result
+    called = [name for name, _ in result["calls"]]
+    assert called.count("work") == 2 and called.count("apply") == 2 and called.count("deploy") == 2, called
+    assert {"comment", "push", "review"} <= set(called), called
+    assert all(isinstance(token, int) and token > 0 for _, token in result["calls"]), result

@@ -5,7 +5,7 @@ says why instead of asking whether the API server is reachable."""
 from __future__ import annotations
 
 from kubelock.kube import errors as kube_errors
-from kubelock.sdk.errors import Forbidden, NotFound, from_api
+from kubelock.sdk.errors import Forbidden, NotFound, Unreachable, from_api
 from kubelock.sdk.renewal import ran_out_message
 
 
@@ -84,3 +84,31 @@ def test_admission_and_quota_refusals_get_no_rbac_hint() -> None:
     ):
         error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "do it")
         assert str(error) == f"not allowed to do it: {detail}"
+
+
+def test_an_unserved_kubelock_path_says_kubelock_is_not_installed() -> None:
+    """No CRDs: the API server answers "404 page not found" (no Status), or a Status naming no object.
+    That is no claim missing but no kubelock at all: Unreachable (exit 6), not NotFound (exit 2)."""
+    for body in ({}, {"kind": "Status", "reason": "NotFound", "details": {}}):
+        error = from_api(kube_errors.NotFound(404, "", "404 page not found", body), "create claim c for x://r")
+        assert isinstance(error, Unreachable) and error.reason == "NotInstalled", error
+        assert str(error).startswith("cannot create claim c for x://r: this cluster does not serve kubelock's API")
+        assert "kubectl get crd lockclaims.kubelock.dev" in str(error) and "docs/install.md" in str(error)
+    # A request to another API (SelfSubjectReview) says nothing of kubelock's CRDs.
+    other = from_api(kube_errors.NotFound(404, "", "404 page not found", {}), "ask who", kubelock_api=False)
+    assert isinstance(other, NotFound) and "kubelock" not in str(other)
+
+
+def test_a_refusal_because_the_bound_role_is_gone_says_kubelock_is_not_installed() -> None:
+    """After an uninstall the bindings to kubelock-agent stay and name a role that is gone: "bind
+    kubelock-agent" would not help, the roles must come back."""
+    detail = ('lockclaims.kubelock.dev is forbidden: User "alice" cannot create resource "lockclaims" in API group '
+              '"kubelock.dev" in the namespace "default": RBAC: clusterrole.rbac.authorization.k8s.io '
+              '"kubelock-agent" not found')
+    error = from_api(kube_errors.Forbidden(403, "Forbidden", detail), "create claim c")
+    assert isinstance(error, Forbidden)  # exit 3, as before
+    assert str(error) == (
+        f"not allowed to create claim c: {detail}; the ClusterRole kubelock-agent your binding names does not "
+        "exist: kubelock's roles are not installed in this cluster (uninstalled, or never installed); install "
+        "kubelock (docs/install.md) or use the kubeconfig of the cluster that has it"
+    )

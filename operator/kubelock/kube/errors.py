@@ -47,6 +47,12 @@ class NotFound(ApiError):
         name = (self.body.get("details") or {}).get("name")
         return str(name) if name else None
 
+    @property
+    def unserved(self) -> bool:
+        """The path itself is not served ("404 page not found", or a Status naming no object): the
+        resource's API is not installed, or not registered yet, rather than one object missing."""
+        return self.object_name is None
+
 
 class Conflict(ApiError):
     """409: AlreadyExists on create, or a failed resourceVersion/uid precondition."""

@@ -152,7 +152,9 @@ class AsyncAdmin:
             name = name_or_uri
         try:
             body = await self.kube.get(paths.claims(namespace, name))
-        except kube_errors.NotFound:
+        except kube_errors.NotFound as error:
+            if error.unserved:  # no kubelock API here at all, rather than no such claim
+                raise from_api(error, f"read claim {namespace}/{name}") from error
             if "://" in name_or_uri:  # the claim name was derived: say whose claim on what is missing
                 holder = (await self.client.identity()).holder
                 raise NotFound(

@@ -582,7 +582,12 @@ class AsyncLockClient:
             return TimedOut(
                 f"gave up after waiting {wait_timeout or 0:g}s for {state.label}"
                 + (f" (held by {state.current_holder})" if state.current_holder else "")
-                + (f"; not granted because {refused.split(RETRY_CLAUSE)[0]}" if refused else ""),
+                + (f"; not granted because {refused.split(RETRY_CLAUSE)[0]}" if refused else "")
+                # A wait shorter than the decision timeout that no operator ever looked at: it was not
+                # queued behind anyone, and "gave up" alone would hide that nothing answers claims.
+                + ("" if state.phase is not None else
+                   f"; no kubelock operator acted on claim {state.namespace}/{state.name} in that time: "
+                   f"is the operator running and watching namespace {state.namespace}?"),
                 holder=state.current_holder,
             )
         return Unreachable(
@@ -881,7 +886,9 @@ class AsyncLockClient:
     async def _get_claim(self, namespace: str, name: str) -> ClaimInfo | None:
         try:
             body = await self.kube.get(paths.claims(namespace, name))
-        except kube_errors.NotFound:
+        except kube_errors.NotFound as error:
+            if error.unserved:  # no kubelock API here at all: say so rather than "you hold no lock"
+                raise from_api(error, f"read claim {namespace}/{name}") from error
             return None
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"read claim {namespace}/{name}") from error

@@ -109,6 +109,9 @@ class Revoked(Lost):
     default_reason = Reason.LOCK_BROKEN.value
 
 
+# Unreachable's reason when the cluster has no kubelock CRDs: nothing there can ever answer a claim.
+NOT_INSTALLED = "NotInstalled"
+
 # The RBAC authorizer's refusal: `User "alice" cannot create resource "lockclaims" in API group
 # "kubelock.dev" in the namespace "agents"`. Admission and ResourceQuota refusals say otherwise and
 # carry their own advice.
@@ -117,6 +120,9 @@ _RBAC_REFUSAL = re.compile(
     r'in API group "kubelock\.dev" in the namespace "(?P<namespace>[^"]+)"'
 )
 _READ_VERBS = frozenset({"get", "list", "watch"})
+# The RBAC authorizer's note when a binding names a ClusterRole that does not exist (kubelock
+# uninstalled while the bindings made to its roles stay): binding it again would not help.
+_ROLE_MISSING = re.compile(r'clusterrole\.rbac\.authorization\.k8s\.io "(?P<role>[^"]+)" not found')
 
 
 def rbac_hint(detail: str) -> str:
@@ -126,6 +132,11 @@ def rbac_hint(detail: str) -> str:
     found = _RBAC_REFUSAL.search(detail)
     if found is None:
         return ""
+    missing = _ROLE_MISSING.search(detail)
+    if missing is not None:
+        return (f"; the ClusterRole {missing['role']} your binding names does not exist: kubelock's roles are "
+                "not installed in this cluster (uninstalled, or never installed); install kubelock "
+                "(docs/install.md) or use the kubeconfig of the cluster that has it")
     user, namespace = found["user"], found["namespace"]
     if found["verb"] in _READ_VERBS:
         role = "kubelock-viewer"
@@ -143,8 +154,11 @@ def rbac_hint(detail: str) -> str:
             "(docs/install.md, \"Giving people and agents access\")")
 
 
-def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) -> LockError:
-    """The SDK error for a failed Kubernetes request; `doing` says what was attempted."""
+def from_api(
+    error: kube_errors.ApiError | kube_errors.Unreachable, doing: str, *, kubelock_api: bool = True
+) -> LockError:
+    """The SDK error for a failed Kubernetes request; `doing` says what was attempted, `kubelock_api`
+    whether the request was to kubelock's own resources (an unserved path then means no CRDs)."""
     if isinstance(error, kube_errors.Unreachable):
         return Unreachable(f"cannot {doing}: {error}")
     detail = error.message or str(error)
@@ -163,6 +177,16 @@ def from_api(error: kube_errors.ApiError | kube_errors.Unreachable, doing: str) 
             return NotFound(f"cannot {doing}: namespace {details.get('name') or '?'} does not exist; choose an "
                             "existing one (namespace=, -n/--namespace, KUBELOCK_NAMESPACE, POD_NAMESPACE or the "
                             "kubeconfig context's namespace, in that order)")
+        if kubelock_api and error.unserved:
+            # Not an object missing but the path itself unserved ("404 page not found"): this cluster
+            # has no kubelock API. "Not found" would read as "you hold no lock" (exit 2).
+            return Unreachable(
+                f"cannot {doing}: this cluster does not serve kubelock's API (kubelock.dev/v1alpha1): the "
+                "LockClaim, ResourceLock and LockPolicy CRDs are not installed, or not served yet (kubectl "
+                "get crd lockclaims.kubelock.dev). Install kubelock (docs/install.md), or use the kubeconfig "
+                "or --context of the cluster that has it",
+                reason=NOT_INSTALLED,
+            )
         return NotFound(f"cannot {doing}: {detail}")
     if isinstance(error, kube_errors.Invalid):
         return InvalidInput(f"the API server refused to {doing}: {detail}")

@@ -80,7 +80,7 @@ async def user_info(kube: KubeClient) -> UserInfo:
     try:
         review = await kube.create(paths.self_subject_review(), body)
     except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-        raise from_api(error, "ask the API server who you are (SelfSubjectReview)") from error
+        raise from_api(error, "ask the API server who you are (SelfSubjectReview)", kubelock_api=False) from error
     info = (review.get("status") or {}).get("userInfo") or {}
     name = info.get("username")
     if not name:
