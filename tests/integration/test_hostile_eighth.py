@@ -301,33 +301,38 @@ def test_an_identity_too_long_for_a_holder_is_told_what_to_shorten(
 
 
 # One resource as RFC 3986 would compare it, spelled seven ways: kubelock compares the scheme's case
-# and one trailing slash away (and refuses a spelling not in NFC); every other spelling is its own
-# resource (docs/api.md, "Which spellings are one resource").
+# and one trailing slash away, refuses a spelling RFC 3986 would rewrite (host case, dot segments;
+# and one not in NFC) with the spelling to use; every other spelling is its own resource
+# (docs/api.md, "Which spellings are one resource").
 SPELLINGS = {
     "GITHUB://acme.example/app/x/": "one",  # scheme case and one trailing slash: normalised
-    "github://ACME.example/app/x": "other",  # host case
-    "github://acme.example:443/app/x": "other",  # a default port
-    "github://acme.example/app/./x": "other",  # a dot segment
-    "github://acme.example/app/y/../x": "other",  # a dot-dot segment
-    "github://acme.example//app/x": "other",  # an empty segment
-    "github://acme.example/app%2Fx": "other",  # '/' percent-encoded
+    "github://ACME.example/app/x": "refused",  # host case
+    "github://acme.example:443/app/x": "other",  # a port kubelock knows no default of (github is no http)
+    "github://acme.example/app/./x": "refused",  # a dot segment
+    "github://acme.example/app/y/../x": "refused",  # a dot-dot segment
+    "github://acme.example//app/x": "other",  # an empty segment: another URI by RFC 3986
+    "github://acme.example/app%2Fx": "other",  # '/' percent-encoded: another URI by RFC 3986
 }
 
 
-def test_spellings_of_one_resource_are_one_lock_only_as_documented(
+def test_spellings_of_one_resource_are_one_lock_or_refused_as_documented(
     control_plane: ControlPlane, alice_env: dict[str, str], ns: str
 ) -> None:
     """alice holds `github://acme.example/app/x`; bob try-locks each other spelling of it. Those
-    kubelock normalises are refused naming alice; every other spelling is held by bob beside her:
-    two holders of what both may think one thing, as docs/api.md says (agents agree on one spelling)."""
+    kubelock normalises are refused naming alice; those RFC 3986 would rewrite are refused before
+    sending, naming the spelling to use; every other spelling is held by bob beside her, as
+    docs/api.md says (agents agree on one spelling)."""
     bob_env = environment(control_plane.user_kubeconfig("bob"), ns, "b")
     assert run("rlock", "github://acme.example/app/x", env=alice_env).code == 0
     seen: dict[str, str] = {}
     for spelling in SPELLINGS:
         taken = run("rlock", spelling, env=bob_env)
-        seen[spelling] = "one" if taken.code == ExitCode.HELD else "other" if taken.code == 0 else str(taken)
+        seen[spelling] = ("one" if taken.code == ExitCode.HELD else "other" if taken.code == 0
+                          else "refused" if taken.code == ExitCode.INVALID_INPUT else str(taken))
         if taken.code == 0:
             assert run("runlock", spelling, env=bob_env).code == 0
+        if taken.code == ExitCode.INVALID_INPUT:
+            assert "so write 'github://acme.example/app/x'" in taken.stdout + taken.stderr, taken
     print(f"spellings beside github://acme.example/app/x held by alice: {seen}")
     assert seen == SPELLINGS
     assert run("runlock", "github://acme.example/app/x", env=alice_env).code == 0

@@ -154,13 +154,18 @@ def test_resource_field_rules(crds: dict[str, dict[str, Any]]) -> None:
     resource = schema_of(crds["lc"])["properties"]["spec"]["properties"]["resource"]
     assert resource["type"] == "string"
     assert resource["maxLength"] == 1024
-    rules = {r["rule"]: r["message"] for r in resource["x-kubernetes-validations"]}
+    rules = {r["rule"]: r.get("message") or r["messageExpression"] for r in resource["x-kubernetes-validations"]}
     assert rules["self == oldSelf"] == "resource is immutable" + CLAIM_CHANGE_ADVICE
     [uri_rule] = [r for r in rules if r.startswith("self.matches(")]
     assert "://" in uri_rule
     assert r"\p{C}" in uri_rule
     assert r"\p{Z}" in uri_rule
     assert "URI" in rules[uri_rule]
+    # The spellings RFC 3986 would rewrite: refused on the field, and on the list of `resources` as a whole.
+    spellings = [r for r in rules if r.startswith("!self.matches(")]
+    assert len(spellings) == 5 and all("RFC 3986" in rules[r] for r in spellings)
+    listed = schema_of(crds["lc"])["properties"]["spec"]["properties"]["resources"]["x-kubernetes-validations"]
+    assert sum("RFC 3986" in r.get("messageExpression", "") for r in listed) == 5
 
 
 def test_claim_spec_rules(crds: dict[str, dict[str, Any]]) -> None:

@@ -29,7 +29,7 @@ def spec(**changes: Any) -> dict[str, Any]:
                      id="wait-with-timeout"),
         pytest.param(spec(podRef={"name": "agent-a-7d9f", "uid": "1234-abcd"}), {}, id="pod-ref"),
         pytest.param(spec(podRef={"name": "agent-a"}), {}, id="pod-ref-without-uid"),
-        pytest.param(spec(resource="GITHUB://Acme/App/"), {"resource": "GITHUB://Acme/App/"},
+        pytest.param(spec(resource="GITHUB://acme/App/"), {"resource": "GITHUB://acme/App/"},
                      id="resource-kept-unnormalised"),
         pytest.param(spec(resource="a://" + "x" * 1020), {}, id="resource-1024-chars"),
         pytest.param(spec(holder="h" * 253), {}, id="holder-253-chars"),

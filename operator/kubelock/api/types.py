@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from kubelock.api.spellingrules import resource_rules, resources_rules
 from kubelock.domain.model import MAX_GRANTS, OnBusy
 from kubelock.domain.reasons import Phase
 from kubelock.domain.resource import (
@@ -23,6 +24,7 @@ from kubelock.domain.resource import (
     validate_holder,
     validate_resource,
 )
+from kubelock.domain.spelling import other_spelling
 
 MAX_PRIORITY = 1000
 MAX_TTL_CEILING = 86400
@@ -74,6 +76,14 @@ def _claim_immutable(what: str) -> dict[str, Any]:
     return _immutable(what, CLAIM_CHANGE_ADVICE)
 
 
+def _one_spelling(uri: str) -> str:
+    """A new claim's URI in the one spelling RFC 3986 leaves as it is (`domain.spelling`)."""
+    problem = other_spelling(uri)
+    if problem is not None:
+        raise ValueError(problem)
+    return uri
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -87,13 +97,17 @@ URI_RULE_MESSAGE = (
 ResourceURI = Annotated[
     str,
     AfterValidator(validate_resource),
+    AfterValidator(_one_spelling),
     Field(
         max_length=MAX_RESOURCE_LENGTH,
         description=(
             "The resource to lock, as a URI `scheme://rest`, e.g. `github://acme/app/issues/42` or "
             "`deploy://api-prod`. The scheme starts with a letter and holds letters, digits, `+`, `.` "
             "and `-`; no whitespace or control characters; at most 1024 bytes in UTF-8. Compared after "
-            "normalisation (scheme lower-cased, one trailing `/` removed); otherwise byte-exact. Immutable."
+            "normalisation (scheme lower-cased, one trailing `/` removed); otherwise byte-exact. A spelling "
+            "RFC 3986 would rewrite is refused, with the spelling to use: a `.` or `..` path segment, upper-case "
+            "letters in the host, a %-escape of a letter, digit, `-`, `.`, `_` or `~`, lower-case hex in a "
+            "%-escape, an empty port, `:80` on http and `:443` on https. Immutable."
         ),
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -104,6 +118,7 @@ ResourceURI = Annotated[
                     URI_RULE_MESSAGE,
                 ),
                 _cel("self == oldSelf", "resource is immutable" + CLAIM_CHANGE_ADVICE),
+                *resource_rules(),
             ]
         },
     ),
@@ -117,6 +132,7 @@ MAX_PERMITS = 1000
 ResourceItem = Annotated[
     str,
     AfterValidator(validate_resource),
+    AfterValidator(_one_spelling),
     Field(
         max_length=MAX_RESOURCE_LENGTH,
         description="A resource URI, with the rules of `resource`.",
@@ -200,6 +216,7 @@ class LockClaimSpec(_Model):
         json_schema_extra=_rules(
             _cel("self.all(r, self.exists_one(s, s == r))", "resources must not name a resource twice"),
             _cel("self == oldSelf", "resources is immutable" + CLAIM_CHANGE_ADVICE),
+            *resources_rules(),
         ),
     )
     mode: Mode = Field(

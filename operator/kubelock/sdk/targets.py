@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from kubelock.api.types import MAX_RESOURCES
 from kubelock.domain.resource import claim_name, normalise, not_nfc
+from kubelock.domain.spelling import other_spelling
 from kubelock.sdk import validation
 from kubelock.sdk.errors import InvalidInput
 
@@ -53,10 +54,11 @@ class Target:
 
     def to_claim(self) -> Target:
         """These resources, if a new claim may name them: each in Unicode NFC (the operator refuses
-        other spellings, `domain.resource.not_nfc`); releasing, renewing or reading a claim made
-        before that rule takes any spelling."""
+        other spellings, `domain.resource.not_nfc`) and in the one spelling RFC 3986 leaves as it is
+        (admission refuses others, `domain.spelling.other_spelling`); releasing, renewing or reading a
+        claim made before those rules takes any spelling."""
         for uri in self.uris:
-            problem = not_nfc(uri)
+            problem = not_nfc(uri) or other_spelling(uri)
             if problem is not None:
                 raise InvalidInput(problem)
         return self
