@@ -401,6 +401,38 @@ def test_deleting_the_policy_ends_the_rest(locks: Locks, admin_api: ApiClient, n
     assert seconds(held["acquiredAt"]) < seconds(told["availableAt"]) - 10, (held, told)
 
 
+def test_a_deleted_policy_leaves_an_event_naming_what_it_governed(
+    control_plane: Any, locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """A policy's deletion stops it governing at once; the Normal Event `PolicyRemoved` on the policy
+    says when, and what it governed (the resources with claims, and their claims)."""
+    written = apply_policy(admin_api, ns, "gone", resourcePrefix="deploy://", capacity=2)
+    apply_policy(admin_api, ns, "stays", resourcePrefix="github://")
+    locks.claim("a", "deploy://api", "agent-a")
+    locks.claim("b", "deploy://api", "agent-b")
+    locks.claim("c", "deploy://web", "agent-c")
+    locks.claim("d", "github://acme/app", "agent-d")  # governed by the other policy
+    locks.wait_phases(["a", "b", "c", "d"], "Held")
+    delete_policy(admin_api, ns, "gone")
+    selector = "involvedObject.kind=LockPolicy"
+
+    def removed() -> list[Any]:
+        items = CoreV1Api(admin_api).list_namespaced_event(ns, field_selector=selector).items
+        return [e for e in items if e.reason == "PolicyRemoved"]
+
+    wait_until(removed, "a PolicyRemoved Event", timeout=60)
+    (event,) = removed()
+    involved = event.involved_object
+    assert (involved.kind, involved.name, involved.namespace, involved.uid) == (
+        "LockPolicy", "gone", ns, written["metadata"]["uid"]
+    )
+    assert event.type == "Normal"
+    assert "LockPolicy gone" in event.message and "governed 2 resources with 3 claims" in event.message, event.message
+    shown = kubectl(control_plane, "get", "events", "-n", ns, "--field-selector", selector, "-o", "name").stdout
+    assert shown.strip(), shown
+    assert "stays" not in {e.involved_object.name for e in removed()}
+
+
 def test_a_try_lock_during_the_rest_is_turned_away(locks: Locks, admin_api: ApiClient, ns: str) -> None:
     apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
     locks.claim("a", "deploy://api-prod", "agent-a")

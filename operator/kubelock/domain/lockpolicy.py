@@ -58,6 +58,25 @@ class LockPolicy:
 
 DEFAULT = LockPolicy(name="")
 
+# The reason of the Event that records a LockPolicy's deletion: from then on the resources it governed
+# fall to another policy of the namespace or to the default, and this Event says when.
+REMOVED = "PolicyRemoved"
+
+
+def removed_message(policy: LockPolicy, resources: int, claims: int) -> str:
+    """What the `PolicyRemoved` Event says: what the deleted policy governed as the operator last saw
+    it (the resources with a claim or a lock, and their claims), and what governs them now."""
+    return (
+        f"{policy.describe()} (resourcePrefix {policy.prefix!r}, capacity {policy.capacity}) was deleted; "
+        f"it governed {_count(resources, 'resource')} with {_count(claims, 'claim')}, which another policy "
+        f"of the namespace whose prefix matches, or the default (capacity 1, no quotas, no lock delay), "
+        f"governs from now on"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
 
 def select(policies: Iterable[LockPolicy], resource: str) -> LockPolicy:
     """The policy that governs `resource` (normalised) among the policies of its namespace."""

@@ -258,9 +258,15 @@ class EventRecorder:
         return self._queue.qsize()
 
     def record(
-        self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND
+        self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND,
+        routine: bool = True,
     ) -> None:
+        """`routine=False`: a Normal Event of something rare that an admin did (a LockPolicy deleted),
+        sent one by one like a Warning is, never limited nor folded into a summary of claims."""
         now = self._clock.now()
+        if not routine and not warning:
+            self._enqueue(Occurrence(namespace, kind, name, uid, reason, message, warning, now))
+            return
         folding = self._warnings if warning else self._routine
         if folding.off:
             self.limited += 1

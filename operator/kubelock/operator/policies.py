@@ -135,6 +135,18 @@ def _refused_grants(
     return out
 
 
+def reach(cache: Cache, index: PolicyIndex, namespace: str, policy: LockPolicy) -> tuple[int, int]:
+    """How many resources of `namespace` (those with a claim or a lock in the cache) and how many of
+    its claims `policy` governs now: asked before a deleted policy leaves the index, for its Event."""
+    keys = cache.keys()  # resource keys of claims and locks (not a dict)
+    resources = sum(1 for ns, r in keys if ns == namespace and index.policy_for(ns, r).name == policy.name)
+    claims = sum(
+        1 for record in cache.claims.values()
+        if record.namespace == namespace and governed(index, namespace, record.claim, policy)
+    )
+    return resources, claims
+
+
 def governed(index: PolicyIndex, namespace: str, claim: Claim, policy: LockPolicy) -> bool:
     """`policy` governs one of the claim's resources (all of them, for a claim of several)."""
     return any(index.policy_for(namespace, r).name == policy.name for r in claim.every_resource)

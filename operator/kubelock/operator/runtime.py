@@ -9,9 +9,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE
+from kubelock.api.constants import POD_LABEL, POD_LABEL_VALUE, POLICY_KIND
 from kubelock.api.objects import revision_of
 from kubelock.domain.clock import Clock
+from kubelock.domain.lockpolicy import REMOVED, removed_message
 from kubelock.kube import codec, paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
@@ -23,7 +24,7 @@ from kubelock.operator.early import EarlyGrants
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
 from kubelock.operator.metrics import Metrics
-from kubelock.operator.policies import PolicyIndex, changed, snapshot
+from kubelock.operator.policies import PolicyIndex, changed, policy_view, reach, snapshot
 from kubelock.operator.policystatus import PolicyStatus
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
@@ -516,6 +517,7 @@ class Runtime:
         capacity lets waiters that now fit be granted; a lower lock-delay ends a rest sooner)."""
         before = snapshot(self.policies, self.cache.keys(), [_namespace(body)])
         if kind == "DELETED":
+            self._policy_removed(body)
             self.policies.delete(body)
         else:
             self.policies.upsert(body)
@@ -524,6 +526,17 @@ class Runtime:
         log.info("LockPolicy %s/%s %s: %s", meta.get("namespace"), meta.get("name"), kind.lower() if kind else "seen",
                  body.get("spec"))
         self._repolicy(before)
+
+    def _policy_removed(self, body: Body) -> None:
+        """Record a deleted policy's Event, with what it governed (asked while the index still has it):
+        its deletion stops it governing, and without the Event nothing would show when."""
+        namespace, policy = policy_view(body)
+        resources, claims = reach(self.cache, self.policies, namespace, policy)
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        message = removed_message(policy, resources, claims)
+        self.events.record(
+            namespace, policy.name, uid, REMOVED, message, warning=False, kind=POLICY_KIND, routine=False
+        )
 
     def _repolicy(self, before: dict[Key, Any]) -> None:
         touched = changed(self.policies, before)
