@@ -196,3 +196,29 @@ def test_a_burst_of_warnings_past_its_rate_is_sent_as_one_summary_a_second_namin
     assert ", ".join(first) + ", …" in summary["message"]
     assert summary["message"].endswith(f"the last: lease {int(WARNING_BURST) + 39} expired")
     assert recorder.summarised == 40 and counting.unsent == ["summarised"] * 40
+
+
+def test_an_event_that_is_not_routine_goes_one_by_one_past_the_burst_and_at_rate_zero() -> None:
+    """A LockPolicy's `PolicyRemoved`: rare and an admin's act, never folded into a summary of claims
+    nor limited by the routine rate."""
+
+    async def scenario(rate: float) -> Recording:
+        clock = ManualClock()
+        client = Recording()
+        recorder = EventRecorder(client, clock, "test", routine_rate=rate)  # type: ignore[arg-type]
+        recorder.start()
+        for i in range(int(ROUTINE_BURST) + 5):
+            recorder.record("ns", f"c{i}", f"u{i}", "Granted", "granted", warning=False)
+        for i in range(3):
+            recorder.record("ns", f"p{i}", f"pu{i}", "PolicyRemoved", "deleted", warning=False, kind="LockPolicy",
+                            routine=False)
+        await recorder.drain()
+        await recorder.stop()
+        return client
+
+    for rate in (0.0, 1 / 300):
+        created = asyncio.run(scenario(rate)).created
+        removed = [b["involvedObject"] for b in created if b["reason"] == "PolicyRemoved"]
+        assert [(o["kind"], o["name"], o["uid"], o["namespace"]) for o in removed] == [
+            ("LockPolicy", f"p{i}", f"pu{i}", "ns") for i in range(3)
+        ], rate

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Quotas, select
+from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Quotas, removed_message, select
 
 ALL = LockPolicy("all", "", capacity=2)
 GITHUB = LockPolicy("github", "github://", capacity=3)
@@ -39,3 +39,12 @@ def test_no_policy_means_capacity_one_no_delay_no_quota() -> None:
 def test_quotas_know_whether_any_is_set() -> None:
     assert not Quotas().any
     assert Quotas(max_waiting_per_namespace=3).any
+
+
+def test_a_removed_policy_s_message_names_it_and_what_it_governed() -> None:
+    policy = LockPolicy(name="deploys", prefix="deploy://", capacity=2)
+    message = removed_message(policy, 2, 3)
+    assert message.startswith("LockPolicy deploys (resourcePrefix 'deploy://', capacity 2) was deleted")
+    assert "governed 2 resources with 3 claims" in message
+    assert "governed 1 resource with 1 claim," in removed_message(policy, 1, 1)
+    assert "governed 0 resources with 0 claims" in removed_message(policy, 0, 0)
