@@ -67,22 +67,8 @@ def test_a_claim_created_while_its_resources_run_waits_on_a_write_is_answered_be
     told Pending and t, a try-lock, Rejected before that write returns, not on the run's next round."""
 
     async def scenario() -> None:
-        clock = ManualClock(T0)
-        api, cache = FakeApi(), Cache()
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        slow = asyncio.Event()
-
-        async def update(path: str, body: Any, default: Any) -> Any:
-            if path == paths.claims("a", "h", status=True):
-                await slow.wait()
-            return default()
-
-        api.react("update", update)
-        reconciler.queue.start()
-        cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
-        reconciler.schedule(KEY)
-        for _ in range(20):
-            await asyncio.sleep(0)
+        api, cache, reconciler, slow, answered = await _run_waiting_on_the_held_write()
+        answered.set()  # w's answer is not held back here
         assert reconciler.queue.processing(KEY) and _phase(api, "h") is None  # waiting on h's Held write
         for name, wait in (("w", True), ("t", False)):
             cache.upsert_claim(api.put(paths.claims("a", name), _claim(name, wait=wait)))

@@ -313,18 +313,24 @@ def _expiring(name: str, uid: str, *, wait: bool = False) -> dict[str, Any]:
             "spec": {"resource": R, "holder": f"agent-{name}", "ttlSeconds": 30, "wait": wait}}
 
 
+async def _one_granted() -> tuple[ManualClock, FakeApi, Cache, Reconciler, tuple[str, str]]:
+    """A reconciler whose first run granted `c1` (30 s lease) the resource R in namespace `a`."""
+    clock = ManualClock(1_800_000_000.0)
+    api = FakeApi()
+    cache = Cache()
+    cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
+    reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+    key = ("a", R)
+    await reconciler.reconcile(key)
+    return clock, api, cache, reconciler, key
+
+
 def test_an_expiry_nobody_waits_behind_writes_expired_first_and_deletes_the_lock_later() -> None:
     """When many leases end at once, each expiry's deadline work is one write (the claim's Expired
     status); the lock's deletion is queued behind the deadlines due (`schedule_after_due`)."""
 
     async def scenario() -> None:
-        clock = ManualClock(1_800_000_000.0)
-        api = FakeApi()
-        cache = Cache()
-        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        key = ("a", R)
-        await reconciler.reconcile(key)
+        clock, api, _, reconciler, key = await _one_granted()
         clock.advance(31)
         api.requests.clear()
         scheduled: list[object] = []
@@ -348,13 +354,7 @@ def test_an_expired_locks_held_back_deletion_has_a_deadline_of_its_own() -> None
     the decision that ended the lease, whatever else the queue holds back or keeps due."""
 
     async def scenario() -> None:
-        clock = ManualClock(1_800_000_000.0)
-        api = FakeApi()
-        cache = Cache()
-        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        key = ("a", R)
-        await reconciler.reconcile(key)
+        clock, _, _, reconciler, key = await _one_granted()
         clock.advance(31)
         decided_at = clock.now()
         held: list[float | None] = []
@@ -373,13 +373,7 @@ def test_a_claim_arriving_while_an_expired_locks_deletion_is_held_back_is_grante
     the lock, and tells the claim only then, with a fencing token above the expired one's."""
 
     async def scenario() -> None:
-        clock = ManualClock(1_800_000_000.0)
-        api = FakeApi()
-        cache = Cache()
-        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        key = ("a", R)
-        await reconciler.reconcile(key)
+        clock, api, cache, reconciler, key = await _one_granted()
         first_token = api.objects[paths.claims("a", "c1")]["status"]["fencingToken"]
         clock.advance(31)
         after_due: list[object] = []
@@ -404,13 +398,7 @@ def test_a_claim_arriving_while_an_expired_locks_deletion_is_held_back_is_grante
 
 def test_an_expiry_with_a_waiter_frees_the_resource_at_once() -> None:
     async def scenario() -> None:
-        clock = ManualClock(1_800_000_000.0)
-        api = FakeApi()
-        cache = Cache()
-        cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        key = ("a", R)
-        await reconciler.reconcile(key)
+        clock, api, cache, reconciler, key = await _one_granted()
         cache.upsert_claim(api.put(paths.claims("a", "c2"), _expiring("c2", "u2", wait=True)))
         await reconciler.reconcile(key)
         clock.advance(31)

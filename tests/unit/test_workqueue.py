@@ -378,15 +378,22 @@ def test_a_key_held_back_waits_for_a_deadline_within_the_horizon() -> None:
     run(scenario)
 
 
+async def _running_endless(*, after_due_patience: float) -> tuple[ManualClock, Processor, WorkQueue[str]]:
+    """A started queue with the given patience, running an urgent key ("endless") that does not end
+    until `process.gates["endless"]` is set."""
+    clock = ManualClock()
+    process = Processor()
+    queue: WorkQueue[str] = WorkQueue(process, clock, after_due_patience=after_due_patience)
+    queue.start()
+    process.gates["endless"] = asyncio.Event()
+    queue.schedule_at("endless", clock.now())  # an urgent run that does not end
+    await until(lambda: process.runs == ["endless"], "the urgent run")
+    return clock, process, queue
+
+
 def test_a_key_held_back_runs_after_its_patience_even_while_deadlines_keep_coming() -> None:
     async def scenario() -> None:
-        clock = ManualClock()
-        process = Processor()
-        queue: WorkQueue[str] = WorkQueue(process, clock, after_due_patience=0.05)
-        queue.start()
-        process.gates["endless"] = asyncio.Event()
-        queue.schedule_at("endless", clock.now())  # an urgent run that does not end
-        await until(lambda: process.runs == ["endless"], "the urgent run")
+        clock, process, queue = await _running_endless(after_due_patience=0.05)
         queue.schedule_after_due("cleanup")
         queue.schedule_after_due("cleanup")  # held back once, from the first time
         await asyncio.sleep(0.1)
@@ -407,13 +414,7 @@ def test_a_key_held_back_runs_at_its_own_latest_moment_while_deadlines_keep_comi
     never puts it off. (Small figures: the sleeper's wait is real time.)"""
 
     async def scenario() -> None:
-        clock = ManualClock()
-        process = Processor()
-        queue: WorkQueue[str] = WorkQueue(process, clock, after_due_patience=0.3)
-        queue.start()
-        process.gates["endless"] = asyncio.Event()
-        queue.schedule_at("endless", clock.now())  # an urgent run that does not end
-        await until(lambda: process.runs == ["endless"], "the urgent run")
+        clock, process, queue = await _running_endless(after_due_patience=0.3)
         queue.schedule_after_due("cleanup", latest=clock.now() + 0.1)
         queue.schedule_after_due("cleanup", latest=clock.now() + 0.2)  # not later than the first
         queue.schedule_after_due("later")  # the queue's own patience
