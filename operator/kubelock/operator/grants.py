@@ -191,7 +191,6 @@ class GrantStore:
         except NotFound as error:
             if error.unserved:
                 raise  # not served yet: the lock may be there still, and must not be taken for deleted
-
         except Conflict as error:
             return Stale(str(error))
         return Written()
