@@ -1073,3 +1073,23 @@ def test_bad_lists_of_uris_are_refused_before_any_request(sh: Shell, command: st
     assert done.json["error"] == "InvalidInput" and words in done.json["message"]
     assert sh.admin.api.list_namespaced_custom_object(
         "kubelock.dev", "v1alpha1", sh.namespace, "lockclaims")["items"] == []
+
+
+def test_an_acquire_no_operator_answers_says_once_what_it_waits_for(
+    control_plane: Cluster, admin_api: ApiClient, namespace: str
+) -> None:
+    """No operator watches the namespace: a few seconds after the claim was made, stderr says what the
+    command waits for, once, instead of nothing until it gives up; stdout stays the JSON answer."""
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the test bed's static users")
+    bind(admin_api, namespace, "kubelock-agent", "alice")
+    wait_allowed(admin_api, "alice", namespace, "create", "lockclaims")
+    env = environment(control_plane.user_kubeconfig("alice"), namespace, INSTANCE)
+    done = run("kubelock", "acquire", "--wait", "--timeout", "8", "-o", "json", ISSUE, env=env)
+    name = claim_name(holder("alice"), normalise(ISSUE))
+    line = (f"kubelock: waiting for a kubelock operator to act on claim {namespace}/{name} (is it running and "
+            f"watching {namespace}?)")
+    assert done.code == ExitCode.TIMED_OUT, done
+    assert done.stderr.count(line) == 1, done.stderr
+    answer = done.json  # one JSON object, nothing else on stdout
+    assert answer["ok"] is False and "no kubelock operator acted on claim" in answer["message"], answer

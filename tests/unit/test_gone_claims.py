@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import Policy
 from kubelock.domain.resource import lock_name
@@ -71,10 +73,12 @@ def test_a_waiter_gone_before_its_timed_out_status_does_not_hold_up_the_release(
     asyncio.run(reconciler.stop())
 
 
-def test_a_404_that_names_no_claim_is_still_a_stale_view() -> None:
-    """A path the API server does not serve (a custom resource not registered yet) says nothing
-    of the claim: the round ends and the claim is read again, as before."""
-    api, _, reconciler = _released_holder_and_a_waiter_that_gave_up()
+def test_a_404_that_names_no_claim_is_trouble_retried_never_a_claim_gone() -> None:
+    """A path the API server does not serve (a custom resource not registered yet, right after it
+    restarted) says nothing of the claim: the round fails as on any API trouble (the work queue
+    retries the key with backoff), nothing is forgotten and nothing is read in its place (a read
+    would meet the same 404). Once the path is served the next round decides as usual."""
+    api, cache, reconciler = _released_holder_and_a_waiter_that_gave_up()
     unserved = [NotFound(404, "NotFound", "the server could not find the requested resource", {"details": {}})]
 
     async def once_unserved(path: str, body: Any, default: Any) -> Any:
@@ -83,10 +87,36 @@ def test_a_404_that_names_no_claim_is_still_a_stale_view() -> None:
         return default()
 
     api.react("update", once_unserved)
-    asyncio.run(reconciler.reconcile(KEY))
-    claim = paths.claims("a", "w")
-    assert api.requests[:2] == [("update", paths.claims("a", "w", status=True)), ("get", claim)]
-    assert paths.locks("a", lock_name(R)) not in api.objects  # decided again on the fresh view: released
+    with pytest.raises(NotFound):
+        asyncio.run(reconciler.reconcile(KEY))
+    lock = paths.locks("a", lock_name(R))
+    assert api.requests == [("update", paths.claims("a", "w", status=True))]
+    assert lock in api.objects and "u-w" in cache.claims and not cache.was_deleted("u-w")
+    asyncio.run(reconciler.reconcile(KEY))  # served again: w found gone, the lock released
+    assert lock not in api.objects and KEY not in cache.locks
+    assert "u-w" not in cache.claims and cache.was_deleted("u-w")
+    asyncio.run(reconciler.stop())
+
+
+def test_an_unserved_404_on_the_read_after_a_stale_write_forgets_nothing() -> None:
+    """The read after a conflicting write meets an unserved path: the claim stays in the cache (an
+    API server restarting is no deletion), and the trouble is raised for the work queue to retry."""
+    from kubelock.kube.errors import Conflict
+
+    api, cache, reconciler = _released_holder_and_a_waiter_that_gave_up()
+    api.objects[paths.claims("a", "w")] = _claim("w", wait=True, created=T0 + 1)  # w still there after all
+
+    async def conflict(path: str, body: Any, default: Any) -> Any:
+        raise Conflict(409, "Conflict", "the object has been modified")
+
+    async def unserved(path: str, body: Any, default: Any) -> Any:
+        raise NotFound(404, "", "404 page not found", {})
+
+    api.react("update", conflict)
+    api.react("get", unserved)
+    with pytest.raises(NotFound):
+        asyncio.run(reconciler.reconcile(KEY))
+    assert "u-w" in cache.claims and not cache.was_deleted("u-w")
     asyncio.run(reconciler.stop())
 
 

@@ -24,7 +24,7 @@ from kubelock.cli import completion, output, signals, usage
 from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode, for_error
 from kubelock.cli.parser import Parser
-from kubelock.cli.progress import QueueProgress
+from kubelock.cli.progress import QueueProgress, UnansweredNotice
 from kubelock.domain.reasons import Phase
 from kubelock.sdk import Impersonation, admin, validation
 from kubelock.sdk import graph as waitgraph
@@ -275,15 +275,16 @@ def _emit(args: argparse.Namespace, payload: output.Json, human: str, code: int 
 
 
 async def cmd_acquire(client: AsyncLockClient, args: argparse.Namespace) -> int:
+    unanswered = UnansweredNotice(sys.stderr)  # no operator's word after a few seconds: say what it waits for
     if args.wait:
         progress = QueueProgress(sys.stderr)
         try:
             result = await client.acquire(args.uri, wait=True, timeout=args.timeout, ttl=args.ttl, on_update=progress,
-                                          priority=args.priority, **need_of(args))
+                                          priority=args.priority, on_unanswered=unanswered, **need_of(args))
         finally:
             progress.clear()
     else:
-        result = await client.try_acquire(args.uri, ttl=args.ttl, **need_of(args))
+        result = await client.try_acquire(args.uri, ttl=args.ttl, on_unanswered=unanswered, **need_of(args))
     if not result.ok:
         message = output.held_message(result.resource, result.holder, format_time(result.held_since),
                                       f"{args.prog} acquire --wait", several=len(result.resources) > 1,

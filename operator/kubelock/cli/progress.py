@@ -48,3 +48,26 @@ def waiting_line(info: ClaimInfo) -> str:
     position = f"position {info.queue_position}" if info.queue_position else "in the queue"
     holder = f", held by {info.current_holder}" if info.current_holder else ""
     return f"waiting for {info.label}: {position}{holder} (Ctrl-C gives up)"
+
+
+class UnansweredNotice:
+    """`on_unanswered` of an acquire: one line on stderr, once, when no operator has acted on the claim
+    a few seconds after it was made. Without it a plain acquire with no operator running prints
+    nothing until the decision timeout (60 s) fails it `OperatorUnavailable`. Said whether or not
+    stderr is a terminal (a script's log shows why it waited); stdout stays the result's alone."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.told = False
+
+    def __call__(self, info: ClaimInfo) -> None:
+        if self.told:
+            return
+        self.told = True
+        self._stream.write(unanswered_line(info) + "\n")
+        self._stream.flush()
+
+
+def unanswered_line(info: ClaimInfo) -> str:
+    return (f"kubelock: waiting for a kubelock operator to act on claim {info.namespace}/{info.name} "
+            f"(is it running and watching {info.namespace}?)")

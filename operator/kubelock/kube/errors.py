@@ -97,8 +97,18 @@ def from_response(status: int, body: dict[str, Any] | None, text: str = "") -> A
     return _BY_STATUS.get(status, ApiError)(status, reason, message, body)
 
 
+def gone(error: BaseException) -> bool:
+    """A 404 that names the object: that object does not exist (deleted, or never made). An unserved
+    404 (`NotFound.unserved`) is not: it says nothing of the object."""
+    return isinstance(error, NotFound) and not error.unserved
+
+
 def transient(error: BaseException) -> bool:
-    """Worth retrying: throttling, server-side trouble, or a connection that failed."""
+    """Worth retrying: throttling, server-side trouble, a connection that failed, or a path not served
+    (a restarting API server serves a custom resource's path only once its CRD informer has synced:
+    until then every request for it answers "404 page not found", which says nothing of the object)."""
     if isinstance(error, Unreachable):
         return not getattr(error, "permanent", False)
+    if isinstance(error, NotFound):
+        return error.unserved
     return isinstance(error, ApiError) and (error.status == 429 or error.status >= 500)

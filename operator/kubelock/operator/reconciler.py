@@ -13,7 +13,6 @@ wait timeouts) is the work queue's (`kubelock.operator.workqueue`); this module 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -535,7 +534,9 @@ class Reconciler:
             return broken
         try:
             body = await self.client.get(paths.namespace(key[0]))
-        except NotFound:
+        except NotFound as error:
+            if error.unserved:
+                raise
             deleting = True  # already gone
         else:
             deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
@@ -570,7 +571,9 @@ class Reconciler:
     async def _confirm_claim(self, namespace: str, lock: Lock) -> None:
         try:
             body = await self.client.get(paths.claims(namespace, lock.claim_name))
-        except NotFound:
+        except NotFound as error:
+            if error.unserved:
+                raise  # not served yet: trouble, retried, not a claim found gone
             return
         if (body.get("metadata") or {}).get("uid") == lock.claim_uid:
             self.cache.upsert_claim(body)
@@ -582,7 +585,9 @@ class Reconciler:
         if info is None:
             try:
                 body = await self.client.get(paths.pods(namespace, claim.pod_name))
-            except NotFound:
+            except NotFound as error:
+                if error.unserved:
+                    raise  # no answer about the pod: never a pod found missing
                 return replace(claim, pod=PodLiveness.MISSING)
             info = pod_info(body)
             if info.watched:
@@ -642,6 +647,11 @@ class Reconciler:
             else:
                 stale = await self._delete_lock(namespace, action, seen)
         except NotFound as error:
+            if error.unserved:
+                # The path is not served (an API server restarting, its CRD informer not synced yet):
+                # nothing is known of the object, and a fresh read would meet the same 404. Raised as
+                # trouble: the work queue retries the key with backoff.
+                raise
             if isinstance(action, SetStatus) and error.object_name == action.claim.name:
                 self._claim_gone(namespace, action)
                 return True
@@ -808,8 +818,13 @@ class Reconciler:
         """Remove a finished claim's record (uid precondition: a newer claim of the name survives;
         one already gone or replaced needs nothing more)."""
         claim = action.claim
-        with contextlib.suppress(NotFound, Conflict):
+        try:
             await self.client.delete(paths.claims(namespace, claim.name), uid=claim.uid)
+        except Conflict:
+            pass
+        except NotFound as error:
+            if error.unserved:
+                raise  # not served yet (an API server restarting): the record is still there
         self.cache.forget_finished((namespace, claim.resource), claim.uid)
         log.info(
             "%s/%s removed: finished %s for %s on %s, kept for ttlSecondsAfterFinished",
@@ -829,7 +844,9 @@ class Reconciler:
             claim = action.claim
             try:
                 body = await self.client.get(paths.claims(namespace, claim.name))
-            except NotFound:
+            except NotFound as error:
+                if error.unserved:
+                    raise  # not served yet (an API server restarting): never a deleted claim to forget
                 self.cache.forget_claim(claim.uid)
                 return
             if (body.get("metadata") or {}).get("uid") == claim.uid:

@@ -168,10 +168,10 @@ class AsyncAdmin:
         lock: LockInfo | None = None
         try:
             lock = LockInfo.from_body(await self.kube.get(paths.locks(namespace, lock_name(claim.resource))))
-        except kube_errors.NotFound:
-            lock = None
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-            raise from_api(error, f"read the lock of {claim.resource}") from error
+            if not kube_errors.gone(error):  # an unserved path (a restarting API server) is no answer
+                raise from_api(error, f"read the lock of {claim.resource}") from error
+            lock = None
         ahead: tuple[ClaimInfo, ...] = ()
         if claim.phase is Phase.PENDING and claim.queue_position and claim.queue_position > 1:
             others = [c for c in await self.claims(namespace) if c.resource == claim.resource]
@@ -278,9 +278,11 @@ class AsyncAdmin:
             patch = {"metadata": {"uid": claim.uid, "annotations": annotations}}
             try:
                 body = await self.kube.patch(paths.claims(namespace, claim.name), patch)
-            except (kube_errors.NotFound, kube_errors.Conflict):
+            except kube_errors.Conflict:
                 continue  # released meanwhile: nothing to ask
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                if kube_errors.gone(error):
+                    continue  # released meanwhile: nothing to ask
                 raise from_api(error, f"ask {claim.holder} to give back {resource}") from error
             asked.append(RevocationRequest(ClaimInfo.from_body(body), actor, grace_seconds, reason))
         return asked
@@ -309,7 +311,9 @@ class AsyncAdmin:
                 if only is not None:
                     return annotated
                 await self.kube.delete(path, uid=lock.uid, resource_version=annotated.resource_version)
-            except kube_errors.NotFound:
+            except kube_errors.NotFound as error:
+                if error.unserved:  # a restarting API server: nothing known of the lock
+                    raise from_api(error, f"break lock {lock.name}") from error
                 return None  # released or expired meanwhile: nothing left to break
             except kube_errors.Conflict:
                 # Renewed in between: break the newest version, but only of the same grant.
@@ -328,9 +332,9 @@ class AsyncAdmin:
         is gone, or handed to another holder since)."""
         try:
             fresh = LockInfo.from_body(await self.kube.get(path))
-        except kube_errors.NotFound:
-            return None
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            if kube_errors.gone(error):
+                return None
             raise from_api(error, f"read lock {lock.name}") from error
         return fresh if (fresh.uid, fresh.claim_uid) == (lock.uid, lock.claim_uid) else None
 

@@ -79,6 +79,10 @@ T = TypeVar("T")
 MANAGED_BY = "kubelock-sdk"
 # How long to wait for the operator's first word on a new claim before calling it unreachable.
 DECISION_TIMEOUT = 60.0
+# Seconds after its claim was made with no operator's first word before `on_unanswered` is called:
+# well above an operator's usual first answer (milliseconds, a second or two on a loaded cluster),
+# far below DECISION_TIMEOUT, which a caller would otherwise wait out in silence.
+UNANSWERED_NOTICE_SECONDS = 5.0
 # After the caller's own wait timeout, how long the operator's TimedOut verdict (which names the
 # holder) may take before the client gives up on its own.
 TIMEOUT_SLACK = 1.0
@@ -185,13 +189,16 @@ class AsyncLockClient:
     # ---- acquire ----------------------------------------------------------------------------
 
     async def try_acquire(
-        self, uri: Uris, ttl: int | None = None, *, mode: str = EXCLUSIVE, permits: int = 1
+        self, uri: Uris, ttl: int | None = None, *, mode: str = EXCLUSIVE, permits: int = 1,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
         """Take the lock if it is free (in `mode`, with `permits`); never waits. `ok` is False when
-        another holder has it. A list of URIs: all of them or none (see `acquire_all`)."""
+        another holder has it. A list of URIs: all of them or none (see `acquire_all`).
+        `on_unanswered` as for `acquire`."""
         target = Target.of(uri)
         try:
-            return await self.acquire(uri, wait=False, ttl=ttl, mode=mode, permits=permits)
+            return await self.acquire(uri, wait=False, ttl=ttl, mode=mode, permits=permits,
+                                      on_unanswered=on_unanswered)
         except Rejected as rejected:
             if rejected.reason != Reason.HELD_BY_ANOTHER.value:
                 raise
@@ -224,6 +231,7 @@ class AsyncLockClient:
         mode: str = EXCLUSIVE,
         permits: int = 1,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
         """Take the lock, waiting in the queue (first come, first served) when `wait` is true.
 
@@ -235,6 +243,10 @@ class AsyncLockClient:
         position and the holder ahead), e.g. to show progress. `priority` (-1000..1000) orders the
         queue: higher first, aged while waiting; above 0 needs the RBAC verb `prioritize`.
 
+        `on_unanswered` is called once with the claim when no operator has acted on it
+        UNANSWERED_NOTICE_SECONDS after it was made (none running, or none watching its namespace),
+        e.g. to say so rather than wait out `decision_timeout` in silence.
+
         Raises Rejected (held by another, with `wait=False`), TimedOut, Deadlock, Forbidden,
         InvalidInput or Unreachable; returns only when the lock is held.
 
@@ -243,7 +255,7 @@ class AsyncLockClient:
         return _acquired(
             await self.acquire_claim(
                 uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update, mode=mode, permits=permits,
-                priority=priority,
+                priority=priority, on_unanswered=on_unanswered,
             )
         )
 
@@ -280,6 +292,7 @@ class AsyncLockClient:
         mode: str = EXCLUSIVE,
         permits: int = 1,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> ClaimInfo:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
         target = Target.of(uri).to_claim()
@@ -292,7 +305,7 @@ class AsyncLockClient:
         async with signals.cancelling():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
             info = await self._claim(
                 ident, target, wait=wait, wait_timeout=timeout, ttl=ttl, on_update=on_update, mode=mode,
-                permits=permits, priority=priority,
+                permits=permits, priority=priority, on_unanswered=on_unanswered,
             )
         if info.phase is Phase.PENDING:  # a try-lock that found an earlier waiting claim of ours
             raise Rejected(
@@ -315,6 +328,7 @@ class AsyncLockClient:
         mode: str = EXCLUSIVE,
         permits: int = 1,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> ClaimInfo:
         resource = target.label
         name = target.claim_name(ident.holder)
@@ -360,7 +374,8 @@ class AsyncLockClient:
                     return await self._checked(info, adopted=True)
             except kube_errors.ApiError as error:
                 raise from_api(error, f"create claim {name} for {resource}") from error
-            decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout, on_update=on_update)
+            decided = await self._await_decision(info, wait=wait, wait_timeout=wait_timeout, on_update=on_update,
+                                                 on_unanswered=on_unanswered)
             if not fresh and decided.terminal and decided.wait != wait:
                 # We adopted someone's claim of ours with other terms (try vs wait): ask again on ours.
                 await self.delete_claim(decided, quiet=True)
@@ -404,9 +419,10 @@ class AsyncLockClient:
                     return None
                 info, raced = again, True
                 continue
-            except kube_errors.NotFound:
-                return None
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+                if kube_errors.gone(error):
+                    return None
+                # An unserved path (an API server restarting) says nothing of the claim: trouble.
                 raise from_api(error, f"adopt claim {info.namespace}/{info.name}") from error
             return ClaimInfo.from_body(body)
         raise Unreachable(f"claim {info.name} kept changing while adopting it for {info.label}; try again")
@@ -447,7 +463,9 @@ class AsyncLockClient:
     async def _confirm_grant(self, info: ClaimInfo, resource: str, name: str, token: int) -> None:
         try:
             body = await self.kube.get(paths.locks(info.namespace, name))
-        except kube_errors.NotFound:
+        except kube_errors.NotFound as error:
+            if error.unserved:  # a restarting API server not serving locks yet: nothing known of it
+                raise from_api(error, f"read lock {info.namespace}/{name}") from error
             raise Revoked(
                 f"claim {info.name} says it holds {resource}, but its lock {name} is gone (broken or "
                 "expired while the operator could not say so): not held",
@@ -536,10 +554,15 @@ class AsyncLockClient:
         wait: bool,
         wait_timeout: float | None,
         on_update: Callable[[ClaimInfo], object] | None = None,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> ClaimInfo:
         """Follow the claim until it is Held or terminal (or Pending, for a try-lock). On timeout,
         error or cancellation the claim is deleted: nobody is left queued unawares."""
         loop = asyncio.get_running_loop()
+        # A timer rather than a timeout on the watch: a timeout would cancel the watch's generator.
+        notice = None
+        if on_unanswered is not None and info.phase is None:
+            notice = loop.call_later(UNANSWERED_NOTICE_SECONDS, on_unanswered, info)
         started = loop.time()
         wait_deadline = None if wait_timeout is None else started + wait_timeout + TIMEOUT_SLACK
         decision_deadline = started + self.decision_timeout
@@ -567,11 +590,16 @@ class AsyncLockClient:
                     if body is None:
                         raise NotFound(f"claim {state.name} was deleted while waiting for {state.label}")
                     state = ClaimInfo.from_body(body)
+                    if notice is not None and state.phase is not None:
+                        notice.cancel()  # the operator's first word came
         except BaseException:
             # Timed out, failed or cancelled (Ctrl-C): leave the queue, or give back a grant that
             # arrived too late for anyone to learn of it.
             await asyncio.shield(self.delete_claim(state, quiet=True))
             raise
+        finally:
+            if notice is not None:
+                notice.cancel()
         return state
 
     def _silence(
@@ -742,6 +770,12 @@ class AsyncLockClient:
         except kube_errors.Conflict:
             raise
         except kube_errors.NotFound as error:
+            if error.unserved:
+                # Not the claim missing but its path not served: a restarting API server serves a
+                # custom resource only once its CRD informer has synced. Trouble (Unreachable) that
+                # the lease's guard weighs as any failed renewal; never "deleted", which would end
+                # the holder's command because the API server restarted.
+                raise from_api(error, f"renew the lock on {info.label}") from error
             raise NotFound(f"claim {info.name} for {info.label} no longer exists") from error
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"renew the lock on {info.label}") from error
@@ -916,7 +950,18 @@ class AsyncLockClient:
                 async with asyncio.timeout_at(deadline):
                     await self.kube.delete(paths.claims(info.namespace, info.name), uid=info.uid or None)
                 return
-            except (kube_errors.NotFound, kube_errors.Conflict):
+            except kube_errors.Conflict:
+                return
+            except kube_errors.NotFound as error:
+                if not error.unserved:
+                    return  # gone already
+                # An unserved path (a restarting API server): the claim may well be there still.
+                if loop.time() < deadline:
+                    refused = error
+                    await backoff(attempt)
+                    continue
+                if not quiet:
+                    raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
                 return
             except TimeoutError:
                 if not quiet:

@@ -182,8 +182,9 @@ def from_api(
             # has no kubelock API. "Not found" would read as "you hold no lock" (exit 2).
             return Unreachable(
                 f"cannot {doing}: this cluster does not serve kubelock's API (kubelock.dev/v1alpha1): the "
-                "LockClaim, ResourceLock and LockPolicy CRDs are not installed, or not served yet (kubectl "
-                "get crd lockclaims.kubelock.dev). Install kubelock (docs/install.md), or use the kubeconfig "
+                "LockClaim, ResourceLock and LockPolicy CRDs are not installed, or not served yet (an API server "
+                "that has just restarted serves them seconds later; kubectl get crd lockclaims.kubelock.dev). "
+                "Install kubelock (docs/install.md), or use the kubeconfig "
                 "or --context of the cluster that has it",
                 reason=NOT_INSTALLED,
             )

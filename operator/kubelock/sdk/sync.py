@@ -168,10 +168,12 @@ class LockClient:
         return self.run(self.aio.who())
 
     def try_acquire(
-        self, uri: Uris, ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
+        self, uri: Uris, ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
+        """`on_unanswered` runs on the client's event loop thread: keep it short."""
         with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
-            return self.run(self.aio.try_acquire(uri, ttl, mode=mode, permits=permits))
+            return self.run(self.aio.try_acquire(uri, ttl, mode=mode, permits=permits, on_unanswered=on_unanswered))
 
     def try_acquire_all(
         self, uris: Sequence[str], ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
@@ -190,11 +192,13 @@ class LockClient:
         mode: str = "Exclusive",
         permits: int = 1,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
-        """`on_update` runs on the client's event loop thread: keep it short."""
+        """`on_update` and `on_unanswered` run on the client's event loop thread: keep them short."""
         with signals.raising():
             return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
-                                             mode=mode, permits=permits, priority=priority))
+                                             mode=mode, permits=permits, priority=priority,
+                                             on_unanswered=on_unanswered))
 
     def acquire_all(
         self,

@@ -5,8 +5,10 @@ change in between is missed. When the server ends the watch it is resumed from t
 seen; when that version is too old (410 Gone) the claim is read again. The server ends each watch
 after a minute (`kube.client.WATCH_SECONDS`), and one that has not ended shortly after is taken for
 dead and resumed: a waiter behind a path that went silent learns its verdict within that bound.
-Connection failures are retried with backoff a bounded number of times, then reported as
-`Unreachable`. A watch the API server throttled (429, API Priority and Fairness) starts again when
+Connection failures, and a path the API server does not serve yet (right after it restarted, until
+its CRD informer has synced: "404 page not found", which names no claim), are retried with backoff a
+bounded number of times, then reported as `Unreachable`: only a 404 naming the claim, or a DELETED
+event, ends the claim. A watch the API server throttled (429, API Priority and Fairness) starts again when
 its Retry-After says, as every other request of the client does (`kubelock.kube.client.retry_delay`):
 coming back sooner only adds to the queue that refused it.
 """
@@ -93,10 +95,11 @@ async def follow_claim(
         # 410 Gone: the version is too old to resume from; read the claim as it is now.
         try:
             current = await kube.get(paths.claims(namespace, name))
-        except kube_errors.NotFound:
-            yield None
-            return
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            if kube_errors.gone(error):
+                yield None
+                return
+            # An unserved path (a restarting API server) is transient trouble, never a deletion.
             if failures >= max_failures or not kube_errors.transient(error):
                 raise from_api(error, f"read claim {namespace}/{name}") from error
             failures += 1
