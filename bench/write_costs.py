@@ -14,8 +14,10 @@ changes the claim). Each `--alt-crd FILE` (a LockClaim CRD, e.g. another tree's
 `crds/kubelock.dev_lockclaims.yaml`) is installed beside the real one under the group
 `alt<i>.kubelock.dev` (i counting the option from 0), and `claim@alt<i>`, `status-put@alt<i>` and
 `status-patch@alt<i>` make the same writes to it: several schemas (say, sets of CEL rules) compared on
-one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i>`. `lock-precond`
-deletes the lock with the uid precondition the operator's delete carries;
+one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i>` and
+`lock-renew@alt<i>`. `lock-precond` deletes the lock with the uid precondition the operator's delete
+carries; `lock-renew` is a lock's renewal as the operator patches it (the lease's fields and the
+token, conditional on the lock's version; ten locks, each renewed again and again);
 `status-put-lean` writes a Held status without `message`, `conditions` and `grants` (what those
 promised fields cost), `status-put-nostale` without the `Stale=False` condition.
 `status-put-expired` alternates a Held status and an `Expired` one as the operator writes them (the
@@ -218,12 +220,33 @@ async def variants(
             await client.delete(in_group(paths.locks(NS, name), group), uid=uid)
         return write
 
+    async def lock_renew(group: str = GROUP) -> Write:
+        """A lock's renewal as the operator writes it (`codec.renew_patch`): a merge patch of the
+        lease's fields and the recorded token, conditional on the version last written."""
+        prefix = f"r{int(admin is None)}{group.split('.')[0]}"
+        api_version = API_VERSION.replace(GROUP, group, 1)
+        made = [await client.create(in_group(paths.locks(NS), group),
+                                    {**lock_body(f"{prefix}-{j}", False), "apiVersion": api_version})
+                for j in range(CONCURRENCY)]
+        version = [m["metadata"]["resourceVersion"] for m in made]
+        token = [int(v) for v in version]  # the first write records the create's revision
+
+        async def write(j: int, k: int) -> None:
+            now = time.time()
+            patch = {"metadata": {"resourceVersion": version[j]},
+                     "spec": {"fencingToken": token[j], "renewTime": to_rfc3339(now), "leaseDurationSeconds": 1800,
+                              "expireTime": to_rfc3339(now + 1800)}}
+            stored = await client.patch(in_group(paths.locks(NS, f"{prefix}-{j}"), group), patch)
+            version[j] = stored["metadata"]["resourceVersion"]
+        return write
+
     chosen = {"lock+label": lock_cycle(True), "lock-nolabel": lock_cycle(False),
-              "lock-precond": lock_cycle(False, precondition=True),
+              "lock-precond": lock_cycle(False, precondition=True), "lock-renew": await lock_renew(),
               **await claim_variants(client, GROUP, serial, admin, "o" if admin else "s")}
     for i, kind in enumerate(alts):
         if kind == "ResourceLock":
             chosen[f"lock-precond@alt{i}"] = lock_cycle(False, precondition=True, group=alt_group(i))
+            chosen[f"lock-renew@alt{i}"] = await lock_renew(alt_group(i))
         else:
             chosen |= {f"{k}@alt{i}": v for k, v in (await claim_variants(client, alt_group(i), serial)).items()}
     return chosen

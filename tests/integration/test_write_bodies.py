@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubernetes.client import ApiClient, CustomObjectsApi
 
-from tests.support.claims import GROUP, VERSION, Locks, status_of
+from tests.support.claims import GROUP, VERSION, Locks, status_of, wait_until
 from tests.support.operator import OperatorProcess
 
 
@@ -99,3 +99,40 @@ def test_a_claims_spec_and_status_are_each_one_managed_field(
     assert spec_entry["fieldsV1"]["f:spec"] == {}, managed
     # Readers see the same status as before: both conditions, in order.
     assert [c["type"] for c in status_of(claim)["conditions"]] == ["Held", "Stale"]
+
+
+def test_a_locks_spec_is_one_managed_field_through_renewal_and_handoff(
+    control_plane,
+    admin_api: ApiClient,
+    iso_ns: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """The ResourceLock's spec is atomic in the CRD: its create and every merge patch after it (the
+    renewal that records the token, the handoff to the next waiter) leave one field, `f:spec`, in
+    managedFields instead of one per leaf. The merge patches still merge: what a patch leaves out is
+    kept."""
+    locks = Locks(admin_api, iso_ns)
+
+    def spec_entries(name: str) -> list[object]:
+        lock = locks.lock(name)
+        return [entry["fieldsV1"] for entry in lock["metadata"]["managedFields"]]
+
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,)):
+        locks.claim("a", "deploy://atomic-lock", "agent-a", ttl=600)
+        name = status_of(locks.wait_phase("a", "Held"))["lockName"]
+        assert spec_entries(name) == [{"f:spec": {}}]  # the create
+        locks.renew("a")
+        wait_until(lambda: locks.lock(name)["spec"]["fencingToken"] != 0, "the renewal's patch")
+        renewed = locks.lock(name)
+        assert spec_entries(name) == [{"f:spec": {}}]
+        assert renewed["spec"]["resource"] == "deploy://atomic-lock"  # left out of the patch, kept
+        assert renewed["spec"]["claimRef"]["name"] == "a"
+        locks.claim("b", "deploy://atomic-lock", "agent-b", wait=True, ttl=600)
+        locks.wait_phase("b", "Pending")
+        locks.delete("a")
+        held = status_of(locks.wait_phase("b", "Held"))
+    assert held["lockName"] == name  # handed over: the same object, updated by a merge patch
+    handed = locks.lock(name)
+    assert (handed["spec"]["holder"], handed["spec"]["claimRef"]["name"]) == ("agent-b", "b")
+    assert handed["spec"]["resource"] == "deploy://atomic-lock"
+    assert spec_entries(name) == [{"f:spec": {}}]

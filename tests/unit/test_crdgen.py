@@ -215,6 +215,15 @@ def test_claim_status_shape(crds: dict[str, dict[str, Any]]) -> None:
         assert status[stamp]["format"] == "date-time"
 
 
+def test_lock_spec_is_one_managed_field(crds: dict[str, dict[str, Any]]) -> None:
+    # Written only by the operator (create, then merge patches): tracked as one field, like the
+    # claim's spec and status (crdgen._atomic); its lists stay atomic (no list-type).
+    spec = schema_of(crds["rl"])["properties"]["spec"]
+    assert spec["x-kubernetes-map-type"] == "atomic"
+    assert "x-kubernetes-list-type" not in spec["properties"]["grants"]
+    assert "x-kubernetes-map-type" not in schema_of(crds["lp"])["properties"]["spec"]  # an admin's
+
+
 # ---- committed files -------------------------------------------------------------------------
 
 

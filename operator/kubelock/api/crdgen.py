@@ -89,7 +89,11 @@ def _atomic(schema: JSON) -> JSON:
     the API server 0.81x, its create+delete 0.91x (bench/README.md, 2026-11-27). What a reader sees
     is unchanged; a server-side apply by a second field manager now owns, and conflicts over, the
     whole part instead of single fields. (`status.conditions` was a list map keyed by type; inside
-    an atomic status it is atomic too.)"""
+    an atomic status it is atomic too.) The ResourceLock's spec likewise: only the operator writes it
+    (create, merge patches for renewals, grants and handoffs; a break's patch by an admin records the
+    token it already holds), and a merge patch still merges field by field; what changes is that its
+    managedFields are one `f:spec` per manager: a lock create+delete cost the API server 0.91x
+    (bench/README.md, 2026-11-28)."""
     schema["x-kubernetes-map-type"] = "atomic"
     return schema
 
@@ -193,7 +197,7 @@ def render() -> dict[str, JSON]:
         c.LOCK_KIND,
         c.LOCK_PLURAL,
         c.LOCK_SHORT,
-        _root(ResourceLock, schema_of(ResourceLockSpec), None),
+        _root(ResourceLock, _atomic(schema_of(ResourceLockSpec)), None),
         [
             _col("Resource", ".spec.resource", description="The normalised resource URI"),
             _col("Holder", ".spec.holder", description="The first grant's holder"),
