@@ -20,6 +20,7 @@ from kubernetes.client import ApiClient, ApiException, ApiextensionsV1Api, Custo
 from tests.support.claims import MIN_WAIT_SECONDS, Locks, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
+from tests.support.spellings import ACCEPTED
 
 GROUP, VERSION = "kubelock.dev", "v1alpha1"
 CRD_NAME = "lockclaims.kubelock.dev"
@@ -48,29 +49,6 @@ REFUSED = [
     pytest.param("x://acme.example:/x", ["(:)", "write x://acme.example/x"], id="empty-port"),
 ]
 
-ACCEPTED = [
-    "github://acme.example/app/x",
-    "GitHub://acme.example/app/x/",
-    "github://acme.example//app/x",
-    "github://acme.example/app%2Fx",
-    "github://acme.example:443/app/x",
-    "https://acme.example:8443/x",
-    "http://acme.example:443/x",
-    "deploy://api-prod",
-    "deploy://Prod:API",
-    "x://a@b@C/x",
-    "x://a/b?Q=/./../%C3",
-    "x://a/b#./",
-    "x://a/.hidden/...",
-    "x://caf%C3%A9",
-    "x://caf\u00e9",
-    "x://a?",
-    "x://User@host/Path",
-    "x://\uff41",
-    "x:///",
-    "x://./a",
-    "x://100%",
-]
 
 
 def _claim(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from kubelock.domain.spelling import one_spelling, other_spelling, remove_dot_se
 from kubelock.sdk.errors import InvalidInput
 from kubelock.sdk.targets import Target
 from tests.support.arbitration import T0, claim, run, summary
+from tests.support.spellings import ACCEPTED
 
 # (refused spelling, the spelling to use, what the message names)
 REFUSED = [
@@ -52,29 +53,6 @@ REFUSED = [
     pytest.param("x://acme.example:/x", "x://acme.example/x", "empty port", id="empty-port"),
 ]
 
-ACCEPTED = [
-    "github://acme.example/app/x",
-    "GitHub://acme.example/app/x/",  # scheme case and one trailing '/': normalised, as before
-    "github://acme.example//app/x",  # an empty segment: another URI by RFC 3986
-    "github://acme.example/app%2Fx",  # an escaped '/': another URI by RFC 3986
-    "github://acme.example:443/app/x",  # kubelock knows no default port of github
-    "https://acme.example:8443/x",
-    "http://acme.example:443/x",  # 443 is not http's default
-    "deploy://api-prod",
-    "deploy://Prod:API",  # no RFC 3986 authority (the "port" is not digits): no host to lower-case
-    "x://a@b@C/x",  # two '@': no RFC 3986 authority either
-    "x://a/b?Q=/./../%C3",  # the query has no segments; its letters keep their case
-    "x://a/b#./",
-    "x://a/.hidden/...",
-    "x://caf%C3%A9",
-    "x://caf\u00e9",
-    "x://a?",
-    "x://User@host/Path",
-    "x://\uff41",
-    "x:///",
-    "x://./a",  # '.' as a host, not a path segment
-    "x://100%",  # not an escape
-]
 
 
 @pytest.mark.parametrize(("uri", "spelled", "named"), REFUSED)
