@@ -116,28 +116,34 @@ def test_a_decision_beside_the_run_takes_first_answers_only() -> None:
     ]
 
 
-async def _run_waiting_on_the_held_write() -> tuple[FakeApi, Cache, Reconciler, asyncio.Event, asyncio.Event]:
-    """A run of KEY that granted h and waits on h's Held write (until `held` is set); a status write
-    of w waits until `answered` is set."""
+def _gated_reconciler(*gated: str) -> tuple[FakeApi, Cache, Reconciler, dict[str, asyncio.Event]]:
+    """A reconciler (its queue started) whose status write of each claim named in `gated` waits until
+    that claim's event in the returned dict is set."""
     clock = ManualClock(T0)
     api, cache = FakeApi(), Cache()
     reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-    held, answered = asyncio.Event(), asyncio.Event()
+    gates = {name: asyncio.Event() for name in gated}
 
     async def update(path: str, body: Any, default: Any) -> Any:
-        if path == paths.claims("a", "h", status=True):
-            await held.wait()
-        if path == paths.claims("a", "w", status=True):
-            await answered.wait()
+        for name, gate in gates.items():
+            if path == paths.claims("a", name, status=True):
+                await gate.wait()
         return default()
 
     api.react("update", update)
     reconciler.queue.start()
+    return api, cache, reconciler, gates
+
+
+async def _run_waiting_on_the_held_write() -> tuple[FakeApi, Cache, Reconciler, asyncio.Event, asyncio.Event]:
+    """A run of KEY that granted h and waits on h's Held write (until `held` is set); a status write
+    of w waits until `answered` is set."""
+    api, cache, reconciler, gates = _gated_reconciler("h", "w")
     cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
     reconciler.schedule(KEY)
     for _ in range(20):
         await asyncio.sleep(0)
-    return api, cache, reconciler, held, answered
+    return api, cache, reconciler, gates["h"], gates["w"]
 
 
 def test_the_runs_next_round_leaves_a_first_answer_being_written_beside_it_to_that_write() -> None:
@@ -167,18 +173,8 @@ def test_the_runs_next_round_leaves_a_first_answer_being_written_beside_it_to_th
 
 def test_a_decision_beside_the_run_leaves_a_first_answer_the_run_is_writing_to_the_run() -> None:
     async def scenario() -> None:
-        clock = ManualClock(T0)
-        api, cache = FakeApi(), Cache()
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        queued = asyncio.Event()
-
-        async def update(path: str, body: Any, default: Any) -> Any:
-            if path == paths.claims("a", "w", status=True):
-                await queued.wait()
-            return default()
-
-        api.react("update", update)
-        reconciler.queue.start()
+        api, cache, reconciler, gates = _gated_reconciler("w")
+        queued = gates["w"]
         cache.upsert_claim(api.put(paths.claims("a", "h"), _claim("h")))
         reconciler.schedule(KEY)
         for _ in range(40):
