@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, ApiException, CustomObjectsApi
+
+from tests.support.commands import kubectl
 
 GROUP, VERSION = "kubelock.dev", "v1alpha1"
 
@@ -177,20 +178,16 @@ def test_kubectl_apply_says_what_is_wrong(control_plane, namespace: str, tmp_pat
         "apiVersion: kubelock.dev/v1alpha1\nkind: LockClaim\nmetadata: {name: bad}\n"
         "spec: {resource: 'not a uri', holder: agent-a, ttlSeconds: 0, colour: blue}\n"
     )
-    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
-    result = subprocess.run([*kubectl, "-n", namespace, "apply", "-f", str(manifest)], capture_output=True, text=True)
+    result = kubectl(control_plane, "-n", namespace, "apply", "-f", str(manifest), check=False)
     assert result.returncode != 0
     assert 'unknown field "spec.colour"' in result.stderr
 
 
 def test_kubectl_explain_explains(control_plane) -> None:  # type: ignore[no-untyped-def]
-    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
-    out = subprocess.run([*kubectl, "explain", "lockclaim.spec"], capture_output=True, text=True, check=True).stdout
+    out = kubectl(control_plane, "explain", "lockclaim.spec").stdout
     for words in ("resource", "holder", "ttlSeconds", "resourceLockTimeout", "waitTimeoutSeconds", "podRef"):
         assert words in out
-    status = subprocess.run(
-        [*kubectl, "explain", "lockclaim.status.fencingToken"], capture_output=True, text=True, check=True
-    ).stdout
+    status = kubectl(control_plane, "explain", "lockclaim.status.fencingToken").stdout
     assert "strictly greater" in status
 
 
@@ -202,15 +199,13 @@ def test_the_command_an_immutable_field_names_makes_the_claim_anew(  # type: ign
     manifest = tmp_path / "claim.yaml"
     manifest.write_text("apiVersion: kubelock.dev/v1alpha1\nkind: LockClaim\nmetadata: {name: c}\n"
                         "spec: {resource: 'github://acme/app/pr/1', holder: agent-a}\n")
-    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), "-n", namespace]
-    subprocess.run([*kubectl, "create", "-f", str(manifest)], capture_output=True, text=True, check=True)
-    before = subprocess.run([*kubectl, "get", "lockclaim", "c", "-o", "jsonpath={.metadata.uid}"],
-                            capture_output=True, text=True, check=True).stdout
+    kubectl(control_plane, "-n", namespace, "create", "-f", str(manifest))
+    before = kubectl(control_plane, "-n", namespace, "get", "lockclaim", "c", "-o", "jsonpath={.metadata.uid}").stdout
     manifest.write_text(manifest.read_text().replace("holder: agent-a", "holder: agent-a, wait: true"))
-    edit = subprocess.run([*kubectl, "apply", "-f", str(manifest)], capture_output=True, text=True)
+    edit = kubectl(control_plane, "-n", namespace, "apply", "-f", str(manifest), check=False)
     assert edit.returncode != 0
     assert "kubectl replace --force -f FILE" in edit.stderr, edit.stderr
-    subprocess.run([*kubectl, "replace", "--force", "-f", str(manifest)], capture_output=True, text=True, check=True)
-    after = subprocess.run([*kubectl, "get", "lockclaim", "c", "-o", "jsonpath={.metadata.uid} {.spec.wait}"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    kubectl(control_plane, "-n", namespace, "replace", "--force", "-f", str(manifest))
+    after = kubectl(control_plane, "-n", namespace, "get", "lockclaim", "c",
+                    "-o", "jsonpath={.metadata.uid} {.spec.wait}").stdout.split()
     assert after[0] != before and after[1] == "true", (before, after)

@@ -7,7 +7,6 @@ admitted; and a claim stored before the rules still works: renewed, changed, rel
 from __future__ import annotations
 
 import copy
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 from kubernetes.client import ApiClient, ApiException, ApiextensionsV1Api, CustomObjectsApi
 
 from tests.support.claims import MIN_WAIT_SECONDS, Locks, status_of, wait_until
+from tests.support.commands import kubectl
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 from tests.support.spellings import ACCEPTED
@@ -101,8 +101,7 @@ def test_kubectl_apply_says_which_spelling_to_use(control_plane, namespace: str,
         "apiVersion: kubelock.dev/v1alpha1\nkind: LockClaim\nmetadata: {name: host}\n"
         "spec: {resource: 'github://ACME.example/app/x', holder: agent-a}\n"
     )
-    kubectl = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
-    result = subprocess.run([*kubectl, "-n", namespace, "apply", "-f", str(manifest)], capture_output=True, text=True)
+    result = kubectl(control_plane, "-n", namespace, "apply", "-f", str(manifest), check=False)
     print(result.stderr)
     assert result.returncode != 0
     assert "spec.resource" in result.stderr and "write github://acme.example/app/x" in result.stderr, result.stderr

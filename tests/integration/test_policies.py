@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +38,7 @@ from tests.integration.test_multi import claim_all
 from tests.integration.test_observability import scrape, value
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
-from tests.support.commands import environment, run
+from tests.support.commands import environment, kubectl, run
 from tests.support.gatedclient import GatedClient
 from tests.support.monitor import HolderMonitor, LockMonitor
 from tests.support.namespaces import temporary_namespace
@@ -139,11 +138,6 @@ def _seen_by_operator(ns: str, name: str) -> Iterator[None]:
     yield
     wait_until(lambda: seen() > before, f"the operator to see the write of LockPolicy {name}",
                timeout=POLICY_SEEN_SECONDS)
-
-
-def kubectl(control_plane: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), *args]
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
 
 
 def seconds(stamp: str) -> float:

@@ -87,3 +87,9 @@ def python_json(script: str, env: dict[str, str], timeout: float = 120) -> dict[
     assert done.returncode == 0, done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer
+
+
+def kubectl(control_plane: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The test bed's kubectl as its admin (`control_plane`: anything with `bin_dir` and `kubeconfig`)."""
+    argv = [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
