@@ -50,7 +50,7 @@ def proxy(control_plane: Any) -> Iterator[UnservingProxy]:
     except ValueError:
         parsed = None
     refused = kube_errors.from_response(answer.status, parsed, answer.body.decode())
-    assert isinstance(refused, kube_errors.NotFound) and refused.unserved, answer
+    assert isinstance(refused, kube_errors.Unserved), answer
     unserving = UnservingProxy(control_plane.server, ca=pki.ca_cert, serving_cert=pki.serving_cert,
                                serving_key=pki.serving_key, answer=answer).start()
     try:

@@ -20,7 +20,7 @@ from kubelock.domain.model import Policy
 from kubelock.domain.resource import lock_name
 from kubelock.domain.timefmt import to_rfc3339
 from kubelock.kube import paths
-from kubelock.kube.errors import NotFound
+from kubelock.kube.errors import Unserved
 from kubelock.operator.cache import Cache
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.reconciler import Reconciler
@@ -79,7 +79,7 @@ def test_a_404_that_names_no_claim_is_trouble_retried_never_a_claim_gone() -> No
     retries the key with backoff), nothing is forgotten and nothing is read in its place (a read
     would meet the same 404). Once the path is served the next round decides as usual."""
     api, cache, reconciler = _released_holder_and_a_waiter_that_gave_up()
-    unserved = [NotFound(404, "NotFound", "the server could not find the requested resource", {"details": {}})]
+    unserved = [Unserved(404, "NotFound", "the server could not find the requested resource", {"details": {}})]
 
     async def once_unserved(path: str, body: Any, default: Any) -> Any:
         if unserved:
@@ -87,7 +87,7 @@ def test_a_404_that_names_no_claim_is_trouble_retried_never_a_claim_gone() -> No
         return default()
 
     api.react("update", once_unserved)
-    with pytest.raises(NotFound):
+    with pytest.raises(Unserved):
         asyncio.run(reconciler.reconcile(KEY))
     lock = paths.locks("a", lock_name(R))
     assert api.requests == [("update", paths.claims("a", "w", status=True))]
@@ -110,11 +110,11 @@ def test_an_unserved_404_on_the_read_after_a_stale_write_forgets_nothing() -> No
         raise Conflict(409, "Conflict", "the object has been modified")
 
     async def unserved(path: str, body: Any, default: Any) -> Any:
-        raise NotFound(404, "", "404 page not found", {})
+        raise Unserved(404, "", "404 page not found", {})
 
     api.react("update", conflict)
     api.react("get", unserved)
-    with pytest.raises(NotFound):
+    with pytest.raises(Unserved):
         asyncio.run(reconciler.reconcile(KEY))
     assert "u-w" in cache.claims and not cache.was_deleted("u-w")
     asyncio.run(reconciler.stop())

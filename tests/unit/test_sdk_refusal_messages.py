@@ -90,12 +90,12 @@ def test_an_unserved_kubelock_path_says_kubelock_is_not_installed() -> None:
     """No CRDs: the API server answers "404 page not found" (no Status), or a Status naming no object.
     That is no claim missing but no kubelock at all: Unreachable (exit 6), not NotFound (exit 2)."""
     for body in ({}, {"kind": "Status", "reason": "NotFound", "details": {}}):
-        error = from_api(kube_errors.NotFound(404, "", "404 page not found", body), "create claim c for x://r")
+        error = from_api(kube_errors.Unserved(404, "", "404 page not found", body), "create claim c for x://r")
         assert isinstance(error, Unreachable) and error.reason == "NotInstalled", error
         assert str(error).startswith("cannot create claim c for x://r: this cluster does not serve kubelock's API")
         assert "kubectl get crd lockclaims.kubelock.dev" in str(error) and "docs/install.md" in str(error)
     # A request to another API (SelfSubjectReview) says nothing of kubelock's CRDs.
-    other = from_api(kube_errors.NotFound(404, "", "404 page not found", {}), "ask who", kubelock_api=False)
+    other = from_api(kube_errors.Unserved(404, "", "404 page not found", {}), "ask who", kubelock_api=False)
     assert isinstance(other, NotFound) and "kubelock" not in str(other)
 
 

@@ -21,10 +21,10 @@ from kubelock.sdk.errors import NotFound, Unreachable
 from kubelock.sdk.model import ClaimInfo
 
 
-def unserved() -> kube_errors.NotFound:
+def unserved() -> kube_errors.Unserved:
     # What kube-apiserver answers for a path no handler serves (text/plain, no Status).
     error = kube_errors.from_response(404, None, "404 page not found")
-    assert isinstance(error, kube_errors.NotFound)
+    assert isinstance(error, kube_errors.Unserved) and not isinstance(error, kube_errors.NotFound)
     return error
 
 

@@ -39,19 +39,21 @@ class ApiError(Exception):
 
 
 class NotFound(ApiError):
+    """404 naming the object: that object does not exist (deleted, or never made)."""
+
     @property
     def object_name(self) -> str | None:
-        """The name of the object the API server found missing (the Status's `details.name`); None when
-        the path itself was not served, as for a custom resource not registered yet after the API
-        server restarted: then nothing is known of the object."""
+        """The name of the object the API server found missing (the Status's `details.name`)."""
         name = (self.body.get("details") or {}).get("name")
         return str(name) if name else None
 
-    @property
-    def unserved(self) -> bool:
-        """The path itself is not served ("404 page not found", or a Status naming no object): the
-        resource's API is not installed, or not registered yet, rather than one object missing."""
-        return self.object_name is None
+
+class Unserved(ApiError):
+    """404 naming no object: the path itself is not served ("404 page not found", or a Status without
+    `details.name`). The resource's API is not installed, or not registered yet: a restarting API
+    server serves a custom resource's path only once its CRD informer has synced. It says nothing of
+    the object, so it is deliberately no `NotFound`: an `except NotFound` never takes it for a
+    deletion. It is transient trouble (`transient`), retried as such."""
 
 
 class Conflict(ApiError):
@@ -94,13 +96,16 @@ def from_response(status: int, body: dict[str, Any] | None, text: str = "") -> A
     body = body if isinstance(body, dict) else {}
     reason = str(body.get("reason") or "")
     message = str(body.get("message") or text or f"HTTP {status}")
-    return _BY_STATUS.get(status, ApiError)(status, reason, message, body)
+    kind = _BY_STATUS.get(status, ApiError)
+    if kind is NotFound and not (body.get("details") or {}).get("name"):
+        kind = Unserved  # a 404 naming no object: the path, not an object, is missing
+    return kind(status, reason, message, body)
 
 
 def gone(error: BaseException) -> bool:
     """A 404 that names the object: that object does not exist (deleted, or never made). An unserved
-    404 (`NotFound.unserved`) is not: it says nothing of the object."""
-    return isinstance(error, NotFound) and not error.unserved
+    404 (`Unserved`) is not: it says nothing of the object."""
+    return isinstance(error, NotFound)
 
 
 def transient(error: BaseException) -> bool:
@@ -109,6 +114,6 @@ def transient(error: BaseException) -> bool:
     until then every request for it answers "404 page not found", which says nothing of the object)."""
     if isinstance(error, Unreachable):
         return not getattr(error, "permanent", False)
-    if isinstance(error, NotFound):
-        return error.unserved
+    if isinstance(error, Unserved):
+        return True
     return isinstance(error, ApiError) and (error.status == 429 or error.status >= 500)

