@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from kubelock.kube import errors as kube_errors
 from kubelock.kube.client import KubeClient
 from kubelock.kube.errors import Conflict, Forbidden
 from kubelock.operator.policystatus import PolicyStatus, unobserved
@@ -31,14 +32,25 @@ class Recorder:
         self.answers = list(answers or [])
         self.gate = asyncio.Event()
         self.gate.set()
+        self.patched = asyncio.Event()  # set at each patch
 
     async def patch(self, path: str, patch: Body, **params: Any) -> Body:
         await self.gate.wait()
         self.patches.append((path, patch))
+        self.patched.set()
         answer = self.answers.pop(0) if self.answers else None
         if answer is not None:
             raise answer
         return {}
+
+
+async def patches(api: Recorder, count: int) -> None:
+    """Until `count` patches were sent; the retries' backoff starts at 0.1 s: 30 s is generous on a
+    busy machine (a write never retried fails the test with TimeoutError)."""
+    async with asyncio.timeout(30):
+        while len(api.patches) < count:
+            api.patched.clear()
+            await api.patched.wait()
 
 
 async def settle(writer: PolicyStatus) -> None:
@@ -90,3 +102,35 @@ async def test_a_refused_write_is_said_once_and_nothing_else_stops(caplog: pytes
     refusals = [r.getMessage() for r in caplog.records if "could not record" in r.getMessage()]
     assert len(refusals) == 1, refusals  # said once per policy, not at each write
     assert "LockPolicy ns/p" in refusals[0] and "observedGeneration 1" in refusals[0]
+
+
+@pytest.mark.parametrize(
+    "trouble",
+    [kube_errors.from_response(404, None, "404 page not found"),  # a restarting API server: path not served yet
+     kube_errors.from_response(503, {"reason": "ServiceUnavailable", "message": "starting"}),
+     kube_errors.Unreachable("connection refused")],
+)
+async def test_trouble_is_retried_until_the_write_is_answered(trouble: BaseException) -> None:
+    """Dropped, the generation would stay unrecorded until the policy next changed, and its writer
+    would wait for it in vain: the write is tried again, on the same body, until it is answered."""
+    api = Recorder([trouble, trouble])
+    writer = PolicyStatus(cast(KubeClient, api))
+    writer.observed(policy(4, "7"))
+    await patches(api, 3)
+    await writer.stop()
+    written = {"metadata": {"resourceVersion": "7"}, "status": {"observedGeneration": 4}}
+    assert [p for _, p in api.patches] == [written] * 3
+
+
+async def test_a_retried_write_gives_way_to_a_newer_body() -> None:
+    api = Recorder([kube_errors.from_response(404, None, "404 page not found")])
+    api.gate.clear()
+    writer = PolicyStatus(cast(KubeClient, api))
+    writer.observed(policy(1, "10"))
+    await asyncio.sleep(0)
+    writer.observed(policy(2, "11"))  # arrives while the first write is in flight, and fails
+    api.gate.set()
+    await patches(api, 2)
+    await asyncio.sleep(0.3)  # room for a wrong third write
+    await writer.stop()
+    assert [p["status"]["observedGeneration"] for _, p in api.patches] == [1, 2]

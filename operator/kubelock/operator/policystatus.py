@@ -10,20 +10,23 @@ is answered after it is decided under it (docs/api.md, "When a policy starts to 
 
 The write is a merge patch of the status with the body's resourceVersion as precondition: a policy
 changed meanwhile answers 409 and its own event writes the newer generation; one deleted answers 404.
-Both are ignored. Several replicas each write until one has: the others then see the generation
-recorded and write nothing. Nothing else of the operator waits on these writes.
+Both are ignored. Trouble (a restarting API server that does not serve the path yet, throttling, a
+lost connection: `kube.errors.transient`) is retried by a work queue of policies, with backoff, until
+the write is answered: dropped, the generation would go unrecorded until the policy next changed, and
+its writer would wait in vain. Several replicas each write until one has: the others then see the
+generation recorded and write nothing. Nothing else of the operator waits on these writes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
+from kubelock.domain.clock import Clock, SystemClock
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
-from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable
+from kubelock.kube.errors import ApiError, Conflict, NotFound, Unreachable, transient
+from kubelock.operator.workqueue import WorkQueue
 
 log = logging.getLogger("kubelock.policies")
 Body = dict[str, Any]
@@ -44,13 +47,18 @@ def unobserved(body: Body) -> int | None:
 
 class PolicyStatus:
     """Writes `observedGeneration` of the policies the index has taken in, one write at a time per
-    policy, the latest body after the one in flight."""
+    policy (a work queue keyed by policy), the latest body after the one in flight."""
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, clock: Clock | None = None, *, first_retry_delay: float = 0.1,
+                 retry_delay: float = 1.0) -> None:
         self._client = client
-        self._writing: dict[Name, asyncio.Task[None]] = {}
-        self._next: dict[Name, Body] = {}
+        self._latest: dict[Name, Body] = {}  # the body to write next, per policy
         self._warned: set[Name] = set()
+        self._queue: WorkQueue[Name] = WorkQueue(
+            self._write, clock or SystemClock(), transient=(ApiError, Unreachable),
+            describe=lambda name: f"observedGeneration write of LockPolicy {name[0]}/{name[1]}",
+            first_retry_delay=first_retry_delay, retry_delay=retry_delay,
+        )
 
     def observed(self, body: Body) -> None:
         """The index now governs with `body`: record its generation unless its status already does.
@@ -59,21 +67,20 @@ class PolicyStatus:
             return
         meta = body.get("metadata") or {}
         name = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-        if name in self._writing:
-            self._next[name] = body
-            return
-        self._writing[name] = asyncio.create_task(self._write(name, body), name=f"kubelock-policy-status {name[1]}")
+        self._latest[name] = body
+        if not self._queue.running:
+            self._queue.start()
+        self._queue.schedule(name)
 
-    async def _write(self, name: Name, body: Body) -> None:
+    async def _write(self, name: Name) -> None:
+        body = self._latest.pop(name, None)
+        if body is None or unobserved(body) is None:
+            return
         try:
-            while True:
-                await self._patch(name, body)
-                following = self._next.pop(name, None)
-                if following is None or unobserved(following) is None:
-                    return
-                body = following
-        finally:
-            self._writing.pop(name, None)
+            await self._patch(name, body)
+        except BaseException:
+            self._latest.setdefault(name, body)  # retried, unless a newer body came meanwhile
+            raise
 
     async def _patch(self, name: Name, body: Body) -> None:
         meta = body.get("metadata") or {}
@@ -85,6 +92,8 @@ class PolicyStatus:
         except (Conflict, NotFound):
             return  # changed or deleted meanwhile: the newer event writes the newer generation
         except (ApiError, Unreachable) as error:
+            if transient(error):
+                raise  # the work queue tries again with backoff
             # An older chart's role has no `lockpolicies/status`: the policy governs all the same,
             # only its writer cannot see since when. Said once per policy.
             if name not in self._warned:
@@ -94,9 +103,5 @@ class PolicyStatus:
         log.debug("LockPolicy %s/%s: observedGeneration %s recorded", *name, generation)
 
     async def stop(self) -> None:
-        tasks = list(self._writing.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._queue.stop()
+        self._latest.clear()

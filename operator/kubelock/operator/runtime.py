@@ -76,7 +76,7 @@ class Runtime:
         )
         self.cache = Cache()
         self.policies = PolicyIndex()
-        self.policy_status = PolicyStatus(self.client)  # tells a policy's writer it governs now
+        self.policy_status = PolicyStatus(self.client, clock)  # tells a policy's writer it governs now
         self.events = EventRecorder(
             self.client, clock, settings.instance, routine_rate=settings.routine_event_rate, unsent=metrics,
             routine_summary_seconds=settings.routine_event_summary_seconds,
