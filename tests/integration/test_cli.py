@@ -1093,3 +1093,23 @@ def test_an_acquire_no_operator_answers_says_once_what_it_waits_for(
     assert done.stderr.count(line) == 1, done.stderr
     answer = done.json  # one JSON object, nothing else on stdout
     assert answer["ok"] is False and "no kubelock operator acted on claim" in answer["message"], answer
+
+
+def test_a_run_no_operator_answers_says_once_what_it_waits_for(
+    control_plane: Cluster, admin_api: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """As `acquire`: `kubelock run` with no operator watching says once on stderr what it waits for,
+    and the command never starts."""
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the test bed's static users")
+    bind(admin_api, namespace, "kubelock-agent", "alice")
+    wait_allowed(admin_api, "alice", namespace, "create", "lockclaims")
+    env = environment(control_plane.user_kubeconfig("alice"), namespace, INSTANCE)
+    marker = tmp_path / "ran"
+    done = run("kubelock", "run", "--wait", "--timeout", "8", ISSUE, "--", "touch", str(marker), env=env)
+    name = claim_name(holder("alice"), normalise(ISSUE))
+    line = (f"kubelock: waiting for a kubelock operator to act on claim {namespace}/{name} (is it running and "
+            f"watching {namespace}?)")
+    assert done.code == ExitCode.TIMED_OUT, done
+    assert done.stderr.count(line) == 1, done.stderr
+    assert not marker.exists(), "the command must not start without the lock"

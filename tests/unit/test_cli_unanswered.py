@@ -1,6 +1,7 @@
-"""An acquire that no operator answers says so after a few seconds, once, on stderr: "waiting for a
-kubelock operator to act on claim NS/NAME (is it running and watching NS?)", rather than nothing
-until the decision timeout (60 s) fails it `OperatorUnavailable`. stdout stays the result's alone."""
+"""An acquire or a run that no operator answers says so after a few seconds, once, on stderr: "waiting
+for a kubelock operator to act on claim NS/NAME (is it running and watching NS?)", rather than nothing
+until the decision timeout (60 s) fails it `OperatorUnavailable`. stdout stays the result's alone.
+The SDK's `lock()` passes its `on_unanswered` on, and by default logs the same words as a warning."""
 
 from __future__ import annotations
 
@@ -63,8 +64,22 @@ class NoOperator:
         self.calls.append("wait")
         await self._unanswered(on_unanswered)
 
+    def lock(self, uri: str, *, on_unanswered: Any = None, **_: Any) -> Any:
+        self.calls.append("run")
+        outer = self
 
-@pytest.mark.parametrize("argv", [["acquire", URI], ["acquire", "--wait", URI], ["acquire", "-o", "json", URI]])
+        class Lease:
+            async def __aenter__(self) -> Any:
+                if on_unanswered is not None:  # None: the SDK's default (a log warning), never stderr
+                    await outer._unanswered(on_unanswered)
+                raise Unreachable("no kubelock operator acted on claim agents/c-1 within 60s",
+                                  reason="OperatorUnavailable")
+
+        return Lease()
+
+
+@pytest.mark.parametrize("argv", [["acquire", URI], ["acquire", "--wait", URI], ["acquire", "-o", "json", URI],
+                                  ["run", URI, "--", "true"], ["run", "--wait", "-o", "json", URI, "--", "true"]])
 def test_the_command_says_once_on_stderr_what_it_waits_for(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,3 +127,58 @@ def test_the_sdk_calls_on_unanswered_once_when_the_operator_is_silent_past_the_n
 
 def test_the_sdk_says_nothing_when_the_operator_answers_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _decide(monkeypatch, [(0.01, body("Held"))]) == []
+
+
+class Unanswering:
+    """The SDK's client with no operator: `acquire_claim` calls `on_unanswered` as `_await_decision`
+    would after the notice's seconds (tested above), then fails as after the decision timeout."""
+
+    async def acquire_claim(self, uri: str, *, on_unanswered: Any = None, **_: Any) -> ClaimInfo:
+        if on_unanswered is not None:
+            on_unanswered(made())
+        raise Unreachable("no kubelock operator acted on claim agents/c-1 within 60s", reason="OperatorUnavailable")
+
+
+def _enter(client: AsyncLockClient, **kwargs: Any) -> None:
+    async def go() -> None:
+        async with client.lock(URI, **kwargs):
+            raise AssertionError("no operator: the lock is never held")
+
+    with pytest.raises(Unreachable):
+        asyncio.run(go())
+
+
+def _unanswering(monkeypatch: pytest.MonkeyPatch) -> AsyncLockClient:
+    client = AsyncLockClient.__new__(AsyncLockClient)
+    monkeypatch.setattr(client, "acquire_claim", Unanswering().acquire_claim)
+    return client
+
+
+def test_lock_warns_once_in_the_log_by_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`client.lock()` used to wait out the decision timeout in silence: by default it now logs what it
+    waits for, once, as a warning on the `kubelock.sdk` logger."""
+    client = _unanswering(monkeypatch)
+    with caplog.at_level("WARNING", logger="kubelock.sdk"):
+        _enter(client)
+    said = [r for r in caplog.records if "waiting for a kubelock operator" in r.getMessage()]
+    assert [(r.levelname, r.name, r.getMessage()) for r in said] == [
+        ("WARNING", "kubelock.sdk", LINE.removeprefix("kubelock: ").rstrip("\n"))]
+
+
+def test_lock_and_lock_all_pass_on_unanswered_to_the_acquire(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    client = _unanswering(monkeypatch)
+    told: list[ClaimInfo] = []
+    with caplog.at_level("WARNING", logger="kubelock.sdk"):
+        _enter(client, on_unanswered=told.append)
+
+        async def go() -> None:
+            async with client.lock_all([URI, "git://acme/app/fix-42"], on_unanswered=told.append):
+                raise AssertionError("never held")
+
+        with pytest.raises(Unreachable):
+            asyncio.run(go())
+    assert [(t.namespace, t.name) for t in told] == [("agents", "c-1")] * 2
+    assert not [r for r in caplog.records if "waiting for a kubelock operator" in r.getMessage()]

@@ -391,8 +391,10 @@ async def cmd_graph(client: AsyncLockClient, args: argparse.Namespace) -> int:
 
 async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     plan = runner.timing(args.ttl, args.renew_deadline, args.grace)
+    # No operator's word after a few seconds: one stderr line, as for `acquire` (not the SDK's log).
     lease = client.lock(args.uri, ttl=args.ttl, wait=args.wait, timeout=args.timeout,
-                        renew_deadline=plan.renew_deadline, priority=args.priority, **need_of(args))
+                        renew_deadline=plan.renew_deadline, priority=args.priority,
+                        on_unanswered=UnansweredNotice(sys.stderr), **need_of(args))
     await lease.__aenter__()
     try:
         env = runner.child_environment(lease.claim, os.environ)

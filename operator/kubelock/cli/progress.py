@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from kubelock.sdk.client import unanswered_message
 from kubelock.sdk.model import ClaimInfo
 
 ERASE = "\r\033[K"
@@ -69,5 +70,4 @@ class UnansweredNotice:
 
 
 def unanswered_line(info: ClaimInfo) -> str:
-    return (f"kubelock: waiting for a kubelock operator to act on claim {info.namespace}/{info.name} "
-            f"(is it running and watching {info.namespace}?)")
+    return f"kubelock: {unanswered_message(info)}"

@@ -849,14 +849,19 @@ class AsyncLockClient:
         permits: int = 1,
         on_revocation: Callable[[RevocationInfo], object] | None = None,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AsyncLease:
         """`async with client.lock(uri) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
         within it, before the TTL runs out. `mode` and `permits` as for `acquire`. `on_revocation` is
-        called when the holder is asked to give the lock back (see `AsyncLease.revocation_requested`)."""
+        called when the holder is asked to give the lock back (see `AsyncLease.revocation_requested`).
+        `on_unanswered` as for `acquire`; by default (None) a warning is logged, once, on the
+        `kubelock.sdk` logger (`warn_unanswered`): without it a block entered with no operator running
+        waits out `decision_timeout` in silence. Pass `lambda claim: None` for silence."""
         return AsyncLease(self, uri, ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
                           renew_deadline=renew_deadline, mode=mode, permits=permits,
-                          on_revocation=on_revocation, priority=priority)
+                          on_revocation=on_revocation, priority=priority,
+                          on_unanswered=warn_unanswered if on_unanswered is None else on_unanswered)
 
     def lock_all(
         self,
@@ -871,6 +876,7 @@ class AsyncLockClient:
         permits: int = 1,
         on_revocation: Callable[[RevocationInfo], object] | None = None,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AsyncLease:
         """`async with client.lock_all([uri1, uri2]) as lease:` — every resource at once or none (see
         `acquire_all`), renewed, watched and released as one. `lease.fencing_tokens` gives each
@@ -878,7 +884,7 @@ class AsyncLockClient:
         Other arguments as for `lock`."""
         return self.lock(listed(uris), ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
                          renew_deadline=renew_deadline, mode=mode, permits=permits, on_revocation=on_revocation,
-                         priority=priority)
+                         priority=priority, on_unanswered=on_unanswered)
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -1010,6 +1016,17 @@ def _refuse_other_process(info: ClaimInfo, *, doing: Doing = "acquire") -> None:
         holder=info.holder,
         held_since=format_time(info.acquired_at),
     )
+
+
+def unanswered_message(info: ClaimInfo) -> str:
+    """What a claim no operator has acted on after UNANSWERED_NOTICE_SECONDS waits for."""
+    return (f"waiting for a kubelock operator to act on claim {info.namespace}/{info.name} "
+            f"(is it running and watching {info.namespace}?)")
+
+
+def warn_unanswered(info: ClaimInfo) -> None:
+    """`lock()`'s default `on_unanswered`: a warning on the `kubelock.sdk` logger (called once a claim)."""
+    log.warning("%s", unanswered_message(info))
 
 
 def _passing(error: kube_errors.ApiError | kube_errors.Unreachable) -> bool:

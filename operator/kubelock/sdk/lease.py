@@ -68,6 +68,7 @@ class AsyncLease:
         permits: int = 1,
         on_revocation: RevocationCallback | None = None,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> None:
         self._renew_deadline = validate_renew_deadline(renew_deadline, ttl)
         Target.of(uri).to_claim()  # bad input is refused at once, not on entry
@@ -79,6 +80,7 @@ class AsyncLease:
         self._mode = mode
         self._permits = permits
         self._priority = priority
+        self._on_unanswered = on_unanswered
         self._listeners: list[LostCallback] = [on_lost] if on_lost else []
         self._info: ClaimInfo | None = None
         self._task: asyncio.Task[None] | None = None
@@ -169,7 +171,7 @@ class AsyncLease:
     async def __aenter__(self) -> AsyncLease:
         info = await self._client.acquire_claim(
             self._uri, wait=self._wait, timeout=self._timeout, ttl=self._ttl, mode=self._mode, permits=self._permits,
-            priority=self._priority,
+            priority=self._priority, on_unanswered=self._on_unanswered,
         )
         self._info = info
         self._renewed = asyncio.get_running_loop().time()

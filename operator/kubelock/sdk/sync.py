@@ -242,14 +242,16 @@ class LockClient:
         permits: int = 1,
         on_revocation: Callable[[RevocationInfo], object] | None = None,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> Lease:
         """`with client.lock(uri, ttl=60) as lease:` — acquire, renew in the background, release on exit.
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
         within it, before the TTL runs out. `mode` and `permits` as for `acquire`. `on_revocation` is
-        called (in its own thread) when the holder is asked to give the lock back."""
+        called (in its own thread) when the holder is asked to give the lock back. `on_unanswered` as
+        for the asynchronous `lock` (default: a logged warning), run on the client's event loop thread."""
         aio = self.aio.lock(
             uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline, mode=mode, permits=permits,
-            priority=priority,
+            priority=priority, on_unanswered=on_unanswered,
         )
         lease = Lease(self, aio, on_lost)
         if on_revocation is not None:
@@ -269,12 +271,13 @@ class LockClient:
         permits: int = 1,
         on_revocation: Callable[[RevocationInfo], object] | None = None,
         priority: int = 0,
+        on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> Lease:
         """`with client.lock_all([uri1, uri2], ttl=60) as lease:` — every resource at once or none,
         renewed and released as one; `lease.fencing_tokens` has each one's token (see `lock`)."""
         return self.lock(listed(uris), ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
                          renew_deadline=renew_deadline, mode=mode, permits=permits, on_revocation=on_revocation,
-                         priority=priority)
+                         priority=priority, on_unanswered=on_unanswered)
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
