@@ -154,3 +154,13 @@ def test_a_followed_claim_read_with_a_404_naming_it_is_deleted() -> None:
             await stream.aclose()
 
     assert asyncio.run(first()) is None
+
+
+def test_a_404_naming_no_object_is_unserved_whatever_its_body_and_never_a_not_found() -> None:
+    """The type decides, so that no `except NotFound` can take a restarting API server for a deletion:
+    a plain-text "404 page not found" and a Status whose details name nothing are both `Unserved`."""
+    status = {"kind": "Status", "reason": "NotFound", "code": 404, "details": {"kind": "lockclaims"}}
+    for error in (unserved(), kube_errors.from_response(404, status), kube_errors.from_response(404, {})):
+        assert isinstance(error, kube_errors.Unserved) and not isinstance(error, kube_errors.NotFound), error
+        assert error.status == 404
+    assert isinstance(named_gone(), kube_errors.NotFound) and not isinstance(named_gone(), kube_errors.Unserved)
