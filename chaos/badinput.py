@@ -82,6 +82,9 @@ class Corpus:
                 body = await self.kube.get(paths.claims(self.namespace, name))
             except kube_errors.NotFound:
                 return None
+            except kube_errors.Unserved:  # a restarting API server: nothing known yet, look again
+                await asyncio.sleep(0.1)
+                continue
             phase = (body.get("status") or {}).get("phase")
             if phase and (want is None or want(body)):
                 return body

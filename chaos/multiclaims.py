@@ -85,7 +85,10 @@ class MultiLease:
         patience = self.decision_timeout + ((self.wait_timeout or 0) if self.wait else 0)
         limit = time.time() + patience
         while True:
-            status = await self._status()
+            try:
+                status = await self._status()
+            except kube_errors.Unserved:  # a restarting API server: nothing known yet, look again
+                status = {}
             phase = status.get("phase")
             if phase == "Held":
                 self._held(status)
