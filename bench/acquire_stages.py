@@ -6,7 +6,9 @@ One control plane (admission policies on, as `run.py`), one operator run through
 event-loop callbacks). Rounds alternate quiet and loaded (`--burn N` CPU-bound processes beside the
 run, started at the round's start and stopped at its end); each round is `--samples` of #1
 (`scenarios.acquire`'s steps: claim create → `Held` seen) and `--shared-samples` of #10 (one more
-`Shared` claim beside `--holders` Shared holders). Each sample is cut into stages by the stamps:
+`Shared` claim beside `--holders` Shared holders), after `--samples` of the anchor O (a Lease
+created → seen on a watch, `anchors.create_seen`) in the same phase. Each sample is cut into stages
+by the stamps:
 
 - create: the client's create sent → its answer;
 - event: create sent → the operator's watch delivers the claim (ADDED);
@@ -30,6 +32,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anchors
 import harness
 import scenarios
 from harness import REPO, Env, OperatorProcess, RequestTally, Watch, deleted, ensure_namespace, new_client, unique
@@ -46,6 +50,7 @@ from kubelock.kube import config, paths
 from kubelock.testbed import ControlPlane, find_binaries
 
 NS = "bench-stages"
+NS_ANCHOR = "bench-stages-anchor"
 STAGES = ("create", "event", "queue", "decide", "grant", "held_write", "seen", "total")
 
 
@@ -59,6 +64,10 @@ class ProbedOperator(OperatorProcess):
 
 
 def burn(stop_at: float) -> None:
+    # A forked copy of this process inherits the test bed's SIGTERM handler, which stops every control
+    # plane it knows of: a burner must die of its signal, not take the control plane with it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     x = 0
     while time.time() < stop_at:
         x = (x * 31 + 7) % 1000003
@@ -217,6 +226,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
     async with new_client(credentials, tally) as client, new_client(credentials, tally) as watcher:
         env = Env(credentials, client, watcher, tally, "none", True)
         await ensure_namespace(client, NS)
+        await ensure_namespace(client, NS_ANCHOR)
         op = ProbedOperator("kubelock", plane.kubeconfig, NS, logs, source=args.operator)
         op.stamps = logs / "stamps.jsonl"
         await op.start(within=120)
@@ -234,6 +244,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                         await asyncio.sleep(1.0)
                     load = os.getloadavg()[0]
                     try:
+                        o = (await anchors.create_seen(env, NS_ANCHOR, args.samples)).o
                         samples = []
                         for _ in range(args.samples):
                             try:
@@ -243,9 +254,9 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                         samples += await shared_round(env, args.holders, args.shared_samples)
                     finally:
                         for b in burners:
-                            b.terminate()
+                            b.kill()  # SIGKILL: nothing of the parent's runs in the child
                             b.join()
-                    rounds.append({"round": index, "phase": phase, "load1": round(load, 2),
+                    rounds.append({"round": index, "phase": phase, "load1": round(load, 2), "o": o,
                                    "load1_after": round(os.getloadavg()[0], 2), "samples": samples})
                     print(f"round {index} {phase} load {load:.2f}", file=sys.stderr, flush=True)
             text = await harness.scrape(f"{credentials.server}/metrics", credentials.ssl_context())
@@ -256,6 +267,8 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
     for r in rounds:
         cut = [stages(s, stamps) for s in r["samples"]]
         out["rounds"].append({"round": r["round"], "phase": r["phase"], "load1": r["load1"],
+                              "o_ms": {"p50": round(1000 * statistics.median(r["o"]), 2),
+                                       "p90": round(1000 * sorted(r["o"])[int(0.9 * len(r["o"]))], 2)},
                               "load1_after": r["load1_after"],
                               "acquire": summary([c for c in cut if c["kind"] == "acquire"]),
                               "shared": summary([c for c in cut if c["kind"] == "shared"]),
@@ -264,6 +277,11 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
         for kind in ("acquire", "shared"):
             every = [c for r in out["rounds"] if r["phase"] == phase for c in r["samples"] if c["kind"] == kind]
             out[f"{phase}_{kind}"] = summary(every) if every else None
+        o = [x for r in rounds if r["phase"] == phase for x in r["o"]]
+        out[f"{phase}_o_ms"] = {"n": len(o), "p50": round(1000 * statistics.median(o), 2),
+                                "p90": round(1000 * sorted(o)[int(0.9 * len(o))], 2),
+                                "slowest_tenth_median":
+                                    round(1000 * statistics.median(sorted(o)[-max(1, len(o) // 10):]), 2)}
     return out
 
 
@@ -299,6 +317,8 @@ def main() -> int:
         tmp.write_text(text)
         tmp.rename(args.out)
     print(json.dumps(document["apiserver"], indent=1))
+    for key in ("quiet_o_ms", "loaded_o_ms"):
+        print(key, json.dumps(document.get(key)))
     for key in ("quiet_acquire", "loaded_acquire", "quiet_shared", "loaded_shared"):
         part = document.get(key)
         if part:

@@ -53,12 +53,15 @@ def _gc_probe() -> None:
 
 
 def _what(handle: asyncio.events.Handle) -> str:
+    """Names what a callback ran, never by repr(): a repr can have side effects (aiohttp's
+    `ClientResponse.__repr__` reads its `headers`, a cached property, and a response not started yet
+    keeps None there for good: its request then fails with an AttributeError)."""
     callback = handle._callback  # type: ignore[attr-defined]
     owner = getattr(callback, "__self__", None)
     if isinstance(owner, asyncio.Task):
         coro = owner.get_coro()
-        return f"task {getattr(coro, '__qualname__', coro)!s}"
-    return repr(callback)[:160]
+        return f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+    return str(getattr(callback, "__qualname__", type(callback).__name__))
 
 
 def _loop_probe() -> None:
