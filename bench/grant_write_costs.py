@@ -11,7 +11,8 @@ out again, in these forms, taken in turns each round:
   holders' count;
 - `put`: the whole object, with its version;
 
-and as a baseline the create and delete of a lock of one grant (#1's write). Per form and G: the
+and as a baseline the create and delete of a lock of one grant (#1's write); `--watch` keeps a watch
+of the namespace's locks open in every other pair of rounds, as the operator does (rows "watched"). Per form and G: the
 median and p90 of the client's time per write, and the API server's own mean time per PATCH/PUT
 (`apiserver_request_duration_seconds`), with the load.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import REPO, RequestTally, ensure_namespace, new_client
+from harness import REPO, RequestTally, Watch, ensure_namespace, new_client
 
 from kubelock.api.constants import GROUP, VERSION
 from kubelock.kube import config, paths
@@ -106,19 +108,26 @@ async def measure(plane: ControlPlane, args: argparse.Namespace) -> dict[str, An
     credentials = config.load(plane.kubeconfig)
     forms = ["merge", "json", "put"]
     times: dict[str, list[float]] = {}
-    async with new_client(credentials, RequestTally()) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(new_client(credentials, RequestTally()))
         await ensure_namespace(client, NS)
+        watcher = await stack.enter_async_context(new_client(credentials, RequestTally()))
         bodies = {}
         for g in args.grants:
             name = f"lock-{g}"
             bodies[g] = await client.create(paths.locks(NS), lock(name, g))
         for r in range(args.rounds):
-            for form in forms if r % 2 == 0 else list(reversed(forms)):
-                for g in args.grants:
-                    name = f"lock-{g}"
-                    spent, after = await one(client, form, name, bodies[g], 1000 + r)
-                    times.setdefault(f"{form} G={g}", []).append(spent)
-                    bodies[g] = await remove_last(client, name, after)
+            # With --watch, every other pair of rounds keeps a watch of the locks open, as the operator does.
+            watching = args.watch and r % 4 >= 2
+            async with contextlib.AsyncExitStack() as round_stack:
+                if watching:
+                    await round_stack.enter_async_context(Watch(watcher, paths.locks(NS)))
+                for form in forms if r % 2 == 0 else list(reversed(forms)):
+                    for g in args.grants:
+                        name = f"lock-{g}"
+                        spent, after = await one(client, form, name, bodies[g], 1000 + r)
+                        times.setdefault(f"{form} G={g}{' watched' if watching else ''}", []).append(spent)
+                        bodies[g] = await remove_last(client, name, after)
             t0 = time.perf_counter()
             created = await client.create(paths.locks(NS), lock(f"bare-{r}", 0))
             times.setdefault("create (#1)", []).append(time.perf_counter() - t0)
@@ -143,6 +152,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--grants", type=lambda s: [int(x) for x in s.split(",")], default=[0, 10])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--watch", action="store_true", help="a watch of the locks open in every other pair of rounds")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -155,7 +165,7 @@ def main() -> int:
         result = asyncio.run(measure(plane, args))
     finally:
         plane.stop()
-    document = {"load_before": [round(x, 2) for x in load_before],
+    document = {"watch": args.watch, "load_before": [round(x, 2) for x in load_before],
                 "load_after": [round(x, 2) for x in os.getloadavg()], **result}
     text = json.dumps(document, indent=1)
     print(text)
