@@ -19,7 +19,9 @@ one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i
 carries; `lock-renew` is a lock's renewal as the operator patches it (the lease's fields and the
 token, conditional on the lock's version; ten locks, each renewed again and again);
 `status-put-lean` writes a Held status without `message`, `conditions` and `grants` (what those
-promised fields cost), `status-put-nostale` without the `Stale=False` condition.
+promised fields cost), `status-put-nostale` without the `Stale=False` condition;
+`status-put-words` a Held status with the operator's messages at their length in #2, and
+`status-put-slim` the same with short condition messages (every field kept).
 `--pad 0,1000,3000` adds `lock-pad0`, `lock-pad1000`, `lock-pad3000`: a ResourceLock created and deleted
 with an annotation of that many bytes (`lock-pad0` none), so that the cost of a write's size alone is
 measured apart from its kind.
@@ -94,6 +96,28 @@ def claim_body(name: str, wait: bool) -> Body:
 def lean(status: Body) -> Body:
     """A Held status without what a reader can derive: `message`, `conditions`, `grants`."""
     return {k: v for k, v in status.items() if k not in ("message", "conditions", "grants")}
+
+
+def as_operator_words(status: Body) -> Body:
+    """A Held status with the operator's messages at their length in #2 (a `bench://cycle/...`
+    resource in `message` and the `Held` condition, the `Stale=False` condition's long message)."""
+    if status.get("phase") != "Held":
+        return status
+    token = status["fencingToken"]
+    message = f"agent-1 holds bench://cycle/c-0a1b2c/17/{token:08d} (fencing token {token})"
+    stale = "renewed on schedule (holders renew every third of the lease)"
+    return {**status, "message": message,
+            "conditions": [{**c, "message": message if c["type"] == "Held" else stale} for c in status["conditions"]]}
+
+
+def slim(status: Body) -> Body:
+    """`as_operator_words` with every field, its conditions' messages short: `Stale=False` as
+    docs/api.md words it ("renewed on schedule"), `Held=True` not repeating `status.message`."""
+    status = as_operator_words(status)
+    if status.get("phase") != "Held":
+        return status
+    short = {"Held": "granted", "Stale": "renewed on schedule"}
+    return {**status, "conditions": [{**c, "message": short[c["type"]]} for c in status["conditions"]]}
 
 
 def held_only(status: Body) -> Body:
@@ -209,6 +233,7 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int], admi
 
     return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True),
             "status-put-lean": status_write(True, lean), "status-put-nostale": status_write(True, held_only),
+            "status-put-words": status_write(True, as_operator_words), "status-put-slim": status_write(True, slim),
             **{"status-put-expired" + ("" if shape == "full" else f"-{shape}"):
                status_write(True, build=expired_variant(shape)) for shape in ("full", "nocond", "condmsg0")}}
 
