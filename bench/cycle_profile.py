@@ -10,9 +10,16 @@ server's own metrics the requests per cycle, their mean time in the API server
 → `Held`, the reconcile runs' mean time). With `--cprofile`, one more kubelock window runs through an
 operator started under `cProfile` (py-spy cannot read this machine's processes: "Failed to find python
 version"), summarised by function: what the operator's process spends its CPU on while cycles run.
+Each window also reports the watch events the API server sent per cycle, by kind (one per watcher
+that received it), their mean encoded size and the watches open: a write's fan-out. With `--pprof
+SECONDS`, each window takes a kube-apiserver CPU profile of its first SECONDS, cut into groups of
+functions (`pprof_groups.py`) in ms a cycle; with `--sizes`, one cycle's claim and lock first, as a
+watch sees them, each event's object by part (managedFields, metadata, spec, status).
 Prints and writes (`--out`) the result with the load.
 
     PYTHONPATH=operator KUBELOCK_BIN_DIR=... .venv/bin/python bench/cycle_profile.py --out FILE --cprofile
+    PYTHONPATH=operator KUBELOCK_BIN_DIR=... .venv/bin/python bench/cycle_profile.py --agents 50 --rounds 2 \
+        --seconds 15 --pprof 15 --sizes --out FILE
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import collections
 import json
 import os
 import pstats
+import ssl
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -34,6 +43,7 @@ from typing import Any
 import abrun
 import anchors
 import harness
+import pprof_groups
 import scenarios
 from harness import (
     _LABEL,
@@ -49,7 +59,7 @@ from harness import (
     scrape,
 )
 
-from kubelock.kube import config
+from kubelock.kube import config, paths
 from kubelock.testbed import ControlPlane, find_binaries
 
 NS_KUBELOCK, NS_ANCHOR = "bench-kubelock", "bench-anchor"
@@ -74,14 +84,32 @@ async def apiserver_state(env: Env) -> dict[str, collections.Counter[tuple[str, 
         "seconds": sums(text, "apiserver_request_duration_seconds_sum", by),
         "apf_wait_count": sums(text, "apiserver_flowcontrol_request_wait_duration_seconds_count", ("flow_schema",)),
         "apf_wait_seconds": sums(text, "apiserver_flowcontrol_request_wait_duration_seconds_sum", ("flow_schema",)),
+        # Every watch event the server sends, once per watcher that receives it, and its encoded bytes.
+        "watch_events": sums(text, "apiserver_watch_events_total", ("kind", "resource")),
+        "watch_bytes": sums(text, "apiserver_watch_events_sizes_sum", ("kind", "resource")),
+        "watchers": sums(text, "apiserver_longrunning_requests", ("verb", "resource")),
     }
 
 
-async def window(env: Env, pids: dict[str, int], label: str, run: Awaitable[Any]) -> dict[str, Any]:
-    """One measured window of cycles: rate, CPU and the API server's requests, per cycle."""
+def opener(credentials: config.Credentials) -> urllib.request.OpenerDirector:
+    context = credentials.ssl_context()
+    assert isinstance(context, ssl.SSLContext)
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+
+
+async def window(env: Env, pids: dict[str, int], label: str, run: Awaitable[Any],
+                 profile: tuple[Path, int] | None = None) -> dict[str, Any]:
+    """One measured window of cycles: rate, CPU and the API server's requests, per cycle. `profile`:
+    (file, seconds) of a kube-apiserver CPU profile taken from the window's start."""
     before, cpu0, t0 = await apiserver_state(env), {k: cpu_seconds(p) for k, p in pids.items()}, time.perf_counter()
+    profiling = None
+    if profile is not None:
+        profiling = asyncio.create_task(asyncio.to_thread(
+            pprof_groups.fetch, env.credentials.server, opener(env.credentials), profile[1], profile[0]))
     cycles = await run
     elapsed = time.perf_counter() - t0
+    if profiling is not None:
+        await profiling
     after = await apiserver_state(env)
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
     total = max(cycles.total, 1)
@@ -91,6 +119,11 @@ async def window(env: Env, pids: dict[str, int], label: str, run: Awaitable[Any]
             spent = after["seconds"][key] - before["seconds"][key]
             requests["/".join(k for k in key if k)] = {"per_cycle": round(n / total, 3),
                                                        "mean_ms": round(1000 * spent / n, 2)}
+    fan_out = {"/".join(x for x in k if x): {
+        "events_per_cycle": round(n / total, 2),
+        "bytes_per_event": round((after["watch_bytes"][k] - before["watch_bytes"][k]) / n),
+    } for k, n in (after["watch_events"] - before["watch_events"]).items() if n >= total * 0.05}
+    watchers = {k[1]: int(n) for k, n in after["watchers"].items() if k[0] == "WATCH" and n}
     waits = {k[0]: (after["apf_wait_seconds"][k] - before["apf_wait_seconds"][k],
                     after["apf_wait_count"][k] - before["apf_wait_count"][k]) for k in after["apf_wait_count"]}
     return {
@@ -98,9 +131,53 @@ async def window(env: Env, pids: dict[str, int], label: str, run: Awaitable[Any]
         "cpu_ms_per_cycle": {k: round(1000 * v / total, 2) for k, v in cpu.items()},
         "cores": {k: round(v / elapsed, 2) for k, v in cpu.items()},
         "requests": requests,
+        "watch_events": fan_out,
+        "watches_open": watchers,
         "apf_wait_ms_mean": {k: round(1000 * s / n, 2) for k, (s, n) in waits.items() if n >= total * 0.05},
         "load1": round(os.getloadavg()[0], 2),
+        **({"profile": profiled(profile, cycles.total / elapsed)} if profile is not None else {}),
     }
+
+
+def profiled(profile: tuple[Path, int], cycles_per_second: float) -> dict[str, Any]:
+    """The profile's CPU by group, in ms a cycle at the window's rate of cycles (all run, warm-up too)."""
+    groups = pprof_groups.grouped(pprof_groups.raw_text(profile[0], find_binaries() / "kube-apiserver"))
+    cycles = cycles_per_second * profile[1]
+    return {"file": profile[0].name, "sampled_ms_per_cycle": round(1000 * sum(groups.values()) / cycles, 2),
+            "ms_per_cycle": {k: round(1000 * v / cycles, 3) for k, v in groups.most_common()}}
+
+
+def size_parts(obj: dict[str, Any]) -> dict[str, int]:
+    """Bytes of an object as compact JSON, and of the parts of it a write carries."""
+    def size(x: Any) -> int:
+        return len(json.dumps(x, separators=(",", ":")))
+    meta = obj.get("metadata") or {}
+    return {"total": size(obj), "managedFields": size(meta.get("managedFields") or []),
+            "annotations": size(meta.get("annotations") or {}), "labels": size(meta.get("labels") or {}),
+            "finalizers+ownerReferences": size(meta.get("finalizers") or []) + size(meta.get("ownerReferences") or []),
+            "metadata other": size({k: v for k, v in meta.items() if k not in (
+                "managedFields", "annotations", "labels", "finalizers", "ownerReferences")}),
+            "spec": size(obj.get("spec") or {}), "status": size(obj.get("status") or {})}
+
+
+async def cycle_sizes(env: Env, namespace: str) -> dict[str, Any]:
+    """One claim cycle seen through watches of claims and locks: each event's object, by part."""
+    name, resource = scenarios.unique("sz"), f"bench://cycle/sizes/{time.time_ns()}"
+    claims, locks = paths.claims(namespace), paths.locks(namespace)
+    async with (harness.Watch(env.watcher, claims, resource_version=await harness.current_version(env.client, claims))
+                as claim_watch,
+                harness.Watch(env.watcher, locks, resource_version=await harness.current_version(env.client, locks))
+                as lock_watch):
+        await env.client.create(claims, scenarios.claim_body(name, resource, "agent-sizes"))
+        await claim_watch.wait_for(name, scenarios.HELD, env.timeout)
+        await env.client.delete(paths.claims(namespace, name))
+        await scenarios.settle_locks(env, namespace)
+        await asyncio.sleep(1.0)
+        lock = scenarios.lock_of(resource)
+        return {"claim": [{"type": e.type, **size_parts(e.obj)} for e in claim_watch.history.get(name, [])],
+                "lock": [{"type": e.type, **size_parts(e.obj)} for e in lock_watch.history.get(lock, [])],
+                "examples": {"claim": claim_watch.history[name][-2].obj if len(claim_watch.history[name]) > 1 else None,
+                             "lock": lock_watch.history[lock][0].obj if lock_watch.history.get(lock) else None}}
 
 
 class ProfiledOperator(OperatorProcess):
@@ -156,6 +233,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
         try:
             await scenarios.claim_cycles(env, NS_KUBELOCK, n, 2.0, 1.0)  # connections and caches warm
             await scenarios.settle_locks(env, NS_KUBELOCK)
+            sizes = await cycle_sizes(env, NS_KUBELOCK) if args.sizes else None
             windows: list[dict[str, Any]] = []
             for index in range(args.rounds):
                 order = ["floor", "kubelock"] if index % 2 == 0 else ["kubelock", "floor"]
@@ -164,7 +242,9 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                         run = anchors.custom_resource_cycles(env, NS_ANCHOR, n, secs, warm)
                     else:
                         run = scenarios.claim_cycles(env, NS_KUBELOCK, n, secs, warm)
-                    windows.append({"round": index, **await window(env, pids, which, run)})
+                    profile = ((logs / f"apiserver-{which}-{index}.pprof", args.pprof)
+                               if args.pprof else None)
+                    windows.append({"round": index, **await window(env, pids, which, run, profile)})
                     if which == "kubelock":
                         await scenarios.settle_locks(env, NS_KUBELOCK)
                     print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
@@ -193,7 +273,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                                                         / max(figures["kubelock_acquire_latency_seconds_count"], 1), 3),
             "operator_reconcile_run_mean_s": round(figures["kubelock_reconcile_duration_seconds_sum"]
                                                    / max(figures["kubelock_reconcile_duration_seconds_count"], 1), 3),
-            "profile": profile}
+            "profile": profile, "sizes": sizes}
 
 
 def main() -> int:
@@ -204,6 +284,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--cprofile", action="store_true", help="end with a window of an operator under cProfile")
     parser.add_argument("--operator", type=Path, default=REPO / "operator")
+    parser.add_argument("--pprof", type=int, default=0, metavar="SECONDS",
+                        help="a kube-apiserver CPU profile of the first SECONDS of each window, by group")
+    parser.add_argument("--sizes", action="store_true", help="first, one cycle's objects by part, as watched")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -211,7 +294,7 @@ def main() -> int:
     harness.OPERATOR_SOURCE[0] = args.operator
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-cycles-"))
     load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
+    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(), profiling=bool(args.pprof),
                          manifests=[REPO / m for m in ("crds", "config/rbac", "config/admission")])
     plane.start()
     try:

@@ -19,7 +19,12 @@ one API server; a ResourceLock CRD given to `--alt-crd` adds `lock-precond@alt<i
 carries; `lock-renew` is a lock's renewal as the operator patches it (the lease's fields and the
 token, conditional on the lock's version; ten locks, each renewed again and again);
 `status-put-lean` writes a Held status without `message`, `conditions` and `grants` (what those
-promised fields cost), `status-put-nostale` without the `Stale=False` condition.
+promised fields cost), `status-put-nostale` without the `Stale=False` condition;
+`status-put-words` a Held status with the operator's messages at their length in #2, and
+`status-put-slim` the same with short condition messages (every field kept).
+`--pad 0,1000,3000` adds `lock-pad0`, `lock-pad1000`, `lock-pad3000`: a ResourceLock created and deleted
+with an annotation of that many bytes (`lock-pad0` none), so that the cost of a write's size alone is
+measured apart from its kind.
 `status-put-expired` alternates a Held status and an `Expired` one as the operator writes them (the
 Held→Expired of a lease's end), `-nocond` the same with the Expired without `conditions`, `-condmsg0`
 with its `Held=False` condition without a `message`: what a leaner `Expired` would save. `--as-operator`
@@ -62,11 +67,16 @@ Body = dict[str, Any]
 Write = Callable[[int, int], Awaitable[None]]
 
 
-def lock_body(name: str, label: bool) -> Body:
+PAD_ANNOTATION = "bench.kubelock.dev/pad"
+
+
+def lock_body(name: str, label: bool, pad: int = 0) -> Body:
     now = to_rfc3339(time.time())
     meta: Body = {"name": name, "namespace": NS}
     if label:
         meta["labels"] = {"app.kubernetes.io/managed-by": "kubelock-operator"}
+    if pad:
+        meta["annotations"] = {PAD_ANNOTATION: "x" * pad}
     return {
         "apiVersion": API_VERSION, "kind": "ResourceLock", "metadata": meta,
         "spec": {
@@ -86,6 +96,28 @@ def claim_body(name: str, wait: bool) -> Body:
 def lean(status: Body) -> Body:
     """A Held status without what a reader can derive: `message`, `conditions`, `grants`."""
     return {k: v for k, v in status.items() if k not in ("message", "conditions", "grants")}
+
+
+def as_operator_words(status: Body) -> Body:
+    """A Held status with the operator's messages at their length in #2 (a `bench://cycle/...`
+    resource in `message` and the `Held` condition, the `Stale=False` condition's long message)."""
+    if status.get("phase") != "Held":
+        return status
+    token = status["fencingToken"]
+    message = f"agent-1 holds bench://cycle/c-0a1b2c/17/{token:08d} (fencing token {token})"
+    stale = "renewed on schedule (holders renew every third of the lease)"
+    return {**status, "message": message,
+            "conditions": [{**c, "message": message if c["type"] == "Held" else stale} for c in status["conditions"]]}
+
+
+def slim(status: Body) -> Body:
+    """`as_operator_words` with every field, its conditions' messages short: `Stale=False` as
+    docs/api.md words it ("renewed on schedule"), `Held=True` not repeating `status.message`."""
+    status = as_operator_words(status)
+    if status.get("phase") != "Held":
+        return status
+    short = {"Held": "granted", "Stale": "renewed on schedule"}
+    return {**status, "conditions": [{**c, "message": short[c["type"]]} for c in status["conditions"]]}
 
 
 def held_only(status: Body) -> Body:
@@ -201,20 +233,22 @@ async def claim_variants(client: KubeClient, group: str, serial: list[int], admi
 
     return {"claim": claim_cycle, "status-patch": status_write(False), "status-put": status_write(True),
             "status-put-lean": status_write(True, lean), "status-put-nostale": status_write(True, held_only),
+            "status-put-words": status_write(True, as_operator_words), "status-put-slim": status_write(True, slim),
             **{"status-put-expired" + ("" if shape == "full" else f"-{shape}"):
                status_write(True, build=expired_variant(shape)) for shape in ("full", "nocond", "condmsg0")}}
 
 
 async def variants(
-    client: KubeClient, alts: list[str], serial: list[int], admin: KubeClient | None = None
+    client: KubeClient, alts: list[str], serial: list[int], admin: KubeClient | None = None,
+    pads: tuple[int, ...] = (),
 ) -> dict[str, Write]:
     """`alts`: the kind of each alternative CRD (LockClaim or ResourceLock)."""
 
-    def lock_cycle(label: bool, precondition: bool = False, group: str = GROUP) -> Write:
+    def lock_cycle(label: bool, precondition: bool = False, group: str = GROUP, pad: int = 0) -> Write:
         async def write(j: int, k: int) -> None:
             serial[0] += 1
             name = f"l{int(label)}{int(admin is None)}-{j}-{k}-{serial[0]}"
-            body = {**lock_body(name, label), "apiVersion": API_VERSION.replace(GROUP, group, 1)}
+            body = {**lock_body(name, label, pad), "apiVersion": API_VERSION.replace(GROUP, group, 1)}
             created = await client.create(in_group(paths.locks(NS), group), body)
             uid = created["metadata"]["uid"] if precondition else None
             await client.delete(in_group(paths.locks(NS, name), group), uid=uid)
@@ -242,7 +276,8 @@ async def variants(
 
     chosen = {"lock+label": lock_cycle(True), "lock-nolabel": lock_cycle(False),
               "lock-precond": lock_cycle(False, precondition=True), "lock-renew": await lock_renew(),
-              **await claim_variants(client, GROUP, serial, admin, "o" if admin else "s")}
+              **await claim_variants(client, GROUP, serial, admin, "o" if admin else "s"),
+              **{f"lock-pad{b}": lock_cycle(False, pad=b) for b in pads}}
     for i, kind in enumerate(alts):
         if kind == "ResourceLock":
             chosen[f"lock-precond@alt{i}"] = lock_cycle(False, precondition=True, group=alt_group(i))
@@ -262,13 +297,13 @@ async def operator_credentials(client: KubeClient, credentials: config.Credentia
 
 
 async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: int,
-                  alts: list[str], as_operator: bool) -> dict[str, list[float]]:
+                  alts: list[str], as_operator: bool, pads: tuple[int, ...] = ()) -> dict[str, list[float]]:
     credentials = config.load(plane.kubeconfig)
     async with new_client(credentials, RequestTally()) as client, contextlib.AsyncExitStack() as stack:
         await ensure_namespace(client, NS)
         apiserver = children_by_name(["kube-apiserver"])["kube-apiserver"]
         serial = [0]
-        every = await variants(client, alts, serial)
+        every = await variants(client, alts, serial, pads=pads)
         if as_operator:
             # The operator's role may write claim status and locks; the claims themselves are the
             # admin's (`claim` is left out: the operator may not create claims).
@@ -306,6 +341,8 @@ def main() -> int:
                         help="a LockClaim or ResourceLock CRD to install beside the real one (repeatable)")
     parser.add_argument("--as-operator", action="store_true",
                         help="also make each write as the operator's ServiceAccount (variant@sa)")
+    parser.add_argument("--pad", default="", help="comma-separated sizes B: adds `lock-padB`, a ResourceLock "
+                        "created and deleted with an annotation of B bytes (what a write's size costs)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     manifests = [REPO / "crds", REPO / "config/rbac"]
@@ -320,7 +357,7 @@ def main() -> int:
     plane.start()
     try:
         results = asyncio.run(measure(plane, [v for v in args.only.split(",") if v], args.requests, args.rounds,
-                                      kinds, args.as_operator))
+                                      kinds, args.as_operator, tuple(int(b) for b in args.pad.split(",") if b)))
     finally:
         plane.stop()
     medians = {k: round(statistics.median(v), 3) for k, v in results.items()}
