@@ -103,13 +103,18 @@ class Agents:
 
     def start(self, name: str, *lines: str) -> str:
         script = "\n".join(lines)
-        pod = agent_pod(self.namespace, name, self.image, script)
-        self.tools.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pod))
-        return name
+        return self.start_pod(agent_pod(self.namespace, name, self.image, script))
 
-    def outputs(self, pod: str) -> list[tuple[Obj, int]]:
-        """(JSON output, exit code) of each CLI call the pod has finished."""
-        result = self.tools.run("kubectl", "logs", pod, "--namespace", self.namespace)
+    def start_pod(self, pod: Obj) -> str:
+        self.tools.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pod))
+        return str(pod["metadata"]["name"])
+
+    def outputs(self, pod: str, container: str | None = None, *, previous: bool = False) -> list[tuple[Obj, int]]:
+        """(JSON output, exit code) of each CLI call the pod (its `container`; with `previous`, that
+        container's run before its last restart) has finished."""
+        which = ["--container", container] if container else []
+        before = ["--previous"] if previous else []
+        result = self.tools.run("kubectl", "logs", pod, "--namespace", self.namespace, *which, *before)
         if result.returncode != 0:
             return []
         lines = result.stdout.splitlines()
@@ -123,8 +128,10 @@ class Agents:
                 output = {}
         return calls
 
-    def wait_outputs(self, pod: str, count: int, timeout: float = 60) -> list[tuple[Obj, int]]:
-        return poll(lambda: (o := self.outputs(pod)) and len(o) >= count and o, f"{count} results of {pod}", timeout)
+    def wait_outputs(self, pod: str, count: int, timeout: float = 60, container: str | None = None,
+                     *, previous: bool = False) -> list[tuple[Obj, int]]:
+        return poll(lambda: (o := self.outputs(pod, container, previous=previous)) and len(o) >= count and o,
+                    f"{count} results of {pod} {container or ''}", timeout)  # fmt: skip
 
     def kill(self, pod: str) -> None:
         self.tools.kubectl("delete", "pod", pod, "--namespace", self.namespace, "--grace-period=0", "--force",
@@ -139,10 +146,11 @@ class Agents:
         ]
         return items
 
-    def holder(self, pod: str) -> str:
-        """The holder an agent in `pod` claims as: `pod:<namespace>/<pod>/<first 8 characters of its uid>`."""
+    def holder(self, pod: str, container: str = "agent") -> str:
+        """The holder an agent in `container` of `pod` claims as:
+        `pod:<namespace>/<pod>/<first 8 characters of its uid>.<container>`."""
         uid = self.tools.kubectl("get", "pod", pod, "-n", self.namespace, "-o", "jsonpath={.metadata.uid}")
-        return f"pod:{self.namespace}/{pod}/{uid[:8]}"
+        return f"pod:{self.namespace}/{pod}/{uid[:8]}.{container}"
 
     def claim_of(self, pod: str, resource: str) -> Obj | None:
         """The claim the agent in `pod` made on `resource` (found by its podRef)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kubelock.domain.leasestart import told_at
+from kubelock.domain.leasestart import ALLOWANCE_MAX_SECONDS, allowance, lock_shows, shown_expiry, told_at
 from kubelock.domain.model import ClaimStatus, DeleteLock, RenewLock, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.domain.timefmt import to_rfc3339
@@ -25,7 +25,9 @@ def held_as_written(sent: float) -> ClaimStatus:
     """The `Held` status the step after the create decides, as the write sent at `sent` stores it."""
     fresh = claim("a", 5, ttl_seconds=TTL, wait=True)
     grant = lock_for(fresh, acquired=DECIDED, lease=TTL)
-    return told_at(only_status(run([fresh], grant, CREATED)).status, sent)
+    told = only_status(run([fresh], grant, CREATED))
+    assert told.told_until == lock_shows(grant)
+    return told_at(told.status, sent, told.told_until)
 
 
 def test_the_held_write_counts_the_lease_from_when_it_is_sent() -> None:
@@ -81,3 +83,35 @@ def test_a_waiter_is_told_with_the_lock_s_lease_until_the_write() -> None:
     grant = lock_for(fresh, acquired=DECIDED, lease=TTL)
     decided = only_status(run([fresh], grant, CREATED)).status
     assert (decided.renewed_at, decided.expires_at) == (DECIDED, DECIDED + TTL)
+
+
+# ---- the lock's spec.expireTime ------------------------------------------------------------------
+
+
+def test_the_lock_shows_an_end_no_earlier_than_the_one_its_holder_is_told() -> None:
+    grant = lock_for(claim("a", 5, ttl_seconds=TTL), acquired=DECIDED, lease=TTL)
+    assert lock_shows(grant) == DECIDED + TTL + allowance(TTL) == DECIDED + 2 * TTL
+    for sent in (DECIDED, SENT, DECIDED + allowance(TTL)):
+        assert held_as_written(sent).expires_at == sent + TTL <= lock_shows(grant)
+
+
+def test_a_held_write_sent_later_than_the_allowance_is_told_what_the_lock_shows() -> None:
+    late = DECIDED + allowance(TTL) + 2
+    assert held_as_written(late).expires_at == lock_shows(lock_for(claim("a", 5), acquired=DECIDED, lease=TTL))
+    assert held_as_written(late).renewed_at == late
+    status = held_as_written(SENT)
+    # A `latest` before the lease it was decided with never moves the end earlier.
+    assert told_at(status, SENT + 1, latest=status.expires_at - 5) == replace(status, renewed_at=SENT + 1)
+
+
+def test_the_allowance_is_the_lease_at_most_30_s() -> None:
+    assert (allowance(3), allowance(30), allowance(600)) == (3.0, 30.0, ALLOWANCE_MAX_SECONDS)
+
+
+def test_renewals_move_the_lock_s_end_only_later_and_past_the_allowance_it_is_the_holder_s() -> None:
+    lease = 600
+    assert shown_expiry(T0, T0, lease) == T0 + lease + 30
+    assert shown_expiry(T0, T0 + 10, lease) == T0 + lease + 30  # an early renewal: the lock's stays
+    assert shown_expiry(T0, T0 + 31, lease) == T0 + 31 + lease  # later: the renewal's lease, as the claim's
+    renewed = [shown_expiry(T0, T0 + at, lease) for at in range(0, 100, 7)]
+    assert renewed == sorted(renewed)

@@ -65,6 +65,18 @@ def test_instance(who: identity.UserInfo, given: str | None, env: dict[str, str]
     assert identity.instance_for(who, given, env, generate=False) == expected
 
 
+def test_in_a_pod_the_instance_names_the_container_unless_one_is_given() -> None:
+    assert identity.instance_for(POD, None, {}, generate=False, container="left") == "3f2a1b4c.left"
+    assert identity.instance_for(POD, None, {}, generate=False, container="right") == "3f2a1b4c.right"
+    assert identity.instance_for(POD, "w2", {}, generate=False, container="left") == "3f2a1b4c.w2"
+    assert identity.instance_for(POD, None, {}, generate=False, container=None) == "3f2a1b4c"
+    # A container's name may have 63 characters; the instance 63 in all: the start and a hash.
+    long_a, long_b = (identity.instance_for(POD, None, {}, generate=False, container="c" * 62 + x) for x in "ab")
+    assert len(long_a) == 63 and long_a.startswith("3f2a1b4c.ccc") and long_a != long_b
+    # Outside a pod the container is not asked for.
+    assert identity.instance_for(ALICE, "laptop", {}, generate=False, container="left") == "laptop"
+
+
 def test_instance_outside_a_pod_is_generated_per_process_or_required() -> None:
     generated = identity.instance_for(ALICE, None, {}, generate=True)
     assert generated == identity.instance_for(ALICE, None, {}, generate=True)  # one per process

@@ -538,7 +538,13 @@ class _Grant(_Model):
     lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
     acquire_time: datetime = Field(description="When the grant was made.")
     renew_time: datetime = Field(description="When the operator last observed a renewal.")
-    expire_time: datetime | None = Field(default=None, description="renewTime + leaseDurationSeconds.")
+    expire_time: datetime | None = Field(
+        default=None,
+        description="When the lease ends unless renewed, never earlier than the holder's LockClaim "
+        "status.expiresAt: renewTime + leaseDurationSeconds, and not before acquireTime + "
+        "leaseDurationSeconds + min(leaseDurationSeconds, 30s), the latest end the holder's first Held "
+        "status can tell. The lease in force is the claim's status.expiresAt.",
+    )
     fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
     mode: Mode = Field(default="Exclusive", description="Exclusive or Shared.")
     permits: int = Field(default=1, ge=1, description="Permits taken from the resource's capacity.")

@@ -8,7 +8,9 @@ The identity names the authenticated caller and cannot collide across kinds or n
 
 The instance names one process (or group of processes) of that identity: two instances conflict like
 any two holders, the same instance asking again finds its own claim. For a pod the instance begins
-with the first 8 characters of the pod's uid, so a pod recreated under the same name is a new holder.
+with the first 8 characters of the pod's uid, so a pod recreated under the same name is a new holder;
+by default the SDK follows it with the container's name (`container_instance`), so that two containers
+of one pod are two holders.
 
 The admission policy `kubelock-lockclaim-holder` derives the identity the same way (in CEL), and lets
 a caller create, renew and release only claims whose holder is its identity followed by `/` and an
@@ -89,6 +91,20 @@ def pod_instance(pod_uid: str, suffix: str | None = None) -> str:
     """A pod's instance: its uid's first characters, then `.suffix` for one of several processes."""
     base = pod_uid[:UID_PREFIX]
     return validate_instance(f"{base}.{suffix}" if suffix else base)
+
+
+# What may follow `<uid prefix>.` in an instance of at most INSTANCE_MAX characters.
+POD_SUFFIX_MAX = INSTANCE_MAX - UID_PREFIX - 1
+
+
+def container_instance(pod_uid: str, container: str) -> str:
+    """The instance of a container of a pod: `<uid prefix>.<container name>`. A name too long for the
+    instance (a container's name may have 63 characters) keeps its start plus a hash of the whole."""
+    suffix = container
+    if len(suffix) > POD_SUFFIX_MAX:
+        digest = hashlib.sha256(container.encode()).hexdigest()[:10]
+        suffix = f"{container[: POD_SUFFIX_MAX - 11].rstrip('-._')}-{digest}"
+    return pod_instance(pod_uid, suffix)
 
 
 def instance_from(text: str) -> str:

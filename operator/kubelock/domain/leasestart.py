@@ -13,23 +13,60 @@ and a replica that starts, or restarts, reads it back from the claim: API state 
 What is left between the stamp and the holder's knowing is that one write's way to the API server
 and the watch that brings it back: a holder renews at once when it is told with less than its renew
 interval's worth already gone (`kubelock.sdk.renewal.first_renewal_in`).
+
+The lock's `spec.expireTime` is written before the `Held` status and never rewritten for it (that
+would be one more write per grant), so counted from the decision alone it showed a lease ending
+before the one its holder was told, until the first renewal: an admin reading `kubectl get
+resourcelocks` saw "expired" a lock its holder still held, and a tool reading the lock misjudged it.
+The lock therefore shows the latest end the holder can be told (`shown_expiry`): never before
+`acquireTime + lease + allowance`, where the allowance (the lease, at most 30 s) is how late the
+`Held` write may be sent; a `Held` write sent later than that is told no later than the lock shows
+(`told_at`'s `latest`). So the lock's expiry is never earlier than its holder's; it is later by what
+the allowance left unused until a renewal passes `acquireTime + allowance`, and from then on the two
+are the same. The expiry in force is the claim's (the later of the two above, as before): a holder
+that ends before its first renewal is expired when its own lease ends, not when the lock's does.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from kubelock.domain.model import ClaimStatus
+from kubelock.domain.model import ClaimStatus, Lock
 from kubelock.domain.reasons import Phase
 
+ALLOWANCE_MAX_SECONDS = 30.0
 
-def told_at(status: ClaimStatus, now: float) -> ClaimStatus:
+
+def allowance(lease_seconds: float) -> float:
+    """How late after its grant the `Held` write may be sent and still give the whole lease: the
+    lease itself (a holder told later than that was told after its grant's lease would have ended;
+    the loaded chaos run's worst was 1.6 s of a 3 s lease), at most 30 s, so that a long lease's lock
+    does not show an end much later than its holder's."""
+    return min(float(lease_seconds), ALLOWANCE_MAX_SECONDS)
+
+
+def shown_expiry(acquired_at: float, renewed_at: float, lease_seconds: float) -> float:
+    """A grant's `spec.expireTime`: the end of the lease from its last renewal, never before the
+    latest end its first `Held` can be told (`acquired_at + lease + allowance`). It only moves later
+    as renewals do, and is the same as the holder's once a renewal passes that point."""
+    return max(renewed_at + lease_seconds, acquired_at + lease_seconds + allowance(lease_seconds))
+
+
+def lock_shows(lock: Lock) -> float:
+    """`shown_expiry` of a grant as the domain sees it."""
+    return shown_expiry(lock.acquired_at, lock.renewed_at, lock.lease_seconds)
+
+
+def told_at(status: ClaimStatus, now: float, latest: float | None = None) -> ClaimStatus:
     """`status`, a claim's first `Held`, as written at `now`: its lease (from `renewed_at` to
-    `expires_at`) moved to start at `now`, never earlier than it was. Any other status is written as
-    it is."""
+    `expires_at`) moved to start at `now`, never earlier than it was, and its end no later than
+    `latest` (what its locks show as their expiry) unless it was already. Any other status is written
+    as it is."""
     if status.phase is not Phase.HELD or status.renewed_at is None or status.expires_at is None:
         return status
     if now <= status.renewed_at:
         return status
-    moved = now - status.renewed_at
-    return replace(status, renewed_at=now, expires_at=status.expires_at + moved)
+    moved = status.expires_at + (now - status.renewed_at)
+    if latest is not None:
+        moved = max(status.expires_at, min(moved, latest))
+    return replace(status, renewed_at=now, expires_at=moved)

@@ -24,6 +24,7 @@ from kubelock.api.constants import (
 )
 from kubelock.api.fencing import grant_tokens
 from kubelock.domain.grants import EXCLUSIVE, Mode
+from kubelock.domain.leasestart import lock_shows, shown_expiry
 from kubelock.domain.model import (
     Claim,
     ClaimStatus,
@@ -368,7 +369,8 @@ def lock_body(action: CreateLock, record: ClaimRecord, name: str) -> Body:
         "leaseDurationSeconds": action.lease_seconds,
         "acquireTime": to_rfc3339(action.acquired_at),
         "renewTime": to_rfc3339(action.acquired_at),
-        "expireTime": to_rfc3339(action.acquired_at + action.lease_seconds),
+        # Not earlier than the end its holder's `Held` will tell (`domain.leasestart`).
+        "expireTime": to_rfc3339(shown_expiry(action.acquired_at, action.acquired_at, action.lease_seconds)),
         # The token is the lock's own creation revision, known only once it exists: until the lock's
         # first write records it, readers take the resourceVersion (`kubelock.api.fencing`).
         "fencingToken": 0,
@@ -406,7 +408,7 @@ def renew_patch(action: RenewLock, resource_version: str) -> Body:
             "fencingToken": action.lock.fencing_token,
             "renewTime": to_rfc3339(action.renewed_at),
             "leaseDurationSeconds": action.lease_seconds,
-            "expireTime": to_rfc3339(action.renewed_at + action.lease_seconds),
+            "expireTime": to_rfc3339(shown_expiry(action.lock.acquired_at, action.renewed_at, action.lease_seconds)),
         },
     }
 
@@ -443,7 +445,7 @@ def _grant_fields(grant: Lock) -> Body:
         "leaseDurationSeconds": grant.lease_seconds,
         "acquireTime": to_rfc3339(grant.acquired_at),
         "renewTime": to_rfc3339(grant.renewed_at),
-        "expireTime": to_rfc3339(grant.expires_at),
+        "expireTime": to_rfc3339(lock_shows(grant)),
         "fencingToken": grant.fencing_token,
         "mode": grant.mode.value,
         "permits": grant.permits,

@@ -5,8 +5,10 @@ server (SelfSubjectReview), never from configuration: `pod:<namespace>/<pod>` fo
 `sa:<namespace>/<name>` for another ServiceAccount token, `user:<name>` for everyone else. The instance:
 
 - `instance=` or `KUBELOCK_INSTANCE`, if given;
-- in a pod, the first 8 characters of the pod's uid (followed by `.<KUBELOCK_INSTANCE>` when that is
-  set, so several processes of one pod can be separate holders);
+- in a pod, the first 8 characters of the pod's uid followed by `.<KUBELOCK_INSTANCE>` when that is
+  set (so several processes of one pod can be separate holders), else by `.<container name>` when the
+  process can see which container of the pod it runs in (`kubelock.sdk.container`), else alone: two
+  containers of one pod are two holders, and a restarted container is the same one;
 - elsewhere the SDK makes one per process (`<host>-<pid>-<random>`): a process is one instance. The
   CLI instead requires `--instance` or `KUBELOCK_INSTANCE`, because `rlock`, `rlock-heartbeat` and
   `runlock` are separate processes that must find the same claim.
@@ -30,6 +32,7 @@ from kubelock.domain.resource import MAX_HOLDER_LENGTH, utf8_length
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
+from kubelock.sdk import container as containers
 from kubelock.sdk import validation
 from kubelock.sdk.errors import InvalidInput, from_api
 
@@ -123,15 +126,22 @@ def _forget_process_instance() -> None:
 os.register_at_fork(after_in_child=_forget_process_instance)
 
 
-def instance_for(who: UserInfo, given: str | None, env: Mapping[str, str], *, generate: bool) -> str:
-    """The instance part of the holder (see the module docstring)."""
+def instance_for(
+    who: UserInfo, given: str | None, env: Mapping[str, str], *, generate: bool, container: str | None = None
+) -> str:
+    """The instance part of the holder (see the module docstring). `container`: the name of the
+    container of the caller's pod this process runs in, where it could be seen."""
     if given is not None:
         _check_instance(given)
     if who.pod_name and who.pod_uid:
+        if given is None and container:
+            return holders.container_instance(who.pod_uid, container)
         try:
             return holders.pod_instance(who.pod_uid, given)
         except holders.InvalidInstance as error:  # the suffix made it too long
-            raise InvalidInput(f"{error}; in a pod, {INSTANCE_ENV} may have at most 54 characters") from None
+            raise InvalidInput(
+                f"{error}; in a pod, {INSTANCE_ENV} may have at most {holders.POD_SUFFIX_MAX} characters"
+            ) from None
     if given:
         return given
     pod_name = env.get(POD_NAME_ENV)
@@ -173,7 +183,9 @@ async def resolve(
         return Identity(holder=validation.holder(explicit), namespace=namespace, pod_name=pod_name,
                         pod_uid=pod_uid if pod_name else None)
     who = await user_info(kube)
-    chosen = instance_for(who, given, env, generate=generate_instance)
+    # Which container of its pod this process is, only where it decides the instance.
+    container = containers.of_pod(who.pod_uid) if who.pod_name and who.pod_uid and given is None else None
+    chosen = instance_for(who, given, env, generate=generate_instance, container=container)
     pod_name = who.pod_name or env.get(POD_NAME_ENV) or None
     pod_uid = who.pod_uid if who.pod_name else env.get(POD_UID_ENV) or None
     pod_namespace = holders.service_account_namespace(who.username) if who.pod_name else env.get(POD_NAMESPACE_ENV)

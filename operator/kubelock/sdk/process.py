@@ -15,6 +15,8 @@ boot, same pid namespace, the pid exists with the same start time, and it is not
 mark it cannot check (no /proc, another machine or container, an older SDK that wrote none, a
 malformed value) adopts as before: a restarted process or container, and the CLI's one-shot
 processes (`kubelock acquire` then `kubelock release`), take their claims back as they always did.
+Another container of the same pod, which this check cannot see either, is another instance by
+default and so never meets this container's claims (`kubelock.sdk.container`).
 """
 
 from __future__ import annotations
