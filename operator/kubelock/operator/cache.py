@@ -146,7 +146,7 @@ class Cache:
         """Remember a claim; the key to reconcile, or None when nothing changed."""
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return self.delete_claim(body)
-        record = claim_record(body, self._strings_of_claim(body))
+        record = self._claim_record(body)
         if record.claim.uid in self._deleted:
             return None  # late news of a claim already deleted
         old = self.claims.get(record.claim.uid)
@@ -175,20 +175,21 @@ class Cache:
     # keep one string of each between them instead of a copy each (about 220 B a held lock; the
     # decoder makes a new string of every value of every event).
 
-    def _strings_of_claim(self, body: Body) -> dict[str, str]:
-        """The strings kept already that a new record of this claim can share (`claim_record`)."""
-        meta = body.get("metadata") or {}
-        uid = str(meta.get("uid", ""))
+    def _claim_record(self, body: Body) -> ClaimRecord:
+        """The claim's record, sharing the strings kept already (`codec.claim_record`'s `shared`)."""
+        old = self.claims.get(str((body.get("metadata") or {}).get("uid", "")))
+        if old is not None:
+            return claim_record(body, self._strings_of_claim(old.claim.uid, key_of(old), old))
+        record = claim_record(body)
+        # A new claim has no lock yet, except when a restart's LIST of locks came first: parsed again.
+        shared = self._strings_of_claim(record.claim.uid, key_of(record), None)
+        return claim_record(body, shared) if shared else record
+
+    def _strings_of_claim(self, uid: str, key: Key, old: ClaimRecord | None) -> dict[str, str]:
+        """The strings of a claim's previous record and of its grant in its lock."""
         shared: dict[str, str] = {}
-        old = self.claims.get(uid)
         if old is not None:
             _keep(shared, old.claim.name, old.claim.uid, old.claim.status.lock_name if old.claim.status else None)
-            key: Key = key_of(old)
-        else:
-            resource = (body.get("spec") or {}).get("resource")
-            if not isinstance(resource, str):
-                return shared
-            key = (str(meta.get("namespace", "")), normalise(resource))
         lock = self.locks.get(key)
         for grant in lock.grants if lock is not None else ():
             if grant.claim_uid == uid:
