@@ -3,6 +3,7 @@ LISTs prove gone."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubelock.domain.quotas import Count
@@ -243,3 +244,26 @@ def test_a_deleted_claims_grant_no_longer_closes_a_cycle_in_the_wait_for_graph()
     # The lock's late events (a renewal seen after the claim's deletion) do not count it again.
     cache.upsert_lock(held("lock-a1", "l-a1", r1, "agent-a", "a1", 6))
     assert graph.holders_of(r1) == frozenset()
+
+
+def test_a_held_claim_and_its_lock_keep_one_copy_of_the_strings_they_share() -> None:
+    """A held lock's two records name the same claim and lock; with 10 000 held locks each copy of
+    those strings is about 0.7 MiB of the operator's memory."""
+    def decoded(body: dict[str, Any]) -> dict[str, Any]:  # new strings of every value, as from the API
+        return json.loads(json.dumps(body))  # type: ignore[no-any-return]
+
+    for lock_first in (False, True):  # a watch sees the claim first; a restart may list the locks first
+        cache = Cache()
+        granted = claim("c1", 5)
+        granted["status"] = {"phase": "Held", "reason": "Granted", "message": "", "lockName": "lock-x"}
+        if lock_first:
+            cache.upsert_lock(decoded(lock("l1", 6)))
+        cache.upsert_claim(decoded(claim("c1", 4)))  # unanswered yet
+        cache.upsert_lock(decoded(lock("l1", 6)))
+        cache.upsert_claim(decoded(granted))  # its Held status, naming the lock
+        grant = cache.locks[("a", R)].grants[0]
+        record = cache.claims["c1"].claim
+        assert record.status is not None and record.status.lock_name == grant.name == "lock-x"
+        assert (grant.claim_name, grant.claim_uid) == (record.name, record.uid) == ("c-c1", "c1")
+        assert grant.claim_uid is record.uid and grant.claim_name is record.name
+        assert record.status.lock_name is grant.name

@@ -619,3 +619,25 @@ def test_no_cycle_is_left_when_claims_arrive_in_bulk(seed: int) -> None:
             and graph.find_cycle(c.holder, c.resource, c.sequence, c.need) is not None]
     assert left == []
     assert any(c.phase is Phase.DEADLOCKED for c in s.claims.values())
+
+
+def test_a_resource_held_by_one_exclusive_grant_blocks_as_any_other_grant() -> None:
+    """Such a resource is kept in a compact form (nearly every held resource is one): it answers as the
+    general form does, through every change between the two."""
+    graph = WaitForGraph()
+    graph.set_grants("r", (("a", Need(Mode.EXCLUSIVE, 1)),))  # equal to EXCLUSIVE, another object
+    assert graph.holders_of("r") == frozenset({"a"})
+    assert graph.blockers("b", "r", 2) == ["a"]
+    assert graph.blockers("b", "r", 2, Need(Mode.SHARED)) == ["a"]
+    graph.set_grants("r", (("a", Need(Mode.SHARED)), ("c", Need(Mode.SHARED))))
+    assert graph.holders_of("r") == frozenset({"a", "c"})
+    assert graph.blockers("b", "r", 2, Need(Mode.SHARED)) == []
+    assert sorted(graph.blockers("b", "r", 2)) == ["a", "c"]
+    graph.set_holder("r", "c")
+    assert graph.blockers("b", "r", 2, Need(Mode.SHARED)) == ["c"]
+    graph.add_wait("c", "s", 3)
+    graph.set_holder("s", "b")
+    graph.add_wait("b", "r", 4)
+    assert graph.find_cycle("b", "r", 4) is not None
+    graph.set_holder("r", None)
+    assert graph.holders_of("r") == frozenset() and graph.blockers("b", "r", 4) == []

@@ -128,8 +128,10 @@ class WaitForGraph:
     def __init__(self) -> None:
         # holder -> resource -> sequence -> what the claim asks of the resource
         self._waits: dict[str, dict[str, dict[int, Need]]] = defaultdict(dict)
-        # resource -> holder -> what its grants hold (one entry per grant)
-        self._grants: dict[str, dict[str, tuple[Need, ...]]] = {}
+        # resource -> holder -> what its grants hold (one entry per grant); a resource held by one
+        # exclusive grant, as nearly every held resource is, keeps just its holder's name: the graph
+        # has an entry per held lock, and a dict of one tuple cost 130 B more each (`_held`).
+        self._grants: dict[str, str | dict[str, tuple[Need, ...]]] = {}
         # resource -> (sequence, holder) -> need and place of every wait on it, for the queue's order
         self._queues: dict[str, dict[tuple[int, str], tuple[Need, Place]]] = defaultdict(dict)
         self._capacity: dict[str, int] = {}
@@ -142,7 +144,14 @@ class WaitForGraph:
         return sum(len(seqs) for res in self._waits.values() for seqs in res.values())
 
     def holders_of(self, resource: str) -> frozenset[str]:
-        return frozenset(self._grants.get(resource, ()))
+        return frozenset(self._held(resource))
+
+    def _held(self, resource: str) -> dict[str, tuple[Need, ...]]:
+        """The resource's grants by holder (empty: nobody holds it)."""
+        held = self._grants.get(resource)
+        if held is None:
+            return {}
+        return {held: (EXCLUSIVE,)} if isinstance(held, str) else held
 
     def set_holder(self, resource: str, holder: str | None) -> None:
         """The resource is held exclusively by `holder` (None: by nobody)."""
@@ -153,7 +162,9 @@ class WaitForGraph:
         held: dict[str, tuple[Need, ...]] = {}
         for holder, need in grants:
             held[holder] = (*held.get(holder, ()), need)
-        if held:
+        if len(grants) == 1 and grants[0][1] == EXCLUSIVE:
+            self._grants[resource] = grants[0][0]
+        elif held:
             self._grants[resource] = held
         else:
             self._grants.pop(resource, None)
@@ -210,7 +221,7 @@ class WaitForGraph:
         """The holders that `waiter`, asking `need` of `resource` with a claim of `sequence`, waits
         for: the edges out of it (see the module's docstring), in a stable order. The queue is ranked
         by `order`."""
-        held = self._grants.get(resource)
+        held = self._held(resource)
         capacity = self._capacity.get(resource, 1)
         if not held:
             return self._ahead(self._reserved.get(resource, {}), waiter, resource, sequence, need, order, capacity)

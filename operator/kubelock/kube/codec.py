@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from sys import intern
+from types import MappingProxyType
 from typing import Any
 
 from kubelock.api import objects
@@ -42,6 +43,7 @@ from kubelock.domain.timefmt import to_rfc3339
 
 Body = dict[str, Any]
 BREAK_ANNOTATIONS = (BREAK_ACTOR_ANNOTATION, BREAK_REASON_ANNOTATION, BREAK_CLAIMS_ANNOTATION)
+NOTHING_SHARED: Mapping[str, str] = MappingProxyType({})
 
 
 def revision(body: Body) -> int:
@@ -57,8 +59,11 @@ def claim_status(raw: Body | None, sequence: int) -> ClaimStatus | None:
     return _claim_status(objects.ClaimStatus.parse(raw), sequence)
 
 
-def _claim_status(view: objects.ClaimStatus, sequence: int, holder: str | None = None) -> ClaimStatus | None:
-    """`holder`: the claim's, whose string the status shares when it names the same holder."""
+def _claim_status(
+    view: objects.ClaimStatus, sequence: int, holder: str | None = None, shared: Mapping[str, str] = NOTHING_SHARED
+) -> ClaimStatus | None:
+    """`holder`: the claim's, whose string the status shares when it names the same holder; `shared`:
+    see `claim_record`."""
     if view.phase is None:
         return None
     try:
@@ -75,7 +80,7 @@ def _claim_status(view: objects.ClaimStatus, sequence: int, holder: str | None =
         message=view.message,
         sequence=view.sequence or sequence,
         holder=holder if holder is not None and view.holder == holder else view.holder,
-        lock_name=view.lock_name,
+        lock_name=_same(view.lock_name, shared),
         fencing_token=view.fencing_token,
         acquired_at=_ts(view.acquired_at),
         renewed_at=_ts(view.renewed_at),
@@ -151,14 +156,16 @@ class ClaimRecord:
     deleting: bool
 
 
-def claim_record(body: Body) -> ClaimRecord:
+def claim_record(body: Body, shared: Mapping[str, str] = NOTHING_SHARED) -> ClaimRecord:
+    """`shared`: strings the caller keeps already (its lock's names, the claim's previous record's),
+    each by its own value; the record keeps those objects instead of equal copies of its own."""
     parsed = objects.ClaimObject.parse(body)
     meta, spec, status = parsed.metadata, parsed.spec, parsed.status
     sequence = status.sequence or meta.revision
     holder = intern(spec.holder)
     claim = Claim(
-        name=meta.name,
-        uid=meta.uid,
+        name=shared.get(meta.name, meta.name),
+        uid=shared.get(meta.uid, meta.uid),
         resource=intern(spec.resource),
         holder=holder,
         sequence=sequence,
@@ -169,7 +176,7 @@ def claim_record(body: Body) -> ClaimRecord:
         pod_name=spec.pod_name,
         pod=PodLiveness.UNKNOWN if spec.bound else PodLiveness.NOT_BOUND,
         renew_request=parsed.renew_request,
-        status=_claim_status(status, sequence, holder),
+        status=_claim_status(status, sequence, holder, shared),
         mode=_mode(spec.mode),
         permits=spec.permits,
         resources=spec.resources if len(spec.resources) > 1 else (),
@@ -186,6 +193,11 @@ def claim_record(body: Body) -> ClaimRecord:
         pod_uid=spec.pod_uid,
         deleting=meta.deleting,
     )
+
+
+def _same(value: str | None, shared: Mapping[str, str]) -> str | None:
+    """The caller's string equal to `value`, or `value` itself (see `claim_record`)."""
+    return value if value is None else shared.get(value, value)
 
 
 def _conditions(conditions: Sequence[Mapping[str, Any]]) -> tuple[Condition, ...]:
@@ -210,11 +222,12 @@ def _mode(value: str) -> Mode:
         return Mode.EXCLUSIVE  # read tolerantly: admission allows only the two
 
 
-def lock_views(body: Body) -> tuple[Lock, ...]:
-    """Every grant a ResourceLock records, the first grant first."""
+def lock_views(body: Body, shared: Mapping[str, str] = NOTHING_SHARED) -> tuple[Lock, ...]:
+    """Every grant a ResourceLock records, the first grant first; `shared` as for `claim_record`
+    (the names and uids of the grants' claims, the lock's name)."""
     parsed = objects.LockObject.parse(body)
     tokens = grant_tokens(body)
-    return tuple(_grant(parsed, grant, tokens) for grant in parsed.spec.every_grant)
+    return tuple(_grant(parsed, grant, tokens, shared) for grant in parsed.spec.every_grant)
 
 
 def lock_view(body: Body) -> Lock:
@@ -223,15 +236,20 @@ def lock_view(body: Body) -> Lock:
     return _grant(parsed, parsed.spec, grant_tokens(body))
 
 
-def _grant(parsed: objects.LockObject, spec: objects.LockSpec, tokens: dict[str, int]) -> Lock:
+def _grant(
+    parsed: objects.LockObject,
+    spec: objects.LockSpec,
+    tokens: dict[str, int],
+    shared: Mapping[str, str] = NOTHING_SHARED,
+) -> Lock:
     acquired = _ts(spec.acquired_at) or 0.0
     return Lock(
-        name=parsed.metadata.name,
+        name=shared.get(parsed.metadata.name, parsed.metadata.name),
         uid=parsed.metadata.uid,
         resource=intern(spec.resource),
         holder=intern(spec.holder),
-        claim_name=spec.claim_name,
-        claim_uid=spec.claim_uid,
+        claim_name=shared.get(spec.claim_name, spec.claim_name),
+        claim_uid=shared.get(spec.claim_uid, spec.claim_uid),
         fencing_token=tokens.get(spec.claim_uid) or parsed.metadata.revision,
         acquired_at=acquired,
         renewed_at=_ts(spec.renew_time) or acquired,

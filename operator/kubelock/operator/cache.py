@@ -146,7 +146,7 @@ class Cache:
         """Remember a claim; the key to reconcile, or None when nothing changed."""
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return self.delete_claim(body)
-        record = claim_record(body)
+        record = self._claim_record(body)
         if record.claim.uid in self._deleted:
             return None  # late news of a claim already deleted
         old = self.claims.get(record.claim.uid)
@@ -170,6 +170,46 @@ class Cache:
         else:
             self._index(record)
         return key_of(record)
+
+    # A held lock's claim and its grant name the same claim (name, uid) and lock (name): the records
+    # keep one string of each between them instead of a copy each (about 220 B a held lock; the
+    # decoder makes a new string of every value of every event).
+
+    def _claim_record(self, body: Body) -> ClaimRecord:
+        """The claim's record, sharing the strings kept already (`codec.claim_record`'s `shared`)."""
+        old = self.claims.get(str((body.get("metadata") or {}).get("uid", "")))
+        if old is not None:
+            return claim_record(body, self._strings_of_claim(old.claim.uid, key_of(old), old))
+        record = claim_record(body)
+        # A new claim has no lock yet, except when a restart's LIST of locks came first: parsed again.
+        shared = self._strings_of_claim(record.claim.uid, key_of(record), None)
+        return claim_record(body, shared) if shared else record
+
+    def _strings_of_claim(self, uid: str, key: Key, old: ClaimRecord | None) -> dict[str, str]:
+        """The strings of a claim's previous record and of its grant in its lock."""
+        shared: dict[str, str] = {}
+        if old is not None:
+            _keep(shared, old.claim.name, old.claim.uid, old.claim.status.lock_name if old.claim.status else None)
+        lock = self.locks.get(key)
+        for grant in lock.grants if lock is not None else ():
+            if grant.claim_uid == uid:
+                _keep(shared, grant.name, grant.claim_name, grant.claim_uid)
+        return shared
+
+    def _strings_of_lock(self, body: Body) -> dict[str, str]:
+        """The strings kept already that a new record of this lock can share (`lock_views`)."""
+        spec = body.get("spec") or {}
+        grants = spec.get("grants")
+        refs = [spec.get("claimRef"), *(g.get("claimRef") for g in grants if isinstance(g, dict))] if isinstance(
+            grants, list
+        ) else [spec.get("claimRef")]
+        shared: dict[str, str] = {}
+        for ref in refs:
+            record = self.claims.get(str(ref.get("uid", ""))) if isinstance(ref, dict) else None
+            if record is not None:
+                claim = record.claim
+                _keep(shared, claim.name, claim.uid, claim.status.lock_name if claim.status else None)
+        return shared
 
     def delete_claim(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
@@ -365,7 +405,7 @@ class Cache:
 
     def upsert_lock(self, body: Body) -> Key | None:
         """Remember a lock; the key to reconcile, or None when nothing changed."""
-        grants = lock_views(body)
+        grants = lock_views(body, self._strings_of_lock(body))
         first = grants[0]
         namespace = intern(str((body.get("metadata") or {}).get("namespace", "")))
         rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
@@ -494,6 +534,12 @@ def _remember(tombstones: OrderedDict[str, None], uid: str) -> None:
     tombstones[uid] = None
     while len(tombstones) > TOMBSTONES:
         tombstones.popitem(last=False)
+
+
+def _keep(shared: dict[str, str], *strings: str | None) -> None:
+    for each in strings:
+        if each:
+            shared[each] = each
 
 
 def _append(index: dict[Key, tuple[str, ...]], key: Key, uid: str) -> None:
