@@ -25,9 +25,7 @@ def held_as_written(sent: float) -> ClaimStatus:
     """The `Held` status the step after the create decides, as the write sent at `sent` stores it."""
     fresh = claim("a", 5, ttl_seconds=TTL, wait=True)
     grant = lock_for(fresh, acquired=DECIDED, lease=TTL)
-    told = only_status(run([fresh], grant, CREATED))
-    assert told.told_until == lock_shows(grant)
-    return told_at(told.status, sent, told.told_until)
+    return told_at(only_status(run([fresh], grant, CREATED)).status, sent)
 
 
 def test_the_held_write_counts_the_lease_from_when_it_is_sent() -> None:
@@ -95,13 +93,15 @@ def test_the_lock_shows_an_end_no_earlier_than_the_one_its_holder_is_told() -> N
         assert held_as_written(sent).expires_at == sent + TTL <= lock_shows(grant)
 
 
-def test_a_held_write_sent_later_than_the_allowance_is_told_what_the_lock_shows() -> None:
-    late = DECIDED + allowance(TTL) + 2
-    assert held_as_written(late).expires_at == lock_shows(lock_for(claim("a", 5), acquired=DECIDED, lease=TTL))
-    assert held_as_written(late).renewed_at == late
-    status = held_as_written(SENT)
-    # A `latest` before the lease it was decided with never moves the end earlier.
-    assert told_at(status, SENT + 1, latest=status.expires_at - 5) == replace(status, renewed_at=SENT + 1)
+def test_a_held_write_sent_later_than_the_allowance_still_gives_the_whole_lease() -> None:
+    """A short lease on a loaded API server: the `Held` write sent 6 s after its 3 s grant. Capped at
+    what the lock shows, the holder was told a lease that had already run out (the loaded chaos run's
+    `agent-freeze` waiters ended `Expired` as they were told); the holder's lease comes first, and the
+    lock shows the earlier end until the first renewal."""
+    late = DECIDED + allowance(TTL) + 3
+    status = held_as_written(late)
+    assert (status.renewed_at, status.expires_at) == (late, late + TTL)
+    assert status.expires_at > lock_shows(lock_for(claim("a", 5), acquired=DECIDED, lease=TTL))
 
 
 def test_the_allowance_is_the_lease_at_most_30_s() -> None:

@@ -540,10 +540,10 @@ class _Grant(_Model):
     renew_time: datetime = Field(description="When the operator last observed a renewal.")
     expire_time: datetime | None = Field(
         default=None,
-        description="When the lease ends unless renewed, never earlier than the holder's LockClaim "
-        "status.expiresAt: renewTime + leaseDurationSeconds, and not before acquireTime + "
-        "leaseDurationSeconds + min(leaseDurationSeconds, 30s), the latest end the holder's first Held "
-        "status can tell. The lease in force is the claim's status.expiresAt.",
+        description="When the lease ends unless renewed: renewTime + leaseDurationSeconds, and not before "
+        "acquireTime + leaseDurationSeconds + min(leaseDurationSeconds, 30s), the latest end the holder's "
+        "first Held status tells when it is written within that allowance. The lease in force is the "
+        "holder's LockClaim status.expiresAt.",
     )
     fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
     mode: Mode = Field(default="Exclusive", description="Exclusive or Shared.")

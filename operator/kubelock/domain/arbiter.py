@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from kubelock.domain import lockdelay, quotas, specadvice
 from kubelock.domain.aging import QueueAging
 from kubelock.domain.grants import Request, admit, blocks, effective_priority, within
-from kubelock.domain.leasestart import lock_shows
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     MAX_GRANTS,
@@ -564,12 +563,11 @@ def _announce(holder: Claim, lock: Lock, now: float, policy: Policy) -> tuple[Ac
     first, so that the holder is not handed a lease that is already running out."""
     if now < lock.renewed_at + lock.lease_seconds / 2:
         status = held_status(holder, lock, holder.renew_request)
-        return (SetStatus(holder, status, Notice(Reason.GRANTED, status.message), lock_shows(lock)),)
+        return (SetStatus(holder, status, Notice(Reason.GRANTED, status.message)),)
     ttl = effective_ttl(holder, policy)
     renewed = replace(lock, renewed_at=now, lease_seconds=ttl)
     status = held_status(holder, renewed, holder.renew_request)
-    notice = Notice(Reason.GRANTED, status.message)
-    return RenewLock(lock, now, ttl), SetStatus(holder, status, notice, lock_shows(renewed))
+    return RenewLock(lock, now, ttl), SetStatus(holder, status, Notice(Reason.GRANTED, status.message))
 
 
 def _told(holder: Claim) -> bool:

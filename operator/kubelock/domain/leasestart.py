@@ -18,13 +18,18 @@ The lock's `spec.expireTime` is written before the `Held` status and never rewri
 would be one more write per grant), so counted from the decision alone it showed a lease ending
 before the one its holder was told, until the first renewal: an admin reading `kubectl get
 resourcelocks` saw "expired" a lock its holder still held, and a tool reading the lock misjudged it.
-The lock therefore shows the latest end the holder can be told (`shown_expiry`): never before
-`acquireTime + lease + allowance`, where the allowance (the lease, at most 30 s) is how late the
-`Held` write may be sent; a `Held` write sent later than that is told no later than the lock shows
-(`told_at`'s `latest`). So the lock's expiry is never earlier than its holder's; it is later by what
+The lock therefore shows the latest end the holder is told when its `Held` write is sent in
+time (`shown_expiry`): never before `acquireTime + lease + allowance`, where the allowance (the
+lease, at most 30 s) covers how late that write may be sent. It is later than the holder's by what
 the allowance left unused until a renewal passes `acquireTime + allowance`, and from then on the two
-are the same. The expiry in force is the claim's (the later of the two above, as before): a holder
-that ends before its first renewal is expired when its own lease ends, not when the lock's does.
+are the same. A `Held` write sent later than the allowance (a short lease on a loaded API server)
+still gives the holder its whole lease from the write, and the lock shows the earlier end until the
+first renewal: capping the holder at what the lock shows told holders of a 3 s lease, written 6 s
+after their grant, a lease that had already run out (the loaded chaos run's `agent-freeze`: waiters
+that ended `Expired` the moment they were told). The holder's lease comes first; the lock's
+`expireTime` is what an admin reads, and the lock is deleted when the lease in force ends. The
+expiry in force is the claim's (the later of the two above, as before): a holder that ends before
+its first renewal is expired when its own lease ends, not when the lock's does.
 """
 
 from __future__ import annotations
@@ -57,16 +62,13 @@ def lock_shows(lock: Lock) -> float:
     return shown_expiry(lock.acquired_at, lock.renewed_at, lock.lease_seconds)
 
 
-def told_at(status: ClaimStatus, now: float, latest: float | None = None) -> ClaimStatus:
+def told_at(status: ClaimStatus, now: float) -> ClaimStatus:
     """`status`, a claim's first `Held`, as written at `now`: its lease (from `renewed_at` to
-    `expires_at`) moved to start at `now`, never earlier than it was, and its end no later than
-    `latest` (what its locks show as their expiry) unless it was already. Any other status is written
-    as it is."""
+    `expires_at`) moved to start at `now`, never earlier than it was. Any other status is written as
+    it is."""
     if status.phase is not Phase.HELD or status.renewed_at is None or status.expires_at is None:
         return status
     if now <= status.renewed_at:
         return status
-    moved = status.expires_at + (now - status.renewed_at)
-    if latest is not None:
-        moved = max(status.expires_at, min(moved, latest))
-    return replace(status, renewed_at=now, expires_at=moved)
+    moved = now - status.renewed_at
+    return replace(status, renewed_at=now, expires_at=status.expires_at + moved)

@@ -243,9 +243,6 @@ class SetStatus:
     claim: Claim
     status: ClaimStatus
     notice: Notice | None = None
-    # For a first `Held`: the expiry its locks show (`leasestart.lock_shows`, the earliest of its
-    # grants'), past which the telling write does not move its lease (`leasestart.told_at`).
-    told_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

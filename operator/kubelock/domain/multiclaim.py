@@ -50,7 +50,6 @@ from kubelock.domain.arbiter import (
     wait_over,
 )
 from kubelock.domain.grants import blocks, fits, within
-from kubelock.domain.leasestart import lock_shows
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
 from kubelock.domain.model import (
     MAX_GRANTS,
@@ -370,8 +369,7 @@ def _announce(claim: Claim, grants: Sequence[Lock], now: float, policy: Policy) 
     renewals = tuple(RenewLock(g, now, ttl) for g in old)
     fresh = [replace(g, renewed_at=now, lease_seconds=ttl) if g in old else g for g in grants]
     status = held_status(claim, fresh, claim.renew_request)
-    shown = min(lock_shows(g) for g in fresh)
-    return (*renewals, SetStatus(claim, status, Notice(Reason.GRANTED, status.message), shown))
+    return (*renewals, SetStatus(claim, status, Notice(Reason.GRANTED, status.message)))
 
 
 def _held_step(
