@@ -76,3 +76,25 @@ def test_a_restarted_container_takes_its_own_claim_back(agents: Agents) -> None:
     assert second["fencingToken"] == first["fencingToken"], (first, second)
     [claim] = [c for c in agents.claims() if c["spec"]["resource"] == uri]
     assert claim["status"]["phase"] == "Held"
+
+
+def test_volumes_spelling_the_other_containers_file_do_not_merge_the_two(agents: Agents) -> None:
+    """Each container mounts an emptyDir whose `subPathExpr` spells the other container's
+    termination-message file (`pods/<uid>/containers/<other>/<8 hex>`): /proc/self/mountinfo then shows
+    a second pod-and-container path beside the kubelet's own. Taken as a name, it made the name
+    ambiguous in both, both fell back to the pod's instance and both held the lock again; only the
+    kubelet's file (right under the pod's directory) names the container."""
+    uri = "deploy://spelled-by-a-volume"
+    pod = two_container_pod(agents, "spelled", "\n".join([run(f'rlock "{uri}"'), SLEEP]))
+    pod["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    for container, other in zip(pod["spec"]["containers"], ("right", "left"), strict=True):
+        container["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch",
+                                      "subPathExpr": f"pods/$(POD_UID)/containers/{other}/0000beef"}]
+    name = agents.start_pod(pod)
+    [(left, left_code)] = agents.wait_outputs(name, 1, container="left")
+    [(right, right_code)] = agents.wait_outputs(name, 1, container="right")
+    assert sorted([left_code, right_code]) == [0, 1], (left, right)
+    winner = "left" if left_code == 0 else "right"
+    taken, refused = (left, right) if left_code == 0 else (right, left)
+    assert taken["holder"] == agents.holder(name, winner), taken
+    assert refused["error"] == "HeldByAnotherHolder", refused

@@ -9,9 +9,14 @@ operator enforces is the claim's: a holder that never renews is expired at its `
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from kubernetes.client import ApiClient
@@ -19,6 +24,8 @@ from kubernetes.client import ApiClient
 from kubelock.domain.leasestart import allowance
 from kubelock.domain.resource import lock_name
 from kubelock.domain.timefmt import to_rfc3339
+from kubelock.sdk import AsyncLockClient
+from kubelock.sdk.admin import AsyncAdmin, LockStatus
 from tests.support.claims import Locks, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -91,3 +98,32 @@ def test_a_holder_that_never_renews_expires_at_its_own_end_not_the_locks(locks: 
     expired = locks.wait_phase("b", "Expired", timeout=TTL + 60)
     # What the operator enforced is named in the message: the claim's end, as its holder was told.
     assert f"expired at {to_rfc3339(told)}" in status_of(expired)["message"], status_of(expired)["message"]
+
+
+def test_status_shows_the_end_the_operator_enforces_not_the_locks_later_one(control_plane, locks: Locks) -> None:  # type: ignore[no-untyped-def]
+    """`kubelock status` (EXPIRES IN, and `expiresAt` of `-o json`) reads the holder's claim: before the
+    first renewal the lock's own end is later than the one the operator expires the holder at, and an
+    admin or a script deciding from it (waiting out a lock, judging it stuck) would misjudge it."""
+    resource = "deploy://shown-status"
+    locks.claim("c", resource, "agent-c", ttl=TTL)
+    locks.wait_phase("c", "Held")
+    told, shown, _ = ends(locks, "c", resource)
+    assert shown > told
+
+    async def status() -> list[LockStatus]:
+        async with AsyncLockClient(kubeconfig=str(control_plane.kubeconfig), namespace=locks.namespace,
+                                   instance="admin") as client:
+            return await AsyncAdmin(client).status(locks.namespace)
+
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "kubelock"), "status", "-o", "json", "--kubeconfig", str(control_plane.kubeconfig),
+               "-n", locks.namespace]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [shown_json] = json.loads(done.stdout)["locks"]
+    assert moment(shown_json["expiresAt"]) == pytest.approx(told, abs=1e-3), (shown_json, to_rfc3339(told))
+
+    [item] = asyncio.run(status())
+    assert item.ends_at is not None and item.ends_at.timestamp() == pytest.approx(told, abs=1e-3), (
+        f"status shows {item.ends_at}, the holder's claim ends at {to_rfc3339(told)}")
+    assert item.lock.expires_at is not None and item.lock.expires_at.timestamp() == pytest.approx(shown, abs=1e-3)

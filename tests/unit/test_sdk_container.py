@@ -21,7 +21,7 @@ def test_the_termination_message_mount_names_the_container() -> None:
 
 
 def test_a_kubelet_root_on_its_own_file_system_is_found_too() -> None:
-    line = f"1641 1630 259:2 /pods/{UID}/containers/agent-1/77aa /dev/termination-log rw - xfs /dev/sdb rw\n"
+    line = f"1641 1630 259:2 /pods/{UID}/containers/agent-1/0077aa3f /dev/termination-log rw - xfs /dev/sdb rw\n"
     assert container.name_in(line, UID) == "agent-1"
 
 
@@ -34,10 +34,38 @@ def test_another_pods_container_or_none_is_no_name() -> None:
 
 
 def test_two_names_or_a_malformed_one_tell_nothing() -> None:
-    both = MOUNTINFO + f"1650 1630 259:1 /var/lib/kubelet/pods/{UID}/containers/right/ab12 /x rw - ext4 /dev/root rw\n"
+    right = f"/var/lib/kubelet/pods/{UID}/containers/right/ab12cd34"
+    both = MOUNTINFO + f"1650 1630 259:1 {right} /x rw - ext4 /dev/root rw\n"
     assert container.name_in(both, UID) is None
     assert container.name_in(MOUNTINFO.replace("/left/", "/Left_1/"), UID) is None
     assert container.name_in(MOUNTINFO.replace("/left/5d1a2c9e", "/left"), UID) is None
+
+
+# A volume of the pod whose path spells another container's file, as `subPathExpr:
+# pods/$(POD_UID)/containers/right/ab12cd34` on an emptyDir would make it, then one spelling the whole
+# kubelet path.
+EMPTY_DIR = f"/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~empty-dir"
+SUBPATH = f"{EMPTY_DIR}/scratch/pods/{UID}/containers/right/ab12cd34"
+HOSTPATH = f"{EMPTY_DIR}/x/var/lib/kubelet/pods/{UID}/containers/right/ab12cd34"
+
+
+def test_a_volume_spelling_another_containers_file_adds_no_name() -> None:
+    for root in (SUBPATH, HOSTPATH):
+        line = f"1660 1630 259:1 {root} /data rw - ext4 /dev/root rw\n"
+        assert container.name_in(MOUNTINFO + line, UID) == "left", root  # not ambiguous: the volume is none
+        assert container.name_in(line, UID) is None, root  # nor another container's name alone
+
+
+def test_only_the_kubelets_file_id_counts() -> None:
+    # The kubelet names the file with 8 hexadecimal digits; anything else under containers/<name>/ is
+    # not its termination-message file (a directory a volume made there, a longer path).
+    for other in ("notanid", "5d1a2c9", "5d1a2c9e0", "5D1A2C9E", "5d1a2c9e/more"):
+        assert container.name_in(MOUNTINFO.replace("5d1a2c9e", other), UID) is None, other
+
+
+def test_a_terminationmessagepath_elsewhere_names_the_container_the_same() -> None:
+    moved = MOUNTINFO.replace(" /dev/termination-log ", " /tmp/my\\040message ")
+    assert container.name_in(moved, UID) == "left"
 
 
 def test_of_pod_reads_mountinfo() -> None:

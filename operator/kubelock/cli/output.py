@@ -264,7 +264,10 @@ def lock_status(status: LockStatus) -> Json:
         "fencingToken": lock.fencing_token,
         "acquiredAt": format_time(lock.acquired_at),
         "renewedAt": format_time(lock.renewed_at),
-        "expiresAt": format_time(lock.expires_at),
+        # The end the operator enforces (the holders' claims'); the lock's own spec.expireTime may be
+        # later until the first renewal, and is kept as lockExpiresAt.
+        "expiresAt": format_time(status.ends_at),
+        "lockExpiresAt": format_time(lock.expires_at),
         "waiters": status.waiters,
         "stale": status.stale,
         "lock": lock.name,
@@ -377,7 +380,7 @@ def status_table(
             s.lock.holder + (f" (+{len(s.lock.holders) - 1} {s.lock.mode})" if len(s.lock.holders) > 1 else ""),
             str(s.lock.fencing_token),
             since(s.lock.acquired_at, now),
-            until(s.lock.expires_at, now),
+            until(s.ends_at, now),
             str(s.waiters),
             "stale" if s.stale else "",
             *([since(s.lock.renewed_at, now) + " ago", duration(s.lock.lease_seconds), s.lock.name,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from kubelock.api.constants import (
     BREAK_ACTOR_ANNOTATION,
@@ -49,6 +50,15 @@ class LockStatus:
     lock: LockInfo
     waiters: int
     stale: bool
+    # When the lock's grants end, from their holders' claims (`status.expiresAt`, the expiry the
+    # operator enforces); the lock's own `spec.expireTime` may show up to a lease (at most 30 s) later
+    # until the first renewal (`kubelock.domain.leasestart`). None: no claim of the lock was listed.
+    expires_at: datetime | None = None
+
+    @property
+    def ends_at(self) -> datetime | None:
+        """The end to show: the holders' when known, else the lock's own."""
+        return self.expires_at if self.expires_at is not None else self.lock.expires_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +350,10 @@ def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[Lo
     claims = list(claims)
     waiters: dict[tuple[str, str], int] = {}
     stale: set[tuple[str, str]] = set()
+    held_until: dict[str, datetime] = {}  # a held claim's uid: its lease's end
     for claim in claims:
+        if claim.held and claim.uid and claim.expires_at is not None:
+            held_until[claim.uid] = claim.expires_at
         if claim.phase is Phase.PENDING:  # a claim of several waits for each of its resources
             for resource in claim.resources or (claim.resource,):
                 key = (claim.namespace, resource)
@@ -352,10 +365,20 @@ def summarise(locks: Iterable[LockInfo], claims: Iterable[ClaimInfo]) -> list[Lo
             lock=lock,
             waiters=waiters.get((lock.namespace, lock.resource), 0),
             stale=(lock.namespace, lock.claim_name) in stale,
+            expires_at=_grants_end(lock, held_until),
         )
         for lock in locks
     ]
     return sorted(out, key=lambda s: (s.lock.namespace, s.lock.resource))
+
+
+def _grants_end(lock: LockInfo, held_until: dict[str, datetime]) -> datetime | None:
+    """When the last grant of `lock` ends by its holder's claim, if every grant's claim is known."""
+    uids = [uid for uid, _ in lock.tokens] or ([lock.claim_uid] if lock.claim_uid else [])
+    ends = [held_until.get(uid) for uid in uids]
+    if not ends or None in ends:
+        return None
+    return max(end for end in ends if end is not None)
 
 
 def _grants_of(lock: LockInfo, holders: set[str]) -> frozenset[str] | None:

@@ -559,7 +559,7 @@ class AsyncLockClient:
         # A timer rather than a timeout on the watch: a timeout would cancel the watch's generator.
         notice = None
         if on_unanswered is not None and info.phase is None:
-            notice = loop.call_later(UNANSWERED_NOTICE_SECONDS, on_unanswered, info)
+            notice = loop.call_later(UNANSWERED_NOTICE_SECONDS, tell_unanswered, on_unanswered, info)
         started = loop.time()
         wait_deadline = None if wait_timeout is None else started + wait_timeout + TIMEOUT_SLACK
         decision_deadline = started + self.decision_timeout
@@ -1022,6 +1022,16 @@ def unanswered_message(info: ClaimInfo) -> str:
     """What a claim no operator has acted on after UNANSWERED_NOTICE_SECONDS waits for."""
     return (f"waiting for a kubelock operator to act on claim {info.namespace}/{info.name} "
             f"(is it running and watching {info.namespace}?)")
+
+
+def tell_unanswered(hook: Callable[[ClaimInfo], object], info: ClaimInfo) -> None:
+    """Call an `on_unanswered` hook; one that raises is logged and the wait goes on as it would have
+    (the hook is a notice: the claim's outcome is the acquire's, not the hook's). A claim answered in
+    the instant of the notice may still be told as unanswered: the answer was on its way."""
+    try:
+        hook(info)
+    except Exception as error:  # any failure of a caller's notice: reported and survived
+        log.warning("the on_unanswered hook for claim %s/%s failed: %r", info.namespace, info.name, error)
 
 
 def warn_unanswered(info: ClaimInfo) -> None:

@@ -16,6 +16,12 @@ path (field 4, the mount's root within its file system). The random id is new at
 container; the name is not. Only a mount under the pod's own uid counts (the uid comes from the
 API server, not from the environment), so a process outside the pod that uses a token bound to it
 (a test, a debugging session on the node) finds no name and keeps the pod's instance.
+
+Only the kubelet's own file counts: the first `/pods/<pod uid>/` of the source path is followed by
+`containers/<name>/<id>` and nothing more, the id being the kubelet's 8 hexadecimal digits. A volume
+of the pod (an emptyDir or a hostPath, with a `subPath` or `subPathExpr` spelling
+`pods/<uid>/containers/<other>/...`) lies under `/pods/<uid>/volumes/` or elsewhere, and would
+otherwise have added a second name, or another container's: with two names none is taken.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from collections.abc import Callable
 from kubelock.sdk.process import read_text
 
 MOUNTINFO = "/proc/self/mountinfo"
-# A container's name is a DNS label (RFC 1123), which mountinfo prints without escapes.
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# A container's name is a DNS label (RFC 1123), which mountinfo prints without escapes; the file's
+# name is the kubelet's random id of the container's start (`makeUID`: `%08x`).
+_FILE = re.compile(r"containers/([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)/[0-9a-f]{8}")
 
 
 def name_in(mountinfo: str | None, pod_uid: str) -> str | None:
@@ -35,19 +42,19 @@ def name_in(mountinfo: str | None, pod_uid: str) -> str | None:
     None when there is none, or more than one name (nothing then tells which is this process's)."""
     if not mountinfo or not pod_uid or "/" in pod_uid:
         return None
-    marker = f"/pods/{pod_uid}/containers/"
+    pod_dir = f"/pods/{pod_uid}/"
     names: set[str] = set()
     for line in mountinfo.splitlines():
         fields = line.split(" ")
         if len(fields) < 5:
             continue
         root = fields[3]
-        at = root.find(marker)
+        at = root.find(pod_dir)  # the first: a volume's path goes on past the pod's own directory
         if at < 0:
             continue
-        parts = root[at + len(marker):].split("/")
-        if len(parts) == 2 and parts[1] and _NAME.fullmatch(parts[0]):
-            names.add(parts[0])
+        found = _FILE.fullmatch(root, at + len(pod_dir))
+        if found:
+            names.add(found.group(1))
     return names.pop() if len(names) == 1 else None
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from kubelock.kube.config import Credentials, Impersonation
 from kubelock.sdk import signals
-from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient
+from kubelock.sdk.client import DECISION_TIMEOUT, AsyncLockClient, tell_unanswered
 from kubelock.sdk.errors import LockError
 from kubelock.sdk.identity import Identity, UserInfo
 from kubelock.sdk.lease import AsyncLease
@@ -171,9 +171,10 @@ class LockClient:
         self, uri: Uris, ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1,
         on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
-        """`on_unanswered` runs on the client's event loop thread: keep it short."""
+        """`on_unanswered` runs in a thread of its own (`off_loop`)."""
         with signals.raising():  # SIGTERM/SIGHUP: withdraw, then end the process (see sdk.signals)
-            return self.run(self.aio.try_acquire(uri, ttl, mode=mode, permits=permits, on_unanswered=on_unanswered))
+            return self.run(self.aio.try_acquire(uri, ttl, mode=mode, permits=permits,
+                                                 on_unanswered=off_loop(on_unanswered)))
 
     def try_acquire_all(
         self, uris: Sequence[str], ttl: int | None = None, *, mode: str = "Exclusive", permits: int = 1
@@ -194,11 +195,12 @@ class LockClient:
         priority: int = 0,
         on_unanswered: Callable[[ClaimInfo], object] | None = None,
     ) -> AcquireResult:
-        """`on_update` and `on_unanswered` run on the client's event loop thread: keep them short."""
+        """`on_update` runs on the client's event loop thread: keep it short. `on_unanswered` runs in a
+        thread of its own (`off_loop`)."""
         with signals.raising():
             return self.run(self.aio.acquire(uri, wait=wait, timeout=timeout, ttl=ttl, on_update=on_update,
                                              mode=mode, permits=permits, priority=priority,
-                                             on_unanswered=on_unanswered))
+                                             on_unanswered=off_loop(on_unanswered)))
 
     def acquire_all(
         self,
@@ -248,10 +250,10 @@ class LockClient:
         With `renew_deadline` (seconds, less than `ttl`) the lease is lost when no renewal was accepted
         within it, before the TTL runs out. `mode` and `permits` as for `acquire`. `on_revocation` is
         called (in its own thread) when the holder is asked to give the lock back. `on_unanswered` as
-        for the asynchronous `lock` (default: a logged warning), run on the client's event loop thread."""
+        for the asynchronous `lock` (default: a logged warning), run in a thread of its own (`off_loop`)."""
         aio = self.aio.lock(
             uri, ttl=ttl, wait=wait, timeout=timeout, renew_deadline=renew_deadline, mode=mode, permits=permits,
-            priority=priority, on_unanswered=on_unanswered,
+            priority=priority, on_unanswered=off_loop(on_unanswered),
         )
         lease = Lease(self, aio, on_lost)
         if on_revocation is not None:
@@ -278,6 +280,22 @@ class LockClient:
         return self.lock(listed(uris), ttl=ttl, wait=wait, timeout=timeout, on_lost=on_lost,
                          renew_deadline=renew_deadline, mode=mode, permits=permits, on_revocation=on_revocation,
                          priority=priority, on_unanswered=on_unanswered)
+
+
+def off_loop(hook: Callable[[ClaimInfo], object] | None) -> Callable[[ClaimInfo], object] | None:
+    """`hook` (an `on_unanswered`) run in a daemon thread of its own rather than on the client's loop.
+    On the loop, a hook that blocks (a slow log handler, a prompt, a call back into this client, which
+    waits for the loop it is blocking and so never returns) would stall the wait it reports on: the
+    decision timeout and the caller's own could not fire, and every other lease of the client would go
+    unrenewed. A daemon thread does not hold up the process's exit either."""
+    if hook is None:
+        return None
+
+    def start(info: ClaimInfo) -> None:
+        threading.Thread(target=tell_unanswered, args=(hook, info), name="kubelock-on-unanswered",
+                         daemon=True).start()
+
+    return start
 
 
 async def _construct(**kwargs: Any) -> AsyncLockClient:
