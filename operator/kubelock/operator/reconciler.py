@@ -678,7 +678,7 @@ class Reconciler:
             return  # deleted or ended meanwhile
         # A first `Held` counts the holder's lease from this write, not from the grant's decision: the
         # lock's write (and, under load, a queue of others) lies between them (`domain.leasestart`).
-        # Its end stays within what its locks show (`spec.expireTime`), which were written first.
+        # Not capped at what its locks show: a late write still gives the whole lease (`leasestart`).
         status = told_at(action.status, now) if _announces(action) else action.status
         body = await self.client.replace(
             paths.claims(namespace, action.claim.name, status=True), codec.status_update(status, record, now)
