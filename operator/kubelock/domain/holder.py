@@ -100,20 +100,22 @@ POD_SUFFIX_MAX = INSTANCE_MAX - UID_PREFIX - 1
 def container_instance(pod_uid: str, container: str) -> str:
     """The instance of a container of a pod: `<uid prefix>.<container name>`. A name too long for the
     instance (a container's name may have 63 characters) keeps its start plus a hash of the whole."""
-    suffix = container
-    if len(suffix) > POD_SUFFIX_MAX:
-        digest = hashlib.sha256(container.encode()).hexdigest()[:10]
-        suffix = f"{container[: POD_SUFFIX_MAX - 11].rstrip('-._')}-{digest}"
-    return pod_instance(pod_uid, suffix)
+    return pod_instance(pod_uid, _fit(container, POD_SUFFIX_MAX, container))
 
 
 def instance_from(text: str) -> str:
     """A valid instance made from free text (a host name, a pod name): unsafe characters become '-',
     and text too long keeps its start plus a hash of the whole."""
     cleaned = _UNSAFE.sub("-", text).strip("-._") or "instance"
-    if len(cleaned) > INSTANCE_MAX:
-        cleaned = f"{cleaned[: INSTANCE_MAX - 11].rstrip('-._')}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
-    return validate_instance(cleaned)
+    return validate_instance(_fit(cleaned, INSTANCE_MAX, text))
+
+
+def _fit(value: str, limit: int, whole: str) -> str:
+    """`value` if it has at most `limit` characters, else its start and a hash of `whole` (what it was
+    made from), so that two long values sharing a start stay apart."""
+    if len(value) <= limit:
+        return value
+    return f"{value[: limit - 11].rstrip('-._')}-{hashlib.sha256(whole.encode()).hexdigest()[:10]}"
 
 
 def readable(holder: str) -> str:
