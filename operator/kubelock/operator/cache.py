@@ -189,7 +189,7 @@ class Cache:
         """The strings of a claim's previous record and of its grant in its lock."""
         shared: dict[str, str] = {}
         if old is not None:
-            _keep(shared, old.claim.name, old.claim.uid, old.claim.status.lock_name if old.claim.status else None)
+            _keep_claim(shared, old)
         lock = self.locks.get(key)
         for grant in lock.grants if lock is not None else ():
             if grant.claim_uid == uid:
@@ -207,8 +207,7 @@ class Cache:
         for ref in refs:
             record = self.claims.get(str(ref.get("uid", ""))) if isinstance(ref, dict) else None
             if record is not None:
-                claim = record.claim
-                _keep(shared, claim.name, claim.uid, claim.status.lock_name if claim.status else None)
+                _keep_claim(shared, record)
         return shared
 
     def delete_claim(self, body: Body) -> Key | None:
@@ -540,6 +539,12 @@ def _keep(shared: dict[str, str], *strings: str | None) -> None:
     for each in strings:
         if each:
             shared[each] = each
+
+
+def _keep_claim(shared: dict[str, str], record: ClaimRecord) -> None:
+    """The strings of a claim's record that its lock's grant names too: its name, uid and lock name."""
+    claim = record.claim
+    _keep(shared, claim.name, claim.uid, claim.status.lock_name if claim.status else None)
 
 
 def _append(index: dict[Key, tuple[str, ...]], key: Key, uid: str) -> None:
