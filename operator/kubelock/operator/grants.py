@@ -81,6 +81,37 @@ class LockRefused(Forbidden):
         self.claim_name = claim_name
         self.lock = lock
 
+    @property
+    def explanation(self) -> str:
+        """What the claim is told (its status message, the Event)."""
+        return f"the API server refused to create lock {self.lock}, so nothing is granted: {self.message}"
+
+
+class LockNameTaken(LockRefused):
+    """The resource's lock name is the name of another resource's lock: a lock name is a readable
+    start and 48 bits of a digest of the URI (`kubelock.domain.resource.lock_name`), so two URIs that
+    share the start and collide in the digest (anyone can find such a pair in seconds) name one lock.
+    Nothing is granted while the other resource's lock exists, and the claim is told so as it is told
+    any refused create: a try-lock ends `Rejected` `LockRefused`, a waiter waits and is tried again.
+    Taking the other lock for this resource's would answer the claim from the wrong lock; deciding
+    again from it met the same lock at every round, for ever (the create refused, the view unchanged).
+    The name cannot be made longer for new locks only: an operator of an older version, or one that
+    did not see the other lock, would grant the same resource under the shorter name too."""
+
+    def __init__(self, *, claim_uid: str, claim_name: str, lock: str, resource: str, other: str) -> None:
+        message = (
+            f"lock {lock} of {resource} is already the lock of another resource, {other}: their lock names "
+            f"collide; nothing is granted on {resource} while that lock exists (claim it under another "
+            "spelling to lock it apart)"
+        )
+        super().__init__(
+            Forbidden(409, "AlreadyExists", message), claim_uid=claim_uid, claim_name=claim_name, lock=lock
+        )
+
+    @property
+    def explanation(self) -> str:
+        return self.message
+
 
 class GrantStore:
     """Creates, renews and deletes ResourceLocks with the preconditions that make each write safe
@@ -100,7 +131,15 @@ class GrantStore:
             if not error.already_exists:
                 raise
             current = await self.read(namespace, name)
-            return Stale("lock deleted right after the create met it") if current is None else Taken(current)
+            if current is None:
+                return Stale("lock deleted right after the create met it")
+            other = str((current.get("spec") or {}).get("resource", ""))
+            if other != action.target:
+                raise LockNameTaken(
+                    claim_uid=action.claim.uid, claim_name=action.claim.name, lock=name, resource=action.target,
+                    other=other,
+                ) from error
+            return Taken(current)
         return Written(body)
 
     async def add(

@@ -268,7 +268,7 @@ class Reconciler:
         refusal episode, not at every retry, and its grant is tried again after `REFUSED_RETRY_DELAY`,
         when the refusal may have gone (a lock freed under the quota)."""
         namespace = key[0]
-        message = f"the API server refused to create lock {refusal.lock}, so nothing is granted: {refusal.message}"
+        message = refusal.explanation
         record = self.cache.claims.get(refusal.claim_uid)
         now = self.clock.now()
         told = None if record is None else lock_refused(record.claim, message, now, retry_seconds=REFUSED_RETRY_DELAY)
