@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubelock.kube.errors import Conflict, NotFound
+from kubelock.kube.serverclock import ServerClock
 
 Body = dict[str, Any]
 # A reaction gets the request's path and body and the verb's default behaviour (call it to go ahead).
@@ -29,6 +30,7 @@ class FakeApi:
     def __init__(self, first_version: int = 100) -> None:
         self.objects: dict[str, Body] = {}
         self.requests: list[tuple[str, str]] = []
+        self.server_clock = ServerClock()  # no answer dated: this machine's clock stands in
         self._versions = itertools.count(first_version)
         self._uids = itertools.count(1)
         self._reactions: dict[str, Reaction] = {}

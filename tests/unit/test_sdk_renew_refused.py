@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kubelock.api.constants import PROCESS_ANNOTATION
+from kubelock.kube.serverclock import ServerClock
 from kubelock.sdk import process
 from kubelock.sdk.client import AsyncLockClient
 from kubelock.sdk.errors import HeldByAnotherProcess
@@ -40,6 +41,7 @@ class Written(Exception):
 class Kube:
     def __init__(self) -> None:
         self.patches: list[str] = []
+        self.server_clock = ServerClock()
 
     async def patch(self, path: str, body: Any, **_: Any) -> Any:
         self.patches.append(path)

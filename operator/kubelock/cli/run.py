@@ -24,7 +24,6 @@ import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,10 @@ class Losable(Protocol):
 
     def loss_at(self) -> float:
         """When the lease calls itself lost unless renewed meanwhile (event loop time)."""
+        ...
+
+    def cluster_now(self) -> float:
+        """The latest the cluster's clock can read now (seconds since the epoch)."""
         ...
 
 
@@ -284,7 +287,7 @@ async def _honour_revocation(lease: Losable, pgid: int, exited: asyncio.Future[i
     if exited.done() or revocation is None:
         return False
     _signal_group(pgid, signal.SIGTERM)
-    left = revocation.deadline.timestamp() - time.time() - REVOCATION_MARGIN
+    left = revocation.deadline.timestamp() - lease.cluster_now() - REVOCATION_MARGIN
     done, _ = await asyncio.wait({exited}, timeout=max(0.0, left))
     if done:
         return False

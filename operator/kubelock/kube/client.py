@@ -25,6 +25,7 @@ from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
 from kubelock.kube.jsondecode import loads
 from kubelock.kube.keepalive import connection_socket
+from kubelock.kube.serverclock import ServerClock
 
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]  # verb, HTTP status (0: unreachable), seconds
@@ -97,6 +98,9 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self.auth = Authenticator(credentials)
         self._cert_changes = 0
+        # Bounds on the API server's clock, from its answers (`serverclock`): a lease's time left is
+        # counted on it, not on this machine's wall clock.
+        self.server_clock = ServerClock()
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -188,6 +192,7 @@ class KubeClient:
         started = time.perf_counter()
         data = None if body is None else json.dumps(body)
         headers = await self._headers(content_type if data is not None else None)
+        sent = time.monotonic()
         try:
             async with session.request(
                 method,
@@ -197,6 +202,7 @@ class KubeClient:
                 timeout=aiohttp.ClientTimeout(total=self._list_timeout if verb == "list" else self._timeout),
                 server_hostname=self.credentials.tls_server_name,
             ) as response:
+                self.server_clock.record(response.headers.get("Date"), sent, time.monotonic())
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -315,6 +321,7 @@ class KubeClient:
         }
         started = time.perf_counter()
         headers = await self._headers()
+        sent = time.monotonic()
         try:
             # The answer's headers come at once from a live server; a request sent on a pooled
             # connection that a partition left silent would otherwise wait out the whole watch.
@@ -330,6 +337,7 @@ class KubeClient:
                 )
             async with response:
                 self._record("watch", response.status, started)
+                self.server_clock.record(response.headers.get("Date"), sent, time.monotonic())
                 if response.status >= 400:
                     text = await response.text()
                     try:

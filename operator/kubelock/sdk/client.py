@@ -370,7 +370,7 @@ class AsyncLockClient:
                 if adopted is None:
                     continue  # deleted or replaced while adopting: start again
                 info = adopted
-                if info.held or (info.phase is Phase.PENDING and not wait):
+                if info.held_at(self._server_now()) or (info.phase is Phase.PENDING and not wait):
                     return await self._checked(info, adopted=True)
             except kube_errors.ApiError as error:
                 raise from_api(error, f"create claim {name} for {resource}") from error
@@ -441,7 +441,7 @@ class AsyncLockClient:
         made here (an earlier acquire of this instance) only if its lock still names it."""
         if info.phase is Phase.PENDING:
             return info
-        if not info.held:
+        if not info.held_at(self._server_now()):
             await self.delete_claim(info, quiet=True)  # an expired lease is no lock: leave no record behind
             raise await self.error_for(info)
         if adopted:
@@ -482,7 +482,9 @@ class AsyncLockClient:
                 f"lock now belongs to {lock.holder} (token {lock.fencing_token}): not held",
                 reason=Reason.LOCK_BROKEN.value,
             )
-        if grant.expires_at is None or grant.expires_at.timestamp() <= time.time():
+        # Past for certain by the API server's clock: a machine whose clock runs fast must not take a
+        # fresh grant for an ended one.
+        if grant.expires_at is None or grant.expires_at.timestamp() <= self.kube.server_clock.earliest_now():
             raise Expired(f"the lease on {resource} ran out at {format_time(grant.expires_at)}: not held",
                           reason=Reason.LEASE_EXPIRED.value)
 
@@ -621,13 +623,19 @@ class AsyncLockClient:
             reason="OperatorUnavailable",
         )
 
+    def _server_now(self) -> float:
+        """The earliest the API server's clock can read now: a lease's end before it is past for
+        certain, however far this machine's clock is off (`kube.serverclock`)."""
+        return self.kube.server_clock.earliest_now()
+
     async def error_for(self, info: ClaimInfo) -> LockError:
         reason = info.reason or ""
         message = info.message or f"claim {info.name} is {info.phase}"
         if info.deleting:  # released at the delete request, though a finalizer keeps the object
             return Revoked(f"claim {info.name} was deleted: its lock on {info.label} was released when its deletion "
                            "was asked for (a finalizer keeps the object for now)", reason=Reason.RELEASED.value)
-        if info.phase is Phase.HELD and not info.lease_over():  # Held with part of its set: never held
+        # Held with part of its set: never held
+        if info.phase is Phase.HELD and not info.lease_over(self._server_now()):
             missing = sorted(set(info.resources) - {g.resource for g in info.grants})
             return Revoked(f"claim {info.name} is Held without a grant on {', '.join(missing)}: a claim of several "
                            "resources holds all of them or none, so it holds none", reason=Reason.LOCK_BROKEN.value)
@@ -690,7 +698,7 @@ class AsyncLockClient:
                     # maker holds and goes on using: only the maker releases it, or its end does.
                     _refuse_other_process(info, doing="release")
                 await self.delete_claim(info)
-        if info.phase in (None, Phase.PENDING) or info.held:
+        if info.phase in (None, Phase.PENDING) or info.held_at(self._server_now()):
             return ReleaseResult(resource=resource, claim_name=info.name, previous_phase=info.phase,
                                  resources=target.resources)
         if info.phase in (Phase.EXPIRED, Phase.REVOKED, Phase.HELD):
@@ -733,7 +741,7 @@ class AsyncLockClient:
             info = await self._own_claim(ident, target)
             if info is None:
                 raise _nothing_held(ident, target)
-            if not info.held:
+            if not info.held_at(self._server_now()):
                 raise await self._not_held(info)
             # A renewal tells the caller it holds the lock (and its fencing token), and keeps alive a
             # lease that stands for the process that made the claim: another live process of this
@@ -780,7 +788,9 @@ class AsyncLockClient:
                 async with contextlib.aclosing(stream) as states:
                     # Done once the operator has acted on the annotation as it now reads: ours, or a
                     # later renewal (another heartbeat of this holder), which extends the lease further.
-                    while state.held and (state.observed_renew != state.renew_request or state.renew_request is None):
+                    while state.held_at(self._server_now()) and (
+                        state.observed_renew != state.renew_request or state.renew_request is None
+                    ):
                         body = await anext(states)
                         if body is None:
                             raise Revoked(f"claim {state.name} was deleted", reason=Reason.RELEASED.value)
@@ -791,7 +801,7 @@ class AsyncLockClient:
                 f"{self.decision_timeout:g}s; the lease may run out",
                 reason="OperatorUnavailable",
             ) from None
-        if not state.held:
+        if not state.held_at(self._server_now()):
             raise await self._not_held(state)
         if state.name in self._seen:
             self._seen[state.name] = state
@@ -1007,7 +1017,7 @@ def _refuse_other_process(info: ClaimInfo, *, doing: Doing = "acquire") -> None:
     other = process.live_other(info.process)
     if other is None:
         return
-    state = "holds" if info.held else "awaits"
+    state = "holds" if info.held else "awaits"  # words of a message
     refusal = _REFUSALS[doing]
     raise HeldByAnotherProcess(
         f"{refusal.prefix}another live process (pid {other.pid}) of holder "

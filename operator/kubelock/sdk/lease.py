@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -158,6 +157,12 @@ class AsyncLease:
         renewal when that is earlier."""
         return loss_moment(self._deadline, self._renewed, self._renew_deadline)[0]
 
+    def cluster_now(self) -> float:
+        """The latest the cluster's clock (the API server's, which the operator's follows) can read
+        now, in seconds since the epoch: what the operator's stamps (a lease's end, a revocation's
+        deadline) are compared with, whatever this machine's clock says."""
+        return self._client.kube.server_clock.latest_now()
+
     def check(self) -> None:
         """Raise the loss (Expired, Revoked ...) if the lock is no longer held."""
         if self.error is not None:
@@ -219,7 +224,7 @@ class AsyncLease:
     def _lease_age(self) -> float:
         """Seconds since the lease (or its last renewal) started, by the operator's stamp."""
         start = self.claim.renewed_at or self.claim.acquired_at
-        return 0.0 if start is None else time.time() - start.timestamp()
+        return 0.0 if start is None else self.cluster_now() - start.timestamp()
 
     async def _renew(self) -> None:
         loop = asyncio.get_running_loop()
@@ -259,7 +264,7 @@ class AsyncLease:
                             return
                         info = ClaimInfo.from_body(body)
                         self._info = info
-                        if not info.held:
+                        if not info.held_at(self._client.kube.server_clock.earliest_now()):
                             await self._lose(await self._client.error_for(info))
                             return
                         self._move_deadline(info)
@@ -290,9 +295,12 @@ class AsyncLease:
     def _move_deadline(self, info: ClaimInfo) -> None:
         if info.expires_at is None:
             return
-        # The operator's expiry in this process's monotonic clock (wall clocks assumed in sync).
+        # The operator's expiry in this process's monotonic clock, counted against the latest the
+        # API server's clock can read now, not this machine's wall clock: a machine whose clock is
+        # slow would otherwise hold on past the end the operator enforces (`kube.serverclock`).
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + (info.expires_at.timestamp() - time.time())
+        now = loop.time()
+        self._deadline = now + (info.expires_at.timestamp() - self._client.kube.server_clock.latest_now(now))
         self._deadline_moved.set()
 
     async def _revocation_requested(self, revocation: RevocationInfo) -> None:

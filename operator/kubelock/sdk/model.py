@@ -146,7 +146,13 @@ class ClaimInfo:
         its phase says: the operator may be down and not have written Expired yet. A claim of several
         resources is held only with a grant on every one of them: never a part of its set. A claim
         whose deletion was asked for is released, whatever its status still says."""
-        if self.phase is not Phase.HELD or self.deleting or self.lease_over():
+        return self.held_at(None)
+
+    def held_at(self, now: float | None) -> bool:
+        """`held`, the expiry compared with `now` (seconds since the epoch; None: this machine's
+        clock). The SDK passes the API server's clock (`kube.serverclock`), which the operator's
+        stamps follow whatever this machine's clock says."""
+        if self.phase is not Phase.HELD or self.deleting or self.lease_over(now):
             return False
         return not self.several or {g.resource for g in self.grants} >= set(self.resources)
 
