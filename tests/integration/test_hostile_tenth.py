@@ -319,3 +319,25 @@ def test_an_agent_whose_clock_is_off_holds_no_longer_than_the_operator_enforces(
     assert answer["believed"] >= answer["enforced"] - 5, answer  # the bound costs at most a second or so
     left = [c for c in Locks(user_api("alice"), ns).claims() if c["spec"]["holder"].endswith(instance)]
     assert not left, left  # released on the way out
+
+
+def test_claims_named_at_the_253_character_limit_are_served_and_their_events_named(
+    ns: str, admin_api: ApiClient, user_api: UserApi
+) -> None:
+    alice, bob = Locks(user_api("alice"), ns), Locks(user_api("bob"), ns)
+    held, waiter = "a" * 253, "b" * 253
+    alice.claim(held, "mr://long-names", "user:alice/w", ttl=300)
+    alice.wait_phase(held, "Held", DEADLINE)
+    bob.claim(waiter, "mr://long-names", "user:bob/w", ttl=300, wait=True)
+    bob.wait_for(waiter, lambda x: reason_of(x) == "Queued", DEADLINE, "Queued")
+    alice.delete(held)
+    granted = bob.wait_phase(waiter, "Held", DEADLINE)
+    assert bob.lock(status_of(granted)["lockName"])["spec"]["claimRef"]["name"] == waiter
+
+    def events_on_both() -> bool:
+        named = {e.involved_object.name for e in CoreV1Api(admin_api).list_namespaced_event(ns).items}
+        return {held, waiter} <= named
+
+    # The Events' names are generated from the claim's first 200 characters: an Event is stored.
+    wait_until(events_on_both, "Events on both claims", DEADLINE)
+    bob.delete(waiter)
