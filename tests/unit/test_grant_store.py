@@ -13,7 +13,7 @@ from kubelock.domain.resource import lock_name
 from kubelock.kube import paths
 from kubelock.kube.codec import ClaimRecord, lock_view
 from kubelock.kube.errors import Conflict, NotFound
-from kubelock.operator.grants import GrantStore, Stale, Taken, Written
+from kubelock.operator.grants import GrantStore, LockNameTaken, Stale, Taken, Written
 from tests.support.fakeapi import FakeApi
 
 R = "deploy://api-prod"
@@ -54,6 +54,24 @@ def test_a_create_that_meets_the_lock_reads_it_and_says_taken() -> None:
     outcome = run(store.create("a", _create(), _record()))
     assert api.requests == [("create", paths.locks("a")), ("get", LOCK)]
     assert isinstance(outcome, Taken) and outcome.body == first.body
+
+
+def test_a_create_that_meets_another_resources_lock_of_its_name_is_refused() -> None:
+    # Another resource whose lock name is the same (a digest collision): the lock met is not this
+    # resource's, so it is neither taken for a grant race nor decided on again (the view would never
+    # change), but refused as a create the API server refuses.
+    api = FakeApi()
+    store = GrantStore(api)  # type: ignore[arg-type]
+    run(store.create("a", _create(), _record()))
+    lock = api.objects[LOCK]
+    lock["spec"]["resource"] = "deploy://another"
+    try:
+        run(store.create("a", _create(), _record()))
+    except LockNameTaken as refusal:
+        assert (refusal.claim_uid, refusal.lock) == ("u1", lock_name(R))
+        assert "deploy://another" in refusal.explanation and R in refusal.explanation
+    else:
+        raise AssertionError("not refused")
 
 
 def test_a_create_that_meets_a_lock_gone_right_after_is_stale() -> None:
