@@ -20,16 +20,20 @@ Checked, each from its own evidence:
 * no error loop in the operator pods' logs (followed from each pod's start to its end);
 * the operator's Events in the agents' namespaces: no Warning, and few enough (the routine limit).
 
-The agents' projected ServiceAccount tokens are not rotated here: the kubelet renews one at 80 % of
-its lifetime, at least 600 s (eight minutes), longer than this test may take. The SDK's re-reading of
-a rotated token is checked by hand (docs/reliability.md) and the operator's by test_operator_token.py.
+The agents' projected ServiceAccount tokens are not rotated here by default: the kubelet renews one
+at 80 % of its lifetime, at least 600 s (eight minutes), longer than this test may take. Set
+KUBELOCK_FIELD_TOKEN_SECONDS=600 to run the long variant by hand (docs/reliability.md, "The field at
+once"): the agents' tokens are projected with that lifetime and the work after the last disruption
+lasts until past the first tokens' expiry, so the agents must have gone on with rotated tokens.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -61,6 +65,9 @@ FINAL_SECONDS = 40  # work after the last disruption
 #: The longest a claim may stay without a phase. A restarted operator answers the claims made while
 #: no replica was Ready within seconds; 60 s leaves the margin a loaded machine needs.
 ANSWER_BOUND = 60.0
+#: The agents' projected token lifetime (0: the kubelet's default token) for the long variant.
+TOKEN_SECONDS = int(os.environ.get("KUBELOCK_FIELD_TOKEN_SECONDS", "0"))
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The same message in one operator pod's log more often than this is an error loop.
 REPEATS = 20
 #: The operator's Events one process may send one namespace here: its burst (25), then summaries.
@@ -85,7 +92,24 @@ def field_pod(namespace: str, name: str, image: str) -> Obj:
     # docs/sdk.md: a holder that renews needs CPU it can count on, on a busy node too.
     container["resources"] = {"requests": {"cpu": "100m", "memory": "96Mi"}}
     spec["volumes"] = [{"name": "agent", "configMap": {"name": "agent"}}]
+    if TOKEN_SECONDS:
+        # The API server extends only the token it mounts itself: a projected one keeps its lifetime.
+        spec["automountServiceAccountToken"] = False
+        container["volumeMounts"].append({"name": "token", "mountPath": TOKEN, "readOnly": True})
+        spec["volumes"].append({"name": "token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]}})  # fmt: skip
     return pod
+
+
+def token_claims(tools: Tools, namespace: str, pod: str) -> Obj:
+    """iat and exp of the token the pod has now."""
+    jwt = tools.kubectl("exec", "-n", namespace, pod, "--", "cat", f"{TOKEN}/token")
+    payload = jwt.split(".")[1]
+    claims: Obj = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
 
 
 class Follower:
@@ -322,9 +346,19 @@ def test_the_field_at_once(cluster: E2ECluster, kubelock: str, image: str, tmp_p
         poll(handed_over, f"the deleted pod's locks {sorted(held)} to be handed over", 180)
         mark("the deleted pod's locks handed over")
         last_disruption = time.time()
-        time.sleep(FINAL_SECONDS)
+        first_tokens = {}
+        if TOKEN_SECONDS:
+            first_tokens = {(a.namespace, p): token_claims(tools, a.namespace, p) for a, p in pods if p != victim}
+            mark(f"first tokens: {sorted({(t['iat'], t['exp']) for t in first_tokens.values()})}")
+            # Until a minute past the latest first token's expiry: work after it used a rotated token.
+            time.sleep(max(FINAL_SECONDS, max(t["exp"] for t in first_tokens.values()) + 60 - time.time()))
+        else:
+            time.sleep(FINAL_SECONDS)
         cutoff = time.time()
         mark("end of work")
+        rotated = {key: token_claims(tools, *key) for key in first_tokens}
+        if rotated:
+            mark(f"tokens now: {sorted({(t['iat'], t['exp']) for t in rotated.values()})}")
         sampler.look()
         for monitor in monitors:
             monitor.settle()
@@ -382,6 +416,10 @@ def test_the_field_at_once(cluster: E2ECluster, kubelock: str, image: str, tmp_p
     assert {w.item for w in after} == {f"{a.namespace}:work://e2e/item-{i}" for a in spaces for i in range(ITEMS)}
     assert {w.pod for w in after} == {f"{a.namespace}/{p}/w{i}" for a, p in survivors for i in range(PROCESSES)}
     assert max(sampler.longest.values(), default=0) < ANSWER_BOUND, sampler.longest
+    for key, first in first_tokens.items():
+        assert rotated[key]["iat"] > first["iat"] and first["exp"] < cutoff, (key, first, rotated[key])
+        # Work went on in that pod past its first token's expiry.
+        assert any(w.start > first["exp"] for w in after if w.pod.startswith(f"{key[0]}/{key[1]}/")), key
     assert len(operator_logs) >= 6, f"operator pods followed: {sorted(operator_logs)}"  # 2 + 2 + 2 (+1)
     assert {pod: loops for pod, lines in operator_logs.items() if (loops := error_loops(lines))} == {}
     assert warnings == []
