@@ -20,10 +20,18 @@ ITEMS = [f"work://e2e/item-{i}" for i in range(int(os.environ.get("ITEMS", "3"))
 HOLD_SECONDS = float(os.environ.get("HOLD_SECONDS", "2"))
 TTL_SECONDS = int(os.environ.get("TTL_SECONDS", "30"))
 POD = os.environ.get("POD_NAME", "local")
+#: Which of a pod's processes logs (its KUBELOCK_INSTANCE, when several share the pod).
+PROCESS = os.environ.get("KUBELOCK_INSTANCE", "")
+#: Seconds between "tick" lines while an item is worked on; 0: none. A process killed while it works
+#: logs no "end": its last tick tells how long it certainly worked.
+TICK_SECONDS = float(os.environ.get("TICK_SECONDS", "0"))
 
 
 def log(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, "pod": POD, "time": time.time(), **fields}), flush=True)
+    line = json.dumps({"event": event, "pod": POD, "process": PROCESS, "time": time.time(), **fields}) + "\n"
+    # One write(2) per line: the processes of a pod share its stdout, and print() writes the line and
+    # its newline apart, so two processes' lines could run together.
+    os.write(1, line.encode())
 
 
 def work(client: LockClient, uri: str) -> None:
@@ -32,10 +40,14 @@ def work(client: LockClient, uri: str) -> None:
         # on one item overlap only if they really held the lock at the same time.
         log("start", item=uri, token=lease.fencing_token)
         deadline = time.monotonic() + HOLD_SECONDS
+        tick = time.monotonic() + TICK_SECONDS
         while time.monotonic() < deadline:
             if lease.lost.is_set():
                 log("lost", item=uri, token=lease.fencing_token)
                 return
+            if TICK_SECONDS and time.monotonic() >= tick:
+                log("tick", item=uri, token=lease.fencing_token)
+                tick += TICK_SECONDS
             time.sleep(0.05)
         log("end", item=uri, token=lease.fencing_token)
 

@@ -299,8 +299,17 @@ def test_a_terminating_pod_keeps_its_lock_until_its_containers_have_stopped(
     locks.wait_phase("mine", "Held")
     locks.claim("next", "deploy://z", "agent-1", wait=True)
     locks.wait_phase("next", "Pending")
+    # The pod also waits for a lock another holds.
+    locks.claim("other", "deploy://busy", "agent-2", wait=True)
+    locks.wait_phase("other", "Held")
+    locks.claim("queued", "deploy://busy", "agent-0", wait=True, pod=(pod["name"], pod["uid"]))
+    locks.wait_phase("queued", "Pending")
     # SIGTERM to the holder's containers: it may still be finishing its work under the lock.
     CoreV1Api(admin_api).delete_namespaced_pod("agent-0", ns, grace_period_seconds=120)
+    # Its waiter is refused as a new claim would be: it lost nothing, and its process reads the answer.
+    queued = status_of(locks.wait_for("queued", lambda b: phase_of(b) != "Pending", what="an end"))
+    assert (queued["phase"], queued["reason"]) == ("Rejected", "HolderPodTerminated"), queued
+    assert queued["message"] == "pod agent-0 is terminating", queued
     time.sleep(2)
     assert phase_of(locks.get("mine")) == "Held"
     assert phase_of(locks.get("next")) == "Pending"

@@ -163,9 +163,11 @@ CASES = [
                            ("delete", "agent-a", Reason.LEASE_EXPIRED)], id="held-claim-pod-stopping-expires"),
     case([claim("a", 5, pod_name="p", pod=PodLiveness.STOPPING)], None, T0,
          [("status", "a", Phase.REJECTED, Reason.HOLDER_POD_TERMINATED)], id="fresh-claim-pod-stopping"),
+    # A waiter of a pod being deleted is refused as a new claim is: its process still runs and reads the
+    # answer, and it lost nothing (it was told Revoked, "lost its pod", before).
     case([A_HELD, with_phase(claim("b", 6, wait=True, pod_name="p", pod=PodLiveness.STOPPING), Phase.PENDING,
                              Reason.QUEUED)], A_LOCK, T0 + 10,
-         [("status", "b", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED)], id="waiting-claim-pod-stopping"),
+         [("status", "b", Phase.REJECTED, Reason.HOLDER_POD_TERMINATED)], id="waiting-claim-pod-stopping"),
     # Spec out of bounds.
     case([claim("a", 5, ttl_seconds=86_401)], None, T0, [("status", "a", Phase.REJECTED, Reason.INVALID_SPEC)],
          id="ttl-above-max"),
@@ -916,3 +918,16 @@ def test_overlapping_cycles_are_all_broken(order: list[str]) -> None:
     for c in space.claims.values():
         if c.phase is Phase.PENDING:
             assert graph.find_cycle(c.holder, c.resource, c.sequence) is None
+
+
+def test_a_waiter_whose_grant_the_graph_shows_before_its_claim_is_held_is_not_deadlocked() -> None:
+    """Two replicas: one hands the lock to the waiter b; the other sees that lock write (the graph:
+    b holds the resource) before b's `Held`, and decides from grants that still show agent-a. b's
+    wait on its own grant under way is no cycle (it was told `Deadlocked`, "b → resource → b")."""
+    b = with_phase(claim("b", 6, wait=True), Phase.PENDING, Reason.QUEUED, holder="agent-a", position=1)
+    graph = WaitForGraph()
+    graph.add_wait("b", RES, 6)
+    graph.set_holder(RES, "b")
+    decision = decide(RES, [A_HELD, b], [A_LOCK], now=T0 + 10, policy=POLICY, graph=graph)
+    told = statuses(decision).get("b")
+    assert told is None or told.phase is Phase.PENDING, told

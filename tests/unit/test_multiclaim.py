@@ -216,9 +216,11 @@ def test_a_claim_of_several_not_yet_held_gets_nothing_more_once_its_pod_stops() 
     pending = replace(M, pod_name="p", pod=PodLiveness.STOPPING,
                       status=with_phase(M, Phase.PENDING, Reason.QUEUED, since=T0).status)
     decision = decide_multi(pending, [], [grant(M, A, 1000)])
-    assert brief(decision) == [("status", "m", Phase.REVOKED, Reason.HOLDER_POD_TERMINATED),
+    # Refused, not revoked: its process still runs and was never told it held anything.
+    assert brief(decision) == [("status", "m", Phase.REJECTED, Reason.HOLDER_POD_TERMINATED),
                                ("delete", "m", A, Reason.HOLDER_POD_TERMINATED)]
-    assert "is terminating" in decision.actions[0].status.message  # type: ignore[union-attr]
+    message = decision.actions[0].status.message  # type: ignore[union-attr]
+    assert message == "pod p is terminating", message
 
 
 def test_held_and_quiet_sleeps_until_its_stale_deadline() -> None:

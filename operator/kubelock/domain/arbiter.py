@@ -42,7 +42,7 @@ from kubelock.domain.reasons import QUEUE_ADVICE, REST_ADVICE, Phase, Reason
 from kubelock.domain.refusal import RETRY_CLAUSE, refusal_note, told_refused
 from kubelock.domain.resource import not_nfc
 from kubelock.domain.timefmt import human_seconds, to_rfc3339
-from kubelock.domain.waitfor import Cycle, Order, Place, WaitForGraph, describe
+from kubelock.domain.waitfor import ARRIVAL, Cycle, Order, Place, WaitForGraph, describe
 
 # How soon a waiter found in a cycle whose victim is another claim is looked at again: long enough for
 # the victim's resource, woken at once, to be decided first.
@@ -353,7 +353,7 @@ def _ending(claim: Claim, resource: str, now: float, context: _Context, holds: b
     gone = pod_gone(claim, holding=holds)
     if gone is not None:
         reason, message = gone
-        if fresh:
+        if fresh or waits_in_stopping_pod(claim, holds):
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         # A claim told Held whose lock is already gone lost a grant too: its lock's deletion went out
@@ -462,6 +462,13 @@ def end_claim(
         available_at=available_at,
     )
     return SetStatus(claim, status, Notice(reason, message, warning=warning))
+
+
+def waits_in_stopping_pod(claim: Claim, holding: bool) -> bool:
+    """A claim that waits (never granted, or queued again after a release) while its pod is being
+    deleted: its process still runs and reads the answer, and it lost nothing, so it is refused like a
+    new claim of that pod (`Rejected`, "pod … is terminating"), not told its pod was lost (`Revoked`)."""
+    return not holding and claim.phase is not Phase.HELD and claim.pod is PodLiveness.STOPPING
 
 
 def pod_gone(claim: Claim, *, holding: bool) -> tuple[Reason, str] | None:
@@ -835,7 +842,7 @@ def _answers(
         if not blocking:
             # Nothing holds the resource: a claim of several resources queued ahead, still waiting for
             # another of them, keeps this one out (FIFO), while holding nothing.
-            found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need) if claim.wait else None
+            found = cycle_through(graph, claim, resource) if claim.wait else None
             if found is not None and found.victim == found.edges[0]:
                 actions.append(deadlocked(claim, found, Reason.DEADLOCK, now))
                 continue
@@ -862,7 +869,7 @@ def _answers(
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
             actions.append(deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now, holding=claim_names(own)))
             continue
-        found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need, Order(now, aging_seconds))
+        found = cycle_through(graph, claim, resource, Order(now, aging_seconds))
         if found is not None:
             victim = found.victim
             if victim == found.edges[0]:
@@ -964,6 +971,17 @@ def stale_message(resource: str, holder: str, lock: Lock, policy: Policy, expire
         f"{human_seconds(lock.lease_seconds)} lease (holders renew every third of it); it expires at "
         f"{to_rfc3339(expires_at)} unless renewed"
     )
+
+
+def cycle_through(graph: WaitForGraph, claim: Claim, resource: str, order: Order = ARRIVAL) -> Cycle | None:
+    """The cycle the claim's wait for `resource` closes in the wait-for graph, but not its wait on its
+    own holder alone. The callers judge a wait on one's own hold (SelfDeadlock) from the resource's
+    grants before they search; one that only the graph shows is the claim's own grant under way:
+    another replica's lock write (a grant, a handover) that reached the graph before the claim's
+    `Held` did. Taken for a cycle, it ended the claim `Deadlocked` as it was being granted (seen on
+    a node with two replicas under churn)."""
+    found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need, order)
+    return None if found is not None and len(found.edges) == 1 else found
 
 
 def deadlocked(claim: Claim, cycle: Cycle, reason: Reason, now: float, *, holding: Sequence[str] = ()) -> SetStatus:

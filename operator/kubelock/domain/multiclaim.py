@@ -37,6 +37,7 @@ from kubelock.domain.arbiter import (
     break_details,
     break_message,
     claim_names,
+    cycle_through,
     deadlocked,
     effective_ttl,
     end_claim,
@@ -48,6 +49,7 @@ from kubelock.domain.arbiter import (
     requested_revocation,
     requeued,
     wait_over,
+    waits_in_stopping_pod,
 )
 from kubelock.domain.grants import blocks, fits, within
 from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, Usage
@@ -201,7 +203,7 @@ def _ending(
     gone = pod_gone(claim, holding=claim.phase is Phase.HELD)
     if gone is not None:
         reason, message = gone
-        if fresh:
+        if fresh or waits_in_stopping_pod(claim, claim.phase is Phase.HELD):
             return end_claim(claim, Phase.REJECTED, reason, message, now, warning=True)
         message = f"holder {claim.holder} lost its pod: {message}"
         return _lost(claim, views, Phase.REVOKED, Reason.HOLDER_POD_TERMINATED, message, now)
@@ -295,7 +297,7 @@ def _waiting(
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
             own = [g for g in views[resource].grants if g.holder == claim.holder]
             return Decision((deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now, holding=claim_names(own)),))
-        found = graph.find_cycle(claim.holder, resource, claim.sequence, claim.need)
+        found = cycle_through(graph, claim, resource)
         if found is not None:
             if found.victim == found.edges[0]:
                 return Decision((deadlocked(claim, found, Reason.DEADLOCK, now),))
