@@ -55,6 +55,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--operator-b", type=Path, default=None,
                         help="a second operator tree: #4 and #8 measure it too (flavour kubelock-b), "
                              "alternating with the first in the same run")
+    parser.add_argument("--profiling", action="store_true",
+                        help="kube-apiserver with /debug/pprof on (for a CPU profile taken from outside)")
     parser.add_argument("--admission", action=argparse.BooleanOptionalAction, default=True,
                         help="apply kubelock's admission policies (config/admission/) as every install does "
                         "(the default); --no-admission measures without them, as runs before 2026-11-27 did")
@@ -151,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plane = ControlPlane(
         workdir / "control-plane", bin_dir=find_binaries(),
         manifests=[REPO / m for m in (*MANIFESTS, *([ADMISSION] if args.admission else []))],
+        profiling=args.profiling,
     )
     plane.start()
     log.info("control plane up in %.1f s at %s; logs in %s", plane.startup_seconds or 0, plane.server, workdir)
