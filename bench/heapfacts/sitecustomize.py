@@ -8,7 +8,9 @@ and the objects the cyclic collector tracks, counted by type (the frozen ones in
 saying how many were), and the sizes of the containers (dict,
 set, list, deque) held by kubelock's and kopf's own objects and module globals, summed per
 `Class.attribute` (to see a per-claim table that outlives its claim). With "trim" in TAG it then calls
-`malloc_trim(0)` and reads VmRSS again; with "collect" in TAG, `gc.collect()` first.
+`malloc_trim(0)` and reads VmRSS again; with "collect" in TAG, `gc.collect()` first. With
+tracemalloc on (PYTHONTRACEMALLOC=1, slow) each dump also lists the source lines whose live
+allocations grew most since the first dump.
 Never part of the operator: a measuring aid only (glibc).
 """
 
@@ -24,6 +26,7 @@ import signal
 import sys
 import tempfile
 import threading
+import tracemalloc
 from collections import Counter
 from typing import Any
 
@@ -113,6 +116,20 @@ def _container_sizes(objects: list[object]) -> dict[str, int]:
     return {key: count for key, count in sorted(sizes.items()) if count}
 
 
+_FIRST: list[tracemalloc.Snapshot] = []
+
+
+def _traced() -> list[str]:
+    """The 25 source lines whose live allocations grew most since the first dump (tracemalloc on)."""
+    if not tracemalloc.is_tracing():
+        return []
+    snapshot = tracemalloc.take_snapshot()
+    if not _FIRST:
+        _FIRST.append(snapshot)
+        return []
+    return [str(stat) for stat in snapshot.compare_to(_FIRST[0], "lineno")[:25]]
+
+
 def _dump(signum: int, frame: Any) -> None:
     assert DIR is not None
     with open(os.path.join(DIR, "tag")) as tag_file:
@@ -130,6 +147,7 @@ def _dump(signum: int, frame: Any) -> None:
         "tag": tag, "rss_mib": _rss_mib(), "allocated_blocks": sys.getallocatedblocks(), "mallinfo": _mallinfo(),
         "threads": threading.active_count(), "tasks": len(os.listdir("/proc/self/task")), "pymalloc": _pymalloc(),
         "frozen": frozen, "tracked": sum(types.values()), "types": types.most_common(40), "sizes": sizes,
+        "traced": _traced(),
     }
     if "trim" in tag:
         _libc.malloc_trim(0)

@@ -64,7 +64,8 @@ class _FactsOperator(OperatorProcess):
 def operator(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_FactsOperator]:
     facts = tmp_path_factory.mktemp("heapfacts")
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with _FactsOperator(facts, control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",)) as op:
+    op = _FactsOperator(facts, control_plane.kubeconfig, log, namespaces=(f"{PREFIX}*",))
+    with op:
         yield op
 
 
