@@ -194,3 +194,18 @@ def test_pop_all_takes_every_key_earliest_first_and_leaves_the_heap_empty() -> N
     heap.cancel("middle")
     assert heap.pop_all() == ["soon", "late"]
     assert len(heap) == 0 and heap.next_deadline() is None and heap.pop_due(100.0) == []
+
+
+def test_cancelled_and_superseded_entries_do_not_pile_up_until_their_time() -> None:
+    """Keys forgotten long before their deadline (a deleted claim's expiry, hours away) leave the heap
+    its live entries and a bounded slack, not one entry per key ever scheduled."""
+    heap: DeadlineHeap[str] = DeadlineHeap()
+    heap.schedule("live", 1_000.0)  # at the top: the dead entries behind it are not dropped on the way
+    for i in range(5000):
+        heap.schedule(f"gone-{i}", 10_000.0 + i)
+        heap.schedule(f"gone-{i}", 5_000.0 + i)  # an earlier deadline supersedes the first
+        heap.cancel(f"gone-{i}")
+    assert len(heap) == 1
+    assert len(heap._heap) <= 2 * len(heap) + 64 + 1
+    assert heap.next_deadline() == 1_000.0
+    assert heap.pop_due(1e18) == ["live"]

@@ -500,3 +500,56 @@ def test_a_refused_lock_create_fails_closed_tells_the_claim_and_is_tried_again_s
     asyncio.run(scenario(wait=True))
     asyncio.run(scenario(wait=False))
 
+
+
+def test_a_key_left_empty_keeps_no_deadline_and_no_break_record() -> None:
+    """A resource locked once and released costs nothing afterwards: when its claim and lock are gone,
+    the claim's expiry deadline (up to its TTL away) and the record of how its lock ended go too."""
+
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        claim = {**_claim("c1"), "spec": {"resource": R, "holder": "agent", "ttlSeconds": 3600}}
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), claim))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        reconciler.queue.start()
+        key = ("a", R)
+        await reconciler.reconcile(key)
+        assert reconciler.queue._deadlines.scheduled(key)  # the expiry of the held claim
+        lock = api.objects[paths.locks("a", lock_name(R))]
+        cache.upsert_lock(lock)
+        # Deleted: the claim, then its lock (the watch's DELETED of the lock before the operator's own
+        # delete reached the cache, as in a flood of deletions).
+        cache.delete_claim(api.objects[paths.claims("a", "c1")])
+        cache.delete_lock(lock)
+        assert key in cache.breaks
+        await reconciler.reconcile(key)
+        assert not reconciler.queue._deadlines.scheduled(key)
+        assert len(reconciler.queue._deadlines) == 0
+        assert key not in cache.breaks
+        assert key not in reconciler._granted_at
+        await reconciler.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_key_with_a_claim_left_keeps_its_deadline() -> None:
+    async def scenario() -> None:
+        clock = ManualClock(1_800_000_000.0)
+        api = FakeApi()
+        cache = Cache()
+        claim = {**_claim("c1"), "spec": {"resource": R, "holder": "agent", "ttlSeconds": 3600}}
+        cache.upsert_claim(api.put(paths.claims("a", "c1"), claim))
+        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
+        reconciler.queue.start()
+        key = ("a", R)
+        await reconciler.reconcile(key)
+        cache.upsert_claim(api.objects[paths.claims("a", "c1")])
+        cache.upsert_lock(api.objects[paths.locks("a", lock_name(R))])
+        clock.advance(10)
+        await reconciler.reconcile(key)  # nothing to do: the held claim's expiry stays scheduled
+        assert reconciler.queue._deadlines.scheduled(key)
+        await reconciler.stop()
+
+    asyncio.run(scenario())

@@ -3,6 +3,10 @@
 Instead of a timer task per object (10 000 locks would be 10 000 tasks), keys are scheduled here
 and a single sleeper wakes at the earliest one. Only the earliest deadline per key is kept: the
 reconcile that runs when it fires computes and schedules the next one.
+
+An entry superseded (by an earlier deadline of its key) or cancelled stays in the heap until it comes
+to the top; when such entries outnumber the live ones the heap is rebuilt from the live ones, so a
+key forgotten (its object deleted) costs nothing until its old deadline, however far off.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+COMPACT_SLACK = 64  # dead entries tolerated beyond the live ones before a rebuild (small heaps: never)
 
 
 class DeadlineHeap(Generic[K]):
@@ -33,6 +39,7 @@ class DeadlineHeap(Generic[K]):
         self._when[key] = when
         self._counter += 1
         heapq.heappush(self._heap, (when, self._counter, key))
+        self._compact()
         return head is None or when < head
 
     def scheduled(self, key: K) -> bool:
@@ -40,6 +47,14 @@ class DeadlineHeap(Generic[K]):
 
     def cancel(self, key: K) -> None:
         self._when.pop(key, None)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the live deadlines once the dead entries are more than half of it
+        (amortised: each rebuild follows at least as many schedules or cancels as it keeps)."""
+        if len(self._heap) > 2 * len(self._when) + COMPACT_SLACK:
+            self._heap = [entry for entry in self._heap if self._when.get(entry[2]) == entry[0]]
+            heapq.heapify(self._heap)
 
     def next_deadline(self) -> float | None:
         self._drop_superseded()

@@ -335,6 +335,8 @@ class Reconciler:
             if not decision.actions:
                 if decision.next_deadline is not None:
                     self.schedule_at(key, decision.next_deadline)
+                elif not claims and seen.lock is None and not self.cache.finished_for(key):
+                    self._forget_key(key)
                 self._forget_grant(key)
                 return
             if self._defer_positions(key, decision):
@@ -475,6 +477,16 @@ class Reconciler:
         if decision.next_deadline is not None:
             self.schedule_at(key, decision.next_deadline)
         return True
+
+    def _forget_key(self, key: Key) -> None:
+        """Nothing is left at `key` (no claim, no lock, no finished claim in the API): drop what was
+        kept for it, so that a resource locked once and released costs nothing afterwards: its
+        pending deadline (a deleted claim's expiry, otherwise kept until it came, up to its TTL), the
+        record of how its last lock ended (kept until a new lock came). A claim that comes for the
+        key schedules it again."""
+        self.queue.forget(key)
+        self.cache.breaks.pop(key, None)
+        self._granted_at.pop(key, None)
 
     def _forget_grant(self, key: Key) -> None:
         granted = self._granted_at.get(key)

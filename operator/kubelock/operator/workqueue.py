@@ -160,6 +160,11 @@ class WorkQueue(Generic[K]):
         if self._deadlines.schedule(key, when):
             self._wakeup.set()
 
+    def forget(self, key: K) -> None:
+        """Drop `key`'s deadline: its object is gone, and an event schedules it again if it comes back."""
+        self._deadlines.cancel(key)
+        self._not_urgent.discard(key)
+
     def pending(self, key: K) -> bool:
         """`key` is to be processed (again) as soon as a worker takes it."""
         return key in self._dirty
