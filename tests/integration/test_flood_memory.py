@@ -28,7 +28,7 @@ from tests.support.operator import REPO, OperatorProcess
 
 PREFIX = "klfm-"
 FLOOD = int(os.environ.get("KUBELOCK_FLOOD_CLAIMS", "1000"))
-ROUNDS = int(os.environ.get("KUBELOCK_FLOOD_ROUNDS", "4"))
+ROUNDS = int(os.environ.get("KUBELOCK_FLOOD_ROUNDS", "3"))
 HEAPFACTS = REPO / "bench" / "heapfacts"
 # Per-round growth of any own table that a round's 1 000 deleted claims may leave: a table that kept
 # one entry per deleted claim (or resource) grows by FLOOD a round; bounded tables (the tombstones of
