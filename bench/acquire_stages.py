@@ -43,11 +43,22 @@ from typing import Any
 import anchors
 import harness
 import scenarios
-from harness import REPO, Env, OperatorProcess, RequestTally, Watch, deleted, ensure_namespace, new_client, unique
+from harness import (
+    REPO,
+    Env,
+    OperatorProcess,
+    RequestTally,
+    Watch,
+    deleted,
+    deployed_plane,
+    ensure_namespace,
+    new_client,
+    unique,
+)
 from scenarios import HELD
 
 from kubelock.kube import config, paths
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.testbed import ControlPlane
 
 NS = "bench-stages"
 NS_ANCHOR = "bench-stages-anchor"
@@ -301,8 +312,7 @@ def main() -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-stages-"))
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / m for m in ("crds", "config/rbac", "config/admission")])
+    plane = deployed_plane(workdir)
     plane.start()
     try:
         result = asyncio.run(measure(plane, args, workdir / "logs"))

@@ -25,10 +25,10 @@ from typing import Any
 
 import abrun
 import scenarios
-from harness import REPO, OperatorProcess, RequestTally, children_by_name, ensure_namespace, new_client
+from harness import OperatorProcess, RequestTally, children_by_name, deployed_plane, ensure_namespace, new_client
 
 from kubelock.kube import config
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.testbed import ControlPlane
 
 NAMESPACES = {"A": "bench-churn-a", "B": "bench-churn-b"}
 
@@ -90,8 +90,7 @@ def main() -> int:
     workdir = args.workdir or Path("/tmp/kubelock-churn-pair")
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / m for m in ("crds", "config/rbac", "config/admission")])
+    plane = deployed_plane(workdir)
     plane.start()
     try:
         result = asyncio.run(measure(plane, trees, workdir / "logs", args))

@@ -29,10 +29,19 @@ import abrun
 import harness
 import scenarios
 from cycle_profile import NS_KUBELOCK, PLANE, window
-from harness import REPO, Env, OperatorProcess, RequestTally, children_by_name, ensure_namespace, new_client
+from harness import (
+    REPO,
+    Env,
+    OperatorProcess,
+    RequestTally,
+    children_by_name,
+    deployed_plane,
+    ensure_namespace,
+    new_client,
+)
 
 from kubelock.kube import config
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.testbed import ControlPlane
 
 
 async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
@@ -90,8 +99,7 @@ def main() -> int:
     harness.compile_operators()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-cycle-ab-"))
     load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / m for m in ("crds", "config/rbac", "config/admission")])
+    plane = deployed_plane(workdir)
     plane.start()
     try:
         result = asyncio.run(measure(plane, args, workdir / "logs"))

@@ -54,6 +54,7 @@ from harness import (
     RequestTally,
     children_by_name,
     cpu_seconds,
+    deployed_plane,
     ensure_namespace,
     new_client,
     scrape,
@@ -296,8 +297,7 @@ def main() -> int:
     harness.OPERATOR_SOURCE[0] = args.operator
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-cycles-"))
     load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(), profiling=bool(args.pprof),
-                         manifests=[REPO / m for m in ("crds", "config/rbac", "config/admission")])
+    plane = deployed_plane(workdir, profiling=bool(args.pprof))
     plane.start()
     try:
         result = asyncio.run(measure(plane, args, workdir / "logs"))

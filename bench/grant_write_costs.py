@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import REPO, RequestTally, Watch, ensure_namespace, new_client
+from harness import RequestTally, Watch, deployed_plane, ensure_namespace, new_client
 
 from kubelock.api.constants import GROUP, VERSION
 from kubelock.kube import config, paths
-from kubelock.testbed import ControlPlane, find_binaries
+from kubelock.testbed import ControlPlane
 
 NS = "bench-grant-writes"
 STAMP = "2026-11-28T00:00:00Z"
@@ -158,8 +158,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-grant-writes-"))
     load_before = os.getloadavg()
-    plane = ControlPlane(workdir / "control-plane", bin_dir=find_binaries(),
-                         manifests=[REPO / m for m in ("crds", "config/rbac", "config/admission")])
+    plane = deployed_plane(workdir)
     plane.start()
     try:
         result = asyncio.run(measure(plane, args))

@@ -29,6 +29,7 @@ import aiohttp
 from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import Conflict, NotFound
+from kubelock.testbed import ControlPlane, find_binaries
 from kubelock.testbed.processes import ManagedProcess, free_port, start_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,17 @@ REPO = Path(__file__).resolve().parents[1]
 OPERATOR_SOURCE = [REPO / "operator"]
 # A second operator tree (`--operator-b`): #4 and #8 measure it too, in the same run, alternating.
 OPERATOR_SOURCE_B: list[Path | None] = [None]
+
+
+# What every install applies: the CRDs, the roles and the admission policies (their CEL is part of
+# what a write costs the API server).
+DEPLOYED = ("crds", "config/rbac", "config/admission")
+
+
+def deployed_plane(workdir: Path, *, profiling: bool = False) -> ControlPlane:
+    """A control plane (not yet started) in `workdir`/control-plane with kubelock applied as deployed."""
+    return ControlPlane(workdir / "control-plane", bin_dir=find_binaries(), profiling=profiling,
+                        manifests=[REPO / m for m in DEPLOYED])
 
 
 def compile_operators() -> None:
