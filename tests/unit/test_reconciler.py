@@ -308,17 +308,18 @@ def test_renumbering_waiters_waits_until_the_queue_has_been_still() -> None:
     asyncio.run(scenario())
 
 
-def _expiring(name: str, uid: str, *, wait: bool = False) -> dict[str, Any]:
+def _expiring(name: str, uid: str, *, wait: bool = False, ttl: int = 30) -> dict[str, Any]:
     return {"metadata": {"name": name, "uid": uid, "namespace": "a"},
-            "spec": {"resource": R, "holder": f"agent-{name}", "ttlSeconds": 30, "wait": wait}}
+            "spec": {"resource": R, "holder": f"agent-{name}", "ttlSeconds": ttl, "wait": wait}}
 
 
-async def _one_granted() -> tuple[ManualClock, FakeApi, Cache, Reconciler, tuple[str, str]]:
-    """A reconciler whose first run granted `c1` (30 s lease) the resource R in namespace `a`."""
+async def _one_granted(ttl: int = 30) -> tuple[ManualClock, FakeApi, Cache, Reconciler, tuple[str, str]]:
+    """A reconciler whose first run granted `c1` (a lease of `ttl` seconds) the resource R in
+    namespace `a`."""
     clock = ManualClock(1_800_000_000.0)
     api = FakeApi()
     cache = Cache()
-    cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1")))
+    cache.upsert_claim(api.put(paths.claims("a", "c1"), _expiring("c1", "u1", ttl=ttl)))
     reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
     key = ("a", R)
     await reconciler.reconcile(key)
@@ -507,15 +508,7 @@ def test_a_key_left_empty_keeps_no_deadline_and_no_break_record() -> None:
     the claim's expiry deadline (up to its TTL away) and the record of how its lock ended go too."""
 
     async def scenario() -> None:
-        clock = ManualClock(1_800_000_000.0)
-        api = FakeApi()
-        cache = Cache()
-        claim = {**_claim("c1"), "spec": {"resource": R, "holder": "agent", "ttlSeconds": 3600}}
-        cache.upsert_claim(api.put(paths.claims("a", "c1"), claim))
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        reconciler.queue.start()
-        key = ("a", R)
-        await reconciler.reconcile(key)
+        _, api, cache, reconciler, key = await _one_granted(ttl=3600)
         assert reconciler.queue._deadlines.scheduled(key)  # the expiry of the held claim
         lock = api.objects[paths.locks("a", lock_name(R))]
         cache.upsert_lock(lock)
@@ -536,15 +529,7 @@ def test_a_key_left_empty_keeps_no_deadline_and_no_break_record() -> None:
 
 def test_a_key_with_a_claim_left_keeps_its_deadline() -> None:
     async def scenario() -> None:
-        clock = ManualClock(1_800_000_000.0)
-        api = FakeApi()
-        cache = Cache()
-        claim = {**_claim("c1"), "spec": {"resource": R, "holder": "agent", "ttlSeconds": 3600}}
-        cache.upsert_claim(api.put(paths.claims("a", "c1"), claim))
-        reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
-        reconciler.queue.start()
-        key = ("a", R)
-        await reconciler.reconcile(key)
+        clock, api, cache, reconciler, key = await _one_granted(ttl=3600)
         cache.upsert_claim(api.objects[paths.claims("a", "c1")])
         cache.upsert_lock(api.objects[paths.locks("a", lock_name(R))])
         clock.advance(10)
