@@ -45,12 +45,12 @@ from typing import Any
 import yaml
 
 from kubelock.testbed import binaries, certs
+from kubelock.testbed.etcd import EtcdCluster
 from kubelock.testbed.node import RealNode, node_problem
 from kubelock.testbed.processes import (
     ManagedProcess,
     ProcessError,
     free_port,
-    free_ports,
     start_process,
     wait_until,
 )
@@ -96,7 +96,6 @@ REAL_NODE_CONTROLLERS: tuple[str, ...] = ("node-lifecycle-controller", "taint-ev
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 PAUSE_IMAGE = "localhost/kubelock-pause:1"
 
-ETCD_TIMEOUT = 30.0
 APISERVER_TIMEOUT = 90.0
 CRD_TIMEOUT = 30.0
 CONTROLLER_MANAGER_TIMEOUT = 60.0
@@ -174,8 +173,17 @@ class ControlPlane:
         node: bool = False,
         quotas: bool = False,
         profiling: bool = False,
+        etcd_members: int = 1,
+        etcd_quota_bytes: int | None = None,
     ) -> None:
         self._workdir = Path(workdir).resolve()
+        # Several members (on 127.0.0.1, one data directory each) for tests of a leader lost, a quorum
+        # lost, a member hung; a quota for a full etcd (NOSPACE). One member, no quota, by default.
+        if etcd_members < 1:
+            raise ValueError(f"etcd_members must be at least 1, not {etcd_members}")
+        self._etcd_members = etcd_members
+        self._etcd_quota_bytes = etcd_quota_bytes
+        self._etcd: EtcdCluster | None = None
         # kube-apiserver's /debug/pprof (for the bench's CPU profiles; off otherwise, as in most clusters).
         self._profiling = profiling
         self._bin_dir = bin_dir
@@ -192,7 +200,6 @@ class ControlPlane:
         self._tokens: dict[str, str] = {}
         self._processes: list[ManagedProcess] = []
         self._server: str | None = None
-        self._etcd_url: str | None = None
         self._pki: certs.Pki | None = None
         self._http: _AdminHttp | None = None
         self.startup_seconds: float | None = None
@@ -222,6 +229,13 @@ class ControlPlane:
         if self._server is None:
             raise ProcessError("the control plane has not been started")
         return self._server
+
+    @property
+    def etcd(self) -> EtcdCluster:
+        """The etcd members, to stop, kill, pause, restart or ask about (see :mod:`kubelock.testbed.etcd`)."""
+        if self._etcd is None:
+            raise ProcessError("the control plane has not been started")
+        return self._etcd
 
     @property
     def node(self) -> RealNode:
@@ -372,25 +386,15 @@ class ControlPlane:
         certs.write_private(auth / "tokens.csv", ("\n".join(lines) + "\n").encode())
 
     def _start_etcd(self) -> None:
-        client, peer = free_ports(2)
-        client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-        process = self._spawn(
-            "etcd",
-            [
-                self.bin_dir / binaries.ETCD,
-                "--name=default",
-                f"--data-dir={self._workdir / 'etcd'}",
-                f"--listen-client-urls={client_url}",
-                f"--advertise-client-urls={client_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync=true",  # tests do not need durability, and fsync dominates latency
-                "--log-level=warn",
-            ],
+        self._etcd = EtcdCluster(
+            self.bin_dir / binaries.ETCD,
+            self._workdir / "etcd",
+            self._workdir / "logs",
+            members=self._etcd_members,
+            quota_bytes=self._etcd_quota_bytes,
+            spawn=self._spawn_etcd,
         )
-        self._etcd_url = client_url
-        wait_until(lambda: _etcd_healthy(client_url), what="etcd /health", timeout=ETCD_TIMEOUT, process=process)
+        self._etcd.start()
 
     def _start_apiserver(self) -> None:
         pki = self._require_pki()
@@ -418,7 +422,7 @@ class ControlPlane:
     def _apiserver_args(self, pki: certs.Pki, port: int) -> list[str | Path]:
         return [
             self.bin_dir / binaries.KUBE_APISERVER,
-            f"--etcd-servers={self._etcd_url}",
+            f"--etcd-servers={','.join(self.etcd.client_urls)}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             f"--secure-port={port}",
@@ -668,6 +672,12 @@ class ControlPlane:
         self._processes.append(process)
         return process
 
+    def _spawn_etcd(self, name: str, argv: Sequence[str | Path]) -> ManagedProcess:
+        # A restarted member (etcd-0.1 after etcd-0) replaces its dead predecessor among the processes.
+        member = name.split(".", 1)[0]
+        self._processes = [p for p in self._processes if p.alive() or p.name.split(".", 1)[0] != member]
+        return self._spawn(name, argv)
+
     def _process(self, name: str) -> ManagedProcess | None:
         return next((p for p in self._processes if p.name == name), None)
 
@@ -742,12 +752,6 @@ class _AdminHttp:
 def _raise_for(code: int, method: str, path: str, body: bytes) -> None:
     if code >= 300:
         raise ProcessError(f"{method} {path} answered {code}: {body.decode(errors='replace')[:500]}")
-
-
-def _etcd_healthy(client_url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"{client_url}/health", timeout=5) as response:
-        return bool(json.load(response).get("health") == "true")
 
 
 def _b64(data: bytes) -> str:
