@@ -455,3 +455,37 @@ def test_a_held_back_key_scheduled_by_an_event_runs_at_once_and_only_once() -> N
         await queue.stop()
 
     run(scenario)
+
+
+def test_a_key_failing_for_long_is_logged_while_its_backoff_climbs_then_one_retry_in_thirty(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An etcd that refuses writes until somebody reclaims its space fails the same key at every retry,
+    for as long as that takes: 100 failures in a row are not 100 warnings (an error loop in the log),
+    but the first few and then one in 30, each saying how many failures in a row it is."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        process = Processor()
+        queue: WorkQueue[str] = WorkQueue(
+            process, clock, transient=(Transient,), describe=lambda key: f"reconcile of {key}",
+            first_retry_delay=0.01, retry_delay=0.05,
+        )  # fmt: skip
+        queue.start()
+        process.failing["a"] = Transient("database space exceeded")
+        queue.schedule("a")
+        for attempt in range(1, 101):
+            await until(lambda attempt=attempt: len(process.runs) == attempt and queue.busy == 0, f"run {attempt}")
+            deadline = queue.next_deadline()
+            assert deadline is not None
+            clock.advance(deadline - clock.now())
+        await queue.stop()
+
+    with caplog.at_level("DEBUG", logger="kubelock.reconciler"):
+        run(scenario)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 7, warned[:10]
+    assert [m.split(" (")[1].split(" in a row")[0] for m in warned] == ["1", "2", "3", "4", "30", "60", "90"]
+    assert all(m.startswith("reconcile of a failed (") and "database space exceeded" in m for m in warned)
+    # The rest is still there for whoever turns on debug logging.
+    assert sum(r.levelname == "DEBUG" and "failed (" in r.getMessage() for r in caplog.records) == 93

@@ -37,6 +37,13 @@ K = TypeVar("K", bound=Hashable)
 log = logging.getLogger("kubelock.reconciler")
 RETRY_DELAY = 1.0
 FIRST_RETRY_DELAY = 0.1
+# A key that keeps failing (an etcd that is full until somebody reclaims its space, an API server away
+# for an hour) is retried every RETRY_DELAY for as long as that lasts: a warning at each retry would be
+# a line a second per key, the log an error loop. The first failures in a row are logged each (the
+# backoff's climb), then one in LOG_EVERY_FAILURES (about every 30 s at the retry delay); the rest at
+# debug level.
+LOUD_FAILURES = 4
+LOG_EVERY_FAILURES = 30
 # Keys processed at once. More would not go faster (the API server sets the pace), but each would be
 # a task holding its decision while it waits for a connection: a burst of 10 000 claims must queue as
 # keys, not as 10 000 coroutines.
@@ -261,7 +268,10 @@ class WorkQueue(Generic[K]):
                     # while the API server is away) must not go round at once, over and over.
                     self._dirty.discard(key)
                     delay = self._backoff(key)
-                    log.warning("%s failed, retrying in %.1f s: %s", self._describe(key), delay, error)
+                    failures = self._failures[key]
+                    level = logging.WARNING if failure_logged(failures) else logging.DEBUG
+                    log.log(level, "%s failed (%d in a row), retrying in %.1f s: %s", self._describe(key),
+                            failures, delay, error)  # fmt: skip
                     self.schedule_at(key, self._clock.now() + delay)
                 except Exception:
                     log.exception("%s crashed, retrying", self._describe(key))
@@ -280,6 +290,11 @@ class WorkQueue(Generic[K]):
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
         return backoff_delay(failures, self._first_retry_delay, self._retry_delay)
+
+
+def failure_logged(failures: int) -> bool:
+    """Whether the `failures`-th failure of a key in a row (counted from 1) is logged as a warning."""
+    return failures <= LOUD_FAILURES or failures % LOG_EVERY_FAILURES == 0
 
 
 def backoff_delay(failures: int, first: float, cap: float) -> float:
