@@ -224,15 +224,16 @@ def test_holders_waiters_and_the_operator_through_a_lost_leader_a_lost_quorum_an
     print(f"attempts {len(records)}: {dict(outcomes)}; holds per resource "
           f"{ {r: len(h) for r, h in holds.items()} }; lost leases {len(lost)}")  # fmt: skip
     assert all(process.returncode == 0 for process, _ in workers), [p.returncode for p, _ in workers]
-    assert all("answered" in record for record in records)
+    # An attempt ends held, refused (busy) or timed out, never in a failure the SDK did not type.
+    assert outcomes.get("error", 0) == 0, [r for r in records if r["outcome"] == "error"][:5]
     # Holds were made after quorum came back, not only before the outage.
     assert any(h["start"] > back for held in holds.values() for h in held), timeline
     assert sum(len(h) for h in holds.values()) >= 8, outcomes
     # Every claim left in the namespace is answered (the agents' own are released or expired).
     wait_until(lambda: all(phase_of(c) for c in locks.claims()), what="every claim to have a phase", timeout=60)
     assert operator.alive
-    # The operator says what failed while etcd could not write, and stops saying it once it can: no
-    # error line since the last probe was granted (the workers ran on for a while after it).
+    # The operator says what failed while etcd could not write, and stops saying it once it can: at
+    # most a few lines since the last probe was granted (the workers ran on for a while after it).
     errors = error_lines(operator)
     print(f"operator error lines: {len(errors)}, {len(errors) - settled} after the last probe")
     assert len(errors) - settled <= 4, errors[settled:][-20:]
