@@ -467,7 +467,7 @@ def test_an_acquire_meeting_its_own_lapsed_grant_asks_afresh(
         def acquire() -> None:
             try:
                 answer.append(alice.acquire(uri, wait=wait, ttl=60) if wait else alice.try_acquire(uri, ttl=60))
-            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as error:  # reported by the assertion below
                 answer.append(error)
 
         asking = threading.Thread(target=acquire, daemon=True)
