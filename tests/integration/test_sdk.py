@@ -448,6 +448,44 @@ def test_input_is_validated_before_any_request(team: Team) -> None:
 # ---- heartbeats and leases ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("wait", [True, False], ids=["wait", "try"])
+def test_an_acquire_meeting_its_own_lapsed_grant_asks_afresh(
+    team: Team, operator: OperatorProcess, wait: bool
+) -> None:
+    """An earlier acquire's claim still `Held` after its lease ran out (the operator stopped before
+    it could say `Expired`) is no lock: a new acquire of the same instance must not be answered with
+    that lease's end. It is replaced, and the new claim is granted with a larger token."""
+    alice = team.client("alice")
+    uri = f"deploy://lapsed-{'wait' if wait else 'try'}"
+    first = alice.acquire(uri, ttl=2)  # never renewed
+    operator.pause()
+    answer: list[AcquireResult | BaseException] = []
+    try:
+        time.sleep(3.5)  # past the lease's end; the stopped operator cannot expire it
+        assert phase_of(team.admin.get(first.claim_name)) == "Held"
+
+        def acquire() -> None:
+            try:
+                answer.append(alice.acquire(uri, wait=wait, ttl=60) if wait else alice.try_acquire(uri, ttl=60))
+            except BaseException as error:  # reported by the assertion below
+                answer.append(error)
+
+        asking = threading.Thread(target=acquire, daemon=True)
+        asking.start()
+        time.sleep(2.0)  # the acquire meets the lapsed claim while the operator is still stopped
+    finally:
+        operator.resume()
+    asking.join(DEADLINE)
+    assert answer, "the acquire was not answered"
+    result = answer[0]
+    assert not isinstance(result, BaseException), f"answered {result!r}, not a fresh grant"
+    assert result.ok, result
+    assert result.fencing_token is not None and first.fencing_token is not None
+    assert result.fencing_token > first.fencing_token
+    assert alice.get(uri).held
+    alice.release(uri)
+
+
 def test_heartbeat_extends_the_lease_and_reports_a_lost_lock(team: Team) -> None:
     alice = team.client("alice")
     uri = "github://acme/app/issues/9"

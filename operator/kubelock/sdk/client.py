@@ -366,6 +366,13 @@ class AsyncLockClient:
                     # A finished record of an earlier attempt: replace it (only that very object).
                     await self.delete_claim(info, quiet=True)
                     continue
+                if info.lease_over(self._server_now()):
+                    # An earlier attempt's grant whose lease has run out before the operator said
+                    # so (its holder gone, the operator busy or cut off). It is no lock: adopting it
+                    # would answer this acquire with that lease's `Expired`, and a waiter would not
+                    # wait. Delete it (only that very object) and ask afresh.
+                    await self.delete_claim(info, quiet=True)
+                    continue
                 adopted = await self._adopt(ident, target, info)
                 if adopted is None:
                     continue  # deleted or replaced while adopting: start again
