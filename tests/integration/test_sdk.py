@@ -449,12 +449,11 @@ def test_input_is_validated_before_any_request(team: Team) -> None:
 
 
 @pytest.mark.parametrize("wait", [True, False], ids=["wait", "try"])
-def test_an_acquire_meeting_its_own_lapsed_grant_asks_afresh(
-    team: Team, operator: OperatorProcess, wait: bool
-) -> None:
+def test_a_wait_meeting_its_own_lapsed_grant_waits_afresh(team: Team, operator: OperatorProcess, wait: bool) -> None:
     """An earlier acquire's claim still `Held` after its lease ran out (the operator stopped before
-    it could say `Expired`) is no lock: a new acquire of the same instance must not be answered with
-    that lease's end. It is replaced, and the new claim is granted with a larger token."""
+    it could say `Expired`) is no lock. A wait of the same instance must not be turned away with
+    that lease's end: the claim is replaced and the wait granted with a larger token. A try-lock is
+    told of the lost lease (`LeaseExpired`, the record removed), and its next try asks afresh."""
     alice = team.client("alice")
     uri = f"deploy://lapsed-{'wait' if wait else 'try'}"
     first = alice.acquire(uri, ttl=2)  # never renewed
@@ -466,8 +465,8 @@ def test_an_acquire_meeting_its_own_lapsed_grant_asks_afresh(
 
         def acquire() -> None:
             try:
-                answer.append(alice.acquire(uri, wait=wait, ttl=60) if wait else alice.try_acquire(uri, ttl=60))
-            except BaseException as error:  # reported by the assertion below
+                answer.append(alice.acquire(uri, wait=True, ttl=60) if wait else alice.try_acquire(uri, ttl=60))
+            except BaseException as error:  # reported by the assertions below
                 answer.append(error)
 
         asking = threading.Thread(target=acquire, daemon=True)
@@ -478,6 +477,11 @@ def test_an_acquire_meeting_its_own_lapsed_grant_asks_afresh(
     asking.join(DEADLINE)
     assert answer, "the acquire was not answered"
     result = answer[0]
+    if not wait:
+        assert isinstance(result, Expired), f"a try-lock answered {result!r}, not told of its lost lease"
+        assert result.reason == Reason.LEASE_EXPIRED.value
+        assert claim_phase(team, first.claim_name) is None, "the run-out lease's record is left"
+        result = alice.try_acquire(uri, ttl=60)
     assert not isinstance(result, BaseException), f"answered {result!r}, not a fresh grant"
     assert result.ok, result
     assert result.fencing_token is not None and first.fencing_token is not None

@@ -366,11 +366,13 @@ class AsyncLockClient:
                     # A finished record of an earlier attempt: replace it (only that very object).
                     await self.delete_claim(info, quiet=True)
                     continue
-                if info.lease_over(self._server_now()):
+                if wait and info.lease_over(self._server_now()):
                     # An earlier attempt's grant whose lease has run out before the operator said
-                    # so (its holder gone, the operator busy or cut off). It is no lock: adopting it
-                    # would answer this acquire with that lease's `Expired`, and a waiter would not
-                    # wait. Delete it (only that very object) and ask afresh.
+                    # so (its holder gone, the operator busy or cut off from etcd). Adopted, it
+                    # would answer this wait with that lease's `Expired`, and the waiter would not
+                    # wait: delete it (only that very object) and wait afresh. A try-lock is still
+                    # told (`LeaseExpired`, the record removed): asking again is how an agent checks
+                    # that it still holds, and the gap must not pass unseen.
                     await self.delete_claim(info, quiet=True)
                     continue
                 adopted = await self._adopt(ident, target, info)
