@@ -188,6 +188,7 @@ class RealNode:
         self._processes: list[ManagedProcess] = []
         self._init: ManagedProcess | None = None
         self._init_pid: int | None = None
+        self._boots = 0
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -293,6 +294,11 @@ class RealNode:
         if result.returncode != 0:
             raise ProcessError(f"clearing node {self.name}'s /run failed:\n{result.stderr}")
         shutil.rmtree(self._workdir / "cni" / "ipam", ignore_errors=True)  # the old pods' addresses
+        self._boots += 1
+        for name in NODE_DAEMONS:  # the new daemons' logs would overwrite the old ones'
+            old = self._log_dir / f"{name}.log"
+            if old.exists():
+                old.rename(self._log_dir / f"{name}.before-boot-{self._boots}.log")
         self._start_containerd()
         self._start_agents()
         log.info("node %s booted", self.name)
