@@ -239,12 +239,14 @@ class RealNode:
         failure and tears it down. Returns the host PIDs killed.
         """
         daemons = [p for p in self._processes if p.name in NODE_DAEMONS]
-        wrappers = {p.pid for p in daemons}  # `nsenter` on the host; the daemons are their children
+        # `nsenter` on the host; the daemons are their children. Not killed: each exits once its child
+        # has, reaping it (killed first, it would leave the daemon to the host's init, a zombie there).
+        wrappers = {p.pid for p in daemons}
         found: set[int] = set()
         # Freeze first, then kill: a process stopped cannot fork a new one or see another die (a shim
         # reporting its container's exit), so the whole node ends in one instant, as a power cut does.
         while True:
-            below = {pid for root in (self.init_pid, *wrappers) for pid in descendants(root)} | wrappers
+            below = {pid for root in (self.init_pid, *wrappers) for pid in descendants(root)}
             new = below - found
             if not new:
                 break
@@ -255,12 +257,17 @@ class RealNode:
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        for pid in wrappers:  # nsenter stops itself when its child stops: it must go on to reap it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         for process in daemons:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=POWER_OFF_TIMEOUT)
             self._processes.remove(process)
+        # Until every one has ended: a container's processes may linger a moment in the kernel's exit
+        # (state D), reparented away from the node's init once their shim is gone.
         wait_until(
-            lambda: not descendants(self.init_pid),  # the node's init reaps the orphans
+            lambda: not descendants(self.init_pid) and not any(pid_alive(pid) for pid in found),
             what=f"node {self.name}'s processes to end",
             timeout=POWER_OFF_TIMEOUT,
         )
