@@ -42,7 +42,7 @@ from pytest_kind import KindCluster
 
 from kubelock.testbed import ControlPlane, MissingBinariesError, find_binaries
 from kubelock.testbed import images as image_builder
-from kubelock.testbed.node import node_problem
+from kubelock.testbed.node import RealNode, node_problem
 from tests.e2e.agents import agents_namespace
 from tests.e2e.token_rotation import LIFETIME, TokenRotation
 from tests.e2e.tools import E2E_DIR, RELEASE, RELEASE_NAMESPACE, REPO, REPORT, Tools
@@ -126,6 +126,8 @@ class E2ECluster:
     agent_image: str
     #: Gives an image already in the cluster another name, as `docker tag` + `kind load` would.
     tag_image: Callable[[str, str], None]
+    #: The test bed's real node (the node backend only): what a test powers off and boots.
+    node: RealNode | None = None
     apis: list[ApiClient] = field(default_factory=list)
 
     def api(self) -> ApiClient:
@@ -170,7 +172,7 @@ def _node_cluster(workdir: Path, purpose: str) -> Iterator[E2ECluster]:
             plane.node.import_image(archive)
         REPORT.append(f"{purpose}: images imported into the node's containerd in {time.monotonic() - began:.0f} s")
         cluster = E2ECluster("node", Tools(plane.bin_dir, plane.kubeconfig), OPERATOR_IMAGE, AGENT_IMAGE,
-                             plane.node.tag_image)  # fmt: skip
+                             plane.node.tag_image, plane.node)  # fmt: skip
         try:
             yield cluster
         finally:
@@ -259,6 +261,17 @@ def _token_rotation_started_early(request: pytest.FixtureRequest) -> None:
     """Starts the token-rotation scenario with the tier's first test, when the token test is to run."""
     if any(item.path == TOKEN_TEST for item in request.session.items):
         request.getfixturevalue("token_rotation")
+
+
+@pytest.fixture
+def cluster_of_its_own(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[E2ECluster]:
+    """A node cluster for one test that harms its node (powers it off): the tier's others keep theirs."""
+    if backend()[0] != "node":
+        pytest.skip("powering a node off needs the test bed's real node (KUBELOCK_E2E_BACKEND=node)")
+    with _cluster(request, tmp_path_factory, "own") as found:
+        yield found
 
 
 @pytest.fixture(scope="package")

@@ -23,6 +23,7 @@ import pytest
 
 from kubelock.testbed import ControlPlane, images, wait_until
 from kubelock.testbed.node import CGROUP_PREFIX, _cgroup_hierarchies, _remove_orphaned_cgroups, node_problem
+from kubelock.testbed.processes import descendants, pid_alive
 
 pytestmark = pytest.mark.skipif(node_problem() is not None, reason=f"no real node here: {node_problem()}")
 
@@ -144,3 +145,63 @@ def test_an_interrupted_node_leaves_nothing_behind(tmp_path: Path, signum: signa
         _remove_orphaned_cgroups()
         assert [p for p in leftovers if p.exists()] == []
     assert cgroup.startswith(CGROUP_PREFIX)
+
+
+def _nested_processes(pid_namespace_owner: int) -> list[int]:
+    """Running processes in the node's PID namespace, or below its init (the shims and their containers)."""
+    inner = os.readlink(f"/proc/{pid_namespace_owner}/ns/pid")
+    below = set(descendants(pid_namespace_owner))
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            pid = int(status.parent.name)
+            if pid == pid_namespace_owner:
+                continue
+            if (pid in below or os.readlink(f"/proc/{pid}/ns/pid") == inner) and pid_alive(pid):
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _describe(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return f"{command[:120]} (state {stat[0]}, parent {stat[1]}, pid ns {os.readlink(f'/proc/{pid}/ns/pid')})"
+    except OSError as error:
+        return f"gone ({error})"
+
+
+def test_a_node_powered_off_loses_every_process_at_once_and_boots_again(tmp_path: Path) -> None:
+    with ControlPlane(tmp_path, kwok=False, node=True) as plane:
+        node = plane.node
+        plane.kubectl("run", "sleeper", "--image=localhost/kubelock-pause:1", "--image-pull-policy=Never",
+                      "--restart=Never")  # fmt: skip
+        plane.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s")
+        before = set(_nested_processes(node.init_pid))
+        kubelet = node.process("kubelet")
+        assert kubelet is not None
+        assert len(before) >= 5  # containerd, kubelet, kube-proxy, a shim, the pause container...
+
+        killed = node.power_off()
+
+        survivors = {p: _describe(p) for p in before if pid_alive(p)}
+        assert survivors == {}, "processes of the node outlived its power-off"
+        assert len(killed) >= len(before) - 1  # all of them (but one that ended meanwhile)
+        left = {p: _describe(p) for p in _nested_processes(node.init_pid)}
+        assert left == {}, "a process of the node outlived its power-off"
+        assert not kubelet.alive()
+        # The bed carries on around its dead node; the API server still has the pod as it was.
+        assert plane.running and node.powered_off
+        assert plane.kubectl("get", "pod", "sleeper", "-o", "jsonpath={.status.phase}").stdout == "Running"
+
+        node.boot()
+        assert not node.powered_off
+        wait_until(lambda: plane.kubectl("get", "node", node.name, "-o",
+                                         "jsonpath={.status.conditions[?(@.type=='Ready')].status}").stdout == "True",
+                   what="the booted node to be Ready", timeout=120)  # fmt: skip
+        # Its old container is gone: the kubelet ends the pod (restartPolicy Never) instead of trusting
+        # the status it had before.
+        wait_until(lambda: _finished(plane, "sleeper"), what="the old pod to end after the boot", timeout=120)
+        assert (plane.workdir / "logs" / "kubelet.before-boot-1.log").exists()

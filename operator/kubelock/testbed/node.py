@@ -37,6 +37,7 @@ import random
 import resource
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -48,7 +49,14 @@ from typing import Any
 import yaml
 
 from kubelock.testbed import binaries
-from kubelock.testbed.processes import ManagedProcess, ProcessError, pid_alive, start_process, wait_until
+from kubelock.testbed.processes import (
+    ManagedProcess,
+    ProcessError,
+    descendants,
+    pid_alive,
+    start_process,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,10 @@ START_TIMEOUT = 30.0
 IMPORT_TIMEOUT = 300.0
 STOP_TIMEOUT = 10.0
 CGROUP_REMOVE_TIMEOUT = 10.0
+POWER_OFF_TIMEOUT = 30.0
+#: The node's own processes, which a power-off kills and a boot starts again. The node's proxy stays:
+#: it stands for the network, not for the machine (with nothing listening behind it, it refuses).
+NODE_DAEMONS: tuple[str, ...] = (CONTAINERD, "kubelet", "kube-proxy")
 
 # kubelet insists on these kernel settings and, unless told to fail instead, writes them — globally,
 # since they are not namespaced. Inside the node, files with the expected values are mounted over
@@ -176,6 +188,7 @@ class RealNode:
         self._processes: list[ManagedProcess] = []
         self._init: ManagedProcess | None = None
         self._init_pid: int | None = None
+        self._boots = 0
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -214,6 +227,90 @@ class RealNode:
 
         The caller waits for the Node to become Ready.
         """
+        self._start_proxy()
+        self._start_agents()
+
+    def power_off(self) -> list[int]:
+        """Kills the node as a power cut would: containerd, kubelet, kube-proxy, every runtime shim and
+        every container process, all with SIGKILL and at once (no SIGTERM, no grace, no status sent).
+
+        The node's namespaces stay (its init keeps them), so :meth:`boot` can start it again, and the
+        node stays "alive" for :meth:`alive`: nothing of the test bed takes the dead daemons for a
+        failure and tears it down. Returns the host PIDs killed.
+        """
+        daemons = [p for p in self._processes if p.name in NODE_DAEMONS]
+        # `nsenter` on the host; the daemons are their children. Not killed: each exits once its child
+        # has, reaping it (killed first, it would leave the daemon to the host's init, a zombie there).
+        wrappers = {p.pid for p in daemons}
+        found: set[int] = set()
+        # Freeze first, then kill: a process stopped cannot fork a new one or see another die (a shim
+        # reporting its container's exit), so the whole node ends in one instant, as a power cut does.
+        while True:
+            below = {pid for root in (self.init_pid, *wrappers) for pid in descendants(root)}
+            new = below - found
+            if not new:
+                break
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            found |= new
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in wrappers:  # nsenter stops itself when its child stops: it must go on to reap it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        for process in daemons:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=POWER_OFF_TIMEOUT)
+            self._processes.remove(process)
+        # Until every one has ended: a container's processes may linger a moment in the kernel's exit
+        # (state D), reparented away from the node's init once their shim is gone.
+        wait_until(
+            lambda: not descendants(self.init_pid) and not any(pid_alive(pid) for pid in found),
+            what=f"node {self.name}'s processes to end",
+            timeout=POWER_OFF_TIMEOUT,
+        )
+        log.info("node %s powered off: %d processes killed", self.name, len(found))
+        return sorted(found)
+
+    @property
+    def powered_off(self) -> bool:
+        return self._init is not None and not any(p.name in NODE_DAEMONS for p in self._processes)
+
+    def boot(self) -> None:
+        """Starts a powered-off node again, as a reboot does: ``/run`` starts empty (the old containers'
+        state, sockets and network namespaces gone), the disk (images, kubelet's pod directories) kept;
+        containerd, kubelet and kube-proxy start. The caller waits for the Node to become Ready; the
+        kubelet then finds its pods' containers gone and acts on them as after any reboot."""
+        if not self.powered_off:
+            raise ProcessError(f"node {self.name} is not powered off")
+        script = "\n".join(
+            [
+                # The old mounts under /run (containers' root filesystems, pod network namespaces)
+                # first, deepest first, then what /run held: a reboot's tmpfs starts empty.
+                r"awk '$2 ~ \"^/run/(containerd|netns)/\" {print $2}' /proc/self/mounts | sort -r |"
+                " while read -r m; do umount -l \"$m\" || true; done",
+                "rm -rf /run/containerd/* /run/netns/* /var/lib/cni/* || true",
+                "mkdir -p /run/containerd /run/netns /var/lib/cni",
+            ]
+        )
+        result = subprocess.run(
+            [*self._nsenter(pid=False), "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise ProcessError(f"clearing node {self.name}'s /run failed:\n{result.stderr}")
+        shutil.rmtree(self._workdir / "cni" / "ipam", ignore_errors=True)  # the old pods' addresses
+        self._boots += 1
+        for name in NODE_DAEMONS:  # the new daemons' logs would overwrite the old ones'
+            old = self._log_dir / f"{name}.log"
+            if old.exists():
+                old.rename(self._log_dir / f"{name}.before-boot-{self._boots}.log")
+        self._start_containerd()
+        self._start_agents()
+        log.info("node %s booted", self.name)
+
+    def _start_proxy(self) -> None:
         proxy = start_process(
             "nodeproxy",
             [sys.executable, Path(__file__).with_name("nodeproxy.py"), f"--netns=/proc/{self.init_pid}/ns/net",
@@ -224,6 +321,8 @@ class RealNode:
         wait_until(
             lambda: "serving:" in proxy.tail(5), what="the node's proxy", timeout=START_TIMEOUT, process=proxy
         )
+
+    def _start_agents(self) -> None:
         self._spawn("kubelet", [self._bin_dir / binaries.KUBELET, *self._kubelet_args()])
         self._spawn("kube-proxy", [self._bin_dir / binaries.KUBE_PROXY, f"--config={self._write_kube_proxy_config()}"])
 
