@@ -32,7 +32,7 @@ from harness import (
     rss_mib,
     unique,
 )
-from report import Document, Row, Summary, Target, error_rows, median, out_of_time, summarise
+from report import Document, Row, Summary, Target, error_rows, median, out_of_time, percentile, summarise
 
 from kubelock.kube import paths
 
@@ -299,6 +299,11 @@ class Runner:
                     continue
                 held[flavour].append(k.held)
                 lock[flavour].append(k.lock)
+            # Each round's own ratio, for the spread between runs (the row is the median of the
+            # rounds' p50s over the median of O's, and O is timed before each round's kubelock samples).
+            log.info("block 1 round %d: O p50 %.2f ms, kubelock Held p50 %.2f ms (%.2f x O), load %.2f",
+                     len(o), percentile(a.o, 50) * MS, percentile(held["kubelock"][-1], 50) * MS,
+                     percentile(held["kubelock"][-1], 50) / percentile(a.o, 50), os.getloadavg()[0])
         self.anchor["W"] = summarise(w, MS)
         self.anchor["O"] = summarise(o, MS)
         o_ = self.anchor["O"]
