@@ -134,7 +134,8 @@ async def test_a_watch_error_whose_code_is_not_a_number_is_a_server_error() -> N
 async def test_a_watch_event_longer_than_aiohttps_default_line_is_read() -> None:
     """1 MiB in one event: past aiohttp's default of 512 KiB a line (LineTooLong before)."""
     big = b"a" * 2**20
-    events = await _watch(b'{"type": "MODIFIED", "object": {"metadata": {"resourceVersion": "2", "x": "' + big + b'"}}}\n')
+    line = b'{"type": "MODIFIED", "object": {"metadata": {"resourceVersion": "2", "x": "' + big + b'"}}}\n'
+    events = await _watch(line)
     assert len(events) == 1 and len(events[0]["object"]["metadata"]["x"]) == 2**20
 
 
@@ -211,8 +212,9 @@ def test_kubelock_status_against_a_broken_answer_says_so(tmp_path: Path) -> None
             "users: [{name: h, user: {token: t}}]\n"
             "contexts: [{name: h, context: {cluster: h, user: h, namespace: default}}]\n"
         )
+        command = "import sys; from kubelock.cli.main import main; sys.exit(main())"
         done = subprocess.run(
-            [sys.executable, "-c", "import sys; from kubelock.cli.main import main; sys.exit(main())", "--kubeconfig", str(kubeconfig), "status"],
+            [sys.executable, "-c", command, "--kubeconfig", str(kubeconfig), "status"],
             capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
         )
     finally:
