@@ -292,12 +292,16 @@ def _waiting(
     if over is not None:  # never told Pending first: it would wait past the quota
         return Decision((end_claim(claim, Phase.REJECTED, Reason.QUOTA_EXCEEDED, over, now, warning=True),))
     wake: set[str] = set()
+    # One pass over what the waits on all its resources reach answers for every resource when it does
+    # not lead back (`WaitForGraph.reaches`); only then is each resource's cycle looked for.
+    blockers = {h for r in names for h in graph.blockers(claim.holder, r, claim.sequence, claim.need)}
+    may_close = graph.reaches(claim.holder, blockers)
     for resource in names:
         if claim.holder in blocked[resource].holders:
             cycle = Cycle.self_wait(claim.holder, resource, claim.sequence)
             own = [g for g in views[resource].grants if g.holder == claim.holder]
             return Decision((deadlocked(claim, cycle, Reason.SELF_DEADLOCK, now, holding=claim_names(own)),))
-        found = cycle_through(graph, claim, resource)
+        found = cycle_through(graph, claim, resource) if may_close else None
         if found is not None:
             if found.victim == found.edges[0]:
                 return Decision((deadlocked(claim, found, Reason.DEADLOCK, now),))

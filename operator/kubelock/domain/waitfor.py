@@ -30,6 +30,7 @@ with the number of claims.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kubelock.domain.aging import UNQUEUED, QueueAging
@@ -284,6 +285,29 @@ class WaitForGraph:
         if mine is not None or not passed_newer:
             return mine  # with no newer wait left out, the search for any cycle would be this one again
         return self._search(first, starts, order)[0]
+
+    def reaches(self, waiter: str, starts: Iterable[str], order: Order = ARRIVAL) -> bool:
+        """Whether any path of waits from `starts` leads back to `waiter`: one pass over what it
+        reaches, each holder once. A claim of several resources asks `find_cycle` once per resource,
+        and each search walks what the last one walked: 16 resources whose holders wait on each other
+        (no cycle) cost the operator 42 s of CPU for 200 such claims, and another namespace's
+        try-lock waited up to 88 s. When no path from all of them together comes back, none of the
+        searches can find a cycle."""
+        seen = set(starts)
+        if waiter in seen:
+            return True
+        stack = list(seen)
+        while stack:
+            node = stack.pop()
+            for res, seqs in self._waits.get(node, {}).items():
+                for seq, asked in seqs.items():
+                    for nxt in self.blockers(node, res, seq, asked, order):
+                        if nxt == waiter:
+                            return True
+                        if nxt not in seen:
+                            seen.add(nxt)
+                            stack.append(nxt)
+        return False
 
     def _search(
         self, first: Edge, starts: list[str], order: Order, below: int | None = None

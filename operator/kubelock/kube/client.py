@@ -18,11 +18,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 from multidict import CIMultiDict
 
 from kubelock.kube.auth import Authenticator, CredentialError
 from kubelock.kube.config import Credentials
-from kubelock.kube.errors import ApiError, Unauthorized, Unreachable, from_response, transient
+from kubelock.kube.errors import ApiError, BadAnswer, Unauthorized, Unreachable, from_response, transient
 from kubelock.kube.jsondecode import loads
 from kubelock.kube.keepalive import connection_socket
 from kubelock.kube.serverclock import ServerClock
@@ -46,6 +47,16 @@ WATCH_GRACE_SECONDS = 15
 # pass that timed out on a silent pooled connection is retried on fresh ones, not on the next silent one
 # (tests/integration/test_frozen_pod_watch.py). Was 60 s: a reconnect costs one TLS handshake.
 POOLED_IDLE_SECONDS = 30
+# An answer is read whole into memory before it is decoded. Unbounded, a broken or hostile server (or a
+# proxy in front of one) that streamed a body without end made `kubelock status` grow to 11 GB in 100 s.
+# The largest claim an agent can make is 490 kB as JSON (tests/integration/test_hostile_eleventh.py),
+# so a page of 500 of them (`pages`) is 245 MB: the bound is above it.
+MAX_ANSWER_BYTES = 256 * 2**20
+# One watch event is one line. aiohttp reads a line into at most 512 KiB by default, 34 kB above that
+# largest claim; a longer line (an object near etcd's 1.5 MiB) raised LineTooLong out of the watch,
+# killing the operator's watch task and the SDK's wait with it. Lines are read up to this (the
+# StreamReader's limit is twice its buffer size).
+WATCH_LINE_BYTES = 8 * 2**20
 
 
 # Throttled answers (429) are retried up to this many times when a client retries at all, as
@@ -203,8 +214,12 @@ class KubeClient:
                 server_hostname=self.credentials.tls_server_name,
             ) as response:
                 self.server_clock.record(response.headers.get("Date"), sent, time.monotonic())
-                raw = await response.read()
                 status = response.status
+                try:
+                    raw = await self._read_bounded(response, method, path)
+                except BadAnswer:
+                    self._record(verb, status, started)
+                    raise
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._record(verb, 0, started)
@@ -221,7 +236,23 @@ class KubeClient:
             refused.sent_headers = headers
             refused.retry_after_header = retry_after
             raise refused
+        if raw and not isinstance(parsed, dict):
+            raise BadAnswer(f"the API server at {self.credentials.server} answered {method} {path} with "
+                            f"{_sample(raw)}: not a JSON object")
         return parsed if isinstance(parsed, dict) else {}
+
+    async def _read_bounded(self, response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+        """The answer's body, refused past MAX_ANSWER_BYTES (announced or as it comes)."""
+        too_long = BadAnswer(f"the API server at {self.credentials.server} answered {method} {path} with more "
+                             f"than {MAX_ANSWER_BYTES} bytes: not read")
+        if (response.content_length or 0) > MAX_ANSWER_BYTES:
+            raise too_long
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(2**20):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise too_long
+        return bytes(body)
 
     def _record(self, verb: str, status: int, started: float) -> None:
         if self._on_request is not None:
@@ -256,12 +287,16 @@ class KubeClient:
         try:
             result = await self.list(path, limit=page, **params)
             while True:
+                items = result.get("items") or []
+                if not isinstance(items, builtins.list) or not all(isinstance(x, dict) for x in items):
+                    raise BadAnswer(f"the API server at {self.credentials.server} listed {path} with items "
+                                    f"that are not all objects")
                 meta = result.get("metadata") or {}
                 version = meta.get("resourceVersion") or version
                 token = meta.get("continue")
                 if token:
                     following = asyncio.ensure_future(self.list(path, limit=page, **{"continue": token}, **params))
-                yield result.get("items") or [], version
+                yield items, version
                 if following is None:
                     return
                 result = await following
@@ -334,6 +369,7 @@ class KubeClient:
                     timeout=aiohttp.ClientTimeout(total=timeout_seconds + self._watch_grace,
                                                   sock_connect=self._timeout),
                     server_hostname=self.credentials.tls_server_name,
+                    read_bufsize=WATCH_LINE_BYTES // 2,
                 )
             async with response:
                 self._record("watch", response.status, started)
@@ -348,13 +384,35 @@ class KubeClient:
                     error.sent_headers = headers
                     error.retry_after_header = response.headers.get("Retry-After")
                     raise error
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    event = loads(line)
-                    if event.get("type") == "ERROR":
-                        obj = event.get("object") or {}
-                        raise from_response(int(obj.get("code") or 500), obj)
-                    yield event
+                try:
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = self._event(line, path)
+                        if event.get("type") == "ERROR":
+                            obj = event.get("object")
+                            obj = obj if isinstance(obj, dict) else {}
+                            code = obj.get("code")
+                            raise from_response(code if isinstance(code, int) and code >= 400 else 500, obj)
+                        yield event
+                except LineTooLong:
+                    raise BadAnswer(f"the API server at {self.credentials.server} sent a watch event on {path} "
+                                    f"longer than {WATCH_LINE_BYTES} bytes: not read") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise Unreachable(f"watch on {path} failed: {error}") from error
+
+    def _event(self, line: bytes, path: str) -> Body:
+        try:
+            event = loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise BadAnswer(f"the API server at {self.credentials.server} sent a watch line on {path} that is not "
+                            f"a JSON event: {_sample(line)}")
+        return event
+
+
+def _sample(raw: bytes) -> str:
+    """A short, printable rendering of a body that could not be used, for an error message."""
+    head = raw[:80].decode("utf-8", errors="replace")
+    return f"{len(raw)} bytes beginning {head!r}" + ("…" if len(raw) > 80 else "")

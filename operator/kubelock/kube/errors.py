@@ -82,6 +82,14 @@ class Unreachable(Exception):
     permanent = False  # True: trying again at once cannot help (a credential plugin that failed)
 
 
+class BadAnswer(Unreachable):
+    """An answer that cannot be used: a success whose body is not a JSON object (a list's items not
+    objects), a watch line that is no JSON event, or an answer past the client's bounds on size. It
+    is never taken for an empty answer: "no claims" from a broken proxy would be a lie."""
+
+    permanent = True  # asked again at once, the same server says the same
+
+
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: Invalid,
     401: Unauthorized,
