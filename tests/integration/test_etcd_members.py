@@ -28,11 +28,12 @@ import pytest
 from kubernetes.client import ApiClient, ApiException
 
 from kubelock.sdk import LockClient, LockError
-from kubelock.testbed import ControlPlane, MissingBinariesError
+from kubelock.testbed import ControlPlane
 from tests.integration.conftest import MANIFESTS, client_from_kubeconfig
 from tests.support.claims import MIN_WAIT_SECONDS, Locks, phase_of, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
+from tests.support.planes import started
 
 PREFIX = "kl-etcd-"
 TTL = 6  # every agent's lease
@@ -51,14 +52,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         pytest.skip("needs the test bed's own etcd members")
     plane = ControlPlane(tmp_path_factory.mktemp("etcd3-plane"), manifests=[REPO / m for m in MANIFESTS],
                          controller_manager=False, kwok=False, etcd_members=3, etcd_quota_bytes=QUOTA)  # fmt: skip
-    try:
-        plane.start()
-    except MissingBinariesError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
+    with started(plane):
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kubelock.testbed import ControlPlane, MissingBinariesError
+from kubelock.testbed import ControlPlane
 from kubelock.testbed.__main__ import FAKE_NODE, MANIFESTS
+from tests.support.planes import started
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE, NAMESPACE = "dev", "kubelock-system"
@@ -39,15 +40,9 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     plane = ControlPlane(
         tmp_path_factory.mktemp("helm-bed"), manifests=[REPO / m for m in MANIFESTS], workloads=True
     )
-    try:
-        plane.start()
-    except MissingBinariesError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
+    with started(plane):
         plane.create_fake_node(FAKE_NODE)
         yield plane
-    finally:
-        plane.stop()
 
 
 def helm(bed: ControlPlane, *args: str) -> str:

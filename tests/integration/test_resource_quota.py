@@ -27,13 +27,14 @@ from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.reasons import Reason
 from kubelock.domain.resource import lock_name
 from kubelock.sdk import Forbidden, LockClient, TimedOut
-from kubelock.testbed import ControlPlane, MissingBinariesError
+from kubelock.testbed import ControlPlane
 from kubelock.testbed.__main__ import MANIFESTS
 from tests.support.access import bind, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, run
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
+from tests.support.planes import started
 
 EXAMPLE = REPO / "examples" / "resourcequota-lockclaims.yaml"
 CLAIMS = "count/lockclaims.kubelock.dev"
@@ -46,14 +47,8 @@ REFUSED_WAIT = 20  # a wait that ends TimedOut under a used-up lock quota, told 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     plane = ControlPlane(tmp_path_factory.mktemp("quota-bed"), manifests=[REPO / m for m in MANIFESTS], quotas=True)
-    try:
-        plane.start()
-    except MissingBinariesError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
+    with started(plane):
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")
