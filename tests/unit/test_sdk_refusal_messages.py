@@ -112,3 +112,39 @@ def test_a_refusal_because_the_bound_role_is_gone_says_kubelock_is_not_installed
         "exist: kubelock's roles are not installed in this cluster (uninstalled, or never installed); install "
         "kubelock (docs/install.md) or use the kubeconfig of the cluster that has it"
     )
+
+
+def test_a_refused_connection_asks_whether_the_cluster_runs_and_is_the_one_meant() -> None:
+    # A real refused connection (a port nothing listens on), not a made-up error: the kube client
+    # marks it, and the SDK's message says what to check (a stopped test bed, another kubeconfig).
+    import asyncio
+    import socket
+
+    from kubelock.kube.client import KubeClient
+    from kubelock.kube.config import Credentials
+
+    with socket.socket() as probe:  # a free port, closed again: nothing answers on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def ask() -> kube_errors.Unreachable:
+        client = KubeClient(Credentials(server=f"https://127.0.0.1:{port}", insecure=True), retries=0)
+        try:
+            await client.get("/version")
+        except kube_errors.Unreachable as error:
+            return error
+        finally:
+            await client.close()
+        raise AssertionError("a closed port answered")
+
+    refused = asyncio.run(ask())
+    assert refused.connect_failed
+    error = from_api(refused, "ask the API server who you are (SelfSubjectReview)")
+    assert isinstance(error, Unreachable)  # exit code 6, as before
+    assert str(error).startswith(f"cannot ask the API server who you are (SelfSubjectReview): cannot reach the "
+                                 f"API server at https://127.0.0.1:{port}: ")
+    assert str(error).endswith("is that cluster running, and is it the one meant? The address is the server of "
+                               "the kubeconfig's current context (KUBECONFIG, --kubeconfig, --context)")
+    # A timeout or another failure after connecting keeps its message as it was.
+    assert str(from_api(kube_errors.Unreachable("cannot reach the API server at x: timeout"), "list locks")) == (
+        "cannot list locks: cannot reach the API server at x: timeout")

@@ -223,7 +223,10 @@ class KubeClient:
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._record(verb, 0, started)
-            raise Unreachable(f"cannot reach the API server at {self.credentials.server}: {error}") from error
+            unreachable = Unreachable(f"cannot reach the API server at {self.credentials.server}: {error}")
+            connect_failed = isinstance(error, aiohttp.ClientConnectorError)
+            unreachable.connect_failed = connect_failed and not self.credentials.in_cluster
+            raise unreachable from error
         self._record(verb, status, started)
         parsed: Any = None
         if raw:

@@ -80,6 +80,9 @@ class Unreachable(Exception):
     """The API server could not be reached (connection refused, DNS, TLS, timeout)."""
 
     permanent = False  # True: trying again at once cannot help (a credential plugin that failed)
+    # True: no connection was made at all (refused, no such host): the address itself is in doubt,
+    # which a client's message can say (a cluster not running, a kubeconfig naming another one).
+    connect_failed = False
 
 
 class BadAnswer(Unreachable):

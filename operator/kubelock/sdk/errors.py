@@ -174,6 +174,11 @@ def from_api(
     """The SDK error for a failed Kubernetes request; `doing` says what was attempted, `kubelock_api`
     whether the request was to kubelock's own resources (an unserved path then means no CRDs)."""
     if isinstance(error, kube_errors.Unreachable):
+        if error.connect_failed:
+            # The usual cause for a newcomer: a test bed stopped, or the kubeconfig of another cluster.
+            return Unreachable(f"cannot {doing}: {error}; is that cluster running, and is it the one meant? "
+                               "The address is the server of the kubeconfig's current context "
+                               "(KUBECONFIG, --kubeconfig, --context)")
         return Unreachable(f"cannot {doing}: {error}")
     detail = error.message or str(error)
     if isinstance(error, kube_errors.Unauthorized):
