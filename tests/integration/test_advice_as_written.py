@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,53 @@ def test_usage_errors_say_what_to_write_and_create_nothing(
     assert done.code == ExitCode.INVALID_INPUT, (argv, done.code, done.stderr)
     assert words in done.stderr, done.stderr
     assert Locks(admin_api, namespace).claims() == []
+
+
+SDK_DOC = REPO / "docs" / "sdk.md"
+# What docs/sdk.md's snippets call "your own code" (`work`, `deploy`, ...): each stub prints its
+# arguments, and can be awaited too (`await deploy(...)` in the asyncio example). `client` is the
+# `LockClient()` the snippets that use one without making it run inside, as the document says.
+SDK_PRELUDE = '''
+import logging, threading
+from kubelock.sdk import LockClient
+log = logging.getLogger("example")
+class _Done:
+    def __await__(self):
+        return iter(())
+def _stub(name):
+    def call(*args, **kwargs):
+        print(name, args, kwargs, flush=True)
+        return _Done()
+    return call
+work = deploy = apply = comment = push = review = _stub("work")
+plan = ["migrate", "switch"]
+def step():  # the revocation example's work: once, with the lease's token, then as if asked back
+    print("step", {"fencing_token": globals()["lease"].fencing_token}, flush=True)
+    globals()["stop_soon"].set()
+client = LockClient()
+'''
+
+
+def sdk_examples() -> list[str]:
+    """The Python blocks of docs/sdk.md, as written."""
+    blocks = re.findall(r"```python\n(.*?)```", SDK_DOC.read_text(), flags=re.S)
+    assert len(blocks) >= 6, "the examples moved: keep this test pointed at them"
+    return blocks
+
+
+@pytest.mark.parametrize("snippet", sdk_examples(), ids=lambda s: s.splitlines()[0][:40])
+def test_the_sdk_examples_run_as_written(
+    control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: OperatorProcess, snippet: str
+) -> None:
+    """Each Python example of docs/sdk.md, run by a fresh interpreter as carol: it matches the SDK's
+    signatures, takes its locks and hands a positive fencing token to the code that stands for yours."""
+    if not hasattr(control_plane, "user_kubeconfig"):
+        pytest.skip("needs the test bed's static users")
+    bind(admin_api, namespace, "kubelock-agent", "carol")
+    wait_allowed(admin_api, "carol", namespace, "create", "lockclaims")
+    env = environment(control_plane.user_kubeconfig("carol"), namespace)
+    done = subprocess.run([sys.executable, "-c", SDK_PRELUDE + snippet], env=env, capture_output=True, text=True,
+                          timeout=DEADLINE, check=False)
+    assert done.returncode == 0, (snippet, done.stdout, done.stderr)
+    tokens = [int(t) for t in re.findall(r"'(?:fencing_)?token': (\d+)", done.stdout)]
+    assert tokens and all(t > 0 for t in tokens), (snippet, done.stdout, done.stderr)
