@@ -59,7 +59,8 @@ def test_an_rbac_refusal_names_the_role_to_bind_and_how() -> None:
     assert str(error) == (
         f"not allowed to create claim c: {detail}; a cluster or namespace admin grants it by binding the "
         "ClusterRole kubelock-agent in namespace agents: kubectl -n agents create rolebinding <name> "
-        '--clusterrole=kubelock-agent --user=dave (docs/install.md, "Giving people and agents access")'
+        "--clusterrole=kubelock-agent --user=dave (installed by Helm as a release not named kubelock, the role "
+        'is <release>-kubelock-agent; docs/install.md, "Giving people and agents access")'
     )
 
 

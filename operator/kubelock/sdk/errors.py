@@ -151,7 +151,8 @@ def rbac_hint(detail: str) -> str:
         subject = f"--user={user}"
     return (f"; a cluster or namespace admin grants it by binding the ClusterRole {role} in namespace "
             f"{namespace}: kubectl -n {namespace} create rolebinding <name> --clusterrole={role} {subject} "
-            "(docs/install.md, \"Giving people and agents access\")")
+            f"(installed by Helm as a release not named kubelock, the role is <release>-{role}; docs/install.md, "
+            "\"Giving people and agents access\")")
 
 
 def not_installed(doing: str) -> Unreachable:
