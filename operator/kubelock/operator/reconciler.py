@@ -487,6 +487,9 @@ class Reconciler:
         self.queue.forget(key)
         self.cache.breaks.pop(key, None)
         self._granted_at.pop(key, None)
+        graph = self.cache.graphs.get(key[0])
+        if graph is not None:
+            graph.forget(key[1])
 
     def _forget_grant(self, key: Key) -> None:
         granted = self._granted_at.get(key)
