@@ -138,8 +138,10 @@ def test_a_terminal_claim_is_remembered_only_for_its_removal() -> None:
     [finished] = cache.finished_for(("a", R))
     assert (finished.name, finished.uid, finished.phase.value) == ("c-c1", "c1", "Rejected")
     assert finished.finished_at == 1767225600.0
-    cache.delete_claim(rejected)
+    # Its key is decided again (and forgets its removal deadline: nothing is left there).
+    assert cache.delete_claim(rejected) == ("a", R)
     assert cache.finished_for(("a", R)) == []
+    assert cache.delete_claim(rejected) is None  # told twice: nothing to decide
 
 
 def test_a_terminal_claims_deletion_without_its_spec_still_forgets_it() -> None:
@@ -148,7 +150,7 @@ def test_a_terminal_claims_deletion_without_its_spec_still_forgets_it() -> None:
     expired["status"] = {"phase": "Expired", "reason": "LeaseExpired"}
     cache.upsert_claim(expired)
     assert len(cache.finished_for(("a", R))) == 1
-    cache.delete_claim({"metadata": {"uid": "c2"}})
+    assert cache.delete_claim({"metadata": {"uid": "c2"}}) == ("a", R)
     assert cache.finished_for(("a", R)) == []
 
 

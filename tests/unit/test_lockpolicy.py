@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
-from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, Quotas, removed_message, select
+from kubelock.domain.lockpolicy import DEFAULT, LockPolicy, PrefixLookup, Quotas, removed_message, select
 
 ALL = LockPolicy("all", "", capacity=2)
 GITHUB = LockPolicy("github", "github://", capacity=3)
@@ -48,3 +49,19 @@ def test_a_removed_policy_s_message_names_it_and_what_it_governed() -> None:
     assert "governed 2 resources with 3 claims" in message
     assert "governed 1 resource with 1 claim," in removed_message(policy, 1, 1)
     assert "governed 0 resources with 0 claims" in removed_message(policy, 0, 0)
+
+
+def test_the_prefix_lookup_selects_as_the_walk_over_every_policy_does() -> None:
+    """Hundreds of policies, many of one prefix and many whose prefixes all match one resource: the
+    lookup picks what `select` picks, for resources matched by some, all or none of them."""
+    rng = random.Random(7)
+    target = "deploy://acme/app/prod"
+    for _ in range(50):
+        prefixes = [target[: rng.randrange(len(target) + 1)] for _ in range(200)] + ["git://", "d"]
+        policies = [
+            LockPolicy(f"p{rng.randrange(1000):03d}", rng.choice(prefixes)) for _ in range(rng.randrange(1, 200))
+        ]
+        lookup = PrefixLookup(policies)
+        for resource in (target, target + "/x", "deploy://", "d", "git://x", "other://y", ""):
+            assert lookup.select(resource) == select(policies, resource), resource
+    assert PrefixLookup([]).select(target) is DEFAULT

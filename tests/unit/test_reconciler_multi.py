@@ -213,3 +213,25 @@ def test_a_waiter_of_several_moves_up_when_the_claim_of_several_ahead_of_it_time
             await reconciler.stop()
 
         asyncio.run(scenario())
+
+
+def test_a_deleted_claim_of_several_leaves_no_deadline_behind() -> None:
+    """A held claim of several resources has its lease's end as a deadline; once the claim is deleted
+    its key keeps nothing in the queue (a flood of them would otherwise be kept until every lease's
+    end came)."""
+
+    async def scenario() -> None:
+        api = FakeApi()
+        cache, reconciler = _setup(api)
+        reconciler.start()
+        key = multi_key("a", "um")
+        reconciler.schedule(key)
+        await _drain(reconciler)
+        assert _phase(api, "m") == "Held"
+        assert reconciler.queue.next_deadline() is not None  # the lease's end
+        reconciler.schedule(cache.delete_claim(api.objects.pop(paths.claims("a", "m"))))
+        await _drain(reconciler)
+        assert reconciler.queue.next_deadline() is None
+        await reconciler.stop()
+
+    asyncio.run(scenario())

@@ -322,3 +322,30 @@ def test_a_grant_whose_claim_was_refused_counts_until_its_lock_goes_and_a_releas
 
     assert asyncio.run(scenario("refused")) == "Rejected"
     assert asyncio.run(scenario("released")) == "Held"
+
+
+def test_a_resource_of_a_policy_of_several_permits_leaves_no_capacity_behind_once_released() -> None:
+    """The wait-for graph learns a resource's capacity at each decision; once nothing is left of the
+    resource (its claims deleted, its lock gone) it forgets it, as the rest of the resource's state."""
+
+    async def scenario() -> None:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        reconciler = reconciler_for(api, cache, index, clock)
+        index.upsert(policy(capacity=3))
+        cache.upsert_claim(api.put(paths.claims("a", "b"), claim("b")))
+        await reconciler.reconcile(("a", R))
+        assert api.objects[paths.claims("a", "b")]["status"]["phase"] == "Held"
+        for path, body in list(api.objects.items()):
+            if path.startswith(paths.locks("a") + "/"):
+                cache.upsert_lock(body)
+        cache.delete_claim(api.objects.pop(paths.claims("a", "b")))
+        await reconciler.reconcile(("a", R))  # the lock is deleted
+        for key, lock in list(cache.locks.items()):
+            cache.forget_lock(key, lock.uid)  # its DELETED event
+        await reconciler.reconcile(("a", R))  # nothing left at the key
+        assert not cache.locks and not cache.claims_for(("a", R))
+        assert "a" not in cache.graphs  # the namespace's graph, left empty, is dropped
+        await reconciler.stop()
+
+    asyncio.run(scenario())

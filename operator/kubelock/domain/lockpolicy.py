@@ -83,6 +83,33 @@ def select(policies: Iterable[LockPolicy], resource: str) -> LockPolicy:
     return min((p for p in policies if p.governs(resource)), key=lambda p: p.rank, default=DEFAULT)
 
 
+class PrefixLookup:
+    """`select` over a fixed set of policies, by prefix instead of by walking them all: the winner of
+    each prefix (of equal prefixes, the name that sorts first), tried from the longest prefix length
+    down. A lookup costs one probe per distinct prefix length, not one test per policy: a namespace
+    with hundreds of policies matching one resource (each quota decision looks up the policy of every
+    claim of the namespace) would otherwise pay for all of them at every lookup."""
+
+    __slots__ = ("_lengths", "_winners")
+
+    def __init__(self, policies: Iterable[LockPolicy]) -> None:
+        winners: dict[str, LockPolicy] = {}
+        for policy in policies:
+            best = winners.get(policy.prefix)
+            if best is None or policy.rank < best.rank:
+                winners[policy.prefix] = policy
+        self._winners = winners
+        self._lengths = sorted({len(prefix) for prefix in winners}, reverse=True)
+
+    def select(self, resource: str) -> LockPolicy:
+        for length in self._lengths:
+            if length <= len(resource):
+                policy = self._winners.get(resource[:length])
+                if policy is not None:
+                    return policy
+        return DEFAULT
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Claims of a namespace governed by one policy, as the operator knows them: held and waiting

@@ -176,6 +176,17 @@ class WaitForGraph:
         else:
             self._capacity[resource] = capacity
 
+    def forget(self, resource: str) -> None:
+        """Nothing is left of `resource` (no claim, no lock): drop its capacity and its queue's aging
+        starts, kept otherwise for every resource a policy of capacity above 1 ever governed."""
+        self._capacity.pop(resource, None)
+        self._aging.pop(resource, None)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing is known: no wait, grant, capacity or queue."""
+        return not (self._waits or self._grants or self._queues or self._capacity or self._reserved or self._aging)
+
     def add_wait(
         self,
         holder: str,

@@ -213,12 +213,16 @@ class Cache:
     def delete_claim(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
         uid = meta.get("uid")
+        finished = None
         if uid:
             self._bury(uid)
-            self._unfinish(uid, meta.get("namespace"), ((body.get("spec") or {}).get("resource")))
+            finished = self._unfinish(uid, meta.get("namespace"), ((body.get("spec") or {}).get("resource")))
         old = self.claims.get(uid) if uid else None
         if old is None:
-            return None
+            # A terminal claim (Rejected, Expired, ...) deleted: its key is decided again, which forgets
+            # what was kept for it once nothing is left there (its removal deadline, its capacity)
+            # instead of keeping that until the deadline comes.
+            return finished
         self._unindex(old)
         return key_of(old)
 
@@ -247,16 +251,21 @@ class Cache:
                 if not records:
                     del self._finished[each]
 
-    def _unfinish(self, uid: str, namespace: object, resource: object) -> None:
+    def _unfinish(self, uid: str, namespace: object, resource: object) -> Key | None:
+        """Forget a terminal claim deleted from the API; the (first) key it was remembered under."""
         keys = self._finished_multi.get(uid)
         if keys is not None:
             self.forget_finished(keys[0], uid)
-            return
+            return keys[0]
         if isinstance(namespace, str) and isinstance(resource, str):
-            self.forget_finished((namespace, normalise(resource)), uid)
-            return
-        for key in [k for k, records in self._finished.items() if uid in records]:
+            key = (namespace, normalise(resource))
+            known = uid in self._finished.get(key, {})
             self.forget_finished(key, uid)
+            return key if known else None
+        found = [k for k, records in self._finished.items() if uid in records]
+        for key in found:
+            self.forget_finished(key, uid)
+        return found[0] if found else None
 
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted

@@ -59,8 +59,11 @@ class MultiClaims:
             record = cache.claims.get(uid)
             if record is None:
                 # Released or ended: its resources' reconciles remove its grants and move their queues,
-                # and the claims of several resources queued behind it there may go ahead.
+                # and the claims of several resources queued behind it there may go ahead. Its own
+                # deadline (its lease's end, its wait's) is dropped with it: a flood of such claims
+                # deleted would otherwise stay in the queue until each one's deadline came.
                 self._woke.pop(uid, None)
+                owner.queue.forget(key)
                 self._moved(key, cache.resource_keys_of(uid))
                 return
             claim = await owner._with_pod(namespace, record.claim, record.pod_uid)

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubelock.api import objects
 from kubelock.domain import quotas
-from kubelock.domain.lockpolicy import NO_USAGE, LockPolicy, Quotas, Usage, select
+from kubelock.domain.lockpolicy import DEFAULT, NO_USAGE, LockPolicy, PrefixLookup, Quotas, Usage
 from kubelock.domain.model import Claim
 from kubelock.domain.reasons import Phase
 from kubelock.operator.cache import Cache, Key
@@ -44,10 +44,18 @@ def policy_view(body: Body) -> tuple[str, LockPolicy]:
 class PolicyIndex:
     def __init__(self) -> None:
         self._by_namespace: dict[str, dict[str, LockPolicy]] = {}
+        # Built at the first lookup after a change of the namespace's policies (`PrefixLookup`).
+        self._lookups: dict[str, PrefixLookup] = {}
 
     def policy_for(self, namespace: str, resource: str) -> LockPolicy:
         """The policy governing `resource` (normalised) in `namespace`; `DEFAULT` when none does."""
-        return select(self._by_namespace.get(namespace, {}).values(), resource)
+        lookup = self._lookups.get(namespace)
+        if lookup is None:
+            policies = self._by_namespace.get(namespace)
+            if not policies:
+                return DEFAULT
+            lookup = self._lookups[namespace] = PrefixLookup(policies.values())
+        return lookup.select(resource)
 
     def capacity_of(self, namespace: str, resource: str) -> int:
         """The permits `resource` has in `namespace`: its policy's capacity, 1 without a policy."""
@@ -57,6 +65,7 @@ class PolicyIndex:
         """Remember a policy; its namespace."""
         namespace, policy = policy_view(body)
         self._by_namespace.setdefault(namespace, {})[policy.name] = policy
+        self._lookups.pop(namespace, None)
         return namespace
 
     def delete(self, body: Body) -> str:
@@ -65,6 +74,7 @@ class PolicyIndex:
         policies.pop(policy.name, None)
         if not policies:
             self._by_namespace.pop(namespace, None)
+        self._lookups.pop(namespace, None)
         return namespace
 
     def replace(self, bodies: Iterable[Body], within: Callable[[str], bool]) -> set[str]:
@@ -80,6 +90,8 @@ class PolicyIndex:
         for namespace in [ns for ns in self._by_namespace if within(ns)]:
             del self._by_namespace[namespace]
         self._by_namespace.update(fresh)
+        for namespace in changed:
+            self._lookups.pop(namespace, None)
         return changed
 
     def __len__(self) -> int:

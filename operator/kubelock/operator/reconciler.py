@@ -302,9 +302,10 @@ class Reconciler:
                 continue
             lock_policy = self.policies.policy_for(namespace, resource)
             capacity = self.capacity(namespace, resource)
+            broken = await self._break_of(key, claims, seen.grants)
+            # Taken after the last await: a namespace's graph left empty is dropped (`_forget_key`).
             graph = self.cache.graphs[namespace]
             graph.set_capacity(resource, capacity)
-            broken = await self._break_of(key, claims, seen.grants)
             # From here to the reservation below, no await: the usage counted is the usage reserved on.
             decided_at = self.clock.now()
             decide_on = functools.partial(
@@ -487,6 +488,14 @@ class Reconciler:
         self.queue.forget(key)
         self.cache.breaks.pop(key, None)
         self._granted_at.pop(key, None)
+        graph = self.cache.graphs.get(key[0])
+        if graph is not None:
+            graph.forget(key[1])
+            if graph.empty:
+                # Nothing waits or is held in the namespace: its graph goes too (a namespace deleted
+                # would otherwise keep one for good). Every decision takes the graph after its last
+                # await, so none decides on a dropped one.
+                del self.cache.graphs[key[0]]
 
     def _forget_grant(self, key: Key) -> None:
         granted = self._granted_at.get(key)
