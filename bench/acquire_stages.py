@@ -50,8 +50,8 @@ from harness import (
     RequestTally,
     Watch,
     deleted,
-    deployed_plane,
     ensure_namespace,
+    measured_on_deployed_plane,
     new_client,
     unique,
 )
@@ -311,15 +311,8 @@ def main() -> int:
     harness.OPERATOR_SOURCE[0] = args.operator
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-stages-"))
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()
-    plane = deployed_plane(workdir)
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, args, workdir / "logs"))
-    finally:
-        plane.stop()
-    document = {"operator": str(args.operator), "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], **result}
+    result, loads = measured_on_deployed_plane(workdir, lambda plane: measure(plane, args, workdir / "logs"))
+    document = {"operator": str(args.operator), **loads, **result}
     text = json.dumps(document, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,14 @@ from typing import Any
 
 import abrun
 import scenarios
-from harness import OperatorProcess, RequestTally, children_by_name, deployed_plane, ensure_namespace, new_client
+from harness import (
+    OperatorProcess,
+    RequestTally,
+    children_by_name,
+    ensure_namespace,
+    measured_on_deployed_plane,
+    new_client,
+)
 
 from kubelock.kube import config
 from kubelock.testbed import ControlPlane
@@ -89,17 +96,10 @@ def main() -> int:
         compileall.compile_dir(str(tree / "operator" / "kubelock"), quiet=1)
     workdir = args.workdir or Path("/tmp/kubelock-churn-pair")
     workdir.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()
-    plane = deployed_plane(workdir)
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, trees, workdir / "logs", args))
-    finally:
-        plane.stop()
+    result, loads = measured_on_deployed_plane(workdir, lambda plane: measure(plane, trees, workdir / "logs", args))
     document = {"trees": {k: str(v) for k, v in trees.items()}, "agents": args.agents, "processes": args.processes,
                 "resources": args.resources, "seconds": args.seconds, "warmup": args.warmup,
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], **result}
+                **loads, **result}
     return abrun.report(document, args.out)
 
 

@@ -17,7 +17,6 @@ per pair, B's figures over A's, with the load.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -35,8 +34,8 @@ from harness import (
     OperatorProcess,
     RequestTally,
     children_by_name,
-    deployed_plane,
     ensure_namespace,
+    measured_on_deployed_plane,
     new_client,
 )
 
@@ -98,17 +97,10 @@ def main() -> int:
     harness.OPERATOR_SOURCE[0], harness.OPERATOR_SOURCE_B[0] = args.operator_a, args.operator_b
     harness.compile_operators()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-cycle-ab-"))
-    load_before = os.getloadavg()
-    plane = deployed_plane(workdir)
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, args, workdir / "logs"))
-    finally:
-        plane.stop()
+    result, loads = measured_on_deployed_plane(workdir, lambda plane: measure(plane, args, workdir / "logs"))
     document = {"agents": args.agents, "rounds": args.rounds, "seconds": args.seconds,
                 "operator_a": str(args.operator_a), "operator_b": str(args.operator_b),
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], **result}
+                **loads, **result}
     return abrun.report(document, args.out)
 
 

@@ -20,11 +20,9 @@ median and p90 of the client's time per write, and the API server's own mean tim
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import copy
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import RequestTally, Watch, deployed_plane, ensure_namespace, new_client
+from harness import RequestTally, Watch, ensure_namespace, measured_on_deployed_plane, new_client
 
 from kubelock.api.constants import GROUP, VERSION
 from kubelock.kube import config, paths
@@ -157,15 +155,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-grant-writes-"))
-    load_before = os.getloadavg()
-    plane = deployed_plane(workdir)
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, args))
-    finally:
-        plane.stop()
-    document = {"watch": args.watch, "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], **result}
+    result, loads = measured_on_deployed_plane(workdir, lambda plane: measure(plane, args))
+    document = {"watch": args.watch, **loads, **result}
     text = json.dumps(document, indent=1)
     print(text)
     if args.out:

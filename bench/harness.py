@@ -51,6 +51,23 @@ def deployed_plane(workdir: Path, *, profiling: bool = False) -> ControlPlane:
                         manifests=[REPO / m for m in DEPLOYED])
 
 
+def measured_on_deployed_plane(
+    workdir: Path, measure: Callable[[ControlPlane], Awaitable[R]]
+) -> tuple[R, dict[str, list[float]]]:
+    """Start a control plane as deployed (`deployed_plane`) in `workdir`, run `measure` on it and stop
+    it: its result, and the load averages before and after (`load_before`, `load_after`) that every
+    figure of a loaded machine needs beside it."""
+    load_before = os.getloadavg()
+    plane = deployed_plane(workdir)
+    plane.start()
+    try:
+        result = asyncio.run(measure(plane))
+    finally:
+        plane.stop()
+    return result, {"load_before": [round(x, 2) for x in load_before],
+                    "load_after": [round(x, 2) for x in os.getloadavg()]}
+
+
 def compile_operators() -> None:
     """Compile the operator trees to bytecode once, as the image does (`compileall` in the Dockerfile):
     where PYTHONDONTWRITEBYTECODE is set, every operator start (#8 times several) would otherwise

@@ -48,8 +48,8 @@ from harness import (
     Watch,
     children_by_name,
     current_version,
-    deployed_plane,
     ensure_namespace,
+    measured_on_deployed_plane,
     new_client,
 )
 
@@ -223,19 +223,12 @@ def main() -> int:
     for tree in {args.reference, *(v.tree for v in args.variant)}:
         compileall.compile_dir(str(tree / "kubelock"), quiet=1)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-variants-"))
-    load_before = os.getloadavg()
-    plane = deployed_plane(workdir)
-    plane.start()
-    try:
-        result = asyncio.run(measure(plane, args, workdir / "logs"))
-    finally:
-        plane.stop()
+    result, loads = measured_on_deployed_plane(workdir, lambda plane: measure(plane, args, workdir / "logs"))
     document = {"agents": args.agents, "rounds": args.rounds, "seconds": args.seconds,
                 "reference": str(args.reference),
                 "variants": [{"name": v.name, "tree": str(v.tree), "by_lock": v.by_lock,
                               "crd": str(v.crd) if v.crd else None, "no_cel": v.no_cel} for v in args.variant],
-                "load_before": [round(x, 2) for x in load_before],
-                "load_after": [round(x, 2) for x in os.getloadavg()], **result}
+                **loads, **result}
     return abrun.report(document, args.out)
 
 
