@@ -295,11 +295,7 @@ class RealNode:
                 "mkdir -p /run/containerd /run/netns /var/lib/cni",
             ]
         )
-        result = subprocess.run(
-            [*self._nsenter(pid=False), "sh", "-c", script], capture_output=True, text=True, timeout=60, check=False
-        )
-        if result.returncode != 0:
-            raise ProcessError(f"clearing node {self.name}'s /run failed:\n{result.stderr}")
+        self._shell(script, f"clearing node {self.name}'s /run", timeout=60)
         shutil.rmtree(self._workdir / "cni" / "ipam", ignore_errors=True)  # the old pods' addresses
         self._boots += 1
         for name in NODE_DAEMONS:  # the new daemons' logs would overwrite the old ones'
@@ -416,11 +412,7 @@ class RealNode:
                 "sysctl -q -w net.bridge.bridge-nf-call-iptables=1 || true",
             ]
         )
-        result = subprocess.run(
-            [*self._nsenter(pid=False), "sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
-        )
-        if result.returncode != 0:
-            raise ProcessError(f"setting up the node's namespaces failed:\n{result.stderr}")
+        self._shell(script, "setting up the node's namespaces", timeout=30)
 
     def _start_containerd(self) -> None:
         config = self._workdir / "containerd.toml"
@@ -576,6 +568,13 @@ disabled_plugins = [
 
     def _nsenter(self, *, pid: bool = True) -> list[str]:
         return ["nsenter", f"--target={self.init_pid}", "--mount", "--net", "--uts", *(["--pid"] if pid else []), "--"]
+
+    def _shell(self, script: str, doing: str, *, timeout: float) -> None:
+        """Run `script` with sh in the node's mount, network and UTS namespaces; its stderr in the error."""
+        argv = [*self._nsenter(pid=False), "sh", "-c", script]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise ProcessError(f"{doing} failed:\n{result.stderr}")
 
     def _spawn(self, name: str, argv: Sequence[str | Path]) -> ManagedProcess:
         process = start_process(name, [*self._nsenter(), *argv], log_dir=self._log_dir, cwd=self._workdir)
