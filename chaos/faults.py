@@ -239,6 +239,10 @@ async def wait_ready(kube: KubeClient, within: float = COMPONENT_READY_TIMEOUT) 
         try:
             await kube.request("GET", "/readyz", verb="readyz")
             return time.monotonic() - began
+        except kube_errors.BadAnswer:
+            # /readyz answers plain text ("ok"), which the client refuses as no JSON object; it does so
+            # only for a success (a failing check is a 500: the ApiError below).
+            return time.monotonic() - began
         except (kube_errors.ApiError, kube_errors.Unreachable):
             if time.monotonic() - began > within:
                 raise
