@@ -31,7 +31,7 @@ from kubelock.sdk.model import ClaimInfo
 from kubelock.sdk.targets import Target
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import SaToken, UserApi
-from tests.support.access import bind, service_account_user, wait_allowed
+from tests.support.access import bind_agents, service_account_user
 from tests.support.claims import Locks, phase_of, wait_until
 from tests.support.commands import environment, finish, python_json, run, start
 from tests.support.namespaces import temporary_namespace
@@ -49,9 +49,7 @@ def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: Opera
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
     with temporary_namespace(admin_api, PREFIX) as name:
-        for user in ("alice", "bob"):
-            bind(admin_api, name, "kubelock-agent", user)
-            wait_allowed(admin_api, user, name, "create", "lockclaims")
+        bind_agents(admin_api, name)
         yield name
 
 
@@ -282,8 +280,7 @@ def test_an_identity_too_long_for_a_holder_is_told_what_to_shorten(
     for length, fits in ((room, True), (room + 1, False)):
         name = "a" * (length - 1) + str(length % 10)
         user = service_account_user(ns, name)
-        bind(admin_api, ns, "kubelock-agent", user)
-        wait_allowed(admin_api, user, ns, "create", "lockclaims")
+        bind_agents(admin_api, ns, (user,))
         config = control_plane.token_kubeconfig(sa_token(ns, name), tmp_path / f"{length}.kubeconfig", ns)
         env = environment(config, ns, instance)
         taken = run("rlock", "deploy://eighth-long", env=env)
@@ -347,8 +344,7 @@ def test_a_holder_whose_service_account_is_deleted_loses_the_lock_at_its_lease(
     uri = "deploy://eighth-sa-gone"
     name = "eighth-gone"
     user = service_account_user(ns, name)
-    bind(admin_api, ns, "kubelock-agent", user)
-    wait_allowed(admin_api, user, ns, "create", "lockclaims")
+    bind_agents(admin_api, ns, (user,))
     config = control_plane.token_kubeconfig(sa_token(ns, name), tmp_path / "gone.kubeconfig", ns)
     agent = LockClient(kubeconfig=str(config), namespace=ns, instance="g", retries=1, request_timeout=5)
     bob = start("kubelock", "acquire", uri, "--wait", "--timeout", "90", "--ttl", "30",

@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsA
 
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import UserApi
-from tests.support.access import bind, wait_allowed
+from tests.support.access import bind_agents
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -30,9 +30,7 @@ Body = dict[str, Any]
 
 def _agents_namespace(admin_api: ApiClient) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
-        for user in ("alice", "bob"):
-            bind(admin_api, name, "kubelock-agent", user)
-            wait_allowed(admin_api, user, name, "create", "lockclaims")
+        bind_agents(admin_api, name)
         yield name
 
 
@@ -122,8 +120,7 @@ def test_an_agent_is_told_nothing_of_another_namespace(
     herself there. Nothing bob can read names her, her namespace or her lock."""
     mine = ns
     with temporary_namespace(admin_api, PREFIX) as other:
-        bind(admin_api, other, "kubelock-agent", "alice")
-        wait_allowed(admin_api, "alice", other, "create", "lockclaims")
+        bind_agents(admin_api, other, ("alice",))
         alice, bob = Locks(user_api("alice"), other), Locks(user_api("bob"), mine)
         alice.claim("secret-held", "mr://shared/x", "user:alice/secret", ttl=300)
         alice.wait_phase("secret-held", "Held", DEADLINE)
@@ -180,8 +177,7 @@ def test_a_dense_wait_for_graph_leaves_another_namespace_served(
     pid = prefix_operator.popen.pid
     log_start = len(prefix_operator.log_text())
     with temporary_namespace(admin_api, PREFIX) as other:
-        bind(admin_api, other, "kubelock-agent", "bob")
-        wait_allowed(admin_api, "bob", other, "create", "lockclaims")
+        bind_agents(admin_api, other, ("bob",))
         alice, bob = Locks(user_api("alice"), ns), Locks(user_api("bob"), other)
         before = [_try_lock_seconds(bob, f"before-{i}", f"mr://o/{i}") for i in range(8)]
         cpu_start, started = _cpu_seconds(pid), time.monotonic()

@@ -25,7 +25,7 @@ from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.sdk import InvalidInput, LockClient
 from kubelock.testbed import ControlPlane
-from tests.support.access import bind, refusal, wait_allowed
+from tests.support.access import bind_agents, refusal
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -44,10 +44,7 @@ ALICE, BOB = "user:alice/w1", "user:bob/w1"
 @pytest.fixture
 def ns(admin_api: ApiClient, prefix_operator: OperatorProcess) -> Iterator[str]:
     with temporary_namespace(admin_api, PREFIX) as name:
-        for user in ("alice", "bob"):
-            bind(admin_api, name, "kubelock-agent", user)
-        for user in ("alice", "bob"):
-            wait_allowed(admin_api, user, name, "create", "lockclaims")
+        bind_agents(admin_api, name)
         yield name
 
 

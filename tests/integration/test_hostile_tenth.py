@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import UserApi
-from tests.support.access import allowed, bind, wait_allowed
+from tests.support.access import allowed, bind, bind_agents, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, python_json
 from tests.support.namespaces import new_namespace, temporary_namespace
@@ -38,9 +38,7 @@ COLLIDING = (
 
 
 def _bind_agents(admin_api: ApiClient, name: str) -> str:
-    for user in ("alice", "bob"):
-        bind(admin_api, name, "kubelock-agent", user)
-        wait_allowed(admin_api, user, name, "create", "lockclaims")
+    bind_agents(admin_api, name)
     return name
 
 

@@ -55,6 +55,14 @@ def bind(admin_api: ApiClient, namespace: str, role: str, user: str) -> None:
     RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)
 
 
+def bind_agents(admin_api: ApiClient, namespace: str, users: tuple[str, ...] = ("alice", "bob")) -> None:
+    """Bind kubelock-agent to each of `users` in `namespace`, and wait until RBAC lets each create claims
+    there (the authorizer learns bindings from a watch)."""
+    for user in users:
+        bind(admin_api, namespace, "kubelock-agent", user)
+        wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+
+
 def allowed(
     admin_api: ApiClient, user: str, namespace: str | None, verb: str, resource: str, group: str = GROUP,
     groups: tuple[str, ...] = ("system:authenticated",),
