@@ -187,9 +187,15 @@ class EtcdCluster:
     def put(self, key: bytes, value: bytes, name: str | None = None) -> dict[str, Any]:
         return _post(self._url(name), "/v3/kv/put", {"key": _b64(key), "value": _b64(value)})
 
+    def count_prefix(self, prefix: bytes, name: str | None = None) -> int:
+        """How many keys under ``prefix`` the store holds now."""
+        answer = _post(self._url(name), "/v3/kv/range",
+                       {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "count_only": True})  # fmt: skip
+        return int(answer.get("count", 0))
+
     def delete_prefix(self, prefix: bytes, name: str | None = None) -> int:
-        end = prefix[:-1] + bytes([prefix[-1] + 1])
-        answer = _post(self._url(name), "/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _b64(end)})
+        answer = _post(self._url(name), "/v3/kv/deleterange",
+                       {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})  # fmt: skip
         return int(answer.get("deleted", 0))
 
     def reclaim(self) -> None:
@@ -251,6 +257,10 @@ def _answers(client_url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _b64(data: bytes) -> str:
