@@ -40,7 +40,7 @@ from kubelock.cli.exitcodes import ExitCode
 from kubelock.cli.run import ENV_CLAIM, ENV_HOLDER, ENV_NAMESPACE, ENV_RESOURCE, ENV_TOKEN, ENV_TOKENS
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, find_binaries, wait_until
-from tests.support.access import bind, wait_allowed
+from tests.support.access import bind, bind_agents, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.commands import Run, argv_of, default_signals, environment, finish, run, start
 from tests.support.operator import REPO, OperatorProcess
@@ -101,9 +101,7 @@ class Shell:
 def sh(control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: OperatorProcess) -> Shell:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    for user in ("alice", "bob"):
-        bind(admin_api, namespace, "kubelock-agent", user)
-        wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+    bind_agents(admin_api, namespace)
     bind(admin_api, namespace, "kubelock-admin", "lockadmin")
     wait_allowed(admin_api, "lockadmin", namespace, "delete", "resourcelocks")
     return Shell(control_plane, namespace, Locks(admin_api, namespace))
@@ -1082,8 +1080,7 @@ def test_an_acquire_no_operator_answers_says_once_what_it_waits_for(
     command waits for, once, instead of nothing until it gives up; stdout stays the JSON answer."""
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    bind(admin_api, namespace, "kubelock-agent", "alice")
-    wait_allowed(admin_api, "alice", namespace, "create", "lockclaims")
+    bind_agents(admin_api, namespace, ("alice",))
     env = environment(control_plane.user_kubeconfig("alice"), namespace, INSTANCE)
     done = run("kubelock", "acquire", "--wait", "--timeout", "8", "-o", "json", ISSUE, env=env)
     name = claim_name(holder("alice"), normalise(ISSUE))
@@ -1102,8 +1099,7 @@ def test_a_run_no_operator_answers_says_once_what_it_waits_for(
     and the command never starts."""
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    bind(admin_api, namespace, "kubelock-agent", "alice")
-    wait_allowed(admin_api, "alice", namespace, "create", "lockclaims")
+    bind_agents(admin_api, namespace, ("alice",))
     env = environment(control_plane.user_kubeconfig("alice"), namespace, INSTANCE)
     marker = tmp_path / "ran"
     done = run("kubelock", "run", "--wait", "--timeout", "8", ISSUE, "--", "touch", str(marker), env=env)

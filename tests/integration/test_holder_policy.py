@@ -27,7 +27,7 @@ from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.testbed import ControlPlane, wait_until
 from tests.integration.conftest import client_from_kubeconfig
 from tests.integration.test_multi import claim_all, held_grants
-from tests.support.access import bind, wait_allowed
+from tests.support.access import bind, bind_agents, wait_allowed
 from tests.support.claims import GROUP, VERSION, Locks, phase_of, status_of
 from tests.support.commands import Run, argv_of, environment, finish, run
 from tests.support.operator import OperatorProcess
@@ -84,9 +84,7 @@ class Shell:
 def sh(control_plane: Cluster, admin_api: ApiClient, namespace: str, tmp_path: Path) -> Iterator[Shell]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    for user in ("alice", "bob"):
-        bind(admin_api, namespace, "kubelock-agent", user)
-        wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+    bind_agents(admin_api, namespace)
     bind(admin_api, namespace, "kubelock-admin", "lockadmin")
     wait_allowed(admin_api, "lockadmin", namespace, "delete", "resourcelocks")
     wait_allowed(admin_api, "lockadmin", namespace, "prioritize", "lockclaims")

@@ -23,7 +23,6 @@ import pytest
 from kubernetes.client import (
     ApiClient,
     ApiException,
-    AuthorizationV1Api,
     CoreV1Api,
     CustomObjectsApi,
     RbacAuthorizationV1Api,
@@ -31,9 +30,6 @@ from kubernetes.client import (
     V1ObjectMeta,
     V1Pod,
     V1PodSpec,
-    V1ResourceAttributes,
-    V1SubjectAccessReview,
-    V1SubjectAccessReviewSpec,
 )
 
 from kubelock.api import fencing
@@ -60,6 +56,7 @@ from kubelock.sdk import (
 from kubelock.sdk.model import LockInfo
 from kubelock.testbed import ControlPlane, wait_until
 from tests.integration.conftest import bearer_client
+from tests.support.access import allowed, bind_agents
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
 from tests.support.partition import Partition, closed_port, kubeconfig_for
@@ -85,45 +82,14 @@ def operator(control_plane: Cluster, namespace: str, tmp_path: Path) -> Iterator
         yield op
 
 
-def bind(admin_api: ApiClient, namespace: str, cluster_role: str, user: str) -> None:
-    if user.startswith("system:serviceaccount:"):
-        sa_namespace, name = user.split(":")[2:]
-        subject = {"kind": "ServiceAccount", "name": name, "namespace": sa_namespace}
-    else:
-        subject = {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
-    binding: dict[str, Any] = {
-        "metadata": {"generateName": f"{cluster_role}-"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
-        "subjects": [subject],
-    }
-    RbacAuthorizationV1Api(admin_api).create_namespaced_role_binding(namespace, binding)  # type: ignore[arg-type]
-    verb, resource = ("delete", "resourcelocks") if cluster_role == "kubelock-admin" else ("create", "lockclaims")
-    # The authorizer learns bindings from a watch: wait for it rather than race it.
-    wait_until(lambda: allowed(admin_api, namespace, user, verb, resource),
-               what=f"{user} to be allowed to {verb} {resource}", timeout=DEADLINE)
-
-
 def unbind(admin_api: ApiClient, namespace: str, user: str) -> None:
     """Delete the user's role bindings in the namespace, and wait until the authorizer refuses it."""
     rbac = RbacAuthorizationV1Api(admin_api)
     for binding in rbac.list_namespaced_role_binding(namespace).items:
         if any(s.kind == "User" and s.name == user for s in binding.subjects or []):
             rbac.delete_namespaced_role_binding(binding.metadata.name, namespace)
-    wait_until(lambda: not allowed(admin_api, namespace, user, "watch", "lockclaims"),
+    wait_until(lambda: not allowed(admin_api, user, namespace, "watch", "lockclaims"),
                what=f"{user} to be refused lockclaims", timeout=DEADLINE)
-
-
-def allowed(admin_api: ApiClient, namespace: str, user: str, verb: str, resource: str) -> bool:
-    review = V1SubjectAccessReview(
-        spec=V1SubjectAccessReviewSpec(
-            user=user,
-            groups=["system:authenticated"],
-            resource_attributes=V1ResourceAttributes(group="kubelock.dev", resource=resource, verb=verb,
-                                                     namespace=namespace),
-        )
-    )
-    status = AuthorizationV1Api(admin_api).create_subject_access_review(review).status
-    return bool(status and status.allowed)
 
 
 @dataclass
@@ -159,8 +125,7 @@ class Team:
 def team(control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: OperatorProcess) -> Iterator[Team]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users (alice, bob)")
-    for user in ("alice", "bob"):
-        bind(admin_api, namespace, "kubelock-agent", user)
+    bind_agents(admin_api, namespace)
     team = Team(control_plane, namespace, Locks(admin_api, namespace))
     yield team
     for client in team.clients:
@@ -306,7 +271,7 @@ async def test_a_wait_given_up_on_a_refusal_still_leaves_the_queue(
             await asyncio.to_thread(unbind, admin_api, team.namespace, "alice")
             partition.drop()  # the watch reconnects, and is refused
             await asyncio.wait_for(refused.wait(), DEADLINE)
-            await asyncio.to_thread(bind, admin_api, team.namespace, "kubelock-agent", "alice")
+            await asyncio.to_thread(bind_agents, admin_api, team.namespace, ("alice",))
             with pytest.raises(Forbidden):
                 await asyncio.wait_for(waiting, DEADLINE)
 
@@ -681,7 +646,7 @@ def test_pod_identity_binds_claims_to_the_pod(
 ) -> None:
     ns = team.namespace
     sa_token(ns, "agent")  # creates the ServiceAccount
-    bind(admin_api, ns, "kubelock-agent", f"system:serviceaccount:{ns}:agent")
+    bind_agents(admin_api, ns, (f"system:serviceaccount:{ns}:agent",))
     core = CoreV1Api(admin_api)
     name = f"agent-{secrets.token_hex(3)}"
     pod = core.create_namespaced_pod(

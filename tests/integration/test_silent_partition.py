@@ -23,7 +23,7 @@ from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, lock_name, normalise
 from kubelock.sdk import Expired, LockClient
 from kubelock.testbed import ControlPlane
-from tests.support.access import bind, wait_allowed
+from tests.support.access import bind_agents
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import argv_of, default_signals, environment, finish
 from tests.support.monitor import HolderMonitor, LockMonitor
@@ -177,9 +177,7 @@ def test_an_operator_silent_past_a_lease_grants_nothing_and_hands_over_only_afte
 def agents(control_plane: Cluster, admin_api: ApiClient, iso_ns: str) -> None:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    for user in ("alice", "bob"):
-        bind(admin_api, iso_ns, "kubelock-agent", user)
-        wait_allowed(admin_api, user, iso_ns, "create", "lockclaims")
+    bind_agents(admin_api, iso_ns)
 
 
 def test_an_sdk_holder_cut_off_silently_learns_of_the_loss_by_its_deadline(
