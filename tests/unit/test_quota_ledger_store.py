@@ -59,3 +59,16 @@ def test_a_ledger_found_gone_is_not_kept() -> None:
         assert not ledgers._known
 
     asyncio.run(run())
+
+
+def test_the_ledgers_of_a_deleted_policy_are_forgotten() -> None:
+    async def run() -> None:
+        ledgers = QuotaLedgers(FakeApi(), lambda uid, count: False)  # type: ignore[arg-type]
+        other = LockPolicy("others", "github://", quotas=Quotas(max_held_per_holder=2))
+        assert await ledgers.record(POLICY, [held("ns0", "c")], T0)
+        assert await ledgers.record(POLICY, [held("ns1", "d")], T0)
+        assert await ledgers.record(other, [Reservation("ns0", "others", "agent-a", "e", Count.HELD)], T0)
+        ledgers.forget_policy("ns0", POLICY.name)
+        assert sorted((k.namespace, k.policy) for k in ledgers._known) == [("ns0", "others"), ("ns1", "deploys")]
+
+    asyncio.run(run())

@@ -5,7 +5,7 @@ The store keeps the last version of each ledger it wrote or read, and nothing wa
 on an older version fails with 409, and the ledger is read again for the caller to decide again. A
 ledger never seen counts as empty and is created by the first reservation; if another replica
 created it meanwhile, that create fails the same way. A ledger with nothing left that counts (every
-entry past its bound or known to be over), or found gone, is forgotten (`_sweep`): it is then one
+entry past its bound or known to be over), found gone, or of a policy deleted, is forgotten: it is then one
 never seen, and its next reservation's create meets the Lease left in the API, reads it and decides
 again. So the store keeps only the ledgers in use, not one for every policy, namespace and shard
 that ever had a reservation. Transient errors (the API server unreachable,
@@ -98,6 +98,12 @@ class QuotaLedgers:
             self._known.pop(key, None)  # gone: one never seen, created by its next reservation
             return
         self._remember(key, body)
+
+    def forget_policy(self, namespace: str, policy: str) -> None:
+        """A policy deleted: nothing counts under it here any more. If it comes back, its ledgers are
+        ones never seen (read again at their first write)."""
+        for key in [k for k in self._known if k.namespace == namespace and k.policy == policy]:
+            del self._known[key]
 
     def _sweep(self, now: float) -> None:
         """Forget the ledgers nothing in counts any more (at most every `SWEEP_SECONDS`: a sweep looks
