@@ -8,7 +8,8 @@ round; what the allocator keeps does not grow once its first flood has made the 
 
 The same rounds, varied (smaller: `KUBELOCK_FLOOD_VARIED` claims a round): claims of several resources
 (up to 16, some waiting on each other), claims under a LockPolicy quota (the quota ledger), kwok pods
-as holders (the pod index), and claims spread over 20 namespaces made and deleted each round.
+as holders (the pod index), and claims spread over 20 namespaces made and deleted each round, each
+namespace with a quota (its quota ledger).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from kubelock.api.constants import GROUP, VERSION
 from kubelock.operator.cache import TOMBSTONES
+from kubelock.operator.quotaledger import SWEEP_SECONDS
 from tests.support.claims import Locks, phase_of, wait_until
 from tests.support.namespaces import new_namespace, temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
@@ -216,10 +218,21 @@ def _pods(admin_api: ApiClient, ns: str, round_no: int, node: str) -> None:
     wait_until(lambda: not core.list_namespaced_pod(ns).items, "the pods gone", 600)
 
 
+def _quota_policy(admin_api: ApiClient, ns: str, prefix: str, held: int) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "LockPolicy", "metadata": {"name": "quota"},
+        "spec": {"resourcePrefix": prefix, "capacity": 2, "maxHeldPerHolder": held},
+    }
+    CustomObjectsApi(admin_api).create_namespaced_custom_object(GROUP, VERSION, ns, "lockpolicies", body)
+
+
 def _spread(admin_api: ApiClient, round_no: int) -> None:
-    """VARIED claims over SPREAD namespaces made for the round; claims and namespaces deleted."""
+    """VARIED claims over SPREAD namespaces made for the round, each namespace with a quota (a quota
+    ledger each); claims and namespaces deleted."""
     names = [new_namespace(admin_api, PREFIX) for _ in range(SPREAD)]
     try:
+        for name in names:
+            _quota_policy(admin_api, name, "mr://spread", VARIED)
         time.sleep(3)  # the operator's watches of the new namespaces started (patterns)
 
         def create(i: int) -> None:
@@ -274,12 +287,8 @@ def test_varied_floods_leave_no_per_claim_entries_behind(
 ) -> None:
     rounds: list[dict[str, Any]] = []
     with temporary_namespace(admin_api, PREFIX) as ns:
-        if variation == "quota":
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": "LockPolicy", "metadata": {"name": "quota"},
-                "spec": {"resourcePrefix": "deploy://", "capacity": 2, "maxHeldPerHolder": 8},
-            }
-            CustomObjectsApi(admin_api).create_namespaced_custom_object(GROUP, VERSION, ns, "lockpolicies", body)
+        if variation in ("quota", "spread"):
+            _quota_policy(admin_api, ns, "deploy://", 8)
         time.sleep(3)
         rounds.append(operator.dump(f"{variation}-start"))
         for round_no in range(VARIED_ROUNDS):
@@ -291,6 +300,12 @@ def test_varied_floods_leave_no_per_claim_entries_behind(
                 _pods(admin_api, ns, round_no, fake_node)
             else:
                 _spread(admin_api, round_no)
+                # A decision under a quota: it forgets the round's ledgers, their claims all gone.
+                time.sleep(SWEEP_SECONDS + 1)
+                probe = Locks(admin_api, ns)
+                probe.claim(f"probe{round_no}", f"deploy://probe{round_no}", "user:probe/w0", ttl=600)
+                probe.wait_phase(f"probe{round_no}", "Held")
+                _delete_all(probe)
             time.sleep(5)  # the deletions' last handlers and Event writes done
             # Collected first: kopf's bodies and the exceptions kept by their tracebacks form cycles,
             # freed by the cyclic collector whenever it runs, not kept state.

@@ -356,6 +356,29 @@ def test_every_resource_of_a_claim_of_several_rests_after_its_lease_expired(
     wait_event(admin_api, ns, "b", "LockDelay")
 
 
+def test_deleting_an_expired_claim_of_several_ends_the_rest_of_each_of_its_resources(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """The holder deleting its ended claim acknowledges the loss: every resource's rest ends then, not
+    only that of the resource the claim is removed under (its first). A waiter on each is granted far
+    sooner than the 60 s rest it was told."""
+    apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
+    first, second = "deploy://api-prod", "deploy://db"
+    claim_all(locks, "a", [first, second], "agent-a", ttlSeconds=SHORT_TTL)
+    locks.wait_phase("a", "Held")
+    locks.claim("b", second, "agent-b", wait=True)
+    locks.claim("c", first, "agent-c", wait=True)
+    locks.wait_phase("a", "Expired", timeout=SHORT_TTL + 60)
+    told = {
+        name: status_of(locks.wait_for(name, lambda w: status_of(w).get("reason") == "LockDelay", timeout=60))
+        for name in ("b", "c")
+    }
+    locks.delete("a")
+    for name in ("b", "c"):
+        held = status_of(locks.wait_phase(name, "Held", timeout=60))
+        assert seconds(held["acquiredAt"]) < seconds(told[name]["availableAt"]) - 10, (name, held, told[name])
+
+
 def test_a_release_has_no_lock_delay(locks: Locks, admin_api: ApiClient, ns: str) -> None:
     apply_policy(admin_api, ns, "rest", resourcePrefix="deploy://", lockDelaySeconds=60)
     holder_and_waiter(locks, "deploy://released")

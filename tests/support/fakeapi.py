@@ -63,11 +63,12 @@ class FakeApi:
 
     async def create(self, path: str, body: Body, **params: Any) -> Body:
         def default() -> Body:
-            name = body["metadata"]["name"]
+            meta = body["metadata"]
+            name = meta.get("name") or f"{meta['generateName']}{next(self._uids):05d}"
             target = f"{path}/{name}"
             if target in self.objects:
                 raise Conflict(409, "AlreadyExists", f"{name} already exists")
-            return self.put(target, body)
+            return self.put(target, {**body, "metadata": {**meta, "name": name}})
 
         return await self._call("create", path, body, default)
 

@@ -175,6 +175,26 @@ def test_a_claim_of_several_resources_that_left_a_lock_delay_is_remembered_under
     assert cache.finished_for(("a", a)) == [] and cache.finished_for(("a", b)) == []
 
 
+def test_deleting_a_claim_of_several_resources_that_left_a_lock_delay_decides_each_resource_again() -> None:
+    """Its deletion ends the rest of every resource: the key scheduled is the claim's own, whose
+    reconcile (the claim gone) decides again each of its resources, not only the first."""
+    a, b = "r://a", "r://b"
+    expired = {
+        "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},
+        "spec": {"resources": [b, a], "holder": "agent-m"},
+        "status": {"phase": "Expired", "reason": "LeaseExpired", "finishedAt": "2026-01-01T00:00:00Z",
+                   "availableAt": "2026-01-01T00:00:10Z"},
+    }
+    cache = Cache()
+    key = cache.upsert_claim(expired)
+    assert key is not None and set(cache.resource_keys_of("m")) == {("a", a), ("a", b)}  # its first reconcile
+    assert set(cache.resource_keys_of("m")) == set()
+    deleted = cache.delete_claim(expired)
+    assert deleted == key
+    assert set(cache.resource_keys_of("m")) == {("a", a), ("a", b)}
+    assert cache.resource_keys_of("m") == ()  # forgotten once its reconcile took them
+
+
 def test_a_claim_of_several_resources_without_a_lock_delay_is_remembered_once() -> None:
     rejected = {
         "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},

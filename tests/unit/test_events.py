@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from kubelock.domain.clock import ManualClock
+from kubelock.kube import paths
 from kubelock.operator.events import (
     ROUTINE_BURST,
     SUMMARY_NAMES,
@@ -15,6 +16,7 @@ from kubelock.operator.events import (
     EventRecorder,
     RoutineLimit,
 )
+from tests.support.fakeapi import FakeApi
 
 
 class Recording:
@@ -222,3 +224,27 @@ def test_an_event_that_is_not_routine_goes_one_by_one_past_the_burst_and_at_rate
         assert [(o["kind"], o["name"], o["uid"], o["namespace"]) for o in removed] == [
             ("LockPolicy", f"p{i}", f"pu{i}", "ns") for i in range(3)
         ], rate
+
+
+def test_an_event_every_replica_records_once_is_kept_once() -> None:
+    """Two replicas each record a deleted policy's Event: it is named after the policy's uid, so the
+    API server keeps the first create; the second meets it (409) and is dropped without a warning."""
+
+    async def scenario() -> FakeApi:
+        api, clock = FakeApi(), ManualClock()
+        recorders = [EventRecorder(api, clock, f"replica-{i}") for i in range(2)]  # type: ignore[arg-type]
+        for recorder in recorders:
+            recorder.start()
+        for recorder in recorders:
+            recorder.record("ns", "wide", "7f1c", "PolicyRemoved", "deleted", warning=False, kind="LockPolicy",
+                            routine=False, once=True)
+            recorder.record("ns", "c1", "u1", "Granted", "granted", warning=False)  # named by the server
+            await recorder.drain()
+            await recorder.stop()
+        return api
+
+    api = asyncio.run(scenario())
+    events = [b for path, b in api.objects.items() if path.startswith(paths.events("ns"))]
+    removed = [b for b in events if b["reason"] == "PolicyRemoved"]
+    assert [b["metadata"]["name"] for b in removed] == ["wide.policyremoved.7f1c"]
+    assert removed[0]["reportingInstance"] == "replica-0"

@@ -509,12 +509,16 @@ def event_body(
     now: float,
     component: str,
     instance: str,
+    event_name: str | None = None,
 ) -> Body:
+    """`event_name`: the Event's own name, for an Event every replica reports and the API server keeps
+    once (the second create fails); without it, a name is generated."""
     stamp = to_rfc3339(now)
+    meta = {"name": event_name} if event_name else {"generateName": f"{name[:200]}."}
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{name[:200]}.", "namespace": namespace},
+        "metadata": {**meta, "namespace": namespace},
         "involvedObject": {"apiVersion": API_VERSION, "kind": kind, "name": name, "namespace": namespace, "uid": uid},
         "reason": reason,
         "message": message[:1024],

@@ -213,7 +213,7 @@ class Cache:
     def delete_claim(self, body: Body) -> Key | None:
         meta = body.get("metadata") or {}
         uid = meta.get("uid")
-        finished = None
+        finished: tuple[Key, ...] = ()
         if uid:
             self._bury(uid)
             finished = self._unfinish(uid, meta.get("namespace"), ((body.get("spec") or {}).get("resource")))
@@ -221,8 +221,13 @@ class Cache:
         if old is None:
             # A terminal claim (Rejected, Expired, ...) deleted: its key is decided again, which forgets
             # what was kept for it once nothing is left there (its removal deadline, its capacity)
-            # instead of keeping that until the deadline comes.
-            return finished
+            # instead of keeping that until the deadline comes. A claim of several resources kept under
+            # each of them (its lock-delay) ends the rest of every one: its own key is scheduled, whose
+            # reconcile, the claim being gone, decides again each of `_multi_keys` (`resource_keys_of`).
+            if uid and len(finished) > 1:
+                self._multi_keys[uid] = finished
+                return multi_key(finished[0][0], uid)
+            return finished[0] if finished else None
         self._unindex(old)
         return key_of(old)
 
@@ -251,21 +256,21 @@ class Cache:
                 if not records:
                     del self._finished[each]
 
-    def _unfinish(self, uid: str, namespace: object, resource: object) -> Key | None:
-        """Forget a terminal claim deleted from the API; the (first) key it was remembered under."""
+    def _unfinish(self, uid: str, namespace: object, resource: object) -> tuple[Key, ...]:
+        """Forget a terminal claim deleted from the API; every key it was remembered under."""
         keys = self._finished_multi.get(uid)
         if keys is not None:
             self.forget_finished(keys[0], uid)
-            return keys[0]
+            return keys
         if isinstance(namespace, str) and isinstance(resource, str):
             key = (namespace, normalise(resource))
             known = uid in self._finished.get(key, {})
             self.forget_finished(key, uid)
-            return key if known else None
+            return (key,) if known else ()
         found = [k for k, records in self._finished.items() if uid in records]
         for key in found:
             self.forget_finished(key, uid)
-        return found[0] if found else None
+        return tuple(found)
 
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted

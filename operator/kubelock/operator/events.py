@@ -54,7 +54,7 @@ from kubelock.domain.clock import Clock
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.codec import event_body
-from kubelock.kube.errors import ApiError, Unreachable
+from kubelock.kube.errors import ApiError, Conflict, Unreachable
 from kubelock.operator.settings import ROUTINE_EVENT_RATE
 
 log = logging.getLogger("kubelock.events")
@@ -164,6 +164,9 @@ class Occurrence:
     message: str
     warning: bool
     at: float
+    # The Event's own name, when every replica reports the occurrence (a LockPolicy deleted): the API
+    # server keeps the first create, the others fail with 409 and are not reported again.
+    event_name: str | None = None
 
 
 class Folding:
@@ -259,13 +262,16 @@ class EventRecorder:
 
     def record(
         self, namespace: str, name: str, uid: str, reason: str, message: str, *, warning: bool, kind: str = CLAIM_KIND,
-        routine: bool = True,
+        routine: bool = True, once: bool = False,
     ) -> None:
         """`routine=False`: a Normal Event of something rare that an admin did (a LockPolicy deleted),
-        sent one by one like a Warning is, never limited nor folded into a summary of claims."""
+        sent one by one like a Warning is, never limited nor folded into a summary of claims.
+        `once` (with `routine=False`): every replica sees it happen and records it, but the Event is
+        kept once (named after the object's uid and the reason, see `Occurrence.event_name`)."""
         now = self._clock.now()
         if not routine and not warning:
-            self._enqueue(Occurrence(namespace, kind, name, uid, reason, message, warning, now))
+            event_name = f"{name[:180].rstrip('.-')}.{reason.lower()}.{uid}" if once and uid else None
+            self._enqueue(Occurrence(namespace, kind, name, uid, reason, message, warning, now, event_name))
             return
         folding = self._warnings if warning else self._routine
         if folding.off:
@@ -314,10 +320,14 @@ class EventRecorder:
         body = event_body(
             namespace=event.namespace, kind=event.kind, name=event.name, uid=event.uid, reason=event.reason,
             message=event.message, warning=event.warning, now=event.at, component=COMPONENT, instance=self._instance,
+            event_name=event.event_name,
         )
         try:
             await self._client.create(paths.events(event.namespace), body)
         except (ApiError, Unreachable) as error:
+            if isinstance(error, Conflict) and event.event_name is not None:
+                log.debug("event %s in %s recorded already (by another replica)", event.event_name, event.namespace)
+                return
             # A namespace being deleted refuses new Events; that is expected, not worth a warning.
             terminating = isinstance(error, ApiError) and "being terminated" in error.message
             log.log(

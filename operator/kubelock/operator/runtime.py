@@ -519,6 +519,8 @@ class Runtime:
         if kind == "DELETED":
             self._policy_removed(body)
             self.policies.delete(body)
+            namespace, policy = policy_view(body)
+            self.reconciler.ledgers.forget_policy(namespace, policy.name)
         else:
             self.policies.upsert(body)
             self.policy_status.observed(body)  # after the index has it: from now on it governs
@@ -535,7 +537,7 @@ class Runtime:
         uid = str((body.get("metadata") or {}).get("uid") or "")
         message = removed_message(policy, resources, claims)
         self.events.record(
-            namespace, policy.name, uid, REMOVED, message, warning=False, kind=POLICY_KIND, routine=False
+            namespace, policy.name, uid, REMOVED, message, warning=False, kind=POLICY_KIND, routine=False, once=True
         )
 
     def _repolicy(self, before: dict[Key, Any]) -> None:
