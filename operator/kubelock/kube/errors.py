@@ -119,6 +119,18 @@ def gone(error: BaseException) -> bool:
     return isinstance(error, NotFound)
 
 
+def other_object(error: BaseException) -> bool:
+    """A patch naming the object's uid (`metadata.uid`, the only uid precondition a patch can carry)
+    met another object of that name: the API server refuses it as a change of an immutable field, 422
+    with the cause `metadata.uid`, not as a failed precondition (409, which a delete's preconditions
+    get). Either way the object the writer meant is gone."""
+    if isinstance(error, Conflict):
+        return True
+    return isinstance(error, Invalid) and any(
+        isinstance(cause, dict) and cause.get("field") == "metadata.uid" for cause in error.causes
+    )
+
+
 def transient(error: BaseException) -> bool:
     """Worth retrying: throttling, server-side trouble, a connection that failed, or a path not served
     (a restarting API server serves a custom resource's path only once its CRD informer has synced:

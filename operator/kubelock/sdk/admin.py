@@ -282,14 +282,13 @@ class AsyncAdmin:
         }
         asked: list[RevocationRequest] = []
         for claim in held:
-            # The uid is a precondition: a claim of the same name made afresh is not asked.
+            # The uid is a precondition: a claim of the same name made afresh is not asked (the API
+            # server refuses the patch as a change of the immutable uid: `other_object`).
             patch = {"metadata": {"uid": claim.uid, "annotations": annotations}}
             try:
                 body = await self.kube.patch(paths.claims(namespace, claim.name), patch)
-            except kube_errors.Conflict:
-                continue  # released meanwhile: nothing to ask
             except (kube_errors.ApiError, kube_errors.Unreachable) as error:
-                if kube_errors.gone(error):
+                if kube_errors.gone(error) or kube_errors.other_object(error):
                     continue  # released meanwhile: nothing to ask
                 raise from_api(error, f"ask {claim.holder} to give back {resource}") from error
             asked.append(RevocationRequest(ClaimInfo.from_body(body), actor, grace_seconds, reason))

@@ -775,14 +775,29 @@ class AsyncLockClient:
 
     async def renew_claim(self, info: ClaimInfo, marker: str, *, conditional: bool) -> ClaimInfo:
         """Write a new renewal marker on the claim. With `conditional`, only onto the version read
-        (kube Conflict otherwise), so a verdict written in between is never overlooked."""
+        (kube Conflict otherwise), so a verdict written in between is never overlooked.
+
+        Always only onto the claim read (its uid): a claim's name is derived from its holder and
+        resource, so once it ended, the next claim of this instance on the resource has its name. A
+        lease that has not heard of the end yet must not renew that claim, another grant with
+        another fencing token (the API server refuses a merge patch whose uid is not the object's:
+        `metadata.uid` is immutable, 422); it is told NotFound, as for a claim gone."""
         meta: Body = {"annotations": {RENEW_ANNOTATION: marker}}
+        if info.uid:
+            meta["uid"] = info.uid
         if conditional:
             meta["resourceVersion"] = info.resource_version
         try:
             body = await self.kube.patch(paths.claims(info.namespace, info.name), {"metadata": meta})
         except kube_errors.Conflict:
             raise
+        except kube_errors.Invalid as error:
+            if not kube_errors.other_object(error):
+                raise from_api(error, f"renew the lock on {info.label}") from error
+            raise NotFound(
+                f"claim {info.name} for {info.label} no longer exists: the claim of that name now is another "
+                f"(the one renewed, uid {info.uid}, ended)"
+            ) from error
         except kube_errors.NotFound as error:
             raise NotFound(f"claim {info.name} for {info.label} no longer exists") from error
         except (kube_errors.ApiError, kube_errors.Unreachable) as error:
