@@ -88,7 +88,8 @@ class _WatchCollector(Collector):
         )
         age = GaugeMetricFamily(
             "kubelock_watch_last_event_age_seconds", "Seconds since the watch of a kind and scope last delivered "
-            "an event or bookmark (the API server sends a bookmark about every minute on an idle watch)",
+            "an event or bookmark (an idle scope's grows past a minute now and then: bookmarks do not come in every "
+            "watch request)",
             labels=["kind", "scope"],
         )
         now = self._stats.clock()

@@ -3,9 +3,10 @@
 A watch that stops delivering while the API server has events for it is silent: no error, the
 connection open. The operator bounds that (`kube.client.WATCH_SECONDS`: a watch request not ended by
 its timeout and grace is taken for dead), but within the bound nothing showed it. These figures show
-it: per kind and scope, the events delivered and the time since the last one (a bookmark counts: the
-API server sends one about every minute on an idle watch, so a healthy scope's age stays below about
-a minute), and, per watch request, the largest gap between two deliveries (logged at debug level by
+it: per kind and scope, the events delivered and the time since the last one (a bookmark counts, but
+the API server does not send one in every watch request: an idle scope's age passes a minute now and
+then, 66 s seen; what marks a silent watch is an age that grows while its kind changes), and, per
+watch request, the largest gap between two deliveries (logged at debug level by
 `kubelock.watches` when the request ends).
 """
 
