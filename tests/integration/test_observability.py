@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, V1Namespace, V1ObjectMeta
 
-from tests.support.claims import Locks, status_of
+from tests.support.claims import Locks, status_of, wait_until
 from tests.support.operator import OperatorProcess
 
 # How long the metrics and the log may lag behind the claims' statuses on a loaded machine.
@@ -150,3 +150,44 @@ def test_one_json_log_line_per_decision(observed: tuple[OperatorProcess, str], a
     assert entry["outcome"] == "Held"
     assert entry["reason"] == "Granted"
     assert entry["level"] == "info" and entry["time"].endswith("Z")
+
+
+def test_watch_metrics_count_events_and_age(observed: tuple[OperatorProcess, str], admin_api: ApiClient) -> None:
+    """kubelock_watch_events_total counts what each of the operator's own watches delivered and
+    kubelock_watch_last_event_age_seconds how long ago the last came: the age grows while nothing
+    happens and falls back when an event arrives."""
+    op, ns = observed
+    locks = Locks(admin_api, ns)
+
+    def claim_watch() -> tuple[float, float | None]:
+        samples = scrape(op.metrics_port)
+        age = [v for (n, ls), v in samples.items()
+               if n == "kubelock_watch_last_event_age_seconds" and {("kind", "claim"), ("scope", ns)} <= ls]
+        return value(samples, "kubelock_watch_events_total", kind="claim", scope=ns), (age[0] if age else None)
+
+    events, _ = claim_watch()
+    locks.claim("w", "deploy://watched", "agent-w")
+    locks.wait_phase("w", "Held")
+    # The agent's create (ADDED) and the operator's Held status (MODIFIED) came through the claim
+    # watch; the grant's lock through the lock watch.
+    wait_until(lambda: claim_watch()[0] >= events + 2, "the claim watch to count the claim's two events",
+               SETTLE_SECONDS)
+    wait_until(lambda: value(scrape(op.metrics_port), "kubelock_watch_events_total", kind="lock", scope=ns) >= 1,
+               "the lock watch to count the grant's lock", SETTLE_SECONDS)
+
+    # Quiet: the age grows with the time between two reads (unless a bookmark came in between,
+    # which the count shows).
+    count_a, age_a = claim_watch()
+    time.sleep(2.0)
+    count_b, age_b = claim_watch()
+    assert age_a is not None and age_b is not None
+    if count_b == count_a:
+        assert age_b >= age_a + 1.0, (age_a, age_b)
+
+    # An event: the age falls back below the time since the write that caused it (the operator and
+    # this test read the same monotonic clock of the machine).
+    sent = time.monotonic()
+    locks.renew("w", "watched")
+    wait_until(lambda: claim_watch()[0] > count_b, "the claim watch to count the renewal", SETTLE_SECONDS)
+    _, age_c = claim_watch()
+    assert age_c is not None and age_c <= time.monotonic() - sent, (age_c, time.monotonic() - sent)

@@ -17,6 +17,7 @@ from kubelock.domain.model import Action, CreateLock, DeleteLock, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.operator.cache import Cache
 from kubelock.operator.quotaledger import QuotaLedgers
+from kubelock.operator.watchstats import WatchStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.1, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
@@ -73,6 +74,35 @@ class _LedgerCollector(Collector):
         )
 
 
+class _WatchCollector(Collector):
+    """Each watch stream's events and the age of its last (`watchstats`): a stream that went quiet while
+    its kind changes shows a growing age with a flat count."""
+
+    def __init__(self, stats: WatchStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        events = CounterMetricFamily(
+            "kubelock_watch_events", "Events (bookmarks included) the operator's own watch of a kind and scope "
+            "delivered (scope: a namespace, or * for every namespace)", labels=["kind", "scope"],
+        )
+        age = GaugeMetricFamily(
+            "kubelock_watch_last_event_age_seconds", "Seconds since the watch of a kind and scope last delivered "
+            "an event or bookmark (an idle scope's grows past a minute now and then: bookmarks do not come in every "
+            "watch request)",
+            labels=["kind", "scope"],
+        )
+        now = self._stats.clock()
+        for stream in self._stats:
+            labels = [stream.kind, stream.scope or "*"]
+            events.add_metric(labels, stream.events)
+            seconds = stream.age(now)
+            if seconds is not None:
+                age.add_metric(labels, seconds)
+        yield events
+        yield age
+
+
 class Metrics:
     """The operator's metrics; also the reconciler's Observer and the client's request hook."""
 
@@ -122,6 +152,9 @@ class Metrics:
 
     def watch_cache(self, cache: Cache) -> None:
         self.registry.register(_CacheCollector(cache))
+
+    def watch_streams(self, stats: WatchStats) -> None:
+        self.registry.register(_WatchCollector(stats))
 
     def watch_ledgers(self, ledgers: QuotaLedgers) -> None:
         self.registry.register(_LedgerCollector(ledgers))

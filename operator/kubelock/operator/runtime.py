@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
 from kubelock.operator.start import scopes
 from kubelock.operator.watches import ListWatch
+from kubelock.operator.watchstats import WatchStats
 
 log = logging.getLogger("kubelock.operator")
 steps = logging.getLogger("kubelock.start")  # a start's steps at debug level (`kubelock.operator.start`)
@@ -86,8 +88,10 @@ class Runtime:
             self.client, self.cache, settings.policy, clock, self.events, metrics, gate=self.freshness,
             policies=self.policies,
         )
+        self.watch_stats = WatchStats(time.monotonic)
         if metrics is not None:
             metrics.watch_cache(self.cache)
+            metrics.watch_streams(self.watch_stats)
             metrics.watch_ledgers(self.reconciler.ledgers)
         self._tasks: list[asyncio.Task[None]] = []
         self._claim_watches: dict[str | None, tuple[ListWatch, asyncio.Task[None]]] = {}
@@ -137,11 +141,13 @@ class Runtime:
         self.reconciler.start()
         for scope in self._scopes():
             self._watch_claims(scope, claims[scope])
-            watch = ListWatch(self.client, paths.locks(scope), "lock", scope, _Locks(self))
+            watch = ListWatch(self.client, paths.locks(scope), "lock", scope, _Locks(self),
+                              self.watch_stats.scope("lock", scope))
             self._lock_watches.append(
                 asyncio.create_task(watch.run(locks[scope]), name=f"kubelock-locks {scope or '*'}")
             )
-            policy_watch = ListWatch(self.client, paths.policies(scope), "policy", scope, _Policies(self))
+            policy_watch = ListWatch(self.client, paths.policies(scope), "policy", scope, _Policies(self),
+                                     self.watch_stats.scope("policy", scope))
             self._policy_watches.append(
                 asyncio.create_task(policy_watch.run(policies[scope]), name=f"kubelock-policies {scope or '*'}")
             )
@@ -186,7 +192,8 @@ class Runtime:
         old = self._claim_watches.get(scope)
         if old is not None:
             old[1].cancel()
-        watch = ListWatch(self.client, paths.claims(scope), "claim", scope, _Claims(self))
+        watch = ListWatch(self.client, paths.claims(scope), "claim", scope, _Claims(self),
+                          self.watch_stats.scope("claim", scope))
         task = asyncio.create_task(watch.run(version, resumed=resumed), name=f"kubelock-claims {scope or '*'}")
         self._claim_watches[scope] = (watch, task)
 

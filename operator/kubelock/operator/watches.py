@@ -39,6 +39,7 @@ from kubelock.api import objects
 from kubelock.kube.client import WATCH_SECONDS, KubeClient
 from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.operator import viewlog
+from kubelock.operator.watchstats import ScopeStats
 
 log = logging.getLogger("kubelock.watches")
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
@@ -67,8 +68,10 @@ class Sink(Protocol):
 
 
 class ListWatch:
-    def __init__(self, client: KubeClient, path: str, noun: str, scope: str | None, sink: Sink) -> None:
+    def __init__(self, client: KubeClient, path: str, noun: str, scope: str | None, sink: Sink,
+                 stats: ScopeStats | None = None) -> None:
         self.client = client
+        self.stats = stats if stats is not None else ScopeStats(noun, scope)
         self.scope = scope
         self.sink = sink
         self.path = path
@@ -92,14 +95,21 @@ class ListWatch:
                     self.version = await self.sink.relist(self.scope)
                     self.relists += 1
                     broken = False
-                async for event in self.client.watch(self.path, resource_version=str(self.version),
-                                                     timeout_seconds=WATCH_SECONDS):
-                    if broken:
-                        self.sink.watched(self.scope)  # the resumed stream is moving again
-                        viewlog.resumed(self.noun, self.scope, time.monotonic() - broke_at)
-                        broken = False
-                    self.version = self._deliver(event, self.version)
-                    failures = 0
+                ended = "broke off"
+                self.stats.began(time.monotonic())
+                try:
+                    async for event in self.client.watch(self.path, resource_version=str(self.version),
+                                                         timeout_seconds=WATCH_SECONDS):
+                        self.stats.delivered(time.monotonic())
+                        if broken:
+                            self.sink.watched(self.scope)  # the resumed stream is moving again
+                            viewlog.resumed(self.noun, self.scope, time.monotonic() - broke_at)
+                            broken = False
+                        self.version = self._deliver(event, self.version)
+                        failures = 0
+                    ended = "ended by the server"
+                finally:
+                    self._summarise(ended)
                 continue  # the server ended the watch at its timeout: nothing was missed
             except ApiError as error:
                 if error.status == 410:
@@ -116,6 +126,15 @@ class ListWatch:
             delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
             failures += 1
             await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    def _summarise(self, ended: str) -> None:
+        """One debug line a watch request (one a minute a scope while it is healthy): its events and the
+        largest gap between two of them, the gap that a stalled stream would show."""
+        if log.isEnabledFor(logging.DEBUG):
+            seconds, events, gap, since = self.stats.request_summary(time.monotonic())
+            log.debug("%s watch of %s %s after %.1f s: %d events, largest gap %.2f s (ended %.1f s ago), "
+                      "%d events in all", self.noun, _name(self.scope), ended, seconds, events, gap, since,
+                      self.stats.events)
 
     def _deliver(self, event: Body, version: int) -> int:
         kind = str(event.get("type"))
