@@ -104,6 +104,14 @@ class Metrics:
         self.hold_time = Histogram(
             "kubelock_hold_seconds", "How long locks were held", buckets=DURATION_BUCKETS, registry=r
         )
+        # The operator's own share of an expiry's lateness, apart from the API server's answer and the
+        # watch that tells the holder: the work queue's wait for the deadline's run and its decision.
+        # Beside the API server's request durations it tells where a late `Expired` spent its time.
+        self.expiry_lateness = Histogram(
+            "kubelock_expiry_lateness_seconds",
+            "From a lease's end (the expiresAt its holder was told) to its Expired status write being sent",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.reconcile_duration = Histogram(
             "kubelock_reconcile_duration_seconds", "Duration of one reconcile of a resource",
             buckets=LATENCY_BUCKETS, registry=r,
@@ -177,6 +185,9 @@ class Metrics:
                 self.quota_rejections.labels(namespace).inc()
         elif status.phase is Phase.EXPIRED:
             self.expirations.labels(namespace).inc()
+            told = claim.status.expires_at if claim.status else None
+            if told is not None:
+                self.expiry_lateness.observe(max(0.0, now - told))
         elif status.phase is Phase.REVOKED:
             self.revocations.labels(namespace, status.reason.value).inc()
         elif status.phase is Phase.DEADLOCKED:
