@@ -1,5 +1,5 @@
 """The operator's share of an expiry's lateness (`kubelock_expiry_lateness_seconds`): from the end its
-holder was told to the `Expired` write being sent, observed once per expiry and for nothing else."""
+holder was told to the `Expired` write being begun, observed once per expiry and for nothing else."""
 
 from __future__ import annotations
 

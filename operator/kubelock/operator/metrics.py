@@ -114,7 +114,7 @@ class Metrics:
         # Beside the API server's request durations it tells where a late `Expired` spent its time.
         self.expiry_lateness = Histogram(
             "kubelock_expiry_lateness_seconds",
-            "From a lease's end (the expiresAt its holder was told) to its Expired status write being sent",
+            "From a lease's end (the expiresAt its holder was told) to its Expired status write being begun",
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.reconcile_duration = Histogram(
