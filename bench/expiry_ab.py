@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -27,22 +28,85 @@ from typing import Any
 import abrun
 import scenarios
 from blocks import STALE_OFF
-from harness import CpuMeter, apiserver_requests, children_by_name, diff
+from harness import CpuMeter, apiserver_requests, children_by_name, diff, scrape
 from report import percentile
 
 from kubelock.testbed import ControlPlane
 
 SERVERS = ("kube-apiserver", "etcd")
+# The expiry's own write as the API server times it (the whole round's status PUTs: `Held`, renewals
+# and `Expired` alike, each one write of the same kind).
+STATUS_PUT = {"verb": "PUT", "resource": "lockclaims", "subresource": "status"}
+
+
+def histogram(text: str, name: str, match: dict[str, str] | None = None) -> dict[str, float]:
+    """One Prometheus histogram summed over the series whose labels include `match`: its `count`,
+    `sum` and cumulative bucket counts keyed by their bound (`le=...`, as the exposition spells it)."""
+    sample = re.compile(rf"^{re.escape(name)}_(bucket|count|sum)(?:\{{([^}}]*)\}})?\s+(\S+)")
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        found = sample.match(line)
+        if found is None:
+            continue
+        part, labels_text, value = found.groups()
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels_text or ""))
+        if any(labels.get(k) != v for k, v in (match or {}).items()):
+            continue
+        key = f"le={labels['le']}" if part == "bucket" else part
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def bucket_quantile(hist: dict[str, float], q: float) -> float | None:
+    """The upper bound of the bucket the `q` quantile falls in (inf when past the last finite bound;
+    None without samples): a histogram tells no more than that."""
+    total = hist.get("count", 0.0)
+    if total <= 0:
+        return None
+    bounds = sorted((float(k[3:]), n) for k, n in hist.items() if k.startswith("le="))
+    for bound, n in bounds:
+        if n >= q * total:
+            return bound
+    return float("inf")
+
+
+def _hist_diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+async def _timings(bed: abrun.RestartBed) -> tuple[dict[str, float], dict[str, float]]:
+    """The API server's status PUT durations and the operator's expiry lateness (empty for a tree
+    without `kubelock_expiry_lateness_seconds`), as they stand."""
+    server = await scrape(f"{bed.env.credentials.server}/metrics", bed.env.credentials.ssl_context())
+    operator = await scrape(f"http://127.0.0.1:{bed.op.metrics_port}/metrics")
+    return (histogram(server, "apiserver_request_duration_seconds", STATUS_PUT),
+            histogram(operator, "kubelock_expiry_lateness_seconds"))
+
+
+def _split(puts: dict[str, float], lateness: dict[str, float]) -> dict[str, Any]:
+    """Where the round's expiries spent their time: the operator's share (lease end → `Expired` sent;
+    bucket bounds, s) and the API server's mean time on a status PUT (ms)."""
+    out: dict[str, Any] = {}
+    if puts.get("count"):
+        out["status_put_count"] = int(puts["count"])
+        out["status_put_mean_ms"] = round(puts["sum"] / puts["count"] * 1000, 1)
+    if lateness.get("count"):
+        out["operator_share_mean_ms"] = round(lateness["sum"] / lateness["count"] * 1000, 1)
+        out["operator_share_p50_le_s"] = bucket_quantile(lateness, 0.5)
+        out["operator_share_p99_le_s"] = bucket_quantile(lateness, 0.99)
+    return out
 
 
 async def one_round(bed: abrun.RestartBed, expiring: int, rate: float, window: float) -> dict[str, Any]:
     env, op = bed.env, bed.op
     meter = CpuMeter({**children_by_name(SERVERS), "operator": op.pid}).start()
     before = await apiserver_requests(env.credentials)
+    timings_before = await _timings(bed)
     load = os.getloadavg()[0]
     result = await scenarios.expiry(env, bed.namespace, expiring, rate, window)
     cpu = meter.stop()
     requests = diff(await apiserver_requests(env.credentials), before)
+    timings = [_hist_diff(a, b) for a, b in zip(await _timings(bed), timings_before, strict=True)]
     late = sorted(result.lateness)
     return {
         "p50_ms": round(percentile(late, 50) * 1000, 1), "p99_ms": round(percentile(late, 99) * 1000, 1),
@@ -53,6 +117,7 @@ async def one_round(bed: abrun.RestartBed, expiring: int, rate: float, window: f
         "writes": {f"{verb} {resource}{'/' + sub if sub else ''}": n
                    for (verb, resource, sub), n in sorted(requests.items())
                    if verb in ("POST", "PATCH", "PUT", "DELETE") and n >= 10},
+        **_split(*timings),
     }
 
 

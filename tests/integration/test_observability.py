@@ -121,6 +121,9 @@ def test_metrics_follow_a_scripted_scenario(observed: tuple[OperatorProcess, str
     assert value(after, "kubelock_acquire_latency_seconds_count") >= 4
     assert value(after, "kubelock_wait_seconds_count") >= 1  # c waited
     assert value(after, "kubelock_hold_seconds_count") >= 2  # e expired, a broken
+    # e's expiry, timed from the end it was told to its Expired write (observed with the count above)
+    assert value(after, "kubelock_expiry_lateness_seconds_count") == 1
+    assert value(after, "kubelock_expiry_lateness_seconds_sum") >= 0
     assert value(after, "kubelock_reconcile_duration_seconds_count") > 0
     assert value(after, "kubelock_api_requests_total", verb="create") > 0
     assert value(after, "kubelock_api_requests_total", verb="update") > 0  # claim status, written whole

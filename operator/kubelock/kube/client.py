@@ -95,9 +95,13 @@ class KubeClient:
         user_agent: str = "kubelock",
         connections: int = 200,
         watch_grace: float = WATCH_GRACE_SECONDS,
+        in_flight: int | None = None,
     ) -> None:
         self.credentials = credentials
         self._connections = connections
+        # Requests (not watches, which hold a connection for minutes) under way at once: the rest wait
+        # their turn in the order they came, untimed until sent. None: only `connections` bounds them.
+        self._in_flight = asyncio.Semaphore(in_flight) if in_flight else None
         self._timeout = timeout
         self._watch_grace = watch_grace
         # A LIST page of hundreds of bodies can take seconds on a busy API server, and trying it
@@ -183,7 +187,10 @@ class KubeClient:
         reauthenticated = False
         while True:
             try:
-                return await self._request_once(method, path, params, body, content_type, verb or method.lower())
+                if self._in_flight is None:
+                    return await self._request_once(method, path, params, body, content_type, verb or method.lower())
+                async with self._in_flight:
+                    return await self._request_once(method, path, params, body, content_type, verb or method.lower())
             except Unauthorized as error:
                 if reauthenticated or not await self._after_unauthorized(error.sent_headers):
                     raise

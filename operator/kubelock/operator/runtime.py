@@ -36,6 +36,12 @@ from kubelock.operator.watchstats import WatchStats
 log = logging.getLogger("kubelock.operator")
 steps = logging.getLogger("kubelock.start")  # a start's steps at debug level (`kubelock.operator.start`)
 OPERATOR_CONNECTIONS = 32
+# Requests under way at once (watches aside). A storm of leases ending together sends its `Expired`
+# writes in the order of the deadlines; with 30 of them under way at once a loaded API server shared
+# its CPU among all 30 and answered each after 0.2-0.5 s; a few at a time, each is answered in tens of
+# milliseconds and the earliest deadlines first (bench #4 in pairs, bench/README.md 2026-11-28: lower
+# in three pairs of four). The pace is still the API server's. Watches are not counted.
+OPERATOR_IN_FLIGHT = 8
 # A write or GET answers in milliseconds, and a resource's work (its grants, its lease expiries)
 # waits on the one in flight. On a connection a partition left silent (no FIN, no RST: a pooled
 # keep-alive connection reused after the path went dark) nothing else ends it, so this bounds how
@@ -74,7 +80,7 @@ class Runtime:
         # server, not the number of connections, sets the pace.
         self.client = KubeClient(
             credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS,
-            timeout=REQUEST_TIMEOUT_SECONDS, list_timeout=LIST_TIMEOUT_SECONDS,
+            in_flight=OPERATOR_IN_FLIGHT, timeout=REQUEST_TIMEOUT_SECONDS, list_timeout=LIST_TIMEOUT_SECONDS,
         )
         self.cache = Cache()
         self.policies = PolicyIndex()
