@@ -154,15 +154,20 @@ def test_a_terminal_claims_deletion_without_its_spec_still_forgets_it() -> None:
     assert cache.finished_for(("a", R)) == []
 
 
-def test_a_claim_of_several_resources_that_left_a_lock_delay_is_remembered_under_each() -> None:
-    """Each of its resources rests on its record; deleting the claim forgets it under all of them."""
-    a, b = "r://a", "r://b"
-    expired = {
+def _expired_with_lock_delay(*resources: str) -> dict[str, Any]:
+    """A claim of several resources (uid "m", namespace "a") that expired and left a 10 s lock-delay."""
+    return {
         "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},
-        "spec": {"resources": [b, a], "holder": "agent-m"},
+        "spec": {"resources": list(resources), "holder": "agent-m"},
         "status": {"phase": "Expired", "reason": "LeaseExpired", "finishedAt": "2026-01-01T00:00:00Z",
                    "availableAt": "2026-01-01T00:00:10Z"},
     }
+
+
+def test_a_claim_of_several_resources_that_left_a_lock_delay_is_remembered_under_each() -> None:
+    """Each of its resources rests on its record; deleting the claim forgets it under all of them."""
+    a, b = "r://a", "r://b"
+    expired = _expired_with_lock_delay(b, a)
     cache = Cache()
     cache.upsert_claim(expired)
     for key in (("a", a), ("a", b)):
@@ -179,12 +184,7 @@ def test_deleting_a_claim_of_several_resources_that_left_a_lock_delay_decides_ea
     """Its deletion ends the rest of every resource: the key scheduled is the claim's own, whose
     reconcile (the claim gone) decides again each of its resources, not only the first."""
     a, b = "r://a", "r://b"
-    expired = {
-        "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},
-        "spec": {"resources": [b, a], "holder": "agent-m"},
-        "status": {"phase": "Expired", "reason": "LeaseExpired", "finishedAt": "2026-01-01T00:00:00Z",
-                   "availableAt": "2026-01-01T00:00:10Z"},
-    }
+    expired = _expired_with_lock_delay(b, a)
     cache = Cache()
     key = cache.upsert_claim(expired)
     assert key is not None and set(cache.resource_keys_of("m")) == {("a", a), ("a", b)}  # its first reconcile
