@@ -15,7 +15,12 @@ from kubelock.sdk.model import ClaimInfo
 from kubelock.sdk.watching import follow_claim
 
 Body = dict[str, Any]
-LATER = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def later() -> str:
+    """An hour from now, taken when a body is built (not when the module is collected: a test run may
+    reach this module's tests more than an hour after collecting it)."""
+    return (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def held(version: str, *, deleting: bool = False) -> Body:
@@ -24,7 +29,7 @@ def held(version: str, *, deleting: bool = False) -> Body:
         meta["deletionTimestamp"] = "2026-11-27T12:00:00Z"
         meta["finalizers"] = ["example.com/audit"]
     return {"metadata": meta, "spec": {"resource": "x://r", "holder": "user:a/w1"},
-            "status": {"phase": "Held", "holder": "user:a/w1", "fencingToken": 7, "expiresAt": LATER}}
+            "status": {"phase": "Held", "holder": "user:a/w1", "fencingToken": 7, "expiresAt": later()}}
 
 
 def test_a_held_claim_being_deleted_is_not_held() -> None:
