@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import random
 import ssl
@@ -187,9 +188,7 @@ class KubeClient:
         reauthenticated = False
         while True:
             try:
-                if self._in_flight is None:
-                    return await self._request_once(method, path, params, body, content_type, verb or method.lower())
-                async with self._in_flight:
+                async with self._in_flight or contextlib.nullcontext():
                     return await self._request_once(method, path, params, body, content_type, verb or method.lower())
             except Unauthorized as error:
                 if reauthenticated or not await self._after_unauthorized(error.sent_headers):
