@@ -31,10 +31,9 @@ from kubelock.sdk.model import ClaimInfo
 from kubelock.sdk.targets import Target
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import SaToken, UserApi
-from tests.support.access import bind_agents, service_account_user
+from tests.support.access import agents_namespace, bind_agents, service_account_user
 from tests.support.claims import Locks, phase_of, wait_until
 from tests.support.commands import environment, finish, python_json, run, start
-from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
 
 PREFIX = "klh8-"
@@ -48,8 +47,7 @@ Body = dict[str, Any]
 def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    with temporary_namespace(admin_api, PREFIX) as name:
-        bind_agents(admin_api, name)
+    with agents_namespace(admin_api, PREFIX) as name:
         yield name
 
 

@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsA
 
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import UserApi
-from tests.support.access import bind_agents
+from tests.support.access import agents_namespace, bind_agents
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -28,17 +28,12 @@ DEADLINE = 120.0  # generous for 2 shared cores; every wait returns as soon as t
 Body = dict[str, Any]
 
 
-def _agents_namespace(admin_api: ApiClient) -> Iterator[str]:
-    with temporary_namespace(admin_api, PREFIX) as name:
-        bind_agents(admin_api, name)
-        yield name
-
-
 @pytest.fixture(scope="module")
 def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    yield from _agents_namespace(admin_api)
+    with agents_namespace(admin_api, PREFIX) as name:
+        yield name
 
 
 def _annotate(api: ApiClient, namespace: str, name: str, annotations: dict[str, str]) -> None:

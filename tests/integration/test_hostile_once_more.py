@@ -25,7 +25,7 @@ from kubelock.api.constants import GROUP, VERSION
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.sdk import InvalidInput, LockClient
 from kubelock.testbed import ControlPlane
-from tests.support.access import bind_agents, refusal
+from tests.support.access import agents_namespace, refusal
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
@@ -43,8 +43,7 @@ ALICE, BOB = "user:alice/w1", "user:bob/w1"
 
 @pytest.fixture
 def ns(admin_api: ApiClient, prefix_operator: OperatorProcess) -> Iterator[str]:
-    with temporary_namespace(admin_api, PREFIX) as name:
-        bind_agents(admin_api, name)
+    with agents_namespace(admin_api, PREFIX) as name:
         yield name
 
 

@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient, ApiException, CoordinationV1Api, CoreV1
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import UserApi
-from tests.support.access import allowed, bind, bind_agents, wait_allowed
+from tests.support.access import agents_namespace, allowed, bind, bind_agents, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, python_json
 from tests.support.namespaces import new_namespace, temporary_namespace
@@ -42,16 +42,12 @@ def _bind_agents(admin_api: ApiClient, name: str) -> str:
     return name
 
 
-def _agents_namespace(admin_api: ApiClient) -> Iterator[str]:
-    with temporary_namespace(admin_api, PREFIX) as name:
-        yield _bind_agents(admin_api, name)
-
-
 @pytest.fixture(scope="module")
 def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    yield from _agents_namespace(admin_api)
+    with agents_namespace(admin_api, PREFIX) as name:
+        yield name
 
 
 def claim_many(locks: Locks, name: str, resources: list[str], holder: str) -> None:

@@ -19,10 +19,9 @@ from kubernetes.client import ApiClient, ApiException
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import UserApi
-from tests.support.access import bind, bind_agents, wait_allowed
+from tests.support.access import agents_namespace
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, python_json
-from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 
 PREFIX = "klh12-"
@@ -35,10 +34,7 @@ GROUP, VERSION = "kubelock.dev", "v1alpha1"
 def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("needs the test bed's static users")
-    with temporary_namespace(admin_api, PREFIX) as name:
-        bind_agents(admin_api, name)
-        bind(admin_api, name, "kubelock-admin", "lockadmin")
-        wait_allowed(admin_api, "lockadmin", name, "delete", "resourcelocks")
+    with agents_namespace(admin_api, PREFIX, lock_admin=True) as name:
         yield name
 
 

@@ -3,8 +3,9 @@ and waiting until the API server's authorizer has learnt them (it learns binding
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes
@@ -26,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kubelock.api.constants import GROUP
 from kubelock.testbed import wait_until
 from tests.support.claims import Locks
+from tests.support.namespaces import temporary_namespace
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 DEADLINE = 60.0  # generous for 2 shared cores; the wait returns as soon as the binding is known
@@ -61,6 +63,18 @@ def bind_agents(admin_api: ApiClient, namespace: str, users: tuple[str, ...] = (
     for user in users:
         bind(admin_api, namespace, "kubelock-agent", user)
         wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+
+
+@contextlib.contextmanager
+def agents_namespace(admin_api: ApiClient, prefix: str, *, lock_admin: bool = False) -> Iterator[str]:
+    """A fresh namespace (deleted afterwards) where alice and bob are agents and, with `lock_admin`,
+    lockadmin is kubelock-admin; RBAC lets each act there before it is yielded."""
+    with temporary_namespace(admin_api, prefix) as name:
+        bind_agents(admin_api, name)
+        if lock_admin:
+            bind(admin_api, name, "kubelock-admin", "lockadmin")
+            wait_allowed(admin_api, "lockadmin", name, "delete", "resourcelocks")
+        yield name
 
 
 def allowed(
