@@ -47,8 +47,9 @@ verify: venv tools ## Fail when generated files (CRDs, chart templates, manifest
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, the import-linter layer contracts and helm lint of the chart
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check operator tests bench chaos
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench chaos
 	$(VENV)/bin/lint-imports
 	$(BIN_DIR)/helm lint --strict charts/kubelock
 

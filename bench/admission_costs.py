@@ -101,7 +101,8 @@ async def apply(client: KubeClient, doc: Body) -> None:
 
 
 async def account(client: KubeClient, name: str, role: str, namespaces: list[str], cluster: bool = False) -> str:
-    """A token of the ServiceAccount `name` in ACCOUNTS bound to `role` in each namespace (cluster-wide if `cluster`)."""
+    """A token of the ServiceAccount `name` in ACCOUNTS bound to `role` in each namespace (cluster-wide
+    if `cluster`)."""
     await identities.bind_account(client, ACCOUNTS, name, role, bind_in=namespaces, cluster=cluster)
     return await identities.token(client, ACCOUNTS, account=name)
 

@@ -73,7 +73,8 @@ def sums(text: str, metric: str, keys: tuple[str, ...]) -> collections.Counter[t
     for line in text.splitlines():
         if line.startswith(metric + "{") and (match := _SAMPLE.match(line)) is not None:
             labels = dict(_LABEL.findall(match["labels"]))
-            out[tuple(labels.get(k, "") for k in keys)] += float(match["value"])
+            # Counter for its subtraction of snapshots; its sums are floats here, typeshed's values int.
+            out[tuple(labels.get(k, "") for k in keys)] += float(match["value"])  # type: ignore[assignment]
     return out
 
 
@@ -145,7 +146,7 @@ def profiled(profile: tuple[Path, int], cycles_per_second: float) -> dict[str, A
     groups = pprof_groups.grouped(pprof_groups.raw_text(profile[0], find_binaries() / "kube-apiserver"))
     cycles = cycles_per_second * profile[1]
     return {"file": profile[0].name, "sampled_ms_per_cycle": round(1000 * sum(groups.values()) / cycles, 2),
-            "ms_per_cycle": {k: round(1000 * v / cycles, 3) for k, v in groups.most_common()}}
+            "ms_per_cycle": {k: round(1000 * v / cycles, 3) for k, v in groups.items()}}
 
 
 def size_parts(obj: dict[str, Any]) -> dict[str, int]:
@@ -163,7 +164,7 @@ def size_parts(obj: dict[str, Any]) -> dict[str, int]:
 
 async def cycle_sizes(env: Env, namespace: str) -> dict[str, Any]:
     """One claim cycle seen through watches of claims and locks: each event's object, by part."""
-    name, resource = scenarios.unique("sz"), f"bench://cycle/sizes/{time.time_ns()}"
+    name, resource = harness.unique("sz"), f"bench://cycle/sizes/{time.time_ns()}"
     claims, locks = paths.claims(namespace), paths.locks(namespace)
     async with (harness.Watch(env.watcher, claims, resource_version=await harness.current_version(env.client, claims))
                 as claim_watch,
@@ -252,7 +253,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                         await scenarios.settle_locks(env, NS_KUBELOCK)
                     print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
             figures = await operator_figures(op)
-            profile = None
+            profiled_window: dict[str, Any] | None = None
             if args.cprofile:
                 op.stop()
                 profiled = ProfiledOperator("kubelock", plane.kubeconfig, NS_KUBELOCK, logs, source=args.operator)
@@ -263,7 +264,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                                            scenarios.claim_cycles(env, NS_KUBELOCK, n, secs, warm))
                 finally:
                     profiled.stop()
-                profile = {"window": window_, **summarise_profile(profiled.output)}
+                profiled_window = {"window": window_, **summarise_profile(profiled.output)}
         finally:
             op.stop()
     rate = {w: [x["rate"] for x in windows if x["label"] == w] for w in ("floor", "kubelock")}
@@ -276,7 +277,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
                                                         / max(figures["kubelock_acquire_latency_seconds_count"], 1), 3),
             "operator_reconcile_run_mean_s": round(figures["kubelock_reconcile_duration_seconds_sum"]
                                                    / max(figures["kubelock_reconcile_duration_seconds_count"], 1), 3),
-            "profile": profile, "sizes": sizes}
+            "profile": profiled_window, "sizes": sizes}
 
 
 def main() -> int:

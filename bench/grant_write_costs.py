@@ -99,7 +99,8 @@ async def remove_last(client: Any, name: str, body: dict[str, Any]) -> dict[str,
     rest = spec["grants"][:-1]
     patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
              "spec": {"grants": rest or None, "holders": spec["holders"] - 1, "fencingToken": spec["fencingToken"]}}
-    return await client.patch(paths.locks(NS, name), patch)
+    removed: dict[str, Any] = await client.patch(paths.locks(NS, name), patch)
+    return removed
 
 
 async def measure(plane: ControlPlane, args: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +132,7 @@ async def measure(plane: ControlPlane, args: argparse.Namespace) -> dict[str, An
             times.setdefault("create (#1)", []).append(time.perf_counter() - t0)
             await client.delete(paths.locks(NS, created["metadata"]["name"]))
         text = await harness.scrape(f"{credentials.server}/metrics", credentials.ssl_context())
-    server = {}
+    server: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
         if line.startswith("apiserver_request_duration_seconds_") and 'resource="resourcelocks"' in line:
             match = harness._SAMPLE.match(line)

@@ -19,7 +19,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -52,7 +52,7 @@ def deployed_plane(workdir: Path, *, profiling: bool = False) -> ControlPlane:
 
 
 def measured_on_deployed_plane(
-    workdir: Path, measure: Callable[[ControlPlane], Awaitable[R]]
+    workdir: Path, measure: Callable[[ControlPlane], Coroutine[Any, Any, R]]
 ) -> tuple[R, dict[str, list[float]]]:
     """Start a control plane as deployed (`deployed_plane`) in `workdir`, run `measure` on it and stop
     it: its result, and the load averages before and after (`load_before`, `load_after`) that every

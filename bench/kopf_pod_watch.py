@@ -28,6 +28,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from harness import children_by_name, cpu_seconds, ensure_namespace, parse_counter, scrape
 
@@ -96,7 +97,7 @@ async def list_costs(client: KubeClient, apiserver: int, lists: int) -> dict[str
 
 
 def operator_window(plane: ControlPlane, credentials: Credentials, apiserver: int, timeout: int, seconds: float,
-                    log: Path) -> dict[str, float]:
+                    log: Path) -> dict[str, Any]:
     argv = [sys.executable, "-c", OPERATOR, str(timeout), "--kubeconfig", str(plane.kubeconfig), "-n", NAMESPACE,
             "--health-address", f"127.0.0.1:{free_port()}", "--metrics-port", "0"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}

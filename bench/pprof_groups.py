@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
 # (group, pattern of a function's full name). Order matters: see the module's docstring.
@@ -94,13 +93,14 @@ def group_of(functions: list[str]) -> str:
     return OTHER
 
 
-def grouped(text: str) -> Counter[str]:
-    """CPU seconds by group of one profile's `-raw` text."""
+def grouped(text: str) -> dict[str, float]:
+    """CPU seconds by group of one profile's `-raw` text, the largest first."""
     samples, locations = parse_raw(text)
-    out: Counter[str] = Counter()
+    out: dict[str, float] = {}
     for nanos, stack in samples:
-        out[group_of([f for loc in stack for f in locations.get(loc, [])])] += nanos / 1e9
-    return out
+        group = group_of([f for loc in stack for f in locations.get(loc, [])])
+        out[group] = out.get(group, 0.0) + nanos / 1e9
+    return dict(sorted(out.items(), key=lambda item: -item[1]))
 
 
 def raw_text(profile: Path, binary: Path) -> str:
@@ -117,7 +117,7 @@ def fetch(server: str, opener: urllib.request.OpenerDirector, seconds: int, out:
     return out
 
 
-def table(profiles: list[Counter[str]], cycles: list[float] | None) -> str:
+def table(profiles: list[dict[str, float]], cycles: list[float] | None) -> str:
     names = [n for n, _ in GROUPS] + [OTHER]
     head = "| group | " + " | ".join(
         f"profile {i + 1}: s, share" + (", ms a cycle" if cycles else "") for i in range(len(profiles))) + " |"

@@ -129,7 +129,8 @@ def run_loop(coro: Coroutine[Any, Any, Document]) -> Document:
     if _uvloop():
         import uvloop
 
-        return uvloop.run(coro)
+        document: Document = uvloop.run(coro)
+        return document
     return asyncio.run(coro)
 
 

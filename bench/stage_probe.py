@@ -119,9 +119,10 @@ def _watch_probe() -> None:
 
 
 def _reconciler_probe() -> None:
+    from kubelock.domain import arbiter
     from kubelock.operator import reconciler
 
-    decide = reconciler.decide
+    decide = arbiter.decide
 
     def timed_decide(resource: str, *args: Any, **kwargs: Any) -> Any:
         t0 = time.time()
@@ -129,7 +130,7 @@ def _reconciler_probe() -> None:
         stamp("decide", resource=resource, t0=t0, t1=time.time())
         return result
 
-    reconciler.decide = timed_decide  # type: ignore[assignment]
+    reconciler.decide = timed_decide  # type: ignore[attr-defined]  # the name the reconciler calls
     reconcile = reconciler.Reconciler.reconcile
 
     async def timed_reconcile(self: reconciler.Reconciler, key: tuple[str, str]) -> None:

@@ -51,6 +51,7 @@ from harness import (
     ensure_namespace,
     measured_on_deployed_plane,
     new_client,
+    unique,
 )
 
 from kubelock.kube import config, paths
@@ -98,7 +99,7 @@ def held_by(claim: str) -> Predicate:
 
 async def claim_cycles_by_lock(env: Env, namespace: str, agents: int, seconds: float, warmup: float) -> Cycles:
     """#2's cycle with the holder told by the lock: create claim → its lock seen → delete claim."""
-    tag = scenarios.unique("c")
+    tag = unique("c")
     version = await current_version(env.client, paths.locks(namespace))
     async with Watch(env.watcher, paths.locks(namespace), resource_version=version) as watch:
 
@@ -124,7 +125,7 @@ async def put_crd(env: Env, document: dict[str, Any]) -> None:
 
 
 def writes_per_cycle(result: dict[str, Any]) -> float:
-    return round(sum(r["per_cycle"] for k, r in result["requests"].items() if k.split("/")[0] in WRITE_VERBS), 2)
+    return float(round(sum(r["per_cycle"] for k, r in result["requests"].items() if k.split("/")[0] in WRITE_VERBS), 2))
 
 
 async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> dict[str, Any]:

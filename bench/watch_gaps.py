@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import abrun
 import scenarios
@@ -49,6 +49,12 @@ ENDED = re.compile(r"claim watch of .* ended by the server after ([0-9.]+) s")
 SAMPLE = re.compile(r'^kubelock_watch_(events_total|last_event_age_seconds)\{kind="claim",scope="([^"]*)"\} (\S+)$')
 
 
+def current_version(api: CustomObjectsApi, namespace: str) -> str:
+    """The namespace's LockClaims' list version (the client's annotations say `object`: it is a dict)."""
+    listed = cast(dict[str, Any], api.list_namespaced_custom_object(GROUP, VERSION, namespace, CLAIM_PLURAL, limit=1))
+    return str(listed["metadata"]["resourceVersion"])
+
+
 def plain_watch(kubeconfig: Path, namespace: str, arrivals: list[float], stop: threading.Event,
                 ends: list[str]) -> None:
     """Stamp every event (bookmarks not: the API server sends each watcher its own, at its own times)
@@ -56,11 +62,11 @@ def plain_watch(kubeconfig: Path, namespace: str, arrivals: list[float], stop: t
     official client (urllib3: no code shared with the operator's aiohttp client), resuming each
     watch where the last ended as the operator does; `ends` gets how each watch request ended."""
     api = CustomObjectsApi(new_client_from_config(config_file=str(kubeconfig)))
-    listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, CLAIM_PLURAL, limit=1)
-    version = listed["metadata"]["resourceVersion"]
+    version = current_version(api, namespace)
     while not stop.is_set():
         began = time.monotonic()
         try:
+            event: dict[str, Any]
             for event in watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION, namespace,
                                               CLAIM_PLURAL, resource_version=version, allow_watch_bookmarks=True,
                                               timeout_seconds=WATCH_SECONDS):
@@ -73,8 +79,7 @@ def plain_watch(kubeconfig: Path, namespace: str, arrivals: list[float], stop: t
         except ApiException as error:
             ends.append(f"{error.status} after {time.monotonic() - began:.1f} s")
             if error.status == 410:
-                listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, CLAIM_PLURAL, limit=1)
-                version = listed["metadata"]["resourceVersion"]
+                version = current_version(api, namespace)
 
 
 async def sample_operator(port: int, every: float, samples: list[tuple[float, float, float, float]]) -> None:

@@ -1,4 +1,4 @@
-"""`python -m chaos.explain [--causes | --stages] WORKDIR [OUTPUT]`: every `no-verdict` of a kept chaos run, taken apart.
+"""`python -m chaos.explain [--causes | --stages] WORKDIR [OUTPUT]`: a kept chaos run's `no-verdict`s taken apart.
 
 For each claim the checker found unanswered past the bound, prints, from every operator replica's log
 of its part (`--debug kubelock.view`, which the chaos operators run with), what that replica did from
