@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import compileall
 import os
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ import abrun
 import scenarios
 from blocks import STALE_OFF
 from harness import CpuMeter, apiserver_requests, children_by_name, diff, scrape
+from prometheus_client.parser import text_string_to_metric_families
 from report import percentile
 
 from kubelock.testbed import ControlPlane
@@ -41,19 +41,17 @@ STATUS_PUT = {"verb": "PUT", "resource": "lockclaims", "subresource": "status"}
 
 def histogram(text: str, name: str, match: dict[str, str] | None = None) -> dict[str, float]:
     """One Prometheus histogram summed over the series whose labels include `match`: its `count`,
-    `sum` and cumulative bucket counts keyed by their bound (`le=...`, as the exposition spells it)."""
-    sample = re.compile(rf"^{re.escape(name)}_(bucket|count|sum)(?:\{{([^}}]*)\}})?\s+(\S+)")
+    `sum` and cumulative bucket counts keyed by their bound (`le=...`, as the exposition spells it).
+    Samples are matched by name, so an exposition without `# TYPE` lines is read the same."""
+    parts = {f"{name}_bucket": "bucket", f"{name}_count": "count", f"{name}_sum": "sum"}
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        found = sample.match(line)
-        if found is None:
-            continue
-        part, labels_text, value = found.groups()
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels_text or ""))
-        if any(labels.get(k) != v for k, v in (match or {}).items()):
-            continue
-        key = f"le={labels['le']}" if part == "bucket" else part
-        out[key] = out.get(key, 0.0) + float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            part = parts.get(sample.name)
+            if part is None or any(sample.labels.get(k) != v for k, v in (match or {}).items()):
+                continue
+            key = f"le={sample.labels['le']}" if part == "bucket" else part
+            out[key] = out.get(key, 0.0) + sample.value
     return out
 
 
