@@ -275,6 +275,11 @@ class Cache:
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted
 
+    def was_refused(self, uid: str) -> bool:
+        """The claim ended `Rejected` (whether or not it was deleted since), as far as the last
+        TOMBSTONES refusals go. By uid: a claim of several resources is refused on all of them."""
+        return uid in self._refused
+
     def reservation_ended(self, uid: str, count: Count) -> bool:
         """Whether a quota-ledger reservation of this claim, counting as `count`, stops counting before
         its bound: the claim was deleted or ended, but a held reservation not if the claim was refused.
