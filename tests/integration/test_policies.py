@@ -620,6 +620,38 @@ def test_a_claim_of_several_counts_under_the_quotas_of_each_of_its_resources_pol
     assert over["reason"] == "QuotaExceeded" and "(maxWaitingPerHolder)" in over["message"], over
 
 
+def test_a_waiting_claim_of_several_refused_at_its_turn_lets_the_waiters_of_each_of_its_resources_go(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """One operator: a waiting claim of `deploy://b` (named first) and `deploy://a` is refused at its
+    turn (its holder took another lock meanwhile, `maxHeldPerHolder: 1`). It is kept among the ended
+    claims under `deploy://b` only, yet the claims queued behind it on each of its resources are
+    granted, it leaves no grant, and its deletion changes nothing."""
+    apply_policy(admin_api, ns, "one-each", resourcePrefix="deploy://", maxHeldPerHolder=1)
+    locks.claim("first", "deploy://a", "agent-first")
+    locks.wait_phase("first", "Held")
+    claim_all(locks, "m", ["deploy://b", "deploy://a"], "agent-m", wait=True)
+    locks.wait_phase("m", "Pending")
+    locks.claim("wa", "deploy://a", "agent-wa", wait=True)
+    locks.claim("wb", "deploy://b", "agent-wb", wait=True)
+    locks.wait_phases(["wa", "wb"], "Pending")  # behind m on both of its resources
+    locks.claim("q", "deploy://q", "agent-m")
+    locks.wait_phase("q", "Held")
+    locks.delete("first")  # m's turn on deploy://a: its holder is at its limit
+    refused = status_of(locks.wait_phase("m", "Rejected", timeout=60))
+    assert refused["reason"] == "QuotaExceeded", refused
+    locks.wait_phases(["wa", "wb"], "Held", timeout=60)
+    held = sorted((lk["spec"]["resource"], lk["spec"]["holder"]) for lk in locks.locks())
+    expected = [("deploy://a", "agent-wa"), ("deploy://b", "agent-wb"), ("deploy://q", "agent-m")]
+    assert held == expected
+    locks.delete("m")
+    locks.delete("wb")  # deploy://b is released: nothing of m comes back for it
+    locks.wait_for("wa", lambda c: phase_of(c) == "Held")
+    wait_until(lambda: len(locks.locks()) == 2, "deploy://b's lock deleted")
+    held = sorted((lk["spec"]["resource"], lk["spec"]["holder"]) for lk in locks.locks())
+    assert held == [("deploy://a", "agent-wa"), ("deploy://q", "agent-m")]
+
+
 def test_a_burst_of_one_holders_claims_of_several_never_holds_more_than_its_quota(
     locks: Locks, admin_api: ApiClient, ns: str
 ) -> None:
