@@ -25,19 +25,20 @@ from kubelock.domain.lockpolicy import LockPolicy, Quotas
 from kubelock.domain.model import Policy
 from kubelock.domain.quotaledger import RESERVATION_SECONDS, Entry, ledger_of
 from kubelock.domain.quotas import Count
+from kubelock.domain.resource import lock_name
 from kubelock.kube import config as kube_config
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
 from kubelock.kube.errors import Unreachable
 from kubelock.kube.quotaledger import entries_of, lease_name, ledger_body
-from kubelock.operator.cache import Cache
+from kubelock.operator.cache import Cache, multi_key
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.policies import PolicyIndex
 from kubelock.operator.reconciler import Reconciler
 from tests.integration.test_multi import claim_all
 from tests.integration.test_observability import scrape, value
 from tests.support.access import bind, wait_allowed
-from tests.support.claims import Locks, phase_of, status_of, wait_until
+from tests.support.claims import MIN_WAIT_SECONDS, Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, kubectl, run
 from tests.support.gatedclient import GatedClient
 from tests.support.monitor import HolderMonitor, LockMonitor
@@ -619,6 +620,38 @@ def test_a_claim_of_several_counts_under_the_quotas_of_each_of_its_resources_pol
     assert over["reason"] == "QuotaExceeded" and "(maxWaitingPerHolder)" in over["message"], over
 
 
+def test_a_waiting_claim_of_several_refused_at_its_turn_lets_the_waiters_of_each_of_its_resources_go(
+    locks: Locks, admin_api: ApiClient, ns: str
+) -> None:
+    """One operator: a waiting claim of `deploy://b` (named first) and `deploy://a` is refused at its
+    turn (its holder took another lock meanwhile, `maxHeldPerHolder: 1`). It is kept among the ended
+    claims under `deploy://b` only, yet the claims queued behind it on each of its resources are
+    granted, it leaves no grant, and its deletion changes nothing."""
+    apply_policy(admin_api, ns, "one-each", resourcePrefix="deploy://", maxHeldPerHolder=1)
+    locks.claim("first", "deploy://a", "agent-first")
+    locks.wait_phase("first", "Held")
+    claim_all(locks, "m", ["deploy://b", "deploy://a"], "agent-m", wait=True)
+    locks.wait_phase("m", "Pending")
+    locks.claim("wa", "deploy://a", "agent-wa", wait=True)
+    locks.claim("wb", "deploy://b", "agent-wb", wait=True)
+    locks.wait_phases(["wa", "wb"], "Pending")  # behind m on both of its resources
+    locks.claim("q", "deploy://q", "agent-m")
+    locks.wait_phase("q", "Held")
+    locks.delete("first")  # m's turn on deploy://a: its holder is at its limit
+    refused = status_of(locks.wait_phase("m", "Rejected", timeout=60))
+    assert refused["reason"] == "QuotaExceeded", refused
+    locks.wait_phases(["wa", "wb"], "Held", timeout=60)
+    held = sorted((lk["spec"]["resource"], lk["spec"]["holder"]) for lk in locks.locks())
+    expected = [("deploy://a", "agent-wa"), ("deploy://b", "agent-wb"), ("deploy://q", "agent-m")]
+    assert held == expected
+    locks.delete("m")
+    locks.delete("wb")  # deploy://b is released: nothing of m comes back for it
+    locks.wait_for("wa", lambda c: phase_of(c) == "Held")
+    wait_until(lambda: len(locks.locks()) == 2, "deploy://b's lock deleted")
+    held = sorted((lk["spec"]["resource"], lk["spec"]["holder"]) for lk in locks.locks())
+    assert held == [("deploy://a", "agent-wa"), ("deploy://q", "agent-m")]
+
+
 def test_a_burst_of_one_holders_claims_of_several_never_holds_more_than_its_quota(
     locks: Locks, admin_api: ApiClient, ns: str
 ) -> None:
@@ -1027,3 +1060,75 @@ def test_a_waiter_whose_grant_failed_after_its_hold_was_recorded_still_counts_as
 
     with temporary_namespace(admin_api, "klx-") as ns:
         asyncio.run(scenario(ns))
+
+
+def test_a_grant_of_a_refused_claim_of_several_counts_on_a_resource_it_was_not_named_first(
+    control_plane: Any, admin_api: ApiClient
+) -> None:
+    """A try-lock of several resources (`deploy://b`, named first, and `deploy://a`) is refused by
+    replica A (`deploy://b` is held by another holder) while replica B, its view behind, grants it:
+    B records the hold in the quota ledger and, slow, creates the lock of `deploy://a` (granted first,
+    in sorted order) only after the reservation's bound. Until that lock is deleted it holds
+    `deploy://a` with a fencing token, so A counts it against the holder (`maxHeldPerHolder: 1`) and
+    refuses the holder's next claim; then A removes the stray grant, the claim waiting on
+    `deploy://a` gets it, and deleting the refused claim leaves nothing of it behind."""
+
+    async def scenario(ns: str) -> None:
+        async with KubeClient(kube_config.load(control_plane.kubeconfig)) as kube:
+            x = Crossing(kube, ns, "agent-crossed")
+            (a, _), (b, b_api) = x.replica(maxHeldPerHolder=1), x.replica(maxHeldPerHolder=1)
+            await x.claim("o", "deploy://b", holder="agent-other")
+            await x.hand_over(a)
+            await a.reconcile((ns, "deploy://b"))
+            assert await x.phase("o") == ("Held", "Granted")
+            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LockClaim", "metadata": {"name": "m"},
+                    "spec": {"resources": ["deploy://b", "deploy://a"], "holder": x.holder}}
+            m = await kube.create(paths.claims(ns), body)
+            m_key = multi_key(ns, m["metadata"]["uid"])
+            b.cache.upsert_claim(m)  # B's view: m, and neither o nor its lock yet
+            b_create = b_api.hold("create", paths.locks(ns))
+            b_grants_m = asyncio.create_task(b.reconcile(m_key))  # its hold recorded in the ledger
+            await asyncio.wait_for(b_create.reached.wait(), 30)
+            await x.hand_over(a)
+            await a.reconcile(m_key)
+            assert await x.phase("m") == ("Rejected", "HeldByAnotherHolder")
+            await asyncio.sleep(RESERVATION_SECONDS + 1)  # B's reservation no longer counts
+            # B creates the lock of deploy://a, then stops before its next write (a ledger write or
+            # the create of deploy://b's lock): the grant stays until a replica removes it.
+            b_next = [b_api.hold("patch", paths.leases(ns)), b_api.hold("create", paths.locks(ns))]
+            b_create.open()
+            waits = [asyncio.ensure_future(g.reached.wait()) for g in b_next]
+            await asyncio.wait(waits, timeout=MIN_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            for each in waits:
+                each.cancel()
+            assert any(g.reached.is_set() for g in b_next), "B made no write after the lock of deploy://a"
+            stray = await kube.get(paths.locks(ns, lock_name("deploy://a")))
+            assert stray["spec"]["claimRef"]["uid"] == m["metadata"]["uid"]
+            await x.claim("c")  # the holder's next claim, a try-lock of deploy://c
+            await x.hand_over(a)  # A's view: m Rejected, its grant on deploy://a, and c
+            await a.reconcile((ns, "deploy://c"))
+            assert max(x.peaks, default=0) <= 1, f"the holder's locks after each lock write: {x.peaks}"
+            assert await x.phase("c") == ("Rejected", "QuotaExceeded")
+            await x.claim("w", "deploy://a", holder="agent-waiter", wait=True)
+            await x.hand_over(a)
+            await a.reconcile((ns, "deploy://a"))  # the stray grant goes, w gets deploy://a
+            assert await x.phase("w") == ("Held", "Granted")
+            await kube.delete(paths.claims(ns, "m"))
+            deleted = a.cache.delete_claim(m)
+            if deleted is not None:
+                await a.reconcile(deleted)
+            b_grants_m.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await b_grants_m
+            for gate in b_next:
+                gate.open()
+            locks = (await kube.list(paths.locks(ns)))["items"]
+            assert sorted((lk["spec"]["resource"], lk["spec"]["holder"]) for lk in locks) == [
+                ("deploy://a", "agent-waiter"), ("deploy://b", "agent-other")]
+            assert [await x.phase(n) for n in ("o", "w")] == [("Held", "Granted")] * 2
+            for each in (a, b):
+                await each.stop()
+
+    with temporary_namespace(admin_api, "klx-") as ns:
+        asyncio.run(scenario(ns))
+

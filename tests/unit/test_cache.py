@@ -4,6 +4,7 @@ LISTs prove gone."""
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from typing import Any
 
 from kubelock.domain.quotas import Count
@@ -204,6 +205,27 @@ def test_a_claim_of_several_resources_without_a_lock_delay_is_remembered_once() 
     cache = Cache()
     cache.upsert_claim(rejected)
     assert [r.uid for r in cache.finished_for(("a", "r://b"))] == ["m"] and cache.finished_for(("a", "r://a")) == []
+
+
+def test_deleting_a_refused_claim_of_several_resources_finds_it_under_its_first_without_a_walk() -> None:
+    """It has no `spec.resource`: its record is looked up under the first of `spec.resources`, where it
+    is kept, not by a walk of every key kept (one walk per deletion made a burst of N such deletions
+    cost N x N)."""
+
+    class NoWalk(defaultdict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def]
+            raise AssertionError("every key walked")
+
+    rejected = {
+        "metadata": {"name": "c-m", "uid": "m", "namespace": "a", "resourceVersion": "7"},
+        "spec": {"resources": ["r://b", "r://a"], "holder": "agent-m"},
+        "status": {"phase": "Rejected", "reason": "HeldByAnotherHolder", "finishedAt": "2026-01-01T00:00:00Z"},
+    }
+    cache = Cache()
+    cache.upsert_claim(rejected)
+    cache._finished = NoWalk(dict, cache._finished)
+    assert cache.delete_claim(rejected) == ("a", "r://b")  # the resource it was kept under
+    assert cache.finished_for(("a", "r://b")) == [] and cache.was_deleted("m")
 
 
 def test_a_quota_reservation_of_a_refused_claim_outlives_the_claim_if_it_was_held() -> None:

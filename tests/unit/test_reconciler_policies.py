@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+import pytest
+
 from kubelock.domain import quotaledger, quotas
 from kubelock.domain.clock import ManualClock
 from kubelock.domain.model import Policy
@@ -322,6 +324,45 @@ def test_a_grant_whose_claim_was_refused_counts_until_its_lock_goes_and_a_releas
 
     assert asyncio.run(scenario("refused")) == "Rejected"
     assert asyncio.run(scenario("released")) == "Held"
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["kept", "deleted"])
+@pytest.mark.parametrize("lock_on", ["deploy://one", "deploy://two"])
+def test_a_grant_of_a_refused_claim_of_several_counts_on_whichever_of_its_resources_it_is(
+    lock_on: str, deleted: bool
+) -> None:
+    """The same for a claim of several resources (`spec.resources: [two, one]`, so `two` is the first
+    named): the grant written on either of them counts until its lock goes, also on `one`, which its
+    grants are written on first (in sorted order) and under which no record of the refused claim is
+    kept; and it still counts once the refused claim is deleted, its lock not yet gone."""
+
+    async def scenario() -> str:
+        clock = ManualClock(T0)
+        api, cache, index = FakeApi(), Cache(), PolicyIndex()
+        index.upsert(policy(maxHeldPerHolder=1))
+        reconciler = reconciler_for(api, cache, index, clock)
+        refused = {
+            "metadata": {"name": "old", "uid": "u-old", "namespace": "a"},
+            "spec": {"resources": ["deploy://two", "deploy://one"], "holder": "agent-a"},
+            "status": {"phase": "Rejected", "reason": "HeldByAnotherHolder", "message": "", "sequence": 1,
+                       "finishedAt": to_rfc3339(T0)},
+        }
+        cache.upsert_claim(api.put(paths.claims("a", "old"), refused))
+        if deleted:
+            cache.delete_claim(api.objects.pop(paths.claims("a", "old")))
+        cache.upsert_lock({
+            "metadata": {"name": "lock-old", "uid": "l-old", "namespace": "a", "resourceVersion": "50"},
+            "spec": {"resource": lock_on, "holder": "agent-a", "claimRef": {"name": "old", "uid": "u-old"},
+                     "fencingToken": 50, "leaseDurationSeconds": 60},
+        })
+        new = claim("new", "deploy://three")
+        new["spec"]["holder"] = "agent-a"
+        cache.upsert_claim(api.put(paths.claims("a", "new"), new))
+        await reconciler.reconcile(("a", "deploy://three"))
+        await reconciler.stop()
+        return str(api.objects[paths.claims("a", "new")]["status"]["reason"])
+
+    assert asyncio.run(scenario()) == "QuotaExceeded"
 
 
 def test_a_resource_of_a_policy_of_several_permits_leaves_no_capacity_behind_once_released() -> None:

@@ -216,7 +216,7 @@ class Cache:
         finished: tuple[Key, ...] = ()
         if uid:
             self._bury(uid)
-            finished = self._unfinish(uid, meta.get("namespace"), ((body.get("spec") or {}).get("resource")))
+            finished = self._unfinish(uid, meta.get("namespace"), _first_resource(body.get("spec") or {}))
         old = self.claims.get(uid) if uid else None
         if old is None:
             # A terminal claim (Rejected, Expired, ...) deleted: its key is decided again, which forgets
@@ -274,6 +274,11 @@ class Cache:
 
     def was_deleted(self, uid: str) -> bool:
         return uid in self._deleted
+
+    def was_refused(self, uid: str) -> bool:
+        """The claim ended `Rejected` (whether or not it was deleted since), as far as the last
+        TOMBSTONES refusals go. By uid: a claim of several resources is refused on all of them."""
+        return uid in self._refused
 
     def reservation_ended(self, uid: str, count: Count) -> bool:
         """Whether a quota-ledger reservation of this claim, counting as `count`, stops counting before
@@ -541,6 +546,16 @@ class Cache:
 
     def keys(self) -> set[Key]:
         return set(self._by_key) | set(self.locks)
+
+
+def _first_resource(spec: Body) -> object:
+    """The resource a terminal claim is kept under (`Cache._finish`): `spec.resource`, or the first of
+    `spec.resources` (a claim of several has no `spec.resource`; without it `_unfinish` looked for the
+    claim under every key, a walk of them all for each such claim deleted)."""
+    listed = spec.get("resources")
+    if spec.get("resource") is None and isinstance(listed, list) and listed:
+        return listed[0]
+    return spec.get("resource")
 
 
 def _remember(tombstones: OrderedDict[str, None], uid: str) -> None:

@@ -134,15 +134,18 @@ def _refused_grants(
 ) -> dict[str, tuple[str, quotas.Count]]:
     """Grants whose claim ended Rejected: one replica refused the claim while another wrote its grant.
     Until its lock is deleted, such a grant holds the resource (with a fencing token), so it counts
-    like any grant. (A grant of a claim released or ended otherwise is over: its lock is going.)"""
+    like any grant, also once the refused claim is deleted. (A grant of a claim released or ended
+    otherwise is over: its lock is going.)
+
+    Looked up by the claim's uid (`Cache.was_refused`), not among the terminal claims kept under the
+    lock's resource (`Cache.finished_for`): a refused claim of several resources is kept there under
+    its first resource only, while its grants are written in sorted order, on any of them."""
     out: dict[str, tuple[str, quotas.Count]] = {}
     for key, record in cache.locks.items():
         if key[0] != namespace or index.policy_for(*key).name != policy.name:
             continue
-        finished = {f.uid: f for f in cache.finished_for(key)}
         for grant in record.grants:
-            ended = finished.get(grant.claim_uid)
-            if grant.claim_uid not in cache.claims and ended is not None and ended.phase is Phase.REJECTED:
+            if grant.claim_uid not in cache.claims and cache.was_refused(grant.claim_uid):
                 out[grant.claim_uid] = (grant.holder, quotas.Count.HELD)
     return out
 
