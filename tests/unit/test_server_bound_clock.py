@@ -3,6 +3,9 @@ the bounds it is held to (`kube.serverclock.ServerClock.bounds`): pure arithmeti
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 
 from kubelock.domain.clock import (
@@ -13,6 +16,7 @@ from kubelock.domain.clock import (
     offset_from,
 )
 from kubelock.kube.serverclock import ServerClock
+from kubelock.operator.clockbound import server_bound
 
 BOUNDS = (1000.0, 1001.2)  # the earliest and the latest the server's clock can read
 
@@ -93,3 +97,16 @@ def test_server_clock_bounds_from_a_date_header() -> None:
     assert clock.bounds(12.0) == (pytest.approx(stamp + 1.4), pytest.approx(stamp + 2.5))
     clock.record("not a date", sent=11.0, received=11.1)  # unreadable: the last bounds stand
     assert clock.bounds(12.0) == (pytest.approx(stamp + 1.4), pytest.approx(stamp + 2.5))
+
+
+def test_the_operator_warns_once_of_a_clock_off_and_not_at_every_reading(caplog: pytest.LogCaptureFixture) -> None:
+    server = ServerClock()
+    server.record("Sat, 28 Nov 2026 20:00:00 GMT", sent=time.monotonic(), received=time.monotonic())
+    own = ManualClock(1795896000.0 + 120.0)
+    clock = server_bound(own, server)
+    with caplog.at_level(logging.WARNING, logger="kubelock.operator"):
+        readings = [clock.now() for _ in range(100)]
+    assert all(r < 1795896000.0 + 2.0 for r in readings)  # the server's clock, not the node's
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "ahead of the API server's" in warnings[0]
