@@ -31,13 +31,19 @@ class OperatorProcess:
         namespaces: tuple[str, ...] = (),
         extra_args: tuple[str, ...] = (),
         metrics: bool = False,
+        env: dict[str, str] | None = None,
+        path: tuple[Path, ...] = (),
     ) -> None:
+        """`env`: more environment for the process; `path`: directories put after the tree on its
+        PYTHONPATH (a `sitecustomize` there runs at the operator's start)."""
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.namespaces = namespaces
         self.extra_args = extra_args
         self.health_port = free_port()
         self.metrics_port = free_port() if metrics else 0
+        self.env = dict(env or {})
+        self.path = path
         self.popen: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -55,7 +61,7 @@ class OperatorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
-        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(map(str, (REPO / "operator", *self.path)))}
         self.popen = subprocess.Popen(
             self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )

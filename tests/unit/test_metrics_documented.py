@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from kubelock.domain.clock import ServerBoundClock, SystemClock
 from kubelock.operator.cache import Cache
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.watchstats import WatchStats
@@ -24,6 +25,7 @@ def _families() -> dict[str, str]:
     metrics.watch_cache(Cache())
     metrics.watch_streams(WatchStats(time.monotonic))
     metrics.watch_ledgers(_Ledgers())  # type: ignore[arg-type]  # the collector reads `conflicts` only
+    metrics.watch_clock(ServerBoundClock(SystemClock(), lambda: None))
     families = {}
     for family in metrics.registry.collect():
         name = f"{family.name}_total" if family.type == "counter" else family.name

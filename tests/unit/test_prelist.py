@@ -39,7 +39,7 @@ def _fetch(*got: object) -> Any:
     pages: queue.SimpleQueue[object] = queue.SimpleQueue()
     for item in got:
         pages.put(item)
-    return SimpleNamespace(pages=pages, stopped=False)
+    return SimpleNamespace(pages=pages, stopped=False, date=None)
 
 
 async def _names(fetch: Any) -> list[tuple[list[str], str]]:

@@ -39,6 +39,7 @@ from kubelock.kube.jsondecode import loads
 log = logging.getLogger("kubelock.prelist")
 Body = dict[str, Any]
 RequestHook = Callable[[str, int, float], None]
+DateHook = Callable[[str | None, float, float], None]
 # What to list: a collection's path, or its path with query parameters (a field selector).
 Listing = str | tuple[str, Mapping[str, str]]
 TIMEOUT_SECONDS = 30.0
@@ -97,6 +98,10 @@ class _Fetch:
                  headers: dict[str, str], page: int) -> None:
         self.pages: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (bytes, meta, seconds), an error, _DONE
         self.stopped = False
+        # The latest answer's `Date` and the monotonic moments its request went and its answer came
+        # (`ServerClock.record`): a restarted operator's first decisions are taken from these pages,
+        # before its own client has had an answer, and its clock is held to the server's by them.
+        self.date: tuple[str | None, float, float] | None = None
         path, params = _split(listing)
         self._connect, self._url, self._headers, self._page = connect, prefix + path, headers, page
         self._params = dict(params)
@@ -113,8 +118,10 @@ class _Fetch:
             while not self.stopped:
                 query = self._params | {"limit": self._page} | ({"continue": token} if token else {})
                 started = time.perf_counter()
+                sent = time.monotonic()
                 connection.request("GET", f"{self._url}?{urlencode(query)}", headers=self._headers)
                 response = connection.getresponse()
+                self.date = (response.getheader("Date"), sent, time.monotonic())
                 body = response.read()
                 if response.status != 200:
                     raise EarlyListFailed(f"HTTP {response.status}")
@@ -164,11 +171,13 @@ class Prelist:
         return cls({key(*_split(listing)): _Fetch(connect, prefix, listing, headers, page) for listing in listings})
 
     def take(self, path: str, on_request: RequestHook | None = None,
-             params: Mapping[str, str] | None = None) -> AsyncIterator[tuple[list[Body], str]] | None:
+             params: Mapping[str, str] | None = None, *,
+             on_date: DateHook | None = None) -> AsyncIterator[tuple[list[Body], str]] | None:
         """The pages of the early LIST of `path` with `params`, once (None: none was started for it).
-        `on_request` is told of each page's request, as the asynchronous client tells of its own."""
+        `on_request` is told of each page's request, as the asynchronous client tells of its own;
+        `on_date` of each page's `Date` header and moments (`ServerClock.record`)."""
         fetch = self._fetches.pop(key(path, params), None)
-        return None if fetch is None else _pages(fetch, on_request)
+        return None if fetch is None else _pages(fetch, on_request, on_date)
 
     def stop(self) -> None:
         """Ask the threads of the LISTs not taken to stop after their current page."""
@@ -177,7 +186,8 @@ class Prelist:
         self._fetches.clear()
 
 
-async def _pages(fetch: _Fetch, on_request: RequestHook | None) -> AsyncIterator[tuple[list[Body], str]]:
+async def _pages(fetch: _Fetch, on_request: RequestHook | None,
+                 on_date: DateHook | None = None) -> AsyncIterator[tuple[list[Body], str]]:
     """As `KubeClient.pages`: each page's items with the list's resourceVersion."""
     try:
         while True:
@@ -197,6 +207,8 @@ async def _pages(fetch: _Fetch, on_request: RequestHook | None) -> AsyncIterator
             body, meta, seconds = got
             if on_request is not None:
                 on_request("list", 200, seconds)
+            if on_date is not None and fetch.date is not None:
+                on_date(*fetch.date)
             result = loads(body)
             del body
             listed = result.get("metadata") or {}

@@ -21,10 +21,13 @@ class ServerClock:
     which is the event loop's clock too. Before any answer, this process's wall clock stands in."""
 
     def __init__(self) -> None:
-        # The latest answer's `Date` and moments, parsed only when asked (the operator, which never
-        # asks, makes thousands of requests a second): the header as sent, then the bounds it gave.
+        # The latest answer's `Date` and moments, parsed only when asked, and only once per new header
+        # (the operator asks at every reading of its clock, and makes thousands of requests a second):
+        # the header as sent, then the bounds it gave.
         self._answer: tuple[str, float, float] | None = None
         self._parsed: tuple[str, float, float] | None = None
+        self._date = ""  # the last header parsed, and its moment
+        self._stamp = 0.0
         self._earliest: float | None = None  # server epoch seconds minus local monotonic seconds, at least
         self._latest: float | None = None  # ... at most
 
@@ -40,12 +43,26 @@ class ServerClock:
             return
         self._parsed = answer
         date, sent, received = answer
-        try:
-            stamp = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return  # unreadable: the bounds last read stand
+        if date == self._date:  # answers within the same second carry the same header: parsed once
+            stamp = self._stamp
+        else:
+            try:
+                stamp = parsedate_to_datetime(date).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return  # unreadable: the bounds last read stand
+            self._date, self._stamp = date, stamp
         self._earliest = stamp - received
         self._latest = stamp + 1.0 - sent
+
+    def bounds(self, at: float | None = None) -> tuple[float, float] | None:
+        """The earliest and the latest the server's clock can read at monotonic moment `at` (now when
+        None); None before any readable answer. The operator holds its own clock to them
+        (`domain.clock.bounded_now`)."""
+        self._bounds()
+        if self._earliest is None or self._latest is None:
+            return None
+        moment = time.monotonic() if at is None else at
+        return moment + self._earliest, moment + self._latest
 
     def latest_now(self, at: float | None = None) -> float:
         """The latest the server's clock can read at monotonic moment `at` (now when None): what a

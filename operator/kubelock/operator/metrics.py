@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kubelock.domain.clock import ServerBoundClock
 from kubelock.domain.model import Action, CreateLock, DeleteLock, SetStatus
 from kubelock.domain.reasons import Phase, Reason
 from kubelock.operator.cache import Cache
@@ -108,6 +109,20 @@ class _WatchCollector(Collector):
         yield age
 
 
+class _ClockCollector(Collector):
+    def __init__(self, clock: ServerBoundClock) -> None:
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "kubelock_clock_offset_seconds",
+            "How far the operator's own wall clock reads outside the bounds the API server's Date headers give "
+            "its clock (positive: ahead; 0: within them). Leases are stamped by the earliest bound while it is "
+            "more than 0.25 s",
+            value=self._clock.offset(),
+        )
+
+
 class Metrics:
     """The operator's metrics; also the reconciler's Observer and the client's request hook."""
 
@@ -171,6 +186,9 @@ class Metrics:
 
     def watch_ledgers(self, ledgers: QuotaLedgers) -> None:
         self.registry.register(_LedgerCollector(ledgers))
+
+    def watch_clock(self, clock: ServerBoundClock) -> None:
+        self.registry.register(_ClockCollector(clock))
 
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)

@@ -21,6 +21,7 @@ from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.kube.prelist import EarlyListFailed, Prelist
 from kubelock.operator import heap, viewlog
 from kubelock.operator.cache import Cache, Key
+from kubelock.operator.clockbound import server_bound
 from kubelock.operator.early import EarlyGrants
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.freshness import ECHO_SECONDS, Freshness
@@ -73,7 +74,6 @@ class Runtime:
         self.prelist = prelist  # the priming LISTs, started before the imports (`kubelock.operator.start`)
         self.metrics = metrics
         self.credentials = credentials
-        self.clock = clock
         on_request = metrics.request if metrics else None
         # Every open TLS connection holds a read buffer (`main.TLS_READ_BUFFER`), and a burst of grants
         # would open one per concurrent write and keep it alive; past a few dozen in flight the API
@@ -82,6 +82,10 @@ class Runtime:
             credentials, on_request=on_request, user_agent="kubelock-operator", connections=OPERATOR_CONNECTIONS,
             in_flight=OPERATOR_IN_FLIGHT, timeout=REQUEST_TIMEOUT_SECONDS, list_timeout=LIST_TIMEOUT_SECONDS,
         )
+        # Every decision reads `clock` held to the API server's, bounded from the client's answers
+        # (`clockbound`): a node whose clock is off must not end leases before their holders do.
+        self.clock = server_bound(clock, self.client.server_clock)
+        clock = self.clock
         self.cache = Cache()
         self.policies = PolicyIndex()
         self.policy_status = PolicyStatus(self.client, clock)  # tells a policy's writer it governs now
@@ -99,6 +103,7 @@ class Runtime:
             metrics.watch_cache(self.cache)
             metrics.watch_streams(self.watch_stats)
             metrics.watch_ledgers(self.reconciler.ledgers)
+            metrics.watch_clock(self.clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._claim_watches: dict[str | None, tuple[ListWatch, asyncio.Task[None]]] = {}
         self._lock_watches: list[asyncio.Task[None]] = []
@@ -226,7 +231,8 @@ class Runtime:
         none was started (or the priming is in: what was not taken by then is not wanted)."""
         if self.prelist is None:
             return None
-        return self.prelist.take(path, self.metrics.request if self.metrics else None, params)
+        return self.prelist.take(path, self.metrics.request if self.metrics else None, params,
+                                 on_date=self.client.server_clock.record)
 
     def _scopes(self) -> list[str | None]:
         return scopes(self.settings)
