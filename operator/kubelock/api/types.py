@@ -257,9 +257,12 @@ class LockClaimSpec(_Model):
         default=None,
         description=(
             "Ties the claim to a pod of the claim's namespace (`name`, and `uid` to name one incarnation of "
-            "it; a pod's own token must name that pod here, and none elsewhere): when the pod is deleted, "
-            "or reaches phase Succeeded or Failed, the "
+            "it; a pod's own token must name that pod here, and none elsewhere): when the pod is removed or "
+            "replaced, or reaches phase Succeeded or Failed, the "
             "claim becomes Revoked (reason HolderPodTerminated) and its lock is released within seconds. "
+            "A pod being deleted keeps what it holds until then or until the lease runs out, past its grace "
+            "period (on a node that cannot report, the holder's renewals decide), and its claims not yet "
+            "granted are Rejected. "
             "The pod must carry the label `kubelock.dev/lock-holder: \"true\"`. Immutable."
         ),
     )

@@ -8,7 +8,9 @@ With ``workloads=True`` kube-scheduler and the controllers a Deployment and a Se
 (Deployments become ReplicaSets and pods, pods are scheduled, Services get endpoints), so
 ``helm install`` and ``kubectl rollout status`` complete. With ``quotas=True`` the resourcequota
 controller runs too, so that a ResourceQuota is counted (its ``status.used``) and admission enforces
-it. With ``node=True`` (implies workloads) a
+it. With ``node_lifecycle=True`` kwok renews its nodes' Leases and the node-lifecycle, taint-eviction and
+pod garbage collector controllers run, so that a kwok node lost for good (:meth:`ControlPlane.lose_fake_node`)
+goes NotReady, is tainted and has its pods evicted as in a cluster. With ``node=True`` (implies workloads) a
 real node joins: kubelet, containerd and kube-proxy in namespaces of their own
 (:mod:`kubelock.testbed.node`), on which pods run as containers::
 
@@ -88,11 +90,19 @@ WORKLOAD_CONTROLLERS: tuple[str, ...] = (
 # every quotable resource to do so. Off by default: those informers are watches the bed's other users
 # do not need.
 QUOTA_CONTROLLERS: tuple[str, ...] = ("resourcequota-controller",)
-# Not node-lifecycle-controller beside kwok: kwok's nodes renew no Lease, so it would mark their pods
+# Not node-lifecycle-controller beside kwok: kwok's nodes renew no Lease (by default), so it would mark their pods
 # not Ready. The one thing those nodes need from it, lifting the not-ready taint, the bed does itself.
 # A real node's kubelet renews its Lease, and a node lost (its kubelet stopped) must go the way it goes
 # in a cluster: NotReady after the grace (50 s), tainted, its pods evicted after their tolerations.
 REAL_NODE_CONTROLLERS: tuple[str, ...] = ("node-lifecycle-controller", "taint-eviction-controller")
+# With ``node_lifecycle=True`` kwok renews a Lease for each of its nodes, as a kubelet does, so that
+# those controllers can run beside kwok too; a node of its own kwok (``create_fake_node(name,
+# own_kwok=True)``) is lost for good when that kwok is killed (``lose_fake_node``): no Lease renewal,
+# no pod status from then on, as when a machine dies. (kwok keeps renewing a node whose annotation is
+# removed, so unmanaging it is no way to lose it.) The pod garbage collector removes the pods of a
+# deleted node.
+KWOK_NODE_LEASE_SECONDS = 40  # the kubelet's default
+KWOK_LIFECYCLE_CONTROLLERS: tuple[str, ...] = (*REAL_NODE_CONTROLLERS, "pod-garbage-collector-controller")
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 PAUSE_IMAGE = "localhost/kubelock-pause:1"
 
@@ -172,6 +182,8 @@ class ControlPlane:
         workloads: bool = False,
         node: bool = False,
         quotas: bool = False,
+        node_lifecycle: bool = False,
+        node_monitor_grace_seconds: int | None = None,
         profiling: bool = False,
         etcd_members: int = 1,
         etcd_quota_bytes: int | None = None,
@@ -193,8 +205,15 @@ class ControlPlane:
         self._with_node = node
         self._with_workloads = workloads or node
         self._with_quotas = quotas
-        if (self._with_workloads or quotas) and not controller_manager:
-            raise ValueError("workloads, quotas and a real node need the controller manager")
+        # kwok's nodes renewing Leases, watched by the node-lifecycle controllers (see
+        # KWOK_LIFECYCLE_CONTROLLERS); the grace before a silent node is NotReady defaults to the
+        # controller manager's (50 s).
+        self._with_node_lifecycle = node_lifecycle
+        self._node_monitor_grace_seconds = node_monitor_grace_seconds
+        if (self._with_workloads or quotas or node_lifecycle) and not controller_manager:
+            raise ValueError("workloads, quotas, node lifecycle and a real node need the controller manager")
+        if node_lifecycle and not kwok:
+            raise ValueError("node_lifecycle is for kwok's nodes (a real node brings its own controllers)")
         self._node: RealNode | None = None
         self._user_names = tuple(users)
         self._tokens: dict[str, str] = {}
@@ -286,23 +305,45 @@ class ControlPlane:
         self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=kubelock-testbed", *file_args)
         wait_until(self._crds_established, what="every CRD to be Established", timeout=CRD_TIMEOUT)
 
-    def create_fake_node(self, name: str = "kwok-node-0", *, timeout: float = NODE_TIMEOUT) -> str:
-        """Creates a kwok-managed Node (if missing) and waits until kwok reports it Ready."""
+    def create_fake_node(
+        self, name: str = "kwok-node-0", *, timeout: float = NODE_TIMEOUT, own_kwok: bool = False
+    ) -> str:
+        """Creates a kwok-managed Node (if missing) and waits until kwok reports it Ready.
+
+        ``own_kwok``: a kwok process of its own manages the node (and its pods), so that
+        :meth:`lose_fake_node` can take it away alone."""
         if not self._with_kwok:
             raise ProcessError("this control plane runs without kwok; nothing would manage the node")
         http = self._require_http()
+        if own_kwok:
+            self._start_kwok(f"kwok-{name}", [f"--manage-single-node={name}"])
         if http.get(f"/api/v1/nodes/{name}") is None:
-            http.post("/api/v1/nodes", fake_node_manifest(name))
+            manifest = fake_node_manifest(name)
+            if own_kwok:  # not for the shared kwok's selector
+                manifest["metadata"]["annotations"][KWOK_NODE_ANNOTATION] = "own"
+            http.post("/api/v1/nodes", manifest)
 
         def ready() -> bool:
             node = http.get(f"/api/v1/nodes/{name}")
             return node is not None and node_is_ready(node)
 
-        wait_until(ready, what=f"node {name} to become Ready", timeout=timeout, process=self._process("kwok"))
+        kwok = self._process(f"kwok-{name}" if own_kwok else "kwok")
+        wait_until(ready, what=f"node {name} to become Ready", timeout=timeout, process=kwok)
         # The API server taints every new Node not-ready (TaintNodesByCondition); the scheduler would
-        # never place a pod on it. Nothing here runs the node-lifecycle-controller that lifts it.
+        # never place a pod on it. Unless node_lifecycle, nothing here runs the node-lifecycle-controller
+        # that lifts it (with it, lifting it first is harmless).
         self._lift_not_ready_taint(name)
         return name
+
+    def lose_fake_node(self, name: str) -> None:
+        """Kills the kwok of a node made with ``own_kwok=True``: the node and its pods are lost for
+        good (the Node object stays, as after a machine's death)."""
+        process = self._process(f"kwok-{name}")
+        if process is None:
+            raise ProcessError(f"node {name} has no kwok of its own (create_fake_node(own_kwok=True))")
+        process.popen.kill()
+        process.popen.wait()
+        self._processes.remove(process)  # ended on purpose: the plane still runs
 
     def start(self) -> None:
         if self._processes:
@@ -504,6 +545,11 @@ class ControlPlane:
                 "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
+                *(
+                    [f"--node-monitor-grace-period={self._node_monitor_grace_seconds}s"]
+                    if self._node_monitor_grace_seconds is not None
+                    else []
+                ),
             ],
         )
 
@@ -513,7 +559,13 @@ class ControlPlane:
             + (WORKLOAD_CONTROLLERS if self._with_workloads else ())
             + (QUOTA_CONTROLLERS if self._with_quotas else ())
             + (REAL_NODE_CONTROLLERS if self._with_node and not self._with_kwok else ())
+            + (self._lifecycle_controllers() if self._with_node_lifecycle else ())
         )
+
+    def _lifecycle_controllers(self) -> tuple[str, ...]:
+        # Those the workloads already run (the pod garbage collector) are named once.
+        already = CONTROLLERS + (WORKLOAD_CONTROLLERS if self._with_workloads else ())
+        return tuple(c for c in KWOK_LIFECYCLE_CONTROLLERS if c not in already)
 
     def _start_scheduler(self) -> None:
         self._spawn(
@@ -621,18 +673,19 @@ class ControlPlane:
             process=self._process("kube-controller-manager"),
         )
 
-    def _start_kwok(self) -> None:
+    def _start_kwok(self, name: str = "kwok", manage: Sequence[str] = ()) -> None:
         stages = kwok_stage_files(self.bin_dir / binaries.KWOK_STAGES)
         if not stages:
             raise ProcessError(f"no kwok Stage files in {self.bin_dir / binaries.KWOK_STAGES}")
         self._spawn(
-            "kwok",
+            name,
             [
                 self.bin_dir / binaries.KWOK,
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                *(manage or [f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"]),
                 "--cidr=10.244.0.0/16",  # pod IPs, kept apart from the service range
+                *([f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}"] if self._with_node_lifecycle else []),
                 # Without --server-address (and --node-port) kwok opens no listener at all.
                 *[arg for stage in stages for arg in ("-c", str(stage))],
             ],
