@@ -2,12 +2,15 @@
 
 Labels are bounded: namespace, reason, verb and HTTP code — never a resource URI or a holder.
 Gauges of what is held and pending are computed from the cache at scrape time, so they cannot drift.
+The counters labelled by namespace lose a namespace's series once it is gone (`drop_namespaces`, fed
+by `namespacewatch`): an operator serving short-lived namespaces (one per CI run) would otherwise
+answer a `/metrics` that grows, with its memory, for every namespace it ever served.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -162,6 +165,37 @@ class Metrics:
             ["why"], registry=r,
         )
         self._seen: dict[str, float] = {}
+        # Every counter with a `namespace` label, with its label names in order (prometheus-client
+        # removes a child by its label values, in that order).
+        self._namespaced: tuple[tuple[Counter, tuple[str, ...]], ...] = (
+            (self.grants, ("namespace",)),
+            (self.rejections, ("namespace",)),
+            (self.expirations, ("namespace",)),
+            (self.revocations, ("namespace", "reason")),
+            (self.deadlocks, ("namespace",)),
+            (self.timeouts, ("namespace",)),
+            (self.lock_delays, ("namespace", "reason")),
+            (self.quota_rejections, ("namespace",)),
+        )
+
+    def namespaces(self) -> set[str]:
+        """The namespaces some counter has a series of."""
+        return {labels[0] for counter, names in self._namespaced for labels in _children(counter, names)}
+
+    def drop_namespaces(self, gone: Iterable[str]) -> int:
+        """Remove every series of the namespaces `gone` (deleted: their counts will not move again);
+        the number of series removed. A namespace created again under the same name starts from 0,
+        which Prometheus's `rate()` and `increase()` take for a counter reset."""
+        wanted = set(gone)
+        removed = 0
+        if not wanted:
+            return 0
+        for counter, names in self._namespaced:
+            for labels in _children(counter, names):
+                if labels[0] in wanted:
+                    counter.remove(*labels)
+                    removed += 1
+        return removed
 
     def watch_cache(self, cache: Cache) -> None:
         self.registry.register(_CacheCollector(cache))
@@ -232,3 +266,14 @@ class Metrics:
             self.deadlocks.labels(namespace).inc()
         elif status.phase is Phase.TIMED_OUT:
             self.timeouts.labels(namespace).inc()
+
+
+def _children(counter: Counter, names: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """The label values of each series of `counter` (through its public `collect`, which the
+    scrape uses too: the counter's lock is taken, so the event loop and the scrape's thread agree)."""
+    return {
+        tuple(sample.labels[n] for n in names)
+        for family in counter.collect()
+        for sample in family.samples
+        if all(n in sample.labels for n in names)
+    }
