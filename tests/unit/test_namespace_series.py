@@ -4,24 +4,27 @@ counter labelled by namespace loses that namespace's series, and no other namesp
 from __future__ import annotations
 
 import asyncio
+import builtins
 from typing import Any
 
 from prometheus_client import Counter, generate_latest
 
+from kubelock.domain.arbiter import end_claim
+from kubelock.domain.model import Claim, ClaimStatus, SetStatus
+from kubelock.domain.reasons import Phase, Reason
 from kubelock.operator.metrics import Metrics
 from kubelock.operator.namespacewatch import NamespaceSink
 
+T0 = 1_800_000_000.0
+
 
 def _count_all(metrics: Metrics, namespace: str) -> None:
-    metrics.grants.labels(namespace).inc()
-    metrics.rejections.labels(namespace).inc()
-    metrics.expirations.labels(namespace).inc()
-    metrics.revocations.labels(namespace, "LockBroken").inc()
-    metrics.revocations.labels(namespace, "PodGone").inc()
-    metrics.deadlocks.labels(namespace).inc()
-    metrics.timeouts.labels(namespace).inc()
-    metrics.lock_delays.labels(namespace, "LeaseExpired").inc()
-    metrics.quota_rejections.labels(namespace).inc()
+    for counter in (metrics.grants, metrics.rejections, metrics.expirations, metrics.deadlocks, metrics.timeouts,
+                    metrics.quota_rejections):
+        metrics.count(counter, namespace)
+    metrics.count(metrics.revocations, namespace, "LockBroken")
+    metrics.count(metrics.revocations, namespace, "PodGone")
+    metrics.count(metrics.lock_delays, namespace, "LeaseExpired")
 
 
 def _lines_of(metrics: Metrics, namespace: str) -> list[str]:
@@ -29,14 +32,45 @@ def _lines_of(metrics: Metrics, namespace: str) -> list[str]:
     return [line for line in text.splitlines() if f'namespace="{namespace}"' in line]
 
 
-def test_every_counter_labelled_by_namespace_is_dropped_with_it() -> None:
+def _pending() -> Claim:
+    status = ClaimStatus(phase=Phase.PENDING, reason=Reason.QUEUED, message="queued", sequence=7)
+    return Claim(name="c1", uid="u1", resource="r", holder="agent", sequence=7, created_at=T0, status=status)
+
+
+def _held() -> Claim:
+    status = ClaimStatus(
+        phase=Phase.HELD, reason=Reason.GRANTED, message="held", sequence=7, holder="agent",
+        lock_name="lock", fencing_token=9, acquired_at=T0, renewed_at=T0, expires_at=T0 + 30,
+    )
+    return Claim(name="c1", uid="u1", resource="r", holder="agent", sequence=7, created_at=T0, status=status)
+
+
+def test_every_count_the_reconciler_makes_is_dropped_with_its_namespace() -> None:
+    """Every `namespace` series `applied` makes, whatever the outcome, is one `drop_namespaces` knows."""
     metrics = Metrics()
-    labelled = [
-        value for value in vars(metrics).values()
-        if isinstance(value, Counter) and "namespace" in value._labelnames
+    held = _held()
+    assert held.status is not None
+    outcomes = [
+        SetStatus(_pending(), held.status),
+        end_claim(_pending(), Phase.REJECTED, Reason.QUOTA_EXCEEDED, "over", T0, warning=True),
+        end_claim(held, Phase.EXPIRED, Reason.LEASE_EXPIRED, "expired", T0 + 31, warning=True, available_at=T0 + 60),
+        end_claim(held, Phase.REVOKED, Reason.LOCK_BROKEN, "broken", T0 + 40, warning=True),
+        end_claim(_pending(), Phase.DEADLOCKED, Reason.DEADLOCK, "cycle", T0, warning=True),
+        end_claim(_pending(), Phase.TIMED_OUT, Reason.WAIT_TIMED_OUT, "waited", T0, warning=True),
     ]
-    covered = [counter for counter, _ in metrics._namespaced]
-    assert {id(c) for c in labelled} == {id(c) for c in covered}
+    for action in outcomes:
+        metrics.applied("ci", action, T0 + 50)
+    names = {line.split("{")[0] for line in _lines_of(metrics, "ci") if not line.startswith("#")}
+    assert {"kubelock_grants_total", "kubelock_rejections_total", "kubelock_quota_rejections_total",
+            "kubelock_expirations_total", "kubelock_lock_delays_total", "kubelock_revocations_total",
+            "kubelock_deadlocks_total", "kubelock_timeouts_total"} <= names
+    labelled = {
+        value._name for value in vars(metrics).values()
+        if isinstance(value, Counter) and "namespace" in value._labelnames
+    }
+    assert {n.removesuffix("_total") for n in names} >= labelled  # every namespace counter was reached
+    metrics.drop_namespaces(["ci"])
+    assert _lines_of(metrics, "ci") == []
 
 
 def test_a_gone_namespace_loses_its_series_and_the_others_keep_theirs() -> None:
@@ -57,9 +91,10 @@ def test_a_gone_namespace_loses_its_series_and_the_others_keep_theirs() -> None:
 
 def test_a_namespace_made_again_counts_from_zero() -> None:
     metrics = Metrics()
-    metrics.grants.labels("ci").inc(3)
+    for _ in range(3):
+        metrics.count(metrics.grants, "ci")
     metrics.drop_namespaces(["ci"])
-    metrics.grants.labels("ci").inc()
+    metrics.count(metrics.grants, "ci")
     assert metrics.registry.get_sample_value("kubelock_grants_total", {"namespace": "ci"}) == 1
 
 
@@ -75,7 +110,7 @@ class _Namespaces:
         self.calls.append(f"list limit={params.get('limit')}")
         return {"metadata": {"resourceVersion": self.version}, "items": []}
 
-    async def list_all(self, path: str, **params: Any) -> tuple[list[dict[str, Any]], str]:
+    async def list_all(self, path: str, **params: Any) -> tuple[builtins.list[dict[str, Any]], str]:
         self.calls.append("list_all")
         return [{"metadata": {"name": n}} for n in self.names], self.version
 

@@ -165,36 +165,30 @@ class Metrics:
             ["why"], registry=r,
         )
         self._seen: dict[str, float] = {}
-        # Every counter with a `namespace` label, with its label names in order (prometheus-client
-        # removes a child by its label values, in that order).
-        self._namespaced: tuple[tuple[Counter, tuple[str, ...]], ...] = (
-            (self.grants, ("namespace",)),
-            (self.rejections, ("namespace",)),
-            (self.expirations, ("namespace",)),
-            (self.revocations, ("namespace", "reason")),
-            (self.deadlocks, ("namespace",)),
-            (self.timeouts, ("namespace",)),
-            (self.lock_delays, ("namespace", "reason")),
-            (self.quota_rejections, ("namespace",)),
-        )
+        # The series of each namespace, as (counter, label values) with the namespace first: what a
+        # deleted namespace drops, found without walking every series (a walk through the counters'
+        # `collect` took 0.3 s of the event loop a deletion at 10 000 namespaces).
+        self._series: dict[str, set[tuple[Counter, tuple[str, ...]]]] = {}
+
+    def count(self, counter: Counter, namespace: str, *labels: str) -> None:
+        """Count one in `counter`'s series of `namespace` (and `labels`, its other label values)."""
+        values = (namespace, *labels)
+        counter.labels(*values).inc()
+        self._series.setdefault(namespace, set()).add((counter, values))
 
     def namespaces(self) -> set[str]:
         """The namespaces some counter has a series of."""
-        return {labels[0] for counter, names in self._namespaced for labels in _children(counter, names)}
+        return set(self._series)
 
     def drop_namespaces(self, gone: Iterable[str]) -> int:
         """Remove every series of the namespaces `gone` (deleted: their counts will not move again);
         the number of series removed. A namespace created again under the same name starts from 0,
         which Prometheus's `rate()` and `increase()` take for a counter reset."""
-        wanted = set(gone)
         removed = 0
-        if not wanted:
-            return 0
-        for counter, names in self._namespaced:
-            for labels in _children(counter, names):
-                if labels[0] in wanted:
-                    counter.remove(*labels)
-                    removed += 1
+        for namespace in set(gone):
+            for counter, values in self._series.pop(namespace, ()):
+                counter.remove(*values)
+                removed += 1
         return removed
 
     def watch_cache(self, cache: Cache) -> None:
@@ -241,39 +235,29 @@ class Metrics:
         if status.phase is previous:
             return
         if status.phase.terminal and status.available_at is not None:
-            self.lock_delays.labels(namespace, status.reason.value).inc()
+            self.count(self.lock_delays, namespace, status.reason.value)
         if previous is Phase.HELD and claim.status and claim.status.acquired_at is not None:
             self.hold_time.observe(max(0.0, now - claim.status.acquired_at))
         first_seen = self._seen.pop(claim.uid, None) if status.phase.terminal or status.phase is Phase.HELD else None
         if status.phase is Phase.HELD:
-            self.grants.labels(namespace).inc()
+            self.count(self.grants, namespace)
             if first_seen is not None:
                 self.acquire_latency.observe(max(0.0, now - first_seen))
             if previous is Phase.PENDING:
                 self.wait_time.observe(max(0.0, now - (first_seen or claim.created_at)))
         elif status.phase is Phase.REJECTED:
-            self.rejections.labels(namespace).inc()
+            self.count(self.rejections, namespace)
             if status.reason is Reason.QUOTA_EXCEEDED:
-                self.quota_rejections.labels(namespace).inc()
+                self.count(self.quota_rejections, namespace)
         elif status.phase is Phase.EXPIRED:
-            self.expirations.labels(namespace).inc()
+            self.count(self.expirations, namespace)
             told = claim.status.expires_at if claim.status else None
             if told is not None:
                 self.expiry_lateness.observe(max(0.0, now - told))
         elif status.phase is Phase.REVOKED:
-            self.revocations.labels(namespace, status.reason.value).inc()
+            self.count(self.revocations, namespace, status.reason.value)
         elif status.phase is Phase.DEADLOCKED:
-            self.deadlocks.labels(namespace).inc()
+            self.count(self.deadlocks, namespace)
         elif status.phase is Phase.TIMED_OUT:
-            self.timeouts.labels(namespace).inc()
+            self.count(self.timeouts, namespace)
 
-
-def _children(counter: Counter, names: tuple[str, ...]) -> set[tuple[str, ...]]:
-    """The label values of each series of `counter` (through its public `collect`, which the
-    scrape uses too: the counter's lock is taken, so the event loop and the scrape's thread agree)."""
-    return {
-        tuple(sample.labels[n] for n in names)
-        for family in counter.collect()
-        for sample in family.samples
-        if all(n in sample.labels for n in names)
-    }
