@@ -2,12 +2,15 @@
 
 Labels are bounded: namespace, reason, verb and HTTP code — never a resource URI or a holder.
 Gauges of what is held and pending are computed from the cache at scrape time, so they cannot drift.
+The counters labelled by namespace lose a namespace's series once it is gone (`drop_namespaces`, fed
+by `namespacewatch`): an operator serving short-lived namespaces (one per CI run) would otherwise
+answer a `/metrics` that grows, with its memory, for every namespace it ever served.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -177,6 +180,31 @@ class Metrics:
             ["why"], registry=r,
         )
         self._seen: dict[str, float] = {}
+        # The series of each namespace, as (counter, label values) with the namespace first: what a
+        # deleted namespace drops, found without walking every series (a walk through the counters'
+        # `collect` took 0.3 s of the event loop a deletion at 10 000 namespaces).
+        self._series: dict[str, set[tuple[Counter, tuple[str, ...]]]] = {}
+
+    def count(self, counter: Counter, namespace: str, *labels: str) -> None:
+        """Count one in `counter`'s series of `namespace` (and `labels`, its other label values)."""
+        values = (namespace, *labels)
+        counter.labels(*values).inc()
+        self._series.setdefault(namespace, set()).add((counter, values))
+
+    def namespaces(self) -> set[str]:
+        """The namespaces some counter has a series of."""
+        return set(self._series)
+
+    def drop_namespaces(self, gone: Iterable[str]) -> int:
+        """Remove every series of the namespaces `gone` (deleted: their counts will not move again);
+        the number of series removed. A namespace created again under the same name starts from 0,
+        which Prometheus's `rate()` and `increase()` take for a counter reset."""
+        removed = 0
+        for namespace in set(gone):
+            for counter, values in self._series.pop(namespace, ()):
+                counter.remove(*values)
+                removed += 1
+        return removed
 
     def watch_cache(self, cache: Cache) -> None:
         self.registry.register(_CacheCollector(cache))
@@ -225,28 +253,29 @@ class Metrics:
         if status.phase is previous:
             return
         if status.phase.terminal and status.available_at is not None:
-            self.lock_delays.labels(namespace, status.reason.value).inc()
+            self.count(self.lock_delays, namespace, status.reason.value)
         if previous is Phase.HELD and claim.status and claim.status.acquired_at is not None:
             self.hold_time.observe(max(0.0, now - claim.status.acquired_at))
         first_seen = self._seen.pop(claim.uid, None) if status.phase.terminal or status.phase is Phase.HELD else None
         if status.phase is Phase.HELD:
-            self.grants.labels(namespace).inc()
+            self.count(self.grants, namespace)
             if first_seen is not None:
                 self.acquire_latency.observe(max(0.0, now - first_seen))
             if previous is Phase.PENDING:
                 self.wait_time.observe(max(0.0, now - (first_seen or claim.created_at)))
         elif status.phase is Phase.REJECTED:
-            self.rejections.labels(namespace).inc()
+            self.count(self.rejections, namespace)
             if status.reason is Reason.QUOTA_EXCEEDED:
-                self.quota_rejections.labels(namespace).inc()
+                self.count(self.quota_rejections, namespace)
         elif status.phase is Phase.EXPIRED:
-            self.expirations.labels(namespace).inc()
+            self.count(self.expirations, namespace)
             told = claim.status.expires_at if claim.status else None
             if told is not None:
                 self.expiry_lateness.observe(max(0.0, now - told))
         elif status.phase is Phase.REVOKED:
-            self.revocations.labels(namespace, status.reason.value).inc()
+            self.count(self.revocations, namespace, status.reason.value)
         elif status.phase is Phase.DEADLOCKED:
-            self.deadlocks.labels(namespace).inc()
+            self.count(self.deadlocks, namespace)
         elif status.phase is Phase.TIMED_OUT:
-            self.timeouts.labels(namespace).inc()
+            self.count(self.timeouts, namespace)
+

@@ -19,7 +19,7 @@ from kubelock.kube.client import KubeClient
 from kubelock.kube.config import Credentials
 from kubelock.kube.errors import ApiError, Unreachable
 from kubelock.kube.prelist import EarlyListFailed, Prelist
-from kubelock.operator import heap, viewlog
+from kubelock.operator import heap, namespacewatch, viewlog
 from kubelock.operator.cache import Cache, Key
 from kubelock.operator.clockbound import server_bound
 from kubelock.operator.early import EarlyGrants
@@ -108,6 +108,7 @@ class Runtime:
         self._claim_watches: dict[str | None, tuple[ListWatch, asyncio.Task[None]]] = {}
         self._lock_watches: list[asyncio.Task[None]] = []
         self._policy_watches: list[asyncio.Task[None]] = []
+        self._namespace_watch: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._stale_again = False  # the view went stale again while catching up: catch up once more
         self._before_page: Callable[[], Awaitable[None]] | None = None  # awaited before a LIST's page is parsed
@@ -162,6 +163,11 @@ class Runtime:
             self._policy_watches.append(
                 asyncio.create_task(policy_watch.run(policies[scope]), name=f"kubelock-policies {scope or '*'}")
             )
+        if self.metrics is not None and (self.settings.all_namespaces or self.settings.namespace_patterns):
+            # Exact namespaces have a fixed set of series; any other scope sheds a deleted one's.
+            self._namespace_watch = asyncio.create_task(
+                namespacewatch.watch(self.client, self.metrics).run(None), name="kubelock-namespaces"
+            )
         self._tasks = [
             asyncio.create_task(self.freshness.run(), name="kubelock-pulse"),
             asyncio.create_task(self._resync_forever(), name="kubelock-resync"),
@@ -214,7 +220,7 @@ class Runtime:
         log.info("kubelock operator stopping: claims, locks, tokens and queues stay in the API server for "
                  "the next operator (or another replica) to carry on")
         watches = (*(task for _, task in self._claim_watches.values()), *self._lock_watches, *self._policy_watches)
-        for task in (*self._tasks, *watches, self._catching_up):
+        for task in (*self._tasks, *watches, self._namespace_watch, self._catching_up):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
