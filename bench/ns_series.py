@@ -65,7 +65,8 @@ def one_namespace(api: kubernetes.client.ApiClient, name: str) -> None:
 
 
 def gone(api: kubernetes.client.ApiClient, prefix: str) -> bool:
-    return not any(n.metadata.name.startswith(prefix) for n in CoreV1Api(api).list_namespace().items)
+    names = (n.metadata.name if n.metadata else None for n in CoreV1Api(api).list_namespace().items)
+    return not any(name is not None and name.startswith(prefix) for name in names)
 
 
 def round_of(plane: ControlPlane, tree: Path, tag: str, count: int, settle: float, workdir: Path) -> dict[str, object]:
