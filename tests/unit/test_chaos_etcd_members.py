@@ -3,6 +3,8 @@ which control plane a run starts for which parts."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from chaos import etcdmembers, run
 
@@ -12,7 +14,7 @@ def test_a_quick_run_kills_and_freezes_the_leader_and_a_follower_once_each_in_or
     assert [(s.action, s.target) for s in steps] == [
         ("kill", "follower"), ("kill", "leader"), ("freeze", "leader"), ("freeze", "follower")
     ]
-    assert all(a.at + a.down < b.at for a, b in zip(steps, steps[1:], strict=False))  # one fault at a time
+    assert all(a.at + a.down < b.at for a, b in itertools.pairwise(steps))  # one fault at a time
     assert steps[-1].at + steps[-1].down < seconds
 
 
