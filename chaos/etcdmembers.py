@@ -145,7 +145,8 @@ async def _step(run: Run, cluster: EtcdCluster, step: Step) -> None:
         elected, lifted = await _await_leader(cluster, exclude=frozenset({victim}))
         run.outage(f"etcd leader {victim} {verb}: no leader until another was elected", injected, lifted)
         note += f"; {elected} elected after {lifted - injected:.1f}s"
-    run.faults.append(Fault(f"etcd {step.target} {victim} {verb}", injected, lifted))
+    # The role first and the member in brackets: the figures of one role add up over the runs.
+    run.faults.append(Fault(f"etcd {step.target} {verb} ({victim})", injected, lifted))
     await asyncio.sleep(max(0.0, injected + step.down - time.time()))
     back = time.time()
     if step.action == "kill":
@@ -153,8 +154,8 @@ async def _step(run: Run, cluster: EtcdCluster, step: Step) -> None:
     else:
         cluster.resume_member(victim)
     rejoined = await _await_member(cluster, victim)
-    run.faults.append(Fault(f"etcd {victim} back ({'restarted' if step.action == 'kill' else 'resumed'})",
-                            back, back))
+    how = "restarted" if step.action == "kill" else "resumed"
+    run.faults.append(Fault(f"etcd {step.target} back, {how} ({victim})", back, back))
     run.notes.append(f"{note}; back, following the leader {rejoined - back:.1f}s later")
 
 
@@ -195,7 +196,10 @@ async def execute(env: Env, seed: int) -> Outcome:
         for fault in run.faults:
             stall = grant_stall(grants, fault.injected, fault.lifted + STALL_AFTER)
             took = recovery_seconds([fault], history.locks)
-            report.stats[f"stall: {fault.what}"] = round(stall, 2)
+            role = fault.what.split(" (")[0]
+            report.stats[f"stall: {role}"] = round(max(stall, report.stats.get(f"stall: {role}", 0.0)), 2)
+            if took is not None:
+                report.stats[f"recovery: {role}"] = round(max(took, report.stats.get(f"recovery: {role}", 0.0)), 2)
             shown = "-" if took is None else f"{took:.1f}s"
             run.notes.append(f"{fault.what}: recovery {shown}, longest pause between grants {stall:.1f}s")
         return Outcome(
