@@ -55,6 +55,12 @@ def test_the_run_has_three_members_only_when_the_etcd_part_runs_alone() -> None:
     assert "etcd-members" in run.part_names()
 
 
+def test_etcd_members_runs_only_when_named() -> None:
+    assert "etcd-members" not in run.wanted_parts("")
+    assert "baseline" in run.wanted_parts("")
+    assert run.wanted_parts("baseline,etcd-members") == ["baseline", "etcd-members"]
+
+
 def test_an_unknown_part_is_named_with_the_known_ones() -> None:
     with pytest.raises(SystemExit, match=r"unknown parts \['etcd-member'\]; known: .*etcd-members"):
         run.wanted_parts("etcd-member")
