@@ -62,9 +62,10 @@ test: venv tools node-tools ## Install everything and run all test tiers (unit, 
 	KUBELOCK_BIN_DIR=$(BIN_DIR) $(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 # OPERATOR=0: without the local operator process; NODE=1: with a real node (root, `make node-tools`);
-# BARE=1: an empty cluster, without kubelock's CRDs, roles, admission policies and operator (to install it into).
+# BARE=1: an empty cluster, without kubelock's CRDs, roles, admission policies and operator (to install it into);
+# ETCD_MEMBERS=3: etcd as a cluster of that many members (1 to 7), as production control planes run it.
 TESTBED_ARGS = $(if $(filter 0,$(OPERATOR)),--no-operator,) $(if $(filter-out 0,$(NODE)),--node,) \
-  $(if $(filter-out 0,$(BARE)),--bare,)
+  $(if $(filter-out 0,$(BARE)),--bare,) $(if $(ETCD_MEMBERS),--etcd-members '$(ETCD_MEMBERS)',)
 
 .PHONY: run
 run: venv tools ## Start a local control plane and run the operator in the foreground (Ctrl-C stops all)

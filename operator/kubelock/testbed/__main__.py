@@ -11,6 +11,8 @@ load-image ARCHIVE...
 
 `--node` adds a real node (kubelet, containerd, kube-proxy; needs root and `make node-tools`) on which
 pods run as containers; without it pods are scheduled onto a kwok node that only fakes them.
+`--etcd-members N` runs etcd as a cluster of N members on 127.0.0.1 (1 to 7; default 1), as production
+control planes run three, to see what kubelock makes of a member lost or hung (`make run ETCD_MEMBERS=3`).
 `--bare` leaves kubelock out (no CRDs, roles, admission policies or operator): an empty cluster, as a
 user's, to install kubelock into with `kubectl apply -f manifests/kubelock.yaml` or the chart, and to
 uninstall it from without touching anything of the bed's.
@@ -72,6 +74,7 @@ UP_TIMEOUT = 180.0
 DEFAULT_WORKDIR = ".run"  # `make up` and `make down` use it
 DOWN_TIMEOUT = 60.0
 EXIT_NOT_RUNNING = 3  # as LSB init scripts' `status`
+MAX_ETCD_MEMBERS = 7  # etcd's own advice: more members only slow every write down
 
 
 class _Shutdown(BaseException):
@@ -83,14 +86,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workdir = Path(args.workdir).resolve()
     if args.command == "run":
-        return run(workdir, operator=args.operator, node=args.node, bare=args.bare)
+        return run(workdir, operator=args.operator, node=args.node, bare=args.bare, etcd_members=args.etcd_members)
     if args.command == "up":
-        return up(workdir, operator=args.operator, node=args.node, bare=args.bare)
+        return up(workdir, operator=args.operator, node=args.node, bare=args.bare, etcd_members=args.etcd_members)
     if args.command == "load-image":
         return load_image(workdir, args.archives)
     if args.command == "down":
         return down(workdir)
     return status(workdir)
+
+
+def etcd_members(text: str) -> int:
+    """`--etcd-members`: a whole number from 1 to MAX_ETCD_MEMBERS, or a clear error."""
+    value = text.strip()
+    if not value.isdigit() or not 1 <= int(value) <= MAX_ETCD_MEMBERS:
+        raise argparse.ArgumentTypeError(
+            f"the number of etcd members must be a whole number from 1 to {MAX_ETCD_MEMBERS} "
+            f"(3 as production control planes run), not {text!r}"
+        )
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
                 help=f"run the operator ({OPERATOR_MODULE}) too (default: yes)",
             )
             command.add_argument(
+                "--etcd-members",
+                type=etcd_members,
+                default=1,
+                metavar="N",
+                help=f"etcd as a cluster of N members (1 to {MAX_ETCD_MEMBERS}; default 1)",
+            )
+            command.add_argument(
                 "--bare",
                 action="store_true",
                 help="an empty cluster, as a user's: neither kubelock's CRDs, roles and admission policies "
@@ -137,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- run ------------------------------------------------------------------------------------------
 
 
-def run(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False) -> int:
+def run(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False, etcd_members: int = 1) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     operator = operator and not bare
     try:
@@ -152,7 +173,8 @@ def run(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False
     # meets nothing of the bed's own.
     manifests = [] if bare else [Path(m) for m in MANIFESTS]
     # With a real node kwok has nothing to fake (and the node-lifecycle controller runs instead).
-    plane = ControlPlane(workdir, manifests=manifests, workloads=True, node=node, kwok=not node)
+    plane = ControlPlane(workdir, manifests=manifests, workloads=True, node=node, kwok=not node,
+                         etcd_members=etcd_members)
     operator_process: ManagedProcess | None = None
     try:
         plane.start()
@@ -305,8 +327,10 @@ def _kubectl(plane: ControlPlane) -> str:
 
 def _announce(plane: ControlPlane, operator: ManagedProcess | None, *, bare: bool = False) -> None:
     who = f"operator pid {operator.pid}" if operator else "no operator"
+    members = len(plane.etcd.members)
+    store = f", {members} etcd members ({', '.join(plane.etcd.client_urls)})" if members > 1 else ""
     print(
-        f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s), {who}\n"
+        f"ready: control plane at {plane.server} (started in {plane.startup_seconds:.1f} s){store}, {who}\n"
         f"kubeconfig: {plane.kubeconfig} (cluster admin)\n"
         f"{users_text(plane.workdir)}\n"
         f"{try_text(_kubectl(plane), bare=bare, operator=operator is not None)}\n"
@@ -356,16 +380,17 @@ def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
 # -- up / down / status ---------------------------------------------------------------------------
 
 
-def up(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False) -> int:
+def up(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False, etcd_members: int = 1) -> int:
     operator = operator and not bare
     pid = _running_pid(workdir)
     if pid is not None:
         running = _run_options(pid)
-        if running is not None and running != (operator, node, bare):
+        if running is not None and running != (operator, node, bare, etcd_members):
             # Saying "already running" with success would leave the caller on a bed without what it
             # asked for (a second operator beside a chart's, or no node for its pods).
             print(
-                f"error: already running (pid {pid}) {_describe(*running)}, not {_describe(operator, node, bare)}: "
+                f"error: already running (pid {pid}) {_describe(*running)}, "
+                f"not {_describe(operator, node, bare, etcd_members)}: "
                 "stop it with `make down` (python -m kubelock.testbed down) first",
                 file=sys.stderr,
             )
@@ -380,6 +405,7 @@ def up(workdir: Path, *, operator: bool, node: bool = False, bare: bool = False)
     argv.append("--node" if node else "--no-node")
     if bare:
         argv.append("--bare")
+    argv += ["--etcd-members", str(etcd_members)]
     with log_path.open("wb") as output:
         # A session of its own: the daemon survives this command and the terminal it ran in.
         child = subprocess.Popen(
@@ -496,8 +522,8 @@ def _flag_value(argv: list[str], flag: str, default: str) -> str:
     return default
 
 
-def _run_options(pid: int) -> tuple[bool, bool, bool] | None:
-    """(operator, node, bare) of the running `run`, read from its command line; None when unknown."""
+def _run_options(pid: int) -> tuple[bool, bool, bool, int] | None:
+    """(operator, node, bare, etcd members) of the running `run`, read from its command line; None when unknown."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
@@ -507,11 +533,13 @@ def _run_options(pid: int) -> tuple[bool, bool, bool] | None:
     args, _ = _parser().parse_known_args([a for a in argv[argv.index("kubelock.testbed") + 1 :] if a])
     if args.command != "run":
         return None
-    return bool(args.operator) and not args.bare, bool(args.node), bool(args.bare)
+    return bool(args.operator) and not args.bare, bool(args.node), bool(args.bare), int(args.etcd_members)
 
 
-def _describe(operator: bool, node: bool, bare: bool = False) -> str:
+def _describe(operator: bool, node: bool, bare: bool = False, etcd_members: int = 1) -> str:
     node_text = f"{'with' if node else 'without'} a node"
+    if etcd_members > 1:
+        node_text += f", {etcd_members} etcd members"
     if bare:
         return f"bare (no kubelock objects, no operator) and {node_text}"
     return f"{'with' if operator else 'without'} the operator and {node_text}"

@@ -16,7 +16,7 @@ import logging
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,19 +157,23 @@ class EtcdCluster:
 
     # -- what the members say ---------------------------------------------------------------------
 
-    def status(self, name: str) -> dict[str, Any]:
+    def status(self, name: str, *, timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
         """The member's maintenance status (``etcdctl endpoint status``): its id, the leader's, its db size."""
-        return _post(self.member(name).client_url, "/v3/maintenance/status", {})
+        return _post(self.member(name).client_url, "/v3/maintenance/status", {}, timeout=timeout)
 
-    def leader(self) -> str | None:
-        """The name of the member the running members agree leads, or None (no quorum, or no answer)."""
+    def leader(self, *, exclude: Collection[str] = (), timeout: float = REQUEST_TIMEOUT) -> str | None:
+        """The name of the member the running members agree leads, or None (no quorum, or no answer).
+
+        ``exclude``: members not to ask (a paused one would keep the caller waiting ``timeout``); a
+        leader among them does not count, so a paused leader's followers answer None until they
+        have elected another."""
         ids: dict[str, str] = {}
         leaders: set[str] = set()
         for member in self.members:
-            if not member.running:
+            if not member.running or member.name in exclude:
                 continue
             try:
-                status = self.status(member.name)
+                status = self.status(member.name, timeout=timeout)
             except (OSError, ValueError):
                 continue
             ids[str(status["header"]["member_id"])] = member.name
