@@ -31,8 +31,9 @@ OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 def code_of(text: str) -> list[str]:
     """The code of a Markdown text: each line of a fenced block (without its shell comment) and each
-    inline code span."""
+    inline code span (which may go on over a line break)."""
     out: list[str] = []
+    prose: list[str] = []
     fenced = False
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
@@ -40,8 +41,10 @@ def code_of(text: str) -> list[str]:
         elif fenced:
             out.append(re.sub(r"(^|\s)#\s.*$", "", line))
         else:
-            out += re.findall(r"`([^`\n]+)`", line)
-    return [code for code in out if not code.lstrip().startswith("helm ")]  # `helm install kubelock ...`
+            prose.append(line)
+    out += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", "\n".join(prose))]
+    # Not commands: `helm install kubelock ...` (a release name), `kubelock: waiting for ...` (a message).
+    return [code for code in out if not code.lstrip().startswith(("helm ", "kubelock: "))]
 
 
 def invocations(text: str) -> list[tuple[str, str]]:
