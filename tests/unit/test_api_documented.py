@@ -138,3 +138,55 @@ def test_the_sources_are_read() -> None:
 @pytest.mark.parametrize(("where", "reason", "warning"), sent_as())
 def test_an_event_is_a_warning_exactly_when_its_reason_is(where: str, reason: str, warning: bool) -> None:
     assert (Reason[reason] in WARNING_REASONS) == warning, f"{where}: {reason} sent with warning={warning}"
+
+
+RANGE = re.compile(r"(?<![\w.-])(-?\d+) ?(?:-|–|\.\.) ?(\d+)(?!\w|\.\d)")
+
+
+def spec_rows(kind: str, text: str = API) -> dict[str, str]:
+    """The spec table of `kind`: each field and the rest of its row."""
+    section = kind_section(kind, text)
+    table = re.search(r"^spec:\n((?:\|[^\n]*\n)+)", section, flags=re.M)
+    assert table is not None
+    rows = {}
+    for row in table.group(1).splitlines()[2:]:
+        first, rest = row.split("|")[1], "|".join(row.split("|")[2:])
+        for name in re.findall(r"`(\w+)`", first):
+            rows[name] = rest
+    return rows
+
+
+def explained(kind: str) -> dict[str, dict[str, Any]]:
+    crd = yaml.safe_load((REPO / "crds" / f"kubelock.dev_{KINDS[kind]}.yaml").read_text())
+    properties: dict[str, dict[str, Any]] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"]["spec"]["properties"]
+    return properties
+
+
+@pytest.mark.parametrize("kind", ["LockClaim", "LockPolicy"])
+def test_kubectl_explain_and_api_md_give_the_same_ranges_and_defaults(kind: str) -> None:
+    """What `kubectl explain` says of a field (its description, from the pydantic model, and its
+    schema default) and what docs/api.md's row of it says do not contradict each other: a range one
+    states is the other's, a default the schema has is the row's."""
+    rows = spec_rows(kind)
+    for field, schema in explained(kind).items():
+        row = rows.get(field)
+        if row is None:
+            continue  # test_every_schema_field_is_documented says so
+        ranges = set(RANGE.findall(row))
+        for low, high in RANGE.findall(schema.get("description", "")):
+            assert (low, high) in ranges, f"{kind}.spec.{field}: kubectl explain says {low}-{high}, docs/api.md {row}"
+        if "default" in schema:
+            default = json_text(schema["default"])
+            assert re.search(rf"default:? `?{re.escape(default)}`?|`{re.escape(default)}` \(default\)", row), (
+                f"{kind}.spec.{field}: the schema's default is {default}; docs/api.md says {row}")
+
+
+def json_text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_a_contradicting_range_is_found() -> None:
+    changed = API.replace("| integer, default 1 | 1–10000:", "| integer, default 1 | 1–1000:")
+    assert ("1", "10000") not in set(RANGE.findall(spec_rows("LockPolicy", changed)["capacity"]))
+    assert ("1", "10000") in set(RANGE.findall(explained("LockPolicy")["capacity"]["description"]))
