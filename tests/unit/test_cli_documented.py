@@ -7,6 +7,7 @@
   option of it; the section names every option common to all of them.
 - docs/sdk.md's table of exit codes is `ExitCode`, code for code and name for name; docs/SKILL.md's
   table names only codes that exist.
+- The result objects docs/SKILL.md and docs/sdk.md show are JSON, with keys the commands write.
 
 A subcommand, an option or an exit code added without its documentation, or documented and then
 removed, fails here.
@@ -15,6 +16,7 @@ removed, fails here.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -175,3 +177,31 @@ def test_the_skills_exit_codes_exist() -> None:
     assert codes, "docs/SKILL.md has no table of exit codes"
     assert set(codes) <= {c.value for c in ExitCode}
     assert {0, 1, 2, 3, 4, 5, 6, 7, 8} <= set(codes)  # every outcome an agent acts on
+
+
+def json_examples() -> list[tuple[str, str]]:
+    """Each line of docs/SKILL.md and docs/sdk.md that is a result object of the commands."""
+    return [(name, line.strip()) for name in ("docs/SKILL.md", "docs/sdk.md")
+            for line in (REPO / name).read_text().splitlines() if line.strip().startswith('{"ok": ')]
+
+
+def keys_of(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return {k for k in value if "://" not in k} | {k for v in value.values() for k in keys_of(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in keys_of(v)}
+    return set()
+
+
+def test_the_result_examples_are_found() -> None:
+    assert len(json_examples()) >= 8
+
+
+@pytest.mark.parametrize(("name", "line"), json_examples())
+def test_a_result_example_is_json_with_keys_the_commands_write(name: str, line: str) -> None:
+    cli = REPO / "operator" / "kubelock" / "cli"
+    source = "".join((cli / f).read_text() for f in ("output.py", "compat.py", "run.py"))
+    # The keys the source writes: string literals, and keywords of `payload.update(lost=True, ...)`.
+    written = set(re.findall(r"\"(\w+)\"", source)) | set(re.findall(r"[(,]\s*([a-z]\w*)=(?!=)", source))
+    unknown = sorted(keys_of(json.loads(line)) - written)
+    assert unknown == [], f"{name}: the commands write no key {unknown}"
