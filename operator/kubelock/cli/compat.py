@@ -124,20 +124,31 @@ async def _heartbeat(client: AsyncLockClient, args: argparse.Namespace) -> outpu
     return output.renewed(await client.heartbeat(args.uri))
 
 
-def rlock(argv: Sequence[str] | None = None) -> int:
+def rlock_parser() -> argparse.ArgumentParser:
     parser = _parser("rlock", "Acquire a lock (exclusive, --shared or --permits N); fails (exit 1) if it is held "
                      "in a way that keeps this request out. Several URIs: all of them in one claim, or none.")
     mode_options(parser)
     parser.add_argument("--ttl", type=_number(int), help="lease in seconds, 1-86400 (default: the operator's, 1800)")
     parser.add_argument("--wait", action="store_true", help="queue until granted (deadlocks are detected: exit 5)")
     parser.add_argument("--timeout", type=_number(float), help="with --wait: give up after this many seconds (exit 7)")
-    return _main(parser, _rlock, argv)
+    return parser
+
+
+def runlock_parser() -> argparse.ArgumentParser:
+    return _parser("runlock", "Release a lock you hold.")
+
+
+def rlock_heartbeat_parser() -> argparse.ArgumentParser:
+    return _parser("rlock-heartbeat", "Renew a lock you hold: it lasts another full TTL from now.")
+
+
+def rlock(argv: Sequence[str] | None = None) -> int:
+    return _main(rlock_parser(), _rlock, argv)
 
 
 def runlock(argv: Sequence[str] | None = None) -> int:
-    return _main(_parser("runlock", "Release a lock you hold."), _runlock, argv)
+    return _main(runlock_parser(), _runlock, argv)
 
 
 def rlock_heartbeat(argv: Sequence[str] | None = None) -> int:
-    parser = _parser("rlock-heartbeat", "Renew a lock you hold: it lasts another full TTL from now.")
-    return _main(parser, _heartbeat, argv)
+    return _main(rlock_heartbeat_parser(), _heartbeat, argv)
