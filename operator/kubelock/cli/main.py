@@ -417,6 +417,9 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
         print(f"{args.prog} run: {r.requested_by} asked to give back {lease.resource}"
               f"{': ' + r.reason if r.reason else ''}; the command was sent SIGTERM"
               f"{' and killed before the deadline' if outcome.killed else ''} and the lock released", file=sys.stderr)
+    if outcome.left_behind and args.output not in ("json", "yaml"):
+        print(f"{args.prog} run: the command left {outcome.left_behind} process(es) running; stopped (SIGTERM, "
+              f"then SIGKILL after the grace) before the lock was released", file=sys.stderr)
     if args.output in ("json", "yaml"):
         print(output.render(output.ran(lease.claim, outcome, released=released), args.output), end="")
     return outcome.exit_code
