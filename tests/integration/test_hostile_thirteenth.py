@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client import (
     ApiClient,
     ApiException,
@@ -34,8 +35,10 @@ from kubernetes.client import (
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, normalise
 from kubelock.testbed import ControlPlane
+from tests.integration.conftest import ensure_service_account
+from tests.integration.test_hostile_seventh import AGENT, REVOKED_SECONDS, replace_file, revoked, token_bound_to_secret
 from tests.integration.test_policies import apply_policy
-from tests.support.access import agents_namespace
+from tests.support.access import agents_namespace, bind, service_account_user, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, finish, run, start
 from tests.support.namespaces import temporary_namespace
@@ -307,8 +310,8 @@ def test_a_run_whose_rights_are_withdrawn_stops_its_command_before_the_next_hold
                    what="bob queued", timeout=DEADLINE)
         rbac = RbacAuthorizationV1Api(admin_api)
         for binding in rbac.list_namespaced_role_binding(ns).items:
-            if any(s.name == "alice" for s in binding.subjects or ()):
-                rbac.delete_namespaced_role_binding(binding.metadata.name, ns)
+            if binding.metadata is not None and any(s.name == "alice" for s in binding.subjects or ()):
+                rbac.delete_namespaced_role_binding(str(binding.metadata.name), ns)
         withdrawn = time.time()
         done = finish(process, timeout=DEADLINE)
         granted = finish(bob, timeout=DEADLINE)
@@ -327,3 +330,45 @@ def test_a_run_whose_rights_are_withdrawn_stops_its_command_before_the_next_hold
 
 def moment(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_token_file_rotated_while_its_holder_waits_in_the_queue(
+    control_plane: ControlPlane, admin_api: ApiClient, ns: str, tmp_path: Path
+) -> None:
+    """An agent (a ServiceAccount, its kubeconfig's `tokenFile`) waits in the queue with `kubelock
+    acquire --wait` while another holds; its token file is rotated (renamed into place) and the old
+    token revoked. When the holder leaves, the waiter is granted: its wait, watch and answer go on
+    with the new token, and the lock is held by it alone."""
+    core = CoreV1Api(admin_api)
+    ensure_service_account(core, ns, AGENT)
+    user = service_account_user(ns, AGENT)
+    bind(admin_api, ns, "kubelock-agent", user)
+    wait_allowed(admin_api, user, ns, "create", "lockclaims")
+    token_path = tmp_path / "token"
+    replace_file(token_path, token_bound_to_secret(core, ns, "waiting-1"))
+    config = control_plane.token_kubeconfig("unused", tmp_path / "file.kubeconfig", ns)
+    parsed = yaml.safe_load(config.read_text())
+    parsed["users"][0]["user"] = {"tokenFile": str(token_path)}
+    replace_file(config, yaml.safe_dump(parsed))
+    old = token_path.read_text()
+    uri = "deploy://thirteenth-rotated-wait"
+    locks = Locks(admin_api, ns)
+    locks.claim("rot-holder", uri, "user:x/holder", ttl=300)
+    locks.wait_phase("rot-holder", "Held", timeout=DEADLINE)
+    waiter = start("kubelock", "acquire", uri, "--wait", "--timeout", "110", "--ttl", "60", "-o", "json",
+                   env=environment(config, ns, "rot"))
+    mine = claim_name(f"sa:{ns}/{AGENT}/rot", normalise(uri))
+    wait_until(lambda: any(c["metadata"]["name"] == mine and phase_of(c) == "Pending" for c in locks.claims()),
+               what="the agent queued", timeout=DEADLINE)
+    replace_file(token_path, token_bound_to_secret(core, ns, "waiting-2"))
+    core.delete_namespaced_secret("waiting-1", ns)
+    wait_until(lambda: revoked(config, old), what="the old token is refused", timeout=REVOKED_SECONDS)
+    locks.delete("rot-holder")
+    done = finish(waiter, timeout=DEADLINE)
+    print(f"the waiter after its token was rotated: exit {done.code}, {done.stdout.strip()} {done.stderr.strip()}")
+    assert done.code == 0, done
+    assert done.json["holder"] == f"sa:{ns}/{AGENT}/rot"
+    held = [c for c in locks.claims() if phase_of(c) == "Held" and c["spec"].get("resource") == uri]
+    assert [c["metadata"]["name"] for c in held] == [mine]
+    gone = run("kubelock", "release", uri, env=environment(config, ns, "rot"))
+    assert gone.code == 0, gone
