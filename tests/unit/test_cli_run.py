@@ -275,3 +275,15 @@ def test_a_double_forked_daemon_ignoring_sigterm_is_killed_after_the_grace(tmp_p
     assert not running(left)
     assert outcome.returncode == 0 and outcome.left_behind >= 1
     assert took >= 0.5
+
+
+def test_what_ignores_sigterm_at_a_loss_is_gone_within_one_grace(tmp_path: Path) -> None:
+    """At a loss (a break: before the lease's end) the command ignores SIGTERM and so does a
+    grandchild that left its session: both are killed when the grace, counted from the loss, ends.
+    (The grandchild was given a second grace, counted from the command's end: 2 x 3 s.)"""
+    grandchild = """'trap "" TERM; echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; while :; do sleep 0.1; done' sh "$1" """
+    script = f"trap '' TERM; setsid sh -c {grandchild} >/dev/null 2>&1 & while :; do sleep 0.1; done"
+    outcome, left, took = leave_behind(tmp_path, script, grace=3, lose=True)
+    assert not running(left)
+    assert outcome.exit_code == ExitCode.LOST and outcome.killed and outcome.left_behind >= 1
+    assert 3 <= took < 5.5, took

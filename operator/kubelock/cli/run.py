@@ -258,6 +258,11 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
         either: set[asyncio.Future[Any]] = {exited, lost}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         stopped = not exited.done()  # the loss came first
+        if stopped:
+            # The watchdog's deadline becomes the end of this grace: what the command left running is
+            # then killed with it, not a grace later (a break's loss comes before the lease's end).
+            feed.cancel()
+            command.set_deadline(min(lease.loss_at(), loop.time()) + grace)
         killed = await _stop(pgid, exited, grace) if stopped else False
         returncode = await exited
         killed = killed or await honour or command.killed_at_deadline
