@@ -79,7 +79,7 @@ def test_result_shapes() -> None:
         "ok": True, "resource": "deploy://x", "holder": "agent-a", "namespace": "agents", "fencingToken": 7,
         "claim": "c1", "grants": [{"resource": "deploy://x", "fencingToken": 7, "lock": ""}],
         "fencingTokens": {"deploy://x": 7}, "exitCode": 0, "signal": None, "endedBy": "CommandExited",
-        "forwardedSignals": [], "killed": False, "released": True,
+        "forwardedSignals": [], "killed": False, "leftBehind": 0, "released": True,
     }
     lost = output.ran(info, runner.Outcome(-signal.SIGKILL, Expired("gone"), (), killed=True), released=False)
     assert (lost["ok"], lost["exitCode"], lost["signal"], lost["endedBy"]) == (False, 137, "SIGKILL", "LockLost")
@@ -200,3 +200,90 @@ def test_the_command_keeps_the_default_signal_dispositions(tmp_path: Path) -> No
 
     outcome = asyncio.run(scenario())
     assert outcome.returncode == -signal.SIGINT
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:].split()[0] != b"Z"
+
+
+def leave_behind(tmp_path: Path, script: str, grace: float, lose: bool) -> tuple[runner.Outcome, int, float]:
+    """Run `sh -c script` under supervision; the script starts a process meant to outlive it and
+    writes its pid to $1 (whole: a temporary name renamed). With `lose`, the lease is lost once the
+    pid is there; otherwise the command ends by itself. Returns the outcome, that pid and how long
+    supervision took after the pid was known."""
+    marker = tmp_path / "left.pid"
+
+    async def scenario() -> tuple[runner.Outcome, float]:
+        lease = StandInLease()
+        task = asyncio.create_task(runner.supervise(lease, ["sh", "-c", script, "sh", str(marker)], os.environ, grace))
+        while not marker.exists():  # noqa: ASYNC110 (the child process writes it: nothing to await)
+            await asyncio.sleep(0.02)
+        seen = time.monotonic()
+        if lose:
+            lease.lose()
+        outcome = await asyncio.wait_for(task, 60)
+        return outcome, time.monotonic() - seen
+
+    left = 0
+    try:
+        outcome, took = asyncio.run(scenario())
+        left = int(marker.read_text())
+        return outcome, left, took
+    finally:
+        if left and running(left):  # the defect under test: do not leave it behind the test either
+            os.kill(left, signal.SIGKILL)
+
+
+# The pid of a background job, written whole; the job's output goes elsewhere (a pipe it kept open
+# would hold up whoever reads the command's output).
+WRITE_PID = 'echo $! > "$1.tmp"; mv "$1.tmp" "$1"'
+
+
+def test_a_background_job_the_command_left_is_stopped_before_the_lock_is_released(tmp_path: Path) -> None:
+    """`sh -c 'sleep 300 &'` ends at once: the job it left in its group must not go on working with
+    the lock's token once the lock is released (supervision returns only when it is gone)."""
+    outcome, left, _ = leave_behind(tmp_path, f"sleep 300 >/dev/null 2>&1 & {WRITE_PID}; exit 3", grace=5, lose=False)
+    assert not running(left)
+    assert (outcome.returncode, outcome.exit_code, outcome.ended_by) == (3, 3, "CommandExited")
+    assert outcome.left_behind == 1 and not outcome.killed
+
+
+def test_a_grandchild_that_left_the_session_is_stopped_when_the_lease_is_lost(tmp_path: Path) -> None:
+    """`setsid` takes the grandchild out of the command's process group and session: the SIGTERM and
+    SIGKILL to the group miss it; the watchdog, its subreaper, still finds it."""
+    # The grandchild writes its own pid once it has left: a loss before that would still find it in the group.
+    grandchild = """'echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; exec sleep 300' sh "$1" """
+    script = f"setsid sh -c {grandchild} >/dev/null 2>&1 & sleep 300"
+    outcome, left, took = leave_behind(tmp_path, script, grace=5, lose=True)
+    assert not running(left)
+    assert outcome.exit_code == ExitCode.LOST and outcome.returncode == -signal.SIGTERM
+    assert outcome.left_behind == 1
+    assert took < 5  # SIGTERM ended both: no wait for the grace
+
+
+def test_a_double_forked_daemon_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    """A daemon (double fork, its own session, SIGTERM ignored) of a command that ended normally:
+    re-parented to the watchdog, sent SIGTERM, killed after the grace."""
+    script = f"(trap '' TERM; setsid sh -c 'trap \"\" TERM; sleep 300' >/dev/null 2>&1 & {WRITE_PID}) ; exit 0"
+    outcome, left, took = leave_behind(tmp_path, script, grace=0.5, lose=False)
+    assert not running(left)
+    assert outcome.returncode == 0 and outcome.left_behind >= 1
+    assert took >= 0.5
+
+
+def test_what_ignores_sigterm_at_a_loss_is_gone_within_one_grace(tmp_path: Path) -> None:
+    """At a loss (a break: before the lease's end) the command ignores SIGTERM and so does a
+    grandchild that left its session: both are killed when the grace, counted from the loss, ends.
+    (The grandchild was given a second grace, counted from the command's end: 2 x 3 s.)"""
+    grandchild = """'trap "" TERM; echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; while :; do sleep 0.1; done' sh "$1" """
+    script = f"trap '' TERM; setsid sh -c {grandchild} >/dev/null 2>&1 & while :; do sleep 0.1; done"
+    outcome, left, took = leave_behind(tmp_path, script, grace=3, lose=True)
+    assert not running(left)
+    assert outcome.exit_code == ExitCode.LOST and outcome.killed and outcome.left_behind >= 1
+    assert 3 <= took < 5.5, took

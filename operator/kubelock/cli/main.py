@@ -402,12 +402,14 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     except BaseException as error:
         await lease.__aexit__(type(error), error, error.__traceback__)
         raise
-    released = True
     try:
         await lease.__aexit__(None, None, None)
     except LockError as error:  # the command's result stands; the lease runs out by itself
-        released = False
-        print(f"{args.prog} run: could not release {lease.resource}: {error.message}", file=sys.stderr)
+        lease.release_error = error
+    # After a loss the release is still tried (the claim may be there) but its refusal is not raised.
+    released = lease.release_error is None
+    if lease.release_error is not None:
+        print(f"{args.prog} run: could not release {lease.resource}: {lease.release_error.message}", file=sys.stderr)
     if outcome.lost is not None and args.output not in ("json", "yaml"):
         stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
         print(f"{args.prog} run: lost the lock on {lease.resource}: {outcome.lost.message}; the command was "
@@ -417,6 +419,9 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
         print(f"{args.prog} run: {r.requested_by} asked to give back {lease.resource}"
               f"{': ' + r.reason if r.reason else ''}; the command was sent SIGTERM"
               f"{' and killed before the deadline' if outcome.killed else ''} and the lock released", file=sys.stderr)
+    if outcome.left_behind and args.output not in ("json", "yaml"):
+        print(f"{args.prog} run: the command left {outcome.left_behind} process(es) running; stopped (SIGTERM, "
+              f"then SIGKILL after the grace) before the lock was released", file=sys.stderr)
     if args.output in ("json", "yaml"):
         print(output.render(output.ran(lease.claim, outcome, released=released), args.output), end="")
     return outcome.exit_code

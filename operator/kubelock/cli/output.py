@@ -178,6 +178,7 @@ def ran(info: ClaimInfo, outcome: Outcome, *, released: bool) -> Json:
         "endedBy": outcome.ended_by,
         "forwardedSignals": [signal.Signals(s).name for s in outcome.forwarded],
         "killed": outcome.killed,
+        "leftBehind": outcome.left_behind,
         "released": released,
     }
     if outcome.lost is not None:

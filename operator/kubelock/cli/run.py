@@ -11,7 +11,9 @@ passed on to the group as SIGTERM at once; what is left of the group when the re
 `REVOCATION_MARGIN` away gets SIGKILL, so the command is gone before the operator breaks the lock.
 SIGTERM, SIGINT and SIGHUP sent to `kubelock run` are passed on to the group; once the command has
 ended the lock is released and `kubelock run` exits with the command's code (128+N for a death by
-signal N). The command's stdout and stderr are its own: the JSON result
+signal N). What the command left running when it ended (a background job, a grandchild that left
+its process group or session) is stopped the same way, SIGTERM and after the grace period SIGKILL,
+before the lock is released. The command's stdout and stderr are its own: the JSON result
 (`-o json`) is printed on stdout only after the command ended.
 """
 
@@ -139,6 +141,7 @@ class Outcome:
     forwarded: tuple[int, ...]  # signals passed on to the command
     killed: bool  # SIGKILL was needed after the grace period (or at a revocation's deadline)
     revocation: RevocationInfo | None = None  # the revocation request passed on to the command
+    left_behind: int = 0  # processes the command left running when it ended (stopped by its watchdog)
 
     @property
     def exit_code(self) -> int:
@@ -169,6 +172,7 @@ class WatchedCommand:
         self.pgid = 0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.killed_at_deadline = False
+        self.left_behind = 0
         self._deadline = math.inf
         self._reader: asyncio.Task[None] | None = None
 
@@ -203,6 +207,8 @@ class WatchedCommand:
             word, _, value = line.strip().partition(" ")
             if word == "killed":
                 self.killed_at_deadline = True
+            elif word == "left":
+                self.left_behind = int(value)
             elif word == "exit" and not self.exited.done():
                 self.exited.set_result(int(value))
         if not self.exited.done():  # the watchdog died: the command died with it (PR_SET_PDEATHSIG)
@@ -252,6 +258,11 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
         either: set[asyncio.Future[Any]] = {exited, lost}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         stopped = not exited.done()  # the loss came first
+        if stopped:
+            # The watchdog's deadline becomes the end of this grace: what the command left running is
+            # then killed with it, not a grace later (a break's loss comes before the lease's end).
+            feed.cancel()
+            command.set_deadline(min(lease.loss_at(), loop.time()) + grace)
         killed = await _stop(pgid, exited, grace) if stopped else False
         returncode = await exited
         killed = killed or await honour or command.killed_at_deadline
@@ -262,7 +273,7 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
                 "kubelock run could not renew the lease in time (stopped or starved); its watchdog killed the "
                 "command at the renew deadline plus the grace"
             )
-        return Outcome(returncode, lost_with, tuple(forwarded), killed, revocation)
+        return Outcome(returncode, lost_with, tuple(forwarded), killed, revocation, command.left_behind)
     finally:
         for task in (lost, honour, feed):
             task.cancel()

@@ -89,6 +89,9 @@ class AsyncLease:
         self._deadline_moved = asyncio.Event()
         self.lost = asyncio.Event()
         self.error: LockError | None = None
+        # The refusal of the release on exit when it was not raised (the lease was lost already, or the
+        # body raised): the claim stays until its lease runs out.
+        self.release_error: LockError | None = None
         self._revocation_listeners: list[RevocationCallback] = [on_revocation] if on_revocation else []
         self._revocation: RevocationInfo | None = None
         self.revocation_seen = asyncio.Event()
@@ -198,6 +201,7 @@ class AsyncLease:
                 raise
             # Never hide the body's own exception, nor repeat a loss already reported; an unreleased
             # lease runs out by itself.
+            self.release_error = error
             log.warning("could not release %s: %s", self._info.resource, error)
 
     # ---- background -------------------------------------------------------------------------

@@ -373,6 +373,10 @@ class Lease:
         return self._lease.error
 
     @property
+    def release_error(self) -> LockError | None:
+        return self._lease.release_error
+
+    @property
     def renew_deadline(self) -> float | None:
         return self._lease.renew_deadline
 
