@@ -123,6 +123,15 @@ def test_the_manifests_install_into_a_bare_bed_and_uninstall_to_what_it_was(bed:
     installed = kubelock_objects(kubectl)
     assert "customresourcedefinition.apiextensions.k8s.io/lockclaims.kubelock.dev" in installed, installed
     assert "clusterrole.rbac.authorization.k8s.io/kubelock-agent" in installed, installed
+    # docs/install.md, "Upgrade": applying the file again changes nothing, although kubectl reports the
+    # admission policies `configured` (it sends their `resourceRules` whole).
+    policies = ["get", "validatingadmissionpolicies", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]
+    versions = run(*kubectl, *policies).stdout
+    again = run(*kubectl, "apply", "-f", MANIFEST).stdout.splitlines()
+    assert [line for line in again if line.endswith(" configured")] == [
+        line for line in again if line.startswith("validatingadmissionpolicy.")
+    ], again
+    assert run(*kubectl, *policies).stdout == versions
 
     run(*kubectl, "delete", "-f", MANIFEST, "--wait=false")
     nudged = wait_for_uninstall(kubectl)

@@ -81,3 +81,26 @@ def test_a_release_beside_the_beds_objects_installs_rolls_out_and_uninstalls_cle
     assert bed.kubectl("get", "clusterroles,validatingadmissionpolicies", "-l", "app.kubernetes.io/instance=dev",
                        "-o", "name").stdout.strip() == ""  # fmt: skip
     assert uids(bed) == before, "the bed's CRDs, roles or policies were replaced or deleted"
+
+
+# A sample of what a newcomer reads with `kubectl explain` (served by the API server from the bed's CRDs):
+# each field's description says its unit, its bounds and its default, which kubectl does not print itself.
+EXPLAINED = {
+    "lockclaim.spec.ttlSeconds": ("At least 1", "86400", "Default"),
+    "lockclaim.spec.waitTimeoutSeconds": ("1-86400",),
+    "lockclaim.spec.priority": ("-1000..1000", "default 0"),
+    "lockclaim.spec.permits": ("default 1", "at most 1000"),
+    "resourcelock.spec.leaseDurationSeconds": ("in seconds", "At least 1", "maxTtlSeconds"),
+    "resourcelock.spec.permits": ("1-1000", "default 1"),
+    "resourcelock.spec.mode": ("default Exclusive",),
+    "lockpolicy.spec.capacity": ("1-10000", "default 1"),
+    "lockpolicy.spec.lockDelaySeconds": ("0-60", "default 0"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(EXPLAINED))
+def test_kubectl_explain_states_the_bounds_and_default_of_a_field(bed: ControlPlane, field: str) -> None:
+    explained = bed.kubectl("explain", field).stdout
+    description = " ".join(explained.split("DESCRIPTION:", 1)[-1].split())
+    missing = [words for words in EXPLAINED[field] if words not in description]
+    assert not missing, f"kubectl explain {field} does not say {missing}:\n{explained}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,23 @@ def test_every_field_has_a_description(crds: dict[str, dict[str, Any]], kind: st
         if path in ("", ".metadata") or path.endswith("[]"):
             continue
         assert node.get("description"), f"{path} has no description (kubectl explain prints it)"
+
+
+@pytest.mark.parametrize("kind", ["lc", "rl", "lp"])
+def test_kubectl_explain_states_each_fields_bounds_and_default(crds: dict[str, dict[str, Any]], kind: str) -> None:
+    """`kubectl explain` prints a field's description but neither its schema's `minimum`/`maximum` nor its
+    `default`: a description must say them itself (ResourceLock's leaseDurationSeconds said only "as in
+    coordination.k8s.io/v1 Lease", its mode and permits neither their default nor their range)."""
+    missing = []
+    for path, node in schemas(schema_of(crds[kind])):
+        text = node.get("description", "")
+        for key in ("minimum", "maximum"):
+            # The bound as a number of its own: the "1" of "v1" or of "1.5" does not state a bound of 1.
+            if key in node and not re.search(rf"(?<![\w.]){node[key]}(?![\w.]*\d)", text):
+                missing.append(f"{path}: {key} {node[key]}")
+        if "default" in node and "default" not in text.lower():
+            missing.append(f"{path}: default {node['default']!r}")
+    assert not missing, f"descriptions that do not state the schema's bound or default: {missing}"
 
 
 @pytest.mark.parametrize(

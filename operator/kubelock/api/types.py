@@ -373,8 +373,16 @@ class ClaimGrant(_Model):
     fencing_token: int = Field(
         description="The grant's fencing token: strictly greater than every earlier grant's on this resource."
     )
-    mode: Mode = Field(default="Exclusive", description="Exclusive or Shared.")
-    permits: int = Field(default=1, description="Permits taken from the resource's capacity.")
+    mode: Mode = Field(
+        default="Exclusive",
+        description="Exclusive (one holder, or holders whose permits fit the capacity) or Shared (any number "
+        "of Shared holders, never beside an Exclusive one); default Exclusive.",
+    )
+    permits: int = Field(
+        default=1,
+        description="Permits taken from the resource's capacity: the claim's spec.permits (1-1000, default 1; "
+        "always 1 in Shared mode).",
+    )
 
 
 class Condition(_Model):
@@ -383,7 +391,7 @@ class Condition(_Model):
     type: str = Field(description="Condition type: Held or Stale.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="Machine-readable CamelCase reason.")
-    message: str = Field(default="", description="Human-readable explanation.")
+    message: str = Field(default="", description="Human-readable explanation (default empty).")
     last_transition_time: datetime = Field(description="When the status last changed.")
     observed_generation: int | None = Field(default=None, description="The generation it was computed from.")
 
@@ -396,7 +404,11 @@ class Revocation(_Model):
         description="Who asked: the administrator's user name, or kubelock-operator (preemption by a waiter of "
         "higher priority)."
     )
-    grace_seconds: int = Field(ge=0, description="How long the holder has to release.")
+    grace_seconds: int = Field(
+        ge=0,
+        description="How long the holder has to release, in seconds; at least 0 (`kubelock revoke --request "
+        "--grace`, default 30; for a preemption the operator setting preemptionGraceSeconds).",
+    )
     deadline: datetime = Field(
         description="requestedAt + graceSeconds: if the claim still holds then, the operator breaks the lock "
         "(phase Revoked, reason RevocationGraceExpired)."
@@ -463,7 +475,7 @@ class LockClaimStatus(_Model):
         default=None,
         ge=1,
         description=(
-            "While Deadlocked: the number of holders in the whole wait-for cycle. When it is larger than "
+            "While Deadlocked: the number of holders in the whole wait-for cycle (at least 1). When it is larger than "
             "the holders listed in cycle, the waits left out follow the first 8 listed."
         ),
     )
@@ -538,7 +550,12 @@ class _Grant(_Model):
                         "in claimRef.")
     claim_ref: ObjectRef = Field(description="The LockClaim that holds the grant.")
     pod_ref: PodRef | None = Field(default=None, description="The holder's pod, when the claim names one.")
-    lease_duration_seconds: int = Field(ge=1, description="Lease duration, as in coordination.k8s.io/v1 Lease.")
+    lease_duration_seconds: int = Field(
+        ge=1,
+        description="Lease duration in seconds, as in coordination.k8s.io/v1 Lease: the holder's claim's "
+        "spec.ttlSeconds, or the operator setting resourceLockTimeout (default 1800) when the claim sets none. "
+        "At least 1, at most the operator setting maxTtlSeconds (default and ceiling 86400).",
+    )
     acquire_time: datetime = Field(description="When the grant was made.")
     renew_time: datetime = Field(description="When the operator last observed a renewal.")
     expire_time: datetime | None = Field(
@@ -549,8 +566,17 @@ class _Grant(_Model):
         "holder's LockClaim status.expiresAt.",
     )
     fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
-    mode: Mode = Field(default="Exclusive", description="Exclusive or Shared.")
-    permits: int = Field(default=1, ge=1, description="Permits taken from the resource's capacity.")
+    mode: Mode = Field(
+        default="Exclusive",
+        description="Exclusive (one holder, or holders whose permits fit the capacity) or Shared (any number "
+        "of Shared holders, never beside an Exclusive one); default Exclusive.",
+    )
+    permits: int = Field(
+        default=1,
+        ge=1,
+        description="Permits taken from the resource's capacity: the claim's spec.permits (1-1000, default 1; "
+        "always 1 in Shared mode).",
+    )
 
 
 class LockGrant(_Grant):
@@ -570,7 +596,9 @@ class ResourceLockSpec(_Grant):
         max_length=MAX_GRANTS - 1,
         description="Every further grant on the resource (Shared holders, or semaphore permits).",
     )
-    holders: int = Field(default=1, ge=1, description="How many grants hold the resource (1 + len(grants)).")
+    holders: int = Field(
+        default=1, ge=1, description="How many grants hold the resource (1 + len(grants)); at least 1, default 1."
+    )
 
 
 class ObjectMeta(BaseModel):
