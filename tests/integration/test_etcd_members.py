@@ -169,6 +169,8 @@ def test_holders_waiters_and_the_operator_through_a_lost_leader_a_lost_quorum_an
         leader = etcd.leader()
         assert leader is not None
         etcd.kill_member(leader)
+        # `make run` goes on with one member of three lost (`serving`), not with every process (`running`).
+        assert plane.serving and not plane.running and plane.stopped_etcd_members() == [leader]
         elected = wait_quorum(plane)
         timeline.append(f"leader {leader} killed at {time.time() - began:.1f} s; new leader after {elected:.1f} s")
         time.sleep(4)
@@ -180,11 +182,13 @@ def test_holders_waiters_and_the_operator_through_a_lost_leader_a_lost_quorum_an
         for name in stopped:
             etcd.kill_member(name)
         lost_at = time.time()
+        assert not plane.serving and sorted(plane.stopped_etcd_members()) == sorted(stopped)
         time.sleep(2 * TTL + 3)
         for name in stopped:
             etcd.start_member(name, wait=False)
         wait_quorum(plane)
         back = time.time()
+        assert plane.serving and plane.running
         timeline.append(f"no quorum from {lost_at - began:.1f} s for {back - lost_at:.1f} s")
         answered = probe(locks, "after-quorum", "deploy://etcd-probe")
         timeline.append(f"a claim made once quorum was back held after {answered:.1f} s")

@@ -366,14 +366,24 @@ def users_text(workdir: Path) -> str:
 
 
 def _supervise(plane: ControlPlane, operator: ManagedProcess | None) -> int:
-    """Waits for Ctrl-C/SIGTERM; a dying operator or component ends the run with an error."""
+    """Waits for Ctrl-C/SIGTERM; a dying operator or component ends the run with an error. An etcd
+    member of several that stops is said once and the run goes on while a quorum stands: killing one
+    is how a user sees what kubelock makes of a lost member (README, `make run ETCD_MEMBERS=3`)."""
+    told: set[str] = set()
     while True:
         if operator is not None and not operator.alive():
             print(f"error: the operator exited with code {operator.popen.returncode}", file=sys.stderr)
             return operator.popen.returncode or 1
-        if not plane.running:
+        if not plane.serving:
             print(f"error: a control plane component died; see {plane.workdir / 'logs'}", file=sys.stderr)
             return 1
+        stopped = set(plane.stopped_etcd_members())
+        for name in sorted(stopped - told):
+            total = len(plane.etcd.members)
+            print(f"etcd member {name} stopped: {total - len(stopped)} of {total} members run, a quorum, so the "
+                  f"control plane goes on; it stops once a majority is gone (logs in {plane.workdir / 'logs'})",
+                  file=sys.stderr, flush=True)
+        told = stopped
         time.sleep(1.0)
 
 

@@ -269,6 +269,21 @@ class ControlPlane:
         return bool(self._processes) and all(p.alive() for p in self._processes) and node_alive
 
     @property
+    def serving(self) -> bool:
+        """Whether the plane still serves: every process alive but etcd members, of which a quorum
+        runs. Unlike :attr:`running`, one member of three lost leaves it serving, as a production
+        control plane goes on (a hung member counts as running: its process is there)."""
+        if not self._processes or not (self._node is None or self._node.alive()):
+            return False
+        members = {m.name for m in self.etcd.members}
+        others = [p for p in self._processes if p.name.split(".", 1)[0] not in members]
+        return all(p.alive() for p in others) and len(self.stopped_etcd_members()) < (len(members) + 1) / 2
+
+    def stopped_etcd_members(self) -> list[str]:
+        """The names of the etcd members whose process is not running (killed, or exited)."""
+        return [m.name for m in self.etcd.members if not m.running]
+
+    @property
     def users(self) -> Mapping[str, str]:
         """Static users and their bearer tokens (fresh random ones at every start)."""
         return types.MappingProxyType(self._tokens)
