@@ -365,6 +365,18 @@ LOCK_CLAIM_SPEC_RULES = [
 ]
 
 
+
+# A grant's mode and permits, described alike in a claim's status.grants and a lock's spec.grants.
+_GRANT_MODE_DESCRIPTION = (
+    "Exclusive (one holder, or holders whose permits fit the capacity) or Shared (any number "
+    "of Shared holders, never beside an Exclusive one); default Exclusive."
+)
+_GRANT_PERMITS_DESCRIPTION = (
+    "Permits taken from the resource's capacity: the claim's spec.permits (1-1000, default 1; "
+    "always 1 in Shared mode)."
+)
+
+
 class ClaimGrant(_Model):
     """One resource a Held claim holds."""
 
@@ -375,13 +387,11 @@ class ClaimGrant(_Model):
     )
     mode: Mode = Field(
         default="Exclusive",
-        description="Exclusive (one holder, or holders whose permits fit the capacity) or Shared (any number "
-        "of Shared holders, never beside an Exclusive one); default Exclusive.",
+        description=_GRANT_MODE_DESCRIPTION,
     )
     permits: int = Field(
         default=1,
-        description="Permits taken from the resource's capacity: the claim's spec.permits (1-1000, default 1; "
-        "always 1 in Shared mode).",
+        description=_GRANT_PERMITS_DESCRIPTION,
     )
 
 
@@ -568,14 +578,12 @@ class _Grant(_Model):
     fencing_token: int = Field(ge=0, description=_TOKEN_DESCRIPTION)
     mode: Mode = Field(
         default="Exclusive",
-        description="Exclusive (one holder, or holders whose permits fit the capacity) or Shared (any number "
-        "of Shared holders, never beside an Exclusive one); default Exclusive.",
+        description=_GRANT_MODE_DESCRIPTION,
     )
     permits: int = Field(
         default=1,
         ge=1,
-        description="Permits taken from the resource's capacity: the claim's spec.permits (1-1000, default 1; "
-        "always 1 in Shared mode).",
+        description=_GRANT_PERMITS_DESCRIPTION,
     )
 
 
