@@ -142,7 +142,7 @@ def test_a_python_block_parses_and_uses_what_exists(doc: str, block: str) -> Non
                 assert hasattr(module, alias.name), f"{doc}: {node.module} has no {alias.name}"
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             if node.value.id == "client":
-                assert hasattr(LockClient, node.attr) and hasattr(AsyncLockClient, node.attr), (
+                assert node.attr in attributes(LockClient) and node.attr in attributes(AsyncLockClient), (
                     f"{doc}: client.{node.attr}")
             if node.value.id == "lease":
                 assert node.attr in attributes(Lease) and node.attr in attributes(AsyncLease), (
