@@ -326,6 +326,7 @@ def test_a_run_whose_rights_are_withdrawn_stops_its_command_before_the_next_hold
         assert done.code == ExitCode.LOST and got["lost"] is True, done
         # Its release was refused too (403): the result must not say it was released.
         assert got["released"] is False and "could not release" in done.stderr, done
+        assert done.stderr.count("could not release") == 1, done.stderr  # said once, with its reason
         assert granted.code == 0, granted
         assert last_work < acquired, (last_work, acquired)
 

@@ -406,10 +406,10 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
         await lease.__aexit__(None, None, None)
     except LockError as error:  # the command's result stands; the lease runs out by itself
         lease.release_error = error
-    # After a loss the release is still tried (the claim may be there) but its refusal is not raised.
+        print(f"{args.prog} run: could not release {lease.resource}: {error.message}", file=sys.stderr)
+    # After a loss the release is still tried (the claim may be there) but its refusal is not raised:
+    # the lease keeps it and has said it on stderr already (the SDK's warning), with its reason.
     released = lease.release_error is None
-    if lease.release_error is not None:
-        print(f"{args.prog} run: could not release {lease.resource}: {lease.release_error.message}", file=sys.stderr)
     if outcome.lost is not None and args.output not in ("json", "yaml"):
         stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
         print(f"{args.prog} run: lost the lock on {lease.resource}: {outcome.lost.message}; the command was "
