@@ -8,8 +8,19 @@ import sys
 import time
 from collections.abc import Sequence
 
+# Resources a decision's line names: a claim may name up to 16 (`MAX_RESOURCES`); past this many the
+# line says how many more, as the summary Events and the arbiter's messages do.
+LOGGED_RESOURCES = 8
+
 # Attributes every LogRecord has; anything else was passed through `extra=` and belongs in JSON.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def named_resources(resources: Sequence[str], shown: int = LOGGED_RESOURCES) -> tuple[str, ...]:
+    """The resources a decision concerns, for its line: at most `shown`, then `and N more`."""
+    if len(resources) <= shown:
+        return tuple(resources)
+    return (*resources[:shown], f"and {len(resources) - shown} more")
 
 
 class JsonFormatter(logging.Formatter):

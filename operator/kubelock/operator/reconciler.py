@@ -50,6 +50,7 @@ from kubelock.operator.busyanswers import BusyAnswers
 from kubelock.operator.cache import Cache, Key, LockRecord, PodInfo, multi_claim_uid, pod_info
 from kubelock.operator.events import EventRecorder
 from kubelock.operator.grants import GrantStore, LockRefused, Stale, Taken, Written
+from kubelock.operator.logs import named_resources
 from kubelock.operator.moved import claim_moved, lock_moved
 from kubelock.operator.multiclaims import MultiClaims
 from kubelock.operator.policies import PolicyIndex, usage
@@ -707,7 +708,7 @@ class Reconciler:
         self.cache.upsert_claim(body)
         self.gate.wrote(namespace, codec.revision(body))
         notice = action.notice or Notice(status.reason, status.message)
-        _log_decision(namespace, action.claim.name, action.claim.holder, action.claim.resource, status.phase, notice)
+        _log_decision(namespace, action.claim, status.phase, notice)
         if action.notice is not None:
             self._announce(namespace, action.claim.name, action.claim.uid, action.notice)
 
@@ -825,7 +826,7 @@ class Reconciler:
         outlive it) and in the log."""
         notice = release_notice(claim, self.clock.now())
         if notice is not None:
-            _log_decision(namespace, claim.name, claim.holder, claim.resource, None, notice)
+            _log_decision(namespace, claim, None, notice)
             self._announce(namespace, claim.name, claim.uid, notice)
 
     async def _delete_claim(self, namespace: str, action: DeleteClaim) -> None:
@@ -1012,21 +1013,24 @@ def _renumbers(action: Action) -> bool:
     return action.claim.status is not None and action.claim.status.phase is Phase.PENDING
 
 
-def _log_decision(
-    namespace: str, claim: str, holder: str, resource: str, phase: Phase | None, notice: Notice
-) -> None:
+def _log_decision(namespace: str, claim: Claim, phase: Phase | None, notice: Notice) -> None:
     """One line per decision: what became of which claim, and why (with the notice's details, such
-    as who broke a lock)."""
+    as who broke a lock). A claim of several resources names each of them (up to a bound): the
+    decision concerns them all."""
     outcome = phase.value if phase is not None else notice.reason.value
+    named = named_resources(claim.every_resource)
+    several = {"resources": list(named), "resourceCount": len(claim.every_resource)} if claim.multi else {}
     log.log(
         logging.WARNING if notice.warning else logging.INFO,
         "%s/%s %s for %s: %s (%s): %s",
-        namespace, claim, outcome, holder, resource, notice.reason.value, notice.message,
+        namespace, claim.name, outcome, claim.holder, ", ".join(named) if claim.multi else claim.resource,
+        notice.reason.value, notice.message,
         extra={
             "namespace": namespace,
-            "claim": claim,
-            "resource": resource,
-            "holder": holder,
+            "claim": claim.name,
+            "resource": claim.resource,
+            **several,
+            "holder": claim.holder,
             "outcome": outcome,
             "reason": notice.reason.value,
             **dict(notice.details),
