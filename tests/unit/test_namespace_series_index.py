@@ -121,6 +121,9 @@ def test_the_watch_drops_on_deleted_only() -> None:
     sink = NamespaceSink(_Namespaces([], "1"), metrics)  # type: ignore[arg-type]
     for kind in ("ADDED", "MODIFIED"):
         sink.event(None, kind, {"metadata": {"name": "a", "deletionTimestamp": "2026-11-28T00:00:00Z"}})
+    sink.seen_to(None, 9)  # the watch's progress drops nothing either (`watches.QuietSink`)
+    sink.unwatched(None)
+    sink.watched(None)
     assert metrics.namespaces() == {"a"}
     sink.event(None, "DELETED", {"metadata": {"name": "a"}})
     assert metrics.namespaces() == set()

@@ -24,13 +24,13 @@ import logging
 from kubelock.api import objects
 from kubelock.kube.client import KubeClient
 from kubelock.operator.metrics import Metrics
-from kubelock.operator.watches import Body, ListWatch
+from kubelock.operator.watches import Body, ListWatch, QuietSink
 
 log = logging.getLogger("kubelock.metrics")
 NAMESPACES = "/api/v1/namespaces"
 
 
-class NamespaceSink:
+class NamespaceSink(QuietSink):
     """The namespace watch's sink: it only drops series."""
 
     def __init__(self, client: KubeClient, metrics: Metrics) -> None:
@@ -44,15 +44,6 @@ class NamespaceSink:
         removed = self._metrics.drop_namespaces([name])
         if removed:
             log.debug("namespace %s deleted: %d metric series dropped", name, removed)
-
-    def seen_to(self, scope: str | None, version: int) -> None:
-        pass
-
-    def unwatched(self, scope: str | None) -> None:
-        pass
-
-    def watched(self, scope: str | None) -> None:
-        pass
 
     async def relist(self, scope: str | None) -> int:
         had = self._metrics.namespaces()  # before the LIST: each of these existed before it began

@@ -31,7 +31,7 @@ from kubelock.operator.policystatus import PolicyStatus
 from kubelock.operator.reconciler import Reconciler
 from kubelock.operator.settings import Settings
 from kubelock.operator.start import scopes
-from kubelock.operator.watches import ListWatch
+from kubelock.operator.watches import ListWatch, QuietSink
 from kubelock.operator.watchstats import WatchStats
 
 log = logging.getLogger("kubelock.operator")
@@ -602,7 +602,7 @@ class _Claims:
         return await self._runtime.relist(scope)
 
 
-class _Locks:
+class _Locks(QuietSink):
     """The lock watch's sink. A broken lock watch holds nothing back: a grant rests on the claims
     alone (a lock the cache missed makes the create fail and be read back), and the resumed watch
     replays what it missed."""
@@ -616,15 +616,6 @@ class _Locks:
     def event(self, scope: str | None, kind: str, body: Body) -> None:
         if self._runtime.in_scope(_namespace(body)):
             self._take(kind, body)
-
-    def seen_to(self, scope: str | None, version: int) -> None:
-        pass
-
-    def unwatched(self, scope: str | None) -> None:
-        pass
-
-    def watched(self, scope: str | None) -> None:
-        pass
 
     async def relist(self, scope: str | None) -> int:
         return await self._runtime.relist_locks(scope)

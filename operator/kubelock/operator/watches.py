@@ -67,6 +67,21 @@ class Sink(Protocol):
         ...
 
 
+class QuietSink:
+    """A base for a sink that needs nothing of its watch's progress: `seen_to`, `unwatched` and
+    `watched` do nothing (a broken watch holds nothing of it back: it resumes and replays what it
+    missed, or lists again). A subclass gives `event` and `relist`."""
+
+    def seen_to(self, scope: str | None, version: int) -> None:
+        pass
+
+    def unwatched(self, scope: str | None) -> None:
+        pass
+
+    def watched(self, scope: str | None) -> None:
+        pass
+
+
 class ListWatch:
     def __init__(self, client: KubeClient, path: str, noun: str, scope: str | None, sink: Sink,
                  stats: ScopeStats | None = None) -> None:
