@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import Counter, generate_latest
 
@@ -145,3 +145,36 @@ def test_with_no_series_a_relist_reads_one_namespace_for_the_version() -> None:
     version = asyncio.run(NamespaceSink(client, Metrics()).relist(None))  # type: ignore[arg-type]
     assert version == 7
     assert client.calls == ["list limit=1"]
+
+
+class _LookedUp(Counter):
+    """A counter that counts its label lookups (`labels`): one per series first seen, not per count."""
+
+    lookups: ClassVar[builtins.list[tuple[str, ...]]] = []
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        _LookedUp.lookups.append(values)
+        return super().labels(*values, **named)
+
+
+def test_a_series_is_indexed_when_first_seen_and_again_after_its_namespace_went() -> None:
+    metrics = Metrics()
+    counter = _LookedUp("kubelock_test_counts", "test", ["namespace", "reason"], registry=metrics.registry)
+    _LookedUp.lookups.clear()
+    for _ in range(50):
+        metrics.count(counter, "ci", "LeaseExpired")
+        metrics.count(counter, "team", "LeaseExpired")
+    metrics.count(counter, "ci", "LockBroken")
+    assert _LookedUp.lookups == [("ci", "LeaseExpired"), ("team", "LeaseExpired"), ("ci", "LockBroken")]
+    value = metrics.registry.get_sample_value
+    assert value("kubelock_test_counts_total", {"namespace": "ci", "reason": "LeaseExpired"}) == 50
+    assert metrics.drop_namespaces(["ci"]) == 2
+    assert metrics.namespaces() == {"team"}
+    assert value("kubelock_test_counts_total", {"namespace": "ci", "reason": "LeaseExpired"}) is None
+    metrics.count(counter, "ci", "LeaseExpired")  # made again: a new series, seen for the first time
+    metrics.count(counter, "team", "LeaseExpired")
+    assert _LookedUp.lookups[3:] == [("ci", "LeaseExpired")]
+    assert value("kubelock_test_counts_total", {"namespace": "ci", "reason": "LeaseExpired"}) == 1
+    assert value("kubelock_test_counts_total", {"namespace": "team", "reason": "LeaseExpired"}) == 51
+    assert metrics.drop_namespaces(["ci", "team"]) == 2
+    assert metrics.namespaces() == set()
