@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anchors
+import options
 from harness import REPO, Env, OperatorProcess, RequestTally, ensure_namespace, new_client
 from scenarios import populate
 
@@ -29,12 +30,11 @@ Measure = Callable[[ControlPlane, dict[str, Path], Path], Coroutine[Any, Any, di
 
 def parser(doc: str | None, *, rounds: int, rounds_help: str) -> argparse.ArgumentParser:
     """The arguments every A/B script takes; a script adds its own."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = options.parser(doc, whole_doc=True)
     parser.add_argument("a", type=Path, help="tree A (its operator/ directory is run)")
     parser.add_argument("b", type=Path, help="tree B")
     parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
-    parser.add_argument("--out", type=Path, default=None, help="write the result here as JSON")
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_outputs(parser)
     return parser
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import anchors
 import harness
+import options
 import scenarios
 from harness import (
     REPO,
@@ -297,15 +298,14 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = options.parser(__doc__)
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--shared-samples", type=int, default=20)
     parser.add_argument("--holders", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--burn", type=int, default=3, help="CPU-bound processes beside a loaded phase")
     parser.add_argument("--operator", type=Path, default=REPO / "operator")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_outputs(parser)
     args = parser.parse_args()
     args.operator = args.operator.resolve()
     harness.OPERATOR_SOURCE[0] = args.operator

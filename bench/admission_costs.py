@@ -43,7 +43,6 @@ functions (`go tool pprof -top`) go to `OUT_DIR/profile-SET.txt`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -59,6 +58,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import options
 import yaml
 from harness import RequestTally, children_by_name, cpu_seconds, new_client
 from write_costs import lock_body, status
@@ -367,7 +367,7 @@ async def measure(plane: ControlPlane, sets: dict[str, Path], requests: int, rou
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=DIR",
                         help="a directory of admission policies to install as NAME "

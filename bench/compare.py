@@ -7,10 +7,11 @@ each is measured against the floor of its own run, so a busier machine moves bot
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+import options
 
 
 def _rows(path: Path) -> dict[tuple[int, str], dict[str, Any]]:
@@ -47,7 +48,7 @@ def table(before: Path, after: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__)
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     args = parser.parse_args()

@@ -26,6 +26,7 @@ from typing import Any
 
 import abrun
 import harness
+import options
 import scenarios
 from cycle_profile import NS_KUBELOCK, PLANE, window
 from harness import (
@@ -83,15 +84,11 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = options.parser(__doc__)
     parser.add_argument("--operator-a", type=Path, required=True)
     parser.add_argument("--operator-b", type=Path, default=REPO / "operator")
-    parser.add_argument("--agents", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=1.5)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_windows(parser, agents=50, seconds=15.0)
+    options.add_outputs(parser)
     args = parser.parse_args()
     args.operator_a, args.operator_b = args.operator_a.resolve(), args.operator_b.resolve()
     harness.OPERATOR_SOURCE[0], harness.OPERATOR_SOURCE_B[0] = args.operator_a, args.operator_b

@@ -43,6 +43,7 @@ from typing import Any
 import abrun
 import anchors
 import harness
+import options
 import pprof_groups
 import scenarios
 from harness import (
@@ -281,18 +282,14 @@ async def measure(plane: ControlPlane, args: argparse.Namespace, logs: Path) -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--agents", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.5)
+    parser = options.parser(__doc__)
+    options.add_windows(parser, agents=200, seconds=5.0)
     parser.add_argument("--cprofile", action="store_true", help="end with a window of an operator under cProfile")
     parser.add_argument("--operator", type=Path, default=REPO / "operator")
     parser.add_argument("--pprof", type=int, default=0, metavar="SECONDS",
                         help="a kube-apiserver CPU profile of the first SECONDS of each window, by group")
     parser.add_argument("--sizes", action="store_true", help="first, one cycle's objects by part, as watched")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_outputs(parser)
     args = parser.parse_args()
     args.operator = args.operator.resolve()
     harness.OPERATOR_SOURCE[0] = args.operator

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import options
 from harness import RequestTally, Watch, ensure_namespace, measured_on_deployed_plane, new_client
 
 from kubelock.api.constants import GROUP, VERSION
@@ -148,12 +149,11 @@ async def measure(plane: ControlPlane, args: argparse.Namespace) -> dict[str, An
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = options.parser(__doc__)
     parser.add_argument("--grants", type=lambda s: [int(x) for x in s.split(",")], default=[0, 10])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--watch", action="store_true", help="a watch of the locks open in every other pair of rounds")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_outputs(parser)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-grant-writes-"))
     result, loads = measured_on_deployed_plane(workdir, lambda plane: measure(plane, args))

@@ -18,7 +18,6 @@ cannot resume (410 Gone); a watch that ends, or delivers nothing for
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import options
 from harness import children_by_name, cpu_seconds, ensure_namespace, parse_counter, scrape
 
 from kubelock.kube import config, paths
@@ -128,7 +128,7 @@ def operator_window(plane: ControlPlane, credentials: Credentials, apiserver: in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--pods", type=int, default=1000)
     parser.add_argument("--timeouts", default="300,60", help="kopf's server-side pod watch timeouts")

@@ -19,7 +19,6 @@ server's CPU seconds, per listing. Prints and writes (`--out`) the medians with 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import abrun
+import options
 from harness import (
     REPO,
     OperatorProcess,
@@ -137,12 +137,11 @@ async def measure(plane: ControlPlane, claims: int, mine: int, rounds: int, logs
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = options.parser(__doc__)
     parser.add_argument("--claims", type=int, default=10000)
     parser.add_argument("--mine", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_outputs(parser)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubelock-list-"))
     load_before = os.getloadavg()

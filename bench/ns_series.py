@@ -12,7 +12,6 @@ gone, then `--settle` seconds) the `/metrics` answer is measured (bytes, sample 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kubernetes
+import options
 from kubernetes.client import CoreV1Api, V1Namespace, V1ObjectMeta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def round_of(plane: ControlPlane, tree: Path, tag: str, count: int, settle: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__)
     parser.add_argument("--operator", action="append", required=True, type=Path, help="an operator tree (repeat)")
     parser.add_argument("--namespaces", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=1)

@@ -11,13 +11,14 @@ two profiles, the second's groups beside the first's.
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+
+import options
 
 # (group, pattern of a function's full name). Order matters: see the module's docstring.
 GROUPS: tuple[tuple[str, str], ...] = (
@@ -136,7 +137,7 @@ def table(profiles: list[dict[str, float]], cycles: list[float] | None) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = options.parser(__doc__)
     parser.add_argument("profiles", type=Path, nargs="+")
     parser.add_argument("--per", type=float, nargs="*", default=None, help="cycles in each profile")
     parser.add_argument("--binary", type=Path, default=None, help="kube-apiserver (default: the test bed's)")

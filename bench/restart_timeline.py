@@ -10,7 +10,6 @@ created, `Held` seen). The operator's log timestamps are wall-clock milliseconds
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import compileall
 import json
@@ -25,6 +24,7 @@ from typing import Any
 
 import abrun
 import anchors
+import options
 from harness import Env, OperatorProcess, Watch, unique
 from scenarios import HELD, claim_body
 
@@ -115,12 +115,11 @@ async def measure(plane: ControlPlane, trees: list[Path], locks: int, rounds: in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = options.parser(__doc__, whole_doc=True)
     parser.add_argument("trees", type=Path, nargs="+", help="operator trees (their operator/ is run)")
     parser.add_argument("--locks", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_outputs(parser)
     args = parser.parse_args()
     trees = [t.resolve() for t in args.trees]
     for tree in trees:

@@ -35,6 +35,7 @@ from typing import Any
 
 import abrun
 import anchors
+import options
 import scenarios
 import yaml
 from anchors import Cycles, run_cycles
@@ -207,18 +208,14 @@ def summarise(windows: list[dict[str, Any]], names: list[str], rounds: int) -> d
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = options.parser(__doc__)
     parser.add_argument("--reference", type=Path, required=True, help="the unchanged operator tree")
     parser.add_argument("--variant", type=Variant.parse, action="append", default=[],
                         help="NAME=TREE/operator[:lock][:nocel][:crd=FILE]")
     parser.add_argument("--claim-crd", type=Path, default=Path(__file__).resolve().parent.parent
                         / "crds" / "kubelock.dev_lockclaims.yaml", help="the CRD put back after a crd= variant")
-    parser.add_argument("--agents", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=1.5)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
+    options.add_windows(parser, agents=50, seconds=15.0)
+    options.add_outputs(parser)
     args = parser.parse_args()
     args.reference = args.reference.resolve()
     for tree in {args.reference, *(v.tree for v in args.variant)}:

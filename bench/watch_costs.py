@@ -16,7 +16,6 @@ in an operator that has run a while; nothing is written, so the watches deliver 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import options
 from harness import RequestTally, children_by_name, cpu_seconds, ensure_namespace
 
 from kubelock.kube import config, paths
@@ -100,7 +100,7 @@ async def measure(plane: ControlPlane, scopes: int, timeouts: list[int | None], 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--scopes", type=int, default=100, help="namespaces, three watches each")
     parser.add_argument("--timeouts", default="idle,300,60,10", help="server-side watch timeouts (idle: none open)")

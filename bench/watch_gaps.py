@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import abrun
+import options
 import scenarios
 from blocks import STALE_OFF
 from harness import parse_counter, scrape
@@ -180,7 +181,7 @@ async def measure(plane: ControlPlane, tree: Path, args: argparse.Namespace, log
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = options.parser(__doc__, whole_doc=True)
     parser.add_argument("tree", type=Path, help="the operator's tree")
     parser.add_argument("--locks", type=int, default=10_000, help="held locks the expiries are among")
     parser.add_argument("--expiring", type=int, default=1000, help="leases ending at once")
@@ -188,8 +189,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=5.5, help="seconds the leases are made to end within")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--every", type=float, default=0.5, help="seconds between two reads of the operator's metrics")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--workdir", type=Path)
+    options.add_outputs(parser)
     args = parser.parse_args()
     tree = args.tree.resolve()
     compileall.compile_dir(str(tree / "operator" / "kubelock"), quiet=1)

@@ -36,7 +36,6 @@ token and RBAC.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -48,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import options
 import yaml
 from harness import RequestTally, children_by_name, cpu_seconds, ensure_namespace, new_client
 
@@ -332,7 +332,7 @@ async def measure(plane: ControlPlane, only: list[str], requests: int, rounds: i
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--only", default="", help="comma-separated variants (default: all)")
     parser.add_argument("--requests", type=int, default=600, help="writes (or create+delete pairs) per round")
