@@ -27,11 +27,11 @@ from kubernetes.client import (
     V1Node,
     V1ObjectMeta,
     V1Pod,
-    V1ServiceAccount,
     V1TokenRequestSpec,
 )
 
 from kubelock.testbed import ControlPlane, MissingBinariesError, fake_node_manifest, node_is_ready, wait_until
+from tests.support.access import bearer_client, ensure_service_account
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import OperatorProcess
 from tests.support.partition import Partition
@@ -233,14 +233,6 @@ def fake_node(control_plane: Cluster, admin_api: ApiClient) -> str:
     return FAKE_NODE
 
 
-def ensure_service_account(core: CoreV1Api, namespace: str, name: str) -> None:
-    try:
-        core.create_namespaced_service_account(namespace, V1ServiceAccount(metadata=V1ObjectMeta(name=name)))
-    except ApiException as error:
-        if error.status != 409:  # already there
-            raise
-
-
 def _pod_reference(pod: V1Pod) -> V1BoundObjectReference:
     assert pod.metadata is not None
     return V1BoundObjectReference(kind="Pod", api_version="v1", name=pod.metadata.name, uid=pod.metadata.uid)
@@ -249,19 +241,6 @@ def _pod_reference(pod: V1Pod) -> V1BoundObjectReference:
 def client_from_kubeconfig(kubeconfig: Path) -> ApiClient:
     api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     return api
-
-
-def bearer_client(kubeconfig: Path, token: str) -> ApiClient:
-    """A client for the kubeconfig's server and CA that authenticates with ``token`` only."""
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
-    )
-    configuration.cert_file = configuration.key_file = None
-    configuration.username = configuration.password = None
-    configuration.refresh_api_key_hook = None  # an exec plugin's hook would put its own token back
-    configuration.api_key = {"BearerToken": f"Bearer {token}"}
-    return ApiClient(configuration)
 
 
 def _report(config: pytest.Config, message: str) -> None:

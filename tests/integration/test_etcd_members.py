@@ -29,11 +29,9 @@ from kubernetes.client import ApiClient, ApiException
 
 from kubelock.sdk import LockClient, LockError
 from kubelock.testbed import ControlPlane
-from tests.integration.conftest import MANIFESTS, client_from_kubeconfig
 from tests.support.claims import MIN_WAIT_SECONDS, Locks, phase_of, status_of, wait_until
-from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
-from tests.support.planes import started
+from tests.support.planes import own_plane, own_plane_fixtures
 
 PREFIX = "kl-etcd-"
 TTL = 6  # every agent's lease
@@ -48,31 +46,12 @@ RETRY_WORDS = (" failed", "retrying in")  # a reconcile that failed, as the oper
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    if os.environ.get("KUBELOCK_TEST_KUBECONFIG"):
-        pytest.skip("needs the test bed's own etcd members")
-    plane = ControlPlane(tmp_path_factory.mktemp("etcd3-plane"), manifests=[REPO / m for m in MANIFESTS],
-                         controller_manager=False, kwok=False, etcd_members=3, etcd_quota_bytes=QUOTA)  # fmt: skip
-    with started(plane):
+    with own_plane(tmp_path_factory.mktemp("etcd3-plane"), "the test bed's own etcd members",
+                   controller_manager=False, kwok=False, etcd_members=3, etcd_quota_bytes=QUOTA) as plane:  # fmt: skip
         yield plane
 
 
-@pytest.fixture(scope="module")
-def admin(plane: ControlPlane) -> Iterator[ApiClient]:
-    api = client_from_kubeconfig(plane.kubeconfig)
-    yield api
-    api.close()  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture
-def ns(admin: ApiClient) -> Iterator[str]:
-    with temporary_namespace(admin, PREFIX) as name:
-        yield name
-
-
-@pytest.fixture
-def operator(plane: ControlPlane, ns: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    with OperatorProcess(plane.kubeconfig, tmp_path / "operator.log", namespaces=(ns,)) as op:
-        yield op
+admin, ns, operator = own_plane_fixtures(PREFIX)
 
 
 @pytest.fixture(autouse=True)

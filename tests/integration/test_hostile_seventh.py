@@ -20,28 +20,30 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 from kubernetes.client import (
     ApiClient,
-    AuthenticationV1TokenRequest,
     CoreV1Api,
     CustomObjectsApi,
-    V1BoundObjectReference,
-    V1ObjectMeta,
-    V1Secret,
-    V1TokenRequestSpec,
 )
-from kubernetes.client.exceptions import ApiException
 
 from kubelock.api.constants import GROUP, PROCESS_ANNOTATION, RENEW_ANNOTATION, VERSION
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, normalise
 from kubelock.sdk import Expired, LockClient, LockError
 from kubelock.testbed import ControlPlane
-from tests.integration.conftest import bearer_client, ensure_service_account
-from tests.support.access import bind, service_account_user, wait_allowed
+from tests.support.access import (
+    REVOKED_SECONDS,
+    bind,
+    replace_file,
+    revoked,
+    service_account_agent,
+    token_bound_to_secret,
+    token_file_kubeconfig,
+    user_environment,
+    wait_allowed,
+)
 from tests.support.claims import Locks, status_of, wait_until
-from tests.support.commands import argv_of, environment, finish, python_json, run, start
+from tests.support.commands import argv_of, finish, python_json, run, start
 from tests.support.namespaces import temporary_namespace
 from tests.support.operator import REPO, OperatorProcess
 
@@ -64,7 +66,7 @@ def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: Opera
 
 @pytest.fixture
 def alice_env(control_plane: ControlPlane, ns: str) -> dict[str, str]:
-    return environment(control_plane.user_kubeconfig("alice"), ns, INSTANCE)
+    return user_environment(control_plane, "alice", ns, INSTANCE)
 
 
 # Takes the lock, says so on stdout, and ends when stdin closes, without releasing (os._exit): as a
@@ -259,41 +261,6 @@ def first_renewal_unanswered(locks: Locks, name: str) -> str:
     return "answered" if status_of(seen[0]).get("observedRenew") == marker else "unanswered"
 
 
-AGENT = "agent"
-REVOKED_SECONDS = 60.0  # the API server's token cache, then the renew deadline, on a loaded machine
-
-
-def token_bound_to_secret(core: CoreV1Api, namespace: str, secret: str) -> str:
-    """A token of the agent's ServiceAccount that lives only as long as the Secret `secret`."""
-    made = core.create_namespaced_secret(namespace, V1Secret(metadata=V1ObjectMeta(name=secret)))
-    assert made.metadata is not None
-    spec = V1TokenRequestSpec(
-        audiences=[], expiration_seconds=3600,
-        bound_object_ref=V1BoundObjectReference(api_version="v1", kind="Secret", name=secret, uid=made.metadata.uid),
-    )
-    response = core.create_namespaced_service_account_token(AGENT, namespace, AuthenticationV1TokenRequest(spec=spec))
-    assert response.status is not None and response.status.token
-    return str(response.status.token)
-
-
-def replace_file(path: Path, text: str) -> None:
-    """As a rotation writes a credential: a temporary name renamed into place."""
-    temporary = path.with_name(path.name + ".new")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def revoked(kubeconfig: Path, token: str) -> bool:
-    api = bearer_client(kubeconfig, token)
-    try:
-        CoreV1Api(api).list_namespaced_config_map("default", limit=1)
-    except ApiException as error:
-        return error.status == 401
-    finally:
-        api.close()
-    return False
-
-
 def test_a_rotated_service_account_token_keeps_a_held_lock_renewed_from_a_token_file(
     control_plane: ControlPlane, admin_api: ApiClient, ns: str, tmp_path: Path
 ) -> None:
@@ -303,18 +270,12 @@ def test_a_rotated_service_account_token_keeps_a_held_lock_renewed_from_a_token_
     `token` written inline, the kubeconfig rewritten likewise is not read again by a running process
     (as client-go): its renewals are refused and the lease is declared lost, naming the credentials."""
     core = CoreV1Api(admin_api)
-    ensure_service_account(core, ns, AGENT)
-    user = service_account_user(ns, AGENT)
-    bind(admin_api, ns, "kubelock-agent", user)
-    wait_allowed(admin_api, user, ns, "create", "lockclaims")
+    service_account_agent(admin_api, ns)
 
     # A kubeconfig whose user reads its token from a file.
     token_path = tmp_path / "token"
     replace_file(token_path, token_bound_to_secret(core, ns, "credential-1"))
-    config = control_plane.token_kubeconfig("unused", tmp_path / "file.kubeconfig", ns)
-    parsed = yaml.safe_load(config.read_text())
-    parsed["users"][0]["user"] = {"tokenFile": str(token_path)}
-    replace_file(config, yaml.safe_dump(parsed))
+    config = token_file_kubeconfig(control_plane, token_path, tmp_path / "file.kubeconfig", ns)
     old = token_path.read_text()
     agent = LockClient(kubeconfig=str(config), namespace=ns, instance="rot", retries=1, request_timeout=5)
     try:

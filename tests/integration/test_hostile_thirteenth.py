@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.client import (
     ApiClient,
     ApiException,
@@ -35,10 +34,19 @@ from kubernetes.client import (
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.domain.resource import claim_name, normalise
 from kubelock.testbed import ControlPlane
-from tests.integration.conftest import ensure_service_account
-from tests.integration.test_hostile_seventh import AGENT, REVOKED_SECONDS, replace_file, revoked, token_bound_to_secret
 from tests.integration.test_policies import apply_policy
-from tests.support.access import agents_namespace, bind, service_account_user, wait_allowed
+from tests.support.access import (
+    AGENT,
+    REVOKED_SECONDS,
+    agents_namespace,
+    replace_file,
+    revoked,
+    service_account_agent,
+    static_agents_namespace,
+    token_bound_to_secret,
+    token_file_kubeconfig,
+    user_environment,
+)
 from tests.support.claims import Locks, phase_of, status_of, wait_until
 from tests.support.commands import environment, finish, run, start
 from tests.support.namespaces import temporary_namespace
@@ -52,14 +60,12 @@ Body = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
-    if not isinstance(control_plane, ControlPlane):
-        pytest.skip("needs the test bed's static users")
-    with agents_namespace(admin_api, PREFIX, lock_admin=True) as name:
+    with static_agents_namespace(admin_api, control_plane, PREFIX, lock_admin=True) as name:
         yield name
 
 
 def env_of(control_plane: ControlPlane, user: str, ns: str) -> dict[str, str]:
-    return environment(control_plane.user_kubeconfig(user), ns, INSTANCE)
+    return user_environment(control_plane, user, ns, INSTANCE)
 
 
 def running(pid: int) -> bool:
@@ -95,8 +101,9 @@ class Left:
 # The process left behind writes a first line of work and then its own pid once it is what it will
 # be (in its own session, for `setsid`), then appends a line every 0.1 s for as long as it lives: the
 # work it would go on doing with the lock's token. The first line comes before the pid so that a
-# process stopped as soon as its pid is seen has still written the token it was given. Its output goes to a file, not to the command's stdout (a pipe kept open
-# would hold up whoever reads `kubelock run`'s output).
+# process stopped as soon as its pid is seen has still written the token it was given. Its output
+# goes to a file, not to the command's stdout (a pipe kept open would hold up whoever reads
+# `kubelock run`'s output).
 WORKER = (
     'echo "$KUBELOCK_FENCING_TOKEN" >> "$1.work"; echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; '
     'while :; do sleep 0.1; echo "$KUBELOCK_FENCING_TOKEN" >> "$1.work"; done'
@@ -155,7 +162,7 @@ def test_a_grandchild_that_left_its_session_is_stopped_when_the_lock_is_broken(
         bob = start("kubelock", "acquire", uri, "--wait", "--timeout", "100", "--ttl", "30", "-o", "json",
                     env=env_of(control_plane, "bob", ns))
         broke = run("kubelock", "unlock", uri, "--reason", "a hostile pass",
-                    env=environment(control_plane.user_kubeconfig("lockadmin"), ns))
+                    env=user_environment(control_plane, "lockadmin", ns))
         assert broke.code == 0, broke
         done = finish(process, timeout=DEADLINE)
         alive_at_exit = running(pid)
@@ -343,16 +350,10 @@ def test_a_token_file_rotated_while_its_holder_waits_in_the_queue(
     token revoked. When the holder leaves, the waiter is granted: its wait, watch and answer go on
     with the new token, and the lock is held by it alone."""
     core = CoreV1Api(admin_api)
-    ensure_service_account(core, ns, AGENT)
-    user = service_account_user(ns, AGENT)
-    bind(admin_api, ns, "kubelock-agent", user)
-    wait_allowed(admin_api, user, ns, "create", "lockclaims")
+    service_account_agent(admin_api, ns)
     token_path = tmp_path / "token"
     replace_file(token_path, token_bound_to_secret(core, ns, "waiting-1"))
-    config = control_plane.token_kubeconfig("unused", tmp_path / "file.kubeconfig", ns)
-    parsed = yaml.safe_load(config.read_text())
-    parsed["users"][0]["user"] = {"tokenFile": str(token_path)}
-    replace_file(config, yaml.safe_dump(parsed))
+    config = token_file_kubeconfig(control_plane, token_path, tmp_path / "file.kubeconfig", ns)
     old = token_path.read_text()
     uri = "deploy://thirteenth-rotated-wait"
     locks = Locks(admin_api, ns)

@@ -19,9 +19,9 @@ from kubernetes.client import ApiClient, ApiException
 from kubelock.domain.resource import lock_name, normalise
 from kubelock.testbed import ControlPlane
 from tests.integration.conftest import UserApi
-from tests.support.access import agents_namespace
+from tests.support.access import static_agents_namespace, user_environment
 from tests.support.claims import Locks, phase_of, status_of, wait_until
-from tests.support.commands import environment, python_json
+from tests.support.commands import python_json
 from tests.support.operator import OperatorProcess
 
 PREFIX = "klh12-"
@@ -32,9 +32,7 @@ GROUP, VERSION = "kubelock.dev", "v1alpha1"
 
 @pytest.fixture(scope="module")
 def ns(admin_api: ApiClient, control_plane: ControlPlane, prefix_operator: OperatorProcess) -> Iterator[str]:
-    if not isinstance(control_plane, ControlPlane):
-        pytest.skip("needs the test bed's static users")
-    with agents_namespace(admin_api, PREFIX, lock_admin=True) as name:
+    with static_agents_namespace(admin_api, control_plane, PREFIX, lock_admin=True) as name:
         yield name
 
 
@@ -83,7 +81,7 @@ asyncio.run(main())
 def test_a_stale_lease_never_renews_the_claim_made_anew_under_its_name(
     ns: str, control_plane: ControlPlane
 ) -> None:
-    env = environment(control_plane.user_kubeconfig("alice"), ns, "stale")
+    env = user_environment(control_plane, "alice", ns, "stale")
     answer = python_json(STALE_RENEWAL.format(uri="mr://stale/renewal"), env)
     print(f"\nstale renewal: {answer}")
     first_uid, second_uid = answer["first"][0], answer["second"][0]
@@ -304,7 +302,7 @@ def test_a_revocation_request_made_on_a_stale_listing_skips_a_claim_made_afresh(
     alice = Locks(user_api("alice"), ns)
     alice.claim("revoked-anew", "mr://stale/revocation", "user:alice/w", ttl=300)
     alice.wait_phase("revoked-anew", "Held", DEADLINE)
-    env = environment(control_plane.user_kubeconfig("lockadmin"), ns, "admin")
+    env = user_environment(control_plane, "lockadmin", ns, "admin")
     answer = python_json(STALE_REVOCATION.format(ns=ns, name="revoked-anew", uri="mr://stale/revocation"), env)
     print(f"\nstale revocation: {answer}")
     assert answer["old"] != answer["new"], answer

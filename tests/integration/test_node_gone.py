@@ -26,11 +26,9 @@ A watch of every claim checks throughout that no resource ever has two `Held` cl
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,11 +36,9 @@ from kubernetes import watch
 from kubernetes.client import ApiClient, ApiException, CoreV1Api, CustomObjectsApi
 
 from kubelock.testbed import ControlPlane
-from tests.integration.conftest import MANIFESTS, client_from_kubeconfig
 from tests.support.claims import Locks, phase_of, status_of, wait_until
-from tests.support.namespaces import temporary_namespace
-from tests.support.operator import REPO, OperatorProcess
-from tests.support.planes import started
+from tests.support.operator import OperatorProcess
+from tests.support.planes import own_plane, own_plane_fixtures
 
 # About 2.5 minutes at load 8-13 (plane start included); the bound leaves room for a busier machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -63,31 +59,12 @@ POD_GRACE = 5  # terminationGracePeriodSeconds: an evicted pod's grace ends well
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    if os.environ.get("KUBELOCK_TEST_KUBECONFIG"):
-        pytest.skip("needs the test bed's own controller manager and kwok")
-    plane = ControlPlane(tmp_path_factory.mktemp("nodegone-plane"), manifests=[REPO / m for m in MANIFESTS],
-                         node_lifecycle=True, node_monitor_grace_seconds=GRACE)  # fmt: skip
-    with started(plane):
+    with own_plane(tmp_path_factory.mktemp("nodegone-plane"), "the test bed's own controller manager and kwok",
+                   node_lifecycle=True, node_monitor_grace_seconds=GRACE) as plane:  # fmt: skip
         yield plane
 
 
-@pytest.fixture(scope="module")
-def admin(plane: ControlPlane) -> Iterator[ApiClient]:
-    api = client_from_kubeconfig(plane.kubeconfig)
-    yield api
-    api.close()  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture
-def ns(admin: ApiClient) -> Iterator[str]:
-    with temporary_namespace(admin, PREFIX) as name:
-        yield name
-
-
-@pytest.fixture
-def operator(plane: ControlPlane, ns: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    with OperatorProcess(plane.kubeconfig, tmp_path / "operator.log", namespaces=(ns,)) as op:
-        yield op
+admin, ns, operator = own_plane_fixtures(PREFIX)
 
 
 class HeldWatch:

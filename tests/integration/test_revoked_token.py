@@ -13,23 +13,14 @@ from pathlib import Path
 import pytest
 from kubernetes.client import (
     ApiClient,
-    AuthenticationV1TokenRequest,
     CoreV1Api,
-    V1BoundObjectReference,
-    V1ObjectMeta,
-    V1Secret,
-    V1TokenRequestSpec,
 )
 
 from kubelock.sdk import Expired, Forbidden, LockClient
 from kubelock.testbed import ControlPlane, wait_until
-from tests.integration.conftest import Cluster, ensure_service_account
-from tests.support.access import bind, service_account_user, wait_allowed
+from tests.integration.conftest import Cluster
+from tests.support.access import AGENT, REVOKED_SECONDS, service_account_agent, token_bound_to_secret
 from tests.support.operator import OperatorProcess
-
-AGENT = "agent"
-TOKEN_SECONDS = 3600
-REVOKED_SECONDS = 60.0  # the API server's token cache, then the renew deadline, on a loaded machine
 
 
 @pytest.fixture
@@ -38,30 +29,13 @@ def operator(control_plane: Cluster, namespace: str, tmp_path: Path) -> Iterator
         yield op
 
 
-def token_bound_to_secret(core: CoreV1Api, namespace: str, secret: str) -> str:
-    """A token of the agent's ServiceAccount that lives only as long as the Secret `secret`."""
-    made = core.create_namespaced_secret(namespace, V1Secret(metadata=V1ObjectMeta(name=secret)))
-    assert made.metadata is not None
-    spec = V1TokenRequestSpec(
-        audiences=[],
-        expiration_seconds=TOKEN_SECONDS,
-        bound_object_ref=V1BoundObjectReference(api_version="v1", kind="Secret", name=secret, uid=made.metadata.uid),
-    )
-    response = core.create_namespaced_service_account_token(AGENT, namespace, AuthenticationV1TokenRequest(spec=spec))
-    assert response.status is not None and response.status.token
-    return str(response.status.token)
-
-
 def test_a_revoked_token_loses_the_lease_and_names_the_credentials(
     control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
     if not isinstance(control_plane, ControlPlane):
         pytest.skip("writes kubeconfigs for the test bed's server and CA")
     core = CoreV1Api(admin_api)
-    ensure_service_account(core, namespace, AGENT)
-    user = service_account_user(namespace, AGENT)
-    bind(admin_api, namespace, "kubelock-agent", user)
-    wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+    service_account_agent(admin_api, namespace)
     token = token_bound_to_secret(core, namespace, "agent-credential")
     config = control_plane.token_kubeconfig(token, tmp_path / "agent.kubeconfig", namespace)
     agent = LockClient(kubeconfig=str(config), namespace=namespace, instance="w1", retries=1, request_timeout=5)

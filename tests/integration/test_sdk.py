@@ -55,8 +55,7 @@ from kubelock.sdk import (
 )
 from kubelock.sdk.model import LockInfo
 from kubelock.testbed import ControlPlane, wait_until
-from tests.integration.conftest import bearer_client
-from tests.support.access import allowed, bind_agents
+from tests.support.access import allowed, bearer_client, bind_agents
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
 from tests.support.partition import Partition, closed_port, kubeconfig_for

@@ -5,32 +5,44 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes
 import pytest
+import yaml
 from kubernetes.client import (
     ApiClient,
+    AuthenticationV1TokenRequest,
     AuthorizationV1Api,
+    CoreV1Api,
     RbacAuthorizationV1Api,
     RbacV1Subject,
+    V1BoundObjectReference,
     V1ObjectMeta,
     V1ResourceAttributes,
     V1RoleBinding,
     V1RoleRef,
+    V1Secret,
+    V1ServiceAccount,
     V1SubjectAccessReview,
     V1SubjectAccessReviewSpec,
+    V1TokenRequestSpec,
 )
 from kubernetes.client.exceptions import ApiException
 
 from kubelock.api.constants import GROUP
-from kubelock.testbed import wait_until
+from kubelock.testbed import ControlPlane, wait_until
 from tests.support.claims import Locks
+from tests.support.commands import environment
 from tests.support.namespaces import temporary_namespace
 
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 DEADLINE = 60.0  # generous for 2 shared cores; the wait returns as soon as the binding is known
+AGENT = "agent"  # the ServiceAccount of `service_account_agent`
+TOKEN_SECONDS = 3600
+REVOKED_SECONDS = 60.0  # the API server's token cache, then the renew deadline, on a loaded machine
 
 
 def service_account_user(namespace: str, name: str) -> str:
@@ -75,6 +87,98 @@ def agents_namespace(admin_api: ApiClient, prefix: str, *, lock_admin: bool = Fa
             bind(admin_api, name, "kubelock-admin", "lockadmin")
             wait_allowed(admin_api, "lockadmin", name, "delete", "resourcelocks")
         yield name
+
+
+@contextlib.contextmanager
+def static_agents_namespace(
+    admin_api: ApiClient, control_plane: object, prefix: str, *, lock_admin: bool = False
+) -> Iterator[str]:
+    """`agents_namespace` for the test bed's static users (alice, bob, lockadmin); a run against a
+    cluster of somebody else's, which has none, skips the test."""
+    if not isinstance(control_plane, ControlPlane):
+        pytest.skip("needs the test bed's static users")
+    with agents_namespace(admin_api, prefix, lock_admin=lock_admin) as name:
+        yield name
+
+
+def user_environment(
+    control_plane: ControlPlane, user: str, namespace: str, instance: str | None = None
+) -> dict[str, str]:
+    """A clean environment for a command run as one of the test bed's static users in `namespace`."""
+    return environment(control_plane.user_kubeconfig(user), namespace, instance)
+
+
+def ensure_service_account(core: CoreV1Api, namespace: str, name: str) -> None:
+    try:
+        core.create_namespaced_service_account(namespace, V1ServiceAccount(metadata=V1ObjectMeta(name=name)))
+    except ApiException as error:
+        if error.status != 409:  # already there
+            raise
+
+
+def service_account_agent(admin_api: ApiClient, namespace: str) -> str:
+    """The ServiceAccount `AGENT` of `namespace`, bound to kubelock-agent there once RBAC lets it
+    create claims; its user name."""
+    ensure_service_account(CoreV1Api(admin_api), namespace, AGENT)
+    user = service_account_user(namespace, AGENT)
+    bind(admin_api, namespace, "kubelock-agent", user)
+    wait_allowed(admin_api, user, namespace, "create", "lockclaims")
+    return user
+
+
+def token_bound_to_secret(core: CoreV1Api, namespace: str, secret: str) -> str:
+    """A token of the agent's ServiceAccount that lives only as long as the Secret `secret`."""
+    made = core.create_namespaced_secret(namespace, V1Secret(metadata=V1ObjectMeta(name=secret)))
+    assert made.metadata is not None
+    spec = V1TokenRequestSpec(
+        audiences=[], expiration_seconds=TOKEN_SECONDS,
+        bound_object_ref=V1BoundObjectReference(api_version="v1", kind="Secret", name=secret, uid=made.metadata.uid),
+    )
+    response = core.create_namespaced_service_account_token(AGENT, namespace, AuthenticationV1TokenRequest(spec=spec))
+    assert response.status is not None and response.status.token
+    return str(response.status.token)
+
+
+def replace_file(path: Path, text: str) -> None:
+    """As a rotation writes a credential: a temporary name renamed into place."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def token_file_kubeconfig(control_plane: ControlPlane, token_path: Path, kubeconfig: Path, namespace: str) -> Path:
+    """A kubeconfig for the test bed's server whose user reads its token from `token_path` (`tokenFile`):
+    a client reads the file again after a 401, so a rotated token is picked up."""
+    config = control_plane.token_kubeconfig("unused", kubeconfig, namespace)
+    parsed = yaml.safe_load(config.read_text())
+    parsed["users"][0]["user"] = {"tokenFile": str(token_path)}
+    replace_file(config, yaml.safe_dump(parsed))
+    return config
+
+
+def bearer_client(kubeconfig: Path, token: str) -> ApiClient:
+    """A client for the kubeconfig's server and CA that authenticates with ``token`` only."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
+    )
+    configuration.cert_file = configuration.key_file = None
+    configuration.username = configuration.password = None
+    configuration.refresh_api_key_hook = None  # an exec plugin's hook would put its own token back
+    configuration.api_key = {"BearerToken": f"Bearer {token}"}
+    return ApiClient(configuration)
+
+
+def revoked(kubeconfig: Path, token: str) -> bool:
+    """Whether the API server refuses `token` (401): a revocation has reached its token cache."""
+    api = bearer_client(kubeconfig, token)
+    try:
+        CoreV1Api(api).list_namespaced_config_map("default", limit=1)
+    except ApiException as error:
+        return error.status == 401
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    return False
 
 
 def allowed(

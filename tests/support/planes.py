@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+import kubernetes
 import pytest
+from kubernetes.client import ApiClient
 
 from kubelock.testbed import ControlPlane, MissingBinariesError
+from kubelock.testbed.__main__ import MANIFESTS
+from tests.support.namespaces import temporary_namespace
+from tests.support.operator import REPO, OperatorProcess
 
 
 @contextmanager
@@ -22,3 +30,39 @@ def started(plane: ControlPlane) -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.stop()
+
+
+@contextmanager
+def own_plane(directory: Path, needs: str, **options: Any) -> Iterator[ControlPlane]:
+    """A module's own control plane with kubelock's CRDs, RBAC and admission, started in `directory`
+    with `options` (`ControlPlane`'s). A run against a cluster of somebody else's
+    (`KUBELOCK_TEST_KUBECONFIG`) skips the module: it cannot give `needs`."""
+    if os.environ.get("KUBELOCK_TEST_KUBECONFIG"):
+        pytest.skip(f"needs {needs}")
+    with started(ControlPlane(directory, manifests=[REPO / m for m in MANIFESTS], **options)) as plane:
+        yield plane
+
+
+def own_plane_fixtures(prefix: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """The fixtures `admin` (the module's admin client), `ns` (a fresh namespace named `prefix`...,
+    deleted afterwards) and `operator` (an operator of this tree watching `ns`, its log in the test's
+    temporary directory) of a module whose fixture `plane` is its own control plane:
+    `admin, ns, operator = own_plane_fixtures(PREFIX)`."""
+
+    @pytest.fixture(scope="module", name="admin")
+    def admin(plane: ControlPlane) -> Iterator[ApiClient]:
+        api: ApiClient = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
+        yield api
+        api.close()  # type: ignore[no-untyped-call]
+
+    @pytest.fixture(name="ns")
+    def ns(admin: ApiClient) -> Iterator[str]:
+        with temporary_namespace(admin, prefix) as name:
+            yield name
+
+    @pytest.fixture(name="operator")
+    def operator(plane: ControlPlane, ns: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+        with OperatorProcess(plane.kubeconfig, tmp_path / "operator.log", namespaces=(ns,)) as op:
+            yield op
+
+    return admin, ns, operator
