@@ -349,10 +349,10 @@ class AsyncLockClient:
             except asyncio.CancelledError:
                 # The claim may have been made although its answer never came (a signal, Ctrl-C):
                 # withdraw it, or the operator would grant it to nobody.
-                await asyncio.shield(self._withdraw_unanswered(ident.namespace, name, body, resource))
+                await asyncio.shield(self._withdraw_unanswered(ident.namespace, name, body))
                 raise
             except kube_errors.Unreachable as error:  # the same for an answer lost to a timeout
-                note = await self._withdraw_unanswered(ident.namespace, name, body, resource)
+                note = await self._withdraw_unanswered(ident.namespace, name, body)
                 raise _noted(from_api(error, f"create claim {name} for {resource}"), note) from error
             except kube_errors.Conflict as error:
                 if not error.already_exists:
@@ -441,10 +441,12 @@ class AsyncLockClient:
             return ClaimInfo.from_body(body)
         raise Unreachable(f"claim {info.name} kept changing while adopting it for {info.label}; try again")
 
-    async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body, resource: str) -> str | None:
+    async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body) -> str | None:
         """Delete the claim `sent` if a create made it: the request mark tells it from an older claim.
         What could not be done is noted (see `_withdraw`) and returned."""
         mark = sent["metadata"]["annotations"][REQUEST_ANNOTATION]
+        spec = sent.get("spec") or {}
+        resource = str(spec.get("resource") or ", ".join(spec.get("resources") or ()))
         try:
             body = await self.kube.get(paths.claims(namespace, name))
         except kube_errors.NotFound:
