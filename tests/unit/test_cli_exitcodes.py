@@ -180,3 +180,11 @@ def test_graph_svg_without_graphviz_is_refused_before_any_cluster_is_looked_for(
     dot.chmod(0o755)
     assert main(["graph", "--svg"]) == ExitCode.UNREACHABLE
     assert "no Kubernetes API server configured" in capsys.readouterr().err
+
+
+def test_a_stop_names_the_claims_it_could_not_withdraw() -> None:
+    """A claim whose withdrawal failed stays queued: the message says so instead of "nothing new is held"."""
+    assert "withdrawn (nothing new is held)" in Stopped(signal.SIGTERM).message
+    note = "claim ns/c was not withdrawn (refused): it stays queued for deploy://x"
+    stopped = Stopped(signal.SIGTERM, [note])
+    assert stopped.message.startswith(f"stopped by SIGTERM: {note}; ") and "nothing new" not in stopped.message

@@ -95,6 +95,12 @@ async def test_requests_are_validated_before_they_are_sent() -> None:
             client.acquire("github://x", mode="Shared", permits=2),
             client.acquire("github://x", mode="Read"),
             client.try_acquire("github://x", permits=0),
+            # Only looks like a priority or a flag: the claim's model would coerce each (True: priority 1).
+            client.acquire("github://x", priority=True),  # type: ignore[arg-type]
+            client.acquire("github://x", priority="5"),  # type: ignore[arg-type]
+            client.acquire("github://x", priority=1.0),  # type: ignore[arg-type]
+            client.acquire("github://x", priority=1001),
+            client.acquire("github://x", wait="no"),  # type: ignore[arg-type]
             client.release("bad uri"),
             client.heartbeat("also bad"),
             client.get(""),
@@ -152,3 +158,18 @@ def test_an_exclusive_claim_is_sent_as_ever_and_a_shared_or_counted_one_says_so(
     alone = client._claim_body(ident, "c", Target.of(["github://x"]), wait=True, ttl=None, wait_timeout=None)
     assert alone["spec"] == plain["spec"]  # a list of one is the claim of that one resource
     asyncio.run(client.close())
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [(True, "whole number"), ("5", "whole number"), (1.0, "whole number"), (1001, "between -1000 and 1000"),
+     (-1001, "between -1000 and 1000")],
+)
+def test_priority_bounds_and_type(value: object, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        validation.priority(value)
+
+
+@pytest.mark.parametrize("value", [-1000, 0, 1000])
+def test_valid_priorities(value: int) -> None:
+    assert validation.priority(value) == value

@@ -527,8 +527,9 @@ def make_client(args: argparse.Namespace) -> AsyncLockClient:
     )
 
 
-async def _run(handler: Handler, args: argparse.Namespace) -> int:
+async def _run(handler: Handler, args: argparse.Namespace, made: list[AsyncLockClient]) -> int:
     async with make_client(args) as client:
+        made.append(client)
         return await handler(client, args)
 
 
@@ -541,7 +542,9 @@ def run(
     pending claim); see `kubelock.cli.signals`."""
     try:
         check_input(args)
-        return signals.run(_run(handler, args))
+        made: list[AsyncLockClient] = []
+        return signals.run(_run(handler, args, made),
+                           unwithdrawn=lambda: [note for client in made for note in client.unwithdrawn.values()])
     except LockError as error:
         on_error(error)
         return for_error(error)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from kubelock.sdk.errors import LockError
@@ -25,19 +25,22 @@ REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "HungUp"}
 class Stopped(LockError):
     """The command was stopped by a signal; whatever it was acquiring was withdrawn."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, unwithdrawn: Sequence[str] = ()) -> None:
         name = signal.Signals(signum).name
+        # A claim whose withdrawal failed (the API server away, the credentials lapsed) is named
+        # instead: it stays queued, and "nothing new is held" would not be true once it is granted.
+        acquiring = "; ".join(unwithdrawn) or "a lock this command was acquiring was withdrawn (nothing new is held)"
         super().__init__(
-            f"stopped by {name}: a lock this command was acquiring was withdrawn (nothing new is held); a release "
-            "or renewal it was making may not have happened",
+            f"stopped by {name}: {acquiring}; a release or renewal it was making may not have happened",
             reason=REASONS.get(signal.Signals(signum), "Terminated"),
         )
         self.signum = signum
         self.exit_code = 128 + signum
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(coro)`, except that SIGTERM and SIGHUP cancel it and then raise Stopped."""
+def run(coro: Coroutine[Any, Any, T], unwithdrawn: Callable[[], Sequence[str]] = tuple) -> T:
+    """`asyncio.run(coro)`, except that SIGTERM and SIGHUP cancel it and then raise Stopped
+    (naming what `unwithdrawn` then returns: the claims the cancelled command could not withdraw)."""
     received: list[int] = []
     tasks: list[asyncio.Task[Any]] = []
 
@@ -64,7 +67,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             return runner.run(main())
         except asyncio.CancelledError:
             if received:
-                raise Stopped(received[0]) from None
+                raise Stopped(received[0], unwithdrawn()) from None
             raise
         finally:
             for s in SIGNALS:

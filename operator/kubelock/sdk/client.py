@@ -76,6 +76,7 @@ from kubelock.sdk.watching import backoff, follow_claim
 EXCLUSIVE, SHARED = "Exclusive", "Shared"  # the modes of a claim (spec.mode)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 MANAGED_BY = "kubelock-sdk"
 # How long to wait for the operator's first word on a new claim before calling it unreachable.
 DECISION_TIMEOUT = 60.0
@@ -147,6 +148,9 @@ class AsyncLockClient:
         # The last state this client saw of each claim it holds, by claim name: `release` deletes
         # exactly that version without reading the claim first (see _release_seen).
         self._seen: dict[str, ClaimInfo] = {}
+        # Claims this client gave up on (a wait that timed out, failed or was stopped) but could not
+        # delete, by "namespace/name": what the caller is told instead of "nothing is left queued".
+        self.unwithdrawn: dict[str, str] = {}
 
     async def __aenter__(self) -> AsyncLockClient:
         return self
@@ -297,6 +301,8 @@ class AsyncLockClient:
         """As `acquire`, returning the Held claim itself (the building block of `lock`)."""
         target = Target.of(uri).to_claim()
         validation.need(mode, permits)
+        wait = validation.flag(wait, "wait")
+        priority = validation.priority(priority)
         ttl = validation.ttl(ttl)
         timeout = validation.timeout(timeout)
         if timeout is not None and not wait:
@@ -346,8 +352,8 @@ class AsyncLockClient:
                 await asyncio.shield(self._withdraw_unanswered(ident.namespace, name, body))
                 raise
             except kube_errors.Unreachable as error:  # the same for an answer lost to a timeout
-                await self._withdraw_unanswered(ident.namespace, name, body)
-                raise from_api(error, f"create claim {name} for {resource}") from error
+                note = await self._withdraw_unanswered(ident.namespace, name, body)
+                raise _noted(from_api(error, f"create claim {name} for {resource}"), note) from error
             except kube_errors.Conflict as error:
                 if not error.already_exists:
                     raise from_api(error, f"create claim {name}") from error
@@ -393,9 +399,9 @@ class AsyncLockClient:
                 raise await self.error_for(decided)
             try:
                 return await self._checked(decided, adopted=not fresh)
-            except BaseException:
+            except BaseException as error:
                 if fresh:  # granted during this call, and the caller will not learn of it: give it back
-                    await asyncio.shield(self.delete_claim(decided, quiet=True))
+                    _noted(error, await asyncio.shield(self._withdraw(decided)))
                 raise
         raise Unreachable(f"claim {name} kept being replaced while acquiring {resource}; try again")
 
@@ -435,15 +441,41 @@ class AsyncLockClient:
             return ClaimInfo.from_body(body)
         raise Unreachable(f"claim {info.name} kept changing while adopting it for {info.label}; try again")
 
-    async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body) -> None:
-        """Delete the claim `sent` if a create made it: the request mark tells it from an older claim."""
+    async def _withdraw_unanswered(self, namespace: str, name: str, sent: Body) -> str | None:
+        """Delete the claim `sent` if a create made it: the request mark tells it from an older claim.
+        What could not be done is noted (see `_withdraw`) and returned."""
         mark = sent["metadata"]["annotations"][REQUEST_ANNOTATION]
+        spec = sent.get("spec") or {}
+        resource = str(spec.get("resource") or ", ".join(spec.get("resources") or ()))
         try:
             body = await self.kube.get(paths.claims(namespace, name))
-        except (kube_errors.ApiError, kube_errors.Unreachable):
-            return
+        except kube_errors.NotFound:
+            return None  # never made
+        except (kube_errors.ApiError, kube_errors.Unreachable) as error:
+            return self._not_withdrawn(namespace, name, resource, str(error), made="may have been made and")
         if ((body.get("metadata") or {}).get("annotations") or {}).get(REQUEST_ANNOTATION) == mark:
-            await self.delete_claim(ClaimInfo.from_body(body), quiet=True)
+            return await self._withdraw(ClaimInfo.from_body(body))
+        return None
+
+    async def _withdraw(self, info: ClaimInfo) -> str | None:
+        """Delete a claim given up on (a wait that timed out, failed or was stopped, a grant nobody
+        will learn of). When that fails (the API server away, the credentials refused or lapsed) the
+        claim stays queued, and may be granted to nobody until its wait timeout or lease ends: that
+        is returned as a sentence for the caller's error, kept in `unwithdrawn` and logged, never
+        passed over as if nothing were left."""
+        try:
+            await self.delete_claim(info)
+        except LockError as error:
+            return self._not_withdrawn(info.namespace, info.name, info.label, error.message)
+        return None
+
+    def _not_withdrawn(self, namespace: str, name: str, resource: str, why: str, *, made: str = "") -> str:
+        note = (f"claim {namespace}/{name} {made + ' ' if made else ''}was not withdrawn ({why}): it stays queued "
+                f"for {resource}, may be granted to nobody, and ends with its wait timeout or lease; release it "
+                "once the API server answers")
+        self.unwithdrawn[f"{namespace}/{name}"] = note
+        log.warning("%s", note)
+        return note
 
     async def _checked(self, info: ClaimInfo, *, adopted: bool) -> ClaimInfo:
         """Fail closed: a Held claim counts only while its lease lasts, and a claim found rather than
@@ -600,10 +632,10 @@ class AsyncLockClient:
                     state = ClaimInfo.from_body(body)
                     if notice is not None and state.phase is not None:
                         notice.cancel()  # the operator's first word came
-        except BaseException:
+        except BaseException as error:
             # Timed out, failed or cancelled (Ctrl-C): leave the queue, or give back a grant that
             # arrived too late for anyone to learn of it.
-            await asyncio.shield(self.delete_claim(state, quiet=True))
+            _noted(error, await asyncio.shield(self._withdraw(state)))
             raise
         finally:
             if notice is not None:
@@ -1071,6 +1103,14 @@ def tell_unanswered(hook: Callable[[ClaimInfo], object], info: ClaimInfo) -> Non
 def warn_unanswered(info: ClaimInfo) -> None:
     """`lock()`'s default `on_unanswered`: a warning on the `kubelock.sdk` logger (called once a claim)."""
     log.warning("%s", unanswered_message(info))
+
+
+def _noted(error: E, note: str | None) -> E:
+    """The error, its message followed by `note` when there is one (a LockError's; others as they are)."""
+    if note is not None and isinstance(error, LockError):
+        error.message = f"{error.message}; {note}"
+        error.args = (error.message,)
+    return error
 
 
 def _passing(error: kube_errors.ApiError | kube_errors.Unreachable) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from kubelock.api.types import MAX_PERMITS, MAX_TTL_CEILING
+from kubelock.api.types import MAX_PERMITS, MAX_PRIORITY, MAX_TTL_CEILING
 from kubelock.domain.holder import InvalidInstance, validate_instance
 from kubelock.domain.resource import InvalidResource, validate_holder, validate_resource
 from kubelock.sdk.errors import InvalidInput
@@ -65,6 +65,25 @@ def ttl(value: object) -> int | None:
         raise InvalidInput(f"ttl must be a whole number of seconds, not {value!r}")
     if not 1 <= value <= MAX_TTL_CEILING:
         raise InvalidInput(f"ttl must be between 1 and {MAX_TTL_CEILING} seconds, not {value}")
+    return value
+
+
+def flag(value: object, what: str) -> bool:
+    """True or False, nothing that merely looks so: the claim's model reads "no" as False where
+    Python's `if` reads it as true, and the two would then disagree about what was asked."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be True or False, not {value!r}")
+    return value
+
+
+def priority(value: object) -> int:
+    """A queue priority, a whole number from -1000 to 1000. Checked here, not left to the claim's
+    model: that one coerces True, "5" and 1.0 into numbers, and True would be sent as priority 1,
+    ahead of the queue."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"priority must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}, not {value!r}")
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidInput(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, not {value}")
     return value
 
 
