@@ -275,18 +275,20 @@ async def live_pods(kube: KubeClient, namespace: str) -> list[str]:
     ]
 
 
-async def delete_pods(kube: KubeClient, namespace: str, names: Sequence[str]) -> dict[str, int | None]:
+async def delete_pods(
+    kube: KubeClient, namespace: str, names: Sequence[str]
+) -> dict[str, tuple[int | None, float]]:
     """Delete pods concurrently, en masse; returns, for each deletion the API server accepted, the
-    revision of that write (None when its answer showed none)."""
+    revision of that write (None when its answer showed none) and when its answer arrived."""
 
-    async def delete(name: str) -> tuple[str, int | None] | None:
+    async def delete(name: str) -> tuple[str, tuple[int | None, float]] | None:
         try:
             body = await kube.delete(paths.pods(namespace, name))
         except (kube_errors.ApiError, kube_errors.Unreachable):
             return None
         # A pod's deletion is graceful: the answer is the pod with its deletionTimestamp, at the
         # revision of that write (which is when the operator can first see the pod going).
-        return name, (objects.revision(body) or None)
+        return name, (objects.revision(body) or None, time.time())
 
     results = await asyncio.gather(*(delete(n) for n in names))
     return dict(r for r in results if r is not None)

@@ -168,6 +168,7 @@ class PodDeath:
     pod: str
     time: float
     version: int | None = None  # the resourceVersion of the pod's deletion, when the API server answered it
+    answered: float | None = None  # when the deletion's answer arrived (its commit came before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,12 +474,13 @@ def retimed(history: History, report: Report | None = None) -> History:
 
 def at_death(death: PodDeath, clock: RevisionClock) -> float:
     """A pod's death: when its deletion was committed at the latest (the harness stamps the moment before
-    it sends the deletion; a deletion queued behind others on a busy machine commits later), never
-    before that stamp."""
+    it sends the deletion; a deletion queued behind others on a busy machine commits later): the end
+    of its window or the arrival of its answer, whichever came first, never before that stamp."""
     if death.version is None:
         return death.time
     _, latest = clock.window(death.version)
-    return death.time if latest is None else max(death.time, latest)
+    bounds = [t for t in (latest, death.answered) if t is not None]
+    return max(death.time, min(bounds)) if bounds else death.time
 
 
 def _valid_holds(holds: Iterable[Hold], deaths: Mapping[str, float]) -> dict[str, list[tuple[float, float, Hold]]]:

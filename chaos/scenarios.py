@@ -466,7 +466,7 @@ async def _kill_pods(run: Run, fraction: float) -> Fault:
     deleted = await faults.delete_pods(run.env.kube, run.namespace, victims)
     # Stamped before the deletions were sent; with the deletion's revision the checker can move each to
     # when the API server committed it (`chaos.history.retimed`).
-    run.deaths.extend(PodDeath(pod, injected, deleted.get(pod)) for pod in victims)
+    run.deaths.extend(PodDeath(pod, injected, *deleted.get(pod, (None, None))) for pod in victims)
     run.notes.append(f"deleted {len(deleted)} of {len(pods)} holder pods at +{injected - run.t0:.1f}s")
     return Fault("pods deleted", injected, injected, holders=frozenset(victims))
 

@@ -95,6 +95,9 @@ def test_a_pod_death_counts_from_its_deletion_commit_never_before_its_stamp() ->
     assert report.stats["time_bound_violations_by_arrival"] == 1
     early = history(PodDeath("p", 5.0, 50), *ticks((60, 1.0, 2.0)))
     assert retimed(early).pod_deaths[0].time == 5.0
+    # The deletion's own answer, when it came before the next tick's, bounds its commit closer.
+    answered = history(PodDeath("p", 5.0, 50, answered=6.5), *ticks((40, 4.0, 4.2), (60, 8.5, 9.0)))
+    assert retimed(answered).pod_deaths[0].time == 6.5
 
 
 def test_a_claim_stamped_late_on_arrival_can_be_found_unanswered_too_long() -> None:
