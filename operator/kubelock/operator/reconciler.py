@@ -1000,7 +1000,7 @@ def _deletes_whatever_the_status_says(action: Action) -> bool:
     A released grant too: its claim is deleted (seen deleted, or read from the API server as gone:
     `_gather`), so nothing is written to it, and whatever the other claims' writes meet, the grant
     goes. Sent after them, it waited for the slowest of them: in a loaded chaos run a released lock
-    waited 4 s behind the `TimedOut` status of a waiter that had given up, and was deleted 9 s after
+    waited 4 s behind the `TimedOut` status of a waiter that had given up, and was deleted 10 s after
     its release (docs/reliability.md, 2026-11-29)."""
     if not isinstance(action, DeleteLock):
         return False
