@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from kubelock.api import objects
 from kubelock.kube import errors as kube_errors
 from kubelock.kube import paths
 from kubelock.kube.client import KubeClient
@@ -93,6 +94,11 @@ async def wait_exit(process: ManagedProcess, within: float) -> bool:
     return True
 
 
+# The operator's source root the replicas run from (`python -m chaos.run --operator DIR`): another
+# tree's operator under this harness, so that two operators are compared under one measurement.
+OPERATOR_SOURCE: Path | None = None
+
+
 class Operator:
     """One kubelock operator replica, run as `python -m kubelock.operator` with production defaults."""
 
@@ -131,7 +137,7 @@ class Operator:
         """Start it and wait until it watches; returns the seconds it took."""
         began = time.monotonic()
         self.starts += 1
-        env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+        env = {**os.environ, "PYTHONPATH": str(OPERATOR_SOURCE or REPO / "operator")}
         # A log per incarnation: start_process truncates, and a killed replica's log is evidence.
         self.process = start_process(f"{self.name}-{self.starts}", self.argv(), log_dir=self.log_dir, env=env,
                                      cwd=REPO)
@@ -269,15 +275,20 @@ async def live_pods(kube: KubeClient, namespace: str) -> list[str]:
     ]
 
 
-async def delete_pods(kube: KubeClient, namespace: str, names: Sequence[str]) -> int:
-    """Delete pods concurrently, en masse; returns how many deletions the API server accepted."""
+async def delete_pods(
+    kube: KubeClient, namespace: str, names: Sequence[str]
+) -> dict[str, tuple[int | None, float]]:
+    """Delete pods concurrently, en masse; returns, for each deletion the API server accepted, the
+    revision of that write (None when its answer showed none) and when its answer arrived."""
 
-    async def delete(name: str) -> bool:
+    async def delete(name: str) -> tuple[str, tuple[int | None, float]] | None:
         try:
-            await kube.delete(paths.pods(namespace, name))
-            return True
+            body = await kube.delete(paths.pods(namespace, name))
         except (kube_errors.ApiError, kube_errors.Unreachable):
-            return False
+            return None
+        # A pod's deletion is graceful: the answer is the pod with its deletionTimestamp, at the
+        # revision of that write (which is when the operator can first see the pod going).
+        return name, (objects.revision(body) or None, time.time())
 
     results = await asyncio.gather(*(delete(n) for n in names))
-    return sum(results)
+    return dict(r for r in results if r is not None)

@@ -33,12 +33,13 @@ operator can act while it is down), everything else does.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -128,6 +129,7 @@ class LockLife:
     other_tokens: tuple[int, ...] = ()  # tokens other than `token` that later versions of it showed
     acquired: float | None = None  # spec.acquireTime: the operator's clock just before the grant was written
     deleted_version: int | None = None  # the resourceVersion of the write that removed it, when a watch showed it
+    released_version: int | None = None  # the resourceVersion of its claim's release, when a watch showed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class ClaimLife:
     ended_version: int | None = None
     sequence: int | None = None  # status.sequence, the operator's order of arrival in its queues (the last seen)
     name: str = ""  # the claim's name, as the operator's log spells it
+    answered_version: int | None = None  # the resourceVersion of the write that gave it its first phase, when seen
 
     @property
     def every_resource(self) -> tuple[str, ...]:
@@ -164,6 +167,19 @@ class PodDeath:
     kind: ClassVar[str] = "pod_death"
     pod: str
     time: float
+    version: int | None = None  # the resourceVersion of the pod's deletion, when the API server answered it
+    answered: float | None = None  # when the deletion's answer arrived (its commit came before)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One write of the revision clock (`chaos.clock`): its revision was committed between `sent` and
+    `received`."""
+
+    kind: ClassVar[str] = "tick"
+    version: int
+    sent: float
+    received: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +193,9 @@ class Outage:
     scope: str = ""
 
 
-Record = Hold | Attempt | Write | LockLife | ClaimLife | PodDeath | Outage
+Record = Hold | Attempt | Write | LockLife | ClaimLife | PodDeath | Outage | Tick
 RECORD_TYPES: dict[str, type[Record]] = {
-    t.kind: t for t in (Hold, Attempt, Write, LockLife, ClaimLife, PodDeath, Outage)
+    t.kind: t for t in (Hold, Attempt, Write, LockLife, ClaimLife, PodDeath, Outage, Tick)
 }
 
 
@@ -211,6 +227,7 @@ class History:
     claims: list[ClaimLife] = field(default_factory=list)
     pod_deaths: list[PodDeath] = field(default_factory=list)
     outages: list[Outage] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
     end: float = 0.0  # when observation stopped: whatever has not ended by then is judged at this time
     locks_broken: int = 0  # how many locks the run broke on purpose (as an administrator would)
 
@@ -227,6 +244,8 @@ class History:
             self.claims.append(record)
         elif isinstance(record, PodDeath):
             self.pod_deaths.append(record)
+        elif isinstance(record, Tick):
+            self.ticks.append(record)
         else:
             self.outages.append(record)
 
@@ -242,6 +261,7 @@ class History:
         yield from self.claims
         yield from self.pod_deaths
         yield from self.outages
+        yield from self.ticks
 
     @property
     def operations(self) -> int:
@@ -347,17 +367,120 @@ def check(history: History, bounds: Bounds | None = None, quota: Quota | None = 
     check_capacity([h for h in history.holds if h.capacity > 1], deaths, report)
     check_whole_sets(history.claims, history.locks, report)
     check_fencing(history.holds, history.locks, deaths, report)
-    check_phantoms(history.locks, history.claims, outages, history.end, bounds, report)
     check_fifo(history.locks, history.claims, report, deaths)
     check_writes(history.writes, history.holds, deaths, report)
     check_waiters(history.attempts, outages, scoped, deaths, report)
-    check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
-    check_queue_liveness(history.claims, history.locks, outages, history.end, bounds, report)
-    check_verdicts(history.claims, outages, history.end, bounds, report)
+    timed = retimed(history, report)
+    check_time_bounds(timed, outages, _deaths(timed), bounds, report)
+    if history.ticks:
+        # What the same bounds read off the monitor's arrival stamps, for comparison: the difference
+        # is the harness's own lateness (the watch's delivery and its starved event loop).
+        arrival = Report()
+        check_time_bounds(history, outages, deaths, bounds, arrival)
+        report.count("time_bound_violations_by_arrival", len(arrival.violations))
     check_reasons(history.claims, history.locks_broken, report)
     if quota is not None:
         check_quota(history.locks, history.claims, quota, report)
     return report
+
+
+def check_time_bounds(
+    history: History, outages: Sequence[tuple[float, float]], deaths: Mapping[str, float], bounds: Bounds,
+    report: Report,
+) -> None:
+    """The checks with a time bound: phantom grants, lock liveness, queue liveness, verdicts."""
+    check_phantoms(history.locks, history.claims, outages, history.end, bounds, report)
+    check_lock_liveness(history.locks, deaths, outages, history.end, bounds, report)
+    check_queue_liveness(history.claims, history.locks, outages, history.end, bounds, report)
+    check_verdicts(history.claims, outages, history.end, bounds, report)
+
+
+# ---- commit times from the revision clock ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionClock:
+    """The revision clock's ticks, in revision order (`chaos.clock`)."""
+
+    versions: tuple[int, ...]
+    sent: tuple[float, ...]
+    received: tuple[float, ...]
+
+    @classmethod
+    def of(cls, ticks: Iterable[Tick]) -> RevisionClock:
+        ordered = sorted(ticks, key=lambda t: t.version)
+        return cls(tuple(t.version for t in ordered), tuple(t.sent for t in ordered),
+                   tuple(t.received for t in ordered))
+
+    def window(self, version: int) -> tuple[float | None, float | None]:
+        """When revision `version` can have been committed: after the last tick below it was sent,
+        before the first tick at or above it was answered (None where no tick bounds it). etcd commits
+        revisions in order, so these hold however late either side's process was."""
+        index = bisect.bisect_left(self.versions, version)
+        earliest = self.sent[index - 1] if index > 0 else None
+        latest = self.received[index] if index < len(self.versions) else None
+        return earliest, latest
+
+
+def retimed(history: History, report: Report | None = None) -> History:
+    """The history with every moment the monitor stamped on arrival (and every pod death the harness
+    stamped before sending the deletion) moved to the latest moment the API server can have committed
+    that write: the end of its window on the revision clock, never later than the stamp itself (an
+    event cannot arrive before its write was committed). A moment whose write's version is unknown,
+    or that no later tick bounds, keeps its stamp.
+
+    The latest moment, for a start as for an end: an end is never taken as earlier than it was, so no
+    lateness of the system is hidden there; a start may be taken as late as its window is wide, which
+    `report` gets as `commit_window_p50`/`_p90` (seconds) and `retimed_stamps`."""
+    if not history.ticks:
+        return history
+    clock = RevisionClock.of(history.ticks)
+    widths: list[float] = []
+
+    def at(stamp: float, version: int | None) -> float:
+        if version is None:
+            return stamp
+        earliest, latest = clock.window(version)
+        if latest is None or latest >= stamp:
+            return stamp
+        if earliest is not None:
+            widths.append(latest - earliest)
+        return latest
+
+    def maybe(stamp: float | None, version: int | None) -> float | None:
+        return None if stamp is None else at(stamp, version)
+
+    timed = replace(history)
+    timed.locks = [
+        replace(lock, created=at(lock.created, lock.created_version), deleted=maybe(lock.deleted, lock.deleted_version),
+                released=maybe(lock.released, lock.released_version))
+        for lock in history.locks
+    ]
+    timed.claims = [
+        replace(claim, created=at(claim.created, claim.created_version),
+                decided=maybe(claim.decided, claim.decided_version),
+                deleted=maybe(claim.deleted, claim.deleted_version),
+                answered=maybe(claim.answered, claim.answered_version))
+        for claim in history.claims
+    ]
+    timed.pod_deaths = [replace(death, time=at_death(death, clock)) for death in history.pod_deaths]
+    if report is not None and widths:
+        widths.sort()
+        report.count("retimed_stamps", len(widths))
+        report.stats["commit_window_p50"] = round(widths[len(widths) // 2], 3)
+        report.stats["commit_window_p90"] = round(widths[int(len(widths) * 0.9)], 3)
+    return timed
+
+
+def at_death(death: PodDeath, clock: RevisionClock) -> float:
+    """A pod's death: when its deletion was committed at the latest (the harness stamps the moment before
+    it sends the deletion; a deletion queued behind others on a busy machine commits later): the end
+    of its window or the arrival of its answer, whichever came first, never before that stamp."""
+    if death.version is None:
+        return death.time
+    _, latest = clock.window(death.version)
+    bounds = [t for t in (latest, death.answered) if t is not None]
+    return max(death.time, min(bounds)) if bounds else death.time
 
 
 def _valid_holds(holds: Iterable[Hold], deaths: Mapping[str, float]) -> dict[str, list[tuple[float, float, Hold]]]:

@@ -70,6 +70,8 @@ class _Claim:
     sequence: int | None = None
     name: str = ""
     expiry: float | None = None  # while Held: the last `expiresAt` its status showed (the holder's lease)
+    answered_version: int | None = None
+    released_version: int | None = None
 
 
 class Monitor:
@@ -108,8 +110,9 @@ class Monitor:
         for lock in self.locks.values():
             claim = self.claims.get(lock.claim)
             released = claim.released if claim is not None else None
+            released_version = claim.released_version if claim is not None else None
             if released is not None and released < lock.created:
-                released = None  # the claim's release belongs to an earlier grant
+                released = released_version = None  # the claim's release belongs to an earlier grant
             # The lease in force is the later of the lock's expiry and the claim's: a grant's first
             # lease counts from its `Held` write, which the lock's times do not show (domain.leasestart).
             expiry = lock.expiry
@@ -122,7 +125,7 @@ class Monitor:
                     version=lock.version, created=lock.created, deleted=lock.deleted, expiry=expiry,
                     released=released, pod=lock.pod, created_version=lock.created_version,
                     other_tokens=tuple(lock.other_tokens), acquired=lock.acquired,
-                    deleted_version=lock.deleted_version,
+                    deleted_version=lock.deleted_version, released_version=released_version,
                 )
             )
         for c in self.claims.values():
@@ -133,7 +136,7 @@ class Monitor:
                     reason=c.reason, deleted_version=c.deleted_version, created_version=c.created_version,
                     decided_version=c.decided_version, resources=c.resources, held_version=c.held_version,
                     ended_version=c.ended_version,
-                    sequence=c.sequence, name=c.name,
+                    sequence=c.sequence, name=c.name, answered_version=c.answered_version,
                 )
             )
         return out
@@ -247,7 +250,7 @@ class Monitor:
                 claim.deleted_version = meta.revision or None
                 _ended(claim, kind, meta.revision)
                 if claim.held and claim.released is None:
-                    claim.released = now
+                    _released(claim, now, meta.revision)
             return
         if claim is None:
             claim = self.claims[uid] = _Claim(
@@ -272,6 +275,9 @@ class Monitor:
             claim.sequence = status.sequence  # the operator's order of arrival (a requeue moves it)
         if claim.answered is None:
             claim.answered = now
+            # Stamps are when the event arrived; a watch event's version lets the checker place the
+            # write itself on the revision clock (`chaos.history.retimed`). A listed body may be newer.
+            claim.answered_version = meta.revision if kind == "MODIFIED" else None
         if phase is not Phase.PENDING and claim.decided is None:
             claim.decided = now
             # A watch event's version is the write that decided it; a listed body may be newer.
@@ -282,9 +288,14 @@ class Monitor:
             claim.held = True
             claim.expiry = objects.seconds(status.expires_at) or claim.expiry
         elif claim.held and claim.released is None:
-            claim.released = now
+            _released(claim, now, meta.revision if kind == "MODIFIED" else None)
         if meta.deleting and claim.held and claim.released is None:
-            claim.released = now
+            _released(claim, now, meta.revision if kind == "MODIFIED" else None)
+
+
+def _released(claim: _Claim, now: float, version: int | None) -> None:
+    claim.released = now
+    claim.released_version = version or None
 
 
 def _ended(claim: _Claim, kind: str, version: int | None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos import etcdmembers, runfreeze, scenarios
+from chaos import etcdmembers, faults, runfreeze, scenarios
 from chaos.history import summarise
 from chaos.load import Load
 from chaos.results import Row
@@ -26,10 +26,12 @@ from chaos.scenarios import Env, Outcome
 from kubelock.kube import config
 from kubelock.kube.client import KubeClient
 from kubelock.testbed.controlplane import ControlPlane
+from kubelock.testbed.processes import ManagedProcess, start_process
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = ("crds", "config/rbac", "config/admission")
 FAKE_NODE = "chaos-node"
+CLOCK_FILE = "clock.jsonl"  # the revision clock's ticks (chaos.clock)
 PART_TIMEOUT_SLACK = 240.0  # beyond a part's own length: set-up, wind-down and drain are bounded too
 
 log = logging.getLogger("chaos")
@@ -48,6 +50,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--load", action="store_true",
                         help="loaded mode: CPU burners and a second, churned control plane run beside every part")
     parser.add_argument("--burners", type=int, default=1, help="CPU burners in the loaded mode (default 1)")
+    parser.add_argument("--operator", default="",
+                        help="run the operator replicas from this source root (another tree's `operator/`); "
+                             "the agents, the monitor and the checker stay this tree's")
     return parser.parse_args(argv)
 
 
@@ -210,7 +215,7 @@ async def main_async(args: argparse.Namespace, plane: ControlPlane, workdir: Pat
     kube = KubeClient(config.load(plane.kubeconfig), retries=3, user_agent="kubelock-chaos")
     seed = args.seed = args.seed or int(time.time())
     env = Env(plane=plane, kube=kube, node=node, workdir=workdir, quick=args.quick, seed=seed,
-              rng=random.Random(seed))
+              rng=random.Random(seed), clock=workdir / CLOCK_FILE)
     wanted = wanted_parts(args.only)
     soak_minutes = args.soak_minutes if args.soak_minutes is not None else (1.0 if args.quick else 30.0)
     repeat = args.repeat if args.repeat is not None else (2 if args.quick else 1)
@@ -221,8 +226,21 @@ async def main_async(args: argparse.Namespace, plane: ControlPlane, workdir: Pat
         await kube.close()
 
 
+def start_clock(plane: ControlPlane, workdir: Path) -> ManagedProcess:
+    """The revision clock on the run's control plane, a process of its own for the whole run."""
+    argv = [sys.executable, "-m", "chaos.clock", "--kubeconfig", str(plane.kubeconfig), "--out",
+            str(workdir / CLOCK_FILE)]
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}:{REPO}"}
+    return start_process("revision-clock", argv, log_dir=workdir / "logs", env=env, cwd=REPO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if args.operator:
+        source = Path(args.operator).resolve()
+        if not (source / "kubelock" / "operator" / "__main__.py").is_file():
+            raise SystemExit(f"--operator {args.operator}: no kubelock operator there (kubelock/operator/__main__.py)")
+        faults.OPERATOR_SOURCE = source
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="kubelock-chaos-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -231,13 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     plane = ControlPlane(workdir / "control-plane", manifests=[REPO / m for m in MANIFESTS], etcd_members=members)
     load = Load(workdir / "load", burners=args.burners) if args.load else None
     rows: list[Row] = []
+    clock: ManagedProcess | None = None
     try:
         if load is not None:
             load.start()
             print(f"chaos: loaded mode: {load.describe()}", flush=True)
+        if faults.OPERATOR_SOURCE is not None:
+            print(f"chaos: the operator from {faults.OPERATOR_SOURCE}", flush=True)
         plane.start()
         print(f"chaos: control plane ready in {plane.startup_seconds or 0:.0f}s", flush=True)
         node = plane.create_fake_node(FAKE_NODE)
+        clock = start_clock(plane, workdir)
         rows = asyncio.run(main_async(args, plane, workdir, node))
         if load is not None and (died := load.check()):
             rows.append(Row("load", "the loaded mode's load", 1, 0, 1, None, 0.0, details=died))
@@ -245,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("the chaos run could not start")
         rows.append(Row("harness", "start-up", 1, 0, 1, None, time.time() - began, details=[repr(error)]))
     finally:
+        if clock is not None:
+            clock.stop(timeout=5)
         plane.stop()
         if load is not None:
             load.stop()
@@ -256,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load": load.describe() if load is not None else None,
         "load_average": os.getloadavg(),
         "seed": args.seed,
+        "operator": str(faults.OPERATOR_SOURCE or REPO / "operator"),
         "seconds": round(time.time() - began, 1),
         "rows": [r.__dict__ for r in rows],
         "operations": operations,

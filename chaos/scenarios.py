@@ -27,6 +27,7 @@ from chaos.history import (
     PodDeath,
     Quota,
     Report,
+    Tick,
     Violation,
     check,
     read_jsonl,
@@ -46,6 +47,7 @@ from kubelock.testbed.processes import ManagedProcess, start_process
 REPO = Path(__file__).resolve().parents[1]
 DECISION_TIMEOUT = 20.0  # as chaos.agents
 BOUNDS = Bounds(liveness_seconds=5.0, queue_seconds=5.0)
+TIME_BOUND_CHECKS = frozenset({"phantom-grant", "liveness", "queue-liveness", "no-verdict"})
 POOL_PREFIX = "chaos://pool/"  # every chaos resource's normalised URI begins with it
 
 
@@ -60,6 +62,9 @@ class Env:
     quick: bool
     seed: int
     rng: random.Random
+    # The revision clock's ticks on this control plane (`chaos.clock`), when one runs: the checker
+    # reads commit times off them instead of the monitor's arrival stamps.
+    clock: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,9 @@ class Run:
         history.extend(self.outages)
         history.extend(self.deaths)
         history.end = time.time()
+        if self.env.clock is not None and self.env.clock.exists():
+            history.extend(t for t in read_jsonl(self.env.clock)
+                           if isinstance(t, Tick) and self.t0 - 60 <= t.sent <= history.end + 60)
         with (self.dir / "history.jsonl").open("w", encoding="utf-8") as handle:
             for record in history.records():
                 handle.write(to_json(record) + "\n")
@@ -455,9 +463,11 @@ async def _kill_pods(run: Run, fraction: float) -> Fault:
     pods = await faults.live_pods(run.env.kube, run.namespace)
     victims = run.rng.sample(pods, max(1, int(len(pods) * fraction))) if pods else []
     injected = time.time()
-    run.deaths.extend(PodDeath(pod, injected) for pod in victims)
     deleted = await faults.delete_pods(run.env.kube, run.namespace, victims)
-    run.notes.append(f"deleted {deleted} of {len(pods)} holder pods at +{injected - run.t0:.1f}s")
+    # Stamped before the deletions were sent; with the deletion's revision the checker can move each to
+    # when the API server committed it (`chaos.history.retimed`).
+    run.deaths.extend(PodDeath(pod, injected, *deleted.get(pod, (None, None))) for pod in victims)
+    run.notes.append(f"deleted {len(deleted)} of {len(pods)} holder pods at +{injected - run.t0:.1f}s")
     return Fault("pods deleted", injected, injected, holders=frozenset(victims))
 
 
@@ -544,6 +554,16 @@ def seed_for(seed: int, part: str, repetition: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def timing_note(report: Report) -> str:
+    """How the time bounds read on commit times, beside what the monitor's arrival stamps would say."""
+    stats = report.stats
+    timed = sum(1 for v in report.violations if v.check in TIME_BOUND_CHECKS)
+    return (f"time bounds on commit times: {timed} violations (on the monitor's arrival stamps: "
+            f"{int(stats.get('time_bound_violations_by_arrival', 0))}); {int(stats.get('retimed_stamps', 0))} "
+            f"stamps moved, commit windows p50 {stats.get('commit_window_p50', 0):.2f}s, "
+            f"p90 {stats.get('commit_window_p90', 0):.2f}s")
+
+
 async def execute(env: Env, scenario: Scenario, seed: int | None = None) -> Outcome:
     shape = shape_for(scenario, env.quick)
     began = time.time()
@@ -558,6 +578,8 @@ async def execute(env: Env, scenario: Scenario, seed: int | None = None) -> Outc
         run.check_operators(report)
         run.agent_failures(report)
         recovery = recovery_seconds(run.faults, history.locks)
+        if history.ticks:
+            run.notes.append(timing_note(report))
         if scenario.inject is agent_freeze:
             refused = int(report.stats.get("stale_writes_refused", 0))
             run.notes.append(f"{refused} late writes of frozen holders refused by fencing"

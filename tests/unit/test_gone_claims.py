@@ -39,9 +39,10 @@ def _claim(name: str, *, wait: bool = False, created: float = T0) -> dict[str, A
     return {"metadata": meta, "spec": spec}
 
 
-def _released_holder_and_a_waiter_that_gave_up() -> tuple[FakeApi, Cache, Reconciler]:
+def _released_holder_and_a_waiter_that_gave_up(*, gone: bool = True) -> tuple[FakeApi, Cache, Reconciler]:
     """`h` holds the lock and has just released it (its deletion is in the cache); `w` waited behind
-    it past its timeout and gave up: its claim is deleted in the API, its deletion not seen yet."""
+    it past its timeout and gave up: its claim is deleted in the API, its deletion not seen yet (with
+    `gone=False`: still there, to be told `TimedOut`)."""
     clock = ManualClock(T0)
     api, cache = FakeApi(), Cache()
     reconciler = Reconciler(api, cache, Policy(), clock, EventRecorder(api, clock, "test"))  # type: ignore[arg-type]
@@ -54,7 +55,8 @@ def _released_holder_and_a_waiter_that_gave_up() -> tuple[FakeApi, Cache, Reconc
         assert api.objects[paths.claims("a", "w")]["status"]["phase"] == "Pending"
         clock.advance(30)  # past w's wait timeout
         cache.delete_claim(api.objects.pop(paths.claims("a", "h")))
-        del api.objects[paths.claims("a", "w")]
+        if gone:
+            del api.objects[paths.claims("a", "w")]
         api.requests.clear()
 
     asyncio.run(set_up())
@@ -70,6 +72,32 @@ def test_a_waiter_gone_before_its_timed_out_status_does_not_hold_up_the_release(
     assert api.requests == [("update", paths.claims("a", "w", status=True)), ("delete", lock)]
     assert lock not in api.objects and KEY not in cache.locks
     assert "u-w" not in cache.claims and cache.was_deleted("u-w")
+    asyncio.run(reconciler.stop())
+
+
+def test_a_released_lock_is_deleted_beside_a_slow_status_write_not_after_it() -> None:
+    """The decision that removes a released grant also tells a waiter `TimedOut`; on a busy API server
+    that write takes seconds. The released grant's deletion rests on nothing it says (its claim is
+    deleted), so it is sent while that write is under way, not after it."""
+    api, cache, reconciler = _released_holder_and_a_waiter_that_gave_up(gone=False)
+    seen: list[str] = []
+
+    async def slow_update(path: str, body: Any, default: Any) -> Any:
+        seen.append(f"status {body['status']['phase']} sent")
+        await asyncio.sleep(0.2)
+        seen.append("status done")
+        return default()
+
+    async def delete(path: str, body: Any, default: Any) -> Any:
+        seen.append("lock delete sent")
+        return default()
+
+    api.react("update", slow_update)
+    api.react("delete", delete)
+    asyncio.run(reconciler.reconcile(KEY))
+    assert seen[:3] == ["status TimedOut sent", "lock delete sent", "status done"]
+    assert paths.locks("a", lock_name(R)) not in api.objects and KEY not in cache.locks
+    assert api.objects[paths.claims("a", "w")]["status"]["phase"] == "TimedOut"
     asyncio.run(reconciler.stop())
 
 
@@ -90,10 +118,12 @@ def test_a_404_that_names_no_claim_is_trouble_retried_never_a_claim_gone() -> No
     with pytest.raises(Unserved):
         asyncio.run(reconciler.reconcile(KEY))
     lock = paths.locks("a", lock_name(R))
-    assert api.requests == [("update", paths.claims("a", "w", status=True))]
-    assert lock in api.objects and "u-w" in cache.claims and not cache.was_deleted("u-w")
-    asyncio.run(reconciler.reconcile(KEY))  # served again: w found gone, the lock released
+    # The released holder's lock went beside the status write (its claim is deleted: nothing that
+    # write meets changes that), and is known gone when the round fails.
+    assert api.requests == [("update", paths.claims("a", "w", status=True)), ("delete", lock)]
     assert lock not in api.objects and KEY not in cache.locks
+    assert "u-w" in cache.claims and not cache.was_deleted("u-w")
+    asyncio.run(reconciler.reconcile(KEY))  # served again: w found gone
     assert "u-w" not in cache.claims and cache.was_deleted("u-w")
     asyncio.run(reconciler.stop())
 
