@@ -95,8 +95,9 @@ class Left:
 # The process left behind writes a first line of work and then its own pid once it is what it will
 # be (in its own session, for `setsid`), then appends a line every 0.1 s for as long as it lives: the
 # work it would go on doing with the lock's token. The first line comes before the pid so that a
-# process stopped as soon as its pid is seen has still written the token it was given. Its output goes to a file, not to the command's stdout (a pipe kept open
-# would hold up whoever reads `kubelock run`'s output).
+# process stopped as soon as its pid is seen has still written the token it was given. Its output
+# goes to a file, not to the command's stdout (a pipe kept open would hold up whoever reads `kubelock
+# run`'s output).
 WORKER = (
     'echo "$KUBELOCK_FENCING_TOKEN" >> "$1.work"; echo $$ > "$1.tmp"; mv "$1.tmp" "$1"; '
     'while :; do sleep 0.1; echo "$KUBELOCK_FENCING_TOKEN" >> "$1.work"; done'
