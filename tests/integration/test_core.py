@@ -323,9 +323,11 @@ def test_renewal_keeps_the_lock_past_its_ttl(locks: Locks) -> None:
 
 
 def test_expiry_hands_over_to_the_next_waiter(locks: Locks) -> None:
-    # 6 s: a's Held is seen, and b queued behind it, before a loaded machine lets the lease end.
-    locks.claim("a", "deploy://handover", "agent-a", ttl=6)
-    first = status_of(locks.wait_phase("a", "Held"))
+    # 6 s: b queued behind a before a loaded machine lets the lease end; a's Held is seen through the
+    # claim history, which a poll held up past those 6 s would miss.
+    with locks.history() as seen:
+        locks.claim("a", "deploy://handover", "agent-a", ttl=6)
+        first = status_of(seen.wait_phase("a", "Held"))
     locks.claim("b", "deploy://handover", "agent-b", wait=True)
     second = status_of(locks.wait_phase("b", "Held"))
     assert phase_of(locks.get("a")) == "Expired"
