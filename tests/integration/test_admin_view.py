@@ -79,7 +79,7 @@ def moment(rfc3339: str) -> float:
 
 
 def log_entries(op: OperatorProcess, **match: str) -> list[dict[str, Any]]:
-    entries = [json.loads(line) for line in op.log_text().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in op.log_lines() if line.startswith("{")]
     return [e for e in entries if all(e.get(k) == v for k, v in match.items())]
 
 
