@@ -679,7 +679,9 @@ RUN_URI = "deploy://api-prod"
 
 # The command run under the lock: it records its environment and pid, then works until told to stop
 # (the file `go`), and records when it ended. `ignore-term` makes it ignore SIGTERM; `exit-on-term`
-# makes it record the SIGTERM and exit 7.
+# makes it record the SIGTERM and exit 7. The moment of the SIGTERM is written whole (a temporary
+# name, renamed): the command can be SIGKILLed after its grace while it writes it, and the test
+# reads it at once.
 CHILD = r"""
 import json, os, pathlib, signal, sys, time
 d = pathlib.Path(sys.argv[1])
@@ -687,7 +689,8 @@ if "ignore-term" in sys.argv:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if "exit-on-term" in sys.argv:
     def on_term(*_):
-        (d / "term").write_text(repr(time.time()))
+        (d / "term.tmp").write_text(repr(time.time()))
+        os.replace(d / "term.tmp", d / "term")
         sys.exit(7)
     signal.signal(signal.SIGTERM, on_term)
 env = {k: v for k, v in os.environ.items() if k.startswith("KUBELOCK_")}

@@ -259,8 +259,9 @@ def test_a_waiter_arriving_while_expiries_are_due_is_granted_at_once_and_every_e
     count = 60
     # The first one Held before the rest are asked for: under load 60 creates take longer than a
     # lease of 2 s, and its Held would be gone before it was looked at.
-    locks.claim("s0", "deploy://storm/0", "agent-0", ttl=4)
-    first = status_of(locks.wait_phase("s0", "Held"))
+    with locks.history() as seen:  # Held for 4 s only: a poll held up longer would find it Expired
+        locks.claim("s0", "deploy://storm/0", "agent-0", ttl=4)
+        first = status_of(seen.wait_phase("s0", "Held"))
     for i in range(1, count):
         locks.claim(f"s{i}", f"deploy://storm/{i}", f"agent-{i}", ttl=2)
     locks.wait_phase("s0", "Expired")
@@ -322,9 +323,11 @@ def test_renewal_keeps_the_lock_past_its_ttl(locks: Locks) -> None:
 
 
 def test_expiry_hands_over_to_the_next_waiter(locks: Locks) -> None:
-    # 6 s: a's Held is seen, and b queued behind it, before a loaded machine lets the lease end.
-    locks.claim("a", "deploy://handover", "agent-a", ttl=6)
-    first = status_of(locks.wait_phase("a", "Held"))
+    # 6 s: b queued behind a before a loaded machine lets the lease end; a's Held is seen through the
+    # claim history, which a poll held up past those 6 s would miss.
+    with locks.history() as seen:
+        locks.claim("a", "deploy://handover", "agent-a", ttl=6)
+        first = status_of(seen.wait_phase("a", "Held"))
     locks.claim("b", "deploy://handover", "agent-b", wait=True)
     second = status_of(locks.wait_phase("b", "Held"))
     assert phase_of(locks.get("a")) == "Expired"
@@ -365,8 +368,9 @@ def test_fencing_tokens_increase_across_release_expiry_break_and_deletion(locks:
     locks.claim("t1", resource, "agent-a")
     tokens.append(status_of(locks.wait_phase("t1", "Held"))["fencingToken"])
     locks.delete("t1")  # release
-    locks.claim("t2", resource, "agent-b", ttl=5)  # seen Held before it expires, even loaded
-    tokens.append(status_of(locks.wait_phase("t2", "Held"))["fencingToken"])
+    with locks.history() as seen:  # Held for 5 s only: a poll held up longer would find it Expired
+        locks.claim("t2", resource, "agent-b", ttl=5)
+        tokens.append(status_of(seen.wait_phase("t2", "Held"))["fencingToken"])
     locks.wait_phase("t2", "Expired")  # expiry
     locks.claim("t3", resource, "agent-c")
     t3 = status_of(locks.wait_phase("t3", "Held", timeout=10))

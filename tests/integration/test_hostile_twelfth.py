@@ -144,9 +144,12 @@ def test_leases_that_end_or_are_renewed_while_the_operator_is_down(
     ns: str, user_api: UserApi, prefix_operator: OperatorProcess
 ) -> None:
     alice, bob = Locks(user_api("alice"), ns), Locks(user_api("bob"), ns)
-    alice.claim("down-lapsed", "mr://down/lapsed", "user:alice/w", ttl=8)
-    alice.claim("down-late", "mr://down/late", "user:alice/w", ttl=8)
-    alice.claim("down-kept", "mr://down/kept", "user:alice/w", ttl=40)
+    # 20 s, not 8: the three grants seen Held and a waiter queued behind each (a dozen requests, each
+    # taking seconds on a loaded machine) before the operator stops; with 8 s a lease could end first,
+    # and its waiter was granted instead of queued.
+    alice.claim("down-lapsed", "mr://down/lapsed", "user:alice/w", ttl=20)
+    alice.claim("down-late", "mr://down/late", "user:alice/w", ttl=20)
+    alice.claim("down-kept", "mr://down/kept", "user:alice/w", ttl=60)
     told = {n: status_of(alice.wait_phase(n, "Held", DEADLINE)) for n in ("down-lapsed", "down-late", "down-kept")}
     for name, resource in (("w-lapsed", "mr://down/lapsed"), ("w-late", "mr://down/late"), ("w-kept", "mr://down/kept")):
         bob.claim(name, resource, "user:bob/w", ttl=60, wait=True)

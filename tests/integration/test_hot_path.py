@@ -127,8 +127,9 @@ def test_routine_events_are_rate_limited_and_warnings_never(
         control_plane.kubeconfig, tmp_path / "op.log", namespaces=(iso_ns,), extra_args=("--routine-event-rate", "0")
     )
     with op:
-        locks.claim("short", "deploy://events", "agent-a", ttl=5)  # Held long enough to be seen, even loaded
-        locks.wait_phase("short", "Held")
+        with locks.history() as seen:  # Held for 5 s only: a poll held up longer would find it Expired
+            locks.claim("short", "deploy://events", "agent-a", ttl=5)
+            seen.wait_phase("short", "Held")
         locks.wait_phase("short", "Expired")
         wait_until(lambda: ("LeaseExpired", "Warning") in _reasons(admin_api, iso_ns, "short"), "the Warning")
         locks.claim("next", "deploy://events", "agent-b")

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,9 +268,12 @@ def test_a_waiter_of_several_is_granted_as_soon_as_the_claim_of_several_ahead_ex
 def test_renewing_the_claim_renews_every_grant(locks: Locks) -> None:
     a, b = "renew://a", "renew://b"
     claim_all(locks, "m", [a, b], "agent-r", ttlSeconds=10)
-    locks.wait_phase("m", "Held")
+    # The beats are timed from the grant (acquiredAt, this machine's clock), not from when this test saw
+    # it: a loaded machine can show the claim Held seconds after its lease began.
+    acquired = datetime.fromisoformat(status_of(locks.wait_phase("m", "Held"))["acquiredAt"].replace("Z", "+00:00"))
     for i in range(4):
-        time.sleep(3)  # a beat well inside the lease, also when a renewal takes seconds to land
+        # A beat every 3 s, well inside the lease, also when a renewal takes seconds to land.
+        time.sleep(max(0.0, acquired.timestamp() + 3 * (i + 1) - time.time()))
         locks.renew("m", f"beat-{i}")
     assert phase_of(locks.get("m")) == "Held"  # 12 s > its 10 s lease: the renewals kept it
 

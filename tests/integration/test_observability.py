@@ -140,7 +140,7 @@ def test_one_json_log_line_per_decision(observed: tuple[OperatorProcess, str], a
     locks.wait_phase("a", "Held")
     deadline = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < deadline:
-        entries = [json.loads(line) for line in op.log_text().splitlines() if line.startswith("{")]
+        entries = [json.loads(line) for line in op.log_lines() if line.startswith("{")]
         decisions = [e for e in entries if e.get("claim") == "a"]
         if decisions:
             break

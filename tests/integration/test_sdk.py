@@ -420,11 +420,15 @@ def test_a_wait_meeting_its_own_lapsed_grant_waits_afresh(team: Team, operator: 
     told of the lost lease (`LeaseExpired`, the record removed), and its next try asks afresh."""
     alice = team.client("alice")
     uri = f"deploy://lapsed-{'wait' if wait else 'try'}"
-    first = alice.acquire(uri, ttl=2)  # never renewed
+    # Never renewed. 6 s, not 2: the operator is stopped only once this acquire has returned, and a
+    # loaded machine can take longer than a 2 s lease to tell it (the lease then expired first).
+    first = alice.acquire(uri, ttl=6)
     operator.pause()
     answer: list[AcquireResult | BaseException] = []
     try:
-        time.sleep(3.5)  # past the lease's end; the stopped operator cannot expire it
+        assert first.expires_at is not None
+        # Past the lease's end; the stopped operator cannot expire it.
+        time.sleep(max(0.0, first.expires_at.timestamp() + 1.5 - time.time()))
         assert phase_of(team.admin.get(first.claim_name)) == "Held"
 
         def acquire() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import watch
 
 GROUP, VERSION = "kubelock.dev", "v1alpha1"
 Body = dict[str, Any]
@@ -120,6 +122,11 @@ class Locks:
     def wait_phases(self, names: Iterable[str], phase: str, timeout: float = 30) -> list[Body]:
         return [self.wait_phase(n, phase, timeout) for n in names]
 
+    def history(self) -> ClaimHistory:
+        """Every version of this namespace's claims from now on (`with locks.history() as seen:`): for
+        a phase that may be over before a poll looks (a lease of a few seconds on a loaded machine)."""
+        return ClaimHistory(self.api.api_client, self.namespace)
+
 
 def phase_of(body: Body) -> str | None:
     return (body.get("status") or {}).get("phase")
@@ -151,3 +158,84 @@ async def wait_until_async(done: Callable[[], object], what: str, within: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+class ClaimHistory:
+    """Every version of a namespace's claims, as a watch delivers them (each write is one event), from
+    the moment the `with` block is entered.
+
+    For a state the operator writes and soon leaves (a revocation request with a grace of 2 s, then
+    the lock broken): a poll can miss it when a loaded machine holds this test up for longer than the
+    state lasts; a watch from a LIST's version is sent every write made after that LIST, however
+    late it is read."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self._api = k8s.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._watch = watch.Watch()
+        self._versions: dict[str, list[Body]] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._since = ""
+
+    def __enter__(self) -> ClaimHistory:
+        # The LIST is made here, before the test goes on: the watch starts from its version even when
+        # its thread connects later, so nothing written after `with` is missed.
+        listed = self._api.list_namespaced_custom_object(GROUP, VERSION, self._namespace, "lockclaims")
+        for item in listed["items"]:
+            self._keep(item)
+        self._since = listed["metadata"]["resourceVersion"]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._watch.stop()
+        self._thread.join(10)
+
+    def versions(self, name: str) -> list[Body]:
+        with self._lock:
+            return list(self._versions.get(name, ()))
+
+    def wait_for(self, name: str, predicate: Callable[[Body], bool], timeout: float = 30, what: str = "") -> Body:
+        """The first version of the claim seen for which `predicate` holds, waiting for it as
+        `wait_until` does (at least MIN_WAIT_SECONDS, a last look after the deadline)."""
+        found: list[Body] = []
+
+        def seen() -> bool:
+            found[:] = [body for body in self.versions(name) if predicate(body)][:1]
+            return bool(found)
+
+        try:
+            wait_until(seen, what=f"claim {name} to be {what or predicate}", timeout=timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; every version seen: {self.versions(name)}") from None
+        return found[0]
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 30) -> Body:
+        """The first version of the claim seen in `phase`, though it may have left it since."""
+        return self.wait_for(name, lambda b: phase_of(b) == phase, timeout, phase)
+
+    def _keep(self, body: Body) -> None:
+        with self._lock:
+            self._versions.setdefault(body["metadata"]["name"], []).append(body)
+
+    def _run(self) -> None:
+        version = self._since
+        while not self._stopped.is_set():
+            try:
+                stream = self._watch.stream(
+                    self._api.list_namespaced_custom_object, GROUP, VERSION, self._namespace, "lockclaims",
+                    resource_version=version, timeout_seconds=60,
+                )
+                for event in stream:
+                    if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                        continue
+                    body: Body = event["object"]
+                    version = body["metadata"]["resourceVersion"]
+                    self._keep(body)
+            except Exception:  # a dropped watch: resume from the last version seen
+                if self._stopped.is_set():
+                    return
+                time.sleep(0.1)

@@ -90,6 +90,12 @@ class OperatorProcess:
             f.seek(self._log_offset)
             return f.read().decode("utf-8", "replace")
 
+    def log_lines(self) -> list[str]:
+        """The log's complete lines. The operator may be writing its last line while the test reads:
+        a JSON line cut short is not yet a line."""
+        text = self.log_text()
+        return text[: text.rfind("\n") + 1].splitlines()
+
     def wait_for_log(self, text: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
