@@ -32,6 +32,7 @@ from tests.support.access import static_agents_namespace, user_environment
 from tests.support.claims import Locks, phase_of, wait_until
 from tests.support.commands import Run, finish, run, start
 from tests.support.operator import OperatorProcess
+from tests.support.partition import Partition, kubeconfig_for
 
 PREFIX = "kl-endings-"
 DEADLINE = 120.0  # generous for 2 shared cores; every wait returns as soon as the state is reached
@@ -279,3 +280,37 @@ def test_run_whose_lock_is_broken_says_the_loss_once(cli: Cli, mode: str) -> Non
         assert ended.stdout == "", ended
         assert ended.stderr.count("kubelock run: ") == 1 and "the command was stopped" in ended.stderr, ended
         assert len(ended.stderr.splitlines()) == 2, ended.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_run_cut_off_from_the_api_server_says_the_loss_once(cli: Cli, mode: str, tmp_path: Path) -> None:
+    """`kubelock run --ttl 8 --renew-deadline 4` whose API server is cut off: no renewal within the
+    renew deadline is the loss (exit 8), said once with its reason; what else failed meanwhile (a
+    renewal, the release) is said by its own line."""
+    uri = f"deploy://endings-cut-{mode}"
+    partition = Partition(cli.control_plane.server)
+    config = kubeconfig_for(cli.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    env = cli.env("alice") | {"KUBECONFIG": str(config)}
+    process = start("kubelock", "run", *Cli.mode_args(mode), uri, "--ttl", "8", "--renew-deadline", "4",
+                    "--grace", "2", "--", "sh", "-c", "echo started; exec sleep 300", env=env)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        partition.cut()
+        ended = finish(process, timeout=DEADLINE)
+    finally:
+        partition.cut()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"kubelock run ({mode}): exit {ended.code}; stdout {ended.stdout!r}; stderr {ended.stderr!r}")
+    assert ended.code == ExitCode.LOST, ended
+    assert ended.stderr.count("lost the lock on") == 1, ended.stderr
+    assert ended.stderr.count("within the renew deadline") == 1, ended.stderr  # the reason, once
+    if mode == "json":
+        got = json.loads(ended.stdout)
+        assert got["endedBy"] == "LockLost" and got["error"] == "LeaseExpired" and got["lost"] is True, got
+        assert ended.stderr.count("kubelock run: ") == 0, ended.stderr
+    else:
+        assert ended.stdout == "", ended
+        assert ended.stderr.count("kubelock run: the command was stopped") == 1, ended.stderr
