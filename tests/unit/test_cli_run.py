@@ -17,7 +17,7 @@ import pytest
 from kubelock.cli import output
 from kubelock.cli import run as runner
 from kubelock.cli.exitcodes import ExitCode
-from kubelock.cli.main import split_command
+from kubelock.cli.main import split_command, stopped_after_loss
 from kubelock.sdk.errors import Expired, InvalidInput, LockError
 from kubelock.sdk.model import ClaimInfo, RevocationInfo
 
@@ -287,3 +287,14 @@ def test_what_ignores_sigterm_at_a_loss_is_gone_within_one_grace(tmp_path: Path)
     assert not running(left)
     assert outcome.exit_code == ExitCode.LOST and outcome.killed and outcome.left_behind >= 1
     assert 3 <= took < 5.5, took
+
+
+def test_the_line_after_a_loss_repeats_neither_the_loss_nor_its_reason_when_the_lease_said_them() -> None:
+    lost = Expired("no renewal of the lease on deploy://x succeeded within the renew deadline of 4s")
+    said = stopped_after_loss("deploy://x", lost, runner.Outcome(-signal.SIGTERM, lost, (), killed=False), said=True)
+    assert said == "the command was stopped (SIGTERM) because the lock on deploy://x was lost"
+    assert lost.message not in said and "lost the lock on" not in said
+    # The watchdog's kill, which the lease never reported: the reason is said here, once.
+    unsaid = stopped_after_loss("deploy://x", lost, runner.Outcome(-signal.SIGKILL, lost, (), killed=True),
+                                said=False)
+    assert unsaid == f"lost the lock on deploy://x: {lost.message}; the command was stopped (SIGTERM, then SIGKILL)"

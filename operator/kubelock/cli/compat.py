@@ -96,8 +96,6 @@ def _run(parser: argparse.ArgumentParser, command: Command, argv: Sequence[str] 
         traceback.print_exc()
         print(output.dumps({"ok": False, "error": "InternalError", "message": "kubelock failed; see stderr"}))
         return ExitCode.INTERNAL
-    if code == ExitCode.INTERRUPTED:
-        print(output.dumps({"ok": False, "error": "Interrupted", "message": "interrupted; nothing is held"}))
     return code
 
 

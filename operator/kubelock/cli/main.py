@@ -411,9 +411,9 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     # the lease keeps it and has said it on stderr already (the SDK's warning), with its reason.
     released = lease.release_error is None
     if outcome.lost is not None and args.output not in ("json", "yaml"):
-        stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
-        print(f"{args.prog} run: lost the lock on {lease.resource}: {outcome.lost.message}; the command was "
-              f"stopped ({stopped})", file=sys.stderr)
+        said = outcome.lost is lease.error
+        print(f"{args.prog} run: {stopped_after_loss(lease.resource, outcome.lost, outcome, said=said)}",
+              file=sys.stderr)
     if outcome.revocation is not None and outcome.lost is None and args.output not in ("json", "yaml"):
         r = outcome.revocation
         print(f"{args.prog} run: {r.requested_by} asked to give back {lease.resource}"
@@ -425,6 +425,18 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     if args.output in ("json", "yaml"):
         print(output.render(output.ran(lease.claim, outcome, released=released), args.output), end="")
     return outcome.exit_code
+
+
+def stopped_after_loss(resource: str, lost: LockError, outcome: runner.Outcome, *, said: bool) -> str:
+    """What `kubelock run` says when a loss stopped the command. The loss itself, with its reason, is
+    the lease's to say (the SDK's warning "lost the lock on X: <reason>", on stderr in every output
+    mode, as for any program using the SDK): `said` is true when the lease reported it, and then
+    only what `kubelock run` did about it is added, not the loss a second time. A loss the lease did
+    not report (its watchdog killed the command while kubelock run could not act) is said here."""
+    stopped = "SIGTERM, then SIGKILL" if outcome.killed else "SIGTERM"
+    if said:
+        return f"the command was stopped ({stopped}) because the lock on {resource} was lost"
+    return f"lost the lock on {resource}: {lost.message}; the command was stopped ({stopped})"
 
 
 HANDLERS: dict[str, Handler] = {
@@ -549,6 +561,9 @@ def run(
         on_error(error)
         return for_error(error)
     except KeyboardInterrupt:
+        # Ctrl-C ends a command as SIGTERM and SIGHUP do, and is said the same way, once, by the
+        # caller's report: `-o json` still prints its one object (it printed nothing before).
+        on_error(signals.Stopped(signal.SIGINT))
         return ExitCode.INTERRUPTED
 
 

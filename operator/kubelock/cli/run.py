@@ -239,17 +239,29 @@ async def _feed(lease: Losable, command: WatchedCommand, grace: float) -> None:
 
 async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str], grace: float) -> Outcome:
     """Run the command in its own process group until it ends or the lease is lost."""
-    command = await WatchedCommand.start(argv, env, grace, lease.loss_at() + grace)
-    pgid = command.pgid
     loop = asyncio.get_running_loop()
     forwarded: list[int] = []
+    pgid = 0
 
     def forward(signum: int) -> None:
         forwarded.append(signum)
-        _signal_group(pgid, signum)
+        if pgid:
+            _signal_group(pgid, signum)
 
+    # The signals are taken over before the command starts: a SIGTERM that came while it was being
+    # started (it may run, and print, before its pid is read) is the command's, passed on once its
+    # group is known, not a stop of `kubelock run` that would report a withdrawn acquire.
     for s in FORWARDED:
         loop.add_signal_handler(s, forward, s)
+    try:
+        command = await WatchedCommand.start(argv, env, grace, lease.loss_at() + grace)
+    except BaseException:
+        for s in FORWARDED:
+            loop.remove_signal_handler(s)
+        raise
+    pgid = command.pgid
+    for signum in forwarded:
+        _signal_group(pgid, signum)
     exited = command.exited
     lost = asyncio.ensure_future(lease.lost.wait())
     honour = asyncio.ensure_future(_honour_revocation(lease, pgid, exited))

@@ -19,7 +19,7 @@ from kubelock.sdk.errors import LockError
 
 T = TypeVar("T")
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "HungUp"}
+REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "HungUp", signal.SIGINT: "Interrupted"}
 
 
 class Stopped(LockError):
