@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,43 @@ def test_run_cut_off_from_the_api_server_says_the_loss_once(cli: Cli, mode: str,
     else:
         assert ended.stdout == "", ended
         assert ended.stderr.count("kubelock run: the command was stopped") == 1, ended.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_run_stopped_while_it_releases_finishes_the_release(cli: Cli, mode: str, tmp_path: Path) -> None:
+    """SIGTERM to `kubelock run` after its command ended, while its release is on the way (held 4 s by
+    a slow link): the release is finished and the command's result printed (exit 0). Before, the
+    signal's default action killed the process in the middle: no result, and the lock could stay
+    held by nobody until its lease ended."""
+    uri = f"deploy://endings-releasing-{mode}"
+    go = tmp_path / "go"
+    partition = Partition(cli.control_plane.server)
+    config = kubeconfig_for(cli.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    env = cli.env("alice") | {"KUBECONFIG": str(config)}
+    command = f"echo started; while [ ! -e {go} ]; do sleep 0.05; done; echo ending"
+    process = start("kubelock", "run", *Cli.mode_args(mode), uri, "--ttl", "60", "--", "sh", "-c", command, env=env)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        cli.wait_phase("alice", uri, "Held")
+        partition.delay(4.0)  # what kubelock run sends from now on: its release
+        go.touch()
+        assert process.stdout.readline().strip() == "ending"
+        time.sleep(1.0)  # the command has exited (it printed its last line); the release is held in the link
+        assert process.poll() is None, "kubelock run ended before its release could be held"
+        process.send_signal(signal.SIGTERM)
+        ended = finish(process, timeout=DEADLINE)
+    finally:
+        partition.cut()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"kubelock run ({mode}): exit {ended.code}; stdout {ended.stdout!r}; stderr {ended.stderr!r}")
+    assert ended.code == 0, ended
+    name = claim_name(f"user:alice/{INSTANCE}", normalise(uri))
+    assert all(c["metadata"]["name"] != name for c in cli.locks.claims()), "the claim was not released"
+    if mode == "json":
+        got = json.loads(ended.stdout)
+        assert got["endedBy"] == "CommandExited" and got["released"] is True, got
+    else:
+        assert ended.stdout == "" and ended.stderr == "", ended

@@ -402,11 +402,14 @@ async def cmd_run(client: AsyncLockClient, args: argparse.Namespace) -> int:
     except BaseException as error:
         await lease.__aexit__(type(error), error, error.__traceback__)
         raise
-    try:
-        await lease.__aexit__(None, None, None)
-    except LockError as error:  # the command's result stands; the lease runs out by itself
-        lease.release_error = error
-        print(f"{args.prog} run: could not release {lease.resource}: {error.message}", file=sys.stderr)
+    # The command has ended: a stop that comes now waits for the release (one request) instead of
+    # cutting it short, and the command's result stands.
+    with signals.held(asyncio.get_running_loop()):
+        try:
+            await lease.__aexit__(None, None, None)
+        except LockError as error:  # the command's result stands; the lease runs out by itself
+            lease.release_error = error
+            print(f"{args.prog} run: could not release {lease.resource}: {error.message}", file=sys.stderr)
     # After a loss the release is still tried (the claim may be there) but its refusal is not raised:
     # the lease keeps it and has said it on stderr already (the SDK's warning), with its reason.
     released = lease.release_error is None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kubelock.cli import signals
 from kubelock.cli.exitcodes import ExitCode
 from kubelock.sdk.errors import Expired, InvalidInput, LockError
 from kubelock.sdk.model import ClaimInfo, RevocationInfo
@@ -256,8 +257,7 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
     try:
         command = await WatchedCommand.start(argv, env, grace, lease.loss_at() + grace)
     except BaseException:
-        for s in FORWARDED:
-            loop.remove_signal_handler(s)
+        signals.restore(loop, FORWARDED)
         raise
     pgid = command.pgid
     for signum in forwarded:
@@ -293,8 +293,7 @@ async def supervise(lease: Losable, argv: Sequence[str], env: Mapping[str, str],
             _signal_group(pgid, signal.SIGKILL)
             await asyncio.shield(exited)
         await asyncio.shield(command.close())
-        for s in FORWARDED:
-            loop.remove_signal_handler(s)
+        signals.restore(loop, FORWARDED)
 
 
 async def _honour_revocation(lease: Losable, pgid: int, exited: asyncio.Future[int]) -> bool:

@@ -11,8 +11,9 @@ command prints its result (`Terminated` or `HungUp`; one JSON object with `--jso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from kubelock.sdk.errors import LockError
@@ -20,6 +21,12 @@ from kubelock.sdk.errors import LockError
 T = TypeVar("T")
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 REASONS = {signal.SIGTERM: "Terminated", signal.SIGHUP: "HungUp", signal.SIGINT: "Interrupted"}
+
+# The handler `run` installed, innermost last. A command that takes the signals over for a while
+# (`kubelock run` passes them on to its command) gives them back with `restore`: asyncio's
+# `remove_signal_handler` would leave the default action, and a SIGTERM then would kill the process
+# without a word, in the middle of whatever it was doing (the release after the command ended).
+_installed: list[Callable[[int], None]] = []
 
 
 class Stopped(LockError):
@@ -61,6 +68,7 @@ def run(coro: Coroutine[Any, Any, T], unwithdrawn: Callable[[], Sequence[str]] =
 
     with asyncio.Runner() as runner:
         loop = runner.get_loop()
+        _installed.append(on_signal)
         for s in SIGNALS:
             loop.add_signal_handler(s, on_signal, s)
         try:
@@ -70,5 +78,31 @@ def run(coro: Coroutine[Any, Any, T], unwithdrawn: Callable[[], Sequence[str]] =
                 raise Stopped(received[0], unwithdrawn()) from None
             raise
         finally:
+            _installed.remove(on_signal)
             for s in SIGNALS:
                 loop.remove_signal_handler(s)
+
+
+def restore(loop: asyncio.AbstractEventLoop, signums: Sequence[int]) -> None:
+    """Give `signums` back to what handled them before a command took them over: `run`'s handler
+    for SIGTERM and SIGHUP (the default action outside `run`), Python's KeyboardInterrupt for SIGINT."""
+    for s in signums:
+        loop.remove_signal_handler(s)
+        if _installed and s in SIGNALS:
+            loop.add_signal_handler(s, _installed[-1], s)
+
+
+@contextlib.contextmanager
+def held(loop: asyncio.AbstractEventLoop) -> Iterator[list[int]]:
+    """SIGTERM, SIGHUP and SIGINT noted, not acted on, for a block of work that a stop must not cut
+    short, such as `kubelock run`'s release after its command ended (one request: cancelled, or
+    killed by the default action, the lock would stay held by nobody until its lease ended). The
+    block yields the signals that came; after it, they are handled as before."""
+    noted: list[int] = []
+    taken = (*SIGNALS, signal.SIGINT)
+    for s in taken:
+        loop.add_signal_handler(s, noted.append, s)
+    try:
+        yield noted
+    finally:
+        restore(loop, taken)
