@@ -14,7 +14,6 @@ import select
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ from tests.support.access import bind, bind_agents, wait_allowed
 from tests.support.claims import Locks, phase_of, status_of
 from tests.support.commands import Run, argv_of, default_signals, environment, finish, run, start
 from tests.support.operator import REPO, OperatorProcess
-from tests.support.partition import Partition, kubeconfig_for
+from tests.support.partition import Partition, dead_kubeconfig, kubeconfig_for
 
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 DEADLINE = 60.0  # generous for 2 shared cores; every wait returns as soon as the state is reached
@@ -105,17 +104,6 @@ def sh(control_plane: Cluster, admin_api: ApiClient, namespace: str, operator: O
     bind(admin_api, namespace, "kubelock-admin", "lockadmin")
     wait_allowed(admin_api, "lockadmin", namespace, "delete", "resourcelocks")
     return Shell(control_plane, namespace, Locks(admin_api, namespace))
-
-
-def closed_port_kubeconfig(source: Path, path: Path) -> Path:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = yaml.safe_load(source.read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 # ---- rlock / runlock / rlock-heartbeat: one JSON object and one exit code per outcome -----------
@@ -226,7 +214,7 @@ def test_compat_deadlock(sh: Shell) -> None:
 
 
 def test_compat_unreachable(sh: Shell, tmp_path: Path) -> None:
-    dead = closed_port_kubeconfig(sh.control_plane.user_kubeconfig("alice"), tmp_path / "dead.kubeconfig")
+    dead = dead_kubeconfig(sh.control_plane.user_kubeconfig("alice"), tmp_path / "dead.kubeconfig")
     for command in ("rlock", "runlock", "rlock-heartbeat"):
         got = run(command, URI, env=environment(dead, sh.namespace))
         assert got.code == ExitCode.UNREACHABLE, got

@@ -14,16 +14,16 @@ Who says what (one owner per message):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.client import ApiClient
 
 from kubelock.cli.exitcodes import ExitCode
@@ -33,7 +33,7 @@ from tests.support.access import static_agents_namespace, user_environment
 from tests.support.claims import Locks, phase_of, wait_until
 from tests.support.commands import Run, finish, run, start
 from tests.support.operator import OperatorProcess
-from tests.support.partition import Partition, kubeconfig_for
+from tests.support.partition import Partition, dead_kubeconfig, kubeconfig_for
 
 PREFIX = "kl-endings-"
 DEADLINE = 120.0  # generous for 2 shared cores; every wait returns as soon as the state is reached
@@ -170,22 +170,11 @@ def test_refusals_before_and_at_the_api_server(cli: Cli, mode: str, tmp_path: Pa
     refused = run("kubelock", "acquire", uri, *Cli.mode_args(mode), env=env, timeout=DEADLINE)
     failed(refused, mode, ExitCode.FORBIDDEN, "acquire", "did not accept the credentials", "Forbidden")
 
-    dead = closed_port_kubeconfig(cli.control_plane.user_kubeconfig("alice"), tmp_path / "dead.kubeconfig")
+    dead = dead_kubeconfig(cli.control_plane.user_kubeconfig("alice"), tmp_path / "dead.kubeconfig")
     unreachable = run("kubelock", "acquire", uri, *Cli.mode_args(mode), env=env | {"KUBECONFIG": str(dead)},
                       timeout=DEADLINE)
     failed(unreachable, mode, ExitCode.UNREACHABLE, "acquire", "", "Unreachable")
     assert [c for c in cli.locks.claims() if c["spec"]["resource"] == uri] == []  # nothing was claimed
-
-
-def closed_port_kubeconfig(source: Path, path: Path) -> Path:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = yaml.safe_load(source.read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 # ---- deadlock, and signals while waiting ----------------------------------------------------------
@@ -283,27 +272,34 @@ def test_run_whose_lock_is_broken_says_the_loss_once(cli: Cli, mode: str) -> Non
         assert len(ended.stderr.splitlines()) == 2, ended.stderr
 
 
+@contextlib.contextmanager
+def run_through_a_link(cli: Cli, mode: str, tmp_path: Path, *args: str) -> Iterator[tuple[Partition, Popen[str]]]:
+    """`kubelock run ARGS` as alice through a link the test can slow or cut; at the end the link is
+    cut and the process, if it still runs, killed."""
+    partition = Partition(cli.control_plane.server)
+    config = kubeconfig_for(cli.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
+    process = start("kubelock", "run", *Cli.mode_args(mode), *args, env=cli.env("alice") | {"KUBECONFIG": str(config)})
+    try:
+        yield partition, process
+    finally:
+        partition.cut()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_run_cut_off_from_the_api_server_says_the_loss_once(cli: Cli, mode: str, tmp_path: Path) -> None:
     """`kubelock run --ttl 8 --renew-deadline 4` whose API server is cut off: no renewal within the
     renew deadline is the loss (exit 8), said once with its reason; what else failed meanwhile (a
     renewal, the release) is said by its own line."""
     uri = f"deploy://endings-cut-{mode}"
-    partition = Partition(cli.control_plane.server)
-    config = kubeconfig_for(cli.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
-    env = cli.env("alice") | {"KUBECONFIG": str(config)}
-    process = start("kubelock", "run", *Cli.mode_args(mode), uri, "--ttl", "8", "--renew-deadline", "4",
-                    "--grace", "2", "--", "sh", "-c", "echo started; exec sleep 300", env=env)
-    try:
+    with run_through_a_link(cli, mode, tmp_path, uri, "--ttl", "8", "--renew-deadline", "4", "--grace", "2",
+                            "--", "sh", "-c", "echo started; exec sleep 300") as (partition, process):
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "started"
         partition.cut()
         ended = finish(process, timeout=DEADLINE)
-    finally:
-        partition.cut()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     print(f"kubelock run ({mode}): exit {ended.code}; stdout {ended.stdout!r}; stderr {ended.stderr!r}")
     assert ended.code == ExitCode.LOST, ended
     assert ended.stderr.count("lost the lock on") == 1, ended.stderr
@@ -325,12 +321,8 @@ def test_run_stopped_while_it_releases_finishes_the_release(cli: Cli, mode: str,
     held by nobody until its lease ended."""
     uri = f"deploy://endings-releasing-{mode}"
     go = tmp_path / "go"
-    partition = Partition(cli.control_plane.server)
-    config = kubeconfig_for(cli.control_plane.user_kubeconfig("alice"), partition.address, tmp_path / "via-proxy")
-    env = cli.env("alice") | {"KUBECONFIG": str(config)}
     command = f"echo started; while [ ! -e {go} ]; do sleep 0.05; done; echo ending"
-    process = start("kubelock", "run", *Cli.mode_args(mode), uri, "--ttl", "60", "--", "sh", "-c", command, env=env)
-    try:
+    with run_through_a_link(cli, mode, tmp_path, uri, "--ttl", "60", "--", "sh", "-c", command) as (partition, process):
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "started"
         cli.wait_phase("alice", uri, "Held")
@@ -341,11 +333,6 @@ def test_run_stopped_while_it_releases_finishes_the_release(cli: Cli, mode: str,
         assert process.poll() is None, "kubelock run ended before its release could be held"
         process.send_signal(signal.SIGTERM)
         ended = finish(process, timeout=DEADLINE)
-    finally:
-        partition.cut()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     print(f"kubelock run ({mode}): exit {ended.code}; stdout {ended.stdout!r}; stderr {ended.stderr!r}")
     assert ended.code == 0, ended
     name = claim_name(f"user:alice/{INSTANCE}", normalise(uri))

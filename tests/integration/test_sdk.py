@@ -58,7 +58,7 @@ from kubelock.testbed import ControlPlane, wait_until
 from tests.support.access import allowed, bearer_client, bind_agents
 from tests.support.claims import Locks, phase_of
 from tests.support.operator import OperatorProcess
-from tests.support.partition import Partition, closed_port, kubeconfig_for
+from tests.support.partition import Partition, dead_kubeconfig, kubeconfig_for
 
 Cluster = Any  # ControlPlane, or conftest.ExistingCluster
 SaToken = Callable[..., str]
@@ -564,9 +564,7 @@ async def test_async_lease_renews_and_releases(team: Team) -> None:
 
 
 def test_unreachable_api_server_is_an_error_never_a_success(team: Team, tmp_path: Path) -> None:
-    dead = kubeconfig_for(
-        team.control_plane.user_kubeconfig("alice"), f"https://127.0.0.1:{closed_port()}", tmp_path / "dead"
-    )
+    dead = dead_kubeconfig(team.control_plane.user_kubeconfig("alice"), tmp_path / "dead")
     client = LockClient(kubeconfig=str(dead), namespace=team.namespace, instance="w1", retries=2)
     try:
         for call in (

@@ -50,6 +50,11 @@ def closed_port() -> int:
         return int(s.getsockname()[1])  # nothing listens there once the socket is closed
 
 
+def dead_kubeconfig(source: Path, path: Path) -> Path:
+    """A copy of a kubeconfig whose server is a port nothing listens on: an API server unreachable."""
+    return kubeconfig_for(source, f"https://127.0.0.1:{closed_port()}", path)
+
+
 class _Link:
     """One forwarded connection: its two sockets, and whether bytes flow through it now."""
 
