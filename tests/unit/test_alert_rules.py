@@ -14,21 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from kubelock.testbed import MissingBinariesError, find_binaries
 from tests.support.alertrules import CHART, RELEASE_NS, REPO, RULE_API, render, rules_of, selectors
 
 ON = "prometheusRule.enabled=true"
 DEFAULT_SELECTOR = {"job": ("=", "kubelock-operator-metrics"), "namespace": ("=", RELEASE_NS)}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 SEVERITIES = {"critical", "warning"}
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return find_binaries(("helm",), kwok_stages=False) / "helm"
-    except MissingBinariesError as error:
-        pytest.skip(f"helm is needed to render the chart: {error}")
 
 
 @pytest.mark.parametrize(

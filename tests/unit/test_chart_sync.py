@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from kubelock.operator.settings import parse
-from kubelock.testbed import MissingBinariesError, find_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubelock"
@@ -49,14 +48,6 @@ METRICS = {
     "kubelock_reconcile_duration_seconds",
     "kubelock_api_requests_total",
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    try:
-        return find_binaries(("helm",), kwok_stages=False) / "helm"
-    except MissingBinariesError as error:
-        pytest.skip(f"helm is needed to render the chart: {error}")
 
 
 def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
